@@ -1,0 +1,468 @@
+//! The layer catalogue: each layer's parameters, and how it transforms the
+//! shape of the value flowing into it (with a human-readable derivation, so a
+//! shape error can show where a size came from).
+
+use crate::check::args::{Args, Bound};
+use crate::check::model::{Activation, Layer, Shape, Weights};
+use crate::diag::{Diag, Span, messages};
+use crate::syntax::ast::{Call, Ident, Value};
+
+/// Every layer keyword with its parameters in positional order and the
+/// required ones.
+pub const LAYERS: &[(&str, &[&str], &[&str])] = &[
+    ("dense", &["units", "bias", "tied", "shared", "in"], &["units"]),
+    (
+        "conv2d",
+        &["filters", "kernel", "stride", "padding", "bias", "in"],
+        &["filters", "kernel"],
+    ),
+    ("maxpool", &["kernel", "stride"], &["kernel"]),
+    ("avgpool", &["kernel", "stride"], &["kernel"]),
+    ("flatten", &[], &[]),
+    ("reshape", &["shape"], &["shape"]),
+    ("dropout", &["p"], &["p"]),
+    ("batchnorm", &["momentum", "eps"], &[]),
+    ("maxout", &["units", "pieces"], &["units"]),
+    ("rnn", &["hidden", "sequences"], &["hidden"]),
+    ("lstm", &["hidden", "sequences"], &["hidden"]),
+    ("embedding", &["vocab", "dim"], &["vocab", "dim"]),
+    ("rbm", &["hidden"], &["hidden"]),
+    ("add", &["other"], &["other"]),
+    ("sigmoid", &[], &[]),
+    ("tanh", &[], &[]),
+    ("relu", &[], &[]),
+    ("leaky_relu", &["alpha"], &[]),
+    ("elu", &["alpha"], &[]),
+    ("softmax", &[], &[]),
+    ("identity", &[], &[]),
+];
+
+/// What flows into a layer.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub shape: Shape,
+    /// How the shape came about, e.g. `(28 + 2·0 − 5)/1 + 1 = 24 → maxpool 24/2 = 12`.
+    pub why: String,
+    /// The line that produced this value.
+    pub producer: Span,
+    /// Integer token ids (only `embedding` accepts them).
+    pub tokens: bool,
+}
+
+/// A resolved layer and what it produces.
+pub struct Applied {
+    pub layer: Layer,
+    pub shape: Shape,
+    pub why: String,
+    pub params: usize,
+    pub macs: u64,
+}
+
+/// An earlier layer that `tied =` or `shared =` may refer to.
+pub struct Labelled {
+    pub node: usize,
+    pub layer: Layer,
+    pub input: Shape,
+}
+
+pub fn shape_text(shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+fn chain(why: &str, step: String) -> String {
+    let mut steps: Vec<&str> = why.split(" → ").filter(|s| !s.is_empty()).collect();
+    let keep = steps.len().saturating_sub(2);
+    steps.drain(..keep);
+    let mut out = steps.join(" → ");
+    if !out.is_empty() {
+        out.push_str(" → ");
+    }
+    out.push_str(&step);
+    out
+}
+
+/// Applies the layer `args.call` to `input`. `lookup` resolves layer labels
+/// for shared and tied weights; `other` resolves value names for `add`.
+pub fn apply(
+    call: &Call,
+    args: &Args,
+    input: &Incoming,
+    lookup: &dyn Fn(&Ident) -> Option<Labelled>,
+    other: &dyn Fn(&Ident) -> Option<Incoming>,
+    diags: &mut Vec<Diag>,
+) -> Option<Applied> {
+    let name = call.name.name.as_str();
+    let before = diags.len();
+    if input.tokens && name != "embedding" {
+        diags.push(messages::tokens_need_embedding(call.span, input.producer));
+        return None;
+    }
+    let s = &input.shape;
+    let elementwise = |layer: Layer| Applied {
+        layer,
+        shape: s.clone(),
+        why: input.why.clone(),
+        params: 0,
+        macs: 0,
+    };
+    let applied = match name {
+        "dense" => {
+            let units = args.int("units", 1, 1, diags);
+            let bias = args.bool("bias", true, diags);
+            if s.len() != 1 {
+                diags.push(messages::rank_mismatch(
+                    call,
+                    input,
+                    "a vector [features]",
+                    "insert `flatten` before it",
+                ));
+                return None;
+            }
+            check_declared_size(call, args, s[0], input, diags);
+            let fan_in = s[0];
+            let mut weights = Weights::Own;
+            let mut weight_params = fan_in * units;
+            if let Some(label) = args.name("tied", diags) {
+                if let Some(target) = resolve_dense(label, lookup, diags) {
+                    let (t_in, t_units) = (target.input[0], dense_units(&target.layer));
+                    if t_units != fan_in || t_in != units {
+                        diags.push(messages::tied_shape(call.span, label, t_in, t_units, fan_in, units));
+                    }
+                    weights = Weights::Tied(target.node);
+                    weight_params = 0;
+                }
+            }
+            if let Some(label) = args.name("shared", diags) {
+                if let Some(target) = resolve_dense(label, lookup, diags) {
+                    let (t_in, t_units) = (target.input[0], dense_units(&target.layer));
+                    if t_in != fan_in || t_units != units {
+                        diags.push(messages::shared_shape(call.span, label, t_in, t_units, fan_in, units));
+                    }
+                    weights = Weights::Shared(target.node);
+                    weight_params = 0;
+                }
+            }
+            Applied {
+                layer: Layer::Dense { units, bias, weights },
+                shape: vec![units],
+                why: format!("dense({units}) → [{units}]"),
+                params: weight_params + if bias { units } else { 0 },
+                macs: (fan_in * units) as u64,
+            }
+        }
+        "conv2d" => {
+            let filters = args.int("filters", 1, 1, diags);
+            let kernel = args.int("kernel", 1, 1, diags);
+            let stride = args.int("stride", 1, 1, diags);
+            let padding = args.int("padding", 0, 0, diags);
+            let bias = args.bool("bias", true, diags);
+            if s.len() != 3 {
+                diags.push(messages::rank_mismatch(
+                    call,
+                    input,
+                    "an image [channels, height, width]",
+                    "declare the input as `[channels, height, width]` or `reshape` it",
+                ));
+                return None;
+            }
+            check_declared_size(call, args, s[0], input, diags);
+            let (h, hw) = window(call, input, "conv2d", s[1], kernel, stride, padding, diags)?;
+            let (w, ww) = window(call, input, "conv2d", s[2], kernel, stride, padding, diags)?;
+            let why = if hw == ww { hw } else { format!("{hw}, {ww}") };
+            Applied {
+                layer: Layer::Conv2d {
+                    filters,
+                    kernel,
+                    stride,
+                    padding,
+                    bias,
+                },
+                shape: vec![filters, h, w],
+                why: chain(&input.why, why),
+                params: filters * s[0] * kernel * kernel + if bias { filters } else { 0 },
+                macs: (h * w * filters * s[0] * kernel * kernel) as u64,
+            }
+        }
+        "maxpool" | "avgpool" => {
+            let kernel = args.int("kernel", 1, 1, diags);
+            let stride = args.int("stride", kernel, 1, diags);
+            if s.len() != 3 {
+                diags.push(messages::rank_mismatch(
+                    call,
+                    input,
+                    "an image [channels, height, width]",
+                    "pool after a conv2d, or declare the input as `[channels, height, width]`",
+                ));
+                return None;
+            }
+            let (h, hw) = window(call, input, name, s[1], kernel, stride, 0, diags)?;
+            let (w, ww) = window(call, input, name, s[2], kernel, stride, 0, diags)?;
+            let why = if hw == ww { hw } else { format!("{hw}, {ww}") };
+            let layer = if name == "maxpool" {
+                Layer::MaxPool { kernel, stride }
+            } else {
+                Layer::AvgPool { kernel, stride }
+            };
+            Applied {
+                layer,
+                shape: vec![s[0], h, w],
+                why: chain(&input.why, why),
+                params: 0,
+                macs: 0,
+            }
+        }
+        "flatten" => {
+            let n: usize = s.iter().product();
+            Applied {
+                layer: Layer::Flatten,
+                shape: vec![n],
+                why: chain(&input.why, format!("flatten {} = {n}", dims_product(s))),
+                params: 0,
+                macs: 0,
+            }
+        }
+        "reshape" => {
+            let shape = list_of_ints(args.value("shape"), diags)?;
+            let (from, to): (usize, usize) = (s.iter().product(), shape.iter().product());
+            if from != to {
+                diags.push(messages::reshape_size(call, input, &shape, from, to));
+                return None;
+            }
+            Applied {
+                why: chain(&input.why, format!("reshape {}", shape_text(&shape))),
+                layer: Layer::Reshape { shape: shape.clone() },
+                shape,
+                params: 0,
+                macs: 0,
+            }
+        }
+        "dropout" => elementwise(Layer::Dropout {
+            p: args.float("p", 0.5, Bound::UnitOpen, diags),
+        }),
+        "batchnorm" => {
+            let momentum = args.float("momentum", 0.9, Bound::UnitOpen, diags);
+            let eps = args.float("eps", 1e-5, Bound::Positive, diags);
+            if s.len() != 1 && s.len() != 3 {
+                diags.push(messages::rank_mismatch(
+                    call,
+                    input,
+                    "[features] or [channels, height, width]",
+                    "flatten first",
+                ));
+                return None;
+            }
+            Applied {
+                params: 2 * s[0],
+                ..elementwise(Layer::BatchNorm { momentum, eps })
+            }
+        }
+        "maxout" => {
+            let units = args.int("units", 1, 1, diags);
+            let pieces = args.int("pieces", 2, 2, diags);
+            if s.len() != 1 {
+                diags.push(messages::rank_mismatch(
+                    call,
+                    input,
+                    "a vector [features]",
+                    "insert `flatten` before it",
+                ));
+                return None;
+            }
+            Applied {
+                layer: Layer::Maxout { units, pieces },
+                shape: vec![units],
+                why: format!("maxout({units}) → [{units}]"),
+                params: (s[0] * units + units) * pieces,
+                macs: (s[0] * units * pieces) as u64,
+            }
+        }
+        "rnn" | "lstm" => {
+            let hidden = args.int("hidden", 1, 1, diags);
+            let sequences = args.bool("sequences", false, diags);
+            if s.len() != 2 {
+                diags.push(messages::rank_mismatch(
+                    call,
+                    input,
+                    "a sequence [steps, features]",
+                    "declare the input as `seq[steps, features]`",
+                ));
+                return None;
+            }
+            let (steps, features) = (s[0], s[1]);
+            let gates = if name == "lstm" { 4 } else { 1 };
+            let layer = if name == "lstm" {
+                Layer::Lstm { hidden, sequences }
+            } else {
+                Layer::Rnn { hidden, sequences }
+            };
+            let shape = if sequences { vec![steps, hidden] } else { vec![hidden] };
+            Applied {
+                layer,
+                why: format!("{name}({hidden}) → {}", shape_text(&shape)),
+                shape,
+                params: gates * (hidden * (features + hidden) + hidden),
+                macs: (gates * steps * hidden * (features + hidden)) as u64,
+            }
+        }
+        "embedding" => {
+            let vocab = args.int("vocab", 1, 1, diags);
+            let dim = args.int("dim", 1, 1, diags);
+            if !input.tokens || s.len() != 1 {
+                diags.push(messages::embedding_needs_tokens(call, input));
+                return None;
+            }
+            Applied {
+                layer: Layer::Embedding { vocab, dim },
+                shape: vec![s[0], dim],
+                why: format!("embedding → [{}, {dim}]", s[0]),
+                params: vocab * dim,
+                macs: 0,
+            }
+        }
+        "rbm" => {
+            let hidden = args.int("hidden", 1, 1, diags);
+            if s.len() != 1 {
+                diags.push(messages::rank_mismatch(
+                    call,
+                    input,
+                    "a vector [visible units]",
+                    "insert `flatten` before it",
+                ));
+                return None;
+            }
+            Applied {
+                layer: Layer::Rbm { hidden },
+                shape: vec![hidden],
+                why: format!("rbm({hidden}) → [{hidden}]"),
+                params: s[0] * hidden + hidden + s[0],
+                macs: (s[0] * hidden) as u64,
+            }
+        }
+        "add" => {
+            let Some(Value::Name(id)) = args.value("other") else {
+                if let Some(v) = args.value("other") {
+                    diags.push(messages::wrong_type(v, "other", "the name of a value"));
+                }
+                return None;
+            };
+            let rhs = other(id)?;
+            if rhs.shape != *s {
+                diags.push(messages::add_mismatch(call.span, input, id.span, &rhs));
+                return None;
+            }
+            elementwise(Layer::Add)
+        }
+        "softmax" => {
+            if s.len() != 1 {
+                diags.push(messages::rank_mismatch(
+                    call,
+                    input,
+                    "a vector [classes]",
+                    "insert `flatten` before it",
+                ));
+                return None;
+            }
+            elementwise(Layer::Activation(Activation::Softmax))
+        }
+        "sigmoid" => elementwise(Layer::Activation(Activation::Sigmoid)),
+        "tanh" => elementwise(Layer::Activation(Activation::Tanh)),
+        "relu" => elementwise(Layer::Activation(Activation::Relu)),
+        "identity" => elementwise(Layer::Activation(Activation::Identity)),
+        "leaky_relu" => {
+            let alpha = args.float("alpha", 0.01, Bound::NonNegative, diags);
+            elementwise(Layer::Activation(Activation::LeakyRelu(alpha)))
+        }
+        "elu" => {
+            let alpha = args.float("alpha", 1.0, Bound::Positive, diags);
+            elementwise(Layer::Activation(Activation::Elu(alpha)))
+        }
+        _ => return None,
+    };
+    (diags.len() == before || diags[before..].iter().all(|d| !d.is_error())).then_some(applied)
+}
+
+/// `in = N` is an assertion about the size flowing in.
+fn check_declared_size(call: &Call, args: &Args, actual: usize, input: &Incoming, diags: &mut Vec<Diag>) {
+    if let Some(declared) = args.opt_int("in", 1, diags) {
+        if declared != actual {
+            let span = args.value("in").map_or(call.span, Value::span);
+            diags.push(messages::declared_size(span, declared, actual, input));
+        }
+    }
+}
+
+/// Output size of a sliding window along one axis, with its derivation.
+#[allow(clippy::too_many_arguments)]
+fn window(
+    call: &Call,
+    input: &Incoming,
+    layer: &str,
+    size: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    diags: &mut Vec<Diag>,
+) -> Option<(usize, String)> {
+    let padded = size + 2 * padding;
+    let formula = if layer == "conv2d" {
+        format!("({size} + 2·{padding} − {kernel})/{stride} + 1")
+    } else {
+        format!("{layer} ({size} − {kernel})/{stride} + 1")
+    };
+    if kernel > padded {
+        diags.push(messages::kernel_too_large(call, input, kernel, size, padding));
+        return None;
+    }
+    let out = (padded - kernel) / stride + 1;
+    let dropped = (padded - kernel) % stride;
+    if dropped != 0 {
+        diags.push(messages::stride_drops_rows(call.span, input, &formula, out, dropped));
+    }
+    Some((out, format!("{formula} = {out}")))
+}
+
+fn dims_product(shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    dims.join("·")
+}
+
+fn dense_units(layer: &Layer) -> usize {
+    match layer {
+        Layer::Dense { units, .. } => *units,
+        _ => 0,
+    }
+}
+
+fn resolve_dense(
+    label: &Ident,
+    lookup: &dyn Fn(&Ident) -> Option<Labelled>,
+    diags: &mut Vec<Diag>,
+) -> Option<Labelled> {
+    let target = lookup(label)?;
+    match &target.layer {
+        Layer::Dense {
+            weights: Weights::Own, ..
+        } => Some(target),
+        other => {
+            diags.push(messages::not_a_dense_label(label, other.keyword()));
+            None
+        }
+    }
+}
+
+fn list_of_ints(value: Option<&Value>, diags: &mut Vec<Diag>) -> Option<Shape> {
+    match value? {
+        Value::List(items, _) if !items.is_empty() => {
+            let dims: Option<Vec<usize>> = items
+                .iter()
+                .map(|v| crate::check::args::int_value(v, "shape", 1, diags))
+                .collect();
+            dims
+        }
+        v => {
+            diags.push(messages::wrong_type(v, "shape", "a list of sizes like [4, 7, 7]"));
+            None
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The checked model: every name resolved, every shape known, every
+//! hyperparameter in range. Built only by `check::check_model`.
+
+use crate::diag::Span;
+
+/// One sample's shape; the batch dimension is implicit.
+pub type Shape = Vec<usize>;
+
+/// What an input holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// Real-valued features or images: `[3]`, `[1, 28, 28]`.
+    Real,
+    /// A sequence of feature vectors `[T, F]`, read along the first axis.
+    Seq,
+    /// Integer token ids `[T]`, fed to an `embedding`.
+    Tokens,
+}
+
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub name: String,
+    pub kind: InputKind,
+    pub shape: Shape,
+    pub span: Span,
+}
+
+/// What a target holds; this decides which losses and metrics apply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetKind {
+    /// An integer class id in `0..classes`.
+    Class(usize),
+    /// Real values of the given shape (regression).
+    Real(Shape),
+    /// Values in {0, 1} of the given shape (binary cross-entropy).
+    Binary(Shape),
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    pub name: String,
+    pub kind: TargetKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    Sigmoid,
+    Tanh,
+    Relu,
+    LeakyRelu(f64),
+    Elu(f64),
+    Softmax,
+    Identity,
+}
+
+/// Where a layer's weight matrix comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// Its own, freshly initialised.
+    Own,
+    /// The same matrix as an earlier layer (node index).
+    Shared(usize),
+    /// The transpose of an earlier dense layer's matrix (node index).
+    Tied(usize),
+}
+
+/// A layer with its hyperparameters resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layer {
+    Dense {
+        units: usize,
+        bias: bool,
+        weights: Weights,
+    },
+    Conv2d {
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    },
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+    },
+    AvgPool {
+        kernel: usize,
+        stride: usize,
+    },
+    Flatten,
+    Reshape {
+        shape: Shape,
+    },
+    Dropout {
+        p: f64,
+    },
+    BatchNorm {
+        momentum: f64,
+        eps: f64,
+    },
+    Maxout {
+        units: usize,
+        pieces: usize,
+    },
+    Rnn {
+        hidden: usize,
+        sequences: bool,
+    },
+    Lstm {
+        hidden: usize,
+        sequences: bool,
+    },
+    Embedding {
+        vocab: usize,
+        dim: usize,
+    },
+    Rbm {
+        hidden: usize,
+    },
+    Activation(Activation),
+    Add,
+}
+
+impl Layer {
+    /// The layer's name as the user writes it.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Layer::Dense { .. } => "dense",
+            Layer::Conv2d { .. } => "conv2d",
+            Layer::MaxPool { .. } => "maxpool",
+            Layer::AvgPool { .. } => "avgpool",
+            Layer::Flatten => "flatten",
+            Layer::Reshape { .. } => "reshape",
+            Layer::Dropout { .. } => "dropout",
+            Layer::BatchNorm { .. } => "batchnorm",
+            Layer::Maxout { .. } => "maxout",
+            Layer::Rnn { .. } => "rnn",
+            Layer::Lstm { .. } => "lstm",
+            Layer::Embedding { .. } => "embedding",
+            Layer::Rbm { .. } => "rbm",
+            Layer::Activation(a) => match a {
+                Activation::Sigmoid => "sigmoid",
+                Activation::Tanh => "tanh",
+                Activation::Relu => "relu",
+                Activation::LeakyRelu(_) => "leaky_relu",
+                Activation::Elu(_) => "elu",
+                Activation::Softmax => "softmax",
+                Activation::Identity => "identity",
+            },
+            Layer::Add => "add",
+        }
+    }
+}
+
+/// A value in the dataflow graph: a model input or a layer's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueRef {
+    Input(usize),
+    Target(usize),
+    Node(usize),
+}
+
+/// One layer application in the checked graph.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Unique name: the user's `as` label, or the keyword and a counter (`dense2`).
+    pub name: String,
+    pub layer: Layer,
+    pub inputs: Vec<ValueRef>,
+    pub shape: Shape,
+    /// Trainable parameters this node owns.
+    pub params: usize,
+    /// Forward multiply-adds per sample.
+    pub macs: u64,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossKind {
+    Mse,
+    CrossEntropy,
+    BinaryCrossEntropy,
+}
+
+#[derive(Debug, Clone)]
+pub struct LossSpec {
+    pub kind: LossKind,
+    pub prediction: ValueRef,
+    pub target: ValueRef,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Optimizer {
+    Gd,
+    Sgd,
+    Momentum { momentum: f64 },
+    Nesterov { momentum: f64 },
+    Adam { beta1: f64, beta2: f64, eps: f64 },
+    Anneal { temperature: f64, cooling: f64, scale: f64 },
+    ContrastiveDivergence { k: usize },
+}
+
+impl Optimizer {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Optimizer::Gd => "gd",
+            Optimizer::Sgd => "sgd",
+            Optimizer::Momentum { .. } => "momentum",
+            Optimizer::Nesterov { .. } => "nesterov",
+            Optimizer::Adam { .. } => "adam",
+            Optimizer::Anneal { .. } => "anneal",
+            Optimizer::ContrastiveDivergence { .. } => "cd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    Constant,
+    /// lr · gamma^(epoch / every)
+    Step {
+        every: usize,
+        gamma: f64,
+    },
+    /// lr · gamma^epoch
+    Exponential {
+        gamma: f64,
+    },
+    /// min_lr + (lr − min_lr)·(1 + cos(π·epoch/epochs))/2
+    Cosine {
+        min_lr: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    Full,
+    Size(usize),
+}
+
+/// Where training data comes from when the command line does not say.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// A data set compiled into nnc: `builtin("digits")`.
+    Builtin { name: String },
+    /// `csv("train.csv", test = "test.csv", target = "label")`
+    Csv {
+        train: String,
+        test: Option<String>,
+        target: Option<String>,
+    },
+    /// `idx("images", "labels", test_images = …, test_labels = …)`
+    Idx {
+        images: String,
+        labels: String,
+        test_images: Option<String>,
+        test_labels: Option<String>,
+    },
+}
+
+/// Input preprocessing applied by the data loader.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Preprocess {
+    None,
+    /// Divide every feature by this (e.g. 255 for pixels, 16 for digits).
+    Scale(f64),
+    /// Zero mean and unit variance per feature, fitted on the training split.
+    Standardize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    pub schedule: Schedule,
+    pub batch: Batch,
+    pub epochs: usize,
+    pub clip_norm: Option<f64>,
+    pub clip_value: Option<f64>,
+    /// Adds `l2/2 · ‖w‖²` to the loss for every weight matrix (not biases).
+    pub l2: f64,
+    /// Decoupled decay `w ← w − lr·weight_decay·w` on weight matrices.
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Fraction of the training rows held out for validation.
+    pub validation: f64,
+    pub data: Option<DataSource>,
+    pub preprocess: Preprocess,
+    /// Greedy layer-wise RBM pretraining before fine-tuning: (CD steps k, epochs).
+    pub pretrain: Option<(usize, usize)>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            optimizer: Optimizer::Sgd,
+            lr: 0.01,
+            schedule: Schedule::Constant,
+            batch: Batch::Size(32),
+            epochs: 10,
+            clip_norm: None,
+            clip_value: None,
+            l2: 0.0,
+            weight_decay: 0.0,
+            seed: 0,
+            validation: 0.0,
+            data: None,
+            preprocess: Preprocess::None,
+            pretrain: None,
+        }
+    }
+}
+
+/// A model that passed every static check.
+#[derive(Debug, Clone)]
+pub struct CheckedModel {
+    pub name: String,
+    pub inputs: Vec<InputSpec>,
+    pub targets: Vec<TargetSpec>,
+    pub nodes: Vec<Node>,
+    pub loss: Option<LossSpec>,
+    pub train: TrainConfig,
+    pub span: Span,
+}
+
+impl CheckedModel {
+    pub fn shape_of(&self, v: ValueRef) -> Shape {
+        match v {
+            ValueRef::Input(i) => self.inputs[i].shape.clone(),
+            ValueRef::Target(t) => match &self.targets[t].kind {
+                TargetKind::Class(_) => vec![1],
+                TargetKind::Real(s) | TargetKind::Binary(s) => s.clone(),
+            },
+            ValueRef::Node(n) => self.nodes[n].shape.clone(),
+        }
+    }
+
+    pub fn total_params(&self) -> usize {
+        self.nodes.iter().map(|n| n.params).sum()
+    }
+
+    pub fn total_macs(&self) -> u64 {
+        self.nodes.iter().map(|n| n.macs).sum()
+    }
+}

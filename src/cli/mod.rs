@@ -1,0 +1,148 @@
+//! The `nnc` command line: argument parsing and one function per command.
+//!
+//! Exit codes: 0 success (warnings allowed), 1 errors in the model or data,
+//! 2 usage or I/O errors.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::check::CheckedModel;
+use crate::diag;
+use crate::pipeline::{self, Checked};
+use crate::summary;
+
+#[derive(Parser)]
+#[command(
+    name = "nnc",
+    version,
+    about = "Compile, check and train neural networks written in the .nn language"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a model file: syntax, names, shapes and hyperparameters.
+    Check {
+        file: PathBuf,
+        /// How to print diagnostics.
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Per-layer output shapes, parameter counts and costs.
+    Summary {
+        file: PathBuf,
+        /// Which model of the file (default: the first).
+        #[arg(long)]
+        model: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Check { file, format } => check(&file, format),
+        Command::Summary { file, model, json } => summary(&file, model.as_deref(), json),
+    }
+}
+
+/// Reads and checks a file; prints diagnostics. `None` means stop with the code.
+fn load(file: &Path, format: Format) -> Result<Checked, ExitCode> {
+    let checked = pipeline::check_file(file).map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", file.display());
+        ExitCode::from(2)
+    })?;
+    match format {
+        Format::Json => println!("{}", diag::to_json(&checked.diags, &checked.file_name, &checked.source)),
+        Format::Human => {
+            if !checked.diags.is_empty() {
+                let color = std::io::stderr().is_terminal();
+                eprint!(
+                    "{}",
+                    diag::render(&checked.diags, &checked.file_name, &checked.source, color, 100)
+                );
+            }
+        }
+    }
+    Ok(checked)
+}
+
+fn check(file: &Path, format: Format) -> ExitCode {
+    match load(file, format) {
+        Err(code) => code,
+        Ok(checked) if checked.has_errors() => ExitCode::from(1),
+        Ok(checked) => {
+            if let Format::Human = format {
+                let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
+                let warnings = checked.diags.len();
+                eprintln!(
+                    "{}: ok ({}; {warnings} warning(s))",
+                    checked.file_name,
+                    names.join(", ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Picks the named model, or the first.
+fn select<'a>(checked: &'a Checked, name: Option<&str>) -> Result<&'a CheckedModel, ExitCode> {
+    let found = match name {
+        Some(n) => checked.models.iter().find(|m| m.name == n),
+        None => checked.models.first(),
+    };
+    found.ok_or_else(|| {
+        let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
+        eprintln!(
+            "error: no model `{}` in {} (it has: {})",
+            name.unwrap_or(""),
+            checked.file_name,
+            names.join(", ")
+        );
+        ExitCode::from(2)
+    })
+}
+
+fn summary(file: &Path, model: Option<&str>, json: bool) -> ExitCode {
+    let checked = match load(file, Format::Human) {
+        Ok(c) if c.has_errors() => return ExitCode::from(1),
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let model = match select(&checked, model) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let s = summary::summarize(model);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+    } else {
+        print!("{}", s.to_text());
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,13 @@
+//! nnc: a compiler for neural networks written in a small declarative language.
+//!
+//! The pipeline, one module per stage:
+//! 1. `syntax::parse`: `.nn` text → AST with spans;
+//! 2. `check::check`: AST → checked models (names, shapes, hyperparameters);
+//! 3. `summary`: per-layer shapes, parameter counts and costs.
+
+pub mod check;
+pub mod cli;
+pub mod diag;
+pub mod pipeline;
+pub mod summary;
+pub mod syntax;

@@ -1,0 +1,7 @@
+//! The `nnc` command line.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    nnc::cli::run()
+}

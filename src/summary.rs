@@ -1,0 +1,147 @@
+//! `nnc summary`: per-layer output shape, parameters, forward cost and
+//! activation memory of a checked model. Needs no data and no compilation.
+
+use serde::Serialize;
+
+use crate::check::layers::shape_text;
+use crate::check::{CheckedModel, InputKind};
+
+/// One row of the summary table.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub layer: String,
+    pub output: Vec<usize>,
+    pub params: usize,
+    /// Forward multiply-adds per sample.
+    pub macs: u64,
+    /// Bytes of f32 activations this layer's output holds per sample.
+    pub activation_bytes: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub model: String,
+    pub rows: Vec<Row>,
+    pub total_params: usize,
+    pub total_macs: u64,
+    /// Forward FLOPs per sample (2 per multiply-add).
+    pub total_flops: u64,
+    pub total_activation_bytes: usize,
+}
+
+pub fn summarize(model: &CheckedModel) -> Summary {
+    let mut rows: Vec<Row> = model
+        .inputs
+        .iter()
+        .map(|i| Row {
+            name: i.name.clone(),
+            layer: match i.kind {
+                InputKind::Real => "input",
+                InputKind::Seq => "input seq",
+                InputKind::Tokens => "input tokens",
+            }
+            .to_string(),
+            output: i.shape.clone(),
+            params: 0,
+            macs: 0,
+            activation_bytes: 4 * i.shape.iter().product::<usize>(),
+        })
+        .collect();
+    rows.extend(model.nodes.iter().map(|n| Row {
+        name: n.name.clone(),
+        layer: n.layer.keyword().to_string(),
+        output: n.shape.clone(),
+        params: n.params,
+        macs: n.macs,
+        activation_bytes: 4 * n.shape.iter().product::<usize>(),
+    }));
+    let total_macs = model.total_macs();
+    Summary {
+        model: model.name.clone(),
+        total_params: model.total_params(),
+        total_macs,
+        total_flops: 2 * total_macs,
+        total_activation_bytes: rows.iter().map(|r| r.activation_bytes).sum(),
+        rows,
+    }
+}
+
+/// Groups digits in threes: 138357544 → 138,357,544.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Scales a count to k/M/G for the table.
+fn human(n: u64) -> String {
+    match n {
+        0..=9_999 => n.to_string(),
+        10_000..=999_999 => format!("{:.1}k", n as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.2}G", n as f64 / 1e9),
+    }
+}
+
+fn bytes(n: usize) -> String {
+    match n {
+        0..=9_999 => format!("{n} B"),
+        10_000..=9_999_999 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1048576.0),
+    }
+}
+
+impl Summary {
+    pub fn to_text(&self) -> String {
+        let mut out = format!("model {}\n", self.model);
+        let header = ["layer", "kind", "output", "params", "mult-adds", "activations"];
+        let mut table: Vec<[String; 6]> = vec![header.map(String::from)];
+        for r in &self.rows {
+            table.push([
+                r.name.clone(),
+                r.layer.clone(),
+                shape_text(&r.output),
+                grouped(r.params as u64),
+                human(r.macs),
+                bytes(r.activation_bytes),
+            ]);
+        }
+        let widths: Vec<usize> = (0..6)
+            .map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        for (i, row) in table.iter().enumerate() {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(c, cell)| {
+                    if c < 3 {
+                        format!("{cell:<w$}", w = widths[c])
+                    } else {
+                        format!("{cell:>w$}", w = widths[c])
+                    }
+                })
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+            if i == 0 {
+                out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 10));
+                out.push('\n');
+            }
+        }
+        out.push_str(&format!(
+            "total: {} parameters, {} mult-adds ({} FLOPs) and {} of activations per sample\n",
+            grouped(self.total_params as u64),
+            human(self.total_macs),
+            human(self.total_flops),
+            bytes(self.total_activation_bytes)
+        ));
+        out
+    }
+}

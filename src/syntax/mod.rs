@@ -1,0 +1,423 @@
+//! Parsing: `.nn` text → `ast::File`, or syntax diagnostics in plain words.
+//!
+//! The grammar is `grammar/nn.pest`. This module only builds the AST from
+//! pest's pairs; it does not check meaning.
+
+pub mod ast;
+
+use pest::Parser;
+use pest::iterators::Pair;
+use pest_derive::Parser;
+
+use crate::diag::{Diag, Span, messages};
+use ast::*;
+
+#[derive(Parser)]
+#[grammar = "../grammar/nn.pest"]
+struct NnParser;
+
+/// Deeper bracket nesting than this is rejected before parsing, so that no
+/// input can exhaust the stack of the recursive-descent parser.
+const MAX_NESTING: usize = 64;
+
+/// Parses a whole file. On a syntax error, returns the one diagnostic for the
+/// first place where the text stops making sense.
+pub fn parse(source: &str) -> Result<File, Diag> {
+    check_nesting(source)?;
+    pest::set_error_detail(true);
+    let mut pairs = NnParser::parse(Rule::file, source).map_err(|e| syntax_error(source, &e))?;
+    let mut file = File::default();
+    let Some(root) = pairs.next() else { return Ok(file) };
+    for item in root.into_inner() {
+        match item.as_rule() {
+            Rule::model => file.models.push(build_model(item)),
+            Rule::block_def => file.blocks.push(build_block(item)),
+            _ => {}
+        }
+    }
+    Ok(file)
+}
+
+fn check_nesting(source: &str) -> Result<(), Diag> {
+    let mut depth = 0usize;
+    for (i, c) in source.char_indices() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(messages::nesting_too_deep(Span::new(i, i + 1), MAX_NESTING));
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Turns pest's error into words: what was expected at the first bad place.
+fn syntax_error(source: &str, err: &pest::error::Error<Rule>) -> Diag {
+    let (start, mut expected) = match err.parse_attempts() {
+        Some(attempts) => {
+            let mut words: Vec<String> = attempts
+                .expected_tokens()
+                .iter()
+                .map(|t| t.to_string())
+                .filter(|t| MEANINGFUL_TOKENS.contains(&t.as_str()))
+                .map(|t| format!("`{t}`"))
+                .collect();
+            for stack in attempts.call_stacks() {
+                if let Some(word) = stack.parent.and_then(rule_in_words) {
+                    words.push(word.to_string());
+                }
+            }
+            (attempts.max_position, words)
+        }
+        None => match err.location {
+            pest::error::InputLocation::Pos(p) => (p, Vec::new()),
+            pest::error::InputLocation::Span((s, _)) => (s, Vec::new()),
+        },
+    };
+    expected.sort();
+    expected.dedup();
+    // Keywords and names read better after the punctuation.
+    expected.sort_by_key(|w| !w.starts_with('`'));
+    let found = found_token(source, start);
+    let end = (start + found.len().max(1)).min(source.len().max(start));
+    messages::syntax(Span::new(start, end.max(start)), &found, &expected)
+}
+
+/// Literal tokens worth naming in "expected …"; the rest (exponent letters,
+/// digit ranges) would only confuse.
+const MEANINGFUL_TOKENS: &[&str] = &[
+    "{", "}", "(", ")", "[", "]", ",", "=", ":", "|>", "=>", "model", "block", "input", "target", "loss", "train",
+    "repeat", "as",
+];
+
+fn rule_in_words(rule: Rule) -> Option<&'static str> {
+    Some(match rule {
+        Rule::ident | Rule::type_kind => "a name",
+        Rule::number => "a number",
+        Rule::string => "a string",
+        Rule::value | Rule::arg => "a value",
+        Rule::model => "`model`",
+        Rule::block_def => "`block`",
+        Rule::input_decl => "`input`",
+        Rule::target_decl => "`target`",
+        Rule::loss_decl => "`loss`",
+        Rule::train_block => "`train`",
+        Rule::flow | Rule::source => "a pipeline",
+        Rule::stage | Rule::layer | Rule::call | Rule::pipeline => "a layer",
+        Rule::repeat => "`repeat`",
+        Rule::setting => "a setting like `epochs = 10`",
+        Rule::dims => "dimensions like `[3]`",
+        Rule::list => "a list",
+        Rule::type_expr => "a type like `[3]` or `class(10)`",
+        Rule::EOI => "end of file",
+        _ => return None,
+    })
+}
+
+/// The word (or single character) at `pos`, for "found …".
+fn found_token(source: &str, pos: usize) -> String {
+    let rest = source.get(pos..).unwrap_or("");
+    if rest.is_empty() {
+        return String::new();
+    }
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    if word.is_empty() {
+        rest.chars().next().map(String::from).unwrap_or_default()
+    } else {
+        word
+    }
+}
+
+fn span(pair: &Pair<Rule>) -> Span {
+    pair.as_span().into()
+}
+
+fn ident(pair: Pair<Rule>) -> Ident {
+    Ident {
+        name: pair.as_str().to_string(),
+        span: span(&pair),
+    }
+}
+
+fn number(pair: Pair<Rule>) -> Number {
+    let text = pair.as_str().to_string();
+    // The grammar only admits valid float syntax; overflow parses to ±inf.
+    let value = text.parse::<f64>().unwrap_or(f64::NAN);
+    Number {
+        value,
+        text,
+        span: span(&pair),
+    }
+}
+
+fn build_model(pair: Pair<Rule>) -> Model {
+    let model_span = span(&pair);
+    let mut inner = pair.into_inner();
+    let name = inner.next().map(ident).unwrap_or(Ident {
+        name: String::new(),
+        span: model_span,
+    });
+    let mut model = Model {
+        name,
+        inputs: vec![],
+        targets: vec![],
+        flows: vec![],
+        losses: vec![],
+        trains: vec![],
+        span: model_span,
+    };
+    for stmt in inner {
+        match stmt.as_rule() {
+            Rule::input_decl => model.inputs.push(build_decl(stmt)),
+            Rule::target_decl => model.targets.push(build_decl(stmt)),
+            Rule::loss_decl => {
+                let s = span(&stmt);
+                if let Some(call) = stmt.into_inner().next() {
+                    model.losses.push(Loss {
+                        call: build_call(call),
+                        span: s,
+                    });
+                }
+            }
+            Rule::train_block => {
+                let s = span(&stmt);
+                let settings = stmt.into_inner().map(build_setting).collect();
+                model.trains.push(TrainBlock { settings, span: s });
+            }
+            Rule::flow => model.flows.push(build_flow(stmt)),
+            _ => {}
+        }
+    }
+    model
+}
+
+fn build_decl(pair: Pair<Rule>) -> Decl {
+    let s = span(&pair);
+    let mut inner = pair.into_inner();
+    let name = inner.next().map(ident).unwrap_or(Ident {
+        name: String::new(),
+        span: s,
+    });
+    let ty_pair = inner.next();
+    let ty = match ty_pair {
+        Some(p) => build_type(p),
+        None => TypeExpr::Dims {
+            kind: None,
+            dims: vec![],
+            span: s,
+        },
+    };
+    Decl { name, ty, span: s }
+}
+
+fn build_type(pair: Pair<Rule>) -> TypeExpr {
+    let s = span(&pair);
+    let mut kind = None;
+    for part in pair.into_inner() {
+        match part.as_rule() {
+            Rule::type_kind => kind = part.into_inner().next().map(ident),
+            Rule::dims => {
+                let dims = part.into_inner().map(number).collect();
+                return TypeExpr::Dims { kind, dims, span: s };
+            }
+            Rule::number => {
+                let count = number(part);
+                let kind = kind.unwrap_or(Ident {
+                    name: String::new(),
+                    span: s,
+                });
+                return TypeExpr::Count { kind, count, span: s };
+            }
+            _ => {}
+        }
+    }
+    TypeExpr::Dims {
+        kind,
+        dims: vec![],
+        span: s,
+    }
+}
+
+fn build_setting(pair: Pair<Rule>) -> Setting {
+    let s = span(&pair);
+    let mut inner = pair.into_inner();
+    let key = inner.next().map(ident).unwrap_or(Ident {
+        name: String::new(),
+        span: s,
+    });
+    let value = inner.next().map(build_value).unwrap_or(Value::List(vec![], s));
+    Setting { key, value, span: s }
+}
+
+fn build_flow(pair: Pair<Rule>) -> Flow {
+    let s = span(&pair);
+    let mut source = None;
+    let mut stages = Vec::new();
+    let mut output = None;
+    for part in pair.into_inner() {
+        match part.as_rule() {
+            Rule::source => {
+                if let Some(p) = part.into_inner().next() {
+                    source = Some(match p.as_rule() {
+                        Rule::call => Source::Call(build_call(p)),
+                        _ => Source::Value(ident(p)),
+                    });
+                }
+            }
+            Rule::stage => stages.push(build_stage(part)),
+            Rule::ident => output = Some(ident(part)),
+            _ => {}
+        }
+    }
+    let source = source.unwrap_or(Source::Value(Ident {
+        name: String::new(),
+        span: s,
+    }));
+    Flow {
+        source,
+        stages,
+        output,
+        span: s,
+    }
+}
+
+fn build_pipeline(pair: Pair<Rule>) -> Vec<Stage> {
+    pair.into_inner().map(build_stage).collect()
+}
+
+fn build_stage(pair: Pair<Rule>) -> Stage {
+    let s = span(&pair);
+    let Some(inner) = pair.into_inner().next() else {
+        return Stage::Repeat {
+            count: Number {
+                value: 0.0,
+                text: String::new(),
+                span: s,
+            },
+            body: vec![],
+            span: s,
+        };
+    };
+    match inner.as_rule() {
+        Rule::repeat => {
+            let mut parts = inner.into_inner();
+            let count = parts.next().map(number).unwrap_or(Number {
+                value: 0.0,
+                text: String::new(),
+                span: s,
+            });
+            let body = parts.next().map(build_pipeline).unwrap_or_default();
+            Stage::Repeat { count, body, span: s }
+        }
+        _ => {
+            let mut parts = inner.into_inner();
+            let call = match parts.next() {
+                Some(p) if p.as_rule() == Rule::call => build_call(p),
+                Some(p) => bare_call(ident(p)),
+                None => bare_call(Ident {
+                    name: String::new(),
+                    span: s,
+                }),
+            };
+            let label = parts.next().map(ident);
+            Stage::Layer { call, label }
+        }
+    }
+}
+
+fn bare_call(name: Ident) -> Call {
+    let span = name.span;
+    Call {
+        name,
+        args: vec![],
+        parens: false,
+        span,
+    }
+}
+
+fn build_call(pair: Pair<Rule>) -> Call {
+    let s = span(&pair);
+    let mut inner = pair.into_inner();
+    let name = inner.next().map(ident).unwrap_or(Ident {
+        name: String::new(),
+        span: s,
+    });
+    let args = inner
+        .next()
+        .map(|a| a.into_inner().map(build_arg).collect())
+        .unwrap_or_default();
+    Call {
+        name,
+        args,
+        parens: true,
+        span: s,
+    }
+}
+
+fn build_arg(pair: Pair<Rule>) -> Arg {
+    let s = span(&pair);
+    let Some(inner) = pair.into_inner().next() else {
+        return Arg {
+            key: None,
+            value: Value::List(vec![], s),
+            span: s,
+        };
+    };
+    match inner.as_rule() {
+        Rule::keyword_arg => {
+            let mut parts = inner.into_inner();
+            let key = parts.next().map(ident);
+            let value = parts.next().map(build_value).unwrap_or(Value::List(vec![], s));
+            Arg { key, value, span: s }
+        }
+        _ => Arg {
+            key: None,
+            value: build_value(inner),
+            span: s,
+        },
+    }
+}
+
+fn build_value(pair: Pair<Rule>) -> Value {
+    let s = span(&pair);
+    let Some(inner) = pair.into_inner().next() else {
+        return Value::List(vec![], s);
+    };
+    match inner.as_rule() {
+        Rule::number => Value::Number(number(inner)),
+        Rule::string => {
+            let text = inner.as_str();
+            Value::String(text[1..text.len() - 1].to_string(), s)
+        }
+        Rule::list => Value::List(inner.into_inner().map(build_value).collect(), s),
+        Rule::call => Value::Call(build_call(inner)),
+        _ => Value::Name(ident(inner)),
+    }
+}
+
+fn build_block(pair: Pair<Rule>) -> BlockDef {
+    let s = span(&pair);
+    let mut inner = pair.into_inner();
+    let name = inner.next().map(ident).unwrap_or(Ident {
+        name: String::new(),
+        span: s,
+    });
+    let params = inner
+        .next()
+        .map(|p| p.into_inner().map(ident).collect())
+        .unwrap_or_default();
+    let body = inner.next().map(build_pipeline).unwrap_or_default();
+    BlockDef {
+        name,
+        params,
+        body,
+        span: s,
+    }
+}
