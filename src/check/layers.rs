@@ -123,30 +123,30 @@ pub fn apply(
             let fan_in = s[0];
             let mut weights = Weights::Own;
             let mut weight_params = fan_in * units;
-            if let Some(label) = args.name("tied", diags) {
-                if let Some(target) = resolve_dense(label, lookup, diags) {
-                    let (t_in, t_units) = (target.input[0], dense_units(&target.layer));
-                    if t_units != fan_in || t_in != units {
-                        diags.push(messages::tied_shape(call.span, label, t_in, t_units, fan_in, units));
-                    }
-                    weights = Weights::Tied(target.node);
-                    weight_params = 0;
+            if let Some(label) = args.name("tied", diags)
+                && let Some(target) = resolve_dense(label, lookup, diags)
+            {
+                let (t_in, t_units) = (target.input[0], dense_units(&target.layer));
+                if t_units != fan_in || t_in != units {
+                    diags.push(messages::tied_shape(call.span, label, t_in, t_units, fan_in, units));
                 }
+                weights = Weights::Tied(target.node);
+                weight_params = 0;
             }
-            if let Some(label) = args.name("shared", diags) {
-                if let Some(target) = resolve_dense(label, lookup, diags) {
-                    let (t_in, t_units) = (target.input[0], dense_units(&target.layer));
-                    if t_in != fan_in || t_units != units {
-                        diags.push(messages::shared_shape(call.span, label, t_in, t_units, fan_in, units));
-                    }
-                    weights = Weights::Shared(target.node);
-                    weight_params = 0;
+            if let Some(label) = args.name("shared", diags)
+                && let Some(target) = resolve_dense(label, lookup, diags)
+            {
+                let (t_in, t_units) = (target.input[0], dense_units(&target.layer));
+                if t_in != fan_in || t_units != units {
+                    diags.push(messages::shared_shape(call.span, label, t_in, t_units, fan_in, units));
                 }
+                weights = Weights::Shared(target.node);
+                weight_params = 0;
             }
             Applied {
                 layer: Layer::Dense { units, bias, weights },
                 shape: vec![units],
-                why: format!("dense({units}) → [{units}]"),
+                why: format!("dense({units})"),
                 params: weight_params + if bias { units } else { 0 },
                 macs: (fan_in * units) as u64,
             }
@@ -272,7 +272,7 @@ pub fn apply(
             Applied {
                 layer: Layer::Maxout { units, pieces },
                 shape: vec![units],
-                why: format!("maxout({units}) → [{units}]"),
+                why: format!("maxout({units})"),
                 params: (s[0] * units + units) * pieces,
                 macs: (s[0] * units * pieces) as u64,
             }
@@ -299,7 +299,7 @@ pub fn apply(
             let shape = if sequences { vec![steps, hidden] } else { vec![hidden] };
             Applied {
                 layer,
-                why: format!("{name}({hidden}) → {}", shape_text(&shape)),
+                why: format!("{name}({hidden})"),
                 shape,
                 params: gates * (hidden * (features + hidden) + hidden),
                 macs: (gates * steps * hidden * (features + hidden)) as u64,
@@ -315,7 +315,7 @@ pub fn apply(
             Applied {
                 layer: Layer::Embedding { vocab, dim },
                 shape: vec![s[0], dim],
-                why: format!("embedding → [{}, {dim}]", s[0]),
+                why: format!("embedding({vocab}, {dim})"),
                 params: vocab * dim,
                 macs: 0,
             }
@@ -334,7 +334,7 @@ pub fn apply(
             Applied {
                 layer: Layer::Rbm { hidden },
                 shape: vec![hidden],
-                why: format!("rbm({hidden}) → [{hidden}]"),
+                why: format!("rbm({hidden})"),
                 params: s[0] * hidden + hidden + s[0],
                 macs: (s[0] * hidden) as u64,
             }
@@ -384,11 +384,11 @@ pub fn apply(
 
 /// `in = N` is an assertion about the size flowing in.
 fn check_declared_size(call: &Call, args: &Args, actual: usize, input: &Incoming, diags: &mut Vec<Diag>) {
-    if let Some(declared) = args.opt_int("in", 1, diags) {
-        if declared != actual {
-            let span = args.value("in").map_or(call.span, Value::span);
-            diags.push(messages::declared_size(span, declared, actual, input));
-        }
+    if let Some(declared) = args.opt_int("in", 1, diags)
+        && declared != actual
+    {
+        let span = args.value("in").map_or(call.span, Value::span);
+        diags.push(messages::declared_size(span, declared, actual, input));
     }
 }
 
@@ -416,7 +416,11 @@ fn window(
     }
     let out = (padded - kernel) / stride + 1;
     let dropped = (padded - kernel) % stride;
-    if dropped != 0 {
+    if dropped != 0
+        && !diags
+            .iter()
+            .any(|d| d.code == "nnc::shape::stride_drops" && d.primary.span == call.span)
+    {
         diags.push(messages::stride_drops_rows(call.span, input, &formula, out, dropped));
     }
     Some((out, format!("{formula} = {out}")))

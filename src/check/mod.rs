@@ -30,7 +30,7 @@ pub fn check(file: &ast::File) -> (Vec<CheckedModel>, Vec<Diag>) {
     let mut diags = Vec::new();
     let mut blocks: HashMap<&str, &ast::BlockDef> = HashMap::new();
     for block in &file.blocks {
-        if let Some(first) = blocks.get(block.name.name.as_str()) {
+        if let first = blocks.get(block.name.name.as_str()) {
             diags.push(messages::duplicate_name(&block.name, first.name.span, "block"));
         } else if LAYERS.iter().any(|(l, _, _)| *l == block.name.name) {
             diags.push(messages::block_shadows_layer(&block.name));
@@ -74,6 +74,9 @@ struct ModelChecker<'a> {
     blocks: &'a HashMap<&'a str, &'a ast::BlockDef>,
     diags: &'a mut Vec<Diag>,
     scope: HashMap<String, Entry>,
+    /// Names of values whose pipeline had an error: using them reports nothing
+    /// more, so one mistake gives one diagnostic.
+    poisoned: std::collections::HashSet<String>,
     labels: HashMap<String, usize>,
     inputs: Vec<InputSpec>,
     targets: Vec<TargetSpec>,
@@ -90,6 +93,7 @@ impl<'a> ModelChecker<'a> {
             blocks,
             diags,
             scope: HashMap::new(),
+            poisoned: Default::default(),
             labels: HashMap::new(),
             inputs: vec![],
             targets: vec![],
@@ -100,6 +104,9 @@ impl<'a> ModelChecker<'a> {
     }
 
     fn run(mut self) -> Option<CheckedModel> {
+        // A declaration with an error still introduces its name.
+        let declared = self.ast.inputs.iter().chain(&self.ast.targets);
+        self.poisoned.extend(declared.map(|d| d.name.name.clone()));
         for decl in &self.ast.inputs {
             self.declare_input(decl);
         }
@@ -195,7 +202,7 @@ impl<'a> ModelChecker<'a> {
         };
         let info = Incoming {
             shape: shape.clone(),
-            why: format!("input {} {}", decl.name.name, layers::shape_text(&shape)),
+            why: format!("input {}", decl.name.name),
             producer: decl.span,
             tokens: kind == InputKind::Tokens,
         };
@@ -268,6 +275,7 @@ impl<'a> ModelChecker<'a> {
                 entry.used = true;
                 Some((entry.value, entry.info.clone()))
             }
+            None if self.poisoned.contains(&name.name) => None,
             None => {
                 let names: Vec<&str> = self.scope.keys().map(String::as_str).collect();
                 let suggestion = did_you_mean(&name.name, names.iter().copied());
@@ -278,50 +286,52 @@ impl<'a> ModelChecker<'a> {
     }
 
     fn flow(&mut self, flow: &ast::Flow) {
+        if self.flow_value(flow).is_none()
+            && let Some(name) = &flow.output
+        {
+            self.poisoned.insert(name.name.clone());
+        }
+    }
+
+    /// Runs a pipeline; `None` when an error stopped it.
+    fn flow_value(&mut self, flow: &ast::Flow) -> Option<()> {
         let start = match &flow.source {
             Source::Value(name) => self.use_value(name),
             Source::Call(call) => self.combine(call),
         };
-        let Some((mut value, mut info)) = start else { return };
+        let (mut value, mut info) = start?;
         let mut stages: Vec<(Stage, usize)> = flow.stages.iter().rev().map(|s| (s.clone(), 0)).collect();
         // Expand blocks and repeats lazily, left to right, with a work stack.
         while let Some((stage, depth)) = stages.pop() {
             if self.nodes.len() >= MAX_LAYERS {
                 self.diags.push(messages::too_many_layers(flow.span, MAX_LAYERS));
-                return;
+                return None;
             }
             match stage {
                 Stage::Repeat { count, body, span } => {
-                    let Some(n) = args::int_value(&Value::Number(count.clone()), "repeat count", 1, self.diags) else {
-                        return;
-                    };
+                    let Some(n) = args::int_value(&Value::Number(count.clone()), "repeat count", 1, self.diags)?;
                     if n.saturating_mul(body.len()) > MAX_LAYERS {
                         self.diags.push(messages::too_many_layers(span, MAX_LAYERS));
-                        return;
+                        return None;
                     }
                     for _ in 0..n {
                         stages.extend(body.iter().rev().map(|s| (s.clone(), depth)));
                     }
                 }
                 Stage::Layer { call, label } => {
-                    if let Some(block) = self.blocks.get(call.name.name.as_str()).copied() {
+                    if let block = self.blocks.get(call.name.name.as_str()).copied() {
                         if depth >= MAX_BLOCK_DEPTH {
                             self.diags.push(messages::block_recursion(&call, MAX_BLOCK_DEPTH));
-                            return;
+                            return None;
                         }
                         if let Some(label) = &label {
                             self.diags.push(messages::label_on_block(label));
                         }
-                        let Some(body) = self.expand_block(block, &call) else {
-                            return;
-                        };
+                        let Some(body) = self.expand_block(block, &call)?;
                         stages.extend(body.into_iter().rev().map(|s| (s, depth + 1)));
                         continue;
                     }
-                    let Some(next) = self.layer(&call, label.as_ref(), value, &info) else {
-                        return;
-                    };
-                    (value, info) = next;
+                    (value, info) = self.layer(&call, label.as_ref(), value, &info)?;
                 }
             }
         }
@@ -332,6 +342,7 @@ impl<'a> ModelChecker<'a> {
         } else {
             self.diags.push(messages::unnamed_result(flow.span));
         }
+        Some(())
     }
 
     /// `add(a, b)` at the start of a flow.
@@ -576,8 +587,8 @@ impl<'a> ModelChecker<'a> {
                 }
             }
         };
-        let (pred_name, prediction, pred_info) = resolve("prediction")?;
-        let (target_name, target, target_info) = resolve("target")?;
+        let (prediction, target) = (resolve("prediction"), resolve("target"));
+        let ((pred_name, prediction, pred_info), (target_name, target, target_info)) = (prediction?, target?);
         let target_kind = match target {
             ValueRef::Target(t) => Some(self.targets[t].kind.clone()),
             _ => None,
@@ -666,15 +677,18 @@ impl<'a> ModelChecker<'a> {
         if matches!(train.optimizer, Optimizer::ContrastiveDivergence { .. }) && loss.is_some() {
             // A cd model may still declare a loss for monitoring; nothing to report.
         }
-        if train.l2 > 0.0 || train.weight_decay > 0.0 {
-            if let Some(bn) = self.nodes.iter().find(|n| matches!(n.layer, Layer::BatchNorm { .. })) {
-                self.diags.push(messages::decay_with_batchnorm(bn.span, span));
-            }
+        if (train.l2 > 0.0 || train.weight_decay > 0.0)
+            && let Some(bn) = self.nodes.iter().find(|n| matches!(n.layer, Layer::BatchNorm { .. }))
+        {
+            self.diags.push(messages::decay_with_batchnorm(bn.span, span));
         }
     }
 
     /// Without a loss (an RBM trained by CD), named values are the model's outputs.
     fn report_unused(&mut self, has_loss: bool) {
+        if self.diags.iter().any(Diag::is_error) {
+            return; // after an error, "unused" is usually its echo
+        }
         let mut unused: Vec<(&Span, &str, &str)> = self
             .scope
             .iter()

@@ -80,11 +80,11 @@ pub fn check_train(blocks: &[TrainBlock], diags: &mut Vec<Diag>) -> TrainConfig 
     };
     let args = Args::match_call(&call, SETTINGS, &[], diags);
     let mut lr_in_optimizer = None;
-    if let Some(value) = args.value("optimizer") {
-        if let Some((optimizer, lr)) = optimizer(value, diags) {
-            config.optimizer = optimizer;
-            lr_in_optimizer = lr;
-        }
+    if let Some(value) = args.value("optimizer")
+        && let Some((optimizer, lr)) = optimizer(value, diags)
+    {
+        config.optimizer = optimizer;
+        lr_in_optimizer = lr;
     }
     if let (Some(lr), Some(Value::Number(n))) = (lr_in_optimizer, args.value("lr")) {
         diags.push(messages::lr_twice(n.span));

@@ -274,17 +274,27 @@ pub fn out_of_range(n: &Number, name: &str, expected: &str) -> Diag {
 }
 
 pub fn int_out_of_range(n: &Number, name: &str, min: usize) -> Diag {
+    let too_large = n.value > crate::check::args::MAX_INT;
+    let (label, help) = if too_large {
+        (
+            "a whole number up to 1,000,000,000".to_string(),
+            format!("`{name}` is far too large; check it for a typo"),
+        )
+    } else if min > 0 {
+        (
+            format!("a whole number ≥ {min}"),
+            format!("`{name}` must be at least {min}"),
+        )
+    } else {
+        ("a whole number ≥ 0".to_string(), format!("`{name}` cannot be negative"))
+    };
     Diag::error(
         "nnc::arg::range",
         format!("`{name}` is out of range"),
         n.span,
-        format!("found {}, expected a whole number ≥ {min}", n.text),
+        format!("found {}, expected {label}", n.text),
     )
-    .with_help(if min > 0 {
-        format!("`{name}` must be at least {min}")
-    } else {
-        format!("`{name}` cannot be negative")
-    })
+    .with_help(help)
 }
 
 pub fn lr_twice(span: Span) -> Diag {
@@ -504,7 +514,7 @@ fn derived(input: &Incoming) -> String {
     if input.why.is_empty() {
         shape_text(&input.shape)
     } else {
-        format!("{} = {}", input.why, shape_text(&input.shape))
+        format!("{} → {}", input.why, shape_text(&input.shape))
     }
 }
 

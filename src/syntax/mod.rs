@@ -106,7 +106,7 @@ fn rule_in_words(rule: Rule) -> Option<&'static str> {
         Rule::target_decl => "`target`",
         Rule::loss_decl => "`loss`",
         Rule::train_block => "`train`",
-        Rule::flow | Rule::source => "a pipeline",
+        Rule::flow | Rule::source_call | Rule::source_name => "a pipeline",
         Rule::stage | Rule::layer | Rule::call | Rule::pipeline => "a layer",
         Rule::repeat => "`repeat`",
         Rule::setting => "a setting like `epochs = 10`",
@@ -129,7 +129,12 @@ fn found_token(source: &str, pos: usize) -> String {
         .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
         .collect();
     if word.is_empty() {
-        rest.chars().next().map(String::from).unwrap_or_default()
+        let punctuation: String = rest.chars().take_while(|c| "|>=".contains(*c)).take(2).collect();
+        if punctuation.is_empty() {
+            rest.chars().next().map(String::from).unwrap_or_default()
+        } else {
+            punctuation
+        }
     } else {
         word
     }
@@ -263,14 +268,8 @@ fn build_flow(pair: Pair<Rule>) -> Flow {
     let mut output = None;
     for part in pair.into_inner() {
         match part.as_rule() {
-            Rule::source => {
-                if let Some(p) = part.into_inner().next() {
-                    source = Some(match p.as_rule() {
-                        Rule::call => Source::Call(build_call(p)),
-                        _ => Source::Value(ident(p)),
-                    });
-                }
-            }
+            Rule::source_call => source = part.into_inner().next().map(|c| Source::Call(build_call(c))),
+            Rule::source_name => source = part.into_inner().next().map(|n| Source::Value(ident(n))),
             Rule::stage => stages.push(build_stage(part)),
             Rule::ident => output = Some(ident(part)),
             _ => {}
