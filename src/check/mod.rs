@@ -30,7 +30,7 @@ pub fn check(file: &ast::File) -> (Vec<CheckedModel>, Vec<Diag>) {
     let mut diags = Vec::new();
     let mut blocks: HashMap<&str, &ast::BlockDef> = HashMap::new();
     for block in &file.blocks {
-        if let first = blocks.get(block.name.name.as_str()) {
+        if let Some(first) = blocks.get(block.name.name.as_str()) {
             diags.push(messages::duplicate_name(&block.name, first.name.span, "block"));
         } else if LAYERS.iter().any(|(l, _, _)| *l == block.name.name) {
             diags.push(messages::block_shadows_layer(&block.name));
@@ -309,7 +309,7 @@ impl<'a> ModelChecker<'a> {
             }
             match stage {
                 Stage::Repeat { count, body, span } => {
-                    let Some(n) = args::int_value(&Value::Number(count.clone()), "repeat count", 1, self.diags)?;
+                    let n = args::int_value(&Value::Number(count.clone()), "repeat count", 1, self.diags)?;
                     if n.saturating_mul(body.len()) > MAX_LAYERS {
                         self.diags.push(messages::too_many_layers(span, MAX_LAYERS));
                         return None;
@@ -319,7 +319,7 @@ impl<'a> ModelChecker<'a> {
                     }
                 }
                 Stage::Layer { call, label } => {
-                    if let block = self.blocks.get(call.name.name.as_str()).copied() {
+                    if let Some(block) = self.blocks.get(call.name.name.as_str()).copied() {
                         if depth >= MAX_BLOCK_DEPTH {
                             self.diags.push(messages::block_recursion(&call, MAX_BLOCK_DEPTH));
                             return None;
@@ -327,7 +327,7 @@ impl<'a> ModelChecker<'a> {
                         if let Some(label) = &label {
                             self.diags.push(messages::label_on_block(label));
                         }
-                        let Some(body) = self.expand_block(block, &call)?;
+                        let body = self.expand_block(block, &call)?;
                         stages.extend(body.into_iter().rev().map(|s| (s, depth + 1)));
                         continue;
                     }
