@@ -5,9 +5,14 @@
 //! 2. `check::check`: AST → checked models (names, shapes, hyperparameters);
 //! 3. `summary`: per-layer shapes, parameter counts and costs.
 
+pub mod autodiff;
 pub mod check;
 pub mod cli;
 pub mod diag;
+pub mod gradcheck;
+pub mod interp;
+pub mod ir;
 pub mod pipeline;
 pub mod summary;
 pub mod syntax;
+pub mod train;

@@ -50,6 +50,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare autodiff gradients with central finite differences (f64).
+    Gradcheck {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        /// Largest accepted relative error.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 pub fn run() -> ExitCode {
@@ -67,6 +78,12 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Check { file, format } => check(&file, format),
         Command::Summary { file, model, json } => summary(&file, model.as_deref(), json),
+        Command::Gradcheck {
+            file,
+            model,
+            tolerance,
+            seed,
+        } => gradcheck(&file, model.as_deref(), tolerance, seed),
     }
 }
 
@@ -145,4 +162,61 @@ fn summary(file: &Path, model: Option<&str>, json: bool) -> ExitCode {
         print!("{}", s.to_text());
     }
     ExitCode::SUCCESS
+}
+
+/// Loads a file and picks a model that checked without errors.
+fn load_model(file: &Path, model: Option<&str>) -> Result<(Checked, usize), ExitCode> {
+    let checked = load(file, Format::Human)?;
+    if checked.has_errors() {
+        return Err(ExitCode::from(1));
+    }
+    let index = select(&checked, model).map(|m| checked.models.iter().position(|x| x.name == m.name).unwrap_or(0))?;
+    Ok((checked, index))
+}
+
+fn report_diag(checked: &Checked, d: &crate::diag::Diag) {
+    let color = std::io::stderr().is_terminal();
+    eprint!(
+        "{}",
+        diag::render(std::slice::from_ref(d), &checked.file_name, &checked.source, color, 100)
+    );
+}
+
+fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> ExitCode {
+    let (checked, index) = match load_model(file, model) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let model = &checked.models[index];
+    let reports = match crate::gradcheck::check_model(model, seed) {
+        Ok(r) => r,
+        Err(d) => {
+            report_diag(&checked, &d);
+            return ExitCode::from(1);
+        }
+    };
+    let mut ok = true;
+    println!(
+        "{:<24} {:>10} {:>14} {:>14}",
+        "parameter", "checked", "max rel err", "max abs err"
+    );
+    for r in &reports {
+        let pass = r.worst_relative_error <= tolerance;
+        ok &= pass;
+        println!(
+            "{:<24} {:>10} {:>14.3e} {:>14.3e}  {}",
+            r.name,
+            r.elements_checked,
+            r.worst_relative_error,
+            r.worst_absolute_error,
+            if pass { "ok" } else { "FAIL" }
+        );
+    }
+    if ok {
+        println!("gradients agree with finite differences (tolerance {tolerance:e})");
+        ExitCode::SUCCESS
+    } else {
+        println!("some gradients exceed the tolerance {tolerance:e}");
+        ExitCode::from(1)
+    }
 }

@@ -747,3 +747,30 @@ pub fn decay_with_batchnorm(bn: Span, train: Span) -> Diag {
     .with_note(train, "l2 / weight_decay set here")
     .with_help("decay then only raises the effective learning rate; consider removing it")
 }
+
+// ---- lowering ------------------------------------------------------------------------------
+
+pub fn not_trainable(span: Span, layer: &str) -> Diag {
+    Diag::error("nnc::lower::not_trainable", format!("`{layer}` layers cannot be trained yet"), span, "no training implementation for this layer")
+        .with_help("`nnc check` and `nnc summary` understand it; training supports dense, the activations, flatten, reshape and add")
+}
+
+pub fn nothing_to_train(span: Span, model: &str) -> Diag {
+    Diag::error(
+        "nnc::lower::no_loss",
+        format!("model `{model}` has no loss to train"),
+        span,
+        "no `loss = …`",
+    )
+    .with_help("add a loss; contrastive-divergence training of RBMs is not available yet")
+}
+
+pub fn internal(span: Span, what: &str) -> Diag {
+    Diag::error(
+        "nnc::internal",
+        format!("internal error: {what}"),
+        span,
+        "while compiling this model",
+    )
+    .with_help("this is a bug in nnc; please report it with the model file")
+}

@@ -1,0 +1,172 @@
+//! Reverse-mode automatic differentiation, IR → IR.
+//!
+//! From the scalar loss, walks the forward graph backwards and appends, for
+//! every node that depends on a parameter, the ops computing its adjoint
+//! ("gradient"). One rule per op, its maths above it. Contributions to a
+//! value used several times are summed. The result is an ordinary graph, so
+//! the interpreter (and any backend) runs the backward pass like the forward.
+
+use crate::ir::{Graph, Op, Unary, ValueId};
+
+/// Appends the backward pass to `forward`. Returns the extended graph and,
+/// for each parameter, the value holding ∂loss/∂parameter.
+pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
+    let loss = forward.loss.ok_or("the graph has no loss to differentiate")?;
+    let mut g = forward.clone();
+    let n = forward.nodes.len();
+    // Only nodes that depend on a parameter need an adjoint.
+    let mut needs = vec![false; n];
+    for (i, node) in forward.nodes.iter().enumerate() {
+        needs[i] = matches!(node.op, Op::Param(_)) || node.inputs.iter().any(|v| needs[v.0]);
+    }
+    let mut adjoint: Vec<Option<ValueId>> = vec![None; n];
+    let span = forward.node(loss).span;
+    adjoint[loss.0] = Some(g.push(Op::Const(1.0), vec![], vec![], span));
+    let mut param_grads: Vec<Option<ValueId>> = vec![None; forward.params.len()];
+
+    for i in (0..=loss.0).rev() {
+        let Some(dy) = adjoint[i] else { continue };
+        let node = forward.nodes[i].clone();
+        let y = ValueId(i);
+        let ins = &node.inputs;
+        let span = node.span;
+        // (input index, its gradient contribution)
+        let mut contrib: Vec<(usize, ValueId)> = Vec::new();
+        let shape_of = |k: usize| forward.nodes[ins[k].0].shape.clone();
+        let wants = |k: usize| needs[ins[k].0];
+        match &node.op {
+            // Leaves: a parameter collects its gradient; the rest have none.
+            Op::Param(p) => {
+                param_grads[*p] = Some(match param_grads[*p] {
+                    Some(prev) => g.push(Op::Add, vec![prev, dy], node.shape.clone(), span),
+                    None => dy,
+                });
+            }
+            Op::Input(_) | Op::Target(_) | Op::State(_) | Op::Hyper(_) | Op::Const(_) => {}
+            // y = f(x) ⇒ ∂x = g·f′(x)
+            Op::Unary(u) => {
+                let dx = g.push(Op::UnaryGrad(*u), vec![ins[0], y, dy], node.shape.clone(), span);
+                contrib.push((0, dx));
+            }
+            // y = a + b ⇒ ∂a = g, ∂b = g
+            Op::Add => contrib.extend([(0, dy), (1, dy)]),
+            // y = a − b ⇒ ∂a = g, ∂b = −g
+            Op::Sub => {
+                contrib.push((0, dy));
+                if wants(1) {
+                    contrib.push((1, g.push(Op::Unary(Unary::Neg), vec![dy], node.shape.clone(), span)));
+                }
+            }
+            // y = a·b ⇒ ∂a = g·b, ∂b = g·a
+            Op::Mul => {
+                if wants(0) {
+                    contrib.push((0, g.push(Op::Mul, vec![dy, ins[1]], node.shape.clone(), span)));
+                }
+                if wants(1) {
+                    contrib.push((1, g.push(Op::Mul, vec![dy, ins[0]], node.shape.clone(), span)));
+                }
+            }
+            // y = a/b ⇒ ∂a = g/b, ∂b = −g·y/b
+            Op::Div => {
+                let ga = g.push(Op::Div, vec![dy, ins[1]], node.shape.clone(), span);
+                contrib.push((0, ga));
+                if wants(1) {
+                    let t = g.push(Op::Mul, vec![ga, y], node.shape.clone(), span);
+                    contrib.push((1, g.push(Op::Unary(Unary::Neg), vec![t], node.shape.clone(), span)));
+                }
+            }
+            // y = x·s (s scalar, a step constant) ⇒ ∂x = g·s
+            Op::MulScalar => {
+                if wants(1) {
+                    return Err(format!(
+                        "%{i}: gradient through the scalar of mul_scalar is not supported"
+                    ));
+                }
+                contrib.push((0, g.push(Op::MulScalar, vec![dy, ins[1]], node.shape.clone(), span)));
+            }
+            // C = op(A)·op(B) ⇒ ∂op(A) = G·op(B)ᵀ, ∂op(B) = op(A)ᵀ·G, transposed back where A or B was.
+            Op::MatMul { ta, tb } => {
+                let (ta, tb) = (*ta, *tb);
+                if wants(0) {
+                    let da = if ta {
+                        g.push(Op::MatMul { ta: tb, tb: true }, vec![ins[1], dy], shape_of(0), span)
+                    } else {
+                        g.push(Op::MatMul { ta: false, tb: !tb }, vec![dy, ins[1]], shape_of(0), span)
+                    };
+                    contrib.push((0, da));
+                }
+                if wants(1) {
+                    let db = if tb {
+                        g.push(Op::MatMul { ta: true, tb: ta }, vec![dy, ins[0]], shape_of(1), span)
+                    } else {
+                        g.push(Op::MatMul { ta: !ta, tb: false }, vec![ins[0], dy], shape_of(1), span)
+                    };
+                    contrib.push((1, db));
+                }
+            }
+            // y = x + b (b on every row) ⇒ ∂x = g, ∂b = Σ_rows g
+            Op::AddBias => {
+                contrib.push((0, dy));
+                if wants(1) {
+                    contrib.push((1, g.push(Op::SumRows, vec![dy], shape_of(1), span)));
+                }
+            }
+            // y = reshape(x) ⇒ ∂x = reshape(g)
+            Op::Reshape => contrib.push((0, g.push(Op::Reshape, vec![dy], shape_of(0), span))),
+            // y = softmax(x) ⇒ ∂x = y·(g − Σ g·y)
+            Op::Softmax => contrib.push((0, g.push(Op::SoftmaxGrad, vec![y, dy], node.shape.clone(), span))),
+            // L = mean −log softmax(z)[c] ⇒ ∂z = g·(softmax(z) − onehot(c))/B
+            Op::SoftmaxCrossEntropy => {
+                let dz = g.push(Op::SoftmaxCrossEntropyGrad, vec![ins[0], ins[1], dy], shape_of(0), span);
+                contrib.push((0, dz));
+            }
+            // L = mean (p − t)² ⇒ ∂p = g·2(p − t)/n, ∂t = −∂p
+            // L = mean BCE(p, t) ⇒ ∂p = g·(p − t)/(p(1 − p))/n, ∂t = g·log((1 − p)/p)/n (targets never need it)
+            Op::Mse | Op::Bce => {
+                let grad_op = if node.op == Op::Mse { Op::MseGrad } else { Op::BceGrad };
+                let dp = g.push(grad_op, vec![ins[0], ins[1], dy], shape_of(0), span);
+                contrib.push((0, dp));
+                if wants(1) {
+                    if node.op == Op::Bce {
+                        return Err(format!(
+                            "%{i}: gradient of binary cross-entropy for its target is not supported"
+                        ));
+                    }
+                    contrib.push((1, g.push(Op::Unary(Unary::Neg), vec![dp], shape_of(1), span)));
+                }
+            }
+            // s = Σ x² ⇒ ∂x = 2x·g
+            Op::SumSquares => {
+                let two_x = g.push(Op::Unary(Unary::Scale(2.0)), vec![ins[0]], shape_of(0), span);
+                contrib.push((0, g.push(Op::MulScalar, vec![two_x, dy], shape_of(0), span)));
+            }
+            Op::UnaryGrad(_)
+            | Op::SumRows
+            | Op::SoftmaxGrad
+            | Op::SoftmaxCrossEntropyGrad
+            | Op::MseGrad
+            | Op::BceGrad
+            | Op::ClipScale(_) => return Err(format!("%{i}: `{}` has no gradient rule", node.op.name())),
+        }
+        for (k, d) in contrib {
+            let target = ins[k].0;
+            if !needs[target] {
+                continue;
+            }
+            adjoint[target] = Some(match adjoint[target] {
+                Some(prev) => g.push(Op::Add, vec![prev, d], forward.nodes[target].shape.clone(), span),
+                None => d,
+            });
+        }
+    }
+    let grads = param_grads
+        .into_iter()
+        .enumerate()
+        .map(|(p, grad)| match grad {
+            Some(v) => v,
+            // A parameter the loss does not depend on has a zero gradient.
+            None => g.push(Op::Const(0.0), vec![], forward.params[p].shape.clone(), span),
+        })
+        .collect();
+    Ok((g, grads))
+}

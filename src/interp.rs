@@ -1,0 +1,284 @@
+//! The reference interpreter: runs an IR graph with plain loops, in f32 or
+//! f64. It defines what every op means and is the oracle other backends and
+//! the gradient checks are tested against. Clarity over speed.
+
+use num_traits::Float;
+
+use crate::ir::{Graph, Hyper, Op, Unary, numel};
+
+/// Probabilities are clamped to [ε, 1 − ε] in binary cross-entropy.
+pub const BCE_EPS: f64 = 1e-7;
+
+/// The data a graph reads: one flat row-major buffer per leaf.
+pub struct Bindings<'a, T> {
+    pub inputs: &'a [&'a [T]],
+    /// Class ids are stored as whole numbers.
+    pub targets: &'a [&'a [T]],
+    pub params: &'a [Vec<T>],
+    pub states: &'a [Vec<T>],
+    pub lr: T,
+    pub bias1: T,
+    pub bias2: T,
+}
+
+/// Runs every node of `graph` and returns all values, indexed by node.
+/// Buffer sizes are checked against the graph; a mismatch is an error.
+pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, String> {
+    let mut values: Vec<Vec<T>> = Vec::with_capacity(graph.nodes.len());
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let n = numel(&node.shape);
+        let input = |k: usize| -> &[T] { &values[node.inputs[k].0] };
+        let in_shape = |k: usize| &graph.nodes[node.inputs[k].0].shape;
+        let leaf = |what: &str, buffers: &[&[T]], index: usize| -> Result<Vec<T>, String> {
+            let data = buffers.get(index).ok_or(format!("{what} {index} is not bound"))?;
+            if data.len() != n {
+                return Err(format!("{what} {index} has {} values, expected {n}", data.len()));
+            }
+            Ok(data.to_vec())
+        };
+        let out: Vec<T> = match &node.op {
+            Op::Input(k) => leaf("input", b.inputs, *k)?,
+            Op::Target(k) => leaf("target", b.targets, *k)?,
+            Op::Param(k) => leaf("parameter", &b.params.iter().map(Vec::as_slice).collect::<Vec<_>>(), *k)?,
+            Op::State(k) => leaf("state", &b.states.iter().map(Vec::as_slice).collect::<Vec<_>>(), *k)?,
+            Op::Hyper(h) => vec![match h {
+                Hyper::Lr => b.lr,
+                Hyper::Bias1 => b.bias1,
+                Hyper::Bias2 => b.bias2,
+            }],
+            Op::Const(c) => vec![cast(*c); n],
+            Op::Unary(u) => input(0).iter().map(|&x| unary(*u, x)).collect(),
+            Op::UnaryGrad(u) => {
+                let (x, y, g) = (input(0), input(1), input(2));
+                (0..n).map(|j| g[j] * derivative(*u, x[j], y[j])).collect()
+            }
+            Op::Add => zip(input(0), input(1), |a, b| a + b),
+            Op::Sub => zip(input(0), input(1), |a, b| a - b),
+            Op::Mul => zip(input(0), input(1), |a, b| a * b),
+            Op::Div => zip(input(0), input(1), |a, b| a / b),
+            Op::MulScalar => {
+                let s = input(1)[0];
+                input(0).iter().map(|&x| x * s).collect()
+            }
+            Op::MatMul { ta, tb } => matmul(input(0), in_shape(0), *ta, input(1), in_shape(1), *tb, &node.shape),
+            Op::AddBias => {
+                let (x, bias) = (input(0), input(1));
+                let cols = bias.len();
+                x.iter().enumerate().map(|(j, &v)| v + bias[j % cols]).collect()
+            }
+            Op::SumRows => {
+                let cols = n;
+                let mut out = vec![T::zero(); cols];
+                for (j, &v) in input(0).iter().enumerate() {
+                    out[j % cols] = out[j % cols] + v;
+                }
+                out
+            }
+            Op::Reshape => input(0).to_vec(),
+            Op::Softmax => {
+                let cols = *node.shape.last().unwrap_or(&1);
+                input(0).chunks(cols).flat_map(softmax).collect()
+            }
+            Op::SoftmaxGrad => {
+                let cols = *node.shape.last().unwrap_or(&1);
+                let mut out = Vec::with_capacity(n);
+                for (y, g) in input(0).chunks(cols).zip(input(1).chunks(cols)) {
+                    let dot = y.iter().zip(g).fold(T::zero(), |acc, (&a, &b)| acc + a * b);
+                    out.extend(y.iter().zip(g).map(|(&a, &b)| a * (b - dot)));
+                }
+                out
+            }
+            Op::SoftmaxCrossEntropy => {
+                let cols = in_shape(0)[1];
+                let rows = in_shape(0)[0];
+                let mut total = T::zero();
+                for (r, z) in input(0).chunks(cols).enumerate() {
+                    let c = class(input(1)[r], cols)?;
+                    let max = z.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+                    let sum = z.iter().fold(T::zero(), |s, &v| s + (v - max).exp());
+                    total = total + (sum.ln() + max - z[c]);
+                }
+                vec![total / cast(rows as f64)]
+            }
+            Op::SoftmaxCrossEntropyGrad => {
+                let (rows, cols) = (node.shape[0], node.shape[1]);
+                let g = input(2)[0] / cast(rows as f64);
+                let mut out = Vec::with_capacity(n);
+                for (r, z) in input(0).chunks(cols).enumerate() {
+                    let c = class(input(1)[r], cols)?;
+                    out.extend(softmax(z).into_iter().enumerate().map(|(j, p)| {
+                        let onehot = if j == c { T::one() } else { T::zero() };
+                        g * (p - onehot)
+                    }));
+                }
+                out
+            }
+            Op::Mse => {
+                let count = cast::<T>(numel(in_shape(0)) as f64);
+                let sum = input(0)
+                    .iter()
+                    .zip(input(1))
+                    .fold(T::zero(), |s, (&p, &t)| s + (p - t) * (p - t));
+                vec![sum / count]
+            }
+            Op::MseGrad => {
+                let scale = input(2)[0] * cast(2.0) / cast(n as f64);
+                zip(input(0), input(1), |p, t| scale * (p - t))
+            }
+            Op::Bce => {
+                let count = cast::<T>(numel(in_shape(0)) as f64);
+                let sum = input(0).iter().zip(input(1)).fold(T::zero(), |s, (&p, &t)| {
+                    let p = clamp_probability(p);
+                    s - (t * p.ln() + (T::one() - t) * (T::one() - p).ln())
+                });
+                vec![sum / count]
+            }
+            Op::BceGrad => {
+                let scale = input(2)[0] / cast(n as f64);
+                zip(input(0), input(1), |p, t| {
+                    let p = clamp_probability(p);
+                    scale * (p - t) / (p * (T::one() - p))
+                })
+            }
+            Op::SumSquares => vec![input(0).iter().fold(T::zero(), |s, &x| s + x * x)],
+            Op::ClipScale(c) => {
+                let norm = input(0)[0].sqrt();
+                let c: T = cast(*c);
+                vec![if norm > c { c / norm } else { T::one() }]
+            }
+        };
+        if out.len() != n {
+            return Err(format!(
+                "internal error: %{i} ({}) produced {} values, expected {n}",
+                node.op.name(),
+                out.len()
+            ));
+        }
+        values.push(out);
+    }
+    Ok(values)
+}
+
+fn cast<T: Float>(x: f64) -> T {
+    T::from(x).unwrap_or_else(T::nan)
+}
+
+fn class<T: Float>(label: T, classes: usize) -> Result<usize, String> {
+    let c = label.to_f64().unwrap_or(-1.0);
+    if c >= 0.0 && c < classes as f64 && c.fract() == 0.0 {
+        Ok(c as usize)
+    } else {
+        Err(format!("class label {c} is outside 0..{classes}"))
+    }
+}
+
+fn clamp_probability<T: Float>(p: T) -> T {
+    let eps: T = cast(BCE_EPS);
+    p.max(eps).min(T::one() - eps)
+}
+
+fn zip<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> Vec<T> {
+    a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+}
+
+fn softmax<T: Float>(z: &[T]) -> Vec<T> {
+    let max = z.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+    let exps: Vec<T> = z.iter().map(|&v| (v - max).exp()).collect();
+    let sum = exps.iter().fold(T::zero(), |s, &e| s + e);
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// op(A)·op(B) for row-major A and B, with plain loops.
+fn matmul<T: Float>(a: &[T], sa: &[usize], ta: bool, b: &[T], sb: &[usize], tb: bool, out: &[usize]) -> Vec<T> {
+    let (m, n) = (out[0], out[1]);
+    let k = if ta { sa[0] } else { sa[1] };
+    let at = |i: usize, p: usize| if ta { a[p * sa[1] + i] } else { a[i * sa[1] + p] };
+    let bt = |p: usize, j: usize| if tb { b[j * sb[1] + p] } else { b[p * sb[1] + j] };
+    let mut c = vec![T::zero(); m * n];
+    for i in 0..m {
+        for p in 0..k {
+            let aip = at(i, p);
+            for j in 0..n {
+                c[i * n + j] = c[i * n + j] + aip * bt(p, j);
+            }
+        }
+    }
+    c
+}
+
+pub fn unary<T: Float>(u: Unary, x: T) -> T {
+    let one = T::one();
+    match u {
+        Unary::Identity => x,
+        Unary::Relu => x.max(T::zero()),
+        Unary::LeakyRelu(a) => {
+            if x > T::zero() {
+                x
+            } else {
+                x * cast(a)
+            }
+        }
+        Unary::Elu(a) => {
+            if x > T::zero() {
+                x
+            } else {
+                cast::<T>(a) * (x.exp() - one)
+            }
+        }
+        Unary::Sigmoid => one / (one + (-x).exp()),
+        Unary::Tanh => x.tanh(),
+        Unary::Exp => x.exp(),
+        Unary::Log => x.ln(),
+        Unary::Sqrt => x.sqrt(),
+        Unary::Square => x * x,
+        Unary::Neg => -x,
+        Unary::Scale(c) => x * cast(c),
+        Unary::AddConst(c) => x + cast(c),
+        Unary::Clamp(lo, hi) => x.max(cast(lo)).min(cast(hi)),
+    }
+}
+
+/// f′(x), given x and y = f(x).
+fn derivative<T: Float>(u: Unary, x: T, y: T) -> T {
+    let (zero, one) = (T::zero(), T::one());
+    match u {
+        Unary::Identity => one,
+        Unary::Relu => {
+            if x > zero {
+                one
+            } else {
+                zero
+            }
+        }
+        Unary::LeakyRelu(a) => {
+            if x > zero {
+                one
+            } else {
+                cast(a)
+            }
+        }
+        Unary::Elu(a) => {
+            if x > zero {
+                one
+            } else {
+                y + cast(a)
+            }
+        }
+        Unary::Sigmoid => y * (one - y),
+        Unary::Tanh => one - y * y,
+        Unary::Exp => y,
+        Unary::Log => one / x,
+        Unary::Sqrt => cast::<T>(0.5) / y,
+        Unary::Square => cast::<T>(2.0) * x,
+        Unary::Neg => -one,
+        Unary::Scale(c) => cast(c),
+        Unary::AddConst(_) => one,
+        Unary::Clamp(lo, hi) => {
+            if x >= cast(lo) && x <= cast(hi) {
+                one
+            } else {
+                zero
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Lowering: a `CheckedModel` and a batch size → a forward `Graph` of
+//! primitive ops. Layers are sugar: dense is matmul + add_bias, activations
+//! are unary ops, the losses are single fused ops with their own gradients.
+
+use std::collections::HashMap;
+
+use super::{Graph, Init, Op, ParamInfo, Shape, Unary, ValueId};
+use crate::check::{Activation, CheckedModel, Layer, LossKind, TargetKind, ValueRef, Weights};
+use crate::diag::{Diag, messages};
+
+/// Lowers the model for batches of `batch` samples. Layers without a
+/// training implementation yet are reported, never mis-compiled.
+pub fn lower(model: &CheckedModel, batch: usize) -> Result<Graph, Diag> {
+    let mut graph = Graph {
+        nodes: vec![],
+        params: vec![],
+        states: vec![],
+        batch,
+        prediction: ValueId(0),
+        loss: None,
+    };
+    let mut values: HashMap<ValueRef, ValueId> = HashMap::new();
+    let with_batch = |shape: &[usize]| -> Shape { std::iter::once(batch).chain(shape.iter().copied()).collect() };
+    for (i, input) in model.inputs.iter().enumerate() {
+        let v = graph.push(Op::Input(i), vec![], with_batch(&input.shape), input.span);
+        values.insert(ValueRef::Input(i), v);
+    }
+    for (i, target) in model.targets.iter().enumerate() {
+        let shape = match &target.kind {
+            TargetKind::Class(_) => vec![batch],
+            TargetKind::Real(s) | TargetKind::Binary(s) => with_batch(s),
+        };
+        let v = graph.push(Op::Target(i), vec![], shape, target.span);
+        values.insert(ValueRef::Target(i), v);
+    }
+    // The dense layer's weight parameter, for shared and tied layers.
+    let mut weight_of: HashMap<usize, usize> = HashMap::new();
+    for (index, node) in model.nodes.iter().enumerate() {
+        let x = values[&node.inputs[0]];
+        let out_shape = with_batch(&node.shape);
+        let span = node.span;
+        let v = match &node.layer {
+            Layer::Dense { units, bias, weights } => {
+                let fan_in = graph.shape(x)[1];
+                let (w, ta_tb) = match weights {
+                    Weights::Own => {
+                        let init = init_for(model, index, fan_in, *units);
+                        let p = add_param(
+                            &mut graph,
+                            format!("{}.weight", node.name),
+                            vec![*units, fan_in],
+                            init,
+                            true,
+                        );
+                        weight_of.insert(index, p);
+                        (p, true)
+                    }
+                    Weights::Shared(n) => (weight_of[n], true),
+                    Weights::Tied(n) => (weight_of[n], false),
+                };
+                let w_shape = graph.params[w].shape.clone();
+                let wv = graph.push(Op::Param(w), vec![], w_shape, span);
+                let mut y = graph.push(
+                    Op::MatMul { ta: false, tb: ta_tb },
+                    vec![x, wv],
+                    out_shape.clone(),
+                    span,
+                );
+                if *bias {
+                    let b = add_param(
+                        &mut graph,
+                        format!("{}.bias", node.name),
+                        vec![*units],
+                        Init::Zeros,
+                        false,
+                    );
+                    let bv = graph.push(Op::Param(b), vec![], vec![*units], span);
+                    y = graph.push(Op::AddBias, vec![y, bv], out_shape, span);
+                }
+                y
+            }
+            Layer::Activation(Activation::Softmax) => graph.push(Op::Softmax, vec![x], out_shape, span),
+            Layer::Activation(a) => graph.push(Op::Unary(unary_of(*a)), vec![x], out_shape, span),
+            Layer::Flatten | Layer::Reshape { .. } => graph.push(Op::Reshape, vec![x], out_shape, span),
+            Layer::Add => {
+                let other = values[&node.inputs[1]];
+                graph.push(Op::Add, vec![x, other], out_shape, span)
+            }
+            Layer::Conv2d { .. }
+            | Layer::MaxPool { .. }
+            | Layer::AvgPool { .. }
+            | Layer::Dropout { .. }
+            | Layer::BatchNorm { .. }
+            | Layer::Maxout { .. }
+            | Layer::Rnn { .. }
+            | Layer::Lstm { .. }
+            | Layer::Embedding { .. }
+            | Layer::Rbm { .. } => return Err(messages::not_trainable(span, node.layer.keyword())),
+        };
+        values.insert(ValueRef::Node(index), v);
+    }
+    let Some(loss) = &model.loss else {
+        return Err(messages::nothing_to_train(model.span, &model.name));
+    };
+    let prediction = values[&loss.prediction];
+    let target = values[&loss.target];
+    let op = match loss.kind {
+        LossKind::CrossEntropy => Op::SoftmaxCrossEntropy,
+        LossKind::Mse => Op::Mse,
+        LossKind::BinaryCrossEntropy => Op::Bce,
+    };
+    graph.loss = Some(graph.push(op, vec![prediction, target], vec![], loss.span));
+    graph.prediction = prediction;
+    Ok(graph)
+}
+
+fn add_param(graph: &mut Graph, name: String, shape: Shape, init: Init, decay: bool) -> usize {
+    graph.params.push(ParamInfo {
+        name,
+        shape,
+        init,
+        decay,
+    });
+    graph.params.len() - 1
+}
+
+pub fn unary_of(a: Activation) -> Unary {
+    match a {
+        Activation::Sigmoid => Unary::Sigmoid,
+        Activation::Tanh => Unary::Tanh,
+        Activation::Relu => Unary::Relu,
+        Activation::LeakyRelu(alpha) => Unary::LeakyRelu(alpha),
+        Activation::Elu(alpha) => Unary::Elu(alpha),
+        Activation::Identity | Activation::Softmax => Unary::Identity,
+    }
+}
+
+/// He initialisation before relu-family activations, Xavier otherwise.
+fn init_for(model: &CheckedModel, index: usize, fan_in: usize, fan_out: usize) -> Init {
+    let relu_like = model.nodes.iter().any(|n| {
+        n.inputs.first() == Some(&ValueRef::Node(index))
+            && matches!(
+                n.layer,
+                Layer::Activation(Activation::Relu | Activation::LeakyRelu(_) | Activation::Elu(_))
+            )
+    });
+    if relu_like {
+        Init::He { fan_in }
+    } else {
+        Init::Xavier { fan_in, fan_out }
+    }
+}

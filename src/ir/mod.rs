@@ -1,0 +1,362 @@
+//! The graph IR: a small closed set of primitive ops over tensors with static
+//! shapes (the batch dimension included).
+//!
+//! Nodes are stored in topological order: a node's inputs always come before
+//! it. Every node keeps the span of the source it came from. The forward
+//! pass, its gradient and the optimizer update are all expressed in this IR,
+//! so the interpreter (and later backends) run all three the same way.
+
+pub mod lower;
+mod print;
+
+use std::fmt;
+
+use crate::diag::Span;
+
+pub use lower::lower;
+
+/// Full shape of a tensor, batch dimension first. A scalar has shape `[]`.
+pub type Shape = Vec<usize>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(pub usize);
+
+impl fmt::Display for ValueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}", self.0)
+    }
+}
+
+/// Scalars the trainer sets before each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hyper {
+    /// The learning rate of this step (after the schedule).
+    Lr,
+    /// Adam's bias corrections 1/(1 − β₁ᵗ) and 1/(1 − β₂ᵗ).
+    Bias1,
+    Bias2,
+}
+
+/// An element-wise function of one tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Unary {
+    Identity,
+    Relu,
+    LeakyRelu(f64),
+    Elu(f64),
+    Sigmoid,
+    Tanh,
+    Exp,
+    Log,
+    Sqrt,
+    Square,
+    Neg,
+    /// x · c
+    Scale(f64),
+    /// x + c
+    AddConst(f64),
+    /// min(max(x, lo), hi)
+    Clamp(f64, f64),
+}
+
+/// The primitive operations. Every pass matches on this enum without a
+/// wildcard arm, so a new op makes the compiler list every place to update.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    // ---- leaves -------------------------------------------------------
+    /// The model's i-th input, a batch of samples.
+    Input(usize),
+    /// The model's i-th target: class ids `[B]` or values `[B, …]`.
+    Target(usize),
+    /// A trainable parameter.
+    Param(usize),
+    /// Optimizer state (momentum, Adam moments), same shape as its parameter.
+    State(usize),
+    /// A scalar set by the trainer each step.
+    Hyper(Hyper),
+    /// A tensor filled with one constant.
+    Const(f64),
+
+    // ---- element-wise ------------------------------------------------------
+    Unary(Unary),
+    /// Gradient of a unary op: inputs `[x, y, g]` with y = f(x), out = g·f′(x).
+    UnaryGrad(Unary),
+    Add,
+    Sub,
+    Mul,
+    Div,
+    /// `[x, s]`: every element of x times the scalar s.
+    MulScalar,
+
+    // ---- linear algebra --------------------------------------------------------
+    /// `[a, b]` → op(a)·op(b) with op = transpose where the flag is set.
+    MatMul {
+        ta: bool,
+        tb: bool,
+    },
+    /// `[x [B, N], b [N]]` → x + b on every row.
+    AddBias,
+    /// `[x [B, N]]` → Σ over rows `[N]`.
+    SumRows,
+    /// Same data, new shape.
+    Reshape,
+
+    // ---- rows and losses --------------------------------------------------------
+    /// Softmax over the last axis.
+    Softmax,
+    /// `[y, g]` with y = softmax(x) → y·(g − Σ g·y).
+    SoftmaxGrad,
+    /// `[logits [B, K], classes [B]]` → mean over the batch of −log softmax(logits)[class].
+    SoftmaxCrossEntropy,
+    /// `[logits, classes, g]` → g·(softmax(logits) − onehot)/B.
+    SoftmaxCrossEntropyGrad,
+    /// `[p, t]` → mean of (p − t)² over all elements.
+    Mse,
+    /// `[p, t, g]` → g·2(p − t)/n.
+    MseGrad,
+    /// `[p, t]` → mean of −(t·log p + (1 − t)·log(1 − p)), p clamped to [ε, 1 − ε].
+    Bce,
+    /// `[p, t, g]` → g·(p − t)/(p(1 − p))/n, with the same clamp.
+    BceGrad,
+
+    // ---- reductions for the optimizer --------------------------------------------
+    /// `[x]` → Σ x² (scalar).
+    SumSquares,
+    /// `[n²]` → min(1, c/√n²): the factor that clips a gradient's global norm to c.
+    ClipScale(f64),
+}
+
+impl Op {
+    pub fn name(&self) -> String {
+        match self {
+            Op::Input(i) => format!("input{i}"),
+            Op::Target(i) => format!("target{i}"),
+            Op::Param(i) => format!("param{i}"),
+            Op::State(i) => format!("state{i}"),
+            Op::Hyper(h) => format!("{h:?}").to_lowercase(),
+            Op::Const(c) => format!("const({c})"),
+            Op::Unary(u) => format!("{u:?}").to_lowercase(),
+            Op::UnaryGrad(u) => format!("{u:?}_grad").to_lowercase(),
+            Op::Add => "add".into(),
+            Op::Sub => "sub".into(),
+            Op::Mul => "mul".into(),
+            Op::Div => "div".into(),
+            Op::MulScalar => "mul_scalar".into(),
+            Op::MatMul { ta, tb } => format!("matmul{}{}", if *ta { ".ta" } else { "" }, if *tb { ".tb" } else { "" }),
+            Op::AddBias => "add_bias".into(),
+            Op::SumRows => "sum_rows".into(),
+            Op::Reshape => "reshape".into(),
+            Op::Softmax => "softmax".into(),
+            Op::SoftmaxGrad => "softmax_grad".into(),
+            Op::SoftmaxCrossEntropy => "softmax_cross_entropy".into(),
+            Op::SoftmaxCrossEntropyGrad => "softmax_cross_entropy_grad".into(),
+            Op::Mse => "mse".into(),
+            Op::MseGrad => "mse_grad".into(),
+            Op::Bce => "bce".into(),
+            Op::BceGrad => "bce_grad".into(),
+            Op::SumSquares => "sum_squares".into(),
+            Op::ClipScale(c) => format!("clip_scale({c})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<ValueId>,
+    pub shape: Shape,
+    pub span: Span,
+}
+
+/// How a parameter is initialised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    Zeros,
+    /// Normal with std √(2/fan_in): for relu-family activations.
+    He {
+        fan_in: usize,
+    },
+    /// Uniform in ±√(6/(fan_in + fan_out)): for sigmoid, tanh and linear outputs.
+    Xavier {
+        fan_in: usize,
+        fan_out: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ParamInfo {
+    /// `<layer>.weight` or `<layer>.bias`.
+    pub name: String,
+    pub shape: Shape,
+    pub init: Init,
+    /// Weight matrices take L2 / weight decay; biases do not.
+    pub decay: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateInfo {
+    pub name: String,
+    pub shape: Shape,
+}
+
+/// A forward graph: from inputs and parameters to a prediction and a loss.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    pub params: Vec<ParamInfo>,
+    pub states: Vec<StateInfo>,
+    pub batch: usize,
+    /// The model's output (logits, probabilities or values), `[B, …]`.
+    pub prediction: ValueId,
+    /// The scalar loss, when the model has one.
+    pub loss: Option<ValueId>,
+}
+
+impl Graph {
+    pub fn node(&self, v: ValueId) -> &Node {
+        &self.nodes[v.0]
+    }
+
+    pub fn shape(&self, v: ValueId) -> &Shape {
+        &self.nodes[v.0].shape
+    }
+
+    /// Appends a node, computing nothing: callers give the output shape.
+    pub fn push(&mut self, op: Op, inputs: Vec<ValueId>, shape: Shape, span: Span) -> ValueId {
+        self.nodes.push(Node {
+            op,
+            inputs,
+            shape,
+            span,
+        });
+        ValueId(self.nodes.len() - 1)
+    }
+}
+
+/// A training step: the forward graph extended with gradients and the
+/// optimizer update. Running it yields the new parameters and state.
+#[derive(Debug, Clone)]
+pub struct TrainGraph {
+    pub graph: Graph,
+    /// Gradient of the loss for each parameter (by parameter index).
+    pub grads: Vec<ValueId>,
+    /// New value of each parameter after the step (by parameter index).
+    pub new_params: Vec<ValueId>,
+    /// New value of each optimizer state tensor (by state index).
+    pub new_states: Vec<ValueId>,
+}
+
+/// Element count of a shape (1 for a scalar).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Checks the IR's structural invariants. A failure is a bug in nnc, never a
+/// user error, so it is reported as a message for a panic in tests.
+pub fn verify(graph: &Graph) -> Result<(), String> {
+    let n = graph.nodes.len();
+    let check = |ok: bool, i: usize, what: &str| if ok { Ok(()) } else { Err(format!("node %{i}: {what}")) };
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for input in &node.inputs {
+            check(input.0 < i, i, "input defined after use")?;
+        }
+        let shape = |k: usize| &graph.nodes[node.inputs[k].0].shape;
+        let arity = node.inputs.len();
+        match &node.op {
+            Op::Input(_) | Op::Target(_) | Op::Hyper(_) | Op::Const(_) => check(arity == 0, i, "leaf with inputs")?,
+            Op::Param(p) => check(
+                arity == 0 && *p < graph.params.len() && graph.params[*p].shape == node.shape,
+                i,
+                "bad param",
+            )?,
+            Op::State(s) => check(
+                arity == 0 && *s < graph.states.len() && graph.states[*s].shape == node.shape,
+                i,
+                "bad state",
+            )?,
+            Op::Unary(_) => check(arity == 1 && *shape(0) == node.shape, i, "unary shape")?,
+            Op::UnaryGrad(_) => check(
+                arity == 3 && *shape(0) == node.shape && *shape(1) == node.shape && *shape(2) == node.shape,
+                i,
+                "unary grad shape",
+            )?,
+            Op::Add | Op::Sub | Op::Mul | Op::Div => check(
+                arity == 2 && *shape(0) == node.shape && *shape(1) == node.shape,
+                i,
+                "element-wise shapes differ",
+            )?,
+            Op::MulScalar => check(
+                arity == 2 && *shape(0) == node.shape && numel(shape(1)) == 1,
+                i,
+                "mul_scalar shapes",
+            )?,
+            Op::MatMul { ta, tb } => {
+                check(
+                    arity == 2 && shape(0).len() == 2 && shape(1).len() == 2 && node.shape.len() == 2,
+                    i,
+                    "matmul rank",
+                )?;
+                let (a, b) = (shape(0), shape(1));
+                let (m, k1) = if *ta { (a[1], a[0]) } else { (a[0], a[1]) };
+                let (k2, nn) = if *tb { (b[1], b[0]) } else { (b[0], b[1]) };
+                check(k1 == k2 && node.shape == vec![m, nn], i, "matmul dimensions")?
+            }
+            Op::AddBias => check(
+                arity == 2 && shape(0).len() == 2 && *shape(0) == node.shape && *shape(1) == vec![node.shape[1]],
+                i,
+                "add_bias shapes",
+            )?,
+            Op::SumRows => check(
+                arity == 1 && shape(0).len() == 2 && node.shape == vec![shape(0)[1]],
+                i,
+                "sum_rows",
+            )?,
+            Op::Reshape => check(arity == 1 && numel(shape(0)) == numel(&node.shape), i, "reshape size")?,
+            Op::Softmax => check(
+                arity == 1 && *shape(0) == node.shape && node.shape.len() == 2,
+                i,
+                "softmax",
+            )?,
+            Op::SoftmaxGrad => check(
+                arity == 2 && *shape(0) == node.shape && *shape(1) == node.shape,
+                i,
+                "softmax grad",
+            )?,
+            Op::SoftmaxCrossEntropy => check(
+                arity == 2 && shape(0).len() == 2 && *shape(1) == vec![shape(0)[0]] && node.shape.is_empty(),
+                i,
+                "cross-entropy shapes",
+            )?,
+            Op::SoftmaxCrossEntropyGrad => check(
+                arity == 3 && *shape(0) == node.shape && *shape(1) == vec![node.shape[0]] && shape(2).is_empty(),
+                i,
+                "cross-entropy grad shapes",
+            )?,
+            Op::Mse | Op::Bce => check(
+                arity == 2 && shape(0) == shape(1) && node.shape.is_empty(),
+                i,
+                "loss shapes",
+            )?,
+            Op::MseGrad | Op::BceGrad => check(
+                arity == 3 && *shape(0) == node.shape && *shape(1) == node.shape && shape(2).is_empty(),
+                i,
+                "loss grad shapes",
+            )?,
+            Op::SumSquares => check(arity == 1 && node.shape.is_empty(), i, "sum_squares")?,
+            Op::ClipScale(_) => check(
+                arity == 1 && shape(0).is_empty() && node.shape.is_empty(),
+                i,
+                "clip_scale",
+            )?,
+        }
+    }
+    check(graph.prediction.0 < n, n, "prediction out of range")?;
+    if let Some(loss) = graph.loss {
+        check(
+            loss.0 < n && graph.shape(loss).is_empty(),
+            loss.0,
+            "loss must be a scalar",
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Training: the optimizer step as IR, the trainer loop, metrics.
+
+pub mod init;
+pub mod update;

@@ -1,0 +1,126 @@
+//! The optimizer step as IR: gradient clipping, L2, and the update rule of
+//! each optimizer, appended to the differentiated graph. The result is a
+//! `TrainGraph` whose outputs are the new parameters and optimizer state.
+
+use crate::autodiff::differentiate;
+use crate::check::{Optimizer, TrainConfig};
+use crate::ir::{Graph, Hyper, Op, StateInfo, TrainGraph, Unary, ValueId};
+
+/// Builds the whole training step for `forward` under `config`.
+pub fn train_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, String> {
+    let (mut g, grads) = differentiate(forward)?;
+    let span = forward.loss.map(|l| forward.node(l).span).unwrap_or_default();
+    let params = forward.params.clone();
+    let shape = |p: usize| params[p].shape.clone();
+    let mut grads = grads;
+
+    // Clip each gradient element to [−c, c].
+    if let Some(c) = config.clip_value {
+        for (p, grad) in grads.iter_mut().enumerate() {
+            *grad = g.push(Op::Unary(Unary::Clamp(-c, c)), vec![*grad], shape(p), span);
+        }
+    }
+    // Rescale all gradients together so their global L2 norm is at most c.
+    if let Some(c) = config.clip_norm {
+        let mut total: Option<ValueId> = None;
+        for grad in &grads {
+            let sq = g.push(Op::SumSquares, vec![*grad], vec![], span);
+            total = Some(match total {
+                Some(t) => g.push(Op::Add, vec![t, sq], vec![], span),
+                None => sq,
+            });
+        }
+        if let Some(total) = total {
+            let factor = g.push(Op::ClipScale(c), vec![total], vec![], span);
+            for (p, grad) in grads.iter_mut().enumerate() {
+                *grad = g.push(Op::MulScalar, vec![*grad, factor], shape(p), span);
+            }
+        }
+    }
+    let weights: Vec<ValueId> = (0..params.len())
+        .map(|p| g.push(Op::Param(p), vec![], shape(p), span))
+        .collect();
+    // L2 regularisation: the gradient of (l2/2)·‖w‖² is l2·w.
+    if config.l2 > 0.0 {
+        for (p, grad) in grads.iter_mut().enumerate().filter(|(p, _)| params[*p].decay) {
+            let decay = g.push(Op::Unary(Unary::Scale(config.l2)), vec![weights[p]], shape(p), span);
+            *grad = g.push(Op::Add, vec![*grad, decay], shape(p), span);
+        }
+    }
+    let lr = g.push(Op::Hyper(Hyper::Lr), vec![], vec![], span);
+    let mut new_states = Vec::new();
+    let state = |g: &mut Graph, p: usize, what: &str| -> ValueId {
+        g.states.push(StateInfo {
+            name: format!("{}.{what}", params[p].name),
+            shape: params[p].shape.clone(),
+        });
+        g.push(Op::State(g.states.len() - 1), vec![], params[p].shape.clone(), span)
+    };
+    let mut new_params = Vec::new();
+    for p in 0..params.len() {
+        let (w, grad, s) = (weights[p], grads[p], shape(p));
+        // The step direction d in w' = w − lr·d.
+        let direction = match &config.optimizer {
+            // w' = w − lr·g
+            Optimizer::Gd | Optimizer::Sgd => grad,
+            // v' = μv + g;  w' = w − lr·v'
+            Optimizer::Momentum { momentum } => {
+                let v = state(&mut g, p, "momentum");
+                let decayed = g.push(Op::Unary(Unary::Scale(*momentum)), vec![v], s.clone(), span);
+                let v2 = g.push(Op::Add, vec![decayed, grad], s.clone(), span);
+                new_states.push(v2);
+                v2
+            }
+            // v' = μv + g;  w' = w − lr·(g + μv')
+            Optimizer::Nesterov { momentum } => {
+                let v = state(&mut g, p, "momentum");
+                let decayed = g.push(Op::Unary(Unary::Scale(*momentum)), vec![v], s.clone(), span);
+                let v2 = g.push(Op::Add, vec![decayed, grad], s.clone(), span);
+                new_states.push(v2);
+                let ahead = g.push(Op::Unary(Unary::Scale(*momentum)), vec![v2], s.clone(), span);
+                g.push(Op::Add, vec![grad, ahead], s.clone(), span)
+            }
+            // m' = β₁m + (1−β₁)g;  v' = β₂v + (1−β₂)g²;  w' = w − lr·m̂/(√v̂ + ε)
+            Optimizer::Adam { beta1, beta2, eps } => {
+                let m = state(&mut g, p, "adam_m");
+                let v = state(&mut g, p, "adam_v");
+                let m_old = g.push(Op::Unary(Unary::Scale(*beta1)), vec![m], s.clone(), span);
+                let m_new = g.push(Op::Unary(Unary::Scale(1.0 - beta1)), vec![grad], s.clone(), span);
+                let m2 = g.push(Op::Add, vec![m_old, m_new], s.clone(), span);
+                let g2 = g.push(Op::Unary(Unary::Square), vec![grad], s.clone(), span);
+                let v_old = g.push(Op::Unary(Unary::Scale(*beta2)), vec![v], s.clone(), span);
+                let v_new = g.push(Op::Unary(Unary::Scale(1.0 - beta2)), vec![g2], s.clone(), span);
+                let v2 = g.push(Op::Add, vec![v_old, v_new], s.clone(), span);
+                new_states.extend([m2, v2]);
+                let c1 = g.push(Op::Hyper(Hyper::Bias1), vec![], vec![], span);
+                let c2 = g.push(Op::Hyper(Hyper::Bias2), vec![], vec![], span);
+                let m_hat = g.push(Op::MulScalar, vec![m2, c1], s.clone(), span);
+                let v_hat = g.push(Op::MulScalar, vec![v2, c2], s.clone(), span);
+                let root = g.push(Op::Unary(Unary::Sqrt), vec![v_hat], s.clone(), span);
+                let denom = g.push(Op::Unary(Unary::AddConst(*eps)), vec![root], s.clone(), span);
+                g.push(Op::Div, vec![m_hat, denom], s.clone(), span)
+            }
+            Optimizer::Anneal { .. } | Optimizer::ContrastiveDivergence { .. } => {
+                return Err(format!(
+                    "the `{}` optimizer is not available for training yet",
+                    config.optimizer.keyword()
+                ));
+            }
+        };
+        let step = g.push(Op::MulScalar, vec![direction, lr], s.clone(), span);
+        let mut w2 = g.push(Op::Sub, vec![w, step], s.clone(), span);
+        // Decoupled weight decay: w' −= lr·wd·w.
+        if config.weight_decay > 0.0 && params[p].decay {
+            let decay = g.push(Op::Unary(Unary::Scale(config.weight_decay)), vec![w], s.clone(), span);
+            let decay_step = g.push(Op::MulScalar, vec![decay, lr], s.clone(), span);
+            w2 = g.push(Op::Sub, vec![w2, decay_step], s, span);
+        }
+        new_params.push(w2);
+    }
+    Ok(TrainGraph {
+        graph: g,
+        grads,
+        new_params,
+        new_states,
+    })
+}
