@@ -8,9 +8,11 @@
 pub mod autodiff;
 pub mod check;
 pub mod cli;
+pub mod data;
 pub mod diag;
 pub mod gradcheck;
 pub mod interp;
+pub mod io;
 pub mod ir;
 pub mod pipeline;
 pub mod summary;

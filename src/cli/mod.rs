@@ -14,6 +14,8 @@ use crate::diag;
 use crate::pipeline::{self, Checked};
 use crate::summary;
 
+mod train;
+
 #[derive(Parser)]
 #[command(
     name = "nnc",
@@ -50,6 +52,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a model and report per-epoch and final test metrics.
+    Train(TrainArgs),
     /// Compare autodiff gradients with central finite differences (f64).
     Gradcheck {
         file: PathBuf,
@@ -61,6 +65,34 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    file: PathBuf,
+    /// Which model of the file (default: the first).
+    #[arg(long)]
+    model: Option<String>,
+    /// Training data instead of the model's `data = …`: a CSV file or `builtin:NAME`.
+    #[arg(long)]
+    data: Option<String>,
+    /// Test data (CSV) to go with --data.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Folder against which the model's relative data paths are resolved
+    /// (default: the model file's folder).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    epochs: Option<u64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write per-epoch and final metrics as JSON to this file.
+    #[arg(long)]
+    metrics_json: Option<PathBuf>,
+    /// Print only the final line.
+    #[arg(long)]
+    quiet: bool,
 }
 
 pub fn run() -> ExitCode {
@@ -78,6 +110,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Check { file, format } => check(&file, format),
         Command::Summary { file, model, json } => summary(&file, model.as_deref(), json),
+        Command::Train(args) => train::run(&args),
         Command::Gradcheck {
             file,
             model,
@@ -165,7 +198,7 @@ fn summary(file: &Path, model: Option<&str>, json: bool) -> ExitCode {
 }
 
 /// Loads a file and picks a model that checked without errors.
-fn load_model(file: &Path, model: Option<&str>) -> Result<(Checked, usize), ExitCode> {
+pub(crate) fn load_model(file: &Path, model: Option<&str>) -> Result<(Checked, usize), ExitCode> {
     let checked = load(file, Format::Human)?;
     if checked.has_errors() {
         return Err(ExitCode::from(1));
@@ -174,7 +207,7 @@ fn load_model(file: &Path, model: Option<&str>) -> Result<(Checked, usize), Exit
     Ok((checked, index))
 }
 
-fn report_diag(checked: &Checked, d: &crate::diag::Diag) {
+pub(crate) fn report_diag(checked: &Checked, d: &crate::diag::Diag) {
     let color = std::io::stderr().is_terminal();
     eprint!(
         "{}",

@@ -1,0 +1,206 @@
+//! `nnc train`: load the data the model names (or `--data`), check it
+//! against the model, train, and report.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::{TrainArgs, load_model, report_diag};
+use crate::check::{CheckedModel, DataSource};
+use crate::data::{self, DataError, Dataset, RowSpec, Scaler, Splits};
+use crate::diag::{Diag, Span, messages};
+use crate::pipeline::Checked;
+use crate::train::{EpochReport, Metrics, TrainError, Trainer};
+
+#[derive(Serialize)]
+struct MetricsFile<'a> {
+    model: &'a str,
+    data: &'a str,
+    epochs: &'a [EpochReport],
+    /// Which split the final metrics come from: "test", or "train" without a test set.
+    final_split: &'a str,
+    #[serde(flatten)]
+    final_metrics: FinalMetrics,
+}
+
+#[derive(Serialize)]
+struct FinalMetrics {
+    test_loss: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_rmse: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_r2: Option<f64>,
+}
+
+pub fn run(args: &TrainArgs) -> ExitCode {
+    let (checked, index) = match load_model(&args.file, args.model.as_deref()) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let model = &checked.models[index];
+    let mut config = model.train.clone();
+    if let Some(e) = args.epochs {
+        config.epochs = e as usize;
+    }
+    if let Some(s) = args.seed {
+        config.seed = s;
+    }
+    let mut trainer = match Trainer::new(model, config.clone()) {
+        Ok(t) => t,
+        Err(d) => {
+            report_diag(&checked, &d);
+            return ExitCode::from(1);
+        }
+    };
+    let splits = match load_data(args, &checked, model) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let scaler = Scaler::fit(config.preprocess, &splits.train);
+    let mut train = splits.train;
+    scaler.apply(&mut train);
+    let mut test = splits.test;
+    if let Some(t) = test.as_mut() {
+        scaler.apply(t);
+    }
+    let (train, validation) = split_validation(train, config.validation, config.seed);
+    if !args.quiet {
+        println!(
+            "training {} on {} ({} rows{}{}), {} epochs",
+            model.name,
+            splits.description,
+            train.rows,
+            validation.as_ref().map_or(String::new(), |v| format!(", {} validation", v.rows)),
+            test.as_ref().map_or(String::new(), |t| format!(", {} test", t.rows)),
+            config.epochs
+        );
+    }
+    let started = Instant::now();
+    let quiet = args.quiet;
+    let width = config.epochs.to_string().len();
+    let history = trainer.fit(&train, validation.as_ref(), |r| {
+        if !quiet {
+            let val = r.validation.as_ref().map_or(String::new(), |m| format!("  validation {}", m.to_text()));
+            println!(
+                "epoch {:>w$}/{}  train loss {:.4}{val}  lr {:.3e}  ({:.1} s)",
+                r.epoch,
+                config.epochs,
+                r.train_loss,
+                r.lr,
+                started.elapsed().as_secs_f64(),
+                w = width
+            );
+        }
+    });
+    let history = match history {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let TrainError::NonFinite { .. } = e {
+                eprintln!("the weights from before the failing step are kept; no file was written");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let (split, final_set) = match &test {
+        Some(t) => ("test", t),
+        None => ("train", &train),
+    };
+    let metrics = match trainer.evaluate(final_set) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("{split}: {}  ({} rows, {:.1} s)", metrics.to_text(), metrics.rows, started.elapsed().as_secs_f64());
+    if let Some(path) = &args.metrics_json {
+        if let Err(code) = write_metrics(path, model, &splits.description, &history, split, &metrics) {
+            return code;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn write_metrics(
+    path: &Path,
+    model: &CheckedModel,
+    data: &str,
+    history: &[EpochReport],
+    split: &str,
+    m: &Metrics,
+) -> Result<(), ExitCode> {
+    let file = MetricsFile {
+        model: &model.name,
+        data,
+        epochs: history,
+        final_split: split,
+        final_metrics: FinalMetrics { test_loss: m.loss, test_accuracy: m.accuracy, test_rmse: m.rmse, test_r2: m.r2 },
+    };
+    let json = serde_json::to_string_pretty(&file).unwrap_or_default();
+    crate::io::write_atomic(path, json.as_bytes()).map_err(|e| {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+/// Holds out the last `fraction` of a seeded permutation for validation.
+pub fn split_validation(data: Dataset, fraction: f64, seed: u64) -> (Dataset, Option<Dataset>) {
+    if fraction <= 0.0 {
+        return (data, None);
+    }
+    let mut order: Vec<usize> = (0..data.rows).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x7a11d));
+    let held = ((data.rows as f64 * fraction).round() as usize).clamp(1, data.rows.saturating_sub(1).max(1));
+    let (keep, val) = order.split_at(data.rows - held);
+    (data.select(keep), Some(data.select(val)))
+}
+
+/// The data source: `--data` first, then the model's `data = …`.
+fn load_data(args: &TrainArgs, checked: &Checked, model: &CheckedModel) -> Result<Splits, ExitCode> {
+    let source = match (&args.data, &model.train.data) {
+        (Some(d), _) => match d.strip_prefix("builtin:") {
+            Some(name) => DataSource::Builtin { name: name.to_string() },
+            None => DataSource::Csv {
+                train: d.clone(),
+                test: args.test.as_ref().map(|t| t.display().to_string()),
+                target: None,
+            },
+        },
+        (None, Some(source)) => source.clone(),
+        (None, None) => {
+            eprintln!("error: model `{}` names no data; pass --data FILE.csv or builtin:digits, or add `data = …` to its train block", model.name);
+            return Err(ExitCode::from(2));
+        }
+    };
+    let base: PathBuf = match (&args.data_dir, &args.data) {
+        (Some(dir), _) => dir.clone(),
+        // Paths given on the command line are relative to the working directory.
+        (None, Some(_)) => PathBuf::from("."),
+        (None, None) => args.file.parent().map_or(PathBuf::from("."), Path::to_path_buf),
+    };
+    let spec = RowSpec::of(model);
+    data::load(&source, &base, &spec).map_err(|e| {
+        report_diag(checked, &data_diag(&e, model, &spec));
+        ExitCode::from(1)
+    })
+}
+
+/// Points a data error at the declaration it disagrees with.
+fn data_diag(e: &DataError, model: &CheckedModel, spec: &RowSpec) -> Diag {
+    let (span, expected): (Span, String) = if e.about_input || model.targets.is_empty() {
+        let input = &model.inputs[0];
+        (input.span, format!("the model expects {} {} values per row", spec.features, data::input_kind_name(model)))
+    } else {
+        let target = &model.targets[0];
+        (target.span, "the data's targets must fit this declaration".to_string())
+    };
+    messages::data_mismatch(e, span, &expected)
+}

@@ -1,0 +1,80 @@
+//! CSV: one header row, then one sample per line. Features first; the target
+//! is the last column(s), or the column named by `target = "…"`.
+
+use super::{DataError, Dataset, RowSpec};
+
+pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>) -> Result<Dataset, DataError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| DataError::new(name, None, "the file is not UTF-8 text", "save it as plain UTF-8 CSV"))?;
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Err(DataError::new(name, None, "the file is empty", "a CSV needs a header row and one row per sample"));
+    };
+    let columns: Vec<&str> = header.split(',').map(str::trim).collect();
+    let target_width = spec.target_width();
+    // Which columns hold the target.
+    let target_columns: Vec<usize> = match target {
+        Some(t) => match columns.iter().position(|c| *c == t) {
+            Some(i) => vec![i],
+            None => {
+                return Err(DataError::new(name, Some(1), format!("no column named `{t}` in the header"), format!("the columns are: {}", columns.join(", "))).about_target());
+            }
+        },
+        None => (columns.len().saturating_sub(target_width)..columns.len()).collect(),
+    };
+    // A model without a target ignores a trailing label column.
+    let ignore_last = target_width == 0 && columns.len() == spec.features + 1;
+    let feature_count = columns.len() - target_columns.len() - usize::from(ignore_last);
+    if feature_count != spec.features {
+        return Err(DataError::new(
+            name,
+            Some(1),
+            format!(
+                "the file has {feature_count} feature column(s) but the model's input has {} values",
+                spec.features
+            ),
+            format!("{} column(s) in the header, of which {} target column(s)", columns.len(), target_columns.len()),
+        ));
+    }
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    let mut rows = 0;
+    let mut row_targets = Vec::with_capacity(target_width);
+    for (index, line) in lines {
+        let line_no = index + 1;
+        let cells: Vec<&str> = line.split(',').collect();
+        if cells.len() != columns.len() {
+            return Err(DataError::new(
+                name,
+                Some(line_no),
+                format!("this row has {} values, the header has {}", cells.len(), columns.len()),
+                "every row needs one value per header column",
+            ));
+        }
+        row_targets.clear();
+        for (c, cell) in cells.iter().enumerate() {
+            if ignore_last && c == cells.len() - 1 {
+                continue;
+            }
+            let value: f32 = cell.trim().parse().map_err(|_| {
+                DataError::new(name, Some(line_no), format!("`{}` in column `{}` is not a number", cell.trim(), columns[c]), "use plain decimal numbers")
+            })?;
+            if !value.is_finite() {
+                return Err(DataError::new(name, Some(line_no), format!("column `{}` holds {value}", columns[c]), "remove or fill rows with missing values"));
+            }
+            if target_columns.contains(&c) {
+                row_targets.push(value);
+            } else {
+                x.push(value);
+            }
+        }
+        spec.check_target(&row_targets)
+            .map_err(|m| DataError::new(name, Some(line_no), m, "fix the label or the model's target type").about_target())?;
+        y.extend_from_slice(&row_targets);
+        rows += 1;
+    }
+    if rows == 0 {
+        return Err(DataError::new(name, None, "the file has a header but no rows", "add one row per sample"));
+    }
+    Ok(Dataset { rows, width: spec.features, x, target_width, y })
+}

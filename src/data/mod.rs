@@ -1,0 +1,271 @@
+//! Data sets: CSV, IDX (the MNIST format, gzipped or not) and the data sets
+//! built into the binary, checked against the model's input and target
+//! shapes before training starts.
+//!
+//! Every loader returns rows of f32 features and f32 targets (class ids as
+//! whole numbers). A problem is a `DataError` naming the file and line; the
+//! caller turns it into a diagnostic that also points at the model's spec.
+
+mod csv;
+mod idx;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::check::{CheckedModel, DataSource, InputKind, TargetKind, ValueRef};
+
+pub use self::csv::parse_csv;
+
+/// Rows of features and targets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    pub rows: usize,
+    /// Features per row.
+    pub width: usize,
+    pub x: Vec<f32>,
+    /// Target values per row.
+    pub target_width: usize,
+    pub y: Vec<f32>,
+}
+
+impl Dataset {
+    /// The rows at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Dataset {
+        let mut x = Vec::with_capacity(indices.len() * self.width);
+        let mut y = Vec::with_capacity(indices.len() * self.target_width);
+        for &i in indices {
+            x.extend_from_slice(&self.x[i * self.width..(i + 1) * self.width]);
+            y.extend_from_slice(&self.y[i * self.target_width..(i + 1) * self.target_width]);
+        }
+        Dataset { rows: indices.len(), width: self.width, x, target_width: self.target_width, y }
+    }
+}
+
+/// What went wrong with a data file, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataError {
+    pub file: String,
+    /// 1-based line (CSV) or record (IDX), when the problem is in one place.
+    pub line: Option<usize>,
+    pub message: String,
+    pub help: String,
+    /// Whether the model's input (rather than its target) declaration is involved.
+    pub about_input: bool,
+}
+
+impl DataError {
+    pub fn new(file: &str, line: Option<usize>, message: impl Into<String>, help: impl Into<String>) -> Self {
+        DataError { file: file.to_string(), line, message: message.into(), help: help.into(), about_input: true }
+    }
+
+    fn about_target(mut self) -> Self {
+        self.about_input = false;
+        self
+    }
+
+    pub fn location(&self) -> String {
+        match self.line {
+            Some(l) => format!("{}:{l}", self.file),
+            None => self.file.clone(),
+        }
+    }
+}
+
+/// What the model expects of each row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowSpec {
+    pub features: usize,
+    pub target: TargetSpecOfRow,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetSpecOfRow {
+    /// No target column: the model reconstructs its input.
+    None,
+    Class(usize),
+    Real(usize),
+    Binary(usize),
+}
+
+impl RowSpec {
+    pub fn of(model: &CheckedModel) -> RowSpec {
+        let features = model.inputs.first().map_or(0, |i| i.shape.iter().product());
+        let target = match model.loss.as_ref().map(|l| l.target) {
+            Some(ValueRef::Target(t)) => match &model.targets[t].kind {
+                TargetKind::Class(k) => TargetSpecOfRow::Class(*k),
+                TargetKind::Real(s) => TargetSpecOfRow::Real(s.iter().product()),
+                TargetKind::Binary(s) => TargetSpecOfRow::Binary(s.iter().product()),
+            },
+            _ => TargetSpecOfRow::None,
+        };
+        RowSpec { features, target }
+    }
+
+    pub fn target_width(&self) -> usize {
+        match self.target {
+            TargetSpecOfRow::None => 0,
+            TargetSpecOfRow::Class(_) => 1,
+            TargetSpecOfRow::Real(n) | TargetSpecOfRow::Binary(n) => n,
+        }
+    }
+
+    /// Checks one row's target values; `Err` says what is wrong.
+    fn check_target(&self, values: &[f32]) -> Result<(), String> {
+        match self.target {
+            TargetSpecOfRow::Class(k) => {
+                let v = values[0];
+                if v.fract() != 0.0 || v < 0.0 || v >= k as f32 {
+                    return Err(format!("label {v} is not a class id in 0..{k}"));
+                }
+            }
+            TargetSpecOfRow::Binary(_) => {
+                if let Some(v) = values.iter().find(|v| **v != 0.0 && **v != 1.0) {
+                    return Err(format!("target {v} is not 0 or 1"));
+                }
+            }
+            TargetSpecOfRow::Real(_) | TargetSpecOfRow::None => {}
+        }
+        Ok(())
+    }
+}
+
+/// Train and (optional) test sets.
+pub struct Splits {
+    pub train: Dataset,
+    pub test: Option<Dataset>,
+    /// Where the data came from, for messages.
+    pub description: String,
+}
+
+/// Built-in data sets: (name, train CSV.gz, test CSV.gz).
+const BUILTIN: &[(&str, &[u8], &[u8])] = &[
+    (
+        "digits",
+        include_bytes!("../../models/data/digits_train.csv.gz"),
+        include_bytes!("../../models/data/digits_test.csv.gz"),
+    ),
+    (
+        "diabetes",
+        include_bytes!("../../models/data/diabetes_train.csv.gz"),
+        include_bytes!("../../models/data/diabetes_test.csv.gz"),
+    ),
+];
+
+/// Loads the data a model's `data = …` names. Relative paths are resolved
+/// against `base` (the model file's folder, or `--data-dir`).
+pub fn load(source: &DataSource, base: &Path, spec: &RowSpec) -> Result<Splits, DataError> {
+    let resolve = |p: &str| -> PathBuf { base.join(p) };
+    match source {
+        DataSource::Builtin { name } => {
+            let Some((_, train, test)) = BUILTIN.iter().find(|(n, _, _)| n == name) else {
+                return Err(DataError::new(name, None, format!("no built-in data set `{name}`"), "use digits or diabetes"));
+            };
+            let label = format!("builtin:{name}");
+            let train = parse_csv(&gunzip(train, &label)?, &format!("{label}/train"), spec, None)?;
+            let test = parse_csv(&gunzip(test, &label)?, &format!("{label}/test"), spec, None)?;
+            Ok(Splits { train, test: Some(test), description: label })
+        }
+        DataSource::Csv { train, test, target } => {
+            let train_path = resolve(train);
+            let train_set = load_csv(&train_path, spec, target.as_deref())?;
+            let test_set = match test {
+                Some(t) => Some(load_csv(&resolve(t), spec, target.as_deref())?),
+                None => None,
+            };
+            Ok(Splits { train: train_set, test: test_set, description: train_path.display().to_string() })
+        }
+        DataSource::Idx { images, labels, test_images, test_labels } => {
+            let train = idx::load_pair(&resolve(images), &resolve(labels), spec)?;
+            let test = match (test_images, test_labels) {
+                (Some(i), Some(l)) => Some(idx::load_pair(&resolve(i), &resolve(l), spec)?),
+                _ => None,
+            };
+            Ok(Splits { train, test, description: resolve(images).display().to_string() })
+        }
+    }
+}
+
+/// Reads a CSV file (gzipped if it ends in `.gz` or starts with the gzip magic).
+pub fn load_csv(path: &Path, spec: &RowSpec, target: Option<&str>) -> Result<Dataset, DataError> {
+    let name = path.display().to_string();
+    let bytes = read_file(path)?;
+    parse_csv(&maybe_gunzip(bytes, &name)?, &name, spec, target)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|e| {
+        DataError::new(&path.display().to_string(), None, format!("cannot read the file: {e}"), "check the path; relative paths are resolved from the model file's folder or --data-dir")
+    })
+}
+
+fn maybe_gunzip(bytes: Vec<u8>, name: &str) -> Result<Vec<u8>, DataError> {
+    if bytes.starts_with(&[0x1f, 0x8b]) { gunzip(&bytes, name) } else { Ok(bytes) }
+}
+
+fn gunzip(bytes: &[u8], name: &str) -> Result<Vec<u8>, DataError> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .map_err(|e| DataError::new(name, None, format!("cannot decompress: {e}"), "the file is not valid gzip; is it truncated?"))?;
+    Ok(out)
+}
+
+/// Whether the model reads sequences or images (for messages only).
+pub fn input_kind_name(model: &CheckedModel) -> &'static str {
+    match model.inputs.first().map(|i| i.kind) {
+        Some(InputKind::Seq) => "sequence",
+        Some(InputKind::Tokens) => "token",
+        _ => "feature",
+    }
+}
+
+/// Input preprocessing fitted on the training rows and applied to every split.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scaler {
+    None,
+    /// x / s
+    Scale(f32),
+    /// (x − mean) / std per feature (std 1 where a feature is constant).
+    Standardize { mean: Vec<f32>, std: Vec<f32> },
+}
+
+impl Scaler {
+    pub fn fit(preprocess: crate::check::Preprocess, train: &Dataset) -> Scaler {
+        use crate::check::Preprocess;
+        match preprocess {
+            Preprocess::None => Scaler::None,
+            Preprocess::Scale(s) => Scaler::Scale(s as f32),
+            Preprocess::Standardize => {
+                let (n, w) = (train.rows as f64, train.width);
+                let mut mean = vec![0f64; w];
+                let mut sq = vec![0f64; w];
+                for row in train.x.chunks(w) {
+                    for (j, &v) in row.iter().enumerate() {
+                        mean[j] += f64::from(v) / n;
+                    }
+                }
+                for row in train.x.chunks(w) {
+                    for (j, &v) in row.iter().enumerate() {
+                        sq[j] += (f64::from(v) - mean[j]).powi(2) / n;
+                    }
+                }
+                let std = sq.iter().map(|v| if v.sqrt() > 1e-12 { v.sqrt() as f32 } else { 1.0 }).collect();
+                Scaler::Standardize { mean: mean.into_iter().map(|m| m as f32).collect(), std }
+            }
+        }
+    }
+
+    pub fn apply(&self, data: &mut Dataset) {
+        match self {
+            Scaler::None => {}
+            Scaler::Scale(s) => data.x.iter_mut().for_each(|v| *v /= s),
+            Scaler::Standardize { mean, std } => {
+                for row in data.x.chunks_mut(data.width) {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = (*v - mean[j]) / std[j];
+                    }
+                }
+            }
+        }
+    }
+}
