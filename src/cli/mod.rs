@@ -33,6 +33,16 @@ enum Format {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    /// The parsed syntax tree.
+    Ast,
+    /// The forward graph of primitive ops.
+    Ir,
+    /// Forward, backward and optimizer update.
+    TrainIr,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check a model file: syntax, names, shapes and hyperparameters.
@@ -41,6 +51,12 @@ enum Command {
         /// How to print diagnostics.
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
+        /// Also print an internal stage of the first model.
+        #[arg(long, value_enum)]
+        emit: Option<Emit>,
+        /// Batch size for `--emit ir|train-ir`.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
     /// Per-layer output shapes, parameter counts and costs.
     Summary {
@@ -108,7 +124,12 @@ pub fn run() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Check { file, format } => check(&file, format),
+        Command::Check {
+            file,
+            format,
+            emit,
+            batch,
+        } => check(&file, format, emit, batch.max(1)),
         Command::Summary { file, model, json } => summary(&file, model.as_deref(), json),
         Command::Train(args) => train::run(&args),
         Command::Gradcheck {
@@ -141,11 +162,14 @@ fn load(file: &Path, format: Format) -> Result<Checked, ExitCode> {
     Ok(checked)
 }
 
-fn check(file: &Path, format: Format) -> ExitCode {
+fn check(file: &Path, format: Format, emit: Option<Emit>, batch: usize) -> ExitCode {
     match load(file, format) {
         Err(code) => code,
         Ok(checked) if checked.has_errors() => ExitCode::from(1),
         Ok(checked) => {
+            if let Some(emit) = emit {
+                return emit_stage(&checked, emit, batch);
+            }
             if let Format::Human = format {
                 let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
                 let warnings = checked.diags.len();
@@ -252,4 +276,35 @@ fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> Exi
         println!("some gradients exceed the tolerance {tolerance:e}");
         ExitCode::from(1)
     }
+}
+
+fn emit_stage(checked: &Checked, emit: Emit, batch: usize) -> ExitCode {
+    let Some(model) = checked.models.first() else {
+        return ExitCode::from(1);
+    };
+    if let Emit::Ast = emit {
+        match crate::syntax::parse(&checked.source) {
+            Ok(ast) => println!("{ast:#?}"),
+            Err(d) => report_diag(checked, &d),
+        }
+        return ExitCode::SUCCESS;
+    }
+    let forward = match crate::ir::lower(model, batch) {
+        Ok(g) => g,
+        Err(d) => {
+            report_diag(checked, &d);
+            return ExitCode::from(1);
+        }
+    };
+    match emit {
+        Emit::Ir => print!("{}", forward.to_text()),
+        _ => match crate::train::update::train_graph(&forward, &model.train) {
+            Ok(step) => print!("{}", step.to_text()),
+            Err(e) => {
+                report_diag(checked, &crate::diag::messages::not_trainable_optimizer(model.span, &e));
+                return ExitCode::from(1);
+            }
+        },
+    }
+    ExitCode::SUCCESS
 }

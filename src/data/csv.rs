@@ -8,7 +8,12 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
         .map_err(|_| DataError::new(name, None, "the file is not UTF-8 text", "save it as plain UTF-8 CSV"))?;
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {
-        return Err(DataError::new(name, None, "the file is empty", "a CSV needs a header row and one row per sample"));
+        return Err(DataError::new(
+            name,
+            None,
+            "the file is empty",
+            "a CSV needs a header row and one row per sample",
+        ));
     };
     let columns: Vec<&str> = header.split(',').map(str::trim).collect();
     let target_width = spec.target_width();
@@ -17,7 +22,13 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
         Some(t) => match columns.iter().position(|c| *c == t) {
             Some(i) => vec![i],
             None => {
-                return Err(DataError::new(name, Some(1), format!("no column named `{t}` in the header"), format!("the columns are: {}", columns.join(", "))).about_target());
+                return Err(DataError::new(
+                    name,
+                    Some(1),
+                    format!("no column named `{t}` in the header"),
+                    format!("the columns are: {}", columns.join(", ")),
+                )
+                .about_target());
             }
         },
         None => (columns.len().saturating_sub(target_width)..columns.len()).collect(),
@@ -33,7 +44,11 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
                 "the file has {feature_count} feature column(s) but the model's input has {} values",
                 spec.features
             ),
-            format!("{} column(s) in the header, of which {} target column(s)", columns.len(), target_columns.len()),
+            format!(
+                "{} column(s) in the header, of which {} target column(s)",
+                columns.len(),
+                target_columns.len()
+            ),
         ));
     }
     let mut x = Vec::new();
@@ -57,10 +72,20 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
                 continue;
             }
             let value: f32 = cell.trim().parse().map_err(|_| {
-                DataError::new(name, Some(line_no), format!("`{}` in column `{}` is not a number", cell.trim(), columns[c]), "use plain decimal numbers")
+                DataError::new(
+                    name,
+                    Some(line_no),
+                    format!("`{}` in column `{}` is not a number", cell.trim(), columns[c]),
+                    "use plain decimal numbers",
+                )
             })?;
             if !value.is_finite() {
-                return Err(DataError::new(name, Some(line_no), format!("column `{}` holds {value}", columns[c]), "remove or fill rows with missing values"));
+                return Err(DataError::new(
+                    name,
+                    Some(line_no),
+                    format!("column `{}` holds {value}", columns[c]),
+                    "remove or fill rows with missing values",
+                ));
             }
             if target_columns.contains(&c) {
                 row_targets.push(value);
@@ -68,13 +93,25 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
                 x.push(value);
             }
         }
-        spec.check_target(&row_targets)
-            .map_err(|m| DataError::new(name, Some(line_no), m, "fix the label or the model's target type").about_target())?;
+        spec.check_target(&row_targets).map_err(|m| {
+            DataError::new(name, Some(line_no), m, "fix the label or the model's target type").about_target()
+        })?;
         y.extend_from_slice(&row_targets);
         rows += 1;
     }
     if rows == 0 {
-        return Err(DataError::new(name, None, "the file has a header but no rows", "add one row per sample"));
+        return Err(DataError::new(
+            name,
+            None,
+            "the file has a header but no rows",
+            "add one row per sample",
+        ));
     }
-    Ok(Dataset { rows, width: spec.features, x, target_width, y })
+    Ok(Dataset {
+        rows,
+        width: spec.features,
+        x,
+        target_width,
+        y,
+    })
 }

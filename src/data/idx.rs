@@ -16,7 +16,10 @@ fn parse(bytes: &[u8], name: &str) -> Result<Idx, DataError> {
         return Err(bad("the file does not start with an IDX header".into()));
     }
     if bytes[2] != 0x08 {
-        return Err(bad(format!("element type 0x{:02x} is not unsigned bytes (0x08)", bytes[2])));
+        return Err(bad(format!(
+            "element type 0x{:02x} is not unsigned bytes (0x08)",
+            bytes[2]
+        )));
     }
     let rank = bytes[3] as usize;
     let header = 4 + 4 * rank;
@@ -26,12 +29,21 @@ fn parse(bytes: &[u8], name: &str) -> Result<Idx, DataError> {
     let dims: Vec<usize> = (0..rank)
         .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
         .collect();
-    let expected = dims.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).ok_or_else(|| bad("the dimensions overflow".into()))?;
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |a, d| a.checked_mul(*d))
+        .ok_or_else(|| bad("the dimensions overflow".into()))?;
     let data = &bytes[header..];
     if data.len() != expected {
-        return Err(bad(format!("the header promises {expected} bytes of data but the file has {}", data.len())));
+        return Err(bad(format!(
+            "the header promises {expected} bytes of data but the file has {}",
+            data.len()
+        )));
     }
-    Ok(Idx { dims, data: data.to_vec() })
+    Ok(Idx {
+        dims,
+        data: data.to_vec(),
+    })
 }
 
 pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset, DataError> {
@@ -45,23 +57,51 @@ pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset
         return Err(DataError::new(
             &iname,
             None,
-            format!("the images are {} = {size} values, the model's input has {}", dims.join("×"), spec.features),
+            format!(
+                "the images are {} = {size} values, the model's input has {}",
+                dims.join("×"),
+                spec.features
+            ),
             "declare the input with the images' size, or use the matching files",
         ));
     }
     if lab.dims.len() != 1 || lab.dims[0] != count {
-        return Err(DataError::new(&lname, None, format!("{} labels for {count} images", lab.dims[0]), "use the labels file that belongs to the images").about_target());
+        return Err(DataError::new(
+            &lname,
+            None,
+            format!("{} labels for {count} images", lab.dims[0]),
+            "use the labels file that belongs to the images",
+        )
+        .about_target());
     }
     let TargetSpecOfRow::Class(classes) = spec.target else {
         if spec.target_width() == 0 {
             // An autoencoder reads the images only.
             let x = img.data.iter().map(|&b| f32::from(b)).collect();
-            return Ok(Dataset { rows: count, width: size, x, target_width: 0, y: vec![] });
+            return Ok(Dataset {
+                rows: count,
+                width: size,
+                x,
+                target_width: 0,
+                y: vec![],
+            });
         }
-        return Err(DataError::new(&lname, None, "IDX labels are class ids, but the model's target is not `class(K)`", "declare the target as `class(K)`").about_target());
+        return Err(DataError::new(
+            &lname,
+            None,
+            "IDX labels are class ids, but the model's target is not `class(K)`",
+            "declare the target as `class(K)`",
+        )
+        .about_target());
     };
     if let Some((i, &l)) = lab.data.iter().enumerate().find(|(_, l)| **l as usize >= classes) {
-        return Err(DataError::new(&lname, Some(i + 1), format!("label {l} is not a class id in 0..{classes}"), "fix the labels or the number of classes").about_target());
+        return Err(DataError::new(
+            &lname,
+            Some(i + 1),
+            format!("label {l} is not a class id in 0..{classes}"),
+            "fix the labels or the number of classes",
+        )
+        .about_target());
     }
     Ok(Dataset {
         rows: count,

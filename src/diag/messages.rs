@@ -776,13 +776,23 @@ pub fn internal(span: Span, what: &str) -> Diag {
 }
 
 pub fn several_inputs(span: Span) -> Diag {
-    Diag::error("nnc::lower::several_inputs", "training reads one input per model", span, "this model declares several inputs")
-        .with_help("combine the features into one input")
+    Diag::error(
+        "nnc::lower::several_inputs",
+        "training reads one input per model",
+        span,
+        "this model declares several inputs",
+    )
+    .with_help("combine the features into one input")
 }
 
 pub fn not_trainable_optimizer(span: Span, what: &str) -> Diag {
-    Diag::error("nnc::lower::optimizer", what.to_string(), span, "cannot build the training step")
-        .with_help("choose gd, sgd, momentum, nesterov or adam")
+    Diag::error(
+        "nnc::lower::optimizer",
+        what.to_string(),
+        span,
+        "cannot build the training step",
+    )
+    .with_help("choose gd, sgd, momentum, nesterov or adam")
 }
 
 // ---- data ------------------------------------------------------------------------------------
@@ -790,6 +800,11 @@ pub fn not_trainable_optimizer(span: Span, what: &str) -> Diag {
 /// A data file that does not fit the model: names the file and line, and
 /// points at the declaration it disagrees with.
 pub fn data_mismatch(error: &crate::data::DataError, declared: Span, expected: &str) -> Diag {
-    Diag::error("nnc::data::mismatch", format!("{}: {}", error.location(), error.message), declared, expected.to_string())
-        .with_help(error.help.clone())
+    Diag::error(
+        "nnc::data::mismatch",
+        format!("{}: {}", error.location(), error.message),
+        declared,
+        expected.to_string(),
+    )
+    .with_help(error.help.clone())
 }

@@ -73,9 +73,15 @@ impl Trainer {
             return Err(messages::several_inputs(model.span));
         }
         let probe = ir::lower(model, 1)?;
-        let step = update::train_graph(&probe, &config).map_err(|e| messages::not_trainable_optimizer(model.span, &e))?;
+        let step =
+            update::train_graph(&probe, &config).map_err(|e| messages::not_trainable_optimizer(model.span, &e))?;
         let params = init::init_params::<f32>(&probe.params, config.seed);
-        let states = step.graph.states.iter().map(|s| vec![0.0; ir::numel(&s.shape)]).collect();
+        let states = step
+            .graph
+            .states
+            .iter()
+            .map(|s| vec![0.0; ir::numel(&s.shape)])
+            .collect();
         Ok(Trainer {
             model: model.clone(),
             param_names: probe.params.iter().map(|p| p.name.clone()).collect(),
@@ -124,7 +130,15 @@ impl Trainer {
     }
 
     /// One optimizer step on a batch; returns the batch loss.
-    pub fn step(&mut self, x: &[f32], y: &[f32], rows: usize, lr: f64, epoch: usize, step: usize) -> Result<f64, TrainError> {
+    pub fn step(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        rows: usize,
+        lr: f64,
+        epoch: usize,
+        step: usize,
+    ) -> Result<f64, TrainError> {
         self.steps_done += 1;
         let t = self.steps_done as i32;
         let (bias1, bias2) = match self.config.optimizer {
@@ -148,17 +162,33 @@ impl Trainer {
         let mut values = interp::run(&graph.graph, &bindings).map_err(TrainError::Internal)?;
         let loss_id = graph.graph.loss.ok_or_else(|| TrainError::Internal("no loss".into()))?;
         let loss = f64::from(values[loss_id.0][0]);
-        let new_params: Vec<Vec<f32>> = graph.new_params.iter().map(|v| std::mem::take(&mut values[v.0])).collect();
-        let new_states: Vec<Vec<f32>> = graph.new_states.iter().map(|v| std::mem::take(&mut values[v.0])).collect();
+        let new_params: Vec<Vec<f32>> = graph
+            .new_params
+            .iter()
+            .map(|v| std::mem::take(&mut values[v.0]))
+            .collect();
+        let new_states: Vec<Vec<f32>> = graph
+            .new_states
+            .iter()
+            .map(|v| std::mem::take(&mut values[v.0]))
+            .collect();
         let names = self.param_names.clone();
         // Keep the last good weights when anything went non-finite.
         self.params = params;
         self.states = states;
         if !loss.is_finite() {
-            return Err(TrainError::NonFinite { epoch, step, what: "the loss".into() });
+            return Err(TrainError::NonFinite {
+                epoch,
+                step,
+                what: "the loss".into(),
+            });
         }
         if let Some(p) = new_params.iter().position(|w| w.iter().any(|v| !v.is_finite())) {
-            return Err(TrainError::NonFinite { epoch, step, what: format!("parameter `{}`", names[p]) });
+            return Err(TrainError::NonFinite {
+                epoch,
+                step,
+                what: format!("parameter `{}`", names[p]),
+            });
         }
         self.params = new_params;
         self.states = new_states;
@@ -193,7 +223,12 @@ impl Trainer {
                 Some(v) => Some(self.evaluate(v)?),
                 None => None,
             };
-            let report = EpochReport { epoch: epoch + 1, lr, train_loss: total / train.rows as f64, validation };
+            let report = EpochReport {
+                epoch: epoch + 1,
+                lr,
+                train_loss: total / train.rows as f64,
+                validation,
+            };
             on_epoch(&report);
             reports.push(report);
         }
@@ -217,8 +252,16 @@ impl Trainer {
             let n = EVAL_CHUNK.min(rows - start);
             let params = std::mem::take(&mut self.params);
             let xs = &x[start * width..(start + n) * width];
-            let ys: &[f32] = if y.is_empty() { &[] } else { &y[start * target_width..(start + n) * target_width] };
-            let targets: Vec<&[f32]> = if self.model.targets.is_empty() { vec![] } else { vec![ys] };
+            let ys: &[f32] = if y.is_empty() {
+                &[]
+            } else {
+                &y[start * target_width..(start + n) * target_width]
+            };
+            let targets: Vec<&[f32]> = if self.model.targets.is_empty() {
+                vec![]
+            } else {
+                vec![ys]
+            };
             let graph = self.eval_graph(n)?;
             let mut graph_for_run = graph.clone();
             if y.is_empty() {
@@ -226,7 +269,15 @@ impl Trainer {
                 graph_for_run.nodes.truncate(graph.prediction.0 + 1);
                 graph_for_run.loss = None;
             }
-            let b = Bindings { inputs: &[xs], targets: &targets, params: &params, states: &[], lr: 0.0, bias1: 1.0, bias2: 1.0 };
+            let b = Bindings {
+                inputs: &[xs],
+                targets: &targets,
+                params: &params,
+                states: &[],
+                lr: 0.0,
+                bias1: 1.0,
+                bias2: 1.0,
+            };
             let result = interp::run(&graph_for_run, &b);
             self.params = params;
             let values = result.map_err(TrainError::Internal)?;
@@ -241,9 +292,19 @@ impl Trainer {
 
     /// Loss and task metrics on a data set.
     pub fn evaluate(&mut self, data: &Dataset) -> Result<Metrics, TrainError> {
-        let y: &[f32] = if self.model.targets.is_empty() { &data.x } else { &data.y };
+        let y: &[f32] = if self.model.targets.is_empty() {
+            &data.x
+        } else {
+            &data.y
+        };
         let (predictions, loss_sum) = self.forward(&data.x, y, data.rows)?;
         let kind = metrics::Task::of(&self.model);
-        Ok(Metrics::compute(kind, &predictions, y, data.rows, loss_sum / data.rows as f64))
+        Ok(Metrics::compute(
+            kind,
+            &predictions,
+            y,
+            data.rows,
+            loss_sum / data.rows as f64,
+        ))
     }
 }

@@ -1,0 +1,213 @@
+//! Training on real data reaches known results: accuracy targets, the OLS
+//! solution, reproducibility, and clean failures on divergence.
+
+use std::path::Path;
+
+use nnc::check::CheckedModel;
+use nnc::data::{self, Dataset, RowSpec, Scaler};
+use nnc::pipeline::check_source;
+use nnc::train::{Metrics, TrainError, Trainer};
+
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+
+fn model(file: &str) -> CheckedModel {
+    let source = std::fs::read_to_string(Path::new(MODELS).join(file)).expect("model is readable");
+    let checked = check_source(file, &source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    checked.models[0].clone()
+}
+
+/// Trains `model` on the data its file names; returns the trainer and the
+/// metrics on the test split (or the training data when there is none).
+fn train_bundled(model: &CheckedModel) -> (Trainer, Metrics) {
+    let source = model.train.data.clone().expect("model names its data");
+    let splits = data::load(&source, Path::new(MODELS), &RowSpec::of(model)).expect("data loads");
+    let scaler = Scaler::fit(model.train.preprocess, &splits.train);
+    let mut train = splits.train;
+    scaler.apply(&mut train);
+    let mut trainer = Trainer::new(model, model.train.clone()).expect("trainable");
+    trainer.fit(&train, None, |_| {}).expect("training succeeds");
+    let metrics = match splits.test {
+        Some(mut test) => {
+            scaler.apply(&mut test);
+            trainer.evaluate(&test)
+        }
+        None => trainer.evaluate(&train),
+    }
+    .expect("evaluation succeeds");
+    (trainer, metrics)
+}
+
+#[test]
+fn digits_mlp_reaches_96_percent() {
+    let (_, m) = train_bundled(&model("digits_mlp.nn"));
+    assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
+}
+
+#[test]
+fn xor_is_learned_exactly() {
+    let (_, m) = train_bundled(&model("xor.nn"));
+    assert_eq!(m.accuracy, Some(1.0), "{m:?}");
+}
+
+#[test]
+fn logistic_regression_separates_zeros_from_ones() {
+    let (_, m) = train_bundled(&model("logistic.nn"));
+    assert!(m.accuracy.expect("binary") >= 0.98, "{m:?}");
+}
+
+#[test]
+fn diabetes_regression_explains_40_percent_of_variance() {
+    let (_, m) = train_bundled(&model("diabetes.nn"));
+    assert!(m.r2.expect("regression") >= 0.4, "{m:?}");
+}
+
+/// Solves the normal equations (XᵀX)β = XᵀY by Gaussian elimination, in f64.
+fn ols(x: &[Vec<f64>], y: &[f64]) -> Vec<f64> {
+    let k = x[0].len();
+    let mut a = vec![vec![0.0; k + 1]; k];
+    for (row, &t) in x.iter().zip(y) {
+        for i in 0..k {
+            for j in 0..k {
+                a[i][j] += row[i] * row[j];
+            }
+            a[i][k] += row[i] * t;
+        }
+    }
+    for col in 0..k {
+        let pivot = (col..k)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .expect("rows");
+        a.swap(col, pivot);
+        for r in 0..k {
+            if r != col {
+                let f = a[r][col] / a[col][col];
+                for c in col..=k {
+                    a[r][c] -= f * a[col][c];
+                }
+            }
+        }
+    }
+    (0..k).map(|i| a[i][k] / a[i][i]).collect()
+}
+
+#[test]
+fn house_price_gradient_descent_reaches_ols() {
+    // House data generated here: area, rooms, bathrooms → price with noise.
+    let mut state = 12345u64;
+    let mut uniform = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let rows = 300;
+    let mut raw = Vec::new();
+    let mut prices = Vec::new();
+    for _ in 0..rows {
+        let (area, rooms, baths) = (
+            40.0 + 200.0 * uniform(),
+            (1.0 + 6.0 * uniform()).floor(),
+            (1.0 + 3.0 * uniform()).floor(),
+        );
+        let noise = 40.0 * (uniform() - 0.5);
+        raw.push([area, rooms, baths]);
+        prices.push(1.1 * area + 12.0 * rooms + 25.0 * baths + 40.0 + noise);
+    }
+    let design: Vec<Vec<f64>> = raw.iter().map(|r| vec![1.0, r[0], r[1], r[2]]).collect();
+    let beta = ols(&design, &prices);
+
+    let model = model("house_price.nn");
+    let mut train = Dataset {
+        rows,
+        width: 3,
+        x: raw.iter().flat_map(|r| r.iter().map(|&v| v as f32)).collect(),
+        target_width: 1,
+        y: prices.iter().map(|&p| p as f32).collect(),
+    };
+    let scaler = Scaler::fit(model.train.preprocess, &train);
+    scaler.apply(&mut train);
+    let mut trainer = Trainer::new(&model, model.train.clone()).expect("trainable");
+    trainer.fit(&train, None, |_| {}).expect("converges");
+    // Map the weights learnt on standardised features back to raw units.
+    let Scaler::Standardize { mean, std } = scaler else {
+        panic!("house_price standardises its inputs")
+    };
+    let (w, b) = (&trainer.params[0], trainer.params[1][0] as f64);
+    let slopes: Vec<f64> = (0..3).map(|j| w[j] as f64 / std[j] as f64).collect();
+    let intercept = b - (0..3).map(|j| slopes[j] * mean[j] as f64).sum::<f64>();
+    let learnt = [intercept, slopes[0], slopes[1], slopes[2]];
+    for (l, o) in learnt.iter().zip(&beta) {
+        assert!((l - o).abs() / o.abs() < 1e-3, "learnt {learnt:?} vs OLS {beta:?}");
+    }
+}
+
+#[test]
+fn same_seed_gives_bit_identical_weights() {
+    let model = model("digits_mlp.nn");
+    let mut config = model.train.clone();
+    config.epochs = 2;
+    let run = |config: &nnc::check::TrainConfig| {
+        let source = config.data.clone().expect("data");
+        let mut train = data::load(&source, Path::new(MODELS), &RowSpec::of(&model))
+            .expect("data")
+            .train;
+        Scaler::fit(config.preprocess, &train).apply(&mut train);
+        let mut t = Trainer::new(&model, config.clone()).expect("trainable");
+        t.fit(&train, None, |_| {}).expect("trains");
+        t.params
+    };
+    let (a, b) = (run(&config), run(&config));
+    let bits = |p: &Vec<Vec<f32>>| p.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a), bits(&b));
+    config.seed += 1;
+    let c = run(&config);
+    assert_ne!(bits(&a), bits(&c), "a different seed must give different weights");
+}
+
+#[test]
+fn divergence_stops_with_epoch_and_step() {
+    let source = "model blowup { input x: [2] target y: real[1]
+        x |> dense(8) |> relu |> dense(1) => p  loss = mse(p, y)
+        train { optimizer = sgd(lr = 1e6) batch = 2 epochs = 50 } }";
+    let checked = check_source("blowup.nn", source);
+    let model = &checked.models[0];
+    let train = Dataset {
+        rows: 4,
+        width: 2,
+        x: vec![1.0, 2.0, 3.0, 4.0, -1.0, 5.0, 2.0, 2.0],
+        target_width: 1,
+        y: vec![10.0, -20.0, 30.0, 5.0],
+    };
+    let mut trainer = Trainer::new(model, model.train.clone()).expect("trainable");
+    let before = trainer.params.clone();
+    match trainer.fit(&train, None, |_| {}) {
+        Err(TrainError::NonFinite { epoch, step, what }) => {
+            assert!(epoch >= 1 && (1..=2).contains(&step), "epoch {epoch} step {step}");
+            assert!(!what.is_empty());
+            assert!(
+                trainer.params.iter().flatten().all(|v| v.is_finite()),
+                "the last good weights are kept"
+            );
+            assert_ne!(trainer.params, before);
+        }
+        other => panic!("expected divergence, got {other:?}"),
+    }
+}
+
+#[test]
+fn learning_rate_schedules() {
+    let base = "model s { input x: [1] target y: real[1] x |> dense(1) => p loss = mse(p, y)
+        train { optimizer = sgd(lr = 0.1) epochs = 10 schedule = SCHEDULE } }";
+    let lr = |schedule: &str, epoch: usize| {
+        let checked = check_source("s.nn", &base.replace("SCHEDULE", schedule));
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        Trainer::new(&checked.models[0], checked.models[0].train.clone())
+            .expect("trainable")
+            .lr_at(epoch)
+    };
+    assert!((lr("step(every = 3, gamma = 0.5)", 7) - 0.025).abs() < 1e-12);
+    assert!((lr("exponential(gamma = 0.9)", 2) - 0.081).abs() < 1e-12);
+    assert!((lr("cosine", 5) - 0.05).abs() < 1e-12);
+    assert!((lr("cosine(min_lr = 0.01)", 0) - 0.1).abs() < 1e-12);
+}
