@@ -131,10 +131,10 @@ pub fn run(args: &TrainArgs) -> ExitCode {
         metrics.rows,
         started.elapsed().as_secs_f64()
     );
-    if let Some(path) = &args.metrics_json {
-        if let Err(code) = write_metrics(path, model, &splits.description, &history, split, &metrics) {
-            return code;
-        }
+    if let Some(path) = &args.metrics_json
+        && let Err(code) = write_metrics(path, model, &splits.description, &history, split, &metrics)
+    {
+        return code;
     }
     ExitCode::SUCCESS
 }

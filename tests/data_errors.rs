@@ -1,0 +1,161 @@
+//! Bad data is normal input: every problem exits 1 with a message naming the
+//! file and line and pointing at the model's declaration; nothing panics.
+
+use std::path::Path;
+use std::process::Command;
+
+const MODEL: &str = "model m {
+  input  x: [3]
+  target y: class(4)
+  x |> dense(4) => logits
+  loss = cross_entropy(logits, y)
+  train { data = csv(\"train.csv\") epochs = 1 }
+}
+";
+
+fn train_with(files: &[(&str, &[u8])]) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("m.nn"), MODEL).expect("write model");
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join(name), bytes).expect("write data");
+    }
+    run(&dir.path().join("m.nn"), &[])
+}
+
+fn run(model: &Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .arg("train")
+        .arg(model)
+        .args(extra)
+        .output()
+        .expect("nnc runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_error(code: i32, err: &str, needles: &[&str]) {
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected `{n}` in:\n{err}");
+    }
+}
+
+#[test]
+fn row_of_the_wrong_width() {
+    let (code, err) = train_with(&[("train.csv", b"a,b,c,label\n1,2,3,0\n1,2,0\n")]);
+    assert_error(
+        code,
+        &err,
+        &[
+            "train.csv:3",
+            "this row has 3 values, the header has 4",
+            "input  x: [3]",
+            "nnc::data::mismatch",
+        ],
+    );
+}
+
+#[test]
+fn header_of_the_wrong_width() {
+    let (code, err) = train_with(&[("train.csv", b"a,b,label\n1,2,0\n")]);
+    assert_error(
+        code,
+        &err,
+        &["train.csv:1", "2 feature column(s)", "the model's input has 3"],
+    );
+}
+
+#[test]
+fn value_that_is_not_a_number() {
+    let (code, err) = train_with(&[("train.csv", b"a,b,c,label\n1,2,3,0\n1,two,3,1\n")]);
+    assert_error(code, &err, &["train.csv:3", "`two` in column `b` is not a number"]);
+}
+
+#[test]
+fn label_out_of_range() {
+    let (code, err) = train_with(&[("train.csv", b"a,b,c,label\n1,2,3,0\n1,2,3,4\n")]);
+    assert_error(
+        code,
+        &err,
+        &["train.csv:3", "label 4 is not a class id in 0..4", "target y: class(4)"],
+    );
+}
+
+#[test]
+fn missing_file() {
+    let (code, err) = train_with(&[]);
+    assert_error(code, &err, &["train.csv", "cannot read the file"]);
+}
+
+#[test]
+fn empty_and_header_only_files() {
+    let (code, err) = train_with(&[("train.csv", b"")]);
+    assert_error(code, &err, &["the file is empty"]);
+    let (code, err) = train_with(&[("train.csv", b"a,b,c,label\n")]);
+    assert_error(code, &err, &["no rows"]);
+}
+
+#[test]
+fn truncated_gzip() {
+    let (code, err) = train_with(&[("train.csv", &[0x1f, 0x8b, 0x08, 0x00, 0x00])]);
+    assert_error(code, &err, &["train.csv", "cannot decompress"]);
+}
+
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn idx_images_of_the_wrong_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = MODEL
+        .replace("csv(\"train.csv\")", "idx(\"img\", \"lab\")")
+        .replace("[3]", "[1, 2, 2]")
+        .replace("x |>", "x |> flatten |>");
+    std::fs::write(dir.path().join("m.nn"), model).expect("write");
+    std::fs::write(dir.path().join("img"), idx(&[2, 3, 3], &[0; 18])).expect("write");
+    std::fs::write(dir.path().join("lab"), idx(&[2], &[0, 1])).expect("write");
+    let (code, err) = run(&dir.path().join("m.nn"), &[]);
+    assert_error(
+        code,
+        &err,
+        &["img", "the images are 3×3 = 9 values, the model's input has 4"],
+    );
+    // The right size trains.
+    std::fs::write(dir.path().join("img"), idx(&[2, 2, 2], &[0; 8])).expect("write");
+    let (code, err) = run(&dir.path().join("m.nn"), &[]);
+    assert_eq!(code, 0, "{err}");
+    // A truncated IDX file is an error, not a panic.
+    std::fs::write(dir.path().join("img"), &idx(&[2, 2, 2], &[0; 8])[..9]).expect("write");
+    let (code, err) = run(&dir.path().join("m.nn"), &[]);
+    assert_error(code, &err, &["img", "truncated"]);
+}
+
+#[test]
+fn metrics_json_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("m.nn"), MODEL).expect("write model");
+    std::fs::write(
+        dir.path().join("train.csv"),
+        "a,b,c,label\n1,2,3,0\n3,2,1,1\n0,0,1,2\n1,1,1,3\n",
+    )
+    .expect("write");
+    let json = dir.path().join("metrics.json");
+    let (code, err) = run(
+        &dir.path().join("m.nn"),
+        &["--epochs", "3", "--metrics-json", json.to_str().expect("utf-8")],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("written")).expect("JSON");
+    assert_eq!(v["epochs"].as_array().map(Vec::len), Some(3));
+    assert!(v["test_loss"].as_f64().is_some());
+    assert!(v["test_accuracy"].as_f64().is_some());
+}

@@ -1,0 +1,202 @@
+//! Every gradient rule against central finite differences (f64): one test per
+//! op on random shapes, and every bundled model whose layers train.
+
+use nnc::diag::Span;
+use nnc::gradcheck::{Batch, check_graph, check_model};
+use nnc::ir::{Graph, Init, Op, ParamInfo, Unary, ValueId};
+use nnc::pipeline::check_source;
+use proptest::prelude::*;
+
+const TOLERANCE: f64 = 1e-4;
+
+fn assert_model_gradients(source: &str, seed: u64) {
+    let checked = check_source("g.nn", source);
+    assert!(!checked.has_errors(), "{source}\n{:?}", checked.diags);
+    let reports = check_model(&checked.models[0], seed).expect("gradcheck runs");
+    for r in reports {
+        assert!(
+            r.worst_relative_error < TOLERANCE,
+            "{source}\n{}: {:e}",
+            r.name,
+            r.worst_relative_error
+        );
+    }
+}
+
+fn mlp(input: usize, hidden: usize, activation: &str, head: &str) -> String {
+    format!(
+        "model g {{ input x: [{input}] {head}
+           x |> dense({hidden}) |> {activation} |> dense(OUT) => p  loss = LOSS }}"
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    #[test]
+    fn activations(input in 1usize..6, hidden in 1usize..7, classes in 2usize..5, seed in 0u64..1000,
+                   activation in prop::sample::select(vec!["sigmoid", "tanh", "relu", "leaky_relu(0.1)", "elu(0.7)", "identity"])) {
+        let source = mlp(input, hidden, activation, &format!("target y: class({classes})"))
+            .replace("OUT", &classes.to_string())
+            .replace("LOSS", "cross_entropy(p, y)");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
+    fn mse_loss(input in 1usize..6, hidden in 1usize..7, out in 1usize..4, seed in 0u64..1000) {
+        let source = mlp(input, hidden, "tanh", &format!("target y: real[{out}]"))
+            .replace("OUT", &out.to_string())
+            .replace("LOSS", "mse(p, y)");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
+    fn binary_cross_entropy_loss(input in 1usize..6, hidden in 1usize..7, out in 1usize..4, seed in 0u64..1000) {
+        let source = format!("model g {{ input x: [{input}] target y: binary[{out}]
+            x |> dense({hidden}) |> tanh |> dense({out}) |> sigmoid => p  loss = binary_cross_entropy(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
+    fn softmax_layer(input in 1usize..6, classes in 2usize..6, seed in 0u64..1000) {
+        let source = format!("model g {{ input x: [{input}] target y: real[{classes}]
+            x |> dense({classes}) |> softmax => p  loss = mse(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
+    fn skip_connection_and_reshape(c in 1usize..4, h in 1usize..4, seed in 0u64..1000) {
+        let n = c * h * 2;
+        let source = format!("model g {{ input x: [{c}, {h}, 2] target y: real[{n}]
+            x |> flatten => f
+            f |> dense({n}) |> tanh => h1
+            add(h1, f) |> reshape([{n}, 1]) |> flatten |> dense({n}, bias = false) => p  loss = mse(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
+    fn tied_and_shared_weights(visible in 2usize..7, code in 1usize..5, seed in 0u64..1000) {
+        let source = format!("model g {{ input x: [{visible}]
+            x |> dense({code}) as enc |> sigmoid |> dense({visible}, tied = enc) |> tanh
+              |> dense({code}, shared = enc) |> dense({visible}, tied = enc) => r  loss = mse(r, x) }}");
+        assert_model_gradients(&source, seed);
+    }
+}
+
+/// A graph `loss = mse(f(p), t)` around one op `f` applied to parameters.
+fn op_graph(op: Op, arity: usize, shape: Vec<usize>) -> Graph {
+    let span = Span::default();
+    let mut g = Graph {
+        nodes: vec![],
+        params: vec![],
+        states: vec![],
+        batch: shape[0],
+        prediction: ValueId(0),
+        loss: None,
+    };
+    let target = g.push(Op::Target(0), vec![], shape.clone(), span);
+    let mut args = Vec::new();
+    for i in 0..arity {
+        g.params.push(ParamInfo {
+            name: format!("p{i}"),
+            shape: shape.clone(),
+            init: Init::Zeros,
+            decay: false,
+        });
+        args.push(g.push(Op::Param(i), vec![], shape.clone(), span));
+    }
+    let y = g.push(op, args, shape.clone(), span);
+    g.prediction = y;
+    g.loss = Some(g.push(Op::Mse, vec![y, target], vec![], span));
+    g
+}
+
+fn run_op(op: Op, arity: usize, positive: bool) {
+    let shape = vec![3, 4];
+    let g = op_graph(op.clone(), arity, shape);
+    // Values in [0.5, 2] (positive) or [-2, 2] away from 0, deterministic.
+    let params: Vec<Vec<f64>> = (0..arity)
+        .map(|p| {
+            (0..12)
+                .map(|i| {
+                    let v = 0.5 + ((i * 7 + p * 5) % 11) as f64 * 0.15;
+                    if positive || (i + p) % 2 == 0 { v } else { -v }
+                })
+                .collect()
+        })
+        .collect();
+    let batch = Batch {
+        inputs: vec![],
+        targets: vec![(0..12).map(|i| (i as f64 * 0.37).sin()).collect()],
+    };
+    for r in check_graph(&g, &batch, &params, 1).expect("gradcheck runs") {
+        assert!(
+            r.worst_relative_error < TOLERANCE,
+            "{op:?} {}: {:e}",
+            r.name,
+            r.worst_relative_error
+        );
+    }
+}
+
+#[test]
+fn elementwise_binary_ops() {
+    for op in [Op::Add, Op::Sub, Op::Mul, Op::Div] {
+        run_op(op, 2, true);
+    }
+}
+
+#[test]
+fn unary_ops() {
+    for u in [
+        Unary::Exp,
+        Unary::Square,
+        Unary::Neg,
+        Unary::Scale(-1.5),
+        Unary::AddConst(0.3),
+        Unary::Clamp(-1.0, 1.0),
+    ] {
+        run_op(Op::Unary(u), 1, false);
+    }
+    for u in [Unary::Log, Unary::Sqrt] {
+        run_op(Op::Unary(u), 1, true);
+    }
+}
+
+#[test]
+fn every_trainable_bundled_model() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let mut checked_models = 0;
+    for entry in std::fs::read_dir(dir).expect("models/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "nn") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).expect("readable");
+        let checked = check_source("m.nn", &source);
+        let model = &checked.models[0];
+        // Huge models (VGG-16) are checked by their layers' own tests.
+        if model.total_params() > 200_000 {
+            continue;
+        }
+        match check_model(model, 7) {
+            Ok(reports) => {
+                checked_models += 1;
+                for r in reports {
+                    assert!(
+                        r.worst_relative_error < TOLERANCE,
+                        "{}: {}: {:e}",
+                        path.display(),
+                        r.name,
+                        r.worst_relative_error
+                    );
+                }
+            }
+            Err(d) => assert!(d.code.starts_with("nnc::lower::"), "{}: {d:?}", path.display()),
+        }
+    }
+    assert!(
+        checked_models >= 6,
+        "only {checked_models} models were gradient-checked"
+    );
+}
