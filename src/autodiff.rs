@@ -78,9 +78,7 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
             // y = x·s (s scalar, a step constant) ⇒ ∂x = g·s
             Op::MulScalar => {
                 if wants(1) {
-                    return Err(format!(
-                        "%{i}: gradient through the scalar of mul_scalar is not supported"
-                    ));
+                    return Err(format!("%{i}: gradient through the scalar of mul_scalar is not supported"));
                 }
                 contrib.push((0, g.push(Op::MulScalar, vec![dy, ins[1]], node.shape.clone(), span)));
             }
@@ -128,9 +126,7 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
                 contrib.push((0, dp));
                 if wants(1) {
                     if node.op == Op::Bce {
-                        return Err(format!(
-                            "%{i}: gradient of binary cross-entropy for its target is not supported"
-                        ));
+                        return Err(format!("%{i}: gradient of binary cross-entropy for its target is not supported"));
                     }
                     contrib.push((1, g.push(Op::Unary(Unary::Neg), vec![dp], shape_of(1), span)));
                 }

@@ -38,20 +38,14 @@ pub fn random_batch(model: &CheckedModel, graph: &Graph, seed: u64) -> Batch {
     let inputs = model
         .inputs
         .iter()
-        .map(|i| {
-            (0..b * numel(&i.shape))
-                .map(|_| rng.sample::<f64, _>(StandardNormal))
-                .collect()
-        })
+        .map(|i| (0..b * numel(&i.shape)).map(|_| rng.sample::<f64, _>(StandardNormal)).collect())
         .collect();
     let targets = model
         .targets
         .iter()
         .map(|t| match &t.kind {
             TargetKind::Class(k) => (0..b).map(|_| rng.random_range(0..*k) as f64).collect(),
-            TargetKind::Real(s) => (0..b * numel(s))
-                .map(|_| rng.sample::<f64, _>(StandardNormal))
-                .collect(),
+            TargetKind::Real(s) => (0..b * numel(s)).map(|_| rng.sample::<f64, _>(StandardNormal)).collect(),
             TargetKind::Binary(s) => (0..b * numel(s)).map(|_| rng.random_range(0..2) as f64).collect(),
         })
         .collect();
@@ -66,15 +60,7 @@ pub fn check_graph(graph: &Graph, batch: &Batch, params: &[Vec<f64>], seed: u64)
     let inputs: Vec<&[f64]> = batch.inputs.iter().map(Vec::as_slice).collect();
     let targets: Vec<&[f64]> = batch.targets.iter().map(Vec::as_slice).collect();
     let eval = |params: &[Vec<f64>], g: &Graph| -> Result<Vec<Vec<f64>>, String> {
-        let b = Bindings {
-            inputs: &inputs,
-            targets: &targets,
-            params,
-            states: &[],
-            lr: 0.0,
-            bias1: 1.0,
-            bias2: 1.0,
-        };
+        let b = Bindings { inputs: &inputs, targets: &targets, params, states: &[], lr: 0.0, bias1: 1.0, bias2: 1.0 };
         interp::run(g, &b)
     };
     let values = eval(params, &full)?;

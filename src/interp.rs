@@ -115,10 +115,7 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
             }
             Op::Mse => {
                 let count = cast::<T>(numel(in_shape(0)) as f64);
-                let sum = input(0)
-                    .iter()
-                    .zip(input(1))
-                    .fold(T::zero(), |s, (&p, &t)| s + (p - t) * (p - t));
+                let sum = input(0).iter().zip(input(1)).fold(T::zero(), |s, (&p, &t)| s + (p - t) * (p - t));
                 vec![sum / count]
             }
             Op::MseGrad => {

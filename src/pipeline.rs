@@ -31,12 +31,7 @@ pub fn check_source(file_name: &str, source: &str) -> Checked {
         Ok(file) => check::check(&file),
         Err(diag) => (Vec::new(), vec![diag]),
     };
-    Checked {
-        file_name: file_name.to_string(),
-        source: source.to_string(),
-        models,
-        diags,
-    }
+    Checked { file_name: file_name.to_string(), source: source.to_string(), models, diags }
 }
 
 /// Reads and checks a `.nn` file.

@@ -113,21 +113,16 @@ impl Summary {
                 bytes(r.activation_bytes),
             ]);
         }
-        let widths: Vec<usize> = (0..6)
-            .map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0))
-            .collect();
+        let widths: Vec<usize> =
+            (0..6).map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
         for (i, row) in table.iter().enumerate() {
-            let cells: Vec<String> = row
-                .iter()
-                .enumerate()
-                .map(|(c, cell)| {
-                    if c < 3 {
-                        format!("{cell:<w$}", w = widths[c])
-                    } else {
-                        format!("{cell:>w$}", w = widths[c])
-                    }
-                })
-                .collect();
+            let cells: Vec<String> =
+                row.iter()
+                    .enumerate()
+                    .map(|(c, cell)| {
+                        if c < 3 { format!("{cell:<w$}", w = widths[c]) } else { format!("{cell:>w$}", w = widths[c]) }
+                    })
+                    .collect();
             out.push_str(cells.join("  ").trim_end());
             out.push('\n');
             if i == 0 {

@@ -33,12 +33,7 @@ fn warnings_alone_exit_zero() {
 
 #[test]
 fn check_json_is_machine_readable() {
-    let (code, out, _) = nnc(&[
-        "check",
-        "--format",
-        "json",
-        "tests/diagnostics/hyperparameters_out_of_range.nn",
-    ]);
+    let (code, out, _) = nnc(&["check", "--format", "json", "tests/diagnostics/hyperparameters_out_of_range.nn"]);
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
     assert_eq!(v.as_array().map(Vec::len), Some(5));

@@ -23,16 +23,8 @@ fn train_with(files: &[(&str, &[u8])]) -> (i32, String) {
 }
 
 fn run(model: &Path, extra: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .arg("train")
-        .arg(model)
-        .args(extra)
-        .output()
-        .expect("nnc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc")).arg("train").arg(model).args(extra).output().expect("nnc runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn assert_error(code: i32, err: &str, needles: &[&str]) {
@@ -49,23 +41,14 @@ fn row_of_the_wrong_width() {
     assert_error(
         code,
         &err,
-        &[
-            "train.csv:3",
-            "this row has 3 values, the header has 4",
-            "input  x: [3]",
-            "nnc::data::mismatch",
-        ],
+        &["train.csv:3", "this row has 3 values, the header has 4", "input  x: [3]", "nnc::data::mismatch"],
     );
 }
 
 #[test]
 fn header_of_the_wrong_width() {
     let (code, err) = train_with(&[("train.csv", b"a,b,label\n1,2,0\n")]);
-    assert_error(
-        code,
-        &err,
-        &["train.csv:1", "2 feature column(s)", "the model's input has 3"],
-    );
+    assert_error(code, &err, &["train.csv:1", "2 feature column(s)", "the model's input has 3"]);
 }
 
 #[test]
@@ -77,11 +60,7 @@ fn value_that_is_not_a_number() {
 #[test]
 fn label_out_of_range() {
     let (code, err) = train_with(&[("train.csv", b"a,b,c,label\n1,2,3,0\n1,2,3,4\n")]);
-    assert_error(
-        code,
-        &err,
-        &["train.csv:3", "label 4 is not a class id in 0..4", "target y: class(4)"],
-    );
+    assert_error(code, &err, &["train.csv:3", "label 4 is not a class id in 0..4", "target y: class(4)"]);
 }
 
 #[test]
@@ -124,11 +103,7 @@ fn idx_images_of_the_wrong_size() {
     std::fs::write(dir.path().join("img"), idx(&[2, 3, 3], &[0; 18])).expect("write");
     std::fs::write(dir.path().join("lab"), idx(&[2], &[0, 1])).expect("write");
     let (code, err) = run(&dir.path().join("m.nn"), &[]);
-    assert_error(
-        code,
-        &err,
-        &["img", "the images are 3×3 = 9 values, the model's input has 4"],
-    );
+    assert_error(code, &err, &["img", "the images are 3×3 = 9 values, the model's input has 4"]);
     // The right size trains.
     std::fs::write(dir.path().join("img"), idx(&[2, 2, 2], &[0; 8])).expect("write");
     let (code, err) = run(&dir.path().join("m.nn"), &[]);
@@ -143,16 +118,10 @@ fn idx_images_of_the_wrong_size() {
 fn metrics_json_is_written() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("m.nn"), MODEL).expect("write model");
-    std::fs::write(
-        dir.path().join("train.csv"),
-        "a,b,c,label\n1,2,3,0\n3,2,1,1\n0,0,1,2\n1,1,1,3\n",
-    )
-    .expect("write");
+    std::fs::write(dir.path().join("train.csv"), "a,b,c,label\n1,2,3,0\n3,2,1,1\n0,0,1,2\n1,1,1,3\n").expect("write");
     let json = dir.path().join("metrics.json");
-    let (code, err) = run(
-        &dir.path().join("m.nn"),
-        &["--epochs", "3", "--metrics-json", json.to_str().expect("utf-8")],
-    );
+    let (code, err) =
+        run(&dir.path().join("m.nn"), &["--epochs", "3", "--metrics-json", json.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("written")).expect("JSON");
     assert_eq!(v["epochs"].as_array().map(Vec::len), Some(3));

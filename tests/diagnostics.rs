@@ -11,10 +11,7 @@ fn diagnostics_match_snapshots() {
         let source = std::fs::read_to_string(path).expect("test file is readable");
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("model.nn");
         let checked = check_source(name, &source);
-        assert!(
-            !checked.diags.is_empty(),
-            "{name} should produce at least one diagnostic"
-        );
+        assert!(!checked.diags.is_empty(), "{name} should produce at least one diagnostic");
         let report = diag::render(&checked.diags, name, &source, false, 80);
         insta::assert_snapshot!(format!("{source}\n----\n{report}"));
     });

@@ -14,12 +14,7 @@ fn assert_model_gradients(source: &str, seed: u64) {
     assert!(!checked.has_errors(), "{source}\n{:?}", checked.diags);
     let reports = check_model(&checked.models[0], seed).expect("gradcheck runs");
     for r in reports {
-        assert!(
-            r.worst_relative_error < TOLERANCE,
-            "{source}\n{}: {:e}",
-            r.name,
-            r.worst_relative_error
-        );
+        assert!(r.worst_relative_error < TOLERANCE, "{source}\n{}: {:e}", r.name, r.worst_relative_error);
     }
 }
 
@@ -86,23 +81,12 @@ proptest! {
 /// A graph `loss = mse(f(p), t)` around one op `f` applied to parameters.
 fn op_graph(op: Op, arity: usize, shape: Vec<usize>) -> Graph {
     let span = Span::default();
-    let mut g = Graph {
-        nodes: vec![],
-        params: vec![],
-        states: vec![],
-        batch: shape[0],
-        prediction: ValueId(0),
-        loss: None,
-    };
+    let mut g =
+        Graph { nodes: vec![], params: vec![], states: vec![], batch: shape[0], prediction: ValueId(0), loss: None };
     let target = g.push(Op::Target(0), vec![], shape.clone(), span);
     let mut args = Vec::new();
     for i in 0..arity {
-        g.params.push(ParamInfo {
-            name: format!("p{i}"),
-            shape: shape.clone(),
-            init: Init::Zeros,
-            decay: false,
-        });
+        g.params.push(ParamInfo { name: format!("p{i}"), shape: shape.clone(), init: Init::Zeros, decay: false });
         args.push(g.push(Op::Param(i), vec![], shape.clone(), span));
     }
     let y = g.push(op, args, shape.clone(), span);
@@ -125,17 +109,9 @@ fn run_op(op: Op, arity: usize, positive: bool) {
                 .collect()
         })
         .collect();
-    let batch = Batch {
-        inputs: vec![],
-        targets: vec![(0..12).map(|i| (i as f64 * 0.37).sin()).collect()],
-    };
+    let batch = Batch { inputs: vec![], targets: vec![(0..12).map(|i| (i as f64 * 0.37).sin()).collect()] };
     for r in check_graph(&g, &batch, &params, 1).expect("gradcheck runs") {
-        assert!(
-            r.worst_relative_error < TOLERANCE,
-            "{op:?} {}: {:e}",
-            r.name,
-            r.worst_relative_error
-        );
+        assert!(r.worst_relative_error < TOLERANCE, "{op:?} {}: {:e}", r.name, r.worst_relative_error);
     }
 }
 
@@ -148,14 +124,8 @@ fn elementwise_binary_ops() {
 
 #[test]
 fn unary_ops() {
-    for u in [
-        Unary::Exp,
-        Unary::Square,
-        Unary::Neg,
-        Unary::Scale(-1.5),
-        Unary::AddConst(0.3),
-        Unary::Clamp(-1.0, 1.0),
-    ] {
+    for u in [Unary::Exp, Unary::Square, Unary::Neg, Unary::Scale(-1.5), Unary::AddConst(0.3), Unary::Clamp(-1.0, 1.0)]
+    {
         run_op(Op::Unary(u), 1, false);
     }
     for u in [Unary::Log, Unary::Sqrt] {
@@ -195,8 +165,5 @@ fn every_trainable_bundled_model() {
             Err(d) => assert!(d.code.starts_with("nnc::lower::"), "{}: {d:?}", path.display()),
         }
     }
-    assert!(
-        checked_models >= 6,
-        "only {checked_models} models were gradient-checked"
-    );
+    assert!(checked_models >= 6, "only {checked_models} models were gradient-checked");
 }

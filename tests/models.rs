@@ -25,21 +25,13 @@ fn summary_of(file: &str) -> nnc::summary::Summary {
 #[test]
 fn every_model_checks_clean() {
     let files = model_files();
-    assert!(
-        files.len() >= 13,
-        "expected the 13 bundled models, found {}",
-        files.len()
-    );
+    assert!(files.len() >= 13, "expected the 13 bundled models, found {}", files.len());
     for path in files {
         let source = std::fs::read_to_string(&path).expect("model is readable");
         let checked = check_source(&path.display().to_string(), &source);
         assert!(checked.diags.is_empty(), "{}: {:#?}", path.display(), checked.diags);
         assert!(!checked.models.is_empty());
-        assert!(
-            source.starts_with("//"),
-            "{} should open with a comment saying what it is",
-            path.display()
-        );
+        assert!(source.starts_with("//"), "{} should open with a comment saying what it is", path.display());
     }
 }
 

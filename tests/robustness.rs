@@ -42,40 +42,17 @@ fn mutate(source: &str, rng: &mut ChaCha8Rng) -> String {
             if e1 > s2 {
                 return source.to_string();
             }
-            format!(
-                "{}{}{}{}{}",
-                &source[..s1],
-                &source[s2..e2],
-                &source[e1..s2],
-                &source[s1..e1],
-                &source[e2..]
-            )
+            format!("{}{}{}{}{}", &source[..s1], &source[s2..e2], &source[e1..s2], &source[s1..e1], &source[e2..])
         }
         3 => {
             let pos = source.floor_char_boundary(rng.random_range(0..source.len()));
-            let junk: String = (0..rng.random_range(1..5))
-                .map(|_| rng.random_range(32u8..127) as char)
-                .collect();
+            let junk: String = (0..rng.random_range(1..5)).map(|_| rng.random_range(32u8..127) as char).collect();
             format!("{}{}{}", &source[..pos], junk, &source[pos..])
         }
         4 => {
             let (s, e) = pick(rng);
-            let huge = [
-                "1e400",
-                "-0",
-                "99999999999999999999",
-                "0.0",
-                "-7",
-                "1e-400",
-                "NaN",
-                "4294967297",
-            ];
-            format!(
-                "{}{}{}",
-                &source[..s],
-                huge[rng.random_range(0..huge.len())],
-                &source[e..]
-            )
+            let huge = ["1e400", "-0", "99999999999999999999", "0.0", "-7", "1e-400", "NaN", "4294967297"];
+            format!("{}{}{}", &source[..s], huge[rng.random_range(0..huge.len())], &source[e..])
         }
         5 => {
             let pos = source.floor_char_boundary(rng.random_range(0..source.len()));
@@ -141,9 +118,7 @@ fn deep_nesting_fails_cleanly() {
 #[test]
 fn long_flat_input_is_fine() {
     let body = "x |> relu => x0\n".to_string()
-        + &(1..2000)
-            .map(|i| format!("x{} |> relu => x{i}\n", i - 1))
-            .collect::<String>();
+        + &(1..2000).map(|i| format!("x{} |> relu => x{i}\n", i - 1)).collect::<String>();
     let source = format!("model m {{ input x: [4] target y: real[4]\n{body} loss = mse(x1999, y) }}");
     let checked = check_source("long.nn", &source);
     assert!(checked.diags.is_empty(), "{:?}", checked.diags.first());

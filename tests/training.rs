@@ -26,7 +26,7 @@ fn train_bundled(model: &CheckedModel) -> (Trainer, Metrics) {
     let mut train = splits.train;
     scaler.apply(&mut train);
     let mut trainer = Trainer::new(model, model.train.clone()).expect("trainable");
-    trainer.fit(&train, None, |_| {}).expect("training succeeds");
+    trainer.fit(&train, None, None, |_| {}).expect("training succeeds");
     let metrics = match splits.test {
         Some(mut test) => {
             scaler.apply(&mut test);
@@ -75,9 +75,7 @@ fn ols(x: &[Vec<f64>], y: &[f64]) -> Vec<f64> {
         }
     }
     for col in 0..k {
-        let pivot = (col..k)
-            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
-            .expect("rows");
+        let pivot = (col..k).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).expect("rows");
         a.swap(col, pivot);
         let pivot_row = a[col].clone();
         for (_, row) in a.iter_mut().enumerate().filter(|(r, _)| *r != col) {
@@ -95,20 +93,15 @@ fn house_price_gradient_descent_reaches_ols() {
     // House data generated here: area, rooms, bathrooms → price with noise.
     let mut state = 12345u64;
     let mut uniform = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (state >> 11) as f64 / (1u64 << 53) as f64
     };
     let rows = 300;
     let mut raw = Vec::new();
     let mut prices = Vec::new();
     for _ in 0..rows {
-        let (area, rooms, baths) = (
-            40.0 + 200.0 * uniform(),
-            (1.0 + 6.0 * uniform()).floor(),
-            (1.0 + 3.0 * uniform()).floor(),
-        );
+        let (area, rooms, baths) =
+            (40.0 + 200.0 * uniform(), (1.0 + 6.0 * uniform()).floor(), (1.0 + 3.0 * uniform()).floor());
         let noise = 40.0 * (uniform() - 0.5);
         raw.push([area, rooms, baths]);
         prices.push(1.1 * area + 12.0 * rooms + 25.0 * baths + 40.0 + noise);
@@ -127,11 +120,9 @@ fn house_price_gradient_descent_reaches_ols() {
     let scaler = Scaler::fit(model.train.preprocess, &train);
     scaler.apply(&mut train);
     let mut trainer = Trainer::new(&model, model.train.clone()).expect("trainable");
-    trainer.fit(&train, None, |_| {}).expect("converges");
+    trainer.fit(&train, None, None, |_| {}).expect("converges");
     // Map the weights learnt on standardised features back to raw units.
-    let Scaler::Standardize { mean, std } = scaler else {
-        panic!("house_price standardises its inputs")
-    };
+    let Scaler::Standardize { mean, std } = scaler else { panic!("house_price standardises its inputs") };
     let (w, b) = (&trainer.params[0], trainer.params[1][0] as f64);
     let slopes: Vec<f64> = (0..3).map(|j| w[j] as f64 / std[j] as f64).collect();
     let intercept = b - (0..3).map(|j| slopes[j] * mean[j] as f64).sum::<f64>();
@@ -148,12 +139,10 @@ fn same_seed_gives_bit_identical_weights() {
     config.epochs = 2;
     let run = |config: &nnc::check::TrainConfig| {
         let source = config.data.clone().expect("data");
-        let mut train = data::load(&source, Path::new(MODELS), &RowSpec::of(&model))
-            .expect("data")
-            .train;
+        let mut train = data::load(&source, Path::new(MODELS), &RowSpec::of(&model)).expect("data").train;
         Scaler::fit(config.preprocess, &train).apply(&mut train);
         let mut t = Trainer::new(&model, config.clone()).expect("trainable");
-        t.fit(&train, None, |_| {}).expect("trains");
+        t.fit(&train, None, None, |_| {}).expect("trains");
         t.params
     };
     let (a, b) = (run(&config), run(&config));
@@ -180,14 +169,11 @@ fn divergence_stops_with_epoch_and_step() {
     };
     let mut trainer = Trainer::new(model, model.train.clone()).expect("trainable");
     let before = trainer.params.clone();
-    match trainer.fit(&train, None, |_| {}) {
+    match trainer.fit(&train, None, None, |_| {}) {
         Err(TrainError::NonFinite { epoch, step, what }) => {
             assert!(epoch >= 1 && (1..=2).contains(&step), "epoch {epoch} step {step}");
             assert!(!what.is_empty());
-            assert!(
-                trainer.params.iter().flatten().all(|v| v.is_finite()),
-                "the last good weights are kept"
-            );
+            assert!(trainer.params.iter().flatten().all(|v| v.is_finite()), "the last good weights are kept");
             assert_ne!(trainer.params, before);
         }
         other => panic!("expected divergence, got {other:?}"),
@@ -201,9 +187,7 @@ fn learning_rate_schedules() {
     let lr = |schedule: &str, epoch: usize| {
         let checked = check_source("s.nn", &base.replace("SCHEDULE", schedule));
         assert!(!checked.has_errors(), "{:?}", checked.diags);
-        Trainer::new(&checked.models[0], checked.models[0].train.clone())
-            .expect("trainable")
-            .lr_at(epoch)
+        Trainer::new(&checked.models[0], checked.models[0].train.clone()).expect("trainable").lr_at(epoch)
     };
     assert!((lr("step(every = 3, gamma = 0.5)", 7) - 0.025).abs() < 1e-12);
     assert!((lr("exponential(gamma = 0.9)", 2) - 0.081).abs() < 1e-12);

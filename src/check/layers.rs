@@ -11,11 +11,7 @@ use crate::syntax::ast::{Call, Ident, Value};
 /// required ones.
 pub const LAYERS: &[(&str, &[&str], &[&str])] = &[
     ("dense", &["units", "bias", "tied", "shared", "in"], &["units"]),
-    (
-        "conv2d",
-        &["filters", "kernel", "stride", "padding", "bias", "in"],
-        &["filters", "kernel"],
-    ),
+    ("conv2d", &["filters", "kernel", "stride", "padding", "bias", "in"], &["filters", "kernel"]),
     ("maxpool", &["kernel", "stride"], &["kernel"]),
     ("avgpool", &["kernel", "stride"], &["kernel"]),
     ("flatten", &[], &[]),
@@ -99,24 +95,13 @@ pub fn apply(
         return None;
     }
     let s = &input.shape;
-    let elementwise = |layer: Layer| Applied {
-        layer,
-        shape: s.clone(),
-        why: input.why.clone(),
-        params: 0,
-        macs: 0,
-    };
+    let elementwise = |layer: Layer| Applied { layer, shape: s.clone(), why: input.why.clone(), params: 0, macs: 0 };
     let applied = match name {
         "dense" => {
             let units = args.int("units", 1, 1, diags);
             let bias = args.bool("bias", true, diags);
             if s.len() != 1 {
-                diags.push(messages::rank_mismatch(
-                    call,
-                    input,
-                    "a vector [features]",
-                    "insert `flatten` before it",
-                ));
+                diags.push(messages::rank_mismatch(call, input, "a vector [features]", "insert `flatten` before it"));
                 return None;
             }
             check_declared_size(call, args, s[0], input, diags);
@@ -171,13 +156,7 @@ pub fn apply(
             let (w, ww) = window(call, input, "conv2d", s[2], kernel, stride, padding, diags)?;
             let why = if hw == ww { hw } else { format!("{hw}, {ww}") };
             Applied {
-                layer: Layer::Conv2d {
-                    filters,
-                    kernel,
-                    stride,
-                    padding,
-                    bias,
-                },
+                layer: Layer::Conv2d { filters, kernel, stride, padding, bias },
                 shape: vec![filters, h, w],
                 why: chain(&input.why, why),
                 params: filters * s[0] * kernel * kernel + if bias { filters } else { 0 },
@@ -199,18 +178,9 @@ pub fn apply(
             let (h, hw) = window(call, input, name, s[1], kernel, stride, 0, diags)?;
             let (w, ww) = window(call, input, name, s[2], kernel, stride, 0, diags)?;
             let why = if hw == ww { hw } else { format!("{hw}, {ww}") };
-            let layer = if name == "maxpool" {
-                Layer::MaxPool { kernel, stride }
-            } else {
-                Layer::AvgPool { kernel, stride }
-            };
-            Applied {
-                layer,
-                shape: vec![s[0], h, w],
-                why: chain(&input.why, why),
-                params: 0,
-                macs: 0,
-            }
+            let layer =
+                if name == "maxpool" { Layer::MaxPool { kernel, stride } } else { Layer::AvgPool { kernel, stride } };
+            Applied { layer, shape: vec![s[0], h, w], why: chain(&input.why, why), params: 0, macs: 0 }
         }
         "flatten" => {
             let n: usize = s.iter().product();
@@ -237,9 +207,7 @@ pub fn apply(
                 macs: 0,
             }
         }
-        "dropout" => elementwise(Layer::Dropout {
-            p: args.float("p", 0.5, Bound::UnitOpen, diags),
-        }),
+        "dropout" => elementwise(Layer::Dropout { p: args.float("p", 0.5, Bound::UnitOpen, diags) }),
         "batchnorm" => {
             let momentum = args.float("momentum", 0.9, Bound::UnitOpen, diags);
             let eps = args.float("eps", 1e-5, Bound::Positive, diags);
@@ -252,21 +220,13 @@ pub fn apply(
                 ));
                 return None;
             }
-            Applied {
-                params: 2 * s[0],
-                ..elementwise(Layer::BatchNorm { momentum, eps })
-            }
+            Applied { params: 2 * s[0], ..elementwise(Layer::BatchNorm { momentum, eps }) }
         }
         "maxout" => {
             let units = args.int("units", 1, 1, diags);
             let pieces = args.int("pieces", 2, 2, diags);
             if s.len() != 1 {
-                diags.push(messages::rank_mismatch(
-                    call,
-                    input,
-                    "a vector [features]",
-                    "insert `flatten` before it",
-                ));
+                diags.push(messages::rank_mismatch(call, input, "a vector [features]", "insert `flatten` before it"));
                 return None;
             }
             Applied {
@@ -291,11 +251,8 @@ pub fn apply(
             }
             let (steps, features) = (s[0], s[1]);
             let gates = if name == "lstm" { 4 } else { 1 };
-            let layer = if name == "lstm" {
-                Layer::Lstm { hidden, sequences }
-            } else {
-                Layer::Rnn { hidden, sequences }
-            };
+            let layer =
+                if name == "lstm" { Layer::Lstm { hidden, sequences } } else { Layer::Rnn { hidden, sequences } };
             let shape = if sequences { vec![steps, hidden] } else { vec![hidden] };
             Applied {
                 layer,
@@ -355,12 +312,7 @@ pub fn apply(
         }
         "softmax" => {
             if s.len() != 1 {
-                diags.push(messages::rank_mismatch(
-                    call,
-                    input,
-                    "a vector [classes]",
-                    "insert `flatten` before it",
-                ));
+                diags.push(messages::rank_mismatch(call, input, "a vector [classes]", "insert `flatten` before it"));
                 return None;
             }
             elementwise(Layer::Activation(Activation::Softmax))
@@ -416,11 +368,7 @@ fn window(
     }
     let out = (padded - kernel) / stride + 1;
     let dropped = (padded - kernel) % stride;
-    if dropped != 0
-        && !diags
-            .iter()
-            .any(|d| d.code == "nnc::shape::stride_drops" && d.primary.span == call.span)
-    {
+    if dropped != 0 && !diags.iter().any(|d| d.code == "nnc::shape::stride_drops" && d.primary.span == call.span) {
         diags.push(messages::stride_drops_rows(call.span, input, &formula, out, dropped));
     }
     Some((out, format!("{formula} = {out}")))
@@ -445,9 +393,7 @@ fn resolve_dense(
 ) -> Option<Labelled> {
     let target = lookup(label)?;
     match &target.layer {
-        Layer::Dense {
-            weights: Weights::Own, ..
-        } => Some(target),
+        Layer::Dense { weights: Weights::Own, .. } => Some(target),
         other => {
             diags.push(messages::not_a_dense_label(label, other.keyword()));
             None
@@ -458,10 +404,8 @@ fn resolve_dense(
 fn list_of_ints(value: Option<&Value>, diags: &mut Vec<Diag>) -> Option<Shape> {
     match value? {
         Value::List(items, _) if !items.is_empty() => {
-            let dims: Option<Vec<usize>> = items
-                .iter()
-                .map(|v| crate::check::args::int_value(v, "shape", 1, diags))
-                .collect();
+            let dims: Option<Vec<usize>> =
+                items.iter().map(|v| crate::check::args::int_value(v, "shape", 1, diags)).collect();
             dims
         }
         v => {

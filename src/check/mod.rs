@@ -139,13 +139,7 @@ impl<'a> ModelChecker<'a> {
             self.diags.push(messages::duplicate_name(name, first.defined, "value"));
             return;
         }
-        let entry = Entry {
-            value,
-            info,
-            defined: name.span,
-            used: false,
-            what,
-        };
+        let entry = Entry { value, info, defined: name.span, used: false, what };
         self.scope.insert(name.name.clone(), entry);
     }
 
@@ -177,8 +171,7 @@ impl<'a> ModelChecker<'a> {
                     Some("tokens") => InputKind::Tokens,
                     Some(_) => {
                         let k = kind.as_ref().map_or(&decl.name, |k| k);
-                        self.diags
-                            .push(messages::unknown_type(k, &["real", "seq", "tokens"], "input"));
+                        self.diags.push(messages::unknown_type(k, &["real", "seq", "tokens"], "input"));
                         return;
                     }
                 };
@@ -207,12 +200,7 @@ impl<'a> ModelChecker<'a> {
             tokens: kind == InputKind::Tokens,
         };
         let index = self.inputs.len();
-        self.inputs.push(InputSpec {
-            name: decl.name.name.clone(),
-            kind,
-            shape,
-            span: decl.span,
-        });
+        self.inputs.push(InputSpec { name: decl.name.name.clone(), kind, shape, span: decl.span });
         self.define(&decl.name, ValueRef::Input(index), info, "input");
     }
 
@@ -249,22 +237,13 @@ impl<'a> ModelChecker<'a> {
             }
         };
         let index = self.targets.len();
-        let target = TargetSpec {
-            name: decl.name.name.clone(),
-            kind,
-            span: decl.span,
-        };
+        let target = TargetSpec { name: decl.name.name.clone(), kind, span: decl.span };
         let shape = match &target.kind {
             TargetKind::Class(k) => vec![*k],
             TargetKind::Real(s) | TargetKind::Binary(s) => s.clone(),
         };
         self.targets.push(target);
-        let info = Incoming {
-            shape,
-            why: String::new(),
-            producer: decl.span,
-            tokens: false,
-        };
+        let info = Incoming { shape, why: String::new(), producer: decl.span, tokens: false };
         self.define(&decl.name, ValueRef::Target(index), info, "target");
     }
 
@@ -366,18 +345,12 @@ impl<'a> ModelChecker<'a> {
         }
         let ((_, (a, a_info)), (b_name, (b, b_info))) = (&operands[0], &operands[1]);
         if a_info.shape != b_info.shape {
-            self.diags
-                .push(messages::add_mismatch(call.span, a_info, b_name.span, b_info));
+            self.diags.push(messages::add_mismatch(call.span, a_info, b_name.span, b_info));
             return None;
         }
         let shape = a_info.shape.clone();
         let node = self.push_node(Layer::Add, None, vec![*a, *b], shape.clone(), 0, 0, call.span);
-        let info = Incoming {
-            shape,
-            why: a_info.why.clone(),
-            producer: call.span,
-            tokens: false,
-        };
+        let info = Incoming { shape, why: a_info.why.clone(), producer: call.span, tokens: false };
         Some((ValueRef::Node(node), info))
     }
 
@@ -402,15 +375,13 @@ impl<'a> ModelChecker<'a> {
                 continue;
             };
             if bound.insert(&param.name, arg.value.clone()).is_some() {
-                self.diags
-                    .push(messages::duplicate_argument(arg.span, arg.span, &param.name));
+                self.diags.push(messages::duplicate_argument(arg.span, arg.span, &param.name));
                 ok = false;
             }
         }
         for param in &block.params {
             if !bound.contains_key(param.name.as_str()) {
-                self.diags
-                    .push(messages::missing_block_argument(call, &block.name, param));
+                self.diags.push(messages::missing_block_argument(call, &block.name, param));
                 ok = false;
             }
         }
@@ -447,15 +418,7 @@ impl<'a> ModelChecker<'a> {
         };
         let input_shape = inputs.first().map(|v| self.shape_of(*v)).unwrap_or_default();
         self.node_inputs.push(input_shape);
-        self.nodes.push(Node {
-            name,
-            layer,
-            inputs,
-            shape,
-            params,
-            macs,
-            span,
-        });
+        self.nodes.push(Node { name, layer, inputs, shape, params, macs, span });
         index
     }
 
@@ -491,16 +454,10 @@ impl<'a> ModelChecker<'a> {
         let lookup_diags = std::cell::RefCell::new(Vec::new());
         let lookup = |id: &Ident| -> Option<Labelled> {
             match labels.get(&id.name) {
-                Some(&n) => Some(Labelled {
-                    node: n,
-                    layer: nodes[n].layer.clone(),
-                    input: node_inputs[n].clone(),
-                }),
+                Some(&n) => Some(Labelled { node: n, layer: nodes[n].layer.clone(), input: node_inputs[n].clone() }),
                 None => {
                     let suggestion = did_you_mean(&id.name, labels.keys().map(String::as_str));
-                    lookup_diags
-                        .borrow_mut()
-                        .push(messages::undefined_label(id, suggestion));
+                    lookup_diags.borrow_mut().push(messages::undefined_label(id, suggestion));
                     None
                 }
             }
@@ -511,9 +468,7 @@ impl<'a> ModelChecker<'a> {
                 Some(entry) => Some(entry.info.clone()),
                 None => {
                     let suggestion = did_you_mean(&id.name, scope.keys().map(String::as_str));
-                    lookup_diags
-                        .borrow_mut()
-                        .push(messages::undefined_value(id, suggestion));
+                    lookup_diags.borrow_mut().push(messages::undefined_value(id, suggestion));
                     None
                 }
             }
@@ -531,21 +486,9 @@ impl<'a> ModelChecker<'a> {
         let mut inputs = vec![value];
         inputs.extend(other_ref);
         let span = call.span.join(label.map_or(call.span, |l| l.span));
-        let node = self.push_node(
-            applied.layer,
-            label,
-            inputs,
-            applied.shape.clone(),
-            applied.params,
-            applied.macs,
-            span,
-        );
-        let next = Incoming {
-            shape: applied.shape,
-            why: applied.why,
-            producer: span,
-            tokens: false,
-        };
+        let node =
+            self.push_node(applied.layer, label, inputs, applied.shape.clone(), applied.params, applied.macs, span);
+        let next = Incoming { shape: applied.shape, why: applied.why, producer: span, tokens: false };
         Some((ValueRef::Node(node), next))
     }
 
@@ -572,8 +515,7 @@ impl<'a> ModelChecker<'a> {
             "binary_cross_entropy" => LossKind::BinaryCrossEntropy,
             other => {
                 let known = ["mse", "cross_entropy", "binary_cross_entropy"];
-                self.diags
-                    .push(messages::unknown_loss(&call.name, did_you_mean(other, known)));
+                self.diags.push(messages::unknown_loss(&call.name, did_you_mean(other, known)));
                 return None;
             }
         };
@@ -593,22 +535,11 @@ impl<'a> ModelChecker<'a> {
             ValueRef::Target(t) => Some(self.targets[t].kind.clone()),
             _ => None,
         };
-        let spec = LossSpec {
-            kind,
-            prediction,
-            target,
-            span: first.span,
-        };
+        let spec = LossSpec { kind, prediction, target, span: first.span };
         match (kind, &target_kind) {
             (LossKind::CrossEntropy, Some(TargetKind::Class(k))) => {
                 if pred_info.shape != vec![*k] {
-                    self.diags.push(messages::loss_shape(
-                        &pred_name,
-                        &pred_info,
-                        &target_name,
-                        &[*k],
-                        "class scores",
-                    ));
+                    self.diags.push(messages::loss_shape(&pred_name, &pred_info, &target_name, &[*k], "class scores"));
                     return None;
                 }
             }
@@ -703,10 +634,7 @@ impl<'a> ModelChecker<'a> {
 
 fn substitute_stage(stage: &Stage, bound: &HashMap<&str, Value>) -> Stage {
     match stage {
-        Stage::Layer { call, label } => Stage::Layer {
-            call: substitute_call(call, bound),
-            label: label.clone(),
-        },
+        Stage::Layer { call, label } => Stage::Layer { call: substitute_call(call, bound), label: label.clone() },
         Stage::Repeat { count, body, span } => Stage::Repeat {
             count: count.clone(),
             body: body.iter().map(|s| substitute_stage(s, bound)).collect(),
@@ -719,11 +647,7 @@ fn substitute_call(call: &Call, bound: &HashMap<&str, Value>) -> Call {
     let args = call
         .args
         .iter()
-        .map(|a| ast::Arg {
-            key: a.key.clone(),
-            value: substitute_value(&a.value, bound),
-            span: a.span,
-        })
+        .map(|a| ast::Arg { key: a.key.clone(), value: substitute_value(&a.value, bound), span: a.span })
         .collect();
     Call { args, ..call.clone() }
 }

@@ -68,56 +68,19 @@ pub enum Weights {
 /// A layer with its hyperparameters resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Layer {
-    Dense {
-        units: usize,
-        bias: bool,
-        weights: Weights,
-    },
-    Conv2d {
-        filters: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        bias: bool,
-    },
-    MaxPool {
-        kernel: usize,
-        stride: usize,
-    },
-    AvgPool {
-        kernel: usize,
-        stride: usize,
-    },
+    Dense { units: usize, bias: bool, weights: Weights },
+    Conv2d { filters: usize, kernel: usize, stride: usize, padding: usize, bias: bool },
+    MaxPool { kernel: usize, stride: usize },
+    AvgPool { kernel: usize, stride: usize },
     Flatten,
-    Reshape {
-        shape: Shape,
-    },
-    Dropout {
-        p: f64,
-    },
-    BatchNorm {
-        momentum: f64,
-        eps: f64,
-    },
-    Maxout {
-        units: usize,
-        pieces: usize,
-    },
-    Rnn {
-        hidden: usize,
-        sequences: bool,
-    },
-    Lstm {
-        hidden: usize,
-        sequences: bool,
-    },
-    Embedding {
-        vocab: usize,
-        dim: usize,
-    },
-    Rbm {
-        hidden: usize,
-    },
+    Reshape { shape: Shape },
+    Dropout { p: f64 },
+    BatchNorm { momentum: f64, eps: f64 },
+    Maxout { units: usize, pieces: usize },
+    Rnn { hidden: usize, sequences: bool },
+    Lstm { hidden: usize, sequences: bool },
+    Embedding { vocab: usize, dim: usize },
+    Rbm { hidden: usize },
     Activation(Activation),
     Add,
 }
@@ -246,18 +209,9 @@ pub enum DataSource {
     /// A data set compiled into nnc: `builtin("digits")`.
     Builtin { name: String },
     /// `csv("train.csv", test = "test.csv", target = "label")`
-    Csv {
-        train: String,
-        test: Option<String>,
-        target: Option<String>,
-    },
+    Csv { train: String, test: Option<String>, target: Option<String> },
     /// `idx("images", "labels", test_images = …, test_labels = …)`
-    Idx {
-        images: String,
-        labels: String,
-        test_images: Option<String>,
-        test_labels: Option<String>,
-    },
+    Idx { images: String, labels: String, test_images: Option<String>, test_labels: Option<String> },
 }
 
 /// Input preprocessing applied by the data loader.

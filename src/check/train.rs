@@ -43,11 +43,7 @@ const SCHEDULES: &[(&str, &[&str], &[&str])] = &[
 const SOURCES: &[(&str, &[&str], &[&str])] = &[
     ("builtin", &["name"], &["name"]),
     ("csv", &["train", "test", "target"], &["train"]),
-    (
-        "idx",
-        &["images", "labels", "test_images", "test_labels"],
-        &["images", "labels"],
-    ),
+    ("idx", &["images", "labels", "test_images", "test_labels"], &["images", "labels"]),
 ];
 
 /// Built-in data sets, compiled into the binary.
@@ -62,18 +58,11 @@ pub fn check_train(blocks: &[TrainBlock], diags: &mut Vec<Diag>) -> TrainConfig 
     }
     // The settings read like keyword arguments of a call named `train`.
     let call = Call {
-        name: Ident {
-            name: "train".into(),
-            span: block.span,
-        },
+        name: Ident { name: "train".into(), span: block.span },
         args: block
             .settings
             .iter()
-            .map(|s| Arg {
-                key: Some(s.key.clone()),
-                value: s.value.clone(),
-                span: s.span,
-            })
+            .map(|s| Arg { key: Some(s.key.clone()), value: s.value.clone(), span: s.span })
             .collect(),
         parens: true,
         span: block.span,
@@ -99,6 +88,10 @@ pub fn check_train(blocks: &[TrainBlock], diags: &mut Vec<Diag>) -> TrainConfig 
     }
     config.batch = match args.value("batch") {
         Some(Value::Name(id)) if id.name == "full" => Batch::Full,
+        Some(v @ Value::Name(_)) => {
+            diags.push(messages::wrong_type(v, "batch", "a whole number or `full`"));
+            config.batch
+        }
         Some(_) => Batch::Size(args.int("batch", 32, 1, diags)),
         None => config.batch,
     };
@@ -149,22 +142,13 @@ fn named_call<'a>(
                 }
                 None => {
                     let suggestion = did_you_mean(&id.name, catalogue.iter().map(|(n, _, _)| *n));
-                    diags.push(messages::unknown_choice(
-                        id,
-                        setting,
-                        catalogue.iter().map(|(n, _, _)| *n),
-                        suggestion,
-                    ));
+                    diags.push(messages::unknown_choice(id, setting, catalogue.iter().map(|(n, _, _)| *n), suggestion));
                     None
                 }
             };
         }
         other => {
-            diags.push(messages::wrong_type(
-                other,
-                setting,
-                "a name or a call like `sgd(lr = 0.1)`",
-            ));
+            diags.push(messages::wrong_type(other, setting, "a name or a call like `sgd(lr = 0.1)`"));
             return None;
         }
     };
@@ -172,12 +156,7 @@ fn named_call<'a>(
         Some((name, params, required)) => Some((name, Args::match_call(call, params, required, diags))),
         None => {
             let suggestion = did_you_mean(&call.name.name, catalogue.iter().map(|(n, _, _)| *n));
-            diags.push(messages::unknown_choice(
-                &call.name,
-                setting,
-                catalogue.iter().map(|(n, _, _)| *n),
-                suggestion,
-            ));
+            diags.push(messages::unknown_choice(&call.name, setting, catalogue.iter().map(|(n, _, _)| *n), suggestion));
             None
         }
     }
@@ -194,19 +173,13 @@ fn optimizer(value: &Value, diags: &mut Vec<Diag>) -> Option<(Optimizer, Option<
             let momentum = args.float("momentum", 0.0, Bound::UnitOpen, diags);
             let nesterov = args.bool("nesterov", false, diags);
             match (momentum > 0.0, nesterov) {
-                (_, true) => Optimizer::Nesterov {
-                    momentum: if momentum > 0.0 { momentum } else { 0.9 },
-                },
+                (_, true) => Optimizer::Nesterov { momentum: if momentum > 0.0 { momentum } else { 0.9 } },
                 (true, false) => Optimizer::Momentum { momentum },
                 (false, false) => Optimizer::Sgd,
             }
         }
-        "momentum" => Optimizer::Momentum {
-            momentum: args.float("momentum", 0.9, Bound::UnitOpen, diags),
-        },
-        "nesterov" => Optimizer::Nesterov {
-            momentum: args.float("momentum", 0.9, Bound::UnitOpen, diags),
-        },
+        "momentum" => Optimizer::Momentum { momentum: args.float("momentum", 0.9, Bound::UnitOpen, diags) },
+        "nesterov" => Optimizer::Nesterov { momentum: args.float("momentum", 0.9, Bound::UnitOpen, diags) },
         "adam" => Optimizer::Adam {
             beta1: args.float("beta1", 0.9, Bound::UnitOpen, diags),
             beta2: args.float("beta2", 0.999, Bound::UnitOpen, diags),
@@ -217,9 +190,7 @@ fn optimizer(value: &Value, diags: &mut Vec<Diag>) -> Option<(Optimizer, Option<
             cooling: args.float("cooling", 0.95, Bound::UnitExclusive, diags),
             scale: args.float("scale", 0.1, Bound::Positive, diags),
         },
-        _ => Optimizer::ContrastiveDivergence {
-            k: args.int("k", 1, 1, diags),
-        },
+        _ => Optimizer::ContrastiveDivergence { k: args.int("k", 1, 1, diags) },
     };
     let lr = match (&optimizer, lr) {
         (Optimizer::Adam { .. }, None) => Some(0.001),
@@ -236,12 +207,8 @@ fn schedule(value: &Value, diags: &mut Vec<Diag>) -> Option<Schedule> {
             every: args.int("every", 1, 1, diags),
             gamma: args.float("gamma", 0.1, Bound::UnitExclusive, diags),
         },
-        "exponential" => Schedule::Exponential {
-            gamma: args.float("gamma", 0.95, Bound::UnitExclusive, diags),
-        },
-        _ => Schedule::Cosine {
-            min_lr: args.float("min_lr", 0.0, Bound::NonNegative, diags),
-        },
+        "exponential" => Schedule::Exponential { gamma: args.float("gamma", 0.95, Bound::UnitExclusive, diags) },
+        _ => Schedule::Cosine { min_lr: args.float("min_lr", 0.0, Bound::NonNegative, diags) },
     })
 }
 

@@ -17,11 +17,7 @@ use crate::summary;
 mod train;
 
 #[derive(Parser)]
-#[command(
-    name = "nnc",
-    version,
-    about = "Compile, check and train neural networks written in the .nn language"
-)]
+#[command(name = "nnc", version, about = "Compile, check and train neural networks written in the .nn language")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -116,28 +112,14 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
     match cli.command {
-        Command::Check {
-            file,
-            format,
-            emit,
-            batch,
-        } => check(&file, format, emit, batch.max(1)),
+        Command::Check { file, format, emit, batch } => check(&file, format, emit, batch.max(1)),
         Command::Summary { file, model, json } => summary(&file, model.as_deref(), json),
         Command::Train(args) => train::run(&args),
-        Command::Gradcheck {
-            file,
-            model,
-            tolerance,
-            seed,
-        } => gradcheck(&file, model.as_deref(), tolerance, seed),
+        Command::Gradcheck { file, model, tolerance, seed } => gradcheck(&file, model.as_deref(), tolerance, seed),
     }
 }
 
@@ -152,10 +134,7 @@ fn load(file: &Path, format: Format) -> Result<Checked, ExitCode> {
         Format::Human => {
             if !checked.diags.is_empty() {
                 let color = std::io::stderr().is_terminal();
-                eprint!(
-                    "{}",
-                    diag::render(&checked.diags, &checked.file_name, &checked.source, color, 100)
-                );
+                eprint!("{}", diag::render(&checked.diags, &checked.file_name, &checked.source, color, 100));
             }
         }
     }
@@ -173,11 +152,7 @@ fn check(file: &Path, format: Format, emit: Option<Emit>, batch: usize) -> ExitC
             if let Format::Human = format {
                 let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
                 let warnings = checked.diags.len();
-                eprintln!(
-                    "{}: ok ({}; {warnings} warning(s))",
-                    checked.file_name,
-                    names.join(", ")
-                );
+                eprintln!("{}: ok ({}; {warnings} warning(s))", checked.file_name, names.join(", "));
             }
             ExitCode::SUCCESS
         }
@@ -192,12 +167,7 @@ fn select<'a>(checked: &'a Checked, name: Option<&str>) -> Result<&'a CheckedMod
     };
     found.ok_or_else(|| {
         let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
-        eprintln!(
-            "error: no model `{}` in {} (it has: {})",
-            name.unwrap_or(""),
-            checked.file_name,
-            names.join(", ")
-        );
+        eprintln!("error: no model `{}` in {} (it has: {})", name.unwrap_or(""), checked.file_name, names.join(", "));
         ExitCode::from(2)
     })
 }
@@ -233,10 +203,7 @@ pub(crate) fn load_model(file: &Path, model: Option<&str>) -> Result<(Checked, u
 
 pub(crate) fn report_diag(checked: &Checked, d: &crate::diag::Diag) {
     let color = std::io::stderr().is_terminal();
-    eprint!(
-        "{}",
-        diag::render(std::slice::from_ref(d), &checked.file_name, &checked.source, color, 100)
-    );
+    eprint!("{}", diag::render(std::slice::from_ref(d), &checked.file_name, &checked.source, color, 100));
 }
 
 fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> ExitCode {
@@ -253,10 +220,7 @@ fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> Exi
         }
     };
     let mut ok = true;
-    println!(
-        "{:<24} {:>10} {:>14} {:>14}",
-        "parameter", "checked", "max rel err", "max abs err"
-    );
+    println!("{:<24} {:>10} {:>14} {:>14}", "parameter", "checked", "max rel err", "max abs err");
     for r in &reports {
         let pass = r.worst_relative_error <= tolerance;
         ok &= pass;

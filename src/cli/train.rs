@@ -77,9 +77,7 @@ pub fn run(args: &TrainArgs) -> ExitCode {
             model.name,
             splits.description,
             train.rows,
-            validation
-                .as_ref()
-                .map_or(String::new(), |v| format!(", {} validation", v.rows)),
+            validation.as_ref().map_or(String::new(), |v| format!(", {} validation", v.rows)),
             test.as_ref().map_or(String::new(), |t| format!(", {} test", t.rows)),
             config.epochs
         );
@@ -87,12 +85,12 @@ pub fn run(args: &TrainArgs) -> ExitCode {
     let started = Instant::now();
     let quiet = args.quiet;
     let width = config.epochs.to_string().len();
-    let history = trainer.fit(&train, validation.as_ref(), |r| {
+    let history = trainer.fit(&train, validation.as_ref(), test.as_ref(), |r| {
         if !quiet {
-            let val = r
-                .validation
-                .as_ref()
-                .map_or(String::new(), |m| format!("  validation {}", m.to_text()));
+            let split = |name: &str, m: &Option<Metrics>| {
+                m.as_ref().map_or(String::new(), |m| format!("  {name} {}", m.to_text()))
+            };
+            let val = split("validation", &r.validation) + &split("test", &r.test);
             println!(
                 "epoch {:>w$}/{}  train loss {:.4}{val}  lr {:.3e}  ({:.1} s)",
                 r.epoch,
@@ -125,12 +123,7 @@ pub fn run(args: &TrainArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!(
-        "{split}: {}  ({} rows, {:.1} s)",
-        metrics.to_text(),
-        metrics.rows,
-        started.elapsed().as_secs_f64()
-    );
+    println!("{split}: {}  ({} rows, {:.1} s)", metrics.to_text(), metrics.rows, started.elapsed().as_secs_f64());
     if let Some(path) = &args.metrics_json
         && let Err(code) = write_metrics(path, model, &splits.description, &history, split, &metrics)
     {
@@ -152,12 +145,7 @@ fn write_metrics(
         data,
         epochs: history,
         final_split: split,
-        final_metrics: FinalMetrics {
-            test_loss: m.loss,
-            test_accuracy: m.accuracy,
-            test_rmse: m.rmse,
-            test_r2: m.r2,
-        },
+        final_metrics: FinalMetrics { test_loss: m.loss, test_accuracy: m.accuracy, test_rmse: m.rmse, test_r2: m.r2 },
     };
     let json = serde_json::to_string_pretty(&file).unwrap_or_default();
     crate::io::write_atomic(path, json.as_bytes()).map_err(|e| {
@@ -215,14 +203,7 @@ fn load_data(args: &TrainArgs, checked: &Checked, model: &CheckedModel) -> Resul
 fn data_diag(e: &DataError, model: &CheckedModel, spec: &RowSpec) -> Diag {
     let (span, expected): (Span, String) = if e.about_input || model.targets.is_empty() {
         let input = &model.inputs[0];
-        (
-            input.span,
-            format!(
-                "the model expects {} {} values per row",
-                spec.features,
-                data::input_kind_name(model)
-            ),
-        )
+        (input.span, format!("the model expects {} {} values per row", spec.features, data::input_kind_name(model)))
     } else {
         let target = &model.targets[0];
         (target.span, "the data's targets must fit this declaration".to_string())

@@ -8,12 +8,7 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
         .map_err(|_| DataError::new(name, None, "the file is not UTF-8 text", "save it as plain UTF-8 CSV"))?;
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {
-        return Err(DataError::new(
-            name,
-            None,
-            "the file is empty",
-            "a CSV needs a header row and one row per sample",
-        ));
+        return Err(DataError::new(name, None, "the file is empty", "a CSV needs a header row and one row per sample"));
     };
     let columns: Vec<&str> = header.split(',').map(str::trim).collect();
     let target_width = spec.target_width();
@@ -44,11 +39,7 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
                 "the file has {feature_count} feature column(s) but the model's input has {} values",
                 spec.features
             ),
-            format!(
-                "{} column(s) in the header, of which {} target column(s)",
-                columns.len(),
-                target_columns.len()
-            ),
+            format!("{} column(s) in the header, of which {} target column(s)", columns.len(), target_columns.len()),
         ));
     }
     let mut x = Vec::new();
@@ -100,18 +91,7 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
         rows += 1;
     }
     if rows == 0 {
-        return Err(DataError::new(
-            name,
-            None,
-            "the file has a header but no rows",
-            "add one row per sample",
-        ));
+        return Err(DataError::new(name, None, "the file has a header but no rows", "add one row per sample"));
     }
-    Ok(Dataset {
-        rows,
-        width: spec.features,
-        x,
-        target_width,
-        y,
-    })
+    Ok(Dataset { rows, width: spec.features, x, target_width, y })
 }

@@ -16,10 +16,7 @@ fn parse(bytes: &[u8], name: &str) -> Result<Idx, DataError> {
         return Err(bad("the file does not start with an IDX header".into()));
     }
     if bytes[2] != 0x08 {
-        return Err(bad(format!(
-            "element type 0x{:02x} is not unsigned bytes (0x08)",
-            bytes[2]
-        )));
+        return Err(bad(format!("element type 0x{:02x} is not unsigned bytes (0x08)", bytes[2])));
     }
     let rank = bytes[3] as usize;
     let header = 4 + 4 * rank;
@@ -29,21 +26,13 @@ fn parse(bytes: &[u8], name: &str) -> Result<Idx, DataError> {
     let dims: Vec<usize> = (0..rank)
         .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
         .collect();
-    let expected = dims
-        .iter()
-        .try_fold(1usize, |a, d| a.checked_mul(*d))
-        .ok_or_else(|| bad("the dimensions overflow".into()))?;
+    let expected =
+        dims.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).ok_or_else(|| bad("the dimensions overflow".into()))?;
     let data = &bytes[header..];
     if data.len() != expected {
-        return Err(bad(format!(
-            "the header promises {expected} bytes of data but the file has {}",
-            data.len()
-        )));
+        return Err(bad(format!("the header promises {expected} bytes of data but the file has {}", data.len())));
     }
-    Ok(Idx {
-        dims,
-        data: data.to_vec(),
-    })
+    Ok(Idx { dims, data: data.to_vec() })
 }
 
 pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset, DataError> {
@@ -57,11 +46,7 @@ pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset
         return Err(DataError::new(
             &iname,
             None,
-            format!(
-                "the images are {} = {size} values, the model's input has {}",
-                dims.join("×"),
-                spec.features
-            ),
+            format!("the images are {} = {size} values, the model's input has {}", dims.join("×"), spec.features),
             "declare the input with the images' size, or use the matching files",
         ));
     }
@@ -78,13 +63,7 @@ pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset
         if spec.target_width() == 0 {
             // An autoencoder reads the images only.
             let x = img.data.iter().map(|&b| f32::from(b)).collect();
-            return Ok(Dataset {
-                rows: count,
-                width: size,
-                x,
-                target_width: 0,
-                y: vec![],
-            });
+            return Ok(Dataset { rows: count, width: size, x, target_width: 0, y: vec![] });
         }
         return Err(DataError::new(
             &lname,

@@ -37,13 +37,7 @@ impl Dataset {
             x.extend_from_slice(&self.x[i * self.width..(i + 1) * self.width]);
             y.extend_from_slice(&self.y[i * self.target_width..(i + 1) * self.target_width]);
         }
-        Dataset {
-            rows: indices.len(),
-            width: self.width,
-            x,
-            target_width: self.target_width,
-            y,
-        }
+        Dataset { rows: indices.len(), width: self.width, x, target_width: self.target_width, y }
     }
 }
 
@@ -61,13 +55,7 @@ pub struct DataError {
 
 impl DataError {
     pub fn new(file: &str, line: Option<usize>, message: impl Into<String>, help: impl Into<String>) -> Self {
-        DataError {
-            file: file.to_string(),
-            line,
-            message: message.into(),
-            help: help.into(),
-            about_input: true,
-        }
+        DataError { file: file.to_string(), line, message: message.into(), help: help.into(), about_input: true }
     }
 
     fn about_target(mut self) -> Self {
@@ -180,11 +168,7 @@ pub fn load(source: &DataSource, base: &Path, spec: &RowSpec) -> Result<Splits, 
             let label = format!("builtin:{name}");
             let train = parse_csv(&gunzip(train, &label)?, &format!("{label}/train"), spec, None)?;
             let test = parse_csv(&gunzip(test, &label)?, &format!("{label}/test"), spec, None)?;
-            Ok(Splits {
-                train,
-                test: Some(test),
-                description: label,
-            })
+            Ok(Splits { train, test: Some(test), description: label })
         }
         DataSource::Csv { train, test, target } => {
             let train_path = resolve(train);
@@ -193,28 +177,15 @@ pub fn load(source: &DataSource, base: &Path, spec: &RowSpec) -> Result<Splits, 
                 Some(t) => Some(load_csv(&resolve(t), spec, target.as_deref())?),
                 None => None,
             };
-            Ok(Splits {
-                train: train_set,
-                test: test_set,
-                description: train_path.display().to_string(),
-            })
+            Ok(Splits { train: train_set, test: test_set, description: train_path.display().to_string() })
         }
-        DataSource::Idx {
-            images,
-            labels,
-            test_images,
-            test_labels,
-        } => {
+        DataSource::Idx { images, labels, test_images, test_labels } => {
             let train = idx::load_pair(&resolve(images), &resolve(labels), spec)?;
             let test = match (test_images, test_labels) {
                 (Some(i), Some(l)) => Some(idx::load_pair(&resolve(i), &resolve(l), spec)?),
                 _ => None,
             };
-            Ok(Splits {
-                train,
-                test,
-                description: resolve(images).display().to_string(),
-            })
+            Ok(Splits { train, test, description: resolve(images).display().to_string() })
         }
     }
 }
@@ -238,22 +209,13 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
 }
 
 fn maybe_gunzip(bytes: Vec<u8>, name: &str) -> Result<Vec<u8>, DataError> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        gunzip(&bytes, name)
-    } else {
-        Ok(bytes)
-    }
+    if bytes.starts_with(&[0x1f, 0x8b]) { gunzip(&bytes, name) } else { Ok(bytes) }
 }
 
 fn gunzip(bytes: &[u8], name: &str) -> Result<Vec<u8>, DataError> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).map_err(|e| {
-        DataError::new(
-            name,
-            None,
-            format!("cannot decompress: {e}"),
-            "the file is not valid gzip; is it truncated?",
-        )
+        DataError::new(name, None, format!("cannot decompress: {e}"), "the file is not valid gzip; is it truncated?")
     })?;
     Ok(out)
 }
@@ -300,14 +262,8 @@ impl Scaler {
                         sq[j] += (f64::from(v) - mean[j]).powi(2) / n;
                     }
                 }
-                let std = sq
-                    .iter()
-                    .map(|v| if v.sqrt() > 1e-12 { v.sqrt() as f32 } else { 1.0 })
-                    .collect();
-                Scaler::Standardize {
-                    mean: mean.into_iter().map(|m| m as f32).collect(),
-                    std,
-                }
+                let std = sq.iter().map(|v| if v.sqrt() > 1e-12 { v.sqrt() as f32 } else { 1.0 }).collect();
+                Scaler::Standardize { mean: mean.into_iter().map(|m| m as f32).collect(), std }
             }
         }
     }

@@ -28,18 +28,9 @@ pub fn syntax(span: Span, found: &str, expected: &[String]) -> Diag {
         1 => expected[0].clone(),
         n => format!("{} or {}", expected[..n - 1].join(", "), expected[n - 1]),
     };
-    let found = if found.is_empty() {
-        "the end of the file".to_string()
-    } else {
-        format!("`{found}`")
-    };
-    Diag::error(
-        "nnc::syntax::unexpected",
-        format!("unexpected {found}"),
-        span,
-        format!("expected {expected}"),
-    )
-    .with_help("check for a missing `|>`, bracket or `=` just before this point")
+    let found = if found.is_empty() { "the end of the file".to_string() } else { format!("`{found}`") };
+    Diag::error("nnc::syntax::unexpected", format!("unexpected {found}"), span, format!("expected {expected}"))
+        .with_help("check for a missing `|>`, bracket or `=` just before this point")
 }
 
 pub fn nesting_too_deep(span: Span, max: usize) -> Diag {
@@ -55,13 +46,8 @@ pub fn nesting_too_deep(span: Span, max: usize) -> Diag {
 // ---- names -------------------------------------------------------------------
 
 pub fn no_model() -> Diag {
-    Diag::error(
-        "nnc::model::empty",
-        "the file defines no model",
-        Span::default(),
-        "expected `model NAME { … }`",
-    )
-    .with_help("start with `model my_net { input x: [4] … }`")
+    Diag::error("nnc::model::empty", "the file defines no model", Span::default(), "expected `model NAME { … }`")
+        .with_help("start with `model my_net { input x: [4] … }`")
 }
 
 pub fn duplicate_name(name: &Ident, first: Span, what: &str) -> Diag {
@@ -80,13 +66,8 @@ pub fn undefined_value(name: &Ident, suggestion: Option<&str>) -> Diag {
         Some(s) => format!("did you mean `{s}`?"),
         None => "declare it with `input`/`target`, or name a pipeline's result with `=> name`".into(),
     };
-    Diag::error(
-        "nnc::name::undefined",
-        format!("`{}` is not defined", name.name),
-        name.span,
-        "no value has this name",
-    )
-    .with_help(help)
+    Diag::error("nnc::name::undefined", format!("`{}` is not defined", name.name), name.span, "no value has this name")
+        .with_help(help)
 }
 
 pub fn undefined_label(name: &Ident, suggestion: Option<&str>) -> Diag {
@@ -118,16 +99,9 @@ pub fn unknown_layer(name: &Ident, suggestion: Option<&str>) -> Diag {
 }
 
 pub fn unknown_loss(name: &Ident, suggestion: Option<&str>) -> Diag {
-    Diag::error(
-        "nnc::name::unknown_loss",
-        format!("unknown loss `{}`", name.name),
-        name.span,
-        "not a loss",
+    Diag::error("nnc::name::unknown_loss", format!("unknown loss `{}`", name.name), name.span, "not a loss").with_help(
+        suggestion.map_or("losses are `mse`, `cross_entropy` and `binary_cross_entropy`".into(), |s| maybe(Some(s))),
     )
-    .with_help(suggestion.map_or(
-        "losses are `mse`, `cross_entropy` and `binary_cross_entropy`".into(),
-        |s| maybe(Some(s)),
-    ))
 }
 
 pub fn unknown_choice<'a>(
@@ -188,13 +162,8 @@ pub fn unknown_argument(key: &Ident, callee: &str, params: &[&str], suggestion: 
         None if params.is_empty() => format!("`{callee}` takes no arguments"),
         None => format!("`{callee}` takes {}", list(params)),
     };
-    Diag::error(
-        "nnc::arg::unknown",
-        format!("`{callee}` has no argument `{}`", key.name),
-        key.span,
-        "unknown argument",
-    )
-    .with_help(help)
+    Diag::error("nnc::arg::unknown", format!("`{callee}` has no argument `{}`", key.name), key.span, "unknown argument")
+        .with_help(help)
 }
 
 pub fn too_many_arguments(span: Span, callee: &str, params: &[&str]) -> Diag {
@@ -213,33 +182,15 @@ pub fn too_many_arguments(span: Span, callee: &str, params: &[&str]) -> Diag {
 }
 
 pub fn duplicate_argument(span: Span, first: Span, name: &str) -> Diag {
-    let d = Diag::error(
-        "nnc::arg::duplicate",
-        format!("argument `{name}` is given twice"),
-        span,
-        "given again here",
-    )
-    .with_help("remove one of them");
-    if first == span {
-        d
-    } else {
-        d.with_note(first, "first given here")
-    }
+    let d = Diag::error("nnc::arg::duplicate", format!("argument `{name}` is given twice"), span, "given again here")
+        .with_help("remove one of them");
+    if first == span { d } else { d.with_note(first, "first given here") }
 }
 
 pub fn missing_argument(callee: &Ident, span: Span, name: &str, params: &[&str]) -> Diag {
-    let example = if params.first() == Some(&name) {
-        format!("{}(…)", callee.name)
-    } else {
-        format!("{name} = …")
-    };
-    Diag::error(
-        "nnc::arg::missing",
-        format!("`{}` needs `{name}`", callee.name),
-        span,
-        format!("`{name}` is missing"),
-    )
-    .with_help(format!("add it, e.g. `{example}`"))
+    let example = if params.first() == Some(&name) { format!("{}(…)", callee.name) } else { format!("{name} = …") };
+    Diag::error("nnc::arg::missing", format!("`{}` needs `{name}`", callee.name), span, format!("`{name}` is missing"))
+        .with_help(format!("add it, e.g. `{example}`"))
 }
 
 pub fn wrong_type(value: &Value, name: &str, expected: &str) -> Diag {
@@ -276,15 +227,9 @@ pub fn out_of_range(n: &Number, name: &str, expected: &str) -> Diag {
 pub fn int_out_of_range(n: &Number, name: &str, min: usize) -> Diag {
     let too_large = n.value > crate::check::args::MAX_INT;
     let (label, help) = if too_large {
-        (
-            "a whole number up to 1,000,000,000".to_string(),
-            format!("`{name}` is far too large; check it for a typo"),
-        )
+        ("a whole number up to 1,000,000,000".to_string(), format!("`{name}` is far too large; check it for a typo"))
     } else if min > 0 {
-        (
-            format!("a whole number ≥ {min}"),
-            format!("`{name}` must be at least {min}"),
-        )
+        (format!("a whole number ≥ {min}"), format!("`{name}` must be at least {min}"))
     } else {
         ("a whole number ≥ 0".to_string(), format!("`{name}` cannot be negative"))
     };
@@ -298,13 +243,8 @@ pub fn int_out_of_range(n: &Number, name: &str, min: usize) -> Diag {
 }
 
 pub fn lr_twice(span: Span) -> Diag {
-    Diag::error(
-        "nnc::train::lr_twice",
-        "the learning rate is given twice",
-        span,
-        "also given in the optimizer",
-    )
-    .with_help("keep either `lr = …` or the optimizer's `lr` argument")
+    Diag::error("nnc::train::lr_twice", "the learning rate is given twice", span, "also given in the optimizer")
+        .with_help("keep either `lr = …` or the optimizer's `lr` argument")
 }
 
 pub fn scale_and_standardize(span: Span) -> Diag {
@@ -318,14 +258,9 @@ pub fn scale_and_standardize(span: Span) -> Diag {
 }
 
 pub fn duplicate_train(span: Span, first: Span) -> Diag {
-    Diag::error(
-        "nnc::train::duplicate",
-        "a model has one `train` block",
-        span,
-        "second `train` block",
-    )
-    .with_note(first, "first `train` block")
-    .with_help("merge the settings into one block")
+    Diag::error("nnc::train::duplicate", "a model has one `train` block", span, "second `train` block")
+        .with_note(first, "first `train` block")
+        .with_help("merge the settings into one block")
 }
 
 pub fn block_argument(span: Span, block: &Ident, params: &[&str]) -> Diag {
@@ -383,44 +318,24 @@ pub fn no_input(model: &Ident) -> Diag {
 }
 
 pub fn missing_loss(model: &Ident) -> Diag {
-    Diag::error(
-        "nnc::model::no_loss",
-        format!("model `{}` has no loss", model.name),
-        model.span,
-        "nothing to minimise",
-    )
-    .with_help("add e.g. `loss = cross_entropy(logits, label)`")
+    Diag::error("nnc::model::no_loss", format!("model `{}` has no loss", model.name), model.span, "nothing to minimise")
+        .with_help("add e.g. `loss = cross_entropy(logits, label)`")
 }
 
 pub fn duplicate_loss(span: Span, first: Span) -> Diag {
-    Diag::error(
-        "nnc::model::duplicate_loss",
-        "a model has one loss",
-        span,
-        "second loss",
-    )
-    .with_note(first, "first loss")
-    .with_help("combine them into one model, or keep one")
+    Diag::error("nnc::model::duplicate_loss", "a model has one loss", span, "second loss")
+        .with_note(first, "first loss")
+        .with_help("combine them into one model, or keep one")
 }
 
 pub fn input_is_class(kind: &Ident) -> Diag {
-    Diag::error(
-        "nnc::model::input_type",
-        "an input cannot be a class label",
-        kind.span,
-        "`class(K)` is for targets",
-    )
-    .with_help("declare class labels with `target`, or feed token ids as `tokens[T]`")
+    Diag::error("nnc::model::input_type", "an input cannot be a class label", kind.span, "`class(K)` is for targets")
+        .with_help("declare class labels with `target`, or feed token ids as `tokens[T]`")
 }
 
 pub fn class_needs_count(span: Span) -> Diag {
-    Diag::error(
-        "nnc::model::target_type",
-        "a class target needs its number of classes",
-        span,
-        "expected `class(K)`",
-    )
-    .with_help("write e.g. `target digit: class(10)`")
+    Diag::error("nnc::model::target_type", "a class target needs its number of classes", span, "expected `class(K)`")
+        .with_help("write e.g. `target digit: class(10)`")
 }
 
 pub fn seq_rank(span: Span, rank: usize) -> Diag {
@@ -444,23 +359,13 @@ pub fn tokens_rank(span: Span, rank: usize) -> Diag {
 }
 
 pub fn shape_too_large(span: Span) -> Diag {
-    Diag::error(
-        "nnc::shape::too_large",
-        "this shape has more than a billion elements per sample",
-        span,
-        "too large",
-    )
-    .with_help("check the dimensions for a typo")
+    Diag::error("nnc::shape::too_large", "this shape has more than a billion elements per sample", span, "too large")
+        .with_help("check the dimensions for a typo")
 }
 
 pub fn too_many_layers(span: Span, max: usize) -> Diag {
-    Diag::error(
-        "nnc::model::too_large",
-        format!("this expands to more than {max} layers"),
-        span,
-        "expanded here",
-    )
-    .with_help("check the `repeat` counts")
+    Diag::error("nnc::model::too_large", format!("this expands to more than {max} layers"), span, "expanded here")
+        .with_help("check the `repeat` counts")
 }
 
 pub fn bad_source(call: &Call, is_layer: bool) -> Diag {
@@ -479,13 +384,8 @@ pub fn bad_source(call: &Call, is_layer: bool) -> Diag {
 }
 
 pub fn pipeline_does_nothing(span: Span) -> Diag {
-    Diag::warning(
-        "nnc::lint::no_effect",
-        "this statement has no effect",
-        span,
-        "nothing is computed or named",
-    )
-    .with_help("remove it, or pipe it into layers")
+    Diag::warning("nnc::lint::no_effect", "this statement has no effect", span, "nothing is computed or named")
+        .with_help("remove it, or pipe it into layers")
 }
 
 pub fn unnamed_result(span: Span) -> Diag {
@@ -499,13 +399,8 @@ pub fn unnamed_result(span: Span) -> Diag {
 }
 
 pub fn unused(span: Span, name: &str, what: &str) -> Diag {
-    Diag::warning(
-        "nnc::lint::unused",
-        format!("{what} `{name}` is never used"),
-        span,
-        "defined but never used",
-    )
-    .with_help("use it in a pipeline or the loss, or remove it")
+    Diag::warning("nnc::lint::unused", format!("{what} `{name}` is never used"), span, "defined but never used")
+        .with_help("use it in a pipeline or the loss, or remove it")
 }
 
 // ---- shapes ----------------------------------------------------------------------
@@ -545,10 +440,7 @@ pub fn kernel_too_large(call: &Call, input: &Incoming, kernel: usize, size: usiz
         "nnc::shape::kernel",
         format!("`{}` kernel is larger than its input", call.name.name),
         call.span,
-        format!(
-            "kernel {kernel} does not fit in {size} + 2·{padding} = {}",
-            size + 2 * padding
-        ),
+        format!("kernel {kernel} does not fit in {size} + 2·{padding} = {}", size + 2 * padding),
     )
     .with_note(input.producer, format!("this produces {}", derived(input)))
     .with_help(format!("use a kernel of at most {} or add padding", size + 2 * padding))
@@ -615,10 +507,7 @@ pub fn tied_shape(span: Span, label: &Ident, t_in: usize, t_units: usize, fan_in
         "nnc::shape::tied",
         format!("tied weights need the transpose of `{}`", label.name),
         span,
-        format!(
-            "this layer maps {fan_in} → {units}, `{}` maps {t_in} → {t_units}",
-            label.name
-        ),
+        format!("this layer maps {fan_in} → {units}, `{}` maps {t_in} → {t_units}", label.name),
     )
     .with_note(label.span, "tied to this layer")
     .with_help(format!("a tied layer must map {t_units} → {t_in}"))
@@ -629,10 +518,7 @@ pub fn shared_shape(span: Span, label: &Ident, t_in: usize, t_units: usize, fan_
         "nnc::shape::shared",
         format!("shared weights need the same shape as `{}`", label.name),
         span,
-        format!(
-            "this layer maps {fan_in} → {units}, `{}` maps {t_in} → {t_units}",
-            label.name
-        ),
+        format!("this layer maps {fan_in} → {units}, `{}` maps {t_in} → {t_units}", label.name),
     )
     .with_note(label.span, "shares this layer's weights")
     .with_help(format!("a shared layer must map {t_in} → {t_units}"))
@@ -655,16 +541,9 @@ pub fn loss_shape(pred: &Ident, pred_info: &Incoming, target: &Ident, target_sha
         "nnc::loss::shape",
         "the prediction and the target have different shapes",
         pred.span,
-        format!(
-            "prediction is {}, target needs {} {what}",
-            shape_text(&pred_info.shape),
-            shape_text(target_shape)
-        ),
+        format!("prediction is {}, target needs {} {what}", shape_text(&pred_info.shape), shape_text(target_shape)),
     )
-    .with_note(
-        pred_info.producer,
-        format!("prediction produced here: {}", derived(pred_info)),
-    )
+    .with_note(pred_info.producer, format!("prediction produced here: {}", derived(pred_info)))
     .with_note(target.span, format!("target {}", shape_text(target_shape)))
     .with_help(format!("make the last layer produce {}", shape_text(target_shape)))
 }
@@ -705,14 +584,9 @@ pub fn rbm_without_cd(span: Span) -> Diag {
 }
 
 pub fn double_softmax(softmax: Span, loss: Span) -> Diag {
-    Diag::warning(
-        "nnc::lint::double_softmax",
-        "softmax is applied twice",
-        softmax,
-        "this softmax",
-    )
-    .with_note(loss, "cross_entropy applies softmax itself")
-    .with_help("remove `softmax` and feed the raw scores to cross_entropy")
+    Diag::warning("nnc::lint::double_softmax", "softmax is applied twice", softmax, "this softmax")
+        .with_note(loss, "cross_entropy applies softmax itself")
+        .with_help("remove `softmax` and feed the raw scores to cross_entropy")
 }
 
 pub fn dropout_at_output(dropout: Span, pred: &Ident) -> Diag {
@@ -756,23 +630,13 @@ pub fn not_trainable(span: Span, layer: &str) -> Diag {
 }
 
 pub fn nothing_to_train(span: Span, model: &str) -> Diag {
-    Diag::error(
-        "nnc::lower::no_loss",
-        format!("model `{model}` has no loss to train"),
-        span,
-        "no `loss = …`",
-    )
-    .with_help("add a loss; contrastive-divergence training of RBMs is not available yet")
+    Diag::error("nnc::lower::no_loss", format!("model `{model}` has no loss to train"), span, "no `loss = …`")
+        .with_help("add a loss; contrastive-divergence training of RBMs is not available yet")
 }
 
 pub fn internal(span: Span, what: &str) -> Diag {
-    Diag::error(
-        "nnc::internal",
-        format!("internal error: {what}"),
-        span,
-        "while compiling this model",
-    )
-    .with_help("this is a bug in nnc; please report it with the model file")
+    Diag::error("nnc::internal", format!("internal error: {what}"), span, "while compiling this model")
+        .with_help("this is a bug in nnc; please report it with the model file")
 }
 
 pub fn several_inputs(span: Span) -> Diag {
@@ -786,13 +650,8 @@ pub fn several_inputs(span: Span) -> Diag {
 }
 
 pub fn not_trainable_optimizer(span: Span, what: &str) -> Diag {
-    Diag::error(
-        "nnc::lower::optimizer",
-        what.to_string(),
-        span,
-        "cannot build the training step",
-    )
-    .with_help("choose gd, sgd, momentum, nesterov or adam")
+    Diag::error("nnc::lower::optimizer", what.to_string(), span, "cannot build the training step")
+        .with_help("choose gd, sgd, momentum, nesterov or adam")
 }
 
 // ---- data ------------------------------------------------------------------------------------

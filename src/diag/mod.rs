@@ -73,20 +73,14 @@ impl Diag {
             code,
             severity: Severity::Error,
             message: message.into(),
-            primary: Label {
-                span,
-                text: label.into(),
-            },
+            primary: Label { span, text: label.into() },
             secondary: Vec::new(),
             help: None,
         }
     }
 
     pub fn warning(code: &'static str, message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
-        Diag {
-            severity: Severity::Warning,
-            ..Diag::error(code, message, span, label)
-        }
+        Diag { severity: Severity::Warning, ..Diag::error(code, message, span, label) }
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -96,10 +90,7 @@ impl Diag {
 
     /// Adds a secondary label, e.g. on the layer that produced a shape.
     pub fn with_note(mut self, span: Span, text: impl Into<String>) -> Self {
-        self.secondary.push(Label {
-            span,
-            text: text.into(),
-        });
+        self.secondary.push(Label { span, text: text.into() });
         self
     }
 
@@ -134,10 +125,7 @@ impl Diagnostic for Diag {
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let primary = LabeledSpan::new_primary_with_span(Some(self.primary.text.clone()), self.primary.span);
-        let secondary = self
-            .secondary
-            .iter()
-            .map(|l| LabeledSpan::new_with_span(Some(l.text.clone()), l.span));
+        let secondary = self.secondary.iter().map(|l| LabeledSpan::new_with_span(Some(l.text.clone()), l.span));
         Some(Box::new(std::iter::once(primary).chain(secondary)))
     }
 }
@@ -145,11 +133,7 @@ impl Diagnostic for Diag {
 /// Renders diagnostics as text: without colour for files and snapshots, with
 /// colour for a terminal.
 pub fn render(diags: &[Diag], file_name: &str, source: &str, color: bool, width: usize) -> String {
-    let theme = if color {
-        GraphicalTheme::unicode()
-    } else {
-        GraphicalTheme::unicode_nocolor()
-    };
+    let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
     let handler = GraphicalReportHandler::new_themed(theme).with_width(width);
     let named = NamedSource::new(file_name, source.to_string());
     let mut out = String::new();

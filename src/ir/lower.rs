@@ -11,14 +11,7 @@ use crate::diag::{Diag, messages};
 /// Lowers the model for batches of `batch` samples. Layers without a
 /// training implementation yet are reported, never mis-compiled.
 pub fn lower(model: &CheckedModel, batch: usize) -> Result<Graph, Diag> {
-    let mut graph = Graph {
-        nodes: vec![],
-        params: vec![],
-        states: vec![],
-        batch,
-        prediction: ValueId(0),
-        loss: None,
-    };
+    let mut graph = Graph { nodes: vec![], params: vec![], states: vec![], batch, prediction: ValueId(0), loss: None };
     let mut values: HashMap<ValueRef, ValueId> = HashMap::new();
     let with_batch = |shape: &[usize]| -> Shape { std::iter::once(batch).chain(shape.iter().copied()).collect() };
     for (i, input) in model.inputs.iter().enumerate() {
@@ -45,13 +38,8 @@ pub fn lower(model: &CheckedModel, batch: usize) -> Result<Graph, Diag> {
                 let (w, ta_tb) = match weights {
                     Weights::Own => {
                         let init = init_for(model, index, fan_in, *units);
-                        let p = add_param(
-                            &mut graph,
-                            format!("{}.weight", node.name),
-                            vec![*units, fan_in],
-                            init,
-                            true,
-                        );
+                        let p =
+                            add_param(&mut graph, format!("{}.weight", node.name), vec![*units, fan_in], init, true);
                         weight_of.insert(index, p);
                         (p, true)
                     }
@@ -60,20 +48,9 @@ pub fn lower(model: &CheckedModel, batch: usize) -> Result<Graph, Diag> {
                 };
                 let w_shape = graph.params[w].shape.clone();
                 let wv = graph.push(Op::Param(w), vec![], w_shape, span);
-                let mut y = graph.push(
-                    Op::MatMul { ta: false, tb: ta_tb },
-                    vec![x, wv],
-                    out_shape.clone(),
-                    span,
-                );
+                let mut y = graph.push(Op::MatMul { ta: false, tb: ta_tb }, vec![x, wv], out_shape.clone(), span);
                 if *bias {
-                    let b = add_param(
-                        &mut graph,
-                        format!("{}.bias", node.name),
-                        vec![*units],
-                        Init::Zeros,
-                        false,
-                    );
+                    let b = add_param(&mut graph, format!("{}.bias", node.name), vec![*units], Init::Zeros, false);
                     let bv = graph.push(Op::Param(b), vec![], vec![*units], span);
                     y = graph.push(Op::AddBias, vec![y, bv], out_shape, span);
                 }
@@ -115,12 +92,7 @@ pub fn lower(model: &CheckedModel, batch: usize) -> Result<Graph, Diag> {
 }
 
 fn add_param(graph: &mut Graph, name: String, shape: Shape, init: Init, decay: bool) -> usize {
-    graph.params.push(ParamInfo {
-        name,
-        shape,
-        init,
-        decay,
-    });
+    graph.params.push(ParamInfo { name, shape, init, decay });
     graph.params.len() - 1
 }
 
@@ -139,14 +111,7 @@ pub fn unary_of(a: Activation) -> Unary {
 fn init_for(model: &CheckedModel, index: usize, fan_in: usize, fan_out: usize) -> Init {
     let relu_like = model.nodes.iter().any(|n| {
         n.inputs.first() == Some(&ValueRef::Node(index))
-            && matches!(
-                n.layer,
-                Layer::Activation(Activation::Relu | Activation::LeakyRelu(_) | Activation::Elu(_))
-            )
+            && matches!(n.layer, Layer::Activation(Activation::Relu | Activation::LeakyRelu(_) | Activation::Elu(_)))
     });
-    if relu_like {
-        Init::He { fan_in }
-    } else {
-        Init::Xavier { fan_in, fan_out }
-    }
+    if relu_like { Init::He { fan_in } } else { Init::Xavier { fan_in, fan_out } }
 }

@@ -223,12 +223,7 @@ impl Graph {
 
     /// Appends a node, computing nothing: callers give the output shape.
     pub fn push(&mut self, op: Op, inputs: Vec<ValueId>, shape: Shape, span: Span) -> ValueId {
-        self.nodes.push(Node {
-            op,
-            inputs,
-            shape,
-            span,
-        });
+        self.nodes.push(Node { op, inputs, shape, span });
         ValueId(self.nodes.len() - 1)
     }
 }
@@ -264,16 +259,12 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
         let arity = node.inputs.len();
         match &node.op {
             Op::Input(_) | Op::Target(_) | Op::Hyper(_) | Op::Const(_) => check(arity == 0, i, "leaf with inputs")?,
-            Op::Param(p) => check(
-                arity == 0 && *p < graph.params.len() && graph.params[*p].shape == node.shape,
-                i,
-                "bad param",
-            )?,
-            Op::State(s) => check(
-                arity == 0 && *s < graph.states.len() && graph.states[*s].shape == node.shape,
-                i,
-                "bad state",
-            )?,
+            Op::Param(p) => {
+                check(arity == 0 && *p < graph.params.len() && graph.params[*p].shape == node.shape, i, "bad param")?
+            }
+            Op::State(s) => {
+                check(arity == 0 && *s < graph.states.len() && graph.states[*s].shape == node.shape, i, "bad state")?
+            }
             Op::Unary(_) => check(arity == 1 && *shape(0) == node.shape, i, "unary shape")?,
             Op::UnaryGrad(_) => check(
                 arity == 3 && *shape(0) == node.shape && *shape(1) == node.shape && *shape(2) == node.shape,
@@ -285,11 +276,9 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
                 i,
                 "element-wise shapes differ",
             )?,
-            Op::MulScalar => check(
-                arity == 2 && *shape(0) == node.shape && numel(shape(1)) == 1,
-                i,
-                "mul_scalar shapes",
-            )?,
+            Op::MulScalar => {
+                check(arity == 2 && *shape(0) == node.shape && numel(shape(1)) == 1, i, "mul_scalar shapes")?
+            }
             Op::MatMul { ta, tb } => {
                 check(
                     arity == 2 && shape(0).len() == 2 && shape(1).len() == 2 && node.shape.len() == 2,
@@ -306,22 +295,12 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
                 i,
                 "add_bias shapes",
             )?,
-            Op::SumRows => check(
-                arity == 1 && shape(0).len() == 2 && node.shape == vec![shape(0)[1]],
-                i,
-                "sum_rows",
-            )?,
+            Op::SumRows => check(arity == 1 && shape(0).len() == 2 && node.shape == vec![shape(0)[1]], i, "sum_rows")?,
             Op::Reshape => check(arity == 1 && numel(shape(0)) == numel(&node.shape), i, "reshape size")?,
-            Op::Softmax => check(
-                arity == 1 && *shape(0) == node.shape && node.shape.len() == 2,
-                i,
-                "softmax",
-            )?,
-            Op::SoftmaxGrad => check(
-                arity == 2 && *shape(0) == node.shape && *shape(1) == node.shape,
-                i,
-                "softmax grad",
-            )?,
+            Op::Softmax => check(arity == 1 && *shape(0) == node.shape && node.shape.len() == 2, i, "softmax")?,
+            Op::SoftmaxGrad => {
+                check(arity == 2 && *shape(0) == node.shape && *shape(1) == node.shape, i, "softmax grad")?
+            }
             Op::SoftmaxCrossEntropy => check(
                 arity == 2 && shape(0).len() == 2 && *shape(1) == vec![shape(0)[0]] && node.shape.is_empty(),
                 i,
@@ -332,31 +311,19 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
                 i,
                 "cross-entropy grad shapes",
             )?,
-            Op::Mse | Op::Bce => check(
-                arity == 2 && shape(0) == shape(1) && node.shape.is_empty(),
-                i,
-                "loss shapes",
-            )?,
+            Op::Mse | Op::Bce => check(arity == 2 && shape(0) == shape(1) && node.shape.is_empty(), i, "loss shapes")?,
             Op::MseGrad | Op::BceGrad => check(
                 arity == 3 && *shape(0) == node.shape && *shape(1) == node.shape && shape(2).is_empty(),
                 i,
                 "loss grad shapes",
             )?,
             Op::SumSquares => check(arity == 1 && node.shape.is_empty(), i, "sum_squares")?,
-            Op::ClipScale(_) => check(
-                arity == 1 && shape(0).is_empty() && node.shape.is_empty(),
-                i,
-                "clip_scale",
-            )?,
+            Op::ClipScale(_) => check(arity == 1 && shape(0).is_empty() && node.shape.is_empty(), i, "clip_scale")?,
         }
     }
     check(graph.prediction.0 < n, n, "prediction out of range")?;
     if let Some(loss) = graph.loss {
-        check(
-            loss.0 < n && graph.shape(loss).is_empty(),
-            loss.0,
-            "loss must be a scalar",
-        )?;
+        check(loss.0 < n && graph.shape(loss).is_empty(), loss.0, "loss must be a scalar")?;
     }
     Ok(())
 }

@@ -16,13 +16,7 @@ impl Graph {
         }
         for (i, node) in self.nodes.iter().enumerate() {
             let args: Vec<String> = node.inputs.iter().map(|v| v.to_string()).collect();
-            let _ = writeln!(
-                out,
-                "%{i} = {}({}) : {}",
-                node.op.name(),
-                args.join(", "),
-                shape_text(&node.shape)
-            );
+            let _ = writeln!(out, "%{i} = {}({}) : {}", node.op.name(), args.join(", "), shape_text(&node.shape));
         }
         let _ = writeln!(out, "prediction {}", self.prediction);
         if let Some(loss) = self.loss {

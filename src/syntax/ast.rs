@@ -51,11 +51,7 @@ pub struct Decl {
 #[derive(Debug, Clone)]
 pub enum TypeExpr {
     /// `[1, 28, 28]`, `seq[8, 8]`, `real[1]`: an optional kind and dimensions.
-    Dims {
-        kind: Option<Ident>,
-        dims: Vec<Number>,
-        span: Span,
-    },
+    Dims { kind: Option<Ident>, dims: Vec<Number>, span: Span },
     /// `class(10)`: a kind and one count.
     Count { kind: Ident, count: Number, span: Span },
 }
@@ -90,11 +86,7 @@ pub enum Stage {
     /// `dense(10) as out` or a bare `relu`.
     Layer { call: Call, label: Option<Ident> },
     /// `repeat(3) { … }`.
-    Repeat {
-        count: Number,
-        body: Vec<Stage>,
-        span: Span,
-    },
+    Repeat { count: Number, body: Vec<Stage>, span: Span },
 }
 
 /// `name(args)`, or a bare `name` (then `args` is empty and `parens` false).

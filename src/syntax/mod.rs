@@ -124,17 +124,10 @@ fn found_token(source: &str, pos: usize) -> String {
     if rest.is_empty() {
         return String::new();
     }
-    let word: String = rest
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
-        .collect();
+    let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.').collect();
     if word.is_empty() {
         let punctuation: String = rest.chars().take_while(|c| "|>=".contains(*c)).take(2).collect();
-        if punctuation.is_empty() {
-            rest.chars().next().map(String::from).unwrap_or_default()
-        } else {
-            punctuation
-        }
+        if punctuation.is_empty() { rest.chars().next().map(String::from).unwrap_or_default() } else { punctuation }
     } else {
         word
     }
@@ -145,30 +138,20 @@ fn span(pair: &Pair<Rule>) -> Span {
 }
 
 fn ident(pair: Pair<Rule>) -> Ident {
-    Ident {
-        name: pair.as_str().to_string(),
-        span: span(&pair),
-    }
+    Ident { name: pair.as_str().to_string(), span: span(&pair) }
 }
 
 fn number(pair: Pair<Rule>) -> Number {
     let text = pair.as_str().to_string();
     // The grammar only admits valid float syntax; overflow parses to ±inf.
     let value = text.parse::<f64>().unwrap_or(f64::NAN);
-    Number {
-        value,
-        text,
-        span: span(&pair),
-    }
+    Number { value, text, span: span(&pair) }
 }
 
 fn build_model(pair: Pair<Rule>) -> Model {
     let model_span = span(&pair);
     let mut inner = pair.into_inner();
-    let name = inner.next().map(ident).unwrap_or(Ident {
-        name: String::new(),
-        span: model_span,
-    });
+    let name = inner.next().map(ident).unwrap_or(Ident { name: String::new(), span: model_span });
     let mut model = Model {
         name,
         inputs: vec![],
@@ -185,10 +168,7 @@ fn build_model(pair: Pair<Rule>) -> Model {
             Rule::loss_decl => {
                 let s = span(&stmt);
                 if let Some(call) = stmt.into_inner().next() {
-                    model.losses.push(Loss {
-                        call: build_call(call),
-                        span: s,
-                    });
+                    model.losses.push(Loss { call: build_call(call), span: s });
                 }
             }
             Rule::train_block => {
@@ -206,18 +186,11 @@ fn build_model(pair: Pair<Rule>) -> Model {
 fn build_decl(pair: Pair<Rule>) -> Decl {
     let s = span(&pair);
     let mut inner = pair.into_inner();
-    let name = inner.next().map(ident).unwrap_or(Ident {
-        name: String::new(),
-        span: s,
-    });
+    let name = inner.next().map(ident).unwrap_or(Ident { name: String::new(), span: s });
     let ty_pair = inner.next();
     let ty = match ty_pair {
         Some(p) => build_type(p),
-        None => TypeExpr::Dims {
-            kind: None,
-            dims: vec![],
-            span: s,
-        },
+        None => TypeExpr::Dims { kind: None, dims: vec![], span: s },
     };
     Decl { name, ty, span: s }
 }
@@ -234,29 +207,19 @@ fn build_type(pair: Pair<Rule>) -> TypeExpr {
             }
             Rule::number => {
                 let count = number(part);
-                let kind = kind.unwrap_or(Ident {
-                    name: String::new(),
-                    span: s,
-                });
+                let kind = kind.unwrap_or(Ident { name: String::new(), span: s });
                 return TypeExpr::Count { kind, count, span: s };
             }
             _ => {}
         }
     }
-    TypeExpr::Dims {
-        kind,
-        dims: vec![],
-        span: s,
-    }
+    TypeExpr::Dims { kind, dims: vec![], span: s }
 }
 
 fn build_setting(pair: Pair<Rule>) -> Setting {
     let s = span(&pair);
     let mut inner = pair.into_inner();
-    let key = inner.next().map(ident).unwrap_or(Ident {
-        name: String::new(),
-        span: s,
-    });
+    let key = inner.next().map(ident).unwrap_or(Ident { name: String::new(), span: s });
     let value = inner.next().map(build_value).unwrap_or(Value::List(vec![], s));
     Setting { key, value, span: s }
 }
@@ -275,15 +238,20 @@ fn build_flow(pair: Pair<Rule>) -> Flow {
             _ => {}
         }
     }
-    let source = source.unwrap_or(Source::Value(Ident {
-        name: String::new(),
-        span: s,
-    }));
-    Flow {
-        source,
-        stages,
-        output,
-        span: s,
+    let source = source.unwrap_or(Source::Value(Ident { name: String::new(), span: s }));
+    // The rule's own span ends after trailing whitespace; end at the last token instead.
+    let start = match &source {
+        Source::Value(id) => id.span,
+        Source::Call(c) => c.span,
+    };
+    let end = output.as_ref().map(|o| o.span).or_else(|| stages.last().map(stage_span)).unwrap_or(start);
+    Flow { source, stages, output, span: start.join(end) }
+}
+
+fn stage_span(stage: &Stage) -> Span {
+    match stage {
+        Stage::Layer { call, label } => label.as_ref().map_or(call.span, |l| call.span.join(l.span)),
+        Stage::Repeat { span, .. } => *span,
     }
 }
 
@@ -294,24 +262,12 @@ fn build_pipeline(pair: Pair<Rule>) -> Vec<Stage> {
 fn build_stage(pair: Pair<Rule>) -> Stage {
     let s = span(&pair);
     let Some(inner) = pair.into_inner().next() else {
-        return Stage::Repeat {
-            count: Number {
-                value: 0.0,
-                text: String::new(),
-                span: s,
-            },
-            body: vec![],
-            span: s,
-        };
+        return Stage::Repeat { count: Number { value: 0.0, text: String::new(), span: s }, body: vec![], span: s };
     };
     match inner.as_rule() {
         Rule::repeat => {
             let mut parts = inner.into_inner();
-            let count = parts.next().map(number).unwrap_or(Number {
-                value: 0.0,
-                text: String::new(),
-                span: s,
-            });
+            let count = parts.next().map(number).unwrap_or(Number { value: 0.0, text: String::new(), span: s });
             let body = parts.next().map(build_pipeline).unwrap_or_default();
             Stage::Repeat { count, body, span: s }
         }
@@ -320,10 +276,7 @@ fn build_stage(pair: Pair<Rule>) -> Stage {
             let call = match parts.next() {
                 Some(p) if p.as_rule() == Rule::call => build_call(p),
                 Some(p) => bare_call(ident(p)),
-                None => bare_call(Ident {
-                    name: String::new(),
-                    span: s,
-                }),
+                None => bare_call(Ident { name: String::new(), span: s }),
             };
             let label = parts.next().map(ident);
             Stage::Layer { call, label }
@@ -333,41 +286,21 @@ fn build_stage(pair: Pair<Rule>) -> Stage {
 
 fn bare_call(name: Ident) -> Call {
     let span = name.span;
-    Call {
-        name,
-        args: vec![],
-        parens: false,
-        span,
-    }
+    Call { name, args: vec![], parens: false, span }
 }
 
 fn build_call(pair: Pair<Rule>) -> Call {
     let s = span(&pair);
     let mut inner = pair.into_inner();
-    let name = inner.next().map(ident).unwrap_or(Ident {
-        name: String::new(),
-        span: s,
-    });
-    let args = inner
-        .next()
-        .map(|a| a.into_inner().map(build_arg).collect())
-        .unwrap_or_default();
-    Call {
-        name,
-        args,
-        parens: true,
-        span: s,
-    }
+    let name = inner.next().map(ident).unwrap_or(Ident { name: String::new(), span: s });
+    let args = inner.next().map(|a| a.into_inner().map(build_arg).collect()).unwrap_or_default();
+    Call { name, args, parens: true, span: s }
 }
 
 fn build_arg(pair: Pair<Rule>) -> Arg {
     let s = span(&pair);
     let Some(inner) = pair.into_inner().next() else {
-        return Arg {
-            key: None,
-            value: Value::List(vec![], s),
-            span: s,
-        };
+        return Arg { key: None, value: Value::List(vec![], s), span: s };
     };
     match inner.as_rule() {
         Rule::keyword_arg => {
@@ -376,11 +309,7 @@ fn build_arg(pair: Pair<Rule>) -> Arg {
             let value = parts.next().map(build_value).unwrap_or(Value::List(vec![], s));
             Arg { key, value, span: s }
         }
-        _ => Arg {
-            key: None,
-            value: build_value(inner),
-            span: s,
-        },
+        _ => Arg { key: None, value: build_value(inner), span: s },
     }
 }
 
@@ -404,19 +333,8 @@ fn build_value(pair: Pair<Rule>) -> Value {
 fn build_block(pair: Pair<Rule>) -> BlockDef {
     let s = span(&pair);
     let mut inner = pair.into_inner();
-    let name = inner.next().map(ident).unwrap_or(Ident {
-        name: String::new(),
-        span: s,
-    });
-    let params = inner
-        .next()
-        .map(|p| p.into_inner().map(ident).collect())
-        .unwrap_or_default();
+    let name = inner.next().map(ident).unwrap_or(Ident { name: String::new(), span: s });
+    let params = inner.next().map(|p| p.into_inner().map(ident).collect()).unwrap_or_default();
     let body = inner.next().map(build_pipeline).unwrap_or_default();
-    BlockDef {
-        name,
-        params,
-        body,
-        span: s,
-    }
+    BlockDef { name, params, body, span: s }
 }

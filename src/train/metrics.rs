@@ -44,13 +44,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn compute(task: Task, predictions: &[f32], targets: &[f32], rows: usize, loss: f64) -> Metrics {
-        let mut m = Metrics {
-            rows,
-            loss,
-            accuracy: None,
-            rmse: None,
-            r2: None,
-        };
+        let mut m = Metrics { rows, loss, accuracy: None, rmse: None, r2: None };
         match task {
             Task::Classes(k) => {
                 let correct = predictions
@@ -61,21 +55,14 @@ impl Metrics {
                 m.accuracy = Some(correct as f64 / rows.max(1) as f64);
             }
             Task::Binary => {
-                let correct = predictions
-                    .iter()
-                    .zip(targets)
-                    .filter(|(p, t)| (**p >= 0.5) == (**t >= 0.5))
-                    .count();
+                let correct = predictions.iter().zip(targets).filter(|(p, t)| (**p >= 0.5) == (**t >= 0.5)).count();
                 m.accuracy = Some(correct as f64 / predictions.len().max(1) as f64);
             }
             Task::Regression => {
                 let n = targets.len().max(1) as f64;
                 let mean = targets.iter().map(|&t| f64::from(t)).sum::<f64>() / n;
-                let sse: f64 = predictions
-                    .iter()
-                    .zip(targets)
-                    .map(|(&p, &t)| (f64::from(p) - f64::from(t)).powi(2))
-                    .sum();
+                let sse: f64 =
+                    predictions.iter().zip(targets).map(|(&p, &t)| (f64::from(p) - f64::from(t)).powi(2)).sum();
                 let sst: f64 = targets.iter().map(|&t| (f64::from(t) - mean).powi(2)).sum();
                 m.rmse = Some((sse / n).sqrt());
                 m.r2 = Some(if sst > 0.0 { 1.0 - sse / sst } else { 0.0 });
@@ -98,12 +85,5 @@ impl Metrics {
 }
 
 fn argmax(values: &[f32]) -> usize {
-    values
-        .iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |best, (i, &v)| if v > best.1 { (i, v) } else { best },
-        )
-        .0
+    values.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
 }

@@ -30,6 +30,7 @@ pub struct EpochReport {
     /// Mean loss over the epoch's minibatches.
     pub train_loss: f64,
     pub validation: Option<Metrics>,
+    pub test: Option<Metrics>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,12 +77,7 @@ impl Trainer {
         let step =
             update::train_graph(&probe, &config).map_err(|e| messages::not_trainable_optimizer(model.span, &e))?;
         let params = init::init_params::<f32>(&probe.params, config.seed);
-        let states = step
-            .graph
-            .states
-            .iter()
-            .map(|s| vec![0.0; ir::numel(&s.shape)])
-            .collect();
+        let states = step.graph.states.iter().map(|s| vec![0.0; ir::numel(&s.shape)]).collect();
         Ok(Trainer {
             model: model.clone(),
             param_names: probe.params.iter().map(|p| p.name.clone()).collect(),
@@ -162,44 +158,30 @@ impl Trainer {
         let mut values = interp::run(&graph.graph, &bindings).map_err(TrainError::Internal)?;
         let loss_id = graph.graph.loss.ok_or_else(|| TrainError::Internal("no loss".into()))?;
         let loss = f64::from(values[loss_id.0][0]);
-        let new_params: Vec<Vec<f32>> = graph
-            .new_params
-            .iter()
-            .map(|v| std::mem::take(&mut values[v.0]))
-            .collect();
-        let new_states: Vec<Vec<f32>> = graph
-            .new_states
-            .iter()
-            .map(|v| std::mem::take(&mut values[v.0]))
-            .collect();
+        let new_params: Vec<Vec<f32>> = graph.new_params.iter().map(|v| std::mem::take(&mut values[v.0])).collect();
+        let new_states: Vec<Vec<f32>> = graph.new_states.iter().map(|v| std::mem::take(&mut values[v.0])).collect();
         let names = self.param_names.clone();
         // Keep the last good weights when anything went non-finite.
         self.params = params;
         self.states = states;
         if !loss.is_finite() {
-            return Err(TrainError::NonFinite {
-                epoch,
-                step,
-                what: "the loss".into(),
-            });
+            return Err(TrainError::NonFinite { epoch, step, what: "the loss".into() });
         }
         if let Some(p) = new_params.iter().position(|w| w.iter().any(|v| !v.is_finite())) {
-            return Err(TrainError::NonFinite {
-                epoch,
-                step,
-                what: format!("parameter `{}`", names[p]),
-            });
+            return Err(TrainError::NonFinite { epoch, step, what: format!("parameter `{}`", names[p]) });
         }
         self.params = new_params;
         self.states = new_states;
         Ok(loss)
     }
 
-    /// Trains for `config.epochs` epochs, calling `on_epoch` after each.
+    /// Trains for `config.epochs` epochs, evaluating on the validation and
+    /// test sets (when given) and calling `on_epoch` after each.
     pub fn fit(
         &mut self,
         train: &Dataset,
         validation: Option<&Dataset>,
+        test: Option<&Dataset>,
         mut on_epoch: impl FnMut(&EpochReport),
     ) -> Result<Vec<EpochReport>, TrainError> {
         let batch = match self.config.batch {
@@ -219,16 +201,9 @@ impl Trainer {
                 let rows = train.select(chunk);
                 total += self.step(&rows.x, &rows.y, rows.rows, lr, epoch + 1, step + 1)? * rows.rows as f64;
             }
-            let validation = match validation {
-                Some(v) => Some(self.evaluate(v)?),
-                None => None,
-            };
-            let report = EpochReport {
-                epoch: epoch + 1,
-                lr,
-                train_loss: total / train.rows as f64,
-                validation,
-            };
+            let validation = validation.map(|v| self.evaluate(v)).transpose()?;
+            let test = test.map(|t| self.evaluate(t)).transpose()?;
+            let report = EpochReport { epoch: epoch + 1, lr, train_loss: total / train.rows as f64, validation, test };
             on_epoch(&report);
             reports.push(report);
         }
@@ -252,16 +227,8 @@ impl Trainer {
             let n = EVAL_CHUNK.min(rows - start);
             let params = std::mem::take(&mut self.params);
             let xs = &x[start * width..(start + n) * width];
-            let ys: &[f32] = if y.is_empty() {
-                &[]
-            } else {
-                &y[start * target_width..(start + n) * target_width]
-            };
-            let targets: Vec<&[f32]> = if self.model.targets.is_empty() {
-                vec![]
-            } else {
-                vec![ys]
-            };
+            let ys: &[f32] = if y.is_empty() { &[] } else { &y[start * target_width..(start + n) * target_width] };
+            let targets: Vec<&[f32]> = if self.model.targets.is_empty() { vec![] } else { vec![ys] };
             let graph = self.eval_graph(n)?;
             let mut graph_for_run = graph.clone();
             if y.is_empty() {
@@ -292,19 +259,9 @@ impl Trainer {
 
     /// Loss and task metrics on a data set.
     pub fn evaluate(&mut self, data: &Dataset) -> Result<Metrics, TrainError> {
-        let y: &[f32] = if self.model.targets.is_empty() {
-            &data.x
-        } else {
-            &data.y
-        };
+        let y: &[f32] = if self.model.targets.is_empty() { &data.x } else { &data.y };
         let (predictions, loss_sum) = self.forward(&data.x, y, data.rows)?;
         let kind = metrics::Task::of(&self.model);
-        Ok(Metrics::compute(
-            kind,
-            &predictions,
-            y,
-            data.rows,
-            loss_sum / data.rows as f64,
-        ))
+        Ok(Metrics::compute(kind, &predictions, y, data.rows, loss_sum / data.rows as f64))
     }
 }

@@ -37,9 +37,7 @@ pub fn train_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, 
             }
         }
     }
-    let weights: Vec<ValueId> = (0..params.len())
-        .map(|p| g.push(Op::Param(p), vec![], shape(p), span))
-        .collect();
+    let weights: Vec<ValueId> = (0..params.len()).map(|p| g.push(Op::Param(p), vec![], shape(p), span)).collect();
     // L2 regularisation: the gradient of (l2/2)·‖w‖² is l2·w.
     if config.l2 > 0.0 {
         for (p, grad) in grads.iter_mut().enumerate().filter(|(p, _)| params[*p].decay) {
@@ -50,10 +48,7 @@ pub fn train_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, 
     let lr = g.push(Op::Hyper(Hyper::Lr), vec![], vec![], span);
     let mut new_states = Vec::new();
     let state = |g: &mut Graph, p: usize, what: &str| -> ValueId {
-        g.states.push(StateInfo {
-            name: format!("{}.{what}", params[p].name),
-            shape: params[p].shape.clone(),
-        });
+        g.states.push(StateInfo { name: format!("{}.{what}", params[p].name), shape: params[p].shape.clone() });
         g.push(Op::State(g.states.len() - 1), vec![], params[p].shape.clone(), span)
     };
     let mut new_params = Vec::new();
@@ -117,10 +112,5 @@ pub fn train_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, 
         }
         new_params.push(w2);
     }
-    Ok(TrainGraph {
-        graph: g,
-        grads,
-        new_params,
-        new_states,
-    })
+    Ok(TrainGraph { graph: g, grads, new_params, new_states })
 }
