@@ -105,6 +105,9 @@ struct TrainArgs {
     /// Print only the final line.
     #[arg(long)]
     quiet: bool,
+    /// Which executor runs the steps.
+    #[arg(long, value_enum, default_value = "jit")]
+    backend: crate::train::Backend,
 }
 
 pub fn run() -> ExitCode {

@@ -52,7 +52,7 @@ pub fn run(args: &TrainArgs) -> ExitCode {
     if let Some(s) = args.seed {
         config.seed = s;
     }
-    let mut trainer = match Trainer::new(model, config.clone()) {
+    let mut trainer = match Trainer::new(model, config.clone(), args.backend) {
         Ok(t) => t,
         Err(d) => {
             report_diag(&checked, &d);

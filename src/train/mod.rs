@@ -2,6 +2,7 @@
 //! (`init`), metrics, and the trainer loop that feeds minibatches through
 //! the reference interpreter.
 
+pub mod engine;
 pub mod init;
 pub mod metrics;
 pub mod update;
@@ -15,8 +16,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::check::{Batch, CheckedModel, Optimizer, Schedule, TrainConfig};
 use crate::data::Dataset;
 use crate::diag::{Diag, messages};
-use crate::interp::{self, Bindings};
 use crate::ir::{self, Graph, TrainGraph};
+use crate::plan;
+pub use engine::{Backend, Compiled, Store};
 pub use metrics::Metrics;
 
 /// Rows per evaluation chunk.
@@ -58,56 +60,67 @@ impl std::fmt::Display for TrainError {
 pub struct Trainer {
     pub model: CheckedModel,
     pub config: TrainConfig,
-    pub params: Vec<Vec<f32>>,
+    pub backend: Backend,
     pub param_names: Vec<String>,
-    states: Vec<Vec<f32>>,
+    store: Store,
     steps_done: u64,
-    train_graphs: HashMap<usize, TrainGraph>,
-    eval_graphs: HashMap<usize, Graph>,
+    train_steps: HashMap<usize, Compiled<TrainGraph>>,
+    /// Forward graphs by (batch size, with loss).
+    forwards: HashMap<(usize, bool), Compiled<Graph>>,
 }
 
 impl Trainer {
     /// Lowers the model, builds its training step and initialises the
     /// parameters from `config.seed`. Reports layers that cannot train yet.
-    pub fn new(model: &CheckedModel, config: TrainConfig) -> Result<Trainer, Diag> {
+    pub fn new(model: &CheckedModel, config: TrainConfig, backend: Backend) -> Result<Trainer, Diag> {
         if model.inputs.len() != 1 {
             return Err(messages::several_inputs(model.span));
         }
         let probe = ir::lower(model, 1)?;
         let step =
             update::train_graph(&probe, &config).map_err(|e| messages::not_trainable_optimizer(model.span, &e))?;
-        let params = init::init_params::<f32>(&probe.params, config.seed);
-        let states = step.graph.states.iter().map(|s| vec![0.0; ir::numel(&s.shape)]).collect();
+        let mut store = Store::new(&step.graph, &plan::plan_train(&step));
+        for (p, values) in init::init_params::<f32>(&probe.params, config.seed).iter().enumerate() {
+            store.set_param(p, values);
+        }
         Ok(Trainer {
             model: model.clone(),
             param_names: probe.params.iter().map(|p| p.name.clone()).collect(),
             config,
-            params,
-            states,
+            backend,
+            store,
             steps_done: 0,
-            train_graphs: HashMap::from([(1, step)]),
-            eval_graphs: HashMap::new(),
+            train_steps: HashMap::new(),
+            forwards: HashMap::new(),
         })
     }
 
-    fn train_graph(&mut self, batch: usize) -> Result<&TrainGraph, TrainError> {
-        if !self.train_graphs.contains_key(&batch) {
-            let forward = ir::lower(&self.model, batch).map_err(|d| TrainError::Internal(d.message))?;
-            let step = update::train_graph(&forward, &self.config).map_err(TrainError::Internal)?;
-            if cfg!(debug_assertions) {
-                ir::verify(&step.graph).map_err(TrainError::Internal)?;
-            }
-            self.train_graphs.insert(batch, step);
-        }
-        Ok(&self.train_graphs[&batch])
+    /// The current parameters, one tensor each (PyTorch layouts: dense weights `[out, in]`).
+    pub fn params(&self) -> Vec<Vec<f32>> {
+        self.store.params()
     }
 
-    fn eval_graph(&mut self, batch: usize) -> Result<&Graph, TrainError> {
-        if !self.eval_graphs.contains_key(&batch) {
+    /// Compiles (once per batch size) and returns the training step.
+    fn train_step(&mut self, batch: usize) -> Result<&mut Compiled<TrainGraph>, TrainError> {
+        if !self.train_steps.contains_key(&batch) {
             let forward = ir::lower(&self.model, batch).map_err(|d| TrainError::Internal(d.message))?;
-            self.eval_graphs.insert(batch, forward);
+            let step = update::train_graph(&forward, &self.config).map_err(TrainError::Internal)?;
+            self.train_steps
+                .insert(batch, Compiled::<TrainGraph>::new(step, self.backend).map_err(TrainError::Internal)?);
         }
-        Ok(&self.eval_graphs[&batch])
+        self.train_steps.get_mut(&batch).ok_or_else(|| TrainError::Internal("step cache".into()))
+    }
+
+    fn forward_graph(&mut self, batch: usize, with_loss: bool) -> Result<&mut Compiled<Graph>, TrainError> {
+        let key = (batch, with_loss);
+        if !self.forwards.contains_key(&key) {
+            let mut forward = ir::lower(&self.model, batch).map_err(|d| TrainError::Internal(d.message))?;
+            if !with_loss {
+                forward.loss = None;
+            }
+            self.forwards.insert(key, Compiled::<Graph>::new(forward, self.backend).map_err(TrainError::Internal)?);
+        }
+        self.forwards.get_mut(&key).ok_or_else(|| TrainError::Internal("forward cache".into()))
     }
 
     /// The learning rate of `epoch` (0-based) under the schedule.
@@ -126,53 +139,20 @@ impl Trainer {
     }
 
     /// One optimizer step on a batch; returns the batch loss.
-    pub fn step(
-        &mut self,
-        x: &[f32],
-        y: &[f32],
-        rows: usize,
-        lr: f64,
-        epoch: usize,
-        step: usize,
-    ) -> Result<f64, TrainError> {
+    pub fn step(&mut self, x: &[f32], y: &[f32], rows: usize, lr: f64) -> Result<f64, TrainError> {
         self.steps_done += 1;
         let t = self.steps_done as i32;
         let (bias1, bias2) = match self.config.optimizer {
             Optimizer::Adam { beta1, beta2, .. } => (1.0 / (1.0 - beta1.powi(t)), 1.0 / (1.0 - beta2.powi(t))),
             _ => (1.0, 1.0),
         };
-        let has_target = !self.model.targets.is_empty();
-        let params = std::mem::take(&mut self.params);
-        let states = std::mem::take(&mut self.states);
-        let graph = self.train_graph(rows)?;
-        let targets: Vec<&[f32]> = if has_target { vec![y] } else { vec![] };
-        let bindings = Bindings {
-            inputs: &[x],
-            targets: &targets,
-            params: &params,
-            states: &states,
-            lr: lr as f32,
-            bias1: bias1 as f32,
-            bias2: bias2 as f32,
-        };
-        let mut values = interp::run(&graph.graph, &bindings).map_err(TrainError::Internal)?;
-        let loss_id = graph.graph.loss.ok_or_else(|| TrainError::Internal("no loss".into()))?;
-        let loss = f64::from(values[loss_id.0][0]);
-        let new_params: Vec<Vec<f32>> = graph.new_params.iter().map(|v| std::mem::take(&mut values[v.0])).collect();
-        let new_states: Vec<Vec<f32>> = graph.new_states.iter().map(|v| std::mem::take(&mut values[v.0])).collect();
-        let names = self.param_names.clone();
-        // Keep the last good weights when anything went non-finite.
-        self.params = params;
-        self.states = states;
-        if !loss.is_finite() {
-            return Err(TrainError::NonFinite { epoch, step, what: "the loss".into() });
-        }
-        if let Some(p) = new_params.iter().position(|w| w.iter().any(|v| !v.is_finite())) {
-            return Err(TrainError::NonFinite { epoch, step, what: format!("parameter `{}`", names[p]) });
-        }
-        self.params = new_params;
-        self.states = new_states;
-        Ok(loss)
+        let y: &[f32] = if self.model.targets.is_empty() { &[] } else { y };
+        let mut store = std::mem::take(&mut self.store);
+        let result = self.train_step(rows).and_then(|step| {
+            step.run(&mut store, x, y, &[lr as f32, bias1 as f32, bias2 as f32]).map_err(TrainError::Internal)
+        });
+        self.store = store;
+        Ok(f64::from(result?))
     }
 
     /// Trains for `config.epochs` epochs, evaluating on the validation and
@@ -197,9 +177,21 @@ impl Trainer {
                 order.shuffle(&mut rng);
             }
             let mut total = 0.0;
+            // A diverging epoch falls back to the weights it started from.
+            let snapshot = self.store.clone();
             for (step, chunk) in order.chunks(batch).enumerate() {
                 let rows = train.select(chunk);
-                total += self.step(&rows.x, &rows.y, rows.rows, lr, epoch + 1, step + 1)? * rows.rows as f64;
+                let loss = self.step(&rows.x, &rows.y, rows.rows, lr)?;
+                if !loss.is_finite() {
+                    self.store = snapshot;
+                    return Err(TrainError::NonFinite { epoch: epoch + 1, step: step + 1, what: "the loss".into() });
+                }
+                total += loss * rows.rows as f64;
+            }
+            if let Some(p) = self.store.params().iter().position(|w| w.iter().any(|v| !v.is_finite())) {
+                let what = format!("parameter `{}`", self.param_names[p]);
+                self.store = snapshot;
+                return Err(TrainError::NonFinite { epoch: epoch + 1, step: order.len().div_ceil(batch), what });
             }
             let validation = validation.map(|v| self.evaluate(v)).transpose()?;
             let test = test.map(|t| self.evaluate(t)).transpose()?;
@@ -220,38 +212,25 @@ impl Trainer {
     fn forward(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<(Vec<f32>, f64), TrainError> {
         let width = x.len() / rows.max(1);
         let target_width = y.len() / rows.max(1);
+        let with_loss = !y.is_empty();
         let mut predictions = Vec::new();
         let mut loss_sum = 0.0;
         let mut start = 0;
         while start < rows {
             let n = EVAL_CHUNK.min(rows - start);
-            let params = std::mem::take(&mut self.params);
             let xs = &x[start * width..(start + n) * width];
-            let ys: &[f32] = if y.is_empty() { &[] } else { &y[start * target_width..(start + n) * target_width] };
-            let targets: Vec<&[f32]> = if self.model.targets.is_empty() { vec![] } else { vec![ys] };
-            let graph = self.eval_graph(n)?;
-            let mut graph_for_run = graph.clone();
-            if y.is_empty() {
-                // Without targets only the prediction is computed.
-                graph_for_run.nodes.truncate(graph.prediction.0 + 1);
-                graph_for_run.loss = None;
-            }
-            let b = Bindings {
-                inputs: &[xs],
-                targets: &targets,
-                params: &params,
-                states: &[],
-                lr: 0.0,
-                bias1: 1.0,
-                bias2: 1.0,
+            let ys: &[f32] = if with_loss && !self.model.targets.is_empty() {
+                &y[start * target_width..(start + n) * target_width]
+            } else {
+                &[]
             };
-            let result = interp::run(&graph_for_run, &b);
-            self.params = params;
-            let values = result.map_err(TrainError::Internal)?;
-            predictions.extend_from_slice(&values[graph_for_run.prediction.0]);
-            if let Some(l) = graph_for_run.loss {
-                loss_sum += f64::from(values[l.0][0]) * n as f64;
-            }
+            let mut store = std::mem::take(&mut self.store);
+            let result =
+                self.forward_graph(n, with_loss).and_then(|f| f.run(&mut store, xs, ys).map_err(TrainError::Internal));
+            self.store = store;
+            let (prediction, loss) = result?;
+            predictions.extend_from_slice(&prediction);
+            loss_sum += f64::from(loss.unwrap_or(0.0)) * n as f64;
             start += n;
         }
         Ok((predictions, loss_sum))

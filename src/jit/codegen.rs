@@ -1,0 +1,452 @@
+//! Code generation: a `Plan` → one Cranelift function that runs the whole
+//! step. Shapes, offsets and strides are immediates. Element-wise kernels
+//! become f32x4 loops over the fused expression (scalar tail lanes reuse the
+//! vector code on a splatted value); matrix products and row-wise ops call
+//! the runtime routines.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value, types};
+use cranelift_frontend::FunctionBuilder;
+use cranelift_jit::JITModule;
+use cranelift_module::{Linkage, Module};
+
+use super::vector::{self, splat};
+use crate::ir::{Graph, Op, Unary, ValueId, numel};
+use crate::plan::{Kernel, Location, Plan};
+
+const PTR: types::Type = types::I64;
+const V: types::Type = types::F32X4;
+
+/// The step function's arguments, in order.
+pub struct Args {
+    pub store: Value,
+    pub scratch: Value,
+    pub input: Value,
+    pub target: Value,
+    pub hyper: Value,
+}
+
+pub struct Emitter<'a, 'b> {
+    pub b: FunctionBuilder<'b>,
+    pub graph: &'a Graph,
+    pub plan: &'a Plan,
+    pub args: Args,
+    pub routines: HashMap<&'static str, FuncRef>,
+}
+
+/// Declares a runtime routine taking `ptrs` pointer-sized and `floats` f32 arguments.
+pub fn declare_routine(
+    module: &mut JITModule,
+    name: &str,
+    ptrs: usize,
+    floats: usize,
+) -> Result<cranelift_module::FuncId, String> {
+    let mut sig: Signature = module.make_signature();
+    sig.params.extend(std::iter::repeat_n(AbiParam::new(PTR), ptrs));
+    sig.params.extend(std::iter::repeat_n(AbiParam::new(types::F32), floats));
+    module.declare_function(name, Linkage::Import, &sig).map_err(|e| e.to_string())
+}
+
+/// (name, pointer-sized args, f32 args) of every routine.
+pub const ROUTINES: &[(&str, usize, usize)] = &[
+    ("nnc_sgemm", 10, 0),
+    ("nnc_sum_rows", 4, 0),
+    ("nnc_softmax", 4, 0),
+    ("nnc_softmax_grad", 5, 0),
+    ("nnc_softmax_cross_entropy", 5, 0),
+    ("nnc_softmax_cross_entropy_grad", 6, 0),
+    ("nnc_mse", 4, 0),
+    ("nnc_bce", 4, 0),
+    ("nnc_sum_squares", 3, 0),
+    ("nnc_clip_scale", 2, 1),
+    ("nnc_log", 3, 0),
+    ("nnc_copy", 3, 0),
+];
+
+impl Emitter<'_, '_> {
+    fn imm(&mut self, x: usize) -> Value {
+        self.b.ins().iconst(PTR, x as i64)
+    }
+
+    /// Address of element 0 of a stored value.
+    fn base(&mut self, v: ValueId) -> Value {
+        let mut loc = self.plan.locations[v.0];
+        // Reshapes alias their input (resolved by the plan); follow them if needed.
+        let mut node = v;
+        while loc == Location::Fused && self.graph.nodes[node.0].op == Op::Reshape {
+            node = self.graph.nodes[node.0].inputs[0];
+            loc = self.plan.locations[node.0];
+        }
+        let (ptr, offset) = match loc {
+            Location::Store(o) => (self.args.store, o),
+            Location::Scratch(o) => (self.args.scratch, o),
+            Location::Input => (self.args.input, 0),
+            Location::Target => (self.args.target, 0),
+            Location::Hyper(k) => (self.args.hyper, k),
+            Location::Fused => (self.args.scratch, 0),
+        };
+        self.b.ins().iadd_imm_s(ptr, (offset * 4) as i64)
+    }
+
+    fn call(&mut self, name: &str, args: &[Value]) {
+        let f = self.routines[name];
+        self.b.ins().call(f, args);
+    }
+
+    pub fn kernel(&mut self, kernel: &Kernel) {
+        match kernel {
+            Kernel::Elementwise { root } => self.elementwise(*root),
+            Kernel::MatMul { node } => self.matmul(*node),
+            Kernel::Routine { node } => self.routine(*node),
+            Kernel::Copy { from, to, len } => {
+                let src = self.base(*from);
+                let dst = self.b.ins().iadd_imm_s(self.args.store, (*to * 4) as i64);
+                let n = self.imm(*len);
+                self.call("nnc_copy", &[src, dst, n]);
+            }
+        }
+    }
+
+    fn matmul(&mut self, v: ValueId) {
+        let node = &self.graph.nodes[v.0];
+        let Op::MatMul { ta, tb } = node.op else { return };
+        let (sa, sb) = (self.graph.shape(node.inputs[0]).clone(), self.graph.shape(node.inputs[1]).clone());
+        let (m, n) = (node.shape[0], node.shape[1]);
+        let k = if ta { sa[0] } else { sa[1] };
+        // op(A)[i][p] lives at i·rs + p·cs.
+        let (rsa, csa) = if ta { (1, sa[1]) } else { (sa[1], 1) };
+        let (rsb, csb) = if tb { (1, sb[1]) } else { (sb[1], 1) };
+        let (a, bb, c) = (self.base(node.inputs[0]), self.base(node.inputs[1]), self.base(v));
+        let dims: Vec<Value> = [m, k, n].iter().map(|&d| self.imm(d)).collect();
+        let strides: Vec<Value> = [rsa, csa, rsb, csb].iter().map(|&d| self.imm(d)).collect();
+        self.call("nnc_sgemm", &[dims[0], dims[1], dims[2], a, strides[0], strides[1], bb, strides[2], strides[3], c]);
+    }
+
+    fn routine(&mut self, v: ValueId) {
+        let node = self.graph.nodes[v.0].clone();
+        let ins: Vec<Value> = node.inputs.iter().map(|&i| self.base(i)).collect();
+        let out = self.base(v);
+        let in_shape = self.graph.shape(node.inputs[0]).clone();
+        let n_in = numel(&in_shape);
+        let rows_cols = |shape: &[usize]| (shape[0], numel(shape) / shape[0].max(1));
+        match node.op {
+            Op::SumRows => {
+                let (r, c) = rows_cols(&in_shape);
+                let (r, c) = (self.imm(r), self.imm(c));
+                self.call("nnc_sum_rows", &[ins[0], out, r, c]);
+            }
+            Op::Softmax => {
+                let (r, c) = rows_cols(&node.shape);
+                let (r, c) = (self.imm(r), self.imm(c));
+                self.call("nnc_softmax", &[ins[0], out, r, c]);
+            }
+            Op::SoftmaxGrad => {
+                let (r, c) = rows_cols(&node.shape);
+                let (r, c) = (self.imm(r), self.imm(c));
+                self.call("nnc_softmax_grad", &[ins[0], ins[1], out, r, c]);
+            }
+            Op::SoftmaxCrossEntropy => {
+                let (r, c) = rows_cols(&in_shape);
+                let (r, c) = (self.imm(r), self.imm(c));
+                self.call("nnc_softmax_cross_entropy", &[ins[0], ins[1], out, r, c]);
+            }
+            Op::SoftmaxCrossEntropyGrad => {
+                let (r, c) = rows_cols(&node.shape);
+                let (r, c) = (self.imm(r), self.imm(c));
+                self.call("nnc_softmax_cross_entropy_grad", &[ins[0], ins[1], ins[2], out, r, c]);
+            }
+            Op::Mse | Op::Bce => {
+                let n = self.imm(n_in);
+                let name = if node.op == Op::Mse { "nnc_mse" } else { "nnc_bce" };
+                self.call(name, &[ins[0], ins[1], out, n]);
+            }
+            Op::SumSquares => {
+                let n = self.imm(n_in);
+                self.call("nnc_sum_squares", &[ins[0], out, n]);
+            }
+            Op::ClipScale(c) => {
+                let c = self.b.ins().f32const(c as f32);
+                self.call("nnc_clip_scale", &[ins[0], out, c]);
+            }
+            Op::Unary(Unary::Log) => {
+                let n = self.imm(n_in);
+                self.call("nnc_log", &[ins[0], out, n]);
+            }
+            _ => {}
+        }
+    }
+
+    /// A counted loop `for i in (start..end).step_by(step)` with immediate bounds.
+    fn counted(&mut self, start: Value, end: usize, step: usize, body: &mut dyn FnMut(&mut Self, Value)) {
+        let header = self.b.create_block();
+        let work = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(header, PTR);
+        self.b.ins().jump(header, &[start.into()]);
+        self.b.switch_to_block(header);
+        let i = self.b.block_params(header)[0];
+        let next = self.b.ins().iadd_imm_s(i, step as i64);
+        let more = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, next, end as i64);
+        self.b.ins().brif(more, work, &[], exit, &[]);
+        self.b.switch_to_block(work);
+        body(self, i);
+        let next = self.b.ins().iadd_imm_s(i, step as i64);
+        self.b.ins().jump(header, &[next.into()]);
+        self.b.switch_to_block(exit);
+    }
+
+    /// One loop over rows × columns evaluating the fused expression rooted at `root`.
+    fn elementwise(&mut self, root: ValueId) {
+        let shape = self.graph.shape(root).clone();
+        let total = numel(&shape);
+        // Columns: the bias length when the expression adds a bias, else everything.
+        let cols = self.bias_width(root).unwrap_or(total).max(1);
+        let rows = total / cols;
+        let out = self.base(root);
+        let zero = self.imm(0);
+        let vec_end = cols - cols % 4;
+        self.counted(zero, rows, 1, &mut |e, r| {
+            let row_start = e.b.ins().imul_imm_u(r, cols as i64);
+            let zero = e.imm(0);
+            if vec_end > 0 {
+                e.counted(zero, vec_end, 4, &mut |e, j| {
+                    let value = e.eval(root, row_start, j, true);
+                    let at = e.element_addr(out, row_start, j);
+                    e.b.ins().store(MemFlagsData::new().with_notrap(), value, at, 0);
+                });
+            }
+            if vec_end < cols {
+                let start = e.imm(vec_end);
+                e.counted(start, cols, 1, &mut |e, j| {
+                    let value = e.eval(root, row_start, j, false);
+                    let lane = e.b.ins().extractlane(value, 0);
+                    let at = e.element_addr(out, row_start, j);
+                    e.b.ins().store(MemFlagsData::new().with_notrap(), lane, at, 0);
+                });
+            }
+        });
+    }
+
+    fn element_addr(&mut self, base: Value, row_start: Value, j: Value) -> Value {
+        let i = self.b.ins().iadd(row_start, j);
+        let off = self.b.ins().ishl_imm_u(i, 2);
+        self.b.ins().iadd(base, off)
+    }
+
+    /// The bias length of an `add_bias` inside the fused expression, if any.
+    fn bias_width(&self, v: ValueId) -> Option<usize> {
+        let node = &self.graph.nodes[v.0];
+        if node.op == Op::AddBias {
+            return Some(self.graph.shape(node.inputs[1])[0]);
+        }
+        node.inputs
+            .iter()
+            .filter(|i| self.plan.locations[i.0] == Location::Fused && self.graph.nodes[i.0].op != Op::Reshape)
+            .find_map(|i| self.bias_width(*i))
+    }
+
+    /// Loads lanes of a stored tensor at the current element (4 lanes or 1 splatted).
+    fn load(&mut self, v: ValueId, row_start: Value, j: Value, vector: bool) -> Value {
+        let base = self.base(v);
+        let at = self.element_addr(base, row_start, j);
+        self.load_at(at, vector)
+    }
+
+    fn load_at(&mut self, at: Value, vector: bool) -> Value {
+        let flags = MemFlagsData::new().with_notrap();
+        if vector {
+            self.b.ins().load(V, flags, at, 0)
+        } else {
+            let x = self.b.ins().load(types::F32, flags, at, 0);
+            self.b.ins().splat(V, x)
+        }
+    }
+
+    /// A scalar input broadcast to all lanes.
+    fn load_scalar(&mut self, v: ValueId) -> Value {
+        let base = self.base(v);
+        let x = self.b.ins().load(types::F32, MemFlagsData::new().with_notrap(), base, 0);
+        self.b.ins().splat(V, x)
+    }
+
+    /// The value of `v` at the current element: computed if fused, else loaded.
+    fn operand(&mut self, v: ValueId, row_start: Value, j: Value, vector: bool) -> Value {
+        let fused = self.plan.locations[v.0] == Location::Fused && self.graph.nodes[v.0].op != Op::Reshape;
+        if fused { self.eval(v, row_start, j, vector) } else { self.load(v, row_start, j, vector) }
+    }
+
+    fn eval(&mut self, v: ValueId, row_start: Value, j: Value, vector: bool) -> Value {
+        let node = self.graph.nodes[v.0].clone();
+        let ins = node.inputs.clone();
+        let n = numel(&node.shape) as f32;
+        let arg = |e: &mut Self, k: usize| e.operand(ins[k], row_start, j, vector);
+        match node.op {
+            Op::Const(c) => splat(&mut self.b, c as f32),
+            Op::Unary(u) => {
+                let x = arg(self, 0);
+                self.unary(u, x)
+            }
+            Op::UnaryGrad(u) => {
+                let g = arg(self, 2);
+                let d = self.derivative(u, &mut |e, k| arg(e, k));
+                self.b.ins().fmul(g, d)
+            }
+            Op::Add | Op::Sub | Op::Mul | Op::Div => {
+                let (a, c) = (arg(self, 0), arg(self, 1));
+                match node.op {
+                    Op::Add => self.b.ins().fadd(a, c),
+                    Op::Sub => self.b.ins().fsub(a, c),
+                    Op::Mul => self.b.ins().fmul(a, c),
+                    _ => self.b.ins().fdiv(a, c),
+                }
+            }
+            Op::MulScalar => {
+                let a = arg(self, 0);
+                let s = self.load_scalar(ins[1]);
+                self.b.ins().fmul(a, s)
+            }
+            Op::AddBias => {
+                let x = arg(self, 0);
+                let base = self.base(ins[1]);
+                let off = self.b.ins().ishl_imm_u(j, 2);
+                let at = self.b.ins().iadd(base, off);
+                let bias = self.load_at(at, vector);
+                self.b.ins().fadd(x, bias)
+            }
+            // g·2(p − t)/n
+            Op::MseGrad => {
+                let (p, t) = (arg(self, 0), arg(self, 1));
+                let g = self.load_scalar(ins[2]);
+                let k = splat(&mut self.b, 2.0 / n);
+                let d = self.b.ins().fsub(p, t);
+                let gk = self.b.ins().fmul(g, k);
+                self.b.ins().fmul(gk, d)
+            }
+            // g·(p − t)/(p(1 − p))/n with p clamped to [ε, 1 − ε]
+            Op::BceGrad => {
+                let (p, t) = (arg(self, 0), arg(self, 1));
+                let g = self.load_scalar(ins[2]);
+                let eps = crate::interp::BCE_EPS as f32;
+                let (lo, hi) = (splat(&mut self.b, eps), splat(&mut self.b, 1.0 - eps));
+                let p = self.b.ins().fmax(p, lo);
+                let p = self.b.ins().fmin(p, hi);
+                let one = splat(&mut self.b, 1.0);
+                let q = self.b.ins().fsub(one, p);
+                let den = self.b.ins().fmul(p, q);
+                let d = self.b.ins().fsub(p, t);
+                let ratio = self.b.ins().fdiv(d, den);
+                let k = splat(&mut self.b, 1.0 / n);
+                let gk = self.b.ins().fmul(g, k);
+                self.b.ins().fmul(gk, ratio)
+            }
+            // Everything else is stored, never fused (see plan::is_elementwise).
+            _ => self.load(v, row_start, j, vector),
+        }
+    }
+
+    fn unary(&mut self, u: Unary, x: Value) -> Value {
+        let b = &mut self.b;
+        match u {
+            Unary::Identity => x,
+            Unary::Relu => {
+                let zero = splat(b, 0.0);
+                vector::select_positive(b, x, x, zero)
+            }
+            Unary::LeakyRelu(a) => {
+                let k = splat(b, a as f32);
+                let ax = b.ins().fmul(x, k);
+                vector::select_positive(b, x, x, ax)
+            }
+            Unary::Elu(a) => {
+                let e = vector::exp(b, x);
+                let one = splat(b, 1.0);
+                let em1 = b.ins().fsub(e, one);
+                let k = splat(b, a as f32);
+                let neg = b.ins().fmul(k, em1);
+                vector::select_positive(b, x, x, neg)
+            }
+            Unary::Sigmoid => vector::sigmoid(b, x),
+            Unary::Tanh => vector::tanh(b, x),
+            Unary::Exp => vector::exp(b, x),
+            Unary::Sqrt => b.ins().sqrt(x),
+            Unary::Square => b.ins().fmul(x, x),
+            Unary::Neg => b.ins().fneg(x),
+            Unary::Scale(c) => {
+                let k = splat(b, c as f32);
+                b.ins().fmul(x, k)
+            }
+            Unary::AddConst(c) => {
+                let k = splat(b, c as f32);
+                b.ins().fadd(x, k)
+            }
+            Unary::Clamp(lo, hi) => {
+                let (lo, hi) = (splat(b, lo as f32), splat(b, hi as f32));
+                let y = b.ins().fmax(x, lo);
+                b.ins().fmin(y, hi)
+            }
+            // Computed by a routine; never reaches an element-wise kernel.
+            Unary::Log => x,
+        }
+    }
+
+    /// f′(x) given operands 0 = x and 1 = y = f(x).
+    fn derivative(&mut self, u: Unary, arg: &mut dyn FnMut(&mut Self, usize) -> Value) -> Value {
+        match u {
+            Unary::Identity | Unary::AddConst(_) => splat(&mut self.b, 1.0),
+            Unary::Neg => splat(&mut self.b, -1.0),
+            Unary::Scale(c) => splat(&mut self.b, c as f32),
+            Unary::Relu | Unary::LeakyRelu(_) => {
+                let x = arg(self, 0);
+                let slope = if let Unary::LeakyRelu(a) = u { a as f32 } else { 0.0 };
+                let (one, s) = (splat(&mut self.b, 1.0), splat(&mut self.b, slope));
+                vector::select_positive(&mut self.b, x, one, s)
+            }
+            Unary::Elu(a) => {
+                let (x, y) = (arg(self, 0), arg(self, 1));
+                let k = splat(&mut self.b, a as f32);
+                let neg = self.b.ins().fadd(y, k);
+                let one = splat(&mut self.b, 1.0);
+                vector::select_positive(&mut self.b, x, one, neg)
+            }
+            Unary::Sigmoid => {
+                let y = arg(self, 1);
+                let one = splat(&mut self.b, 1.0);
+                let q = self.b.ins().fsub(one, y);
+                self.b.ins().fmul(y, q)
+            }
+            Unary::Tanh => {
+                let y = arg(self, 1);
+                let one = splat(&mut self.b, 1.0);
+                let y2 = self.b.ins().fmul(y, y);
+                self.b.ins().fsub(one, y2)
+            }
+            Unary::Exp => arg(self, 1),
+            Unary::Sqrt => {
+                let y = arg(self, 1);
+                let half = splat(&mut self.b, 0.5);
+                self.b.ins().fdiv(half, y)
+            }
+            Unary::Square => {
+                let x = arg(self, 0);
+                let two = splat(&mut self.b, 2.0);
+                self.b.ins().fmul(two, x)
+            }
+            Unary::Log => {
+                let x = arg(self, 0);
+                let one = splat(&mut self.b, 1.0);
+                self.b.ins().fdiv(one, x)
+            }
+            Unary::Clamp(lo, hi) => {
+                let x = arg(self, 0);
+                let (lo, hi) = (splat(&mut self.b, lo as f32), splat(&mut self.b, hi as f32));
+                let above = vector::mask(&mut self.b, FloatCC::GreaterThanOrEqual, x, lo);
+                let below = vector::mask(&mut self.b, FloatCC::LessThanOrEqual, x, hi);
+                let inside = self.b.ins().band(above, below);
+                let one = splat(&mut self.b, 1.0);
+                self.b.ins().band(one, inside)
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The Cranelift backend: a planned graph → machine code for the exact
+//! shapes of one batch size.
+//!
+//! `compile` emits one function `step(store, scratch, input, target, hyper)`
+//! that runs every kernel of the plan in order; `Executable::run` checks the
+//! buffer sizes at this safe boundary and calls it. A step allocates nothing
+//! itself (sgemm's packing buffers are matrixmultiply's own allocation).
+//! `unsafe` lives only in this module.
+#![allow(unsafe_code)]
+
+mod codegen;
+mod runtime;
+mod vector;
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::{AbiParam, InstBuilder, UserFuncName};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module, default_libcall_names};
+
+use crate::ir::{Graph, ValueId, numel};
+use crate::plan::{Location, Plan};
+
+type StepFn = extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f32);
+
+/// Compiled code for one graph and batch size, with its scratch arena.
+pub struct Executable {
+    module: Option<JITModule>,
+    step: StepFn,
+    scratch: Vec<f32>,
+    store_len: usize,
+    input_len: usize,
+    target_len: usize,
+    locations: Vec<Location>,
+    shapes: Vec<Vec<usize>>,
+    /// The generated code as text (`--emit clif`).
+    pub clif: String,
+}
+
+/// Builds the ISA for this CPU (all the vector extensions it has).
+fn module() -> Result<JITModule, String> {
+    let mut flags = settings::builder();
+    flags.set("is_pic", "false").map_err(|e| e.to_string())?;
+    flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| e.to_string())?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| e.to_string())?;
+    let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+    for (name, ptr) in runtime::symbols() {
+        jb.symbol(name, ptr);
+    }
+    Ok(JITModule::new(jb))
+}
+
+/// Compiles `graph` as planned. `input_len`/`target_len` are the element
+/// counts of one batch of inputs and targets.
+pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
+    let mut module = module()?;
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    sig.params.extend([AbiParam::new(ptr); 5]);
+    let fid = module.declare_function("step", Linkage::Export, &sig).map_err(|e| e.to_string())?;
+    let mut routine_ids = Vec::new();
+    for (name, ptrs, floats) in codegen::ROUTINES {
+        routine_ids.push((*name, codegen::declare_routine(&mut module, name, *ptrs, *floats)?));
+    }
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let mut routines = HashMap::new();
+        for (name, id) in &routine_ids {
+            routines.insert(*name, module.declare_func_in_func(*id, b.func));
+        }
+        let args = codegen::Args { store: p[0], scratch: p[1], input: p[2], target: p[3], hyper: p[4] };
+        let mut e = codegen::Emitter { b, graph, plan, args, routines };
+        for kernel in &plan.kernels {
+            e.kernel(kernel);
+        }
+        e.b.ins().return_(&[]);
+        e.b.seal_all_blocks();
+        e.b.finalize(module.target_config());
+    }
+    if cfg!(debug_assertions) {
+        cranelift_codegen::verify_function(&ctx.func, module.isa().flags()).map_err(|e| e.to_string())?;
+    }
+    let clif = ctx.func.display().to_string();
+    module.define_function(fid, &mut ctx).map_err(|e| format!("{e:?}"))?;
+    module.clear_context(&mut ctx);
+    module.finalize_definitions().map_err(|e| e.to_string())?;
+    let code = module.get_finalized_function(fid);
+    // SAFETY: `code` was just compiled from a function with exactly the
+    // signature `StepFn` (five pointer arguments, no results).
+    let step: StepFn = unsafe { std::mem::transmute::<*const u8, StepFn>(code) };
+    let (input_len, target_len) = leaf_lens(graph, plan);
+    Ok(Executable {
+        module: Some(module),
+        step,
+        scratch: vec![0.0; plan.scratch_len.max(1)],
+        store_len: plan.store_len,
+        input_len,
+        target_len,
+        locations: plan.locations.clone(),
+        shapes: graph.nodes.iter().map(|n| n.shape.clone()).collect(),
+        clif,
+    })
+}
+
+/// Element counts of the input and target batches the code reads (0 when unused).
+fn leaf_lens(graph: &Graph, plan: &Plan) -> (usize, usize) {
+    let mut lens = (0, 0);
+    for (node, location) in graph.nodes.iter().zip(&plan.locations) {
+        match location {
+            Location::Input => lens.0 = numel(&node.shape),
+            Location::Target => lens.1 = numel(&node.shape),
+            _ => {}
+        }
+    }
+    lens
+}
+
+impl Executable {
+    /// Runs the compiled step. Every buffer's size is checked first, so a
+    /// wrong-sized input is an error, never undefined behaviour.
+    pub fn run(&mut self, store: &mut [f32], input: &[f32], target: &[f32], hyper: &[f32; 3]) -> Result<(), String> {
+        // A forward graph uses the parameters only: a prefix of the training store.
+        if store.len() < self.store_len {
+            return Err(format!("parameter store has {} values, expected at least {}", store.len(), self.store_len));
+        }
+        if input.len() != self.input_len {
+            return Err(format!("input batch has {} values, expected {}", input.len(), self.input_len));
+        }
+        if target.len() != self.target_len {
+            return Err(format!("target batch has {} values, expected {}", target.len(), self.target_len));
+        }
+        // SAFETY: the generated code only touches `store[..store_len]`,
+        // `scratch[..scratch_len]`, `input[..input_len]`, `target[..target_len]`
+        // and `hyper[..3]`, all checked above; the code is alive while `module` is.
+        (self.step)(store.as_mut_ptr(), self.scratch.as_mut_ptr(), input.as_ptr(), target.as_ptr(), hyper.as_ptr());
+        Ok(())
+    }
+
+    /// A value computed by the last run (the loss, the prediction).
+    pub fn value<'a>(&'a self, v: ValueId, store: &'a [f32]) -> &'a [f32] {
+        let n = numel(&self.shapes[v.0]);
+        match self.locations[v.0] {
+            Location::Scratch(o) => &self.scratch[o..o + n],
+            Location::Store(o) => &store[o..o + n],
+            Location::Input | Location::Target | Location::Hyper(_) | Location::Fused => &[],
+        }
+    }
+}
+
+impl Drop for Executable {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: `step` is never called after this; the executable is being dropped.
+            unsafe { module.free_memory() };
+        }
+    }
+}

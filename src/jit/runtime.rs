@@ -1,0 +1,190 @@
+//! Runtime routines the generated code calls: sgemm, and the row-wise and
+//! reducing ops (softmax, the losses, sums) that are not element-wise loops.
+//!
+//! Each takes raw pointers and sizes fixed at compile time. None allocates
+//! and none can panic (only pointer arithmetic within the sizes given).
+#![allow(unsafe_code)]
+
+/// c = op(a)·op(b), row-major with explicit strides (transposes are strides).
+pub extern "C" fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    c: *mut f32,
+) {
+    // SAFETY: the plan sized every buffer for these dimensions and strides.
+    unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, n as isize, 1) }
+}
+
+/// # Safety (for all routines below)
+/// Pointers are valid for the element counts implied by the sizes; the
+/// generated code passes buffers planned with exactly those sizes.
+unsafe fn slice<'a>(p: *const f32, n: usize) -> &'a [f32] {
+    // SAFETY: see the module contract above.
+    unsafe { std::slice::from_raw_parts(p, n) }
+}
+
+unsafe fn slice_mut<'a>(p: *mut f32, n: usize) -> &'a mut [f32] {
+    // SAFETY: see the module contract above.
+    unsafe { std::slice::from_raw_parts_mut(p, n) }
+}
+
+/// out[j] = Σ_r x[r][j]
+pub extern "C" fn sum_rows(x: *const f32, out: *mut f32, rows: usize, cols: usize) {
+    // SAFETY: x holds rows·cols values, out holds cols.
+    let (x, out) = unsafe { (slice(x, rows * cols), slice_mut(out, cols)) };
+    out.fill(0.0);
+    for row in x.chunks_exact(cols) {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
+    }
+}
+
+fn softmax_row(z: &[f32], out: &mut [f32]) {
+    let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for (o, &v) in out.iter_mut().zip(z) {
+        *o = (v - max).exp();
+        sum += *o;
+    }
+    out.iter_mut().for_each(|o| *o /= sum);
+}
+
+pub extern "C" fn softmax(x: *const f32, out: *mut f32, rows: usize, cols: usize) {
+    // SAFETY: both hold rows·cols values.
+    let (x, out) = unsafe { (slice(x, rows * cols), slice_mut(out, rows * cols)) };
+    for (z, o) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+        softmax_row(z, o);
+    }
+}
+
+/// out = y·(g − Σ g·y) per row
+pub extern "C" fn softmax_grad(y: *const f32, g: *const f32, out: *mut f32, rows: usize, cols: usize) {
+    // SAFETY: all hold rows·cols values.
+    let (y, g, out) = unsafe { (slice(y, rows * cols), slice(g, rows * cols), slice_mut(out, rows * cols)) };
+    for ((y, g), o) in y.chunks_exact(cols).zip(g.chunks_exact(cols)).zip(out.chunks_exact_mut(cols)) {
+        let dot: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
+        for ((o, &a), &b) in o.iter_mut().zip(y).zip(g) {
+            *o = a * (b - dot);
+        }
+    }
+}
+
+/// A class id stored as f32, or None when it is not one of `classes`.
+fn class(label: f32, classes: usize) -> Option<usize> {
+    (label >= 0.0 && label.fract() == 0.0 && (label as usize) < classes).then_some(label as usize)
+}
+
+/// out[0] = mean over rows of −log softmax(z)[label]; NaN for a bad label.
+pub extern "C" fn softmax_cross_entropy(z: *const f32, labels: *const f32, out: *mut f32, rows: usize, cols: usize) {
+    // SAFETY: z holds rows·cols values, labels rows, out one.
+    let (z, labels, out) = unsafe { (slice(z, rows * cols), slice(labels, rows), slice_mut(out, 1)) };
+    let mut total = 0.0f32;
+    for (row, &label) in z.chunks_exact(cols).zip(labels) {
+        let Some(c) = class(label, cols) else {
+            out[0] = f32::NAN;
+            return;
+        };
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+        total += sum.ln() + max - row[c];
+    }
+    out[0] = total / rows as f32;
+}
+
+/// out = g·(softmax(z) − onehot)/rows
+pub extern "C" fn softmax_cross_entropy_grad(
+    z: *const f32,
+    labels: *const f32,
+    g: *const f32,
+    out: *mut f32,
+    rows: usize,
+    cols: usize,
+) {
+    // SAFETY: z and out hold rows·cols values, labels rows, g one.
+    let (z, labels, g, out) =
+        unsafe { (slice(z, rows * cols), slice(labels, rows), slice(g, 1), slice_mut(out, rows * cols)) };
+    let scale = g[0] / rows as f32;
+    for ((row, &label), o) in z.chunks_exact(cols).zip(labels).zip(out.chunks_exact_mut(cols)) {
+        softmax_row(row, o);
+        let c = class(label, cols);
+        for (j, v) in o.iter_mut().enumerate() {
+            let onehot = if Some(j) == c { 1.0 } else { 0.0 };
+            *v = scale * (*v - onehot);
+        }
+    }
+}
+
+pub extern "C" fn mse(p: *const f32, t: *const f32, out: *mut f32, n: usize) {
+    // SAFETY: p and t hold n values, out one.
+    let (p, t, out) = unsafe { (slice(p, n), slice(t, n), slice_mut(out, 1)) };
+    out[0] = p.iter().zip(t).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / n as f32;
+}
+
+pub extern "C" fn bce(p: *const f32, t: *const f32, out: *mut f32, n: usize) {
+    // SAFETY: p and t hold n values, out one.
+    let (p, t, out) = unsafe { (slice(p, n), slice(t, n), slice_mut(out, 1)) };
+    let eps = crate::interp::BCE_EPS as f32;
+    let sum: f32 = p
+        .iter()
+        .zip(t)
+        .map(|(&p, &t)| {
+            let p = p.clamp(eps, 1.0 - eps);
+            -(t * p.ln() + (1.0 - t) * (1.0 - p).ln())
+        })
+        .sum();
+    out[0] = sum / n as f32;
+}
+
+pub extern "C" fn sum_squares(x: *const f32, out: *mut f32, n: usize) {
+    // SAFETY: x holds n values, out one.
+    let (x, out) = unsafe { (slice(x, n), slice_mut(out, 1)) };
+    out[0] = x.iter().map(|v| v * v).sum();
+}
+
+/// out[0] = min(1, c/√x[0])
+pub extern "C" fn clip_scale(x: *const f32, out: *mut f32, c: f32) {
+    // SAFETY: one value each.
+    let (x, out) = unsafe { (slice(x, 1), slice_mut(out, 1)) };
+    let norm = x[0].sqrt();
+    out[0] = if norm > c { c / norm } else { 1.0 };
+}
+
+pub extern "C" fn log(x: *const f32, out: *mut f32, n: usize) {
+    // SAFETY: both hold n values.
+    let (x, out) = unsafe { (slice(x, n), slice_mut(out, n)) };
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = v.ln();
+    }
+}
+
+pub extern "C" fn copy(from: *const f32, to: *mut f32, n: usize) {
+    // SAFETY: both hold n values and do not overlap (the store and scratch are distinct).
+    let (from, to) = unsafe { (slice(from, n), slice_mut(to, n)) };
+    to.copy_from_slice(from);
+}
+
+/// Every routine with its symbol name, for registration with the JIT.
+pub fn symbols() -> Vec<(&'static str, *const u8)> {
+    vec![
+        ("nnc_sgemm", sgemm as *const u8),
+        ("nnc_sum_rows", sum_rows as *const u8),
+        ("nnc_softmax", softmax as *const u8),
+        ("nnc_softmax_grad", softmax_grad as *const u8),
+        ("nnc_softmax_cross_entropy", softmax_cross_entropy as *const u8),
+        ("nnc_softmax_cross_entropy_grad", softmax_cross_entropy_grad as *const u8),
+        ("nnc_mse", mse as *const u8),
+        ("nnc_bce", bce as *const u8),
+        ("nnc_sum_squares", sum_squares as *const u8),
+        ("nnc_clip_scale", clip_scale as *const u8),
+        ("nnc_log", log as *const u8),
+        ("nnc_copy", copy as *const u8),
+    ]
+}

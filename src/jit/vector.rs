@@ -1,0 +1,131 @@
+//! Element-wise math on f32x4 in Cranelift IR: exp by range reduction and a
+//! polynomial, and sigmoid, tanh and the selects built on it. No libm calls.
+// The polynomial coefficients are quoted as published (Cephes), digits and all.
+#![allow(clippy::excessive_precision)]
+
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::FunctionBuilder;
+
+const V: types::Type = types::F32X4;
+const I: types::Type = types::I32X4;
+
+pub fn splat(b: &mut FunctionBuilder, x: f32) -> Value {
+    let c = b.ins().f32const(x);
+    b.ins().splat(V, c)
+}
+
+fn splat_i(b: &mut FunctionBuilder, x: u32) -> Value {
+    let c = b.ins().iconst(types::I32, i64::from(x as i32));
+    b.ins().splat(I, c)
+}
+
+fn to_int(b: &mut FunctionBuilder, x: Value) -> Value {
+    b.ins().bitcast(I, MemFlagsData::new(), x)
+}
+
+fn to_float(b: &mut FunctionBuilder, x: Value) -> Value {
+    b.ins().bitcast(V, MemFlagsData::new(), x)
+}
+
+/// A lane mask (all ones where `a cc b`) as f32x4.
+pub fn mask(b: &mut FunctionBuilder, cc: FloatCC, a: Value, c: Value) -> Value {
+    let m = b.ins().fcmp(cc, a, c);
+    to_float(b, m)
+}
+
+/// `m ? a : c` lane by lane.
+pub fn select(b: &mut FunctionBuilder, m: Value, a: Value, c: Value) -> Value {
+    let x = b.ins().band(a, m);
+    let y = b.ins().band_not(c, m);
+    b.ins().bor(x, y)
+}
+
+/// `x > 0 ? a : c`
+pub fn select_positive(b: &mut FunctionBuilder, x: Value, a: Value, c: Value) -> Value {
+    let zero = splat(b, 0.0);
+    let m = mask(b, FloatCC::GreaterThan, x, zero);
+    select(b, m, a, c)
+}
+
+/// eˣ: ≈1 ulp in the normal range; +inf above 88.72, 0 below −87.33, NaN kept.
+pub fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
+    // Clamp on the bit pattern: one signed and one unsigned integer min.
+    let xi = to_int(b, x);
+    let hi = splat_i(b, 88.3f32.to_bits());
+    let xi = b.ins().smin(xi, hi);
+    let lo = splat_i(b, (-87.3f32).to_bits());
+    let xi = b.ins().umin(xi, lo);
+    let xc = to_float(b, xi);
+    // eˣ = 2ⁿ·eʳ with n = round(x·log₂e); rounding happens in the mantissa of 1.5·2²³.
+    let (log2e, magic) = (splat(b, std::f32::consts::LOG2_E), splat(b, 12582912.0));
+    let t = b.ins().fma(xc, log2e, magic);
+    let n = b.ins().fsub(t, magic);
+    let (c1, c2) = (splat(b, -0.693359375), splat(b, 2.12194440e-4));
+    let r = b.ins().fma(n, c1, xc);
+    let r = b.ins().fma(n, c2, r);
+    let mut p = splat(b, 1.9875691500E-4);
+    for c in [1.3981999507E-3, 8.3334519073E-3, 4.1665795894E-2, 1.6666665459E-1, 5.0000001201E-1] {
+        let c = splat(b, c);
+        p = b.ins().fma(p, r, c);
+    }
+    let r2 = b.ins().fmul(r, r);
+    let y = b.ins().fma(p, r2, r);
+    let one = splat(b, 1.0);
+    let y = b.ins().fadd(y, one);
+    let ti = to_int(b, t);
+    let bias = splat_i(b, 127);
+    let e = b.ins().iadd(ti, bias);
+    let e = b.ins().ishl_imm_u(e, 23);
+    let scale = to_float(b, e);
+    let y = b.ins().fmul(y, scale);
+    // Saturate like f32::exp, and let NaN through.
+    let (big, inf) = (splat(b, 88.72), splat(b, f32::INFINITY));
+    let m = mask(b, FloatCC::GreaterThan, x, big);
+    let y = select(b, m, inf, y);
+    let (small, zero) = (splat(b, -87.33), splat(b, 0.0));
+    let m = mask(b, FloatCC::LessThan, x, small);
+    let y = select(b, m, zero, y);
+    let m = mask(b, FloatCC::Unordered, x, x);
+    select(b, m, x, y)
+}
+
+/// 1/(1 + e⁻ˣ)
+pub fn sigmoid(b: &mut FunctionBuilder, x: Value) -> Value {
+    let neg = b.ins().fneg(x);
+    let e = exp(b, neg);
+    let one = splat(b, 1.0);
+    let d = b.ins().fadd(one, e);
+    b.ins().fdiv(one, d)
+}
+
+/// tanh: an odd polynomial below |x| = 0.625 (no cancellation near 0), else
+/// sign(x)·(1 − 2/(e²ˡˣˡ + 1)).
+pub fn tanh(b: &mut FunctionBuilder, x: Value) -> Value {
+    let xi = to_int(b, x);
+    let abs_mask = splat_i(b, 0x7fff_ffff);
+    let ai = b.ins().band(xi, abs_mask);
+    let sign = b.ins().band_not(xi, abs_mask);
+    let ax = to_float(b, ai);
+    let z = b.ins().fmul(x, x);
+    let mut p = splat(b, -5.70498872745E-3);
+    for c in [2.06390887954E-2, -5.37397155531E-2, 1.33314422036E-1, -3.33332819422E-1] {
+        let c = splat(b, c);
+        p = b.ins().fma(p, z, c);
+    }
+    let pz = b.ins().fmul(p, z);
+    let small = b.ins().fma(pz, x, x);
+    let two = splat(b, 2.0);
+    let ax2 = b.ins().fmul(ax, two);
+    let e = exp(b, ax2);
+    let one = splat(b, 1.0);
+    let e1 = b.ins().fadd(e, one);
+    let q = b.ins().fdiv(two, e1);
+    let big = b.ins().fsub(one, q);
+    let bigi = to_int(b, big);
+    let signed = b.ins().bor(bigi, sign);
+    let big = to_float(b, signed);
+    let limit = splat(b, 0.625);
+    let m = mask(b, FloatCC::LessThan, ax, limit);
+    select(b, m, small, big)
+}

@@ -1,0 +1,334 @@
+//! Planning: a graph → the kernels a backend runs and where every value lives.
+//!
+//! - Element-wise chains are fused: a value whose only consumer is an
+//!   element-wise op of the same size is computed inside that consumer's
+//!   loop and never stored.
+//! - Every stored value gets a static offset: parameters and optimizer state
+//!   in the persistent *store*, intermediates in one *scratch* arena whose
+//!   slots are reused once a value is dead (liveness over the kernel order).
+//! - Reshapes alias their input; a parameter's (or state's) new value is
+//!   written in place when nothing reads the old value afterwards.
+//!
+//! The plan is data: `--emit plan` prints it, the JIT compiles it.
+
+use std::fmt::Write;
+
+use crate::ir::{Graph, Op, TrainGraph, Unary, ValueId, numel};
+
+/// Where a value's elements live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// Offset (in f32 elements) into the persistent parameter/state store.
+    Store(usize),
+    /// Offset into the per-executable scratch arena.
+    Scratch(usize),
+    /// The batch of inputs passed to the step.
+    Input,
+    /// The batch of targets passed to the step.
+    Target,
+    /// Index into the step's scalar hyperparameters (lr, bias1, bias2).
+    Hyper(usize),
+    /// Computed inside a fused kernel, never stored.
+    Fused,
+}
+
+/// One unit of work, in execution order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kernel {
+    /// A fused element-wise loop producing `root`.
+    Elementwise { root: ValueId },
+    /// A matrix product through sgemm.
+    MatMul { node: ValueId },
+    /// A row-wise or reducing op run by a runtime routine.
+    Routine { node: ValueId },
+    /// Copies a finished value into the store (when it could not be written in place).
+    Copy { from: ValueId, to: usize, len: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub kernels: Vec<Kernel>,
+    pub locations: Vec<Location>,
+    /// f32 elements of scratch needed.
+    pub scratch_len: usize,
+    /// Store offset of each parameter and each state tensor.
+    pub param_offsets: Vec<usize>,
+    pub state_offsets: Vec<usize>,
+    pub store_len: usize,
+}
+
+/// Scratch slots are aligned to 16 floats (64 bytes, one cache line).
+const ALIGN: usize = 16;
+
+/// Whether an op is computed element by element (and so can be fused).
+pub fn is_elementwise(op: &Op) -> bool {
+    match op {
+        Op::Unary(u) => !matches!(u, Unary::Log),
+        Op::UnaryGrad(_) => true,
+        Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div
+        | Op::MulScalar
+        | Op::AddBias
+        | Op::MseGrad
+        | Op::BceGrad
+        | Op::Const(_) => true,
+        Op::Input(_)
+        | Op::Target(_)
+        | Op::Param(_)
+        | Op::State(_)
+        | Op::Hyper(_)
+        | Op::MatMul { .. }
+        | Op::SumRows
+        | Op::Reshape
+        | Op::Softmax
+        | Op::SoftmaxGrad
+        | Op::SoftmaxCrossEntropy
+        | Op::SoftmaxCrossEntropyGrad
+        | Op::Mse
+        | Op::Bce
+        | Op::SumSquares
+        | Op::ClipScale(_) => false,
+    }
+}
+
+/// Plans a training step: its outputs are the loss, the prediction and the
+/// updated parameters and state.
+pub fn plan_train(step: &TrainGraph) -> Plan {
+    let g = &step.graph;
+    let mut outputs: Vec<ValueId> = vec![g.prediction];
+    outputs.extend(g.loss);
+    plan(g, &outputs, &step.new_params, &step.new_states)
+}
+
+/// Plans a forward graph (evaluation and inference).
+pub fn plan_forward(g: &Graph) -> Plan {
+    let mut outputs: Vec<ValueId> = vec![g.prediction];
+    outputs.extend(g.loss);
+    plan(g, &outputs, &[], &[])
+}
+
+fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[ValueId]) -> Plan {
+    let n = g.nodes.len();
+    // Only what the outputs need is computed.
+    let mut live = vec![false; n];
+    for v in outputs.iter().chain(new_params).chain(new_states) {
+        live[v.0] = true;
+    }
+    for i in (0..n).rev() {
+        if live[i] {
+            for v in &g.nodes[i].inputs {
+                live[v.0] = true;
+            }
+        }
+    }
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, node) in g.nodes.iter().enumerate().filter(|(i, _)| live[*i]) {
+        for v in &node.inputs {
+            consumers[v.0].push(i);
+        }
+    }
+    let is_output = |i: usize| outputs.iter().chain(new_params).chain(new_states).any(|v| v.0 == i);
+
+    // Store layout: parameters, then states.
+    let mut store_len = 0;
+    let mut offset_of = |len: usize| {
+        let o = store_len;
+        store_len += len.div_ceil(ALIGN) * ALIGN;
+        o
+    };
+    let param_offsets: Vec<usize> = g.params.iter().map(|p| offset_of(numel(&p.shape))).collect();
+    let state_offsets: Vec<usize> = g.states.iter().map(|s| offset_of(numel(&s.shape))).collect();
+
+    let mut locations = vec![Location::Fused; n];
+    let mut fused = vec![false; n];
+    for (i, node) in g.nodes.iter().enumerate() {
+        if !live[i] {
+            continue;
+        }
+        locations[i] = match node.op {
+            Op::Input(_) => Location::Input,
+            Op::Target(_) => Location::Target,
+            Op::Param(p) => Location::Store(param_offsets[p]),
+            Op::State(s) => Location::Store(state_offsets[s]),
+            Op::Hyper(h) => Location::Hyper(h as usize),
+            _ => Location::Fused,
+        };
+        // Fuse an element-wise value into its single element-wise consumer of the same size.
+        let single = consumers[i].len() == 1 && consumers[i][0] > i;
+        if is_elementwise(&node.op) && single && !is_output(i) {
+            let c = &g.nodes[consumers[i][0]];
+            if is_elementwise(&c.op) && numel(&c.shape) == numel(&node.shape) && !matches!(c.op, Op::Const(_)) {
+                fused[i] = true;
+            }
+        }
+    }
+
+    // Kernels in graph order; decide which new values can be written in place.
+    let mut kernels = Vec::new();
+    let mut in_place: Vec<Option<usize>> = vec![None; n];
+    let persistent = |targets: &[ValueId],
+                      leaf: &dyn Fn(&Op) -> Option<usize>,
+                      offsets: &[usize],
+                      in_place: &mut Vec<Option<usize>>| {
+        for (k, v) in targets.iter().enumerate() {
+            // Every reader of the old value must run no later than the writer.
+            let last_read = g
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, node)| leaf(&node.op) == Some(k))
+                .flat_map(|(j, _)| consumers[j].iter().copied())
+                .max()
+                .unwrap_or(0);
+            let node = &g.nodes[v.0];
+            if last_read <= v.0
+                && is_elementwise(&node.op)
+                && !matches!(node.op, Op::Const(_))
+                && in_place[v.0].is_none()
+            {
+                in_place[v.0] = Some(offsets[k]);
+            }
+        }
+    };
+    persistent(new_params, &|op| if let Op::Param(p) = op { Some(*p) } else { None }, &param_offsets, &mut in_place);
+    persistent(new_states, &|op| if let Op::State(s) = op { Some(*s) } else { None }, &state_offsets, &mut in_place);
+
+    for (i, node) in g.nodes.iter().enumerate() {
+        if !live[i]
+            || fused[i]
+            || matches!(locations[i], Location::Input | Location::Target | Location::Hyper(_) | Location::Store(_))
+        {
+            continue;
+        }
+        let v = ValueId(i);
+        match &node.op {
+            Op::Reshape => {}
+            Op::MatMul { .. } => kernels.push(Kernel::MatMul { node: v }),
+            op if is_elementwise(op) => kernels.push(Kernel::Elementwise { root: v }),
+            _ => kernels.push(Kernel::Routine { node: v }),
+        }
+    }
+    for (targets, offsets) in [(new_params, &param_offsets), (new_states, &state_offsets)] {
+        for (k, v) in targets.iter().enumerate() {
+            if in_place[v.0].is_none() {
+                kernels.push(Kernel::Copy { from: *v, to: offsets[k], len: numel(&g.nodes[v.0].shape) });
+            }
+        }
+    }
+
+    // Scratch offsets by liveness over the kernel order.
+    let mut last_use = vec![0usize; n];
+    for (k, kernel) in kernels.iter().enumerate() {
+        for v in kernel_reads(g, kernel, &fused) {
+            last_use[v.0] = last_use[v.0].max(k);
+        }
+    }
+    // Outputs stay alive to the end.
+    for v in outputs.iter().chain(new_params).chain(new_states) {
+        last_use[v.0] = usize::MAX;
+    }
+    let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, len)
+    let mut scratch_len = 0;
+    let mut alive: Vec<(usize, usize, usize, usize)> = Vec::new(); // (last_use, node, offset, len)
+    for (k, kernel) in kernels.iter().enumerate() {
+        // Release values whose last reader ran before this kernel.
+        alive.retain(|&(last, _, offset, len)| {
+            if last < k {
+                free.push((offset, len));
+                false
+            } else {
+                true
+            }
+        });
+        let produced = match kernel {
+            Kernel::Elementwise { root } => *root,
+            Kernel::MatMul { node } | Kernel::Routine { node } => *node,
+            Kernel::Copy { .. } => continue,
+        };
+        if let Some(offset) = in_place[produced.0] {
+            locations[produced.0] = Location::Store(offset);
+            continue;
+        }
+        let len = numel(&g.nodes[produced.0].shape).div_ceil(ALIGN) * ALIGN;
+        let slot = free.iter().enumerate().filter(|(_, (_, l))| *l >= len).min_by_key(|(_, (_, l))| *l).map(|(j, _)| j);
+        let offset = match slot {
+            Some(j) => {
+                let (offset, l) = free.swap_remove(j);
+                if l > len {
+                    free.push((offset + len, l - len));
+                }
+                offset
+            }
+            None => {
+                scratch_len += len;
+                scratch_len - len
+            }
+        };
+        locations[produced.0] = Location::Scratch(offset);
+        alive.push((last_use[produced.0], produced.0, offset, len));
+    }
+    // Reshapes alias what they reshape.
+    for (i, node) in g.nodes.iter().enumerate() {
+        if live[i] && node.op == Op::Reshape {
+            locations[i] = locations[node.inputs[0].0];
+        }
+    }
+    Plan { kernels, locations, scratch_len, param_offsets, state_offsets, store_len }
+}
+
+/// The stored values a kernel reads (looking through fused values and reshapes).
+pub fn kernel_reads(g: &Graph, kernel: &Kernel, fused: &[bool]) -> Vec<ValueId> {
+    let mut out = Vec::new();
+    let mut stack: Vec<ValueId> = match kernel {
+        Kernel::Elementwise { root } => g.nodes[root.0].inputs.clone(),
+        Kernel::MatMul { node } | Kernel::Routine { node } => g.nodes[node.0].inputs.clone(),
+        Kernel::Copy { from, .. } => vec![*from],
+    };
+    while let Some(v) = stack.pop() {
+        let node = &g.nodes[v.0];
+        if fused.get(v.0).copied().unwrap_or(false) || node.op == Op::Reshape {
+            stack.extend(node.inputs.iter().copied());
+        }
+        if !fused.get(v.0).copied().unwrap_or(false) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+impl Plan {
+    pub fn to_text(&self, g: &Graph) -> String {
+        let mut out = format!("store {} floats, scratch {} floats\n", self.store_len, self.scratch_len);
+        for kernel in &self.kernels {
+            let line = match kernel {
+                Kernel::Elementwise { root } => {
+                    let mut members = Vec::new();
+                    collect_fused(g, &self.locations, *root, &mut members);
+                    members.sort();
+                    let names: Vec<String> =
+                        members.iter().map(|v| format!("{v}={}", g.nodes[v.0].op.name())).collect();
+                    format!("elementwise {root} -> {:?}  [{}]", self.locations[root.0], names.join(", "))
+                }
+                Kernel::MatMul { node } => format!("matmul {node} -> {:?}", self.locations[node.0]),
+                Kernel::Routine { node } => {
+                    format!("{} {node} -> {:?}", g.nodes[node.0].op.name(), self.locations[node.0])
+                }
+                Kernel::Copy { from, to, len } => format!("copy {from} -> store[{to}..{}]", to + len),
+            };
+            let _ = writeln!(out, "{line}");
+        }
+        out
+    }
+}
+
+/// The root and every value fused into it.
+pub fn collect_fused(g: &Graph, locations: &[Location], v: ValueId, out: &mut Vec<ValueId>) {
+    out.push(v);
+    for input in &g.nodes[v.0].inputs {
+        if locations[input.0] == Location::Fused && g.nodes[input.0].op != Op::Reshape {
+            collect_fused(g, locations, *input, out);
+        }
+    }
+}
