@@ -6,6 +6,7 @@
 //! 3. `summary`: per-layer shapes, parameter counts and costs.
 
 pub mod autodiff;
+pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod data;

@@ -93,6 +93,12 @@ pub fn is_elementwise(op: &Op) -> bool {
     }
 }
 
+/// Whether input `slot` of `op` is read broadcast (a scalar, or a bias row)
+/// rather than element by element; such inputs are stored, never fused.
+fn broadcast_slot(op: &Op, slot: usize) -> bool {
+    matches!((op, slot), (Op::MulScalar | Op::AddBias, 1) | (Op::MseGrad | Op::BceGrad, 2))
+}
+
 /// Plans a training step: its outputs are the loss, the prediction and the
 /// updated parameters and state.
 pub fn plan_train(step: &TrainGraph) -> Plan {
@@ -159,7 +165,8 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
         let single = consumers[i].len() == 1 && consumers[i][0] > i;
         if is_elementwise(&node.op) && single && !is_output(i) {
             let c = &g.nodes[consumers[i][0]];
-            if is_elementwise(&c.op) && numel(&c.shape) == numel(&node.shape) && !matches!(c.op, Op::Const(_)) {
+            let slot = c.inputs.iter().position(|v| v.0 == i).unwrap_or(0);
+            if is_elementwise(&c.op) && numel(&c.shape) == numel(&node.shape) && !broadcast_slot(&c.op, slot) {
                 fused[i] = true;
             }
         }

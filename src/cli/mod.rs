@@ -37,6 +37,10 @@ enum Emit {
     Ir,
     /// Forward, backward and optimizer update.
     TrainIr,
+    /// The training step's kernels and memory plan.
+    Plan,
+    /// The generated Cranelift IR of the training step.
+    Clif,
 }
 
 #[derive(Subcommand)]
@@ -66,6 +70,22 @@ enum Command {
     },
     /// Train a model and report per-epoch and final test metrics.
     Train(TrainArgs),
+    /// Measure compile time, training throughput, inference latency and memory.
+    Bench {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        /// Training batch size (default: the model's).
+        #[arg(long)]
+        batch: Option<usize>,
+        #[arg(long, value_enum, default_value = "jit")]
+        backend: crate::train::Backend,
+        /// Seconds spent measuring throughput.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare autodiff gradients with central finite differences (f64).
     Gradcheck {
         file: PathBuf,
@@ -122,6 +142,9 @@ pub fn run() -> ExitCode {
         Command::Check { file, format, emit, batch } => check(&file, format, emit, batch.max(1)),
         Command::Summary { file, model, json } => summary(&file, model.as_deref(), json),
         Command::Train(args) => train::run(&args),
+        Command::Bench { file, model, batch, backend, seconds, json } => {
+            bench(&file, model.as_deref(), batch, backend, seconds, json)
+        }
         Command::Gradcheck { file, model, tolerance, seed } => gradcheck(&file, model.as_deref(), tolerance, seed),
     }
 }
@@ -266,12 +289,52 @@ fn emit_stage(checked: &Checked, emit: Emit, batch: usize) -> ExitCode {
     match emit {
         Emit::Ir => print!("{}", forward.to_text()),
         _ => match crate::train::update::train_graph(&forward, &model.train) {
+            Ok(step) if matches!(emit, Emit::Plan) => print!("{}", crate::plan::plan_train(&step).to_text(&step.graph)),
+            Ok(step) if matches!(emit, Emit::Clif) => {
+                match crate::jit::compile(&step.graph, &crate::plan::plan_train(&step)) {
+                    Ok(exe) => print!("{}", exe.clif),
+                    Err(e) => {
+                        report_diag(checked, &crate::diag::messages::internal(model.span, &e));
+                        return ExitCode::from(1);
+                    }
+                }
+            }
             Ok(step) => print!("{}", step.to_text()),
             Err(e) => {
                 report_diag(checked, &crate::diag::messages::not_trainable_optimizer(model.span, &e));
                 return ExitCode::from(1);
             }
         },
+    }
+    ExitCode::SUCCESS
+}
+
+fn bench(
+    file: &Path,
+    model: Option<&str>,
+    batch: Option<usize>,
+    backend: crate::train::Backend,
+    seconds: f64,
+    json: bool,
+) -> ExitCode {
+    let (checked, index) = match load_model(file, model) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match crate::bench::run(&checked.models[index], batch.filter(|b| *b > 0), backend, seconds.max(0.1)) {
+        Ok(r) if json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
+        Ok(r) => println!(
+            "{} ({}, batch {}): compile {:.1} ms, train {:.0} samples/s, inference {:.1} µs at batch 1, peak RSS {:.1} MiB",
+            r.model, r.backend, r.batch, r.compile_ms, r.train_samples_per_s, r.infer_latency_us, r.peak_rss_mib
+        ),
+        Err(crate::bench::BenchError::Model(d)) => {
+            report_diag(&checked, &d);
+            return ExitCode::from(1);
+        }
+        Err(crate::bench::BenchError::Train(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
     }
     ExitCode::SUCCESS
 }

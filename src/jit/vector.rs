@@ -48,13 +48,17 @@ pub fn select_positive(b: &mut FunctionBuilder, x: Value, a: Value, c: Value) ->
     select(b, m, a, c)
 }
 
-/// eˣ: ≈1 ulp in the normal range; +inf above 88.72, 0 below −87.33, NaN kept.
+/// eˣ: ≈1 ulp wherever the result is a normal f32; +inf above 88.7228,
+/// 0 where the result would be subnormal (below −87.3365), NaN kept.
 pub fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
+    // Above 88, scale by 2ⁿ⁻¹·2 so the exponent field never overflows.
+    let eighty_eight = splat(b, 88.0);
+    let high = mask(b, FloatCC::GreaterThan, x, eighty_eight);
     // Clamp on the bit pattern: one signed and one unsigned integer min.
     let xi = to_int(b, x);
-    let hi = splat_i(b, 88.3f32.to_bits());
+    let hi = splat_i(b, 88.7228f32.to_bits());
     let xi = b.ins().smin(xi, hi);
-    let lo = splat_i(b, (-87.3f32).to_bits());
+    let lo = splat_i(b, (-87.3365f32).to_bits());
     let xi = b.ins().umin(xi, lo);
     let xc = to_float(b, xi);
     // eˣ = 2ⁿ·eʳ with n = round(x·log₂e); rounding happens in the mantissa of 1.5·2²³.
@@ -74,16 +78,23 @@ pub fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
     let one = splat(b, 1.0);
     let y = b.ins().fadd(y, one);
     let ti = to_int(b, t);
-    let bias = splat_i(b, 127);
+    let (bias, bias_high) = (splat_i(b, 127), splat_i(b, 126));
+    let high_i = to_int(b, high);
+    let keep = b.ins().band_not(bias, high_i);
+    let lower = b.ins().band(bias_high, high_i);
+    let bias = b.ins().bor(keep, lower);
     let e = b.ins().iadd(ti, bias);
     let e = b.ins().ishl_imm_u(e, 23);
     let scale = to_float(b, e);
     let y = b.ins().fmul(y, scale);
+    let two = splat(b, 2.0);
+    let factor = select(b, high, two, one);
+    let y = b.ins().fmul(y, factor);
     // Saturate like f32::exp, and let NaN through.
-    let (big, inf) = (splat(b, 88.72), splat(b, f32::INFINITY));
+    let (big, inf) = (splat(b, 88.7228), splat(b, f32::INFINITY));
     let m = mask(b, FloatCC::GreaterThan, x, big);
     let y = select(b, m, inf, y);
-    let (small, zero) = (splat(b, -87.33), splat(b, 0.0));
+    let (small, zero) = (splat(b, -87.3365), splat(b, 0.0));
     let m = mask(b, FloatCC::LessThan, x, small);
     let y = select(b, m, zero, y);
     let m = mask(b, FloatCC::Unordered, x, x);

@@ -1,0 +1,200 @@
+//! The JIT against the reference interpreter: one full training step
+//! (forward, backward, update) on every trainable bundled model and on
+//! hundreds of random models, plus the accuracy of the inline exp, sigmoid
+//! and tanh over their whole input range.
+
+use nnc::check::CheckedModel;
+use nnc::diag::Span;
+use nnc::ir::{Graph, Op, Unary, ValueId};
+use nnc::pipeline::check_source;
+use nnc::train::{Backend, Compiled, Store, Trainer};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const TOLERANCE: f32 = 1e-4;
+
+fn close(a: f32, b: f32) -> bool {
+    (a - b).abs() <= TOLERANCE * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Random inputs and valid targets for `rows` samples.
+fn batch(model: &CheckedModel, rows: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let width: usize = model.inputs[0].shape.iter().product();
+    let x: Vec<f32> = (0..rows * width).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let y = match model.targets.first().map(|t| &t.kind) {
+        Some(nnc::check::TargetKind::Class(k)) => (0..rows).map(|_| rng.random_range(0..*k) as f32).collect(),
+        Some(nnc::check::TargetKind::Binary(s)) => {
+            (0..rows * s.iter().product::<usize>()).map(|_| rng.random_range(0..2) as f32).collect()
+        }
+        Some(nnc::check::TargetKind::Real(s)) => {
+            (0..rows * s.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect()
+        }
+        None => Vec::new(),
+    };
+    (x, y)
+}
+
+/// Two training steps on both backends; losses and every updated parameter must agree.
+fn assert_backends_agree(model: &CheckedModel, rows: usize, seed: u64) {
+    let (x, y) = batch(model, rows, seed);
+    let mut results = Vec::new();
+    for backend in [Backend::Interp, Backend::Jit] {
+        let mut t = Trainer::new(model, model.train.clone(), backend).expect("trainable");
+        let l1 = t.step(&x, &y, rows, model.train.lr).expect("step");
+        let l2 = t.step(&x, &y, rows, model.train.lr).expect("step");
+        results.push((l1, l2, t.params()));
+    }
+    let ((a1, a2, pa), (b1, b2, pb)) = (&results[0], &results[1]);
+    assert!(close(*a1 as f32, *b1 as f32) && close(*a2 as f32, *b2 as f32), "losses {a1} {a2} vs {b1} {b2}");
+    for (p, (ta, tb)) in pa.iter().zip(pb).enumerate() {
+        for (i, (a, b)) in ta.iter().zip(tb).enumerate() {
+            assert!(close(*a, *b), "param {p}[{i}]: interp {a} vs jit {b}");
+        }
+    }
+}
+
+#[test]
+fn every_trainable_bundled_model() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(dir).expect("models/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "nn") {
+            continue;
+        }
+        let checked = check_source("m.nn", &std::fs::read_to_string(&path).expect("readable"));
+        let model = &checked.models[0];
+        if model.total_params() > 200_000 || Trainer::new(model, model.train.clone(), Backend::Interp).is_err() {
+            continue;
+        }
+        for rows in [1, 5] {
+            assert_backends_agree(model, rows, 3);
+        }
+        compared += 1;
+    }
+    assert!(compared >= 6, "only {compared} models compared");
+}
+
+fn activation() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["relu", "sigmoid", "tanh", "leaky_relu(0.05)", "elu(1.0)", "identity"])
+}
+
+fn optimizer() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "gd(lr = 0.1)",
+        "sgd(lr = 0.05)",
+        "momentum(lr = 0.05, momentum = 0.9)",
+        "nesterov(lr = 0.05)",
+        "adam(lr = 0.01)",
+    ])
+}
+
+fn extras() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["", "clip_norm = 0.5", "clip_value = 0.01", "l2 = 0.01", "weight_decay = 0.1"])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 220, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_models(
+        input in 1usize..40,
+        widths in prop::collection::vec(1usize..40, 0..4),
+        acts in prop::collection::vec(activation(), 4),
+        head in 0usize..3,
+        out in 1usize..7,
+        rows in prop::sample::select(vec![1usize, 2, 3, 7, 16, 33]),
+        opt in optimizer(),
+        extra in extras(),
+        seed in 0u64..1_000_000,
+    ) {
+        let mut layers = String::new();
+        for (w, a) in widths.iter().zip(&acts) {
+            layers.push_str(&format!(" |> dense({w}) |> {a}"));
+        }
+        let (target, tail, loss) = match head {
+            0 => (format!("class({})", out + 1), format!(" |> dense({})", out + 1), "cross_entropy"),
+            1 => (format!("real[{out}]"), format!(" |> dense({out})"), "mse"),
+            _ => (format!("binary[{out}]"), format!(" |> dense({out}) |> sigmoid"), "binary_cross_entropy"),
+        };
+        let source = format!(
+            "model r {{ input x: [{input}] target y: {target}
+               x{layers}{tail} => p  loss = {loss}(p, y)
+               train {{ optimizer = {opt} seed = {seed} {extra} }} }}"
+        );
+        let checked = check_source("r.nn", &source);
+        prop_assert!(!checked.has_errors(), "{source}: {:?}", checked.diags);
+        assert_backends_agree(&checked.models[0], rows, seed);
+    }
+}
+
+/// Applies `u` to `xs` with the JIT.
+fn jit_unary(u: Unary, xs: &[f32]) -> Vec<f32> {
+    let span = Span::default();
+    let mut g = Graph { nodes: vec![], params: vec![], states: vec![], batch: 1, prediction: ValueId(0), loss: None };
+    let x = g.push(Op::Input(0), vec![], vec![1, xs.len()], span);
+    g.prediction = g.push(Op::Unary(u), vec![x], vec![1, xs.len()], span);
+    let mut compiled = Compiled::<Graph>::new(g, Backend::Jit).expect("compiles");
+    compiled.run(&mut Store::default(), xs, &[]).expect("runs").0
+}
+
+/// Inputs across the whole f32 range: specials, denormals, and a dense sweep.
+fn sweep() -> Vec<f32> {
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MIN_POSITIVE,
+        1e-40,
+        -1e-40,
+        f32::MAX,
+        f32::MIN,
+    ];
+    let mut x = -120.0f32;
+    while x <= 120.0 {
+        xs.push(x);
+        x += 0.0137;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    xs.extend((0..20_000).map(|_| f32::from_bits(rng.random::<u32>())));
+    xs.push(3.0); // an odd count exercises the scalar tail
+    xs
+}
+
+fn check_against(u: Unary, reference: impl Fn(f64) -> f64, max_rel: f64) {
+    let xs = sweep();
+    let ys = jit_unary(u, &xs);
+    for (&x, &y) in xs.iter().zip(&ys) {
+        let want = reference(f64::from(x));
+        if want.is_nan() {
+            assert!(y.is_nan(), "{u:?}({x}) = {y}, expected NaN");
+        } else if want.is_infinite() || want.abs() > f64::from(f32::MAX) {
+            assert!(y.is_infinite() && y.signum() as f64 == want.signum(), "{u:?}({x}) = {y}, expected {want}");
+        } else if want.abs() < f64::from(f32::MIN_POSITIVE) {
+            // Results below the normal range are flushed to zero.
+            assert!(f64::from(y).abs() < f64::from(f32::MIN_POSITIVE), "{u:?}({x}) = {y}, expected {want}");
+        } else {
+            let rel = (f64::from(y) - want).abs() / want.abs();
+            assert!(rel <= max_rel, "{u:?}({x}) = {y}, expected {want} (relative error {rel:e})");
+        }
+    }
+}
+
+#[test]
+fn exp_over_the_whole_range() {
+    check_against(Unary::Exp, f64::exp, 2e-7);
+}
+
+#[test]
+fn sigmoid_over_the_whole_range() {
+    check_against(Unary::Sigmoid, |x| 1.0 / (1.0 + (-x).exp()), 2e-7);
+}
+
+#[test]
+fn tanh_over_the_whole_range() {
+    check_against(Unary::Tanh, f64::tanh, 2e-7);
+}
