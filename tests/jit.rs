@@ -44,8 +44,11 @@ fn assert_backends_agree(model: &CheckedModel, rows: usize, seed: u64) {
         let mut t = Trainer::new(model, model.train.clone(), backend).expect("trainable");
         let l1 = t.step(&x, &y, rows, model.train.lr).expect("step");
         let l2 = t.step(&x, &y, rows, model.train.lr).expect("step");
-        results.push((l1, l2, t.params()));
+        let mut tensors = t.params();
+        tensors.push(t.predict(&x, rows).expect("predict"));
+        results.push((l1, l2, tensors));
     }
+    // The last tensor compared is the prediction after the two steps.
     let ((a1, a2, pa), (b1, b2, pb)) = (&results[0], &results[1]);
     assert!(close(*a1 as f32, *b1 as f32) && close(*a2 as f32, *b2 as f32), "losses {a1} {a2} vs {b1} {b2}");
     for (p, (ta, tb)) in pa.iter().zip(pb).enumerate() {

@@ -123,6 +123,12 @@ impl Compiled<Graph> {
             return Ok((prediction, loss.map(|l| read(l, exe)[0])));
         }
         let params = store.params();
+        // Without targets (prediction only) the unused target leaf reads zeros.
+        let unused: Vec<f32> = match self.graph.nodes.iter().find(|n| matches!(n.op, crate::ir::Op::Target(_))) {
+            Some(node) if y.is_empty() => vec![0.0; numel(&node.shape)],
+            _ => Vec::new(),
+        };
+        let y = if y.is_empty() { unused.as_slice() } else { y };
         let targets: Vec<&[f32]> = if y.is_empty() { vec![] } else { vec![y] };
         let b =
             Bindings { inputs: &[x], targets: &targets, params: &params, states: &[], lr: 0.0, bias1: 1.0, bias2: 1.0 };
