@@ -321,7 +321,9 @@ fn bench(
         Ok(x) => x,
         Err(code) => return code,
     };
-    match crate::bench::run(&checked.models[index], batch.filter(|b| *b > 0), backend, seconds.max(0.1)) {
+    let model = &checked.models[index];
+    set_gemm_threads(model, batch.unwrap_or_else(|| training_batch(model)));
+    match crate::bench::run(model, batch.filter(|b| *b > 0), backend, seconds.max(0.1)) {
         Ok(r) if json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
         Ok(r) => println!(
             "{} ({}, batch {}): compile {:.1} ms, train {:.0} samples/s, inference {:.1} µs at batch 1, peak RSS {:.1} MiB",
@@ -337,4 +339,18 @@ fn bench(
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The model's training batch size (64 for `batch = full`, a typical size).
+fn training_batch(model: &CheckedModel) -> usize {
+    match model.train.batch {
+        crate::check::Batch::Size(b) => b,
+        crate::check::Batch::Full => 64,
+    }
+}
+
+/// One matrixmultiply thread for small models, all cores for large ones.
+pub(crate) fn set_gemm_threads(model: &CheckedModel, batch: usize) {
+    let largest = model.nodes.iter().map(|n| n.macs).max().unwrap_or(0);
+    crate::jit::choose_gemm_threads(largest.saturating_mul(batch as u64));
 }

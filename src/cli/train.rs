@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::{TrainArgs, load_model, report_diag};
+
 use crate::check::{CheckedModel, DataSource};
 use crate::data::{self, DataError, Dataset, RowSpec, Scaler, Splits};
 use crate::diag::{Diag, Span, messages};
@@ -52,6 +53,7 @@ pub fn run(args: &TrainArgs) -> ExitCode {
     if let Some(s) = args.seed {
         config.seed = s;
     }
+    super::set_gemm_threads(model, super::training_batch(model));
     let mut trainer = match Trainer::new(model, config.clone(), args.backend) {
         Ok(t) => t,
         Err(d) => {

@@ -168,3 +168,22 @@ impl Drop for Executable {
         }
     }
 }
+
+/// Products below this many multiply-adds run faster on one thread: the
+/// synchronisation of matrixmultiply's pool costs more than it saves.
+const THREADED_GEMM_MACS: u64 = 32_000_000;
+
+/// Picks matrixmultiply's thread count for a model whose largest matrix
+/// product has `largest_macs` multiply-adds: one thread for small products,
+/// all physical cores for large ones. `MATMUL_NUM_THREADS`, when set, wins.
+///
+/// matrixmultiply reads the variable once, at its first product, so this
+/// must run before any training or inference, while the process has one thread.
+pub fn choose_gemm_threads(largest_macs: u64) {
+    if std::env::var_os("MATMUL_NUM_THREADS").is_some() || largest_macs >= THREADED_GEMM_MACS {
+        return;
+    }
+    // SAFETY: called by the command line before it starts any thread, so no
+    // other thread can read or write the environment concurrently.
+    unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };
+}
