@@ -108,25 +108,19 @@ pub fn apply(
             let fan_in = s[0];
             let mut weights = Weights::Own;
             let mut weight_params = fan_in * units;
-            if let Some(label) = args.name("tied", diags)
-                && let Some(target) = resolve_dense(label, lookup, diags)
-            {
-                let (t_in, t_units) = (target.input[0], dense_units(&target.layer));
-                if t_units != fan_in || t_in != units {
-                    diags.push(messages::tied_shape(call.span, label, t_in, t_units, fan_in, units));
+            // A tied layer uses the transpose of another dense layer's matrix, a shared one the matrix itself.
+            for (key, tied) in [("tied", true), ("shared", false)] {
+                if let Some(label) = args.name(key, diags)
+                    && let Some(target) = resolve_dense(label, lookup, diags)
+                {
+                    let other = (target.input[0], dense_units(&target.layer));
+                    let needed = if tied { (other.1, other.0) } else { other };
+                    if (fan_in, units) != needed {
+                        diags.push(messages::reused_weights_shape(call.span, label, tied, other, (fan_in, units)));
+                    }
+                    weights = if tied { Weights::Tied(target.node) } else { Weights::Shared(target.node) };
+                    weight_params = 0;
                 }
-                weights = Weights::Tied(target.node);
-                weight_params = 0;
-            }
-            if let Some(label) = args.name("shared", diags)
-                && let Some(target) = resolve_dense(label, lookup, diags)
-            {
-                let (t_in, t_units) = (target.input[0], dense_units(&target.layer));
-                if t_in != fan_in || t_units != units {
-                    diags.push(messages::shared_shape(call.span, label, t_in, t_units, fan_in, units));
-                }
-                weights = Weights::Shared(target.node);
-                weight_params = 0;
             }
             Applied {
                 layer: Layer::Dense { units, bias, weights },

@@ -502,26 +502,28 @@ pub fn embedding_needs_tokens(call: &Call, input: &Incoming) -> Diag {
     .with_help("declare the input as `tokens[steps]`")
 }
 
-pub fn tied_shape(span: Span, label: &Ident, t_in: usize, t_units: usize, fan_in: usize, units: usize) -> Diag {
+/// A tied (transposed) or shared weight matrix whose shape does not fit.
+pub fn reused_weights_shape(
+    span: Span,
+    label: &Ident,
+    tied: bool,
+    other: (usize, usize),
+    this: (usize, usize),
+) -> Diag {
+    let (code, message, note, needed) = if tied {
+        ("nnc::shape::tied", "tied weights need the transpose of", "tied to this layer", (other.1, other.0))
+    } else {
+        ("nnc::shape::shared", "shared weights need the same shape as", "shares this layer's weights", other)
+    };
+    let kind = if tied { "tied" } else { "shared" };
     Diag::error(
-        "nnc::shape::tied",
-        format!("tied weights need the transpose of `{}`", label.name),
+        code,
+        format!("{message} `{}`", label.name),
         span,
-        format!("this layer maps {fan_in} → {units}, `{}` maps {t_in} → {t_units}", label.name),
+        format!("this layer maps {} → {}, `{}` maps {} → {}", this.0, this.1, label.name, other.0, other.1),
     )
-    .with_note(label.span, "tied to this layer")
-    .with_help(format!("a tied layer must map {t_units} → {t_in}"))
-}
-
-pub fn shared_shape(span: Span, label: &Ident, t_in: usize, t_units: usize, fan_in: usize, units: usize) -> Diag {
-    Diag::error(
-        "nnc::shape::shared",
-        format!("shared weights need the same shape as `{}`", label.name),
-        span,
-        format!("this layer maps {fan_in} → {units}, `{}` maps {t_in} → {t_units}", label.name),
-    )
-    .with_note(label.span, "shares this layer's weights")
-    .with_help(format!("a shared layer must map {t_in} → {t_units}"))
+    .with_note(label.span, note)
+    .with_help(format!("a {kind} layer must map {} → {}", needed.0, needed.1))
 }
 
 pub fn not_a_dense_label(label: &Ident, layer: &str) -> Diag {
