@@ -131,6 +131,34 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
                     contrib.push((1, g.push(Op::Unary(Unary::Neg), vec![dp], shape_of(1), span)));
                 }
             }
+            // y = x ⋆ w ⇒ ∂x = g ⋆ᵀ w (transposed convolution), ∂w = Σ g·x over windows
+            Op::Conv2d { kernel, stride, padding } => {
+                let (kernel, stride, padding) = (*kernel, *stride, *padding);
+                if wants(0) {
+                    let dx =
+                        g.push(Op::Conv2dGradInput { kernel, stride, padding }, vec![ins[1], dy], shape_of(0), span);
+                    contrib.push((0, dx));
+                }
+                if wants(1) {
+                    let dw =
+                        g.push(Op::Conv2dGradWeight { kernel, stride, padding }, vec![ins[0], dy], shape_of(1), span);
+                    contrib.push((1, dw));
+                }
+            }
+            // y = x + b[channel] ⇒ ∂x = g, ∂b = Σ g per channel
+            Op::AddChannelBias => {
+                contrib.push((0, dy));
+                if wants(1) {
+                    contrib.push((1, g.push(Op::SumChannels, vec![dy], shape_of(1), span)));
+                }
+            }
+            // y = max/mean over windows ⇒ ∂x = g at each window's argmax / g/K² everywhere in it
+            Op::Pool { max, kernel, stride } => {
+                let op = Op::PoolGrad { max: *max, kernel: *kernel, stride: *stride };
+                contrib.push((0, g.push(op, vec![ins[0], dy], shape_of(0), span)));
+            }
+            // y = max of pieces ⇒ ∂x = g at the winning piece, 0 elsewhere
+            Op::MaxPieces(p) => contrib.push((0, g.push(Op::MaxPiecesGrad(*p), vec![ins[0], dy], shape_of(0), span))),
             // s = Σ x² ⇒ ∂x = 2x·g
             Op::SumSquares => {
                 let two_x = g.push(Op::Unary(Unary::Scale(2.0)), vec![ins[0]], shape_of(0), span);
@@ -142,7 +170,12 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
             | Op::SoftmaxCrossEntropyGrad
             | Op::MseGrad
             | Op::BceGrad
-            | Op::ClipScale(_) => return Err(format!("%{i}: `{}` has no gradient rule", node.op.name())),
+            | Op::ClipScale(_)
+            | Op::Conv2dGradInput { .. }
+            | Op::Conv2dGradWeight { .. }
+            | Op::SumChannels
+            | Op::PoolGrad { .. }
+            | Op::MaxPiecesGrad(_) => return Err(format!("%{i}: `{}` has no gradient rule", node.op.name())),
         }
         for (k, d) in contrib {
             let target = ins[k].0;

@@ -4,7 +4,8 @@
 
 use num_traits::Float;
 
-use crate::ir::{Graph, Hyper, Op, Unary, numel};
+use crate::ir::{self, Graph, Hyper, Op, Unary, numel};
+use crate::kernels;
 
 /// Probabilities are clamped to [ε, 1 − ε] in binary cross-entropy.
 pub const BCE_EPS: f64 = 1e-7;
@@ -138,6 +139,60 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 })
             }
             Op::SumSquares => vec![input(0).iter().fold(T::zero(), |s, &x| s + x * x)],
+            Op::Conv2d { kernel, stride, padding } => {
+                let mut out = vec![T::zero(); n];
+                let win = ir::window(in_shape(0), *kernel, *stride, *padding);
+                kernels::conv2d(input(0), input(1), &mut out, win, in_shape(1)[0]);
+                out
+            }
+            Op::Conv2dGradInput { kernel, stride, padding } => {
+                let mut out = vec![T::zero(); n];
+                let win = ir::window(&node.shape, *kernel, *stride, *padding);
+                kernels::conv2d_backward(&[], input(0), input(1), &mut out, &mut [], win, in_shape(0)[0]);
+                out
+            }
+            Op::Conv2dGradWeight { kernel, stride, padding } => {
+                let mut out = vec![T::zero(); n];
+                let win = ir::window(in_shape(0), *kernel, *stride, *padding);
+                kernels::conv2d_backward(input(0), &[], input(1), &mut [], &mut out, win, node.shape[0]);
+                out
+            }
+            Op::AddChannelBias => {
+                let mut out = vec![T::zero(); n];
+                kernels::add_channel_bias(input(0), input(1), &mut out, spatial(&node.shape));
+                out
+            }
+            Op::SumChannels => {
+                let mut out = vec![T::zero(); n];
+                kernels::sum_channels(input(0), &mut out, spatial(in_shape(0)));
+                out
+            }
+            Op::Pool { max, kernel, stride } => {
+                let mut out = vec![T::zero(); n];
+                kernels::pool(input(0), &mut out, ir::window(in_shape(0), *kernel, *stride, 0), *max);
+                out
+            }
+            Op::PoolGrad { max, kernel, stride } => {
+                let mut out = vec![T::zero(); n];
+                kernels::pool_backward(
+                    input(0),
+                    input(1),
+                    &mut out,
+                    ir::window(in_shape(0), *kernel, *stride, 0),
+                    *max,
+                );
+                out
+            }
+            Op::MaxPieces(p) => {
+                let mut out = vec![T::zero(); n];
+                kernels::max_pieces(input(0), &mut out, *p);
+                out
+            }
+            Op::MaxPiecesGrad(p) => {
+                let mut out = vec![T::zero(); n];
+                kernels::max_pieces_backward(input(0), input(1), &mut out, *p);
+                out
+            }
             Op::ClipScale(c) => {
                 let norm = input(0)[0].sqrt();
                 let c: T = cast(*c);
@@ -154,6 +209,11 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
         values.push(out);
     }
     Ok(values)
+}
+
+/// Elements per channel of a `[B, C, …]` tensor.
+pub fn spatial(shape: &[usize]) -> usize {
+    shape[2..].iter().product()
 }
 
 fn cast<T: Float>(x: f64) -> T {

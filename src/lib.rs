@@ -16,6 +16,7 @@ pub mod interp;
 pub mod io;
 pub mod ir;
 pub mod jit;
+pub mod kernels;
 pub mod pipeline;
 pub mod plan;
 pub mod summary;

@@ -89,7 +89,16 @@ pub fn is_elementwise(op: &Op) -> bool {
         | Op::Mse
         | Op::Bce
         | Op::SumSquares
-        | Op::ClipScale(_) => false,
+        | Op::ClipScale(_)
+        | Op::Conv2d { .. }
+        | Op::Conv2dGradInput { .. }
+        | Op::Conv2dGradWeight { .. }
+        | Op::AddChannelBias
+        | Op::SumChannels
+        | Op::Pool { .. }
+        | Op::PoolGrad { .. }
+        | Op::MaxPieces(_)
+        | Op::MaxPiecesGrad(_) => false,
     }
 }
 

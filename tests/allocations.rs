@@ -36,6 +36,9 @@ use nnc::ir::{Graph, Init, Op, ParamInfo, Unary, ValueId};
 use nnc::plan::plan_train;
 use nnc::train::{Compiled, Store};
 
+/// The counter is global: each test holds this for its whole run.
+static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Allocations per step after warm-up, for `steps` of `run`.
 fn per_step(mut run: impl FnMut()) -> usize {
     run();
@@ -76,6 +79,7 @@ fn no_matmul_step(loss: Op) -> Compiled<nnc::ir::TrainGraph> {
 
 #[test]
 fn generated_code_and_routines_allocate_nothing() {
+    let _turn = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
     for loss in [Op::Mse, Op::SoftmaxCrossEntropy] {
         let target: Vec<f32> = if loss == Op::Mse { vec![0.3; 32] } else { vec![1.0, 0.0, 7.0, 2.0] };
         let mut compiled = no_matmul_step(loss.clone());
@@ -106,6 +110,7 @@ const MLP: &str = "model a { input x: [64] target y: class(10)
 
 #[test]
 fn an_mlp_step_allocates_only_inside_sgemm() {
+    let _turn = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
     // Five products per step (two forward; dW2, dH1, dW1 backward), of which
     // batch-1 forward products skip sgemm. matrixmultiply allocates its
     // packing buffer (and, with threads, a little bookkeeping) per call.

@@ -628,7 +628,7 @@ pub fn decay_with_batchnorm(bn: Span, train: Span) -> Diag {
 
 pub fn not_trainable(span: Span, layer: &str) -> Diag {
     Diag::error("nnc::lower::not_trainable", format!("`{layer}` layers cannot be trained yet"), span, "no training implementation for this layer")
-        .with_help("`nnc check` and `nnc summary` understand it; training supports dense, the activations, flatten, reshape and add")
+        .with_help("`nnc check` and `nnc summary` understand it; training supports dense, conv2d, maxpool, avgpool, maxout, the activations, flatten, reshape and add")
 }
 
 pub fn nothing_to_train(span: Span, model: &str) -> Diag {

@@ -63,12 +63,41 @@ pub fn lower(model: &CheckedModel, batch: usize) -> Result<Graph, Diag> {
                 let other = values[&node.inputs[1]];
                 graph.push(Op::Add, vec![x, other], out_shape, span)
             }
-            Layer::Conv2d { .. }
-            | Layer::MaxPool { .. }
-            | Layer::AvgPool { .. }
-            | Layer::Dropout { .. }
+            Layer::Conv2d { filters, kernel, stride, padding, bias } => {
+                let channels = graph.shape(x)[1];
+                let fan_in = channels * kernel * kernel;
+                let init = init_for(model, index, fan_in, filters * kernel * kernel);
+                let shape = vec![*filters, channels, *kernel, *kernel];
+                let w = add_param(&mut graph, format!("{}.weight", node.name), shape.clone(), init, true);
+                let wv = graph.push(Op::Param(w), vec![], shape, span);
+                let conv = Op::Conv2d { kernel: *kernel, stride: *stride, padding: *padding };
+                let mut y = graph.push(conv, vec![x, wv], out_shape.clone(), span);
+                if *bias {
+                    let b = add_param(&mut graph, format!("{}.bias", node.name), vec![*filters], Init::Zeros, false);
+                    let bv = graph.push(Op::Param(b), vec![], vec![*filters], span);
+                    y = graph.push(Op::AddChannelBias, vec![y, bv], out_shape, span);
+                }
+                y
+            }
+            Layer::MaxPool { kernel, stride } | Layer::AvgPool { kernel, stride } => {
+                let max = matches!(node.layer, Layer::MaxPool { .. });
+                graph.push(Op::Pool { max, kernel: *kernel, stride: *stride }, vec![x], out_shape, span)
+            }
+            Layer::Maxout { units, pieces } => {
+                let fan_in = graph.shape(x)[1];
+                let width = units * pieces;
+                let init = Init::Xavier { fan_in, fan_out: *units };
+                let w = add_param(&mut graph, format!("{}.weight", node.name), vec![width, fan_in], init, true);
+                let wv = graph.push(Op::Param(w), vec![], vec![width, fan_in], span);
+                let affine = vec![batch, width];
+                let y = graph.push(Op::MatMul { ta: false, tb: true }, vec![x, wv], affine.clone(), span);
+                let b = add_param(&mut graph, format!("{}.bias", node.name), vec![width], Init::Zeros, false);
+                let bv = graph.push(Op::Param(b), vec![], vec![width], span);
+                let y = graph.push(Op::AddBias, vec![y, bv], affine, span);
+                graph.push(Op::MaxPieces(*pieces), vec![y], out_shape, span)
+            }
+            Layer::Dropout { .. }
             | Layer::BatchNorm { .. }
-            | Layer::Maxout { .. }
             | Layer::Rnn { .. }
             | Layer::Lstm { .. }
             | Layer::Embedding { .. }

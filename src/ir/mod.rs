@@ -101,6 +101,46 @@ pub enum Op {
     /// Same data, new shape.
     Reshape,
 
+    // ---- images and maxout ---------------------------------------------------------
+    /// `[x [B,C,H,W], w [F,C,K,K]]` → `[B,F,OH,OW]`, zero padding.
+    Conv2d {
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    /// `[w, g]` → ∂x `[B,C,H,W]` (the node's shape gives the input size).
+    Conv2dGradInput {
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    /// `[x, g]` → ∂w `[F,C,K,K]`.
+    Conv2dGradWeight {
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    /// `[x [B,F,…], b [F]]` → x + b per channel.
+    AddChannelBias,
+    /// `[g [B,F,…]]` → Σ per channel `[F]`.
+    SumChannels,
+    /// `[x [B,C,H,W]]` → max or mean over each window.
+    Pool {
+        max: bool,
+        kernel: usize,
+        stride: usize,
+    },
+    /// `[x, g]` → ∂x.
+    PoolGrad {
+        max: bool,
+        kernel: usize,
+        stride: usize,
+    },
+    /// `[x [B, U·P]]` → `[B, U]`, the max of each unit's P pieces.
+    MaxPieces(usize),
+    /// `[x, g]` → ∂x, routed to each unit's winning piece.
+    MaxPiecesGrad(usize),
+
     // ---- rows and losses --------------------------------------------------------
     /// Softmax over the last axis.
     Softmax,
@@ -155,6 +195,23 @@ impl Op {
             Op::Bce => "bce".into(),
             Op::BceGrad => "bce_grad".into(),
             Op::SumSquares => "sum_squares".into(),
+            Op::Conv2d { kernel, stride, padding } => format!("conv2d(k{kernel},s{stride},p{padding})"),
+            Op::Conv2dGradInput { kernel, stride, padding } => {
+                format!("conv2d_grad_input(k{kernel},s{stride},p{padding})")
+            }
+            Op::Conv2dGradWeight { kernel, stride, padding } => {
+                format!("conv2d_grad_weight(k{kernel},s{stride},p{padding})")
+            }
+            Op::AddChannelBias => "add_channel_bias".into(),
+            Op::SumChannels => "sum_channels".into(),
+            Op::Pool { max, kernel, stride } => {
+                format!("{}(k{kernel},s{stride})", if *max { "maxpool" } else { "avgpool" })
+            }
+            Op::PoolGrad { max, kernel, stride } => {
+                format!("{}_grad(k{kernel},s{stride})", if *max { "maxpool" } else { "avgpool" })
+            }
+            Op::MaxPieces(p) => format!("max_pieces({p})"),
+            Op::MaxPiecesGrad(p) => format!("max_pieces_grad({p})"),
             Op::ClipScale(c) => format!("clip_scale({c})"),
         }
     }
@@ -241,6 +298,19 @@ pub struct TrainGraph {
     pub new_states: Vec<ValueId>,
 }
 
+/// The window sizes of a convolution or pooling over an input of `shape` `[B,C,H,W]`.
+pub fn window(shape: &[usize], kernel: usize, stride: usize, padding: usize) -> crate::kernels::Window {
+    crate::kernels::Window {
+        batch: shape[0],
+        channels: shape[1],
+        height: shape[2],
+        width: shape[3],
+        kernel,
+        stride,
+        padding,
+    }
+}
+
 /// Element count of a shape (1 for a scalar).
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
@@ -318,6 +388,21 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
                 "loss grad shapes",
             )?,
             Op::SumSquares => check(arity == 1 && node.shape.is_empty(), i, "sum_squares")?,
+            Op::Conv2d { .. } => check(
+                arity == 2 && shape(0).len() == 4 && shape(1).len() == 4 && node.shape.len() == 4,
+                i,
+                "conv2d rank",
+            )?,
+            Op::Conv2dGradInput { .. } => check(arity == 2 && node.shape.len() == 4, i, "conv2d grad input")?,
+            Op::Conv2dGradWeight { .. } => check(arity == 2 && node.shape.len() == 4, i, "conv2d grad weight")?,
+            Op::AddChannelBias => {
+                check(arity == 2 && *shape(0) == node.shape && *shape(1) == vec![node.shape[1]], i, "channel bias")?
+            }
+            Op::SumChannels => check(arity == 1 && node.shape == vec![shape(0)[1]], i, "sum_channels")?,
+            Op::Pool { .. } => check(arity == 1 && shape(0).len() == 4 && node.shape.len() == 4, i, "pool rank")?,
+            Op::PoolGrad { .. } => check(arity == 2 && *shape(0) == node.shape, i, "pool grad")?,
+            Op::MaxPieces(p) => check(arity == 1 && numel(shape(0)) == numel(&node.shape) * p, i, "max_pieces")?,
+            Op::MaxPiecesGrad(_) => check(arity == 2 && *shape(0) == node.shape, i, "max_pieces grad")?,
             Op::ClipScale(_) => check(arity == 1 && shape(0).is_empty() && node.shape.is_empty(), i, "clip_scale")?,
         }
     }

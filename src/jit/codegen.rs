@@ -63,6 +63,15 @@ pub const ROUTINES: &[(&str, usize, usize)] = &[
     ("nnc_clip_scale", 2, 1),
     ("nnc_log", 3, 0),
     ("nnc_copy", 3, 0),
+    ("nnc_conv2d", 11, 0),
+    ("nnc_conv2d_grad_input", 11, 0),
+    ("nnc_conv2d_grad_weight", 11, 0),
+    ("nnc_add_channel_bias", 6, 0),
+    ("nnc_sum_channels", 5, 0),
+    ("nnc_pool", 9, 0),
+    ("nnc_pool_grad", 10, 0),
+    ("nnc_max_pieces", 4, 0),
+    ("nnc_max_pieces_grad", 5, 0),
 ];
 
 impl Emitter<'_, '_> {
@@ -169,6 +178,58 @@ impl Emitter<'_, '_> {
             Op::ClipScale(c) => {
                 let c = self.b.ins().f32const(c as f32);
                 self.call("nnc_clip_scale", &[ins[0], out, c]);
+            }
+            Op::Conv2d { kernel, stride, padding }
+            | Op::Conv2dGradInput { kernel, stride, padding }
+            | Op::Conv2dGradWeight { kernel, stride, padding } => {
+                // The image is the input of a forward conv and of a weight gradient, and the output of an input gradient.
+                let (image, filters) = match node.op {
+                    Op::Conv2d { .. } => (in_shape.clone(), self.graph.shape(node.inputs[1])[0]),
+                    Op::Conv2dGradWeight { .. } => (in_shape.clone(), node.shape[0]),
+                    _ => (node.shape.clone(), in_shape[0]),
+                };
+                let name = match node.op {
+                    Op::Conv2d { .. } => "nnc_conv2d",
+                    Op::Conv2dGradInput { .. } => "nnc_conv2d_grad_input",
+                    _ => "nnc_conv2d_grad_weight",
+                };
+                let dims: Vec<Value> = [image[0], image[1], image[2], image[3], kernel, stride, padding, filters]
+                    .iter()
+                    .map(|&d| self.imm(d))
+                    .collect();
+                let mut args = vec![ins[0], ins[1], out];
+                args.extend(dims);
+                self.call(name, &args);
+            }
+            Op::AddChannelBias | Op::SumChannels => {
+                let shape = if node.op == Op::AddChannelBias { node.shape.clone() } else { in_shape.clone() };
+                let (n, c, sp) =
+                    (self.imm(numel(&shape)), self.imm(shape[1]), self.imm(crate::interp::spatial(&shape)));
+                if node.op == Op::AddChannelBias {
+                    self.call("nnc_add_channel_bias", &[ins[0], ins[1], out, n, c, sp]);
+                } else {
+                    self.call("nnc_sum_channels", &[ins[0], out, n, c, sp]);
+                }
+            }
+            Op::Pool { max, kernel, stride } | Op::PoolGrad { max, kernel, stride } => {
+                let dims: Vec<Value> =
+                    [in_shape[0], in_shape[1], in_shape[2], in_shape[3], kernel, stride, usize::from(max)]
+                        .iter()
+                        .map(|&d| self.imm(d))
+                        .collect();
+                let mut args = ins.clone();
+                args.push(out);
+                args.extend(dims);
+                let name = if matches!(node.op, Op::Pool { .. }) { "nnc_pool" } else { "nnc_pool_grad" };
+                self.call(name, &args);
+            }
+            Op::MaxPieces(p) | Op::MaxPiecesGrad(p) => {
+                let units = if matches!(node.op, Op::MaxPieces(_)) { numel(&node.shape) } else { n_in / p };
+                let (n, p) = (self.imm(units), self.imm(p));
+                let mut args = ins.clone();
+                args.extend([out, n, p]);
+                let name = if matches!(node.op, Op::MaxPieces(_)) { "nnc_max_pieces" } else { "nnc_max_pieces_grad" };
+                self.call(name, &args);
             }
             Op::Unary(Unary::Log) => {
                 let n = self.imm(n_in);

@@ -5,6 +5,8 @@
 //! and none can panic (only pointer arithmetic within the sizes given).
 #![allow(unsafe_code)]
 
+use crate::kernels::{self, Window};
+
 /// Products with at most this many rows (batch-1 inference, tiny batches)
 /// skip sgemm's packing and run as dot products.
 const SMALL_M: usize = 4;
@@ -232,6 +234,152 @@ pub extern "C" fn copy(from: *const f32, to: *mut f32, n: usize) {
     to.copy_from_slice(from);
 }
 
+#[allow(clippy::too_many_arguments)]
+fn window(
+    batch: usize,
+    channels: usize,
+    height: usize,
+    width: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Window {
+    Window { batch, channels, height, width, kernel, stride, padding }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn conv2d(
+    x: *const f32,
+    w: *const f32,
+    y: *mut f32,
+    b: usize,
+    c: usize,
+    h: usize,
+    wd: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    f: usize,
+) {
+    let win = window(b, c, h, wd, k, s, p);
+    let out = b * f * win.out_height() * win.out_width();
+    // SAFETY: x holds b·c·h·wd values, w f·c·k·k, y the output's.
+    let (x, w, y) = unsafe { (slice(x, b * c * h * wd), slice(w, f * c * k * k), slice_mut(y, out)) };
+    kernels::conv2d(x, w, y, win, f);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn conv2d_grad_input(
+    w: *const f32,
+    g: *const f32,
+    dx: *mut f32,
+    b: usize,
+    c: usize,
+    h: usize,
+    wd: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    f: usize,
+) {
+    let win = window(b, c, h, wd, k, s, p);
+    let out = b * f * win.out_height() * win.out_width();
+    // SAFETY: w holds f·c·k·k values, g the output's, dx b·c·h·wd.
+    let (w, g, dx) = unsafe { (slice(w, f * c * k * k), slice(g, out), slice_mut(dx, b * c * h * wd)) };
+    kernels::conv2d_backward(&[], w, g, dx, &mut [], win, f);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn conv2d_grad_weight(
+    x: *const f32,
+    g: *const f32,
+    dw: *mut f32,
+    b: usize,
+    c: usize,
+    h: usize,
+    wd: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    f: usize,
+) {
+    let win = window(b, c, h, wd, k, s, p);
+    let out = b * f * win.out_height() * win.out_width();
+    // SAFETY: x holds b·c·h·wd values, g the output's, dw f·c·k·k.
+    let (x, g, dw) = unsafe { (slice(x, b * c * h * wd), slice(g, out), slice_mut(dw, f * c * k * k)) };
+    kernels::conv2d_backward(x, &[], g, &mut [], dw, win, f);
+}
+
+pub extern "C" fn add_channel_bias(
+    x: *const f32,
+    bias: *const f32,
+    y: *mut f32,
+    n: usize,
+    channels: usize,
+    spatial: usize,
+) {
+    // SAFETY: x and y hold n values, bias one per channel.
+    let (x, bias, y) = unsafe { (slice(x, n), slice(bias, channels), slice_mut(y, n)) };
+    kernels::add_channel_bias(x, bias, y, spatial);
+}
+
+pub extern "C" fn sum_channels(g: *const f32, out: *mut f32, n: usize, channels: usize, spatial: usize) {
+    // SAFETY: g holds n values, out one per channel.
+    let (g, out) = unsafe { (slice(g, n), slice_mut(out, channels)) };
+    kernels::sum_channels(g, out, spatial);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn pool(
+    x: *const f32,
+    y: *mut f32,
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    max: usize,
+) {
+    let win = window(b, c, h, w, k, s, 0);
+    let out = b * c * win.out_height() * win.out_width();
+    // SAFETY: x holds b·c·h·w values, y the output's.
+    let (x, y) = unsafe { (slice(x, b * c * h * w), slice_mut(y, out)) };
+    kernels::pool(x, y, win, max != 0);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn pool_grad(
+    x: *const f32,
+    g: *const f32,
+    dx: *mut f32,
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    max: usize,
+) {
+    let win = window(b, c, h, w, k, s, 0);
+    let out = b * c * win.out_height() * win.out_width();
+    // SAFETY: x and dx hold b·c·h·w values, g the output's.
+    let (x, g, dx) = unsafe { (slice(x, b * c * h * w), slice(g, out), slice_mut(dx, b * c * h * w)) };
+    kernels::pool_backward(x, g, dx, win, max != 0);
+}
+
+pub extern "C" fn max_pieces(x: *const f32, y: *mut f32, n: usize, pieces: usize) {
+    // SAFETY: y holds n values, x n·pieces.
+    let (x, y) = unsafe { (slice(x, n * pieces), slice_mut(y, n)) };
+    kernels::max_pieces(x, y, pieces);
+}
+
+pub extern "C" fn max_pieces_grad(x: *const f32, g: *const f32, dx: *mut f32, n: usize, pieces: usize) {
+    // SAFETY: g holds n values, x and dx n·pieces.
+    let (x, g, dx) = unsafe { (slice(x, n * pieces), slice(g, n), slice_mut(dx, n * pieces)) };
+    kernels::max_pieces_backward(x, g, dx, pieces);
+}
+
 /// Every routine with its symbol name, for registration with the JIT.
 pub fn symbols() -> Vec<(&'static str, *const u8)> {
     vec![
@@ -247,5 +395,14 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("nnc_clip_scale", clip_scale as *const u8),
         ("nnc_log", log as *const u8),
         ("nnc_copy", copy as *const u8),
+        ("nnc_conv2d", conv2d as *const u8),
+        ("nnc_conv2d_grad_input", conv2d_grad_input as *const u8),
+        ("nnc_conv2d_grad_weight", conv2d_grad_weight as *const u8),
+        ("nnc_add_channel_bias", add_channel_bias as *const u8),
+        ("nnc_sum_channels", sum_channels as *const u8),
+        ("nnc_pool", pool as *const u8),
+        ("nnc_pool_grad", pool_grad as *const u8),
+        ("nnc_max_pieces", max_pieces as *const u8),
+        ("nnc_max_pieces_grad", max_pieces_grad as *const u8),
     ]
 }

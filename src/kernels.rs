@@ -1,0 +1,182 @@
+//! Plain-loop kernels for the spatial ops (convolution, pooling) and maxout,
+//! written once, generic over the float type: the interpreter runs them in
+//! f32 or f64 and the JIT runtime calls the f32 instances.
+//!
+//! Layouts are row-major: images `[B, C, H, W]`, filters `[F, C, K, K]`
+//! (PyTorch's), maxout pieces `[B, units·pieces]` with a unit's pieces adjacent.
+
+use num_traits::Float;
+
+/// Sizes of one convolution or pooling window pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub batch: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Window {
+    pub fn out_height(&self) -> usize {
+        (self.height + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    pub fn out_width(&self) -> usize {
+        (self.width + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    /// Input coordinate of output row `o` and kernel row `k`, if inside the image.
+    fn source(&self, o: usize, k: usize, size: usize) -> Option<usize> {
+        (o * self.stride + k).checked_sub(self.padding).filter(|&i| i < size)
+    }
+}
+
+/// y[b,f,oy,ox] = Σ_{c,ky,kx} x[b,c,oy·s+ky−p, ox·s+kx−p] · w[f,c,ky,kx]
+pub fn conv2d<T: Float>(x: &[T], w: &[T], y: &mut [T], win: Window, filters: usize) {
+    let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
+    y.iter_mut().for_each(|v| *v = T::zero());
+    for b in 0..win.batch {
+        for f in 0..filters {
+            for c in 0..win.channels {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let wv = w[((f * win.channels + c) * k + ky) * k + kx];
+                        for oy in 0..oh {
+                            let Some(iy) = win.source(oy, ky, win.height) else { continue };
+                            for ox in 0..ow {
+                                let Some(ix) = win.source(ox, kx, win.width) else { continue };
+                                let xi = ((b * win.channels + c) * win.height + iy) * win.width + ix;
+                                let yi = ((b * filters + f) * oh + oy) * ow + ox;
+                                y[yi] = y[yi] + x[xi] * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// ∂x = Σ g·w over every window that read x (the transposed convolution).
+/// ∂w = Σ g·x over the batch and output positions.
+/// Either output may be skipped by passing an empty slice.
+pub fn conv2d_backward<T: Float>(x: &[T], w: &[T], g: &[T], dx: &mut [T], dw: &mut [T], win: Window, filters: usize) {
+    let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
+    dx.iter_mut().for_each(|v| *v = T::zero());
+    dw.iter_mut().for_each(|v| *v = T::zero());
+    for b in 0..win.batch {
+        for f in 0..filters {
+            for c in 0..win.channels {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let wi = ((f * win.channels + c) * k + ky) * k + kx;
+                        for oy in 0..oh {
+                            let Some(iy) = win.source(oy, ky, win.height) else { continue };
+                            for ox in 0..ow {
+                                let Some(ix) = win.source(ox, kx, win.width) else { continue };
+                                let xi = ((b * win.channels + c) * win.height + iy) * win.width + ix;
+                                let gv = g[((b * filters + f) * oh + oy) * ow + ox];
+                                if !dx.is_empty() {
+                                    dx[xi] = dx[xi] + gv * w[wi];
+                                }
+                                if !dw.is_empty() {
+                                    dw[wi] = dw[wi] + gv * x[xi];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Max or average over each window (no padding).
+pub fn pool<T: Float>(x: &[T], y: &mut [T], win: Window, max: bool) {
+    let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
+    let area = T::from(k * k).unwrap_or_else(T::one);
+    for plane in 0..win.batch * win.channels {
+        let xp = &x[plane * win.height * win.width..(plane + 1) * win.height * win.width];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = if max { T::neg_infinity() } else { T::zero() };
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let v = xp[(oy * win.stride + ky) * win.width + ox * win.stride + kx];
+                        acc = if max { acc.max(v) } else { acc + v };
+                    }
+                }
+                y[(plane * oh + oy) * ow + ox] = if max { acc } else { acc / area };
+            }
+        }
+    }
+}
+
+/// Max pooling sends each gradient to its window's (first) largest input;
+/// average pooling spreads it evenly.
+pub fn pool_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], win: Window, max: bool) {
+    let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
+    let area = T::from(k * k).unwrap_or_else(T::one);
+    dx.iter_mut().for_each(|v| *v = T::zero());
+    for plane in 0..win.batch * win.channels {
+        let base = plane * win.height * win.width;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let gv = g[(plane * oh + oy) * ow + ox];
+                let at = |ky: usize, kx: usize| base + (oy * win.stride + ky) * win.width + ox * win.stride + kx;
+                if max {
+                    let mut best = at(0, 0);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            if x[at(ky, kx)] > x[best] {
+                                best = at(ky, kx);
+                            }
+                        }
+                    }
+                    dx[best] = dx[best] + gv;
+                } else {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            dx[at(ky, kx)] = dx[at(ky, kx)] + gv / area;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// y[b, f, …] = x[b, f, …] + bias[f] for `[B, F, spatial]` tensors.
+pub fn add_channel_bias<T: Float>(x: &[T], bias: &[T], y: &mut [T], spatial: usize) {
+    for (i, v) in y.iter_mut().enumerate() {
+        *v = x[i] + bias[(i / spatial) % bias.len()];
+    }
+}
+
+/// out[f] = Σ over batch and positions of g[b, f, …].
+pub fn sum_channels<T: Float>(g: &[T], out: &mut [T], spatial: usize) {
+    out.iter_mut().for_each(|v| *v = T::zero());
+    let channels = out.len();
+    for (i, &v) in g.iter().enumerate() {
+        let f = (i / spatial) % channels;
+        out[f] = out[f] + v;
+    }
+}
+
+/// y[b, u] = max_k x[b, u·pieces + k]
+pub fn max_pieces<T: Float>(x: &[T], y: &mut [T], pieces: usize) {
+    for (v, group) in y.iter_mut().zip(x.chunks_exact(pieces)) {
+        *v = group.iter().fold(T::neg_infinity(), |m, &p| m.max(p));
+    }
+}
+
+/// The gradient goes to the (first) winning piece.
+pub fn max_pieces_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], pieces: usize) {
+    for ((group, &gv), out) in x.chunks_exact(pieces).zip(g).zip(dx.chunks_exact_mut(pieces)) {
+        let best = (0..pieces).fold(0, |best, k| if group[k] > group[best] { k } else { best });
+        out.iter_mut().enumerate().for_each(|(k, v)| *v = if k == best { gv } else { T::zero() });
+    }
+}
