@@ -1,6 +1,7 @@
 //! Plain-loop kernels for the spatial ops (convolution, pooling) and maxout,
 //! written once, generic over the float type: the interpreter runs them in
-//! f32 or f64 and the JIT runtime calls the f32 instances.
+//! f32 or f64 and the JIT runtime calls the f32 instances (convolutions there
+//! go through `im2col`/`col2im` and sgemm instead of the direct loops).
 //!
 //! Layouts are row-major: images `[B, C, H, W]`, filters `[F, C, K, K]`
 //! (PyTorch's), maxout pieces `[B, units·pieces]` with a unit's pieces adjacent.
@@ -178,5 +179,50 @@ pub fn max_pieces_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], pieces: usi
     for ((group, &gv), out) in x.chunks_exact(pieces).zip(g).zip(dx.chunks_exact_mut(pieces)) {
         let best = (0..pieces).fold(0, |best, k| if group[k] > group[best] { k } else { best });
         out.iter_mut().enumerate().for_each(|(k, v)| *v = if k == best { gv } else { T::zero() });
+    }
+}
+
+/// Unfolds one image `[C, H, W]` into columns `[C·K·K, OH·OW]`: row
+/// (c, ky, kx) holds the input each output position sees through that tap
+/// (zero in the padding), so a convolution becomes one matrix product.
+pub fn im2col<T: Float>(image: &[T], columns: &mut [T], win: Window) {
+    let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
+    for c in 0..win.channels {
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = ((c * k + ky) * k + kx) * oh * ow;
+                for oy in 0..oh {
+                    let iy = win.source(oy, ky, win.height);
+                    for ox in 0..ow {
+                        let v = match (iy, win.source(ox, kx, win.width)) {
+                            (Some(iy), Some(ix)) => image[(c * win.height + iy) * win.width + ix],
+                            _ => T::zero(),
+                        };
+                        columns[row + oy * ow + ox] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col`: adds every column entry back onto the pixel it came from.
+pub fn col2im<T: Float>(columns: &[T], image: &mut [T], win: Window) {
+    let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
+    image.iter_mut().for_each(|v| *v = T::zero());
+    for c in 0..win.channels {
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = ((c * k + ky) * k + kx) * oh * ow;
+                for oy in 0..oh {
+                    let Some(iy) = win.source(oy, ky, win.height) else { continue };
+                    for ox in 0..ow {
+                        let Some(ix) = win.source(ox, kx, win.width) else { continue };
+                        let at = (c * win.height + iy) * win.width + ix;
+                        image[at] = image[at] + columns[row + oy * ow + ox];
+                    }
+                }
+            }
+        }
     }
 }

@@ -265,7 +265,64 @@ pub extern "C" fn conv2d(
     let out = b * f * win.out_height() * win.out_width();
     // SAFETY: x holds b·c·h·wd values, w f·c·k·k, y the output's.
     let (x, w, y) = unsafe { (slice(x, b * c * h * wd), slice(w, f * c * k * k), slice_mut(y, out)) };
-    kernels::conv2d(x, w, y, win, f);
+    let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
+    with_columns(rows * cols, |columns| {
+        for (image, out) in x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(f * cols)) {
+            kernels::im2col(image, columns, win);
+            // out [F, OH·OW] = w [F, C·K·K] · columns [C·K·K, OH·OW]
+            gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, 0.0);
+        }
+    });
+}
+
+/// A product written into c with c = a·b + beta·c (row-major c).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    sa: (usize, usize),
+    b: &[f32],
+    sb: (usize, usize),
+    c: &mut [f32],
+    beta: f32,
+) {
+    let s = |x: usize| x as isize;
+    // SAFETY: the slices hold the m·k, k·n and m·n elements the strides address.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            s(sa.0),
+            s(sa.1),
+            b.as_ptr(),
+            s(sb.0),
+            s(sb.1),
+            beta,
+            c.as_mut_ptr(),
+            s(n),
+            1,
+        )
+    }
+}
+
+thread_local! {
+    /// The im2col buffer, grown to the largest convolution and then reused.
+    static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn with_columns(len: usize, f: impl FnOnce(&mut [f32])) {
+    COLUMNS.with(|cell| {
+        let mut columns = cell.borrow_mut();
+        if columns.len() < len {
+            columns.resize(len, 0.0);
+        }
+        f(&mut columns[..len]);
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -286,7 +343,14 @@ pub extern "C" fn conv2d_grad_input(
     let out = b * f * win.out_height() * win.out_width();
     // SAFETY: w holds f·c·k·k values, g the output's, dx b·c·h·wd.
     let (w, g, dx) = unsafe { (slice(w, f * c * k * k), slice(g, out), slice_mut(dx, b * c * h * wd)) };
-    kernels::conv2d_backward(&[], w, g, dx, &mut [], win, f);
+    let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
+    with_columns(rows * cols, |columns| {
+        for (grad, image) in g.chunks_exact(f * cols).zip(dx.chunks_exact_mut(c * h * wd)) {
+            // columns [C·K·K, OH·OW] = wᵀ · g
+            gemm(rows, f, cols, w, (1, rows), grad, (cols, 1), columns, 0.0);
+            kernels::col2im(columns, image, win);
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -307,7 +371,15 @@ pub extern "C" fn conv2d_grad_weight(
     let out = b * f * win.out_height() * win.out_width();
     // SAFETY: x holds b·c·h·wd values, g the output's, dw f·c·k·k.
     let (x, g, dw) = unsafe { (slice(x, b * c * h * wd), slice(g, out), slice_mut(dw, f * c * k * k)) };
-    kernels::conv2d_backward(x, &[], g, &mut [], dw, win, f);
+    let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
+    dw.fill(0.0);
+    with_columns(rows * cols, |columns| {
+        for (image, grad) in x.chunks_exact(c * h * wd).zip(g.chunks_exact(f * cols)) {
+            kernels::im2col(image, columns, win);
+            // dw [F, C·K·K] += g [F, OH·OW] · columnsᵀ
+            gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), dw, 1.0);
+        }
+    });
 }
 
 pub extern "C" fn add_channel_bias(
