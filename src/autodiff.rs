@@ -157,6 +157,11 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
                 let op = Op::PoolGrad { max: *max, kernel: *kernel, stride: *stride };
                 contrib.push((0, g.push(op, vec![ins[0], dy], shape_of(0), span)));
             }
+            // y = x·mask/(1 − p) ⇒ ∂x = g·mask/(1 − p): the same op on g
+            Op::Dropout { p, salt } => {
+                let op = Op::Dropout { p: *p, salt: *salt };
+                contrib.push((0, g.push(op, vec![dy, ins[1]], node.shape.clone(), span)));
+            }
             // y = max of pieces ⇒ ∂x = g at the winning piece, 0 elsewhere
             Op::MaxPieces(p) => contrib.push((0, g.push(Op::MaxPiecesGrad(*p), vec![ins[0], dy], shape_of(0), span))),
             // s = Σ x² ⇒ ∂x = 2x·g

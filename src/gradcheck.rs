@@ -61,7 +61,16 @@ pub fn check_graph(graph: &Graph, batch: &Batch, params: &[Vec<f64>], seed: u64)
     let inputs: Vec<&[f64]> = batch.inputs.iter().map(Vec::as_slice).collect();
     let targets: Vec<&[f64]> = batch.targets.iter().map(Vec::as_slice).collect();
     let eval = |params: &[Vec<f64>], g: &Graph| -> Result<Vec<Vec<f64>>, String> {
-        let b = Bindings { inputs: &inputs, targets: &targets, params, states: &[], lr: 0.0, bias1: 1.0, bias2: 1.0 };
+        let b = Bindings {
+            inputs: &inputs,
+            targets: &targets,
+            params,
+            states: &[],
+            lr: 0.0,
+            bias1: 1.0,
+            bias2: 1.0,
+            step: 1.0,
+        };
         interp::run(g, &b)
     };
     let values = eval(params, &full)?;
@@ -101,7 +110,7 @@ pub fn check_graph(graph: &Graph, batch: &Batch, params: &[Vec<f64>], seed: u64)
 
 /// Lowers `model` for a batch of 3 and checks every parameter's gradient.
 pub fn check_model(model: &CheckedModel, seed: u64) -> Result<Vec<TensorReport>, Diag> {
-    let graph = ir::lower(model, 3)?;
+    let graph = ir::lower(model, 3, true)?;
     let params = init_params::<f64>(&graph.params, seed);
     let batch = random_batch(model, &graph, seed);
     check_graph(&graph, &batch, &params, seed).map_err(|e| crate::diag::messages::internal(model.span, &e))

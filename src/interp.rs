@@ -20,6 +20,8 @@ pub struct Bindings<'a, T> {
     pub lr: T,
     pub bias1: T,
     pub bias2: T,
+    /// The step number (keys dropout masks).
+    pub step: T,
 }
 
 /// Runs every node of `graph` and returns all values, indexed by node.
@@ -46,6 +48,7 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 Hyper::Lr => b.lr,
                 Hyper::Bias1 => b.bias1,
                 Hyper::Bias2 => b.bias2,
+                Hyper::Step => b.step,
             }],
             Op::Const(c) => vec![cast(*c); n],
             Op::Unary(u) => input(0).iter().map(|&x| unary(*u, x)).collect(),
@@ -181,6 +184,12 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                     ir::window(in_shape(0), *kernel, *stride, 0),
                     *max,
                 );
+                out
+            }
+            Op::Dropout { p, salt } => {
+                let mut out = vec![T::zero(); n];
+                let step = input(1)[0].to_u64().unwrap_or(0);
+                kernels::dropout(input(0), &mut out, *p, *salt, step);
                 out
             }
             Op::MaxPieces(p) => {

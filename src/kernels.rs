@@ -167,6 +167,25 @@ pub fn sum_channels<T: Float>(g: &[T], out: &mut [T], spatial: usize) {
     }
 }
 
+/// Whether inverted dropout keeps element `i` at `step`: a counter-based
+/// hash (SplitMix64) of (salt, step, i) compared with p. No state, so the
+/// mask is the same in the backward pass, on any thread, after a resume.
+pub fn dropout_keeps(salt: u64, step: u64, i: usize, p: f64) -> bool {
+    let mut z = salt ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    ((z >> 11) as f64 / (1u64 << 53) as f64) >= p
+}
+
+/// y = x/(1 − p) where kept, else 0.
+pub fn dropout<T: Float>(x: &[T], y: &mut [T], p: f64, salt: u64, step: u64) {
+    let scale = T::from(1.0 / (1.0 - p)).unwrap_or_else(T::one);
+    for (i, (o, &v)) in y.iter_mut().zip(x).enumerate() {
+        *o = if dropout_keeps(salt, step, i, p) { v * scale } else { T::zero() };
+    }
+}
+
 /// y[b, u] = max_k x[b, u·pieces + k]
 pub fn max_pieces<T: Float>(x: &[T], y: &mut [T], pieces: usize) {
     for (v, group) in y.iter_mut().zip(x.chunks_exact(pieces)) {

@@ -98,7 +98,8 @@ pub fn is_elementwise(op: &Op) -> bool {
         | Op::Pool { .. }
         | Op::PoolGrad { .. }
         | Op::MaxPieces(_)
-        | Op::MaxPiecesGrad(_) => false,
+        | Op::MaxPiecesGrad(_)
+        | Op::Dropout { .. } => false,
     }
 }
 

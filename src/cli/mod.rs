@@ -279,7 +279,7 @@ fn emit_stage(checked: &Checked, emit: Emit, batch: usize) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let forward = match crate::ir::lower(model, batch) {
+    let forward = match crate::ir::lower(model, batch, !matches!(emit, Emit::Ir)) {
         Ok(g) => g,
         Err(d) => {
             report_diag(checked, &d);

@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 
-use super::{Graph, Init, Op, ParamInfo, Shape, Unary, ValueId};
+use super::{Graph, Hyper, Init, Op, ParamInfo, Shape, Unary, ValueId};
 use crate::check::{Activation, CheckedModel, Layer, LossKind, TargetKind, ValueRef, Weights};
 use crate::diag::{Diag, messages};
 
-/// Lowers the model for batches of `batch` samples. Layers without a
+/// Lowers the model for batches of `batch` samples, for training (dropout
+/// active) or evaluation (dropout is the identity). Layers without a
 /// training implementation yet are reported, never mis-compiled.
-pub fn lower(model: &CheckedModel, batch: usize) -> Result<Graph, Diag> {
+pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph, Diag> {
     let mut graph = Graph { nodes: vec![], params: vec![], states: vec![], batch, prediction: ValueId(0), loss: None };
     let mut values: HashMap<ValueRef, ValueId> = HashMap::new();
     let with_batch = |shape: &[usize]| -> Shape { std::iter::once(batch).chain(shape.iter().copied()).collect() };
@@ -96,8 +97,14 @@ pub fn lower(model: &CheckedModel, batch: usize) -> Result<Graph, Diag> {
                 let y = graph.push(Op::AddBias, vec![y, bv], affine, span);
                 graph.push(Op::MaxPieces(*pieces), vec![y], out_shape, span)
             }
-            Layer::Dropout { .. }
-            | Layer::BatchNorm { .. }
+            Layer::Dropout { p } if training => {
+                let step = graph.push(Op::Hyper(Hyper::Step), vec![], vec![], span);
+                // Each dropout layer draws its own masks from the model's seed.
+                let salt = model.train.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (index as u64 + 1);
+                graph.push(Op::Dropout { p: *p, salt }, vec![x, step], out_shape, span)
+            }
+            Layer::Dropout { .. } => x,
+            Layer::BatchNorm { .. }
             | Layer::Rnn { .. }
             | Layer::Lstm { .. }
             | Layer::Embedding { .. }

@@ -35,6 +35,8 @@ pub enum Hyper {
     /// Adam's bias corrections 1/(1 − β₁ᵗ) and 1/(1 − β₂ᵗ).
     Bias1,
     Bias2,
+    /// The number of the step (1, 2, …), which keys the dropout masks.
+    Step,
 }
 
 /// An element-wise function of one tensor.
@@ -136,6 +138,13 @@ pub enum Op {
         kernel: usize,
         stride: usize,
     },
+    /// `[x, step]` → inverted dropout: x/(1 − p) where the mask keeps the
+    /// element, else 0. The mask is a hash of (salt, step, element), so it is
+    /// reproducible and the same in the backward pass.
+    Dropout {
+        p: f64,
+        salt: u64,
+    },
     /// `[x [B, U·P]]` → `[B, U]`, the max of each unit's P pieces.
     MaxPieces(usize),
     /// `[x, g]` → ∂x, routed to each unit's winning piece.
@@ -211,6 +220,7 @@ impl Op {
                 format!("{}_grad(k{kernel},s{stride})", if *max { "maxpool" } else { "avgpool" })
             }
             Op::MaxPieces(p) => format!("max_pieces({p})"),
+            Op::Dropout { p, salt } => format!("dropout({p},{salt:x})"),
             Op::MaxPiecesGrad(p) => format!("max_pieces_grad({p})"),
             Op::ClipScale(c) => format!("clip_scale({c})"),
         }
@@ -401,6 +411,7 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
             Op::SumChannels => check(arity == 1 && node.shape == vec![shape(0)[1]], i, "sum_channels")?,
             Op::Pool { .. } => check(arity == 1 && shape(0).len() == 4 && node.shape.len() == 4, i, "pool rank")?,
             Op::PoolGrad { .. } => check(arity == 2 && *shape(0) == node.shape, i, "pool grad")?,
+            Op::Dropout { .. } => check(arity == 2 && *shape(0) == node.shape && shape(1).is_empty(), i, "dropout")?,
             Op::MaxPieces(p) => check(arity == 1 && numel(shape(0)) == numel(&node.shape) * p, i, "max_pieces")?,
             Op::MaxPiecesGrad(_) => check(arity == 2 && *shape(0) == node.shape, i, "max_pieces grad")?,
             Op::ClipScale(_) => check(arity == 1 && shape(0).is_empty() && node.shape.is_empty(), i, "clip_scale")?,

@@ -71,6 +71,7 @@ pub const ROUTINES: &[(&str, usize, usize)] = &[
     ("nnc_pool", 9, 0),
     ("nnc_pool_grad", 10, 0),
     ("nnc_max_pieces", 4, 0),
+    ("nnc_dropout", 5, 1),
     ("nnc_max_pieces_grad", 5, 0),
 ];
 
@@ -230,6 +231,11 @@ impl Emitter<'_, '_> {
                 args.extend([out, n, p]);
                 let name = if matches!(node.op, Op::MaxPieces(_)) { "nnc_max_pieces" } else { "nnc_max_pieces_grad" };
                 self.call(name, &args);
+            }
+            Op::Dropout { p, salt } => {
+                let (n, salt) = (self.imm(n_in), self.imm(salt as usize));
+                let p = self.b.ins().f32const(p as f32);
+                self.call("nnc_dropout", &[ins[0], ins[1], out, n, salt, p]);
             }
             Op::Unary(Unary::Log) => {
                 let n = self.imm(n_in);

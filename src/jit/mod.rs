@@ -131,7 +131,7 @@ fn leaf_lens(graph: &Graph, plan: &Plan) -> (usize, usize) {
 impl Executable {
     /// Runs the compiled step. Every buffer's size is checked first, so a
     /// wrong-sized input is an error, never undefined behaviour.
-    pub fn run(&mut self, store: &mut [f32], input: &[f32], target: &[f32], hyper: &[f32; 3]) -> Result<(), String> {
+    pub fn run(&mut self, store: &mut [f32], input: &[f32], target: &[f32], hyper: &[f32; 4]) -> Result<(), String> {
         // A forward graph uses the parameters only: a prefix of the training store.
         if store.len() < self.store_len {
             return Err(format!("parameter store has {} values, expected at least {}", store.len(), self.store_len));
@@ -144,7 +144,7 @@ impl Executable {
         }
         // SAFETY: the generated code only touches `store[..store_len]`,
         // `scratch[..scratch_len]`, `input[..input_len]`, `target[..target_len]`
-        // and `hyper[..3]`, all checked above; the code is alive while `module` is.
+        // and `hyper[..4]`, all checked above; the code is alive while `module` is.
         (self.step)(store.as_mut_ptr(), self.scratch.as_mut_ptr(), input.as_ptr(), target.as_ptr(), hyper.as_ptr());
         Ok(())
     }

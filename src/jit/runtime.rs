@@ -440,6 +440,13 @@ pub extern "C" fn pool_grad(
     kernels::pool_backward(x, g, dx, win, max != 0);
 }
 
+/// Inverted dropout; `step` points at the step number (an f32 hyperparameter).
+pub extern "C" fn dropout(x: *const f32, step: *const f32, out: *mut f32, n: usize, salt: usize, p: f32) {
+    // SAFETY: x and out hold n values, step one.
+    let (x, step, out) = unsafe { (slice(x, n), slice(step, 1), slice_mut(out, n)) };
+    kernels::dropout(x, out, f64::from(p), salt as u64, step[0] as u64);
+}
+
 pub extern "C" fn max_pieces(x: *const f32, y: *mut f32, n: usize, pieces: usize) {
     // SAFETY: y holds n values, x n·pieces.
     let (x, y) = unsafe { (slice(x, n * pieces), slice_mut(y, n)) };
@@ -475,6 +482,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("nnc_pool", pool as *const u8),
         ("nnc_pool_grad", pool_grad as *const u8),
         ("nnc_max_pieces", max_pieces as *const u8),
+        ("nnc_dropout", dropout as *const u8),
         ("nnc_max_pieces_grad", max_pieces_grad as *const u8),
     ]
 }

@@ -57,8 +57,8 @@ pub struct Compiled<G> {
     exe: Option<Executable>,
 }
 
-/// Scalars a step reads: learning rate and Adam's bias corrections.
-pub type Hypers = [f32; 3];
+/// Scalars a step reads: learning rate, Adam's bias corrections, step number.
+pub type Hypers = [f32; 4];
 
 impl Compiled<TrainGraph> {
     pub fn new(step: TrainGraph, backend: Backend) -> Result<Self, String> {
@@ -89,6 +89,7 @@ impl Compiled<TrainGraph> {
             lr: h[0],
             bias1: h[1],
             bias2: h[2],
+            step: h[3],
         };
         let values = interp::run(&self.graph.graph, &b)?;
         for (p, v) in self.graph.new_params.iter().enumerate() {
@@ -117,7 +118,7 @@ impl Compiled<Graph> {
     pub fn run(&mut self, store: &mut Store, x: &[f32], y: &[f32]) -> Result<(Vec<f32>, Option<f32>), String> {
         let (pred, loss) = (self.graph.prediction, self.graph.loss);
         if let Some(exe) = &mut self.exe {
-            exe.run(&mut store.data, x, y, &[0.0; 3])?;
+            exe.run(&mut store.data, x, y, &[0.0; 4])?;
             let read = |v: ValueId, exe: &Executable| exe.value(v, &store.data).to_vec();
             let prediction = if exe.value(pred, &store.data).is_empty() { x.to_vec() } else { read(pred, exe) };
             return Ok((prediction, loss.map(|l| read(l, exe)[0])));
@@ -130,8 +131,16 @@ impl Compiled<Graph> {
         };
         let y = if y.is_empty() { unused.as_slice() } else { y };
         let targets: Vec<&[f32]> = if y.is_empty() { vec![] } else { vec![y] };
-        let b =
-            Bindings { inputs: &[x], targets: &targets, params: &params, states: &[], lr: 0.0, bias1: 1.0, bias2: 1.0 };
+        let b = Bindings {
+            inputs: &[x],
+            targets: &targets,
+            params: &params,
+            states: &[],
+            lr: 0.0,
+            bias1: 1.0,
+            bias2: 1.0,
+            step: 0.0,
+        };
         let values = interp::run(&self.graph, &b)?;
         Ok((values[pred.0].clone(), loss.map(|l| values[l.0][0])))
     }

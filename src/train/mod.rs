@@ -76,7 +76,9 @@ impl Trainer {
         if model.inputs.len() != 1 {
             return Err(messages::several_inputs(model.span));
         }
-        let probe = ir::lower(model, 1)?;
+        // The configuration (with command-line overrides) is the model's from here on.
+        let model = &CheckedModel { train: config.clone(), ..model.clone() };
+        let probe = ir::lower(model, 1, true)?;
         let step =
             update::train_graph(&probe, &config).map_err(|e| messages::not_trainable_optimizer(model.span, &e))?;
         let mut store = Store::new(&step.graph, &plan::plan_train(&step));
@@ -103,7 +105,7 @@ impl Trainer {
     /// Compiles (once per batch size) and returns the training step.
     fn train_step(&mut self, batch: usize) -> Result<&mut Compiled<TrainGraph>, TrainError> {
         if !self.train_steps.contains_key(&batch) {
-            let forward = ir::lower(&self.model, batch).map_err(|d| TrainError::Internal(d.message))?;
+            let forward = ir::lower(&self.model, batch, true).map_err(|d| TrainError::Internal(d.message))?;
             let step = update::train_graph(&forward, &self.config).map_err(TrainError::Internal)?;
             self.train_steps
                 .insert(batch, Compiled::<TrainGraph>::new(step, self.backend).map_err(TrainError::Internal)?);
@@ -114,7 +116,7 @@ impl Trainer {
     fn forward_graph(&mut self, batch: usize, with_loss: bool) -> Result<&mut Compiled<Graph>, TrainError> {
         let key = (batch, with_loss);
         if !self.forwards.contains_key(&key) {
-            let mut forward = ir::lower(&self.model, batch).map_err(|d| TrainError::Internal(d.message))?;
+            let mut forward = ir::lower(&self.model, batch, false).map_err(|d| TrainError::Internal(d.message))?;
             if !with_loss {
                 forward.loss = None;
             }
@@ -149,7 +151,7 @@ impl Trainer {
         let y: &[f32] = if self.model.targets.is_empty() { &[] } else { y };
         let mut store = std::mem::take(&mut self.store);
         let result = self.train_step(rows).and_then(|step| {
-            step.run(&mut store, x, y, &[lr as f32, bias1 as f32, bias2 as f32]).map_err(TrainError::Internal)
+            step.run(&mut store, x, y, &[lr as f32, bias1 as f32, bias2 as f32, t as f32]).map_err(TrainError::Internal)
         });
         self.store = store;
         Ok(f64::from(result?))
