@@ -8,6 +8,7 @@
 pub mod autodiff;
 pub mod bench;
 pub mod check;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod diag;

@@ -14,6 +14,7 @@ use crate::diag;
 use crate::pipeline::{self, Checked};
 use crate::summary;
 
+mod infer;
 mod train;
 
 #[derive(Parser)]
@@ -70,6 +71,32 @@ enum Command {
     },
     /// Train a model and report per-epoch and final test metrics.
     Train(TrainArgs),
+    /// Test metrics (and a confusion matrix for classifiers) of saved weights.
+    Eval {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        /// A checkpoint written by `nnc train --save`.
+        #[arg(long)]
+        weights: PathBuf,
+        /// Evaluation data (CSV); default: the test split of the model's data.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Predictions for the rows of a CSV of inputs, as CSV.
+    Predict {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        weights: PathBuf,
+        /// CSV with a header row and one sample per row.
+        #[arg(long)]
+        input: PathBuf,
+        /// Write here (atomically) instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Measure compile time, training throughput, inference latency and memory.
     Bench {
         file: PathBuf,
@@ -128,6 +155,12 @@ struct TrainArgs {
     /// Which executor runs the steps.
     #[arg(long, value_enum, default_value = "jit")]
     backend: crate::train::Backend,
+    /// Write a checkpoint (safetensors) here after every epoch, atomically.
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Continue from a checkpoint written by --save, bit for bit.
+    #[arg(long)]
+    resume: Option<PathBuf>,
 }
 
 pub fn run() -> ExitCode {
@@ -142,6 +175,10 @@ pub fn run() -> ExitCode {
         Command::Check { file, format, emit, batch } => check(&file, format, emit, batch.max(1)),
         Command::Summary { file, model, json } => summary(&file, model.as_deref(), json),
         Command::Train(args) => train::run(&args),
+        Command::Eval { file, model, weights, data } => infer::eval(&file, model.as_deref(), &weights, data.as_deref()),
+        Command::Predict { file, model, weights, input, output } => {
+            infer::predict(&file, model.as_deref(), &weights, &input, output.as_deref())
+        }
         Command::Bench { file, model, batch, backend, seconds, json } => {
             bench(&file, model.as_deref(), batch, backend, seconds, json)
         }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::{TrainArgs, load_model, report_diag};
 
 use crate::check::{CheckedModel, DataSource};
+use crate::checkpoint;
 use crate::data::{self, DataError, Dataset, RowSpec, Scaler, Splits};
 use crate::diag::{Diag, Span, messages};
 use crate::pipeline::Checked;
@@ -84,10 +85,34 @@ pub fn run(args: &TrainArgs) -> ExitCode {
             config.epochs
         );
     }
+    if let Some(path) = &args.resume {
+        if let Err(e) = resume(&mut trainer, path, &checked.source) {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+        if !args.quiet {
+            println!("resuming from {} after epoch {}", path.display(), trainer.epochs_done());
+        }
+    }
     let started = Instant::now();
     let quiet = args.quiet;
     let width = config.epochs.to_string().len();
-    let history = trainer.fit(&train, validation.as_ref(), test.as_ref(), |r| {
+    let mut history = Vec::new();
+    let mut failure = None;
+    while trainer.epochs_done() < config.epochs {
+        let r = match trainer.fit_epoch(&train, validation.as_ref(), test.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        if let Some(path) = &args.save
+            && let Err(e) = checkpoint::save(path, &trainer, &checked.source, &scaler)
+        {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
         if !quiet {
             let split = |name: &str, m: &Option<Metrics>| {
                 m.as_ref().map_or(String::new(), |m| format!("  {name} {}", m.to_text()))
@@ -103,17 +128,18 @@ pub fn run(args: &TrainArgs) -> ExitCode {
                 w = width
             );
         }
-    });
-    let history = match history {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {e}");
-            if let TrainError::NonFinite { .. } = e {
-                eprintln!("the weights from before the failing step are kept; no file was written");
-            }
-            return ExitCode::from(1);
+        history.push(r);
+    }
+    if let Some(e) = failure {
+        eprintln!("error: {e}");
+        if let TrainError::NonFinite { .. } = e {
+            let kept = args.save.as_ref().map_or("no checkpoint was written".to_string(), |p| {
+                format!("{} holds the last good epoch", p.display())
+            });
+            eprintln!("the weights from the start of the failing epoch are kept; {kept}");
         }
-    };
+        return ExitCode::from(1);
+    }
     let (split, final_set) = match &test {
         Some(t) => ("test", t),
         None => ("train", &train),
@@ -154,6 +180,21 @@ fn write_metrics(
         eprintln!("error: cannot write {}: {e}", path.display());
         ExitCode::from(2)
     })
+}
+
+/// Restores a checkpoint written for this model (same source text).
+fn resume(trainer: &mut Trainer, path: &Path, source: &str) -> Result<(), String> {
+    let saved = checkpoint::load(path)?;
+    if saved.source_hash != checkpoint::source_hash(source) {
+        return Err(format!(
+            "{} was written for a different version of model `{}` (source hash {}…, this file {}…); resuming needs the same model",
+            path.display(),
+            saved.model,
+            &saved.source_hash[..12.min(saved.source_hash.len())],
+            &checkpoint::source_hash(source)[..12]
+        ));
+    }
+    trainer.restore(&saved.tensors, saved.epoch, saved.step)
 }
 
 /// Holds out the last `fraction` of a seeded permutation for validation.

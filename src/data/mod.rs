@@ -230,7 +230,7 @@ pub fn input_kind_name(model: &CheckedModel) -> &'static str {
 }
 
 /// Input preprocessing fitted on the training rows and applied to every split.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Scaler {
     None,
     /// x / s

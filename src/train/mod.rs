@@ -62,8 +62,12 @@ pub struct Trainer {
     pub config: TrainConfig,
     pub backend: Backend,
     pub param_names: Vec<String>,
+    param_shapes: Vec<Vec<usize>>,
+    state_names: Vec<String>,
+    state_shapes: Vec<Vec<usize>>,
     store: Store,
     steps_done: u64,
+    epochs_done: usize,
     train_steps: HashMap<usize, Compiled<TrainGraph>>,
     /// Forward graphs by (batch size, with loss).
     forwards: HashMap<(usize, bool), Compiled<Graph>>,
@@ -88,6 +92,10 @@ impl Trainer {
         Ok(Trainer {
             model: model.clone(),
             param_names: probe.params.iter().map(|p| p.name.clone()).collect(),
+            param_shapes: probe.params.iter().map(|p| p.shape.clone()).collect(),
+            state_names: step.graph.states.iter().map(|s| s.name.clone()).collect(),
+            state_shapes: step.graph.states.iter().map(|s| s.shape.clone()).collect(),
+            epochs_done: 0,
             config,
             backend,
             store,
@@ -157,8 +165,9 @@ impl Trainer {
         Ok(f64::from(result?))
     }
 
-    /// Trains for `config.epochs` epochs, evaluating on the validation and
-    /// test sets (when given) and calling `on_epoch` after each.
+    /// Trains the remaining epochs (all of them, or those after a restored
+    /// checkpoint), evaluating on the validation and test sets (when given)
+    /// and calling `on_epoch` after each.
     pub fn fit(
         &mut self,
         train: &Dataset,
@@ -166,42 +175,125 @@ impl Trainer {
         test: Option<&Dataset>,
         mut on_epoch: impl FnMut(&EpochReport),
     ) -> Result<Vec<EpochReport>, TrainError> {
-        let batch = match self.config.batch {
-            Batch::Full => train.rows,
-            Batch::Size(b) => b.min(train.rows),
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
-        let mut order: Vec<usize> = (0..train.rows).collect();
         let mut reports = Vec::new();
-        for epoch in 0..self.config.epochs {
-            let lr = self.lr_at(epoch);
-            if batch < train.rows {
-                order.shuffle(&mut rng);
-            }
-            let mut total = 0.0;
-            // A diverging epoch falls back to the weights it started from.
-            let snapshot = self.store.clone();
-            for (step, chunk) in order.chunks(batch).enumerate() {
-                let rows = train.select(chunk);
-                let loss = self.step(&rows.x, &rows.y, rows.rows, lr)?;
-                if !loss.is_finite() {
-                    self.store = snapshot;
-                    return Err(TrainError::NonFinite { epoch: epoch + 1, step: step + 1, what: "the loss".into() });
-                }
-                total += loss * rows.rows as f64;
-            }
-            if let Some(p) = self.store.params().iter().position(|w| w.iter().any(|v| !v.is_finite())) {
-                let what = format!("parameter `{}`", self.param_names[p]);
-                self.store = snapshot;
-                return Err(TrainError::NonFinite { epoch: epoch + 1, step: order.len().div_ceil(batch), what });
-            }
-            let validation = validation.map(|v| self.evaluate(v)).transpose()?;
-            let test = test.map(|t| self.evaluate(t)).transpose()?;
-            let report = EpochReport { epoch: epoch + 1, lr, train_loss: total / train.rows as f64, validation, test };
+        while self.epochs_done < self.config.epochs {
+            let report = self.fit_epoch(train, validation, test)?;
             on_epoch(&report);
             reports.push(report);
         }
         Ok(reports)
+    }
+
+    /// Trains one epoch. Its shuffle depends only on (seed, epoch), so a run
+    /// resumed from a checkpoint continues exactly as an uninterrupted one.
+    pub fn fit_epoch(
+        &mut self,
+        train: &Dataset,
+        validation: Option<&Dataset>,
+        test: Option<&Dataset>,
+    ) -> Result<EpochReport, TrainError> {
+        let batch = match self.config.batch {
+            Batch::Full => train.rows,
+            Batch::Size(b) => b.min(train.rows),
+        };
+        let epoch = self.epochs_done;
+        let mut order: Vec<usize> = (0..train.rows).collect();
+        if batch < train.rows {
+            let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+            rng.set_stream(epoch as u64);
+            order.shuffle(&mut rng);
+        }
+        let lr = self.lr_at(epoch);
+        let mut total = 0.0;
+        // A diverging epoch falls back to the weights it started from.
+        let snapshot = (self.store.clone(), self.steps_done);
+        for (step, chunk) in order.chunks(batch).enumerate() {
+            let rows = train.select(chunk);
+            let loss = self.step(&rows.x, &rows.y, rows.rows, lr)?;
+            if !loss.is_finite() {
+                (self.store, self.steps_done) = snapshot;
+                return Err(TrainError::NonFinite { epoch: epoch + 1, step: step + 1, what: "the loss".into() });
+            }
+            total += loss * rows.rows as f64;
+        }
+        if let Some(p) = self.store.params().iter().position(|w| w.iter().any(|v| !v.is_finite())) {
+            let what = format!("parameter `{}`", self.param_names[p]);
+            (self.store, self.steps_done) = snapshot;
+            return Err(TrainError::NonFinite { epoch: epoch + 1, step: order.len().div_ceil(batch), what });
+        }
+        self.epochs_done += 1;
+        let validation = validation.map(|v| self.evaluate(v)).transpose()?;
+        let test = test.map(|t| self.evaluate(t)).transpose()?;
+        Ok(EpochReport { epoch: epoch + 1, lr, train_loss: total / train.rows as f64, validation, test })
+    }
+
+    /// Epochs finished so far (including those of a restored checkpoint).
+    pub fn epochs_done(&self) -> usize {
+        self.epochs_done
+    }
+
+    /// Every parameter and optimizer-state tensor: (name, shape, values).
+    /// Parameters are named `<layer>.weight`/`<layer>.bias`, state `optimizer.<param>.<what>`.
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let params = self.param_names.iter().zip(&self.param_shapes).zip(&self.store.params);
+        let states = self.state_names.iter().zip(&self.state_shapes).zip(&self.store.states);
+        params
+            .map(|((n, s), r)| (n.clone(), s, r))
+            .chain(states.map(|((n, s), r)| (format!("optimizer.{n}"), s, r)))
+            .map(|(name, shape, &(o, len))| (name, shape.clone(), self.store.data[o..o + len].to_vec()))
+            .collect()
+    }
+
+    /// Loads tensors saved by `tensors` (optimizer state optional), and the
+    /// progress counters. Every missing tensor or wrong shape is an error
+    /// naming the tensor and both shapes.
+    pub fn restore(
+        &mut self,
+        saved: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+        epochs: usize,
+        steps: u64,
+    ) -> Result<(), String> {
+        let params = self
+            .param_names
+            .iter()
+            .zip(&self.param_shapes)
+            .zip(self.store.params.clone())
+            .map(|((n, s), r)| (n.clone(), s, r, true));
+        let states = self
+            .state_names
+            .iter()
+            .zip(&self.state_shapes)
+            .zip(self.store.states.clone())
+            .map(|((n, s), r)| (format!("optimizer.{n}"), s, r, false));
+        let wanted: Vec<_> = params.chain(states).collect();
+        for (name, shape, _, required) in &wanted {
+            match saved.get(name) {
+                None if *required => {
+                    return Err(format!(
+                        "the checkpoint has no tensor `{name}` (the model needs one of shape {shape:?})"
+                    ));
+                }
+                Some((found, _)) if found != *shape => {
+                    return Err(format!(
+                        "tensor `{name}` has shape {found:?} in the checkpoint but {shape:?} in the model"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for (name, _, (o, len), _) in wanted {
+            if let Some((_, values)) = saved.get(&name) {
+                self.store.data[o..o + len].copy_from_slice(values);
+            }
+        }
+        self.epochs_done = epochs;
+        self.steps_done = steps;
+        Ok(())
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps_done(&self) -> u64 {
+        self.steps_done
     }
 
     /// Runs the model forward over `data` and returns the raw predictions

@@ -1,0 +1,99 @@
+//! Checkpoints in safetensors: every parameter (PyTorch names and layouts:
+//! dense `[out, in]`, conv `[out, in, kh, kw]`) and the optimizer state, with
+//! provenance in the metadata: the model source and its hash, seed, epoch,
+//! step and nnc version. Written atomically; a damaged file is an error.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use sha2::{Digest, Sha256};
+
+use crate::data::Scaler;
+use crate::train::Trainer;
+
+/// A checkpoint read back from disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    pub model: String,
+    pub source_hash: String,
+    pub epoch: usize,
+    pub step: u64,
+    pub seed: u64,
+    /// The input preprocessing the weights were trained with.
+    pub scaler: Scaler,
+}
+
+/// Hex SHA-256 of a model's source text.
+pub fn source_hash(source: &str) -> String {
+    Sha256::digest(source.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Serialises the trainer's state; `source` is the model file's text.
+pub fn to_bytes(trainer: &Trainer, source: &str, scaler: &Scaler) -> Result<Vec<u8>, String> {
+    let tensors = trainer.tensors();
+    let bytes: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.clone(), v)).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("model".to_string(), trainer.model.name.clone()),
+        ("source".to_string(), source.to_string()),
+        ("source_sha256".to_string(), source_hash(source)),
+        ("seed".to_string(), trainer.config.seed.to_string()),
+        ("epoch".to_string(), trainer.epochs_done().to_string()),
+        ("step".to_string(), trainer.steps_done().to_string()),
+        ("nnc_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("scaler".to_string(), serde_json::to_string(scaler).map_err(|e| e.to_string())?),
+    ]);
+    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+}
+
+/// Writes a checkpoint atomically (temporary file, fsync, rename).
+pub fn save(path: &Path, trainer: &Trainer, source: &str, scaler: &Scaler) -> Result<(), String> {
+    let bytes = to_bytes(trainer, source, scaler)?;
+    crate::io::write_atomic(path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Parses a checkpoint; truncated or foreign files are errors, never panics.
+pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format!("not a readable safetensors file ({e})"))?;
+    let file = SafeTensors::deserialize(bytes).map_err(|e| format!("not a readable safetensors file ({e})"))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let field = |k: &str| {
+        meta.get(k).cloned().ok_or_else(|| format!("the checkpoint's metadata has no `{k}`; was it written by nnc?"))
+    };
+    let number =
+        |k: &str| field(k).and_then(|v| v.parse::<u64>().map_err(|_| format!("metadata `{k}` is not a number")));
+    let mut tensors = HashMap::new();
+    for (name, view) in file.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(format!("tensor `{name}` is {:?}, expected F32", view.dtype()));
+        }
+        let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        tensors.insert(name, (view.shape().to_vec(), values));
+    }
+    Ok(Checkpoint {
+        tensors,
+        model: field("model")?,
+        source_hash: field("source_sha256")?,
+        epoch: number("epoch")? as usize,
+        step: number("step")?,
+        seed: number("seed")?,
+        scaler: serde_json::from_str(&field("scaler")?)
+            .map_err(|e| format!("metadata `scaler` is unreadable ({e})"))?,
+    })
+}
+
+pub fn load(path: &Path) -> Result<Checkpoint, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,178 @@
+//! `nnc eval` and `nnc predict`: use trained weights from a checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::{load_model, report_diag};
+use crate::check::CheckedModel;
+use crate::checkpoint::{self, Checkpoint};
+use crate::data::{self, RowSpec, TargetSpecOfRow};
+use crate::pipeline::Checked;
+use crate::train::metrics::Task;
+use crate::train::{Backend, Trainer};
+
+/// A trainer holding the checkpoint's weights, after checking they fit the model.
+fn trained(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(Trainer, Checkpoint), ExitCode> {
+    let saved = checkpoint::load(weights).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })?;
+    if saved.model != model.name {
+        eprintln!("error: {} holds weights of model `{}`, not `{}`", weights.display(), saved.model, model.name);
+        return Err(ExitCode::from(1));
+    }
+    if saved.source_hash != checkpoint::source_hash(&checked.source) {
+        eprintln!(
+            "warning: {} was trained from a different version of {}; using it because every tensor still fits",
+            weights.display(),
+            checked.file_name
+        );
+    }
+    let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).map_err(|d| {
+        report_diag(checked, &d);
+        ExitCode::from(1)
+    })?;
+    trainer.restore(&saved.tensors, saved.epoch, saved.step).map_err(|e| {
+        eprintln!("error: {}: {e}", weights.display());
+        ExitCode::from(1)
+    })?;
+    Ok((trainer, saved))
+}
+
+pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_file: Option<&Path>) -> ExitCode {
+    let (checked, index) = match load_model(file, model) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let model = &checked.models[index];
+    let (mut trainer, saved) = match trained(&checked, model, weights) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let spec = RowSpec::of(model);
+    let loaded = match (data_file, &model.train.data) {
+        (Some(path), _) => data::load_csv(path, &spec, None),
+        (None, Some(source)) => {
+            let base = file.parent().map_or(PathBuf::from("."), Path::to_path_buf);
+            data::load(source, &base, &spec).map(|s| s.test.unwrap_or(s.train))
+        }
+        (None, None) => {
+            eprintln!("error: model `{}` names no data; pass --data FILE.csv", model.name);
+            return ExitCode::from(2);
+        }
+    };
+    let mut data = match loaded {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {}: {} ({})", e.location(), e.message, e.help);
+            return ExitCode::from(1);
+        }
+    };
+    saved.scaler.apply(&mut data);
+    let metrics = match trainer.evaluate(&data) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("{}  ({} rows)", metrics.to_text(), metrics.rows);
+    if let TargetSpecOfRow::Class(k) = spec.target
+        && let Ok(predictions) = trainer.predict(&data.x, data.rows)
+    {
+        print!("{}", confusion_matrix(&predictions, &data.y, k));
+    }
+    ExitCode::SUCCESS
+}
+
+/// Rows: true class; columns: predicted class.
+fn confusion_matrix(scores: &[f32], labels: &[f32], classes: usize) -> String {
+    let mut counts = vec![vec![0usize; classes]; classes];
+    for (row, &label) in scores.chunks(classes).zip(labels) {
+        let predicted = row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
+        counts[label as usize][predicted] += 1;
+    }
+    let width = counts.iter().flatten().max().map_or(1, |m| m.to_string().len()).max(classes.to_string().len());
+    let mut out = format!("confusion matrix (rows: true class, columns: predicted)\n{:>w$}", "", w = width + 1);
+    for c in 0..classes {
+        out.push_str(&format!(" {c:>width$}"));
+    }
+    out.push('\n');
+    for (c, row) in counts.iter().enumerate() {
+        out.push_str(&format!("{c:>w$}", w = width + 1));
+        for n in row {
+            out.push_str(&format!(" {n:>width$}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, output: Option<&Path>) -> ExitCode {
+    let (checked, index) = match load_model(file, model) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let model = &checked.models[index];
+    let (mut trainer, saved) = match trained(&checked, model, weights) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    // Inputs only: a trailing label column, if present, is ignored.
+    let spec = RowSpec { features: RowSpec::of(model).features, target: TargetSpecOfRow::None };
+    let mut data = match data::load_csv(input, &spec, None) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {}: {} ({})", e.location(), e.message, e.help);
+            return ExitCode::from(1);
+        }
+    };
+    saved.scaler.apply(&mut data);
+    let predictions = match trainer.predict(&data.x, data.rows) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let csv = predictions_csv(Task::of(model), &predictions, data.rows);
+    match output {
+        Some(path) => {
+            if let Err(e) = crate::io::write_atomic(path, csv.as_bytes()) {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+        None => print!("{csv}"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// Classifiers: the class and its softmax probabilities; otherwise the values.
+fn predictions_csv(task: Task, predictions: &[f32], rows: usize) -> String {
+    let width = predictions.len() / rows.max(1);
+    let mut out = String::new();
+    match task {
+        Task::Classes(k) => {
+            let header: Vec<String> = (0..k).map(|c| format!("p{c}")).collect();
+            out.push_str(&format!("class,{}\n", header.join(",")));
+            for row in predictions.chunks(k) {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let exps: Vec<f32> = row.iter().map(|&v| (v - max).exp()).collect();
+                let sum: f32 = exps.iter().sum();
+                let class = row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
+                let probs: Vec<String> = exps.iter().map(|e| format!("{:.6}", e / sum)).collect();
+                out.push_str(&format!("{class},{}\n", probs.join(",")));
+            }
+        }
+        Task::Binary | Task::Regression => {
+            let header: Vec<String> = (0..width).map(|c| format!("y{c}")).collect();
+            out.push_str(&format!("{}\n", header.join(",")));
+            for row in predictions.chunks(width.max(1)) {
+                let values: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+                out.push_str(&format!("{}\n", values.join(",")));
+            }
+        }
+    }
+    out
+}

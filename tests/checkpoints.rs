@@ -1,0 +1,112 @@
+//! Checkpoints: save → load gives identical predictions, a resumed run equals
+//! an uninterrupted one bit for bit, and damaged or mismatched files are
+//! clean errors.
+
+use std::path::Path;
+use std::process::Command;
+
+use nnc::checkpoint;
+use nnc::data::Scaler;
+use nnc::pipeline::check_source;
+use nnc::train::{Backend, Trainer};
+
+const MODEL: &str = "model m { input x: [4] target y: class(3)
+    x |> dense(8) |> relu |> dropout(0.2) |> dense(3) => p  loss = cross_entropy(p, y)
+    train { optimizer = adam(lr = 0.01) batch = 2 epochs = 3 seed = 5 } }";
+
+fn data() -> nnc::data::Dataset {
+    let x: Vec<f32> = (0..40).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
+    let y: Vec<f32> = (0..10).map(|i| (i % 3) as f32).collect();
+    nnc::data::Dataset { rows: 10, width: 4, x, target_width: 1, y }
+}
+
+fn trainer(source: &str) -> Trainer {
+    let checked = check_source("m.nn", source);
+    let model = &checked.models[0];
+    Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable")
+}
+
+#[test]
+fn save_then_load_predicts_identically() {
+    let mut a = trainer(MODEL);
+    a.fit(&data(), None, None, |_| {}).expect("trains");
+    let bytes = checkpoint::to_bytes(&a, MODEL, &Scaler::None).expect("serialises");
+    let saved = checkpoint::from_bytes(&bytes).expect("reads back");
+    assert_eq!((saved.epoch, saved.step, saved.seed), (3, 15, 5));
+    assert_eq!(saved.tensors["dense1.weight"].0, vec![8, 4], "PyTorch layout [out, in]");
+    let mut b = trainer(MODEL);
+    b.restore(&saved.tensors, saved.epoch, saved.step).expect("restores");
+    let x = data().x;
+    assert_eq!(a.predict(&x, 10).expect("predicts"), b.predict(&x, 10).expect("predicts"));
+}
+
+#[test]
+fn truncated_checkpoints_are_rejected() {
+    let mut a = trainer(MODEL);
+    a.fit(&data(), None, None, |_| {}).expect("trains");
+    let bytes = checkpoint::to_bytes(&a, MODEL, &Scaler::None).expect("serialises");
+    assert!(bytes.len() > 1024);
+    for cut in (0..bytes.len()).step_by(1024).chain([bytes.len() - 1]) {
+        assert!(checkpoint::from_bytes(&bytes[..cut]).is_err(), "a file cut at {cut} bytes was accepted");
+    }
+    assert!(checkpoint::from_bytes(b"not a checkpoint at all").is_err());
+}
+
+#[test]
+fn mismatched_weights_name_the_tensor_and_both_shapes() {
+    let mut a = trainer(MODEL);
+    a.fit(&data(), None, None, |_| {}).expect("trains");
+    let saved = checkpoint::from_bytes(&checkpoint::to_bytes(&a, MODEL, &Scaler::None).expect("bytes")).expect("reads");
+    let mut wider = trainer(&MODEL.replace("dense(8)", "dense(9)"));
+    let err = wider.restore(&saved.tensors, 0, 0).expect_err("shapes differ");
+    assert!(err.contains("dense1.weight") && err.contains("[8, 4]") && err.contains("[9, 4]"), "{err}");
+    let mut tensors = saved.tensors.clone();
+    tensors.remove("dense2.bias");
+    let err = trainer(MODEL).restore(&tensors, 0, 0).expect_err("missing");
+    assert!(err.contains("dense2.bias"), "{err}");
+}
+
+fn nnc(args: &[&str], dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc")).args(args).current_dir(dir).output().expect("runs");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn resuming_equals_an_uninterrupted_run_bit_for_bit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/maxout.nn")).expect("model");
+    std::fs::write(dir.path().join("m.nn"), model).expect("write");
+    let p = dir.path();
+    nnc(&["train", "m.nn", "--quiet", "--epochs", "4", "--save", "full.safetensors"], p);
+    nnc(&["train", "m.nn", "--quiet", "--epochs", "2", "--save", "half.safetensors"], p);
+    nnc(
+        &["train", "m.nn", "--quiet", "--epochs", "4", "--resume", "half.safetensors", "--save", "resumed.safetensors"],
+        p,
+    );
+    // Tensors and metadata must be equal bit for bit (the metadata's order in the file may differ).
+    let full = checkpoint::load(&p.join("full.safetensors")).expect("full");
+    let resumed = checkpoint::load(&p.join("resumed.safetensors")).expect("resumed");
+    assert_eq!((full.epoch, full.step), (4, resumed.step));
+    assert!(!full.tensors.is_empty());
+    for (name, (shape, values)) in &full.tensors {
+        let (rshape, rvalues) = &resumed.tensors[name];
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(shape == rshape && bits(values) == bits(rvalues), "{name} differs after resuming");
+    }
+    assert_eq!(full, resumed);
+    // Evaluation and prediction use the saved weights.
+    let eval = nnc(&["eval", "m.nn", "--weights", "full.safetensors"], p);
+    assert!(eval.contains("accuracy") && eval.contains("confusion matrix"), "{eval}");
+    std::fs::write(
+        p.join("rows.csv"),
+        format!("{}\n{}\n", (0..64).map(|i| format!("p{i}")).collect::<Vec<_>>().join(","), vec!["8"; 64].join(",")),
+    )
+    .expect("csv");
+    let predicted = nnc(&["predict", "m.nn", "--weights", "full.safetensors", "--input", "rows.csv"], p);
+    let lines: Vec<&str> = predicted.lines().collect();
+    assert_eq!(lines.len(), 2, "{predicted}");
+    assert!(lines[0].starts_with("class,p0,"));
+    let probabilities: f32 = lines[1].split(',').skip(1).map(|v| v.parse::<f32>().expect("number")).sum();
+    assert!((probabilities - 1.0).abs() < 1e-4, "{predicted}");
+}
