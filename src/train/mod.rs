@@ -56,6 +56,8 @@ impl std::fmt::Display for TrainError {
     }
 }
 
+impl std::error::Error for TrainError {}
+
 /// A model being trained: its parameters, optimizer state and compiled steps.
 pub struct Trainer {
     pub model: CheckedModel,
