@@ -152,8 +152,9 @@ pub fn pool_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], win: Window, max:
 
 /// y[b, f, …] = x[b, f, …] + bias[f] for `[B, F, spatial]` tensors.
 pub fn add_channel_bias<T: Float>(x: &[T], bias: &[T], y: &mut [T], spatial: usize) {
-    for (i, v) in y.iter_mut().enumerate() {
-        *v = x[i] + bias[(i / spatial) % bias.len()];
+    for (plane, (out, input)) in y.chunks_exact_mut(spatial).zip(x.chunks_exact(spatial)).enumerate() {
+        let b = bias[plane % bias.len()];
+        out.iter_mut().zip(input).for_each(|(o, &v)| *o = v + b);
     }
 }
 
@@ -161,9 +162,9 @@ pub fn add_channel_bias<T: Float>(x: &[T], bias: &[T], y: &mut [T], spatial: usi
 pub fn sum_channels<T: Float>(g: &[T], out: &mut [T], spatial: usize) {
     out.iter_mut().for_each(|v| *v = T::zero());
     let channels = out.len();
-    for (i, &v) in g.iter().enumerate() {
-        let f = (i / spatial) % channels;
-        out[f] = out[f] + v;
+    for (plane, values) in g.chunks_exact(spatial).enumerate() {
+        let f = plane % channels;
+        out[f] = values.iter().fold(out[f], |acc, &v| acc + v);
     }
 }
 
@@ -210,14 +211,20 @@ pub fn im2col<T: Float>(image: &[T], columns: &mut [T], win: Window) {
         for ky in 0..k {
             for kx in 0..k {
                 let row = ((c * k + ky) * k + kx) * oh * ow;
+                // Output columns whose input column lies inside the image: lo..hi.
+                let lo = (win.padding.saturating_sub(kx)).div_ceil(win.stride).min(ow);
+                let hi = ((win.width + win.padding).saturating_sub(kx)).div_ceil(win.stride).min(ow).max(lo);
                 for oy in 0..oh {
-                    let iy = win.source(oy, ky, win.height);
-                    for ox in 0..ow {
-                        let v = match (iy, win.source(ox, kx, win.width)) {
-                            (Some(iy), Some(ix)) => image[(c * win.height + iy) * win.width + ix],
-                            _ => T::zero(),
-                        };
-                        columns[row + oy * ow + ox] = v;
+                    let out = &mut columns[row + oy * ow..row + (oy + 1) * ow];
+                    let Some(iy) = win.source(oy, ky, win.height) else {
+                        out.iter_mut().for_each(|v| *v = T::zero());
+                        continue;
+                    };
+                    let line = &image[(c * win.height + iy) * win.width..(c * win.height + iy + 1) * win.width];
+                    out[..lo].iter_mut().for_each(|v| *v = T::zero());
+                    out[hi..].iter_mut().for_each(|v| *v = T::zero());
+                    for (ox, v) in out.iter_mut().enumerate().take(hi).skip(lo) {
+                        *v = line[ox * win.stride + kx - win.padding];
                     }
                 }
             }

@@ -133,6 +133,31 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 60, ..ProptestConfig::default() })]
+
+    /// Convolutions (im2col + sgemm in the JIT, direct loops in the interpreter)
+    /// with random strides, paddings and pooling, including kernel = input size
+    /// and stride > kernel.
+    #[test]
+    fn random_convolutions(c in 1usize..3, h in 2usize..9, w in 2usize..9, f in 1usize..4,
+                           k in 1usize..5, stride in 1usize..4, padding in 0usize..3,
+                           pk in 1usize..3, ps in 1usize..4, max in any::<bool>(),
+                           rows in prop::sample::select(vec![1usize, 3, 8]), seed in 0u64..1000) {
+        prop_assume!(k <= h + 2 * padding && k <= w + 2 * padding);
+        let (oh, ow) = ((h + 2 * padding - k) / stride + 1, (w + 2 * padding - k) / stride + 1);
+        prop_assume!(pk <= oh && pk <= ow);
+        let pool = if max { "maxpool" } else { "avgpool" };
+        let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: class(3)
+            x |> conv2d({f}, kernel = {k}, stride = {stride}, padding = {padding}) |> relu
+              |> {pool}({pk}, stride = {ps}) |> flatten |> dense(3) => p  loss = cross_entropy(p, y)
+            train {{ optimizer = momentum(lr = 0.05) seed = {seed} }} }}");
+        let checked = check_source("c.nn", &source);
+        prop_assert!(!checked.has_errors(), "{source}: {:?}", checked.diags);
+        assert_backends_agree(&checked.models[0], rows, seed);
+    }
+}
+
 /// Applies `u` to `xs` with the JIT.
 fn jit_unary(u: Unary, xs: &[f32]) -> Vec<f32> {
     let span = Span::default();
