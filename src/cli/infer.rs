@@ -11,8 +11,19 @@ use crate::pipeline::Checked;
 use crate::train::metrics::Task;
 use crate::train::{Backend, Trainer};
 
-/// A trainer holding the checkpoint's weights, after checking they fit the model.
-fn trained(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(Trainer, Checkpoint), ExitCode> {
+/// The checked file, the chosen model's index, and a trainer holding the
+/// checkpoint's weights after checking they fit that model.
+fn trained(
+    file: &Path,
+    model: Option<&str>,
+    weights: &Path,
+) -> Result<(Checked, usize, Trainer, Checkpoint), ExitCode> {
+    let (checked, index) = load_model(file, model)?;
+    let (trainer, saved) = restore(&checked, &checked.models[index], weights)?;
+    Ok((checked, index, trainer, saved))
+}
+
+fn restore(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(Trainer, Checkpoint), ExitCode> {
     let saved = checkpoint::load(weights).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(1)
@@ -40,15 +51,11 @@ fn trained(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(T
 }
 
 pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_file: Option<&Path>) -> ExitCode {
-    let (checked, index) = match load_model(file, model) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let model = &checked.models[index];
-    let (mut trainer, saved) = match trained(&checked, model, weights) {
+    let (checked, index, mut trainer, saved) = match trained(file, model, weights) {
         Ok(t) => t,
         Err(code) => return code,
     };
+    let model = &checked.models[index];
     let spec = RowSpec::of(model);
     let loaded = match (data_file, &model.train.data) {
         (Some(path), _) => data::load_csv(path, &spec, None),
@@ -63,10 +70,7 @@ pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_file: Option<
     };
     let mut data = match loaded {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {}: {} ({})", e.location(), e.message, e.help);
-            return ExitCode::from(1);
-        }
+        Err(e) => return data_error(&e),
     };
     saved.scaler.apply(&mut data);
     let metrics = match trainer.evaluate(&data) {
@@ -109,23 +113,16 @@ fn confusion_matrix(scores: &[f32], labels: &[f32], classes: usize) -> String {
 }
 
 pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, output: Option<&Path>) -> ExitCode {
-    let (checked, index) = match load_model(file, model) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let model = &checked.models[index];
-    let (mut trainer, saved) = match trained(&checked, model, weights) {
+    let (checked, index, mut trainer, saved) = match trained(file, model, weights) {
         Ok(t) => t,
         Err(code) => return code,
     };
+    let model = &checked.models[index];
     // Inputs only: a trailing label column, if present, is ignored.
     let spec = RowSpec { features: RowSpec::of(model).features, target: TargetSpecOfRow::None };
     let mut data = match data::load_csv(input, &spec, None) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {}: {} ({})", e.location(), e.message, e.help);
-            return ExitCode::from(1);
-        }
+        Err(e) => return data_error(&e),
     };
     saved.scaler.apply(&mut data);
     let predictions = match trainer.predict(&data.x, data.rows) {
@@ -175,4 +172,9 @@ fn predictions_csv(task: Task, predictions: &[f32], rows: usize) -> String {
         }
     }
     out
+}
+
+fn data_error(e: &data::DataError) -> ExitCode {
+    eprintln!("error: {}: {} ({})", e.location(), e.message, e.help);
+    ExitCode::from(1)
 }

@@ -247,6 +247,22 @@ fn window(
     Window { batch, channels, height, width, kernel, stride, padding }
 }
 
+/// A convolution's window and the element counts of its image, filter and output.
+#[allow(clippy::too_many_arguments)]
+fn conv_sizes(
+    b: usize,
+    c: usize,
+    h: usize,
+    wd: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    f: usize,
+) -> (Window, usize, usize, usize) {
+    let win = window(b, c, h, wd, k, s, p);
+    (win, b * c * h * wd, f * c * k * k, b * f * win.out_height() * win.out_width())
+}
+
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn conv2d(
     x: *const f32,
@@ -261,10 +277,9 @@ pub extern "C" fn conv2d(
     p: usize,
     f: usize,
 ) {
-    let win = window(b, c, h, wd, k, s, p);
-    let out = b * f * win.out_height() * win.out_width();
-    // SAFETY: x holds b·c·h·wd values, w f·c·k·k, y the output's.
-    let (x, w, y) = unsafe { (slice(x, b * c * h * wd), slice(w, f * c * k * k), slice_mut(y, out)) };
+    let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, f);
+    // SAFETY: x holds the image's values, w the filter's, y the output's.
+    let (x, w, y) = unsafe { (slice(x, image), slice(w, filter), slice_mut(y, out)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
     with_columns(rows * cols, |columns| {
         for (image, out) in x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(f * cols)) {
@@ -339,10 +354,9 @@ pub extern "C" fn conv2d_grad_input(
     p: usize,
     f: usize,
 ) {
-    let win = window(b, c, h, wd, k, s, p);
-    let out = b * f * win.out_height() * win.out_width();
-    // SAFETY: w holds f·c·k·k values, g the output's, dx b·c·h·wd.
-    let (w, g, dx) = unsafe { (slice(w, f * c * k * k), slice(g, out), slice_mut(dx, b * c * h * wd)) };
+    let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, f);
+    // SAFETY: w holds the filter's values, g the output's, dx the image's.
+    let (w, g, dx) = unsafe { (slice(w, filter), slice(g, out), slice_mut(dx, image)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
     with_columns(rows * cols, |columns| {
         for (grad, image) in g.chunks_exact(f * cols).zip(dx.chunks_exact_mut(c * h * wd)) {
@@ -367,10 +381,9 @@ pub extern "C" fn conv2d_grad_weight(
     p: usize,
     f: usize,
 ) {
-    let win = window(b, c, h, wd, k, s, p);
-    let out = b * f * win.out_height() * win.out_width();
-    // SAFETY: x holds b·c·h·wd values, g the output's, dw f·c·k·k.
-    let (x, g, dw) = unsafe { (slice(x, b * c * h * wd), slice(g, out), slice_mut(dw, f * c * k * k)) };
+    let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, f);
+    // SAFETY: x holds the image's values, g the output's, dw the filter's.
+    let (x, g, dw) = unsafe { (slice(x, image), slice(g, out), slice_mut(dw, filter)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
     dw.fill(0.0);
     with_columns(rows * cols, |columns| {
