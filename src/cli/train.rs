@@ -1,6 +1,7 @@
 //! `nnc train`: load the data the model names (or `--data`), check it
 //! against the model, train, and report.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -99,8 +100,21 @@ pub fn run(args: &TrainArgs) -> ExitCode {
     let width = config.epochs.to_string().len();
     let mut history = Vec::new();
     let mut failure = None;
+    // A live bar on a terminal; plain lines in pipes and CI.
+    let live = !quiet && std::io::stdout().is_terminal();
     while trainer.epochs_done() < config.epochs {
-        let r = match trainer.fit_epoch(&train, validation.as_ref(), test.as_ref()) {
+        let bar = live.then(|| progress_bar(trainer.epochs_done() + 1, config.epochs, train.rows));
+        let mut on_step = |done: usize, _: usize, loss: f64| {
+            if let Some(bar) = &bar {
+                bar.set_position(done as u64);
+                bar.set_message(format!("loss {loss:.4}"));
+            }
+        };
+        let result = trainer.fit_epoch_with_progress(&train, validation.as_ref(), test.as_ref(), &mut on_step);
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let r = match result {
             Ok(r) => r,
             Err(e) => {
                 failure = Some(e);
@@ -180,6 +194,16 @@ fn write_metrics(
         eprintln!("error: cannot write {}: {e}", path.display());
         ExitCode::from(2)
     })
+}
+
+/// A bar for one epoch: samples done, live loss, samples/s and time left.
+fn progress_bar(epoch: usize, epochs: usize, rows: usize) -> indicatif::ProgressBar {
+    let style = indicatif::ProgressStyle::with_template(
+        "epoch {prefix} [{bar:30}] {pos}/{len} samples  {msg}  {per_sec}  eta {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    indicatif::ProgressBar::new(rows as u64).with_style(style).with_prefix(format!("{epoch}/{epochs}"))
 }
 
 /// Restores a checkpoint written for this model (same source text).

@@ -194,6 +194,17 @@ impl Trainer {
         validation: Option<&Dataset>,
         test: Option<&Dataset>,
     ) -> Result<EpochReport, TrainError> {
+        self.fit_epoch_with_progress(train, validation, test, &mut |_, _, _| {})
+    }
+
+    /// `fit_epoch`, calling `on_step(rows done, rows in the epoch, batch loss)` after every step.
+    pub fn fit_epoch_with_progress(
+        &mut self,
+        train: &Dataset,
+        validation: Option<&Dataset>,
+        test: Option<&Dataset>,
+        on_step: &mut dyn FnMut(usize, usize, f64),
+    ) -> Result<EpochReport, TrainError> {
         let batch = match self.config.batch {
             Batch::Full => train.rows,
             Batch::Size(b) => b.min(train.rows),
@@ -217,6 +228,7 @@ impl Trainer {
                 return Err(TrainError::NonFinite { epoch: epoch + 1, step: step + 1, what: "the loss".into() });
             }
             total += loss * rows.rows as f64;
+            on_step((step * batch + rows.rows).min(train.rows), train.rows, loss);
         }
         if let Some(p) = self.store.params().iter().position(|w| w.iter().any(|v| !v.is_finite())) {
             let what = format!("parameter `{}`", self.param_names[p]);
