@@ -80,11 +80,11 @@ pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_file: Option<
             return ExitCode::from(1);
         }
     };
-    println!("{}  ({} rows)", metrics.to_text(), metrics.rows);
+    say!("{}  ({} rows)", metrics.to_text(), metrics.rows);
     if let TargetSpecOfRow::Class(k) = spec.target
         && let Ok(predictions) = trainer.predict(&data.x, data.rows)
     {
-        print!("{}", confusion_matrix(&predictions, &data.y, k));
+        say_raw!("{}", confusion_matrix(&predictions, &data.y, k));
     }
     ExitCode::SUCCESS
 }
@@ -140,7 +140,7 @@ pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, o
                 return ExitCode::from(2);
             }
         }
-        None => print!("{csv}"),
+        None => say_raw!("{csv}"),
     }
     ExitCode::SUCCESS
 }

@@ -9,6 +9,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `println!` that ignores a closed standard output (`nnc train | head`)
+/// instead of panicking; the command goes on and its exit code still counts.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use crate::check::CheckedModel;
 use crate::diag;
 use crate::pipeline::{self, Checked};
@@ -193,7 +209,7 @@ fn load(file: &Path, format: Format) -> Result<Checked, ExitCode> {
         ExitCode::from(2)
     })?;
     match format {
-        Format::Json => println!("{}", diag::to_json(&checked.diags, &checked.file_name, &checked.source)),
+        Format::Json => say!("{}", diag::to_json(&checked.diags, &checked.file_name, &checked.source)),
         Format::Human => {
             if !checked.diags.is_empty() {
                 let color = std::io::stderr().is_terminal();
@@ -247,9 +263,9 @@ fn summary(file: &Path, model: Option<&str>, json: bool) -> ExitCode {
     };
     let s = summary::summarize(model);
     if json {
-        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
     } else {
-        print!("{}", s.to_text());
+        say_raw!("{}", s.to_text());
     }
     ExitCode::SUCCESS
 }
@@ -283,11 +299,11 @@ fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> Exi
         }
     };
     let mut ok = true;
-    println!("{:<24} {:>10} {:>14} {:>14}", "parameter", "checked", "max rel err", "max abs err");
+    say!("{:<24} {:>10} {:>14} {:>14}", "parameter", "checked", "max rel err", "max abs err");
     for r in &reports {
         let pass = r.worst_relative_error <= tolerance;
         ok &= pass;
-        println!(
+        say!(
             "{:<24} {:>10} {:>14.3e} {:>14.3e}  {}",
             r.name,
             r.elements_checked,
@@ -297,10 +313,10 @@ fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> Exi
         );
     }
     if ok {
-        println!("gradients agree with finite differences (tolerance {tolerance:e})");
+        say!("gradients agree with finite differences (tolerance {tolerance:e})");
         ExitCode::SUCCESS
     } else {
-        println!("some gradients exceed the tolerance {tolerance:e}");
+        say!("some gradients exceed the tolerance {tolerance:e}");
         ExitCode::from(1)
     }
 }
@@ -311,7 +327,7 @@ fn emit_stage(checked: &Checked, emit: Emit, batch: usize) -> ExitCode {
     };
     if let Emit::Ast = emit {
         match crate::syntax::parse(&checked.source) {
-            Ok(ast) => println!("{ast:#?}"),
+            Ok(ast) => say!("{ast:#?}"),
             Err(d) => report_diag(checked, &d),
         }
         return ExitCode::SUCCESS;
@@ -324,19 +340,21 @@ fn emit_stage(checked: &Checked, emit: Emit, batch: usize) -> ExitCode {
         }
     };
     match emit {
-        Emit::Ir => print!("{}", forward.to_text()),
+        Emit::Ir => say_raw!("{}", forward.to_text()),
         _ => match crate::train::update::train_graph(&forward, &model.train) {
-            Ok(step) if matches!(emit, Emit::Plan) => print!("{}", crate::plan::plan_train(&step).to_text(&step.graph)),
+            Ok(step) if matches!(emit, Emit::Plan) => {
+                say_raw!("{}", crate::plan::plan_train(&step).to_text(&step.graph))
+            }
             Ok(step) if matches!(emit, Emit::Clif) => {
                 match crate::jit::compile(&step.graph, &crate::plan::plan_train(&step)) {
-                    Ok(exe) => print!("{}", exe.clif),
+                    Ok(exe) => say_raw!("{}", exe.clif),
                     Err(e) => {
                         report_diag(checked, &crate::diag::messages::internal(model.span, &e));
                         return ExitCode::from(1);
                     }
                 }
             }
-            Ok(step) => print!("{}", step.to_text()),
+            Ok(step) => say_raw!("{}", step.to_text()),
             Err(e) => {
                 report_diag(checked, &crate::diag::messages::not_trainable_optimizer(model.span, &e));
                 return ExitCode::from(1);
@@ -361,10 +379,16 @@ fn bench(
     let model = &checked.models[index];
     set_gemm_threads(model, batch.unwrap_or_else(|| training_batch(model)));
     match crate::bench::run(model, batch.filter(|b| *b > 0), backend, seconds.max(0.1)) {
-        Ok(r) if json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
-        Ok(r) => println!(
+        Ok(r) if json => say!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
+        Ok(r) => say!(
             "{} ({}, batch {}): compile {:.1} ms, train {:.0} samples/s, inference {:.1} µs at batch 1, peak RSS {:.1} MiB",
-            r.model, r.backend, r.batch, r.compile_ms, r.train_samples_per_s, r.infer_latency_us, r.peak_rss_mib
+            r.model,
+            r.backend,
+            r.batch,
+            r.compile_ms,
+            r.train_samples_per_s,
+            r.infer_latency_us,
+            r.peak_rss_mib
         ),
         Err(crate::bench::BenchError::Model(d)) => {
             report_diag(&checked, &d);

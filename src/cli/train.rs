@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -76,7 +77,7 @@ pub fn run(args: &TrainArgs) -> ExitCode {
     }
     let (train, validation) = split_validation(train, config.validation, config.seed);
     if !args.quiet {
-        println!(
+        say!(
             "training {} on {} ({} rows{}{}), {} epochs",
             model.name,
             splits.description,
@@ -92,9 +93,11 @@ pub fn run(args: &TrainArgs) -> ExitCode {
             return ExitCode::from(1);
         }
         if !args.quiet {
-            println!("resuming from {} after epoch {}", path.display(), trainer.epochs_done());
+            say!("resuming from {} after epoch {}", path.display(), trainer.epochs_done());
         }
     }
+    // Ctrl-C ends the current step, then the run stops cleanly (see `interrupted`).
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
     let started = Instant::now();
     let quiet = args.quiet;
     let width = config.epochs.to_string().len();
@@ -109,6 +112,7 @@ pub fn run(args: &TrainArgs) -> ExitCode {
                 bar.set_position(done as u64);
                 bar.set_message(format!("loss {loss:.4}"));
             }
+            !INTERRUPTED.load(Ordering::Relaxed)
         };
         let result = trainer.fit_epoch_with_progress(&train, validation.as_ref(), test.as_ref(), &mut on_step);
         if let Some(bar) = bar {
@@ -132,7 +136,7 @@ pub fn run(args: &TrainArgs) -> ExitCode {
                 m.as_ref().map_or(String::new(), |m| format!("  {name} {}", m.to_text()))
             };
             let val = split("validation", &r.validation) + &split("test", &r.test);
-            println!(
+            say!(
                 "epoch {:>w$}/{}  train loss {:.4}{val}  lr {:.3e}  ({:.1} s)",
                 r.epoch,
                 config.epochs,
@@ -143,6 +147,9 @@ pub fn run(args: &TrainArgs) -> ExitCode {
             );
         }
         history.push(r);
+    }
+    if let Some(TrainError::Interrupted { epoch }) = failure {
+        return interrupted(args, &trainer, &checked.source, &scaler, epoch);
     }
     if let Some(e) = failure {
         eprintln!("error: {e}");
@@ -165,7 +172,7 @@ pub fn run(args: &TrainArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("{split}: {}  ({} rows, {:.1} s)", metrics.to_text(), metrics.rows, started.elapsed().as_secs_f64());
+    say!("{split}: {}  ({} rows, {:.1} s)", metrics.to_text(), metrics.rows, started.elapsed().as_secs_f64());
     if let Some(path) = &args.metrics_json
         && let Err(code) = write_metrics(path, model, &splits.description, &history, split, &metrics)
     {
@@ -194,6 +201,28 @@ fn write_metrics(
         eprintln!("error: cannot write {}: {e}", path.display());
         ExitCode::from(2)
     })
+}
+
+/// Set by Ctrl-C; checked after every training step.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Saves the last finished epoch and tells how to continue; exit code 130.
+fn interrupted(args: &TrainArgs, trainer: &Trainer, source: &str, scaler: &Scaler, epoch: usize) -> ExitCode {
+    let path = args.save.clone().unwrap_or_else(|| {
+        let stem = args.file.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+        PathBuf::from(format!("{stem}.interrupted.safetensors"))
+    });
+    eprintln!("interrupted during epoch {epoch}; keeping the weights after epoch {}", trainer.epochs_done());
+    match checkpoint::save(&path, trainer, source, scaler) {
+        Ok(()) => eprintln!(
+            "saved {}; continue with: nnc train {} --resume {}",
+            path.display(),
+            args.file.display(),
+            path.display()
+        ),
+        Err(e) => eprintln!("error: {e}"),
+    }
+    ExitCode::from(130)
 }
 
 /// A bar for one epoch: samples done, live loss, samples/s and time left.

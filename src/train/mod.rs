@@ -39,6 +39,8 @@ pub struct EpochReport {
 pub enum TrainError {
     /// The loss or a parameter stopped being a finite number.
     NonFinite { epoch: usize, step: usize, what: String },
+    /// The caller asked to stop (Ctrl-C) during this epoch.
+    Interrupted { epoch: usize },
     /// A bug in nnc (a malformed graph); never a user mistake.
     Internal(String),
 }
@@ -51,6 +53,7 @@ impl std::fmt::Display for TrainError {
                 "training diverged at epoch {epoch}, step {step}: {what} is not a finite number; \
                  lower the learning rate, add clip_norm, or scale the inputs"
             ),
+            TrainError::Interrupted { epoch } => write!(f, "interrupted during epoch {epoch}"),
             TrainError::Internal(m) => write!(f, "internal error: {m}"),
         }
     }
@@ -194,16 +197,18 @@ impl Trainer {
         validation: Option<&Dataset>,
         test: Option<&Dataset>,
     ) -> Result<EpochReport, TrainError> {
-        self.fit_epoch_with_progress(train, validation, test, &mut |_, _, _| {})
+        self.fit_epoch_with_progress(train, validation, test, &mut |_, _, _| true)
     }
 
-    /// `fit_epoch`, calling `on_step(rows done, rows in the epoch, batch loss)` after every step.
+    /// `fit_epoch`, calling `on_step(rows done, rows in the epoch, batch loss)`
+    /// after every step. When it returns false the epoch is abandoned and
+    /// the weights go back to where the epoch started.
     pub fn fit_epoch_with_progress(
         &mut self,
         train: &Dataset,
         validation: Option<&Dataset>,
         test: Option<&Dataset>,
-        on_step: &mut dyn FnMut(usize, usize, f64),
+        on_step: &mut dyn FnMut(usize, usize, f64) -> bool,
     ) -> Result<EpochReport, TrainError> {
         let batch = match self.config.batch {
             Batch::Full => train.rows,
@@ -228,7 +233,10 @@ impl Trainer {
                 return Err(TrainError::NonFinite { epoch: epoch + 1, step: step + 1, what: "the loss".into() });
             }
             total += loss * rows.rows as f64;
-            on_step((step * batch + rows.rows).min(train.rows), train.rows, loss);
+            if !on_step((step * batch + rows.rows).min(train.rows), train.rows, loss) {
+                (self.store, self.steps_done) = snapshot;
+                return Err(TrainError::Interrupted { epoch: epoch + 1 });
+            }
         }
         if let Some(p) = self.store.params().iter().position(|w| w.iter().any(|v| !v.is_finite())) {
             let what = format!("parameter `{}`", self.param_names[p]);
