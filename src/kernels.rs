@@ -35,39 +35,11 @@ impl Window {
     }
 }
 
-/// y[b,f,oy,ox] = Σ_{c,ky,kx} x[b,c,oy·s+ky−p, ox·s+kx−p] · w[f,c,ky,kx]
-pub fn conv2d<T: Float>(x: &[T], w: &[T], y: &mut [T], win: Window, filters: usize) {
+/// Calls `visit(xi, wi, yi)` for every (input, weight, output) index triple
+/// a convolution multiplies: the one loop nest the forward and backward
+/// passes share, so they cannot disagree about which taps exist.
+fn for_each_tap(win: Window, filters: usize, mut visit: impl FnMut(usize, usize, usize)) {
     let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
-    y.iter_mut().for_each(|v| *v = T::zero());
-    for b in 0..win.batch {
-        for f in 0..filters {
-            for c in 0..win.channels {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let wv = w[((f * win.channels + c) * k + ky) * k + kx];
-                        for oy in 0..oh {
-                            let Some(iy) = win.source(oy, ky, win.height) else { continue };
-                            for ox in 0..ow {
-                                let Some(ix) = win.source(ox, kx, win.width) else { continue };
-                                let xi = ((b * win.channels + c) * win.height + iy) * win.width + ix;
-                                let yi = ((b * filters + f) * oh + oy) * ow + ox;
-                                y[yi] = y[yi] + x[xi] * wv;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// ∂x = Σ g·w over every window that read x (the transposed convolution).
-/// ∂w = Σ g·x over the batch and output positions.
-/// Either output may be skipped by passing an empty slice.
-pub fn conv2d_backward<T: Float>(x: &[T], w: &[T], g: &[T], dx: &mut [T], dw: &mut [T], win: Window, filters: usize) {
-    let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
-    dx.iter_mut().for_each(|v| *v = T::zero());
-    dw.iter_mut().for_each(|v| *v = T::zero());
     for b in 0..win.batch {
         for f in 0..filters {
             for c in 0..win.channels {
@@ -79,13 +51,7 @@ pub fn conv2d_backward<T: Float>(x: &[T], w: &[T], g: &[T], dx: &mut [T], dw: &m
                             for ox in 0..ow {
                                 let Some(ix) = win.source(ox, kx, win.width) else { continue };
                                 let xi = ((b * win.channels + c) * win.height + iy) * win.width + ix;
-                                let gv = g[((b * filters + f) * oh + oy) * ow + ox];
-                                if !dx.is_empty() {
-                                    dx[xi] = dx[xi] + gv * w[wi];
-                                }
-                                if !dw.is_empty() {
-                                    dw[wi] = dw[wi] + gv * x[xi];
-                                }
+                                visit(xi, wi, ((b * filters + f) * oh + oy) * ow + ox);
                             }
                         }
                     }
@@ -93,6 +59,28 @@ pub fn conv2d_backward<T: Float>(x: &[T], w: &[T], g: &[T], dx: &mut [T], dw: &m
             }
         }
     }
+}
+
+/// y[b,f,oy,ox] = Σ_{c,ky,kx} x[b,c,oy·s+ky−p, ox·s+kx−p] · w[f,c,ky,kx]
+pub fn conv2d<T: Float>(x: &[T], w: &[T], y: &mut [T], win: Window, filters: usize) {
+    y.iter_mut().for_each(|v| *v = T::zero());
+    for_each_tap(win, filters, |xi, wi, yi| y[yi] = y[yi] + x[xi] * w[wi]);
+}
+
+/// ∂x = Σ g·w over every window that read x (the transposed convolution).
+/// ∂w = Σ g·x over the batch and output positions.
+/// Either output may be skipped by passing an empty slice.
+pub fn conv2d_backward<T: Float>(x: &[T], w: &[T], g: &[T], dx: &mut [T], dw: &mut [T], win: Window, filters: usize) {
+    dx.iter_mut().for_each(|v| *v = T::zero());
+    dw.iter_mut().for_each(|v| *v = T::zero());
+    for_each_tap(win, filters, |xi, wi, yi| {
+        if !dx.is_empty() {
+            dx[xi] = dx[xi] + g[yi] * w[wi];
+        }
+        if !dw.is_empty() {
+            dw[wi] = dw[wi] + g[yi] * x[xi];
+        }
+    });
 }
 
 /// Max or average over each window (no padding).

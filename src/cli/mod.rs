@@ -60,6 +60,15 @@ enum Emit {
     Clif,
 }
 
+/// A model file, and which of its models a command works on.
+#[derive(clap::Args)]
+struct ModelChoice {
+    file: PathBuf,
+    /// Which model of the file (default: the first).
+    #[arg(long)]
+    model: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check a model file: syntax, names, shapes and hyperparameters.
@@ -77,10 +86,8 @@ enum Command {
     },
     /// Per-layer output shapes, parameter counts and costs.
     Summary {
-        file: PathBuf,
-        /// Which model of the file (default: the first).
-        #[arg(long)]
-        model: Option<String>,
+        #[command(flatten)]
+        target: ModelChoice,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -89,9 +96,8 @@ enum Command {
     Train(TrainArgs),
     /// Test metrics (and a confusion matrix for classifiers) of saved weights.
     Eval {
-        file: PathBuf,
-        #[arg(long)]
-        model: Option<String>,
+        #[command(flatten)]
+        target: ModelChoice,
         /// A checkpoint written by `nnc train --save`.
         #[arg(long)]
         weights: PathBuf,
@@ -101,9 +107,8 @@ enum Command {
     },
     /// Predictions for the rows of a CSV of inputs, as CSV.
     Predict {
-        file: PathBuf,
-        #[arg(long)]
-        model: Option<String>,
+        #[command(flatten)]
+        target: ModelChoice,
         #[arg(long)]
         weights: PathBuf,
         /// CSV with a header row and one sample per row.
@@ -115,9 +120,8 @@ enum Command {
     },
     /// Measure compile time, training throughput, inference latency and memory.
     Bench {
-        file: PathBuf,
-        #[arg(long)]
-        model: Option<String>,
+        #[command(flatten)]
+        target: ModelChoice,
         /// Training batch size (default: the model's).
         #[arg(long)]
         batch: Option<usize>,
@@ -131,9 +135,8 @@ enum Command {
     },
     /// Compare autodiff gradients with central finite differences (f64).
     Gradcheck {
-        file: PathBuf,
-        #[arg(long)]
-        model: Option<String>,
+        #[command(flatten)]
+        target: ModelChoice,
         /// Largest accepted relative error.
         #[arg(long, default_value_t = 1e-4)]
         tolerance: f64,
@@ -144,10 +147,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct TrainArgs {
-    file: PathBuf,
-    /// Which model of the file (default: the first).
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    target: ModelChoice,
     /// Training data instead of the model's `data = …`: a CSV file or `builtin:NAME`.
     #[arg(long)]
     data: Option<String>,
@@ -189,16 +190,20 @@ pub fn run() -> ExitCode {
     };
     match cli.command {
         Command::Check { file, format, emit, batch } => check(&file, format, emit, batch.max(1)),
-        Command::Summary { file, model, json } => summary(&file, model.as_deref(), json),
+        Command::Summary { target, json } => summary(&target.file, target.model.as_deref(), json),
         Command::Train(args) => train::run(&args),
-        Command::Eval { file, model, weights, data } => infer::eval(&file, model.as_deref(), &weights, data.as_deref()),
-        Command::Predict { file, model, weights, input, output } => {
-            infer::predict(&file, model.as_deref(), &weights, &input, output.as_deref())
+        Command::Eval { target, weights, data } => {
+            infer::eval(&target.file, target.model.as_deref(), &weights, data.as_deref())
         }
-        Command::Bench { file, model, batch, backend, seconds, json } => {
-            bench(&file, model.as_deref(), batch, backend, seconds, json)
+        Command::Predict { target, weights, input, output } => {
+            infer::predict(&target.file, target.model.as_deref(), &weights, &input, output.as_deref())
         }
-        Command::Gradcheck { file, model, tolerance, seed } => gradcheck(&file, model.as_deref(), tolerance, seed),
+        Command::Bench { target, batch, backend, seconds, json } => {
+            bench(&target.file, target.model.as_deref(), batch, backend, seconds, json)
+        }
+        Command::Gradcheck { target, tolerance, seed } => {
+            gradcheck(&target.file, target.model.as_deref(), tolerance, seed)
+        }
     }
 }
 

@@ -44,7 +44,7 @@ struct FinalMetrics {
 }
 
 pub fn run(args: &TrainArgs) -> ExitCode {
-    let (checked, index) = match load_model(&args.file, args.model.as_deref()) {
+    let (checked, index) = match load_model(&args.target.file, args.target.model.as_deref()) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -209,7 +209,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Saves the last finished epoch and tells how to continue; exit code 130.
 fn interrupted(args: &TrainArgs, trainer: &Trainer, source: &str, scaler: &Scaler, epoch: usize) -> ExitCode {
     let path = args.save.clone().unwrap_or_else(|| {
-        let stem = args.file.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+        let stem = args.target.file.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
         PathBuf::from(format!("{stem}.interrupted.safetensors"))
     });
     eprintln!("interrupted during epoch {epoch}; keeping the weights after epoch {}", trainer.epochs_done());
@@ -217,7 +217,7 @@ fn interrupted(args: &TrainArgs, trainer: &Trainer, source: &str, scaler: &Scale
         Ok(()) => eprintln!(
             "saved {}; continue with: nnc train {} --resume {}",
             path.display(),
-            args.file.display(),
+            args.target.file.display(),
             path.display()
         ),
         Err(e) => eprintln!("error: {e}"),
@@ -286,7 +286,7 @@ fn load_data(args: &TrainArgs, checked: &Checked, model: &CheckedModel) -> Resul
         (Some(dir), _) => dir.clone(),
         // Paths given on the command line are relative to the working directory.
         (None, Some(_)) => PathBuf::from("."),
-        (None, None) => args.file.parent().map_or(PathBuf::from("."), Path::to_path_buf),
+        (None, None) => args.target.file.parent().map_or(PathBuf::from("."), Path::to_path_buf),
     };
     let spec = RowSpec::of(model);
     data::load(&source, &base, &spec).map_err(|e| {

@@ -31,13 +31,20 @@ pub struct Dataset {
 impl Dataset {
     /// The rows at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Dataset {
-        let mut x = Vec::with_capacity(indices.len() * self.width);
-        let mut y = Vec::with_capacity(indices.len() * self.target_width);
+        let mut out = Dataset { rows: 0, width: self.width, x: vec![], target_width: self.target_width, y: vec![] };
+        self.select_into(indices, &mut out);
+        out
+    }
+
+    /// `select` into `out`, reusing its buffers (no allocation once they are large enough).
+    pub fn select_into(&self, indices: &[usize], out: &mut Dataset) {
+        out.x.clear();
+        out.y.clear();
         for &i in indices {
-            x.extend_from_slice(&self.x[i * self.width..(i + 1) * self.width]);
-            y.extend_from_slice(&self.y[i * self.target_width..(i + 1) * self.target_width]);
+            out.x.extend_from_slice(&self.x[i * self.width..(i + 1) * self.width]);
+            out.y.extend_from_slice(&self.y[i * self.target_width..(i + 1) * self.target_width]);
         }
-        Dataset { rows: indices.len(), width: self.width, x, target_width: self.target_width, y }
+        (out.rows, out.width, out.target_width) = (indices.len(), self.width, self.target_width);
     }
 }
 

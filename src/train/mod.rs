@@ -225,8 +225,10 @@ impl Trainer {
         let mut total = 0.0;
         // A diverging epoch falls back to the weights it started from.
         let snapshot = (self.store.clone(), self.steps_done);
+        // One minibatch buffer for the whole epoch.
+        let mut rows = train.select(&order[..0]);
         for (step, chunk) in order.chunks(batch).enumerate() {
-            let rows = train.select(chunk);
+            train.select_into(chunk, &mut rows);
             let loss = self.step(&rows.x, &rows.y, rows.rows, lr)?;
             if !loss.is_finite() {
                 (self.store, self.steps_done) = snapshot;
