@@ -20,6 +20,7 @@ pub mod jit;
 pub mod kernels;
 pub mod pipeline;
 pub mod plan;
+pub mod plot;
 pub mod summary;
 pub mod syntax;
 pub mod train;

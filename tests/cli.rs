@@ -46,3 +46,44 @@ fn summary_json_reports_totals() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
     assert_eq!(v["total_params"], 101_770);
 }
+
+#[test]
+fn plot_draws_one_point_per_epoch_and_curve() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let svg = dir.path().join("curves.svg");
+    let (code, _, err) =
+        nnc(&["train", "models/digits_mlp.nn", "--epochs", "3", "--quiet", "--plot", svg.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&svg).expect("plot written");
+    assert!(text.starts_with("<svg"), "{text}");
+    for needle in ["digits_mlp", "train", "test", "loss", "accuracy (%)", "epoch"] {
+        assert!(text.contains(needle), "`{needle}` missing from the plot");
+    }
+    // Train and test loss on the left, test accuracy on the right: 3 curves × 3 epochs.
+    assert_eq!(text.matches("<circle").count(), 9);
+}
+
+#[test]
+fn plot_refuses_formats_it_cannot_write_before_training() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let png = dir.path().join("curves.png");
+    let (code, out, err) = nnc(&["train", "models/digits_mlp.nn", "--plot", png.to_str().expect("utf-8")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(".svg"), "{err}");
+    assert!(!out.contains("epoch"), "training must not start: {out}");
+    assert!(!png.exists());
+}
+
+#[test]
+fn divergence_points_at_the_first_non_finite_value() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = dir.path().join("diverges.nn");
+    let source = std::fs::read_to_string("models/diabetes.nn").expect("bundled model").replace("lr = 0.05", "lr = 10");
+    std::fs::write(&model, source).expect("write model");
+    let (code, _, err) = nnc(&["train", model.to_str().expect("utf-8"), "--quiet"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nnc::train::non_finite"), "{err}");
+    assert!(err.contains("training diverged at epoch 10, step 1"), "{err}");
+    assert!(err.contains("the forward value `mse` (infinite)"), "{err}");
+    assert!(err.contains("loss = mse(predicted, progression)"), "the label points at the loss line: {err}");
+}

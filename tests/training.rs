@@ -170,9 +170,13 @@ fn divergence_stops_with_epoch_and_step() {
     };
     let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
     match trainer.fit(&train, None, None, |_| {}) {
-        Err(TrainError::NonFinite { epoch, step, what }) => {
+        Err(TrainError::NonFinite { epoch, step, what, span }) => {
             assert!(epoch >= 1 && (1..=2).contains(&step), "epoch {epoch} step {step}");
-            assert!(!what.is_empty());
+            // The first non-finite value is named and points at the line that computes it.
+            assert!(what.starts_with("the forward value") || what.starts_with("the backward value"), "{what}");
+            let span = span.expect("a source location");
+            let line = &source[span.start..span.end];
+            assert!(["dense(8)", "relu", "dense(1)", "mse(p, y)"].iter().any(|l| line.contains(l)), "{line}");
             assert!(trainer.params().iter().flatten().all(|v| v.is_finite()), "the last good weights are kept");
         }
         other => panic!("expected divergence, got {other:?}"),

@@ -178,6 +178,9 @@ struct TrainArgs {
     /// Continue from a checkpoint written by --save, bit for bit.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Draw loss and accuracy per epoch into this SVG file, redrawn after every epoch.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 pub fn run() -> ExitCode {

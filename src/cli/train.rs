@@ -49,6 +49,12 @@ pub fn run(args: &TrainArgs) -> ExitCode {
         Err(code) => return code,
     };
     let model = &checked.models[index];
+    if let Some(path) = &args.plot
+        && !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+    {
+        eprintln!("error: --plot writes SVG; name the file `….svg` (got {})", path.display());
+        return ExitCode::from(2);
+    }
     let mut config = model.train.clone();
     if let Some(e) = args.epochs {
         config.epochs = e as usize;
@@ -147,12 +153,22 @@ pub fn run(args: &TrainArgs) -> ExitCode {
             );
         }
         history.push(r);
+        if let Some(path) = &args.plot
+            && let Err(code) = write_plot(path, &model.name, &history)
+        {
+            return code;
+        }
     }
     if let Some(TrainError::Interrupted { epoch }) = failure {
         return interrupted(args, &trainer, &checked.source, &scaler, epoch);
     }
     if let Some(e) = failure {
-        eprintln!("error: {e}");
+        match &e {
+            TrainError::NonFinite { epoch, step, what, span: Some(span) } => {
+                report_diag(&checked, &messages::non_finite(*span, what, *epoch, *step));
+            }
+            _ => eprintln!("error: {e}"),
+        }
         if let TrainError::NonFinite { .. } = e {
             let kept = args.save.as_ref().map_or("no checkpoint was written".to_string(), |p| {
                 format!("{} holds the last good epoch", p.display())
@@ -198,6 +214,17 @@ fn write_metrics(
     };
     let json = serde_json::to_string_pretty(&file).unwrap_or_default();
     crate::io::write_atomic(path, json.as_bytes()).map_err(|e| {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+fn write_plot(path: &Path, model: &str, history: &[EpochReport]) -> Result<(), ExitCode> {
+    let svg = crate::plot::learning_curves(model, history).map_err(|e| {
+        eprintln!("error: cannot draw {}: {e}", path.display());
+        ExitCode::from(2)
+    })?;
+    crate::io::write_atomic(path, svg.as_bytes()).map_err(|e| {
         eprintln!("error: cannot write {}: {e}", path.display());
         ExitCode::from(2)
     })

@@ -669,3 +669,13 @@ pub fn data_mismatch(error: &crate::data::DataError, declared: Span, expected: &
     )
     .with_help(error.help.clone())
 }
+
+pub fn non_finite(span: Span, what: &str, epoch: usize, step: usize) -> Diag {
+    Diag::error(
+        "nnc::train::non_finite",
+        format!("training diverged at epoch {epoch}, step {step}"),
+        span,
+        format!("{what} is the first value of the step that is not a finite number"),
+    )
+    .with_help("lower the learning rate, add `clip_norm`, or scale the inputs (`scale` / `standardize`)")
+}

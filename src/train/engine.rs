@@ -79,19 +79,7 @@ impl Compiled<TrainGraph> {
             exe.run(&mut store.data, x, y, h)?;
             return Ok(exe.value(loss, &store.data).first().copied().unwrap_or(f32::NAN));
         }
-        let (params, states) = (store.params(), store.tensors(&store.states));
-        let targets: Vec<&[f32]> = if y.is_empty() { vec![] } else { vec![y] };
-        let b = Bindings {
-            inputs: &[x],
-            targets: &targets,
-            params: &params,
-            states: &states,
-            lr: h[0],
-            bias1: h[1],
-            bias2: h[2],
-            step: h[3],
-        };
-        let values = interp::run(&self.graph.graph, &b)?;
+        let values = interpret_step(&self.graph, store, x, y, h)?;
         for (p, v) in self.graph.new_params.iter().enumerate() {
             store.write(p, false, &values[v.0]);
         }
@@ -100,6 +88,30 @@ impl Compiled<TrainGraph> {
         }
         Ok(values[loss.0][0])
     }
+}
+
+/// Every value of one training step, computed by the reference interpreter
+/// from the store; the store itself is left alone.
+pub fn interpret_step(
+    step: &TrainGraph,
+    store: &Store,
+    x: &[f32],
+    y: &[f32],
+    h: &Hypers,
+) -> Result<Vec<Vec<f32>>, String> {
+    let (params, states) = (store.params(), store.tensors(&store.states));
+    let targets: Vec<&[f32]> = if y.is_empty() { vec![] } else { vec![y] };
+    let b = Bindings {
+        inputs: &[x],
+        targets: &targets,
+        params: &params,
+        states: &states,
+        lr: h[0],
+        bias1: h[1],
+        bias2: h[2],
+        step: h[3],
+    };
+    interp::run(&step.graph, &b)
 }
 
 impl Compiled<Graph> {

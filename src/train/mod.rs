@@ -15,10 +15,10 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::check::{Batch, CheckedModel, Optimizer, Schedule, TrainConfig};
 use crate::data::Dataset;
-use crate::diag::{Diag, messages};
+use crate::diag::{Diag, Span, messages};
 use crate::ir::{self, Graph, TrainGraph};
 use crate::plan;
-pub use engine::{Backend, Compiled, Store};
+pub use engine::{Backend, Compiled, Hypers, Store};
 pub use metrics::Metrics;
 
 /// Rows per evaluation chunk.
@@ -37,8 +37,9 @@ pub struct EpochReport {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainError {
-    /// The loss or a parameter stopped being a finite number.
-    NonFinite { epoch: usize, step: usize, what: String },
+    /// The loss or a parameter stopped being a finite number. `what` names
+    /// the first value of the step that did; `span` is the source it came from.
+    NonFinite { epoch: usize, step: usize, what: String, span: Option<Span> },
     /// The caller asked to stop (Ctrl-C) during this epoch.
     Interrupted { epoch: usize },
     /// A bug in nnc (a malformed graph); never a user mistake.
@@ -48,7 +49,7 @@ pub enum TrainError {
 impl std::fmt::Display for TrainError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TrainError::NonFinite { epoch, step, what } => write!(
+            TrainError::NonFinite { epoch, step, what, .. } => write!(
                 f,
                 "training diverged at epoch {epoch}, step {step}: {what} is not a finite number; \
                  lower the learning rate, add clip_norm, or scale the inputs"
@@ -153,19 +154,24 @@ impl Trainer {
         }
     }
 
-    /// One optimizer step on a batch; returns the batch loss.
-    pub fn step(&mut self, x: &[f32], y: &[f32], rows: usize, lr: f64) -> Result<f64, TrainError> {
-        self.steps_done += 1;
+    /// The scalars of the current step (`steps_done` counts it already).
+    fn hypers(&self, lr: f64) -> Hypers {
         let t = self.steps_done as i32;
         let (bias1, bias2) = match self.config.optimizer {
             Optimizer::Adam { beta1, beta2, .. } => (1.0 / (1.0 - beta1.powi(t)), 1.0 / (1.0 - beta2.powi(t))),
             _ => (1.0, 1.0),
         };
+        [lr as f32, bias1 as f32, bias2 as f32, t as f32]
+    }
+
+    /// One optimizer step on a batch; returns the batch loss.
+    pub fn step(&mut self, x: &[f32], y: &[f32], rows: usize, lr: f64) -> Result<f64, TrainError> {
+        self.steps_done += 1;
+        let hypers = self.hypers(lr);
         let y: &[f32] = if self.model.targets.is_empty() { &[] } else { y };
         let mut store = std::mem::take(&mut self.store);
-        let result = self.train_step(rows).and_then(|step| {
-            step.run(&mut store, x, y, &[lr as f32, bias1 as f32, bias2 as f32, t as f32]).map_err(TrainError::Internal)
-        });
+        let result =
+            self.train_step(rows).and_then(|step| step.run(&mut store, x, y, &hypers).map_err(TrainError::Internal));
         self.store = store;
         Ok(f64::from(result?))
     }
@@ -231,8 +237,11 @@ impl Trainer {
             train.select_into(chunk, &mut rows);
             let loss = self.step(&rows.x, &rows.y, rows.rows, lr)?;
             if !loss.is_finite() {
+                (self.store, self.steps_done) = snapshot.clone();
+                let found = self.first_non_finite(train, &order, batch, step, lr);
                 (self.store, self.steps_done) = snapshot;
-                return Err(TrainError::NonFinite { epoch: epoch + 1, step: step + 1, what: "the loss".into() });
+                let (what, span) = found?.unwrap_or(("the loss".into(), None));
+                return Err(TrainError::NonFinite { epoch: epoch + 1, step: step + 1, what, span });
             }
             total += loss * rows.rows as f64;
             if !on_step((step * batch + rows.rows).min(train.rows), train.rows, loss) {
@@ -243,12 +252,51 @@ impl Trainer {
         if let Some(p) = self.store.params().iter().position(|w| w.iter().any(|v| !v.is_finite())) {
             let what = format!("parameter `{}`", self.param_names[p]);
             (self.store, self.steps_done) = snapshot;
-            return Err(TrainError::NonFinite { epoch: epoch + 1, step: order.len().div_ceil(batch), what });
+            let step = order.len().div_ceil(batch);
+            return Err(TrainError::NonFinite { epoch: epoch + 1, step, what, span: None });
         }
         self.epochs_done += 1;
         let validation = validation.map(|v| self.evaluate(v)).transpose()?;
         let test = test.map(|t| self.evaluate(t)).transpose()?;
         Ok(EpochReport { epoch: epoch + 1, lr, train_loss: total / train.rows as f64, validation, test })
+    }
+
+    /// Replays the epoch (from its starting weights, which the caller has
+    /// restored) up to the step whose loss went non-finite, then runs that
+    /// step in the interpreter and names the first value, in evaluation
+    /// order, that is not a finite number: where the overflow began.
+    fn first_non_finite(
+        &mut self,
+        train: &Dataset,
+        order: &[usize],
+        batch: usize,
+        failing: usize,
+        lr: f64,
+    ) -> Result<Option<(String, Option<Span>)>, TrainError> {
+        let mut rows = train.select(&order[..0]);
+        for chunk in order.chunks(batch).take(failing) {
+            train.select_into(chunk, &mut rows);
+            self.step(&rows.x, &rows.y, rows.rows, lr)?;
+        }
+        train.select_into(&order[failing * batch..((failing + 1) * batch).min(order.len())], &mut rows);
+        let step = self.train_step(rows.rows)?.graph.clone();
+        self.steps_done += 1;
+        let y: &[f32] = if self.model.targets.is_empty() { &[] } else { &rows.y };
+        let values =
+            engine::interpret_step(&step, &self.store, &rows.x, y, &self.hypers(lr)).map_err(TrainError::Internal)?;
+        let forward_end = step.graph.loss.map_or(0, |l| l.0);
+        let Some(first) = values.iter().position(|v| v.iter().any(|x| !x.is_finite())) else {
+            return Ok(None);
+        };
+        let node = step.graph.node(ir::ValueId(first));
+        let kind = if values[first].iter().any(|x| x.is_nan()) { "NaN" } else { "infinite" };
+        let what = match node.op {
+            ir::Op::Param(p) => format!("parameter `{}`", self.param_names[p]),
+            ir::Op::Input(_) => "the input data".to_string(),
+            _ if first <= forward_end => format!("the forward value `{}` ({kind})", node.op.name()),
+            _ => format!("the backward value `{}` ({kind})", node.op.name()),
+        };
+        Ok(Some((what, Some(node.span))))
     }
 
     /// Epochs finished so far (including those of a restored checkpoint).

@@ -1,0 +1,105 @@
+//! Learning curves as SVG: loss per epoch on the left, the task metric
+//! (accuracy, or R² for regression) on the right. Drawn with plotters'
+//! SVG backend, which needs no fonts, so the picture looks the same on
+//! every machine.
+
+use plotters::prelude::*;
+
+use crate::train::EpochReport;
+
+const WIDTH: u32 = 1000;
+const HEIGHT: u32 = 420;
+const DARK_GREEN: RGBColor = RGBColor(0, 140, 60);
+
+/// One plotted line: its legend, colour and (epoch, value) points.
+struct Curve {
+    name: &'static str,
+    color: RGBColor,
+    points: Vec<(f64, f64)>,
+}
+
+/// The learning curves of `history` as an SVG document.
+pub fn learning_curves(model: &str, history: &[EpochReport]) -> Result<String, String> {
+    let splits = |value: &dyn Fn(&crate::train::Metrics) -> Option<f64>| -> Vec<Curve> {
+        let mut curves = Vec::new();
+        for (name, color, pick) in [
+            ("validation", RED, (|r: &EpochReport| r.validation.clone()) as fn(&EpochReport) -> _),
+            ("test", DARK_GREEN, |r: &EpochReport| r.test.clone()),
+        ] {
+            let points: Vec<_> =
+                history.iter().filter_map(|r| pick(r).as_ref().and_then(value).map(|v| (r.epoch as f64, v))).collect();
+            if !points.is_empty() {
+                curves.push(Curve { name, color, points });
+            }
+        }
+        curves
+    };
+    let mut losses = vec![Curve { name: "train", color: BLUE, points: Vec::new() }];
+    losses[0].points = history.iter().map(|r| (r.epoch as f64, r.train_loss)).collect();
+    losses.extend(splits(&|m| Some(m.loss)));
+    let mut quality = splits(&|m| m.accuracy.map(|a| 100.0 * a));
+    let mut quality_name = "accuracy (%)";
+    if quality.is_empty() {
+        quality = splits(&|m| m.r2);
+        quality_name = "r²";
+    }
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let body = root.titled(model, ("sans-serif", 20)).map_err(|e| e.to_string())?;
+        let panels = if quality.is_empty() { vec![body] } else { body.split_evenly((1, 2)) };
+        draw_panel(&panels[0], "loss", &losses)?;
+        if let Some(panel) = panels.get(1) {
+            draw_panel(panel, quality_name, &quality)?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// One chart: epochs along x, the curves' common range (padded) along y.
+fn draw_panel(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    y_name: &str,
+    curves: &[Curve],
+) -> Result<(), String> {
+    let finite = || curves.iter().flat_map(|c| &c.points).filter(|p| p.1.is_finite());
+    let last_epoch = finite().map(|p| p.0).fold(1.0, f64::max);
+    let low = finite().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let high = finite().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let (low, high) = if low.is_finite() { (low, high) } else { (0.0, 1.0) };
+    let pad = ((high - low) * 0.05).max(1e-6);
+    let first_epoch = finite().map(|p| p.0).fold(last_epoch, f64::min);
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(first_epoch..last_epoch.max(first_epoch + 1.0), (low - pad)..(high + pad))
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc(y_name)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for curve in curves {
+        let color = curve.color;
+        let points = curve.points.iter().copied().filter(|p| p.1.is_finite());
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(curve.name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart.draw_series(points.map(|p| Circle::new(p, 3, color.filled()))).map_err(|e| e.to_string())?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
