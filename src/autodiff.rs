@@ -152,6 +152,21 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
                     contrib.push((1, g.push(Op::SumChannels, vec![dy], shape_of(1), span)));
                 }
             }
+            // y = x·s[channel] ⇒ ∂x = g·s[channel], ∂s = Σ g·x per channel
+            Op::MulChannel => {
+                if wants(0) {
+                    contrib.push((0, g.push(Op::MulChannel, vec![dy, ins[1]], node.shape.clone(), span)));
+                }
+                if wants(1) {
+                    let gx = g.push(Op::Mul, vec![dy, ins[0]], node.shape.clone(), span);
+                    contrib.push((1, g.push(Op::SumChannels, vec![gx], shape_of(1), span)));
+                }
+            }
+            // y[c] = Σ x[·, c, ·] ⇒ ∂x = g[c] at every position of channel c
+            Op::SumChannels => {
+                let zeros = g.push(Op::Const(0.0), vec![], shape_of(0), span);
+                contrib.push((0, g.push(Op::AddChannelBias, vec![zeros, dy], shape_of(0), span)));
+            }
             // y = max/mean over windows ⇒ ∂x = g at each window's argmax / g/K² everywhere in it
             Op::Pool { max, kernel, stride } => {
                 let op = Op::PoolGrad { max: *max, kernel: *kernel, stride: *stride };
@@ -178,7 +193,6 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
             | Op::ClipScale(_)
             | Op::Conv2dGradInput { .. }
             | Op::Conv2dGradWeight { .. }
-            | Op::SumChannels
             | Op::PoolGrad { .. }
             | Op::MaxPiecesGrad(_) => return Err(format!("%{i}: `{}` has no gradient rule", node.op.name())),
         }

@@ -60,12 +60,13 @@ pub fn check_graph(graph: &Graph, batch: &Batch, params: &[Vec<f64>], seed: u64)
     let loss_id = graph.loss.ok_or("no loss")?;
     let inputs: Vec<&[f64]> = batch.inputs.iter().map(Vec::as_slice).collect();
     let targets: Vec<&[f64]> = batch.targets.iter().map(Vec::as_slice).collect();
+    let states: Vec<Vec<f64>> = graph.states.iter().map(|s| vec![f64::from(s.fill); numel(&s.shape)]).collect();
     let eval = |params: &[Vec<f64>], g: &Graph| -> Result<Vec<Vec<f64>>, String> {
         let b = Bindings {
             inputs: &inputs,
             targets: &targets,
             params,
-            states: &[],
+            states: &states,
             lr: 0.0,
             bias1: 1.0,
             bias2: 1.0,

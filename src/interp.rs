@@ -165,6 +165,11 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 kernels::add_channel_bias(input(0), input(1), &mut out, spatial(&node.shape));
                 out
             }
+            Op::MulChannel => {
+                let mut out = vec![T::zero(); n];
+                kernels::mul_channel(input(0), input(1), &mut out, spatial(&node.shape));
+                out
+            }
             Op::SumChannels => {
                 let mut out = vec![T::zero(); n];
                 kernels::sum_channels(input(0), &mut out, spatial(in_shape(0)));

@@ -140,9 +140,19 @@ pub fn pool_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], win: Window, max:
 
 /// y[b, f, …] = x[b, f, …] + bias[f] for `[B, F, spatial]` tensors.
 pub fn add_channel_bias<T: Float>(x: &[T], bias: &[T], y: &mut [T], spatial: usize) {
+    per_channel(x, bias, y, spatial, |v, b| v + b);
+}
+
+/// y[b, f, …] = x[b, f, …] · s[f]
+pub fn mul_channel<T: Float>(x: &[T], scale: &[T], y: &mut [T], spatial: usize) {
+    per_channel(x, scale, y, spatial, |v, s| v * s);
+}
+
+/// y[b, f, …] = op(x[b, f, …], c[f]) over planes of `spatial` values.
+fn per_channel<T: Float>(x: &[T], c: &[T], y: &mut [T], spatial: usize, op: impl Fn(T, T) -> T) {
     for (plane, (out, input)) in y.chunks_exact_mut(spatial).zip(x.chunks_exact(spatial)).enumerate() {
-        let b = bias[plane % bias.len()];
-        out.iter_mut().zip(input).for_each(|(o, &v)| *o = v + b);
+        let k = c[plane % c.len()];
+        out.iter_mut().zip(input).for_each(|(o, &v)| *o = op(v, k));
     }
 }
 

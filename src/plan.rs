@@ -95,6 +95,7 @@ pub fn is_elementwise(op: &Op) -> bool {
         | Op::Conv2dGradWeight { .. }
         | Op::AddChannelBias
         | Op::SumChannels
+        | Op::MulChannel
         | Op::Pool { .. }
         | Op::PoolGrad { .. }
         | Op::MaxPieces(_)

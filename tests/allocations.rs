@@ -54,7 +54,7 @@ fn per_step(mut run: impl FnMut()) -> usize {
 /// fused element-wise loops, the loss routines, clipping and Adam.
 fn no_matmul_step(loss: Op) -> Compiled<nnc::ir::TrainGraph> {
     let span = Span::default();
-    let mut g = Graph { nodes: vec![], params: vec![], states: vec![], batch: 4, prediction: ValueId(0), loss: None };
+    let mut g = Graph::new(4);
     g.params.push(ParamInfo { name: "w".into(), shape: vec![4, 8], init: Init::Zeros, decay: true });
     let x = g.push(Op::Input(0), vec![], vec![4, 8], span);
     let target_shape = if loss == Op::Mse { vec![4, 8] } else { vec![4] };

@@ -84,6 +84,15 @@ proptest! {
     }
 
     #[test]
+    fn batch_normalisation(c in 1usize..4, h in 1usize..4, features in 1usize..6, seed in 0u64..1000) {
+        // Over dense features and over image channels (batch statistics: the training graph).
+        let source = format!("model g {{ input x: [{c}, {h}, 2] target y: real[3]
+            x |> conv2d(2, kernel = 1) |> batchnorm |> tanh |> flatten
+              |> dense({features}, bias = false) |> batchnorm(eps = 0.01) |> dense(3) => p  loss = mse(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
     fn maxout_units(input in 1usize..6, units in 1usize..5, pieces in 2usize..4, seed in 0u64..1000) {
         let source = format!("model g {{ input x: [{input}] target y: real[2]
             x |> maxout({units}, pieces = {pieces}) |> dense(2) => p  loss = mse(p, y) }}");
@@ -102,8 +111,7 @@ proptest! {
 /// A graph `loss = mse(f(p), t)` around one op `f` applied to parameters.
 fn op_graph(op: Op, arity: usize, shape: Vec<usize>) -> Graph {
     let span = Span::default();
-    let mut g =
-        Graph { nodes: vec![], params: vec![], states: vec![], batch: shape[0], prediction: ValueId(0), loss: None };
+    let mut g = Graph::new(shape[0]);
     let target = g.push(Op::Target(0), vec![], shape.clone(), span);
     let mut args = Vec::new();
     for i in 0..arity {

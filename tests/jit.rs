@@ -36,7 +36,9 @@ fn batch(model: &CheckedModel, rows: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     (x, y)
 }
 
-/// Two training steps on both backends; losses and every updated parameter must agree.
+/// Two training steps on both backends; losses, every updated parameter and
+/// state tensor (optimizer state, running statistics) and the evaluation-mode
+/// predictions must agree.
 fn assert_backends_agree(model: &CheckedModel, rows: usize, seed: u64) {
     let (x, y) = batch(model, rows, seed);
     let mut results = Vec::new();
@@ -44,7 +46,7 @@ fn assert_backends_agree(model: &CheckedModel, rows: usize, seed: u64) {
         let mut t = Trainer::new(model, model.train.clone(), backend).expect("trainable");
         let l1 = t.step(&x, &y, rows, model.train.lr).expect("step");
         let l2 = t.step(&x, &y, rows, model.train.lr).expect("step");
-        let mut tensors = t.params();
+        let mut tensors: Vec<Vec<f32>> = t.tensors().into_iter().map(|(_, _, values)| values).collect();
         tensors.push(t.predict(&x, rows).expect("predict"));
         results.push((l1, l2, tensors));
     }
@@ -142,14 +144,15 @@ proptest! {
     #[test]
     fn random_convolutions(c in 1usize..3, h in 2usize..9, w in 2usize..9, f in 1usize..4,
                            k in 1usize..5, stride in 1usize..4, padding in 0usize..3,
-                           pk in 1usize..3, ps in 1usize..4, max in any::<bool>(),
+                           pk in 1usize..3, ps in 1usize..4, max in any::<bool>(), norm in any::<bool>(),
                            rows in prop::sample::select(vec![1usize, 3, 8]), seed in 0u64..1000) {
         prop_assume!(k <= h + 2 * padding && k <= w + 2 * padding);
         let (oh, ow) = ((h + 2 * padding - k) / stride + 1, (w + 2 * padding - k) / stride + 1);
         prop_assume!(pk <= oh && pk <= ow);
         let pool = if max { "maxpool" } else { "avgpool" };
+        let norm = if norm { "|> batchnorm(momentum = 0.8)" } else { "" };
         let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: class(3)
-            x |> conv2d({f}, kernel = {k}, stride = {stride}, padding = {padding}) |> relu
+            x |> conv2d({f}, kernel = {k}, stride = {stride}, padding = {padding}) {norm} |> relu
               |> {pool}({pk}, stride = {ps}) |> flatten |> dense(3) => p  loss = cross_entropy(p, y)
             train {{ optimizer = momentum(lr = 0.05) seed = {seed} }} }}");
         let checked = check_source("c.nn", &source);
@@ -161,7 +164,7 @@ proptest! {
 /// Applies `u` to `xs` with the JIT.
 fn jit_unary(u: Unary, xs: &[f32]) -> Vec<f32> {
     let span = Span::default();
-    let mut g = Graph { nodes: vec![], params: vec![], states: vec![], batch: 1, prediction: ValueId(0), loss: None };
+    let mut g = Graph::new(1);
     let x = g.push(Op::Input(0), vec![], vec![1, xs.len()], span);
     g.prediction = g.push(Op::Unary(u), vec![x], vec![1, xs.len()], span);
     let mut compiled = Compiled::<Graph>::new(g, Backend::Jit).expect("compiles");

@@ -1,6 +1,8 @@
-//! Convolutional networks and the regularisers on real data: maxout and
-//! dropout train on digits, dropout is off at evaluation, masks are
-//! reproducible, and gradients through dropout are exact.
+//! Convolutional networks and the regularisers on real data: maxout,
+//! dropout and batch normalisation train on digits, dropout is off at
+//! evaluation, masks are reproducible, gradients through dropout are exact,
+//! and batch normalisation uses batch statistics in training and running
+//! statistics in evaluation.
 
 use std::path::Path;
 
@@ -11,10 +13,10 @@ use nnc::train::{Backend, Trainer};
 
 const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
 
-#[test]
-fn maxout_with_dropout_reaches_96_percent_on_digits() {
-    let source = std::fs::read_to_string(Path::new(MODELS).join("maxout.nn")).expect("readable");
-    let checked = check_source("maxout.nn", &source);
+/// Trains a bundled digits model as its file says; returns the test accuracy.
+fn test_accuracy(file: &str) -> f64 {
+    let source = std::fs::read_to_string(Path::new(MODELS).join(file)).expect("readable");
+    let checked = check_source(file, &source);
     let model = &checked.models[0];
     let splits =
         data::load(model.train.data.as_ref().expect("data"), Path::new(MODELS), &RowSpec::of(model)).expect("loads");
@@ -24,8 +26,56 @@ fn maxout_with_dropout_reaches_96_percent_on_digits() {
     scaler.apply(&mut test);
     let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
     trainer.fit(&train, None, None, |_| {}).expect("trains");
-    let accuracy = trainer.evaluate(&test).expect("evaluates").accuracy.expect("classifier");
+    trainer.evaluate(&test).expect("evaluates").accuracy.expect("classifier")
+}
+
+#[test]
+fn maxout_with_dropout_reaches_96_percent_on_digits() {
+    let accuracy = test_accuracy("maxout.nn");
     assert!(accuracy >= 0.96, "{accuracy}");
+}
+
+#[test]
+fn batchnorm_and_dropout_mlp_reaches_96_percent_on_digits() {
+    let accuracy = test_accuracy("batchnorm.nn");
+    assert!(accuracy >= 0.96, "{accuracy}");
+}
+
+/// One step with learning rate 0 on a 4 × 3 batch, so only the running
+/// statistics move; then training normalises with the batch's statistics and
+/// evaluation with the running ones.
+#[test]
+fn batchnorm_uses_batch_statistics_in_training_and_running_statistics_in_evaluation() {
+    let source = "model m { input x: [3] target y: real[3]
+        x |> batchnorm(momentum = 0.75, eps = 0.001) => p  loss = mse(p, y) }";
+    let checked = check_source("m.nn", source);
+    let model = &checked.models[0];
+    let x: Vec<f32> = vec![1.0, -2.0, 10.0, 3.0, 0.0, 12.0, 5.0, 2.0, 8.0, 7.0, 4.0, 10.0];
+    let zeros = vec![0.0f32; 12];
+    for backend in [Backend::Interp, Backend::Jit] {
+        let mut trainer = Trainer::new(model, model.train.clone(), backend).expect("trainable");
+        // Training output x̂ has mean 0 and variance var/(var + eps) per feature, so mse against 0 is about 1.
+        let loss = trainer.step(&x, &zeros, 4, 0.0).expect("step");
+        assert!((loss - 1.0).abs() < 1e-3, "{backend:?}: training loss {loss}");
+        let tensor = |name: &str| {
+            trainer.tensors().into_iter().find(|t| t.0 == name).unwrap_or_else(|| panic!("{name} saved")).2
+        };
+        // Feature means 4, 1, 10; unbiased variances 20/3, 20/3, 8/3. r′ = 0.75·r + 0.25·batch.
+        let (mean, var) = (tensor("batchnorm1.running_mean"), tensor("batchnorm1.running_var"));
+        let expected_mean = [1.0, 0.25, 2.5];
+        let expected_var = [0.75 + 0.25 * 20.0 / 3.0, 0.75 + 0.25 * 20.0 / 3.0, 0.75 + 0.25 * 8.0 / 3.0];
+        for f in 0..3 {
+            assert!((mean[f] - expected_mean[f]).abs() < 1e-5, "{backend:?}: running mean {mean:?}");
+            assert!((var[f] - expected_var[f]).abs() < 1e-5, "{backend:?}: running variance {var:?}");
+        }
+        // Evaluation: (x − running mean)/√(running var + eps), with γ = 1, β = 0.
+        let predicted = trainer.predict(&x, 4).expect("predicts");
+        for (i, p) in predicted.iter().enumerate() {
+            let f = i % 3;
+            let expected = (x[i] - expected_mean[f]) / (expected_var[f] + 0.001).sqrt();
+            assert!((p - expected).abs() < 1e-4, "{backend:?}: output {i}: {p} vs {expected}");
+        }
+    }
 }
 
 #[test]

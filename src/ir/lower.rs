@@ -4,15 +4,15 @@
 
 use std::collections::HashMap;
 
-use super::{Graph, Hyper, Init, Op, ParamInfo, Shape, Unary, ValueId};
+use super::{Graph, Hyper, Init, Op, ParamInfo, Shape, StateInfo, Unary, ValueId, numel};
 use crate::check::{Activation, CheckedModel, Layer, LossKind, TargetKind, ValueRef, Weights};
-use crate::diag::{Diag, messages};
+use crate::diag::{Diag, Span, messages};
 
 /// Lowers the model for batches of `batch` samples, for training (dropout
 /// active) or evaluation (dropout is the identity). Layers without a
 /// training implementation yet are reported, never mis-compiled.
 pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph, Diag> {
-    let mut graph = Graph { nodes: vec![], params: vec![], states: vec![], batch, prediction: ValueId(0), loss: None };
+    let mut graph = Graph::new(batch);
     let mut values: HashMap<ValueRef, ValueId> = HashMap::new();
     let with_batch = |shape: &[usize]| -> Shape { std::iter::once(batch).chain(shape.iter().copied()).collect() };
     for (i, input) in model.inputs.iter().enumerate() {
@@ -104,11 +104,10 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
                 graph.push(Op::Dropout { p: *p, salt }, vec![x, step], out_shape, span)
             }
             Layer::Dropout { .. } => x,
-            Layer::BatchNorm { .. }
-            | Layer::Rnn { .. }
-            | Layer::Lstm { .. }
-            | Layer::Embedding { .. }
-            | Layer::Rbm { .. } => return Err(messages::not_trainable(span, node.layer.keyword())),
+            Layer::BatchNorm { momentum, eps } => batchnorm(&mut graph, x, &node.name, *momentum, *eps, training, span),
+            Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Embedding { .. } | Layer::Rbm { .. } => {
+                return Err(messages::not_trainable(span, node.layer.keyword()));
+            }
         };
         values.insert(ValueRef::Node(index), v);
     }
@@ -125,6 +124,69 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
     graph.loss = Some(graph.push(op, vec![prediction, target], vec![], loss.span));
     graph.prediction = prediction;
     Ok(graph)
+}
+
+/// Batch normalisation over the features (dimension 1; for images, the
+/// channels). Training normalises with the batch's statistics, built from
+/// primitive ops so autodiff derives the backward pass, and moves the
+/// running statistics: r′ = momentum·r + (1 − momentum)·batch value (the
+/// variance unbiased, as PyTorch keeps it). Evaluation uses the running
+/// statistics. y = γ·x̂ + β, with γ = `<layer>.weight`, β = `<layer>.bias`.
+fn batchnorm(
+    graph: &mut Graph,
+    x: ValueId,
+    name: &str,
+    momentum: f64,
+    eps: f64,
+    training: bool,
+    span: Span,
+) -> ValueId {
+    let shape = graph.shape(x).clone();
+    let features = vec![shape[1]];
+    let buffer = |graph: &mut Graph, what: &str, fill: f32| {
+        let name = format!("{name}.{what}");
+        graph.states.push(StateInfo { name, shape: features.clone(), fill, buffer: true });
+        graph.push(Op::State(graph.states.len() - 1), vec![], features.clone(), span)
+    };
+    let running_mean = buffer(graph, "running_mean", 0.0);
+    let running_var = buffer(graph, "running_var", 1.0);
+    let unary =
+        |graph: &mut Graph, u: Unary, v: ValueId| graph.push(Op::Unary(u), vec![v], graph.shape(v).clone(), span);
+    let (mean, var) = if training {
+        let count = (numel(&shape) / shape[1]) as f64;
+        let sum = graph.push(Op::SumChannels, vec![x], features.clone(), span);
+        let mean = unary(graph, Unary::Scale(1.0 / count), sum);
+        let negated = unary(graph, Unary::Neg, mean);
+        let centred = graph.push(Op::AddChannelBias, vec![x, negated], shape.clone(), span);
+        let squares = unary(graph, Unary::Square, centred);
+        let sum_squares = graph.push(Op::SumChannels, vec![squares], features.clone(), span);
+        let var = unary(graph, Unary::Scale(1.0 / count), sum_squares);
+        let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+        let moving = |graph: &mut Graph, old: ValueId, batch: ValueId, correction: f64| {
+            let kept = unary(graph, Unary::Scale(momentum), old);
+            let new = unary(graph, Unary::Scale((1.0 - momentum) * correction), batch);
+            let updated = graph.push(Op::Add, vec![kept, new], features.clone(), span);
+            graph.state_updates.push(updated);
+        };
+        moving(graph, running_mean, mean, 1.0);
+        moving(graph, running_var, var, unbiased);
+        (mean, var)
+    } else {
+        (running_mean, running_var)
+    };
+    let negated = unary(graph, Unary::Neg, mean);
+    let centred = graph.push(Op::AddChannelBias, vec![x, negated], shape.clone(), span);
+    let shifted = unary(graph, Unary::AddConst(eps), var);
+    let std = unary(graph, Unary::Sqrt, shifted);
+    let one = graph.push(Op::Const(1.0), vec![], features.clone(), span);
+    let inv_std = graph.push(Op::Div, vec![one, std], features.clone(), span);
+    let normalised = graph.push(Op::MulChannel, vec![centred, inv_std], shape.clone(), span);
+    let gamma = add_param(graph, format!("{name}.weight"), features.clone(), Init::Ones, false);
+    let gamma = graph.push(Op::Param(gamma), vec![], features.clone(), span);
+    let scaled = graph.push(Op::MulChannel, vec![normalised, gamma], shape.clone(), span);
+    let beta = add_param(graph, format!("{name}.bias"), features.clone(), Init::Zeros, false);
+    let beta = graph.push(Op::Param(beta), vec![], features, span);
+    graph.push(Op::AddChannelBias, vec![scaled, beta], shape, span)
 }
 
 fn add_param(graph: &mut Graph, name: String, shape: Shape, init: Init, decay: bool) -> usize {

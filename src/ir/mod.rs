@@ -126,6 +126,8 @@ pub enum Op {
     AddChannelBias,
     /// `[g [B,F,…]]` → Σ per channel `[F]`.
     SumChannels,
+    /// `[x [B,F,…], s [F]]` → x · s per channel (batch normalisation's scales).
+    MulChannel,
     /// `[x [B,C,H,W]]` → max or mean over each window.
     Pool {
         max: bool,
@@ -213,6 +215,7 @@ impl Op {
             }
             Op::AddChannelBias => "add_channel_bias".into(),
             Op::SumChannels => "sum_channels".into(),
+            Op::MulChannel => "mul_channel".into(),
             Op::Pool { max, kernel, stride } => {
                 format!("{}(k{kernel},s{stride})", if *max { "maxpool" } else { "avgpool" })
             }
@@ -239,6 +242,8 @@ pub struct Node {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Init {
     Zeros,
+    /// Batch normalisation's scale γ starts as the identity.
+    Ones,
     /// Normal with std √(2/fan_in): for relu-family activations.
     He {
         fan_in: usize,
@@ -260,10 +265,17 @@ pub struct ParamInfo {
     pub decay: bool,
 }
 
+/// A tensor a step reads and rewrites but never differentiates: optimizer
+/// state, or a model buffer such as batch normalisation's running mean.
 #[derive(Debug, Clone)]
 pub struct StateInfo {
     pub name: String,
     pub shape: Shape,
+    /// The value of every element before the first step.
+    pub fill: f32,
+    /// Part of the model (needed for inference, saved under its own name,
+    /// as PyTorch saves buffers) rather than of the optimizer.
+    pub buffer: bool,
 }
 
 /// A forward graph: from inputs and parameters to a prediction and a loss.
@@ -277,9 +289,25 @@ pub struct Graph {
     pub prediction: ValueId,
     /// The scalar loss, when the model has one.
     pub loss: Option<ValueId>,
+    /// The new value of each state, in training graphs that update model
+    /// buffers (batch normalisation's running statistics); empty otherwise.
+    pub state_updates: Vec<ValueId>,
 }
 
 impl Graph {
+    /// An empty graph for batches of `batch` samples.
+    pub fn new(batch: usize) -> Graph {
+        Graph {
+            nodes: vec![],
+            params: vec![],
+            states: vec![],
+            batch,
+            prediction: ValueId(0),
+            loss: None,
+            state_updates: vec![],
+        }
+    }
+
     pub fn node(&self, v: ValueId) -> &Node {
         &self.nodes[v.0]
     }
@@ -409,6 +437,9 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
                 check(arity == 2 && *shape(0) == node.shape && *shape(1) == vec![node.shape[1]], i, "channel bias")?
             }
             Op::SumChannels => check(arity == 1 && node.shape == vec![shape(0)[1]], i, "sum_channels")?,
+            Op::MulChannel => {
+                check(arity == 2 && *shape(0) == node.shape && *shape(1) == vec![node.shape[1]], i, "mul_channel")?
+            }
             Op::Pool { .. } => check(arity == 1 && shape(0).len() == 4 && node.shape.len() == 4, i, "pool rank")?,
             Op::PoolGrad { .. } => check(arity == 2 && *shape(0) == node.shape, i, "pool grad")?,
             Op::Dropout { .. } => check(arity == 2 && *shape(0) == node.shape && shape(1).is_empty(), i, "dropout")?,
@@ -420,6 +451,9 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
     check(graph.prediction.0 < n, n, "prediction out of range")?;
     if let Some(loss) = graph.loss {
         check(loss.0 < n && graph.shape(loss).is_empty(), loss.0, "loss must be a scalar")?;
+    }
+    for (s, v) in graph.state_updates.iter().enumerate() {
+        check(v.0 < n && graph.states.get(s).is_some_and(|st| st.shape == *graph.shape(*v)), v.0, "state update")?;
     }
     Ok(())
 }

@@ -67,6 +67,7 @@ pub const ROUTINES: &[(&str, usize, usize)] = &[
     ("nnc_conv2d_grad_input", 11, 0),
     ("nnc_conv2d_grad_weight", 11, 0),
     ("nnc_add_channel_bias", 6, 0),
+    ("nnc_mul_channel", 6, 0),
     ("nnc_sum_channels", 5, 0),
     ("nnc_pool", 9, 0),
     ("nnc_pool_grad", 10, 0),
@@ -202,14 +203,14 @@ impl Emitter<'_, '_> {
                 args.extend(dims);
                 self.call(name, &args);
             }
-            Op::AddChannelBias | Op::SumChannels => {
-                let shape = if node.op == Op::AddChannelBias { node.shape.clone() } else { in_shape.clone() };
+            Op::AddChannelBias | Op::MulChannel | Op::SumChannels => {
+                let shape = if node.op == Op::SumChannels { in_shape.clone() } else { node.shape.clone() };
                 let (n, c, sp) =
                     (self.imm(numel(&shape)), self.imm(shape[1]), self.imm(crate::interp::spatial(&shape)));
-                if node.op == Op::AddChannelBias {
-                    self.call("nnc_add_channel_bias", &[ins[0], ins[1], out, n, c, sp]);
-                } else {
-                    self.call("nnc_sum_channels", &[ins[0], out, n, c, sp]);
+                match node.op {
+                    Op::AddChannelBias => self.call("nnc_add_channel_bias", &[ins[0], ins[1], out, n, c, sp]),
+                    Op::MulChannel => self.call("nnc_mul_channel", &[ins[0], ins[1], out, n, c, sp]),
+                    _ => self.call("nnc_sum_channels", &[ins[0], out, n, c, sp]),
                 }
             }
             Op::Pool { max, kernel, stride } | Op::PoolGrad { max, kernel, stride } => {

@@ -408,6 +408,19 @@ pub extern "C" fn add_channel_bias(
     kernels::add_channel_bias(x, bias, y, spatial);
 }
 
+pub extern "C" fn mul_channel(
+    x: *const f32,
+    scale: *const f32,
+    y: *mut f32,
+    n: usize,
+    channels: usize,
+    spatial: usize,
+) {
+    // SAFETY: x and y hold n values, scale one per channel.
+    let (x, scale, y) = unsafe { (slice(x, n), slice(scale, channels), slice_mut(y, n)) };
+    kernels::mul_channel(x, scale, y, spatial);
+}
+
 pub extern "C" fn sum_channels(g: *const f32, out: *mut f32, n: usize, channels: usize, spatial: usize) {
     // SAFETY: g holds n values, out one per channel.
     let (g, out) = unsafe { (slice(g, n), slice_mut(out, channels)) };
@@ -491,6 +504,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("nnc_conv2d_grad_input", conv2d_grad_input as *const u8),
         ("nnc_conv2d_grad_weight", conv2d_grad_weight as *const u8),
         ("nnc_add_channel_bias", add_channel_bias as *const u8),
+        ("nnc_mul_channel", mul_channel as *const u8),
         ("nnc_sum_channels", sum_channels as *const u8),
         ("nnc_pool", pool as *const u8),
         ("nnc_pool_grad", pool_grad as *const u8),

@@ -28,8 +28,12 @@ pub struct Store {
 impl Store {
     pub fn new(graph: &Graph, plan: &Plan) -> Store {
         let params = graph.params.iter().zip(&plan.param_offsets).map(|(p, &o)| (o, numel(&p.shape))).collect();
-        let states = graph.states.iter().zip(&plan.state_offsets).map(|(s, &o)| (o, numel(&s.shape))).collect();
-        Store { data: vec![0.0; plan.store_len], params, states }
+        let states: Vec<_> = graph.states.iter().zip(&plan.state_offsets).map(|(s, &o)| (o, numel(&s.shape))).collect();
+        let mut data = vec![0.0; plan.store_len];
+        for (s, &(o, n)) in graph.states.iter().zip(&states) {
+            data[o..o + n].fill(s.fill);
+        }
+        Store { data, params, states }
     }
 
     fn tensors(&self, which: &[(usize, usize)]) -> Vec<Vec<f32>> {
@@ -135,7 +139,7 @@ impl Compiled<Graph> {
             let prediction = if exe.value(pred, &store.data).is_empty() { x.to_vec() } else { read(pred, exe) };
             return Ok((prediction, loss.map(|l| read(l, exe)[0])));
         }
-        let params = store.params();
+        let (params, states) = (store.params(), store.tensors(&store.states));
         // Without targets (prediction only) the unused target leaf reads zeros.
         let unused: Vec<f32> = match self.graph.nodes.iter().find(|n| matches!(n.op, crate::ir::Op::Target(_))) {
             Some(node) if y.is_empty() => vec![0.0; numel(&node.shape)],
@@ -147,7 +151,7 @@ impl Compiled<Graph> {
             inputs: &[x],
             targets: &targets,
             params: &params,
-            states: &[],
+            states: &states,
             lr: 0.0,
             bias1: 1.0,
             bias2: 1.0,

@@ -1,5 +1,5 @@
 //! Seeded weight initialisation: He for relu-family layers, Xavier otherwise,
-//! zeros for biases. The same seed gives the same weights on every machine.
+//! zeros for biases, ones for batch-normalisation scales. The same seed gives the same weights on every machine.
 
 use num_traits::Float;
 use rand::{Rng, SeedableRng};
@@ -18,6 +18,7 @@ pub fn init_params<T: Float>(params: &[ParamInfo], seed: u64) -> Vec<Vec<T>> {
                 .map(|_| {
                     let x = match p.init {
                         Init::Zeros => 0.0,
+                        Init::Ones => 1.0,
                         Init::He { fan_in } => {
                             let z: f64 = rng.sample(StandardNormal);
                             z * (2.0 / fan_in as f64).sqrt()

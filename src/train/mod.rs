@@ -62,6 +62,9 @@ impl std::fmt::Display for TrainError {
 
 impl std::error::Error for TrainError {}
 
+/// (saved name, shape, (offset, length) in the store, required to load).
+type Slot = (String, Vec<usize>, (usize, usize), bool);
+
 /// A model being trained: its parameters, optimizer state and compiled steps.
 pub struct Trainer {
     pub model: CheckedModel,
@@ -69,8 +72,7 @@ pub struct Trainer {
     pub backend: Backend,
     pub param_names: Vec<String>,
     param_shapes: Vec<Vec<usize>>,
-    state_names: Vec<String>,
-    state_shapes: Vec<Vec<usize>>,
+    states: Vec<ir::StateInfo>,
     store: Store,
     steps_done: u64,
     epochs_done: usize,
@@ -99,8 +101,7 @@ impl Trainer {
             model: model.clone(),
             param_names: probe.params.iter().map(|p| p.name.clone()).collect(),
             param_shapes: probe.params.iter().map(|p| p.shape.clone()).collect(),
-            state_names: step.graph.states.iter().map(|s| s.name.clone()).collect(),
-            state_shapes: step.graph.states.iter().map(|s| s.shape.clone()).collect(),
+            states: step.graph.states.clone(),
             epochs_done: 0,
             config,
             backend,
@@ -304,16 +305,25 @@ impl Trainer {
         self.epochs_done
     }
 
-    /// Every parameter and optimizer-state tensor: (name, shape, values).
-    /// Parameters are named `<layer>.weight`/`<layer>.bias`, state `optimizer.<param>.<what>`.
+    /// Every parameter and state tensor: (name, shape, values). Parameters
+    /// are named `<layer>.weight`/`<layer>.bias`, model buffers
+    /// `<layer>.running_mean`, optimizer state `optimizer.<param>.<what>`.
     pub fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        let params = self.param_names.iter().zip(&self.param_shapes).zip(&self.store.params);
-        let states = self.state_names.iter().zip(&self.state_shapes).zip(&self.store.states);
-        params
-            .map(|((n, s), r)| (n.clone(), s, r))
-            .chain(states.map(|((n, s), r)| (format!("optimizer.{n}"), s, r)))
-            .map(|(name, shape, &(o, len))| (name, shape.clone(), self.store.data[o..o + len].to_vec()))
+        self.slots()
+            .into_iter()
+            .map(|(name, shape, (o, len), _)| (name, shape, self.store.data[o..o + len].to_vec()))
             .collect()
+    }
+
+    /// Every tensor a checkpoint holds, with its place in the store.
+    fn slots(&self) -> Vec<Slot> {
+        let params = self.param_names.iter().zip(&self.param_shapes).zip(&self.store.params);
+        let params = params.map(|((n, s), &r)| (n.clone(), s.clone(), r, true));
+        let states = self.states.iter().zip(&self.store.states).map(|(s, &r)| {
+            let name = if s.buffer { s.name.clone() } else { format!("optimizer.{}", s.name) };
+            (name, s.shape.clone(), r, s.buffer)
+        });
+        params.chain(states).collect()
     }
 
     /// Loads tensors saved by `tensors` (optimizer state optional), and the
@@ -325,19 +335,7 @@ impl Trainer {
         epochs: usize,
         steps: u64,
     ) -> Result<(), String> {
-        let params = self
-            .param_names
-            .iter()
-            .zip(&self.param_shapes)
-            .zip(self.store.params.clone())
-            .map(|((n, s), r)| (n.clone(), s, r, true));
-        let states = self
-            .state_names
-            .iter()
-            .zip(&self.state_shapes)
-            .zip(self.store.states.clone())
-            .map(|((n, s), r)| (format!("optimizer.{n}"), s, r, false));
-        let wanted: Vec<_> = params.chain(states).collect();
+        let wanted = self.slots();
         for (name, shape, _, required) in &wanted {
             match saved.get(name) {
                 None if *required => {
@@ -345,7 +343,7 @@ impl Trainer {
                         "the checkpoint has no tensor `{name}` (the model needs one of shape {shape:?})"
                     ));
                 }
-                Some((found, _)) if found != *shape => {
+                Some((found, _)) if found != shape => {
                     return Err(format!(
                         "tensor `{name}` has shape {found:?} in the checkpoint but {shape:?} in the model"
                     ));

@@ -46,9 +46,11 @@ pub fn train_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, 
         }
     }
     let lr = g.push(Op::Hyper(Hyper::Lr), vec![], vec![], span);
-    let mut new_states = Vec::new();
+    // Model buffers (running statistics) come first, then the optimizer's state.
+    let mut new_states = forward.state_updates.clone();
     let state = |g: &mut Graph, p: usize, what: &str| -> ValueId {
-        g.states.push(StateInfo { name: format!("{}.{what}", params[p].name), shape: params[p].shape.clone() });
+        let name = format!("{}.{what}", params[p].name);
+        g.states.push(StateInfo { name, shape: params[p].shape.clone(), fill: 0.0, buffer: false });
         g.push(Op::State(g.states.len() - 1), vec![], params[p].shape.clone(), span)
     };
     let mut new_params = Vec::new();
