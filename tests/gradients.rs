@@ -3,7 +3,7 @@
 
 use nnc::diag::Span;
 use nnc::gradcheck::{Batch, check_graph, check_model};
-use nnc::ir::{Graph, Init, Op, ParamInfo, Unary, ValueId};
+use nnc::ir::{Graph, Init, Op, ParamInfo, Unary};
 use nnc::pipeline::check_source;
 use proptest::prelude::*;
 
