@@ -5,7 +5,7 @@
 
 use nnc::check::CheckedModel;
 use nnc::diag::Span;
-use nnc::ir::{Graph, Op, Unary, ValueId};
+use nnc::ir::{Graph, Op, Unary};
 use nnc::pipeline::check_source;
 use nnc::train::{Backend, Compiled, Store, Trainer};
 use proptest::prelude::*;
