@@ -32,7 +32,7 @@ static GLOBAL: Counting = Counting;
 
 use nnc::check::{Optimizer, TrainConfig};
 use nnc::diag::Span;
-use nnc::ir::{Graph, Init, Op, ParamInfo, Unary, ValueId};
+use nnc::ir::{Graph, Init, Op, ParamInfo, Unary};
 use nnc::plan::plan_train;
 use nnc::train::{Compiled, Store};
 
