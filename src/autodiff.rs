@@ -179,6 +179,22 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
             }
             // y = max of pieces ⇒ ∂x = g at the winning piece, 0 elsewhere
             Op::MaxPieces(p) => contrib.push((0, g.push(Op::MaxPiecesGrad(*p), vec![ins[0], dy], shape_of(0), span))),
+            // y = x[…, start..start + len, …] ⇒ ∂x = g placed back, zeros elsewhere
+            Op::Slice { axis, start } => {
+                let op = Op::SliceGrad { axis: *axis, start: *start };
+                contrib.push((0, g.push(op, vec![dy], shape_of(0), span)));
+            }
+            // y = x placed into zeros ⇒ ∂x = the same slice of g
+            Op::SliceGrad { axis, start } => {
+                let op = Op::Slice { axis: *axis, start: *start };
+                contrib.push((0, g.push(op, vec![dy], shape_of(0), span)));
+            }
+            // y[k] = table[ids[k]] ⇒ ∂table[r] = Σ over k with ids[k] = r of g[k]
+            Op::Gather => {
+                if wants(1) {
+                    contrib.push((1, g.push(Op::GatherGrad, vec![ins[0], dy], shape_of(1), span)));
+                }
+            }
             // s = Σ x² ⇒ ∂x = 2x·g
             Op::SumSquares => {
                 let two_x = g.push(Op::Unary(Unary::Scale(2.0)), vec![ins[0]], shape_of(0), span);
@@ -194,7 +210,8 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
             | Op::Conv2dGradInput { .. }
             | Op::Conv2dGradWeight { .. }
             | Op::PoolGrad { .. }
-            | Op::MaxPiecesGrad(_) => return Err(format!("%{i}: `{}` has no gradient rule", node.op.name())),
+            | Op::MaxPiecesGrad(_)
+            | Op::GatherGrad => return Err(format!("%{i}: `{}` has no gradient rule", node.op.name())),
         }
         for (k, d) in contrib {
             let target = ins[k].0;

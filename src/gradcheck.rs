@@ -36,10 +36,19 @@ pub struct Batch {
 pub fn random_batch(model: &CheckedModel, graph: &Graph, seed: u64) -> Batch {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
     let b = graph.batch;
+    // Token inputs get valid ids; everything else standard normal values.
+    let vocab = crate::data::RowSpec::of(model).vocab;
     let inputs = model
         .inputs
         .iter()
-        .map(|i| (0..b * numel(&i.shape)).map(|_| rng.sample::<f64, _>(StandardNormal)).collect())
+        .map(|i| {
+            (0..b * numel(&i.shape))
+                .map(|_| match vocab {
+                    Some(v) => rng.random_range(0..v) as f64,
+                    None => rng.sample::<f64, _>(StandardNormal),
+                })
+                .collect()
+        })
         .collect();
     let targets = model
         .targets

@@ -202,6 +202,31 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 kernels::max_pieces(input(0), &mut out, *p);
                 out
             }
+            Op::Slice { axis, start } | Op::SliceGrad { axis, start } => {
+                let mut out = vec![T::zero(); n];
+                let (whole, part) = if matches!(node.op, Op::Slice { .. }) {
+                    (in_shape(0)[*axis], node.shape[*axis])
+                } else {
+                    (node.shape[*axis], in_shape(0)[*axis])
+                };
+                let inner = ir::around(&node.shape, *axis).1;
+                if matches!(node.op, Op::Slice { .. }) {
+                    kernels::slice(input(0), &mut out, whole, part, inner, *start);
+                } else {
+                    kernels::slice_backward(input(0), &mut out, whole, part, inner, *start);
+                }
+                out
+            }
+            Op::Gather => {
+                let mut out = vec![T::zero(); n];
+                kernels::gather(input(0), input(1), &mut out, in_shape(1)[1]);
+                out
+            }
+            Op::GatherGrad => {
+                let mut out = vec![T::zero(); n];
+                kernels::gather_backward(input(0), input(1), &mut out, node.shape[1]);
+                out
+            }
             Op::MaxPiecesGrad(p) => {
                 let mut out = vec![T::zero(); n];
                 kernels::max_pieces_backward(input(0), input(1), &mut out, *p);

@@ -250,3 +250,46 @@ pub fn col2im<T: Float>(columns: &[T], image: &mut [T], win: Window) {
         }
     }
 }
+
+/// y[o, j, i] = x[o, start + j, i] for x `[outer, whole, inner]`, y `[outer, part, inner]`.
+pub fn slice<T: Float>(x: &[T], y: &mut [T], whole: usize, part: usize, inner: usize, start: usize) {
+    for (out, input) in y.chunks_exact_mut(part * inner).zip(x.chunks_exact(whole * inner)) {
+        out.copy_from_slice(&input[start * inner..(start + part) * inner]);
+    }
+}
+
+/// The adjoint of `slice`: dx is zero except where the slice came from.
+pub fn slice_backward<T: Float>(g: &[T], dx: &mut [T], whole: usize, part: usize, inner: usize, start: usize) {
+    dx.iter_mut().for_each(|v| *v = T::zero());
+    for (input, out) in g.chunks_exact(part * inner).zip(dx.chunks_exact_mut(whole * inner)) {
+        out[start * inner..(start + part) * inner].copy_from_slice(input);
+    }
+}
+
+/// The table row of a token id, or None outside the table.
+fn row_of<T: Float>(id: T, vocab: usize) -> Option<usize> {
+    let i = id.to_f64().unwrap_or(-1.0);
+    (i >= 0.0 && i < vocab as f64).then_some(i as usize)
+}
+
+/// out[k, :] = table[ids[k], :] (zeros for an id outside the table).
+pub fn gather<T: Float>(ids: &[T], table: &[T], out: &mut [T], dim: usize) {
+    let vocab = table.len() / dim.max(1);
+    for (&id, row) in ids.iter().zip(out.chunks_exact_mut(dim)) {
+        match row_of(id, vocab) {
+            Some(r) => row.copy_from_slice(&table[r * dim..(r + 1) * dim]),
+            None => row.iter_mut().for_each(|v| *v = T::zero()),
+        }
+    }
+}
+
+/// dtable[ids[k], :] += g[k, :].
+pub fn gather_backward<T: Float>(ids: &[T], g: &[T], dtable: &mut [T], dim: usize) {
+    dtable.iter_mut().for_each(|v| *v = T::zero());
+    let vocab = dtable.len() / dim.max(1);
+    for (&id, row) in ids.iter().zip(g.chunks_exact(dim)) {
+        if let Some(r) = row_of(id, vocab) {
+            dtable[r * dim..(r + 1) * dim].iter_mut().zip(row).for_each(|(d, &v)| *d = *d + v);
+        }
+    }
+}

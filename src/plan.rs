@@ -100,6 +100,10 @@ pub fn is_elementwise(op: &Op) -> bool {
         | Op::PoolGrad { .. }
         | Op::MaxPieces(_)
         | Op::MaxPiecesGrad(_)
+        | Op::Slice { .. }
+        | Op::SliceGrad { .. }
+        | Op::Gather
+        | Op::GatherGrad
         | Op::Dropout { .. } => false,
     }
 }

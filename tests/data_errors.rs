@@ -128,3 +128,25 @@ fn metrics_json_is_written() {
     assert!(v["test_loss"].as_f64().is_some());
     assert!(v["test_accuracy"].as_f64().is_some());
 }
+
+#[test]
+fn token_ids_outside_the_vocabulary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = "model m {
+  input  ids: tokens[3]
+  target y: class(2)
+  ids |> embedding(5, 2) |> rnn(4) |> dense(2) => logits
+  loss = cross_entropy(logits, y)
+  train { data = csv(\"train.csv\") epochs = 1 }
+}
+";
+    std::fs::write(dir.path().join("m.nn"), model).expect("write model");
+    for (row, needle) in [("1,2,5,0", "`5` is not a token id"), ("1,2.5,3,1", "`2.5` is not a token id")] {
+        std::fs::write(dir.path().join("train.csv"), format!("a,b,c,label\n0,1,2,1\n{row}\n")).expect("write");
+        let (code, err) = run(&dir.path().join("m.nn"), &[]);
+        assert_error(code, &err, &["train.csv:3", needle, "whole numbers from 0"]);
+    }
+    std::fs::write(dir.path().join("train.csv"), "a,b,c,label\n0,1,2,1\n4,3,0,0\n").expect("write");
+    let (code, err) = run(&dir.path().join("m.nn"), &[]);
+    assert_eq!(code, 0, "{err}");
+}

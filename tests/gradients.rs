@@ -93,6 +93,24 @@ proptest! {
     }
 
     #[test]
+    fn recurrent_layers_through_time(steps in 5usize..8, features in 1usize..4, hidden in 1usize..5,
+                                     lstm in any::<bool>(), sequences in any::<bool>(), seed in 0u64..1000) {
+        // Backpropagation through at least five steps, from the last state or from every state.
+        let layer = if lstm { "lstm" } else { "rnn" };
+        let head = if sequences { "|> flatten" } else { "" };
+        let source = format!("model g {{ input x: seq[{steps}, {features}] target y: class(3)
+            x |> {layer}({hidden}, sequences = {sequences}) {head} |> dense(3) => p  loss = cross_entropy(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
+    fn embedding_into_lstm(steps in 5usize..7, vocab in 2usize..9, dim in 1usize..4, seed in 0u64..1000) {
+        let source = format!("model g {{ input ids: tokens[{steps}] target y: real[2]
+            ids |> embedding({vocab}, {dim}) |> lstm(3) |> dense(2) => p  loss = mse(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
     fn maxout_units(input in 1usize..6, units in 1usize..5, pieces in 2usize..4, seed in 0u64..1000) {
         let source = format!("model g {{ input x: [{input}] target y: real[2]
             x |> maxout({units}, pieces = {pieces}) |> dense(2) => p  loss = mse(p, y) }}");

@@ -22,7 +22,13 @@ fn close(a: f32, b: f32) -> bool {
 fn batch(model: &CheckedModel, rows: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let width: usize = model.inputs[0].shape.iter().product();
-    let x: Vec<f32> = (0..rows * width).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let vocab = nnc::data::RowSpec::of(model).vocab;
+    let x: Vec<f32> = (0..rows * width)
+        .map(|_| match vocab {
+            Some(v) => rng.random_range(0..v) as f32,
+            None => rng.random_range(-2.0..2.0),
+        })
+        .collect();
     let y = match model.targets.first().map(|t| &t.kind) {
         Some(nnc::check::TargetKind::Class(k)) => (0..rows).map(|_| rng.random_range(0..*k) as f32).collect(),
         Some(nnc::check::TargetKind::Binary(s)) => {
@@ -130,6 +136,31 @@ proptest! {
                train {{ optimizer = {opt} seed = {seed} {extra} }} }}"
         );
         let checked = check_source("r.nn", &source);
+        prop_assert!(!checked.has_errors(), "{source}: {:?}", checked.diags);
+        assert_backends_agree(&checked.models[0], rows, seed);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 30, ..ProptestConfig::default() })]
+
+    /// RNNs and LSTMs (slices, per-step products, gates) and embeddings.
+    #[test]
+    fn random_sequence_models(steps in 1usize..7, features in 1usize..5, hidden in 1usize..6, lstm in any::<bool>(),
+                              sequences in any::<bool>(), tokens in any::<bool>(),
+                              rows in prop::sample::select(vec![1usize, 3, 8]), seed in 0u64..1000) {
+        let layer = if lstm { "lstm" } else { "rnn" };
+        let head = if sequences { "|> flatten" } else { "" };
+        let (input, embed) = if tokens {
+            (format!("tokens[{steps}]"), format!("|> embedding(7, {features})"))
+        } else {
+            (format!("seq[{steps}, {features}]"), String::new())
+        };
+        let source = format!("model g {{ input x: {input} target y: class(3)
+            x {embed} |> {layer}({hidden}, sequences = {sequences}) {head} |> dense(3) => p
+            loss = cross_entropy(p, y)
+            train {{ optimizer = adam(lr = 0.01) clip_norm = 1.0 seed = {seed} }} }}");
+        let checked = check_source("s.nn", &source);
         prop_assert!(!checked.has_errors(), "{source}: {:?}", checked.diags);
         assert_backends_agree(&checked.models[0], rows, seed);
     }

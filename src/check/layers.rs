@@ -252,7 +252,8 @@ pub fn apply(
                 layer,
                 why: format!("{name}({hidden})"),
                 shape,
-                params: gates * (hidden * (features + hidden) + hidden),
+                // Two bias vectors, as PyTorch keeps them.
+                params: gates * (hidden * (features + hidden) + 2 * hidden),
                 macs: (gates * steps * hidden * (features + hidden)) as u64,
             }
         }

@@ -119,7 +119,7 @@ pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, o
     };
     let model = &checked.models[index];
     // Inputs only: a trailing label column, if present, is ignored.
-    let spec = RowSpec { features: RowSpec::of(model).features, target: TargetSpecOfRow::None };
+    let spec = RowSpec { target: TargetSpecOfRow::None, ..RowSpec::of(model) };
     let mut data = match data::load_csv(input, &spec, None) {
         Ok(d) => d,
         Err(e) => return data_error(&e),

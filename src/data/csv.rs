@@ -81,6 +81,14 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
             if target_columns.contains(&c) {
                 row_targets.push(value);
             } else {
+                spec.check_feature(value).map_err(|m| {
+                    DataError::new(
+                        name,
+                        Some(line_no),
+                        format!("column `{}`: {m}", columns[c]),
+                        "fix the token ids or the embedding's vocab",
+                    )
+                })?;
                 x.push(value);
             }
         }

@@ -12,7 +12,7 @@ mod idx;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::check::{CheckedModel, DataSource, InputKind, TargetKind, ValueRef};
+use crate::check::{CheckedModel, DataSource, InputKind, Layer, TargetKind, ValueRef};
 
 pub use self::csv::parse_csv;
 
@@ -83,6 +83,9 @@ impl DataError {
 pub struct RowSpec {
     pub features: usize,
     pub target: TargetSpecOfRow,
+    /// For token inputs: the size of the smallest embedding table reading
+    /// them, so every feature must be a whole number below it.
+    pub vocab: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +108,23 @@ impl RowSpec {
             },
             _ => TargetSpecOfRow::None,
         };
-        RowSpec { features, target }
+        let vocab = model
+            .nodes
+            .iter()
+            .filter(|n| n.inputs.first() == Some(&ValueRef::Input(0)))
+            .filter_map(|n| if let Layer::Embedding { vocab, .. } = n.layer { Some(vocab) } else { None })
+            .min();
+        RowSpec { features, target, vocab }
+    }
+
+    /// Checks one input value; `Err` says what is wrong.
+    fn check_feature(&self, value: f32) -> Result<(), String> {
+        match self.vocab {
+            Some(vocab) if value < 0.0 || value.fract() != 0.0 || value >= vocab as f32 => {
+                Err(format!("`{value}` is not a token id: ids are whole numbers from 0 to {}", vocab - 1))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn target_width(&self) -> usize {

@@ -105,9 +105,15 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
             }
             Layer::Dropout { .. } => x,
             Layer::BatchNorm { momentum, eps } => batchnorm(&mut graph, x, &node.name, *momentum, *eps, training, span),
-            Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Embedding { .. } | Layer::Rbm { .. } => {
-                return Err(messages::not_trainable(span, node.layer.keyword()));
+            Layer::Rnn { hidden, sequences } => recurrent(&mut graph, x, &node.name, *hidden, 1, *sequences, span),
+            Layer::Lstm { hidden, sequences } => recurrent(&mut graph, x, &node.name, *hidden, 4, *sequences, span),
+            Layer::Embedding { vocab, dim } => {
+                let init = Init::Normal { std: 1.0 };
+                let table = add_param(&mut graph, format!("{}.weight", node.name), vec![*vocab, *dim], init, true);
+                let table = graph.push(Op::Param(table), vec![], vec![*vocab, *dim], span);
+                graph.push(Op::Gather, vec![x, table], out_shape, span)
             }
+            Layer::Rbm { .. } => return Err(messages::not_trainable(span, node.layer.keyword())),
         };
         values.insert(ValueRef::Node(index), v);
     }
@@ -187,6 +193,91 @@ fn batchnorm(
     let beta = add_param(graph, format!("{name}.bias"), features.clone(), Init::Zeros, false);
     let beta = graph.push(Op::Param(beta), vec![], features, span);
     graph.push(Op::AddChannelBias, vec![scaled, beta], shape, span)
+}
+
+/// An RNN (`gates` = 1: h′ = tanh(z)) or LSTM (`gates` = 4, PyTorch's order
+/// i, f, g, o: c′ = σ(f)·c + σ(i)·tanh(g), h′ = σ(o)·tanh(c′)) over
+/// x `[B, T, F]`, unrolled over the T steps, where
+/// z = x_t·W_ihᵀ + b_ih + h·W_hhᵀ + b_hh. The input products of all steps
+/// are one matrix product; each step adds one product with the state.
+/// Autodiff through the unrolled graph is backpropagation through time.
+/// Parameters use PyTorch's names and layouts (`weight_ih_l0` `[G·H, F]`, …).
+fn recurrent(
+    graph: &mut Graph,
+    x: ValueId,
+    name: &str,
+    hidden: usize,
+    gates: usize,
+    sequences: bool,
+    span: Span,
+) -> ValueId {
+    let (batch, steps, features) = (graph.shape(x)[0], graph.shape(x)[1], graph.shape(x)[2]);
+    let width = gates * hidden;
+    let param = |graph: &mut Graph, what: &str, shape: Shape, init: Init, decay: bool| {
+        let p = add_param(graph, format!("{name}.{what}_l0"), shape.clone(), init, decay);
+        graph.push(Op::Param(p), vec![], shape, span)
+    };
+    let init = Init::Xavier { fan_in: features + hidden, fan_out: hidden };
+    let w_ih = param(graph, "weight_ih", vec![width, features], init, true);
+    let w_hh = param(graph, "weight_hh", vec![width, hidden], init, true);
+    let b_ih = param(graph, "bias_ih", vec![width], Init::Zeros, false);
+    // The forget gate starts open (bias 1), so early gradients reach far back.
+    let forget_open = if gates == 4 { Init::Range { start: hidden, end: 2 * hidden, value: 1.0 } } else { Init::Zeros };
+    let b_hh = param(graph, "bias_hh", vec![width], forget_open, false);
+
+    let rows = graph.push(Op::Reshape, vec![x], vec![batch * steps, features], span);
+    let projected = graph.push(Op::MatMul { ta: false, tb: true }, vec![rows, w_ih], vec![batch * steps, width], span);
+    let projected = graph.push(Op::AddBias, vec![projected, b_ih], vec![batch * steps, width], span);
+    let projected = graph.push(Op::Reshape, vec![projected], vec![batch, steps, width], span);
+    let state = vec![batch, hidden];
+    let (mut h, mut c): (Option<ValueId>, Option<ValueId>) = (None, None);
+    let mut outputs = Vec::with_capacity(steps);
+    for t in 0..steps {
+        let step = graph.push(Op::Slice { axis: 1, start: t }, vec![projected], vec![batch, 1, width], span);
+        let mut z = graph.push(Op::Reshape, vec![step], vec![batch, width], span);
+        if let Some(h) = h {
+            let recurrent = graph.push(Op::MatMul { ta: false, tb: true }, vec![h, w_hh], vec![batch, width], span);
+            z = graph.push(Op::Add, vec![z, recurrent], vec![batch, width], span);
+        }
+        z = graph.push(Op::AddBias, vec![z, b_hh], vec![batch, width], span);
+        let next = if gates == 1 {
+            graph.push(Op::Unary(Unary::Tanh), vec![z], state.clone(), span)
+        } else {
+            let gate = |graph: &mut Graph, k: usize, f: Unary| {
+                let part = graph.push(Op::Slice { axis: 1, start: k * hidden }, vec![z], state.clone(), span);
+                graph.push(Op::Unary(f), vec![part], state.clone(), span)
+            };
+            let input = gate(graph, 0, Unary::Sigmoid);
+            let forget = gate(graph, 1, Unary::Sigmoid);
+            let candidate = gate(graph, 2, Unary::Tanh);
+            let output = gate(graph, 3, Unary::Sigmoid);
+            let mut cell = graph.push(Op::Mul, vec![input, candidate], state.clone(), span);
+            if let Some(c) = c {
+                let kept = graph.push(Op::Mul, vec![forget, c], state.clone(), span);
+                cell = graph.push(Op::Add, vec![kept, cell], state.clone(), span);
+            }
+            c = Some(cell);
+            let squashed = graph.push(Op::Unary(Unary::Tanh), vec![cell], state.clone(), span);
+            graph.push(Op::Mul, vec![output, squashed], state.clone(), span)
+        };
+        h = Some(next);
+        outputs.push(next);
+    }
+    if !sequences {
+        return outputs[steps - 1];
+    }
+    // Stack the states: each placed into zeros of [B, T, H] at its step, summed.
+    let whole = vec![batch, steps, hidden];
+    let mut stacked = None;
+    for (t, h) in outputs.into_iter().enumerate() {
+        let h = graph.push(Op::Reshape, vec![h], vec![batch, 1, hidden], span);
+        let placed = graph.push(Op::SliceGrad { axis: 1, start: t }, vec![h], whole.clone(), span);
+        stacked = Some(match stacked {
+            Some(s) => graph.push(Op::Add, vec![s, placed], whole.clone(), span),
+            None => placed,
+        });
+    }
+    stacked.unwrap_or(x)
 }
 
 fn add_param(graph: &mut Graph, name: String, shape: Shape, init: Init, decay: bool) -> usize {

@@ -152,6 +152,25 @@ pub enum Op {
     /// `[x, g]` → ∂x, routed to each unit's winning piece.
     MaxPiecesGrad(usize),
 
+    // ---- sequences --------------------------------------------------------------
+    /// `[x]` → the positions `start..start + len` of `axis` (len from the
+    /// node's shape): one time step of a sequence, or one gate of an LSTM.
+    Slice {
+        axis: usize,
+        start: usize,
+    },
+    /// `[g]` → zeros of the node's shape with g placed where `Slice` took it
+    /// from: the slice's gradient, and how time steps are stacked.
+    SliceGrad {
+        axis: usize,
+        start: usize,
+    },
+    /// `[ids [B, T], table [V, D]]` → `[B, T, D]`, row `ids[b, t]` of the
+    /// table (zeros for an id outside 0..V).
+    Gather,
+    /// `[ids, g [B, T, D]]` → ∂table `[V, D]`: each g row added to its id's row.
+    GatherGrad,
+
     // ---- rows and losses --------------------------------------------------------
     /// Softmax over the last axis.
     Softmax,
@@ -225,6 +244,10 @@ impl Op {
             Op::MaxPieces(p) => format!("max_pieces({p})"),
             Op::Dropout { p, salt } => format!("dropout({p},{salt:x})"),
             Op::MaxPiecesGrad(p) => format!("max_pieces_grad({p})"),
+            Op::Slice { axis, start } => format!("slice(axis {axis}, from {start})"),
+            Op::SliceGrad { axis, start } => format!("slice_grad(axis {axis}, from {start})"),
+            Op::Gather => "gather".into(),
+            Op::GatherGrad => "gather_grad".into(),
             Op::ClipScale(c) => format!("clip_scale({c})"),
         }
     }
@@ -244,6 +267,16 @@ pub enum Init {
     Zeros,
     /// Batch normalisation's scale γ starts as the identity.
     Ones,
+    /// Zeros except `value` in `start..end` (an LSTM's forget-gate bias).
+    Range {
+        start: usize,
+        end: usize,
+        value: f64,
+    },
+    /// Normal with the given standard deviation (embeddings, as PyTorch).
+    Normal {
+        std: f64,
+    },
     /// Normal with std √(2/fan_in): for relu-family activations.
     He {
         fan_in: usize,
@@ -350,6 +383,11 @@ pub fn window(shape: &[usize], kernel: usize, stride: usize, padding: usize) -> 
 }
 
 /// Element count of a shape (1 for a scalar).
+/// A shape seen as `[outer, shape[axis], inner]`: (outer, inner).
+pub fn around(shape: &[usize], axis: usize) -> (usize, usize) {
+    (numel(&shape[..axis]), numel(&shape[axis + 1..]))
+}
+
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
@@ -445,6 +483,22 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
             Op::Dropout { .. } => check(arity == 2 && *shape(0) == node.shape && shape(1).is_empty(), i, "dropout")?,
             Op::MaxPieces(p) => check(arity == 1 && numel(shape(0)) == numel(&node.shape) * p, i, "max_pieces")?,
             Op::MaxPiecesGrad(_) => check(arity == 2 && *shape(0) == node.shape, i, "max_pieces grad")?,
+            Op::Slice { axis, start } | Op::SliceGrad { axis, start } => {
+                let (whole, part) =
+                    if matches!(node.op, Op::Slice { .. }) { (shape(0), &node.shape) } else { (&node.shape, shape(0)) };
+                let fits = arity == 1
+                    && whole.len() == part.len()
+                    && *axis < whole.len()
+                    && start + part[*axis] <= whole[*axis]
+                    && (0..whole.len()).all(|d| d == *axis || whole[d] == part[d]);
+                check(fits, i, "slice bounds")?
+            }
+            Op::Gather => check(
+                arity == 2 && shape(1).len() == 2 && node.shape == [shape(0).clone(), vec![shape(1)[1]]].concat(),
+                i,
+                "gather shapes",
+            )?,
+            Op::GatherGrad => check(arity == 2 && node.shape.len() == 2, i, "gather grad shapes")?,
             Op::ClipScale(_) => check(arity == 1 && shape(0).is_empty() && node.shape.is_empty(), i, "clip_scale")?,
         }
     }

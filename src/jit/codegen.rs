@@ -74,6 +74,9 @@ pub const ROUTINES: &[(&str, usize, usize)] = &[
     ("nnc_max_pieces", 4, 0),
     ("nnc_dropout", 5, 1),
     ("nnc_max_pieces_grad", 5, 0),
+    ("nnc_slice", 8, 0),
+    ("nnc_gather", 6, 0),
+    ("nnc_gather_grad", 6, 0),
 ];
 
 impl Emitter<'_, '_> {
@@ -237,6 +240,24 @@ impl Emitter<'_, '_> {
                 let (n, salt) = (self.imm(n_in), self.imm(salt as usize));
                 let p = self.b.ins().f32const(p as f32);
                 self.call("nnc_dropout", &[ins[0], ins[1], out, n, salt, p]);
+            }
+            Op::Slice { axis, start } | Op::SliceGrad { axis, start } => {
+                let forward = matches!(node.op, Op::Slice { .. });
+                let (whole, part) =
+                    if forward { (in_shape[axis], node.shape[axis]) } else { (node.shape[axis], in_shape[axis]) };
+                let (outer, inner) = crate::ir::around(&node.shape, axis);
+                let dims: Vec<Value> =
+                    [outer, whole, part, inner, start, usize::from(forward)].iter().map(|&d| self.imm(d)).collect();
+                let mut args = vec![ins[0], out];
+                args.extend(dims);
+                self.call("nnc_slice", &args);
+            }
+            Op::Gather | Op::GatherGrad => {
+                let (ids, rows) = (self.imm(numel(self.graph.shape(node.inputs[0]))), node.shape.clone());
+                let table = if node.op == Op::Gather { self.graph.shape(node.inputs[1]).clone() } else { rows };
+                let (vocab, dim) = (self.imm(table[0]), self.imm(table[1]));
+                let name = if node.op == Op::Gather { "nnc_gather" } else { "nnc_gather_grad" };
+                self.call(name, &[ins[0], ins[1], out, ids, vocab, dim]);
             }
             Op::Unary(Unary::Log) => {
                 let n = self.imm(n_in);

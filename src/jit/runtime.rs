@@ -485,6 +485,49 @@ pub extern "C" fn max_pieces_grad(x: *const f32, g: *const f32, dx: *mut f32, n:
     kernels::max_pieces_backward(x, g, dx, pieces);
 }
 
+/// A slice of `axis` (`forward`), or its adjoint: the part placed into zeros.
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn slice_axis(
+    x: *const f32,
+    y: *mut f32,
+    outer: usize,
+    whole: usize,
+    part: usize,
+    inner: usize,
+    start: usize,
+    forward: usize,
+) {
+    let (big, small) = (outer * whole * inner, outer * part * inner);
+    if forward == 1 {
+        // SAFETY: x is the whole tensor, y the part.
+        let (x, y) = unsafe { (slice(x, big), slice_mut(y, small)) };
+        kernels::slice(x, y, whole, part, inner, start);
+    } else {
+        // SAFETY: x is the part (a gradient), y the whole tensor.
+        let (g, dx) = unsafe { (slice(x, small), slice_mut(y, big)) };
+        kernels::slice_backward(g, dx, whole, part, inner, start);
+    }
+}
+
+pub extern "C" fn gather(ids: *const f32, table: *const f32, out: *mut f32, count: usize, vocab: usize, dim: usize) {
+    // SAFETY: ids holds count values, table vocab·dim, out count·dim.
+    let (ids, table, out) = unsafe { (slice(ids, count), slice(table, vocab * dim), slice_mut(out, count * dim)) };
+    kernels::gather(ids, table, out, dim);
+}
+
+pub extern "C" fn gather_grad(
+    ids: *const f32,
+    g: *const f32,
+    dtable: *mut f32,
+    count: usize,
+    vocab: usize,
+    dim: usize,
+) {
+    // SAFETY: ids holds count values, g count·dim, dtable vocab·dim.
+    let (ids, g, dtable) = unsafe { (slice(ids, count), slice(g, count * dim), slice_mut(dtable, vocab * dim)) };
+    kernels::gather_backward(ids, g, dtable, dim);
+}
+
 /// Every routine with its symbol name, for registration with the JIT.
 pub fn symbols() -> Vec<(&'static str, *const u8)> {
     vec![
@@ -511,5 +554,8 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("nnc_max_pieces", max_pieces as *const u8),
         ("nnc_dropout", dropout as *const u8),
         ("nnc_max_pieces_grad", max_pieces_grad as *const u8),
+        ("nnc_slice", slice_axis as *const u8),
+        ("nnc_gather", gather as *const u8),
+        ("nnc_gather_grad", gather_grad as *const u8),
     ]
 }

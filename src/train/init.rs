@@ -15,10 +15,21 @@ pub fn init_params<T: Float>(params: &[ParamInfo], seed: u64) -> Vec<Vec<T>> {
         .map(|p| {
             let n = numel(&p.shape);
             (0..n)
-                .map(|_| {
+                .map(|i| {
                     let x = match p.init {
                         Init::Zeros => 0.0,
                         Init::Ones => 1.0,
+                        Init::Range { start, end, value } => {
+                            if (start..end).contains(&i) {
+                                value
+                            } else {
+                                0.0
+                            }
+                        }
+                        Init::Normal { std } => {
+                            let z: f64 = rng.sample(StandardNormal);
+                            z * std
+                        }
                         Init::He { fan_in } => {
                             let z: f64 = rng.sample(StandardNormal);
                             z * (2.0 / fan_in as f64).sqrt()
