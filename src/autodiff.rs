@@ -211,7 +211,8 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
             | Op::Conv2dGradWeight { .. }
             | Op::PoolGrad { .. }
             | Op::MaxPiecesGrad(_)
-            | Op::GatherGrad => return Err(format!("%{i}: `{}` has no gradient rule", node.op.name())),
+            | Op::GatherGrad
+            | Op::Bernoulli { .. } => return Err(format!("%{i}: `{}` has no gradient rule", node.op.name())),
         }
         for (k, d) in contrib {
             let target = ins[k].0;

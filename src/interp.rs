@@ -217,6 +217,12 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 }
                 out
             }
+            Op::Bernoulli { salt } => {
+                let mut out = vec![T::zero(); n];
+                let step = input(1)[0].to_u64().unwrap_or(0);
+                kernels::bernoulli(input(0), &mut out, *salt, step);
+                out
+            }
             Op::Gather => {
                 let mut out = vec![T::zero(); n];
                 kernels::gather(input(0), input(1), &mut out, in_shape(1)[1]);

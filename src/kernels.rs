@@ -170,11 +170,24 @@ pub fn sum_channels<T: Float>(g: &[T], out: &mut [T], spatial: usize) {
 /// hash (SplitMix64) of (salt, step, i) compared with p. No state, so the
 /// mask is the same in the backward pass, on any thread, after a resume.
 pub fn dropout_keeps(salt: u64, step: u64, i: usize, p: f64) -> bool {
+    uniform(salt, step, i) >= p
+}
+
+/// A uniform number in [0, 1) from a counter-based hash (SplitMix64) of
+/// (salt, step, i): stateless, so any element can be drawn on any thread.
+pub fn uniform(salt: u64, step: u64, i: usize) -> f64 {
     let mut z = salt ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    ((z >> 11) as f64 / (1u64 << 53) as f64) >= p
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// y = 1 where uniform(salt, step, i) < p[i], else 0.
+pub fn bernoulli<T: Float>(p: &[T], y: &mut [T], salt: u64, step: u64) {
+    for (i, (out, &prob)) in y.iter_mut().zip(p).enumerate() {
+        *out = if uniform(salt, step, i) < prob.to_f64().unwrap_or(0.0) { T::one() } else { T::zero() };
+    }
 }
 
 /// y = x/(1 − p) where kept, else 0.

@@ -104,6 +104,7 @@ pub fn is_elementwise(op: &Op) -> bool {
         | Op::SliceGrad { .. }
         | Op::Gather
         | Op::GatherGrad
+        | Op::Bernoulli { .. }
         | Op::Dropout { .. } => false,
     }
 }
@@ -234,7 +235,9 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
     }
     for (targets, offsets) in [(new_params, &param_offsets), (new_states, &state_offsets)] {
         for (k, v) in targets.iter().enumerate() {
-            if in_place[v.0].is_none() {
+            // A parameter a step leaves alone is its own new value: nothing to copy.
+            let unchanged = matches!(locations[v.0], Location::Store(o) if o == offsets[k]);
+            if in_place[v.0].is_none() && !unchanged {
                 kernels.push(Kernel::Copy { from: *v, to: offsets[k], len: numel(&g.nodes[v.0].shape) });
             }
         }

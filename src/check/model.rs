@@ -179,6 +179,14 @@ impl Optimizer {
     }
 }
 
+/// `pretrain = cd(k, epochs, lr)`: CD-k for `epochs` epochs per RBM.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pretrain {
+    pub k: usize,
+    pub epochs: usize,
+    pub lr: f64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
     Constant,
@@ -242,8 +250,8 @@ pub struct TrainConfig {
     pub validation: f64,
     pub data: Option<DataSource>,
     pub preprocess: Preprocess,
-    /// Greedy layer-wise RBM pretraining before fine-tuning: (CD steps k, epochs).
-    pub pretrain: Option<(usize, usize)>,
+    /// Greedy layer-wise RBM pretraining before fine-tuning.
+    pub pretrain: Option<Pretrain>,
 }
 
 impl Default for TrainConfig {

@@ -238,8 +238,12 @@ fn data_source(value: &Value, diags: &mut Vec<Diag>) -> Option<DataSource> {
     })
 }
 
-fn pretrain(value: &Value, diags: &mut Vec<Diag>) -> Option<(usize, usize)> {
-    let catalogue: &[(&str, &[&str], &[&str])] = &[("cd", &["k", "epochs"], &[])];
+fn pretrain(value: &Value, diags: &mut Vec<Diag>) -> Option<Pretrain> {
+    let catalogue: &[(&str, &[&str], &[&str])] = &[("cd", &["k", "epochs", "lr"], &[])];
     let (_, args) = named_call(value, "pretrain", catalogue, diags)?;
-    Some((args.int("k", 1, 1, diags), args.int("epochs", 5, 1, diags)))
+    Some(Pretrain {
+        k: args.int("k", 1, 1, diags),
+        epochs: args.int("epochs", 5, 1, diags),
+        lr: args.float("lr", 0.1, Bound::Positive, diags),
+    })
 }

@@ -162,7 +162,7 @@ fn predictions_csv(task: Task, predictions: &[f32], rows: usize) -> String {
                 out.push_str(&format!("{class},{}\n", probs.join(",")));
             }
         }
-        Task::Binary | Task::Regression => {
+        Task::Binary | Task::Regression | Task::Reconstruction => {
             let header: Vec<String> = (0..width).map(|c| format!("y{c}")).collect();
             out.push_str(&format!("{}\n", header.join(",")));
             for row in predictions.chunks(width.max(1)) {

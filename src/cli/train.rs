@@ -19,7 +19,7 @@ use crate::checkpoint;
 use crate::data::{self, DataError, Dataset, RowSpec, Scaler, Splits};
 use crate::diag::{Diag, Span, messages};
 use crate::pipeline::Checked;
-use crate::train::{EpochReport, Metrics, TrainError, Trainer};
+use crate::train::{EpochReport, Metrics, PretrainReport, TrainError, Trainer};
 
 #[derive(Serialize)]
 struct MetricsFile<'a> {
@@ -102,6 +102,17 @@ pub fn run(args: &TrainArgs) -> ExitCode {
             say!("resuming from {} after epoch {}", path.display(), trainer.epochs_done());
         }
     }
+    if trainer.epochs_done() == 0 && config.pretrain.is_some() {
+        let mut on_epoch = |r: &PretrainReport| {
+            if !args.quiet {
+                say!("pretrain {} epoch {}  reconstruction error {:.5}", r.layer, r.epoch, r.reconstruction_error);
+            }
+        };
+        if let Err(e) = trainer.pretrain(&train, &mut on_epoch) {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    }
     // Ctrl-C ends the current step, then the run stops cleanly (see `interrupted`).
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
     let started = Instant::now();
@@ -141,7 +152,10 @@ pub fn run(args: &TrainArgs) -> ExitCode {
             let split = |name: &str, m: &Option<Metrics>| {
                 m.as_ref().map_or(String::new(), |m| format!("  {name} {}", m.to_text()))
             };
-            let val = split("validation", &r.validation) + &split("test", &r.test);
+            let mut val = split("validation", &r.validation) + &split("test", &r.test);
+            if let Some(pl) = r.pseudo_likelihood {
+                val = format!("  pseudo-log-likelihood {pl:.3}{val}");
+            }
             say!(
                 "epoch {:>w$}/{}  train loss {:.4}{val}  lr {:.3e}  ({:.1} s)",
                 r.epoch,

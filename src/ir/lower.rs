@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{Graph, Hyper, Init, Op, ParamInfo, Shape, StateInfo, Unary, ValueId, numel};
+use super::{Graph, Hyper, Init, Op, ParamInfo, RbmInfo, Shape, StateInfo, Unary, ValueId, numel};
 use crate::check::{Activation, CheckedModel, Layer, LossKind, TargetKind, ValueRef, Weights};
 use crate::diag::{Diag, Span, messages};
 
@@ -113,12 +113,27 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
                 let table = graph.push(Op::Param(table), vec![], vec![*vocab, *dim], span);
                 graph.push(Op::Gather, vec![x, table], out_shape, span)
             }
-            Layer::Rbm { .. } => return Err(messages::not_trainable(span, node.layer.keyword())),
+            Layer::Rbm { hidden } => rbm(&mut graph, x, &node.name, *hidden, span),
         };
         values.insert(ValueRef::Node(index), v);
     }
     let Some(loss) = &model.loss else {
-        return Err(messages::nothing_to_train(model.span, &model.name));
+        // A stack ending in an RBM: its output is the hidden probabilities,
+        // its loss the error of reconstructing its input from them.
+        let last = model.nodes.len().checked_sub(1);
+        let Some(rbm) = graph
+            .rbms
+            .last()
+            .cloned()
+            .filter(|_| last.is_some_and(|l| matches!(model.nodes[l].layer, Layer::Rbm { .. })))
+        else {
+            return Err(messages::nothing_to_train(model.span, &model.name));
+        };
+        let hidden = values[&ValueRef::Node(model.nodes.len() - 1)];
+        let reconstruction = visible_probabilities(&mut graph, &rbm, hidden);
+        graph.loss = Some(graph.push(Op::Mse, vec![reconstruction, rbm.visible], vec![], rbm.span));
+        graph.prediction = hidden;
+        return Ok(graph);
     };
     let prediction = values[&loss.prediction];
     let target = values[&loss.target];
@@ -278,6 +293,44 @@ fn recurrent(
         });
     }
     stacked.unwrap_or(x)
+}
+
+/// A restricted Boltzmann machine seen as a layer: the probabilities of its
+/// hidden units, σ(v·Wᵀ + b). Contrastive divergence trains it
+/// (`train::cd`); after pretraining, fine-tuning treats it as dense + sigmoid.
+fn rbm(graph: &mut Graph, v: ValueId, name: &str, hidden: usize, span: Span) -> ValueId {
+    let visible = graph.shape(v)[1];
+    let init = Init::Normal { std: 0.01 };
+    let weight = add_param(graph, format!("{name}.weight"), vec![hidden, visible], init, true);
+    let hidden_bias = add_param(graph, format!("{name}.bias"), vec![hidden], Init::Zeros, false);
+    let visible_bias = add_param(graph, format!("{name}.visible_bias"), vec![visible], Init::Zeros, false);
+    let info = RbmInfo { visible: v, weight, hidden_bias, visible_bias, span };
+    graph.rbms.push(info.clone());
+    hidden_probabilities(graph, &info, v)
+}
+
+/// σ(v·Wᵀ + b_hidden), `[B, H]`.
+pub fn hidden_probabilities(graph: &mut Graph, rbm: &RbmInfo, v: ValueId) -> ValueId {
+    let (w, b) = (param_node(graph, rbm.weight, rbm.span), param_node(graph, rbm.hidden_bias, rbm.span));
+    let shape = vec![graph.shape(v)[0], graph.shape(w)[0]];
+    let z = graph.push(Op::MatMul { ta: false, tb: true }, vec![v, w], shape.clone(), rbm.span);
+    let z = graph.push(Op::AddBias, vec![z, b], shape.clone(), rbm.span);
+    graph.push(Op::Unary(Unary::Sigmoid), vec![z], shape, rbm.span)
+}
+
+/// σ(h·W + b_visible), `[B, V]`.
+pub fn visible_probabilities(graph: &mut Graph, rbm: &RbmInfo, h: ValueId) -> ValueId {
+    let (w, b) = (param_node(graph, rbm.weight, rbm.span), param_node(graph, rbm.visible_bias, rbm.span));
+    let shape = vec![graph.shape(h)[0], graph.shape(w)[1]];
+    let z = graph.push(Op::MatMul { ta: false, tb: false }, vec![h, w], shape.clone(), rbm.span);
+    let z = graph.push(Op::AddBias, vec![z, b], shape.clone(), rbm.span);
+    graph.push(Op::Unary(Unary::Sigmoid), vec![z], shape, rbm.span)
+}
+
+/// A node reading parameter `p`.
+pub fn param_node(graph: &mut Graph, p: usize, span: Span) -> ValueId {
+    let shape = graph.params[p].shape.clone();
+    graph.push(Op::Param(p), vec![], shape, span)
 }
 
 fn add_param(graph: &mut Graph, name: String, shape: Shape, init: Init, decay: bool) -> usize {

@@ -147,6 +147,11 @@ pub enum Op {
         p: f64,
         salt: u64,
     },
+    /// `[p, step]` → 1 where a uniform draw keyed by (salt, step, element)
+    /// falls below p, else 0: sampling binary units, reproducibly.
+    Bernoulli {
+        salt: u64,
+    },
     /// `[x [B, U·P]]` → `[B, U]`, the max of each unit's P pieces.
     MaxPieces(usize),
     /// `[x, g]` → ∂x, routed to each unit's winning piece.
@@ -247,6 +252,7 @@ impl Op {
             Op::Slice { axis, start } => format!("slice(axis {axis}, from {start})"),
             Op::SliceGrad { axis, start } => format!("slice_grad(axis {axis}, from {start})"),
             Op::Gather => "gather".into(),
+            Op::Bernoulli { salt } => format!("bernoulli({salt:x})"),
             Op::GatherGrad => "gather_grad".into(),
             Op::ClipScale(c) => format!("clip_scale({c})"),
         }
@@ -311,6 +317,17 @@ pub struct StateInfo {
     pub buffer: bool,
 }
 
+/// Where a restricted Boltzmann machine sits in a graph: its visible input
+/// and its parameters (weight `[H, V]`, hidden bias, visible bias).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbmInfo {
+    pub visible: ValueId,
+    pub weight: usize,
+    pub hidden_bias: usize,
+    pub visible_bias: usize,
+    pub span: Span,
+}
+
 /// A forward graph: from inputs and parameters to a prediction and a loss.
 #[derive(Debug, Clone)]
 pub struct Graph {
@@ -322,6 +339,8 @@ pub struct Graph {
     pub prediction: ValueId,
     /// The scalar loss, when the model has one.
     pub loss: Option<ValueId>,
+    /// The restricted Boltzmann machines, in layer order, for contrastive divergence.
+    pub rbms: Vec<RbmInfo>,
     /// The new value of each state, in training graphs that update model
     /// buffers (batch normalisation's running statistics); empty otherwise.
     pub state_updates: Vec<ValueId>,
@@ -337,6 +356,7 @@ impl Graph {
             batch,
             prediction: ValueId(0),
             loss: None,
+            rbms: vec![],
             state_updates: vec![],
         }
     }
@@ -480,7 +500,9 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
             }
             Op::Pool { .. } => check(arity == 1 && shape(0).len() == 4 && node.shape.len() == 4, i, "pool rank")?,
             Op::PoolGrad { .. } => check(arity == 2 && *shape(0) == node.shape, i, "pool grad")?,
-            Op::Dropout { .. } => check(arity == 2 && *shape(0) == node.shape && shape(1).is_empty(), i, "dropout")?,
+            Op::Dropout { .. } | Op::Bernoulli { .. } => {
+                check(arity == 2 && *shape(0) == node.shape && shape(1).is_empty(), i, "random mask")?
+            }
             Op::MaxPieces(p) => check(arity == 1 && numel(shape(0)) == numel(&node.shape) * p, i, "max_pieces")?,
             Op::MaxPiecesGrad(_) => check(arity == 2 && *shape(0) == node.shape, i, "max_pieces grad")?,
             Op::Slice { axis, start } | Op::SliceGrad { axis, start } => {

@@ -77,6 +77,7 @@ pub const ROUTINES: &[(&str, usize, usize)] = &[
     ("nnc_slice", 8, 0),
     ("nnc_gather", 6, 0),
     ("nnc_gather_grad", 6, 0),
+    ("nnc_bernoulli", 5, 0),
 ];
 
 impl Emitter<'_, '_> {
@@ -251,6 +252,10 @@ impl Emitter<'_, '_> {
                 let mut args = vec![ins[0], out];
                 args.extend(dims);
                 self.call("nnc_slice", &args);
+            }
+            Op::Bernoulli { salt } => {
+                let (n, salt) = (self.imm(n_in), self.imm(salt as usize));
+                self.call("nnc_bernoulli", &[ins[0], ins[1], out, n, salt]);
             }
             Op::Gather | Op::GatherGrad => {
                 let (ids, rows) = (self.imm(numel(self.graph.shape(node.inputs[0]))), node.shape.clone());

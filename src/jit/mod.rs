@@ -139,7 +139,8 @@ impl Executable {
         if input.len() != self.input_len {
             return Err(format!("input batch has {} values, expected {}", input.len(), self.input_len));
         }
-        if target.len() != self.target_len {
+        // Targets a step does not read (an RBM's pretraining in a classifier) may be passed or not.
+        if target.len() != self.target_len && self.target_len != 0 {
             return Err(format!("target batch has {} values, expected {}", target.len(), self.target_len));
         }
         // SAFETY: the generated code only touches `store[..store_len]`,

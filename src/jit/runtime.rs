@@ -528,6 +528,12 @@ pub extern "C" fn gather_grad(
     kernels::gather_backward(ids, g, dtable, dim);
 }
 
+pub extern "C" fn bernoulli(p: *const f32, step: *const f32, y: *mut f32, n: usize, salt: usize) {
+    // SAFETY: p and y hold n values, step one.
+    let (p, step, y) = unsafe { (slice(p, n), slice(step, 1), slice_mut(y, n)) };
+    kernels::bernoulli(p, y, salt as u64, step[0] as u64);
+}
+
 /// Every routine with its symbol name, for registration with the JIT.
 pub fn symbols() -> Vec<(&'static str, *const u8)> {
     vec![
@@ -557,5 +563,6 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("nnc_slice", slice_axis as *const u8),
         ("nnc_gather", gather as *const u8),
         ("nnc_gather_grad", gather_grad as *const u8),
+        ("nnc_bernoulli", bernoulli as *const u8),
     ]
 }

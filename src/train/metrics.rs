@@ -12,12 +12,14 @@ pub enum Task {
     Binary,
     /// Real-valued outputs.
     Regression,
+    /// An RBM's reconstruction of its input: the loss is the only metric.
+    Reconstruction,
 }
 
 impl Task {
     pub fn of(model: &CheckedModel) -> Task {
         let Some(loss) = &model.loss else {
-            return Task::Regression;
+            return Task::Reconstruction;
         };
         match (loss.kind, loss.target) {
             (LossKind::CrossEntropy, ValueRef::Target(t)) => match model.targets[t].kind {
@@ -58,6 +60,7 @@ impl Metrics {
                 let correct = predictions.iter().zip(targets).filter(|(p, t)| (**p >= 0.5) == (**t >= 0.5)).count();
                 m.accuracy = Some(correct as f64 / predictions.len().max(1) as f64);
             }
+            Task::Reconstruction => {}
             Task::Regression => {
                 let n = targets.len().max(1) as f64;
                 let mean = targets.iter().map(|&t| f64::from(t)).sum::<f64>() / n;

@@ -2,6 +2,7 @@
 //! (`init`), metrics, and the trainer loop that feeds minibatches through
 //! the reference interpreter.
 
+pub mod cd;
 pub mod engine;
 pub mod init;
 pub mod metrics;
@@ -13,7 +14,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::check::{Batch, CheckedModel, Optimizer, Schedule, TrainConfig};
+use crate::check::{Batch, CheckedModel, Optimizer, Pretrain, Schedule, TrainConfig};
 use crate::data::Dataset;
 use crate::diag::{Diag, Span, messages};
 use crate::ir::{self, Graph, TrainGraph};
@@ -29,8 +30,13 @@ const EVAL_CHUNK: usize = 256;
 pub struct EpochReport {
     pub epoch: usize,
     pub lr: f64,
-    /// Mean loss over the epoch's minibatches.
+    /// Mean loss over the epoch's minibatches (for contrastive divergence,
+    /// the reconstruction error).
     pub train_loss: f64,
+    /// For an RBM trained by contrastive divergence: the pseudo-log-likelihood
+    /// of (up to 500) training rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pseudo_likelihood: Option<f64>,
     pub validation: Option<Metrics>,
     pub test: Option<Metrics>,
 }
@@ -62,6 +68,27 @@ impl std::fmt::Display for TrainError {
 
 impl std::error::Error for TrainError {}
 
+/// The training step the optimizer asks for: contrastive divergence on
+/// every RBM, or a gradient step.
+fn step_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, String> {
+    match config.optimizer {
+        Optimizer::ContrastiveDivergence { k } => {
+            let all: Vec<usize> = (0..forward.rbms.len()).collect();
+            cd::train_graph(forward, &all, k, config.seed)
+        }
+        _ => update::train_graph(forward, config),
+    }
+}
+
+/// One epoch of greedy pretraining of one RBM.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PretrainReport {
+    /// The RBM's layer name.
+    pub layer: String,
+    pub epoch: usize,
+    pub reconstruction_error: f64,
+}
+
 /// (saved name, shape, (offset, length) in the store, required to load).
 type Slot = (String, Vec<usize>, (usize, usize), bool);
 
@@ -73,10 +100,16 @@ pub struct Trainer {
     pub param_names: Vec<String>,
     param_shapes: Vec<Vec<usize>>,
     states: Vec<ir::StateInfo>,
+    /// The RBMs of the model, for pretraining and the pseudo-likelihood.
+    rbms: Vec<ir::RbmInfo>,
+    /// Whether the first RBM reads the model's input directly.
+    rbm_reads_input: bool,
     store: Store,
     steps_done: u64,
     epochs_done: usize,
     train_steps: HashMap<usize, Compiled<TrainGraph>>,
+    /// CD steps of greedy pretraining by (RBM, batch size).
+    pretrain_steps: HashMap<(usize, usize), Compiled<TrainGraph>>,
     /// Forward graphs by (batch size, with loss).
     forwards: HashMap<(usize, bool), Compiled<Graph>>,
 }
@@ -91,8 +124,7 @@ impl Trainer {
         // The configuration (with command-line overrides) is the model's from here on.
         let model = &CheckedModel { train: config.clone(), ..model.clone() };
         let probe = ir::lower(model, 1, true)?;
-        let step =
-            update::train_graph(&probe, &config).map_err(|e| messages::not_trainable_optimizer(model.span, &e))?;
+        let step = step_graph(&probe, &config).map_err(|e| messages::not_trainable_optimizer(model.span, &e))?;
         let mut store = Store::new(&step.graph, &plan::plan_train(&step));
         for (p, values) in init::init_params::<f32>(&probe.params, config.seed).iter().enumerate() {
             store.set_param(p, values);
@@ -102,12 +134,15 @@ impl Trainer {
             param_names: probe.params.iter().map(|p| p.name.clone()).collect(),
             param_shapes: probe.params.iter().map(|p| p.shape.clone()).collect(),
             states: step.graph.states.clone(),
+            rbms: probe.rbms.clone(),
+            rbm_reads_input: probe.rbms.first().is_some_and(|r| matches!(probe.node(r.visible).op, ir::Op::Input(_))),
             epochs_done: 0,
             config,
             backend,
             store,
             steps_done: 0,
             train_steps: HashMap::new(),
+            pretrain_steps: HashMap::new(),
             forwards: HashMap::new(),
         })
     }
@@ -121,7 +156,7 @@ impl Trainer {
     fn train_step(&mut self, batch: usize) -> Result<&mut Compiled<TrainGraph>, TrainError> {
         if !self.train_steps.contains_key(&batch) {
             let forward = ir::lower(&self.model, batch, true).map_err(|d| TrainError::Internal(d.message))?;
-            let step = update::train_graph(&forward, &self.config).map_err(TrainError::Internal)?;
+            let step = step_graph(&forward, &self.config).map_err(TrainError::Internal)?;
             self.train_steps
                 .insert(batch, Compiled::<TrainGraph>::new(step, self.backend).map_err(TrainError::Internal)?);
         }
@@ -259,7 +294,15 @@ impl Trainer {
         self.epochs_done += 1;
         let validation = validation.map(|v| self.evaluate(v)).transpose()?;
         let test = test.map(|t| self.evaluate(t)).transpose()?;
-        Ok(EpochReport { epoch: epoch + 1, lr, train_loss: total / train.rows as f64, validation, test })
+        let pseudo_likelihood = self.pseudo_likelihood(train);
+        Ok(EpochReport {
+            epoch: epoch + 1,
+            lr,
+            train_loss: total / train.rows as f64,
+            pseudo_likelihood,
+            validation,
+            test,
+        })
     }
 
     /// Replays the epoch (from its starting weights, which the caller has
@@ -298,6 +341,84 @@ impl Trainer {
             _ => format!("the backward value `{}` ({kind})", node.op.name()),
         };
         Ok(Some((what, Some(node.span))))
+    }
+
+    /// The pseudo-log-likelihood of the first RBM on (up to 500) rows of
+    /// `data`, when contrastive divergence trains it on the model's input.
+    fn pseudo_likelihood(&self, data: &Dataset) -> Option<f64> {
+        let rbm = self.rbms.first().filter(|_| self.rbm_reads_input)?;
+        if !matches!(self.config.optimizer, Optimizer::ContrastiveDivergence { .. }) {
+            return None;
+        }
+        let params = self.store.params();
+        let rows = &data.x[..data.width * data.rows.min(500)];
+        let (w, b, c) = (&params[rbm.weight], &params[rbm.hidden_bias], &params[rbm.visible_bias]);
+        Some(cd::pseudo_likelihood(w, b, c, rows, self.config.seed))
+    }
+
+    /// Greedy layer-wise pretraining (`pretrain = cd(k, epochs)`): each RBM
+    /// in turn, bottom up, trained by CD-k on what the RBMs below it make of
+    /// the data. `on_epoch` sees every epoch's report.
+    pub fn pretrain(
+        &mut self,
+        train: &Dataset,
+        on_epoch: &mut dyn FnMut(&PretrainReport),
+    ) -> Result<Vec<PretrainReport>, TrainError> {
+        let Some(Pretrain { k, epochs, lr }) = self.config.pretrain else { return Ok(Vec::new()) };
+        let batch = match self.config.batch {
+            Batch::Full => train.rows,
+            Batch::Size(b) => b.min(train.rows),
+        };
+        let mut reports = Vec::new();
+        for r in 0..self.rbms.len() {
+            let layer = self.param_names[self.rbms[r].weight].trim_end_matches(".weight").to_string();
+            for epoch in 0..epochs {
+                let mut order: Vec<usize> = (0..train.rows).collect();
+                let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+                rng.set_stream((1 << 40) | ((r as u64) << 20) | epoch as u64);
+                order.shuffle(&mut rng);
+                let mut rows = train.select(&order[..0]);
+                let mut total = 0.0;
+                for chunk in order.chunks(batch) {
+                    train.select_into(chunk, &mut rows);
+                    total += self.pretrain_step(r, k, lr, &rows)? * rows.rows as f64;
+                }
+                let report = PretrainReport {
+                    layer: layer.clone(),
+                    epoch: epoch + 1,
+                    reconstruction_error: total / train.rows as f64,
+                };
+                on_epoch(&report);
+                reports.push(report);
+            }
+        }
+        Ok(reports)
+    }
+
+    /// One CD-k step on RBM `r` (compiled once per batch size).
+    fn pretrain_step(&mut self, r: usize, k: usize, lr: f64, rows: &Dataset) -> Result<f64, TrainError> {
+        let key = (r, rows.rows);
+        if !self.pretrain_steps.contains_key(&key) {
+            let forward = ir::lower(&self.model, rows.rows, false).map_err(|d| TrainError::Internal(d.message))?;
+            let step = cd::train_graph(&forward, &[r], k, self.config.seed).map_err(TrainError::Internal)?;
+            self.pretrain_steps
+                .insert(key, Compiled::<TrainGraph>::new(step, self.backend).map_err(TrainError::Internal)?);
+        }
+        self.steps_done += 1;
+        let hypers = self.hypers(lr);
+        let step = self.pretrain_steps.get_mut(&key).ok_or_else(|| TrainError::Internal("pretrain cache".into()))?;
+        let y: &[f32] = if self.model.targets.is_empty() { &[] } else { &rows.y };
+        let loss = step.run(&mut self.store, &rows.x, y, &hypers).map_err(TrainError::Internal)?;
+        if !loss.is_finite() {
+            let what = format!("the reconstruction error of RBM {}", r + 1);
+            return Err(TrainError::NonFinite {
+                epoch: 0,
+                step: self.steps_done as usize,
+                what,
+                span: Some(self.rbms[r].span),
+            });
+        }
+        Ok(f64::from(loss))
     }
 
     /// Epochs finished so far (including those of a restored checkpoint).
