@@ -199,3 +199,27 @@ fn learning_rate_schedules() {
     assert!((lr("cosine", 5) - 0.05).abs() < 1e-12);
     assert!((lr("cosine(min_lr = 0.01)", 0) - 0.1).abs() < 1e-12);
 }
+
+#[test]
+fn simulated_annealing_solves_xor_without_gradients() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/xor_anneal.nn");
+    let checked = nnc::pipeline::check_file(std::path::Path::new(path)).expect("readable");
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let model = &checked.models[0];
+    let xor = Dataset {
+        rows: 4,
+        width: 2,
+        x: vec![0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0],
+        target_width: 1,
+        y: vec![0.0, 1.0, 1.0, 0.0],
+    };
+    for backend in [Backend::Interp, Backend::Jit] {
+        let mut trainer = Trainer::new(model, model.train.clone(), backend).expect("trainable");
+        let reports = trainer.fit(&xor, None, None, |_| {}).expect("trains");
+        // Only improvements (or, while warm, small setbacks) are kept: the loss ends far below where it began.
+        let (first, last) = (reports[0].train_loss, reports[reports.len() - 1].train_loss);
+        assert!(last < 0.01 * first, "{backend:?}: loss {first} → {last}");
+        let accuracy = trainer.evaluate(&xor).expect("evaluates").accuracy.expect("binary");
+        assert_eq!(accuracy, 1.0, "{backend:?}");
+    }
+}

@@ -121,7 +121,7 @@ impl<'a> ModelChecker<'a> {
         }
         let train = train::check_train(&self.ast.trains, self.diags);
         let loss = self.loss();
-        self.cross_checks(&train, loss.as_ref());
+        self.cross_checks(&train);
         self.report_unused(loss.is_some());
         Some(CheckedModel {
             name: self.ast.name.name.clone(),
@@ -493,14 +493,15 @@ impl<'a> ModelChecker<'a> {
     }
 
     fn loss(&mut self) -> Option<LossSpec> {
-        let optimizer_is_cd = self
-            .ast
-            .trains
-            .iter()
-            .flat_map(|t| &t.settings)
-            .any(|s| s.key.name == "optimizer" && matches!(&s.value, Value::Call(c) if c.name.name == "cd"));
+        // A model ending in an RBM needs no loss: CD (or annealing on its
+        // reconstruction error) trains it.
+        let ends_in_rbm = self.nodes.last().is_some_and(|n| matches!(n.layer, Layer::Rbm { .. }));
+        let optimizer_needs_no_loss = self.ast.trains.iter().flat_map(|t| &t.settings).any(|s| {
+            s.key.name == "optimizer"
+                && matches!(&s.value, Value::Call(c) if c.name.name == "cd" || (c.name.name == "anneal" && ends_in_rbm))
+        });
         let Some(first) = self.ast.losses.first() else {
-            if !optimizer_is_cd && !self.ast.inputs.is_empty() {
+            if !optimizer_needs_no_loss && !self.ast.inputs.is_empty() {
                 self.diags.push(messages::missing_loss(&self.ast.name));
             }
             return None;
@@ -596,17 +597,15 @@ impl<'a> ModelChecker<'a> {
         }
     }
 
-    fn cross_checks(&mut self, train: &TrainConfig, loss: Option<&LossSpec>) {
+    fn cross_checks(&mut self, train: &TrainConfig) {
         let has_rbm = self.nodes.iter().any(|n| matches!(n.layer, Layer::Rbm { .. }));
         let span = self.ast.trains.first().map_or(self.ast.name.span, |t| t.span);
         if matches!(train.optimizer, Optimizer::ContrastiveDivergence { .. }) && !has_rbm {
             self.diags.push(messages::cd_without_rbm(span));
         }
-        if has_rbm && train.pretrain.is_none() && !matches!(train.optimizer, Optimizer::ContrastiveDivergence { .. }) {
+        let trains_rbms = matches!(train.optimizer, Optimizer::ContrastiveDivergence { .. } | Optimizer::Anneal { .. });
+        if has_rbm && train.pretrain.is_none() && !trains_rbms {
             self.diags.push(messages::rbm_without_cd(span));
-        }
-        if matches!(train.optimizer, Optimizer::ContrastiveDivergence { .. }) && loss.is_some() {
-            // A cd model may still declare a loss for monitoring; nothing to report.
         }
         if (train.l2 > 0.0 || train.weight_decay > 0.0)
             && let Some(bn) = self.nodes.iter().find(|n| matches!(n.layer, Layer::BatchNorm { .. }))

@@ -10,9 +10,10 @@ pub mod update;
 
 use std::collections::HashMap;
 
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 
 use crate::check::{Batch, CheckedModel, Optimizer, Pretrain, Schedule, TrainConfig};
 use crate::data::Dataset;
@@ -75,6 +76,14 @@ fn step_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, Strin
         Optimizer::ContrastiveDivergence { k } => {
             let all: Vec<usize> = (0..forward.rbms.len()).collect();
             cd::train_graph(forward, &all, k, config.seed)
+        }
+        // Annealing proposes and judges weights outside the graph
+        // (`anneal_step`); its step graph only lays out the store.
+        Optimizer::Anneal { .. } => {
+            let mut graph = forward.clone();
+            let new_params =
+                (0..graph.params.len()).map(|p| ir::lower::param_node(&mut graph, p, Span::default())).collect();
+            Ok(TrainGraph { graph, grads: vec![], new_params, new_states: vec![] })
         }
         _ => update::train_graph(forward, config),
     }
@@ -190,6 +199,43 @@ impl Trainer {
         }
     }
 
+    /// One step of simulated annealing at `temperature`: every weight moves
+    /// by `scale`·N(0, 1); the move is kept when the batch loss falls, or
+    /// with probability exp(−Δloss/temperature) when it rises. Returns the
+    /// loss of the weights kept. Proposals are seeded by (seed, step).
+    fn anneal_step(&mut self, rows: &Dataset, temperature: f64, scale: f64) -> Result<f64, TrainError> {
+        self.steps_done += 1;
+        let y: &[f32] = if self.model.targets.is_empty() { &rows.x } else { &rows.y };
+        let current = self.batch_loss(&rows.x, y, rows.rows)?;
+        let before = self.store.clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+        rng.set_stream(self.steps_done);
+        for &(offset, len) in &self.store.params {
+            for w in &mut self.store.data[offset..offset + len] {
+                let z: f64 = rng.sample(StandardNormal);
+                *w += (scale * z) as f32;
+            }
+        }
+        let proposed = self.batch_loss(&rows.x, y, rows.rows)?;
+        let draw: f64 = rng.random();
+        let accept_worse = draw < (-(proposed - current) / temperature.max(f64::MIN_POSITIVE)).exp();
+        if proposed.is_finite() && (proposed <= current || accept_worse) {
+            Ok(proposed)
+        } else {
+            self.store = before;
+            Ok(current)
+        }
+    }
+
+    /// The mean loss of one batch under the current weights.
+    fn batch_loss(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<f64, TrainError> {
+        let mut store = std::mem::take(&mut self.store);
+        let result = self.forward_graph(rows, true).and_then(|f| f.run(&mut store, x, y).map_err(TrainError::Internal));
+        self.store = store;
+        let (_, loss) = result?;
+        Ok(loss.map_or(f64::NAN, f64::from))
+    }
+
     /// The scalars of the current step (`steps_done` counts it already).
     fn hypers(&self, lr: f64) -> Hypers {
         let t = self.steps_done as i32;
@@ -271,7 +317,12 @@ impl Trainer {
         let mut rows = train.select(&order[..0]);
         for (step, chunk) in order.chunks(batch).enumerate() {
             train.select_into(chunk, &mut rows);
-            let loss = self.step(&rows.x, &rows.y, rows.rows, lr)?;
+            let loss = match self.config.optimizer {
+                Optimizer::Anneal { temperature, cooling, scale } => {
+                    self.anneal_step(&rows, temperature * cooling.powi(epoch as i32), scale)?
+                }
+                _ => self.step(&rows.x, &rows.y, rows.rows, lr)?,
+            };
             if !loss.is_finite() {
                 (self.store, self.steps_done) = snapshot.clone();
                 let found = self.first_non_finite(train, &order, batch, step, lr);
