@@ -56,12 +56,8 @@ fn adding_problem(rows: usize, steps: usize, seed: u64) -> Dataset {
 #[test]
 fn lstm_remembers_across_twenty_steps_in_the_adding_problem() {
     const STEPS: usize = 20;
-    let source = format!(
-        "model adding {{ input x: seq[{STEPS}, 2] target sum: real[1]
-           x |> lstm(16) |> dense(1) => p  loss = mse(p, sum)
-           train {{ optimizer = adam(lr = 0.01) batch = 32 epochs = 12 clip_norm = 1.0 seed = 1 }} }}"
-    );
-    let checked = check_source("adding.nn", &source);
+    let source = std::fs::read_to_string(Path::new(MODELS).join("adding_lstm.nn")).expect("readable");
+    let checked = check_source("adding_lstm.nn", &source);
     assert!(!checked.has_errors(), "{:?}", checked.diags);
     let model = &checked.models[0];
     let (train, test) = (adding_problem(2000, STEPS, 1), adding_problem(500, STEPS, 2));
