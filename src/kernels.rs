@@ -85,21 +85,34 @@ pub fn conv2d_backward<T: Float>(x: &[T], w: &[T], g: &[T], dx: &mut [T], dw: &m
 
 /// Max or average over each window (no padding).
 pub fn pool<T: Float>(x: &[T], y: &mut [T], win: Window, max: bool) {
-    let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
-    let area = T::from(k * k).unwrap_or_else(T::one);
-    for plane in 0..win.batch * win.channels {
-        let xp = &x[plane * win.height * win.width..(plane + 1) * win.height * win.width];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = if max { T::neg_infinity() } else { T::zero() };
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let v = xp[(oy * win.stride + ky) * win.width + ox * win.stride + kx];
-                        acc = if max { acc.max(v) } else { acc + v };
+    if max {
+        pool_with(x, y, win, T::neg_infinity(), |a, v| a.max(v), |a| a);
+    } else {
+        let area = T::from(win.kernel * win.kernel).unwrap_or_else(T::one);
+        pool_with(x, y, win, T::zero(), |a, v| a + v, |a| a / area);
+    }
+}
+
+/// Folds every window row by row: `fold` over its values from `init`, then `finish`.
+fn pool_with<T: Float>(x: &[T], y: &mut [T], win: Window, init: T, fold: impl Fn(T, T) -> T, finish: impl Fn(T) -> T) {
+    let (oh, ow, k, s) = (win.out_height(), win.out_width(), win.kernel, win.stride);
+    for (xp, yp) in x.chunks_exact(win.height * win.width).zip(y.chunks_exact_mut(oh * ow)) {
+        for (oy, out) in yp.chunks_exact_mut(ow).enumerate() {
+            out.iter_mut().for_each(|o| *o = init);
+            for ky in 0..k {
+                let line = &xp[(oy * s + ky) * win.width..(oy * s + ky + 1) * win.width];
+                if k == s {
+                    // Windows side by side (the usual case): no overlap, no index arithmetic.
+                    for (o, window) in out.iter_mut().zip(line.chunks_exact(k)) {
+                        *o = window.iter().fold(*o, |a, &v| fold(a, v));
+                    }
+                } else {
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        *o = line[ox * s..ox * s + k].iter().fold(*o, |a, &v| fold(a, v));
                     }
                 }
-                y[(plane * oh + oy) * ow + ox] = if max { acc } else { acc / area };
             }
+            out.iter_mut().for_each(|o| *o = finish(*o));
         }
     }
 }
@@ -107,30 +120,33 @@ pub fn pool<T: Float>(x: &[T], y: &mut [T], win: Window, max: bool) {
 /// Max pooling sends each gradient to its window's (first) largest input;
 /// average pooling spreads it evenly.
 pub fn pool_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], win: Window, max: bool) {
-    let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
+    let (oh, ow, k, s) = (win.out_height(), win.out_width(), win.kernel, win.stride);
     let area = T::from(k * k).unwrap_or_else(T::one);
     dx.iter_mut().for_each(|v| *v = T::zero());
-    for plane in 0..win.batch * win.channels {
-        let base = plane * win.height * win.width;
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let gv = g[(plane * oh + oy) * ow + ox];
-                let at = |ky: usize, kx: usize| base + (oy * win.stride + ky) * win.width + ox * win.stride + kx;
+    let plane = win.height * win.width;
+    let planes = x.chunks_exact(plane).zip(dx.chunks_exact_mut(plane)).zip(g.chunks_exact(oh * ow));
+    for ((xp, dp), gp) in planes {
+        for (oy, grads) in gp.chunks_exact(ow).enumerate() {
+            for (ox, &gv) in grads.iter().enumerate() {
+                let corner = oy * s * win.width + ox * s;
                 if max {
-                    let mut best = at(0, 0);
+                    // The first largest value, in row-major order within the window.
+                    let mut best = corner;
+                    let mut top = xp[corner];
                     for ky in 0..k {
-                        for kx in 0..k {
-                            if x[at(ky, kx)] > x[best] {
-                                best = at(ky, kx);
+                        let row = corner + ky * win.width;
+                        for (at, &v) in xp[row..row + k].iter().enumerate() {
+                            if v > top {
+                                (best, top) = (row + at, v);
                             }
                         }
                     }
-                    dx[best] = dx[best] + gv;
+                    dp[best] = dp[best] + gv;
                 } else {
+                    let share = gv / area;
                     for ky in 0..k {
-                        for kx in 0..k {
-                            dx[at(ky, kx)] = dx[at(ky, kx)] + gv / area;
-                        }
+                        let row = corner + ky * win.width;
+                        dp[row..row + k].iter_mut().for_each(|d| *d = *d + share);
                     }
                 }
             }
@@ -222,9 +238,7 @@ pub fn im2col<T: Float>(image: &[T], columns: &mut [T], win: Window) {
         for ky in 0..k {
             for kx in 0..k {
                 let row = ((c * k + ky) * k + kx) * oh * ow;
-                // Output columns whose input column lies inside the image: lo..hi.
-                let lo = (win.padding.saturating_sub(kx)).div_ceil(win.stride).min(ow);
-                let hi = ((win.width + win.padding).saturating_sub(kx)).div_ceil(win.stride).min(ow).max(lo);
+                let (lo, hi) = inside_columns(win, kx, ow);
                 for oy in 0..oh {
                     let out = &mut columns[row + oy * ow..row + (oy + 1) * ow];
                     let Some(iy) = win.source(oy, ky, win.height) else {
@@ -234,13 +248,25 @@ pub fn im2col<T: Float>(image: &[T], columns: &mut [T], win: Window) {
                     let line = &image[(c * win.height + iy) * win.width..(c * win.height + iy + 1) * win.width];
                     out[..lo].iter_mut().for_each(|v| *v = T::zero());
                     out[hi..].iter_mut().for_each(|v| *v = T::zero());
-                    for (ox, v) in out.iter_mut().enumerate().take(hi).skip(lo) {
-                        *v = line[ox * win.stride + kx - win.padding];
+                    let first = lo * win.stride + kx - win.padding;
+                    if win.stride == 1 {
+                        out[lo..hi].copy_from_slice(&line[first..first + (hi - lo)]);
+                    } else {
+                        let taps = line[first..].iter().step_by(win.stride);
+                        out[lo..hi].iter_mut().zip(taps).for_each(|(v, &x)| *v = x);
                     }
                 }
             }
         }
     }
+}
+
+/// The output columns `lo..hi` whose input column, for tap `kx`, lies inside
+/// the image (the rest read padding).
+fn inside_columns(win: Window, kx: usize, ow: usize) -> (usize, usize) {
+    let lo = (win.padding.saturating_sub(kx)).div_ceil(win.stride).min(ow);
+    let hi = ((win.width + win.padding).saturating_sub(kx)).div_ceil(win.stride).min(ow).max(lo);
+    (lo, hi)
 }
 
 /// The adjoint of `im2col`: adds every column entry back onto the pixel it came from.
@@ -251,13 +277,17 @@ pub fn col2im<T: Float>(columns: &[T], image: &mut [T], win: Window) {
         for ky in 0..k {
             for kx in 0..k {
                 let row = ((c * k + ky) * k + kx) * oh * ow;
+                let (lo, hi) = inside_columns(win, kx, ow);
+                if lo == hi {
+                    continue;
+                }
+                let first = lo * win.stride + kx - win.padding;
                 for oy in 0..oh {
                     let Some(iy) = win.source(oy, ky, win.height) else { continue };
-                    for ox in 0..ow {
-                        let Some(ix) = win.source(ox, kx, win.width) else { continue };
-                        let at = (c * win.height + iy) * win.width + ix;
-                        image[at] = image[at] + columns[row + oy * ow + ox];
-                    }
+                    let line = &mut image[(c * win.height + iy) * win.width..(c * win.height + iy + 1) * win.width];
+                    let values = &columns[row + oy * ow + lo..row + oy * ow + hi];
+                    let taps = line[first..].iter_mut().step_by(win.stride);
+                    taps.zip(values).for_each(|(x, &v)| *x = *x + v);
                 }
             }
         }
