@@ -4,26 +4,17 @@
 //! and batch normalisation uses batch statistics in training and running
 //! statistics in evaluation.
 
-use std::path::Path;
-
-use nnc::data::{self, RowSpec, Scaler};
 use nnc::kernels::dropout_keeps;
 use nnc::pipeline::check_source;
 use nnc::train::{Backend, Trainer};
 
-const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+mod common;
 
 /// Trains a bundled digits model as its file says; returns the test accuracy.
 fn test_accuracy(file: &str) -> f64 {
-    let source = std::fs::read_to_string(Path::new(MODELS).join(file)).expect("readable");
-    let checked = check_source(file, &source);
+    let checked = common::load(file);
     let model = &checked.models[0];
-    let splits =
-        data::load(model.train.data.as_ref().expect("data"), Path::new(MODELS), &RowSpec::of(model)).expect("loads");
-    let scaler = Scaler::fit(model.train.preprocess, &splits.train);
-    let (mut train, mut test) = (splits.train, splits.test.expect("test split"));
-    scaler.apply(&mut train);
-    scaler.apply(&mut test);
+    let (train, test) = common::splits(model);
     let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
     trainer.fit(&train, None, None, |_| {}).expect("trains");
     trainer.evaluate(&test).expect("evaluates").accuracy.expect("classifier")

@@ -2,27 +2,18 @@
 //! row by row, and an LSTM solves the adding problem, whose answer depends
 //! on two inputs many steps apart.
 
-use std::path::Path;
-
-use nnc::data::{self, Dataset, RowSpec, Scaler};
-use nnc::pipeline::check_source;
+use nnc::data::Dataset;
 use nnc::train::{Backend, Trainer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+mod common;
 
 #[test]
 fn lstm_reads_digits_row_by_row_to_90_percent() {
-    let source = std::fs::read_to_string(Path::new(MODELS).join("lstm_digits.nn")).expect("readable");
-    let checked = check_source("lstm_digits.nn", &source);
+    let checked = common::load("lstm_digits.nn");
     let model = &checked.models[0];
-    let splits =
-        data::load(model.train.data.as_ref().expect("data"), Path::new(MODELS), &RowSpec::of(model)).expect("loads");
-    let scaler = Scaler::fit(model.train.preprocess, &splits.train);
-    let (mut train, mut test) = (splits.train, splits.test.expect("test split"));
-    scaler.apply(&mut train);
-    scaler.apply(&mut test);
+    let (train, test) = common::splits(model);
     let mut config = model.train.clone();
     config.epochs = 10;
     let mut trainer = Trainer::new(model, config, Backend::Jit).expect("trainable");
@@ -56,9 +47,7 @@ fn adding_problem(rows: usize, steps: usize, seed: u64) -> Dataset {
 #[test]
 fn lstm_remembers_across_twenty_steps_in_the_adding_problem() {
     const STEPS: usize = 20;
-    let source = std::fs::read_to_string(Path::new(MODELS).join("adding_lstm.nn")).expect("readable");
-    let checked = check_source("adding_lstm.nn", &source);
-    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let checked = common::load("adding_lstm.nn");
     let model = &checked.models[0];
     let (train, test) = (adding_problem(2000, STEPS, 1), adding_problem(500, STEPS, 2));
     let baseline: f64 = test.y.iter().map(|&s| (f64::from(s) - 1.0).powi(2)).sum::<f64>() / test.rows as f64;

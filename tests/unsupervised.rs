@@ -6,29 +6,13 @@
 
 use std::path::Path;
 
-use nnc::data::{self, Dataset, RowSpec, Scaler};
+use nnc::data::Dataset;
 use nnc::pipeline::check_source;
 use nnc::train::{Backend, Trainer};
 
-const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+mod common;
 
-/// The scaled train and test splits of the data a model names.
-fn splits(model: &nnc::check::CheckedModel) -> (Dataset, Dataset) {
-    let splits =
-        data::load(model.train.data.as_ref().expect("data"), Path::new(MODELS), &RowSpec::of(model)).expect("loads");
-    let scaler = Scaler::fit(model.train.preprocess, &splits.train);
-    let (mut train, mut test) = (splits.train, splits.test.expect("test split"));
-    scaler.apply(&mut train);
-    scaler.apply(&mut test);
-    (train, test)
-}
-
-fn load(file: &str) -> nnc::pipeline::Checked {
-    let source = std::fs::read_to_string(Path::new(MODELS).join(file)).expect("readable");
-    let checked = check_source(file, &source);
-    assert!(!checked.has_errors(), "{:?}", checked.diags);
-    checked
-}
+use common::{MODELS, load, splits};
 
 /// Mean squared error on `test` of predicting the mean training image for every sample.
 fn mean_image_mse(train: &Dataset, test: &Dataset) -> f64 {

@@ -103,6 +103,11 @@ pub fn interpret_step(
     y: &[f32],
     h: &Hypers,
 ) -> Result<Vec<Vec<f32>>, String> {
+    interpret(&step.graph, store, x, y, h)
+}
+
+/// Every value of `graph`, computed by the reference interpreter from the store.
+fn interpret(graph: &Graph, store: &Store, x: &[f32], y: &[f32], h: &Hypers) -> Result<Vec<Vec<f32>>, String> {
     let (params, states) = (store.params(), store.tensors(&store.states));
     let targets: Vec<&[f32]> = if y.is_empty() { vec![] } else { vec![y] };
     let b = Bindings {
@@ -115,7 +120,7 @@ pub fn interpret_step(
         bias2: h[2],
         step: h[3],
     };
-    interp::run(&step.graph, &b)
+    interp::run(graph, &b)
 }
 
 impl Compiled<Graph> {
@@ -139,25 +144,13 @@ impl Compiled<Graph> {
             let prediction = if exe.value(pred, &store.data).is_empty() { x.to_vec() } else { read(pred, exe) };
             return Ok((prediction, loss.map(|l| read(l, exe)[0])));
         }
-        let (params, states) = (store.params(), store.tensors(&store.states));
         // Without targets (prediction only) the unused target leaf reads zeros.
         let unused: Vec<f32> = match self.graph.nodes.iter().find(|n| matches!(n.op, crate::ir::Op::Target(_))) {
             Some(node) if y.is_empty() => vec![0.0; numel(&node.shape)],
             _ => Vec::new(),
         };
         let y = if y.is_empty() { unused.as_slice() } else { y };
-        let targets: Vec<&[f32]> = if y.is_empty() { vec![] } else { vec![y] };
-        let b = Bindings {
-            inputs: &[x],
-            targets: &targets,
-            params: &params,
-            states: &states,
-            lr: 0.0,
-            bias1: 1.0,
-            bias2: 1.0,
-            step: 0.0,
-        };
-        let values = interp::run(&self.graph, &b)?;
+        let values = interpret(&self.graph, store, x, y, &[0.0, 1.0, 1.0, 0.0])?;
         Ok((values[pred.0].clone(), loss.map(|l| values[l.0][0])))
     }
 }
