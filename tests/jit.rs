@@ -260,3 +260,28 @@ fn sigmoid_over_the_whole_range() {
 fn tanh_over_the_whole_range() {
     check_against(Unary::Tanh, f64::tanh, 2e-7);
 }
+
+/// Convolution and pooling split a batch into a fixed number of parts, so
+/// running the parts on several threads gives the same bits as one thread.
+#[test]
+fn parallel_images_give_the_same_bits_as_serial() {
+    let source = "model m { input x: [2, 9, 9] target y: class(3)
+        x |> conv2d(4, kernel = 3, padding = 1) |> relu |> maxpool(2)
+          |> conv2d(5, kernel = 2) |> relu |> avgpool(3) |> flatten |> dense(3) => p
+        loss = cross_entropy(p, y)
+        train { optimizer = adam(lr = 0.01) seed = 5 } }";
+    let checked = check_source("m.nn", source);
+    let model = &checked.models[0];
+    let rows = 13;
+    let (x, y) = batch(model, rows, 3);
+    let run = |parallel: bool| {
+        nnc::jit::set_parallel_images(parallel);
+        let mut t = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
+        let losses: Vec<u64> = (0..3).map(|_| t.step(&x, &y, rows, 0.01).expect("step").to_bits()).collect();
+        let weights: Vec<u32> = t.params().iter().flatten().map(|v| v.to_bits()).collect();
+        (losses, weights)
+    };
+    let (serial, parallel) = (run(false), run(true));
+    nnc::jit::set_parallel_images(false);
+    assert_eq!(serial, parallel);
+}

@@ -10,6 +10,8 @@
 
 mod codegen;
 mod runtime;
+
+pub use runtime::set_parallel_images;
 mod vector;
 
 use std::collections::HashMap;
@@ -174,9 +176,11 @@ impl Drop for Executable {
 /// synchronisation of matrixmultiply's pool costs more than it saves.
 const THREADED_GEMM_MACS: u64 = 32_000_000;
 
-/// Picks matrixmultiply's thread count for a model whose largest matrix
-/// product has `largest_macs` multiply-adds: one thread for small products,
-/// all physical cores for large ones. `MATMUL_NUM_THREADS`, when set, wins.
+/// Picks how a model uses the cores, given its largest matrix product
+/// (`largest_macs` multiply-adds): large products run on all of
+/// matrixmultiply's threads; small ones run on one thread each, and the
+/// images of a batch are spread over the cores instead (convolution and
+/// pooling). `MATMUL_NUM_THREADS`, when set, wins, and leaves images serial.
 ///
 /// matrixmultiply reads the variable once, at its first product, so this
 /// must run before any training or inference, while the process has one thread.
@@ -187,4 +191,5 @@ pub fn choose_gemm_threads(largest_macs: u64) {
     // SAFETY: called by the command line before it starts any thread, so no
     // other thread can read or write the environment concurrently.
     unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };
+    runtime::set_parallel_images(true);
 }

@@ -5,6 +5,10 @@
 //! and none can panic (only pointer arithmetic within the sizes given).
 #![allow(unsafe_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+
 use crate::kernels::{self, Window};
 
 /// Products with at most this many rows (batch-1 inference, tiny batches)
@@ -281,13 +285,45 @@ pub extern "C" fn conv2d(
     // SAFETY: x holds the image's values, w the filter's, y the output's.
     let (x, w, y) = unsafe { (slice(x, image), slice(w, filter), slice_mut(y, out)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
-    with_columns(rows * cols, |columns| {
-        for (image, out) in x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(f * cols)) {
-            kernels::im2col(image, columns, win);
-            // out [F, OH·OW] = w [F, C·K·K] · columns [C·K·K, OH·OW]
-            gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, 0.0);
-        }
+    let per = images_per_part(b);
+    each_part(y, per * f * cols, |part, y| {
+        let x = &x[part * per * c * h * wd..];
+        with_columns(rows * cols, |columns| {
+            for (image, out) in x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(f * cols)) {
+                kernels::im2col(image, columns, win);
+                // out [F, OH·OW] = w [F, C·K·K] · columns [C·K·K, OH·OW]
+                gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, 0.0);
+            }
+        });
     });
+}
+
+/// A batch's images are split into this many parts, a fixed number, so
+/// that results are bit for bit the same whatever the thread count.
+const PARTS: usize = 4;
+
+/// Whether the parts run on rayon's threads. Off unless the command line
+/// turns it on for models whose products are too small to thread.
+static PARALLEL_IMAGES: AtomicBool = AtomicBool::new(false);
+
+/// Runs the convolution and pooling routines' image parts in parallel (or not).
+pub fn set_parallel_images(on: bool) {
+    PARALLEL_IMAGES.store(on, Ordering::Relaxed);
+}
+
+fn images_per_part(batch: usize) -> usize {
+    batch.div_ceil(PARTS).max(1)
+}
+
+/// Calls `work(part, chunk)` for each `chunk_len`-sized chunk of `out`, in
+/// parallel when image threading is on. Each part writes only its chunk.
+fn each_part(out: &mut [f32], chunk_len: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
+    let chunk_len = chunk_len.max(1);
+    if PARALLEL_IMAGES.load(Ordering::Relaxed) {
+        out.par_chunks_mut(chunk_len).enumerate().for_each(|(i, chunk)| work(i, chunk));
+    } else {
+        out.chunks_mut(chunk_len).enumerate().for_each(|(i, chunk)| work(i, chunk));
+    }
 }
 
 /// A product written into c with c = a·b + beta·c (row-major c).
@@ -328,6 +364,8 @@ fn gemm(
 thread_local! {
     /// The im2col buffer, grown to the largest convolution and then reused.
     static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-part weight gradients, reused likewise.
+    static PARTIALS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn with_columns(len: usize, f: impl FnOnce(&mut [f32])) {
@@ -358,12 +396,16 @@ pub extern "C" fn conv2d_grad_input(
     // SAFETY: w holds the filter's values, g the output's, dx the image's.
     let (w, g, dx) = unsafe { (slice(w, filter), slice(g, out), slice_mut(dx, image)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
-    with_columns(rows * cols, |columns| {
-        for (grad, image) in g.chunks_exact(f * cols).zip(dx.chunks_exact_mut(c * h * wd)) {
-            // columns [C·K·K, OH·OW] = wᵀ · g
-            gemm(rows, f, cols, w, (1, rows), grad, (cols, 1), columns, 0.0);
-            kernels::col2im(columns, image, win);
-        }
+    let per = images_per_part(b);
+    each_part(dx, per * c * h * wd, |part, dx| {
+        let g = &g[part * per * f * cols..];
+        with_columns(rows * cols, |columns| {
+            for (grad, image) in g.chunks_exact(f * cols).zip(dx.chunks_exact_mut(c * h * wd)) {
+                // columns [C·K·K, OH·OW] = wᵀ · g
+                gemm(rows, f, cols, w, (1, rows), grad, (cols, 1), columns, 0.0);
+                kernels::col2im(columns, image, win);
+            }
+        });
     });
 }
 
@@ -385,12 +427,26 @@ pub extern "C" fn conv2d_grad_weight(
     // SAFETY: x holds the image's values, g the output's, dw the filter's.
     let (x, g, dw) = unsafe { (slice(x, image), slice(g, out), slice_mut(dw, filter)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
-    dw.fill(0.0);
-    with_columns(rows * cols, |columns| {
-        for (image, grad) in x.chunks_exact(c * h * wd).zip(g.chunks_exact(f * cols)) {
-            kernels::im2col(image, columns, win);
-            // dw [F, C·K·K] += g [F, OH·OW] · columnsᵀ
-            gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), dw, 1.0);
+    let per = images_per_part(b);
+    // Each part sums its images' products into its own partial; the partials
+    // are then added in part order.
+    PARTIALS.with(|cell| {
+        let mut partials = cell.borrow_mut();
+        partials.clear();
+        partials.resize(b.div_ceil(per) * filter, 0.0);
+        each_part(&mut partials, filter, |part, partial| {
+            let (x, g) = (&x[part * per * c * h * wd..], &g[part * per * f * cols..]);
+            with_columns(rows * cols, |columns| {
+                for (image, grad) in x.chunks_exact(c * h * wd).zip(g.chunks_exact(f * cols)).take(per) {
+                    kernels::im2col(image, columns, win);
+                    // dw [F, C·K·K] += g [F, OH·OW] · columnsᵀ
+                    gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), partial, 1.0);
+                }
+            });
+        });
+        dw.fill(0.0);
+        for partial in partials.chunks_exact(filter) {
+            dw.iter_mut().zip(partial).for_each(|(d, &p)| *d += p);
         }
     });
 }
@@ -443,7 +499,12 @@ pub extern "C" fn pool(
     let out = b * c * win.out_height() * win.out_width();
     // SAFETY: x holds b·c·h·w values, y the output's.
     let (x, y) = unsafe { (slice(x, b * c * h * w), slice_mut(y, out)) };
-    kernels::pool(x, y, win, max != 0);
+    let per = images_per_part(b);
+    each_part(y, per * out / b.max(1), |part, y| {
+        let images = y.len() / (out / b.max(1)).max(1);
+        let x = &x[part * per * c * h * w..(part * per + images) * c * h * w];
+        kernels::pool(x, y, Window { batch: images, ..win }, max != 0);
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -463,7 +524,13 @@ pub extern "C" fn pool_grad(
     let out = b * c * win.out_height() * win.out_width();
     // SAFETY: x and dx hold b·c·h·w values, g the output's.
     let (x, g, dx) = unsafe { (slice(x, b * c * h * w), slice(g, out), slice_mut(dx, b * c * h * w)) };
-    kernels::pool_backward(x, g, dx, win, max != 0);
+    let (per, image) = (images_per_part(b), c * h * w);
+    each_part(dx, per * image, |part, dx| {
+        let images = dx.len() / image.max(1);
+        let range = part * per..part * per + images;
+        let (x, g) = (&x[range.start * image..range.end * image], &g[range.start * out / b..range.end * out / b]);
+        kernels::pool_backward(x, g, dx, Window { batch: images, ..win }, max != 0);
+    });
 }
 
 /// Inverted dropout; `step` points at the step number (an f32 hyperparameter).
