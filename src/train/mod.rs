@@ -203,10 +203,17 @@ impl Trainer {
     /// by `scale`·N(0, 1); the move is kept when the batch loss falls, or
     /// with probability exp(−Δloss/temperature) when it rises. Returns the
     /// loss of the weights kept. Proposals are seeded by (seed, step).
-    fn anneal_step(&mut self, rows: &Dataset, temperature: f64, scale: f64) -> Result<f64, TrainError> {
+    fn anneal_step(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        rows: usize,
+        temperature: f64,
+        scale: f64,
+    ) -> Result<f64, TrainError> {
         self.steps_done += 1;
-        let y: &[f32] = if self.model.targets.is_empty() { &rows.x } else { &rows.y };
-        let current = self.batch_loss(&rows.x, y, rows.rows)?;
+        let y: &[f32] = if self.model.targets.is_empty() { x } else { y };
+        let current = self.batch_loss(x, y, rows)?;
         let before = self.store.clone();
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         rng.set_stream(self.steps_done);
@@ -216,7 +223,7 @@ impl Trainer {
                 *w += (scale * z) as f32;
             }
         }
-        let proposed = self.batch_loss(&rows.x, y, rows.rows)?;
+        let proposed = self.batch_loss(x, y, rows)?;
         let draw: f64 = rng.random();
         let accept_worse = draw < (-(proposed - current) / temperature.max(f64::MIN_POSITIVE)).exp();
         if proposed.is_finite() && (proposed <= current || accept_worse) {
@@ -247,7 +254,11 @@ impl Trainer {
     }
 
     /// One optimizer step on a batch; returns the batch loss.
+    /// (Simulated annealing ignores `lr`: its temperature follows the epoch.)
     pub fn step(&mut self, x: &[f32], y: &[f32], rows: usize, lr: f64) -> Result<f64, TrainError> {
+        if let Optimizer::Anneal { temperature, cooling, scale } = self.config.optimizer {
+            return self.anneal_step(x, y, rows, temperature * cooling.powi(self.epochs_done as i32), scale);
+        }
         self.steps_done += 1;
         let hypers = self.hypers(lr);
         let y: &[f32] = if self.model.targets.is_empty() { &[] } else { y };
@@ -317,12 +328,7 @@ impl Trainer {
         let mut rows = train.select(&order[..0]);
         for (step, chunk) in order.chunks(batch).enumerate() {
             train.select_into(chunk, &mut rows);
-            let loss = match self.config.optimizer {
-                Optimizer::Anneal { temperature, cooling, scale } => {
-                    self.anneal_step(&rows, temperature * cooling.powi(epoch as i32), scale)?
-                }
-                _ => self.step(&rows.x, &rows.y, rows.rows, lr)?,
-            };
+            let loss = self.step(&rows.x, &rows.y, rows.rows, lr)?;
             if !loss.is_finite() {
                 (self.store, self.steps_done) = snapshot.clone();
                 let found = self.first_non_finite(train, &order, batch, step, lr);
