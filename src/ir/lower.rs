@@ -311,20 +311,22 @@ fn rbm(graph: &mut Graph, v: ValueId, name: &str, hidden: usize, span: Span) -> 
 
 /// σ(v·Wᵀ + b_hidden), `[B, H]`.
 pub fn hidden_probabilities(graph: &mut Graph, rbm: &RbmInfo, v: ValueId) -> ValueId {
-    let (w, b) = (param_node(graph, rbm.weight, rbm.span), param_node(graph, rbm.hidden_bias, rbm.span));
-    let shape = vec![graph.shape(v)[0], graph.shape(w)[0]];
-    let z = graph.push(Op::MatMul { ta: false, tb: true }, vec![v, w], shape.clone(), rbm.span);
-    let z = graph.push(Op::AddBias, vec![z, b], shape.clone(), rbm.span);
-    graph.push(Op::Unary(Unary::Sigmoid), vec![z], shape, rbm.span)
+    sigmoid_layer(graph, v, rbm.weight, true, rbm.hidden_bias, rbm.span)
 }
 
-/// σ(h·W + b_visible), `[B, V]`.
+/// σ(h·W + b_visible), `[B, V]`: the same weights, read the other way.
 pub fn visible_probabilities(graph: &mut Graph, rbm: &RbmInfo, h: ValueId) -> ValueId {
-    let (w, b) = (param_node(graph, rbm.weight, rbm.span), param_node(graph, rbm.visible_bias, rbm.span));
-    let shape = vec![graph.shape(h)[0], graph.shape(w)[1]];
-    let z = graph.push(Op::MatMul { ta: false, tb: false }, vec![h, w], shape.clone(), rbm.span);
-    let z = graph.push(Op::AddBias, vec![z, b], shape.clone(), rbm.span);
-    graph.push(Op::Unary(Unary::Sigmoid), vec![z], shape, rbm.span)
+    sigmoid_layer(graph, h, rbm.weight, false, rbm.visible_bias, rbm.span)
+}
+
+/// σ(x·op(W) + b), with op(W) = Wᵀ when `transposed`.
+fn sigmoid_layer(graph: &mut Graph, x: ValueId, weight: usize, transposed: bool, bias: usize, span: Span) -> ValueId {
+    let (w, b) = (param_node(graph, weight, span), param_node(graph, bias, span));
+    let units = graph.shape(w)[usize::from(!transposed)];
+    let shape = vec![graph.shape(x)[0], units];
+    let z = graph.push(Op::MatMul { ta: false, tb: transposed }, vec![x, w], shape.clone(), span);
+    let z = graph.push(Op::AddBias, vec![z, b], shape.clone(), span);
+    graph.push(Op::Unary(Unary::Sigmoid), vec![z], shape, span)
 }
 
 /// A node reading parameter `p`.

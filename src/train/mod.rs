@@ -117,6 +117,8 @@ pub struct Trainer {
     steps_done: u64,
     epochs_done: usize,
     train_steps: HashMap<usize, Compiled<TrainGraph>>,
+    /// Simulated annealing's copy of the weights before a move, reused.
+    anneal_backup: Vec<f32>,
     /// CD steps of greedy pretraining by (RBM, batch size).
     pretrain_steps: HashMap<(usize, usize), Compiled<TrainGraph>>,
     /// Forward graphs by (batch size, with loss).
@@ -152,6 +154,7 @@ impl Trainer {
             steps_done: 0,
             train_steps: HashMap::new(),
             pretrain_steps: HashMap::new(),
+            anneal_backup: Vec::new(),
             forwards: HashMap::new(),
         })
     }
@@ -214,7 +217,10 @@ impl Trainer {
         self.steps_done += 1;
         let y: &[f32] = if self.model.targets.is_empty() { x } else { y };
         let current = self.batch_loss(x, y, rows)?;
-        let before = self.store.clone();
+        // The weights before the move, in a buffer kept across steps.
+        let mut before = std::mem::take(&mut self.anneal_backup);
+        before.clear();
+        before.extend_from_slice(&self.store.data);
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         rng.set_stream(self.steps_done);
         for &(offset, len) in &self.store.params {
@@ -226,12 +232,12 @@ impl Trainer {
         let proposed = self.batch_loss(x, y, rows)?;
         let draw: f64 = rng.random();
         let accept_worse = draw < (-(proposed - current) / temperature.max(f64::MIN_POSITIVE)).exp();
-        if proposed.is_finite() && (proposed <= current || accept_worse) {
-            Ok(proposed)
-        } else {
-            self.store = before;
-            Ok(current)
+        let kept = proposed.is_finite() && (proposed <= current || accept_worse);
+        if !kept {
+            self.store.data.copy_from_slice(&before);
         }
+        self.anneal_backup = before;
+        Ok(if kept { proposed } else { current })
     }
 
     /// The mean loss of one batch under the current weights.
