@@ -10,9 +10,9 @@
 
 mod codegen;
 mod runtime;
+mod vector;
 
 pub use runtime::set_parallel_images;
-mod vector;
 
 use std::collections::HashMap;
 
