@@ -10,9 +10,19 @@
 //!   W += lr·(p₀ᵀv₀ − pₖᵀvₖ)/B,  b += lr·Σ(p₀ − pₖ)/B,  c += lr·Σ(v₀ − vₖ)/B.
 //! The step's loss is the mean squared reconstruction error of the first
 //! RBM trained, ‖v₀ − vₖ‖²/n.
+//!
+//! Here too: greedy layer-wise pretraining of deep belief networks and the
+//! pseudo-log-likelihood reported per epoch.
 
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use super::{Compiled, TrainError, Trainer};
+use crate::check::{Batch, Optimizer, Pretrain};
+use crate::data::Dataset;
 use crate::ir::lower::{hidden_probabilities, param_node, visible_probabilities};
-use crate::ir::{Graph, Hyper, Op, TrainGraph, Unary, ValueId};
+use crate::ir::{self, Graph, Hyper, Op, TrainGraph, Unary, ValueId};
 
 /// The CD-k step training the RBMs `layers` (indices into `forward.rbms`)
 /// of a forward graph lowered for evaluation.
@@ -100,4 +110,93 @@ pub fn pseudo_likelihood(weight: &[f32], hidden_bias: &[f32], visible_bias: &[f3
         total += visible as f64 * -(if d > 0.0 { (-d).exp().ln_1p() } else { -d + d.exp().ln_1p() });
     }
     total / count.max(1) as f64
+}
+
+/// One epoch of greedy pretraining of one RBM.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PretrainReport {
+    /// The RBM's layer name.
+    pub layer: String,
+    pub epoch: usize,
+    pub reconstruction_error: f64,
+}
+
+impl Trainer {
+    /// The pseudo-log-likelihood of the first RBM on (up to 500) rows of
+    /// `data`, when contrastive divergence trains it on the model's input.
+    pub(super) fn rbm_pseudo_likelihood(&self, data: &Dataset) -> Option<f64> {
+        let rbm = self.rbms.first().filter(|_| self.rbm_reads_input)?;
+        if !matches!(self.config.optimizer, Optimizer::ContrastiveDivergence { .. }) {
+            return None;
+        }
+        let params = self.store.params();
+        let rows = &data.x[..data.width * data.rows.min(500)];
+        let (w, b, c) = (&params[rbm.weight], &params[rbm.hidden_bias], &params[rbm.visible_bias]);
+        Some(pseudo_likelihood(w, b, c, rows, self.config.seed))
+    }
+
+    /// Greedy layer-wise pretraining (`pretrain = cd(k, epochs)`): each RBM
+    /// in turn, bottom up, trained by CD-k on what the RBMs below it make of
+    /// the data. `on_epoch` sees every epoch's report.
+    pub fn pretrain(
+        &mut self,
+        train: &Dataset,
+        on_epoch: &mut dyn FnMut(&PretrainReport),
+    ) -> Result<Vec<PretrainReport>, TrainError> {
+        let Some(Pretrain { k, epochs, lr }) = self.config.pretrain else { return Ok(Vec::new()) };
+        let batch = match self.config.batch {
+            Batch::Full => train.rows,
+            Batch::Size(b) => b.min(train.rows),
+        };
+        let mut reports = Vec::new();
+        for r in 0..self.rbms.len() {
+            let layer = self.param_names[self.rbms[r].weight].trim_end_matches(".weight").to_string();
+            for epoch in 0..epochs {
+                let mut order: Vec<usize> = (0..train.rows).collect();
+                let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+                rng.set_stream((1 << 40) | ((r as u64) << 20) | epoch as u64);
+                order.shuffle(&mut rng);
+                let mut rows = train.select(&order[..0]);
+                let mut total = 0.0;
+                for chunk in order.chunks(batch) {
+                    train.select_into(chunk, &mut rows);
+                    total += self.pretrain_step(r, k, lr, &rows)? * rows.rows as f64;
+                }
+                let report = PretrainReport {
+                    layer: layer.clone(),
+                    epoch: epoch + 1,
+                    reconstruction_error: total / train.rows as f64,
+                };
+                on_epoch(&report);
+                reports.push(report);
+            }
+        }
+        Ok(reports)
+    }
+
+    /// One CD-k step on RBM `r` (compiled once per batch size).
+    fn pretrain_step(&mut self, r: usize, k: usize, lr: f64, rows: &Dataset) -> Result<f64, TrainError> {
+        let key = (r, rows.rows);
+        if !self.pretrain_steps.contains_key(&key) {
+            let forward = ir::lower(&self.model, rows.rows, false).map_err(|d| TrainError::Internal(d.message))?;
+            let step = train_graph(&forward, &[r], k, self.config.seed).map_err(TrainError::Internal)?;
+            self.pretrain_steps
+                .insert(key, Compiled::<TrainGraph>::new(step, self.backend).map_err(TrainError::Internal)?);
+        }
+        self.steps_done += 1;
+        let hypers = self.hypers(lr);
+        let step = self.pretrain_steps.get_mut(&key).ok_or_else(|| TrainError::Internal("pretrain cache".into()))?;
+        let y: &[f32] = if self.model.targets.is_empty() { &[] } else { &rows.y };
+        let loss = step.run(&mut self.store, &rows.x, y, &hypers).map_err(TrainError::Internal)?;
+        if !loss.is_finite() {
+            let what = format!("the reconstruction error of RBM {}", r + 1);
+            return Err(TrainError::NonFinite {
+                epoch: 0,
+                step: self.steps_done as usize,
+                what,
+                span: Some(self.rbms[r].span),
+            });
+        }
+        Ok(f64::from(loss))
+    }
 }

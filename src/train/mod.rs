@@ -2,6 +2,7 @@
 //! (`init`), metrics, and the trainer loop that feeds minibatches through
 //! the reference interpreter.
 
+mod anneal;
 pub mod cd;
 pub mod engine;
 pub mod init;
@@ -10,16 +11,16 @@ pub mod update;
 
 use std::collections::HashMap;
 
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 
-use crate::check::{Batch, CheckedModel, Optimizer, Pretrain, Schedule, TrainConfig};
+use crate::check::{Batch, CheckedModel, Optimizer, Schedule, TrainConfig};
 use crate::data::Dataset;
 use crate::diag::{Diag, Span, messages};
 use crate::ir::{self, Graph, TrainGraph};
 use crate::plan;
+pub use cd::PretrainReport;
 pub use engine::{Backend, Compiled, Hypers, Store};
 pub use metrics::Metrics;
 
@@ -87,15 +88,6 @@ fn step_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, Strin
         }
         _ => update::train_graph(forward, config),
     }
-}
-
-/// One epoch of greedy pretraining of one RBM.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PretrainReport {
-    /// The RBM's layer name.
-    pub layer: String,
-    pub epoch: usize,
-    pub reconstruction_error: f64,
 }
 
 /// (saved name, shape, (offset, length) in the store, required to load).
@@ -200,53 +192,6 @@ impl Trainer {
                 min_lr + (lr - min_lr) * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0
             }
         }
-    }
-
-    /// One step of simulated annealing at `temperature`: every weight moves
-    /// by `scale`·N(0, 1); the move is kept when the batch loss falls, or
-    /// with probability exp(−Δloss/temperature) when it rises. Returns the
-    /// loss of the weights kept. Proposals are seeded by (seed, step).
-    fn anneal_step(
-        &mut self,
-        x: &[f32],
-        y: &[f32],
-        rows: usize,
-        temperature: f64,
-        scale: f64,
-    ) -> Result<f64, TrainError> {
-        self.steps_done += 1;
-        let y: &[f32] = if self.model.targets.is_empty() { x } else { y };
-        let current = self.batch_loss(x, y, rows)?;
-        // The weights before the move, in a buffer kept across steps.
-        let mut before = std::mem::take(&mut self.anneal_backup);
-        before.clear();
-        before.extend_from_slice(&self.store.data);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
-        rng.set_stream(self.steps_done);
-        for &(offset, len) in &self.store.params {
-            for w in &mut self.store.data[offset..offset + len] {
-                let z: f64 = rng.sample(StandardNormal);
-                *w += (scale * z) as f32;
-            }
-        }
-        let proposed = self.batch_loss(x, y, rows)?;
-        let draw: f64 = rng.random();
-        let accept_worse = draw < (-(proposed - current) / temperature.max(f64::MIN_POSITIVE)).exp();
-        let kept = proposed.is_finite() && (proposed <= current || accept_worse);
-        if !kept {
-            self.store.data.copy_from_slice(&before);
-        }
-        self.anneal_backup = before;
-        Ok(if kept { proposed } else { current })
-    }
-
-    /// The mean loss of one batch under the current weights.
-    fn batch_loss(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<f64, TrainError> {
-        let mut store = std::mem::take(&mut self.store);
-        let result = self.forward_graph(rows, true).and_then(|f| f.run(&mut store, x, y).map_err(TrainError::Internal));
-        self.store = store;
-        let (_, loss) = result?;
-        Ok(loss.map_or(f64::NAN, f64::from))
     }
 
     /// The scalars of the current step (`steps_done` counts it already).
@@ -357,7 +302,7 @@ impl Trainer {
         self.epochs_done += 1;
         let validation = validation.map(|v| self.evaluate(v)).transpose()?;
         let test = test.map(|t| self.evaluate(t)).transpose()?;
-        let pseudo_likelihood = self.pseudo_likelihood(train);
+        let pseudo_likelihood = self.rbm_pseudo_likelihood(train);
         Ok(EpochReport {
             epoch: epoch + 1,
             lr,
@@ -404,84 +349,6 @@ impl Trainer {
             _ => format!("the backward value `{}` ({kind})", node.op.name()),
         };
         Ok(Some((what, Some(node.span))))
-    }
-
-    /// The pseudo-log-likelihood of the first RBM on (up to 500) rows of
-    /// `data`, when contrastive divergence trains it on the model's input.
-    fn pseudo_likelihood(&self, data: &Dataset) -> Option<f64> {
-        let rbm = self.rbms.first().filter(|_| self.rbm_reads_input)?;
-        if !matches!(self.config.optimizer, Optimizer::ContrastiveDivergence { .. }) {
-            return None;
-        }
-        let params = self.store.params();
-        let rows = &data.x[..data.width * data.rows.min(500)];
-        let (w, b, c) = (&params[rbm.weight], &params[rbm.hidden_bias], &params[rbm.visible_bias]);
-        Some(cd::pseudo_likelihood(w, b, c, rows, self.config.seed))
-    }
-
-    /// Greedy layer-wise pretraining (`pretrain = cd(k, epochs)`): each RBM
-    /// in turn, bottom up, trained by CD-k on what the RBMs below it make of
-    /// the data. `on_epoch` sees every epoch's report.
-    pub fn pretrain(
-        &mut self,
-        train: &Dataset,
-        on_epoch: &mut dyn FnMut(&PretrainReport),
-    ) -> Result<Vec<PretrainReport>, TrainError> {
-        let Some(Pretrain { k, epochs, lr }) = self.config.pretrain else { return Ok(Vec::new()) };
-        let batch = match self.config.batch {
-            Batch::Full => train.rows,
-            Batch::Size(b) => b.min(train.rows),
-        };
-        let mut reports = Vec::new();
-        for r in 0..self.rbms.len() {
-            let layer = self.param_names[self.rbms[r].weight].trim_end_matches(".weight").to_string();
-            for epoch in 0..epochs {
-                let mut order: Vec<usize> = (0..train.rows).collect();
-                let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
-                rng.set_stream((1 << 40) | ((r as u64) << 20) | epoch as u64);
-                order.shuffle(&mut rng);
-                let mut rows = train.select(&order[..0]);
-                let mut total = 0.0;
-                for chunk in order.chunks(batch) {
-                    train.select_into(chunk, &mut rows);
-                    total += self.pretrain_step(r, k, lr, &rows)? * rows.rows as f64;
-                }
-                let report = PretrainReport {
-                    layer: layer.clone(),
-                    epoch: epoch + 1,
-                    reconstruction_error: total / train.rows as f64,
-                };
-                on_epoch(&report);
-                reports.push(report);
-            }
-        }
-        Ok(reports)
-    }
-
-    /// One CD-k step on RBM `r` (compiled once per batch size).
-    fn pretrain_step(&mut self, r: usize, k: usize, lr: f64, rows: &Dataset) -> Result<f64, TrainError> {
-        let key = (r, rows.rows);
-        if !self.pretrain_steps.contains_key(&key) {
-            let forward = ir::lower(&self.model, rows.rows, false).map_err(|d| TrainError::Internal(d.message))?;
-            let step = cd::train_graph(&forward, &[r], k, self.config.seed).map_err(TrainError::Internal)?;
-            self.pretrain_steps
-                .insert(key, Compiled::<TrainGraph>::new(step, self.backend).map_err(TrainError::Internal)?);
-        }
-        self.steps_done += 1;
-        let hypers = self.hypers(lr);
-        let step = self.pretrain_steps.get_mut(&key).ok_or_else(|| TrainError::Internal("pretrain cache".into()))?;
-        let y: &[f32] = if self.model.targets.is_empty() { &[] } else { &rows.y };
-        let loss = step.run(&mut self.store, &rows.x, y, &hypers).map_err(TrainError::Internal)?;
-        if !loss.is_finite() {
-            let what = format!("the reconstruction error of RBM {}", r + 1);
-            return Err(TrainError::NonFinite {
-                epoch: 0,
-                step: self.steps_done as usize,
-                what,
-                span: Some(self.rbms[r].span),
-            });
-        }
-        Ok(f64::from(loss))
     }
 
     /// Epochs finished so far (including those of a restored checkpoint).
