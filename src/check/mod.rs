@@ -607,6 +607,19 @@ impl<'a> ModelChecker<'a> {
         if has_rbm && train.pretrain.is_none() && !trains_rbms {
             self.diags.push(messages::rbm_without_cd(span));
         }
+        // Token ids must reach the embedding as they are.
+        if train.preprocess != Preprocess::None
+            && let Some(tokens) = self.inputs.iter().find(|i| i.kind == InputKind::Tokens)
+        {
+            let setting = self
+                .ast
+                .trains
+                .iter()
+                .flat_map(|t| &t.settings)
+                .find(|s| matches!(s.key.name.as_str(), "scale" | "standardize"));
+            let at = setting.map_or(span, |s| s.key.span.join(s.value.span()));
+            self.diags.push(messages::preprocess_tokens(at, tokens.span));
+        }
         if (train.l2 > 0.0 || train.weight_decay > 0.0)
             && let Some(bn) = self.nodes.iter().find(|n| matches!(n.layer, Layer::BatchNorm { .. }))
         {

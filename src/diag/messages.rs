@@ -257,6 +257,17 @@ pub fn scale_and_standardize(span: Span) -> Diag {
     .with_help("keep one of them")
 }
 
+pub fn preprocess_tokens(setting: Span, input: Span) -> Diag {
+    Diag::error(
+        "nnc::train::preprocess",
+        "token ids cannot be scaled or standardised",
+        setting,
+        "this would change every token id",
+    )
+    .with_note(input, "the input holds token ids")
+    .with_help("remove `scale` / `standardize`: an embedding reads the ids as they are")
+}
+
 pub fn duplicate_train(span: Span, first: Span) -> Diag {
     Diag::error("nnc::train::duplicate", "a model has one `train` block", span, "second `train` block")
         .with_note(first, "first `train` block")
