@@ -268,7 +268,25 @@ impl Emitter<'_, '_> {
                 let n = self.imm(n_in);
                 self.call("nnc_log", &[ins[0], out, n]);
             }
-            _ => {}
+            // Leaves, element-wise loops, products and reshapes are other kernels (see plan::Kernel).
+            Op::Input(_)
+            | Op::Target(_)
+            | Op::Param(_)
+            | Op::State(_)
+            | Op::Hyper(_)
+            | Op::Const(_)
+            | Op::Unary(_)
+            | Op::UnaryGrad(_)
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::MulScalar
+            | Op::AddBias
+            | Op::MseGrad
+            | Op::BceGrad
+            | Op::MatMul { .. }
+            | Op::Reshape => {}
         }
     }
 
