@@ -120,13 +120,8 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
     let Some(loss) = &model.loss else {
         // A stack ending in an RBM: its output is the hidden probabilities,
         // its loss the error of reconstructing its input from them.
-        let last = model.nodes.len().checked_sub(1);
-        let Some(rbm) = graph
-            .rbms
-            .last()
-            .cloned()
-            .filter(|_| last.is_some_and(|l| matches!(model.nodes[l].layer, Layer::Rbm { .. })))
-        else {
+        let ends_in_rbm = model.nodes.last().is_some_and(|n| matches!(n.layer, Layer::Rbm { .. }));
+        let (Some(rbm), true) = (graph.rbms.last().cloned(), ends_in_rbm) else {
             return Err(messages::nothing_to_train(model.span, &model.name));
         };
         let hidden = values[&ValueRef::Node(model.nodes.len() - 1)];

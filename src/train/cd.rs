@@ -14,12 +14,8 @@
 //! Here too: greedy layer-wise pretraining of deep belief networks and the
 //! pseudo-log-likelihood reported per epoch.
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
-
 use super::{Compiled, TrainError, Trainer};
-use crate::check::{Batch, Optimizer, Pretrain};
+use crate::check::{Optimizer, Pretrain};
 use crate::data::Dataset;
 use crate::ir::lower::{hidden_probabilities, param_node, visible_probabilities};
 use crate::ir::{self, Graph, Hyper, Op, TrainGraph, Unary, ValueId};
@@ -144,18 +140,12 @@ impl Trainer {
         on_epoch: &mut dyn FnMut(&PretrainReport),
     ) -> Result<Vec<PretrainReport>, TrainError> {
         let Some(Pretrain { k, epochs, lr }) = self.config.pretrain else { return Ok(Vec::new()) };
-        let batch = match self.config.batch {
-            Batch::Full => train.rows,
-            Batch::Size(b) => b.min(train.rows),
-        };
         let mut reports = Vec::new();
         for r in 0..self.rbms.len() {
             let layer = self.param_names[self.rbms[r].weight].trim_end_matches(".weight").to_string();
             for epoch in 0..epochs {
-                let mut order: Vec<usize> = (0..train.rows).collect();
-                let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
-                rng.set_stream((1 << 40) | ((r as u64) << 20) | epoch as u64);
-                order.shuffle(&mut rng);
+                // Streams apart from the fine-tuning epochs' (which are the epoch numbers).
+                let (batch, order) = self.batches(train.rows, (1 << 40) | ((r as u64) << 20) | epoch as u64);
                 let mut rows = train.select(&order[..0]);
                 let mut total = 0.0;
                 for chunk in order.chunks(batch) {

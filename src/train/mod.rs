@@ -179,6 +179,22 @@ impl Trainer {
         self.forwards.get_mut(&key).ok_or_else(|| TrainError::Internal("forward cache".into()))
     }
 
+    /// The batch size for `rows` training rows and the order to visit them:
+    /// shuffled by (seed, `stream`) unless one batch holds them all.
+    fn batches(&self, rows: usize, stream: u64) -> (usize, Vec<usize>) {
+        let batch = match self.config.batch {
+            Batch::Full => rows,
+            Batch::Size(b) => b.min(rows),
+        };
+        let mut order: Vec<usize> = (0..rows).collect();
+        if batch < rows {
+            let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+            rng.set_stream(stream);
+            order.shuffle(&mut rng);
+        }
+        (batch, order)
+    }
+
     /// The learning rate of `epoch` (0-based) under the schedule.
     pub fn lr_at(&self, epoch: usize) -> f64 {
         let lr = self.config.lr;
@@ -260,17 +276,8 @@ impl Trainer {
         test: Option<&Dataset>,
         on_step: &mut dyn FnMut(usize, usize, f64) -> bool,
     ) -> Result<EpochReport, TrainError> {
-        let batch = match self.config.batch {
-            Batch::Full => train.rows,
-            Batch::Size(b) => b.min(train.rows),
-        };
         let epoch = self.epochs_done;
-        let mut order: Vec<usize> = (0..train.rows).collect();
-        if batch < train.rows {
-            let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
-            rng.set_stream(epoch as u64);
-            order.shuffle(&mut rng);
-        }
+        let (batch, order) = self.batches(train.rows, epoch as u64);
         let lr = self.lr_at(epoch);
         let mut total = 0.0;
         // A diverging epoch falls back to the weights it started from.
