@@ -173,11 +173,12 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 60, ..ProptestConfig::default() })]
 
-    /// Convolutions (im2col + sgemm in the JIT, direct loops in the interpreter)
-    /// with random strides, paddings and pooling, including kernel = input size
-    /// and stride > kernel.
+    /// Convolutions (im2col + sgemm or, at stride 1, the direct kernels in the
+    /// JIT; direct loops in the interpreter) with random strides, paddings and
+    /// pooling, including kernel = input size and stride > kernel. Up to 8
+    /// channels and filters, so the JIT's blocks of 6 and 3 are split.
     #[test]
-    fn random_convolutions(c in 1usize..3, h in 2usize..9, w in 2usize..9, f in 1usize..4,
+    fn random_convolutions(c in 1usize..9, h in 2usize..9, w in 2usize..9, f in 1usize..9,
                            k in 1usize..5, stride in 1usize..4, padding in 0usize..3,
                            pk in 1usize..3, ps in 1usize..4, max in any::<bool>(), norm in any::<bool>(),
                            rows in prop::sample::select(vec![1usize, 3, 8]), seed in 0u64..1000) {
@@ -190,6 +191,26 @@ proptest! {
             x |> conv2d({f}, kernel = {k}, stride = {stride}, padding = {padding}) {norm} |> relu
               |> {pool}({pk}, stride = {ps}) |> flatten |> dense(3) => p  loss = cross_entropy(p, y)
             train {{ optimizer = momentum(lr = 0.05) seed = {seed} }} }}");
+        let checked = check_source("c.nn", &source);
+        prop_assert!(!checked.has_errors(), "{source}: {:?}", checked.diags);
+        assert_backends_agree(&checked.models[0], rows, seed);
+    }
+
+    /// Two stacked convolutions, so the second one's input gradient (a
+    /// convolution of the padded output gradient with the flipped filter in
+    /// the JIT) is computed and checked too.
+    #[test]
+    fn random_stacked_convolutions(c in 1usize..9, h in 3usize..12, f1 in 1usize..9, f2 in 1usize..9,
+                                   k1 in 1usize..4, p1 in 0usize..3, k2 in 1usize..5, s2 in 1usize..3,
+                                   p2 in 0usize..3, rows in prop::sample::select(vec![1usize, 5]),
+                                   seed in 0u64..1000) {
+        let inner = h + 2 * p1 + 1 - k1.min(h + 2 * p1);
+        prop_assume!(k1 <= h + 2 * p1 && k2 <= inner + 2 * p2);
+        let source = format!("model g {{ input x: [{c}, {h}, {h}] target y: class(3)
+            x |> conv2d({f1}, kernel = {k1}, padding = {p1}) |> tanh
+              |> conv2d({f2}, kernel = {k2}, stride = {s2}, padding = {p2}) |> flatten |> dense(3) => p
+            loss = cross_entropy(p, y)
+            train {{ optimizer = sgd(lr = 0.05) seed = {seed} }} }}");
         let checked = check_source("c.nn", &source);
         prop_assert!(!checked.has_errors(), "{source}: {:?}", checked.diags);
         assert_backends_agree(&checked.models[0], rows, seed);

@@ -9,6 +9,8 @@
 #![allow(unsafe_code)]
 
 mod codegen;
+#[cfg(target_arch = "x86_64")]
+mod conv;
 mod runtime;
 mod vector;
 

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
+use super::conv;
 use crate::kernels::{self, Window};
 
 /// Products with at most this many rows (batch-1 inference, tiny batches)
@@ -286,16 +287,25 @@ pub extern "C" fn conv2d(
     let (x, w, y) = unsafe { (slice(x, image), slice(w, filter), slice_mut(y, out)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
     let per = images_per_part(b);
-    each_part(y, per * f * cols, |part, y| {
-        let x = &x[part * per * c * h * wd..];
-        with_columns(rows * cols, |columns| {
-            for (image, out) in x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(f * cols)) {
+    let mut images = |per_image: &(dyn Fn(&[f32], &mut [f32]) + Sync)| {
+        each_part(y, per * f * cols, |part, y| {
+            let x = &x[part * per * c * h * wd..];
+            x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(f * cols)).for_each(|(image, out)| per_image(image, out));
+        })
+    };
+    if conv::applies(win) {
+        conv::with_forward_filter(w, f, win, |packed| {
+            images(&|image, out| conv::forward_image(packed, f, image, win, out))
+        });
+    } else {
+        images(&|image, out| {
+            with_columns(rows * cols, |columns| {
                 kernels::im2col(image, columns, win);
                 // out [F, OH·OW] = w [F, C·K·K] · columns [C·K·K, OH·OW]
                 gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, 0.0);
-            }
+            })
         });
-    });
+    }
 }
 
 /// A batch's images are split into this many parts, a fixed number, so
@@ -397,16 +407,27 @@ pub extern "C" fn conv2d_grad_input(
     let (w, g, dx) = unsafe { (slice(w, filter), slice(g, out), slice_mut(dx, image)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
     let per = images_per_part(b);
-    each_part(dx, per * c * h * wd, |part, dx| {
-        let g = &g[part * per * f * cols..];
-        with_columns(rows * cols, |columns| {
-            for (grad, image) in g.chunks_exact(f * cols).zip(dx.chunks_exact_mut(c * h * wd)) {
+    let mut images = |per_image: &(dyn Fn(&[f32], &mut [f32]) + Sync)| {
+        each_part(dx, per * c * h * wd, |part, dx| {
+            let g = &g[part * per * f * cols..];
+            g.chunks_exact(f * cols)
+                .zip(dx.chunks_exact_mut(c * h * wd))
+                .for_each(|(grad, image)| per_image(grad, image));
+        })
+    };
+    if conv::applies(win) {
+        conv::with_input_gradient_filter(w, f, win, |packed| {
+            images(&|grad, image| conv::input_gradient_image(packed, f, grad, win, image))
+        });
+    } else {
+        images(&|grad, image| {
+            with_columns(rows * cols, |columns| {
                 // columns [C·K·K, OH·OW] = wᵀ · g
                 gemm(rows, f, cols, w, (1, rows), grad, (cols, 1), columns, 0.0);
                 kernels::col2im(columns, image, win);
-            }
+            })
         });
-    });
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -434,15 +455,20 @@ pub extern "C" fn conv2d_grad_weight(
         let mut partials = cell.borrow_mut();
         partials.clear();
         partials.resize(b.div_ceil(per) * filter, 0.0);
+        let direct = conv::applies(win);
         each_part(&mut partials, filter, |part, partial| {
             let (x, g) = (&x[part * per * c * h * wd..], &g[part * per * f * cols..]);
-            with_columns(rows * cols, |columns| {
-                for (image, grad) in x.chunks_exact(c * h * wd).zip(g.chunks_exact(f * cols)).take(per) {
-                    kernels::im2col(image, columns, win);
-                    // dw [F, C·K·K] += g [F, OH·OW] · columnsᵀ
-                    gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), partial, 1.0);
+            for (image, grad) in x.chunks_exact(c * h * wd).zip(g.chunks_exact(f * cols)).take(per) {
+                if direct {
+                    conv::weight_gradient_image(image, grad, f, win, partial);
+                } else {
+                    with_columns(rows * cols, |columns| {
+                        kernels::im2col(image, columns, win);
+                        // dw [F, C·K·K] += g [F, OH·OW] · columnsᵀ
+                        gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), partial, 1.0);
+                    });
                 }
-            });
+            }
         });
         dw.fill(0.0);
         for partial in partials.chunks_exact(filter) {
