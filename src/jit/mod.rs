@@ -11,6 +11,8 @@
 mod codegen;
 #[cfg(target_arch = "x86_64")]
 mod conv;
+#[cfg(target_arch = "x86_64")]
+mod pool;
 mod runtime;
 mod vector;
 

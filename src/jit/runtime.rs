@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use super::conv;
+use super::{conv, pool};
 use crate::kernels::{self, Window};
 
 /// Products with at most this many rows (batch-1 inference, tiny batches)
@@ -555,7 +555,12 @@ pub extern "C" fn pool_grad(
         let images = dx.len() / image.max(1);
         let range = part * per..part * per + images;
         let (x, g) = (&x[range.start * image..range.end * image], &g[range.start * out / b..range.end * out / b]);
-        kernels::pool_backward(x, g, dx, Window { batch: images, ..win }, max != 0);
+        let win = Window { batch: images, ..win };
+        if max != 0 && pool::applies(win) {
+            pool::max_pool_2x2_backward(x, g, dx, win);
+        } else {
+            kernels::pool_backward(x, g, dx, win, max != 0);
+        }
     });
 }
 
