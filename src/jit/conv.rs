@@ -18,15 +18,24 @@ use std::arch::x86_64::{
 };
 use std::cell::RefCell;
 
+use rayon::prelude::*;
+
 use crate::kernels::Window;
 
 /// Outputs per block of the product: two 8-lane registers.
-const QB: usize = 16;
+const QB: usize = 8 * XR;
+const XR: usize = 2;
 /// Output rows (channels) per block of the product: 12 accumulators.
 const MB: usize = 6;
 /// Filters × taps per block of the weight gradient: 12 accumulators.
 const FB: usize = 3;
 const TB: usize = 4;
+/// About how many positions a band of output rows holds: its inputs, over
+/// all channels, should stay in the core's cache while they are reused.
+const BAND: usize = 256;
+/// Products with at least this many multiply-adds spread their bands (or
+/// blocks of filters) over the threads; a batch of one image needs it.
+const PARALLEL_WORK: usize = 1 << 22;
 
 /// Whether this path can run the convolution `win` on this CPU.
 pub fn applies(win: Window) -> bool {
@@ -122,38 +131,54 @@ fn product(
     out: &mut [f32],
     wide: &mut Vec<f32>,
 ) {
-    let Crop { top, left, height: out_h, width: out_w } = crop;
+    let Crop { top, left, height, width } = crop;
     let taps = geo.taps();
     let start = top * geo.cols + left;
-    let span = (out_h * geo.cols).next_multiple_of(QB);
+    let blocks = rows.div_ceil(MB);
     assert!(
-        packed.len() == rows.div_ceil(MB) * MB * taps
-            && src.len() >= start + span + geo.offset(taps - 1)
-            && left + out_w <= geo.cols
-            && out.len() == rows * out_h * out_w
+        packed.len() == blocks * MB * taps
+            && src.len() >= start + (height * geo.cols).next_multiple_of(QB) + geo.offset(taps - 1)
+            && left + width <= geo.cols
+            && out.len() == rows * height * width
     );
-    wide.resize(MB * span, 0.0);
-    for (block, a) in packed.chunks_exact(MB * taps).enumerate() {
-        for q in (0..span).step_by(QB) {
-            // SAFETY: the CPU has AVX2 and FMA (`applies`); `a` holds MB
-            // values per tap; the reads end at start + span + offset(last tap),
-            // within src (asserted); the block's stores fit in `wide`.
-            unsafe { product_block(a, src, geo, start + q, &mut wide[q..], span) };
-        }
-        let first = block * MB;
-        for (i, dst) in out.chunks_exact_mut(out_h * out_w).skip(first).take(MB).enumerate() {
-            let row = &wide[i * span..];
-            for (y, line) in dst.chunks_exact_mut(out_w).enumerate() {
-                line.copy_from_slice(&row[y * geo.cols..y * geo.cols + out_w]);
+    // Output rows go in bands whose inputs stay in cache while every block
+    // of channels reads them. A band's products are stored (row by row,
+    // `stride` apart) in its own part of `wide`.
+    let band = (BAND / geo.cols).max(1);
+    let stride = (band * geo.cols).next_multiple_of(QB);
+    let band_len = blocks * MB * stride;
+    wide.resize(height.div_ceil(band) * band_len, 0.0);
+    let run_band = |(j, part): (usize, &mut [f32])| {
+        let first = start + j * band * geo.cols;
+        let count = ((height - j * band).min(band) * geo.cols).next_multiple_of(QB);
+        for (block, a) in packed.chunks_exact(MB * taps).enumerate() {
+            for q in (0..count).step_by(QB) {
+                // SAFETY: the CPU has AVX2 and FMA (`applies`); `a` holds MB
+                // values per tap; reads end below start + height·cols rounded
+                // up to QB, plus offset(last tap), within src (asserted); the
+                // block's MB rows of QB values fit in `part`.
+                unsafe { product_block(a, src, geo, first + q, &mut part[block * MB * stride + q..], stride) };
             }
+        }
+    };
+    if blocks * MB * taps * height * geo.cols >= PARALLEL_WORK {
+        wide.par_chunks_mut(band_len).enumerate().for_each(run_band);
+    } else {
+        wide.chunks_mut(band_len).enumerate().for_each(run_band);
+    }
+    for (m, dst) in out.chunks_exact_mut(height * width).enumerate() {
+        for (y, line) in dst.chunks_exact_mut(width).enumerate() {
+            let at = y / band * band_len + m * stride + y % band * geo.cols;
+            line.copy_from_slice(&wide[at..at + width]);
         }
     }
 }
 
-/// One MB × QB block of the product, written to `wide[i·span ..][..QB]`.
+/// One MB × QB block of the product, written to `wide[i·stride ..][..QB]`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn product_block(a: &[f32], src: &[f32], geo: Source, start: usize, wide: &mut [f32], span: usize) {
-    let mut acc = [[_mm256_setzero_ps(); 2]; MB];
+unsafe fn product_block(a: &[f32], src: &[f32], geo: Source, start: usize, wide: &mut [f32], stride: usize) {
+    let mut acc = [[_mm256_setzero_ps(); XR]; MB];
+    let mut x = [_mm256_setzero_ps(); XR];
     let mut w = a.as_ptr();
     for c in 0..geo.planes {
         for ky in 0..geo.kernel {
@@ -162,12 +187,14 @@ unsafe fn product_block(a: &[f32], src: &[f32], geo: Source, start: usize, wide:
             unsafe {
                 let row = src.as_ptr().add(start + c * geo.plane() + ky * geo.cols);
                 for kx in 0..geo.kernel {
-                    let x0 = _mm256_loadu_ps(row.add(kx));
-                    let x1 = _mm256_loadu_ps(row.add(kx + 8));
+                    for (v, xv) in x.iter_mut().enumerate() {
+                        *xv = _mm256_loadu_ps(row.add(kx + 8 * v));
+                    }
                     for (i, acc) in acc.iter_mut().enumerate() {
                         let wi = _mm256_set1_ps(*w.add(i));
-                        acc[0] = _mm256_fmadd_ps(wi, x0, acc[0]);
-                        acc[1] = _mm256_fmadd_ps(wi, x1, acc[1]);
+                        for v in 0..XR {
+                            acc[v] = _mm256_fmadd_ps(wi, x[v], acc[v]);
+                        }
                     }
                     w = w.add(MB);
                 }
@@ -175,11 +202,10 @@ unsafe fn product_block(a: &[f32], src: &[f32], geo: Source, start: usize, wide:
         }
     }
     for (i, acc) in acc.iter().enumerate() {
-        let out = &mut wide[i * span..i * span + QB];
-        // SAFETY: `out` holds QB = 16 values.
-        unsafe {
-            _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
-            _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
+        let out = &mut wide[i * stride..i * stride + QB];
+        for (v, &value) in acc.iter().enumerate() {
+            // SAFETY: `out` holds QB = 8·XR values.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * v), value) };
         }
     }
 }
@@ -262,31 +288,44 @@ pub fn weight_gradient_image(image: &[f32], grad: &[f32], filters: usize, win: W
             }
         }
         assert!(source.len() >= span + geo.offset(taps - 1));
-        for f0 in (0..filters).step_by(FB) {
-            for r0 in (0..taps).step_by(TB) {
-                // Taps past the last read the first one's inputs; their sums are dropped.
-                let offsets = std::array::from_fn(|t| geo.offset(if r0 + t < taps { r0 + t } else { 0 }));
-                // SAFETY: the CPU has AVX2 and FMA (`applies`); rows f0..f0+FB
-                // of `wide` exist (padded to whole blocks) and every read of
-                // `source` ends below offset(last tap) + span (asserted).
-                let sums = unsafe { weight_block(&wide[f0 * span..(f0 + FB) * span], span, source, offsets) };
-                for (i, sums) in sums.iter().enumerate().take(filters - f0) {
-                    for (t, &s) in sums.iter().enumerate().take(taps - r0) {
-                        dw[(f0 + i) * taps + r0 + t] += s;
+        // Each block of FB filters owns its rows of dw; bands of positions
+        // are summed in order, so the result does not depend on threads.
+        let run_filters = |(block, dw): (usize, &mut [f32])| {
+            let f0 = block * FB;
+            let g = &wide[f0 * span..(f0 + FB) * span];
+            for q0 in (0..span).step_by(BAND) {
+                let count = BAND.min(span - q0);
+                for r0 in (0..taps).step_by(TB) {
+                    // Taps past the last read the first one's inputs; their sums are dropped.
+                    let offsets = std::array::from_fn(|t| q0 + geo.offset(if r0 + t < taps { r0 + t } else { 0 }));
+                    // SAFETY: the CPU has AVX2 and FMA (`applies`); `g` holds FB
+                    // rows of span values (padded to whole blocks) and every read
+                    // of `source` ends below offset(last tap) + span (asserted).
+                    let sums = unsafe { weight_block(&g[q0..], span, count, source, offsets) };
+                    for (i, sums) in sums.iter().enumerate().take(filters - f0) {
+                        for (t, &s) in sums.iter().enumerate().take(taps - r0) {
+                            dw[i * taps + r0 + t] += s;
+                        }
                     }
                 }
             }
+        };
+        if filters * taps * span >= PARALLEL_WORK {
+            dw.par_chunks_mut(FB * taps).enumerate().for_each(run_filters);
+        } else {
+            dw.chunks_mut(FB * taps).enumerate().for_each(run_filters);
         }
     });
 }
 
-/// FB × TB dot products of gradient rows with tap runs of the source.
+/// FB × TB dot products, over `count` positions, of gradient rows (`span`
+/// apart) with the source runs starting at `offsets`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn weight_block(g: &[f32], span: usize, src: &[f32], offsets: [usize; TB]) -> [[f32; TB]; FB] {
+unsafe fn weight_block(g: &[f32], span: usize, count: usize, src: &[f32], offsets: [usize; TB]) -> [[f32; TB]; FB] {
     let mut acc = [[_mm256_setzero_ps(); TB]; FB];
     let mut x = [_mm256_setzero_ps(); TB];
-    for q in (0..span).step_by(8) {
-        // SAFETY: see the caller: q + 8 ≤ span, so every read is in bounds.
+    for q in (0..count).step_by(8) {
+        // SAFETY: see the caller: q + 8 ≤ count, so every read is in bounds.
         unsafe {
             for t in 0..TB {
                 x[t] = _mm256_loadu_ps(src.as_ptr().add(offsets[t] + q));
@@ -313,4 +352,55 @@ fn horizontal_sum(v: __m256) -> f32 {
     let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let pairs = _mm_hadd_ps(half, half);
     _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    /// Against the interpreter's loops, on images large enough for several
+    /// bands (and, for the larger one, the threaded path).
+    #[test]
+    fn direct_convolution_matches_the_reference_loops() {
+        if !applies(Window { batch: 1, channels: 1, height: 1, width: 1, kernel: 1, stride: 1, padding: 0 }) {
+            return;
+        }
+        for (channels, size, kernel, padding, filters) in [(3, 40, 5, 2, 7), (16, 64, 3, 1, 13), (2, 9, 4, 0, 1)] {
+            let win = Window { batch: 1, channels, height: size, width: size + 3, kernel, stride: 1, padding };
+            let (oh, ow) = (win.out_height(), win.out_width());
+            let taps = channels * kernel * kernel;
+            let x = values(channels * size * (size + 3), 1);
+            let w = values(filters * taps, 2);
+            let g = values(filters * oh * ow, 3);
+
+            let mut expected = vec![0.0; filters * oh * ow];
+            kernels::conv2d(&x, &w, &mut expected, win, filters);
+            let mut y = vec![0.0; filters * oh * ow];
+            with_forward_filter(&w, filters, win, |packed| forward_image(packed, filters, &x, win, &mut y));
+            assert_close(&y, &expected, "y");
+
+            let (mut dx_ref, mut dw_ref) = (vec![0.0; x.len()], vec![0.0; w.len()]);
+            kernels::conv2d_backward(&x, &w, &g, &mut dx_ref, &mut dw_ref, win, filters);
+            let mut dx = vec![0.0; x.len()];
+            with_input_gradient_filter(&w, filters, win, |packed| {
+                input_gradient_image(packed, filters, &g, win, &mut dx)
+            });
+            assert_close(&dx, &dx_ref, "dx");
+            let mut dw = vec![0.0; w.len()];
+            weight_gradient_image(&x, &g, filters, win, &mut dw);
+            assert_close(&dw, &dw_ref, "dw");
+        }
+    }
 }
