@@ -132,16 +132,24 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
                 }
             }
             // y = x ⋆ w ⇒ ∂x = g ⋆ᵀ w (transposed convolution), ∂w = Σ g·x over windows
-            Op::Conv2d { kernel, stride, padding } => {
-                let (kernel, stride, padding) = (*kernel, *stride, *padding);
+            Op::Conv2d { kernel, stride, padding, dilation } => {
+                let (kernel, stride, padding, dilation) = (*kernel, *stride, *padding, *dilation);
                 if wants(0) {
-                    let dx =
-                        g.push(Op::Conv2dGradInput { kernel, stride, padding }, vec![ins[1], dy], shape_of(0), span);
+                    let dx = g.push(
+                        Op::Conv2dGradInput { kernel, stride, padding, dilation },
+                        vec![ins[1], dy],
+                        shape_of(0),
+                        span,
+                    );
                     contrib.push((0, dx));
                 }
                 if wants(1) {
-                    let dw =
-                        g.push(Op::Conv2dGradWeight { kernel, stride, padding }, vec![ins[0], dy], shape_of(1), span);
+                    let dw = g.push(
+                        Op::Conv2dGradWeight { kernel, stride, padding, dilation },
+                        vec![ins[0], dy],
+                        shape_of(1),
+                        span,
+                    );
                     contrib.push((1, dw));
                 }
             }

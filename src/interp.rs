@@ -142,21 +142,21 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 })
             }
             Op::SumSquares => vec![input(0).iter().fold(T::zero(), |s, &x| s + x * x)],
-            Op::Conv2d { kernel, stride, padding } => {
+            Op::Conv2d { kernel, stride, padding, dilation } => {
                 let mut out = vec![T::zero(); n];
-                let win = ir::window(in_shape(0), *kernel, *stride, *padding);
+                let win = ir::window(in_shape(0), *kernel, *stride, *padding, *dilation);
                 kernels::conv2d(input(0), input(1), &mut out, win, in_shape(1)[0]);
                 out
             }
-            Op::Conv2dGradInput { kernel, stride, padding } => {
+            Op::Conv2dGradInput { kernel, stride, padding, dilation } => {
                 let mut out = vec![T::zero(); n];
-                let win = ir::window(&node.shape, *kernel, *stride, *padding);
+                let win = ir::window(&node.shape, *kernel, *stride, *padding, *dilation);
                 kernels::conv2d_backward(&[], input(0), input(1), &mut out, &mut [], win, in_shape(0)[0]);
                 out
             }
-            Op::Conv2dGradWeight { kernel, stride, padding } => {
+            Op::Conv2dGradWeight { kernel, stride, padding, dilation } => {
                 let mut out = vec![T::zero(); n];
-                let win = ir::window(in_shape(0), *kernel, *stride, *padding);
+                let win = ir::window(in_shape(0), *kernel, *stride, *padding, *dilation);
                 kernels::conv2d_backward(input(0), &[], input(1), &mut [], &mut out, win, node.shape[0]);
                 out
             }
@@ -177,7 +177,7 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
             }
             Op::Pool { max, kernel, stride } => {
                 let mut out = vec![T::zero(); n];
-                kernels::pool(input(0), &mut out, ir::window(in_shape(0), *kernel, *stride, 0), *max);
+                kernels::pool(input(0), &mut out, ir::window(in_shape(0), *kernel, *stride, 0, 1), *max);
                 out
             }
             Op::PoolGrad { max, kernel, stride } => {
@@ -186,7 +186,7 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                     input(0),
                     input(1),
                     &mut out,
-                    ir::window(in_shape(0), *kernel, *stride, 0),
+                    ir::window(in_shape(0), *kernel, *stride, 0, 1),
                     *max,
                 );
                 out

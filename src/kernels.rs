@@ -18,20 +18,27 @@ pub struct Window {
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
+    /// Spacing between a kernel's taps (1: adjacent).
+    pub dilation: usize,
 }
 
 impl Window {
+    /// How many input rows (or columns) one window spans.
+    pub fn extent(&self) -> usize {
+        self.dilation * (self.kernel - 1) + 1
+    }
+
     pub fn out_height(&self) -> usize {
-        (self.height + 2 * self.padding - self.kernel) / self.stride + 1
+        (self.height + 2 * self.padding - self.extent()) / self.stride + 1
     }
 
     pub fn out_width(&self) -> usize {
-        (self.width + 2 * self.padding - self.kernel) / self.stride + 1
+        (self.width + 2 * self.padding - self.extent()) / self.stride + 1
     }
 
     /// Input coordinate of output row `o` and kernel row `k`, if inside the image.
     fn source(&self, o: usize, k: usize, size: usize) -> Option<usize> {
-        (o * self.stride + k).checked_sub(self.padding).filter(|&i| i < size)
+        (o * self.stride + k * self.dilation).checked_sub(self.padding).filter(|&i| i < size)
     }
 }
 
@@ -264,7 +271,7 @@ pub fn im2col<T: Float>(image: &[T], columns: &mut [T], win: Window) {
                     let line = &image[(c * win.height + iy) * win.width..(c * win.height + iy + 1) * win.width];
                     out[..lo].iter_mut().for_each(|v| *v = T::zero());
                     out[hi..].iter_mut().for_each(|v| *v = T::zero());
-                    let first = lo * win.stride + kx - win.padding;
+                    let first = lo * win.stride + kx * win.dilation - win.padding;
                     if win.stride == 1 {
                         out[lo..hi].copy_from_slice(&line[first..first + (hi - lo)]);
                     } else {
@@ -280,8 +287,9 @@ pub fn im2col<T: Float>(image: &[T], columns: &mut [T], win: Window) {
 /// The output columns `lo..hi` whose input column, for tap `kx`, lies inside
 /// the image (the rest read padding).
 fn inside_columns(win: Window, kx: usize, ow: usize) -> (usize, usize) {
-    let lo = (win.padding.saturating_sub(kx)).div_ceil(win.stride).min(ow);
-    let hi = ((win.width + win.padding).saturating_sub(kx)).div_ceil(win.stride).min(ow).max(lo);
+    let tap = kx * win.dilation;
+    let lo = (win.padding.saturating_sub(tap)).div_ceil(win.stride).min(ow);
+    let hi = ((win.width + win.padding).saturating_sub(tap)).div_ceil(win.stride).min(ow).max(lo);
     (lo, hi)
 }
 
@@ -297,7 +305,7 @@ pub fn col2im<T: Float>(columns: &[T], image: &mut [T], win: Window) {
                 if lo == hi {
                     continue;
                 }
-                let first = lo * win.stride + kx - win.padding;
+                let first = lo * win.stride + kx * win.dilation - win.padding;
                 for oy in 0..oh {
                     let Some(iy) = win.source(oy, ky, win.height) else { continue };
                     let line = &mut image[(c * win.height + iy) * win.width..(c * win.height + iy + 1) * win.width];

@@ -179,16 +179,17 @@ proptest! {
     /// channels and filters, so the JIT's blocks of 6 and 3 are split.
     #[test]
     fn random_convolutions(c in 1usize..9, h in 2usize..9, w in 2usize..9, f in 1usize..9,
-                           k in 1usize..5, stride in 1usize..4, padding in 0usize..3,
+                           k in 1usize..5, stride in 1usize..4, padding in 0usize..3, dilation in 1usize..3,
                            pk in 1usize..3, ps in 1usize..4, max in any::<bool>(), norm in any::<bool>(),
                            rows in prop::sample::select(vec![1usize, 3, 8]), seed in 0u64..1000) {
-        prop_assume!(k <= h + 2 * padding && k <= w + 2 * padding);
-        let (oh, ow) = ((h + 2 * padding - k) / stride + 1, (w + 2 * padding - k) / stride + 1);
+        let extent = dilation * (k - 1) + 1;
+        prop_assume!(extent <= h + 2 * padding && extent <= w + 2 * padding);
+        let (oh, ow) = ((h + 2 * padding - extent) / stride + 1, (w + 2 * padding - extent) / stride + 1);
         prop_assume!(pk <= oh && pk <= ow);
         let pool = if max { "maxpool" } else { "avgpool" };
         let norm = if norm { "|> batchnorm(momentum = 0.8)" } else { "" };
         let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: class(3)
-            x |> conv2d({f}, kernel = {k}, stride = {stride}, padding = {padding}) {norm} |> relu
+            x |> conv2d({f}, kernel = {k}, stride = {stride}, padding = {padding}, dilation = {dilation}) {norm} |> relu
               |> {pool}({pk}, stride = {ps}) |> flatten |> dense(3) => p  loss = cross_entropy(p, y)
             train {{ optimizer = momentum(lr = 0.05) seed = {seed} }} }}");
         let checked = check_source("c.nn", &source);
@@ -202,13 +203,13 @@ proptest! {
     #[test]
     fn random_stacked_convolutions(c in 1usize..9, h in 3usize..12, f1 in 1usize..9, f2 in 1usize..9,
                                    k1 in 1usize..4, p1 in 0usize..3, k2 in 1usize..5, s2 in 1usize..3,
-                                   p2 in 0usize..3, rows in prop::sample::select(vec![1usize, 5]),
+                                   p2 in 0usize..3, d2 in 1usize..3, rows in prop::sample::select(vec![1usize, 5]),
                                    seed in 0u64..1000) {
         let inner = h + 2 * p1 + 1 - k1.min(h + 2 * p1);
-        prop_assume!(k1 <= h + 2 * p1 && k2 <= inner + 2 * p2);
+        prop_assume!(k1 <= h + 2 * p1 && d2 * (k2 - 1) < inner + 2 * p2);
         let source = format!("model g {{ input x: [{c}, {h}, {h}] target y: class(3)
             x |> conv2d({f1}, kernel = {k1}, padding = {p1}) |> tanh
-              |> conv2d({f2}, kernel = {k2}, stride = {s2}, padding = {p2}) |> flatten |> dense(3) => p
+              |> conv2d({f2}, kernel = {k2}, stride = {s2}, padding = {p2}, dilation = {d2}) |> flatten |> dense(3) => p
             loss = cross_entropy(p, y)
             train {{ optimizer = sgd(lr = 0.05) seed = {seed} }} }}");
         let checked = check_source("c.nn", &source);

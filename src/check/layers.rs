@@ -11,7 +11,7 @@ use crate::syntax::ast::{Call, Ident, Value};
 /// required ones.
 pub const LAYERS: &[(&str, &[&str], &[&str])] = &[
     ("dense", &["units", "bias", "tied", "shared", "in"], &["units"]),
-    ("conv2d", &["filters", "kernel", "stride", "padding", "bias", "in"], &["filters", "kernel"]),
+    ("conv2d", &["filters", "kernel", "stride", "padding", "dilation", "bias", "in"], &["filters", "kernel"]),
     ("maxpool", &["kernel", "stride"], &["kernel"]),
     ("avgpool", &["kernel", "stride"], &["kernel"]),
     ("flatten", &[], &[]),
@@ -135,6 +135,7 @@ pub fn apply(
             let kernel = args.int("kernel", 1, 1, diags);
             let stride = args.int("stride", 1, 1, diags);
             let padding = args.int("padding", 0, 0, diags);
+            let dilation = args.int("dilation", 1, 1, diags);
             let bias = args.bool("bias", true, diags);
             if s.len() != 3 {
                 diags.push(messages::rank_mismatch(
@@ -146,11 +147,12 @@ pub fn apply(
                 return None;
             }
             check_declared_size(call, args, s[0], input, diags);
-            let (h, hw) = window(call, input, "conv2d", s[1], kernel, stride, padding, diags)?;
-            let (w, ww) = window(call, input, "conv2d", s[2], kernel, stride, padding, diags)?;
+            let taps = Taps { kernel, stride, padding, dilation };
+            let (h, hw) = window(call, input, "conv2d", s[1], taps, diags)?;
+            let (w, ww) = window(call, input, "conv2d", s[2], taps, diags)?;
             let why = if hw == ww { hw } else { format!("{hw}, {ww}") };
             Applied {
-                layer: Layer::Conv2d { filters, kernel, stride, padding, bias },
+                layer: Layer::Conv2d { filters, kernel, stride, padding, dilation, bias },
                 shape: vec![filters, h, w],
                 why: chain(&input.why, why),
                 params: filters * s[0] * kernel * kernel + if bias { filters } else { 0 },
@@ -169,8 +171,9 @@ pub fn apply(
                 ));
                 return None;
             }
-            let (h, hw) = window(call, input, name, s[1], kernel, stride, 0, diags)?;
-            let (w, ww) = window(call, input, name, s[2], kernel, stride, 0, diags)?;
+            let taps = Taps { kernel, stride, padding: 0, dilation: 1 };
+            let (h, hw) = window(call, input, name, s[1], taps, diags)?;
+            let (w, ww) = window(call, input, name, s[2], taps, diags)?;
             let why = if hw == ww { hw } else { format!("{hw}, {ww}") };
             let layer =
                 if name == "maxpool" { Layer::MaxPool { kernel, stride } } else { Layer::AvgPool { kernel, stride } };
@@ -339,30 +342,40 @@ fn check_declared_size(call: &Call, args: &Args, actual: usize, input: &Incoming
     }
 }
 
+/// A sliding window's geometry along one axis.
+#[derive(Clone, Copy)]
+struct Taps {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+}
+
 /// Output size of a sliding window along one axis, with its derivation.
-#[allow(clippy::too_many_arguments)]
 fn window(
     call: &Call,
     input: &Incoming,
     layer: &str,
     size: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
+    taps: Taps,
     diags: &mut Vec<Diag>,
 ) -> Option<(usize, String)> {
+    let Taps { kernel, stride, padding, dilation } = taps;
     let padded = size + 2 * padding;
+    // A dilated kernel spans d·(k − 1) + 1 inputs.
+    let extent = dilation * (kernel - 1) + 1;
+    let span = if dilation == 1 { kernel.to_string() } else { format!("{dilation}·({kernel} − 1) − 1") };
     let formula = if layer == "conv2d" {
-        format!("({size} + 2·{padding} − {kernel})/{stride} + 1")
+        format!("({size} + 2·{padding} − {span})/{stride} + 1")
     } else {
         format!("{layer} ({size} − {kernel})/{stride} + 1")
     };
-    if kernel > padded {
-        diags.push(messages::kernel_too_large(call, input, kernel, size, padding));
+    if extent > padded {
+        diags.push(messages::kernel_too_large(call, input, (kernel, dilation), size, padding));
         return None;
     }
-    let out = (padded - kernel) / stride + 1;
-    let dropped = (padded - kernel) % stride;
+    let out = (padded - extent) / stride + 1;
+    let dropped = (padded - extent) % stride;
     if dropped != 0 && !diags.iter().any(|d| d.code == "nnc::shape::stride_drops" && d.primary.span == call.span) {
         diags.push(messages::stride_drops_rows(call.span, input, &formula, out, dropped));
     }

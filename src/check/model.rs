@@ -69,7 +69,7 @@ pub enum Weights {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Layer {
     Dense { units: usize, bias: bool, weights: Weights },
-    Conv2d { filters: usize, kernel: usize, stride: usize, padding: usize, bias: bool },
+    Conv2d { filters: usize, kernel: usize, stride: usize, padding: usize, dilation: usize, bias: bool },
     MaxPool { kernel: usize, stride: usize },
     AvgPool { kernel: usize, stride: usize },
     Flatten,

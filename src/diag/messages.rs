@@ -446,15 +446,31 @@ pub fn declared_size(span: Span, declared: usize, actual: usize, input: &Incomin
     .with_help(format!("write `in = {actual}` or fix the layers before it"))
 }
 
-pub fn kernel_too_large(call: &Call, input: &Incoming, kernel: usize, size: usize, padding: usize) -> Diag {
+pub fn kernel_too_large(
+    call: &Call,
+    input: &Incoming,
+    (kernel, dilation): (usize, usize),
+    size: usize,
+    padding: usize,
+) -> Diag {
+    let padded = size + 2 * padding;
+    let (what, help) = if dilation == 1 {
+        (format!("kernel {kernel}"), format!("use a kernel of at most {padded} or add padding"))
+    } else {
+        let extent = dilation * (kernel - 1) + 1;
+        (
+            format!("kernel {kernel} with dilation {dilation} spans {extent} and"),
+            format!("make d·(k − 1) + 1 at most {padded}: a smaller kernel or dilation, or more padding"),
+        )
+    };
     Diag::error(
         "nnc::shape::kernel",
         format!("`{}` kernel is larger than its input", call.name.name),
         call.span,
-        format!("kernel {kernel} does not fit in {size} + 2·{padding} = {}", size + 2 * padding),
+        format!("{what} does not fit in {size} + 2·{padding} = {padded}"),
     )
     .with_note(input.producer, format!("this produces {}", derived(input)))
-    .with_help(format!("use a kernel of at most {} or add padding", size + 2 * padding))
+    .with_help(help)
 }
 
 pub fn stride_drops_rows(span: Span, input: &Incoming, formula: &str, out: usize, dropped: usize) -> Diag {

@@ -64,14 +64,14 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
                 let other = values[&node.inputs[1]];
                 graph.push(Op::Add, vec![x, other], out_shape, span)
             }
-            Layer::Conv2d { filters, kernel, stride, padding, bias } => {
+            Layer::Conv2d { filters, kernel, stride, padding, dilation, bias } => {
                 let channels = graph.shape(x)[1];
                 let fan_in = channels * kernel * kernel;
                 let init = init_for(model, index, fan_in, filters * kernel * kernel);
                 let shape = vec![*filters, channels, *kernel, *kernel];
                 let w = add_param(&mut graph, format!("{}.weight", node.name), shape.clone(), init, true);
                 let wv = graph.push(Op::Param(w), vec![], shape, span);
-                let conv = Op::Conv2d { kernel: *kernel, stride: *stride, padding: *padding };
+                let conv = Op::Conv2d { kernel: *kernel, stride: *stride, padding: *padding, dilation: *dilation };
                 let mut y = graph.push(conv, vec![x, wv], out_shape.clone(), span);
                 if *bias {
                     let b = add_param(&mut graph, format!("{}.bias", node.name), vec![*filters], Init::Zeros, false);

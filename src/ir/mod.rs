@@ -104,23 +104,27 @@ pub enum Op {
     Reshape,
 
     // ---- images and maxout ---------------------------------------------------------
-    /// `[x [B,C,H,W], w [F,C,K,K]]` → `[B,F,OH,OW]`, zero padding.
+    /// `[x [B,C,H,W], w [F,C,K,K]]` → `[B,F,OH,OW]`, zero padding; taps
+    /// `dilation` apart.
     Conv2d {
         kernel: usize,
         stride: usize,
         padding: usize,
+        dilation: usize,
     },
     /// `[w, g]` → ∂x `[B,C,H,W]` (the node's shape gives the input size).
     Conv2dGradInput {
         kernel: usize,
         stride: usize,
         padding: usize,
+        dilation: usize,
     },
     /// `[x, g]` → ∂w `[F,C,K,K]`.
     Conv2dGradWeight {
         kernel: usize,
         stride: usize,
         padding: usize,
+        dilation: usize,
     },
     /// `[x [B,F,…], b [F]]` → x + b per channel.
     AddChannelBias,
@@ -230,12 +234,16 @@ impl Op {
             Op::Bce => "bce".into(),
             Op::BceGrad => "bce_grad".into(),
             Op::SumSquares => "sum_squares".into(),
-            Op::Conv2d { kernel, stride, padding } => format!("conv2d(k{kernel},s{stride},p{padding})"),
-            Op::Conv2dGradInput { kernel, stride, padding } => {
-                format!("conv2d_grad_input(k{kernel},s{stride},p{padding})")
-            }
-            Op::Conv2dGradWeight { kernel, stride, padding } => {
-                format!("conv2d_grad_weight(k{kernel},s{stride},p{padding})")
+            Op::Conv2d { kernel, stride, padding, dilation }
+            | Op::Conv2dGradInput { kernel, stride, padding, dilation }
+            | Op::Conv2dGradWeight { kernel, stride, padding, dilation } => {
+                let name = match self {
+                    Op::Conv2d { .. } => "conv2d",
+                    Op::Conv2dGradInput { .. } => "conv2d_grad_input",
+                    _ => "conv2d_grad_weight",
+                };
+                let dilated = if *dilation == 1 { String::new() } else { format!(",d{dilation}") };
+                format!("{name}(k{kernel},s{stride},p{padding}{dilated})")
             }
             Op::AddChannelBias => "add_channel_bias".into(),
             Op::SumChannels => "sum_channels".into(),
@@ -390,7 +398,13 @@ pub struct TrainGraph {
 }
 
 /// The window sizes of a convolution or pooling over an input of `shape` `[B,C,H,W]`.
-pub fn window(shape: &[usize], kernel: usize, stride: usize, padding: usize) -> crate::kernels::Window {
+pub fn window(
+    shape: &[usize],
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> crate::kernels::Window {
     crate::kernels::Window {
         batch: shape[0],
         channels: shape[1],
@@ -399,6 +413,7 @@ pub fn window(shape: &[usize], kernel: usize, stride: usize, padding: usize) -> 
         kernel,
         stride,
         padding,
+        dilation,
     }
 }
 

@@ -63,9 +63,9 @@ pub const ROUTINES: &[(&str, usize, usize)] = &[
     ("nnc_clip_scale", 2, 1),
     ("nnc_log", 3, 0),
     ("nnc_copy", 3, 0),
-    ("nnc_conv2d", 11, 0),
-    ("nnc_conv2d_grad_input", 11, 0),
-    ("nnc_conv2d_grad_weight", 11, 0),
+    ("nnc_conv2d", 12, 0),
+    ("nnc_conv2d_grad_input", 12, 0),
+    ("nnc_conv2d_grad_weight", 12, 0),
     ("nnc_add_channel_bias", 6, 0),
     ("nnc_mul_channel", 6, 0),
     ("nnc_sum_channels", 5, 0),
@@ -185,9 +185,9 @@ impl Emitter<'_, '_> {
                 let c = self.b.ins().f32const(c as f32);
                 self.call("nnc_clip_scale", &[ins[0], out, c]);
             }
-            Op::Conv2d { kernel, stride, padding }
-            | Op::Conv2dGradInput { kernel, stride, padding }
-            | Op::Conv2dGradWeight { kernel, stride, padding } => {
+            Op::Conv2d { kernel, stride, padding, dilation }
+            | Op::Conv2dGradInput { kernel, stride, padding, dilation }
+            | Op::Conv2dGradWeight { kernel, stride, padding, dilation } => {
                 // The image is the input of a forward conv and of a weight gradient, and the output of an input gradient.
                 let (image, filters) = match node.op {
                     Op::Conv2d { .. } => (in_shape.clone(), self.graph.shape(node.inputs[1])[0]),
@@ -199,10 +199,11 @@ impl Emitter<'_, '_> {
                     Op::Conv2dGradInput { .. } => "nnc_conv2d_grad_input",
                     _ => "nnc_conv2d_grad_weight",
                 };
-                let dims: Vec<Value> = [image[0], image[1], image[2], image[3], kernel, stride, padding, filters]
-                    .iter()
-                    .map(|&d| self.imm(d))
-                    .collect();
+                let dims: Vec<Value> =
+                    [image[0], image[1], image[2], image[3], kernel, stride, padding, dilation, filters]
+                        .iter()
+                        .map(|&d| self.imm(d))
+                        .collect();
                 let mut args = vec![ins[0], ins[1], out];
                 args.extend(dims);
                 self.call(name, &args);

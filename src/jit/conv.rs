@@ -43,13 +43,14 @@ pub fn applies(win: Window) -> bool {
 }
 
 /// A stack of zero-padded planes, and where each tap of a square kernel
-/// starts reading in it.
+/// (taps `dilation` apart) starts reading in it.
 #[derive(Clone, Copy)]
 struct Source {
     planes: usize,
     rows: usize,
     cols: usize,
     kernel: usize,
+    dilation: usize,
 }
 
 impl Source {
@@ -70,7 +71,7 @@ impl Source {
     fn offset(self, r: usize) -> usize {
         let area = self.kernel * self.kernel;
         let (c, tap) = (r / area, r % area);
-        c * self.plane() + tap / self.kernel * self.cols + tap % self.kernel
+        c * self.plane() + (tap / self.kernel * self.cols + tap % self.kernel) * self.dilation
     }
 
     /// Copies `[planes, h, w]` values into the planes with their top-left
@@ -185,10 +186,10 @@ unsafe fn product_block(a: &[f32], src: &[f32], geo: Source, start: usize, wide:
             // SAFETY (this block): see the caller; every read stays below
             // start + offset(last tap) + QB.
             unsafe {
-                let row = src.as_ptr().add(start + c * geo.plane() + ky * geo.cols);
+                let row = src.as_ptr().add(start + c * geo.plane() + ky * geo.dilation * geo.cols);
                 for kx in 0..geo.kernel {
                     for (v, xv) in x.iter_mut().enumerate() {
-                        *xv = _mm256_loadu_ps(row.add(kx + 8 * v));
+                        *xv = _mm256_loadu_ps(row.add(kx * geo.dilation + 8 * v));
                     }
                     for (i, acc) in acc.iter_mut().enumerate() {
                         let wi = _mm256_set1_ps(*w.add(i));
@@ -212,8 +213,8 @@ unsafe fn product_block(a: &[f32], src: &[f32], geo: Source, start: usize, wide:
 
 /// The geometry of a convolution's padded input.
 fn input_source(win: Window) -> Source {
-    let (p, k) = (win.padding, win.kernel);
-    Source { planes: win.channels, rows: win.height + 2 * p, cols: win.width + 2 * p, kernel: k }
+    let (p, k, dilation) = (win.padding, win.kernel, win.dilation);
+    Source { planes: win.channels, rows: win.height + 2 * p, cols: win.width + 2 * p, kernel: k, dilation }
 }
 
 /// Runs `work` with the filter `w` (`[F, C, k, k]`) packed on this thread
@@ -254,15 +255,16 @@ pub fn forward_image(packed: &[f32], filters: usize, image: &[f32], win: Window,
 }
 
 /// One image's input gradient `[C, H, W]` from its output gradient
-/// `[F, OH, OW]`: the output gradient padded by k − 1 on every side, convolved
-/// with the flipped filter, cropped by the forward padding.
+/// `[F, OH, OW]`: the output gradient padded by the kernel's extent less one
+/// on every side, convolved with the flipped filter, cropped by the forward
+/// padding.
 pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: Window, dx: &mut [f32]) {
-    let (k, p) = (win.kernel, win.padding);
+    let (k, p, dilation, margin) = (win.kernel, win.padding, win.dilation, win.extent() - 1);
     let (oh, ow) = (win.out_height(), win.out_width());
-    let geo = Source { planes: filters, rows: oh + 2 * (k - 1), cols: ow + 2 * (k - 1), kernel: k };
+    let geo = Source { planes: filters, rows: oh + 2 * margin, cols: ow + 2 * margin, kernel: k, dilation };
     SCRATCH.with(|cell| {
         let Scratch { source, wide } = &mut *cell.borrow_mut();
-        geo.fill(grad, (oh, ow), (k - 1, k - 1), source);
+        geo.fill(grad, (oh, ow), (margin, margin), source);
         let crop = Crop { top: p, left: p, height: win.height, width: win.width };
         product(packed, win.channels, (source, geo), crop, dx, wide);
     });
@@ -374,11 +376,14 @@ mod tests {
     /// bands (and, for the larger one, the threaded path).
     #[test]
     fn direct_convolution_matches_the_reference_loops() {
-        if !applies(Window { batch: 1, channels: 1, height: 1, width: 1, kernel: 1, stride: 1, padding: 0 }) {
-            return;
-        }
-        for (channels, size, kernel, padding, filters) in [(3, 40, 5, 2, 7), (16, 64, 3, 1, 13), (2, 9, 4, 0, 1)] {
-            let win = Window { batch: 1, channels, height: size, width: size + 3, kernel, stride: 1, padding };
+        let cases =
+            [(3, 40, 5, 2, 1, 7), (16, 64, 3, 1, 1, 13), (2, 9, 4, 0, 1, 1), (3, 30, 3, 1, 2, 8), (2, 12, 2, 0, 5, 3)];
+        for (channels, size, kernel, padding, dilation, filters) in cases {
+            let win =
+                Window { batch: 1, channels, height: size, width: size + 3, kernel, stride: 1, padding, dilation };
+            if !applies(win) {
+                return;
+            }
             let (oh, ow) = (win.out_height(), win.out_width());
             let taps = channels * kernel * kernel;
             let x = values(channels * size * (size + 3), 1);

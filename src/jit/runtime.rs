@@ -248,8 +248,9 @@ fn window(
     kernel: usize,
     stride: usize,
     padding: usize,
+    dilation: usize,
 ) -> Window {
-    Window { batch, channels, height, width, kernel, stride, padding }
+    Window { batch, channels, height, width, kernel, stride, padding, dilation }
 }
 
 /// A convolution's window and the element counts of its image, filter and output.
@@ -262,9 +263,10 @@ fn conv_sizes(
     k: usize,
     s: usize,
     p: usize,
+    d: usize,
     f: usize,
 ) -> (Window, usize, usize, usize) {
-    let win = window(b, c, h, wd, k, s, p);
+    let win = window(b, c, h, wd, k, s, p, d);
     (win, b * c * h * wd, f * c * k * k, b * f * win.out_height() * win.out_width())
 }
 
@@ -280,9 +282,10 @@ pub extern "C" fn conv2d(
     k: usize,
     s: usize,
     p: usize,
+    d: usize,
     f: usize,
 ) {
-    let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, f);
+    let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, d, f);
     // SAFETY: x holds the image's values, w the filter's, y the output's.
     let (x, w, y) = unsafe { (slice(x, image), slice(w, filter), slice_mut(y, out)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
@@ -400,9 +403,10 @@ pub extern "C" fn conv2d_grad_input(
     k: usize,
     s: usize,
     p: usize,
+    d: usize,
     f: usize,
 ) {
-    let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, f);
+    let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, d, f);
     // SAFETY: w holds the filter's values, g the output's, dx the image's.
     let (w, g, dx) = unsafe { (slice(w, filter), slice(g, out), slice_mut(dx, image)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
@@ -442,9 +446,10 @@ pub extern "C" fn conv2d_grad_weight(
     k: usize,
     s: usize,
     p: usize,
+    d: usize,
     f: usize,
 ) {
-    let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, f);
+    let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, d, f);
     // SAFETY: x holds the image's values, g the output's, dw the filter's.
     let (x, g, dw) = unsafe { (slice(x, image), slice(g, out), slice_mut(dw, filter)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
@@ -521,7 +526,7 @@ pub extern "C" fn pool(
     s: usize,
     max: usize,
 ) {
-    let win = window(b, c, h, w, k, s, 0);
+    let win = window(b, c, h, w, k, s, 0, 1);
     let out = b * c * win.out_height() * win.out_width();
     // SAFETY: x holds b·c·h·w values, y the output's.
     let (x, y) = unsafe { (slice(x, b * c * h * w), slice_mut(y, out)) };
@@ -546,7 +551,7 @@ pub extern "C" fn pool_grad(
     s: usize,
     max: usize,
 ) {
-    let win = window(b, c, h, w, k, s, 0);
+    let win = window(b, c, h, w, k, s, 0, 1);
     let out = b * c * win.out_height() * win.out_width();
     // SAFETY: x and dx hold b·c·h·w values, g the output's.
     let (x, g, dx) = unsafe { (slice(x, b * c * h * w), slice(g, out), slice_mut(dx, b * c * h * w)) };
