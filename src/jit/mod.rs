@@ -26,7 +26,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 
-use crate::ir::{Graph, ValueId, numel};
+use crate::ir::{Graph, Op, ValueId, numel};
 use crate::plan::{Location, Plan};
 
 type StepFn = extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f32);
@@ -36,6 +36,9 @@ pub struct Executable {
     module: Option<JITModule>,
     step: StepFn,
     scratch: Vec<f32>,
+    /// Whether the step splits a batch of images into parts (convolution or
+    /// pooling over more than one image).
+    splits_images: bool,
     store_len: usize,
     input_len: usize,
     target_len: usize,
@@ -112,6 +115,17 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
         module: Some(module),
         step,
         scratch: vec![0.0; plan.scratch_len.max(1)],
+        splits_images: graph.nodes.iter().any(|n| {
+            let images = matches!(
+                n.op,
+                Op::Conv2d { .. }
+                    | Op::Conv2dGradInput { .. }
+                    | Op::Conv2dGradWeight { .. }
+                    | Op::Pool { .. }
+                    | Op::PoolGrad { .. }
+            );
+            images && n.shape[0] > 1
+        }),
         store_len: plan.store_len,
         input_len,
         target_len,
@@ -149,10 +163,21 @@ impl Executable {
         if target.len() != self.target_len && self.target_len != 0 {
             return Err(format!("target batch has {} values, expected {}", target.len(), self.target_len));
         }
+        let step = self.step;
+        let pointers = (store.as_mut_ptr() as usize, self.scratch.as_mut_ptr() as usize);
+        let (input, target, hyper) = (input.as_ptr() as usize, target.as_ptr() as usize, hyper.as_ptr() as usize);
         // SAFETY: the generated code only touches `store[..store_len]`,
         // `scratch[..scratch_len]`, `input[..input_len]`, `target[..target_len]`
-        // and `hyper[..4]`, all checked above; the code is alive while `module` is.
-        (self.step)(store.as_mut_ptr(), self.scratch.as_mut_ptr(), input.as_ptr(), target.as_ptr(), hyper.as_ptr());
+        // and `hyper[..4]`, all checked above and borrowed until this returns;
+        // the code is alive while `module` is.
+        let call = move || step(pointers.0 as *mut f32, pointers.1 as *mut f32, input as _, target as _, hyper as _);
+        if self.splits_images && runtime::parallel_images() {
+            // The whole step runs on one of rayon's threads, so its image
+            // parts start without waking a thread per routine.
+            rayon::scope(|_| call());
+        } else {
+            call();
+        }
         Ok(())
     }
 

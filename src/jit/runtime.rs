@@ -324,6 +324,10 @@ pub fn set_parallel_images(on: bool) {
     PARALLEL_IMAGES.store(on, Ordering::Relaxed);
 }
 
+pub fn parallel_images() -> bool {
+    PARALLEL_IMAGES.load(Ordering::Relaxed)
+}
+
 fn images_per_part(batch: usize) -> usize {
     batch.div_ceil(PARTS).max(1)
 }
@@ -332,7 +336,7 @@ fn images_per_part(batch: usize) -> usize {
 /// parallel when image threading is on. Each part writes only its chunk.
 fn each_part(out: &mut [f32], chunk_len: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
     let chunk_len = chunk_len.max(1);
-    if PARALLEL_IMAGES.load(Ordering::Relaxed) {
+    if parallel_images() {
         out.par_chunks_mut(chunk_len).enumerate().for_each(|(i, chunk)| work(i, chunk));
     } else {
         out.chunks_mut(chunk_len).enumerate().for_each(|(i, chunk)| work(i, chunk));
