@@ -34,8 +34,10 @@ const TB: usize = 4;
 /// all channels, should stay in the core's cache while they are reused.
 const BAND: usize = 256;
 /// Products with at least this many multiply-adds spread their bands (or
-/// blocks of filters) over the threads; a batch of one image needs it.
+/// groups of filters) over the threads; a batch of one image needs it.
 const PARALLEL_WORK: usize = 1 << 22;
+/// The weight gradient's filters are split into this many groups.
+const FILTER_GROUPS: usize = 4;
 
 /// Whether this path can run the convolution `win` on this CPU.
 pub fn applies(win: Window) -> bool {
@@ -290,32 +292,38 @@ pub fn weight_gradient_image(image: &[f32], grad: &[f32], filters: usize, win: W
             }
         }
         assert!(source.len() >= span + geo.offset(taps - 1));
-        // Each block of FB filters owns its rows of dw; bands of positions
-        // are summed in order, so the result does not depend on threads.
-        let run_filters = |(block, dw): (usize, &mut [f32])| {
-            let f0 = block * FB;
-            let g = &wide[f0 * span..(f0 + FB) * span];
+        // The filters go in groups of whole blocks, each group owning its
+        // rows of dw; within a group, a band's inputs serve every block
+        // before the next band is read. Bands are summed in order, so the
+        // result does not depend on threads.
+        let blocks_per_group = filters.div_ceil(FB).div_ceil(FILTER_GROUPS);
+        let run_group = |(group, dw): (usize, &mut [f32])| {
             for q0 in (0..span).step_by(BAND) {
                 let count = BAND.min(span - q0);
-                for r0 in (0..taps).step_by(TB) {
-                    // Taps past the last read the first one's inputs; their sums are dropped.
-                    let offsets = std::array::from_fn(|t| q0 + geo.offset(if r0 + t < taps { r0 + t } else { 0 }));
-                    // SAFETY: the CPU has AVX2 and FMA (`applies`); `g` holds FB
-                    // rows of span values (padded to whole blocks) and every read
-                    // of `source` ends below offset(last tap) + span (asserted).
-                    let sums = unsafe { weight_block(&g[q0..], span, count, source, offsets) };
-                    for (i, sums) in sums.iter().enumerate().take(filters - f0) {
-                        for (t, &s) in sums.iter().enumerate().take(taps - r0) {
-                            dw[i * taps + r0 + t] += s;
+                for (block, dw) in dw.chunks_mut(FB * taps).enumerate() {
+                    let f0 = (group * blocks_per_group + block) * FB;
+                    let g = &wide[f0 * span..(f0 + FB) * span];
+                    for r0 in (0..taps).step_by(TB) {
+                        // Taps past the last read the first one's inputs; their sums are dropped.
+                        let offsets = std::array::from_fn(|t| q0 + geo.offset(if r0 + t < taps { r0 + t } else { 0 }));
+                        // SAFETY: the CPU has AVX2 and FMA (`applies`); `g` holds FB
+                        // rows of span values (padded to whole blocks) and every read
+                        // of `source` ends below offset(last tap) + span (asserted).
+                        let sums = unsafe { weight_block(&g[q0..], span, count, source, offsets) };
+                        for (i, sums) in sums.iter().enumerate().take(filters - f0) {
+                            for (t, &s) in sums.iter().enumerate().take(taps - r0) {
+                                dw[i * taps + r0 + t] += s;
+                            }
                         }
                     }
                 }
             }
         };
+        let group_len = blocks_per_group * FB * taps;
         if filters * taps * span >= PARALLEL_WORK {
-            dw.par_chunks_mut(FB * taps).enumerate().for_each(run_filters);
+            dw.par_chunks_mut(group_len).enumerate().for_each(run_group);
         } else {
-            dw.chunks_mut(FB * taps).enumerate().for_each(run_filters);
+            dw.chunks_mut(group_len).enumerate().for_each(run_group);
         }
     });
 }
