@@ -60,8 +60,13 @@ fn assert_backends_agree(model: &CheckedModel, rows: usize, seed: u64) {
     let ((a1, a2, pa), (b1, b2, pb)) = (&results[0], &results[1]);
     assert!(close(*a1 as f32, *b1 as f32) && close(*a2 as f32, *b2 as f32), "losses {a1} {a2} vs {b1} {b2}");
     for (p, (ta, tb)) in pa.iter().zip(pb).enumerate() {
+        // An element is a sum of terms as large as the tensor's largest, so
+        // one near zero carries their rounding: judge it on that scale too
+        // (a diverging model's prediction of -1.28 beside -1668 differed by
+        // 7e-4 = 4e-7 of it). A wrong element is off by far more.
+        let scale = tb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for (i, (a, b)) in ta.iter().zip(tb).enumerate() {
-            assert!(close(*a, *b), "param {p}[{i}]: interp {a} vs jit {b}");
+            assert!(close(*a, *b) || (a - b).abs() <= 1e-5 * scale, "param {p}[{i}]: interp {a} vs jit {b}");
         }
     }
 }
