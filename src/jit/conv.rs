@@ -33,6 +33,8 @@ const TB: usize = 4;
 /// About how many positions a band of output rows holds: its inputs, over
 /// all channels, should stay in the core's cache while they are reused.
 const BAND: usize = 256;
+/// Taps per pass of the product (about 3 KiB of a block's filter values).
+const PASS_TAPS: usize = 128;
 /// Products with at least this many multiply-adds spread their bands (or
 /// groups of filters) over the threads; a batch of one image needs it.
 const PARALLEL_WORK: usize = 1 << 22;
@@ -150,17 +152,29 @@ fn product(
     let band = (BAND / geo.cols).max(1);
     let stride = (band * geo.cols).next_multiple_of(QB);
     let band_len = blocks * MB * stride;
+    // Many taps go in passes of whole channels, so a pass's filter values
+    // and inputs stay in the first-level cache; later passes add on.
+    let area = geo.kernel * geo.kernel;
+    let channels_per_pass = if taps > 2 * PASS_TAPS { (PASS_TAPS / area).max(1) } else { geo.planes };
     wide.resize(height.div_ceil(band) * band_len, 0.0);
     let run_band = |(j, part): (usize, &mut [f32])| {
         let first = start + j * band * geo.cols;
         let count = ((height - j * band).min(band) * geo.cols).next_multiple_of(QB);
-        for (block, a) in packed.chunks_exact(MB * taps).enumerate() {
-            for q in (0..count).step_by(QB) {
-                // SAFETY: the CPU has AVX2 and FMA (`applies`); `a` holds MB
-                // values per tap; reads end below start + height·cols rounded
-                // up to QB, plus offset(last tap), within src (asserted); the
-                // block's MB rows of QB values fit in `part`.
-                unsafe { product_block(a, src, geo, first + q, &mut part[block * MB * stride + q..], stride) };
+        for c0 in (0..geo.planes).step_by(channels_per_pass) {
+            // This pass's channels: their filter values and inputs.
+            let planes = channels_per_pass.min(geo.planes - c0);
+            let (pass, src) = (Source { planes, ..geo }, &src[c0 * geo.plane()..]);
+            let pass_taps = c0 * area * MB..(c0 + planes) * area * MB;
+            for (block, a) in packed.chunks_exact(MB * taps).enumerate() {
+                let a = &a[pass_taps.clone()];
+                for q in (0..count).step_by(QB) {
+                    // SAFETY: the CPU has AVX2 and FMA (`applies`); `a` holds MB
+                    // values per tap of the pass; reads end below start +
+                    // height·cols rounded up to QB, plus offset(last tap), within
+                    // src (asserted); the block's MB rows of QB values fit in `part`.
+                    let out = &mut part[block * MB * stride + q..];
+                    unsafe { product_block(a, src, pass, first + q, out, stride, c0 > 0) };
+                }
             }
         }
     };
@@ -177,10 +191,19 @@ fn product(
     }
 }
 
-/// One MB × QB block of the product, written to `wide[i·stride ..][..QB]`.
+/// One MB × QB block of the product, written to (or, with `add`, added
+/// to) `wide[i·stride ..][..QB]`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn product_block(a: &[f32], src: &[f32], geo: Source, start: usize, wide: &mut [f32], stride: usize) {
+unsafe fn product_block(a: &[f32], src: &[f32], geo: Source, start: usize, wide: &mut [f32], stride: usize, add: bool) {
     let mut acc = [[_mm256_setzero_ps(); XR]; MB];
+    if add {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            for (v, value) in acc.iter_mut().enumerate() {
+                // SAFETY: `wide` holds MB rows of QB = 8·XR values, `stride` apart.
+                *value = unsafe { _mm256_loadu_ps(wide.as_ptr().add(i * stride + 8 * v)) };
+            }
+        }
+    }
     let mut x = [_mm256_setzero_ps(); XR];
     let mut w = a.as_ptr();
     for c in 0..geo.planes {
@@ -381,11 +404,18 @@ mod tests {
     }
 
     /// Against the interpreter's loops, on images large enough for several
-    /// bands (and, for the larger one, the threaded path).
+    /// bands, on the threaded path (16 channels of 64×67) and with taps in
+    /// several passes (32 channels).
     #[test]
     fn direct_convolution_matches_the_reference_loops() {
-        let cases =
-            [(3, 40, 5, 2, 1, 7), (16, 64, 3, 1, 1, 13), (2, 9, 4, 0, 1, 1), (3, 30, 3, 1, 2, 8), (2, 12, 2, 0, 5, 3)];
+        let cases = [
+            (3, 40, 5, 2, 1, 7),
+            (16, 64, 3, 1, 1, 13),
+            (2, 9, 4, 0, 1, 1),
+            (3, 30, 3, 1, 2, 8),
+            (2, 12, 2, 0, 5, 3),
+            (32, 20, 3, 1, 1, 9),
+        ];
         for (channels, size, kernel, padding, dilation, filters) in cases {
             let win =
                 Window { batch: 1, channels, height: size, width: size + 3, kernel, stride: 1, padding, dilation };
