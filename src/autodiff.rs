@@ -131,7 +131,8 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
                     contrib.push((1, g.push(Op::Unary(Unary::Neg), vec![dp], shape_of(1), span)));
                 }
             }
-            // y = x ⋆ w ⇒ ∂x = g ⋆ᵀ w (transposed convolution), ∂w = Σ g·x over windows
+            // y = x ⋆ w + b ⇒ ∂x = g ⋆ᵀ w (transposed convolution), ∂w = Σ g·x
+            // over windows, ∂b = Σ g per channel
             Op::Conv2d { kernel, stride, padding, dilation } => {
                 let (kernel, stride, padding, dilation) = (*kernel, *stride, *padding, *dilation);
                 if wants(0) {
@@ -151,6 +152,9 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
                         span,
                     );
                     contrib.push((1, dw));
+                }
+                if ins.len() == 3 && wants(2) {
+                    contrib.push((2, g.push(Op::SumChannels, vec![dy], shape_of(2), span)));
                 }
             }
             // y = x + b[channel] ⇒ ∂x = g, ∂b = Σ g per channel

@@ -146,6 +146,10 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 let mut out = vec![T::zero(); n];
                 let win = ir::window(in_shape(0), *kernel, *stride, *padding, *dilation);
                 kernels::conv2d(input(0), input(1), &mut out, win, in_shape(1)[0]);
+                if node.inputs.len() == 3 {
+                    let unbiased = out.clone();
+                    kernels::add_channel_bias(&unbiased, input(2), &mut out, spatial(&node.shape));
+                }
                 out
             }
             Op::Conv2dGradInput { kernel, stride, padding, dilation } => {

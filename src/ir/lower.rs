@@ -72,13 +72,12 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
                 let w = add_param(&mut graph, format!("{}.weight", node.name), shape.clone(), init, true);
                 let wv = graph.push(Op::Param(w), vec![], shape, span);
                 let conv = Op::Conv2d { kernel: *kernel, stride: *stride, padding: *padding, dilation: *dilation };
-                let mut y = graph.push(conv, vec![x, wv], out_shape.clone(), span);
+                let mut inputs = vec![x, wv];
                 if *bias {
                     let b = add_param(&mut graph, format!("{}.bias", node.name), vec![*filters], Init::Zeros, false);
-                    let bv = graph.push(Op::Param(b), vec![], vec![*filters], span);
-                    y = graph.push(Op::AddChannelBias, vec![y, bv], out_shape, span);
+                    inputs.push(graph.push(Op::Param(b), vec![], vec![*filters], span));
                 }
-                y
+                graph.push(conv, inputs, out_shape, span)
             }
             Layer::MaxPool { kernel, stride } | Layer::AvgPool { kernel, stride } => {
                 let max = matches!(node.layer, Layer::MaxPool { .. });

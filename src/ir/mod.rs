@@ -104,8 +104,9 @@ pub enum Op {
     Reshape,
 
     // ---- images and maxout ---------------------------------------------------------
-    /// `[x [B,C,H,W], w [F,C,K,K]]` → `[B,F,OH,OW]`, zero padding; taps
-    /// `dilation` apart.
+    /// `[x [B,C,H,W], w [F,C,K,K]]` or `[x, w, b [F]]` → `[B,F,OH,OW]`,
+    /// zero padding, taps `dilation` apart; the bias is added in the same
+    /// pass.
     Conv2d {
         kernel: usize,
         stride: usize,
@@ -500,7 +501,10 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
             )?,
             Op::SumSquares => check(arity == 1 && node.shape.is_empty(), i, "sum_squares")?,
             Op::Conv2d { .. } => check(
-                arity == 2 && shape(0).len() == 4 && shape(1).len() == 4 && node.shape.len() == 4,
+                (arity == 2 || arity == 3 && *shape(2) == vec![node.shape[1]])
+                    && shape(0).len() == 4
+                    && shape(1).len() == 4
+                    && node.shape.len() == 4,
                 i,
                 "conv2d rank",
             )?,

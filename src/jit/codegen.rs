@@ -63,7 +63,7 @@ pub const ROUTINES: &[(&str, usize, usize)] = &[
     ("nnc_clip_scale", 2, 1),
     ("nnc_log", 3, 0),
     ("nnc_copy", 3, 0),
-    ("nnc_conv2d", 12, 0),
+    ("nnc_conv2d", 13, 0),
     ("nnc_conv2d_grad_input", 12, 0),
     ("nnc_conv2d_grad_weight", 12, 0),
     ("nnc_add_channel_bias", 6, 0),
@@ -206,6 +206,11 @@ impl Emitter<'_, '_> {
                         .collect();
                 let mut args = vec![ins[0], ins[1], out];
                 args.extend(dims);
+                if let Op::Conv2d { .. } = node.op {
+                    // The bias, or a null pointer for none.
+                    let bias = if ins.len() == 3 { ins[2] } else { self.imm(0) };
+                    args.push(bias);
+                }
                 self.call(name, &args);
             }
             Op::AddChannelBias | Op::MulChannel | Op::SumChannels => {

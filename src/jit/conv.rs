@@ -127,12 +127,13 @@ struct Crop {
 }
 
 /// out[m, y, x] = Σ_r a[m, r] · src[offset(r) + (y + top)·cols + x + left]
-/// for y < height, x < width of `crop`, with `a` packed by `pack`.
+/// (+ bias[m]) for y < height, x < width of `crop`, with `a` packed by `pack`.
 fn product(
     packed: &[f32],
     rows: usize,
     (src, geo): (&[f32], Source),
     crop: Crop,
+    bias: Option<&[f32]>,
     out: &mut [f32],
     wide: &mut Vec<f32>,
 ) {
@@ -184,9 +185,10 @@ fn product(
         wide.chunks_mut(band_len).enumerate().for_each(run_band);
     }
     for (m, dst) in out.chunks_exact_mut(height * width).enumerate() {
+        let b = bias.map_or(0.0, |bias| bias[m]);
         for (y, line) in dst.chunks_exact_mut(width).enumerate() {
             let at = y / band * band_len + m * stride + y % band * geo.cols;
-            line.copy_from_slice(&wide[at..at + width]);
+            line.iter_mut().zip(&wide[at..at + width]).for_each(|(o, &v)| *o = v + b);
         }
     }
 }
@@ -268,14 +270,22 @@ fn with_packed<R>(rows: usize, taps: usize, a: impl Fn(usize, usize) -> f32, wor
     })
 }
 
-/// One image `[C, H, W]` convolved into `out` (`[F, OH, OW]`).
-pub fn forward_image(packed: &[f32], filters: usize, image: &[f32], win: Window, out: &mut [f32]) {
+/// One image `[C, H, W]` convolved into `out` (`[F, OH, OW]`), plus the
+/// bias if there is one.
+pub fn forward_image(
+    packed: &[f32],
+    filters: usize,
+    image: &[f32],
+    win: Window,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
     let geo = input_source(win);
     SCRATCH.with(|cell| {
         let Scratch { source, wide } = &mut *cell.borrow_mut();
         geo.fill(image, (win.height, win.width), (win.padding, win.padding), source);
         let crop = Crop { top: 0, left: 0, height: win.out_height(), width: win.out_width() };
-        product(packed, filters, (source, geo), crop, out, wide);
+        product(packed, filters, (source, geo), crop, bias, out, wide);
     });
 }
 
@@ -291,7 +301,7 @@ pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: W
         let Scratch { source, wide } = &mut *cell.borrow_mut();
         geo.fill(grad, (oh, ow), (margin, margin), source);
         let crop = Crop { top: p, left: p, height: win.height, width: win.width };
-        product(packed, win.channels, (source, geo), crop, dx, wide);
+        product(packed, win.channels, (source, geo), crop, None, dx, wide);
     });
 }
 
@@ -431,8 +441,15 @@ mod tests {
             let mut expected = vec![0.0; filters * oh * ow];
             kernels::conv2d(&x, &w, &mut expected, win, filters);
             let mut y = vec![0.0; filters * oh * ow];
-            with_forward_filter(&w, filters, win, |packed| forward_image(packed, filters, &x, win, &mut y));
+            with_forward_filter(&w, filters, win, |packed| forward_image(packed, filters, &x, win, None, &mut y));
             assert_close(&y, &expected, "y");
+            let bias = values(filters, 4);
+            with_forward_filter(&w, filters, win, |packed| {
+                forward_image(packed, filters, &x, win, Some(&bias), &mut y)
+            });
+            let plane = oh * ow;
+            let biased: Vec<f32> = expected.iter().enumerate().map(|(i, v)| v + bias[i / plane]).collect();
+            assert_close(&y, &biased, "y + bias");
 
             let (mut dx_ref, mut dw_ref) = (vec![0.0; x.len()], vec![0.0; w.len()]);
             kernels::conv2d_backward(&x, &w, &g, &mut dx_ref, &mut dw_ref, win, filters);

@@ -284,10 +284,13 @@ pub extern "C" fn conv2d(
     p: usize,
     d: usize,
     f: usize,
+    bias: *const f32,
 ) {
     let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, d, f);
     // SAFETY: x holds the image's values, w the filter's, y the output's.
     let (x, w, y) = unsafe { (slice(x, image), slice(w, filter), slice_mut(y, out)) };
+    // SAFETY: a bias that is not null holds one value per filter.
+    let bias = (!bias.is_null()).then(|| unsafe { slice(bias, f) });
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
     let per = images_per_part(b);
     let mut images = |per_image: &(dyn Fn(&[f32], &mut [f32]) + Sync)| {
@@ -298,7 +301,7 @@ pub extern "C" fn conv2d(
     };
     if conv::applies(win) {
         conv::with_forward_filter(w, f, win, |packed| {
-            images(&|image, out| conv::forward_image(packed, f, image, win, out))
+            images(&|image, out| conv::forward_image(packed, f, image, win, bias, out))
         });
     } else {
         images(&|image, out| {
@@ -306,7 +309,12 @@ pub extern "C" fn conv2d(
                 kernels::im2col(image, columns, win);
                 // out [F, OH·OW] = w [F, C·K·K] · columns [C·K·K, OH·OW]
                 gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, 0.0);
-            })
+            });
+            if let Some(bias) = bias {
+                for (plane, &b) in out.chunks_exact_mut(cols).zip(bias) {
+                    plane.iter_mut().for_each(|v| *v += b);
+                }
+            }
         });
     }
 }
