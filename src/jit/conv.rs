@@ -1,10 +1,11 @@
 //! Stride-1 convolutions without im2col, on CPUs with AVX2 and FMA.
 //!
 //! Zero-pad the image into planes of `rows × cols`. A stride-1 output at
-//! (y, x) reads the inputs at (y + ky, x + kx). Computing an output for every
-//! column of the padded width (the last k − 1 of each row are discarded), the
-//! output at q = y·cols + x reads `src[q + offset(c, ky, kx)]`, where
-//! offset = c·rows·cols + ky·cols + kx. Every tap's inputs are then one
+//! (y, x) reads the inputs at (y + d·ky, x + d·kx), d the dilation. Computing
+//! an output for every column of the padded width (the last d·(k − 1) of each
+//! row are discarded), the output at q = y·cols + x reads
+//! `src[q + offset(c, ky, kx)]`, where offset = c·rows·cols + d·(ky·cols + kx).
+//! Every tap's inputs are then one
 //! contiguous run of the padded image, so the product
 //! `out[m, q] = Σ_r a[m, r] · src[offset(r) + q]` runs straight from it: no
 //! unfolded columns and no packing, only a register-blocked kernel. The input
