@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
 use super::{conv, pool};
 use crate::kernels::{self, Window};
 
@@ -299,24 +300,24 @@ pub extern "C" fn conv2d(
             x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(f * cols)).for_each(|(image, out)| per_image(image, out));
         })
     };
+    #[cfg(target_arch = "x86_64")]
     if conv::applies(win) {
-        conv::with_forward_filter(w, f, win, |packed| {
+        return conv::with_forward_filter(w, f, win, |packed| {
             images(&|image, out| conv::forward_image(packed, f, image, win, bias, out))
         });
-    } else {
-        images(&|image, out| {
-            with_columns(rows * cols, |columns| {
-                kernels::im2col(image, columns, win);
-                // out [F, OH·OW] = w [F, C·K·K] · columns [C·K·K, OH·OW]
-                gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, 0.0);
-            });
-            if let Some(bias) = bias {
-                for (plane, &b) in out.chunks_exact_mut(cols).zip(bias) {
-                    plane.iter_mut().for_each(|v| *v += b);
-                }
-            }
-        });
     }
+    images(&|image, out| {
+        with_columns(rows * cols, |columns| {
+            kernels::im2col(image, columns, win);
+            // out [F, OH·OW] = w [F, C·K·K] · columns [C·K·K, OH·OW]
+            gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, 0.0);
+        });
+        if let Some(bias) = bias {
+            for (plane, &b) in out.chunks_exact_mut(cols).zip(bias) {
+                plane.iter_mut().for_each(|v| *v += b);
+            }
+        }
+    });
 }
 
 /// A batch's images are split into this many parts, a fixed number, so
@@ -431,19 +432,19 @@ pub extern "C" fn conv2d_grad_input(
                 .for_each(|(grad, image)| per_image(grad, image));
         })
     };
+    #[cfg(target_arch = "x86_64")]
     if conv::applies(win) {
-        conv::with_input_gradient_filter(w, f, win, |packed| {
+        return conv::with_input_gradient_filter(w, f, win, |packed| {
             images(&|grad, image| conv::input_gradient_image(packed, f, grad, win, image))
         });
-    } else {
-        images(&|grad, image| {
-            with_columns(rows * cols, |columns| {
-                // columns [C·K·K, OH·OW] = wᵀ · g
-                gemm(rows, f, cols, w, (1, rows), grad, (cols, 1), columns, 0.0);
-                kernels::col2im(columns, image, win);
-            })
-        });
     }
+    images(&|grad, image| {
+        with_columns(rows * cols, |columns| {
+            // columns [C·K·K, OH·OW] = wᵀ · g
+            gemm(rows, f, cols, w, (1, rows), grad, (cols, 1), columns, 0.0);
+            kernels::col2im(columns, image, win);
+        })
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -472,19 +473,21 @@ pub extern "C" fn conv2d_grad_weight(
         let mut partials = cell.borrow_mut();
         partials.clear();
         partials.resize(b.div_ceil(per) * filter, 0.0);
+        #[cfg(target_arch = "x86_64")]
         let direct = conv::applies(win);
         each_part(&mut partials, filter, |part, partial| {
             let (x, g) = (&x[part * per * c * h * wd..], &g[part * per * f * cols..]);
             for (image, grad) in x.chunks_exact(c * h * wd).zip(g.chunks_exact(f * cols)).take(per) {
+                #[cfg(target_arch = "x86_64")]
                 if direct {
                     conv::weight_gradient_image(image, grad, f, win, partial);
-                } else {
-                    with_columns(rows * cols, |columns| {
-                        kernels::im2col(image, columns, win);
-                        // dw [F, C·K·K] += g [F, OH·OW] · columnsᵀ
-                        gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), partial, 1.0);
-                    });
+                    continue;
                 }
+                with_columns(rows * cols, |columns| {
+                    kernels::im2col(image, columns, win);
+                    // dw [F, C·K·K] += g [F, OH·OW] · columnsᵀ
+                    gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), partial, 1.0);
+                });
             }
         });
         dw.fill(0.0);
@@ -573,11 +576,11 @@ pub extern "C" fn pool_grad(
         let range = part * per..part * per + images;
         let (x, g) = (&x[range.start * image..range.end * image], &g[range.start * out / b..range.end * out / b]);
         let win = Window { batch: images, ..win };
+        #[cfg(target_arch = "x86_64")]
         if max != 0 && pool::applies(win) {
-            pool::max_pool_2x2_backward(x, g, dx, win);
-        } else {
-            kernels::pool_backward(x, g, dx, win, max != 0);
+            return pool::max_pool_2x2_backward(x, g, dx, win);
         }
+        kernels::pool_backward(x, g, dx, win, max != 0);
     });
 }
 
