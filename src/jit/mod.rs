@@ -115,17 +115,7 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
         module: Some(module),
         step,
         scratch: vec![0.0; plan.scratch_len.max(1)],
-        splits_images: graph.nodes.iter().any(|n| {
-            let images = matches!(
-                n.op,
-                Op::Conv2d { .. }
-                    | Op::Conv2dGradInput { .. }
-                    | Op::Conv2dGradWeight { .. }
-                    | Op::Pool { .. }
-                    | Op::PoolGrad { .. }
-            );
-            images && n.shape[0] > 1
-        }),
+        splits_images: splits_images(graph),
         store_len: plan.store_len,
         input_len,
         target_len,
@@ -133,6 +123,23 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
         shapes: graph.nodes.iter().map(|n| n.shape.clone()).collect(),
         clif,
     })
+}
+
+/// Whether a graph has convolutions or pooling over a batch of more than
+/// one image (every image batch is the input batch's).
+fn splits_images(graph: &Graph) -> bool {
+    let batch = graph.nodes.iter().find(|n| matches!(n.op, Op::Input(_))).map_or(0, |n| n.shape[0]);
+    let over_images = |op: &Op| {
+        matches!(
+            op,
+            Op::Conv2d { .. }
+                | Op::Conv2dGradInput { .. }
+                | Op::Conv2dGradWeight { .. }
+                | Op::Pool { .. }
+                | Op::PoolGrad { .. }
+        )
+    };
+    batch > 1 && graph.nodes.iter().any(|n| over_images(&n.op))
 }
 
 /// Element counts of the input and target batches the code reads (0 when unused).

@@ -27,10 +27,23 @@ pub fn max_pool_2x2_backward(x: &[f32], g: &[f32], dx: &mut [f32], win: Window) 
         let rows = xp.chunks_exact(2 * w).zip(dp.chunks_exact_mut(2 * w)).zip(gp.chunks_exact(ow));
         for ((xr, dr), grads) in rows {
             let ((x0, x1), (d0, d1)) = (xr.split_at(w), dr.split_at_mut(w));
-            for ox in (0..ow).step_by(8) {
-                let n = 2 * (ow - ox).min(8);
+            let whole = ow / 8 * 8;
+            for ox in (0..whole).step_by(8) {
+                let at = 2 * ox..2 * ox + 16;
+                // SAFETY: the CPU has AVX2 (`applies`); each slice holds the
+                // 16 inputs of 8 windows, or their 8 gradients.
+                unsafe {
+                    eight_windows(
+                        (&x0[at.clone()], &x1[at.clone()]),
+                        &grads[ox..ox + 8],
+                        (&mut d0[at.clone()], &mut d1[at]),
+                    )
+                };
+            }
+            if whole < ow {
+                // The last, partial group runs on zero-padded copies.
+                let (ox, n) = (whole, 2 * (ow - whole));
                 let at = 2 * ox..2 * ox + n;
-                // A last, partial group runs on zero-padded copies.
                 let (mut t, mut b, mut gs, mut dt, mut db) = ([0.0; 16], [0.0; 16], [0.0; 8], [0.0; 16], [0.0; 16]);
                 t[..n].copy_from_slice(&x0[at.clone()]);
                 b[..n].copy_from_slice(&x1[at.clone()]);
