@@ -284,6 +284,10 @@ pub fn im2col<T: Float>(image: &[T], columns: &mut [T], win: Window) {
                     let line = &image[(c * win.height + iy) * win.width..(c * win.height + iy + 1) * win.width];
                     out[..lo].iter_mut().for_each(|v| *v = T::zero());
                     out[hi..].iter_mut().for_each(|v| *v = T::zero());
+                    if lo == hi {
+                        // A dilated tap can miss the image on every column.
+                        continue;
+                    }
                     let first = lo * win.stride + kx * win.dilation - win.padding;
                     if win.stride == 1 {
                         out[lo..hi].copy_from_slice(&line[first..first + (hi - lo)]);

@@ -223,6 +223,18 @@ proptest! {
     }
 }
 
+/// A dilated kernel whose outer taps miss the image on every output column
+/// (3 taps 3 apart over 3 + 2·2 columns, stride 2): im2col must only zero them.
+#[test]
+fn dilated_taps_outside_the_image() {
+    let source = "model g { input x: [1, 3, 3] target y: class(3)
+        x |> conv2d(2, kernel = 3, stride = 2, padding = 2, dilation = 3) |> relu |> flatten |> dense(3) => p
+        loss = cross_entropy(p, y)  train { optimizer = sgd(lr = 0.05) } }";
+    let checked = check_source("c.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    assert_backends_agree(&checked.models[0], 3, 1);
+}
+
 /// Applies `u` to `xs` with the JIT.
 fn jit_unary(u: Unary, xs: &[f32]) -> Vec<f32> {
     let span = Span::default();
