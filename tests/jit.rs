@@ -191,6 +191,10 @@ proptest! {
         prop_assume!(extent <= h + 2 * padding && extent <= w + 2 * padding);
         let (oh, ow) = ((h + 2 * padding - extent) / stride + 1, (w + 2 * padding - extent) / stride + 1);
         prop_assume!(pk <= oh && pk <= ow);
+        // Batch statistics over two values normalise them to ±1 whatever they
+        // are: the true gradient is zero and the computed one is rounding
+        // noise divided by a tiny deviation, different on each backend.
+        prop_assume!(!norm || rows * oh * ow >= 3);
         let pool = if max { "maxpool" } else { "avgpool" };
         let norm = if norm { "|> batchnorm(momentum = 0.8)" } else { "" };
         let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: class(3)
