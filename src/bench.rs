@@ -1,5 +1,6 @@
-//! `nnc bench`: compile time, steady-state training throughput, batch-1
-//! inference latency and peak memory, on synthetic data of the model's shapes.
+//! `nnc bench`: compile time and steady-state throughput of training, compile
+//! time and latency of batch-1 inference (a forward pass alone, as a shipped
+//! model runs), and peak memory, on synthetic data of the model's shapes.
 
 use std::time::Instant;
 
@@ -9,7 +10,9 @@ use serde::Serialize;
 
 use crate::check::{Batch, CheckedModel, TargetKind};
 use crate::diag::Diag;
-use crate::train::{Backend, TrainError, Trainer};
+use crate::exec::Backend;
+use crate::model::Model;
+use crate::train::{TrainError, Trainer};
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
@@ -20,6 +23,8 @@ pub struct BenchReport {
     pub compile_ms: f64,
     /// Median over repeats of samples per second, after warm-up.
     pub train_samples_per_s: f64,
+    /// Lowering, planning and code generation of the batch-1 forward pass.
+    pub infer_compile_ms: f64,
     /// Median latency of one forward pass of a single sample.
     pub infer_latency_us: f64,
     /// Peak resident memory of the process.
@@ -89,27 +94,45 @@ pub fn run(
         }
         rates.push((steps * batch) as f64 / t.elapsed().as_secs_f64());
     }
-    let (x1, _) = synthetic(model, 1, &mut rng);
-    trainer.predict(&x1, 1).map_err(BenchError::Train)?;
-    let mut latencies = Vec::new();
-    for _ in 0..5 {
-        let t = Instant::now();
-        let mut calls = 0usize;
-        while t.elapsed().as_secs_f64() < min_seconds / 10.0 || calls < 10 {
-            std::hint::black_box(trainer.predict(&x1, 1).map_err(BenchError::Train)?);
-            calls += 1;
-        }
-        latencies.push(t.elapsed().as_secs_f64() * 1e6 / calls as f64);
-    }
+    let (infer_compile_ms, infer_latency_us) = inference(model, backend, min_seconds, &mut rng)?;
     Ok(BenchReport {
         model: model.name.clone(),
         backend: format!("{backend:?}").to_lowercase(),
         batch,
         compile_ms,
         train_samples_per_s: median(rates),
-        infer_latency_us: median(latencies),
+        infer_compile_ms,
+        infer_latency_us,
         peak_rss_mib: peak_rss_mib(),
     })
+}
+
+/// The compile time (ms) and median latency (µs) of batch-1 inference by a
+/// runtime model of its own: no training step, no optimizer state.
+fn inference(
+    model: &CheckedModel,
+    backend: Backend,
+    min_seconds: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<(f64, f64), BenchError> {
+    let (x1, _) = synthetic(model, 1, rng);
+    let started = Instant::now();
+    let mut runtime = Model::new(model, backend).map_err(BenchError::Model)?;
+    let predict = |runtime: &mut Model| runtime.predict(&x1, 1).map_err(|e| BenchError::Train(TrainError::Internal(e)));
+    // The first call compiles.
+    predict(&mut runtime)?;
+    let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut calls = 0usize;
+        while t.elapsed().as_secs_f64() < min_seconds / 10.0 || calls < 10 {
+            std::hint::black_box(predict(&mut runtime)?);
+            calls += 1;
+        }
+        latencies.push(t.elapsed().as_secs_f64() * 1e6 / calls as f64);
+    }
+    Ok((compile_ms, median(latencies)))
 }
 
 #[derive(Debug)]

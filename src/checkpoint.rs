@@ -44,7 +44,7 @@ pub fn to_bytes(trainer: &Trainer, source: &str, scaler: &Scaler) -> Result<Vec<
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = HashMap::from([
         ("format".to_string(), "pt".to_string()),
-        ("model".to_string(), trainer.model.name.clone()),
+        ("model".to_string(), trainer.model.checked.name.clone()),
         ("source".to_string(), source.to_string()),
         ("source_sha256".to_string(), source_hash(source)),
         ("seed".to_string(), trainer.config.seed.to_string()),

@@ -1,5 +1,6 @@
 //! Gradient checking: autodiff gradients against central finite differences,
-//! in f64, on a small random batch. Proves each gradient rule on real graphs.
+//! in f64, on a small random batch. Proves each gradient rule on real graphs:
+//! the model is lowered by the pipeline, then `autodiff` is checked directly.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -120,7 +121,7 @@ pub fn check_graph(graph: &Graph, batch: &Batch, params: &[Vec<f64>], seed: u64)
 
 /// Lowers `model` for a batch of 3 and checks every parameter's gradient.
 pub fn check_model(model: &CheckedModel, seed: u64) -> Result<Vec<TensorReport>, Diag> {
-    let graph = ir::lower(model, 3, true)?;
+    let graph = crate::pipeline::training_graph(model, 3)?;
     let params = init_params::<f64>(&graph.params, seed);
     let batch = random_batch(model, &graph, seed);
     check_graph(&graph, &batch, &params, seed).map_err(|e| crate::diag::messages::internal(model.span, &e))

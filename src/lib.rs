@@ -1,26 +1,51 @@
 //! nnc: a compiler for neural networks written in a small declarative language.
 //!
-//! The pipeline, one module per stage:
-//! 1. `syntax::parse`: `.nn` text → AST with spans;
-//! 2. `check::check`: AST → checked models (names, shapes, hyperparameters);
-//! 3. `summary`: per-layer shapes, parameter counts and costs.
+//! Modules in pipeline order; `pipeline` chains the stages, narrated.
 
-pub mod autodiff;
-pub mod bench;
-pub mod check;
-pub mod checkpoint;
-pub mod cli;
-pub mod data;
+// Diagnostics: the one error type of the user-facing stages.
 pub mod diag;
-pub mod gradcheck;
-pub mod interp;
-pub mod io;
+
+// 1. `.nn` text → AST with spans (a pest grammar).
+pub mod syntax;
+
+// 2. AST → checked models: names, shapes, hyperparameters; per-layer costs.
+pub mod check;
+pub mod summary;
+
+// 3. A checked model → a graph of primitive ops for one batch size.
 pub mod ir;
+
+// 4. A forward graph → the same graph with the gradient of every parameter.
+pub mod autodiff;
+
+// 5. → a training step: update rules, clipping, CD-k, annealing.
+pub mod optim;
+
+// 6. Fusion and static memory.
+pub mod plan;
+
+// The executors of a plan: the reference interpreter (the oracle) and the
+// Cranelift backend, sharing the numeric kernels; `exec` wraps both.
+pub mod interp;
 pub mod jit;
 pub mod kernels;
+
+pub mod exec;
+
+// The chain of stages 1–6 as one call.
 pub mod pipeline;
-pub mod plan;
-pub mod plot;
-pub mod summary;
-pub mod syntax;
+
+// 7. At run time: the model (weights, compiled forward passes) ...
+pub mod model;
+
+// ... and the trainer around it (data, epochs, metrics, pretraining).
+pub mod data;
 pub mod train;
+
+// Around them: checkpoints, files, plots, measurements, the command line.
+pub mod bench;
+pub mod checkpoint;
+pub mod cli;
+pub mod gradcheck;
+pub mod io;
+pub mod plot;

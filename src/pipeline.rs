@@ -1,11 +1,29 @@
-//! The front half of the pipeline, chained in one place:
-//! read → `syntax::parse` → `check::check`.
+//! The whole compiler, chained in one place and in order:
+//!
+//! 1. read the file;
+//! 2. `syntax::parse`: text → AST with spans;
+//! 3. `check::check`: AST → checked models (names, shapes, hyperparameters);
+//! 4. `ir::lower`: a checked model → a forward graph of primitive ops for one
+//!    batch size (training mode or evaluation mode);
+//! 5. `optim::step_graph`: the forward graph → a training step — for gradient
+//!    optimizers `autodiff::differentiate` and then the update rule, for
+//!    contrastive divergence the CD-k graph, for annealing the bare layout;
+//! 6. `ir::verify` (debug builds and tests), `plan`: fusion and the memory
+//!    plan, and codegen (`jit::compile`), wrapped up in `exec::Compiled`.
+//!
+//! Steps 1–3 are `check_file`/`check_source`; steps 4–6 are
+//! `compile_forward` (evaluation and inference: no gradients, no optimizer
+//! state) and `compile_step` (a whole training step). Every user of the back
+//! half — the runtime `Model`, the `Trainer`, `--emit`, `bench`,
+//! `gradcheck` — goes through these functions.
 
 use std::path::Path;
 
-use crate::check::{self, CheckedModel};
-use crate::diag::Diag;
-use crate::syntax;
+use crate::check::{self, CheckedModel, TrainConfig};
+use crate::diag::{Diag, messages};
+use crate::exec::{Backend, Compiled};
+use crate::ir::{self, Graph, TrainGraph};
+use crate::{optim, syntax};
 
 /// A source file and everything the front end learnt about it.
 pub struct Checked {
@@ -23,19 +41,85 @@ impl Checked {
     }
 }
 
-/// Parses and checks `source`.
+/// Steps 2–3: parses and checks `source`.
 pub fn check_source(file_name: &str, source: &str) -> Checked {
-    // 1. Text → AST (a syntax error stops here: nothing after it can be trusted).
+    // A syntax error stops here: nothing after it can be trusted.
     let (models, diags) = match syntax::parse(source) {
-        // 2. AST → checked models, collecting every independent mistake.
+        // Checking collects every independent mistake.
         Ok(file) => check::check(&file),
         Err(diag) => (Vec::new(), vec![diag]),
     };
     Checked { file_name: file_name.to_string(), source: source.to_string(), models, diags }
 }
 
-/// Reads and checks a `.nn` file.
+/// Steps 1–3: reads and checks a `.nn` file.
 pub fn check_file(path: &Path) -> std::io::Result<Checked> {
     let source = std::fs::read_to_string(path)?;
     Ok(check_source(&path.display().to_string(), &source))
+}
+
+/// Step 4 for evaluation and inference: batch normalisation reads its
+/// running statistics and dropout passes values through. Without
+/// `with_loss` the graph computes the prediction only.
+pub fn forward_graph(model: &CheckedModel, batch: usize, with_loss: bool) -> Result<Graph, Diag> {
+    let mut forward = ir::lower(model, batch, false)?;
+    if !with_loss {
+        forward.loss = None;
+    }
+    Ok(forward)
+}
+
+/// Step 4 for training: dropout draws its masks and batch normalisation
+/// normalises by the batch's statistics (and updates its running ones).
+pub fn training_graph(model: &CheckedModel, batch: usize) -> Result<Graph, Diag> {
+    ir::lower(model, batch, true)
+}
+
+/// Steps 4–5: the training step of `model` under `config` (the model's own
+/// settings, or those with command-line overrides) for one batch size.
+pub fn step_graph(model: &CheckedModel, config: &TrainConfig, batch: usize) -> Result<TrainGraph, Diag> {
+    let model = &CheckedModel { train: config.clone(), ..model.clone() };
+    let forward = training_graph(model, batch)?;
+    optim::step_graph(&forward, config).map_err(|e| messages::not_trainable_optimizer(model.span, &e))
+}
+
+/// Steps 4–5 for greedy pretraining: CD-k on the RBM `rbm` alone, over what
+/// the (evaluation-mode) layers below it make of the input.
+pub fn pretrain_graph(model: &CheckedModel, rbm: usize, k: usize, batch: usize) -> Result<TrainGraph, Diag> {
+    let forward = ir::lower(model, batch, false)?;
+    optim::cd_step(&forward, &[rbm], k, model.train.seed).map_err(|e| messages::internal(model.span, &e))
+}
+
+/// Steps 4–6: a forward pass of `model` for `batch` samples, ready to run.
+pub fn compile_forward(
+    model: &CheckedModel,
+    batch: usize,
+    with_loss: bool,
+    backend: Backend,
+) -> Result<Compiled<Graph>, Diag> {
+    let forward = forward_graph(model, batch, with_loss)?;
+    Compiled::<Graph>::new(forward, backend).map_err(|e| messages::internal(model.span, &e))
+}
+
+/// Steps 4–6: a whole training step (forward, backward, update), ready to run.
+pub fn compile_step(
+    model: &CheckedModel,
+    config: &TrainConfig,
+    batch: usize,
+    backend: Backend,
+) -> Result<Compiled<TrainGraph>, Diag> {
+    let step = step_graph(model, config, batch)?;
+    Compiled::<TrainGraph>::new(step, backend).map_err(|e| messages::internal(model.span, &e))
+}
+
+/// Step 6 for a pretraining step built by `pretrain_graph`.
+pub fn compile_pretrain_step(
+    model: &CheckedModel,
+    rbm: usize,
+    k: usize,
+    batch: usize,
+    backend: Backend,
+) -> Result<Compiled<TrainGraph>, Diag> {
+    let step = pretrain_graph(model, rbm, k, batch)?;
+    Compiled::<TrainGraph>::new(step, backend).map_err(|e| messages::internal(model.span, &e))
 }

@@ -13,7 +13,7 @@
 
 use std::fmt::Write;
 
-use crate::ir::{Graph, Op, TrainGraph, Unary, ValueId, numel};
+use crate::ir::{Graph, Op, ParamInfo, StateInfo, TrainGraph, Unary, ValueId, numel};
 
 /// Where a value's elements live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +51,43 @@ pub struct Plan {
     pub locations: Vec<Location>,
     /// f32 elements of scratch needed.
     pub scratch_len: usize,
-    /// Store offset of each parameter and each state tensor.
-    pub param_offsets: Vec<usize>,
-    pub state_offsets: Vec<usize>,
-    pub store_len: usize,
+    /// Where the parameters and states live in the store.
+    pub store: StoreLayout,
+}
+
+/// The persistent store's layout: every parameter, then every state, each
+/// aligned. Computed here only, from the graph's parameter and state lists,
+/// so every plan of a model (any batch size, forward or step) agrees on the
+/// offsets of what they share: model buffers come before optimizer state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreLayout {
+    /// (offset, length) in f32 elements of each parameter tensor.
+    pub params: Vec<(usize, usize)>,
+    /// (offset, length) of each state tensor.
+    pub states: Vec<(usize, usize)>,
+    /// f32 elements in all.
+    pub len: usize,
+}
+
+impl StoreLayout {
+    pub fn of(params: &[ParamInfo], states: &[StateInfo]) -> StoreLayout {
+        let mut len = 0;
+        let mut place = |shape: &[usize]| {
+            let (offset, n) = (len, numel(shape));
+            len += n.div_ceil(ALIGN) * ALIGN;
+            (offset, n)
+        };
+        let params = params.iter().map(|p| place(&p.shape)).collect();
+        let states = states.iter().map(|s| place(&s.shape)).collect();
+        StoreLayout { params, states, len }
+    }
+
+    /// Whether a store laid out as `self` can run a plan laid out as
+    /// `other`: the same parameters, and `other`'s states a prefix of ours
+    /// (a forward pass reads the model's buffers, never optimizer state).
+    pub fn holds(&self, other: &StoreLayout) -> bool {
+        self.params == other.params && self.states.starts_with(&other.states) && other.len <= self.len
+    }
 }
 
 /// Scratch slots are aligned to 16 floats (64 bytes, one cache line).
@@ -153,15 +186,9 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
     }
     let is_output = |i: usize| outputs.iter().chain(new_params).chain(new_states).any(|v| v.0 == i);
 
-    // Store layout: parameters, then states.
-    let mut store_len = 0;
-    let mut offset_of = |len: usize| {
-        let o = store_len;
-        store_len += len.div_ceil(ALIGN) * ALIGN;
-        o
-    };
-    let param_offsets: Vec<usize> = g.params.iter().map(|p| offset_of(numel(&p.shape))).collect();
-    let state_offsets: Vec<usize> = g.states.iter().map(|s| offset_of(numel(&s.shape))).collect();
+    let store = StoreLayout::of(&g.params, &g.states);
+    let param_offsets: Vec<usize> = store.params.iter().map(|&(o, _)| o).collect();
+    let state_offsets: Vec<usize> = store.states.iter().map(|&(o, _)| o).collect();
 
     let mut locations = vec![Location::Fused; n];
     let mut fused = vec![false; n];
@@ -300,7 +327,7 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
             locations[i] = locations[node.inputs[0].0];
         }
     }
-    Plan { kernels, locations, scratch_len, param_offsets, state_offsets, store_len }
+    Plan { kernels, locations, scratch_len, store }
 }
 
 /// The stored values a kernel reads (looking through fused values and reshapes).
@@ -325,7 +352,7 @@ pub fn kernel_reads(g: &Graph, kernel: &Kernel, fused: &[bool]) -> Vec<ValueId> 
 
 impl Plan {
     pub fn to_text(&self, g: &Graph) -> String {
-        let mut out = format!("store {} floats, scratch {} floats\n", self.store_len, self.scratch_len);
+        let mut out = format!("store {} floats, scratch {} floats\n", self.store.len, self.scratch_len);
         for kernel in &self.kernels {
             let line = match kernel {
                 Kernel::Elementwise { root } => {

@@ -72,7 +72,7 @@ fn no_matmul_step(loss: Op) -> Compiled<nnc::ir::TrainGraph> {
         weight_decay: 0.01,
         ..TrainConfig::default()
     };
-    let step = nnc::train::update::train_graph(&g, &config).expect("step builds");
+    let step = nnc::optim::step_graph(&g, &config).expect("step builds");
     assert!(plan_train(&step).kernels.iter().all(|k| !matches!(k, nnc::plan::Kernel::MatMul { .. })));
     Compiled::<nnc::ir::TrainGraph>::new(step, Backend::Jit).expect("compiles")
 }
@@ -84,7 +84,7 @@ fn generated_code_and_routines_allocate_nothing() {
         let target: Vec<f32> = if loss == Op::Mse { vec![0.3; 32] } else { vec![1.0, 0.0, 7.0, 2.0] };
         let mut compiled = no_matmul_step(loss.clone());
         let graph = compiled.graph.graph.clone();
-        let mut store = Store::new(&graph, &plan_train(&compiled.graph));
+        let mut store = Store::new(&graph);
         let x = vec![0.5f32; 32];
         let allocations = per_step(|| {
             compiled.run(&mut store, &x, &target, &[0.01, 1.0, 1.0, 1.0]).expect("runs");

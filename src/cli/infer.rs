@@ -7,23 +7,20 @@ use super::{load_model, report_diag};
 use crate::check::CheckedModel;
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{self, RowSpec, TargetSpecOfRow};
+use crate::exec::Backend;
+use crate::model::Model;
 use crate::pipeline::Checked;
 use crate::train::metrics::Task;
-use crate::train::{Backend, Trainer};
 
-/// The checked file, the chosen model's index, and a trainer holding the
-/// checkpoint's weights after checking they fit that model.
-fn trained(
-    file: &Path,
-    model: Option<&str>,
-    weights: &Path,
-) -> Result<(Checked, usize, Trainer, Checkpoint), ExitCode> {
+/// The checked file, the chosen model's index, and the runtime model holding
+/// the checkpoint's weights after checking they fit that model.
+fn trained(file: &Path, model: Option<&str>, weights: &Path) -> Result<(Checked, usize, Model, Checkpoint), ExitCode> {
     let (checked, index) = load_model(file, model)?;
-    let (trainer, saved) = restore(&checked, &checked.models[index], weights)?;
-    Ok((checked, index, trainer, saved))
+    let (model, saved) = restore(&checked, &checked.models[index], weights)?;
+    Ok((checked, index, model, saved))
 }
 
-fn restore(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(Trainer, Checkpoint), ExitCode> {
+fn restore(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(Model, Checkpoint), ExitCode> {
     let saved = checkpoint::load(weights).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(1)
@@ -39,19 +36,19 @@ fn restore(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(T
             checked.file_name
         );
     }
-    let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).map_err(|d| {
+    let mut runtime = Model::new(model, Backend::Jit).map_err(|d| {
         report_diag(checked, &d);
         ExitCode::from(1)
     })?;
-    trainer.restore(&saved.tensors, saved.epoch, saved.step).map_err(|e| {
+    runtime.restore(&saved.tensors).map_err(|e| {
         eprintln!("error: {}: {e}", weights.display());
         ExitCode::from(1)
     })?;
-    Ok((trainer, saved))
+    Ok((runtime, saved))
 }
 
 pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_file: Option<&Path>) -> ExitCode {
-    let (checked, index, mut trainer, saved) = match trained(file, model, weights) {
+    let (checked, index, mut runtime, saved) = match trained(file, model, weights) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -73,7 +70,7 @@ pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_file: Option<
         Err(e) => return data_error(&e),
     };
     saved.scaler.apply(&mut data);
-    let metrics = match trainer.evaluate(&data) {
+    let metrics = match crate::train::evaluate(&mut runtime, &data) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("error: {e}");
@@ -82,7 +79,7 @@ pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_file: Option<
     };
     say!("{}  ({} rows)", metrics.to_text(), metrics.rows);
     if let TargetSpecOfRow::Class(k) = spec.target
-        && let Ok(predictions) = trainer.predict(&data.x, data.rows)
+        && let Ok(predictions) = runtime.predict(&data.x, data.rows)
     {
         say_raw!("{}", confusion_matrix(&predictions, &data.y, k));
     }
@@ -113,7 +110,7 @@ fn confusion_matrix(scores: &[f32], labels: &[f32], classes: usize) -> String {
 }
 
 pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, output: Option<&Path>) -> ExitCode {
-    let (checked, index, mut trainer, saved) = match trained(file, model, weights) {
+    let (checked, index, mut runtime, saved) = match trained(file, model, weights) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -125,7 +122,7 @@ pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, o
         Err(e) => return data_error(&e),
     };
     saved.scaler.apply(&mut data);
-    let predictions = match trainer.predict(&data.x, data.rows) {
+    let predictions = match runtime.predict(&data.x, data.rows) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");

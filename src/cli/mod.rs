@@ -27,6 +27,7 @@ macro_rules! say {
 
 use crate::check::CheckedModel;
 use crate::diag;
+use crate::exec::Backend;
 use crate::pipeline::{self, Checked};
 use crate::summary;
 
@@ -58,6 +59,24 @@ enum Emit {
     Plan,
     /// The generated Cranelift IR of the training step.
     Clif,
+}
+
+/// Which executor runs the compiled graphs.
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    /// Cranelift-compiled kernels (the default).
+    Jit,
+    /// The reference interpreter: plain loops, the oracle.
+    Interp,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Backend {
+        match b {
+            BackendArg::Jit => Backend::Jit,
+            BackendArg::Interp => Backend::Interp,
+        }
+    }
 }
 
 /// A model file, and which of its models a command works on.
@@ -126,7 +145,7 @@ enum Command {
         #[arg(long)]
         batch: Option<usize>,
         #[arg(long, value_enum, default_value = "jit")]
-        backend: crate::train::Backend,
+        backend: BackendArg,
         /// Seconds spent measuring throughput.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
@@ -171,7 +190,7 @@ struct TrainArgs {
     quiet: bool,
     /// Which executor runs the steps.
     #[arg(long, value_enum, default_value = "jit")]
-    backend: crate::train::Backend,
+    backend: BackendArg,
     /// Write a checkpoint (safetensors) here after every epoch, atomically.
     #[arg(long)]
     save: Option<PathBuf>,
@@ -202,7 +221,7 @@ pub fn run() -> ExitCode {
             infer::predict(&target.file, target.model.as_deref(), &weights, &input, output.as_deref())
         }
         Command::Bench { target, batch, backend, seconds, json } => {
-            bench(&target.file, target.model.as_deref(), batch, backend, seconds, json)
+            bench(&target.file, target.model.as_deref(), batch, backend.into(), seconds, json)
         }
         Command::Gradcheck { target, tolerance, seed } => {
             gradcheck(&target.file, target.model.as_deref(), tolerance, seed)
@@ -333,50 +352,35 @@ fn emit_stage(checked: &Checked, emit: Emit, batch: usize) -> ExitCode {
     let Some(model) = checked.models.first() else {
         return ExitCode::from(1);
     };
-    if let Emit::Ast = emit {
-        match crate::syntax::parse(&checked.source) {
-            Ok(ast) => say!("{ast:#?}"),
-            Err(d) => report_diag(checked, &d),
+    let text = match emit {
+        Emit::Ast => crate::syntax::parse(&checked.source).map(|ast| format!("{ast:#?}\n")),
+        Emit::Ir => pipeline::forward_graph(model, batch, true).map(|g| g.to_text()),
+        Emit::TrainIr => pipeline::step_graph(model, &model.train, batch).map(|step| step.to_text()),
+        Emit::Plan => pipeline::step_graph(model, &model.train, batch)
+            .map(|step| crate::plan::plan_train(&step).to_text(&step.graph)),
+        Emit::Clif => pipeline::step_graph(model, &model.train, batch).and_then(|step| {
+            crate::jit::compile(&step.graph, &crate::plan::plan_train(&step))
+                .map(|exe| exe.clif.clone())
+                .map_err(|e| crate::diag::messages::internal(model.span, &e))
+        }),
+    };
+    match text {
+        Ok(text) => {
+            say_raw!("{text}");
+            ExitCode::SUCCESS
         }
-        return ExitCode::SUCCESS;
-    }
-    let forward = match crate::ir::lower(model, batch, !matches!(emit, Emit::Ir)) {
-        Ok(g) => g,
         Err(d) => {
             report_diag(checked, &d);
-            return ExitCode::from(1);
+            ExitCode::from(1)
         }
-    };
-    match emit {
-        Emit::Ir => say_raw!("{}", forward.to_text()),
-        _ => match crate::train::update::train_graph(&forward, &model.train) {
-            Ok(step) if matches!(emit, Emit::Plan) => {
-                say_raw!("{}", crate::plan::plan_train(&step).to_text(&step.graph))
-            }
-            Ok(step) if matches!(emit, Emit::Clif) => {
-                match crate::jit::compile(&step.graph, &crate::plan::plan_train(&step)) {
-                    Ok(exe) => say_raw!("{}", exe.clif),
-                    Err(e) => {
-                        report_diag(checked, &crate::diag::messages::internal(model.span, &e));
-                        return ExitCode::from(1);
-                    }
-                }
-            }
-            Ok(step) => say_raw!("{}", step.to_text()),
-            Err(e) => {
-                report_diag(checked, &crate::diag::messages::not_trainable_optimizer(model.span, &e));
-                return ExitCode::from(1);
-            }
-        },
     }
-    ExitCode::SUCCESS
 }
 
 fn bench(
     file: &Path,
     model: Option<&str>,
     batch: Option<usize>,
-    backend: crate::train::Backend,
+    backend: Backend,
     seconds: f64,
     json: bool,
 ) -> ExitCode {
@@ -389,12 +393,14 @@ fn bench(
     match crate::bench::run(model, batch.filter(|b| *b > 0), backend, seconds.max(0.1)) {
         Ok(r) if json => say!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
         Ok(r) => say!(
-            "{} ({}, batch {}): compile {:.1} ms, train {:.0} samples/s, inference {:.1} µs at batch 1, peak RSS {:.1} MiB",
+            "{} ({}, batch {}): train: compile {:.1} ms, {:.0} samples/s; inference at batch 1: compile {:.1} ms, \
+             {:.1} µs; peak RSS {:.1} MiB",
             r.model,
             r.backend,
             r.batch,
             r.compile_ms,
             r.train_samples_per_s,
+            r.infer_compile_ms,
             r.infer_latency_us,
             r.peak_rss_mib
         ),

@@ -63,7 +63,7 @@ pub fn run(args: &TrainArgs) -> ExitCode {
         config.seed = s;
     }
     super::set_gemm_threads(model, super::training_batch(model));
-    let mut trainer = match Trainer::new(model, config.clone(), args.backend) {
+    let mut trainer = match Trainer::new(model, config.clone(), args.backend.into()) {
         Ok(t) => t,
         Err(d) => {
             report_diag(&checked, &d);

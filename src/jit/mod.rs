@@ -116,7 +116,7 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
         step,
         scratch: vec![0.0; plan.scratch_len.max(1)],
         splits_images: splits_images(graph),
-        store_len: plan.store_len,
+        store_len: plan.store.len,
         input_len,
         target_len,
         locations: plan.locations.clone(),

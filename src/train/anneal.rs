@@ -21,16 +21,17 @@ impl Trainer {
         scale: f64,
     ) -> Result<f64, TrainError> {
         self.steps_done += 1;
-        let y: &[f32] = if self.model.targets.is_empty() { x } else { y };
+        let y: &[f32] = if self.model.checked.targets.is_empty() { x } else { y };
         let current = self.batch_loss(x, y, rows)?;
         // The weights before the move, in a buffer kept across steps.
         let mut before = std::mem::take(&mut self.anneal_backup);
         before.clear();
-        before.extend_from_slice(&self.store.data);
+        before.extend_from_slice(&self.model.store.data);
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         rng.set_stream(self.steps_done);
-        for &(offset, len) in &self.store.params {
-            for w in &mut self.store.data[offset..offset + len] {
+        let store = &mut self.model.store;
+        for &(offset, len) in &store.layout.params {
+            for w in &mut store.data[offset..offset + len] {
                 let z: f64 = rng.sample(StandardNormal);
                 *w += (scale * z) as f32;
             }
@@ -40,7 +41,7 @@ impl Trainer {
         let accept_worse = draw < (-(proposed - current) / temperature.max(f64::MIN_POSITIVE)).exp();
         let kept = proposed.is_finite() && (proposed <= current || accept_worse);
         if !kept {
-            self.store.data.copy_from_slice(&before);
+            self.model.store.data.copy_from_slice(&before);
         }
         self.anneal_backup = before;
         Ok(if kept { proposed } else { current })
@@ -48,10 +49,7 @@ impl Trainer {
 
     /// The mean loss of one batch under the current weights.
     fn batch_loss(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<f64, TrainError> {
-        let mut store = std::mem::take(&mut self.store);
-        let result = self.forward_graph(rows, true).and_then(|f| f.run(&mut store, x, y).map_err(TrainError::Internal));
-        self.store = store;
-        let (_, loss) = result?;
+        let (_, loss) = self.model.run_batch(x, y, rows).map_err(TrainError::Internal)?;
         Ok(loss.map_or(f64::NAN, f64::from))
     }
 }

@@ -1,80 +1,11 @@
-//! Contrastive divergence (CD-k) for restricted Boltzmann machines, built as
-//! IR like every other step, so both backends run it and the JIT is tested
-//! against the interpreter. Hidden units are sampled with the counter-based
-//! generator dropout uses: reproducible, independent of threads.
-//!
-//! For an RBM with visible data v₀ (the model's input, or the hidden
-//! probabilities of the RBM below it):
-//!   p₀ = σ(v₀Wᵀ + b),  h ~ Bernoulli(p₀),
-//!   k times: vⱼ = σ(hW + c),  pⱼ = σ(vⱼWᵀ + b),  h ~ Bernoulli(pⱼ),
-//!   W += lr·(p₀ᵀv₀ − pₖᵀvₖ)/B,  b += lr·Σ(p₀ − pₖ)/B,  c += lr·Σ(v₀ − vₖ)/B.
-//! The step's loss is the mean squared reconstruction error of the first
-//! RBM trained, ‖v₀ − vₖ‖²/n.
-//!
-//! Here too: greedy layer-wise pretraining of deep belief networks and the
+//! Greedy layer-wise pretraining of deep belief networks by contrastive
+//! divergence (the step graph is `optim::cd_step`), and the
 //! pseudo-log-likelihood reported per epoch.
 
-use super::{Compiled, TrainError, Trainer};
+use super::{TrainError, Trainer};
 use crate::check::{Optimizer, Pretrain};
 use crate::data::Dataset;
-use crate::ir::lower::{hidden_probabilities, param_node, visible_probabilities};
-use crate::ir::{self, Graph, Hyper, Op, TrainGraph, Unary, ValueId};
-
-/// The CD-k step training the RBMs `layers` (indices into `forward.rbms`)
-/// of a forward graph lowered for evaluation.
-pub fn train_graph(forward: &Graph, layers: &[usize], k: usize, seed: u64) -> Result<TrainGraph, String> {
-    let mut g = forward.clone();
-    let mut new_params: Vec<ValueId> = (0..g.params.len()).map(|p| param_node(&mut g, p, Default::default())).collect();
-    let mut loss = None;
-    for &r in layers {
-        let rbm = g.rbms.get(r).cloned().ok_or("no such RBM")?;
-        let span = rbm.span;
-        let step = g.push(Op::Hyper(Hyper::Step), vec![], vec![], span);
-        let lr = g.push(Op::Hyper(Hyper::Lr), vec![], vec![], span);
-        let batch = g.shape(rbm.visible)[0] as f64;
-        let sample = |g: &mut Graph, p: ValueId, j: usize| {
-            let salt = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ ((r as u64) << 32 | j as u64);
-            g.push(Op::Bernoulli { salt }, vec![p, step], g.shape(p).clone(), span)
-        };
-        let v0 = rbm.visible;
-        let p0 = hidden_probabilities(&mut g, &rbm, v0);
-        let mut h = sample(&mut g, p0, 0);
-        let (mut v, mut p) = (v0, p0);
-        for j in 1..=k {
-            v = visible_probabilities(&mut g, &rbm, h);
-            p = hidden_probabilities(&mut g, &rbm, v);
-            if j < k {
-                h = sample(&mut g, p, j);
-            }
-        }
-        // param + lr·(positive − negative)/B
-        let mut update = |g: &mut Graph, param: usize, positive: ValueId, negative: ValueId| {
-            let shape = g.params[param].shape.clone();
-            let old = param_node(g, param, span);
-            let diff = g.push(Op::Sub, vec![positive, negative], shape.clone(), span);
-            let mean = g.push(Op::Unary(Unary::Scale(1.0 / batch)), vec![diff], shape.clone(), span);
-            let scaled = g.push(Op::MulScalar, vec![mean, lr], shape.clone(), span);
-            new_params[param] = g.push(Op::Add, vec![old, scaled], shape, span);
-        };
-        let w_shape = g.params[rbm.weight].shape.clone();
-        let positive = g.push(Op::MatMul { ta: true, tb: false }, vec![p0, v0], w_shape.clone(), span);
-        let negative = g.push(Op::MatMul { ta: true, tb: false }, vec![p, v], w_shape, span);
-        update(&mut g, rbm.weight, positive, negative);
-        let hidden = vec![g.shape(p0)[1]];
-        let (s0, sk) =
-            (g.push(Op::SumRows, vec![p0], hidden.clone(), span), g.push(Op::SumRows, vec![p], hidden, span));
-        update(&mut g, rbm.hidden_bias, s0, sk);
-        let visible = vec![g.shape(v0)[1]];
-        let (s0, sk) =
-            (g.push(Op::SumRows, vec![v0], visible.clone(), span), g.push(Op::SumRows, vec![v], visible, span));
-        update(&mut g, rbm.visible_bias, s0, sk);
-        if loss.is_none() {
-            loss = Some(g.push(Op::Mse, vec![v, v0], vec![], span));
-        }
-    }
-    g.loss = loss;
-    Ok(TrainGraph { graph: g, grads: vec![], new_params, new_states: vec![] })
-}
+use crate::pipeline;
 
 /// The pseudo-log-likelihood of binary rows under an RBM (weight `[H, V]`):
 /// the mean over rows of V·log σ(F(x̃) − F(x)), where x̃ flips one visible
@@ -125,7 +56,7 @@ impl Trainer {
         if !matches!(self.config.optimizer, Optimizer::ContrastiveDivergence { .. }) {
             return None;
         }
-        let params = self.store.params();
+        let params = self.model.params();
         let rows = &data.x[..data.width * data.rows.min(500)];
         let (w, b, c) = (&params[rbm.weight], &params[rbm.hidden_bias], &params[rbm.visible_bias]);
         Some(pseudo_likelihood(w, b, c, rows, self.config.seed))
@@ -142,7 +73,7 @@ impl Trainer {
         let Some(Pretrain { k, epochs, lr }) = self.config.pretrain else { return Ok(Vec::new()) };
         let mut reports = Vec::new();
         for r in 0..self.rbms.len() {
-            let layer = self.param_names[self.rbms[r].weight].trim_end_matches(".weight").to_string();
+            let layer = self.model.param_names[self.rbms[r].weight].trim_end_matches(".weight").to_string();
             for epoch in 0..epochs {
                 // Streams apart from the fine-tuning epochs' (which are the epoch numbers).
                 let (batch, order) = self.batches(train.rows, (1 << 40) | ((r as u64) << 20) | epoch as u64);
@@ -168,16 +99,15 @@ impl Trainer {
     fn pretrain_step(&mut self, r: usize, k: usize, lr: f64, rows: &Dataset) -> Result<f64, TrainError> {
         let key = (r, rows.rows);
         if !self.pretrain_steps.contains_key(&key) {
-            let forward = ir::lower(&self.model, rows.rows, false).map_err(|d| TrainError::Internal(d.message))?;
-            let step = train_graph(&forward, &[r], k, self.config.seed).map_err(TrainError::Internal)?;
-            self.pretrain_steps
-                .insert(key, Compiled::<TrainGraph>::new(step, self.backend).map_err(TrainError::Internal)?);
+            let step = pipeline::compile_pretrain_step(&self.model.checked, r, k, rows.rows, self.model.backend)
+                .map_err(|d| TrainError::Internal(d.message))?;
+            self.pretrain_steps.insert(key, step);
         }
         self.steps_done += 1;
         let hypers = self.hypers(lr);
         let step = self.pretrain_steps.get_mut(&key).ok_or_else(|| TrainError::Internal("pretrain cache".into()))?;
-        let y: &[f32] = if self.model.targets.is_empty() { &[] } else { &rows.y };
-        let loss = step.run(&mut self.store, &rows.x, y, &hypers).map_err(TrainError::Internal)?;
+        let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { &rows.y };
+        let loss = step.run(&mut self.model.store, &rows.x, y, &hypers).map_err(TrainError::Internal)?;
         if !loss.is_finite() {
             let what = format!("the reconstruction error of RBM {}", r + 1);
             return Err(TrainError::NonFinite {

@@ -1,13 +1,13 @@
-//! Training: the optimizer step as IR (`update`), seeded initialisation
-//! (`init`), metrics, and the trainer loop that feeds minibatches through
-//! the reference interpreter.
+//! Training: the loops around a compiled step — epochs, seeded minibatch
+//! order, learning-rate schedules, metrics, checkpoints' contents, greedy
+//! pretraining (`cd`) and simulated annealing (`anneal`). The step itself
+//! comes from `pipeline::compile_step`; the weights live in a runtime
+//! `Model`, which the `Trainer` wraps.
 
 mod anneal;
 pub mod cd;
-pub mod engine;
 pub mod init;
 pub mod metrics;
-pub mod update;
 
 use std::collections::HashMap;
 
@@ -18,14 +18,12 @@ use rand_chacha::ChaCha8Rng;
 use crate::check::{Batch, CheckedModel, Optimizer, Schedule, TrainConfig};
 use crate::data::Dataset;
 use crate::diag::{Diag, Span, messages};
-use crate::ir::{self, Graph, TrainGraph};
-use crate::plan;
+pub use crate::exec::{Backend, Compiled, Hypers, Store};
+use crate::ir::{self, TrainGraph};
+use crate::model::{Model, Slot, restore_slots, tensors_of};
+use crate::pipeline;
 pub use cd::PretrainReport;
-pub use engine::{Backend, Compiled, Hypers, Store};
 pub use metrics::Metrics;
-
-/// Rows per evaluation chunk.
-const EVAL_CHUNK: usize = 256;
 
 /// One finished epoch.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -70,42 +68,17 @@ impl std::fmt::Display for TrainError {
 
 impl std::error::Error for TrainError {}
 
-/// The training step the optimizer asks for: contrastive divergence on
-/// every RBM, or a gradient step.
-fn step_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, String> {
-    match config.optimizer {
-        Optimizer::ContrastiveDivergence { k } => {
-            let all: Vec<usize> = (0..forward.rbms.len()).collect();
-            cd::train_graph(forward, &all, k, config.seed)
-        }
-        // Annealing proposes and judges weights outside the graph
-        // (`anneal_step`); its step graph only lays out the store.
-        Optimizer::Anneal { .. } => {
-            let mut graph = forward.clone();
-            let new_params =
-                (0..graph.params.len()).map(|p| ir::lower::param_node(&mut graph, p, Span::default())).collect();
-            Ok(TrainGraph { graph, grads: vec![], new_params, new_states: vec![] })
-        }
-        _ => update::train_graph(forward, config),
-    }
-}
-
-/// (saved name, shape, (offset, length) in the store, required to load).
-type Slot = (String, Vec<usize>, (usize, usize), bool);
-
-/// A model being trained: its parameters, optimizer state and compiled steps.
+/// A model being trained: the runtime model, its optimizer state (in the
+/// model's store, after its own tensors) and the compiled steps.
 pub struct Trainer {
-    pub model: CheckedModel,
+    pub model: Model,
     pub config: TrainConfig,
-    pub backend: Backend,
-    pub param_names: Vec<String>,
-    param_shapes: Vec<Vec<usize>>,
+    /// Every state tensor of the step: the model's buffers, then the optimizer's.
     states: Vec<ir::StateInfo>,
     /// The RBMs of the model, for pretraining and the pseudo-likelihood.
     rbms: Vec<ir::RbmInfo>,
     /// Whether the first RBM reads the model's input directly.
     rbm_reads_input: bool,
-    store: Store,
     steps_done: u64,
     epochs_done: usize,
     train_steps: HashMap<usize, Compiled<TrainGraph>>,
@@ -113,70 +86,45 @@ pub struct Trainer {
     anneal_backup: Vec<f32>,
     /// CD steps of greedy pretraining by (RBM, batch size).
     pretrain_steps: HashMap<(usize, usize), Compiled<TrainGraph>>,
-    /// Forward graphs by (batch size, with loss).
-    forwards: HashMap<(usize, bool), Compiled<Graph>>,
 }
 
 impl Trainer {
-    /// Lowers the model, builds its training step and initialises the
-    /// parameters from `config.seed`. Reports layers that cannot train yet.
+    /// Lays out the model and its optimizer state and initialises the
+    /// parameters from `config.seed`. Reports models that cannot train.
     pub fn new(model: &CheckedModel, config: TrainConfig, backend: Backend) -> Result<Trainer, Diag> {
-        if model.inputs.len() != 1 {
-            return Err(messages::several_inputs(model.span));
-        }
         // The configuration (with command-line overrides) is the model's from here on.
-        let model = &CheckedModel { train: config.clone(), ..model.clone() };
-        let probe = ir::lower(model, 1, true)?;
-        let step = step_graph(&probe, &config).map_err(|e| messages::not_trainable_optimizer(model.span, &e))?;
-        let mut store = Store::new(&step.graph, &plan::plan_train(&step));
-        for (p, values) in init::init_params::<f32>(&probe.params, config.seed).iter().enumerate() {
-            store.set_param(p, values);
-        }
+        let checked = CheckedModel { train: config.clone(), ..model.clone() };
+        let mut model = Model::new(&checked, backend)?;
+        let probe = pipeline::step_graph(&checked, &config, 1)?;
+        model.store.extend_to(&probe.graph).map_err(|e| messages::internal(checked.span, &e))?;
+        let graph = &probe.graph;
         Ok(Trainer {
-            model: model.clone(),
-            param_names: probe.params.iter().map(|p| p.name.clone()).collect(),
-            param_shapes: probe.params.iter().map(|p| p.shape.clone()).collect(),
-            states: step.graph.states.clone(),
-            rbms: probe.rbms.clone(),
-            rbm_reads_input: probe.rbms.first().is_some_and(|r| matches!(probe.node(r.visible).op, ir::Op::Input(_))),
-            epochs_done: 0,
+            rbm_reads_input: graph.rbms.first().is_some_and(|r| matches!(graph.node(r.visible).op, ir::Op::Input(_))),
+            rbms: graph.rbms.clone(),
+            states: probe.graph.states,
+            model,
             config,
-            backend,
-            store,
+            epochs_done: 0,
             steps_done: 0,
             train_steps: HashMap::new(),
             pretrain_steps: HashMap::new(),
             anneal_backup: Vec::new(),
-            forwards: HashMap::new(),
         })
     }
 
     /// The current parameters, one tensor each (PyTorch layouts: dense weights `[out, in]`).
     pub fn params(&self) -> Vec<Vec<f32>> {
-        self.store.params()
+        self.model.params()
     }
 
     /// Compiles (once per batch size) and returns the training step.
     fn train_step(&mut self, batch: usize) -> Result<&mut Compiled<TrainGraph>, TrainError> {
         if !self.train_steps.contains_key(&batch) {
-            let forward = ir::lower(&self.model, batch, true).map_err(|d| TrainError::Internal(d.message))?;
-            let step = step_graph(&forward, &self.config).map_err(TrainError::Internal)?;
-            self.train_steps
-                .insert(batch, Compiled::<TrainGraph>::new(step, self.backend).map_err(TrainError::Internal)?);
+            let step = pipeline::compile_step(&self.model.checked, &self.config, batch, self.model.backend)
+                .map_err(|d| TrainError::Internal(d.message))?;
+            self.train_steps.insert(batch, step);
         }
         self.train_steps.get_mut(&batch).ok_or_else(|| TrainError::Internal("step cache".into()))
-    }
-
-    fn forward_graph(&mut self, batch: usize, with_loss: bool) -> Result<&mut Compiled<Graph>, TrainError> {
-        let key = (batch, with_loss);
-        if !self.forwards.contains_key(&key) {
-            let mut forward = ir::lower(&self.model, batch, false).map_err(|d| TrainError::Internal(d.message))?;
-            if !with_loss {
-                forward.loss = None;
-            }
-            self.forwards.insert(key, Compiled::<Graph>::new(forward, self.backend).map_err(TrainError::Internal)?);
-        }
-        self.forwards.get_mut(&key).ok_or_else(|| TrainError::Internal("forward cache".into()))
     }
 
     /// The batch size for `rows` training rows and the order to visit them:
@@ -228,11 +176,11 @@ impl Trainer {
         }
         self.steps_done += 1;
         let hypers = self.hypers(lr);
-        let y: &[f32] = if self.model.targets.is_empty() { &[] } else { y };
-        let mut store = std::mem::take(&mut self.store);
+        let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { y };
+        let mut store = std::mem::take(&mut self.model.store);
         let result =
             self.train_step(rows).and_then(|step| step.run(&mut store, x, y, &hypers).map_err(TrainError::Internal));
-        self.store = store;
+        self.model.store = store;
         Ok(f64::from(result?))
     }
 
@@ -281,28 +229,28 @@ impl Trainer {
         let lr = self.lr_at(epoch);
         let mut total = 0.0;
         // A diverging epoch falls back to the weights it started from.
-        let snapshot = (self.store.clone(), self.steps_done);
+        let snapshot = (self.model.store.clone(), self.steps_done);
         // One minibatch buffer for the whole epoch.
         let mut rows = train.select(&order[..0]);
         for (step, chunk) in order.chunks(batch).enumerate() {
             train.select_into(chunk, &mut rows);
             let loss = self.step(&rows.x, &rows.y, rows.rows, lr)?;
             if !loss.is_finite() {
-                (self.store, self.steps_done) = snapshot.clone();
+                (self.model.store, self.steps_done) = snapshot.clone();
                 let found = self.first_non_finite(train, &order, batch, step, lr);
-                (self.store, self.steps_done) = snapshot;
+                (self.model.store, self.steps_done) = snapshot;
                 let (what, span) = found?.unwrap_or(("the loss".into(), None));
                 return Err(TrainError::NonFinite { epoch: epoch + 1, step: step + 1, what, span });
             }
             total += loss * rows.rows as f64;
             if !on_step((step * batch + rows.rows).min(train.rows), train.rows, loss) {
-                (self.store, self.steps_done) = snapshot;
+                (self.model.store, self.steps_done) = snapshot;
                 return Err(TrainError::Interrupted { epoch: epoch + 1 });
             }
         }
-        if let Some(p) = self.store.params().iter().position(|w| w.iter().any(|v| !v.is_finite())) {
-            let what = format!("parameter `{}`", self.param_names[p]);
-            (self.store, self.steps_done) = snapshot;
+        if let Some(p) = self.model.store.params().iter().position(|w| w.iter().any(|v| !v.is_finite())) {
+            let what = format!("parameter `{}`", self.model.param_names[p]);
+            (self.model.store, self.steps_done) = snapshot;
             let step = order.len().div_ceil(batch);
             return Err(TrainError::NonFinite { epoch: epoch + 1, step, what, span: None });
         }
@@ -340,9 +288,9 @@ impl Trainer {
         train.select_into(&order[failing * batch..((failing + 1) * batch).min(order.len())], &mut rows);
         let step = self.train_step(rows.rows)?.graph.clone();
         self.steps_done += 1;
-        let y: &[f32] = if self.model.targets.is_empty() { &[] } else { &rows.y };
-        let values =
-            engine::interpret_step(&step, &self.store, &rows.x, y, &self.hypers(lr)).map_err(TrainError::Internal)?;
+        let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { &rows.y };
+        let values = crate::exec::interpret(&step.graph, &self.model.store, &rows.x, y, &self.hypers(lr))
+            .map_err(TrainError::Internal)?;
         let forward_end = step.graph.loss.map_or(0, |l| l.0);
         let Some(first) = values.iter().position(|v| v.iter().any(|x| !x.is_finite())) else {
             return Ok(None);
@@ -350,7 +298,7 @@ impl Trainer {
         let node = step.graph.node(ir::ValueId(first));
         let kind = if values[first].iter().any(|x| x.is_nan()) { "NaN" } else { "infinite" };
         let what = match node.op {
-            ir::Op::Param(p) => format!("parameter `{}`", self.param_names[p]),
+            ir::Op::Param(p) => format!("parameter `{}`", self.model.param_names[p]),
             ir::Op::Input(_) => "the input data".to_string(),
             _ if first <= forward_end => format!("the forward value `{}` ({kind})", node.op.name()),
             _ => format!("the backward value `{}` ({kind})", node.op.name()),
@@ -367,21 +315,20 @@ impl Trainer {
     /// are named `<layer>.weight`/`<layer>.bias`, model buffers
     /// `<layer>.running_mean`, optimizer state `optimizer.<param>.<what>`.
     pub fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        self.slots()
-            .into_iter()
-            .map(|(name, shape, (o, len), _)| (name, shape, self.store.data[o..o + len].to_vec()))
-            .collect()
+        tensors_of(&self.model.store, self.slots())
     }
 
-    /// Every tensor a checkpoint holds, with its place in the store.
+    /// The model's tensors, then the optimizer's (optional when loading).
     fn slots(&self) -> Vec<Slot> {
-        let params = self.param_names.iter().zip(&self.param_shapes).zip(&self.store.params);
-        let params = params.map(|((n, s), &r)| (n.clone(), s.clone(), r, true));
-        let states = self.states.iter().zip(&self.store.states).map(|(s, &r)| {
-            let name = if s.buffer { s.name.clone() } else { format!("optimizer.{}", s.name) };
-            (name, s.shape.clone(), r, s.buffer)
-        });
-        params.chain(states).collect()
+        let mut slots = self.model.slots();
+        let optimizer = self.states.iter().zip(&self.model.store.layout.states).filter(|(s, _)| !s.buffer);
+        slots.extend(optimizer.map(|(s, &range)| Slot {
+            name: format!("optimizer.{}", s.name),
+            shape: s.shape.clone(),
+            range,
+            required: false,
+        }));
+        slots
     }
 
     /// Loads tensors saved by `tensors` (optimizer state optional), and the
@@ -393,27 +340,8 @@ impl Trainer {
         epochs: usize,
         steps: u64,
     ) -> Result<(), String> {
-        let wanted = self.slots();
-        for (name, shape, _, required) in &wanted {
-            match saved.get(name) {
-                None if *required => {
-                    return Err(format!(
-                        "the checkpoint has no tensor `{name}` (the model needs one of shape {shape:?})"
-                    ));
-                }
-                Some((found, _)) if found != shape => {
-                    return Err(format!(
-                        "tensor `{name}` has shape {found:?} in the checkpoint but {shape:?} in the model"
-                    ));
-                }
-                _ => {}
-            }
-        }
-        for (name, _, (o, len), _) in wanted {
-            if let Some((_, values)) = saved.get(&name) {
-                self.store.data[o..o + len].copy_from_slice(values);
-            }
-        }
+        let slots = self.slots();
+        restore_slots(&mut self.model.store, &slots, saved)?;
         self.epochs_done = epochs;
         self.steps_done = steps;
         Ok(())
@@ -424,45 +352,22 @@ impl Trainer {
         self.steps_done
     }
 
-    /// Runs the model forward over `data` and returns the raw predictions
-    /// (logits, probabilities or values), one row per sample.
+    /// Runs the model forward and returns the raw predictions (logits,
+    /// probabilities or values), one row per sample.
     pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>, TrainError> {
-        Ok(self.forward(x, &[], rows)?.0)
-    }
-
-    /// Forward pass in chunks: predictions and the summed loss (when targets are given).
-    fn forward(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<(Vec<f32>, f64), TrainError> {
-        let width = x.len() / rows.max(1);
-        let target_width = y.len() / rows.max(1);
-        let with_loss = !y.is_empty();
-        let mut predictions = Vec::new();
-        let mut loss_sum = 0.0;
-        let mut start = 0;
-        while start < rows {
-            let n = EVAL_CHUNK.min(rows - start);
-            let xs = &x[start * width..(start + n) * width];
-            let ys: &[f32] = if with_loss && !self.model.targets.is_empty() {
-                &y[start * target_width..(start + n) * target_width]
-            } else {
-                &[]
-            };
-            let mut store = std::mem::take(&mut self.store);
-            let result =
-                self.forward_graph(n, with_loss).and_then(|f| f.run(&mut store, xs, ys).map_err(TrainError::Internal));
-            self.store = store;
-            let (prediction, loss) = result?;
-            predictions.extend_from_slice(&prediction);
-            loss_sum += f64::from(loss.unwrap_or(0.0)) * n as f64;
-            start += n;
-        }
-        Ok((predictions, loss_sum))
+        self.model.predict(x, rows).map_err(TrainError::Internal)
     }
 
     /// Loss and task metrics on a data set.
     pub fn evaluate(&mut self, data: &Dataset) -> Result<Metrics, TrainError> {
-        let y: &[f32] = if self.model.targets.is_empty() { &data.x } else { &data.y };
-        let (predictions, loss_sum) = self.forward(&data.x, y, data.rows)?;
-        let kind = metrics::Task::of(&self.model);
-        Ok(Metrics::compute(kind, &predictions, y, data.rows, loss_sum / data.rows as f64))
+        evaluate(&mut self.model, data).map_err(TrainError::Internal)
     }
+}
+
+/// Loss and task metrics of `model` on a data set.
+pub fn evaluate(model: &mut Model, data: &Dataset) -> Result<Metrics, String> {
+    let y: &[f32] = if model.checked.targets.is_empty() { &data.x } else { &data.y };
+    let (predictions, loss_sum) = model.forward(&data.x, y, data.rows)?;
+    let kind = metrics::Task::of(&model.checked);
+    Ok(Metrics::compute(kind, &predictions, y, data.rows, loss_sum / data.rows as f64))
 }

@@ -1,18 +1,21 @@
-//! The optimizer step as IR: gradient clipping, L2, and the update rule of
-//! each optimizer, appended to the differentiated graph. The result is a
+//! Gradient optimizers as IR: clipping, L2, and the update rule of each
+//! optimizer, appended to the differentiated graph. The result is a
 //! `TrainGraph` whose outputs are the new parameters and optimizer state.
 
-use crate::autodiff::differentiate;
 use crate::check::{Optimizer, TrainConfig};
 use crate::ir::{Graph, Hyper, Op, StateInfo, TrainGraph, Unary, ValueId};
 
-/// Builds the whole training step for `forward` under `config`.
-pub fn train_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, String> {
-    let (mut g, grads) = differentiate(forward)?;
+/// Appends the update of every parameter to `g`, the differentiated
+/// `forward` graph whose gradient of the loss for parameter `p` is `grads[p]`.
+pub fn gradient_step(
+    forward: &Graph,
+    mut g: Graph,
+    mut grads: Vec<ValueId>,
+    config: &TrainConfig,
+) -> Result<TrainGraph, String> {
     let span = forward.loss.map(|l| forward.node(l).span).unwrap_or_default();
     let params = forward.params.clone();
     let shape = |p: usize| params[p].shape.clone();
-    let mut grads = grads;
 
     // Clip each gradient element to [−c, c].
     if let Some(c) = config.clip_value {

@@ -1,0 +1,180 @@
+//! Executables: a planned graph ready to run on either backend — the
+//! reference interpreter or the Cranelift JIT — and the flat *store* of
+//! parameters and state it reads and updates.
+//!
+//! One store serves every compiled graph of a model (any batch size, forward
+//! passes and training steps): its layout is `plan::StoreLayout`, and a graph
+//! is only run on a store whose layout holds its own.
+
+use crate::interp::{self, Bindings};
+use crate::ir::{Graph, Op, TrainGraph, ValueId, numel};
+use crate::jit::{self, Executable};
+use crate::plan::{self, StoreLayout};
+
+/// Which executor runs the steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Cranelift-compiled kernels (the default).
+    Jit,
+    /// The reference interpreter: plain loops, the oracle.
+    Interp,
+}
+
+/// Parameters and state, flat, laid out by `StoreLayout`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Store {
+    pub data: Vec<f32>,
+    pub layout: StoreLayout,
+}
+
+impl Store {
+    /// A store for `graph`'s parameters (zero) and states (at their fill).
+    pub fn new(graph: &Graph) -> Store {
+        let layout = StoreLayout::of(&graph.params, &graph.states);
+        let mut data = vec![0.0; layout.len];
+        for (s, &(o, n)) in graph.states.iter().zip(&layout.states) {
+            data[o..o + n].fill(s.fill);
+        }
+        Store { data, layout }
+    }
+
+    /// Grows the store to `graph`'s layout, which must extend the current one
+    /// (a training step adds optimizer state after the model's tensors); the
+    /// new states start at their fill.
+    pub fn extend_to(&mut self, graph: &Graph) -> Result<(), String> {
+        let wider = Store::new(graph);
+        if !wider.layout.holds(&self.layout) {
+            return Err("a training step's store does not extend the model's".into());
+        }
+        let kept = self.layout.len;
+        self.data.extend_from_slice(&wider.data[kept..]);
+        self.layout = wider.layout;
+        Ok(())
+    }
+
+    fn tensors(&self, which: &[(usize, usize)]) -> Vec<Vec<f32>> {
+        which.iter().map(|&(o, n)| self.data[o..o + n].to_vec()).collect()
+    }
+
+    pub fn params(&self) -> Vec<Vec<f32>> {
+        self.tensors(&self.layout.params)
+    }
+
+    pub fn set_param(&mut self, p: usize, values: &[f32]) {
+        let (o, n) = self.layout.params[p];
+        self.data[o..o + n].copy_from_slice(&values[..n]);
+    }
+
+    fn write(&mut self, which: usize, is_state: bool, values: &[f32]) {
+        let (o, n) = if is_state { self.layout.states[which] } else { self.layout.params[which] };
+        self.data[o..o + n].copy_from_slice(values);
+    }
+}
+
+/// A graph ready to run on one backend.
+pub struct Compiled<G> {
+    pub graph: G,
+    /// The store layout the graph was planned for.
+    pub layout: StoreLayout,
+    exe: Option<Executable>,
+}
+
+/// Scalars a step reads: learning rate, Adam's bias corrections, step number.
+pub type Hypers = [f32; 4];
+
+/// Checks `graph` (in debug builds and tests) and compiles it as planned.
+fn build(graph: &Graph, plan: impl FnOnce() -> plan::Plan, backend: Backend) -> Result<Option<Executable>, String> {
+    if cfg!(debug_assertions) {
+        crate::ir::verify(graph)?;
+    }
+    match backend {
+        Backend::Jit => Ok(Some(jit::compile(graph, &plan())?)),
+        Backend::Interp => Ok(None),
+    }
+}
+
+impl<G> Compiled<G> {
+    /// An error unless `store` is laid out for this graph.
+    fn check_store(&self, store: &Store) -> Result<(), String> {
+        if store.layout.holds(&self.layout) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the parameter store ({} values) is not laid out for this graph ({} values)",
+                store.layout.len, self.layout.len
+            ))
+        }
+    }
+}
+
+impl Compiled<TrainGraph> {
+    pub fn new(step: TrainGraph, backend: Backend) -> Result<Self, String> {
+        let exe = build(&step.graph, || plan::plan_train(&step), backend)?;
+        let layout = StoreLayout::of(&step.graph.params, &step.graph.states);
+        Ok(Compiled { graph: step, layout, exe })
+    }
+
+    /// One training step; updates the store in place and returns the loss.
+    pub fn run(&mut self, store: &mut Store, x: &[f32], y: &[f32], h: &Hypers) -> Result<f32, String> {
+        self.check_store(store)?;
+        let loss = self.graph.graph.loss.ok_or("no loss")?;
+        if let Some(exe) = &mut self.exe {
+            exe.run(&mut store.data, x, y, h)?;
+            return Ok(exe.value(loss, &store.data).first().copied().unwrap_or(f32::NAN));
+        }
+        let values = interpret(&self.graph.graph, store, x, y, h)?;
+        for (p, v) in self.graph.new_params.iter().enumerate() {
+            store.write(p, false, &values[v.0]);
+        }
+        for (s, v) in self.graph.new_states.iter().enumerate() {
+            store.write(s, true, &values[v.0]);
+        }
+        Ok(values[loss.0][0])
+    }
+}
+
+/// Every value of `graph`, computed by the reference interpreter from the
+/// store; the store itself is left alone.
+pub fn interpret(graph: &Graph, store: &Store, x: &[f32], y: &[f32], h: &Hypers) -> Result<Vec<Vec<f32>>, String> {
+    let (params, states) = (store.params(), store.tensors(&store.layout.states));
+    let targets: Vec<&[f32]> = if y.is_empty() { vec![] } else { vec![y] };
+    let b = Bindings {
+        inputs: &[x],
+        targets: &targets,
+        params: &params,
+        states: &states,
+        lr: h[0],
+        bias1: h[1],
+        bias2: h[2],
+        step: h[3],
+    };
+    interp::run(graph, &b)
+}
+
+impl Compiled<Graph> {
+    pub fn new(graph: Graph, backend: Backend) -> Result<Self, String> {
+        let exe = build(&graph, || plan::plan_forward(&graph), backend)?;
+        let layout = StoreLayout::of(&graph.params, &graph.states);
+        Ok(Compiled { graph, layout, exe })
+    }
+
+    /// Forward pass: the prediction and (when the graph has one) the loss.
+    pub fn run(&mut self, store: &mut Store, x: &[f32], y: &[f32]) -> Result<(Vec<f32>, Option<f32>), String> {
+        self.check_store(store)?;
+        let (pred, loss) = (self.graph.prediction, self.graph.loss);
+        if let Some(exe) = &mut self.exe {
+            exe.run(&mut store.data, x, y, &[0.0; 4])?;
+            let read = |v: ValueId, exe: &Executable| exe.value(v, &store.data).to_vec();
+            let prediction = if exe.value(pred, &store.data).is_empty() { x.to_vec() } else { read(pred, exe) };
+            return Ok((prediction, loss.map(|l| read(l, exe)[0])));
+        }
+        // Without targets (prediction only) the unused target leaf reads zeros.
+        let unused: Vec<f32> = match self.graph.nodes.iter().find(|n| matches!(n.op, Op::Target(_))) {
+            Some(node) if y.is_empty() => vec![0.0; numel(&node.shape)],
+            _ => Vec::new(),
+        };
+        let y = if y.is_empty() { unused.as_slice() } else { y };
+        let values = interpret(&self.graph, store, x, y, &[0.0, 1.0, 1.0, 0.0])?;
+        Ok((values[pred.0].clone(), loss.map(|l| values[l.0][0])))
+    }
+}

@@ -1,0 +1,187 @@
+//! The runtime model: a checked model's parameters and buffers (batch
+//! normalisation's running statistics) in one store, and its forward passes
+//! compiled once per batch size. This is what inference needs and all it
+//! needs — no training step, no optimizer state. The `Trainer` wraps a
+//! `Model` and adds those.
+
+use std::collections::HashMap;
+
+use crate::check::CheckedModel;
+use crate::diag::{Diag, messages};
+use crate::exec::{Backend, Compiled, Store};
+use crate::ir::{Graph, Shape, StateInfo};
+use crate::pipeline;
+use crate::train::init::init_params;
+
+/// Rows per forward pass when a data set is run in chunks.
+const CHUNK: usize = 256;
+
+/// A tensor a checkpoint holds: its saved name, shape and place in the store.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub name: String,
+    pub shape: Shape,
+    /// (offset, length) in the store.
+    pub range: (usize, usize),
+    /// Whether loading needs it (parameters and buffers; optimizer state is optional).
+    pub required: bool,
+}
+
+/// Parameters, buffers and compiled forward passes of one model.
+pub struct Model {
+    /// The checked model, with the training settings it runs under.
+    pub checked: CheckedModel,
+    pub backend: Backend,
+    /// `<layer>.weight`, `<layer>.bias`, … in parameter order.
+    pub param_names: Vec<String>,
+    param_shapes: Vec<Shape>,
+    /// The model's buffers, in state order.
+    buffers: Vec<StateInfo>,
+    pub(crate) store: Store,
+    /// Forward passes by (batch size, with loss).
+    forwards: HashMap<(usize, bool), Compiled<Graph>>,
+}
+
+impl Model {
+    /// Lays out the store of `model` and initialises its parameters from
+    /// `model.train.seed` (the same weights on every machine).
+    pub fn new(model: &CheckedModel, backend: Backend) -> Result<Model, Diag> {
+        if model.inputs.len() != 1 {
+            return Err(messages::several_inputs(model.span));
+        }
+        let probe = pipeline::forward_graph(model, 1, false)?;
+        let mut store = Store::new(&probe);
+        for (p, values) in init_params::<f32>(&probe.params, model.train.seed).iter().enumerate() {
+            store.set_param(p, values);
+        }
+        Ok(Model {
+            checked: model.clone(),
+            backend,
+            param_names: probe.params.iter().map(|p| p.name.clone()).collect(),
+            param_shapes: probe.params.iter().map(|p| p.shape.clone()).collect(),
+            buffers: probe.states,
+            store,
+            forwards: HashMap::new(),
+        })
+    }
+
+    /// The current parameters, one tensor each (PyTorch layouts: dense weights `[out, in]`).
+    pub fn params(&self) -> Vec<Vec<f32>> {
+        self.store.params()
+    }
+
+    /// The parameters and buffers, with their place in the store.
+    pub fn slots(&self) -> Vec<Slot> {
+        let params = self.param_names.iter().zip(&self.param_shapes).zip(&self.store.layout.params);
+        let params = params.map(|((name, shape), &range)| Slot {
+            name: name.clone(),
+            shape: shape.clone(),
+            range,
+            required: true,
+        });
+        let buffers = self.buffers.iter().zip(&self.store.layout.states).map(|(b, &range)| Slot {
+            name: b.name.clone(),
+            shape: b.shape.clone(),
+            range,
+            required: true,
+        });
+        params.chain(buffers).collect()
+    }
+
+    /// Every parameter and buffer: (name, shape, values).
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        tensors_of(&self.store, self.slots())
+    }
+
+    /// Loads the parameters and buffers from `saved` (which may hold more,
+    /// such as optimizer state). Every missing tensor or wrong shape is an
+    /// error naming the tensor and both shapes; nothing is loaded then.
+    pub fn restore(&mut self, saved: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> Result<(), String> {
+        let slots = self.slots();
+        restore_slots(&mut self.store, &slots, saved)
+    }
+
+    /// The forward pass for `batch` rows, compiled on first use (running it
+    /// checks that the store is laid out as its plan expects).
+    fn forward_pass(&mut self, batch: usize, with_loss: bool) -> Result<&mut Compiled<Graph>, String> {
+        let key = (batch, with_loss);
+        if !self.forwards.contains_key(&key) {
+            let compiled =
+                pipeline::compile_forward(&self.checked, batch, with_loss, self.backend).map_err(|d| d.message)?;
+            self.forwards.insert(key, compiled);
+        }
+        self.forwards.get_mut(&key).ok_or_else(|| "forward cache".to_string())
+    }
+
+    /// One forward pass over exactly `rows` rows: the prediction and, when
+    /// targets `y` are given, the mean loss.
+    pub fn run_batch(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<(Vec<f32>, Option<f32>), String> {
+        let with_loss = !y.is_empty();
+        let y: &[f32] = if self.checked.targets.is_empty() { &[] } else { y };
+        let mut store = std::mem::take(&mut self.store);
+        let result = self.forward_pass(rows, with_loss).and_then(|f| f.run(&mut store, x, y));
+        self.store = store;
+        result
+    }
+
+    /// Runs the model forward over `rows` samples and returns the raw
+    /// predictions (logits, probabilities or values), one row per sample.
+    pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>, String> {
+        Ok(self.forward(x, &[], rows)?.0)
+    }
+
+    /// Forward passes in chunks: predictions and the summed loss (when
+    /// targets are given; a model without targets is scored against `y`
+    /// as its reconstruction).
+    pub fn forward(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<(Vec<f32>, f64), String> {
+        let width = x.len() / rows.max(1);
+        let target_width = y.len() / rows.max(1);
+        let mut predictions = Vec::new();
+        let mut loss_sum = 0.0;
+        let mut start = 0;
+        while start < rows {
+            let n = CHUNK.min(rows - start);
+            let xs = &x[start * width..(start + n) * width];
+            let ys = &y[start * target_width..(start + n) * target_width];
+            let (prediction, loss) = self.run_batch(xs, ys, n)?;
+            predictions.extend_from_slice(&prediction);
+            loss_sum += f64::from(loss.unwrap_or(0.0)) * n as f64;
+            start += n;
+        }
+        Ok((predictions, loss_sum))
+    }
+}
+
+/// The values of `slots` in `store`.
+pub(crate) fn tensors_of(store: &Store, slots: Vec<Slot>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    slots.into_iter().map(|s| (s.name, s.shape, store.data[s.range.0..s.range.0 + s.range.1].to_vec())).collect()
+}
+
+/// Checks every wanted slot against `saved`, then copies them in.
+pub(crate) fn restore_slots(
+    store: &mut Store,
+    wanted: &[Slot],
+    saved: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+) -> Result<(), String> {
+    for slot in wanted {
+        let (name, shape) = (&slot.name, &slot.shape);
+        match saved.get(name) {
+            None if slot.required => {
+                return Err(format!("the checkpoint has no tensor `{name}` (the model needs one of shape {shape:?})"));
+            }
+            Some((found, _)) if found != shape => {
+                return Err(format!(
+                    "tensor `{name}` has shape {found:?} in the checkpoint but {shape:?} in the model"
+                ));
+            }
+            _ => {}
+        }
+    }
+    for slot in wanted {
+        if let Some((_, values)) = saved.get(&slot.name) {
+            let (o, len) = slot.range;
+            store.data[o..o + len].copy_from_slice(values);
+        }
+    }
+    Ok(())
+}
