@@ -74,13 +74,12 @@ pub fn run(
     });
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let (x, y) = synthetic(model, batch, &mut rng);
-    let started = Instant::now();
     let mut trainer = Trainer::new(model, model.train.clone(), backend).map_err(BenchError::Model)?;
     let lr = model.train.lr;
-    // The first step compiles.
-    trainer.step(&x, &y, batch, lr).map_err(BenchError::Train)?;
+    let started = Instant::now();
+    trainer.prepare(batch).map_err(BenchError::Train)?;
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
-    for _ in 0..3 {
+    for _ in 0..4 {
         trainer.step(&x, &y, batch, lr).map_err(BenchError::Train)?;
     }
     // Repeats of at least min_seconds/5 each; the median is reported.
@@ -116,12 +115,13 @@ fn inference(
     rng: &mut ChaCha8Rng,
 ) -> Result<(f64, f64), BenchError> {
     let (x1, _) = synthetic(model, 1, rng);
-    let started = Instant::now();
+    let internal = |e| BenchError::Train(TrainError::Internal(e));
     let mut runtime = Model::new(model, backend).map_err(BenchError::Model)?;
-    let predict = |runtime: &mut Model| runtime.predict(&x1, 1).map_err(|e| BenchError::Train(TrainError::Internal(e)));
-    // The first call compiles.
-    predict(&mut runtime)?;
+    let started = Instant::now();
+    runtime.prepare(1, false).map_err(internal)?;
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+    let predict = |runtime: &mut Model| runtime.predict(&x1, 1).map_err(internal);
+    predict(&mut runtime)?;
     let mut latencies = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();

@@ -10,8 +10,8 @@ use crate::autodiff::differentiate;
 use crate::check::{CheckedModel, TargetKind};
 use crate::diag::Diag;
 use crate::interp::{self, Bindings};
+use crate::ir::init::init_params;
 use crate::ir::{self, Graph, numel};
-use crate::train::init::init_params;
 
 /// The worst disagreement found for one parameter tensor.
 #[derive(Debug, Clone)]

@@ -6,9 +6,7 @@ use num_traits::Float;
 
 use crate::ir::{self, Graph, Hyper, Op, Unary, numel};
 use crate::kernels;
-
-/// Probabilities are clamped to [ε, 1 − ε] in binary cross-entropy.
-pub const BCE_EPS: f64 = 1e-7;
+use crate::shape::{BCE_EPS, GELU_CUBIC, GELU_TANH_SCALE, spatial};
 
 /// The data a graph reads: one flat row-major buffer per leaf.
 pub struct Bindings<'a, T> {
@@ -260,11 +258,6 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
     Ok(values)
 }
 
-/// Elements per channel of a `[B, C, …]` tensor.
-pub fn spatial(shape: &[usize]) -> usize {
-    shape[2..].iter().product()
-}
-
 fn cast<T: Float>(x: f64) -> T {
     T::from(x).unwrap_or_else(T::nan)
 }
@@ -331,7 +324,11 @@ pub fn unary<T: Float>(u: Unary, x: T) -> T {
                 cast::<T>(a) * (x.exp() - one)
             }
         }
-        Unary::Sigmoid => one / (one + (-x).exp()),
+        Unary::Gelu => x * cast(normal_cdf(to_f64(x))),
+        Unary::GeluTanh => x * sigmoid(gelu_tanh_arg(x)),
+        Unary::Silu => x * sigmoid(x),
+        Unary::Softplus => x.max(T::zero()) + (-x.abs()).exp().ln_1p(),
+        Unary::Sigmoid => sigmoid(x),
         Unary::Tanh => x.tanh(),
         Unary::Exp => x.exp(),
         Unary::Log => x.ln(),
@@ -344,10 +341,51 @@ pub fn unary<T: Float>(u: Unary, x: T) -> T {
     }
 }
 
+/// 1/(1 + e⁻ˣ)
+fn sigmoid<T: Float>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp())
+}
+
+fn to_f64<T: Float>(x: T) -> f64 {
+    x.to_f64().unwrap_or(f64::NAN)
+}
+
+/// Φ(x) = erfc(−x/√2)/2: accurate to the last bits in both tails.
+fn normal_cdf(x: f64) -> f64 {
+    0.5 * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2)
+}
+
+/// φ(x) = e^(−x²/2)/√(2π)
+fn normal_pdf(x: f64) -> f64 {
+    (-0.5 * x * x).exp() * (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2)
+}
+
+/// 2u for gelu's tanh form, u = √(2/π)·(x + 0.044715x³): 1 + tanh(u) = 2σ(2u).
+fn gelu_tanh_arg<T: Float>(x: T) -> T {
+    let c: T = cast(GELU_TANH_SCALE);
+    c * (x + cast::<T>(GELU_CUBIC) * x * x * x)
+}
+
 /// f′(x), given x and y = f(x).
 fn derivative<T: Float>(u: Unary, x: T, y: T) -> T {
     let (zero, one) = (T::zero(), T::one());
     match u {
+        // (xΦ(x))′ = Φ(x) + xφ(x)
+        Unary::Gelu => cast::<T>(normal_cdf(to_f64(x))) + x * cast(normal_pdf(to_f64(x))),
+        // (xσ(v))′ = σ(v) + x·σ(v)(1 − σ(v))·v′,  v = 2√(2/π)(x + 0.044715x³)
+        Unary::GeluTanh => {
+            let s = sigmoid(gelu_tanh_arg(x));
+            let c: T = cast(GELU_TANH_SCALE);
+            let dv = c * (one + cast::<T>(3.0 * GELU_CUBIC) * x * x);
+            s + x * s * (one - s) * dv
+        }
+        // (xσ(x))′ = σ(x)(1 + x(1 − σ(x)))
+        Unary::Silu => {
+            let s = sigmoid(x);
+            s * (one + x * (one - s))
+        }
+        // log(1 + eˣ)′ = σ(x)
+        Unary::Softplus => sigmoid(x),
         Unary::Identity => one,
         Unary::Relu => {
             if x > zero {

@@ -2,7 +2,12 @@
 //!
 //! Modules in pipeline order; `pipeline` chains the stages, narrated.
 
-// Diagnostics: the one error type of the user-facing stages.
+// The bottom of the house: shapes and numeric constants, the numeric
+// kernels both backends share, and diagnostics (the one error type of the
+// user-facing stages).
+pub mod kernels;
+pub mod shape;
+
 pub mod diag;
 
 // 1. `.nn` text → AST with spans (a pest grammar).
@@ -25,10 +30,9 @@ pub mod optim;
 pub mod plan;
 
 // The executors of a plan: the reference interpreter (the oracle) and the
-// Cranelift backend, sharing the numeric kernels; `exec` wraps both.
+// Cranelift backend; `exec` wraps both.
 pub mod interp;
 pub mod jit;
-pub mod kernels;
 
 pub mod exec;
 

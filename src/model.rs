@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use crate::check::CheckedModel;
 use crate::diag::{Diag, messages};
 use crate::exec::{Backend, Compiled, Store};
+use crate::ir::init::init_params;
 use crate::ir::{Graph, Shape, StateInfo};
 use crate::pipeline;
-use crate::train::init::init_params;
 
 /// Rows per forward pass when a data set is run in chunks.
 const CHUNK: usize = 256;
@@ -99,6 +99,12 @@ impl Model {
     pub fn restore(&mut self, saved: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> Result<(), String> {
         let slots = self.slots();
         restore_slots(&mut self.store, &slots, saved)
+    }
+
+    /// Compiles the forward pass for batches of `batch` rows now rather than
+    /// at its first use.
+    pub fn prepare(&mut self, batch: usize, with_loss: bool) -> Result<(), String> {
+        self.forward_pass(batch, with_loss).map(|_| ())
     }
 
     /// The forward pass for `batch` rows, compiled on first use (running it

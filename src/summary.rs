@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use crate::check::layers::shape_text;
 use crate::check::{CheckedModel, InputKind};
+use crate::shape::shape_text;
 
 /// One row of the summary table.
 #[derive(Debug, Serialize)]

@@ -94,7 +94,18 @@ fn every_trainable_bundled_model() {
 }
 
 fn activation() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec!["relu", "sigmoid", "tanh", "leaky_relu(0.05)", "elu(1.0)", "identity"])
+    prop::sample::select(vec![
+        "relu",
+        "sigmoid",
+        "tanh",
+        "leaky_relu(0.05)",
+        "elu(1.0)",
+        "identity",
+        "gelu",
+        "gelu(tanh = true)",
+        "silu",
+        "softplus",
+    ])
 }
 
 fn optimizer() -> impl Strategy<Value = &'static str> {
@@ -306,6 +317,63 @@ fn sigmoid_over_the_whole_range() {
 #[test]
 fn tanh_over_the_whole_range() {
     check_against(Unary::Tanh, f64::tanh, 2e-7);
+}
+
+/// x·Φ(x) with Φ(x) = erfc(−x/√2)/2: in the left tail the result is
+/// e^(−x²/2)-small, and rounding x² to f32 alone costs x²·2⁻²⁴ of it.
+#[test]
+fn gelu_over_the_whole_range() {
+    check_against(Unary::Gelu, |x| x * 0.5 * libm::erfc(-x / std::f64::consts::SQRT_2), 1.5e-5);
+}
+
+/// x·σ(v), with σ(v) = 1/(1 + e⁻ᵛ) as the JIT computes it: 0 once e⁻ᵛ
+/// overflows f32 (v < −88.72), and so x·0 (NaN for x = −∞, as in f64).
+fn times_sigmoid(x: f64, v: f64) -> f64 {
+    let e = (-v).exp();
+    x * if e > f64::from(f32::MAX) { 0.0 } else { 1.0 / (1.0 + e) }
+}
+
+#[test]
+fn gelu_tanh_over_the_whole_range() {
+    // 0.5·x·(1 + tanh u) = x·σ(2u), which does not cancel for negative x.
+    // In the left tail the result is about e^v, and rounding v (≈ −88 at
+    // its smallest) to f32 alone costs |v|·2⁻²⁴ of it.
+    let v = |x: f64| 2.0 * (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3));
+    check_against(Unary::GeluTanh, move |x| times_sigmoid(x, v(x)), 2e-5);
+}
+
+#[test]
+fn silu_over_the_whole_range() {
+    check_against(Unary::Silu, |x| times_sigmoid(x, x), 4e-7);
+}
+
+#[test]
+fn softplus_over_the_whole_range() {
+    check_against(Unary::Softplus, |x| x.max(0.0) + (-x.abs()).exp().ln_1p(), 4e-7);
+}
+
+/// gelu, gelu's tanh form, silu and softplus at −2, −0.5, 1 and 3, through
+/// the interpreter and the JIT, against their definitions evaluated in f64
+/// by CPython's `math` (erfc, tanh, exp, log1p): the formulas PyTorch
+/// documents for GELU (both `approximate` modes), SiLU and Softplus.
+#[test]
+fn smooth_activations_match_their_definitions() {
+    let xs = [-2.0f32, -0.5, 1.0, 3.0];
+    let expected: [(Unary, [f64; 4]); 4] = [
+        (Unary::Gelu, [-0.04550026389635844, -0.15426876936299344, 0.8413447460685429, 2.99595030590511]),
+        (Unary::GeluTanh, [-0.04540230591222494, -0.15428599017485606, 0.8411919906082768, 2.996362607918227]),
+        (Unary::Silu, [-0.2384058440442351, -0.1887703343990727, 0.7310585786300049, 2.8577223804672998]),
+        (Unary::Softplus, [0.1269280110429725, 0.4740769841801067, 1.3132616875182228, 3.048587351573742]),
+    ];
+    for (u, want) in expected {
+        let jit = jit_unary(u, &xs);
+        let interp: Vec<f64> = xs.iter().map(|&x| nnc::interp::unary(u, f64::from(x))).collect();
+        for i in 0..xs.len() {
+            assert!((interp[i] - want[i]).abs() <= 1e-12 * want[i].abs().max(1.0), "{u:?}({}) = {}", xs[i], interp[i]);
+            let rel = (f64::from(jit[i]) - want[i]).abs() / want[i].abs();
+            assert!(rel < 1e-6, "{u:?}({}) = {} by the JIT, expected {}", xs[i], jit[i], want[i]);
+        }
+    }
 }
 
 /// Convolution and pooling split a batch into a fixed number of parts, so

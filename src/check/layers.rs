@@ -5,6 +5,7 @@
 use crate::check::args::{Args, Bound};
 use crate::check::model::{Activation, Layer, Shape, Weights};
 use crate::diag::{Diag, Span, messages};
+use crate::shape::shape_text;
 use crate::syntax::ast::{Call, Ident, Value};
 
 /// Every layer keyword with its parameters in positional order and the
@@ -29,6 +30,10 @@ pub const LAYERS: &[(&str, &[&str], &[&str])] = &[
     ("relu", &[], &[]),
     ("leaky_relu", &["alpha"], &[]),
     ("elu", &["alpha"], &[]),
+    ("gelu", &["tanh"], &[]),
+    ("silu", &[], &[]),
+    ("swish", &[], &[]),
+    ("softplus", &[], &[]),
     ("softmax", &[], &[]),
     ("identity", &[], &[]),
 ];
@@ -59,11 +64,6 @@ pub struct Labelled {
     pub node: usize,
     pub layer: Layer,
     pub input: Shape,
-}
-
-pub fn shape_text(shape: &[usize]) -> String {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    format!("[{}]", dims.join(", "))
 }
 
 fn chain(why: &str, step: String) -> String {
@@ -319,6 +319,9 @@ pub fn apply(
         "tanh" => elementwise(Layer::Activation(Activation::Tanh)),
         "relu" => elementwise(Layer::Activation(Activation::Relu)),
         "identity" => elementwise(Layer::Activation(Activation::Identity)),
+        "gelu" => elementwise(Layer::Activation(Activation::Gelu { tanh: args.bool("tanh", false, diags) })),
+        "silu" | "swish" => elementwise(Layer::Activation(Activation::Silu)),
+        "softplus" => elementwise(Layer::Activation(Activation::Softplus)),
         "leaky_relu" => {
             let alpha = args.float("alpha", 0.01, Bound::NonNegative, diags);
             elementwise(Layer::Activation(Activation::LeakyRelu(alpha)))

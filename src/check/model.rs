@@ -50,6 +50,12 @@ pub enum Activation {
     Relu,
     LeakyRelu(f64),
     Elu(f64),
+    /// `tanh`: the tanh approximation instead of the exact erf form.
+    Gelu {
+        tanh: bool,
+    },
+    Silu,
+    Softplus,
     Softmax,
     Identity,
 }
@@ -108,6 +114,9 @@ impl Layer {
                 Activation::Relu => "relu",
                 Activation::LeakyRelu(_) => "leaky_relu",
                 Activation::Elu(_) => "elu",
+                Activation::Gelu { .. } => "gelu",
+                Activation::Silu => "silu",
+                Activation::Softplus => "softplus",
                 Activation::Softmax => "softmax",
                 Activation::Identity => "identity",
             },

@@ -4,7 +4,8 @@
 //! expected; help lines say how to fix it.
 
 use super::{Diag, Span};
-use crate::check::layers::{Incoming, shape_text};
+use crate::check::layers::Incoming;
+use crate::shape::shape_text;
 use crate::syntax::ast::{Call, Ident, Number, Value};
 
 fn list(items: &[&str]) -> String {

@@ -341,15 +341,30 @@ pub fn unary_of(a: Activation) -> Unary {
         Activation::Relu => Unary::Relu,
         Activation::LeakyRelu(alpha) => Unary::LeakyRelu(alpha),
         Activation::Elu(alpha) => Unary::Elu(alpha),
+        Activation::Gelu { tanh: false } => Unary::Gelu,
+        Activation::Gelu { tanh: true } => Unary::GeluTanh,
+        Activation::Silu => Unary::Silu,
+        Activation::Softplus => Unary::Softplus,
         Activation::Identity | Activation::Softmax => Unary::Identity,
     }
 }
 
-/// He initialisation before relu-family activations, Xavier otherwise.
+/// He initialisation before relu-family activations (the smooth ones
+/// included), Xavier otherwise.
 fn init_for(model: &CheckedModel, index: usize, fan_in: usize, fan_out: usize) -> Init {
     let relu_like = model.nodes.iter().any(|n| {
         n.inputs.first() == Some(&ValueRef::Node(index))
-            && matches!(n.layer, Layer::Activation(Activation::Relu | Activation::LeakyRelu(_) | Activation::Elu(_)))
+            && matches!(
+                n.layer,
+                Layer::Activation(
+                    Activation::Relu
+                        | Activation::LeakyRelu(_)
+                        | Activation::Elu(_)
+                        | Activation::Gelu { .. }
+                        | Activation::Silu
+                        | Activation::Softplus
+                )
+            )
     });
     if relu_like { Init::He { fan_in } } else { Init::Xavier { fan_in, fan_out } }
 }

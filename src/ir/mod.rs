@@ -6,6 +6,7 @@
 //! pass, its gradient and the optimizer update are all expressed in this IR,
 //! so the interpreter (and later backends) run all three the same way.
 
+pub mod init;
 pub mod lower;
 mod print;
 
@@ -13,10 +14,8 @@ use std::fmt;
 
 use crate::diag::Span;
 
+pub use crate::shape::{Shape, around, numel, window};
 pub use lower::lower;
-
-/// Full shape of a tensor, batch dimension first. A scalar has shape `[]`.
-pub type Shape = Vec<usize>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ValueId(pub usize);
@@ -46,6 +45,15 @@ pub enum Unary {
     Relu,
     LeakyRelu(f64),
     Elu(f64),
+    /// x·Φ(x), Φ the standard normal distribution function (exact, by erfc).
+    Gelu,
+    /// x·σ(2·√(2/π)·(x + 0.044715x³)): the tanh approximation of gelu,
+    /// written with σ so that nothing cancels for negative x.
+    GeluTanh,
+    /// x·σ(x), also called swish.
+    Silu,
+    /// log(1 + eˣ), computed as max(x, 0) + log(1 + e⁻ˡˣˡ).
+    Softplus,
     Sigmoid,
     Tanh,
     Exp,
@@ -396,36 +404,6 @@ pub struct TrainGraph {
     pub new_params: Vec<ValueId>,
     /// New value of each optimizer state tensor (by state index).
     pub new_states: Vec<ValueId>,
-}
-
-/// The window sizes of a convolution or pooling over an input of `shape` `[B,C,H,W]`.
-pub fn window(
-    shape: &[usize],
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
-) -> crate::kernels::Window {
-    crate::kernels::Window {
-        batch: shape[0],
-        channels: shape[1],
-        height: shape[2],
-        width: shape[3],
-        kernel,
-        stride,
-        padding,
-        dilation,
-    }
-}
-
-/// Element count of a shape (1 for a scalar).
-/// A shape seen as `[outer, shape[axis], inner]`: (outer, inner).
-pub fn around(shape: &[usize], axis: usize) -> (usize, usize) {
-    (numel(&shape[..axis]), numel(&shape[axis + 1..]))
-}
-
-pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
 }
 
 /// Checks the IR's structural invariants. A failure is a bug in nnc, never a

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::{Graph, TrainGraph};
-use crate::check::layers::shape_text;
+use crate::shape::shape_text;
 
 impl Graph {
     pub fn to_text(&self) -> String {

@@ -50,6 +50,17 @@ pub fn declare_routine(
 }
 
 /// (name, pointer-sized args, f32 args) of every routine.
+/// v = 2√(2/π)(x + 0.044715x³)
+fn gelu_tanh_arg(b: &mut FunctionBuilder, x: Value) -> Value {
+    let x2 = b.ins().fmul(x, x);
+    let k = splat(b, crate::shape::GELU_CUBIC as f32);
+    let one = splat(b, 1.0);
+    let inner = b.ins().fma(x2, k, one);
+    let xi = b.ins().fmul(x, inner);
+    let c = splat(b, crate::shape::GELU_TANH_SCALE as f32);
+    b.ins().fmul(xi, c)
+}
+
 pub const ROUTINES: &[(&str, usize, usize)] = &[
     ("nnc_sgemm", 10, 0),
     ("nnc_sum_rows", 4, 0),
@@ -215,8 +226,7 @@ impl Emitter<'_, '_> {
             }
             Op::AddChannelBias | Op::MulChannel | Op::SumChannels => {
                 let shape = if node.op == Op::SumChannels { in_shape.clone() } else { node.shape.clone() };
-                let (n, c, sp) =
-                    (self.imm(numel(&shape)), self.imm(shape[1]), self.imm(crate::interp::spatial(&shape)));
+                let (n, c, sp) = (self.imm(numel(&shape)), self.imm(shape[1]), self.imm(crate::shape::spatial(&shape)));
                 match node.op {
                     Op::AddChannelBias => self.call("nnc_add_channel_bias", &[ins[0], ins[1], out, n, c, sp]),
                     Op::MulChannel => self.call("nnc_mul_channel", &[ins[0], ins[1], out, n, c, sp]),
@@ -446,7 +456,7 @@ impl Emitter<'_, '_> {
             Op::BceGrad => {
                 let (p, t) = (arg(self, 0), arg(self, 1));
                 let g = self.load_scalar(ins[2]);
-                let eps = crate::interp::BCE_EPS as f32;
+                let eps = crate::shape::BCE_EPS as f32;
                 let (lo, hi) = (splat(&mut self.b, eps), splat(&mut self.b, 1.0 - eps));
                 let p = self.b.ins().fmax(p, lo);
                 let p = self.b.ins().fmin(p, hi);
@@ -485,6 +495,20 @@ impl Emitter<'_, '_> {
                 let neg = b.ins().fmul(k, em1);
                 vector::select_positive(b, x, x, neg)
             }
+            Unary::Gelu => {
+                let phi = vector::normal_cdf(b, x);
+                b.ins().fmul(x, phi)
+            }
+            Unary::GeluTanh => {
+                let v = gelu_tanh_arg(b, x);
+                let s = vector::sigmoid(b, v);
+                b.ins().fmul(x, s)
+            }
+            Unary::Silu => {
+                let s = vector::sigmoid(b, x);
+                b.ins().fmul(x, s)
+            }
+            Unary::Softplus => vector::softplus(b, x),
             Unary::Sigmoid => vector::sigmoid(b, x),
             Unary::Tanh => vector::tanh(b, x),
             Unary::Exp => vector::exp(b, x),
@@ -527,6 +551,51 @@ impl Emitter<'_, '_> {
                 let neg = self.b.ins().fadd(y, k);
                 let one = splat(&mut self.b, 1.0);
                 vector::select_positive(&mut self.b, x, one, neg)
+            }
+            // Φ(x) + x·φ(x),  φ(x) = e^(−x²/2)/√(2π)
+            Unary::Gelu => {
+                let x = arg(self, 0);
+                let b = &mut self.b;
+                let phi = vector::normal_cdf(b, x);
+                let minus_half = splat(b, -0.5);
+                let hx = b.ins().fmul(x, minus_half);
+                let arg = b.ins().fmul(hx, x);
+                let e = vector::exp(b, arg);
+                let k = splat(b, (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2) as f32);
+                let density = b.ins().fmul(e, k);
+                b.ins().fma(x, density, phi)
+            }
+            // s + x·s(1 − s)·v′,  s = σ(v),  v′ = 2√(2/π)(1 + 3·0.044715x²)
+            Unary::GeluTanh => {
+                let x = arg(self, 0);
+                let b = &mut self.b;
+                let v = gelu_tanh_arg(b, x);
+                let s = vector::sigmoid(b, v);
+                let one = splat(b, 1.0);
+                let q = b.ins().fsub(one, s);
+                let sq = b.ins().fmul(s, q);
+                let x2 = b.ins().fmul(x, x);
+                let k3 = splat(b, (3.0 * crate::shape::GELU_CUBIC) as f32);
+                let inner = b.ins().fma(x2, k3, one);
+                let c = splat(b, crate::shape::GELU_TANH_SCALE as f32);
+                let dv = b.ins().fmul(inner, c);
+                let xsq = b.ins().fmul(x, sq);
+                b.ins().fma(xsq, dv, s)
+            }
+            // σ(x)(1 + x(1 − σ(x)))
+            Unary::Silu => {
+                let x = arg(self, 0);
+                let b = &mut self.b;
+                let s = vector::sigmoid(b, x);
+                let one = splat(b, 1.0);
+                let q = b.ins().fsub(one, s);
+                let inner = b.ins().fma(x, q, one);
+                b.ins().fmul(s, inner)
+            }
+            // σ(x)
+            Unary::Softplus => {
+                let x = arg(self, 0);
+                vector::sigmoid(&mut self.b, x)
             }
             Unary::Sigmoid => {
                 let y = arg(self, 1);

@@ -200,7 +200,7 @@ pub extern "C" fn mse(p: *const f32, t: *const f32, out: *mut f32, n: usize) {
 pub extern "C" fn bce(p: *const f32, t: *const f32, out: *mut f32, n: usize) {
     // SAFETY: p and t hold n values, out one.
     let (p, t, out) = unsafe { (slice(p, n), slice(t, n), slice_mut(out, 1)) };
-    let eps = crate::interp::BCE_EPS as f32;
+    let eps = crate::shape::BCE_EPS as f32;
     let sum: f32 = p
         .iter()
         .zip(t)

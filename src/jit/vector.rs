@@ -1,5 +1,6 @@
 //! Element-wise math on f32x4 in Cranelift IR: exp by range reduction and a
-//! polynomial, and sigmoid, tanh and the selects built on it. No libm calls.
+//! polynomial, and sigmoid, tanh, the normal distribution function,
+//! softplus and the selects built on it. No libm calls.
 // The polynomial coefficients are quoted as published (Cephes), digits and all.
 #![allow(clippy::excessive_precision)]
 
@@ -108,6 +109,92 @@ pub fn sigmoid(b: &mut FunctionBuilder, x: Value) -> Value {
     let one = splat(b, 1.0);
     let d = b.ins().fadd(one, e);
     b.ins().fdiv(one, d)
+}
+
+/// |x|, by clearing the sign bit.
+fn abs(b: &mut FunctionBuilder, x: Value) -> Value {
+    let xi = to_int(b, x);
+    let abs_mask = splat_i(b, 0x7fff_ffff);
+    let ai = b.ins().band(xi, abs_mask);
+    to_float(b, ai)
+}
+
+/// Φ(x) = erfc(−x/√2)/2, the standard normal distribution function. erfc of
+/// |x|/√2 by the Chebyshev fit of Numerical Recipes (`erfcc`: relative error
+/// below 1.2e-7 for every argument), so the left tail keeps its digits;
+/// Φ(x) = 1 − Φ(−x) on the right.
+pub fn normal_cdf(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ax = abs(b, x);
+    let k = splat(b, std::f32::consts::FRAC_1_SQRT_2);
+    let z = b.ins().fmul(ax, k);
+    let (half, one) = (splat(b, 0.5), splat(b, 1.0));
+    let d = b.ins().fma(z, half, one);
+    let t = b.ins().fdiv(one, d);
+    let mut p = splat(b, 0.17087277);
+    for c in
+        [-0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418, 0.37409196, 1.00002368, -1.26551223]
+    {
+        let c = splat(b, c);
+        p = b.ins().fma(p, t, c);
+    }
+    let nz = b.ins().fneg(z);
+    let arg = b.ins().fma(nz, z, p);
+    let e = exp(b, arg);
+    let erfc = b.ins().fmul(t, e);
+    let lower = b.ins().fmul(erfc, half);
+    let upper = b.ins().fsub(one, lower);
+    select_positive(b, x, upper, lower)
+}
+
+/// log(1 + eˣ) = max(x, 0) + log1p(e⁻ˡˣˡ). With u = 1 + e⁻ˡˣˡ in [1, 2], log u
+/// is Cephes' logf on u = m·2ᵏ (m in [√½, √2), k 0 or 1), and
+/// log1p(e) = log(u)·e/(u − 1) undoes the rounding of 1 + e (e itself once
+/// 1 + e rounds to 1).
+pub fn softplus(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ax = abs(b, x);
+    let nax = b.ins().fneg(ax);
+    let e = exp(b, nax);
+    let one = splat(b, 1.0);
+    let u = b.ins().fadd(one, e);
+    let sqrt2 = splat(b, std::f32::consts::SQRT_2);
+    let big = mask(b, FloatCC::GreaterThan, u, sqrt2);
+    let half = splat(b, 0.5);
+    let halved = b.ins().fmul(u, half);
+    let m = select(b, big, halved, u);
+    let k = b.ins().band(one, big);
+    let f = b.ins().fsub(m, one);
+    let z = b.ins().fmul(f, f);
+    let mut p = splat(b, 7.0376836292E-2);
+    for c in [
+        -1.1514610310E-1,
+        1.1676998740E-1,
+        -1.2420140846E-1,
+        1.4249322787E-1,
+        -1.6668057665E-1,
+        2.0000714765E-1,
+        -2.4999993993E-1,
+        3.3333331174E-1,
+    ] {
+        let c = splat(b, c);
+        p = b.ins().fma(p, f, c);
+    }
+    let fz = b.ins().fmul(f, z);
+    let y = b.ins().fmul(fz, p);
+    let c1 = splat(b, -2.12194440e-4);
+    let y = b.ins().fma(k, c1, y);
+    let minus_half = splat(b, -0.5);
+    let y = b.ins().fma(z, minus_half, y);
+    let log_u = b.ins().fadd(f, y);
+    let ln2_high = splat(b, 0.693359375);
+    let log_u = b.ins().fma(k, ln2_high, log_u);
+    let d = b.ins().fsub(u, one);
+    let scaled = b.ins().fmul(log_u, e);
+    let corrected = b.ins().fdiv(scaled, d);
+    let zero = splat(b, 0.0);
+    let rounded_away = mask(b, FloatCC::Equal, d, zero);
+    let log1p = select(b, rounded_away, e, corrected);
+    let positive = b.ins().fmax(x, zero);
+    b.ins().fadd(positive, log1p)
 }
 
 /// tanh: an odd polynomial below |x| = 0.625 (no cancellation near 0), else

@@ -6,7 +6,7 @@
 
 mod anneal;
 pub mod cd;
-pub mod init;
+
 pub mod metrics;
 
 use std::collections::HashMap;
@@ -115,6 +115,12 @@ impl Trainer {
     /// The current parameters, one tensor each (PyTorch layouts: dense weights `[out, in]`).
     pub fn params(&self) -> Vec<Vec<f32>> {
         self.model.params()
+    }
+
+    /// Compiles the training step for batches of `batch` rows now rather
+    /// than at its first use.
+    pub fn prepare(&mut self, batch: usize) -> Result<(), TrainError> {
+        self.train_step(batch).map(|_| ())
     }
 
     /// Compiles (once per batch size) and returns the training step.

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-use crate::ir::{Init, ParamInfo, numel};
+use super::{Init, ParamInfo, numel};
 
 pub fn init_params<T: Float>(params: &[ParamInfo], seed: u64) -> Vec<Vec<T>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -1,0 +1,46 @@
+//! Shapes and numeric constants every stage shares, at the bottom of the
+//! house: the checker, the IR, both backends and the runtime routines
+//! import from here, and this module imports nothing of theirs.
+
+use crate::kernels::Window;
+
+/// Full shape of a tensor, batch dimension first. A scalar has shape `[]`.
+pub type Shape = Vec<usize>;
+
+/// Probabilities are clamped to [ε, 1 − ε] inside binary cross-entropy (and
+/// its gradient), so a confident mistake costs a large but finite loss.
+pub const BCE_EPS: f64 = 1e-7;
+
+/// The cubic coefficient of gelu's tanh approximation:
+/// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715x³))).
+pub const GELU_CUBIC: f64 = 0.044715;
+
+/// 2√(2/π): gelu's tanh form is x·σ(v) with v = 2√(2/π)·(x + 0.044715x³),
+/// since 1 + tanh(u) = 2σ(2u).
+pub const GELU_TANH_SCALE: f64 = 1.5957691216057308;
+
+/// `[2, 3]` as the user writes it.
+pub fn shape_text(shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// Elements per channel of a `[B, C, …]` tensor.
+pub fn spatial(shape: &[usize]) -> usize {
+    shape[2..].iter().product()
+}
+
+/// A shape seen as `[outer, shape[axis], inner]`: (outer, inner).
+pub fn around(shape: &[usize], axis: usize) -> (usize, usize) {
+    (numel(&shape[..axis]), numel(&shape[axis + 1..]))
+}
+
+/// Element count of a shape (1 for a scalar).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// The window sizes of a convolution or pooling over an input of `shape` `[B,C,H,W]`.
+pub fn window(shape: &[usize], kernel: usize, stride: usize, padding: usize, dilation: usize) -> Window {
+    Window { batch: shape[0], channels: shape[1], height: shape[2], width: shape[3], kernel, stride, padding, dilation }
+}
