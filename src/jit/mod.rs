@@ -14,6 +14,7 @@ mod conv;
 #[cfg(target_arch = "x86_64")]
 mod pool;
 mod runtime;
+mod unary;
 mod vector;
 
 pub use runtime::set_parallel_images;
