@@ -49,37 +49,6 @@ pub fn declare_routine(
     module.declare_function(name, Linkage::Import, &sig).map_err(|e| e.to_string())
 }
 
-/// (name, pointer-sized args, f32 args) of every routine.
-pub const ROUTINES: &[(&str, usize, usize)] = &[
-    ("nnc_sgemm", 10, 0),
-    ("nnc_sum_rows", 4, 0),
-    ("nnc_softmax", 4, 0),
-    ("nnc_softmax_grad", 5, 0),
-    ("nnc_softmax_cross_entropy", 5, 0),
-    ("nnc_softmax_cross_entropy_grad", 6, 0),
-    ("nnc_mse", 4, 0),
-    ("nnc_bce", 4, 0),
-    ("nnc_sum_squares", 3, 0),
-    ("nnc_clip_scale", 2, 1),
-    ("nnc_log", 3, 0),
-    ("nnc_copy", 3, 0),
-    ("nnc_conv2d", 13, 0),
-    ("nnc_conv2d_grad_input", 12, 0),
-    ("nnc_conv2d_grad_weight", 12, 0),
-    ("nnc_add_channel_bias", 6, 0),
-    ("nnc_mul_channel", 6, 0),
-    ("nnc_sum_channels", 5, 0),
-    ("nnc_pool", 9, 0),
-    ("nnc_pool_grad", 10, 0),
-    ("nnc_max_pieces", 4, 0),
-    ("nnc_dropout", 5, 1),
-    ("nnc_max_pieces_grad", 5, 0),
-    ("nnc_slice", 8, 0),
-    ("nnc_gather", 6, 0),
-    ("nnc_gather_grad", 6, 0),
-    ("nnc_bernoulli", 5, 0),
-];
-
 impl Emitter<'_, '_> {
     fn imm(&mut self, x: usize) -> Value {
         self.b.ins().iconst(PTR, x as i64)

@@ -59,8 +59,8 @@ fn module() -> Result<JITModule, String> {
         .finish(settings::Flags::new(flags))
         .map_err(|e| e.to_string())?;
     let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
-    for (name, ptr) in runtime::symbols() {
-        jb.symbol(name, ptr);
+    for routine in runtime::routines() {
+        jb.symbol(routine.name, routine.address);
     }
     Ok(JITModule::new(jb))
 }
@@ -74,8 +74,9 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
     sig.params.extend([AbiParam::new(ptr); 5]);
     let fid = module.declare_function("step", Linkage::Export, &sig).map_err(|e| e.to_string())?;
     let mut routine_ids = Vec::new();
-    for (name, ptrs, floats) in codegen::ROUTINES {
-        routine_ids.push((*name, codegen::declare_routine(&mut module, name, *ptrs, *floats)?));
+    for routine in runtime::routines() {
+        let id = codegen::declare_routine(&mut module, routine.name, routine.pointer_args, routine.float_args)?;
+        routine_ids.push((routine.name, id));
     }
     let mut ctx = module.make_context();
     ctx.func.signature = sig;

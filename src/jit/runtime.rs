@@ -652,35 +652,70 @@ pub extern "C" fn bernoulli(p: *const f32, step: *const f32, y: *mut f32, n: usi
     kernels::bernoulli(p, y, salt as u64, step[0] as u64);
 }
 
-/// Every routine with its symbol name, for registration with the JIT.
-pub fn symbols() -> Vec<(&'static str, *const u8)> {
+/// A runtime routine as generated code sees it: its symbol, its arguments
+/// (pointer-sized ones first, then f32 ones) and its address. The one list
+/// from which the Cranelift declarations and the JIT's symbols both come.
+pub struct Routine {
+    pub name: &'static str,
+    pub pointer_args: usize,
+    pub float_args: usize,
+    pub address: *const u8,
+}
+
+/// Every routine generated code may call.
+pub fn routines() -> Vec<Routine> {
     vec![
-        ("nnc_sgemm", sgemm as *const u8),
-        ("nnc_sum_rows", sum_rows as *const u8),
-        ("nnc_softmax", softmax as *const u8),
-        ("nnc_softmax_grad", softmax_grad as *const u8),
-        ("nnc_softmax_cross_entropy", softmax_cross_entropy as *const u8),
-        ("nnc_softmax_cross_entropy_grad", softmax_cross_entropy_grad as *const u8),
-        ("nnc_mse", mse as *const u8),
-        ("nnc_bce", bce as *const u8),
-        ("nnc_sum_squares", sum_squares as *const u8),
-        ("nnc_clip_scale", clip_scale as *const u8),
-        ("nnc_log", log as *const u8),
-        ("nnc_copy", copy as *const u8),
-        ("nnc_conv2d", conv2d as *const u8),
-        ("nnc_conv2d_grad_input", conv2d_grad_input as *const u8),
-        ("nnc_conv2d_grad_weight", conv2d_grad_weight as *const u8),
-        ("nnc_add_channel_bias", add_channel_bias as *const u8),
-        ("nnc_mul_channel", mul_channel as *const u8),
-        ("nnc_sum_channels", sum_channels as *const u8),
-        ("nnc_pool", pool as *const u8),
-        ("nnc_pool_grad", pool_grad as *const u8),
-        ("nnc_max_pieces", max_pieces as *const u8),
-        ("nnc_dropout", dropout as *const u8),
-        ("nnc_max_pieces_grad", max_pieces_grad as *const u8),
-        ("nnc_slice", slice_axis as *const u8),
-        ("nnc_gather", gather as *const u8),
-        ("nnc_gather_grad", gather_grad as *const u8),
-        ("nnc_bernoulli", bernoulli as *const u8),
+        Routine { name: "nnc_sgemm", pointer_args: 10, float_args: 0, address: sgemm as *const u8 },
+        Routine { name: "nnc_sum_rows", pointer_args: 4, float_args: 0, address: sum_rows as *const u8 },
+        Routine { name: "nnc_softmax", pointer_args: 4, float_args: 0, address: softmax as *const u8 },
+        Routine { name: "nnc_softmax_grad", pointer_args: 5, float_args: 0, address: softmax_grad as *const u8 },
+        Routine {
+            name: "nnc_softmax_cross_entropy",
+            pointer_args: 5,
+            float_args: 0,
+            address: softmax_cross_entropy as *const u8,
+        },
+        Routine {
+            name: "nnc_softmax_cross_entropy_grad",
+            pointer_args: 6,
+            float_args: 0,
+            address: softmax_cross_entropy_grad as *const u8,
+        },
+        Routine { name: "nnc_mse", pointer_args: 4, float_args: 0, address: mse as *const u8 },
+        Routine { name: "nnc_bce", pointer_args: 4, float_args: 0, address: bce as *const u8 },
+        Routine { name: "nnc_sum_squares", pointer_args: 3, float_args: 0, address: sum_squares as *const u8 },
+        Routine { name: "nnc_clip_scale", pointer_args: 2, float_args: 1, address: clip_scale as *const u8 },
+        Routine { name: "nnc_log", pointer_args: 3, float_args: 0, address: log as *const u8 },
+        Routine { name: "nnc_copy", pointer_args: 3, float_args: 0, address: copy as *const u8 },
+        Routine { name: "nnc_conv2d", pointer_args: 13, float_args: 0, address: conv2d as *const u8 },
+        Routine {
+            name: "nnc_conv2d_grad_input",
+            pointer_args: 12,
+            float_args: 0,
+            address: conv2d_grad_input as *const u8,
+        },
+        Routine {
+            name: "nnc_conv2d_grad_weight",
+            pointer_args: 12,
+            float_args: 0,
+            address: conv2d_grad_weight as *const u8,
+        },
+        Routine {
+            name: "nnc_add_channel_bias",
+            pointer_args: 6,
+            float_args: 0,
+            address: add_channel_bias as *const u8,
+        },
+        Routine { name: "nnc_mul_channel", pointer_args: 6, float_args: 0, address: mul_channel as *const u8 },
+        Routine { name: "nnc_sum_channels", pointer_args: 5, float_args: 0, address: sum_channels as *const u8 },
+        Routine { name: "nnc_pool", pointer_args: 9, float_args: 0, address: pool as *const u8 },
+        Routine { name: "nnc_pool_grad", pointer_args: 10, float_args: 0, address: pool_grad as *const u8 },
+        Routine { name: "nnc_max_pieces", pointer_args: 4, float_args: 0, address: max_pieces as *const u8 },
+        Routine { name: "nnc_dropout", pointer_args: 5, float_args: 1, address: dropout as *const u8 },
+        Routine { name: "nnc_max_pieces_grad", pointer_args: 5, float_args: 0, address: max_pieces_grad as *const u8 },
+        Routine { name: "nnc_slice", pointer_args: 8, float_args: 0, address: slice_axis as *const u8 },
+        Routine { name: "nnc_gather", pointer_args: 6, float_args: 0, address: gather as *const u8 },
+        Routine { name: "nnc_gather_grad", pointer_args: 6, float_args: 0, address: gather_grad as *const u8 },
+        Routine { name: "nnc_bernoulli", pointer_args: 5, float_args: 0, address: bernoulli as *const u8 },
     ]
 }
