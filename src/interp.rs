@@ -2,11 +2,11 @@
 //! f64. It defines what every op means and is the oracle other backends and
 //! the gradient checks are tested against. Clarity over speed.
 
+use nnc_runtime::kernels::{self, BCE_EPS};
 use num_traits::Float;
 
 use crate::ir::{self, Graph, Hyper, Op, Unary, numel};
-use crate::kernels;
-use crate::shape::{BCE_EPS, GELU_CUBIC, GELU_TANH_SCALE, spatial};
+use crate::shape::{GELU_CUBIC, GELU_TANH_SCALE, spatial};
 
 /// The data a graph reads: one flat row-major buffer per leaf.
 pub struct Bindings<'a, T> {

@@ -2,10 +2,9 @@
 //!
 //! Modules in pipeline order; `pipeline` chains the stages, narrated.
 
-// The bottom of the house: shapes and numeric constants, the numeric
-// kernels both backends share, and diagnostics (the one error type of the
-// user-facing stages).
-pub mod kernels;
+// The bottom of the house: shapes and numeric constants, and diagnostics
+// (the one error type of the user-facing stages). The numeric kernels both
+// backends share live in the `nnc-runtime` crate with the routines.
 pub mod shape;
 
 pub mod diag;

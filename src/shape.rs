@@ -2,14 +2,10 @@
 //! house: the checker, the IR, both backends and the runtime routines
 //! import from here, and this module imports nothing of theirs.
 
-use crate::kernels::Window;
+use nnc_runtime::kernels::Window;
 
 /// Full shape of a tensor, batch dimension first. A scalar has shape `[]`.
 pub type Shape = Vec<usize>;
-
-/// Probabilities are clamped to [ε, 1 − ε] inside binary cross-entropy (and
-/// its gradient), so a confident mistake costs a large but finite loss.
-pub const BCE_EPS: f64 = 1e-7;
 
 /// The cubic coefficient of gelu's tanh approximation:
 /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715x³))).

@@ -390,13 +390,13 @@ fn parallel_images_give_the_same_bits_as_serial() {
     let rows = 13;
     let (x, y) = batch(model, rows, 3);
     let run = |parallel: bool| {
-        nnc::jit::set_parallel_images(parallel);
+        nnc_runtime::set_parallel_images(parallel);
         let mut t = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
         let losses: Vec<u64> = (0..3).map(|_| t.step(&x, &y, rows, 0.01).expect("step").to_bits()).collect();
         let weights: Vec<u32> = t.params().iter().flatten().map(|v| v.to_bits()).collect();
         (losses, weights)
     };
     let (serial, parallel) = (run(false), run(true));
-    nnc::jit::set_parallel_images(false);
+    nnc_runtime::set_parallel_images(false);
     assert_eq!(serial, parallel);
 }

@@ -4,9 +4,9 @@
 //! and batch normalisation uses batch statistics in training and running
 //! statistics in evaluation.
 
-use nnc::kernels::dropout_keeps;
 use nnc::pipeline::check_source;
 use nnc::train::{Backend, Trainer};
+use nnc_runtime::kernels::dropout_keeps;
 
 mod common;
 

@@ -414,7 +414,7 @@ impl Emitter<'_, '_> {
             Op::BceGrad => {
                 let (p, t) = (arg(self, 0), arg(self, 1));
                 let g = self.load_scalar(ins[2]);
-                let eps = crate::shape::BCE_EPS as f32;
+                let eps = nnc_runtime::kernels::BCE_EPS as f32;
                 let (lo, hi) = (splat(&mut self.b, eps), splat(&mut self.b, 1.0 - eps));
                 let p = self.b.ins().fmax(p, lo);
                 let p = self.b.ins().fmin(p, hi);

@@ -9,15 +9,8 @@
 #![allow(unsafe_code)]
 
 mod codegen;
-#[cfg(target_arch = "x86_64")]
-mod conv;
-#[cfg(target_arch = "x86_64")]
-mod pool;
-mod runtime;
 mod unary;
 mod vector;
-
-pub use runtime::set_parallel_images;
 
 use std::collections::HashMap;
 
@@ -59,7 +52,7 @@ fn module() -> Result<JITModule, String> {
         .finish(settings::Flags::new(flags))
         .map_err(|e| e.to_string())?;
     let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
-    for routine in runtime::routines() {
+    for routine in nnc_runtime::routines() {
         jb.symbol(routine.name, routine.address);
     }
     Ok(JITModule::new(jb))
@@ -74,7 +67,7 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
     sig.params.extend([AbiParam::new(ptr); 5]);
     let fid = module.declare_function("step", Linkage::Export, &sig).map_err(|e| e.to_string())?;
     let mut routine_ids = Vec::new();
-    for routine in runtime::routines() {
+    for routine in nnc_runtime::routines() {
         let id = codegen::declare_routine(&mut module, routine.name, routine.pointer_args, routine.float_args)?;
         routine_ids.push((routine.name, id));
     }
@@ -180,7 +173,7 @@ impl Executable {
         // and `hyper[..4]`, all checked above and borrowed until this returns;
         // the code is alive while `module` is.
         let call = move || step(pointers.0 as *mut f32, pointers.1 as *mut f32, input as _, target as _, hyper as _);
-        if self.splits_images && runtime::parallel_images() {
+        if self.splits_images && nnc_runtime::parallel_images() {
             // The whole step runs on one of rayon's threads, so its image
             // parts start without waking a thread per routine.
             rayon::scope(|_| call());
@@ -229,5 +222,5 @@ pub fn choose_gemm_threads(largest_macs: u64) {
     // SAFETY: called by the command line before it starts any thread, so no
     // other thread can read or write the environment concurrently.
     unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };
-    runtime::set_parallel_images(true);
+    nnc_runtime::set_parallel_images(true);
 }

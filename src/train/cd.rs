@@ -30,7 +30,7 @@ pub fn pseudo_likelihood(weight: &[f32], hidden_bias: &[f32], visible_bias: &[f3
     for (r, row) in rows.chunks_exact(visible).enumerate() {
         let x: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
         let mut flipped = x.clone();
-        let i = (crate::kernels::uniform(seed, r as u64, 0) * visible as f64) as usize % visible;
+        let i = (nnc_runtime::kernels::uniform(seed, r as u64, 0) * visible as f64) as usize % visible;
         flipped[i] = 1.0 - flipped[i];
         let d = free_energy(&flipped) - free_energy(&x);
         // log σ(d), computed stably.

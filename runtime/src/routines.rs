@@ -9,16 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::{conv, pool};
 use crate::kernels::{self, Window};
+#[cfg(target_arch = "x86_64")]
+use crate::{conv, pool};
 
 /// Products with at most this many rows (batch-1 inference, tiny batches)
 /// skip sgemm's packing and run as dot products.
 const SMALL_M: usize = 4;
 
 /// c = op(a)·op(b), row-major with explicit strides (transposes are strides).
-pub extern "C" fn sgemm(
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_sgemm(
     m: usize,
     k: usize,
     n: usize,
@@ -105,7 +106,8 @@ unsafe fn slice_mut<'a>(p: *mut f32, n: usize) -> &'a mut [f32] {
 }
 
 /// out[j] = Σ_r x[r][j]
-pub extern "C" fn sum_rows(x: *const f32, out: *mut f32, rows: usize, cols: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_sum_rows(x: *const f32, out: *mut f32, rows: usize, cols: usize) {
     // SAFETY: x holds rows·cols values, out holds cols.
     let (x, out) = unsafe { (slice(x, rows * cols), slice_mut(out, cols)) };
     out.fill(0.0);
@@ -126,7 +128,8 @@ fn softmax_row(z: &[f32], out: &mut [f32]) {
     out.iter_mut().for_each(|o| *o /= sum);
 }
 
-pub extern "C" fn softmax(x: *const f32, out: *mut f32, rows: usize, cols: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_softmax(x: *const f32, out: *mut f32, rows: usize, cols: usize) {
     // SAFETY: both hold rows·cols values.
     let (x, out) = unsafe { (slice(x, rows * cols), slice_mut(out, rows * cols)) };
     for (z, o) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
@@ -135,7 +138,8 @@ pub extern "C" fn softmax(x: *const f32, out: *mut f32, rows: usize, cols: usize
 }
 
 /// out = y·(g − Σ g·y) per row
-pub extern "C" fn softmax_grad(y: *const f32, g: *const f32, out: *mut f32, rows: usize, cols: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_softmax_grad(y: *const f32, g: *const f32, out: *mut f32, rows: usize, cols: usize) {
     // SAFETY: all hold rows·cols values.
     let (y, g, out) = unsafe { (slice(y, rows * cols), slice(g, rows * cols), slice_mut(out, rows * cols)) };
     for ((y, g), o) in y.chunks_exact(cols).zip(g.chunks_exact(cols)).zip(out.chunks_exact_mut(cols)) {
@@ -152,7 +156,14 @@ fn class(label: f32, classes: usize) -> Option<usize> {
 }
 
 /// out[0] = mean over rows of −log softmax(z)[label]; NaN for a bad label.
-pub extern "C" fn softmax_cross_entropy(z: *const f32, labels: *const f32, out: *mut f32, rows: usize, cols: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_softmax_cross_entropy(
+    z: *const f32,
+    labels: *const f32,
+    out: *mut f32,
+    rows: usize,
+    cols: usize,
+) {
     // SAFETY: z holds rows·cols values, labels rows, out one.
     let (z, labels, out) = unsafe { (slice(z, rows * cols), slice(labels, rows), slice_mut(out, 1)) };
     let mut total = 0.0f32;
@@ -169,7 +180,8 @@ pub extern "C" fn softmax_cross_entropy(z: *const f32, labels: *const f32, out: 
 }
 
 /// out = g·(softmax(z) − onehot)/rows
-pub extern "C" fn softmax_cross_entropy_grad(
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_softmax_cross_entropy_grad(
     z: *const f32,
     labels: *const f32,
     g: *const f32,
@@ -191,16 +203,18 @@ pub extern "C" fn softmax_cross_entropy_grad(
     }
 }
 
-pub extern "C" fn mse(p: *const f32, t: *const f32, out: *mut f32, n: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_mse(p: *const f32, t: *const f32, out: *mut f32, n: usize) {
     // SAFETY: p and t hold n values, out one.
     let (p, t, out) = unsafe { (slice(p, n), slice(t, n), slice_mut(out, 1)) };
     out[0] = p.iter().zip(t).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / n as f32;
 }
 
-pub extern "C" fn bce(p: *const f32, t: *const f32, out: *mut f32, n: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_bce(p: *const f32, t: *const f32, out: *mut f32, n: usize) {
     // SAFETY: p and t hold n values, out one.
     let (p, t, out) = unsafe { (slice(p, n), slice(t, n), slice_mut(out, 1)) };
-    let eps = crate::shape::BCE_EPS as f32;
+    let eps = kernels::BCE_EPS as f32;
     let sum: f32 = p
         .iter()
         .zip(t)
@@ -212,21 +226,24 @@ pub extern "C" fn bce(p: *const f32, t: *const f32, out: *mut f32, n: usize) {
     out[0] = sum / n as f32;
 }
 
-pub extern "C" fn sum_squares(x: *const f32, out: *mut f32, n: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_sum_squares(x: *const f32, out: *mut f32, n: usize) {
     // SAFETY: x holds n values, out one.
     let (x, out) = unsafe { (slice(x, n), slice_mut(out, 1)) };
     out[0] = x.iter().map(|v| v * v).sum();
 }
 
 /// out[0] = min(1, c/√x[0])
-pub extern "C" fn clip_scale(x: *const f32, out: *mut f32, c: f32) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_clip_scale(x: *const f32, out: *mut f32, c: f32) {
     // SAFETY: one value each.
     let (x, out) = unsafe { (slice(x, 1), slice_mut(out, 1)) };
     let norm = x[0].sqrt();
     out[0] = if norm > c { c / norm } else { 1.0 };
 }
 
-pub extern "C" fn log(x: *const f32, out: *mut f32, n: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_log(x: *const f32, out: *mut f32, n: usize) {
     // SAFETY: both hold n values.
     let (x, out) = unsafe { (slice(x, n), slice_mut(out, n)) };
     for (o, v) in out.iter_mut().zip(x) {
@@ -234,7 +251,8 @@ pub extern "C" fn log(x: *const f32, out: *mut f32, n: usize) {
     }
 }
 
-pub extern "C" fn copy(from: *const f32, to: *mut f32, n: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_copy(from: *const f32, to: *mut f32, n: usize) {
     // SAFETY: both hold n values and do not overlap (the store and scratch are distinct).
     let (from, to) = unsafe { (slice(from, n), slice_mut(to, n)) };
     to.copy_from_slice(from);
@@ -272,7 +290,8 @@ fn conv_sizes(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub extern "C" fn conv2d(
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_conv2d(
     x: *const f32,
     w: *const f32,
     y: *mut f32,
@@ -405,7 +424,8 @@ fn with_columns(len: usize, f: impl FnOnce(&mut [f32])) {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub extern "C" fn conv2d_grad_input(
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_conv2d_grad_input(
     w: *const f32,
     g: *const f32,
     dx: *mut f32,
@@ -448,7 +468,8 @@ pub extern "C" fn conv2d_grad_input(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub extern "C" fn conv2d_grad_weight(
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_conv2d_grad_weight(
     x: *const f32,
     g: *const f32,
     dw: *mut f32,
@@ -497,7 +518,8 @@ pub extern "C" fn conv2d_grad_weight(
     });
 }
 
-pub extern "C" fn add_channel_bias(
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_add_channel_bias(
     x: *const f32,
     bias: *const f32,
     y: *mut f32,
@@ -510,7 +532,8 @@ pub extern "C" fn add_channel_bias(
     kernels::add_channel_bias(x, bias, y, spatial);
 }
 
-pub extern "C" fn mul_channel(
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_mul_channel(
     x: *const f32,
     scale: *const f32,
     y: *mut f32,
@@ -523,14 +546,16 @@ pub extern "C" fn mul_channel(
     kernels::mul_channel(x, scale, y, spatial);
 }
 
-pub extern "C" fn sum_channels(g: *const f32, out: *mut f32, n: usize, channels: usize, spatial: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_sum_channels(g: *const f32, out: *mut f32, n: usize, channels: usize, spatial: usize) {
     // SAFETY: g holds n values, out one per channel.
     let (g, out) = unsafe { (slice(g, n), slice_mut(out, channels)) };
     kernels::sum_channels(g, out, spatial);
 }
 
 #[allow(clippy::too_many_arguments)]
-pub extern "C" fn pool(
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_pool(
     x: *const f32,
     y: *mut f32,
     b: usize,
@@ -554,7 +579,8 @@ pub extern "C" fn pool(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub extern "C" fn pool_grad(
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_pool_grad(
     x: *const f32,
     g: *const f32,
     dx: *mut f32,
@@ -585,19 +611,22 @@ pub extern "C" fn pool_grad(
 }
 
 /// Inverted dropout; `step` points at the step number (an f32 hyperparameter).
-pub extern "C" fn dropout(x: *const f32, step: *const f32, out: *mut f32, n: usize, salt: usize, p: f32) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_dropout(x: *const f32, step: *const f32, out: *mut f32, n: usize, salt: usize, p: f32) {
     // SAFETY: x and out hold n values, step one.
     let (x, step, out) = unsafe { (slice(x, n), slice(step, 1), slice_mut(out, n)) };
     kernels::dropout(x, out, f64::from(p), salt as u64, step[0] as u64);
 }
 
-pub extern "C" fn max_pieces(x: *const f32, y: *mut f32, n: usize, pieces: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_max_pieces(x: *const f32, y: *mut f32, n: usize, pieces: usize) {
     // SAFETY: y holds n values, x n·pieces.
     let (x, y) = unsafe { (slice(x, n * pieces), slice_mut(y, n)) };
     kernels::max_pieces(x, y, pieces);
 }
 
-pub extern "C" fn max_pieces_grad(x: *const f32, g: *const f32, dx: *mut f32, n: usize, pieces: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_max_pieces_grad(x: *const f32, g: *const f32, dx: *mut f32, n: usize, pieces: usize) {
     // SAFETY: g holds n values, x and dx n·pieces.
     let (x, g, dx) = unsafe { (slice(x, n * pieces), slice(g, n), slice_mut(dx, n * pieces)) };
     kernels::max_pieces_backward(x, g, dx, pieces);
@@ -605,7 +634,8 @@ pub extern "C" fn max_pieces_grad(x: *const f32, g: *const f32, dx: *mut f32, n:
 
 /// A slice of `axis` (`forward`), or its adjoint: the part placed into zeros.
 #[allow(clippy::too_many_arguments)]
-pub extern "C" fn slice_axis(
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_slice(
     x: *const f32,
     y: *mut f32,
     outer: usize,
@@ -627,13 +657,22 @@ pub extern "C" fn slice_axis(
     }
 }
 
-pub extern "C" fn gather(ids: *const f32, table: *const f32, out: *mut f32, count: usize, vocab: usize, dim: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_gather(
+    ids: *const f32,
+    table: *const f32,
+    out: *mut f32,
+    count: usize,
+    vocab: usize,
+    dim: usize,
+) {
     // SAFETY: ids holds count values, table vocab·dim, out count·dim.
     let (ids, table, out) = unsafe { (slice(ids, count), slice(table, vocab * dim), slice_mut(out, count * dim)) };
     kernels::gather(ids, table, out, dim);
 }
 
-pub extern "C" fn gather_grad(
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_gather_grad(
     ids: *const f32,
     g: *const f32,
     dtable: *mut f32,
@@ -646,76 +685,9 @@ pub extern "C" fn gather_grad(
     kernels::gather_backward(ids, g, dtable, dim);
 }
 
-pub extern "C" fn bernoulli(p: *const f32, step: *const f32, y: *mut f32, n: usize, salt: usize) {
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_bernoulli(p: *const f32, step: *const f32, y: *mut f32, n: usize, salt: usize) {
     // SAFETY: p and y hold n values, step one.
     let (p, step, y) = unsafe { (slice(p, n), slice(step, 1), slice_mut(y, n)) };
     kernels::bernoulli(p, y, salt as u64, step[0] as u64);
-}
-
-/// A runtime routine as generated code sees it: its symbol, its arguments
-/// (pointer-sized ones first, then f32 ones) and its address. The one list
-/// from which the Cranelift declarations and the JIT's symbols both come.
-pub struct Routine {
-    pub name: &'static str,
-    pub pointer_args: usize,
-    pub float_args: usize,
-    pub address: *const u8,
-}
-
-/// Every routine generated code may call.
-pub fn routines() -> Vec<Routine> {
-    vec![
-        Routine { name: "nnc_sgemm", pointer_args: 10, float_args: 0, address: sgemm as *const u8 },
-        Routine { name: "nnc_sum_rows", pointer_args: 4, float_args: 0, address: sum_rows as *const u8 },
-        Routine { name: "nnc_softmax", pointer_args: 4, float_args: 0, address: softmax as *const u8 },
-        Routine { name: "nnc_softmax_grad", pointer_args: 5, float_args: 0, address: softmax_grad as *const u8 },
-        Routine {
-            name: "nnc_softmax_cross_entropy",
-            pointer_args: 5,
-            float_args: 0,
-            address: softmax_cross_entropy as *const u8,
-        },
-        Routine {
-            name: "nnc_softmax_cross_entropy_grad",
-            pointer_args: 6,
-            float_args: 0,
-            address: softmax_cross_entropy_grad as *const u8,
-        },
-        Routine { name: "nnc_mse", pointer_args: 4, float_args: 0, address: mse as *const u8 },
-        Routine { name: "nnc_bce", pointer_args: 4, float_args: 0, address: bce as *const u8 },
-        Routine { name: "nnc_sum_squares", pointer_args: 3, float_args: 0, address: sum_squares as *const u8 },
-        Routine { name: "nnc_clip_scale", pointer_args: 2, float_args: 1, address: clip_scale as *const u8 },
-        Routine { name: "nnc_log", pointer_args: 3, float_args: 0, address: log as *const u8 },
-        Routine { name: "nnc_copy", pointer_args: 3, float_args: 0, address: copy as *const u8 },
-        Routine { name: "nnc_conv2d", pointer_args: 13, float_args: 0, address: conv2d as *const u8 },
-        Routine {
-            name: "nnc_conv2d_grad_input",
-            pointer_args: 12,
-            float_args: 0,
-            address: conv2d_grad_input as *const u8,
-        },
-        Routine {
-            name: "nnc_conv2d_grad_weight",
-            pointer_args: 12,
-            float_args: 0,
-            address: conv2d_grad_weight as *const u8,
-        },
-        Routine {
-            name: "nnc_add_channel_bias",
-            pointer_args: 6,
-            float_args: 0,
-            address: add_channel_bias as *const u8,
-        },
-        Routine { name: "nnc_mul_channel", pointer_args: 6, float_args: 0, address: mul_channel as *const u8 },
-        Routine { name: "nnc_sum_channels", pointer_args: 5, float_args: 0, address: sum_channels as *const u8 },
-        Routine { name: "nnc_pool", pointer_args: 9, float_args: 0, address: pool as *const u8 },
-        Routine { name: "nnc_pool_grad", pointer_args: 10, float_args: 0, address: pool_grad as *const u8 },
-        Routine { name: "nnc_max_pieces", pointer_args: 4, float_args: 0, address: max_pieces as *const u8 },
-        Routine { name: "nnc_dropout", pointer_args: 5, float_args: 1, address: dropout as *const u8 },
-        Routine { name: "nnc_max_pieces_grad", pointer_args: 5, float_args: 0, address: max_pieces_grad as *const u8 },
-        Routine { name: "nnc_slice", pointer_args: 8, float_args: 0, address: slice_axis as *const u8 },
-        Routine { name: "nnc_gather", pointer_args: 6, float_args: 0, address: gather as *const u8 },
-        Routine { name: "nnc_gather_grad", pointer_args: 6, float_args: 0, address: gather_grad as *const u8 },
-        Routine { name: "nnc_bernoulli", pointer_args: 5, float_args: 0, address: bernoulli as *const u8 },
-    ]
 }

@@ -8,6 +8,10 @@
 
 use num_traits::Float;
 
+/// Probabilities are clamped to [ε, 1 − ε] inside binary cross-entropy (and
+/// its gradient), so a confident mistake costs a large but finite loss.
+pub const BCE_EPS: f64 = 1e-7;
+
 /// Sizes of one convolution or pooling window pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {

@@ -1,0 +1,68 @@
+//! The run-time half of nnc: the routines generated code calls and the
+//! kernels the interpreter shares with them. The JIT calls these functions
+//! in the `nnc` process; `nnc build` links the very same functions, built
+//! as a static library, into the libraries it writes.
+
+#[cfg(target_arch = "x86_64")]
+mod conv;
+pub mod kernels;
+#[cfg(target_arch = "x86_64")]
+mod pool;
+mod routines;
+
+pub use routines::{parallel_images, set_parallel_images};
+
+/// A runtime routine as generated code sees it: its symbol, its arguments
+/// (pointer-sized ones first, then f32 ones) and its address. The one list
+/// from which the Cranelift declarations and the JIT's symbols both come.
+pub struct Routine {
+    pub name: &'static str,
+    pub pointer_args: usize,
+    pub float_args: usize,
+    pub address: *const u8,
+}
+
+/// Table rows named by the exported function itself, so symbol and address cannot disagree.
+macro_rules! routine {
+    ($f:ident, $pointers:expr, $floats:expr) => {
+        Routine {
+            name: stringify!($f),
+            pointer_args: $pointers,
+            float_args: $floats,
+            address: routines::$f as *const u8,
+        }
+    };
+}
+
+/// Every routine generated code may call.
+pub fn routines() -> Vec<Routine> {
+    vec![
+        routine!(nnc_sgemm, 10, 0),
+        routine!(nnc_sum_rows, 4, 0),
+        routine!(nnc_softmax, 4, 0),
+        routine!(nnc_softmax_grad, 5, 0),
+        routine!(nnc_softmax_cross_entropy, 5, 0),
+        routine!(nnc_softmax_cross_entropy_grad, 6, 0),
+        routine!(nnc_mse, 4, 0),
+        routine!(nnc_bce, 4, 0),
+        routine!(nnc_sum_squares, 3, 0),
+        routine!(nnc_clip_scale, 2, 1),
+        routine!(nnc_log, 3, 0),
+        routine!(nnc_copy, 3, 0),
+        routine!(nnc_conv2d, 13, 0),
+        routine!(nnc_conv2d_grad_input, 12, 0),
+        routine!(nnc_conv2d_grad_weight, 12, 0),
+        routine!(nnc_add_channel_bias, 6, 0),
+        routine!(nnc_mul_channel, 6, 0),
+        routine!(nnc_sum_channels, 5, 0),
+        routine!(nnc_pool, 9, 0),
+        routine!(nnc_pool_grad, 10, 0),
+        routine!(nnc_max_pieces, 4, 0),
+        routine!(nnc_dropout, 5, 1),
+        routine!(nnc_max_pieces_grad, 5, 0),
+        routine!(nnc_slice, 8, 0),
+        routine!(nnc_gather, 6, 0),
+        routine!(nnc_gather_grad, 6, 0),
+        routine!(nnc_bernoulli, 5, 0),
+    ]
+}
