@@ -45,6 +45,9 @@ pub mod model;
 pub mod data;
 pub mod train;
 
+// 8. Ahead of time: a trained model as a C library (`nnc build`).
+pub mod library;
+
 // Around them: checkpoints, files, plots, measurements, the command line.
 pub mod bench;
 pub mod checkpoint;

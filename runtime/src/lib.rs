@@ -6,11 +6,12 @@
 #[cfg(target_arch = "x86_64")]
 mod conv;
 pub mod kernels;
+pub mod library;
 #[cfg(target_arch = "x86_64")]
 mod pool;
 mod routines;
 
-pub use routines::{parallel_images, set_parallel_images};
+pub use routines::{parallel_images, set_parallel_images, softmax_row};
 
 /// A runtime routine as generated code sees it: its symbol, its arguments
 /// (pointer-sized ones first, then f32 ones) and its address. The one list

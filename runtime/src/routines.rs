@@ -118,7 +118,9 @@ pub extern "C" fn nnc_sum_rows(x: *const f32, out: *mut f32, rows: usize, cols: 
     }
 }
 
-fn softmax_row(z: &[f32], out: &mut [f32]) {
+/// The probabilities of one row of class scores (the ones `nnc predict`
+/// prints and a built library returns).
+pub fn softmax_row(z: &[f32], out: &mut [f32]) {
     let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0.0;
     for (o, &v) in out.iter_mut().zip(z) {

@@ -1,4 +1,4 @@
-//! `nnc eval` and `nnc predict`: use trained weights from a checkpoint.
+//! `nnc eval`, `nnc predict` and `nnc build`: use trained weights from a checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +8,8 @@ use crate::check::CheckedModel;
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{self, RowSpec, TargetSpecOfRow};
 use crate::exec::Backend;
+use crate::jit::TargetCpu;
+use crate::library::{self, BuildOptions};
 use crate::model::Model;
 use crate::pipeline::Checked;
 use crate::train::metrics::Task;
@@ -150,12 +152,11 @@ fn predictions_csv(task: Task, predictions: &[f32], rows: usize) -> String {
         Task::Classes(k) => {
             let header: Vec<String> = (0..k).map(|c| format!("p{c}")).collect();
             out.push_str(&format!("class,{}\n", header.join(",")));
+            let mut probabilities = vec![0.0; k];
             for row in predictions.chunks(k) {
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let exps: Vec<f32> = row.iter().map(|&v| (v - max).exp()).collect();
-                let sum: f32 = exps.iter().sum();
+                nnc_runtime::softmax_row(row, &mut probabilities);
                 let class = row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
-                let probs: Vec<String> = exps.iter().map(|e| format!("{:.6}", e / sum)).collect();
+                let probs: Vec<String> = probabilities.iter().map(|p| format!("{p:.6}")).collect();
                 out.push_str(&format!("{class},{}\n", probs.join(",")));
             }
         }
@@ -174,4 +175,47 @@ fn predictions_csv(task: Task, predictions: &[f32], rows: usize) -> String {
 fn data_error(e: &data::DataError) -> ExitCode {
     eprintln!("error: {}: {} ({})", e.location(), e.message, e.help);
     ExitCode::from(1)
+}
+
+/// `nnc build`'s arguments after the model choice.
+pub struct BuildArgs {
+    pub weights: PathBuf,
+    pub output: PathBuf,
+    pub name: Option<String>,
+    pub batch: usize,
+    pub target_cpu: String,
+}
+
+pub fn build(file: &Path, model: Option<&str>, args: &BuildArgs) -> ExitCode {
+    let usage = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    };
+    let target = match TargetCpu::parse(&args.target_cpu) {
+        Ok(t) => t,
+        Err(e) => return usage(e),
+    };
+    if args.batch == 0 {
+        return usage("--batch must be at least 1".into());
+    }
+    if let Some(name) = &args.name
+        && let Err(e) = library::check_name(name)
+    {
+        return usage(e);
+    }
+    let (checked, index, runtime, saved) = match trained(file, model, &args.weights) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let name = args.name.clone().unwrap_or_else(|| checked.models[index].name.clone());
+    let options = BuildOptions { name, batch: args.batch, target, out_dir: args.output.clone() };
+    match library::build(&runtime, &saved.scaler, &options) {
+        Ok(built) => {
+            for path in [&built.header, &built.static_lib, &built.shared_lib] {
+                say!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage(e),
+    }
 }

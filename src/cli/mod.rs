@@ -137,6 +137,27 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Compile trained weights ahead of time into a C header, a static and a shared library.
+    Build {
+        #[command(flatten)]
+        target: ModelChoice,
+        /// A checkpoint written by `nnc train --save`.
+        #[arg(long)]
+        weights: PathBuf,
+        /// Folder for NAME.h, libNAME.a and libNAME.so (created if missing).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Prefix of every symbol and file name (default: the model's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Rows per call of the batched forward pass.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Instruction-set extensions the generated code may use: `native`
+        /// (this CPU's) or a preset such as x86-64-v2, x86-64-v3, x86-64-v4.
+        #[arg(long, default_value = "native")]
+        target_cpu: String,
+    },
     /// Measure compile time, training throughput, inference latency and memory.
     Bench {
         #[command(flatten)]
@@ -219,6 +240,10 @@ pub fn run() -> ExitCode {
         }
         Command::Predict { target, weights, input, output } => {
             infer::predict(&target.file, target.model.as_deref(), &weights, &input, output.as_deref())
+        }
+        Command::Build { target, weights, output, name, batch, target_cpu } => {
+            let options = infer::BuildArgs { weights, output, name, batch, target_cpu };
+            infer::build(&target.file, target.model.as_deref(), &options)
         }
         Command::Bench { target, batch, backend, seconds, json } => {
             bench(&target.file, target.model.as_deref(), batch, backend.into(), seconds, json)

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value, types};
 use cranelift_frontend::FunctionBuilder;
-use cranelift_jit::JITModule;
 use cranelift_module::{Linkage, Module};
 
 use super::vector::splat;
@@ -38,7 +37,7 @@ pub struct Emitter<'a, 'b> {
 
 /// Declares a runtime routine taking `ptrs` pointer-sized and `floats` f32 arguments.
 pub fn declare_routine(
-    module: &mut JITModule,
+    module: &mut impl Module,
     name: &str,
     ptrs: usize,
     floats: usize,

@@ -9,16 +9,18 @@
 #![allow(unsafe_code)]
 
 mod codegen;
+pub mod object;
 mod unary;
 mod vector;
 
 use std::collections::HashMap;
 
 use cranelift_codegen::ir::{AbiParam, InstBuilder, UserFuncName};
+use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, Module, default_libcall_names};
+use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 
 use crate::ir::{Graph, Op, ValueId, numel};
 use crate::plan::{Location, Plan};
@@ -42,33 +44,70 @@ pub struct Executable {
     pub clif: String,
 }
 
-/// Builds the ISA for this CPU (all the vector extensions it has).
+/// Which instruction-set extensions generated code may use: every one this
+/// CPU has, or a named Cranelift preset (`x86-64-v2`, `x86-64-v3`, `haswell`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetCpu {
+    Native,
+    Preset(String),
+}
+
+impl TargetCpu {
+    /// `native` or a preset name; an unknown name is an error listing the usual ones.
+    pub fn parse(name: &str) -> Result<TargetCpu, String> {
+        let target = if name == "native" { TargetCpu::Native } else { TargetCpu::Preset(name.to_string()) };
+        target.isa(false).map(|_| target)
+    }
+
+    /// The ISA for this target; position-independent code for libraries.
+    pub fn isa(&self, pic: bool) -> Result<OwnedTargetIsa, String> {
+        let mut flags = settings::builder();
+        flags.set("is_pic", if pic { "true" } else { "false" }).map_err(|e| e.to_string())?;
+        flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+        let builder = match self {
+            TargetCpu::Native => cranelift_native::builder().map_err(|e| e.to_string())?,
+            TargetCpu::Preset(name) => {
+                let mut builder = cranelift_native::builder_with_options(false).map_err(|e| e.to_string())?;
+                builder.enable(name).map_err(|_| {
+                    format!(
+                        "unknown target CPU `{name}`; use `native` or a name such as x86-64, x86-64-v2, \
+                         x86-64-v3, x86-64-v4, haswell, skylake, znver3 or znver4"
+                    )
+                })?;
+                builder
+            }
+        };
+        builder.finish(settings::Flags::new(flags)).map_err(|e| e.to_string())
+    }
+}
+
+/// A JIT module for this CPU (all the vector extensions it has), with
+/// every runtime routine's address registered.
 fn module() -> Result<JITModule, String> {
-    let mut flags = settings::builder();
-    flags.set("is_pic", "false").map_err(|e| e.to_string())?;
-    flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
-    let isa = cranelift_native::builder()
-        .map_err(|e| e.to_string())?
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| e.to_string())?;
-    let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+    let mut jb = JITBuilder::with_isa(TargetCpu::Native.isa(false)?, default_libcall_names());
     for routine in nnc_runtime::routines() {
         jb.symbol(routine.name, routine.address);
     }
     Ok(JITModule::new(jb))
 }
 
-/// Compiles `graph` as planned. `input_len`/`target_len` are the element
-/// counts of one batch of inputs and targets.
-pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
-    let mut module = module()?;
+/// Defines `graph` as planned as one function `name(store, scratch, input,
+/// target, hyper)` in `module` (the JIT's or an object file's), declaring
+/// the runtime routines it calls. Returns the function and its CLIF text.
+pub fn define_step(
+    module: &mut impl Module,
+    name: &str,
+    linkage: Linkage,
+    graph: &Graph,
+    plan: &Plan,
+) -> Result<(FuncId, String), String> {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
     sig.params.extend([AbiParam::new(ptr); 5]);
-    let fid = module.declare_function("step", Linkage::Export, &sig).map_err(|e| e.to_string())?;
+    let fid = module.declare_function(name, linkage, &sig).map_err(|e| e.to_string())?;
     let mut routine_ids = Vec::new();
     for routine in nnc_runtime::routines() {
-        let id = codegen::declare_routine(&mut module, routine.name, routine.pointer_args, routine.float_args)?;
+        let id = codegen::declare_routine(module, routine.name, routine.pointer_args, routine.float_args)?;
         routine_ids.push((routine.name, id));
     }
     let mut ctx = module.make_context();
@@ -100,6 +139,13 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
     let clif = ctx.func.display().to_string();
     module.define_function(fid, &mut ctx).map_err(|e| format!("{e:?}"))?;
     module.clear_context(&mut ctx);
+    Ok((fid, clif))
+}
+
+/// Compiles `graph` as planned, for this CPU.
+pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
+    let mut module = module()?;
+    let (fid, clif) = define_step(&mut module, "step", Linkage::Export, graph, plan)?;
     module.finalize_definitions().map_err(|e| e.to_string())?;
     let code = module.get_finalized_function(fid);
     // SAFETY: `code` was just compiled from a function with exactly the

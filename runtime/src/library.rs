@@ -1,0 +1,184 @@
+//! The C interface of the libraries `nnc build` writes.
+//!
+//! The object file nnc generates holds a model's forward passes (compiled
+//! for one row and for a batch of rows), its weights and a `Description` of
+//! them. Its `NAME_create`, `NAME_predict` and `NAME_destroy` pass that
+//! description to the functions here, which own everything generic: the
+//! scratch arenas, the input preprocessing, splitting rows into batches and
+//! turning class scores into probabilities, exactly as `nnc predict` does.
+#![allow(unsafe_code)]
+
+use crate::softmax_row;
+
+/// A compiled forward pass: `run(store, scratch, input, target, hyper)`.
+pub type ForwardFn = unsafe extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f32);
+
+/// `Pass::output` when the prediction is the (preprocessed) input itself.
+pub const OUTPUT_IS_INPUT: usize = usize::MAX;
+
+/// One forward pass and what it needs.
+#[repr(C)]
+pub struct Pass {
+    pub run: ForwardFn,
+    /// Rows per call.
+    pub rows: usize,
+    /// f32 elements of scratch the pass uses.
+    pub scratch_len: usize,
+    /// Offset in scratch where the pass leaves its prediction, or `OUTPUT_IS_INPUT`.
+    pub output: usize,
+}
+
+/// A built model, as the generated object lays it out.
+#[repr(C)]
+pub struct Description {
+    /// Parameters and buffers, laid out as the passes expect (read only).
+    pub weights: *const f32,
+    /// Per input feature: x' = (x − shift) / divisor, the checkpoint's preprocessing.
+    pub shift: *const f32,
+    pub divisor: *const f32,
+    /// Input values per row.
+    pub features: usize,
+    /// Output values per row.
+    pub outputs: usize,
+    /// Non-zero when the outputs are class scores returned as probabilities.
+    pub softmax: usize,
+    pub single: Pass,
+    pub batched: Pass,
+}
+
+/// Return codes of `NAME_predict` (the header names them).
+pub const OK: i32 = 0;
+pub const NULL_POINTER: i32 = 1;
+pub const NO_ROWS: i32 = 2;
+pub const WRONG_CONTEXT: i32 = 3;
+
+/// One caller's working memory, allocated once by `create`.
+pub struct Context {
+    description: *const Description,
+    single_scratch: Vec<f32>,
+    batched_scratch: Vec<f32>,
+    /// A batch of preprocessed input rows.
+    input: Vec<f32>,
+    /// A forward pass reads no hyperparameters; the step signature has them.
+    hyper: [f32; 4],
+}
+
+/// Allocates a context for the model `description` describes.
+///
+/// # Safety
+/// `description` is null or points to a valid `Description` that outlives the context.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nnc_library_create(description: *const Description) -> *mut Context {
+    // SAFETY: the caller passes the generated object's own description.
+    let Some(d) = (unsafe { description.as_ref() }) else {
+        return std::ptr::null_mut();
+    };
+    let context = Context {
+        description,
+        single_scratch: vec![0.0; d.single.scratch_len.max(1)],
+        batched_scratch: vec![0.0; d.batched.scratch_len.max(1)],
+        input: vec![0.0; d.batched.rows.max(1) * d.features],
+        hyper: [0.0; 4],
+    };
+    Box::into_raw(Box::new(context))
+}
+
+/// Frees a context (null is allowed and does nothing).
+///
+/// # Safety
+/// `context` is null or came from `nnc_library_create` and is not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nnc_library_destroy(context: *mut Context) {
+    if !context.is_null() {
+        // SAFETY: the caller hands back a context `create` boxed.
+        drop(unsafe { Box::from_raw(context) });
+    }
+}
+
+/// Predicts `rows` rows of `input` (raw features, row-major) into `output`
+/// (`outputs` values per row): whole batches through the batched pass, the
+/// remainder one row at a time.
+///
+/// # Safety
+/// `input` holds `rows · features` values and `output` `rows · outputs`;
+/// `context` came from `nnc_library_create` and no other thread is using it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nnc_library_predict(
+    description: *const Description,
+    context: *mut Context,
+    input: *const f32,
+    rows: usize,
+    output: *mut f32,
+) -> i32 {
+    if description.is_null() || context.is_null() || input.is_null() || output.is_null() {
+        return NULL_POINTER;
+    }
+    if rows == 0 {
+        return NO_ROWS;
+    }
+    // SAFETY: checked non-null above; the caller's contract covers validity.
+    let (d, context) = unsafe { (&*description, &mut *context) };
+    if !std::ptr::eq(context.description, description) {
+        return WRONG_CONTEXT;
+    }
+    // SAFETY: the caller's contract: input and output hold `rows` rows.
+    let (input, output) = unsafe {
+        (std::slice::from_raw_parts(input, rows * d.features), std::slice::from_raw_parts_mut(output, rows * d.outputs))
+    };
+    let mut done = 0;
+    while done < rows {
+        let batched = d.batched.rows > 1 && rows - done >= d.batched.rows;
+        let (pass, n) = if batched { (&d.batched, d.batched.rows) } else { (&d.single, 1) };
+        let x = &input[done * d.features..(done + n) * d.features];
+        let y = &mut output[done * d.outputs..(done + n) * d.outputs];
+        // SAFETY: the description's arrays and passes are the generated object's own.
+        unsafe { context.run(d, pass, x, y) };
+        done += n;
+    }
+    OK
+}
+
+impl Context {
+    /// One pass over `x` (exactly `pass.rows` rows) into `y`.
+    ///
+    /// # Safety
+    /// `d` is this context's description; its pointers are valid for its sizes.
+    unsafe fn run(&mut self, d: &Description, pass: &Pass, x: &[f32], y: &mut [f32]) {
+        // SAFETY: shift and divisor hold `features` values each.
+        let (shift, divisor) = unsafe {
+            (std::slice::from_raw_parts(d.shift, d.features), std::slice::from_raw_parts(d.divisor, d.features))
+        };
+        let input = &mut self.input[..x.len()];
+        for (row_in, row) in x.chunks_exact(d.features.max(1)).zip(input.chunks_exact_mut(d.features.max(1))) {
+            for (j, (v, &raw)) in row.iter_mut().zip(row_in).enumerate() {
+                *v = (raw - shift[j]) / divisor[j];
+            }
+        }
+        let scratch = if pass.rows == 1 { &mut self.single_scratch } else { &mut self.batched_scratch };
+        // SAFETY: the pass reads the weights, `input` (pass.rows rows) and
+        // writes only its scratch (sized by scratch_len at create); it never
+        // writes the weights, which the generated object keeps read-only.
+        unsafe {
+            (pass.run)(
+                d.weights.cast_mut(),
+                scratch.as_mut_ptr(),
+                input.as_ptr(),
+                std::ptr::null(),
+                self.hyper.as_ptr(),
+            )
+        };
+        let scores = if pass.output == OUTPUT_IS_INPUT {
+            &input[..y.len()]
+        } else {
+            &scratch[pass.output..pass.output + y.len()]
+        };
+        if d.softmax != 0 {
+            let width = d.outputs.max(1);
+            for (s, p) in scores.chunks_exact(width).zip(y.chunks_exact_mut(width)) {
+                softmax_row(s, p);
+            }
+        } else {
+            y.copy_from_slice(scores);
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! `nnc build`: a trained model → `NAME.h`, `libNAME.a` and `libNAME.so`.
+//!
+//! The forward passes for one row and for a batch are planned as for the
+//! JIT and written by the same code generator into one object file, with
+//! the weights and the input preprocessing as read-only data
+//! (`jit::object`). The static library is that object plus the runtime
+//! routines' own static library, which nnc carries inside itself (built by
+//! `build.rs`), so a built library needs nothing from nnc at run time. The
+//! shared library is the same two, linked by the system C compiler.
+//!
+//! Everything is made in a private folder inside the output folder and
+//! renamed into place at the end: a failure leaves nothing half-written.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ar_archive_writer::{ArchiveKind, DEFAULT_OBJECT_READER, NewArchiveMember, write_archive_to_stream};
+use object::read::archive::ArchiveFile;
+
+use crate::data::Scaler;
+use crate::ir::{Graph, numel};
+use crate::jit::TargetCpu;
+use crate::jit::object::{LibraryModel, PlannedPass};
+use crate::model::Model;
+use crate::pipeline;
+use crate::plan::{self, Kernel, Location, Plan};
+use crate::train::metrics::Task;
+
+/// The runtime routines as a static library, embedded at build time.
+static RUNTIME_ARCHIVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libnnc_runtime.a"));
+
+/// Libraries the runtime needs from the system when linked into a program.
+pub const SYSTEM_LIBS: &str = "-lpthread -lm -ldl";
+
+/// What to build, and where.
+pub struct BuildOptions {
+    /// A C identifier; every symbol and file is named after it.
+    pub name: String,
+    /// Rows per call of the batched pass (the remainder runs one row at a time).
+    pub batch: usize,
+    pub target: TargetCpu,
+    pub out_dir: PathBuf,
+}
+
+/// The files a build wrote.
+pub struct Built {
+    pub header: PathBuf,
+    pub static_lib: PathBuf,
+    pub shared_lib: PathBuf,
+}
+
+/// An error unless `name` can start C identifiers.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` cannot name a C library: use letters, digits and `_`, not starting with a digit (--name)"
+        ))
+    }
+}
+
+/// The C compiler that links the shared library (`CC` when set), checked
+/// to run before anything is built.
+fn c_compiler() -> Result<String, String> {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let works = Command::new(&cc).arg("--version").output().is_ok_and(|o| o.status.success());
+    if works {
+        Ok(cc)
+    } else {
+        Err(format!(
+            "no C compiler: `{cc}` cannot be run, and `nnc build` links the shared library with it; \
+             install one (Debian/Ubuntu: `apt install gcc`) or set CC"
+        ))
+    }
+}
+
+/// `libNAME.a`: the runtime archive's members and then the model's object,
+/// with a fresh symbol index. Written by rustc's own archive writer, which
+/// indexes the Rust objects (LLVM bitcode sections included) correctly.
+fn static_library(object_name: &str, object: &[u8]) -> Result<Vec<u8>, String> {
+    let damaged = |e: object::Error| format!("nnc's embedded runtime archive is damaged: {e}");
+    let runtime = ArchiveFile::parse(RUNTIME_ARCHIVE).map_err(damaged)?;
+    let mut members = Vec::new();
+    for member in runtime.members() {
+        let member = member.map_err(damaged)?;
+        let name = String::from_utf8_lossy(member.name()).into_owned();
+        members.push(NewArchiveMember::new(
+            member.data(RUNTIME_ARCHIVE).map_err(damaged)?,
+            &DEFAULT_OBJECT_READER,
+            name,
+        ));
+    }
+    members.push(NewArchiveMember::new(object, &DEFAULT_OBJECT_READER, object_name.to_string()));
+    let mut out = std::io::Cursor::new(Vec::new());
+    write_archive_to_stream(&mut out, &members, ArchiveKind::Gnu, false, None).map_err(|e| e.to_string())?;
+    Ok(out.into_inner())
+}
+
+/// A forward pass planned for `rows` rows.
+fn planned(model: &Model, rows: usize) -> Result<(Graph, Plan), String> {
+    let graph = pipeline::forward_graph(&model.checked, rows, false).map_err(|d| d.message)?;
+    if cfg!(debug_assertions) {
+        crate::ir::verify(&graph)?;
+    }
+    let plan = plan::plan_forward(&graph);
+    // The weights are read-only data in the library.
+    let writes_store = plan.kernels.iter().any(|k| matches!(k, Kernel::Copy { .. }))
+        || graph.nodes.iter().zip(&plan.locations).any(|(n, l)| {
+            matches!(l, Location::Store(_)) && !matches!(n.op, crate::ir::Op::Param(_) | crate::ir::Op::State(_))
+        });
+    if writes_store {
+        return Err("this model's forward pass writes its parameters, so it cannot be built as a library".into());
+    }
+    Ok((graph, plan))
+}
+
+/// Per-feature shift and divisor that reproduce `scaler` (x' = (x − shift) / divisor).
+fn preprocessing(scaler: &Scaler, features: usize) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let (shift, divisor) = match scaler {
+        Scaler::None => (vec![0.0; features], vec![1.0; features]),
+        Scaler::Scale(s) => (vec![0.0; features], vec![*s; features]),
+        Scaler::Standardize { mean, std } => (mean.clone(), std.clone()),
+    };
+    if shift.len() != features || divisor.len() != features {
+        return Err(format!(
+            "the checkpoint's preprocessing is for {} input values, but the model reads {features}",
+            shift.len()
+        ));
+    }
+    Ok((shift, divisor))
+}
+
+/// Builds the three files of `model` (holding trained weights) as `options` says.
+pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<Built, String> {
+    check_name(&options.name)?;
+    if options.batch == 0 {
+        return Err("--batch must be at least 1".into());
+    }
+    let cc = c_compiler()?;
+    let name = options.name.as_str();
+    let (single_graph, single_plan) = planned(model, 1)?;
+    let (batched_graph, batched_plan) = planned(model, options.batch)?;
+    let features = numel(&model.checked.inputs[0].shape);
+    let outputs = numel(single_graph.shape(single_graph.prediction));
+    let weights = &model.store.data;
+    if weights.len() != single_plan.store.len {
+        return Err(format!(
+            "the weights hold {} values; the model's plan expects {}",
+            weights.len(),
+            single_plan.store.len
+        ));
+    }
+    let (shift, divisor) = preprocessing(scaler, features)?;
+    let classes = match Task::of(&model.checked) {
+        Task::Classes(k) => k,
+        _ => 0,
+    };
+    let library = LibraryModel {
+        name,
+        weights,
+        shift: &shift,
+        divisor: &divisor,
+        outputs,
+        softmax: classes > 0,
+        single: PlannedPass { graph: &single_graph, plan: &single_plan, rows: 1 },
+        batched: PlannedPass { graph: &batched_graph, plan: &batched_plan, rows: options.batch },
+    };
+    let object = crate::jit::object::emit(&library, &options.target)?;
+    let header = header(model, name, features, outputs, classes, options);
+
+    let out = &options.out_dir;
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let finals = [out.join(format!("{name}.h")), out.join(format!("lib{name}.a")), out.join(format!("lib{name}.so"))];
+    for path in &finals {
+        crate::io::refuse_non_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let work = Workdir::new(out)?;
+    let object_file = format!("{name}.o");
+    work.write(&object_file, &object)?;
+    work.write("libnnc_runtime.a", RUNTIME_ARCHIVE)?;
+    work.write(&format!("{name}.h"), header.as_bytes())?;
+    work.write(&format!("lib{name}.a"), &static_library(&object_file, &object)?)?;
+    let mut link = Command::new(&cc);
+    link.args(["-shared", "-o", &format!("lib{name}.so"), &object_file, "libnnc_runtime.a"])
+        .args(["-Wl,--exclude-libs,ALL", "-Wl,--gc-sections", "-Wl,--strip-debug", "-Wl,-z,noexecstack"])
+        .args(SYSTEM_LIBS.split(' '));
+    work.run(&mut link, "cc")?;
+    for (file, dest) in [format!("{name}.h"), format!("lib{name}.a"), format!("lib{name}.so")].iter().zip(&finals) {
+        std::fs::rename(work.dir.join(file), dest).map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
+    }
+    let [header, static_lib, shared_lib] = finals;
+    Ok(Built { header, static_lib, shared_lib })
+}
+
+/// A private folder inside the output folder, removed when dropped.
+struct Workdir {
+    dir: PathBuf,
+}
+
+impl Workdir {
+    fn new(out: &Path) -> Result<Workdir, String> {
+        let dir = out.join(format!(".nnc-build-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot write in {}: {e}", out.display()))?;
+        Ok(Workdir { dir })
+    }
+
+    fn write(&self, file: &str, bytes: &[u8]) -> Result<(), String> {
+        let path = self.dir.join(file);
+        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// Runs a tool in the folder; its output becomes the error when it fails.
+    fn run(&self, command: &mut Command, what: &str) -> Result<(), String> {
+        let output = command.current_dir(&self.dir).output().map_err(|e| format!("cannot run {what}: {e}"))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(format!("{what} failed ({}):\n{}", output.status, stderr.trim_end()))
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The C header: the API, its contract, and the model's sizes as constants.
+fn header(
+    model: &Model,
+    name: &str,
+    features: usize,
+    outputs: usize,
+    classes: usize,
+    options: &BuildOptions,
+) -> String {
+    let upper = name.to_ascii_uppercase();
+    let input = &model.checked.inputs[0];
+    let shape = |dims: &[usize]| dims.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+    let output_name = model.checked.targets.first().map_or("output", |t| t.name.as_str());
+    let output_is = if classes > 0 {
+        format!("the probabilities of the {classes} classes (softmax of the scores)")
+    } else {
+        "the model's output values".to_string()
+    };
+    let target = match &options.target {
+        TargetCpu::Native => "the CPU it was built on (native)".to_string(),
+        TargetCpu::Preset(p) => p.clone(),
+    };
+    use nnc_runtime::library::{NO_ROWS, NULL_POINTER, OK, WRONG_CONTEXT};
+    format!(
+        r#"/* {name}.h: model `{model_name}`, compiled ahead of time by nnc {version}.
+ *
+ * Generated code for {target}; the runtime routines choose AVX2 or AVX-512
+ * at run time. The weights are inside the library: nothing else is needed.
+ *
+ *   static: cc main.c -L DIR -l:lib{name}.a {system_libs}
+ *   shared: cc main.c -L DIR -l{name} -Wl,-rpath,DIR
+ *
+ * Use: `{name}_context *ctx = {name}_create();` once per thread, then
+ * `{name}_predict(ctx, input, rows, output)` as often as needed (it does
+ * not allocate), then `{name}_destroy(ctx)`. Several contexts may run at
+ * once; one context must not be used by two threads at the same time.
+ */
+#ifndef {upper}_H
+#define {upper}_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+/* The input `{input_name}`: {features} floats per row (shape [{input_shape}]),
+ * raw values. The library applies the preprocessing the model was trained
+ * with (as `nnc predict` does). */
+#define {upper}_INPUT_NAME "{input_name}"
+#define {upper}_INPUT_SIZE {features}
+#define {upper}_INPUT_RANK {rank}
+static const size_t {upper}_INPUT_SHAPE[{rank}] = {{{input_shape}}};
+
+/* The output `{output_name}`: {outputs} floats per row, {output_is}. */
+#define {upper}_OUTPUT_NAME "{output_name}"
+#define {upper}_OUTPUT_SIZE {outputs}
+/* Number of classes (0 when the model is not a classifier). */
+#define {upper}_CLASSES {classes}
+
+/* Rows per call of the batched pass; other rows run one at a time. */
+#define {upper}_BATCH {batch}
+
+/* Return codes of {name}_predict. */
+#define {upper}_OK {ok}
+#define {upper}_NULL_POINTER {null}      /* ctx, input or output is NULL */
+#define {upper}_NO_ROWS {no_rows}           /* rows is 0 */
+#define {upper}_WRONG_CONTEXT {wrong}     /* ctx was made by another model's create */
+
+typedef struct {name}_context {name}_context;
+
+/* A context with its working memory; NULL if that cannot be allocated. */
+{name}_context *{name}_create(void);
+
+/* Frees a context; NULL is allowed. */
+void {name}_destroy({name}_context *ctx);
+
+/* Predicts `rows` rows: `input` holds rows * {upper}_INPUT_SIZE floats
+ * (row-major), `output` receives rows * {upper}_OUTPUT_SIZE floats.
+ * Returns {upper}_OK or one of the error codes above. */
+int {name}_predict({name}_context *ctx, const float *input, size_t rows, float *output);
+
+#ifdef __cplusplus
+}}
+#endif
+
+#endif /* {upper}_H */
+"#,
+        model_name = model.checked.name,
+        version = env!("CARGO_PKG_VERSION"),
+        system_libs = SYSTEM_LIBS,
+        input_name = input.name,
+        input_shape = shape(&input.shape),
+        rank = input.shape.len(),
+        batch = options.batch,
+        ok = OK,
+        null = NULL_POINTER,
+        no_rows = NO_ROWS,
+        wrong = WRONG_CONTEXT,
+    )
+}
