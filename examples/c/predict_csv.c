@@ -1,7 +1,7 @@
 /* Predicts every row of a CSV file with a library written by `nnc build`.
  *
  * Build (static, NAME = the library's name; see the Makefile beside this):
- *   cc -O2 -DMODEL=NAME -DMODEL_UPPER=NAME_IN_CAPITALS '-DMODEL_HEADER="NAME.h"' \
+ *   cc -O2 -DNNC_LIB=NAME -DNNC_LIB_UPPER=NAME_IN_CAPITALS '-DNNC_LIB_HEADER="NAME.h"' \
  *      -I DIR predict_csv.c DIR/libNAME.a -lpthread -lm -ldl -o predict_csv
  * Run:
  *   ./predict_csv rows.csv
@@ -14,12 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include MODEL_HEADER
+#include NNC_LIB_HEADER
 
 #define GLUE2(a, b) a##b
 #define GLUE(a, b) GLUE2(a, b)
-#define API(suffix) GLUE(MODEL, suffix)
-#define CONSTANT(suffix) GLUE(MODEL_UPPER, suffix)
+#define API(suffix) GLUE(NNC_LIB, suffix)
+#define CONSTANT(suffix) GLUE(NNC_LIB_UPPER, suffix)
 
 enum { INPUTS = CONSTANT(_INPUT_SIZE), OUTPUTS = CONSTANT(_OUTPUT_SIZE), CLASSES = CONSTANT(_CLASSES) };
 
@@ -83,7 +83,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     float *output = malloc((size_t)rows * OUTPUTS * sizeof(float));
-    GLUE(MODEL, _context) *ctx = API(_create)();
+    GLUE(NNC_LIB, _context) *ctx = API(_create)();
     if (!output || !ctx) {
         fprintf(stderr, "out of memory\n");
         return 1;

@@ -1,4 +1,6 @@
 //! Helpers the tests that train bundled models on real data share.
+// Each test crate uses a part of these helpers.
+#![allow(dead_code)]
 
 use std::path::Path;
 

@@ -1,0 +1,315 @@
+//! `nnc build`: libraries built from bundled models, linked into the C
+//! example program with the system's `cc`, run on real test rows and
+//! compared with the JIT's predictions (same bits at the same batch size
+//! and target CPU); a portable build without AVX; and bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use nnc::checkpoint;
+use nnc::data::{self, Dataset, RowSpec, Scaler};
+use nnc::exec::Backend;
+use nnc::model::Model;
+use nnc::train::Trainer;
+use nnc::train::metrics::Task;
+
+/// Rows per call of the batched pass in these builds.
+const BATCH: usize = 8;
+/// Test rows predicted: two whole batches and a remainder run row by row.
+const ROWS: usize = 2 * BATCH + 3;
+
+fn nnc(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nnc"));
+    command.args(args).envs(env.iter().copied());
+    command.output().expect("nnc runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A checkpoint of `file`'s model after a few optimizer steps on real data,
+/// the raw test rows and the scaler the checkpoint records.
+fn checkpoint_of(file: &str, dir: &Path) -> (PathBuf, Dataset, Scaler) {
+    let checked = common::load(file);
+    let model = &checked.models[0];
+    let splits = data::load(model.train.data.as_ref().expect("data"), Path::new(common::MODELS), &RowSpec::of(model))
+        .expect("loads");
+    let scaler = Scaler::fit(model.train.preprocess, &splits.train);
+    let mut train = splits.train;
+    scaler.apply(&mut train);
+    let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
+    let rows = 32.min(train.rows);
+    for _ in 0..3 {
+        let (x, y) = (&train.x[..rows * train.width], &train.y[..rows * train.target_width]);
+        trainer.step(x, y, rows, model.train.lr).expect("steps");
+    }
+    let path = dir.join("weights.safetensors");
+    checkpoint::save(&path, &trainer, &checked.source, &scaler).expect("saves");
+    (path, splits.test.expect("test split"), scaler)
+}
+
+/// The first `ROWS` raw test rows as a CSV with a header row.
+fn write_rows(test: &Dataset, path: &Path) -> Vec<f32> {
+    let x = test.x[..ROWS * test.width].to_vec();
+    let header: Vec<String> = (0..test.width).map(|j| format!("x{j}")).collect();
+    let mut csv = header.join(",") + "\n";
+    for row in x.chunks(test.width) {
+        csv += &(row.iter().map(f32::to_string).collect::<Vec<_>>().join(",") + "\n");
+    }
+    std::fs::write(path, csv).expect("writes");
+    x
+}
+
+/// Builds the library `model` in `dir/lib` and links the C example against
+/// its static library; returns the program.
+fn build_and_link(file: &str, weights: &Path, dir: &Path, target_cpu: &str) -> PathBuf {
+    let lib = dir.join("lib");
+    let model_file = Path::new(common::MODELS).join(file);
+    let args = [model_file.to_str().unwrap(), "--weights", weights.to_str().unwrap(), "-o", lib.to_str().unwrap()];
+    let batch = BATCH.to_string();
+    let out = nnc(
+        &[&["build"], &args[..], &["--name", "model", "--batch", &batch, "--target-cpu", target_cpu]].concat(),
+        &[],
+    );
+    assert!(out.status.success(), "nnc build {file}: {}", text(&out.stderr));
+    for made in ["model.h", "libmodel.a", "libmodel.so"] {
+        assert!(lib.join(made).is_file(), "{made} written");
+    }
+    let program = dir.join("predict_csv");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c/predict_csv.c");
+    let out = Command::new("cc")
+        .args([
+            "-O2",
+            "-Wall",
+            "-Werror",
+            "-DNNC_LIB=model",
+            "-DNNC_LIB_UPPER=MODEL",
+            "-DNNC_LIB_HEADER=\"model.h\"",
+            "-I",
+        ])
+        .arg(&lib)
+        .arg(&source)
+        .arg(lib.join("libmodel.a"))
+        .args(nnc::library::SYSTEM_LIBS.split(' '))
+        .arg("-o")
+        .arg(&program)
+        .output()
+        .expect("cc runs");
+    assert!(out.status.success(), "cc: {}", text(&out.stderr));
+    program
+}
+
+/// The C program's output: one row of floats per input row (a classifier's
+/// leading class column dropped after checking it is the arg-max).
+fn run_program(program: &Path, rows_csv: &Path, classes: bool) -> Vec<Vec<f32>> {
+    let out = Command::new(program).arg(rows_csv).output().expect("program runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<Vec<f32>> = text(&out.stdout)
+        .lines()
+        .map(|line| line.split(',').map(|v| v.parse::<f32>().expect("a float")).collect())
+        .collect();
+    assert_eq!(rows.len(), ROWS);
+    if !classes {
+        return rows;
+    }
+    rows.into_iter()
+        .map(|row| {
+            let probabilities = row[1..].to_vec();
+            let best = probabilities.iter().enumerate().fold(0, |b, (i, &p)| if p > probabilities[b] { i } else { b });
+            assert_eq!(row[0] as usize, best, "the printed class is the most probable one");
+            probabilities
+        })
+        .collect()
+}
+
+/// What the JIT predicts for the raw rows `x` with the checkpoint's weights,
+/// batched as the library batches (whole batches, then one row at a time).
+fn jit_predictions(file: &str, weights: &Path, x: &[f32], scaler: &Scaler) -> (Vec<Vec<f32>>, bool) {
+    let checked = common::load(file);
+    let model = &checked.models[0];
+    let saved = checkpoint::load(weights).expect("loads");
+    let mut runtime = Model::new(model, Backend::Jit).expect("model");
+    runtime.restore(&saved.tensors).expect("restores");
+    let width = x.len() / ROWS;
+    let mut scaled = Dataset { rows: ROWS, width, x: x.to_vec(), target_width: 0, y: vec![] };
+    scaler.apply(&mut scaled);
+    let mut scores = Vec::new();
+    let mut done = 0;
+    while done < ROWS {
+        let n = if ROWS - done >= BATCH { BATCH } else { 1 };
+        let (prediction, _) = runtime.run_batch(&scaled.x[done * width..(done + n) * width], &[], n).expect("runs");
+        scores.extend(prediction);
+        done += n;
+    }
+    let outputs = scores.len() / ROWS;
+    let classes = matches!(Task::of(model), Task::Classes(_));
+    let rows = scores
+        .chunks(outputs)
+        .map(|row| {
+            let mut out = row.to_vec();
+            if classes {
+                nnc_runtime::softmax_row(row, &mut out);
+            }
+            out
+        })
+        .collect();
+    (rows, classes)
+}
+
+/// Builds `file`'s library for `target_cpu`, runs the C program on real test
+/// rows, and returns its predictions and the JIT's.
+fn library_and_jit(file: &str, target_cpu: &str) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (weights, test, scaler) = checkpoint_of(file, dir.path());
+    let rows_csv = dir.path().join("rows.csv");
+    let x = write_rows(&test, &rows_csv);
+    let program = build_and_link(file, &weights, dir.path(), target_cpu);
+    let (jit, classes) = jit_predictions(file, &weights, &x, &scaler);
+    (run_program(&program, &rows_csv, classes), jit, dir)
+}
+
+fn assert_same_bits(file: &str) {
+    let (library, jit, _dir) = library_and_jit(file, "native");
+    assert_eq!((library.len(), jit.len()), (ROWS, ROWS));
+    for (i, (a, b)) in library.iter().zip(&jit).enumerate() {
+        let bits = |row: &[f32]| row.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(a), bits(b), "{file}: row {i} differs:\nlibrary {a:?}\njit     {b:?}");
+    }
+}
+
+#[test]
+fn mnist_mlp_library_predicts_the_jits_bits() {
+    assert_same_bits("mnist_mlp.nn");
+}
+
+#[test]
+fn lenet_library_predicts_the_jits_bits() {
+    assert_same_bits("lenet.nn");
+}
+
+#[test]
+fn batchnorm_library_predicts_the_jits_bits() {
+    assert_same_bits("batchnorm.nn");
+}
+
+#[test]
+fn maxout_library_predicts_the_jits_bits() {
+    assert_same_bits("maxout.nn");
+}
+
+#[test]
+fn lstm_library_predicts_the_jits_bits() {
+    assert_same_bits("lstm_digits.nn");
+}
+
+#[test]
+fn tied_autoencoder_library_predicts_the_jits_bits() {
+    assert_same_bits("autoencoder.nn");
+}
+
+#[test]
+fn dbn_library_predicts_the_jits_bits() {
+    assert_same_bits("dbn_digits.nn");
+}
+
+/// The disassembly of the generated object inside `libmodel.a` (the runtime
+/// routines, which choose their paths at run time, are left out).
+fn generated_code(lib: &Path) -> String {
+    let archive = std::fs::read(lib.join("libmodel.a")).expect("reads");
+    let parsed = object::read::archive::ArchiveFile::parse(&*archive).expect("an archive");
+    let member = parsed.members().map(|m| m.expect("member")).find(|m| m.name() == b"model.o").expect("model.o");
+    let object_path = lib.join("model.o");
+    std::fs::write(&object_path, member.data(&*archive).expect("data")).expect("writes");
+    let out = Command::new("objdump").args(["-d", "--no-show-raw-insn"]).arg(&object_path).output().expect("objdump");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Instructions that need AVX: VEX/EVEX-encoded ones all start with `v`.
+fn avx_instructions(disassembly: &str) -> Vec<String> {
+    disassembly
+        .lines()
+        .filter_map(|line| line.split('\t').nth(1))
+        .filter(|instruction| {
+            instruction.starts_with('v') || instruction.contains("%ymm") || instruction.contains("%zmm")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_portable_build_uses_no_avx_and_stays_close_to_the_jit() {
+    let (library, jit, dir) = library_and_jit("digits_mlp.nn", "x86-64-v2");
+    for (a, b) in library.iter().flatten().zip(jit.iter().flatten()) {
+        assert!((a - b).abs() <= 1e-5, "library {a} vs jit {b}");
+    }
+    let portable = generated_code(&dir.path().join("lib"));
+    assert!(portable.contains("addps"), "the disassembly shows the element-wise vector code");
+    assert_eq!(avx_instructions(&portable), Vec::<String>::new(), "x86-64-v2 code uses no AVX");
+    if std::arch::is_x86_feature_detected!("avx") {
+        // The check can fail: a native build on this machine does use AVX.
+        let native = tempfile::tempdir().expect("temp dir");
+        let (weights, _, _) = checkpoint_of("digits_mlp.nn", native.path());
+        build_and_link("digits_mlp.nn", &weights, native.path(), "native");
+        assert!(!avx_instructions(&generated_code(&native.path().join("lib"))).is_empty());
+    }
+}
+
+/// An `nnc build` that must fail: its exit code and message, and nothing left in `out`.
+fn failing_build(args: &[&str], env: &[(&str, &str)], out: &Path) -> (i32, String) {
+    let output = nnc(&[&["build"], args, &["-o", out.to_str().unwrap()]].concat(), env);
+    assert!(!output.status.success());
+    let leftovers: Vec<_> =
+        std::fs::read_dir(out).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(leftovers.is_empty(), "nothing is left behind: {leftovers:?}");
+    (output.status.code().unwrap_or(-1), text(&output.stderr))
+}
+
+#[test]
+fn bad_builds_are_clear_errors_that_leave_nothing_behind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (weights, _, _) = checkpoint_of("digits_mlp.nn", dir.path());
+    let weights = weights.to_str().unwrap();
+    let model = Path::new(common::MODELS).join("digits_mlp.nn");
+    let model = model.to_str().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+
+    let (code, message) = failing_build(&[model, "--weights", weights, "--target-cpu", "pentium9"], &[], &out);
+    assert_eq!(code, 2);
+    assert!(message.contains("unknown target CPU `pentium9`") && message.contains("x86-64-v3"), "{message}");
+
+    let (code, message) = failing_build(&[model, "--weights", weights, "--name", "2fast"], &[], &out);
+    assert_eq!(code, 2);
+    assert!(message.contains("cannot name a C library"), "{message}");
+
+    let (code, message) = failing_build(&[model, "--weights", weights], &[("CC", "/nonexistent/cc")], &out);
+    assert_eq!(code, 2);
+    assert!(message.contains("no C compiler") && message.contains("/nonexistent/cc"), "{message}");
+
+    // Weights of another model: the tensor and both shapes are named.
+    let other = Path::new(common::MODELS).join("digits_gelu.nn");
+    let other_dir = tempfile::tempdir().expect("temp dir");
+    let (other_weights, _, _) = checkpoint_of("digits_gelu.nn", other_dir.path());
+    let (code, message) = failing_build(&[model, "--weights", other_weights.to_str().unwrap()], &[], &out);
+    assert_eq!(code, 1);
+    assert!(message.contains("holds weights of model"), "{message}");
+    assert!(other.is_file());
+
+    // An output "folder" that is a file, and a folder in the way of a library file.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "keep me").expect("writes");
+    let output = nnc(&["build", model, "--weights", weights, "-o", file.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("cannot create"), "{}", text(&output.stderr));
+    assert_eq!(std::fs::read_to_string(&file).expect("reads"), "keep me");
+    std::fs::create_dir(out.join("libdigits_mlp.so")).expect("mkdir");
+    let output = nnc(&["build", model, "--weights", weights, "-o", out.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("not a regular file"), "{}", text(&output.stderr));
+    let names: Vec<_> = std::fs::read_dir(&out).expect("reads").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("libdigits_mlp.so")], "nothing else was written");
+}
