@@ -19,8 +19,8 @@ use object::read::archive::ArchiveFile;
 
 use crate::data::Scaler;
 use crate::ir::{Graph, numel};
-use crate::jit::TargetCpu;
 use crate::jit::object::{LibraryModel, PlannedPass};
+use crate::jit::{self, TargetCpu};
 use crate::model::Model;
 use crate::pipeline;
 use crate::plan::{self, Kernel, Location, Plan};
@@ -165,10 +165,12 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
         divisor: &divisor,
         outputs,
         softmax: classes > 0,
+        parallel_images: jit::splits_images(&batched_graph)
+            && jit::spreads_images(model.checked.largest_macs().saturating_mul(options.batch as u64)),
         single: PlannedPass { graph: &single_graph, plan: &single_plan, rows: 1 },
         batched: PlannedPass { graph: &batched_graph, plan: &batched_plan, rows: options.batch },
     };
-    let object = crate::jit::object::emit(&library, &options.target)?;
+    let object = jit::object::emit(&library, &options.target)?;
     let header = header(model, name, features, outputs, classes, options);
 
     let out = &options.out_dir;

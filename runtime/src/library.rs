@@ -42,6 +42,9 @@ pub struct Description {
     pub outputs: usize,
     /// Non-zero when the outputs are class scores returned as probabilities.
     pub softmax: usize,
+    /// Non-zero when the batched pass spreads its images (convolution and
+    /// pooling) over rayon's threads: products too small to thread well.
+    pub parallel_images: usize,
     pub single: Pass,
     pub batched: Pass,
 }
@@ -73,6 +76,10 @@ pub unsafe extern "C" fn nnc_library_create(description: *const Description) -> 
     let Some(d) = (unsafe { description.as_ref() }) else {
         return std::ptr::null_mut();
     };
+    if d.parallel_images != 0 {
+        // Results are the same bits whether the parts run in parallel or not.
+        crate::set_parallel_images(true);
+    }
     let context = Context {
         description,
         single_scratch: vec![0.0; d.single.scratch_len.max(1)],

@@ -168,7 +168,7 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
 
 /// Whether a graph has convolutions or pooling over a batch of more than
 /// one image (every image batch is the input batch's).
-fn splits_images(graph: &Graph) -> bool {
+pub fn splits_images(graph: &Graph) -> bool {
     let batch = graph.nodes.iter().find(|n| matches!(n.op, Op::Input(_))).map_or(0, |n| n.shape[0]);
     let over_images = |op: &Op| {
         matches!(
@@ -253,6 +253,13 @@ impl Drop for Executable {
 /// synchronisation of matrixmultiply's pool costs more than it saves.
 const THREADED_GEMM_MACS: u64 = 32_000_000;
 
+/// Whether a model whose largest matrix product has `largest_macs`
+/// multiply-adds spreads a batch's images over the cores rather than
+/// threading its products.
+pub fn spreads_images(largest_macs: u64) -> bool {
+    largest_macs < THREADED_GEMM_MACS
+}
+
 /// Picks how a model uses the cores, given its largest matrix product
 /// (`largest_macs` multiply-adds): large products run on all of
 /// matrixmultiply's threads; small ones run on one thread each, and the
@@ -262,7 +269,7 @@ const THREADED_GEMM_MACS: u64 = 32_000_000;
 /// matrixmultiply reads the variable once, at its first product, so this
 /// must run before any training or inference, while the process has one thread.
 pub fn choose_gemm_threads(largest_macs: u64) {
-    if std::env::var_os("MATMUL_NUM_THREADS").is_some() || largest_macs >= THREADED_GEMM_MACS {
+    if std::env::var_os("MATMUL_NUM_THREADS").is_some() || !spreads_images(largest_macs) {
         return;
     }
     // SAFETY: called by the command line before it starts any thread, so no

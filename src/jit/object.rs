@@ -39,6 +39,8 @@ pub struct LibraryModel<'a> {
     pub outputs: usize,
     /// Whether outputs are class scores returned as probabilities.
     pub softmax: bool,
+    /// Whether the batched pass spreads its images over threads.
+    pub parallel_images: bool,
     pub single: PlannedPass<'a>,
     pub batched: PlannedPass<'a>,
 }
@@ -111,6 +113,7 @@ fn describe(
     put(offset_of!(Description, features), model.shift.len());
     put(offset_of!(Description, outputs), model.outputs);
     put(offset_of!(Description, softmax), usize::from(model.softmax));
+    put(offset_of!(Description, parallel_images), usize::from(model.parallel_images));
     let pass_offsets = [offset_of!(Description, single), offset_of!(Description, batched)];
     for ((pass, _), base) in passes.iter().zip(pass_offsets) {
         put(base + offset_of!(Pass, rows), pass.rows);
