@@ -35,61 +35,112 @@ pub extern "C" fn nnc_sgemm(
         // SAFETY: a holds m rows of stride rsa with k contiguous values; b holds
         // n columns of stride csb with k contiguous values; c holds m·n.
         let c = unsafe { slice_mut(c, m * n) };
-        for i in 0..m {
-            // SAFETY: as above.
-            let row = unsafe { slice(a.offset(i as isize * rsa), k) };
-            for j in 0..n {
-                // SAFETY: as above.
-                let col = unsafe { slice(b.offset(j as isize * csb), k) };
-                c[i * n + j] = fast_dot(row, col);
+        // SAFETY: as above.
+        let row = |i: usize| unsafe { slice(a.offset(i as isize * rsa), k) };
+        // SAFETY: as above.
+        let column = |j: usize| unsafe { slice(b.offset(j as isize * csb), k) };
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F (checked just above).
+                return unsafe { small_product_avx512(n, row, column, c) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                return unsafe { small_product_avx2(n, row, column, c) };
             }
         }
-        return;
+        return small_product(n, row, column, c);
     }
     // SAFETY: the plan sized every buffer for these dimensions and strides.
     unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, n as isize, 1) }
 }
 
-/// `dot` compiled for the widest vector unit this CPU has.
-fn fast_dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { dot_avx512(a, b) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { dot_avx2(a, b) };
-        }
-    }
-    dot(a, b)
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-    dot(a, b)
+fn small_product_avx512<'a>(
+    n: usize,
+    row: impl Fn(usize) -> &'a [f32],
+    column: impl Fn(usize) -> &'a [f32],
+    c: &mut [f32],
+) {
+    small_product(n, row, column, c)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot(a, b)
+fn small_product_avx2<'a>(
+    n: usize,
+    row: impl Fn(usize) -> &'a [f32],
+    column: impl Fn(usize) -> &'a [f32],
+    c: &mut [f32],
+) {
+    small_product(n, row, column, c)
 }
 
-/// A dot product with 16 independent accumulators, so it vectorises.
+/// c (rows of n) = the dot products of each `row(i)` with each `column(j)`,
+/// four columns at a time: they share the loads of the row and run as
+/// independent chains. Every SIMD width gives the same bits: the lanes and
+/// the order of every addition are fixed.
+#[inline(always)]
+fn small_product<'a>(n: usize, row: impl Fn(usize) -> &'a [f32], column: impl Fn(usize) -> &'a [f32], c: &mut [f32]) {
+    for (i, out) in c.chunks_exact_mut(n.max(1)).enumerate() {
+        let a = row(i);
+        let mut blocks = out.chunks_exact_mut(4);
+        for (block, out) in (&mut blocks).enumerate() {
+            let j = 4 * block;
+            out.copy_from_slice(&dot4(a, [column(j), column(j + 1), column(j + 2), column(j + 3)]));
+        }
+        let rest = blocks.into_remainder();
+        let first = n - rest.len();
+        for (j, out) in rest.iter_mut().enumerate() {
+            *out = dot(a, column(first + j));
+        }
+    }
+}
+
+/// Lanes of one accumulator: a 512-bit vector, or two 256-bit ones.
+const LANES: usize = 16;
+
+/// Four dot products of `a` with `b`, each in its own 16-lane accumulator
+/// (four named arrays, so that they stay in registers).
+#[inline(always)]
+fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+    let (mut acc0, mut acc1, mut acc2, mut acc3) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+    let chunks = a.chunks_exact(LANES).zip(b[0].chunks_exact(LANES)).zip(b[1].chunks_exact(LANES));
+    let chunks = chunks.zip(b[2].chunks_exact(LANES)).zip(b[3].chunks_exact(LANES));
+    for ((((x, y0), y1), y2), y3) in chunks {
+        for l in 0..LANES {
+            acc0[l] += x[l] * y0[l];
+            acc1[l] += x[l] * y1[l];
+            acc2[l] += x[l] * y2[l];
+            acc3[l] += x[l] * y3[l];
+        }
+    }
+    [finish(acc0, a, b[0]), finish(acc1, a, b[1]), finish(acc2, a, b[2]), finish(acc3, a, b[3])]
+}
+
+/// The dot product of `a` and `b`, with the same lanes and sums as `dot4`.
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..16 {
+    let mut acc = [0.0f32; LANES];
+    for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for l in 0..LANES {
             acc[l] += x[l] * y[l];
         }
     }
-    acc.iter().sum::<f32>() + tail
+    finish(acc, a, b)
+}
+
+/// An accumulator's lanes summed as a fixed tree (halves added lane-wise,
+/// so it vectorises), plus the products past the last whole 16 lanes.
+#[inline(always)]
+fn finish(acc: [f32; LANES], a: &[f32], b: &[f32]) -> f32 {
+    let whole = a.len() / LANES * LANES;
+    let tail: f32 = a[whole..].iter().zip(&b[whole..]).map(|(x, y)| x * y).sum();
+    let half: [f32; 8] = std::array::from_fn(|i| acc[i] + acc[i + 8]);
+    let quarter: [f32; 4] = std::array::from_fn(|i| half[i] + half[i + 4]);
+    (quarter[0] + quarter[2]) + (quarter[1] + quarter[3]) + tail
 }
 
 /// # Safety (for all routines below)
