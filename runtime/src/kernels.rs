@@ -12,7 +12,9 @@ use num_traits::Float;
 /// its gradient), so a confident mistake costs a large but finite loss.
 pub const BCE_EPS: f64 = 1e-7;
 
-/// Sizes of one convolution or pooling window pass.
+/// Sizes of one convolution or pooling window pass. Generated code passes
+/// it to the runtime routines by pointer, so its layout is fixed (`repr(C)`).
+#[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub batch: usize,

@@ -311,55 +311,30 @@ pub extern "C" fn nnc_copy(from: *const f32, to: *mut f32, n: usize) {
     to.copy_from_slice(from);
 }
 
-#[allow(clippy::too_many_arguments)]
-fn window(
-    batch: usize,
-    channels: usize,
-    height: usize,
-    width: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
-) -> Window {
-    Window { batch, channels, height, width, kernel, stride, padding, dilation }
+/// The window generated code passed, and the element counts of a
+/// convolution's image, filter and output.
+///
+/// # Safety
+/// `win` points to a valid `Window`.
+unsafe fn conv_sizes(win: *const Window, filters: usize) -> (Window, usize, usize, usize) {
+    // SAFETY: the caller's contract.
+    let win = unsafe { *win };
+    let (b, c, k) = (win.batch, win.channels, win.kernel);
+    (win, b * c * win.height * win.width, filters * c * k * k, b * filters * win.out_height() * win.out_width())
 }
 
-/// A convolution's window and the element counts of its image, filter and output.
-#[allow(clippy::too_many_arguments)]
-fn conv_sizes(
-    b: usize,
-    c: usize,
-    h: usize,
-    wd: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-    d: usize,
-    f: usize,
-) -> (Window, usize, usize, usize) {
-    let win = window(b, c, h, wd, k, s, p, d);
-    (win, b * c * h * wd, f * c * k * k, b * f * win.out_height() * win.out_width())
-}
-
-#[allow(clippy::too_many_arguments)]
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_conv2d(
     x: *const f32,
     w: *const f32,
     y: *mut f32,
-    b: usize,
-    c: usize,
-    h: usize,
-    wd: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-    d: usize,
+    win: *const Window,
     f: usize,
     bias: *const f32,
 ) {
-    let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, d, f);
+    // SAFETY: generated code passes the window of this convolution.
+    let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
+    let Window { batch: b, channels: c, height: h, width: wd, kernel: k, .. } = win;
     // SAFETY: x holds the image's values, w the filter's, y the output's.
     let (x, w, y) = unsafe { (slice(x, image), slice(w, filter), slice_mut(y, out)) };
     // SAFETY: a bias that is not null holds one value per filter.
@@ -476,23 +451,11 @@ fn with_columns(len: usize, f: impl FnOnce(&mut [f32])) {
     });
 }
 
-#[allow(clippy::too_many_arguments)]
 #[unsafe(no_mangle)]
-pub extern "C" fn nnc_conv2d_grad_input(
-    w: *const f32,
-    g: *const f32,
-    dx: *mut f32,
-    b: usize,
-    c: usize,
-    h: usize,
-    wd: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-    d: usize,
-    f: usize,
-) {
-    let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, d, f);
+pub extern "C" fn nnc_conv2d_grad_input(w: *const f32, g: *const f32, dx: *mut f32, win: *const Window, f: usize) {
+    // SAFETY: generated code passes the window of this convolution.
+    let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
+    let Window { batch: b, channels: c, height: h, width: wd, kernel: k, .. } = win;
     // SAFETY: w holds the filter's values, g the output's, dx the image's.
     let (w, g, dx) = unsafe { (slice(w, filter), slice(g, out), slice_mut(dx, image)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
@@ -520,23 +483,11 @@ pub extern "C" fn nnc_conv2d_grad_input(
     });
 }
 
-#[allow(clippy::too_many_arguments)]
 #[unsafe(no_mangle)]
-pub extern "C" fn nnc_conv2d_grad_weight(
-    x: *const f32,
-    g: *const f32,
-    dw: *mut f32,
-    b: usize,
-    c: usize,
-    h: usize,
-    wd: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-    d: usize,
-    f: usize,
-) {
-    let (win, image, filter, out) = conv_sizes(b, c, h, wd, k, s, p, d, f);
+pub extern "C" fn nnc_conv2d_grad_weight(x: *const f32, g: *const f32, dw: *mut f32, win: *const Window, f: usize) {
+    // SAFETY: generated code passes the window of this convolution.
+    let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
+    let Window { batch: b, channels: c, height: h, width: wd, kernel: k, .. } = win;
     // SAFETY: x holds the image's values, g the output's, dw the filter's.
     let (x, g, dw) = unsafe { (slice(x, image), slice(g, out), slice_mut(dw, filter)) };
     let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
@@ -606,20 +557,11 @@ pub extern "C" fn nnc_sum_channels(g: *const f32, out: *mut f32, n: usize, chann
     kernels::sum_channels(g, out, spatial);
 }
 
-#[allow(clippy::too_many_arguments)]
 #[unsafe(no_mangle)]
-pub extern "C" fn nnc_pool(
-    x: *const f32,
-    y: *mut f32,
-    b: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    s: usize,
-    max: usize,
-) {
-    let win = window(b, c, h, w, k, s, 0, 1);
+pub extern "C" fn nnc_pool(x: *const f32, y: *mut f32, win: *const Window, max: usize) {
+    // SAFETY: generated code passes the window of this pooling.
+    let win = unsafe { *win };
+    let Window { batch: b, channels: c, height: h, width: w, .. } = win;
     let out = b * c * win.out_height() * win.out_width();
     // SAFETY: x holds b·c·h·w values, y the output's.
     let (x, y) = unsafe { (slice(x, b * c * h * w), slice_mut(y, out)) };
@@ -631,21 +573,11 @@ pub extern "C" fn nnc_pool(
     });
 }
 
-#[allow(clippy::too_many_arguments)]
 #[unsafe(no_mangle)]
-pub extern "C" fn nnc_pool_grad(
-    x: *const f32,
-    g: *const f32,
-    dx: *mut f32,
-    b: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    s: usize,
-    max: usize,
-) {
-    let win = window(b, c, h, w, k, s, 0, 1);
+pub extern "C" fn nnc_pool_grad(x: *const f32, g: *const f32, dx: *mut f32, win: *const Window, max: usize) {
+    // SAFETY: generated code passes the window of this pooling.
+    let win = unsafe { *win };
+    let Window { batch: b, channels: c, height: h, width: w, .. } = win;
     let out = b * c * win.out_height() * win.out_width();
     // SAFETY: x and dx hold b·c·h·w values, g the output's.
     let (x, g, dx) = unsafe { (slice(x, b * c * h * w), slice(g, out), slice_mut(dx, b * c * h * w)) };

@@ -5,11 +5,15 @@
 //! the runtime routines.
 
 use std::collections::HashMap;
+use std::mem::offset_of;
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value, types};
+use cranelift_codegen::ir::{
+    AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Value, types,
+};
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{Linkage, Module};
+use nnc_runtime::kernels::Window;
 
 use super::vector::splat;
 use crate::ir::{Graph, Op, Unary, ValueId, numel};
@@ -71,6 +75,28 @@ impl Emitter<'_, '_> {
             Location::Fused => (self.args.scratch, 0),
         };
         self.b.ins().iadd_imm_s(ptr, (offset * 4) as i64)
+    }
+
+    /// `win` in a stack slot of the step, laid out as the runtime's
+    /// `repr(C)` `Window`; returns its address.
+    fn window(&mut self, win: Window) -> Value {
+        let size = std::mem::size_of::<Window>() as u32;
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, size, 3));
+        let fields = [
+            (offset_of!(Window, batch), win.batch),
+            (offset_of!(Window, channels), win.channels),
+            (offset_of!(Window, height), win.height),
+            (offset_of!(Window, width), win.width),
+            (offset_of!(Window, kernel), win.kernel),
+            (offset_of!(Window, stride), win.stride),
+            (offset_of!(Window, padding), win.padding),
+            (offset_of!(Window, dilation), win.dilation),
+        ];
+        for (offset, value) in fields {
+            let value = self.imm(value);
+            self.b.ins().stack_store(PTR, value, slot, offset as i32);
+        }
+        self.b.ins().stack_addr(PTR, slot, 0)
     }
 
     fn call(&mut self, name: &str, args: &[Value]) {
@@ -167,13 +193,9 @@ impl Emitter<'_, '_> {
                     Op::Conv2dGradInput { .. } => "nnc_conv2d_grad_input",
                     _ => "nnc_conv2d_grad_weight",
                 };
-                let dims: Vec<Value> =
-                    [image[0], image[1], image[2], image[3], kernel, stride, padding, dilation, filters]
-                        .iter()
-                        .map(|&d| self.imm(d))
-                        .collect();
-                let mut args = vec![ins[0], ins[1], out];
-                args.extend(dims);
+                let win = self.window(crate::shape::window(&image, kernel, stride, padding, dilation));
+                let filters = self.imm(filters);
+                let mut args = vec![ins[0], ins[1], out, win, filters];
                 if let Op::Conv2d { .. } = node.op {
                     // The bias, or a null pointer for none.
                     let bias = if ins.len() == 3 { ins[2] } else { self.imm(0) };
@@ -191,14 +213,10 @@ impl Emitter<'_, '_> {
                 }
             }
             Op::Pool { max, kernel, stride } | Op::PoolGrad { max, kernel, stride } => {
-                let dims: Vec<Value> =
-                    [in_shape[0], in_shape[1], in_shape[2], in_shape[3], kernel, stride, usize::from(max)]
-                        .iter()
-                        .map(|&d| self.imm(d))
-                        .collect();
+                let win = self.window(crate::shape::window(&in_shape, kernel, stride, 0, 1));
+                let max = self.imm(usize::from(max));
                 let mut args = ins.clone();
-                args.push(out);
-                args.extend(dims);
+                args.extend([out, win, max]);
                 let name = if matches!(node.op, Op::Pool { .. }) { "nnc_pool" } else { "nnc_pool_grad" };
                 self.call(name, &args);
             }
