@@ -79,8 +79,7 @@ pub struct Compiled<G> {
     exe: Option<Executable>,
 }
 
-/// Scalars a step reads: learning rate, Adam's bias corrections, step number.
-pub type Hypers = [f32; 4];
+pub use nnc_runtime::Hypers;
 
 /// Checks `graph` (in debug builds and tests) and compiles it as planned.
 fn build(graph: &Graph, plan: impl FnOnce() -> plan::Plan, backend: Backend) -> Result<Option<Executable>, String> {
@@ -143,10 +142,10 @@ pub fn interpret(graph: &Graph, store: &Store, x: &[f32], y: &[f32], h: &Hypers)
         targets: &targets,
         params: &params,
         states: &states,
-        lr: h[0],
-        bias1: h[1],
-        bias2: h[2],
-        step: h[3],
+        lr: h.lr,
+        bias1: h.bias1,
+        bias2: h.bias2,
+        step: h.step,
     };
     interp::run(graph, &b)
 }
@@ -163,7 +162,7 @@ impl Compiled<Graph> {
         self.check_store(store)?;
         let (pred, loss) = (self.graph.prediction, self.graph.loss);
         if let Some(exe) = &mut self.exe {
-            exe.run(&mut store.data, x, y, &[0.0; 4])?;
+            exe.run(&mut store.data, x, y, &Hypers::default())?;
             let read = |v: ValueId, exe: &Executable| exe.value(v, &store.data).to_vec();
             let prediction = if exe.value(pred, &store.data).is_empty() { x.to_vec() } else { read(pred, exe) };
             return Ok((prediction, loss.map(|l| read(l, exe)[0])));
@@ -174,7 +173,7 @@ impl Compiled<Graph> {
             _ => Vec::new(),
         };
         let y = if y.is_empty() { unused.as_slice() } else { y };
-        let values = interpret(&self.graph, store, x, y, &[0.0, 1.0, 1.0, 0.0])?;
+        let values = interpret(&self.graph, store, x, y, &Hypers { bias1: 1.0, bias2: 1.0, ..Hypers::default() })?;
         Ok((values[pred.0].clone(), loss.map(|l| values[l.0][0])))
     }
 }

@@ -201,7 +201,7 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
             Op::Target(_) => Location::Target,
             Op::Param(p) => Location::Store(param_offsets[p]),
             Op::State(s) => Location::Store(state_offsets[s]),
-            Op::Hyper(h) => Location::Hyper(h as usize),
+            Op::Hyper(h) => Location::Hyper(h.offset()),
             _ => Location::Fused,
         };
         // Fuse an element-wise value into its single element-wise consumer of the same size.

@@ -87,7 +87,9 @@ fn generated_code_and_routines_allocate_nothing() {
         let mut store = Store::new(&graph);
         let x = vec![0.5f32; 32];
         let allocations = per_step(|| {
-            compiled.run(&mut store, &x, &target, &[0.01, 1.0, 1.0, 1.0]).expect("runs");
+            compiled
+                .run(&mut store, &x, &target, &nnc::exec::Hypers { lr: 0.01, bias1: 1.0, bias2: 1.0, step: 1.0 })
+                .expect("runs");
         });
         assert_eq!(allocations, 0, "{loss:?}");
     }

@@ -13,6 +13,21 @@ mod routines;
 
 pub use routines::{parallel_images, set_parallel_images, softmax_row};
 
+/// The scalars a training step reads, where generated code finds them: the
+/// step's last argument points at one (`repr(C)`: the field offsets are the
+/// ABI; `ir::Hyper` names the fields).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Hypers {
+    /// The learning rate of this step (after the schedule).
+    pub lr: f32,
+    /// Adam's bias corrections 1/(1 − β₁ᵗ) and 1/(1 − β₂ᵗ).
+    pub bias1: f32,
+    pub bias2: f32,
+    /// The number of the step (1, 2, …), which keys the dropout masks.
+    pub step: f32,
+}
+
 /// A runtime routine as generated code sees it: its symbol, its arguments
 /// (pointer-sized ones first, then f32 ones) and its address. The one list
 /// from which the Cranelift declarations and the JIT's symbols both come.

@@ -8,7 +8,7 @@
 //! turning class scores into probabilities, exactly as `nnc predict` does.
 #![allow(unsafe_code)]
 
-use crate::softmax_row;
+use crate::{Hypers, softmax_row};
 
 /// A compiled forward pass: `run(store, scratch, input, target, hyper)`.
 pub type ForwardFn = unsafe extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f32);
@@ -63,7 +63,7 @@ pub struct Context {
     /// A batch of preprocessed input rows.
     input: Vec<f32>,
     /// A forward pass reads no hyperparameters; the step signature has them.
-    hyper: [f32; 4],
+    hyper: Hypers,
 }
 
 /// Allocates a context for the model `description` describes.
@@ -85,7 +85,7 @@ pub unsafe extern "C" fn nnc_library_create(description: *const Description) -> 
         single_scratch: vec![0.0; d.single.scratch_len.max(1)],
         batched_scratch: vec![0.0; d.batched.scratch_len.max(1)],
         input: vec![0.0; d.batched.rows.max(1) * d.features],
-        hyper: [0.0; 4],
+        hyper: Hypers::default(),
     };
     Box::into_raw(Box::new(context))
 }
@@ -171,7 +171,7 @@ impl Context {
                 scratch.as_mut_ptr(),
                 input.as_ptr(),
                 std::ptr::null(),
-                self.hyper.as_ptr(),
+                std::ptr::from_ref(&self.hyper).cast(),
             )
         };
         let scores = if pass.output == OUTPUT_IS_INPUT {

@@ -12,6 +12,8 @@ mod print;
 
 use std::fmt;
 
+use nnc_runtime::Hypers;
+
 use crate::diag::Span;
 
 pub use crate::shape::{Shape, around, numel, window};
@@ -36,6 +38,20 @@ pub enum Hyper {
     Bias2,
     /// The number of the step (1, 2, …), which keys the dropout masks.
     Step,
+}
+
+impl Hyper {
+    /// Where this scalar lives in the runtime's `Hypers`, in f32 elements.
+    pub fn offset(self) -> usize {
+        use std::mem::offset_of;
+        let bytes = match self {
+            Hyper::Lr => offset_of!(Hypers, lr),
+            Hyper::Bias1 => offset_of!(Hypers, bias1),
+            Hyper::Bias2 => offset_of!(Hypers, bias2),
+            Hyper::Step => offset_of!(Hypers, step),
+        };
+        bytes / std::mem::size_of::<f32>()
+    }
 }
 
 /// An element-wise function of one tensor.

@@ -21,6 +21,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+use nnc_runtime::Hypers;
 
 use crate::ir::{Graph, Op, ValueId, numel};
 use crate::plan::{Location, Plan};
@@ -199,7 +200,7 @@ fn leaf_lens(graph: &Graph, plan: &Plan) -> (usize, usize) {
 impl Executable {
     /// Runs the compiled step. Every buffer's size is checked first, so a
     /// wrong-sized input is an error, never undefined behaviour.
-    pub fn run(&mut self, store: &mut [f32], input: &[f32], target: &[f32], hyper: &[f32; 4]) -> Result<(), String> {
+    pub fn run(&mut self, store: &mut [f32], input: &[f32], target: &[f32], hyper: &Hypers) -> Result<(), String> {
         // A forward graph uses the parameters only: a prefix of the training store.
         if store.len() < self.store_len {
             return Err(format!("parameter store has {} values, expected at least {}", store.len(), self.store_len));
@@ -213,10 +214,11 @@ impl Executable {
         }
         let step = self.step;
         let pointers = (store.as_mut_ptr() as usize, self.scratch.as_mut_ptr() as usize);
-        let (input, target, hyper) = (input.as_ptr() as usize, target.as_ptr() as usize, hyper.as_ptr() as usize);
+        let (input, target, hyper) =
+            (input.as_ptr() as usize, target.as_ptr() as usize, std::ptr::from_ref(hyper) as usize);
         // SAFETY: the generated code only touches `store[..store_len]`,
         // `scratch[..scratch_len]`, `input[..input_len]`, `target[..target_len]`
-        // and `hyper[..4]`, all checked above and borrowed until this returns;
+        // and `hyper`, all checked above and borrowed until this returns;
         // the code is alive while `module` is.
         let call = move || step(pointers.0 as *mut f32, pointers.1 as *mut f32, input as _, target as _, hyper as _);
         if self.splits_images && nnc_runtime::parallel_images() {

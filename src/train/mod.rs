@@ -171,7 +171,7 @@ impl Trainer {
             Optimizer::Adam { beta1, beta2, .. } => (1.0 / (1.0 - beta1.powi(t)), 1.0 / (1.0 - beta2.powi(t))),
             _ => (1.0, 1.0),
         };
-        [lr as f32, bias1 as f32, bias2 as f32, t as f32]
+        Hypers { lr: lr as f32, bias1: bias1 as f32, bias2: bias2 as f32, step: t as f32 }
     }
 
     /// One optimizer step on a batch; returns the batch loss.
