@@ -4,7 +4,7 @@
 
 use crate::check::args::{Args, Bound};
 use crate::check::model::{Activation, Layer, Shape, Weights};
-use crate::diag::{Diag, Span, messages};
+use crate::diag::{Diag, Incoming, messages};
 use crate::shape::shape_text;
 use crate::syntax::ast::{Call, Ident, Value};
 
@@ -37,18 +37,6 @@ pub const LAYERS: &[(&str, &[&str], &[&str])] = &[
     ("softmax", &[], &[]),
     ("identity", &[], &[]),
 ];
-
-/// What flows into a layer.
-#[derive(Debug, Clone)]
-pub struct Incoming {
-    pub shape: Shape,
-    /// How the shape came about, e.g. `(28 + 2·0 − 5)/1 + 1 = 24 → maxpool 24/2 = 12`.
-    pub why: String,
-    /// The line that produced this value.
-    pub producer: Span,
-    /// Integer token ids (only `embedding` accepts them).
-    pub tokens: bool,
-}
 
 /// A resolved layer and what it produces.
 pub struct Applied {

@@ -13,10 +13,10 @@ mod train;
 
 use std::collections::HashMap;
 
-use crate::diag::{Diag, Span, did_you_mean, messages};
+use crate::diag::{Diag, Incoming, Span, did_you_mean, messages};
 use crate::syntax::ast::{self, Call, Ident, Source, Stage, Value};
 use args::Args;
-use layers::{Incoming, LAYERS, Labelled};
+use layers::{LAYERS, Labelled};
 pub use model::*;
 
 /// How deep blocks may call blocks; deeper means a block calls itself.

@@ -345,5 +345,5 @@ fn data_diag(e: &DataError, model: &CheckedModel, spec: &RowSpec) -> Diag {
         let target = &model.targets[0];
         (target.span, "the data's targets must fit this declaration".to_string())
     };
-    messages::data_mismatch(e, span, &expected)
+    messages::data_mismatch(&e.location(), &e.message, &e.help, span, &expected)
 }

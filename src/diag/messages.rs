@@ -3,8 +3,7 @@
 //! Codes are `nnc::<stage>::<what>`. Labels say what was found and what was
 //! expected; help lines say how to fix it.
 
-use super::{Diag, Span};
-use crate::check::layers::Incoming;
+use super::{Diag, Incoming, Span};
 use crate::shape::shape_text;
 use crate::syntax::ast::{Call, Ident, Number, Value};
 
@@ -686,16 +685,11 @@ pub fn not_trainable_optimizer(span: Span, what: &str) -> Diag {
 
 // ---- data ------------------------------------------------------------------------------------
 
-/// A data file that does not fit the model: names the file and line, and
-/// points at the declaration it disagrees with.
-pub fn data_mismatch(error: &crate::data::DataError, declared: Span, expected: &str) -> Diag {
-    Diag::error(
-        "nnc::data::mismatch",
-        format!("{}: {}", error.location(), error.message),
-        declared,
-        expected.to_string(),
-    )
-    .with_help(error.help.clone())
+/// A data file that does not fit the model: names the file and line
+/// (`location`), and points at the declaration it disagrees with.
+pub fn data_mismatch(location: &str, problem: &str, help: &str, declared: Span, expected: &str) -> Diag {
+    Diag::error("nnc::data::mismatch", format!("{location}: {problem}"), declared, expected.to_string())
+        .with_help(help.to_string())
 }
 
 pub fn non_finite(span: Span, what: &str, epoch: usize, step: usize) -> Diag {

@@ -43,6 +43,19 @@ impl From<Span> for miette::SourceSpan {
     }
 }
 
+/// A value flowing into a layer, as checking tracks it and shape messages
+/// show it: its shape and how that shape came about.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub shape: crate::shape::Shape,
+    /// How the shape came about, e.g. `(28 + 2·0 − 5)/1 + 1 = 24 → maxpool 24/2 = 12`.
+    pub why: String,
+    /// The line that produced this value.
+    pub producer: Span,
+    /// Integer token ids (only `embedding` accepts them).
+    pub tokens: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
