@@ -8,35 +8,93 @@ use crate::diag::{Diag, Incoming, messages};
 use crate::shape::shape_text;
 use crate::syntax::ast::{Call, Ident, Value};
 
-/// Every layer keyword with its parameters in positional order and the
+/// Every kind of layer. `apply` matches on it without a catch-all, so a new
+/// kind does not compile until it has a shape rule, and `ir::lower` matches
+/// on the resolved `Layer` the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    Dense,
+    Conv2d,
+    MaxPool,
+    AvgPool,
+    Flatten,
+    Reshape,
+    Dropout,
+    BatchNorm,
+    Maxout,
+    Rnn,
+    Lstm,
+    Embedding,
+    Rbm,
+    Add,
+    Sigmoid,
+    Tanh,
+    Relu,
+    LeakyRelu,
+    Elu,
+    Gelu,
+    Silu,
+    Softplus,
+    Softmax,
+    Identity,
+}
+
+/// A layer keyword: its kind, its parameters in positional order and the
 /// required ones.
-pub const LAYERS: &[(&str, &[&str], &[&str])] = &[
-    ("dense", &["units", "bias", "tied", "shared", "in"], &["units"]),
-    ("conv2d", &["filters", "kernel", "stride", "padding", "dilation", "bias", "in"], &["filters", "kernel"]),
-    ("maxpool", &["kernel", "stride"], &["kernel"]),
-    ("avgpool", &["kernel", "stride"], &["kernel"]),
-    ("flatten", &[], &[]),
-    ("reshape", &["shape"], &["shape"]),
-    ("dropout", &["p"], &["p"]),
-    ("batchnorm", &["momentum", "eps"], &[]),
-    ("maxout", &["units", "pieces"], &["units"]),
-    ("rnn", &["hidden", "sequences"], &["hidden"]),
-    ("lstm", &["hidden", "sequences"], &["hidden"]),
-    ("embedding", &["vocab", "dim"], &["vocab", "dim"]),
-    ("rbm", &["hidden"], &["hidden"]),
-    ("add", &["other"], &["other"]),
-    ("sigmoid", &[], &[]),
-    ("tanh", &[], &[]),
-    ("relu", &[], &[]),
-    ("leaky_relu", &["alpha"], &[]),
-    ("elu", &["alpha"], &[]),
-    ("gelu", &["tanh"], &[]),
-    ("silu", &[], &[]),
-    ("swish", &[], &[]),
-    ("softplus", &[], &[]),
-    ("softmax", &[], &[]),
-    ("identity", &[], &[]),
+pub struct LayerSpec {
+    pub keyword: &'static str,
+    pub kind: LayerKind,
+    pub params: &'static [&'static str],
+    pub required: &'static [&'static str],
+}
+
+const fn layer(
+    keyword: &'static str,
+    kind: LayerKind,
+    params: &'static [&'static str],
+    required: &'static [&'static str],
+) -> LayerSpec {
+    LayerSpec { keyword, kind, params, required }
+}
+
+/// The layer catalogue: every keyword a model may use.
+pub const LAYERS: &[LayerSpec] = &[
+    layer("dense", LayerKind::Dense, &["units", "bias", "tied", "shared", "in"], &["units"]),
+    layer(
+        "conv2d",
+        LayerKind::Conv2d,
+        &["filters", "kernel", "stride", "padding", "dilation", "bias", "in"],
+        &["filters", "kernel"],
+    ),
+    layer("maxpool", LayerKind::MaxPool, &["kernel", "stride"], &["kernel"]),
+    layer("avgpool", LayerKind::AvgPool, &["kernel", "stride"], &["kernel"]),
+    layer("flatten", LayerKind::Flatten, &[], &[]),
+    layer("reshape", LayerKind::Reshape, &["shape"], &["shape"]),
+    layer("dropout", LayerKind::Dropout, &["p"], &["p"]),
+    layer("batchnorm", LayerKind::BatchNorm, &["momentum", "eps"], &[]),
+    layer("maxout", LayerKind::Maxout, &["units", "pieces"], &["units"]),
+    layer("rnn", LayerKind::Rnn, &["hidden", "sequences"], &["hidden"]),
+    layer("lstm", LayerKind::Lstm, &["hidden", "sequences"], &["hidden"]),
+    layer("embedding", LayerKind::Embedding, &["vocab", "dim"], &["vocab", "dim"]),
+    layer("rbm", LayerKind::Rbm, &["hidden"], &["hidden"]),
+    layer("add", LayerKind::Add, &["other"], &["other"]),
+    layer("sigmoid", LayerKind::Sigmoid, &[], &[]),
+    layer("tanh", LayerKind::Tanh, &[], &[]),
+    layer("relu", LayerKind::Relu, &[], &[]),
+    layer("leaky_relu", LayerKind::LeakyRelu, &["alpha"], &[]),
+    layer("elu", LayerKind::Elu, &["alpha"], &[]),
+    layer("gelu", LayerKind::Gelu, &["tanh"], &[]),
+    layer("silu", LayerKind::Silu, &[], &[]),
+    layer("swish", LayerKind::Silu, &[], &[]),
+    layer("softplus", LayerKind::Softplus, &[], &[]),
+    layer("softmax", LayerKind::Softmax, &[], &[]),
+    layer("identity", LayerKind::Identity, &[], &[]),
 ];
+
+/// The catalogue entry of `keyword`.
+pub fn find(keyword: &str) -> Option<&'static LayerSpec> {
+    LAYERS.iter().find(|spec| spec.keyword == keyword)
+}
 
 /// A resolved layer and what it produces.
 pub struct Applied {
@@ -66,10 +124,12 @@ fn chain(why: &str, step: String) -> String {
     out
 }
 
-/// Applies the layer `args.call` to `input`. `lookup` resolves layer labels
-/// for shared and tied weights; `other` resolves value names for `add`.
+/// Applies the layer `call` (of `kind`, arguments `args`) to `input`.
+/// `lookup` resolves layer labels for shared and tied weights; `other`
+/// resolves value names for `add`.
 pub fn apply(
     call: &Call,
+    kind: LayerKind,
     args: &Args,
     input: &Incoming,
     lookup: &dyn Fn(&Ident) -> Option<Labelled>,
@@ -78,14 +138,14 @@ pub fn apply(
 ) -> Option<Applied> {
     let name = call.name.name.as_str();
     let before = diags.len();
-    if input.tokens && name != "embedding" {
+    if input.tokens && kind != LayerKind::Embedding {
         diags.push(messages::tokens_need_embedding(call.span, input.producer));
         return None;
     }
     let s = &input.shape;
     let elementwise = |layer: Layer| Applied { layer, shape: s.clone(), why: input.why.clone(), params: 0, macs: 0 };
-    let applied = match name {
-        "dense" => {
+    let applied = match kind {
+        LayerKind::Dense => {
             let units = args.int("units", 1, 1, diags);
             let bias = args.bool("bias", true, diags);
             if s.len() != 1 {
@@ -118,7 +178,7 @@ pub fn apply(
                 macs: (fan_in * units) as u64,
             }
         }
-        "conv2d" => {
+        LayerKind::Conv2d => {
             let filters = args.int("filters", 1, 1, diags);
             let kernel = args.int("kernel", 1, 1, diags);
             let stride = args.int("stride", 1, 1, diags);
@@ -147,7 +207,7 @@ pub fn apply(
                 macs: (h * w * filters * s[0] * kernel * kernel) as u64,
             }
         }
-        "maxpool" | "avgpool" => {
+        LayerKind::MaxPool | LayerKind::AvgPool => {
             let kernel = args.int("kernel", 1, 1, diags);
             let stride = args.int("stride", kernel, 1, diags);
             if s.len() != 3 {
@@ -163,11 +223,14 @@ pub fn apply(
             let (h, hw) = window(call, input, name, s[1], taps, diags)?;
             let (w, ww) = window(call, input, name, s[2], taps, diags)?;
             let why = if hw == ww { hw } else { format!("{hw}, {ww}") };
-            let layer =
-                if name == "maxpool" { Layer::MaxPool { kernel, stride } } else { Layer::AvgPool { kernel, stride } };
+            let layer = if kind == LayerKind::MaxPool {
+                Layer::MaxPool { kernel, stride }
+            } else {
+                Layer::AvgPool { kernel, stride }
+            };
             Applied { layer, shape: vec![s[0], h, w], why: chain(&input.why, why), params: 0, macs: 0 }
         }
-        "flatten" => {
+        LayerKind::Flatten => {
             let n: usize = s.iter().product();
             Applied {
                 layer: Layer::Flatten,
@@ -177,7 +240,7 @@ pub fn apply(
                 macs: 0,
             }
         }
-        "reshape" => {
+        LayerKind::Reshape => {
             let shape = list_of_ints(args.value("shape"), diags)?;
             let (from, to): (usize, usize) = (s.iter().product(), shape.iter().product());
             if from != to {
@@ -192,8 +255,8 @@ pub fn apply(
                 macs: 0,
             }
         }
-        "dropout" => elementwise(Layer::Dropout { p: args.float("p", 0.5, Bound::UnitOpen, diags) }),
-        "batchnorm" => {
+        LayerKind::Dropout => elementwise(Layer::Dropout { p: args.float("p", 0.5, Bound::UnitOpen, diags) }),
+        LayerKind::BatchNorm => {
             let momentum = args.float("momentum", 0.9, Bound::UnitOpen, diags);
             let eps = args.float("eps", 1e-5, Bound::Positive, diags);
             if s.len() != 1 && s.len() != 3 {
@@ -207,7 +270,7 @@ pub fn apply(
             }
             Applied { params: 2 * s[0], ..elementwise(Layer::BatchNorm { momentum, eps }) }
         }
-        "maxout" => {
+        LayerKind::Maxout => {
             let units = args.int("units", 1, 1, diags);
             let pieces = args.int("pieces", 2, 2, diags);
             if s.len() != 1 {
@@ -222,7 +285,7 @@ pub fn apply(
                 macs: (s[0] * units * pieces) as u64,
             }
         }
-        "rnn" | "lstm" => {
+        LayerKind::Rnn | LayerKind::Lstm => {
             let hidden = args.int("hidden", 1, 1, diags);
             let sequences = args.bool("sequences", false, diags);
             if s.len() != 2 {
@@ -235,9 +298,9 @@ pub fn apply(
                 return None;
             }
             let (steps, features) = (s[0], s[1]);
-            let gates = if name == "lstm" { 4 } else { 1 };
-            let layer =
-                if name == "lstm" { Layer::Lstm { hidden, sequences } } else { Layer::Rnn { hidden, sequences } };
+            let lstm = kind == LayerKind::Lstm;
+            let gates = if lstm { 4 } else { 1 };
+            let layer = if lstm { Layer::Lstm { hidden, sequences } } else { Layer::Rnn { hidden, sequences } };
             let shape = if sequences { vec![steps, hidden] } else { vec![hidden] };
             Applied {
                 layer,
@@ -248,7 +311,7 @@ pub fn apply(
                 macs: (gates * steps * hidden * (features + hidden)) as u64,
             }
         }
-        "embedding" => {
+        LayerKind::Embedding => {
             let vocab = args.int("vocab", 1, 1, diags);
             let dim = args.int("dim", 1, 1, diags);
             if !input.tokens || s.len() != 1 {
@@ -263,7 +326,7 @@ pub fn apply(
                 macs: 0,
             }
         }
-        "rbm" => {
+        LayerKind::Rbm => {
             let hidden = args.int("hidden", 1, 1, diags);
             if s.len() != 1 {
                 diags.push(messages::rank_mismatch(
@@ -282,7 +345,7 @@ pub fn apply(
                 macs: (s[0] * hidden) as u64,
             }
         }
-        "add" => {
+        LayerKind::Add => {
             let Some(Value::Name(id)) = args.value("other") else {
                 if let Some(v) = args.value("other") {
                     diags.push(messages::wrong_type(v, "other", "the name of a value"));
@@ -296,29 +359,28 @@ pub fn apply(
             }
             elementwise(Layer::Add)
         }
-        "softmax" => {
+        LayerKind::Softmax => {
             if s.len() != 1 {
                 diags.push(messages::rank_mismatch(call, input, "a vector [classes]", "insert `flatten` before it"));
                 return None;
             }
             elementwise(Layer::Activation(Activation::Softmax))
         }
-        "sigmoid" => elementwise(Layer::Activation(Activation::Sigmoid)),
-        "tanh" => elementwise(Layer::Activation(Activation::Tanh)),
-        "relu" => elementwise(Layer::Activation(Activation::Relu)),
-        "identity" => elementwise(Layer::Activation(Activation::Identity)),
-        "gelu" => elementwise(Layer::Activation(Activation::Gelu { tanh: args.bool("tanh", false, diags) })),
-        "silu" | "swish" => elementwise(Layer::Activation(Activation::Silu)),
-        "softplus" => elementwise(Layer::Activation(Activation::Softplus)),
-        "leaky_relu" => {
+        LayerKind::Sigmoid => elementwise(Layer::Activation(Activation::Sigmoid)),
+        LayerKind::Tanh => elementwise(Layer::Activation(Activation::Tanh)),
+        LayerKind::Relu => elementwise(Layer::Activation(Activation::Relu)),
+        LayerKind::Identity => elementwise(Layer::Activation(Activation::Identity)),
+        LayerKind::Gelu => elementwise(Layer::Activation(Activation::Gelu { tanh: args.bool("tanh", false, diags) })),
+        LayerKind::Silu => elementwise(Layer::Activation(Activation::Silu)),
+        LayerKind::Softplus => elementwise(Layer::Activation(Activation::Softplus)),
+        LayerKind::LeakyRelu => {
             let alpha = args.float("alpha", 0.01, Bound::NonNegative, diags);
             elementwise(Layer::Activation(Activation::LeakyRelu(alpha)))
         }
-        "elu" => {
+        LayerKind::Elu => {
             let alpha = args.float("alpha", 1.0, Bound::Positive, diags);
             elementwise(Layer::Activation(Activation::Elu(alpha)))
         }
-        _ => return None,
     };
     (diags.len() == before || diags[before..].iter().all(|d| !d.is_error())).then_some(applied)
 }

@@ -32,7 +32,7 @@ pub fn check(file: &ast::File) -> (Vec<CheckedModel>, Vec<Diag>) {
     for block in &file.blocks {
         if let Some(first) = blocks.get(block.name.name.as_str()) {
             diags.push(messages::duplicate_name(&block.name, first.name.span, "block"));
-        } else if LAYERS.iter().any(|(l, _, _)| *l == block.name.name) {
+        } else if layers::find(&block.name.name).is_some() {
             diags.push(messages::block_shadows_layer(&block.name));
         } else {
             blocks.insert(&block.name.name, block);
@@ -327,7 +327,7 @@ impl<'a> ModelChecker<'a> {
     /// `add(a, b)` at the start of a flow.
     fn combine(&mut self, call: &Call) -> Option<(ValueRef, Incoming)> {
         if call.name.name != "add" {
-            let known = LAYERS.iter().any(|(l, _, _)| *l == call.name.name);
+            let known = layers::find(&call.name.name).is_some();
             self.diags.push(messages::bad_source(call, known));
             return None;
         }
@@ -441,13 +441,13 @@ impl<'a> ModelChecker<'a> {
         info: &Incoming,
     ) -> Option<(ValueRef, Incoming)> {
         let name = call.name.name.as_str();
-        let Some((_, params, required)) = LAYERS.iter().find(|(l, _, _)| *l == name) else {
-            let candidates = LAYERS.iter().map(|(l, _, _)| *l).chain(self.blocks.keys().copied());
+        let Some(spec) = layers::find(name) else {
+            let candidates = LAYERS.iter().map(|spec| spec.keyword).chain(self.blocks.keys().copied());
             let suggestion = did_you_mean(name, candidates);
             self.diags.push(messages::unknown_layer(&call.name, suggestion));
             return None;
         };
-        let args = Args::match_call(call, params, required, self.diags);
+        let args = Args::match_call(call, spec.params, spec.required, self.diags);
         let labels = &self.labels;
         let nodes = &self.nodes;
         let node_inputs = &self.node_inputs;
@@ -473,7 +473,7 @@ impl<'a> ModelChecker<'a> {
                 }
             }
         };
-        let applied = layers::apply(call, &args, info, &lookup, &other, self.diags);
+        let applied = layers::apply(call, spec.kind, &args, info, &lookup, &other, self.diags);
         self.diags.extend(lookup_diags.into_inner());
         let applied = applied?;
         let other_ref = match (&applied.layer, args.value("other")) {

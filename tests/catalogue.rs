@@ -1,0 +1,47 @@
+//! The layer catalogue: every keyword in it has a shape rule, and the layer
+//! it resolves to is written with that keyword.
+
+use nnc::check::layers::{LAYERS, LayerKind};
+use nnc::pipeline::check_source;
+
+/// An input declaration the layer accepts, and a call of it.
+fn example(keyword: &str, kind: LayerKind) -> (&'static str, String) {
+    match kind {
+        LayerKind::Conv2d => ("[1, 4, 4]", "conv2d(2, kernel = 3)".into()),
+        LayerKind::MaxPool | LayerKind::AvgPool => ("[1, 4, 4]", format!("{keyword}(2)")),
+        LayerKind::Rnn | LayerKind::Lstm => ("seq[3, 2]", format!("{keyword}(2)")),
+        LayerKind::Embedding => ("tokens[3]", "embedding(5, 2)".into()),
+        LayerKind::Reshape => ("[4]", "reshape([2, 2])".into()),
+        LayerKind::Add => ("[4]", "add(x)".into()),
+        LayerKind::Dense | LayerKind::Maxout | LayerKind::Rbm => ("[4]", format!("{keyword}(3)")),
+        LayerKind::Dropout => ("[4]", "dropout(0.5)".into()),
+        LayerKind::Flatten
+        | LayerKind::BatchNorm
+        | LayerKind::Sigmoid
+        | LayerKind::Tanh
+        | LayerKind::Relu
+        | LayerKind::LeakyRelu
+        | LayerKind::Elu
+        | LayerKind::Gelu
+        | LayerKind::Silu
+        | LayerKind::Softplus
+        | LayerKind::Softmax
+        | LayerKind::Identity => ("[4]", keyword.into()),
+    }
+}
+
+#[test]
+fn every_catalogue_entry_has_a_shape_rule() {
+    for spec in LAYERS {
+        let (input, call) = example(spec.keyword, spec.kind);
+        let source = format!(
+            "model m {{ input x: {input}  target t: real[1]
+               x |> {call} |> flatten |> dense(1) => y  loss = mse(y, t) }}"
+        );
+        let checked = check_source("m.nn", &source);
+        assert!(!checked.has_errors(), "{source}: {:?}", checked.diags);
+        let node = &checked.models[0].nodes[0];
+        let written = if spec.keyword == "swish" { "silu" } else { spec.keyword };
+        assert_eq!(node.layer.keyword(), written, "{source}");
+    }
+}
