@@ -81,3 +81,36 @@ fn divergence_points_at_the_first_non_finite_value() {
     assert_eq!(code, 1, "{err}");
     insta::assert_snapshot!(err);
 }
+
+/// Paths a model names are relative to its own folder (or `--data-dir`),
+/// whatever the working directory, for `train` and `eval` alike.
+#[test]
+fn model_data_paths_resolve_by_one_rule() {
+    let run = |args: &[&str], dir: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nnc")).args(args).current_dir(dir).output().expect("nnc runs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let logistic = format!("{models}/logistic.nn");
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let cwd = elsewhere.path();
+    run(&["train", &logistic, "--quiet", "--epochs", "2", "--save", "w.safetensors"], cwd);
+    let eval = run(&["eval", &logistic, "--weights", "w.safetensors"], cwd);
+    assert!(eval.contains("accuracy"), "{eval}");
+    // The same relative paths under another folder, named by --data-dir.
+    let copy = cwd.join("copy");
+    std::fs::create_dir_all(copy.join("data")).expect("mkdir");
+    for file in ["digits01_train.csv", "digits01_test.csv"] {
+        std::fs::copy(format!("{models}/data/{file}"), copy.join("data").join(file)).expect("copy");
+    }
+    let eval = run(&["eval", &logistic, "--weights", "w.safetensors", "--data-dir", "copy"], cwd);
+    assert!(eval.contains("accuracy"), "{eval}");
+    std::fs::remove_file(copy.join("data/digits01_test.csv")).expect("remove");
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["eval", &logistic, "--weights", "w.safetensors", "--data-dir", "copy"])
+        .current_dir(cwd)
+        .output()
+        .expect("nnc runs");
+    assert_eq!(out.status.code(), Some(1), "a missing file under --data-dir is an error");
+}

@@ -1,9 +1,8 @@
 //! `nnc eval`, `nnc predict` and `nnc build`: use trained weights from a checkpoint.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
-use super::{load_model, report_diag};
+use super::{Failure, Outcome, load_model, report_diag};
 use crate::check::CheckedModel;
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{self, RowSpec, TargetSpecOfRow};
@@ -16,20 +15,21 @@ use crate::train::metrics::Task;
 
 /// The checked file, the chosen model's index, and the runtime model holding
 /// the checkpoint's weights after checking they fit that model.
-fn trained(file: &Path, model: Option<&str>, weights: &Path) -> Result<(Checked, usize, Model, Checkpoint), ExitCode> {
+fn trained(file: &Path, model: Option<&str>, weights: &Path) -> Result<(Checked, usize, Model, Checkpoint), Failure> {
     let (checked, index) = load_model(file, model)?;
     let (model, saved) = restore(&checked, &checked.models[index], weights)?;
     Ok((checked, index, model, saved))
 }
 
-fn restore(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(Model, Checkpoint), ExitCode> {
-    let saved = checkpoint::load(weights).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(1)
-    })?;
+fn restore(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(Model, Checkpoint), Failure> {
+    let saved = checkpoint::load(weights).map_err(Failure::Input)?;
     if saved.model != model.name {
-        eprintln!("error: {} holds weights of model `{}`, not `{}`", weights.display(), saved.model, model.name);
-        return Err(ExitCode::from(1));
+        return Err(Failure::Input(format!(
+            "{} holds weights of model `{}`, not `{}`",
+            weights.display(),
+            saved.model,
+            model.name
+        )));
     }
     if saved.source_hash != checkpoint::source_hash(&checked.source) {
         eprintln!(
@@ -38,54 +38,42 @@ fn restore(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(M
             checked.file_name
         );
     }
-    let mut runtime = Model::new(model, Backend::Jit).map_err(|d| {
-        report_diag(checked, &d);
-        ExitCode::from(1)
-    })?;
-    runtime.restore(&saved.tensors).map_err(|e| {
-        eprintln!("error: {}: {e}", weights.display());
-        ExitCode::from(1)
-    })?;
+    let mut runtime = Model::new(model, Backend::Jit).map_err(|d| report_diag(checked, &d))?;
+    runtime.restore(&saved.tensors).map_err(|e| Failure::Input(format!("{}: {e}", weights.display())))?;
     Ok((runtime, saved))
 }
 
-pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_file: Option<&Path>) -> ExitCode {
-    let (checked, index, mut runtime, saved) = match trained(file, model, weights) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+/// `nnc eval`'s data: `--data FILE.csv`, or the test split of the data the
+/// model names (relative to `--data-dir` or the model file's folder).
+pub struct EvalData<'a> {
+    pub csv: Option<&'a Path>,
+    pub data_dir: Option<&'a Path>,
+}
+
+pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_source: EvalData) -> Outcome {
+    let (checked, index, mut runtime, saved) = trained(file, model, weights)?;
     let model = &checked.models[index];
     let spec = RowSpec::of(model);
-    let loaded = match (data_file, &model.train.data) {
+    let loaded = match (data_source.csv, &model.train.data) {
         (Some(path), _) => data::load_csv(path, &spec, None),
         (None, Some(source)) => {
-            let base = file.parent().map_or(PathBuf::from("."), Path::to_path_buf);
+            let base = super::model_data_dir(file, data_source.data_dir);
             data::load(source, &base, &spec).map(|s| s.test.unwrap_or(s.train))
         }
         (None, None) => {
-            eprintln!("error: model `{}` names no data; pass --data FILE.csv", model.name);
-            return ExitCode::from(2);
+            return Err(Failure::Usage(format!("model `{}` names no data; pass --data FILE.csv", model.name)));
         }
     };
-    let mut data = match loaded {
-        Ok(d) => d,
-        Err(e) => return data_error(&e),
-    };
+    let mut data = loaded.map_err(|e| data_error(&e))?;
     saved.scaler.apply(&mut data);
-    let metrics = match crate::train::evaluate(&mut runtime, &data) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let metrics = crate::train::evaluate(&mut runtime, &data).map_err(Failure::Input)?;
     say!("{}  ({} rows)", metrics.to_text(), metrics.rows);
     if let TargetSpecOfRow::Class(k) = spec.target
         && let Ok(predictions) = runtime.predict(&data.x, data.rows)
     {
         say_raw!("{}", confusion_matrix(&predictions, &data.y, k));
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// Rows: true class; columns: predicted class.
@@ -111,37 +99,21 @@ fn confusion_matrix(scores: &[f32], labels: &[f32], classes: usize) -> String {
     out
 }
 
-pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, output: Option<&Path>) -> ExitCode {
-    let (checked, index, mut runtime, saved) = match trained(file, model, weights) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, output: Option<&Path>) -> Outcome {
+    let (checked, index, mut runtime, saved) = trained(file, model, weights)?;
     let model = &checked.models[index];
     // Inputs only: a trailing label column, if present, is ignored.
     let spec = RowSpec { target: TargetSpecOfRow::None, ..RowSpec::of(model) };
-    let mut data = match data::load_csv(input, &spec, None) {
-        Ok(d) => d,
-        Err(e) => return data_error(&e),
-    };
+    let mut data = data::load_csv(input, &spec, None).map_err(|e| data_error(&e))?;
     saved.scaler.apply(&mut data);
-    let predictions = match runtime.predict(&data.x, data.rows) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let predictions = runtime.predict(&data.x, data.rows).map_err(Failure::Input)?;
     let csv = predictions_csv(Task::of(model), &predictions, data.rows);
     match output {
-        Some(path) => {
-            if let Err(e) = crate::io::write_atomic(path, csv.as_bytes()) {
-                eprintln!("error: cannot write {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        }
+        Some(path) => crate::io::write_atomic(path, csv.as_bytes())
+            .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))?,
         None => say_raw!("{csv}"),
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// Classifiers: the class and its softmax probabilities; otherwise the values.
@@ -172,9 +144,8 @@ fn predictions_csv(task: Task, predictions: &[f32], rows: usize) -> String {
     out
 }
 
-fn data_error(e: &data::DataError) -> ExitCode {
-    eprintln!("error: {}: {} ({})", e.location(), e.message, e.help);
-    ExitCode::from(1)
+fn data_error(e: &data::DataError) -> Failure {
+    Failure::Input(format!("{}: {} ({})", e.location(), e.message, e.help))
 }
 
 /// `nnc build`'s arguments after the model choice.
@@ -186,36 +157,20 @@ pub struct BuildArgs {
     pub target_cpu: String,
 }
 
-pub fn build(file: &Path, model: Option<&str>, args: &BuildArgs) -> ExitCode {
-    let usage = |e: String| {
-        eprintln!("error: {e}");
-        ExitCode::from(2)
-    };
-    let target = match TargetCpu::parse(&args.target_cpu) {
-        Ok(t) => t,
-        Err(e) => return usage(e),
-    };
+pub fn build(file: &Path, model: Option<&str>, args: &BuildArgs) -> Outcome {
+    let target = TargetCpu::parse(&args.target_cpu).map_err(Failure::Usage)?;
     if args.batch == 0 {
-        return usage("--batch must be at least 1".into());
+        return Err(Failure::Usage("--batch must be at least 1".into()));
     }
-    if let Some(name) = &args.name
-        && let Err(e) = library::check_name(name)
-    {
-        return usage(e);
+    if let Some(name) = &args.name {
+        library::check_name(name).map_err(Failure::Usage)?;
     }
-    let (checked, index, runtime, saved) = match trained(file, model, &args.weights) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+    let (checked, index, runtime, saved) = trained(file, model, &args.weights)?;
     let name = args.name.clone().unwrap_or_else(|| checked.models[index].name.clone());
     let options = BuildOptions { name, batch: args.batch, target, out_dir: args.output.clone() };
-    match library::build(&runtime, &saved.scaler, &options) {
-        Ok(built) => {
-            for path in [&built.header, &built.static_lib, &built.shared_lib] {
-                say!("wrote {}", path.display());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => usage(e),
+    let built = library::build(&runtime, &saved.scaler, &options).map_err(Failure::Usage)?;
+    for path in [&built.header, &built.static_lib, &built.shared_lib] {
+        say!("wrote {}", path.display());
     }
+    Ok(())
 }

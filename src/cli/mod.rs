@@ -123,6 +123,10 @@ enum Command {
         /// Evaluation data (CSV); default: the test split of the model's data.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Folder against which the model's relative data paths are resolved
+        /// (default: the model file's folder).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Predictions for the rows of a CSV of inputs, as CSV.
     Predict {
@@ -223,6 +227,40 @@ struct TrainArgs {
     plot: Option<PathBuf>,
 }
 
+/// Why a command stopped early. `run` turns it into the exit code, so the
+/// codes are decided here only: 1 for mistakes in the model, its data or
+/// its weights; 2 for usage and I/O problems; 130 for Ctrl-C.
+pub(crate) enum Failure {
+    /// Already shown (rendered diagnostics, or the command's own report): exit 1.
+    Reported,
+    /// A mistake in the model, its data or its weights: exit 1.
+    Input(String),
+    /// A usage or I/O problem: exit 2.
+    Usage(String),
+    /// Stopped by Ctrl-C, after saving what could be saved: exit 130.
+    Interrupted,
+}
+
+impl Failure {
+    fn exit_code(self) -> ExitCode {
+        match self {
+            Failure::Reported => ExitCode::from(1),
+            Failure::Input(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(1)
+            }
+            Failure::Usage(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(2)
+            }
+            Failure::Interrupted => ExitCode::from(130),
+        }
+    }
+}
+
+/// What a command returns.
+pub(crate) type Outcome = Result<(), Failure>;
+
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -231,12 +269,13 @@ pub fn run() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    match cli.command {
+    let outcome = match cli.command {
         Command::Check { file, format, emit, batch } => check(&file, format, emit, batch.max(1)),
         Command::Summary { target, json } => summary(&target.file, target.model.as_deref(), json),
         Command::Train(args) => train::run(&args),
-        Command::Eval { target, weights, data } => {
-            infer::eval(&target.file, target.model.as_deref(), &weights, data.as_deref())
+        Command::Eval { target, weights, data, data_dir } => {
+            let data = infer::EvalData { csv: data.as_deref(), data_dir: data_dir.as_deref() };
+            infer::eval(&target.file, target.model.as_deref(), &weights, data)
         }
         Command::Predict { target, weights, input, output } => {
             infer::predict(&target.file, target.model.as_deref(), &weights, &input, output.as_deref())
@@ -251,15 +290,14 @@ pub fn run() -> ExitCode {
         Command::Gradcheck { target, tolerance, seed } => {
             gradcheck(&target.file, target.model.as_deref(), tolerance, seed)
         }
-    }
+    };
+    outcome.map_or_else(Failure::exit_code, |()| ExitCode::SUCCESS)
 }
 
-/// Reads and checks a file; prints diagnostics. `None` means stop with the code.
-fn load(file: &Path, format: Format) -> Result<Checked, ExitCode> {
-    let checked = pipeline::check_file(file).map_err(|e| {
-        eprintln!("error: cannot read {}: {e}", file.display());
-        ExitCode::from(2)
-    })?;
+/// Reads and checks a file; prints its diagnostics.
+fn load(file: &Path, format: Format) -> Result<Checked, Failure> {
+    let checked =
+        pipeline::check_file(file).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
     match format {
         Format::Json => say!("{}", diag::to_json(&checked.diags, &checked.file_name, &checked.source)),
         Format::Human => {
@@ -272,84 +310,71 @@ fn load(file: &Path, format: Format) -> Result<Checked, ExitCode> {
     Ok(checked)
 }
 
-fn check(file: &Path, format: Format, emit: Option<Emit>, batch: usize) -> ExitCode {
-    match load(file, format) {
-        Err(code) => code,
-        Ok(checked) if checked.has_errors() => ExitCode::from(1),
-        Ok(checked) => {
-            if let Some(emit) = emit {
-                return emit_stage(&checked, emit, batch);
-            }
-            if let Format::Human = format {
-                let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
-                let warnings = checked.diags.len();
-                eprintln!("{}: ok ({}; {warnings} warning(s))", checked.file_name, names.join(", "));
-            }
-            ExitCode::SUCCESS
-        }
+fn check(file: &Path, format: Format, emit: Option<Emit>, batch: usize) -> Outcome {
+    let checked = load(file, format)?;
+    if checked.has_errors() {
+        return Err(Failure::Reported);
     }
+    if let Some(emit) = emit {
+        return emit_stage(&checked, emit, batch);
+    }
+    if let Format::Human = format {
+        let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
+        let warnings = checked.diags.len();
+        eprintln!("{}: ok ({}; {warnings} warning(s))", checked.file_name, names.join(", "));
+    }
+    Ok(())
 }
 
 /// Picks the named model, or the first.
-fn select<'a>(checked: &'a Checked, name: Option<&str>) -> Result<&'a CheckedModel, ExitCode> {
+fn select<'a>(checked: &'a Checked, name: Option<&str>) -> Result<&'a CheckedModel, Failure> {
     let found = match name {
         Some(n) => checked.models.iter().find(|m| m.name == n),
         None => checked.models.first(),
     };
     found.ok_or_else(|| {
         let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
-        eprintln!("error: no model `{}` in {} (it has: {})", name.unwrap_or(""), checked.file_name, names.join(", "));
-        ExitCode::from(2)
+        Failure::Usage(format!(
+            "no model `{}` in {} (it has: {})",
+            name.unwrap_or(""),
+            checked.file_name,
+            names.join(", ")
+        ))
     })
 }
 
-fn summary(file: &Path, model: Option<&str>, json: bool) -> ExitCode {
-    let checked = match load(file, Format::Human) {
-        Ok(c) if c.has_errors() => return ExitCode::from(1),
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let model = match select(&checked, model) {
-        Ok(m) => m,
-        Err(code) => return code,
-    };
-    let s = summary::summarize(model);
+fn summary(file: &Path, model: Option<&str>, json: bool) -> Outcome {
+    let (checked, index) = load_model(file, model)?;
+    let s = summary::summarize(&checked.models[index]);
     if json {
         say!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
     } else {
         say_raw!("{}", s.to_text());
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// Loads a file and picks a model that checked without errors.
-pub(crate) fn load_model(file: &Path, model: Option<&str>) -> Result<(Checked, usize), ExitCode> {
+pub(crate) fn load_model(file: &Path, model: Option<&str>) -> Result<(Checked, usize), Failure> {
     let checked = load(file, Format::Human)?;
     if checked.has_errors() {
-        return Err(ExitCode::from(1));
+        return Err(Failure::Reported);
     }
     let index = select(&checked, model).map(|m| checked.models.iter().position(|x| x.name == m.name).unwrap_or(0))?;
     Ok((checked, index))
 }
 
-pub(crate) fn report_diag(checked: &Checked, d: &crate::diag::Diag) {
+/// Shows one diagnostic; the command then stops with `Failure::Reported`.
+pub(crate) fn report_diag(checked: &Checked, d: &crate::diag::Diag) -> Failure {
     let color = std::io::stderr().is_terminal();
     eprint!("{}", diag::render(std::slice::from_ref(d), &checked.file_name, &checked.source, color, 100));
+    Failure::Reported
 }
 
-fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> ExitCode {
-    let (checked, index) = match load_model(file, model) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> Outcome {
+    let (checked, index) = load_model(file, model)?;
     let model = &checked.models[index];
-    let reports = match crate::gradcheck::check_model(model, seed) {
-        Ok(r) => r,
-        Err(d) => {
-            report_diag(&checked, &d);
-            return ExitCode::from(1);
-        }
-    };
+    let reports = crate::gradcheck::check_model(model, seed).map_err(|d| report_diag(&checked, &d))?;
     let mut ok = true;
     say!("{:<24} {:>10} {:>14} {:>14}", "parameter", "checked", "max rel err", "max abs err");
     for r in &reports {
@@ -366,17 +391,15 @@ fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> Exi
     }
     if ok {
         say!("gradients agree with finite differences (tolerance {tolerance:e})");
-        ExitCode::SUCCESS
+        Ok(())
     } else {
         say!("some gradients exceed the tolerance {tolerance:e}");
-        ExitCode::from(1)
+        Err(Failure::Reported)
     }
 }
 
-fn emit_stage(checked: &Checked, emit: Emit, batch: usize) -> ExitCode {
-    let Some(model) = checked.models.first() else {
-        return ExitCode::from(1);
-    };
+fn emit_stage(checked: &Checked, emit: Emit, batch: usize) -> Outcome {
+    let model = checked.models.first().ok_or(Failure::Reported)?;
     let text = match emit {
         Emit::Ast => crate::syntax::parse(&checked.source).map(|ast| format!("{ast:#?}\n")),
         Emit::Ir => pipeline::forward_graph(model, batch, true).map(|g| g.to_text()),
@@ -389,16 +412,9 @@ fn emit_stage(checked: &Checked, emit: Emit, batch: usize) -> ExitCode {
                 .map_err(|e| crate::diag::messages::internal(model.span, &e))
         }),
     };
-    match text {
-        Ok(text) => {
-            say_raw!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(d) => {
-            report_diag(checked, &d);
-            ExitCode::from(1)
-        }
-    }
+    let text = text.map_err(|d| report_diag(checked, &d))?;
+    say_raw!("{text}");
+    Ok(())
 }
 
 fn bench(
@@ -408,16 +424,18 @@ fn bench(
     backend: Backend,
     seconds: f64,
     json: bool,
-) -> ExitCode {
-    let (checked, index) = match load_model(file, model) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+) -> Outcome {
+    let (checked, index) = load_model(file, model)?;
     let model = &checked.models[index];
     set_gemm_threads(model, batch.unwrap_or_else(|| training_batch(model)));
-    match crate::bench::run(model, batch.filter(|b| *b > 0), backend, seconds.max(0.1)) {
-        Ok(r) if json => say!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
-        Ok(r) => say!(
+    let r = crate::bench::run(model, batch.filter(|b| *b > 0), backend, seconds.max(0.1)).map_err(|e| match e {
+        crate::bench::BenchError::Model(d) => report_diag(&checked, &d),
+        crate::bench::BenchError::Train(e) => Failure::Input(e.to_string()),
+    })?;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        say!(
             "{} ({}, batch {}): train: compile {:.1} ms, {:.0} samples/s; inference at batch 1: compile {:.1} ms, \
              {:.1} µs; peak RSS {:.1} MiB",
             r.model,
@@ -428,17 +446,19 @@ fn bench(
             r.infer_compile_ms,
             r.infer_latency_us,
             r.peak_rss_mib
-        ),
-        Err(crate::bench::BenchError::Model(d)) => {
-            report_diag(&checked, &d);
-            return ExitCode::from(1);
-        }
-        Err(crate::bench::BenchError::Train(e)) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        );
     }
-    ExitCode::SUCCESS
+    Ok(())
+}
+
+/// The one rule for data paths: those a model file names are relative to
+/// `--data-dir` when given, else to the model file's folder; paths given on
+/// the command line are relative to the working directory.
+pub(crate) fn model_data_dir(model_file: &Path, data_dir: Option<&Path>) -> PathBuf {
+    match data_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => model_file.parent().map_or(PathBuf::from("."), Path::to_path_buf),
+    }
 }
 
 /// The model's training batch size (64 for `batch = full`, a typical size).

@@ -3,7 +3,6 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -12,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::{TrainArgs, load_model, report_diag};
+use super::{Failure, Outcome, TrainArgs, load_model, report_diag};
 
 use crate::check::{CheckedModel, DataSource};
 use crate::checkpoint;
@@ -43,17 +42,13 @@ struct FinalMetrics {
     test_r2: Option<f64>,
 }
 
-pub fn run(args: &TrainArgs) -> ExitCode {
-    let (checked, index) = match load_model(&args.target.file, args.target.model.as_deref()) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+pub fn run(args: &TrainArgs) -> Outcome {
+    let (checked, index) = load_model(&args.target.file, args.target.model.as_deref())?;
     let model = &checked.models[index];
     if let Some(path) = &args.plot
         && !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg"))
     {
-        eprintln!("error: --plot writes SVG; name the file `….svg` (got {})", path.display());
-        return ExitCode::from(2);
+        return Err(Failure::Usage(format!("--plot writes SVG; name the file `….svg` (got {})", path.display())));
     }
     let mut config = model.train.clone();
     if let Some(e) = args.epochs {
@@ -63,17 +58,9 @@ pub fn run(args: &TrainArgs) -> ExitCode {
         config.seed = s;
     }
     super::set_gemm_threads(model, super::training_batch(model));
-    let mut trainer = match Trainer::new(model, config.clone(), args.backend.into()) {
-        Ok(t) => t,
-        Err(d) => {
-            report_diag(&checked, &d);
-            return ExitCode::from(1);
-        }
-    };
-    let splits = match load_data(args, &checked, model) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    let mut trainer =
+        Trainer::new(model, config.clone(), args.backend.into()).map_err(|d| report_diag(&checked, &d))?;
+    let splits = load_data(args, &checked, model)?;
     let scaler = Scaler::fit(config.preprocess, &splits.train);
     let mut train = splits.train;
     scaler.apply(&mut train);
@@ -94,10 +81,7 @@ pub fn run(args: &TrainArgs) -> ExitCode {
         );
     }
     if let Some(path) = &args.resume {
-        if let Err(e) = resume(&mut trainer, path, &checked.source) {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        resume(&mut trainer, path, &checked.source).map_err(Failure::Input)?;
         if !args.quiet {
             say!("resuming from {} after epoch {}", path.display(), trainer.epochs_done());
         }
@@ -108,10 +92,7 @@ pub fn run(args: &TrainArgs) -> ExitCode {
                 say!("pretrain {} epoch {}  reconstruction error {:.5}", r.layer, r.epoch, r.reconstruction_error);
             }
         };
-        if let Err(e) = trainer.pretrain(&train, &mut on_epoch) {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        trainer.pretrain(&train, &mut on_epoch).map_err(|e| Failure::Input(e.to_string()))?;
     }
     // Ctrl-C ends the current step, then the run stops cleanly (see `interrupted`).
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
@@ -142,11 +123,8 @@ pub fn run(args: &TrainArgs) -> ExitCode {
                 break;
             }
         };
-        if let Some(path) = &args.save
-            && let Err(e) = checkpoint::save(path, &trainer, &checked.source, &scaler)
-        {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
+        if let Some(path) = &args.save {
+            checkpoint::save(path, &trainer, &checked.source, &scaler).map_err(Failure::Usage)?;
         }
         if !quiet {
             let split = |name: &str, m: &Option<Metrics>| {
@@ -167,14 +145,13 @@ pub fn run(args: &TrainArgs) -> ExitCode {
             );
         }
         history.push(r);
-        if let Some(path) = &args.plot
-            && let Err(code) = write_plot(path, &model.name, &history)
-        {
-            return code;
+        if let Some(path) = &args.plot {
+            write_plot(path, &model.name, &history)?;
         }
     }
     if let Some(TrainError::Interrupted { epoch }) = failure {
-        return interrupted(args, &trainer, &checked.source, &scaler, epoch);
+        interrupted(args, &trainer, &checked.source, &scaler, epoch);
+        return Err(Failure::Interrupted);
     }
     if let Some(e) = failure {
         match &e {
@@ -189,26 +166,18 @@ pub fn run(args: &TrainArgs) -> ExitCode {
             });
             eprintln!("the weights from the start of the failing epoch are kept; {kept}");
         }
-        return ExitCode::from(1);
+        return Err(Failure::Reported);
     }
     let (split, final_set) = match &test {
         Some(t) => ("test", t),
         None => ("train", &train),
     };
-    let metrics = match trainer.evaluate(final_set) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let metrics = trainer.evaluate(final_set).map_err(|e| Failure::Input(e.to_string()))?;
     say!("{split}: {}  ({} rows, {:.1} s)", metrics.to_text(), metrics.rows, started.elapsed().as_secs_f64());
-    if let Some(path) = &args.metrics_json
-        && let Err(code) = write_metrics(path, model, &splits.description, &history, split, &metrics)
-    {
-        return code;
+    if let Some(path) = &args.metrics_json {
+        write_metrics(path, model, &splits.description, &history, split, &metrics)?;
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 fn write_metrics(
@@ -218,7 +187,7 @@ fn write_metrics(
     history: &[EpochReport],
     split: &str,
     m: &Metrics,
-) -> Result<(), ExitCode> {
+) -> Outcome {
     let file = MetricsFile {
         model: &model.name,
         data,
@@ -227,28 +196,24 @@ fn write_metrics(
         final_metrics: FinalMetrics { test_loss: m.loss, test_accuracy: m.accuracy, test_rmse: m.rmse, test_r2: m.r2 },
     };
     let json = serde_json::to_string_pretty(&file).unwrap_or_default();
-    crate::io::write_atomic(path, json.as_bytes()).map_err(|e| {
-        eprintln!("error: cannot write {}: {e}", path.display());
-        ExitCode::from(2)
-    })
+    write(path, json.as_bytes())
 }
 
-fn write_plot(path: &Path, model: &str, history: &[EpochReport]) -> Result<(), ExitCode> {
-    let svg = crate::plot::learning_curves(model, history).map_err(|e| {
-        eprintln!("error: cannot draw {}: {e}", path.display());
-        ExitCode::from(2)
-    })?;
-    crate::io::write_atomic(path, svg.as_bytes()).map_err(|e| {
-        eprintln!("error: cannot write {}: {e}", path.display());
-        ExitCode::from(2)
-    })
+fn write_plot(path: &Path, model: &str, history: &[EpochReport]) -> Outcome {
+    let svg = crate::plot::learning_curves(model, history)
+        .map_err(|e| Failure::Usage(format!("cannot draw {}: {e}", path.display())))?;
+    write(path, svg.as_bytes())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Outcome {
+    crate::io::write_atomic(path, bytes).map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Set by Ctrl-C; checked after every training step.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Saves the last finished epoch and tells how to continue; exit code 130.
-fn interrupted(args: &TrainArgs, trainer: &Trainer, source: &str, scaler: &Scaler, epoch: usize) -> ExitCode {
+/// Saves the last finished epoch and tells how to continue.
+fn interrupted(args: &TrainArgs, trainer: &Trainer, source: &str, scaler: &Scaler, epoch: usize) {
     let path = args.save.clone().unwrap_or_else(|| {
         let stem = args.target.file.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
         PathBuf::from(format!("{stem}.interrupted.safetensors"))
@@ -263,7 +228,6 @@ fn interrupted(args: &TrainArgs, trainer: &Trainer, source: &str, scaler: &Scale
         ),
         Err(e) => eprintln!("error: {e}"),
     }
-    ExitCode::from(130)
 }
 
 /// A bar for one epoch: samples done, live loss, samples/s and time left.
@@ -304,7 +268,7 @@ pub fn split_validation(data: Dataset, fraction: f64, seed: u64) -> (Dataset, Op
 }
 
 /// The data source: `--data` first, then the model's `data = …`.
-fn load_data(args: &TrainArgs, checked: &Checked, model: &CheckedModel) -> Result<Splits, ExitCode> {
+fn load_data(args: &TrainArgs, checked: &Checked, model: &CheckedModel) -> Result<Splits, Failure> {
     let source = match (&args.data, &model.train.data) {
         (Some(d), _) => match d.strip_prefix("builtin:") {
             Some(name) => DataSource::Builtin { name: name.to_string() },
@@ -316,24 +280,19 @@ fn load_data(args: &TrainArgs, checked: &Checked, model: &CheckedModel) -> Resul
         },
         (None, Some(source)) => source.clone(),
         (None, None) => {
-            eprintln!(
-                "error: model `{}` names no data; pass --data FILE.csv or builtin:digits, or add `data = …` to its train block",
+            return Err(Failure::Usage(format!(
+                "model `{}` names no data; pass --data FILE.csv or builtin:digits, or add `data = …` to its train block",
                 model.name
-            );
-            return Err(ExitCode::from(2));
+            )));
         }
     };
-    let base: PathBuf = match (&args.data_dir, &args.data) {
-        (Some(dir), _) => dir.clone(),
+    let base = match &args.data {
         // Paths given on the command line are relative to the working directory.
-        (None, Some(_)) => PathBuf::from("."),
-        (None, None) => args.target.file.parent().map_or(PathBuf::from("."), Path::to_path_buf),
+        Some(_) => PathBuf::from("."),
+        None => super::model_data_dir(&args.target.file, args.data_dir.as_deref()),
     };
     let spec = RowSpec::of(model);
-    data::load(&source, &base, &spec).map_err(|e| {
-        report_diag(checked, &data_diag(&e, model, &spec));
-        ExitCode::from(1)
-    })
+    data::load(&source, &base, &spec).map_err(|e| report_diag(checked, &data_diag(&e, model, &spec)))
 }
 
 /// Points a data error at the declaration it disagrees with.
