@@ -1,0 +1,132 @@
+//! Losses, training settings, lints, lowering and data.
+
+use super::*;
+
+pub fn loss_shape(pred: &Ident, pred_info: &Incoming, target: &Ident, target_shape: &[usize], what: &str) -> Diag {
+    Diag::error(
+        "nnc::loss::shape",
+        "the prediction and the target have different shapes",
+        pred.span,
+        format!("prediction is {}, target needs {} {what}", shape_text(&pred_info.shape), shape_text(target_shape)),
+    )
+    .with_note(pred_info.producer, format!("prediction produced here: {}", derived(pred_info)))
+    .with_note(target.span, format!("target {}", shape_text(target_shape)))
+    .with_help(format!("make the last layer produce {}", shape_text(target_shape)))
+}
+
+pub fn loss_target_kind(call: &Call, target: &Ident, declared: Span, expected: &str, instead: &str) -> Diag {
+    Diag::error(
+        "nnc::loss::target",
+        format!("`{}` does not fit this target", call.name.name),
+        target.span,
+        format!("`{}` needs a target of type {expected}", call.name.name),
+    )
+    .with_note(declared, "target declared here")
+    .with_help(format!("use `{instead}` for this target, or change the target's type"))
+}
+
+pub fn cd_without_rbm(span: Span) -> Diag {
+    Diag::error(
+        "nnc::train::cd",
+        "contrastive divergence trains `rbm` layers, and this model has none",
+        span,
+        "optimizer = cd(…)",
+    )
+    .with_help("add an `rbm(hidden = …)` layer or choose another optimizer")
+}
+
+pub fn rbm_without_cd(span: Span) -> Diag {
+    Diag::warning(
+        "nnc::lint::rbm_untrained",
+        "`rbm` layers are trained by contrastive divergence, which is not enabled",
+        span,
+        "no `pretrain` and no `optimizer = cd(…)`",
+    )
+    .with_help("add `pretrain = cd(k = 1, epochs = 5)` for a deep belief network")
+}
+
+pub fn double_softmax(softmax: Span, loss: Span) -> Diag {
+    Diag::warning("nnc::lint::double_softmax", "softmax is applied twice", softmax, "this softmax")
+        .with_note(loss, "cross_entropy applies softmax itself")
+        .with_help("remove `softmax` and feed the raw scores to cross_entropy")
+}
+
+pub fn dropout_at_output(dropout: Span, pred: &Ident) -> Diag {
+    Diag::warning(
+        "nnc::lint::dropout_output",
+        "dropout on the model's output",
+        dropout,
+        "drops predictions, not features",
+    )
+    .with_note(pred.span, "used as the prediction")
+    .with_help("move dropout before the last layer")
+}
+
+pub fn bce_without_sigmoid(producer: Span, loss: Span) -> Diag {
+    Diag::warning(
+        "nnc::lint::bce_probability",
+        "binary_cross_entropy expects probabilities",
+        producer,
+        "this output is not a sigmoid",
+    )
+    .with_note(loss, "binary_cross_entropy here")
+    .with_help("end the pipeline with `sigmoid`")
+}
+
+pub fn decay_with_batchnorm(bn: Span, train: Span) -> Diag {
+    Diag::warning(
+        "nnc::lint::decay_batchnorm",
+        "weight decay together with batchnorm",
+        bn,
+        "batchnorm makes the preceding weights scale-invariant",
+    )
+    .with_note(train, "l2 / weight_decay set here")
+    .with_help("decay then only raises the effective learning rate; consider removing it")
+}
+
+pub fn not_trainable(span: Span, layer: &str) -> Diag {
+    Diag::error("nnc::lower::not_trainable", format!("`{layer}` layers cannot be trained yet"), span, "no training implementation for this layer")
+        .with_help("`nnc check` and `nnc summary` understand it; training supports dense, conv2d, maxpool, avgpool, maxout, the activations, flatten, reshape and add")
+}
+
+pub fn nothing_to_train(span: Span, model: &str) -> Diag {
+    Diag::error("nnc::lower::no_loss", format!("model `{model}` has no loss to train"), span, "no `loss = …`")
+        .with_help("add a loss; contrastive-divergence training of RBMs is not available yet")
+}
+
+pub fn internal(span: Span, what: &str) -> Diag {
+    Diag::error("nnc::internal", format!("internal error: {what}"), span, "while compiling this model")
+        .with_help("this is a bug in nnc; please report it with the model file")
+}
+
+pub fn several_inputs(span: Span) -> Diag {
+    Diag::error(
+        "nnc::lower::several_inputs",
+        "training reads one input per model",
+        span,
+        "this model declares several inputs",
+    )
+    .with_help("combine the features into one input")
+}
+
+pub fn not_trainable_optimizer(span: Span, what: &str) -> Diag {
+    Diag::error("nnc::lower::optimizer", what.to_string(), span, "cannot build the training step")
+        .with_help("choose gd, sgd, momentum, nesterov or adam")
+}
+
+/// A data file that does not fit the model: names the file and line
+/// (`location`), and points at the declaration it disagrees with.
+pub fn data_mismatch(location: &str, problem: &str, help: &str, declared: Span, expected: &str) -> Diag {
+    Diag::error("nnc::data::mismatch", format!("{location}: {problem}"), declared, expected.to_string())
+        .with_help(help.to_string())
+}
+
+pub fn non_finite(span: Span, what: &str, epoch: usize, step: usize) -> Diag {
+    Diag::error(
+        "nnc::train::non_finite",
+        format!("training diverged at epoch {epoch}, step {step}"),
+        span,
+        format!("{what} is the first value of the step that is not a finite number"),
+    )
+    .with_help("lower the learning rate, add `clip_norm`, or scale the inputs (`scale` / `standardize`)")
+}
