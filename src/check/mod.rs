@@ -9,6 +9,10 @@
 pub mod args;
 pub mod layers;
 pub mod model;
+
+mod blocks;
+mod decls;
+mod loss;
 mod train;
 
 use std::collections::HashMap;
@@ -142,111 +146,6 @@ impl<'a> ModelChecker<'a> {
         let entry = Entry { value, info, defined: name.span, used: false, what };
         self.scope.insert(name.name.clone(), entry);
     }
-
-    fn dims(&mut self, dims: &[ast::Number], what: &str) -> Option<Shape> {
-        let mut shape = Vec::new();
-        for d in dims {
-            shape.push(args::int_value(&Value::Number(d.clone()), what, 1, self.diags)?);
-        }
-        if shape.is_empty() {
-            return None;
-        }
-        let total = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d));
-        match total {
-            Some(t) if t as f64 <= args::MAX_INT => Some(shape),
-            _ => {
-                let span = dims[0].span.join(dims[dims.len() - 1].span);
-                self.diags.push(messages::shape_too_large(span));
-                None
-            }
-        }
-    }
-
-    fn declare_input(&mut self, decl: &ast::Decl) {
-        let (kind, shape) = match &decl.ty {
-            ast::TypeExpr::Dims { kind, dims, .. } => {
-                let kind = match kind.as_ref().map(|k| k.name.as_str()) {
-                    None | Some("real") => InputKind::Real,
-                    Some("seq") => InputKind::Seq,
-                    Some("tokens") => InputKind::Tokens,
-                    Some(_) => {
-                        let k = kind.as_ref().map_or(&decl.name, |k| k);
-                        self.diags.push(messages::unknown_type(k, &["real", "seq", "tokens"], "input"));
-                        return;
-                    }
-                };
-                let Some(shape) = self.dims(dims, "dimension") else {
-                    return;
-                };
-                if kind == InputKind::Seq && shape.len() != 2 {
-                    self.diags.push(messages::seq_rank(decl.ty.span(), shape.len()));
-                    return;
-                }
-                if kind == InputKind::Tokens && shape.len() != 1 {
-                    self.diags.push(messages::tokens_rank(decl.ty.span(), shape.len()));
-                    return;
-                }
-                (kind, shape)
-            }
-            ast::TypeExpr::Count { kind, .. } => {
-                self.diags.push(messages::input_is_class(kind));
-                return;
-            }
-        };
-        let info = Incoming {
-            shape: shape.clone(),
-            why: format!("input {}", decl.name.name),
-            producer: decl.span,
-            tokens: kind == InputKind::Tokens,
-        };
-        let index = self.inputs.len();
-        self.inputs.push(InputSpec { name: decl.name.name.clone(), kind, shape, span: decl.span });
-        self.define(&decl.name, ValueRef::Input(index), info, "input");
-    }
-
-    fn declare_target(&mut self, decl: &ast::Decl) {
-        let kinds = ["class", "real", "binary"];
-        let kind = match &decl.ty {
-            ast::TypeExpr::Count { kind, count, .. } => {
-                if kind.name != "class" {
-                    self.diags.push(messages::unknown_type(kind, &kinds, "target"));
-                    return;
-                }
-                let Some(k) = args::int_value(&Value::Number(count.clone()), "classes", 2, self.diags) else {
-                    return;
-                };
-                TargetKind::Class(k)
-            }
-            ast::TypeExpr::Dims { kind, dims, span } => {
-                let Some(shape) = self.dims(dims, "dimension") else {
-                    return;
-                };
-                match kind.as_ref().map(|k| k.name.as_str()) {
-                    None | Some("real") => TargetKind::Real(shape),
-                    Some("binary") => TargetKind::Binary(shape),
-                    Some("class") => {
-                        self.diags.push(messages::class_needs_count(*span));
-                        return;
-                    }
-                    Some(_) => {
-                        let k = kind.as_ref().map_or(&decl.name, |k| k);
-                        self.diags.push(messages::unknown_type(k, &kinds, "target"));
-                        return;
-                    }
-                }
-            }
-        };
-        let index = self.targets.len();
-        let target = TargetSpec { name: decl.name.name.clone(), kind, span: decl.span };
-        let shape = match &target.kind {
-            TargetKind::Class(k) => vec![*k],
-            TargetKind::Real(s) | TargetKind::Binary(s) => s.clone(),
-        };
-        self.targets.push(target);
-        let info = Incoming { shape, why: String::new(), producer: decl.span, tokens: false };
-        self.define(&decl.name, ValueRef::Target(index), info, "target");
-    }
-
     /// Looks a value up by name, marking it used; reports undefined names.
     fn use_value(&mut self, name: &Ident) -> Option<(ValueRef, Incoming)> {
         match self.scope.get_mut(&name.name) {
@@ -354,40 +253,6 @@ impl<'a> ModelChecker<'a> {
         Some((ValueRef::Node(node), info))
     }
 
-    /// Binds a block's parameters to the call's arguments and returns its body
-    /// with the parameters substituted.
-    fn expand_block(&mut self, block: &ast::BlockDef, call: &Call) -> Option<Vec<Stage>> {
-        let mut bound: HashMap<&str, Value> = HashMap::new();
-        let mut position = 0;
-        let mut ok = true;
-        for arg in &call.args {
-            let param = match &arg.key {
-                Some(key) => block.params.iter().find(|p| p.name == key.name),
-                None => {
-                    position += 1;
-                    block.params.get(position - 1)
-                }
-            };
-            let Some(param) = param else {
-                let names: Vec<&str> = block.params.iter().map(|p| p.name.as_str()).collect();
-                self.diags.push(messages::block_argument(arg.span, &block.name, &names));
-                ok = false;
-                continue;
-            };
-            if bound.insert(&param.name, arg.value.clone()).is_some() {
-                self.diags.push(messages::duplicate_argument(arg.span, arg.span, &param.name));
-                ok = false;
-            }
-        }
-        for param in &block.params {
-            if !bound.contains_key(param.name.as_str()) {
-                self.diags.push(messages::missing_block_argument(call, &block.name, param));
-                ok = false;
-            }
-        }
-        ok.then(|| block.body.iter().map(|s| substitute_stage(s, &bound)).collect())
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn push_node(
         &mut self,
@@ -492,111 +357,6 @@ impl<'a> ModelChecker<'a> {
         Some((ValueRef::Node(node), next))
     }
 
-    fn loss(&mut self) -> Option<LossSpec> {
-        // A model ending in an RBM needs no loss: CD (or annealing on its
-        // reconstruction error) trains it.
-        let ends_in_rbm = self.nodes.last().is_some_and(|n| matches!(n.layer, Layer::Rbm { .. }));
-        let optimizer_needs_no_loss = self.ast.trains.iter().flat_map(|t| &t.settings).any(|s| {
-            s.key.name == "optimizer"
-                && matches!(&s.value, Value::Call(c) if c.name.name == "cd" || (c.name.name == "anneal" && ends_in_rbm))
-        });
-        let Some(first) = self.ast.losses.first() else {
-            if !optimizer_needs_no_loss && !self.ast.inputs.is_empty() {
-                self.diags.push(messages::missing_loss(&self.ast.name));
-            }
-            return None;
-        };
-        for extra in &self.ast.losses[1..] {
-            self.diags.push(messages::duplicate_loss(extra.span, first.span));
-        }
-        let call = &first.call;
-        let kind = match call.name.name.as_str() {
-            "mse" => LossKind::Mse,
-            "cross_entropy" => LossKind::CrossEntropy,
-            "binary_cross_entropy" => LossKind::BinaryCrossEntropy,
-            other => {
-                let known = ["mse", "cross_entropy", "binary_cross_entropy"];
-                self.diags.push(messages::unknown_loss(&call.name, did_you_mean(other, known)));
-                return None;
-            }
-        };
-        let args = Args::match_call(call, &["prediction", "target"], &["prediction", "target"], self.diags);
-        let mut resolve = |key: &str| -> Option<(Ident, ValueRef, Incoming)> {
-            match args.value(key)? {
-                Value::Name(id) => self.use_value(id).map(|(v, i)| (id.clone(), v, i)),
-                v => {
-                    self.diags.push(messages::wrong_type(v, key, "the name of a value"));
-                    None
-                }
-            }
-        };
-        let (prediction, target) = (resolve("prediction"), resolve("target"));
-        let ((pred_name, prediction, pred_info), (target_name, target, target_info)) = (prediction?, target?);
-        let target_kind = match target {
-            ValueRef::Target(t) => Some(self.targets[t].kind.clone()),
-            _ => None,
-        };
-        let spec = LossSpec { kind, prediction, target, span: first.span };
-        match (kind, &target_kind) {
-            (LossKind::CrossEntropy, Some(TargetKind::Class(k))) => {
-                if pred_info.shape != vec![*k] {
-                    self.diags.push(messages::loss_shape(&pred_name, &pred_info, &target_name, &[*k], "class scores"));
-                    return None;
-                }
-            }
-            (LossKind::CrossEntropy, _) => {
-                self.diags.push(messages::loss_target_kind(
-                    call,
-                    &target_name,
-                    target_info.producer,
-                    "class(K)",
-                    "mse",
-                ));
-                return None;
-            }
-            (LossKind::Mse | LossKind::BinaryCrossEntropy, Some(TargetKind::Class(_))) => {
-                self.diags.push(messages::loss_target_kind(
-                    call,
-                    &target_name,
-                    target_info.producer,
-                    "real[...] or binary[...]",
-                    "cross_entropy",
-                ));
-                return None;
-            }
-            _ => {
-                if pred_info.shape != target_info.shape {
-                    self.diags.push(messages::loss_shape(
-                        &pred_name,
-                        &pred_info,
-                        &target_name,
-                        &target_info.shape,
-                        "values",
-                    ));
-                    return None;
-                }
-            }
-        }
-        self.lint_prediction(&spec, &pred_name);
-        Some(spec)
-    }
-
-    fn lint_prediction(&mut self, loss: &LossSpec, pred_name: &Ident) {
-        let ValueRef::Node(n) = loss.prediction else { return };
-        let producer = &self.nodes[n];
-        match (&producer.layer, loss.kind) {
-            (Layer::Activation(Activation::Softmax), LossKind::CrossEntropy) => {
-                self.diags.push(messages::double_softmax(producer.span, loss.span));
-            }
-            (Layer::Dropout { .. }, _) => self.diags.push(messages::dropout_at_output(producer.span, pred_name)),
-            (Layer::Activation(Activation::Sigmoid), LossKind::BinaryCrossEntropy) => {}
-            (_, LossKind::BinaryCrossEntropy) => {
-                self.diags.push(messages::bce_without_sigmoid(producer.span, loss.span));
-            }
-            _ => {}
-        }
-    }
-
     fn cross_checks(&mut self, train: &TrainConfig) {
         let has_rbm = self.nodes.iter().any(|n| matches!(n.layer, Layer::Rbm { .. }));
         let span = self.ast.trains.first().map_or(self.ast.name.span, |t| t.span);
@@ -641,34 +401,5 @@ impl<'a> ModelChecker<'a> {
         unused.sort_by_key(|(s, _, _)| s.start);
         let found: Vec<Diag> = unused.into_iter().map(|(s, n, w)| messages::unused(*s, n, w)).collect();
         self.diags.extend(found);
-    }
-}
-
-fn substitute_stage(stage: &Stage, bound: &HashMap<&str, Value>) -> Stage {
-    match stage {
-        Stage::Layer { call, label } => Stage::Layer { call: substitute_call(call, bound), label: label.clone() },
-        Stage::Repeat { count, body, span } => Stage::Repeat {
-            count: count.clone(),
-            body: body.iter().map(|s| substitute_stage(s, bound)).collect(),
-            span: *span,
-        },
-    }
-}
-
-fn substitute_call(call: &Call, bound: &HashMap<&str, Value>) -> Call {
-    let args = call
-        .args
-        .iter()
-        .map(|a| ast::Arg { key: a.key.clone(), value: substitute_value(&a.value, bound), span: a.span })
-        .collect();
-    Call { args, ..call.clone() }
-}
-
-fn substitute_value(value: &Value, bound: &HashMap<&str, Value>) -> Value {
-    match value {
-        Value::Name(id) => bound.get(id.name.as_str()).cloned().unwrap_or_else(|| value.clone()),
-        Value::List(items, span) => Value::List(items.iter().map(|v| substitute_value(v, bound)).collect(), *span),
-        Value::Call(c) => Value::Call(substitute_call(c, bound)),
-        Value::Number(_) | Value::String(..) => value.clone(),
     }
 }
