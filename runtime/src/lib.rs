@@ -9,9 +9,12 @@ pub mod kernels;
 pub mod library;
 #[cfg(target_arch = "x86_64")]
 mod pool;
+mod products;
 mod routines;
+mod spatial;
 
-pub use routines::{parallel_images, set_parallel_images, softmax_row};
+pub use routines::softmax_row;
+pub use spatial::{parallel_images, set_parallel_images};
 
 /// The scalars a training step reads, where generated code finds them: the
 /// step's last argument points at one (`repr(C)`: the field offsets are the
@@ -40,12 +43,12 @@ pub struct Routine {
 
 /// Table rows named by the exported function itself, so symbol and address cannot disagree.
 macro_rules! routine {
-    ($f:ident, $pointers:expr, $floats:expr) => {
+    ($module:ident :: $f:ident, $pointers:expr, $floats:expr) => {
         Routine {
             name: stringify!($f),
             pointer_args: $pointers,
             float_args: $floats,
-            address: routines::$f as *const u8,
+            address: $module::$f as *const u8,
         }
     };
 }
@@ -53,32 +56,32 @@ macro_rules! routine {
 /// Every routine generated code may call.
 pub fn routines() -> Vec<Routine> {
     vec![
-        routine!(nnc_sgemm, 10, 0),
-        routine!(nnc_sum_rows, 4, 0),
-        routine!(nnc_softmax, 4, 0),
-        routine!(nnc_softmax_grad, 5, 0),
-        routine!(nnc_softmax_cross_entropy, 5, 0),
-        routine!(nnc_softmax_cross_entropy_grad, 6, 0),
-        routine!(nnc_mse, 4, 0),
-        routine!(nnc_bce, 4, 0),
-        routine!(nnc_sum_squares, 3, 0),
-        routine!(nnc_clip_scale, 2, 1),
-        routine!(nnc_log, 3, 0),
-        routine!(nnc_copy, 3, 0),
-        routine!(nnc_conv2d, 6, 0),
-        routine!(nnc_conv2d_grad_input, 5, 0),
-        routine!(nnc_conv2d_grad_weight, 5, 0),
-        routine!(nnc_add_channel_bias, 6, 0),
-        routine!(nnc_mul_channel, 6, 0),
-        routine!(nnc_sum_channels, 5, 0),
-        routine!(nnc_pool, 4, 0),
-        routine!(nnc_pool_grad, 5, 0),
-        routine!(nnc_max_pieces, 4, 0),
-        routine!(nnc_dropout, 5, 1),
-        routine!(nnc_max_pieces_grad, 5, 0),
-        routine!(nnc_slice, 8, 0),
-        routine!(nnc_gather, 6, 0),
-        routine!(nnc_gather_grad, 6, 0),
-        routine!(nnc_bernoulli, 5, 0),
+        routine!(products::nnc_sgemm, 10, 0),
+        routine!(routines::nnc_sum_rows, 4, 0),
+        routine!(routines::nnc_softmax, 4, 0),
+        routine!(routines::nnc_softmax_grad, 5, 0),
+        routine!(routines::nnc_softmax_cross_entropy, 5, 0),
+        routine!(routines::nnc_softmax_cross_entropy_grad, 6, 0),
+        routine!(routines::nnc_mse, 4, 0),
+        routine!(routines::nnc_bce, 4, 0),
+        routine!(routines::nnc_sum_squares, 3, 0),
+        routine!(routines::nnc_clip_scale, 2, 1),
+        routine!(routines::nnc_log, 3, 0),
+        routine!(routines::nnc_copy, 3, 0),
+        routine!(spatial::nnc_conv2d, 6, 0),
+        routine!(spatial::nnc_conv2d_grad_input, 5, 0),
+        routine!(spatial::nnc_conv2d_grad_weight, 5, 0),
+        routine!(spatial::nnc_add_channel_bias, 6, 0),
+        routine!(spatial::nnc_mul_channel, 6, 0),
+        routine!(spatial::nnc_sum_channels, 5, 0),
+        routine!(spatial::nnc_pool, 4, 0),
+        routine!(spatial::nnc_pool_grad, 5, 0),
+        routine!(routines::nnc_max_pieces, 4, 0),
+        routine!(routines::nnc_dropout, 5, 1),
+        routine!(routines::nnc_max_pieces_grad, 5, 0),
+        routine!(routines::nnc_slice, 8, 0),
+        routine!(routines::nnc_gather, 6, 0),
+        routine!(routines::nnc_gather_grad, 6, 0),
+        routine!(routines::nnc_bernoulli, 5, 0),
     ]
 }

@@ -1,0 +1,264 @@
+//! Convolution, pooling and per-channel routines over a batch of images.
+//! A batch is split into a fixed number of parts, run in parallel when the
+//! command line (or a built library) turns image threading on; the results
+//! are the same bits either way.
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+
+use crate::kernels::{self, Window};
+use crate::products::gemm;
+use crate::routines::{slice, slice_mut};
+#[cfg(target_arch = "x86_64")]
+use crate::{conv, pool};
+
+/// The window generated code passed, and the element counts of a
+/// convolution's image, filter and output.
+///
+/// # Safety
+/// `win` points to a valid `Window`.
+unsafe fn conv_sizes(win: *const Window, filters: usize) -> (Window, usize, usize, usize) {
+    // SAFETY: the caller's contract.
+    let win = unsafe { *win };
+    let (b, c, k) = (win.batch, win.channels, win.kernel);
+    (win, b * c * win.height * win.width, filters * c * k * k, b * filters * win.out_height() * win.out_width())
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_conv2d(
+    x: *const f32,
+    w: *const f32,
+    y: *mut f32,
+    win: *const Window,
+    f: usize,
+    bias: *const f32,
+) {
+    // SAFETY: generated code passes the window of this convolution.
+    let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
+    let Window { batch: b, channels: c, height: h, width: wd, kernel: k, .. } = win;
+    // SAFETY: x holds the image's values, w the filter's, y the output's.
+    let (x, w, y) = unsafe { (slice(x, image), slice(w, filter), slice_mut(y, out)) };
+    // SAFETY: a bias that is not null holds one value per filter.
+    let bias = (!bias.is_null()).then(|| unsafe { slice(bias, f) });
+    let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
+    let per = images_per_part(b);
+    let mut images = |per_image: &(dyn Fn(&[f32], &mut [f32]) + Sync)| {
+        each_part(y, per * f * cols, |part, y| {
+            let x = &x[part * per * c * h * wd..];
+            x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(f * cols)).for_each(|(image, out)| per_image(image, out));
+        })
+    };
+    #[cfg(target_arch = "x86_64")]
+    if conv::applies(win) {
+        return conv::with_forward_filter(w, f, win, |packed| {
+            images(&|image, out| conv::forward_image(packed, f, image, win, bias, out))
+        });
+    }
+    images(&|image, out| {
+        with_columns(rows * cols, |columns| {
+            kernels::im2col(image, columns, win);
+            // out [F, OH·OW] = w [F, C·K·K] · columns [C·K·K, OH·OW]
+            gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, 0.0);
+        });
+        if let Some(bias) = bias {
+            for (plane, &b) in out.chunks_exact_mut(cols).zip(bias) {
+                plane.iter_mut().for_each(|v| *v += b);
+            }
+        }
+    });
+}
+
+/// A batch's images are split into this many parts, a fixed number, so
+/// that results are bit for bit the same whatever the thread count.
+const PARTS: usize = 4;
+
+/// Whether the parts run on rayon's threads. Off unless the command line
+/// turns it on for models whose products are too small to thread.
+static PARALLEL_IMAGES: AtomicBool = AtomicBool::new(false);
+
+/// Runs the convolution and pooling routines' image parts in parallel (or not).
+pub fn set_parallel_images(on: bool) {
+    PARALLEL_IMAGES.store(on, Ordering::Relaxed);
+}
+
+pub fn parallel_images() -> bool {
+    PARALLEL_IMAGES.load(Ordering::Relaxed)
+}
+
+fn images_per_part(batch: usize) -> usize {
+    batch.div_ceil(PARTS).max(1)
+}
+
+/// Calls `work(part, chunk)` for each `chunk_len`-sized chunk of `out`, in
+/// parallel when image threading is on. Each part writes only its chunk.
+fn each_part(out: &mut [f32], chunk_len: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
+    let chunk_len = chunk_len.max(1);
+    if parallel_images() {
+        out.par_chunks_mut(chunk_len).enumerate().for_each(|(i, chunk)| work(i, chunk));
+    } else {
+        out.chunks_mut(chunk_len).enumerate().for_each(|(i, chunk)| work(i, chunk));
+    }
+}
+
+thread_local! {
+    /// The im2col buffer, grown to the largest convolution and then reused.
+    static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-part weight gradients, reused likewise.
+    static PARTIALS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn with_columns(len: usize, f: impl FnOnce(&mut [f32])) {
+    COLUMNS.with(|cell| {
+        let mut columns = cell.borrow_mut();
+        if columns.len() < len {
+            columns.resize(len, 0.0);
+        }
+        f(&mut columns[..len]);
+    });
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_conv2d_grad_input(w: *const f32, g: *const f32, dx: *mut f32, win: *const Window, f: usize) {
+    // SAFETY: generated code passes the window of this convolution.
+    let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
+    let Window { batch: b, channels: c, height: h, width: wd, kernel: k, .. } = win;
+    // SAFETY: w holds the filter's values, g the output's, dx the image's.
+    let (w, g, dx) = unsafe { (slice(w, filter), slice(g, out), slice_mut(dx, image)) };
+    let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
+    let per = images_per_part(b);
+    let mut images = |per_image: &(dyn Fn(&[f32], &mut [f32]) + Sync)| {
+        each_part(dx, per * c * h * wd, |part, dx| {
+            let g = &g[part * per * f * cols..];
+            g.chunks_exact(f * cols)
+                .zip(dx.chunks_exact_mut(c * h * wd))
+                .for_each(|(grad, image)| per_image(grad, image));
+        })
+    };
+    #[cfg(target_arch = "x86_64")]
+    if conv::applies(win) {
+        return conv::with_input_gradient_filter(w, f, win, |packed| {
+            images(&|grad, image| conv::input_gradient_image(packed, f, grad, win, image))
+        });
+    }
+    images(&|grad, image| {
+        with_columns(rows * cols, |columns| {
+            // columns [C·K·K, OH·OW] = wᵀ · g
+            gemm(rows, f, cols, w, (1, rows), grad, (cols, 1), columns, 0.0);
+            kernels::col2im(columns, image, win);
+        })
+    });
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_conv2d_grad_weight(x: *const f32, g: *const f32, dw: *mut f32, win: *const Window, f: usize) {
+    // SAFETY: generated code passes the window of this convolution.
+    let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
+    let Window { batch: b, channels: c, height: h, width: wd, kernel: k, .. } = win;
+    // SAFETY: x holds the image's values, g the output's, dw the filter's.
+    let (x, g, dw) = unsafe { (slice(x, image), slice(g, out), slice_mut(dw, filter)) };
+    let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
+    let per = images_per_part(b);
+    // Each part sums its images' products into its own partial; the partials
+    // are then added in part order.
+    PARTIALS.with(|cell| {
+        let mut partials = cell.borrow_mut();
+        partials.clear();
+        partials.resize(b.div_ceil(per) * filter, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        let direct = conv::applies(win);
+        each_part(&mut partials, filter, |part, partial| {
+            let (x, g) = (&x[part * per * c * h * wd..], &g[part * per * f * cols..]);
+            for (image, grad) in x.chunks_exact(c * h * wd).zip(g.chunks_exact(f * cols)).take(per) {
+                #[cfg(target_arch = "x86_64")]
+                if direct {
+                    conv::weight_gradient_image(image, grad, f, win, partial);
+                    continue;
+                }
+                with_columns(rows * cols, |columns| {
+                    kernels::im2col(image, columns, win);
+                    // dw [F, C·K·K] += g [F, OH·OW] · columnsᵀ
+                    gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), partial, 1.0);
+                });
+            }
+        });
+        dw.fill(0.0);
+        for partial in partials.chunks_exact(filter) {
+            dw.iter_mut().zip(partial).for_each(|(d, &p)| *d += p);
+        }
+    });
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_add_channel_bias(
+    x: *const f32,
+    bias: *const f32,
+    y: *mut f32,
+    n: usize,
+    channels: usize,
+    spatial: usize,
+) {
+    // SAFETY: x and y hold n values, bias one per channel.
+    let (x, bias, y) = unsafe { (slice(x, n), slice(bias, channels), slice_mut(y, n)) };
+    kernels::add_channel_bias(x, bias, y, spatial);
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_mul_channel(
+    x: *const f32,
+    scale: *const f32,
+    y: *mut f32,
+    n: usize,
+    channels: usize,
+    spatial: usize,
+) {
+    // SAFETY: x and y hold n values, scale one per channel.
+    let (x, scale, y) = unsafe { (slice(x, n), slice(scale, channels), slice_mut(y, n)) };
+    kernels::mul_channel(x, scale, y, spatial);
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_sum_channels(g: *const f32, out: *mut f32, n: usize, channels: usize, spatial: usize) {
+    // SAFETY: g holds n values, out one per channel.
+    let (g, out) = unsafe { (slice(g, n), slice_mut(out, channels)) };
+    kernels::sum_channels(g, out, spatial);
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_pool(x: *const f32, y: *mut f32, win: *const Window, max: usize) {
+    // SAFETY: generated code passes the window of this pooling.
+    let win = unsafe { *win };
+    let Window { batch: b, channels: c, height: h, width: w, .. } = win;
+    let out = b * c * win.out_height() * win.out_width();
+    // SAFETY: x holds b·c·h·w values, y the output's.
+    let (x, y) = unsafe { (slice(x, b * c * h * w), slice_mut(y, out)) };
+    let per = images_per_part(b);
+    each_part(y, per * out / b.max(1), |part, y| {
+        let images = y.len() / (out / b.max(1)).max(1);
+        let x = &x[part * per * c * h * w..(part * per + images) * c * h * w];
+        kernels::pool(x, y, Window { batch: images, ..win }, max != 0);
+    });
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_pool_grad(x: *const f32, g: *const f32, dx: *mut f32, win: *const Window, max: usize) {
+    // SAFETY: generated code passes the window of this pooling.
+    let win = unsafe { *win };
+    let Window { batch: b, channels: c, height: h, width: w, .. } = win;
+    let out = b * c * win.out_height() * win.out_width();
+    // SAFETY: x and dx hold b·c·h·w values, g the output's.
+    let (x, g, dx) = unsafe { (slice(x, b * c * h * w), slice(g, out), slice_mut(dx, b * c * h * w)) };
+    let (per, image) = (images_per_part(b), c * h * w);
+    each_part(dx, per * image, |part, dx| {
+        let images = dx.len() / image.max(1);
+        let range = part * per..part * per + images;
+        let (x, g) = (&x[range.start * image..range.end * image], &g[range.start * out / b..range.end * out / b]);
+        let win = Window { batch: images, ..win };
+        #[cfg(target_arch = "x86_64")]
+        if max != 0 && pool::applies(win) {
+            return pool::max_pool_2x2_backward(x, g, dx, win);
+        }
+        kernels::pool_backward(x, g, dx, win, max != 0);
+    });
+}
