@@ -9,6 +9,7 @@
 pub mod init;
 pub mod lower;
 mod print;
+mod verify;
 
 use std::fmt;
 
@@ -18,6 +19,7 @@ use crate::diag::Span;
 
 pub use crate::shape::{Shape, around, numel, window};
 pub use lower::lower;
+pub use verify::verify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ValueId(pub usize);
@@ -420,129 +422,4 @@ pub struct TrainGraph {
     pub new_params: Vec<ValueId>,
     /// New value of each optimizer state tensor (by state index).
     pub new_states: Vec<ValueId>,
-}
-
-/// Checks the IR's structural invariants. A failure is a bug in nnc, never a
-/// user error, so it is reported as a message for a panic in tests.
-pub fn verify(graph: &Graph) -> Result<(), String> {
-    let n = graph.nodes.len();
-    let check = |ok: bool, i: usize, what: &str| if ok { Ok(()) } else { Err(format!("node %{i}: {what}")) };
-    for (i, node) in graph.nodes.iter().enumerate() {
-        for input in &node.inputs {
-            check(input.0 < i, i, "input defined after use")?;
-        }
-        let shape = |k: usize| &graph.nodes[node.inputs[k].0].shape;
-        let arity = node.inputs.len();
-        match &node.op {
-            Op::Input(_) | Op::Target(_) | Op::Hyper(_) | Op::Const(_) => check(arity == 0, i, "leaf with inputs")?,
-            Op::Param(p) => {
-                check(arity == 0 && *p < graph.params.len() && graph.params[*p].shape == node.shape, i, "bad param")?
-            }
-            Op::State(s) => {
-                check(arity == 0 && *s < graph.states.len() && graph.states[*s].shape == node.shape, i, "bad state")?
-            }
-            Op::Unary(_) => check(arity == 1 && *shape(0) == node.shape, i, "unary shape")?,
-            Op::UnaryGrad(_) => check(
-                arity == 3 && *shape(0) == node.shape && *shape(1) == node.shape && *shape(2) == node.shape,
-                i,
-                "unary grad shape",
-            )?,
-            Op::Add | Op::Sub | Op::Mul | Op::Div => check(
-                arity == 2 && *shape(0) == node.shape && *shape(1) == node.shape,
-                i,
-                "element-wise shapes differ",
-            )?,
-            Op::MulScalar => {
-                check(arity == 2 && *shape(0) == node.shape && numel(shape(1)) == 1, i, "mul_scalar shapes")?
-            }
-            Op::MatMul { ta, tb } => {
-                check(
-                    arity == 2 && shape(0).len() == 2 && shape(1).len() == 2 && node.shape.len() == 2,
-                    i,
-                    "matmul rank",
-                )?;
-                let (a, b) = (shape(0), shape(1));
-                let (m, k1) = if *ta { (a[1], a[0]) } else { (a[0], a[1]) };
-                let (k2, nn) = if *tb { (b[1], b[0]) } else { (b[0], b[1]) };
-                check(k1 == k2 && node.shape == vec![m, nn], i, "matmul dimensions")?
-            }
-            Op::AddBias => check(
-                arity == 2 && shape(0).len() == 2 && *shape(0) == node.shape && *shape(1) == vec![node.shape[1]],
-                i,
-                "add_bias shapes",
-            )?,
-            Op::SumRows => check(arity == 1 && shape(0).len() == 2 && node.shape == vec![shape(0)[1]], i, "sum_rows")?,
-            Op::Reshape => check(arity == 1 && numel(shape(0)) == numel(&node.shape), i, "reshape size")?,
-            Op::Softmax => check(arity == 1 && *shape(0) == node.shape && node.shape.len() == 2, i, "softmax")?,
-            Op::SoftmaxGrad => {
-                check(arity == 2 && *shape(0) == node.shape && *shape(1) == node.shape, i, "softmax grad")?
-            }
-            Op::SoftmaxCrossEntropy => check(
-                arity == 2 && shape(0).len() == 2 && *shape(1) == vec![shape(0)[0]] && node.shape.is_empty(),
-                i,
-                "cross-entropy shapes",
-            )?,
-            Op::SoftmaxCrossEntropyGrad => check(
-                arity == 3 && *shape(0) == node.shape && *shape(1) == vec![node.shape[0]] && shape(2).is_empty(),
-                i,
-                "cross-entropy grad shapes",
-            )?,
-            Op::Mse | Op::Bce => check(arity == 2 && shape(0) == shape(1) && node.shape.is_empty(), i, "loss shapes")?,
-            Op::MseGrad | Op::BceGrad => check(
-                arity == 3 && *shape(0) == node.shape && *shape(1) == node.shape && shape(2).is_empty(),
-                i,
-                "loss grad shapes",
-            )?,
-            Op::SumSquares => check(arity == 1 && node.shape.is_empty(), i, "sum_squares")?,
-            Op::Conv2d { .. } => check(
-                (arity == 2 || arity == 3 && *shape(2) == vec![node.shape[1]])
-                    && shape(0).len() == 4
-                    && shape(1).len() == 4
-                    && node.shape.len() == 4,
-                i,
-                "conv2d rank",
-            )?,
-            Op::Conv2dGradInput { .. } => check(arity == 2 && node.shape.len() == 4, i, "conv2d grad input")?,
-            Op::Conv2dGradWeight { .. } => check(arity == 2 && node.shape.len() == 4, i, "conv2d grad weight")?,
-            Op::AddChannelBias => {
-                check(arity == 2 && *shape(0) == node.shape && *shape(1) == vec![node.shape[1]], i, "channel bias")?
-            }
-            Op::SumChannels => check(arity == 1 && node.shape == vec![shape(0)[1]], i, "sum_channels")?,
-            Op::MulChannel => {
-                check(arity == 2 && *shape(0) == node.shape && *shape(1) == vec![node.shape[1]], i, "mul_channel")?
-            }
-            Op::Pool { .. } => check(arity == 1 && shape(0).len() == 4 && node.shape.len() == 4, i, "pool rank")?,
-            Op::PoolGrad { .. } => check(arity == 2 && *shape(0) == node.shape, i, "pool grad")?,
-            Op::Dropout { .. } | Op::Bernoulli { .. } => {
-                check(arity == 2 && *shape(0) == node.shape && shape(1).is_empty(), i, "random mask")?
-            }
-            Op::MaxPieces(p) => check(arity == 1 && numel(shape(0)) == numel(&node.shape) * p, i, "max_pieces")?,
-            Op::MaxPiecesGrad(_) => check(arity == 2 && *shape(0) == node.shape, i, "max_pieces grad")?,
-            Op::Slice { axis, start } | Op::SliceGrad { axis, start } => {
-                let (whole, part) =
-                    if matches!(node.op, Op::Slice { .. }) { (shape(0), &node.shape) } else { (&node.shape, shape(0)) };
-                let fits = arity == 1
-                    && whole.len() == part.len()
-                    && *axis < whole.len()
-                    && start + part[*axis] <= whole[*axis]
-                    && (0..whole.len()).all(|d| d == *axis || whole[d] == part[d]);
-                check(fits, i, "slice bounds")?
-            }
-            Op::Gather => check(
-                arity == 2 && shape(1).len() == 2 && node.shape == [shape(0).clone(), vec![shape(1)[1]]].concat(),
-                i,
-                "gather shapes",
-            )?,
-            Op::GatherGrad => check(arity == 2 && node.shape.len() == 2, i, "gather grad shapes")?,
-            Op::ClipScale(_) => check(arity == 1 && shape(0).is_empty() && node.shape.is_empty(), i, "clip_scale")?,
-        }
-    }
-    check(graph.prediction.0 < n, n, "prediction out of range")?;
-    if let Some(loss) = graph.loss {
-        check(loss.0 < n && graph.shape(loss).is_empty(), loss.0, "loss must be a scalar")?;
-    }
-    for (s, v) in graph.state_updates.iter().enumerate() {
-        check(v.0 < n && graph.states.get(s).is_some_and(|st| st.shape == *graph.shape(*v)), v.0, "state update")?;
-    }
-    Ok(())
 }
