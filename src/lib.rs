@@ -2,12 +2,18 @@
 //!
 //! Modules in pipeline order; `pipeline` chains the stages, narrated.
 
-// The bottom of the house: shapes and numeric constants, and diagnostics
-// (the one error type of the user-facing stages). The numeric kernels both
-// backends share live in the `nnc-runtime` crate with the routines.
+// The bottom of the house, each module importing only those above it here:
+// shapes and numeric constants; the syntax tree (what the user wrote, with a
+// span on every node); diagnostics (the one error type of the user-facing
+// stages); writing files safely. The numeric kernels both backends share
+// live in the `nnc-runtime` crate with the routines.
 pub mod shape;
 
+pub mod ast;
+
 pub mod diag;
+
+pub mod io;
 
 // 1. `.nn` text → AST with spans (a pest grammar).
 pub mod syntax;
@@ -48,10 +54,11 @@ pub mod train;
 // 8. Ahead of time: a trained model as a C library (`nnc build`).
 pub mod library;
 
-// Around them: checkpoints, files, plots, measurements, the command line.
+// Around them: checkpoints, plots, measurements, the gradient check.
 pub mod bench;
 pub mod checkpoint;
-pub mod cli;
 pub mod gradcheck;
-pub mod io;
 pub mod plot;
+
+// On top of everything: the command line.
+pub mod cli;

@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
+use crate::ast::{Arg, Call, Ident, Value};
 use crate::diag::{Diag, Span, did_you_mean, messages};
-use crate::syntax::ast::{Arg, Call, Ident, Value};
 
 /// Allowed range of a numeric parameter.
 #[derive(Debug, Clone, Copy)]
@@ -198,7 +198,7 @@ pub fn int_value(value: &Value, name: &str, min: usize, diags: &mut Vec<Diag>) -
         return None;
     }
     if n.value < min as f64 || n.value > MAX_INT {
-        diags.push(messages::int_out_of_range(n, name, min));
+        diags.push(messages::int_out_of_range(n, name, min, MAX_INT));
         return None;
     }
     Some(n.value as usize)

@@ -2,11 +2,11 @@
 //! shape of the value flowing into it (with a human-readable derivation, so a
 //! shape error can show where a size came from).
 
+use crate::ast::{Call, Ident, Value};
 use crate::check::args::{Args, Bound};
 use crate::check::model::{Activation, Layer, Shape, Weights};
 use crate::diag::{Diag, Incoming, messages};
 use crate::shape::shape_text;
-use crate::syntax::ast::{Call, Ident, Value};
 
 /// Every kind of layer. `apply` matches on it without a catch-all, so a new
 /// kind does not compile until it has a shape rule, and `ir::lower` matches

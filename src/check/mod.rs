@@ -17,8 +17,8 @@ mod train;
 
 use std::collections::HashMap;
 
+use crate::ast::{self, Call, Ident, Source, Stage, Value};
 use crate::diag::{Diag, Incoming, Span, did_you_mean, messages};
-use crate::syntax::ast::{self, Call, Ident, Source, Stage, Value};
 use args::Args;
 use layers::{LAYERS, Labelled};
 pub use model::*;

@@ -1,9 +1,9 @@
 //! Checking the `train { … }` block into a `TrainConfig`.
 
+use crate::ast::{Arg, Call, Ident, TrainBlock, Value};
 use crate::check::args::{Args, Bound};
 use crate::check::model::*;
 use crate::diag::{Diag, did_you_mean, messages};
-use crate::syntax::ast::{Arg, Call, Ident, TrainBlock, Value};
 
 const SETTINGS: &[&str] = &[
     "optimizer",

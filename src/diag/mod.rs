@@ -8,40 +8,12 @@
 
 pub mod messages;
 
+pub use crate::ast::Span;
+
 use std::fmt;
 
 use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
 use serde::Serialize;
-
-/// A byte range in the source text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct Span {
-    pub start: usize,
-    pub end: usize,
-}
-
-impl Span {
-    pub fn new(start: usize, end: usize) -> Self {
-        Span { start, end }
-    }
-
-    /// The smallest span covering both.
-    pub fn join(self, other: Span) -> Span {
-        Span::new(self.start.min(other.start), self.end.max(other.end))
-    }
-}
-
-impl From<pest::Span<'_>> for Span {
-    fn from(s: pest::Span<'_>) -> Self {
-        Span::new(s.start(), s.end())
-    }
-}
-
-impl From<Span> for miette::SourceSpan {
-    fn from(s: Span) -> Self {
-        (s.start, s.end.saturating_sub(s.start)).into()
-    }
-}
 
 /// A value flowing into a layer, as checking tracks it and shape messages
 /// show it: its shape and how that shape came about.

@@ -3,14 +3,12 @@
 //! The grammar is `grammar/nn.pest`. This module only builds the AST from
 //! pest's pairs; it does not check meaning.
 
-pub mod ast;
-
 use pest::Parser;
 use pest::iterators::Pair;
 use pest_derive::Parser;
 
+use crate::ast::*;
 use crate::diag::{Diag, Span, messages};
-use ast::*;
 
 #[derive(Parser)]
 #[grammar = "../grammar/nn.pest"]

@@ -16,8 +16,8 @@ pub use syntax::*;
 pub use training::*;
 
 use super::{Diag, Incoming, Span};
+use crate::ast::{Call, Ident, Number, Value};
 use crate::shape::shape_text;
-use crate::syntax::ast::{Call, Ident, Number, Value};
 
 fn list(items: &[&str]) -> String {
     let quoted: Vec<String> = items.iter().map(|i| format!("`{i}`")).collect();

@@ -3,7 +3,37 @@
 //! Nothing here is checked yet: names may be undefined, numbers out of range,
 //! shapes inconsistent. `check` turns an AST model into a `CheckedModel`.
 
-use crate::diag::Span;
+use serde::Serialize;
+
+/// A byte range in the source text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    pub fn new(start: usize, end: usize) -> Self {
+        Span { start, end }
+    }
+
+    /// The smallest span covering both.
+    pub fn join(self, other: Span) -> Span {
+        Span::new(self.start.min(other.start), self.end.max(other.end))
+    }
+}
+
+impl From<pest::Span<'_>> for Span {
+    fn from(s: pest::Span<'_>) -> Self {
+        Span::new(s.start(), s.end())
+    }
+}
+
+impl From<Span> for miette::SourceSpan {
+    fn from(s: Span) -> Self {
+        (s.start, s.end.saturating_sub(s.start)).into()
+    }
+}
 
 /// A parsed `.nn` file: its models and reusable blocks, in source order.
 #[derive(Debug, Clone, Default)]
