@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{Failure, Outcome, TrainArgs, load_model, report_diag};
 
-use crate::check::{CheckedModel, DataSource};
+use crate::check::{CheckedModel, DataSource, TrainConfig};
 use crate::checkpoint;
 use crate::data::{self, DataError, Dataset, RowSpec, Scaler, Splits};
 use crate::diag::{Diag, Span, messages};
@@ -60,25 +60,9 @@ pub fn run(args: &TrainArgs) -> Outcome {
     super::set_gemm_threads(model, super::training_batch(model));
     let mut trainer =
         Trainer::new(model, config.clone(), args.backend.into()).map_err(|d| report_diag(&checked, &d))?;
-    let splits = load_data(args, &checked, model)?;
-    let scaler = Scaler::fit(config.preprocess, &splits.train);
-    let mut train = splits.train;
-    scaler.apply(&mut train);
-    let mut test = splits.test;
-    if let Some(t) = test.as_mut() {
-        scaler.apply(t);
-    }
-    let (train, validation) = split_validation(train, config.validation, config.seed);
+    let data = Prepared::new(load_data(args, &checked, model)?, &config);
     if !args.quiet {
-        say!(
-            "training {} on {} ({} rows{}{}), {} epochs",
-            model.name,
-            splits.description,
-            train.rows,
-            validation.as_ref().map_or(String::new(), |v| format!(", {} validation", v.rows)),
-            test.as_ref().map_or(String::new(), |t| format!(", {} test", t.rows)),
-            config.epochs
-        );
+        say!("training {} on {}, {} epochs", model.name, data.describe(), config.epochs);
     }
     if let Some(path) = &args.resume {
         resume(&mut trainer, path, &checked.source).map_err(Failure::Input)?;
@@ -92,19 +76,74 @@ pub fn run(args: &TrainArgs) -> Outcome {
                 say!("pretrain {} epoch {}  reconstruction error {:.5}", r.layer, r.epoch, r.reconstruction_error);
             }
         };
-        trainer.pretrain(&train, &mut on_epoch).map_err(|e| Failure::Input(e.to_string()))?;
+        trainer.pretrain(&data.train, &mut on_epoch).map_err(|e| Failure::Input(e.to_string()))?;
     }
-    // Ctrl-C ends the current step, then the run stops cleanly (see `interrupted`).
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
     let started = Instant::now();
-    let quiet = args.quiet;
-    let width = config.epochs.to_string().len();
+    let history = train_epochs(args, (&checked, model), &mut trainer, &data, started)?;
+    let (split, final_set) = match &data.test {
+        Some(t) => ("test", t),
+        None => ("train", &data.train),
+    };
+    let metrics = trainer.evaluate(final_set).map_err(|e| Failure::Input(e.to_string()))?;
+    say!("{split}: {}  ({} rows, {:.1} s)", metrics.to_text(), metrics.rows, started.elapsed().as_secs_f64());
+    if let Some(path) = &args.metrics_json {
+        write_metrics(path, model, &data.description, &history, split, &metrics)?;
+    }
+    Ok(())
+}
+
+/// The data a run trains on, preprocessed by the scaler fitted on its
+/// training rows, with the validation rows held out.
+struct Prepared {
+    train: Dataset,
+    validation: Option<Dataset>,
+    test: Option<Dataset>,
+    scaler: Scaler,
+    description: String,
+}
+
+impl Prepared {
+    fn new(splits: Splits, config: &TrainConfig) -> Prepared {
+        let scaler = Scaler::fit(config.preprocess, &splits.train);
+        let mut train = splits.train;
+        scaler.apply(&mut train);
+        let mut test = splits.test;
+        if let Some(t) = test.as_mut() {
+            scaler.apply(t);
+        }
+        let (train, validation) = split_validation(train, config.validation, config.seed);
+        Prepared { train, validation, test, scaler, description: splits.description }
+    }
+
+    /// `digits (1150 rows, 288 validation, 359 test)`
+    fn describe(&self) -> String {
+        format!(
+            "{} ({} rows{}{})",
+            self.description,
+            self.train.rows,
+            self.validation.as_ref().map_or(String::new(), |v| format!(", {} validation", v.rows)),
+            self.test.as_ref().map_or(String::new(), |t| format!(", {} test", t.rows)),
+        )
+    }
+}
+
+/// Trains the remaining epochs; after each one saves the checkpoint, prints
+/// its line and redraws the plot. Ctrl-C ends the current step, saves and
+/// stops (see `interrupted`).
+fn train_epochs(
+    args: &TrainArgs,
+    (checked, model): (&Checked, &CheckedModel),
+    trainer: &mut Trainer,
+    data: &Prepared,
+    started: Instant,
+) -> Result<Vec<EpochReport>, Failure> {
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
+    let epochs = trainer.config.epochs;
     let mut history = Vec::new();
-    let mut failure = None;
     // A live bar on a terminal; plain lines in pipes and CI.
-    let live = !quiet && std::io::stdout().is_terminal();
-    while trainer.epochs_done() < config.epochs {
-        let bar = live.then(|| progress_bar(trainer.epochs_done() + 1, config.epochs, train.rows));
+    let live = !args.quiet && std::io::stdout().is_terminal();
+    while trainer.epochs_done() < epochs {
+        let bar = live.then(|| progress_bar(trainer.epochs_done() + 1, epochs, data.train.rows));
         let mut on_step = |done: usize, _: usize, loss: f64| {
             if let Some(bar) = &bar {
                 bar.set_position(done as u64);
@@ -112,72 +151,69 @@ pub fn run(args: &TrainArgs) -> Outcome {
             }
             !INTERRUPTED.load(Ordering::Relaxed)
         };
-        let result = trainer.fit_epoch_with_progress(&train, validation.as_ref(), test.as_ref(), &mut on_step);
+        let result =
+            trainer.fit_epoch_with_progress(&data.train, data.validation.as_ref(), data.test.as_ref(), &mut on_step);
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        let r = match result {
-            Ok(r) => r,
-            Err(e) => {
-                failure = Some(e);
-                break;
+        let report = match result {
+            Ok(report) => report,
+            Err(TrainError::Interrupted { epoch }) => {
+                interrupted(args, trainer, &checked.source, &data.scaler, epoch);
+                return Err(Failure::Interrupted);
             }
+            Err(e) => return Err(training_failed(args, checked, &e)),
         };
         if let Some(path) = &args.save {
-            checkpoint::save(path, &trainer, &checked.source, &scaler).map_err(Failure::Usage)?;
+            checkpoint::save(path, trainer, &checked.source, &data.scaler).map_err(Failure::Usage)?;
         }
-        if !quiet {
-            let split = |name: &str, m: &Option<Metrics>| {
-                m.as_ref().map_or(String::new(), |m| format!("  {name} {}", m.to_text()))
-            };
-            let mut val = split("validation", &r.validation) + &split("test", &r.test);
-            if let Some(pl) = r.pseudo_likelihood {
-                val = format!("  pseudo-log-likelihood {pl:.3}{val}");
-            }
-            say!(
-                "epoch {:>w$}/{}  train loss {:.4}{val}  lr {:.3e}  ({:.1} s)",
-                r.epoch,
-                config.epochs,
-                r.train_loss,
-                r.lr,
-                started.elapsed().as_secs_f64(),
-                w = width
-            );
+        if !args.quiet {
+            say!("{}", epoch_line(&report, epochs, started));
         }
-        history.push(r);
+        history.push(report);
         if let Some(path) = &args.plot {
             write_plot(path, &model.name, &history)?;
         }
     }
-    if let Some(TrainError::Interrupted { epoch }) = failure {
-        interrupted(args, &trainer, &checked.source, &scaler, epoch);
-        return Err(Failure::Interrupted);
+    Ok(history)
+}
+
+/// `epoch  3/20  train loss 0.1234  validation …  lr 1.000e-1  (0.4 s)`
+fn epoch_line(r: &EpochReport, epochs: usize, started: Instant) -> String {
+    let split =
+        |name: &str, m: &Option<Metrics>| m.as_ref().map_or(String::new(), |m| format!("  {name} {}", m.to_text()));
+    let mut val = split("validation", &r.validation) + &split("test", &r.test);
+    if let Some(pl) = r.pseudo_likelihood {
+        val = format!("  pseudo-log-likelihood {pl:.3}{val}");
     }
-    if let Some(e) = failure {
-        match &e {
-            TrainError::NonFinite { epoch, step, what, span: Some(span) } => {
-                report_diag(&checked, &messages::non_finite(*span, what, *epoch, *step));
-            }
-            _ => eprintln!("error: {e}"),
+    format!(
+        "epoch {:>w$}/{}  train loss {:.4}{val}  lr {:.3e}  ({:.1} s)",
+        r.epoch,
+        epochs,
+        r.train_loss,
+        r.lr,
+        started.elapsed().as_secs_f64(),
+        w = epochs.to_string().len()
+    )
+}
+
+/// Reports a failed epoch: a diverged step as a diagnostic at the value
+/// where it began, with what was kept.
+fn training_failed(args: &TrainArgs, checked: &Checked, e: &TrainError) -> Failure {
+    match e {
+        TrainError::NonFinite { epoch, step, what, span: Some(span) } => {
+            report_diag(checked, &messages::non_finite(*span, what, *epoch, *step));
         }
-        if let TrainError::NonFinite { .. } = e {
-            let kept = args.save.as_ref().map_or("no checkpoint was written".to_string(), |p| {
-                format!("{} holds the last good epoch", p.display())
-            });
-            eprintln!("the weights from the start of the failing epoch are kept; {kept}");
-        }
-        return Err(Failure::Reported);
+        _ => eprintln!("error: {e}"),
     }
-    let (split, final_set) = match &test {
-        Some(t) => ("test", t),
-        None => ("train", &train),
-    };
-    let metrics = trainer.evaluate(final_set).map_err(|e| Failure::Input(e.to_string()))?;
-    say!("{split}: {}  ({} rows, {:.1} s)", metrics.to_text(), metrics.rows, started.elapsed().as_secs_f64());
-    if let Some(path) = &args.metrics_json {
-        write_metrics(path, model, &splits.description, &history, split, &metrics)?;
+    if let TrainError::NonFinite { .. } = e {
+        let kept = args
+            .save
+            .as_ref()
+            .map_or("no checkpoint was written".to_string(), |p| format!("{} holds the last good epoch", p.display()));
+        eprintln!("the weights from the start of the failing epoch are kept; {kept}");
     }
-    Ok(())
+    Failure::Reported
 }
 
 fn write_metrics(
