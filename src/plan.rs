@@ -164,11 +164,47 @@ pub fn plan_forward(g: &Graph) -> Plan {
     plan(g, &outputs, &[], &[])
 }
 
+/// What a plan must produce: the outputs it reads back, and the new value of
+/// every parameter and state tensor (a training step's update).
+struct Roots<'a> {
+    outputs: &'a [ValueId],
+    new_params: &'a [ValueId],
+    new_states: &'a [ValueId],
+}
+
+impl Roots<'_> {
+    fn all(&self) -> impl Iterator<Item = &ValueId> {
+        self.outputs.iter().chain(self.new_params).chain(self.new_states)
+    }
+}
+
 fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[ValueId]) -> Plan {
+    let roots = Roots { outputs, new_params, new_states };
+    let (live, consumers) = liveness(g, &roots);
+    let store = StoreLayout::of(&g.params, &g.states);
+    let offsets = (store.params.iter().map(|&(o, _)| o).collect(), store.states.iter().map(|&(o, _)| o).collect());
+    let (mut locations, fused) = place_and_fuse(g, &live, &consumers, &roots, &offsets);
+    let in_place = in_place_updates(g, &consumers, &roots, &offsets);
+    let kernels = kernels(g, &live, &fused, &locations, &in_place, &roots, &offsets);
+    let scratch_len = assign_scratch(g, &kernels, &fused, &roots, &in_place, &mut locations);
+    // Reshapes alias what they reshape.
+    for (i, node) in g.nodes.iter().enumerate() {
+        if live[i] && node.op == Op::Reshape {
+            locations[i] = locations[node.inputs[0].0];
+        }
+    }
+    Plan { kernels, locations, scratch_len, store }
+}
+
+/// Store offsets of the parameters and of the states.
+type Offsets = (Vec<usize>, Vec<usize>);
+
+/// Which values the roots need (only those are computed), and each value's
+/// live readers.
+fn liveness(g: &Graph, roots: &Roots) -> (Vec<bool>, Vec<Vec<usize>>) {
     let n = g.nodes.len();
-    // Only what the outputs need is computed.
     let mut live = vec![false; n];
-    for v in outputs.iter().chain(new_params).chain(new_states) {
+    for v in roots.all() {
         live[v.0] = true;
     }
     for i in (0..n).rev() {
@@ -184,12 +220,20 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
             consumers[v.0].push(i);
         }
     }
-    let is_output = |i: usize| outputs.iter().chain(new_params).chain(new_states).any(|v| v.0 == i);
+    (live, consumers)
+}
 
-    let store = StoreLayout::of(&g.params, &g.states);
-    let param_offsets: Vec<usize> = store.params.iter().map(|&(o, _)| o).collect();
-    let state_offsets: Vec<usize> = store.states.iter().map(|&(o, _)| o).collect();
-
+/// Where the leaves live, and which element-wise values fuse into their
+/// single element-wise consumer of the same size.
+fn place_and_fuse(
+    g: &Graph,
+    live: &[bool],
+    consumers: &[Vec<usize>],
+    roots: &Roots,
+    (param_offsets, state_offsets): &Offsets,
+) -> (Vec<Location>, Vec<bool>) {
+    let n = g.nodes.len();
+    let is_root = |i: usize| roots.all().any(|v| v.0 == i);
     let mut locations = vec![Location::Fused; n];
     let mut fused = vec![false; n];
     for (i, node) in g.nodes.iter().enumerate() {
@@ -204,9 +248,8 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
             Op::Hyper(h) => Location::Hyper(h.offset()),
             _ => Location::Fused,
         };
-        // Fuse an element-wise value into its single element-wise consumer of the same size.
         let single = consumers[i].len() == 1 && consumers[i][0] > i;
-        if is_elementwise(&node.op) && single && !is_output(i) {
+        if is_elementwise(&node.op) && single && !is_root(i) {
             let c = &g.nodes[consumers[i][0]];
             let slot = c.inputs.iter().position(|v| v.0 == i).unwrap_or(0);
             if is_elementwise(&c.op) && numel(&c.shape) == numel(&node.shape) && !broadcast_slot(&c.op, slot) {
@@ -214,21 +257,26 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
             }
         }
     }
+    (locations, fused)
+}
 
-    // Kernels in graph order; decide which new values can be written in place.
-    let mut kernels = Vec::new();
-    let mut in_place: Vec<Option<usize>> = vec![None; n];
-    let persistent = |targets: &[ValueId],
-                      leaf: &dyn Fn(&Op) -> Option<usize>,
-                      offsets: &[usize],
-                      in_place: &mut Vec<Option<usize>>| {
+/// The new values that can be written straight into the store: element-wise
+/// ones whose old value no reader still needs when they are written.
+fn in_place_updates(g: &Graph, consumers: &[Vec<usize>], roots: &Roots, offsets: &Offsets) -> Vec<Option<usize>> {
+    let mut in_place: Vec<Option<usize>> = vec![None; g.nodes.len()];
+    // The leaf holding the old value: parameter or state number `k`.
+    let leaf = |op: &Op, states: bool| match (op, states) {
+        (Op::Param(p), false) | (Op::State(p), true) => Some(*p),
+        _ => None,
+    };
+    for (targets, offsets, states) in [(roots.new_params, &offsets.0, false), (roots.new_states, &offsets.1, true)] {
         for (k, v) in targets.iter().enumerate() {
             // Every reader of the old value must run no later than the writer.
             let last_read = g
                 .nodes
                 .iter()
                 .enumerate()
-                .filter(|(_, node)| leaf(&node.op) == Some(k))
+                .filter(|(_, node)| leaf(&node.op, states) == Some(k))
                 .flat_map(|(j, _)| consumers[j].iter().copied())
                 .max()
                 .unwrap_or(0);
@@ -241,10 +289,22 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
                 in_place[v.0] = Some(offsets[k]);
             }
         }
-    };
-    persistent(new_params, &|op| if let Op::Param(p) = op { Some(*p) } else { None }, &param_offsets, &mut in_place);
-    persistent(new_states, &|op| if let Op::State(s) = op { Some(*s) } else { None }, &state_offsets, &mut in_place);
+    }
+    in_place
+}
 
+/// The kernels in graph order, then a copy for each new store value not
+/// written in place.
+fn kernels(
+    g: &Graph,
+    live: &[bool],
+    fused: &[bool],
+    locations: &[Location],
+    in_place: &[Option<usize>],
+    roots: &Roots,
+    (param_offsets, state_offsets): &Offsets,
+) -> Vec<Kernel> {
+    let mut kernels = Vec::new();
     for (i, node) in g.nodes.iter().enumerate() {
         if !live[i]
             || fused[i]
@@ -260,7 +320,7 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
             _ => kernels.push(Kernel::Routine { node: v }),
         }
     }
-    for (targets, offsets) in [(new_params, &param_offsets), (new_states, &state_offsets)] {
+    for (targets, offsets) in [(roots.new_params, param_offsets), (roots.new_states, state_offsets)] {
         for (k, v) in targets.iter().enumerate() {
             // A parameter a step leaves alone is its own new value: nothing to copy.
             let unchanged = matches!(locations[v.0], Location::Store(o) if o == offsets[k]);
@@ -269,16 +329,28 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
             }
         }
     }
+    kernels
+}
 
-    // Scratch offsets by liveness over the kernel order.
-    let mut last_use = vec![0usize; n];
+/// Gives every kernel's output a scratch offset (or its store place when
+/// written in place), reusing the space of values no later kernel reads:
+/// best fit over the free ranges. Returns the scratch size.
+fn assign_scratch(
+    g: &Graph,
+    kernels: &[Kernel],
+    fused: &[bool],
+    roots: &Roots,
+    in_place: &[Option<usize>],
+    locations: &mut [Location],
+) -> usize {
+    let mut last_use = vec![0usize; g.nodes.len()];
     for (k, kernel) in kernels.iter().enumerate() {
-        for v in kernel_reads(g, kernel, &fused) {
+        for v in kernel_reads(g, kernel, fused) {
             last_use[v.0] = last_use[v.0].max(k);
         }
     }
     // Outputs stay alive to the end.
-    for v in outputs.iter().chain(new_params).chain(new_states) {
+    for v in roots.all() {
         last_use[v.0] = usize::MAX;
     }
     let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, len)
@@ -321,13 +393,7 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
         locations[produced.0] = Location::Scratch(offset);
         alive.push((last_use[produced.0], produced.0, offset, len));
     }
-    // Reshapes alias what they reshape.
-    for (i, node) in g.nodes.iter().enumerate() {
-        if live[i] && node.op == Op::Reshape {
-            locations[i] = locations[node.inputs[0].0];
-        }
-    }
-    Plan { kernels, locations, scratch_len, store }
+    scratch_len
 }
 
 /// The stored values a kernel reads (looking through fused values and reshapes).
