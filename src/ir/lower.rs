@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::{Graph, Hyper, Init, Op, ParamInfo, RbmInfo, Shape, StateInfo, Unary, ValueId, numel};
-use crate::check::{Activation, CheckedModel, Layer, LossKind, TargetKind, ValueRef, Weights};
+use crate::check::{Activation, CheckedModel, Layer, LossKind, Node, TargetKind, ValueRef, Weights};
 use crate::diag::{Diag, Span, messages};
 
 /// Lowers the model for batches of `batch` samples, for training (dropout
@@ -35,25 +35,15 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
         let span = node.span;
         let v = match &node.layer {
             Layer::Dense { units, bias, weights } => {
-                let fan_in = graph.shape(x)[1];
-                let (w, ta_tb) = match weights {
-                    Weights::Own => {
-                        let init = init_for(model, index, fan_in, *units);
-                        let p =
-                            add_param(&mut graph, format!("{}.weight", node.name), vec![*units, fan_in], init, true);
-                        weight_of.insert(index, p);
-                        (p, true)
-                    }
-                    Weights::Shared(n) => (weight_of[n], true),
-                    Weights::Tied(n) => (weight_of[n], false),
+                let own = Weights::Own == *weights;
+                let (w, tb) = match weights {
+                    Weights::Own => (None, true),
+                    Weights::Shared(n) => (Some(weight_of[n]), true),
+                    Weights::Tied(n) => (Some(weight_of[n]), false),
                 };
-                let w_shape = graph.params[w].shape.clone();
-                let wv = graph.push(Op::Param(w), vec![], w_shape, span);
-                let mut y = graph.push(Op::MatMul { ta: false, tb: ta_tb }, vec![x, wv], out_shape.clone(), span);
-                if *bias {
-                    let b = add_param(&mut graph, format!("{}.bias", node.name), vec![*units], Init::Zeros, false);
-                    let bv = graph.push(Op::Param(b), vec![], vec![*units], span);
-                    y = graph.push(Op::AddBias, vec![y, bv], out_shape, span);
+                let (y, w) = dense(&mut graph, (model, index, node), x, (*units, *bias), (w, tb), out_shape);
+                if own {
+                    weight_of.insert(index, w);
                 }
                 y
             }
@@ -64,38 +54,12 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
                 let other = values[&node.inputs[1]];
                 graph.push(Op::Add, vec![x, other], out_shape, span)
             }
-            Layer::Conv2d { filters, kernel, stride, padding, dilation, bias } => {
-                let channels = graph.shape(x)[1];
-                let fan_in = channels * kernel * kernel;
-                let init = init_for(model, index, fan_in, filters * kernel * kernel);
-                let shape = vec![*filters, channels, *kernel, *kernel];
-                let w = add_param(&mut graph, format!("{}.weight", node.name), shape.clone(), init, true);
-                let wv = graph.push(Op::Param(w), vec![], shape, span);
-                let conv = Op::Conv2d { kernel: *kernel, stride: *stride, padding: *padding, dilation: *dilation };
-                let mut inputs = vec![x, wv];
-                if *bias {
-                    let b = add_param(&mut graph, format!("{}.bias", node.name), vec![*filters], Init::Zeros, false);
-                    inputs.push(graph.push(Op::Param(b), vec![], vec![*filters], span));
-                }
-                graph.push(conv, inputs, out_shape, span)
-            }
+            Layer::Conv2d { .. } => conv2d(&mut graph, (model, index, node), x, out_shape),
             Layer::MaxPool { kernel, stride } | Layer::AvgPool { kernel, stride } => {
                 let max = matches!(node.layer, Layer::MaxPool { .. });
                 graph.push(Op::Pool { max, kernel: *kernel, stride: *stride }, vec![x], out_shape, span)
             }
-            Layer::Maxout { units, pieces } => {
-                let fan_in = graph.shape(x)[1];
-                let width = units * pieces;
-                let init = Init::Xavier { fan_in, fan_out: *units };
-                let w = add_param(&mut graph, format!("{}.weight", node.name), vec![width, fan_in], init, true);
-                let wv = graph.push(Op::Param(w), vec![], vec![width, fan_in], span);
-                let affine = vec![batch, width];
-                let y = graph.push(Op::MatMul { ta: false, tb: true }, vec![x, wv], affine.clone(), span);
-                let b = add_param(&mut graph, format!("{}.bias", node.name), vec![width], Init::Zeros, false);
-                let bv = graph.push(Op::Param(b), vec![], vec![width], span);
-                let y = graph.push(Op::AddBias, vec![y, bv], affine, span);
-                graph.push(Op::MaxPieces(*pieces), vec![y], out_shape, span)
-            }
+            Layer::Maxout { units, pieces } => maxout(&mut graph, node, x, (*units, *pieces), out_shape),
             Layer::Dropout { p } if training => {
                 let step = graph.push(Op::Hyper(Hyper::Step), vec![], vec![], span);
                 // Each dropout layer draws its own masks from the model's seed.
@@ -116,6 +80,79 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
         };
         values.insert(ValueRef::Node(index), v);
     }
+    attach_loss(&mut graph, model, &values)?;
+    Ok(graph)
+}
+
+/// The node being lowered: its model, its index and itself.
+type Lowered<'a> = (&'a CheckedModel, usize, &'a Node);
+
+/// x·Wᵀ (+ b) for a dense layer; `weight` is the parameter of the layer it
+/// shares or ties with (None: its own, initialised here) and `tb` whether
+/// the product transposes it. Returns the output and the weight parameter.
+fn dense(
+    graph: &mut Graph,
+    (model, index, node): Lowered,
+    x: ValueId,
+    (units, bias): (usize, bool),
+    (weight, tb): (Option<usize>, bool),
+    out_shape: Shape,
+) -> (ValueId, usize) {
+    let span = node.span;
+    let fan_in = graph.shape(x)[1];
+    let w = weight.unwrap_or_else(|| {
+        let init = init_for(model, index, fan_in, units);
+        add_param(graph, format!("{}.weight", node.name), vec![units, fan_in], init, true)
+    });
+    let w_shape = graph.params[w].shape.clone();
+    let wv = graph.push(Op::Param(w), vec![], w_shape, span);
+    let mut y = graph.push(Op::MatMul { ta: false, tb }, vec![x, wv], out_shape.clone(), span);
+    if bias {
+        let b = add_param(graph, format!("{}.bias", node.name), vec![units], Init::Zeros, false);
+        let bv = graph.push(Op::Param(b), vec![], vec![units], span);
+        y = graph.push(Op::AddBias, vec![y, bv], out_shape, span);
+    }
+    (y, w)
+}
+
+/// A convolution with its filter (and bias) parameters.
+fn conv2d(graph: &mut Graph, (model, index, node): Lowered, x: ValueId, out_shape: Shape) -> ValueId {
+    let Layer::Conv2d { filters, kernel, stride, padding, dilation, bias } = node.layer else { return x };
+    let span = node.span;
+    let channels = graph.shape(x)[1];
+    let fan_in = channels * kernel * kernel;
+    let init = init_for(model, index, fan_in, filters * kernel * kernel);
+    let shape = vec![filters, channels, kernel, kernel];
+    let w = add_param(graph, format!("{}.weight", node.name), shape.clone(), init, true);
+    let wv = graph.push(Op::Param(w), vec![], shape, span);
+    let conv = Op::Conv2d { kernel, stride, padding, dilation };
+    let mut inputs = vec![x, wv];
+    if bias {
+        let b = add_param(graph, format!("{}.bias", node.name), vec![filters], Init::Zeros, false);
+        inputs.push(graph.push(Op::Param(b), vec![], vec![filters], span));
+    }
+    graph.push(conv, inputs, out_shape, span)
+}
+
+/// Maxout: `units·pieces` affine outputs, then the largest of each unit's pieces.
+fn maxout(graph: &mut Graph, node: &Node, x: ValueId, (units, pieces): (usize, usize), out_shape: Shape) -> ValueId {
+    let span = node.span;
+    let (batch, fan_in) = (graph.shape(x)[0], graph.shape(x)[1]);
+    let width = units * pieces;
+    let init = Init::Xavier { fan_in, fan_out: units };
+    let w = add_param(graph, format!("{}.weight", node.name), vec![width, fan_in], init, true);
+    let wv = graph.push(Op::Param(w), vec![], vec![width, fan_in], span);
+    let affine = vec![batch, width];
+    let y = graph.push(Op::MatMul { ta: false, tb: true }, vec![x, wv], affine.clone(), span);
+    let b = add_param(graph, format!("{}.bias", node.name), vec![width], Init::Zeros, false);
+    let bv = graph.push(Op::Param(b), vec![], vec![width], span);
+    let y = graph.push(Op::AddBias, vec![y, bv], affine, span);
+    graph.push(Op::MaxPieces(pieces), vec![y], out_shape, span)
+}
+
+/// The loss node and the prediction: the model's loss, or for a stack
+/// ending in an RBM the error of reconstructing its input.
+fn attach_loss(graph: &mut Graph, model: &CheckedModel, values: &HashMap<ValueRef, ValueId>) -> Result<(), Diag> {
     let Some(loss) = &model.loss else {
         // A stack ending in an RBM: its output is the hidden probabilities,
         // its loss the error of reconstructing its input from them.
@@ -124,10 +161,10 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
             return Err(messages::nothing_to_train(model.span, &model.name));
         };
         let hidden = values[&ValueRef::Node(model.nodes.len() - 1)];
-        let reconstruction = visible_probabilities(&mut graph, &rbm, hidden);
+        let reconstruction = visible_probabilities(graph, &rbm, hidden);
         graph.loss = Some(graph.push(Op::Mse, vec![reconstruction, rbm.visible], vec![], rbm.span));
         graph.prediction = hidden;
-        return Ok(graph);
+        return Ok(());
     };
     let prediction = values[&loss.prediction];
     let target = values[&loss.target];
@@ -138,7 +175,7 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
     };
     graph.loss = Some(graph.push(op, vec![prediction, target], vec![], loss.span));
     graph.prediction = prediction;
-    Ok(graph)
+    Ok(())
 }
 
 /// Batch normalisation over the features (dimension 1; for images, the
