@@ -12,6 +12,64 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
     };
     let columns: Vec<&str> = header.split(',').map(str::trim).collect();
     let target_width = spec.target_width();
+    let (target_columns, ignore_last) = column_layout(&columns, spec, target, name)?;
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    let mut rows = 0;
+    let mut row_targets = Vec::with_capacity(target_width);
+    for (index, line) in lines {
+        let line_no = index + 1;
+        let cells: Vec<&str> = line.split(',').collect();
+        if cells.len() != columns.len() {
+            return Err(DataError::new(
+                name,
+                Some(line_no),
+                format!("this row has {} values, the header has {}", cells.len(), columns.len()),
+                "every row needs one value per header column",
+            ));
+        }
+        row_targets.clear();
+        for (c, cell) in cells.iter().enumerate() {
+            if ignore_last && c == cells.len() - 1 {
+                continue;
+            }
+            let value = cell_value(cell, columns[c], name, line_no)?;
+            if target_columns.contains(&c) {
+                row_targets.push(value);
+            } else {
+                spec.check_feature(value).map_err(|m| {
+                    DataError::new(
+                        name,
+                        Some(line_no),
+                        format!("column `{}`: {m}", columns[c]),
+                        "fix the token ids or the embedding's vocab",
+                    )
+                })?;
+                x.push(value);
+            }
+        }
+        spec.check_target(&row_targets).map_err(|m| {
+            DataError::new(name, Some(line_no), m, "fix the label or the model's target type").about_target()
+        })?;
+        y.extend_from_slice(&row_targets);
+        rows += 1;
+    }
+    if rows == 0 {
+        return Err(DataError::new(name, None, "the file has a header but no rows", "add one row per sample"));
+    }
+    Ok(Dataset { rows, width: spec.features, x, target_width, y })
+}
+
+/// Which header columns hold the target, and whether a trailing label
+/// column is ignored (a model without a target predicting labelled rows);
+/// an error unless the rest are exactly the model's features.
+fn column_layout(
+    columns: &[&str],
+    spec: &RowSpec,
+    target: Option<&str>,
+    name: &str,
+) -> Result<(Vec<usize>, bool), DataError> {
+    let target_width = spec.target_width();
     // Which columns hold the target.
     let target_columns: Vec<usize> = match target {
         Some(t) => match columns.iter().position(|c| *c == t) {
@@ -42,64 +100,26 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
             format!("{} column(s) in the header, of which {} target column(s)", columns.len(), target_columns.len()),
         ));
     }
-    let mut x = Vec::new();
-    let mut y = Vec::new();
-    let mut rows = 0;
-    let mut row_targets = Vec::with_capacity(target_width);
-    for (index, line) in lines {
-        let line_no = index + 1;
-        let cells: Vec<&str> = line.split(',').collect();
-        if cells.len() != columns.len() {
-            return Err(DataError::new(
-                name,
-                Some(line_no),
-                format!("this row has {} values, the header has {}", cells.len(), columns.len()),
-                "every row needs one value per header column",
-            ));
-        }
-        row_targets.clear();
-        for (c, cell) in cells.iter().enumerate() {
-            if ignore_last && c == cells.len() - 1 {
-                continue;
-            }
-            let value: f32 = cell.trim().parse().map_err(|_| {
-                DataError::new(
-                    name,
-                    Some(line_no),
-                    format!("`{}` in column `{}` is not a number", cell.trim(), columns[c]),
-                    "use plain decimal numbers",
-                )
-            })?;
-            if !value.is_finite() {
-                return Err(DataError::new(
-                    name,
-                    Some(line_no),
-                    format!("column `{}` holds {value}", columns[c]),
-                    "remove or fill rows with missing values",
-                ));
-            }
-            if target_columns.contains(&c) {
-                row_targets.push(value);
-            } else {
-                spec.check_feature(value).map_err(|m| {
-                    DataError::new(
-                        name,
-                        Some(line_no),
-                        format!("column `{}`: {m}", columns[c]),
-                        "fix the token ids or the embedding's vocab",
-                    )
-                })?;
-                x.push(value);
-            }
-        }
-        spec.check_target(&row_targets).map_err(|m| {
-            DataError::new(name, Some(line_no), m, "fix the label or the model's target type").about_target()
-        })?;
-        y.extend_from_slice(&row_targets);
-        rows += 1;
+    Ok((target_columns, ignore_last))
+}
+
+/// One cell as a finite number, or an error naming its line and column.
+fn cell_value(cell: &str, column: &str, name: &str, line_no: usize) -> Result<f32, DataError> {
+    let value: f32 = cell.trim().parse().map_err(|_| {
+        DataError::new(
+            name,
+            Some(line_no),
+            format!("`{}` in column `{column}` is not a number", cell.trim()),
+            "use plain decimal numbers",
+        )
+    })?;
+    if !value.is_finite() {
+        return Err(DataError::new(
+            name,
+            Some(line_no),
+            format!("column `{column}` holds {value}"),
+            "remove or fill rows with missing values",
+        ));
     }
-    if rows == 0 {
-        return Err(DataError::new(name, None, "the file has a header but no rows", "add one row per sample"));
-    }
-    Ok(Dataset { rows, width: spec.features, x, target_width, y })
+    Ok(value)
 }
