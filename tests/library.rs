@@ -240,8 +240,30 @@ fn avx_instructions(disassembly: &str) -> Vec<String> {
         .collect()
 }
 
+/// The shared library exports exactly the C API, and neither library holds
+/// compiler code (Cranelift, pest, miette).
+fn assert_self_contained(lib: &Path) {
+    let symbols = |args: &[&str], file: &str| {
+        let out = Command::new("nm").args(args).arg(lib.join(file)).output().expect("nm runs");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let exported: Vec<String> = symbols(&["-D", "--defined-only"], "libmodel.so")
+        .lines()
+        .filter(|line| line.contains(" T "))
+        .filter_map(|line| line.split_whitespace().last().map(str::to_string))
+        .collect();
+    assert_eq!(exported, ["model_create", "model_destroy", "model_predict"]);
+    for file in ["libmodel.a", "libmodel.so"] {
+        let all = symbols(&["-C"], file).to_lowercase();
+        for compiler in ["cranelift", "pest::", "miette"] {
+            assert!(!all.contains(compiler), "{file} holds {compiler} code");
+        }
+    }
+}
+
 #[test]
-fn a_portable_build_uses_no_avx_and_stays_close_to_the_jit() {
+fn a_portable_build_uses_no_avx_stays_close_to_the_jit_and_carries_no_compiler() {
     let (library, jit, dir) = library_and_jit("digits_mlp.nn", "x86-64-v2");
     for (a, b) in library.iter().flatten().zip(jit.iter().flatten()) {
         assert!((a - b).abs() <= 1e-5, "library {a} vs jit {b}");
@@ -256,6 +278,7 @@ fn a_portable_build_uses_no_avx_and_stays_close_to_the_jit() {
         build_and_link("digits_mlp.nn", &weights, native.path(), "native");
         assert!(!avx_instructions(&generated_code(&native.path().join("lib"))).is_empty());
     }
+    assert_self_contained(&dir.path().join("lib"));
 }
 
 /// An `nnc build` that must fail: its exit code and message, and nothing left in `out`.
