@@ -165,8 +165,7 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
         divisor: &divisor,
         outputs,
         softmax: classes > 0,
-        parallel_images: jit::splits_images(&batched_graph)
-            && jit::spreads_images(model.checked.largest_macs().saturating_mul(options.batch as u64)),
+        parallel_images: jit::splits_images(&batched_graph) && jit::spreads_images(&model.checked, options.batch),
         single: PlannedPass { graph: &single_graph, plan: &single_plan, rows: 1 },
         batched: PlannedPass { graph: &batched_graph, plan: &batched_plan, rows: options.batch },
     };

@@ -44,7 +44,12 @@ const FILTER_GROUPS: usize = 4;
 
 /// Whether this path can run the convolution `win` on this CPU.
 pub fn applies(win: Window) -> bool {
-    win.stride == 1 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    win.stride == 1 && supported()
+}
+
+/// Whether this CPU has what the path needs (AVX2 and FMA).
+pub fn supported() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
 /// A stack of zero-padded planes, and where each tap of a square kernel

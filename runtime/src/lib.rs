@@ -14,6 +14,21 @@ mod routines;
 mod spatial;
 
 pub use routines::softmax_row;
+
+/// Whether a convolution of this stride runs in the direct kernel on this
+/// CPU (which threads its own large products) rather than through im2col and
+/// sgemm.
+pub fn direct_convolution(stride: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        stride == 1 && conv::supported()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = stride;
+        false
+    }
+}
 pub use spatial::{parallel_images, set_parallel_images};
 
 /// The scalars a training step reads, where generated code finds them: the

@@ -315,9 +315,4 @@ impl CheckedModel {
     pub fn total_macs(&self) -> u64 {
         self.nodes.iter().map(|n| n.macs).sum()
     }
-
-    /// Multiply-adds per sample of the costliest layer.
-    pub fn largest_macs(&self) -> u64 {
-        self.nodes.iter().map(|n| n.macs).max().unwrap_or(0)
-    }
 }

@@ -471,5 +471,5 @@ fn training_batch(model: &CheckedModel) -> usize {
 
 /// One matrixmultiply thread for small models, all cores for large ones.
 pub(crate) fn set_gemm_threads(model: &CheckedModel, batch: usize) {
-    crate::jit::choose_gemm_threads(model.largest_macs().saturating_mul(batch as u64));
+    crate::jit::choose_gemm_threads(model, batch);
 }

@@ -23,6 +23,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 use nnc_runtime::Hypers;
 
+use crate::check::{CheckedModel, Layer};
 use crate::ir::{Graph, Op, ValueId, numel};
 use crate::plan::{Location, Plan};
 
@@ -255,23 +256,34 @@ impl Drop for Executable {
 /// synchronisation of matrixmultiply's pool costs more than it saves.
 const THREADED_GEMM_MACS: u64 = 32_000_000;
 
-/// Whether a model whose largest matrix product has `largest_macs`
-/// multiply-adds spreads a batch's images over the cores rather than
-/// threading its products.
-pub fn spreads_images(largest_macs: u64) -> bool {
-    largest_macs < THREADED_GEMM_MACS
+/// Multiply-adds of the largest product `model` hands to matrixmultiply
+/// for `batch` rows: dense-like layers, and convolutions that do not run in
+/// the runtime's direct kernel (which threads its own large products).
+fn largest_threaded_product(model: &CheckedModel, batch: usize) -> u64 {
+    let in_matrixmultiply = |layer: &Layer| match layer {
+        Layer::Conv2d { stride, .. } => !nnc_runtime::direct_convolution(*stride),
+        _ => true,
+    };
+    let largest = model.nodes.iter().filter(|n| in_matrixmultiply(&n.layer)).map(|n| n.macs).max().unwrap_or(0);
+    largest.saturating_mul(batch as u64)
 }
 
-/// Picks how a model uses the cores, given its largest matrix product
-/// (`largest_macs` multiply-adds): large products run on all of
-/// matrixmultiply's threads; small ones run on one thread each, and the
-/// images of a batch are spread over the cores instead (convolution and
-/// pooling). `MATMUL_NUM_THREADS`, when set, wins, and leaves images serial.
+/// Whether `model` at `batch` rows spreads a batch's images over the cores
+/// rather than threading its products: when no product matrixmultiply runs
+/// is large enough to thread well.
+pub fn spreads_images(model: &CheckedModel, batch: usize) -> bool {
+    largest_threaded_product(model, batch) < THREADED_GEMM_MACS
+}
+
+/// Picks how `model` at `batch` rows uses the cores: large products run on
+/// all of matrixmultiply's threads; otherwise they run on one thread each,
+/// and the images of a batch are spread over the cores instead (convolution
+/// and pooling). `MATMUL_NUM_THREADS`, when set, wins, and leaves images serial.
 ///
 /// matrixmultiply reads the variable once, at its first product, so this
 /// must run before any training or inference, while the process has one thread.
-pub fn choose_gemm_threads(largest_macs: u64) {
-    if std::env::var_os("MATMUL_NUM_THREADS").is_some() || !spreads_images(largest_macs) {
+pub fn choose_gemm_threads(model: &CheckedModel, batch: usize) {
+    if std::env::var_os("MATMUL_NUM_THREADS").is_some() || !spreads_images(model, batch) {
         return;
     }
     // SAFETY: called by the command line before it starts any thread, so no
