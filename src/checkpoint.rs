@@ -78,7 +78,14 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
         if view.dtype() != Dtype::F32 {
             return Err(format!("tensor `{name}` is {:?}, expected F32", view.dtype()));
         }
-        let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let values: Vec<f32> =
+            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "tensor `{name}` holds {} at element {i}; a checkpoint with non-finite weights would predict nonsense",
+                values[i]
+            ));
+        }
         tensors.insert(name, (view.shape().to_vec(), values));
     }
     Ok(Checkpoint {

@@ -110,3 +110,17 @@ fn resuming_equals_an_uninterrupted_run_bit_for_bit() {
     let probabilities: f32 = lines[1].split(',').skip(1).map(|v| v.parse::<f32>().expect("number")).sum();
     assert!((probabilities - 1.0).abs() < 1e-4, "{predicted}");
 }
+
+#[test]
+fn non_finite_weights_are_refused_at_load_with_the_tensor_name() {
+    let mut a = trainer(MODEL);
+    a.fit(&data(), None, None, |_| {}).expect("trains");
+    let saved = checkpoint::from_bytes(&checkpoint::to_bytes(&a, MODEL, &Scaler::None).expect("bytes")).expect("reads");
+    let mut tensors = saved.tensors.clone();
+    tensors.get_mut("dense2.weight").expect("tensor").1[3] = f32::NAN;
+    let mut poisoned = trainer(MODEL);
+    poisoned.restore(&tensors, saved.epoch, saved.step).expect("restores");
+    let bytes = checkpoint::to_bytes(&poisoned, MODEL, &Scaler::None).expect("serialises");
+    let err = checkpoint::from_bytes(&bytes).expect_err("a NaN weight is refused");
+    assert!(err.contains("dense2.weight") && err.contains("NaN") && err.contains("element 3"), "{err}");
+}

@@ -150,3 +150,43 @@ fn token_ids_outside_the_vocabulary() {
     let (code, err) = run(&dir.path().join("m.nn"), &[]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_file_without_a_header_row_is_refused_not_shortened() {
+    let (code, err) = train_with(&[("train.csv", b"1,2,3,0\n4,5,6,1\n")]);
+    assert_error(code, &err, &["train.csv:1", "first row holds numbers", "add a header row"]);
+}
+
+#[test]
+fn validation_without_rows_to_spare_is_an_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = MODEL.replace("epochs = 1", "epochs = 1 validation = 0.5");
+    std::fs::write(dir.path().join("m.nn"), model).expect("write model");
+    std::fs::write(dir.path().join("train.csv"), "a,b,c,label\n1,2,3,0\n").expect("write data");
+    let (code, err) = run(&dir.path().join("m.nn"), &[]);
+    assert_error(code, &err, &["validation = 0.5", "at least 2 training rows"]);
+}
+
+#[test]
+fn test_data_without_training_data_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("m.nn"), MODEL).expect("write model");
+    std::fs::write(dir.path().join("train.csv"), "a,b,c,label\n1,2,3,0\n").expect("write data");
+    let (code, err) = run(&dir.path().join("m.nn"), &["--test", "other.csv"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--test goes with --data"), "{err}");
+}
+
+#[test]
+fn final_metrics_come_from_the_validation_rows_when_there_is_no_test_split() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = MODEL.replace("epochs = 1", "epochs = 1 validation = 0.5");
+    std::fs::write(dir.path().join("m.nn"), model).expect("write model");
+    let rows: String = (0..8).map(|i| format!("{i},1,2,{}\n", i % 4)).collect();
+    std::fs::write(dir.path().join("train.csv"), format!("a,b,c,label\n{rows}")).expect("write data");
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc")).arg("train").arg(dir.path().join("m.nn")).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("validation:") && last.contains("(4 rows"), "{stdout}");
+}

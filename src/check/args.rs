@@ -148,6 +148,15 @@ impl<'a> Args<'a> {
         self.opt_int(name, min, diags).unwrap_or(default)
     }
 
+    /// A count with its own upper bound (`max`), for counts whose cost grows
+    /// with them (Gibbs steps, epochs).
+    pub fn count(&self, name: &str, default: usize, (min, max): (usize, usize), diags: &mut Vec<Diag>) -> usize {
+        match self.value(name) {
+            Some(value) => int_in(value, name, min, max as f64, diags).unwrap_or(default),
+            None => default,
+        }
+    }
+
     pub fn opt_int(&self, name: &str, min: usize, diags: &mut Vec<Diag>) -> Option<usize> {
         let value = self.value(name)?;
         int_value(value, name, min, diags)
@@ -189,6 +198,11 @@ impl<'a> Args<'a> {
 
 /// A whole number ≥ `min` written as a literal.
 pub fn int_value(value: &Value, name: &str, min: usize, diags: &mut Vec<Diag>) -> Option<usize> {
+    int_in(value, name, min, MAX_INT, diags)
+}
+
+/// `value` as a whole number in [min, max], or a diagnostic.
+fn int_in(value: &Value, name: &str, min: usize, max: f64, diags: &mut Vec<Diag>) -> Option<usize> {
     let Value::Number(n) = value else {
         diags.push(messages::wrong_type(value, name, "a whole number"));
         return None;
@@ -197,8 +211,8 @@ pub fn int_value(value: &Value, name: &str, min: usize, diags: &mut Vec<Diag>) -
         diags.push(messages::wrong_type(value, name, "a whole number"));
         return None;
     }
-    if n.value < min as f64 || n.value > MAX_INT {
-        diags.push(messages::int_out_of_range(n, name, min, MAX_INT));
+    if n.value < min as f64 || n.value > max {
+        diags.push(messages::int_out_of_range(n, name, min, max));
         return None;
     }
     Some(n.value as usize)

@@ -5,6 +5,11 @@ use crate::check::args::{Args, Bound};
 use crate::check::model::*;
 use crate::diag::{Diag, did_you_mean, messages};
 
+/// Gibbs steps of CD-k (each is unrolled into the step's graph).
+const GIBBS_STEPS: (usize, usize) = (1, 1_000);
+/// Epochs of training or pretraining (as `--epochs` accepts).
+const EPOCHS: (usize, usize) = (1, 1_000_000);
+
 const SETTINGS: &[&str] = &[
     "optimizer",
     "lr",
@@ -95,7 +100,7 @@ pub fn check_train(blocks: &[TrainBlock], diags: &mut Vec<Diag>) -> TrainConfig 
         Some(_) => Batch::Size(args.int("batch", 32, 1, diags)),
         None => config.batch,
     };
-    config.epochs = args.int("epochs", config.epochs, 1, diags);
+    config.epochs = args.count("epochs", config.epochs, EPOCHS, diags);
     config.clip_norm = args.opt_float("clip_norm", Bound::Positive, diags);
     config.clip_value = args.opt_float("clip_value", Bound::Positive, diags);
     config.l2 = args.float("l2", 0.0, Bound::NonNegative, diags);
@@ -190,7 +195,7 @@ fn optimizer(value: &Value, diags: &mut Vec<Diag>) -> Option<(Optimizer, Option<
             cooling: args.float("cooling", 0.95, Bound::UnitExclusive, diags),
             scale: args.float("scale", 0.1, Bound::Positive, diags),
         },
-        _ => Optimizer::ContrastiveDivergence { k: args.int("k", 1, 1, diags) },
+        _ => Optimizer::ContrastiveDivergence { k: args.count("k", 1, GIBBS_STEPS, diags) },
     };
     let lr = match (&optimizer, lr) {
         (Optimizer::Adam { .. }, None) => Some(0.001),
@@ -242,8 +247,8 @@ fn pretrain(value: &Value, diags: &mut Vec<Diag>) -> Option<Pretrain> {
     let catalogue: &[(&str, &[&str], &[&str])] = &[("cd", &["k", "epochs", "lr"], &[])];
     let (_, args) = named_call(value, "pretrain", catalogue, diags)?;
     Some(Pretrain {
-        k: args.int("k", 1, 1, diags),
-        epochs: args.int("epochs", 5, 1, diags),
+        k: args.count("k", 1, GIBBS_STEPS, diags),
+        epochs: args.count("epochs", 5, EPOCHS, diags),
         lr: args.float("lr", 0.1, Bound::Positive, diags),
     })
 }

@@ -159,9 +159,6 @@ pub struct BuildArgs {
 
 pub fn build(file: &Path, model: Option<&str>, args: &BuildArgs) -> Outcome {
     let target = TargetCpu::parse(&args.target_cpu).map_err(Failure::Usage)?;
-    if args.batch == 0 {
-        return Err(Failure::Usage("--batch must be at least 1".into()));
-    }
     if let Some(name) = &args.name {
         library::check_name(name).map_err(Failure::Usage)?;
     }

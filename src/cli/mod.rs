@@ -100,7 +100,7 @@ enum Command {
         #[arg(long, value_enum)]
         emit: Option<Emit>,
         /// Batch size for `--emit ir|train-ir`.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = batch_size)]
         batch: usize,
     },
     /// Per-layer output shapes, parameter counts and costs.
@@ -155,7 +155,7 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
         /// Rows per call of the batched forward pass.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = batch_size)]
         batch: usize,
         /// Instruction-set extensions the generated code may use: `native`
         /// (this CPU's) or a preset such as x86-64-v2, x86-64-v3, x86-64-v4.
@@ -167,7 +167,7 @@ enum Command {
         #[command(flatten)]
         target: ModelChoice,
         /// Training batch size (default: the model's).
-        #[arg(long)]
+        #[arg(long, value_parser = batch_size)]
         batch: Option<usize>,
         #[arg(long, value_enum, default_value = "jit")]
         backend: BackendArg,
@@ -270,7 +270,7 @@ pub fn run() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Command::Check { file, format, emit, batch } => check(&file, format, emit, batch.max(1)),
+        Command::Check { file, format, emit, batch } => check(&file, format, emit, batch),
         Command::Summary { target, json } => summary(&target.file, target.model.as_deref(), json),
         Command::Train(args) => train::run(&args),
         Command::Eval { target, weights, data, data_dir } => {
@@ -428,7 +428,7 @@ fn bench(
     let (checked, index) = load_model(file, model)?;
     let model = &checked.models[index];
     set_gemm_threads(model, batch.unwrap_or_else(|| training_batch(model)));
-    let r = crate::bench::run(model, batch.filter(|b| *b > 0), backend, seconds.max(0.1)).map_err(|e| match e {
+    let r = crate::bench::run(model, batch, backend, seconds.max(0.1)).map_err(|e| match e {
         crate::bench::BenchError::Model(d) => report_diag(&checked, &d),
         crate::bench::BenchError::Train(e) => Failure::Input(e.to_string()),
     })?;
@@ -449,6 +449,17 @@ fn bench(
         );
     }
     Ok(())
+}
+
+/// The largest batch a flag accepts; larger batches are the model's `batch = …`.
+const MAX_BATCH_FLAG: usize = 1_000_000;
+
+/// A `--batch` value: a whole number from 1 to `MAX_BATCH_FLAG`.
+fn batch_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_BATCH_FLAG).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to {MAX_BATCH_FLAG}")),
+    }
 }
 
 /// The one rule for data paths: those a model file names are relative to

@@ -25,7 +25,7 @@ struct MetricsFile<'a> {
     model: &'a str,
     data: &'a str,
     epochs: &'a [EpochReport],
-    /// Which split the final metrics come from: "test", or "train" without a test set.
+    /// Which split the final metrics come from: "test", else "validation", else "train".
     final_split: &'a str,
     #[serde(flatten)]
     final_metrics: FinalMetrics,
@@ -60,7 +60,7 @@ pub fn run(args: &TrainArgs) -> Outcome {
     super::set_gemm_threads(model, super::training_batch(model));
     let mut trainer =
         Trainer::new(model, config.clone(), args.backend.into()).map_err(|d| report_diag(&checked, &d))?;
-    let data = Prepared::new(load_data(args, &checked, model)?, &config);
+    let data = Prepared::new(load_data(args, &checked, model)?, &config)?;
     if !args.quiet {
         say!("training {} on {}, {} epochs", model.name, data.describe(), config.epochs);
     }
@@ -80,9 +80,10 @@ pub fn run(args: &TrainArgs) -> Outcome {
     }
     let started = Instant::now();
     let history = train_epochs(args, (&checked, model), &mut trainer, &data, started)?;
-    let (split, final_set) = match &data.test {
-        Some(t) => ("test", t),
-        None => ("train", &data.train),
+    let (split, final_set) = match (&data.test, &data.validation) {
+        (Some(t), _) => ("test", t),
+        (None, Some(v)) => ("validation", v),
+        (None, None) => ("train", &data.train),
     };
     let metrics = trainer.evaluate(final_set).map_err(|e| Failure::Input(e.to_string()))?;
     say!("{split}: {}  ({} rows, {:.1} s)", metrics.to_text(), metrics.rows, started.elapsed().as_secs_f64());
@@ -103,7 +104,13 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(splits: Splits, config: &TrainConfig) -> Prepared {
+    fn new(splits: Splits, config: &TrainConfig) -> Result<Prepared, Failure> {
+        if config.validation > 0.0 && splits.train.rows < 2 {
+            return Err(Failure::Input(format!(
+                "`validation = {}` needs at least 2 training rows, and {} has {}; add rows or remove `validation`",
+                config.validation, splits.description, splits.train.rows
+            )));
+        }
         let scaler = Scaler::fit(config.preprocess, &splits.train);
         let mut train = splits.train;
         scaler.apply(&mut train);
@@ -112,7 +119,7 @@ impl Prepared {
             scaler.apply(t);
         }
         let (train, validation) = split_validation(train, config.validation, config.seed);
-        Prepared { train, validation, test, scaler, description: splits.description }
+        Ok(Prepared { train, validation, test, scaler, description: splits.description })
     }
 
     /// `digits (1150 rows, 288 validation, 359 test)`
@@ -305,6 +312,11 @@ pub fn split_validation(data: Dataset, fraction: f64, seed: u64) -> (Dataset, Op
 
 /// The data source: `--data` first, then the model's `data = …`.
 fn load_data(args: &TrainArgs, checked: &Checked, model: &CheckedModel) -> Result<Splits, Failure> {
+    if args.test.is_some() && args.data.is_none() {
+        return Err(Failure::Usage(
+            "--test goes with --data (the training CSV); the model's own `data = …` names its test split".into(),
+        ));
+    }
     let source = match (&args.data, &model.train.data) {
         (Some(d), _) => match d.strip_prefix("builtin:") {
             Some(name) => DataSource::Builtin { name: name.to_string() },

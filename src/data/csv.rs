@@ -11,6 +11,15 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
         return Err(DataError::new(name, None, "the file is empty", "a CSV needs a header row and one row per sample"));
     };
     let columns: Vec<&str> = header.split(',').map(str::trim).collect();
+    // A first row of numbers is data: taking it as the header would lose a sample.
+    if columns.iter().all(|c| c.parse::<f64>().is_ok()) {
+        return Err(DataError::new(
+            name,
+            Some(1),
+            "the first row holds numbers, not column names",
+            "add a header row naming the columns (for example x0,x1,…,label)",
+        ));
+    }
     let target_width = spec.target_width();
     let (target_columns, ignore_last) = column_layout(&columns, spec, target, name)?;
     let mut x = Vec::new();

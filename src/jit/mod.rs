@@ -157,7 +157,7 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
     Ok(Executable {
         module: Some(module),
         step,
-        scratch: vec![0.0; plan.scratch_len.max(1)],
+        scratch: zeroed(plan.scratch_len.max(1))?,
         splits_images: splits_images(graph),
         store_len: plan.store.len,
         input_len,
@@ -166,6 +166,17 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
         shapes: graph.nodes.iter().map(|n| n.shape.clone()).collect(),
         clif,
     })
+}
+
+/// `len` zeros, or an error (not an abort) when the memory is not there.
+pub fn zeroed(len: usize) -> Result<Vec<f32>, String> {
+    let mut values = Vec::new();
+    values.try_reserve_exact(len).map_err(|_| {
+        let gib = len as f64 * 4.0 / f64::from(1u32 << 30);
+        format!("the step needs {gib:.1} GiB of working memory, more than this machine can give; use a smaller batch")
+    })?;
+    values.resize(len, 0.0);
+    Ok(values)
 }
 
 /// Whether a graph has convolutions or pooling over a batch of more than
