@@ -28,6 +28,10 @@ pub struct Summary {
     /// Forward FLOPs per sample (2 per multiply-add).
     pub total_flops: u64,
     pub total_activation_bytes: usize,
+    /// The batch of the model's training step (1 for `batch = full`: rows unknown).
+    pub training_batch: usize,
+    /// About how much memory that training step takes.
+    pub training_bytes: u64,
 }
 
 pub fn summarize(model: &CheckedModel) -> Summary {
@@ -57,7 +61,13 @@ pub fn summarize(model: &CheckedModel) -> Summary {
         activation_bytes: 4 * n.shape.iter().product::<usize>(),
     }));
     let total_macs = model.total_macs();
+    let training_batch = match model.train.batch {
+        crate::check::Batch::Size(b) => b,
+        crate::check::Batch::Full => 1,
+    };
     Summary {
+        training_batch,
+        training_bytes: model.training_memory(training_batch).bytes,
         model: model.name.clone(),
         total_params: model.total_params(),
         total_macs,
@@ -94,7 +104,8 @@ fn bytes(n: usize) -> String {
     match n {
         0..=9_999 => format!("{n} B"),
         10_000..=9_999_999 => format!("{:.1} KiB", n as f64 / 1024.0),
-        _ => format!("{:.1} MiB", n as f64 / 1048576.0),
+        10_000_000..=9_999_999_999 => format!("{:.1} MiB", n as f64 / 1048576.0),
+        _ => format!("{:.1} GiB", n as f64 / 1073741824.0),
     }
 }
 
@@ -136,6 +147,11 @@ impl Summary {
             human(self.total_macs),
             human(self.total_flops),
             bytes(self.total_activation_bytes)
+        ));
+        out.push_str(&format!(
+            "training step at batch {}: about {} (parameters, gradients, optimizer state and kept outputs)\n",
+            self.training_batch,
+            bytes(usize::try_from(self.training_bytes).unwrap_or(usize::MAX))
         ));
         out
     }

@@ -23,6 +23,14 @@ use args::Args;
 use layers::{LAYERS, Labelled};
 pub use model::*;
 
+/// This machine's memory in bytes (Linux's `MemTotal`), if it can be read.
+fn machine_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// How deep blocks may call blocks; deeper means a block calls itself.
 const MAX_BLOCK_DEPTH: usize = 16;
 /// Most layers a model may expand to (through `repeat` and blocks).
@@ -384,6 +392,25 @@ impl<'a> ModelChecker<'a> {
             && let Some(bn) = self.nodes.iter().find(|n| matches!(n.layer, Layer::BatchNorm { .. }))
         {
             self.diags.push(messages::decay_with_batchnorm(bn.span, span));
+        }
+        self.check_memory(train);
+    }
+
+    /// An error, before anything is allocated, when a training step at the
+    /// model's batch cannot fit in this machine's memory.
+    fn check_memory(&mut self, train: &TrainConfig) {
+        let Some(available) = machine_memory() else { return };
+        let batch = match train.batch {
+            Batch::Size(b) => b,
+            // The rows are not known yet; one row is the least it takes.
+            Batch::Full => 1,
+        };
+        let memory = model::training_memory(&self.nodes, &self.inputs, &train.optimizer, batch);
+        if memory.bytes > available
+            && let Some((node, share)) = memory.dominant
+        {
+            let node = &self.nodes[node];
+            self.diags.push(messages::too_much_memory(node.span, memory.bytes, batch, (&node.name, share)));
         }
     }
 

@@ -130,3 +130,19 @@ pub fn non_finite(span: Span, what: &str, epoch: usize, step: usize) -> Diag {
     )
     .with_help("lower the learning rate, add `clip_norm`, or scale the inputs (`scale` / `standardize`)")
 }
+
+/// A training step that cannot fit in this machine's memory; `dominant` is
+/// the layer that takes the most, with its share.
+pub fn too_much_memory(span: Span, bytes: u64, batch: usize, (layer, share): (&str, u64)) -> Diag {
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30));
+    Diag::error(
+        "nnc::model::memory",
+        format!("training this model at batch {batch} needs about {}, more than this machine has", gib(bytes)),
+        span,
+        format!(
+            "`{layer}` alone takes about {} (its parameters, their gradients and optimizer state, and its outputs)",
+            gib(share)
+        ),
+    )
+    .with_help("make this layer smaller, or lower `batch`")
+}
