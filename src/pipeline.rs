@@ -52,10 +52,33 @@ pub fn check_source(file_name: &str, source: &str) -> Checked {
     Checked { file_name: file_name.to_string(), source: source.to_string(), models, diags }
 }
 
+/// The largest model file nnc reads; real ones are a few kilobytes.
+const MODEL_FILE_LIMIT: u64 = 1 << 20;
+
 /// Steps 1–3: reads and checks a `.nn` file.
 pub fn check_file(path: &Path) -> std::io::Result<Checked> {
-    let source = std::fs::read_to_string(path)?;
+    let source = read_model(path)?;
     Ok(check_source(&path.display().to_string(), &source))
+}
+
+/// A model file's text: at most `MODEL_FILE_LIMIT` bytes of UTF-8 (the
+/// error says where the first bytes that are not UTF-8 are).
+fn read_model(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(MODEL_FILE_LIMIT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MODEL_FILE_LIMIT {
+        let message = format!("the file is larger than {} KiB; is it a model file?", MODEL_FILE_LIMIT >> 10);
+        return Err(Error::new(ErrorKind::InvalidData, message));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+        let message = format!("line {line}, column {column}: these bytes are not UTF-8 text; save the file as UTF-8");
+        Error::new(ErrorKind::InvalidData, message)
+    })
 }
 
 /// Step 4 for evaluation and inference: batch normalisation reads its

@@ -190,3 +190,42 @@ fn final_metrics_come_from_the_validation_rows_when_there_is_no_test_split() {
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.starts_with("validation:") && last.contains("(4 rows"), "{stdout}");
 }
+
+/// Inputs without end or shape are bounded reads with clear errors: a device
+/// as data, a binary file as CSV, a model file that is not text or is huge.
+#[test]
+fn endless_and_binary_inputs_are_refused_quickly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("m.nn"), MODEL).expect("write model");
+    let (code, err) = run(&dir.path().join("m.nn"), &["--data", "/dev/zero"]);
+    assert_error(code, &err, &["/dev/zero", "NUL bytes"]);
+
+    let nnc = |file: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nnc")).arg("check").arg(file).output().expect("runs");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let latin1 = dir.path().join("latin1.nn");
+    std::fs::write(&latin1, b"model m {\n  input x: [4]\n  caf\xe9\n}\n").expect("write");
+    let (code, err) = nnc(&latin1);
+    assert_eq!(code, 2);
+    assert!(err.contains("line 3, column 6") && err.contains("not UTF-8"), "{err}");
+    let huge = dir.path().join("huge.nn");
+    std::fs::write(&huge, vec![b' '; 2 << 20]).expect("write");
+    let (code, err) = nnc(&huge);
+    assert_eq!(code, 2);
+    assert!(err.contains("larger than 1024 KiB"), "{err}");
+}
+
+#[test]
+fn an_idx_header_promising_more_than_nnc_reads_is_refused_before_reading() {
+    // 2^31 images of 2^31 pixels: the header alone says it cannot be real.
+    let images = idx(&[1 << 31, 1 << 31, 1], &[]);
+    let labels = idx(&[4], &[0, 1, 2, 3]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("i.idx"), images).expect("write");
+    std::fs::write(dir.path().join("l.idx"), labels).expect("write");
+    let model = MODEL.replace("csv(\"train.csv\")", "idx(\"i.idx\", \"l.idx\")");
+    std::fs::write(dir.path().join("m.nn"), model).expect("write model");
+    let (code, err) = run(&dir.path().join("m.nn"), &[]);
+    assert_error(code, &err, &["i.idx", "the header promises 2147483648×2147483648×1 bytes"]);
+}

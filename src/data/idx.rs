@@ -3,42 +3,54 @@
 
 use std::path::Path;
 
-use super::{DataError, Dataset, RowSpec, TargetSpecOfRow, maybe_gunzip, read_file};
+use std::io::Read;
+
+use super::{DATA_LIMIT, DataError, Dataset, RowSpec, TargetSpecOfRow, open, read_bounded};
 
 struct Idx {
     dims: Vec<usize>,
     data: Vec<u8>,
 }
 
-fn parse(bytes: &[u8], name: &str) -> Result<Idx, DataError> {
-    let bad = |m: String| DataError::new(name, None, m, "is this an IDX file (MNIST format)?");
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+/// Reads an IDX file, its data only as far as its header promises (so a
+/// damaged header or a gzip bomb is an error, not a huge read).
+fn read(path: &Path) -> Result<Idx, DataError> {
+    let name = path.display().to_string();
+    let bad = |m: String| DataError::new(&name, None, m, "is this an IDX file (MNIST format)?");
+    let mut reader = open(path)?;
+    let magic = read_bounded(&mut reader.by_ref().take(4), 4, &name)?;
+    if magic.len() < 4 || magic[0] != 0 || magic[1] != 0 {
         return Err(bad("the file does not start with an IDX header".into()));
     }
-    if bytes[2] != 0x08 {
-        return Err(bad(format!("element type 0x{:02x} is not unsigned bytes (0x08)", bytes[2])));
+    if magic[2] != 0x08 {
+        return Err(bad(format!("element type 0x{:02x} is not unsigned bytes (0x08)", magic[2])));
     }
-    let rank = bytes[3] as usize;
-    let header = 4 + 4 * rank;
-    if rank == 0 || bytes.len() < header {
+    let rank = magic[3] as usize;
+    let header = read_bounded(&mut reader.by_ref().take(4 * rank as u64), 4 * rank as u64, &name)?;
+    if rank == 0 || header.len() < 4 * rank {
         return Err(bad("the header is truncated".into()));
     }
-    let dims: Vec<usize> = (0..rank)
-        .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        header.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
     let expected =
-        dims.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).ok_or_else(|| bad("the dimensions overflow".into()))?;
-    let data = &bytes[header..];
-    if data.len() != expected {
+        dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).filter(|&n| n <= DATA_LIMIT).ok_or_else(|| {
+            bad(format!("the header promises {} bytes of data, more than nnc reads", dims_text(&dims)))
+        })?;
+    let data = read_bounded(&mut *reader, expected, &name)
+        .map_err(|_| bad(format!("the header promises {expected} bytes of data but the file has more")))?;
+    if data.len() as u64 != expected {
         return Err(bad(format!("the header promises {expected} bytes of data but the file has {}", data.len())));
     }
-    Ok(Idx { dims, data: data.to_vec() })
+    Ok(Idx { dims, data })
+}
+
+fn dims_text(dims: &[usize]) -> String {
+    dims.iter().map(usize::to_string).collect::<Vec<_>>().join("×")
 }
 
 pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset, DataError> {
     let (iname, lname) = (images.display().to_string(), labels.display().to_string());
-    let img = parse(&maybe_gunzip(read_file(images)?, &iname)?, &iname)?;
-    let lab = parse(&maybe_gunzip(read_file(labels)?, &lname)?, &lname)?;
+    let (img, lab) = (read(images)?, read(labels)?);
     let count = img.dims[0];
     let size: usize = img.dims[1..].iter().product();
     if size != spec.features {

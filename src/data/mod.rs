@@ -9,7 +9,7 @@
 mod csv;
 mod idx;
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use crate::check::{CheckedModel, DataSource, InputKind, Layer, TargetKind, ValueRef};
@@ -219,30 +219,63 @@ pub fn load(source: &DataSource, base: &Path, spec: &RowSpec) -> Result<Splits, 
 /// Reads a CSV file (gzipped if it ends in `.gz` or starts with the gzip magic).
 pub fn load_csv(path: &Path, spec: &RowSpec, target: Option<&str>) -> Result<Dataset, DataError> {
     let name = path.display().to_string();
-    let bytes = read_file(path)?;
-    parse_csv(&maybe_gunzip(bytes, &name)?, &name, spec, target)
+    let mut reader = open(path)?;
+    // Text has no NUL bytes: a binary file or a device stops here, early.
+    let mut bytes = read_bounded(&mut reader.by_ref().take(1 << 16), 1 << 16, &name)?;
+    if bytes.contains(&0) {
+        return Err(DataError::new(
+            &name,
+            None,
+            "the file holds NUL bytes, so it is not CSV text",
+            "is this the right file?",
+        ));
+    }
+    bytes.extend(read_bounded(&mut *reader, DATA_LIMIT - bytes.len() as u64, &name)?);
+    parse_csv(&bytes, &name, spec, target)
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|e| {
+/// The most a data file may hold (after decompression): a bound, so that
+/// `/dev/zero` or a gzip bomb is an error rather than exhausted memory.
+const DATA_LIMIT: u64 = 1 << 30;
+
+/// A data file as a stream of its bytes, decompressed when it starts with
+/// the gzip magic.
+fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| {
         DataError::new(
-            &path.display().to_string(),
+            &name,
             None,
             format!("cannot read the file: {e}"),
             "check the path; relative paths are resolved from the model file's folder or --data-dir",
         )
-    })
-}
-
-fn maybe_gunzip(bytes: Vec<u8>, name: &str) -> Result<Vec<u8>, DataError> {
-    if bytes.starts_with(&[0x1f, 0x8b]) { gunzip(&bytes, name) } else { Ok(bytes) }
-}
-
-fn gunzip(bytes: &[u8], name: &str) -> Result<Vec<u8>, DataError> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).map_err(|e| {
-        DataError::new(name, None, format!("cannot decompress: {e}"), "the file is not valid gzip; is it truncated?")
     })?;
+    let mut reader = std::io::BufReader::new(file);
+    let gzipped = reader.fill_buf().map(|head| head.starts_with(&[0x1f, 0x8b])).map_err(|e| {
+        DataError::new(&name, None, format!("cannot read the file: {e}"), "is it a regular, readable file?")
+    })?;
+    Ok(if gzipped { Box::new(flate2::read::GzDecoder::new(reader)) } else { Box::new(reader) })
+}
+
+/// Decompresses a gzipped data set built into nnc.
+fn gunzip(bytes: &[u8], name: &str) -> Result<Vec<u8>, DataError> {
+    read_bounded(&mut flate2::read::GzDecoder::new(bytes), DATA_LIMIT, name)
+}
+
+/// Reads at most `limit` bytes from `reader`; more is an error.
+fn read_bounded(reader: &mut dyn Read, limit: u64, name: &str) -> Result<Vec<u8>, DataError> {
+    let mut out = Vec::new();
+    reader.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|e| {
+        DataError::new(name, None, format!("cannot decompress or read: {e}"), "is the file whole (not truncated)?")
+    })?;
+    if out.len() as u64 > limit {
+        return Err(DataError::new(
+            name,
+            None,
+            format!("the data goes on past {limit} bytes"),
+            "is this the right file (not a device or a stream)?",
+        ));
+    }
     Ok(out)
 }
 
