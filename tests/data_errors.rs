@@ -229,3 +229,33 @@ fn an_idx_header_promising_more_than_nnc_reads_is_refused_before_reading() {
     let (code, err) = run(&dir.path().join("m.nn"), &[]);
     assert_error(code, &err, &["i.idx", "the header promises 2147483648×2147483648×1 bytes"]);
 }
+
+/// `nnc predict` on rows with an extra column that is not a label (an id
+/// first): an error naming both widths, never a shifted, wrong prediction.
+#[test]
+fn predict_refuses_a_column_it_cannot_place() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("m.nn"), MODEL).expect("write model");
+    let rows: String = (0..8).map(|i| format!("{i},1,2,{}\n", i % 4)).collect();
+    std::fs::write(dir.path().join("train.csv"), format!("a,b,c,label\n{rows}")).expect("write data");
+    let trained = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["train", "m.nn", "--quiet", "--save", "w.safetensors"])
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    let predict = |csv: &str| {
+        std::fs::write(dir.path().join("rows.csv"), csv).expect("write rows");
+        let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+            .args(["predict", "m.nn", "--weights", "w.safetensors", "--input", "rows.csv"])
+            .current_dir(dir.path())
+            .output()
+            .expect("runs");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = predict("id,a,b,c\n7,1,2,3\n");
+    assert_error(code, &err, &["4 feature column(s)", "input has 3 values"]);
+    // A trailing label column is fine.
+    let (code, err) = predict("a,b,c,label\n1,2,3,0\n");
+    assert_eq!(code, 0, "{err}");
+}

@@ -95,8 +95,13 @@ fn column_layout(
         },
         None => (columns.len().saturating_sub(target_width)..columns.len()).collect(),
     };
-    // A model without a target ignores a trailing label column.
-    let ignore_last = target_width == 0 && columns.len() == spec.features + 1;
+    // A model without a target ignores a trailing column named as a label;
+    // any other extra column is an error, never silently a feature.
+    let is_label = |column: &&str| {
+        ["label", "target", "class", "y"].contains(&column.to_ascii_lowercase().as_str())
+            || spec.label_names.iter().any(|n| n == column)
+    };
+    let ignore_last = target_width == 0 && columns.len() == spec.features + 1 && columns.last().is_some_and(is_label);
     let feature_count = columns.len() - target_columns.len() - usize::from(ignore_last);
     if feature_count != spec.features {
         return Err(DataError::new(
@@ -106,7 +111,15 @@ fn column_layout(
                 "the file has {feature_count} feature column(s) but the model's input has {} values",
                 spec.features
             ),
-            format!("{} column(s) in the header, of which {} target column(s)", columns.len(), target_columns.len()),
+            if target_width == 0 {
+                format!(
+                    "{} column(s) in the header; a last column named `label`, `target`, `class` or `y` (or as the \
+                     model's target) is ignored, any other extra column is an error",
+                    columns.len()
+                )
+            } else {
+                format!("{} column(s) in the header, of which {} target column(s)", columns.len(), target_columns.len())
+            },
         ));
     }
     Ok((target_columns, ignore_last))

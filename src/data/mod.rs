@@ -86,6 +86,9 @@ pub struct RowSpec {
     /// For token inputs: the size of the smallest embedding table reading
     /// them, so every feature must be a whole number below it.
     pub vocab: Option<usize>,
+    /// The model's target names: a trailing column named so (or `label`,
+    /// `target`, `class`, `y`) is a label that rows without a target ignore.
+    pub label_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,7 +117,8 @@ impl RowSpec {
             .filter(|n| n.inputs.first() == Some(&ValueRef::Input(0)))
             .filter_map(|n| if let Layer::Embedding { vocab, .. } = n.layer { Some(vocab) } else { None })
             .min();
-        RowSpec { features, target, vocab }
+        let label_names = model.targets.iter().map(|t| t.name.clone()).collect();
+        RowSpec { features, target, vocab, label_names }
     }
 
     /// Checks one input value; `Err` says what is wrong.
