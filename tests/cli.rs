@@ -114,3 +114,13 @@ fn model_data_paths_resolve_by_one_rule() {
         .expect("nnc runs");
     assert_eq!(out.status.code(), Some(1), "a missing file under --data-dir is an error");
 }
+
+#[test]
+fn check_batch_needs_a_stage_to_print() {
+    let (code, _, err) = nnc(&["check", "models/lenet.nn", "--batch", "4"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--emit"), "{err}");
+    let (code, out, _) = nnc(&["check", "models/lenet.nn", "--emit", "plan", "--batch", "4"]);
+    assert_eq!(code, 0);
+    assert!(!out.is_empty());
+}

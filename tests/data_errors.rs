@@ -259,3 +259,38 @@ fn predict_refuses_a_column_it_cannot_place() {
     let (code, err) = predict("a,b,c,label\n1,2,3,0\n");
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn semicolons_and_swapped_idx_files_say_what_they_are() {
+    let (code, err) = train_with(&[("train.csv", b"a;b;c;label\n1;2;3;0\n")]);
+    assert_error(code, &err, &["semicolons", "comma-separated"]);
+    let images = idx(&[4, 1, 3], &[0; 12]);
+    let labels = idx(&[4], &[0, 1, 2, 3]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("i.idx"), images).expect("write");
+    std::fs::write(dir.path().join("l.idx"), labels).expect("write");
+    // The labels named first, where the images go.
+    let model = MODEL.replace("csv(\"train.csv\")", "idx(\"l.idx\", \"i.idx\")");
+    std::fs::write(dir.path().join("m.nn"), model).expect("write model");
+    let (code, err) = run(&dir.path().join("m.nn"), &[]);
+    assert_error(code, &err, &["l.idx", "it holds labels, not images", "swapped"]);
+}
+
+#[test]
+fn unwritable_outputs_are_refused_before_training() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("m.nn"), MODEL).expect("write model");
+    std::fs::write(dir.path().join("train.csv"), "a,b,c,label\n1,2,3,0\n4,5,6,1\n").expect("write data");
+    for flag in ["--save", "--plot", "--metrics-json"] {
+        let target = if flag == "--plot" { "/nonexistent/curves.svg" } else { "/nonexistent/out" };
+        let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+            .args(["train", "m.nn", flag, target])
+            .current_dir(dir.path())
+            .output()
+            .expect("runs");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains("cannot write /nonexistent/"), "{flag}: {stderr}");
+        assert!(!stdout.contains("epoch"), "{flag}: no epoch ran before the error: {stdout}");
+    }
+}

@@ -31,6 +31,8 @@ fn restore(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(M
             model.name
         )));
     }
+    let mut runtime = Model::new(model, Backend::Jit).map_err(|d| report_diag(checked, &d))?;
+    runtime.restore(&saved.tensors).map_err(|e| Failure::Input(format!("{}: {e}", weights.display())))?;
     if saved.source_hash != checkpoint::source_hash(&checked.source) {
         eprintln!(
             "warning: {} was trained from a different version of {}; using it because every tensor still fits",
@@ -38,8 +40,6 @@ fn restore(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(M
             checked.file_name
         );
     }
-    let mut runtime = Model::new(model, Backend::Jit).map_err(|d| report_diag(checked, &d))?;
-    runtime.restore(&saved.tensors).map_err(|e| Failure::Input(format!("{}: {e}", weights.display())))?;
     Ok((runtime, saved))
 }
 
@@ -58,7 +58,12 @@ pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_source: EvalD
         (Some(path), _) => data::load_csv(path, &spec, None),
         (None, Some(source)) => {
             let base = super::model_data_dir(file, data_source.data_dir);
-            data::load(source, &base, &spec).map(|s| s.test.unwrap_or(s.train))
+            data::load(source, &base, &spec).map(|s| {
+                s.test.unwrap_or_else(|| {
+                    eprintln!("warning: the model's data has no test split; these are its training rows");
+                    s.train
+                })
+            })
         }
         (None, None) => {
             return Err(Failure::Usage(format!("model `{}` names no data; pass --data FILE.csv", model.name)));

@@ -82,6 +82,7 @@ impl From<BackendArg> for Backend {
 /// A model file, and which of its models a command works on.
 #[derive(clap::Args)]
 struct ModelChoice {
+    /// The model file (`.nn`).
     file: PathBuf,
     /// Which model of the file (default: the first).
     #[arg(long)]
@@ -92,6 +93,7 @@ struct ModelChoice {
 enum Command {
     /// Check a model file: syntax, names, shapes and hyperparameters.
     Check {
+        /// The model file (`.nn`).
         file: PathBuf,
         /// How to print diagnostics.
         #[arg(long, value_enum, default_value = "human")]
@@ -99,8 +101,8 @@ enum Command {
         /// Also print an internal stage of the first model.
         #[arg(long, value_enum)]
         emit: Option<Emit>,
-        /// Batch size for `--emit ir|train-ir`.
-        #[arg(long, default_value_t = 1, value_parser = batch_size)]
+        /// Batch size of the stage `--emit` prints (ir, train-ir, plan, clif).
+        #[arg(long, default_value_t = 1, value_parser = batch_size, requires = "emit")]
         batch: usize,
     },
     /// Per-layer output shapes, parameter counts and costs.
@@ -132,9 +134,12 @@ enum Command {
     Predict {
         #[command(flatten)]
         target: ModelChoice,
+        /// A checkpoint written by `nnc train --save`.
         #[arg(long)]
         weights: PathBuf,
-        /// CSV with a header row and one sample per row.
+        /// CSV with a header row (column names) and one sample per row: the
+        /// model's input values in order; a last column named `label`,
+        /// `target`, `class` or `y` is ignored.
         #[arg(long)]
         input: PathBuf,
         /// Write here (atomically) instead of standard output.
@@ -174,6 +179,7 @@ enum Command {
         /// Seconds spent measuring throughput.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Print the results as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -203,8 +209,10 @@ struct TrainArgs {
     /// (default: the model file's folder).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Epochs to train (default: the model's `epochs`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     epochs: Option<u64>,
+    /// Seed for initialisation, shuffling and dropout (default: the model's `seed`).
     #[arg(long)]
     seed: Option<u64>,
     /// Write per-epoch and final metrics as JSON to this file.

@@ -50,6 +50,9 @@ pub fn run(args: &TrainArgs) -> Outcome {
     {
         return Err(Failure::Usage(format!("--plot writes SVG; name the file `….svg` (got {})", path.display())));
     }
+    for path in [&args.save, &args.plot, &args.metrics_json].into_iter().flatten() {
+        check_output(path)?;
+    }
     let mut config = model.train.clone();
     if let Some(e) = args.epochs {
         config.epochs = e as usize;
@@ -246,6 +249,18 @@ fn write_plot(path: &Path, model: &str, history: &[EpochReport]) -> Outcome {
     let svg = crate::plot::learning_curves(model, history)
         .map_err(|e| Failure::Usage(format!("cannot draw {}: {e}", path.display())))?;
     write(path, svg.as_bytes())
+}
+
+/// An error now, before training, unless `path` can be written later: its
+/// folder exists and takes files, and nothing but a regular file is there.
+fn check_output(path: &Path) -> Outcome {
+    let usage = |why: String| Failure::Usage(format!("cannot write {}: {why}", path.display()));
+    crate::io::refuse_non_file(path).map_err(|e| usage(e.to_string()))?;
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let probe = folder.join(format!(".nnc-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| usage(format!("its folder cannot take files ({e})")))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Outcome {

@@ -11,6 +11,14 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
         return Err(DataError::new(name, None, "the file is empty", "a CSV needs a header row and one row per sample"));
     };
     let columns: Vec<&str> = header.split(',').map(str::trim).collect();
+    if columns.len() == 1 && header.contains(';') {
+        return Err(DataError::new(
+            name,
+            Some(1),
+            "the header has no commas but has semicolons",
+            "nnc reads comma-separated values; save the file with `,` between the columns",
+        ));
+    }
     // A first row of numbers is data: taking it as the header would lose a sample.
     if columns.iter().all(|c| c.parse::<f64>().is_ok()) {
         return Err(DataError::new(

@@ -51,6 +51,14 @@ fn dims_text(dims: &[usize]) -> String {
 pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset, DataError> {
     let (iname, lname) = (images.display().to_string(), labels.display().to_string());
     let (img, lab) = (read(images)?, read(labels)?);
+    if img.dims.len() == 1 {
+        return Err(DataError::new(
+            &iname,
+            None,
+            format!("this file has one dimension ({} values): it holds labels, not images", img.dims[0]),
+            "are the images and labels files swapped? the images file comes first",
+        ));
+    }
     let count = img.dims[0];
     let size: usize = img.dims[1..].iter().product();
     if size != spec.features {

@@ -251,7 +251,8 @@ fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
             &name,
             None,
             format!("cannot read the file: {e}"),
-            "check the path; relative paths are resolved from the model file's folder or --data-dir",
+            "check the path (paths a model file names are relative to its folder or --data-dir; paths on the \
+             command line, to the working directory)",
         )
     })?;
     let mut reader = std::io::BufReader::new(file);
