@@ -294,3 +294,18 @@ fn unwritable_outputs_are_refused_before_training() {
         assert!(!stdout.contains("epoch"), "{flag}: no epoch ran before the error: {stdout}");
     }
 }
+
+/// Argument names may be keywords: the README's `csv(…, target = …)` parses
+/// and picks the named column, and a loss takes `target =` by name.
+#[test]
+fn keyword_argument_names_parse() {
+    let model = MODEL
+        .replace("csv(\"train.csv\")", "csv(\"train.csv\", target = \"label\")")
+        .replace("cross_entropy(logits, y)", "cross_entropy(prediction = logits, target = y)");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("m.nn"), model).expect("write model");
+    // The label first: only the named column can be the target.
+    std::fs::write(dir.path().join("train.csv"), "label,a,b,c\n0,1,2,3\n3,4,5,6\n").expect("write data");
+    let (code, err) = run(&dir.path().join("m.nn"), &["--quiet"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -94,7 +94,7 @@ const MEANINGFUL_TOKENS: &[&str] = &[
 
 fn rule_in_words(rule: Rule) -> Option<&'static str> {
     Some(match rule {
-        Rule::ident | Rule::type_kind => "a name",
+        Rule::ident | Rule::type_kind | Rule::arg_key => "a name",
         Rule::number => "a number",
         Rule::string => "a string",
         Rule::value | Rule::arg => "a value",
