@@ -309,3 +309,9 @@ fn keyword_argument_names_parse() {
     let (code, err) = run(&dir.path().join("m.nn"), &["--quiet"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_value_beyond_f32_is_named_as_such() {
+    let (code, err) = train_with(&[("train.csv", b"a,b,c,label\n1e39,2,3,0\n")]);
+    assert_error(code, &err, &["train.csv:2", "1e39", "beyond the range of 32-bit floats"]);
+}

@@ -136,6 +136,11 @@ impl<'a> Args<'a> {
             diags.push(messages::wrong_type(value, name, "a number"));
             return None;
         };
+        // Training runs in f32: a value beyond it would become ±inf.
+        if n.value.abs() > f64::from(f32::MAX) {
+            diags.push(messages::beyond_f32(n, name));
+            return None;
+        }
         if !bound.contains(n.value) {
             diags.push(messages::out_of_range(n, name, bound.describe()));
             return None;

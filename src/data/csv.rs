@@ -147,8 +147,12 @@ fn cell_value(cell: &str, column: &str, name: &str, line_no: usize) -> Result<f3
         return Err(DataError::new(
             name,
             Some(line_no),
-            format!("column `{column}` holds {value}"),
-            "remove or fill rows with missing values",
+            if cell.trim().parse::<f64>().is_ok_and(f64::is_finite) {
+                format!("column `{column}` holds {}, beyond the range of 32-bit floats (about ±3.4e38)", cell.trim())
+            } else {
+                format!("column `{column}` holds {value}")
+            },
+            "remove or fill rows with missing values, or rescale values that large",
         ));
     }
     Ok(value)

@@ -49,6 +49,17 @@ pub fn wrong_type(value: &Value, name: &str, expected: &str) -> Diag {
     .with_help(format!("write `{name}` as {expected}"))
 }
 
+/// A number too large for the 32-bit floats training runs in.
+pub fn beyond_f32(n: &Number, name: &str) -> Diag {
+    Diag::error(
+        "nnc::arg::range",
+        format!("`{name}` is too large for a 32-bit float"),
+        n.span,
+        format!("found {}, but f32 holds magnitudes up to about 3.4e38", n.text),
+    )
+    .with_help(format!("`{name}` is far too large; check it for a typo"))
+}
+
 pub fn out_of_range(n: &Number, name: &str, expected: &str) -> Diag {
     let help = match name {
         "lr" => "a learning rate must be positive; typical values are 0.001 to 0.1".to_string(),
