@@ -315,3 +315,14 @@ fn a_value_beyond_f32_is_named_as_such() {
     let (code, err) = train_with(&[("train.csv", b"a,b,c,label\n1e39,2,3,0\n")]);
     assert_error(code, &err, &["train.csv:2", "1e39", "beyond the range of 32-bit floats"]);
 }
+
+/// A file the model names that cannot be read points at the model's
+/// `data = …`, where the name is written; a row that does not fit points at
+/// the declaration it disagrees with.
+#[test]
+fn file_problems_point_at_the_data_setting() {
+    let (code, err) = train_with(&[]);
+    assert_error(code, &err, &["train.csv", "the data named here", "data = csv(\"train.csv\")"]);
+    let (code, err) = train_with(&[("train.csv", b"a,b,label\n1,2,0\n")]);
+    assert_error(code, &err, &["input  x: [3]"]);
+}

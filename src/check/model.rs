@@ -258,6 +258,8 @@ pub struct TrainConfig {
     /// Fraction of the training rows held out for validation.
     pub validation: f64,
     pub data: Option<DataSource>,
+    /// Where `data = …` is written (for messages about its files).
+    pub data_span: Option<Span>,
     pub preprocess: Preprocess,
     /// Greedy layer-wise RBM pretraining before fine-tuning.
     pub pretrain: Option<Pretrain>,
@@ -278,6 +280,7 @@ impl Default for TrainConfig {
             seed: 0,
             validation: 0.0,
             data: None,
+            data_span: None,
             preprocess: Preprocess::None,
             pretrain: None,
         }

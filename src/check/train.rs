@@ -109,6 +109,7 @@ pub fn check_train(blocks: &[TrainBlock], diags: &mut Vec<Diag>) -> TrainConfig 
     config.validation = args.float("validation", 0.0, Bound::UnitOpen, diags);
     if let Some(value) = args.value("data") {
         config.data = data_source(value, diags);
+        config.data_span = Some(value.span());
     }
     let standardize = args.bool("standardize", false, diags);
     let scale = args.opt_float("scale", Bound::Positive, diags);

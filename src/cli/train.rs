@@ -355,11 +355,21 @@ fn load_data(args: &TrainArgs, checked: &Checked, model: &CheckedModel) -> Resul
         None => super::model_data_dir(&args.target.file, args.data_dir.as_deref()),
     };
     let spec = RowSpec::of(model);
-    data::load(&source, &base, &spec).map_err(|e| report_diag(checked, &data_diag(&e, model, &spec)))
+    data::load(&source, &base, &spec).map_err(|e| {
+        // A file the model names: its problems point at `data = …`.
+        let named_by_model = args.data.is_none();
+        report_diag(checked, &data_diag(&e, model, &spec, named_by_model))
+    })
 }
 
 /// Points a data error at the declaration it disagrees with.
-fn data_diag(e: &DataError, model: &CheckedModel, spec: &RowSpec) -> Diag {
+fn data_diag(e: &DataError, model: &CheckedModel, spec: &RowSpec, named_by_model: bool) -> Diag {
+    if e.about_file
+        && named_by_model
+        && let Some(span) = model.train.data_span
+    {
+        return messages::data_mismatch(&e.location(), &e.message, &e.help, span, "the data named here");
+    }
     let (span, expected): (Span, String) = if e.about_input || model.targets.is_empty() {
         let input = &model.inputs[0];
         (input.span, format!("the model expects {} {} values per row", spec.features, data::input_kind_name(model)))

@@ -5,14 +5,19 @@ use super::{DataError, Dataset, RowSpec};
 
 pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>) -> Result<Dataset, DataError> {
     let text = std::str::from_utf8(bytes)
-        .map_err(|_| DataError::new(name, None, "the file is not UTF-8 text", "save it as plain UTF-8 CSV"))?;
+        .map_err(|_| DataError::about_file(name, None, "the file is not UTF-8 text", "save it as plain UTF-8 CSV"))?;
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {
-        return Err(DataError::new(name, None, "the file is empty", "a CSV needs a header row and one row per sample"));
+        return Err(DataError::about_file(
+            name,
+            None,
+            "the file is empty",
+            "a CSV needs a header row and one row per sample",
+        ));
     };
     let columns: Vec<&str> = header.split(',').map(str::trim).collect();
     if columns.len() == 1 && header.contains(';') {
-        return Err(DataError::new(
+        return Err(DataError::about_file(
             name,
             Some(1),
             "the header has no commas but has semicolons",
@@ -21,7 +26,7 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
     }
     // A first row of numbers is data: taking it as the header would lose a sample.
     if columns.iter().all(|c| c.parse::<f64>().is_ok()) {
-        return Err(DataError::new(
+        return Err(DataError::about_file(
             name,
             Some(1),
             "the first row holds numbers, not column names",
@@ -72,7 +77,7 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
         rows += 1;
     }
     if rows == 0 {
-        return Err(DataError::new(name, None, "the file has a header but no rows", "add one row per sample"));
+        return Err(DataError::about_file(name, None, "the file has a header but no rows", "add one row per sample"));
     }
     Ok(Dataset { rows, width: spec.features, x, target_width, y })
 }

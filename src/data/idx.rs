@@ -16,7 +16,7 @@ struct Idx {
 /// damaged header or a gzip bomb is an error, not a huge read).
 fn read(path: &Path) -> Result<Idx, DataError> {
     let name = path.display().to_string();
-    let bad = |m: String| DataError::new(&name, None, m, "is this an IDX file (MNIST format)?");
+    let bad = |m: String| DataError::about_file(&name, None, m, "is this an IDX file (MNIST format)?");
     let mut reader = open(path)?;
     let magic = read_bounded(&mut reader.by_ref().take(4), 4, &name)?;
     if magic.len() < 4 || magic[0] != 0 || magic[1] != 0 {
@@ -52,7 +52,7 @@ pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset
     let (iname, lname) = (images.display().to_string(), labels.display().to_string());
     let (img, lab) = (read(images)?, read(labels)?);
     if img.dims.len() == 1 {
-        return Err(DataError::new(
+        return Err(DataError::about_file(
             &iname,
             None,
             format!("this file has one dimension ({} values): it holds labels, not images", img.dims[0]),

@@ -58,11 +58,20 @@ pub struct DataError {
     pub help: String,
     /// Whether the model's input (rather than its target) declaration is involved.
     pub about_input: bool,
+    /// Whether the file itself is the problem (unreadable, not CSV or IDX),
+    /// not how its rows fit the model.
+    pub about_file: bool,
 }
 
 impl DataError {
     pub fn new(file: &str, line: Option<usize>, message: impl Into<String>, help: impl Into<String>) -> Self {
-        DataError { file: file.to_string(), line, message: message.into(), help: help.into(), about_input: true }
+        let (message, help) = (message.into(), help.into());
+        DataError { file: file.to_string(), line, message, help, about_input: true, about_file: false }
+    }
+
+    /// A problem with the file itself rather than with how it fits the model.
+    pub fn about_file(file: &str, line: Option<usize>, message: impl Into<String>, help: impl Into<String>) -> Self {
+        DataError { about_file: true, ..DataError::new(file, line, message, help) }
     }
 
     fn about_target(mut self) -> Self {
@@ -188,7 +197,7 @@ pub fn load(source: &DataSource, base: &Path, spec: &RowSpec) -> Result<Splits, 
     match source {
         DataSource::Builtin { name } => {
             let Some((_, train, test)) = BUILTIN.iter().find(|(n, _, _)| n == name) else {
-                return Err(DataError::new(
+                return Err(DataError::about_file(
                     name,
                     None,
                     format!("no built-in data set `{name}`"),
@@ -227,7 +236,7 @@ pub fn load_csv(path: &Path, spec: &RowSpec, target: Option<&str>) -> Result<Dat
     // Text has no NUL bytes: a binary file or a device stops here, early.
     let mut bytes = read_bounded(&mut reader.by_ref().take(1 << 16), 1 << 16, &name)?;
     if bytes.contains(&0) {
-        return Err(DataError::new(
+        return Err(DataError::about_file(
             &name,
             None,
             "the file holds NUL bytes, so it is not CSV text",
@@ -247,7 +256,7 @@ const DATA_LIMIT: u64 = 1 << 30;
 fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
     let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| {
-        DataError::new(
+        DataError::about_file(
             &name,
             None,
             format!("cannot read the file: {e}"),
@@ -257,7 +266,7 @@ fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
     })?;
     let mut reader = std::io::BufReader::new(file);
     let gzipped = reader.fill_buf().map(|head| head.starts_with(&[0x1f, 0x8b])).map_err(|e| {
-        DataError::new(&name, None, format!("cannot read the file: {e}"), "is it a regular, readable file?")
+        DataError::about_file(&name, None, format!("cannot read the file: {e}"), "is it a regular, readable file?")
     })?;
     Ok(if gzipped { Box::new(flate2::read::GzDecoder::new(reader)) } else { Box::new(reader) })
 }
@@ -271,10 +280,15 @@ fn gunzip(bytes: &[u8], name: &str) -> Result<Vec<u8>, DataError> {
 fn read_bounded(reader: &mut dyn Read, limit: u64, name: &str) -> Result<Vec<u8>, DataError> {
     let mut out = Vec::new();
     reader.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|e| {
-        DataError::new(name, None, format!("cannot decompress or read: {e}"), "is the file whole (not truncated)?")
+        DataError::about_file(
+            name,
+            None,
+            format!("cannot decompress or read: {e}"),
+            "is the file whole (not truncated)?",
+        )
     })?;
     if out.len() as u64 > limit {
-        return Err(DataError::new(
+        return Err(DataError::about_file(
             name,
             None,
             format!("the data goes on past {limit} bytes"),
