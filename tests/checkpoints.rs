@@ -124,3 +124,30 @@ fn non_finite_weights_are_refused_at_load_with_the_tensor_name() {
     let err = checkpoint::from_bytes(&bytes).expect_err("a NaN weight is refused");
     assert!(err.contains("dense2.weight") && err.contains("NaN") && err.contains("element 3"), "{err}");
 }
+
+/// `nnc predict --input - --output -` reads rows from standard input and
+/// writes to standard output, as with files.
+#[test]
+fn predict_reads_standard_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/maxout.nn")).expect("model");
+    std::fs::write(dir.path().join("m.nn"), model).expect("write");
+    nnc(&["train", "m.nn", "--quiet", "--epochs", "1", "--save", "w.safetensors"], dir.path());
+    let rows =
+        format!("{}\n{}\n", (0..64).map(|i| format!("p{i}")).collect::<Vec<_>>().join(","), vec!["8"; 64].join(","));
+    std::fs::write(dir.path().join("rows.csv"), &rows).expect("csv");
+    let from_file = nnc(&["predict", "m.nn", "--weights", "w.safetensors", "--input", "rows.csv"], dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["predict", "m.nn", "--weights", "w.safetensors", "--input", "-", "--output", "-"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    child.stdin.take().expect("stdin").write_all(rows.as_bytes()).expect("writes");
+    let out = child.wait_with_output().expect("finishes");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), from_file);
+    assert!(!dir.path().join("-").exists(), "`-` is standard output, not a file");
+}

@@ -113,7 +113,7 @@ pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, o
     saved.scaler.apply(&mut data);
     let predictions = runtime.predict(&data.x, data.rows).map_err(Failure::Input)?;
     let csv = predictions_csv(Task::of(model), &predictions, data.rows);
-    match output {
+    match output.filter(|path| *path != Path::new("-")) {
         Some(path) => crate::io::write_atomic(path, csv.as_bytes())
             .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))?,
         None => say_raw!("{csv}"),

@@ -139,10 +139,10 @@ enum Command {
         weights: PathBuf,
         /// CSV with a header row (column names) and one sample per row: the
         /// model's input values in order; a last column named `label`,
-        /// `target`, `class` or `y` is ignored.
+        /// `target`, `class` or `y` is ignored. `-` reads standard input.
         #[arg(long)]
         input: PathBuf,
-        /// Write here (atomically) instead of standard output.
+        /// Write here (atomically) instead of standard output (`-`).
         #[arg(long)]
         output: Option<PathBuf>,
     },

@@ -251,10 +251,13 @@ pub fn load_csv(path: &Path, spec: &RowSpec, target: Option<&str>) -> Result<Dat
 /// `/dev/zero` or a gzip bomb is an error rather than exhausted memory.
 const DATA_LIMIT: u64 = 1 << 30;
 
-/// A data file as a stream of its bytes, decompressed when it starts with
-/// the gzip magic.
+/// A data file as a stream of its bytes (`-`: standard input), decompressed
+/// when it starts with the gzip magic.
 fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
     let name = path.display().to_string();
+    if path == Path::new("-") {
+        return gzip_aware(std::io::BufReader::new(std::io::stdin()), &name);
+    }
     let file = std::fs::File::open(path).map_err(|e| {
         DataError::about_file(
             &name,
@@ -264,9 +267,13 @@ fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
              command line, to the working directory)",
         )
     })?;
-    let mut reader = std::io::BufReader::new(file);
+    gzip_aware(std::io::BufReader::new(file), &name)
+}
+
+/// `reader`, decompressed when it starts with the gzip magic.
+fn gzip_aware<R: BufRead + 'static>(mut reader: R, name: &str) -> Result<Box<dyn Read>, DataError> {
     let gzipped = reader.fill_buf().map(|head| head.starts_with(&[0x1f, 0x8b])).map_err(|e| {
-        DataError::about_file(&name, None, format!("cannot read the file: {e}"), "is it a regular, readable file?")
+        DataError::about_file(name, None, format!("cannot read the file: {e}"), "is it a regular, readable file?")
     })?;
     Ok(if gzipped { Box::new(flate2::read::GzDecoder::new(reader)) } else { Box::new(reader) })
 }
