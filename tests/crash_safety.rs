@@ -40,6 +40,11 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("--resume ck.safetensors"), "{stderr}");
+    // The command that continues keeps the run's own flags.
+    assert!(
+        stderr.contains("nnc train m.nn --epochs 100000 --save ck.safetensors --resume ck.safetensors"),
+        "{stderr}"
+    );
     let saved = checkpoint::load(&dir.path().join("ck.safetensors")).expect("a whole checkpoint");
     assert!(saved.epoch >= 3, "epoch {}", saved.epoch);
 }

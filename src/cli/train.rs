@@ -278,13 +278,46 @@ fn interrupted(args: &TrainArgs, trainer: &Trainer, source: &str, scaler: &Scale
     });
     eprintln!("interrupted during epoch {epoch}; keeping the weights after epoch {}", trainer.epochs_done());
     match checkpoint::save(&path, trainer, source, scaler) {
-        Ok(()) => eprintln!(
-            "saved {}; continue with: nnc train {} --resume {}",
-            path.display(),
-            args.target.file.display(),
-            path.display()
-        ),
+        Ok(()) => eprintln!("saved {}; continue with: {}", path.display(), resume_command(args, &path)),
         Err(e) => eprintln!("error: {e}"),
+    }
+}
+
+/// The command that continues this run from `checkpoint`: the same flags,
+/// and `--resume`.
+fn resume_command(args: &TrainArgs, checkpoint: &Path) -> String {
+    let mut words = vec!["nnc".to_string(), "train".to_string(), args.target.file.display().to_string()];
+    let mut flag = |name: &str, value: Option<String>| {
+        if let Some(value) = value {
+            words.extend([name.to_string(), value]);
+        }
+    };
+    let shown = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    flag("--model", args.target.model.clone());
+    flag("--data", args.data.clone());
+    flag("--test", shown(&args.test));
+    flag("--data-dir", shown(&args.data_dir));
+    flag("--epochs", args.epochs.map(|e| e.to_string()));
+    flag("--seed", args.seed.map(|s| s.to_string()));
+    flag("--metrics-json", shown(&args.metrics_json));
+    flag("--plot", shown(&args.plot));
+    flag("--save", shown(&args.save));
+    if matches!(args.backend, super::BackendArg::Interp) {
+        words.extend(["--backend".to_string(), "interp".to_string()]);
+    }
+    if args.quiet {
+        words.push("--quiet".to_string());
+    }
+    words.extend(["--resume".to_string(), checkpoint.display().to_string()]);
+    words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// `word` quoted for a POSIX shell when it needs it.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
