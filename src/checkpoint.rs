@@ -17,6 +17,8 @@ use crate::train::Trainer;
 pub struct Checkpoint {
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
     pub model: String,
+    /// The model file's text the weights were trained from.
+    pub source: String,
     pub source_hash: String,
     pub epoch: usize,
     pub step: u64,
@@ -91,6 +93,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
     Ok(Checkpoint {
         tensors,
         model: field("model")?,
+        source: field("source")?,
         source_hash: field("source_sha256")?,
         epoch: number("epoch")? as usize,
         step: number("step")?,

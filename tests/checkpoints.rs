@@ -151,3 +151,32 @@ fn predict_reads_standard_input() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), from_file);
     assert!(!dir.path().join("-").exists(), "`-` is standard output, not a file");
 }
+
+/// `--resume` after an edit that changes nothing the model computes (a
+/// comment) continues; after a real change it is refused, naming what changed.
+#[test]
+fn resume_compares_the_model_not_the_file_bytes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = dir.path();
+    let model = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/maxout.nn")).expect("model");
+    std::fs::write(p.join("m.nn"), &model).expect("write");
+    nnc(&["train", "m.nn", "--quiet", "--epochs", "1", "--save", "ck.safetensors"], p);
+    std::fs::write(p.join("m.nn"), format!("// a note added after training\n{model}")).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["train", "m.nn", "--quiet", "--epochs", "2", "--resume", "ck.safetensors"])
+        .current_dir(p)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let changed = model.replacen("maxout(64", "maxout(32", 1);
+    assert_ne!(changed, model);
+    std::fs::write(p.join("m.nn"), changed).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["train", "m.nn", "--quiet", "--epochs", "2", "--resume", "ck.safetensors"])
+        .current_dir(p)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("layer `maxout1`") && stderr.contains("changed"), "{stderr}");
+}

@@ -319,6 +319,39 @@ impl CheckedModel {
         self.nodes.iter().map(|n| n.macs).sum()
     }
 
+    /// What differs between this model and `other` in what they compute
+    /// and how they train (names, layers, shapes, loss, settings), as short
+    /// phrases; empty when only comments, spacing or positions changed.
+    pub fn differences_from(&self, other: &CheckedModel) -> Vec<String> {
+        let mut out = Vec::new();
+        let inputs = |m: &CheckedModel| m.inputs.iter().map(|i| (i.name.clone(), i.shape.clone())).collect::<Vec<_>>();
+        if inputs(self) != inputs(other) {
+            out.push("the inputs".to_string());
+        }
+        let targets = |m: &CheckedModel| m.targets.iter().map(|t| (t.name.clone(), t.kind.clone())).collect::<Vec<_>>();
+        if targets(self) != targets(other) {
+            out.push("the targets".to_string());
+        }
+        let layer = |n: &Node| (n.name.clone(), n.layer.clone(), n.shape.clone(), n.inputs.clone());
+        for (a, b) in self.nodes.iter().zip(&other.nodes) {
+            if layer(a) != layer(b) {
+                out.push(format!("layer `{}`", a.name));
+            }
+        }
+        if self.nodes.len() != other.nodes.len() {
+            out.push(format!("the number of layers ({} and {})", self.nodes.len(), other.nodes.len()));
+        }
+        let loss = |m: &CheckedModel| m.loss.as_ref().map(|l| (l.kind, l.prediction, l.target));
+        if loss(self) != loss(other) {
+            out.push("the loss".to_string());
+        }
+        let settings = |m: &CheckedModel| TrainConfig { data_span: None, ..m.train.clone() };
+        if settings(self) != settings(other) {
+            out.push("the training settings".to_string());
+        }
+        out
+    }
+
     /// About how much memory a training step at `batch` rows takes (see `training_memory`).
     pub fn training_memory(&self, batch: usize) -> TrainingMemory {
         training_memory(&self.nodes, &self.inputs, &self.train.optimizer, batch)

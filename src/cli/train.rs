@@ -68,7 +68,7 @@ pub fn run(args: &TrainArgs) -> Outcome {
         say!("training {} on {}, {} epochs", model.name, data.describe(), config.epochs);
     }
     if let Some(path) = &args.resume {
-        resume(&mut trainer, path, &checked.source).map_err(Failure::Input)?;
+        resume(&mut trainer, path, (model, &checked.source)).map_err(Failure::Input)?;
         if !args.quiet {
             say!("resuming from {} after epoch {}", path.display(), trainer.epochs_done());
         }
@@ -332,16 +332,25 @@ fn progress_bar(epoch: usize, epochs: usize, rows: usize) -> indicatif::Progress
 }
 
 /// Restores a checkpoint written for this model (same source text).
-fn resume(trainer: &mut Trainer, path: &Path, source: &str) -> Result<(), String> {
+/// Restores a checkpoint of this model. The file may have changed (comments,
+/// spacing) as long as the model it defines computes and trains the same.
+fn resume(trainer: &mut Trainer, path: &Path, (model, source): (&CheckedModel, &str)) -> Result<(), String> {
     let saved = checkpoint::load(path)?;
     if saved.source_hash != checkpoint::source_hash(source) {
-        return Err(format!(
-            "{} was written for a different version of model `{}` (source hash {}…, this file {}…); resuming needs the same model",
-            path.display(),
-            saved.model,
-            &saved.source_hash[..12.min(saved.source_hash.len())],
-            &checkpoint::source_hash(source)[..12]
-        ));
+        let then = crate::pipeline::check_source("checkpoint", &saved.source);
+        let changed = match then.models.iter().find(|m| m.name == saved.model) {
+            Some(then) => then.differences_from(model),
+            None => vec![format!("model `{}` itself", saved.model)],
+        };
+        if !changed.is_empty() {
+            return Err(format!(
+                "{} was written for a different version of model `{}`: {} changed; resuming needs the same model \
+                 (train afresh, or undo the change)",
+                path.display(),
+                saved.model,
+                changed.join(", ")
+            ));
+        }
     }
     trainer.restore(&saved.tensors, saved.epoch, saved.step)
 }
