@@ -30,3 +30,17 @@ fn json_format_has_positions() {
     assert_eq!(first["severity"], "error");
     assert_eq!(first["help"], "did you mean `relu`?");
 }
+
+/// A diagnostic on a huge line shows an excerpt around what it points at,
+/// never the whole line.
+#[test]
+fn huge_lines_are_shown_as_excerpts() {
+    let source = format!(
+        "model m {{\n  input x: [4]\n  target y: class(4)\n  x{} |> rleu |> dense(4) => p\n  loss = cross_entropy(p, y)\n}}\n",
+        " |> relu".repeat(20_000)
+    );
+    let checked = check_source("m.nn", &source);
+    let report = diag::render(&checked.diags, "m.nn", &source, false, 100);
+    assert!(report.contains("unknown layer `rleu`") && report.contains("|> rleu |>"), "{report}");
+    assert!(report.len() < 2_000, "{} bytes of report", report.len());
+}

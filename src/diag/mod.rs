@@ -120,15 +120,71 @@ impl Diagnostic for Diag {
 pub fn render(diags: &[Diag], file_name: &str, source: &str, color: bool, width: usize) -> String {
     let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
     let handler = GraphicalReportHandler::new_themed(theme).with_width(width);
-    let named = NamedSource::new(file_name, source.to_string());
     let mut out = String::new();
     for diag in diags {
-        let report = miette::Report::new(diag.clone()).with_source_code(named.clone());
+        let (source, diag) = excerpt(source, diag);
+        let report = miette::Report::new(diag).with_source_code(NamedSource::new(file_name, source));
         // Rendering into a String cannot fail.
         let _ = handler.render_report(&mut out, report.as_ref());
         out.push('\n');
     }
     out
+}
+
+/// Lines longer than this are shown as an excerpt around what a diagnostic
+/// points at, so a huge line never floods the terminal.
+const SHOWN_LINE: usize = 200;
+
+/// `source` with every line longer than `SHOWN_LINE` cut to an excerpt (the
+/// part around the first label on it), and `diag` with its spans moved to
+/// match. Short sources come back unchanged.
+fn excerpt(source: &str, diag: &Diag) -> (String, Diag) {
+    let mut diag = diag.clone();
+    if source.lines().all(|line| line.len() <= SHOWN_LINE) {
+        return (source.to_string(), diag);
+    }
+    let spans: Vec<Span> = std::iter::once(diag.primary.span).chain(diag.secondary.iter().map(|l| l.span)).collect();
+    // Kept pieces of the source: (old start, old end, new start).
+    let mut kept: Vec<(usize, usize, usize)> = Vec::new();
+    let mut out = String::new();
+    let mut start = 0;
+    for line in source.split_inclusive('\n') {
+        let end = start + line.len();
+        let (from, to) = if line.len() <= SHOWN_LINE {
+            (start, end)
+        } else {
+            let at = spans.iter().map(|s| s.start).filter(|&s| s >= start && s < end).min().unwrap_or(start);
+            let from = floor_char(source, at.saturating_sub(SHOWN_LINE / 4).max(start));
+            (from, floor_char(source, (from + SHOWN_LINE).min(end)))
+        };
+        if from > start {
+            out.push('…');
+        }
+        kept.push((from, to, out.len()));
+        out.push_str(&source[from..to]);
+        if to < end {
+            out.push_str(if line.ends_with('\n') { "…\n" } else { "…" });
+        }
+        start = end;
+    }
+    let map = |offset: usize| {
+        let piece = kept.iter().rev().find(|(from, _, _)| *from <= offset).copied().unwrap_or((0, 0, 0));
+        piece.2 + offset.min(piece.1) - piece.0
+    };
+    let moved = |span: Span| {
+        let start = map(span.start);
+        Span::new(start, map(span.end).max(start))
+    };
+    diag.primary.span = moved(diag.primary.span);
+    for label in &mut diag.secondary {
+        label.span = moved(label.span);
+    }
+    (out, diag)
+}
+
+/// The largest char boundary of `text` at or before `offset`.
+fn floor_char(text: &str, offset: usize) -> usize {
+    (0..=offset.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0)
 }
 
 /// A diagnostic for editors: positions as 1-based line and column.

@@ -82,7 +82,42 @@ fn syntax_error(source: &str, err: &pest::error::Error<Rule>) -> Diag {
     expected.sort_by_key(|w| !w.starts_with('`'));
     let found = found_token(source, start);
     let end = (start + found.len().max(1)).min(source.len().max(start));
-    messages::syntax(Span::new(start, end.max(start)), &found, &expected)
+    let (found, help, instead) = described(source, start, &found);
+    let expected = instead.map_or(expected, |what| vec![what.to_string()]);
+    messages::syntax(Span::new(start, end.max(start)), &found, &expected, help)
+}
+
+/// How to name what was found (`None`: the end of the file), and for the
+/// mistakes that have a typical one, its fix and what was meant instead.
+fn described(source: &str, start: usize, found: &str) -> (Option<String>, Option<String>, Option<&'static str>) {
+    let Some(first) = found.chars().next() else { return (None, None, None) };
+    let line_so_far = &source[source[..start].rfind('\n').map_or(0, |i| i + 1)..start];
+    if (first == '\n' || first == '\r') && line_so_far.matches('"').count() % 2 == 1 {
+        return (
+            Some("the end of the line inside a string".to_string()),
+            Some("close the string with `\"` before the line ends".to_string()),
+            Some("`\"`"),
+        );
+    }
+    if first == '\n' || first == '\r' {
+        return (Some("the end of the line".to_string()), None, None);
+    }
+    if first.is_control() && first != '\t' {
+        let name = if first == '\0' {
+            "a NUL byte".to_string()
+        } else {
+            format!("the control character U+{:04X}", first as u32)
+        };
+        return (Some(name), Some("is this a text file? a model file holds plain text".to_string()), None);
+    }
+    if first == '.' && found[1..].starts_with(|c: char| c.is_ascii_digit()) {
+        let help = format!("write numbers with a digit before the point: `0{found}`");
+        return (Some(format!("`{found}`")), Some(help), Some("a number"));
+    }
+    if !first.is_ascii() && first.is_alphanumeric() {
+        return (Some(format!("`{found}`")), Some("names use ASCII letters, digits and `_`".to_string()), None);
+    }
+    (Some(format!("`{found}`")), None, None)
 }
 
 /// Literal tokens worth naming in "expected …"; the rest (exponent letters,

@@ -2,15 +2,19 @@
 
 use super::*;
 
-pub fn syntax(span: Span, found: &str, expected: &[String]) -> Diag {
+/// A parse error: `found` names what was there (`None`: the end of the
+/// file); `help` is a fix when the mistake has a typical one.
+pub fn syntax(span: Span, found: &Option<String>, expected: &[String], help: Option<String>) -> Diag {
     let expected = match expected.len() {
         0 => "something else".to_string(),
         1 => expected[0].clone(),
         n => format!("{} or {}", expected[..n - 1].join(", "), expected[n - 1]),
     };
-    let found = if found.is_empty() { "the end of the file".to_string() } else { format!("`{found}`") };
+    let found = found.clone().unwrap_or_else(|| "the end of the file".to_string());
     Diag::error("nnc::syntax::unexpected", format!("unexpected {found}"), span, format!("expected {expected}"))
-        .with_help("check for a missing `|>`, bracket or `=` just before this point")
+        .with_help(
+            help.unwrap_or_else(|| "check for a missing `|>`, bracket or `=` just before this point".to_string()),
+        )
 }
 
 pub fn nesting_too_deep(span: Span, max: usize) -> Diag {
