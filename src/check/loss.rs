@@ -68,6 +68,11 @@ impl ModelChecker<'_> {
     /// (reported when not).
     fn loss_fits(&mut self, kind: LossKind, target_kind: Option<&TargetKind>, compared: Compared) -> bool {
         let Compared { call, prediction: (pred_name, pred_info), target: (target_name, target_info) } = compared;
+        // `loss(y, p)`: the declared target was passed as the prediction.
+        if target_kind.is_none() && self.targets.iter().any(|t| t.name == pred_name.name) {
+            self.diags.push(messages::loss_arguments_swapped(call, pred_name, target_name));
+            return false;
+        }
         match (kind, target_kind) {
             (LossKind::CrossEntropy, Some(TargetKind::Class(k))) => {
                 if pred_info.shape != vec![*k] {

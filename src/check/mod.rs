@@ -190,14 +190,14 @@ impl<'a> ModelChecker<'a> {
         // Expand blocks and repeats lazily, left to right, with a work stack.
         while let Some((stage, depth)) = stages.pop() {
             if self.nodes.len() >= MAX_LAYERS {
-                self.diags.push(messages::too_many_layers(flow.span, MAX_LAYERS));
+                self.diags.push(messages::too_many_layers(flow.span, MAX_LAYERS, "split the model into smaller ones"));
                 return None;
             }
             match stage {
                 Stage::Repeat { count, body, span } => {
                     let n = args::int_value(&Value::Number(count.clone()), "repeat count", 1, self.diags)?;
                     if n.saturating_mul(body.len()) > MAX_LAYERS {
-                        self.diags.push(messages::too_many_layers(span, MAX_LAYERS));
+                        self.diags.push(messages::too_many_layers(span, MAX_LAYERS, "check the `repeat` count"));
                         return None;
                     }
                     for _ in 0..n {

@@ -58,9 +58,11 @@ pub fn shape_too_large(span: Span) -> Diag {
         .with_help("check the dimensions for a typo")
 }
 
-pub fn too_many_layers(span: Span, max: usize) -> Diag {
+/// More than `max` layers; `fix` fits the cause (a `repeat` count, or a
+/// pipeline that is simply that long).
+pub fn too_many_layers(span: Span, max: usize, fix: &str) -> Diag {
     Diag::error("nnc::model::too_large", format!("this expands to more than {max} layers"), span, "expanded here")
-        .with_help("check the `repeat` counts")
+        .with_help(fix.to_string())
 }
 
 pub fn bad_source(call: &Call, is_layer: bool) -> Diag {

@@ -14,6 +14,17 @@ pub fn loss_shape(pred: &Ident, pred_info: &Incoming, target: &Ident, target_sha
     .with_help(format!("make the last layer produce {}", shape_text(target_shape)))
 }
 
+/// `loss(target, prediction)`: the arguments in the wrong order.
+pub fn loss_arguments_swapped(call: &Call, target: &Ident, prediction: &Ident) -> Diag {
+    Diag::error(
+        "nnc::loss::swapped",
+        format!("`{}` takes the prediction first, then the target", call.name.name),
+        call.span,
+        format!("`{}` is a target, `{}` is not", target.name, prediction.name),
+    )
+    .with_help(format!("write `{}({}, {})`", call.name.name, prediction.name, target.name))
+}
+
 pub fn loss_target_kind(call: &Call, target: &Ident, declared: Span, expected: &str, instead: &str) -> Diag {
     Diag::error(
         "nnc::loss::target",
