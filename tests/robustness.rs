@@ -7,6 +7,11 @@ use rand_chacha::ChaCha8Rng;
 
 const MUTATIONS_PER_MODEL: usize = 300;
 
+/// `NNC_FUZZ_SCALE=N` runs N times as many mutations (a long campaign).
+fn scale() -> usize {
+    std::env::var("NNC_FUZZ_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
 fn tokens(source: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut start = None;
@@ -79,7 +84,7 @@ fn mutated_models_never_panic_and_spans_stay_inside() {
             continue;
         }
         let original = std::fs::read_to_string(&path).expect("readable");
-        for _ in 0..MUTATIONS_PER_MODEL {
+        for _ in 0..MUTATIONS_PER_MODEL * scale() {
             let source = mutate(&original, &mut rng);
             let checked = check_source("mutant.nn", &source);
             checked_count += 1;
@@ -123,4 +128,68 @@ fn long_flat_input_is_fine() {
     let checked = check_source("long.nn", &source);
     assert!(checked.diags.is_empty(), "{:?}", checked.diags.first());
     assert_eq!(checked.models[0].nodes.len(), 2000);
+}
+
+/// A byte-level mutation: flip, cut, duplicate, or splice in a hostile value.
+fn mutate_bytes(bytes: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    if out.is_empty() {
+        return out;
+    }
+    let at = rng.random_range(0..out.len());
+    match rng.random_range(0..5) {
+        0 => out[at] ^= 1 << rng.random_range(0..8),
+        1 => out.truncate(at),
+        2 => {
+            let end = (at + rng.random_range(1..64)).min(out.len());
+            let piece = out[at..end].to_vec();
+            out.splice(at..at, piece);
+        }
+        3 => {
+            let hostile: [&[u8]; 6] = [b"1e400", b"NaN", b",,,", b"\n", b"\xff\xfe", b"-1"];
+            out.splice(at..at, hostile[rng.random_range(0..hostile.len())].iter().copied());
+        }
+        _ => out[at] = rng.random_range(0..=255),
+    }
+    out
+}
+
+/// Mutated CSV, IDX and checkpoint files are errors or data, never a panic;
+/// each loader sees 2,000 of them (times `NNC_FUZZ_SCALE`).
+#[test]
+fn mutated_data_files_never_panic() {
+    use nnc::data::{self, RowSpec, TargetSpecOfRow};
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let spec = RowSpec { features: 3, target: TargetSpecOfRow::Class(4), vocab: None, label_names: vec![] };
+    let csv = b"a,b,c,label\n1,2,3,0\n4,5.5,-6,3\n0.1,1e3,7,1\n";
+    for _ in 0..2_000 * scale() {
+        let _ = data::parse_csv(&mutate_bytes(csv, &mut rng), "m.csv", &spec, None);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut idx = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 3];
+    idx.extend([1, 2, 3, 4, 5, 6]);
+    let labels = [0u8, 0, 8, 1, 0, 0, 0, 2, 1, 3];
+    let (images_path, labels_path) = (dir.path().join("i.idx"), dir.path().join("l.idx"));
+    std::fs::write(&labels_path, labels).expect("write");
+    for _ in 0..2_000 * scale() {
+        std::fs::write(&images_path, mutate_bytes(&idx, &mut rng)).expect("write");
+        let source = nnc::check::DataSource::Idx {
+            images: "i.idx".into(),
+            labels: "l.idx".into(),
+            test_images: None,
+            test_labels: None,
+        };
+        let _ = data::load(&source, dir.path(), &spec);
+    }
+    let checked = check_source(
+        "m.nn",
+        "model m { input x: [4] target y: class(3)
+        x |> dense(3) => p  loss = cross_entropy(p, y)  train { batch = 2 } }",
+    );
+    let model = &checked.models[0];
+    let trainer = nnc::train::Trainer::new(model, model.train.clone(), nnc::train::Backend::Interp).expect("trainer");
+    let bytes = nnc::checkpoint::to_bytes(&trainer, "source", &nnc::data::Scaler::None).expect("bytes");
+    for _ in 0..2_000 * scale() {
+        let _ = nnc::checkpoint::from_bytes(&mutate_bytes(&bytes, &mut rng));
+    }
 }
