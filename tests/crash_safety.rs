@@ -24,7 +24,7 @@ fn signal(pid: u32, sig: &str) {
 fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let dir = setup();
     let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(["train", "m.nn", "--epochs", "100000", "--save", "ck.safetensors"])
+        .args(["train", "m.nn", "--epochs", "100000", "--save", "ck.safetensors", "--metrics-json", "m.json"])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -41,10 +41,14 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("--resume ck.safetensors"), "{stderr}");
     // The command that continues keeps the run's own flags.
-    assert!(
-        stderr.contains("nnc train m.nn --epochs 100000 --save ck.safetensors --resume ck.safetensors"),
-        "{stderr}"
-    );
+    let resume = "nnc train m.nn --epochs 100000 --metrics-json m.json --save ck.safetensors --resume ck.safetensors";
+    assert!(stderr.contains(resume), "{stderr}");
+    // The metrics of the weights kept are written too.
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m.json")).expect("metrics written"))
+            .expect("JSON");
+    assert!(metrics["epochs"].as_array().is_some_and(|e| e.len() >= 3), "{metrics}");
+    assert!(metrics["test_loss"].as_f64().is_some_and(f64::is_finite), "{metrics}");
     let saved = checkpoint::load(&dir.path().join("ck.safetensors")).expect("a whole checkpoint");
     assert!(saved.epoch >= 3, "epoch {}", saved.epoch);
 }
@@ -70,7 +74,7 @@ fn sigkill_at_any_moment_leaves_a_loadable_checkpoint() {
     }
     // Once an epoch has been reported, its checkpoint is on disk, whole.
     let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(["train", "m.nn", "--epochs", "100000", "--save", "ck.safetensors"])
+        .args(["train", "m.nn", "--epochs", "100000", "--save", "ck.safetensors", "--metrics-json", "m.json"])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -83,6 +83,19 @@ pub fn run(args: &TrainArgs) -> Outcome {
     }
     let started = Instant::now();
     let history = train_epochs(args, (&checked, model), &mut trainer, &data, started)?;
+    final_report(args, model, &mut trainer, &data, &history, started)
+}
+
+/// The final line (on the test rows, else the validation rows, else the
+/// training rows) and the metrics file, for a finished or interrupted run.
+fn final_report(
+    args: &TrainArgs,
+    model: &CheckedModel,
+    trainer: &mut Trainer,
+    data: &Prepared,
+    history: &[EpochReport],
+    started: Instant,
+) -> Outcome {
     let (split, final_set) = match (&data.test, &data.validation) {
         (Some(t), _) => ("test", t),
         (None, Some(v)) => ("validation", v),
@@ -91,7 +104,7 @@ pub fn run(args: &TrainArgs) -> Outcome {
     let metrics = trainer.evaluate(final_set).map_err(|e| Failure::Input(e.to_string()))?;
     say!("{split}: {}  ({} rows, {:.1} s)", metrics.to_text(), metrics.rows, started.elapsed().as_secs_f64());
     if let Some(path) = &args.metrics_json {
-        write_metrics(path, model, &data.description, &history, split, &metrics)?;
+        write_metrics(path, model, &data.description, history, split, &metrics)?;
     }
     Ok(())
 }
@@ -170,6 +183,8 @@ fn train_epochs(
             Ok(report) => report,
             Err(TrainError::Interrupted { epoch }) => {
                 interrupted(args, trainer, &checked.source, &data.scaler, epoch);
+                // The weights kept are the last finished epoch's: report them.
+                final_report(args, model, trainer, data, &history, started)?;
                 return Err(Failure::Interrupted);
             }
             Err(e) => return Err(training_failed(args, checked, &e)),
