@@ -14,7 +14,7 @@ use crate::ir::{Graph, Shape, StateInfo};
 use crate::pipeline;
 
 /// Rows per forward pass when a data set is run in chunks.
-const CHUNK: usize = 256;
+pub const CHUNK: usize = 256;
 
 /// A tensor a checkpoint holds: its saved name, shape and place in the store.
 #[derive(Debug, Clone)]
