@@ -65,11 +65,11 @@ fn write_rows(test: &Dataset, path: &Path) -> Vec<f32> {
 
 /// Builds the library `model` in `dir/lib` and links the C example against
 /// its static library; returns the program.
-fn build_and_link(file: &str, weights: &Path, dir: &Path, target_cpu: &str) -> PathBuf {
+fn build_and_link(file: &str, weights: &Path, dir: &Path, (target_cpu, batch): (&str, usize)) -> PathBuf {
     let lib = dir.join("lib");
     let model_file = Path::new(common::MODELS).join(file);
     let args = [model_file.to_str().unwrap(), "--weights", weights.to_str().unwrap(), "-o", lib.to_str().unwrap()];
-    let batch = BATCH.to_string();
+    let batch = batch.to_string();
     let out = nnc(
         &[&["build"], &args[..], &["--name", "model", "--batch", &batch, "--target-cpu", target_cpu]].concat(),
         &[],
@@ -127,7 +127,7 @@ fn run_program(program: &Path, rows_csv: &Path, classes: bool) -> Vec<Vec<f32>> 
 
 /// What the JIT predicts for the raw rows `x` with the checkpoint's weights,
 /// batched as the library batches (whole batches, then one row at a time).
-fn jit_predictions(file: &str, weights: &Path, x: &[f32], scaler: &Scaler) -> (Vec<Vec<f32>>, bool) {
+fn jit_predictions(file: &str, weights: &Path, x: &[f32], (scaler, batch): (&Scaler, usize)) -> (Vec<Vec<f32>>, bool) {
     let checked = common::load(file);
     let model = &checked.models[0];
     let saved = checkpoint::load(weights).expect("loads");
@@ -139,7 +139,7 @@ fn jit_predictions(file: &str, weights: &Path, x: &[f32], scaler: &Scaler) -> (V
     let mut scores = Vec::new();
     let mut done = 0;
     while done < ROWS {
-        let n = if ROWS - done >= BATCH { BATCH } else { 1 };
+        let n = if ROWS - done >= batch { batch } else { 1 };
         let (prediction, _) = runtime.run_batch(&scaled.x[done * width..(done + n) * width], &[], n).expect("runs");
         scores.extend(prediction);
         done += n;
@@ -161,18 +161,22 @@ fn jit_predictions(file: &str, weights: &Path, x: &[f32], scaler: &Scaler) -> (V
 
 /// Builds `file`'s library for `target_cpu`, runs the C program on real test
 /// rows, and returns its predictions and the JIT's.
-fn library_and_jit(file: &str, target_cpu: &str) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, tempfile::TempDir) {
+fn library_and_jit(file: &str, target_cpu: &str, batch: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (weights, test, scaler) = checkpoint_of(file, dir.path());
     let rows_csv = dir.path().join("rows.csv");
     let x = write_rows(&test, &rows_csv);
-    let program = build_and_link(file, &weights, dir.path(), target_cpu);
-    let (jit, classes) = jit_predictions(file, &weights, &x, &scaler);
+    let program = build_and_link(file, &weights, dir.path(), (target_cpu, batch));
+    let (jit, classes) = jit_predictions(file, &weights, &x, (&scaler, batch));
     (run_program(&program, &rows_csv, classes), jit, dir)
 }
 
 fn assert_same_bits(file: &str) {
-    let (library, jit, _dir) = library_and_jit(file, "native");
+    assert_same_bits_at(file, BATCH);
+}
+
+fn assert_same_bits_at(file: &str, batch: usize) {
+    let (library, jit, _dir) = library_and_jit(file, "native", batch);
     assert_eq!((library.len(), jit.len()), (ROWS, ROWS));
     for (i, (a, b)) in library.iter().zip(&jit).enumerate() {
         let bits = |row: &[f32]| row.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
@@ -183,6 +187,12 @@ fn assert_same_bits(file: &str) {
 #[test]
 fn mnist_mlp_library_predicts_the_jits_bits() {
     assert_same_bits("mnist_mlp.nn");
+}
+
+/// `--batch 1`: every row through the single-row pass.
+#[test]
+fn a_batch_of_one_builds_and_predicts_the_jits_bits() {
+    assert_same_bits_at("digits_mlp.nn", 1);
 }
 
 #[test]
@@ -264,7 +274,7 @@ fn assert_self_contained(lib: &Path) {
 
 #[test]
 fn a_portable_build_uses_no_avx_stays_close_to_the_jit_and_carries_no_compiler() {
-    let (library, jit, dir) = library_and_jit("digits_mlp.nn", "x86-64-v2");
+    let (library, jit, dir) = library_and_jit("digits_mlp.nn", "x86-64-v2", BATCH);
     for (a, b) in library.iter().flatten().zip(jit.iter().flatten()) {
         assert!((a - b).abs() <= 1e-5, "library {a} vs jit {b}");
     }
@@ -275,7 +285,7 @@ fn a_portable_build_uses_no_avx_stays_close_to_the_jit_and_carries_no_compiler()
         // The check can fail: a native build on this machine does use AVX.
         let native = tempfile::tempdir().expect("temp dir");
         let (weights, _, _) = checkpoint_of("digits_mlp.nn", native.path());
-        build_and_link("digits_mlp.nn", &weights, native.path(), "native");
+        build_and_link("digits_mlp.nn", &weights, native.path(), ("native", BATCH));
         assert!(!avx_instructions(&generated_code(&native.path().join("lib"))).is_empty());
     }
     assert_self_contained(&dir.path().join("lib"));

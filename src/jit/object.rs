@@ -54,11 +54,11 @@ pub fn emit(model: &LibraryModel, target: &TargetCpu) -> Result<Vec<u8>, String>
     let builder = ObjectBuilder::new(target.isa(true)?, model.name, default_libcall_names()).map_err(err)?;
     let mut module = ObjectModule::new(builder);
     let name = model.name;
-    let single =
-        define_step(&mut module, &format!("{name}_forward_1"), Linkage::Local, model.single.graph, model.single.plan)?
-            .0;
-    let batched_name = format!("{name}_forward_{}", model.batched.rows);
-    let batched = define_step(&mut module, &batched_name, Linkage::Local, model.batched.graph, model.batched.plan)?.0;
+    let pass = |module: &mut ObjectModule, which: &str, pass: &PlannedPass| {
+        define_step(module, &format!("{name}_forward_{which}"), Linkage::Local, pass.graph, pass.plan).map(|(id, _)| id)
+    };
+    let single = pass(&mut module, "single", &model.single)?;
+    let batched = pass(&mut module, "batched", &model.batched)?;
     let floats = |module: &mut ObjectModule, suffix: &str, values: &[f32]| {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         define_data(module, &format!("{name}_{suffix}"), bytes, |_, _| {})
