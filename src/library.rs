@@ -253,7 +253,7 @@ fn header(
         TargetCpu::Native => "the CPU it was built on (native)".to_string(),
         TargetCpu::Preset(p) => p.clone(),
     };
-    use nnc_runtime::library::{NO_ROWS, NULL_POINTER, OK, WRONG_CONTEXT};
+    use nnc_runtime::library::{NO_ROWS, NULL_POINTER, OK, TOO_MANY_ROWS, WRONG_CONTEXT};
     format!(
         r#"/* {name}.h: model `{model_name}`, compiled ahead of time by nnc {version}.
  *
@@ -299,6 +299,7 @@ static const size_t {upper}_INPUT_SHAPE[{rank}] = {{{input_shape}}};
 #define {upper}_NULL_POINTER {null}      /* ctx, input or output is NULL */
 #define {upper}_NO_ROWS {no_rows}           /* rows is 0 */
 #define {upper}_WRONG_CONTEXT {wrong}     /* ctx was made by another model's create */
+#define {upper}_TOO_MANY_ROWS {too_many}     /* rows * size cannot be a buffer */
 
 typedef struct {name}_context {name}_context;
 
@@ -330,5 +331,6 @@ int {name}_predict({name}_context *ctx, const float *input, size_t rows, float *
         null = NULL_POINTER,
         no_rows = NO_ROWS,
         wrong = WRONG_CONTEXT,
+        too_many = TOO_MANY_ROWS,
     )
 }

@@ -346,3 +346,52 @@ fn bad_builds_are_clear_errors_that_leave_nothing_behind() {
     let names: Vec<_> = std::fs::read_dir(&out).expect("reads").flatten().map(|e| e.file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("libdigits_mlp.so")], "nothing else was written");
 }
+
+/// The C API's error codes, from C: null pointers, no rows, a row count no
+/// buffer can hold; and a good call after them still works.
+#[test]
+fn the_c_api_returns_error_codes_instead_of_crashing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (weights, _, _) = checkpoint_of("digits_mlp.nn", dir.path());
+    build_and_link("digits_mlp.nn", &weights, dir.path(), ("native", BATCH));
+    let source = r#"
+#include <stdint.h>
+#include <stdio.h>
+#include "model.h"
+int main(void) {
+    float in[MODEL_INPUT_SIZE] = {0}, out[MODEL_OUTPUT_SIZE];
+    model_context *ctx = model_create();
+    if (!ctx) return 10;
+    if (model_predict(NULL, in, 1, out) != MODEL_NULL_POINTER) return 11;
+    if (model_predict(ctx, NULL, 1, out) != MODEL_NULL_POINTER) return 12;
+    if (model_predict(ctx, in, 1, NULL) != MODEL_NULL_POINTER) return 13;
+    if (model_predict(ctx, in, 0, out) != MODEL_NO_ROWS) return 14;
+    if (model_predict(ctx, in, SIZE_MAX / 2, out) != MODEL_TOO_MANY_ROWS) return 15;
+    if (model_predict(ctx, in, 1, out) != MODEL_OK) return 16;
+    float sum = 0;
+    for (int i = 0; i < MODEL_OUTPUT_SIZE; i++) sum += out[i];
+    model_destroy(ctx);
+    model_destroy(NULL);
+    printf("%.6f\n", sum);
+    return 0;
+}
+"#;
+    let lib = dir.path().join("lib");
+    std::fs::write(dir.path().join("codes.c"), source).expect("write");
+    let program = dir.path().join("codes");
+    let out = Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-I"])
+        .arg(&lib)
+        .arg(dir.path().join("codes.c"))
+        .arg(lib.join("libmodel.a"))
+        .args(nnc::library::SYSTEM_LIBS.split(' '))
+        .arg("-o")
+        .arg(&program)
+        .output()
+        .expect("cc runs");
+    assert!(out.status.success(), "cc: {}", text(&out.stderr));
+    let run = Command::new(&program).output().expect("runs");
+    assert_eq!(run.status.code(), Some(0), "failed check {:?}", run.status.code());
+    let sum: f32 = text(&run.stdout).trim().parse().expect("a number");
+    assert!((sum - 1.0).abs() < 1e-5, "probabilities sum to {sum}");
+}

@@ -54,6 +54,7 @@ pub const OK: i32 = 0;
 pub const NULL_POINTER: i32 = 1;
 pub const NO_ROWS: i32 = 2;
 pub const WRONG_CONTEXT: i32 = 3;
+pub const TOO_MANY_ROWS: i32 = 4;
 
 /// One caller's working memory, allocated once by `create`.
 pub struct Context {
@@ -127,6 +128,12 @@ pub unsafe extern "C" fn nnc_library_predict(
     let (d, context) = unsafe { (&*description, &mut *context) };
     if !std::ptr::eq(context.description, description) {
         return WRONG_CONTEXT;
+    }
+    // No buffer holds more than isize::MAX bytes: a larger count is a caller's mistake.
+    let fits =
+        |width: usize| rows.checked_mul(width).and_then(|n| n.checked_mul(4)).is_some_and(|b| b <= isize::MAX as usize);
+    if !fits(d.features) || !fits(d.outputs) {
+        return TOO_MANY_ROWS;
     }
     // SAFETY: the caller's contract: input and output hold `rows` rows.
     let (input, output) = unsafe {
