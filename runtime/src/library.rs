@@ -81,14 +81,23 @@ pub unsafe extern "C" fn nnc_library_create(description: *const Description) -> 
         // Results are the same bits whether the parts run in parallel or not.
         crate::set_parallel_images(true);
     }
-    let context = Context {
-        description,
-        single_scratch: vec![0.0; d.single.scratch_len.max(1)],
-        batched_scratch: vec![0.0; d.batched.scratch_len.max(1)],
-        input: vec![0.0; d.batched.rows.max(1) * d.features],
-        hyper: Hypers::default(),
+    // Memory that is not there is a NULL context, never an abort of the caller.
+    let input_len = d.batched.rows.max(1).checked_mul(d.features);
+    let (Some(single_scratch), Some(batched_scratch), Some(input)) =
+        (zeroed(d.single.scratch_len.max(1)), zeroed(d.batched.scratch_len.max(1)), input_len.and_then(zeroed))
+    else {
+        return std::ptr::null_mut();
     };
+    let context = Context { description, single_scratch, batched_scratch, input, hyper: Hypers::default() };
     Box::into_raw(Box::new(context))
+}
+
+/// `len` zeros, or None when the memory cannot be had.
+fn zeroed(len: usize) -> Option<Vec<f32>> {
+    let mut values = Vec::new();
+    values.try_reserve_exact(len).ok()?;
+    values.resize(len, 0.0);
+    Some(values)
 }
 
 /// Frees a context (null is allowed and does nothing).
