@@ -124,3 +124,22 @@ fn check_batch_needs_a_stage_to_print() {
     assert_eq!(code, 0);
     assert!(!out.is_empty());
 }
+
+#[test]
+fn check_emits_the_chosen_model() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("two.nn");
+    std::fs::write(
+        &file,
+        "model a { input x: [4] target y: class(3)\n x |> dense(3) => p loss = cross_entropy(p, y) }\n\
+         model b { input x: [4] target y: class(3)\n x |> dense(5) |> relu |> dense(3) => p loss = cross_entropy(p, y) }\n",
+    )
+    .expect("write");
+    let file = file.to_str().expect("utf-8 path");
+    let (code, out, _) = nnc(&["check", file, "--emit", "ir", "--model", "b"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("dense1.weight [5, 4]"), "{out}");
+    let (code, _, err) = nnc(&["check", file, "--emit", "ir", "--model", "c"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no model `c`") && err.contains("a, b"), "{err}");
+}

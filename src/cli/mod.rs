@@ -104,6 +104,9 @@ enum Command {
         /// Batch size of the stage `--emit` prints (ir, train-ir, plan, clif).
         #[arg(long, default_value_t = 1, value_parser = batch_size, requires = "emit")]
         batch: usize,
+        /// Which model's stage `--emit` prints (default: the first).
+        #[arg(long, requires = "emit")]
+        model: Option<String>,
     },
     /// Per-layer output shapes, parameter counts and costs.
     Summary {
@@ -278,7 +281,9 @@ pub fn run() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Command::Check { file, format, emit, batch } => check(&file, format, emit, batch),
+        Command::Check { file, format, emit, batch, model } => {
+            check(&file, format, emit.map(|stage| (stage, batch, model)))
+        }
         Command::Summary { target, json } => summary(&target.file, target.model.as_deref(), json),
         Command::Train(args) => train::run(&args),
         Command::Eval { target, weights, data, data_dir } => {
@@ -318,13 +323,15 @@ fn load(file: &Path, format: Format) -> Result<Checked, Failure> {
     Ok(checked)
 }
 
-fn check(file: &Path, format: Format, emit: Option<Emit>, batch: usize) -> Outcome {
+/// `nnc check`; with `emit` = (stage, batch, model) it prints that stage.
+fn check(file: &Path, format: Format, emit: Option<(Emit, usize, Option<String>)>) -> Outcome {
     let checked = load(file, format)?;
     if checked.has_errors() {
         return Err(Failure::Reported);
     }
-    if let Some(emit) = emit {
-        return emit_stage(&checked, emit, batch);
+    if let Some((stage, batch, model)) = emit {
+        let model = select(&checked, model.as_deref())?;
+        return emit_stage(&checked, model, stage, batch);
     }
     if let Format::Human = format {
         let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
@@ -406,8 +413,7 @@ fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> Out
     }
 }
 
-fn emit_stage(checked: &Checked, emit: Emit, batch: usize) -> Outcome {
-    let model = checked.models.first().ok_or(Failure::Reported)?;
+fn emit_stage(checked: &Checked, model: &CheckedModel, emit: Emit, batch: usize) -> Outcome {
     let text = match emit {
         Emit::Ast => crate::syntax::parse(&checked.source).map(|ast| format!("{ast:#?}\n")),
         Emit::Ir => pipeline::forward_graph(model, batch, true).map(|g| g.to_text()),
