@@ -47,7 +47,8 @@ impl Model {
     /// `model.train.seed` (the same weights on every machine).
     pub fn new(model: &CheckedModel, backend: Backend) -> Result<Model, Diag> {
         if model.inputs.len() != 1 {
-            return Err(messages::several_inputs(model.span));
+            // At the second input: the one training cannot feed.
+            return Err(messages::several_inputs(model.inputs.get(1).map_or(model.span, |i| i.span)));
         }
         let probe = pipeline::forward_graph(model, 1, false)?;
         let mut store = Store::new(&probe);

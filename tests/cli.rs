@@ -143,3 +143,21 @@ fn check_emits_the_chosen_model() {
     assert_eq!(code, 2);
     assert!(err.contains("no model `c`") && err.contains("a, b"), "{err}");
 }
+
+/// `check` accepts several inputs (shared weights use them); training says
+/// at the second input that it reads one.
+#[test]
+fn training_a_model_with_two_inputs_points_at_the_second() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("two.nn");
+    std::fs::write(
+        &file,
+        "model m {\n  input a: [4]\n  input b: [2]\n  target y: class(3)\n  a |> dense(3) => o\n  \
+         loss = cross_entropy(o, y)\n  train { data = builtin(\"digits\") }\n}\n",
+    )
+    .expect("write");
+    let (code, _, err) = nnc(&["train", file.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("training reads one input per model") && err.contains("a second input"), "{err}");
+    assert!(err.contains("input b: [2]"), "the second input's line is shown: {err}");
+}

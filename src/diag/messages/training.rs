@@ -111,13 +111,8 @@ pub fn internal(span: Span, what: &str) -> Diag {
 }
 
 pub fn several_inputs(span: Span) -> Diag {
-    Diag::error(
-        "nnc::lower::several_inputs",
-        "training reads one input per model",
-        span,
-        "this model declares several inputs",
-    )
-    .with_help("combine the features into one input")
+    Diag::error("nnc::lower::several_inputs", "training reads one input per model", span, "a second input")
+        .with_help("combine the features into one input; `nnc check` accepts several, training does not yet")
 }
 
 pub fn not_trainable_optimizer(span: Span, what: &str) -> Diag {
