@@ -400,3 +400,34 @@ fn parallel_images_give_the_same_bits_as_serial() {
     nnc_runtime::set_parallel_images(false);
     assert_eq!(serial, parallel);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The runtime's product against a plain f64 loop: few rows (the blocked
+    /// dot-product path) and more (matrixmultiply), odd sizes, transposes.
+    #[test]
+    fn products_match_the_reference_loops(
+        m in 1usize..7, k in 1usize..70, n in 1usize..14, ta in any::<bool>(), tb in any::<bool>(), seed in 0u64..1000,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        // op(A)[i][p] at i·rs + p·cs; A is stored [k, m] when transposed.
+        let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
+        let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
+        let mut c = vec![0.0f32; m * n];
+        nnc_runtime::product((m, k, n), &a, (rsa, csa), &b, (rsb, csb), &mut c).expect("the slices fit");
+        for i in 0..m {
+            for j in 0..n {
+                let exact: f64 = (0..k)
+                    .map(|p| {
+                        let (x, y) = (a[i * rsa + p * csa], b[p * rsb + j * csb]);
+                        f64::from(x) * f64::from(y)
+                    })
+                    .sum();
+                prop_assert!((f64::from(c[i * n + j]) - exact).abs() <= 1e-5 * (k as f64).sqrt(), "c[{i}][{j}] {} vs {exact}", c[i * n + j]);
+            }
+        }
+    }
+}

@@ -13,6 +13,7 @@ mod products;
 mod routines;
 mod spatial;
 
+pub use products::product;
 pub use routines::softmax_row;
 
 /// Whether a convolution of this stride runs in the direct kernel on this

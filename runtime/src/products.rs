@@ -47,6 +47,30 @@ pub extern "C" fn nnc_sgemm(
     unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, n as isize, 1) }
 }
 
+/// `c = op(a)·op(b)` (`m×k` by `k×n`, row-major `c`) on slices, for callers
+/// other than generated code: an error unless every element the strides
+/// reach lies inside the slices.
+#[allow(clippy::too_many_arguments)]
+pub fn product(
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    c: &mut [f32],
+) -> Result<(), String> {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        (rows.max(1) - 1).checked_mul(rs)?.checked_add((cols.max(1) - 1).checked_mul(cs)?)
+    };
+    let inside = |len: usize, last: Option<usize>| last.is_some_and(|l| l < len);
+    if c.len() != m * n || !inside(a.len(), last(m, k, rsa, csa)) || !inside(b.len(), last(k, n, rsb, csb)) {
+        return Err(format!("a {m}×{k} by {k}×{n} product does not fit the slices and strides given"));
+    }
+    let s = |x: usize| x as isize;
+    nnc_sgemm(m, k, n, a.as_ptr(), s(rsa), s(csa), b.as_ptr(), s(rsb), s(csb), c.as_mut_ptr());
+    Ok(())
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn small_product_avx512<'a>(
