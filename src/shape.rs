@@ -40,3 +40,16 @@ pub fn numel(shape: &[usize]) -> usize {
 pub fn window(shape: &[usize], kernel: usize, stride: usize, padding: usize, dilation: usize) -> Window {
     Window { batch: shape[0], channels: shape[1], height: shape[2], width: shape[3], kernel, stride, padding, dilation }
 }
+
+/// Groups digits in threes: 138357544 → 138,357,544.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::check::{CheckedModel, InputKind};
-use crate::shape::shape_text;
+use crate::shape::{grouped, shape_text};
 
 /// One row of the summary table.
 #[derive(Debug, Serialize)]
@@ -75,19 +75,6 @@ pub fn summarize(model: &CheckedModel) -> Summary {
         total_activation_bytes: rows.iter().map(|r| r.activation_bytes).sum(),
         rows,
     }
-}
-
-/// Groups digits in threes: 138357544 → 138,357,544.
-pub fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Scales a count to k/M/G for the table.

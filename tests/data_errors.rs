@@ -14,12 +14,18 @@ const MODEL: &str = "model m {
 ";
 
 fn train_with(files: &[(&str, &[u8])]) -> (i32, String) {
+    let dir = project(MODEL, files);
+    run(&dir.path().join("m.nn"), &[])
+}
+
+/// A folder holding `model` as `m.nn` and `files`.
+fn project(model: &str, files: &[(&str, &[u8])]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("m.nn"), MODEL).expect("write model");
+    std::fs::write(dir.path().join("m.nn"), model).expect("write model");
     for (name, bytes) in files {
         std::fs::write(dir.path().join(name), bytes).expect("write data");
     }
-    run(&dir.path().join("m.nn"), &[])
+    dir
 }
 
 fn run(model: &Path, extra: &[&str]) -> (i32, String) {
@@ -159,19 +165,15 @@ fn a_file_without_a_header_row_is_refused_not_shortened() {
 
 #[test]
 fn validation_without_rows_to_spare_is_an_error() {
-    let dir = tempfile::tempdir().expect("temp dir");
     let model = MODEL.replace("epochs = 1", "epochs = 1 validation = 0.5");
-    std::fs::write(dir.path().join("m.nn"), model).expect("write model");
-    std::fs::write(dir.path().join("train.csv"), "a,b,c,label\n1,2,3,0\n").expect("write data");
+    let dir = project(&model, &[("train.csv", b"a,b,c,label\n1,2,3,0\n")]);
     let (code, err) = run(&dir.path().join("m.nn"), &[]);
     assert_error(code, &err, &["validation = 0.5", "at least 2 training rows"]);
 }
 
 #[test]
 fn test_data_without_training_data_is_a_usage_error() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("m.nn"), MODEL).expect("write model");
-    std::fs::write(dir.path().join("train.csv"), "a,b,c,label\n1,2,3,0\n").expect("write data");
+    let dir = project(MODEL, &[("train.csv", b"a,b,c,label\n1,2,3,0\n")]);
     let (code, err) = run(&dir.path().join("m.nn"), &["--test", "other.csv"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--test goes with --data"), "{err}");
@@ -179,11 +181,9 @@ fn test_data_without_training_data_is_a_usage_error() {
 
 #[test]
 fn final_metrics_come_from_the_validation_rows_when_there_is_no_test_split() {
-    let dir = tempfile::tempdir().expect("temp dir");
     let model = MODEL.replace("epochs = 1", "epochs = 1 validation = 0.5");
-    std::fs::write(dir.path().join("m.nn"), model).expect("write model");
     let rows: String = (0..8).map(|i| format!("{i},1,2,{}\n", i % 4)).collect();
-    std::fs::write(dir.path().join("train.csv"), format!("a,b,c,label\n{rows}")).expect("write data");
+    let dir = project(&model, &[("train.csv", format!("a,b,c,label\n{rows}").as_bytes())]);
     let out = Command::new(env!("CARGO_BIN_EXE_nnc")).arg("train").arg(dir.path().join("m.nn")).output().expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -302,10 +302,8 @@ fn keyword_argument_names_parse() {
     let model = MODEL
         .replace("csv(\"train.csv\")", "csv(\"train.csv\", target = \"label\")")
         .replace("cross_entropy(logits, y)", "cross_entropy(prediction = logits, target = y)");
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("m.nn"), model).expect("write model");
     // The label first: only the named column can be the target.
-    std::fs::write(dir.path().join("train.csv"), "label,a,b,c\n0,1,2,3\n3,4,5,6\n").expect("write data");
+    let dir = project(&model, &[("train.csv", b"label,a,b,c\n0,1,2,3\n3,4,5,6\n")]);
     let (code, err) = run(&dir.path().join("m.nn"), &["--quiet"]);
     assert_eq!(code, 0, "{err}");
 }

@@ -78,28 +78,28 @@ fn build_and_link(file: &str, weights: &Path, dir: &Path, (target_cpu, batch): (
     for made in ["model.h", "libmodel.a", "libmodel.so"] {
         assert!(lib.join(made).is_file(), "{made} written");
     }
-    let program = dir.join("predict_csv");
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c/predict_csv.c");
+    let defines = ["-DNNC_LIB=model", "-DNNC_LIB_UPPER=MODEL", "-DNNC_LIB_HEADER=\"model.h\""];
+    link_c(&source, &lib, &defines, &dir.join("predict_csv"))
+}
+
+/// Compiles the C program `source` against `lib/libmodel.a` with `cc`
+/// (warnings are errors) and returns the program.
+fn link_c(source: &Path, lib: &Path, defines: &[&str], program: &Path) -> PathBuf {
     let out = Command::new("cc")
-        .args([
-            "-O2",
-            "-Wall",
-            "-Werror",
-            "-DNNC_LIB=model",
-            "-DNNC_LIB_UPPER=MODEL",
-            "-DNNC_LIB_HEADER=\"model.h\"",
-            "-I",
-        ])
-        .arg(&lib)
-        .arg(&source)
+        .args(["-O2", "-Wall", "-Werror"])
+        .args(defines)
+        .arg("-I")
+        .arg(lib)
+        .arg(source)
         .arg(lib.join("libmodel.a"))
         .args(nnc::library::SYSTEM_LIBS.split(' '))
         .arg("-o")
-        .arg(&program)
+        .arg(program)
         .output()
         .expect("cc runs");
     assert!(out.status.success(), "cc: {}", text(&out.stderr));
-    program
+    program.to_path_buf()
 }
 
 /// The C program's output: one row of floats per input row (a classifier's
@@ -378,18 +378,7 @@ int main(void) {
 "#;
     let lib = dir.path().join("lib");
     std::fs::write(dir.path().join("codes.c"), source).expect("write");
-    let program = dir.path().join("codes");
-    let out = Command::new("cc")
-        .args(["-O2", "-Wall", "-Werror", "-I"])
-        .arg(&lib)
-        .arg(dir.path().join("codes.c"))
-        .arg(lib.join("libmodel.a"))
-        .args(nnc::library::SYSTEM_LIBS.split(' '))
-        .arg("-o")
-        .arg(&program)
-        .output()
-        .expect("cc runs");
-    assert!(out.status.success(), "cc: {}", text(&out.stderr));
+    let program = link_c(&dir.path().join("codes.c"), &lib, &[], &dir.path().join("codes"));
     let run = Command::new(&program).output().expect("runs");
     assert_eq!(run.status.code(), Some(0), "failed check {:?}", run.status.code());
     let sum: f32 = text(&run.stdout).trim().parse().expect("a number");

@@ -12,7 +12,8 @@ fn session() -> Vec<(String, Vec<String>)> {
     let section = readme.split("## A session").nth(1).expect("a session section");
     let block = section.split("```").nth(1).expect("a code block");
     let mut commands: Vec<(String, Vec<String>)> = Vec::new();
-    for line in block.lines().skip(1) {
+    // The block's first line (after the fence) is empty and belongs to no command.
+    for line in block.lines() {
         if let Some(command) = line.strip_prefix("$ nnc ") {
             commands.push((command.to_string(), Vec::new()));
         } else if let Some((_, output)) = commands.last_mut()
@@ -46,7 +47,9 @@ fn mask_times(line: &str) -> String {
 fn matches(expected: &[String], actual: &[String]) -> bool {
     match expected.split_first() {
         None => actual.is_empty(),
-        Some((first, rest)) if first.trim() == "..." => (0..=actual.len()).any(|skip| matches(rest, &actual[skip..])),
+        Some((first, rest)) if first.trim() == "..." => {
+            (0..=actual.len()).any(|left_out| matches(rest, &actual[left_out..]))
+        }
         Some((first, rest)) => {
             actual.first().is_some_and(|line| mask_times(line) == mask_times(first)) && matches(rest, &actual[1..])
         }

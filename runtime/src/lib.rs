@@ -16,6 +16,15 @@ mod spatial;
 pub use products::product;
 pub use routines::softmax_row;
 
+/// `len` zeros, or None when the memory cannot be had (an error for the
+/// caller to report, never an abort).
+pub fn zeroed(len: usize) -> Option<Vec<f32>> {
+    let mut values = Vec::new();
+    values.try_reserve_exact(len).ok()?;
+    values.resize(len, 0.0);
+    Some(values)
+}
+
 /// Whether a convolution of this stride runs in the direct kernel on this
 /// CPU (which threads its own large products) rather than through im2col and
 /// sgemm.

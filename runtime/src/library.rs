@@ -8,7 +8,7 @@
 //! turning class scores into probabilities, exactly as `nnc predict` does.
 #![allow(unsafe_code)]
 
-use crate::{Hypers, softmax_row};
+use crate::{Hypers, softmax_row, zeroed};
 
 /// A compiled forward pass: `run(store, scratch, input, target, hyper)`.
 pub type ForwardFn = unsafe extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f32);
@@ -90,14 +90,6 @@ pub unsafe extern "C" fn nnc_library_create(description: *const Description) -> 
     };
     let context = Context { description, single_scratch, batched_scratch, input, hyper: Hypers::default() };
     Box::into_raw(Box::new(context))
-}
-
-/// `len` zeros, or None when the memory cannot be had.
-fn zeroed(len: usize) -> Option<Vec<f32>> {
-    let mut values = Vec::new();
-    values.try_reserve_exact(len).ok()?;
-    values.resize(len, 0.0);
-    Some(values)
 }
 
 /// Frees a context (null is allowed and does nothing).

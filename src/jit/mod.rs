@@ -15,7 +15,8 @@ mod vector;
 
 use std::collections::HashMap;
 
-use cranelift_codegen::ir::{AbiParam, InstBuilder, UserFuncName};
+use cranelift_codegen::Context;
+use cranelift_codegen::ir::{AbiParam, Block, InstBuilder, Signature, UserFuncName};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -112,15 +113,11 @@ pub fn define_step(
         let id = codegen::declare_routine(module, routine.name, routine.pointer_args, routine.float_args)?;
         routine_ids.push((routine.name, id));
     }
-    let mut ctx = module.make_context();
-    ctx.func.signature = sig;
-    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    let mut ctx = function_context(module, fid, sig);
     let mut fctx = FunctionBuilderContext::new();
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
+        let entry = enter(&mut b);
         let p = b.block_params(entry).to_vec();
         let mut routines = HashMap::new();
         for (name, id) in &routine_ids {
@@ -144,6 +141,22 @@ pub fn define_step(
     Ok((fid, clif))
 }
 
+/// A context for defining the function `fid` of signature `sig`.
+fn function_context(module: &impl Module, fid: FuncId, sig: Signature) -> Context {
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    ctx
+}
+
+/// Starts the function in its entry block, whose parameters are the function's.
+fn enter(b: &mut FunctionBuilder) -> Block {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    entry
+}
+
 /// Compiles `graph` as planned, for this CPU.
 pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
     let mut module = module()?;
@@ -157,7 +170,12 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
     Ok(Executable {
         module: Some(module),
         step,
-        scratch: zeroed(plan.scratch_len.max(1))?,
+        scratch: nnc_runtime::zeroed(plan.scratch_len.max(1)).ok_or_else(|| {
+            let gib = plan.scratch_len as f64 * 4.0 / f64::from(1u32 << 30);
+            format!(
+                "the step needs {gib:.1} GiB of working memory, more than this machine can give; use a smaller batch"
+            )
+        })?,
         splits_images: splits_images(graph),
         store_len: plan.store.len,
         input_len,
@@ -166,17 +184,6 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
         shapes: graph.nodes.iter().map(|n| n.shape.clone()).collect(),
         clif,
     })
-}
-
-/// `len` zeros, or an error (not an abort) when the memory is not there.
-pub fn zeroed(len: usize) -> Result<Vec<f32>, String> {
-    let mut values = Vec::new();
-    values.try_reserve_exact(len).map_err(|_| {
-        let gib = len as f64 * 4.0 / f64::from(1u32 << 30);
-        format!("the step needs {gib:.1} GiB of working memory, more than this machine can give; use a smaller batch")
-    })?;
-    values.resize(len, 0.0);
-    Ok(values)
 }
 
 /// Whether a graph has convolutions or pooling over a batch of more than

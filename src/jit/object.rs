@@ -10,13 +10,13 @@
 
 use std::mem::{offset_of, size_of};
 
-use cranelift_codegen::ir::{AbiParam, InstBuilder, UserFuncName, types};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, default_libcall_names};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use nnc_runtime::library::{Description, OUTPUT_IS_INPUT, Pass};
 
-use super::{TargetCpu, define_step};
+use super::{TargetCpu, define_step, enter, function_context};
 use crate::ir::{Graph, ValueId};
 use crate::plan::{Location, Plan};
 
@@ -161,14 +161,10 @@ fn define_entry_points(module: &mut ObjectModule, name: &str, description: DataI
         let runtime_sig = signature(module, args + usize::from(passes_description));
         let fid = module.declare_function(&format!("{name}_{suffix}"), Linkage::Export, &sig).map_err(err)?;
         let runtime = module.declare_function(runtime_name, Linkage::Import, &runtime_sig).map_err(err)?;
-        let mut ctx = module.make_context();
-        ctx.func.signature = sig;
-        ctx.func.name = UserFuncName::user(0, fid.as_u32());
+        let mut ctx = function_context(module, fid, sig);
         let mut fctx = FunctionBuilderContext::new();
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
+        let entry = enter(&mut b);
         let mut call_args = Vec::new();
         if passes_description {
             let global = module.declare_data_in_func(description, b.func);

@@ -84,7 +84,10 @@ pub fn out_of_range(n: &Number, name: &str, expected: &str) -> Diag {
 /// `n` is not a whole number in [min, max].
 pub fn int_out_of_range(n: &Number, name: &str, min: usize, max: f64) -> Diag {
     let (label, help) = if n.value > max {
-        (format!("a whole number up to {}", thousands(max)), format!("`{name}` is far too large; check it for a typo"))
+        (
+            format!("a whole number up to {}", crate::shape::grouped(max as u64)),
+            format!("`{name}` is far too large; check it for a typo"),
+        )
     } else if min > 0 {
         (format!("a whole number ≥ {min}"), format!("`{name}` must be at least {min}"))
     } else {
@@ -171,17 +174,4 @@ pub fn label_on_block(label: &Ident) -> Diag {
         "label a layer inside the block instead",
     )
     .with_help("remove `as …`")
-}
-
-/// 1000000000 as 1,000,000,000.
-fn thousands(value: f64) -> String {
-    let digits = format!("{value:.0}");
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
