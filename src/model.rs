@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use crate::check::CheckedModel;
-use crate::diag::{Diag, messages};
+use crate::diag::Diag;
 use crate::exec::{Backend, Compiled, Store};
 use crate::ir::init::init_params;
 use crate::ir::{Graph, Shape, StateInfo};
@@ -46,10 +46,6 @@ impl Model {
     /// Lays out the store of `model` and initialises its parameters from
     /// `model.train.seed` (the same weights on every machine).
     pub fn new(model: &CheckedModel, backend: Backend) -> Result<Model, Diag> {
-        if model.inputs.len() != 1 {
-            // At the second input: the one training cannot feed.
-            return Err(messages::several_inputs(model.inputs.get(1).map_or(model.span, |i| i.span)));
-        }
         let probe = pipeline::forward_graph(model, 1, false)?;
         let mut store = Store::new(&probe);
         for (p, values) in init_params::<f32>(&probe.params, model.train.seed).iter().enumerate() {

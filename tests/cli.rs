@@ -144,10 +144,10 @@ fn check_emits_the_chosen_model() {
     assert!(err.contains("no model `c`") && err.contains("a, b"), "{err}");
 }
 
-/// `check` accepts several inputs (shared weights use them); training says
-/// at the second input that it reads one.
+/// A model reads one input: `check` (and so every command) says so at the
+/// second input, before any data is read.
 #[test]
-fn training_a_model_with_two_inputs_points_at_the_second() {
+fn a_model_with_two_inputs_is_refused_at_the_second() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("two.nn");
     std::fs::write(
@@ -156,8 +156,11 @@ fn training_a_model_with_two_inputs_points_at_the_second() {
          loss = cross_entropy(o, y)\n  train { data = builtin(\"digits\") }\n}\n",
     )
     .expect("write");
-    let (code, _, err) = nnc(&["train", file.to_str().expect("utf-8")]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("training reads one input per model") && err.contains("a second input"), "{err}");
-    assert!(err.contains("input b: [2]"), "the second input's line is shown: {err}");
+    let file = file.to_str().expect("utf-8");
+    for command in ["check", "train", "summary"] {
+        let (code, _, err) = nnc(&[command, file]);
+        assert_eq!(code, 1, "{command}: {err}");
+        assert!(err.contains("a model reads one input") && err.contains("a second input"), "{command}: {err}");
+        assert!(err.contains("input b: [2]"), "{command}: the second input's line is shown: {err}");
+    }
 }

@@ -42,5 +42,8 @@ fn huge_lines_are_shown_as_excerpts() {
     let checked = check_source("m.nn", &source);
     let report = diag::render(&checked.diags, "m.nn", &source, false, 100);
     assert!(report.contains("unknown layer `rleu`") && report.contains("|> rleu |>"), "{report}");
+    // The header names the file's column, not the excerpt's.
+    let column = source.lines().nth(3).and_then(|l| l.find("rleu")).expect("rleu") + 1;
+    assert!(report.contains(&format!("[m.nn:4:{column}]")), "column {column}: {report}");
     assert!(report.len() < 2_000, "{} bytes of report", report.len());
 }

@@ -128,6 +128,10 @@ impl<'a> ModelChecker<'a> {
         if self.ast.inputs.is_empty() {
             self.diags.push(messages::no_input(&self.ast.name));
         }
+        // Data, training, `predict` and built libraries feed one input.
+        if let [first, second, ..] = self.ast.inputs.as_slice() {
+            self.diags.push(messages::several_inputs(second.span, first.span));
+        }
         for flow in &self.ast.flows {
             self.flow(flow);
         }

@@ -135,17 +135,50 @@ pub fn render(diags: &[Diag], file_name: &str, source: &str, color: bool, width:
 /// points at, so a huge line never floods the terminal.
 const SHOWN_LINE: usize = 200;
 
+/// The source a report is drawn from: the file, or an excerpt of it whose
+/// header still names the file's own column.
+struct Excerpt {
+    text: String,
+    /// Kept pieces: (their start in `text`, their column in the file).
+    pieces: Vec<(usize, usize)>,
+}
+
+impl miette::SourceCode for Excerpt {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let contents = self.text.as_str().read_span(span, before, after)?;
+        // Without context lines miette reads the header's position; give
+        // the column the span has in the file, not in the excerpt.
+        let column = match self.pieces.iter().rev().find(|(at, _)| *at <= span.offset()) {
+            Some((at, column)) if before == 0 && after == 0 => column + span.offset() - at,
+            _ => contents.column(),
+        };
+        Ok(Box::new(miette::MietteSpanContents::new(
+            contents.data(),
+            *contents.span(),
+            contents.line(),
+            column,
+            contents.line_count(),
+        )))
+    }
+}
+
 /// `source` with every line longer than `SHOWN_LINE` cut to an excerpt (the
 /// part around the first label on it), and `diag` with its spans moved to
 /// match. Short sources come back unchanged.
-fn excerpt(source: &str, diag: &Diag) -> (String, Diag) {
+fn excerpt(source: &str, diag: &Diag) -> (Excerpt, Diag) {
     let mut diag = diag.clone();
     if source.lines().all(|line| line.len() <= SHOWN_LINE) {
-        return (source.to_string(), diag);
+        return (Excerpt { text: source.to_string(), pieces: vec![] }, diag);
     }
     let spans: Vec<Span> = std::iter::once(diag.primary.span).chain(diag.secondary.iter().map(|l| l.span)).collect();
     // Kept pieces of the source: (old start, old end, new start).
     let mut kept: Vec<(usize, usize, usize)> = Vec::new();
+    let mut pieces = Vec::new();
     let mut out = String::new();
     let mut start = 0;
     for line in source.split_inclusive('\n') {
@@ -161,6 +194,7 @@ fn excerpt(source: &str, diag: &Diag) -> (String, Diag) {
             out.push('…');
         }
         kept.push((from, to, out.len()));
+        pieces.push((out.len(), from - start));
         out.push_str(&source[from..to]);
         if to < end {
             out.push_str(if line.ends_with('\n') { "…\n" } else { "…" });
@@ -179,7 +213,7 @@ fn excerpt(source: &str, diag: &Diag) -> (String, Diag) {
     for label in &mut diag.secondary {
         label.span = moved(label.span);
     }
-    (out, diag)
+    (Excerpt { text: out, pieces }, diag)
 }
 
 /// The largest char boundary of `text` at or before `offset`.

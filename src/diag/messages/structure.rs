@@ -12,6 +12,12 @@ pub fn no_input(model: &Ident) -> Diag {
     .with_help("declare one sample's shape, e.g. `input x: [4]`")
 }
 
+pub fn several_inputs(span: Span, first: Span) -> Diag {
+    Diag::error("nnc::model::several_inputs", "a model reads one input", span, "a second input")
+        .with_note(first, "the model's input")
+        .with_help("put the features side by side in one input (one CSV row feeds one input)")
+}
+
 pub fn missing_loss(model: &Ident) -> Diag {
     Diag::error("nnc::model::no_loss", format!("model `{}` has no loss", model.name), model.span, "nothing to minimise")
         .with_help("add e.g. `loss = cross_entropy(logits, label)`")

@@ -110,11 +110,6 @@ pub fn internal(span: Span, what: &str) -> Diag {
         .with_help("this is a bug in nnc; please report it with the model file")
 }
 
-pub fn several_inputs(span: Span) -> Diag {
-    Diag::error("nnc::lower::several_inputs", "training reads one input per model", span, "a second input")
-        .with_help("combine the features into one input; `nnc check` accepts several, training does not yet")
-}
-
 pub fn not_trainable_optimizer(span: Span, what: &str) -> Diag {
     Diag::error("nnc::lower::optimizer", what.to_string(), span, "cannot build the training step")
         .with_help("choose gd, sgd, momentum, nesterov or adam")
