@@ -41,6 +41,16 @@ pub fn window(shape: &[usize], kernel: usize, stride: usize, padding: usize, dil
     Window { batch: shape[0], channels: shape[1], height: shape[2], width: shape[3], kernel, stride, padding, dilation }
 }
 
+/// A size in bytes as people read it: `512 B`, `20.0 KiB`, `1.5 GiB`.
+pub fn bytes_text(n: u64) -> String {
+    match n {
+        0..=9_999 => format!("{n} B"),
+        10_000..=9_999_999 => format!("{:.1} KiB", n as f64 / 1024.0),
+        10_000_000..=9_999_999_999 => format!("{:.1} MiB", n as f64 / 1048576.0),
+        _ => format!("{:.1} GiB", n as f64 / 1073741824.0),
+    }
+}
+
 /// Groups digits in threes: 138357544 → 138,357,544.
 pub fn grouped(n: u64) -> String {
     let digits = n.to_string();

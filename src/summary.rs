@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::check::{CheckedModel, InputKind};
-use crate::shape::{grouped, shape_text};
+use crate::shape::{bytes_text, grouped, shape_text};
 
 /// One row of the summary table.
 #[derive(Debug, Serialize)]
@@ -87,15 +87,6 @@ fn human(n: u64) -> String {
     }
 }
 
-fn bytes(n: usize) -> String {
-    match n {
-        0..=9_999 => format!("{n} B"),
-        10_000..=9_999_999 => format!("{:.1} KiB", n as f64 / 1024.0),
-        10_000_000..=9_999_999_999 => format!("{:.1} MiB", n as f64 / 1048576.0),
-        _ => format!("{:.1} GiB", n as f64 / 1073741824.0),
-    }
-}
-
 impl Summary {
     pub fn to_text(&self) -> String {
         let mut out = format!("model {}\n", self.model);
@@ -108,7 +99,7 @@ impl Summary {
                 shape_text(&r.output),
                 grouped(r.params as u64),
                 human(r.macs),
-                bytes(r.activation_bytes),
+                bytes_text(r.activation_bytes as u64),
             ]);
         }
         let widths: Vec<usize> =
@@ -133,12 +124,12 @@ impl Summary {
             grouped(self.total_params as u64),
             human(self.total_macs),
             human(self.total_flops),
-            bytes(self.total_activation_bytes)
+            bytes_text(self.total_activation_bytes as u64)
         ));
         out.push_str(&format!(
             "training step at batch {}: about {} (parameters, gradients, optimizer state and kept outputs)\n",
             self.training_batch,
-            bytes(usize::try_from(self.training_bytes).unwrap_or(usize::MAX))
+            bytes_text(self.training_bytes)
         ));
         out
     }

@@ -164,3 +164,35 @@ fn a_model_with_two_inputs_is_refused_at_the_second() {
         assert!(err.contains("input b: [2]"), "{command}: the second input's line is shown: {err}");
     }
 }
+
+/// A step that needs more memory than `--max-memory` allows is refused
+/// before anything is allocated, at the layer that takes most — for the
+/// model's batch, a `--batch` flag and `batch = full` alike.
+#[test]
+fn max_memory_refuses_a_step_that_does_not_fit() {
+    let (code, _, err) = nnc(&["bench", "models/lenet.nn", "--batch", "4096", "--max-memory", "64M"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("training this model at batch 4096 needs about"), "{err}");
+    assert!(err.contains("the 64.0 MiB `--max-memory`") && err.contains("`conv2d1` alone takes"), "{err}");
+    let (code, _, err) = nnc(&["train", "models/digits_mlp.nn", "--max-memory", "100K", "--quiet"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("at batch 32 needs about 117.7 KiB") && err.contains("100.0 KiB"), "{err}");
+    // The limit holds for a batch known only from the data: all 1,438 digits rows.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("full.nn");
+    let model = std::fs::read_to_string("models/digits_mlp.nn").expect("model");
+    assert!(model.contains("batch     = 32"), "the model to edit: {model}");
+    std::fs::write(&file, model.replace("batch     = 32", "batch = full")).expect("write");
+    let (code, _, err) = nnc(&["train", file.to_str().expect("utf-8"), "--max-memory", "1M", "--quiet"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("at batch 1438 needs about"), "{err}");
+    // Within the limit it trains; bad sizes are usage errors.
+    let (code, out, err) = nnc(&["train", "models/digits_mlp.nn", "--max-memory", "1GiB", "--epochs", "1", "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("accuracy"), "{out}");
+    for bad in ["12X", "0", "-1G", "nan", "G"] {
+        let (code, _, err) = nnc(&["bench", "models/lenet.nn", &format!("--max-memory={bad}")]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("--max-memory"), "{bad}: {err}");
+    }
+}

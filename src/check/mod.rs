@@ -31,6 +31,47 @@ fn machine_memory() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// What a training step's memory is held against.
+#[derive(Debug, Clone, Copy)]
+pub enum MemoryLimit {
+    /// All of this machine's memory.
+    Machine,
+    /// At most this many bytes (`--max-memory`), and the machine's memory.
+    Bytes(u64),
+}
+
+/// The error for a step of `memory` at `batch` rows that exceeds `limit`,
+/// at the layer that takes most (`layer` gives a node's name and span).
+fn memory_error<'a>(
+    memory: TrainingMemory,
+    batch: usize,
+    limit: MemoryLimit,
+    layer: impl Fn(usize) -> (&'a str, Span),
+) -> Option<Diag> {
+    let machine = machine_memory();
+    let (bytes, what) = match (limit, machine) {
+        (MemoryLimit::Bytes(b), Some(m)) if m < b => (m, "this machine has".to_string()),
+        (MemoryLimit::Bytes(b), _) => (b, format!("the {} `--max-memory` allows", crate::shape::bytes_text(b))),
+        (MemoryLimit::Machine, Some(m)) => (m, "this machine has".to_string()),
+        (MemoryLimit::Machine, None) => return None,
+    };
+    let (node, share) = memory.dominant?;
+    (memory.bytes > bytes).then(|| {
+        let (name, span) = layer(node);
+        messages::too_much_memory(span, (memory.bytes, &what), batch, (name, share))
+    })
+}
+
+impl CheckedModel {
+    /// An error when a training step at `batch` rows needs more memory than
+    /// `limit` (for a batch the model file does not give: a flag, or all
+    /// the rows of `batch = full`).
+    pub fn memory_error(&self, batch: usize, limit: MemoryLimit) -> Option<Diag> {
+        let layer = |node: usize| (self.nodes[node].name.as_str(), self.nodes[node].span);
+        memory_error(self.training_memory(batch), batch, limit, layer)
+    }
+}
+
 /// How deep blocks may call blocks; deeper means a block calls itself.
 const MAX_BLOCK_DEPTH: usize = 16;
 /// Most layers a model may expand to (through `repeat` and blocks).
@@ -403,18 +444,15 @@ impl<'a> ModelChecker<'a> {
     /// An error, before anything is allocated, when a training step at the
     /// model's batch cannot fit in this machine's memory.
     fn check_memory(&mut self, train: &TrainConfig) {
-        let Some(available) = machine_memory() else { return };
         let batch = match train.batch {
             Batch::Size(b) => b,
             // The rows are not known yet; one row is the least it takes.
             Batch::Full => 1,
         };
         let memory = model::training_memory(&self.nodes, &self.inputs, &train.optimizer, batch);
-        if memory.bytes > available
-            && let Some((node, share)) = memory.dominant
-        {
-            let node = &self.nodes[node];
-            self.diags.push(messages::too_much_memory(node.span, memory.bytes, batch, (&node.name, share)));
+        let names = |node: usize| (self.nodes[node].name.as_str(), self.nodes[node].span);
+        if let Some(diag) = memory_error(memory, batch, MemoryLimit::Machine, names) {
+            self.diags.push(diag);
         }
     }
 

@@ -185,6 +185,10 @@ enum Command {
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
+        /// Refuse to start when a training step would need more memory than
+        /// this (bytes, or with K, M, G, T: 512M, 4G; default: the machine's).
+        #[arg(long, value_parser = memory_size)]
+        max_memory: Option<u64>,
     },
     /// Compare autodiff gradients with central finite differences (f64).
     Gradcheck {
@@ -236,6 +240,10 @@ struct TrainArgs {
     /// Draw loss and accuracy per epoch into this SVG file, redrawn after every epoch.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Refuse to start when a training step would need more memory than
+    /// this (bytes, or with K, M, G, T: 512M, 4G; default: the machine's).
+    #[arg(long, value_parser = memory_size)]
+    max_memory: Option<u64>,
 }
 
 /// Why a command stopped early. `run` turns it into the exit code, so the
@@ -297,8 +305,9 @@ pub fn run() -> ExitCode {
             let options = infer::BuildArgs { weights, output, name, batch, target_cpu };
             infer::build(&target.file, target.model.as_deref(), &options)
         }
-        Command::Bench { target, batch, backend, seconds, json } => {
-            bench(&target.file, target.model.as_deref(), batch, backend.into(), seconds, json)
+        Command::Bench { target, batch, backend, seconds, json, max_memory } => {
+            let options = BenchOptions { batch, backend: backend.into(), seconds, json, max_memory };
+            bench(&target.file, target.model.as_deref(), &options)
         }
         Command::Gradcheck { target, tolerance, seed } => {
             gradcheck(&target.file, target.model.as_deref(), tolerance, seed)
@@ -431,17 +440,24 @@ fn emit_stage(checked: &Checked, model: &CheckedModel, emit: Emit, batch: usize)
     Ok(())
 }
 
-fn bench(
-    file: &Path,
-    model: Option<&str>,
+/// The flags of `nnc bench`.
+struct BenchOptions {
     batch: Option<usize>,
     backend: Backend,
     seconds: f64,
     json: bool,
-) -> Outcome {
+    max_memory: Option<u64>,
+}
+
+fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) -> Outcome {
+    let BenchOptions { batch, backend, seconds, json, max_memory } = *options;
     let (checked, index) = load_model(file, model)?;
     let model = &checked.models[index];
-    set_gemm_threads(model, batch.unwrap_or_else(|| training_batch(model)));
+    let step_batch = batch.unwrap_or_else(|| training_batch(model));
+    if let Some(diag) = model.memory_error(step_batch, memory_limit(max_memory)) {
+        return Err(report_diag(&checked, &diag));
+    }
+    set_gemm_threads(model, step_batch);
     let r = crate::bench::run(model, batch, backend, seconds.max(0.1)).map_err(|e| match e {
         crate::bench::BenchError::Model(d) => report_diag(&checked, &d),
         crate::bench::BenchError::Train(e) => Failure::Input(e.to_string()),
@@ -474,6 +490,37 @@ fn batch_size(text: &str) -> Result<usize, String> {
         Ok(n) if (1..=MAX_BATCH_FLAG).contains(&n) => Ok(n),
         _ => Err(format!("expected a whole number from 1 to {MAX_BATCH_FLAG}")),
     }
+}
+
+/// A `--max-memory` value: bytes, or a number with K, M, G or T (powers of
+/// 1024; `4G`, `512MiB`, `1.5G`).
+fn memory_size(text: &str) -> Result<u64, String> {
+    let wrong = || format!("expected a size such as 512M or 4G, got `{text}`");
+    let upper = text.trim().to_ascii_uppercase();
+    let number = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (digits, unit) = match number.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => (&number[..at], c),
+        _ => (number, ' '),
+    };
+    let scale: u64 = match unit {
+        ' ' => 1,
+        'K' => 1 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        'T' => 1 << 40,
+        _ => return Err(wrong()),
+    };
+    let value: f64 = digits.trim().parse().map_err(|_| wrong())?;
+    let bytes = value * scale as f64;
+    if !(1.0..1e18).contains(&bytes) {
+        return Err(format!("expected a size from 1 byte to 1,000 PB, got `{text}`"));
+    }
+    Ok(bytes as u64)
+}
+
+/// What `--max-memory` holds a training step against.
+fn memory_limit(max_memory: Option<u64>) -> crate::check::MemoryLimit {
+    max_memory.map_or(crate::check::MemoryLimit::Machine, crate::check::MemoryLimit::Bytes)
 }
 
 /// The one rule for data paths: those a model file names are relative to

@@ -64,6 +64,14 @@ pub fn run(args: &TrainArgs) -> Outcome {
     let mut trainer =
         Trainer::new(model, config.clone(), args.backend.into()).map_err(|d| report_diag(&checked, &d))?;
     let data = Prepared::new(load_data(args, &checked, model)?, &config)?;
+    // `batch = full` is known only now, and --max-memory only here.
+    let batch = match config.batch {
+        crate::check::Batch::Size(b) => b,
+        crate::check::Batch::Full => data.train.rows,
+    };
+    if let Some(diag) = model.memory_error(batch, super::memory_limit(args.max_memory)) {
+        return Err(report_diag(&checked, &diag));
+    }
     if !args.quiet {
         say!("training {} on {}, {} epochs", model.name, data.describe(), config.epochs);
     }
@@ -317,6 +325,7 @@ fn resume_command(args: &TrainArgs, checkpoint: &Path) -> String {
     flag("--metrics-json", shown(&args.metrics_json));
     flag("--plot", shown(&args.plot));
     flag("--save", shown(&args.save));
+    flag("--max-memory", args.max_memory.map(|m| m.to_string()));
     if matches!(args.backend, super::BackendArg::Interp) {
         words.extend(["--backend".to_string(), "interp".to_string()]);
     }

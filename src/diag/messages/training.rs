@@ -134,16 +134,18 @@ pub fn non_finite(span: Span, what: &str, epoch: usize, step: usize) -> Diag {
 
 /// A training step that cannot fit in this machine's memory; `dominant` is
 /// the layer that takes the most, with its share.
-pub fn too_much_memory(span: Span, bytes: u64, batch: usize, (layer, share): (&str, u64)) -> Diag {
-    let gib = |b: u64| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30));
+/// A step of `needs` bytes over what `limit` says (this machine has, or
+/// the N GiB `--max-memory` allows).
+pub fn too_much_memory(span: Span, (needs, limit): (u64, &str), batch: usize, (layer, share): (&str, u64)) -> Diag {
+    let size = crate::shape::bytes_text;
     Diag::error(
         "nnc::model::memory",
-        format!("training this model at batch {batch} needs about {}, more than this machine has", gib(bytes)),
+        format!("training this model at batch {batch} needs about {}, more than {limit}", size(needs)),
         span,
         format!(
             "`{layer}` alone takes about {} (its parameters, their gradients and optimizer state, and its outputs)",
-            gib(share)
+            size(share)
         ),
     )
-    .with_help("make this layer smaller, or lower `batch`")
+    .with_help("make this layer smaller, or use a smaller batch")
 }
