@@ -401,6 +401,49 @@ fn parallel_images_give_the_same_bits_as_serial() {
     assert_eq!(serial, parallel);
 }
 
+/// `c = op(a)·op(b)` through the runtime, and the largest error of an
+/// element against a plain f64 loop, scaled by √k (`ta`: a stored `[k, m]`;
+/// `tb`: b stored `[n, k]`).
+fn product_and_error((m, k, n): (usize, usize, usize), (ta, tb): (bool, bool), seed: u64) -> (Vec<f32>, f64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    // op(A)[i][p] at i·rs + p·cs; A is stored [k, m] when transposed.
+    let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
+    let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
+    let mut c = vec![f32::NAN; m * n];
+    nnc_runtime::product((m, k, n), &a, (rsa, csa), &b, (rsb, csb), &mut c).expect("the slices fit");
+    let mut worst = 0.0f64;
+    for i in 0..m {
+        for j in 0..n {
+            let exact: f64 = (0..k).map(|p| f64::from(a[i * rsa + p * csa]) * f64::from(b[p * rsb + j * csb])).sum();
+            let error = (f64::from(c[i * n + j]) - exact).abs() / (k as f64).sqrt();
+            worst = if error.is_nan() { f64::INFINITY } else { worst.max(error) };
+        }
+    }
+    (c, worst)
+}
+
+/// Products large enough to split over the threads (by rows, and by
+/// columns when rows are few) give the bits they give on one thread.
+#[test]
+fn split_products_have_the_bits_of_one_thread() {
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+    let shapes = [
+        ((200, 300, 150), (false, false)),
+        ((64, 784, 128), (false, true)),
+        ((784, 64, 128), (true, false)),
+        ((40, 900, 333), (true, true)),
+    ];
+    for (dims, transposes) in shapes {
+        let (split, error) = product_and_error(dims, transposes, 3);
+        assert!(error < 1e-5, "{dims:?}: {error}");
+        let (whole, _) = one_thread.install(|| product_and_error(dims, transposes, 3));
+        let bits = |c: &[f32]| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&split), bits(&whole), "{dims:?}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
@@ -410,24 +453,21 @@ proptest! {
     fn products_match_the_reference_loops(
         m in 1usize..7, k in 1usize..70, n in 1usize..14, ta in any::<bool>(), tb in any::<bool>(), seed in 0u64..1000,
     ) {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        // op(A)[i][p] at i·rs + p·cs; A is stored [k, m] when transposed.
-        let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
-        let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
-        let mut c = vec![0.0f32; m * n];
-        nnc_runtime::product((m, k, n), &a, (rsa, csa), &b, (rsb, csb), &mut c).expect("the slices fit");
-        for i in 0..m {
-            for j in 0..n {
-                let exact: f64 = (0..k)
-                    .map(|p| {
-                        let (x, y) = (a[i * rsa + p * csa], b[p * rsb + j * csb]);
-                        f64::from(x) * f64::from(y)
-                    })
-                    .sum();
-                prop_assert!((f64::from(c[i * n + j]) - exact).abs() <= 1e-5 * (k as f64).sqrt(), "c[{i}][{j}] {} vs {exact}", c[i * n + j]);
-            }
-        }
+        let (_, error) = product_and_error((m, k, n), (ta, tb), seed);
+        prop_assert!(error <= 1e-5, "{error}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Products large enough to split over the threads, with ragged parts.
+    #[test]
+    fn split_products_match_the_reference_loops(
+        m in 1usize..130, k in 60usize..530, n in 1usize..130, ta in any::<bool>(), tb in any::<bool>(), seed in 0u64..1000,
+    ) {
+        prop_assume!(m * k * n >= 1 << 20);
+        let (_, error) = product_and_error((m, k, n), (ta, tb), seed);
+        prop_assert!(error <= 1e-5, "{error}");
     }
 }

@@ -1,8 +1,24 @@
-//! Matrix products: sgemm through matrixmultiply, and products of a few
-//! rows (batch-1 inference) as blocked dot products.
+//! Matrix products: sgemm through matrixmultiply, split over the cores by
+//! rows or columns of c, and products of a few rows (batch-1 inference) as
+//! blocked dot products.
+//!
+//! matrixmultiply runs single-threaded (its own threading is not built
+//! in): its threads slow mid-sized products down, and they would compete
+//! with rayon's, which run the image parts. Splitting
+//! here needs no k-split, so every element of c is computed exactly as the
+//! whole product computes it: the same bits on any thread count.
 #![allow(unsafe_code)]
 
+use rayon::prelude::*;
+
 use crate::routines::{slice, slice_mut};
+
+/// Products with at least this many multiply-adds are split over rayon's
+/// threads (below it, waking a thread costs more than it saves).
+const SPLIT_MACS: usize = 1 << 20;
+/// Parts of a split product start at multiples of this many rows or
+/// columns (a whole number of matrixmultiply's tiles).
+const SPLIT_ALIGN: usize = 16;
 
 /// Products with at most this many rows (batch-1 inference, tiny batches)
 /// skip sgemm's packing and run as dot products.
@@ -43,8 +59,104 @@ pub extern "C" fn nnc_sgemm(
         }
         return small_product(n, row, column, c);
     }
+    let (a, b) = (Operand { ptr: a, rows: rsa, cols: csa }, Operand { ptr: b, rows: rsb, cols: csb });
     // SAFETY: the plan sized every buffer for these dimensions and strides.
-    unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, n as isize, 1) }
+    unsafe { multiply((m, k, n), a, b, c, false) }
+}
+
+/// A matrix operand: element (i, j) at `ptr + i·rows + j·cols`.
+#[derive(Clone, Copy)]
+struct Operand {
+    ptr: *const f32,
+    rows: isize,
+    cols: isize,
+}
+
+impl Operand {
+    /// The operand from row `i`, column `j` on.
+    ///
+    /// # Safety
+    /// (i, j) lies inside the operand.
+    unsafe fn at(self, i: usize, j: usize) -> Operand {
+        // SAFETY: the caller's contract.
+        Operand { ptr: unsafe { self.ptr.offset(i as isize * self.rows + j as isize * self.cols) }, ..self }
+    }
+}
+
+/// Where a part of a split product writes: c, row-major.
+#[derive(Clone, Copy)]
+struct Output(*mut f32);
+
+impl Output {
+    /// c from element `offset` on (a method, so closures capture the
+    /// whole `Output` and not its pointer field).
+    ///
+    /// # Safety
+    /// `offset` lies inside c.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+// SAFETY: the parts of a split product only read a and b, which the caller
+// keeps alive and unchanged until every part has finished.
+unsafe impl Send for Operand {}
+// SAFETY: as above.
+unsafe impl Sync for Operand {}
+// SAFETY: each part writes only its own rows or columns of c.
+unsafe impl Send for Output {}
+// SAFETY: as above.
+unsafe impl Sync for Output {}
+
+/// `c = a·b`, or `c += a·b` when `accumulate` (c row-major, `n` columns),
+/// split into parts of rows (or, for few rows, of columns) that run on
+/// rayon's threads when the product is large (inside a parallel image
+/// part too: idle threads steal the parts, busy ones run them in turn).
+///
+/// # Safety
+/// `a` and `b` reach every element of their `m × k` and `k × n` shapes
+/// through their strides; `c` holds `m·n` values.
+unsafe fn multiply((m, k, n): (usize, usize, usize), a: Operand, b: Operand, c: *mut f32, accumulate: bool) {
+    let threads = rayon::current_num_threads();
+    let split = m.saturating_mul(k).saturating_mul(n) >= SPLIT_MACS && threads > 1;
+    let by_rows = m >= n;
+    let length = if by_rows { m } else { n };
+    let step = length.div_ceil(threads).next_multiple_of(SPLIT_ALIGN);
+    if !split || step >= length {
+        // SAFETY: the caller's contract, for the whole product.
+        return unsafe { part((m, k, n), a, b, (c, n), accumulate) };
+    }
+    let c = Output(c);
+    (0..length.div_ceil(step)).into_par_iter().for_each(|p| {
+        let (start, len) = (p * step, step.min(length - p * step));
+        // SAFETY: rows (or columns) start..start + len lie inside a (or b) and c.
+        unsafe {
+            if by_rows {
+                part((len, k, n), a.at(start, 0), b, (c.at(start * n), n), accumulate);
+            } else {
+                part((m, k, len), a, b.at(0, start), (c.at(start), n), accumulate);
+            }
+        }
+    });
+}
+
+/// One part of a product through matrixmultiply: `c` has row stride `ldc`.
+///
+/// # Safety
+/// As for `multiply`, with c reaching `m` rows of `n` values `ldc` apart.
+unsafe fn part(
+    (m, k, n): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    (c, ldc): (*mut f32, usize),
+    accumulate: bool,
+) {
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    // SAFETY: the caller's contract.
+    unsafe {
+        matrixmultiply::sgemm(m, k, n, 1.0, a.ptr, a.rows, a.cols, b.ptr, b.rows, b.cols, beta, c, ldc as isize, 1)
+    }
 }
 
 /// `c = op(a)·op(b)` (`m×k` by `k×n`, row-major `c`) on slices, for callers
@@ -158,7 +270,7 @@ fn finish(acc: [f32; LANES], a: &[f32], b: &[f32]) -> f32 {
     (quarter[0] + quarter[2]) + (quarter[1] + quarter[3]) + tail
 }
 
-/// A product written into c with c = a·b + beta·c (row-major c).
+/// A product on slices: c = a·b, or c += a·b when `accumulate` (row-major c).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm(
     m: usize,
@@ -169,26 +281,11 @@ pub(crate) fn gemm(
     b: &[f32],
     sb: (usize, usize),
     c: &mut [f32],
-    beta: f32,
+    accumulate: bool,
 ) {
     let s = |x: usize| x as isize;
+    let a = Operand { ptr: a.as_ptr(), rows: s(sa.0), cols: s(sa.1) };
+    let b = Operand { ptr: b.as_ptr(), rows: s(sb.0), cols: s(sb.1) };
     // SAFETY: the slices hold the m·k, k·n and m·n elements the strides address.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            s(sa.0),
-            s(sa.1),
-            b.as_ptr(),
-            s(sb.0),
-            s(sb.1),
-            beta,
-            c.as_mut_ptr(),
-            s(n),
-            1,
-        )
-    }
+    unsafe { multiply((m, k, n), a, b, c.as_mut_ptr(), accumulate) }
 }

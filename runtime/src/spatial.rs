@@ -60,7 +60,7 @@ pub extern "C" fn nnc_conv2d(
         with_columns(rows * cols, |columns| {
             kernels::im2col(image, columns, win);
             // out [F, OH·OW] = w [F, C·K·K] · columns [C·K·K, OH·OW]
-            gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, 0.0);
+            gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, false);
         });
         if let Some(bias) = bias {
             for (plane, &b) in out.chunks_exact_mut(cols).zip(bias) {
@@ -145,7 +145,7 @@ pub extern "C" fn nnc_conv2d_grad_input(w: *const f32, g: *const f32, dx: *mut f
     images(&|grad, image| {
         with_columns(rows * cols, |columns| {
             // columns [C·K·K, OH·OW] = wᵀ · g
-            gemm(rows, f, cols, w, (1, rows), grad, (cols, 1), columns, 0.0);
+            gemm(rows, f, cols, w, (1, rows), grad, (cols, 1), columns, false);
             kernels::col2im(columns, image, win);
         })
     });
@@ -179,7 +179,7 @@ pub extern "C" fn nnc_conv2d_grad_weight(x: *const f32, g: *const f32, dw: *mut 
                 with_columns(rows * cols, |columns| {
                     kernels::im2col(image, columns, win);
                     // dw [F, C·K·K] += g [F, OH·OW] · columnsᵀ
-                    gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), partial, 1.0);
+                    gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), partial, true);
                 });
             }
         });

@@ -288,7 +288,15 @@ pub fn run() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    let outcome = match cli.command {
+    // The command runs on a thread of rayon's pool: the products and image
+    // parts it splits start on that thread and the others steal from it,
+    // with no hand-off from an outside thread for every product.
+    let outcome = rayon::scope(|_| execute(cli.command));
+    outcome.map_or_else(Failure::exit_code, |()| ExitCode::SUCCESS)
+}
+
+fn execute(command: Command) -> Outcome {
+    match command {
         Command::Check { file, format, emit, batch, model } => {
             check(&file, format, emit.map(|stage| (stage, batch, model)))
         }
@@ -312,8 +320,7 @@ pub fn run() -> ExitCode {
         Command::Gradcheck { target, tolerance, seed } => {
             gradcheck(&target.file, target.model.as_deref(), tolerance, seed)
         }
-    };
-    outcome.map_or_else(Failure::exit_code, |()| ExitCode::SUCCESS)
+    }
 }
 
 /// Reads and checks a file; prints its diagnostics.
@@ -457,7 +464,7 @@ fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) -> Outcome {
     if let Some(diag) = model.memory_error(step_batch, memory_limit(max_memory)) {
         return Err(report_diag(&checked, &diag));
     }
-    set_gemm_threads(model, step_batch);
+    set_threading(model, step_batch);
     let r = crate::bench::run(model, batch, backend, seconds.max(0.1)).map_err(|e| match e {
         crate::bench::BenchError::Model(d) => report_diag(&checked, &d),
         crate::bench::BenchError::Train(e) => Failure::Input(e.to_string()),
@@ -541,7 +548,8 @@ fn training_batch(model: &CheckedModel) -> usize {
     }
 }
 
-/// One matrixmultiply thread for small models, all cores for large ones.
-pub(crate) fn set_gemm_threads(model: &CheckedModel, batch: usize) {
-    crate::jit::choose_gemm_threads(model, batch);
+/// Images spread over the cores for convolutional models with small
+/// products (see `jit::choose_threading`).
+pub(crate) fn set_threading(model: &CheckedModel, batch: usize) {
+    crate::jit::choose_threading(model, batch);
 }

@@ -60,7 +60,7 @@ pub fn run(args: &TrainArgs) -> Outcome {
     if let Some(s) = args.seed {
         config.seed = s;
     }
-    super::set_gemm_threads(model, super::training_batch(model));
+    super::set_threading(model, super::training_batch(model));
     let mut trainer =
         Trainer::new(model, config.clone(), args.backend.into()).map_err(|d| report_diag(&checked, &d))?;
     let data = Prepared::new(load_data(args, &checked, model)?, &config)?;

@@ -270,42 +270,33 @@ impl Drop for Executable {
     }
 }
 
-/// Products below this many multiply-adds run faster on one thread: the
-/// synchronisation of matrixmultiply's pool costs more than it saves.
+/// Below this many multiply-adds per batch in its largest product, a
+/// convolutional model spreads its images over the cores; above it, the
+/// products (split by the runtime) and the direct kernels use the cores.
 const THREADED_GEMM_MACS: u64 = 32_000_000;
 
-/// Multiply-adds of the largest product `model` hands to matrixmultiply
-/// for `batch` rows: dense-like layers, and convolutions that do not run in
-/// the runtime's direct kernel (which threads its own large products).
+/// Multiply-adds of the largest product `model` hands to sgemm for `batch`
+/// rows: dense-like layers, and convolutions that do not run in the
+/// runtime's direct kernel (which threads its own large products).
 fn largest_threaded_product(model: &CheckedModel, batch: usize) -> u64 {
-    let in_matrixmultiply = |layer: &Layer| match layer {
+    let through_sgemm = |layer: &Layer| match layer {
         Layer::Conv2d { stride, .. } => !nnc_runtime::direct_convolution(*stride),
         _ => true,
     };
-    let largest = model.nodes.iter().filter(|n| in_matrixmultiply(&n.layer)).map(|n| n.macs).max().unwrap_or(0);
+    let largest = model.nodes.iter().filter(|n| through_sgemm(&n.layer)).map(|n| n.macs).max().unwrap_or(0);
     largest.saturating_mul(batch as u64)
 }
 
 /// Whether `model` at `batch` rows spreads a batch's images over the cores
-/// rather than threading its products: when no product matrixmultiply runs
-/// is large enough to thread well.
+/// rather than threading its products: when no product through sgemm is
+/// large enough to thread well.
 pub fn spreads_images(model: &CheckedModel, batch: usize) -> bool {
     largest_threaded_product(model, batch) < THREADED_GEMM_MACS
 }
 
-/// Picks how `model` at `batch` rows uses the cores: large products run on
-/// all of matrixmultiply's threads; otherwise they run on one thread each,
-/// and the images of a batch are spread over the cores instead (convolution
-/// and pooling). `MATMUL_NUM_THREADS`, when set, wins, and leaves images serial.
-///
-/// matrixmultiply reads the variable once, at its first product, so this
-/// must run before any training or inference, while the process has one thread.
-pub fn choose_gemm_threads(model: &CheckedModel, batch: usize) {
-    if std::env::var_os("MATMUL_NUM_THREADS").is_some() || !spreads_images(model, batch) {
-        return;
-    }
-    // SAFETY: called by the command line before it starts any thread, so no
-    // other thread can read or write the environment concurrently.
-    unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };
-    nnc_runtime::set_parallel_images(true);
+/// Picks how `model` at `batch` rows uses the cores: convolution and
+/// pooling spread the batch's images when its products are small
+/// (`spreads_images`); large products split themselves either way.
+pub fn choose_threading(model: &CheckedModel, batch: usize) {
+    nnc_runtime::set_parallel_images(spreads_images(model, batch));
 }
