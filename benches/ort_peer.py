@@ -1,7 +1,8 @@
 """onnxruntime on the networks `benches/library.sh` times as built C libraries.
 
 W4: the MNIST MLP (784 → 128 relu → 10), batch-1 latency; LeNet (models/lenet.nn),
-batch-64 throughput. The ONNX graphs are written here with onnx.helper (random
+batch-64 throughput; both networks' throughput on 10,000 rows in one call
+(batch inference, as `nnc predict` and a library's predict run it). The ONNX graphs are written here with onnx.helper (random
 weights: speed does not depend on them), run on the CPU provider with all graph
 optimisations, sequentially, with 2 and 1 intra-op threads. Latency is the
 median of five runs' median per-call times after a second of warm-up, as
@@ -95,16 +96,24 @@ def latency_us(call, seconds):
     return statistics.median(runs)
 
 
+ROWS = 10_000
+
+
 def main(seconds):
     x1 = RNG.random((1, 784), dtype=np.float32)
     x64 = RNG.random((64, 1, 28, 28), dtype=np.float32)
+    rows = RNG.random((ROWS, 1, 28, 28), dtype=np.float32)
     for threads in (2, 1):
-        sess = session(mlp(), threads)
-        w4 = latency_us(lambda: sess.run(None, {"x": x1}), seconds)
-        sess = session(lenet(), threads)
-        per_batch = latency_us(lambda: sess.run(None, {"x": x64}), seconds)
+        mlp_session = session(mlp(), threads)
+        w4 = latency_us(lambda: mlp_session.run(None, {"x": x1}), seconds)
+        mlp_rows = latency_us(lambda: mlp_session.run(None, {"x": rows.reshape(ROWS, 784)}), seconds)
+        lenet_session = session(lenet(), threads)
+        per_batch = latency_us(lambda: lenet_session.run(None, {"x": x64}), seconds)
+        lenet_rows = latency_us(lambda: lenet_session.run(None, {"x": rows}), seconds)
         print(json.dumps({"framework": "onnxruntime", "intra_op": threads, "w4_latency_us": round(w4, 2),
-                          "lenet_b64_samples_per_s": round(64 / per_batch * 1e6)}), flush=True)
+                          "lenet_b64_samples_per_s": round(64 / per_batch * 1e6),
+                          "mlp_rows_per_s": round(ROWS / mlp_rows * 1e6),
+                          "lenet_rows_per_s": round(ROWS / lenet_rows * 1e6)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,7 @@ fn metrics_json_is_written() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("written")).expect("JSON");
     assert_eq!(v["epochs"].as_array().map(Vec::len), Some(3));
+    assert!(v["epochs"][2]["train_seconds"].as_f64().is_some_and(|s| s >= 0.0), "{v}");
     assert!(v["test_loss"].as_f64().is_some());
     assert!(v["test_accuracy"].as_f64().is_some());
 }

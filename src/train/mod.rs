@@ -39,6 +39,8 @@ pub struct EpochReport {
     pub pseudo_likelihood: Option<f64>,
     pub validation: Option<Metrics>,
     pub test: Option<Metrics>,
+    /// Wall seconds of the epoch's training steps alone (no evaluation).
+    pub train_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -238,6 +240,7 @@ impl Trainer {
         let snapshot = (self.model.store.clone(), self.steps_done);
         // One minibatch buffer for the whole epoch.
         let mut rows = train.select(&order[..0]);
+        let started = std::time::Instant::now();
         for (step, chunk) in order.chunks(batch).enumerate() {
             train.select_into(chunk, &mut rows);
             let loss = self.step(&rows.x, &rows.y, rows.rows, lr)?;
@@ -260,6 +263,7 @@ impl Trainer {
             let step = order.len().div_ceil(batch);
             return Err(TrainError::NonFinite { epoch: epoch + 1, step, what, span: None });
         }
+        let train_seconds = started.elapsed().as_secs_f64();
         self.epochs_done += 1;
         let validation = validation.map(|v| self.evaluate(v)).transpose()?;
         let test = test.map(|t| self.evaluate(t)).transpose()?;
@@ -271,6 +275,7 @@ impl Trainer {
             pseudo_likelihood,
             validation,
             test,
+            train_seconds,
         })
     }
 

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# nnc against PyTorch, JAX and onnxruntime on this machine, interleaved,
+# ROUNDS rounds (default 3), then a table of medians and ratios:
+#
+#   W1–W3    training samples/s (`nnc bench` vs the peers' bench scripts)
+#   W4       batch-1 latency of the MNIST MLP
+#   fashion  seconds per epoch of models/fashion_cnn.nn on the real
+#            Fashion-MNIST (`nnc train --epochs 1`) vs its PyTorch twin
+#   VGG-16   batch-1 forward, ms
+#   batch inference: mnist_mlp and LeNet over 10,000 MNIST rows, through a
+#            library `nnc build` wrote (one predict call), through
+#            `nnc predict` (the whole command, CSV parsing included), and
+#            onnxruntime on the same networks (one run call)
+#
+#   benches/side_by_side.sh PEERS [ROUNDS]
+#
+# PEERS is a writable copy of ../shared/bench after its setup_venv.sh (torch,
+# jax, onnxruntime); Fashion-MNIST is the Debian package
+# dataset-fashion-mnist; the 10,000 MNIST rows are the CSVs of
+# ${SHARED:-../shared}/data/mnist10k. Raw results go to $OUT (default: a temporary
+# .jsonl, named at the end); benches/side_by_side_table.py prints the table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+peers=$(cd "$1" && pwd)
+rounds=${2:-3}
+py=$peers/.venv/bin/python
+out=${OUT:-$(mktemp --suffix .jsonl)}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export BENCH_MIN_S=${BENCH_MIN_S:-2} BENCH_REPEATS=${BENCH_REPEATS:-3}
+
+cargo build --release --quiet
+nnc=$PWD/target/release/nnc
+lscpu | sed -n 's/^Model name: *//p' | head -1 | python3 -c 'import json,sys; print(json.dumps({"cpu": sys.stdin.read().strip(), "avx512": "'"$(grep -c avx512f /proc/cpuinfo)"'" != "0"}))' >>"$out"
+
+# record ROUND WHO WORKLOAD: each JSON object on stdin, tagged, appended to $out.
+record() {
+    python3 -c '
+import json, sys
+for line in sys.stdin.read().splitlines():
+    if line.strip().startswith("{"):
+        d = json.loads(line); d.update(round=int(sys.argv[1]), who=sys.argv[2], w=sys.argv[3]); print(json.dumps(d))
+' "$@" >>"$out"
+}
+# peer FRAMEWORK WORKLOAD ROUND: the peers' own bench script.
+peer() {
+    local t
+    t=$(mktemp)
+    (cd "$peers" && BENCH_OUT=$t "$py" "bench_$1.py" "$2" >/dev/null 2>&1) || true
+    record "$3" "$1" "$2" <"$t"
+    rm -f "$t"
+}
+# mine WORKLOAD ROUND MODEL BATCH: `nnc bench`.
+mine() {
+    "$nnc" bench "models/$3.nn" --batch "$4" --json --seconds "$BENCH_MIN_S" | tr -d '\n' | record "$2" nnc "$1"
+}
+# elapsed COMMAND…: wall seconds of a command.
+elapsed() {
+    local t0
+    t0=$(date +%s.%N)
+    "$@" >/dev/null
+    echo "$(date +%s.%N) - $t0" | bc
+}
+
+# Batch inference: 10,000 MNIST rows as CSV, and each network trained for an
+# epoch, built as a library and linked to the timing program.
+rows=$work/mnist10k.csv
+mnist=${SHARED:-../shared}/data/mnist10k
+{ zcat "$mnist/mnist10k_train.csv.gz"; zcat "$mnist/mnist10k_test.csv.gz" | tail -n +2; } >"$rows"
+for model in mnist_mlp lenet; do
+    "$nnc" train "models/$model.nn" --epochs 1 --quiet --save "$work/$model.safetensors" >/dev/null
+    "$nnc" build "models/$model.nn" --weights "$work/$model.safetensors" -o "$work/$model" >/dev/null
+    upper=$(echo "$model" | tr a-z A-Z)
+    cc -O2 -DNNC_LIB="$model" -DNNC_LIB_UPPER="$upper" "-DNNC_LIB_HEADER=\"$model.h\"" -I "$work/$model" \
+        benches/c/latency.c "$work/$model/lib$model.a" -lpthread -lm -ldl -o "$work/latency_$model"
+done
+
+for r in $(seq "$rounds"); do
+    mine w1 "$r" mnist_mlp 64
+    peer torch w1 "$r"
+    peer jax w1 "$r"
+    mine w2 "$r" mlp_wide 256
+    peer torch w2 "$r"
+    peer jax w2 "$r"
+    mine w3 "$r" lenet 64
+    peer torch w3 "$r"
+    peer jax w3 "$r"
+    peer torch w4 "$r"
+    peer ort w4 "$r"
+    peer jax w4 "$r"
+    "$nnc" train models/fashion_cnn.nn --epochs 1 --quiet --metrics-json "$work/fashion.json" >/dev/null
+    python3 -c 'import json,sys; print(json.dumps({"seconds_per_epoch": json.load(open(sys.argv[1]))["epochs"][0]["train_seconds"]}))' \
+        "$work/fashion.json" | record "$r" nnc fashion
+    "$py" "$peers/fashion_torch.py" 1 | sed -n 's/^epoch 1: train \([0-9.]*\) s.*/{"seconds_per_epoch": \1}/p' |
+        record "$r" torch fashion
+    "$nnc" bench models/vgg16.nn --batch 1 --json --seconds 1 | tr -d '\n' | record "$r" nnc vgg
+    "$py" benches/vgg16_torch.py | sed -n 's/.*median \([0-9.]*\) ms.*/{"ms": \1}/p' | record "$r" torch vgg
+    for model in mnist_mlp lenet; do
+        "$work/latency_$model" "$BENCH_MIN_S" 10000 | record "$r" library "$model"
+        s=$(elapsed "$nnc" predict "models/$model.nn" --weights "$work/$model.safetensors" --input "$rows" \
+            --output "$work/predictions.csv")
+        echo "{\"rows_per_s\": $(echo "10000 / $s" | bc)}" | record "$r" predict "$model"
+    done
+    "$py" benches/ort_peer.py "$BENCH_MIN_S" | record "$r" onnxruntime inference
+done
+python3 benches/side_by_side_table.py "$out"
+echo "raw results: $out"
