@@ -25,6 +25,24 @@ pub struct Checkpoint {
     pub seed: u64,
     /// The input preprocessing the weights were trained with.
     pub scaler: Scaler,
+    /// The training data's feature columns by name (empty when unknown).
+    pub columns: Vec<String>,
+}
+
+/// What a checkpoint records besides the weights: the model file's text and
+/// how the training data's inputs were read.
+pub struct Origin<'a> {
+    pub source: &'a str,
+    pub scaler: &'a Scaler,
+    /// The feature columns by name, empty when the data had no header.
+    pub columns: &'a [String],
+}
+
+impl<'a> Origin<'a> {
+    /// An origin without column names.
+    pub fn unnamed(source: &'a str, scaler: &'a Scaler) -> Origin<'a> {
+        Origin { source, scaler, columns: &[] }
+    }
 }
 
 /// Hex SHA-256 of a model's source text.
@@ -32,8 +50,9 @@ pub fn source_hash(source: &str) -> String {
     Sha256::digest(source.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Serialises the trainer's state; `source` is the model file's text.
-pub fn to_bytes(trainer: &Trainer, source: &str, scaler: &Scaler) -> Result<Vec<u8>, String> {
+/// Serialises the trainer's state and where it came from.
+pub fn to_bytes(trainer: &Trainer, origin: &Origin) -> Result<Vec<u8>, String> {
+    let Origin { source, scaler, columns } = *origin;
     let tensors = trainer.tensors();
     let bytes: Vec<Vec<u8>> =
         tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
@@ -54,13 +73,14 @@ pub fn to_bytes(trainer: &Trainer, source: &str, scaler: &Scaler) -> Result<Vec<
         ("step".to_string(), trainer.steps_done().to_string()),
         ("nnc_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ("scaler".to_string(), serde_json::to_string(scaler).map_err(|e| e.to_string())?),
+        ("columns".to_string(), serde_json::to_string(columns).map_err(|e| e.to_string())?),
     ]);
     safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
 }
 
 /// Writes a checkpoint atomically (temporary file, fsync, rename).
-pub fn save(path: &Path, trainer: &Trainer, source: &str, scaler: &Scaler) -> Result<(), String> {
-    let bytes = to_bytes(trainer, source, scaler)?;
+pub fn save(path: &Path, trainer: &Trainer, origin: &Origin) -> Result<(), String> {
+    let bytes = to_bytes(trainer, origin)?;
     crate::io::write_atomic(path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
@@ -100,6 +120,11 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
         seed: number("seed")?,
         scaler: serde_json::from_str(&field("scaler")?)
             .map_err(|e| format!("metadata `scaler` is unreadable ({e})"))?,
+        // Checkpoints from before column names were kept have none.
+        columns: match meta.get("columns") {
+            Some(text) => serde_json::from_str(text).map_err(|e| format!("metadata `columns` is unreadable ({e})"))?,
+            None => Vec::new(),
+        },
     })
 }
 

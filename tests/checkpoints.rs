@@ -17,7 +17,7 @@ const MODEL: &str = "model m { input x: [4] target y: class(3)
 fn data() -> nnc::data::Dataset {
     let x: Vec<f32> = (0..40).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
     let y: Vec<f32> = (0..10).map(|i| (i % 3) as f32).collect();
-    nnc::data::Dataset { rows: 10, width: 4, x, target_width: 1, y }
+    nnc::data::Dataset { rows: 10, width: 4, x, target_width: 1, y, columns: vec![] }
 }
 
 fn trainer(source: &str) -> Trainer {
@@ -30,7 +30,7 @@ fn trainer(source: &str) -> Trainer {
 fn save_then_load_predicts_identically() {
     let mut a = trainer(MODEL);
     a.fit(&data(), None, None, |_| {}).expect("trains");
-    let bytes = checkpoint::to_bytes(&a, MODEL, &Scaler::None).expect("serialises");
+    let bytes = checkpoint::to_bytes(&a, &checkpoint::Origin::unnamed(MODEL, &Scaler::None)).expect("serialises");
     let saved = checkpoint::from_bytes(&bytes).expect("reads back");
     assert_eq!((saved.epoch, saved.step, saved.seed), (3, 15, 5));
     assert_eq!(saved.tensors["dense1.weight"].0, vec![8, 4], "PyTorch layout [out, in]");
@@ -44,7 +44,7 @@ fn save_then_load_predicts_identically() {
 fn truncated_checkpoints_are_rejected() {
     let mut a = trainer(MODEL);
     a.fit(&data(), None, None, |_| {}).expect("trains");
-    let bytes = checkpoint::to_bytes(&a, MODEL, &Scaler::None).expect("serialises");
+    let bytes = checkpoint::to_bytes(&a, &checkpoint::Origin::unnamed(MODEL, &Scaler::None)).expect("serialises");
     assert!(bytes.len() > 1024);
     for cut in (0..bytes.len()).step_by(1024).chain([bytes.len() - 1]) {
         assert!(checkpoint::from_bytes(&bytes[..cut]).is_err(), "a file cut at {cut} bytes was accepted");
@@ -56,7 +56,10 @@ fn truncated_checkpoints_are_rejected() {
 fn mismatched_weights_name_the_tensor_and_both_shapes() {
     let mut a = trainer(MODEL);
     a.fit(&data(), None, None, |_| {}).expect("trains");
-    let saved = checkpoint::from_bytes(&checkpoint::to_bytes(&a, MODEL, &Scaler::None).expect("bytes")).expect("reads");
+    let saved = checkpoint::from_bytes(
+        &checkpoint::to_bytes(&a, &checkpoint::Origin::unnamed(MODEL, &Scaler::None)).expect("bytes"),
+    )
+    .expect("reads");
     let mut wider = trainer(&MODEL.replace("dense(8)", "dense(9)"));
     let err = wider.restore(&saved.tensors, 0, 0).expect_err("shapes differ");
     assert!(err.contains("dense1.weight") && err.contains("[8, 4]") && err.contains("[9, 4]"), "{err}");
@@ -115,12 +118,16 @@ fn resuming_equals_an_uninterrupted_run_bit_for_bit() {
 fn non_finite_weights_are_refused_at_load_with_the_tensor_name() {
     let mut a = trainer(MODEL);
     a.fit(&data(), None, None, |_| {}).expect("trains");
-    let saved = checkpoint::from_bytes(&checkpoint::to_bytes(&a, MODEL, &Scaler::None).expect("bytes")).expect("reads");
+    let saved = checkpoint::from_bytes(
+        &checkpoint::to_bytes(&a, &checkpoint::Origin::unnamed(MODEL, &Scaler::None)).expect("bytes"),
+    )
+    .expect("reads");
     let mut tensors = saved.tensors.clone();
     tensors.get_mut("dense2.weight").expect("tensor").1[3] = f32::NAN;
     let mut poisoned = trainer(MODEL);
     poisoned.restore(&tensors, saved.epoch, saved.step).expect("restores");
-    let bytes = checkpoint::to_bytes(&poisoned, MODEL, &Scaler::None).expect("serialises");
+    let bytes =
+        checkpoint::to_bytes(&poisoned, &checkpoint::Origin::unnamed(MODEL, &Scaler::None)).expect("serialises");
     let err = checkpoint::from_bytes(&bytes).expect_err("a NaN weight is refused");
     assert!(err.contains("dense2.weight") && err.contains("NaN") && err.contains("element 3"), "{err}");
 }

@@ -231,10 +231,12 @@ fn an_idx_header_promising_more_than_nnc_reads_is_refused_before_reading() {
     assert_error(code, &err, &["i.idx", "the header promises 2147483648×2147483648×1 bytes"]);
 }
 
-/// `nnc predict` on rows with an extra column that is not a label (an id
-/// first): an error naming both widths, never a shifted, wrong prediction.
+/// `nnc predict` matches columns by the names the training data had, in
+/// any order, other columns ignored; without those names, by position, and
+/// an extra column that is not a label is an error naming both widths —
+/// never a shifted, wrong prediction.
 #[test]
-fn predict_refuses_a_column_it_cannot_place() {
+fn predict_places_columns_by_name_or_refuses() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("m.nn"), MODEL).expect("write model");
     let rows: String = (0..8).map(|i| format!("{i},1,2,{}\n", i % 4)).collect();
@@ -252,13 +254,28 @@ fn predict_refuses_a_column_it_cannot_place() {
             .current_dir(dir.path())
             .output()
             .expect("runs");
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
     };
-    let (code, err) = predict("id,a,b,c\n7,1,2,3\n");
-    assert_error(code, &err, &["4 feature column(s)", "input has 3 values"]);
-    // A trailing label column is fine.
-    let (code, err) = predict("a,b,c,label\n1,2,3,0\n");
+    let (code, expected, err) = predict("a,b,c\n5,1,2\n0,3,1\n");
     assert_eq!(code, 0, "{err}");
+    // By name: an id first, the columns in another order, a label last.
+    for csv in ["id,a,b,c\n7,5,1,2\n8,0,3,1\n", "c,a,b\n2,5,1\n1,0,3\n", "b,label,c,a\n1,0,2,5\n3,1,1,0\n"] {
+        let (code, out, err) = predict(csv);
+        assert_eq!((code, &out), (0, &expected), "{csv}: {err}");
+    }
+    // The same values by position in that other order predict otherwise
+    // (so the matches above are not a coincidence of the weights).
+    let (code, shuffled, err) = predict("p,q,r\n2,5,1\n1,0,3\n");
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(shuffled, expected);
+    let (code, _, err) = predict("id,a,b,x\n7,1,2,3\n");
+    assert_error(code, &err, &["no column `c`", "trained on"]);
+    // Other names: by position, so an extra column is refused.
+    let (code, _, err) = predict("id,p,q,r\n7,1,2,3\n");
+    assert_error(code, &err, &["4 feature column(s)", "input has 3 values"]);
+    let (code, _, err) = predict("p,q,r,label\n1,2,3,0\n");
+    assert_eq!(code, 0, "a trailing label column is fine: {err}");
 }
 
 #[test]

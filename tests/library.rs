@@ -47,7 +47,7 @@ fn checkpoint_of(file: &str, dir: &Path) -> (PathBuf, Dataset, Scaler) {
         trainer.step(x, y, rows, model.train.lr).expect("steps");
     }
     let path = dir.join("weights.safetensors");
-    checkpoint::save(&path, &trainer, &checked.source, &scaler).expect("saves");
+    checkpoint::save(&path, &trainer, &checkpoint::Origin::unnamed(&checked.source, &scaler)).expect("saves");
     (path, splits.test.expect("test split"), scaler)
 }
 
@@ -134,7 +134,7 @@ fn jit_predictions(file: &str, weights: &Path, x: &[f32], (scaler, batch): (&Sca
     let mut runtime = Model::new(model, Backend::Jit).expect("model");
     runtime.restore(&saved.tensors).expect("restores");
     let width = x.len() / ROWS;
-    let mut scaled = Dataset { rows: ROWS, width, x: x.to_vec(), target_width: 0, y: vec![] };
+    let mut scaled = Dataset { rows: ROWS, width, x: x.to_vec(), target_width: 0, y: vec![], columns: vec![] };
     scaler.apply(&mut scaled);
     let mut scores = Vec::new();
     let mut done = 0;

@@ -160,7 +160,13 @@ fn mutate_bytes(bytes: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
 fn mutated_data_files_never_panic() {
     use nnc::data::{self, RowSpec, TargetSpecOfRow};
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let spec = RowSpec { features: 3, target: TargetSpecOfRow::Class(4), vocab: None, label_names: vec![] };
+    let spec = RowSpec {
+        features: 3,
+        target: TargetSpecOfRow::Class(4),
+        vocab: None,
+        label_names: vec![],
+        feature_names: vec![],
+    };
     let csv = b"a,b,c,label\n1,2,3,0\n4,5.5,-6,3\n0.1,1e3,7,1\n";
     for _ in 0..2_000 * scale() {
         let _ = data::parse_csv(&mutate_bytes(csv, &mut rng), "m.csv", &spec, None);
@@ -188,7 +194,9 @@ fn mutated_data_files_never_panic() {
     );
     let model = &checked.models[0];
     let trainer = nnc::train::Trainer::new(model, model.train.clone(), nnc::train::Backend::Interp).expect("trainer");
-    let bytes = nnc::checkpoint::to_bytes(&trainer, "source", &nnc::data::Scaler::None).expect("bytes");
+    let bytes =
+        nnc::checkpoint::to_bytes(&trainer, &nnc::checkpoint::Origin::unnamed("source", &nnc::data::Scaler::None))
+            .expect("bytes");
     for _ in 0..2_000 * scale() {
         let _ = nnc::checkpoint::from_bytes(&mutate_bytes(&bytes, &mut rng));
     }

@@ -41,7 +41,7 @@ fn adding_problem(rows: usize, steps: usize, seed: u64) -> Dataset {
         }
         y.push(sum);
     }
-    Dataset { rows, width: steps * 2, x, target_width: 1, y }
+    Dataset { rows, width: steps * 2, x, target_width: 1, y, columns: vec![] }
 }
 
 #[test]

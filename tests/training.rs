@@ -116,6 +116,7 @@ fn house_price_gradient_descent_reaches_ols() {
         x: raw.iter().flat_map(|r| r.iter().map(|&v| v as f32)).collect(),
         target_width: 1,
         y: prices.iter().map(|&p| p as f32).collect(),
+        columns: vec![],
     };
     let scaler = Scaler::fit(model.train.preprocess, &train);
     scaler.apply(&mut train);
@@ -167,6 +168,7 @@ fn divergence_stops_with_epoch_and_step() {
         x: vec![1.0, 2.0, 3.0, 4.0, -1.0, 5.0, 2.0, 2.0],
         target_width: 1,
         y: vec![10.0, -20.0, 30.0, 5.0],
+        columns: vec![],
     };
     let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
     match trainer.fit(&train, None, None, |_| {}) {
@@ -212,6 +214,7 @@ fn simulated_annealing_solves_xor_without_gradients() {
         x: vec![0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0],
         target_width: 1,
         y: vec![0.0, 1.0, 1.0, 0.0],
+        columns: vec![],
     };
     for backend in [Backend::Interp, Backend::Jit] {
         let mut trainer = Trainer::new(model, model.train.clone(), backend).expect("trainable");

@@ -109,8 +109,9 @@ fn confusion_matrix(scores: &[f32], labels: &[f32], classes: usize) -> String {
 pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, output: Option<&Path>) -> Outcome {
     let (checked, index, mut runtime, saved) = trained(file, model, weights)?;
     let model = &checked.models[index];
-    // Inputs only: a trailing label column, if present, is ignored.
-    let spec = RowSpec { target: TargetSpecOfRow::None, ..RowSpec::of(model) };
+    // Inputs only: a trailing label column, if present, is ignored; a
+    // header with the training data's column names is matched by name.
+    let spec = RowSpec { target: TargetSpecOfRow::None, feature_names: saved.columns.clone(), ..RowSpec::of(model) };
     let mut data = data::load_csv(input, &spec, None).map_err(|e| data_error(&e))?;
     saved.scaler.apply(&mut data);
     let predictions = runtime.predict(&data.x, data.rows).map_err(Failure::Input)?;

@@ -146,6 +146,11 @@ impl Prepared {
         Ok(Prepared { train, validation, test, scaler, description: splits.description })
     }
 
+    /// What a checkpoint of this run records besides the weights.
+    fn origin<'a>(&'a self, source: &'a str) -> checkpoint::Origin<'a> {
+        checkpoint::Origin { source, scaler: &self.scaler, columns: &self.train.columns }
+    }
+
     /// `digits (1150 rows, 288 validation, 359 test)`
     fn describe(&self) -> String {
         format!(
@@ -190,7 +195,7 @@ fn train_epochs(
         let report = match result {
             Ok(report) => report,
             Err(TrainError::Interrupted { epoch }) => {
-                interrupted(args, trainer, &checked.source, &data.scaler, epoch);
+                interrupted(args, trainer, &data.origin(&checked.source), epoch);
                 // The weights kept are the last finished epoch's: report them.
                 final_report(args, model, trainer, data, &history, started)?;
                 return Err(Failure::Interrupted);
@@ -198,7 +203,7 @@ fn train_epochs(
             Err(e) => return Err(training_failed(args, checked, &e)),
         };
         if let Some(path) = &args.save {
-            checkpoint::save(path, trainer, &checked.source, &data.scaler).map_err(Failure::Usage)?;
+            checkpoint::save(path, trainer, &data.origin(&checked.source)).map_err(Failure::Usage)?;
         }
         if !args.quiet {
             say!("{}", epoch_line(&report, epochs, started));
@@ -294,13 +299,13 @@ fn write(path: &Path, bytes: &[u8]) -> Outcome {
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Saves the last finished epoch and tells how to continue.
-fn interrupted(args: &TrainArgs, trainer: &Trainer, source: &str, scaler: &Scaler, epoch: usize) {
+fn interrupted(args: &TrainArgs, trainer: &Trainer, origin: &checkpoint::Origin, epoch: usize) {
     let path = args.save.clone().unwrap_or_else(|| {
         let stem = args.target.file.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
         PathBuf::from(format!("{stem}.interrupted.safetensors"))
     });
     eprintln!("interrupted during epoch {epoch}; keeping the weights after epoch {}", trainer.epochs_done());
-    match checkpoint::save(&path, trainer, source, scaler) {
+    match checkpoint::save(&path, trainer, origin) {
         Ok(()) => eprintln!("saved {}; continue with: {}", path.display(), resume_command(args, &path)),
         Err(e) => eprintln!("error: {e}"),
     }

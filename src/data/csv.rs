@@ -1,5 +1,7 @@
 //! CSV: one header row, then one sample per line. Features first; the target
-//! is the last column(s), or the column named by `target = "…"`.
+//! is the last column(s), or the column named by `target = "…"`. When the
+//! weights' feature columns are known by name, a header with those names is
+//! matched by name, in any order, other columns ignored.
 
 use super::{DataError, Dataset, RowSpec};
 
@@ -34,7 +36,7 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
         ));
     }
     let target_width = spec.target_width();
-    let (target_columns, ignore_last) = column_layout(&columns, spec, target, name)?;
+    let Layout { features, targets: target_columns } = column_layout(&columns, spec, target, name)?;
     let mut x = Vec::new();
     let mut y = Vec::new();
     let mut rows = 0;
@@ -51,24 +53,20 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
             ));
         }
         row_targets.clear();
-        for (c, cell) in cells.iter().enumerate() {
-            if ignore_last && c == cells.len() - 1 {
-                continue;
-            }
-            let value = cell_value(cell, columns[c], name, line_no)?;
-            if target_columns.contains(&c) {
-                row_targets.push(value);
-            } else {
-                spec.check_feature(value).map_err(|m| {
-                    DataError::new(
-                        name,
-                        Some(line_no),
-                        format!("column `{}`: {m}", columns[c]),
-                        "fix the token ids or the embedding's vocab",
-                    )
-                })?;
-                x.push(value);
-            }
+        for &c in &features {
+            let value = cell_value(cells[c], columns[c], name, line_no)?;
+            spec.check_feature(value).map_err(|m| {
+                DataError::new(
+                    name,
+                    Some(line_no),
+                    format!("column `{}`: {m}", columns[c]),
+                    "fix the token ids or the embedding's vocab",
+                )
+            })?;
+            x.push(value);
+        }
+        for &c in &target_columns {
+            row_targets.push(cell_value(cells[c], columns[c], name, line_no)?);
         }
         spec.check_target(&row_targets).map_err(|m| {
             DataError::new(name, Some(line_no), m, "fix the label or the model's target type").about_target()
@@ -79,18 +77,25 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
     if rows == 0 {
         return Err(DataError::about_file(name, None, "the file has a header but no rows", "add one row per sample"));
     }
-    Ok(Dataset { rows, width: spec.features, x, target_width, y })
+    let columns = features.iter().map(|&c| columns[c].to_string()).collect();
+    Ok(Dataset { rows, width: spec.features, x, target_width, y, columns })
 }
 
-/// Which header columns hold the target, and whether a trailing label
-/// column is ignored (a model without a target predicting labelled rows);
-/// an error unless the rest are exactly the model's features.
-fn column_layout(
-    columns: &[&str],
-    spec: &RowSpec,
-    target: Option<&str>,
-    name: &str,
-) -> Result<(Vec<usize>, bool), DataError> {
+/// Which header columns a row's features and targets come from, in order.
+struct Layout {
+    features: Vec<usize>,
+    targets: Vec<usize>,
+}
+
+/// The columns of the features and the target: by name when the spec knows
+/// the features' names and the header has them, else by position (the
+/// features first, the target last or named by `target`; a trailing label
+/// column is ignored by a model without a target). Any other extra column
+/// is an error, never silently a feature.
+fn column_layout(columns: &[&str], spec: &RowSpec, target: Option<&str>, name: &str) -> Result<Layout, DataError> {
+    if let Some(layout) = named_layout(columns, spec, name)? {
+        return Ok(layout);
+    }
     let target_width = spec.target_width();
     // Which columns hold the target.
     let target_columns: Vec<usize> = match target {
@@ -108,8 +113,6 @@ fn column_layout(
         },
         None => (columns.len().saturating_sub(target_width)..columns.len()).collect(),
     };
-    // A model without a target ignores a trailing column named as a label;
-    // any other extra column is an error, never silently a feature.
     let is_label = |column: &&str| {
         ["label", "target", "class", "y"].contains(&column.to_ascii_lowercase().as_str())
             || spec.label_names.iter().any(|n| n == column)
@@ -135,7 +138,36 @@ fn column_layout(
             },
         ));
     }
-    Ok((target_columns, ignore_last))
+    let last = columns.len() - usize::from(ignore_last);
+    let features = (0..last).filter(|c| !target_columns.contains(c)).collect();
+    Ok(Layout { features, targets: target_columns })
+}
+
+/// The layout by name, for rows without a target whose weights know their
+/// feature columns: `None` when the header has none of those names (then
+/// columns go by position); an error naming the missing ones when it has
+/// only some.
+fn named_layout(columns: &[&str], spec: &RowSpec, name: &str) -> Result<Option<Layout>, DataError> {
+    let wanted = &spec.feature_names;
+    if wanted.len() != spec.features || spec.target_width() != 0 {
+        return Ok(None);
+    }
+    let found: Vec<Option<usize>> = wanted.iter().map(|w| columns.iter().position(|c| c == w)).collect();
+    if found.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let missing: Vec<&str> = wanted.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(w, _)| w.as_str()).collect();
+    if let Some(first) = missing.first() {
+        let more = if missing.len() > 1 { format!(" and {} more", missing.len() - 1) } else { String::new() };
+        return Err(DataError::new(
+            name,
+            Some(1),
+            format!("the header has no column `{first}`{more}, which the weights were trained on"),
+            "name the columns as the training data did (their order does not matter), or drop the header's names \
+             and give the features in the training order",
+        ));
+    }
+    Ok(Some(Layout { features: found.into_iter().flatten().collect(), targets: vec![] }))
 }
 
 /// One cell as a finite number, or an error naming its line and column.

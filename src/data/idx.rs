@@ -83,7 +83,7 @@ pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset
         if spec.target_width() == 0 {
             // An autoencoder reads the images only.
             let x = img.data.iter().map(|&b| f32::from(b)).collect();
-            return Ok(Dataset { rows: count, width: size, x, target_width: 0, y: vec![] });
+            return Ok(Dataset { rows: count, width: size, x, target_width: 0, y: vec![], columns: vec![] });
         }
         return Err(DataError::new(
             &lname,
@@ -108,5 +108,6 @@ pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset
         x: img.data.iter().map(|&b| f32::from(b)).collect(),
         target_width: 1,
         y: lab.data.iter().map(|&b| f32::from(b)).collect(),
+        columns: vec![],
     })
 }

@@ -26,12 +26,22 @@ pub struct Dataset {
     /// Target values per row.
     pub target_width: usize,
     pub y: Vec<f32>,
+    /// The features' column names (a CSV's header), empty when the format
+    /// has none; a checkpoint keeps them so `predict` can match by name.
+    pub columns: Vec<String>,
 }
 
 impl Dataset {
     /// The rows at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Dataset {
-        let mut out = Dataset { rows: 0, width: self.width, x: vec![], target_width: self.target_width, y: vec![] };
+        let mut out = Dataset {
+            rows: 0,
+            width: self.width,
+            x: vec![],
+            target_width: self.target_width,
+            y: vec![],
+            columns: self.columns.clone(),
+        };
         self.select_into(indices, &mut out);
         out
     }
@@ -98,6 +108,9 @@ pub struct RowSpec {
     /// The model's target names: a trailing column named so (or `label`,
     /// `target`, `class`, `y`) is a label that rows without a target ignore.
     pub label_names: Vec<String>,
+    /// The feature columns the weights were trained on, by name (empty:
+    /// unknown). A header that has names from them is matched by name.
+    pub feature_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,7 +140,7 @@ impl RowSpec {
             .filter_map(|n| if let Layer::Embedding { vocab, .. } = n.layer { Some(vocab) } else { None })
             .min();
         let label_names = model.targets.iter().map(|t| t.name.clone()).collect();
-        RowSpec { features, target, vocab, label_names }
+        RowSpec { features, target, vocab, label_names, feature_names: Vec::new() }
     }
 
     /// Checks one input value; `Err` says what is wrong.
