@@ -139,6 +139,14 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
     if options.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
+    let out = &options.out_dir;
+    if out.exists() && !out.is_dir() {
+        return Err(format!(
+            "{} is not a folder; -o names the folder that gets {name}.h, lib{name}.a and lib{name}.so",
+            out.display(),
+            name = options.name
+        ));
+    }
     let cc = c_compiler()?;
     let name = options.name.as_str();
     let (single_graph, single_plan) = planned(model, 1)?;
@@ -172,7 +180,6 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
     let object = jit::object::emit(&library, &options.target)?;
     let header = header(model, name, features, outputs, classes, options);
 
-    let out = &options.out_dir;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let finals = [out.join(format!("{name}.h")), out.join(format!("lib{name}.a")), out.join(format!("lib{name}.so"))];
     for path in &finals {

@@ -196,3 +196,14 @@ fn max_memory_refuses_a_step_that_does_not_fit() {
         assert!(err.contains("--max-memory"), "{bad}: {err}");
     }
 }
+
+/// `bench --seconds` takes 0.1 to 3600 (1e12 ran for ever; a negative value
+/// was quietly raised).
+#[test]
+fn bench_seconds_are_bounded() {
+    for bad in ["1e12", "-1", "0", "nan", "inf"] {
+        let (code, _, err) = nnc(&["bench", "models/xor.nn", &format!("--seconds={bad}")]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("expected seconds from 0.1 to 3600"), "{bad}: {err}");
+    }
+}

@@ -57,6 +57,16 @@ fn header_of_the_wrong_width() {
     assert_error(code, &err, &["train.csv:1", "2 feature column(s)", "the model's input has 3"]);
 }
 
+/// Spreadsheets quote numbers and names: one pair of quotes is read through;
+/// an empty cell is named as empty, not as "`` is not a number".
+#[test]
+fn quoted_cells_are_read_and_empty_ones_named() {
+    let (code, err) = train_with(&[("train.csv", b"\"a\",\"b\",c,\"label\"\n\"1\",\" 2 \",3,0\n1,2,3,\"1\"\n")]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = train_with(&[("train.csv", b"a,b,c,label\n1,2,3,0\n1,,3,1\n")]);
+    assert_error(code, &err, &["train.csv:3", "column `b` is empty on this row", "missing values"]);
+}
+
 #[test]
 fn value_that_is_not_a_number() {
     let (code, err) = train_with(&[("train.csv", b"a,b,c,label\n1,2,3,0\n1,two,3,1\n")]);

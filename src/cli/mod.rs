@@ -179,8 +179,8 @@ enum Command {
         batch: Option<usize>,
         #[arg(long, value_enum, default_value = "jit")]
         backend: BackendArg,
-        /// Seconds spent measuring throughput.
-        #[arg(long, default_value_t = 3.0)]
+        /// Seconds spent measuring throughput (0.1 to 3600).
+        #[arg(long, default_value_t = 3.0, value_parser = bench_seconds)]
         seconds: f64,
         /// Print the results as JSON.
         #[arg(long)]
@@ -465,7 +465,7 @@ fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) -> Outcome {
         return Err(report_diag(&checked, &diag));
     }
     set_threading(model, step_batch);
-    let r = crate::bench::run(model, batch, backend, seconds.max(0.1)).map_err(|e| match e {
+    let r = crate::bench::run(model, batch, backend, seconds).map_err(|e| match e {
         crate::bench::BenchError::Model(d) => report_diag(&checked, &d),
         crate::bench::BenchError::Train(e) => Failure::Input(e.to_string()),
     })?;
@@ -496,6 +496,14 @@ fn batch_size(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if (1..=MAX_BATCH_FLAG).contains(&n) => Ok(n),
         _ => Err(format!("expected a whole number from 1 to {MAX_BATCH_FLAG}")),
+    }
+}
+
+/// A `--seconds` value for `bench`: from 0.1 to 3600.
+fn bench_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.1..=3600.0).contains(&s) => Ok(s),
+        _ => Err("expected seconds from 0.1 to 3600".into()),
     }
 }
 

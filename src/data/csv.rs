@@ -17,7 +17,7 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
             "a CSV needs a header row and one row per sample",
         ));
     };
-    let columns: Vec<&str> = header.split(',').map(str::trim).collect();
+    let columns: Vec<&str> = header.split(',').map(unquoted).collect();
     if columns.len() == 1 && header.contains(';') {
         return Err(DataError::about_file(
             name,
@@ -79,6 +79,13 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
     }
     let columns = features.iter().map(|&c| columns[c].to_string()).collect();
     Ok(Dataset { rows, width: spec.features, x, target_width, y, columns })
+}
+
+/// A cell without surrounding spaces and one pair of double quotes, as
+/// spreadsheets write numbers and names (`"1.5"`, `"price"`).
+fn unquoted(cell: &str) -> &str {
+    let cell = cell.trim();
+    cell.strip_prefix('"').and_then(|c| c.strip_suffix('"')).map_or(cell, str::trim)
 }
 
 /// Which header columns a row's features and targets come from, in order.
@@ -172,7 +179,16 @@ fn named_layout(columns: &[&str], spec: &RowSpec, name: &str) -> Result<Option<L
 
 /// One cell as a finite number, or an error naming its line and column.
 fn cell_value(cell: &str, column: &str, name: &str, line_no: usize) -> Result<f32, DataError> {
-    let value: f32 = cell.trim().parse().map_err(|_| {
+    let cell = unquoted(cell);
+    if cell.is_empty() {
+        return Err(DataError::new(
+            name,
+            Some(line_no),
+            format!("column `{column}` is empty on this row"),
+            "every row needs a number in every column; fill in or drop rows with missing values",
+        ));
+    }
+    let value: f32 = cell.parse().map_err(|_| {
         DataError::new(
             name,
             Some(line_no),
