@@ -47,3 +47,29 @@ fn huge_lines_are_shown_as_excerpts() {
     assert!(report.contains(&format!("[m.nn:4:{column}]")), "column {column}: {report}");
     assert!(report.len() < 2_000, "{} bytes of report", report.len());
 }
+
+/// The vanishing-gradient lint counts the sigmoids a gradient passes on its
+/// way to the first layer: ten warn (¼¹⁰ < 1e-4), six do not (¼⁶ > 1e-4),
+/// nor do relu layers, nor sigmoids with batchnorm between them, nor a path
+/// around the stack through `add`.
+#[test]
+fn vanishing_gradient_lint_follows_the_derivatives() {
+    let model = |body: &str| {
+        format!("model m {{\n  input x: [64]\n  target y: class(10)\n{body}\n  loss = cross_entropy(logits, y)\n}}\n")
+    };
+    let warns = |body: &str| {
+        let checked = check_source("m.nn", &model(body));
+        assert!(!checked.has_errors(), "{body}: {:?}", checked.diags);
+        checked.diags.iter().any(|d| d.code == "nnc::lint::vanishing_gradients")
+    };
+    let stack = |n: usize, layer: &str| format!("  x |> repeat({n}) {{ dense(32) |> {layer} }} |> dense(10) => logits");
+    assert!(warns(&stack(10, "sigmoid")));
+    assert!(warns(&stack(7, "sigmoid")));
+    assert!(!warns(&stack(6, "sigmoid")));
+    assert!(!warns(&stack(10, "relu")));
+    assert!(!warns(&stack(10, "tanh")));
+    assert!(!warns(&stack(10, "sigmoid |> batchnorm")));
+    let around = "  x |> dense(32) => h\n  h |> repeat(10) { dense(32) |> sigmoid } => deep\n  \
+                  add(h, deep) |> dense(10) => logits";
+    assert!(!warns(around), "a path around the stack keeps the gradient");
+}

@@ -12,6 +12,7 @@ pub mod model;
 
 mod blocks;
 mod decls;
+mod gradients;
 mod loss;
 mod train;
 
@@ -178,6 +179,9 @@ impl<'a> ModelChecker<'a> {
         }
         let train = train::check_train(&self.ast.trains, self.diags);
         let loss = self.loss();
+        if let Some(loss) = &loss {
+            self.vanishing_gradients(loss);
+        }
         self.cross_checks(&train);
         self.report_unused(loss.is_some());
         Some(CheckedModel {

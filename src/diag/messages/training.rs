@@ -62,6 +62,21 @@ pub fn double_softmax(softmax: Span, loss: Span) -> Diag {
         .with_help("remove `softmax` and feed the raw scores to cross_entropy")
 }
 
+/// A stack of saturating activations whose derivatives multiply to next
+/// to nothing, from the first (`first`) to the last (`last`).
+pub fn vanishing_gradients(first: Span, last: Span, derivation: &str) -> Diag {
+    Diag::warning(
+        "nnc::lint::vanishing_gradients",
+        "the gradient vanishes before it reaches this layer",
+        first,
+        derivation.to_string(),
+    )
+    .with_note(last, "the last saturating layer before the loss")
+    .with_help(
+        "use relu (or leaky_relu, elu, gelu) in the hidden layers, put batchnorm between them, or use fewer layers",
+    )
+}
+
 pub fn dropout_at_output(dropout: Span, pred: &Ident) -> Diag {
     Diag::warning(
         "nnc::lint::dropout_output",

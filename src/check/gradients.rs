@@ -1,0 +1,76 @@
+//! How gradients flow back from the loss, judged before any data is read:
+//! the chain rule multiplies the derivatives of the activations a gradient
+//! passes, and a sigmoid's is at most ¼, so a deep enough stack of them
+//! leaves the first layers with almost nothing to learn from.
+
+use super::*;
+
+/// Below this product of the activations' largest derivatives, the
+/// gradient reaching the first layers has vanished.
+const VANISHING: f64 = 1e-4;
+
+/// The largest |f'(x)| of an activation over all x, where it is below 1
+/// (the activations that saturate); `None` for the others.
+fn largest_derivative(activation: &Activation) -> Option<f64> {
+    match activation {
+        // σ' = σ(1 − σ) ≤ ¼, at 0; softmax's diagonal p(1 − p) likewise.
+        Activation::Sigmoid | Activation::Softmax => Some(0.25),
+        _ => None,
+    }
+}
+
+/// The most a gradient can keep on its way from the loss down to a value:
+/// the product of the largest derivatives it passes (the best path where
+/// paths join, since an `add` lets it through whole), and the saturating
+/// layers that make it, first to last. A normalisation starts it afresh.
+#[derive(Clone)]
+struct Chain {
+    gain: f64,
+    layers: Vec<usize>,
+}
+
+impl ModelChecker<'_> {
+    /// Warns when the gradient at the first layers of the path to the loss
+    /// can be at most `VANISHING` of the loss's, from the activations alone.
+    pub(super) fn vanishing_gradients(&mut self, loss: &LossSpec) {
+        let mut chains: Vec<Chain> = Vec::with_capacity(self.nodes.len());
+        let start = Chain { gain: 1.0, layers: vec![] };
+        for (index, node) in self.nodes.iter().enumerate() {
+            let best = node
+                .inputs
+                .iter()
+                .filter_map(|v| if let ValueRef::Node(n) = v { chains.get(*n) } else { None })
+                .max_by(|a, b| a.gain.total_cmp(&b.gain))
+                .unwrap_or(&start);
+            let chain = match &node.layer {
+                Layer::BatchNorm { .. } => start.clone(),
+                Layer::Activation(a) => match largest_derivative(a) {
+                    Some(d) => {
+                        let mut layers = best.layers.clone();
+                        layers.push(index);
+                        Chain { gain: best.gain * d, layers }
+                    }
+                    None => best.clone(),
+                },
+                _ => best.clone(),
+            };
+            chains.push(chain);
+        }
+        let ValueRef::Node(output) = loss.prediction else { return };
+        // The loss applies softmax (or sigmoid) itself: a last one in the
+        // model is another lint's business, not a stack.
+        let Some(chain) = chains.get(output) else { return };
+        if chain.gain >= VANISHING {
+            return;
+        }
+        let (first, last) = (chain.layers[0], chain.layers[chain.layers.len() - 1]);
+        // Every saturating layer contributes ¼ (σ' ≤ ¼), so the product is ¼ⁿ.
+        let count = chain.layers.len();
+        let derivation = format!(
+            "{count} sigmoid-like layers, each f′ ≤ ¼: the gradient keeps at most ¼^{count} = {:.1e} by here",
+            chain.gain
+        );
+        let (first, last) = (self.nodes[first].span, self.nodes[last].span);
+        self.diags.push(messages::vanishing_gradients(first, last, &derivation));
+    }
+}
