@@ -50,20 +50,24 @@ pub fn learning_curves(model: &str, history: &[EpochReport]) -> Result<String, S
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let body = root.titled(model, ("sans-serif", 20)).map_err(|e| e.to_string())?;
         let panels = if quality.is_empty() { vec![body] } else { body.split_evenly((1, 2)) };
-        draw_panel(&panels[0], "loss", &losses)?;
+        let best = crate::train::gap::Gap::of(history).map(|g| g.best_epoch as f64);
+        draw_panel(&panels[0], "loss", &losses, best)?;
         if let Some(panel) = panels.get(1) {
-            draw_panel(panel, quality_name, &quality)?;
+            draw_panel(panel, quality_name, &quality, None)?;
         }
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
 }
 
-/// One chart: epochs along x, the curves' common range (padded) along y.
+/// One chart: epochs along x, the curves' common range (padded) along y;
+/// `best`: the epoch where the held-out loss was lowest, marked by a
+/// dashed line.
 fn draw_panel(
     area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
     y_name: &str,
     curves: &[Curve],
+    best: Option<f64>,
 ) -> Result<(), String> {
     let finite = || curves.iter().flat_map(|c| &c.points).filter(|p| p.1.is_finite());
     let last_epoch = finite().map(|p| p.0).fold(1.0, f64::max);
@@ -85,6 +89,15 @@ fn draw_panel(
         .y_desc(y_name)
         .draw()
         .map_err(|e| e.to_string())?;
+    if let Some(epoch) = best {
+        let dashes =
+            DashedLineSeries::new([(epoch, low - pad), (epoch, high + pad)], 6, 4, BLACK.mix(0.5).stroke_width(1));
+        chart
+            .draw_series(dashes)
+            .map_err(|e| e.to_string())?
+            .label(format!("best held-out loss (epoch {epoch:.0})"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.mix(0.5).stroke_width(1)));
+    }
     for curve in curves {
         let color = curve.color;
         let points = curve.points.iter().copied().filter(|p| p.1.is_finite());

@@ -207,3 +207,39 @@ fn bench_seconds_are_bounded() {
         assert!(err.contains("expected seconds from 0.1 to 3600"), "{bad}: {err}");
     }
 }
+
+/// A wide MLP on 72 training digits keeps lowering its training loss while
+/// its validation loss climbs: `train` warns of overfitting once, names the
+/// best epoch, and `--metrics-json` records the gap. The bundled MLP, whose
+/// test loss only wobbles on its way down, gets no warning.
+#[test]
+fn overfitting_is_reported_and_a_healthy_run_is_not() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("overfit.nn");
+    std::fs::write(
+        &file,
+        "model overfit {\n  input image: [64]\n  target digit: class(10)\n  image |> dense(512) |> relu |> dense(10) => logits\n  \
+         loss = cross_entropy(logits, digit)\n  train {\n    data = builtin(\"digits\")\n    scale = 16\n    \
+         optimizer = adam(lr = 0.003)\n    batch = 16\n    epochs = 80\n    validation = 0.95\n    seed = 1\n  }\n}\n",
+    )
+    .expect("write");
+    let (metrics, plot) = (dir.path().join("metrics.json"), dir.path().join("curves.svg"));
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
+    let args = ["train", &path(&file), "--quiet", "--metrics-json", &path(&metrics), "--plot", &path(&plot)];
+    let (code, _, err) = nnc(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("warning: overfitting").count(), 1, "{err}");
+    assert!(err.contains("mean validation loss of epochs") && err.contains("add `l2` or `dropout`"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics).expect("read")).expect("JSON");
+    let gap = &v["gap"];
+    assert_eq!(gap["held_out"], "validation", "{v}");
+    let best = gap["best_epoch"].as_u64().expect("best epoch");
+    assert!((2..60).contains(&best), "{gap}");
+    let held_out = &gap["overfitting"]["held_out_loss"];
+    assert!(held_out[1].as_f64() > held_out[0].as_f64(), "{gap}");
+    let svg = std::fs::read_to_string(&plot).expect("plot");
+    assert!(svg.contains(&format!("best held-out loss (epoch {best})")), "the plot marks the best epoch");
+    let (code, _, err) = nnc(&["train", "models/digits_mlp.nn", "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("overfitting"), "{err}");
+}

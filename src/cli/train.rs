@@ -18,6 +18,7 @@ use crate::checkpoint;
 use crate::data::{self, DataError, Dataset, RowSpec, Scaler, Splits};
 use crate::diag::{Diag, Span, messages};
 use crate::pipeline::Checked;
+use crate::train::gap::Gap;
 use crate::train::{EpochReport, Metrics, PretrainReport, TrainError, Trainer};
 
 #[derive(Serialize)]
@@ -25,6 +26,9 @@ struct MetricsFile<'a> {
     model: &'a str,
     data: &'a str,
     epochs: &'a [EpochReport],
+    /// The held-out loss's best epoch, and overfitting when seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gap: Option<Gap>,
     /// Which split the final metrics come from: "test", else "validation", else "train".
     final_split: &'a str,
     #[serde(flatten)]
@@ -176,6 +180,7 @@ fn train_epochs(
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
     let epochs = trainer.config.epochs;
     let mut history = Vec::new();
+    let mut warned = false;
     // A live bar on a terminal; plain lines in pipes and CI.
     let live = !args.quiet && std::io::stdout().is_terminal();
     while trainer.epochs_done() < epochs {
@@ -212,8 +217,30 @@ fn train_epochs(
         if let Some(path) = &args.plot {
             write_plot(path, &model.name, &history)?;
         }
+        warn_of_overfitting(&history, &mut warned);
     }
     Ok(history)
+}
+
+/// Once per run: the held-out loss has risen since its best epoch while the
+/// training loss fell (see `train::gap`), with the course's remedies.
+fn warn_of_overfitting(history: &[EpochReport], warned: &mut bool) {
+    let Some(gap) = Gap::of(history) else { return };
+    let Some(o) = gap.overfitting.filter(|_| !*warned) else { return };
+    *warned = true;
+    let ((from, to), (now_from, now_to)) = o.windows;
+    eprintln!(
+        "warning: overfitting: the mean {} loss of epochs {now_from}–{now_to} is {:.4}, up from {:.4} in epochs \
+         {from}–{to}, while the mean training loss fell from {:.4} to {:.4}; add `l2` or `dropout`, get more data, \
+         or train for about {} epochs (the best {} loss)",
+        gap.held_out,
+        o.held_out_loss.1,
+        o.held_out_loss.0,
+        o.train_loss.0,
+        o.train_loss.1,
+        gap.best_epoch,
+        gap.held_out
+    );
 }
 
 /// `epoch  3/20  train loss 0.1234  validation …  lr 1.000e-1  (0.4 s)`
@@ -266,6 +293,7 @@ fn write_metrics(
         model: &model.name,
         data,
         epochs: history,
+        gap: Gap::of(history),
         final_split: split,
         final_metrics: FinalMetrics { test_loss: m.loss, test_accuracy: m.accuracy, test_rmse: m.rmse, test_r2: m.r2 },
     };

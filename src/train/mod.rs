@@ -6,6 +6,7 @@
 
 mod anneal;
 pub mod cd;
+pub mod gap;
 
 pub mod metrics;
 
