@@ -115,13 +115,33 @@ impl Compiled<TrainGraph> {
 
     /// One training step; updates the store in place and returns the loss.
     pub fn run(&mut self, store: &mut Store, x: &[f32], y: &[f32], h: &Hypers) -> Result<f32, String> {
+        self.run_observed(store, x, y, h, &mut [])
+    }
+
+    /// `run`, writing the step's observed scalars (`TrainGraph::observed`,
+    /// in order) into `observed`, which holds as many or none.
+    pub fn run_observed(
+        &mut self,
+        store: &mut Store,
+        x: &[f32],
+        y: &[f32],
+        h: &Hypers,
+        observed: &mut [f32],
+    ) -> Result<f32, String> {
         self.check_store(store)?;
         let loss = self.graph.graph.loss.ok_or("no loss")?;
+        let wanted = &self.graph.observed[..observed.len().min(self.graph.observed.len())];
         if let Some(exe) = &mut self.exe {
             exe.run(&mut store.data, x, y, h)?;
+            for (out, &v) in observed.iter_mut().zip(wanted) {
+                *out = exe.value(v, &store.data).first().copied().unwrap_or(f32::NAN);
+            }
             return Ok(exe.value(loss, &store.data).first().copied().unwrap_or(f32::NAN));
         }
         let values = interpret(&self.graph.graph, store, x, y, h)?;
+        for (out, &v) in observed.iter_mut().zip(wanted) {
+            *out = values[v.0][0];
+        }
         for (p, v) in self.graph.new_params.iter().enumerate() {
             store.write(p, false, &values[v.0]);
         }

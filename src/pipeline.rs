@@ -124,14 +124,19 @@ pub fn compile_forward(
     Compiled::<Graph>::new(forward, backend).map_err(|e| messages::internal(model.span, &e))
 }
 
-/// Steps 4–6: a whole training step (forward, backward, update), ready to run.
+/// Steps 4–6: a whole training step (forward, backward, update), ready to
+/// run; with `observe`, it also reports each parameter's health scalars.
 pub fn compile_step(
     model: &CheckedModel,
     config: &TrainConfig,
     batch: usize,
+    observe: bool,
     backend: Backend,
 ) -> Result<Compiled<TrainGraph>, Diag> {
-    let step = step_graph(model, config, batch)?;
+    let mut step = step_graph(model, config, batch)?;
+    if observe {
+        optim::observe_health(&mut step);
+    }
     Compiled::<TrainGraph>::new(step, backend).map_err(|e| messages::internal(model.span, &e))
 }
 

@@ -148,12 +148,13 @@ fn broadcast_slot(op: &Op, slot: usize) -> bool {
     matches!((op, slot), (Op::MulScalar | Op::AddBias, 1) | (Op::MseGrad | Op::BceGrad, 2))
 }
 
-/// Plans a training step: its outputs are the loss, the prediction and the
-/// updated parameters and state.
+/// Plans a training step: its outputs are the loss, the prediction, the
+/// observed scalars and the updated parameters and state.
 pub fn plan_train(step: &TrainGraph) -> Plan {
     let g = &step.graph;
     let mut outputs: Vec<ValueId> = vec![g.prediction];
     outputs.extend(g.loss);
+    outputs.extend(&step.observed);
     plan(g, &outputs, &step.new_params, &step.new_states)
 }
 

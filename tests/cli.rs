@@ -79,7 +79,11 @@ fn plot_refuses_formats_it_cannot_write_before_training() {
 fn divergence_points_at_the_first_non_finite_value() {
     let (code, _, err) = nnc(&["train", "tests/runtime/diverges.nn", "--quiet"]);
     assert_eq!(code, 1, "{err}");
-    insta::assert_snapshot!(err);
+    // The growing gradients were announced first; their figures are not the
+    // golden file's business.
+    let (warnings, report): (Vec<&str>, Vec<&str>) = err.lines().partition(|l| l.starts_with("warning: "));
+    assert!(warnings.iter().any(|w| w.starts_with("warning: exploding gradients")), "{err}");
+    insta::assert_snapshot!(report.join("\n") + "\n");
 }
 
 /// Paths a model names are relative to its own folder (or `--data-dir`),
@@ -242,4 +246,42 @@ fn overfitting_is_reported_and_a_healthy_run_is_not() {
     let (code, _, err) = nnc(&["train", "models/digits_mlp.nn", "--quiet"]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("overfitting"), "{err}");
+}
+
+/// Ten sigmoid layers on digits: training reports a first-layer gradient
+/// norm over 100× below the last layer's and warns that gradients vanish;
+/// the same stack with relu does not. A full-batch regression at a huge
+/// learning rate warns that gradients explode before it diverges.
+#[test]
+fn training_warns_of_vanishing_and_exploding_gradients() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let metrics = dir.path().join("metrics.json");
+    let deep = std::fs::read_to_string("tests/diagnostics/vanishing_gradients.nn").expect("model");
+    let run = |name: &str, model: &str, extra: &[&str]| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, model).expect("write");
+        let mut args = vec!["train", file.to_str().expect("utf-8"), "--quiet"];
+        args.extend(extra);
+        nnc(&args)
+    };
+    let json = ["--data", "builtin:digits", "--epochs", "4", "--metrics-json", metrics.to_str().expect("utf-8")];
+    let (code, _, err) = run("deep.nn", &deep, &json);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("warning: vanishing gradients: `dense1.weight`").count(), 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics).expect("read")).expect("JSON");
+    let health = v["epochs"][3]["health"].as_array().expect("health per epoch").clone();
+    let norm = |name: &str| health.iter().find(|p| p["name"] == name).and_then(|p| p["grad_norm"].as_f64());
+    let (first, last) = (norm("dense1.weight").expect("first"), norm("dense11.weight").expect("last"));
+    assert!(first > 0.0 && first * 100.0 < last, "{first} vs {last}");
+    let (code, _, err) = run("relu.nn", &deep.replace("sigmoid }", "relu }"), &json);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("vanishing"), "{err}");
+
+    let diabetes = std::fs::read_to_string("models/diabetes.nn").expect("model");
+    assert!(diabetes.contains("gd(lr = 0.05)"), "the model to edit");
+    let (code, _, err) = run("hot.nn", &diabetes.replace("gd(lr = 0.05)", "gd(lr = 1.0)"), &["--epochs", "60"]);
+    assert_eq!(code, 1, "{err}");
+    let (warned, diverged) = (err.find("warning: exploding gradients: `dense1.weight`"), err.find("training diverged"));
+    assert!(warned.is_some() && warned < diverged, "the warning comes first: {err}");
+    assert!(err.contains("add `clip_norm`"), "{err}");
 }

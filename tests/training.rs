@@ -226,3 +226,47 @@ fn simulated_annealing_solves_xor_without_gradients() {
         assert_eq!(accuracy, 1.0, "{backend:?}");
     }
 }
+
+/// The health numbers are the step's own gradients: one full-batch step of
+/// the digits MLP reports, per parameter, the L2 norm of the gradient that
+/// the reference interpreter computes from the same weights and rows, on
+/// both backends; and tracking health changes no weight.
+#[test]
+fn health_reports_the_norms_of_the_gradients() {
+    let model = model("digits_mlp.nn");
+    let mut config = model.train.clone();
+    (config.batch, config.epochs) = (nnc::check::Batch::Full, 1);
+    let source = model.train.data.clone().expect("model names its data");
+    let mut train = data::load(&source, Path::new(MODELS), &RowSpec::of(&model)).expect("data loads").train;
+    Scaler::fit(model.train.preprocess, &train).apply(&mut train);
+    // The gradients at the initial weights, by the interpreter.
+    let step = nnc::pipeline::step_graph(&model, &config, train.rows).expect("step");
+    let initial = Trainer::new(&model, config.clone(), Backend::Interp).expect("trainable").params();
+    let mut store = nnc::train::Store::new(&step.graph);
+    for (p, values) in initial.iter().enumerate() {
+        store.set_param(p, values);
+    }
+    let hypers = nnc::train::Hypers { lr: 0.003, bias1: 10.0, bias2: 1000.0, step: 1.0 };
+    let values = nnc::exec::interpret(&step.graph, &store, &train.x, &train.y, &hypers).expect("runs");
+    let norms: Vec<f64> = step
+        .grads
+        .iter()
+        .map(|g| values[g.0].iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt())
+        .collect();
+    for backend in [Backend::Jit, Backend::Interp] {
+        let mut trainer = Trainer::new(&model, config.clone(), backend).expect("trainable");
+        trainer.track_health();
+        let report = trainer.fit_epoch(&train, None, None).expect("trains");
+        let health = report.health.expect("health is tracked");
+        assert_eq!(health.len(), norms.len());
+        for (h, n) in health.iter().zip(&norms) {
+            assert!((h.grad_norm - n).abs() <= 1e-5 * n, "{backend:?} {}: {} vs {n}", h.name, h.grad_norm);
+            // Biases start at zero: relative to nothing, their update counts 0.
+            let moved = if h.name.ends_with(".weight") { h.update_ratio > 0.0 } else { h.update_ratio == 0.0 };
+            assert!(moved && h.update_ratio.is_finite(), "{backend:?} {}: {}", h.name, h.update_ratio);
+        }
+        let mut plain = Trainer::new(&model, config.clone(), backend).expect("trainable");
+        plain.fit_epoch(&train, None, None).expect("trains");
+        assert_eq!(plain.params(), trainer.params(), "{backend:?}: observing changed the update");
+    }
+}

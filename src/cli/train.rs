@@ -19,6 +19,7 @@ use crate::data::{self, DataError, Dataset, RowSpec, Scaler, Splits};
 use crate::diag::{Diag, Span, messages};
 use crate::pipeline::Checked;
 use crate::train::gap::Gap;
+use crate::train::health::Warning;
 use crate::train::{EpochReport, Metrics, PretrainReport, TrainError, Trainer};
 
 #[derive(Serialize)]
@@ -67,6 +68,7 @@ pub fn run(args: &TrainArgs) -> Outcome {
     super::set_threading(model, super::training_batch(model));
     let mut trainer =
         Trainer::new(model, config.clone(), args.backend.into()).map_err(|d| report_diag(&checked, &d))?;
+    trainer.track_health();
     let data = Prepared::new(load_data(args, &checked, model)?, &config)?;
     // `batch = full` is known only now, and --max-memory only here.
     let batch = match config.batch {
@@ -181,6 +183,7 @@ fn train_epochs(
     let epochs = trainer.config.epochs;
     let mut history = Vec::new();
     let mut warned = false;
+    let mut warned_gradients = Vec::new();
     // A live bar on a terminal; plain lines in pipes and CI.
     let live = !args.quiet && std::io::stdout().is_terminal();
     while trainer.epochs_done() < epochs {
@@ -218,8 +221,22 @@ fn train_epochs(
             write_plot(path, &model.name, &history)?;
         }
         warn_of_overfitting(&history, &mut warned);
+        warn_of_gradients(&history, &mut warned_gradients);
     }
     Ok(history)
+}
+
+/// Once per run and kind: gradients that vanish before the first layers or
+/// explode (see `train::health`), naming the layers and the remedies.
+fn warn_of_gradients(history: &[EpochReport], warned: &mut Vec<std::mem::Discriminant<Warning>>) {
+    let health: Vec<Vec<_>> = history.iter().filter_map(|r| r.health.clone()).collect();
+    for warning in Warning::of(&health) {
+        let kind = std::mem::discriminant(&warning);
+        if !warned.contains(&kind) {
+            warned.push(kind);
+            eprintln!("warning: {}", warning.text());
+        }
+    }
 }
 
 /// Once per run: the held-out loss has risen since its best epoch while the

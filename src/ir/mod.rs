@@ -422,4 +422,7 @@ pub struct TrainGraph {
     pub new_params: Vec<ValueId>,
     /// New value of each optimizer state tensor (by state index).
     pub new_states: Vec<ValueId>,
+    /// Scalars the trainer reads back after each step (see
+    /// `optim::observe_health`); empty unless asked for.
+    pub observed: Vec<ValueId>,
 }

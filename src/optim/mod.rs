@@ -10,9 +10,11 @@
 //! The stage knows nothing of epochs or batches: that is the trainer's.
 
 mod cd;
+mod health;
 mod update;
 
 pub use cd::cd_step;
+pub use health::{HEALTH_VALUES, observe_health};
 pub use update::gradient_step;
 
 use crate::autodiff::differentiate;
@@ -46,5 +48,5 @@ pub fn step_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, S
 fn unchanged_params(forward: &Graph) -> TrainGraph {
     let mut graph = forward.clone();
     let new_params = (0..graph.params.len()).map(|p| param_node(&mut graph, p, Span::default())).collect();
-    TrainGraph { graph, grads: vec![], new_params, new_states: vec![] }
+    TrainGraph { graph, grads: vec![], new_params, new_states: vec![], observed: vec![] }
 }

@@ -49,7 +49,7 @@ pub fn gradient_step(
         }
         new_params.push(w2);
     }
-    Ok(TrainGraph { graph: g, grads, new_params, new_states })
+    Ok(TrainGraph { graph: g, grads, new_params, new_states, observed: vec![] })
 }
 
 /// Clips the gradients as `config` says: each element to [−c, c]

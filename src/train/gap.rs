@@ -99,6 +99,7 @@ mod tests {
                 validation: Some(metrics(v)),
                 test: None,
                 train_seconds: 0.0,
+                health: None,
             })
             .collect()
     }

@@ -7,6 +7,7 @@
 mod anneal;
 pub mod cd;
 pub mod gap;
+pub mod health;
 
 pub mod metrics;
 
@@ -42,6 +43,10 @@ pub struct EpochReport {
     pub test: Option<Metrics>,
     /// Wall seconds of the epoch's training steps alone (no evaluation).
     pub train_seconds: f64,
+    /// Each parameter's gradient norm and relative update, when tracked
+    /// (`Trainer::track_health`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Vec<health::ParamHealth>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +94,8 @@ pub struct Trainer {
     anneal_backup: Vec<f32>,
     /// CD steps of greedy pretraining by (RBM, batch size).
     pretrain_steps: HashMap<(usize, usize), Compiled<TrainGraph>>,
+    /// Per-parameter health of the current epoch, when tracked.
+    health: Option<health::HealthSums>,
 }
 
 impl Trainer {
@@ -112,7 +119,27 @@ impl Trainer {
             train_steps: HashMap::new(),
             pretrain_steps: HashMap::new(),
             anneal_backup: Vec::new(),
+            health: None,
         })
+    }
+
+    /// Reports each parameter's gradient norm and relative update in every
+    /// epoch from now on (a few more reductions per step; the updates are
+    /// unchanged). Only gradient optimizers have gradients to report.
+    pub fn track_health(&mut self) {
+        let gradients = matches!(
+            self.config.optimizer,
+            Optimizer::Gd
+                | Optimizer::Sgd
+                | Optimizer::Momentum { .. }
+                | Optimizer::Nesterov { .. }
+                | Optimizer::Adam { .. }
+        );
+        if gradients && self.health.is_none() {
+            self.health = Some(health::HealthSums::new(self.model.param_names.clone()));
+            // Steps compiled so far observe nothing.
+            self.train_steps.clear();
+        }
     }
 
     /// The current parameters, one tensor each (PyTorch layouts: dense weights `[out, in]`).
@@ -129,7 +156,8 @@ impl Trainer {
     /// Compiles (once per batch size) and returns the training step.
     fn train_step(&mut self, batch: usize) -> Result<&mut Compiled<TrainGraph>, TrainError> {
         if !self.train_steps.contains_key(&batch) {
-            let step = pipeline::compile_step(&self.model.checked, &self.config, batch, self.model.backend)
+            let observe = self.health.is_some();
+            let step = pipeline::compile_step(&self.model.checked, &self.config, batch, observe, self.model.backend)
                 .map_err(|d| TrainError::Internal(d.message))?;
             self.train_steps.insert(batch, step);
         }
@@ -186,10 +214,19 @@ impl Trainer {
         self.steps_done += 1;
         let hypers = self.hypers(lr);
         let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { y };
+        // Compiled (observing health or not) before the sums are taken out.
+        self.prepare(rows)?;
         let mut store = std::mem::take(&mut self.model.store);
-        let result =
-            self.train_step(rows).and_then(|step| step.run(&mut store, x, y, &hypers).map_err(TrainError::Internal));
+        let mut health = self.health.take();
+        let observed = health.as_mut().map_or(&mut [][..], |h| &mut h.observed[..]);
+        let result = self
+            .train_step(rows)
+            .and_then(|step| step.run_observed(&mut store, x, y, &hypers, observed).map_err(TrainError::Internal));
         self.model.store = store;
+        if let Some(h) = health.as_mut().filter(|_| result.is_ok()) {
+            h.add_step();
+        }
+        self.health = health;
         Ok(f64::from(result?))
     }
 
@@ -265,6 +302,7 @@ impl Trainer {
             return Err(TrainError::NonFinite { epoch: epoch + 1, step, what, span: None });
         }
         let train_seconds = started.elapsed().as_secs_f64();
+        let health = self.health.as_mut().map(health::HealthSums::finish_epoch);
         self.epochs_done += 1;
         let validation = validation.map(|v| self.evaluate(v)).transpose()?;
         let test = test.map(|t| self.evaluate(t)).transpose()?;
@@ -277,6 +315,7 @@ impl Trainer {
             validation,
             test,
             train_seconds,
+            health,
         })
     }
 

@@ -1,0 +1,166 @@
+//! Per-parameter health over an epoch: the mean L2 norm of each gradient the
+//! optimizer applied, and the mean size of each update relative to the
+//! weights (‖Δw‖ / ‖w‖). The step computes sums of squares as extra outputs
+//! (`optim::observe_health`); this adds them up on the host, in f64.
+
+use serde::Serialize;
+
+use crate::optim::HEALTH_VALUES;
+
+/// One parameter tensor's health over an epoch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParamHealth {
+    pub name: String,
+    /// Mean over the epoch's steps of ‖g‖₂.
+    pub grad_norm: f64,
+    /// Mean over the epoch's steps of ‖w′ − w‖₂ / ‖w‖₂ (0 for zero weights).
+    pub update_ratio: f64,
+}
+
+/// The running sums of an epoch, and the buffer each step writes into.
+#[derive(Debug, Clone)]
+pub struct HealthSums {
+    names: Vec<String>,
+    /// Per parameter: Σ‖g‖ and Σ‖Δw‖/‖w‖ over the steps so far.
+    sums: Vec<(f64, f64)>,
+    steps: usize,
+    /// The latest step's observed scalars (`HEALTH_VALUES` per parameter).
+    pub observed: Vec<f32>,
+}
+
+impl HealthSums {
+    pub fn new(names: Vec<String>) -> HealthSums {
+        let n = names.len();
+        HealthSums { names, sums: vec![(0.0, 0.0); n], steps: 0, observed: vec![0.0; n * HEALTH_VALUES] }
+    }
+
+    /// Adds the step whose scalars are in `observed`.
+    pub fn add_step(&mut self) {
+        for (sum, squares) in self.sums.iter_mut().zip(self.observed.chunks_exact(HEALTH_VALUES)) {
+            let [grad, delta, weights] = [0, 1, 2].map(|i| f64::from(squares[i]).sqrt());
+            sum.0 += grad;
+            sum.1 += if weights > 0.0 { delta / weights } else { 0.0 };
+        }
+        self.steps += 1;
+    }
+
+    /// The epoch's means, and a fresh start for the next epoch.
+    pub fn finish_epoch(&mut self) -> Vec<ParamHealth> {
+        let steps = self.steps.max(1) as f64;
+        let report = self
+            .names
+            .iter()
+            .zip(&self.sums)
+            .map(|(name, (grad, ratio))| ParamHealth {
+                name: name.clone(),
+                grad_norm: grad / steps,
+                update_ratio: ratio / steps,
+            })
+            .collect();
+        self.sums.iter_mut().for_each(|s| *s = (0.0, 0.0));
+        self.steps = 0;
+        report
+    }
+}
+
+/// Epochs in a row the first layer's gradient must stay vanishingly small.
+pub const VANISHING_EPOCHS: usize = 3;
+/// The first weight's gradient norm below this fraction of the last
+/// weight's has vanished.
+pub const VANISHED: f64 = 1e-3;
+/// A weight's gradient norm this many times its first epoch's is exploding.
+pub const EXPLODED: f64 = 100.0;
+
+/// What the health numbers of `history` say, once a sign shows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Warning {
+    /// (first weight, its norm, last weight, its norm), in the latest epoch.
+    Vanishing { first: (String, f64), last: (String, f64) },
+    /// A weight, its first epoch's norm and its latest.
+    Exploding { weight: String, from: f64, to: f64 },
+}
+
+impl Warning {
+    /// The signs in the latest epoch of `history` (epochs with health).
+    pub fn of(history: &[Vec<ParamHealth>]) -> Vec<Warning> {
+        let weights = |epoch: &'_ [ParamHealth]| -> Vec<ParamHealth> {
+            epoch.iter().filter(|p| p.name.ends_with(".weight")).cloned().collect()
+        };
+        let mut found = Vec::new();
+        let recent = &history[history.len().saturating_sub(VANISHING_EPOCHS)..];
+        let vanished = |epoch: &Vec<ParamHealth>| {
+            let w = weights(epoch);
+            w.len() >= 2 && w[0].grad_norm < VANISHED * w[w.len() - 1].grad_norm
+        };
+        if recent.len() == VANISHING_EPOCHS && recent.iter().all(vanished) {
+            let w = weights(&recent[VANISHING_EPOCHS - 1]);
+            let (first, last) = (&w[0], &w[w.len() - 1]);
+            found.push(Warning::Vanishing {
+                first: (first.name.clone(), first.grad_norm),
+                last: (last.name.clone(), last.grad_norm),
+            });
+        }
+        if let (Some(first), Some(latest)) = (history.first(), history.last()) {
+            for (a, b) in weights(first).iter().zip(weights(latest)) {
+                if a.grad_norm > 0.0 && b.grad_norm >= EXPLODED * a.grad_norm {
+                    found.push(Warning::Exploding { weight: b.name.clone(), from: a.grad_norm, to: b.grad_norm });
+                }
+            }
+        }
+        found
+    }
+
+    /// The warning as a line, with the remedies.
+    pub fn text(&self) -> String {
+        match self {
+            Warning::Vanishing { first, last } => format!(
+                "vanishing gradients: `{}`'s gradient norm is {:.1e}, {:.0e} of `{}`'s ({:.1e}), for {VANISHING_EPOCHS} \
+                 epochs; the first layers barely learn: use relu (or leaky_relu, elu, gelu) in the hidden layers, \
+                 add batchnorm between them, or use fewer layers",
+                first.0,
+                first.1,
+                first.1 / last.1,
+                last.0,
+                last.1
+            ),
+            Warning::Exploding { weight, from, to } => format!(
+                "exploding gradients: `{weight}`'s gradient norm grew from {from:.2e} in the first epoch to {to:.2e} \
+                 ({:.0}×); add `clip_norm`, add `l2`, or lower the learning rate",
+                to / from
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(norms: &[(&str, f64)]) -> Vec<ParamHealth> {
+        norms.iter().map(|&(n, g)| ParamHealth { name: n.into(), grad_norm: g, update_ratio: 0.0 }).collect()
+    }
+
+    #[test]
+    fn vanishing_needs_three_epochs_of_a_tiny_first_gradient() {
+        let small = epoch(&[("d1.weight", 1e-6), ("d1.bias", 1.0), ("d2.weight", 1.0)]);
+        let fine = epoch(&[("d1.weight", 1e-2), ("d1.bias", 1.0), ("d2.weight", 1.0)]);
+        assert!(Warning::of(&[fine.clone(), small.clone(), small.clone()]).is_empty());
+        let found = Warning::of(&[fine, small.clone(), small.clone(), small]);
+        assert_eq!(
+            found,
+            vec![Warning::Vanishing { first: ("d1.weight".into(), 1e-6), last: ("d2.weight".into(), 1.0) }]
+        );
+        assert!(found[0].text().contains("`d1.weight`'s gradient norm is 1.0e-6"), "{}", found[0].text());
+    }
+
+    #[test]
+    fn exploding_is_a_hundredfold_growth_of_a_weight_gradient() {
+        let first = epoch(&[("d1.weight", 0.5), ("d1.bias", 0.1)]);
+        let grown = epoch(&[("d1.weight", 49.0), ("d1.bias", 100.0)]);
+        assert!(Warning::of(&[first.clone(), grown]).is_empty(), "99× is not yet, and biases do not count");
+        let exploded = epoch(&[("d1.weight", 50.0), ("d1.bias", 0.1)]);
+        let found = Warning::of(&[first, exploded]);
+        assert_eq!(found, vec![Warning::Exploding { weight: "d1.weight".into(), from: 0.5, to: 50.0 }]);
+        assert!(found[0].text().contains("(100×); add `clip_norm`"), "{}", found[0].text());
+    }
+}
