@@ -422,6 +422,9 @@ pub struct TrainGraph {
     pub new_params: Vec<ValueId>,
     /// New value of each optimizer state tensor (by state index).
     pub new_states: Vec<ValueId>,
+    /// What each parameter's update subtracts from it (by parameter index;
+    /// empty for steps that are not gradient descent).
+    pub updates: Vec<ValueId>,
     /// Scalars the trainer reads back after each step (see
     /// `optim::observe_health`); empty unless asked for.
     pub observed: Vec<ValueId>,

@@ -67,5 +67,5 @@ pub fn cd_step(forward: &Graph, layers: &[usize], k: usize, seed: u64) -> Result
         }
     }
     g.loss = loss;
-    Ok(TrainGraph { graph: g, grads: vec![], new_params, new_states: vec![], observed: vec![] })
+    Ok(TrainGraph { graph: g, grads: vec![], new_params, new_states: vec![], updates: vec![], observed: vec![] })
 }

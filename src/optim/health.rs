@@ -3,28 +3,25 @@
 //! gradient's L2 norm and the update's size relative to the weights.
 //! They are extra outputs of the step; the update itself is unchanged.
 
-use crate::ir::lower::param_node;
 use crate::ir::{Op, TrainGraph};
 
-/// Scalars observed per parameter, in this order: ‖g‖², ‖w′ − w‖², ‖w‖²
-/// (g the gradient the optimizer applies, after clipping and L2).
+/// Scalars observed per parameter, in this order: ‖g‖², ‖Δw‖², ‖w′‖²
+/// (g the gradient the optimizer applies, after clipping and L2; Δw what
+/// the update subtracts; w′ the updated weights, read where they are
+/// written, so the update still happens in place).
 pub const HEALTH_VALUES: usize = 3;
 
 /// Adds the health scalars of every parameter to `step.observed`. A step
 /// without gradients (contrastive divergence, annealing) observes nothing.
 pub fn observe_health(step: &mut TrainGraph) {
-    if step.grads.len() != step.graph.params.len() {
+    let params = step.graph.params.len();
+    if step.grads.len() != params || step.updates.len() != params {
         return;
     }
-    let g = &mut step.graph;
-    for p in 0..g.params.len() {
-        let (grad, new) = (step.grads[p], step.new_params[p]);
-        let span = g.node(grad).span;
-        let shape = g.params[p].shape.clone();
-        let old = param_node(g, p, span);
-        let delta = g.push(Op::Sub, vec![new, old], shape, span);
-        for value in [grad, delta, old] {
-            let squares = g.push(Op::SumSquares, vec![value], vec![], span);
+    for p in 0..params {
+        for value in [step.grads[p], step.updates[p], step.new_params[p]] {
+            let span = step.graph.node(value).span;
+            let squares = step.graph.push(Op::SumSquares, vec![value], vec![], span);
             step.observed.push(squares);
         }
     }

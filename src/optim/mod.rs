@@ -48,5 +48,5 @@ pub fn step_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, S
 fn unchanged_params(forward: &Graph) -> TrainGraph {
     let mut graph = forward.clone();
     let new_params = (0..graph.params.len()).map(|p| param_node(&mut graph, p, Span::default())).collect();
-    TrainGraph { graph, grads: vec![], new_params, new_states: vec![], observed: vec![] }
+    TrainGraph { graph, grads: vec![], new_params, new_states: vec![], updates: vec![], observed: vec![] }
 }

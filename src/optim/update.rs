@@ -34,22 +34,26 @@ pub fn gradient_step(
         g.states.push(StateInfo { name, shape: params[p].shape.clone(), fill: 0.0, buffer: false });
         g.push(Op::State(g.states.len() - 1), vec![], params[p].shape.clone(), span)
     };
-    let mut new_params = Vec::new();
+    let (mut new_params, mut updates) = (Vec::new(), Vec::new());
     for p in 0..params.len() {
         let (w, grad, s) = (weights[p], grads[p], shape(p));
         let mut state = |g: &mut Graph, what: &str| state(g, p, what);
         let direction = direction(&mut g, &config.optimizer, grad, &s, span, &mut state, &mut new_states)?;
         let step = g.push(Op::MulScalar, vec![direction, lr], s.clone(), span);
         let mut w2 = g.push(Op::Sub, vec![w, step], s.clone(), span);
+        let mut update = step;
         // Decoupled weight decay: w' −= lr·wd·w.
         if config.weight_decay > 0.0 && params[p].decay {
             let decay = g.push(Op::Unary(Unary::Scale(config.weight_decay)), vec![w], s.clone(), span);
             let decay_step = g.push(Op::MulScalar, vec![decay, lr], s.clone(), span);
-            w2 = g.push(Op::Sub, vec![w2, decay_step], s, span);
+            w2 = g.push(Op::Sub, vec![w2, decay_step], s.clone(), span);
+            // Read only when the step observes its health.
+            update = g.push(Op::Add, vec![step, decay_step], s, span);
         }
         new_params.push(w2);
+        updates.push(update);
     }
-    Ok(TrainGraph { graph: g, grads, new_params, new_states, observed: vec![] })
+    Ok(TrainGraph { graph: g, grads, new_params, new_states, updates, observed: vec![] })
 }
 
 /// Clips the gradients as `config` says: each element to [−c, c]

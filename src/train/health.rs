@@ -1,6 +1,6 @@
 //! Per-parameter health over an epoch: the mean L2 norm of each gradient the
 //! optimizer applied, and the mean size of each update relative to the
-//! weights (‖Δw‖ / ‖w‖). The step computes sums of squares as extra outputs
+//! weights (‖Δw‖ / ‖w′‖). The step computes sums of squares as extra outputs
 //! (`optim::observe_health`); this adds them up on the host, in f64.
 
 use serde::Serialize;
@@ -13,7 +13,8 @@ pub struct ParamHealth {
     pub name: String,
     /// Mean over the epoch's steps of ‖g‖₂.
     pub grad_norm: f64,
-    /// Mean over the epoch's steps of ‖w′ − w‖₂ / ‖w‖₂ (0 for zero weights).
+    /// Mean over the epoch's steps of ‖Δw‖₂ / ‖w′‖₂, the update relative to
+    /// the weights it produced (0 while they are all zero).
     pub update_ratio: f64,
 }
 
