@@ -21,12 +21,14 @@ fn largest_derivative(activation: &Activation) -> Option<f64> {
 
 /// The most a gradient can keep on its way from the loss down to a value:
 /// the product of the largest derivatives it passes (the best path where
-/// paths join, since an `add` lets it through whole), and the saturating
-/// layers that make it, first to last. A normalisation starts it afresh.
-#[derive(Clone)]
+/// paths join, since an `add` lets it through whole), how many saturating
+/// layers make it, and the first and last of them. A normalisation starts
+/// it afresh.
+#[derive(Clone, Copy)]
 struct Chain {
     gain: f64,
-    layers: Vec<usize>,
+    count: usize,
+    ends: Option<(usize, usize)>,
 }
 
 impl ModelChecker<'_> {
@@ -34,41 +36,37 @@ impl ModelChecker<'_> {
     /// can be at most `VANISHING` of the loss's, from the activations alone.
     pub(super) fn vanishing_gradients(&mut self, loss: &LossSpec) {
         let mut chains: Vec<Chain> = Vec::with_capacity(self.nodes.len());
-        let start = Chain { gain: 1.0, layers: vec![] };
+        let start = Chain { gain: 1.0, count: 0, ends: None };
         for (index, node) in self.nodes.iter().enumerate() {
             let best = node
                 .inputs
                 .iter()
                 .filter_map(|v| if let ValueRef::Node(n) = v { chains.get(*n) } else { None })
                 .max_by(|a, b| a.gain.total_cmp(&b.gain))
-                .unwrap_or(&start);
+                .copied()
+                .unwrap_or(start);
             let chain = match &node.layer {
-                Layer::BatchNorm { .. } => start.clone(),
+                Layer::BatchNorm { .. } => start,
                 Layer::Activation(a) => match largest_derivative(a) {
-                    Some(d) => {
-                        let mut layers = best.layers.clone();
-                        layers.push(index);
-                        Chain { gain: best.gain * d, layers }
-                    }
-                    None => best.clone(),
+                    Some(d) => Chain {
+                        gain: best.gain * d,
+                        count: best.count + 1,
+                        ends: Some((best.ends.map_or(index, |(first, _)| first), index)),
+                    },
+                    None => best,
                 },
-                _ => best.clone(),
+                _ => best,
             };
             chains.push(chain);
         }
         let ValueRef::Node(output) = loss.prediction else { return };
-        // The loss applies softmax (or sigmoid) itself: a last one in the
-        // model is another lint's business, not a stack.
-        let Some(chain) = chains.get(output) else { return };
-        if chain.gain >= VANISHING {
+        let Some(&Chain { gain, count, ends: Some((first, last)) }) = chains.get(output) else { return };
+        if gain >= VANISHING {
             return;
         }
-        let (first, last) = (chain.layers[0], chain.layers[chain.layers.len() - 1]);
         // Every saturating layer contributes ¼ (σ' ≤ ¼), so the product is ¼ⁿ.
-        let count = chain.layers.len();
         let derivation = format!(
-            "{count} sigmoid-like layers, each f′ ≤ ¼: the gradient keeps at most ¼^{count} = {:.1e} by here",
-            chain.gain
+            "{count} sigmoid-like layers, each f′ ≤ ¼: the gradient keeps at most ¼^{count} = {gain:.1e} by here"
         );
         let (first, last) = (self.nodes[first].span, self.nodes[last].span);
         self.diags.push(messages::vanishing_gradients(first, last, &derivation));

@@ -18,7 +18,7 @@ use crate::checkpoint;
 use crate::data::{self, DataError, Dataset, RowSpec, Scaler, Splits};
 use crate::diag::{Diag, Span, messages};
 use crate::pipeline::Checked;
-use crate::train::gap::Gap;
+use crate::train::gap::{self, Gap};
 use crate::train::health::Warning;
 use crate::train::{EpochReport, Metrics, PretrainReport, TrainError, Trainer};
 
@@ -182,8 +182,7 @@ fn train_epochs(
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
     let epochs = trainer.config.epochs;
     let mut history = Vec::new();
-    let mut warned = false;
-    let mut warned_gradients = Vec::new();
+    let (mut gap, mut warned, mut warned_gradients) = (gap::Tracker::default(), false, Vec::new());
     // A live bar on a terminal; plain lines in pipes and CI.
     let live = !args.quiet && std::io::stdout().is_terminal();
     while trainer.epochs_done() < epochs {
@@ -216,11 +215,12 @@ fn train_epochs(
         if !args.quiet {
             say!("{}", epoch_line(&report, epochs, started));
         }
+        gap.push(&report);
         history.push(report);
         if let Some(path) = &args.plot {
             write_plot(path, &model.name, &history)?;
         }
-        warn_of_overfitting(&history, &mut warned);
+        warn_of_overfitting(&gap, &mut warned);
         warn_of_gradients(&history, &mut warned_gradients);
     }
     Ok(history)
@@ -229,8 +229,7 @@ fn train_epochs(
 /// Once per run and kind: gradients that vanish before the first layers or
 /// explode (see `train::health`), naming the layers and the remedies.
 fn warn_of_gradients(history: &[EpochReport], warned: &mut Vec<std::mem::Discriminant<Warning>>) {
-    let health: Vec<Vec<_>> = history.iter().filter_map(|r| r.health.clone()).collect();
-    for warning in Warning::of(&health) {
+    for warning in Warning::of(history) {
         let kind = std::mem::discriminant(&warning);
         if !warned.contains(&kind) {
             warned.push(kind);
@@ -241,8 +240,8 @@ fn warn_of_gradients(history: &[EpochReport], warned: &mut Vec<std::mem::Discrim
 
 /// Once per run: the held-out loss has risen since its best epoch while the
 /// training loss fell (see `train::gap`), with the course's remedies.
-fn warn_of_overfitting(history: &[EpochReport], warned: &mut bool) {
-    let Some(gap) = Gap::of(history) else { return };
+fn warn_of_overfitting(gap: &gap::Tracker, warned: &mut bool) {
+    let Some(gap) = gap.gap() else { return };
     let Some(o) = gap.overfitting.filter(|_| !*warned) else { return };
     *warned = true;
     let ((from, to), (now_from, now_to)) = o.windows;

@@ -11,7 +11,8 @@ use super::EpochReport;
 /// epoch's held-out loss is too noisy to judge by.
 pub const WINDOW: usize = 5;
 /// How far above its best window the latest window's held-out loss must be
-/// (a fraction of the best) to count: less is noise.
+/// (a fraction of the best), for `WINDOW` epochs in a row: a smaller or
+/// shorter rise is the noise of a held-out loss still on its way down.
 pub const RISE: f64 = 0.05;
 
 /// Where the held-out loss was best, and whether it has since risen.
@@ -39,44 +40,90 @@ pub struct Overfitting {
     pub train_loss: (f64, f64),
 }
 
-/// Whether the latest window's held-out loss is `RISE` above the best
-/// window's while its training loss is below it, from each epoch's held-out
-/// loss (`losses`) and the history's training loss.
-fn widened(history: &[EpochReport], losses: &[f64]) -> Option<Overfitting> {
-    let mean = |values: &mut dyn Iterator<Item = f64>| values.sum::<f64>() / WINDOW as f64;
-    let held_out = |start: usize| mean(&mut losses[start..start + WINDOW].iter().copied());
-    let train = |start: usize| mean(&mut history[start..start + WINDOW].iter().map(|r| r.train_loss));
-    let latest = history.len().checked_sub(WINDOW)?;
-    let best =
-        (0..=latest).filter(|&s| held_out(s).is_finite()).min_by(|&a, &b| held_out(a).total_cmp(&held_out(b)))?;
-    let widened =
-        latest >= best + WINDOW && held_out(latest) > held_out(best) * (1.0 + RISE) && train(latest) < train(best);
-    widened.then(|| Overfitting {
-        windows: ((best + 1, best + WINDOW), (latest + 1, latest + WINDOW)),
-        held_out_loss: (held_out(best), held_out(latest)),
-        train_loss: (train(best), train(latest)),
-    })
+impl Gap {
+    /// The gap over `history`, `None` without held-out rows in every epoch.
+    pub fn of(history: &[EpochReport]) -> Option<Gap> {
+        let mut tracker = Tracker::default();
+        history.iter().for_each(|r| tracker.push(r));
+        tracker.gap()
+    }
 }
 
-impl Gap {
-    /// The gap over `history`, `None` without held-out rows.
-    pub fn of(history: &[EpochReport]) -> Option<Gap> {
-        let (held_out, losses): (&'static str, Vec<f64>) =
-            if history.iter().all(|r| r.validation.is_some()) && !history.is_empty() {
-                ("validation", history.iter().filter_map(|r| r.validation.as_ref().map(|m| m.loss)).collect())
-            } else if history.iter().all(|r| r.test.is_some()) && !history.is_empty() {
-                ("test", history.iter().filter_map(|r| r.test.as_ref().map(|m| m.loss)).collect())
-            } else {
-                return None;
-            };
-        let best =
-            (0..losses.len()).filter(|&i| losses[i].is_finite()).min_by(|&a, &b| losses[a].total_cmp(&losses[b]))?;
-        // Overfitting as of each of the last WINDOW epochs, the latest kept.
-        let overfitting = (history.len().saturating_sub(WINDOW - 1)..=history.len())
-            .map(|epochs| widened(&history[..epochs], &losses[..epochs]))
-            .reduce(|all, now| all.and(now))
-            .flatten();
-        Some(Gap { held_out, best_epoch: history[best].epoch, best_loss: losses[best], overfitting })
+/// Follows the gap epoch by epoch, in constant time per epoch (a run may
+/// have a million of them): window means come from running sums.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// Which rows are held out, fixed by the first epoch; `None` once an
+    /// epoch lacks them.
+    held_out: Option<&'static str>,
+    epochs: Vec<usize>,
+    /// Running sums of the held-out and training losses: entry i sums the
+    /// first i epochs.
+    held_out_sums: Vec<f64>,
+    train_sums: Vec<f64>,
+    best_epoch: Option<(usize, f64)>,
+    /// Start of the held-out window with the lowest mean so far.
+    best_window: Option<usize>,
+    /// Epochs in a row the gap has been wider than at the best window.
+    streak: usize,
+    widened: Option<Overfitting>,
+}
+
+impl Tracker {
+    /// Adds an epoch.
+    pub fn push(&mut self, report: &EpochReport) {
+        let held_out = match (&report.validation, &report.test) {
+            (Some(m), _) if self.epochs.is_empty() || self.held_out == Some("validation") => {
+                self.held_out = Some("validation");
+                m.loss
+            }
+            (_, Some(m)) if self.epochs.is_empty() || self.held_out == Some("test") => {
+                self.held_out = Some("test");
+                m.loss
+            }
+            _ => {
+                self.held_out = None;
+                f64::NAN
+            }
+        };
+        let i = self.epochs.len();
+        if self.held_out_sums.is_empty() {
+            self.held_out_sums.push(0.0);
+            self.train_sums.push(0.0);
+        }
+        self.held_out_sums.push(self.held_out_sums[i] + held_out);
+        self.train_sums.push(self.train_sums[i] + report.train_loss);
+        self.epochs.push(report.epoch);
+        if held_out.is_finite() && self.best_epoch.is_none_or(|(_, best)| held_out < best) {
+            self.best_epoch = Some((i, held_out));
+        }
+        let Some(latest) = (i + 1).checked_sub(WINDOW) else { return };
+        let mean = |sums: &[f64], start: usize| (sums[start + WINDOW] - sums[start]) / WINDOW as f64;
+        let now = mean(&self.held_out_sums, latest);
+        if now.is_finite() && self.best_window.is_none_or(|b| now < mean(&self.held_out_sums, b)) {
+            self.best_window = Some(latest);
+        }
+        self.widened = self.best_window.and_then(|best| {
+            let (held_out, train) = (
+                (mean(&self.held_out_sums, best), now),
+                (mean(&self.train_sums, best), mean(&self.train_sums, latest)),
+            );
+            let wider = latest >= best + WINDOW && held_out.1 > held_out.0 * (1.0 + RISE) && train.1 < train.0;
+            wider.then_some(Overfitting {
+                windows: ((best + 1, best + WINDOW), (latest + 1, latest + WINDOW)),
+                held_out_loss: held_out,
+                train_loss: train,
+            })
+        });
+        self.streak = if self.widened.is_some() { self.streak + 1 } else { 0 };
+    }
+
+    /// The gap so far, `None` without held-out rows in every epoch.
+    pub fn gap(&self) -> Option<Gap> {
+        let held_out = self.held_out?;
+        let (best, best_loss) = self.best_epoch?;
+        let overfitting = self.widened.clone().filter(|_| self.streak >= WINDOW);
+        Some(Gap { held_out, best_epoch: self.epochs[best], best_loss, overfitting })
     }
 }
 

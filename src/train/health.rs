@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use super::EpochReport;
 use crate::optim::HEALTH_VALUES;
 
 /// One parameter tensor's health over an epoch.
@@ -82,20 +83,21 @@ pub enum Warning {
 }
 
 impl Warning {
-    /// The signs in the latest epoch of `history` (epochs with health).
-    pub fn of(history: &[Vec<ParamHealth>]) -> Vec<Warning> {
-        let weights = |epoch: &'_ [ParamHealth]| -> Vec<ParamHealth> {
-            epoch.iter().filter(|p| p.name.ends_with(".weight")).cloned().collect()
-        };
+    /// The signs in the latest epoch of `history`: its first epoch and its
+    /// last `VANISHING_EPOCHS` are all that is read.
+    pub fn of(history: &[EpochReport]) -> Vec<Warning> {
+        fn weights(epoch: &EpochReport) -> Vec<&ParamHealth> {
+            epoch.health.iter().flatten().filter(|p| p.name.ends_with(".weight")).collect()
+        }
         let mut found = Vec::new();
         let recent = &history[history.len().saturating_sub(VANISHING_EPOCHS)..];
-        let vanished = |epoch: &Vec<ParamHealth>| {
+        let vanished = |epoch: &EpochReport| {
             let w = weights(epoch);
             w.len() >= 2 && w[0].grad_norm < VANISHED * w[w.len() - 1].grad_norm
         };
         if recent.len() == VANISHING_EPOCHS && recent.iter().all(vanished) {
             let w = weights(&recent[VANISHING_EPOCHS - 1]);
-            let (first, last) = (&w[0], &w[w.len() - 1]);
+            let (first, last) = (w[0], w[w.len() - 1]);
             found.push(Warning::Vanishing {
                 first: (first.name.clone(), first.grad_norm),
                 last: (last.name.clone(), last.grad_norm),
@@ -137,8 +139,19 @@ impl Warning {
 mod tests {
     use super::*;
 
-    fn epoch(norms: &[(&str, f64)]) -> Vec<ParamHealth> {
-        norms.iter().map(|&(n, g)| ParamHealth { name: n.into(), grad_norm: g, update_ratio: 0.0 }).collect()
+    fn epoch(norms: &[(&str, f64)]) -> EpochReport {
+        EpochReport {
+            epoch: 1,
+            lr: 0.1,
+            train_loss: 1.0,
+            pseudo_likelihood: None,
+            validation: None,
+            test: None,
+            train_seconds: 0.0,
+            health: Some(
+                norms.iter().map(|&(n, g)| ParamHealth { name: n.into(), grad_norm: g, update_ratio: 0.0 }).collect(),
+            ),
+        }
     }
 
     #[test]
