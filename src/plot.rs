@@ -13,7 +13,7 @@ const DARK_GREEN: RGBColor = RGBColor(0, 140, 60);
 
 /// One plotted line: its legend, colour and (epoch, value) points.
 struct Curve {
-    name: &'static str,
+    name: String,
     color: RGBColor,
     points: Vec<(f64, f64)>,
 }
@@ -29,12 +29,12 @@ pub fn learning_curves(model: &str, history: &[EpochReport]) -> Result<String, S
             let points: Vec<_> =
                 history.iter().filter_map(|r| pick(r).as_ref().and_then(value).map(|v| (r.epoch as f64, v))).collect();
             if !points.is_empty() {
-                curves.push(Curve { name, color, points });
+                curves.push(Curve { name: name.to_string(), color, points });
             }
         }
         curves
     };
-    let mut losses = vec![Curve { name: "train", color: BLUE, points: Vec::new() }];
+    let mut losses = vec![Curve { name: "train".into(), color: BLUE, points: Vec::new() }];
     losses[0].points = history.iter().map(|r| (r.epoch as f64, r.train_loss)).collect();
     losses.extend(splits(&|m| Some(m.loss)));
     let mut quality = splits(&|m| m.accuracy.map(|a| 100.0 * a));
@@ -44,20 +44,51 @@ pub fn learning_curves(model: &str, history: &[EpochReport]) -> Result<String, S
         quality_name = "r²";
     }
 
+    let gradients = gradient_norms(history);
+    // Loss, then the quality and the gradients where there are any.
+    let mut panels: Vec<(&str, Vec<Curve>)> = vec![("loss", losses)];
+    if !quality.is_empty() {
+        panels.push((quality_name, quality));
+    }
+    if !gradients.is_empty() {
+        panels.push(("log₁₀ gradient norm", gradients));
+    }
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let width = (WIDTH / 2 * panels.len() as u32).max(WIDTH);
+        let root = SVGBackend::with_string(&mut svg, (width, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let body = root.titled(model, ("sans-serif", 20)).map_err(|e| e.to_string())?;
-        let panels = if quality.is_empty() { vec![body] } else { body.split_evenly((1, 2)) };
+        let areas = body.split_evenly((1, panels.len()));
         let best = crate::train::gap::Gap::of(history).map(|g| g.best_epoch as f64);
-        draw_panel(&panels[0], "loss", &losses, best)?;
-        if let Some(panel) = panels.get(1) {
-            draw_panel(panel, quality_name, &quality, None)?;
+        for (i, (area, (y_name, curves))) in areas.iter().zip(&panels).enumerate() {
+            draw_panel(area, y_name, curves, best.filter(|_| i == 0))?;
         }
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
+}
+
+/// One curve per weight tensor: log₁₀ of its mean gradient norm per epoch,
+/// first layer to last (where they fan out is where gradients vanish).
+fn gradient_norms(history: &[EpochReport]) -> Vec<Curve> {
+    let Some(names) = history.iter().find_map(|r| r.health.as_ref()) else { return vec![] };
+    let weights: Vec<&str> = names.iter().map(|p| p.name.as_str()).filter(|n| n.ends_with(".weight")).collect();
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &name)| {
+            let points = history
+                .iter()
+                .filter_map(|r| {
+                    let norm = r.health.as_ref()?.iter().find(|p| p.name == name)?.grad_norm;
+                    (norm > 0.0).then(|| (r.epoch as f64, norm.log10()))
+                })
+                .collect();
+            let color = Palette99::pick(i).to_rgba();
+            Curve { name: name.to_string(), color: RGBColor(color.0, color.1, color.2), points }
+        })
+        .collect()
 }
 
 /// One chart: epochs along x, the curves' common range (padded) along y;
@@ -104,7 +135,7 @@ fn draw_panel(
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(|e| e.to_string())?
-            .label(curve.name)
+            .label(curve.name.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
         chart.draw_series(points.map(|p| Circle::new(p, 3, color.filled()))).map_err(|e| e.to_string())?;
     }

@@ -56,11 +56,12 @@ fn plot_draws_one_point_per_epoch_and_curve() {
     assert_eq!(code, 0, "{err}");
     let text = std::fs::read_to_string(&svg).expect("plot written");
     assert!(text.starts_with("<svg"), "{text}");
-    for needle in ["digits_mlp", "train", "test", "loss", "accuracy (%)", "epoch"] {
+    for needle in ["digits_mlp", "train", "test", "loss", "accuracy (%)", "epoch", "log₁₀ gradient norm"] {
         assert!(text.contains(needle), "`{needle}` missing from the plot");
     }
-    // Train and test loss on the left, test accuracy on the right: 3 curves × 3 epochs.
-    assert_eq!(text.matches("<circle").count(), 9);
+    // Train and test loss, test accuracy, and the gradient norms of the two
+    // weight matrices: 5 curves × 3 epochs.
+    assert_eq!(text.matches("<circle").count(), 15);
 }
 
 #[test]
@@ -264,9 +265,12 @@ fn training_warns_of_vanishing_and_exploding_gradients() {
         args.extend(extra);
         nnc(&args)
     };
+    let plot = dir.path().join("deep.svg");
     let json = ["--data", "builtin:digits", "--epochs", "4", "--metrics-json", metrics.to_str().expect("utf-8")];
-    let (code, _, err) = run("deep.nn", &deep, &json);
+    let (code, _, err) = run("deep.nn", &deep, &[&json[..], &["--plot", plot.to_str().expect("utf-8")]].concat());
     assert_eq!(code, 0, "{err}");
+    let svg = std::fs::read_to_string(&plot).expect("plot");
+    assert!(svg.contains("log₁₀ gradient norm") && svg.contains("dense11.weight"), "a panel of gradient norms");
     assert_eq!(err.matches("warning: vanishing gradients: `dense1.weight`").count(), 1, "{err}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics).expect("read")).expect("JSON");
     let health = v["epochs"][3]["health"].as_array().expect("health per epoch").clone();

@@ -72,4 +72,10 @@ fn vanishing_gradient_lint_follows_the_derivatives() {
     let around = "  x |> dense(32) => h\n  h |> repeat(10) { dense(32) |> sigmoid } => deep\n  \
                   add(h, deep) |> dense(10) => logits";
     assert!(!warns(around), "a path around the stack keeps the gradient");
+    // The example that shows it.
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/deep_sigmoid.nn")).expect("example");
+    let checked = check_source("deep_sigmoid.nn", &example);
+    let codes: Vec<&str> = checked.diags.iter().map(|d| d.code).collect();
+    assert_eq!(codes, ["nnc::lint::vanishing_gradients"]);
 }
