@@ -13,18 +13,57 @@ use crate::ir::{Graph, Op, Unary, ValueId};
 pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
     let loss = forward.loss.ok_or("the graph has no loss to differentiate")?;
     let mut g = forward.clone();
-    let n = forward.nodes.len();
-    // Only nodes that depend on a parameter need an adjoint.
+    let span = forward.node(loss).span;
+    let seed = g.push(Op::Const(1.0), vec![], vec![], span);
+    let Backward { params, .. } = backward(&mut g, loss, seed, false)?;
+    let grads = params
+        .into_iter()
+        .enumerate()
+        .map(|(p, grad)| match grad {
+            Some(v) => v,
+            // A parameter the loss does not depend on has a zero gradient.
+            None => g.push(Op::Const(0.0), vec![], forward.params[p].shape.clone(), span),
+        })
+        .collect();
+    Ok((g, grads))
+}
+
+/// Appends to `g` the gradient of Σ seed ⊙ `output` with respect to the
+/// model's input (`seed`, a node of `g` shaped like `output`, weighs each
+/// element: a one-hot row picks one class's score). Returns the node of
+/// that gradient, shaped like the input batch.
+pub fn input_gradient(g: &mut Graph, output: ValueId, seed: ValueId) -> Result<ValueId, String> {
+    let input = g.nodes.iter().position(|n| matches!(n.op, Op::Input(_))).ok_or("the graph reads no input")?;
+    let shape = g.nodes[input].shape.clone();
+    let span = g.node(output).span;
+    let Backward { adjoints, .. } = backward(g, output, seed, true)?;
+    // An output that does not depend on the input has a zero gradient.
+    Ok(adjoints[input].unwrap_or_else(|| g.push(Op::Const(0.0), vec![], shape, span)))
+}
+
+/// What a backward pass found: each parameter's gradient, and the adjoint
+/// of every forward node that needed one.
+struct Backward {
+    params: Vec<Option<ValueId>>,
+    adjoints: Vec<Option<ValueId>>,
+}
+
+/// Walks `g` backwards from `root`, whose adjoint is `seed`, appending the
+/// adjoint of every node that depends on a parameter (or, with `inputs`,
+/// on the input too).
+fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result<Backward, String> {
+    let forward = g.clone();
+    let n = root.0 + 1;
     let mut needs = vec![false; n];
-    for (i, node) in forward.nodes.iter().enumerate() {
-        needs[i] = matches!(node.op, Op::Param(_)) || node.inputs.iter().any(|v| needs[v.0]);
+    for (i, node) in forward.nodes[..n].iter().enumerate() {
+        let leaf = matches!(node.op, Op::Param(_)) || (inputs && matches!(node.op, Op::Input(_)));
+        needs[i] = leaf || node.inputs.iter().any(|v| needs[v.0]);
     }
     let mut adjoint: Vec<Option<ValueId>> = vec![None; n];
-    let span = forward.node(loss).span;
-    adjoint[loss.0] = Some(g.push(Op::Const(1.0), vec![], vec![], span));
+    adjoint[root.0] = Some(seed);
     let mut param_grads: Vec<Option<ValueId>> = vec![None; forward.params.len()];
 
-    for i in (0..=loss.0).rev() {
+    for i in (0..n).rev() {
         let Some(dy) = adjoint[i] else { continue };
         let node = forward.nodes[i].clone();
         let y = ValueId(i);
@@ -237,14 +276,5 @@ pub fn differentiate(forward: &Graph) -> Result<(Graph, Vec<ValueId>), String> {
             });
         }
     }
-    let grads = param_grads
-        .into_iter()
-        .enumerate()
-        .map(|(p, grad)| match grad {
-            Some(v) => v,
-            // A parameter the loss does not depend on has a zero gradient.
-            None => g.push(Op::Const(0.0), vec![], forward.params[p].shape.clone(), span),
-        })
-        .collect();
-    Ok((g, grads))
+    Ok(Backward { params: param_grads, adjoints: adjoint })
 }

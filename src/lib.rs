@@ -54,9 +54,11 @@ pub mod train;
 // 8. Ahead of time: a trained model as a C library (`nnc build`).
 pub mod library;
 
-// Around them: checkpoints, plots, measurements, the gradient check.
+// Around them: checkpoints, plots, measurements, the gradient check, and
+// explanations of single predictions.
 pub mod bench;
 pub mod checkpoint;
+pub mod explain;
 pub mod gradcheck;
 pub mod plot;
 

@@ -127,6 +127,15 @@ impl Model {
         result
     }
 
+    /// The gradient of Σ seed ⊙ output with respect to the (preprocessed)
+    /// input, for `rows` samples of `x` and a `seed` shaped like the output
+    /// (see `pipeline::input_gradient_graph`).
+    pub fn input_gradient(&mut self, x: &[f32], seed: &[f32], rows: usize) -> Result<Vec<f32>, String> {
+        let graph = pipeline::input_gradient_graph(&self.checked, rows).map_err(|d| d.message)?;
+        let mut pass = Compiled::<Graph>::new(graph, self.backend)?;
+        Ok(pass.run(&mut self.store, x, seed)?.0)
+    }
+
     /// Runs the model forward over `rows` samples and returns the raw
     /// predictions (logits, probabilities or values), one row per sample.
     pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>, String> {

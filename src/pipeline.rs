@@ -113,6 +113,20 @@ pub fn pretrain_graph(model: &CheckedModel, rbm: usize, k: usize, batch: usize) 
     optim::cd_step(&forward, &[rbm], k, model.train.seed).map_err(|e| messages::internal(model.span, &e))
 }
 
+/// Steps 4–5 for `nnc explain`: the forward graph (evaluation mode) and the
+/// gradient of Σ seed ⊙ output with respect to the input, as the graph's
+/// prediction; the seed (a one-hot row per sample picks the score to
+/// explain) is its target.
+pub fn input_gradient_graph(model: &CheckedModel, batch: usize) -> Result<Graph, Diag> {
+    let mut g = forward_graph(model, batch, false)?;
+    let output = g.prediction;
+    let (shape, span) = (g.node(output).shape.clone(), g.node(output).span);
+    let seed = g.push(crate::ir::Op::Target(0), vec![], shape, span);
+    g.prediction =
+        crate::autodiff::input_gradient(&mut g, output, seed).map_err(|e| messages::internal(model.span, &e))?;
+    Ok(g)
+}
+
 /// Steps 4–6: a forward pass of `model` for `batch` samples, ready to run.
 pub fn compile_forward(
     model: &CheckedModel,

@@ -156,6 +156,59 @@ fn data_error(e: &data::DataError) -> Failure {
     Failure::Input(format!("{}: {} ({})", e.location(), e.message, e.help))
 }
 
+/// `nnc explain`'s arguments after the model choice.
+pub struct ExplainArgs {
+    pub weights: PathBuf,
+    pub input: PathBuf,
+    pub class: Option<usize>,
+    pub output: Option<PathBuf>,
+    pub json: bool,
+}
+
+/// How many features each row's summary names.
+const TOP_FEATURES: usize = 8;
+
+pub fn explain(file: &Path, model: Option<&str>, args: &ExplainArgs) -> Outcome {
+    let (checked, index, mut runtime, saved) = trained(file, model, &args.weights)?;
+    let model = &checked.models[index];
+    if model.inputs.iter().any(|i| i.kind == crate::check::InputKind::Tokens) {
+        return Err(Failure::Usage("explain needs numeric features; token ids have no gradient".into()));
+    }
+    let shape = model.inputs.first().map(|i| i.shape.clone()).unwrap_or_default();
+    let picture = crate::explain::picture_shape(&shape);
+    if let Some(path) = &args.output {
+        if picture.is_none() {
+            return Err(Failure::Usage(format!(
+                "-o draws images, and this model's input {} is not one; the ranked features are printed",
+                crate::shape::shape_text(&shape)
+            )));
+        }
+        super::train::check_output(path)?;
+    }
+    let spec = RowSpec { target: TargetSpecOfRow::None, feature_names: saved.columns.clone(), ..RowSpec::of(model) };
+    let data = data::load_csv(&args.input, &spec, None).map_err(|e| data_error(&e))?;
+    let explanations =
+        crate::explain::explain(&mut runtime, &saved.scaler, &data.x, data.rows, args.class).map_err(Failure::Input)?;
+    if args.json {
+        say!("{}", serde_json::to_string_pretty(&explanations).unwrap_or_default());
+    } else {
+        let name = |j: usize| data.columns.get(j).cloned().unwrap_or_else(|| format!("x{j}"));
+        for (r, e) in explanations.iter().enumerate() {
+            let mut order: Vec<usize> = (0..e.attribution.len()).collect();
+            order.sort_by(|&a, &b| e.attribution[b].abs().total_cmp(&e.attribution[a].abs()));
+            let top: Vec<String> =
+                order.iter().take(TOP_FEATURES).map(|&j| format!("{} {:+.4}", name(j), e.attribution[j])).collect();
+            say!("row {}: output {} (score {:.4}); gradient × input: {}", r + 1, e.output, e.score, top.join(", "));
+        }
+    }
+    if let (Some(path), Some(picture)) = (&args.output, picture) {
+        let svg = crate::explain::heatmaps(&data.x, &explanations, picture).map_err(Failure::Input)?;
+        crate::io::write_atomic(path, svg.as_bytes())
+            .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// `nnc build`'s arguments after the model choice.
 pub struct BuildArgs {
     pub weights: PathBuf,

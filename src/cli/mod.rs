@@ -149,6 +149,26 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Why the network gave its answers: each input feature's gradient and gradient × input.
+    Explain {
+        #[command(flatten)]
+        target: ModelChoice,
+        /// A checkpoint written by `nnc train --save`.
+        #[arg(long)]
+        weights: PathBuf,
+        /// Rows to explain, as for `predict` (CSV with a header; `-` reads standard input).
+        #[arg(long)]
+        input: PathBuf,
+        /// The output (class) whose score is explained (default: each row's highest).
+        #[arg(long)]
+        class: Option<usize>,
+        /// Also draw each row and its attribution as heatmaps (SVG; image inputs only).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Print the explanations as JSON (every feature's gradient and attribution).
+        #[arg(long)]
+        json: bool,
+    },
     /// Compile trained weights ahead of time into a C header, a static and a shared library.
     Build {
         #[command(flatten)]
@@ -308,6 +328,10 @@ fn execute(command: Command) -> Outcome {
         }
         Command::Predict { target, weights, input, output } => {
             infer::predict(&target.file, target.model.as_deref(), &weights, &input, output.as_deref())
+        }
+        Command::Explain { target, weights, input, class, output, json } => {
+            let options = infer::ExplainArgs { weights, input, class, output, json };
+            infer::explain(&target.file, target.model.as_deref(), &options)
         }
         Command::Build { target, weights, output, name, batch, target_cpu } => {
             let options = infer::BuildArgs { weights, output, name, batch, target_cpu };

@@ -325,7 +325,7 @@ fn write_plot(path: &Path, model: &str, history: &[EpochReport]) -> Outcome {
 
 /// An error now, before training, unless `path` can be written later: its
 /// folder exists and takes files, and nothing but a regular file is there.
-fn check_output(path: &Path) -> Outcome {
+pub(super) fn check_output(path: &Path) -> Outcome {
     let usage = |why: String| Failure::Usage(format!("cannot write {}: {why}", path.display()));
     crate::io::refuse_non_file(path).map_err(|e| usage(e.to_string()))?;
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

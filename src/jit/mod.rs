@@ -224,10 +224,12 @@ impl Executable {
         if store.len() < self.store_len {
             return Err(format!("parameter store has {} values, expected at least {}", store.len(), self.store_len));
         }
-        if input.len() != self.input_len {
+        // Leaves the code does not read (an RBM's pretraining in a classifier
+        // reads no target; a linear model's input gradient reads no input)
+        // may be passed or not.
+        if input.len() != self.input_len && self.input_len != 0 {
             return Err(format!("input batch has {} values, expected {}", input.len(), self.input_len));
         }
-        // Targets a step does not read (an RBM's pretraining in a classifier) may be passed or not.
         if target.len() != self.target_len && self.target_len != 0 {
             return Err(format!("target batch has {} values, expected {}", target.len(), self.target_len));
         }
