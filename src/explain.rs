@@ -8,7 +8,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::data::{Dataset, Scaler};
-use crate::model::Model;
+use crate::model::{CHUNK, Model};
 
 /// One row's explanation.
 #[derive(Debug, Clone, Serialize)]
@@ -26,8 +26,24 @@ pub struct Explanation {
 }
 
 /// Explains each of the `rows` raw rows of `x` (`width` features each):
-/// the output `output` when given, else each row's highest score.
+/// the output `output` when given, else each row's highest score. Rows go
+/// through in chunks, as `predict` runs them.
 pub fn explain(
+    model: &mut Model,
+    scaler: &Scaler,
+    x: &[f32],
+    rows: usize,
+    output: Option<usize>,
+) -> Result<Vec<Explanation>, String> {
+    let width = x.len() / rows.max(1);
+    let mut explanations = Vec::with_capacity(rows);
+    for chunk in x.chunks((CHUNK * width).max(1)) {
+        explanations.extend(explain_chunk(model, scaler, chunk, chunk.len() / width.max(1), output)?);
+    }
+    Ok(explanations)
+}
+
+fn explain_chunk(
     model: &mut Model,
     scaler: &Scaler,
     x: &[f32],

@@ -40,6 +40,8 @@ pub struct Model {
     pub(crate) store: Store,
     /// Forward passes by (batch size, with loss).
     forwards: HashMap<(usize, bool), Compiled<Graph>>,
+    /// Input-gradient passes (`nnc explain`) by batch size.
+    input_gradients: HashMap<usize, Compiled<Graph>>,
 }
 
 impl Model {
@@ -59,6 +61,7 @@ impl Model {
             buffers: probe.states,
             store,
             forwards: HashMap::new(),
+            input_gradients: HashMap::new(),
         })
     }
 
@@ -131,8 +134,11 @@ impl Model {
     /// input, for `rows` samples of `x` and a `seed` shaped like the output
     /// (see `pipeline::input_gradient_graph`).
     pub fn input_gradient(&mut self, x: &[f32], seed: &[f32], rows: usize) -> Result<Vec<f32>, String> {
-        let graph = pipeline::input_gradient_graph(&self.checked, rows).map_err(|d| d.message)?;
-        let mut pass = Compiled::<Graph>::new(graph, self.backend)?;
+        if !self.input_gradients.contains_key(&rows) {
+            let graph = pipeline::input_gradient_graph(&self.checked, rows).map_err(|d| d.message)?;
+            self.input_gradients.insert(rows, Compiled::<Graph>::new(graph, self.backend)?);
+        }
+        let pass = self.input_gradients.get_mut(&rows).ok_or("input gradient cache")?;
         Ok(pass.run(&mut self.store, x, seed)?.0)
     }
 

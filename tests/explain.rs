@@ -55,6 +55,15 @@ fn a_linear_models_attribution_is_weight_times_input() {
             assert!((gradient - f64::from(weight / 2.0)).abs() < 1e-6, "row {r} feature {j}: {gradient}");
         }
     }
+    // More rows than one pass takes (256) go through in chunks, alike.
+    let many: String = (0..150).map(|_| "4,1,2\n0,6,1\n").collect();
+    std::fs::write(dir.path().join("many.csv"), format!("a,b,c\n{many}")).expect("rows");
+    let args = ["explain", "m.nn", "--weights", "w.safetensors", "--input", "many.csv", "--class", "2", "--json"];
+    let (code, out, err) = nnc(dir.path(), &args);
+    assert_eq!(code, 0, "{err}");
+    let all: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(all.as_array().map(Vec::len), Some(300));
+    assert_eq!((&all[298], &all[299]), (&v[0], &v[1]), "the last chunk's rows are explained as the first's");
     // Default: each row's own highest score, and a readable summary.
     let (code, out, err) = nnc(dir.path(), &["explain", "m.nn", "--weights", "w.safetensors", "--input", "rows.csv"]);
     assert_eq!(code, 0, "{err}");

@@ -109,10 +109,7 @@ fn confusion_matrix(scores: &[f32], labels: &[f32], classes: usize) -> String {
 pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, output: Option<&Path>) -> Outcome {
     let (checked, index, mut runtime, saved) = trained(file, model, weights)?;
     let model = &checked.models[index];
-    // Inputs only: a trailing label column, if present, is ignored; a
-    // header with the training data's column names is matched by name.
-    let spec = RowSpec { target: TargetSpecOfRow::None, feature_names: saved.columns.clone(), ..RowSpec::of(model) };
-    let mut data = data::load_csv(input, &spec, None).map_err(|e| data_error(&e))?;
+    let mut data = read_rows(input, model, &saved)?;
     saved.scaler.apply(&mut data);
     let predictions = runtime.predict(&data.x, data.rows).map_err(Failure::Input)?;
     let csv = predictions_csv(Task::of(model), &predictions, data.rows);
@@ -156,6 +153,14 @@ fn data_error(e: &data::DataError) -> Failure {
     Failure::Input(format!("{}: {} ({})", e.location(), e.message, e.help))
 }
 
+/// The raw rows of a CSV (or `-`, standard input) for `predict` and
+/// `explain`: inputs only (a trailing label column is ignored), matched by
+/// name to the training data's columns when the header has them.
+fn read_rows(input: &Path, model: &CheckedModel, saved: &Checkpoint) -> Result<data::Dataset, Failure> {
+    let spec = RowSpec { target: TargetSpecOfRow::None, feature_names: saved.columns.clone(), ..RowSpec::of(model) };
+    data::load_csv(input, &spec, None).map_err(|e| data_error(&e))
+}
+
 /// `nnc explain`'s arguments after the model choice.
 pub struct ExplainArgs {
     pub weights: PathBuf,
@@ -185,8 +190,7 @@ pub fn explain(file: &Path, model: Option<&str>, args: &ExplainArgs) -> Outcome 
         }
         super::train::check_output(path)?;
     }
-    let spec = RowSpec { target: TargetSpecOfRow::None, feature_names: saved.columns.clone(), ..RowSpec::of(model) };
-    let data = data::load_csv(&args.input, &spec, None).map_err(|e| data_error(&e))?;
+    let data = read_rows(&args.input, model, &saved)?;
     let explanations =
         crate::explain::explain(&mut runtime, &saved.scaler, &data.x, data.rows, args.class).map_err(Failure::Input)?;
     if args.json {

@@ -278,6 +278,10 @@ impl Trainer {
         let snapshot = (self.model.store.clone(), self.steps_done);
         // One minibatch buffer for the whole epoch.
         let mut rows = train.select(&order[..0]);
+        // Health counts this epoch's steps only (not those of one abandoned).
+        if let Some(h) = self.health.as_mut() {
+            h.finish_epoch();
+        }
         let started = std::time::Instant::now();
         for (step, chunk) in order.chunks(batch).enumerate() {
             train.select_into(chunk, &mut rows);
