@@ -118,8 +118,9 @@ impl Compiled<TrainGraph> {
         self.run_observed(store, x, y, h, &mut [])
     }
 
-    /// `run`, writing the step's observed scalars (`TrainGraph::observed`,
-    /// in order) into `observed`, which holds as many or none.
+    /// `run`, writing the values of the step's observed nodes
+    /// (`TrainGraph::observed`, in order, each whole) one after another into
+    /// `observed`, as far as it reaches.
     pub fn run_observed(
         &mut self,
         store: &mut Store,
@@ -130,18 +131,14 @@ impl Compiled<TrainGraph> {
     ) -> Result<f32, String> {
         self.check_store(store)?;
         let loss = self.graph.graph.loss.ok_or("no loss")?;
-        let wanted = &self.graph.observed[..observed.len().min(self.graph.observed.len())];
+        let wanted = &self.graph.observed;
         if let Some(exe) = &mut self.exe {
             exe.run(&mut store.data, x, y, h)?;
-            for (out, &v) in observed.iter_mut().zip(wanted) {
-                *out = exe.value(v, &store.data).first().copied().unwrap_or(f32::NAN);
-            }
+            gather(observed, wanted.iter().map(|&v| exe.value(v, &store.data)));
             return Ok(exe.value(loss, &store.data).first().copied().unwrap_or(f32::NAN));
         }
         let values = interpret(&self.graph.graph, store, x, y, h)?;
-        for (out, &v) in observed.iter_mut().zip(wanted) {
-            *out = values[v.0][0];
-        }
+        gather(observed, wanted.iter().map(|v| values[v.0].as_slice()));
         for (p, v) in self.graph.new_params.iter().enumerate() {
             store.write(p, false, &values[v.0]);
         }
@@ -149,6 +146,16 @@ impl Compiled<TrainGraph> {
             store.write(s, true, &values[v.0]);
         }
         Ok(values[loss.0][0])
+    }
+}
+
+/// Copies each of `values` after the last into `out`, as far as it reaches.
+fn gather<'a>(out: &mut [f32], values: impl Iterator<Item = &'a [f32]>) {
+    let mut at = 0;
+    for value in values {
+        let n = value.len().min(out.len() - at);
+        out[at..at + n].copy_from_slice(&value[..n]);
+        at += n;
     }
 }
 

@@ -149,7 +149,8 @@ pub fn compile_step(
 ) -> Result<Compiled<TrainGraph>, Diag> {
     let mut step = step_graph(model, config, batch)?;
     if observe {
-        optim::observe_health(&mut step);
+        let activations: Vec<_> = model.activation_layers().iter().map(|n| n.span).collect();
+        optim::observe_health(&mut step, &activations);
     }
     Compiled::<TrainGraph>::new(step, backend).map_err(|e| messages::internal(model.span, &e))
 }

@@ -72,7 +72,7 @@ pub fn learning_curves(model: &str, history: &[EpochReport]) -> Result<String, S
 /// One curve per weight tensor: log₁₀ of its mean gradient norm per epoch,
 /// first layer to last (where they fan out is where gradients vanish).
 fn gradient_norms(history: &[EpochReport]) -> Vec<Curve> {
-    let Some(names) = history.iter().find_map(|r| r.health.as_ref()) else { return vec![] };
+    let Some(names) = history.iter().find_map(|r| r.health.as_ref().map(|h| &h.params)) else { return vec![] };
     let weights: Vec<&str> = names.iter().map(|p| p.name.as_str()).filter(|n| n.ends_with(".weight")).collect();
     weights
         .iter()
@@ -81,7 +81,7 @@ fn gradient_norms(history: &[EpochReport]) -> Vec<Curve> {
             let points = history
                 .iter()
                 .filter_map(|r| {
-                    let norm = r.health.as_ref()?.iter().find(|p| p.name == name)?.grad_norm;
+                    let norm = r.health.as_ref()?.params.iter().find(|p| p.name == name)?.grad_norm;
                     (norm > 0.0).then(|| (r.epoch as f64, norm.log10()))
                 })
                 .collect();

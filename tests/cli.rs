@@ -252,9 +252,10 @@ fn overfitting_is_reported_and_a_healthy_run_is_not() {
 /// Ten sigmoid layers on digits: training reports a first-layer gradient
 /// norm over 100× below the last layer's and warns that gradients vanish;
 /// the same stack with relu does not. A full-batch regression at a huge
-/// learning rate warns that gradients explode before it diverges.
+/// learning rate warns that gradients explode before it diverges. Relu
+/// units killed by a harsh learning rate are named.
 #[test]
-fn training_warns_of_vanishing_and_exploding_gradients() {
+fn training_warns_of_vanishing_and_exploding_gradients_and_dead_units() {
     let dir = tempfile::tempdir().expect("temp dir");
     let metrics = dir.path().join("metrics.json");
     let deep = std::fs::read_to_string("tests/diagnostics/vanishing_gradients.nn").expect("model");
@@ -273,7 +274,7 @@ fn training_warns_of_vanishing_and_exploding_gradients() {
     assert!(svg.contains("log₁₀ gradient norm") && svg.contains("dense11.weight"), "a panel of gradient norms");
     assert_eq!(err.matches("warning: vanishing gradients: `dense1.weight`").count(), 1, "{err}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics).expect("read")).expect("JSON");
-    let health = v["epochs"][3]["health"].as_array().expect("health per epoch").clone();
+    let health = v["epochs"][3]["health"]["params"].as_array().expect("health per epoch").clone();
     let norm = |name: &str| health.iter().find(|p| p["name"] == name).and_then(|p| p["grad_norm"].as_f64());
     let (first, last) = (norm("dense1.weight").expect("first"), norm("dense11.weight").expect("last"));
     assert!(first > 0.0 && first * 100.0 < last, "{first} vs {last}");
@@ -288,4 +289,20 @@ fn training_warns_of_vanishing_and_exploding_gradients() {
     let (warned, diverged) = (err.find("warning: exploding gradients: `dense1.weight`"), err.find("training diverged"));
     assert!(warned.is_some() && warned < diverged, "the warning comes first: {err}");
     assert!(err.contains("add `clip_norm`"), "{err}");
+
+    // Raw grey levels 0..16 at sgd(lr = 1): after one epoch nearly every
+    // relu unit is dead; the bundled settings (scaled, Adam) keep them alive.
+    let digits = std::fs::read_to_string("models/digits_mlp.nn").expect("model");
+    let harsh = digits.replace("adam(lr = 0.003)", "sgd(lr = 1)").replace("scale     = 16", "scale = 1");
+    assert_ne!(harsh, digits, "the model to edit");
+    let (code, _, err) = run("dead.nn", &harsh, &["--epochs", "3", "--metrics-json", metrics.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("warning: dead units: ").count(), 1, "{err}");
+    assert!(err.contains("of `relu1`'s units output 0 for every training row"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics).expect("read")).expect("JSON");
+    let dead = v["epochs"][2]["health"]["activations"][0]["dead_fraction"].as_f64().expect("dead fraction");
+    assert!(dead > 0.5, "{v}");
+    let (code, _, err) = run("alive.nn", &digits, &["--epochs", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
 }

@@ -253,11 +253,27 @@ fn health_reports_the_norms_of_the_gradients() {
         .iter()
         .map(|g| values[g.0].iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt())
         .collect();
+    // The relu layer's outputs at those weights: mean, std, dead units.
+    let relu = step.graph.nodes.iter().position(|n| n.op == nnc::ir::Op::Unary(nnc::ir::Unary::Relu)).expect("relu");
+    let h = &values[relu];
+    let count = h.len() as f64;
+    let mean = h.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+    let std = (h.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / count - mean * mean).sqrt();
+    let units = step.graph.nodes[relu].shape[1];
+    let dead = (0..units).filter(|&u| h.iter().skip(u).step_by(units).all(|&v| v == 0.0)).count() as f64 / units as f64;
     for backend in [Backend::Jit, Backend::Interp] {
         let mut trainer = Trainer::new(&model, config.clone(), backend).expect("trainable");
         trainer.track_health();
         let report = trainer.fit_epoch(&train, None, None).expect("trains");
         let health = report.health.expect("health is tracked");
+        let layer = &health.activations[0];
+        assert_eq!((health.activations.len(), layer.name.as_str()), (1, "relu1"), "{backend:?}");
+        assert!(
+            (layer.mean - mean).abs() <= 1e-5 * mean && (layer.std - std).abs() <= 1e-5 * std,
+            "{backend:?} {layer:?}"
+        );
+        assert_eq!(layer.dead_fraction, Some(dead), "{backend:?}");
+        let health = health.params;
         assert_eq!(health.len(), norms.len());
         for (h, n) in health.iter().zip(&norms) {
             assert!((h.grad_norm - n).abs() <= 1e-5 * n, "{backend:?} {}: {} vs {n}", h.name, h.grad_norm);

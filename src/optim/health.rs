@@ -3,7 +3,8 @@
 //! gradient's L2 norm and the update's size relative to the weights.
 //! They are extra outputs of the step; the update itself is unchanged.
 
-use crate::ir::{Op, TrainGraph};
+use crate::diag::Span;
+use crate::ir::{Op, TrainGraph, Unary};
 
 /// Scalars observed per parameter, in this order: ‖g‖², ‖Δw‖², ‖w′‖²
 /// (g the gradient the optimizer applies, after clipping and L2; Δw what
@@ -11,9 +12,13 @@ use crate::ir::{Op, TrainGraph};
 /// written, so the update still happens in place).
 pub const HEALTH_VALUES: usize = 3;
 
-/// Adds the health scalars of every parameter to `step.observed`. A step
-/// without gradients (contrastive divergence, annealing) observes nothing.
-pub fn observe_health(step: &mut TrainGraph) {
+/// Adds the health scalars of every parameter to `step.observed`, then,
+/// for each activation layer (`activations`: their spans, in the model's
+/// order), its output summed per unit (feature or channel) and its sum of
+/// squares. A step without gradients (contrastive divergence, annealing)
+/// observes nothing; activation layers are observed only when each maps
+/// to one node of the graph, in order.
+pub fn observe_health(step: &mut TrainGraph, activations: &[Span]) {
     let params = step.graph.params.len();
     if step.grads.len() != params || step.updates.len() != params {
         return;
@@ -25,4 +30,44 @@ pub fn observe_health(step: &mut TrainGraph) {
             step.observed.push(squares);
         }
     }
+    // The forward part's activation nodes, in order, that a layer wrote
+    // (an LSTM's gates carry the LSTM's span, not an activation's).
+    let end = step.graph.loss.map_or(step.graph.nodes.len(), |l| l.0);
+    let outputs: Vec<usize> = (0..end)
+        .filter(|&i| {
+            let node = &step.graph.nodes[i];
+            matches!(node.op, Op::Unary(u) if is_activation(u))
+                && activations.contains(&node.span)
+                && node.shape.len() == 2
+        })
+        .collect();
+    let in_order = outputs.len() == activations.len()
+        && outputs.iter().zip(activations).all(|(&i, span)| step.graph.nodes[i].span == *span);
+    if !in_order {
+        return;
+    }
+    for i in outputs {
+        let (span, units) = (step.graph.nodes[i].span, step.graph.nodes[i].shape[1]);
+        let value = crate::ir::ValueId(i);
+        let sums = step.graph.push(Op::SumChannels, vec![value], vec![units], span);
+        let squares = step.graph.push(Op::SumSquares, vec![value], vec![], span);
+        step.observed.extend([sums, squares]);
+    }
+}
+
+/// The unary ops an activation layer lowers to.
+fn is_activation(u: Unary) -> bool {
+    matches!(
+        u,
+        Unary::Relu
+            | Unary::LeakyRelu(_)
+            | Unary::Elu(_)
+            | Unary::Gelu
+            | Unary::GeluTanh
+            | Unary::Silu
+            | Unary::Softplus
+            | Unary::Sigmoid
+            | Unary::Tanh
+            | Unary::Identity
+    )
 }

@@ -1,11 +1,14 @@
-//! Per-parameter health over an epoch: the mean L2 norm of each gradient the
-//! optimizer applied, and the mean size of each update relative to the
-//! weights (‖Δw‖ / ‖w′‖). The step computes sums of squares as extra outputs
-//! (`optim::observe_health`); this adds them up on the host, in f64.
+//! Health over an epoch, per parameter: the mean L2 norm of each gradient
+//! the optimizer applied and the mean size of each update relative to the
+//! weights (‖Δw‖ / ‖w′‖); per activation layer: the mean and standard
+//! deviation of its outputs and, for relu, the units that never fired. The
+//! step computes sums as extra outputs (`optim::observe_health`); this adds
+//! them up on the host, in f64.
 
 use serde::Serialize;
 
 use super::EpochReport;
+use crate::check::{Activation, CheckedModel, Layer};
 use crate::optim::HEALTH_VALUES;
 
 /// One parameter tensor's health over an epoch.
@@ -19,6 +22,37 @@ pub struct ParamHealth {
     pub update_ratio: f64,
 }
 
+/// One activation layer's outputs over an epoch's training rows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActivationHealth {
+    pub name: String,
+    pub mean: f64,
+    pub std: f64,
+    /// For relu: the fraction of units (features, or channels of a
+    /// convolution) whose output was 0 for every row of the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_fraction: Option<f64>,
+}
+
+/// An epoch's health report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    pub params: Vec<ParamHealth>,
+    pub activations: Vec<ActivationHealth>,
+}
+
+/// An activation layer's running sums.
+#[derive(Debug, Clone)]
+struct Probe {
+    name: String,
+    relu: bool,
+    /// Values per row, and per unit of a row.
+    per_row: usize,
+    unit_sums: Vec<f64>,
+    squares: f64,
+    count: f64,
+}
+
 /// The running sums of an epoch, and the buffer each step writes into.
 #[derive(Debug, Clone)]
 pub struct HealthSums {
@@ -26,30 +60,64 @@ pub struct HealthSums {
     /// Per parameter: Σ‖g‖ and Σ‖Δw‖/‖w‖ over the steps so far.
     sums: Vec<(f64, f64)>,
     steps: usize,
-    /// The latest step's observed scalars (`HEALTH_VALUES` per parameter).
+    probes: Vec<Probe>,
+    /// The latest step's observed values: `HEALTH_VALUES` per parameter,
+    /// then per activation layer its per-unit sums and its sum of squares.
     pub observed: Vec<f32>,
 }
 
 impl HealthSums {
-    pub fn new(names: Vec<String>) -> HealthSums {
-        let n = names.len();
-        HealthSums { names, sums: vec![(0.0, 0.0); n], steps: 0, observed: vec![0.0; n * HEALTH_VALUES] }
+    /// The sums for `model`'s parameters (`names`) and activation layers.
+    pub fn new(names: Vec<String>, model: &CheckedModel) -> HealthSums {
+        let probes: Vec<Probe> = model
+            .activation_layers()
+            .iter()
+            .map(|n| Probe {
+                name: n.name.clone(),
+                relu: matches!(n.layer, Layer::Activation(Activation::Relu)),
+                per_row: n.shape.iter().product(),
+                unit_sums: vec![0.0; n.shape.first().copied().unwrap_or(1)],
+                squares: 0.0,
+                count: 0.0,
+            })
+            .collect();
+        let len = names.len() * HEALTH_VALUES + probes.iter().map(|p| p.unit_sums.len() + 1).sum::<usize>();
+        HealthSums { sums: vec![(0.0, 0.0); names.len()], names, steps: 0, probes, observed: vec![0.0; len] }
     }
 
-    /// Adds the step whose scalars are in `observed`.
-    pub fn add_step(&mut self) {
-        for (sum, squares) in self.sums.iter_mut().zip(self.observed.chunks_exact(HEALTH_VALUES)) {
+    /// How many values a step that observes everything writes.
+    pub fn observed_len(&self) -> usize {
+        self.observed.len()
+    }
+
+    /// Forgets the activation layers (a step that cannot observe them).
+    pub fn without_activations(&mut self) {
+        self.probes.clear();
+        self.observed.truncate(self.names.len() * HEALTH_VALUES);
+    }
+
+    /// Adds the step of `rows` rows whose values are in `observed`.
+    pub fn add_step(&mut self, rows: usize) {
+        let (params, mut rest) = self.observed.split_at(self.names.len() * HEALTH_VALUES);
+        for (sum, squares) in self.sums.iter_mut().zip(params.chunks_exact(HEALTH_VALUES)) {
             let [grad, delta, weights] = [0, 1, 2].map(|i| f64::from(squares[i]).sqrt());
             sum.0 += grad;
             sum.1 += if weights > 0.0 { delta / weights } else { 0.0 };
         }
+        for probe in &mut self.probes {
+            let (units, tail) = rest.split_at(probe.unit_sums.len());
+            probe.unit_sums.iter_mut().zip(units).for_each(|(s, &v)| *s += f64::from(v));
+            probe.squares += f64::from(tail[0]);
+            probe.count += (rows * probe.per_row) as f64;
+            rest = &tail[1..];
+        }
         self.steps += 1;
     }
 
-    /// The epoch's means, and a fresh start for the next epoch.
-    pub fn finish_epoch(&mut self) -> Vec<ParamHealth> {
+    /// The epoch's report, and a fresh start for the next epoch.
+    pub fn finish_epoch(&mut self) -> Health {
         let steps = self.steps.max(1) as f64;
-        let report = self
+        let params = self
             .names
             .iter()
             .zip(&self.sums)
@@ -59,9 +127,27 @@ impl HealthSums {
                 update_ratio: ratio / steps,
             })
             .collect();
+        let activations = self
+            .probes
+            .iter_mut()
+            .map(|p| {
+                let count = p.count.max(1.0);
+                let mean = p.unit_sums.iter().sum::<f64>() / count;
+                let dead = p.unit_sums.iter().filter(|&&s| s == 0.0).count() as f64 / p.unit_sums.len().max(1) as f64;
+                let report = ActivationHealth {
+                    name: p.name.clone(),
+                    mean,
+                    std: (p.squares / count - mean * mean).max(0.0).sqrt(),
+                    dead_fraction: p.relu.then_some(dead),
+                };
+                p.unit_sums.iter_mut().for_each(|s| *s = 0.0);
+                (p.squares, p.count) = (0.0, 0.0);
+                report
+            })
+            .collect();
         self.sums.iter_mut().for_each(|s| *s = (0.0, 0.0));
         self.steps = 0;
-        report
+        Health { params, activations }
     }
 }
 
@@ -72,6 +158,9 @@ pub const VANISHING_EPOCHS: usize = 3;
 pub const VANISHED: f64 = 1e-3;
 /// A weight's gradient norm this many times its first epoch's is exploding.
 pub const EXPLODED: f64 = 100.0;
+/// A relu layer with more than this fraction of units that never fired in
+/// an epoch has mostly died.
+pub const DEAD: f64 = 0.5;
 
 /// What the health numbers of `history` say, once a sign shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +169,8 @@ pub enum Warning {
     Vanishing { first: (String, f64), last: (String, f64) },
     /// A weight, its first epoch's norm and its latest.
     Exploding { weight: String, from: f64, to: f64 },
+    /// A relu layer and the fraction of its units that never fired.
+    Dead { layer: String, fraction: f64 },
 }
 
 impl Warning {
@@ -87,7 +178,7 @@ impl Warning {
     /// last `VANISHING_EPOCHS` are all that is read.
     pub fn of(history: &[EpochReport]) -> Vec<Warning> {
         fn weights(epoch: &EpochReport) -> Vec<&ParamHealth> {
-            epoch.health.iter().flatten().filter(|p| p.name.ends_with(".weight")).collect()
+            epoch.health.iter().flat_map(|h| &h.params).filter(|p| p.name.ends_with(".weight")).collect()
         }
         let mut found = Vec::new();
         let recent = &history[history.len().saturating_sub(VANISHING_EPOCHS)..];
@@ -109,6 +200,10 @@ impl Warning {
                     found.push(Warning::Exploding { weight: b.name.clone(), from: a.grad_norm, to: b.grad_norm });
                 }
             }
+            let layers = latest.health.iter().flat_map(|h| &h.activations);
+            for layer in layers.filter(|a| a.dead_fraction.is_some_and(|d| d > DEAD)) {
+                found.push(Warning::Dead { layer: layer.name.clone(), fraction: layer.dead_fraction.unwrap_or(0.0) });
+            }
         }
         found
     }
@@ -125,6 +220,11 @@ impl Warning {
                 first.1 / last.1,
                 last.0,
                 last.1
+            ),
+            Warning::Dead { layer, fraction } => format!(
+                "dead units: {:.0} % of `{layer}`'s units output 0 for every training row of the epoch and no \
+                 longer learn; lower the learning rate, use leaky_relu or elu, or add batchnorm before it",
+                100.0 * fraction
             ),
             Warning::Exploding { weight, from, to } => format!(
                 "exploding gradients: `{weight}`'s gradient norm grew from {from:.2e} in the first epoch to {to:.2e} \
@@ -148,9 +248,13 @@ mod tests {
             validation: None,
             test: None,
             train_seconds: 0.0,
-            health: Some(
-                norms.iter().map(|&(n, g)| ParamHealth { name: n.into(), grad_norm: g, update_ratio: 0.0 }).collect(),
-            ),
+            health: Some(Health {
+                params: norms
+                    .iter()
+                    .map(|&(n, g)| ParamHealth { name: n.into(), grad_norm: g, update_ratio: 0.0 })
+                    .collect(),
+                activations: vec![],
+            }),
         }
     }
 

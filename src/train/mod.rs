@@ -46,7 +46,7 @@ pub struct EpochReport {
     /// Each parameter's gradient norm and relative update, when tracked
     /// (`Trainer::track_health`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub health: Option<Vec<health::ParamHealth>>,
+    pub health: Option<health::Health>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +136,7 @@ impl Trainer {
                 | Optimizer::Adam { .. }
         );
         if gradients && self.health.is_none() {
-            self.health = Some(health::HealthSums::new(self.model.param_names.clone()));
+            self.health = Some(health::HealthSums::new(self.model.param_names.clone(), &self.model.checked));
             // Steps compiled so far observe nothing.
             self.train_steps.clear();
         }
@@ -159,6 +159,12 @@ impl Trainer {
             let observe = self.health.is_some();
             let step = pipeline::compile_step(&self.model.checked, &self.config, batch, observe, self.model.backend)
                 .map_err(|d| TrainError::Internal(d.message))?;
+            // Activation layers the step could not map to its nodes go unreported.
+            let observed: usize =
+                step.graph.observed.iter().map(|&v| crate::shape::numel(&step.graph.graph.node(v).shape)).sum();
+            if let Some(h) = self.health.as_mut().filter(|h| h.observed_len() != observed) {
+                h.without_activations();
+            }
             self.train_steps.insert(batch, step);
         }
         self.train_steps.get_mut(&batch).ok_or_else(|| TrainError::Internal("step cache".into()))
@@ -224,7 +230,7 @@ impl Trainer {
             .and_then(|step| step.run_observed(&mut store, x, y, &hypers, observed).map_err(TrainError::Internal));
         self.model.store = store;
         if let Some(h) = health.as_mut().filter(|_| result.is_ok()) {
-            h.add_step();
+            h.add_step(rows);
         }
         self.health = health;
         Ok(f64::from(result?))
