@@ -290,3 +290,11 @@ fn health_reports_the_norms_of_the_gradients() {
         assert_eq!(plain.params(), trainer.params(), "{backend:?}: observing changed the update");
     }
 }
+
+/// A step that cannot be compiled reports the compiler's message as it is
+/// (it once read "internal error: internal error: …").
+#[test]
+fn compile_failures_are_reported_once() {
+    let message = "internal error: the step needs 104.4 GiB of working memory";
+    assert_eq!(TrainError::Compile(message.into()).to_string(), message);
+}

@@ -100,7 +100,7 @@ impl Trainer {
         let key = (r, rows.rows);
         if !self.pretrain_steps.contains_key(&key) {
             let step = pipeline::compile_pretrain_step(&self.model.checked, r, k, rows.rows, self.model.backend)
-                .map_err(|d| TrainError::Internal(d.message))?;
+                .map_err(|d| TrainError::Compile(d.message))?;
             self.pretrain_steps.insert(key, step);
         }
         self.steps_done += 1;

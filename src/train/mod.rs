@@ -58,6 +58,8 @@ pub enum TrainError {
     Interrupted { epoch: usize },
     /// A bug in nnc (a malformed graph); never a user mistake.
     Internal(String),
+    /// The step could not be compiled; the message is complete as it is.
+    Compile(String),
 }
 
 impl std::fmt::Display for TrainError {
@@ -70,6 +72,7 @@ impl std::fmt::Display for TrainError {
             ),
             TrainError::Interrupted { epoch } => write!(f, "interrupted during epoch {epoch}"),
             TrainError::Internal(m) => write!(f, "internal error: {m}"),
+            TrainError::Compile(m) => write!(f, "{m}"),
         }
     }
 }
@@ -158,7 +161,7 @@ impl Trainer {
         if !self.train_steps.contains_key(&batch) {
             let observe = self.health.is_some();
             let step = pipeline::compile_step(&self.model.checked, &self.config, batch, observe, self.model.backend)
-                .map_err(|d| TrainError::Internal(d.message))?;
+                .map_err(|d| TrainError::Compile(d.message))?;
             // Activation layers the step could not map to its nodes go unreported.
             let observed: usize =
                 step.graph.observed.iter().map(|&v| crate::shape::numel(&step.graph.graph.node(v).shape)).sum();
