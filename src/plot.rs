@@ -45,13 +45,17 @@ pub fn learning_curves(model: &str, history: &[EpochReport]) -> Result<String, S
     }
 
     let gradients = gradient_norms(history);
-    // Loss, then the quality and the gradients where there are any.
+    let dead = dead_units(history);
+    // Loss, then the quality, the gradients and dead units where there are any.
     let mut panels: Vec<(&str, Vec<Curve>)> = vec![("loss", losses)];
     if !quality.is_empty() {
         panels.push((quality_name, quality));
     }
     if !gradients.is_empty() {
         panels.push(("log₁₀ gradient norm", gradients));
+    }
+    if !dead.is_empty() {
+        panels.push(("dead relu units (%)", dead));
     }
     let mut svg = String::new();
     {
@@ -67,6 +71,33 @@ pub fn learning_curves(model: &str, history: &[EpochReport]) -> Result<String, S
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
+}
+
+/// One curve per relu layer: the share of its units that never fired in
+/// each epoch.
+fn dead_units(history: &[EpochReport]) -> Vec<Curve> {
+    let Some(layers) = history.iter().find_map(|r| r.health.as_ref().map(|h| &h.activations)) else { return vec![] };
+    let relus: Vec<&str> = layers.iter().filter(|a| a.dead_fraction.is_some()).map(|a| a.name.as_str()).collect();
+    relus
+        .iter()
+        .enumerate()
+        .map(|(i, &name)| {
+            let points = history
+                .iter()
+                .filter_map(|r| {
+                    let layer = r.health.as_ref()?.activations.iter().find(|a| a.name == name)?;
+                    Some((r.epoch as f64, 100.0 * layer.dead_fraction?))
+                })
+                .collect();
+            Curve { name: name.to_string(), color: palette(i), points }
+        })
+        .collect()
+}
+
+/// The `i`-th of plotters' 99 distinct colours.
+fn palette(i: usize) -> RGBColor {
+    let color = Palette99::pick(i).to_rgba();
+    RGBColor(color.0, color.1, color.2)
 }
 
 /// One curve per weight tensor: log₁₀ of its mean gradient norm per epoch,
@@ -85,8 +116,7 @@ fn gradient_norms(history: &[EpochReport]) -> Vec<Curve> {
                     (norm > 0.0).then(|| (r.epoch as f64, norm.log10()))
                 })
                 .collect();
-            let color = Palette99::pick(i).to_rgba();
-            Curve { name: name.to_string(), color: RGBColor(color.0, color.1, color.2), points }
+            Curve { name: name.to_string(), color: palette(i), points }
         })
         .collect()
 }

@@ -56,12 +56,14 @@ fn plot_draws_one_point_per_epoch_and_curve() {
     assert_eq!(code, 0, "{err}");
     let text = std::fs::read_to_string(&svg).expect("plot written");
     assert!(text.starts_with("<svg"), "{text}");
-    for needle in ["digits_mlp", "train", "test", "loss", "accuracy (%)", "epoch", "log₁₀ gradient norm"] {
+    let needles =
+        ["digits_mlp", "train", "test", "loss", "accuracy (%)", "epoch", "log₁₀ gradient norm", "dead relu units (%)"];
+    for needle in needles {
         assert!(text.contains(needle), "`{needle}` missing from the plot");
     }
-    // Train and test loss, test accuracy, and the gradient norms of the two
-    // weight matrices: 5 curves × 3 epochs.
-    assert_eq!(text.matches("<circle").count(), 15);
+    // Train and test loss, test accuracy, the gradient norms of the two
+    // weight matrices and relu1's dead units: 6 curves × 3 epochs.
+    assert_eq!(text.matches("<circle").count(), 18);
 }
 
 #[test]
