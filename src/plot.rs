@@ -6,6 +6,7 @@
 use plotters::prelude::*;
 
 use crate::train::EpochReport;
+use crate::train::health::Health;
 
 const WIDTH: u32 = 1000;
 const HEIGHT: u32 = 420;
@@ -78,26 +79,9 @@ pub fn learning_curves(model: &str, history: &[EpochReport]) -> Result<String, S
 fn dead_units(history: &[EpochReport]) -> Vec<Curve> {
     let Some(layers) = history.iter().find_map(|r| r.health.as_ref().map(|h| &h.activations)) else { return vec![] };
     let relus: Vec<&str> = layers.iter().filter(|a| a.dead_fraction.is_some()).map(|a| a.name.as_str()).collect();
-    relus
-        .iter()
-        .enumerate()
-        .map(|(i, &name)| {
-            let points = history
-                .iter()
-                .filter_map(|r| {
-                    let layer = r.health.as_ref()?.activations.iter().find(|a| a.name == name)?;
-                    Some((r.epoch as f64, 100.0 * layer.dead_fraction?))
-                })
-                .collect();
-            Curve { name: name.to_string(), color: palette(i), points }
-        })
-        .collect()
-}
-
-/// The `i`-th of plotters' 99 distinct colours.
-fn palette(i: usize) -> RGBColor {
-    let color = Palette99::pick(i).to_rgba();
-    RGBColor(color.0, color.1, color.2)
+    health_curves(history, &relus, |health, name| {
+        Some(100.0 * health.activations.iter().find(|a| a.name == name)?.dead_fraction?)
+    })
 }
 
 /// One curve per weight tensor: log₁₀ of its mean gradient norm per epoch,
@@ -105,20 +89,21 @@ fn palette(i: usize) -> RGBColor {
 fn gradient_norms(history: &[EpochReport]) -> Vec<Curve> {
     let Some(names) = history.iter().find_map(|r| r.health.as_ref().map(|h| &h.params)) else { return vec![] };
     let weights: Vec<&str> = names.iter().map(|p| p.name.as_str()).filter(|n| n.ends_with(".weight")).collect();
-    weights
-        .iter()
-        .enumerate()
-        .map(|(i, &name)| {
-            let points = history
-                .iter()
-                .filter_map(|r| {
-                    let norm = r.health.as_ref()?.params.iter().find(|p| p.name == name)?.grad_norm;
-                    (norm > 0.0).then(|| (r.epoch as f64, norm.log10()))
-                })
-                .collect();
-            Curve { name: name.to_string(), color: palette(i), points }
-        })
-        .collect()
+    health_curves(history, &weights, |health, name| {
+        let norm = health.params.iter().find(|p| p.name == name)?.grad_norm;
+        (norm > 0.0).then(|| norm.log10())
+    })
+}
+
+/// One curve per name, in its own colour: `value` of each epoch's health
+/// for that name, where there is one.
+fn health_curves(history: &[EpochReport], names: &[&str], value: impl Fn(&Health, &str) -> Option<f64>) -> Vec<Curve> {
+    let curve = |(i, &name): (usize, &&str)| {
+        let points = history.iter().filter_map(|r| Some((r.epoch as f64, value(r.health.as_ref()?, name)?))).collect();
+        let color = Palette99::pick(i).to_rgba();
+        Curve { name: name.to_string(), color: RGBColor(color.0, color.1, color.2), points }
+    };
+    names.iter().enumerate().map(curve).collect()
 }
 
 /// One chart: epochs along x, the curves' common range (padded) along y;
