@@ -17,6 +17,8 @@ pub mod io;
 
 // 1. `.nn` text → AST with spans (a pest grammar).
 pub mod syntax;
+// The canonical layout of `.nn` text (`nnc fmt`), from its tokens.
+pub mod format;
 
 // 2. AST → checked models: names, shapes, hyperparameters; per-layer costs.
 pub mod check;

@@ -63,10 +63,16 @@ pub fn check_file(path: &Path) -> std::io::Result<Checked> {
 
 /// A model file's text: at most `MODEL_FILE_LIMIT` bytes of UTF-8 (the
 /// error says where the first bytes that are not UTF-8 are).
-fn read_model(path: &Path) -> std::io::Result<String> {
+pub fn read_model(path: &Path) -> std::io::Result<String> {
+    read_model_from(std::fs::File::open(path)?)
+}
+
+/// A model's text from any reader (`nnc fmt -` reads standard input), with
+/// the limits of `read_model`.
+pub fn read_model_from(reader: impl std::io::Read) -> std::io::Result<String> {
     use std::io::{Error, ErrorKind, Read};
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(MODEL_FILE_LIMIT + 1).read_to_end(&mut bytes)?;
+    reader.take(MODEL_FILE_LIMIT + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MODEL_FILE_LIMIT {
         let message = format!("the file is larger than {} KiB; is it a model file?", MODEL_FILE_LIMIT >> 10);
         return Err(Error::new(ErrorKind::InvalidData, message));

@@ -188,8 +188,8 @@ fn max_memory_refuses_a_step_that_does_not_fit() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("full.nn");
     let model = std::fs::read_to_string("models/digits_mlp.nn").expect("model");
-    assert!(model.contains("batch     = 32"), "the model to edit: {model}");
-    std::fs::write(&file, model.replace("batch     = 32", "batch = full")).expect("write");
+    assert!(model.contains("batch = 32"), "the model to edit: {model}");
+    std::fs::write(&file, model.replace("batch = 32", "batch = full")).expect("write");
     let (code, _, err) = nnc(&["train", file.to_str().expect("utf-8"), "--max-memory", "1M", "--quiet"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("at batch 1438 needs about"), "{err}");
@@ -295,7 +295,7 @@ fn training_warns_of_vanishing_and_exploding_gradients_and_dead_units() {
     // Raw grey levels 0..16 at sgd(lr = 1): after one epoch nearly every
     // relu unit is dead; the bundled settings (scaled, Adam) keep them alive.
     let digits = std::fs::read_to_string("models/digits_mlp.nn").expect("model");
-    let harsh = digits.replace("adam(lr = 0.003)", "sgd(lr = 1)").replace("scale     = 16", "scale = 1");
+    let harsh = digits.replace("adam(lr = 0.003)", "sgd(lr = 1)").replace("scale = 16", "scale = 1");
     assert_ne!(harsh, digits, "the model to edit");
     let (code, _, err) = run("dead.nn", &harsh, &["--epochs", "3", "--metrics-json", metrics.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{err}");

@@ -210,6 +210,15 @@ enum Command {
         #[arg(long, value_parser = memory_size)]
         max_memory: Option<u64>,
     },
+    /// Lay model files out in the one canonical way (comments kept).
+    Fmt {
+        /// Model files to format in place; `-` formats standard input to standard output.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Change nothing; name the files that are not formatted and exit 1 if any.
+        #[arg(long)]
+        check: bool,
+    },
     /// Compare autodiff gradients with central finite differences (f64).
     Gradcheck {
         #[command(flatten)]
@@ -341,6 +350,7 @@ fn execute(command: Command) -> Outcome {
             let options = BenchOptions { batch, backend: backend.into(), seconds, json, max_memory };
             bench(&target.file, target.model.as_deref(), &options)
         }
+        Command::Fmt { files, check } => fmt(&files, check),
         Command::Gradcheck { target, tolerance, seed } => {
             gradcheck(&target.file, target.model.as_deref(), tolerance, seed)
         }
@@ -379,6 +389,41 @@ fn check(file: &Path, format: Format, emit: Option<(Emit, usize, Option<String>)
         eprintln!("{}: ok ({}; {warnings} warning(s))", checked.file_name, names.join(", "));
     }
     Ok(())
+}
+
+/// `nnc fmt`: formats each file in place (atomically), or with `check`
+/// names those that would change. A file with a syntax error is left as it
+/// is and its diagnostic shown; the other files are still formatted.
+fn fmt(files: &[PathBuf], check: bool) -> Outcome {
+    let mut unformatted = 0;
+    let mut failed = false;
+    for file in files {
+        let stdin = file.as_os_str() == "-";
+        let read = if stdin { pipeline::read_model_from(std::io::stdin().lock()) } else { pipeline::read_model(file) };
+        let source = read.map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
+        let name = if stdin { "<stdin>".to_string() } else { file.display().to_string() };
+        let formatted = match crate::format::format_source(&source) {
+            Ok(formatted) => formatted,
+            Err(diag) => {
+                eprint!("{}", diag::render(&[diag], &name, &source, std::io::stderr().is_terminal(), 100));
+                failed = true;
+                continue;
+            }
+        };
+        let changed = formatted != source;
+        unformatted += usize::from(changed);
+        if check {
+            if changed {
+                say!("{name}");
+            }
+        } else if stdin {
+            say_raw!("{formatted}");
+        } else if changed {
+            crate::io::write_atomic(file, formatted.as_bytes())
+                .map_err(|e| Failure::Usage(format!("cannot write {name}: {e}")))?;
+        }
+    }
+    if failed || (check && unformatted > 0) { Err(Failure::Reported) } else { Ok(()) }
 }
 
 /// Picks the named model, or the first.

@@ -36,6 +36,41 @@ pub fn parse(source: &str) -> Result<File, Diag> {
     Ok(file)
 }
 
+/// Where lines begin in a file's canonical layout: the byte offsets at which
+/// each model, block, statement and `train` setting starts. The formatter
+/// lays out tokens; the grammar alone knows where a statement begins.
+#[derive(Debug, Default)]
+pub struct Starts {
+    pub statements: Vec<usize>,
+    pub settings: Vec<usize>,
+}
+
+/// The statement starts of a file that parses; its syntax error otherwise.
+pub fn statement_starts(source: &str) -> Result<Starts, Diag> {
+    check_nesting(source)?;
+    pest::set_error_detail(true);
+    let pairs = NnParser::parse(Rule::file, source).map_err(|e| syntax_error(source, &e))?;
+    let mut starts = Starts::default();
+    let mut stack: Vec<Pair<Rule>> = pairs.collect();
+    while let Some(pair) = stack.pop() {
+        match pair.as_rule() {
+            Rule::model
+            | Rule::block_def
+            | Rule::input_decl
+            | Rule::target_decl
+            | Rule::loss_decl
+            | Rule::train_block
+            | Rule::flow => starts.statements.push(pair.as_span().start()),
+            Rule::setting => starts.settings.push(pair.as_span().start()),
+            _ => {}
+        }
+        stack.extend(pair.into_inner());
+    }
+    starts.statements.sort_unstable();
+    starts.settings.sort_unstable();
+    Ok(starts)
+}
+
 fn check_nesting(source: &str) -> Result<(), Diag> {
     let mut depth = 0usize;
     for (i, c) in source.char_indices() {
