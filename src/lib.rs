@@ -61,7 +61,9 @@ pub mod library;
 pub mod bench;
 pub mod checkpoint;
 pub mod explain;
+// `nnc lsp`: the checker, live in an editor.
 pub mod gradcheck;
+pub mod lsp;
 pub mod plot;
 
 // On top of everything: the command line.

@@ -53,7 +53,7 @@ pub fn check_source(file_name: &str, source: &str) -> Checked {
 }
 
 /// The largest model file nnc reads; real ones are a few kilobytes.
-const MODEL_FILE_LIMIT: u64 = 1 << 20;
+pub const MODEL_FILE_LIMIT: u64 = 1 << 20;
 
 /// Steps 1–3: reads and checks a `.nn` file.
 pub fn check_file(path: &Path) -> std::io::Result<Checked> {

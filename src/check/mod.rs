@@ -14,7 +14,7 @@ mod blocks;
 mod decls;
 mod gradients;
 mod loss;
-mod train;
+pub mod train;
 
 use std::collections::HashMap;
 
@@ -81,6 +81,14 @@ const MAX_LAYERS: usize = 100_000;
 /// Checks every model in the file. Returns the models that checked without
 /// errors and all diagnostics, in source order.
 pub fn check(file: &ast::File) -> (Vec<CheckedModel>, Vec<Diag>) {
+    let (models, diags) = check_all(file);
+    (models.into_iter().filter_map(|(model, ok)| ok.then_some(model)).collect(), diags)
+}
+
+/// Like `check`, but every model is returned, each with whether it checked
+/// without errors: one with errors holds the layers and names that did
+/// check, which an editor shows while the rest is being fixed.
+pub fn check_all(file: &ast::File) -> (Vec<(CheckedModel, bool)>, Vec<Diag>) {
     let mut diags = Vec::new();
     let mut blocks: HashMap<&str, &ast::BlockDef> = HashMap::new();
     for block in &file.blocks {
@@ -101,9 +109,8 @@ pub fn check(file: &ast::File) -> (Vec<CheckedModel>, Vec<Diag>) {
         seen.insert(&model.name.name, model.name.span);
         let mut model_diags = Vec::new();
         let checked = ModelChecker::new(model, &blocks, &mut model_diags).run();
-        if !model_diags.iter().any(Diag::is_error) {
-            models.extend(checked);
-        }
+        let ok = !model_diags.iter().any(Diag::is_error);
+        models.push((checked, ok));
         diags.extend(model_diags);
     }
     if file.models.is_empty() {
@@ -135,6 +142,8 @@ struct ModelChecker<'a> {
     inputs: Vec<InputSpec>,
     targets: Vec<TargetSpec>,
     nodes: Vec<Node>,
+    values: Vec<NamedValue>,
+    stages: Vec<StageOutput>,
     /// Node inputs recorded while nodes are built (input value → shape).
     node_inputs: Vec<Shape>,
     counters: HashMap<&'static str, usize>,
@@ -152,12 +161,14 @@ impl<'a> ModelChecker<'a> {
             inputs: vec![],
             targets: vec![],
             nodes: vec![],
+            values: vec![],
+            stages: vec![],
             node_inputs: vec![],
             counters: HashMap::new(),
         }
     }
 
-    fn run(mut self) -> Option<CheckedModel> {
+    fn run(mut self) -> CheckedModel {
         // A declaration with an error still introduces its name.
         let declared = self.ast.inputs.iter().chain(&self.ast.targets);
         self.poisoned.extend(declared.map(|d| d.name.name.clone()));
@@ -184,15 +195,17 @@ impl<'a> ModelChecker<'a> {
         }
         self.cross_checks(&train);
         self.report_unused(loss.is_some());
-        Some(CheckedModel {
+        CheckedModel {
             name: self.ast.name.name.clone(),
             inputs: self.inputs,
             targets: self.targets,
             nodes: self.nodes,
+            values: self.values,
+            stages: self.stages,
             loss,
             train,
             span: self.ast.span,
-        })
+        }
     }
 
     fn define(&mut self, name: &Ident, value: ValueRef, info: Incoming, what: &'static str) {
@@ -202,6 +215,7 @@ impl<'a> ModelChecker<'a> {
         }
         let entry = Entry { value, info, defined: name.span, used: false, what };
         self.scope.insert(name.name.clone(), entry);
+        self.values.push(NamedValue { name: name.name.clone(), value, span: name.span });
     }
     /// Looks a value up by name, marking it used; reports undefined names.
     fn use_value(&mut self, name: &Ident) -> Option<(ValueRef, Incoming)> {
@@ -235,11 +249,38 @@ impl<'a> ModelChecker<'a> {
             Source::Call(call) => self.combine(call),
         };
         let (mut value, mut info) = start?;
-        let mut stages: Vec<(Stage, usize)> = flow.stages.iter().rev().map(|s| (s.clone(), 0)).collect();
+        for top in &flow.stages {
+            (value, info) = self.stage(top, value, info, flow.span)?;
+            let span = match top {
+                Stage::Layer { call, label } => call.span.join(label.as_ref().map_or(call.span, |l| l.span)),
+                Stage::Repeat { span, .. } => *span,
+            };
+            self.stages.push(StageOutput { span, value });
+        }
+        if let Some(name) = &flow.output {
+            self.define(name, value, info, "value");
+        } else if flow.stages.is_empty() {
+            self.diags.push(messages::pipeline_does_nothing(flow.span));
+        } else {
+            self.diags.push(messages::unnamed_result(flow.span));
+        }
+        Some(())
+    }
+
+    /// Applies one stage of a flow (at `flow_span`) to `value`; `None` when
+    /// an error stopped it.
+    fn stage(
+        &mut self,
+        top: &Stage,
+        mut value: ValueRef,
+        mut info: Incoming,
+        flow_span: Span,
+    ) -> Option<(ValueRef, Incoming)> {
+        let mut stages: Vec<(Stage, usize)> = vec![(top.clone(), 0)];
         // Expand blocks and repeats lazily, left to right, with a work stack.
         while let Some((stage, depth)) = stages.pop() {
             if self.nodes.len() >= MAX_LAYERS {
-                self.diags.push(messages::too_many_layers(flow.span, MAX_LAYERS, "split the model into smaller ones"));
+                self.diags.push(messages::too_many_layers(flow_span, MAX_LAYERS, "split the model into smaller ones"));
                 return None;
             }
             match stage {
@@ -270,14 +311,7 @@ impl<'a> ModelChecker<'a> {
                 }
             }
         }
-        if let Some(name) = &flow.output {
-            self.define(name, value, info, "value");
-        } else if flow.stages.is_empty() {
-            self.diags.push(messages::pipeline_does_nothing(flow.span));
-        } else {
-            self.diags.push(messages::unnamed_result(flow.span));
-        }
-        Some(())
+        Some((value, info))
     }
 
     /// `add(a, b)` at the start of a flow.
@@ -305,7 +339,7 @@ impl<'a> ModelChecker<'a> {
             return None;
         }
         let shape = a_info.shape.clone();
-        let node = self.push_node(Layer::Add, None, vec![*a, *b], shape.clone(), 0, 0, call.span);
+        let node = self.push_node(Layer::Add, None, vec![*a, *b], shape.clone(), 0, 0, a_info.why.clone(), call.span);
         let info = Incoming { shape, why: a_info.why.clone(), producer: call.span, tokens: false };
         Some((ValueRef::Node(node), info))
     }
@@ -319,6 +353,7 @@ impl<'a> ModelChecker<'a> {
         shape: Shape,
         params: usize,
         macs: u64,
+        why: String,
         span: Span,
     ) -> usize {
         let index = self.nodes.len();
@@ -340,7 +375,7 @@ impl<'a> ModelChecker<'a> {
         };
         let input_shape = inputs.first().map(|v| self.shape_of(*v)).unwrap_or_default();
         self.node_inputs.push(input_shape);
-        self.nodes.push(Node { name, layer, inputs, shape, params, macs, span });
+        self.nodes.push(Node { name, layer, inputs, shape, params, macs, why, span });
         index
     }
 
@@ -408,8 +443,8 @@ impl<'a> ModelChecker<'a> {
         let mut inputs = vec![value];
         inputs.extend(other_ref);
         let span = call.span.join(label.map_or(call.span, |l| l.span));
-        let node =
-            self.push_node(applied.layer, label, inputs, applied.shape.clone(), applied.params, applied.macs, span);
+        let (shape, why) = (applied.shape.clone(), applied.why.clone());
+        let node = self.push_node(applied.layer, label, inputs, shape, applied.params, applied.macs, why, span);
         let next = Incoming { shape: applied.shape, why: applied.why, producer: span, tokens: false };
         Some((ValueRef::Node(node), next))
     }

@@ -145,6 +145,24 @@ pub struct Node {
     pub params: usize,
     /// Forward multiply-adds per sample.
     pub macs: u64,
+    /// How the output shape came about, as shape diagnostics show it.
+    pub why: String,
+    pub span: Span,
+}
+
+/// The value one stage of a pipeline produced.
+#[derive(Debug, Clone)]
+pub struct StageOutput {
+    pub span: Span,
+    pub value: ValueRef,
+}
+
+/// A name the model defines: an input, a target or a pipeline's `=> name`.
+#[derive(Debug, Clone)]
+pub struct NamedValue {
+    pub name: String,
+    pub value: ValueRef,
+    /// Where the name is written in its definition.
     pub span: Span,
 }
 
@@ -294,6 +312,11 @@ pub struct CheckedModel {
     pub inputs: Vec<InputSpec>,
     pub targets: Vec<TargetSpec>,
     pub nodes: Vec<Node>,
+    /// Every name defined, in source order.
+    pub values: Vec<NamedValue>,
+    /// What each stage written in a model's pipelines produced (a `repeat`
+    /// or a block call is one stage), in source order.
+    pub stages: Vec<StageOutput>,
     pub loss: Option<LossSpec>,
     pub train: TrainConfig,
     pub span: Span,

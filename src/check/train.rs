@@ -10,7 +10,7 @@ const GIBBS_STEPS: (usize, usize) = (1, 1_000);
 /// Epochs of training or pretraining (as `--epochs` accepts).
 const EPOCHS: (usize, usize) = (1, 1_000_000);
 
-const SETTINGS: &[&str] = &[
+pub const SETTINGS: &[&str] = &[
     "optimizer",
     "lr",
     "schedule",
@@ -28,7 +28,7 @@ const SETTINGS: &[&str] = &[
     "pretrain",
 ];
 
-const OPTIMIZERS: &[(&str, &[&str])] = &[
+pub const OPTIMIZERS: &[(&str, &[&str])] = &[
     ("gd", &["lr"]),
     ("sgd", &["lr", "momentum", "nesterov"]),
     ("momentum", &["lr", "momentum"]),
@@ -38,14 +38,14 @@ const OPTIMIZERS: &[(&str, &[&str])] = &[
     ("cd", &["k", "lr"]),
 ];
 
-const SCHEDULES: &[(&str, &[&str], &[&str])] = &[
+pub const SCHEDULES: &[(&str, &[&str], &[&str])] = &[
     ("constant", &[], &[]),
     ("step", &["every", "gamma"], &["every"]),
     ("exponential", &["gamma"], &["gamma"]),
     ("cosine", &["min_lr"], &[]),
 ];
 
-const SOURCES: &[(&str, &[&str], &[&str])] = &[
+pub const SOURCES: &[(&str, &[&str], &[&str])] = &[
     ("builtin", &["name"], &["name"]),
     ("csv", &["train", "test", "target"], &["train"]),
     ("idx", &["images", "labels", "test_images", "test_labels"], &["images", "labels"]),

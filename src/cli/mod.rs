@@ -219,6 +219,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Serve editors over standard input and output (the Language Server Protocol):
+    /// diagnostics as you type, shapes on hover and inline, definitions, completion.
+    Lsp,
     /// Compare autodiff gradients with central finite differences (f64).
     Gradcheck {
         #[command(flatten)]
@@ -351,6 +354,7 @@ fn execute(command: Command) -> Outcome {
             bench(&target.file, target.model.as_deref(), &options)
         }
         Command::Fmt { files, check } => fmt(&files, check),
+        Command::Lsp => crate::lsp::serve().map_err(Failure::Usage),
         Command::Gradcheck { target, tolerance, seed } => {
             gradcheck(&target.file, target.model.as_deref(), tolerance, seed)
         }

@@ -27,6 +27,16 @@ pub fn nesting_too_deep(span: Span, max: usize) -> Diag {
     .with_help("close the open brackets; models never need this much nesting")
 }
 
+pub fn too_large(limit: u64) -> Diag {
+    Diag::error(
+        "nnc::syntax::too_large",
+        format!("the text is larger than {} KiB", limit >> 10),
+        Span::default(),
+        "not checked",
+    )
+    .with_help("model files are a few kilobytes; is this a model file?")
+}
+
 pub fn no_model() -> Diag {
     Diag::error("nnc::model::empty", "the file defines no model", Span::default(), "expected `model NAME { … }`")
         .with_help("start with `model my_net { input x: [4] … }`")

@@ -1,0 +1,312 @@
+//! What each word of the language means, for hover and completion: every
+//! layer, optimizer, schedule, data source, loss and `train` setting, with
+//! each argument's meaning and default. A test holds these lists to the
+//! checker's, so the editor never offers a word `check` would refuse.
+
+/// One callable word and its arguments (`name`, meaning and default).
+#[derive(Debug, PartialEq)]
+pub struct Doc {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub args: &'static [(&'static str, &'static str)],
+}
+
+const fn doc(name: &'static str, summary: &'static str, args: &'static [(&'static str, &'static str)]) -> Doc {
+    Doc { name, summary, args }
+}
+
+const ALPHA_LEAKY: &[(&str, &str)] = &[("alpha", "slope for negative inputs (default 0.01)")];
+const NONE: &[(&str, &str)] = &[];
+const POOL: &[(&str, &str)] =
+    &[("kernel", "window size, square (required)"), ("stride", "step between windows (default: the kernel)")];
+const RECURRENT: &[(&str, &str)] = &[
+    ("hidden", "size of the hidden state (required)"),
+    ("sequences", "`true`: output the state at every step, `[T, hidden]`; default `false`: the last state"),
+];
+
+/// Layers, in the order of `check::layers::LAYERS`.
+pub const LAYERS: &[Doc] = &[
+    doc(
+        "dense",
+        "Fully connected: every output is a weighted sum of all inputs plus a bias. `[n]` → `[units]`.",
+        &[
+            ("units", "output features (required)"),
+            ("bias", "add a learned bias (default `true`)"),
+            ("tied", "label (`as …`) of an earlier dense layer whose matrix, transposed, this one uses"),
+            ("shared", "label of an earlier layer whose matrix this one uses as it is"),
+            ("in", "the input size you expect; checked against the real one"),
+        ],
+    ),
+    doc(
+        "conv2d",
+        "2-D convolution over `[C, H, W]`: output side `(H + 2·padding − dilation·(kernel − 1) − 1)/stride + 1`.",
+        &[
+            ("filters", "output channels (required)"),
+            ("kernel", "kernel size, square (required)"),
+            ("stride", "step between windows (default 1)"),
+            ("padding", "zeros added on each side (default 0)"),
+            ("dilation", "spacing between kernel taps (default 1)"),
+            ("bias", "add a learned bias per filter (default `true`)"),
+            ("in", "the input channels you expect; checked against the real ones"),
+        ],
+    ),
+    doc("maxpool", "Largest value of each window, per channel.", POOL),
+    doc("avgpool", "Mean of each window, per channel.", POOL),
+    doc("flatten", "All dimensions into one: `[C, H, W]` → `[C·H·W]`.", NONE),
+    doc(
+        "reshape",
+        "The same values in another shape of the same size.",
+        &[("shape", "the new shape, e.g. `[4, 7, 7]` (required)")],
+    ),
+    doc(
+        "dropout",
+        "While training, zeroes each value with probability `p` and scales the rest by 1/(1 − p); does nothing at evaluation.",
+        &[("p", "probability of dropping a value (default 0.5)")],
+    ),
+    doc(
+        "batchnorm",
+        "Normalises each feature (each channel of an image) over the batch, then scales and shifts it; evaluation uses running statistics.",
+        &[
+            ("momentum", "weight of the old running statistics at each step (default 0.9)"),
+            ("eps", "added to the variance before the square root (default 1e-5)"),
+        ],
+    ),
+    doc(
+        "maxout",
+        "The largest of `pieces` linear functions per unit. `[n]` → `[units]`.",
+        &[("units", "output features (required)"), ("pieces", "linear pieces per unit (default 2)")],
+    ),
+    doc("rnn", "Elman recurrent layer with tanh over a sequence `[T, F]`.", RECURRENT),
+    doc("lstm", "Long short-term memory over a sequence `[T, F]` (gates i, f, g, o).", RECURRENT),
+    doc(
+        "embedding",
+        "A learned vector per token id: `tokens[T]` → `[T, dim]`.",
+        &[("vocab", "number of distinct token ids (required)"), ("dim", "size of each vector (required)")],
+    ),
+    doc(
+        "rbm",
+        "Restricted Boltzmann machine: outputs the hidden units' probabilities; trained by contrastive divergence.",
+        &[("hidden", "hidden units (required)")],
+    ),
+    doc(
+        "add",
+        "Adds another value of the same shape (a residual connection).",
+        &[("other", "the name of the value to add (required)")],
+    ),
+    doc("sigmoid", "1/(1 + e^−x); derivative at most ¼.", NONE),
+    doc("tanh", "Hyperbolic tangent; values in (−1, 1).", NONE),
+    doc("relu", "max(0, x).", NONE),
+    doc("leaky_relu", "x for x > 0, alpha·x otherwise.", ALPHA_LEAKY),
+    doc(
+        "elu",
+        "x for x > 0, alpha·(eˣ − 1) otherwise.",
+        &[("alpha", "value approached for large negative inputs (default 1.0)")],
+    ),
+    doc(
+        "gelu",
+        "x·Φ(x), Φ the normal distribution function.",
+        &[("tanh", "use the tanh approximation (default `false`)")],
+    ),
+    doc("silu", "x·sigmoid(x).", NONE),
+    doc("swish", "x·sigmoid(x) (the same as `silu`).", NONE),
+    doc("softplus", "ln(1 + eˣ), a smooth relu.", NONE),
+    doc("softmax", "Exponentials normalised to sum to 1 (class probabilities).", NONE),
+    doc("identity", "Passes values through unchanged.", NONE),
+];
+
+/// Optimizers, in the order of `check::train::OPTIMIZERS`.
+pub const OPTIMIZERS: &[Doc] = &[
+    doc("gd", "Gradient descent (usually with `batch = full`).", &[("lr", "learning rate (default 0.01)")]),
+    doc(
+        "sgd",
+        "Stochastic gradient descent, optionally with momentum.",
+        &[
+            ("lr", "learning rate (default 0.01)"),
+            ("momentum", "fraction of the last step kept (default 0)"),
+            ("nesterov", "Nesterov's look-ahead momentum (default `false`)"),
+        ],
+    ),
+    doc(
+        "momentum",
+        "Gradient descent with momentum.",
+        &[("lr", "learning rate (default 0.01)"), ("momentum", "fraction of the last step kept (default 0.9)")],
+    ),
+    doc(
+        "nesterov",
+        "Nesterov's accelerated gradient.",
+        &[("lr", "learning rate (default 0.01)"), ("momentum", "fraction of the last step kept (default 0.9)")],
+    ),
+    doc(
+        "adam",
+        "Adam: per-weight steps from running means of the gradient and its square.",
+        &[
+            ("lr", "learning rate (default 0.001)"),
+            ("beta1", "decay of the gradient's running mean (default 0.9)"),
+            ("beta2", "decay of the squared gradient's running mean (default 0.999)"),
+            ("eps", "added to the denominator (default 1e-8)"),
+        ],
+    ),
+    doc(
+        "anneal",
+        "Simulated annealing: random weight moves, accepted by the Metropolis rule; no gradients.",
+        &[
+            ("temperature", "starting temperature (default 1.0)"),
+            ("cooling", "temperature factor per epoch (default 0.95)"),
+            ("scale", "standard deviation of a move (default 0.1)"),
+        ],
+    ),
+    doc(
+        "cd",
+        "Contrastive divergence for RBMs.",
+        &[("k", "Gibbs steps per update (default 1)"), ("lr", "learning rate (default 0.01)")],
+    ),
+];
+
+/// Learning-rate schedules, in the order of `check::train::SCHEDULES`.
+pub const SCHEDULES: &[Doc] = &[
+    doc("constant", "The same learning rate every epoch.", NONE),
+    doc(
+        "step",
+        "Multiplies the learning rate by `gamma` every `every` epochs.",
+        &[("every", "epochs between drops (required)"), ("gamma", "factor at each drop (default 0.1)")],
+    ),
+    doc(
+        "exponential",
+        "Multiplies the learning rate by `gamma` every epoch.",
+        &[("gamma", "factor per epoch (required)")],
+    ),
+    doc(
+        "cosine",
+        "Cosine decay from the learning rate to `min_lr` over the epochs.",
+        &[("min_lr", "final learning rate (default 0)")],
+    ),
+];
+
+/// Data sources, in the order of `check::train::SOURCES`.
+pub const SOURCES: &[Doc] = &[
+    doc("builtin", "A data set compiled into nnc.", &[("name", "`\"digits\"` or `\"diabetes\"` (required)")]),
+    doc(
+        "csv",
+        "Rows of a CSV file: the features, then the target.",
+        &[
+            ("train", "path of the training rows (required)"),
+            ("test", "path of the test rows"),
+            ("target", "header name of the target column (default: the last column)"),
+        ],
+    ),
+    doc(
+        "idx",
+        "MNIST-style IDX files (gzip allowed).",
+        &[
+            ("images", "training images (required)"),
+            ("labels", "training labels (required)"),
+            ("test_images", "test images"),
+            ("test_labels", "test labels"),
+        ],
+    ),
+];
+
+const LOSS_ARGS: &[(&str, &str)] =
+    &[("prediction", "the value predicted"), ("target", "the target it is compared with")];
+
+/// Losses.
+pub const LOSSES: &[Doc] = &[
+    doc("mse", "Mean squared error, for `real` targets.", LOSS_ARGS),
+    doc("cross_entropy", "Softmax cross-entropy of logits against a `class(K)` target.", LOSS_ARGS),
+    doc("binary_cross_entropy", "Sigmoid cross-entropy of logits against a `binary` target.", LOSS_ARGS),
+];
+
+/// Unsupervised pretraining (`pretrain = cd(…)`).
+pub const PRETRAIN: &[Doc] = &[doc(
+    "cd",
+    "Greedy layer-wise pretraining of every RBM by contrastive divergence before training.",
+    &[
+        ("k", "Gibbs steps per update (default 1)"),
+        ("epochs", "epochs per RBM (default 5)"),
+        ("lr", "learning rate (default 0.1)"),
+    ],
+)];
+
+/// `train { … }` settings, in the order of `check::train::SETTINGS`.
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("optimizer", "how weights are updated: `sgd(lr = 0.1)`, `adam()`, … (default `sgd(lr = 0.01)`)"),
+    ("lr", "learning rate, when the optimizer does not give one"),
+    ("schedule", "how the learning rate changes per epoch: `step(every = 10)`, `cosine()`, … (default constant)"),
+    ("batch", "rows per step, or `full` for all of them (default 32)"),
+    ("epochs", "passes over the training data (default 10)"),
+    ("clip_norm", "rescale the whole gradient to at most this L2 norm"),
+    ("clip_value", "clip each gradient element to ±this"),
+    ("l2", "L2 penalty added to the loss (default 0)"),
+    ("weight_decay", "decoupled weight decay per step (default 0)"),
+    ("seed", "seed of initialisation, shuffling and dropout (default 0)"),
+    ("validation", "fraction of the training rows held out to validate on (default 0)"),
+    ("data", "where the rows come from: `builtin(\"digits\")`, `csv(\"train.csv\")`, `idx(…)`"),
+    ("scale", "divide every input by this (255 for grey levels)"),
+    ("standardize", "`true`: shift and scale each input column to mean 0, deviation 1 (from the training rows)"),
+    ("pretrain", "pretrain the RBMs first: `cd(k = 1, epochs = 5)`"),
+];
+
+/// The documentation of a call named `name` where `family` is expected.
+pub fn find(family: &'static [Doc], name: &str) -> Option<&'static Doc> {
+    family.iter().find(|d| d.name == name)
+}
+
+/// Every family a call may belong to, each with its name in words.
+pub const FAMILIES: &[(&str, &[Doc])] = &[
+    ("layer", LAYERS),
+    ("optimizer", OPTIMIZERS),
+    ("schedule", SCHEDULES),
+    ("data source", SOURCES),
+    ("loss", LOSSES),
+];
+
+impl Doc {
+    /// `conv2d(filters, kernel, stride = …)`: the call as written.
+    pub fn signature(&self, required: &[&str]) -> String {
+        if self.args.is_empty() {
+            return self.name.to_string();
+        }
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|(a, _)| if required.contains(a) { a.to_string() } else { format!("{a} = …") })
+            .collect();
+        format!("{}({})", self.name, args.join(", "))
+    }
+
+    /// Markdown: the summary and a line per argument.
+    pub fn markdown(&self, required: &[&str]) -> String {
+        let mut out = format!("```nn\n{}\n```\n{}", self.signature(required), self.summary);
+        if !self.args.is_empty() {
+            out.push('\n');
+            for (arg, meaning) in self.args {
+                out.push_str(&format!("\n- `{arg}`: {meaning}"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{layers, train};
+
+    fn names(docs: &[Doc]) -> Vec<(&str, Vec<&str>)> {
+        docs.iter().map(|d| (d.name, d.args.iter().map(|(a, _)| *a).collect())).collect()
+    }
+
+    #[test]
+    fn the_documentation_lists_what_the_checker_accepts() {
+        let layers: Vec<(&str, Vec<&str>)> = layers::LAYERS.iter().map(|s| (s.keyword, s.params.to_vec())).collect();
+        assert_eq!(names(LAYERS), layers);
+        let optimizers: Vec<(&str, Vec<&str>)> = train::OPTIMIZERS.iter().map(|(n, a)| (*n, a.to_vec())).collect();
+        assert_eq!(names(OPTIMIZERS), optimizers);
+        let three = |t: &[(&'static str, &'static [&'static str], &'static [&'static str])]| -> Vec<(&str, Vec<&str>)> {
+            t.iter().map(|(n, a, _)| (*n, a.to_vec())).collect()
+        };
+        assert_eq!(names(SCHEDULES), three(train::SCHEDULES));
+        assert_eq!(names(SOURCES), three(train::SOURCES));
+        assert_eq!(SETTINGS.iter().map(|(s, _)| *s).collect::<Vec<_>>(), train::SETTINGS);
+    }
+}
