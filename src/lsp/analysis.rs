@@ -205,7 +205,11 @@ fn argument_doc(file: &ast::File, offset: usize) -> Option<(Span, String)> {
     for block in &file.blocks {
         stage_calls(&block.body, &mut calls);
     }
-    calls.into_iter().find_map(|call| call_doc(docs::LAYERS, call, offset))
+    // On a layer's name the hover shows what the layer produced instead.
+    calls
+        .into_iter()
+        .filter(|call| !contains(call.name.span, offset))
+        .find_map(|call| call_doc(docs::LAYERS, call, offset))
 }
 
 /// The documentation of `call` (of `family`) when `offset` is on its name,
