@@ -44,3 +44,24 @@ fn neovim_shows_the_shape_mistake() {
     assert!(lines[2].starts_with("4:11:1:`dense` expects a vector [features]"), "{seen}");
     assert!(lines[2].contains("found [1, 28, 28]") && lines[2].contains("help: insert `flatten` before it"), "{seen}");
 }
+
+/// The VS Code extension's files are valid JSON, its grammar highlights
+/// every keyword of `grammar/nn.pest`, and it starts `nnc lsp`.
+#[test]
+fn the_vscode_extension_knows_the_language() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |path: &str| std::fs::read_to_string(format!("{root}/editors/vscode/{path}")).expect("readable");
+    for path in ["package.json", "language-configuration.json", "syntaxes/nn.tmLanguage.json"] {
+        serde_json::from_str::<serde_json::Value>(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    let grammar = read("syntaxes/nn.tmLanguage.json");
+    let pest = std::fs::read_to_string(format!("{root}/grammar/nn.pest")).expect("grammar");
+    let keywords = pest.lines().find(|l| l.starts_with("keyword")).expect("the keyword rule");
+    for word in keywords.split('"').skip(1).step_by(2) {
+        assert!(
+            grammar.contains(&format!("{word}|")) || grammar.contains(&format!("|{word})")),
+            "{word} not highlighted"
+        );
+    }
+    assert!(read("extension.js").contains(r#"args: ["lsp"]"#));
+}
