@@ -94,24 +94,30 @@ impl Analysis {
         if let Some(symbol) = self.symbol_at(offset) {
             return Some((symbol.definition, self.describe_symbol(symbol)));
         }
-        let index = self.model_at(offset)?;
-        let model = &self.models[index];
-        // The innermost stage or layer whose text holds the offset.
-        let stage = model.stages.iter().filter(|s| contains(s.span, offset)).min_by_key(|s| s.span.end - s.span.start);
-        if let Some(stage) = stage {
-            return Some((stage.span, describe_value(model, stage.value)));
+        if let Some(model) = self.model_at(offset).map(|i| &self.models[i]) {
+            // The innermost stage whose text holds the offset.
+            let stages = model.stages.iter().filter(|s| contains(s.span, offset));
+            if let Some(stage) = stages.min_by_key(|s| s.span.end - s.span.start) {
+                return Some((stage.span, describe_value(model, stage.value)));
+            }
         }
-        let nodes: Vec<usize> = (0..model.nodes.len()).filter(|&n| contains(model.nodes[n].span, offset)).collect();
-        let first = *nodes.first()?;
+        // A layer inside a `repeat` or a block: every time it was applied,
+        // in every model that uses it.
+        let applied: Vec<(&CheckedModel, usize)> = self
+            .models
+            .iter()
+            .flat_map(|m| (0..m.nodes.len()).filter(|&n| contains(m.nodes[n].span, offset)).map(move |n| (m, n)))
+            .collect();
+        let (first_model, first) = *applied.first()?;
         let mut text = String::new();
-        if nodes.len() > 1 {
-            text += &format!("applied {} times:\n\n", nodes.len());
+        if applied.len() > 1 {
+            text += &format!("applied {} times:\n\n", applied.len());
         }
-        for &n in nodes.iter().take(8) {
+        for &(model, n) in applied.iter().take(8) {
             text += &describe_value(model, ValueRef::Node(n));
             text += "\n\n";
         }
-        Some((model.nodes[first].span, text.trim_end().to_string()))
+        Some((first_model.nodes[first].span, text.trim_end().to_string()))
     }
 
     fn describe_symbol(&self, symbol: &Symbol) -> String {
@@ -339,5 +345,48 @@ impl Uses {
             Value::List(items, _) => items.iter().for_each(|v| self.value(v, label)),
             Value::Number(_) | Value::String(..) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCE: &str = "block conv3(f) { conv2d(f, kernel = 3, padding = 1) |> relu }
+model m {
+  input x: [3, 8, 8]
+  target y: class(2)
+  x |> conv3(4) |> repeat(2) { conv3(4) } |> flatten |> maxpool(2) |> dense(2, shared = nothing) => p
+  loss = cross_entropy(p, y)
+}
+";
+
+    fn spans_of(needle: &str) -> Vec<usize> {
+        SOURCE.match_indices(needle).map(|(i, _)| i).collect()
+    }
+
+    #[test]
+    fn blocks_and_their_parameters_resolve() {
+        let analysis = Analysis::of(SOURCE);
+        let calls = spans_of("conv3(");
+        let block = analysis.symbol_at(calls[1] + 1).expect("a block call");
+        assert_eq!((block.kind, block.definition.start), (SymbolKind::Block, calls[0]));
+        assert_eq!(block.references.iter().map(|r| r.start).collect::<Vec<_>>(), calls[1..]);
+        let param = analysis.symbol_at(spans_of("(f,")[0] + 1).expect("a parameter use");
+        assert_eq!((param.kind, param.definition.start), (SymbolKind::Param, spans_of("(f)")[0] + 1));
+        // A label that is not defined anywhere is not a symbol.
+        assert!(analysis.symbol_at(spans_of("nothing")[0]).is_none());
+    }
+
+    #[test]
+    fn a_model_with_an_error_still_shows_what_checked() {
+        let analysis = Analysis::of(SOURCE);
+        assert_eq!(analysis.diags.iter().filter(|d| d.is_error()).count(), 1, "{:?}", analysis.diags);
+        let hints: Vec<String> = analysis.inlay_hints().into_iter().map(|(_, label)| label).collect();
+        // Up to the `maxpool` that cannot take a vector.
+        assert_eq!(hints, ["[4, 8, 8]", "[4, 8, 8]", "[256]"]);
+        // Hover inside the block's body: the layer as applied, three times.
+        let (_, text) = analysis.hover(spans_of("relu")[0]).expect("hover");
+        assert!(text.starts_with("applied 3 times") && text.contains("`relu` → `[4, 8, 8]`"), "{text}");
     }
 }
