@@ -41,7 +41,7 @@ fn is_word(c: char) -> bool {
 /// The word that ends at byte `end` of `text`.
 fn word_before(text: &str, end: usize) -> &str {
     let before = text[..end].trim_end();
-    let start = before.rfind(|c: char| !is_word(c)).map_or(0, |i| i + 1);
+    let start = before.char_indices().rev().find(|(_, c)| !is_word(*c)).map_or(0, |(i, c)| i + c.len_utf8());
     &before[start..]
 }
 

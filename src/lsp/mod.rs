@@ -332,3 +332,47 @@ fn document_symbols(doc: &Document) -> Vec<DocumentSymbol> {
     }
     symbols
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{Analysis, complete};
+
+    const MODELS: [&str; 3] = [
+        include_str!("../../models/lenet.nn"),
+        include_str!("../../models/autoencoder.nn"),
+        include_str!("../../models/vgg16.nn"),
+    ];
+    const PIECES: [&str; 12] = ["|>", "=>", "(", ")", "{", "}", "[", "=", ",", "conv2d(", "😀", "\n"];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Text being typed is mostly broken: every request at every place
+        /// of a mangled model answers without panicking.
+        #[test]
+        fn any_text_and_any_position_is_answered(model in 0usize..3, edits in prop::collection::vec((any::<prop::sample::Index>(), 0usize..12, 0usize..8), 1..6)) {
+            let mut text = MODELS[model].to_string();
+            for (at, piece, cut) in edits {
+                let mut i = at.index(text.len() + 1);
+                while !text.is_char_boundary(i) {
+                    i -= 1;
+                }
+                let mut end = (i + cut).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                text.replace_range(i..end, PIECES[piece]);
+            }
+            let analysis = Analysis::of(&text);
+            analysis.inlay_hints();
+            let _ = crate::format::format_source(&text);
+            for offset in (0..=text.len()).filter(|&i| text.is_char_boundary(i)).step_by(7) {
+                analysis.hover(offset);
+                analysis.symbol_at(offset);
+                complete::complete(&analysis, &text, offset);
+            }
+        }
+    }
+}
