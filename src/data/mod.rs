@@ -17,7 +17,7 @@ use crate::check::{CheckedModel, DataSource, InputKind, Layer, TargetKind, Value
 pub use self::csv::parse_csv;
 
 /// Rows of features and targets.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Dataset {
     pub rows: usize,
     /// Features per row.
@@ -144,7 +144,7 @@ impl RowSpec {
     }
 
     /// Checks one input value; `Err` says what is wrong.
-    fn check_feature(&self, value: f32) -> Result<(), String> {
+    pub fn check_feature(&self, value: f32) -> Result<(), String> {
         match self.vocab {
             Some(vocab) if value < 0.0 || value.fract() != 0.0 || value >= vocab as f32 => {
                 Err(format!("`{value}` is not a token id: ids are whole numbers from 0 to {}", vocab - 1))

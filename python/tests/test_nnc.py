@@ -1,0 +1,234 @@
+"""The nnc Python package against real data and against the nnc command.
+
+Needs the package installed (`maturin develop` in python/) and the `nnc`
+command built (`cargo build`; `NNC_BIN` overrides where it is looked for).
+"""
+
+import gzip
+import json
+import os
+import signal
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnc
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "models"
+NNC = os.environ.get("NNC_BIN", str(ROOT / "target" / "debug" / "nnc"))
+
+
+def read_csv(name):
+    """A CSV of models/data as (features, last column)."""
+    with gzip.open(MODELS / "data" / name, "rt") as f:
+        rows = np.loadtxt(f, delimiter=",", skiprows=1, dtype=np.float32)
+    return rows[:, :-1], rows[:, -1]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x_train, y_train = read_csv("digits_train.csv.gz")
+    x_test, y_test = read_csv("digits_test.csv.gz")
+    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+
+
+def run_nnc(*args, cwd=None):
+    done = subprocess.run([NNC, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def read_safetensors(path):
+    """Every tensor of a safetensors file: {name: float32 array}."""
+    data = Path(path).read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    body = data[8 + length :]
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        assert info["dtype"] == "F32"
+        tensors[name] = np.frombuffer(body[start:end], dtype="<f4").reshape(info["shape"])
+    return tensors
+
+
+def test_the_digits_mlp_trains_from_numpy_arrays(digits):
+    x_train, y_train, x_test, y_test = digits
+    model = nnc.compile(MODELS / "digits_mlp.nn")
+    history = model.fit(x_train, y_train, validation_data=(x_test, y_test), verbose=False)
+    assert len(history) == 40 and model.epochs_done == 40
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert {"epoch", "loss", "lr", "seconds", "val_loss", "val_accuracy"} <= set(history[-1])
+    result = model.evaluate(x_test, y_test)
+    assert result["rows"] == 359
+    assert result["accuracy"] >= 0.96, result
+    assert result["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
+
+
+def test_training_from_python_equals_nnc_train(digits, tmp_path):
+    """Same model, data, seed and epochs: every tensor (weights and Adam's
+    state) bit for bit, under the same names as the command's checkpoint."""
+    x_train, y_train, _, _ = digits
+    run_nnc("train", MODELS / "digits_mlp.nn", "--epochs", 2, "--quiet", "--save", tmp_path / "cli.safetensors")
+    model = nnc.compile(MODELS / "digits_mlp.nn")
+    model.fit(x_train, y_train, epochs=2, verbose=False)
+    ours = model.state_dict()
+    theirs = read_safetensors(tmp_path / "cli.safetensors")
+    assert sorted(ours) == sorted(theirs)
+    assert "dense1.weight" in ours and ours["dense1.weight"].shape == (64, 64)
+    for name, value in theirs.items():
+        assert np.array_equal(ours[name], value), name
+
+
+def test_predict_equals_nnc_predict(digits, tmp_path):
+    x_train, y_train, x_test, _ = digits
+    model = nnc.compile(MODELS / "digits_mlp.nn")
+    model.fit(x_train, y_train, epochs=3, verbose=False)
+    model.save(tmp_path / "w.safetensors")
+    rows = x_test[:50]
+    header = ",".join(f"p{i}" for i in range(64))
+    np.savetxt(tmp_path / "rows.csv", rows, fmt="%d", delimiter=",", header=header, comments="")
+    printed = run_nnc("predict", MODELS / "digits_mlp.nn", "--weights", tmp_path / "w.safetensors", "--input", tmp_path / "rows.csv")
+    probabilities = model.predict(rows)
+    ours = ["class," + ",".join(f"p{c}" for c in range(10))]
+    ours += [f"{p.argmax()}," + ",".join(f"{v:.6f}" for v in p) for p in probabilities]
+    assert printed.splitlines() == ours
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+    logits = model.predict(rows, logits=True)
+    assert np.array_equal(logits.argmax(axis=1), probabilities.argmax(axis=1))
+
+
+def test_regression_predictions_equal_nnc_predict_bit_for_bit(tmp_path):
+    """`nnc predict` prints regression values in full (shortest round-trip)."""
+    x_train, y_train = read_csv("diabetes_train.csv.gz")
+    x_test, _ = read_csv("diabetes_test.csv.gz")
+    model = nnc.compile(MODELS / "diabetes.nn")
+    model.fit(x_train, y_train, epochs=20, verbose=False)
+    model.save(tmp_path / "d.safetensors")
+    header = ",".join(f"x{i}" for i in range(x_test.shape[1]))
+    np.savetxt(tmp_path / "rows.csv", x_test, fmt="%.9g", delimiter=",", header=header, comments="")
+    printed = run_nnc("predict", MODELS / "diabetes.nn", "--weights", tmp_path / "d.safetensors", "--input", tmp_path / "rows.csv")
+    values = np.array([float(line) for line in printed.splitlines()[1:]], dtype=np.float32)
+    rows = np.loadtxt(tmp_path / "rows.csv", delimiter=",", skiprows=1, dtype=np.float32)
+    assert np.array_equal(model.predict(rows)[:, 0], values)
+
+
+def test_a_shape_mistake_raises_compile_error_with_code_line_and_help():
+    source = "model m {\n  input image: [1, 28, 28]\n  target digit: class(10)\n  image |> dense(10) => logits\n  loss = cross_entropy(logits, digit)\n}\n"
+    with pytest.raises(nnc.CompileError) as raised:
+        nnc.compile(source)
+    error = raised.value
+    assert "`dense` expects a vector [features]" in str(error)
+    assert "insert `flatten` before it" in str(error)
+    [d] = error.diagnostics
+    assert (d["code"], d["line"], d["column"], d["severity"]) == ("nnc::shape::rank", 4, 12, "error")
+    assert d["help"] == "insert `flatten` before it"
+    with pytest.raises(ValueError, match="no model `other`"):
+        nnc.compile(MODELS / "xor.nn", model="other")
+
+
+def test_warnings_go_through_the_warnings_module():
+    source = "model m {\n  input x: [2]\n  target y: real[1]\n  x |> dense(1) => p\n  x |> dense(3) => spare\n  loss = mse(p, y)\n}\n"
+    with pytest.warns(UserWarning, match="value `spare` is never used"):
+        nnc.compile(source)
+
+
+def test_bad_arrays_are_refused_with_the_expected_shape(digits):
+    x_train, y_train, _, _ = digits
+    model = nnc.compile(MODELS / "digits_mlp.nn")
+    with pytest.raises(ValueError, match=r"x has shape \(10, 63\); the model's input `image` is \[64\] per row \(line 6\)"):
+        model.predict(x_train[:10, :63])
+    with pytest.raises(ValueError, match=r"pass an array of shape \(rows, 64\)"):
+        model.fit(x_train[0], y_train, verbose=False)
+    bad = x_train[:4].copy()
+    bad[2, 5] = np.nan
+    with pytest.raises(ValueError, match="holds NaN at row 2, feature 5"):
+        model.predict(bad)
+    with pytest.raises(ValueError, match="not a class id: ids are whole numbers from 0 to 9"):
+        model.fit(x_train[:4], np.array([0, 1, 10, 2]), verbose=False)
+    with pytest.raises(ValueError, match=r"y has shape \(3,\) for 4 rows"):
+        model.fit(x_train[:4], np.array([0, 1, 2]), verbose=False)
+    with pytest.raises(ValueError, match="holds text"):
+        model.predict(np.array([["a"] * 64]))
+    with pytest.raises(ValueError, match="complex numbers"):
+        model.predict(np.ones((1, 64), dtype=np.complex64))
+    # Other dtypes and layouts are converted once, to the same result.
+    model.fit(x_train, y_train, epochs=1, verbose=False)
+    as_float32 = model.predict(x_train[:5])
+    assert np.array_equal(model.predict(x_train[:5].astype(np.int64)), as_float32)
+    assert np.array_equal(model.predict(np.asfortranarray(x_train[:5].astype(np.float64))), as_float32)
+    assert np.array_equal(model.predict(x_train[:5].reshape(5, 8, 8).reshape(5, 64)), as_float32)
+
+
+def test_save_load_predict_round_trips_and_state_dicts_load(digits, tmp_path):
+    x_train, y_train, x_test, _ = digits
+    model = nnc.compile(MODELS / "digits_mlp.nn")
+    model.fit(x_train, y_train, epochs=2, verbose=False)
+    model.save(tmp_path / "m.safetensors")
+    loaded = nnc.load(MODELS / "digits_mlp.nn", tmp_path / "m.safetensors")
+    assert loaded.epochs_done == 2
+    assert np.array_equal(loaded.predict(x_test), model.predict(x_test))
+    fresh = nnc.compile(MODELS / "digits_mlp.nn")
+    fresh.fit(x_train[:32], y_train[:32], epochs=1, verbose=False)  # scale = 16 needs no statistics
+    fresh.load_state_dict(model.state_dict())
+    assert np.array_equal(fresh.predict(x_test), model.predict(x_test))
+    weights = model.state_dict()
+    weights["dense1.weight"] = weights["dense1.weight"][:, :10]
+    with pytest.raises(ValueError, match="dense1.weight"):
+        fresh.load_state_dict(weights)
+    with pytest.raises(ValueError, match="holds weights of model `digits_mlp`, not `xor`"):
+        nnc.load(MODELS / "xor.nn", tmp_path / "m.safetensors")
+
+
+def test_a_training_in_a_thread_can_be_stopped_and_the_model_stays_usable(digits):
+    x_train, y_train, x_test, y_test = digits
+    model = nnc.compile(MODELS / "digits_mlp.nn")
+    histories = []
+    worker = threading.Thread(target=lambda: histories.append(model.fit(x_train, y_train, epochs=100_000, verbose=False)))
+    worker.start()
+    # The interpreter's lock is free while the worker trains: this thread runs.
+    while model.epochs_done < 2:
+        time.sleep(0.01)
+    model.stop()
+    worker.join(timeout=600)
+    assert not worker.is_alive()
+    [history] = histories
+    assert 2 <= len(history) < 100_000
+    assert model.epochs_done == len(history)
+    assert model.evaluate(x_test, y_test)["accuracy"] > 0.5
+
+
+def test_ctrl_c_raises_keyboard_interrupt_after_the_current_step(digits):
+    x_train, y_train, x_test, y_test = digits
+    model = nnc.compile(MODELS / "digits_mlp.nn")
+    model.fit(x_train, y_train, epochs=1, verbose=False)
+    before = model.predict(x_test)
+
+    def interrupt_soon():
+        time.sleep(0.3)
+        signal.raise_signal(signal.SIGINT)
+
+    threading.Thread(target=interrupt_soon).start()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x_train, y_train, epochs=100_000, verbose=False)
+    # Epochs finished before the interruption are kept; the model still works.
+    assert model.epochs_done >= 1
+    after = model.evaluate(x_test, y_test)
+    assert np.isfinite(after["loss"])
+    assert model.predict(x_test).shape == before.shape
+
+
+def test_summary_as_text_and_dict():
+    model = nnc.compile(MODELS / "lenet.nn")
+    assert "conv2d1" in model.summary()
+    table = model.summary(as_dict=True)
+    assert table["model"] == "lenet" and table["total_params"] == 61706
+    assert model.input == ("image", (1, 28, 28), "real")
