@@ -61,6 +61,8 @@ pub mod library;
 pub mod bench;
 pub mod checkpoint;
 pub mod explain;
+// `nnc export`: a trained model as an ONNX graph.
+pub mod onnx;
 // `nnc lsp`: the checker, live in an editor.
 pub mod gradcheck;
 pub mod lsp;

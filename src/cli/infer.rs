@@ -222,6 +222,30 @@ pub struct BuildArgs {
     pub target_cpu: String,
 }
 
+/// `nnc export`: the checkpoint's model as an ONNX graph, written atomically.
+pub fn export(
+    file: &Path,
+    model: Option<&str>,
+    weights: &Path,
+    output: &Path,
+    options: &crate::onnx::Options,
+) -> Outcome {
+    if output.extension().is_none_or(|e| !e.eq_ignore_ascii_case("onnx")) {
+        return Err(Failure::Usage(format!("-o names the ONNX file to write: `….onnx` (got {})", output.display())));
+    }
+    crate::io::refuse_non_file(output)
+        .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", output.display())))?;
+    let (checked, index, runtime, saved) = trained(file, model, weights)?;
+    let tensors: crate::onnx::Tensors =
+        runtime.tensors().into_iter().map(|(name, shape, values)| (name, (shape, values))).collect();
+    let bytes =
+        crate::onnx::export(&checked.models[index], &tensors, &saved.scaler, options).map_err(Failure::Usage)?;
+    crate::io::write_atomic(output, &bytes)
+        .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", output.display())))?;
+    say!("wrote {} ({} bytes, opset {})", output.display(), bytes.len(), options.opset);
+    Ok(())
+}
+
 pub fn build(file: &Path, model: Option<&str>, args: &BuildArgs) -> Outcome {
     let target = TargetCpu::parse(&args.target_cpu).map_err(Failure::Usage)?;
     if let Some(name) = &args.name {

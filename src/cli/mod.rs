@@ -190,6 +190,23 @@ enum Command {
         #[arg(long, default_value = "native")]
         target_cpu: String,
     },
+    /// Write trained weights as an ONNX inference graph (onnxruntime, OpenVINO, …).
+    Export {
+        #[command(flatten)]
+        target: ModelChoice,
+        /// A checkpoint written by `nnc train --save`.
+        #[arg(long)]
+        weights: PathBuf,
+        /// The `.onnx` file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The ONNX opset the graph uses (14 to 21).
+        #[arg(long, default_value_t = crate::onnx::DEFAULT_OPSET)]
+        opset: i64,
+        /// The batch dimension: `dynamic` (named `batch`) or a fixed size.
+        #[arg(long, default_value = "dynamic", value_parser = export_batch)]
+        batch: BatchDim,
+    },
     /// Measure compile time, training throughput, inference latency and memory.
     Bench {
         #[command(flatten)]
@@ -352,6 +369,10 @@ fn execute(command: Command) -> Outcome {
         Command::Bench { target, batch, backend, seconds, json, max_memory } => {
             let options = BenchOptions { batch, backend: backend.into(), seconds, json, max_memory };
             bench(&target.file, target.model.as_deref(), &options)
+        }
+        Command::Export { target, weights, output, opset, batch } => {
+            let options = crate::onnx::Options { opset, batch: batch.0 };
+            infer::export(&target.file, target.model.as_deref(), &weights, &output, &options)
         }
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Lsp => crate::lsp::serve().map_err(Failure::Usage),
@@ -622,6 +643,15 @@ pub(crate) fn model_data_dir(model_file: &Path, data_dir: Option<&Path>) -> Path
 }
 
 /// The model's training batch size (64 for `batch = full`, a typical size).
+/// An exported graph's batch dimension: `None` for dynamic.
+#[derive(Clone)]
+struct BatchDim(Option<usize>);
+
+/// `--batch dynamic` or a size ≥ 1.
+fn export_batch(text: &str) -> Result<BatchDim, String> {
+    if text == "dynamic" { Ok(BatchDim(None)) } else { batch_size(text).map(|b| BatchDim(Some(b))) }
+}
+
 fn training_batch(model: &CheckedModel) -> usize {
     match model.train.batch {
         crate::check::Batch::Size(b) => b,

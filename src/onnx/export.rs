@@ -1,0 +1,464 @@
+//! A checked model with its trained tensors → an ONNX inference graph.
+//!
+//! The graph computes what `nnc predict` prints from the same raw rows: the
+//! checkpoint's input scaling first, the layers in evaluation mode (dropout
+//! gone, batchnorm on its running statistics), and for a classifier the
+//! softmax of its scores. Only the layers the prediction depends on are
+//! written. Weights keep their checkpoint names as initializers; a shared
+//! or tied weight is one initializer.
+
+use std::collections::{HashMap, HashSet};
+
+use prost::Message;
+
+use super::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+};
+use crate::check::{Activation, CheckedModel, InputKind, Layer, ValueRef, Weights};
+use crate::data::Scaler;
+use crate::train::metrics::Task;
+
+/// The opsets written: 14 brings batch-first LSTM/RNN; 21 is what the
+/// checker and onnxruntime here know.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 14..=21;
+pub const DEFAULT_OPSET: i64 = 17;
+
+/// Tensors by checkpoint name: (shape, values).
+pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+pub struct Options {
+    pub opset: i64,
+    /// A fixed batch; `None`: the batch dimension is named and dynamic.
+    pub batch: Option<usize>,
+}
+
+/// The model as ONNX protobuf bytes.
+pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options: &Options) -> Result<Vec<u8>, String> {
+    if !OPSETS.contains(&options.opset) {
+        return Err(format!(
+            "opset {} is not written; choose one from {} to {}",
+            options.opset,
+            OPSETS.start(),
+            OPSETS.end()
+        ));
+    }
+    let input = model.inputs.first().ok_or("the model has no input")?;
+    let mut g = Builder {
+        opset: options.opset,
+        tensors,
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+        written: HashSet::new(),
+        counter: 0,
+    };
+    let mut values: HashMap<ValueRef, String> = HashMap::new();
+    values.insert(ValueRef::Input(0), g.preprocess(&input.name, &input.shape, scaler)?);
+
+    let (prediction, output_shape) = match &model.loss {
+        Some(loss) => (loss.prediction, model.shape_of(loss.prediction)),
+        None => {
+            let last = model.nodes.len().checked_sub(1).ok_or("the model has no layers")?;
+            (ValueRef::Node(last), model.nodes[last].shape.clone())
+        }
+    };
+    for index in needed(model, prediction) {
+        let node = &model.nodes[index];
+        let x = values
+            .get(&node.inputs[0])
+            .cloned()
+            .ok_or_else(|| format!("`{}` reads a value nnc cannot export", node.name))?;
+        let y = g.layer(model, index, x, &values)?;
+        values.insert(ValueRef::Node(index), y);
+    }
+    let result = values.get(&prediction).cloned().ok_or("the prediction reads the input directly")?;
+    let (output, doc) = match Task::of(model) {
+        Task::Classes(_) => {
+            let probabilities = "probabilities".to_string();
+            g.node_to("Softmax", vec![result], &probabilities, vec![int("axis", -1)]);
+            (probabilities, "the class probabilities (softmax of the scores)")
+        }
+        _ => {
+            let name = model
+                .values
+                .iter()
+                .find(|v| v.value == prediction)
+                .map_or("prediction".to_string(), |v| v.name.clone());
+            let name = if name == input.name { format!("{name}_out") } else { name };
+            g.node_to("Identity", vec![result], &name, vec![]);
+            (name, "the predicted values")
+        }
+    };
+    let batch = match options.batch {
+        Some(b) => dim_value(b as i64),
+        None => dim_param("batch"),
+    };
+    let tensor_type = |dims: Vec<tensor_shape_proto::Dimension>| TypeProto {
+        denotation: None,
+        value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+            elem_type: Some(DataType::Float as i32),
+            shape: Some(TensorShapeProto { dim: dims }),
+        })),
+    };
+    let shape_of = |shape: &[usize]| {
+        std::iter::once(batch.clone()).chain(shape.iter().map(|&d| dim_value(d as i64))).collect::<Vec<_>>()
+    };
+    let kind = match input.kind {
+        InputKind::Tokens => "token ids (whole numbers, as floats)",
+        InputKind::Seq => "sequences, raw as in the training data",
+        InputKind::Real => "raw features, as in the training data",
+    };
+    let graph = GraphProto {
+        name: Some(model.name.clone()),
+        node: g.nodes,
+        initializer: g.initializers,
+        input: vec![ValueInfoProto {
+            name: Some(input.name.clone()),
+            r#type: Some(tensor_type(shape_of(&input.shape))),
+            doc_string: Some(kind.to_string()),
+            ..Default::default()
+        }],
+        output: vec![ValueInfoProto {
+            name: Some(output),
+            r#type: Some(tensor_type(shape_of(&output_shape))),
+            doc_string: Some(doc.to_string()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let proto = ModelProto {
+        ir_version: Some(if options.opset >= 21 { 10 } else { 8 }),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(options.opset) }],
+        producer_name: Some("nnc".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        doc_string: Some(format!("model `{}`, exported by nnc", model.name)),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    Ok(proto.encode_to_vec())
+}
+
+/// The layers the prediction depends on, in order.
+fn needed(model: &CheckedModel, prediction: ValueRef) -> Vec<usize> {
+    let mut keep = HashSet::new();
+    let mut stack = vec![prediction];
+    while let Some(ValueRef::Node(n)) = stack.pop() {
+        if keep.insert(n) {
+            stack.extend(model.nodes[n].inputs.iter().copied());
+        }
+    }
+    let mut order: Vec<usize> = keep.into_iter().collect();
+    order.sort_unstable();
+    order
+}
+
+fn dim_value(v: i64) -> tensor_shape_proto::Dimension {
+    tensor_shape_proto::Dimension { denotation: None, value: Some(tensor_shape_proto::dimension::Value::DimValue(v)) }
+}
+
+fn dim_param(name: &str) -> tensor_shape_proto::Dimension {
+    tensor_shape_proto::Dimension {
+        denotation: None,
+        value: Some(tensor_shape_proto::dimension::Value::DimParam(name.to_string())),
+    }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Float as i32),
+        f: Some(v),
+        ..Default::default()
+    }
+}
+
+/// The graph being written.
+struct Builder<'a> {
+    opset: i64,
+    tensors: &'a Tensors,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    written: HashSet<String>,
+    counter: usize,
+}
+
+impl Builder<'_> {
+    fn fresh(&mut self, base: &str) -> String {
+        self.counter += 1;
+        format!("{base}_{}", self.counter)
+    }
+
+    fn node_to(&mut self, op: &str, inputs: Vec<String>, output: &str, attributes: Vec<AttributeProto>) {
+        let name = self.fresh(op);
+        self.nodes.push(NodeProto {
+            name: Some(name),
+            op_type: Some(op.into()),
+            input: inputs,
+            output: vec![output.to_string()],
+            attribute: attributes,
+            domain: Some(String::new()),
+            ..Default::default()
+        });
+    }
+
+    /// A node with one fresh output named after `base`.
+    fn node(&mut self, op: &str, inputs: Vec<String>, base: &str, attributes: Vec<AttributeProto>) -> String {
+        let output = self.fresh(base);
+        self.node_to(op, inputs, &output, attributes);
+        output
+    }
+
+    fn initializer(&mut self, name: &str, dims: &[usize], values: &[f32]) -> String {
+        if self.written.insert(name.to_string()) {
+            self.initializers.push(TensorProto {
+                name: Some(name.to_string()),
+                dims: dims.iter().map(|&d| d as i64).collect(),
+                data_type: Some(DataType::Float as i32),
+                raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+                ..Default::default()
+            });
+        }
+        name.to_string()
+    }
+
+    fn int64s(&mut self, base: &str, values: &[i64]) -> String {
+        let name = self.fresh(base);
+        self.written.insert(name.clone());
+        self.initializers.push(TensorProto {
+            name: Some(name.clone()),
+            dims: vec![values.len() as i64],
+            data_type: Some(DataType::Int64 as i32),
+            raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ..Default::default()
+        });
+        name
+    }
+
+    fn constant(&mut self, base: &str, value: f32) -> String {
+        let name = self.fresh(base);
+        self.initializer(&name, &[], &[value])
+    }
+
+    /// A trained tensor by its checkpoint name, as an initializer.
+    fn weight(&mut self, name: &str) -> Result<String, String> {
+        let (shape, values) = self.tensors.get(name).ok_or_else(|| format!("the weights have no tensor `{name}`"))?;
+        let (shape, values) = (shape.clone(), values.clone());
+        Ok(self.initializer(name, &shape, &values))
+    }
+
+    /// A recurrent weight in ONNX's layout: `[1, rows, cols]` with the
+    /// gate blocks of PyTorch's order (i, f, g, o) put in ONNX's (i, o, f, c).
+    fn gates(&mut self, name: &str, gates: usize, base: &str) -> Result<String, String> {
+        let (shape, values) = self.tensors.get(name).ok_or_else(|| format!("the weights have no tensor `{name}`"))?;
+        let block = values.len() / gates;
+        let order: &[usize] = if gates == 4 { &[0, 3, 1, 2] } else { &[0] };
+        let reordered: Vec<f32> =
+            order.iter().flat_map(|&g| values[g * block..(g + 1) * block].iter().copied()).collect();
+        let dims: Vec<usize> = std::iter::once(1).chain(shape.iter().copied()).collect();
+        let out = self.fresh(base);
+        Ok(self.initializer(&out, &dims, &reordered))
+    }
+
+    /// The raw input, scaled as the checkpoint's scaler says.
+    fn preprocess(&mut self, input: &str, shape: &[usize], scaler: &Scaler) -> Result<String, String> {
+        Ok(match scaler {
+            Scaler::None => input.to_string(),
+            Scaler::Scale(s) => {
+                let s = self.constant("scale", *s);
+                self.node("Div", vec![input.to_string(), s], "scaled", vec![])
+            }
+            Scaler::Standardize { mean, std } => {
+                let m = self.fresh("mean");
+                let m = self.initializer(&m, shape, mean);
+                let s = self.fresh("std");
+                let s = self.initializer(&s, shape, std);
+                let centred = self.node("Sub", vec![input.to_string(), m], "centred", vec![]);
+                self.node("Div", vec![centred, s], "standardized", vec![])
+            }
+        })
+    }
+
+    fn layer(
+        &mut self,
+        model: &CheckedModel,
+        index: usize,
+        x: String,
+        values: &HashMap<ValueRef, String>,
+    ) -> Result<String, String> {
+        let node = &model.nodes[index];
+        let name = node.name.as_str();
+        let w = |suffix: &str| format!("{name}.{suffix}");
+        Ok(match &node.layer {
+            Layer::Dense { bias, weights, .. } => {
+                let (owner, trans_b) = match weights {
+                    Weights::Own => (name.to_string(), 1),
+                    Weights::Shared(n) => (model.nodes[*n].name.clone(), 1),
+                    Weights::Tied(n) => (model.nodes[*n].name.clone(), 0),
+                };
+                let mut inputs = vec![x, self.weight(&format!("{owner}.weight"))?];
+                if *bias {
+                    inputs.push(self.weight(&w("bias"))?);
+                }
+                self.node("Gemm", inputs, name, vec![int("transB", trans_b)])
+            }
+            Layer::Conv2d { kernel, stride, padding, dilation, bias, .. } => {
+                let mut inputs = vec![x, self.weight(&w("weight"))?];
+                if *bias {
+                    inputs.push(self.weight(&w("bias"))?);
+                }
+                let (k, s, p, d) = (*kernel as i64, *stride as i64, *padding as i64, *dilation as i64);
+                let attributes = vec![
+                    ints("kernel_shape", &[k, k]),
+                    ints("strides", &[s, s]),
+                    ints("pads", &[p, p, p, p]),
+                    ints("dilations", &[d, d]),
+                ];
+                self.node("Conv", inputs, name, attributes)
+            }
+            Layer::MaxPool { kernel, stride } | Layer::AvgPool { kernel, stride } => {
+                let op = if matches!(node.layer, Layer::MaxPool { .. }) { "MaxPool" } else { "AveragePool" };
+                let (k, s) = (*kernel as i64, *stride as i64);
+                self.node(op, vec![x], name, vec![ints("kernel_shape", &[k, k]), ints("strides", &[s, s])])
+            }
+            Layer::Flatten => self.node("Flatten", vec![x], name, vec![int("axis", 1)]),
+            Layer::Reshape { shape } => {
+                let target: Vec<i64> = std::iter::once(-1).chain(shape.iter().map(|&d| d as i64)).collect();
+                let target = self.int64s("shape", &target);
+                self.node("Reshape", vec![x, target], name, vec![])
+            }
+            Layer::Dropout { .. } | Layer::Activation(Activation::Identity) => x,
+            Layer::BatchNorm { eps, .. } => {
+                let inputs = vec![
+                    x,
+                    self.weight(&w("weight"))?,
+                    self.weight(&w("bias"))?,
+                    self.weight(&w("running_mean"))?,
+                    self.weight(&w("running_var"))?,
+                ];
+                self.node("BatchNormalization", inputs, name, vec![float("epsilon", *eps as f32)])
+            }
+            Layer::Maxout { units, pieces } => {
+                let inputs = vec![x, self.weight(&w("weight"))?, self.weight(&w("bias"))?];
+                let affine = self.node("Gemm", inputs, name, vec![int("transB", 1)]);
+                let shape = self.int64s("pieces", &[-1, *units as i64, *pieces as i64]);
+                let grouped = self.node("Reshape", vec![affine, shape], name, vec![]);
+                if self.opset >= 18 {
+                    let axes = self.int64s("axes", &[2]);
+                    self.node("ReduceMax", vec![grouped, axes], name, vec![int("keepdims", 0)])
+                } else {
+                    self.node("ReduceMax", vec![grouped], name, vec![ints("axes", &[2]), int("keepdims", 0)])
+                }
+            }
+            Layer::Rnn { hidden, sequences } | Layer::Lstm { hidden, sequences } => {
+                let lstm = matches!(node.layer, Layer::Lstm { .. });
+                let gates = if lstm { 4 } else { 1 };
+                let weight_ih = self.gates(&w("weight_ih_l0"), gates, &w("W"))?;
+                let weight_hh = self.gates(&w("weight_hh_l0"), gates, &w("R"))?;
+                // B is [1, 2·G·H]: the input biases, then the recurrent ones.
+                let b_ih = self.gates(&w("bias_ih_l0"), gates, &w("Wb"))?;
+                let b_hh = self.gates(&w("bias_hh_l0"), gates, &w("Rb"))?;
+                let bias = self.node("Concat", vec![b_ih, b_hh], &w("B"), vec![int("axis", 1)]);
+                let op = if lstm { "LSTM" } else { "RNN" };
+                let outputs = [self.fresh(&w("Y")), self.fresh(&w("Y_h"))];
+                let mut node_outputs = outputs.to_vec();
+                if lstm {
+                    node_outputs.push(self.fresh(&w("Y_c")));
+                }
+                let attributes = vec![int("hidden_size", *hidden as i64), int("layout", 1)];
+                let proto_name = self.fresh(op);
+                self.nodes.push(NodeProto {
+                    name: Some(proto_name),
+                    op_type: Some(op.into()),
+                    input: vec![x, weight_ih, weight_hh, bias],
+                    output: node_outputs,
+                    attribute: attributes,
+                    domain: Some(String::new()),
+                    ..Default::default()
+                });
+                // Batch-first: Y is [N, T, 1, H], Y_h [N, 1, H].
+                let (state, axis) = if *sequences { (outputs[0].clone(), 2) } else { (outputs[1].clone(), 1) };
+                let axes = self.int64s("axes", &[axis]);
+                self.node("Squeeze", vec![state, axes], name, vec![])
+            }
+            Layer::Embedding { .. } => {
+                let ids = self.node("Cast", vec![x], name, vec![int("to", DataType::Int64 as i64)]);
+                let table = self.weight(&w("weight"))?;
+                self.node("Gather", vec![table, ids], name, vec![int("axis", 0)])
+            }
+            Layer::Rbm { .. } => {
+                let inputs = vec![x, self.weight(&w("weight"))?, self.weight(&w("bias"))?];
+                let z = self.node("Gemm", inputs, name, vec![int("transB", 1)]);
+                self.node("Sigmoid", vec![z], name, vec![])
+            }
+            Layer::Add => {
+                let other = values
+                    .get(&node.inputs[1])
+                    .cloned()
+                    .ok_or_else(|| format!("`{name}` adds a value nnc cannot export"))?;
+                self.node("Add", vec![x, other], name, vec![])
+            }
+            Layer::Activation(a) => self.activation(*a, x, name),
+        })
+    }
+
+    fn activation(&mut self, a: Activation, x: String, name: &str) -> String {
+        match a {
+            Activation::Sigmoid => self.node("Sigmoid", vec![x], name, vec![]),
+            Activation::Tanh => self.node("Tanh", vec![x], name, vec![]),
+            Activation::Relu => self.node("Relu", vec![x], name, vec![]),
+            Activation::LeakyRelu(alpha) => self.node("LeakyRelu", vec![x], name, vec![float("alpha", alpha as f32)]),
+            Activation::Elu(alpha) => self.node("Elu", vec![x], name, vec![float("alpha", alpha as f32)]),
+            Activation::Softplus => self.node("Softplus", vec![x], name, vec![]),
+            Activation::Softmax => self.node("Softmax", vec![x], name, vec![int("axis", -1)]),
+            Activation::Identity => x,
+            Activation::Silu => {
+                let s = self.node("Sigmoid", vec![x.clone()], name, vec![]);
+                self.node("Mul", vec![x, s], name, vec![])
+            }
+            // x·Φ(x) = ½·x·(1 + erf(x/√2))
+            Activation::Gelu { tanh: false } => {
+                let root2 = self.constant("sqrt2", std::f32::consts::SQRT_2);
+                let scaled = self.node("Div", vec![x.clone(), root2], name, vec![]);
+                let erf = self.node("Erf", vec![scaled], name, vec![]);
+                self.half_x_one_plus(x, erf, name)
+            }
+            // ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+            Activation::Gelu { tanh: true } => {
+                let (c, k) = (self.constant("c", 0.044_715), self.constant("k", (2.0 / std::f32::consts::PI).sqrt()));
+                let square = self.node("Mul", vec![x.clone(), x.clone()], name, vec![]);
+                let cube = self.node("Mul", vec![square, x.clone()], name, vec![]);
+                let term = self.node("Mul", vec![cube, c], name, vec![]);
+                let inner = self.node("Add", vec![x.clone(), term], name, vec![]);
+                let inner = self.node("Mul", vec![inner, k], name, vec![]);
+                let t = self.node("Tanh", vec![inner], name, vec![]);
+                self.half_x_one_plus(x, t, name)
+            }
+        }
+    }
+
+    /// ½·x·(1 + t).
+    fn half_x_one_plus(&mut self, x: String, t: String, name: &str) -> String {
+        let (one, half) = (self.constant("one", 1.0), self.constant("half", 0.5));
+        let shifted = self.node("Add", vec![t, one], name, vec![]);
+        let halved = self.node("Mul", vec![x, half], name, vec![]);
+        self.node("Mul", vec![halved, shifted], name, vec![])
+    }
+}
