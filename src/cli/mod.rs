@@ -200,7 +200,7 @@ enum Command {
         /// The `.onnx` file to write.
         #[arg(short, long)]
         output: PathBuf,
-        /// The ONNX opset the graph uses (14 to 21).
+        /// The ONNX opset the graph uses (13 to 21).
         #[arg(long, default_value_t = crate::onnx::DEFAULT_OPSET)]
         opset: i64,
         /// The batch dimension: `dynamic` (named `batch`) or a fixed size.

@@ -19,9 +19,9 @@ use crate::check::{Activation, CheckedModel, InputKind, Layer, ValueRef, Weights
 use crate::data::Scaler;
 use crate::train::metrics::Task;
 
-/// The opsets written: 14 brings batch-first LSTM/RNN; 21 is what the
-/// checker and onnxruntime here know.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 14..=21;
+/// The opsets written: from 13 `Squeeze` takes its axes as an input, as
+/// written here; 21 is the newest the checker and onnxruntime here know.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 pub const DEFAULT_OPSET: i64 = 17;
 
 /// Tensors by checkpoint name: (shape, values).
@@ -142,8 +142,10 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
 fn needed(model: &CheckedModel, prediction: ValueRef) -> Vec<usize> {
     let mut keep = HashSet::new();
     let mut stack = vec![prediction];
-    while let Some(ValueRef::Node(n)) = stack.pop() {
-        if keep.insert(n) {
+    while let Some(value) = stack.pop() {
+        if let ValueRef::Node(n) = value
+            && keep.insert(n)
+        {
             stack.extend(model.nodes[n].inputs.iter().copied());
         }
     }
@@ -382,21 +384,28 @@ impl Builder<'_> {
                 if lstm {
                     node_outputs.push(self.fresh(&w("Y_c")));
                 }
-                let attributes = vec![int("hidden_size", *hidden as i64), int("layout", 1)];
+                // Time-major, as onnxruntime runs them: [N, T, F] → [T, N, F].
+                let time_major = self.node("Transpose", vec![x], name, vec![ints("perm", &[1, 0, 2])]);
+                let attributes = vec![int("hidden_size", *hidden as i64)];
                 let proto_name = self.fresh(op);
                 self.nodes.push(NodeProto {
                     name: Some(proto_name),
                     op_type: Some(op.into()),
-                    input: vec![x, weight_ih, weight_hh, bias],
+                    input: vec![time_major, weight_ih, weight_hh, bias],
                     output: node_outputs,
                     attribute: attributes,
                     domain: Some(String::new()),
                     ..Default::default()
                 });
-                // Batch-first: Y is [N, T, 1, H], Y_h [N, 1, H].
-                let (state, axis) = if *sequences { (outputs[0].clone(), 2) } else { (outputs[1].clone(), 1) };
+                // Y is [T, 1, N, H]; Y_h [1, N, H].
+                let (state, axis) = if *sequences { (outputs[0].clone(), 1) } else { (outputs[1].clone(), 0) };
                 let axes = self.int64s("axes", &[axis]);
-                self.node("Squeeze", vec![state, axes], name, vec![])
+                let squeezed = self.node("Squeeze", vec![state, axes], name, vec![]);
+                if *sequences {
+                    self.node("Transpose", vec![squeezed], name, vec![ints("perm", &[1, 0, 2])])
+                } else {
+                    squeezed
+                }
             }
             Layer::Embedding { .. } => {
                 let ids = self.node("Cast", vec![x], name, vec![int("to", DataType::Int64 as i64)]);

@@ -1,0 +1,165 @@
+"""`nnc export` checked by the engines that consume ONNX: onnx's checker and
+onnxruntime, against `nnc predict` on the same rows and weights.
+
+Every bundled model (and a few more covering the layers no bundled model
+uses) gets weights, biases and batchnorm statistics drawn at random — so
+every tensor matters — is exported, checked with `full_check`, run by
+onnxruntime on real test rows where the model's data is in the repository
+(random rows of the right shape otherwise), and compared with `nnc predict`.
+"""
+
+import gzip
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import nnc
+from test_nnc import MODELS, NNC, read_csv
+
+EXTRA = {
+    # Token ids through an embedding into an LSTM that returns every state.
+    "tokens.nn": """model tokens {
+  input ids: tokens[6]
+  target y: class(3)
+  ids |> embedding(11, 4) |> lstm(5, sequences = true) |> flatten |> dense(3) => p
+  loss = cross_entropy(p, y)
+}""",
+    # The activations and shape layers the bundled models do not use, a
+    # residual add and an RNN.
+    "shapes.nn": """model shapes {
+  input x: [12]
+  target y: real[2]
+  x |> dense(12) |> leaky_relu(alpha = 0.2) => a
+  a |> dense(12) |> elu(alpha = 0.7) |> add(a) |> softplus |> reshape([3, 4]) |> rnn(6) |> tanh
+    |> dense(8) |> gelu(tanh = true) |> dense(6) |> silu |> dense(2, bias = false) => p
+  loss = mse(p, y)
+}""",
+    "conv.nn": """model conv {
+  input image: [2, 9, 9]
+  target y: binary[3]
+  image |> conv2d(4, kernel = 3, stride = 2, padding = 2, dilation = 2, bias = false) |> batchnorm
+    |> avgpool(2, stride = 1) |> conv2d(3, kernel = 1) |> gelu |> maxpool(2) |> flatten |> dense(3) |> sigmoid => p
+  loss = binary_cross_entropy(p, y)
+}""",
+}
+
+
+def model_files(tmp_path):
+    files = sorted(p for p in MODELS.glob("*.nn") if p.name != "vgg16.nn")
+    for name, source in EXTRA.items():
+        (tmp_path / name).write_text(source)
+        files.append(tmp_path / name)
+    return files
+
+
+def idx_images(name):
+    raw = gzip.open(MODELS / "data" / name).read()
+    dims = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape).astype(np.float32)
+
+
+def rows_for(model, rng, count=16):
+    """Real test rows when the repository has data of the model's shape."""
+    _, shape, kind = model.input
+    features = int(np.prod(shape))
+    if kind == "tokens":
+        return rng.integers(0, 11, size=(count, features)).astype(np.float32)
+    if features == 64:
+        return read_csv("digits_test.csv.gz")[0][:count]
+    if features == 784:
+        return idx_images("mnist10k-test-images-idx3-ubyte.gz").reshape(-1, 784)[:count]
+    if features == 10:
+        return read_csv("diabetes_test.csv.gz")[0][:count]
+    return rng.normal(size=(count, features)).astype(np.float32)
+
+
+def randomized(model, rows, rng):
+    """Every tensor drawn at random, at the scale of a trained network (a
+    matrix's entries ~ 1/√fan-in, so scores stay moderate and a
+    comparison measures rounding, not its amplification); variances
+    positive; the scaler fitted."""
+    state = model.state_dict()
+    for name, value in state.items():
+        fan_in = int(np.prod(value.shape[1:])) if value.ndim > 1 else 10
+        drawn = rng.normal(scale=1 / np.sqrt(fan_in), size=value.shape).astype(np.float32)
+        state[name] = np.abs(drawn) + 0.5 if name.endswith("running_var") else drawn
+    model.load_state_dict(state)
+    try:
+        model.predict(rows[:1])
+    except ValueError:  # a standardizing model learns its scaling from training rows: fit zero epochs
+        model.fit(rows, np.zeros(len(rows), dtype=np.float32), epochs=0, verbose=False)
+
+
+def nnc_predict(model_file, weights, rows, tmp_path):
+    csv = tmp_path / "rows.csv"
+    header = ",".join(f"f{i}" for i in range(rows.shape[1]))
+    np.savetxt(csv, rows, fmt="%.9g", delimiter=",", header=header, comments="")
+    done = subprocess.run([NNC, "predict", model_file, "--weights", weights, "--input", csv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    table = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    classifier = lines[0].startswith("class,")
+    return (table[:, 1:] if classifier else table), classifier
+
+
+def export(model_file, weights, out, *extra):
+    done = subprocess.run([NNC, "export", model_file, "--weights", weights, "-o", out, *extra], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_every_model_exports_and_onnxruntime_agrees_with_nnc_predict(tmp_path):
+    rng = np.random.default_rng(5)
+    files = model_files(tmp_path)
+    assert len(files) >= 22
+    for model_file in files:
+        model = nnc.compile(model_file)
+        rows = rows_for(model, rng)
+        randomized(model, rows, rng)
+        weights = tmp_path / f"{model_file.stem}.safetensors"
+        model.save(weights)
+        out = tmp_path / f"{model_file.stem}.onnx"
+        export(model_file, weights, out)
+        onnx.checker.check_model(onnx.load(out), full_check=True)
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        [given] = session.get_inputs()
+        assert given.name == model.input[0], model_file.name
+        assert given.shape[0] == "batch"
+        x = rows.reshape((len(rows), *model.input[1]))
+        ours = session.run(None, {given.name: x})[0].reshape(len(rows), -1)
+        expected, classifier = nnc_predict(model_file, weights, rows, tmp_path)
+        assert ours.shape == expected.shape, model_file.name
+        if classifier:
+            assert session.get_outputs()[0].name == "probabilities"
+            np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5, err_msg=model_file.name)
+        else:
+            np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5, err_msg=model_file.name)
+
+
+def test_a_fixed_batch_an_older_opset_and_bad_requests(tmp_path):
+    rng = np.random.default_rng(1)
+    model_file = MODELS / "maxout.nn"
+    model = nnc.compile(model_file)
+    rows = rows_for(model, rng, count=4)
+    randomized(model, rows, rng)
+    weights = tmp_path / "w.safetensors"
+    model.save(weights)
+    for opset in ("13", "21"):
+        out = tmp_path / f"m{opset}.onnx"
+        export(model_file, weights, out, "--opset", opset, "--batch", "4")
+        loaded = onnx.load(out)
+        onnx.checker.check_model(loaded, full_check=True)
+        assert loaded.opset_import[0].version == int(opset)
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        assert session.get_inputs()[0].shape == [4, 64]
+        np.testing.assert_allclose(session.run(None, {"image": rows})[0], model.predict(rows), atol=1e-5)
+    refused = subprocess.run([NNC, "export", model_file, "--weights", weights, "-o", tmp_path / "x.onnx", "--opset", "9"],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "opset 9 is not written; choose one from 13 to 21" in refused.stderr
+    refused = subprocess.run([NNC, "export", model_file, "--weights", weights, "-o", tmp_path / "x.txt"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "`….onnx`" in refused.stderr
