@@ -163,3 +163,27 @@ def test_a_fixed_batch_an_older_opset_and_bad_requests(tmp_path):
     assert refused.returncode == 2 and "opset 9 is not written; choose one from 13 to 21" in refused.stderr
     refused = subprocess.run([NNC, "export", model_file, "--weights", weights, "-o", tmp_path / "x.txt"], capture_output=True, text=True)
     assert refused.returncode == 2 and "`….onnx`" in refused.stderr
+
+
+def test_vgg16_exports_and_runs_in_onnxruntime(tmp_path):
+    """VGG-16's 138 M weights (a 553 MB graph). Its 1,000 probabilities of
+    random weights are all near 0.001, finer than the 6 decimals `nnc
+    predict` prints, so it is compared with `Model.predict` (which the tests
+    of the package hold equal to `nnc predict`), relatively."""
+    rng = np.random.default_rng(3)
+    model_file = MODELS / "vgg16.nn"
+    model = nnc.compile(model_file)
+    rows = rng.normal(size=(2, 3 * 224 * 224)).astype(np.float32)
+    randomized(model, rows, rng)
+    weights = tmp_path / "vgg16.safetensors"
+    model.save(weights)
+    out = tmp_path / "vgg16.onnx"
+    export(model_file, weights, out)
+    weights.unlink()
+    onnx.checker.check_model(str(out), full_check=True)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    ours = session.run(None, {"image": rows.reshape(2, 3, 224, 224)})[0]
+    expected = model.predict(rows)
+    assert ours.shape == (2, 1000)
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=0)
+    assert np.ptp(expected) > 1e-4  # the probabilities differ: the comparison sees the logits

@@ -213,7 +213,11 @@ const LOSS_ARGS: &[(&str, &str)] =
 pub const LOSSES: &[Doc] = &[
     doc("mse", "Mean squared error, for `real` targets.", LOSS_ARGS),
     doc("cross_entropy", "Softmax cross-entropy of logits against a `class(K)` target.", LOSS_ARGS),
-    doc("binary_cross_entropy", "Cross-entropy of probabilities (end with `sigmoid`) against a `binary` target.", LOSS_ARGS),
+    doc(
+        "binary_cross_entropy",
+        "Cross-entropy of probabilities (end with `sigmoid`) against a `binary` target.",
+        LOSS_ARGS,
+    ),
 ];
 
 /// Unsupervised pretraining (`pretrain = cd(…)`).
