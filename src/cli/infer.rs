@@ -246,6 +246,42 @@ pub fn export(
     Ok(())
 }
 
+/// `nnc import`: an ONNX graph as a `.nn` model that checks clean and a
+/// checkpoint with its weights and input scaling.
+pub fn import(file: &Path, output: &Path, weights_out: Option<&Path>, name: Option<&str>) -> Outcome {
+    let weights = weights_out.map_or_else(|| output.with_extension("safetensors"), Path::to_path_buf);
+    for path in [output, weights.as_path()] {
+        crate::io::refuse_non_file(path)
+            .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    let bytes = std::fs::read(file).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("imported");
+    let imported = crate::onnx::import(&bytes, name.unwrap_or(stem))
+        .map_err(|e| Failure::Input(format!("{}: {e}", file.display())))?;
+    let file_name = output.display().to_string();
+    let checked = crate::pipeline::check_source(&file_name, &imported.source);
+    if checked.has_errors() {
+        eprint!("{}", crate::diag::render(&checked.diags, &file_name, &imported.source, false, 100));
+        return Err(Failure::Input(format!("the model imported from {} does not check (above)", file.display())));
+    }
+    let model = &checked.models[0];
+    let mut trainer =
+        crate::train::Trainer::new(model, model.train.clone(), Backend::Jit).map_err(|d| Failure::Input(d.message))?;
+    trainer.restore(&imported.tensors, 0, 0).map_err(|e| Failure::Input(format!("{}: {e}", file.display())))?;
+    let origin = checkpoint::Origin::unnamed(&imported.source, &imported.scaler);
+    crate::io::write_atomic(output, imported.source.as_bytes())
+        .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", output.display())))?;
+    checkpoint::save(&weights, &trainer, &origin).map_err(Failure::Usage)?;
+    say!(
+        "wrote {} ({} layers, {} parameters) and {}",
+        output.display(),
+        model.nodes.len(),
+        crate::shape::grouped(model.total_params() as u64),
+        weights.display()
+    );
+    Ok(())
+}
+
 pub fn build(file: &Path, model: Option<&str>, args: &BuildArgs) -> Outcome {
     let target = TargetCpu::parse(&args.target_cpu).map_err(Failure::Usage)?;
     if let Some(name) = &args.name {

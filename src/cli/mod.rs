@@ -207,6 +207,20 @@ enum Command {
         #[arg(long, default_value = "dynamic", value_parser = export_batch)]
         batch: BatchDim,
     },
+    /// Read an ONNX model (from nnc or PyTorch) into a `.nn` file and its weights.
+    Import {
+        /// The `.onnx` file.
+        file: PathBuf,
+        /// The `.nn` file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The checkpoint to write (default: beside the `.nn` file, `.safetensors`).
+        #[arg(long)]
+        weights_out: Option<PathBuf>,
+        /// The model's name (default: the `.onnx` file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Measure compile time, training throughput, inference latency and memory.
     Bench {
         #[command(flatten)]
@@ -373,6 +387,9 @@ fn execute(command: Command) -> Outcome {
         Command::Export { target, weights, output, opset, batch } => {
             let options = crate::onnx::Options { opset, batch: batch.0 };
             infer::export(&target.file, target.model.as_deref(), &weights, &output, &options)
+        }
+        Command::Import { file, output, weights_out, name } => {
+            infer::import(&file, &output, weights_out.as_deref(), name.as_deref())
         }
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Lsp => crate::lsp::serve().map_err(Failure::Usage),
