@@ -342,6 +342,9 @@ impl Importer<'_> {
                 Ok(())
             }
             "Div" | "Sub" if matches!(self.value(node, 0)?, Value::Input) => self.scaling(node),
+            "Div" | "Sub" => {
+                Err(unsupported_detail(node, "nnc maps `Sub` and `Div` only where they scale the raw input"))
+            }
             "Gemm" => self.gemm(node),
             "MatMul" => self.matmul(index, node),
             "Add" => self.add(node),

@@ -1,0 +1,72 @@
+//! `nnc import` on real PyTorch exports (`tests/onnx/make_torch_models.py`
+//! made them with `torch.onnx.export`, with PyTorch's outputs for their
+//! inputs): the imported models check clean and predict PyTorch's numbers.
+
+use std::path::Path;
+use std::process::Command;
+
+fn nnc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc")).args(args).output().expect("nnc runs");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+fn numbers(line: &str) -> Vec<f64> {
+    line.split(',').map(|v| v.parse().expect("a number")).collect()
+}
+
+#[test]
+fn pytorch_exports_import_and_predict_pytorchs_numbers() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx");
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, classifier, layers) in [("torch_mlp", false, 5), ("torch_lenet", true, 12)] {
+        let model = dir.path().join(format!("{name}.nn"));
+        let path = |p: &Path| p.display().to_string();
+        let (code, out, err) = nnc(&["import", &path(&data.join(format!("{name}.onnx"))), "-o", &path(&model)]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&format!("({layers} layers,")), "{out}");
+        let source = std::fs::read_to_string(&model).expect("written");
+        assert!(source.contains(if classifier { "target y: class(10)" } else { "target y: real[5]" }), "{source}");
+        let (code, _, err) = nnc(&["check", &path(&model)]);
+        assert_eq!(code, 0, "{err}");
+        let weights = model.with_extension("safetensors");
+        let inputs = data.join(format!("{name}_inputs.csv"));
+        let (code, printed, err) =
+            nnc(&["predict", &path(&model), "--weights", &path(&weights), "--input", &path(&inputs)]);
+        assert_eq!(code, 0, "{err}");
+        let expected = std::fs::read_to_string(data.join(format!("{name}_outputs.csv"))).expect("outputs");
+        let rows: Vec<&str> = printed.lines().skip(1).collect();
+        assert_eq!(rows.len(), 8);
+        for (ours, theirs) in rows.iter().zip(expected.lines()) {
+            let ours = numbers(ours);
+            // A classifier's line starts with the class.
+            let ours = if classifier { &ours[1..] } else { &ours[..] };
+            for (a, b) in ours.iter().zip(numbers(theirs)) {
+                assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{name}: {a} vs PyTorch's {b}\n{printed}");
+            }
+        }
+    }
+    let lenet = std::fs::read_to_string(dir.path().join("torch_lenet.nn")).expect("written");
+    assert!(lenet.contains("conv2d(6, kernel = 5, padding = 2)") && lenet.contains("avgpool(2)"), "{lenet}");
+    assert!(lenet.contains("leaky_relu(alpha = 0.1)"), "{lenet}");
+}
+
+#[test]
+fn files_that_are_not_onnx_models_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/torch_mlp.onnx");
+    let bytes = std::fs::read(&data).expect("read");
+    let truncated = dir.path().join("cut.onnx");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    let text = dir.path().join("text.onnx");
+    std::fs::write(&text, "model m { input x: [2] }").expect("write");
+    let out = dir.path().join("m.nn").display().to_string();
+    for file in [&truncated, &text] {
+        let (code, _, err) = nnc(&["import", &file.display().to_string(), "-o", &out]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("not an ONNX model") || err.contains("names no ONNX opset"), "{err}");
+        assert!(!Path::new(&out).exists());
+    }
+    let (code, _, err) = nnc(&["import", "no-such.onnx", "-o", &out]);
+    assert_eq!(code, 2, "{err}");
+}

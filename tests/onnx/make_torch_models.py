@@ -1,0 +1,40 @@
+"""Makes the PyTorch exports the import tests read: an MLP and a LeNet-style
+CNN (`torch.onnx.export`, opset 17), each with 8 input rows and PyTorch's
+outputs for them as CSV. Needs torch and onnx:
+
+    python tests/onnx/make_torch_models.py
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+here = Path(__file__).resolve().parent
+torch.manual_seed(0)
+
+
+def save(name, model, sample_shape):
+    model.eval()
+    x = torch.randn(8, *sample_shape)
+    torch.onnx.export(model, x[:1], here / f"{name}.onnx", input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17, dynamo=False)
+    with torch.no_grad():
+        y = model(x).numpy()
+    flat = x.reshape(8, -1).numpy()
+    header = ",".join(f"f{i}" for i in range(flat.shape[1]))
+    np.savetxt(here / f"{name}_inputs.csv", flat, fmt="%.9g", delimiter=",", header=header, comments="")
+    np.savetxt(here / f"{name}_outputs.csv", y, fmt="%.9g", delimiter=",")
+
+
+save("torch_mlp", nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 5)), (20,))
+lenet = nn.Sequential(
+    nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
+    nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Dropout(0.5), nn.Linear(120, 84), nn.LeakyReLU(0.1),
+    nn.Linear(84, 10), nn.Softmax(dim=1),
+)
+with torch.no_grad():  # statistics a trained network would have
+    lenet[4].running_mean.uniform_(-0.5, 0.5)
+    lenet[4].running_var.uniform_(0.5, 2.0)
+save("torch_lenet", lenet, (1, 28, 28))
