@@ -314,8 +314,7 @@ impl Importer<'_> {
         }
         self.names += 1;
         let name = format!("h{}", self.names);
-        let stages: String = flow.stages.iter().map(|s| format!(" |> {s}")).collect();
-        self.statements.push(format!("{}{stages} => {name}", flow.source));
+        self.statements.push(format!("{} => {name}", pipeline_text(&flow)));
         Flow { source: name, stages: Vec::new() }
     }
 
@@ -661,8 +660,7 @@ impl Importer<'_> {
             return Err("the graph computes nothing from its input".to_string());
         }
         let prediction = if classes.is_some() { "logits" } else { "prediction" };
-        let stages: String = flow.stages.iter().map(|s| format!(" |> {s}")).collect();
-        self.statements.push(format!("{}{stages} => {prediction}", flow.source));
+        self.statements.push(format!("{} => {prediction}", pipeline_text(&flow)));
         let dims: Vec<String> = self.input_shape.iter().map(usize::to_string).collect();
         let (target, loss) = match classes {
             Some(k) => (format!("class({k})"), "cross_entropy"),
@@ -691,6 +689,19 @@ impl Importer<'_> {
             .map_err(|d| format!("the imported model does not parse: {}", d.message))?;
         Ok(Imported { source, tensors: self.tensors, scaler: self.scaler })
     }
+}
+
+/// `source |> stage |> …`; a long pipeline starts a line at each layer
+/// with weights, as a person would write it.
+fn pipeline_text(flow: &Flow) -> String {
+    let long = flow.stages.len() > 4;
+    let mut text = flow.source.clone();
+    for stage in &flow.stages {
+        let weighted = ["dense(", "conv2d(", "batchnorm"].iter().any(|w| stage.starts_with(w));
+        text += if long && weighted { "\n    |> " } else { " |> " };
+        text += stage;
+    }
+    text
 }
 
 /// `w` `[rows, cols]` as `[cols, rows]`.
