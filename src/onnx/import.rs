@@ -77,9 +77,18 @@ enum Value {
     /// An output of a recurrent op, before the `Squeeze` that picks it:
     /// every step's state (`Y`) or the last one (`Y_h`).
     Recurrent { flow: Flow, stage: String, steps: usize, hidden: usize, every_step: bool },
+    /// Part of an element-wise formula of one computed value `x` (its flow),
+    /// written out (`(x/1.4142135)`) until it is a whole activation.
+    Formula { flow: Flow, shape: Vec<usize>, text: String },
 }
 
-#[derive(Clone)]
+/// An operand of an element-wise op: `x` itself, a formula of it, or a number.
+enum Term {
+    Of { flow: Flow, shape: Vec<usize>, text: String },
+    Number(f32),
+}
+
+#[derive(Clone, PartialEq)]
 struct Flow {
     source: String,
     stages: Vec<String>,
@@ -309,6 +318,10 @@ impl Importer<'_> {
                 node,
                 &format!("input {k} is a recurrent layer's time-major value; nnc maps only the transposes around it"),
             )),
+            Value::Formula { text, .. } => Err(unsupported_detail(
+                node,
+                &format!("input {k} is the formula {text}, which is no activation nnc has"),
+            )),
         }
     }
 
@@ -362,9 +375,9 @@ impl Importer<'_> {
                 Ok(())
             }
             "Div" | "Sub" if matches!(self.value(node, 0)?, Value::Input) => self.scaling(node),
-            "Div" | "Sub" => {
-                Err(unsupported_detail(node, "nnc maps `Sub` and `Div` only where they scale the raw input"))
-            }
+            "Sub" => Err(unsupported_detail(node, "nnc maps `Sub` only where it centres the raw input")),
+            "Div" | "Erf" => self.formula(node),
+            "Tanh" | "Add" if self.in_formula(node) => self.formula(node),
             "Gemm" => self.gemm(node),
             "MatMul" => self.matmul(index, node),
             "Add" => self.add(node),
@@ -399,7 +412,7 @@ impl Importer<'_> {
                 self.stage(node, "flatten".into(), vec![shape.iter().product()])
             }
             "Reshape" => self.reshape(node),
-            "Mul" => self.silu(node),
+            "Mul" => self.silu(node).or_else(|_| self.formula(node)),
             "ReduceMax" => self.maxout(node),
             "Cast" => self.cast(node),
             "Gather" => self.embedding(node),
@@ -674,6 +687,68 @@ impl Importer<'_> {
         }
         let list: Vec<String> = dims.iter().map(usize::to_string).collect();
         self.stage(node, format!("reshape([{}])", list.join(", ")), dims)
+    }
+
+    /// Whether a node reads a formula or a number (so it continues a formula).
+    fn in_formula(&self, node: &NodeProto) -> bool {
+        node.input.iter().any(|i| matches!(self.values.get(i), Some(Value::Formula { .. } | Value::Constant(..))))
+    }
+
+    fn term(&self, node: &NodeProto, k: usize) -> Result<Term, String> {
+        match self.value(node, k)? {
+            Value::Constant(_, data) if data.len() == 1 => Ok(Term::Number(data[0])),
+            Value::Formula { flow, shape, text } => Ok(Term::Of { flow, shape, text }),
+            _ => {
+                let (flow, shape) = self.computed(node, k)?;
+                Ok(Term::Of { flow, shape, text: "x".into() })
+            }
+        }
+    }
+
+    /// An element-wise op in a formula of one value. The formulas `nnc
+    /// export` writes for gelu become the layer again; any other formula is
+    /// refused where something other than a formula reads it.
+    fn formula(&mut self, node: &NodeProto) -> Result<(), String> {
+        let op = node.op_type.as_deref().unwrap_or("");
+        let mut terms = Vec::new();
+        for k in 0..node.input.len() {
+            terms.push(self.term(node, k)?);
+        }
+        let mut of: Option<(Flow, Vec<usize>)> = None;
+        let mut texts = Vec::new();
+        for term in terms {
+            match term {
+                Term::Number(v) => texts.push(format!("{v:?}")),
+                Term::Of { flow, shape, text } => {
+                    if of.as_ref().is_some_and(|(f, _)| *f != flow) {
+                        return Err(unsupported_detail(
+                            node,
+                            "it combines two different values; nnc maps formulas of one",
+                        ));
+                    }
+                    of = Some((flow, shape));
+                    texts.push(text);
+                }
+            }
+        }
+        let Some((flow, shape)) = of else { return Err(unsupported_detail(node, "it computes on numbers alone")) };
+        let text = match (op, texts.as_slice()) {
+            ("Div", [a, b]) => format!("({a}/{b})"),
+            ("Mul", [a, b]) => format!("({a}*{b})"),
+            ("Add", [a, b]) => format!("({a}+{b})"),
+            ("Erf", [a]) => format!("erf({a})"),
+            ("Tanh", [a]) => format!("tanh({a})"),
+            _ => return Err(unsupported_detail(node, "it is not an element-wise op of a formula nnc knows")),
+        };
+        let (exact, tanh) = gelu_formulas();
+        let out = node.output.first().cloned().unwrap_or_default();
+        let mut flow = flow;
+        if text == exact || text == tanh {
+            flow.stages.push(if text == exact { "gelu".into() } else { "gelu(tanh = true)".into() });
+            return self.output(node, flow, shape);
+        }
+        self.values.insert(out, Value::Formula { flow, shape, text });
+        Ok(())
     }
 
     /// `Mul(x, Sigmoid(x))`, as `nnc export` writes silu.
@@ -955,4 +1030,13 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     t
+}
+
+/// The formulas `nnc export` writes for gelu, exact and with tanh, as
+/// `Importer::formula` spells them.
+fn gelu_formulas() -> (String, String) {
+    let half_x_one_plus = |t: String| format!("((x*{:?})*({t}+{:?}))", 0.5f32, 1.0f32);
+    let exact = half_x_one_plus(format!("erf((x/{:?}))", std::f32::consts::SQRT_2));
+    let inner = format!("((x+(((x*x)*x)*{:?}))*{:?})", 0.044_715f32, (2.0 / std::f32::consts::PI).sqrt());
+    (exact, half_x_one_plus(format!("tanh({inner})")))
 }
