@@ -27,6 +27,13 @@ pub struct BenchReport {
     pub infer_compile_ms: f64,
     /// Median latency of one forward pass of a single sample.
     pub infer_latency_us: f64,
+    /// Rows in the batch-inference measurement (up to 10,000; fewer for
+    /// models costing more than 500 k multiply-adds a row).
+    pub predict_rows: usize,
+    /// Rows per second predicting them in one call, as `nnc predict` and
+    /// the Python package run a data set (in chunks; median of 3 after a
+    /// warm-up that compiles the passes).
+    pub predict_rows_per_s: f64,
     /// Peak resident memory of the process.
     pub peak_rss_mib: f64,
 }
@@ -94,6 +101,7 @@ pub fn run(
         rates.push((steps * batch) as f64 / t.elapsed().as_secs_f64());
     }
     let (infer_compile_ms, infer_latency_us) = inference(model, backend, min_seconds, &mut rng)?;
+    let (predict_rows, predict_rows_per_s) = batch_inference(model, backend, &mut rng)?;
     Ok(BenchReport {
         model: model.name.clone(),
         backend: format!("{backend:?}").to_lowercase(),
@@ -102,6 +110,8 @@ pub fn run(
         train_samples_per_s: median(rates),
         infer_compile_ms,
         infer_latency_us,
+        predict_rows,
+        predict_rows_per_s,
         peak_rss_mib: peak_rss_mib(),
     })
 }
@@ -133,6 +143,25 @@ fn inference(
         latencies.push(t.elapsed().as_secs_f64() * 1e6 / calls as f64);
     }
     Ok((compile_ms, median(latencies)))
+}
+
+/// Multiply-adds one batch-inference measurement may take.
+const PREDICT_BUDGET_MACS: u64 = 5_000_000_000;
+
+/// Rows per second of `Model::predict` over many rows.
+fn batch_inference(model: &CheckedModel, backend: Backend, rng: &mut ChaCha8Rng) -> Result<(usize, f64), BenchError> {
+    let rows = (PREDICT_BUDGET_MACS / model.total_macs().max(1)).clamp(1, 10_000) as usize;
+    let (x, _) = synthetic(model, rows, rng);
+    let internal = |e| BenchError::Train(TrainError::Internal(e));
+    let mut runtime = Model::new(model, backend).map_err(BenchError::Model)?;
+    runtime.predict(&x, rows).map_err(internal)?;
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        std::hint::black_box(runtime.predict(&x, rows).map_err(internal)?);
+        rates.push(rows as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok((rows, median(rates)))
 }
 
 #[derive(Debug)]

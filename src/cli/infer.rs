@@ -18,7 +18,7 @@ use crate::train::metrics::Task;
 fn trained(file: &Path, model: Option<&str>, weights: &Path) -> Result<(Checked, usize, Model, Checkpoint), Failure> {
     let (checked, index) = load_model(file, model)?;
     // Inference runs in chunks of rows: use the cores as for that batch.
-    super::set_threading(&checked.models[index], crate::model::CHUNK);
+    super::set_threading(&checked.models[index], crate::model::chunk_rows(&checked.models[index]));
     let (model, saved) = restore(&checked, &checked.models[index], weights)?;
     Ok((checked, index, model, saved))
 }

@@ -585,7 +585,7 @@ fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) -> Outcome {
     } else {
         say!(
             "{} ({}, batch {}): train: compile {:.1} ms, {:.0} samples/s; inference at batch 1: compile {:.1} ms, \
-             {:.1} µs; peak RSS {:.1} MiB",
+             {:.1} µs; predicting {} rows: {:.0} rows/s; peak RSS {:.1} MiB",
             r.model,
             r.backend,
             r.batch,
@@ -593,6 +593,8 @@ fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) -> Outcome {
             r.train_samples_per_s,
             r.infer_compile_ms,
             r.infer_latency_us,
+            r.predict_rows,
+            r.predict_rows_per_s,
             r.peak_rss_mib
         );
     }
