@@ -338,6 +338,13 @@ pub fn unary<T: Float>(u: Unary, x: T) -> T {
         Unary::Scale(c) => x * cast(c),
         Unary::AddConst(c) => x + cast(c),
         Unary::Clamp(lo, hi) => x.max(cast(lo)).min(cast(hi)),
+        Unary::Beyond(c) => {
+            if x.abs() > cast(c) {
+                T::one()
+            } else {
+                T::zero()
+            }
+        }
     }
 }
 
@@ -424,5 +431,6 @@ fn derivative<T: Float>(u: Unary, x: T, y: T) -> T {
                 zero
             }
         }
+        Unary::Beyond(_) => zero,
     }
 }

@@ -46,8 +46,8 @@ pub fn learning_curves(model: &str, history: &[EpochReport]) -> Result<String, S
     }
 
     let gradients = gradient_norms(history);
-    let dead = dead_units(history);
-    // Loss, then the quality, the gradients and dead units where there are any.
+    let stuck = stuck_units(history);
+    // Loss, then the quality, the gradients and stuck units where there are any.
     let mut panels: Vec<(&str, Vec<Curve>)> = vec![("loss", losses)];
     if !quality.is_empty() {
         panels.push((quality_name, quality));
@@ -55,8 +55,8 @@ pub fn learning_curves(model: &str, history: &[EpochReport]) -> Result<String, S
     if !gradients.is_empty() {
         panels.push(("log₁₀ gradient norm", gradients));
     }
-    if !dead.is_empty() {
-        panels.push(("dead relu units (%)", dead));
+    if !stuck.is_empty() {
+        panels.push(("dead (relu) or saturated (σ, tanh) units (%)", stuck));
     }
     let mut svg = String::new();
     {
@@ -74,13 +74,15 @@ pub fn learning_curves(model: &str, history: &[EpochReport]) -> Result<String, S
     Ok(svg)
 }
 
-/// One curve per relu layer: the share of its units that never fired in
-/// each epoch.
-fn dead_units(history: &[EpochReport]) -> Vec<Curve> {
+/// One curve per activation layer that can get stuck: for relu the share of
+/// its units that never fired in each epoch, for sigmoid and tanh the share
+/// of its outputs that passed almost no gradient.
+fn stuck_units(history: &[EpochReport]) -> Vec<Curve> {
     let Some(layers) = history.iter().find_map(|r| r.health.as_ref().map(|h| &h.activations)) else { return vec![] };
-    let relus: Vec<&str> = layers.iter().filter(|a| a.dead_fraction.is_some()).map(|a| a.name.as_str()).collect();
-    health_curves(history, &relus, |health, name| {
-        Some(100.0 * health.activations.iter().find(|a| a.name == name)?.dead_fraction?)
+    let stuck = |a: &crate::train::health::ActivationHealth| a.dead_fraction.or(a.saturated_fraction);
+    let names: Vec<&str> = layers.iter().filter(|a| stuck(a).is_some()).map(|a| a.name.as_str()).collect();
+    health_curves(history, &names, |health, name| {
+        Some(100.0 * stuck(health.activations.iter().find(|a| a.name == name)?)?)
     })
 }
 
@@ -120,7 +122,8 @@ fn draw_panel(
     let low = finite().map(|p| p.1).fold(f64::INFINITY, f64::min);
     let high = finite().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
     let (low, high) = if low.is_finite() { (low, high) } else { (0.0, 1.0) };
-    let pad = ((high - low) * 0.05).max(1e-6);
+    // A flat curve (no unit ever stuck) gets a readable range around it.
+    let pad = if high - low > 1e-9 { (high - low) * 0.05 } else { high.abs().max(1.0) * 0.5 };
     let first_epoch = finite().map(|p| p.0).fold(last_epoch, f64::min);
     let mut chart = ChartBuilder::on(area)
         .margin(12)

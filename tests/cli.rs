@@ -56,8 +56,16 @@ fn plot_draws_one_point_per_epoch_and_curve() {
     assert_eq!(code, 0, "{err}");
     let text = std::fs::read_to_string(&svg).expect("plot written");
     assert!(text.starts_with("<svg"), "{text}");
-    let needles =
-        ["digits_mlp", "train", "test", "loss", "accuracy (%)", "epoch", "log₁₀ gradient norm", "dead relu units (%)"];
+    let needles = [
+        "digits_mlp",
+        "train",
+        "test",
+        "loss",
+        "accuracy (%)",
+        "epoch",
+        "log₁₀ gradient norm",
+        "dead (relu) or saturated (σ, tanh) units (%)",
+    ];
     for needle in needles {
         assert!(text.contains(needle), "`{needle}` missing from the plot");
     }

@@ -298,3 +298,56 @@ fn compile_failures_are_reported_once() {
     let message = "internal error: the step needs 104.4 GiB of working memory";
     assert_eq!(TrainError::Compile(message.into()).to_string(), message);
 }
+
+/// Saturated units are counted inside the step: one full-batch step of a
+/// sigmoid and tanh MLP on raw grey levels (0..16, so many saturate)
+/// reports, per layer, the fraction of outputs whose derivative is below
+/// 0.01, as computed from the interpreter's activations at the same weights.
+#[test]
+fn health_counts_saturated_sigmoid_and_tanh_units() {
+    let source = "model sat {
+        input image: [64]
+        target digit: class(10)
+        image |> dense(32) |> tanh => a
+        image |> dense(32) |> sigmoid => b
+        add(a, b) |> dense(10) => logits
+        loss = cross_entropy(logits, digit)
+        train { data = builtin(\"digits\") optimizer = sgd(lr = 0.1) batch = full seed = 3 }
+    }";
+    let checked = nnc::pipeline::check_source("sat.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let model = &checked.models[0];
+    let train = data::load(model.train.data.as_ref().expect("data"), Path::new(MODELS), &RowSpec::of(model))
+        .expect("loads")
+        .train;
+    let step = nnc::pipeline::step_graph(model, &model.train, train.rows).expect("step");
+    let initial = Trainer::new(model, model.train.clone(), Backend::Interp).expect("trainable").params();
+    let mut store = nnc::train::Store::new(&step.graph);
+    for (p, values) in initial.iter().enumerate() {
+        store.set_param(p, values);
+    }
+    let hypers = nnc::train::Hypers { lr: 0.1, bias1: 1.0, bias2: 1.0, step: 1.0 };
+    let values = nnc::exec::interpret(&step.graph, &store, &train.x, &train.y, &hypers).expect("runs");
+    let fraction = |unary: nnc::ir::Unary, derivative: fn(f32) -> f32| {
+        let node = step.graph.nodes.iter().position(|n| n.op == nnc::ir::Op::Unary(unary)).expect("layer");
+        let outputs = &values[node];
+        outputs.iter().filter(|&&y| derivative(y) < 0.01).count() as f64 / outputs.len() as f64
+    };
+    let sigmoid = fraction(nnc::ir::Unary::Sigmoid, |s| s * (1.0 - s));
+    let tanh = fraction(nnc::ir::Unary::Tanh, |t| 1.0 - t * t);
+    assert!(sigmoid > 0.05 && tanh > 0.05, "the test needs saturated units: {sigmoid} {tanh}");
+    for backend in [Backend::Jit, Backend::Interp] {
+        let mut trainer = Trainer::new(model, model.train.clone(), backend).expect("trainable");
+        trainer.track_health();
+        let health = trainer.fit_epoch(&train, None, None).expect("trains").health.expect("tracked");
+        let found: Vec<(&str, Option<f64>)> =
+            health.activations.iter().map(|a| (a.name.as_str(), a.saturated_fraction)).collect();
+        assert_eq!(found.len(), 2, "{backend:?}");
+        for ((name, got), (want_name, want)) in found.iter().zip([("tanh1", tanh), ("sigmoid1", sigmoid)]) {
+            assert_eq!(*name, want_name);
+            // Outputs within rounding of the edge may fall either side: a few in 10⁴.
+            let got = got.expect("sigmoid and tanh report saturation");
+            assert!((got - want).abs() < 5e-4, "{backend:?} {name}: {got} vs {want}");
+        }
+    }
+}

@@ -85,6 +85,8 @@ pub enum Unary {
     AddConst(f64),
     /// min(max(x, lo), hi)
     Clamp(f64, f64),
+    /// 1 where |x| > c, else 0: counts saturated units (training health).
+    Beyond(f64),
 }
 
 /// The primitive operations. Every pass matches on this enum without a

@@ -76,6 +76,11 @@ impl Emitter<'_, '_> {
                 let y = b.ins().fmax(x, lo);
                 b.ins().fmin(y, hi)
             }
+            Unary::Beyond(c) => {
+                let (ax, k, one) = (b.ins().fabs(x), splat(b, c as f32), splat(b, 1.0));
+                let beyond = vector::mask(b, FloatCC::GreaterThan, ax, k);
+                b.ins().band(one, beyond)
+            }
             // Computed by a routine; never reaches an element-wise kernel.
             Unary::Log => x,
         }
@@ -85,6 +90,7 @@ impl Emitter<'_, '_> {
     pub(super) fn derivative(&mut self, u: Unary, arg: &mut dyn FnMut(&mut Self, usize) -> Value) -> Value {
         match u {
             Unary::Identity | Unary::AddConst(_) => splat(&mut self.b, 1.0),
+            Unary::Beyond(_) => splat(&mut self.b, 0.0),
             Unary::Neg => splat(&mut self.b, -1.0),
             Unary::Scale(c) => splat(&mut self.b, c as f32),
             Unary::Relu | Unary::LeakyRelu(_) => {

@@ -47,13 +47,32 @@ pub fn observe_health(step: &mut TrainGraph, activations: &[Span]) {
         return;
     }
     for i in outputs {
-        let (span, units) = (step.graph.nodes[i].span, step.graph.nodes[i].shape[1]);
+        let (span, shape) = (step.graph.nodes[i].span, step.graph.nodes[i].shape.clone());
         let value = crate::ir::ValueId(i);
-        let sums = step.graph.push(Op::SumChannels, vec![value], vec![units], span);
+        let sums = step.graph.push(Op::SumChannels, vec![value], vec![shape[1]], span);
         let squares = step.graph.push(Op::SumSquares, vec![value], vec![], span);
         step.observed.extend([sums, squares]);
+        // Saturated sigmoid and tanh outputs, where f′ < 0.01: counted as
+        // the sum of squares of 0/1 indicators.
+        let beyond = match step.graph.nodes[i].op {
+            Op::Unary(Unary::Sigmoid) => {
+                let centred = step.graph.push(Op::Unary(Unary::AddConst(-0.5)), vec![value], shape.clone(), span);
+                Some((centred, SIGMOID_SATURATED))
+            }
+            Op::Unary(Unary::Tanh) => Some((value, TANH_SATURATED)),
+            _ => None,
+        };
+        if let Some((centred, edge)) = beyond {
+            let saturated = step.graph.push(Op::Unary(Unary::Beyond(edge)), vec![centred], shape, span);
+            step.observed.push(step.graph.push(Op::SumSquares, vec![saturated], vec![], span));
+        }
     }
 }
+
+/// |σ(x) − ½| beyond this has σ′ = σ(1 − σ) < 0.01: √0.96 / 2.
+const SIGMOID_SATURATED: f64 = 0.489_897_948_556_635_6;
+/// |tanh x| beyond this has tanh′ = 1 − tanh² < 0.01: √0.99.
+const TANH_SATURATED: f64 = 0.994_987_437_106_62;
 
 /// The unary ops an activation layer lowers to.
 fn is_activation(u: Unary) -> bool {

@@ -32,6 +32,10 @@ pub struct ActivationHealth {
     /// convolution) whose output was 0 for every row of the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_fraction: Option<f64>,
+    /// For sigmoid and tanh: the fraction of outputs over the epoch's rows
+    /// where the derivative was below 0.01 (the unit passed almost no gradient).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saturated_fraction: Option<f64>,
 }
 
 /// An epoch's health report.
@@ -46,10 +50,13 @@ pub struct Health {
 struct Probe {
     name: String,
     relu: bool,
+    /// Sigmoid or tanh: the step also counts saturated outputs.
+    saturating: bool,
     /// Values per row, and per unit of a row.
     per_row: usize,
     unit_sums: Vec<f64>,
     squares: f64,
+    saturated: f64,
     count: f64,
 }
 
@@ -75,13 +82,16 @@ impl HealthSums {
             .map(|n| Probe {
                 name: n.name.clone(),
                 relu: matches!(n.layer, Layer::Activation(Activation::Relu)),
+                saturating: matches!(n.layer, Layer::Activation(Activation::Sigmoid | Activation::Tanh)),
                 per_row: n.shape.iter().product(),
                 unit_sums: vec![0.0; n.shape.first().copied().unwrap_or(1)],
                 squares: 0.0,
+                saturated: 0.0,
                 count: 0.0,
             })
             .collect();
-        let len = names.len() * HEALTH_VALUES + probes.iter().map(|p| p.unit_sums.len() + 1).sum::<usize>();
+        let values = |p: &Probe| p.unit_sums.len() + 1 + usize::from(p.saturating);
+        let len = names.len() * HEALTH_VALUES + probes.iter().map(values).sum::<usize>();
         HealthSums { sums: vec![(0.0, 0.0); names.len()], names, steps: 0, probes, observed: vec![0.0; len] }
     }
 
@@ -108,8 +118,11 @@ impl HealthSums {
             let (units, tail) = rest.split_at(probe.unit_sums.len());
             probe.unit_sums.iter_mut().zip(units).for_each(|(s, &v)| *s += f64::from(v));
             probe.squares += f64::from(tail[0]);
+            if probe.saturating {
+                probe.saturated += f64::from(tail[1]);
+            }
             probe.count += (rows * probe.per_row) as f64;
-            rest = &tail[1..];
+            rest = &tail[1 + usize::from(probe.saturating)..];
         }
         self.steps += 1;
     }
@@ -139,9 +152,10 @@ impl HealthSums {
                     mean,
                     std: (p.squares / count - mean * mean).max(0.0).sqrt(),
                     dead_fraction: p.relu.then_some(dead),
+                    saturated_fraction: p.saturating.then_some(p.saturated / count),
                 };
                 p.unit_sums.iter_mut().for_each(|s| *s = 0.0);
-                (p.squares, p.count) = (0.0, 0.0);
+                (p.squares, p.saturated, p.count) = (0.0, 0.0, 0.0);
                 report
             })
             .collect();
