@@ -109,9 +109,10 @@ class Model:
         callbacks = list(callbacks or [])
         bar = verbose and sys.stderr.isatty()
         history: List[Dict[str, float]] = []
+        total = self._core.epochs_done() + epochs
         try:
             for _ in range(epochs):
-                logs = self._core.train_epoch(batch_size, bar)
+                logs = self._core.train_epoch(total, batch_size, bar)
                 if logs is None:  # stop() was called
                     break
                 history.append(logs)

@@ -319,13 +319,15 @@ impl Core {
     }
 
     /// Trains one epoch on the rows of `set_data` with the Python lock
-    /// released. Returns the epoch's report as a dict, or None when `stop`
-    /// was called (the weights are those the epoch started from). Ctrl-C
-    /// raises KeyboardInterrupt the same way.
-    #[pyo3(signature = (batch=None, progress=false))]
+    /// released, of a run of `total` epochs (the schedule's length). Returns
+    /// the epoch's report as a dict, or None when `stop` was called (the
+    /// weights are those the epoch started from). Ctrl-C raises
+    /// KeyboardInterrupt the same way.
+    #[pyo3(signature = (total, batch=None, progress=false))]
     fn train_epoch<'py>(
         &self,
         py: Python<'py>,
+        total: usize,
         batch: Option<usize>,
         progress: bool,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
@@ -341,8 +343,8 @@ impl Core {
             if let Some(b) = batch {
                 state.trainer.config.batch = Batch::Size(b);
             }
-            // One more epoch than done so far: `fit` decides how many.
-            state.trainer.config.epochs = state.trainer.epochs_done() + 1;
+            // A learning-rate schedule spans the epochs `fit` was asked for.
+            state.trainer.config.epochs = total.max(state.trainer.epochs_done() + 1);
             let bar = progress.then(|| {
                 let bar = indicatif::ProgressBar::new(data.train.rows as u64);
                 bar.set_style(

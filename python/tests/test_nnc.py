@@ -232,3 +232,21 @@ def test_summary_as_text_and_dict():
     table = model.summary(as_dict=True)
     assert table["model"] == "lenet" and table["total_params"] == 61706
     assert model.input == ("image", (1, 28, 28), "real")
+
+
+def test_a_learning_rate_schedule_spans_the_epochs_fit_was_asked_for(digits, tmp_path):
+    """Cosine decay over the `epochs` of one `fit` call, as over `nnc train --epochs`."""
+    x_train, y_train, _, _ = digits
+    source = (MODELS / "digits_mlp.nn").read_text().replace("batch = 32", "batch = 32\n    schedule = cosine(min_lr = 0.0001)")
+    model_file = tmp_path / "cosine.nn"
+    model_file.write_text(source)
+    run_nnc("train", model_file, "--data", "builtin:digits", "--epochs", 3, "--quiet", "--metrics-json", tmp_path / "m.json",
+            "--save", tmp_path / "cli.safetensors")
+    cli_rates = [e["lr"] for e in json.loads((tmp_path / "m.json").read_text())["epochs"]]
+    model = nnc.compile(model_file)
+    history = model.fit(x_train, y_train, epochs=3, verbose=False)
+    assert [h["lr"] for h in history] == cli_rates and cli_rates[0] > cli_rates[1] > cli_rates[2]
+    theirs = read_safetensors(tmp_path / "cli.safetensors")
+    ours = model.state_dict()
+    for name, value in theirs.items():
+        assert np.array_equal(ours[name], value), name
