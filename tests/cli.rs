@@ -259,6 +259,54 @@ fn overfitting_is_reported_and_a_healthy_run_is_not() {
     assert!(!err.contains("overfitting"), "{err}");
 }
 
+/// Early stopping: the overfitting MLP with `patience = 5` stops five
+/// epochs after its best validation loss, keeps and saves that epoch's
+/// weights (the saved checkpoint evaluates to the final line's numbers);
+/// a run that ends before patience runs out keeps its best epoch too.
+#[test]
+fn patience_stops_early_and_keeps_the_best_epoch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("early.nn");
+    std::fs::write(
+        &file,
+        "model early {\n  input image: [64]\n  target digit: class(10)\n  image |> dense(512) |> relu |> dense(10) => logits\n  \
+         loss = cross_entropy(logits, digit)\n  train {\n    data = builtin(\"digits\")\n    scale = 16\n    \
+         optimizer = adam(lr = 0.003)\n    batch = 16\n    epochs = 80\n    validation = 0.95\n    patience = 5\n    seed = 1\n  }\n}\n",
+    )
+    .expect("write");
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
+    let (metrics, weights) = (dir.path().join("m.json"), dir.path().join("w.safetensors"));
+    let (code, out, err) = nnc(&["train", &path(&file), "--metrics-json", &path(&metrics), "--save", &path(&weights)]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics).expect("read")).expect("JSON");
+    let losses: Vec<f64> = v["epochs"]
+        .as_array()
+        .expect("epochs")
+        .iter()
+        .map(|e| e["validation"]["loss"].as_f64().expect("loss"))
+        .collect();
+    let ran = losses.len();
+    let best = 1 + (0..ran).fold(0, |b, i| if losses[i] < losses[b] { i } else { b });
+    assert!(ran < 80 && ran == best + 5, "stopped after {ran} epochs, best {best}: {losses:?}");
+    assert!(
+        out.contains(&format!(
+            "early stopping after epoch {ran}: the validation loss has not improved for 5 epochs; keeping epoch {best}'s weights"
+        )),
+        "{out}"
+    );
+    let last = out.lines().last().expect("final line");
+    let (code, evaluated, err) = nnc(&["eval", &path(&file), "--weights", &path(&weights)]);
+    assert_eq!(code, 0, "{err}");
+    let first = evaluated.lines().next().expect("metrics").trim_end_matches(')');
+    assert!(last.starts_with(&format!("test: {first}")), "the checkpoint holds the kept weights: {last} / {first}");
+    // Patience never runs out in 20 epochs: the best epoch is kept at the end.
+    let patient = std::fs::read_to_string(&file).expect("read").replace("patience = 5", "patience = 100");
+    std::fs::write(&file, patient).expect("write");
+    let (code, out, err) = nnc(&["train", &path(&file), "--epochs", "20"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("best epoch: the validation loss did not improve in the last"), "{out}");
+}
+
 /// Ten sigmoid layers on digits: training reports a first-layer gradient
 /// norm over 100× below the last layer's and warns that gradients vanish;
 /// the same stack with relu does not. A full-batch regression at a huge

@@ -90,16 +90,21 @@ class Model:
         `val_accuracy`, … with `validation_data`.
 
         Each callback is called as `callback(epoch, logs)` after every
-        epoch; one that returns `False` stops training. Ctrl-C raises
+        epoch; one that returns `False` stops training. A model with
+        `patience = N` stops when the validation loss has not improved for
+        N epochs and keeps its best epoch's weights (it needs
+        `validation_data`). Ctrl-C raises
         `KeyboardInterrupt` after the current step, and `stop()` from another
         thread ends training after it; either way the weights are those of
         the last finished epoch."""
-        default_epochs, default_batch = self._core.defaults()
+        default_epochs, _, patience = self._core.defaults()
         epochs = default_epochs if epochs is None else epochs
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be a whole number ≥ 0, not {epochs!r}")
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a whole number ≥ 1, not {batch_size!r}")
+        if patience is not None and validation_data is None:
+            raise ValueError(f"the model's `patience = {patience}` watches the validation loss: pass validation_data")
         validation = None
         if validation_data is not None:
             xv, yv = validation_data
@@ -110,6 +115,7 @@ class Model:
         bar = verbose and sys.stderr.isatty()
         history: List[Dict[str, float]] = []
         total = self._core.epochs_done() + epochs
+        best: Optional[Tuple[float, int, Dict[str, np.ndarray]]] = None  # early stopping's (loss, epoch, weights)
         try:
             for _ in range(epochs):
                 logs = self._core.train_epoch(total, batch_size, bar)
@@ -121,8 +127,17 @@ class Model:
                     print(f"epoch {logs['epoch']}  {shown}  ({logs['seconds']:.1f} s)", flush=True)
                 if any(callback(logs["epoch"], logs) is False for callback in callbacks):
                     break
+                if patience is not None:
+                    if best is None or logs["val_loss"] < best[0]:
+                        best = (logs["val_loss"], logs["epoch"], self.state_dict())
+                    elif logs["epoch"] - best[1] >= patience:
+                        break
         finally:
             self._core.clear_data()
+        if best is not None and history and best[1] != history[-1]["epoch"]:
+            self.load_state_dict(best[2])
+            if verbose:
+                print(f"keeping epoch {best[1]}'s weights (validation loss {best[0]:.4f})", flush=True)
         return history
 
     def stop(self) -> None:

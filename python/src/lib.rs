@@ -276,14 +276,14 @@ impl Core {
         serde_json::to_string(&nnc::summary::summarize(self.model())).unwrap_or_default()
     }
 
-    /// The model's own epochs and batch (`train { }`).
-    fn defaults(&self) -> (usize, Option<usize>) {
+    /// The model's own epochs, batch and patience (`train { }`).
+    fn defaults(&self) -> (usize, Option<usize>, Option<usize>) {
         let train = &self.model().train;
         let batch = match train.batch {
             Batch::Size(b) => Some(b),
             Batch::Full => None,
         };
-        (train.epochs, batch)
+        (train.epochs, batch, train.patience)
     }
 
     /// Copies and preprocesses the training (and validation) rows once for

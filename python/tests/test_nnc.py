@@ -250,3 +250,22 @@ def test_a_learning_rate_schedule_spans_the_epochs_fit_was_asked_for(digits, tmp
     ours = model.state_dict()
     for name, value in theirs.items():
         assert np.array_equal(ours[name], value), name
+
+
+def test_patience_stops_fit_and_keeps_the_best_epoch(digits):
+    x_train, y_train, x_test, y_test = digits
+    source = """model early {
+  input image: [64]
+  target digit: class(10)
+  image |> dense(512) |> relu |> dense(10) => logits
+  loss = cross_entropy(logits, digit)
+  train { scale = 16  optimizer = adam(lr = 0.003)  batch = 16  epochs = 80  validation = 0.5  patience = 4  seed = 1 }
+}"""
+    model = nnc.compile(source)
+    with pytest.raises(ValueError, match="`patience = 4` watches the validation loss"):
+        model.fit(x_train[:72], y_train[:72], verbose=False)
+    history = model.fit(x_train[:72], y_train[:72], validation_data=(x_test, y_test), verbose=False)
+    losses = [h["val_loss"] for h in history]
+    best = int(np.argmin(losses))
+    assert len(history) < 80 and len(history) == best + 1 + 4, losses
+    assert model.evaluate(x_test, y_test)["loss"] == pytest.approx(losses[best], rel=1e-6)

@@ -275,6 +275,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Fraction of the training rows held out for validation.
     pub validation: f64,
+    /// Early stopping: end training when the validation loss has not
+    /// improved for this many epochs, keeping the best epoch's weights.
+    pub patience: Option<usize>,
     pub data: Option<DataSource>,
     /// Where `data = …` is written (for messages about its files).
     pub data_span: Option<Span>,
@@ -297,6 +300,7 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             seed: 0,
             validation: 0.0,
+            patience: None,
             data: None,
             data_span: None,
             preprocess: Preprocess::None,

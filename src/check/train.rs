@@ -22,6 +22,7 @@ pub const SETTINGS: &[&str] = &[
     "weight_decay",
     "seed",
     "validation",
+    "patience",
     "data",
     "scale",
     "standardize",
@@ -107,6 +108,10 @@ pub fn check_train(blocks: &[TrainBlock], diags: &mut Vec<Diag>) -> TrainConfig 
     config.weight_decay = args.float("weight_decay", 0.0, Bound::NonNegative, diags);
     config.seed = args.int("seed", 0, 0, diags) as u64;
     config.validation = args.float("validation", 0.0, Bound::UnitOpen, diags);
+    config.patience = args.opt_int("patience", 1, diags);
+    if let (Some(_), true, Some(value)) = (config.patience, config.validation == 0.0, args.value("patience")) {
+        diags.push(messages::patience_without_validation(value.span()));
+    }
     if let Some(value) = args.value("data") {
         config.data = data_source(value, diags);
         config.data_span = Some(value.span());

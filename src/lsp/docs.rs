@@ -244,6 +244,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("weight_decay", "decoupled weight decay per step (default 0)"),
     ("seed", "seed of initialisation, shuffling and dropout (default 0)"),
     ("validation", "fraction of the training rows held out to validate on (default 0)"),
+    ("patience", "stop when the validation loss has not improved for this many epochs; keep the best epoch's weights"),
     ("data", "where the rows come from: `builtin(\"digits\")`, `csv(\"train.csv\")`, `idx(…)`"),
     ("scale", "divide every input by this (255 for grey levels)"),
     ("standardize", "`true`: shift and scale each input column to mean 0, deviation 1 (from the training rows)"),

@@ -46,6 +46,16 @@ pub fn cd_without_rbm(span: Span) -> Diag {
     .with_help("add an `rbm(hidden = …)` layer or choose another optimizer")
 }
 
+pub fn patience_without_validation(span: Span) -> Diag {
+    Diag::error(
+        "nnc::train::patience_without_validation",
+        "early stopping needs validation rows",
+        span,
+        "`patience` watches the validation loss, and there is none",
+    )
+    .with_help("hold rows out for it: add `validation = 0.1` (the test rows must stay unseen)")
+}
+
 pub fn rbm_without_cd(span: Span) -> Diag {
     Diag::warning(
         "nnc::lint::rbm_untrained",
