@@ -70,3 +70,20 @@ fn files_that_are_not_onnx_models_are_refused() {
     let (code, _, err) = nnc(&["import", "no-such.onnx", "-o", &out]);
     assert_eq!(code, 2, "{err}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+
+    /// Damaged ONNX files (bytes changed, cut short) are refused or read,
+    /// never a panic.
+    #[test]
+    fn damaged_files_never_panic(edits in proptest::collection::vec((0usize..300_000, 0u8..=255), 1..8), cut in 0usize..300_000) {
+        let mut bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/torch_lenet.onnx")).expect("read");
+        for (at, value) in edits {
+            let at = at % bytes.len();
+            bytes[at] = value;
+        }
+        bytes.truncate(bytes.len() - cut % bytes.len());
+        let _ = nnc::onnx::import(&bytes, "damaged");
+    }
+}

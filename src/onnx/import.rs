@@ -204,7 +204,10 @@ fn tensor_values(t: &TensorProto) -> Result<(Vec<usize>, Vec<f32>), String> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("tensor `{name}` has a negative size")))
         .collect::<Result<_, _>>()?;
-    let count: usize = dims.iter().product();
+    let count = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("tensor `{name}` is too large"))?;
     let data: Vec<f32> = match DataType::try_from(t.data_type.unwrap_or(0)) {
         Ok(DataType::Float) => match &t.raw_data {
             Some(raw) => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
@@ -565,8 +568,8 @@ impl Importer<'_> {
         if attribute(node, "auto_pad").and_then(|a| a.s.as_deref()).is_some_and(|s| s != b"NOTSET") {
             return Err(unsupported_detail(node, "it pads automatically; export with explicit pads"));
         }
-        if kh != kw {
-            return Err(unsupported_detail(node, &format!("its kernel is {kh}×{kw}; nnc's are square")));
+        if kh != kw || kh == 0 {
+            return Err(unsupported_detail(node, &format!("its kernel is {kh}×{kw}; nnc's are square and not empty")));
         }
         let [c, h, w] = shape[..] else {
             return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images")));
