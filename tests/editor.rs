@@ -1,6 +1,7 @@
 //! A real editor as the client: Neovim's built-in LSP client, configured by
-//! `editors/neovim/nnc.lua`, opens a model with a shape mistake and reports
-//! the diagnostic it received from `nnc lsp`.
+//! `editors/neovim/nnc.lua`, opens a model with a shape mistake and then a
+//! second model, and reports the diagnostics it received from the one
+//! `nnc lsp` serving both.
 //!
 //! Neovim is an optional part (the README's "Editors" section); where it is
 //! not installed the test says so and passes, unless `NNC_REQUIRE_EDITORS`
@@ -22,6 +23,12 @@ fn neovim_shows_the_shape_mistake() {
         "model m {\n  input image: [1, 28, 28] // 28×28\n  target digit: class(10)\n  image |> dense(10) => logits\n  loss = cross_entropy(logits, digit)\n}\n",
     )
     .expect("write");
+    let second = dir.path().join("second.nn");
+    std::fs::write(
+        &second,
+        "model n {\n  input x: [4]\n  target y: real[1]\n  x |> dense(1) |> sigmoidd => p\n  loss = mse(p, y)\n}\n",
+    )
+    .expect("write");
     let out = dir.path().join("seen.txt");
     let root = env!("CARGO_MANIFEST_DIR");
     let status = Command::new("nvim")
@@ -29,6 +36,7 @@ fn neovim_shows_the_shape_mistake() {
         .env("NNC_BIN", env!("CARGO_BIN_EXE_nnc"))
         .env("CONFIG", format!("{root}/editors/neovim/nnc.lua"))
         .env("MODEL", &model)
+        .env("MODEL2", &second)
         .env("OUT", &out)
         .env("HOME", dir.path())
         .env("XDG_STATE_HOME", dir.path())
@@ -40,8 +48,10 @@ fn neovim_shows_the_shape_mistake() {
     let lines: Vec<&str> = seen.lines().collect();
     assert_eq!(lines[..2], ["filetype nn", "clients 1"], "{seen}");
     // Line 4, column 11 (0-based, where `dense` starts), severity 1 (error).
-    assert_eq!(lines.len(), 3, "one diagnostic: {seen}");
+    assert_eq!(lines.len(), 5, "one diagnostic per file: {seen}");
     assert!(lines[2].starts_with("4:11:1:`dense` expects a vector [features]"), "{seen}");
+    assert_eq!(lines[3], "servers 1", "{seen}");
+    assert!(lines[4].starts_with("4:19:1:unknown layer `sigmoidd`"), "{seen}");
     assert!(lines[2].contains("found [1, 28, 28]") && lines[2].contains("help: insert `flatten` before it"), "{seen}");
 }
 

@@ -14,6 +14,15 @@ local ok, err = pcall(function()
   for _, d in ipairs(vim.diagnostic.get(0)) do
     table.insert(lines, string.format("%d:%d:%d:%s", d.lnum + 1, d.col, d.severity, (d.message:gsub("\n", " | "))))
   end
+  -- A second file is served by the same server.
+  vim.cmd("edit " .. vim.fn.fnameescape(os.getenv("MODEL2")))
+  vim.wait(60000, function()
+    return #vim.diagnostic.get(0) > 0
+  end, 20)
+  table.insert(lines, "servers " .. #vim.lsp.get_active_clients())
+  for _, d in ipairs(vim.diagnostic.get(0)) do
+    table.insert(lines, string.format("%d:%d:%d:%s", d.lnum + 1, d.col, d.severity, (d.message:gsub("\n", " | "))))
+  end
   vim.fn.writefile(lines, out)
 end)
 if not ok then
