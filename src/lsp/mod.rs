@@ -163,18 +163,21 @@ impl Server<'_> {
         self.send(Message::Notification(Notification::new(PublishDiagnostics::METHOD.to_string(), params)))
     }
 
+    /// The open document a request points into, and the byte offset it points at.
+    fn at(&self, position: &lsp_types::TextDocumentPositionParams) -> Option<(&Document, usize)> {
+        let doc = self.documents.get(position.text_document.uri.as_str())?;
+        Some((doc, doc.lines.offset(&doc.text, position.position)))
+    }
+
     fn request(&self, request: Request) -> Result<serde_json::Value, (ErrorCode, String)> {
+        use serde_json::Value::Null;
         let bad = |e: lsp_server::ExtractError<Request>| (ErrorCode::InvalidParams, format!("{e:?}"));
         let to_json =
             |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| (ErrorCode::InternalError, e.to_string()));
         match request.method.as_str() {
             HoverRequest::METHOD => {
                 let p = request.extract::<lsp_types::HoverParams>(HoverRequest::METHOD).map_err(bad)?.1;
-                let position = p.text_document_position_params;
-                let Some(doc) = self.documents.get(position.text_document.uri.as_str()) else {
-                    return Ok(serde_json::Value::Null);
-                };
-                let offset = doc.lines.offset(&doc.text, position.position);
+                let Some((doc, offset)) = self.at(&p.text_document_position_params) else { return Ok(Null) };
                 let hover = doc.analysis.hover(offset).map(|(span, value)| Hover {
                     contents: HoverContents::Markup(MarkupContent { kind: MarkupKind::Markdown, value }),
                     range: Some(doc.range(span)),
@@ -183,10 +186,8 @@ impl Server<'_> {
             }
             GotoDefinition::METHOD => {
                 let p = request.extract::<lsp_types::GotoDefinitionParams>(GotoDefinition::METHOD).map_err(bad)?.1;
-                let position = p.text_document_position_params;
-                let uri = position.text_document.uri;
-                let Some(doc) = self.documents.get(uri.as_str()) else { return Ok(serde_json::Value::Null) };
-                let offset = doc.lines.offset(&doc.text, position.position);
+                let Some((doc, offset)) = self.at(&p.text_document_position_params) else { return Ok(Null) };
+                let uri = &p.text_document_position_params.text_document.uri;
                 let found = doc.analysis.symbol_at(offset).map(|s| {
                     GotoDefinitionResponse::Scalar(Location { uri: uri.clone(), range: doc.range(s.definition) })
                 });
@@ -194,10 +195,8 @@ impl Server<'_> {
             }
             References::METHOD => {
                 let p = request.extract::<lsp_types::ReferenceParams>(References::METHOD).map_err(bad)?.1;
-                let position = p.text_document_position;
-                let uri = position.text_document.uri;
-                let Some(doc) = self.documents.get(uri.as_str()) else { return Ok(serde_json::Value::Null) };
-                let offset = doc.lines.offset(&doc.text, position.position);
+                let Some((doc, offset)) = self.at(&p.text_document_position) else { return Ok(Null) };
+                let uri = &p.text_document_position.text_document.uri;
                 let locations: Option<Vec<Location>> = doc.analysis.symbol_at(offset).map(|s| {
                     let declaration = p.context.include_declaration.then_some(s.definition);
                     declaration
@@ -210,17 +209,13 @@ impl Server<'_> {
             }
             Completion::METHOD => {
                 let p = request.extract::<lsp_types::CompletionParams>(Completion::METHOD).map_err(bad)?.1;
-                let position = p.text_document_position;
-                let Some(doc) = self.documents.get(position.text_document.uri.as_str()) else {
-                    return Ok(serde_json::Value::Null);
-                };
-                let offset = doc.lines.offset(&doc.text, position.position);
+                let Some((doc, offset)) = self.at(&p.text_document_position) else { return Ok(Null) };
                 to_json(serde_json::to_value(complete::complete(&doc.analysis, &doc.text, offset)))
             }
             InlayHintRequest::METHOD => {
                 let p = request.extract::<lsp_types::InlayHintParams>(InlayHintRequest::METHOD).map_err(bad)?.1;
                 let Some(doc) = self.documents.get(p.text_document.uri.as_str()) else {
-                    return Ok(serde_json::Value::Null);
+                    return Ok(Null);
                 };
                 let hints: Vec<InlayHint> = doc
                     .analysis
@@ -244,14 +239,14 @@ impl Server<'_> {
                 let p =
                     request.extract::<lsp_types::DocumentSymbolParams>(DocumentSymbolRequest::METHOD).map_err(bad)?.1;
                 let Some(doc) = self.documents.get(p.text_document.uri.as_str()) else {
-                    return Ok(serde_json::Value::Null);
+                    return Ok(Null);
                 };
                 to_json(serde_json::to_value(DocumentSymbolResponse::Nested(document_symbols(doc))))
             }
             Formatting::METHOD => {
                 let p = request.extract::<lsp_types::DocumentFormattingParams>(Formatting::METHOD).map_err(bad)?.1;
                 let Some(doc) = self.documents.get(p.text_document.uri.as_str()) else {
-                    return Ok(serde_json::Value::Null);
+                    return Ok(Null);
                 };
                 // A file that does not parse is left as it is (its syntax error is already shown).
                 let edits = match crate::format::format_source(&doc.text) {
