@@ -1,0 +1,298 @@
+//! The multi-node patterns `nnc export` writes, read back into one layer
+//! each: element-wise formulas (gelu, silu), maxout's reshape and
+//! reduction, an embedding's cast and lookup, and a recurrent layer between
+//! its transposes with its concatenated biases.
+
+use super::proto::{NodeProto, tensor_proto::DataType};
+use super::{Flow, Importer, Value, attribute, int_attr, ints_attr, unsupported_detail};
+
+/// An operand of an element-wise op: `x` itself, a formula of it, or a number.
+enum Term {
+    Of { flow: Flow, shape: Vec<usize>, text: String },
+    Number(f32),
+}
+
+impl Importer<'_> {
+    /// Whether a node reads a formula or a number (so it continues a formula).
+    pub(super) fn in_formula(&self, node: &NodeProto) -> bool {
+        node.input.iter().any(|i| matches!(self.values.get(i), Some(Value::Formula { .. } | Value::Constant(..))))
+    }
+
+    fn term(&self, node: &NodeProto, k: usize) -> Result<Term, String> {
+        match self.value(node, k)? {
+            Value::Constant(_, data) if data.len() == 1 => Ok(Term::Number(data[0])),
+            Value::Formula { flow, shape, text } => Ok(Term::Of { flow, shape, text }),
+            _ => {
+                let (flow, shape) = self.computed(node, k)?;
+                Ok(Term::Of { flow, shape, text: "x".into() })
+            }
+        }
+    }
+
+    /// An element-wise op in a formula of one value. The formulas `nnc
+    /// export` writes for gelu become the layer again; any other formula is
+    /// refused where something other than a formula reads it.
+    pub(super) fn formula(&mut self, node: &NodeProto) -> Result<(), String> {
+        let op = node.op_type.as_deref().unwrap_or("");
+        let mut terms = Vec::new();
+        for k in 0..node.input.len() {
+            terms.push(self.term(node, k)?);
+        }
+        let mut of: Option<(Flow, Vec<usize>)> = None;
+        let mut texts = Vec::new();
+        for term in terms {
+            match term {
+                Term::Number(v) => texts.push(format!("{v:?}")),
+                Term::Of { flow, shape, text } => {
+                    if of.as_ref().is_some_and(|(f, _)| *f != flow) {
+                        return Err(unsupported_detail(
+                            node,
+                            "it combines two different values; nnc maps formulas of one",
+                        ));
+                    }
+                    of = Some((flow, shape));
+                    texts.push(text);
+                }
+            }
+        }
+        let Some((flow, shape)) = of else { return Err(unsupported_detail(node, "it computes on numbers alone")) };
+        let text = match (op, texts.as_slice()) {
+            ("Div", [a, b]) => format!("({a}/{b})"),
+            ("Mul", [a, b]) => format!("({a}*{b})"),
+            ("Add", [a, b]) => format!("({a}+{b})"),
+            ("Erf", [a]) => format!("erf({a})"),
+            ("Tanh", [a]) => format!("tanh({a})"),
+            _ => return Err(unsupported_detail(node, "it is not an element-wise op of a formula nnc knows")),
+        };
+        let (exact, tanh) = gelu_formulas();
+        let out = node.output.first().cloned().unwrap_or_default();
+        let mut flow = flow;
+        if text == exact || text == tanh {
+            flow.stages.push(if text == exact { "gelu".into() } else { "gelu(tanh = true)".into() });
+            return self.output(node, flow, shape);
+        }
+        self.values.insert(out, Value::Formula { flow, shape, text });
+        Ok(())
+    }
+
+    /// `Mul(x, Sigmoid(x))`, as `nnc export` writes silu.
+    pub(super) fn silu(&mut self, node: &NodeProto) -> Result<(), String> {
+        let ((a, shape), (b, _)) = (self.computed(node, 0)?, self.computed(node, 1)?);
+        let is_sigmoid_of = |s: &Flow, x: &Flow| {
+            s.source == x.source
+                && s.stages.len() == x.stages.len() + 1
+                && s.stages.last().is_some_and(|l| l == "sigmoid")
+                && s.stages.starts_with(&x.stages)
+        };
+        let x = if is_sigmoid_of(&b, &a) {
+            a
+        } else if is_sigmoid_of(&a, &b) {
+            b
+        } else {
+            return Err(unsupported_detail(node, "nnc maps `Mul` only as silu, x·sigmoid(x)"));
+        };
+        let mut flow = x;
+        flow.stages.push("silu".into());
+        self.output(node, flow, shape)
+    }
+
+    /// `Gemm` to units·pieces, `Reshape` to [units, pieces], `ReduceMax`
+    /// over the pieces: maxout, as `nnc export` writes it.
+    pub(super) fn maxout(&mut self, node: &NodeProto) -> Result<(), String> {
+        let (mut flow, shape) = self.computed(node, 0)?;
+        let axes = match ints_attr(node, "axes") {
+            Some(axes) => axes,
+            None => self.constant(node, 1)?.1.iter().map(|&a| a as i64).collect(),
+        };
+        let [units, pieces] = shape[..] else {
+            return Err(unsupported_detail(node, "nnc maps `ReduceMax` only as maxout"));
+        };
+        let last_two = flow.stages.len().checked_sub(2).map(|k| (flow.stages[k].clone(), flow.stages[k + 1].clone()));
+        let dense = self.counters.get("dense").copied().unwrap_or(0);
+        let matches = int_attr(node, "keepdims", 1) == 0
+            && (axes == [2] || axes == [-1])
+            && last_two.is_some_and(|(d, r)| {
+                d == format!("dense({})", units * pieces) && r == format!("reshape([{units}, {pieces}])")
+            });
+        if !matches || dense == 0 {
+            return Err(unsupported_detail(
+                node,
+                "nnc maps `ReduceMax` only as maxout: Gemm, Reshape to [units, pieces], ReduceMax over the pieces",
+            ));
+        }
+        flow.stages.truncate(flow.stages.len() - 2);
+        // The dense layer just named becomes the maxout layer.
+        self.counters.insert("dense", dense - 1);
+        let name = self.layer_name("maxout");
+        for what in ["weight", "bias"] {
+            if let Some(t) = self.tensors.remove(&format!("dense{dense}.{what}")) {
+                self.tensors.insert(format!("{name}.{what}"), t);
+            }
+        }
+        flow.stages.push(format!("maxout({units}, pieces = {pieces})"));
+        self.output(node, flow, vec![units])
+    }
+
+    /// `Cast` of the raw input to int64: token ids for a `Gather`.
+    pub(super) fn cast(&mut self, node: &NodeProto) -> Result<(), String> {
+        let to_int64 = int_attr(node, "to", 0) == DataType::Int64 as i64;
+        if !to_int64 || !matches!(self.value(node, 0)?, Value::Input) || self.input_shape.len() != 1 {
+            return Err(unsupported_detail(node, "nnc maps `Cast` only of a 1-D input to int64 token ids"));
+        }
+        self.tokens = true;
+        self.values.insert(node.output.first().cloned().unwrap_or_default(), Value::Input);
+        Ok(())
+    }
+
+    /// `Gather(table, ids)` on token ids: an embedding.
+    pub(super) fn embedding(&mut self, node: &NodeProto) -> Result<(), String> {
+        let (dims, table) = self.constant(node, 0)?;
+        let [vocab, dim] = dims[..] else { return Err(unsupported_detail(node, "its table is not a matrix")) };
+        if !self.tokens || !matches!(self.value(node, 1)?, Value::Input) || int_attr(node, "axis", 0) != 0 {
+            return Err(unsupported_detail(node, "nnc maps `Gather` only as an embedding of the input's token ids"));
+        }
+        let name = self.layer_name("embedding");
+        self.tensors.insert(format!("{name}.weight"), (dims.clone(), table));
+        let flow = Flow { source: self.input_name.clone(), stages: vec![format!("embedding({vocab}, {dim})")] };
+        self.output(node, flow, vec![self.input_shape[0], dim])
+    }
+
+    /// Concatenation of constants (a recurrent op's biases).
+    pub(super) fn concat(&mut self, node: &NodeProto) -> Result<(), String> {
+        let mut parts = Vec::new();
+        for k in 0..node.input.len() {
+            parts.push(self.constant(node, k)?);
+        }
+        let Some((first, _)) = parts.first() else { return Err(unsupported_detail(node, "it has no inputs")) };
+        let rank = first.len() as i64;
+        let axis = int_attr(node, "axis", 0);
+        let axis = if axis < 0 { axis + rank } else { axis };
+        let axis = usize::try_from(axis).unwrap_or(usize::MAX);
+        let lined_up = axis < first.len()
+            && parts.iter().all(|(d, _)| d.len() == first.len() && (0..d.len()).all(|k| k == axis || d[k] == first[k]));
+        if !lined_up {
+            return Err(unsupported_detail(node, "its constants do not line up"));
+        }
+        let outer: usize = first[..axis].iter().product();
+        let mut dims = first.clone();
+        dims[axis] = parts.iter().map(|(d, _)| d[axis]).sum();
+        let mut data = Vec::new();
+        for o in 0..outer {
+            for (d, values) in &parts {
+                let inner: usize = d[axis..].iter().product();
+                data.extend_from_slice(&values[o * inner..(o + 1) * inner]);
+            }
+        }
+        self.values.insert(node.output.first().cloned().unwrap_or_default(), Value::Constant(dims, data));
+        Ok(())
+    }
+
+    /// `[N, T, F]` ↔ `[T, N, F]` around a recurrent op.
+    pub(super) fn transpose(&mut self, node: &NodeProto) -> Result<(), String> {
+        if ints_attr(node, "perm").as_deref() != Some(&[1, 0, 2]) {
+            return Err(unsupported_detail(
+                node,
+                "nnc maps `Transpose` only as the swap of batch and time around a recurrent layer",
+            ));
+        }
+        let out = node.output.first().cloned().unwrap_or_default();
+        let value = match self.value(node, 0)? {
+            Value::TimeMajor { flow, shape } => Value::Computed { flow, shape },
+            _ => {
+                let (flow, shape) = self.computed(node, 0)?;
+                if shape.len() != 2 {
+                    return Err(unsupported_detail(
+                        node,
+                        &format!("it transposes values of shape {shape:?}, not sequences"),
+                    ));
+                }
+                Value::TimeMajor { flow, shape }
+            }
+        };
+        self.values.insert(out, value);
+        Ok(())
+    }
+
+    /// ONNX's LSTM or RNN (forward, default activations) on a time-major
+    /// sequence: nnc's `lstm`/`rnn`, its gate blocks put back in PyTorch's order.
+    pub(super) fn recurrent(&mut self, node: &NodeProto, lstm: bool) -> Result<(), String> {
+        let Value::TimeMajor { flow, shape } = self.value(node, 0)? else {
+            return Err(unsupported_detail(node, "its input is not a sequence transposed to time-major"));
+        };
+        let plain = attribute(node, "direction").and_then(|a| a.s.as_deref()).is_none_or(|d| d == b"forward")
+            && attribute(node, "activations").is_none()
+            && attribute(node, "clip").is_none()
+            && int_attr(node, "input_forget", 0) == 0
+            && int_attr(node, "layout", 0) == 0
+            && node.input.iter().skip(4).all(String::is_empty);
+        if !plain {
+            return Err(unsupported_detail(
+                node,
+                "nnc maps forward recurrent layers with default activations, no clip, lengths or initial states",
+            ));
+        }
+        let hidden = usize::try_from(int_attr(node, "hidden_size", 0)).unwrap_or(0);
+        let gates = if lstm { 4 } else { 1 };
+        let (steps, features) = (shape[0], shape[1]);
+        let (keyword, width) = (if lstm { "lstm" } else { "rnn" }, gates * hidden);
+        let (w_dims, w) = self.constant(node, 1)?;
+        let (r_dims, r) = self.constant(node, 2)?;
+        let b = match node.input.get(3).filter(|n| !n.is_empty()) {
+            Some(_) => self.constant(node, 3)?.1,
+            None => vec![0.0; 2 * width],
+        };
+        if hidden == 0 || w_dims != [1, width, features] || r_dims != [1, width, hidden] || b.len() != 2 * width {
+            return Err(unsupported_detail(node, "its weights do not have the shapes of its hidden size and input"));
+        }
+        // ONNX's blocks i, o, f, c → PyTorch's i, f, g, o.
+        let order: &[usize] = if lstm { &[0, 2, 3, 1] } else { &[0] };
+        let reorder = |values: &[f32]| -> Vec<f32> {
+            let block = values.len() / gates;
+            order.iter().flat_map(|&g| values[g * block..(g + 1) * block].iter().copied()).collect()
+        };
+        let name = self.layer_name(keyword);
+        self.tensors.insert(format!("{name}.weight_ih_l0"), (vec![width, features], reorder(&w)));
+        self.tensors.insert(format!("{name}.weight_hh_l0"), (vec![width, hidden], reorder(&r)));
+        self.tensors.insert(format!("{name}.bias_ih_l0"), (vec![width], reorder(&b[..width])));
+        self.tensors.insert(format!("{name}.bias_hh_l0"), (vec![width], reorder(&b[width..])));
+        let stage = format!("{keyword}({hidden}");
+        for (k, every_step) in [(0, true), (1, false)] {
+            if let Some(out) = node.output.get(k).filter(|o| !o.is_empty()) {
+                let value = Value::Recurrent { flow: flow.clone(), stage: stage.clone(), steps, hidden, every_step };
+                self.values.insert(out.clone(), value);
+            }
+        }
+        Ok(())
+    }
+
+    /// The `Squeeze` that picks a recurrent op's output.
+    pub(super) fn squeeze(&mut self, node: &NodeProto) -> Result<(), String> {
+        let Value::Recurrent { mut flow, stage, steps, hidden, every_step } = self.value(node, 0)? else {
+            return Err(unsupported_detail(node, "nnc maps `Squeeze` only after a recurrent layer"));
+        };
+        let axes: Vec<i64> = match ints_attr(node, "axes") {
+            Some(axes) => axes,
+            None => self.constant(node, 1)?.1.iter().map(|&a| a as i64).collect(),
+        };
+        let out = node.output.first().cloned().unwrap_or_default();
+        if every_step && axes == [1] {
+            flow.stages.push(format!("{stage}, sequences = true)"));
+            self.values.insert(out, Value::TimeMajor { flow, shape: vec![steps, hidden] });
+            Ok(())
+        } else if !every_step && axes == [0] {
+            flow.stages.push(format!("{stage})"));
+            self.output(node, flow, vec![hidden])
+        } else {
+            Err(unsupported_detail(node, "it does not drop the direction axis of a recurrent output"))
+        }
+    }
+}
+
+/// The formulas `nnc export` writes for gelu, exact and with tanh, as
+/// `Importer::formula` spells them.
+fn gelu_formulas() -> (String, String) {
+    let half_x_one_plus = |t: String| format!("((x*{:?})*({t}+{:?}))", 0.5f32, 1.0f32);
+    let exact = half_x_one_plus(format!("erf((x/{:?}))", std::f32::consts::SQRT_2));
+    let inner = format!("((x+(((x*x)*x)*{:?}))*{:?})", 0.044_715f32, (2.0 / std::f32::consts::PI).sqrt());
+    (exact, half_x_one_plus(format!("tanh({inner})")))
+}

@@ -1,0 +1,281 @@
+//! Single ONNX nodes that are one layer each: Gemm and MatMul (dense), Conv,
+//! pooling, BatchNormalization, Reshape, the Add of two values, and the
+//! scaling of the raw input.
+
+use super::proto::NodeProto;
+use super::{Flow, Importer, Value, attribute, float_attr, int_attr, ints_attr, number, square, unsupported_detail};
+use crate::data::Scaler;
+
+impl Importer<'_> {
+    /// `Div(input, s)` → `scale`; `Sub(input, mean)` then `Div(·, std)` → standardisation.
+    pub(super) fn scaling(&mut self, node: &NodeProto) -> Result<(), String> {
+        let (dims, data) = self.constant(node, 1)?;
+        let out = node.output.first().cloned().unwrap_or_default();
+        let features: usize = self.input_shape.iter().product();
+        let reader = self.nodes.iter().find(|n| n.input.first() == Some(&out));
+        match (node.op_type.as_deref(), &self.scaler, data.len()) {
+            (Some("Div"), Scaler::None, 1) => self.scaler = Scaler::Scale(data[0]),
+            (Some("Sub"), Scaler::None, n)
+                if n == features && reader.is_some_and(|r| r.op_type.as_deref() == Some("Div")) =>
+            {
+                self.scaler = Scaler::Standardize { mean: data, std: Vec::new() };
+                // The `Div` that follows reads the centred input: still the input for the layers.
+                self.values.insert(out, Value::Input);
+                return Ok(());
+            }
+            (Some("Div"), Scaler::Standardize { mean, std }, n) if std.is_empty() && n == features => {
+                self.scaler = Scaler::Standardize { mean: mean.clone(), std: data };
+            }
+            _ => {
+                return Err(unsupported_detail(
+                    node,
+                    &format!(
+                        "it scales the input by a tensor of shape {dims:?}, which is neither one number nor one per feature"
+                    ),
+                ));
+            }
+        }
+        self.values.insert(out, Value::Input);
+        Ok(())
+    }
+
+    fn dense(
+        &mut self,
+        node: &NodeProto,
+        weight: Vec<f32>,
+        (units, fan_in): (usize, usize),
+        bias: Option<Vec<f32>>,
+    ) -> Result<(), String> {
+        let (flow, shape) = self.computed(node, 0)?;
+        if shape.len() != 1 || shape[0] != fan_in {
+            return Err(unsupported_detail(
+                node,
+                &format!(
+                    "it multiplies values of shape {shape:?} by a [{fan_in}, {units}] matrix; nnc's dense layers take vectors"
+                ),
+            ));
+        }
+        let name = self.layer_name("dense");
+        self.tensors.insert(format!("{name}.weight"), (vec![units, fan_in], weight));
+        let text = match bias {
+            Some(b) => {
+                self.tensors.insert(format!("{name}.bias"), (vec![units], b));
+                format!("dense({units})")
+            }
+            None => format!("dense({units}, bias = false)"),
+        };
+        let mut flow = flow;
+        flow.stages.push(text);
+        self.output(node, flow, vec![units])
+    }
+
+    pub(super) fn gemm(&mut self, node: &NodeProto) -> Result<(), String> {
+        if float_attr(node, "alpha", 1.0) != 1.0
+            || float_attr(node, "beta", 1.0) != 1.0
+            || int_attr(node, "transA", 0) != 0
+        {
+            return Err(unsupported_detail(node, "it scales or transposes its operands beyond x·Wᵀ + b"));
+        }
+        let (dims, w) = self.constant(node, 1)?;
+        let [rows, cols] = dims[..] else { return Err(unsupported_detail(node, "its weight is not a matrix")) };
+        let (units, fan_in, weight) =
+            if int_attr(node, "transB", 0) == 1 { (rows, cols, w) } else { (cols, rows, transpose(&w, rows, cols)) };
+        let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
+            Some(_) => {
+                let (_, b) = self.constant(node, 2)?;
+                match b.len() {
+                    n if n == units => Some(b),
+                    1 => Some(vec![b[0]; units]),
+                    _ => return Err(unsupported_detail(node, "its bias is not one value per output")),
+                }
+            }
+            None => None,
+        };
+        self.dense(node, weight, (units, fan_in), bias)
+    }
+
+    /// `MatMul(x, W)`, with the `Add` of a bias that usually follows.
+    pub(super) fn matmul(&mut self, index: usize, node: &NodeProto) -> Result<(), String> {
+        let (dims, w) = self.constant(node, 1)?;
+        let [fan_in, units] = dims[..] else { return Err(unsupported_detail(node, "its weight is not a matrix")) };
+        let weight = transpose(&w, fan_in, units);
+        let out = node.output.first().cloned().unwrap_or_default();
+        let next = self.nodes.get(index + 1).filter(|n| {
+            n.op_type.as_deref() == Some("Add") && n.input.first() == Some(&out) && self.readers.get(&out) == Some(&1)
+        });
+        let bias = next.and_then(|n| n.input.get(1)).and_then(|b| match self.values.get(b) {
+            Some(Value::Constant(_, data)) if data.len() == units => Some(data.clone()),
+            _ => None,
+        });
+        self.dense(node, weight, (units, fan_in), bias.clone())?;
+        if let (Some(add), Some(_)) = (next, bias) {
+            // The bias is in the dense layer: the `Add` passes its value on.
+            let v = self.values.get(&out).cloned().unwrap_or(Value::Input);
+            self.values.insert(add.output.first().cloned().unwrap_or_default(), v);
+            self.folded.insert(index + 1);
+        }
+        Ok(())
+    }
+
+    /// The sum of two computed values of one shape: `add(a, b)`.
+    pub(super) fn add(&mut self, node: &NodeProto) -> Result<(), String> {
+        let (a, a_shape) = self.computed(node, 0)?;
+        let (b, b_shape) = self.computed(node, 1)?;
+        if a_shape != b_shape {
+            return Err(unsupported_detail(
+                node,
+                &format!("it adds {a_shape:?} to {b_shape:?}; nnc adds values of one shape"),
+            ));
+        }
+        let (a, b) = (self.name_flow(a), self.name_flow(b));
+        let flow = Flow { source: format!("add({}, {})", a.source, b.source), stages: Vec::new() };
+        self.output(node, flow, a_shape)
+    }
+
+    pub(super) fn conv(&mut self, node: &NodeProto) -> Result<(), String> {
+        let (flow, shape) = self.computed(node, 0)?;
+        let (dims, weight) = self.constant(node, 1)?;
+        let [filters, channels, kh, kw] = dims[..] else {
+            return Err(unsupported_detail(node, "it is not a 2-D convolution"));
+        };
+        if int_attr(node, "group", 1) != 1 {
+            return Err(unsupported_detail(node, "it is a grouped convolution"));
+        }
+        if attribute(node, "auto_pad").and_then(|a| a.s.as_deref()).is_some_and(|s| s != b"NOTSET") {
+            return Err(unsupported_detail(node, "it pads automatically; export with explicit pads"));
+        }
+        if kh != kw || kh == 0 {
+            return Err(unsupported_detail(node, &format!("its kernel is {kh}×{kw}; nnc's are square and not empty")));
+        }
+        let [c, h, w] = shape[..] else {
+            return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images")));
+        };
+        if c != channels {
+            return Err(unsupported_detail(node, &format!("its filters read {channels} channels, the input has {c}")));
+        }
+        let stride = square(node, "strides", ints_attr(node, "strides"), 1)?;
+        let padding = square(node, "pads", ints_attr(node, "pads"), 0)?;
+        let dilation = square(node, "dilations", ints_attr(node, "dilations"), 1)?;
+        let extent = dilation * (kh - 1) + 1;
+        if stride == 0 || h + 2 * padding < extent || w + 2 * padding < extent {
+            return Err(unsupported_detail(node, "its window does not fit the image"));
+        }
+        let side = |n: usize| (n + 2 * padding - extent) / stride + 1;
+        let name = self.layer_name("conv2d");
+        self.tensors.insert(format!("{name}.weight"), (dims.clone(), weight));
+        let mut args = vec![filters.to_string(), format!("kernel = {kh}")];
+        for (key, v, default) in [("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)] {
+            if v != default {
+                args.push(format!("{key} = {v}"));
+            }
+        }
+        match node.input.get(2).filter(|n| !n.is_empty()) {
+            Some(_) => {
+                let (_, b) = self.constant(node, 2)?;
+                self.tensors.insert(format!("{name}.bias"), (vec![filters], b));
+            }
+            None => args.push("bias = false".into()),
+        }
+        let mut flow = flow;
+        flow.stages.push(format!("conv2d({})", args.join(", ")));
+        self.output(node, flow, vec![filters, side(h), side(w)])
+    }
+
+    pub(super) fn pool(&mut self, node: &NodeProto, max: bool) -> Result<(), String> {
+        let (_, shape) = self.computed(node, 0)?;
+        let kernel = square(node, "kernel_shape", ints_attr(node, "kernel_shape"), 0)?;
+        let stride = square(node, "strides", ints_attr(node, "strides"), 1)?;
+        let padding = square(node, "pads", ints_attr(node, "pads"), 0)?;
+        if padding != 0
+            || int_attr(node, "ceil_mode", 0) != 0
+            || ints_attr(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1))
+        {
+            return Err(unsupported_detail(node, "it pads, dilates or rounds up; nnc's pooling does none of these"));
+        }
+        let [c, h, w] = shape[..] else {
+            return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images")));
+        };
+        if kernel == 0 || kernel > h || kernel > w {
+            return Err(unsupported_detail(node, "its window does not fit the image"));
+        }
+        let keyword = if max { "maxpool" } else { "avgpool" };
+        let text = if stride == kernel {
+            format!("{keyword}({kernel})")
+        } else {
+            format!("{keyword}({kernel}, stride = {stride})")
+        };
+        self.stage(node, text, vec![c, (h - kernel) / stride + 1, (w - kernel) / stride + 1])
+    }
+
+    pub(super) fn batchnorm(&mut self, node: &NodeProto) -> Result<(), String> {
+        let (_, shape) = self.computed(node, 0)?;
+        let name = self.layer_name("batchnorm");
+        for (k, what) in [(1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var")] {
+            let (dims, data) = self.constant(node, k)?;
+            if data.len() != shape[0] {
+                return Err(unsupported_detail(
+                    node,
+                    &format!("its {what} has {} values for {} features", data.len(), shape[0]),
+                ));
+            }
+            self.tensors.insert(format!("{name}.{what}"), (vec![dims.iter().product()], data));
+        }
+        let eps = float_attr(node, "epsilon", 1e-5);
+        let momentum = float_attr(node, "momentum", 0.9);
+        let mut args = Vec::new();
+        if (momentum - 0.9).abs() > f32::EPSILON {
+            args.push(format!("momentum = {}", number(momentum)));
+        }
+        if (eps - 1e-5).abs() > 1e-12 {
+            args.push(format!("eps = {eps:e}"));
+        }
+        let text = if args.is_empty() { "batchnorm".to_string() } else { format!("batchnorm({})", args.join(", ")) };
+        self.stage(node, text, shape)
+    }
+
+    pub(super) fn reshape(&mut self, node: &NodeProto) -> Result<(), String> {
+        let (_, shape) = self.computed(node, 0)?;
+        let (_, target) = self.constant(node, 1)?;
+        let total: usize = shape.iter().product();
+        let rest: Vec<i64> = target.iter().skip(1).map(|&v| v as i64).collect();
+        if target.first().is_none_or(|&b| b != 0.0 && b != -1.0 && rest.contains(&-1)) {
+            return Err(unsupported_detail(node, "it reshapes across the batch axis"));
+        }
+        let known: i64 = rest.iter().filter(|&&v| v > 0).product();
+        let dims: Vec<usize> = rest
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| match v {
+                -1 if known > 0 => Ok(total / known as usize),
+                0 => shape
+                    .get(k)
+                    .copied()
+                    .ok_or_else(|| unsupported_detail(node, "it copies a dimension the input lacks")),
+                v if v > 0 => Ok(v as usize),
+                _ => Err(unsupported_detail(node, "its target shape is not understood")),
+            })
+            .collect::<Result<_, _>>()?;
+        if dims.iter().product::<usize>() != total {
+            return Err(unsupported_detail(
+                node,
+                &format!("it reshapes {shape:?} to {dims:?}, which does not hold the same values"),
+            ));
+        }
+        if dims.len() == 1 {
+            return self.stage(node, "flatten".into(), dims);
+        }
+        let list: Vec<String> = dims.iter().map(usize::to_string).collect();
+        self.stage(node, format!("reshape([{}])", list.join(", ")), dims)
+    }
+}
+
+/// `w` `[rows, cols]` as `[cols, rows]`.
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; w.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = w[r * cols + c];
+        }
+    }
+    t
+}

@@ -1,0 +1,487 @@
+//! An ONNX inference graph → a `.nn` model and its weights.
+//!
+//! The graph is read node by node from its one input, each node mapped to a
+//! layer of the language; a tensor read by one node extends the pipeline it
+//! is in, one read by several becomes a named value. Weights become the
+//! tensors of the layers nnc will name (`dense1.weight`, …). Scaling of the
+//! raw input (a `Div` by a constant, or `Sub` then `Div` by per-feature
+//! tensors) becomes the checkpoint's preprocessing; a final `Softmax` makes
+//! the model a classifier of the scores before it. What cannot be mapped
+//! exactly is an error naming the node, never a different network.
+
+use std::collections::HashMap;
+
+use prost::Message;
+
+use super::proto::{self, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType, tensor_proto::DataType};
+use crate::data::Scaler;
+
+mod composite;
+mod layers;
+
+/// The ops the importer maps (as `nnc export` writes them, and as PyTorch
+/// writes `nn.Sequential` MLPs and LeNet-style CNNs).
+pub const SUPPORTED: &[&str] = &[
+    "LSTM",
+    "RNN",
+    "Gather",
+    "Cast",
+    "Transpose",
+    "Squeeze",
+    "Concat",
+    "ReduceMax",
+    "Mul",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Conv",
+    "MaxPool",
+    "AveragePool",
+    "BatchNormalization",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "LeakyRelu",
+    "Elu",
+    "Softplus",
+    "Softmax",
+    "Flatten",
+    "Reshape",
+    "Dropout",
+    "Identity",
+    "Constant",
+    "Sub",
+    "Div",
+];
+
+/// The newest opset whose semantics of these ops the importer knows.
+const NEWEST_OPSET: i64 = 21;
+
+/// An imported model: its `.nn` text, its tensors by nnc's names, and the
+/// preprocessing of its raw input.
+pub struct Imported {
+    pub source: String,
+    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    pub scaler: Scaler,
+}
+
+/// A value of the graph as the importer follows it.
+#[derive(Clone)]
+enum Value {
+    /// A constant tensor (an initializer or a `Constant` node).
+    Constant(Vec<usize>, Vec<f32>),
+    /// The raw input, before any layer.
+    Input,
+    /// A value computed by the network: the pipeline text that produces it
+    /// (its source and stages) and its shape per sample.
+    Computed { flow: Flow, shape: Vec<usize> },
+    /// A sequence `[T, F]` transposed to time-major, as recurrent ops read it.
+    TimeMajor { flow: Flow, shape: Vec<usize> },
+    /// An output of a recurrent op, before the `Squeeze` that picks it:
+    /// every step's state (`Y`) or the last one (`Y_h`).
+    Recurrent { flow: Flow, stage: String, steps: usize, hidden: usize, every_step: bool },
+    /// Part of an element-wise formula of one computed value `x` (its flow),
+    /// written out (`(x/1.4142135)`) until it is a whole activation.
+    Formula { flow: Flow, shape: Vec<usize>, text: String },
+}
+
+#[derive(Clone, PartialEq)]
+struct Flow {
+    source: String,
+    stages: Vec<String>,
+}
+
+struct Importer<'a> {
+    nodes: &'a [NodeProto],
+    values: HashMap<String, Value>,
+    /// How many nodes read each tensor.
+    readers: HashMap<String, usize>,
+    statements: Vec<String>,
+    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    scaler: Scaler,
+    counters: HashMap<&'static str, usize>,
+    input_name: String,
+    input_shape: Vec<usize>,
+    names: usize,
+    /// Nodes already folded into an earlier one (the `Add` of a bias after a `MatMul`).
+    folded: std::collections::HashSet<usize>,
+    /// The input holds token ids (it is cast to integers for a `Gather`).
+    tokens: bool,
+}
+
+/// Reads ONNX bytes into a model named `name`.
+pub fn import(bytes: &[u8], name: &str) -> Result<Imported, String> {
+    let model = ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model ({e})"))?;
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.as_deref().unwrap_or("").is_empty())
+        .and_then(|o| o.version)
+        .ok_or("the model names no ONNX opset; is it an ONNX model?")?;
+    if opset > NEWEST_OPSET {
+        return Err(format!("opset {opset} is newer than the {NEWEST_OPSET} nnc imports; export with an older opset"));
+    }
+    let graph = model.graph.as_ref().ok_or("the model has no graph")?;
+    let mut values = HashMap::new();
+    for init in &graph.initializer {
+        let (dims, data) = tensor_values(init)?;
+        values.insert(init.name.clone().unwrap_or_default(), Value::Constant(dims, data));
+    }
+    let inputs: Vec<_> = graph.input.iter().filter(|i| !values.contains_key(i.name.as_deref().unwrap_or(""))).collect();
+    let [input] = inputs.as_slice() else {
+        return Err(format!("the graph has {} inputs; nnc models read one", inputs.len()));
+    };
+    let [output] = graph.output.as_slice() else {
+        return Err(format!("the graph has {} outputs; nnc models predict one", graph.output.len()));
+    };
+    let input_name = input.name.clone().unwrap_or_default();
+    let input_shape = sample_shape(input)?;
+    values.insert(input_name.clone(), Value::Input);
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for node in &graph.node {
+        for i in node.input.iter().filter(|i| !i.is_empty()) {
+            *readers.entry(i.clone()).or_default() += 1;
+        }
+    }
+    let mut importer = Importer {
+        nodes: &graph.node,
+        values,
+        readers,
+        statements: Vec::new(),
+        tensors: HashMap::new(),
+        scaler: Scaler::None,
+        counters: HashMap::new(),
+        input_name: identifier(&input_name),
+        input_shape,
+        names: 0,
+        folded: Default::default(),
+        tokens: false,
+    };
+    for (index, node) in graph.node.iter().enumerate() {
+        if !importer.folded.contains(&index) {
+            importer.node(index, node)?;
+        }
+    }
+    importer.finish(name, output.name.as_deref().unwrap_or(""))
+}
+
+/// One sample's shape: the input's dimensions after the batch.
+fn sample_shape(input: &proto::ValueInfoProto) -> Result<Vec<usize>, String> {
+    let name = input.name.as_deref().unwrap_or("");
+    let Some(proto::type_proto::Value::TensorType(tensor)) = input.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Err(format!("input `{name}` is not a tensor"));
+    };
+    if tensor.elem_type != Some(DataType::Float as i32) {
+        return Err(format!("input `{name}` is not float32; nnc models read float32 rows"));
+    }
+    let dims = tensor.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or_default();
+    let mut shape = Vec::new();
+    for (k, dim) in dims.iter().enumerate().skip(1) {
+        match dim.value {
+            Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => shape.push(v as usize),
+            _ => {
+                return Err(format!(
+                    "dimension {k} of input `{name}` is not a fixed size; nnc needs every dimension after the batch"
+                ));
+            }
+        }
+    }
+    if dims.len() < 2 {
+        return Err(format!("input `{name}` has no dimension after the batch"));
+    }
+    Ok(shape)
+}
+
+/// A tensor's dimensions and values as f32 (float or int64 data).
+fn tensor_values(t: &TensorProto) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let name = t.name.as_deref().unwrap_or("");
+    let dims: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("tensor `{name}` has a negative size")))
+        .collect::<Result<_, _>>()?;
+    let count = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("tensor `{name}` is too large"))?;
+    let data: Vec<f32> = match DataType::try_from(t.data_type.unwrap_or(0)) {
+        Ok(DataType::Float) => match &t.raw_data {
+            Some(raw) => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            None => t.float_data.clone(),
+        },
+        Ok(DataType::Int64) => match &t.raw_data {
+            Some(raw) => {
+                raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32).collect()
+            }
+            None => t.int64_data.iter().map(|&v| v as f32).collect(),
+        },
+        _ => return Err(format!("tensor `{name}` is neither float32 nor int64")),
+    };
+    if data.len() != count {
+        return Err(format!("tensor `{name}` holds {} values for its shape {dims:?} ({count})", data.len()));
+    }
+    if t.data_location == Some(1) {
+        return Err(format!("tensor `{name}` is stored outside the file; save the model with its weights inside"));
+    }
+    Ok((dims, data))
+}
+
+/// A tensor name made usable as a `.nn` name.
+fn identifier(name: &str) -> String {
+    let mut out: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if !out.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        out.insert(0, 'v');
+    }
+    if matches!(out.as_str(), "model" | "block" | "input" | "target" | "loss" | "train" | "repeat" | "as") {
+        out.push('_');
+    }
+    out
+}
+
+fn attribute<'n>(node: &'n NodeProto, name: &str) -> Option<&'n proto::AttributeProto> {
+    node.attribute.iter().find(|a| a.name.as_deref() == Some(name))
+}
+
+fn int_attr(node: &NodeProto, name: &str, default: i64) -> i64 {
+    attribute(node, name).and_then(|a| a.i).unwrap_or(default)
+}
+
+fn float_attr(node: &NodeProto, name: &str, default: f32) -> f32 {
+    attribute(node, name).and_then(|a| a.f).unwrap_or(default)
+}
+
+fn ints_attr(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attribute(node, name)
+        .filter(|a| a.r#type == Some(AttributeType::Ints as i32) || !a.ints.is_empty())
+        .map(|a| a.ints.clone())
+}
+
+/// `[k, k]`-style attributes that nnc's square layers take as one number.
+fn square(node: &NodeProto, what: &str, values: Option<Vec<i64>>, default: i64) -> Result<usize, String> {
+    let values = values.unwrap_or_else(|| vec![default, default]);
+    match values.as_slice() {
+        [a, rest @ ..] if *a >= 0 && rest.iter().all(|b| b == a) => Ok(*a as usize),
+        _ => Err(unsupported_detail(node, &format!("its {what} {values:?} differ along the axes; nnc's are square"))),
+    }
+}
+
+fn node_name(node: &NodeProto) -> String {
+    let name = node.name.as_deref().filter(|n| !n.is_empty()).unwrap_or("(unnamed)");
+    format!("node `{name}` ({})", node.op_type.as_deref().unwrap_or("?"))
+}
+
+fn unsupported_detail(node: &NodeProto, why: &str) -> String {
+    format!("{} cannot be imported: {why}", node_name(node))
+}
+
+fn number(v: f32) -> String {
+    let text = format!("{v}");
+    if text.contains('.') || text.contains('e') || text.contains("inf") || text.contains("NaN") {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
+impl Importer<'_> {
+    fn value(&self, node: &NodeProto, k: usize) -> Result<Value, String> {
+        let name = node
+            .input
+            .get(k)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| unsupported_detail(node, &format!("it has no input {k}")))?;
+        self.values
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unsupported_detail(node, &format!("its input `{name}` is produced by no earlier node")))
+    }
+
+    fn constant(&self, node: &NodeProto, k: usize) -> Result<(Vec<usize>, Vec<f32>), String> {
+        match self.value(node, k)? {
+            Value::Constant(dims, data) => Ok((dims, data)),
+            _ => Err(unsupported_detail(node, &format!("input {k} is computed; nnc needs a constant there"))),
+        }
+    }
+
+    /// The flow computing input `k` and its shape; the raw input starts a new flow.
+    fn computed(&self, node: &NodeProto, k: usize) -> Result<(Flow, Vec<usize>), String> {
+        match self.value(node, k)? {
+            Value::Computed { flow, shape } => Ok((flow, shape)),
+            Value::Input => {
+                Ok((Flow { source: self.input_name.clone(), stages: Vec::new() }, self.input_shape.clone()))
+            }
+            Value::Constant(..) => {
+                Err(unsupported_detail(node, &format!("input {k} is a constant; nnc's layers read computed values")))
+            }
+            Value::TimeMajor { .. } | Value::Recurrent { .. } => Err(unsupported_detail(
+                node,
+                &format!("input {k} is a recurrent layer's time-major value; nnc maps only the transposes around it"),
+            )),
+            Value::Formula { text, .. } => Err(unsupported_detail(
+                node,
+                &format!("input {k} is the formula {text}, which is no activation nnc has"),
+            )),
+        }
+    }
+
+    /// The next layer name nnc gives `keyword` (`dense1`, `dense2`, …).
+    fn layer_name(&mut self, keyword: &'static str) -> String {
+        let n = self.counters.entry(keyword).or_insert(0);
+        *n += 1;
+        format!("{keyword}{n}")
+    }
+
+    fn output(&mut self, node: &NodeProto, flow: Flow, shape: Vec<usize>) -> Result<(), String> {
+        let out = node.output.first().cloned().unwrap_or_default();
+        // A value read by several nodes is named, and each reader starts from the name.
+        let flow = if self.readers.get(&out).copied().unwrap_or(0) > 1 { self.name_flow(flow) } else { flow };
+        self.values.insert(out, Value::Computed { flow, shape });
+        Ok(())
+    }
+
+    /// Ends `flow` with `=> name` and returns a flow starting from the name.
+    fn name_flow(&mut self, flow: Flow) -> Flow {
+        let is_call = flow.source.contains('(');
+        if flow.stages.is_empty() && !is_call {
+            return flow;
+        }
+        self.names += 1;
+        let name = format!("h{}", self.names);
+        self.statements.push(format!("{} => {name}", pipeline_text(&flow)));
+        Flow { source: name, stages: Vec::new() }
+    }
+
+    fn stage(&mut self, node: &NodeProto, text: String, shape: Vec<usize>) -> Result<(), String> {
+        let (mut flow, _) = self.computed(node, 0)?;
+        flow.stages.push(text);
+        self.output(node, flow, shape)
+    }
+
+    fn node(&mut self, index: usize, node: &NodeProto) -> Result<(), String> {
+        let op = node.op_type.as_deref().unwrap_or("");
+        match op {
+            "Constant" => {
+                let t = attribute(node, "value")
+                    .and_then(|a| a.t.as_ref())
+                    .ok_or_else(|| unsupported_detail(node, "it holds no tensor"))?;
+                let (dims, data) = tensor_values(t)?;
+                self.values.insert(node.output.first().cloned().unwrap_or_default(), Value::Constant(dims, data));
+                Ok(())
+            }
+            "Identity" | "Dropout" => {
+                let v = self.value(node, 0)?;
+                self.values.insert(node.output.first().cloned().unwrap_or_default(), v);
+                Ok(())
+            }
+            "Div" | "Sub" if matches!(self.value(node, 0)?, Value::Input) => self.scaling(node),
+            "Sub" => Err(unsupported_detail(node, "nnc maps `Sub` only where it centres the raw input")),
+            "Div" | "Erf" => self.formula(node),
+            "Tanh" | "Add" if self.in_formula(node) => self.formula(node),
+            "Gemm" => self.gemm(node),
+            "MatMul" => self.matmul(index, node),
+            "Add" => self.add(node),
+            "Conv" => self.conv(node),
+            "MaxPool" | "AveragePool" => self.pool(node, op == "MaxPool"),
+            "BatchNormalization" => self.batchnorm(node),
+            "Relu" | "Sigmoid" | "Tanh" | "Softplus" => {
+                let (_, shape) = self.computed(node, 0)?;
+                self.stage(node, op.to_lowercase(), shape)
+            }
+            "LeakyRelu" => {
+                let (_, shape) = self.computed(node, 0)?;
+                self.stage(node, format!("leaky_relu(alpha = {})", number(float_attr(node, "alpha", 0.01))), shape)
+            }
+            "Elu" => {
+                let (_, shape) = self.computed(node, 0)?;
+                self.stage(node, format!("elu(alpha = {})", number(float_attr(node, "alpha", 1.0))), shape)
+            }
+            "Softmax" => {
+                let (_, shape) = self.computed(node, 0)?;
+                let axis = int_attr(node, "axis", -1);
+                if axis != -1 && axis != shape.len() as i64 {
+                    return Err(unsupported_detail(node, "it is not over the last axis, as nnc's softmax is"));
+                }
+                self.stage(node, "softmax".into(), shape)
+            }
+            "Flatten" => {
+                let (_, shape) = self.computed(node, 0)?;
+                if int_attr(node, "axis", 1) != 1 {
+                    return Err(unsupported_detail(node, "it does not keep the batch axis alone"));
+                }
+                self.stage(node, "flatten".into(), vec![shape.iter().product()])
+            }
+            "Reshape" => self.reshape(node),
+            "Mul" => self.silu(node).or_else(|_| self.formula(node)),
+            "ReduceMax" => self.maxout(node),
+            "Cast" => self.cast(node),
+            "Gather" => self.embedding(node),
+            "Concat" => self.concat(node),
+            "Transpose" => self.transpose(node),
+            "LSTM" | "RNN" => self.recurrent(node, op == "LSTM"),
+            "Squeeze" => self.squeeze(node),
+            _ => Err(format!(
+                "{} cannot be imported: nnc maps only these ONNX ops: {}",
+                node_name(node),
+                SUPPORTED.join(", ")
+            )),
+        }
+    }
+
+    fn finish(mut self, name: &str, output: &str) -> Result<Imported, String> {
+        let Some(Value::Computed { mut flow, mut shape }) = self.values.get(output).cloned() else {
+            return Err(format!("the graph's output `{output}` is not computed from its input"));
+        };
+        // A final softmax: a classifier of the scores before it.
+        let classes = (flow.stages.last().map(String::as_str) == Some("softmax") && shape.len() == 1).then(|| {
+            flow.stages.pop();
+            shape[0]
+        });
+        if flow.stages.is_empty() && !flow.source.contains('(') {
+            return Err("the graph computes nothing from its input".to_string());
+        }
+        let prediction = if classes.is_some() { "logits" } else { "prediction" };
+        self.statements.push(format!("{} => {prediction}", pipeline_text(&flow)));
+        let dims: Vec<String> = self.input_shape.iter().map(usize::to_string).collect();
+        let (target, loss) = match classes {
+            Some(k) => (format!("class({k})"), "cross_entropy"),
+            None => {
+                let out: Vec<String> = shape.drain(..).map(|d| d.to_string()).collect();
+                (format!("real[{}]", out.join(", ")), "mse")
+            }
+        };
+        let mut source = format!(
+            "// Imported from ONNX by `nnc import`.\nmodel {} {{\n  input {}: {}[{}]\n  target y: {target}\n\n",
+            identifier(name),
+            self.input_name,
+            if self.tokens { "tokens" } else { "" },
+            dims.join(", ")
+        );
+        for statement in &self.statements {
+            source += &format!("  {statement}\n");
+        }
+        source += &format!("  loss = {loss}({prediction}, y)\n");
+        match &self.scaler {
+            Scaler::Scale(s) => source += &format!("  train {{ scale = {} }}\n", number(*s)),
+            Scaler::Standardize { .. } => source += "  train { standardize = true }\n",
+            Scaler::None => {}
+        }
+        source += "}\n";
+        let source = crate::format::format_source(&source)
+            .map_err(|d| format!("the imported model does not parse: {}", d.message))?;
+        Ok(Imported { source, tensors: self.tensors, scaler: self.scaler })
+    }
+}
+
+/// `source |> stage |> …`; a long pipeline starts a line at each layer
+/// with weights, as a person would write it.
+fn pipeline_text(flow: &Flow) -> String {
+    let long = flow.stages.len() > 4;
+    let mut text = flow.source.clone();
+    for stage in &flow.stages {
+        let weighted = ["dense(", "conv2d(", "batchnorm"].iter().any(|w| stage.starts_with(w));
+        text += if long && weighted { "\n    |> " } else { " |> " };
+        text += stage;
+    }
+    text
+}
