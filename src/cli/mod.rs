@@ -31,6 +31,7 @@ use crate::exec::Backend;
 use crate::pipeline::{self, Checked};
 use crate::summary;
 
+mod fmt;
 mod infer;
 mod train;
 
@@ -391,7 +392,7 @@ fn execute(command: Command) -> Outcome {
         Command::Import { file, output, weights_out, name } => {
             infer::import(&file, &output, weights_out.as_deref(), name.as_deref())
         }
-        Command::Fmt { files, check } => fmt(&files, check),
+        Command::Fmt { files, check } => fmt::run(&files, check),
         Command::Lsp => crate::lsp::serve().map_err(Failure::Usage),
         Command::Gradcheck { target, tolerance, seed } => {
             gradcheck(&target.file, target.model.as_deref(), tolerance, seed)
@@ -431,41 +432,6 @@ fn check(file: &Path, format: Format, emit: Option<(Emit, usize, Option<String>)
         eprintln!("{}: ok ({}; {warnings} warning(s))", checked.file_name, names.join(", "));
     }
     Ok(())
-}
-
-/// `nnc fmt`: formats each file in place (atomically), or with `check`
-/// names those that would change. A file with a syntax error is left as it
-/// is and its diagnostic shown; the other files are still formatted.
-fn fmt(files: &[PathBuf], check: bool) -> Outcome {
-    let mut unformatted = 0;
-    let mut failed = false;
-    for file in files {
-        let stdin = file.as_os_str() == "-";
-        let read = if stdin { pipeline::read_model_from(std::io::stdin().lock()) } else { pipeline::read_model(file) };
-        let source = read.map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
-        let name = if stdin { "<stdin>".to_string() } else { file.display().to_string() };
-        let formatted = match crate::format::format_source(&source) {
-            Ok(formatted) => formatted,
-            Err(diag) => {
-                eprint!("{}", diag::render(&[diag], &name, &source, std::io::stderr().is_terminal(), 100));
-                failed = true;
-                continue;
-            }
-        };
-        let changed = formatted != source;
-        unformatted += usize::from(changed);
-        if check {
-            if changed {
-                say!("{name}");
-            }
-        } else if stdin {
-            say_raw!("{formatted}");
-        } else if changed {
-            crate::io::write_atomic(file, formatted.as_bytes())
-                .map_err(|e| Failure::Usage(format!("cannot write {name}: {e}")))?;
-        }
-    }
-    if failed || (check && unformatted > 0) { Err(Failure::Reported) } else { Ok(()) }
 }
 
 /// Picks the named model, or the first.
