@@ -139,7 +139,7 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                     scale * (p - t) / (p * (T::one() - p))
                 })
             }
-            Op::SumSquares => vec![input(0).iter().fold(T::zero(), |s, &x| s + x * x)],
+            Op::SumSquares => vec![kernels::sum_squares(input(0))],
             Op::Conv2d { kernel, stride, padding, dilation } => {
                 let mut out = vec![T::zero(); n];
                 let win = ir::window(in_shape(0), *kernel, *stride, *padding, *dilation);

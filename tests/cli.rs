@@ -64,14 +64,17 @@ fn plot_draws_one_point_per_epoch_and_curve() {
         "accuracy (%)",
         "epoch",
         "log₁₀ gradient norm",
+        "activation mean ± std",
         "dead (relu) or saturated (σ, tanh) units (%)",
     ];
     for needle in needles {
         assert!(text.contains(needle), "`{needle}` missing from the plot");
     }
     // Train and test loss, test accuracy, the gradient norms of the two
-    // weight matrices and relu1's dead units: 6 curves × 3 epochs.
-    assert_eq!(text.matches("<circle").count(), 18);
+    // weight matrices, relu1's mean output and its dead units: 7 curves × 3
+    // epochs; the mean's band is one polygon.
+    assert_eq!(text.matches("<circle").count(), 21);
+    assert_eq!(text.matches("<polygon").count(), 1);
 }
 
 #[test]

@@ -299,6 +299,26 @@ fn compile_failures_are_reported_once() {
     assert_eq!(TrainError::Compile(message.into()).to_string(), message);
 }
 
+/// The model in `source`, its training rows, its step graph and the values
+/// of every node of its first step at the initial weights, by the interpreter.
+fn first_full_batch_step(source: &str) -> (CheckedModel, Dataset, nnc::ir::TrainGraph, Vec<Vec<f32>>) {
+    let mut checked = check_source("model.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let model = checked.models.remove(0);
+    let train = data::load(model.train.data.as_ref().expect("data"), Path::new(MODELS), &RowSpec::of(&model))
+        .expect("loads")
+        .train;
+    let step = nnc::pipeline::step_graph(&model, &model.train, train.rows).expect("step");
+    let initial = Trainer::new(&model, model.train.clone(), Backend::Interp).expect("trainable").params();
+    let mut store = nnc::train::Store::new(&step.graph);
+    for (p, values) in initial.iter().enumerate() {
+        store.set_param(p, values);
+    }
+    let hypers = nnc::train::Hypers { lr: 0.1, bias1: 1.0, bias2: 1.0, step: 1.0 };
+    let values = nnc::exec::interpret(&step.graph, &store, &train.x, &train.y, &hypers).expect("runs");
+    (model, train, step, values)
+}
+
 /// Saturated units are counted inside the step: one full-batch step of a
 /// sigmoid and tanh MLP on raw grey levels (0..16, so many saturate)
 /// reports, per layer, the fraction of outputs whose derivative is below
@@ -314,20 +334,8 @@ fn health_counts_saturated_sigmoid_and_tanh_units() {
         loss = cross_entropy(logits, digit)
         train { data = builtin(\"digits\") optimizer = sgd(lr = 0.1) batch = full seed = 3 }
     }";
-    let checked = nnc::pipeline::check_source("sat.nn", source);
-    assert!(!checked.has_errors(), "{:?}", checked.diags);
-    let model = &checked.models[0];
-    let train = data::load(model.train.data.as_ref().expect("data"), Path::new(MODELS), &RowSpec::of(model))
-        .expect("loads")
-        .train;
-    let step = nnc::pipeline::step_graph(model, &model.train, train.rows).expect("step");
-    let initial = Trainer::new(model, model.train.clone(), Backend::Interp).expect("trainable").params();
-    let mut store = nnc::train::Store::new(&step.graph);
-    for (p, values) in initial.iter().enumerate() {
-        store.set_param(p, values);
-    }
-    let hypers = nnc::train::Hypers { lr: 0.1, bias1: 1.0, bias2: 1.0, step: 1.0 };
-    let values = nnc::exec::interpret(&step.graph, &store, &train.x, &train.y, &hypers).expect("runs");
+    let (model, train, step, values) = first_full_batch_step(source);
+    let model = &model;
     let fraction = |unary: nnc::ir::Unary, derivative: fn(f32) -> f32| {
         let node = step.graph.nodes.iter().position(|n| n.op == nnc::ir::Op::Unary(unary)).expect("layer");
         let outputs = &values[node];
@@ -349,5 +357,44 @@ fn health_counts_saturated_sigmoid_and_tanh_units() {
             let got = got.expect("sigmoid and tanh report saturation");
             assert!((got - want).abs() < 5e-4, "{backend:?} {name}: {got} vs {want}");
         }
+    }
+}
+
+/// Feature maps are observed too, per channel: one full-batch step of a
+/// small CNN on the digits reports, for its convolution's relu, the mean
+/// and spread of the outputs and the channels that never fired, as
+/// computed from the interpreter's activations at the same weights.
+#[test]
+fn health_describes_feature_maps_per_channel() {
+    let source = "model maps {
+        input image: [1, 8, 8]
+        target digit: class(10)
+        image |> conv2d(8, kernel = 1, bias = false) |> relu |> flatten |> dense(10) => logits
+        loss = cross_entropy(logits, digit)
+        train { data = builtin(\"digits\") optimizer = sgd(lr = 0.1) batch = full seed = 2 }
+    }";
+    let (model, train, step, values) = first_full_batch_step(source);
+    let model = &model;
+    let relu = step.graph.nodes.iter().position(|n| n.op == nnc::ir::Op::Unary(nnc::ir::Unary::Relu)).expect("relu");
+    let maps = &values[relu];
+    let count = maps.len() as f64;
+    let mean = maps.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+    let std = (maps.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / count - mean * mean).sqrt();
+    // Without a bias, on grey levels ≥ 0, a channel whose one weight is
+    // negative never fires: about half of them.
+    let channel_fired = |c: usize| maps.chunks_exact(64).skip(c).step_by(8).any(|plane| plane.iter().any(|&v| v > 0.0));
+    let dead = (0..8).filter(|&c| !channel_fired(c)).count() as f64 / 8.0;
+    assert!(dead > 0.0 && dead < 1.0, "the test needs dead and live channels: {dead}");
+    for backend in [Backend::Jit, Backend::Interp] {
+        let mut trainer = Trainer::new(model, model.train.clone(), backend).expect("trainable");
+        trainer.track_health();
+        let health = trainer.fit_epoch(&train, None, None).expect("trains").health.expect("tracked");
+        assert_eq!(health.activations.len(), 1, "{backend:?}");
+        let layer = &health.activations[0];
+        assert!(
+            (layer.mean - mean).abs() <= 1e-5 * mean && (layer.std - std).abs() <= 1e-5 * std,
+            "{backend:?} {layer:?} vs {mean} {std}"
+        );
+        assert_eq!(layer.dead_fraction, Some(dead), "{backend:?}");
     }
 }

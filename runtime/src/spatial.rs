@@ -222,7 +222,12 @@ pub extern "C" fn nnc_mul_channel(
 pub extern "C" fn nnc_sum_channels(g: *const f32, out: *mut f32, n: usize, channels: usize, spatial: usize) {
     // SAFETY: g holds n values, out one per channel.
     let (g, out) = unsafe { (slice(g, n), slice_mut(out, channels)) };
-    kernels::sum_channels(g, out, spatial);
+    let sum = |(f, o): (usize, &mut f32)| *o = crate::routines::channel_sum(g, f, channels, spatial);
+    if n >= crate::routines::PARALLEL_SUM && spatial >= 16 {
+        out.par_iter_mut().enumerate().for_each(sum);
+    } else {
+        out.iter_mut().enumerate().for_each(sum);
+    }
 }
 
 #[unsafe(no_mangle)]

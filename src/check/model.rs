@@ -379,13 +379,14 @@ impl CheckedModel {
         out
     }
 
-    /// The activation layers with vector outputs (after dense-like layers),
-    /// softmax aside, in order: those whose outputs training's health
-    /// report describes. Feature maps are left out: reducing them per
-    /// channel every step costs a fifth of a LeNet step.
+    /// The activation layers whose outputs are vectors (after dense-like
+    /// layers) or feature maps (after convolutions), softmax aside, in
+    /// order: those whose outputs training's health report describes, per
+    /// feature or per channel.
     pub fn activation_layers(&self) -> Vec<&Node> {
-        let activation =
-            |n: &&Node| matches!(&n.layer, Layer::Activation(a) if *a != Activation::Softmax) && n.shape.len() == 1;
+        let activation = |n: &&Node| {
+            matches!(&n.layer, Layer::Activation(a) if *a != Activation::Softmax) && matches!(n.shape.len(), 1 | 3)
+        };
         self.nodes.iter().filter(activation).collect()
     }
 

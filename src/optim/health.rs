@@ -38,7 +38,7 @@ pub fn observe_health(step: &mut TrainGraph, activations: &[Span]) {
             let node = &step.graph.nodes[i];
             matches!(node.op, Op::Unary(u) if is_activation(u))
                 && activations.contains(&node.span)
-                && node.shape.len() == 2
+                && matches!(node.shape.len(), 2 | 4)
         })
         .collect();
     let in_order = outputs.len() == activations.len()
