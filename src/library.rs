@@ -25,6 +25,7 @@ use crate::model::Model;
 use crate::pipeline;
 use crate::plan::{self, Kernel, Location, Plan};
 use crate::train::metrics::Task;
+use nnc_runtime::library::{SMALL_BATCH, pass_rows};
 
 /// The runtime routines as a static library, embedded at build time.
 static RUNTIME_ARCHIVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libnnc_runtime.a"));
@@ -36,7 +37,8 @@ pub const SYSTEM_LIBS: &str = "-lpthread -lm -ldl";
 pub struct BuildOptions {
     /// A C identifier; every symbol and file is named after it.
     pub name: String,
-    /// Rows per call of the batched pass (the remainder runs one row at a time).
+    /// Rows per call of the large batched pass (what is left runs in
+    /// passes of `SMALL_BATCH` rows, then one row at a time).
     pub batch: usize,
     pub target: TargetCpu,
     pub out_dir: PathBuf,
@@ -149,8 +151,10 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
     }
     let cc = c_compiler()?;
     let name = options.name.as_str();
-    let (single_graph, single_plan) = planned(model, 1)?;
-    let (batched_graph, batched_plan) = planned(model, options.batch)?;
+    let rows = pass_rows(options.batch);
+    let [large, small, single] = rows.map(|rows| planned(model, rows));
+    let (large, small, single) = (large?, small?, single?);
+    let (single_graph, single_plan) = &single;
     let features = numel(&model.checked.inputs[0].shape);
     let outputs = numel(single_graph.shape(single_graph.prediction));
     let weights = &model.store.data;
@@ -166,17 +170,18 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
         Task::Classes(k) => k,
         _ => 0,
     };
-    let library = LibraryModel {
-        name,
-        weights,
-        shift: &shift,
-        divisor: &divisor,
-        outputs,
-        softmax: classes > 0,
-        parallel_images: jit::splits_images(&batched_graph) && jit::spreads_images(&model.checked, options.batch),
-        single: PlannedPass { graph: &single_graph, plan: &single_plan, rows: 1 },
-        batched: PlannedPass { graph: &batched_graph, plan: &batched_plan, rows: options.batch },
-    };
+    let library =
+        LibraryModel {
+            name,
+            weights,
+            shift: &shift,
+            divisor: &divisor,
+            outputs,
+            softmax: classes > 0,
+            parallel_images: jit::splits_images(&large.0) && jit::spreads_images(&model.checked, options.batch),
+            passes: [(&large, rows[0]), (&small, rows[1]), (&single, rows[2])]
+                .map(|((graph, plan), rows)| PlannedPass { graph, plan, rows }),
+        };
     let object = jit::object::emit(&library, &options.target)?;
     let header = header(model, name, features, outputs, classes, options);
 
@@ -298,7 +303,8 @@ static const size_t {upper}_INPUT_SHAPE[{rank}] = {{{input_shape}}};
 /* Number of classes (0 when the model is not a classifier). */
 #define {upper}_CLASSES {classes}
 
-/* Rows per call of the batched pass; other rows run one at a time. */
+/* Rows per call of the large batched pass; what is left runs in passes of
+ * {small} rows, then one row at a time. */
 #define {upper}_BATCH {batch}
 
 /* Return codes of {name}_predict. */
@@ -334,6 +340,7 @@ int {name}_predict({name}_context *ctx, const float *input, size_t rows, float *
         input_shape = shape(&input.shape),
         rank = input.shape.len(),
         batch = options.batch,
+        small = SMALL_BATCH.min(options.batch),
         ok = OK,
         null = NULL_POINTER,
         no_rows = NO_ROWS,

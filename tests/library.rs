@@ -14,11 +14,13 @@ use nnc::exec::Backend;
 use nnc::model::Model;
 use nnc::train::Trainer;
 use nnc::train::metrics::Task;
+use nnc_runtime::library::{SMALL_BATCH, next_pass, pass_rows};
 
-/// Rows per call of the batched pass in these builds.
-const BATCH: usize = 8;
-/// Test rows predicted: two whole batches and a remainder run row by row.
-const ROWS: usize = 2 * BATCH + 3;
+/// Rows per call of the large batched pass in these builds.
+const BATCH: usize = 80;
+/// Test rows predicted: two large batches, a small one and three rows run
+/// one at a time.
+const ROWS: usize = 2 * BATCH + SMALL_BATCH + 3;
 
 fn nnc(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_nnc"));
@@ -126,7 +128,8 @@ fn run_program(program: &Path, rows_csv: &Path, classes: bool) -> Vec<Vec<f32>> 
 }
 
 /// What the JIT predicts for the raw rows `x` with the checkpoint's weights,
-/// batched as the library batches (whole batches, then one row at a time).
+/// batched as the library batches (large batches, small ones, then one row
+/// at a time).
 fn jit_predictions(file: &str, weights: &Path, x: &[f32], (scaler, batch): (&Scaler, usize)) -> (Vec<Vec<f32>>, bool) {
     let checked = common::load(file);
     let model = &checked.models[0];
@@ -139,7 +142,7 @@ fn jit_predictions(file: &str, weights: &Path, x: &[f32], (scaler, batch): (&Sca
     let mut scores = Vec::new();
     let mut done = 0;
     while done < ROWS {
-        let n = if ROWS - done >= batch { batch } else { 1 };
+        let n = pass_rows(batch)[next_pass(pass_rows(batch), ROWS - done)];
         let (prediction, _) = runtime.run_batch(&scaled.x[done * width..(done + n) * width], &[], n).expect("runs");
         scores.extend(prediction);
         done += n;

@@ -1,10 +1,10 @@
 //! The C interface of the libraries `nnc build` writes.
 //!
 //! The object file nnc generates holds a model's forward passes (compiled
-//! for one row and for a batch of rows), its weights and a `Description` of
+//! for a large batch, a small one and one row), its weights and a `Description` of
 //! them. Its `NAME_create`, `NAME_predict` and `NAME_destroy` pass that
 //! description to the functions here, which own everything generic: the
-//! scratch arenas, the input preprocessing, splitting rows into batches and
+//! scratch arena, the input preprocessing, splitting rows into batches and
 //! turning class scores into probabilities, exactly as `nnc predict` does.
 #![allow(unsafe_code)]
 
@@ -42,11 +42,29 @@ pub struct Description {
     pub outputs: usize,
     /// Non-zero when the outputs are class scores returned as probabilities.
     pub softmax: usize,
-    /// Non-zero when the batched pass spreads its images (convolution and
-    /// pooling) over rayon's threads: products too small to thread well.
+    /// Non-zero when the batched passes spread their images (convolution
+    /// and pooling) over rayon's threads: products too small to thread well.
     pub parallel_images: usize,
-    pub single: Pass,
-    pub batched: Pass,
+    /// The passes, most rows first; the last runs one row.
+    pub passes: [Pass; PASSES],
+}
+
+/// How many forward passes a library holds.
+pub const PASSES: usize = 3;
+
+/// Rows of the small batch: what is left after the large batches runs
+/// through it in passes of this many rows, then one row at a time.
+pub const SMALL_BATCH: usize = 64;
+
+/// Rows per call of each pass of a library whose large batch is `batch`.
+pub fn pass_rows(batch: usize) -> [usize; PASSES] {
+    [batch, SMALL_BATCH.min(batch), 1]
+}
+
+/// Which pass predicts the next rows when `left` rows are left: the first
+/// (most rows) that does not run past them.
+pub fn next_pass(rows: [usize; PASSES], left: usize) -> usize {
+    rows.iter().position(|&r| r <= left).unwrap_or(PASSES - 1)
 }
 
 /// Return codes of `NAME_predict` (the header names them).
@@ -59,8 +77,8 @@ pub const TOO_MANY_ROWS: i32 = 4;
 /// One caller's working memory, allocated once by `create`.
 pub struct Context {
     description: *const Description,
-    single_scratch: Vec<f32>,
-    batched_scratch: Vec<f32>,
+    /// Working memory of the largest pass; each pass uses its start.
+    scratch: Vec<f32>,
     /// A batch of preprocessed input rows.
     input: Vec<f32>,
     /// A forward pass reads no hyperparameters; the step signature has them.
@@ -82,13 +100,12 @@ pub unsafe extern "C" fn nnc_library_create(description: *const Description) -> 
         crate::set_parallel_images(true);
     }
     // Memory that is not there is a NULL context, never an abort of the caller.
-    let input_len = d.batched.rows.max(1).checked_mul(d.features);
-    let (Some(single_scratch), Some(batched_scratch), Some(input)) =
-        (zeroed(d.single.scratch_len.max(1)), zeroed(d.batched.scratch_len.max(1)), input_len.and_then(zeroed))
-    else {
+    let most = |field: fn(&Pass) -> usize| d.passes.iter().map(field).max().unwrap_or(0).max(1);
+    let input_len = most(|p| p.rows).checked_mul(d.features);
+    let (Some(scratch), Some(input)) = (zeroed(most(|p| p.scratch_len)), input_len.and_then(zeroed)) else {
         return std::ptr::null_mut();
     };
-    let context = Context { description, single_scratch, batched_scratch, input, hyper: Hypers::default() };
+    let context = Context { description, scratch, input, hyper: Hypers::default() };
     Box::into_raw(Box::new(context))
 }
 
@@ -105,8 +122,8 @@ pub unsafe extern "C" fn nnc_library_destroy(context: *mut Context) {
 }
 
 /// Predicts `rows` rows of `input` (raw features, row-major) into `output`
-/// (`outputs` values per row): whole batches through the batched pass, the
-/// remainder one row at a time.
+/// (`outputs` values per row): large batches, then small ones, then one
+/// row at a time (`next_pass`).
 ///
 /// # Safety
 /// `input` holds `rows · features` values and `output` `rows · outputs`;
@@ -140,10 +157,11 @@ pub unsafe extern "C" fn nnc_library_predict(
     let (input, output) = unsafe {
         (std::slice::from_raw_parts(input, rows * d.features), std::slice::from_raw_parts_mut(output, rows * d.outputs))
     };
+    let rows_per_pass = d.passes.each_ref().map(|p| p.rows);
     let mut done = 0;
     while done < rows {
-        let batched = d.batched.rows > 1 && rows - done >= d.batched.rows;
-        let (pass, n) = if batched { (&d.batched, d.batched.rows) } else { (&d.single, 1) };
+        let pass = &d.passes[next_pass(rows_per_pass, rows - done)];
+        let n = pass.rows.max(1);
         let x = &input[done * d.features..(done + n) * d.features];
         let y = &mut output[done * d.outputs..(done + n) * d.outputs];
         // SAFETY: the description's arrays and passes are the generated object's own.
@@ -169,7 +187,7 @@ impl Context {
                 *v = (raw - shift[j]) / divisor[j];
             }
         }
-        let scratch = if pass.rows == 1 { &mut self.single_scratch } else { &mut self.batched_scratch };
+        let scratch = &mut self.scratch;
         // SAFETY: the pass reads the weights, `input` (pass.rows rows) and
         // writes only its scratch (sized by scratch_len at create); it never
         // writes the weights, which the generated object keeps read-only.
@@ -195,5 +213,28 @@ impl Context {
         } else {
             y.copy_from_slice(scores);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_run_in_large_batches_then_small_ones_then_alone() {
+        let plan = |batch: usize, mut left: usize| {
+            let rows = pass_rows(batch);
+            let mut passes = Vec::new();
+            while left > 0 {
+                let n = rows[next_pass(rows, left)];
+                passes.push(n);
+                left -= n;
+            }
+            passes
+        };
+        assert_eq!(plan(4096, 10_000), [[4096; 2].as_slice(), &[64; 28], &[1; 16]].concat());
+        assert_eq!(plan(80, 227), [80, 80, 64, 1, 1, 1]);
+        assert_eq!(plan(8, 19), [8, 8, 1, 1, 1]);
+        assert_eq!(plan(1, 3), [1, 1, 1]);
     }
 }

@@ -218,7 +218,8 @@ pub struct BuildArgs {
     pub weights: PathBuf,
     pub output: PathBuf,
     pub name: Option<String>,
-    pub batch: usize,
+    /// Rows of the large batched pass; `None`: `model::chunk_rows`.
+    pub batch: Option<usize>,
     pub target_cpu: String,
 }
 
@@ -289,7 +290,8 @@ pub fn build(file: &Path, model: Option<&str>, args: &BuildArgs) -> Outcome {
     }
     let (checked, index, runtime, saved) = trained(file, model, &args.weights)?;
     let name = args.name.clone().unwrap_or_else(|| checked.models[index].name.clone());
-    let options = BuildOptions { name, batch: args.batch, target, out_dir: args.output.clone() };
+    let batch = args.batch.unwrap_or_else(|| crate::model::chunk_rows(&runtime.checked));
+    let options = BuildOptions { name, batch, target, out_dir: args.output.clone() };
     let built = library::build(&runtime, &saved.scaler, &options).map_err(Failure::Usage)?;
     for path in [&built.header, &built.static_lib, &built.shared_lib] {
         say!("wrote {}", path.display());

@@ -183,9 +183,10 @@ enum Command {
         /// Prefix of every symbol and file name (default: the model's name).
         #[arg(long)]
         name: Option<String>,
-        /// Rows per call of the batched forward pass.
-        #[arg(long, default_value_t = 64, value_parser = batch_size)]
-        batch: usize,
+        /// Rows per call of the large batched forward pass (default: as many
+        /// as keep its activations near 16 MiB, as `nnc predict` runs).
+        #[arg(long, value_parser = batch_size)]
+        batch: Option<usize>,
         /// Instruction-set extensions the generated code may use: `native`
         /// (this CPU's) or a preset such as x86-64-v2, x86-64-v3, x86-64-v4.
         #[arg(long, default_value = "native")]

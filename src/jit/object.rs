@@ -14,7 +14,7 @@ use cranelift_codegen::ir::{AbiParam, InstBuilder, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, default_libcall_names};
 use cranelift_object::{ObjectBuilder, ObjectModule};
-use nnc_runtime::library::{Description, OUTPUT_IS_INPUT, Pass};
+use nnc_runtime::library::{Description, OUTPUT_IS_INPUT, PASSES, Pass};
 
 use super::{TargetCpu, define_step, enter, function_context};
 use crate::ir::{Graph, ValueId};
@@ -39,10 +39,10 @@ pub struct LibraryModel<'a> {
     pub outputs: usize,
     /// Whether outputs are class scores returned as probabilities.
     pub softmax: bool,
-    /// Whether the batched pass spreads its images over threads.
+    /// Whether the batched passes spread their images over threads.
     pub parallel_images: bool,
-    pub single: PlannedPass<'a>,
-    pub batched: PlannedPass<'a>,
+    /// The passes, most rows first (`nnc_runtime::library::pass_rows`).
+    pub passes: [PlannedPass<'a>; PASSES],
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -54,11 +54,16 @@ pub fn emit(model: &LibraryModel, target: &TargetCpu) -> Result<Vec<u8>, String>
     let builder = ObjectBuilder::new(target.isa(true)?, model.name, default_libcall_names()).map_err(err)?;
     let mut module = ObjectModule::new(builder);
     let name = model.name;
-    let pass = |module: &mut ObjectModule, which: &str, pass: &PlannedPass| {
-        define_step(module, &format!("{name}_forward_{which}"), Linkage::Local, pass.graph, pass.plan).map(|(id, _)| id)
-    };
-    let single = pass(&mut module, "single", &model.single)?;
-    let batched = pass(&mut module, "batched", &model.batched)?;
+    // One function per distinct row count.
+    let mut functions: Vec<(usize, FuncId)> = Vec::new();
+    for pass in &model.passes {
+        if !functions.iter().any(|&(rows, _)| rows == pass.rows) {
+            let symbol = format!("{name}_forward_{}", pass.rows);
+            let (id, _) = define_step(&mut module, &symbol, Linkage::Local, pass.graph, pass.plan)?;
+            functions.push((pass.rows, id));
+        }
+    }
+    let function = |rows: usize| functions.iter().find(|f| f.0 == rows).map(|f| f.1);
     let floats = |module: &mut ObjectModule, suffix: &str, values: &[f32]| {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         define_data(module, &format!("{name}_{suffix}"), bytes, |_, _| {})
@@ -66,7 +71,7 @@ pub fn emit(model: &LibraryModel, target: &TargetCpu) -> Result<Vec<u8>, String>
     let weights = floats(&mut module, "weights", model.weights)?;
     let shift = floats(&mut module, "shift", model.shift)?;
     let divisor = floats(&mut module, "divisor", model.divisor)?;
-    let passes = [(&model.single, single), (&model.batched, batched)];
+    let passes = model.passes.each_ref().map(|p| (p, function(p.rows).expect("defined above")));
     let description = describe(&mut module, model, [weights, shift, divisor], passes)?;
     define_entry_points(&mut module, name, description)?;
     module.finish().emit().map_err(err)
@@ -105,7 +110,7 @@ fn describe(
     module: &mut ObjectModule,
     model: &LibraryModel,
     [weights, shift, divisor]: [DataId; 3],
-    passes: [(&PlannedPass, FuncId); 2],
+    passes: [(&PlannedPass, FuncId); PASSES],
 ) -> Result<DataId, String> {
     let mut bytes = vec![0u8; size_of::<Description>()];
     let mut put =
@@ -114,7 +119,7 @@ fn describe(
     put(offset_of!(Description, outputs), model.outputs);
     put(offset_of!(Description, softmax), usize::from(model.softmax));
     put(offset_of!(Description, parallel_images), usize::from(model.parallel_images));
-    let pass_offsets = [offset_of!(Description, single), offset_of!(Description, batched)];
+    let pass_offsets = std::array::from_fn::<_, PASSES, _>(|i| offset_of!(Description, passes) + i * size_of::<Pass>());
     for ((pass, _), base) in passes.iter().zip(pass_offsets) {
         put(base + offset_of!(Pass, rows), pass.rows);
         put(base + offset_of!(Pass, scratch_len), pass.plan.scratch_len.max(1));
