@@ -224,8 +224,8 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
                 contrib.push((0, g.push(op, vec![ins[0], dy], shape_of(0), span)));
             }
             // y = x·mask/(1 − p) ⇒ ∂x = g·mask/(1 − p): the same op on g
-            Op::Dropout { p, salt } => {
-                let op = Op::Dropout { p: *p, salt: *salt };
+            Op::Dropout { p, salt, first } => {
+                let op = Op::Dropout { p: *p, salt: *salt, first: *first };
                 contrib.push((0, g.push(op, vec![dy, ins[1]], node.shape.clone(), span)));
             }
             // y = max of pieces ⇒ ∂x = g at the winning piece, 0 elsewhere
@@ -246,6 +246,9 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
                     contrib.push((1, g.push(Op::GatherGrad, vec![ins[0], dy], shape_of(1), span)));
                 }
             }
+            // y = Σ over processes of x ⇒ ∂x = Σ over processes of g (every
+            // process's loss depends on y)
+            Op::AllReduce => contrib.push((0, g.push(Op::AllReduce, vec![dy], shape_of(0), span))),
             // s = Σ x² ⇒ ∂x = 2x·g
             Op::SumSquares => {
                 let two_x = g.push(Op::Unary(Unary::Scale(2.0)), vec![ins[0]], shape_of(0), span);

@@ -193,11 +193,18 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 );
                 out
             }
-            Op::Dropout { p, salt } => {
+            Op::Dropout { p, salt, first } => {
                 let mut out = vec![T::zero(); n];
                 let step = input(1)[0].to_u64().unwrap_or(0);
-                kernels::dropout(input(0), &mut out, *p, *salt, step);
+                kernels::dropout(input(0), &mut out, *p, (*salt, *first), step);
                 out
+            }
+            Op::AllReduce => {
+                // The processes exchange f32, as the compiled step does.
+                let x: Vec<f32> = input(0).iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect();
+                let mut sum = vec![0.0; n];
+                nnc_runtime::all_reduce(&x, &mut sum);
+                sum.into_iter().map(|v| T::from(v).unwrap_or_else(T::nan)).collect()
             }
             Op::MaxPieces(p) => {
                 let mut out = vec![T::zero(); n];

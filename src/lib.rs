@@ -60,6 +60,7 @@ pub mod library;
 // explanations of single predictions.
 pub mod bench;
 pub mod checkpoint;
+pub mod cluster;
 pub mod explain;
 // `nnc export`: a trained model as an ONNX graph.
 pub mod onnx;

@@ -22,7 +22,7 @@ use std::path::Path;
 use crate::check::{self, CheckedModel, TrainConfig};
 use crate::diag::{Diag, messages};
 use crate::exec::{Backend, Compiled};
-use crate::ir::{self, Graph, TrainGraph};
+use crate::ir::{self, Graph, Shard, TrainGraph};
 use crate::{optim, syntax};
 
 /// A source file and everything the front end learnt about it.
@@ -107,8 +107,21 @@ pub fn training_graph(model: &CheckedModel, batch: usize) -> Result<Graph, Diag>
 /// Steps 4–5: the training step of `model` under `config` (the model's own
 /// settings, or those with command-line overrides) for one batch size.
 pub fn step_graph(model: &CheckedModel, config: &TrainConfig, batch: usize) -> Result<TrainGraph, Diag> {
+    shard_step_graph(model, config, Shard::whole(batch))
+}
+
+/// `step_graph` for the rows `shard` of a batch split over processes: the
+/// loss is this process's rows' share of the whole batch's mean, and the
+/// gradients and batch statistics are summed over every process, so each
+/// applies the update of the whole batch.
+pub fn shard_step_graph(model: &CheckedModel, config: &TrainConfig, shard: Shard) -> Result<TrainGraph, Diag> {
     let model = &CheckedModel { train: config.clone(), ..model.clone() };
-    let forward = training_graph(model, batch)?;
+    let mut forward = ir::lower_shard(model, shard, true)?;
+    if let (Some(loss), true) = (forward.loss, shard.is_split()) {
+        let share = shard.rows as f64 / shard.total as f64;
+        let span = forward.node(loss).span;
+        forward.loss = Some(forward.push(ir::Op::Unary(ir::Unary::Scale(share)), vec![loss], vec![], span));
+    }
     optim::step_graph(&forward, config).map_err(|e| messages::not_trainable_optimizer(model.span, &e))
 }
 
@@ -149,11 +162,11 @@ pub fn compile_forward(
 pub fn compile_step(
     model: &CheckedModel,
     config: &TrainConfig,
-    batch: usize,
+    shard: Shard,
     observe: bool,
     backend: Backend,
 ) -> Result<Compiled<TrainGraph>, Diag> {
-    let mut step = step_graph(model, config, batch)?;
+    let mut step = shard_step_graph(model, config, shard)?;
     if observe {
         let activations: Vec<_> = model.activation_layers().iter().map(|n| n.span).collect();
         optim::observe_health(&mut step, &activations);

@@ -138,7 +138,8 @@ pub fn is_elementwise(op: &Op) -> bool {
         | Op::Gather
         | Op::GatherGrad
         | Op::Bernoulli { .. }
-        | Op::Dropout { .. } => false,
+        | Op::Dropout { .. }
+        | Op::AllReduce => false,
     }
 }
 

@@ -269,10 +269,10 @@ pub fn bernoulli<T: Float>(p: &[T], y: &mut [T], salt: u64, step: u64) {
 }
 
 /// y = x/(1 − p) where kept, else 0.
-pub fn dropout<T: Float>(x: &[T], y: &mut [T], p: f64, salt: u64, step: u64) {
+pub fn dropout<T: Float>(x: &[T], y: &mut [T], p: f64, (salt, first): (u64, usize), step: u64) {
     let scale = T::from(1.0 / (1.0 - p)).unwrap_or_else(T::one);
     for (i, (o, &v)) in y.iter_mut().zip(x).enumerate() {
-        *o = if dropout_keeps(salt, step, i, p) { v * scale } else { T::zero() };
+        *o = if dropout_keeps(salt, step, first + i, p) { v * scale } else { T::zero() };
     }
 }
 

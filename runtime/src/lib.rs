@@ -3,6 +3,7 @@
 //! in the `nnc` process; `nnc build` links the very same functions, built
 //! as a static library, into the libraries it writes.
 
+mod collective;
 #[cfg(target_arch = "x86_64")]
 mod conv;
 pub mod kernels;
@@ -13,6 +14,7 @@ mod products;
 mod routines;
 mod spatial;
 
+pub use collective::{AllReduce, all_reduce, set_all_reduce};
 pub use products::product;
 pub use routines::softmax_row;
 
@@ -102,11 +104,12 @@ pub fn routines() -> Vec<Routine> {
         routine!(spatial::nnc_pool, 4, 0),
         routine!(spatial::nnc_pool_grad, 5, 0),
         routine!(routines::nnc_max_pieces, 4, 0),
-        routine!(routines::nnc_dropout, 5, 1),
+        routine!(routines::nnc_dropout, 6, 1),
         routine!(routines::nnc_max_pieces_grad, 5, 0),
         routine!(routines::nnc_slice, 8, 0),
         routine!(routines::nnc_gather, 6, 0),
         routine!(routines::nnc_gather_grad, 6, 0),
         routine!(routines::nnc_bernoulli, 5, 0),
+        routine!(collective::nnc_all_reduce, 3, 0),
     ]
 }

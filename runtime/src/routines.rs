@@ -233,10 +233,18 @@ pub extern "C" fn nnc_copy(from: *const f32, to: *mut f32, n: usize) {
 
 /// Inverted dropout; `step` points at the step number (an f32 hyperparameter).
 #[unsafe(no_mangle)]
-pub extern "C" fn nnc_dropout(x: *const f32, step: *const f32, out: *mut f32, n: usize, salt: usize, p: f32) {
+pub extern "C" fn nnc_dropout(
+    x: *const f32,
+    step: *const f32,
+    out: *mut f32,
+    n: usize,
+    salt: usize,
+    first: usize,
+    p: f32,
+) {
     // SAFETY: x and out hold n values, step one.
     let (x, step, out) = unsafe { (slice(x, n), slice(step, 1), slice_mut(out, n)) };
-    kernels::dropout(x, out, f64::from(p), salt as u64, step[0] as u64);
+    kernels::dropout(x, out, f64::from(p), (salt as u64, first), step[0] as u64);
 }
 
 #[unsafe(no_mangle)]

@@ -81,7 +81,7 @@ impl From<BackendArg> for Backend {
 }
 
 /// A model file, and which of its models a command works on.
-#[derive(clap::Args)]
+#[derive(Clone, clap::Args)]
 struct ModelChoice {
     /// The model file (`.nn`).
     file: PathBuf,
@@ -267,7 +267,7 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
+#[derive(Clone, clap::Args)]
 struct TrainArgs {
     #[command(flatten)]
     target: ModelChoice,
@@ -326,19 +326,28 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    fn exit_code(self) -> ExitCode {
+    /// What the failure says, when it has not been shown already.
+    fn message(&self) -> Option<&str> {
         match self {
-            Failure::Reported => ExitCode::from(1),
-            Failure::Input(message) => {
-                eprintln!("error: {message}");
-                ExitCode::from(1)
-            }
-            Failure::Usage(message) => {
-                eprintln!("error: {message}");
-                ExitCode::from(2)
-            }
-            Failure::Interrupted => ExitCode::from(130),
+            Failure::Input(message) | Failure::Usage(message) => Some(message),
+            Failure::Reported | Failure::Interrupted => None,
         }
+    }
+
+    /// The process's exit status for it.
+    fn code(&self) -> i32 {
+        match self {
+            Failure::Reported | Failure::Input(_) => 1,
+            Failure::Usage(_) => 2,
+            Failure::Interrupted => 130,
+        }
+    }
+
+    fn exit_code(self) -> ExitCode {
+        if let Some(message) = self.message() {
+            eprintln!("error: {message}");
+        }
+        ExitCode::from(self.code() as u8)
     }
 }
 

@@ -15,6 +15,7 @@ use super::{Failure, Outcome, TrainArgs, load_model, report_diag};
 
 use crate::check::{CheckedModel, DataSource, TrainConfig};
 use crate::checkpoint;
+use crate::cluster::Cluster;
 use crate::data::{self, DataError, Dataset, RowSpec, Scaler, Splits};
 use crate::diag::{Diag, Span, messages};
 use crate::pipeline::Checked;
@@ -48,6 +49,51 @@ struct FinalMetrics {
 }
 
 pub fn run(args: &TrainArgs) -> Outcome {
+    let Some(cluster) = Cluster::join().map_err(Failure::Usage)? else {
+        let (checked, index, mut trainer, data) = prepare(args)?;
+        return train(args, (&checked, &checked.models[index]), &mut trainer, &data);
+    };
+    // Rank 0 alone reports and writes; the others train alongside, silent.
+    let silent = TrainArgs { quiet: true, save: None, plot: None, metrics_json: None, ..args.clone() };
+    let args = if cluster.rank() == 0 { args } else { &silent };
+    // A rank that cannot start says why, and every rank stops before training.
+    let prepared = prepare(args).and_then(|mut run| {
+        run.2.join(cluster.team()).map_err(Failure::Input)?;
+        Ok(run)
+    });
+    let failed = cluster.failures(prepared.is_err());
+    let (checked, index, mut trainer, data) = match prepared {
+        Err(failure) => {
+            // Rank 0's error stream is its own: the message shows as always.
+            if let (Some(message), true) = (failure.message(), cluster.rank() != 0) {
+                cluster.report(message);
+            }
+            return Err(failure);
+        }
+        Ok(_) if failed > 0 => {
+            if cluster.rank() == 0 {
+                eprintln!("error: {failed} process(es) of the job could not start training (see their messages)");
+            }
+            return Err(Failure::Reported);
+        }
+        Ok(run) => run,
+    };
+    let outcome = train(args, (&checked, &checked.models[index]), &mut trainer, &data);
+    match outcome {
+        // Every rank stops at the same step for these (the trainer agrees
+        // on the loss and on Ctrl-C), and rank 0 has said why.
+        Ok(()) | Err(Failure::Reported | Failure::Interrupted) => outcome,
+        // Anything else is this rank's alone: the others must not wait.
+        Err(failure) => {
+            cluster.report(failure.message().unwrap_or("failed"));
+            cluster.abort(failure.code())
+        }
+    }
+}
+
+/// A run ready to train: the model file, which model, the trainer (after
+/// pretraining and `--resume`) and the data.
+fn prepare(args: &TrainArgs) -> Result<(Checked, usize, Trainer, Prepared), Failure> {
     let (checked, index) = load_model(&args.target.file, args.target.model.as_deref())?;
     let model = &checked.models[index];
     if let Some(path) = &args.plot
@@ -95,9 +141,19 @@ pub fn run(args: &TrainArgs) -> Outcome {
         };
         trainer.pretrain(&data.train, &mut on_epoch).map_err(|e| Failure::Input(e.to_string()))?;
     }
+    Ok((checked, index, trainer, data))
+}
+
+/// Trains the prepared run and reports.
+fn train(
+    args: &TrainArgs,
+    (checked, model): (&Checked, &CheckedModel),
+    trainer: &mut Trainer,
+    data: &Prepared,
+) -> Outcome {
     let started = Instant::now();
-    let history = train_epochs(args, (&checked, model), &mut trainer, &data, started)?;
-    final_report(args, model, &mut trainer, &data, &history, started)
+    let history = train_epochs(args, (checked, model), trainer, data, started)?;
+    final_report(args, model, trainer, data, &history, started)
 }
 
 /// The final line (on the test rows, else the validation rows, else the

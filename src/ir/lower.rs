@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{Graph, Hyper, Init, Op, ParamInfo, RbmInfo, Shape, StateInfo, Unary, ValueId, numel};
+use super::{Graph, Hyper, Init, Op, ParamInfo, RbmInfo, Shape, Shard, StateInfo, Unary, ValueId, numel};
 use crate::check::{Activation, CheckedModel, Layer, LossKind, Node, TargetKind, ValueRef, Weights};
 use crate::diag::{Diag, Span, messages};
 
@@ -12,7 +12,17 @@ use crate::diag::{Diag, Span, messages};
 /// active) or evaluation (dropout is the identity). Layers without a
 /// training implementation yet are reported, never mis-compiled.
 pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph, Diag> {
+    lower_shard(model, Shard::whole(batch), training)
+}
+
+/// `lower` for the rows `shard` of a batch split over several processes:
+/// dropout draws the masks of those rows, and batch normalisation sums its
+/// statistics over every process (`Op::AllReduce`) and divides by the
+/// whole batch, so the shards together compute the whole batch's step.
+pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result<Graph, Diag> {
+    let batch = shard.rows;
     let mut graph = Graph::new(batch);
+    graph.shard = shard;
     let mut values: HashMap<ValueRef, ValueId> = HashMap::new();
     let with_batch = |shape: &[usize]| -> Shape { std::iter::once(batch).chain(shape.iter().copied()).collect() };
     for (i, input) in model.inputs.iter().enumerate() {
@@ -64,7 +74,8 @@ pub fn lower(model: &CheckedModel, batch: usize, training: bool) -> Result<Graph
                 let step = graph.push(Op::Hyper(Hyper::Step), vec![], vec![], span);
                 // Each dropout layer draws its own masks from the model's seed.
                 let salt = model.train.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (index as u64 + 1);
-                graph.push(Op::Dropout { p: *p, salt }, vec![x, step], out_shape, span)
+                let first = shard.first * numel(&node.shape);
+                graph.push(Op::Dropout { p: *p, salt, first }, vec![x, step], out_shape, span)
             }
             Layer::Dropout { .. } => x,
             Layer::BatchNorm { momentum, eps } => batchnorm(&mut graph, x, &node.name, *momentum, *eps, training, span),
@@ -204,14 +215,19 @@ fn batchnorm(
     let running_var = buffer(graph, "running_var", 1.0);
     let unary =
         |graph: &mut Graph, u: Unary, v: ValueId| graph.push(Op::Unary(u), vec![v], graph.shape(v).clone(), span);
+    // Sums per channel, over every process's rows when the batch is split.
+    let sum_channels = |graph: &mut Graph, v: ValueId| {
+        let sum = graph.push(Op::SumChannels, vec![v], features.clone(), span);
+        if graph.shard.is_split() { graph.push(Op::AllReduce, vec![sum], features.clone(), span) } else { sum }
+    };
     let (mean, var) = if training {
-        let count = (numel(&shape) / shape[1]) as f64;
-        let sum = graph.push(Op::SumChannels, vec![x], features.clone(), span);
+        let count = (numel(&shape) / shape[0] / shape[1] * graph.shard.total) as f64;
+        let sum = sum_channels(graph, x);
         let mean = unary(graph, Unary::Scale(1.0 / count), sum);
         let negated = unary(graph, Unary::Neg, mean);
         let centred = graph.push(Op::AddChannelBias, vec![x, negated], shape.clone(), span);
         let squares = unary(graph, Unary::Square, centred);
-        let sum_squares = graph.push(Op::SumChannels, vec![squares], features.clone(), span);
+        let sum_squares = sum_channels(graph, squares);
         let var = unary(graph, Unary::Scale(1.0 / count), sum_squares);
         let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
         let moving = |graph: &mut Graph, old: ValueId, batch: ValueId, correction: f64| {

@@ -18,7 +18,7 @@ use nnc_runtime::Hypers;
 use crate::diag::Span;
 
 pub use crate::shape::{Shape, around, numel, window};
-pub use lower::lower;
+pub use lower::{lower, lower_shard};
 pub use verify::verify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -174,11 +174,14 @@ pub enum Op {
         stride: usize,
     },
     /// `[x, step]` → inverted dropout: x/(1 − p) where the mask keeps the
-    /// element, else 0. The mask is a hash of (salt, step, element), so it is
-    /// reproducible and the same in the backward pass.
+    /// element, else 0. The mask is a hash of (salt, step, first + element),
+    /// so it is reproducible and the same in the backward pass; `first` is
+    /// where this batch's elements start in the whole batch when the batch
+    /// is split over processes (else 0).
     Dropout {
         p: f64,
         salt: u64,
+        first: usize,
     },
     /// `[p, step]` → 1 where a uniform draw keyed by (salt, step, element)
     /// falls below p, else 0: sampling binary units, reproducibly.
@@ -232,6 +235,11 @@ pub enum Op {
     SumSquares,
     /// `[n²]` → min(1, c/√n²): the factor that clips a gradient's global norm to c.
     ClipScale(f64),
+
+    // ---- data parallelism ---------------------------------------------------------
+    /// `[x]` → Σ of x over every process training together (x itself when
+    /// alone): gradients, and batch normalisation's batch sums.
+    AllReduce,
 }
 
 impl Op {
@@ -284,7 +292,7 @@ impl Op {
                 format!("{}_grad(k{kernel},s{stride})", if *max { "maxpool" } else { "avgpool" })
             }
             Op::MaxPieces(p) => format!("max_pieces({p})"),
-            Op::Dropout { p, salt } => format!("dropout({p},{salt:x})"),
+            Op::Dropout { p, salt, first } => format!("dropout({p},{salt:x},+{first})"),
             Op::MaxPiecesGrad(p) => format!("max_pieces_grad({p})"),
             Op::Slice { axis, start } => format!("slice(axis {axis}, from {start})"),
             Op::SliceGrad { axis, start } => format!("slice_grad(axis {axis}, from {start})"),
@@ -292,6 +300,7 @@ impl Op {
             Op::Bernoulli { salt } => format!("bernoulli({salt:x})"),
             Op::GatherGrad => "gather_grad".into(),
             Op::ClipScale(c) => format!("clip_scale({c})"),
+            Op::AllReduce => "all_reduce".into(),
         }
     }
 }
@@ -372,6 +381,8 @@ pub struct Graph {
     pub params: Vec<ParamInfo>,
     pub states: Vec<StateInfo>,
     pub batch: usize,
+    /// Which rows of the whole batch these `batch` rows are.
+    pub shard: Shard,
     /// The model's output (logits, probabilities or values), `[B, …]`.
     pub prediction: ValueId,
     /// The scalar loss, when the model has one.
@@ -383,6 +394,35 @@ pub struct Graph {
     pub state_updates: Vec<ValueId>,
 }
 
+/// The rows of a batch one process computes when the batch is split over
+/// several (data-parallel training): `rows` of the `total`, from row
+/// `first`. A whole batch is one shard of itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shard {
+    pub first: usize,
+    pub rows: usize,
+    pub total: usize,
+}
+
+impl Shard {
+    pub fn whole(batch: usize) -> Shard {
+        Shard { first: 0, rows: batch, total: batch }
+    }
+
+    /// Part `index` of `parts` near-equal parts of a batch of `total` rows
+    /// (the first `total % parts` parts have one row more).
+    pub fn part(total: usize, index: usize, parts: usize) -> Shard {
+        let (base, extra) = (total / parts.max(1), total % parts.max(1));
+        let first = index * base + index.min(extra);
+        Shard { first, rows: base + usize::from(index < extra), total }
+    }
+
+    /// Whether other processes compute the rest of the batch.
+    pub fn is_split(&self) -> bool {
+        self.rows != self.total
+    }
+}
+
 impl Graph {
     /// An empty graph for batches of `batch` samples.
     pub fn new(batch: usize) -> Graph {
@@ -391,6 +431,7 @@ impl Graph {
             params: vec![],
             states: vec![],
             batch,
+            shard: Shard::whole(batch),
             prediction: ValueId(0),
             loss: None,
             rbms: vec![],

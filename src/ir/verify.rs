@@ -79,6 +79,7 @@ fn shapes_fit(graph: &Graph, node: &Node) -> Result<(), &'static str> {
             "loss grad shapes",
         )?,
         Op::SumSquares => check(arity == 1 && node.shape.is_empty(), "sum_squares")?,
+        Op::AllReduce => check(arity == 1 && *shape(0) == node.shape, "all_reduce")?,
         Op::Conv2d { .. } => check(
             (arity == 2 || arity == 3 && *shape(2) == vec![node.shape[1]])
                 && shape(0).len() == 4

@@ -228,10 +228,14 @@ impl Emitter<'_, '_> {
                 let name = if matches!(node.op, Op::MaxPieces(_)) { "nnc_max_pieces" } else { "nnc_max_pieces_grad" };
                 self.call(name, &args);
             }
-            Op::Dropout { p, salt } => {
-                let (n, salt) = (self.imm(n_in), self.imm(salt as usize));
+            Op::Dropout { p, salt, first } => {
+                let (n, salt, first) = (self.imm(n_in), self.imm(salt as usize), self.imm(first));
                 let p = self.b.ins().f32const(p as f32);
-                self.call("nnc_dropout", &[ins[0], ins[1], out, n, salt, p]);
+                self.call("nnc_dropout", &[ins[0], ins[1], out, n, salt, first, p]);
+            }
+            Op::AllReduce => {
+                let n = self.imm(n_in);
+                self.call("nnc_all_reduce", &[ins[0], out, n]);
             }
             Op::Slice { axis, start } | Op::SliceGrad { axis, start } => {
                 let forward = matches!(node.op, Op::Slice { .. });

@@ -21,7 +21,7 @@ use crate::autodiff::differentiate;
 use crate::check::{Optimizer, TrainConfig};
 use crate::diag::Span;
 use crate::ir::lower::param_node;
-use crate::ir::{Graph, TrainGraph};
+use crate::ir::{Graph, Op, TrainGraph};
 
 /// The training step `config.optimizer` asks for, built on `forward` (a
 /// graph lowered in training mode). Errors name what cannot be trained.
@@ -37,7 +37,15 @@ pub fn step_graph(forward: &Graph, config: &TrainConfig) -> Result<TrainGraph, S
         | Optimizer::Momentum { .. }
         | Optimizer::Nesterov { .. }
         | Optimizer::Adam { .. } => {
-            let (graph, grads) = differentiate(forward)?;
+            let (mut graph, mut grads) = differentiate(forward)?;
+            if forward.shard.is_split() {
+                // Each process's gradients are its rows' part of the whole
+                // batch's (its loss is scaled by its share): their sum is it.
+                for grad in &mut grads {
+                    let (shape, span) = (graph.node(*grad).shape.clone(), graph.node(*grad).span);
+                    *grad = graph.push(Op::AllReduce, vec![*grad], shape, span);
+                }
+            }
             gradient_step(forward, graph, grads, config)
         }
     }

@@ -100,6 +100,12 @@ impl HealthSums {
         self.observed.len()
     }
 
+    /// The latest step's activation sums (after the parameters' values).
+    pub fn activation_sums_mut(&mut self) -> &mut [f32] {
+        let params = self.names.len() * HEALTH_VALUES;
+        &mut self.observed[params..]
+    }
+
     /// Forgets the activation layers (a step that cannot observe them).
     pub fn without_activations(&mut self) {
         self.probes.clear();

@@ -21,7 +21,7 @@ use crate::check::{Batch, CheckedModel, Optimizer, Schedule, TrainConfig};
 use crate::data::Dataset;
 use crate::diag::{Diag, Span, messages};
 pub use crate::exec::{Backend, Compiled, Hypers, Store};
-use crate::ir::{self, TrainGraph};
+use crate::ir::{self, Shard, TrainGraph};
 use crate::model::{Model, Slot, restore_slots, tensors_of};
 use crate::pipeline;
 pub use cd::PretrainReport;
@@ -99,6 +99,22 @@ pub struct Trainer {
     pretrain_steps: HashMap<(usize, usize), Compiled<TrainGraph>>,
     /// Per-parameter health of the current epoch, when tracked.
     health: Option<health::HealthSums>,
+    /// The processes training together with this one, if any.
+    team: Option<Box<dyn Team>>,
+}
+
+/// The processes a trainer trains with, data-parallel (`nnc train` under
+/// MPI): each holds the same weights, computes its share of every batch's
+/// rows (`Shard::part`) and applies the same update, that of the whole
+/// batch. Batches with fewer rows than processes run whole on each.
+pub trait Team: Send {
+    /// This process's place, 0 to `size() − 1`.
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Sums `values` over the team, in place, on every process.
+    fn sum(&self, values: &mut [f64]);
+    /// Copies rank 0's `values` to every process.
+    fn broadcast(&self, values: &mut [f32]);
 }
 
 impl Trainer {
@@ -123,22 +139,53 @@ impl Trainer {
             pretrain_steps: HashMap::new(),
             anneal_backup: Vec::new(),
             health: None,
+            team: None,
         })
     }
 
-    /// Reports each parameter's gradient norm and relative update in every
-    /// epoch from now on (a few more reductions per step; the updates are
-    /// unchanged). Only gradient optimizers have gradients to report.
-    pub fn track_health(&mut self) {
-        let gradients = matches!(
+    /// Trains with `team` from now on: compiles its steps for this process's
+    /// share of each batch and takes rank 0's parameters and optimizer
+    /// state, so that every process starts from the same place. Only
+    /// gradient optimizers train data-parallel.
+    pub fn join(&mut self, team: Box<dyn Team>) -> Result<(), String> {
+        if !self.has_gradients() {
+            return Err("only gradient optimizers (gd, sgd, momentum, nesterov, adam) train on several processes; \
+                 run contrastive divergence and annealing as one process"
+                .into());
+        }
+        let mut state = self.model.store.data.clone();
+        team.broadcast(&mut state);
+        self.model.store.data = state;
+        self.team = Some(team);
+        self.train_steps.clear();
+        Ok(())
+    }
+
+    /// Which rows of a batch of `batch` rows this process computes.
+    fn shard(&self, batch: usize) -> Shard {
+        match &self.team {
+            Some(team) if team.size() > 1 && batch >= team.size() => Shard::part(batch, team.rank(), team.size()),
+            _ => Shard::whole(batch),
+        }
+    }
+
+    /// Whether the optimizer follows gradients (and so has them to report or share).
+    fn has_gradients(&self) -> bool {
+        matches!(
             self.config.optimizer,
             Optimizer::Gd
                 | Optimizer::Sgd
                 | Optimizer::Momentum { .. }
                 | Optimizer::Nesterov { .. }
                 | Optimizer::Adam { .. }
-        );
-        if gradients && self.health.is_none() {
+        )
+    }
+
+    /// Reports each parameter's gradient norm and relative update in every
+    /// epoch from now on (a few more reductions per step; the updates are
+    /// unchanged). Only gradient optimizers have gradients to report.
+    pub fn track_health(&mut self) {
+        if self.has_gradients() && self.health.is_none() {
             self.health = Some(health::HealthSums::new(self.model.param_names.clone(), &self.model.checked));
             // Steps compiled so far observe nothing.
             self.train_steps.clear();
@@ -159,8 +206,8 @@ impl Trainer {
     /// Compiles (once per batch size) and returns the training step.
     fn train_step(&mut self, batch: usize) -> Result<&mut Compiled<TrainGraph>, TrainError> {
         if !self.train_steps.contains_key(&batch) {
-            let observe = self.health.is_some();
-            let step = pipeline::compile_step(&self.model.checked, &self.config, batch, observe, self.model.backend)
+            let (observe, shard) = (self.health.is_some(), self.shard(batch));
+            let step = pipeline::compile_step(&self.model.checked, &self.config, shard, observe, self.model.backend)
                 .map_err(|d| TrainError::Compile(d.message))?;
             // Activation layers the step could not map to its nodes go unreported.
             let observed: usize =
@@ -222,7 +269,7 @@ impl Trainer {
         }
         self.steps_done += 1;
         let hypers = self.hypers(lr);
-        let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { y };
+        let (x, y) = self.own_rows(x, y, rows);
         // Compiled (observing health or not) before the sums are taken out.
         self.prepare(rows)?;
         let mut store = std::mem::take(&mut self.model.store);
@@ -232,11 +279,40 @@ impl Trainer {
             .train_step(rows)
             .and_then(|step| step.run_observed(&mut store, x, y, &hypers, observed).map_err(TrainError::Internal));
         self.model.store = store;
-        if let Some(h) = health.as_mut().filter(|_| result.is_ok()) {
+        let mut loss = match result {
+            Ok(loss) => [f64::from(loss)],
+            Err(e) => {
+                self.health = health;
+                return Err(e);
+            }
+        };
+        if let (Some(team), true) = (&self.team, self.shard(rows).is_split()) {
+            // Each process's loss is its rows' share of the batch's mean, and
+            // its activation sums cover its rows: the batch's are their sums.
+            team.sum(&mut loss);
+            if let Some(h) = health.as_mut() {
+                let sums = h.activation_sums_mut();
+                let mut all: Vec<f64> = sums.iter().map(|&v| f64::from(v)).collect();
+                team.sum(&mut all);
+                sums.iter_mut().zip(all).for_each(|(s, v)| *s = v as f32);
+            }
+        }
+        if let Some(h) = health.as_mut() {
             h.add_step(rows);
         }
         self.health = health;
-        Ok(f64::from(result?))
+        Ok(loss[0])
+    }
+
+    /// The rows of the batch (`x`, `y`: `rows` rows) this process computes,
+    /// and no targets for a model without any.
+    fn own_rows<'a>(&self, x: &'a [f32], y: &'a [f32], rows: usize) -> (&'a [f32], &'a [f32]) {
+        let shard = self.shard(rows);
+        let part = |values: &'a [f32]| {
+            let width = values.len() / rows.max(1);
+            &values[shard.first * width..(shard.first + shard.rows) * width]
+        };
+        (part(x), if self.model.checked.targets.is_empty() { &[] } else { part(y) })
     }
 
     /// Trains the remaining epochs (all of them, or those after a restored
@@ -303,7 +379,14 @@ impl Trainer {
                 return Err(TrainError::NonFinite { epoch: epoch + 1, step: step + 1, what, span });
             }
             total += loss * rows.rows as f64;
-            if !on_step((step * batch + rows.rows).min(train.rows), train.rows, loss) {
+            let mut go_on = on_step((step * batch + rows.rows).min(train.rows), train.rows, loss);
+            if let Some(team) = &self.team {
+                // One process stopping (Ctrl-C) stops them all at the same step.
+                let mut stops = [f64::from(u8::from(!go_on))];
+                team.sum(&mut stops);
+                go_on = stops[0] == 0.0;
+            }
+            if !go_on {
                 (self.model.store, self.steps_done) = snapshot;
                 return Err(TrainError::Interrupted { epoch: epoch + 1 });
             }
@@ -352,8 +435,8 @@ impl Trainer {
         train.select_into(&order[failing * batch..((failing + 1) * batch).min(order.len())], &mut rows);
         let step = self.train_step(rows.rows)?.graph.clone();
         self.steps_done += 1;
-        let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { &rows.y };
-        let values = crate::exec::interpret(&step.graph, &self.model.store, &rows.x, y, &self.hypers(lr))
+        let (x, y) = self.own_rows(&rows.x, &rows.y, rows.rows);
+        let values = crate::exec::interpret(&step.graph, &self.model.store, x, y, &self.hypers(lr))
             .map_err(TrainError::Internal)?;
         let forward_end = step.graph.loss.map_or(0, |l| l.0);
         let Some(first) = values.iter().position(|v| v.iter().any(|x| !x.is_finite())) else {

@@ -1,0 +1,208 @@
+//! Data-parallel training over MPI: `mpirun -np N nnc train MODEL.nn`
+//! with nnc built with `--features mpi`.
+//!
+//! Every process (rank) builds the same model, takes rank 0's weights and
+//! its share of every batch's rows, and applies the same update, that of
+//! the whole batch (`train::Team`, `ir::Shard`): the compiled step sums its
+//! gradients and batch normalisation's statistics over the ranks through
+//! `nnc_runtime::set_all_reduce`, which this module points at
+//! `MPI_Allreduce`. Rank 0 alone prints and writes files: the other ranks'
+//! standard output and error go to /dev/null, and their own failures are
+//! written to the error stream they started with.
+//!
+//! Failures never leave a rank waiting: a failure while starting (say, bad
+//! data on one rank) is agreed on before training and every rank exits; a
+//! panic, or any other failure once training has begun, ends the whole job
+//! with `MPI_Abort`. Without the `mpi` feature, or outside `mpirun`, there
+//! is no cluster and training runs as one process.
+
+#[cfg(feature = "mpi")]
+pub use with_mpi::Cluster;
+#[cfg(not(feature = "mpi"))]
+pub use without_mpi::Cluster;
+
+#[cfg(not(feature = "mpi"))]
+mod without_mpi {
+    use crate::train::Team;
+
+    /// No cluster can exist without MPI.
+    pub enum Cluster {}
+
+    impl Cluster {
+        pub fn join() -> Result<Option<Cluster>, String> {
+            Ok(None)
+        }
+
+        pub fn rank(&self) -> usize {
+            match *self {}
+        }
+
+        pub fn team(&self) -> Box<dyn Team> {
+            match *self {}
+        }
+
+        pub fn failures(&self, _failed: bool) -> usize {
+            match *self {}
+        }
+
+        pub fn report(&self, _message: &str) {
+            match *self {}
+        }
+
+        pub fn abort(&self, _code: i32) -> ! {
+            match *self {}
+        }
+    }
+}
+
+#[cfg(feature = "mpi")]
+mod with_mpi {
+    #![allow(unsafe_code)]
+
+    use std::fs::File;
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::sync::OnceLock;
+
+    use mpi::collective::SystemOperation;
+    use mpi::environment::Universe;
+    use mpi::topology::SimpleCommunicator;
+    use mpi::traits::*;
+
+    use crate::train::Team;
+
+    /// The error stream this process started with (its own is /dev/null on
+    /// ranks other than 0): where its failures go.
+    static STARTING_STDERR: OnceLock<File> = OnceLock::new();
+
+    /// This process's place in the MPI job; MPI ends when it is dropped.
+    pub struct Cluster {
+        _universe: Universe,
+        world: SimpleCommunicator,
+    }
+
+    /// Whether an MPI launcher started this process as one of several.
+    fn launched_with_others() -> bool {
+        ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"]
+            .iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .any(|size| size.trim().parse::<usize>().is_ok_and(|n| n > 1))
+    }
+
+    impl Cluster {
+        /// Joins the job this process was launched in; None outside one
+        /// (or in a job of one process), so that training runs as always.
+        pub fn join() -> Result<Option<Cluster>, String> {
+            if !launched_with_others() {
+                return Ok(None);
+            }
+            // The step, which calls MPI, runs on a thread of rayon's pool.
+            let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+                .ok_or("MPI could not be initialised (was it already?)")?;
+            let world = universe.world();
+            if world.size() < 2 {
+                return Ok(None);
+            }
+            let stderr = dup(2).map_err(|e| format!("cannot keep the error stream: {e}"))?;
+            let _ = STARTING_STDERR.set(stderr);
+            if world.rank() != 0 {
+                silence().map_err(|e| format!("cannot silence rank {}: {e}", world.rank()))?;
+            }
+            nnc_runtime::set_all_reduce(all_reduce);
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let rank = SimpleCommunicator::world().rank();
+                report_as(rank, &format!("{info}"));
+                if rank == 0 {
+                    previous(info);
+                }
+                SimpleCommunicator::world().abort(101);
+            }));
+            Ok(Some(Cluster { _universe: universe, world }))
+        }
+
+        pub fn rank(&self) -> usize {
+            self.world.rank() as usize
+        }
+
+        /// The trainer's view of the job.
+        pub fn team(&self) -> Box<dyn Team> {
+            Box::new(MpiTeam)
+        }
+
+        /// How many ranks (this one included when `failed`) say they
+        /// failed: every rank must call this at the same point.
+        pub fn failures(&self, failed: bool) -> usize {
+            let mut count = [f64::from(u8::from(failed))];
+            MpiTeam.sum(&mut count);
+            count[0] as usize
+        }
+
+        /// Writes `message` where this rank's failures go, naming the rank.
+        pub fn report(&self, message: &str) {
+            report_as(self.world.rank(), message);
+        }
+
+        /// Ends every rank of the job.
+        pub fn abort(&self, code: i32) -> ! {
+            self.world.abort(code)
+        }
+    }
+
+    fn report_as(rank: i32, message: &str) {
+        if let Some(mut stderr) = STARTING_STDERR.get() {
+            let _ = writeln!(stderr, "rank {rank}: {message}");
+        }
+    }
+
+    /// The sum the compiled step calls (`nnc_runtime::all_reduce`).
+    fn all_reduce(x: &[f32], sum: &mut [f32]) {
+        SimpleCommunicator::world().all_reduce_into(x, sum, SystemOperation::sum());
+    }
+
+    /// The job's processes (MPI's world communicator, looked up on each
+    /// call: a handle that stays on its thread is not needed).
+    struct MpiTeam;
+
+    impl Team for MpiTeam {
+        fn rank(&self) -> usize {
+            SimpleCommunicator::world().rank() as usize
+        }
+
+        fn size(&self) -> usize {
+            SimpleCommunicator::world().size() as usize
+        }
+
+        fn sum(&self, values: &mut [f64]) {
+            let mine = values.to_vec();
+            SimpleCommunicator::world().all_reduce_into(&mine[..], values, SystemOperation::sum());
+        }
+
+        fn broadcast(&self, values: &mut [f32]) {
+            SimpleCommunicator::world().process_at_rank(0).broadcast_into(values);
+        }
+    }
+
+    /// A second handle on file descriptor `fd`.
+    fn dup(fd: i32) -> std::io::Result<File> {
+        // SAFETY: dup only reads the descriptor table.
+        let copy = unsafe { libc::dup(fd) };
+        if copy < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `copy` is a fresh descriptor that nothing else owns.
+        Ok(unsafe { File::from_raw_fd(copy) })
+    }
+
+    /// Points standard output and error at /dev/null.
+    fn silence() -> std::io::Result<()> {
+        let null = File::options().write(true).open("/dev/null")?;
+        for fd in [1, 2] {
+            // SAFETY: dup2 replaces descriptor 1 or 2 with a valid one.
+            if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
