@@ -7,8 +7,10 @@
 //! gradients and batch normalisation's statistics over the ranks through
 //! `nnc_runtime::set_all_reduce`, which this module points at
 //! `MPI_Allreduce`. Rank 0 alone prints and writes files: the other ranks'
-//! standard output and error go to /dev/null, and their own failures are
-//! written to the error stream they started with.
+//! standard output goes to /dev/null, and so does their error stream once
+//! training starts (before that it is kept aside, and shown if the rank
+//! alone failed to start); their own failures are written to the error
+//! stream they started with, naming the rank.
 //!
 //! Failures never leave a rank waiting: a failure while starting (say, bad
 //! data on one rank) is agreed on before training and every rank exits; a
@@ -41,7 +43,7 @@ mod without_mpi {
             match *self {}
         }
 
-        pub fn failures(&self, _failed: bool) -> usize {
+        pub fn settle(&self, _failed: bool) -> usize {
             match *self {}
         }
 
@@ -60,7 +62,7 @@ mod with_mpi {
     #![allow(unsafe_code)]
 
     use std::fs::File;
-    use std::io::Write;
+    use std::io::{Read, Seek, SeekFrom, Write};
     use std::os::fd::{AsRawFd, FromRawFd};
     use std::sync::OnceLock;
 
@@ -71,9 +73,11 @@ mod with_mpi {
 
     use crate::train::Team;
 
-    /// The error stream this process started with (its own is /dev/null on
+    /// The error stream this process started with (its own is elsewhere on
     /// ranks other than 0): where its failures go.
     static STARTING_STDERR: OnceLock<File> = OnceLock::new();
+    /// What a rank other than 0 wrote to its error stream while starting.
+    static STARTUP_ERRORS: OnceLock<File> = OnceLock::new();
 
     /// This process's place in the MPI job; MPI ends when it is dropped.
     pub struct Cluster {
@@ -106,7 +110,9 @@ mod with_mpi {
             let stderr = dup(2).map_err(|e| format!("cannot keep the error stream: {e}"))?;
             let _ = STARTING_STDERR.set(stderr);
             if world.rank() != 0 {
-                silence().map_err(|e| format!("cannot silence rank {}: {e}", world.rank()))?;
+                let kept =
+                    startup_errors().map_err(|e| format!("cannot set rank {}'s output aside: {e}", world.rank()));
+                let _ = STARTUP_ERRORS.set(kept?);
             }
             nnc_runtime::set_all_reduce(all_reduce);
             let previous = std::panic::take_hook();
@@ -130,12 +136,26 @@ mod with_mpi {
             Box::new(MpiTeam)
         }
 
-        /// How many ranks (this one included when `failed`) say they
-        /// failed: every rank must call this at the same point.
-        pub fn failures(&self, failed: bool) -> usize {
+        /// Ends the start: how many ranks (this one included when
+        /// `failed`) failed to start. Every rank calls this at the same
+        /// point. A rank other than 0 that failed while others did not shows
+        /// what it wrote (a failure of all is rank 0's to show), before any
+        /// rank goes on; from here on only its failures are shown.
+        pub fn settle(&self, failed: bool) -> usize {
             let mut count = [f64::from(u8::from(failed))];
             MpiTeam.sum(&mut count);
-            count[0] as usize
+            let count = count[0] as usize;
+            if let (Some(mut kept), Some(mut stderr)) = (STARTUP_ERRORS.get(), STARTING_STDERR.get()) {
+                if failed && count < self.world.size() as usize {
+                    let mut text = String::new();
+                    let _ = kept.seek(SeekFrom::Start(0)).and_then(|_| kept.read_to_string(&mut text));
+                    let _ = write!(stderr, "rank {}: {text}", self.world.rank());
+                }
+                let _ = redirect(2, "/dev/null");
+            }
+            // Nobody exits (and has the launcher end the job) before that is shown.
+            self.world.barrier();
+            count
         }
 
         /// Writes `message` where this rank's failures go, naming the rank.
@@ -194,14 +214,27 @@ mod with_mpi {
         Ok(unsafe { File::from_raw_fd(copy) })
     }
 
-    /// Points standard output and error at /dev/null.
-    fn silence() -> std::io::Result<()> {
-        let null = File::options().write(true).open("/dev/null")?;
-        for fd in [1, 2] {
-            // SAFETY: dup2 replaces descriptor 1 or 2 with a valid one.
-            if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+    /// Standard output to /dev/null and the error stream to a file kept
+    /// aside (an unnamed temporary file), which is returned.
+    fn startup_errors() -> std::io::Result<File> {
+        redirect(1, "/dev/null")?;
+        let path = std::env::temp_dir().join(format!("nnc-rank-{}.err", std::process::id()));
+        let kept = File::options().read(true).write(true).create_new(true).open(&path)?;
+        std::fs::remove_file(&path)?;
+        point(2, &kept)?;
+        Ok(kept)
+    }
+
+    /// Points descriptor `fd` at the file `path`, opened for writing.
+    fn redirect(fd: i32, path: &str) -> std::io::Result<()> {
+        point(fd, &File::options().write(true).open(path)?)
+    }
+
+    /// Points descriptor `fd` at `file`.
+    fn point(fd: i32, file: &File) -> std::io::Result<()> {
+        // SAFETY: dup2 replaces descriptor `fd` (1 or 2) with a valid one.
+        if unsafe { libc::dup2(file.as_raw_fd(), fd) } < 0 {
+            return Err(std::io::Error::last_os_error());
         }
         Ok(())
     }

@@ -61,15 +61,15 @@ pub fn run(args: &TrainArgs) -> Outcome {
         run.2.join(cluster.team()).map_err(Failure::Input)?;
         Ok(run)
     });
-    let failed = cluster.failures(prepared.is_err());
-    let (checked, index, mut trainer, data) = match prepared {
-        Err(failure) => {
-            // Rank 0's error stream is its own: the message shows as always.
-            if let (Some(message), true) = (failure.message(), cluster.rank() != 0) {
-                cluster.report(message);
-            }
-            return Err(failure);
+    if let (Err(failure), true) = (&prepared, cluster.rank() != 0) {
+        // Written where `settle` shows it (rank 0's error stream is its own).
+        if let Some(message) = failure.message() {
+            eprintln!("error: {message}");
         }
+    }
+    let failed = cluster.settle(prepared.is_err());
+    let (checked, index, mut trainer, data) = match prepared {
+        Err(failure) => return Err(failure),
         Ok(_) if failed > 0 => {
             if cluster.rank() == 0 {
                 eprintln!("error: {failed} process(es) of the job could not start training (see their messages)");
