@@ -56,6 +56,7 @@ fn assert_ranks_train_as_one(model: &Path, args: &[&str]) {
     let train = |command: &mut Command, save: &Path| {
         command.args(["train", model.to_str().expect("utf-8")]).args(args);
         command.args(["--quiet", "--save", save.to_str().expect("utf-8")]);
+        command.args(["--metrics-json", save.with_extension("json").to_str().expect("utf-8")]);
     };
     let alone = dir.path().join("alone.safetensors");
     let mut command = Command::new(nnc());
@@ -63,6 +64,7 @@ fn assert_ranks_train_as_one(model: &Path, args: &[&str]) {
     let out = run(command);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let reference = nnc::checkpoint::load(&alone).expect("loads").tensors;
+    let reference_epochs = epoch_numbers(&alone.with_extension("json"));
     for ranks in [2, 3] {
         let saved = dir.path().join(format!("ranks{ranks}.safetensors"));
         let mut command = mpirun(ranks);
@@ -72,6 +74,12 @@ fn assert_ranks_train_as_one(model: &Path, args: &[&str]) {
         assert!(out.status.success(), "{ranks} ranks: {}", text(&out.stderr));
         let stdout = text(&out.stdout);
         assert_eq!(stdout.lines().count(), 1, "{ranks} ranks: one voice, one final line:\n{stdout}");
+        // The losses and health numbers rank 0 reports are the whole batch's.
+        let epochs = epoch_numbers(&saved.with_extension("json"));
+        assert_eq!(epochs.len(), reference_epochs.len());
+        for ((what, a), (_, b)) in reference_epochs.iter().zip(&epochs) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1e-3), "{ranks} ranks, {what}: {b} vs {a}");
+        }
         let tensors = nnc::checkpoint::load(&saved).expect("loads").tensors;
         assert_eq!(tensors.len(), reference.len());
         for (name, (shape, values)) in &reference {
@@ -86,6 +94,26 @@ fn assert_ranks_train_as_one(model: &Path, args: &[&str]) {
             );
         }
     }
+}
+
+/// Every number of every epoch in a metrics file (losses, accuracies and
+/// the health report) but the timings, with where it is.
+fn epoch_numbers(path: &Path) -> Vec<(String, f64)> {
+    fn walk(value: &serde_json::Value, at: String, out: &mut Vec<(String, f64)>) {
+        match value {
+            serde_json::Value::Number(n) if !at.ends_with("seconds") => out.push((at, n.as_f64().unwrap_or(f64::NAN))),
+            serde_json::Value::Array(items) => {
+                items.iter().enumerate().for_each(|(i, v)| walk(v, format!("{at}[{i}]"), out))
+            }
+            serde_json::Value::Object(fields) => fields.iter().for_each(|(k, v)| walk(v, format!("{at}.{k}"), out)),
+            _ => {}
+        }
+    }
+    let text = std::fs::read_to_string(path).expect("metrics written");
+    let metrics: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let mut out = Vec::new();
+    walk(&metrics["epochs"], "epochs".into(), &mut out);
+    out
 }
 
 fn model(file: &str) -> PathBuf {
