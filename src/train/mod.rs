@@ -264,12 +264,17 @@ impl Trainer {
     /// One optimizer step on a batch; returns the batch loss.
     /// (Simulated annealing ignores `lr`: its temperature follows the epoch.)
     pub fn step(&mut self, x: &[f32], y: &[f32], rows: usize, lr: f64) -> Result<f64, TrainError> {
+        let (x, y) = self.own_rows(x, y, rows);
+        self.step_own(x, y, rows, lr)
+    }
+
+    /// `step` given only this process's rows (`own_rows`) of a batch of `rows`.
+    fn step_own(&mut self, x: &[f32], y: &[f32], rows: usize, lr: f64) -> Result<f64, TrainError> {
         if let Optimizer::Anneal { temperature, cooling, scale } = self.config.optimizer {
             return self.anneal_step(x, y, rows, temperature * cooling.powi(self.epochs_done as i32), scale);
         }
         self.steps_done += 1;
         let hypers = self.hypers(lr);
-        let (x, y) = self.own_rows(x, y, rows);
         // Compiled (observing health or not) before the sums are taken out.
         self.prepare(rows)?;
         let mut store = std::mem::take(&mut self.model.store);
@@ -280,7 +285,7 @@ impl Trainer {
             .and_then(|step| step.run_observed(&mut store, x, y, &hypers, observed).map_err(TrainError::Internal));
         self.model.store = store;
         let mut loss = match result {
-            Ok(loss) => [f64::from(loss)],
+            Ok(loss) => f64::from(loss),
             Err(e) => {
                 self.health = health;
                 return Err(e);
@@ -288,20 +293,19 @@ impl Trainer {
         };
         if let (Some(team), true) = (&self.team, self.shard(rows).is_split()) {
             // Each process's loss is its rows' share of the batch's mean, and
-            // its activation sums cover its rows: the batch's are their sums.
-            team.sum(&mut loss);
-            if let Some(h) = health.as_mut() {
-                let sums = h.activation_sums_mut();
-                let mut all: Vec<f64> = sums.iter().map(|&v| f64::from(v)).collect();
-                team.sum(&mut all);
-                sums.iter_mut().zip(all).for_each(|(s, v)| *s = v as f32);
-            }
+            // its activation sums cover its rows: the batch's are their sums
+            // (one collective for both).
+            let sums = health.as_mut().map_or(&mut [][..], |h| h.activation_sums_mut());
+            let mut all: Vec<f64> = std::iter::once(loss).chain(sums.iter().map(|&v| f64::from(v))).collect();
+            team.sum(&mut all);
+            loss = all[0];
+            sums.iter_mut().zip(&all[1..]).for_each(|(s, &v)| *s = v as f32);
         }
         if let Some(h) = health.as_mut() {
             h.add_step(rows);
         }
         self.health = health;
-        Ok(loss[0])
+        Ok(loss)
     }
 
     /// The rows of the batch (`x`, `y`: `rows` rows) this process computes,
@@ -369,8 +373,11 @@ impl Trainer {
         }
         let started = std::time::Instant::now();
         for (step, chunk) in order.chunks(batch).enumerate() {
-            train.select_into(chunk, &mut rows);
-            let loss = self.step(&rows.x, &rows.y, rows.rows, lr)?;
+            // This process's rows of the batch (all of them, alone).
+            let shard = self.shard(chunk.len());
+            train.select_into(&chunk[shard.first..shard.first + shard.rows], &mut rows);
+            let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { &rows.y };
+            let loss = self.step_own(&rows.x, y, chunk.len(), lr)?;
             if !loss.is_finite() {
                 (self.model.store, self.steps_done) = snapshot.clone();
                 let found = self.first_non_finite(train, &order, batch, step, lr);
@@ -378,8 +385,8 @@ impl Trainer {
                 let (what, span) = found?.unwrap_or(("the loss".into(), None));
                 return Err(TrainError::NonFinite { epoch: epoch + 1, step: step + 1, what, span });
             }
-            total += loss * rows.rows as f64;
-            let mut go_on = on_step((step * batch + rows.rows).min(train.rows), train.rows, loss);
+            total += loss * chunk.len() as f64;
+            let mut go_on = on_step((step * batch + chunk.len()).min(train.rows), train.rows, loss);
             if let Some(team) = &self.team {
                 // One process stopping (Ctrl-C) stops them all at the same step.
                 let mut stops = [f64::from(u8::from(!go_on))];
