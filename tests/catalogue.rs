@@ -13,6 +13,7 @@ fn example(keyword: &str, kind: LayerKind) -> (&'static str, String) {
         LayerKind::Embedding => ("tokens[3]", "embedding(5, 2)".into()),
         LayerKind::Reshape => ("[4]", "reshape([2, 2])".into()),
         LayerKind::Add => ("[4]", "add(x)".into()),
+        LayerKind::Concat => ("[4]", "concat(x)".into()),
         LayerKind::Dense | LayerKind::Maxout | LayerKind::Rbm => ("[4]", format!("{keyword}(3)")),
         LayerKind::Dropout => ("[4]", "dropout(0.5)".into()),
         LayerKind::Flatten

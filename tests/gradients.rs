@@ -70,6 +70,16 @@ proptest! {
     }
 
     #[test]
+    fn concatenation_of_feature_maps_and_vectors(c in 1usize..3, h in 1usize..4, f in 1usize..4, seed in 0u64..1000) {
+        let source = format!("model g {{ input x: [{c}, {h}, {h}] target y: real[3]
+            x |> conv2d({f}, kernel = 1) |> tanh => a
+            x |> concat(a) |> flatten => v
+            v |> dense(2) |> tanh => b
+            concat(v, b) |> dense(3) => p  loss = mse(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
     fn convolution_and_pooling(c in 1usize..3, h in 2usize..7, w in 2usize..7, f in 1usize..3,
                                k in 1usize..4, stride in 1usize..4, padding in 0usize..2, dilation in 1usize..3,
                                pk in 1usize..3, ps in 1usize..3, max in any::<bool>(), seed in 0u64..1000) {

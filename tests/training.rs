@@ -44,6 +44,13 @@ fn digits_mlp_reaches_96_percent() {
     assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
 }
 
+/// Two convolution branches joined along the channels (`concat`).
+#[test]
+fn concatenated_branches_reach_96_percent() {
+    let (_, m) = train_bundled(&model("inception_digits.nn"));
+    assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
+}
+
 #[test]
 fn xor_is_learned_exactly() {
     let (_, m) = train_bundled(&model("xor.nn"));

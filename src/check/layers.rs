@@ -5,7 +5,7 @@
 use crate::ast::{Call, Ident, Value};
 use crate::check::args::{Args, Bound};
 use crate::check::model::{Activation, Layer, Shape, Weights};
-use crate::diag::{Diag, Incoming, messages};
+use crate::diag::{Diag, Incoming, Span, messages};
 use crate::shape::shape_text;
 
 /// Every kind of layer. `apply` matches on it without a catch-all, so a new
@@ -27,6 +27,7 @@ pub enum LayerKind {
     Embedding,
     Rbm,
     Add,
+    Concat,
     Sigmoid,
     Tanh,
     Relu,
@@ -78,6 +79,7 @@ pub const LAYERS: &[LayerSpec] = &[
     layer("embedding", LayerKind::Embedding, &["vocab", "dim"], &["vocab", "dim"]),
     layer("rbm", LayerKind::Rbm, &["hidden"], &["hidden"]),
     layer("add", LayerKind::Add, &["other"], &["other"]),
+    layer("concat", LayerKind::Concat, &["other"], &["other"]),
     layer("sigmoid", LayerKind::Sigmoid, &[], &[]),
     layer("tanh", LayerKind::Tanh, &[], &[]),
     layer("relu", LayerKind::Relu, &[], &[]),
@@ -345,7 +347,7 @@ pub fn apply(
                 macs: (s[0] * hidden) as u64,
             }
         }
-        LayerKind::Add => {
+        LayerKind::Add | LayerKind::Concat => {
             let Some(Value::Name(id)) = args.value("other") else {
                 if let Some(v) = args.value("other") {
                     diags.push(messages::wrong_type(v, "other", "the name of a value"));
@@ -353,6 +355,9 @@ pub fn apply(
                 return None;
             };
             let rhs = other(id)?;
+            if kind == LayerKind::Concat {
+                return concatenated(call.span, input, (id.span, &rhs), diags);
+            }
             if rhs.shape != *s {
                 diags.push(messages::add_mismatch(call.span, input, id.span, &rhs));
                 return None;
@@ -474,4 +479,23 @@ fn list_of_ints(value: Option<&Value>, diags: &mut Vec<Diag>) -> Option<Shape> {
             None
         }
     }
+}
+
+/// `concat`: the second value's features (vectors) or channels (feature
+/// maps) after the first's; every other dimension must agree.
+pub fn concatenated(
+    span: Span,
+    left: &Incoming,
+    (right_span, right): (Span, &Incoming),
+    diags: &mut Vec<Diag>,
+) -> Option<Applied> {
+    let (a, b) = (&left.shape, &right.shape);
+    if left.tokens || right.tokens || a.is_empty() || a.len() != b.len() || a[1..] != b[1..] {
+        diags.push(messages::concat_mismatch(span, left, right_span, right));
+        return None;
+    }
+    let mut shape = a.clone();
+    shape[0] += b[0];
+    let why = format!("{} ++ {} = {}", shape_text(a), shape_text(b), shape_text(&shape));
+    Some(Applied { layer: Layer::Concat, shape, why, params: 0, macs: 0 })
 }

@@ -314,9 +314,9 @@ impl<'a> ModelChecker<'a> {
         Some((value, info))
     }
 
-    /// `add(a, b)` at the start of a flow.
+    /// `add(a, b)` or `concat(a, b)` at the start of a flow.
     fn combine(&mut self, call: &Call) -> Option<(ValueRef, Incoming)> {
-        if call.name.name != "add" {
+        if call.name.name != "add" && call.name.name != "concat" {
             let known = layers::find(&call.name.name).is_some();
             self.diags.push(messages::bad_source(call, known));
             return None;
@@ -334,13 +334,17 @@ impl<'a> ModelChecker<'a> {
             }
         }
         let ((_, (a, a_info)), (b_name, (b, b_info))) = (&operands[0], &operands[1]);
-        if a_info.shape != b_info.shape {
+        let (layer, shape, why) = if call.name.name == "concat" {
+            let applied = layers::concatenated(call.span, a_info, (b_name.span, b_info), self.diags)?;
+            (applied.layer, applied.shape, applied.why)
+        } else if a_info.shape != b_info.shape {
             self.diags.push(messages::add_mismatch(call.span, a_info, b_name.span, b_info));
             return None;
-        }
-        let shape = a_info.shape.clone();
-        let node = self.push_node(Layer::Add, None, vec![*a, *b], shape.clone(), 0, 0, a_info.why.clone(), call.span);
-        let info = Incoming { shape, why: a_info.why.clone(), producer: call.span, tokens: false };
+        } else {
+            (Layer::Add, a_info.shape.clone(), a_info.why.clone())
+        };
+        let node = self.push_node(layer, None, vec![*a, *b], shape.clone(), 0, 0, why.clone(), call.span);
+        let info = Incoming { shape, why, producer: call.span, tokens: false };
         Some((ValueRef::Node(node), info))
     }
 
@@ -434,7 +438,7 @@ impl<'a> ModelChecker<'a> {
         self.diags.extend(lookup_diags.into_inner());
         let applied = applied?;
         let other_ref = match (&applied.layer, args.value("other")) {
-            (Layer::Add, Some(Value::Name(id))) => self.scope.get_mut(&id.name).map(|e| {
+            (Layer::Add | Layer::Concat, Some(Value::Name(id))) => self.scope.get_mut(&id.name).map(|e| {
                 e.used = true;
                 e.value
             }),

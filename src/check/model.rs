@@ -74,21 +74,61 @@ pub enum Weights {
 /// A layer with its hyperparameters resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Layer {
-    Dense { units: usize, bias: bool, weights: Weights },
-    Conv2d { filters: usize, kernel: usize, stride: usize, padding: usize, dilation: usize, bias: bool },
-    MaxPool { kernel: usize, stride: usize },
-    AvgPool { kernel: usize, stride: usize },
+    Dense {
+        units: usize,
+        bias: bool,
+        weights: Weights,
+    },
+    Conv2d {
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        bias: bool,
+    },
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+    },
+    AvgPool {
+        kernel: usize,
+        stride: usize,
+    },
     Flatten,
-    Reshape { shape: Shape },
-    Dropout { p: f64 },
-    BatchNorm { momentum: f64, eps: f64 },
-    Maxout { units: usize, pieces: usize },
-    Rnn { hidden: usize, sequences: bool },
-    Lstm { hidden: usize, sequences: bool },
-    Embedding { vocab: usize, dim: usize },
-    Rbm { hidden: usize },
+    Reshape {
+        shape: Shape,
+    },
+    Dropout {
+        p: f64,
+    },
+    BatchNorm {
+        momentum: f64,
+        eps: f64,
+    },
+    Maxout {
+        units: usize,
+        pieces: usize,
+    },
+    Rnn {
+        hidden: usize,
+        sequences: bool,
+    },
+    Lstm {
+        hidden: usize,
+        sequences: bool,
+    },
+    Embedding {
+        vocab: usize,
+        dim: usize,
+    },
+    Rbm {
+        hidden: usize,
+    },
     Activation(Activation),
     Add,
+    /// Another value's features (or channels) after this one's.
+    Concat,
 }
 
 impl Layer {
@@ -121,6 +161,7 @@ impl Layer {
                 Activation::Identity => "identity",
             },
             Layer::Add => "add",
+            Layer::Concat => "concat",
         }
     }
 }

@@ -64,6 +64,16 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
                 let other = values[&node.inputs[1]];
                 graph.push(Op::Add, vec![x, other], out_shape, span)
             }
+            Layer::Concat => {
+                // Each part placed into zeros of the whole at its offset
+                // (the gradient of a slice), then summed: autodiff slices
+                // each part's gradient back out.
+                let other = values[&node.inputs[1]];
+                let first = graph.shape(x)[1];
+                let a = graph.push(Op::SliceGrad { axis: 1, start: 0 }, vec![x], out_shape.clone(), span);
+                let b = graph.push(Op::SliceGrad { axis: 1, start: first }, vec![other], out_shape.clone(), span);
+                graph.push(Op::Add, vec![a, b], out_shape, span)
+            }
             Layer::Conv2d { .. } => conv2d(&mut graph, (model, index, node), x, out_shape),
             Layer::MaxPool { kernel, stride } | Layer::AvgPool { kernel, stride } => {
                 let max = matches!(node.layer, Layer::MaxPool { .. });

@@ -93,6 +93,12 @@ pub const LAYERS: &[Doc] = &[
         "Adds another value of the same shape (a residual connection).",
         &[("other", "the name of the value to add (required)")],
     ),
+    doc(
+        "concat",
+        "Joins another value after this one along the features (vectors) or channels (feature maps); every other \
+         dimension must agree. Also `concat(a, b)` to start a flow.",
+        &[("other", "the name of the value to join after this one (required)")],
+    ),
     doc("sigmoid", "1/(1 + e^−x); derivative at most ¼.", NONE),
     doc("tanh", "Hyperbolic tangent; values in (−1, 1).", NONE),
     doc("relu", "max(0, x).", NONE),

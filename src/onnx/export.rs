@@ -417,12 +417,16 @@ impl Builder<'_> {
                 let z = self.node("Gemm", inputs, name, vec![int("transB", 1)]);
                 self.node("Sigmoid", vec![z], name, vec![])
             }
-            Layer::Add => {
+            Layer::Add | Layer::Concat => {
                 let other = values
                     .get(&node.inputs[1])
                     .cloned()
-                    .ok_or_else(|| format!("`{name}` adds a value nnc cannot export"))?;
-                self.node("Add", vec![x, other], name, vec![])
+                    .ok_or_else(|| format!("`{name}` reads a value nnc cannot export"))?;
+                if node.layer == Layer::Concat {
+                    self.node("Concat", vec![x, other], name, vec![int("axis", 1)])
+                } else {
+                    self.node("Add", vec![x, other], name, vec![])
+                }
             }
             Layer::Activation(a) => self.activation(*a, x, name),
         })

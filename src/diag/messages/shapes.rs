@@ -85,6 +85,38 @@ pub fn add_mismatch(span: Span, left: &Incoming, right_span: Span, right: &Incom
     .with_help("project one side with `dense` or `conv2d` to the other's shape")
 }
 
+pub fn concat_mismatch(span: Span, left: &Incoming, right_span: Span, right: &Incoming) -> Diag {
+    let (a, b) = (&left.shape, &right.shape);
+    let (label, help) = if left.tokens || right.tokens {
+        ("token ids cannot be concatenated".to_string(), "embed them first, then concatenate the embeddings")
+    } else if a.len() != b.len() {
+        (
+            format!(
+                "{} ++ {}: a {}-dimensional and a {}-dimensional value",
+                shape_text(a),
+                shape_text(b),
+                a.len(),
+                b.len()
+            ),
+            "flatten the feature maps, or reshape the vector to their shape",
+        )
+    } else {
+        (
+            format!("{} ++ {}: only the first dimension may differ", shape_text(a), shape_text(b)),
+            "pool or pad the feature maps to the same height and width",
+        )
+    };
+    Diag::error(
+        "nnc::shape::concat",
+        "`concat` joins values along their features or channels; everything else must agree",
+        span,
+        label,
+    )
+    .with_note(left.producer, format!("first: {}", derived(left)))
+    .with_note(right_span, format!("second: {}", shape_text(b)))
+    .with_help(help)
+}
+
 pub fn tokens_need_embedding(span: Span, producer: Span) -> Diag {
     Diag::error(
         "nnc::shape::tokens",

@@ -132,6 +132,32 @@ impl Importer<'_> {
         self.output(node, flow, a_shape)
     }
 
+    /// `Concat` of two computed values along axis 1 (features or channels):
+    /// `concat(a, b)`.
+    pub(super) fn join(&mut self, node: &NodeProto) -> Result<(), String> {
+        if node.input.len() != 2 {
+            return Err(unsupported_detail(node, "it joins other than two values; nnc's `concat` joins two"));
+        }
+        let (a, a_shape) = self.computed(node, 0)?;
+        let (b, b_shape) = self.computed(node, 1)?;
+        let rank = a_shape.len() as i64 + 1;
+        let axis = int_attr(node, "axis", 0);
+        let lined_up = a_shape.len() == b_shape.len() && !a_shape.is_empty() && a_shape[1..] == b_shape[1..];
+        if (axis != 1 && axis != 1 - rank) || !lined_up {
+            return Err(unsupported_detail(
+                node,
+                &format!(
+                    "it joins {a_shape:?} and {b_shape:?} on axis {axis}; nnc joins features or channels (axis 1)"
+                ),
+            ));
+        }
+        let mut shape = a_shape;
+        shape[0] += b_shape[0];
+        let (a, b) = (self.name_flow(a), self.name_flow(b));
+        let flow = Flow { source: format!("concat({}, {})", a.source, b.source), stages: Vec::new() };
+        self.output(node, flow, shape)
+    }
+
     pub(super) fn conv(&mut self, node: &NodeProto) -> Result<(), String> {
         let (flow, shape) = self.computed(node, 0)?;
         let (dims, weight) = self.constant(node, 1)?;

@@ -416,7 +416,10 @@ impl Importer<'_> {
             "ReduceMax" => self.maxout(node),
             "Cast" => self.cast(node),
             "Gather" => self.embedding(node),
-            "Concat" => self.concat(node),
+            "Concat" if (0..node.input.len()).all(|k| matches!(self.value(node, k), Ok(Value::Constant(..)))) => {
+                self.concat(node)
+            }
+            "Concat" => self.join(node),
             "Transpose" => self.transpose(node),
             "LSTM" | "RNN" => self.recurrent(node, op == "LSTM"),
             "Squeeze" => self.squeeze(node),
