@@ -75,13 +75,13 @@ pub fn bad_source(call: &Call, is_layer: bool) -> Diag {
     let help = if is_layer {
         format!("start from a value and pipe it: `x |> {}(…)`", call.name.name)
     } else {
-        "a pipeline starts from a value name or `add(a, b)`".to_string()
+        "a pipeline starts from a value name, `add(a, b)` or `concat(a, b)`".to_string()
     };
     Diag::error(
         "nnc::model::source",
         "a pipeline must start from a value",
         call.span,
-        "expected a value name or `add(a, b)`",
+        "expected a value name, `add(a, b)` or `concat(a, b)`",
     )
     .with_help(help)
 }
