@@ -18,6 +18,7 @@ fn example(keyword: &str, kind: LayerKind) -> (&'static str, String) {
         LayerKind::Dropout => ("[4]", "dropout(0.5)".into()),
         LayerKind::Flatten
         | LayerKind::BatchNorm
+        | LayerKind::LayerNorm
         | LayerKind::Sigmoid
         | LayerKind::Tanh
         | LayerKind::Relu

@@ -80,6 +80,14 @@ proptest! {
     }
 
     #[test]
+    fn layer_normalisation(c in 1usize..3, h in 1usize..4, features in 2usize..6, seed in 0u64..1000) {
+        let source = format!("model g {{ input x: [{c}, {h}, {h}] target y: real[3]
+            x |> layernorm |> flatten |> dense({features}) |> layernorm(eps = 1e-3) |> tanh |> dense(3) => p
+            loss = mse(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
     fn convolution_and_pooling(c in 1usize..3, h in 2usize..7, w in 2usize..7, f in 1usize..3,
                                k in 1usize..4, stride in 1usize..4, padding in 0usize..2, dilation in 1usize..3,
                                pk in 1usize..3, ps in 1usize..3, max in any::<bool>(), seed in 0u64..1000) {

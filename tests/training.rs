@@ -44,6 +44,12 @@ fn digits_mlp_reaches_96_percent() {
     assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
 }
 
+#[test]
+fn layernorm_mlp_reaches_96_percent() {
+    let (_, m) = train_bundled(&model("layernorm_mlp.nn"));
+    assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
+}
+
 /// Two convolution branches joined along the channels (`concat`).
 #[test]
 fn concatenated_branches_reach_96_percent() {

@@ -46,7 +46,7 @@ impl ModelChecker<'_> {
                 .copied()
                 .unwrap_or(start);
             let chain = match &node.layer {
-                Layer::BatchNorm { .. } => start,
+                Layer::BatchNorm { .. } | Layer::LayerNorm { .. } => start,
                 Layer::Activation(a) => match largest_derivative(a) {
                     Some(d) => Chain {
                         gain: best.gain * d,

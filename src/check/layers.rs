@@ -21,6 +21,7 @@ pub enum LayerKind {
     Reshape,
     Dropout,
     BatchNorm,
+    LayerNorm,
     Maxout,
     Rnn,
     Lstm,
@@ -73,6 +74,7 @@ pub const LAYERS: &[LayerSpec] = &[
     layer("reshape", LayerKind::Reshape, &["shape"], &["shape"]),
     layer("dropout", LayerKind::Dropout, &["p"], &["p"]),
     layer("batchnorm", LayerKind::BatchNorm, &["momentum", "eps"], &[]),
+    layer("layernorm", LayerKind::LayerNorm, &["eps"], &[]),
     layer("maxout", LayerKind::Maxout, &["units", "pieces"], &["units"]),
     layer("rnn", LayerKind::Rnn, &["hidden", "sequences"], &["hidden"]),
     layer("lstm", LayerKind::Lstm, &["hidden", "sequences"], &["hidden"]),
@@ -271,6 +273,11 @@ pub fn apply(
                 return None;
             }
             Applied { params: 2 * s[0], ..elementwise(Layer::BatchNorm { momentum, eps }) }
+        }
+        LayerKind::LayerNorm => {
+            let eps = args.float("eps", 1e-5, Bound::Positive, diags);
+            let values: usize = s.iter().product();
+            Applied { params: 2 * values, macs: values as u64, ..elementwise(Layer::LayerNorm { eps }) }
         }
         LayerKind::Maxout => {
             let units = args.int("units", 1, 1, diags);

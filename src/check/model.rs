@@ -106,6 +106,11 @@ pub enum Layer {
         momentum: f64,
         eps: f64,
     },
+    /// Normalises each sample over all its values, then scales and shifts
+    /// every value (γ, β of the sample's shape).
+    LayerNorm {
+        eps: f64,
+    },
     Maxout {
         units: usize,
         pieces: usize,
@@ -143,6 +148,7 @@ impl Layer {
             Layer::Reshape { .. } => "reshape",
             Layer::Dropout { .. } => "dropout",
             Layer::BatchNorm { .. } => "batchnorm",
+            Layer::LayerNorm { .. } => "layernorm",
             Layer::Maxout { .. } => "maxout",
             Layer::Rnn { .. } => "rnn",
             Layer::Lstm { .. } => "lstm",

@@ -89,6 +89,7 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
             }
             Layer::Dropout { .. } => x,
             Layer::BatchNorm { momentum, eps } => batchnorm(&mut graph, x, &node.name, *momentum, *eps, training, span),
+            Layer::LayerNorm { eps } => layernorm(&mut graph, x, (&node.name, &node.shape), *eps, span),
             Layer::Rnn { hidden, sequences } => recurrent(&mut graph, x, &node.name, *hidden, 1, *sequences, span),
             Layer::Lstm { hidden, sequences } => recurrent(&mut graph, x, &node.name, *hidden, 4, *sequences, span),
             Layer::Embedding { vocab, dim } => {
@@ -265,6 +266,48 @@ fn batchnorm(
     let beta = add_param(graph, format!("{name}.bias"), features.clone(), Init::Zeros, false);
     let beta = graph.push(Op::Param(beta), vec![], features, span);
     graph.push(Op::AddChannelBias, vec![scaled, beta], shape, span)
+}
+
+/// Layer normalisation: each sample's values (all of them, whatever its
+/// shape) normalised by their own mean and variance, then y = γ·x̂ + β with
+/// γ = `<layer>.weight`, β = `<layer>.bias` of the sample's shape, as
+/// PyTorch's `LayerNorm(sample shape)`. The same in training and
+/// evaluation. Built from batch normalisation's per-channel ops on a
+/// `[1, B, F]` view, where each row is a channel, so autodiff derives the
+/// backward pass.
+fn layernorm(graph: &mut Graph, x: ValueId, (name, sample): (&str, &[usize]), eps: f64, span: Span) -> ValueId {
+    let shape = graph.shape(x).clone();
+    let (batch, values) = (shape[0], numel(sample));
+    let rows = vec![1, batch, values];
+    let per_row = vec![batch];
+    let unary =
+        |graph: &mut Graph, u: Unary, v: ValueId| graph.push(Op::Unary(u), vec![v], graph.shape(v).clone(), span);
+    let view = graph.push(Op::Reshape, vec![x], rows.clone(), span);
+    let sum = graph.push(Op::SumChannels, vec![view], per_row.clone(), span);
+    let mean = unary(graph, Unary::Scale(1.0 / values as f64), sum);
+    let negated = unary(graph, Unary::Neg, mean);
+    let centred = graph.push(Op::AddChannelBias, vec![view, negated], rows.clone(), span);
+    let squares = unary(graph, Unary::Square, centred);
+    let sum_squares = graph.push(Op::SumChannels, vec![squares], per_row.clone(), span);
+    let var = unary(graph, Unary::Scale(1.0 / values as f64), sum_squares);
+    let shifted = unary(graph, Unary::AddConst(eps), var);
+    let std = unary(graph, Unary::Sqrt, shifted);
+    let one = graph.push(Op::Const(1.0), vec![], per_row, span);
+    let inv_std = graph.push(Op::Div, vec![one, std], vec![batch], span);
+    let normalised = graph.push(Op::MulChannel, vec![centred, inv_std], rows, span);
+    // γ and β per value: the normalised rows `[B, F]`, each value a channel.
+    let flat = vec![batch, values];
+    let normalised = graph.push(Op::Reshape, vec![normalised], flat.clone(), span);
+    let affine = |graph: &mut Graph, what: &str, init: Init| {
+        let p = add_param(graph, format!("{name}.{what}"), sample.to_vec(), init, false);
+        let p = graph.push(Op::Param(p), vec![], sample.to_vec(), span);
+        graph.push(Op::Reshape, vec![p], vec![values], span)
+    };
+    let gamma = affine(graph, "weight", Init::Ones);
+    let scaled = graph.push(Op::MulChannel, vec![normalised, gamma], flat.clone(), span);
+    let beta = affine(graph, "bias", Init::Zeros);
+    let shifted = graph.push(Op::AddChannelBias, vec![scaled, beta], flat, span);
+    graph.push(Op::Reshape, vec![shifted], shape, span)
 }
 
 /// An RNN (`gates` = 1: h′ = tanh(z)) or LSTM (`gates` = 4, PyTorch's order

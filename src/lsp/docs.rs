@@ -72,6 +72,12 @@ pub const LAYERS: &[Doc] = &[
         ],
     ),
     doc(
+        "layernorm",
+        "Normalises each sample over all its values (mean 0, variance 1), then scales and shifts every value; the \
+         same in training and evaluation, independent of the batch.",
+        &[("eps", "added to the variance before the square root (default 1e-5)")],
+    ),
+    doc(
         "maxout",
         "The largest of `pieces` linear functions per unit. `[n]` → `[units]`.",
         &[("units", "output features (required)"), ("pieces", "linear pieces per unit (default 2)")],

@@ -357,6 +357,15 @@ impl Builder<'_> {
                 ];
                 self.node("BatchNormalization", inputs, name, vec![float("epsilon", *eps as f32)])
             }
+            Layer::LayerNorm { eps } => {
+                if self.opset < 17 {
+                    return Err(format!(
+                        "`{name}` (layernorm) needs opset 17 or newer (LayerNormalization); use --opset 17"
+                    ));
+                }
+                let inputs = vec![x, self.weight(&w("weight"))?, self.weight(&w("bias"))?];
+                self.node("LayerNormalization", inputs, name, vec![int("axis", 1), float("epsilon", *eps as f32)])
+            }
             Layer::Maxout { units, pieces } => {
                 let inputs = vec![x, self.weight(&w("weight"))?, self.weight(&w("bias"))?];
                 let affine = self.node("Gemm", inputs, name, vec![int("transB", 1)]);

@@ -259,6 +259,33 @@ impl Importer<'_> {
         self.stage(node, text, shape)
     }
 
+    /// `LayerNormalization` over every dimension but the batch: `layernorm`.
+    pub(super) fn layernorm(&mut self, node: &NodeProto) -> Result<(), String> {
+        let (_, shape) = self.computed(node, 0)?;
+        let rank = shape.len() as i64 + 1;
+        let axis = int_attr(node, "axis", -1);
+        if axis != 1 && axis != 1 - rank {
+            return Err(unsupported_detail(
+                node,
+                &format!("it normalises from axis {axis}; nnc's layernorm normalises each sample whole (axis 1)"),
+            ));
+        }
+        if node.input.len() < 3 {
+            return Err(unsupported_detail(node, "it has no bias; nnc's layernorm has one"));
+        }
+        let name = self.layer_name("layernorm");
+        for (k, what) in [(1, "weight"), (2, "bias")] {
+            let (dims, data) = self.constant(node, k)?;
+            if dims != shape {
+                return Err(unsupported_detail(node, &format!("its {what} is {dims:?}, the values {shape:?}")));
+            }
+            self.tensors.insert(format!("{name}.{what}"), (dims, data));
+        }
+        let eps = float_attr(node, "epsilon", 1e-5);
+        let text = if (eps - 1e-5).abs() > 1e-12 { format!("layernorm(eps = {eps:e})") } else { "layernorm".into() };
+        self.stage(node, text, shape)
+    }
+
     pub(super) fn reshape(&mut self, node: &NodeProto) -> Result<(), String> {
         let (_, shape) = self.computed(node, 0)?;
         let (_, target) = self.constant(node, 1)?;

@@ -38,6 +38,7 @@ pub const SUPPORTED: &[&str] = &[
     "MaxPool",
     "AveragePool",
     "BatchNormalization",
+    "LayerNormalization",
     "Relu",
     "Sigmoid",
     "Tanh",
@@ -384,6 +385,7 @@ impl Importer<'_> {
             "Conv" => self.conv(node),
             "MaxPool" | "AveragePool" => self.pool(node, op == "MaxPool"),
             "BatchNormalization" => self.batchnorm(node),
+            "LayerNormalization" => self.layernorm(node),
             "Relu" | "Sigmoid" | "Tanh" | "Softplus" => {
                 let (_, shape) = self.computed(node, 0)?;
                 self.stage(node, op.to_lowercase(), shape)
