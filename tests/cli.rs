@@ -367,3 +367,39 @@ fn training_warns_of_vanishing_and_exploding_gradients_and_dead_units() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
 }
+
+/// `eval` prints precision, recall and F1 per class that agree with its own
+/// confusion matrix, and their macro averages (the final line's macro F1).
+#[test]
+fn eval_scores_every_class_as_its_confusion_matrix_says() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let weights = dir.path().join("w.safetensors");
+    let w = weights.to_str().expect("utf-8");
+    let (code, _, err) = nnc(&["train", "models/digits_mlp.nn", "--epochs", "2", "--quiet", "--save", w]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = nnc(&["eval", "models/digits_mlp.nn", "--weights", w]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let matrix_at = lines.iter().position(|l| l.starts_with("confusion matrix")).expect("a confusion matrix");
+    let counts: Vec<Vec<f64>> = lines[matrix_at + 2..matrix_at + 12]
+        .iter()
+        .map(|l| l.split_whitespace().skip(1).map(|n| n.parse().expect("count")).collect())
+        .collect();
+    let table_at = lines.iter().position(|l| l.trim_start().starts_with("class")).expect("a class table");
+    let mut f1s = Vec::new();
+    for c in 0..10 {
+        let row: Vec<f64> = lines[table_at + 1 + c].split_whitespace().map(|v| v.parse().expect("number")).collect();
+        let hits = counts[c][c];
+        let predicted: f64 = counts.iter().map(|r| r[c]).sum();
+        let actual: f64 = counts[c].iter().sum();
+        let (p, r) = (hits / predicted, hits / actual);
+        let f1 = 2.0 * p * r / (p + r);
+        for (shown, want) in row[1..].iter().zip([p, r, f1]) {
+            assert!((shown - want).abs() < 6e-5, "class {c}: {row:?} vs {p} {r} {f1}");
+        }
+        f1s.push(f1);
+    }
+    let macro_f1 = f1s.iter().sum::<f64>() / 10.0;
+    assert!(lines[table_at + 11].starts_with("macro"), "{out}");
+    assert!(lines[0].contains(&format!("macro F1 {macro_f1:.4}")), "{}", lines[0]);
+}

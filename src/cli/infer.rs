@@ -74,13 +74,29 @@ pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_source: EvalD
     let mut data = loaded.map_err(|e| data_error(&e))?;
     saved.scaler.apply(&mut data);
     let metrics = crate::train::evaluate(&mut runtime, &data).map_err(Failure::Input)?;
-    say!("{}  ({} rows)", metrics.to_text(), metrics.rows);
+    say!("{}  ({} rows)", metrics.final_text(), metrics.rows);
     if let TargetSpecOfRow::Class(k) = spec.target
         && let Ok(predictions) = runtime.predict(&data.x, data.rows)
     {
         say_raw!("{}", confusion_matrix(&predictions, &data.y, k));
     }
+    if let Some(scores) = &metrics.classes {
+        say_raw!("{}", class_table(scores));
+    }
     Ok(())
+}
+
+/// Precision, recall and F1 per class, then their macro averages.
+fn class_table(scores: &crate::train::metrics::ClassScores) -> String {
+    let width = (scores.f1.len().saturating_sub(1)).to_string().len().max("class".len());
+    let mut out = format!("{:>width$}  precision  recall      F1\n", "class");
+    let rows = scores.precision.iter().zip(&scores.recall).zip(&scores.f1).enumerate();
+    for (c, ((p, r), f)) in rows {
+        out.push_str(&format!("{c:>width$}  {p:>9.4}  {r:>6.4}  {f:>6.4}\n"));
+    }
+    let (p, r, f) = (scores.macro_precision, scores.macro_recall, scores.macro_f1);
+    out.push_str(&format!("{:>width$}  {p:>9.4}  {r:>6.4}  {f:>6.4}\n", "macro"));
+    out
 }
 
 /// Rows: true class; columns: predicted class.

@@ -46,6 +46,11 @@ struct FinalMetrics {
     test_rmse: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     test_r2: Option<f64>,
+    /// Per-class precision, recall and F1, and their macro averages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_classes: Option<crate::train::metrics::ClassScores>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_roc_auc: Option<f64>,
 }
 
 pub fn run(args: &TrainArgs) -> Outcome {
@@ -172,7 +177,7 @@ fn final_report(
         (None, None) => ("train", &data.train),
     };
     let metrics = trainer.evaluate(final_set).map_err(|e| Failure::Input(e.to_string()))?;
-    say!("{split}: {}  ({} rows, {:.1} s)", metrics.to_text(), metrics.rows, started.elapsed().as_secs_f64());
+    say!("{split}: {}  ({} rows, {:.1} s)", metrics.final_text(), metrics.rows, started.elapsed().as_secs_f64());
     if let Some(path) = &args.metrics_json {
         write_metrics(path, model, &data.description, history, split, &metrics)?;
     }
@@ -434,7 +439,14 @@ fn write_metrics(
         epochs: history,
         gap: Gap::of(history),
         final_split: split,
-        final_metrics: FinalMetrics { test_loss: m.loss, test_accuracy: m.accuracy, test_rmse: m.rmse, test_r2: m.r2 },
+        final_metrics: FinalMetrics {
+            test_loss: m.loss,
+            test_accuracy: m.accuracy,
+            test_rmse: m.rmse,
+            test_r2: m.r2,
+            test_classes: m.classes.clone(),
+            test_roc_auc: m.roc_auc,
+        },
     };
     let json = serde_json::to_string_pretty(&file).unwrap_or_default();
     write(path, json.as_bytes())

@@ -133,7 +133,8 @@ mod tests {
     use crate::train::Metrics;
 
     fn history(train: &[f64], validation: &[f64]) -> Vec<EpochReport> {
-        let metrics = |loss: f64| Metrics { loss, rows: 10, accuracy: None, rmse: None, r2: None };
+        let metrics =
+            |loss: f64| Metrics { loss, rows: 10, accuracy: None, rmse: None, r2: None, classes: None, roc_auc: None };
         train
             .iter()
             .zip(validation)

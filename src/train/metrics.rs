@@ -1,4 +1,6 @@
-//! Task metrics: accuracy for classifiers, RMSE and R² for regression.
+//! Task metrics: accuracy, per-class precision, recall and F1 (and their
+//! macro averages) for classifiers, ROC AUC for binary targets, RMSE and R²
+//! for regression.
 
 use serde::Serialize;
 
@@ -42,23 +44,96 @@ pub struct Metrics {
     pub rmse: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub r2: Option<f64>,
+    /// Classifiers (a binary target: classes 0 and 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<ClassScores>,
+    /// Binary targets: the area under the ROC curve of the probabilities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roc_auc: Option<f64>,
+}
+
+/// Per class (index = class): precision (of the rows predicted as it, the
+/// share that are), recall (of the rows that are, the share predicted) and
+/// F1 (their harmonic mean), each 0 where undefined; and their plain means
+/// over the classes (macro averages).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassScores {
+    pub precision: Vec<f64>,
+    pub recall: Vec<f64>,
+    pub f1: Vec<f64>,
+    pub macro_precision: f64,
+    pub macro_recall: f64,
+    pub macro_f1: f64,
+}
+
+impl ClassScores {
+    /// From (predicted, actual) class pairs over `k` classes.
+    pub fn of(pairs: impl Iterator<Item = (usize, usize)>, k: usize) -> ClassScores {
+        let (mut hits, mut predicted, mut actual) = (vec![0usize; k], vec![0usize; k], vec![0usize; k]);
+        for (p, a) in pairs.filter(|&(p, a)| p < k && a < k) {
+            predicted[p] += 1;
+            actual[a] += 1;
+            hits[p] += usize::from(p == a);
+        }
+        let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let precision: Vec<f64> = (0..k).map(|c| ratio(hits[c], predicted[c])).collect();
+        let recall: Vec<f64> = (0..k).map(|c| ratio(hits[c], actual[c])).collect();
+        let f1: Vec<f64> = precision
+            .iter()
+            .zip(&recall)
+            .map(|(&p, &r)| if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 })
+            .collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        ClassScores {
+            macro_precision: mean(&precision),
+            macro_recall: mean(&recall),
+            macro_f1: mean(&f1),
+            precision,
+            recall,
+            f1,
+        }
+    }
+}
+
+/// The area under the ROC curve: the chance that a random positive scores
+/// above a random negative (ties count half), by the rank sum
+/// (Mann–Whitney U). None without both positives and negatives.
+pub fn roc_auc(scores: &[f32], positive: &[bool]) -> Option<f64> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let (mut rank_sum, mut i) = (0.0, 0);
+    while i < order.len() {
+        // Tied scores share the mean of their ranks (1-based).
+        let j = (i..order.len()).find(|&j| scores[order[j]] != scores[order[i]]).unwrap_or(order.len());
+        let mean_rank = (i + 1 + j) as f64 / 2.0;
+        rank_sum += mean_rank * order[i..j].iter().filter(|&&r| positive[r]).count() as f64;
+        i = j;
+    }
+    let positives = positive.iter().filter(|&&p| p).count() as f64;
+    let negatives = positive.len() as f64 - positives;
+    (positives > 0.0 && negatives > 0.0)
+        .then(|| (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives))
 }
 
 impl Metrics {
     pub fn compute(task: Task, predictions: &[f32], targets: &[f32], rows: usize, loss: f64) -> Metrics {
-        let mut m = Metrics { rows, loss, accuracy: None, rmse: None, r2: None };
+        let mut m = Metrics { rows, loss, accuracy: None, rmse: None, r2: None, classes: None, roc_auc: None };
         match task {
             Task::Classes(k) => {
-                let correct = predictions
-                    .chunks(k)
-                    .zip(targets)
-                    .filter(|(scores, label)| argmax(scores) == **label as usize)
-                    .count();
+                let pairs =
+                    || predictions.chunks(k).zip(targets).map(|(scores, &label)| (argmax(scores), label as usize));
+                let correct = pairs().filter(|(p, a)| p == a).count();
                 m.accuracy = Some(correct as f64 / rows.max(1) as f64);
+                m.classes = Some(ClassScores::of(pairs(), k));
             }
             Task::Binary => {
-                let correct = predictions.iter().zip(targets).filter(|(p, t)| (**p >= 0.5) == (**t >= 0.5)).count();
+                let pairs =
+                    || predictions.iter().zip(targets).map(|(&p, &t)| (usize::from(p >= 0.5), usize::from(t >= 0.5)));
+                let correct = pairs().filter(|(p, a)| p == a).count();
                 m.accuracy = Some(correct as f64 / predictions.len().max(1) as f64);
+                m.classes = Some(ClassScores::of(pairs(), 2));
+                let positive: Vec<bool> = targets.iter().map(|&t| t >= 0.5).collect();
+                m.roc_auc = roc_auc(predictions, &positive);
             }
             Task::Reconstruction => {}
             Task::Regression => {
@@ -72,6 +147,19 @@ impl Metrics {
             }
         }
         m
+    }
+
+    /// `to_text` and, for classifiers, the macro-averaged F1 (and for binary
+    /// targets the ROC AUC): a run's final line and `eval`'s.
+    pub fn final_text(&self) -> String {
+        let mut s = self.to_text();
+        if let Some(c) = &self.classes {
+            s.push_str(&format!("  macro F1 {:.4}", c.macro_f1));
+        }
+        if let Some(auc) = self.roc_auc {
+            s.push_str(&format!("  ROC AUC {auc:.4}"));
+        }
+        s
     }
 
     /// `loss 0.1234  accuracy 97.2%` or `loss 12.3  rmse 3.5  r² 0.61`.
@@ -89,4 +177,55 @@ impl Metrics {
 
 fn argmax(values: &[f32]) -> usize {
     values.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three classes, worked by hand: predicted/actual pairs
+    /// (0,0) (0,0) (1,0) (1,1) (2,1) (0,2).
+    #[test]
+    fn class_scores_by_hand() {
+        let pairs = [(0, 0), (0, 0), (1, 0), (1, 1), (2, 1), (0, 2)];
+        let c = ClassScores::of(pairs.into_iter(), 3);
+        assert_eq!(c.precision, vec![2.0 / 3.0, 0.5, 0.0]);
+        assert_eq!(c.recall, vec![2.0 / 3.0, 0.5, 0.0]);
+        assert!((c.f1[0] - 2.0 / 3.0).abs() < 1e-12 && (c.f1[1] - 0.5).abs() < 1e-12 && c.f1[2] == 0.0);
+        assert!((c.macro_f1 - (2.0 / 3.0 + 0.5) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn roc_auc_counts_ordered_pairs_and_half_ties() {
+        let positive = [false, false, true, true];
+        assert_eq!(roc_auc(&[0.1, 0.2, 0.8, 0.9], &positive), Some(1.0));
+        assert_eq!(roc_auc(&[0.9, 0.8, 0.2, 0.1], &positive), Some(0.0));
+        assert_eq!(roc_auc(&[0.5; 4], &positive), Some(0.5));
+        // (negative, positive) pairs: (0.1, 0.3) and (0.1, 0.4) in order, (0.4, 0.3) not, (0.4, 0.4) tied.
+        assert_eq!(roc_auc(&[0.1, 0.4, 0.3, 0.4], &positive), Some((1.0 + 0.0 + 1.0 + 0.5) / 4.0));
+        assert_eq!(roc_auc(&[0.1, 0.2], &[true, true]), None);
+    }
+
+    /// The rank sum equals counting every (negative, positive) pair, on
+    /// scores with many ties.
+    #[test]
+    fn roc_auc_equals_the_pair_count() {
+        let scores: Vec<f32> = (0..300).map(|i| ((i * 7919) % 53) as f32 / 53.0).collect();
+        let positive: Vec<bool> = (0..300).map(|i| (i * 104_729) % 7 < 3).collect();
+        let (mut wins, mut pairs) = (0.0, 0.0);
+        for (n, _) in scores.iter().zip(&positive).filter(|(_, p)| !**p) {
+            for (p, _) in scores.iter().zip(&positive).filter(|(_, p)| **p) {
+                pairs += 1.0;
+                wins += if p > n {
+                    1.0
+                } else if p == n {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+        let auc = roc_auc(&scores, &positive).expect("both kinds");
+        assert!((auc - wins / pairs).abs() < 1e-12, "{auc} vs {}", wins / pairs);
+    }
 }
