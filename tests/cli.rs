@@ -368,15 +368,23 @@ fn training_warns_of_vanishing_and_exploding_gradients_and_dead_units() {
     assert!(!err.contains("warning"), "{err}");
 }
 
+/// A temporary folder with the digits MLP's weights after `epochs` epochs.
+fn trained_digits(epochs: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let weights = dir.path().join("w.safetensors");
+    let epochs = epochs.to_string();
+    let args = ["train", "models/digits_mlp.nn", "--epochs", &epochs, "--quiet", "--save"];
+    let (code, _, err) = nnc(&[&args[..], &[weights.to_str().expect("utf-8")]].concat());
+    assert_eq!(code, 0, "{err}");
+    (dir, weights)
+}
+
 /// `eval` prints precision, recall and F1 per class that agree with its own
 /// confusion matrix, and their macro averages (the final line's macro F1).
 #[test]
 fn eval_scores_every_class_as_its_confusion_matrix_says() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let weights = dir.path().join("w.safetensors");
+    let (_dir, weights) = trained_digits(2);
     let w = weights.to_str().expect("utf-8");
-    let (code, _, err) = nnc(&["train", "models/digits_mlp.nn", "--epochs", "2", "--quiet", "--save", w]);
-    assert_eq!(code, 0, "{err}");
     let (code, out, err) = nnc(&["eval", "models/digits_mlp.nn", "--weights", w]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -402,4 +410,72 @@ fn eval_scores_every_class_as_its_confusion_matrix_says() {
     let macro_f1 = f1s.iter().sum::<f64>() / 10.0;
     assert!(lines[table_at + 11].starts_with("macro"), "{out}");
     assert!(lines[0].contains(&format!("macro F1 {macro_f1:.4}")), "{}", lines[0]);
+}
+
+/// `predict --logits` writes the class scores whose softmax is what
+/// `--full-precision` writes, and the default output is the same to 6
+/// decimals.
+#[test]
+fn predict_writes_logits_or_probabilities_in_full() {
+    let (dir, weights) = trained_digits(1);
+    let w = weights.to_str().expect("utf-8");
+    let rows = dir.path().join("rows.csv");
+    let header: Vec<String> = (0..64).map(|j| format!("p{j}")).collect();
+    let body: Vec<String> =
+        (0..5).map(|r| (0..64).map(|j| ((r * 7 + j) % 17).to_string()).collect::<Vec<_>>().join(",")).collect();
+    std::fs::write(&rows, format!("{}\n{}\n", header.join(","), body.join("\n"))).expect("writes");
+    let predict = |flag: Option<&str>| {
+        let mut args =
+            vec!["predict", "models/digits_mlp.nn", "--weights", w, "--input", rows.to_str().expect("utf-8")];
+        args.extend(flag);
+        let (code, out, err) = nnc(&args);
+        assert_eq!(code, 0, "{err}");
+        let mut lines = out.lines();
+        let header = lines.next().expect("header").to_string();
+        let values: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|v| v.parse().expect("number")).collect()).collect();
+        (header, values)
+    };
+    let (logit_header, logits) = predict(Some("--logits"));
+    let (full_header, full) = predict(Some("--full-precision"));
+    let (_, rounded) = predict(None);
+    assert!(
+        logit_header.starts_with("class,s0,") && full_header.starts_with("class,p0,"),
+        "{logit_header} {full_header}"
+    );
+    assert_eq!(logits.len(), 5);
+    for ((s, p), r) in logits.iter().zip(&full).zip(&rounded) {
+        let top = s[1..].iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = s[1..].iter().map(|v| (v - top).exp()).sum();
+        for (k, score) in s[1..].iter().enumerate() {
+            assert!(((score - top).exp() / total - p[k + 1]).abs() < 1e-6, "{s:?} {p:?}");
+            assert!((p[k + 1] - r[k + 1]).abs() <= 5.1e-7, "{p:?} {r:?}");
+        }
+        let argmax = s[1..].iter().enumerate().fold(0, |b, (i, v)| if *v > s[1 + b] { i } else { b });
+        assert_eq!((s[0], p[0], r[0]), (argmax as f64, argmax as f64, argmax as f64));
+    }
+}
+
+/// `--epochs 0 --save` writes the seed's initial weights (those a trainer
+/// starts from), so another framework can start from the same place; a
+/// second seed gives other weights.
+#[test]
+fn zero_epochs_save_the_initial_weights() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let saved = |seed: &str| {
+        let path = dir.path().join(format!("init{seed}.safetensors"));
+        let args = ["train", "models/digits_mlp.nn", "--epochs", "0", "--seed", seed, "--quiet", "--save"];
+        let (code, _, err) = nnc(&[&args[..], &[path.to_str().expect("utf-8")]].concat());
+        assert_eq!(code, 0, "{err}");
+        nnc::checkpoint::load(&path).expect("loads").tensors
+    };
+    let source = std::fs::read_to_string("models/digits_mlp.nn").expect("readable");
+    let checked = nnc::pipeline::check_source("digits_mlp.nn", &source);
+    let model = &checked.models[0];
+    let config = nnc::check::TrainConfig { seed: 11, ..model.train.clone() };
+    let trainer = nnc::train::Trainer::new(model, config, nnc::exec::Backend::Jit).expect("trainable");
+    let initial = saved("11");
+    for (name, _, values) in trainer.tensors() {
+        assert_eq!(initial[&name].1, values, "{name}");
+    }
+    assert_ne!(saved("12")["dense1.weight"].1, initial["dense1.weight"].1);
 }

@@ -122,13 +122,28 @@ fn confusion_matrix(scores: &[f32], labels: &[f32], classes: usize) -> String {
     out
 }
 
-pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, output: Option<&Path>) -> Outcome {
+/// How `predict` writes a classifier's outputs.
+#[derive(Clone, Copy, Default)]
+pub struct Shown {
+    /// The raw class scores instead of probabilities.
+    pub logits: bool,
+    /// Every value in full instead of to 6 decimals.
+    pub full_precision: bool,
+}
+
+pub fn predict(
+    file: &Path,
+    model: Option<&str>,
+    weights: &Path,
+    (input, output): (&Path, Option<&Path>),
+    shown: Shown,
+) -> Outcome {
     let (checked, index, mut runtime, saved) = trained(file, model, weights)?;
     let model = &checked.models[index];
     let mut data = read_rows(input, model, &saved)?;
     saved.scaler.apply(&mut data);
     let predictions = runtime.predict(&data.x, data.rows).map_err(Failure::Input)?;
-    let csv = predictions_csv(Task::of(model), &predictions, data.rows);
+    let csv = predictions_csv(Task::of(model), &predictions, data.rows, shown);
     match output.filter(|path| *path != Path::new("-")) {
         Some(path) => crate::io::write_atomic(path, csv.as_bytes())
             .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))?,
@@ -138,19 +153,31 @@ pub fn predict(file: &Path, model: Option<&str>, weights: &Path, input: &Path, o
 }
 
 /// Classifiers: the class and its softmax probabilities; otherwise the values.
-fn predictions_csv(task: Task, predictions: &[f32], rows: usize) -> String {
+/// The CSV `predict` writes: for a classifier the class and its
+/// probabilities (columns `p0…`) or, with `logits`, its scores (`s0…`);
+/// otherwise the output values (`y0…`), always in full.
+fn predictions_csv(task: Task, predictions: &[f32], rows: usize, shown: Shown) -> String {
     let width = predictions.len() / rows.max(1);
     let mut out = String::new();
     match task {
         Task::Classes(k) => {
-            let header: Vec<String> = (0..k).map(|c| format!("p{c}")).collect();
+            let column = if shown.logits { "s" } else { "p" };
+            let header: Vec<String> = (0..k).map(|c| format!("{column}{c}")).collect();
             out.push_str(&format!("class,{}\n", header.join(",")));
             let mut probabilities = vec![0.0; k];
             for row in predictions.chunks(k) {
-                nnc_runtime::softmax_row(row, &mut probabilities);
                 let class = row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
-                let probs: Vec<String> = probabilities.iter().map(|p| format!("{p:.6}")).collect();
-                out.push_str(&format!("{class},{}\n", probs.join(",")));
+                let values = if shown.logits {
+                    row
+                } else {
+                    nnc_runtime::softmax_row(row, &mut probabilities);
+                    &probabilities[..]
+                };
+                let text: Vec<String> = values
+                    .iter()
+                    .map(|v| if shown.full_precision || shown.logits { format!("{v:?}") } else { format!("{v:.6}") })
+                    .collect();
+                out.push_str(&format!("{class},{}\n", text.join(",")));
             }
         }
         Task::Binary | Task::Regression | Task::Reconstruction => {

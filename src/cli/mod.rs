@@ -149,6 +149,13 @@ enum Command {
         /// Write here (atomically) instead of standard output (`-`).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Classifiers: the raw class scores (logits) instead of probabilities.
+        #[arg(long)]
+        logits: bool,
+        /// Every value in full (the shortest text that reads back as the same
+        /// f32) instead of probabilities to 6 decimals.
+        #[arg(long)]
+        full_precision: bool,
     },
     /// Why the network gave its answers: each input feature's gradient and gradient × input.
     Explain {
@@ -281,8 +288,9 @@ struct TrainArgs {
     /// (default: the model file's folder).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Epochs to train (default: the model's `epochs`).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    /// Epochs to train (default: the model's `epochs`); 0 trains nothing:
+    /// with --save, the initial weights of the seed are written.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     epochs: Option<u64>,
     /// Seed for initialisation, shuffling and dropout (default: the model's `seed`).
     #[arg(long)]
@@ -380,8 +388,9 @@ fn execute(command: Command) -> Outcome {
             let data = infer::EvalData { csv: data.as_deref(), data_dir: data_dir.as_deref() };
             infer::eval(&target.file, target.model.as_deref(), &weights, data)
         }
-        Command::Predict { target, weights, input, output } => {
-            infer::predict(&target.file, target.model.as_deref(), &weights, &input, output.as_deref())
+        Command::Predict { target, weights, input, output, logits, full_precision } => {
+            let shown = infer::Shown { logits, full_precision };
+            infer::predict(&target.file, target.model.as_deref(), &weights, (&input, output.as_deref()), shown)
         }
         Command::Explain { target, weights, input, class, output, json } => {
             let options = infer::ExplainArgs { weights, input, class, output, json };

@@ -157,6 +157,14 @@ fn train(
     data: &Prepared,
 ) -> Outcome {
     let started = Instant::now();
+    if trainer.config.epochs == 0
+        && trainer.epochs_done() == 0
+        && let Some(path) = &args.save
+    {
+        // `--epochs 0`: the seed's initial weights, so that a run elsewhere
+        // (another framework) can start from the same place.
+        checkpoint::save(path, trainer, &data.origin(&checked.source)).map_err(Failure::Usage)?;
+    }
     let history = train_epochs(args, (checked, model), trainer, data, started)?;
     final_report(args, model, trainer, data, &history, started)
 }
