@@ -411,3 +411,43 @@ fn health_describes_feature_maps_per_channel() {
         assert_eq!(layer.dead_fraction, Some(dead), "{backend:?}");
     }
 }
+
+/// `init = …` chooses each layer's initialiser: zeros are zeros, and the
+/// normal ones have the standard deviation asked for (σ), √(2/fan_in) (he)
+/// or √(2/(fan_in + fan_out)) (xavier), to sampling error on thousands of
+/// weights; without `init`, a layer before relu gets he's.
+#[test]
+fn init_chooses_each_layers_initialiser() {
+    let source = "model inits {
+        input x: [1, 16, 16]
+        target y: class(10)
+        x |> conv2d(32, kernel = 5, init = xavier) |> tanh |> flatten
+          |> dense(200, init = normal(0.05)) |> relu
+          |> dense(100) |> relu
+          |> dense(50, init = he) |> tanh
+          |> dense(10, init = zeros) => logits
+        loss = cross_entropy(logits, y)
+    }";
+    let checked = check_source("inits.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let model = &checked.models[0];
+    let trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
+    let tensors: std::collections::HashMap<String, Vec<f32>> =
+        trainer.tensors().into_iter().map(|(name, _, values)| (name, values)).collect();
+    let std = |name: &str| {
+        let w = &tensors[name];
+        let n = w.len() as f64;
+        let mean = w.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        (w.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n).sqrt()
+    };
+    let close = |name: &str, want: f64| {
+        let got = std(name);
+        assert!((got - want).abs() < 0.05 * want, "{name}: σ {got}, expected {want}");
+    };
+    // conv2d: fan_in 1·5·5, fan_out 32·5·5; the flattened maps are 32·12·12.
+    close("conv2d1.weight", (2.0 / (25.0 + 800.0_f64)).sqrt());
+    close("dense1.weight", 0.05);
+    close("dense2.weight", (2.0 / 200.0_f64).sqrt());
+    close("dense3.weight", (2.0 / 100.0_f64).sqrt());
+    assert!(tensors["dense4.weight"].iter().all(|&v| v == 0.0));
+}

@@ -4,7 +4,7 @@
 
 use crate::ast::{Call, Ident, Value};
 use crate::check::args::{Args, Bound};
-use crate::check::model::{Activation, Layer, Shape, Weights};
+use crate::check::model::{Activation, Layer, Shape, WeightInit, Weights};
 use crate::diag::{Diag, Incoming, Span, messages};
 use crate::shape::shape_text;
 
@@ -61,11 +61,11 @@ const fn layer(
 
 /// The layer catalogue: every keyword a model may use.
 pub const LAYERS: &[LayerSpec] = &[
-    layer("dense", LayerKind::Dense, &["units", "bias", "tied", "shared", "in"], &["units"]),
+    layer("dense", LayerKind::Dense, &["units", "bias", "tied", "shared", "in", "init"], &["units"]),
     layer(
         "conv2d",
         LayerKind::Conv2d,
-        &["filters", "kernel", "stride", "padding", "dilation", "bias", "in"],
+        &["filters", "kernel", "stride", "padding", "dilation", "bias", "in", "init"],
         &["filters", "kernel"],
     ),
     layer("maxpool", LayerKind::MaxPool, &["kernel", "stride"], &["kernel"]),
@@ -505,4 +505,41 @@ pub fn concatenated(
     shape[0] += b[0];
     let why = format!("{} ++ {} = {}", shape_text(a), shape_text(b), shape_text(&shape));
     Some(Applied { layer: Layer::Concat, shape, why, params: 0, macs: 0 })
+}
+
+/// The initialiser `init = he | xavier | normal(σ) | zeros` of a dense or
+/// convolution layer, when written (and valid).
+pub fn weight_init(args: &Args, diags: &mut Vec<Diag>) -> Option<WeightInit> {
+    const CHOICES: [&str; 4] = ["he", "xavier", "normal", "zeros"];
+    let value = args.value("init")?;
+    let (name, call) = match value {
+        Value::Name(id) => (id, None),
+        Value::Call(call) => (&call.name, Some(call)),
+        other => {
+            diags.push(messages::wrong_type(other, "init", "`he`, `xavier`, `normal(σ)` or `zeros`"));
+            return None;
+        }
+    };
+    match (name.name.as_str(), call) {
+        ("he", None) => Some(WeightInit::He),
+        ("xavier", None) => Some(WeightInit::Xavier),
+        ("zeros", None) => Some(WeightInit::Zeros),
+        ("normal", Some(call)) => {
+            let args = Args::match_call(call, &["std"], &["std"], diags);
+            args.opt_float("std", Bound::Positive, diags).map(WeightInit::Normal)
+        }
+        ("normal", None) => {
+            diags.push(messages::wrong_type(
+                value,
+                "init",
+                "`normal(σ)` with its standard deviation, e.g. `normal(0.02)`",
+            ));
+            None
+        }
+        _ => {
+            let suggestion = crate::diag::did_you_mean(&name.name, CHOICES);
+            diags.push(messages::unknown_choice(name, "initialiser", CHOICES.into_iter(), suggestion));
+            None
+        }
+    }
 }

@@ -379,7 +379,7 @@ impl<'a> ModelChecker<'a> {
         };
         let input_shape = inputs.first().map(|v| self.shape_of(*v)).unwrap_or_default();
         self.node_inputs.push(input_shape);
-        self.nodes.push(Node { name, layer, inputs, shape, params, macs, why, span });
+        self.nodes.push(Node { name, layer, inputs, shape, params, macs, why, span, init: None });
         index
     }
 
@@ -449,6 +449,13 @@ impl<'a> ModelChecker<'a> {
         let span = call.span.join(label.map_or(call.span, |l| l.span));
         let (shape, why) = (applied.shape.clone(), applied.why.clone());
         let node = self.push_node(applied.layer, label, inputs, shape, applied.params, applied.macs, why, span);
+        self.nodes[node].init = layers::weight_init(&args, self.diags);
+        if let (Some(value), Layer::Dense { weights: Weights::Tied(owner) | Weights::Shared(owner), .. }) =
+            (args.value("init"), &self.nodes[node].layer)
+        {
+            let owner = self.nodes[*owner].name.clone();
+            self.diags.push(messages::init_of_borrowed_weights(value, &owner));
+        }
         let next = Incoming { shape: applied.shape, why: applied.why, producer: span, tokens: false };
         Some((ValueRef::Node(node), next))
     }

@@ -195,6 +195,18 @@ pub struct Node {
     /// How the output shape came about, as shape diagnostics show it.
     pub why: String,
     pub span: Span,
+    /// The initialiser chosen for the weights (`init = …`); None: he
+    /// before a relu-family activation, else xavier.
+    pub init: Option<WeightInit>,
+}
+
+/// A layer's weight initialiser, as `init = he | xavier | normal(σ) | zeros` names it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WeightInit {
+    He,
+    Xavier,
+    Normal(f64),
+    Zeros,
 }
 
 /// The value one stage of a pipeline produced.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::{Graph, Hyper, Init, Op, ParamInfo, RbmInfo, Shape, Shard, StateInfo, Unary, ValueId, numel};
-use crate::check::{Activation, CheckedModel, Layer, LossKind, Node, TargetKind, ValueRef, Weights};
+use crate::check::{Activation, CheckedModel, Layer, LossKind, Node, TargetKind, ValueRef, WeightInit, Weights};
 use crate::diag::{Diag, Span, messages};
 
 /// Lowers the model for batches of `batch` samples, for training (dropout
@@ -458,6 +458,13 @@ pub fn unary_of(a: Activation) -> Unary {
 /// He initialisation before relu-family activations (the smooth ones
 /// included), Xavier otherwise.
 fn init_for(model: &CheckedModel, index: usize, fan_in: usize, fan_out: usize) -> Init {
+    match model.nodes[index].init {
+        Some(WeightInit::He) => return Init::He { fan_in },
+        Some(WeightInit::Xavier) => return Init::Xavier { fan_in, fan_out },
+        Some(WeightInit::Normal(std)) => return Init::Normal { std },
+        Some(WeightInit::Zeros) => return Init::Zeros,
+        None => {}
+    }
     let relu_like = model.nodes.iter().any(|n| {
         n.inputs.first() == Some(&ValueRef::Node(index))
             && matches!(

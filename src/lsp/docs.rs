@@ -24,6 +24,10 @@ const RECURRENT: &[(&str, &str)] = &[
     ("sequences", "`true`: output the state at every step, `[T, hidden]`; default `false`: the last state"),
 ];
 
+/// The `init` argument of layers with weights.
+const INIT: &str = "the weights' initialiser: `he` (normal, σ = √(2/fan_in)), `xavier` (σ = √(2/(fan_in + \
+                    fan_out))), `normal(σ)` or `zeros` (default: he before a relu-like activation, else xavier)";
+
 /// Layers, in the order of `check::layers::LAYERS`.
 pub const LAYERS: &[Doc] = &[
     doc(
@@ -35,6 +39,7 @@ pub const LAYERS: &[Doc] = &[
             ("tied", "label (`as …`) of an earlier dense layer whose matrix, transposed, this one uses"),
             ("shared", "label of an earlier layer whose matrix this one uses as it is"),
             ("in", "the input size you expect; checked against the real one"),
+            ("init", INIT),
         ],
     ),
     doc(
@@ -48,6 +53,7 @@ pub const LAYERS: &[Doc] = &[
             ("dilation", "spacing between kernel taps (default 1)"),
             ("bias", "add a learned bias per filter (default `true`)"),
             ("in", "the input channels you expect; checked against the real ones"),
+            ("init", INIT),
         ],
     ),
     doc("maxpool", "Largest value of each window, per channel.", POOL),

@@ -49,6 +49,17 @@ pub fn wrong_type(value: &Value, name: &str, expected: &str) -> Diag {
     .with_help(format!("write `{name}` as {expected}"))
 }
 
+/// `init = …` on a dense layer that uses another layer's matrix.
+pub fn init_of_borrowed_weights(value: &Value, owner: &str) -> Diag {
+    Diag::error(
+        "nnc::arg::init_unused",
+        "`init` would have no effect here",
+        value.span(),
+        format!("this layer's matrix is `{owner}`'s, initialised there"),
+    )
+    .with_help(format!("move `init` to `{owner}`, or remove it"))
+}
+
 /// A number too large for the 32-bit floats training runs in.
 pub fn beyond_f32(n: &Number, name: &str) -> Diag {
     Diag::error(
