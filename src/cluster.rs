@@ -117,10 +117,10 @@ mod with_mpi {
             nnc_runtime::set_all_reduce(all_reduce);
             let previous = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
-                let rank = SimpleCommunicator::world().rank();
-                report_as(rank, &format!("{info}"));
-                if rank == 0 {
-                    previous(info);
+                // Rank 0's error stream is its own; the others' is set aside.
+                match SimpleCommunicator::world().rank() {
+                    0 => previous(info),
+                    rank => report_as(rank, &format!("{info}")),
                 }
                 SimpleCommunicator::world().abort(101);
             }));

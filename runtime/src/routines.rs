@@ -171,17 +171,18 @@ pub extern "C" fn nnc_sum_squares(x: *const f32, out: *mut f32, n: usize) {
 /// (32 lanes, block by block like `kernels`' sums), else by `kernels`.
 /// Either way the order of the additions depends only on the length.
 pub(crate) fn sum(values: &[f32], squares: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2.
-        values.chunks(kernels::SUM_BLOCK).fold(0.0, |acc, block| acc + unsafe { block_sum_avx2(block, squares) })
-    } else if squares {
-        kernels::sum_squares(values)
-    } else {
-        kernels::sum(values)
+        return values
+            .chunks(kernels::SUM_BLOCK)
+            .fold(0.0, |acc, block| acc + unsafe { block_sum_avx2(block, squares) });
     }
+    if squares { kernels::sum_squares(values) } else { kernels::sum(values) }
 }
 
 /// One block's sum in four 8-lane accumulators.
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn block_sum_avx2(block: &[f32], squares: bool) -> f32 {
     use std::arch::x86_64::*;
