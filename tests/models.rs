@@ -92,3 +92,29 @@ fn blocks_and_repeat_expand_like_the_written_out_model() {
     assert_eq!(a.total_params, b.total_params);
     assert_eq!(a.rows.len(), b.rows.len());
 }
+
+/// `padding = same` pads d·(k − 1)/2 on each side: height and width stay,
+/// for plain and dilated odd kernels; the model is written as if the number
+/// had been given.
+#[test]
+fn padding_same_keeps_height_and_width() {
+    let source = "model s { input img: [3, 11, 9]  target y: real[2]
+        img |> conv2d(4, kernel = 3, padding = same) |> relu
+            |> conv2d(5, kernel = 5, dilation = 2, padding = same) |> flatten |> dense(2) => p
+        loss = mse(p, y) }";
+    let checked = check_source("same.nn", source);
+    assert!(checked.diags.is_empty(), "{:?}", checked.diags);
+    let model = &checked.models[0];
+    let shapes: Vec<Vec<usize>> = summarize(model).rows.iter().map(|r| r.output.clone()).collect();
+    assert_eq!(shapes[1], vec![4, 11, 9]);
+    assert_eq!(shapes[3], vec![5, 11, 9]);
+    let paddings: Vec<usize> = model
+        .nodes
+        .iter()
+        .filter_map(|n| match n.layer {
+            nnc::check::Layer::Conv2d { padding, .. } => Some(padding),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paddings, vec![1, 4]);
+}

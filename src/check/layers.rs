@@ -186,8 +186,13 @@ pub fn apply(
             let filters = args.int("filters", 1, 1, diags);
             let kernel = args.int("kernel", 1, 1, diags);
             let stride = args.int("stride", 1, 1, diags);
-            let padding = args.int("padding", 0, 0, diags);
             let dilation = args.int("dilation", 1, 1, diags);
+            let padding = match args.value("padding") {
+                Some(Value::Name(same)) if same.name == "same" => {
+                    same_padding(same, (kernel, stride, dilation), diags)?
+                }
+                _ => args.int("padding", 0, 0, diags),
+            };
             let bias = args.bool("bias", true, diags);
             if s.len() != 3 {
                 diags.push(messages::rank_mismatch(
@@ -542,4 +547,20 @@ pub fn weight_init(args: &Args, diags: &mut Vec<Diag>) -> Option<WeightInit> {
             None
         }
     }
+}
+
+/// `padding = same`: the padding that keeps a stride-1 convolution's
+/// height and width, d·(k − 1)/2 on each side; an even span has no
+/// symmetric one, and a larger stride shrinks the image whatever the padding.
+fn same_padding(
+    same: &Ident,
+    (kernel, stride, dilation): (usize, usize, usize),
+    diags: &mut Vec<Diag>,
+) -> Option<usize> {
+    let span = dilation * (kernel - 1);
+    if stride != 1 || span % 2 != 0 {
+        diags.push(messages::same_padding(same.span, (kernel, stride, dilation)));
+        return None;
+    }
+    Some(span / 2)
 }

@@ -49,7 +49,7 @@ pub const LAYERS: &[Doc] = &[
             ("filters", "output channels (required)"),
             ("kernel", "kernel size, square (required)"),
             ("stride", "step between windows (default 1)"),
-            ("padding", "zeros added on each side (default 0)"),
+            ("padding", "zeros added on each side (default 0); `same` keeps height and width (odd kernels, stride 1)"),
             ("dilation", "spacing between kernel taps (default 1)"),
             ("bias", "add a learned bias per filter (default `true`)"),
             ("in", "the input channels you expect; checked against the real ones"),

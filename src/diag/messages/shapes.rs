@@ -117,6 +117,23 @@ pub fn concat_mismatch(span: Span, left: &Incoming, right_span: Span, right: &In
     .with_help(help)
 }
 
+/// `padding = same` where no symmetric padding keeps the size.
+pub fn same_padding(span: Span, (kernel, stride, dilation): (usize, usize, usize)) -> Diag {
+    let (label, help) = if stride != 1 {
+        (format!("stride {stride} shrinks the image whatever the padding"), "give the padding as a number")
+    } else {
+        (
+            format!(
+                "the kernel spans {} inputs, an even number: no padding is the same on both sides",
+                dilation * (kernel - 1) + 1
+            ),
+            "use an odd kernel size, or give the padding as a number",
+        )
+    };
+    Diag::error("nnc::shape::same_padding", "`padding = same` cannot keep this convolution's size", span, label)
+        .with_help(help)
+}
+
 pub fn tokens_need_embedding(span: Span, producer: Span) -> Diag {
     Diag::error(
         "nnc::shape::tokens",
