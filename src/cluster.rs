@@ -23,6 +23,14 @@ pub use with_mpi::Cluster;
 #[cfg(not(feature = "mpi"))]
 pub use without_mpi::Cluster;
 
+/// Whether an MPI launcher started this process as one of several.
+fn launched_with_others() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .any(|size| size.trim().parse::<usize>().is_ok_and(|n| n > 1))
+}
+
 #[cfg(not(feature = "mpi"))]
 mod without_mpi {
     use crate::train::Team;
@@ -31,7 +39,15 @@ mod without_mpi {
     pub enum Cluster {}
 
     impl Cluster {
+        /// None; under an MPI launcher, with a warning that each process
+        /// trains alone.
         pub fn join() -> Result<Option<Cluster>, String> {
+            if super::launched_with_others() {
+                eprintln!(
+                    "warning: started as one of several MPI processes, but this nnc was built without MPI: each \
+                     process trains alone, on all the data; build with `cargo build --release --features mpi`"
+                );
+            }
             Ok(None)
         }
 
@@ -85,19 +101,11 @@ mod with_mpi {
         world: SimpleCommunicator,
     }
 
-    /// Whether an MPI launcher started this process as one of several.
-    fn launched_with_others() -> bool {
-        ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"]
-            .iter()
-            .filter_map(|name| std::env::var(name).ok())
-            .any(|size| size.trim().parse::<usize>().is_ok_and(|n| n > 1))
-    }
-
     impl Cluster {
         /// Joins the job this process was launched in; None outside one
         /// (or in a job of one process), so that training runs as always.
         pub fn join() -> Result<Option<Cluster>, String> {
-            if !launched_with_others() {
+            if !super::launched_with_others() {
                 return Ok(None);
             }
             // The step, which calls MPI, runs on a thread of rayon's pool.

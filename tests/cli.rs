@@ -479,3 +479,20 @@ fn zero_epochs_save_the_initial_weights() {
     }
     assert_ne!(saved("12")["dense1.weight"].1, initial["dense1.weight"].1);
 }
+
+/// Started by an MPI launcher (its environment says so) but built without
+/// MPI, `train` says that each process trains alone, and still trains.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn train_under_mpirun_without_mpi_says_so() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["train", "models/xor.nn", "--epochs", "1", "--quiet"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .expect("nnc runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("built without MPI: each process trains alone"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("test: "));
+}
