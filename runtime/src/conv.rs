@@ -28,9 +28,11 @@ const QB: usize = 8 * XR;
 const XR: usize = 2;
 /// Output rows (channels) per block of the product: 12 accumulators.
 const MB: usize = 6;
-/// Filters × taps per block of the weight gradient: 12 accumulators.
-const FB: usize = 3;
-const TB: usize = 4;
+/// Filters × taps per block of the weight gradient: 12 accumulators, 3
+/// source runs and a gradient row: the 16 AVX2 registers, none spilled
+/// (3 × 4 spilled one accumulator, a store and a load on its every step).
+const FB: usize = 4;
+const TB: usize = 3;
 /// About how many positions a band of output rows holds: its inputs, over
 /// all channels, should stay in the core's cache while they are reused.
 const BAND: usize = 256;
