@@ -231,12 +231,15 @@ fn batchnorm(
         let sum = graph.push(Op::SumChannels, vec![v], features.clone(), span);
         if graph.shard.is_split() { graph.push(Op::AllReduce, vec![sum], features.clone(), span) } else { sum }
     };
-    let (mean, var) = if training {
+    let negate_channels = |graph: &mut Graph, mean: ValueId| {
+        let negated = unary(graph, Unary::Neg, mean);
+        graph.push(Op::AddChannelBias, vec![x, negated], shape.clone(), span)
+    };
+    let (centred, var) = if training {
         let count = (numel(&shape) / shape[0] / shape[1] * graph.shard.total) as f64;
         let sum = sum_channels(graph, x);
         let mean = unary(graph, Unary::Scale(1.0 / count), sum);
-        let negated = unary(graph, Unary::Neg, mean);
-        let centred = graph.push(Op::AddChannelBias, vec![x, negated], shape.clone(), span);
+        let centred = negate_channels(graph, mean);
         let squares = unary(graph, Unary::Square, centred);
         let sum_squares = sum_channels(graph, squares);
         let var = unary(graph, Unary::Scale(1.0 / count), sum_squares);
@@ -249,20 +252,18 @@ fn batchnorm(
         };
         moving(graph, running_mean, mean, 1.0);
         moving(graph, running_var, var, unbiased);
-        (mean, var)
+        (centred, var)
     } else {
-        (running_mean, running_var)
+        (negate_channels(graph, running_mean), running_var)
     };
-    let negated = unary(graph, Unary::Neg, mean);
-    let centred = graph.push(Op::AddChannelBias, vec![x, negated], shape.clone(), span);
     let shifted = unary(graph, Unary::AddConst(eps), var);
     let std = unary(graph, Unary::Sqrt, shifted);
-    let one = graph.push(Op::Const(1.0), vec![], features.clone(), span);
-    let inv_std = graph.push(Op::Div, vec![one, std], features.clone(), span);
-    let normalised = graph.push(Op::MulChannel, vec![centred, inv_std], shape.clone(), span);
     let gamma = add_param(graph, format!("{name}.weight"), features.clone(), Init::Ones, false);
     let gamma = graph.push(Op::Param(gamma), vec![], features.clone(), span);
-    let scaled = graph.push(Op::MulChannel, vec![normalised, gamma], shape.clone(), span);
+    // γ/σ per channel first, so the whole tensor is scaled once (and its
+    // gradient summed once), not by 1/σ and then by γ.
+    let channel_scale = graph.push(Op::Div, vec![gamma, std], features.clone(), span);
+    let scaled = graph.push(Op::MulChannel, vec![centred, channel_scale], shape.clone(), span);
     let beta = add_param(graph, format!("{name}.bias"), features.clone(), Init::Zeros, false);
     let beta = graph.push(Op::Param(beta), vec![], features, span);
     graph.push(Op::AddChannelBias, vec![scaled, beta], shape, span)
