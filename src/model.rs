@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use crate::check::CheckedModel;
+use crate::data::Dataset;
 use crate::diag::Diag;
 use crate::exec::{Backend, Compiled, Store};
 use crate::ir::init::init_params;
@@ -103,6 +104,23 @@ impl Model {
             required: true,
         });
         params.chain(buffers).collect()
+    }
+
+    /// Sets the buffers of `standardize_target` (`<target>.mean` and
+    /// `<target>.std`, per column) from the targets of the training rows;
+    /// nothing for a model without them.
+    pub fn fit_target_scale(&mut self, train: &Dataset) {
+        if !self.checked.train.standardize_target || train.target_width == 0 {
+            return;
+        }
+        let (mean, std) = crate::data::column_statistics(&train.y, train.target_width);
+        for (suffix, values) in [(".mean", mean), (".std", std)] {
+            let is_scale = |name: &str| self.checked.targets.iter().any(|t| name == format!("{}{suffix}", t.name));
+            let slot = self.slots().into_iter().find(|s| is_scale(&s.name) && s.range.1 == values.len());
+            if let Some(Slot { range: (offset, len), .. }) = slot {
+                self.store.data[offset..offset + len].copy_from_slice(&values);
+            }
+        }
     }
 
     /// Every parameter and buffer: (name, shape, values).

@@ -352,3 +352,55 @@ fn file_problems_point_at_the_data_setting() {
     let (code, err) = train_with(&[("train.csv", b"a,b,label\n1,2,0\n")]);
     assert_error(code, &err, &["input  x: [3]"]);
 }
+
+/// `csv(…, target = …, features = […])` reads the columns named, in the
+/// order named, wherever the header has them, and ignores the others; a
+/// name the header lacks is an error naming the closest column; `--data`
+/// keeps the model's choice of columns.
+#[test]
+fn columns_are_chosen_by_name() {
+    use nnc::check::Columns;
+    use nnc::data::{RowSpec, TargetSpecOfRow, parse_csv};
+    let spec = RowSpec {
+        features: 2,
+        target: TargetSpecOfRow::Real(1),
+        vocab: None,
+        label_names: vec![],
+        feature_names: vec![],
+    };
+    let chosen = Columns { target: vec!["price".into()], features: vec!["b".into(), "a".into()], ..Columns::default() };
+    let csv = b"id,a,price,b,year\n1,10,500,20,2020\n2,11,600,21,2021\n";
+    let data = parse_csv(csv, "sales.csv", &spec, &chosen).expect("columns found");
+    assert_eq!(
+        (data.x, data.y, data.columns),
+        (vec![20.0, 10.0, 21.0, 11.0], vec![500.0, 600.0], vec!["b".to_string(), "a".to_string()])
+    );
+    let typo = Columns { target: vec!["prise".into()], ..chosen.clone() };
+    let e = parse_csv(csv, "sales.csv", &spec, &typo).expect_err("no such column");
+    assert!(e.message.contains("no column named `prise`") && e.help.contains("did you mean `price`?"), "{e:?}");
+    let missing = Columns { features: vec!["b".into(), "rooms".into()], ..chosen };
+    let e = parse_csv(csv, "sales.csv", &spec, &missing).expect_err("no such column");
+    assert!(e.message.contains("no column named `rooms`") && e.help.contains("id, a, price, b, year"), "{e:?}");
+
+    let model = "model m {
+  input  x: [2]
+  target price: real[1]
+  x |> dense(1) => p
+  loss = mse(p, price)
+  train { data = csv(\"train.csv\", target = \"price\", features = [\"b\", \"a\"]) epochs = 1 }
+}
+";
+    let files: [(&str, &[u8]); 3] =
+        [("train.csv", csv), ("other.csv", b"year,b,price,a\n2020,1,2,3\n"), ("bad.csv", b"b,price\n1,2\n")];
+    let dir = project(model, &files);
+    let with_data = |file: &str| {
+        let data = dir.path().join(file).display().to_string();
+        run(&dir.path().join("m.nn"), &["--quiet", "--data", &data])
+    };
+    let (code, err) = run(&dir.path().join("m.nn"), &["--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = with_data("other.csv");
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = with_data("bad.csv");
+    assert_error(code, &err, &["bad.csv:1", "no column named `a`"]);
+}

@@ -34,7 +34,7 @@ fn meaning(checked: &Checked) -> String {
         for node in &model.nodes {
             out += &format!("{} {:?} {:?} {:?}\n", node.name, node.layer, node.inputs, node.shape);
         }
-        let train = nnc::check::TrainConfig { data_span: None, ..model.train.clone() };
+        let train = model.train.without_positions();
         out += &format!("{:?}\n{train:?}\n", model.loss.as_ref().map(|l| (l.kind, l.prediction, l.target)));
     }
     let codes: Vec<&str> = checked.diags.iter().map(|d| d.code).collect();

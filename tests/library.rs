@@ -387,3 +387,39 @@ int main(void) {
     let sum: f32 = text(&run.stdout).trim().parse().expect("a number");
     assert!((sum - 1.0).abs() < 1e-5, "probabilities sum to {sum}");
 }
+
+/// A regression learnt in standard units (`standardize_target`): the
+/// library takes its predictions back to the target's units, dollars here,
+/// to the same bits as `nnc predict` (rows in the CSV's own column order,
+/// matched by name there, by position in C).
+#[test]
+fn standardized_target_library_predicts_in_the_targets_units() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let weights = dir.path().join("w.safetensors");
+    let model_file = Path::new(common::MODELS).join("house_sales.nn");
+    let out = nnc(
+        &["train", model_file.to_str().unwrap(), "--epochs", "20", "--quiet", "--save", weights.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sales = std::fs::read_to_string(Path::new(common::MODELS).join("data/house_sales.csv")).expect("data");
+    let mut rows = "area_m2,rooms,bathrooms\n".to_string();
+    for line in sales.lines().skip(1).cycle().take(ROWS) {
+        let cells: Vec<&str> = line.split(',').collect();
+        rows += &format!("{},{},{}\n", cells[4], cells[5], cells[2]);
+    }
+    let rows_csv = dir.path().join("rows.csv");
+    std::fs::write(&rows_csv, rows).expect("writes");
+    let program = build_and_link("house_sales.nn", &weights, dir.path(), ("native", BATCH));
+    let library = run_program(&program, &rows_csv, false);
+    let args = ["predict", model_file.to_str().unwrap(), "--weights", weights.to_str().unwrap()];
+    let out = nnc(&[&args[..], &["--input", rows_csv.to_str().unwrap(), "--full-precision"]].concat(), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let predicted: Vec<f32> = text(&out.stdout).lines().skip(1).map(|v| v.parse().expect("a float")).collect();
+    assert_eq!(predicted.len(), ROWS);
+    for (i, (a, b)) in library.iter().zip(&predicted).enumerate() {
+        assert_eq!(a[0].to_bits(), b.to_bits(), "row {i}: library {} vs predict {b}", a[0]);
+    }
+    let mean = predicted.iter().map(|&p| f64::from(p)).sum::<f64>() / ROWS as f64;
+    assert!((200_000.0..500_000.0).contains(&mean), "predictions in dollars, mean {mean}");
+}

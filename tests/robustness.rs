@@ -169,7 +169,7 @@ fn mutated_data_files_never_panic() {
     };
     let csv = b"a,b,c,label\n1,2,3,0\n4,5.5,-6,3\n0.1,1e3,7,1\n";
     for _ in 0..2_000 * scale() {
-        let _ = data::parse_csv(&mutate_bytes(csv, &mut rng), "m.csv", &spec, None);
+        let _ = data::parse_csv(&mutate_bytes(csv, &mut rng), "m.csv", &spec, &Default::default());
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let mut idx = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 3];

@@ -451,3 +451,51 @@ fn init_chooses_each_layers_initialiser() {
     close("dense3.weight", (2.0 / 100.0_f64).sqrt());
     assert!(tensors["dense4.weight"].iter().all(|&v| v == 0.0));
 }
+
+/// `models/house_sales.nn` reads prices in dollars (hundreds of thousands)
+/// and three features chosen by name from a CSV that holds other columns,
+/// in another order. With `standardize_target`, Adam on minibatches
+/// reaches the R² of the least-squares fit computed here from the raw
+/// columns, and reports it in dollars; without it, the same run ends far
+/// from any fit (its steps of about `lr` cannot reach outputs that large).
+#[test]
+fn standardized_targets_reach_the_least_squares_fit() {
+    let text = std::fs::read_to_string(Path::new(MODELS).join("data/house_sales.csv")).expect("data");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let column = |name: &str| header.iter().position(|c| *c == name).expect("column");
+    let (features, price) = (["area_m2", "rooms", "bathrooms"].map(column), column("price"));
+    let (mut design, mut prices) = (Vec::new(), Vec::new());
+    for line in lines {
+        let cells: Vec<f64> = line.split(',').map(|c| c.parse().expect("number")).collect();
+        design.push(std::iter::once(1.0).chain(features.iter().map(|&f| cells[f])).collect::<Vec<f64>>());
+        prices.push(cells[price]);
+    }
+    let beta = ols(&design, &prices);
+    let mean = prices.iter().sum::<f64>() / prices.len() as f64;
+    let sse: f64 = design
+        .iter()
+        .zip(&prices)
+        .map(|(x, y)| (y - x.iter().zip(&beta).map(|(a, b)| a * b).sum::<f64>()).powi(2))
+        .sum();
+    let sst: f64 = prices.iter().map(|y| (y - mean).powi(2)).sum();
+    let ols_r2 = 1.0 - sse / sst;
+
+    let standardized = model("house_sales.nn");
+    assert!(standardized.train.standardize_target);
+    let (trainer, m) = train_bundled(&standardized);
+    let r2 = m.r2.expect("regression");
+    assert!(r2 >= ols_r2 - 0.002 && r2 <= ols_r2 + 1e-9, "R² {r2} vs least squares {ols_r2}");
+    assert!((m.rmse.expect("rmse") - (sse / prices.len() as f64).sqrt()).abs() < 0.02 * 15_000.0, "{m:?}");
+    // The buffers hold the prices' mean and deviation, in dollars.
+    let tensors = trainer.tensors();
+    let buffer = |name: &str| tensors.iter().find(|(n, _, _)| n == name).map(|(_, _, v)| f64::from(v[0])).expect(name);
+    assert!((buffer("price.mean") - mean).abs() < 1.0, "{}", buffer("price.mean"));
+
+    let raw = CheckedModel {
+        train: nnc::check::TrainConfig { standardize_target: false, ..standardized.train.clone() },
+        ..standardized
+    };
+    let (_, m) = train_bundled(&raw);
+    assert!(m.r2.expect("regression") < 0.0, "{m:?}");
+}

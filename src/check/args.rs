@@ -189,6 +189,28 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// One string or a list of them (`"price"`, `["area", "rooms"]`);
+    /// empty when absent or wrong.
+    pub fn strings(&self, name: &str, diags: &mut Vec<Diag>) -> Vec<String> {
+        let wrong = |v: &Value, diags: &mut Vec<Diag>| {
+            diags.push(messages::wrong_type(v, name, "a string or a list of strings in double quotes"));
+            Vec::new()
+        };
+        match self.value(name) {
+            None => Vec::new(),
+            Some(Value::String(s, _)) => vec![s.clone()],
+            Some(Value::List(items, _)) => {
+                let mut names = Vec::with_capacity(items.len());
+                for item in items {
+                    let Value::String(s, _) = item else { return wrong(item, diags) };
+                    names.push(s.clone());
+                }
+                names
+            }
+            Some(v) => wrong(v, diags),
+        }
+    }
+
     /// A bare name argument such as a layer label: `tied = encoder`.
     pub fn name(&self, name: &str, diags: &mut Vec<Diag>) -> Option<&'a Ident> {
         match self.value(name)? {

@@ -193,7 +193,7 @@ impl<'a> ModelChecker<'a> {
         if let Some(loss) = &loss {
             self.vanishing_gradients(loss);
         }
-        self.cross_checks(&train);
+        self.cross_checks(&train, loss.as_ref());
         self.report_unused(loss.is_some());
         CheckedModel {
             name: self.ast.name.name.clone(),
@@ -460,7 +460,20 @@ impl<'a> ModelChecker<'a> {
         Some((ValueRef::Node(node), next))
     }
 
-    fn cross_checks(&mut self, train: &TrainConfig) {
+    fn cross_checks(&mut self, train: &TrainConfig, loss: Option<&LossSpec>) {
+        if let Some(DataSource::Csv { columns, .. }) = &train.data {
+            self.check_columns(columns, loss);
+        }
+        let regression = loss.is_some_and(|l| {
+            l.kind == LossKind::Mse
+                && matches!(l.target, ValueRef::Target(t) if matches!(self.targets[t].kind, TargetKind::Real(_)))
+        });
+        if train.standardize_target
+            && !regression
+            && let Some(setting) = self.setting("standardize_target")
+        {
+            self.diags.push(messages::standardize_target_without_regression(setting, loss.map(|l| l.span)));
+        }
         let has_rbm = self.nodes.iter().any(|n| matches!(n.layer, Layer::Rbm { .. }));
         let span = self.ast.trains.first().map_or(self.ast.name.span, |t| t.span);
         if matches!(train.optimizer, Optimizer::ContrastiveDivergence { .. }) && !has_rbm {
@@ -474,13 +487,7 @@ impl<'a> ModelChecker<'a> {
         if train.preprocess != Preprocess::None
             && let Some(tokens) = self.inputs.iter().find(|i| i.kind == InputKind::Tokens)
         {
-            let setting = self
-                .ast
-                .trains
-                .iter()
-                .flat_map(|t| &t.settings)
-                .find(|s| matches!(s.key.name.as_str(), "scale" | "standardize"));
-            let at = setting.map_or(span, |s| s.key.span.join(s.value.span()));
+            let at = self.setting("scale").or_else(|| self.setting("standardize")).unwrap_or(span);
             self.diags.push(messages::preprocess_tokens(at, tokens.span));
         }
         if (train.l2 > 0.0 || train.weight_decay > 0.0)
@@ -507,6 +514,42 @@ impl<'a> ModelChecker<'a> {
     }
 
     /// Without a loss (an RBM trained by CD), named values are the model's outputs.
+    /// Where the train setting `key = value` is written, if it is.
+    fn setting(&self, key: &str) -> Option<Span> {
+        let setting = self.ast.trains.iter().flat_map(|t| &t.settings).find(|s| s.key.name == key)?;
+        Some(setting.key.span.join(setting.value.span()))
+    }
+
+    /// Columns named in `csv(…)`: as many as the input and the target hold
+    /// per row, and none both a feature and the target.
+    fn check_columns(&mut self, columns: &Columns, loss: Option<&LossSpec>) {
+        if let (Some(span), Some(input)) = (columns.features_span, self.inputs.first()) {
+            let wanted = input.shape.iter().product();
+            if columns.features.len() != wanted {
+                let owner = (format!("input `{}`", input.name), input.span);
+                self.diags.push(messages::column_count(span, "features", columns.features.len(), wanted, owner));
+            }
+        }
+        let target = match loss.map(|l| l.target) {
+            Some(ValueRef::Target(t)) => self.targets.get(t),
+            _ => self.targets.first(),
+        };
+        if let (Some(span), Some(target)) = (columns.target_span, target) {
+            let wanted = match &target.kind {
+                TargetKind::Class(_) => 1,
+                TargetKind::Real(s) | TargetKind::Binary(s) => s.iter().product(),
+            };
+            if columns.target.len() != wanted {
+                let owner = (format!("target `{}`", target.name), target.span);
+                self.diags.push(messages::column_count(span, "target", columns.target.len(), wanted, owner));
+            }
+        }
+        let both = columns.features.iter().find(|f| columns.target.contains(f));
+        if let (Some(name), Some(features), Some(target)) = (both, columns.features_span, columns.target_span) {
+            self.diags.push(messages::column_twice(name, features, target));
+        }
+    }
+
     fn report_unused(&mut self, has_loss: bool) {
         if self.diags.iter().any(Diag::is_error) {
             return; // after an error, "unused" is usually its echo

@@ -302,10 +302,33 @@ pub enum Batch {
 pub enum DataSource {
     /// A data set compiled into nnc: `builtin("digits")`.
     Builtin { name: String },
-    /// `csv("train.csv", test = "test.csv", target = "label")`
-    Csv { train: String, test: Option<String>, target: Option<String> },
+    /// `csv("train.csv", test = "test.csv", target = "label", features = ["a", "b"])`
+    Csv { train: String, test: Option<String>, columns: Columns },
     /// `idx("images", "labels", test_images = …, test_labels = …)`
     Idx { images: String, labels: String, test_images: Option<String>, test_labels: Option<String> },
+}
+
+impl DataSource {
+    /// The CSV columns the model's data names (by position when it names none).
+    pub fn columns(&self) -> Columns {
+        match self {
+            DataSource::Csv { columns, .. } => columns.clone(),
+            _ => Columns::default(),
+        }
+    }
+}
+
+/// Which columns of a CSV feed the model: by header name, or by position
+/// where no names are given.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Columns {
+    /// The target's columns, in order (empty: the last column or columns).
+    pub target: Vec<String>,
+    /// The input's columns, in order (empty: every column but the target's).
+    pub features: Vec<String>,
+    /// Where `target = …` and `features = …` are written.
+    pub target_span: Option<Span>,
+    pub features_span: Option<Span>,
 }
 
 /// Input preprocessing applied by the data loader.
@@ -341,8 +364,25 @@ pub struct TrainConfig {
     /// Where `data = …` is written (for messages about its files).
     pub data_span: Option<Span>,
     pub preprocess: Preprocess,
+    /// Regression targets learnt standardised (per column, from the
+    /// training rows) and predicted in their original units.
+    pub standardize_target: bool,
     /// Greedy layer-wise RBM pretraining before fine-tuning.
     pub pretrain: Option<Pretrain>,
+}
+
+impl TrainConfig {
+    /// The settings without where they are written, to compare two files'.
+    pub fn without_positions(&self) -> TrainConfig {
+        let data = self.data.clone().map(|source| match source {
+            DataSource::Csv { train, test, columns } => {
+                let columns = Columns { target_span: None, features_span: None, ..columns };
+                DataSource::Csv { train, test, columns }
+            }
+            other => other,
+        });
+        TrainConfig { data, data_span: None, ..self.clone() }
+    }
 }
 
 impl Default for TrainConfig {
@@ -363,6 +403,7 @@ impl Default for TrainConfig {
             data: None,
             data_span: None,
             preprocess: Preprocess::None,
+            standardize_target: false,
             pretrain: None,
         }
     }
@@ -431,8 +472,7 @@ impl CheckedModel {
         if loss(self) != loss(other) {
             out.push("the loss".to_string());
         }
-        let settings = |m: &CheckedModel| TrainConfig { data_span: None, ..m.train.clone() };
-        if settings(self) != settings(other) {
+        if self.train.without_positions() != other.train.without_positions() {
             out.push("the training settings".to_string());
         }
         out

@@ -26,6 +26,7 @@ pub const SETTINGS: &[&str] = &[
     "data",
     "scale",
     "standardize",
+    "standardize_target",
     "pretrain",
 ];
 
@@ -48,7 +49,7 @@ pub const SCHEDULES: &[(&str, &[&str], &[&str])] = &[
 
 pub const SOURCES: &[(&str, &[&str], &[&str])] = &[
     ("builtin", &["name"], &["name"]),
-    ("csv", &["train", "test", "target"], &["train"]),
+    ("csv", &["train", "test", "target", "features"], &["train"]),
     ("idx", &["images", "labels", "test_images", "test_labels"], &["images", "labels"]),
 ];
 
@@ -129,6 +130,7 @@ pub fn check_train(blocks: &[TrainBlock], diags: &mut Vec<Diag>) -> TrainConfig 
         (None, true) => Preprocess::Standardize,
         (None, false) => Preprocess::None,
     };
+    config.standardize_target = args.bool("standardize_target", false, diags);
     if let Some(value) = args.value("pretrain") {
         config.pretrain = pretrain(value, diags);
     }
@@ -238,7 +240,12 @@ fn data_source(value: &Value, diags: &mut Vec<Diag>) -> Option<DataSource> {
         "csv" => DataSource::Csv {
             train: args.string("train", diags)?,
             test: args.string("test", diags),
-            target: args.string("target", diags),
+            columns: Columns {
+                target: args.strings("target", diags),
+                features: args.strings("features", diags),
+                target_span: args.value("target").map(Value::span),
+                features_span: args.value("features").map(Value::span),
+            },
         },
         _ => DataSource::Idx {
             images: args.string("images", diags)?,

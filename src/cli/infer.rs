@@ -57,7 +57,10 @@ pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_source: EvalD
     let model = &checked.models[index];
     let spec = RowSpec::of(model);
     let loaded = match (data_source.csv, &model.train.data) {
-        (Some(path), _) => data::load_csv(path, &spec, None),
+        (Some(path), _) => {
+            let columns = model.train.data.as_ref().map(crate::check::DataSource::columns).unwrap_or_default();
+            data::load_csv(path, &spec, &columns)
+        }
         (None, Some(source)) => {
             let base = super::model_data_dir(file, data_source.data_dir);
             data::load(source, &base, &spec).map(|s| {
@@ -201,7 +204,7 @@ fn data_error(e: &data::DataError) -> Failure {
 /// name to the training data's columns when the header has them.
 fn read_rows(input: &Path, model: &CheckedModel, saved: &Checkpoint) -> Result<data::Dataset, Failure> {
     let spec = RowSpec { target: TargetSpecOfRow::None, feature_names: saved.columns.clone(), ..RowSpec::of(model) };
-    data::load_csv(input, &spec, None).map_err(|e| data_error(&e))
+    data::load_csv(input, &spec, &Default::default()).map_err(|e| data_error(&e))
 }
 
 /// `nnc explain`'s arguments after the model choice.

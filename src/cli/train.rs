@@ -124,6 +124,8 @@ fn prepare(args: &TrainArgs) -> Result<(Checked, usize, Trainer, Prepared), Fail
         Trainer::new(model, config.clone(), args.backend.into()).map_err(|d| report_diag(&checked, &d))?;
     trainer.track_health();
     let data = Prepared::new(load_data(args, &checked, model)?, &config)?;
+    // Also before `--epochs 0 --save` writes the initial weights.
+    trainer.fit_target_scale(&data.train);
     // `batch = full` is known only now, and --max-memory only here.
     let batch = match config.batch {
         crate::check::Batch::Size(b) => b,
@@ -537,10 +539,11 @@ fn load_data(args: &TrainArgs, checked: &Checked, model: &CheckedModel) -> Resul
     let source = match (&args.data, &model.train.data) {
         (Some(d), _) => match d.strip_prefix("builtin:") {
             Some(name) => DataSource::Builtin { name: name.to_string() },
+            // The model's own column names still choose the columns.
             None => DataSource::Csv {
                 train: d.clone(),
                 test: args.test.as_ref().map(|t| t.display().to_string()),
-                target: None,
+                columns: model.train.data.as_ref().map(DataSource::columns).unwrap_or_default(),
             },
         },
         (None, Some(source)) => source.clone(),

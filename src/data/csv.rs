@@ -1,11 +1,14 @@
 //! CSV: one header row, then one sample per line. Features first; the target
-//! is the last column(s), or the column named by `target = "…"`. When the
-//! weights' feature columns are known by name, a header with those names is
-//! matched by name, in any order, other columns ignored.
+//! is the last column(s), or the columns named by `target = …`; with
+//! `features = […]` the input reads the columns named, in that order, and
+//! other columns are ignored. When the weights' feature columns are known by
+//! name, a header with those names is matched by name, in any order.
 
 use super::{DataError, Dataset, RowSpec};
+use crate::check::Columns;
+use crate::diag::did_you_mean;
 
-pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>) -> Result<Dataset, DataError> {
+pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, chosen: &Columns) -> Result<Dataset, DataError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| DataError::about_file(name, None, "the file is not UTF-8 text", "save it as plain UTF-8 CSV"))?;
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
@@ -36,7 +39,7 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, target: Option<&str>)
         ));
     }
     let target_width = spec.target_width();
-    let Layout { features, targets: target_columns } = column_layout(&columns, spec, target, name)?;
+    let Layout { features, targets: target_columns } = column_layout(&columns, spec, chosen, name)?;
     let mut x = Vec::new();
     let mut y = Vec::new();
     let mut rows = 0;
@@ -94,32 +97,26 @@ struct Layout {
     targets: Vec<usize>,
 }
 
-/// The columns of the features and the target: by name when the spec knows
-/// the features' names and the header has them, else by position (the
-/// features first, the target last or named by `target`; a trailing label
+/// The columns of the features and the target: as `chosen` names them; by
+/// name when the spec knows the features' names and the header has them;
+/// else by position (the features first, the target last; a trailing label
 /// column is ignored by a model without a target). Any other extra column
 /// is an error, never silently a feature.
-fn column_layout(columns: &[&str], spec: &RowSpec, target: Option<&str>, name: &str) -> Result<Layout, DataError> {
+fn column_layout(columns: &[&str], spec: &RowSpec, chosen: &Columns, name: &str) -> Result<Layout, DataError> {
     if let Some(layout) = named_layout(columns, spec, name)? {
         return Ok(layout);
     }
     let target_width = spec.target_width();
     // Which columns hold the target.
-    let target_columns: Vec<usize> = match target {
-        Some(t) => match columns.iter().position(|c| *c == t) {
-            Some(i) => vec![i],
-            None => {
-                return Err(DataError::new(
-                    name,
-                    Some(1),
-                    format!("no column named `{t}` in the header"),
-                    format!("the columns are: {}", columns.join(", ")),
-                )
-                .about_target());
-            }
-        },
-        None => (columns.len().saturating_sub(target_width)..columns.len()).collect(),
+    let target_columns = if chosen.target.is_empty() || target_width == 0 {
+        (columns.len().saturating_sub(target_width)..columns.len()).collect()
+    } else {
+        find_columns(columns, &chosen.target, name).map_err(DataError::about_target)?
     };
+    if !chosen.features.is_empty() {
+        let features = find_columns(columns, &chosen.features, name)?;
+        return Ok(Layout { features, targets: target_columns });
+    }
     let is_label = |column: &&str| {
         ["label", "target", "class", "y"].contains(&column.to_ascii_lowercase().as_str())
             || spec.label_names.iter().any(|n| n == column)
@@ -148,6 +145,24 @@ fn column_layout(columns: &[&str], spec: &RowSpec, target: Option<&str>, name: &
     let last = columns.len() - usize::from(ignore_last);
     let features = (0..last).filter(|c| !target_columns.contains(c)).collect();
     Ok(Layout { features, targets: target_columns })
+}
+
+/// Where each of `wanted` is in the header, or an error naming the first
+/// one missing (with the closest header name, if one is close).
+fn find_columns(columns: &[&str], wanted: &[String], name: &str) -> Result<Vec<usize>, DataError> {
+    wanted
+        .iter()
+        .map(|w| {
+            columns.iter().position(|c| c == w).ok_or_else(|| {
+                let close = did_you_mean(w, columns.iter().copied());
+                let help = match close {
+                    Some(c) => format!("did you mean `{c}`? The columns are: {}", columns.join(", ")),
+                    None => format!("the columns are: {}", columns.join(", ")),
+                };
+                DataError::new(name, Some(1), format!("no column named `{w}` in the header"), help)
+            })
+        })
+        .collect()
 }
 
 /// The layout by name, for rows without a target whose weights know their

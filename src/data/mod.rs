@@ -12,7 +12,7 @@ mod idx;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
-use crate::check::{CheckedModel, DataSource, InputKind, Layer, TargetKind, ValueRef};
+use crate::check::{CheckedModel, Columns, DataSource, InputKind, Layer, TargetKind, ValueRef};
 
 pub use self::csv::parse_csv;
 
@@ -218,15 +218,16 @@ pub fn load(source: &DataSource, base: &Path, spec: &RowSpec) -> Result<Splits, 
                 ));
             };
             let label = format!("builtin:{name}");
-            let train = parse_csv(&gunzip(train, &label)?, &format!("{label}/train"), spec, None)?;
-            let test = parse_csv(&gunzip(test, &label)?, &format!("{label}/test"), spec, None)?;
+            let by_position = Columns::default();
+            let train = parse_csv(&gunzip(train, &label)?, &format!("{label}/train"), spec, &by_position)?;
+            let test = parse_csv(&gunzip(test, &label)?, &format!("{label}/test"), spec, &by_position)?;
             Ok(Splits { train, test: Some(test), description: label })
         }
-        DataSource::Csv { train, test, target } => {
+        DataSource::Csv { train, test, columns } => {
             let train_path = resolve(train);
-            let train_set = load_csv(&train_path, spec, target.as_deref())?;
+            let train_set = load_csv(&train_path, spec, columns)?;
             let test_set = match test {
-                Some(t) => Some(load_csv(&resolve(t), spec, target.as_deref())?),
+                Some(t) => Some(load_csv(&resolve(t), spec, columns)?),
                 None => None,
             };
             Ok(Splits { train: train_set, test: test_set, description: train_path.display().to_string() })
@@ -243,7 +244,7 @@ pub fn load(source: &DataSource, base: &Path, spec: &RowSpec) -> Result<Splits, 
 }
 
 /// Reads a CSV file (gzipped if it ends in `.gz` or starts with the gzip magic).
-pub fn load_csv(path: &Path, spec: &RowSpec, target: Option<&str>) -> Result<Dataset, DataError> {
+pub fn load_csv(path: &Path, spec: &RowSpec, columns: &Columns) -> Result<Dataset, DataError> {
     let name = path.display().to_string();
     let mut reader = open(path)?;
     // Text has no NUL bytes: a binary file or a device stops here, early.
@@ -257,7 +258,7 @@ pub fn load_csv(path: &Path, spec: &RowSpec, target: Option<&str>) -> Result<Dat
         ));
     }
     bytes.extend(read_bounded(&mut *reader, DATA_LIMIT - bytes.len() as u64, &name)?);
-    parse_csv(&bytes, &name, spec, target)
+    parse_csv(&bytes, &name, spec, columns)
 }
 
 /// The most a data file may hold (after decompression): a bound, so that
@@ -327,6 +328,29 @@ pub fn input_kind_name(model: &CheckedModel) -> &'static str {
     }
 }
 
+/// The mean and standard deviation of each of `width` columns of `rows`
+/// (population deviation, summed in f64; 1 where a column is constant).
+pub fn column_statistics(rows: &[f32], width: usize) -> (Vec<f32>, Vec<f32>) {
+    if width == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    let n = (rows.len() / width.max(1)).max(1) as f64;
+    let mut mean = vec![0f64; width];
+    let mut sq = vec![0f64; width];
+    for row in rows.chunks(width) {
+        for (j, &v) in row.iter().enumerate() {
+            mean[j] += f64::from(v) / n;
+        }
+    }
+    for row in rows.chunks(width) {
+        for (j, &v) in row.iter().enumerate() {
+            sq[j] += (f64::from(v) - mean[j]).powi(2) / n;
+        }
+    }
+    let std = sq.iter().map(|v| if v.sqrt() > 1e-12 { v.sqrt() as f32 } else { 1.0 }).collect();
+    (mean.into_iter().map(|m| m as f32).collect(), std)
+}
+
 /// Input preprocessing fitted on the training rows and applied to every split.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Scaler {
@@ -347,21 +371,8 @@ impl Scaler {
             Preprocess::None => Scaler::None,
             Preprocess::Scale(s) => Scaler::Scale(s as f32),
             Preprocess::Standardize => {
-                let (n, w) = (train.rows as f64, train.width);
-                let mut mean = vec![0f64; w];
-                let mut sq = vec![0f64; w];
-                for row in train.x.chunks(w) {
-                    for (j, &v) in row.iter().enumerate() {
-                        mean[j] += f64::from(v) / n;
-                    }
-                }
-                for row in train.x.chunks(w) {
-                    for (j, &v) in row.iter().enumerate() {
-                        sq[j] += (f64::from(v) - mean[j]).powi(2) / n;
-                    }
-                }
-                let std = sq.iter().map(|v| if v.sqrt() > 1e-12 { v.sqrt() as f32 } else { 1.0 }).collect();
-                Scaler::Standardize { mean: mean.into_iter().map(|m| m as f32).collect(), std }
+                let (mean, std) = column_statistics(&train.x, train.width);
+                Scaler::Standardize { mean, std }
             }
         }
     }

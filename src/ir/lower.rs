@@ -102,7 +102,7 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
         };
         values.insert(ValueRef::Node(index), v);
     }
-    attach_loss(&mut graph, model, &values)?;
+    attach_loss(&mut graph, model, &values, training)?;
     Ok(graph)
 }
 
@@ -174,7 +174,12 @@ fn maxout(graph: &mut Graph, node: &Node, x: ValueId, (units, pieces): (usize, u
 
 /// The loss node and the prediction: the model's loss, or for a stack
 /// ending in an RBM the error of reconstructing its input.
-fn attach_loss(graph: &mut Graph, model: &CheckedModel, values: &HashMap<ValueRef, ValueId>) -> Result<(), Diag> {
+fn attach_loss(
+    graph: &mut Graph,
+    model: &CheckedModel,
+    values: &HashMap<ValueRef, ValueId>,
+    training: bool,
+) -> Result<(), Diag> {
     let Some(loss) = &model.loss else {
         // A stack ending in an RBM: its output is the hidden probabilities,
         // its loss the error of reconstructing its input from them.
@@ -195,9 +200,55 @@ fn attach_loss(graph: &mut Graph, model: &CheckedModel, values: &HashMap<ValueRe
         LossKind::Mse => Op::Mse,
         LossKind::BinaryCrossEntropy => Op::Bce,
     };
+    if let (true, ValueRef::Target(t), LossKind::Mse) = (model.train.standardize_target, loss.target, loss.kind) {
+        let target = (model.targets[t].name.as_str(), target);
+        let (scaled_target, original) = standardized_target(graph, target, prediction, training);
+        graph.loss = Some(graph.push(op, vec![prediction, scaled_target], vec![], loss.span));
+        graph.prediction = original;
+        return Ok(());
+    }
     graph.loss = Some(graph.push(op, vec![prediction, target], vec![], loss.span));
     graph.prediction = prediction;
     Ok(())
+}
+
+/// `standardize_target`: the network learns the target in units of its
+/// training rows' deviation from their mean, `(y − μ) / σ` per column, and
+/// predicts `ŷ·σ + μ`, so everything that reads predictions (metrics,
+/// `predict`, built libraries) sees the original units. μ and σ are the
+/// buffers `<target>.mean` and `<target>.std`, set from the training rows
+/// before the first step and saved with the weights; a training step
+/// leaves them as they are. Returns the scaled target and the prediction
+/// in original units.
+fn standardized_target(
+    graph: &mut Graph,
+    (name, target): (&str, ValueId),
+    prediction: ValueId,
+    training: bool,
+) -> (ValueId, ValueId) {
+    let (shape, span) = (graph.shape(target).clone(), graph.nodes[target.0].span);
+    let columns = vec![shape[1..].iter().product()];
+    let rows = vec![shape[0], columns[0]];
+    let mut buffer = |what: &str, fill: f32| {
+        let name = format!("{name}.{what}");
+        graph.states.push(StateInfo { name, shape: columns.clone(), fill, buffer: true });
+        graph.push(Op::State(graph.states.len() - 1), vec![], columns.clone(), span)
+    };
+    let (mean, std) = (buffer("mean", 0.0), buffer("std", 1.0));
+    if training {
+        graph.state_updates.extend([mean, std]);
+    }
+    let view = |graph: &mut Graph, v: ValueId, shape: &Shape| graph.push(Op::Reshape, vec![v], shape.clone(), span);
+    let y = view(graph, target, &rows);
+    let negated = graph.push(Op::Unary(Unary::Neg), vec![mean], columns.clone(), span);
+    let centred = graph.push(Op::AddChannelBias, vec![y, negated], rows.clone(), span);
+    let one = graph.push(Op::Const(1.0), vec![], columns.clone(), span);
+    let inverse = graph.push(Op::Div, vec![one, std], columns.clone(), span);
+    let scaled = graph.push(Op::MulChannel, vec![centred, inverse], rows.clone(), span);
+    let p = view(graph, prediction, &rows);
+    let stretched = graph.push(Op::MulChannel, vec![p, std], rows.clone(), span);
+    let original = graph.push(Op::AddChannelBias, vec![stretched, mean], rows, span);
+    (view(graph, scaled, &shape), view(graph, original, &shape))
 }
 
 /// Batch normalisation over the features (dimension 1; for images, the

@@ -209,7 +209,8 @@ pub const SOURCES: &[Doc] = &[
         &[
             ("train", "path of the training rows (required)"),
             ("test", "path of the test rows"),
-            ("target", "header name of the target column (default: the last column)"),
+            ("target", "header name of the target column, or a list of them (default: the last column)"),
+            ("features", "header names of the input's columns, in order (default: every other column)"),
         ],
     ),
     doc(
@@ -266,6 +267,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("data", "where the rows come from: `builtin(\"digits\")`, `csv(\"train.csv\")`, `idx(…)`"),
     ("scale", "divide every input by this (255 for grey levels)"),
     ("standardize", "`true`: shift and scale each input column to mean 0, deviation 1 (from the training rows)"),
+    (
+        "standardize_target",
+        "`true`: learn a regression target at mean 0, deviation 1 per column; predictions and metrics stay in its units",
+    ),
     ("pretrain", "pretrain the RBMs first: `cd(k = 1, epochs = 5)`"),
 ];
 

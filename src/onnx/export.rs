@@ -71,7 +71,10 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
         let y = g.layer(model, index, x, &values)?;
         values.insert(ValueRef::Node(index), y);
     }
-    let result = values.get(&prediction).cloned().ok_or("the prediction reads the input directly")?;
+    let mut result = values.get(&prediction).cloned().ok_or("the prediction reads the input directly")?;
+    if let (true, Some(ValueRef::Target(t))) = (model.train.standardize_target, model.loss.as_ref().map(|l| l.target)) {
+        result = g.unstandardize(result, &model.targets[t].name, &output_shape)?;
+    }
     let (output, doc) = match Task::of(model) {
         Task::Classes(_) => {
             let probabilities = "probabilities".to_string();
@@ -277,6 +280,20 @@ impl Builder<'_> {
         let dims: Vec<usize> = std::iter::once(1).chain(shape.iter().copied()).collect();
         let out = self.fresh(base);
         Ok(self.initializer(&out, &dims, &reordered))
+    }
+
+    /// A prediction in standard units back in the target's: `ŷ·σ + μ` with
+    /// the `<target>.std` and `<target>.mean` buffers (`standardize_target`).
+    fn unstandardize(&mut self, prediction: String, target: &str, shape: &[usize]) -> Result<String, String> {
+        let mut buffer = |what: &str| -> Result<String, String> {
+            let name = format!("{target}.{what}");
+            let (_, values) = self.tensors.get(&name).ok_or_else(|| format!("the weights have no tensor `{name}`"))?;
+            let values = values.clone();
+            Ok(self.initializer(&name, shape, &values))
+        };
+        let (std, mean) = (buffer("std")?, buffer("mean")?);
+        let stretched = self.node("Mul", vec![prediction, std], "stretched", vec![]);
+        Ok(self.node("Add", vec![stretched, mean], "unstandardized", vec![]))
     }
 
     /// The raw input, scaled as the checkpoint's scaler says.

@@ -101,6 +101,9 @@ pub struct Trainer {
     health: Option<health::HealthSums>,
     /// The processes training together with this one, if any.
     team: Option<Box<dyn Team>>,
+    /// Whether `standardize_target`'s buffers hold the training rows'
+    /// statistics (fitted, or restored from a checkpoint).
+    target_scale_known: bool,
 }
 
 /// The processes a trainer trains with, data-parallel (`nnc train` under
@@ -140,6 +143,7 @@ impl Trainer {
             anneal_backup: Vec::new(),
             health: None,
             team: None,
+            target_scale_known: false,
         })
     }
 
@@ -179,6 +183,14 @@ impl Trainer {
                 | Optimizer::Nesterov { .. }
                 | Optimizer::Adam { .. }
         )
+    }
+
+    /// `standardize_target`'s column means and deviations, from the
+    /// training rows. The first epoch of a fresh run does it by itself; a
+    /// restored run keeps the saved ones.
+    pub fn fit_target_scale(&mut self, train: &Dataset) {
+        self.model.fit_target_scale(train);
+        self.target_scale_known = true;
     }
 
     /// Reports each parameter's gradient norm and relative update in every
@@ -359,6 +371,9 @@ impl Trainer {
         test: Option<&Dataset>,
         on_step: &mut dyn FnMut(usize, usize, f64) -> bool,
     ) -> Result<EpochReport, TrainError> {
+        if !self.target_scale_known && self.steps_done == 0 {
+            self.fit_target_scale(train);
+        }
         let epoch = self.epochs_done;
         let (batch, order) = self.batches(train.rows, epoch as u64);
         let lr = self.lr_at(epoch);
@@ -496,6 +511,7 @@ impl Trainer {
     ) -> Result<(), String> {
         let slots = self.slots();
         restore_slots(&mut self.model.store, &slots, saved)?;
+        self.target_scale_known = true;
         self.epochs_done = epochs;
         self.steps_done = steps;
         Ok(())

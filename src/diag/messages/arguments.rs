@@ -128,6 +128,46 @@ pub fn scale_and_standardize(span: Span) -> Diag {
     .with_help("keep one of them")
 }
 
+/// `features = […]` or `target = …` names another number of columns than
+/// the declaration (`owner`) holds per row.
+pub fn column_count(span: Span, what: &str, named: usize, wanted: usize, (owner, at): (String, Span)) -> Diag {
+    let columns = |n: usize| if n == 1 { "1 column".to_string() } else { format!("{n} columns") };
+    let values = if wanted == 1 { "1 value".to_string() } else { format!("{wanted} values") };
+    Diag::error(
+        "nnc::data::columns",
+        format!("`{what}` names {}, but {owner} holds {values} per row", columns(named)),
+        span,
+        columns(named),
+    )
+    .with_note(at, format!("{values} per row"))
+    .with_help("name one header column per value, in the order the model reads them")
+}
+
+pub fn column_twice(name: &str, features: Span, target: Span) -> Diag {
+    Diag::error(
+        "nnc::data::columns",
+        format!("column `{name}` is both a feature and the target"),
+        features,
+        "read as a feature here",
+    )
+    .with_note(target, "and as the target here")
+    .with_help(format!("a model shown its own target learns nothing it can use later: drop `{name}` from `features`"))
+}
+
+pub fn standardize_target_without_regression(setting: Span, loss: Option<Span>) -> Diag {
+    let diag = Diag::error(
+        "nnc::train::preprocess",
+        "`standardize_target` needs a regression: an `mse` loss on a `real` target",
+        setting,
+        "no real-valued target to standardise",
+    );
+    let diag = match loss {
+        Some(loss) => diag.with_note(loss, "the loss"),
+        None => diag,
+    };
+    diag.with_help("class and binary targets are labels, kept as they are: remove `standardize_target`")
+}
+
 pub fn preprocess_tokens(setting: Span, input: Span) -> Diag {
     Diag::error(
         "nnc::train::preprocess",

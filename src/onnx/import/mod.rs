@@ -108,6 +108,11 @@ struct Importer<'a> {
     folded: std::collections::HashSet<usize>,
     /// The input holds token ids (it is cast to integers for a `Gather`).
     tokens: bool,
+    /// The graph's output.
+    output: String,
+    /// The target's (mean, std) when the graph ends by taking its
+    /// prediction out of standard units (`standardize_target`).
+    target_scale: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// Reads ONNX bytes into a model named `name`.
@@ -157,6 +162,8 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, String> {
         names: 0,
         folded: Default::default(),
         tokens: false,
+        output: output.name.clone().unwrap_or_default(),
+        target_scale: None,
     };
     for (index, node) in graph.node.iter().enumerate() {
         if !importer.folded.contains(&index) {
@@ -414,7 +421,17 @@ impl Importer<'_> {
                 self.stage(node, "flatten".into(), vec![shape.iter().product()])
             }
             "Reshape" => self.reshape(node),
-            "Mul" => self.silu(node).or_else(|_| self.formula(node)),
+            "Mul" => match self.unstandardizing(node) {
+                Some((add, mean, std)) => {
+                    let (flow, shape) = self.computed(node, 0)?;
+                    let out = self.nodes[add].output.first().cloned().unwrap_or_default();
+                    self.values.insert(out, Value::Computed { flow, shape });
+                    self.folded.insert(add);
+                    self.target_scale = Some((mean, std));
+                    Ok(())
+                }
+                None => self.silu(node).or_else(|_| self.formula(node)),
+            },
             "ReduceMax" => self.maxout(node),
             "Cast" => self.cast(node),
             "Gather" => self.embedding(node),
@@ -431,6 +448,26 @@ impl Importer<'_> {
                 SUPPORTED.join(", ")
             )),
         }
+    }
+
+    /// For `Mul(x, σ)` read only by `Add(·, μ)` that ends the graph, with one
+    /// σ and μ per predicted value, as `nnc export` writes a standardised
+    /// target: the `Add`'s index, μ and σ.
+    fn unstandardizing(&self, node: &NodeProto) -> Option<(usize, Vec<f32>, Vec<f32>)> {
+        let (_, shape) = self.computed(node, 0).ok()?;
+        let width: usize = shape.iter().product();
+        let (_, std) = self.constant(node, 1).ok()?;
+        let out = node.output.first()?;
+        let (add, reader) = self.nodes.iter().enumerate().find(|(_, n)| n.input.first() == Some(out))?;
+        let ends = reader.output.first() == Some(&self.output)
+            || self.nodes.iter().any(|n| {
+                n.op_type.as_deref() == Some("Identity")
+                    && n.input.first() == reader.output.first()
+                    && n.output.first() == Some(&self.output)
+            });
+        let (_, mean) = self.constant(reader, 1).ok()?;
+        let fits = reader.op_type.as_deref() == Some("Add") && std.len() == width && mean.len() == width;
+        (fits && ends && self.readers.get(out) == Some(&1)).then_some((add, mean, std))
     }
 
     fn finish(mut self, name: &str, output: &str) -> Result<Imported, String> {
@@ -466,10 +503,19 @@ impl Importer<'_> {
             source += &format!("  {statement}\n");
         }
         source += &format!("  loss = {loss}({prediction}, y)\n");
-        match &self.scaler {
-            Scaler::Scale(s) => source += &format!("  train {{ scale = {} }}\n", number(*s)),
-            Scaler::Standardize { .. } => source += "  train { standardize = true }\n",
-            Scaler::None => {}
+        let mut settings = match &self.scaler {
+            Scaler::Scale(s) => vec![format!("scale = {}", number(*s))],
+            Scaler::Standardize { .. } => vec!["standardize = true".to_string()],
+            Scaler::None => vec![],
+        };
+        if let Some((mean, std)) = self.target_scale.take() {
+            let columns = vec![mean.len()];
+            self.tensors.insert("y.mean".into(), (columns.clone(), mean));
+            self.tensors.insert("y.std".into(), (columns, std));
+            settings.push("standardize_target = true".into());
+        }
+        if !settings.is_empty() {
+            source += &format!("  train {{\n    {}\n  }}\n", settings.join("\n    "));
         }
         source += "}\n";
         let source = crate::format::format_source(&source)
