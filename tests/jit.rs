@@ -418,6 +418,47 @@ fn parallel_images_give_the_same_bits_as_serial() {
     assert_eq!(serial, parallel);
 }
 
+/// Element-wise kernels of 65,536 values and more run in parts over the
+/// threads: by rows where a bias row sets the columns (a dense layer of 1,027
+/// units over 67 rows), else by runs of values (feature maps of 13 images,
+/// 74,958 values, not a multiple of the four lanes; the momentum update of a
+/// 65,728-value weight). They agree with the interpreter, and their bits
+/// do not depend on the number of threads.
+#[test]
+fn large_elementwise_kernels_run_in_parts() {
+    let models = [
+        (
+            "model d { input x: [64] target y: class(3)
+            x |> dense(1027) |> tanh |> dense(3) => p  loss = cross_entropy(p, y)
+            train { optimizer = sgd(lr = 0.01, momentum = 0.9) seed = 2 } }",
+            67,
+        ),
+        (
+            "model c { input x: [3, 31, 31] target y: class(3)
+            x |> conv2d(6, kernel = 3, padding = 1) |> relu |> maxpool(31) |> flatten |> dense(3) => p
+            loss = cross_entropy(p, y)  train { optimizer = sgd(lr = 0.05, momentum = 0.9) seed = 4 } }",
+            13,
+        ),
+    ];
+    for (source, rows) in models {
+        let checked = check_source("m.nn", source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        assert_backends_agree(model, rows, 7);
+        let (x, y) = batch(model, rows, 7);
+        let bits = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            pool.install(|| {
+                let mut t = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
+                let losses: Vec<u64> = (0..2).map(|_| t.step(&x, &y, rows, 0.01).expect("step").to_bits()).collect();
+                let weights: Vec<u32> = t.params().iter().flatten().map(|v| v.to_bits()).collect();
+                (losses, weights)
+            })
+        };
+        assert_eq!(bits(1), bits(2));
+    }
+}
+
 /// `c = op(a)·op(b)` through the runtime, and the largest error of an
 /// element against a plain f64 loop, scaled by √k (`ta`: a stored `[k, m]`;
 /// `tb`: b stored `[n, k]`).

@@ -16,7 +16,7 @@ mod spatial;
 
 pub use collective::{AllReduce, all_reduce, set_all_reduce};
 pub use products::product;
-pub use routines::softmax_row;
+pub use routines::{PARALLEL_ELEMENTS, softmax_row};
 
 /// `len` zeros, or None when the memory cannot be had (an error for the
 /// caller to report, never an abort).
@@ -95,6 +95,7 @@ pub fn routines() -> Vec<Routine> {
         routine!(routines::nnc_clip_scale, 2, 1),
         routine!(routines::nnc_log, 3, 0),
         routine!(routines::nnc_copy, 3, 0),
+        routine!(routines::nnc_parallel_parts, 8, 0),
         routine!(spatial::nnc_conv2d, 6, 0),
         routine!(spatial::nnc_conv2d_grad_input, 5, 0),
         routine!(spatial::nnc_conv2d_grad_weight, 5, 0),

@@ -225,6 +225,53 @@ pub extern "C" fn nnc_log(x: *const f32, out: *mut f32, n: usize) {
     }
 }
 
+/// One part of a large element-wise kernel, compiled as its own function:
+/// the step's five buffer pointers (store, scratch, input, target,
+/// hyperparameters), then the range `[begin, end)` of the units (rows or
+/// values) it computes.
+pub type KernelPart = extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f32, usize, usize);
+
+/// Element-wise kernels of at least this many values run in parts.
+pub const PARALLEL_ELEMENTS: usize = 1 << 16;
+
+/// Parts of an element-wise kernel: a fixed number, so the ranges do not
+/// depend on the threads (and each value is computed once, from the same
+/// inputs, whichever part computes it: the bits do not either).
+const KERNEL_PARTS: usize = 4;
+
+/// Runs `part` over `units` units in `KERNEL_PARTS` ranges (whole multiples
+/// of `align` but the last) on rayon's threads.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn nnc_parallel_parts(
+    part: KernelPart,
+    store: *mut f32,
+    scratch: *mut f32,
+    input: *const f32,
+    target: *const f32,
+    hyper: *const f32,
+    units: usize,
+    align: usize,
+) {
+    // Addresses cross threads as integers; every part writes only its own range.
+    let buffers = [store as usize, scratch as usize, input as usize, target as usize, hyper as usize];
+    let step = units.div_ceil(KERNEL_PARTS).next_multiple_of(align.max(1)).max(1);
+    let run = |begin: usize| {
+        let [store, scratch, input, target, hyper] = buffers;
+        let end = (begin + step).min(units);
+        part(
+            store as *mut f32,
+            scratch as *mut f32,
+            input as *const f32,
+            target as *const f32,
+            hyper as *const f32,
+            begin,
+            end,
+        );
+    };
+    (0..units.div_ceil(step)).into_par_iter().for_each(|k| run(k * step));
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_copy(from: *const f32, to: *mut f32, n: usize) {
     // SAFETY: both hold n values and do not overlap (the store and scratch are distinct).

@@ -37,6 +37,47 @@ pub struct Emitter<'a, 'b> {
     pub plan: &'a Plan,
     pub args: Args,
     pub routines: HashMap<&'static str, FuncRef>,
+    /// The element-wise kernels compiled as functions of their own, run in
+    /// parts over the threads (`nnc_parallel_parts`), by root.
+    pub parts: HashMap<ValueId, FuncRef>,
+}
+
+/// How an element-wise kernel is laid out: `rows × cols` values, the
+/// columns a bias row's length when the expression adds one. Its units,
+/// the ranges its parts take, are rows when it has several, else values.
+pub struct Layout {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Layout {
+    pub fn of(graph: &Graph, plan: &Plan, root: ValueId) -> Layout {
+        let total = numel(graph.shape(root));
+        let cols = bias_width(graph, plan, root).unwrap_or(total).max(1);
+        Layout { rows: total / cols, cols }
+    }
+
+    /// How many units the kernel has, and what a part's range is a multiple of.
+    pub fn units(&self) -> (usize, usize) {
+        if self.rows > 1 { (self.rows, 1) } else { (self.cols, 4) }
+    }
+
+    /// Whether the kernel is large enough to run in parts.
+    pub fn parallel(&self) -> bool {
+        self.rows * self.cols >= nnc_runtime::PARALLEL_ELEMENTS && self.units().0 >= 2
+    }
+}
+
+/// The bias length of an `add_bias` inside the fused expression at `v`, if any.
+fn bias_width(graph: &Graph, plan: &Plan, v: ValueId) -> Option<usize> {
+    let node = &graph.nodes[v.0];
+    if node.op == Op::AddBias {
+        return Some(graph.shape(node.inputs[1])[0]);
+    }
+    node.inputs
+        .iter()
+        .filter(|i| plan.locations[i.0] == Location::Fused && graph.nodes[i.0].op != Op::Reshape)
+        .find_map(|i| bias_width(graph, plan, *i))
 }
 
 /// Declares a runtime routine taking `ptrs` pointer-sized and `floats` f32 arguments.
@@ -106,7 +147,20 @@ impl Emitter<'_, '_> {
 
     pub fn kernel(&mut self, kernel: &Kernel) {
         match kernel {
-            Kernel::Elementwise { root } => self.elementwise(*root),
+            Kernel::Elementwise { root } => match self.parts.get(root).copied() {
+                Some(part) => {
+                    let (units, align) = Layout::of(self.graph, self.plan, *root).units();
+                    let f = self.b.ins().func_addr(PTR, part);
+                    let (units, align) = (self.imm(units), self.imm(align));
+                    let Args { store, scratch, input, target, hyper } = self.args;
+                    self.call("nnc_parallel_parts", &[f, store, scratch, input, target, hyper, units, align]);
+                }
+                None => {
+                    let (units, _) = Layout::of(self.graph, self.plan, *root).units();
+                    let (begin, end) = (self.imm(0), self.imm(units));
+                    self.elementwise(*root, begin, end);
+                }
+            },
             Kernel::MatMul { node } => self.matmul(*node),
             Kernel::Routine { node } => self.routine(*node),
             Kernel::Copy { from, to, len } => {
@@ -285,8 +339,8 @@ impl Emitter<'_, '_> {
         }
     }
 
-    /// A counted loop `for i in (start..end).step_by(step)` with immediate bounds.
-    fn counted(&mut self, start: Value, end: usize, step: usize, body: &mut dyn FnMut(&mut Self, Value)) {
+    /// A counted loop `for i in (start..end).step_by(step)`, while `i + step ≤ end`.
+    fn counted(&mut self, start: Value, end: Value, step: usize, body: &mut dyn FnMut(&mut Self, Value)) {
         let header = self.b.create_block();
         let work = self.b.create_block();
         let exit = self.b.create_block();
@@ -295,7 +349,7 @@ impl Emitter<'_, '_> {
         self.b.switch_to_block(header);
         let i = self.b.block_params(header)[0];
         let next = self.b.ins().iadd_imm_s(i, step as i64);
-        let more = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, next, end as i64);
+        let more = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, next, end);
         self.b.ins().brif(more, work, &[], exit, &[]);
         self.b.switch_to_block(work);
         body(self, i);
@@ -304,54 +358,45 @@ impl Emitter<'_, '_> {
         self.b.switch_to_block(exit);
     }
 
-    /// One loop over rows × columns evaluating the fused expression rooted at `root`.
-    fn elementwise(&mut self, root: ValueId) {
-        let shape = self.graph.shape(root).clone();
-        let total = numel(&shape);
-        // Columns: the bias length when the expression adds a bias, else everything.
-        let cols = self.bias_width(root).unwrap_or(total).max(1);
-        let rows = total / cols;
+    /// The loop evaluating the fused expression rooted at `root` over its
+    /// units `[begin, end)` (see `Layout`): each row's columns, or a run of
+    /// values, four lanes at a time and then one by one.
+    pub fn elementwise(&mut self, root: ValueId, begin: Value, end: Value) {
+        let Layout { rows, cols } = Layout::of(self.graph, self.plan, root);
         let out = self.base(root);
-        let zero = self.imm(0);
-        let vec_end = cols - cols % 4;
-        self.counted(zero, rows, 1, &mut |e, r| {
-            let row_start = e.b.ins().imul_imm_u(r, cols as i64);
-            let zero = e.imm(0);
-            if vec_end > 0 {
-                e.counted(zero, vec_end, 4, &mut |e, j| {
-                    let value = e.eval(root, row_start, j, true);
-                    let at = e.element_addr(out, row_start, j);
-                    e.b.ins().store(MemFlagsData::new().with_notrap(), value, at, 0);
-                });
-            }
-            if vec_end < cols {
-                let start = e.imm(vec_end);
-                e.counted(start, cols, 1, &mut |e, j| {
-                    let value = e.eval(root, row_start, j, false);
-                    let lane = e.b.ins().extractlane(value, 0);
-                    let at = e.element_addr(out, row_start, j);
-                    e.b.ins().store(MemFlagsData::new().with_notrap(), lane, at, 0);
-                });
-            }
-        });
+        let run = |e: &mut Self, row_start: Value, (start, vec_end, end): (Value, Value, Value)| {
+            e.counted(start, vec_end, 4, &mut |e, j| {
+                let value = e.eval(root, row_start, j, true);
+                let at = e.element_addr(out, row_start, j);
+                e.b.ins().store(MemFlagsData::new().with_notrap(), value, at, 0);
+            });
+            e.counted(vec_end, end, 1, &mut |e, j| {
+                let value = e.eval(root, row_start, j, false);
+                let lane = e.b.ins().extractlane(value, 0);
+                let at = e.element_addr(out, row_start, j);
+                e.b.ins().store(MemFlagsData::new().with_notrap(), lane, at, 0);
+            });
+        };
+        if rows > 1 {
+            self.counted(begin, end, 1, &mut |e, r| {
+                let row_start = e.b.ins().imul_imm_u(r, cols as i64);
+                let (zero, vec_end, cols) = (e.imm(0), e.imm(cols - cols % 4), e.imm(cols));
+                run(e, row_start, (zero, vec_end, cols));
+            });
+        } else {
+            // One row: the range is of values, `begin` a multiple of four.
+            let row_start = self.imm(0);
+            let length = self.b.ins().isub(end, begin);
+            let tail = self.b.ins().band_imm_u(length, 3);
+            let vec_end = self.b.ins().isub(end, tail);
+            run(self, row_start, (begin, vec_end, end));
+        }
     }
 
     fn element_addr(&mut self, base: Value, row_start: Value, j: Value) -> Value {
         let i = self.b.ins().iadd(row_start, j);
         let off = self.b.ins().ishl_imm_u(i, 2);
         self.b.ins().iadd(base, off)
-    }
-
-    /// The bias length of an `add_bias` inside the fused expression, if any.
-    fn bias_width(&self, v: ValueId) -> Option<usize> {
-        let node = &self.graph.nodes[v.0];
-        if node.op == Op::AddBias {
-            return Some(self.graph.shape(node.inputs[1])[0]);
-        }
-        node.inputs
-            .iter()
-            .filter(|i| self.plan.locations[i.0] == Location::Fused && self.graph.nodes[i.0].op != Op::Reshape)
-            .find_map(|i| self.bias_width(*i))
     }
 
     /// Loads lanes of a stored tensor at the current element (4 lanes or 1 splatted).

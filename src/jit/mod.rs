@@ -26,7 +26,7 @@ use nnc_runtime::Hypers;
 
 use crate::check::{CheckedModel, Layer};
 use crate::ir::{Graph, Op, ValueId, numel};
-use crate::plan::{Location, Plan};
+use crate::plan::{Kernel, Location, Plan};
 
 type StepFn = extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f32);
 
@@ -113,6 +113,15 @@ pub fn define_step(
         let id = codegen::declare_routine(module, routine.name, routine.pointer_args, routine.float_args)?;
         routine_ids.push((routine.name, id));
     }
+    let mut part_ids = Vec::new();
+    for kernel in &plan.kernels {
+        if let Kernel::Elementwise { root } = *kernel
+            && codegen::Layout::of(graph, plan, root).parallel()
+        {
+            let part = format!("{name}_part{}", part_ids.len());
+            part_ids.push((root, define_part(module, &part, graph, plan, root)?));
+        }
+    }
     let mut ctx = function_context(module, fid, sig);
     let mut fctx = FunctionBuilderContext::new();
     {
@@ -123,8 +132,9 @@ pub fn define_step(
         for (name, id) in &routine_ids {
             routines.insert(*name, module.declare_func_in_func(*id, b.func));
         }
+        let parts = part_ids.iter().map(|&(root, id)| (root, module.declare_func_in_func(id, b.func))).collect();
         let args = codegen::Args { store: p[0], scratch: p[1], input: p[2], target: p[3], hyper: p[4] };
-        let mut e = codegen::Emitter { b, graph, plan, args, routines };
+        let mut e = codegen::Emitter { b, graph, plan, args, routines, parts };
         for kernel in &plan.kernels {
             e.kernel(kernel);
         }
@@ -139,6 +149,41 @@ pub fn define_step(
     module.define_function(fid, &mut ctx).map_err(|e| format!("{e:?}"))?;
     module.clear_context(&mut ctx);
     Ok((fid, clif))
+}
+
+/// Defines the element-wise kernel at `root` as a function `name(store,
+/// scratch, input, target, hyper, begin, end)` computing its units
+/// `[begin, end)`, for `nnc_parallel_parts` to run in parts.
+fn define_part(
+    module: &mut impl Module,
+    name: &str,
+    graph: &Graph,
+    plan: &Plan,
+    root: ValueId,
+) -> Result<FuncId, String> {
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    sig.params.extend([AbiParam::new(ptr); 7]);
+    let fid = module.declare_function(name, Linkage::Local, &sig).map_err(|e| e.to_string())?;
+    let mut ctx = function_context(module, fid, sig);
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let entry = enter(&mut b);
+        let p = b.block_params(entry).to_vec();
+        let args = codegen::Args { store: p[0], scratch: p[1], input: p[2], target: p[3], hyper: p[4] };
+        let mut e = codegen::Emitter { b, graph, plan, args, routines: HashMap::new(), parts: HashMap::new() };
+        e.elementwise(root, p[5], p[6]);
+        e.b.ins().return_(&[]);
+        e.b.seal_all_blocks();
+        e.b.finalize(module.target_config());
+    }
+    if cfg!(debug_assertions) {
+        cranelift_codegen::verify_function(&ctx.func, module.isa().flags()).map_err(|e| e.to_string())?;
+    }
+    module.define_function(fid, &mut ctx).map_err(|e| format!("{e:?}"))?;
+    module.clear_context(&mut ctx);
+    Ok(fid)
 }
 
 /// A context for defining the function `fid` of signature `sig`.
