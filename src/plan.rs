@@ -104,6 +104,8 @@ pub fn is_elementwise(op: &Op) -> bool {
         | Op::Div
         | Op::MulScalar
         | Op::AddBias
+        | Op::AddChannelBias
+        | Op::MulChannel
         | Op::MseGrad
         | Op::BceGrad
         | Op::Const(_) => true,
@@ -126,9 +128,7 @@ pub fn is_elementwise(op: &Op) -> bool {
         | Op::Conv2d { .. }
         | Op::Conv2dGradInput { .. }
         | Op::Conv2dGradWeight { .. }
-        | Op::AddChannelBias
         | Op::SumChannels
-        | Op::MulChannel
         | Op::Pool { .. }
         | Op::PoolGrad { .. }
         | Op::MaxPieces(_)
@@ -146,7 +146,40 @@ pub fn is_elementwise(op: &Op) -> bool {
 /// Whether input `slot` of `op` is read broadcast (a scalar, or a bias row)
 /// rather than element by element; such inputs are stored, never fused.
 fn broadcast_slot(op: &Op, slot: usize) -> bool {
-    matches!((op, slot), (Op::MulScalar | Op::AddBias, 1) | (Op::MseGrad | Op::BceGrad, 2))
+    matches!(
+        (op, slot),
+        (Op::MulScalar | Op::AddBias | Op::AddChannelBias | Op::MulChannel, 1) | (Op::MseGrad | Op::BceGrad, 2)
+    )
+}
+
+/// How an element-wise op reads a per-feature or per-channel input, which
+/// shapes the loop computing it: one fused loop serves one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broadcast {
+    /// A bias row of this length, repeated for every row (`add_bias`).
+    Bias(usize),
+    /// One value per channel of `[B, channels, spatial…]`.
+    Channels { channels: usize, spatial: usize },
+}
+
+impl Broadcast {
+    pub fn of(g: &Graph, node: &crate::ir::Node) -> Option<Broadcast> {
+        match node.op {
+            Op::AddBias => Some(Broadcast::Bias(g.shape(node.inputs[1])[0])),
+            Op::AddChannelBias | Op::MulChannel => {
+                Some(Broadcast::Channels { channels: node.shape[1], spatial: crate::shape::spatial(&node.shape) })
+            }
+            _ => None,
+        }
+    }
+
+    /// The broadcast of one loop computing both, if one loop can.
+    fn merge(a: Option<Broadcast>, b: Option<Broadcast>) -> Result<Option<Broadcast>, ()> {
+        match (a, b) {
+            (Some(x), Some(y)) if x != y => Err(()),
+            (x, y) => Ok(x.or(y)),
+        }
+    }
 }
 
 /// Plans a training step: its outputs are the loss, the prediction, the
@@ -238,6 +271,8 @@ fn place_and_fuse(
     let is_root = |i: usize| roots.all().any(|v| v.0 == i);
     let mut locations = vec![Location::Fused; n];
     let mut fused = vec![false; n];
+    // The broadcast of each expression as fused so far (its inputs come first).
+    let mut broadcasts: Vec<Option<Broadcast>> = g.nodes.iter().map(|node| Broadcast::of(g, node)).collect();
     for (i, node) in g.nodes.iter().enumerate() {
         if !live[i] {
             continue;
@@ -254,8 +289,12 @@ fn place_and_fuse(
         if is_elementwise(&node.op) && single && !is_root(i) {
             let c = &g.nodes[consumers[i][0]];
             let slot = c.inputs.iter().position(|v| v.0 == i).unwrap_or(0);
-            if is_elementwise(&c.op) && numel(&c.shape) == numel(&node.shape) && !broadcast_slot(&c.op, slot) {
+            let merged = Broadcast::merge(broadcasts[consumers[i][0]], broadcasts[i]);
+            if let (true, Ok(merged)) =
+                (is_elementwise(&c.op) && numel(&c.shape) == numel(&node.shape) && !broadcast_slot(&c.op, slot), merged)
+            {
                 fused[i] = true;
+                broadcasts[consumers[i][0]] = merged;
             }
         }
     }

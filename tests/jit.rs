@@ -420,9 +420,10 @@ fn parallel_images_give_the_same_bits_as_serial() {
 
 /// Element-wise kernels of 65,536 values and more run in parts over the
 /// threads: by rows where a bias row sets the columns (a dense layer of 1,027
-/// units over 67 rows), else by runs of values (feature maps of 13 images,
-/// 74,958 values, not a multiple of the four lanes; the momentum update of a
-/// 65,728-value weight). They agree with the interpreter, and their bits
+/// units over 67 rows) or a channel's plane sets them (batch normalisation's
+/// per-channel scale and shift of 13 images' feature maps), else by runs of
+/// values (74,958 values, not a multiple of the four lanes; the momentum
+/// update of a 65,728-value weight). They agree with the interpreter, and their bits
 /// do not depend on the number of threads.
 #[test]
 fn large_elementwise_kernels_run_in_parts() {
@@ -435,7 +436,7 @@ fn large_elementwise_kernels_run_in_parts() {
         ),
         (
             "model c { input x: [3, 31, 31] target y: class(3)
-            x |> conv2d(6, kernel = 3, padding = 1) |> relu |> maxpool(31) |> flatten |> dense(3) => p
+            x |> conv2d(6, kernel = 3, padding = 1) |> batchnorm |> relu |> maxpool(31) |> flatten |> dense(3) => p
             loss = cross_entropy(p, y)  train { optimizer = sgd(lr = 0.05, momentum = 0.9) seed = 4 } }",
             13,
         ),

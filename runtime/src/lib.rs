@@ -99,8 +99,6 @@ pub fn routines() -> Vec<Routine> {
         routine!(spatial::nnc_conv2d, 6, 0),
         routine!(spatial::nnc_conv2d_grad_input, 5, 0),
         routine!(spatial::nnc_conv2d_grad_weight, 5, 0),
-        routine!(spatial::nnc_add_channel_bias, 6, 0),
-        routine!(spatial::nnc_mul_channel, 6, 0),
         routine!(spatial::nnc_sum_channels, 5, 0),
         routine!(spatial::nnc_pool, 4, 0),
         routine!(spatial::nnc_pool_grad, 5, 0),

@@ -191,44 +191,6 @@ pub extern "C" fn nnc_conv2d_grad_weight(x: *const f32, g: *const f32, dw: *mut 
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn nnc_add_channel_bias(
-    x: *const f32,
-    bias: *const f32,
-    y: *mut f32,
-    n: usize,
-    channels: usize,
-    spatial: usize,
-) {
-    // SAFETY: x and y hold n values, bias one per channel.
-    let (x, bias, y) = unsafe { (slice(x, n), slice(bias, channels), slice_mut(y, n)) };
-    by_whole_images(x, y, channels * spatial, |x, y| kernels::add_channel_bias(x, bias, y, spatial));
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn nnc_mul_channel(
-    x: *const f32,
-    scale: *const f32,
-    y: *mut f32,
-    n: usize,
-    channels: usize,
-    spatial: usize,
-) {
-    // SAFETY: x and y hold n values, scale one per channel.
-    let (x, scale, y) = unsafe { (slice(x, n), slice(scale, channels), slice_mut(y, n)) };
-    by_whole_images(x, y, channels * spatial, |x, y| kernels::mul_channel(x, scale, y, spatial));
-}
-
-/// Runs the element-wise `work(x, y)` on parts of whole images (`image`
-/// values each), over rayon's threads when there are many values.
-fn by_whole_images(x: &[f32], y: &mut [f32], image: usize, work: impl Fn(&[f32], &mut [f32]) + Sync) {
-    if y.len() < crate::routines::PARALLEL_SUM || image == 0 {
-        return work(x, y);
-    }
-    let part = (y.len() / image).div_ceil(PARTS) * image;
-    y.par_chunks_mut(part).zip(x.par_chunks(part)).for_each(|(y, x)| work(x, y));
-}
-
-#[unsafe(no_mangle)]
 pub extern "C" fn nnc_sum_channels(g: *const f32, out: *mut f32, n: usize, channels: usize, spatial: usize) {
     // SAFETY: g holds n values, out one per channel.
     let (g, out) = unsafe { (slice(g, n), slice_mut(out, channels)) };
@@ -276,29 +238,4 @@ pub extern "C" fn nnc_pool_grad(x: *const f32, g: *const f32, dx: *mut f32, win:
         }
         kernels::pool_backward(x, g, dx, win, max != 0);
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Above the parallel size, the per-channel bias and scale split the
-    /// batch into parts of whole images: every value still meets its own
-    /// channel's number (101 images of 7 channels, parts of 26, 26, 26, 23).
-    #[test]
-    fn per_channel_routines_keep_each_value_with_its_channel() {
-        let (images, channels, spatial) = (101, 7, 100);
-        let n = images * channels * spatial;
-        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0).collect();
-        let c: Vec<f32> = (0..channels).map(|f| f as f32 + 0.5).collect();
-        let mut y = vec![0.0; n];
-        nnc_add_channel_bias(x.as_ptr(), c.as_ptr(), y.as_mut_ptr(), n, channels, spatial);
-        for (i, (&y, &x)) in y.iter().zip(&x).enumerate() {
-            assert_eq!(y, x + c[i / spatial % channels], "bias at {i}");
-        }
-        nnc_mul_channel(x.as_ptr(), c.as_ptr(), y.as_mut_ptr(), n, channels, spatial);
-        for (i, (&y, &x)) in y.iter().zip(&x).enumerate() {
-            assert_eq!(y, x * c[i / spatial % channels], "scale at {i}");
-        }
-    }
 }

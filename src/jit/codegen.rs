@@ -17,7 +17,7 @@ use nnc_runtime::kernels::Window;
 
 use super::vector::splat;
 use crate::ir::{Graph, Op, Unary, ValueId, numel};
-use crate::plan::{Kernel, Location, Plan};
+use crate::plan::{Broadcast, Kernel, Location, Plan};
 
 const PTR: types::Type = types::I64;
 const V: types::Type = types::F32X4;
@@ -40,21 +40,31 @@ pub struct Emitter<'a, 'b> {
     /// The element-wise kernels compiled as functions of their own, run in
     /// parts over the threads (`nnc_parallel_parts`), by root.
     pub parts: HashMap<ValueId, FuncRef>,
+    /// In an element-wise loop over channels' planes: the current row's channel.
+    pub channel: Option<Value>,
 }
 
 /// How an element-wise kernel is laid out: `rows × cols` values, the
-/// columns a bias row's length when the expression adds one. Its units,
-/// the ranges its parts take, are rows when it has several, else values.
+/// columns a bias row's length when the expression adds one, or a
+/// channel's plane when it reads one value per channel (row r is then
+/// channel r mod `channels`). Its units, the ranges its parts take, are
+/// rows when it has several, else values.
 pub struct Layout {
     pub rows: usize,
     pub cols: usize,
+    pub channels: usize,
 }
 
 impl Layout {
     pub fn of(graph: &Graph, plan: &Plan, root: ValueId) -> Layout {
         let total = numel(graph.shape(root));
-        let cols = bias_width(graph, plan, root).unwrap_or(total).max(1);
-        Layout { rows: total / cols, cols }
+        let (cols, channels) = match broadcast(graph, plan, root) {
+            Some(Broadcast::Bias(width)) => (width, 1),
+            Some(Broadcast::Channels { channels, spatial }) => (spatial, channels),
+            None => (total, 1),
+        };
+        let cols = cols.max(1);
+        Layout { rows: total / cols, cols, channels }
     }
 
     /// How many units the kernel has, and what a part's range is a multiple of.
@@ -68,16 +78,16 @@ impl Layout {
     }
 }
 
-/// The bias length of an `add_bias` inside the fused expression at `v`, if any.
-fn bias_width(graph: &Graph, plan: &Plan, v: ValueId) -> Option<usize> {
+/// The broadcast inside the fused expression at `v`, if any (the plan
+/// fuses at most one kind into a loop).
+fn broadcast(graph: &Graph, plan: &Plan, v: ValueId) -> Option<Broadcast> {
     let node = &graph.nodes[v.0];
-    if node.op == Op::AddBias {
-        return Some(graph.shape(node.inputs[1])[0]);
-    }
-    node.inputs
-        .iter()
-        .filter(|i| plan.locations[i.0] == Location::Fused && graph.nodes[i.0].op != Op::Reshape)
-        .find_map(|i| bias_width(graph, plan, *i))
+    Broadcast::of(graph, node).or_else(|| {
+        node.inputs
+            .iter()
+            .filter(|i| plan.locations[i.0] == Location::Fused && graph.nodes[i.0].op != Op::Reshape)
+            .find_map(|i| broadcast(graph, plan, *i))
+    })
 }
 
 /// Declares a runtime routine taking `ptrs` pointer-sized and `floats` f32 arguments.
@@ -257,14 +267,10 @@ impl Emitter<'_, '_> {
                 }
                 self.call(name, &args);
             }
-            Op::AddChannelBias | Op::MulChannel | Op::SumChannels => {
-                let shape = if node.op == Op::SumChannels { in_shape.clone() } else { node.shape.clone() };
-                let (n, c, sp) = (self.imm(numel(&shape)), self.imm(shape[1]), self.imm(crate::shape::spatial(&shape)));
-                match node.op {
-                    Op::AddChannelBias => self.call("nnc_add_channel_bias", &[ins[0], ins[1], out, n, c, sp]),
-                    Op::MulChannel => self.call("nnc_mul_channel", &[ins[0], ins[1], out, n, c, sp]),
-                    _ => self.call("nnc_sum_channels", &[ins[0], out, n, c, sp]),
-                }
+            Op::SumChannels => {
+                let (n, c) = (self.imm(n_in), self.imm(in_shape[1]));
+                let sp = self.imm(crate::shape::spatial(&in_shape));
+                self.call("nnc_sum_channels", &[ins[0], out, n, c, sp]);
             }
             Op::Pool { max, kernel, stride } | Op::PoolGrad { max, kernel, stride } => {
                 let win = self.window(crate::shape::window(&in_shape, kernel, stride, 0, 1));
@@ -332,6 +338,8 @@ impl Emitter<'_, '_> {
             | Op::Div
             | Op::MulScalar
             | Op::AddBias
+            | Op::AddChannelBias
+            | Op::MulChannel
             | Op::MseGrad
             | Op::BceGrad
             | Op::MatMul { .. }
@@ -362,7 +370,7 @@ impl Emitter<'_, '_> {
     /// units `[begin, end)` (see `Layout`): each row's columns, or a run of
     /// values, four lanes at a time and then one by one.
     pub fn elementwise(&mut self, root: ValueId, begin: Value, end: Value) {
-        let Layout { rows, cols } = Layout::of(self.graph, self.plan, root);
+        let Layout { rows, cols, channels } = Layout::of(self.graph, self.plan, root);
         let out = self.base(root);
         let run = |e: &mut Self, row_start: Value, (start, vec_end, end): (Value, Value, Value)| {
             e.counted(start, vec_end, 4, &mut |e, j| {
@@ -379,13 +387,16 @@ impl Emitter<'_, '_> {
         };
         if rows > 1 {
             self.counted(begin, end, 1, &mut |e, r| {
+                e.channel = Some(e.b.ins().urem_imm_u(r, channels as i64));
                 let row_start = e.b.ins().imul_imm_u(r, cols as i64);
                 let (zero, vec_end, cols) = (e.imm(0), e.imm(cols - cols % 4), e.imm(cols));
                 run(e, row_start, (zero, vec_end, cols));
             });
         } else {
-            // One row: the range is of values, `begin` a multiple of four.
+            // One row: the range is of values, `begin` a multiple of four
+            // (and a channel op here has one channel of one image).
             let row_start = self.imm(0);
+            self.channel = Some(row_start);
             let length = self.b.ins().isub(end, begin);
             let tail = self.b.ins().band_imm_u(length, 3);
             let vec_end = self.b.ins().isub(end, tail);
@@ -466,6 +477,15 @@ impl Emitter<'_, '_> {
                 let at = self.b.ins().iadd(base, off);
                 let bias = self.load_at(at, vector);
                 self.b.ins().fadd(x, bias)
+            }
+            Op::AddChannelBias | Op::MulChannel => {
+                let x = arg(self, 0);
+                let base = self.base(ins[1]);
+                let channel = self.channel.expect("a channel op runs in a loop over channels' planes");
+                let off = self.b.ins().ishl_imm_u(channel, 2);
+                let at = self.b.ins().iadd(base, off);
+                let c = self.load_at(at, false);
+                if node.op == Op::AddChannelBias { self.b.ins().fadd(x, c) } else { self.b.ins().fmul(x, c) }
             }
             // g·2(p − t)/n
             Op::MseGrad => {

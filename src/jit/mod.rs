@@ -134,7 +134,7 @@ pub fn define_step(
         }
         let parts = part_ids.iter().map(|&(root, id)| (root, module.declare_func_in_func(id, b.func))).collect();
         let args = codegen::Args { store: p[0], scratch: p[1], input: p[2], target: p[3], hyper: p[4] };
-        let mut e = codegen::Emitter { b, graph, plan, args, routines, parts };
+        let mut e = codegen::Emitter { b, graph, plan, args, routines, parts, channel: None };
         for kernel in &plan.kernels {
             e.kernel(kernel);
         }
@@ -172,7 +172,8 @@ fn define_part(
         let entry = enter(&mut b);
         let p = b.block_params(entry).to_vec();
         let args = codegen::Args { store: p[0], scratch: p[1], input: p[2], target: p[3], hyper: p[4] };
-        let mut e = codegen::Emitter { b, graph, plan, args, routines: HashMap::new(), parts: HashMap::new() };
+        let (routines, parts) = (HashMap::new(), HashMap::new());
+        let mut e = codegen::Emitter { b, graph, plan, args, routines, parts, channel: None };
         e.elementwise(root, p[5], p[6]);
         e.b.ins().return_(&[]);
         e.b.seal_all_blocks();
