@@ -80,6 +80,13 @@ proptest! {
     }
 
     #[test]
+    fn global_average_pooling(c in 1usize..4, h in 1usize..5, w in 1usize..5, f in 1usize..4, seed in 0u64..1000) {
+        let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: real[2]
+            x |> conv2d({f}, kernel = 1) |> tanh |> global_avgpool |> dense(2) => p  loss = mse(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
     fn layer_normalisation(c in 1usize..3, h in 1usize..4, features in 2usize..6, seed in 0u64..1000) {
         let source = format!("model g {{ input x: [{c}, {h}, {h}] target y: real[3]
             x |> layernorm |> flatten |> dense({features}) |> layernorm(eps = 1e-3) |> tanh |> dense(3) => p

@@ -57,6 +57,14 @@ fn concatenated_branches_reach_96_percent() {
     assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
 }
 
+/// Each channel's mean over the map, then one dense layer: no weight
+/// sees a position, and the convolutions still learn the digits.
+#[test]
+fn global_average_pooling_classifies_digits() {
+    let (_, m) = train_bundled(&model("global_pool_digits.nn"));
+    assert!(m.accuracy.expect("classifier") >= 0.94, "{m:?}");
+}
+
 #[test]
 fn xor_is_learned_exactly() {
     let (_, m) = train_bundled(&model("xor.nn"));

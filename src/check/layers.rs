@@ -17,6 +17,7 @@ pub enum LayerKind {
     Conv2d,
     MaxPool,
     AvgPool,
+    GlobalAvgPool,
     Flatten,
     Reshape,
     Dropout,
@@ -70,6 +71,7 @@ pub const LAYERS: &[LayerSpec] = &[
     ),
     layer("maxpool", LayerKind::MaxPool, &["kernel", "stride"], &["kernel"]),
     layer("avgpool", LayerKind::AvgPool, &["kernel", "stride"], &["kernel"]),
+    layer("global_avgpool", LayerKind::GlobalAvgPool, &[], &[]),
     layer("flatten", LayerKind::Flatten, &[], &[]),
     layer("reshape", LayerKind::Reshape, &["shape"], &["shape"]),
     layer("dropout", LayerKind::Dropout, &["p"], &["p"]),
@@ -238,6 +240,24 @@ pub fn apply(
                 Layer::AvgPool { kernel, stride }
             };
             Applied { layer, shape: vec![s[0], h, w], why: chain(&input.why, why), params: 0, macs: 0 }
+        }
+        LayerKind::GlobalAvgPool => {
+            let [channels, h, w] = s[..] else {
+                diags.push(messages::rank_mismatch(
+                    call,
+                    input,
+                    "an image [channels, height, width]",
+                    "average feature maps: put it after a conv2d",
+                ));
+                return None;
+            };
+            Applied {
+                layer: Layer::GlobalAvgPool,
+                shape: vec![channels],
+                why: chain(&input.why, format!("mean over {h}×{w} → [{channels}]")),
+                params: 0,
+                macs: (channels * h * w) as u64,
+            }
         }
         LayerKind::Flatten => {
             let n: usize = s.iter().product();

@@ -95,6 +95,8 @@ pub enum Layer {
         kernel: usize,
         stride: usize,
     },
+    /// Each channel's mean over its whole feature map: `[C, H, W]` → `[C]`.
+    GlobalAvgPool,
     Flatten,
     Reshape {
         shape: Shape,
@@ -144,6 +146,7 @@ impl Layer {
             Layer::Conv2d { .. } => "conv2d",
             Layer::MaxPool { .. } => "maxpool",
             Layer::AvgPool { .. } => "avgpool",
+            Layer::GlobalAvgPool => "global_avgpool",
             Layer::Flatten => "flatten",
             Layer::Reshape { .. } => "reshape",
             Layer::Dropout { .. } => "dropout",

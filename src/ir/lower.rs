@@ -79,6 +79,15 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
                 let max = matches!(node.layer, Layer::MaxPool { .. });
                 graph.push(Op::Pool { max, kernel: *kernel, stride: *stride }, vec![x], out_shape, span)
             }
+            Layer::GlobalAvgPool => {
+                // Each image's channels as rows of H·W values, times a column of 1/(H·W).
+                let s = graph.shape(x).clone();
+                let (planes, area) = (s[0] * s[1], s[2] * s[3]);
+                let rows = graph.push(Op::Reshape, vec![x], vec![planes, area], span);
+                let weights = graph.push(Op::Const(1.0 / area as f64), vec![], vec![area, 1], span);
+                let means = graph.push(Op::MatMul { ta: false, tb: false }, vec![rows, weights], vec![planes, 1], span);
+                graph.push(Op::Reshape, vec![means], out_shape, span)
+            }
             Layer::Maxout { units, pieces } => maxout(&mut graph, node, x, (*units, *pieces), out_shape),
             Layer::Dropout { p } if training => {
                 let step = graph.push(Op::Hyper(Hyper::Step), vec![], vec![], span);

@@ -58,6 +58,7 @@ pub const LAYERS: &[Doc] = &[
     ),
     doc("maxpool", "Largest value of each window, per channel.", POOL),
     doc("avgpool", "Mean of each window, per channel.", POOL),
+    doc("global_avgpool", "Each channel's mean over its whole feature map: `[C, H, W]` → `[C]`.", &[]),
     doc("flatten", "All dimensions into one: `[C, H, W]` → `[C·H·W]`.", NONE),
     doc(
         "reshape",

@@ -357,6 +357,10 @@ impl Builder<'_> {
                 let (k, s) = (*kernel as i64, *stride as i64);
                 self.node(op, vec![x], name, vec![ints("kernel_shape", &[k, k]), ints("strides", &[s, s])])
             }
+            Layer::GlobalAvgPool => {
+                let pooled = self.node("GlobalAveragePool", vec![x], name, vec![]);
+                self.node("Flatten", vec![pooled], name, vec![int("axis", 1)])
+            }
             Layer::Flatten => self.node("Flatten", vec![x], name, vec![int("axis", 1)]),
             Layer::Reshape { shape } => {
                 let target: Vec<i64> = std::iter::once(-1).chain(shape.iter().map(|&d| d as i64)).collect();

@@ -37,6 +37,7 @@ pub const SUPPORTED: &[&str] = &[
     "Conv",
     "MaxPool",
     "AveragePool",
+    "GlobalAveragePool",
     "BatchNormalization",
     "LayerNormalization",
     "Relu",
@@ -391,6 +392,10 @@ impl Importer<'_> {
             "Add" => self.add(node),
             "Conv" => self.conv(node),
             "MaxPool" | "AveragePool" => self.pool(node, op == "MaxPool"),
+            "GlobalAveragePool" => match self.computed(node, 0)? {
+                (_, shape) if shape.len() == 3 => self.stage(node, "global_avgpool".into(), vec![shape[0]]),
+                (_, shape) => Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images"))),
+            },
             "BatchNormalization" => self.batchnorm(node),
             "LayerNormalization" => self.layernorm(node),
             "Relu" | "Sigmoid" | "Tanh" | "Softplus" => {
