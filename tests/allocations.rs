@@ -55,7 +55,7 @@ fn per_step(mut run: impl FnMut()) -> usize {
 fn no_matmul_step(loss: Op) -> Compiled<nnc::ir::TrainGraph> {
     let span = Span::default();
     let mut g = Graph::new(4);
-    g.params.push(ParamInfo { name: "w".into(), shape: vec![4, 8], init: Init::Zeros, decay: true });
+    g.params.push(ParamInfo { name: "w".into(), shape: vec![4, 8], init: Init::Zeros, decay: true, frozen: false });
     let x = g.push(Op::Input(0), vec![], vec![4, 8], span);
     let target_shape = if loss == Op::Mse { vec![4, 8] } else { vec![4] };
     let t = g.push(Op::Target(0), vec![], target_shape, span);

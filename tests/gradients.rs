@@ -159,7 +159,13 @@ fn op_graph(op: Op, arity: usize, shape: Vec<usize>) -> Graph {
     let target = g.push(Op::Target(0), vec![], shape.clone(), span);
     let mut args = Vec::new();
     for i in 0..arity {
-        g.params.push(ParamInfo { name: format!("p{i}"), shape: shape.clone(), init: Init::Zeros, decay: false });
+        g.params.push(ParamInfo {
+            name: format!("p{i}"),
+            shape: shape.clone(),
+            init: Init::Zeros,
+            decay: false,
+            frozen: false,
+        });
         args.push(g.push(Op::Param(i), vec![], shape.clone(), span));
     }
     let y = g.push(op, args, shape.clone(), span);

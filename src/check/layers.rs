@@ -62,11 +62,11 @@ const fn layer(
 
 /// The layer catalogue: every keyword a model may use.
 pub const LAYERS: &[LayerSpec] = &[
-    layer("dense", LayerKind::Dense, &["units", "bias", "tied", "shared", "in", "init"], &["units"]),
+    layer("dense", LayerKind::Dense, &["units", "bias", "tied", "shared", "in", "init", "trainable"], &["units"]),
     layer(
         "conv2d",
         LayerKind::Conv2d,
-        &["filters", "kernel", "stride", "padding", "dilation", "bias", "in", "init"],
+        &["filters", "kernel", "stride", "padding", "dilation", "bias", "in", "init", "trainable"],
         &["filters", "kernel"],
     ),
     layer("maxpool", LayerKind::MaxPool, &["kernel", "stride"], &["kernel"]),
@@ -75,12 +75,12 @@ pub const LAYERS: &[LayerSpec] = &[
     layer("flatten", LayerKind::Flatten, &[], &[]),
     layer("reshape", LayerKind::Reshape, &["shape"], &["shape"]),
     layer("dropout", LayerKind::Dropout, &["p"], &["p"]),
-    layer("batchnorm", LayerKind::BatchNorm, &["momentum", "eps"], &[]),
-    layer("layernorm", LayerKind::LayerNorm, &["eps"], &[]),
-    layer("maxout", LayerKind::Maxout, &["units", "pieces"], &["units"]),
-    layer("rnn", LayerKind::Rnn, &["hidden", "sequences"], &["hidden"]),
-    layer("lstm", LayerKind::Lstm, &["hidden", "sequences"], &["hidden"]),
-    layer("embedding", LayerKind::Embedding, &["vocab", "dim"], &["vocab", "dim"]),
+    layer("batchnorm", LayerKind::BatchNorm, &["momentum", "eps", "trainable"], &[]),
+    layer("layernorm", LayerKind::LayerNorm, &["eps", "trainable"], &[]),
+    layer("maxout", LayerKind::Maxout, &["units", "pieces", "trainable"], &["units"]),
+    layer("rnn", LayerKind::Rnn, &["hidden", "sequences", "trainable"], &["hidden"]),
+    layer("lstm", LayerKind::Lstm, &["hidden", "sequences", "trainable"], &["hidden"]),
+    layer("embedding", LayerKind::Embedding, &["vocab", "dim", "trainable"], &["vocab", "dim"]),
     layer("rbm", LayerKind::Rbm, &["hidden"], &["hidden"]),
     layer("add", LayerKind::Add, &["other"], &["other"]),
     layer("concat", LayerKind::Concat, &["other"], &["other"]),

@@ -379,7 +379,7 @@ impl<'a> ModelChecker<'a> {
         };
         let input_shape = inputs.first().map(|v| self.shape_of(*v)).unwrap_or_default();
         self.node_inputs.push(input_shape);
-        self.nodes.push(Node { name, layer, inputs, shape, params, macs, why, span, init: None });
+        self.nodes.push(Node { name, layer, inputs, shape, params, macs, why, span, init: None, frozen: false });
         index
     }
 
@@ -450,11 +450,14 @@ impl<'a> ModelChecker<'a> {
         let (shape, why) = (applied.shape.clone(), applied.why.clone());
         let node = self.push_node(applied.layer, label, inputs, shape, applied.params, applied.macs, why, span);
         self.nodes[node].init = layers::weight_init(&args, self.diags);
-        if let (Some(value), Layer::Dense { weights: Weights::Tied(owner) | Weights::Shared(owner), .. }) =
-            (args.value("init"), &self.nodes[node].layer)
-        {
+        self.nodes[node].frozen = !args.bool("trainable", true, self.diags);
+        if let Layer::Dense { weights: Weights::Tied(owner) | Weights::Shared(owner), .. } = &self.nodes[node].layer {
             let owner = self.nodes[*owner].name.clone();
-            self.diags.push(messages::init_of_borrowed_weights(value, &owner));
+            for argument in ["init", "trainable"] {
+                if let Some(value) = args.value(argument) {
+                    self.diags.push(messages::argument_on_borrowed_weights(value, argument, &owner));
+                }
+            }
         }
         let next = Incoming { shape: applied.shape, why: applied.why, producer: span, tokens: false };
         Some((ValueRef::Node(node), next))

@@ -201,6 +201,9 @@ pub struct Node {
     /// The initialiser chosen for the weights (`init = …`); None: he
     /// before a relu-family activation, else xavier.
     pub init: Option<WeightInit>,
+    /// `trainable = false`: the layer's parameters keep their values (a
+    /// loaded checkpoint's, for fine-tuning) while the rest trains.
+    pub frozen: bool,
 }
 
 /// A layer's weight initialiser, as `init = he | xavier | normal(σ) | zeros` names it.

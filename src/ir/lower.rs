@@ -40,6 +40,7 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
     // The dense layer's weight parameter, for shared and tied layers.
     let mut weight_of: HashMap<usize, usize> = HashMap::new();
     for (index, node) in model.nodes.iter().enumerate() {
+        let first_param = graph.params.len();
         let x = values[&node.inputs[0]];
         let out_shape = with_batch(&node.shape);
         let span = node.span;
@@ -110,6 +111,7 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
             Layer::Rbm { hidden } => rbm(&mut graph, x, &node.name, *hidden, span),
         };
         values.insert(ValueRef::Node(index), v);
+        graph.params[first_param..].iter_mut().for_each(|p| p.frozen = node.frozen);
     }
     attach_loss(&mut graph, model, &values, training)?;
     Ok(graph)
@@ -497,7 +499,7 @@ pub fn param_node(graph: &mut Graph, p: usize, span: Span) -> ValueId {
 }
 
 fn add_param(graph: &mut Graph, name: String, shape: Shape, init: Init, decay: bool) -> usize {
-    graph.params.push(ParamInfo { name, shape, init, decay });
+    graph.params.push(ParamInfo { name, shape, init, decay, frozen: false });
     graph.params.len() - 1
 }
 

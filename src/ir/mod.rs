@@ -348,6 +348,8 @@ pub struct ParamInfo {
     pub init: Init,
     /// Weight matrices take L2 / weight decay; biases do not.
     pub decay: bool,
+    /// Its layer is `trainable = false`: no update, no optimizer state.
+    pub frozen: bool,
 }
 
 /// A tensor a step reads and rewrites but never differentiates: optimizer

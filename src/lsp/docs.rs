@@ -22,7 +22,11 @@ const POOL: &[(&str, &str)] =
 const RECURRENT: &[(&str, &str)] = &[
     ("hidden", "size of the hidden state (required)"),
     ("sequences", "`true`: output the state at every step, `[T, hidden]`; default `false`: the last state"),
+    ("trainable", TRAINABLE),
 ];
+
+/// The `trainable` argument of layers with parameters.
+const TRAINABLE: &str = "`false`: the layer's parameters keep their values while the rest trains (default `true`)";
 
 /// The `init` argument of layers with weights.
 const INIT: &str = "the weights' initialiser: `he` (normal, σ = √(2/fan_in)), `xavier` (σ = √(2/(fan_in + \
@@ -40,6 +44,7 @@ pub const LAYERS: &[Doc] = &[
             ("shared", "label of an earlier layer whose matrix this one uses as it is"),
             ("in", "the input size you expect; checked against the real one"),
             ("init", INIT),
+            ("trainable", TRAINABLE),
         ],
     ),
     doc(
@@ -54,6 +59,7 @@ pub const LAYERS: &[Doc] = &[
             ("bias", "add a learned bias per filter (default `true`)"),
             ("in", "the input channels you expect; checked against the real ones"),
             ("init", INIT),
+            ("trainable", TRAINABLE),
         ],
     ),
     doc("maxpool", "Largest value of each window, per channel.", POOL),
@@ -76,25 +82,34 @@ pub const LAYERS: &[Doc] = &[
         &[
             ("momentum", "weight of the old running statistics at each step (default 0.9)"),
             ("eps", "added to the variance before the square root (default 1e-5)"),
+            ("trainable", TRAINABLE),
         ],
     ),
     doc(
         "layernorm",
         "Normalises each sample over all its values (mean 0, variance 1), then scales and shifts every value; the \
          same in training and evaluation, independent of the batch.",
-        &[("eps", "added to the variance before the square root (default 1e-5)")],
+        &[("eps", "added to the variance before the square root (default 1e-5)"), ("trainable", TRAINABLE)],
     ),
     doc(
         "maxout",
         "The largest of `pieces` linear functions per unit. `[n]` → `[units]`.",
-        &[("units", "output features (required)"), ("pieces", "linear pieces per unit (default 2)")],
+        &[
+            ("units", "output features (required)"),
+            ("pieces", "linear pieces per unit (default 2)"),
+            ("trainable", TRAINABLE),
+        ],
     ),
     doc("rnn", "Elman recurrent layer with tanh over a sequence `[T, F]`.", RECURRENT),
     doc("lstm", "Long short-term memory over a sequence `[T, F]` (gates i, f, g, o).", RECURRENT),
     doc(
         "embedding",
         "A learned vector per token id: `tokens[T]` → `[T, dim]`.",
-        &[("vocab", "number of distinct token ids (required)"), ("dim", "size of each vector (required)")],
+        &[
+            ("vocab", "number of distinct token ids (required)"),
+            ("dim", "size of each vector (required)"),
+            ("trainable", TRAINABLE),
+        ],
     ),
     doc(
         "rbm",

@@ -21,7 +21,7 @@ pub fn gradient_step(
     let weights: Vec<ValueId> = (0..params.len()).map(|p| g.push(Op::Param(p), vec![], shape(p), span)).collect();
     // L2 regularisation: the gradient of (l2/2)·‖w‖² is l2·w.
     if config.l2 > 0.0 {
-        for (p, grad) in grads.iter_mut().enumerate().filter(|(p, _)| params[*p].decay) {
+        for (p, grad) in grads.iter_mut().enumerate().filter(|(p, _)| params[*p].decay && !params[*p].frozen) {
             let decay = g.push(Op::Unary(Unary::Scale(config.l2)), vec![weights[p]], shape(p), span);
             *grad = g.push(Op::Add, vec![*grad, decay], shape(p), span);
         }
@@ -36,6 +36,11 @@ pub fn gradient_step(
     };
     let (mut new_params, mut updates) = (Vec::new(), Vec::new());
     for p in 0..params.len() {
+        if params[p].frozen {
+            new_params.push(weights[p]);
+            updates.push(g.push(Op::Const(0.0), vec![], shape(p), span));
+            continue;
+        }
         let (w, grad, s) = (weights[p], grads[p], shape(p));
         let mut state = |g: &mut Graph, what: &str| state(g, p, what);
         let direction = direction(&mut g, &config.optimizer, grad, &s, span, &mut state, &mut new_states)?;
@@ -68,8 +73,10 @@ fn clip(g: &mut Graph, grads: &mut [ValueId], config: &TrainConfig, params: &[Pa
     }
     // Rescale all gradients together so their global L2 norm is at most c.
     if let Some(c) = config.clip_norm {
+        // Frozen parameters' gradients are not the step's (as in PyTorch,
+        // where they have none).
         let mut total: Option<ValueId> = None;
-        for grad in grads.iter() {
+        for (_, grad) in grads.iter().enumerate().filter(|(p, _)| !params[*p].frozen) {
             let sq = g.push(Op::SumSquares, vec![*grad], vec![], span);
             total = Some(match total {
                 Some(t) => g.push(Op::Add, vec![t, sq], vec![], span),

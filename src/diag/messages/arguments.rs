@@ -50,14 +50,16 @@ pub fn wrong_type(value: &Value, name: &str, expected: &str) -> Diag {
 }
 
 /// `init = …` on a dense layer that uses another layer's matrix.
-pub fn init_of_borrowed_weights(value: &Value, owner: &str) -> Diag {
-    Diag::error(
-        "nnc::arg::init_unused",
-        "`init` would have no effect here",
-        value.span(),
-        format!("this layer's matrix is `{owner}`'s, initialised there"),
-    )
-    .with_help(format!("move `init` to `{owner}`, or remove it"))
+/// `init` or `trainable` on a layer whose matrix is another's (tied or
+/// shared): the owner's setting is the one that counts.
+pub fn argument_on_borrowed_weights(value: &Value, argument: &str, owner: &str) -> Diag {
+    let (code, message, done) = if argument == "init" {
+        ("nnc::arg::init_unused", "`init` would have no effect here", "initialised")
+    } else {
+        ("nnc::arg::trainable_unused", "`trainable` would reach this layer's bias only", "trained or frozen")
+    };
+    Diag::error(code, message, value.span(), format!("this layer's matrix is `{owner}`'s, {done} there"))
+        .with_help(format!("move `{argument}` to `{owner}`, or remove it"))
 }
 
 /// A number too large for the 32-bit floats training runs in.
