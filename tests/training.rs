@@ -223,6 +223,48 @@ fn learning_rate_schedules() {
     assert!((lr("cosine(min_lr = 0.01)", 0) - 0.1).abs() < 1e-12);
 }
 
+/// `warmup = 4` over a cosine schedule, full batches (one step an epoch):
+/// the epochs run at ¼, ½ and ¾ of the schedule's rate, then at the
+/// schedule's; the first step moves the weights a quarter as far as
+/// without warmup (plain SGD: the step is the rate times the gradient).
+#[test]
+fn warmup_raises_the_rate_step_by_step() {
+    let source = |warmup: &str| {
+        format!(
+            "model s {{ input x: [2] target y: real[1] x |> dense(1) => p loss = mse(p, y)
+             train {{ optimizer = sgd(lr = 0.1) batch = full epochs = 6 schedule = cosine {warmup} }} }}"
+        )
+    };
+    let data = Dataset {
+        rows: 4,
+        width: 2,
+        x: vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.5, -1.0],
+        target_width: 1,
+        y: vec![1.0, 2.0, 3.0, -1.0],
+        columns: vec![],
+    };
+    let run = |warmup: &str, epochs: usize| {
+        let checked = check_source("s.nn", &source(warmup));
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        let mut trainer = Trainer::new(model, model.train.clone(), Backend::Interp).expect("trainable");
+        let start = trainer.params();
+        let reports: Vec<f64> = (0..epochs).map(|_| trainer.fit_epoch(&data, None, None).expect("trains").lr).collect();
+        let moved: Vec<f64> = start[0].iter().zip(&trainer.params()[0]).map(|(a, b)| f64::from(b - a)).collect();
+        (reports, moved, trainer)
+    };
+    let (lrs, _, trainer) = run("warmup = 4", 6);
+    for (epoch, lr) in lrs.iter().enumerate() {
+        let ramp = ((epoch + 1) as f64 / 4.0).min(1.0);
+        assert!((lr - trainer.lr_at(epoch) * ramp).abs() < 1e-12, "epoch {epoch}: {lr}");
+    }
+    let (_, warm, _) = run("warmup = 4", 1);
+    let (_, cold, _) = run("", 1);
+    for (w, c) in warm.iter().zip(&cold) {
+        assert!((w * 4.0 - c).abs() <= 1e-6 * c.abs().max(1e-3), "{warm:?} vs {cold:?}");
+    }
+}
+
 #[test]
 fn simulated_annealing_solves_xor_without_gradients() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/xor_anneal.nn");

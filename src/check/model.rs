@@ -366,6 +366,9 @@ pub struct TrainConfig {
     /// Early stopping: end training when the validation loss has not
     /// improved for this many epochs, keeping the best epoch's weights.
     pub patience: Option<usize>,
+    /// Learning-rate warmup: over this many first epochs the rate rises
+    /// linearly, step by step, to the schedule's.
+    pub warmup: usize,
     pub data: Option<DataSource>,
     /// Where `data = …` is written (for messages about its files).
     pub data_span: Option<Span>,
@@ -406,6 +409,7 @@ impl Default for TrainConfig {
             seed: 0,
             validation: 0.0,
             patience: None,
+            warmup: 0,
             data: None,
             data_span: None,
             preprocess: Preprocess::None,

@@ -23,6 +23,7 @@ pub const SETTINGS: &[&str] = &[
     "seed",
     "validation",
     "patience",
+    "warmup",
     "data",
     "scale",
     "standardize",
@@ -110,6 +111,7 @@ pub fn check_train(blocks: &[TrainBlock], diags: &mut Vec<Diag>) -> TrainConfig 
     config.seed = args.int("seed", 0, 0, diags) as u64;
     config.validation = args.float("validation", 0.0, Bound::UnitOpen, diags);
     config.patience = args.opt_int("patience", 1, diags);
+    config.warmup = args.count("warmup", 0, (0, EPOCHS.1), diags);
     if let (Some(_), true, Some(value)) = (config.patience, config.validation == 0.0, args.value("patience")) {
         diags.push(messages::patience_without_validation(value.span()));
     }

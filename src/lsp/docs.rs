@@ -280,6 +280,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("seed", "seed of initialisation, shuffling and dropout (default 0)"),
     ("validation", "fraction of the training rows held out to validate on (default 0)"),
     ("patience", "stop when the validation loss has not improved for this many epochs; keep the best epoch's weights"),
+    ("warmup", "epochs over which the learning rate rises linearly, step by step, to the schedule's (default 0)"),
     ("data", "where the rows come from: `builtin(\"digits\")`, `csv(\"train.csv\")`, `idx(…)`"),
     ("scale", "divide every input by this (255 for grey levels)"),
     ("standardize", "`true`: shift and scale each input column to mean 0, deviation 1 (from the training rows)"),

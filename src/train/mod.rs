@@ -263,6 +263,15 @@ impl Trainer {
         }
     }
 
+    /// The rate of the step after `steps_done` steps, `per_epoch` to an
+    /// epoch: the schedule's for `epoch`, times (s + 1)/(warmup · per_epoch)
+    /// during the warmup's first steps.
+    fn lr_of_step(&self, epoch: usize, steps_done: u64, per_epoch: usize) -> f64 {
+        let warmup_steps = (self.config.warmup * per_epoch) as f64;
+        let ramp = ((steps_done + 1) as f64 / warmup_steps).min(1.0);
+        self.lr_at(epoch) * if self.config.warmup > 0 { ramp } else { 1.0 }
+    }
+
     /// The scalars of the current step (`steps_done` counts it already).
     fn hypers(&self, lr: f64) -> Hypers {
         let t = self.steps_done as i32;
@@ -376,7 +385,8 @@ impl Trainer {
         }
         let epoch = self.epochs_done;
         let (batch, order) = self.batches(train.rows, epoch as u64);
-        let lr = self.lr_at(epoch);
+        let per_epoch = order.len().div_ceil(batch);
+        let mut lr = self.lr_at(epoch);
         let mut total = 0.0;
         // A diverging epoch falls back to the weights it started from.
         let snapshot = (self.model.store.clone(), self.steps_done);
@@ -392,10 +402,11 @@ impl Trainer {
             let shard = self.shard(chunk.len());
             train.select_into(&chunk[shard.first..shard.first + shard.rows], &mut rows);
             let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { &rows.y };
+            lr = self.lr_of_step(epoch, self.steps_done, per_epoch);
             let loss = self.step_own(&rows.x, y, chunk.len(), lr)?;
             if !loss.is_finite() {
                 (self.model.store, self.steps_done) = snapshot.clone();
-                let found = self.first_non_finite(train, &order, batch, step, lr);
+                let found = self.first_non_finite(train, &order, (epoch, batch), step);
                 (self.model.store, self.steps_done) = snapshot;
                 let (what, span) = found?.unwrap_or(("the loss".into(), None));
                 return Err(TrainError::NonFinite { epoch: epoch + 1, step: step + 1, what, span });
@@ -445,15 +456,17 @@ impl Trainer {
         &mut self,
         train: &Dataset,
         order: &[usize],
-        batch: usize,
+        (epoch, batch): (usize, usize),
         failing: usize,
-        lr: f64,
     ) -> Result<Option<(String, Option<Span>)>, TrainError> {
         let mut rows = train.select(&order[..0]);
+        let per_epoch = order.len().div_ceil(batch);
         for chunk in order.chunks(batch).take(failing) {
             train.select_into(chunk, &mut rows);
+            let lr = self.lr_of_step(epoch, self.steps_done, per_epoch);
             self.step(&rows.x, &rows.y, rows.rows, lr)?;
         }
+        let lr = self.lr_of_step(epoch, self.steps_done, per_epoch);
         train.select_into(&order[failing * batch..((failing + 1) * batch).min(order.len())], &mut rows);
         let step = self.train_step(rows.rows)?.graph.clone();
         self.steps_done += 1;
