@@ -8,7 +8,7 @@
 //! should keep is kept: a line break before `|>` or `=>` or inside a long
 //! argument list, one blank line where there were any, settings written on
 //! one line, a `train { … }` or `repeat` body written on one line, and every
-//! comment, on its own line or at the end of one. Only whitespace
+//! comment, on its own line, at the end of one or (`/* … */`) inside one. Only whitespace
 //! changes, so the formatted file means exactly what the original meant.
 
 use std::collections::HashSet;
@@ -64,6 +64,8 @@ fn lex(source: &str) -> Vec<Token<'_>> {
         let (kind, len) = if rest.starts_with("//") {
             let line = rest.find('\n').unwrap_or(rest.len());
             (Kind::Comment, rest[..line].trim_end().len())
+        } else if rest.starts_with("/*") {
+            (Kind::Comment, rest.find("*/").map_or(rest.len(), |end| end + 2))
         } else if c == b'"' {
             (Kind::Text, rest[1..].find('"').map_or(rest.len(), |end| end + 2))
         } else if rest.starts_with("|>") || rest.starts_with("=>") {
@@ -99,6 +101,8 @@ struct Layout<'a> {
     prev: Option<&'a Token<'a>>,
     /// A comment ended the line: the next token starts a new one.
     line_ended: bool,
+    /// A block comment was just written inside a line: a space follows it.
+    after_block: bool,
 }
 
 impl<'a> Layout<'a> {
@@ -113,6 +117,7 @@ impl<'a> Layout<'a> {
             nest: 0,
             prev: None,
             line_ended: false,
+            after_block: false,
         }
     }
 
@@ -156,11 +161,15 @@ impl<'a> Layout<'a> {
             let after_open = self.prev.is_some_and(|p| p.is("{"));
             let indent = self.indent_before(i);
             self.newline(comment.newlines_before > 1 && !after_open, indent);
-        } else {
+        } else if !self.prev.is_some_and(|p| p.is("(") || p.is("[")) {
             self.out.push(' ');
         }
         self.out.push_str(comment.text);
-        self.line_ended = true;
+        // A line comment runs to the end of its line; a block comment may
+        // end inside one, and then the line goes on after it.
+        let next_on_this_line = self.tokens.get(i + 1).is_some_and(|t| t.newlines_before == 0);
+        self.line_ended = comment.text.starts_with("//") || !next_on_this_line;
+        self.after_block = !self.line_ended;
     }
 
     /// The indent of the next token that is not a comment, were it to
@@ -186,6 +195,7 @@ impl<'a> Layout<'a> {
         }
         self.prev = Some(token);
         self.line_ended = false;
+        self.after_block = false;
     }
 
     /// Writes what goes between the previous token and `token`.
@@ -221,7 +231,7 @@ impl<'a> Layout<'a> {
         } else if token.newlines_before > 0 && self.nest > 0 {
             // A long argument list broken over lines stays broken there.
             self.newline(false, self.depth() + 2);
-        } else if !tight(prev, token) {
+        } else if !tight(prev, token) || (self.after_block && !closes(token)) {
             self.out.push(' ');
         }
     }
@@ -229,6 +239,10 @@ impl<'a> Layout<'a> {
 
 fn is_pipe(token: &Token) -> bool {
     token.is("|>") || token.is("=>")
+}
+
+fn closes(token: &Token) -> bool {
+    token.kind == Kind::Punct && [")", "]", ","].contains(&token.text)
 }
 
 /// No space between these two tokens: inside brackets, before `,` and `:`,
@@ -271,6 +285,15 @@ mod tests {
         let expected = "model g {\n  input x: [3]\n  target y: real[1]\n  x |> dense(1, bias = false) => p\n  loss = mse(p, y)\n  train { epochs = 2  batch = 4 }\n}\n";
         assert_eq!(format_source(source).unwrap(), expected);
         assert_eq!(format_source(expected).unwrap(), expected);
+    }
+
+    #[test]
+    fn keeps_block_comments_where_they_are() {
+        let source = "/* header,\n   two lines */\nmodel g {\n  input x: [3] /* raw */\n  target y: real[1]\n  x |> dense(  /* units */ 4)|>relu /* hidden */\n    |> dense(1 /* one */) => p\n  loss = mse(p, y)\n}\n";
+        let expected = "/* header,\n   two lines */\nmodel g {\n  input x: [3] /* raw */\n  target y: real[1]\n  x |> dense(/* units */ 4) |> relu /* hidden */\n    |> dense(1 /* one */) => p\n  loss = mse(p, y)\n}\n";
+        let formatted = format_source(source).unwrap();
+        assert_eq!(formatted, expected, "\n{formatted}");
+        assert_eq!(format_source(&formatted).unwrap(), formatted);
     }
 
     #[test]

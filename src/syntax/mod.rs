@@ -90,6 +90,9 @@ fn check_nesting(source: &str) -> Result<(), Diag> {
 
 /// Turns pest's error into words: what was expected at the first bad place.
 fn syntax_error(source: &str, err: &pest::error::Error<Rule>) -> Diag {
+    if let Some(start) = unclosed_block_comment(source) {
+        return messages::unclosed_comment(Span::new(start, start + 2));
+    }
     let (start, mut expected) = match err.parse_attempts() {
         Some(attempts) => {
             let mut words: Vec<String> = attempts
@@ -120,6 +123,29 @@ fn syntax_error(source: &str, err: &pest::error::Error<Rule>) -> Diag {
     let (found, help, instead) = described(source, start, &found);
     let expected = instead.map_or(expected, |what| vec![what.to_string()]);
     messages::syntax(Span::new(start, end.max(start)), &found, &expected, help)
+}
+
+/// Where a `/*` opens a comment that never closes, outside strings and
+/// line comments.
+fn unclosed_block_comment(source: &str) -> Option<usize> {
+    let mut i = 0;
+    while let Some(c) = source[i..].chars().next() {
+        let rest = &source[i..];
+        let skip = if rest.starts_with("//") {
+            rest.find('\n').unwrap_or(rest.len())
+        } else if rest.starts_with("/*") {
+            match rest.find("*/") {
+                Some(end) => end + 2,
+                None => return Some(i),
+            }
+        } else if c == '"' {
+            rest[1..].find(['"', '\n']).map_or(rest.len(), |end| end + 2)
+        } else {
+            c.len_utf8()
+        };
+        i += skip;
+    }
+    None
 }
 
 /// How to name what was found (`None`: the end of the file), and for the

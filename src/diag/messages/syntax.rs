@@ -17,6 +17,11 @@ pub fn syntax(span: Span, found: &Option<String>, expected: &[String], help: Opt
         )
 }
 
+pub fn unclosed_comment(span: Span) -> Diag {
+    Diag::error("nnc::syntax::unclosed_comment", "a block comment that never closes", span, "opened here")
+        .with_help("close it with `*/`; everything up to there is the comment (block comments do not nest)")
+}
+
 pub fn nesting_too_deep(span: Span, max: usize) -> Diag {
     Diag::error(
         "nnc::syntax::too_deep",
