@@ -99,7 +99,10 @@ impl TypeExpr {
 pub struct Flow {
     pub source: Source,
     pub stages: Vec<Stage>,
+    /// The name of the result: `name = …` or `… => name`.
     pub output: Option<Ident>,
+    /// `name = … => other`: the first of two names for one result.
+    pub named_twice: Option<Ident>,
     pub span: Span,
 }
 

@@ -288,6 +288,13 @@ mod tests {
     }
 
     #[test]
+    fn names_its_results_either_way() {
+        let source = "model g {\n  input x: [3]\n  target y: real[1]\n  h   =x |> dense(4)\n  |> relu\n  p=h |> dense(1)\n  h |> dense(1) => q\n  loss = mse(p, y)\n}\n";
+        let expected = "model g {\n  input x: [3]\n  target y: real[1]\n  h = x |> dense(4)\n    |> relu\n  p = h |> dense(1)\n  h |> dense(1) => q\n  loss = mse(p, y)\n}\n";
+        assert_eq!(format_source(source).unwrap(), expected);
+    }
+
+    #[test]
     fn keeps_block_comments_where_they_are() {
         let source = "/* header,\n   two lines */\nmodel g {\n  input x: [3] /* raw */\n  target y: real[1]\n  x |> dense(  /* units */ 4)|>relu /* hidden */\n    |> dense(1 /* one */) => p\n  loss = mse(p, y)\n}\n";
         let expected = "/* header,\n   two lines */\nmodel g {\n  input x: [3] /* raw */\n  target y: real[1]\n  x |> dense(/* units */ 4) |> relu /* hidden */\n    |> dense(1 /* one */) => p\n  loss = mse(p, y)\n}\n";

@@ -235,6 +235,9 @@ impl<'a> ModelChecker<'a> {
     }
 
     fn flow(&mut self, flow: &ast::Flow) {
+        if let (Some(first), Some(second)) = (&flow.named_twice, &flow.output) {
+            self.diags.push(messages::flow_named_twice(first, second));
+        }
         if self.flow_value(flow).is_none()
             && let Some(name) = &flow.output
         {

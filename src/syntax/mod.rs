@@ -322,9 +322,10 @@ fn build_flow(pair: Pair<Rule>) -> Flow {
     let s = span(&pair);
     let mut source = None;
     let mut stages = Vec::new();
-    let mut output = None;
+    let (mut output, mut assigned) = (None, None);
     for part in pair.into_inner() {
         match part.as_rule() {
+            Rule::assigned => assigned = part.into_inner().next().map(ident),
             Rule::source_call => source = part.into_inner().next().map(|c| Source::Call(build_call(c))),
             Rule::source_name => source = part.into_inner().next().map(|n| Source::Value(ident(n))),
             Rule::stage => stages.push(build_stage(part)),
@@ -339,7 +340,12 @@ fn build_flow(pair: Pair<Rule>) -> Flow {
         Source::Call(c) => c.span,
     };
     let end = output.as_ref().map(|o| o.span).or_else(|| stages.last().map(stage_span)).unwrap_or(start);
-    Flow { source, stages, output, span: start.join(end) }
+    let span = assigned.as_ref().map_or(start, |a| a.span).join(end);
+    let (output, named_twice) = match (output, assigned) {
+        (Some(output), assigned) => (Some(output), assigned),
+        (None, assigned) => (assigned, None),
+    };
+    Flow { source, stages, output, named_twice, span }
 }
 
 fn stage_span(stage: &Stage) -> Span {

@@ -17,6 +17,17 @@ pub fn syntax(span: Span, found: &Option<String>, expected: &[String], help: Opt
         )
 }
 
+pub fn flow_named_twice(first: &crate::ast::Ident, second: &crate::ast::Ident) -> Diag {
+    Diag::error(
+        "nnc::syntax::named_twice",
+        format!("the result is named twice, `{}` and `{}`", first.name, second.name),
+        second.span,
+        "second name",
+    )
+    .with_note(first.span, "first name")
+    .with_help(format!("keep one: `{} = …` or `… => {}`", first.name, second.name))
+}
+
 pub fn unclosed_comment(span: Span) -> Diag {
     Diag::error("nnc::syntax::unclosed_comment", "a block comment that never closes", span, "opened here")
         .with_help("close it with `*/`; everything up to there is the comment (block comments do not nest)")
