@@ -25,7 +25,7 @@ use crate::model::Model;
 use crate::pipeline;
 use crate::plan::{self, Kernel, Location, Plan};
 use crate::train::metrics::Task;
-use nnc_runtime::library::{SMALL_BATCH, pass_rows};
+use nnc_runtime::library::{MIDDLE_BATCH, SMALL_BATCH, pass_rows};
 
 /// The runtime routines as a static library, embedded at build time.
 static RUNTIME_ARCHIVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libnnc_runtime.a"));
@@ -38,7 +38,8 @@ pub struct BuildOptions {
     /// A C identifier; every symbol and file is named after it.
     pub name: String,
     /// Rows per call of the large batched pass (what is left runs in
-    /// passes of `SMALL_BATCH` rows, then one row at a time).
+    /// passes of `MIDDLE_BATCH` and `SMALL_BATCH` rows, then one row at a
+    /// time).
     pub batch: usize,
     pub target: TargetCpu,
     pub out_dir: PathBuf,
@@ -152,8 +153,8 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
     let cc = c_compiler()?;
     let name = options.name.as_str();
     let rows = pass_rows(options.batch);
-    let [large, small, single] = rows.map(|rows| planned(model, rows));
-    let (large, small, single) = (large?, small?, single?);
+    let [large, middle, small, single] = rows.map(|rows| planned(model, rows));
+    let (large, middle, small, single) = (large?, middle?, small?, single?);
     let (single_graph, single_plan) = &single;
     let features = numel(&model.checked.inputs[0].shape);
     let outputs = numel(single_graph.shape(single_graph.prediction));
@@ -170,18 +171,17 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
         Task::Classes(k) => k,
         _ => 0,
     };
-    let library =
-        LibraryModel {
-            name,
-            weights,
-            shift: &shift,
-            divisor: &divisor,
-            outputs,
-            softmax: classes > 0,
-            parallel_images: jit::splits_images(&large.0) && jit::spreads_images(&model.checked, options.batch),
-            passes: [(&large, rows[0]), (&small, rows[1]), (&single, rows[2])]
-                .map(|((graph, plan), rows)| PlannedPass { graph, plan, rows }),
-        };
+    let library = LibraryModel {
+        name,
+        weights,
+        shift: &shift,
+        divisor: &divisor,
+        outputs,
+        softmax: classes > 0,
+        parallel_images: jit::splits_images(&large.0) && jit::spreads_images(&model.checked, options.batch),
+        passes: [(&large, rows[0]), (&middle, rows[1]), (&small, rows[2]), (&single, rows[3])]
+            .map(|((graph, plan), rows)| PlannedPass { graph, plan, rows }),
+    };
     let object = jit::object::emit(&library, &options.target)?;
     let header = header(model, name, features, outputs, classes, options);
 
@@ -304,7 +304,7 @@ static const size_t {upper}_INPUT_SHAPE[{rank}] = {{{input_shape}}};
 #define {upper}_CLASSES {classes}
 
 /* Rows per call of the large batched pass; what is left runs in passes of
- * {small} rows, then one row at a time. */
+ * {middle} and of {small} rows, then one row at a time. */
 #define {upper}_BATCH {batch}
 
 /* Return codes of {name}_predict. */
@@ -340,6 +340,7 @@ int {name}_predict({name}_context *ctx, const float *input, size_t rows, float *
         input_shape = shape(&input.shape),
         rank = input.shape.len(),
         batch = options.batch,
+        middle = MIDDLE_BATCH.min(options.batch),
         small = SMALL_BATCH.min(options.batch),
         ok = OK,
         null = NULL_POINTER,

@@ -50,15 +50,18 @@ pub struct Description {
 }
 
 /// How many forward passes a library holds.
-pub const PASSES: usize = 3;
+pub const PASSES: usize = 4;
 
-/// Rows of the small batch: what is left after the large batches runs
-/// through it in passes of this many rows, then one row at a time.
+/// Rows of the middle and the small batch: what is left after the large
+/// batches runs through passes of these many rows, then one row at a
+/// time (a remainder of 2,000 rows is 3 + 7 calls, not 31 of 64 rows,
+/// each of which packs the weights again).
+pub const MIDDLE_BATCH: usize = 512;
 pub const SMALL_BATCH: usize = 64;
 
 /// Rows per call of each pass of a library whose large batch is `batch`.
 pub fn pass_rows(batch: usize) -> [usize; PASSES] {
-    [batch, SMALL_BATCH.min(batch), 1]
+    [batch, MIDDLE_BATCH.min(batch), SMALL_BATCH.min(batch), 1]
 }
 
 /// Which pass predicts the next rows when `left` rows are left: the first
@@ -232,7 +235,8 @@ mod tests {
             }
             passes
         };
-        assert_eq!(plan(4096, 10_000), [[4096; 2].as_slice(), &[64; 28], &[1; 16]].concat());
+        assert_eq!(plan(4096, 10_000), [[4096; 2].as_slice(), &[512; 3], &[64; 4], &[1; 16]].concat());
+        assert_eq!(plan(300, 700), [[300, 300, 64].as_slice(), &[1; 36]].concat());
         assert_eq!(plan(80, 227), [80, 80, 64, 1, 1, 1]);
         assert_eq!(plan(8, 19), [8, 8, 1, 1, 1]);
         assert_eq!(plan(1, 3), [1, 1, 1]);
