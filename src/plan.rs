@@ -143,8 +143,9 @@ pub fn is_elementwise(op: &Op) -> bool {
     }
 }
 
-/// Whether input `slot` of `op` is read broadcast (a scalar, or a bias row)
-/// rather than element by element; such inputs are stored, never fused.
+/// Whether input `slot` of `op` is read broadcast (a scalar, a bias row or
+/// one value per channel) rather than element by element; such inputs are
+/// stored, never fused.
 fn broadcast_slot(op: &Op, slot: usize) -> bool {
     matches!(
         (op, slot),
