@@ -95,8 +95,10 @@ fn module() -> Result<JITModule, String> {
 }
 
 /// Defines `graph` as planned as one function `name(store, scratch, input,
-/// target, hyper)` in `module` (the JIT's or an object file's), declaring
-/// the runtime routines it calls. Returns the function and its CLIF text.
+/// target, hyper)` in `module` (the JIT's or an object file's), with a
+/// function of its own for each large element-wise kernel, declaring the
+/// runtime routines it calls. Returns the function and the CLIF text of
+/// it and its parts.
 pub fn define_step(
     module: &mut impl Module,
     name: &str,
@@ -113,13 +115,15 @@ pub fn define_step(
         let id = codegen::declare_routine(module, routine.name, routine.pointer_args, routine.float_args)?;
         routine_ids.push((routine.name, id));
     }
-    let mut part_ids = Vec::new();
+    let (mut part_ids, mut part_clif) = (Vec::new(), String::new());
     for kernel in &plan.kernels {
         if let Kernel::Elementwise { root } = *kernel
             && codegen::Layout::of(graph, plan, root).parallel()
         {
             let part = format!("{name}_part{}", part_ids.len());
-            part_ids.push((root, define_part(module, &part, graph, plan, root)?));
+            let (id, clif) = define_part(module, &part, graph, plan, root)?;
+            part_clif += &format!("\n; {part}\n{clif}");
+            part_ids.push((root, id));
         }
     }
     let mut ctx = function_context(module, fid, sig);
@@ -145,7 +149,7 @@ pub fn define_step(
     if cfg!(debug_assertions) {
         cranelift_codegen::verify_function(&ctx.func, module.isa().flags()).map_err(|e| e.to_string())?;
     }
-    let clif = ctx.func.display().to_string();
+    let clif = ctx.func.display().to_string() + &part_clif;
     module.define_function(fid, &mut ctx).map_err(|e| format!("{e:?}"))?;
     module.clear_context(&mut ctx);
     Ok((fid, clif))
@@ -153,14 +157,15 @@ pub fn define_step(
 
 /// Defines the element-wise kernel at `root` as a function `name(store,
 /// scratch, input, target, hyper, begin, end)` computing its units
-/// `[begin, end)`, for `nnc_parallel_parts` to run in parts.
+/// `[begin, end)`, for `nnc_parallel_parts` to run in parts. Returns it
+/// and its CLIF text.
 fn define_part(
     module: &mut impl Module,
     name: &str,
     graph: &Graph,
     plan: &Plan,
     root: ValueId,
-) -> Result<FuncId, String> {
+) -> Result<(FuncId, String), String> {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
     sig.params.extend([AbiParam::new(ptr); 7]);
@@ -182,9 +187,10 @@ fn define_part(
     if cfg!(debug_assertions) {
         cranelift_codegen::verify_function(&ctx.func, module.isa().flags()).map_err(|e| e.to_string())?;
     }
+    let clif = ctx.func.display().to_string();
     module.define_function(fid, &mut ctx).map_err(|e| format!("{e:?}"))?;
     module.clear_context(&mut ctx);
-    Ok(fid)
+    Ok((fid, clif))
 }
 
 /// A context for defining the function `fid` of signature `sig`.
