@@ -33,6 +33,7 @@ use crate::summary;
 
 mod fmt;
 mod infer;
+mod inspect;
 mod train;
 
 #[derive(Parser)]
@@ -401,8 +402,8 @@ fn execute(command: Command) -> Outcome {
             infer::build(&target.file, target.model.as_deref(), &options)
         }
         Command::Bench { target, batch, backend, seconds, json, max_memory } => {
-            let options = BenchOptions { batch, backend: backend.into(), seconds, json, max_memory };
-            bench(&target.file, target.model.as_deref(), &options)
+            let options = inspect::BenchOptions { batch, backend: backend.into(), seconds, json, max_memory };
+            inspect::bench(&target.file, target.model.as_deref(), &options)
         }
         Command::Export { target, weights, output, opset, batch } => {
             let options = crate::onnx::Options { opset, batch: batch.0 };
@@ -414,7 +415,7 @@ fn execute(command: Command) -> Outcome {
         Command::Fmt { files, check } => fmt::run(&files, check),
         Command::Lsp => crate::lsp::serve().map_err(Failure::Usage),
         Command::Gradcheck { target, tolerance, seed } => {
-            gradcheck(&target.file, target.model.as_deref(), tolerance, seed)
+            inspect::gradcheck(&target.file, target.model.as_deref(), tolerance, seed)
         }
     }
 }
@@ -443,7 +444,7 @@ fn check(file: &Path, format: Format, emit: Option<(Emit, usize, Option<String>)
     }
     if let Some((stage, batch, model)) = emit {
         let model = select(&checked, model.as_deref())?;
-        return emit_stage(&checked, model, stage, batch);
+        return inspect::emit_stage(&checked, model, stage, batch);
     }
     if let Format::Human = format {
         let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
@@ -496,94 +497,6 @@ pub(crate) fn report_diag(checked: &Checked, d: &crate::diag::Diag) -> Failure {
     let color = std::io::stderr().is_terminal();
     eprint!("{}", diag::render(std::slice::from_ref(d), &checked.file_name, &checked.source, color, 100));
     Failure::Reported
-}
-
-fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> Outcome {
-    let (checked, index) = load_model(file, model)?;
-    let model = &checked.models[index];
-    let reports = crate::gradcheck::check_model(model, seed).map_err(|d| report_diag(&checked, &d))?;
-    let mut ok = true;
-    say!("{:<24} {:>10} {:>14} {:>14}", "parameter", "checked", "max rel err", "max abs err");
-    for r in &reports {
-        let pass = r.worst_relative_error <= tolerance;
-        ok &= pass;
-        say!(
-            "{:<24} {:>10} {:>14.3e} {:>14.3e}  {}",
-            r.name,
-            r.elements_checked,
-            r.worst_relative_error,
-            r.worst_absolute_error,
-            if pass { "ok" } else { "FAIL" }
-        );
-    }
-    if ok {
-        say!("gradients agree with finite differences (tolerance {tolerance:e})");
-        Ok(())
-    } else {
-        say!("some gradients exceed the tolerance {tolerance:e}");
-        Err(Failure::Reported)
-    }
-}
-
-fn emit_stage(checked: &Checked, model: &CheckedModel, emit: Emit, batch: usize) -> Outcome {
-    let text = match emit {
-        Emit::Ast => crate::syntax::parse(&checked.source).map(|ast| format!("{ast:#?}\n")),
-        Emit::Ir => pipeline::forward_graph(model, batch, true).map(|g| g.to_text()),
-        Emit::TrainIr => pipeline::step_graph(model, &model.train, batch).map(|step| step.to_text()),
-        Emit::Plan => pipeline::step_graph(model, &model.train, batch)
-            .map(|step| crate::plan::plan_train(&step).to_text(&step.graph)),
-        Emit::Clif => pipeline::step_graph(model, &model.train, batch).and_then(|step| {
-            crate::jit::compile(&step.graph, &crate::plan::plan_train(&step))
-                .map(|exe| exe.clif.clone())
-                .map_err(|e| crate::diag::messages::internal(model.span, &e))
-        }),
-    };
-    let text = text.map_err(|d| report_diag(checked, &d))?;
-    say_raw!("{text}");
-    Ok(())
-}
-
-/// The flags of `nnc bench`.
-struct BenchOptions {
-    batch: Option<usize>,
-    backend: Backend,
-    seconds: f64,
-    json: bool,
-    max_memory: Option<u64>,
-}
-
-fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) -> Outcome {
-    let BenchOptions { batch, backend, seconds, json, max_memory } = *options;
-    let (checked, index) = load_model(file, model)?;
-    let model = &checked.models[index];
-    let step_batch = batch.unwrap_or_else(|| training_batch(model));
-    if let Some(diag) = model.memory_error(step_batch, memory_limit(max_memory)) {
-        return Err(report_diag(&checked, &diag));
-    }
-    set_threading(model, step_batch);
-    let r = crate::bench::run(model, batch, backend, seconds).map_err(|e| match e {
-        crate::bench::BenchError::Model(d) => report_diag(&checked, &d),
-        crate::bench::BenchError::Train(e) => Failure::Input(e.to_string()),
-    })?;
-    if json {
-        say!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-    } else {
-        say!(
-            "{} ({}, batch {}): train: compile {:.1} ms, {:.0} samples/s; inference at batch 1: compile {:.1} ms, \
-             {:.1} µs; predicting {} rows: {:.0} rows/s; peak RSS {:.1} MiB",
-            r.model,
-            r.backend,
-            r.batch,
-            r.compile_ms,
-            r.train_samples_per_s,
-            r.infer_compile_ms,
-            r.infer_latency_us,
-            r.predict_rows,
-            r.predict_rows_per_s,
-            r.peak_rss_mib
-        );
-    }
-    Ok(())
 }
 
 /// The largest batch a flag accepts; larger batches are the model's `batch = …`.

@@ -1,0 +1,97 @@
+//! The commands that look inside a model rather than train or run it:
+//! `gradcheck`, `bench` and `check --emit`.
+
+use std::path::Path;
+
+use super::{Emit, Failure, Outcome, load_model, memory_limit, report_diag, set_threading, training_batch};
+use crate::check::CheckedModel;
+use crate::exec::Backend;
+use crate::pipeline::{self, Checked};
+
+pub(super) fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> Outcome {
+    let (checked, index) = load_model(file, model)?;
+    let model = &checked.models[index];
+    let reports = crate::gradcheck::check_model(model, seed).map_err(|d| report_diag(&checked, &d))?;
+    let mut ok = true;
+    say!("{:<24} {:>10} {:>14} {:>14}", "parameter", "checked", "max rel err", "max abs err");
+    for r in &reports {
+        let pass = r.worst_relative_error <= tolerance;
+        ok &= pass;
+        say!(
+            "{:<24} {:>10} {:>14.3e} {:>14.3e}  {}",
+            r.name,
+            r.elements_checked,
+            r.worst_relative_error,
+            r.worst_absolute_error,
+            if pass { "ok" } else { "FAIL" }
+        );
+    }
+    if ok {
+        say!("gradients agree with finite differences (tolerance {tolerance:e})");
+        Ok(())
+    } else {
+        say!("some gradients exceed the tolerance {tolerance:e}");
+        Err(Failure::Reported)
+    }
+}
+
+pub(super) fn emit_stage(checked: &Checked, model: &CheckedModel, emit: Emit, batch: usize) -> Outcome {
+    let text = match emit {
+        Emit::Ast => crate::syntax::parse(&checked.source).map(|ast| format!("{ast:#?}\n")),
+        Emit::Ir => pipeline::forward_graph(model, batch, true).map(|g| g.to_text()),
+        Emit::TrainIr => pipeline::step_graph(model, &model.train, batch).map(|step| step.to_text()),
+        Emit::Plan => pipeline::step_graph(model, &model.train, batch)
+            .map(|step| crate::plan::plan_train(&step).to_text(&step.graph)),
+        Emit::Clif => pipeline::step_graph(model, &model.train, batch).and_then(|step| {
+            crate::jit::compile(&step.graph, &crate::plan::plan_train(&step))
+                .map(|exe| exe.clif.clone())
+                .map_err(|e| crate::diag::messages::internal(model.span, &e))
+        }),
+    };
+    let text = text.map_err(|d| report_diag(checked, &d))?;
+    say_raw!("{text}");
+    Ok(())
+}
+
+/// The flags of `nnc bench`.
+pub(super) struct BenchOptions {
+    pub(super) batch: Option<usize>,
+    pub(super) backend: Backend,
+    pub(super) seconds: f64,
+    pub(super) json: bool,
+    pub(super) max_memory: Option<u64>,
+}
+
+pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) -> Outcome {
+    let BenchOptions { batch, backend, seconds, json, max_memory } = *options;
+    let (checked, index) = load_model(file, model)?;
+    let model = &checked.models[index];
+    let step_batch = batch.unwrap_or_else(|| training_batch(model));
+    if let Some(diag) = model.memory_error(step_batch, memory_limit(max_memory)) {
+        return Err(report_diag(&checked, &diag));
+    }
+    set_threading(model, step_batch);
+    let r = crate::bench::run(model, batch, backend, seconds).map_err(|e| match e {
+        crate::bench::BenchError::Model(d) => report_diag(&checked, &d),
+        crate::bench::BenchError::Train(e) => Failure::Input(e.to_string()),
+    })?;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        say!(
+            "{} ({}, batch {}): train: compile {:.1} ms, {:.0} samples/s; inference at batch 1: compile {:.1} ms, \
+             {:.1} µs; predicting {} rows: {:.0} rows/s; peak RSS {:.1} MiB",
+            r.model,
+            r.backend,
+            r.batch,
+            r.compile_ms,
+            r.train_samples_per_s,
+            r.infer_compile_ms,
+            r.infer_latency_us,
+            r.predict_rows,
+            r.predict_rows_per_s,
+            r.peak_rss_mib
+        );
+    }
+    Ok(())
+}
