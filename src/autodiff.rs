@@ -223,6 +223,12 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
                 let op = Op::PoolGrad { max: *max, kernel: *kernel, stride: *stride };
                 contrib.push((0, g.push(op, vec![ins[0], dy], shape_of(0), span)));
             }
+            // y = x repeated over f × f blocks ⇒ ∂x = Σ g over each block = f² · mean
+            Op::Upsample(f) => {
+                let mean = g.push(Op::Pool { max: false, kernel: *f, stride: *f }, vec![dy], shape_of(0), span);
+                let area = (f * f) as f64;
+                contrib.push((0, g.push(Op::Unary(Unary::Scale(area)), vec![mean], shape_of(0), span)));
+            }
             // y = x·mask/(1 − p) ⇒ ∂x = g·mask/(1 − p): the same op on g
             Op::Dropout { p, salt, first } => {
                 let op = Op::Dropout { p: *p, salt: *salt, first: *first };

@@ -193,6 +193,12 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 );
                 out
             }
+            Op::Upsample(f) => {
+                let mut out = vec![T::zero(); n];
+                let s = in_shape(0);
+                kernels::upsample(input(0), &mut out, (s[2], s[3]), *f);
+                out
+            }
             Op::Dropout { p, salt, first } => {
                 let mut out = vec![T::zero(); n];
                 let step = input(1)[0].to_u64().unwrap_or(0);

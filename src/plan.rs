@@ -131,6 +131,7 @@ pub fn is_elementwise(op: &Op) -> bool {
         | Op::SumChannels
         | Op::Pool { .. }
         | Op::PoolGrad { .. }
+        | Op::Upsample(_)
         | Op::MaxPieces(_)
         | Op::MaxPiecesGrad(_)
         | Op::Slice { .. }

@@ -87,6 +87,15 @@ proptest! {
     }
 
     #[test]
+    fn upsampling(c in 1usize..3, h in 1usize..4, w in 1usize..4, factor in 1usize..4, seed in 0u64..1000) {
+        let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: real[2]
+            x |> conv2d(2, kernel = 1) |> tanh |> upsample({factor}) |> conv2d(1, kernel = 2) |> tanh |> flatten
+              |> dense(2) => p  loss = mse(p, y) }}");
+        prop_assume!(h * factor >= 2 && w * factor >= 2);
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
     fn layer_normalisation(c in 1usize..3, h in 1usize..4, features in 2usize..6, seed in 0u64..1000) {
         let source = format!("model g {{ input x: [{c}, {h}, {h}] target y: real[3]
             x |> layernorm |> flatten |> dense({features}) |> layernorm(eps = 1e-3) |> tanh |> dense(3) => p

@@ -1,5 +1,5 @@
-//! Models without labels, on real data: autoencoders (tied and untied)
-//! reconstruct digits far better than the mean image; an RBM trained by
+//! Models without labels, on real data: autoencoders (tied, untied and
+//! convolutional, with upsampling) reconstruct digits far better than the mean image; an RBM trained by
 //! contrastive divergence reconstructs binarised digits better epoch after
 //! epoch on both backends; a deep belief network (two pretrained RBMs and a
 //! classifier) reaches 93 % on digits.
@@ -30,8 +30,9 @@ fn autoencoders_halve_the_error_of_the_mean_image() {
     let tied = std::fs::read_to_string(Path::new(MODELS).join("autoencoder.nn")).expect("readable");
     let untied = tied.replace("dense(64, tied = encoder)", "dense(64)");
     assert_ne!(tied, untied);
-    for (name, source) in [("tied", &tied), ("untied", &untied)] {
-        let checked = check_source("autoencoder.nn", source);
+    let convolutional = std::fs::read_to_string(Path::new(MODELS).join("conv_autoencoder.nn")).expect("readable");
+    for (name, source) in [("tied", &tied), ("untied", &untied), ("convolutional", &convolutional)] {
+        let checked = check_source(name, source);
         assert!(!checked.has_errors(), "{:?}", checked.diags);
         let model = &checked.models[0];
         let (train, test) = splits(model);

@@ -132,6 +132,21 @@ fn pool_with<T: Float>(x: &[T], y: &mut [T], win: Window, init: T, fold: impl Fn
     }
 }
 
+/// Nearest-neighbour upsampling: every value of each `height × width`
+/// plane becomes a `factor × factor` block of the output plane.
+pub fn upsample<T: Float>(x: &[T], y: &mut [T], (height, width): (usize, usize), factor: usize) {
+    let wide = width * factor;
+    for (xp, yp) in x.chunks_exact(height * width).zip(y.chunks_exact_mut(height * wide * factor)) {
+        for (line, rows) in xp.chunks_exact(width).zip(yp.chunks_exact_mut(wide * factor)) {
+            let (first, copies) = rows.split_at_mut(wide);
+            for (block, &v) in first.chunks_exact_mut(factor).zip(line) {
+                block.iter_mut().for_each(|o| *o = v);
+            }
+            copies.chunks_exact_mut(wide).for_each(|row| row.copy_from_slice(first));
+        }
+    }
+}
+
 /// Max pooling over 2×2 windows side by side (the usual case), in the same
 /// order as the general fold, written so the compiler vectorises it.
 fn max_pool_2x2<T: Float>(x: &[T], y: &mut [T], win: Window) {

@@ -218,6 +218,16 @@ pub extern "C" fn nnc_pool(x: *const f32, y: *mut f32, win: *const Window, max: 
     });
 }
 
+/// `planes` planes of `height × width` values, each value repeated over a
+/// `factor × factor` block.
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_upsample(x: *const f32, y: *mut f32, planes: usize, height: usize, width: usize, factor: usize) {
+    let n = planes * height * width;
+    // SAFETY: x holds the planes, y the planes `factor`² times larger.
+    let (x, y) = unsafe { (slice(x, n), slice_mut(y, n * factor * factor)) };
+    kernels::upsample(x, y, (height, width), factor);
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_pool_grad(x: *const f32, g: *const f32, dx: *mut f32, win: *const Window, max: usize) {
     // SAFETY: generated code passes the window of this pooling.

@@ -18,6 +18,7 @@ pub enum LayerKind {
     MaxPool,
     AvgPool,
     GlobalAvgPool,
+    Upsample,
     Flatten,
     Reshape,
     Dropout,
@@ -72,6 +73,7 @@ pub const LAYERS: &[LayerSpec] = &[
     layer("maxpool", LayerKind::MaxPool, &["kernel", "stride"], &["kernel"]),
     layer("avgpool", LayerKind::AvgPool, &["kernel", "stride"], &["kernel"]),
     layer("global_avgpool", LayerKind::GlobalAvgPool, &[], &[]),
+    layer("upsample", LayerKind::Upsample, &["factor"], &[]),
     layer("flatten", LayerKind::Flatten, &[], &[]),
     layer("reshape", LayerKind::Reshape, &["shape"], &["shape"]),
     layer("dropout", LayerKind::Dropout, &["p"], &["p"]),
@@ -257,6 +259,26 @@ pub fn apply(
                 why: chain(&input.why, format!("mean over {h}×{w} → [{channels}]")),
                 params: 0,
                 macs: (channels * h * w) as u64,
+            }
+        }
+        LayerKind::Upsample => {
+            let factor = args.count("factor", 2, (1, 64), diags);
+            let [channels, h, w] = s[..] else {
+                diags.push(messages::rank_mismatch(
+                    call,
+                    input,
+                    "an image [channels, height, width]",
+                    "upsample feature maps: put it after a conv2d",
+                ));
+                return None;
+            };
+            let (oh, ow) = (h.saturating_mul(factor), w.saturating_mul(factor));
+            Applied {
+                layer: Layer::Upsample { factor },
+                shape: vec![channels, oh, ow],
+                why: chain(&input.why, format!("{h}×{factor} = {oh}, {w}×{factor} = {ow}")),
+                params: 0,
+                macs: 0,
             }
         }
         LayerKind::Flatten => {

@@ -97,6 +97,10 @@ pub enum Layer {
     },
     /// Each channel's mean over its whole feature map: `[C, H, W]` → `[C]`.
     GlobalAvgPool,
+    /// Nearest-neighbour upsampling: each value becomes a `factor × factor` block.
+    Upsample {
+        factor: usize,
+    },
     Flatten,
     Reshape {
         shape: Shape,
@@ -147,6 +151,7 @@ impl Layer {
             Layer::MaxPool { .. } => "maxpool",
             Layer::AvgPool { .. } => "avgpool",
             Layer::GlobalAvgPool => "global_avgpool",
+            Layer::Upsample { .. } => "upsample",
             Layer::Flatten => "flatten",
             Layer::Reshape { .. } => "reshape",
             Layer::Dropout { .. } => "dropout",

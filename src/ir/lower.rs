@@ -89,6 +89,7 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
                 let means = graph.push(Op::MatMul { ta: false, tb: false }, vec![rows, weights], vec![planes, 1], span);
                 graph.push(Op::Reshape, vec![means], out_shape, span)
             }
+            Layer::Upsample { factor } => graph.push(Op::Upsample(*factor), vec![x], out_shape, span),
             Layer::Maxout { units, pieces } => maxout(&mut graph, node, x, (*units, *pieces), out_shape),
             Layer::Dropout { p } if training => {
                 let step = graph.push(Op::Hyper(Hyper::Step), vec![], vec![], span);

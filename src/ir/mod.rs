@@ -173,6 +173,9 @@ pub enum Op {
         kernel: usize,
         stride: usize,
     },
+    /// `[x [B,C,H,W]]` → `[B,C,H·f,W·f]`, each value repeated over an f × f
+    /// block (nearest neighbour). Its gradient is the sum over each block.
+    Upsample(usize),
     /// `[x, step]` → inverted dropout: x/(1 − p) where the mask keeps the
     /// element, else 0. The mask is a hash of (salt, step, first + element),
     /// so it is reproducible and the same in the backward pass; `first` is
@@ -291,6 +294,7 @@ impl Op {
             Op::PoolGrad { max, kernel, stride } => {
                 format!("{}_grad(k{kernel},s{stride})", if *max { "maxpool" } else { "avgpool" })
             }
+            Op::Upsample(f) => format!("upsample({f})"),
             Op::MaxPieces(p) => format!("max_pieces({p})"),
             Op::Dropout { p, salt, first } => format!("dropout({p},{salt:x},+{first})"),
             Op::MaxPiecesGrad(p) => format!("max_pieces_grad({p})"),

@@ -98,6 +98,11 @@ fn shapes_fit(graph: &Graph, node: &Node) -> Result<(), &'static str> {
         }
         Op::Pool { .. } => check(arity == 1 && shape(0).len() == 4 && node.shape.len() == 4, "pool rank")?,
         Op::PoolGrad { .. } => check(arity == 2 && *shape(0) == node.shape, "pool grad")?,
+        Op::Upsample(f) => {
+            let x = shape(0);
+            let fits = arity == 1 && x.len() == 4 && node.shape == [x[0], x[1], x[2] * f, x[3] * f];
+            check(fits, "upsample")?
+        }
         Op::Dropout { .. } | Op::Bernoulli { .. } => {
             check(arity == 2 && *shape(0) == node.shape && shape(1).is_empty(), "random mask")?
         }

@@ -280,6 +280,11 @@ impl Emitter<'_, '_> {
                 let name = if matches!(node.op, Op::Pool { .. }) { "nnc_pool" } else { "nnc_pool_grad" };
                 self.call(name, &args);
             }
+            Op::Upsample(f) => {
+                let planes = self.imm(in_shape[0] * in_shape[1]);
+                let (h, w, f) = (self.imm(in_shape[2]), self.imm(in_shape[3]), self.imm(f));
+                self.call("nnc_upsample", &[ins[0], out, planes, h, w, f]);
+            }
             Op::MaxPieces(p) | Op::MaxPiecesGrad(p) => {
                 let units = if matches!(node.op, Op::MaxPieces(_)) { numel(&node.shape) } else { n_in / p };
                 let (n, p) = (self.imm(units), self.imm(p));

@@ -65,6 +65,11 @@ pub const LAYERS: &[Doc] = &[
     doc("maxpool", "Largest value of each window, per channel.", POOL),
     doc("avgpool", "Mean of each window, per channel.", POOL),
     doc("global_avgpool", "Each channel's mean over its whole feature map: `[C, H, W]` → `[C]`.", &[]),
+    doc(
+        "upsample",
+        "Nearest-neighbour upsampling: each value becomes a `factor × factor` block, `[C, H, W]` → `[C, H·f, W·f]`.",
+        &[("factor", "how many times larger each side becomes (default 2)")],
+    ),
     doc("flatten", "All dimensions into one: `[C, H, W]` → `[C·H·W]`.", NONE),
     doc(
         "reshape",

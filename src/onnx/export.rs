@@ -186,6 +186,15 @@ fn ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
+fn text(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::String as i32),
+        s: Some(v.as_bytes().to_vec()),
+        ..Default::default()
+    }
+}
+
 fn float(name: &str, v: f32) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
@@ -360,6 +369,18 @@ impl Builder<'_> {
             Layer::GlobalAvgPool => {
                 let pooled = self.node("GlobalAveragePool", vec![x], name, vec![]);
                 self.node("Flatten", vec![pooled], name, vec![int("axis", 1)])
+            }
+            Layer::Upsample { factor } => {
+                // Output pixel (y, x) reads input (⌊y/f⌋, ⌊x/f⌋): nearest with these two modes.
+                let f = *factor as f32;
+                let scales = self.fresh("scales");
+                let scales = self.initializer(&scales, &[4], &[1.0, 1.0, f, f]);
+                let attributes = vec![
+                    text("mode", "nearest"),
+                    text("coordinate_transformation_mode", "asymmetric"),
+                    text("nearest_mode", "floor"),
+                ];
+                self.node("Resize", vec![x, String::new(), scales], name, attributes)
             }
             Layer::Flatten => self.node("Flatten", vec![x], name, vec![int("axis", 1)]),
             Layer::Reshape { shape } => {

@@ -137,11 +137,22 @@ impl Metrics {
             }
             Task::Reconstruction => {}
             Task::Regression => {
+                // R² against each output's own mean (variance-weighted over
+                // several outputs): 1 − error / the error of always
+                // answering the mean row, such as an autoencoder's mean image.
                 let n = targets.len().max(1) as f64;
-                let mean = targets.iter().map(|&t| f64::from(t)).sum::<f64>() / n;
+                let outputs = (targets.len() / rows.max(1)).max(1);
+                let mut means = vec![0.0f64; outputs];
+                for row in targets.chunks(outputs) {
+                    means.iter_mut().zip(row).for_each(|(m, &t)| *m += f64::from(t));
+                }
+                means.iter_mut().for_each(|m| *m /= (targets.len() / outputs).max(1) as f64);
                 let sse: f64 =
                     predictions.iter().zip(targets).map(|(&p, &t)| (f64::from(p) - f64::from(t)).powi(2)).sum();
-                let sst: f64 = targets.iter().map(|&t| (f64::from(t) - mean).powi(2)).sum();
+                let sst: f64 = targets
+                    .chunks(outputs)
+                    .flat_map(|row| row.iter().zip(&means).map(|(&t, m)| (f64::from(t) - m).powi(2)))
+                    .sum();
                 m.rmse = Some((sse / n).sqrt());
                 m.r2 = Some(if sst > 0.0 { 1.0 - sse / sst } else { 0.0 });
             }

@@ -3,7 +3,9 @@
 //! scaling of the raw input.
 
 use super::proto::NodeProto;
-use super::{Flow, Importer, Value, attribute, float_attr, int_attr, ints_attr, number, square, unsupported_detail};
+use super::{
+    Flow, Importer, Value, attribute, float_attr, int_attr, ints_attr, number, square, text_attr, unsupported_detail,
+};
 use crate::data::Scaler;
 
 impl Importer<'_> {
@@ -231,6 +233,50 @@ impl Importer<'_> {
             format!("{keyword}({kernel}, stride = {stride})")
         };
         self.stage(node, text, vec![c, (h - kernel) / stride + 1, (w - kernel) / stride + 1])
+    }
+
+    /// `Resize` by a whole factor to the nearest pixel, as `nn.Upsample` and
+    /// nnc export it: the scales (input 2) or the sizes (input 3) given as constants.
+    pub(super) fn upsample(&mut self, node: &NodeProto) -> Result<(), String> {
+        let (_, shape) = self.computed(node, 0)?;
+        let [c, h, w] = shape[..] else {
+            return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images")));
+        };
+        let given = |k: usize| node.input.get(k).is_some_and(|n| !n.is_empty());
+        let factors: Vec<f32> = if given(2) {
+            self.constant(node, 2)?.1
+        } else if given(3) {
+            let sizes = self.constant(node, 3)?.1;
+            [1, c, h, w].iter().zip(&sizes).map(|(&from, &to)| to / from as f32).collect()
+        } else {
+            return Err(unsupported_detail(node, "it has neither scales nor sizes"));
+        };
+        let whole = |f: f32| f >= 1.0 && f.fract() == 0.0;
+        let factor = match factors[..] {
+            [1.0, 1.0, fh, fw] if fh == fw && whole(fh) => fh as usize,
+            _ => {
+                return Err(unsupported_detail(
+                    node,
+                    &format!("its scales {factors:?} are not [1, 1, f, f] for a whole f"),
+                ));
+            }
+        };
+        let mode = text_attr(node, "mode", "nearest");
+        let coordinates = text_attr(node, "coordinate_transformation_mode", "half_pixel");
+        let rounding = text_attr(node, "nearest_mode", "round_prefer_floor");
+        // With a whole factor f, output pixel x reads ⌊x/f⌋ under these pairs of modes.
+        let nearest_block = match coordinates.as_str() {
+            "asymmetric" => rounding == "floor",
+            "half_pixel" | "pytorch_half_pixel" => rounding.starts_with("round_prefer"),
+            _ => false,
+        };
+        if mode != "nearest" || !nearest_block {
+            return Err(unsupported_detail(
+                node,
+                &format!("it resizes by `{mode}` ({coordinates}, {rounding}); nnc's upsample repeats each pixel"),
+            ));
+        }
+        self.stage(node, format!("upsample({factor})"), vec![c, h * factor, w * factor])
     }
 
     pub(super) fn batchnorm(&mut self, node: &NodeProto) -> Result<(), String> {

@@ -38,6 +38,7 @@ pub const SUPPORTED: &[&str] = &[
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
+    "Resize",
     "BatchNormalization",
     "LayerNormalization",
     "Relu",
@@ -260,6 +261,12 @@ fn float_attr(node: &NodeProto, name: &str, default: f32) -> f32 {
     attribute(node, name).and_then(|a| a.f).unwrap_or(default)
 }
 
+fn text_attr(node: &NodeProto, name: &str, default: &str) -> String {
+    attribute(node, name)
+        .and_then(|a| a.s.as_ref())
+        .map_or_else(|| default.into(), |s| String::from_utf8_lossy(s).into())
+}
+
 fn ints_attr(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
     attribute(node, name)
         .filter(|a| a.r#type == Some(AttributeType::Ints as i32) || !a.ints.is_empty())
@@ -396,6 +403,7 @@ impl Importer<'_> {
                 (_, shape) if shape.len() == 3 => self.stage(node, "global_avgpool".into(), vec![shape[0]]),
                 (_, shape) => Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images"))),
             },
+            "Resize" => self.upsample(node),
             "BatchNormalization" => self.batchnorm(node),
             "LayerNormalization" => self.layernorm(node),
             "Relu" | "Sigmoid" | "Tanh" | "Softplus" => {
