@@ -154,7 +154,9 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
             Op::Softmax => contrib.push((0, g.push(Op::SoftmaxGrad, vec![y, dy], node.shape.clone(), span))),
             // L = mean −log softmax(z)[c] ⇒ ∂z = g·(softmax(z) − onehot(c))/B
             Op::SoftmaxCrossEntropy => {
-                let dz = g.push(Op::SoftmaxCrossEntropyGrad, vec![ins[0], ins[1], dy], shape_of(0), span);
+                let mut inputs = vec![ins[0], ins[1], dy];
+                inputs.extend(ins.get(2));
+                let dz = g.push(Op::SoftmaxCrossEntropyGrad, inputs, shape_of(0), span);
                 contrib.push((0, dz));
             }
             // L = mean (p − t)² ⇒ ∂p = g·2(p − t)/n, ∂t = −∂p
@@ -264,6 +266,7 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
             | Op::SumRows
             | Op::SoftmaxGrad
             | Op::SoftmaxCrossEntropyGrad
+            | Op::ClassWeights(_)
             | Op::MseGrad
             | Op::BceGrad
             | Op::ClipScale(_)

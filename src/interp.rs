@@ -98,7 +98,8 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                     let c = class(input(1)[r], cols)?;
                     let max = z.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
                     let sum = z.iter().fold(T::zero(), |s, &v| s + (v - max).exp());
-                    total = total + (sum.ln() + max - z[c]);
+                    let weight = if node.inputs.len() == 3 { input(2)[r] } else { T::one() };
+                    total = total + weight * (sum.ln() + max - z[c]);
                 }
                 vec![total / cast(rows as f64)]
             }
@@ -108,10 +109,19 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 let mut out = Vec::with_capacity(n);
                 for (r, z) in input(0).chunks(cols).enumerate() {
                     let c = class(input(1)[r], cols)?;
+                    let g = if node.inputs.len() == 4 { g * input(3)[r] } else { g };
                     out.extend(softmax(z).into_iter().enumerate().map(|(j, p)| {
                         let onehot = if j == c { T::one() } else { T::zero() };
                         g * (p - onehot)
                     }));
+                }
+                out
+            }
+            Op::ClassWeights(weights) => {
+                let cols = weights.len();
+                let mut out = Vec::with_capacity(n);
+                for &label in input(0) {
+                    out.push(class(label, cols).map_or(T::zero(), |c| cast(weights[c])));
                 }
                 out
             }

@@ -121,6 +121,7 @@ pub fn is_elementwise(op: &Op) -> bool {
         | Op::SoftmaxGrad
         | Op::SoftmaxCrossEntropy
         | Op::SoftmaxCrossEntropyGrad
+        | Op::ClassWeights(_)
         | Op::Mse
         | Op::Bce
         | Op::SumSquares

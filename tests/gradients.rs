@@ -38,6 +38,17 @@ proptest! {
     }
 
     #[test]
+    fn class_weighted_cross_entropy(input in 1usize..6, classes in 2usize..5, seed in 0u64..1000,
+                                    weights in prop::collection::vec(0.0f64..4.0, 4)) {
+        let weights: Vec<String> = weights[..classes].iter().map(|w| format!("{w:.3}")).collect();
+        let source = mlp(input, 3, "tanh", &format!("target y: class({classes})"))
+            .replace("OUT", &classes.to_string())
+            .replace("LOSS", &format!("cross_entropy(p, y, weights = [{}])", weights.join(", ")));
+        prop_assume!(!check_source("g.nn", &source).has_errors());
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
     fn mse_loss(input in 1usize..6, hidden in 1usize..7, out in 1usize..4, seed in 0u64..1000) {
         let source = mlp(input, hidden, "tanh", &format!("target y: real[{out}]"))
             .replace("OUT", &out.to_string())

@@ -255,6 +255,18 @@ fn batchnorm_after_a_padded_convolution() {
     assert_backends_agree(&checked.models[0], 8, 985);
 }
 
+/// Class weights: each row's cross-entropy term and gradient scaled by its
+/// class's weight, the same on both backends.
+#[test]
+fn class_weighted_cross_entropy() {
+    let source = "model g { input x: [6] target y: class(4)
+        x |> dense(5) |> tanh |> dense(4) => p  loss = cross_entropy(p, y, weights = [0.5, 3, 0, 1.25])
+        train { optimizer = adam(lr = 0.01) seed = 4 } }";
+    let checked = check_source("w.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    assert_backends_agree(&checked.models[0], 13, 4);
+}
+
 /// A dilated kernel whose outer taps miss the image on every output column
 /// (3 taps 3 apart over 3 + 2·2 columns, stride 2): im2col must only zero them.
 #[test]

@@ -584,3 +584,49 @@ fn frozen_layers_keep_their_weights_while_the_rest_trains() {
         assert!(m.accuracy.expect("classifier") >= 0.95, "{backend:?}: {m:?}");
     }
 }
+
+/// Class weights on an imbalanced two-class task — is the digit a 9? about
+/// one row in ten — on the real digits: weighing the nines 9 to 1 raises
+/// their recall (and costs precision), as a weighted loss should.
+#[test]
+fn class_weights_raise_the_recall_of_the_rare_class() {
+    let digits = model("digits_mlp.nn");
+    let splits = data::load(digits.train.data.as_ref().expect("data"), Path::new(MODELS), &RowSpec::of(&digits))
+        .expect("digits load");
+    let nines = |mut set: Dataset| {
+        set.y.iter_mut().for_each(|y| *y = f32::from(*y == 9.0));
+        set.x.iter_mut().for_each(|x| *x /= 16.0);
+        set
+    };
+    let (train, test) = (nines(splits.train), nines(splits.test.expect("test split")));
+    let positives = train.y.iter().filter(|&&y| y == 1.0).count();
+    assert!(positives * 8 < train.rows, "{positives} nines of {}", train.rows);
+    let scores = |weights: &str| {
+        let source = format!(
+            "model nines {{ input image: [64] target nine: class(2)
+               image |> dense(2) => logits  loss = cross_entropy(logits, nine{weights})
+               train {{ optimizer = sgd(lr = 0.1) batch = 32 epochs = 6 seed = 1 }} }}"
+        );
+        let checked = check_source("nines.nn", &source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
+        trainer.fit(&train, None, None, |_| {}).expect("trains");
+        trainer.evaluate(&test).expect("evaluates").classes.expect("class scores")
+    };
+    let (plain, weighted) = (scores(""), scores(", weights = [1, 9]"));
+    assert!(
+        weighted.recall[1] >= plain.recall[1] + 0.1,
+        "recall of nines {} → {}",
+        plain.recall[1],
+        weighted.recall[1]
+    );
+    assert!(
+        weighted.precision[1] < plain.precision[1],
+        "recall {} → {}, precision {} → {}",
+        plain.recall[1],
+        weighted.recall[1],
+        plain.precision[1],
+        weighted.precision[1]
+    );
+}

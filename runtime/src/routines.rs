@@ -84,46 +84,70 @@ fn class(label: f32, classes: usize) -> Option<usize> {
 pub extern "C" fn nnc_softmax_cross_entropy(
     z: *const f32,
     labels: *const f32,
+    weights: *const f32,
     out: *mut f32,
     rows: usize,
     cols: usize,
 ) {
-    // SAFETY: z holds rows·cols values, labels rows, out one.
+    // SAFETY: z holds rows·cols values, labels rows, out one; weights is
+    // null or holds rows values.
     let (z, labels, out) = unsafe { (slice(z, rows * cols), slice(labels, rows), slice_mut(out, 1)) };
+    let weights = row_weights(weights, rows);
     let mut total = 0.0f32;
-    for (row, &label) in z.chunks_exact(cols).zip(labels) {
+    for (r, (row, &label)) in z.chunks_exact(cols).zip(labels).enumerate() {
         let Some(c) = class(label, cols) else {
             out[0] = f32::NAN;
             return;
         };
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
-        total += sum.ln() + max - row[c];
+        let weight = weights.map_or(1.0, |w| w[r]);
+        total += weight * (sum.ln() + max - row[c]);
     }
     out[0] = total / rows as f32;
 }
 
-/// out = g·(softmax(z) − onehot)/rows
+/// out = g·w·(softmax(z) − onehot)/rows, w the row's weight (1 without weights)
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_softmax_cross_entropy_grad(
     z: *const f32,
     labels: *const f32,
     g: *const f32,
+    weights: *const f32,
     out: *mut f32,
     rows: usize,
     cols: usize,
 ) {
-    // SAFETY: z and out hold rows·cols values, labels rows, g one.
+    // SAFETY: z and out hold rows·cols values, labels rows, g one; weights
+    // is null or holds rows values.
     let (z, labels, g, out) =
         unsafe { (slice(z, rows * cols), slice(labels, rows), slice(g, 1), slice_mut(out, rows * cols)) };
+    let weights = row_weights(weights, rows);
     let scale = g[0] / rows as f32;
-    for ((row, &label), o) in z.chunks_exact(cols).zip(labels).zip(out.chunks_exact_mut(cols)) {
+    for (r, ((row, &label), o)) in z.chunks_exact(cols).zip(labels).zip(out.chunks_exact_mut(cols)).enumerate() {
         softmax_row(row, o);
         let c = class(label, cols);
+        let scale = weights.map_or(scale, |w| scale * w[r]);
         for (j, v) in o.iter_mut().enumerate() {
             let onehot = if Some(j) == c { 1.0 } else { 0.0 };
             *v = scale * (*v - onehot);
         }
+    }
+}
+
+/// The optional row weights of a weighted loss: `rows` values, or none for a null pointer.
+fn row_weights<'a>(weights: *const f32, rows: usize) -> Option<&'a [f32]> {
+    // SAFETY: generated code passes null or a buffer of `rows` values.
+    (!weights.is_null()).then(|| unsafe { slice(weights, rows) })
+}
+
+/// out[r] = table[labels[r]], 0 for a label that is not a class.
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_class_weights(labels: *const f32, table: *const f32, out: *mut f32, rows: usize, classes: usize) {
+    // SAFETY: labels and out hold rows values, table one per class.
+    let (labels, table, out) = unsafe { (slice(labels, rows), slice(table, classes), slice_mut(out, rows)) };
+    for (o, &label) in out.iter_mut().zip(labels) {
+        *o = class(label, classes).map_or(0.0, |c| table[c]);
     }
 }
 

@@ -189,6 +189,32 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// A non-empty list of numbers, each in `bound` (`weights = [1, 4]`).
+    pub fn floats(&self, name: &str, bound: Bound, diags: &mut Vec<Diag>) -> Option<Vec<f64>> {
+        let value = self.value(name)?;
+        let Value::List(items, _) = value else {
+            diags.push(messages::wrong_type(value, name, "a list of numbers like [1, 4]"));
+            return None;
+        };
+        if items.is_empty() {
+            diags.push(messages::wrong_type(value, name, "a list of numbers like [1, 4]"));
+            return None;
+        }
+        let mut numbers = Vec::with_capacity(items.len());
+        for item in items {
+            let Value::Number(n) = item else {
+                diags.push(messages::wrong_type(item, name, "a list of numbers like [1, 4]"));
+                return None;
+            };
+            if !bound.contains(n.value) || n.value.abs() > f64::from(f32::MAX) {
+                diags.push(messages::out_of_range(n, name, bound.describe()));
+                return None;
+            }
+            numbers.push(n.value);
+        }
+        Some(numbers)
+    }
+
     /// One string or a list of them (`"price"`, `["area", "rooms"]`);
     /// empty when absent or wrong.
     pub fn strings(&self, name: &str, diags: &mut Vec<Diag>) -> Vec<String> {

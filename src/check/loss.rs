@@ -2,6 +2,7 @@
 //! fit, and lints on the layer that produces the prediction.
 
 use super::*;
+use crate::check::args::Bound;
 
 /// What a loss compares: its call, and the prediction and target with their names.
 struct Compared<'a> {
@@ -39,7 +40,7 @@ impl ModelChecker<'_> {
                 return None;
             }
         };
-        let args = Args::match_call(call, &["prediction", "target"], &["prediction", "target"], self.diags);
+        let args = Args::match_call(call, &["prediction", "target", "weights"], &["prediction", "target"], self.diags);
         let mut resolve = |key: &str| -> Option<(Ident, ValueRef, Incoming)> {
             match args.value(key)? {
                 Value::Name(id) => self.use_value(id).map(|(v, i)| (id.clone(), v, i)),
@@ -55,11 +56,22 @@ impl ModelChecker<'_> {
             ValueRef::Target(t) => Some(self.targets[t].kind.clone()),
             _ => None,
         };
-        let spec = LossSpec { kind, prediction, target, span: first.span };
+        let class_weights = args.floats("weights", Bound::NonNegative, self.diags);
         let compared = Compared { call, prediction: (&pred_name, &pred_info), target: (&target_name, &target_info) };
         if !self.loss_fits(kind, target_kind.as_ref(), compared) {
             return None;
         }
+        if let (Some(weights), Some(value)) = (&class_weights, args.value("weights")) {
+            let classes = match target_kind {
+                Some(TargetKind::Class(k)) => Some(k),
+                _ => None,
+            };
+            if classes != Some(weights.len()) || weights.iter().all(|&w| w == 0.0) {
+                self.diags.push(messages::class_weights_mismatch(value, call, weights, classes));
+                return None;
+            }
+        }
+        let spec = LossSpec { kind, prediction, target, class_weights, span: first.span };
         self.lint_prediction(&spec, &pred_name);
         Some(spec)
     }

@@ -248,6 +248,9 @@ pub struct LossSpec {
     pub kind: LossKind,
     pub prediction: ValueRef,
     pub target: ValueRef,
+    /// `cross_entropy(…, weights = [w₀, …])`: each row's loss counts its
+    /// class's weight times (the batch mean stays a division by the rows).
+    pub class_weights: Option<Vec<f64>>,
     pub span: Span,
 }
 

@@ -219,7 +219,12 @@ fn attach_loss(
         graph.prediction = original;
         return Ok(());
     }
-    graph.loss = Some(graph.push(op, vec![prediction, target], vec![], loss.span));
+    let mut inputs = vec![prediction, target];
+    if let Some(weights) = &loss.class_weights {
+        let rows = graph.shape(target).clone();
+        inputs.push(graph.push(Op::ClassWeights(weights.clone()), vec![target], rows, loss.span));
+    }
+    graph.loss = Some(graph.push(op, inputs, vec![], loss.span));
     graph.prediction = prediction;
     Ok(())
 }

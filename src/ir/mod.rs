@@ -220,10 +220,16 @@ pub enum Op {
     Softmax,
     /// `[y, g]` with y = softmax(x) → y·(g − Σ g·y).
     SoftmaxGrad,
-    /// `[logits [B, K], classes [B]]` → mean over the batch of −log softmax(logits)[class].
+    /// `[logits [B, K], classes [B]]` → mean over the batch of −log softmax(logits)[class];
+    /// with a third input, row weights `[B]`, each row's term is multiplied
+    /// by its weight (the mean still divides by B).
     SoftmaxCrossEntropy,
-    /// `[logits, classes, g]` → g·(softmax(logits) − onehot)/B.
+    /// `[logits, classes, g]` or `[logits, classes, g, row weights]` →
+    /// g·w·(softmax(logits) − onehot)/B.
     SoftmaxCrossEntropyGrad,
+    /// `[classes [B]]` → `[B]`, each row's class's weight (0 for a label
+    /// that is not a class: the loss reports it).
+    ClassWeights(Vec<f64>),
     /// `[p, t]` → mean of (p − t)² over all elements.
     Mse,
     /// `[p, t, g]` → g·2(p − t)/n.
@@ -269,6 +275,7 @@ impl Op {
             Op::SoftmaxGrad => "softmax_grad".into(),
             Op::SoftmaxCrossEntropy => "softmax_cross_entropy".into(),
             Op::SoftmaxCrossEntropyGrad => "softmax_cross_entropy_grad".into(),
+            Op::ClassWeights(w) => format!("class_weights({w:?})"),
             Op::Mse => "mse".into(),
             Op::MseGrad => "mse_grad".into(),
             Op::Bce => "bce".into(),

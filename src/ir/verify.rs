@@ -66,13 +66,20 @@ fn shapes_fit(graph: &Graph, node: &Node) -> Result<(), &'static str> {
         Op::Softmax => check(arity == 1 && *shape(0) == node.shape && node.shape.len() == 2, "softmax")?,
         Op::SoftmaxGrad => check(arity == 2 && *shape(0) == node.shape && *shape(1) == node.shape, "softmax grad")?,
         Op::SoftmaxCrossEntropy => check(
-            arity == 2 && shape(0).len() == 2 && *shape(1) == vec![shape(0)[0]] && node.shape.is_empty(),
+            (arity == 2 || arity == 3 && *shape(2) == *shape(1))
+                && shape(0).len() == 2
+                && *shape(1) == vec![shape(0)[0]]
+                && node.shape.is_empty(),
             "cross-entropy shapes",
         )?,
         Op::SoftmaxCrossEntropyGrad => check(
-            arity == 3 && *shape(0) == node.shape && *shape(1) == vec![node.shape[0]] && shape(2).is_empty(),
+            (arity == 3 || arity == 4 && *shape(3) == *shape(1))
+                && *shape(0) == node.shape
+                && *shape(1) == vec![node.shape[0]]
+                && shape(2).is_empty(),
             "cross-entropy grad shapes",
         )?,
+        Op::ClassWeights(_) => check(arity == 1 && *shape(0) == node.shape && node.shape.len() == 1, "class weights")?,
         Op::Mse | Op::Bce => check(arity == 2 && shape(0) == shape(1) && node.shape.is_empty(), "loss shapes")?,
         Op::MseGrad | Op::BceGrad => check(
             arity == 3 && *shape(0) == node.shape && *shape(1) == node.shape && shape(2).is_empty(),

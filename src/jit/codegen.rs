@@ -150,6 +150,18 @@ impl Emitter<'_, '_> {
         self.b.ins().stack_addr(PTR, slot, 0)
     }
 
+    /// `values` as f32 in a stack slot of the step (a small table such as
+    /// class weights); returns its address.
+    fn f32_table(&mut self, values: &[f64]) -> Value {
+        let size = (values.len() * 4) as u32;
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, size, 2));
+        for (k, &v) in values.iter().enumerate() {
+            let value = self.b.ins().f32const(v as f32);
+            self.b.ins().stack_store(PTR, value, slot, (k * 4) as i32);
+        }
+        self.b.ins().stack_addr(PTR, slot, 0)
+    }
+
     fn call(&mut self, name: &str, args: &[Value]) {
         let f = self.routines[name];
         self.b.ins().call(f, args);
@@ -222,13 +234,20 @@ impl Emitter<'_, '_> {
             }
             Op::SoftmaxCrossEntropy => {
                 let (r, c) = rows_cols(&in_shape);
+                let weights = ins.get(2).copied().unwrap_or_else(|| self.imm(0));
                 let (r, c) = (self.imm(r), self.imm(c));
-                self.call("nnc_softmax_cross_entropy", &[ins[0], ins[1], out, r, c]);
+                self.call("nnc_softmax_cross_entropy", &[ins[0], ins[1], weights, out, r, c]);
             }
             Op::SoftmaxCrossEntropyGrad => {
                 let (r, c) = rows_cols(&node.shape);
+                let weights = ins.get(3).copied().unwrap_or_else(|| self.imm(0));
                 let (r, c) = (self.imm(r), self.imm(c));
-                self.call("nnc_softmax_cross_entropy_grad", &[ins[0], ins[1], ins[2], out, r, c]);
+                self.call("nnc_softmax_cross_entropy_grad", &[ins[0], ins[1], ins[2], weights, out, r, c]);
+            }
+            Op::ClassWeights(ref weights) => {
+                let table = self.f32_table(weights);
+                let (r, c) = (self.imm(n_in), self.imm(weights.len()));
+                self.call("nnc_class_weights", &[ins[0], table, out, r, c]);
             }
             Op::Mse | Op::Bce => {
                 let n = self.imm(n_in);

@@ -252,7 +252,19 @@ const LOSS_ARGS: &[(&str, &str)] =
 /// Losses.
 pub const LOSSES: &[Doc] = &[
     doc("mse", "Mean squared error, for `real` targets.", LOSS_ARGS),
-    doc("cross_entropy", "Softmax cross-entropy of logits against a `class(K)` target.", LOSS_ARGS),
+    doc(
+        "cross_entropy",
+        "Softmax cross-entropy of logits against a `class(K)` target.",
+        &[
+            ("prediction", "the value predicted"),
+            ("target", "the target it is compared with"),
+            (
+                "weights",
+                "one weight per class (`[1, 9]`): each row's loss counts its class's weight times, for \
+                 imbalanced classes; the mean still divides by the rows (default: all 1)",
+            ),
+        ],
+    ),
     doc(
         "binary_cross_entropy",
         "Cross-entropy of probabilities (end with `sigmoid`) against a `binary` target.",

@@ -36,6 +36,28 @@ pub fn loss_target_kind(call: &Call, target: &Ident, declared: Span, expected: &
     .with_help(format!("use `{instead}` for this target, or change the target's type"))
 }
 
+/// `weights = […]` on a loss: one weight per class of a `class(K)` target,
+/// not all zero.
+pub fn class_weights_mismatch(value: &Value, call: &Call, weights: &[f64], classes: Option<usize>) -> Diag {
+    let (label, help) = match classes {
+        Some(k) if k == weights.len() => (
+            "every weight is 0, so no row would count".to_string(),
+            "give the classes you care about a weight above 0".to_string(),
+        ),
+        Some(k) => (
+            format!("{} weights for {k} classes", weights.len()),
+            format!("give one weight per class, in class order: {k} numbers"),
+        ),
+        None => (
+            format!("`{}` has no classes to weigh", call.name.name),
+            "class weights go with `cross_entropy` over a `class(K)` target; for a binary target, declare it \
+             `class(2)` and use `cross_entropy`"
+                .to_string(),
+        ),
+    };
+    Diag::error("nnc::loss::weights", "these class weights do not fit the target", value.span(), label).with_help(help)
+}
+
 pub fn cd_without_rbm(span: Span) -> Diag {
     Diag::error(
         "nnc::train::cd",
