@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::data::Scaler;
 use crate::train::Trainer;
+use crate::train::plateau::Plateau;
 
 /// A checkpoint read back from disk.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,8 @@ pub struct Checkpoint {
     pub scaler: Scaler,
     /// The training data's feature columns by name (empty when unknown).
     pub columns: Vec<String>,
+    /// Where a `plateau` learning-rate schedule stood.
+    pub plateau: Plateau,
 }
 
 /// What a checkpoint records besides the weights: the model file's text and
@@ -74,6 +77,7 @@ pub fn to_bytes(trainer: &Trainer, origin: &Origin) -> Result<Vec<u8>, String> {
         ("nnc_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ("scaler".to_string(), serde_json::to_string(scaler).map_err(|e| e.to_string())?),
         ("columns".to_string(), serde_json::to_string(columns).map_err(|e| e.to_string())?),
+        ("plateau".to_string(), serde_json::to_string(&trainer.plateau()).map_err(|e| e.to_string())?),
     ]);
     safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
 }
@@ -124,6 +128,11 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
         columns: match meta.get("columns") {
             Some(text) => serde_json::from_str(text).map_err(|e| format!("metadata `columns` is unreadable ({e})"))?,
             None => Vec::new(),
+        },
+        // Checkpoints from before the plateau schedule start it afresh.
+        plateau: match meta.get("plateau") {
+            Some(text) => serde_json::from_str(text).map_err(|e| format!("metadata `plateau` is unreadable ({e})"))?,
+            None => Plateau::default(),
         },
     })
 }

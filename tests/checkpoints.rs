@@ -187,3 +187,53 @@ fn resume_compares_the_model_not_the_file_bytes() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("layer `maxout1`") && stderr.contains("changed"), "{stderr}");
 }
+
+/// `schedule = plateau(…)` on the digits with a validation split: the rate
+/// halves exactly after the epochs whose validation loss is not 20 % below
+/// the best (patience 0), and a run resumed from a checkpoint continues
+/// the schedule where it stood: the same rates and weights as one run.
+#[test]
+fn plateau_schedule_follows_the_validation_loss_and_survives_resume() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = dir.path();
+    let model = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/digits_mlp.nn")).expect("model");
+    let plateau = "validation = 0.2\n    schedule = plateau(factor = 0.5, patience = 0, threshold = 0.2)\n    seed = 7";
+    let model = model.replacen("seed = 7", plateau, 1);
+    std::fs::write(p.join("m.nn"), model).expect("write");
+    let run = |epochs: &str, extra: &[&str], json: &str| {
+        let mut args = vec!["train", "m.nn", "--quiet", "--epochs", epochs, "--metrics-json", json];
+        args.extend(extra);
+        nnc(&args, p);
+        let metrics: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p.join(json)).expect("metrics")).expect("json");
+        metrics["epochs"].as_array().expect("epochs").clone()
+    };
+    let whole = run("8", &["--save", "whole.safetensors"], "whole.json");
+    let (mut best, mut rate, mut cuts) = (f64::INFINITY, 0.003, 0);
+    for epoch in &whole {
+        assert!((epoch["lr"].as_f64().expect("lr") - rate).abs() < 1e-9 * rate, "{whole:#?}");
+        let loss = epoch["validation"]["loss"].as_f64().expect("validation loss");
+        if loss < best * 0.8 {
+            best = loss;
+        } else {
+            rate *= 0.5;
+            cuts += 1;
+        }
+    }
+    assert!(cuts >= 2, "the rate was cut {cuts} times in 8 epochs: {whole:#?}");
+
+    // Stopped after the first cut (at the end of epoch 5 with this seed).
+    let first = run("6", &["--save", "part.safetensors"], "first.json");
+    assert!(first.last().expect("epoch 6")["lr"].as_f64().expect("lr") < 0.003, "{first:#?}");
+    let rest = run("8", &["--resume", "part.safetensors", "--save", "part.safetensors"], "rest.json");
+    assert_eq!(rest.len(), 2);
+    for (a, b) in whole[6..].iter().zip(&rest) {
+        assert_eq!(a["lr"], b["lr"], "epoch {}", a["epoch"]);
+    }
+    let (a, b) = (
+        checkpoint::load(&p.join("whole.safetensors")).expect("loads"),
+        checkpoint::load(&p.join("part.safetensors")).expect("loads"),
+    );
+    assert_eq!(a.tensors, b.tensors);
+    assert_eq!(a.plateau, b.plateau);
+}

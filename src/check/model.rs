@@ -303,6 +303,15 @@ pub enum Schedule {
     Cosine {
         min_lr: f64,
     },
+    /// lr · factor^(cuts), a cut after more than `patience` epochs whose
+    /// watched loss is not `threshold` (relative) below the best; never
+    /// below `min_lr` (see `train::plateau`).
+    Plateau {
+        factor: f64,
+        patience: usize,
+        threshold: f64,
+        min_lr: f64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,6 +46,7 @@ pub const SCHEDULES: &[(&str, &[&str], &[&str])] = &[
     ("step", &["every", "gamma"], &["every"]),
     ("exponential", &["gamma"], &["gamma"]),
     ("cosine", &["min_lr"], &[]),
+    ("plateau", &["factor", "patience", "threshold", "min_lr"], &[]),
 ];
 
 pub const SOURCES: &[(&str, &[&str], &[&str])] = &[
@@ -223,7 +224,13 @@ fn schedule(value: &Value, diags: &mut Vec<Diag>) -> Option<Schedule> {
             gamma: args.float("gamma", 0.1, Bound::UnitExclusive, diags),
         },
         "exponential" => Schedule::Exponential { gamma: args.float("gamma", 0.95, Bound::UnitExclusive, diags) },
-        _ => Schedule::Cosine { min_lr: args.float("min_lr", 0.0, Bound::NonNegative, diags) },
+        "cosine" => Schedule::Cosine { min_lr: args.float("min_lr", 0.0, Bound::NonNegative, diags) },
+        _ => Schedule::Plateau {
+            factor: args.float("factor", 0.1, Bound::UnitExclusive, diags),
+            patience: args.count("patience", 10, (0, EPOCHS.1), diags),
+            threshold: args.float("threshold", 1e-4, Bound::UnitOpen, diags),
+            min_lr: args.float("min_lr", 0.0, Bound::NonNegative, diags),
+        },
     })
 }
 

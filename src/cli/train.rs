@@ -514,6 +514,7 @@ fn resume(trainer: &mut Trainer, path: &Path, (model, source): (&CheckedModel, &
             ));
         }
     }
+    trainer.set_plateau(saved.plateau);
     trainer.restore(&saved.tensors, saved.epoch, saved.step)
 }
 

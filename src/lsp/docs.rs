@@ -219,6 +219,17 @@ pub const SCHEDULES: &[Doc] = &[
         "Cosine decay from the learning rate to `min_lr` over the epochs.",
         &[("min_lr", "final learning rate (default 0)")],
     ),
+    doc(
+        "plateau",
+        "Cuts the learning rate by `factor` when the validation loss (the training loss without a validation \
+         split) has not improved for more than `patience` epochs.",
+        &[
+            ("factor", "factor at each cut (default 0.1)"),
+            ("patience", "epochs without improvement tolerated before a cut (default 10)"),
+            ("threshold", "an improvement is a loss lower than the best by more than this fraction (default 1e-4)"),
+            ("min_lr", "the rate never falls below this (default 0)"),
+        ],
+    ),
 ];
 
 /// Data sources, in the order of `check::train::SOURCES`.

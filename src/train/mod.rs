@@ -10,6 +10,7 @@ pub mod gap;
 pub mod health;
 
 pub mod metrics;
+pub mod plateau;
 
 use std::collections::HashMap;
 
@@ -104,6 +105,8 @@ pub struct Trainer {
     /// Whether `standardize_target`'s buffers hold the training rows'
     /// statistics (fitted, or restored from a checkpoint).
     target_scale_known: bool,
+    /// Where `schedule = plateau(…)` stands.
+    plateau: plateau::Plateau,
 }
 
 /// The processes a trainer trains with, data-parallel (`nnc train` under
@@ -144,6 +147,7 @@ impl Trainer {
             health: None,
             team: None,
             target_scale_known: false,
+            plateau: plateau::Plateau::default(),
         })
     }
 
@@ -260,7 +264,18 @@ impl Trainer {
                 let t = e / self.config.epochs.max(1) as f64;
                 min_lr + (lr - min_lr) * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0
             }
+            Schedule::Plateau { factor, min_lr, .. } => self.plateau.rate(lr, factor, min_lr),
         }
+    }
+
+    /// Where `schedule = plateau(…)` stands (for checkpoints).
+    pub fn plateau(&self) -> plateau::Plateau {
+        self.plateau
+    }
+
+    /// Continues a plateau schedule from a checkpoint's state.
+    pub fn set_plateau(&mut self, state: plateau::Plateau) {
+        self.plateau = state;
     }
 
     /// The rate of the step after `steps_done` steps, `per_epoch` to an
@@ -435,6 +450,10 @@ impl Trainer {
         self.epochs_done += 1;
         let validation = validation.map(|v| self.evaluate(v)).transpose()?;
         let test = test.map(|t| self.evaluate(t)).transpose()?;
+        if let Schedule::Plateau { patience, threshold, .. } = self.config.schedule {
+            let watched = validation.as_ref().map_or(total / train.rows as f64, |v| v.loss);
+            self.plateau.observe(watched, patience, threshold);
+        }
         let pseudo_likelihood = self.rbm_pseudo_likelihood(train);
         Ok(EpochReport {
             epoch: epoch + 1,
