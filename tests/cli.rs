@@ -496,3 +496,75 @@ fn train_under_mpirun_without_mpi_says_so() {
     assert!(stderr.contains("built without MPI: each process trains alone"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("test: "));
 }
+
+/// `eval` and `predict` read every source `train` does: the model's own
+/// test split, `builtin:NAME`, CSV on standard input (gzipped here), and
+/// IDX images (with `--labels` for `eval`) — the same rows give the same
+/// metrics and the same predictions whichever way they come in.
+#[test]
+fn eval_and_predict_read_every_data_source() {
+    use std::io::{Read, Write};
+    let (dir, weights) = trained_digits(1);
+    let w = weights.to_str().expect("utf-8");
+    let test_gz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/data/digits_test.csv.gz");
+    let gz = std::fs::read(&test_gz).expect("test split");
+    let piped = |args: &[&str], stdin: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("nnc runs");
+        child.stdin.take().expect("stdin").write_all(stdin).expect("writes");
+        let out = child.wait_with_output().expect("finishes");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The test split as IDX: 8×8 grey levels 0..16 fit in bytes.
+    let mut csv = String::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut csv).expect("gunzips");
+    let rows: Vec<Vec<u8>> =
+        csv.lines().skip(1).map(|l| l.split(',').map(|v| v.parse().expect("byte")).collect()).collect();
+    let count = (rows.len() as u32).to_be_bytes();
+    let mut images = [&[0, 0, 8, 3][..], &count, &8u32.to_be_bytes(), &8u32.to_be_bytes()].concat();
+    let mut labels = [&[0, 0, 8, 1][..], &count].concat();
+    for row in &rows {
+        images.extend(&row[..64]);
+        labels.push(row[64]);
+    }
+    let (images_path, labels_path) = (dir.path().join("images.idx"), dir.path().join("labels.idx"));
+    std::fs::write(&images_path, images).expect("writes");
+    std::fs::write(&labels_path, labels).expect("writes");
+    let (images_path, labels_path) = (images_path.to_str().expect("utf-8"), labels_path.to_str().expect("utf-8"));
+
+    let eval = |extra: &[&str]| {
+        let (code, out, err) = nnc(&[&["eval", "models/digits_mlp.nn", "--weights", w], extra].concat());
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        out
+    };
+    let own = eval(&[]);
+    assert!(own.contains("(359 rows)"), "{own}");
+    assert_eq!(eval(&["--data", "builtin:digits"]), own);
+    assert_eq!(eval(&["--data", images_path, "--labels", labels_path]), own);
+    assert_eq!(piped(&["eval", "models/digits_mlp.nn", "--weights", w, "--data", "-"], &gz), own);
+
+    let predict = |input: &str| {
+        let (code, out, err) = nnc(&["predict", "models/digits_mlp.nn", "--weights", w, "--input", input]);
+        assert_eq!(code, 0, "{input}: {err}");
+        out
+    };
+    let from_stdin = piped(&["predict", "models/digits_mlp.nn", "--weights", w, "--input", "-"], &gz);
+    assert_eq!(from_stdin.lines().count(), 360);
+    assert_eq!(predict("builtin:digits"), from_stdin);
+    assert_eq!(predict(images_path), from_stdin);
+
+    // IDX images without their labels cannot be scored, and labels belong to IDX images only.
+    let (code, _, err) = nnc(&["eval", "models/digits_mlp.nn", "--weights", w, "--data", images_path]);
+    assert!(code != 0 && err.contains("--labels"), "{err}");
+    let csv_path = test_gz.to_str().expect("utf-8");
+    let (code, _, err) =
+        nnc(&["eval", "models/digits_mlp.nn", "--weights", w, "--data", csv_path, "--labels", labels_path]);
+    assert!(code != 0 && err.contains("--labels goes with IDX images"), "{err}");
+}

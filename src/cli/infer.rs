@@ -45,10 +45,12 @@ fn restore(checked: &Checked, model: &CheckedModel, weights: &Path) -> Result<(M
     Ok((runtime, saved))
 }
 
-/// `nnc eval`'s data: `--data FILE.csv`, or the test split of the data the
-/// model names (relative to `--data-dir` or the model file's folder).
+/// `nnc eval`'s data: `--data` (CSV, `-`, `builtin:NAME`, or IDX images
+/// with `--labels`), or the test split of the data the model names
+/// (relative to `--data-dir` or the model file's folder).
 pub struct EvalData<'a> {
-    pub csv: Option<&'a Path>,
+    pub data: Option<&'a Path>,
+    pub labels: Option<&'a Path>,
     pub data_dir: Option<&'a Path>,
 }
 
@@ -56,10 +58,12 @@ pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_source: EvalD
     let (checked, index, mut runtime, saved) = trained(file, model, weights)?;
     let model = &checked.models[index];
     let spec = RowSpec::of(model);
-    let loaded = match (data_source.csv, &model.train.data) {
+    let loaded = match (data_source.data, &model.train.data) {
         (Some(path), _) => {
             let columns = model.train.data.as_ref().map(crate::check::DataSource::columns).unwrap_or_default();
-            data::load_csv(path, &spec, &columns)
+            // A built-in set is evaluated on its test split.
+            data::load_named(&path.to_string_lossy(), data_source.labels, &spec, &columns)
+                .map(|s| s.test.unwrap_or(s.train))
         }
         (None, Some(source)) => {
             let base = super::model_data_dir(file, data_source.data_dir);
@@ -71,9 +75,15 @@ pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_source: EvalD
             })
         }
         (None, None) => {
-            return Err(Failure::Usage(format!("model `{}` names no data; pass --data FILE.csv", model.name)));
+            return Err(Failure::Usage(format!(
+                "model `{}` names no data; pass --data FILE.csv (or builtin:NAME, or IDX images with --labels)",
+                model.name
+            )));
         }
     };
+    if data_source.labels.is_some() && data_source.data.is_none() {
+        return Err(Failure::Usage("--labels goes with --data (the IDX images they label)".into()));
+    }
     let mut data = loaded.map_err(|e| data_error(&e))?;
     saved.scaler.apply(&mut data);
     let metrics = crate::train::evaluate(&mut runtime, &data).map_err(Failure::Input)?;
@@ -199,12 +209,20 @@ fn data_error(e: &data::DataError) -> Failure {
     Failure::Input(format!("{}: {} ({})", e.location(), e.message, e.help))
 }
 
-/// The raw rows of a CSV (or `-`, standard input) for `predict` and
-/// `explain`: inputs only (a trailing label column is ignored), matched by
-/// name to the training data's columns when the header has them.
+/// The inputs `predict` and `explain` read: the rows of a CSV (or `-`,
+/// standard input; a trailing label column is ignored, and columns are
+/// matched by name to the training data's when the header has them), of
+/// IDX images, or of a built-in set's test split (`builtin:NAME`).
 fn read_rows(input: &Path, model: &CheckedModel, saved: &Checkpoint) -> Result<data::Dataset, Failure> {
+    let text = input.to_string_lossy();
+    if text.starts_with("builtin:") {
+        let splits = data::load_named(&text, None, &RowSpec::of(model), &Default::default());
+        let mut rows = splits.map(|s| s.test.unwrap_or(s.train)).map_err(|e| data_error(&e))?;
+        (rows.y, rows.target_width) = (Vec::new(), 0);
+        return Ok(rows);
+    }
     let spec = RowSpec { target: TargetSpecOfRow::None, feature_names: saved.columns.clone(), ..RowSpec::of(model) };
-    data::load_csv(input, &spec, &Default::default()).map_err(|e| data_error(&e))
+    data::load_named(&text, None, &spec, &Default::default()).map(|s| s.train).map_err(|e| data_error(&e))
 }
 
 /// `nnc explain`'s arguments after the model choice.

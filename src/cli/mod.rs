@@ -127,24 +127,31 @@ enum Command {
         /// A checkpoint written by `nnc train --save`.
         #[arg(long)]
         weights: PathBuf,
-        /// Evaluation data (CSV); default: the test split of the model's data.
+        /// Evaluation data: a CSV file, `-` (CSV on standard input),
+        /// `builtin:NAME` (its test split) or an IDX images file (with
+        /// --labels); default: the test split of the model's data.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// The IDX labels of the IDX images given with --data.
+        #[arg(long)]
+        labels: Option<PathBuf>,
         /// Folder against which the model's relative data paths are resolved
         /// (default: the model file's folder).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Predictions for the rows of a CSV of inputs, as CSV.
+    /// Predictions for rows of inputs (CSV, IDX images or a built-in set), as CSV.
     Predict {
         #[command(flatten)]
         target: ModelChoice,
         /// A checkpoint written by `nnc train --save`.
         #[arg(long)]
         weights: PathBuf,
-        /// CSV with a header row (column names) and one sample per row: the
-        /// model's input values in order; a last column named `label`,
-        /// `target`, `class` or `y` is ignored. `-` reads standard input.
+        /// The rows to predict: CSV with a header row (column names) and one
+        /// sample per row, the model's input values in order (a last column
+        /// named `label`, `target`, `class` or `y` is ignored; `-` reads
+        /// standard input); an IDX images file; or `builtin:NAME` (its test
+        /// split).
         #[arg(long)]
         input: PathBuf,
         /// Write here (atomically) instead of standard output (`-`).
@@ -165,7 +172,7 @@ enum Command {
         /// A checkpoint written by `nnc train --save`.
         #[arg(long)]
         weights: PathBuf,
-        /// Rows to explain, as for `predict` (CSV with a header; `-` reads standard input).
+        /// Rows to explain, as for `predict` (CSV with a header, `-` for standard input, IDX images or `builtin:NAME`).
         #[arg(long)]
         input: PathBuf,
         /// The output (class) whose score is explained (default: each row's highest).
@@ -385,8 +392,9 @@ fn execute(command: Command) -> Outcome {
         }
         Command::Summary { target, json } => summary(&target.file, target.model.as_deref(), json),
         Command::Train(args) => train::run(&args),
-        Command::Eval { target, weights, data, data_dir } => {
-            let data = infer::EvalData { csv: data.as_deref(), data_dir: data_dir.as_deref() };
+        Command::Eval { target, weights, data, labels, data_dir } => {
+            let data =
+                infer::EvalData { data: data.as_deref(), labels: labels.as_deref(), data_dir: data_dir.as_deref() };
             infer::eval(&target.file, target.model.as_deref(), &weights, data)
         }
         Command::Predict { target, weights, input, output, logits, full_precision } => {

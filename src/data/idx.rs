@@ -48,9 +48,26 @@ fn dims_text(dims: &[usize]) -> String {
     dims.iter().map(usize::to_string).collect::<Vec<_>>().join("×")
 }
 
-pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset, DataError> {
-    let (iname, lname) = (images.display().to_string(), labels.display().to_string());
-    let (img, lab) = (read(images)?, read(labels)?);
+/// Whether the file starts as IDX does (two zero bytes: no text does), so
+/// a command line may name IDX or CSV files alike.
+pub fn looks_like_idx(path: &Path) -> bool {
+    let Ok(mut reader) = open(path) else { return false };
+    let mut magic = [0u8; 2];
+    reader.read_exact(&mut magic).is_ok() && magic == [0, 0]
+}
+
+/// Images without labels (`predict`): inputs only.
+pub fn load_images(images: &Path, spec: &RowSpec) -> Result<Dataset, DataError> {
+    let img = read(images)?;
+    check_images(&img, images, spec)?;
+    let (rows, width) = (img.dims[0], spec.features);
+    let x = img.data.iter().map(|&b| f32::from(b)).collect();
+    Ok(Dataset { rows, width, x, target_width: 0, y: vec![], columns: vec![] })
+}
+
+/// Images whose size is the model's input.
+fn check_images(img: &Idx, path: &Path, spec: &RowSpec) -> Result<(), DataError> {
+    let iname = path.display().to_string();
     if img.dims.len() == 1 {
         return Err(DataError::about_file(
             &iname,
@@ -59,7 +76,6 @@ pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset
             "are the images and labels files swapped? the images file comes first",
         ));
     }
-    let count = img.dims[0];
     let size: usize = img.dims[1..].iter().product();
     if size != spec.features {
         let dims: Vec<String> = img.dims[1..].iter().map(|d| d.to_string()).collect();
@@ -70,6 +86,14 @@ pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset
             "declare the input with the images' size, or use the matching files",
         ));
     }
+    Ok(())
+}
+
+pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset, DataError> {
+    let lname = labels.display().to_string();
+    let (img, lab) = (read(images)?, read(labels)?);
+    check_images(&img, images, spec)?;
+    let (count, size) = (img.dims[0], spec.features);
     if lab.dims.len() != 1 || lab.dims[0] != count {
         return Err(DataError::new(
             &lname,

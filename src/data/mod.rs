@@ -243,6 +243,45 @@ pub fn load(source: &DataSource, base: &Path, spec: &RowSpec) -> Result<Splits, 
     }
 }
 
+/// Data a command line names (`--data`, `--input`): `builtin:NAME` (a
+/// built-in set, both splits); an IDX images file, recognised by its
+/// header, with the IDX `labels` file when the rows need targets; or CSV, a
+/// file or `-` (standard input), whose columns `columns` may choose.
+pub fn load_named(text: &str, labels: Option<&Path>, spec: &RowSpec, columns: &Columns) -> Result<Splits, DataError> {
+    if let Some(name) = text.strip_prefix("builtin:") {
+        if labels.is_some() {
+            return Err(DataError::about_file(text, None, "a built-in set has its own labels", "leave out --labels"));
+        }
+        return load(&DataSource::Builtin { name: name.to_string() }, Path::new("."), spec);
+    }
+    let path = Path::new(text);
+    let train = if text != "-" && idx::looks_like_idx(path) {
+        match labels {
+            Some(labels) => idx::load_pair(path, labels, spec)?,
+            None if spec.target_width() == 0 => idx::load_images(path, spec)?,
+            None => {
+                return Err(DataError::about_file(
+                    text,
+                    None,
+                    "these are IDX images, and their labels are in a file of their own",
+                    "name the labels file with --labels",
+                ));
+            }
+        }
+    } else {
+        if let Some(labels) = labels {
+            return Err(DataError::about_file(
+                &labels.display().to_string(),
+                None,
+                format!("--labels goes with IDX images, and {text} is CSV, whose targets are columns"),
+                "leave out --labels",
+            ));
+        }
+        load_csv(path, spec, columns)?
+    };
+    Ok(Splits { train, test: None, description: text.to_string() })
+}
+
 /// Reads a CSV file (gzipped if it ends in `.gz` or starts with the gzip magic).
 pub fn load_csv(path: &Path, spec: &RowSpec, columns: &Columns) -> Result<Dataset, DataError> {
     let name = path.display().to_string();
