@@ -40,7 +40,7 @@ pub struct BenchReport {
 
 /// Synthetic inputs (standard normal) and valid targets for `rows` samples.
 fn synthetic(model: &CheckedModel, rows: usize, rng: &mut ChaCha8Rng) -> (Vec<f32>, Vec<f32>) {
-    let width: usize = model.inputs[0].shape.iter().product();
+    let width = model.input_width();
     let x = (0..rows * width).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
     let y = match model.targets.first().map(|t| &t.kind) {
         Some(TargetKind::Class(k)) => (0..rows).map(|_| rng.random_range(0..*k) as f32).collect(),

@@ -38,19 +38,15 @@ pub fn random_batch(model: &CheckedModel, graph: &Graph, seed: u64) -> Batch {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
     let b = graph.batch;
     // Token inputs get valid ids; everything else standard normal values.
+    // Several inputs are one row of values (`Op::Input(0)` reads them all).
     let vocab = crate::data::RowSpec::of(model).vocab;
-    let inputs = model
-        .inputs
-        .iter()
-        .map(|i| {
-            (0..b * numel(&i.shape))
-                .map(|_| match vocab {
-                    Some(v) => rng.random_range(0..v) as f64,
-                    None => rng.sample::<f64, _>(StandardNormal),
-                })
-                .collect()
+    let row: Vec<f64> = (0..b * model.input_width())
+        .map(|_| match vocab {
+            Some(v) => rng.random_range(0..v) as f64,
+            None => rng.sample::<f64, _>(StandardNormal),
         })
         .collect();
+    let inputs = vec![row];
     let targets = model
         .targets
         .iter()

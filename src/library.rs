@@ -156,7 +156,7 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
     let [large, middle, small, single] = rows.map(|rows| planned(model, rows));
     let (large, middle, small, single) = (large?, middle?, small?, single?);
     let (single_graph, single_plan) = &single;
-    let features = numel(&model.checked.inputs[0].shape);
+    let features = model.checked.input_width();
     let outputs = numel(single_graph.shape(single_graph.prediction));
     let weights = &model.store.data;
     if weights.len() != single_plan.store.len {
@@ -253,8 +253,23 @@ fn header(
     options: &BuildOptions,
 ) -> String {
     let upper = name.to_ascii_uppercase();
-    let input = &model.checked.inputs[0];
     let shape = |dims: &[usize]| dims.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+    // Several inputs are one row: each input's values after the previous one's.
+    let inputs = &model.checked.inputs;
+    let (input_name, input_shape) = match &inputs[..] {
+        [input] => (input.name.clone(), input.shape.clone()),
+        several => {
+            let names: Vec<&str> = several.iter().map(|i| i.name.as_str()).collect();
+            (names.join(","), vec![features])
+        }
+    };
+    let input_text = match &inputs[..] {
+        [input] => format!("The input `{}`: {features} floats per row (shape [{}])", input.name, shape(&input.shape)),
+        several => {
+            let each: Vec<String> = several.iter().map(|i| format!("`{}` [{}]", i.name, shape(&i.shape))).collect();
+            format!("The inputs {}, one after the other: {features} floats per row", each.join(" then "))
+        }
+    };
     let output_name = model.checked.targets.first().map_or("output", |t| t.name.as_str());
     let output_is = if classes > 0 {
         format!("the probabilities of the {classes} classes (softmax of the scores)")
@@ -289,7 +304,7 @@ fn header(
 extern "C" {{
 #endif
 
-/* The input `{input_name}`: {features} floats per row (shape [{input_shape}]),
+/* {input_text},
  * raw values. The library applies the preprocessing the model was trained
  * with (as `nnc predict` does). */
 #define {upper}_INPUT_NAME "{input_name}"
@@ -336,9 +351,8 @@ int {name}_predict({name}_context *ctx, const float *input, size_t rows, float *
         model_name = model.checked.name,
         version = env!("CARGO_PKG_VERSION"),
         system_libs = SYSTEM_LIBS,
-        input_name = input.name,
-        input_shape = shape(&input.shape),
-        rank = input.shape.len(),
+        input_shape = shape(&input_shape),
+        rank = input_shape.len(),
         batch = options.batch,
         middle = MIDDLE_BATCH.min(options.batch),
         small = SMALL_BATCH.min(options.batch),

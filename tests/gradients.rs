@@ -98,6 +98,15 @@ proptest! {
     }
 
     #[test]
+    fn several_inputs(a in 1usize..4, h in 1usize..4, b in 1usize..5, seed in 0u64..1000) {
+        let source = format!("model g {{ input img: [{a}, {h}, 2] input v: [{b}] target y: real[2]
+            img |> conv2d(2, kernel = 1) |> tanh |> flatten => f
+            v |> dense(3) |> tanh => d
+            concat(f, d) |> dense(2) => p  loss = mse(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
     fn upsampling(c in 1usize..3, h in 1usize..4, w in 1usize..4, factor in 1usize..4, seed in 0u64..1000) {
         let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: real[2]
             x |> conv2d(2, kernel = 1) |> tanh |> upsample({factor}) |> conv2d(1, kernel = 2) |> tanh |> flatten

@@ -21,7 +21,7 @@ fn close(a: f32, b: f32) -> bool {
 /// Random inputs and valid targets for `rows` samples.
 fn batch(model: &CheckedModel, rows: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let width: usize = model.inputs[0].shape.iter().product();
+    let width = model.input_width();
     let vocab = nnc::data::RowSpec::of(model).vocab;
     let x: Vec<f32> = (0..rows * width)
         .map(|_| match vocab {

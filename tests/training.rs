@@ -57,6 +57,16 @@ fn concatenated_branches_reach_96_percent() {
     assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
 }
 
+/// Two inputs from one data row: half of each image through a convolution,
+/// the other half through a dense layer, joined before the classifier.
+#[test]
+fn two_inputs_reach_96_percent() {
+    let model = model("two_inputs_digits.nn");
+    assert_eq!(model.inputs.len(), 2);
+    let (_, m) = train_bundled(&model);
+    assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
+}
+
 /// Each channel's mean over the map, then one dense layer: no weight
 /// sees a position, and the convolutions still learn the digits.
 #[test]

@@ -138,14 +138,27 @@ impl Core {
         let model = self.model();
         let input = &model.inputs[0];
         let (line, _) = diag::line_col(&self.checked.source, input.span.start);
+        if model.inputs.len() > 1 {
+            let each: Vec<String> =
+                model.inputs.iter().map(|i| format!("`{}` {}", i.name, nnc::shape::shape_text(&i.shape))).collect();
+            return format!("inputs {} are one row of {} values (line {line})", each.join(", "), self.spec.features);
+        }
         format!("input `{}` is {} per row (line {line})", input.name, nnc::shape::shape_text(&input.shape))
+    }
+
+    /// One row's shape: the input's, or for several inputs their values side by side.
+    fn row_shape(&self) -> Vec<usize> {
+        match &self.model().inputs[..] {
+            [input] => input.shape.clone(),
+            _ => vec![self.spec.features],
+        }
     }
 
     /// Checks an array of input rows: shape `(rows, *shape)` or
     /// `(rows, features)`, finite values, token ids in range.
     fn check_x(&self, name: &str, x: &PyReadonlyArrayDyn<'_, f32>) -> PyResult<usize> {
         let model = self.model();
-        let shape = &model.inputs[0].shape;
+        let shape = &self.row_shape();
         let dims = x.shape();
         let fits = dims.len() >= 2 && (dims[1..] == shape[..] || (dims.len() == 2 && dims[1] == self.spec.features));
         if !fits {
@@ -252,14 +265,16 @@ fn train_error(e: TrainError) -> PyErr {
 #[pymethods]
 impl Core {
     /// (name, shape, kind) of the input; kind is "real", "seq" or "tokens".
+    /// Several inputs are one row: their names joined by commas, the row's width.
     fn input(&self) -> (String, Vec<usize>, &'static str) {
-        let input = &self.model().inputs[0];
-        let kind = match input.kind {
+        let inputs = &self.model().inputs;
+        let kind = match inputs[0].kind {
             InputKind::Real => "real",
             InputKind::Seq => "seq",
             InputKind::Tokens => "tokens",
         };
-        (input.name.clone(), input.shape.clone(), kind)
+        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+        (names.join(","), self.row_shape(), kind)
     }
 
     fn name(&self) -> String {

@@ -60,6 +60,12 @@ impl ModelChecker<'_> {
             tokens: kind == InputKind::Tokens,
         };
         let index = self.inputs.len();
+        // Token ids are checked against the embedding's vocabulary column by
+        // column of the one input; mixed with other inputs they could not be.
+        if let Some(other) = self.inputs.iter().find(|i| kind == InputKind::Tokens || i.kind == InputKind::Tokens) {
+            self.diags.push(messages::tokens_with_other_inputs(decl.span, other.span));
+            return;
+        }
         self.inputs.push(InputSpec { name: decl.name.name.clone(), kind, shape, span: decl.span });
         self.define(&decl.name, ValueRef::Input(index), info, "input");
     }

@@ -181,10 +181,6 @@ impl<'a> ModelChecker<'a> {
         if self.ast.inputs.is_empty() {
             self.diags.push(messages::no_input(&self.ast.name));
         }
-        // Data, training, `predict` and built libraries feed one input.
-        if let [first, second, ..] = self.ast.inputs.as_slice() {
-            self.diags.push(messages::several_inputs(second.span, first.span));
-        }
         for flow in &self.ast.flows {
             self.flow(flow);
         }
@@ -530,10 +526,20 @@ impl<'a> ModelChecker<'a> {
     /// per row, and none both a feature and the target.
     fn check_columns(&mut self, columns: &Columns, loss: Option<&LossSpec>) {
         if let (Some(span), Some(input)) = (columns.features_span, self.inputs.first()) {
-            let wanted = input.shape.iter().product();
+            let wanted = self.inputs.iter().map(|i| i.shape.iter().product::<usize>()).sum();
             if columns.features.len() != wanted {
-                let owner = (format!("input `{}`", input.name), input.span);
-                self.diags.push(messages::column_count(span, "features", columns.features.len(), wanted, owner));
+                let names: Vec<String> = self.inputs.iter().map(|i| format!("`{}`", i.name)).collect();
+                let owner = match &names[..] {
+                    [one] => format!("input {one}"),
+                    several => format!("the row of inputs {}", several.join(", ")),
+                };
+                self.diags.push(messages::column_count(
+                    span,
+                    "features",
+                    columns.features.len(),
+                    wanted,
+                    (owner, input.span),
+                ));
             }
         }
         let target = match loss.map(|l| l.target) {

@@ -465,6 +465,12 @@ impl CheckedModel {
         }
     }
 
+    /// Values per data row across every input: a model with several inputs
+    /// reads them from one row, each input's values after the previous one's.
+    pub fn input_width(&self) -> usize {
+        self.inputs.iter().map(|i| i.shape.iter().product::<usize>()).sum()
+    }
+
     pub fn total_params(&self) -> usize {
         self.nodes.iter().map(|n| n.params).sum()
     }

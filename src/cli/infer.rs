@@ -243,7 +243,11 @@ pub fn explain(file: &Path, model: Option<&str>, args: &ExplainArgs) -> Outcome 
     if model.inputs.iter().any(|i| i.kind == crate::check::InputKind::Tokens) {
         return Err(Failure::Usage("explain needs numeric features; token ids have no gradient".into()));
     }
-    let shape = model.inputs.first().map(|i| i.shape.clone()).unwrap_or_default();
+    // Several inputs are explained as the one row they are read from.
+    let shape = match &model.inputs[..] {
+        [input] => input.shape.clone(),
+        _ => vec![model.input_width()],
+    };
     let picture = crate::explain::picture_shape(&shape);
     if let Some(path) = &args.output {
         if picture.is_none() {

@@ -124,7 +124,7 @@ pub enum TargetSpecOfRow {
 
 impl RowSpec {
     pub fn of(model: &CheckedModel) -> RowSpec {
-        let features = model.inputs.first().map_or(0, |i| i.shape.iter().product());
+        let features = model.input_width();
         let target = match model.loss.as_ref().map(|l| l.target) {
             Some(ValueRef::Target(t)) => match &model.targets[t].kind {
                 TargetKind::Class(k) => TargetSpecOfRow::Class(*k),
@@ -404,6 +404,18 @@ pub enum Scaler {
 }
 
 impl Scaler {
+    /// The preprocessing of the columns `range` of a row (one of several
+    /// inputs); none when the scaler has fewer columns.
+    pub fn columns(&self, range: std::ops::Range<usize>) -> Option<Scaler> {
+        Some(match self {
+            Scaler::None => Scaler::None,
+            Scaler::Scale(s) => Scaler::Scale(*s),
+            Scaler::Standardize { mean, std } => {
+                Scaler::Standardize { mean: mean.get(range.clone())?.to_vec(), std: std.get(range)?.to_vec() }
+            }
+        })
+    }
+
     pub fn fit(preprocess: crate::check::Preprocess, train: &Dataset) -> Scaler {
         use crate::check::Preprocess;
         match preprocess {

@@ -25,9 +25,22 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
     graph.shard = shard;
     let mut values: HashMap<ValueRef, ValueId> = HashMap::new();
     let with_batch = |shape: &[usize]| -> Shape { std::iter::once(batch).chain(shape.iter().copied()).collect() };
-    for (i, input) in model.inputs.iter().enumerate() {
-        let v = graph.push(Op::Input(i), vec![], with_batch(&input.shape), input.span);
-        values.insert(ValueRef::Input(i), v);
+    if let [input] = &model.inputs[..] {
+        let v = graph.push(Op::Input(0), vec![], with_batch(&input.shape), input.span);
+        values.insert(ValueRef::Input(0), v);
+    } else {
+        // Several inputs come in one row, each after the previous one's values:
+        // each is its columns of the row, in its own shape.
+        let span = model.inputs.first().map_or(model.span, |i| i.span);
+        let rows = graph.push(Op::Input(0), vec![], vec![batch, model.input_width()], span);
+        let mut start = 0;
+        for (i, input) in model.inputs.iter().enumerate() {
+            let width = numel(&input.shape);
+            let columns = graph.push(Op::Slice { axis: 1, start }, vec![rows], vec![batch, width], input.span);
+            let v = graph.push(Op::Reshape, vec![columns], with_batch(&input.shape), input.span);
+            values.insert(ValueRef::Input(i), v);
+            start += width;
+        }
     }
     for (i, target) in model.targets.iter().enumerate() {
         let shape = match &target.kind {

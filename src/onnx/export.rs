@@ -15,7 +15,7 @@ use super::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
-use crate::check::{Activation, CheckedModel, InputKind, Layer, ValueRef, Weights};
+use crate::check::{Activation, CheckedModel, InputKind, InputSpec, Layer, ValueRef, Weights};
 use crate::data::Scaler;
 use crate::train::metrics::Task;
 
@@ -43,7 +43,9 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
             OPSETS.end()
         ));
     }
-    let input = model.inputs.first().ok_or("the model has no input")?;
+    if model.inputs.is_empty() {
+        return Err("the model has no input".into());
+    }
     let mut g = Builder {
         opset: options.opset,
         tensors,
@@ -53,7 +55,15 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
         counter: 0,
     };
     let mut values: HashMap<ValueRef, String> = HashMap::new();
-    values.insert(ValueRef::Input(0), g.preprocess(&input.name, &input.shape, scaler)?);
+    // Several inputs are one data row to nnc; the graph takes each as its
+    // own tensor, with its columns' share of the preprocessing.
+    let mut start = 0;
+    for (i, input) in model.inputs.iter().enumerate() {
+        let width: usize = input.shape.iter().product();
+        let columns = scaler.columns(start..start + width).ok_or("the checkpoint's scaler does not fit the inputs")?;
+        values.insert(ValueRef::Input(i), g.preprocess(&input.name, &input.shape, &columns)?);
+        start += width;
+    }
 
     let (prediction, output_shape) = match &model.loss {
         Some(loss) => (loss.prediction, model.shape_of(loss.prediction)),
@@ -87,7 +97,7 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
                 .iter()
                 .find(|v| v.value == prediction)
                 .map_or("prediction".to_string(), |v| v.name.clone());
-            let name = if name == input.name { format!("{name}_out") } else { name };
+            let name = if model.inputs.iter().any(|i| i.name == name) { format!("{name}_out") } else { name };
             g.node_to("Identity", vec![result], &name, vec![]);
             (name, "the predicted values")
         }
@@ -106,21 +116,22 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
     let shape_of = |shape: &[usize]| {
         std::iter::once(batch.clone()).chain(shape.iter().map(|&d| dim_value(d as i64))).collect::<Vec<_>>()
     };
-    let kind = match input.kind {
+    let kind = |input: &InputSpec| match input.kind {
         InputKind::Tokens => "token ids (whole numbers, as floats)",
         InputKind::Seq => "sequences, raw as in the training data",
         InputKind::Real => "raw features, as in the training data",
     };
+    let inputs = model.inputs.iter().map(|input| ValueInfoProto {
+        name: Some(input.name.clone()),
+        r#type: Some(tensor_type(shape_of(&input.shape))),
+        doc_string: Some(kind(input).to_string()),
+        ..Default::default()
+    });
     let graph = GraphProto {
         name: Some(model.name.clone()),
         node: g.nodes,
         initializer: g.initializers,
-        input: vec![ValueInfoProto {
-            name: Some(input.name.clone()),
-            r#type: Some(tensor_type(shape_of(&input.shape))),
-            doc_string: Some(kind.to_string()),
-            ..Default::default()
-        }],
+        input: inputs.collect(),
         output: vec![ValueInfoProto {
             name: Some(output),
             r#type: Some(tensor_type(shape_of(&output_shape))),

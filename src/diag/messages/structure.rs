@@ -12,12 +12,6 @@ pub fn no_input(model: &Ident) -> Diag {
     .with_help("declare one sample's shape, e.g. `input x: [4]`")
 }
 
-pub fn several_inputs(span: Span, first: Span) -> Diag {
-    Diag::error("nnc::model::several_inputs", "a model reads one input", span, "a second input")
-        .with_note(first, "the model's input")
-        .with_help("put the features side by side in one input (one CSV row feeds one input)")
-}
-
 pub fn missing_loss(model: &Ident) -> Diag {
     Diag::error("nnc::model::no_loss", format!("model `{}` has no loss", model.name), model.span, "nothing to minimise")
         .with_help("add e.g. `loss = cross_entropy(logits, label)`")
@@ -57,6 +51,13 @@ pub fn tokens_rank(span: Span, rank: usize) -> Diag {
         format!("found {rank} dimensions, expected 1"),
     )
     .with_help("write `tokens[steps]`, e.g. `tokens[20]`")
+}
+
+/// A `tokens` input beside another input.
+pub fn tokens_with_other_inputs(span: Span, other: Span) -> Diag {
+    Diag::error("nnc::input::tokens_mixed", "token ids must be the model's only input", span, "a second input here")
+        .with_note(other, "the other input")
+        .with_help("read token ids in a model of their own, or declare every input as numbers (`[n]`)")
 }
 
 pub fn shape_too_large(span: Span) -> Diag {

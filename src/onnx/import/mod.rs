@@ -137,7 +137,7 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, String> {
     }
     let inputs: Vec<_> = graph.input.iter().filter(|i| !values.contains_key(i.name.as_deref().unwrap_or(""))).collect();
     let [input] = inputs.as_slice() else {
-        return Err(format!("the graph has {} inputs; nnc models read one", inputs.len()));
+        return Err(format!("the graph has {} inputs; nnc imports graphs of one input", inputs.len()));
     };
     let [output] = graph.output.as_slice() else {
         return Err(format!("the graph has {} outputs; nnc models predict one", graph.output.len()));
