@@ -48,3 +48,28 @@ fn every_catalogue_entry_has_a_shape_rule() {
         assert_eq!(node.layer.keyword(), written, "{source}");
     }
 }
+
+/// The README's language reference is the one the catalogues generate
+/// (`nnc::lsp::docs::reference`), word for word. After changing a layer,
+/// loss, optimizer, schedule, data source or setting, rewrite it with
+/// `NNC_BLESS=1 cargo test --test catalogue`.
+#[test]
+fn readme_reference_is_generated_from_the_catalogue() {
+    const START: &str =
+        "<!-- reference: generated from the catalogues; rewrite with `NNC_BLESS=1 cargo test --test catalogue` -->\n";
+    const END: &str = "<!-- end of the reference -->";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let readme = std::fs::read_to_string(path).expect("README");
+    let start = readme.find(START).expect("the README has the reference's start marker") + START.len();
+    let end = readme[start..].find(END).expect("the README has the reference's end marker") + start;
+    let generated = format!("\n{}", nnc::lsp::docs::reference());
+    if std::env::var_os("NNC_BLESS").is_some() {
+        let updated = format!("{}{generated}{}", &readme[..start], &readme[end..]);
+        std::fs::write(path, updated).expect("README rewritten");
+        return;
+    }
+    assert!(
+        readme[start..end] == generated,
+        "the README's language reference differs from the catalogues'; run `NNC_BLESS=1 cargo test --test catalogue`"
+    );
+}

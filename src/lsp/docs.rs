@@ -79,7 +79,7 @@ pub const LAYERS: &[Doc] = &[
     doc(
         "dropout",
         "While training, zeroes each value with probability `p` and scales the rest by 1/(1 − p); does nothing at evaluation.",
-        &[("p", "probability of dropping a value (default 0.5)")],
+        &[("p", "probability of dropping a value (required)")],
     ),
     doc(
         "batchnorm",
@@ -318,6 +318,48 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     ("pretrain", "pretrain the RBMs first: `cd(k = 1, epochs = 5)`"),
 ];
+
+/// The README's language reference, written from these lists and the
+/// checker's catalogues (which arguments are required), so the two cannot
+/// drift: a test holds the README's section to it.
+pub fn reference() -> String {
+    use crate::check::{layers, train};
+    let required_of = |family: &str, name: &str| -> Vec<&'static str> {
+        let listed = |catalogue: &[(&str, &[&'static str], &[&'static str])]| {
+            catalogue.iter().find(|(n, _, _)| *n == name).map(|(_, _, r)| r.to_vec()).unwrap_or_default()
+        };
+        match family {
+            "layer" => layers::find(name).map(|s| s.required.to_vec()).unwrap_or_default(),
+            "schedule" => listed(train::SCHEDULES),
+            "data source" => listed(train::SOURCES),
+            "loss" => vec!["prediction", "target"],
+            _ => Vec::new(),
+        }
+    };
+    let mut out = String::new();
+    let families: [(&str, &str, &[Doc]); 5] = [
+        ("layer", "Layers", LAYERS),
+        ("loss", "Losses", LOSSES),
+        ("optimizer", "Optimizers", OPTIMIZERS),
+        ("schedule", "Learning-rate schedules", SCHEDULES),
+        ("data source", "Data sources", SOURCES),
+    ];
+    for (family, title, docs) in families {
+        out.push_str(&format!("#### {title}\n\n"));
+        for doc in docs {
+            out.push_str(&format!("- `{}`: {}\n", doc.signature(&required_of(family, doc.name)), doc.summary));
+            for (arg, meaning) in doc.args {
+                out.push_str(&format!("  - `{arg}`: {meaning}\n"));
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("#### `train { … }` settings\n\n");
+    for (setting, meaning) in SETTINGS {
+        out.push_str(&format!("- `{setting}`: {meaning}\n"));
+    }
+    out
+}
 
 /// The documentation of a call named `name` where `family` is expected.
 pub fn find(family: &'static [Doc], name: &str) -> Option<&'static Doc> {
