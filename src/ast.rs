@@ -174,6 +174,8 @@ impl Value {
 #[derive(Debug, Clone)]
 pub struct Loss {
     pub call: Call,
+    /// `0.5 * mse(…)`: the weight of this term in the summed loss.
+    pub weight: Option<Number>,
     pub span: Span,
 }
 

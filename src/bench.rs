@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::check::{Batch, CheckedModel, TargetKind};
+use crate::check::{Batch, CheckedModel};
 use crate::diag::Diag;
 use crate::exec::Backend;
 use crate::model::Model;
@@ -42,15 +42,7 @@ pub struct BenchReport {
 fn synthetic(model: &CheckedModel, rows: usize, rng: &mut ChaCha8Rng) -> (Vec<f32>, Vec<f32>) {
     let width = model.input_width();
     let x = (0..rows * width).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
-    let y = match model.targets.first().map(|t| &t.kind) {
-        Some(TargetKind::Class(k)) => (0..rows).map(|_| rng.random_range(0..*k) as f32).collect(),
-        Some(TargetKind::Real(s)) => (0..rows * s.iter().product::<usize>()).map(|_| rng.random::<f32>()).collect(),
-        Some(TargetKind::Binary(s)) => {
-            (0..rows * s.iter().product::<usize>()).map(|_| rng.random_range(0..2) as f32).collect()
-        }
-        None => Vec::new(),
-    };
-    (x, y)
+    (x, crate::data::RowSpec::of(model).random_targets(rows, rng))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

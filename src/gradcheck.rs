@@ -47,16 +47,18 @@ pub fn random_batch(model: &CheckedModel, graph: &Graph, seed: u64) -> Batch {
         })
         .collect();
     let inputs = vec![row];
-    let targets = model
-        .targets
-        .iter()
-        .map(|t| match &t.kind {
-            TargetKind::Class(k) => (0..b).map(|_| rng.random_range(0..*k) as f64).collect(),
-            TargetKind::Real(s) => (0..b * numel(s)).map(|_| rng.sample::<f64, _>(StandardNormal)).collect(),
-            TargetKind::Binary(s) => (0..b * numel(s)).map(|_| rng.random_range(0..2) as f64).collect(),
-        })
-        .collect();
-    Batch { inputs, targets }
+    // The targets the losses read, one row of them per sample, as the data gives them.
+    let mut row = Vec::new();
+    for _ in 0..b {
+        for t in model.row_targets() {
+            match &model.targets[t].kind {
+                TargetKind::Class(k) => row.push(rng.random_range(0..*k) as f64),
+                TargetKind::Real(s) => row.extend((0..numel(s)).map(|_| rng.sample::<f64, _>(StandardNormal))),
+                TargetKind::Binary(s) => row.extend((0..numel(s)).map(|_| rng.random_range(0..2) as f64)),
+            }
+        }
+    }
+    Batch { inputs, targets: vec![row] }
 }
 
 /// Checks every parameter's gradient of `graph`'s loss.

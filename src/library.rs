@@ -139,6 +139,13 @@ fn preprocessing(scaler: &Scaler, features: usize) -> Result<(Vec<f32>, Vec<f32>
 /// Builds the three files of `model` (holding trained weights) as `options` says.
 pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<Built, String> {
     check_name(&options.name)?;
+    if model.checked.losses.len() > 1 {
+        return Err(format!(
+            "model `{}` has {} outputs (one per loss term); `nnc build` writes libraries of one output",
+            model.checked.name,
+            model.checked.losses.len()
+        ));
+    }
     if options.batch == 0 {
         return Err("--batch must be at least 1".into());
     }

@@ -363,7 +363,7 @@ fn columns_are_chosen_by_name() {
     use nnc::data::{RowSpec, TargetSpecOfRow, parse_csv};
     let spec = RowSpec {
         features: 2,
-        target: TargetSpecOfRow::Real(1),
+        targets: vec![TargetSpecOfRow::Real(1)],
         vocab: None,
         label_names: vec![],
         feature_names: vec![],

@@ -35,7 +35,8 @@ fn meaning(checked: &Checked) -> String {
             out += &format!("{} {:?} {:?} {:?}\n", node.name, node.layer, node.inputs, node.shape);
         }
         let train = model.train.without_positions();
-        out += &format!("{:?}\n{train:?}\n", model.loss.as_ref().map(|l| (l.kind, l.prediction, l.target)));
+        let losses: Vec<_> = model.losses.iter().map(|l| (l.kind, l.prediction, l.target, l.weight)).collect();
+        out += &format!("{losses:?}\n{train:?}\n");
     }
     let codes: Vec<&str> = checked.diags.iter().map(|d| d.code).collect();
     out + &codes.join(" ")

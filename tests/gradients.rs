@@ -107,6 +107,17 @@ proptest! {
     }
 
     #[test]
+    fn weighted_losses_over_several_targets(input in 1usize..5, classes in 2usize..4, out in 1usize..3,
+                                             w in 0.1f64..3.0, seed in 0u64..1000) {
+        let source = format!("model g {{ input x: [{input}] target c: class({classes}) target r: real[{out}]
+            x |> dense(4) |> tanh => h
+            h |> dense({classes}) => logits
+            h |> dense({out}) => value
+            loss = cross_entropy(logits, c) + {w:.3} * mse(value, r) + 0.5 * mse(value, r) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
     fn upsampling(c in 1usize..3, h in 1usize..4, w in 1usize..4, factor in 1usize..4, seed in 0u64..1000) {
         let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: real[2]
             x |> conv2d(2, kernel = 1) |> tanh |> upsample({factor}) |> conv2d(1, kernel = 2) |> tanh |> flatten

@@ -29,17 +29,7 @@ fn batch(model: &CheckedModel, rows: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
             None => rng.random_range(-2.0..2.0),
         })
         .collect();
-    let y = match model.targets.first().map(|t| &t.kind) {
-        Some(nnc::check::TargetKind::Class(k)) => (0..rows).map(|_| rng.random_range(0..*k) as f32).collect(),
-        Some(nnc::check::TargetKind::Binary(s)) => {
-            (0..rows * s.iter().product::<usize>()).map(|_| rng.random_range(0..2) as f32).collect()
-        }
-        Some(nnc::check::TargetKind::Real(s)) => {
-            (0..rows * s.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect()
-        }
-        None => Vec::new(),
-    };
-    (x, y)
+    (x, nnc::data::RowSpec::of(model).random_targets(rows, &mut rng))
 }
 
 /// Two training steps on both backends; losses, every updated parameter and
@@ -265,6 +255,20 @@ fn class_weighted_cross_entropy() {
     let checked = check_source("w.nn", source);
     assert!(!checked.has_errors(), "{:?}", checked.diags);
     assert_backends_agree(&checked.models[0], 13, 4);
+}
+
+/// Two outputs with their own targets, their losses weighted and summed.
+#[test]
+fn weighted_losses_over_several_targets() {
+    let source = "model g { input x: [5] target kind: class(3) target size: real[2]
+        x |> dense(6) |> relu => h
+        h |> dense(3) => logits
+        h |> dense(2) => value
+        loss = 0.3 * cross_entropy(logits, kind) + 2 * mse(value, size)
+        train { optimizer = momentum(lr = 0.05) seed = 3 } }";
+    let checked = check_source("w.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    assert_backends_agree(&checked.models[0], 9, 3);
 }
 
 /// A dilated kernel whose outer taps miss the image on every output column

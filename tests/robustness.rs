@@ -162,7 +162,7 @@ fn mutated_data_files_never_panic() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let spec = RowSpec {
         features: 3,
-        target: TargetSpecOfRow::Class(4),
+        targets: vec![TargetSpecOfRow::Class(4)],
         vocab: None,
         label_names: vec![],
         feature_names: vec![],

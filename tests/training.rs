@@ -640,3 +640,39 @@ fn class_weights_raise_the_recall_of_the_rare_class() {
         weighted.precision[1]
     );
 }
+
+/// Two declared targets read from named CSV columns, two outputs, one summed
+/// loss (`0.05 *` the price's squared error in thousands): both outputs
+/// learn — the price far better than its mean (R² 0.93), the bathrooms
+/// (which area and rooms hardly tell) better than always answering the
+/// commonest count — each output is scored on its own, and the summed
+/// loss is the weighted sum of the outputs' own losses.
+#[test]
+fn two_targets_from_named_columns_train_under_one_weighted_loss() {
+    let source = r#"model houses {
+        input house: [2]
+        target bathrooms: class(4)
+        target price: real[1]
+        house |> dense(16) |> relu => h
+        h |> dense(4) => baths
+        h |> dense(1) => value
+        loss = cross_entropy(baths, bathrooms) + 0.05 * mse(value, price)
+        train {
+          data = csv("data/houses.csv", target = ["bathrooms", "price_k"], features = ["area_m2", "rooms"])
+          standardize = true
+          optimizer = adam(lr = 0.01)
+          batch = 16
+          epochs = 150
+          seed = 1
+        }
+      }"#;
+    let checked = check_source("houses.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let (_, m) = train_bundled(&checked.models[0]);
+    let [(baths_name, baths), (value_name, value)] = &m.outputs[..] else { panic!("two outputs: {m:?}") };
+    assert_eq!((baths_name.as_str(), value_name.as_str()), ("baths", "value"));
+    assert!(value.r2.expect("regression") > 0.5, "{m:?}");
+    assert!(baths.accuracy.expect("classifier") > 73.0 / 200.0, "{m:?}");
+    let summed = baths.loss + 0.05 * value.loss;
+    assert!((m.loss - summed).abs() <= 1e-4 * summed, "{} vs {summed}", m.loss);
+}

@@ -106,6 +106,14 @@ fn compile<'py>(
         None => 0,
     };
     let checked_model = &checked.models[index];
+    if checked_model.losses.len() > 1 {
+        return Err(model_error(format!(
+            "model `{}` has {} outputs (one per loss term); the Python API trains and predicts models of one \
+             output: use `nnc train`, `nnc eval` and `nnc predict` for it",
+            checked_model.name,
+            checked_model.losses.len()
+        )));
+    }
     let trainer = match Trainer::new(checked_model, checked_model.train.clone(), Backend::Jit) {
         Ok(trainer) => trainer,
         Err(diag) => {
@@ -204,10 +212,11 @@ impl Core {
             )));
         }
         for (i, &v) in values.iter().enumerate() {
-            let bad = match self.spec.target {
-                TargetSpecOfRow::Class(k) => (v < 0.0 || v.fract() != 0.0 || v >= k as f32)
+            // A model of one output (`compile` refuses others) has one target.
+            let bad = match self.spec.targets.first() {
+                Some(TargetSpecOfRow::Class(k)) => (v < 0.0 || v.fract() != 0.0 || v >= *k as f32)
                     .then(|| format!("is not a class id: ids are whole numbers from 0 to {}", k - 1)),
-                TargetSpecOfRow::Binary(_) => (v != 0.0 && v != 1.0).then(|| "is not 0 or 1".to_string()),
+                Some(TargetSpecOfRow::Binary(_)) => (v != 0.0 && v != 1.0).then(|| "is not 0 or 1".to_string()),
                 _ => (!v.is_finite()).then(|| "is not a finite number".to_string()),
             };
             if let Some(what) = bad {

@@ -48,6 +48,10 @@ EXTRA = {
 }
 
 
+#: Bundled models with several outputs (one per loss term).
+SEVERAL_OUTPUTS = {"digits_multitask.nn"}
+
+
 def model_files(tmp_path):
     files = sorted(p for p in MODELS.glob("*.nn") if p.name != "vgg16.nn")
     for name, source in EXTRA.items():
@@ -118,6 +122,11 @@ def test_every_model_exports_and_onnxruntime_agrees_with_nnc_predict(tmp_path):
     files = model_files(tmp_path)
     assert len(files) >= 22
     for model_file in files:
+        if model_file.name in SEVERAL_OUTPUTS:
+            # nnc's own commands serve them; Python and ONNX export refuse, saying so.
+            with pytest.raises(ValueError, match="has 2 outputs"):
+                nnc.compile(model_file)
+            continue
         model = nnc.compile(model_file)
         rows = rows_for(model, rng)
         randomized(model, rows, rng)

@@ -12,7 +12,27 @@ struct Compared<'a> {
 }
 
 impl ModelChecker<'_> {
-    pub(super) fn loss(&mut self) -> Option<LossSpec> {
+    /// Every loss term (`loss = a + 0.5 * b`, or several `loss =` lines):
+    /// the model minimises their weighted sum.
+    pub(super) fn losses(&mut self) -> Vec<LossSpec> {
+        let losses = self.ast.losses.clone();
+        if losses.is_empty() {
+            self.missing_loss();
+        }
+        let checked: Vec<(LossSpec, Span)> =
+            losses.iter().filter_map(|decl| self.loss(decl).map(|spec| (spec, decl.span))).collect();
+        for (i, (spec, span)) in checked.iter().enumerate() {
+            let same = |(other, _): &&(LossSpec, Span)| {
+                (other.kind, other.prediction, other.target) == (spec.kind, spec.prediction, spec.target)
+            };
+            if let Some((_, first)) = checked[..i].iter().find(same) {
+                self.diags.push(messages::duplicate_loss(*span, *first));
+            }
+        }
+        checked.into_iter().map(|(spec, _)| spec).collect()
+    }
+
+    fn missing_loss(&mut self) {
         // A model ending in an RBM needs no loss: CD (or annealing on its
         // reconstruction error) trains it.
         let ends_in_rbm = self.nodes.last().is_some_and(|n| matches!(n.layer, Layer::Rbm { .. }));
@@ -20,16 +40,21 @@ impl ModelChecker<'_> {
             s.key.name == "optimizer"
                 && matches!(&s.value, Value::Call(c) if c.name.name == "cd" || (c.name.name == "anneal" && ends_in_rbm))
         });
-        let Some(first) = self.ast.losses.first() else {
-            if !optimizer_needs_no_loss && !self.ast.inputs.is_empty() {
-                self.diags.push(messages::missing_loss(&self.ast.name));
-            }
-            return None;
-        };
-        for extra in &self.ast.losses[1..] {
-            self.diags.push(messages::duplicate_loss(extra.span, first.span));
+        if !optimizer_needs_no_loss && !self.ast.inputs.is_empty() {
+            self.diags.push(messages::missing_loss(&self.ast.name));
         }
-        let call = &first.call;
+    }
+
+    fn loss(&mut self, decl: &crate::ast::Loss) -> Option<LossSpec> {
+        let call = &decl.call;
+        let weight = match &decl.weight {
+            Some(n) if n.value > 0.0 && n.value <= f64::from(f32::MAX) => n.value,
+            Some(n) => {
+                self.diags.push(messages::out_of_range(n, "weight", "a number > 0"));
+                return None;
+            }
+            None => 1.0,
+        };
         let kind = match call.name.name.as_str() {
             "mse" => LossKind::Mse,
             "cross_entropy" => LossKind::CrossEntropy,
@@ -71,7 +96,7 @@ impl ModelChecker<'_> {
                 return None;
             }
         }
-        let spec = LossSpec { kind, prediction, target, class_weights, span: first.span };
+        let spec = LossSpec { kind, prediction, target, class_weights, weight, span: decl.span };
         self.lint_prediction(&spec, &pred_name);
         Some(spec)
     }

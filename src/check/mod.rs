@@ -185,12 +185,16 @@ impl<'a> ModelChecker<'a> {
             self.flow(flow);
         }
         let train = train::check_train(&self.ast.trains, self.diags);
-        let loss = self.loss();
-        if let Some(loss) = &loss {
-            self.vanishing_gradients(loss);
+        let losses = self.losses();
+        let mut predictions = Vec::new();
+        for loss in &losses {
+            if !predictions.contains(&loss.prediction) {
+                predictions.push(loss.prediction);
+                self.vanishing_gradients(loss);
+            }
         }
-        self.cross_checks(&train, loss.as_ref());
-        self.report_unused(loss.is_some());
+        self.cross_checks(&train, &losses);
+        self.report_unused(!losses.is_empty());
         CheckedModel {
             name: self.ast.name.name.clone(),
             inputs: self.inputs,
@@ -198,7 +202,7 @@ impl<'a> ModelChecker<'a> {
             nodes: self.nodes,
             values: self.values,
             stages: self.stages,
-            loss,
+            losses,
             train,
             span: self.ast.span,
         }
@@ -462,11 +466,11 @@ impl<'a> ModelChecker<'a> {
         Some((ValueRef::Node(node), next))
     }
 
-    fn cross_checks(&mut self, train: &TrainConfig, loss: Option<&LossSpec>) {
+    fn cross_checks(&mut self, train: &TrainConfig, losses: &[LossSpec]) {
         if let Some(DataSource::Csv { columns, .. }) = &train.data {
-            self.check_columns(columns, loss);
+            self.check_columns(columns, losses);
         }
-        let regression = loss.is_some_and(|l| {
+        let regression = losses.iter().any(|l| {
             l.kind == LossKind::Mse
                 && matches!(l.target, ValueRef::Target(t) if matches!(self.targets[t].kind, TargetKind::Real(_)))
         });
@@ -474,7 +478,8 @@ impl<'a> ModelChecker<'a> {
             && !regression
             && let Some(setting) = self.setting("standardize_target")
         {
-            self.diags.push(messages::standardize_target_without_regression(setting, loss.map(|l| l.span)));
+            let loss = losses.first().map(|l| l.span);
+            self.diags.push(messages::standardize_target_without_regression(setting, loss));
         }
         let has_rbm = self.nodes.iter().any(|n| matches!(n.layer, Layer::Rbm { .. }));
         let span = self.ast.trains.first().map_or(self.ast.name.span, |t| t.span);
@@ -524,7 +529,7 @@ impl<'a> ModelChecker<'a> {
 
     /// Columns named in `csv(…)`: as many as the input and the target hold
     /// per row, and none both a feature and the target.
-    fn check_columns(&mut self, columns: &Columns, loss: Option<&LossSpec>) {
+    fn check_columns(&mut self, columns: &Columns, losses: &[LossSpec]) {
         if let (Some(span), Some(input)) = (columns.features_span, self.inputs.first()) {
             let wanted = self.inputs.iter().map(|i| i.shape.iter().product::<usize>()).sum();
             if columns.features.len() != wanted {
@@ -542,17 +547,24 @@ impl<'a> ModelChecker<'a> {
                 ));
             }
         }
-        let target = match loss.map(|l| l.target) {
-            Some(ValueRef::Target(t)) => self.targets.get(t),
-            _ => self.targets.first(),
-        };
-        if let (Some(span), Some(target)) = (columns.target_span, target) {
-            let wanted = match &target.kind {
+        // The targets a row holds: those the losses read (else the first declared).
+        let mut read = model::row_targets(losses);
+        if read.is_empty() && !self.targets.is_empty() {
+            read.push(0);
+        }
+        if let (Some(span), Some(&first)) = (columns.target_span, read.first()) {
+            let width = |t: &TargetSpec| match &t.kind {
                 TargetKind::Class(_) => 1,
                 TargetKind::Real(s) | TargetKind::Binary(s) => s.iter().product(),
             };
+            let wanted: usize = read.iter().map(|&t| width(&self.targets[t])).sum();
             if columns.target.len() != wanted {
-                let owner = (format!("target `{}`", target.name), target.span);
+                let names: Vec<String> = read.iter().map(|&t| format!("`{}`", self.targets[t].name)).collect();
+                let owner = match &names[..] {
+                    [one] => format!("target {one}"),
+                    several => format!("the row of targets {}", several.join(", ")),
+                };
+                let owner = (owner, self.targets[first].span);
                 self.diags.push(messages::column_count(span, "target", columns.target.len(), wanted, owner));
             }
         }

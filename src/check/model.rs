@@ -251,6 +251,8 @@ pub struct LossSpec {
     /// `cross_entropy(…, weights = [w₀, …])`: each row's loss counts its
     /// class's weight times (the batch mean stays a division by the rows).
     pub class_weights: Option<Vec<f64>>,
+    /// `0.5 * mse(…)`: this term's weight in the summed loss (default 1).
+    pub weight: f64,
     pub span: Span,
 }
 
@@ -436,6 +438,15 @@ impl Default for TrainConfig {
     }
 }
 
+/// The declared targets the losses read, in declaration order, once each.
+pub fn row_targets(losses: &[LossSpec]) -> Vec<usize> {
+    let mut targets: Vec<usize> =
+        losses.iter().filter_map(|l| if let ValueRef::Target(t) = l.target { Some(t) } else { None }).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    targets
+}
+
 /// A model that passed every static check.
 #[derive(Debug, Clone)]
 pub struct CheckedModel {
@@ -448,7 +459,9 @@ pub struct CheckedModel {
     /// What each stage written in a model's pipelines produced (a `repeat`
     /// or a block call is one stage), in source order.
     pub stages: Vec<StageOutput>,
-    pub loss: Option<LossSpec>,
+    /// The loss terms the model minimises the weighted sum of (none for an
+    /// RBM trained by contrastive divergence).
+    pub losses: Vec<LossSpec>,
     pub train: TrainConfig,
     pub span: Span,
 }
@@ -463,6 +476,12 @@ impl CheckedModel {
             },
             ValueRef::Node(n) => self.nodes[n].shape.clone(),
         }
+    }
+
+    /// The declared targets a data row holds, in declaration order: those
+    /// the losses compare with, each target's values after the previous one's.
+    pub fn row_targets(&self) -> Vec<usize> {
+        row_targets(&self.losses)
     }
 
     /// Values per data row across every input: a model with several inputs
@@ -501,8 +520,10 @@ impl CheckedModel {
         if self.nodes.len() != other.nodes.len() {
             out.push(format!("the number of layers ({} and {})", self.nodes.len(), other.nodes.len()));
         }
-        let loss = |m: &CheckedModel| m.loss.as_ref().map(|l| (l.kind, l.prediction, l.target));
-        if loss(self) != loss(other) {
+        let losses = |m: &CheckedModel| -> Vec<_> {
+            m.losses.iter().map(|l| (l.kind, l.prediction, l.target, l.weight, l.class_weights.clone())).collect()
+        };
+        if losses(self) != losses(other) {
             out.push("the loss".to_string());
         }
         if self.train.without_positions() != other.train.without_positions() {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::{Failure, Outcome, load_model, report_diag};
 use crate::check::CheckedModel;
 use crate::checkpoint::{self, Checkpoint};
-use crate::data::{self, RowSpec, TargetSpecOfRow};
+use crate::data::{self, RowSpec};
 use crate::exec::Backend;
 use crate::jit::TargetCpu;
 use crate::library::{self, BuildOptions};
@@ -88,7 +88,7 @@ pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_source: EvalD
     saved.scaler.apply(&mut data);
     let metrics = crate::train::evaluate(&mut runtime, &data).map_err(Failure::Input)?;
     say!("{}  ({} rows)", metrics.final_text(), metrics.rows);
-    if let TargetSpecOfRow::Class(k) = spec.target
+    if let Some(k) = spec.only_class()
         && let Ok(predictions) = runtime.predict(&data.x, data.rows)
     {
         say_raw!("{}", confusion_matrix(&predictions, &data.y, k));
@@ -156,7 +156,7 @@ pub fn predict(
     let mut data = read_rows(input, model, &saved)?;
     saved.scaler.apply(&mut data);
     let predictions = runtime.predict(&data.x, data.rows).map_err(Failure::Input)?;
-    let csv = predictions_csv(Task::of(model), &predictions, data.rows, shown);
+    let csv = predictions_csv(model, &predictions, data.rows, shown);
     match output.filter(|path| *path != Path::new("-")) {
         Some(path) => crate::io::write_atomic(path, csv.as_bytes())
             .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))?,
@@ -165,42 +165,56 @@ pub fn predict(
     Ok(())
 }
 
-/// Classifiers: the class and its softmax probabilities; otherwise the values.
 /// The CSV `predict` writes: for a classifier the class and its
 /// probabilities (columns `p0…`) or, with `logits`, its scores (`s0…`);
-/// otherwise the output values (`y0…`), always in full.
-fn predictions_csv(task: Task, predictions: &[f32], rows: usize, shown: Shown) -> String {
+/// otherwise the output values (`y0…`), always in full. A model with
+/// several outputs writes each one's columns in turn, named `output.column`.
+fn predictions_csv(model: &CheckedModel, predictions: &[f32], rows: usize, shown: Shown) -> String {
     let width = predictions.len() / rows.max(1);
-    let mut out = String::new();
-    match task {
-        Task::Classes(k) => {
-            let column = if shown.logits { "s" } else { "p" };
-            let header: Vec<String> = (0..k).map(|c| format!("{column}{c}")).collect();
-            out.push_str(&format!("class,{}\n", header.join(",")));
-            let mut probabilities = vec![0.0; k];
-            for row in predictions.chunks(k) {
-                let class = row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
-                let values = if shown.logits {
-                    row
-                } else {
-                    nnc_runtime::softmax_row(row, &mut probabilities);
-                    &probabilities[..]
-                };
-                let text: Vec<String> = values
-                    .iter()
-                    .map(|v| if shown.full_precision || shown.logits { format!("{v:?}") } else { format!("{v:.6}") })
-                    .collect();
-                out.push_str(&format!("{class},{}\n", text.join(",")));
+    let all = crate::train::metrics::outputs(model);
+    let outputs: Vec<(String, Task, std::ops::Range<usize>)> = if all.len() > 1 {
+        all.into_iter().map(|o| (o.name, o.task, o.columns)).collect()
+    } else {
+        vec![(String::new(), Task::of(model), 0..width)]
+    };
+    let several = outputs.len() > 1;
+    let mut header = Vec::new();
+    for (name, task, columns) in &outputs {
+        let cells = match task {
+            Task::Classes(k) => {
+                let column = if shown.logits { "s" } else { "p" };
+                std::iter::once("class".to_string()).chain((0..*k).map(|c| format!("{column}{c}"))).collect()
+            }
+            _ => (0..columns.len()).map(|c| format!("y{c}")).collect::<Vec<_>>(),
+        };
+        header.extend(cells.into_iter().map(|c| if several { format!("{name}.{c}") } else { c }));
+    }
+    let mut out = format!("{}\n", header.join(","));
+    let mut probabilities = Vec::new();
+    for row in predictions.chunks(width.max(1)) {
+        let mut cells = Vec::with_capacity(header.len());
+        for (_, task, columns) in &outputs {
+            let values = &row[columns.clone()];
+            match task {
+                Task::Classes(_) => {
+                    let class =
+                        values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best });
+                    cells.push(class.to_string());
+                    let shown_values = if shown.logits {
+                        values
+                    } else {
+                        probabilities.resize(values.len(), 0.0);
+                        nnc_runtime::softmax_row(values, &mut probabilities);
+                        &probabilities[..]
+                    };
+                    cells.extend(shown_values.iter().map(|v| {
+                        if shown.full_precision || shown.logits { format!("{v:?}") } else { format!("{v:.6}") }
+                    }));
+                }
+                _ => cells.extend(values.iter().map(|v| v.to_string())),
             }
         }
-        Task::Binary | Task::Regression | Task::Reconstruction => {
-            let header: Vec<String> = (0..width).map(|c| format!("y{c}")).collect();
-            out.push_str(&format!("{}\n", header.join(",")));
-            for row in predictions.chunks(width.max(1)) {
-                let values: Vec<String> = row.iter().map(|v| v.to_string()).collect();
-                out.push_str(&format!("{}\n", values.join(",")));
-            }
-        }
+        out.push_str(&format!("{}\n", cells.join(",")));
     }
     out
 }
@@ -221,7 +235,7 @@ fn read_rows(input: &Path, model: &CheckedModel, saved: &Checkpoint) -> Result<d
         (rows.y, rows.target_width) = (Vec::new(), 0);
         return Ok(rows);
     }
-    let spec = RowSpec { target: TargetSpecOfRow::None, feature_names: saved.columns.clone(), ..RowSpec::of(model) };
+    let spec = RowSpec { targets: Vec::new(), feature_names: saved.columns.clone(), ..RowSpec::of(model) };
     data::load_named(&text, None, &spec, &Default::default()).map(|s| s.train).map_err(|e| data_error(&e))
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use std::io::Read;
 
-use super::{DATA_LIMIT, DataError, Dataset, RowSpec, TargetSpecOfRow, open, read_bounded};
+use super::{DATA_LIMIT, DataError, Dataset, RowSpec, open, read_bounded};
 
 struct Idx {
     dims: Vec<usize>,
@@ -103,7 +103,7 @@ pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset
         )
         .about_target());
     }
-    let TargetSpecOfRow::Class(classes) = spec.target else {
+    let Some(classes) = spec.only_class() else {
         if spec.target_width() == 0 {
             // An autoencoder reads the images only.
             let x = img.data.iter().map(|&b| f32::from(b)).collect();

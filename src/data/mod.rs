@@ -101,7 +101,9 @@ impl DataError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowSpec {
     pub features: usize,
-    pub target: TargetSpecOfRow,
+    /// The targets a row holds after its features, in the model's order
+    /// (none when the model reconstructs its input).
+    pub targets: Vec<TargetSpecOfRow>,
     /// For token inputs: the size of the smallest embedding table reading
     /// them, so every feature must be a whole number below it.
     pub vocab: Option<usize>,
@@ -115,8 +117,6 @@ pub struct RowSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TargetSpecOfRow {
-    /// No target column: the model reconstructs its input.
-    None,
     Class(usize),
     Real(usize),
     Binary(usize),
@@ -125,14 +125,15 @@ pub enum TargetSpecOfRow {
 impl RowSpec {
     pub fn of(model: &CheckedModel) -> RowSpec {
         let features = model.input_width();
-        let target = match model.loss.as_ref().map(|l| l.target) {
-            Some(ValueRef::Target(t)) => match &model.targets[t].kind {
+        let targets = model
+            .row_targets()
+            .into_iter()
+            .map(|t| match &model.targets[t].kind {
                 TargetKind::Class(k) => TargetSpecOfRow::Class(*k),
                 TargetKind::Real(s) => TargetSpecOfRow::Real(s.iter().product()),
                 TargetKind::Binary(s) => TargetSpecOfRow::Binary(s.iter().product()),
-            },
-            _ => TargetSpecOfRow::None,
-        };
+            })
+            .collect();
         let vocab = model
             .nodes
             .iter()
@@ -140,7 +141,7 @@ impl RowSpec {
             .filter_map(|n| if let Layer::Embedding { vocab, .. } = n.layer { Some(vocab) } else { None })
             .min();
         let label_names = model.targets.iter().map(|t| t.name.clone()).collect();
-        RowSpec { features, target, vocab, label_names, feature_names: Vec::new() }
+        RowSpec { features, targets, vocab, label_names, feature_names: Vec::new() }
     }
 
     /// Checks one input value; `Err` says what is wrong.
@@ -153,31 +154,67 @@ impl RowSpec {
         }
     }
 
+    /// Target values per row, every target's together.
     pub fn target_width(&self) -> usize {
-        match self.target {
-            TargetSpecOfRow::None => 0,
-            TargetSpecOfRow::Class(_) => 1,
-            TargetSpecOfRow::Real(n) | TargetSpecOfRow::Binary(n) => n,
+        self.targets.iter().map(TargetSpecOfRow::width).sum()
+    }
+
+    /// Valid targets for `rows` rows, drawn at random (benchmarks and tests):
+    /// class ids, 0 or 1, or values in [−1, 1).
+    pub fn random_targets(&self, rows: usize, rng: &mut impl rand::Rng) -> Vec<f32> {
+        let mut y = Vec::with_capacity(rows * self.target_width());
+        for _ in 0..rows {
+            for target in &self.targets {
+                match *target {
+                    TargetSpecOfRow::Class(k) => y.push(rng.random_range(0..k) as f32),
+                    TargetSpecOfRow::Binary(n) => y.extend((0..n).map(|_| rng.random_range(0..2) as f32)),
+                    TargetSpecOfRow::Real(n) => y.extend((0..n).map(|_| rng.random_range(-1.0..1.0))),
+                }
+            }
+        }
+        y
+    }
+
+    /// The class count when a row's one target is a class id (as IDX labels are).
+    pub fn only_class(&self) -> Option<usize> {
+        match self.targets[..] {
+            [TargetSpecOfRow::Class(k)] => Some(k),
+            _ => None,
         }
     }
 
     /// Checks one row's target values; `Err` says what is wrong.
     fn check_target(&self, values: &[f32]) -> Result<(), String> {
-        match self.target {
-            TargetSpecOfRow::Class(k) => {
-                let v = values[0];
-                if v.fract() != 0.0 || v < 0.0 || v >= k as f32 {
-                    return Err(format!("label {v} is not a class id in 0..{k}"));
+        let mut start = 0;
+        for target in &self.targets {
+            let own = &values[start..start + target.width()];
+            start += target.width();
+            match target {
+                TargetSpecOfRow::Class(k) => {
+                    let v = own[0];
+                    if v.fract() != 0.0 || v < 0.0 || v >= *k as f32 {
+                        return Err(format!("label {v} is not a class id in 0..{k}"));
+                    }
                 }
-            }
-            TargetSpecOfRow::Binary(_) => {
-                if let Some(v) = values.iter().find(|v| **v != 0.0 && **v != 1.0) {
-                    return Err(format!("target {v} is not 0 or 1"));
+                TargetSpecOfRow::Binary(_) => {
+                    if let Some(v) = own.iter().find(|v| **v != 0.0 && **v != 1.0) {
+                        return Err(format!("target {v} is not 0 or 1"));
+                    }
                 }
+                TargetSpecOfRow::Real(_) => {}
             }
-            TargetSpecOfRow::Real(_) | TargetSpecOfRow::None => {}
         }
         Ok(())
+    }
+}
+
+impl TargetSpecOfRow {
+    /// Values a row holds for this target.
+    pub fn width(&self) -> usize {
+        match self {
+            TargetSpecOfRow::Class(_) => 1,
+            TargetSpecOfRow::Real(n) | TargetSpecOfRow::Binary(n) => *n,
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use super::{Graph, Hyper, Init, Op, ParamInfo, RbmInfo, Shape, Shard, StateInfo, Unary, ValueId, numel};
-use crate::check::{Activation, CheckedModel, Layer, LossKind, Node, TargetKind, ValueRef, WeightInit, Weights};
+use crate::check::{
+    Activation, CheckedModel, Layer, LossKind, LossSpec, Node, TargetKind, ValueRef, WeightInit, Weights,
+};
 use crate::diag::{Diag, Span, messages};
 
 /// Lowers the model for batches of `batch` samples, for training (dropout
@@ -42,13 +44,27 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
             start += width;
         }
     }
-    for (i, target) in model.targets.iter().enumerate() {
-        let shape = match &target.kind {
-            TargetKind::Class(_) => vec![batch],
-            TargetKind::Real(s) | TargetKind::Binary(s) => with_batch(s),
-        };
-        let v = graph.push(Op::Target(i), vec![], shape, target.span);
-        values.insert(ValueRef::Target(i), v);
+    // The targets a row holds, like several inputs: one after the other.
+    let row_targets = model.row_targets();
+    let target_shape = |t: usize| match &model.targets[t].kind {
+        TargetKind::Class(_) => vec![batch],
+        TargetKind::Real(s) | TargetKind::Binary(s) => with_batch(s),
+    };
+    if let [t] = row_targets[..] {
+        let v = graph.push(Op::Target(0), vec![], target_shape(t), model.targets[t].span);
+        values.insert(ValueRef::Target(t), v);
+    } else if !row_targets.is_empty() {
+        let widths: Vec<usize> = row_targets.iter().map(|&t| numel(&target_shape(t)) / batch.max(1)).collect();
+        let span = model.targets[row_targets[0]].span;
+        let rows = graph.push(Op::Target(0), vec![], vec![batch, widths.iter().sum()], span);
+        let mut start = 0;
+        for (&t, width) in row_targets.iter().zip(widths) {
+            let span = model.targets[t].span;
+            let columns = graph.push(Op::Slice { axis: 1, start }, vec![rows], vec![batch, width], span);
+            let v = graph.push(Op::Reshape, vec![columns], target_shape(t), span);
+            values.insert(ValueRef::Target(t), v);
+            start += width;
+        }
     }
     // The dense layer's weight parameter, for shared and tied layers.
     let mut weight_of: HashMap<usize, usize> = HashMap::new();
@@ -205,7 +221,7 @@ fn attach_loss(
     values: &HashMap<ValueRef, ValueId>,
     training: bool,
 ) -> Result<(), Diag> {
-    let Some(loss) = &model.loss else {
+    if model.losses.is_empty() {
         // A stack ending in an RBM: its output is the hidden probabilities,
         // its loss the error of reconstructing its input from them.
         let ends_in_rbm = model.nodes.last().is_some_and(|n| matches!(n.layer, Layer::Rbm { .. }));
@@ -217,7 +233,57 @@ fn attach_loss(
         graph.loss = Some(graph.push(Op::Mse, vec![reconstruction, rbm.visible], vec![], rbm.span));
         graph.prediction = hidden;
         return Ok(());
+    }
+    // The summed loss, and each term's prediction (in the target's units).
+    let mut total = None;
+    let mut outputs = Vec::with_capacity(model.losses.len());
+    for loss in &model.losses {
+        let (term, output) = loss_term(graph, model, values, loss, training);
+        let term = if loss.weight == 1.0 {
+            term
+        } else {
+            graph.push(Op::Unary(Unary::Scale(loss.weight)), vec![term], vec![], loss.span)
+        };
+        total = Some(match total {
+            Some(sum) => graph.push(Op::Add, vec![sum, term], vec![], loss.span),
+            None => term,
+        });
+        outputs.push(output);
+    }
+    graph.loss = total;
+    graph.prediction = match outputs[..] {
+        [one] => one,
+        // Several outputs: each row's values side by side, in the losses' order.
+        _ => {
+            let rows = graph.batch;
+            let widths: Vec<usize> = outputs.iter().map(|&o| numel(graph.shape(o)) / rows.max(1)).collect();
+            let whole = vec![rows, widths.iter().sum()];
+            let span = model.losses[0].span;
+            let mut start = 0;
+            let mut joined = None;
+            for (&output, width) in outputs.iter().zip(widths) {
+                let flat = graph.push(Op::Reshape, vec![output], vec![rows, width], span);
+                let placed = graph.push(Op::SliceGrad { axis: 1, start }, vec![flat], whole.clone(), span);
+                joined = Some(match joined {
+                    Some(sum) => graph.push(Op::Add, vec![sum, placed], whole.clone(), span),
+                    None => placed,
+                });
+                start += width;
+            }
+            joined.unwrap_or(outputs[0])
+        }
     };
+    Ok(())
+}
+
+/// One loss term's node and its prediction in the target's units.
+fn loss_term(
+    graph: &mut Graph,
+    model: &CheckedModel,
+    values: &HashMap<ValueRef, ValueId>,
+    loss: &LossSpec,
+    training: bool,
+) -> (ValueId, ValueId) {
     let prediction = values[&loss.prediction];
     let target = values[&loss.target];
     let op = match loss.kind {
@@ -228,18 +294,14 @@ fn attach_loss(
     if let (true, ValueRef::Target(t), LossKind::Mse) = (model.train.standardize_target, loss.target, loss.kind) {
         let target = (model.targets[t].name.as_str(), target);
         let (scaled_target, original) = standardized_target(graph, target, prediction, training);
-        graph.loss = Some(graph.push(op, vec![prediction, scaled_target], vec![], loss.span));
-        graph.prediction = original;
-        return Ok(());
+        return (graph.push(op, vec![prediction, scaled_target], vec![], loss.span), original);
     }
     let mut inputs = vec![prediction, target];
     if let Some(weights) = &loss.class_weights {
         let rows = graph.shape(target).clone();
         inputs.push(graph.push(Op::ClassWeights(weights.clone()), vec![target], rows, loss.span));
     }
-    graph.loss = Some(graph.push(op, inputs, vec![], loss.span));
-    graph.prediction = prediction;
-    Ok(())
+    (graph.push(op, inputs, vec![], loss.span), prediction)
 }
 
 /// `standardize_target`: the network learns the target in units of its

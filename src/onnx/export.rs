@@ -65,7 +65,15 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
         start += width;
     }
 
-    let (prediction, output_shape) = match &model.loss {
+    if model.losses.len() > 1 {
+        return Err(format!(
+            "model `{}` has {} outputs (one per loss term); ONNX export writes models of one output",
+            model.name,
+            model.losses.len()
+        ));
+    }
+    let loss = model.losses.first();
+    let (prediction, output_shape) = match loss {
         Some(loss) => (loss.prediction, model.shape_of(loss.prediction)),
         None => {
             let last = model.nodes.len().checked_sub(1).ok_or("the model has no layers")?;
@@ -82,7 +90,7 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
         values.insert(ValueRef::Node(index), y);
     }
     let mut result = values.get(&prediction).cloned().ok_or("the prediction reads the input directly")?;
-    if let (true, Some(ValueRef::Target(t))) = (model.train.standardize_target, model.loss.as_ref().map(|l| l.target)) {
+    if let (true, Some(ValueRef::Target(t))) = (model.train.standardize_target, loss.map(|l| l.target)) {
         result = g.unstandardize(result, &model.targets[t].name, &output_shape)?;
     }
     let (output, doc) = match Task::of(model) {

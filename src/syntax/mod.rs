@@ -198,7 +198,7 @@ fn rule_in_words(rule: Rule) -> Option<&'static str> {
         Rule::block_def => "`block`",
         Rule::input_decl => "`input`",
         Rule::target_decl => "`target`",
-        Rule::loss_decl => "`loss`",
+        Rule::loss_decl | Rule::loss_term => "`loss`",
         Rule::train_block => "`train`",
         Rule::flow | Rule::source_call | Rule::source_name => "a pipeline",
         Rule::stage | Rule::layer | Rule::call | Rule::pipeline => "a layer",
@@ -260,9 +260,18 @@ fn build_model(pair: Pair<Rule>) -> Model {
             Rule::input_decl => model.inputs.push(build_decl(stmt)),
             Rule::target_decl => model.targets.push(build_decl(stmt)),
             Rule::loss_decl => {
-                let s = span(&stmt);
-                if let Some(call) = stmt.into_inner().next() {
-                    model.losses.push(Loss { call: build_call(call), span: s });
+                for term in stmt.into_inner() {
+                    let s = span(&term);
+                    let (mut weight, mut call) = (None, None);
+                    for part in term.into_inner() {
+                        match part.as_rule() {
+                            Rule::number => weight = Some(number(part)),
+                            _ => call = Some(build_call(part)),
+                        }
+                    }
+                    if let Some(call) = call {
+                        model.losses.push(Loss { call, weight, span: s });
+                    }
                 }
             }
             Rule::train_block => {

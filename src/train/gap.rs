@@ -133,8 +133,7 @@ mod tests {
     use crate::train::Metrics;
 
     fn history(train: &[f64], validation: &[f64]) -> Vec<EpochReport> {
-        let metrics =
-            |loss: f64| Metrics { loss, rows: 10, accuracy: None, rmse: None, r2: None, classes: None, roc_auc: None };
+        let metrics = |loss: f64| Metrics::compute(crate::train::metrics::Task::Reconstruction, &[], &[], 10, loss);
         train
             .iter()
             .zip(validation)

@@ -4,7 +4,9 @@
 
 use serde::Serialize;
 
-use crate::check::{CheckedModel, LossKind, TargetKind, ValueRef};
+use std::ops::Range;
+
+use crate::check::{CheckedModel, LossKind, LossSpec, TargetKind, ValueRef};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Task {
@@ -19,10 +21,16 @@ pub enum Task {
 }
 
 impl Task {
+    /// The task of a model's (first) output; see `outputs` for models with several.
     pub fn of(model: &CheckedModel) -> Task {
-        let Some(loss) = &model.loss else {
-            return Task::Reconstruction;
-        };
+        match model.losses.first() {
+            Some(loss) => Task::of_loss(model, loss),
+            None => Task::Reconstruction,
+        }
+    }
+
+    /// The task of the output one loss term compares.
+    pub fn of_loss(model: &CheckedModel, loss: &LossSpec) -> Task {
         match (loss.kind, loss.target) {
             (LossKind::CrossEntropy, ValueRef::Target(t)) => match model.targets[t].kind {
                 TargetKind::Class(k) => Task::Classes(k),
@@ -34,10 +42,97 @@ impl Task {
     }
 }
 
+/// One output of a model with several loss terms: where its values sit in
+/// a prediction row, and where its target's sit in a data row — among the
+/// targets, or among the inputs for a reconstruction (none for a target
+/// computed by the model itself, which has no metrics).
+pub struct Output {
+    pub name: String,
+    pub task: Task,
+    pub kind: LossKind,
+    pub columns: Range<usize>,
+    pub target: Option<(Side, Range<usize>)>,
+}
+
+/// Which half of a data row holds an output's target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Inputs,
+    Targets,
+}
+
+/// The outputs of a model, in the order of its loss terms: a prediction row
+/// holds their values side by side in this order.
+pub fn outputs(model: &CheckedModel) -> Vec<Output> {
+    let width = |shape: &[usize]| shape.iter().product::<usize>();
+    let target_at = |wanted: usize| -> Range<usize> {
+        let before: usize = model
+            .row_targets()
+            .iter()
+            .take_while(|&&t| t != wanted)
+            .map(|&t| width(&model.shape_of(ValueRef::Target(t))))
+            .sum();
+        before..before + width(&model.shape_of(ValueRef::Target(wanted)))
+    };
+    let input_at = |wanted: usize| -> Range<usize> {
+        let before: usize = model.inputs[..wanted].iter().map(|i| width(&i.shape)).sum();
+        before..before + width(&model.inputs[wanted].shape)
+    };
+    let mut start = 0;
+    model
+        .losses
+        .iter()
+        .map(|loss| {
+            let columns = start..start + width(&model.shape_of(loss.prediction));
+            start = columns.end;
+            let name =
+                model.values.iter().find(|v| v.value == loss.prediction).map_or("output".into(), |v| v.name.clone());
+            let target = match loss.target {
+                ValueRef::Target(t) => Some((Side::Targets, target_at(t))),
+                ValueRef::Input(i) => Some((Side::Inputs, input_at(i))),
+                ValueRef::Node(_) => None,
+            };
+            Output { name, task: Task::of_loss(model, loss), kind: loss.kind, columns, target }
+        })
+        .collect()
+}
+
+/// One loss term's mean over the rows, from its predictions (logits,
+/// probabilities or values) and targets: an output's own loss.
+pub fn output_loss(kind: LossKind, task: Task, predictions: &[f32], targets: &[f32], rows: usize) -> f64 {
+    let rows = rows.max(1) as f64;
+    match (kind, task) {
+        (LossKind::CrossEntropy, Task::Classes(k)) => {
+            let terms = predictions.chunks(k).zip(targets).map(|(z, &label)| {
+                let top = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let sum: f64 = z.iter().map(|&v| f64::from(v - top).exp()).sum();
+                sum.ln() + f64::from(top) - f64::from(z[(label as usize).min(k - 1)])
+            });
+            terms.sum::<f64>() / rows
+        }
+        (LossKind::BinaryCrossEntropy, _) => {
+            let eps = nnc_runtime::kernels::BCE_EPS;
+            let terms = predictions.iter().zip(targets).map(|(&p, &t)| {
+                let (p, t) = (f64::from(p).clamp(eps, 1.0 - eps), f64::from(t));
+                -(t * p.ln() + (1.0 - t) * (1.0 - p).ln())
+            });
+            terms.sum::<f64>() / predictions.len().max(1) as f64
+        }
+        _ => {
+            let sse: f64 = predictions.iter().zip(targets).map(|(&p, &t)| (f64::from(p) - f64::from(t)).powi(2)).sum();
+            sse / predictions.len().max(1) as f64
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Metrics {
     pub rows: usize,
     pub loss: f64,
+    /// A model with several loss terms: each output's own loss and metrics
+    /// (the loss above is their weighted sum).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<(String, Metrics)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,7 +212,16 @@ pub fn roc_auc(scores: &[f32], positive: &[bool]) -> Option<f64> {
 
 impl Metrics {
     pub fn compute(task: Task, predictions: &[f32], targets: &[f32], rows: usize, loss: f64) -> Metrics {
-        let mut m = Metrics { rows, loss, accuracy: None, rmse: None, r2: None, classes: None, roc_auc: None };
+        let mut m = Metrics {
+            rows,
+            loss,
+            outputs: Vec::new(),
+            accuracy: None,
+            rmse: None,
+            r2: None,
+            classes: None,
+            roc_auc: None,
+        };
         match task {
             Task::Classes(k) => {
                 let pairs =
@@ -163,6 +267,9 @@ impl Metrics {
     /// `to_text` and, for classifiers, the macro-averaged F1 (and for binary
     /// targets the ROC AUC): a run's final line and `eval`'s.
     pub fn final_text(&self) -> String {
+        if !self.outputs.is_empty() {
+            return self.joined(Metrics::final_text);
+        }
         let mut s = self.to_text();
         if let Some(c) = &self.classes {
             s.push_str(&format!("  macro F1 {:.4}", c.macro_f1));
@@ -175,12 +282,26 @@ impl Metrics {
 
     /// `loss 0.1234  accuracy 97.2%` or `loss 12.3  rmse 3.5  r² 0.61`.
     pub fn to_text(&self) -> String {
+        if !self.outputs.is_empty() {
+            return self.joined(Metrics::to_text);
+        }
         let mut s = format!("loss {:.4}", self.loss);
         if let Some(a) = self.accuracy {
             s.push_str(&format!("  accuracy {:.2}%", 100.0 * a));
         }
         if let (Some(rmse), Some(r2)) = (self.rmse, self.r2) {
             s.push_str(&format!("  rmse {rmse:.4}  r² {r2:.4}"));
+        }
+        s
+    }
+}
+
+impl Metrics {
+    /// The summed loss, then each output's text: `loss 0.41  [logits: loss 0.2  accuracy 97.2%]  […]`.
+    fn joined(&self, text: fn(&Metrics) -> String) -> String {
+        let mut s = format!("loss {:.4}", self.loss);
+        for (name, m) in &self.outputs {
+            s.push_str(&format!("  [{name}: {}]", text(m)));
         }
         s
     }

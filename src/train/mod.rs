@@ -570,6 +570,27 @@ impl Trainer {
 pub fn evaluate(model: &mut Model, data: &Dataset) -> Result<Metrics, String> {
     let y: &[f32] = if model.checked.targets.is_empty() { &data.x } else { &data.y };
     let (predictions, loss_sum) = model.forward(&data.x, y, data.rows)?;
-    let kind = metrics::Task::of(&model.checked);
-    Ok(Metrics::compute(kind, &predictions, y, data.rows, loss_sum / data.rows as f64))
+    let loss = loss_sum / data.rows as f64;
+    let outputs = metrics::outputs(&model.checked);
+    if outputs.len() < 2 {
+        return Ok(Metrics::compute(metrics::Task::of(&model.checked), &predictions, y, data.rows, loss));
+    }
+    // Several outputs: each scored on its columns of the predictions and its target's of the data.
+    let rows = data.rows;
+    let width = predictions.len() / rows.max(1);
+    let mut total = Metrics::compute(metrics::Task::Reconstruction, &[], &[], rows, loss);
+    for output in outputs {
+        let Some((side, at)) = output.target else { continue };
+        let (values, row_width) = match side {
+            metrics::Side::Inputs => (&data.x, data.width),
+            metrics::Side::Targets => (&data.y, data.target_width),
+        };
+        let columns = |all: &[f32], row_width: usize, at: &std::ops::Range<usize>| -> Vec<f32> {
+            all.chunks(row_width.max(1)).flat_map(|row| row[at.clone()].iter().copied()).collect()
+        };
+        let (p, t) = (columns(&predictions, width, &output.columns), columns(values, row_width, &at));
+        let own = metrics::output_loss(output.kind, output.task, &p, &t, rows);
+        total.outputs.push((output.name, Metrics::compute(output.task, &p, &t, rows, own)));
+    }
+    Ok(total)
 }

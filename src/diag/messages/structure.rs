@@ -17,10 +17,11 @@ pub fn missing_loss(model: &Ident) -> Diag {
         .with_help("add e.g. `loss = cross_entropy(logits, label)`")
 }
 
+/// The same loss term twice in the summed loss.
 pub fn duplicate_loss(span: Span, first: Span) -> Diag {
-    Diag::error("nnc::model::duplicate_loss", "a model has one loss", span, "second loss")
-        .with_note(first, "first loss")
-        .with_help("combine them into one model, or keep one")
+    Diag::warning("nnc::lint::duplicate_loss", "this loss is already in the sum", span, "the same loss again")
+        .with_note(first, "first written here")
+        .with_help("the losses add up, so this doubles its weight: write it once, with a weight (`2 * mse(p, y)`)")
 }
 
 pub fn input_is_class(kind: &Ident) -> Diag {
