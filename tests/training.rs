@@ -669,8 +669,9 @@ fn two_targets_from_named_columns_train_under_one_weighted_loss() {
     let checked = check_source("houses.nn", source);
     assert!(!checked.has_errors(), "{:?}", checked.diags);
     let (_, m) = train_bundled(&checked.models[0]);
-    let [(baths_name, baths), (value_name, value)] = &m.outputs[..] else { panic!("two outputs: {m:?}") };
-    assert_eq!((baths_name.as_str(), value_name.as_str()), ("baths", "value"));
+    let [baths, value] = &m.outputs[..] else { panic!("two outputs: {m:?}") };
+    assert_eq!((baths.name.as_str(), value.name.as_str()), ("baths", "value"));
+    let (baths, value) = (&baths.metrics, &value.metrics);
     assert!(value.r2.expect("regression") > 0.5, "{m:?}");
     assert!(baths.accuracy.expect("classifier") > 73.0 / 200.0, "{m:?}");
     let summed = baths.loss + 0.05 * value.loss;

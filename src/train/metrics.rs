@@ -132,7 +132,7 @@ pub struct Metrics {
     /// A model with several loss terms: each output's own loss and metrics
     /// (the loss above is their weighted sum).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub outputs: Vec<(String, Metrics)>,
+    pub outputs: Vec<OutputMetrics>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,6 +145,14 @@ pub struct Metrics {
     /// Binary targets: the area under the ROC curve of the probabilities.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roc_auc: Option<f64>,
+}
+
+/// One output's own loss and metrics, named by the value it predicts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutputMetrics {
+    pub name: String,
+    #[serde(flatten)]
+    pub metrics: Metrics,
 }
 
 /// Per class (index = class): precision (of the rows predicted as it, the
@@ -300,8 +308,8 @@ impl Metrics {
     /// The summed loss, then each output's text: `loss 0.41  [logits: loss 0.2  accuracy 97.2%]  […]`.
     fn joined(&self, text: fn(&Metrics) -> String) -> String {
         let mut s = format!("loss {:.4}", self.loss);
-        for (name, m) in &self.outputs {
-            s.push_str(&format!("  [{name}: {}]", text(m)));
+        for output in &self.outputs {
+            s.push_str(&format!("  [{}: {}]", output.name, text(&output.metrics)));
         }
         s
     }

@@ -590,7 +590,8 @@ pub fn evaluate(model: &mut Model, data: &Dataset) -> Result<Metrics, String> {
         };
         let (p, t) = (columns(&predictions, width, &output.columns), columns(values, row_width, &at));
         let own = metrics::output_loss(output.kind, output.task, &p, &t, rows);
-        total.outputs.push((output.name, Metrics::compute(output.task, &p, &t, rows, own)));
+        let metrics = Metrics::compute(output.task, &p, &t, rows, own);
+        total.outputs.push(metrics::OutputMetrics { name: output.name, metrics });
     }
     Ok(total)
 }
