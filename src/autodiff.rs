@@ -174,11 +174,10 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
             }
             // y = x ⋆ w + b ⇒ ∂x = g ⋆ᵀ w (transposed convolution), ∂w = Σ g·x
             // over windows, ∂b = Σ g per channel
-            Op::Conv2d { kernel, stride, padding, dilation } => {
-                let (kernel, stride, padding, dilation) = (*kernel, *stride, *padding, *dilation);
+            Op::Conv2d { rows, cols } => {
                 if wants(0) {
                     let dx = g.push(
-                        Op::Conv2dGradInput { kernel, stride, padding, dilation },
+                        Op::Conv2dGradInput { rows: *rows, cols: *cols },
                         vec![ins[1], dy],
                         shape_of(0),
                         span,
@@ -187,7 +186,7 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
                 }
                 if wants(1) {
                     let dw = g.push(
-                        Op::Conv2dGradWeight { kernel, stride, padding, dilation },
+                        Op::Conv2dGradWeight { rows: *rows, cols: *cols },
                         vec![ins[0], dy],
                         shape_of(1),
                         span,

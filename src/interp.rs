@@ -150,9 +150,9 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 })
             }
             Op::SumSquares => vec![kernels::sum_squares(input(0))],
-            Op::Conv2d { kernel, stride, padding, dilation } => {
+            Op::Conv2d { rows, cols } => {
                 let mut out = vec![T::zero(); n];
-                let win = ir::window(in_shape(0), *kernel, *stride, *padding, *dilation);
+                let win = ir::window(in_shape(0), *rows, *cols);
                 kernels::conv2d(input(0), input(1), &mut out, win, in_shape(1)[0]);
                 if node.inputs.len() == 3 {
                     let unbiased = out.clone();
@@ -160,15 +160,15 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 }
                 out
             }
-            Op::Conv2dGradInput { kernel, stride, padding, dilation } => {
+            Op::Conv2dGradInput { rows, cols } => {
                 let mut out = vec![T::zero(); n];
-                let win = ir::window(&node.shape, *kernel, *stride, *padding, *dilation);
+                let win = ir::window(&node.shape, *rows, *cols);
                 kernels::conv2d_backward(&[], input(0), input(1), &mut out, &mut [], win, in_shape(0)[0]);
                 out
             }
-            Op::Conv2dGradWeight { kernel, stride, padding, dilation } => {
+            Op::Conv2dGradWeight { rows, cols } => {
                 let mut out = vec![T::zero(); n];
-                let win = ir::window(in_shape(0), *kernel, *stride, *padding, *dilation);
+                let win = ir::window(in_shape(0), *rows, *cols);
                 kernels::conv2d_backward(input(0), &[], input(1), &mut [], &mut out, win, node.shape[0]);
                 out
             }
@@ -189,7 +189,8 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
             }
             Op::Pool { max, kernel, stride } => {
                 let mut out = vec![T::zero(); n];
-                kernels::pool(input(0), &mut out, ir::window(in_shape(0), *kernel, *stride, 0, 1), *max);
+                let taps = crate::shape::pooling(*kernel, *stride);
+                kernels::pool(input(0), &mut out, ir::window(in_shape(0), taps, taps), *max);
                 out
             }
             Op::PoolGrad { max, kernel, stride } => {
@@ -198,7 +199,7 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                     input(0),
                     input(1),
                     &mut out,
-                    ir::window(in_shape(0), *kernel, *stride, 0, 1),
+                    ir::window(in_shape(0), crate::shape::pooling(*kernel, *stride), crate::shape::pooling(*kernel, *stride)),
                     *max,
                 );
                 out

@@ -2,7 +2,7 @@
 //! house: the checker, the IR, both backends and the runtime routines
 //! import from here, and this module imports nothing of theirs.
 
-use nnc_runtime::kernels::Window;
+use nnc_runtime::kernels::{Taps, Window};
 
 /// Full shape of a tensor, batch dimension first. A scalar has shape `[]`.
 pub type Shape = Vec<usize>;
@@ -36,9 +36,15 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-/// The window sizes of a convolution or pooling over an input of `shape` `[B,C,H,W]`.
-pub fn window(shape: &[usize], kernel: usize, stride: usize, padding: usize, dilation: usize) -> Window {
-    Window { batch: shape[0], channels: shape[1], height: shape[2], width: shape[3], kernel, stride, padding, dilation }
+/// The window sizes of a convolution or pooling over an input of `shape`
+/// `[B,C,H,W]`, its kernel along the height (`rows`) and the width (`cols`).
+pub fn window(shape: &[usize], rows: Taps, cols: Taps) -> Window {
+    Window { batch: shape[0], channels: shape[1], height: shape[2], width: shape[3], rows, cols }
+}
+
+/// A pooling window along either axis: no padding, adjacent taps.
+pub fn pooling(kernel: usize, stride: usize) -> Taps {
+    Taps { kernel, stride, padding: 0, dilation: 1 }
 }
 
 /// A size in bytes as people read it: `512 B`, `20.0 KiB`, `1.5 GiB`.

@@ -112,7 +112,7 @@ fn padding_same_keeps_height_and_width() {
         .nodes
         .iter()
         .filter_map(|n| match n.layer {
-            nnc::check::Layer::Conv2d { padding, .. } => Some(padding),
+            nnc::check::Layer::Conv2d { rows, cols, .. } if rows.padding == cols.padding => Some(rows.padding),
             _ => None,
         })
         .collect();

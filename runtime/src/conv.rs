@@ -44,9 +44,10 @@ const PARALLEL_WORK: usize = 1 << 22;
 /// The weight gradient's filters are split into this many groups.
 const FILTER_GROUPS: usize = 4;
 
-/// Whether this path can run the convolution `win` on this CPU.
+/// Whether this path can run the convolution `win` on this CPU: a square
+/// kernel (which the rest of this module assumes) at stride 1.
 pub fn applies(win: Window) -> bool {
-    win.stride == 1 && supported()
+    win.is_square() && win.rows.stride == 1 && supported()
 }
 
 /// Whether this CPU has what the path needs (AVX2 and FMA).
@@ -248,7 +249,7 @@ unsafe fn product_block(a: &[f32], src: &[f32], geo: Source, start: usize, wide:
 
 /// The geometry of a convolution's padded input.
 fn input_source(win: Window) -> Source {
-    let (p, k, dilation) = (win.padding, win.kernel, win.dilation);
+    let (p, k, dilation) = (win.rows.padding, win.rows.kernel, win.rows.dilation);
     Source { planes: win.channels, rows: win.height + 2 * p, cols: win.width + 2 * p, kernel: k, dilation }
 }
 
@@ -261,7 +262,7 @@ pub fn with_forward_filter<R>(w: &[f32], filters: usize, win: Window, work: impl
 
 /// Runs `work` with the flipped, transposed filter packed for `input_gradient_image`.
 pub fn with_input_gradient_filter<R>(w: &[f32], filters: usize, win: Window, work: impl FnOnce(&[f32]) -> R) -> R {
-    let (c, k) = (win.channels, win.kernel);
+    let (c, k) = (win.channels, win.rows.kernel);
     let flipped = |channel: usize, r: usize| {
         let (f, tap) = (r / (k * k), r % (k * k));
         let (ky, kx) = (k - 1 - tap / k, k - 1 - tap % k);
@@ -291,7 +292,7 @@ pub fn forward_image(
     let geo = input_source(win);
     SCRATCH.with(|cell| {
         let Scratch { source, wide } = &mut *cell.borrow_mut();
-        geo.fill(image, (win.height, win.width), (win.padding, win.padding), source);
+        geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
         let crop = Crop { top: 0, left: 0, height: win.out_height(), width: win.out_width() };
         product(packed, filters, (source, geo), crop, bias, out, wide);
     });
@@ -302,7 +303,7 @@ pub fn forward_image(
 /// on every side, convolved with the flipped filter, cropped by the forward
 /// padding.
 pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: Window, dx: &mut [f32]) {
-    let (k, p, dilation, margin) = (win.kernel, win.padding, win.dilation, win.extent() - 1);
+    let (k, p, dilation, margin) = (win.rows.kernel, win.rows.padding, win.rows.dilation, win.rows.extent() - 1);
     let (oh, ow) = (win.out_height(), win.out_width());
     let geo = Source { planes: filters, rows: oh + 2 * margin, cols: ow + 2 * margin, kernel: k, dilation };
     SCRATCH.with(|cell| {
@@ -323,7 +324,7 @@ pub fn weight_gradient_image(image: &[f32], grad: &[f32], filters: usize, win: W
     assert!(dw.len() == filters * taps && grad.len() == filters * oh * ow);
     SCRATCH.with(|cell| {
         let Scratch { source, wide } = &mut *cell.borrow_mut();
-        geo.fill(image, (win.height, win.width), (win.padding, win.padding), source);
+        geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
         // The gradient at the padded width, rows padded to whole blocks of FB.
         wide.clear();
         wide.resize(filters.next_multiple_of(FB) * span, 0.0);
@@ -435,8 +436,8 @@ mod tests {
             (32, 20, 3, 1, 1, 9),
         ];
         for (channels, size, kernel, padding, dilation, filters) in cases {
-            let win =
-                Window { batch: 1, channels, height: size, width: size + 3, kernel, stride: 1, padding, dilation };
+            let taps = crate::kernels::Taps { kernel, stride: 1, padding, dilation };
+            let win = Window { batch: 1, channels, height: size, width: size + 3, rows: taps, cols: taps };
             if !applies(win) {
                 return;
             }

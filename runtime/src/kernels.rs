@@ -21,6 +21,17 @@ pub struct Window {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// The kernel along the height, then along the width (equal for a
+    /// square kernel and for pooling).
+    pub rows: Taps,
+    pub cols: Taps,
+}
+
+/// A kernel along one axis: its size, the step between windows, the zeros
+/// added on each side, and the spacing between its taps.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taps {
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
@@ -28,23 +39,40 @@ pub struct Window {
     pub dilation: usize,
 }
 
-impl Window {
-    /// How many input rows (or columns) one window spans.
+impl Taps {
+    /// How many inputs one window spans.
     pub fn extent(&self) -> usize {
         self.dilation * (self.kernel - 1) + 1
     }
 
+    /// Outputs along an axis of `size` inputs.
+    pub fn outputs(&self, size: usize) -> usize {
+        (size + 2 * self.padding - self.extent()) / self.stride + 1
+    }
+
+    /// Input coordinate of output `o` and tap `k`, if inside the `size` inputs.
+    fn source(&self, o: usize, k: usize, size: usize) -> Option<usize> {
+        (o * self.stride + k * self.dilation).checked_sub(self.padding).filter(|&i| i < size)
+    }
+}
+
+impl Window {
     pub fn out_height(&self) -> usize {
-        (self.height + 2 * self.padding - self.extent()) / self.stride + 1
+        self.rows.outputs(self.height)
     }
 
     pub fn out_width(&self) -> usize {
-        (self.width + 2 * self.padding - self.extent()) / self.stride + 1
+        self.cols.outputs(self.width)
     }
 
-    /// Input coordinate of output row `o` and kernel row `k`, if inside the image.
-    fn source(&self, o: usize, k: usize, size: usize) -> Option<usize> {
-        (o * self.stride + k * self.dilation).checked_sub(self.padding).filter(|&i| i < size)
+    /// Taps per channel of the kernel: kh·kw.
+    pub fn area(&self) -> usize {
+        self.rows.kernel * self.cols.kernel
+    }
+
+    /// Whether the kernel is the same along both axes.
+    pub fn is_square(&self) -> bool {
+        self.rows == self.cols
     }
 }
 
@@ -52,17 +80,17 @@ impl Window {
 /// a convolution multiplies: the one loop nest the forward and backward
 /// passes share, so they cannot disagree about which taps exist.
 fn for_each_tap(win: Window, filters: usize, mut visit: impl FnMut(usize, usize, usize)) {
-    let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
+    let (oh, ow, kh, kw) = (win.out_height(), win.out_width(), win.rows.kernel, win.cols.kernel);
     for b in 0..win.batch {
         for f in 0..filters {
             for c in 0..win.channels {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let wi = ((f * win.channels + c) * k + ky) * k + kx;
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let wi = ((f * win.channels + c) * kh + ky) * kw + kx;
                         for oy in 0..oh {
-                            let Some(iy) = win.source(oy, ky, win.height) else { continue };
+                            let Some(iy) = win.rows.source(oy, ky, win.height) else { continue };
                             for ox in 0..ow {
-                                let Some(ix) = win.source(ox, kx, win.width) else { continue };
+                                let Some(ix) = win.cols.source(ox, kx, win.width) else { continue };
                                 let xi = ((b * win.channels + c) * win.height + iy) * win.width + ix;
                                 visit(xi, wi, ((b * filters + f) * oh + oy) * ow + ox);
                             }
@@ -98,19 +126,20 @@ pub fn conv2d_backward<T: Float>(x: &[T], w: &[T], g: &[T], dx: &mut [T], dw: &m
 
 /// Max or average over each window (no padding).
 pub fn pool<T: Float>(x: &[T], y: &mut [T], win: Window, max: bool) {
-    if max && win.kernel == 2 && win.stride == 2 {
+    if max && win.is_square() && win.rows.kernel == 2 && win.rows.stride == 2 {
         max_pool_2x2(x, y, win);
     } else if max {
         pool_with(x, y, win, T::neg_infinity(), |a, v| a.max(v), |a| a);
     } else {
-        let area = T::from(win.kernel * win.kernel).unwrap_or_else(T::one);
+        let area = T::from(win.area()).unwrap_or_else(T::one);
         pool_with(x, y, win, T::zero(), |a, v| a + v, |a| a / area);
     }
 }
 
 /// Folds every window row by row: `fold` over its values from `init`, then `finish`.
 fn pool_with<T: Float>(x: &[T], y: &mut [T], win: Window, init: T, fold: impl Fn(T, T) -> T, finish: impl Fn(T) -> T) {
-    let (oh, ow, k, s) = (win.out_height(), win.out_width(), win.kernel, win.stride);
+    // Pooling windows are square.
+    let (oh, ow, k, s) = (win.out_height(), win.out_width(), win.rows.kernel, win.rows.stride);
     for (xp, yp) in x.chunks_exact(win.height * win.width).zip(y.chunks_exact_mut(oh * ow)) {
         for (oy, out) in yp.chunks_exact_mut(ow).enumerate() {
             out.iter_mut().for_each(|o| *o = init);
@@ -164,7 +193,7 @@ fn max_pool_2x2<T: Float>(x: &[T], y: &mut [T], win: Window) {
 /// Max pooling sends each gradient to its window's (first) largest input;
 /// average pooling spreads it evenly.
 pub fn pool_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], win: Window, max: bool) {
-    let (oh, ow, k, s) = (win.out_height(), win.out_width(), win.kernel, win.stride);
+    let (oh, ow, k, s) = (win.out_height(), win.out_width(), win.rows.kernel, win.rows.stride);
     let area = T::from(k * k).unwrap_or_else(T::one);
     dx.iter_mut().for_each(|v| *v = T::zero());
     let plane = win.height * win.width;
@@ -306,19 +335,20 @@ pub fn max_pieces_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], pieces: usi
     }
 }
 
-/// Unfolds one image `[C, H, W]` into columns `[C·K·K, OH·OW]`: row
+/// Unfolds one image `[C, H, W]` into columns `[C·KH·KW, OH·OW]`: row
 /// (c, ky, kx) holds the input each output position sees through that tap
 /// (zero in the padding), so a convolution becomes one matrix product.
 pub fn im2col<T: Float>(image: &[T], columns: &mut [T], win: Window) {
-    let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
+    let (oh, ow, kh, kw) = (win.out_height(), win.out_width(), win.rows.kernel, win.cols.kernel);
+    let across = win.cols;
     for c in 0..win.channels {
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = ((c * k + ky) * k + kx) * oh * ow;
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = ((c * kh + ky) * kw + kx) * oh * ow;
                 let (lo, hi) = inside_columns(win, kx, ow);
                 for oy in 0..oh {
                     let out = &mut columns[row + oy * ow..row + (oy + 1) * ow];
-                    let Some(iy) = win.source(oy, ky, win.height) else {
+                    let Some(iy) = win.rows.source(oy, ky, win.height) else {
                         out.iter_mut().for_each(|v| *v = T::zero());
                         continue;
                     };
@@ -329,11 +359,11 @@ pub fn im2col<T: Float>(image: &[T], columns: &mut [T], win: Window) {
                         // A dilated tap can miss the image on every column.
                         continue;
                     }
-                    let first = lo * win.stride + kx * win.dilation - win.padding;
-                    if win.stride == 1 {
+                    let first = lo * across.stride + kx * across.dilation - across.padding;
+                    if across.stride == 1 {
                         out[lo..hi].copy_from_slice(&line[first..first + (hi - lo)]);
                     } else {
-                        let taps = line[first..].iter().step_by(win.stride);
+                        let taps = line[first..].iter().step_by(across.stride);
                         out[lo..hi].iter_mut().zip(taps).for_each(|(v, &x)| *v = x);
                     }
                 }
@@ -345,30 +375,32 @@ pub fn im2col<T: Float>(image: &[T], columns: &mut [T], win: Window) {
 /// The output columns `lo..hi` whose input column, for tap `kx`, lies inside
 /// the image (the rest read padding).
 fn inside_columns(win: Window, kx: usize, ow: usize) -> (usize, usize) {
-    let tap = kx * win.dilation;
-    let lo = (win.padding.saturating_sub(tap)).div_ceil(win.stride).min(ow);
-    let hi = ((win.width + win.padding).saturating_sub(tap)).div_ceil(win.stride).min(ow).max(lo);
+    let Taps { stride, padding, dilation, .. } = win.cols;
+    let tap = kx * dilation;
+    let lo = (padding.saturating_sub(tap)).div_ceil(stride).min(ow);
+    let hi = ((win.width + padding).saturating_sub(tap)).div_ceil(stride).min(ow).max(lo);
     (lo, hi)
 }
 
 /// The adjoint of `im2col`: adds every column entry back onto the pixel it came from.
 pub fn col2im<T: Float>(columns: &[T], image: &mut [T], win: Window) {
-    let (oh, ow, k) = (win.out_height(), win.out_width(), win.kernel);
+    let (oh, ow, kh, kw) = (win.out_height(), win.out_width(), win.rows.kernel, win.cols.kernel);
+    let across = win.cols;
     image.iter_mut().for_each(|v| *v = T::zero());
     for c in 0..win.channels {
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = ((c * k + ky) * k + kx) * oh * ow;
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = ((c * kh + ky) * kw + kx) * oh * ow;
                 let (lo, hi) = inside_columns(win, kx, ow);
                 if lo == hi {
                     continue;
                 }
-                let first = lo * win.stride + kx * win.dilation - win.padding;
+                let first = lo * across.stride + kx * across.dilation - across.padding;
                 for oy in 0..oh {
-                    let Some(iy) = win.source(oy, ky, win.height) else { continue };
+                    let Some(iy) = win.rows.source(oy, ky, win.height) else { continue };
                     let line = &mut image[(c * win.height + iy) * win.width..(c * win.height + iy + 1) * win.width];
                     let values = &columns[row + oy * ow + lo..row + oy * ow + hi];
-                    let taps = line[first..].iter_mut().step_by(win.stride);
+                    let taps = line[first..].iter_mut().step_by(across.stride);
                     taps.zip(values).for_each(|(x, &v)| *x = *x + v);
                 }
             }

@@ -13,7 +13,7 @@ use crate::kernels::Window;
 
 /// Whether this path can run the pooling `win` on this CPU.
 pub fn applies(win: Window) -> bool {
-    win.kernel == 2 && win.stride == 2 && is_x86_feature_detected!("avx2")
+    win.is_square() && win.rows.kernel == 2 && win.rows.stride == 2 && is_x86_feature_detected!("avx2")
 }
 
 /// dx for `x` (`[n, C, H, W]`) and the pooled gradient `g`.

@@ -22,8 +22,8 @@ use crate::{conv, pool};
 unsafe fn conv_sizes(win: *const Window, filters: usize) -> (Window, usize, usize, usize) {
     // SAFETY: the caller's contract.
     let win = unsafe { *win };
-    let (b, c, k) = (win.batch, win.channels, win.kernel);
-    (win, b * c * win.height * win.width, filters * c * k * k, b * filters * win.out_height() * win.out_width())
+    let (b, c) = (win.batch, win.channels);
+    (win, b * c * win.height * win.width, filters * c * win.area(), b * filters * win.out_height() * win.out_width())
 }
 
 #[unsafe(no_mangle)]
@@ -37,12 +37,12 @@ pub extern "C" fn nnc_conv2d(
 ) {
     // SAFETY: generated code passes the window of this convolution.
     let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
-    let Window { batch: b, channels: c, height: h, width: wd, kernel: k, .. } = win;
+    let Window { batch: b, channels: c, height: h, width: wd, .. } = win;
     // SAFETY: x holds the image's values, w the filter's, y the output's.
     let (x, w, y) = unsafe { (slice(x, image), slice(w, filter), slice_mut(y, out)) };
     // SAFETY: a bias that is not null holds one value per filter.
     let bias = (!bias.is_null()).then(|| unsafe { slice(bias, f) });
-    let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
+    let (rows, cols) = (c * win.area(), win.out_height() * win.out_width());
     let per = images_per_part(b);
     let mut images = |per_image: &(dyn Fn(&[f32], &mut [f32]) + Sync)| {
         each_part(y, per * f * cols, |part, y| {
@@ -59,7 +59,7 @@ pub extern "C" fn nnc_conv2d(
     images(&|image, out| {
         with_columns(rows * cols, |columns| {
             kernels::im2col(image, columns, win);
-            // out [F, OH·OW] = w [F, C·K·K] · columns [C·K·K, OH·OW]
+            // out [F, OH·OW] = w [F, C·KH·KW] · columns [C·KH·KW, OH·OW]
             gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, false);
         });
         if let Some(bias) = bias {
@@ -123,10 +123,10 @@ fn with_columns(len: usize, f: impl FnOnce(&mut [f32])) {
 pub extern "C" fn nnc_conv2d_grad_input(w: *const f32, g: *const f32, dx: *mut f32, win: *const Window, f: usize) {
     // SAFETY: generated code passes the window of this convolution.
     let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
-    let Window { batch: b, channels: c, height: h, width: wd, kernel: k, .. } = win;
+    let Window { batch: b, channels: c, height: h, width: wd, .. } = win;
     // SAFETY: w holds the filter's values, g the output's, dx the image's.
     let (w, g, dx) = unsafe { (slice(w, filter), slice(g, out), slice_mut(dx, image)) };
-    let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
+    let (rows, cols) = (c * win.area(), win.out_height() * win.out_width());
     let per = images_per_part(b);
     let mut images = |per_image: &(dyn Fn(&[f32], &mut [f32]) + Sync)| {
         each_part(dx, per * c * h * wd, |part, dx| {
@@ -144,7 +144,7 @@ pub extern "C" fn nnc_conv2d_grad_input(w: *const f32, g: *const f32, dx: *mut f
     }
     images(&|grad, image| {
         with_columns(rows * cols, |columns| {
-            // columns [C·K·K, OH·OW] = wᵀ · g
+            // columns [C·KH·KW, OH·OW] = wᵀ · g
             gemm(rows, f, cols, w, (1, rows), grad, (cols, 1), columns, false);
             kernels::col2im(columns, image, win);
         })
@@ -155,10 +155,10 @@ pub extern "C" fn nnc_conv2d_grad_input(w: *const f32, g: *const f32, dx: *mut f
 pub extern "C" fn nnc_conv2d_grad_weight(x: *const f32, g: *const f32, dw: *mut f32, win: *const Window, f: usize) {
     // SAFETY: generated code passes the window of this convolution.
     let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
-    let Window { batch: b, channels: c, height: h, width: wd, kernel: k, .. } = win;
+    let Window { batch: b, channels: c, height: h, width: wd, .. } = win;
     // SAFETY: x holds the image's values, g the output's, dw the filter's.
     let (x, g, dw) = unsafe { (slice(x, image), slice(g, out), slice_mut(dw, filter)) };
-    let (rows, cols) = (c * k * k, win.out_height() * win.out_width());
+    let (rows, cols) = (c * win.area(), win.out_height() * win.out_width());
     let per = images_per_part(b);
     // Each part sums its images' products into its own partial; the partials
     // are then added in part order.
@@ -178,7 +178,7 @@ pub extern "C" fn nnc_conv2d_grad_weight(x: *const f32, g: *const f32, dw: *mut 
                 }
                 with_columns(rows * cols, |columns| {
                     kernels::im2col(image, columns, win);
-                    // dw [F, C·K·K] += g [F, OH·OW] · columnsᵀ
+                    // dw [F, C·KH·KW] += g [F, OH·OW] · columnsᵀ
                     gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), partial, true);
                 });
             }

@@ -4,7 +4,7 @@
 
 use crate::ast::{Call, Ident, Value};
 use crate::check::args::{Args, Bound};
-use crate::check::model::{Activation, Layer, Shape, WeightInit, Weights};
+use crate::check::model::{Activation, Layer, Shape, Taps, WeightInit, Weights};
 use crate::diag::{Diag, Incoming, Span, messages};
 use crate::shape::shape_text;
 
@@ -120,7 +120,7 @@ pub struct Labelled {
     pub input: Shape,
 }
 
-fn chain(why: &str, step: String) -> String {
+pub(super) fn chain(why: &str, step: String) -> String {
     let mut steps: Vec<&str> = why.split(" → ").filter(|s| !s.is_empty()).collect();
     let keep = steps.len().saturating_sub(2);
     steps.drain(..keep);
@@ -186,40 +186,7 @@ pub fn apply(
                 macs: (fan_in * units) as u64,
             }
         }
-        LayerKind::Conv2d => {
-            let filters = args.int("filters", 1, 1, diags);
-            let kernel = args.int("kernel", 1, 1, diags);
-            let stride = args.int("stride", 1, 1, diags);
-            let dilation = args.int("dilation", 1, 1, diags);
-            let padding = match args.value("padding") {
-                Some(Value::Name(same)) if same.name == "same" => {
-                    same_padding(same, (kernel, stride, dilation), diags)?
-                }
-                _ => args.int("padding", 0, 0, diags),
-            };
-            let bias = args.bool("bias", true, diags);
-            if s.len() != 3 {
-                diags.push(messages::rank_mismatch(
-                    call,
-                    input,
-                    "an image [channels, height, width]",
-                    "declare the input as `[channels, height, width]` or `reshape` it",
-                ));
-                return None;
-            }
-            check_declared_size(call, args, s[0], input, diags);
-            let taps = Taps { kernel, stride, padding, dilation };
-            let (h, hw) = window(call, input, "conv2d", s[1], taps, diags)?;
-            let (w, ww) = window(call, input, "conv2d", s[2], taps, diags)?;
-            let why = if hw == ww { hw } else { format!("{hw}, {ww}") };
-            Applied {
-                layer: Layer::Conv2d { filters, kernel, stride, padding, dilation, bias },
-                shape: vec![filters, h, w],
-                why: chain(&input.why, why),
-                params: filters * s[0] * kernel * kernel + if bias { filters } else { 0 },
-                macs: (h * w * filters * s[0] * kernel * kernel) as u64,
-            }
-        }
+        LayerKind::Conv2d => super::conv::conv2d(call, args, input, diags)?,
         LayerKind::MaxPool | LayerKind::AvgPool => {
             let kernel = args.int("kernel", 1, 1, diags);
             let stride = args.int("stride", kernel, 1, diags);
@@ -445,7 +412,7 @@ pub fn apply(
 }
 
 /// `in = N` is an assertion about the size flowing in.
-fn check_declared_size(call: &Call, args: &Args, actual: usize, input: &Incoming, diags: &mut Vec<Diag>) {
+pub(super) fn check_declared_size(call: &Call, args: &Args, actual: usize, input: &Incoming, diags: &mut Vec<Diag>) {
     if let Some(declared) = args.opt_int("in", 1, diags)
         && declared != actual
     {
@@ -454,17 +421,8 @@ fn check_declared_size(call: &Call, args: &Args, actual: usize, input: &Incoming
     }
 }
 
-/// A sliding window's geometry along one axis.
-#[derive(Clone, Copy)]
-struct Taps {
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
-}
-
 /// Output size of a sliding window along one axis, with its derivation.
-fn window(
+pub(super) fn window(
     call: &Call,
     input: &Incoming,
     layer: &str,
@@ -591,18 +549,3 @@ pub fn weight_init(args: &Args, diags: &mut Vec<Diag>) -> Option<WeightInit> {
     }
 }
 
-/// `padding = same`: the padding that keeps a stride-1 convolution's
-/// height and width, d·(k − 1)/2 on each side; an even span has no
-/// symmetric one, and a larger stride shrinks the image whatever the padding.
-fn same_padding(
-    same: &Ident,
-    (kernel, stride, dilation): (usize, usize, usize),
-    diags: &mut Vec<Diag>,
-) -> Option<usize> {
-    let span = dilation * (kernel - 1);
-    if stride != 1 || span % 2 != 0 {
-        diags.push(messages::same_padding(same.span, (kernel, stride, dilation)));
-        return None;
-    }
-    Some(span / 2)
-}

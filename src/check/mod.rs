@@ -11,6 +11,7 @@ pub mod layers;
 pub mod model;
 
 mod blocks;
+mod conv;
 mod decls;
 mod gradients;
 mod loss;

@@ -2,6 +2,7 @@
 //! hyperparameter in range. Built only by `check::check_model`.
 
 use crate::diag::Span;
+pub use nnc_runtime::kernels::Taps;
 
 /// One sample's shape; the batch dimension is implicit.
 pub type Shape = Vec<usize>;
@@ -79,12 +80,11 @@ pub enum Layer {
         bias: bool,
         weights: Weights,
     },
+    /// The kernel along the height (`rows`) and the width (`cols`).
     Conv2d {
         filters: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        dilation: usize,
+        rows: Taps,
+        cols: Taps,
         bias: bool,
     },
     MaxPool {

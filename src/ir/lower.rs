@@ -180,15 +180,15 @@ fn dense(
 
 /// A convolution with its filter (and bias) parameters.
 fn conv2d(graph: &mut Graph, (model, index, node): Lowered, x: ValueId, out_shape: Shape) -> ValueId {
-    let Layer::Conv2d { filters, kernel, stride, padding, dilation, bias } = node.layer else { return x };
+    let Layer::Conv2d { filters, rows, cols, bias } = node.layer else { return x };
     let span = node.span;
     let channels = graph.shape(x)[1];
-    let fan_in = channels * kernel * kernel;
-    let init = init_for(model, index, fan_in, filters * kernel * kernel);
-    let shape = vec![filters, channels, kernel, kernel];
+    let area = rows.kernel * cols.kernel;
+    let init = init_for(model, index, channels * area, filters * area);
+    let shape = vec![filters, channels, rows.kernel, cols.kernel];
     let w = add_param(graph, format!("{}.weight", node.name), shape.clone(), init, true);
     let wv = graph.push(Op::Param(w), vec![], shape, span);
-    let conv = Op::Conv2d { kernel, stride, padding, dilation };
+    let conv = Op::Conv2d { rows, cols };
     let mut inputs = vec![x, wv];
     if bias {
         let b = add_param(graph, format!("{}.bias", node.name), vec![filters], Init::Zeros, false);

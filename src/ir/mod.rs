@@ -18,6 +18,7 @@ use nnc_runtime::Hypers;
 use crate::diag::Span;
 
 pub use crate::shape::{Shape, around, numel, window};
+pub use nnc_runtime::kernels::Taps;
 pub use lower::{lower, lower_shard};
 pub use verify::verify;
 
@@ -132,28 +133,22 @@ pub enum Op {
     Reshape,
 
     // ---- images and maxout ---------------------------------------------------------
-    /// `[x [B,C,H,W], w [F,C,K,K]]` or `[x, w, b [F]]` → `[B,F,OH,OW]`,
-    /// zero padding, taps `dilation` apart; the bias is added in the same
-    /// pass.
+    /// `[x [B,C,H,W], w [F,C,KH,KW]]` or `[x, w, b [F]]` → `[B,F,OH,OW]`,
+    /// zero padding, taps `dilation` apart, the kernel along the height
+    /// (`rows`) and the width (`cols`); the bias is added in the same pass.
     Conv2d {
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        dilation: usize,
+        rows: Taps,
+        cols: Taps,
     },
     /// `[w, g]` → ∂x `[B,C,H,W]` (the node's shape gives the input size).
     Conv2dGradInput {
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        dilation: usize,
+        rows: Taps,
+        cols: Taps,
     },
-    /// `[x, g]` → ∂w `[F,C,K,K]`.
+    /// `[x, g]` → ∂w `[F,C,KH,KW]`.
     Conv2dGradWeight {
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        dilation: usize,
+        rows: Taps,
+        cols: Taps,
     },
     /// `[x [B,F,…], b [F]]` → x + b per channel.
     AddChannelBias,
@@ -281,16 +276,20 @@ impl Op {
             Op::Bce => "bce".into(),
             Op::BceGrad => "bce_grad".into(),
             Op::SumSquares => "sum_squares".into(),
-            Op::Conv2d { kernel, stride, padding, dilation }
-            | Op::Conv2dGradInput { kernel, stride, padding, dilation }
-            | Op::Conv2dGradWeight { kernel, stride, padding, dilation } => {
+            Op::Conv2d { rows, cols } | Op::Conv2dGradInput { rows, cols } | Op::Conv2dGradWeight { rows, cols } => {
                 let name = match self {
                     Op::Conv2d { .. } => "conv2d",
                     Op::Conv2dGradInput { .. } => "conv2d_grad_input",
                     _ => "conv2d_grad_weight",
                 };
-                let dilated = if *dilation == 1 { String::new() } else { format!(",d{dilation}") };
-                format!("{name}(k{kernel},s{stride},p{padding}{dilated})")
+                // `3` for a square kernel's number, `3x5` for height × width.
+                let both = |a: usize, b: usize| if a == b { a.to_string() } else { format!("{a}x{b}") };
+                let (k, s, p) = (both(rows.kernel, cols.kernel), both(rows.stride, cols.stride), both(rows.padding, cols.padding));
+                let dilated = match (rows.dilation, cols.dilation) {
+                    (1, 1) => String::new(),
+                    (a, b) => format!(",d{}", both(a, b)),
+                };
+                format!("{name}(k{k},s{s},p{p}{dilated})")
             }
             Op::AddChannelBias => "add_channel_bias".into(),
             Op::SumChannels => "sum_channels".into(),

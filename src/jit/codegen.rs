@@ -13,7 +13,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{Linkage, Module};
-use nnc_runtime::kernels::Window;
+use nnc_runtime::kernels::{Taps, Window};
 
 use super::vector::splat;
 use crate::ir::{Graph, Op, Unary, ValueId, numel};
@@ -138,11 +138,16 @@ impl Emitter<'_, '_> {
             (offset_of!(Window, channels), win.channels),
             (offset_of!(Window, height), win.height),
             (offset_of!(Window, width), win.width),
-            (offset_of!(Window, kernel), win.kernel),
-            (offset_of!(Window, stride), win.stride),
-            (offset_of!(Window, padding), win.padding),
-            (offset_of!(Window, dilation), win.dilation),
         ];
+        let taps = [(offset_of!(Window, rows), win.rows), (offset_of!(Window, cols), win.cols)];
+        let fields = fields.into_iter().chain(taps.into_iter().flat_map(|(at, t)| {
+            [
+                (at + offset_of!(Taps, kernel), t.kernel),
+                (at + offset_of!(Taps, stride), t.stride),
+                (at + offset_of!(Taps, padding), t.padding),
+                (at + offset_of!(Taps, dilation), t.dilation),
+            ]
+        }));
         for (offset, value) in fields {
             let value = self.imm(value);
             self.b.ins().stack_store(PTR, value, slot, offset as i32);
@@ -262,9 +267,7 @@ impl Emitter<'_, '_> {
                 let c = self.b.ins().f32const(c as f32);
                 self.call("nnc_clip_scale", &[ins[0], out, c]);
             }
-            Op::Conv2d { kernel, stride, padding, dilation }
-            | Op::Conv2dGradInput { kernel, stride, padding, dilation }
-            | Op::Conv2dGradWeight { kernel, stride, padding, dilation } => {
+            Op::Conv2d { rows, cols } | Op::Conv2dGradInput { rows, cols } | Op::Conv2dGradWeight { rows, cols } => {
                 // The image is the input of a forward conv and of a weight gradient, and the output of an input gradient.
                 let (image, filters) = match node.op {
                     Op::Conv2d { .. } => (in_shape.clone(), self.graph.shape(node.inputs[1])[0]),
@@ -276,7 +279,7 @@ impl Emitter<'_, '_> {
                     Op::Conv2dGradInput { .. } => "nnc_conv2d_grad_input",
                     _ => "nnc_conv2d_grad_weight",
                 };
-                let win = self.window(crate::shape::window(&image, kernel, stride, padding, dilation));
+                let win = self.window(crate::shape::window(&image, rows, cols));
                 let filters = self.imm(filters);
                 let mut args = vec![ins[0], ins[1], out, win, filters];
                 if let Op::Conv2d { .. } = node.op {
@@ -292,7 +295,8 @@ impl Emitter<'_, '_> {
                 self.call("nnc_sum_channels", &[ins[0], out, n, c, sp]);
             }
             Op::Pool { max, kernel, stride } | Op::PoolGrad { max, kernel, stride } => {
-                let win = self.window(crate::shape::window(&in_shape, kernel, stride, 0, 1));
+                let taps = crate::shape::pooling(kernel, stride);
+                let win = self.window(crate::shape::window(&in_shape, taps, taps));
                 let max = self.imm(usize::from(max));
                 let mut args = ins.clone();
                 args.extend([out, win, max]);

@@ -334,7 +334,7 @@ const THREADED_GEMM_MACS: u64 = 32_000_000;
 /// runtime's direct kernel (which threads its own large products).
 fn largest_threaded_product(model: &CheckedModel, batch: usize) -> u64 {
     let through_sgemm = |layer: &Layer| match layer {
-        Layer::Conv2d { stride, .. } => !nnc_runtime::direct_convolution(*stride),
+        Layer::Conv2d { rows, cols, .. } => !(rows == cols && nnc_runtime::direct_convolution(rows.stride)),
         _ => true,
     };
     let largest = model.nodes.iter().filter(|n| through_sgemm(&n.layer)).map(|n| n.macs).max().unwrap_or(0);

@@ -15,7 +15,7 @@ use super::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
-use crate::check::{Activation, CheckedModel, InputKind, InputSpec, Layer, ValueRef, Weights};
+use crate::check::{Activation, CheckedModel, InputKind, InputSpec, Layer, Taps, ValueRef, Weights};
 use crate::data::Scaler;
 use crate::train::metrics::Task;
 
@@ -366,17 +366,18 @@ impl Builder<'_> {
                 }
                 self.node("Gemm", inputs, name, vec![int("transB", trans_b)])
             }
-            Layer::Conv2d { kernel, stride, padding, dilation, bias, .. } => {
+            Layer::Conv2d { rows, cols, bias, .. } => {
                 let mut inputs = vec![x, self.weight(&w("weight"))?];
                 if *bias {
                     inputs.push(self.weight(&w("bias"))?);
                 }
-                let (k, s, p, d) = (*kernel as i64, *stride as i64, *padding as i64, *dilation as i64);
+                let both = |of: fn(&Taps) -> usize| [of(rows) as i64, of(cols) as i64];
+                let [ph, pw] = both(|t| t.padding);
                 let attributes = vec![
-                    ints("kernel_shape", &[k, k]),
-                    ints("strides", &[s, s]),
-                    ints("pads", &[p, p, p, p]),
-                    ints("dilations", &[d, d]),
+                    ints("kernel_shape", &both(|t| t.kernel)),
+                    ints("strides", &both(|t| t.stride)),
+                    ints("pads", &[ph, pw, ph, pw]),
+                    ints("dilations", &both(|t| t.dilation)),
                 ];
                 self.node("Conv", inputs, name, attributes)
             }

@@ -4,7 +4,7 @@
 
 use super::proto::NodeProto;
 use super::{
-    Flow, Importer, Value, attribute, float_attr, int_attr, ints_attr, number, square, text_attr, unsupported_detail,
+    Flow, Importer, Value, attribute, float_attr, int_attr, ints_attr, number, per_axis, square, text_attr, unsupported_detail,
 };
 use crate::data::Scaler;
 
@@ -172,8 +172,8 @@ impl Importer<'_> {
         if attribute(node, "auto_pad").and_then(|a| a.s.as_deref()).is_some_and(|s| s != b"NOTSET") {
             return Err(unsupported_detail(node, "it pads automatically; export with explicit pads"));
         }
-        if kh != kw || kh == 0 {
-            return Err(unsupported_detail(node, &format!("its kernel is {kh}×{kw}; nnc's are square and not empty")));
+        if kh == 0 || kw == 0 {
+            return Err(unsupported_detail(node, "its kernel is empty"));
         }
         let [c, h, w] = shape[..] else {
             return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images")));
@@ -181,20 +181,23 @@ impl Importer<'_> {
         if c != channels {
             return Err(unsupported_detail(node, &format!("its filters read {channels} channels, the input has {c}")));
         }
-        let stride = square(node, "strides", ints_attr(node, "strides"), 1)?;
-        let padding = square(node, "pads", ints_attr(node, "pads"), 0)?;
-        let dilation = square(node, "dilations", ints_attr(node, "dilations"), 1)?;
-        let extent = dilation * (kh - 1) + 1;
-        if stride == 0 || h + 2 * padding < extent || w + 2 * padding < extent {
+        let stride = per_axis(node, "strides", ints_attr(node, "strides"), 1)?;
+        let padding = per_axis(node, "pads", ints_attr(node, "pads"), 0)?;
+        let dilation = per_axis(node, "dilations", ints_attr(node, "dilations"), 1)?;
+        let kernel = [kh, kw];
+        let extent = |a: usize| dilation[a] * (kernel[a] - 1) + 1;
+        if stride.contains(&0) || h + 2 * padding[0] < extent(0) || w + 2 * padding[1] < extent(1) {
             return Err(unsupported_detail(node, "its window does not fit the image"));
         }
-        let side = |n: usize| (n + 2 * padding - extent) / stride + 1;
+        let side = |n: usize, a: usize| (n + 2 * padding[a] - extent(a)) / stride[a] + 1;
         let name = self.layer_name("conv2d");
         self.tensors.insert(format!("{name}.weight"), (dims.clone(), weight));
-        let mut args = vec![filters.to_string(), format!("kernel = {kh}")];
+        // `3` when both axes agree, `[3, 5]` (height, width) when not.
+        let text = |[a, b]: [usize; 2]| if a == b { a.to_string() } else { format!("[{a}, {b}]") };
+        let mut args = vec![filters.to_string(), format!("kernel = {}", text(kernel))];
         for (key, v, default) in [("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)] {
-            if v != default {
-                args.push(format!("{key} = {v}"));
+            if v != [default; 2] {
+                args.push(format!("{key} = {}", text(v)));
             }
         }
         match node.input.get(2).filter(|n| !n.is_empty()) {
@@ -206,7 +209,7 @@ impl Importer<'_> {
         }
         let mut flow = flow;
         flow.stages.push(format!("conv2d({})", args.join(", ")));
-        self.output(node, flow, vec![filters, side(h), side(w)])
+        self.output(node, flow, vec![filters, side(h, 0), side(w, 1)])
     }
 
     pub(super) fn pool(&mut self, node: &NodeProto, max: bool) -> Result<(), String> {

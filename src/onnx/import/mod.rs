@@ -282,6 +282,18 @@ fn square(node: &NodeProto, what: &str, values: Option<Vec<i64>>, default: i64) 
     }
 }
 
+/// `[h, w]`-style attributes of a 2-D window (pads `[top, left, bottom,
+/// right]`, which nnc needs symmetric), per axis.
+fn per_axis(node: &NodeProto, what: &str, values: Option<Vec<i64>>, default: i64) -> Result<[usize; 2], String> {
+    let values = values.unwrap_or_else(|| vec![default, default]);
+    match values[..] {
+        [h, w] | [h, w, ..] if h >= 0 && w >= 0 && (values.len() == 2 || values[2..] == [h, w]) => {
+            Ok([h as usize, w as usize])
+        }
+        _ => Err(unsupported_detail(node, &format!("its {what} {values:?} are not one per axis (pads: the same on both sides)"))),
+    }
+}
+
 fn node_name(node: &NodeProto) -> String {
     let name = node.name.as_deref().filter(|n| !n.is_empty()).unwrap_or("(unnamed)");
     format!("node `{name}` ({})", node.op_type.as_deref().unwrap_or("?"))
