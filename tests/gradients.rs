@@ -118,6 +118,16 @@ proptest! {
     }
 
     #[test]
+    fn rectangular_convolutions(c in 1usize..3, h in 2usize..6, w in 2usize..6, kh in 1usize..4, kw in 1usize..4,
+                                sh in 1usize..3, sw in 1usize..3, ph in 0usize..2, dw in 1usize..3, seed in 0u64..1000) {
+        prop_assume!(kh <= h + 2 * ph && dw * (kw - 1) < w);
+        let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: real[2]
+            x |> conv2d(2, kernel = [{kh}, {kw}], stride = [{sh}, {sw}], padding = [{ph}, 0], dilation = [1, {dw}])
+              |> tanh |> flatten |> dense(2) => p  loss = mse(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
     fn upsampling(c in 1usize..3, h in 1usize..4, w in 1usize..4, factor in 1usize..4, seed in 0u64..1000) {
         let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: real[2]
             x |> conv2d(2, kernel = 1) |> tanh |> upsample({factor}) |> conv2d(1, kernel = 2) |> tanh |> flatten

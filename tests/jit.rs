@@ -233,6 +233,28 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Kernels, strides, padding and dilation that differ between the axes
+    /// (the im2col path; the interpreter runs the reference loops).
+    #[test]
+    fn random_rectangular_convolutions(c in 1usize..5, h in 2usize..9, w in 2usize..9, f in 1usize..5,
+                                       kh in 1usize..4, kw in 1usize..4, sh in 1usize..3, sw in 1usize..3,
+                                       ph in 0usize..2, pw in 0usize..2, dh in 1usize..3, dw in 1usize..3,
+                                       rows in prop::sample::select(vec![1usize, 3]), seed in 0u64..1000) {
+        prop_assume!(dh * (kh - 1) < h + 2 * ph && dw * (kw - 1) < w + 2 * pw);
+        let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: class(3)
+            x |> conv2d({f}, kernel = [{kh}, {kw}], stride = [{sh}, {sw}], padding = [{ph}, {pw}],
+                        dilation = [{dh}, {dw}]) |> tanh |> flatten |> dense(3) => p
+            loss = cross_entropy(p, y)
+            train {{ optimizer = sgd(lr = 0.05) seed = {seed} }} }}");
+        let checked = check_source("c.nn", &source);
+        prop_assert!(!checked.has_errors(), "{source}: {:?}", checked.diags);
+        assert_backends_agree(&checked.models[0], rows, seed);
+    }
+}
+
 /// The case that once found relu's kink after batchnorm, with elu after it.
 #[test]
 fn batchnorm_after_a_padded_convolution() {
