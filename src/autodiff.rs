@@ -176,21 +176,13 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
             // over windows, ∂b = Σ g per channel
             Op::Conv2d { rows, cols } => {
                 if wants(0) {
-                    let dx = g.push(
-                        Op::Conv2dGradInput { rows: *rows, cols: *cols },
-                        vec![ins[1], dy],
-                        shape_of(0),
-                        span,
-                    );
+                    let dx =
+                        g.push(Op::Conv2dGradInput { rows: *rows, cols: *cols }, vec![ins[1], dy], shape_of(0), span);
                     contrib.push((0, dx));
                 }
                 if wants(1) {
-                    let dw = g.push(
-                        Op::Conv2dGradWeight { rows: *rows, cols: *cols },
-                        vec![ins[0], dy],
-                        shape_of(1),
-                        span,
-                    );
+                    let dw =
+                        g.push(Op::Conv2dGradWeight { rows: *rows, cols: *cols }, vec![ins[0], dy], shape_of(1), span);
                     contrib.push((1, dw));
                 }
                 if ins.len() == 3 && wants(2) {

@@ -199,7 +199,11 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                     input(0),
                     input(1),
                     &mut out,
-                    ir::window(in_shape(0), crate::shape::pooling(*kernel, *stride), crate::shape::pooling(*kernel, *stride)),
+                    ir::window(
+                        in_shape(0),
+                        crate::shape::pooling(*kernel, *stride),
+                        crate::shape::pooling(*kernel, *stride),
+                    ),
                     *max,
                 );
                 out

@@ -7,7 +7,8 @@ use nnc::pipeline::check_source;
 /// An input declaration the layer accepts, and a call of it.
 fn example(keyword: &str, kind: LayerKind) -> (&'static str, String) {
     match kind {
-        LayerKind::Conv2d => ("[1, 4, 4]", "conv2d(2, kernel = 3)".into()),
+        LayerKind::Conv2d => ("[1, 4, 4]", "conv2d(2, kernel = [3, 2])".into()),
+        LayerKind::Conv1d => ("[2, 6]", "conv1d(3, kernel = 3)".into()),
         LayerKind::MaxPool | LayerKind::AvgPool => ("[1, 4, 4]", format!("{keyword}(2)")),
         LayerKind::GlobalAvgPool | LayerKind::Upsample => ("[2, 4, 3]", keyword.into()),
         LayerKind::Rnn | LayerKind::Lstm => ("seq[3, 2]", format!("{keyword}(2)")),

@@ -2,15 +2,9 @@
 
 use std::process::Command;
 
-fn nnc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("nnc runs");
-    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
-}
+mod common;
+
+use common::nnc;
 
 #[test]
 fn check_exit_codes() {
@@ -160,36 +154,6 @@ fn check_emits_the_chosen_model() {
     let (code, _, err) = nnc(&["check", file, "--emit", "ir", "--model", "c"]);
     assert_eq!(code, 2);
     assert!(err.contains("no model `c`") && err.contains("a, b"), "{err}");
-}
-
-/// A model with two inputs reads them from one data row, the first input's
-/// values first: 40 + 24 of the digits' 64 pixels train, and a row of the
-/// wrong width is refused, naming how many values the inputs take together.
-#[test]
-fn a_model_with_two_inputs_reads_them_from_one_row() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let write = |name: &str, (a, b): (usize, usize)| {
-        let file = dir.path().join(name);
-        std::fs::write(
-            &file,
-            format!(
-                "model m {{\n  input a: [{a}]\n  input b: [{b}]\n  target y: class(10)\n  \
-                 concat(a, b) |> dense(10) => o\n  loss = cross_entropy(o, y)\n  \
-                 train {{ data = builtin(\"digits\") scale = 16 epochs = 3 optimizer = adam(lr = 0.01) }}\n}}\n"
-            ),
-        )
-        .expect("write");
-        file.to_str().expect("utf-8").to_string()
-    };
-    let fits = write("fits.nn", (40, 24));
-    let (code, out, err) = nnc(&["train", &fits, "--quiet"]);
-    assert_eq!(code, 0, "{err}");
-    let accuracy: f64 =
-        out.split("accuracy ").nth(1).and_then(|t| t.split('%').next()).expect("accuracy").parse().expect("number");
-    assert!(accuracy > 85.0, "{out}");
-    let (code, _, err) = nnc(&["train", &write("wide.nn", (40, 30)), "--quiet"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("70 feature values per row"), "{err}");
 }
 
 /// A step that needs more memory than `--max-memory` allows is refused
@@ -576,48 +540,4 @@ fn eval_and_predict_read_every_data_source() {
     let (code, _, err) =
         nnc(&["eval", "models/digits_mlp.nn", "--weights", w, "--data", csv_path, "--labels", labels_path]);
     assert!(code != 0 && err.contains("--labels goes with IDX images"), "{err}");
-}
-
-/// A model with two outputs (`models/digits_multitask.nn`): `eval` scores
-/// each one, `predict` writes each one's columns under its name (the
-/// classifier's probabilities sum to 1 and its class is their argmax), and
-/// `export` and `build`, which write one output, refuse it and say why.
-#[test]
-fn several_outputs_are_each_scored_and_predicted() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let weights = dir.path().join("w.safetensors");
-    let w = weights.to_str().expect("utf-8");
-    let (code, _, err) = nnc(&["train", "models/digits_multitask.nn", "--epochs", "2", "--quiet", "--save", w]);
-    assert_eq!(code, 0, "{err}");
-    let (code, out, err) = nnc(&["eval", "models/digits_multitask.nn", "--weights", w]);
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        out.contains("[logits: loss ") && out.contains("accuracy") && out.contains("[reconstruction: loss "),
-        "{out}"
-    );
-    let (code, out, err) = nnc(&["predict", "models/digits_multitask.nn", "--weights", w, "--input", "builtin:digits"]);
-    assert_eq!(code, 0, "{err}");
-    let mut lines = out.lines();
-    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
-    assert_eq!(header.len(), 1 + 10 + 64);
-    assert_eq!(
-        (header[0], header[10], header[11], header[74]),
-        ("logits.class", "logits.p9", "reconstruction.y0", "reconstruction.y63")
-    );
-    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|v| v.parse().expect("number")).collect()).collect();
-    assert_eq!(rows.len(), 359);
-    for row in &rows {
-        let p = &row[1..11];
-        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{p:?}");
-        let top = p.iter().enumerate().fold(0, |b, (i, v)| if *v > p[b] { i } else { b });
-        assert_eq!(row[0], top as f64);
-        assert!(row[11..].iter().all(|v| (0.0..=1.0).contains(v)), "sigmoid outputs");
-    }
-    for (command, out) in [("export", "m.onnx"), ("build", "lib")] {
-        let out = dir.path().join(out);
-        let args = [command, "models/digits_multitask.nn", "--weights", w, "-o", out.to_str().expect("utf-8")];
-        let (code, _, err) = nnc(&args);
-        assert!(code != 0 && err.contains("has 2 outputs"), "{command}: {err}");
-        assert!(!out.exists(), "{command} wrote nothing");
-    }
 }

@@ -128,6 +128,15 @@ proptest! {
     }
 
     #[test]
+    fn one_dimensional_convolutions(c in 1usize..3, l in 3usize..9, f in 1usize..3, k in 1usize..4,
+                                    stride in 1usize..3, padding in 0usize..2, seed in 0u64..1000) {
+        let source = format!("model g {{ input x: [{c}, {l}] target y: real[2]
+            x |> conv1d({f}, kernel = {k}, stride = {stride}, padding = {padding}) |> tanh |> flatten
+              |> dense(2) => p  loss = mse(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
     fn upsampling(c in 1usize..3, h in 1usize..4, w in 1usize..4, factor in 1usize..4, seed in 0u64..1000) {
         let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: real[2]
             x |> conv2d(2, kernel = 1) |> tanh |> upsample({factor}) |> conv2d(1, kernel = 2) |> tanh |> flatten

@@ -233,7 +233,10 @@ fn hover_hints_definitions_references_completion_symbols_and_formatting() {
     // On a keyword argument: its meaning and default.
     let hover = client.at("textDocument/hover", LENET, "padding", 0, 2, json!({}));
     let text = hover["contents"]["value"].as_str().expect("markdown");
-    assert!(text.contains("`padding` of `conv2d`: zeros added on each side (default 0)"), "{text}");
+    assert!(
+        text.contains("`padding` of `conv2d`: zeros added on each side, or `[height, width]` (default 0)"),
+        "{text}"
+    );
     // On a setting, and on a named value.
     let hover = client.at("textDocument/hover", LENET, "epochs", 0, 1, json!({}));
     assert!(hover["contents"]["value"].as_str().expect("markdown").contains("passes over the training data"));
@@ -273,7 +276,10 @@ fn hover_hints_definitions_references_completion_symbols_and_formatting() {
     let conv = items.as_array().expect("items").iter().find(|i| i["label"] == "conv2d").expect("conv2d offered");
     assert_eq!(conv["insertText"], "conv2d(${1:filters}, kernel = ${2:kernel})");
     assert!(
-        conv["documentation"]["value"].as_str().expect("docs").contains("`stride`: step between windows (default 1)")
+        conv["documentation"]["value"]
+            .as_str()
+            .expect("docs")
+            .contains("`stride`: step between windows, or `[height, width]` (default 1)")
     );
     let items = client.at("textDocument/completion", &typing, "momentum = 0.9", 0, 0, json!({}));
     let labels: Vec<&str> =

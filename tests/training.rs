@@ -6,36 +6,17 @@ use std::path::Path;
 use nnc::check::CheckedModel;
 use nnc::data::{self, Dataset, RowSpec, Scaler};
 use nnc::pipeline::check_source;
-use nnc::train::{Backend, Metrics, TrainError, Trainer};
+use nnc::train::{Backend, TrainError, Trainer};
 
-const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+mod common;
+
+use common::{MODELS, train_bundled};
 
 fn model(file: &str) -> CheckedModel {
     let source = std::fs::read_to_string(Path::new(MODELS).join(file)).expect("model is readable");
     let checked = check_source(file, &source);
     assert!(!checked.has_errors(), "{:?}", checked.diags);
     checked.models[0].clone()
-}
-
-/// Trains `model` on the data its file names; returns the trainer and the
-/// metrics on the test split (or the training data when there is none).
-fn train_bundled(model: &CheckedModel) -> (Trainer, Metrics) {
-    let source = model.train.data.clone().expect("model names its data");
-    let splits = data::load(&source, Path::new(MODELS), &RowSpec::of(model)).expect("data loads");
-    let scaler = Scaler::fit(model.train.preprocess, &splits.train);
-    let mut train = splits.train;
-    scaler.apply(&mut train);
-    let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
-    trainer.fit(&train, None, None, |_| {}).expect("training succeeds");
-    let metrics = match splits.test {
-        Some(mut test) => {
-            scaler.apply(&mut test);
-            trainer.evaluate(&test)
-        }
-        None => trainer.evaluate(&train),
-    }
-    .expect("evaluation succeeds");
-    (trainer, metrics)
 }
 
 #[test]
@@ -57,13 +38,10 @@ fn concatenated_branches_reach_96_percent() {
     assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
 }
 
-/// Two inputs from one data row: half of each image through a convolution,
-/// the other half through a dense layer, joined before the classifier.
+/// Digits as sequences of pixel columns through two 1-D convolutions.
 #[test]
-fn two_inputs_reach_96_percent() {
-    let model = model("two_inputs_digits.nn");
-    assert_eq!(model.inputs.len(), 2);
-    let (_, m) = train_bundled(&model);
+fn one_dimensional_convolutions_reach_96_percent() {
+    let (_, m) = train_bundled(&model("digits_conv1d.nn"));
     assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
 }
 
@@ -593,87 +571,4 @@ fn frozen_layers_keep_their_weights_while_the_rest_trains() {
         let m = trainer.evaluate(&test).expect("evaluates");
         assert!(m.accuracy.expect("classifier") >= 0.95, "{backend:?}: {m:?}");
     }
-}
-
-/// Class weights on an imbalanced two-class task — is the digit a 9? about
-/// one row in ten — on the real digits: weighing the nines 9 to 1 raises
-/// their recall (and costs precision), as a weighted loss should.
-#[test]
-fn class_weights_raise_the_recall_of_the_rare_class() {
-    let digits = model("digits_mlp.nn");
-    let splits = data::load(digits.train.data.as_ref().expect("data"), Path::new(MODELS), &RowSpec::of(&digits))
-        .expect("digits load");
-    let nines = |mut set: Dataset| {
-        set.y.iter_mut().for_each(|y| *y = f32::from(*y == 9.0));
-        set.x.iter_mut().for_each(|x| *x /= 16.0);
-        set
-    };
-    let (train, test) = (nines(splits.train), nines(splits.test.expect("test split")));
-    let positives = train.y.iter().filter(|&&y| y == 1.0).count();
-    assert!(positives * 8 < train.rows, "{positives} nines of {}", train.rows);
-    let scores = |weights: &str| {
-        let source = format!(
-            "model nines {{ input image: [64] target nine: class(2)
-               image |> dense(2) => logits  loss = cross_entropy(logits, nine{weights})
-               train {{ optimizer = sgd(lr = 0.1) batch = 32 epochs = 6 seed = 1 }} }}"
-        );
-        let checked = check_source("nines.nn", &source);
-        assert!(!checked.has_errors(), "{:?}", checked.diags);
-        let model = &checked.models[0];
-        let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
-        trainer.fit(&train, None, None, |_| {}).expect("trains");
-        trainer.evaluate(&test).expect("evaluates").classes.expect("class scores")
-    };
-    let (plain, weighted) = (scores(""), scores(", weights = [1, 9]"));
-    assert!(
-        weighted.recall[1] >= plain.recall[1] + 0.1,
-        "recall of nines {} → {}",
-        plain.recall[1],
-        weighted.recall[1]
-    );
-    assert!(
-        weighted.precision[1] < plain.precision[1],
-        "recall {} → {}, precision {} → {}",
-        plain.recall[1],
-        weighted.recall[1],
-        plain.precision[1],
-        weighted.precision[1]
-    );
-}
-
-/// Two declared targets read from named CSV columns, two outputs, one summed
-/// loss (`0.05 *` the price's squared error in thousands): both outputs
-/// learn — the price far better than its mean (R² 0.93), the bathrooms
-/// (which area and rooms hardly tell) better than always answering the
-/// commonest count — each output is scored on its own, and the summed
-/// loss is the weighted sum of the outputs' own losses.
-#[test]
-fn two_targets_from_named_columns_train_under_one_weighted_loss() {
-    let source = r#"model houses {
-        input house: [2]
-        target bathrooms: class(4)
-        target price: real[1]
-        house |> dense(16) |> relu => h
-        h |> dense(4) => baths
-        h |> dense(1) => value
-        loss = cross_entropy(baths, bathrooms) + 0.05 * mse(value, price)
-        train {
-          data = csv("data/houses.csv", target = ["bathrooms", "price_k"], features = ["area_m2", "rooms"])
-          standardize = true
-          optimizer = adam(lr = 0.01)
-          batch = 16
-          epochs = 150
-          seed = 1
-        }
-      }"#;
-    let checked = check_source("houses.nn", source);
-    assert!(!checked.has_errors(), "{:?}", checked.diags);
-    let (_, m) = train_bundled(&checked.models[0]);
-    let [baths, value] = &m.outputs[..] else { panic!("two outputs: {m:?}") };
-    assert_eq!((baths.name.as_str(), value.name.as_str()), ("baths", "value"));
-    let (baths, value) = (&baths.metrics, &value.metrics);
-    assert!(value.r2.expect("regression") > 0.5, "{m:?}");
-    assert!(baths.accuracy.expect("classifier") > 73.0 / 200.0, "{m:?}");
-    let summed = baths.loss + 0.05 * value.loss;
-    assert!((m.loss - summed).abs() <= 1e-4 * summed, "{} vs {summed}", m.loss);
 }

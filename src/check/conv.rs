@@ -47,6 +47,39 @@ pub fn conv2d(call: &Call, args: &Args, input: &Incoming, diags: &mut Vec<Diag>)
     })
 }
 
+/// `conv1d` over `[channels, length]` (PyTorch's `Conv1d` layout): the
+/// kernel, stride, padding (or `same`) and dilation along the length.
+pub fn conv1d(call: &Call, args: &Args, input: &Incoming, diags: &mut Vec<Diag>) -> Option<Applied> {
+    let filters = args.int("filters", 1, 1, diags);
+    let kernel = args.int("kernel", 1, 1, diags);
+    let stride = args.int("stride", 1, 1, diags);
+    let dilation = args.int("dilation", 1, 1, diags);
+    let padding = match args.value("padding") {
+        Some(Value::Name(same)) if same.name == "same" => same_padding(same, (kernel, stride, dilation), diags)?,
+        _ => args.int("padding", 0, 0, diags),
+    };
+    let bias = args.bool("bias", true, diags);
+    let [channels, length] = input.shape[..] else {
+        diags.push(messages::rank_mismatch(
+            call,
+            input,
+            "a sequence [channels, length]",
+            "declare the input as `[channels, length]` or `reshape` it",
+        ));
+        return None;
+    };
+    check_declared_size(call, args, channels, input, diags);
+    let taps = Taps { kernel, stride, padding, dilation };
+    let (out, why) = window(call, input, "conv1d", length, taps, diags)?;
+    Some(Applied {
+        layer: Layer::Conv1d { filters, taps, bias },
+        shape: vec![filters, out],
+        why: chain(&input.why, why),
+        params: filters * channels * kernel + if bias { filters } else { 0 },
+        macs: (out * filters * channels * kernel) as u64,
+    })
+}
+
 /// A whole number for both axes, or `[height, width]`; `default` when absent.
 fn pair(args: &Args, name: &str, default: usize, min: usize, diags: &mut Vec<Diag>) -> Option<[usize; 2]> {
     match args.value(name) {

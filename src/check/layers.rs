@@ -14,6 +14,7 @@ use crate::shape::shape_text;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerKind {
     Dense,
+    Conv1d,
     Conv2d,
     MaxPool,
     AvgPool,
@@ -64,6 +65,12 @@ const fn layer(
 /// The layer catalogue: every keyword a model may use.
 pub const LAYERS: &[LayerSpec] = &[
     layer("dense", LayerKind::Dense, &["units", "bias", "tied", "shared", "in", "init", "trainable"], &["units"]),
+    layer(
+        "conv1d",
+        LayerKind::Conv1d,
+        &["filters", "kernel", "stride", "padding", "dilation", "bias", "in", "init", "trainable"],
+        &["filters", "kernel"],
+    ),
     layer(
         "conv2d",
         LayerKind::Conv2d,
@@ -186,6 +193,7 @@ pub fn apply(
                 macs: (fan_in * units) as u64,
             }
         }
+        LayerKind::Conv1d => super::conv::conv1d(call, args, input, diags)?,
         LayerKind::Conv2d => super::conv::conv2d(call, args, input, diags)?,
         LayerKind::MaxPool | LayerKind::AvgPool => {
             let kernel = args.int("kernel", 1, 1, diags);
@@ -435,7 +443,7 @@ pub(super) fn window(
     // A dilated kernel spans d·(k − 1) + 1 inputs.
     let extent = dilation * (kernel - 1) + 1;
     let span = if dilation == 1 { kernel.to_string() } else { format!("{dilation}·({kernel} − 1) − 1") };
-    let formula = if layer == "conv2d" {
+    let formula = if layer.starts_with("conv") {
         format!("({size} + 2·{padding} − {span})/{stride} + 1")
     } else {
         format!("{layer} ({size} − {kernel})/{stride} + 1")
@@ -548,4 +556,3 @@ pub fn weight_init(args: &Args, diags: &mut Vec<Diag>) -> Option<WeightInit> {
         }
     }
 }
-

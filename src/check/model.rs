@@ -80,6 +80,12 @@ pub enum Layer {
         bias: bool,
         weights: Weights,
     },
+    /// A convolution along sequences `[C, L]`: `taps` along the length.
+    Conv1d {
+        filters: usize,
+        taps: Taps,
+        bias: bool,
+    },
     /// The kernel along the height (`rows`) and the width (`cols`).
     Conv2d {
         filters: usize,
@@ -147,6 +153,7 @@ impl Layer {
     pub fn keyword(&self) -> &'static str {
         match self {
             Layer::Dense { .. } => "dense",
+            Layer::Conv1d { .. } => "conv1d",
             Layer::Conv2d { .. } => "conv2d",
             Layer::MaxPool { .. } => "maxpool",
             Layer::AvgPool { .. } => "avgpool",

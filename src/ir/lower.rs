@@ -4,11 +4,10 @@
 
 use std::collections::HashMap;
 
-use super::{Graph, Hyper, Init, Op, ParamInfo, RbmInfo, Shape, Shard, StateInfo, Unary, ValueId, numel};
-use crate::check::{
-    Activation, CheckedModel, Layer, LossKind, LossSpec, Node, TargetKind, ValueRef, WeightInit, Weights,
-};
-use crate::diag::{Diag, Span, messages};
+use super::loss::attach_loss;
+use super::{Graph, Hyper, Init, Op, ParamInfo, RbmInfo, Shape, Shard, StateInfo, Taps, Unary, ValueId, numel};
+use crate::check::{Activation, CheckedModel, Layer, Node, TargetKind, ValueRef, WeightInit, Weights};
+use crate::diag::{Diag, Span};
 
 /// Lowers the model for batches of `batch` samples, for training (dropout
 /// active) or evaluation (dropout is the identity). Layers without a
@@ -104,7 +103,7 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
                 let b = graph.push(Op::SliceGrad { axis: 1, start: first }, vec![other], out_shape.clone(), span);
                 graph.push(Op::Add, vec![a, b], out_shape, span)
             }
-            Layer::Conv2d { .. } => conv2d(&mut graph, (model, index, node), x, out_shape),
+            Layer::Conv1d { .. } | Layer::Conv2d { .. } => convolution(&mut graph, (model, index, node), x, out_shape),
             Layer::MaxPool { kernel, stride } | Layer::AvgPool { kernel, stride } => {
                 let max = matches!(node.layer, Layer::MaxPool { .. });
                 graph.push(Op::Pool { max, kernel: *kernel, stride: *stride }, vec![x], out_shape, span)
@@ -178,23 +177,42 @@ fn dense(
     (y, w)
 }
 
-/// A convolution with its filter (and bias) parameters.
-fn conv2d(graph: &mut Graph, (model, index, node): Lowered, x: ValueId, out_shape: Shape) -> ValueId {
-    let Layer::Conv2d { filters, rows, cols, bias } = node.layer else { return x };
+/// A convolution with its filter (and bias) parameters. A `conv1d` over
+/// `[B, C, L]` is a `conv2d` over `[B, C, 1, L]` with a one-row kernel; its
+/// weight keeps PyTorch's `[F, C, K]`, viewed as `[F, C, 1, K]`.
+fn convolution(graph: &mut Graph, (model, index, node): Lowered, x: ValueId, out_shape: Shape) -> ValueId {
+    let one_row = Taps { kernel: 1, stride: 1, padding: 0, dilation: 1 };
+    let (filters, rows, cols, bias) = match node.layer {
+        Layer::Conv1d { filters, taps, bias } => (filters, one_row, taps, bias),
+        Layer::Conv2d { filters, rows, cols, bias } => (filters, rows, cols, bias),
+        _ => return x,
+    };
     let span = node.span;
-    let channels = graph.shape(x)[1];
+    let image = graph.shape(x).clone();
+    let channels = image[1];
     let area = rows.kernel * cols.kernel;
     let init = init_for(model, index, channels * area, filters * area);
     let shape = vec![filters, channels, rows.kernel, cols.kernel];
-    let w = add_param(graph, format!("{}.weight", node.name), shape.clone(), init, true);
-    let wv = graph.push(Op::Param(w), vec![], shape, span);
-    let conv = Op::Conv2d { rows, cols };
+    let stored = match node.layer {
+        Layer::Conv1d { .. } => vec![filters, channels, cols.kernel],
+        _ => shape.clone(),
+    };
+    let w = add_param(graph, format!("{}.weight", node.name), stored.clone(), init, true);
+    let mut wv = graph.push(Op::Param(w), vec![], stored.clone(), span);
+    let mut x = x;
+    let mut conv_shape = out_shape.clone();
+    if stored != shape {
+        wv = graph.push(Op::Reshape, vec![wv], shape, span);
+        x = graph.push(Op::Reshape, vec![x], vec![image[0], channels, 1, image[2]], span);
+        conv_shape = vec![out_shape[0], out_shape[1], 1, out_shape[2]];
+    }
     let mut inputs = vec![x, wv];
     if bias {
         let b = add_param(graph, format!("{}.bias", node.name), vec![filters], Init::Zeros, false);
         inputs.push(graph.push(Op::Param(b), vec![], vec![filters], span));
     }
-    graph.push(conv, inputs, out_shape, span)
+    let y = graph.push(Op::Conv2d { rows, cols }, inputs, conv_shape.clone(), span);
+    if conv_shape == out_shape { y } else { graph.push(Op::Reshape, vec![y], out_shape, span) }
 }
 
 /// Maxout: `units·pieces` affine outputs, then the largest of each unit's pieces.
@@ -211,136 +229,6 @@ fn maxout(graph: &mut Graph, node: &Node, x: ValueId, (units, pieces): (usize, u
     let bv = graph.push(Op::Param(b), vec![], vec![width], span);
     let y = graph.push(Op::AddBias, vec![y, bv], affine, span);
     graph.push(Op::MaxPieces(pieces), vec![y], out_shape, span)
-}
-
-/// The loss node and the prediction: the model's loss, or for a stack
-/// ending in an RBM the error of reconstructing its input.
-fn attach_loss(
-    graph: &mut Graph,
-    model: &CheckedModel,
-    values: &HashMap<ValueRef, ValueId>,
-    training: bool,
-) -> Result<(), Diag> {
-    if model.losses.is_empty() {
-        // A stack ending in an RBM: its output is the hidden probabilities,
-        // its loss the error of reconstructing its input from them.
-        let ends_in_rbm = model.nodes.last().is_some_and(|n| matches!(n.layer, Layer::Rbm { .. }));
-        let (Some(rbm), true) = (graph.rbms.last().cloned(), ends_in_rbm) else {
-            return Err(messages::nothing_to_train(model.span, &model.name));
-        };
-        let hidden = values[&ValueRef::Node(model.nodes.len() - 1)];
-        let reconstruction = visible_probabilities(graph, &rbm, hidden);
-        graph.loss = Some(graph.push(Op::Mse, vec![reconstruction, rbm.visible], vec![], rbm.span));
-        graph.prediction = hidden;
-        return Ok(());
-    }
-    // The summed loss, and each term's prediction (in the target's units).
-    let mut total = None;
-    let mut outputs = Vec::with_capacity(model.losses.len());
-    for loss in &model.losses {
-        let (term, output) = loss_term(graph, model, values, loss, training);
-        let term = if loss.weight == 1.0 {
-            term
-        } else {
-            graph.push(Op::Unary(Unary::Scale(loss.weight)), vec![term], vec![], loss.span)
-        };
-        total = Some(match total {
-            Some(sum) => graph.push(Op::Add, vec![sum, term], vec![], loss.span),
-            None => term,
-        });
-        outputs.push(output);
-    }
-    graph.loss = total;
-    graph.prediction = match outputs[..] {
-        [one] => one,
-        // Several outputs: each row's values side by side, in the losses' order.
-        _ => {
-            let rows = graph.batch;
-            let widths: Vec<usize> = outputs.iter().map(|&o| numel(graph.shape(o)) / rows.max(1)).collect();
-            let whole = vec![rows, widths.iter().sum()];
-            let span = model.losses[0].span;
-            let mut start = 0;
-            let mut joined = None;
-            for (&output, width) in outputs.iter().zip(widths) {
-                let flat = graph.push(Op::Reshape, vec![output], vec![rows, width], span);
-                let placed = graph.push(Op::SliceGrad { axis: 1, start }, vec![flat], whole.clone(), span);
-                joined = Some(match joined {
-                    Some(sum) => graph.push(Op::Add, vec![sum, placed], whole.clone(), span),
-                    None => placed,
-                });
-                start += width;
-            }
-            joined.unwrap_or(outputs[0])
-        }
-    };
-    Ok(())
-}
-
-/// One loss term's node and its prediction in the target's units.
-fn loss_term(
-    graph: &mut Graph,
-    model: &CheckedModel,
-    values: &HashMap<ValueRef, ValueId>,
-    loss: &LossSpec,
-    training: bool,
-) -> (ValueId, ValueId) {
-    let prediction = values[&loss.prediction];
-    let target = values[&loss.target];
-    let op = match loss.kind {
-        LossKind::CrossEntropy => Op::SoftmaxCrossEntropy,
-        LossKind::Mse => Op::Mse,
-        LossKind::BinaryCrossEntropy => Op::Bce,
-    };
-    if let (true, ValueRef::Target(t), LossKind::Mse) = (model.train.standardize_target, loss.target, loss.kind) {
-        let target = (model.targets[t].name.as_str(), target);
-        let (scaled_target, original) = standardized_target(graph, target, prediction, training);
-        return (graph.push(op, vec![prediction, scaled_target], vec![], loss.span), original);
-    }
-    let mut inputs = vec![prediction, target];
-    if let Some(weights) = &loss.class_weights {
-        let rows = graph.shape(target).clone();
-        inputs.push(graph.push(Op::ClassWeights(weights.clone()), vec![target], rows, loss.span));
-    }
-    (graph.push(op, inputs, vec![], loss.span), prediction)
-}
-
-/// `standardize_target`: the network learns the target in units of its
-/// training rows' deviation from their mean, `(y − μ) / σ` per column, and
-/// predicts `ŷ·σ + μ`, so everything that reads predictions (metrics,
-/// `predict`, built libraries) sees the original units. μ and σ are the
-/// buffers `<target>.mean` and `<target>.std`, set from the training rows
-/// before the first step and saved with the weights; a training step
-/// leaves them as they are. Returns the scaled target and the prediction
-/// in original units.
-fn standardized_target(
-    graph: &mut Graph,
-    (name, target): (&str, ValueId),
-    prediction: ValueId,
-    training: bool,
-) -> (ValueId, ValueId) {
-    let (shape, span) = (graph.shape(target).clone(), graph.nodes[target.0].span);
-    let columns = vec![shape[1..].iter().product()];
-    let rows = vec![shape[0], columns[0]];
-    let mut buffer = |what: &str, fill: f32| {
-        let name = format!("{name}.{what}");
-        graph.states.push(StateInfo { name, shape: columns.clone(), fill, buffer: true });
-        graph.push(Op::State(graph.states.len() - 1), vec![], columns.clone(), span)
-    };
-    let (mean, std) = (buffer("mean", 0.0), buffer("std", 1.0));
-    if training {
-        graph.state_updates.extend([mean, std]);
-    }
-    let view = |graph: &mut Graph, v: ValueId, shape: &Shape| graph.push(Op::Reshape, vec![v], shape.clone(), span);
-    let y = view(graph, target, &rows);
-    let negated = graph.push(Op::Unary(Unary::Neg), vec![mean], columns.clone(), span);
-    let centred = graph.push(Op::AddChannelBias, vec![y, negated], rows.clone(), span);
-    let one = graph.push(Op::Const(1.0), vec![], columns.clone(), span);
-    let inverse = graph.push(Op::Div, vec![one, std], columns.clone(), span);
-    let scaled = graph.push(Op::MulChannel, vec![centred, inverse], rows.clone(), span);
-    let p = view(graph, prediction, &rows);
-    let stretched = graph.push(Op::MulChannel, vec![p, std], rows.clone(), span);
-    let original = graph.push(Op::AddChannelBias, vec![stretched, mean], rows, span);
-    (view(graph, scaled, &shape), view(graph, original, &shape))
 }
 
 /// Batch normalisation over the features (dimension 1; for images, the

@@ -7,6 +7,7 @@
 //! so the interpreter (and later backends) run all three the same way.
 
 pub mod init;
+mod loss;
 pub mod lower;
 mod print;
 mod verify;
@@ -18,8 +19,8 @@ use nnc_runtime::Hypers;
 use crate::diag::Span;
 
 pub use crate::shape::{Shape, around, numel, window};
-pub use nnc_runtime::kernels::Taps;
 pub use lower::{lower, lower_shard};
+pub use nnc_runtime::kernels::Taps;
 pub use verify::verify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -284,7 +285,8 @@ impl Op {
                 };
                 // `3` for a square kernel's number, `3x5` for height × width.
                 let both = |a: usize, b: usize| if a == b { a.to_string() } else { format!("{a}x{b}") };
-                let (k, s, p) = (both(rows.kernel, cols.kernel), both(rows.stride, cols.stride), both(rows.padding, cols.padding));
+                let (k, s, p) =
+                    (both(rows.kernel, cols.kernel), both(rows.stride, cols.stride), both(rows.padding, cols.padding));
                 let dilated = match (rows.dilation, cols.dilation) {
                     (1, 1) => String::new(),
                     (a, b) => format!(",d{}", both(a, b)),

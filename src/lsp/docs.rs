@@ -48,14 +48,34 @@ pub const LAYERS: &[Doc] = &[
         ],
     ),
     doc(
+        "conv1d",
+        "1-D convolution along sequences `[C, L]` (channels first, as PyTorch's `Conv1d`): output length \
+         `(L + 2·padding − dilation·(kernel − 1) − 1)/stride + 1`.",
+        &[
+            ("filters", "output channels (required)"),
+            ("kernel", "kernel length (required)"),
+            ("stride", "step between windows (default 1)"),
+            ("padding", "zeros added at each end (default 0); `same` keeps the length (odd spans, stride 1)"),
+            ("dilation", "spacing between kernel taps (default 1)"),
+            ("bias", "add a learned bias per filter (default `true`)"),
+            ("in", "the input channels you expect; checked against the real ones"),
+            ("init", INIT),
+            ("trainable", TRAINABLE),
+        ],
+    ),
+    doc(
         "conv2d",
         "2-D convolution over `[C, H, W]`: output side `(H + 2·padding − dilation·(kernel − 1) − 1)/stride + 1`.",
         &[
             ("filters", "output channels (required)"),
-            ("kernel", "kernel size, square (required)"),
-            ("stride", "step between windows (default 1)"),
-            ("padding", "zeros added on each side (default 0); `same` keeps height and width (odd kernels, stride 1)"),
-            ("dilation", "spacing between kernel taps (default 1)"),
+            ("kernel", "kernel size: a number (square), or `[height, width]` (required)"),
+            ("stride", "step between windows, or `[height, width]` (default 1)"),
+            (
+                "padding",
+                "zeros added on each side, or `[height, width]` (default 0); `same` keeps height and width (odd \
+                 spans, stride 1)",
+            ),
+            ("dilation", "spacing between kernel taps, or `[height, width]` (default 1)"),
             ("bias", "add a learned bias per filter (default `true`)"),
             ("in", "the input channels you expect; checked against the real ones"),
             ("init", INIT),

@@ -366,6 +366,20 @@ impl Builder<'_> {
                 }
                 self.node("Gemm", inputs, name, vec![int("transB", trans_b)])
             }
+            Layer::Conv1d { taps, bias, .. } => {
+                let mut inputs = vec![x, self.weight(&w("weight"))?];
+                if *bias {
+                    inputs.push(self.weight(&w("bias"))?);
+                }
+                let Taps { kernel, stride, padding, dilation } = *taps;
+                let attributes = vec![
+                    ints("kernel_shape", &[kernel as i64]),
+                    ints("strides", &[stride as i64]),
+                    ints("pads", &[padding as i64, padding as i64]),
+                    ints("dilations", &[dilation as i64]),
+                ];
+                self.node("Conv", inputs, name, attributes)
+            }
             Layer::Conv2d { rows, cols, bias, .. } => {
                 let mut inputs = vec![x, self.weight(&w("weight"))?];
                 if *bias {

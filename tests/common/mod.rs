@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::process::Command;
 
 use nnc::check::CheckedModel;
 use nnc::data::{self, Dataset, RowSpec, Scaler};
 use nnc::pipeline::{Checked, check_source};
+use nnc::train::{Backend, Metrics, Trainer};
 
 pub const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
 
@@ -27,4 +29,36 @@ pub fn splits(model: &CheckedModel) -> (Dataset, Dataset) {
     scaler.apply(&mut train);
     scaler.apply(&mut test);
     (train, test)
+}
+
+/// Runs the `nnc` binary in the repository's folder: exit code, stdout, stderr.
+pub fn nnc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("nnc runs");
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+/// Trains `model` on the data its file names; returns the trainer and the
+/// metrics on the test split (or the training data when there is none).
+pub fn train_bundled(model: &CheckedModel) -> (Trainer, Metrics) {
+    let source = model.train.data.clone().expect("model names its data");
+    let splits = data::load(&source, Path::new(MODELS), &RowSpec::of(model)).expect("data loads");
+    let scaler = Scaler::fit(model.train.preprocess, &splits.train);
+    let mut train = splits.train;
+    scaler.apply(&mut train);
+    let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
+    trainer.fit(&train, None, None, |_| {}).expect("training succeeds");
+    let metrics = match splits.test {
+        Some(mut test) => {
+            scaler.apply(&mut test);
+            trainer.evaluate(&test)
+        }
+        None => trainer.evaluate(&train),
+    }
+    .expect("evaluation succeeds");
+    (trainer, metrics)
 }

@@ -4,7 +4,8 @@
 
 use super::proto::NodeProto;
 use super::{
-    Flow, Importer, Value, attribute, float_attr, int_attr, ints_attr, number, per_axis, square, text_attr, unsupported_detail,
+    Flow, Importer, Value, attribute, float_attr, int_attr, ints_attr, number, per_axis, square, text_attr,
+    unsupported_detail,
 };
 use crate::data::Scaler;
 
@@ -163,8 +164,11 @@ impl Importer<'_> {
     pub(super) fn conv(&mut self, node: &NodeProto) -> Result<(), String> {
         let (flow, shape) = self.computed(node, 0)?;
         let (dims, weight) = self.constant(node, 1)?;
+        if dims.len() == 3 {
+            return self.conv1d(node, (flow, shape), (dims, weight));
+        }
         let [filters, channels, kh, kw] = dims[..] else {
-            return Err(unsupported_detail(node, "it is not a 2-D convolution"));
+            return Err(unsupported_detail(node, "it is not a 1-D or 2-D convolution"));
         };
         if int_attr(node, "group", 1) != 1 {
             return Err(unsupported_detail(node, "it is a grouped convolution"));
@@ -200,6 +204,20 @@ impl Importer<'_> {
                 args.push(format!("{key} = {}", text(v)));
             }
         }
+        self.conv_bias(node, &name, filters, &mut args)?;
+        let mut flow = flow;
+        flow.stages.push(format!("conv2d({})", args.join(", ")));
+        self.output(node, flow, vec![filters, side(h, 0), side(w, 1)])
+    }
+
+    /// A convolution's bias (input 2) as `{name}.bias`, or `bias = false`.
+    fn conv_bias(
+        &mut self,
+        node: &NodeProto,
+        name: &str,
+        filters: usize,
+        args: &mut Vec<String>,
+    ) -> Result<(), String> {
         match node.input.get(2).filter(|n| !n.is_empty()) {
             Some(_) => {
                 let (_, b) = self.constant(node, 2)?;
@@ -207,9 +225,54 @@ impl Importer<'_> {
             }
             None => args.push("bias = false".into()),
         }
+        Ok(())
+    }
+
+    /// `Conv` over sequences `[C, L]` with a weight `[F, C, K]`.
+    fn conv1d(
+        &mut self,
+        node: &NodeProto,
+        (flow, shape): (Flow, Vec<usize>),
+        (dims, weight): (Vec<usize>, Vec<f32>),
+    ) -> Result<(), String> {
+        let [filters, channels, kernel] = dims[..] else { unreachable!("three dimensions") };
+        let [c, length] = shape[..] else {
+            return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not sequences")));
+        };
+        if int_attr(node, "group", 1) != 1 || c != channels || kernel == 0 {
+            return Err(unsupported_detail(
+                node,
+                "it is grouped, empty, or its filters do not read the input's channels",
+            ));
+        }
+        let one = |what: &str, default: i64| -> Result<usize, String> {
+            match ints_attr(node, what).as_deref() {
+                None => Ok(default as usize),
+                Some([v]) | Some([v, _])
+                    if *v >= 0 && ints_attr(node, what).is_some_and(|all| all.iter().all(|x| x == v)) =>
+                {
+                    Ok(*v as usize)
+                }
+                Some(values) => Err(unsupported_detail(node, &format!("its {what} {values:?} differ"))),
+            }
+        };
+        let (stride, padding, dilation) = (one("strides", 1)?, one("pads", 0)?, one("dilations", 1)?);
+        let extent = dilation * (kernel - 1) + 1;
+        if stride == 0 || length + 2 * padding < extent {
+            return Err(unsupported_detail(node, "its window does not fit the sequence"));
+        }
+        let name = self.layer_name("conv1d");
+        self.tensors.insert(format!("{name}.weight"), (dims.clone(), weight));
+        let mut args = vec![filters.to_string(), format!("kernel = {kernel}")];
+        for (key, v, default) in [("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)] {
+            if v != default {
+                args.push(format!("{key} = {v}"));
+            }
+        }
+        self.conv_bias(node, &name, filters, &mut args)?;
         let mut flow = flow;
-        flow.stages.push(format!("conv2d({})", args.join(", ")));
-        self.output(node, flow, vec![filters, side(h, 0), side(w, 1)])
+        flow.stages.push(format!("conv1d({})", args.join(", ")));
+        self.output(node, flow, vec![filters, (length + 2 * padding - extent) / stride + 1])
     }
 
     pub(super) fn pool(&mut self, node: &NodeProto, max: bool) -> Result<(), String> {

@@ -290,7 +290,10 @@ fn per_axis(node: &NodeProto, what: &str, values: Option<Vec<i64>>, default: i64
         [h, w] | [h, w, ..] if h >= 0 && w >= 0 && (values.len() == 2 || values[2..] == [h, w]) => {
             Ok([h as usize, w as usize])
         }
-        _ => Err(unsupported_detail(node, &format!("its {what} {values:?} are not one per axis (pads: the same on both sides)"))),
+        _ => Err(unsupported_detail(
+            node,
+            &format!("its {what} {values:?} are not one per axis (pads: the same on both sides)"),
+        )),
     }
 }
 
