@@ -80,6 +80,9 @@ pub fn out_of_range(n: &Number, name: &str, expected: &str) -> Diag {
             "dropout p is the probability of dropping a unit: 0 keeps all, values near 1 drop almost all".to_string()
         }
         "momentum" => "momentum must be in [0, 1); 0.9 is the usual choice".to_string(),
+        "factor" => "each cut multiplies the learning rate by `factor`, so it lies between 0 and 1; 0.1 and 0.5 \
+                     are usual"
+            .to_string(),
         "weight" => "a loss term's weight scales it in the summed loss and must be > 0; remove a term you do not want"
             .to_string(),
         "clip_norm" | "clip_value" => {
