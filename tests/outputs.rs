@@ -176,3 +176,17 @@ fn class_weights_raise_the_recall_of_the_rare_class() {
         weighted.precision[1]
     );
 }
+
+/// Class weights for more classes than the compiled step keeps are refused
+/// when the model is checked, at the list.
+#[test]
+fn class_weights_for_too_many_classes_are_refused() {
+    let weights = vec!["1"; 5000].join(", ");
+    let source = format!(
+        "model m {{ input x: [4] target y: class(5000) x |> dense(5000) => p
+           loss = cross_entropy(p, y, weights = [{weights}]) }}"
+    );
+    let checked = check_source("m.nn", &source);
+    let diag = checked.diags.iter().find(|d| d.code == "nnc::loss::weights").expect("refused");
+    assert!(diag.help.as_deref().is_some_and(|h| h.contains("at most 4096 classes")), "{diag:?}");
+}

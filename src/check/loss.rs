@@ -91,7 +91,8 @@ impl ModelChecker<'_> {
                 Some(TargetKind::Class(k)) => Some(k),
                 _ => None,
             };
-            if classes != Some(weights.len()) || weights.iter().all(|&w| w == 0.0) {
+            if classes != Some(weights.len()) || weights.iter().all(|&w| w == 0.0) || weights.len() > MAX_CLASS_WEIGHTS
+            {
                 self.diags.push(messages::class_weights_mismatch(value, call, weights, classes));
                 return None;
             }

@@ -250,6 +250,10 @@ pub enum LossKind {
     BinaryCrossEntropy,
 }
 
+/// The most classes class weights are taken for: the compiled step keeps
+/// them in its stack frame.
+pub const MAX_CLASS_WEIGHTS: usize = 4096;
+
 #[derive(Debug, Clone)]
 pub struct LossSpec {
     pub kind: LossKind,
