@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::check::CheckedModel;
+use crate::check::{CheckedModel, ValueRef};
 use crate::data::Dataset;
 use crate::diag::Diag;
 use crate::exec::{Backend, Compiled, Store};
@@ -113,12 +113,21 @@ impl Model {
         if !self.checked.train.standardize_target || train.target_width == 0 {
             return;
         }
-        let (mean, std) = crate::data::column_statistics(&train.y, train.target_width);
-        for (suffix, values) in [(".mean", mean), (".std", std)] {
-            let is_scale = |name: &str| self.checked.targets.iter().any(|t| name == format!("{}{suffix}", t.name));
-            let slot = self.slots().into_iter().find(|s| is_scale(&s.name) && s.range.1 == values.len());
-            if let Some(Slot { range: (offset, len), .. }) = slot {
-                self.store.data[offset..offset + len].copy_from_slice(&values);
+        // Each target a row holds, from its own columns; those with buffers
+        // (the regressions' `<target>.mean` and `.std`) take their statistics.
+        let mut start = 0;
+        for t in self.checked.row_targets() {
+            let width: usize = self.checked.shape_of(ValueRef::Target(t)).iter().product();
+            let own: Vec<f32> =
+                train.y.chunks(train.target_width).flat_map(|row| row[start..start + width].iter().copied()).collect();
+            start += width;
+            let (mean, std) = crate::data::column_statistics(&own, width);
+            for (suffix, values) in [(".mean", mean), (".std", std)] {
+                let name = format!("{}{suffix}", self.checked.targets[t].name);
+                let slot = self.slots().into_iter().find(|s| s.name == name && s.range.1 == values.len());
+                if let Some(Slot { range: (offset, len), .. }) = slot {
+                    self.store.data[offset..offset + len].copy_from_slice(&values);
+                }
             }
         }
     }

@@ -190,3 +190,41 @@ fn class_weights_for_too_many_classes_are_refused() {
     let diag = checked.diags.iter().find(|d| d.code == "nnc::loss::weights").expect("refused");
     assert!(diag.help.as_deref().is_some_and(|h| h.contains("at most 4096 classes")), "{diag:?}");
 }
+
+/// `standardize_target` with two regression targets: each target's buffers
+/// hold its own columns' mean and deviation (prices in thousands, rooms in
+/// ones), and both outputs are predicted in their own units.
+#[test]
+fn each_standardized_target_keeps_its_own_scale() {
+    let source = r#"model houses {
+        input house: [2]
+        target price: real[1]
+        target rooms: real[1]
+        house |> dense(8) |> relu => h
+        h |> dense(1) => value
+        h |> dense(1) => count
+        loss = mse(value, price) + mse(count, rooms)
+        train {
+          data = csv("data/houses.csv", target = ["price_k", "rooms"], features = ["area_m2", "bathrooms"])
+          standardize = true
+          standardize_target = true
+          optimizer = adam(lr = 0.01)
+          epochs = 60
+        }
+      }"#;
+    let checked = check_source("houses.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let (trainer, m) = train_bundled(&checked.models[0]);
+    let text = std::fs::read_to_string(Path::new(MODELS).join("data/houses.csv")).expect("data");
+    let column = |index: usize| -> Vec<f64> {
+        text.lines().skip(1).map(|l| l.split(',').nth(index).expect("cell").parse().expect("number")).collect()
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let tensors = trainer.tensors();
+    let buffer = |name: &str| tensors.iter().find(|(n, _, _)| n == name).map(|(_, _, v)| f64::from(v[0])).expect(name);
+    assert!((buffer("price.mean") - mean(&column(3))).abs() < 1e-3, "{}", buffer("price.mean"));
+    assert!((buffer("rooms.mean") - mean(&column(1))).abs() < 1e-4, "{}", buffer("rooms.mean"));
+    // The price is learnt (area tells it); its error is in thousands, not in standard units.
+    let [price, _] = &m.outputs[..] else { panic!("two outputs: {m:?}") };
+    assert!(price.metrics.r2.expect("regression") > 0.5 && price.metrics.rmse.expect("rmse") > 5.0, "{m:?}");
+}
