@@ -55,7 +55,7 @@ fn a_model_with_two_inputs_reads_them_from_one_row() {
 /// A model with two outputs (`models/digits_multitask.nn`): `eval` scores
 /// each one, `predict` writes each one's columns under its name (the
 /// classifier's probabilities sum to 1 and its class is their argmax), and
-/// `export` and `build`, which write one output, refuse it and say why.
+/// `explain`, `export` and `build`, which take one output, refuse it and say why.
 #[test]
 fn several_outputs_are_each_scored_and_predicted() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -87,6 +87,8 @@ fn several_outputs_are_each_scored_and_predicted() {
         assert_eq!(row[0], top as f64);
         assert!(row[11..].iter().all(|v| (0.0..=1.0).contains(v)), "sigmoid outputs");
     }
+    let (code, _, err) = nnc(&["explain", "models/digits_multitask.nn", "--weights", w, "--input", "builtin:digits"]);
+    assert!(code != 0 && err.contains("has 2 outputs"), "explain: {err}");
     for (command, out) in [("export", "m.onnx"), ("build", "lib")] {
         let out = dir.path().join(out);
         let args = [command, "models/digits_multitask.nn", "--weights", w, "-o", out.to_str().expect("utf-8")];

@@ -257,6 +257,13 @@ pub fn explain(file: &Path, model: Option<&str>, args: &ExplainArgs) -> Outcome 
     if model.inputs.iter().any(|i| i.kind == crate::check::InputKind::Tokens) {
         return Err(Failure::Usage("explain needs numeric features; token ids have no gradient".into()));
     }
+    if model.losses.len() > 1 {
+        return Err(Failure::Usage(format!(
+            "model `{}` has {} outputs (one per loss term); explain explains models of one output",
+            model.name,
+            model.losses.len()
+        )));
+    }
     // Several inputs are explained as the one row they are read from.
     let shape = match &model.inputs[..] {
         [input] => input.shape.clone(),
