@@ -52,9 +52,11 @@ pub fn kernel_too_large(
 }
 
 pub fn stride_drops_rows(span: Span, input: &Incoming, formula: &str, out: usize, dropped: usize) -> Diag {
+    // A sequence (`conv1d`'s `[channels, length]`) has positions, an image rows and columns.
+    let what = if input.shape.len() == 2 { "position(s)" } else { "row(s)/column(s)" };
     Diag::warning(
         "nnc::shape::stride_drops",
-        format!("the stride skips the last {dropped} row(s)/column(s) of its input"),
+        format!("the stride skips the last {dropped} {what} of its input"),
         span,
         format!("{formula} = {out} rounds down"),
     )
