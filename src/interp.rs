@@ -195,17 +195,9 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
             }
             Op::PoolGrad { max, kernel, stride } => {
                 let mut out = vec![T::zero(); n];
-                kernels::pool_backward(
-                    input(0),
-                    input(1),
-                    &mut out,
-                    ir::window(
-                        in_shape(0),
-                        crate::shape::pooling(*kernel, *stride),
-                        crate::shape::pooling(*kernel, *stride),
-                    ),
-                    *max,
-                );
+                let taps = crate::shape::pooling(*kernel, *stride);
+                let win = ir::window(in_shape(0), taps, taps);
+                kernels::pool_backward(input(0), input(1), &mut out, win, *max);
                 out
             }
             Op::Upsample(f) => {

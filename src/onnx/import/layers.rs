@@ -235,7 +235,9 @@ impl Importer<'_> {
         (flow, shape): (Flow, Vec<usize>),
         (dims, weight): (Vec<usize>, Vec<f32>),
     ) -> Result<(), String> {
-        let [filters, channels, kernel] = dims[..] else { unreachable!("three dimensions") };
+        let [filters, channels, kernel] = dims[..] else {
+            return Err(unsupported_detail(node, "it is not a 1-D convolution"));
+        };
         let [c, length] = shape[..] else {
             return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not sequences")));
         };
