@@ -102,7 +102,7 @@ fn several_outputs_are_each_scored_and_predicted() {
 /// learn — the price far better than its mean (R² 0.93), the bathrooms
 /// (which area and rooms hardly tell) better than always answering the
 /// commonest count — each output is scored on its own, and the summed
-/// loss is the weighted sum of the outputs' own losses.
+/// loss is the weighted sum of the outputs' own losses (class weights included).
 #[test]
 fn two_targets_from_named_columns_train_under_one_weighted_loss() {
     let source = r#"model houses {
@@ -112,7 +112,7 @@ fn two_targets_from_named_columns_train_under_one_weighted_loss() {
         house |> dense(16) |> relu => h
         h |> dense(4) => baths
         h |> dense(1) => value
-        loss = cross_entropy(baths, bathrooms) + 0.05 * mse(value, price)
+        loss = cross_entropy(baths, bathrooms, weights = [1, 1, 2, 1]) + 0.05 * mse(value, price)
         train {
           data = csv("data/houses.csv", target = ["bathrooms", "price_k"], features = ["area_m2", "rooms"])
           standardize = true

@@ -50,6 +50,8 @@ pub struct Output {
     pub name: String,
     pub task: Task,
     pub kind: LossKind,
+    /// A cross-entropy's class weights, which its own loss counts too.
+    pub class_weights: Option<Vec<f64>>,
     pub columns: Range<usize>,
     pub target: Option<(Side, Range<usize>)>,
 }
@@ -92,21 +94,25 @@ pub fn outputs(model: &CheckedModel) -> Vec<Output> {
                 ValueRef::Input(i) => Some((Side::Inputs, input_at(i))),
                 ValueRef::Node(_) => None,
             };
-            Output { name, task: Task::of_loss(model, loss), kind: loss.kind, columns, target }
+            let (task, kind, class_weights) = (Task::of_loss(model, loss), loss.kind, loss.class_weights.clone());
+            Output { name, task, kind, class_weights, columns, target }
         })
         .collect()
 }
 
 /// One loss term's mean over the rows, from its predictions (logits,
-/// probabilities or values) and targets: an output's own loss.
-pub fn output_loss(kind: LossKind, task: Task, predictions: &[f32], targets: &[f32], rows: usize) -> f64 {
+/// probabilities or values) and targets: an output's own loss, as the
+/// summed loss counts it (class weights included).
+pub fn output_loss(output: &Output, predictions: &[f32], targets: &[f32], rows: usize) -> f64 {
     let rows = rows.max(1) as f64;
-    match (kind, task) {
+    match (output.kind, output.task) {
         (LossKind::CrossEntropy, Task::Classes(k)) => {
             let terms = predictions.chunks(k).zip(targets).map(|(z, &label)| {
+                let class = (label as usize).min(k - 1);
                 let top = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                 let sum: f64 = z.iter().map(|&v| f64::from(v - top).exp()).sum();
-                sum.ln() + f64::from(top) - f64::from(z[(label as usize).min(k - 1)])
+                let weight = output.class_weights.as_ref().map_or(1.0, |w| w[class]);
+                weight * (sum.ln() + f64::from(top) - f64::from(z[class]))
             });
             terms.sum::<f64>() / rows
         }

@@ -580,7 +580,7 @@ pub fn evaluate(model: &mut Model, data: &Dataset) -> Result<Metrics, String> {
     let width = predictions.len() / rows.max(1);
     let mut total = Metrics::compute(metrics::Task::Reconstruction, &[], &[], rows, loss);
     for output in outputs {
-        let Some((side, at)) = output.target else { continue };
+        let Some((side, at)) = output.target.clone() else { continue };
         let (values, row_width) = match side {
             metrics::Side::Inputs => (&data.x, data.width),
             metrics::Side::Targets => (&data.y, data.target_width),
@@ -589,7 +589,7 @@ pub fn evaluate(model: &mut Model, data: &Dataset) -> Result<Metrics, String> {
             all.chunks(row_width.max(1)).flat_map(|row| row[at.clone()].iter().copied()).collect()
         };
         let (p, t) = (columns(&predictions, width, &output.columns), columns(values, row_width, &at));
-        let own = metrics::output_loss(output.kind, output.task, &p, &t, rows);
+        let own = metrics::output_loss(&output, &p, &t, rows);
         let metrics = Metrics::compute(output.task, &p, &t, rows, own);
         total.outputs.push(metrics::OutputMetrics { name: output.name, metrics });
     }
