@@ -93,7 +93,7 @@ impl ModelChecker<'_> {
             };
             if classes != Some(weights.len()) || weights.iter().all(|&w| w == 0.0) || weights.len() > MAX_CLASS_WEIGHTS
             {
-                self.diags.push(messages::class_weights_mismatch(value, call, weights, classes));
+                self.diags.push(messages::class_weights_mismatch(value, call, weights, (classes, MAX_CLASS_WEIGHTS)));
                 return None;
             }
         }

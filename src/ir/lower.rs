@@ -26,44 +26,18 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
     graph.shard = shard;
     let mut values: HashMap<ValueRef, ValueId> = HashMap::new();
     let with_batch = |shape: &[usize]| -> Shape { std::iter::once(batch).chain(shape.iter().copied()).collect() };
-    if let [input] = &model.inputs[..] {
-        let v = graph.push(Op::Input(0), vec![], with_batch(&input.shape), input.span);
-        values.insert(ValueRef::Input(0), v);
-    } else {
-        // Several inputs come in one row, each after the previous one's values:
-        // each is its columns of the row, in its own shape.
-        let span = model.inputs.first().map_or(model.span, |i| i.span);
-        let rows = graph.push(Op::Input(0), vec![], vec![batch, model.input_width()], span);
-        let mut start = 0;
-        for (i, input) in model.inputs.iter().enumerate() {
-            let width = numel(&input.shape);
-            let columns = graph.push(Op::Slice { axis: 1, start }, vec![rows], vec![batch, width], input.span);
-            let v = graph.push(Op::Reshape, vec![columns], with_batch(&input.shape), input.span);
-            values.insert(ValueRef::Input(i), v);
-            start += width;
-        }
+    let parts = model.inputs.iter().map(|i| (with_batch(&i.shape), i.span)).collect();
+    for (i, v) in row_leaves(&mut graph, Op::Input(0), parts).into_iter().enumerate() {
+        values.insert(ValueRef::Input(i), v);
     }
-    // The targets a row holds, like several inputs: one after the other.
     let row_targets = model.row_targets();
     let target_shape = |t: usize| match &model.targets[t].kind {
         TargetKind::Class(_) => vec![batch],
         TargetKind::Real(s) | TargetKind::Binary(s) => with_batch(s),
     };
-    if let [t] = row_targets[..] {
-        let v = graph.push(Op::Target(0), vec![], target_shape(t), model.targets[t].span);
+    let parts = row_targets.iter().map(|&t| (target_shape(t), model.targets[t].span)).collect();
+    for (&t, v) in row_targets.iter().zip(row_leaves(&mut graph, Op::Target(0), parts)) {
         values.insert(ValueRef::Target(t), v);
-    } else if !row_targets.is_empty() {
-        let widths: Vec<usize> = row_targets.iter().map(|&t| numel(&target_shape(t)) / batch.max(1)).collect();
-        let span = model.targets[row_targets[0]].span;
-        let rows = graph.push(Op::Target(0), vec![], vec![batch, widths.iter().sum()], span);
-        let mut start = 0;
-        for (&t, width) in row_targets.iter().zip(widths) {
-            let span = model.targets[t].span;
-            let columns = graph.push(Op::Slice { axis: 1, start }, vec![rows], vec![batch, width], span);
-            let v = graph.push(Op::Reshape, vec![columns], target_shape(t), span);
-            values.insert(ValueRef::Target(t), v);
-            start += width;
-        }
     }
     // The dense layer's weight parameter, for shared and tied layers.
     let mut weight_of: HashMap<usize, usize> = HashMap::new();
@@ -144,6 +118,28 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
     }
     attach_loss(&mut graph, model, &values, training)?;
     Ok(graph)
+}
+
+/// The leaves of a data row's several inputs (or targets), each `(shape,
+/// span)` with the batch first: one leaf when there is one, else one leaf
+/// `[B, Σ widths]` read once, each part its columns in its own shape, one
+/// after the other.
+fn row_leaves(graph: &mut Graph, leaf: Op, parts: Vec<(Shape, Span)>) -> Vec<ValueId> {
+    if let [(shape, span)] = &parts[..] {
+        return vec![graph.push(leaf, vec![], shape.clone(), *span)];
+    }
+    let Some(&(_, span)) = parts.first() else { return Vec::new() };
+    let batch = graph.batch;
+    let widths: Vec<usize> = parts.iter().map(|(shape, _)| numel(&shape[1..])).collect();
+    let rows = graph.push(leaf, vec![], vec![batch, widths.iter().sum()], span);
+    let mut start = 0;
+    let mut leaves = Vec::with_capacity(parts.len());
+    for ((shape, span), width) in parts.into_iter().zip(widths) {
+        let columns = graph.push(Op::Slice { axis: 1, start }, vec![rows], vec![batch, width], span);
+        leaves.push(graph.push(Op::Reshape, vec![columns], shape, span));
+        start += width;
+    }
+    leaves
 }
 
 /// The node being lowered: its model, its index and itself.

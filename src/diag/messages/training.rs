@@ -37,13 +37,17 @@ pub fn loss_target_kind(call: &Call, target: &Ident, declared: Span, expected: &
 }
 
 /// `weights = […]` on a loss: one weight per class of a `class(K)` target,
-/// not all zero.
-pub fn class_weights_mismatch(value: &Value, call: &Call, weights: &[f64], classes: Option<usize>) -> Diag {
+/// not all zero, for at most `most` classes.
+pub fn class_weights_mismatch(
+    value: &Value,
+    call: &Call,
+    weights: &[f64],
+    (classes, most): (Option<usize>, usize),
+) -> Diag {
     let (label, help) = match classes {
-        Some(k) if k == weights.len() && k > crate::check::MAX_CLASS_WEIGHTS => (
-            format!("{k} weights"),
-            format!("class weights are taken for at most {} classes", crate::check::MAX_CLASS_WEIGHTS),
-        ),
+        Some(k) if k == weights.len() && k > most => {
+            (format!("{k} weights"), format!("class weights are taken for at most {most} classes"))
+        }
         Some(k) if k == weights.len() => (
             "every weight is 0, so no row would count".to_string(),
             "give the classes you care about a weight above 0".to_string(),
