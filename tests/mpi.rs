@@ -27,17 +27,35 @@ fn mpirun(ranks: usize) -> Command {
     command
 }
 
-/// Waits for `child`, failing the test if it runs past `HANG`.
+/// Waits for `child`, failing the test if it runs past `HANG`. Its output
+/// is read as it comes: a job that writes more than a pipe holds would
+/// otherwise block on the write and look hung.
 fn finish(mut child: Child) -> Output {
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let started = Instant::now();
-    while child.try_wait().expect("waits").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break status;
+        }
         if started.elapsed() > HANG {
             let _ = child.kill();
             panic!("the job was still running after {HANG:?}: it hung");
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("output")
+    };
+    let read = |pipe: std::thread::JoinHandle<Vec<u8>>| pipe.join().expect("the pipe is read");
+    Output { status, stdout: read(stdout), stderr: read(stderr) }
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }
 
 fn run(mut command: Command) -> Output {
