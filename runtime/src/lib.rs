@@ -6,6 +6,7 @@
 mod collective;
 #[cfg(target_arch = "x86_64")]
 mod conv;
+mod gemm;
 pub mod kernels;
 pub mod library;
 #[cfg(target_arch = "x86_64")]
@@ -15,7 +16,8 @@ mod routines;
 mod spatial;
 
 pub use collective::{AllReduce, all_reduce, set_all_reduce};
-pub use products::product;
+pub use gemm::Isa;
+pub use products::{product, product_with};
 pub use routines::{PARALLEL_ELEMENTS, softmax_row};
 
 /// `len` zeros, or None when the memory cannot be had (an error for the

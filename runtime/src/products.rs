@@ -1,16 +1,17 @@
-//! Matrix products: sgemm through matrixmultiply, split over the cores by
-//! rows or columns of c, and products of a few rows (batch-1 inference) as
-//! blocked dot products.
+//! Matrix products: sgemm (`gemm`'s kernels, or matrixmultiply on CPUs
+//! without AVX2), split over the cores by rows or columns of c, and
+//! products of a few rows (batch-1 inference) as blocked dot products.
 //!
-//! matrixmultiply runs single-threaded (its own threading is not built
-//! in): its threads slow mid-sized products down, and they would compete
-//! with rayon's, which run the image parts. Splitting
+//! Each part runs single-threaded (matrixmultiply's own threading is not
+//! built in): threads inside a product slow mid-sized ones down, and they
+//! would compete with rayon's, which run the image parts. Splitting
 //! here needs no k-split, so every element of c is computed exactly as the
 //! whole product computes it: the same bits on any thread count.
 #![allow(unsafe_code)]
 
 use rayon::prelude::*;
 
+use crate::gemm::{self, Isa, Operand};
 use crate::routines::{slice, slice_mut};
 
 /// Products with at least this many multiply-adds are split over rayon's
@@ -64,25 +65,6 @@ pub extern "C" fn nnc_sgemm(
     unsafe { multiply((m, k, n), a, b, c, false) }
 }
 
-/// A matrix operand: element (i, j) at `ptr + i·rows + j·cols`.
-#[derive(Clone, Copy)]
-struct Operand {
-    ptr: *const f32,
-    rows: isize,
-    cols: isize,
-}
-
-impl Operand {
-    /// The operand from row `i`, column `j` on.
-    ///
-    /// # Safety
-    /// (i, j) lies inside the operand.
-    unsafe fn at(self, i: usize, j: usize) -> Operand {
-        // SAFETY: the caller's contract.
-        Operand { ptr: unsafe { self.ptr.offset(i as isize * self.rows + j as isize * self.cols) }, ..self }
-    }
-}
-
 /// Where a part of a split product writes: c, row-major.
 #[derive(Clone, Copy)]
 struct Output(*mut f32);
@@ -99,11 +81,6 @@ impl Output {
     }
 }
 
-// SAFETY: the parts of a split product only read a and b, which the caller
-// keeps alive and unchanged until every part has finished.
-unsafe impl Send for Operand {}
-// SAFETY: as above.
-unsafe impl Sync for Operand {}
 // SAFETY: each part writes only its own rows or columns of c.
 unsafe impl Send for Output {}
 // SAFETY: as above.
@@ -141,7 +118,8 @@ unsafe fn multiply((m, k, n): (usize, usize, usize), a: Operand, b: Operand, c: 
     });
 }
 
-/// One part of a product through matrixmultiply: `c` has row stride `ldc`.
+/// One part of a product, through this CPU's kernel in `gemm` or else
+/// matrixmultiply: `c` has row stride `ldc`.
 ///
 /// # Safety
 /// As for `multiply`, with c reaching `m` rows of `n` values `ldc` apart.
@@ -152,6 +130,10 @@ unsafe fn part(
     (c, ldc): (*mut f32, usize),
     accumulate: bool,
 ) {
+    if let Some(isa) = Isa::detect() {
+        // SAFETY: the caller's contract; `detect` chose a kernel this CPU runs.
+        return unsafe { gemm::gemm(isa, (m, k, n), a, b, (c, ldc), accumulate) };
+    }
     let beta = if accumulate { 1.0 } else { 0.0 };
     // SAFETY: the caller's contract.
     unsafe {
@@ -171,6 +153,44 @@ pub fn product(
     (rsb, csb): (usize, usize),
     c: &mut [f32],
 ) -> Result<(), String> {
+    fits((m, k, n), (a, rsa, csa), (b, rsb, csb), c)?;
+    let s = |x: usize| x as isize;
+    nnc_sgemm(m, k, n, a.as_ptr(), s(rsa), s(csa), b.as_ptr(), s(rsb), s(csb), c.as_mut_ptr());
+    Ok(())
+}
+
+/// `product` through the kernel of `isa` alone, on this thread, whatever
+/// the size (to compare the kernels of one CPU): an error when this CPU
+/// cannot run it or the slices do not fit.
+#[allow(clippy::too_many_arguments)]
+pub fn product_with(
+    isa: Isa,
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    c: &mut [f32],
+) -> Result<(), String> {
+    if !Isa::available().contains(&isa) {
+        return Err(format!("this CPU has no {isa:?}"));
+    }
+    fits((m, k, n), (a, rsa, csa), (b, rsb, csb), c)?;
+    let s = |x: usize| x as isize;
+    let a = Operand { ptr: a.as_ptr(), rows: s(rsa), cols: s(csa) };
+    let b = Operand { ptr: b.as_ptr(), rows: s(rsb), cols: s(csb) };
+    // SAFETY: `fits` checked every element the strides reach; `isa` runs here.
+    unsafe { gemm::gemm(isa, (m, k, n), a, b, (c.as_mut_ptr(), n), false) };
+    Ok(())
+}
+
+/// An error unless every element the strides reach lies inside the slices.
+fn fits(
+    (m, k, n): (usize, usize, usize),
+    (a, rsa, csa): (&[f32], usize, usize),
+    (b, rsb, csb): (&[f32], usize, usize),
+    c: &[f32],
+) -> Result<(), String> {
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
         (rows.max(1) - 1).checked_mul(rs)?.checked_add((cols.max(1) - 1).checked_mul(cs)?)
     };
@@ -178,8 +198,6 @@ pub fn product(
     if c.len() != m * n || !inside(a.len(), last(m, k, rsa, csa)) || !inside(b.len(), last(k, n, rsb, csb)) {
         return Err(format!("a {m}×{k} by {k}×{n} product does not fit the slices and strides given"));
     }
-    let s = |x: usize| x as isize;
-    nnc_sgemm(m, k, n, a.as_ptr(), s(rsa), s(csa), b.as_ptr(), s(rsb), s(csb), c.as_mut_ptr());
     Ok(())
 }
 

@@ -1,0 +1,109 @@
+//! The runtime's matrix products against plain f64 loops: odd sizes,
+//! transposes, products split over the threads, and each SIMD kernel the
+//! CPU has, which must agree to the bit.
+
+use nnc_runtime::Isa;
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// `c = op(a)·op(b)` through the runtime, and the largest error of an
+/// element against a plain f64 loop, scaled by √k (`ta`: a stored `[k, m]`;
+/// `tb`: b stored `[n, k]`), through `isa`'s kernel alone or else the
+/// whole runtime path.
+fn product_and_error(
+    (m, k, n): (usize, usize, usize),
+    (ta, tb): (bool, bool),
+    seed: u64,
+    isa: Option<Isa>,
+) -> (Vec<f32>, f64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    // op(A)[i][p] at i·rs + p·cs; A is stored [k, m] when transposed.
+    let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
+    let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
+    let mut c = vec![f32::NAN; m * n];
+    match isa {
+        None => nnc_runtime::product((m, k, n), &a, (rsa, csa), &b, (rsb, csb), &mut c),
+        Some(isa) => nnc_runtime::product_with(isa, (m, k, n), &a, (rsa, csa), &b, (rsb, csb), &mut c),
+    }
+    .expect("the slices fit");
+    let mut worst = 0.0f64;
+    for i in 0..m {
+        for j in 0..n {
+            let exact: f64 = (0..k).map(|p| f64::from(a[i * rsa + p * csa]) * f64::from(b[p * rsb + j * csb])).sum();
+            let error = (f64::from(c[i * n + j]) - exact).abs() / (k as f64).sqrt();
+            worst = if error.is_nan() { f64::INFINITY } else { worst.max(error) };
+        }
+    }
+    (c, worst)
+}
+
+/// Products large enough to split over the threads (by rows, and by
+/// columns when rows are few) give the bits they give on one thread.
+#[test]
+fn split_products_have_the_bits_of_one_thread() {
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+    let shapes = [
+        ((200, 300, 150), (false, false)),
+        ((64, 784, 128), (false, true)),
+        ((784, 64, 128), (true, false)),
+        ((40, 900, 333), (true, true)),
+    ];
+    for (dims, transposes) in shapes {
+        let (split, error) = product_and_error(dims, transposes, 3, None);
+        assert!(error < 1e-5, "{dims:?}: {error}");
+        let (whole, _) = one_thread.install(|| product_and_error(dims, transposes, 3, None));
+        let bits = |c: &[f32]| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&split), bits(&whole), "{dims:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The runtime's product against a plain f64 loop: few rows (the blocked
+    /// dot-product path) and more (matrixmultiply), odd sizes, transposes.
+    #[test]
+    fn products_match_the_reference_loops(
+        m in 1usize..7, k in 1usize..70, n in 1usize..14, ta in any::<bool>(), tb in any::<bool>(), seed in 0u64..1000,
+    ) {
+        let (_, error) = product_and_error((m, k, n), (ta, tb), seed, None);
+        prop_assert!(error <= 1e-5, "{error}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Products large enough to split over the threads, with ragged parts.
+    #[test]
+    fn split_products_match_the_reference_loops(
+        m in 1usize..130, k in 60usize..530, n in 1usize..130, ta in any::<bool>(), tb in any::<bool>(), seed in 0u64..1000,
+    ) {
+        prop_assume!(m * k * n >= 1 << 20);
+        let (_, error) = product_and_error((m, k, n), (ta, tb), seed, None);
+        prop_assert!(error <= 1e-5, "{error}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Each kernel this CPU runs (AVX-512 and AVX2 on CPUs with both)
+    /// against the reference loops and each other: ragged row blocks and
+    /// panels, k past one packed block (256), every transpose.
+    #[test]
+    fn each_simd_kernel_matches_the_loops_and_the_others(
+        m in 1usize..20, k in 1usize..600, n in 1usize..80, ta in any::<bool>(), tb in any::<bool>(), seed in 0u64..1000,
+    ) {
+        let mut results = Vec::new();
+        for isa in Isa::available() {
+            let (c, error) = product_and_error((m, k, n), (ta, tb), seed, Some(isa));
+            prop_assert!(error <= 1e-5, "{isa:?}: {error}");
+            results.push(c.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
+        prop_assert!(results.windows(2).all(|w| w[0] == w[1]), "the kernels disagree");
+    }
+}
