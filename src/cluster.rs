@@ -101,6 +101,19 @@ mod with_mpi {
         world: SimpleCommunicator,
     }
 
+    /// Arms the fail points `FAILPOINTS` names (`train-step=3*off->panic`:
+    /// the fourth step on this rank panics), which is how a failure on one
+    /// rank is tested; an error, not a panic, when the setting is malformed.
+    fn configure_fail_points() -> Result<(), String> {
+        let Ok(setting) = std::env::var("FAILPOINTS") else { return Ok(()) };
+        for point in setting.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, actions) =
+                point.split_once('=').ok_or_else(|| format!("FAILPOINTS: `{point}` is not NAME=ACTIONS"))?;
+            fail::cfg(name.trim(), actions.trim()).map_err(|e| format!("FAILPOINTS: `{point}`: {e}"))?;
+        }
+        Ok(())
+    }
+
     impl Cluster {
         /// Joins the job this process was launched in; None outside one
         /// (or in a job of one process), so that training runs as always.
@@ -132,6 +145,7 @@ mod with_mpi {
                 }
                 SimpleCommunicator::world().abort(101);
             }));
+            configure_fail_points()?;
             Ok(Some(Cluster { _universe: universe, world }))
         }
 

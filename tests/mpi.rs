@@ -227,6 +227,26 @@ fn a_rank_that_cannot_start_stops_the_job() {
     assert!(!text(&out.stdout).contains("epoch 1/"), "nothing trained");
 }
 
+/// A rank that panics in the middle of training (a fail point armed on
+/// rank 1 alone) ends the job within seconds: the panic is shown once,
+/// naming the rank, and the status is a failure.
+#[test]
+fn a_rank_that_panics_ends_the_job() {
+    let file = model("digits_mlp.nn");
+    let file = file.to_str().expect("utf-8");
+    let mut command = mpirun(1);
+    command.args([nnc(), "train", file, "--epochs", "100000"]);
+    command.args([":", "-np", "1", "env", "FAILPOINTS=train-step=20*off->panic(forced failure)", nnc(), "train", file]);
+    command.args(["--epochs", "100000"]);
+    let started = Instant::now();
+    let out = run(command);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("forced failure").count(), 1, "the panic, once:\n{stderr}");
+    assert!(stderr.contains("rank 1:"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60), "the job took {:?} to end", started.elapsed());
+}
+
 /// A rank killed in the middle of training ends the job within seconds,
 /// with a failing status, instead of leaving the others waiting.
 #[test]

@@ -310,6 +310,9 @@ impl Trainer {
             return self.anneal_step(x, y, rows, temperature * cooling.powi(self.epochs_done as i32), scale);
         }
         self.steps_done += 1;
+        // Where the MPI tests make one rank fail (`cluster`'s FAILPOINTS).
+        #[cfg(feature = "mpi")]
+        fail::fail_point!("train-step");
         let hypers = self.hypers(lr);
         // Compiled (observing health or not) before the sums are taken out.
         self.prepare(rows)?;
