@@ -175,6 +175,14 @@ unsafe fn blocked<V: Vector>(
     (panels, copy): &mut Buffers,
 ) {
     let width = 2 * V::LANES;
+    if k == 0 && !accumulate {
+        // An empty sum: no block of k below writes c.
+        for i in 0..m {
+            // SAFETY: c holds m rows of n values, ldc apart.
+            unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
+        }
+        return;
+    }
     let (a, lda) = if a.cols == 1 {
         (a.ptr, a.rows as usize)
     } else {
@@ -432,5 +440,22 @@ impl Vector for __m256 {
     #[inline(always)]
     unsafe fn fmadd(x: Self, y: Self, z: Self) -> Self {
         unsafe { _mm256_fmadd_ps(x, y, z) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A product over k = 0 is zero, whatever c held (no block of k writes it).
+    #[test]
+    fn an_empty_sum_writes_zeros() {
+        for isa in Isa::available() {
+            let mut c = vec![f32::NAN; 6];
+            let empty = Operand { ptr: [0.0f32; 1].as_ptr(), rows: 0, cols: 1 };
+            // SAFETY: with k = 0 neither operand is read; c holds 2 × 3.
+            unsafe { gemm(isa, (2, 0, 3), empty, empty, (c.as_mut_ptr(), 3), false) };
+            assert_eq!(c, [0.0; 6], "{isa:?}");
+        }
     }
 }
