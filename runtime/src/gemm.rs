@@ -6,7 +6,7 @@
 //! packed into panels of two vectors' width, `KC` rows at a time, so a
 //! 6-row block of c keeps its 12 accumulators in registers for a whole
 //! panel. matrixmultiply packs both operands on every call, and packs a
-//! row-major `a` with gathers, which took a third as long as its kernel on
+//! row-major `a` with gathers, which took half as long as its kernel on
 //! the products of an MLP.
 //!
 //! Every element of c is one chain of fused multiply-adds over k in order,
