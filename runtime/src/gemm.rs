@@ -383,65 +383,62 @@ trait Vector: Copy {
     unsafe fn fmadd(x: Self, y: Self, z: Self) -> Self;
 }
 
-/// Each method is inlined into a function compiled for its instruction set
+/// `Vector` for one register type from its intrinsics. Each method is
+/// inlined into a function compiled for that instruction set
 /// (`blocked_avx512`, `blocked_avx2`), which alone calls them.
-#[cfg(target_arch = "x86_64")]
-impl Vector for __m512 {
-    const LANES: usize = 16;
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        unsafe { _mm512_setzero_ps() }
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self {
-        unsafe { _mm512_set1_ps(x) }
-    }
-    #[inline(always)]
-    unsafe fn load(from: *const f32) -> Self {
-        unsafe { _mm512_loadu_ps(from) }
-    }
-    #[inline(always)]
-    unsafe fn store(to: *mut f32, v: Self) {
-        unsafe { _mm512_storeu_ps(to, v) }
-    }
-    #[inline(always)]
-    unsafe fn add(x: Self, y: Self) -> Self {
-        unsafe { _mm512_add_ps(x, y) }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(x: Self, y: Self, z: Self) -> Self {
-        unsafe { _mm512_fmadd_ps(x, y, z) }
-    }
+macro_rules! vector {
+    ($type:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $store:ident, $add:ident, $fmadd:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        impl Vector for $type {
+            const LANES: usize = $lanes;
+            #[inline(always)]
+            unsafe fn zero() -> Self {
+                unsafe { $zero() }
+            }
+            #[inline(always)]
+            unsafe fn splat(x: f32) -> Self {
+                unsafe { $splat(x) }
+            }
+            #[inline(always)]
+            unsafe fn load(from: *const f32) -> Self {
+                unsafe { $load(from) }
+            }
+            #[inline(always)]
+            unsafe fn store(to: *mut f32, v: Self) {
+                unsafe { $store(to, v) }
+            }
+            #[inline(always)]
+            unsafe fn add(x: Self, y: Self) -> Self {
+                unsafe { $add(x, y) }
+            }
+            #[inline(always)]
+            unsafe fn fmadd(x: Self, y: Self, z: Self) -> Self {
+                unsafe { $fmadd(x, y, z) }
+            }
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-impl Vector for __m256 {
-    const LANES: usize = 8;
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        unsafe { _mm256_setzero_ps() }
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self {
-        unsafe { _mm256_set1_ps(x) }
-    }
-    #[inline(always)]
-    unsafe fn load(from: *const f32) -> Self {
-        unsafe { _mm256_loadu_ps(from) }
-    }
-    #[inline(always)]
-    unsafe fn store(to: *mut f32, v: Self) {
-        unsafe { _mm256_storeu_ps(to, v) }
-    }
-    #[inline(always)]
-    unsafe fn add(x: Self, y: Self) -> Self {
-        unsafe { _mm256_add_ps(x, y) }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(x: Self, y: Self, z: Self) -> Self {
-        unsafe { _mm256_fmadd_ps(x, y, z) }
-    }
-}
+vector!(
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_add_ps,
+    _mm512_fmadd_ps
+);
+vector!(
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_add_ps,
+    _mm256_fmadd_ps
+);
 
 #[cfg(test)]
 mod tests {
