@@ -6,7 +6,8 @@
 //! the whole batch (`train::Team`, `ir::Shard`): the compiled step sums its
 //! gradients and batch normalisation's statistics over the ranks through
 //! `nnc_runtime::set_all_reduce`, which this module points at
-//! `MPI_Allreduce`. Rank 0 alone prints and writes files: the other ranks'
+//! `MPI_Allreduce`, on a thread of its own when the ranks span several
+//! machines (`overlap_sums`). Rank 0 alone prints and writes files: the other ranks'
 //! standard output goes to /dev/null, and so does their error stream once
 //! training starts (before that it is kept aside, and shown if the rank
 //! alone failed to start); their own failures are written to the error
@@ -114,6 +115,21 @@ mod with_mpi {
         Ok(())
     }
 
+    /// Whether the gradients' sums run on a thread of their own, sent while
+    /// the backward pass goes on: when the ranks span several machines (the
+    /// network moves the data while the cores compute), not when they share
+    /// one (there the cores do the copying, and a second busy thread per
+    /// rank would only take turns with the step). `NNC_OVERLAP=1` or `0`
+    /// decides instead.
+    fn overlap_sums(world: &SimpleCommunicator) -> Result<bool, String> {
+        match std::env::var("NNC_OVERLAP").as_deref() {
+            Ok("1") => Ok(true),
+            Ok("0") => Ok(false),
+            Ok(other) => Err(format!("NNC_OVERLAP: `{other}` is neither 1 (overlap) nor 0 (sum in the step)")),
+            Err(_) => Ok(world.split_shared(0).size() < world.size()),
+        }
+    }
+
     impl Cluster {
         /// Joins the job this process was launched in; None outside one
         /// (or in a job of one process), so that training runs as always.
@@ -135,7 +151,7 @@ mod with_mpi {
                     startup_errors().map_err(|e| format!("cannot set rank {}'s output aside: {e}", world.rank()));
                 let _ = STARTUP_ERRORS.set(kept?);
             }
-            nnc_runtime::set_all_reduce(all_reduce);
+            nnc_runtime::set_all_reduce(all_reduce, overlap_sums(&world)?);
             let previous = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
                 // Rank 0's error stream is its own; the others' is set aside.

@@ -43,6 +43,9 @@ pub enum Kernel {
     Routine { node: ValueId },
     /// Copies a finished value into the store (when it could not be written in place).
     Copy { from: ValueId, to: usize, len: usize },
+    /// Waits for every sum over the processes started so far (an
+    /// `all_reduce` routine starts one; its output is read only after this).
+    AwaitSums,
 }
 
 #[derive(Debug, Clone)]
@@ -223,7 +226,7 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
     let offsets = (store.params.iter().map(|&(o, _)| o).collect(), store.states.iter().map(|&(o, _)| o).collect());
     let (mut locations, fused) = place_and_fuse(g, &live, &consumers, &roots, &offsets);
     let in_place = in_place_updates(g, &consumers, &roots, &offsets);
-    let kernels = kernels(g, &live, &fused, &locations, &in_place, &roots, &offsets);
+    let kernels = overlap_sums(g, &fused, kernels(g, &live, &fused, &locations, &in_place, &roots, &offsets));
     let scratch_len = assign_scratch(g, &kernels, &fused, &roots, &in_place, &mut locations);
     // Reshapes alias what they reshape.
     for (i, node) in g.nodes.iter().enumerate() {
@@ -376,6 +379,50 @@ fn kernels(
     kernels
 }
 
+/// Moves each sum over the processes (`all_reduce`) to just after the kernel
+/// computing its input, and puts one wait for all started sums before the
+/// first kernel reading any of them: the gradient of a layer is sent while
+/// the backward pass of the layers below runs. Every process plans the same
+/// order, so they start the same sums in the same order.
+fn overlap_sums(g: &Graph, fused: &[bool], kernels: Vec<Kernel>) -> Vec<Kernel> {
+    let is_sum = |k: &Kernel| matches!(k, Kernel::Routine { node } if g.nodes[node.0].op == Op::AllReduce);
+    let (sums, mut rest): (Vec<Kernel>, Vec<Kernel>) = kernels.into_iter().partition(|k| is_sum(k));
+    for sum in sums.into_iter().rev() {
+        let Kernel::Routine { node } = sum else { unreachable!("partitioned by is_sum") };
+        let mut input = g.nodes[node.0].inputs[0];
+        while g.nodes[input.0].op == Op::Reshape {
+            input = g.nodes[input.0].inputs[0];
+        }
+        let after = rest.iter().position(|k| produces(k) == Some(input)).map_or(0, |p| p + 1);
+        rest.insert(after, sum);
+    }
+    let mut ordered = Vec::with_capacity(rest.len() + 1);
+    let mut started = Vec::new();
+    for kernel in rest {
+        if !started.is_empty() && kernel_reads(g, &kernel, fused).iter().any(|v| started.contains(v)) {
+            ordered.push(Kernel::AwaitSums);
+            started.clear();
+        }
+        if is_sum(&kernel) {
+            started.extend(produces(&kernel));
+        }
+        ordered.push(kernel);
+    }
+    if !started.is_empty() {
+        ordered.push(Kernel::AwaitSums);
+    }
+    ordered
+}
+
+/// The value a kernel computes, if it computes one.
+fn produces(kernel: &Kernel) -> Option<ValueId> {
+    match kernel {
+        Kernel::Elementwise { root } => Some(*root),
+        Kernel::MatMul { node } | Kernel::Routine { node } => Some(*node),
+        Kernel::Copy { .. } | Kernel::AwaitSums => None,
+    }
+}
+
 /// Gives every kernel's output a scratch offset (or its store place when
 /// written in place), reusing the space of values no later kernel reads:
 /// best fit over the free ranges. Returns the scratch size.
@@ -410,11 +457,7 @@ fn assign_scratch(
                 true
             }
         });
-        let produced = match kernel {
-            Kernel::Elementwise { root } => *root,
-            Kernel::MatMul { node } | Kernel::Routine { node } => *node,
-            Kernel::Copy { .. } => continue,
-        };
+        let Some(produced) = produces(kernel) else { continue };
         if let Some(offset) = in_place[produced.0] {
             locations[produced.0] = Location::Store(offset);
             continue;
@@ -447,6 +490,7 @@ pub fn kernel_reads(g: &Graph, kernel: &Kernel, fused: &[bool]) -> Vec<ValueId> 
         Kernel::Elementwise { root } => g.nodes[root.0].inputs.clone(),
         Kernel::MatMul { node } | Kernel::Routine { node } => g.nodes[node.0].inputs.clone(),
         Kernel::Copy { from, .. } => vec![*from],
+        Kernel::AwaitSums => vec![],
     };
     while let Some(v) = stack.pop() {
         let node = &g.nodes[v.0];
@@ -478,6 +522,7 @@ impl Plan {
                     format!("{} {node} -> {:?}", g.nodes[node.0].op.name(), self.locations[node.0])
                 }
                 Kernel::Copy { from, to, len } => format!("copy {from} -> store[{to}..{}]", to + len),
+                Kernel::AwaitSums => "await all_reduce".into(),
             };
             let _ = writeln!(out, "{line}");
         }
@@ -492,5 +537,54 @@ pub fn collect_fused(g: &Graph, locations: &[Location], v: ValueId, out: &mut Ve
         if locations[input.0] == Location::Fused && g.nodes[input.0].op != Op::Reshape {
             collect_fused(g, locations, *input, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Shard;
+    use crate::pipeline::{check_source, shard_step_graph};
+
+    /// A step of one process's share of a batch: each gradient's sum starts
+    /// right after the kernel computing it, while the backward pass of the
+    /// layers below is still to run, and one wait comes before the update.
+    #[test]
+    fn sums_start_as_each_gradient_is_ready_and_are_awaited_once_before_the_update() {
+        let source = "model m {\n  input x: [20]\n  target y: class(3)\n  \
+                      x |> dense(16) |> tanh |> dense(8) |> relu |> dense(3) => logits\n  \
+                      loss = cross_entropy(logits, y)\n  train { optimizer = sgd(lr = 0.1) batch = 8 }\n}\n";
+        let checked = check_source("m.nn", source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        let step = shard_step_graph(model, &model.train, Shard::part(8, 1, 2)).expect("step builds");
+        let plan = plan_train(&step);
+        let g = &step.graph;
+        let fused: Vec<bool> = plan.locations.iter().map(|l| *l == Location::Fused).collect();
+        let is_sum = |k: &Kernel| matches!(k, Kernel::Routine { node } if g.nodes[node.0].op == Op::AllReduce);
+        let sums: Vec<usize> = (0..plan.kernels.len()).filter(|&k| is_sum(&plan.kernels[k])).collect();
+        assert_eq!(sums.len(), 6, "a sum per weight and bias:\n{}", plan.to_text(g));
+        for &k in &sums {
+            let Kernel::Routine { node } = plan.kernels[k] else { unreachable!() };
+            let input = g.nodes[node.0].inputs[0];
+            let producer = (0..k).rev().find(|&j| produces(&plan.kernels[j]) == Some(input));
+            assert!(
+                producer.is_some_and(|j| (j + 1..k).all(|i| is_sum(&plan.kernels[i]))),
+                "sum at {k} does not follow its input's kernel:\n{}",
+                plan.to_text(g)
+            );
+        }
+        let waits: Vec<usize> = (0..plan.kernels.len()).filter(|&k| plan.kernels[k] == Kernel::AwaitSums).collect();
+        let first_reader = (0..plan.kernels.len())
+            .find(|&k| {
+                kernel_reads(g, &plan.kernels[k], &fused)
+                    .iter()
+                    .any(|v| sums.iter().any(|&s| produces(&plan.kernels[s]) == Some(*v)))
+            })
+            .expect("the update reads the sums");
+        assert_eq!(waits, vec![first_reader - 1], "one wait, just before the first reader:\n{}", plan.to_text(g));
+        // The first sum starts before the last matrix product (the first layer's gradient) runs.
+        let last_product = plan.kernels.iter().rposition(|k| matches!(k, Kernel::MatMul { .. })).expect("products");
+        assert!(sums[0] < last_product, "nothing overlaps:\n{}", plan.to_text(g));
     }
 }

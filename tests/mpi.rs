@@ -69,7 +69,7 @@ fn text(bytes: &[u8]) -> String {
 /// Trains `model` (args after it) alone and on 2 and 3 ranks; every tensor
 /// of the checkpoints (weights and optimizer state) agrees within 1e-5 of
 /// its largest value, and each job printed one final line.
-fn assert_ranks_train_as_one(model: &Path, args: &[&str]) {
+fn assert_ranks_train_as_one(model: &Path, args: &[&str], env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().expect("temp dir");
     let train = |command: &mut Command, save: &Path| {
         command.args(["train", model.to_str().expect("utf-8")]).args(args);
@@ -86,7 +86,7 @@ fn assert_ranks_train_as_one(model: &Path, args: &[&str]) {
     for ranks in [2, 3] {
         let saved = dir.path().join(format!("ranks{ranks}.safetensors"));
         let mut command = mpirun(ranks);
-        command.arg(nnc());
+        command.envs(env.iter().copied()).arg(nnc());
         train(&mut command, &saved);
         let out = run(command);
         assert!(out.status.success(), "{ranks} ranks: {}", text(&out.stderr));
@@ -140,14 +140,21 @@ fn model(file: &str) -> PathBuf {
 
 #[test]
 fn an_mlp_trains_on_2_and_3_ranks_as_on_one() {
-    assert_ranks_train_as_one(&model("digits_mlp.nn"), &["--epochs", "2"]);
+    assert_ranks_train_as_one(&model("digits_mlp.nn"), &["--epochs", "2"], &[]);
 }
 
 /// Batch statistics are summed over the ranks, and dropout masks follow the
 /// row, not the rank.
 #[test]
 fn batchnorm_and_dropout_train_on_2_and_3_ranks_as_on_one() {
-    assert_ranks_train_as_one(&model("batchnorm.nn"), &["--epochs", "2"]);
+    assert_ranks_train_as_one(&model("batchnorm.nn"), &["--epochs", "2"], &[]);
+}
+
+/// The same with every sum on a thread of its own (as between machines),
+/// sent while the step goes on: the result does not change.
+#[test]
+fn sums_overlapping_the_step_give_the_same_training() {
+    assert_ranks_train_as_one(&model("batchnorm.nn"), &["--epochs", "2"], &[("NNC_OVERLAP", "1")]);
 }
 
 /// LeNet for one epoch on the 2,000 MNIST test images (31 steps of 64 and a
@@ -162,7 +169,7 @@ fn lenet_trains_on_2_and_3_ranks_as_on_one() {
         source.replace("mnist10k-train-", "mnist10k-test-").replace("\"data/", &format!("\"{}/", data.display()));
     let file = dir.path().join("lenet.nn");
     std::fs::write(&file, short).expect("writes");
-    assert_ranks_train_as_one(&file, &["--epochs", "1"]);
+    assert_ranks_train_as_one(&file, &["--epochs", "1"], &[]);
 }
 
 /// A checkpoint holds the whole run, not one rank's part: one epoch on two

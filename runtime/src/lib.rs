@@ -113,6 +113,7 @@ pub fn routines() -> Vec<Routine> {
         routine!(routines::nnc_gather, 6, 0),
         routine!(routines::nnc_gather_grad, 6, 0),
         routine!(routines::nnc_bernoulli, 5, 0),
-        routine!(collective::nnc_all_reduce, 3, 0),
+        routine!(collective::nnc_all_reduce_start, 3, 0),
+        routine!(collective::nnc_all_reduce_wait, 0, 0),
     ]
 }

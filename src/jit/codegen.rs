@@ -196,6 +196,7 @@ impl Emitter<'_, '_> {
                 let n = self.imm(*len);
                 self.call("nnc_copy", &[src, dst, n]);
             }
+            Kernel::AwaitSums => self.call("nnc_all_reduce_wait", &[]),
         }
     }
 
@@ -323,7 +324,7 @@ impl Emitter<'_, '_> {
             }
             Op::AllReduce => {
                 let n = self.imm(n_in);
-                self.call("nnc_all_reduce", &[ins[0], out, n]);
+                self.call("nnc_all_reduce_start", &[ins[0], out, n]);
             }
             Op::Slice { axis, start } | Op::SliceGrad { axis, start } => {
                 let forward = matches!(node.op, Op::Slice { .. });
