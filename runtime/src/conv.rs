@@ -11,11 +11,18 @@
 //! unfolded columns and no packing, only a register-blocked kernel. The input
 //! gradient is the same product (the flipped, transposed filter over the
 //! padded output gradient) and the weight gradient its dot-product twin.
+//!
+//! Small images waste much of that product: the discarded columns, and
+//! output rows rounded up to blocks of six. There the product runs with 16
+//! output rows across the lanes instead, and each kept position's input
+//! broadcast (`Layout::Lanes`); `Layout::of` takes the one with fewer
+//! multiply-adds. Both sum the taps of an output in the same order, so they
+//! give the same bits.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
-    __m256, _mm_add_ps, _mm_cvtss_f32, _mm_hadd_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps,
-    _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    __m256, _mm_add_ps, _mm_cvtss_f32, _mm_hadd_ps, _mm256_broadcast_ss, _mm256_castps256_ps128, _mm256_extractf128_ps,
+    _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
 };
 use std::cell::RefCell;
 
@@ -43,6 +50,46 @@ const PASS_TAPS: usize = 128;
 const PARALLEL_WORK: usize = 1 << 22;
 /// The weight gradient's filters are split into this many groups.
 const FILTER_GROUPS: usize = 4;
+/// Output rows across the lanes in `Layout::Lanes`: two 8-lane registers.
+const LANES: usize = 16;
+/// Positions per block of `Layout::Lanes`: 12 accumulators.
+const NQ: usize = 6;
+/// `Layout::Lanes` reads a group's filter values once per block of
+/// positions: at most this many taps (64 KiB of them) keeps them near.
+const LANES_TAPS: usize = 1024;
+
+/// How a product's filter is packed, and so which kernel runs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// Blocks of MB output rows; QB positions of the padded width at a time
+    /// (`product_block`).
+    Rows,
+    /// Groups of LANES output rows across the lanes; the kept positions
+    /// only, NQ at a time (`lanes_block`).
+    Lanes,
+}
+
+impl Layout {
+    /// The layout with fewer multiply-adds for `rows` outputs of `crop`
+    /// from `geo`, by a tenth at least for the lanes.
+    fn of(rows: usize, geo: Source, crop: Crop) -> Layout {
+        let padded = rows.next_multiple_of(MB) * (crop.height * geo.cols).next_multiple_of(QB);
+        let kept = rows.next_multiple_of(LANES) * (crop.height * crop.width).next_multiple_of(NQ);
+        if crop.height * crop.width > 0 && geo.taps() <= LANES_TAPS && 10 * kept < 9 * padded {
+            Layout::Lanes
+        } else {
+            Layout::Rows
+        }
+    }
+
+    /// Output rows per block of the packed filter.
+    fn block(self) -> usize {
+        match self {
+            Layout::Rows => MB,
+            Layout::Lanes => LANES,
+        }
+    }
+}
 
 /// Whether this path can run the convolution `win` on this CPU: a square
 /// kernel (which the rest of this module assumes) at stride 1.
@@ -106,6 +153,7 @@ impl Source {
 struct Scratch {
     source: Vec<f32>,
     wide: Vec<f32>,
+    offsets: Vec<usize>,
 }
 
 thread_local! {
@@ -114,13 +162,14 @@ thread_local! {
     static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Packs `a(m, r)` (m < rows, r < taps) into blocks of MB rows, tap by tap,
-/// zero beyond the last row: the order the product kernel reads.
-fn pack(rows: usize, taps: usize, a: impl Fn(usize, usize) -> f32, out: &mut Vec<f32>) {
+/// Packs `a(m, r)` (m < rows, r < taps) into blocks of `layout`'s rows, tap
+/// by tap, zero beyond the last row: the order its kernel reads.
+fn pack(layout: Layout, rows: usize, taps: usize, a: impl Fn(usize, usize) -> f32, out: &mut Vec<f32>) {
+    let size = layout.block();
     out.clear();
-    for block in 0..rows.div_ceil(MB) {
+    for block in 0..rows.div_ceil(size) {
         for r in 0..taps {
-            out.extend((block * MB..(block + 1) * MB).map(|m| if m < rows { a(m, r) } else { 0.0 }));
+            out.extend((block * size..(block + 1) * size).map(|m| if m < rows { a(m, r) } else { 0.0 }));
         }
     }
 }
@@ -136,8 +185,26 @@ struct Crop {
 }
 
 /// out[m, y, x] = Σ_r a[m, r] · src[offset(r) + (y + top)·cols + x + left]
-/// (+ bias[m]) for y < height, x < width of `crop`, with `a` packed by `pack`.
+/// (+ bias[m]) for y < height, x < width of `crop`, with `a` packed by
+/// `pack` for `Layout::of` the same product.
 fn product(
+    packed: &[f32],
+    rows: usize,
+    (src, geo): (&[f32], Source),
+    crop: Crop,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: (&mut Vec<f32>, &mut Vec<usize>),
+) {
+    match Layout::of(rows, geo, crop) {
+        Layout::Rows => rows_product(packed, rows, (src, geo), crop, bias, out, scratch.0),
+        Layout::Lanes => lanes_product(packed, rows, (src, geo), crop, bias, out, scratch),
+    }
+}
+
+/// `product` in `Layout::Rows`: every position of the padded width, stored
+/// in `wide` a band at a time, then cropped.
+fn rows_product(
     packed: &[f32],
     rows: usize,
     (src, geo): (&[f32], Source),
@@ -202,6 +269,86 @@ fn product(
     }
 }
 
+/// `product` in `Layout::Lanes`: the kept positions only, each block's
+/// LANES × NQ sums stored position by position in `wide`, then turned into
+/// rows.
+fn lanes_product(
+    packed: &[f32],
+    rows: usize,
+    (src, geo): (&[f32], Source),
+    crop: Crop,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    (wide, offsets): (&mut Vec<f32>, &mut Vec<usize>),
+) {
+    let Crop { top, left, height, width } = crop;
+    let (taps, positions) = (geo.taps(), height * width);
+    let (groups, blocks) = (rows.div_ceil(LANES), positions.div_ceil(NQ));
+    assert!(
+        positions > 0
+            && packed.len() == groups * LANES * taps
+            && left + width <= geo.cols
+            && src.len() > (top + height - 1) * geo.cols + left + width - 1 + geo.offset(taps - 1)
+            && out.len() == rows * positions
+    );
+    offsets.clear();
+    offsets.extend((0..taps).map(|r| geo.offset(r)));
+    let offsets = &offsets[..];
+    // Where position p reads its first tap; a last block's extra positions repeat the last.
+    let base = |p: usize| {
+        let p = p.min(positions - 1);
+        (top + p / width) * geo.cols + left + p % width
+    };
+    let block_len = NQ * LANES;
+    wide.resize(groups * blocks * block_len, 0.0);
+    let run_block = |(i, part): (usize, &mut [f32])| {
+        let (group, block) = (i / blocks, i % blocks);
+        let bases = std::array::from_fn(|j| base(block * NQ + j));
+        let filter = &packed[group * LANES * taps..(group + 1) * LANES * taps];
+        // SAFETY: the CPU has AVX2 and FMA (`applies`); `filter` holds LANES
+        // values per tap; every base + offset is at most the last kept
+        // position's plus offset(last tap), within src (asserted); `part`
+        // holds NQ × LANES values.
+        unsafe { lanes_block(filter, src, offsets, bases, part) };
+    };
+    if groups * LANES * taps * positions >= PARALLEL_WORK {
+        wide.par_chunks_mut(block_len).enumerate().for_each(run_block);
+    } else {
+        wide.chunks_mut(block_len).enumerate().for_each(run_block);
+    }
+    for (m, dst) in out.chunks_exact_mut(positions).enumerate() {
+        let b = bias.map_or(0.0, |bias| bias[m]);
+        let sums = &wide[m / LANES * blocks * block_len + m % LANES..];
+        dst.iter_mut().zip(sums.iter().step_by(LANES)).for_each(|(o, &v)| *o = v + b);
+    }
+}
+
+/// One block of `Layout::Lanes`: for NQ positions (reading from `bases`)
+/// and LANES output rows, the sums over the taps (at `offsets`), written
+/// to `out` position by position.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lanes_block(filter: &[f32], src: &[f32], offsets: &[usize], bases: [usize; NQ], out: &mut [f32]) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; NQ];
+    // SAFETY (this function): see the caller.
+    let at = bases.map(|b| unsafe { src.as_ptr().add(b) });
+    for (r, &offset) in offsets.iter().enumerate() {
+        unsafe {
+            let w = filter.as_ptr().add(r * LANES);
+            let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
+            for (acc, at) in acc.iter_mut().zip(at) {
+                let x = _mm256_broadcast_ss(&*at.add(offset));
+                acc[0] = _mm256_fmadd_ps(w0, x, acc[0]);
+                acc[1] = _mm256_fmadd_ps(w1, x, acc[1]);
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        for (v, &value) in acc.iter().enumerate() {
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i * LANES + 8 * v), value) };
+        }
+    }
+}
+
 /// One MB × QB block of the product, written to (or, with `add`, added
 /// to) `wide[i·stride ..][..QB]`.
 #[target_feature(enable = "avx2,fma")]
@@ -253,11 +400,27 @@ fn input_source(win: Window) -> Source {
     Source { planes: win.channels, rows: win.height + 2 * p, cols: win.width + 2 * p, kernel: k, dilation }
 }
 
+/// The forward product's source and the part of it kept.
+fn forward_geometry(win: Window) -> (Source, Crop) {
+    (input_source(win), Crop { top: 0, left: 0, height: win.out_height(), width: win.out_width() })
+}
+
+/// The input gradient's source (the output gradient padded by the kernel's
+/// extent less one on every side) and the part kept (cropped by the
+/// forward padding).
+fn input_gradient_geometry(win: Window, filters: usize) -> (Source, Crop) {
+    let (k, p, dilation, margin) = (win.rows.kernel, win.rows.padding, win.rows.dilation, win.rows.extent() - 1);
+    let (oh, ow) = (win.out_height(), win.out_width());
+    let geo = Source { planes: filters, rows: oh + 2 * margin, cols: ow + 2 * margin, kernel: k, dilation };
+    (geo, Crop { top: p, left: p, height: win.height, width: win.width })
+}
+
 /// Runs `work` with the filter `w` (`[F, C, k, k]`) packed on this thread
 /// for `forward_image`.
 pub fn with_forward_filter<R>(w: &[f32], filters: usize, win: Window, work: impl FnOnce(&[f32]) -> R) -> R {
-    let taps = input_source(win).taps();
-    with_packed(filters, taps, |f, r| w[f * taps + r], work)
+    let (geo, crop) = forward_geometry(win);
+    let taps = geo.taps();
+    with_packed(Layout::of(filters, geo, crop), filters, taps, |f, r| w[f * taps + r], work)
 }
 
 /// Runs `work` with the flipped, transposed filter packed for `input_gradient_image`.
@@ -268,13 +431,20 @@ pub fn with_input_gradient_filter<R>(w: &[f32], filters: usize, win: Window, wor
         let (ky, kx) = (k - 1 - tap / k, k - 1 - tap % k);
         w[((f * c + channel) * k + ky) * k + kx]
     };
-    with_packed(c, filters * k * k, flipped, work)
+    let (geo, crop) = input_gradient_geometry(win, filters);
+    with_packed(Layout::of(c, geo, crop), c, filters * k * k, flipped, work)
 }
 
-fn with_packed<R>(rows: usize, taps: usize, a: impl Fn(usize, usize) -> f32, work: impl FnOnce(&[f32]) -> R) -> R {
+fn with_packed<R>(
+    layout: Layout,
+    rows: usize,
+    taps: usize,
+    a: impl Fn(usize, usize) -> f32,
+    work: impl FnOnce(&[f32]) -> R,
+) -> R {
     PACKED.with(|cell| {
         let mut packed = cell.borrow_mut();
-        pack(rows, taps, a, &mut packed);
+        pack(layout, rows, taps, a, &mut packed);
         work(&packed)
     })
 }
@@ -289,28 +459,24 @@ pub fn forward_image(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    let geo = input_source(win);
+    let (geo, crop) = forward_geometry(win);
     SCRATCH.with(|cell| {
-        let Scratch { source, wide } = &mut *cell.borrow_mut();
+        let Scratch { source, wide, offsets } = &mut *cell.borrow_mut();
         geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
-        let crop = Crop { top: 0, left: 0, height: win.out_height(), width: win.out_width() };
-        product(packed, filters, (source, geo), crop, bias, out, wide);
+        product(packed, filters, (source, geo), crop, bias, out, (wide, offsets));
     });
 }
 
 /// One image's input gradient `[C, H, W]` from its output gradient
-/// `[F, OH, OW]`: the output gradient padded by the kernel's extent less one
-/// on every side, convolved with the flipped filter, cropped by the forward
-/// padding.
+/// `[F, OH, OW]`: the padded output gradient convolved with the flipped
+/// filter (`input_gradient_geometry`).
 pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: Window, dx: &mut [f32]) {
-    let (k, p, dilation, margin) = (win.rows.kernel, win.rows.padding, win.rows.dilation, win.rows.extent() - 1);
-    let (oh, ow) = (win.out_height(), win.out_width());
-    let geo = Source { planes: filters, rows: oh + 2 * margin, cols: ow + 2 * margin, kernel: k, dilation };
+    let (geo, crop) = input_gradient_geometry(win, filters);
+    let margin = win.rows.extent() - 1;
     SCRATCH.with(|cell| {
-        let Scratch { source, wide } = &mut *cell.borrow_mut();
-        geo.fill(grad, (oh, ow), (margin, margin), source);
-        let crop = Crop { top: p, left: p, height: win.height, width: win.width };
-        product(packed, win.channels, (source, geo), crop, None, dx, wide);
+        let Scratch { source, wide, offsets } = &mut *cell.borrow_mut();
+        geo.fill(grad, (win.out_height(), win.out_width()), (margin, margin), source);
+        product(packed, win.channels, (source, geo), crop, None, dx, (wide, offsets));
     });
 }
 
@@ -323,7 +489,7 @@ pub fn weight_gradient_image(image: &[f32], grad: &[f32], filters: usize, win: W
     let span = (oh * geo.cols).next_multiple_of(QB);
     assert!(dw.len() == filters * taps && grad.len() == filters * oh * ow);
     SCRATCH.with(|cell| {
-        let Scratch { source, wide } = &mut *cell.borrow_mut();
+        let Scratch { source, wide, .. } = &mut *cell.borrow_mut();
         geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
         // The gradient at the padded width, rows padded to whole blocks of FB.
         wide.clear();
@@ -434,6 +600,8 @@ mod tests {
             (3, 30, 3, 1, 2, 8),
             (2, 12, 2, 0, 5, 3),
             (32, 20, 3, 1, 1, 9),
+            (16, 14, 5, 0, 1, 32),
+            (5, 7, 3, 2, 2, 19),
         ];
         for (channels, size, kernel, padding, dilation, filters) in cases {
             let taps = crate::kernels::Taps { kernel, stride: 1, padding, dilation };
@@ -471,5 +639,73 @@ mod tests {
             weight_gradient_image(&x, &g, filters, win, &mut dw);
             assert_close(&dw, &dw_ref, "dw");
         }
+    }
+
+    /// Every product in both layouts, whichever `Layout::of` picks: the same
+    /// bits. Small images with few and many output rows, one channel and
+    /// many, padding, dilation, a crop (the input gradient's).
+    #[test]
+    fn both_layouts_give_the_same_bits() {
+        let cases = [
+            (1, 28, 5, 2, 1, 16),
+            (16, 14, 5, 0, 1, 32),
+            (6, 14, 5, 0, 1, 16),
+            (3, 9, 3, 1, 2, 5),
+            (2, 5, 2, 0, 1, 40),
+        ];
+        let mut chosen = Vec::new();
+        for (channels, size, kernel, padding, dilation, filters) in cases {
+            let taps = crate::kernels::Taps { kernel, stride: 1, padding, dilation };
+            let win = Window { batch: 1, channels, height: size, width: size + 1, rows: taps, cols: taps };
+            if !applies(win) {
+                return;
+            }
+            let x = values(channels * size * (size + 1), 5);
+            let w = values(filters * channels * kernel * kernel, 6);
+            let g = values(filters * win.out_height() * win.out_width(), 7);
+            // The forward product, then the input gradient's: rows, geometry, the image filling the source, its size and margin.
+            for (rows, (geo, crop), image, size, margin) in [
+                (filters, forward_geometry(win), &x, (size, size + 1), padding),
+                (
+                    channels,
+                    input_gradient_geometry(win, filters),
+                    &g,
+                    (win.out_height(), win.out_width()),
+                    win.rows.extent() - 1,
+                ),
+            ] {
+                let mut source = Vec::new();
+                geo.fill(image, size, (margin, margin), &mut source);
+                let a = |m: usize, r: usize| w[(m * geo.taps() + r) % w.len()];
+                let outputs: Vec<Vec<f32>> = [Layout::Rows, Layout::Lanes]
+                    .into_iter()
+                    .map(|layout| {
+                        let mut packed = Vec::new();
+                        pack(layout, rows, geo.taps(), a, &mut packed);
+                        let mut out = vec![0.0; rows * crop.height * crop.width];
+                        let (mut wide, mut offsets) = (Vec::new(), Vec::new());
+                        let bias: Vec<f32> = (0..rows).map(|m| m as f32 / 8.0).collect();
+                        let src = (&source[..], geo);
+                        match layout {
+                            Layout::Rows => rows_product(&packed, rows, src, crop, Some(&bias), &mut out, &mut wide),
+                            Layout::Lanes => lanes_product(
+                                &packed,
+                                rows,
+                                src,
+                                crop,
+                                Some(&bias),
+                                &mut out,
+                                (&mut wide, &mut offsets),
+                            ),
+                        }
+                        out
+                    })
+                    .collect();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&outputs[0]), bits(&outputs[1]), "{channels}×{size:?}, k {kernel}, {rows} rows");
+                chosen.push(Layout::of(rows, geo, crop));
+            }
+        }
+        assert!(chosen.contains(&Layout::Rows) && chosen.contains(&Layout::Lanes), "{chosen:?}");
     }
 }
