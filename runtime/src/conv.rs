@@ -28,6 +28,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use crate::gemm::transpose8;
 use crate::kernels::Window;
 
 /// Outputs per block of the product: two 8-lane registers.
@@ -316,10 +317,36 @@ fn lanes_product(
     } else {
         wide.chunks_mut(block_len).enumerate().for_each(run_block);
     }
-    for (m, dst) in out.chunks_exact_mut(positions).enumerate() {
-        let b = bias.map_or(0.0, |bias| bias[m]);
-        let sums = &wide[m / LANES * blocks * block_len + m % LANES..];
-        dst.iter_mut().zip(sums.iter().step_by(LANES)).for_each(|(o, &v)| *o = v + b);
+    // SAFETY: the CPU has AVX2 (`applies`); `wide` holds `groups` runs of
+    // `blocks` × NQ positions of LANES sums, and `out` rows × positions values (asserted).
+    unsafe { rows_from_lanes(wide, blocks * NQ, rows, positions, out) };
+    if let Some(bias) = bias {
+        for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
+            row.iter_mut().for_each(|v| *v += b);
+        }
+    }
+}
+
+/// out[m, p] = the sum of output row m at position p, from `wide` where
+/// each group of LANES rows holds its sums position by position (`stride`
+/// positions a group): 8 × 8 register transposes, the rest one by one.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_from_lanes(wide: &[f32], stride: usize, rows: usize, positions: usize, out: &mut [f32]) {
+    for m0 in (0..rows).step_by(8) {
+        let sums = &wide[m0 / LANES * stride * LANES + m0 % LANES..];
+        let lanes = 8.min(rows - m0);
+        let whole = if lanes == 8 { positions / 8 * 8 } else { 0 };
+        for p0 in (0..whole).step_by(8) {
+            // SAFETY: reads positions p0..p0 + 8 of lanes m0..m0 + 8, writes rows m0..m0 + 8 at p0..p0 + 8.
+            unsafe {
+                transpose8(sums.as_ptr().add(p0 * LANES), LANES, out.as_mut_ptr().add(m0 * positions + p0), positions)
+            };
+        }
+        for m in 0..lanes {
+            for p in whole..positions {
+                out[(m0 + m) * positions + p] = sums[p * LANES + m];
+            }
+        }
     }
 }
 

@@ -290,7 +290,7 @@ unsafe fn gather(from: Operand, (rows, cols): (usize, usize), to: *mut f32, ld: 
 /// compiled for AVX2 or AVX-512).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn transpose8(from: *const f32, stride: usize, to: *mut f32, ld: usize) {
+pub(crate) unsafe fn transpose8(from: *const f32, stride: usize, to: *mut f32, ld: usize) {
     use std::arch::x86_64::{_mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps};
     // SAFETY: the caller's contract.
     unsafe {
