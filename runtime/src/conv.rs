@@ -155,6 +155,7 @@ struct Scratch {
     source: Vec<f32>,
     wide: Vec<f32>,
     offsets: Vec<usize>,
+    sums: Vec<f32>,
 }
 
 thread_local! {
@@ -488,7 +489,7 @@ pub fn forward_image(
 ) {
     let (geo, crop) = forward_geometry(win);
     SCRATCH.with(|cell| {
-        let Scratch { source, wide, offsets } = &mut *cell.borrow_mut();
+        let Scratch { source, wide, offsets, .. } = &mut *cell.borrow_mut();
         geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
         product(packed, filters, (source, geo), crop, bias, out, (wide, offsets));
     });
@@ -501,7 +502,7 @@ pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: W
     let (geo, crop) = input_gradient_geometry(win, filters);
     let margin = win.rows.extent() - 1;
     SCRATCH.with(|cell| {
-        let Scratch { source, wide, offsets } = &mut *cell.borrow_mut();
+        let Scratch { source, wide, offsets, .. } = &mut *cell.borrow_mut();
         geo.fill(grad, (win.out_height(), win.out_width()), (margin, margin), source);
         product(packed, win.channels, (source, geo), crop, None, dx, (wide, offsets));
     });
@@ -511,13 +512,17 @@ pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: W
 /// dw[f, r] += Σ_q g[f, q] · src[offset(r) + q], with g laid out at the
 /// padded width and zero in the discarded columns.
 pub fn weight_gradient_image(image: &[f32], grad: &[f32], filters: usize, win: Window, dw: &mut [f32]) {
-    let geo = input_source(win);
+    let (geo, crop) = forward_geometry(win);
     let (oh, ow, taps) = (win.out_height(), win.out_width(), geo.taps());
     let span = (oh * geo.cols).next_multiple_of(QB);
     assert!(dw.len() == filters * taps && grad.len() == filters * oh * ow);
     SCRATCH.with(|cell| {
-        let Scratch { source, wide, .. } = &mut *cell.borrow_mut();
+        let Scratch { source, wide, offsets, sums } = &mut *cell.borrow_mut();
         geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
+        if Layout::of(filters, geo, crop) == Layout::Lanes {
+            lanes_weight_gradient((source, geo), (oh, ow), grad, filters, dw, (wide, offsets, sums));
+            return;
+        }
         // The gradient at the padded width, rows padded to whole blocks of FB.
         wide.clear();
         wide.resize(filters.next_multiple_of(FB) * span, 0.0);
@@ -561,6 +566,119 @@ pub fn weight_gradient_image(image: &[f32], grad: &[f32], filters: usize, win: W
             dw.chunks_mut(group_len).enumerate().for_each(run_group);
         }
     });
+}
+
+/// `weight_gradient_image` in `Layout::Lanes`: dw[f, r] += Σ_q g[f, q] ·
+/// src[offset(r) + base(q)] over the kept positions q, with LANES filters
+/// across the lanes and NR taps at a time; each sum is one chain over the
+/// positions in order, whatever the threads.
+fn lanes_weight_gradient(
+    (src, geo): (&[f32], Source),
+    (height, width): (usize, usize),
+    grad: &[f32],
+    filters: usize,
+    dw: &mut [f32],
+    (wide, offsets, sums): (&mut Vec<f32>, &mut Vec<usize>, &mut Vec<f32>),
+) {
+    let (taps, positions) = (geo.taps(), height * width);
+    let (groups, blocks) = (filters.div_ceil(LANES), taps.div_ceil(NR));
+    assert!(
+        positions > 0
+            && grad.len() == filters * positions
+            && dw.len() == filters * taps
+            && width <= geo.cols
+            && src.len() > (height - 1) * geo.cols + width - 1 + geo.offset(taps - 1)
+    );
+    // The gradient position by position, LANES filters to a position.
+    wide.clear();
+    wide.resize(groups * positions * LANES, 0.0);
+    // SAFETY: the CPU has AVX2 (`applies`); the sizes are as asserted and resized.
+    unsafe { lanes_from_rows(grad, filters, positions, wide) };
+    // Taps past the last read the first one's inputs; their sums are dropped.
+    offsets.clear();
+    offsets.extend((0..blocks * NR).map(|r| geo.offset(if r < taps { r } else { 0 })));
+    let (wide, offsets) = (&wide[..], &offsets[..]);
+    sums.clear();
+    sums.resize(groups * blocks * NR * LANES, 0.0);
+    let run_block = |(i, out): (usize, &mut [f32])| {
+        let (group, block) = (i / blocks, i % blocks);
+        let g = &wide[group * positions * LANES..(group + 1) * positions * LANES];
+        let offsets = std::array::from_fn(|j| offsets[block * NR + j]);
+        // SAFETY: the CPU has AVX2 and FMA; `g` holds LANES values per
+        // position; every read of `src` is at most the last position's
+        // base plus offset(last tap) (asserted); `out` holds NR × LANES.
+        unsafe { lanes_weight_block(g, (src, geo.cols), (height, width), offsets, out) };
+    };
+    if groups * LANES * taps * positions >= PARALLEL_WORK {
+        sums.par_chunks_mut(NR * LANES).enumerate().for_each(run_block);
+    } else {
+        sums.chunks_mut(NR * LANES).enumerate().for_each(run_block);
+    }
+    for (f, dw) in dw.chunks_exact_mut(taps).enumerate() {
+        let (group, lane) = (f / LANES, f % LANES);
+        for (r, dw) in dw.iter_mut().enumerate() {
+            *dw += sums[((group * blocks + r / NR) * NR + r % NR) * LANES + lane];
+        }
+    }
+}
+
+/// Taps per block of the lanes weight gradient: 12 accumulators.
+const NR: usize = 6;
+
+/// `wide[(f / LANES · positions + q) · LANES + f % LANES] = grad[f · positions + q]`:
+/// 8 × 8 register transposes, the rest one by one.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lanes_from_rows(grad: &[f32], filters: usize, positions: usize, wide: &mut [f32]) {
+    for f0 in (0..filters).step_by(8) {
+        let lanes = 8.min(filters - f0);
+        let whole = if lanes == 8 { positions / 8 * 8 } else { 0 };
+        let to = &mut wide[(f0 / LANES * positions * LANES) + f0 % LANES..];
+        for q0 in (0..whole).step_by(8) {
+            // SAFETY: reads rows f0..f0 + 8 at q0..q0 + 8, writes positions q0..q0 + 8 of lanes f0..f0 + 8.
+            unsafe {
+                transpose8(grad.as_ptr().add(f0 * positions + q0), positions, to.as_mut_ptr().add(q0 * LANES), LANES)
+            };
+        }
+        for f in 0..lanes {
+            for q in whole..positions {
+                to[q * LANES + f] = grad[(f0 + f) * positions + q];
+            }
+        }
+    }
+}
+
+/// NR taps × LANES filters of the weight gradient, summed over the
+/// `height × width` kept positions, written to `out` tap by tap.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lanes_weight_block(
+    g: &[f32],
+    (src, cols): (&[f32], usize),
+    (height, width): (usize, usize),
+    offsets: [usize; NR],
+    out: &mut [f32],
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; NR];
+    for y in 0..height {
+        // SAFETY (this loop): see the caller.
+        unsafe {
+            let (row, g) = (src.as_ptr().add(y * cols), g.as_ptr().add(y * width * LANES));
+            for x in 0..width {
+                let (g0, g1) = (_mm256_loadu_ps(g.add(x * LANES)), _mm256_loadu_ps(g.add(x * LANES + 8)));
+                let at = row.add(x);
+                for (acc, &offset) in acc.iter_mut().zip(&offsets) {
+                    let v = _mm256_broadcast_ss(&*at.add(offset));
+                    acc[0] = _mm256_fmadd_ps(g0, v, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(g1, v, acc[1]);
+                }
+            }
+        }
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        for (v, &value) in acc.iter().enumerate() {
+            // SAFETY: `out` holds NR × LANES values.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(j * LANES + 8 * v), value) };
+        }
+    }
 }
 
 /// FB × TB dot products, over `count` positions, of gradient rows (`span`
@@ -630,12 +748,15 @@ mod tests {
             (16, 14, 5, 0, 1, 32),
             (5, 7, 3, 2, 2, 19),
         ];
+        let mut chosen = Vec::new();
         for (channels, size, kernel, padding, dilation, filters) in cases {
             let taps = crate::kernels::Taps { kernel, stride: 1, padding, dilation };
             let win = Window { batch: 1, channels, height: size, width: size + 3, rows: taps, cols: taps };
             if !applies(win) {
                 return;
             }
+            let (geo, crop) = forward_geometry(win);
+            chosen.push(Layout::of(filters, geo, crop));
             let (oh, ow) = (win.out_height(), win.out_width());
             let taps = channels * kernel * kernel;
             let x = values(channels * size * (size + 3), 1);
@@ -666,6 +787,8 @@ mod tests {
             weight_gradient_image(&x, &g, filters, win, &mut dw);
             assert_close(&dw, &dw_ref, "dw");
         }
+        // Both the forward product and the weight gradient ran in each layout.
+        assert!(chosen.contains(&Layout::Rows) && chosen.contains(&Layout::Lanes), "{chosen:?}");
     }
 
     /// Every product in both layouts, whichever `Layout::of` picks: the same
