@@ -112,6 +112,8 @@ struct Source {
     cols: usize,
     kernel: usize,
     dilation: usize,
+    /// The rows `fill` copies values into, [first, end): the rest are zero.
+    filled: (usize, usize),
 }
 
 impl Source {
@@ -138,6 +140,7 @@ impl Source {
     /// Copies `[planes, h, w]` values into the planes with their top-left
     /// corner at (top, left); everything else is zero.
     fn fill(self, values: &[f32], (h, w): (usize, usize), (top, left): (usize, usize), out: &mut Vec<f32>) {
+        assert_eq!(self.filled, (top, top + h));
         out.clear();
         out.resize(self.len(), 0.0);
         for (plane, image) in out.chunks_exact_mut(self.plane()).zip(values.chunks_exact(h * w)) {
@@ -196,11 +199,11 @@ fn product(
     crop: Crop,
     bias: Option<&[f32]>,
     out: &mut [f32],
-    scratch: (&mut Vec<f32>, &mut Vec<usize>),
+    wide: &mut Vec<f32>,
 ) {
     match Layout::of(rows, geo, crop) {
-        Layout::Rows => rows_product(packed, rows, (src, geo), crop, bias, out, scratch.0),
-        Layout::Lanes => lanes_product(packed, rows, (src, geo), crop, bias, out, scratch),
+        Layout::Rows => rows_product(packed, rows, (src, geo), crop, bias, out, wide),
+        Layout::Lanes => lanes_product(packed, rows, (src, geo), crop, bias, out, wide),
     }
 }
 
@@ -281,7 +284,7 @@ fn lanes_product(
     crop: Crop,
     bias: Option<&[f32]>,
     out: &mut [f32],
-    (wide, offsets): (&mut Vec<f32>, &mut Vec<usize>),
+    wide: &mut Vec<f32>,
 ) {
     let Crop { top, left, height, width } = crop;
     let (taps, positions) = (geo.taps(), height * width);
@@ -293,9 +296,6 @@ fn lanes_product(
             && src.len() > (top + height - 1) * geo.cols + left + width - 1 + geo.offset(taps - 1)
             && out.len() == rows * positions
     );
-    offsets.clear();
-    offsets.extend((0..taps).map(|r| geo.offset(r)));
-    let offsets = &offsets[..];
     // Where position p reads its first tap; a last block's extra positions repeat the last.
     let base = |p: usize| {
         let p = p.min(positions - 1);
@@ -307,11 +307,16 @@ fn lanes_product(
         let (group, block) = (i / blocks, i % blocks);
         let bases = std::array::from_fn(|j| base(block * NQ + j));
         let filter = &packed[group * LANES * taps..(group + 1) * LANES * taps];
+        // The block's first and last source rows, and the kernel rows that land in filled rows from them.
+        let (first, last) = (top + block * NQ / width, top + (block * NQ + NQ - 1).min(positions - 1) / width);
+        let d = geo.dilation;
+        let lowest = geo.filled.0.saturating_sub(last).div_ceil(d);
+        let end = geo.kernel.min((geo.filled.1 + d).saturating_sub(first + 1) / d);
         // SAFETY: the CPU has AVX2 and FMA (`applies`); `filter` holds LANES
         // values per tap; every base + offset is at most the last kept
         // position's plus offset(last tap), within src (asserted); `part`
         // holds NQ × LANES values.
-        unsafe { lanes_block(filter, src, offsets, bases, part) };
+        unsafe { lanes_block(filter, (src, geo), lowest..end, bases, part) };
     };
     if groups * LANES * taps * positions >= PARALLEL_WORK {
         wide.par_chunks_mut(block_len).enumerate().for_each(run_block);
@@ -352,21 +357,35 @@ unsafe fn rows_from_lanes(wide: &[f32], stride: usize, rows: usize, positions: u
 }
 
 /// One block of `Layout::Lanes`: for NQ positions (reading from `bases`)
-/// and LANES output rows, the sums over the taps (at `offsets`), written
-/// to `out` position by position.
+/// and LANES output rows, the sums over the taps, written to `out`
+/// position by position. Only the kernel rows `ky` are read: the others
+/// land in rows of zeros for every position of the block.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn lanes_block(filter: &[f32], src: &[f32], offsets: &[usize], bases: [usize; NQ], out: &mut [f32]) {
+unsafe fn lanes_block(
+    filter: &[f32],
+    (src, geo): (&[f32], Source),
+    ky: std::ops::Range<usize>,
+    bases: [usize; NQ],
+    out: &mut [f32],
+) {
     let mut acc = [[_mm256_setzero_ps(); 2]; NQ];
+    let (k, d) = (geo.kernel, geo.dilation);
     // SAFETY (this function): see the caller.
     let at = bases.map(|b| unsafe { src.as_ptr().add(b) });
-    for (r, &offset) in offsets.iter().enumerate() {
-        unsafe {
-            let w = filter.as_ptr().add(r * LANES);
-            let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
-            for (acc, at) in acc.iter_mut().zip(at) {
-                let x = _mm256_broadcast_ss(&*at.add(offset));
-                acc[0] = _mm256_fmadd_ps(w0, x, acc[0]);
-                acc[1] = _mm256_fmadd_ps(w1, x, acc[1]);
+    for c in 0..geo.planes {
+        for ky in ky.clone() {
+            let row = c * geo.plane() + ky * d * geo.cols;
+            let w = unsafe { filter.as_ptr().add((c * k + ky) * k * LANES) };
+            for kx in 0..k {
+                unsafe {
+                    let w = w.add(kx * LANES);
+                    let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
+                    for (acc, at) in acc.iter_mut().zip(at) {
+                        let x = _mm256_broadcast_ss(&*at.add(row + kx * d));
+                        acc[0] = _mm256_fmadd_ps(w0, x, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(w1, x, acc[1]);
+                    }
+                }
             }
         }
     }
@@ -425,7 +444,8 @@ unsafe fn product_block(a: &[f32], src: &[f32], geo: Source, start: usize, wide:
 /// The geometry of a convolution's padded input.
 fn input_source(win: Window) -> Source {
     let (p, k, dilation) = (win.rows.padding, win.rows.kernel, win.rows.dilation);
-    Source { planes: win.channels, rows: win.height + 2 * p, cols: win.width + 2 * p, kernel: k, dilation }
+    let (rows, cols, filled) = (win.height + 2 * p, win.width + 2 * p, (p, p + win.height));
+    Source { planes: win.channels, rows, cols, kernel: k, dilation, filled }
 }
 
 /// The forward product's source and the part of it kept.
@@ -439,7 +459,8 @@ fn forward_geometry(win: Window) -> (Source, Crop) {
 fn input_gradient_geometry(win: Window, filters: usize) -> (Source, Crop) {
     let (k, p, dilation, margin) = (win.rows.kernel, win.rows.padding, win.rows.dilation, win.rows.extent() - 1);
     let (oh, ow) = (win.out_height(), win.out_width());
-    let geo = Source { planes: filters, rows: oh + 2 * margin, cols: ow + 2 * margin, kernel: k, dilation };
+    let (rows, cols, filled) = (oh + 2 * margin, ow + 2 * margin, (margin, margin + oh));
+    let geo = Source { planes: filters, rows, cols, kernel: k, dilation, filled };
     (geo, Crop { top: p, left: p, height: win.height, width: win.width })
 }
 
@@ -489,9 +510,9 @@ pub fn forward_image(
 ) {
     let (geo, crop) = forward_geometry(win);
     SCRATCH.with(|cell| {
-        let Scratch { source, wide, offsets, .. } = &mut *cell.borrow_mut();
+        let Scratch { source, wide, .. } = &mut *cell.borrow_mut();
         geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
-        product(packed, filters, (source, geo), crop, bias, out, (wide, offsets));
+        product(packed, filters, (source, geo), crop, bias, out, wide);
     });
 }
 
@@ -502,9 +523,9 @@ pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: W
     let (geo, crop) = input_gradient_geometry(win, filters);
     let margin = win.rows.extent() - 1;
     SCRATCH.with(|cell| {
-        let Scratch { source, wide, offsets, .. } = &mut *cell.borrow_mut();
+        let Scratch { source, wide, .. } = &mut *cell.borrow_mut();
         geo.fill(grad, (win.out_height(), win.out_width()), (margin, margin), source);
-        product(packed, win.channels, (source, geo), crop, None, dx, (wide, offsets));
+        product(packed, win.channels, (source, geo), crop, None, dx, wide);
     });
 }
 
@@ -833,20 +854,12 @@ mod tests {
                         let mut packed = Vec::new();
                         pack(layout, rows, geo.taps(), a, &mut packed);
                         let mut out = vec![0.0; rows * crop.height * crop.width];
-                        let (mut wide, mut offsets) = (Vec::new(), Vec::new());
+                        let mut wide = Vec::new();
                         let bias: Vec<f32> = (0..rows).map(|m| m as f32 / 8.0).collect();
                         let src = (&source[..], geo);
                         match layout {
                             Layout::Rows => rows_product(&packed, rows, src, crop, Some(&bias), &mut out, &mut wide),
-                            Layout::Lanes => lanes_product(
-                                &packed,
-                                rows,
-                                src,
-                                crop,
-                                Some(&bias),
-                                &mut out,
-                                (&mut wide, &mut offsets),
-                            ),
+                            Layout::Lanes => lanes_product(&packed, rows, src, crop, Some(&bias), &mut out, &mut wide),
                         }
                         out
                     })
