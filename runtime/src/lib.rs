@@ -14,6 +14,8 @@ mod pool;
 mod products;
 mod routines;
 mod spatial;
+#[cfg(target_arch = "x86_64")]
+mod winograd;
 
 pub use collective::{AllReduce, all_reduce, set_all_reduce};
 pub use gemm::Isa;

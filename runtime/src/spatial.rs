@@ -12,7 +12,7 @@ use crate::kernels::{self, Window};
 use crate::products::gemm;
 use crate::routines::{slice, slice_mut};
 #[cfg(target_arch = "x86_64")]
-use crate::{conv, pool};
+use crate::{conv, pool, winograd};
 
 /// The window generated code passed, and the element counts of a
 /// convolution's image, filter and output.
@@ -50,6 +50,12 @@ pub extern "C" fn nnc_conv2d(
             x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(f * cols)).for_each(|(image, out)| per_image(image, out));
         })
     };
+    #[cfg(target_arch = "x86_64")]
+    if winograd::applies(win, f) {
+        return winograd::with_filter(w, f, win, |u| {
+            images(&|image, out| winograd::forward_image(u, f, image, win, bias, out))
+        });
+    }
     #[cfg(target_arch = "x86_64")]
     if conv::applies(win) {
         return conv::with_forward_filter(w, f, win, |packed| {
