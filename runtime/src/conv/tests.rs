@@ -1,0 +1,124 @@
+//! The direct convolution against the reference loops, and its two layouts against each other.
+
+use super::*;
+use crate::kernels;
+
+fn values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
+}
+
+fn assert_close(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+    }
+}
+
+/// Against the interpreter's loops, on images large enough for several
+/// bands, on the threaded path (16 channels of 64×67) and with taps in
+/// several passes (32 channels).
+#[test]
+fn direct_convolution_matches_the_reference_loops() {
+    let cases = [
+        (3, 40, 5, 2, 1, 7),
+        (16, 64, 3, 1, 1, 13),
+        (2, 9, 4, 0, 1, 1),
+        (3, 30, 3, 1, 2, 8),
+        (2, 12, 2, 0, 5, 3),
+        (32, 20, 3, 1, 1, 9),
+        (16, 14, 5, 0, 1, 32),
+        (5, 7, 3, 2, 2, 19),
+    ];
+    let mut chosen = Vec::new();
+    for (channels, size, kernel, padding, dilation, filters) in cases {
+        let taps = crate::kernels::Taps { kernel, stride: 1, padding, dilation };
+        let win = Window { batch: 1, channels, height: size, width: size + 3, rows: taps, cols: taps };
+        if !applies(win) {
+            return;
+        }
+        let (geo, crop) = forward_geometry(win);
+        chosen.push(Layout::of(filters, geo, crop));
+        let (oh, ow) = (win.out_height(), win.out_width());
+        let taps = channels * kernel * kernel;
+        let x = values(channels * size * (size + 3), 1);
+        let w = values(filters * taps, 2);
+        let g = values(filters * oh * ow, 3);
+
+        let mut expected = vec![0.0; filters * oh * ow];
+        kernels::conv2d(&x, &w, &mut expected, win, filters);
+        let mut y = vec![0.0; filters * oh * ow];
+        with_forward_filter(&w, filters, win, |packed| forward_image(packed, filters, &x, win, None, &mut y));
+        assert_close(&y, &expected, "y");
+        let bias = values(filters, 4);
+        with_forward_filter(&w, filters, win, |packed| forward_image(packed, filters, &x, win, Some(&bias), &mut y));
+        let plane = oh * ow;
+        let biased: Vec<f32> = expected.iter().enumerate().map(|(i, v)| v + bias[i / plane]).collect();
+        assert_close(&y, &biased, "y + bias");
+
+        let (mut dx_ref, mut dw_ref) = (vec![0.0; x.len()], vec![0.0; w.len()]);
+        kernels::conv2d_backward(&x, &w, &g, &mut dx_ref, &mut dw_ref, win, filters);
+        let mut dx = vec![0.0; x.len()];
+        with_input_gradient_filter(&w, filters, win, |packed| input_gradient_image(packed, filters, &g, win, &mut dx));
+        assert_close(&dx, &dx_ref, "dx");
+        let mut dw = vec![0.0; w.len()];
+        weight_gradient_image(&x, &g, filters, win, &mut dw);
+        assert_close(&dw, &dw_ref, "dw");
+    }
+    // Both the forward product and the weight gradient ran in each layout.
+    assert!(chosen.contains(&Layout::Rows) && chosen.contains(&Layout::Lanes), "{chosen:?}");
+}
+
+/// Every product in both layouts, whichever `Layout::of` picks: the same
+/// bits. Small images with few and many output rows, one channel and
+/// many, padding, dilation, a crop (the input gradient's).
+#[test]
+fn both_layouts_give_the_same_bits() {
+    let cases =
+        [(1, 28, 5, 2, 1, 16), (16, 14, 5, 0, 1, 32), (6, 14, 5, 0, 1, 16), (3, 9, 3, 1, 2, 5), (2, 5, 2, 0, 1, 40)];
+    let mut chosen = Vec::new();
+    for (channels, size, kernel, padding, dilation, filters) in cases {
+        let taps = crate::kernels::Taps { kernel, stride: 1, padding, dilation };
+        let win = Window { batch: 1, channels, height: size, width: size + 1, rows: taps, cols: taps };
+        if !applies(win) {
+            return;
+        }
+        let x = values(channels * size * (size + 1), 5);
+        let w = values(filters * channels * kernel * kernel, 6);
+        let g = values(filters * win.out_height() * win.out_width(), 7);
+        // The forward product, then the input gradient's: rows, geometry, the image filling the source, its size and margin.
+        for (rows, (geo, crop), image, size, margin) in [
+            (filters, forward_geometry(win), &x, (size, size + 1), padding),
+            (
+                channels,
+                input_gradient_geometry(win, filters),
+                &g,
+                (win.out_height(), win.out_width()),
+                win.rows.extent() - 1,
+            ),
+        ] {
+            let mut source = Vec::new();
+            geo.fill(image, size, (margin, margin), &mut source);
+            let a = |m: usize, r: usize| w[(m * geo.taps() + r) % w.len()];
+            let outputs: Vec<Vec<f32>> = [Layout::Rows, Layout::Lanes]
+                .into_iter()
+                .map(|layout| {
+                    let mut packed = Vec::new();
+                    pack(layout, rows, geo.taps(), a, &mut packed);
+                    let mut out = vec![0.0; rows * crop.height * crop.width];
+                    let mut wide = Vec::new();
+                    let bias: Vec<f32> = (0..rows).map(|m| m as f32 / 8.0).collect();
+                    let src = (&source[..], geo);
+                    match layout {
+                        Layout::Rows => rows_product(&packed, rows, src, crop, Some(&bias), &mut out, &mut wide),
+                        Layout::Lanes => lanes_product(&packed, rows, src, crop, Some(&bias), &mut out, &mut wide),
+                    }
+                    out
+                })
+                .collect();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&outputs[0]), bits(&outputs[1]), "{channels}×{size:?}, k {kernel}, {rows} rows");
+            chosen.push(Layout::of(rows, geo, crop));
+        }
+    }
+    assert!(chosen.contains(&Layout::Rows) && chosen.contains(&Layout::Lanes), "{chosen:?}");
+}
