@@ -188,35 +188,32 @@ struct Crop {
     width: usize,
 }
 
-/// out[m, y, x] = Σ_r a[m, r] · src[offset(r) + (y + top)·cols + x + left]
-/// (+ bias[m]) for y < height, x < width of `crop`, with `a` packed by
+/// A product as the kernels take it: out[m, y, x] = Σ_r a[m, r] ·
+/// src[offset(r) + (y + top)·cols + x + left] (+ bias[m]) for the `rows`
+/// outputs m and y < height, x < width of `crop`, with `a` packed by
 /// `pack` for `Layout::of` the same product.
-fn product(
-    packed: &[f32],
+#[derive(Clone, Copy)]
+struct Product<'a> {
+    packed: &'a [f32],
     rows: usize,
-    (src, geo): (&[f32], Source),
+    src: &'a [f32],
+    geo: Source,
     crop: Crop,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    wide: &mut Vec<f32>,
-) {
-    match Layout::of(rows, geo, crop) {
-        Layout::Rows => rows_product(packed, rows, (src, geo), crop, bias, out, wide),
-        Layout::Lanes => lanes_product(packed, rows, (src, geo), crop, bias, out, wide),
+    bias: Option<&'a [f32]>,
+}
+
+/// Computes `p` into `out` in the layout `Layout::of` picks; `wide` is scratch.
+fn product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
+    match Layout::of(p.rows, p.geo, p.crop) {
+        Layout::Rows => rows_product(p, out, wide),
+        Layout::Lanes => lanes_product(p, out, wide),
     }
 }
 
 /// `product` in `Layout::Rows`: every position of the padded width, stored
 /// in `wide` a band at a time, then cropped.
-fn rows_product(
-    packed: &[f32],
-    rows: usize,
-    (src, geo): (&[f32], Source),
-    crop: Crop,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    wide: &mut Vec<f32>,
-) {
+fn rows_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
+    let Product { packed, rows, src, geo, crop, bias } = p;
     let Crop { top, left, height, width } = crop;
     let taps = geo.taps();
     let start = top * geo.cols + left;
@@ -389,7 +386,7 @@ pub fn forward_image(
     SCRATCH.with(|cell| {
         let Scratch { source, wide, .. } = &mut *cell.borrow_mut();
         geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
-        product(packed, filters, (source, geo), crop, bias, out, wide);
+        product(Product { packed, rows: filters, src: source, geo, crop, bias }, out, wide);
     });
 }
 
@@ -402,7 +399,7 @@ pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: W
     SCRATCH.with(|cell| {
         let Scratch { source, wide, .. } = &mut *cell.borrow_mut();
         geo.fill(grad, (win.out_height(), win.out_width()), (margin, margin), source);
-        product(packed, win.channels, (source, geo), crop, None, dx, wide);
+        product(Product { packed, rows: win.channels, src: source, geo, crop, bias: None }, dx, wide);
     });
 }
 

@@ -8,7 +8,7 @@ use std::arch::x86_64::{_mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _
 
 use rayon::prelude::*;
 
-use super::{Crop, PARALLEL_WORK, Source};
+use super::{Crop, PARALLEL_WORK, Product, Source};
 use crate::gemm::transpose8;
 
 /// Output rows across the lanes in `Layout::Lanes`: two 8-lane registers.
@@ -18,15 +18,8 @@ pub(super) const NQ: usize = 6;
 /// `product` in `Layout::Lanes`: the kept positions only, each block's
 /// LANES × NQ sums stored position by position in `wide`, then turned into
 /// rows.
-pub(super) fn lanes_product(
-    packed: &[f32],
-    rows: usize,
-    (src, geo): (&[f32], Source),
-    crop: Crop,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    wide: &mut Vec<f32>,
-) {
+pub(super) fn lanes_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
+    let Product { packed, rows, src, geo, crop, bias } = p;
     let Crop { top, left, height, width } = crop;
     let (taps, positions) = (geo.taps(), height * width);
     let (groups, blocks) = (rows.div_ceil(LANES), positions.div_ceil(NQ));

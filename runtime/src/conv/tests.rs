@@ -107,10 +107,10 @@ fn both_layouts_give_the_same_bits() {
                     let mut out = vec![0.0; rows * crop.height * crop.width];
                     let mut wide = Vec::new();
                     let bias: Vec<f32> = (0..rows).map(|m| m as f32 / 8.0).collect();
-                    let src = (&source[..], geo);
+                    let product = Product { packed: &packed, rows, src: &source, geo, crop, bias: Some(&bias) };
                     match layout {
-                        Layout::Rows => rows_product(&packed, rows, src, crop, Some(&bias), &mut out, &mut wide),
-                        Layout::Lanes => lanes_product(&packed, rows, src, crop, Some(&bias), &mut out, &mut wide),
+                        Layout::Rows => rows_product(product, &mut out, &mut wide),
+                        Layout::Lanes => lanes_product(product, &mut out, &mut wide),
                     }
                     out
                 })
