@@ -53,48 +53,64 @@ pub fn with_filter<R>(w: &[f32], filters: usize, win: Window, work: impl FnOnce(
     assert_eq!(w.len(), filters * channels * 9);
     FILTER.with(|cell| {
         let mut u = cell.borrow_mut();
-        u.clear();
+        // Every value is written below, so the old ones need no clearing.
         u.resize(16 * filters * channels, 0.0);
         // Chunks of the 3×3 filters run in parallel, each writing its part of the 16 rows U[ξ].
         let n = filters * channels;
         let mut parts: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(FILTER_CHUNK)).map(|_| Vec::with_capacity(16)).collect();
-        for row in u.chunks_exact_mut(n) {
+        for row in u[..16 * n].chunks_exact_mut(n) {
             for (part, chunk) in parts.iter_mut().zip(row.chunks_mut(FILTER_CHUNK)) {
                 part.push(chunk);
             }
         }
         parts.into_par_iter().enumerate().for_each(|(k, mut rows)| {
-            let filters = w[k * FILTER_CHUNK * 9..].chunks_exact(9).take(rows[0].len());
-            for (local, g) in filters.enumerate() {
-                for (xi, v) in transform_filter(g).into_iter().enumerate() {
-                    rows[xi][local] = v;
-                }
-            }
+            let len = rows[0].len();
+            transform_filters(&w[k * FILTER_CHUNK * 9..][..len * 9], &mut rows);
         });
-        work(&u)
+        work(&u[..16 * n])
     })
 }
 
 /// 3×3 filters transformed per parallel task.
 const FILTER_CHUNK: usize = 4096;
+/// 3×3 filters transformed together, their taps side by side so that each
+/// step of the transform is a vector loop over them.
+const FILTER_GROUP: usize = 64;
 
-/// G·g·Gᵀ for one 3×3 filter g (row-major), its 16 values row by row.
-fn transform_filter(g: &[f32]) -> [f32; 16] {
-    // G·g: the rows g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2, g2.
-    let row = |i: usize| [g[3 * i], g[3 * i + 1], g[3 * i + 2]];
-    let (g0, g1, g2) = (row(0), row(1), row(2));
-    let rows = [
-        g0,
-        std::array::from_fn(|j| 0.5 * (g0[j] + g1[j] + g2[j])),
-        std::array::from_fn(|j| 0.5 * (g0[j] - g1[j] + g2[j])),
-        g2,
-    ];
-    let mut u = [0.0; 16];
-    for (i, [a, b, c]) in rows.into_iter().enumerate() {
-        // (G·g)·Gᵀ, row by row.
-        u[4 * i..4 * i + 4].copy_from_slice(&[a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]);
+/// rows[ξ][k] = (G·g·Gᵀ)[ξ] for each 3×3 filter g = w[9k..9k + 9] (row-major).
+fn transform_filters(w: &[f32], rows: &mut [&mut [f32]]) {
+    for (group, w) in w.chunks(9 * FILTER_GROUP).enumerate() {
+        let (start, len) = (group * FILTER_GROUP, w.len() / 9);
+        // taps[3r + c][k]: the tap at row r and column c of filter k.
+        let mut taps = [[0.0f32; FILTER_GROUP]; 9];
+        for (k, g) in w.chunks_exact(9).enumerate() {
+            for (tap, &value) in taps.iter_mut().zip(g) {
+                tap[k] = value;
+            }
+        }
+        // G·g: the rows g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2 and g2, each of three columns.
+        let mut halves = [[[0.0f32; FILTER_GROUP]; 3]; 2];
+        for c in 0..3 {
+            let (g0, g1, g2) = (&taps[c], &taps[3 + c], &taps[6 + c]);
+            combine3(&mut halves[0][c], g0, g1, g2, |a, b, c| 0.5 * (a + b + c));
+            combine3(&mut halves[1][c], g0, g1, g2, |a, b, c| 0.5 * (a - b + c));
+        }
+        let gg: [[&[f32; FILTER_GROUP]; 3]; 4] = [
+            [&taps[0], &taps[1], &taps[2]],
+            halves[0].each_ref(),
+            halves[1].each_ref(),
+            [&taps[6], &taps[7], &taps[8]],
+        ];
+        // (G·g)·Gᵀ: each row's a, (a + b + c)/2, (a − b + c)/2 and c.
+        for (i, [a, b, c]) in gg.into_iter().enumerate() {
+            let (a, b, c) = (&a[..len], &b[..len], &c[..len]);
+            let [o0, o1, o2, o3]: &mut [&mut [f32]; 4] = (&mut rows[4 * i..4 * i + 4]).try_into().expect("16 rows");
+            o0[start..start + len].copy_from_slice(a);
+            combine3(&mut o1[start..start + len], a, b, c, |a, b, c| 0.5 * (a + b + c));
+            combine3(&mut o2[start..start + len], a, b, c, |a, b, c| 0.5 * (a - b + c));
+            o3[start..start + len].copy_from_slice(c);
+        }
     }
-    u
 }
 
 /// One image `[C, H, W]` convolved into `out` (`[F, OH, OW]`), plus the
@@ -186,40 +202,48 @@ impl Plane {
     }
 
     /// out[ξ · tiles + t] = (Bᵀ·d·B)[ξ] for the 4×4 input block d of each
-    /// tile t of `count` rows of `tw` tiles from tile row `ty0`.
+    /// tile t of `count` rows of `tw` tiles from tile row `ty0`. Each step
+    /// is a loop over a whole row of tiles, so that it runs in vectors.
     fn transform_inputs(self, split: &[f32], (ty0, count, tw): (usize, usize, usize), out: &mut [f32]) {
-        let tiles = count * tw;
+        let (half, tiles) = (self.half, count * tw);
+        let line = 2 * half;
+        // Bᵀ·d for a row of tiles: four combined rows, each its even columns then its odd ones.
+        let mut t = vec![0.0; 4 * line];
         for ty in 0..count {
-            let line = |i: usize| {
-                let at = (2 * (ty0 + ty) + i) * 2 * self.half;
-                (&split[at..at + self.half], &split[at + self.half..at + 2 * self.half])
-            };
-            let lines = [line(0), line(1), line(2), line(3)];
-            for tx in 0..tw {
-                // d[i] = row i of the block: even[tx], odd[tx], even[tx + 1], odd[tx + 1].
-                let d: [[f32; 4]; 4] =
-                    std::array::from_fn(|i| [lines[i].0[tx], lines[i].1[tx], lines[i].0[tx + 1], lines[i].1[tx + 1]]);
-                // Bᵀ·d: d0 − d2, d1 + d2, d2 − d1, d1 − d3 (rows).
-                let t: [[f32; 4]; 4] = [
-                    std::array::from_fn(|j| d[0][j] - d[2][j]),
-                    std::array::from_fn(|j| d[1][j] + d[2][j]),
-                    std::array::from_fn(|j| d[2][j] - d[1][j]),
-                    std::array::from_fn(|j| d[1][j] - d[3][j]),
-                ];
-                let at = ty * tw + tx;
-                for (i, [a, b, c, e]) in t.into_iter().enumerate() {
-                    // (Bᵀ·d)·B, row by row.
-                    for (j, value) in [a - c, b + c, c - b, b - e].into_iter().enumerate() {
-                        out[(4 * i + j) * tiles + at] = value;
-                    }
-                }
+            let d = &split[2 * (ty0 + ty) * line..][..4 * line];
+            let d = |i: usize| &d[i * line..(i + 1) * line];
+            let (t0, rest) = t.split_at_mut(line);
+            let (t1, rest) = rest.split_at_mut(line);
+            let (t2, t3) = rest.split_at_mut(line);
+            combine(t0, d(0), d(2), |a, b| a - b);
+            combine(t1, d(1), d(2), |a, b| a + b);
+            combine(t2, d(2), d(1), |a, b| a - b);
+            combine(t3, d(1), d(3), |a, b| a - b);
+            for (i, row) in t.chunks_exact(line).enumerate() {
+                // (Bᵀ·d)·B: with a, b, c, e the block's columns (even[tx], odd[tx],
+                // even[tx + 1], odd[tx + 1]), a − c, b + c, c − b and b − e.
+                let (even, odd) = row.split_at(half);
+                let at = |j: usize| (4 * i + j) * tiles + ty * tw;
+                combine(&mut out[at(0)..][..tw], &even[..tw], &even[1..], |a, c| a - c);
+                combine(&mut out[at(1)..][..tw], &odd[..tw], &even[1..], |b, c| b + c);
+                combine(&mut out[at(2)..][..tw], &even[1..], &odd[..tw], |c, b| c - b);
+                combine(&mut out[at(3)..][..tw], &odd[..tw], &odd[1..], |b, e| b - e);
             }
         }
     }
 }
 
+/// out[i] = f(a[i], b[i]) over `out`: a loop the compiler turns into vector code.
+#[inline(always)]
+fn combine(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = f(a, b);
+    }
+}
+
 /// out[2ty + a, 2tx + b] = (Aᵀ·m·A)[a][b] + bias for the 16 sums m of each
 /// tile of `count` rows of `tw` tiles from tile row `ty0`, inside (oh, ow).
+/// As with the inputs, each step is a loop over a row of tiles.
 fn transform_outputs(
     sums: [&[f32]; 16],
     (ty0, count, tw): (usize, usize, usize),
@@ -227,26 +251,43 @@ fn transform_outputs(
     bias: f32,
     out: &mut [f32],
 ) {
+    // Aᵀ·m: rows m0 + m1 + m2 and m1 − m2 − m3, four columns each.
+    let mut s = vec![0.0; 8 * tw];
+    // ·A: the even and the odd output columns of one output row.
+    let mut columns = vec![0.0; 2 * tw];
     for ty in 0..count {
-        for tx in 0..tw {
-            let at = ty * tw + tx;
-            let m: [[f32; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| sums[4 * i + j][at]));
-            // Aᵀ·m: m0 + m1 + m2 and m1 − m2 − m3 (rows), then ·A.
-            let s0: [f32; 4] = std::array::from_fn(|j| m[0][j] + m[1][j] + m[2][j]);
-            let s1: [f32; 4] = std::array::from_fn(|j| m[1][j] - m[2][j] - m[3][j]);
-            for (a, [p, q, r, s]) in [s0, s1].into_iter().enumerate() {
-                let y = 2 * (ty0 + ty) + a;
-                if y >= oh {
-                    continue;
-                }
-                for (b, value) in [p + q + r, q - r - s].into_iter().enumerate() {
-                    let x = 2 * tx + b;
-                    if x < ow {
-                        out[y * ow + x] = value + bias;
-                    }
-                }
+        let m = |xi: usize| &sums[xi][ty * tw..][..tw];
+        for (j, s) in s.chunks_exact_mut(2 * tw).enumerate() {
+            let (s0, s1) = s.split_at_mut(tw);
+            combine3(s0, m(j), m(4 + j), m(8 + j), |a, b, c| a + b + c);
+            combine3(s1, m(4 + j), m(8 + j), m(12 + j), |a, b, c| a - b - c);
+        }
+        for a in 0..2 {
+            let y = 2 * (ty0 + ty) + a;
+            if y >= oh {
+                break;
+            }
+            let s = |j: usize| &s[(2 * j + a) * tw..][..tw];
+            let (even, odd) = columns.split_at_mut(tw);
+            combine3(even, s(0), s(1), s(2), |p, q, r| p + q + r + bias);
+            combine3(odd, s(1), s(2), s(3), |q, r, t| q - r - t + bias);
+            let row = &mut out[y * ow..(y + 1) * ow];
+            let mut pairs = row.chunks_exact_mut(2);
+            for ((pair, &e), &o) in (&mut pairs).zip(&*even).zip(&*odd) {
+                pair.copy_from_slice(&[e, o]);
+            }
+            if let [last] = pairs.into_remainder() {
+                *last = even[ow / 2];
             }
         }
+    }
+}
+
+/// out[i] = f(a[i], b[i], c[i]) over `out`, as `combine` with three operands.
+#[inline(always)]
+fn combine3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) {
+    for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
+        *o = f(a, b, c);
     }
 }
 
