@@ -60,6 +60,9 @@ pub struct Model {
     forwards: HashMap<(usize, bool), Compiled<Graph>>,
     /// Input-gradient passes (`nnc explain`) by batch size.
     input_gradients: HashMap<usize, Compiled<Graph>>,
+    /// Rows per forward pass over many rows (`chunk_rows`), worked out once:
+    /// it walks the whole model, which costs as much as a small forward pass.
+    chunk: usize,
 }
 
 impl Model {
@@ -80,6 +83,7 @@ impl Model {
             store,
             forwards: HashMap::new(),
             input_gradients: HashMap::new(),
+            chunk: chunk_rows(model),
         })
     }
 
@@ -201,7 +205,7 @@ impl Model {
         let mut predictions = Vec::new();
         let mut loss_sum = 0.0;
         let mut start = 0;
-        let chunk = chunk_rows(&self.checked);
+        let chunk = self.chunk;
         while start < rows {
             let n = chunk.min(rows - start);
             let xs = &x[start * width..(start + n) * width];

@@ -41,18 +41,23 @@ fn product_and_error(
 }
 
 /// Products large enough to split over the threads (by rows, and by
-/// columns when rows are few) give the bits they give on one thread.
+/// columns when rows are few, down to one row's dot products) give the
+/// bits they give on one thread. The split side runs on a thread of a
+/// two-thread pool, as the runtime's own calls do.
 #[test]
 fn split_products_have_the_bits_of_one_thread() {
-    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+    let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+    let (one_thread, two_threads) = (pool(1), pool(2));
     let shapes = [
         ((200, 300, 150), (false, false)),
         ((64, 784, 128), (false, true)),
         ((784, 64, 128), (true, false)),
         ((40, 900, 333), (true, true)),
+        ((1, 784, 128), (false, true)),
+        ((1, 300, 251), (false, true)),
     ];
     for (dims, transposes) in shapes {
-        let (split, error) = product_and_error(dims, transposes, 3, None);
+        let (split, error) = two_threads.install(|| product_and_error(dims, transposes, 3, None));
         assert!(error < 1e-5, "{dims:?}: {error}");
         let (whole, _) = one_thread.install(|| product_and_error(dims, transposes, 3, None));
         let bits = |c: &[f32]| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();

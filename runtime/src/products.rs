@@ -24,6 +24,10 @@ const SPLIT_ALIGN: usize = 16;
 /// Products with at most this many rows (batch-1 inference, tiny batches)
 /// skip sgemm's packing and run as dot products.
 const SMALL_M: usize = 4;
+/// A one-row product with at least this many weights (256 KiB, more than
+/// the first-level caches hold, so reading them from further out bounds
+/// it) splits its columns over the threads.
+const SPLIT_WEIGHTS: usize = 1 << 16;
 
 /// c = op(a)·op(b), row-major with explicit strides (transposes are strides).
 #[unsafe(no_mangle)]
@@ -40,25 +44,26 @@ pub extern "C" fn nnc_sgemm(
     c: *mut f32,
 ) {
     if m <= SMALL_M && csa == 1 && rsb == 1 {
-        // SAFETY: a holds m rows of stride rsa with k contiguous values; b holds
-        // n columns of stride csb with k contiguous values; c holds m·n.
+        // SAFETY: c holds m·n values.
         let c = unsafe { slice_mut(c, m * n) };
-        // SAFETY: as above.
-        let row = |i: usize| unsafe { slice(a.offset(i as isize * rsa), k) };
-        // SAFETY: as above.
-        let column = |j: usize| unsafe { slice(b.offset(j as isize * csb), k) };
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports AVX-512F (checked just above).
-                return unsafe { small_product_avx512(n, row, column, c) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2 (checked just above).
-                return unsafe { small_product_avx2(n, row, column, c) };
-            }
+        let (a, b) = (a as usize, b as usize);
+        // SAFETY: a holds m rows of stride rsa with k contiguous values.
+        let row = move |i: usize| unsafe { slice((a as *const f32).offset(i as isize * rsa), k) };
+        // SAFETY: b holds n columns of stride csb with k contiguous values.
+        let column = move |j: usize| unsafe { slice((b as *const f32).offset(j as isize * csb), k) };
+        let threads = rayon::current_num_threads();
+        // Only a thread of rayon's pool splits: any other would hand the
+        // parts over and sleep until they are done, which costs more.
+        if m == 1 && k * n >= SPLIT_WEIGHTS && threads > 1 && rayon::current_thread_index().is_some() {
+            // One row against many weights: the weights' reads bound it, so
+            // each thread reads its own columns' (whole blocks of four, so
+            // every column is summed as on one thread).
+            let step = n.div_ceil(threads).next_multiple_of(4);
+            c.par_chunks_mut(step).enumerate().for_each(|(p, c)| small(c.len(), row, |j| column(p * step + j), c));
+        } else {
+            small(n, row, column, c);
         }
-        return small_product(n, row, column, c);
+        return;
     }
     let (a, b) = (Operand { ptr: a, rows: rsa, cols: csa }, Operand { ptr: b, rows: rsb, cols: csb });
     // SAFETY: the plan sized every buffer for these dimensions and strides.
@@ -220,6 +225,22 @@ fn small_product_avx2<'a>(
     column: impl Fn(usize) -> &'a [f32],
     c: &mut [f32],
 ) {
+    small_product(n, row, column, c)
+}
+
+/// `small_product` in this CPU's widest vectors.
+fn small<'a>(n: usize, row: impl Fn(usize) -> &'a [f32], column: impl Fn(usize) -> &'a [f32], c: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { small_product_avx512(n, row, column, c) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { small_product_avx2(n, row, column, c) };
+        }
+    }
     small_product(n, row, column, c)
 }
 
