@@ -8,7 +8,9 @@
 //! turning class scores into probabilities, exactly as `nnc predict` does.
 #![allow(unsafe_code)]
 
-use crate::{Hypers, softmax_row, zeroed};
+use rayon::prelude::*;
+
+use crate::{Hypers, PARALLEL_ELEMENTS, softmax_row, zeroed};
 
 /// A compiled forward pass: `run(store, scratch, input, target, hyper)`.
 pub type ForwardFn = unsafe extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f32);
@@ -161,18 +163,47 @@ pub unsafe extern "C" fn nnc_library_predict(
         (std::slice::from_raw_parts(input, rows * d.features), std::slice::from_raw_parts_mut(output, rows * d.outputs))
     };
     let rows_per_pass = d.passes.each_ref().map(|p| p.rows);
-    let mut done = 0;
-    while done < rows {
-        let pass = &d.passes[next_pass(rows_per_pass, rows - done)];
-        let n = pass.rows.max(1);
-        let x = &input[done * d.features..(done + n) * d.features];
-        let y = &mut output[done * d.outputs..(done + n) * d.outputs];
-        // SAFETY: the description's arrays and passes are the generated object's own.
-        unsafe { context.run(d, pass, x, y) };
-        done += n;
+    let mut run_all = || {
+        let mut done = 0;
+        while done < rows {
+            let pass = &d.passes[next_pass(rows_per_pass, rows - done)];
+            let n = pass.rows.max(1);
+            let x = &input[done * d.features..(done + n) * d.features];
+            let y = &mut output[done * d.outputs..(done + n) * d.outputs];
+            // SAFETY: the description's arrays and passes are the generated object's own.
+            unsafe { context.run(d, pass, x, y) };
+            done += n;
+        }
+    };
+    if rows >= POOL_ROWS {
+        // Many rows run on a thread of rayon's pool, as the command line's
+        // passes do: their products and image parts then start without
+        // handing each part over from this thread and sleeping until it is done.
+        let job = OnPool(run_all);
+        rayon::scope(move |_| job.run());
+    } else {
+        run_all();
     }
     OK
 }
+
+/// A call's work, moved to a thread of rayon's pool for the call.
+struct OnPool<F>(F);
+
+// SAFETY: the calling thread waits inside `rayon::scope` until the work is
+// done, so what it borrows stays valid and is touched by one thread at a
+// time; the description's pointers are the generated object's read-only data.
+unsafe impl<F> Send for OnPool<F> {}
+
+impl<F: FnOnce()> OnPool<F> {
+    fn run(self) {
+        (self.0)()
+    }
+}
+
+/// Calls with at least this many rows move to rayon's pool (the move costs
+/// about as much as a batch-1 pass).
+const POOL_ROWS: usize = 16;
 
 impl Context {
     /// One pass over `x` (exactly `pass.rows` rows) into `y`.
@@ -185,10 +216,16 @@ impl Context {
             (std::slice::from_raw_parts(d.shift, d.features), std::slice::from_raw_parts(d.divisor, d.features))
         };
         let input = &mut self.input[..x.len()];
-        for (row_in, row) in x.chunks_exact(d.features.max(1)).zip(input.chunks_exact_mut(d.features.max(1))) {
-            for (j, (v, &raw)) in row.iter_mut().zip(row_in).enumerate() {
-                *v = (raw - shift[j]) / divisor[j];
+        let width = d.features.max(1);
+        let scale = |(row_in, row): (&[f32], &mut [f32])| {
+            for ((v, &raw), (&shift, &divisor)) in row.iter_mut().zip(row_in).zip(shift.iter().zip(divisor)) {
+                *v = (raw - shift) / divisor;
             }
+        };
+        if x.len() >= PARALLEL_ELEMENTS {
+            x.par_chunks_exact(width).zip(input.par_chunks_exact_mut(width)).for_each(scale);
+        } else {
+            x.chunks_exact(width).zip(input.chunks_exact_mut(width)).for_each(scale);
         }
         let scratch = &mut self.scratch;
         // SAFETY: the pass reads the weights, `input` (pass.rows rows) and
