@@ -174,7 +174,10 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
             }
             // y = x ⋆ w + b ⇒ ∂x = g ⋆ᵀ w (transposed convolution), ∂w = Σ g·x
             // over windows, ∂b = Σ g per channel
-            Op::Conv2d { rows, cols } => {
+            Op::Conv2d { relu: true, .. } => {
+                return Err(format!("%{i}: a convolution with a fused ReLU is compiled, not differentiated"));
+            }
+            Op::Conv2d { rows, cols, relu: false } => {
                 if wants(0) {
                     let dx =
                         g.push(Op::Conv2dGradInput { rows: *rows, cols: *cols }, vec![ins[1], dy], shape_of(0), span);

@@ -178,7 +178,10 @@ pub fn interpret(graph: &Graph, store: &Store, x: &[f32], y: &[f32], h: &Hypers)
 }
 
 impl Compiled<Graph> {
-    pub fn new(graph: Graph, backend: Backend) -> Result<Self, String> {
+    pub fn new(mut graph: Graph, backend: Backend) -> Result<Self, String> {
+        if backend == Backend::Jit {
+            crate::ir::fuse_activations(&mut graph);
+        }
         let exe = build(&graph, || plan::plan_forward(&graph), backend)?;
         let layout = StoreLayout::of(&graph.params, &graph.states);
         Ok(Compiled { graph, layout, exe })

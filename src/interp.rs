@@ -150,13 +150,16 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 })
             }
             Op::SumSquares => vec![kernels::sum_squares(input(0))],
-            Op::Conv2d { rows, cols } => {
+            Op::Conv2d { rows, cols, relu } => {
                 let mut out = vec![T::zero(); n];
                 let win = ir::window(in_shape(0), *rows, *cols);
                 kernels::conv2d(input(0), input(1), &mut out, win, in_shape(1)[0]);
                 if node.inputs.len() == 3 {
                     let unbiased = out.clone();
                     kernels::add_channel_bias(&unbiased, input(2), &mut out, spatial(&node.shape));
+                }
+                if *relu {
+                    out.iter_mut().for_each(|v| *v = unary(Unary::Relu, *v));
                 }
                 out
             }

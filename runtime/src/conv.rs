@@ -28,7 +28,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::kernels::Window;
+use crate::kernels::{Epilogue, Window};
 
 mod lanes;
 
@@ -199,7 +199,7 @@ struct Product<'a> {
     src: &'a [f32],
     geo: Source,
     crop: Crop,
-    bias: Option<&'a [f32]>,
+    epilogue: Epilogue<'a>,
 }
 
 /// Computes `p` into `out` in the layout `Layout::of` picks; `wide` is scratch.
@@ -213,7 +213,7 @@ fn product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
 /// `product` in `Layout::Rows`: every position of the padded width, stored
 /// in `wide` a band at a time, then cropped.
 fn rows_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
-    let Product { packed, rows, src, geo, crop, bias } = p;
+    let Product { packed, rows, src, geo, crop, epilogue } = p;
     let Crop { top, left, height, width } = crop;
     let taps = geo.taps();
     let start = top * geo.cols + left;
@@ -262,10 +262,10 @@ fn rows_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
         wide.chunks_mut(band_len).enumerate().for_each(run_band);
     }
     for (m, dst) in out.chunks_exact_mut(height * width).enumerate() {
-        let b = bias.map_or(0.0, |bias| bias[m]);
+        let value = epilogue.of(m);
         for (y, line) in dst.chunks_exact_mut(width).enumerate() {
             let at = y / band * band_len + m * stride + y % band * geo.cols;
-            line.iter_mut().zip(&wide[at..at + width]).for_each(|(o, &v)| *o = v + b);
+            line.iter_mut().zip(&wide[at..at + width]).for_each(|(o, &v)| *o = value(v));
         }
     }
 }
@@ -372,21 +372,13 @@ fn with_packed<R>(
     })
 }
 
-/// One image `[C, H, W]` convolved into `out` (`[F, OH, OW]`), plus the
-/// bias if there is one.
-pub fn forward_image(
-    packed: &[f32],
-    filters: usize,
-    image: &[f32],
-    win: Window,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) {
+/// One image `[C, H, W]` convolved into `out` (`[F, OH, OW]`), through `epilogue`.
+pub fn forward_image(packed: &[f32], filters: usize, image: &[f32], win: Window, epilogue: Epilogue, out: &mut [f32]) {
     let (geo, crop) = forward_geometry(win);
     SCRATCH.with(|cell| {
         let Scratch { source, wide, .. } = &mut *cell.borrow_mut();
         geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
-        product(Product { packed, rows: filters, src: source, geo, crop, bias }, out, wide);
+        product(Product { packed, rows: filters, src: source, geo, crop, epilogue }, out, wide);
     });
 }
 
@@ -399,7 +391,8 @@ pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: W
     SCRATCH.with(|cell| {
         let Scratch { source, wide, .. } = &mut *cell.borrow_mut();
         geo.fill(grad, (win.out_height(), win.out_width()), (margin, margin), source);
-        product(Product { packed, rows: win.channels, src: source, geo, crop, bias: None }, dx, wide);
+        let epilogue = Epilogue::default();
+        product(Product { packed, rows: win.channels, src: source, geo, crop, epilogue }, dx, wide);
     });
 }
 

@@ -102,6 +102,28 @@ fn for_each_tap(win: Window, filters: usize, mut visit: impl FnMut(usize, usize,
     }
 }
 
+/// What a forward convolution does to each sum as it stores it: adds its
+/// filter's bias (if there is one), then, when a ReLU that reads nothing
+/// else was fused into it, keeps the positive values only (exactly as the
+/// ReLU would: `v > 0 ? v : 0`).
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// Filter `f`'s value from its sum.
+    #[inline(always)]
+    pub fn of(self, f: usize) -> impl Fn(f32) -> f32 {
+        let (bias, relu) = (self.bias.map_or(0.0, |b| b[f]), self.relu);
+        move |sum| {
+            let v = sum + bias;
+            if !relu || v > 0.0 { v } else { 0.0 }
+        }
+    }
+}
+
 /// y[b,f,oy,ox] = Σ_{c,ky,kx} x[b,c,oy·s+ky−p, ox·s+kx−p] · w[f,c,ky,kx]
 pub fn conv2d<T: Float>(x: &[T], w: &[T], y: &mut [T], win: Window, filters: usize) {
     y.iter_mut().for_each(|v| *v = T::zero());

@@ -101,7 +101,7 @@ pub fn routines() -> Vec<Routine> {
         routine!(routines::nnc_log, 3, 0),
         routine!(routines::nnc_copy, 3, 0),
         routine!(routines::nnc_parallel_parts, 8, 0),
-        routine!(spatial::nnc_conv2d, 6, 0),
+        routine!(spatial::nnc_conv2d, 7, 0),
         routine!(spatial::nnc_conv2d_grad_input, 5, 0),
         routine!(spatial::nnc_conv2d_grad_weight, 5, 0),
         routine!(spatial::nnc_sum_channels, 5, 0),

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use crate::kernels::{self, Window};
+use crate::kernels::{self, Epilogue, Window};
 use crate::products::gemm;
 use crate::routines::{slice, slice_mut};
 #[cfg(target_arch = "x86_64")]
@@ -34,6 +34,7 @@ pub extern "C" fn nnc_conv2d(
     win: *const Window,
     f: usize,
     bias: *const f32,
+    relu: usize,
 ) {
     // SAFETY: generated code passes the window of this convolution.
     let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
@@ -42,6 +43,7 @@ pub extern "C" fn nnc_conv2d(
     let (x, w, y) = unsafe { (slice(x, image), slice(w, filter), slice_mut(y, out)) };
     // SAFETY: a bias that is not null holds one value per filter.
     let bias = (!bias.is_null()).then(|| unsafe { slice(bias, f) });
+    let epilogue = Epilogue { bias, relu: relu != 0 };
     let (rows, cols) = (c * win.area(), win.out_height() * win.out_width());
     let per = images_per_part(b);
     let mut images = |per_image: &(dyn Fn(&[f32], &mut [f32]) + Sync)| {
@@ -53,13 +55,13 @@ pub extern "C" fn nnc_conv2d(
     #[cfg(target_arch = "x86_64")]
     if winograd::applies(win, f) {
         return winograd::with_filter(w, f, win, |u| {
-            images(&|image, out| winograd::forward_image(u, f, image, win, bias, out))
+            images(&|image, out| winograd::forward_image(u, f, image, win, epilogue, out))
         });
     }
     #[cfg(target_arch = "x86_64")]
     if conv::applies(win) {
         return conv::with_forward_filter(w, f, win, |packed| {
-            images(&|image, out| conv::forward_image(packed, f, image, win, bias, out))
+            images(&|image, out| conv::forward_image(packed, f, image, win, epilogue, out))
         });
     }
     images(&|image, out| {
@@ -68,9 +70,10 @@ pub extern "C" fn nnc_conv2d(
             // out [F, OH·OW] = w [F, C·KH·KW] · columns [C·KH·KW, OH·OW]
             gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, false);
         });
-        if let Some(bias) = bias {
-            for (plane, &b) in out.chunks_exact_mut(cols).zip(bias) {
-                plane.iter_mut().for_each(|v| *v += b);
+        if bias.is_some() || epilogue.relu {
+            for (f, plane) in out.chunks_exact_mut(cols).enumerate() {
+                let value = epilogue.of(f);
+                plane.iter_mut().for_each(|v| *v = value(*v));
             }
         }
     });

@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 
 use rayon::prelude::*;
 
-use crate::kernels::Window;
+use crate::kernels::{Epilogue, Window};
 use crate::products::gemm;
 
 /// Channels and filters from which the products are large enough to pay
@@ -113,9 +113,9 @@ fn transform_filters(w: &[f32], rows: &mut [&mut [f32]]) {
     }
 }
 
-/// One image `[C, H, W]` convolved into `out` (`[F, OH, OW]`), plus the
-/// bias if there is one, with `u` from `with_filter`.
-pub fn forward_image(u: &[f32], filters: usize, image: &[f32], win: Window, bias: Option<&[f32]>, out: &mut [f32]) {
+/// One image `[C, H, W]` convolved into `out` (`[F, OH, OW]`) through
+/// `epilogue`, with `u` from `with_filter`.
+pub fn forward_image(u: &[f32], filters: usize, image: &[f32], win: Window, epilogue: Epilogue, out: &mut [f32]) {
     let Window { channels, height, width, .. } = win;
     let (oh, ow) = (win.out_height(), win.out_width());
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
@@ -123,7 +123,7 @@ pub fn forward_image(u: &[f32], filters: usize, image: &[f32], win: Window, bias
         u.len() == 16 * filters * channels
             && image.len() == channels * height * width
             && out.len() == filters * oh * ow
-            && bias.is_none_or(|b| b.len() == filters)
+            && epilogue.bias.is_none_or(|b| b.len() == filters)
     );
     // Each padded input row split into its even and odd columns, so that
     // the 4×4 blocks of consecutive tiles are contiguous runs.
@@ -156,8 +156,7 @@ pub fn forward_image(u: &[f32], filters: usize, image: &[f32], win: Window, bias
             let m = &m[..16 * filters * tiles];
             out.par_chunks_exact_mut(oh * ow).enumerate().for_each(|(f, out)| {
                 let sums: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * filters + f) * tiles..][..tiles]);
-                let b = bias.map_or(0.0, |b| b[f]);
-                transform_outputs(sums, (ty0, tiles / tw, tw), (oh, ow), b, out);
+                transform_outputs(sums, (ty0, tiles / tw, tw), (oh, ow), epilogue.of(f), out);
             });
         }
     }
@@ -241,14 +240,14 @@ fn combine(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
     }
 }
 
-/// out[2ty + a, 2tx + b] = (Aᵀ·m·A)[a][b] + bias for the 16 sums m of each
+/// out[2ty + a, 2tx + b] = value((Aᵀ·m·A)[a][b]) for the 16 sums m of each
 /// tile of `count` rows of `tw` tiles from tile row `ty0`, inside (oh, ow).
 /// As with the inputs, each step is a loop over a row of tiles.
 fn transform_outputs(
     sums: [&[f32]; 16],
     (ty0, count, tw): (usize, usize, usize),
     (oh, ow): (usize, usize),
-    bias: f32,
+    value: impl Fn(f32) -> f32,
     out: &mut [f32],
 ) {
     // Aᵀ·m: rows m0 + m1 + m2 and m1 − m2 − m3, four columns each.
@@ -269,8 +268,8 @@ fn transform_outputs(
             }
             let s = |j: usize| &s[(2 * j + a) * tw..][..tw];
             let (even, odd) = columns.split_at_mut(tw);
-            combine3(even, s(0), s(1), s(2), |p, q, r| p + q + r + bias);
-            combine3(odd, s(1), s(2), s(3), |q, r, t| q - r - t + bias);
+            combine3(even, s(0), s(1), s(2), |p, q, r| value(p + q + r));
+            combine3(odd, s(1), s(2), s(3), |q, r, t| value(q - r - t));
             let row = &mut out[y * ow..(y + 1) * ow];
             let mut pairs = row.chunks_exact_mut(2);
             for ((pair, &e), &o) in (&mut pairs).zip(&*even).zip(&*odd) {
@@ -302,7 +301,8 @@ mod tests {
 
     /// Against the reference loops: odd and even sizes (partial tiles),
     /// padding 0, 1 and 2, several blocks of tiles, a filter transformed in
-    /// several chunks, with a bias; and the same bits on one thread as on all.
+    /// several chunks, with a bias and with and without a fused ReLU; and
+    /// the same bits on one thread as on all.
     #[test]
     fn winograd_matches_the_reference_loops() {
         for (channels, height, width, padding, filters) in [
@@ -324,14 +324,18 @@ mod tests {
             let bias = values(filters, 3);
             let mut expected = vec![0.0; filters * oh * ow];
             kernels::conv2d(&x, &w, &mut expected, win, filters);
+            // A fused ReLU on every other case.
+            let relu = channels % 2 == 0;
             let run = || {
                 let mut y = vec![0.0; filters * oh * ow];
-                with_filter(&w, filters, win, |u| forward_image(u, filters, &x, win, Some(&bias), &mut y));
+                let epilogue = Epilogue { bias: Some(&bias), relu };
+                with_filter(&w, filters, win, |u| forward_image(u, filters, &x, win, epilogue, &mut y));
                 y
             };
             let y = run();
             for (i, (a, e)) in y.iter().zip(&expected).enumerate() {
                 let e = e + bias[i / (oh * ow)];
+                let e = if relu { e.max(0.0) } else { e };
                 assert!(
                     (a - e).abs() <= 1e-4 * (1.0 + e.abs()),
                     "{channels}×{height}×{width} p{padding}, [{i}]: {a} vs {e}"

@@ -207,7 +207,7 @@ fn convolution(graph: &mut Graph, (model, index, node): Lowered, x: ValueId, out
         let b = add_param(graph, format!("{}.bias", node.name), vec![filters], Init::Zeros, false);
         inputs.push(graph.push(Op::Param(b), vec![], vec![filters], span));
     }
-    let y = graph.push(Op::Conv2d { rows, cols }, inputs, conv_shape.clone(), span);
+    let y = graph.push(Op::Conv2d { rows, cols, relu: false }, inputs, conv_shape.clone(), span);
     if conv_shape == out_shape { y } else { graph.push(Op::Reshape, vec![y], out_shape, span) }
 }
 

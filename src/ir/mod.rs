@@ -6,6 +6,7 @@
 //! pass, its gradient and the optimizer update are all expressed in this IR,
 //! so the interpreter (and later backends) run all three the same way.
 
+mod fuse;
 pub mod init;
 mod loss;
 pub mod lower;
@@ -19,6 +20,7 @@ use nnc_runtime::Hypers;
 use crate::diag::Span;
 
 pub use crate::shape::{Shape, around, numel, window};
+pub use fuse::fuse_activations;
 pub use lower::{lower, lower_shard};
 pub use nnc_runtime::kernels::Taps;
 pub use verify::verify;
@@ -136,10 +138,12 @@ pub enum Op {
     // ---- images and maxout ---------------------------------------------------------
     /// `[x [B,C,H,W], w [F,C,KH,KW]]` or `[x, w, b [F]]` → `[B,F,OH,OW]`,
     /// zero padding, taps `dilation` apart, the kernel along the height
-    /// (`rows`) and the width (`cols`); the bias is added in the same pass.
+    /// (`rows`) and the width (`cols`); the bias is added in the same pass,
+    /// and with `relu` (`fuse_activations`) the ReLU of the result.
     Conv2d {
         rows: Taps,
         cols: Taps,
+        relu: bool,
     },
     /// `[w, g]` → ∂x `[B,C,H,W]` (the node's shape gives the input size).
     Conv2dGradInput {
@@ -277,8 +281,11 @@ impl Op {
             Op::Bce => "bce".into(),
             Op::BceGrad => "bce_grad".into(),
             Op::SumSquares => "sum_squares".into(),
-            Op::Conv2d { rows, cols } | Op::Conv2dGradInput { rows, cols } | Op::Conv2dGradWeight { rows, cols } => {
+            Op::Conv2d { rows, cols, .. }
+            | Op::Conv2dGradInput { rows, cols }
+            | Op::Conv2dGradWeight { rows, cols } => {
                 let name = match self {
+                    Op::Conv2d { relu: true, .. } => "conv2d_relu",
                     Op::Conv2d { .. } => "conv2d",
                     Op::Conv2dGradInput { .. } => "conv2d_grad_input",
                     _ => "conv2d_grad_weight",

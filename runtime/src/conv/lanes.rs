@@ -19,7 +19,7 @@ pub(super) const NQ: usize = 6;
 /// LANES × NQ sums stored position by position in `wide`, then turned into
 /// rows.
 pub(super) fn lanes_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
-    let Product { packed, rows, src, geo, crop, bias } = p;
+    let Product { packed, rows, src, geo, crop, epilogue } = p;
     let Crop { top, left, height, width } = crop;
     let (taps, positions) = (geo.taps(), height * width);
     let (groups, blocks) = (rows.div_ceil(LANES), positions.div_ceil(NQ));
@@ -60,9 +60,10 @@ pub(super) fn lanes_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
     // SAFETY: the CPU has AVX2 (`applies`); `wide` holds `groups` runs of
     // `blocks` × NQ positions of LANES sums, and `out` rows × positions values (asserted).
     unsafe { rows_from_lanes(wide, blocks * NQ, rows, positions, out) };
-    if let Some(bias) = bias {
-        for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
-            row.iter_mut().for_each(|v| *v += b);
+    if epilogue.bias.is_some() || epilogue.relu {
+        for (m, row) in out.chunks_exact_mut(positions).enumerate() {
+            let value = epilogue.of(m);
+            row.iter_mut().for_each(|v| *v = value(*v));
         }
     }
 }

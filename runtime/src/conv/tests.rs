@@ -47,13 +47,19 @@ fn direct_convolution_matches_the_reference_loops() {
         let mut expected = vec![0.0; filters * oh * ow];
         kernels::conv2d(&x, &w, &mut expected, win, filters);
         let mut y = vec![0.0; filters * oh * ow];
-        with_forward_filter(&w, filters, win, |packed| forward_image(packed, filters, &x, win, None, &mut y));
-        assert_close(&y, &expected, "y");
+        let mut forward = |epilogue| {
+            with_forward_filter(&w, filters, win, |packed| forward_image(packed, filters, &x, win, epilogue, &mut y));
+            y.clone()
+        };
+        assert_close(&forward(Epilogue::default()), &expected, "y");
         let bias = values(filters, 4);
-        with_forward_filter(&w, filters, win, |packed| forward_image(packed, filters, &x, win, Some(&bias), &mut y));
         let plane = oh * ow;
         let biased: Vec<f32> = expected.iter().enumerate().map(|(i, v)| v + bias[i / plane]).collect();
-        assert_close(&y, &biased, "y + bias");
+        assert_close(&forward(Epilogue { bias: Some(&bias), relu: false }), &biased, "y + bias");
+        let rectified: Vec<f32> = biased.iter().map(|v| v.max(0.0)).collect();
+        assert_close(&forward(Epilogue { bias: Some(&bias), relu: true }), &rectified, "relu(y + bias)");
+        let positive: Vec<f32> = expected.iter().map(|v| v.max(0.0)).collect();
+        assert_close(&forward(Epilogue { bias: None, relu: true }), &positive, "relu(y)");
 
         let (mut dx_ref, mut dw_ref) = (vec![0.0; x.len()], vec![0.0; w.len()]);
         kernels::conv2d_backward(&x, &w, &g, &mut dx_ref, &mut dw_ref, win, filters);
@@ -107,7 +113,8 @@ fn both_layouts_give_the_same_bits() {
                     let mut out = vec![0.0; rows * crop.height * crop.width];
                     let mut wide = Vec::new();
                     let bias: Vec<f32> = (0..rows).map(|m| m as f32 / 8.0).collect();
-                    let product = Product { packed: &packed, rows, src: &source, geo, crop, bias: Some(&bias) };
+                    let epilogue = Epilogue { bias: Some(&bias), relu: rows % 2 == 1 };
+                    let product = Product { packed: &packed, rows, src: &source, geo, crop, epilogue };
                     match layout {
                         Layout::Rows => rows_product(product, &mut out, &mut wide),
                         Layout::Lanes => lanes_product(product, &mut out, &mut wide),
