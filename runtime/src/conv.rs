@@ -261,11 +261,16 @@ fn rows_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
     } else {
         wide.chunks_mut(band_len).enumerate().for_each(run_band);
     }
+    // Output row m's lines, band by band (no division per line: the
+    // dividing cost more than the copying on small images).
     for (m, dst) in out.chunks_exact_mut(height * width).enumerate() {
         let value = epilogue.of(m);
-        for (y, line) in dst.chunks_exact_mut(width).enumerate() {
-            let at = y / band * band_len + m * stride + y % band * geo.cols;
-            line.iter_mut().zip(&wide[at..at + width]).for_each(|(o, &v)| *o = value(v));
+        for (j, lines) in dst.chunks_mut(band * width).enumerate() {
+            let first = j * band_len + m * stride;
+            for (y, line) in lines.chunks_exact_mut(width).enumerate() {
+                let at = first + y * geo.cols;
+                line.iter_mut().zip(&wide[at..at + width]).for_each(|(o, &v)| *o = value(v));
+            }
         }
     }
 }
