@@ -205,8 +205,15 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
                     contrib.push((0, g.push(Op::MulChannel, vec![dy, ins[1]], node.shape.clone(), span)));
                 }
                 if wants(1) {
-                    let gx = g.push(Op::Mul, vec![dy, ins[0]], node.shape.clone(), span);
-                    contrib.push((1, g.push(Op::SumChannels, vec![gx], shape_of(1), span)));
+                    contrib.push((1, g.push(Op::SumProductChannels, vec![dy, ins[0]], shape_of(1), span)));
+                }
+            }
+            // y[c] = Σ a·b over channel c ⇒ ∂a = g[c]·b, ∂b = g[c]·a
+            Op::SumProductChannels => {
+                for (k, other) in [(0, ins[1]), (1, ins[0])] {
+                    if wants(k) {
+                        contrib.push((k, g.push(Op::MulChannel, vec![other, dy], shape_of(k), span)));
+                    }
                 }
             }
             // y[c] = Σ x[·, c, ·] ⇒ ∂x = g[c] at every position of channel c

@@ -190,6 +190,12 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 kernels::sum_channels(input(0), &mut out, spatial(in_shape(0)));
                 out
             }
+            Op::SumProductChannels => {
+                let products: Vec<T> = input(0).iter().zip(input(1)).map(|(&a, &b)| a * b).collect();
+                let mut out = vec![T::zero(); n];
+                kernels::sum_channels(&products, &mut out, spatial(in_shape(0)));
+                out
+            }
             Op::Pool { max, kernel, stride } => {
                 let mut out = vec![T::zero(); n];
                 let taps = crate::shape::pooling(*kernel, *stride);

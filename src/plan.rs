@@ -133,6 +133,7 @@ pub fn is_elementwise(op: &Op) -> bool {
         | Op::Conv2dGradInput { .. }
         | Op::Conv2dGradWeight { .. }
         | Op::SumChannels
+        | Op::SumProductChannels
         | Op::Pool { .. }
         | Op::PoolGrad { .. }
         | Op::Upsample(_)

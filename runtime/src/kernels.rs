@@ -279,6 +279,12 @@ pub fn channel_sum<T: Float>(g: &[T], f: usize, channels: usize, spatial: usize)
     g.chunks_exact(spatial).skip(f).step_by(channels).fold(T::zero(), |acc, plane| acc + sum(plane))
 }
 
+/// Σ a·b over the pairs: each product rounded, then summed as `sum` sums.
+pub fn sum_products<T: Float>(a: &[T], b: &[T]) -> T {
+    let products: Vec<T> = a.iter().zip(b).map(|(&x, &y)| x * y).collect();
+    sum(&products)
+}
+
 /// Σ x.
 pub fn sum<T: Float>(x: &[T]) -> T {
     lane_sum(x, |v| v)

@@ -184,40 +184,57 @@ pub extern "C" fn nnc_sum_squares(x: *const f32, out: *mut f32, n: usize) {
     let mut parts = [0.0f32; 4];
     let len = n.div_ceil(parts.len()).max(1);
     if n >= PARALLEL_SUM {
-        parts.par_iter_mut().zip(x.par_chunks(len)).for_each(|(s, part)| *s = sum(part, true));
+        parts.par_iter_mut().zip(x.par_chunks(len)).for_each(|(s, part)| *s = sum(part, Some(part)));
     } else {
-        parts.iter_mut().zip(x.chunks(len)).for_each(|(s, part)| *s = sum(part, true));
+        parts.iter_mut().zip(x.chunks(len)).for_each(|(s, part)| *s = sum(part, Some(part)));
     }
     out[0] = parts.iter().sum();
 }
 
-/// Σ v (or Σ v² with `squares`) of `values`, in AVX2 where the CPU has it
-/// (32 lanes, block by block like `kernels`' sums), else by `kernels`.
-/// Either way the order of the additions depends only on the length.
-pub(crate) fn sum(values: &[f32], squares: bool) -> f32 {
+/// Σ v of `values`, or with `by` Σ v·b of the pairs (`Some(values)`: the
+/// sum of squares), in AVX2 where the CPU has it (32 lanes, block by
+/// block like `kernels`' sums), else by `kernels`. Either way the order of
+/// the additions depends only on the length, and each product is rounded
+/// before it is added, as when the products are stored first.
+pub(crate) fn sum(values: &[f32], by: Option<&[f32]>) -> f32 {
+    assert!(by.is_none_or(|b| b.len() == values.len()));
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return values
-            .chunks(kernels::SUM_BLOCK)
-            .fold(0.0, |acc, block| acc + unsafe { block_sum_avx2(block, squares) });
+        let blocks = values.chunks(kernels::SUM_BLOCK);
+        // SAFETY (both arms): the CPU has AVX2.
+        return match by {
+            Some(b) => blocks
+                .zip(b.chunks(kernels::SUM_BLOCK))
+                .fold(0.0, |acc, (x, y)| acc + unsafe { block_sum_avx2(x, Some(y)) }),
+            None => blocks.fold(0.0, |acc, x| acc + unsafe { block_sum_avx2(x, None) }),
+        };
     }
-    if squares { kernels::sum_squares(values) } else { kernels::sum(values) }
+    match by {
+        Some(b) => kernels::sum_products(values, b),
+        None => kernels::sum(values),
+    }
 }
 
-/// One block's sum in four 8-lane accumulators.
+/// One block's sum (of products with `by`'s values) in four 8-lane accumulators.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn block_sum_avx2(block: &[f32], squares: bool) -> f32 {
+fn block_sum_avx2(block: &[f32], by: Option<&[f32]>) -> f32 {
     use std::arch::x86_64::*;
     let mut acc = [_mm256_setzero_ps(); 4];
-    let chunks = block.chunks_exact(32);
-    let tail: f32 = chunks.remainder().iter().map(|&v| if squares { v * v } else { v }).sum();
-    for chunk in chunks {
+    let whole = block.len() / 32 * 32;
+    let term = |i: usize| by.map_or(block[i], |b| block[i] * b[i]);
+    let tail: f32 = (whole..block.len()).map(term).sum();
+    for start in (0..whole).step_by(32) {
         for (k, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: the chunk holds 32 values.
-            let x = unsafe { _mm256_loadu_ps(chunk.as_ptr().add(8 * k)) };
-            *acc = _mm256_add_ps(*acc, if squares { _mm256_mul_ps(x, x) } else { x });
+            let at = start + 8 * k;
+            // SAFETY: the block (and `by`, of the same length) holds 32 values from `start`.
+            let x = unsafe { _mm256_loadu_ps(block.as_ptr().add(at)) };
+            let term = match by {
+                // SAFETY: as above.
+                Some(b) => _mm256_mul_ps(x, unsafe { _mm256_loadu_ps(b.as_ptr().add(at)) }),
+                None => x,
+            };
+            *acc = _mm256_add_ps(*acc, term);
         }
     }
     let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
@@ -226,9 +243,14 @@ fn block_sum_avx2(block: &[f32], squares: bool) -> f32 {
     _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs)) + tail
 }
 
-/// Channel f's sum (see `kernels::channel_sum`), image by image.
-pub(crate) fn channel_sum(g: &[f32], f: usize, channels: usize, spatial: usize) -> f32 {
-    g.chunks_exact(spatial).skip(f).step_by(channels).fold(0.0, |acc, plane| acc + sum(plane, false))
+/// Channel f's sum (see `kernels::channel_sum`), or with `by` the sum of
+/// its products with `by`'s values, image by image.
+pub(crate) fn channel_sum(g: &[f32], by: Option<&[f32]>, f: usize, channels: usize, spatial: usize) -> f32 {
+    let planes = (f..g.len() / spatial.max(1)).step_by(channels.max(1));
+    planes.fold(0.0, |acc, p| {
+        let at = p * spatial..(p + 1) * spatial;
+        acc + sum(&g[at.clone()], by.map(|b| &b[at]))
+    })
 }
 
 /// out[0] = min(1, c/√x[0])
@@ -408,7 +430,7 @@ mod tests {
             for squares in [false, true] {
                 let exact: f64 = x.iter().map(|&v| if squares { f64::from(v * v) } else { f64::from(v) }).sum();
                 let scale: f64 = x.iter().map(|&v| f64::from(v * v).max(f64::from(v.abs()))).sum::<f64>().max(1.0);
-                let got = f64::from(sum(x, squares));
+                let got = f64::from(sum(x, squares.then_some(x)));
                 assert!((got - exact).abs() <= 1e-6 * scale, "n {n} squares {squares}: {got} vs {exact}");
             }
             let mut out = 0.0;
@@ -420,7 +442,27 @@ mod tests {
         let mut out = vec![0.0; channels];
         crate::spatial::nnc_sum_channels(values.as_ptr(), out.as_mut_ptr(), values.len(), channels, spatial);
         for (f, &o) in out.iter().enumerate() {
-            assert_eq!(o.to_bits(), channel_sum(&values, f, channels, spatial).to_bits(), "channel {f}");
+            assert_eq!(o.to_bits(), channel_sum(&values, None, f, channels, spatial).to_bits(), "channel {f}");
         }
+        // Sums of products in one pass: the bits of storing the products, then summing them.
+        let other: Vec<f32> = values.iter().rev().copied().collect();
+        let products: Vec<f32> = values.iter().zip(&other).map(|(a, b)| a * b).collect();
+        let (mut fused, mut stored) = (vec![0.0; channels], vec![0.0; channels]);
+        let n = values.len();
+        crate::spatial::nnc_sum_product_channels(
+            values.as_ptr(),
+            other.as_ptr(),
+            fused.as_mut_ptr(),
+            n,
+            channels,
+            spatial,
+        );
+        crate::spatial::nnc_sum_channels(products.as_ptr(), stored.as_mut_ptr(), n, channels, spatial);
+        assert_eq!(
+            fused.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            stored.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        let reference = kernels::sum_products(&values[..spatial], &other[..spatial]);
+        assert_eq!(reference.to_bits(), kernels::sum(&products[..spatial]).to_bits());
     }
 }

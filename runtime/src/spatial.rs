@@ -203,7 +203,31 @@ pub extern "C" fn nnc_conv2d_grad_weight(x: *const f32, g: *const f32, dw: *mut 
 pub extern "C" fn nnc_sum_channels(g: *const f32, out: *mut f32, n: usize, channels: usize, spatial: usize) {
     // SAFETY: g holds n values, out one per channel.
     let (g, out) = unsafe { (slice(g, n), slice_mut(out, channels)) };
-    let sum = |(f, o): (usize, &mut f32)| *o = crate::routines::channel_sum(g, f, channels, spatial);
+    sum_channels(g, None, out, spatial);
+}
+
+/// out[f] = Σ a·b over channel f: one pass where storing the products
+/// first would take two (batch normalisation's variance and scale gradient).
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_sum_product_channels(
+    a: *const f32,
+    b: *const f32,
+    out: *mut f32,
+    n: usize,
+    channels: usize,
+    spatial: usize,
+) {
+    // SAFETY: a and b hold n values each, out one per channel.
+    let (a, b, out) = unsafe { (slice(a, n), slice(b, n), slice_mut(out, channels)) };
+    sum_channels(a, Some(b), out, spatial);
+}
+
+/// Each channel's sum of `g` (or of its products with `by`), over the
+/// threads when it is large: channels are independent, so the bits do not
+/// depend on them.
+fn sum_channels(g: &[f32], by: Option<&[f32]>, out: &mut [f32], spatial: usize) {
+    let (n, channels) = (g.len(), out.len());
+    let sum = |(f, o): (usize, &mut f32)| *o = crate::routines::channel_sum(g, by, f, channels, spatial);
     if n >= crate::routines::PARALLEL_SUM && spatial >= 16 {
         out.par_iter_mut().enumerate().for_each(sum);
     } else {

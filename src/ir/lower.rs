@@ -253,9 +253,10 @@ fn batchnorm(
     let running_var = buffer(graph, "running_var", 1.0);
     let unary =
         |graph: &mut Graph, u: Unary, v: ValueId| graph.push(Op::Unary(u), vec![v], graph.shape(v).clone(), span);
-    // Sums per channel, over every process's rows when the batch is split.
-    let sum_channels = |graph: &mut Graph, v: ValueId| {
-        let sum = graph.push(Op::SumChannels, vec![v], features.clone(), span);
+    // Sums per channel (`SumChannels` or `SumProductChannels` of `inputs`),
+    // over every process's rows when the batch is split.
+    let sum_channels = |graph: &mut Graph, op: Op, inputs: Vec<ValueId>| {
+        let sum = graph.push(op, inputs, features.clone(), span);
         if graph.shard.is_split() { graph.push(Op::AllReduce, vec![sum], features.clone(), span) } else { sum }
     };
     let negate_channels = |graph: &mut Graph, mean: ValueId| {
@@ -264,11 +265,10 @@ fn batchnorm(
     };
     let (centred, var) = if training {
         let count = (numel(&shape) / shape[0] / shape[1] * graph.shard.total) as f64;
-        let sum = sum_channels(graph, x);
+        let sum = sum_channels(graph, Op::SumChannels, vec![x]);
         let mean = unary(graph, Unary::Scale(1.0 / count), sum);
         let centred = negate_channels(graph, mean);
-        let squares = unary(graph, Unary::Square, centred);
-        let sum_squares = sum_channels(graph, squares);
+        let sum_squares = sum_channels(graph, Op::SumProductChannels, vec![centred, centred]);
         let var = unary(graph, Unary::Scale(1.0 / count), sum_squares);
         let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
         let moving = |graph: &mut Graph, old: ValueId, batch: ValueId, correction: f64| {
@@ -315,8 +315,7 @@ fn layernorm(graph: &mut Graph, x: ValueId, (name, sample): (&str, &[usize]), ep
     let mean = unary(graph, Unary::Scale(1.0 / values as f64), sum);
     let negated = unary(graph, Unary::Neg, mean);
     let centred = graph.push(Op::AddChannelBias, vec![view, negated], rows.clone(), span);
-    let squares = unary(graph, Unary::Square, centred);
-    let sum_squares = graph.push(Op::SumChannels, vec![squares], per_row.clone(), span);
+    let sum_squares = graph.push(Op::SumProductChannels, vec![centred, centred], per_row.clone(), span);
     let var = unary(graph, Unary::Scale(1.0 / values as f64), sum_squares);
     let shifted = unary(graph, Unary::AddConst(eps), var);
     let std = unary(graph, Unary::Sqrt, shifted);

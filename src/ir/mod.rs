@@ -159,6 +159,10 @@ pub enum Op {
     AddChannelBias,
     /// `[g [B,F,…]]` → Σ per channel `[F]`.
     SumChannels,
+    /// `[a, b]` (both `[B,F,…]`) → Σ a·b per channel `[F]`, each product
+    /// rounded as if stored: in one pass over a and b, with no product
+    /// stored (batch normalisation's variance and scale gradient).
+    SumProductChannels,
     /// `[x [B,F,…], s [F]]` → x · s per channel (batch normalisation's scales).
     MulChannel,
     /// `[x [B,C,H,W]]` → max or mean over each window.
@@ -302,6 +306,7 @@ impl Op {
             }
             Op::AddChannelBias => "add_channel_bias".into(),
             Op::SumChannels => "sum_channels".into(),
+            Op::SumProductChannels => "sum_product_channels".into(),
             Op::MulChannel => "mul_channel".into(),
             Op::Pool { max, kernel, stride } => {
                 format!("{}(k{kernel},s{stride})", if *max { "maxpool" } else { "avgpool" })

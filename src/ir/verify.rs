@@ -100,6 +100,9 @@ fn shapes_fit(graph: &Graph, node: &Node) -> Result<(), &'static str> {
             check(arity == 2 && *shape(0) == node.shape && *shape(1) == vec![node.shape[1]], "channel bias")?
         }
         Op::SumChannels => check(arity == 1 && node.shape == vec![shape(0)[1]], "sum_channels")?,
+        Op::SumProductChannels => {
+            check(arity == 2 && shape(0) == shape(1) && node.shape == vec![shape(0)[1]], "sum_product_channels")?
+        }
         Op::MulChannel => {
             check(arity == 2 && *shape(0) == node.shape && *shape(1) == vec![node.shape[1]], "mul_channel")?
         }

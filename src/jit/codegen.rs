@@ -297,6 +297,11 @@ impl Emitter<'_, '_> {
                 let sp = self.imm(crate::shape::spatial(&in_shape));
                 self.call("nnc_sum_channels", &[ins[0], out, n, c, sp]);
             }
+            Op::SumProductChannels => {
+                let (n, c) = (self.imm(n_in), self.imm(in_shape[1]));
+                let sp = self.imm(crate::shape::spatial(&in_shape));
+                self.call("nnc_sum_product_channels", &[ins[0], ins[1], out, n, c, sp]);
+            }
             Op::Pool { max, kernel, stride } | Op::PoolGrad { max, kernel, stride } => {
                 let taps = crate::shape::pooling(kernel, stride);
                 let win = self.window(crate::shape::window(&in_shape, taps, taps));
