@@ -143,9 +143,11 @@ pub fn forward_image(u: &[f32], filters: usize, image: &[f32], win: Window, epil
             let tiles = rows_per_block.min(th - ty0) * tw;
             v.resize(16 * channels * tiles, 0.0);
             m.resize(16 * filters * tiles, 0.0);
-            // V[c][ξ][t] for this block's tiles, channel by channel.
-            v.par_chunks_exact_mut(16 * tiles).zip(split.par_chunks_exact(plane.len())).for_each(|(v, split)| {
-                plane.transform_inputs(split, (ty0, tiles / tw, tw), v);
+            // V[c][ξ][t] for this block's tiles, channel by channel (a
+            // scratch row per rayon task, not per channel).
+            let channel_inputs = v.par_chunks_exact_mut(16 * tiles).zip(split.par_chunks_exact(plane.len()));
+            channel_inputs.for_each_init(Vec::new, |scratch, (v, split)| {
+                plane.transform_inputs(split, (ty0, tiles / tw, tw), v, scratch);
             });
             let v = &v[..];
             m.par_chunks_exact_mut(filters * tiles).enumerate().for_each(|(xi, m)| {
@@ -154,9 +156,9 @@ pub fn forward_image(u: &[f32], filters: usize, image: &[f32], win: Window, epil
                 gemm(filters, channels, tiles, u, (channels, 1), &v[xi * tiles..], (16 * tiles, 1), m, false);
             });
             let m = &m[..16 * filters * tiles];
-            out.par_chunks_exact_mut(oh * ow).enumerate().for_each(|(f, out)| {
+            out.par_chunks_exact_mut(oh * ow).enumerate().for_each_init(Vec::new, |scratch, (f, out)| {
                 let sums: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * filters + f) * tiles..][..tiles]);
-                transform_outputs(sums, (ty0, tiles / tw, tw), (oh, ow), epilogue.of(f), out);
+                transform_outputs(sums, (ty0, tiles / tw, tw), (oh, ow), epilogue.of(f), out, scratch);
             });
         }
     }
@@ -202,12 +204,20 @@ impl Plane {
 
     /// out[ξ · tiles + t] = (Bᵀ·d·B)[ξ] for the 4×4 input block d of each
     /// tile t of `count` rows of `tw` tiles from tile row `ty0`. Each step
-    /// is a loop over a whole row of tiles, so that it runs in vectors.
-    fn transform_inputs(self, split: &[f32], (ty0, count, tw): (usize, usize, usize), out: &mut [f32]) {
+    /// is a loop over a whole row of tiles, so that it runs in vectors;
+    /// `scratch` holds its intermediate rows.
+    fn transform_inputs(
+        self,
+        split: &[f32],
+        (ty0, count, tw): (usize, usize, usize),
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
         let (half, tiles) = (self.half, count * tw);
         let line = 2 * half;
         // Bᵀ·d for a row of tiles: four combined rows, each its even columns then its odd ones.
-        let mut t = vec![0.0; 4 * line];
+        scratch.resize(4 * line, 0.0);
+        let t = &mut scratch[..4 * line];
         for ty in 0..count {
             let d = &split[2 * (ty0 + ty) * line..][..4 * line];
             let d = |i: usize| &d[i * line..(i + 1) * line];
@@ -242,18 +252,20 @@ fn combine(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
 
 /// out[2ty + a, 2tx + b] = value((Aᵀ·m·A)[a][b]) for the 16 sums m of each
 /// tile of `count` rows of `tw` tiles from tile row `ty0`, inside (oh, ow).
-/// As with the inputs, each step is a loop over a row of tiles.
+/// As with the inputs, each step is a loop over a row of tiles, and
+/// `scratch` holds the intermediate rows.
 fn transform_outputs(
     sums: [&[f32]; 16],
     (ty0, count, tw): (usize, usize, usize),
     (oh, ow): (usize, usize),
     value: impl Fn(f32) -> f32,
     out: &mut [f32],
+    scratch: &mut Vec<f32>,
 ) {
-    // Aᵀ·m: rows m0 + m1 + m2 and m1 − m2 − m3, four columns each.
-    let mut s = vec![0.0; 8 * tw];
-    // ·A: the even and the odd output columns of one output row.
-    let mut columns = vec![0.0; 2 * tw];
+    scratch.resize(10 * tw, 0.0);
+    // Aᵀ·m: rows m0 + m1 + m2 and m1 − m2 − m3, four columns each; then, for
+    // ·A, the even and the odd output columns of one output row.
+    let (s, columns) = scratch[..10 * tw].split_at_mut(8 * tw);
     for ty in 0..count {
         let m = |xi: usize| &sums[xi][ty * tw..][..tw];
         for (j, s) in s.chunks_exact_mut(2 * tw).enumerate() {

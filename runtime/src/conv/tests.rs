@@ -7,6 +7,16 @@ fn values(n: usize, seed: usize) -> Vec<f32> {
     (0..n).map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
 }
 
+/// One image of `channels` × height × width under a square stride-1 kernel.
+fn image_window(
+    channels: usize,
+    (height, width): (usize, usize),
+    (kernel, padding, dilation): (usize, usize, usize),
+) -> Window {
+    let taps = crate::kernels::Taps { kernel, stride: 1, padding, dilation };
+    Window { batch: 1, channels, height, width, rows: taps, cols: taps }
+}
+
 fn assert_close(a: &[f32], b: &[f32], what: &str) {
     assert_eq!(a.len(), b.len());
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
@@ -31,8 +41,7 @@ fn direct_convolution_matches_the_reference_loops() {
     ];
     let mut chosen = Vec::new();
     for (channels, size, kernel, padding, dilation, filters) in cases {
-        let taps = crate::kernels::Taps { kernel, stride: 1, padding, dilation };
-        let win = Window { batch: 1, channels, height: size, width: size + 3, rows: taps, cols: taps };
+        let win = image_window(channels, (size, size + 3), (kernel, padding, dilation));
         if !applies(win) {
             return;
         }
@@ -83,8 +92,7 @@ fn both_layouts_give_the_same_bits() {
         [(1, 28, 5, 2, 1, 16), (16, 14, 5, 0, 1, 32), (6, 14, 5, 0, 1, 16), (3, 9, 3, 1, 2, 5), (2, 5, 2, 0, 1, 40)];
     let mut chosen = Vec::new();
     for (channels, size, kernel, padding, dilation, filters) in cases {
-        let taps = crate::kernels::Taps { kernel, stride: 1, padding, dilation };
-        let win = Window { batch: 1, channels, height: size, width: size + 1, rows: taps, cols: taps };
+        let win = image_window(channels, (size, size + 1), (kernel, padding, dilation));
         if !applies(win) {
             return;
         }
