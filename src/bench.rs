@@ -78,19 +78,18 @@ pub fn run(
     let started = Instant::now();
     trainer.prepare(batch).map_err(BenchError::Train)?;
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
-    for _ in 0..4 {
-        trainer.step(&x, &y, batch, lr).map_err(BenchError::Train)?;
-    }
+    trainer.step_while(&x, &y, batch, lr, |steps| steps < 4).map_err(BenchError::Train)?;
     // Repeats of at least min_seconds/5 each; the median is reported.
     let mut rates = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let mut steps = 0usize;
-        while t.elapsed().as_secs_f64() < min_seconds / 5.0 || steps < 3 {
-            trainer.step(&x, &y, batch, lr).map_err(BenchError::Train)?;
-            steps += 1;
-        }
-        rates.push((steps * batch) as f64 / t.elapsed().as_secs_f64());
+        let mut taken = 0usize;
+        let go_on = |steps| {
+            taken = steps;
+            t.elapsed().as_secs_f64() < min_seconds / 5.0 || steps < 3
+        };
+        trainer.step_while(&x, &y, batch, lr, go_on).map_err(BenchError::Train)?;
+        rates.push((taken * batch) as f64 / t.elapsed().as_secs_f64());
     }
     let (infer_compile_ms, infer_latency_us) = inference(model, backend, min_seconds, &mut rng)?;
     let (predict_rows, predict_rows_per_s) = batch_inference(model, backend, &mut rng)?;

@@ -130,13 +130,12 @@ impl Compiled<TrainGraph> {
         observed: &mut [f32],
     ) -> Result<f32, String> {
         self.check_store(store)?;
-        let loss = self.graph.graph.loss.ok_or("no loss")?;
-        let wanted = &self.graph.observed;
         if let Some(exe) = &mut self.exe {
             exe.run(&mut store.data, x, y, h)?;
-            gather(observed, wanted.iter().map(|&v| exe.value(v, &store.data)));
-            return Ok(exe.value(loss, &store.data).first().copied().unwrap_or(f32::NAN));
+            return self.results(store, observed);
         }
+        let loss = self.graph.graph.loss.ok_or("no loss")?;
+        let wanted = &self.graph.observed;
         let values = interpret(&self.graph.graph, store, x, y, h)?;
         gather(observed, wanted.iter().map(|v| values[v.0].as_slice()));
         for (p, v) in self.graph.new_params.iter().enumerate() {
@@ -146,6 +145,29 @@ impl Compiled<TrainGraph> {
             store.write(s, true, &values[v.0]);
         }
         Ok(values[loss.0][0])
+    }
+
+    /// `run_observed` of compiled code in two halves, for steps that run
+    /// side by side (`train::Replicas`): the call, which may run on another
+    /// thread, and then `results`.
+    pub fn call<'a>(
+        &'a mut self,
+        store: &'a mut Store,
+        x: &'a [f32],
+        y: &'a [f32],
+        h: &'a Hypers,
+    ) -> Result<impl FnOnce() + Send + 'a, String> {
+        self.check_store(store)?;
+        self.exe.as_mut().ok_or("the step is not compiled")?.call(&mut store.data, x, y, h)
+    }
+
+    /// The loss of the last compiled run, with its observed values written
+    /// to `observed` as `run_observed` does.
+    pub fn results(&self, store: &Store, observed: &mut [f32]) -> Result<f32, String> {
+        let (exe, loss) =
+            (self.exe.as_ref().ok_or("the step is not compiled")?, self.graph.graph.loss.ok_or("no loss")?);
+        gather(observed, self.graph.observed.iter().map(|&v| exe.value(v, &store.data)));
+        Ok(exe.value(loss, &store.data).first().copied().unwrap_or(f32::NAN))
     }
 }
 

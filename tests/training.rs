@@ -450,6 +450,52 @@ fn health_describes_feature_maps_per_channel() {
     }
 }
 
+/// Convolutional steps split each batch over two replicas (one per core)
+/// that sum their gradients and batch statistics: ten steps of them land
+/// where the interpreter's whole-batch steps do, to float rounding, and
+/// give the same bits on one thread as on three. Batch normalisation,
+/// dropout and Adam are in the step; the last batch is ragged (26 rows).
+#[test]
+fn replicated_steps_train_as_whole_batches_do() {
+    let source = "model split {
+        input image: [1, 8, 8]
+        target digit: class(10)
+        image |> conv2d(16, kernel = 3, padding = 1, bias = false) |> batchnorm |> relu
+            |> conv2d(16, kernel = 3, padding = 1) |> relu |> maxpool(2)
+            |> flatten |> dense(32) |> relu |> dropout(0.2) |> dense(10) => logits
+        loss = cross_entropy(logits, digit)
+        train { data = builtin(\"digits\") scale = 16 optimizer = adam(lr = 0.01) batch = 32 epochs = 1 seed = 5 }
+    }";
+    let mut checked = check_source("split.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let model = checked.models.remove(0);
+    let mut train = data::load(model.train.data.as_ref().expect("data"), Path::new(MODELS), &RowSpec::of(&model))
+        .expect("loads")
+        .train;
+    Scaler::fit(model.train.preprocess, &train).apply(&mut train);
+    let train = train.select(&(0..314).collect::<Vec<_>>());
+    let run = |backend: Backend, threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        pool.install(|| {
+            let mut trainer = Trainer::new(&model, model.train.clone(), backend).expect("trainable");
+            assert_eq!(trainer.replicates(32), backend == Backend::Jit, "{backend:?}");
+            assert_eq!(trainer.replicates(26), backend == Backend::Jit, "{backend:?}");
+            let report = trainer.fit_epoch(&train, None, None).expect("trains");
+            (report.train_loss, trainer.params())
+        })
+    };
+    let (reference_loss, reference) = run(Backend::Interp, 2);
+    let (loss, params) = run(Backend::Jit, 1);
+    let bits = |p: &[Vec<f32>]| p.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&params), bits(&run(Backend::Jit, 3).1), "the same bits on one thread and on three");
+    assert!((loss - reference_loss).abs() < 1e-5 * reference_loss, "loss {loss} vs {reference_loss}");
+    for (p, (a, b)) in params.iter().zip(&reference).enumerate() {
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(worst <= 1e-4 * scale, "parameter {p}: {worst} apart (largest {scale})");
+    }
+}
+
 /// `init = …` chooses each layer's initialiser: zeros are zeros, and the
 /// normal ones have the standard deviation asked for (σ), √(2/fan_in) (he)
 /// or √(2/(fan_in + fan_out)) (xavier), to sampling error on thousands of

@@ -12,6 +12,8 @@
 //! backward pass of the layers below it. Without one, a start is the whole sum.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Mutex, OnceLock};
 
@@ -35,13 +37,125 @@ pub fn set_all_reduce(sum: AllReduce, background: bool) -> bool {
     true
 }
 
-/// `sum` = Σ over processes of `x` (a copy of `x` when none was installed).
+/// `sum` = Σ over processes of `x` (a copy of `x` when none was installed),
+/// or over the members of the `ThreadTeam` this thread works for.
 pub fn all_reduce(x: &[f32], sum: &mut [f32]) {
+    if let Some((team, rank)) = MEMBER.get() {
+        // SAFETY: `ThreadTeam::member` keeps the team borrowed while this thread works for it.
+        return unsafe { &*team }.sum(rank, x, sum);
+    }
     match ALL_REDUCE.get() {
         Some(reduce) => reduce(x, sum),
         None => sum.copy_from_slice(x),
     }
 }
+
+thread_local! {
+    /// The team this thread is a member of (`ThreadTeam::member`), and its rank.
+    static MEMBER: Cell<Option<(*const ThreadTeam, usize)>> = const { Cell::new(None) };
+}
+
+/// Threads of one process that each run a copy of a training step on
+/// their part of the batch and sum their gradients and batch statistics
+/// (data-parallel over the cores, as MPI is over processes). A sum is an
+/// exchange through shared memory: each member adds its share of the
+/// values, in rank order, and writes it to every member's result, so all
+/// get the same bits. Members wait for each other spinning: a sum is
+/// microseconds apart from the next.
+pub struct ThreadTeam {
+    members: usize,
+    /// Each member's input and result while a sum is under way.
+    inputs: Vec<AtomicUsize>,
+    results: Vec<AtomicUsize>,
+    lens: Vec<AtomicUsize>,
+    /// The barrier: members arrived, and how many times it has opened.
+    arrived: AtomicUsize,
+    opened: AtomicUsize,
+}
+
+impl ThreadTeam {
+    pub fn new(members: usize) -> ThreadTeam {
+        let slots = || (0..members).map(|_| AtomicUsize::new(0)).collect();
+        ThreadTeam {
+            members,
+            inputs: slots(),
+            results: slots(),
+            lens: slots(),
+            arrived: AtomicUsize::new(0),
+            opened: AtomicUsize::new(0),
+        }
+    }
+
+    /// Runs `work` on this thread as member `rank`: every sum it asks for is
+    /// over the team. Each member must ask for the same sums in the same
+    /// order (copies of one step do).
+    pub fn member<R>(&self, rank: usize, work: impl FnOnce() -> R) -> R {
+        assert!(rank < self.members);
+        /// Puts the thread's previous membership back, also when `work` unwinds.
+        struct Restore(Option<(*const ThreadTeam, usize)>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                MEMBER.set(self.0);
+            }
+        }
+        let _restore = Restore(MEMBER.replace(Some((std::ptr::from_ref(self), rank))));
+        work()
+    }
+
+    /// `sum` = Σ over members of their `x`, in rank order.
+    fn sum(&self, rank: usize, x: &[f32], sum: &mut [f32]) {
+        assert_eq!(x.len(), sum.len());
+        self.inputs[rank].store(x.as_ptr() as usize, Ordering::Relaxed);
+        self.results[rank].store(sum.as_mut_ptr() as usize, Ordering::Relaxed);
+        self.lens[rank].store(x.len(), Ordering::Relaxed);
+        self.wait();
+        let n = x.len();
+        assert!(self.lens.iter().all(|len| len.load(Ordering::Relaxed) == n), "members summed different lengths");
+        let (inputs, results): (Vec<usize>, Vec<usize>) = (0..self.members)
+            .map(|r| (self.inputs[r].load(Ordering::Relaxed), self.results[r].load(Ordering::Relaxed)))
+            .unzip();
+        // This member's share of the values: summed into its own result,
+        // then copied to the others'.
+        let (first, end) = (n * rank / self.members, n * (rank + 1) / self.members);
+        // SAFETY: every member's input and result hold n values (checked)
+        // and stay borrowed until the barrier below; inputs and results are
+        // distinct buffers, and each member writes only its own range of
+        // the results.
+        let range = |at: usize| unsafe { std::slice::from_raw_parts_mut((at as *mut f32).add(first), end - first) };
+        let total = range(results[rank]);
+        total.copy_from_slice(range(inputs[0]));
+        for &x in &inputs[1..] {
+            total.iter_mut().zip(range(x).iter()).for_each(|(t, &v)| *t += v);
+        }
+        for (_, &out) in results.iter().enumerate().filter(|&(r, _)| r != rank) {
+            range(out).copy_from_slice(total);
+        }
+        self.wait();
+    }
+
+    /// Returns once every member has called it as often as this one.
+    fn wait(&self) {
+        let opened = self.opened.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.members {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.opened.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.opened.load(Ordering::Acquire) == opened {
+            if spins < SPINS {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                // A member held up (fewer cores than members): give it the core.
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Busy-waits before a waiting member yields its core.
+const SPINS: u32 = 1 << 16;
 
 /// One started sum: a copy of its input, and where the sum goes.
 struct Job {
@@ -99,19 +213,19 @@ impl Background {
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_all_reduce_start(x: *const f32, y: *mut f32, n: usize) {
     match BACKGROUND.get() {
-        Some(background) => {
+        Some(background) if MEMBER.get().is_none() => {
             // SAFETY: x holds n values; the job copies them before the step goes on.
             let x = unsafe { slice(x, n) };
             background.lock().unwrap_or_else(|e| e.into_inner()).start(x, y);
         }
-        None if std::ptr::eq(x, y) => {
+        _ if std::ptr::eq(x, y) => {
             // The plan wrote the sum over its input: reduce a copy.
             // SAFETY: y holds n values.
             let y = unsafe { slice_mut(y, n) };
             let x = y.to_vec();
             all_reduce(&x, y);
         }
-        None => {
+        _ => {
             // SAFETY: x and y hold n values each, and do not overlap (distinct buffers of the plan).
             let (x, y) = unsafe { (slice(x, n), slice_mut(y, n)) };
             all_reduce(x, y);
@@ -122,7 +236,7 @@ pub extern "C" fn nnc_all_reduce_start(x: *const f32, y: *mut f32, n: usize) {
 /// Waits for every sum started so far.
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_all_reduce_wait() {
-    if let Some(background) = BACKGROUND.get() {
+    if let Some(background) = BACKGROUND.get().filter(|_| MEMBER.get().is_none()) {
         background.lock().unwrap_or_else(|e| e.into_inner()).wait();
     }
 }
@@ -136,6 +250,46 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         for (s, v) in sum.iter_mut().zip(x) {
             *s = 2.0 * v;
+        }
+    }
+
+    #[test]
+    fn a_thread_team_sums_in_rank_order_and_gives_every_member_the_same_bits() {
+        for members in [2, 3] {
+            let team = ThreadTeam::new(members);
+            // Values whose sum depends on the order of the additions.
+            let inputs: Vec<Vec<f32>> = (0..members)
+                .map(|r| (0..1001).map(|i| ((i * 7 + r * 13) % 17) as f32 * 0.1 + 1e-7 * (r + i) as f32).collect())
+                .collect();
+            let sums: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+                let members: Vec<_> = (0..members)
+                    .map(|rank| {
+                        let (team, x) = (&team, &inputs[rank]);
+                        s.spawn(move || {
+                            team.member(rank, || {
+                                let (mut all, mut few) = (vec![0.0; x.len()], vec![0.0; 3]);
+                                all_reduce(x, &mut all);
+                                // In place, as a plan may ask.
+                                few.copy_from_slice(&x[..3]);
+                                nnc_all_reduce_start(few.as_ptr(), few.as_mut_ptr(), 3);
+                                (all, few)
+                            })
+                        })
+                    })
+                    .collect();
+                members.into_iter().map(|m| m.join().expect("member")).collect()
+            });
+            let expected: Vec<f32> =
+                (0..1001).map(|i| inputs[1..].iter().fold(inputs[0][i], |acc, x| acc + x[i])).collect();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for (all, few) in &sums {
+                assert_eq!(bits(all), bits(&expected), "{members} members");
+                assert_eq!(bits(few), bits(&expected[..3]), "{members} members");
+            }
+            // Outside the team, a sum is over this process alone.
+            let mut alone = vec![0.0; 3];
+            all_reduce(&inputs[0][..3], &mut alone);
+            assert_eq!(alone, inputs[0][..3]);
         }
     }
 

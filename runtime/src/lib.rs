@@ -17,7 +17,7 @@ mod spatial;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
 
-pub use collective::{AllReduce, all_reduce, set_all_reduce};
+pub use collective::{AllReduce, ThreadTeam, all_reduce, set_all_reduce};
 pub use gemm::Isa;
 pub use products::{product, product_with};
 pub use routines::{PARALLEL_ELEMENTS, softmax_row};

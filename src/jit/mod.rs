@@ -272,6 +272,28 @@ impl Executable {
     /// Runs the compiled step. Every buffer's size is checked first, so a
     /// wrong-sized input is an error, never undefined behaviour.
     pub fn run(&mut self, store: &mut [f32], input: &[f32], target: &[f32], hyper: &Hypers) -> Result<(), String> {
+        let splits_images = self.splits_images;
+        let call = self.call(store, input, target, hyper)?;
+        if splits_images && nnc_runtime::parallel_images() {
+            // The whole step runs on one of rayon's threads, so its image
+            // parts start without waking a thread per routine.
+            rayon::scope(|_| call());
+        } else {
+            call();
+        }
+        Ok(())
+    }
+
+    /// `run` once every buffer's size is checked: the call itself, which
+    /// may run on another thread (a `ThreadTeam` member's) and borrows the
+    /// buffers until it has.
+    pub fn call<'a>(
+        &'a mut self,
+        store: &'a mut [f32],
+        input: &'a [f32],
+        target: &'a [f32],
+        hyper: &'a Hypers,
+    ) -> Result<impl FnOnce() + Send + 'a, String> {
         // A forward graph uses the parameters only: a prefix of the training store.
         if store.len() < self.store_len {
             return Err(format!("parameter store has {} values, expected at least {}", store.len(), self.store_len));
@@ -285,23 +307,20 @@ impl Executable {
         if target.len() != self.target_len && self.target_len != 0 {
             return Err(format!("target batch has {} values, expected {}", target.len(), self.target_len));
         }
-        let step = self.step;
-        let pointers = (store.as_mut_ptr() as usize, self.scratch.as_mut_ptr() as usize);
-        let (input, target, hyper) =
-            (input.as_ptr() as usize, target.as_ptr() as usize, std::ptr::from_ref(hyper) as usize);
-        // SAFETY: the generated code only touches `store[..store_len]`,
+        let (step, scratch) = (self.step, &mut self.scratch);
+        // The generated code only touches `store[..store_len]`,
         // `scratch[..scratch_len]`, `input[..input_len]`, `target[..target_len]`
-        // and `hyper`, all checked above and borrowed until this returns;
-        // the code is alive while `module` is.
-        let call = move || step(pointers.0 as *mut f32, pointers.1 as *mut f32, input as _, target as _, hyper as _);
-        if self.splits_images && nnc_runtime::parallel_images() {
-            // The whole step runs on one of rayon's threads, so its image
-            // parts start without waking a thread per routine.
-            rayon::scope(|_| call());
-        } else {
-            call();
-        }
-        Ok(())
+        // and `hyper`, all checked above and borrowed by the call; the code
+        // is alive while `module` is, which `self`'s borrow keeps.
+        Ok(move || {
+            step(
+                store.as_mut_ptr(),
+                scratch.as_mut_ptr(),
+                input.as_ptr(),
+                target.as_ptr(),
+                std::ptr::from_ref(hyper).cast(),
+            )
+        })
     }
 
     /// A value computed by the last run (the loss, the prediction).

@@ -11,6 +11,7 @@ pub mod health;
 
 pub mod metrics;
 pub mod plateau;
+mod replicas;
 
 use std::collections::HashMap;
 
@@ -27,6 +28,12 @@ use crate::model::{Model, Slot, restore_slots, tensors_of};
 use crate::pipeline;
 pub use cd::PretrainReport;
 pub use metrics::Metrics;
+
+/// The rows `shard` of `values`, a batch of `rows` rows.
+fn rows_of(values: &[f32], rows: usize, shard: Shard) -> &[f32] {
+    let width = values.len() / rows.max(1);
+    &values[shard.first * width..(shard.first + shard.rows) * width]
+}
 
 /// One finished epoch.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -102,6 +109,8 @@ pub struct Trainer {
     health: Option<health::HealthSums>,
     /// The processes training together with this one, if any.
     team: Option<Box<dyn Team>>,
+    /// The copies of the step that split each batch over the cores, once started.
+    replicas: Option<replicas::Replicas>,
     /// Whether `standardize_target`'s buffers hold the training rows'
     /// statistics (fitted, or restored from a checkpoint).
     target_scale_known: bool,
@@ -146,6 +155,7 @@ impl Trainer {
             anneal_backup: Vec::new(),
             health: None,
             team: None,
+            replicas: None,
             target_scale_known: false,
             plateau: plateau::Plateau::default(),
         })
@@ -205,6 +215,7 @@ impl Trainer {
             self.health = Some(health::HealthSums::new(self.model.param_names.clone(), &self.model.checked));
             // Steps compiled so far observe nothing.
             self.train_steps.clear();
+            self.replicas = None;
         }
     }
 
@@ -213,10 +224,10 @@ impl Trainer {
         self.model.params()
     }
 
-    /// Compiles the training step for batches of `batch` rows now rather
-    /// than at its first use.
+    /// Compiles the training step for batches of `batch` rows (the
+    /// replicas' steps, when they take them) now rather than at its first use.
     pub fn prepare(&mut self, batch: usize) -> Result<(), TrainError> {
-        self.train_step(batch).map(|_| ())
+        if self.replicates(batch) { self.compile_replicas(batch) } else { self.train_step(batch).map(|_| ()) }
     }
 
     /// Compiles (once per batch size) and returns the training step.
@@ -310,12 +321,16 @@ impl Trainer {
             return self.anneal_step(x, y, rows, temperature * cooling.powi(self.epochs_done as i32), scale);
         }
         self.steps_done += 1;
+        // The store moves on without the replicas' copies.
+        if let Some(replicas) = self.replicas.as_mut() {
+            replicas.unsync();
+        }
         // Where the MPI tests make one rank fail (`cluster`'s FAILPOINTS).
         #[cfg(feature = "mpi")]
         fail::fail_point!("train-step");
         let hypers = self.hypers(lr);
         // Compiled (observing health or not) before the sums are taken out.
-        self.prepare(rows)?;
+        self.train_step(rows)?;
         let mut store = std::mem::take(&mut self.model.store);
         let mut health = self.health.take();
         let observed = health.as_mut().map_or(&mut [][..], |h| &mut h.observed[..]);
@@ -351,11 +366,7 @@ impl Trainer {
     /// and no targets for a model without any.
     fn own_rows<'a>(&self, x: &'a [f32], y: &'a [f32], rows: usize) -> (&'a [f32], &'a [f32]) {
         let shard = self.shard(rows);
-        let part = |values: &'a [f32]| {
-            let width = values.len() / rows.max(1);
-            &values[shard.first * width..(shard.first + shard.rows) * width]
-        };
-        (part(x), if self.model.checked.targets.is_empty() { &[] } else { part(y) })
+        (rows_of(x, rows, shard), if self.model.checked.targets.is_empty() { &[] } else { rows_of(y, rows, shard) })
     }
 
     /// Trains the remaining epochs (all of them, or those after a restored
@@ -415,13 +426,20 @@ impl Trainer {
             h.finish_epoch();
         }
         let started = std::time::Instant::now();
+        if let Some(replicas) = self.replicas.as_mut() {
+            replicas.unsync();
+        }
         for (step, chunk) in order.chunks(batch).enumerate() {
             // This process's rows of the batch (all of them, alone).
             let shard = self.shard(chunk.len());
             train.select_into(&chunk[shard.first..shard.first + shard.rows], &mut rows);
             let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { &rows.y };
             lr = self.lr_of_step(epoch, self.steps_done, per_epoch);
-            let loss = self.step_own(&rows.x, y, chunk.len(), lr)?;
+            let loss = if self.replicates(chunk.len()) {
+                self.step_replicated(&rows.x, y, chunk.len(), lr)?
+            } else {
+                self.step_own(&rows.x, y, chunk.len(), lr)?
+            };
             if !loss.is_finite() {
                 (self.model.store, self.steps_done) = snapshot.clone();
                 let found = self.first_non_finite(train, &order, (epoch, batch), step);
@@ -483,10 +501,17 @@ impl Trainer {
     ) -> Result<Option<(String, Option<Span>)>, TrainError> {
         let mut rows = train.select(&order[..0]);
         let per_epoch = order.len().div_ceil(batch);
+        if let Some(replicas) = self.replicas.as_mut() {
+            replicas.unsync();
+        }
         for chunk in order.chunks(batch).take(failing) {
             train.select_into(chunk, &mut rows);
             let lr = self.lr_of_step(epoch, self.steps_done, per_epoch);
-            self.step(&rows.x, &rows.y, rows.rows, lr)?;
+            if self.replicates(rows.rows) {
+                self.step_replicated(&rows.x, &rows.y, rows.rows, lr)?;
+            } else {
+                self.step(&rows.x, &rows.y, rows.rows, lr)?;
+            }
         }
         let lr = self.lr_of_step(epoch, self.steps_done, per_epoch);
         train.select_into(&order[failing * batch..((failing + 1) * batch).min(order.len())], &mut rows);
