@@ -30,19 +30,29 @@ pub(super) fn lanes_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
             && src.len() > (top + height - 1) * geo.cols + left + width - 1 + geo.offset(taps - 1)
             && out.len() == rows * positions
     );
-    // Where position p reads its first tap; a last block's extra positions repeat the last.
-    let base = |p: usize| {
-        let p = p.min(positions - 1);
-        (top + p / width) * geo.cols + left + p % width
-    };
     let block_len = NQ * LANES;
     wide.resize(groups * blocks * block_len, 0.0);
     let run_block = |(i, part): (usize, &mut [f32])| {
         let (group, block) = (i / blocks, i % blocks);
-        let bases = std::array::from_fn(|j| base(block * NQ + j));
+        // Where each position reads its first tap, walked along the output
+        // rows from the block's first (one division a block, not one a
+        // position); a last block's extra positions repeat the last.
+        let (mut y, mut x) = (block * NQ / width, block * NQ % width);
+        let first = top + y;
+        let last_position = (block * NQ + NQ - 1).min(positions - 1);
+        let bases = std::array::from_fn(|j| {
+            let base = (top + y) * geo.cols + left + x;
+            if block * NQ + j < last_position {
+                x += 1;
+                if x == width {
+                    (y, x) = (y + 1, 0);
+                }
+            }
+            base
+        });
         let filter = &packed[group * LANES * taps..(group + 1) * LANES * taps];
         // The block's first and last source rows, and the kernel rows that land in filled rows from them.
-        let (first, last) = (top + block * NQ / width, top + (block * NQ + NQ - 1).min(positions - 1) / width);
+        let last = top + y;
         let d = geo.dilation;
         let lowest = geo.filled.0.saturating_sub(last).div_ceil(d);
         let end = geo.kernel.min((geo.filled.1 + d).saturating_sub(first + 1) / d);
