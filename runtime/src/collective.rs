@@ -12,7 +12,7 @@
 //! backward pass of the layers below it. Without one, a start is the whole sum.
 #![allow(unsafe_code)]
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Mutex, OnceLock};
@@ -41,8 +41,11 @@ pub fn set_all_reduce(sum: AllReduce, background: bool) -> bool {
 /// or over the members of the `ThreadTeam` this thread works for.
 pub fn all_reduce(x: &[f32], sum: &mut [f32]) {
     if let Some((team, rank)) = MEMBER.get() {
-        // SAFETY: `ThreadTeam::member` keeps the team borrowed while this thread works for it.
-        return unsafe { &*team }.sum(rank, x, sum);
+        assert_eq!(x.len(), sum.len());
+        let part = Part { x: x.as_ptr(), sum: sum.as_mut_ptr(), len: x.len() };
+        // SAFETY: `ThreadTeam::member` keeps the team borrowed while this
+        // thread works for it; the part's buffers are borrowed until the sum returns.
+        return unsafe { &*team }.sum(rank, &[part]);
     }
     match ALL_REDUCE.get() {
         Some(reduce) => reduce(x, sum),
@@ -53,6 +56,18 @@ pub fn all_reduce(x: &[f32], sum: &mut [f32]) {
 thread_local! {
     /// The team this thread is a member of (`ThreadTeam::member`), and its rank.
     static MEMBER: Cell<Option<(*const ThreadTeam, usize)>> = const { Cell::new(None) };
+    /// A member's sums started since the last wait (all exchanged at the
+    /// wait, in one go), and spare input buffers.
+    static STARTED: RefCell<(Vec<Job>, Vec<Vec<f32>>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// One value of a `ThreadTeam` sum: `len` values from `x`, their sum over
+/// the members to `sum`.
+#[derive(Clone, Copy)]
+struct Part {
+    x: *const f32,
+    sum: *mut f32,
+    len: usize,
 }
 
 /// Threads of one process that each run a copy of a training step on
@@ -60,14 +75,14 @@ thread_local! {
 /// (data-parallel over the cores, as MPI is over processes). A sum is an
 /// exchange through shared memory: each member adds its share of the
 /// values, in rank order, and writes it to every member's result, so all
-/// get the same bits. Members wait for each other spinning: a sum is
-/// microseconds apart from the next.
+/// get the same bits. Sums a step starts together (its gradients) are
+/// exchanged together, at its wait. Members wait for each other spinning:
+/// a sum is microseconds apart from the next.
 pub struct ThreadTeam {
     members: usize,
-    /// Each member's input and result while a sum is under way.
-    inputs: Vec<AtomicUsize>,
-    results: Vec<AtomicUsize>,
-    lens: Vec<AtomicUsize>,
+    /// Each member's parts (pointer and count) while a sum is under way.
+    parts: Vec<AtomicUsize>,
+    counts: Vec<AtomicUsize>,
     /// The barrier: members arrived, and how many times it has opened.
     arrived: AtomicUsize,
     opened: AtomicUsize,
@@ -78,9 +93,8 @@ impl ThreadTeam {
         let slots = || (0..members).map(|_| AtomicUsize::new(0)).collect();
         ThreadTeam {
             members,
-            inputs: slots(),
-            results: slots(),
-            lens: slots(),
+            parts: slots(),
+            counts: slots(),
             arrived: AtomicUsize::new(0),
             opened: AtomicUsize::new(0),
         }
@@ -102,33 +116,40 @@ impl ThreadTeam {
         work()
     }
 
-    /// `sum` = Σ over members of their `x`, in rank order.
-    fn sum(&self, rank: usize, x: &[f32], sum: &mut [f32]) {
-        assert_eq!(x.len(), sum.len());
-        self.inputs[rank].store(x.as_ptr() as usize, Ordering::Relaxed);
-        self.results[rank].store(sum.as_mut_ptr() as usize, Ordering::Relaxed);
-        self.lens[rank].store(x.len(), Ordering::Relaxed);
+    /// Each part's `sum` = Σ over members of their part's `x`, in rank order.
+    fn sum(&self, rank: usize, parts: &[Part]) {
+        self.parts[rank].store(parts.as_ptr() as usize, Ordering::Relaxed);
+        self.counts[rank].store(parts.len(), Ordering::Relaxed);
         self.wait();
-        let n = x.len();
-        assert!(self.lens.iter().all(|len| len.load(Ordering::Relaxed) == n), "members summed different lengths");
-        let (inputs, results): (Vec<usize>, Vec<usize>) = (0..self.members)
-            .map(|r| (self.inputs[r].load(Ordering::Relaxed), self.results[r].load(Ordering::Relaxed)))
-            .unzip();
-        // This member's share of the values: summed into its own result,
-        // then copied to the others'.
-        let (first, end) = (n * rank / self.members, n * (rank + 1) / self.members);
-        // SAFETY: every member's input and result hold n values (checked)
-        // and stay borrowed until the barrier below; inputs and results are
-        // distinct buffers, and each member writes only its own range of
-        // the results.
-        let range = |at: usize| unsafe { std::slice::from_raw_parts_mut((at as *mut f32).add(first), end - first) };
-        let total = range(results[rank]);
-        total.copy_from_slice(range(inputs[0]));
-        for &x in &inputs[1..] {
-            total.iter_mut().zip(range(x).iter()).for_each(|(t, &v)| *t += v);
-        }
-        for (_, &out) in results.iter().enumerate().filter(|&(r, _)| r != rank) {
-            range(out).copy_from_slice(total);
+        // SAFETY: each member's parts stay borrowed until the barrier below.
+        let all: Vec<&[Part]> = (0..self.members)
+            .map(|r| unsafe {
+                std::slice::from_raw_parts(
+                    self.parts[r].load(Ordering::Relaxed) as *const Part,
+                    self.counts[r].load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        let same = |other: &&[Part]| other.len() == parts.len() && other.iter().zip(parts).all(|(a, b)| a.len == b.len);
+        assert!(all.iter().all(same), "members summed different values");
+        for (j, part) in parts.iter().enumerate() {
+            // This member's share of the values: summed into its own result,
+            // then copied to the others'.
+            let (first, end) = (part.len * rank / self.members, part.len * (rank + 1) / self.members);
+            // SAFETY: every member's part j holds `len` values (checked) in
+            // its input and its result, which are distinct buffers borrowed
+            // until the barrier below; each member writes only its own range
+            // of the results.
+            let range =
+                |at: *const f32| unsafe { std::slice::from_raw_parts_mut(at.cast_mut().add(first), end - first) };
+            let total = range(part.sum);
+            total.copy_from_slice(range(all[0][j].x));
+            for other in &all[1..] {
+                total.iter_mut().zip(range(other[j].x).iter()).for_each(|(t, &v)| *t += v);
+            }
+            for other in all.iter().enumerate().filter(|&(r, _)| r != rank).map(|(_, p)| p) {
+                range(other[j].sum).copy_from_slice(total);
+            }
         }
         self.wait();
     }
@@ -212,20 +233,30 @@ impl Background {
 /// once `nnc_all_reduce_wait` returns.
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_all_reduce_start(x: *const f32, y: *mut f32, n: usize) {
+    if MEMBER.get().is_some() {
+        // SAFETY: x holds n values, copied before the step goes on.
+        let x = unsafe { slice(x, n) };
+        return STARTED.with_borrow_mut(|(jobs, spare)| {
+            let mut copy = spare.pop().unwrap_or_default();
+            copy.clear();
+            copy.extend_from_slice(x);
+            jobs.push(Job { x: copy, sum: y });
+        });
+    }
     match BACKGROUND.get() {
-        Some(background) if MEMBER.get().is_none() => {
+        Some(background) => {
             // SAFETY: x holds n values; the job copies them before the step goes on.
             let x = unsafe { slice(x, n) };
             background.lock().unwrap_or_else(|e| e.into_inner()).start(x, y);
         }
-        _ if std::ptr::eq(x, y) => {
+        None if std::ptr::eq(x, y) => {
             // The plan wrote the sum over its input: reduce a copy.
             // SAFETY: y holds n values.
             let y = unsafe { slice_mut(y, n) };
             let x = y.to_vec();
             all_reduce(&x, y);
         }
-        _ => {
+        None => {
             // SAFETY: x and y hold n values each, and do not overlap (distinct buffers of the plan).
             let (x, y) = unsafe { (slice(x, n), slice_mut(y, n)) };
             all_reduce(x, y);
@@ -236,7 +267,20 @@ pub extern "C" fn nnc_all_reduce_start(x: *const f32, y: *mut f32, n: usize) {
 /// Waits for every sum started so far.
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_all_reduce_wait() {
-    if let Some(background) = BACKGROUND.get().filter(|_| MEMBER.get().is_none()) {
+    if let Some((team, rank)) = MEMBER.get() {
+        let jobs = STARTED.with_borrow_mut(|(jobs, _)| std::mem::take(jobs));
+        if jobs.is_empty() {
+            return;
+        }
+        let parts: Vec<Part> =
+            jobs.iter().map(|job| Part { x: job.x.as_ptr(), sum: job.sum, len: job.x.len() }).collect();
+        // SAFETY: `ThreadTeam::member` keeps the team borrowed while this
+        // thread works for it; each job's sum points into the step's
+        // buffers, which the plan leaves alone until this wait.
+        unsafe { &*team }.sum(rank, &parts);
+        return STARTED.with_borrow_mut(|(_, spare)| spare.extend(jobs.into_iter().map(|job| job.x)));
+    }
+    if let Some(background) = BACKGROUND.get() {
         background.lock().unwrap_or_else(|e| e.into_inner()).wait();
     }
 }
@@ -261,18 +305,23 @@ mod tests {
             let inputs: Vec<Vec<f32>> = (0..members)
                 .map(|r| (0..1001).map(|i| ((i * 7 + r * 13) % 17) as f32 * 0.1 + 1e-7 * (r + i) as f32).collect())
                 .collect();
-            let sums: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+            let sums: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
                 let members: Vec<_> = (0..members)
                     .map(|rank| {
                         let (team, x) = (&team, &inputs[rank]);
                         s.spawn(move || {
                             team.member(rank, || {
-                                let (mut all, mut few) = (vec![0.0; x.len()], vec![0.0; 3]);
+                                let (mut all, mut few, mut started) = (vec![0.0; x.len()], vec![0.0; 3], vec![0.0; 5]);
                                 all_reduce(x, &mut all);
-                                // In place, as a plan may ask.
+                                // Started sums land by the wait, read their
+                                // input at the start and may be in place.
                                 few.copy_from_slice(&x[..3]);
                                 nnc_all_reduce_start(few.as_ptr(), few.as_mut_ptr(), 3);
-                                (all, few)
+                                let mut input = x[..5].to_vec();
+                                nnc_all_reduce_start(input.as_ptr(), started.as_mut_ptr(), 5);
+                                input.fill(-1.0);
+                                nnc_all_reduce_wait();
+                                (all, few, started)
                             })
                         })
                     })
@@ -282,9 +331,10 @@ mod tests {
             let expected: Vec<f32> =
                 (0..1001).map(|i| inputs[1..].iter().fold(inputs[0][i], |acc, x| acc + x[i])).collect();
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            for (all, few) in &sums {
+            for (all, few, started) in &sums {
                 assert_eq!(bits(all), bits(&expected), "{members} members");
                 assert_eq!(bits(few), bits(&expected[..3]), "{members} members");
+                assert_eq!(bits(started), bits(&expected[..5]), "{members} members");
             }
             // Outside the team, a sum is over this process alone.
             let mut alone = vec![0.0; 3];
