@@ -32,7 +32,7 @@ use crate::kernels::{Epilogue, Window};
 
 mod lanes;
 
-use lanes::{LANES, NQ, lanes_product, lanes_weight_gradient};
+use lanes::{LANES, NQ, lanes_product, lanes_weight_reduce, lanes_weight_sums, lanes_weight_sums_len};
 
 /// Outputs per block of the product: two 8-lane registers.
 const QB: usize = 8 * XR;
@@ -104,7 +104,7 @@ pub fn supported() -> bool {
 
 /// A stack of zero-padded planes, and where each tap of a square kernel
 /// (taps `dilation` apart) starts reading in it.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Source {
     planes: usize,
     rows: usize,
@@ -137,12 +137,17 @@ impl Source {
     }
 
     /// Copies `[planes, h, w]` values into the planes with their top-left
-    /// corner at (top, left); everything else is zero.
-    fn fill(self, values: &[f32], (h, w): (usize, usize), (top, left): (usize, usize), out: &mut Vec<f32>) {
+    /// corner at (top, left); everything else is zero. The zeros are written
+    /// only when `out` last held another geometry: a fill writes nowhere else.
+    fn fill(self, values: &[f32], (h, w): (usize, usize), (top, left): (usize, usize), out: &mut Padded) {
         assert_eq!(self.filled, (top, top + h));
-        out.clear();
-        out.resize(self.len(), 0.0);
-        for (plane, image) in out.chunks_exact_mut(self.plane()).zip(values.chunks_exact(h * w)) {
+        let geometry = (self, (h, w), (top, left));
+        if out.geometry != Some(geometry) {
+            out.values.clear();
+            out.values.resize(self.len(), 0.0);
+            out.geometry = Some(geometry);
+        }
+        for (plane, image) in out.values.chunks_exact_mut(self.plane()).zip(values.chunks_exact(h * w)) {
             for (y, line) in image.chunks_exact(w).enumerate() {
                 let at = (y + top) * self.cols + left;
                 plane[at..at + w].copy_from_slice(line);
@@ -151,10 +156,21 @@ impl Source {
     }
 }
 
+/// Values `Source::fill` placed among zeros, and the geometry they were
+/// placed for.
+#[derive(Default)]
+struct Padded {
+    values: Vec<f32>,
+    geometry: Option<Placement>,
+}
+
+/// A source, the size of what fills it, and where that goes (top, left).
+type Placement = (Source, (usize, usize), (usize, usize));
+
 /// Per-thread buffers, grown to the largest convolution and then reused.
 #[derive(Default)]
 struct Scratch {
-    source: Vec<f32>,
+    source: Padded,
     wide: Vec<f32>,
     offsets: Vec<usize>,
     sums: Vec<f32>,
@@ -383,7 +399,7 @@ pub fn forward_image(packed: &[f32], filters: usize, image: &[f32], win: Window,
     SCRATCH.with(|cell| {
         let Scratch { source, wide, .. } = &mut *cell.borrow_mut();
         geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
-        product(Product { packed, rows: filters, src: source, geo, crop, epilogue }, out, wide);
+        product(Product { packed, rows: filters, src: &source.values, geo, crop, epilogue }, out, wide);
     });
 }
 
@@ -397,68 +413,99 @@ pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: W
         let Scratch { source, wide, .. } = &mut *cell.borrow_mut();
         geo.fill(grad, (win.out_height(), win.out_width()), (margin, margin), source);
         let epilogue = Epilogue::default();
-        product(Product { packed, rows: win.channels, src: source, geo, crop, epilogue }, dx, wide);
+        product(Product { packed, rows: win.channels, src: &source.values, geo, crop, epilogue }, dx, wide);
     });
 }
 
-/// Adds one image's weight gradient to `dw` (`[F, C, k, k]`):
-/// dw[f, r] += Σ_q g[f, q] · src[offset(r) + q], with g laid out at the
-/// padded width and zero in the discarded columns.
-pub fn weight_gradient_image(image: &[f32], grad: &[f32], filters: usize, win: Window, dw: &mut [f32]) {
+/// Adds the weight gradient of a run of images (`[N, C, H, W]`, their
+/// output gradients `grads` `[N, F, OH, OW]`) to `dw` (`[F, C, k, k]`).
+pub fn weight_gradient(images: &[f32], grads: &[f32], filters: usize, win: Window, dw: &mut [f32]) {
     let (geo, crop) = forward_geometry(win);
     let (oh, ow, taps) = (win.out_height(), win.out_width(), geo.taps());
-    let span = (oh * geo.cols).next_multiple_of(QB);
-    assert!(dw.len() == filters * taps && grad.len() == filters * oh * ow);
+    let (image_len, grad_len) = (win.channels * win.height * win.width, filters * oh * ow);
+    assert!(
+        dw.len() == filters * taps
+            && image_len > 0
+            && images.len().is_multiple_of(image_len)
+            && grads.len() == images.len() / image_len * grad_len
+    );
+    let lanes = Layout::of(filters, geo, crop) == Layout::Lanes;
     SCRATCH.with(|cell| {
         let Scratch { source, wide, offsets, sums } = &mut *cell.borrow_mut();
-        geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
-        if Layout::of(filters, geo, crop) == Layout::Lanes {
-            lanes_weight_gradient((source, geo), (oh, ow), grad, filters, dw, (wide, offsets, sums));
-            return;
+        if lanes {
+            // Summed over every image, then added to dw once.
+            sums.clear();
+            sums.resize(lanes_weight_sums_len(filters, taps), 0.0);
         }
-        // The gradient at the padded width, rows padded to whole blocks of FB.
-        wide.clear();
-        wide.resize(filters.next_multiple_of(FB) * span, 0.0);
-        for (row, g) in wide.chunks_exact_mut(span).zip(grad.chunks_exact(oh * ow)) {
-            for (y, line) in g.chunks_exact(ow).enumerate() {
-                row[y * geo.cols..y * geo.cols + ow].copy_from_slice(line);
+        for (image, grad) in images.chunks_exact(image_len).zip(grads.chunks_exact(grad_len)) {
+            geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
+            if lanes {
+                lanes_weight_sums((&source.values, geo), (oh, ow), grad, filters, (wide, offsets), sums);
+            } else {
+                rows_weight_gradient((&source.values, geo), grad, filters, win, wide, dw);
             }
         }
-        assert!(source.len() >= span + geo.offset(taps - 1));
-        // The filters go in groups of whole blocks, each group owning its
-        // rows of dw; within a group, a band's inputs serve every block
-        // before the next band is read. Bands are summed in order, so the
-        // result does not depend on threads.
-        let blocks_per_group = filters.div_ceil(FB).div_ceil(FILTER_GROUPS);
-        let run_group = |(group, dw): (usize, &mut [f32])| {
-            for q0 in (0..span).step_by(BAND) {
-                let count = BAND.min(span - q0);
-                for (block, dw) in dw.chunks_mut(FB * taps).enumerate() {
-                    let f0 = (group * blocks_per_group + block) * FB;
-                    let g = &wide[f0 * span..(f0 + FB) * span];
-                    for r0 in (0..taps).step_by(TB) {
-                        // Taps past the last read the first one's inputs; their sums are dropped.
-                        let offsets = std::array::from_fn(|t| q0 + geo.offset(if r0 + t < taps { r0 + t } else { 0 }));
-                        // SAFETY: the CPU has AVX2 and FMA (`applies`); `g` holds FB
-                        // rows of span values (padded to whole blocks) and every read
-                        // of `source` ends below offset(last tap) + span (asserted).
-                        let sums = unsafe { weight_block(&g[q0..], span, count, source, offsets) };
-                        for (i, sums) in sums.iter().enumerate().take(filters - f0) {
-                            for (t, &s) in sums.iter().enumerate().take(taps - r0) {
-                                dw[i * taps + r0 + t] += s;
-                            }
+        if lanes {
+            lanes_weight_reduce(sums, taps, dw);
+        }
+    });
+}
+
+/// Adds one image's weight gradient to `dw` in `Layout::Rows`:
+/// dw[f, r] += Σ_q g[f, q] · src[offset(r) + q], with g laid out at the
+/// padded width and zero in the discarded columns.
+fn rows_weight_gradient(
+    (source, geo): (&[f32], Source),
+    grad: &[f32],
+    filters: usize,
+    win: Window,
+    wide: &mut Vec<f32>,
+    dw: &mut [f32],
+) {
+    let (oh, ow, taps) = (win.out_height(), win.out_width(), geo.taps());
+    let span = (oh * geo.cols).next_multiple_of(QB);
+    // The gradient at the padded width, rows padded to whole blocks of FB.
+    wide.clear();
+    wide.resize(filters.next_multiple_of(FB) * span, 0.0);
+    for (row, g) in wide.chunks_exact_mut(span).zip(grad.chunks_exact(oh * ow)) {
+        for (y, line) in g.chunks_exact(ow).enumerate() {
+            row[y * geo.cols..y * geo.cols + ow].copy_from_slice(line);
+        }
+    }
+    assert!(source.len() >= span + geo.offset(taps - 1));
+    // The filters go in groups of whole blocks, each group owning its
+    // rows of dw; within a group, a band's inputs serve every block
+    // before the next band is read. Bands are summed in order, so the
+    // result does not depend on threads.
+    let blocks_per_group = filters.div_ceil(FB).div_ceil(FILTER_GROUPS);
+    let run_group = |(group, dw): (usize, &mut [f32])| {
+        for q0 in (0..span).step_by(BAND) {
+            let count = BAND.min(span - q0);
+            for (block, dw) in dw.chunks_mut(FB * taps).enumerate() {
+                let f0 = (group * blocks_per_group + block) * FB;
+                let g = &wide[f0 * span..(f0 + FB) * span];
+                for r0 in (0..taps).step_by(TB) {
+                    // Taps past the last read the first one's inputs; their sums are dropped.
+                    let offsets = std::array::from_fn(|t| q0 + geo.offset(if r0 + t < taps { r0 + t } else { 0 }));
+                    // SAFETY: the CPU has AVX2 and FMA (`applies`); `g` holds FB
+                    // rows of span values (padded to whole blocks) and every read
+                    // of `source` ends below offset(last tap) + span (asserted).
+                    let sums = unsafe { weight_block(&g[q0..], span, count, source, offsets) };
+                    for (i, sums) in sums.iter().enumerate().take(filters - f0) {
+                        for (t, &s) in sums.iter().enumerate().take(taps - r0) {
+                            dw[i * taps + r0 + t] += s;
                         }
                     }
                 }
             }
-        };
-        let group_len = blocks_per_group * FB * taps;
-        if filters * taps * span >= PARALLEL_WORK {
-            dw.par_chunks_mut(group_len).enumerate().for_each(run_group);
-        } else {
-            dw.chunks_mut(group_len).enumerate().for_each(run_group);
         }
-    });
+    };
+    let group_len = blocks_per_group * FB * taps;
+    if filters * taps * span >= PARALLEL_WORK {
+        dw.par_chunks_mut(group_len).enumerate().for_each(run_group);
+    } else {
+        dw.chunks_mut(group_len).enumerate().for_each(run_group);
+    }
 }
 
 /// FB × TB dot products, over `count` positions, of gradient rows (`span`

@@ -178,13 +178,14 @@ pub extern "C" fn nnc_conv2d_grad_weight(x: *const f32, g: *const f32, dw: *mut 
         #[cfg(target_arch = "x86_64")]
         let direct = conv::applies(win);
         each_part(&mut partials, filter, |part, partial| {
-            let (x, g) = (&x[part * per * c * h * wd..], &g[part * per * f * cols..]);
-            for (image, grad) in x.chunks_exact(c * h * wd).zip(g.chunks_exact(f * cols)).take(per) {
-                #[cfg(target_arch = "x86_64")]
-                if direct {
-                    conv::weight_gradient_image(image, grad, f, win, partial);
-                    continue;
-                }
+            let images = per.min(b - part * per);
+            let x = &x[part * per * c * h * wd..(part * per + images) * c * h * wd];
+            let g = &g[part * per * f * cols..(part * per + images) * f * cols];
+            #[cfg(target_arch = "x86_64")]
+            if direct {
+                return conv::weight_gradient(x, g, f, win, partial);
+            }
+            for (image, grad) in x.chunks_exact(c * h * wd).zip(g.chunks_exact(f * cols)) {
                 with_columns(rows * cols, |columns| {
                     kernels::im2col(image, columns, win);
                     // dw [F, C·KH·KW] += g [F, OH·OW] · columnsᵀ

@@ -141,29 +141,36 @@ unsafe fn lanes_block(
     }
 }
 
-/// `weight_gradient_image` in `Layout::Lanes`: dw[f, r] += Σ_q g[f, q] ·
-/// src[offset(r) + base(q)] over the kept positions q, with LANES filters
-/// across the lanes and NR taps at a time; each sum is one chain over the
-/// positions in order, whatever the threads.
-pub(super) fn lanes_weight_gradient(
+/// The length of the sums `lanes_weight_sums` adds to, for `filters`
+/// filters of `taps` taps.
+pub(super) fn lanes_weight_sums_len(filters: usize, taps: usize) -> usize {
+    filters.div_ceil(LANES) * taps.div_ceil(NR) * NR * LANES
+}
+
+/// The weight gradient in `Layout::Lanes`, for one image: adds Σ_q g[f, q] ·
+/// src[offset(r) + base(q)] over the kept positions q to `sums`, with
+/// LANES filters across the lanes and NR taps at a time
+/// (`lanes_weight_reduce` then adds them to dw). Each sum is one chain
+/// over the images and their positions in order, whatever the threads.
+pub(super) fn lanes_weight_sums(
     (src, geo): (&[f32], Source),
     (height, width): (usize, usize),
     grad: &[f32],
     filters: usize,
-    dw: &mut [f32],
-    (wide, offsets, sums): (&mut Vec<f32>, &mut Vec<usize>, &mut Vec<f32>),
+    (wide, offsets): (&mut Vec<f32>, &mut Vec<usize>),
+    sums: &mut [f32],
 ) {
     let (taps, positions) = (geo.taps(), height * width);
     let (groups, blocks) = (filters.div_ceil(LANES), taps.div_ceil(NR));
     assert!(
         positions > 0
             && grad.len() == filters * positions
-            && dw.len() == filters * taps
+            && sums.len() == lanes_weight_sums_len(filters, taps)
             && width <= geo.cols
             && src.len() > (height - 1) * geo.cols + width - 1 + geo.offset(taps - 1)
     );
-    // The gradient position by position, LANES filters to a position.
-    wide.clear();
+    // The gradient position by position, LANES filters to a position (the
+    // lanes past the last filter keep what they held: their sums are dropped).
     wide.resize(groups * positions * LANES, 0.0);
     // SAFETY: the CPU has AVX2 (`applies`); the sizes are as asserted and resized.
     unsafe { lanes_from_rows(grad, filters, positions, wide) };
@@ -171,8 +178,6 @@ pub(super) fn lanes_weight_gradient(
     offsets.clear();
     offsets.extend((0..blocks * NR).map(|r| geo.offset(if r < taps { r } else { 0 })));
     let (wide, offsets) = (&wide[..], &offsets[..]);
-    sums.clear();
-    sums.resize(groups * blocks * NR * LANES, 0.0);
     let run_block = |(i, out): (usize, &mut [f32])| {
         let (group, block) = (i / blocks, i % blocks);
         let g = &wide[group * positions * LANES..(group + 1) * positions * LANES];
@@ -187,6 +192,11 @@ pub(super) fn lanes_weight_gradient(
     } else {
         sums.chunks_mut(NR * LANES).enumerate().for_each(run_block);
     }
+}
+
+/// dw[f, r] += the sum `lanes_weight_sums` gathered for filter f and tap r.
+pub(super) fn lanes_weight_reduce(sums: &[f32], taps: usize, dw: &mut [f32]) {
+    let blocks = taps.div_ceil(NR);
     for (f, dw) in dw.chunks_exact_mut(taps).enumerate() {
         let (group, lane) = (f / LANES, f % LANES);
         for (r, dw) in dw.iter_mut().enumerate() {
@@ -221,7 +231,7 @@ unsafe fn lanes_from_rows(grad: &[f32], filters: usize, positions: usize, wide: 
 }
 
 /// NR taps × LANES filters of the weight gradient, summed over the
-/// `height × width` kept positions, written to `out` tap by tap.
+/// `height × width` kept positions, added to `out` tap by tap.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn lanes_weight_block(
     g: &[f32],
@@ -230,7 +240,10 @@ unsafe fn lanes_weight_block(
     offsets: [usize; NR],
     out: &mut [f32],
 ) {
-    let mut acc = [[_mm256_setzero_ps(); 2]; NR];
+    // SAFETY: `out` holds NR × LANES values.
+    let mut acc: [[_; 2]; NR] = std::array::from_fn(|j| {
+        std::array::from_fn(|v| unsafe { _mm256_loadu_ps(out.as_ptr().add(j * LANES + 8 * v)) })
+    });
     for y in 0..height {
         // SAFETY (this loop): see the caller.
         unsafe {

@@ -76,8 +76,16 @@ fn direct_convolution_matches_the_reference_loops() {
         with_input_gradient_filter(&w, filters, win, |packed| input_gradient_image(packed, filters, &g, win, &mut dx));
         assert_close(&dx, &dx_ref, "dx");
         let mut dw = vec![0.0; w.len()];
-        weight_gradient_image(&x, &g, filters, win, &mut dw);
+        weight_gradient(&x, &g, filters, win, &mut dw);
         assert_close(&dw, &dw_ref, "dw");
+        // Over three images (the second and third the first's values
+        // scaled), added to what dw held.
+        let scaled = |v: &[f32], by: f32| v.iter().map(|x| x * by).collect::<Vec<f32>>();
+        let (x3, g3) =
+            ([x.clone(), scaled(&x, 0.5), scaled(&x, -2.0)].concat(), [g.clone(), g.clone(), g.clone()].concat());
+        let mut dw3 = dw_ref.clone();
+        weight_gradient(&x3, &g3, filters, win, &mut dw3);
+        assert_close(&dw3, &scaled(&dw_ref, 0.5), "dw over three images");
     }
     // Both the forward product and the weight gradient ran in each layout.
     assert!(chosen.contains(&Layout::Rows) && chosen.contains(&Layout::Lanes), "{chosen:?}");
@@ -110,7 +118,7 @@ fn both_layouts_give_the_same_bits() {
                 win.rows.extent() - 1,
             ),
         ] {
-            let mut source = Vec::new();
+            let mut source = Padded::default();
             geo.fill(image, size, (margin, margin), &mut source);
             let a = |m: usize, r: usize| w[(m * geo.taps() + r) % w.len()];
             let outputs: Vec<Vec<f32>> = [Layout::Rows, Layout::Lanes]
@@ -122,7 +130,7 @@ fn both_layouts_give_the_same_bits() {
                     let mut wide = Vec::new();
                     let bias: Vec<f32> = (0..rows).map(|m| m as f32 / 8.0).collect();
                     let epilogue = Epilogue { bias: Some(&bias), relu: rows % 2 == 1 };
-                    let product = Product { packed: &packed, rows, src: &source, geo, crop, epilogue };
+                    let product = Product { packed: &packed, rows, src: &source.values, geo, crop, epilogue };
                     match layout {
                         Layout::Rows => rows_product(product, &mut out, &mut wide),
                         Layout::Lanes => lanes_product(product, &mut out, &mut wide),
