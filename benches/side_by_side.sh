@@ -75,6 +75,9 @@ for model in mnist_mlp lenet; do
         benches/c/latency.c "$work/$model/lib$model.a" -lpthread -lm -ldl -o "$work/latency_$model"
 done
 
+# onnxruntime's W4 runs the PyTorch MLP exported to ONNX.
+[ -e "$peers/mlp_small.onnx" ] || (cd "$peers" && "$py" bench_torch.py export >/dev/null)
+
 for r in $(seq "$rounds"); do
     mine w1 "$r" mnist_mlp 64
     peer torch w1 "$r"
