@@ -128,11 +128,16 @@ impl Trainer {
         }
         let (mut loss, mut steps) = (f64::NAN, 0);
         while go_on(steps) {
-            loss =
-                if self.replicates(rows) { self.step_replicated(x, y, rows, lr)? } else { self.step(x, y, rows, lr)? };
+            loss = self.step_as_fitted(x, y, rows, lr)?;
             steps += 1;
         }
         Ok(loss)
+    }
+
+    /// A step on all `rows` rows of a batch as `fit_epoch` takes it: over the
+    /// replicas where they apply, else this process's rows (`step`).
+    pub(super) fn step_as_fitted(&mut self, x: &[f32], y: &[f32], rows: usize, lr: f64) -> Result<f64, TrainError> {
+        if self.replicates(rows) { self.step_replicated(x, y, rows, lr) } else { self.step(x, y, rows, lr) }
     }
 
     /// Whether this trainer's steps of `rows` rows run as replicas: compiled
