@@ -99,13 +99,21 @@ fn in_scopes<'a>(
     finished: &'a (Mutex<usize>, Condvar),
     wait: &(dyn Fn() + Sync),
 ) {
+    /// Counts its call as finished when dropped, also when the call unwinds
+    /// (the scope then passes the panic on, instead of `wait` waiting forever).
+    struct Finished<'a>(&'a (Mutex<usize>, Condvar));
+    impl Drop for Finished<'_> {
+        fn drop(&mut self) {
+            *self.0.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            self.0.1.notify_one();
+        }
+    }
     let Some(call) = calls.pop() else { return wait() };
     let (pool, others) = pools.split_last().expect("one pool per call");
     pool.in_place_scope(|scope| {
         scope.spawn(move |_| {
+            let _finished = Finished(finished);
             call();
-            *finished.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-            finished.1.notify_one();
         });
         in_scopes(others, calls, finished, wait);
     });
