@@ -140,15 +140,15 @@ impl ThreadTeam {
             // its input and its result, which are distinct buffers borrowed
             // until the barrier below; each member writes only its own range
             // of the results.
-            let range =
-                |at: *const f32| unsafe { std::slice::from_raw_parts_mut(at.cast_mut().add(first), end - first) };
-            let total = range(part.sum);
-            total.copy_from_slice(range(all[0][j].x));
+            let input = |at: *const f32| unsafe { std::slice::from_raw_parts(at.add(first), end - first) };
+            let result = |at: *mut f32| unsafe { std::slice::from_raw_parts_mut(at.add(first), end - first) };
+            let total = result(part.sum);
+            total.copy_from_slice(input(all[0][j].x));
             for other in &all[1..] {
-                total.iter_mut().zip(range(other[j].x).iter()).for_each(|(t, &v)| *t += v);
+                total.iter_mut().zip(input(other[j].x)).for_each(|(t, &v)| *t += v);
             }
             for other in all.iter().enumerate().filter(|&(r, _)| r != rank).map(|(_, p)| p) {
-                range(other[j].sum).copy_from_slice(total);
+                result(other[j].sum).copy_from_slice(total);
             }
         }
         self.wait();
