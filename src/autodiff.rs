@@ -82,9 +82,12 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
                 });
             }
             Op::Input(_) | Op::Target(_) | Op::State(_) | Op::Hyper(_) | Op::Const(_) => {}
-            // y = f(x) ⇒ ∂x = g·f′(x)
+            // y = f(x) ⇒ ∂x = g·f′(x). relu′(x) = relu′(relu(x)), so a ReLU's
+            // rule reads its output in place of its input: the input then
+            // need not be kept, and its producer fuses into the ReLU.
             Op::Unary(u) => {
-                let dx = g.push(Op::UnaryGrad(*u), vec![ins[0], y, dy], node.shape.clone(), span);
+                let x = if *u == Unary::Relu { y } else { ins[0] };
+                let dx = g.push(Op::UnaryGrad(*u), vec![x, y, dy], node.shape.clone(), span);
                 contrib.push((0, dx));
             }
             // y = a + b ⇒ ∂a = g, ∂b = g
@@ -290,4 +293,31 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
         }
     }
     Ok(Backward { params: param_grads, adjoints: adjoint })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::{Op, Unary};
+    use crate::plan::{Location, plan_train};
+
+    /// A ReLU's backward rule reads the ReLU's output, not its input, so
+    /// the training step keeps no pre-activation: the bias addition before
+    /// the ReLU fuses into it.
+    #[test]
+    fn a_relu_gradient_reads_the_relu_output_and_its_input_fuses_away() {
+        let source = "model m {\n  input x: [20]\n  target y: class(3)\n  \
+                      x |> dense(16) |> relu |> dense(3) => logits\n  \
+                      loss = cross_entropy(logits, y)\n  train { optimizer = sgd(lr = 0.1) batch = 8 }\n}\n";
+        let checked = crate::pipeline::check_source("m.nn", source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        let step = crate::pipeline::step_graph(model, &model.train, 8).expect("step builds");
+        let g = &step.graph;
+        let relu = g.nodes.iter().position(|n| n.op == Op::Unary(Unary::Relu)).expect("relu");
+        let grad = g.nodes.iter().find(|n| n.op == Op::UnaryGrad(Unary::Relu)).expect("relu gradient");
+        assert_eq!(grad.inputs[0].0, relu, "the rule reads the ReLU's output");
+        let plan = plan_train(&step);
+        let input = g.nodes[relu].inputs[0].0;
+        assert_eq!(plan.locations[input], Location::Fused, "{}", plan.to_text(g));
+    }
 }
