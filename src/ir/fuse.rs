@@ -7,8 +7,9 @@ use super::{Graph, Op, Unary};
 /// Moves each ReLU that is the only reader of a convolution into the
 /// convolution, which applies it as it stores its outputs: one pass over
 /// them fewer. The ReLU node becomes a view of the convolution's output,
-/// so every value keeps its id. A convolution something else reads (a
-/// training step's backward pass reads the ReLU's input) is left alone.
+/// so every value keeps its id. A convolution something else reads is
+/// left alone. (A ReLU's gradient reads the ReLU's output, which the view
+/// still gives, so graphs with a backward pass fuse too.)
 pub fn fuse_activations(graph: &mut Graph) {
     let mut readers = vec![0usize; graph.nodes.len()];
     for input in graph.nodes.iter().flat_map(|n| &n.inputs) {
@@ -31,11 +32,13 @@ pub fn fuse_activations(graph: &mut Graph) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::{Backend, Compiled, Store};
     use crate::pipeline::{check_source, forward_graph, input_gradient_graph};
 
     /// The first convolution's ReLU moves into it; the second convolution
-    /// feeds batch normalisation and keeps its output; a graph whose
-    /// backward pass reads the convolutions' outputs keeps every ReLU.
+    /// feeds batch normalisation and keeps its output. `nnc explain`'s graph,
+    /// whose backward pass reads the ReLUs' outputs, fuses alike, and its
+    /// input gradient stays that of the unfused graph.
     #[test]
     fn a_relu_moves_into_the_convolution_only_it_reads() {
         let source = "model m {\n  input x: [1, 8, 8]\n  target y: class(3)\n  \
@@ -55,6 +58,32 @@ mod tests {
             (convs.collect::<Vec<_>>(), relus)
         };
         assert_eq!(fused(forward_graph(model, 4, false).expect("forward")), (vec![true, false], 1));
-        assert_eq!(fused(input_gradient_graph(model, 4).expect("input gradient")), (vec![false, false], 2));
+        assert_eq!(fused(input_gradient_graph(model, 4).expect("input gradient")), (vec![true, false], 1));
+
+        // The compiled (fused) input gradient against the interpreter's (unfused).
+        let graph = input_gradient_graph(model, 4).expect("input gradient");
+        let mut store = Store::new(&graph);
+        for (p, param) in graph.params.iter().enumerate() {
+            let n = crate::shape::numel(&param.shape);
+            let values: Vec<f32> = (0..n).map(|i| ((i * 7919 + p * 131) % 1000) as f32 / 1000.0 - 0.4).collect();
+            store.set_param(p, &values);
+        }
+        let x: Vec<f32> = (0..4 * 64).map(|i| ((i * 104_729) % 997) as f32 / 997.0).collect();
+        let seed: Vec<f32> = (0..4 * 3).map(|i| f32::from(u8::from(i % 4 == 0))).collect();
+        let gradient = |graph: &Graph, backend| {
+            let mut compiled = Compiled::<Graph>::new(graph.clone(), backend).expect("compiles");
+            compiled.run(&mut store.clone(), &x, &seed).expect("runs").0
+        };
+        // The forward pass keeps the class target's leaf, which nothing
+        // reads here; the interpreter would bind the seed to it too.
+        let mut unfused = graph.clone();
+        for node in unfused.nodes.iter_mut().filter(|n| n.op == Op::Target(0) && n.shape != [4, 3]) {
+            node.op = Op::Const(0.0);
+        }
+        let (jit, interp) = (gradient(&graph, Backend::Jit), gradient(&unfused, Backend::Interp));
+        assert!(interp.iter().any(|&v| v != 0.0), "the gradient reaches the input");
+        for (a, b) in jit.iter().zip(&interp) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
     }
 }
