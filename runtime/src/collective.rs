@@ -56,9 +56,25 @@ pub fn all_reduce(x: &[f32], sum: &mut [f32]) {
 thread_local! {
     /// The team this thread is a member of (`ThreadTeam::member`), and its rank.
     static MEMBER: Cell<Option<(*const ThreadTeam, usize)>> = const { Cell::new(None) };
-    /// A member's sums started since the last wait (all exchanged at the
-    /// wait, in one go), and spare input buffers.
-    static STARTED: RefCell<(Vec<Job>, Vec<Vec<f32>>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// A member's sums started since the last wait, all exchanged at the wait.
+    static STARTED: RefCell<Started> = const { RefCell::new(Started { jobs: Vec::new(), parts: Vec::new(), spare: Vec::new() }) };
+}
+
+/// A `ThreadTeam` member's started sums, and buffers kept from earlier steps.
+struct Started {
+    jobs: Vec<Job>,
+    /// The jobs as the exchange reads them, rebuilt at each wait.
+    parts: Vec<Part>,
+    /// Input copies of finished jobs, to be reused.
+    spare: Vec<Vec<f32>>,
+}
+
+/// A copy of `x` in a buffer from `spare` when there is one.
+fn copy_reusing(spare: &mut Vec<Vec<f32>>, x: &[f32]) -> Vec<f32> {
+    let mut copy = spare.pop().unwrap_or_default();
+    copy.clear();
+    copy.extend_from_slice(x);
+    copy
 }
 
 /// One value of a `ThreadTeam` sum: `len` values from `x`, their sum over
@@ -122,16 +138,14 @@ impl ThreadTeam {
         self.counts[rank].store(parts.len(), Ordering::Relaxed);
         self.wait();
         // SAFETY: each member's parts stay borrowed until the barrier below.
-        let all: Vec<&[Part]> = (0..self.members)
-            .map(|r| unsafe {
-                std::slice::from_raw_parts(
-                    self.parts[r].load(Ordering::Relaxed) as *const Part,
-                    self.counts[r].load(Ordering::Relaxed),
-                )
-            })
-            .collect();
-        let same = |other: &&[Part]| other.len() == parts.len() && other.iter().zip(parts).all(|(a, b)| a.len == b.len);
-        assert!(all.iter().all(same), "members summed different values");
+        let parts_of = |r: usize| unsafe {
+            std::slice::from_raw_parts(
+                self.parts[r].load(Ordering::Relaxed) as *const Part,
+                self.counts[r].load(Ordering::Relaxed),
+            )
+        };
+        let same = |other: &[Part]| other.len() == parts.len() && other.iter().zip(parts).all(|(a, b)| a.len == b.len);
+        assert!((0..self.members).all(|r| same(parts_of(r))), "members summed different values");
         for (j, part) in parts.iter().enumerate() {
             // This member's share of the values: summed into its own result,
             // then copied to the others'.
@@ -143,12 +157,12 @@ impl ThreadTeam {
             let input = |at: *const f32| unsafe { std::slice::from_raw_parts(at.add(first), end - first) };
             let result = |at: *mut f32| unsafe { std::slice::from_raw_parts_mut(at.add(first), end - first) };
             let total = result(part.sum);
-            total.copy_from_slice(input(all[0][j].x));
-            for other in &all[1..] {
-                total.iter_mut().zip(input(other[j].x)).for_each(|(t, &v)| *t += v);
+            total.copy_from_slice(input(parts_of(0)[j].x));
+            for r in 1..self.members {
+                total.iter_mut().zip(input(parts_of(r)[j].x)).for_each(|(t, &v)| *t += v);
             }
-            for other in all.iter().enumerate().filter(|&(r, _)| r != rank).map(|(_, p)| p) {
-                result(other[j].sum).copy_from_slice(total);
+            for r in (0..self.members).filter(|&r| r != rank) {
+                result(parts_of(r)[j].sum).copy_from_slice(total);
             }
         }
         self.wait();
@@ -214,9 +228,7 @@ impl Background {
     }
 
     fn start(&mut self, x: &[f32], sum: *mut f32) {
-        let mut copy = self.spare.pop().unwrap_or_default();
-        copy.clear();
-        copy.extend_from_slice(x);
+        let copy = copy_reusing(&mut self.spare, x);
         self.jobs.send(Job { x: copy, sum }).expect("the all-reduce thread ended");
         self.pending += 1;
     }
@@ -236,11 +248,9 @@ pub extern "C" fn nnc_all_reduce_start(x: *const f32, y: *mut f32, n: usize) {
     if MEMBER.get().is_some() {
         // SAFETY: x holds n values, copied before the step goes on.
         let x = unsafe { slice(x, n) };
-        return STARTED.with_borrow_mut(|(jobs, spare)| {
-            let mut copy = spare.pop().unwrap_or_default();
-            copy.clear();
-            copy.extend_from_slice(x);
-            jobs.push(Job { x: copy, sum: y });
+        return STARTED.with_borrow_mut(|started| {
+            let copy = copy_reusing(&mut started.spare, x);
+            started.jobs.push(Job { x: copy, sum: y });
         });
     }
     match BACKGROUND.get() {
@@ -268,17 +278,18 @@ pub extern "C" fn nnc_all_reduce_start(x: *const f32, y: *mut f32, n: usize) {
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_all_reduce_wait() {
     if let Some((team, rank)) = MEMBER.get() {
-        let jobs = STARTED.with_borrow_mut(|(jobs, _)| std::mem::take(jobs));
-        if jobs.is_empty() {
-            return;
-        }
-        let parts: Vec<Part> =
-            jobs.iter().map(|job| Part { x: job.x.as_ptr(), sum: job.sum, len: job.x.len() }).collect();
-        // SAFETY: `ThreadTeam::member` keeps the team borrowed while this
-        // thread works for it; each job's sum points into the step's
-        // buffers, which the plan leaves alone until this wait.
-        unsafe { &*team }.sum(rank, &parts);
-        return STARTED.with_borrow_mut(|(_, spare)| spare.extend(jobs.into_iter().map(|job| job.x)));
+        return STARTED.with_borrow_mut(|Started { jobs, parts, spare }| {
+            if jobs.is_empty() {
+                return;
+            }
+            parts.clear();
+            parts.extend(jobs.iter().map(|job| Part { x: job.x.as_ptr(), sum: job.sum, len: job.x.len() }));
+            // SAFETY: `ThreadTeam::member` keeps the team borrowed while this
+            // thread works for it; each job's sum points into the step's
+            // buffers, which the plan leaves alone until this wait.
+            unsafe { &*team }.sum(rank, parts);
+            spare.extend(jobs.drain(..).map(|job| job.x));
+        });
     }
     if let Some(background) = BACKGROUND.get() {
         background.lock().unwrap_or_else(|e| e.into_inner()).wait();

@@ -80,7 +80,7 @@ impl Replicas {
 /// Runs `calls[r]` on `pools[r]`, all at once, and returns when all have.
 /// The caller sleeps meanwhile (rayon would have it spin, taking a core
 /// from the replicas).
-fn run_side_by_side(pools: &[ThreadPool], calls: Vec<Box<dyn FnOnce() + Send + '_>>) {
+fn run_side_by_side(pools: &[ThreadPool], calls: Vec<impl FnOnce() + Send>) {
     let finished = (Mutex::new(0), Condvar::new());
     let count = calls.len();
     in_scopes(pools, calls, &finished, &|| {
@@ -95,7 +95,7 @@ fn run_side_by_side(pools: &[ThreadPool], calls: Vec<Box<dyn FnOnce() + Send + '
 /// Spawns each call in its pool's scope, nested, and runs `wait` inside them all.
 fn in_scopes<'a>(
     pools: &[ThreadPool],
-    mut calls: Vec<Box<dyn FnOnce() + Send + 'a>>,
+    mut calls: Vec<impl FnOnce() + Send + 'a>,
     finished: &'a (Mutex<usize>, Condvar),
     wait: &(dyn Fn() + Sync),
 ) {
@@ -186,18 +186,14 @@ impl Trainer {
         replicas.observed.iter_mut().for_each(|o| o.resize(observed_len, 0.0));
         let Replicas { team, pools, stores, steps, observed, .. } = replicas;
         let steps = steps.get_mut(&rows).ok_or_else(|| TrainError::Internal("replica steps".into()))?;
-        let parts: Vec<(&[f32], &[f32])> = (0..REPLICAS)
-            .map(|r| {
-                let shard = Shard::part(rows, r, REPLICAS);
-                (rows_of(x, rows, shard), if y.is_empty() { y } else { rows_of(y, rows, shard) })
-            })
-            .collect();
         let store_of = std::iter::once(&mut self.model.store).chain(stores.iter_mut());
-        let mut calls: Vec<Box<dyn FnOnce() + Send + '_>> = Vec::with_capacity(REPLICAS);
-        for (((rank, step), store), &(x, y)) in steps.iter_mut().enumerate().zip(store_of).zip(&parts) {
+        let mut calls = Vec::with_capacity(REPLICAS);
+        for ((rank, step), store) in steps.iter_mut().enumerate().zip(store_of) {
+            let shard = Shard::part(rows, rank, REPLICAS);
+            let (x, y) = (rows_of(x, rows, shard), if y.is_empty() { y } else { rows_of(y, rows, shard) });
             let call = step.call(store, x, y, &hypers).map_err(TrainError::Internal)?;
             let team = &*team;
-            calls.push(Box::new(move || team.member(rank, call)));
+            calls.push(move || team.member(rank, call));
         }
         run_side_by_side(pools, calls);
         let store_of = std::iter::once(&self.model.store).chain(stores.iter());
