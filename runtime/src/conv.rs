@@ -34,6 +34,8 @@ mod lanes;
 
 use lanes::{LANES, NQ, lanes_product, lanes_weight_reduce, lanes_weight_sums, lanes_weight_sums_len};
 
+use crate::gemm::Isa;
+
 /// Outputs per block of the product: two 8-lane registers.
 const QB: usize = 8 * XR;
 const XR: usize = 2;
@@ -100,6 +102,12 @@ pub fn applies(win: Window) -> bool {
 /// Whether this CPU has what the path needs (AVX2 and FMA).
 pub fn supported() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// The widest instruction set the lanes kernels run on this CPU (which
+/// `supported`).
+fn isa() -> Isa {
+    Isa::detect().expect("the direct convolution runs only where AVX2 and FMA are")
 }
 
 /// A stack of zero-padded planes, and where each tap of a square kernel
@@ -222,7 +230,7 @@ struct Product<'a> {
 fn product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
     match Layout::of(p.rows, p.geo, p.crop) {
         Layout::Rows => rows_product(p, out, wide),
-        Layout::Lanes => lanes_product(p, out, wide),
+        Layout::Lanes => lanes_product(isa(), p, out, wide),
     }
 }
 
@@ -420,6 +428,11 @@ pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: W
 /// Adds the weight gradient of a run of images (`[N, C, H, W]`, their
 /// output gradients `grads` `[N, F, OH, OW]`) to `dw` (`[F, C, k, k]`).
 pub fn weight_gradient(images: &[f32], grads: &[f32], filters: usize, win: Window, dw: &mut [f32]) {
+    weight_gradient_on(isa(), images, grads, filters, win, dw)
+}
+
+/// `weight_gradient` with the lanes kernels of `isa`.
+fn weight_gradient_on(isa: Isa, images: &[f32], grads: &[f32], filters: usize, win: Window, dw: &mut [f32]) {
     let (geo, crop) = forward_geometry(win);
     let (oh, ow, taps) = (win.out_height(), win.out_width(), geo.taps());
     let (image_len, grad_len) = (win.channels * win.height * win.width, filters * oh * ow);
@@ -435,18 +448,18 @@ pub fn weight_gradient(images: &[f32], grads: &[f32], filters: usize, win: Windo
         if lanes {
             // Summed over every image, then added to dw once.
             sums.clear();
-            sums.resize(lanes_weight_sums_len(filters, taps), 0.0);
+            sums.resize(lanes_weight_sums_len(isa, filters, taps), 0.0);
         }
         for (image, grad) in images.chunks_exact(image_len).zip(grads.chunks_exact(grad_len)) {
             geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
             if lanes {
-                lanes_weight_sums((&source.values, geo), (oh, ow), grad, filters, (wide, offsets), sums);
+                lanes_weight_sums(isa, (&source.values, geo), (oh, ow), grad, filters, (wide, offsets), sums);
             } else {
                 rows_weight_gradient((&source.values, geo), grad, filters, win, wide, dw);
             }
         }
         if lanes {
-            lanes_weight_reduce(sums, taps, dw);
+            lanes_weight_reduce(isa, sums, taps, dw);
         }
     });
 }

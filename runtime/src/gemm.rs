@@ -18,11 +18,9 @@
 use std::cell::RefCell;
 
 #[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::{
-    __m256, __m512, _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_storeu_ps, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
-    _mm512_storeu_ps,
-};
+use std::arch::x86_64::{__m256, __m512, _mm256_loadu_ps, _mm256_storeu_ps};
+
+use crate::simd::Vector;
 
 /// Rows of c per block: 6 × 2 accumulators, 2 panel vectors and a
 /// broadcast fit the 16 vector registers of AVX2.
@@ -370,75 +368,6 @@ unsafe fn kernel<V: Vector, const R: usize>(block: Block) {
         }
     }
 }
-
-/// The vector operations the kernel needs, for each width.
-trait Vector: Copy {
-    const LANES: usize;
-    unsafe fn zero() -> Self;
-    unsafe fn splat(x: f32) -> Self;
-    unsafe fn load(from: *const f32) -> Self;
-    unsafe fn store(to: *mut f32, v: Self);
-    unsafe fn add(x: Self, y: Self) -> Self;
-    /// x·y + z, rounded once.
-    unsafe fn fmadd(x: Self, y: Self, z: Self) -> Self;
-}
-
-/// `Vector` for one register type from its intrinsics. Each method is
-/// inlined into a function compiled for that instruction set
-/// (`blocked_avx512`, `blocked_avx2`), which alone calls them.
-macro_rules! vector {
-    ($type:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $store:ident, $add:ident, $fmadd:ident) => {
-        #[cfg(target_arch = "x86_64")]
-        impl Vector for $type {
-            const LANES: usize = $lanes;
-            #[inline(always)]
-            unsafe fn zero() -> Self {
-                unsafe { $zero() }
-            }
-            #[inline(always)]
-            unsafe fn splat(x: f32) -> Self {
-                unsafe { $splat(x) }
-            }
-            #[inline(always)]
-            unsafe fn load(from: *const f32) -> Self {
-                unsafe { $load(from) }
-            }
-            #[inline(always)]
-            unsafe fn store(to: *mut f32, v: Self) {
-                unsafe { $store(to, v) }
-            }
-            #[inline(always)]
-            unsafe fn add(x: Self, y: Self) -> Self {
-                unsafe { $add(x, y) }
-            }
-            #[inline(always)]
-            unsafe fn fmadd(x: Self, y: Self, z: Self) -> Self {
-                unsafe { $fmadd(x, y, z) }
-            }
-        }
-    };
-}
-
-vector!(
-    __m512,
-    16,
-    _mm512_setzero_ps,
-    _mm512_set1_ps,
-    _mm512_loadu_ps,
-    _mm512_storeu_ps,
-    _mm512_add_ps,
-    _mm512_fmadd_ps
-);
-vector!(
-    __m256,
-    8,
-    _mm256_setzero_ps,
-    _mm256_set1_ps,
-    _mm256_loadu_ps,
-    _mm256_storeu_ps,
-    _mm256_add_ps,
-    _mm256_fmadd_ps
-);
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ pub mod library;
 mod pool;
 mod products;
 mod routines;
+mod simd;
 mod spatial;
 #[cfg(target_arch = "x86_64")]
 mod winograd;

@@ -2,27 +2,45 @@
 //! output rows across the vector lanes, each kept position's input
 //! broadcast, so small images compute no discarded columns and no rows
 //! rounded up to blocks of six.
+//!
+//! The kernels are written once over `Vector` and compiled for AVX2 (two
+//! 8-lane registers to a position or tap, six at a time) and AVX-512 (one
+//! 16-lane register, twelve at a time): both hold twelve accumulators, and
+//! both sum every output in the same order, so they give the same bits.
 #![allow(unsafe_code)]
 
-use std::arch::x86_64::{_mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps};
+use std::arch::x86_64::{__m256, __m512};
 
 use rayon::prelude::*;
 
 use super::{Crop, PARALLEL_WORK, Product, Source};
-use crate::gemm::transpose8;
+use crate::gemm::{Isa, transpose8};
+use crate::simd::Vector;
 
 /// Output rows across the lanes in `Layout::Lanes`: two 8-lane registers.
 pub(super) const LANES: usize = 16;
-/// Positions per block of `Layout::Lanes`: 12 accumulators.
+/// Positions per block of `Layout::Lanes` on AVX2: 12 accumulators.
 pub(super) const NQ: usize = 6;
-/// `product` in `Layout::Lanes`: the kept positions only, each block's
-/// LANES × NQ sums stored position by position in `wide`, then turned into
-/// rows.
-pub(super) fn lanes_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
+/// Positions per block on AVX-512, and taps per block of its weight
+/// gradient: 12 accumulators of one register each.
+const WIDE: usize = 12;
+
+/// Positions (or taps) per block of the lanes kernels on `isa`.
+fn block_len(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx2 => NQ,
+        Isa::Avx512 => WIDE,
+    }
+}
+
+/// `product` in `Layout::Lanes` on `isa`: the kept positions only, each
+/// block's LANES × `block_len` sums stored position by position in `wide`,
+/// then turned into rows.
+pub(super) fn lanes_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
     let Product { packed, rows, src, geo, crop, epilogue } = p;
     let Crop { top, left, height, width } = crop;
-    let (taps, positions) = (geo.taps(), height * width);
-    let (groups, blocks) = (rows.div_ceil(LANES), positions.div_ceil(NQ));
+    let (taps, positions, nq) = (geo.taps(), height * width, block_len(isa));
+    let (groups, blocks) = (rows.div_ceil(LANES), positions.div_ceil(nq));
     assert!(
         positions > 0
             && packed.len() == groups * LANES * taps
@@ -30,46 +48,29 @@ pub(super) fn lanes_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
             && src.len() > (top + height - 1) * geo.cols + left + width - 1 + geo.offset(taps - 1)
             && out.len() == rows * positions
     );
-    let block_len = NQ * LANES;
-    wide.resize(groups * blocks * block_len, 0.0);
+    wide.resize(groups * blocks * nq * LANES, 0.0);
     let run_block = |(i, part): (usize, &mut [f32])| {
         let (group, block) = (i / blocks, i % blocks);
-        // Where each position reads its first tap, walked along the output
-        // rows from the block's first (one division a block, not one a
-        // position); a last block's extra positions repeat the last.
-        let (mut y, mut x) = (block * NQ / width, block * NQ % width);
-        let first = top + y;
-        let last_position = (block * NQ + NQ - 1).min(positions - 1);
-        let bases = std::array::from_fn(|j| {
-            let base = (top + y) * geo.cols + left + x;
-            if block * NQ + j < last_position {
-                x += 1;
-                if x == width {
-                    (y, x) = (y + 1, 0);
-                }
-            }
-            base
-        });
         let filter = &packed[group * LANES * taps..(group + 1) * LANES * taps];
-        // The block's first and last source rows, and the kernel rows that land in filled rows from them.
-        let last = top + y;
-        let d = geo.dilation;
-        let lowest = geo.filled.0.saturating_sub(last).div_ceil(d);
-        let end = geo.kernel.min((geo.filled.1 + d).saturating_sub(first + 1) / d);
-        // SAFETY: the CPU has AVX2 and FMA (`applies`); `filter` holds LANES
-        // values per tap; every base + offset is at most the last kept
-        // position's plus offset(last tap), within src (asserted); `part`
-        // holds NQ × LANES values.
-        unsafe { lanes_block(filter, (src, geo), lowest..end, bases, part) };
+        // SAFETY: `isa` runs on this CPU (`applies`, `Isa::detect`);
+        // `filter` holds LANES values per tap; every base + offset is at
+        // most the last kept position's plus offset(last tap), within src
+        // (asserted); `part` holds nq × LANES values.
+        unsafe {
+            match isa {
+                Isa::Avx2 => lanes_block_avx2(filter, (src, geo), Block::of(block, geo, crop), part),
+                Isa::Avx512 => lanes_block_avx512(filter, (src, geo), Block::of(block, geo, crop), part),
+            }
+        }
     };
     if groups * LANES * taps * positions >= PARALLEL_WORK {
-        wide.par_chunks_mut(block_len).enumerate().for_each(run_block);
+        wide.par_chunks_mut(nq * LANES).enumerate().for_each(run_block);
     } else {
-        wide.chunks_mut(block_len).enumerate().for_each(run_block);
+        wide.chunks_mut(nq * LANES).enumerate().for_each(run_block);
     }
     // SAFETY: the CPU has AVX2 (`applies`); `wide` holds `groups` runs of
-    // `blocks` × NQ positions of LANES sums, and `out` rows × positions values (asserted).
-    unsafe { rows_from_lanes(wide, blocks * NQ, rows, positions, out) };
+    // `blocks` × nq positions of LANES sums, and `out` rows × positions values (asserted).
+    unsafe { rows_from_lanes(wide, blocks * nq, rows, positions, out) };
     if epilogue.bias.is_some() || epilogue.relu {
         for (m, row) in out.chunks_exact_mut(positions).enumerate() {
             let value = epilogue.of(m);
@@ -101,58 +102,110 @@ unsafe fn rows_from_lanes(wide: &[f32], stride: usize, rows: usize, positions: u
     }
 }
 
-/// One block of `Layout::Lanes`: for NQ positions (reading from `bases`)
-/// and LANES output rows, the sums over the taps, written to `out`
-/// position by position. Only the kernel rows `ky` are read: the others
-/// land in rows of zeros for every position of the block.
+/// N consecutive kept positions of a product: where each reads its first
+/// tap, and the kernel rows that land in filled source rows for some of
+/// them (the others land in rows of zeros for every position).
+struct Block<const N: usize> {
+    bases: [usize; N],
+    kernel_rows: std::ops::Range<usize>,
+}
+
+impl<const N: usize> Block<N> {
+    /// Block `index` of the positions of `crop`. The bases are walked along
+    /// the output rows from the block's first (one division a block, not
+    /// one a position); a last block's extra positions repeat the last.
+    fn of(index: usize, geo: Source, crop: Crop) -> Self {
+        let Crop { top, left, height, width } = crop;
+        let (mut y, mut x) = (index * N / width, index * N % width);
+        let first = top + y;
+        let last_position = (index * N + N - 1).min(height * width - 1);
+        let bases = std::array::from_fn(|j| {
+            let base = (top + y) * geo.cols + left + x;
+            if index * N + j < last_position {
+                x += 1;
+                if x == width {
+                    (y, x) = (y + 1, 0);
+                }
+            }
+            base
+        });
+        let (last, d) = (top + y, geo.dilation);
+        let lowest = geo.filled.0.saturating_sub(last).div_ceil(d);
+        let end = geo.kernel.min((geo.filled.1 + d).saturating_sub(first + 1) / d);
+        Block { bases, kernel_rows: lowest..end }
+    }
+}
+
 #[target_feature(enable = "avx2,fma")]
-unsafe fn lanes_block(
+unsafe fn lanes_block_avx2(filter: &[f32], src: (&[f32], Source), block: Block<NQ>, out: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { lanes_block::<__m256, NQ>(filter, src, block, out) }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn lanes_block_avx512(filter: &[f32], src: (&[f32], Source), block: Block<WIDE>, out: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { lanes_block::<__m512, WIDE>(filter, src, block, out) }
+}
+
+/// One block of `Layout::Lanes`: for its N positions and LANES output
+/// rows (LANES / V::LANES registers each), the sums over the taps, written
+/// to `out` position by position.
+///
+/// # Safety
+/// `V`'s instructions run on this CPU; `filter` holds LANES values per tap,
+/// `out` N × LANES; every base plus offset(last tap) lies within `src`.
+#[inline(always)]
+unsafe fn lanes_block<V: Vector, const N: usize>(
     filter: &[f32],
     (src, geo): (&[f32], Source),
-    ky: std::ops::Range<usize>,
-    bases: [usize; NQ],
+    block: Block<N>,
     out: &mut [f32],
 ) {
-    let mut acc = [[_mm256_setzero_ps(); 2]; NQ];
-    let (k, d) = (geo.kernel, geo.dilation);
-    // SAFETY (this function): see the caller.
-    let at = bases.map(|b| unsafe { src.as_ptr().add(b) });
-    for c in 0..geo.planes {
-        for ky in ky.clone() {
-            let row = c * geo.plane() + ky * d * geo.cols;
-            let w = unsafe { filter.as_ptr().add((c * k + ky) * k * LANES) };
-            for kx in 0..k {
-                unsafe {
+    let per = LANES / V::LANES;
+    // SAFETY (this function): the caller's contract.
+    unsafe {
+        let mut acc = [[V::zero(); 2]; N];
+        let (k, d) = (geo.kernel, geo.dilation);
+        let at = block.bases.map(|b| src.as_ptr().add(b));
+        for c in 0..geo.planes {
+            for ky in block.kernel_rows.clone() {
+                let row = c * geo.plane() + ky * d * geo.cols;
+                let w = filter.as_ptr().add((c * k + ky) * k * LANES);
+                for kx in 0..k {
                     let w = w.add(kx * LANES);
-                    let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
+                    let ws = [V::load(w), if per == 2 { V::load(w.add(V::LANES)) } else { V::zero() }];
                     for (acc, at) in acc.iter_mut().zip(at) {
-                        let x = _mm256_broadcast_ss(&*at.add(row + kx * d));
-                        acc[0] = _mm256_fmadd_ps(w0, x, acc[0]);
-                        acc[1] = _mm256_fmadd_ps(w1, x, acc[1]);
+                        let x = V::splat(*at.add(row + kx * d));
+                        for v in 0..per {
+                            acc[v] = V::fmadd(ws[v], x, acc[v]);
+                        }
                     }
                 }
             }
         }
-    }
-    for (i, acc) in acc.iter().enumerate() {
-        for (v, &value) in acc.iter().enumerate() {
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i * LANES + 8 * v), value) };
+        for (i, acc) in acc.iter().enumerate() {
+            for (v, &value) in acc.iter().take(per).enumerate() {
+                V::store(out.as_mut_ptr().add(i * LANES + v * V::LANES), value);
+            }
         }
     }
 }
 
-/// The length of the sums `lanes_weight_sums` adds to, for `filters`
-/// filters of `taps` taps.
-pub(super) fn lanes_weight_sums_len(filters: usize, taps: usize) -> usize {
-    filters.div_ceil(LANES) * taps.div_ceil(NR) * NR * LANES
+/// The length of the sums `lanes_weight_sums` adds to on `isa`, for
+/// `filters` filters of `taps` taps.
+pub(super) fn lanes_weight_sums_len(isa: Isa, filters: usize, taps: usize) -> usize {
+    filters.div_ceil(LANES) * taps.next_multiple_of(block_len(isa)) * LANES
 }
 
-/// The weight gradient in `Layout::Lanes`, for one image: adds Σ_q g[f, q] ·
-/// src[offset(r) + base(q)] over the kept positions q to `sums`, with
-/// LANES filters across the lanes and NR taps at a time
-/// (`lanes_weight_reduce` then adds them to dw). Each sum is one chain
-/// over the images and their positions in order, whatever the threads.
+/// The weight gradient in `Layout::Lanes` on `isa`, for one image: adds
+/// Σ_q g[f, q] · src[offset(r) + base(q)] over the kept positions q to
+/// `sums`, with LANES filters across the lanes and `block_len` taps at a
+/// time (`lanes_weight_reduce` then adds them to dw). Each sum is one
+/// chain over the images and their positions in order, whatever the
+/// threads and the instruction set.
 pub(super) fn lanes_weight_sums(
+    isa: Isa,
     (src, geo): (&[f32], Source),
     (height, width): (usize, usize),
     grad: &[f32],
@@ -160,12 +213,12 @@ pub(super) fn lanes_weight_sums(
     (wide, offsets): (&mut Vec<f32>, &mut Vec<usize>),
     sums: &mut [f32],
 ) {
-    let (taps, positions) = (geo.taps(), height * width);
-    let (groups, blocks) = (filters.div_ceil(LANES), taps.div_ceil(NR));
+    let (taps, positions, nr) = (geo.taps(), height * width, block_len(isa));
+    let (groups, blocks) = (filters.div_ceil(LANES), taps.div_ceil(nr));
     assert!(
         positions > 0
             && grad.len() == filters * positions
-            && sums.len() == lanes_weight_sums_len(filters, taps)
+            && sums.len() == lanes_weight_sums_len(isa, filters, taps)
             && width <= geo.cols
             && src.len() > (height - 1) * geo.cols + width - 1 + geo.offset(taps - 1)
     );
@@ -176,37 +229,40 @@ pub(super) fn lanes_weight_sums(
     unsafe { lanes_from_rows(grad, filters, positions, wide) };
     // Taps past the last read the first one's inputs; their sums are dropped.
     offsets.clear();
-    offsets.extend((0..blocks * NR).map(|r| geo.offset(if r < taps { r } else { 0 })));
+    offsets.extend((0..blocks * nr).map(|r| geo.offset(if r < taps { r } else { 0 })));
     let (wide, offsets) = (&wide[..], &offsets[..]);
     let run_block = |(i, out): (usize, &mut [f32])| {
         let (group, block) = (i / blocks, i % blocks);
         let g = &wide[group * positions * LANES..(group + 1) * positions * LANES];
-        let offsets = std::array::from_fn(|j| offsets[block * NR + j]);
-        // SAFETY: the CPU has AVX2 and FMA; `g` holds LANES values per
+        let offsets = &offsets[block * nr..(block + 1) * nr];
+        let kept = (height, width);
+        // SAFETY: `isa` runs on this CPU; `g` holds LANES values per
         // position; every read of `src` is at most the last position's
-        // base plus offset(last tap) (asserted); `out` holds NR × LANES.
-        unsafe { lanes_weight_block(g, (src, geo.cols), (height, width), offsets, out) };
+        // base plus offset(last tap) (asserted); `out` holds nr × LANES.
+        unsafe {
+            match isa {
+                Isa::Avx2 => lanes_weight_block_avx2(g, (src, geo.cols), kept, offsets.try_into().unwrap(), out),
+                Isa::Avx512 => lanes_weight_block_avx512(g, (src, geo.cols), kept, offsets.try_into().unwrap(), out),
+            }
+        }
     };
     if groups * LANES * taps * positions >= PARALLEL_WORK {
-        sums.par_chunks_mut(NR * LANES).enumerate().for_each(run_block);
+        sums.par_chunks_mut(nr * LANES).enumerate().for_each(run_block);
     } else {
-        sums.chunks_mut(NR * LANES).enumerate().for_each(run_block);
+        sums.chunks_mut(nr * LANES).enumerate().for_each(run_block);
     }
 }
 
-/// dw[f, r] += the sum `lanes_weight_sums` gathered for filter f and tap r.
-pub(super) fn lanes_weight_reduce(sums: &[f32], taps: usize, dw: &mut [f32]) {
-    let blocks = taps.div_ceil(NR);
+/// dw[f, r] += the sum `lanes_weight_sums` gathered on `isa` for filter f and tap r.
+pub(super) fn lanes_weight_reduce(isa: Isa, sums: &[f32], taps: usize, dw: &mut [f32]) {
+    let (nr, blocks) = (block_len(isa), taps.div_ceil(block_len(isa)));
     for (f, dw) in dw.chunks_exact_mut(taps).enumerate() {
         let (group, lane) = (f / LANES, f % LANES);
         for (r, dw) in dw.iter_mut().enumerate() {
-            *dw += sums[((group * blocks + r / NR) * NR + r % NR) * LANES + lane];
+            *dw += sums[((group * blocks + r / nr) * nr + r % nr) * LANES + lane];
         }
     }
 }
-
-/// Taps per block of the lanes weight gradient: 12 accumulators.
-const NR: usize = 6;
 
 /// `wide[(f / LANES · positions + q) · LANES + f % LANES] = grad[f · positions + q]`:
 /// 8 × 8 register transposes, the rest one by one.
@@ -230,39 +286,70 @@ unsafe fn lanes_from_rows(grad: &[f32], filters: usize, positions: usize, wide: 
     }
 }
 
-/// NR taps × LANES filters of the weight gradient, summed over the
-/// `height × width` kept positions, added to `out` tap by tap.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn lanes_weight_block(
+unsafe fn lanes_weight_block_avx2(
+    g: &[f32],
+    src: (&[f32], usize),
+    kept: (usize, usize),
+    offsets: [usize; NQ],
+    out: &mut [f32],
+) {
+    // SAFETY: the caller's contract.
+    unsafe { lanes_weight_block::<__m256, NQ>(g, src, kept, offsets, out) }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn lanes_weight_block_avx512(
+    g: &[f32],
+    src: (&[f32], usize),
+    kept: (usize, usize),
+    offsets: [usize; WIDE],
+    out: &mut [f32],
+) {
+    // SAFETY: the caller's contract.
+    unsafe { lanes_weight_block::<__m512, WIDE>(g, src, kept, offsets, out) }
+}
+
+/// N taps × LANES filters of the weight gradient, summed over the
+/// `height × width` kept positions, added to `out` tap by tap.
+///
+/// # Safety
+/// `V`'s instructions run on this CPU; `g` holds LANES values per position,
+/// `out` N × LANES; every position's base plus each offset lies within `src`.
+#[inline(always)]
+unsafe fn lanes_weight_block<V: Vector, const N: usize>(
     g: &[f32],
     (src, cols): (&[f32], usize),
     (height, width): (usize, usize),
-    offsets: [usize; NR],
+    offsets: [usize; N],
     out: &mut [f32],
 ) {
-    // SAFETY: `out` holds NR × LANES values.
-    let mut acc: [[_; 2]; NR] = std::array::from_fn(|j| {
-        std::array::from_fn(|v| unsafe { _mm256_loadu_ps(out.as_ptr().add(j * LANES + 8 * v)) })
-    });
-    for y in 0..height {
-        // SAFETY (this loop): see the caller.
-        unsafe {
+    let per = LANES / V::LANES;
+    // SAFETY (this function): the caller's contract.
+    unsafe {
+        let mut acc: [[V; 2]; N] = std::array::from_fn(|j| {
+            std::array::from_fn(
+                |v| if v < per { V::load(out.as_ptr().add(j * LANES + v * V::LANES)) } else { V::zero() },
+            )
+        });
+        for y in 0..height {
             let (row, g) = (src.as_ptr().add(y * cols), g.as_ptr().add(y * width * LANES));
             for x in 0..width {
-                let (g0, g1) = (_mm256_loadu_ps(g.add(x * LANES)), _mm256_loadu_ps(g.add(x * LANES + 8)));
+                let g = g.add(x * LANES);
+                let gs = [V::load(g), if per == 2 { V::load(g.add(V::LANES)) } else { V::zero() }];
                 let at = row.add(x);
                 for (acc, &offset) in acc.iter_mut().zip(&offsets) {
-                    let v = _mm256_broadcast_ss(&*at.add(offset));
-                    acc[0] = _mm256_fmadd_ps(g0, v, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(g1, v, acc[1]);
+                    let value = V::splat(*at.add(offset));
+                    for v in 0..per {
+                        acc[v] = V::fmadd(gs[v], value, acc[v]);
+                    }
                 }
             }
         }
-    }
-    for (j, acc) in acc.iter().enumerate() {
-        for (v, &value) in acc.iter().enumerate() {
-            // SAFETY: `out` holds NR × LANES values.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(j * LANES + 8 * v), value) };
+        for (j, acc) in acc.iter().enumerate() {
+            for (v, &value) in acc.iter().take(per).enumerate() {
+                V::store(out.as_mut_ptr().add(j * LANES + v * V::LANES), value);
+            }
         }
     }
 }

@@ -91,9 +91,10 @@ fn direct_convolution_matches_the_reference_loops() {
     assert!(chosen.contains(&Layout::Rows) && chosen.contains(&Layout::Lanes), "{chosen:?}");
 }
 
-/// Every product in both layouts, whichever `Layout::of` picks: the same
-/// bits. Small images with few and many output rows, one channel and
-/// many, padding, dilation, a crop (the input gradient's).
+/// Every product in both layouts, whichever `Layout::of` picks, and the
+/// lanes layout on every instruction set this CPU has: the same bits.
+/// Small images with few and many output rows, one channel and many,
+/// padding, dilation, a crop (the input gradient's).
 #[test]
 fn both_layouts_give_the_same_bits() {
     let cases =
@@ -121,9 +122,12 @@ fn both_layouts_give_the_same_bits() {
             let mut source = Padded::default();
             geo.fill(image, size, (margin, margin), &mut source);
             let a = |m: usize, r: usize| w[(m * geo.taps() + r) % w.len()];
-            let outputs: Vec<Vec<f32>> = [Layout::Rows, Layout::Lanes]
-                .into_iter()
-                .map(|layout| {
+            let runs = std::iter::once((Layout::Rows, None))
+                .chain(Isa::available().into_iter().map(|isa| (Layout::Lanes, Some(isa))))
+                .collect::<Vec<_>>();
+            let outputs: Vec<Vec<f32>> = runs
+                .iter()
+                .map(|&(layout, isa)| {
                     let mut packed = Vec::new();
                     pack(layout, rows, geo.taps(), a, &mut packed);
                     let mut out = vec![0.0; rows * crop.height * crop.width];
@@ -131,17 +135,60 @@ fn both_layouts_give_the_same_bits() {
                     let bias: Vec<f32> = (0..rows).map(|m| m as f32 / 8.0).collect();
                     let epilogue = Epilogue { bias: Some(&bias), relu: rows % 2 == 1 };
                     let product = Product { packed: &packed, rows, src: &source.values, geo, crop, epilogue };
-                    match layout {
-                        Layout::Rows => rows_product(product, &mut out, &mut wide),
-                        Layout::Lanes => lanes_product(product, &mut out, &mut wide),
+                    match isa {
+                        None => rows_product(product, &mut out, &mut wide),
+                        Some(isa) => lanes_product(isa, product, &mut out, &mut wide),
                     }
                     out
                 })
                 .collect();
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&outputs[0]), bits(&outputs[1]), "{channels}×{size:?}, k {kernel}, {rows} rows");
+            for (run, output) in runs.iter().zip(&outputs).skip(1) {
+                assert_eq!(bits(&outputs[0]), bits(output), "{channels}×{size:?}, k {kernel}, {rows} rows, {run:?}");
+            }
             chosen.push(Layout::of(rows, geo, crop));
         }
     }
     assert!(chosen.contains(&Layout::Rows) && chosen.contains(&Layout::Lanes), "{chosen:?}");
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The lanes weight gradient on every instruction set this CPU has: close
+/// to the reference loops and the same bits on each, over two images and
+/// added to what dw held, with taps and filters that fill no whole block
+/// (25 taps, 40 filters), and whole blocks.
+#[test]
+fn the_lanes_weight_gradient_is_the_same_bits_on_every_instruction_set() {
+    for (channels, size, kernel, padding, filters) in [(1, 28, 5, 2, 16), (16, 14, 5, 0, 32), (2, 6, 3, 1, 40)] {
+        let win = Window { batch: 2, ..image_window(channels, (size, size + 2), (kernel, padding, 1)) };
+        if !applies(win) {
+            return;
+        }
+        let (geo, crop) = forward_geometry(win);
+        assert_eq!(Layout::of(filters, geo, crop), Layout::Lanes);
+        let x = values(2 * channels * size * (size + 2), 8);
+        let g = values(2 * filters * win.out_height() * win.out_width(), 9);
+        let held = values(filters * geo.taps(), 10);
+        let mut expected = held.clone();
+        for (x, g) in x.chunks_exact(x.len() / 2).zip(g.chunks_exact(g.len() / 2)) {
+            let (mut dx, mut dw) = (vec![0.0; x.len()], vec![0.0; held.len()]);
+            let one = Window { batch: 1, ..win };
+            kernels::conv2d_backward(x, &vec![0.0; held.len()], g, &mut dx, &mut dw, one, filters);
+            expected.iter_mut().zip(&dw).for_each(|(e, d)| *e += d);
+        }
+        let results: Vec<Vec<f32>> = Isa::available()
+            .into_iter()
+            .map(|isa| {
+                let mut dw = held.clone();
+                weight_gradient_on(isa, &x, &g, filters, win, &mut dw);
+                assert_close(&dw, &expected, &format!("dw on {isa:?}"));
+                dw
+            })
+            .collect();
+        for dw in &results[1..] {
+            assert_eq!(bits(dw), bits(&results[0]), "{channels}×{size}, {filters} filters");
+        }
+    }
 }

@@ -1,0 +1,80 @@
+//! One vector type per instruction set behind one trait, so a kernel is
+//! written once and compiled for each width inside a function that enables
+//! that set (`#[target_feature]`), which alone calls it.
+#![allow(unsafe_code)]
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{
+    __m256, __m512, _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
+    _mm256_storeu_ps, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm512_storeu_ps,
+};
+
+/// The vector operations the kernels need, for each width.
+pub(crate) trait Vector: Copy {
+    const LANES: usize;
+    unsafe fn zero() -> Self;
+    unsafe fn splat(x: f32) -> Self;
+    unsafe fn load(from: *const f32) -> Self;
+    unsafe fn store(to: *mut f32, v: Self);
+    unsafe fn add(x: Self, y: Self) -> Self;
+    /// x·y + z, rounded once.
+    unsafe fn fmadd(x: Self, y: Self, z: Self) -> Self;
+}
+
+/// `Vector` for one register type from its intrinsics. Each method is
+/// inlined into a function compiled for that instruction set
+/// (`gemm::blocked_avx512`, say), which alone calls them.
+macro_rules! vector {
+    ($type:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $store:ident, $add:ident, $fmadd:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        impl Vector for $type {
+            const LANES: usize = $lanes;
+            #[inline(always)]
+            unsafe fn zero() -> Self {
+                unsafe { $zero() }
+            }
+            #[inline(always)]
+            unsafe fn splat(x: f32) -> Self {
+                unsafe { $splat(x) }
+            }
+            #[inline(always)]
+            unsafe fn load(from: *const f32) -> Self {
+                unsafe { $load(from) }
+            }
+            #[inline(always)]
+            unsafe fn store(to: *mut f32, v: Self) {
+                unsafe { $store(to, v) }
+            }
+            #[inline(always)]
+            unsafe fn add(x: Self, y: Self) -> Self {
+                unsafe { $add(x, y) }
+            }
+            #[inline(always)]
+            unsafe fn fmadd(x: Self, y: Self, z: Self) -> Self {
+                unsafe { $fmadd(x, y, z) }
+            }
+        }
+    };
+}
+
+vector!(
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_add_ps,
+    _mm512_fmadd_ps
+);
+vector!(
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_add_ps,
+    _mm256_fmadd_ps
+);
