@@ -1,11 +1,14 @@
-//! The gradient of 2×2, stride-2 max pooling with AVX2: eight windows at a
-//! time, by the same rule as `kernels::pool_backward` (each window's
-//! gradient goes to its first largest input in row-major order).
+//! 2×2, stride-2 max pooling and its gradient with AVX2: eight windows at
+//! a time (the last ones of a row under a mask), by the same rules as
+//! `kernels::pool` (a window's largest value, NaNs passed over) and
+//! `kernels::pool_backward` (each window's gradient goes to its first
+//! largest input in row-major order).
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
-    _CMP_GT_OQ, _mm256_and_ps, _mm256_andnot_ps, _mm256_blendv_ps, _mm256_castpd_ps, _mm256_castps_pd, _mm256_cmp_ps,
-    _mm256_loadu_ps, _mm256_or_ps, _mm256_permute4x64_pd, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
+    __m256, __m256i, _CMP_GT_OQ, _mm256_and_ps, _mm256_andnot_ps, _mm256_blendv_ps, _mm256_castpd_ps, _mm256_castps_pd,
+    _mm256_cmp_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps,
+    _mm256_or_ps, _mm256_permute4x64_pd, _mm256_set1_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
     _mm256_unpacklo_ps,
 };
 
@@ -16,83 +19,195 @@ pub fn applies(win: Window) -> bool {
     win.is_square() && win.rows.kernel == 2 && win.rows.stride == 2 && is_x86_feature_detected!("avx2")
 }
 
+/// y for `x` (`[n, C, H, W]`).
+pub fn max_pool_2x2(x: &[f32], y: &mut [f32], win: Window) {
+    let (oh, ow, w) = (win.out_height(), win.out_width(), win.width);
+    for (xp, yp) in x.chunks_exact(win.height * w).zip(y.chunks_exact_mut(oh * ow)) {
+        for (rows, out) in xp.chunks_exact(2 * w).zip(yp.chunks_exact_mut(ow)) {
+            let (top, bottom) = rows.split_at(w);
+            for ox in (0..ow).step_by(8) {
+                let at = 2 * ox;
+                // SAFETY: the CPU has AVX2 (`applies`); `Group` reads and
+                // writes only the windows within the row.
+                unsafe {
+                    Group::of(ow - ox).forward((top[at..].as_ptr(), bottom[at..].as_ptr()), out[ox..].as_mut_ptr())
+                };
+            }
+        }
+    }
+}
+
 /// dx for `x` (`[n, C, H, W]`) and the pooled gradient `g`.
 pub fn max_pool_2x2_backward(x: &[f32], g: &[f32], dx: &mut [f32], win: Window) {
     let (oh, ow, w) = (win.out_height(), win.out_width(), win.width);
     // Rows and columns no window covers (odd sizes) get zero.
-    dx.fill(0.0);
+    if win.height % 2 == 1 || w % 2 == 1 {
+        dx.fill(0.0);
+    }
     let plane = win.height * w;
     let planes = x.chunks_exact(plane).zip(dx.chunks_exact_mut(plane)).zip(g.chunks_exact(oh * ow));
     for ((xp, dp), gp) in planes {
         let rows = xp.chunks_exact(2 * w).zip(dp.chunks_exact_mut(2 * w)).zip(gp.chunks_exact(ow));
         for ((xr, dr), grads) in rows {
             let ((x0, x1), (d0, d1)) = (xr.split_at(w), dr.split_at_mut(w));
-            let whole = ow / 8 * 8;
-            for ox in (0..whole).step_by(8) {
-                let at = 2 * ox..2 * ox + 16;
-                // SAFETY: the CPU has AVX2 (`applies`); each slice holds the
-                // 16 inputs of 8 windows, or their 8 gradients.
+            for ox in (0..ow).step_by(8) {
+                let at = 2 * ox;
+                // SAFETY: the CPU has AVX2 (`applies`); `Group` reads and
+                // writes only the windows within the row.
                 unsafe {
-                    eight_windows(
-                        (&x0[at.clone()], &x1[at.clone()]),
-                        &grads[ox..ox + 8],
-                        (&mut d0[at.clone()], &mut d1[at]),
+                    Group::of(ow - ox).backward(
+                        (x0[at..].as_ptr(), x1[at..].as_ptr()),
+                        grads[ox..].as_ptr(),
+                        (d0[at..].as_mut_ptr(), d1[at..].as_mut_ptr()),
                     )
                 };
-            }
-            if whole < ow {
-                // The last, partial group runs on zero-padded copies.
-                let (ox, n) = (whole, 2 * (ow - whole));
-                let at = 2 * ox..2 * ox + n;
-                let (mut t, mut b, mut gs, mut dt, mut db) = ([0.0; 16], [0.0; 16], [0.0; 8], [0.0; 16], [0.0; 16]);
-                t[..n].copy_from_slice(&x0[at.clone()]);
-                b[..n].copy_from_slice(&x1[at.clone()]);
-                gs[..n / 2].copy_from_slice(&grads[ox..ox + n / 2]);
-                // SAFETY: the CPU has AVX2 (`applies`); the arrays hold the 16
-                // inputs (or gradients) of 8 windows and their 8 gradients.
-                unsafe { eight_windows((&t, &b), &gs, (&mut dt, &mut db)) };
-                d0[at.clone()].copy_from_slice(&dt[..n]);
-                d1[at].copy_from_slice(&db[..n]);
             }
         }
     }
 }
 
-/// Eight windows: inputs (a0 a1 of each window) on the top row, (b0 b1) on the
-/// bottom row, interleaved as in memory.
+/// Up to eight windows side by side: how many, and the masks of their
+/// values (two registers a row) and of their outputs (one).
+struct Group {
+    windows: usize,
+    masks: [__m256i; 3],
+}
+
+/// The lanes below `n`, for n in 0..=8 (a window of `LOWEST` from 8 − n).
+const LOWEST: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+impl Group {
+    /// The next `min(remaining, 8)` windows of a row.
+    fn of(remaining: usize) -> Group {
+        let windows = remaining.min(8);
+        let lanes = |n: usize| {
+            let n = n.min(8);
+            // SAFETY: 8 − n ≤ 8, so the eight values lie inside LOWEST.
+            unsafe { _mm256_loadu_si256(LOWEST[8 - n..].as_ptr().cast()) }
+        };
+        Group { windows, masks: [lanes(2 * windows), lanes((2 * windows).saturating_sub(8)), lanes(windows)] }
+    }
+
+    /// Loads 8 values from `at` (`part` 0 or 1 of a row's 16, or the
+    /// outputs' 8 for part 2), the lanes past the group as zero.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; the group's values lie inside the buffer.
+    #[inline(always)]
+    unsafe fn load(&self, at: *const f32, part: usize) -> __m256 {
+        // SAFETY: the caller's contract; a masked load reads only its lanes.
+        unsafe { if self.windows == 8 { _mm256_loadu_ps(at) } else { _mm256_maskload_ps(at, self.masks[part]) } }
+    }
+
+    /// Stores the group's lanes of `v` to `at` (as `load`).
+    ///
+    /// # Safety
+    /// As `load`.
+    #[inline(always)]
+    unsafe fn store(&self, at: *mut f32, part: usize, v: __m256) {
+        // SAFETY: the caller's contract; a masked store writes only its lanes.
+        unsafe {
+            if self.windows == 8 { _mm256_storeu_ps(at, v) } else { _mm256_maskstore_ps(at, self.masks[part], v) }
+        }
+    }
+
+    /// The windows' two rows as (a0, a1) of the top and (c0, c1) of the
+    /// bottom, windows in the order 0 1 4 5 2 3 6 7.
+    ///
+    /// # Safety
+    /// As `load`, for both rows.
+    #[inline(always)]
+    unsafe fn corners(&self, (top, bottom): (*const f32, *const f32)) -> [__m256; 4] {
+        // SAFETY: the caller's contract.
+        let (t0, t1, b0, b1) =
+            unsafe { (self.load(top, 0), self.load(top.add(8), 1), self.load(bottom, 0), self.load(bottom.add(8), 1)) };
+        // SAFETY: the CPU has AVX2 (the caller's contract).
+        unsafe {
+            [
+                _mm256_shuffle_ps::<0x88>(t0, t1),
+                _mm256_shuffle_ps::<0xDD>(t0, t1),
+                _mm256_shuffle_ps::<0x88>(b0, b1),
+                _mm256_shuffle_ps::<0xDD>(b0, b1),
+            ]
+        }
+    }
+
+    /// The windows' largest values, NaNs passed over (−∞ when all are).
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward(&self, rows: (*const f32, *const f32), out: *mut f32) {
+        // SAFETY (this function): the caller's contract.
+        let corners = unsafe { self.corners(rows) };
+        // max_ps returns its second operand when either is NaN.
+        let best = corners.iter().fold(_mm256_set1_ps(f32::NEG_INFINITY), |best, &v| _mm256_max_ps(v, best));
+        unsafe { self.store(out, 2, in_window_order(best)) };
+    }
+
+    /// Each window's gradient sent to its first largest input, zero to the others.
+    #[target_feature(enable = "avx2")]
+    unsafe fn backward(&self, rows: (*const f32, *const f32), g: *const f32, (dtop, dbottom): (*mut f32, *mut f32)) {
+        // SAFETY (this function): the caller's contract.
+        let [a0, a1, c0, c1] = unsafe { self.corners(rows) };
+        let g = in_window_order(unsafe { self.load(g, 2) });
+        let over_a1 = _mm256_cmp_ps::<_CMP_GT_OQ>(a1, a0);
+        let best = _mm256_blendv_ps(a0, a1, over_a1);
+        let over_c0 = _mm256_cmp_ps::<_CMP_GT_OQ>(c0, best);
+        let best = _mm256_blendv_ps(best, c0, over_c0);
+        let over_c1 = _mm256_cmp_ps::<_CMP_GT_OQ>(c1, best);
+        let later = _mm256_or_ps(over_c0, over_c1);
+        let da0 = _mm256_andnot_ps(_mm256_or_ps(over_a1, later), g);
+        let da1 = _mm256_and_ps(_mm256_andnot_ps(later, over_a1), g);
+        let dc0 = _mm256_and_ps(_mm256_andnot_ps(over_c1, over_c0), g);
+        let dc1 = _mm256_and_ps(over_c1, g);
+        // Interleaving back restores memory order: unpacklo holds windows 0–3.
+        unsafe {
+            self.store(dtop, 0, _mm256_unpacklo_ps(da0, da1));
+            self.store(dtop.add(8), 1, _mm256_unpackhi_ps(da0, da1));
+            self.store(dbottom, 0, _mm256_unpacklo_ps(dc0, dc1));
+            self.store(dbottom.add(8), 1, _mm256_unpackhi_ps(dc0, dc1));
+        }
+    }
+}
+
+/// Swaps the middle pairs of lanes: windows 0 1 2 3 4 5 6 7 to 0 1 4 5 2 3
+/// 6 7 and back.
 #[target_feature(enable = "avx2")]
-unsafe fn eight_windows((top, bottom): (&[f32], &[f32]), g: &[f32], (dtop, dbottom): (&mut [f32], &mut [f32])) {
-    // SAFETY: the caller passes 16 values per row and 8 gradients.
-    let (t0, t1, b0, b1, g) = unsafe {
-        (
-            _mm256_loadu_ps(top.as_ptr()),
-            _mm256_loadu_ps(top.as_ptr().add(8)),
-            _mm256_loadu_ps(bottom.as_ptr()),
-            _mm256_loadu_ps(bottom.as_ptr().add(8)),
-            _mm256_loadu_ps(g.as_ptr()),
-        )
-    };
-    // Even and odd elements; windows come out in the order 0 1 4 5 2 3 6 7,
-    // so the gradients are permuted the same way.
-    let (a0, a1) = (_mm256_shuffle_ps::<0x88>(t0, t1), _mm256_shuffle_ps::<0xDD>(t0, t1));
-    let (c0, c1) = (_mm256_shuffle_ps::<0x88>(b0, b1), _mm256_shuffle_ps::<0xDD>(b0, b1));
-    let g = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(g)));
-    let over_a1 = _mm256_cmp_ps::<_CMP_GT_OQ>(a1, a0);
-    let best = _mm256_blendv_ps(a0, a1, over_a1);
-    let over_c0 = _mm256_cmp_ps::<_CMP_GT_OQ>(c0, best);
-    let best = _mm256_blendv_ps(best, c0, over_c0);
-    let over_c1 = _mm256_cmp_ps::<_CMP_GT_OQ>(c1, best);
-    let later = _mm256_or_ps(over_c0, over_c1);
-    let da0 = _mm256_andnot_ps(_mm256_or_ps(over_a1, later), g);
-    let da1 = _mm256_and_ps(_mm256_andnot_ps(later, over_a1), g);
-    let dc0 = _mm256_and_ps(_mm256_andnot_ps(over_c1, over_c0), g);
-    let dc1 = _mm256_and_ps(over_c1, g);
-    // Interleaving back restores memory order: unpacklo holds windows 0–3.
-    // SAFETY: the caller passes 16 values per output row.
-    unsafe {
-        _mm256_storeu_ps(dtop.as_mut_ptr(), _mm256_unpacklo_ps(da0, da1));
-        _mm256_storeu_ps(dtop.as_mut_ptr().add(8), _mm256_unpackhi_ps(da0, da1));
-        _mm256_storeu_ps(dbottom.as_mut_ptr(), _mm256_unpacklo_ps(dc0, dc1));
-        _mm256_storeu_ps(dbottom.as_mut_ptr().add(8), _mm256_unpackhi_ps(dc0, dc1));
+fn in_window_order(v: __m256) -> __m256 {
+    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{self, Taps};
+
+    /// Both directions against the reference loops, bit for bit: odd and
+    /// even sizes, rows of 1 to 21 windows (partial groups of every
+    /// length), ties and NaNs.
+    #[test]
+    fn two_by_two_max_pooling_matches_the_reference_loops() {
+        let taps = Taps { kernel: 2, stride: 2, padding: 0, dilation: 1 };
+        for (height, width) in [(2, 2), (3, 5), (4, 16), (7, 17), (6, 30), (5, 43), (2, 9)] {
+            let win = Window { batch: 2, channels: 3, height, width, rows: taps, cols: taps };
+            if !applies(win) {
+                return;
+            }
+            let n = 2 * 3 * height * width;
+            // Few distinct values, so windows tie; a NaN now and then.
+            let x: Vec<f32> = (0..n).map(|i| if i % 37 == 5 { f32::NAN } else { ((i * 7) % 5) as f32 - 2.0 }).collect();
+            let out = 2 * 3 * win.out_height() * win.out_width();
+            let g: Vec<f32> = (0..out).map(|i| i as f32 + 1.0).collect();
+            let (mut y, mut y_ref) = (vec![f32::NAN; out], vec![0.0; out]);
+            max_pool_2x2(&x, &mut y, win);
+            kernels::pool(&x, &mut y_ref, win, true);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&y_ref), "forward {height}×{width}");
+            let (mut dx, mut dx_ref) = (vec![f32::NAN; n], vec![0.0; n]);
+            max_pool_2x2_backward(&x, &g, &mut dx, win);
+            kernels::pool_backward(&x, &g, &mut dx_ref, win, true);
+            if height % 2 == 0 && width % 2 == 0 {
+                assert!(dx.iter().all(|v| !v.is_nan()), "every input written");
+            }
+            assert_eq!(bits(&dx), bits(&dx_ref), "backward {height}×{width}");
+        }
     }
 }

@@ -248,7 +248,12 @@ pub extern "C" fn nnc_pool(x: *const f32, y: *mut f32, win: *const Window, max: 
     each_part(y, per * out / b.max(1), |part, y| {
         let images = y.len() / (out / b.max(1)).max(1);
         let x = &x[part * per * c * h * w..(part * per + images) * c * h * w];
-        kernels::pool(x, y, Window { batch: images, ..win }, max != 0);
+        let win = Window { batch: images, ..win };
+        #[cfg(target_arch = "x86_64")]
+        if max != 0 && pool::applies(win) {
+            return pool::max_pool_2x2(x, y, win);
+        }
+        kernels::pool(x, y, win, max != 0);
     });
 }
 
