@@ -21,13 +21,25 @@ pub fn applies(win: Window) -> bool {
 
 /// y for `x` (`[n, C, H, W]`).
 pub fn max_pool_2x2(x: &[f32], y: &mut [f32], win: Window) {
+    // SAFETY: the CPU has AVX2 (`applies`).
+    unsafe { max_pool_2x2_avx2(x, y, win) }
+}
+
+/// dx for `x` (`[n, C, H, W]`) and the pooled gradient `g`.
+pub fn max_pool_2x2_backward(x: &[f32], g: &[f32], dx: &mut [f32], win: Window) {
+    // SAFETY: the CPU has AVX2 (`applies`).
+    unsafe { max_pool_2x2_backward_avx2(x, g, dx, win) }
+}
+
+#[target_feature(enable = "avx2")]
+fn max_pool_2x2_avx2(x: &[f32], y: &mut [f32], win: Window) {
     let (oh, ow, w) = (win.out_height(), win.out_width(), win.width);
     for (xp, yp) in x.chunks_exact(win.height * w).zip(y.chunks_exact_mut(oh * ow)) {
         for (rows, out) in xp.chunks_exact(2 * w).zip(yp.chunks_exact_mut(ow)) {
             let (top, bottom) = rows.split_at(w);
             for ox in (0..ow).step_by(8) {
                 let at = 2 * ox;
-                // SAFETY: the CPU has AVX2 (`applies`); `Group` reads and
+                // SAFETY: the CPU has AVX2; `Group` reads and
                 // writes only the windows within the row.
                 unsafe {
                     Group::of(ow - ox).forward((top[at..].as_ptr(), bottom[at..].as_ptr()), out[ox..].as_mut_ptr())
@@ -37,8 +49,8 @@ pub fn max_pool_2x2(x: &[f32], y: &mut [f32], win: Window) {
     }
 }
 
-/// dx for `x` (`[n, C, H, W]`) and the pooled gradient `g`.
-pub fn max_pool_2x2_backward(x: &[f32], g: &[f32], dx: &mut [f32], win: Window) {
+#[target_feature(enable = "avx2")]
+fn max_pool_2x2_backward_avx2(x: &[f32], g: &[f32], dx: &mut [f32], win: Window) {
     let (oh, ow, w) = (win.out_height(), win.out_width(), win.width);
     // Rows and columns no window covers (odd sizes) get zero.
     if win.height % 2 == 1 || w % 2 == 1 {
@@ -52,7 +64,7 @@ pub fn max_pool_2x2_backward(x: &[f32], g: &[f32], dx: &mut [f32], win: Window) 
             let ((x0, x1), (d0, d1)) = (xr.split_at(w), dr.split_at_mut(w));
             for ox in (0..ow).step_by(8) {
                 let at = 2 * ox;
-                // SAFETY: the CPU has AVX2 (`applies`); `Group` reads and
+                // SAFETY: the CPU has AVX2; `Group` reads and
                 // writes only the windows within the row.
                 unsafe {
                     Group::of(ow - ox).backward(
@@ -78,11 +90,15 @@ const LOWEST: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 
 
 impl Group {
     /// The next `min(remaining, 8)` windows of a row.
-    fn of(remaining: usize) -> Group {
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[inline(always)]
+    unsafe fn of(remaining: usize) -> Group {
         let windows = remaining.min(8);
         let lanes = |n: usize| {
             let n = n.min(8);
-            // SAFETY: 8 − n ≤ 8, so the eight values lie inside LOWEST.
+            // SAFETY: 8 − n ≤ 8, so the eight values lie inside LOWEST; the caller's contract.
             unsafe { _mm256_loadu_si256(LOWEST[8 - n..].as_ptr().cast()) }
         };
         Group { windows, masks: [lanes(2 * windows), lanes((2 * windows).saturating_sub(8)), lanes(windows)] }
@@ -112,15 +128,22 @@ impl Group {
     }
 
     /// The windows' two rows as (a0, a1) of the top and (c0, c1) of the
-    /// bottom, windows in the order 0 1 4 5 2 3 6 7.
+    /// bottom, windows in the order 0 1 4 5 2 3 6 7. (A row's second eight
+    /// values may lie past its end, masked off: hence `wrapping_add`.)
     ///
     /// # Safety
     /// As `load`, for both rows.
     #[inline(always)]
     unsafe fn corners(&self, (top, bottom): (*const f32, *const f32)) -> [__m256; 4] {
         // SAFETY: the caller's contract.
-        let (t0, t1, b0, b1) =
-            unsafe { (self.load(top, 0), self.load(top.add(8), 1), self.load(bottom, 0), self.load(bottom.add(8), 1)) };
+        let (t0, t1, b0, b1) = unsafe {
+            (
+                self.load(top, 0),
+                self.load(top.wrapping_add(8), 1),
+                self.load(bottom, 0),
+                self.load(bottom.wrapping_add(8), 1),
+            )
+        };
         // SAFETY: the CPU has AVX2 (the caller's contract).
         unsafe {
             [
@@ -133,46 +156,59 @@ impl Group {
     }
 
     /// The windows' largest values, NaNs passed over (−∞ when all are).
-    #[target_feature(enable = "avx2")]
+    ///
+    /// # Safety
+    /// As `corners`, and `out` holds the group's outputs.
+    #[inline(always)]
     unsafe fn forward(&self, rows: (*const f32, *const f32), out: *mut f32) {
-        // SAFETY (this function): the caller's contract.
-        let corners = unsafe { self.corners(rows) };
-        // max_ps returns its second operand when either is NaN.
-        let best = corners.iter().fold(_mm256_set1_ps(f32::NEG_INFINITY), |best, &v| _mm256_max_ps(v, best));
-        unsafe { self.store(out, 2, in_window_order(best)) };
+        // SAFETY: the caller's contract.
+        unsafe {
+            let corners = self.corners(rows);
+            // max_ps returns its second operand when either is NaN.
+            let best = corners.iter().fold(_mm256_set1_ps(f32::NEG_INFINITY), |best, &v| _mm256_max_ps(v, best));
+            self.store(out, 2, in_window_order(best));
+        }
     }
 
     /// Each window's gradient sent to its first largest input, zero to the others.
-    #[target_feature(enable = "avx2")]
+    ///
+    /// # Safety
+    /// As `corners`, for the inputs and for their gradients, and `g` holds
+    /// the group's gradients.
+    #[inline(always)]
     unsafe fn backward(&self, rows: (*const f32, *const f32), g: *const f32, (dtop, dbottom): (*mut f32, *mut f32)) {
-        // SAFETY (this function): the caller's contract.
-        let [a0, a1, c0, c1] = unsafe { self.corners(rows) };
-        let g = in_window_order(unsafe { self.load(g, 2) });
-        let over_a1 = _mm256_cmp_ps::<_CMP_GT_OQ>(a1, a0);
-        let best = _mm256_blendv_ps(a0, a1, over_a1);
-        let over_c0 = _mm256_cmp_ps::<_CMP_GT_OQ>(c0, best);
-        let best = _mm256_blendv_ps(best, c0, over_c0);
-        let over_c1 = _mm256_cmp_ps::<_CMP_GT_OQ>(c1, best);
-        let later = _mm256_or_ps(over_c0, over_c1);
-        let da0 = _mm256_andnot_ps(_mm256_or_ps(over_a1, later), g);
-        let da1 = _mm256_and_ps(_mm256_andnot_ps(later, over_a1), g);
-        let dc0 = _mm256_and_ps(_mm256_andnot_ps(over_c1, over_c0), g);
-        let dc1 = _mm256_and_ps(over_c1, g);
-        // Interleaving back restores memory order: unpacklo holds windows 0–3.
+        // SAFETY: the caller's contract.
         unsafe {
+            let [a0, a1, c0, c1] = self.corners(rows);
+            let g = in_window_order(self.load(g, 2));
+            let over_a1 = _mm256_cmp_ps::<_CMP_GT_OQ>(a1, a0);
+            let best = _mm256_blendv_ps(a0, a1, over_a1);
+            let over_c0 = _mm256_cmp_ps::<_CMP_GT_OQ>(c0, best);
+            let best = _mm256_blendv_ps(best, c0, over_c0);
+            let over_c1 = _mm256_cmp_ps::<_CMP_GT_OQ>(c1, best);
+            let later = _mm256_or_ps(over_c0, over_c1);
+            let da0 = _mm256_andnot_ps(_mm256_or_ps(over_a1, later), g);
+            let da1 = _mm256_and_ps(_mm256_andnot_ps(later, over_a1), g);
+            let dc0 = _mm256_and_ps(_mm256_andnot_ps(over_c1, over_c0), g);
+            let dc1 = _mm256_and_ps(over_c1, g);
+            // Interleaving back restores memory order: unpacklo holds windows 0–3.
             self.store(dtop, 0, _mm256_unpacklo_ps(da0, da1));
-            self.store(dtop.add(8), 1, _mm256_unpackhi_ps(da0, da1));
+            self.store(dtop.wrapping_add(8), 1, _mm256_unpackhi_ps(da0, da1));
             self.store(dbottom, 0, _mm256_unpacklo_ps(dc0, dc1));
-            self.store(dbottom.add(8), 1, _mm256_unpackhi_ps(dc0, dc1));
+            self.store(dbottom.wrapping_add(8), 1, _mm256_unpackhi_ps(dc0, dc1));
         }
     }
 }
 
 /// Swaps the middle pairs of lanes: windows 0 1 2 3 4 5 6 7 to 0 1 4 5 2 3
 /// 6 7 and back.
-#[target_feature(enable = "avx2")]
-fn in_window_order(v: __m256) -> __m256 {
-    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)))
+///
+/// # Safety
+/// The CPU has AVX2.
+#[inline(always)]
+unsafe fn in_window_order(v: __m256) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe { _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v))) }
 }
 
 #[cfg(test)]
