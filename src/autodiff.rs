@@ -226,7 +226,7 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
             }
             // y = max/mean over windows ⇒ ∂x = g at each window's argmax / g/K² everywhere in it
             Op::Pool { max, kernel, stride } => {
-                let op = Op::PoolGrad { max: *max, kernel: *kernel, stride: *stride };
+                let op = Op::PoolGrad { max: *max, kernel: *kernel, stride: *stride, relu: false };
                 contrib.push((0, g.push(op, vec![ins[0], dy], shape_of(0), span)));
             }
             // y = x repeated over f × f blocks ⇒ ∂x = Σ g over each block = f² · mean

@@ -107,7 +107,10 @@ impl<G> Compiled<G> {
 }
 
 impl Compiled<TrainGraph> {
-    pub fn new(step: TrainGraph, backend: Backend) -> Result<Self, String> {
+    pub fn new(mut step: TrainGraph, backend: Backend) -> Result<Self, String> {
+        if backend == Backend::Jit {
+            step.fuse_activations();
+        }
         let exe = build(&step.graph, || plan::plan_train(&step), backend)?;
         let layout = StoreLayout::of(&step.graph.params, &step.graph.states);
         Ok(Compiled { graph: step, layout, exe })
@@ -202,7 +205,7 @@ pub fn interpret(graph: &Graph, store: &Store, x: &[f32], y: &[f32], h: &Hypers)
 impl Compiled<Graph> {
     pub fn new(mut graph: Graph, backend: Backend) -> Result<Self, String> {
         if backend == Backend::Jit {
-            crate::ir::fuse_activations(&mut graph);
+            crate::ir::fuse_activations(&mut graph, &[]);
         }
         let exe = build(&graph, || plan::plan_forward(&graph), backend)?;
         let layout = StoreLayout::of(&graph.params, &graph.states);

@@ -202,11 +202,14 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 kernels::pool(input(0), &mut out, ir::window(in_shape(0), taps, taps), *max);
                 out
             }
-            Op::PoolGrad { max, kernel, stride } => {
+            Op::PoolGrad { max, kernel, stride, relu } => {
                 let mut out = vec![T::zero(); n];
                 let taps = crate::shape::pooling(*kernel, *stride);
                 let win = ir::window(in_shape(0), taps, taps);
                 kernels::pool_backward(input(0), input(1), &mut out, win, *max);
+                if *relu {
+                    kernels::relu_gradient(&mut out, input(0));
+                }
                 out
             }
             Op::Upsample(f) => {

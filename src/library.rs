@@ -105,7 +105,7 @@ fn static_library(object_name: &str, object: &[u8]) -> Result<Vec<u8>, String> {
 /// A forward pass planned for `rows` rows.
 fn planned(model: &Model, rows: usize) -> Result<(Graph, Plan), String> {
     let mut graph = pipeline::forward_graph(&model.checked, rows, false).map_err(|d| d.message)?;
-    crate::ir::fuse_activations(&mut graph);
+    crate::ir::fuse_activations(&mut graph, &[]);
     if cfg!(debug_assertions) {
         crate::ir::verify(&graph)?;
     }

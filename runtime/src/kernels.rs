@@ -212,6 +212,13 @@ fn max_pool_2x2<T: Float>(x: &[T], y: &mut [T], win: Window) {
     }
 }
 
+/// g · [y > 0] in place: a ReLU's gradient from its output y.
+pub fn relu_gradient<T: Float>(g: &mut [T], y: &[T]) {
+    for (g, &y) in g.iter_mut().zip(y) {
+        *g = *g * if y > T::zero() { T::one() } else { T::zero() };
+    }
+}
+
 /// Max pooling sends each gradient to its window's (first) largest input;
 /// average pooling spreads it evenly.
 pub fn pool_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], win: Window, max: bool) {

@@ -108,7 +108,7 @@ pub fn routines() -> Vec<Routine> {
         routine!(spatial::nnc_sum_channels, 5, 0),
         routine!(spatial::nnc_sum_product_channels, 6, 0),
         routine!(spatial::nnc_pool, 4, 0),
-        routine!(spatial::nnc_pool_grad, 5, 0),
+        routine!(spatial::nnc_pool_grad, 6, 0),
         routine!(spatial::nnc_upsample, 6, 0),
         routine!(routines::nnc_max_pieces, 4, 0),
         routine!(routines::nnc_dropout, 6, 1),

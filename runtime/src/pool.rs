@@ -5,12 +5,7 @@
 //! largest input in row-major order).
 #![allow(unsafe_code)]
 
-use std::arch::x86_64::{
-    __m256, __m256i, _CMP_GT_OQ, _mm256_and_ps, _mm256_andnot_ps, _mm256_blendv_ps, _mm256_castpd_ps, _mm256_castps_pd,
-    _mm256_cmp_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps,
-    _mm256_or_ps, _mm256_permute4x64_pd, _mm256_set1_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
-    _mm256_unpacklo_ps,
-};
+use std::arch::x86_64::*;
 
 use crate::kernels::Window;
 
@@ -25,10 +20,11 @@ pub fn max_pool_2x2(x: &[f32], y: &mut [f32], win: Window) {
     unsafe { max_pool_2x2_avx2(x, y, win) }
 }
 
-/// dx for `x` (`[n, C, H, W]`) and the pooled gradient `g`.
-pub fn max_pool_2x2_backward(x: &[f32], g: &[f32], dx: &mut [f32], win: Window) {
+/// dx for `x` (`[n, C, H, W]`) and the pooled gradient `g`; with `relu`
+/// times [x > 0] (`kernels::relu_gradient`), x being a ReLU's output.
+pub fn max_pool_2x2_backward(x: &[f32], g: &[f32], dx: &mut [f32], win: Window, relu: bool) {
     // SAFETY: the CPU has AVX2 (`applies`).
-    unsafe { max_pool_2x2_backward_avx2(x, g, dx, win) }
+    unsafe { max_pool_2x2_backward_avx2(x, g, dx, win, relu) }
 }
 
 #[target_feature(enable = "avx2")]
@@ -50,7 +46,7 @@ fn max_pool_2x2_avx2(x: &[f32], y: &mut [f32], win: Window) {
 }
 
 #[target_feature(enable = "avx2")]
-fn max_pool_2x2_backward_avx2(x: &[f32], g: &[f32], dx: &mut [f32], win: Window) {
+fn max_pool_2x2_backward_avx2(x: &[f32], g: &[f32], dx: &mut [f32], win: Window, relu: bool) {
     let (oh, ow, w) = (win.out_height(), win.out_width(), win.width);
     // Rows and columns no window covers (odd sizes) get zero.
     if win.height % 2 == 1 || w % 2 == 1 {
@@ -71,6 +67,7 @@ fn max_pool_2x2_backward_avx2(x: &[f32], g: &[f32], dx: &mut [f32], win: Window)
                         (x0[at..].as_ptr(), x1[at..].as_ptr()),
                         grads[ox..].as_ptr(),
                         (d0[at..].as_mut_ptr(), d1[at..].as_mut_ptr()),
+                        relu,
                     )
                 };
             }
@@ -170,13 +167,21 @@ impl Group {
         }
     }
 
-    /// Each window's gradient sent to its first largest input, zero to the others.
+    /// Each window's gradient sent to its first largest input, zero to the
+    /// others; with `relu`, times [largest > 0] as `kernels::relu_gradient`
+    /// would multiply it.
     ///
     /// # Safety
     /// As `corners`, for the inputs and for their gradients, and `g` holds
     /// the group's gradients.
     #[inline(always)]
-    unsafe fn backward(&self, rows: (*const f32, *const f32), g: *const f32, (dtop, dbottom): (*mut f32, *mut f32)) {
+    unsafe fn backward(
+        &self,
+        rows: (*const f32, *const f32),
+        g: *const f32,
+        (dtop, dbottom): (*mut f32, *mut f32),
+        relu: bool,
+    ) {
         // SAFETY: the caller's contract.
         unsafe {
             let [a0, a1, c0, c1] = self.corners(rows);
@@ -186,6 +191,13 @@ impl Group {
             let over_c0 = _mm256_cmp_ps::<_CMP_GT_OQ>(c0, best);
             let best = _mm256_blendv_ps(best, c0, over_c0);
             let over_c1 = _mm256_cmp_ps::<_CMP_GT_OQ>(c1, best);
+            let g = if relu {
+                let best = _mm256_blendv_ps(best, c1, over_c1);
+                let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(best, _mm256_setzero_ps());
+                _mm256_mul_ps(g, _mm256_and_ps(positive, _mm256_set1_ps(1.0)))
+            } else {
+                g
+            };
             let later = _mm256_or_ps(over_c0, over_c1);
             let da0 = _mm256_andnot_ps(_mm256_or_ps(over_a1, later), g);
             let da1 = _mm256_and_ps(_mm256_andnot_ps(later, over_a1), g);
@@ -218,7 +230,8 @@ mod tests {
 
     /// Both directions against the reference loops, bit for bit: odd and
     /// even sizes, rows of 1 to 21 windows (partial groups of every
-    /// length), ties and NaNs.
+    /// length), ties and NaNs, and the gradient with a ReLU's (windows
+    /// whose largest value is negative, zero or positive).
     #[test]
     fn two_by_two_max_pooling_matches_the_reference_loops() {
         let taps = Taps { kernel: 2, stride: 2, padding: 0, dilation: 1 };
@@ -237,13 +250,18 @@ mod tests {
             kernels::pool(&x, &mut y_ref, win, true);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&y), bits(&y_ref), "forward {height}×{width}");
-            let (mut dx, mut dx_ref) = (vec![f32::NAN; n], vec![0.0; n]);
-            max_pool_2x2_backward(&x, &g, &mut dx, win);
-            kernels::pool_backward(&x, &g, &mut dx_ref, win, true);
-            if height % 2 == 0 && width % 2 == 0 {
-                assert!(dx.iter().all(|v| !v.is_nan()), "every input written");
+            for relu in [false, true] {
+                let (mut dx, mut dx_ref) = (vec![f32::NAN; n], vec![0.0; n]);
+                max_pool_2x2_backward(&x, &g, &mut dx, win, relu);
+                kernels::pool_backward(&x, &g, &mut dx_ref, win, true);
+                if relu {
+                    kernels::relu_gradient(&mut dx_ref, &x);
+                }
+                if height % 2 == 0 && width % 2 == 0 {
+                    assert!(dx.iter().all(|v| !v.is_nan()), "every input written");
+                }
+                assert_eq!(bits(&dx), bits(&dx_ref), "backward {height}×{width}, relu {relu}");
             }
-            assert_eq!(bits(&dx), bits(&dx_ref), "backward {height}×{width}");
         }
     }
 }

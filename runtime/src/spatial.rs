@@ -267,8 +267,17 @@ pub extern "C" fn nnc_upsample(x: *const f32, y: *mut f32, planes: usize, height
     kernels::upsample(x, y, (height, width), factor);
 }
 
+/// dx from the pooled gradient g; with `relu` (max pooling of a ReLU's
+/// output x) the ReLU's gradient too, dx · [x > 0], in the same pass.
 #[unsafe(no_mangle)]
-pub extern "C" fn nnc_pool_grad(x: *const f32, g: *const f32, dx: *mut f32, win: *const Window, max: usize) {
+pub extern "C" fn nnc_pool_grad(
+    x: *const f32,
+    g: *const f32,
+    dx: *mut f32,
+    win: *const Window,
+    max: usize,
+    relu: usize,
+) {
     // SAFETY: generated code passes the window of this pooling.
     let win = unsafe { *win };
     let Window { batch: b, channels: c, height: h, width: w, .. } = win;
@@ -283,8 +292,11 @@ pub extern "C" fn nnc_pool_grad(x: *const f32, g: *const f32, dx: *mut f32, win:
         let win = Window { batch: images, ..win };
         #[cfg(target_arch = "x86_64")]
         if max != 0 && pool::applies(win) {
-            return pool::max_pool_2x2_backward(x, g, dx, win);
+            return pool::max_pool_2x2_backward(x, g, dx, win, relu != 0);
         }
         kernels::pool_backward(x, g, dx, win, max != 0);
+        if relu != 0 {
+            kernels::relu_gradient(dx, x);
+        }
     });
 }

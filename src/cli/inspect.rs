@@ -40,9 +40,13 @@ pub(super) fn emit_stage(checked: &Checked, model: &CheckedModel, emit: Emit, ba
         Emit::Ast => crate::syntax::parse(&checked.source).map(|ast| format!("{ast:#?}\n")),
         Emit::Ir => pipeline::forward_graph(model, batch, true).map(|g| g.to_text()),
         Emit::TrainIr => pipeline::step_graph(model, &model.train, batch).map(|step| step.to_text()),
-        Emit::Plan => pipeline::step_graph(model, &model.train, batch)
-            .map(|step| crate::plan::plan_train(&step).to_text(&step.graph)),
-        Emit::Clif => pipeline::step_graph(model, &model.train, batch).and_then(|step| {
+        // The step as the JIT compiles it.
+        Emit::Plan => pipeline::step_graph(model, &model.train, batch).map(|mut step| {
+            step.fuse_activations();
+            crate::plan::plan_train(&step).to_text(&step.graph)
+        }),
+        Emit::Clif => pipeline::step_graph(model, &model.train, batch).and_then(|mut step| {
+            step.fuse_activations();
             crate::jit::compile(&step.graph, &crate::plan::plan_train(&step))
                 .map(|exe| exe.clif.clone())
                 .map_err(|e| crate::diag::messages::internal(model.span, &e))

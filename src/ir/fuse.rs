@@ -2,29 +2,61 @@
 //! interpreter runs graphs as lowered, so the JIT-against-interpreter tests
 //! check every rewrite here.
 
-use super::{Graph, Op, Unary};
+use super::{Graph, Op, TrainGraph, Unary, ValueId};
 
-/// Moves each ReLU that is the only reader of a convolution into the
-/// convolution, which applies it as it stores its outputs: one pass over
-/// them fewer. The ReLU node becomes a view of the convolution's output,
-/// so every value keeps its id. A convolution something else reads is
-/// left alone. (A ReLU's gradient reads the ReLU's output, which the view
-/// still gives, so graphs with a backward pass fuse too.)
-pub fn fuse_activations(graph: &mut Graph) {
+impl TrainGraph {
+    /// `fuse_activations` for a training step, whose gradients, updates,
+    /// new values and observed scalars are read back too.
+    pub fn fuse_activations(&mut self) {
+        let kept = [&self.grads, &self.new_params, &self.new_states, &self.updates, &self.observed];
+        let kept: Vec<ValueId> = kept.into_iter().flatten().copied().collect();
+        fuse_activations(&mut self.graph, &kept);
+    }
+}
+
+/// Moves ReLUs, and their gradients, into the kernels next to them: one
+/// pass over their values fewer each. The ReLU (or gradient) node becomes
+/// a view of the kernel's output, so every value keeps its id.
+///
+/// - A ReLU that is the only reader of a convolution moves into the
+///   convolution, which applies it as it stores its outputs. (A ReLU's
+///   gradient reads the ReLU's output, which the view still gives, so
+///   graphs with a backward pass fuse too.)
+/// - A ReLU's gradient whose incoming gradient is the only reader of a max
+///   pooling's gradient, over that ReLU's output, moves into the pooling's
+///   gradient, which routes each window's gradient only where its largest
+///   value is positive.
+///
+/// A kernel whose output something else reads, or that the graph gives
+/// back (its outputs, state updates, or the values in `kept`), is left alone.
+pub fn fuse_activations(graph: &mut Graph, kept: &[ValueId]) {
     let mut readers = vec![0usize; graph.nodes.len()];
     for input in graph.nodes.iter().flat_map(|n| &n.inputs) {
         readers[input.0] += 1;
     }
-    let outputs: Vec<_> = [graph.prediction].into_iter().chain(graph.loss).chain(graph.state_updates.clone()).collect();
+    let roots = [graph.prediction].into_iter().chain(graph.loss).chain(graph.state_updates.iter().copied());
+    let outputs: Vec<_> = roots.chain(kept.iter().copied()).collect();
+    let alone = |v: ValueId| readers[v.0] == 1 && !outputs.contains(&v);
     for i in 0..graph.nodes.len() {
-        let (op, inputs) = (&graph.nodes[i].op, &graph.nodes[i].inputs);
-        let conv = match (op, inputs.as_slice()) {
-            (Op::Unary(Unary::Relu), &[conv]) if readers[conv.0] == 1 && !outputs.contains(&conv) => conv,
-            _ => continue,
+        let (op, inputs) = (graph.nodes[i].op.clone(), graph.nodes[i].inputs.clone());
+        let fused = match (op, inputs.as_slice()) {
+            (Op::Unary(Unary::Relu), &[conv]) if alone(conv) => match &mut graph.nodes[conv.0].op {
+                Op::Conv2d { relu: fused @ false, .. } => Some((fused, conv)),
+                _ => None,
+            },
+            (Op::UnaryGrad(Unary::Relu), &[y, _, pooled]) if alone(pooled) => {
+                let pooled_input = graph.nodes[pooled.0].inputs[0];
+                match &mut graph.nodes[pooled.0].op {
+                    Op::PoolGrad { max: true, relu: fused @ false, .. } if pooled_input == y => Some((fused, pooled)),
+                    _ => None,
+                }
+            }
+            _ => None,
         };
-        if let Op::Conv2d { relu: fused @ false, .. } = &mut graph.nodes[conv.0].op {
+        if let Some((fused, kernel)) = fused {
             *fused = true;
             graph.nodes[i].op = Op::Reshape;
+            graph.nodes[i].inputs = vec![kernel];
         }
     }
 }
@@ -49,7 +81,7 @@ mod tests {
         assert!(!checked.has_errors(), "{:?}", checked.diags);
         let model = &checked.models[0];
         let fused = |mut graph: Graph| {
-            fuse_activations(&mut graph);
+            fuse_activations(&mut graph, &[]);
             let convs = graph.nodes.iter().filter_map(|n| match n.op {
                 Op::Conv2d { relu, .. } => Some(relu),
                 _ => None,
@@ -85,5 +117,29 @@ mod tests {
         for (a, b) in jit.iter().zip(&interp) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
         }
+    }
+
+    /// In a training step, each ReLU's gradient under a max pooling moves
+    /// into the pooling's gradient, and only there: the dense layer's ReLU
+    /// and the average pooling's keep theirs. (`tests/jit.rs` runs such
+    /// steps against the interpreter's unfused ones.)
+    #[test]
+    fn a_relu_gradient_moves_into_the_max_pooling_gradient_of_its_output() {
+        let source = "model m {\n  input x: [1, 18, 18]\n  target y: class(3)\n  \
+                      x |> conv2d(4, kernel = 3) |> relu |> maxpool(2) |> conv2d(4, kernel = 3, padding = 1) |> batchnorm \
+                      |> relu |> maxpool(2) |> conv2d(2, kernel = 1) |> relu |> avgpool(2) \
+                      |> flatten |> dense(8) |> relu |> dense(3) => logits\n  \
+                      loss = cross_entropy(logits, y)\n  train { optimizer = adam(lr = 0.01) batch = 4 }\n}\n";
+        let checked = check_source("m.nn", source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        let mut step = crate::pipeline::step_graph(model, &model.train, 4).expect("step");
+        let count = |graph: &Graph, wanted: &dyn Fn(&Op) -> bool| graph.nodes.iter().filter(|n| wanted(&n.op)).count();
+        let relu_grads = |graph: &Graph| count(graph, &|op| *op == Op::UnaryGrad(Unary::Relu));
+        let fused_pools = |graph: &Graph| count(graph, &|op| matches!(op, Op::PoolGrad { relu: true, .. }));
+        assert_eq!((relu_grads(&step.graph), fused_pools(&step.graph)), (4, 0));
+        step.fuse_activations();
+        assert_eq!((relu_grads(&step.graph), fused_pools(&step.graph)), (2, 2));
+        crate::ir::verify(&step.graph).expect("the fused step is well formed");
     }
 }

@@ -171,11 +171,13 @@ pub enum Op {
         kernel: usize,
         stride: usize,
     },
-    /// `[x, g]` → ∂x.
+    /// `[x, g]` → ∂x; with `relu` (`fuse_activations`, max pooling of a
+    /// ReLU's output y = x) the ReLU's gradient too: ∂x · [x > 0].
     PoolGrad {
         max: bool,
         kernel: usize,
         stride: usize,
+        relu: bool,
     },
     /// `[x [B,C,H,W]]` → `[B,C,H·f,W·f]`, each value repeated over an f × f
     /// block (nearest neighbour). Its gradient is the sum over each block.
@@ -311,8 +313,9 @@ impl Op {
             Op::Pool { max, kernel, stride } => {
                 format!("{}(k{kernel},s{stride})", if *max { "maxpool" } else { "avgpool" })
             }
-            Op::PoolGrad { max, kernel, stride } => {
-                format!("{}_grad(k{kernel},s{stride})", if *max { "maxpool" } else { "avgpool" })
+            Op::PoolGrad { max, kernel, stride, relu } => {
+                let relu = if *relu { "_relu" } else { "" };
+                format!("{}{relu}_grad(k{kernel},s{stride})", if *max { "maxpool" } else { "avgpool" })
             }
             Op::Upsample(f) => format!("upsample({f})"),
             Op::MaxPieces(p) => format!("max_pieces({p})"),

@@ -107,7 +107,9 @@ fn shapes_fit(graph: &Graph, node: &Node) -> Result<(), &'static str> {
             check(arity == 2 && *shape(0) == node.shape && *shape(1) == vec![node.shape[1]], "mul_channel")?
         }
         Op::Pool { .. } => check(arity == 1 && shape(0).len() == 4 && node.shape.len() == 4, "pool rank")?,
-        Op::PoolGrad { .. } => check(arity == 2 && *shape(0) == node.shape, "pool grad")?,
+        Op::PoolGrad { max, relu, .. } => {
+            check(arity == 2 && *shape(0) == node.shape && (*max || !*relu), "pool grad")?
+        }
         Op::Upsample(f) => {
             let x = shape(0);
             let fits = arity == 1 && x.len() == 4 && node.shape == [x[0], x[1], x[2] * f, x[3] * f];

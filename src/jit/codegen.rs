@@ -302,14 +302,18 @@ impl Emitter<'_, '_> {
                 let sp = self.imm(crate::shape::spatial(&in_shape));
                 self.call("nnc_sum_product_channels", &[ins[0], ins[1], out, n, c, sp]);
             }
-            Op::Pool { max, kernel, stride } | Op::PoolGrad { max, kernel, stride } => {
+            Op::Pool { max, kernel, stride } | Op::PoolGrad { max, kernel, stride, .. } => {
                 let taps = crate::shape::pooling(kernel, stride);
                 let win = self.window(crate::shape::window(&in_shape, taps, taps));
                 let max = self.imm(usize::from(max));
                 let mut args = ins.clone();
                 args.extend([out, win, max]);
-                let name = if matches!(node.op, Op::Pool { .. }) { "nnc_pool" } else { "nnc_pool_grad" };
-                self.call(name, &args);
+                if let Op::PoolGrad { relu, .. } = node.op {
+                    args.push(self.imm(usize::from(relu)));
+                    self.call("nnc_pool_grad", &args);
+                } else {
+                    self.call("nnc_pool", &args);
+                }
             }
             Op::Upsample(f) => {
                 let planes = self.imm(in_shape[0] * in_shape[1]);
