@@ -199,7 +199,7 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
             Op::AddChannelBias => {
                 contrib.push((0, dy));
                 if wants(1) {
-                    contrib.push((1, g.push(Op::SumChannels, vec![dy], shape_of(1), span)));
+                    contrib.push((1, channel_sums(g, dy, shape_of(1), span)));
                 }
             }
             // y = x·s[channel] ⇒ ∂x = g·s[channel], ∂s = Σ g·x per channel
@@ -295,6 +295,55 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
     Ok(Backward { params: param_grads, adjoints: adjoint })
 }
 
+/// Σ per channel of `dy` (shaped `shape`), without a pass over it when its
+/// terms allow. When dy is a sum of terms a·s[channel], each term's sum is
+/// s·Σa, where Σa is zero for a tensor centred per channel (batch
+/// normalisation's x − mean, `centred_per_channel`) and already computed
+/// for the others. Batch normalisation's mean then needs no pass over its
+/// gradient, and that gradient's terms and the mean's share of ∂x are one
+/// element-wise pass. (Σa is zero over all rows: when the batch is split,
+/// the sums of the rows here are summed over every part before they are
+/// used, as the mean's are.)
+fn channel_sums(g: &mut Graph, dy: ValueId, shape: Vec<usize>, span: crate::diag::Span) -> ValueId {
+    let mut terms = vec![dy];
+    let mut sums = Vec::new();
+    while let Some(term) = terms.pop() {
+        let node = &g.nodes[term.0];
+        match (&node.op, node.inputs.as_slice()) {
+            (Op::Add, &[a, b]) => terms.extend([a, b]),
+            (Op::MulChannel, &[a, _]) if centred_per_channel(g, a) => {}
+            (Op::MulChannel, &[a, s]) => {
+                let summed = g.nodes.iter().position(|n| n.op == Op::SumChannels && n.inputs == [a]);
+                match summed {
+                    Some(sum) => sums.push((ValueId(sum), s)),
+                    None => return g.push(Op::SumChannels, vec![dy], shape, span),
+                }
+            }
+            _ => return g.push(Op::SumChannels, vec![dy], shape, span),
+        }
+    }
+    let scaled: Vec<ValueId> =
+        sums.into_iter().map(|(sum, s)| g.push(Op::Mul, vec![sum, s], shape.clone(), span)).collect();
+    let total = scaled.into_iter().reduce(|a, b| g.push(Op::Add, vec![a, b], shape.clone(), span));
+    total.unwrap_or_else(|| g.push(Op::Const(0.0), vec![], shape, span))
+}
+
+/// Whether `v` is x − mean per channel of x (as batch normalisation
+/// lowers it: x plus the negated, scaled channel sums of x, summed over
+/// every part of a split batch), whose channel sums are zero.
+fn centred_per_channel(g: &Graph, v: ValueId) -> bool {
+    let node = |v: ValueId| (&g.nodes[v.0].op, g.nodes[v.0].inputs.as_slice());
+    let (Op::AddChannelBias, &[x, negated]) = node(v) else { return false };
+    let (Op::Unary(Unary::Neg), &[mean]) = node(negated) else { return false };
+    let (&Op::Unary(Unary::Scale(scale)), &[mut sum]) = node(mean) else { return false };
+    if let (Op::AllReduce, &[part]) = node(sum) {
+        sum = part;
+    }
+    let shape = &g.nodes[x.0].shape;
+    let count = (crate::shape::numel(shape) / shape[0] / shape[1] * g.shard.total) as f64;
+    node(sum) == (&Op::SumChannels, &[x][..]) && scale == 1.0 / count
+}
+
 #[cfg(test)]
 mod tests {
     use crate::ir::{Op, Unary};
@@ -319,5 +368,34 @@ mod tests {
         let plan = plan_train(&step);
         let input = g.nodes[relu].inputs[0].0;
         assert_eq!(plan.locations[input], Location::Fused, "{}", plan.to_text(g));
+    }
+
+    /// Batch normalisation's backward pass sums its incoming gradient per
+    /// channel once (for β, and from it the mean's share), not its ∂x̂ as
+    /// well, so ∂x̂ fuses into ∂x; whole or split in two (where the sums
+    /// are summed over both parts). `tests/gradients.rs` checks the
+    /// gradient against finite differences.
+    #[test]
+    fn batch_normalisation_sums_its_incoming_gradient_once() {
+        let source = "model m {\n  input x: [2, 6, 6]\n  target y: class(3)\n  \
+                      x |> conv2d(4, kernel = 3, bias = false) |> batchnorm |> relu |> flatten |> dense(3) => logits\n  \
+                      loss = cross_entropy(logits, y)\n  train { optimizer = sgd(lr = 0.1) batch = 8 }\n}\n";
+        let checked = crate::pipeline::check_source("m.nn", source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        for shard in [crate::ir::Shard::whole(8), crate::ir::Shard::part(8, 1, 2)] {
+            let step = crate::pipeline::shard_step_graph(model, &model.train, shard).expect("step builds");
+            let g = &step.graph;
+            let image_sums: Vec<_> =
+                g.nodes.iter().filter(|n| n.op == Op::SumChannels && g.nodes[n.inputs[0].0].shape.len() == 4).collect();
+            // Σx in the forward pass, Σ of the incoming gradient in the backward.
+            assert_eq!(image_sums.len(), 2, "{}", g.to_text());
+            let plan = plan_train(&step);
+            let terms = g.nodes.iter().filter(|n| n.op == Op::MulChannel && n.shape.len() == 4);
+            assert!(terms.clone().count() >= 2);
+            for term in terms.map(|n| g.nodes.iter().position(|m| std::ptr::eq(m, n)).expect("node")) {
+                assert_eq!(plan.locations[term], Location::Fused, "{}", plan.to_text(g));
+            }
+        }
     }
 }
