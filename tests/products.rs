@@ -65,6 +65,25 @@ fn split_products_have_the_bits_of_one_thread() {
     }
 }
 
+/// Each kernel this CPU runs on products past one block of columns (512)
+/// and of k (256) at once, so a block of packed rows of a serves several
+/// blocks of columns, with ragged row blocks of both kernels (13 rows):
+/// against the loops, and the same bits on each.
+#[test]
+fn each_simd_kernel_crosses_blocks_of_columns_and_of_k() {
+    for transposes in [(false, false), (true, true)] {
+        let results: Vec<Vec<u32>> = Isa::available()
+            .into_iter()
+            .map(|isa| {
+                let (c, error) = product_and_error((13, 300, 530), transposes, 5, Some(isa));
+                assert!(error <= 1e-5, "{isa:?}: {error}");
+                c.iter().map(|v| v.to_bits()).collect()
+            })
+            .collect();
+        assert!(results.windows(2).all(|w| w[0] == w[1]), "the kernels disagree");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 

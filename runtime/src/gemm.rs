@@ -22,9 +22,6 @@ use std::arch::x86_64::{__m256, __m512, _mm256_loadu_ps, _mm256_storeu_ps};
 
 use crate::simd::Vector;
 
-/// Rows of c per block: 6 × 2 accumulators, 2 panel vectors and a
-/// broadcast fit the 16 vector registers of AVX2.
-const MR: usize = 6;
 /// Values of k per packed panel (a 6-row block reads 6 KiB of `a`, which
 /// stays in L1 while the block walks the panels).
 const KC: usize = 256;
@@ -97,7 +94,7 @@ impl Operand {
     }
 }
 
-/// Packed panels of b, and a row-major copy of `a` when it needs one.
+/// Packed panels of b, and a block's rows of `a` packed.
 type Buffers = (Vec<f32>, Vec<f32>);
 
 thread_local! {
@@ -161,8 +158,10 @@ unsafe fn blocked_avx2(
     unsafe { blocked::<__m256>(dims, a, b, c, accumulate, buffers) }
 }
 
-/// The loops around the kernel: columns by `NC`, k by `KC` (b packed once
-/// per such block), rows by `MR`, then the panels.
+/// The loops around the kernel: k by `KC` (every block of rows of a
+/// packed once per such block), columns by `NC` (b packed once per such
+/// block), rows by `rows_per_block`, then the panels. Each element of c
+/// sees the blocks of k in order.
 #[inline(always)]
 unsafe fn blocked<V: Vector>(
     (m, k, n): (usize, usize, usize),
@@ -170,9 +169,9 @@ unsafe fn blocked<V: Vector>(
     b: Operand,
     (c, ldc): (*mut f32, usize),
     accumulate: bool,
-    (panels, copy): &mut Buffers,
+    (panels, rows_of_a): &mut Buffers,
 ) {
-    let width = 2 * V::LANES;
+    let (width, mr) = (2 * V::LANES, rows_per_block::<V>());
     if k == 0 && !accumulate {
         // An empty sum: no block of k below writes c.
         for i in 0..m {
@@ -181,31 +180,23 @@ unsafe fn blocked<V: Vector>(
         }
         return;
     }
-    let (a, lda) = if a.cols == 1 {
-        (a.ptr, a.rows as usize)
-    } else {
-        copy.clear();
-        copy.resize(m * k, 0.0);
-        // SAFETY: the caller's contract on a; the copy holds m rows of k.
-        unsafe { gather(a, (m, k), copy.as_mut_ptr(), k) };
-        (copy.as_ptr(), k)
-    };
-    for j0 in (0..n).step_by(NC) {
-        let nc = NC.min(n - j0);
-        for p0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - p0);
+    for p0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - p0);
+        // SAFETY: rows 0..m and k values p0.. lie inside a.
+        unsafe { pack_rows(a.at(0, p0), (m, kc), mr, rows_of_a) };
+        let add = accumulate || p0 > 0;
+        for j0 in (0..n).step_by(NC) {
+            let nc = NC.min(n - j0);
             // SAFETY: the block lies inside b.
             unsafe { pack(b, (p0, kc), (j0, nc), width, panels) };
-            let add = accumulate || p0 > 0;
-            for i0 in (0..m).step_by(MR) {
-                let rows = MR.min(m - i0);
+            for i0 in (0..m).step_by(mr) {
+                let rows = mr.min(m - i0);
                 for (panel, j) in (j0..j0 + nc).step_by(width).enumerate() {
                     let cols = width.min(j0 + nc - j);
-                    // SAFETY: rows i0.., k values p0.. of a; columns j.. of c.
+                    // SAFETY: the packed rows, one panel, and rows i0.., columns j.. of c.
                     unsafe {
                         let block = Block {
-                            a: a.add(i0 * lda + p0),
-                            lda,
+                            a: rows_of_a.as_ptr().add(i0 * kc),
                             b: panels.as_ptr().add(panel * kc * width),
                             kc,
                             c: c.add(i0 * ldc + j),
@@ -213,13 +204,25 @@ unsafe fn blocked<V: Vector>(
                             cols,
                             add,
                         };
-                        match rows {
-                            6 => kernel::<V, 6>(block),
-                            5 => kernel::<V, 5>(block),
-                            4 => kernel::<V, 4>(block),
-                            3 => kernel::<V, 3>(block),
-                            2 => kernel::<V, 2>(block),
-                            _ => kernel::<V, 1>(block),
+                        match (mr, rows) {
+                            (12, 12) => kernel::<V, 12, 12>(block),
+                            (12, 11) => kernel::<V, 12, 11>(block),
+                            (12, 10) => kernel::<V, 12, 10>(block),
+                            (12, 9) => kernel::<V, 12, 9>(block),
+                            (12, 8) => kernel::<V, 12, 8>(block),
+                            (12, 7) => kernel::<V, 12, 7>(block),
+                            (12, 6) => kernel::<V, 12, 6>(block),
+                            (12, 5) => kernel::<V, 12, 5>(block),
+                            (12, 4) => kernel::<V, 12, 4>(block),
+                            (12, 3) => kernel::<V, 12, 3>(block),
+                            (12, 2) => kernel::<V, 12, 2>(block),
+                            (12, _) => kernel::<V, 12, 1>(block),
+                            (_, 6) => kernel::<V, 6, 6>(block),
+                            (_, 5) => kernel::<V, 6, 5>(block),
+                            (_, 4) => kernel::<V, 6, 4>(block),
+                            (_, 3) => kernel::<V, 6, 3>(block),
+                            (_, 2) => kernel::<V, 6, 2>(block),
+                            _ => kernel::<V, 6, 1>(block),
                         }
                     }
                 }
@@ -228,16 +231,44 @@ unsafe fn blocked<V: Vector>(
     }
 }
 
+/// Rows of c per block: two vectors of accumulators each, and room for two
+/// panel vectors and a broadcast, in the 32 vector registers of AVX-512
+/// (12 rows) or the 16 of AVX2 (6).
+fn rows_per_block<V: Vector>() -> usize {
+    if V::LANES == 16 { 12 } else { 6 }
+}
+
+/// Packs `m` rows of `kc` values of `a` (from its element (0, 0)) in
+/// blocks of `mr` rows, each block value by value (its rows' values at
+/// each k side by side), so the kernel reads a block from one pointer. A
+/// last, short block's missing rows are never read.
+///
+/// # Safety
+/// The rows lie inside a.
+#[inline(always)]
+unsafe fn pack_rows(a: Operand, (m, kc): (usize, usize), mr: usize, out: &mut Vec<f32>) {
+    out.resize(out.len().max(m.next_multiple_of(mr) * kc), 0.0);
+    for i0 in (0..m).step_by(mr) {
+        // a's rows i0.., read as k by row: element (p, r) is a(i0 + r, p).
+        // SAFETY: the caller's contract.
+        let block = unsafe { a.at(i0, 0) };
+        let transposed = Operand { ptr: block.ptr, rows: a.cols, cols: a.rows };
+        // SAFETY: the caller's contract; the block holds kc × mr values.
+        unsafe { gather(transposed, (kc, mr.min(m - i0)), out.as_mut_ptr().add(i0 * kc), mr) };
+    }
+}
+
 /// Packs b's rows p0..p0 + kc, columns j0..j0 + nc into panels of `width`
-/// columns, row by row (zero past the last column).
+/// columns, row by row. A last, narrow panel's missing columns hold stale
+/// values: they land only in lanes the kernel does not store.
 ///
 /// # Safety
 /// The block lies inside b.
 #[inline(always)]
 unsafe fn pack(b: Operand, (p0, kc): (usize, usize), (j0, nc): (usize, usize), width: usize, out: &mut Vec<f32>) {
-    out.clear();
-    out.resize(nc.div_ceil(width) * kc * width, 0.0);
-    for (panel, chunk) in out.chunks_exact_mut(kc * width).enumerate() {
+    let len = nc.div_ceil(width) * kc * width;
+    out.resize(out.len().max(len), 0.0);
+    for (panel, chunk) in out[..len].chunks_exact_mut(kc * width).enumerate() {
         let first = j0 + panel * width;
         let cols = width.min(j0 + nc - first);
         // SAFETY: rows p0.., columns first..first + cols lie inside b.
@@ -314,13 +345,12 @@ pub(crate) unsafe fn transpose8(from: *const f32, stride: usize, to: *mut f32, l
     }
 }
 
-/// One kernel call: `rows` (the kernel's R) rows of `a` from `a` (`lda`
-/// apart) times one packed panel, into c (`ldc` apart), `cols` of the
-/// panel's columns kept; added to c when `add`.
+/// One kernel call: the kernel's R rows of `a`, packed (`pack_rows`),
+/// times one packed panel, into c (`ldc` apart), `cols` of the panel's
+/// columns kept; added to c when `add`.
 #[derive(Clone, Copy)]
 struct Block {
     a: *const f32,
-    lda: usize,
     b: *const f32,
     kc: usize,
     c: *mut f32,
@@ -330,13 +360,13 @@ struct Block {
 }
 
 /// R rows × two vectors of c, the accumulators held in registers for the
-/// whole panel.
+/// whole panel; the rows of `a` packed `S` to a value of k.
 ///
 /// # Safety
-/// The block's pointers reach R rows of kc values, kc rows of the panel and
-/// R rows of `cols` values of c.
+/// The block's pointers reach kc × S packed values of a, kc rows of the
+/// panel and R rows of `cols` values of c.
 #[inline(always)]
-unsafe fn kernel<V: Vector, const R: usize>(block: Block) {
+unsafe fn kernel<V: Vector, const S: usize, const R: usize>(block: Block) {
     let lanes = V::LANES;
     // SAFETY: the caller's contract (and `V` is this function's instruction set).
     unsafe {
@@ -345,7 +375,7 @@ unsafe fn kernel<V: Vector, const R: usize>(block: Block) {
             let b0 = V::load(block.b.add(p * 2 * lanes));
             let b1 = V::load(block.b.add(p * 2 * lanes + lanes));
             for (r, row) in acc.iter_mut().enumerate() {
-                let x = V::splat(*block.a.add(r * block.lda + p));
+                let x = V::splat(*block.a.add(p * S + r));
                 row[0] = V::fmadd(x, b0, row[0]);
                 row[1] = V::fmadd(x, b1, row[1]);
             }
