@@ -159,9 +159,10 @@ unsafe fn blocked_avx2(
 }
 
 /// The loops around the kernel: k by `KC` (every block of rows of a
-/// packed once per such block), columns by `NC` (b packed once per such
-/// block), rows by `rows_per_block`, then the panels. Each element of c
-/// sees the blocks of k in order.
+/// packed once per such block, unless a is row-major and its rows meet
+/// few panels), columns by `NC` (b packed once per such block), rows by
+/// `rows_per_block`, then the panels. Each element of c sees the blocks of
+/// k in order.
 #[inline(always)]
 unsafe fn blocked<V: Vector>(
     (m, k, n): (usize, usize, usize),
@@ -180,10 +181,15 @@ unsafe fn blocked<V: Vector>(
         }
         return;
     }
+    // Packing costs a pass over a, which pays for itself when each row of a
+    // serves at least `PACK_PANELS` panels.
+    let packed = a.cols != 1 || n >= PACK_PANELS * width;
     for p0 in (0..k).step_by(KC) {
         let kc = KC.min(k - p0);
-        // SAFETY: rows 0..m and k values p0.. lie inside a.
-        unsafe { pack_rows(a.at(0, p0), (m, kc), mr, rows_of_a) };
+        if packed {
+            // SAFETY: rows 0..m and k values p0.. lie inside a.
+            unsafe { pack_rows(a.at(0, p0), (m, kc), mr, rows_of_a) };
+        }
         let add = accumulate || p0 > 0;
         for j0 in (0..n).step_by(NC) {
             let nc = NC.min(n - j0);
@@ -195,8 +201,10 @@ unsafe fn blocked<V: Vector>(
                     let cols = width.min(j0 + nc - j);
                     // SAFETY: the packed rows, one panel, and rows i0.., columns j.. of c.
                     unsafe {
+                        let rows_a = if packed { rows_of_a.as_ptr().add(i0 * kc) } else { a.at(i0, p0).ptr };
                         let block = Block {
-                            a: rows_of_a.as_ptr().add(i0 * kc),
+                            a: rows_a,
+                            lda: a.rows as usize,
                             b: panels.as_ptr().add(panel * kc * width),
                             kc,
                             c: c.add(i0 * ldc + j),
@@ -204,25 +212,10 @@ unsafe fn blocked<V: Vector>(
                             cols,
                             add,
                         };
-                        match (mr, rows) {
-                            (12, 12) => kernel::<V, 12, 12>(block),
-                            (12, 11) => kernel::<V, 12, 11>(block),
-                            (12, 10) => kernel::<V, 12, 10>(block),
-                            (12, 9) => kernel::<V, 12, 9>(block),
-                            (12, 8) => kernel::<V, 12, 8>(block),
-                            (12, 7) => kernel::<V, 12, 7>(block),
-                            (12, 6) => kernel::<V, 12, 6>(block),
-                            (12, 5) => kernel::<V, 12, 5>(block),
-                            (12, 4) => kernel::<V, 12, 4>(block),
-                            (12, 3) => kernel::<V, 12, 3>(block),
-                            (12, 2) => kernel::<V, 12, 2>(block),
-                            (12, _) => kernel::<V, 12, 1>(block),
-                            (_, 6) => kernel::<V, 6, 6>(block),
-                            (_, 5) => kernel::<V, 6, 5>(block),
-                            (_, 4) => kernel::<V, 6, 4>(block),
-                            (_, 3) => kernel::<V, 6, 3>(block),
-                            (_, 2) => kernel::<V, 6, 2>(block),
-                            _ => kernel::<V, 6, 1>(block),
+                        if packed {
+                            kernel_rows::<V, true>(mr, rows, block)
+                        } else {
+                            kernel_rows::<V, false>(mr, rows, block)
                         }
                     }
                 }
@@ -236,6 +229,41 @@ unsafe fn blocked<V: Vector>(
 /// (12 rows) or the 16 of AVX2 (6).
 fn rows_per_block<V: Vector>() -> usize {
     if V::LANES == 16 { 12 } else { 6 }
+}
+
+/// Panels from which a row-major a is packed rather than read in place.
+const PACK_PANELS: usize = 4;
+
+/// The kernel for `rows` rows of a block of `mr` (`rows_per_block`), a
+/// packed or read in place.
+///
+/// # Safety
+/// As `kernel`.
+#[inline(always)]
+unsafe fn kernel_rows<V: Vector, const PACKED: bool>(mr: usize, rows: usize, block: Block) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match (mr, rows) {
+            (12, 12) => kernel::<V, 12, 12, PACKED>(block),
+            (12, 11) => kernel::<V, 12, 11, PACKED>(block),
+            (12, 10) => kernel::<V, 12, 10, PACKED>(block),
+            (12, 9) => kernel::<V, 12, 9, PACKED>(block),
+            (12, 8) => kernel::<V, 12, 8, PACKED>(block),
+            (12, 7) => kernel::<V, 12, 7, PACKED>(block),
+            (12, 6) => kernel::<V, 12, 6, PACKED>(block),
+            (12, 5) => kernel::<V, 12, 5, PACKED>(block),
+            (12, 4) => kernel::<V, 12, 4, PACKED>(block),
+            (12, 3) => kernel::<V, 12, 3, PACKED>(block),
+            (12, 2) => kernel::<V, 12, 2, PACKED>(block),
+            (12, _) => kernel::<V, 12, 1, PACKED>(block),
+            (_, 6) => kernel::<V, 6, 6, PACKED>(block),
+            (_, 5) => kernel::<V, 6, 5, PACKED>(block),
+            (_, 4) => kernel::<V, 6, 4, PACKED>(block),
+            (_, 3) => kernel::<V, 6, 3, PACKED>(block),
+            (_, 2) => kernel::<V, 6, 2, PACKED>(block),
+            _ => kernel::<V, 6, 1, PACKED>(block),
+        }
+    }
 }
 
 /// Packs `m` rows of `kc` values of `a` (from its element (0, 0)) in
@@ -345,12 +373,13 @@ pub(crate) unsafe fn transpose8(from: *const f32, stride: usize, to: *mut f32, l
     }
 }
 
-/// One kernel call: the kernel's R rows of `a`, packed (`pack_rows`),
-/// times one packed panel, into c (`ldc` apart), `cols` of the panel's
-/// columns kept; added to c when `add`.
+/// One kernel call: the kernel's R rows of `a`, packed (`pack_rows`) or
+/// in place (`lda` apart), times one packed panel, into c (`ldc` apart),
+/// `cols` of the panel's columns kept; added to c when `add`.
 #[derive(Clone, Copy)]
 struct Block {
     a: *const f32,
+    lda: usize,
     b: *const f32,
     kc: usize,
     c: *mut f32,
@@ -360,13 +389,14 @@ struct Block {
 }
 
 /// R rows × two vectors of c, the accumulators held in registers for the
-/// whole panel; the rows of `a` packed `S` to a value of k.
+/// whole panel; the rows of `a` packed `S` to a value of k, or with
+/// `PACKED` false read in place.
 ///
 /// # Safety
-/// The block's pointers reach kc × S packed values of a, kc rows of the
-/// panel and R rows of `cols` values of c.
+/// The block's pointers reach kc × S packed values of a (or R rows of kc
+/// values), kc rows of the panel and R rows of `cols` values of c.
 #[inline(always)]
-unsafe fn kernel<V: Vector, const S: usize, const R: usize>(block: Block) {
+unsafe fn kernel<V: Vector, const S: usize, const R: usize, const PACKED: bool>(block: Block) {
     let lanes = V::LANES;
     // SAFETY: the caller's contract (and `V` is this function's instruction set).
     unsafe {
@@ -375,7 +405,8 @@ unsafe fn kernel<V: Vector, const S: usize, const R: usize>(block: Block) {
             let b0 = V::load(block.b.add(p * 2 * lanes));
             let b1 = V::load(block.b.add(p * 2 * lanes + lanes));
             for (r, row) in acc.iter_mut().enumerate() {
-                let x = V::splat(*block.a.add(p * S + r));
+                let at = if PACKED { p * S + r } else { r * block.lda + p };
+                let x = V::splat(*block.a.add(at));
                 row[0] = V::fmadd(x, b0, row[0]);
                 row[1] = V::fmadd(x, b1, row[1]);
             }
