@@ -191,15 +191,19 @@ thread_local! {
 }
 
 /// Packs `a(m, r)` (m < rows, r < taps) into blocks of `layout`'s rows, tap
-/// by tap, zero beyond the last row: the order its kernel reads.
-fn pack(layout: Layout, rows: usize, taps: usize, a: impl Fn(usize, usize) -> f32, out: &mut Vec<f32>) {
+/// by tap, zero beyond the last row: the order its kernel reads. The
+/// packed values start on a cache line of `out` (`simd::aligned`).
+fn pack(layout: Layout, rows: usize, taps: usize, a: impl Fn(usize, usize) -> f32, out: &mut Vec<f32>) -> &[f32] {
     let size = layout.block();
-    out.clear();
-    for block in 0..rows.div_ceil(size) {
-        for r in 0..taps {
-            out.extend((block * size..(block + 1) * size).map(|m| if m < rows { a(m, r) } else { 0.0 }));
+    let packed = crate::simd::aligned(out, rows.div_ceil(size) * size * taps);
+    for (i, values) in packed.chunks_exact_mut(size).enumerate() {
+        let (block, r) = (i / taps, i % taps);
+        for (lane, value) in values.iter_mut().enumerate() {
+            let m = block * size + lane;
+            *value = if m < rows { a(m, r) } else { 0.0 };
         }
     }
+    packed
 }
 
 /// The part of the full product an output keeps: `height × width` values
@@ -396,8 +400,7 @@ fn with_packed<R>(
 ) -> R {
     PACKED.with(|cell| {
         let mut packed = cell.borrow_mut();
-        pack(layout, rows, taps, a, &mut packed);
-        work(&packed)
+        work(pack(layout, rows, taps, a, &mut packed))
     })
 }
 
@@ -445,11 +448,9 @@ fn weight_gradient_on(isa: Isa, images: &[f32], grads: &[f32], filters: usize, w
     let lanes = Layout::of(filters, geo, crop) == Layout::Lanes;
     SCRATCH.with(|cell| {
         let Scratch { source, wide, offsets, sums } = &mut *cell.borrow_mut();
-        if lanes {
-            // Summed over every image, then added to dw once.
-            sums.clear();
-            sums.resize(lanes_weight_sums_len(isa, filters, taps), 0.0);
-        }
+        // The lanes layout's sums, over every image, then added to dw once.
+        let sums = crate::simd::aligned(sums, if lanes { lanes_weight_sums_len(isa, filters, taps) } else { 0 });
+        sums.fill(0.0);
         for (image, grad) in images.chunks_exact(image_len).zip(grads.chunks_exact(grad_len)) {
             geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
             if lanes {

@@ -193,6 +193,7 @@ unsafe fn blocked<V: Vector>(
         let add = accumulate || p0 > 0;
         for j0 in (0..n).step_by(NC) {
             let nc = NC.min(n - j0);
+            let panels = crate::simd::aligned(panels, nc.div_ceil(width) * kc * width);
             // SAFETY: the block lies inside b.
             unsafe { pack(b, (p0, kc), (j0, nc), width, panels) };
             for i0 in (0..m).step_by(mr) {
@@ -293,10 +294,8 @@ unsafe fn pack_rows(a: Operand, (m, kc): (usize, usize), mr: usize, out: &mut Ve
 /// # Safety
 /// The block lies inside b.
 #[inline(always)]
-unsafe fn pack(b: Operand, (p0, kc): (usize, usize), (j0, nc): (usize, usize), width: usize, out: &mut Vec<f32>) {
-    let len = nc.div_ceil(width) * kc * width;
-    out.resize(out.len().max(len), 0.0);
-    for (panel, chunk) in out[..len].chunks_exact_mut(kc * width).enumerate() {
+unsafe fn pack(b: Operand, (p0, kc): (usize, usize), (j0, nc): (usize, usize), width: usize, out: &mut [f32]) {
+    for (panel, chunk) in out.chunks_exact_mut(kc * width).enumerate() {
         let first = j0 + panel * width;
         let cols = width.min(j0 + nc - first);
         // SAFETY: rows p0.., columns first..first + cols lie inside b.

@@ -10,6 +10,18 @@ use std::arch::x86_64::{
     _mm512_storeu_ps,
 };
 
+/// `len` values of `buffer` (grown as needed) from a 64-byte boundary, a
+/// cache line: a 16-lane vector at a multiple of 16 values from the start
+/// never straddles two lines (an unaligned one costs two accesses).
+pub(crate) fn aligned(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    const LINE: usize = 64 / std::mem::size_of::<f32>();
+    if buffer.len() < len + LINE {
+        buffer.resize(len + LINE, 0.0);
+    }
+    let skip = buffer.as_ptr().align_offset(64).min(LINE);
+    &mut buffer[skip..skip + len]
+}
+
 /// The vector operations the kernels need, for each width.
 pub(crate) trait Vector: Copy {
     const LANES: usize;

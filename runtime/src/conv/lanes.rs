@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::{Crop, PARALLEL_WORK, Product, Source};
 use crate::gemm::{Isa, transpose8};
-use crate::simd::Vector;
+use crate::simd::{Vector, aligned};
 
 /// Output rows across the lanes in `Layout::Lanes`: two 8-lane registers.
 pub(super) const LANES: usize = 16;
@@ -48,7 +48,7 @@ pub(super) fn lanes_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Ve
             && src.len() > (top + height - 1) * geo.cols + left + width - 1 + geo.offset(taps - 1)
             && out.len() == rows * positions
     );
-    wide.resize(groups * blocks * nq * LANES, 0.0);
+    let wide = aligned(wide, groups * blocks * nq * LANES);
     let run_block = |(i, part): (usize, &mut [f32])| {
         let (group, block) = (i / blocks, i % blocks);
         let filter = &packed[group * LANES * taps..(group + 1) * LANES * taps];
@@ -224,7 +224,7 @@ pub(super) fn lanes_weight_sums(
     );
     // The gradient position by position, LANES filters to a position (the
     // lanes past the last filter keep what they held: their sums are dropped).
-    wide.resize(groups * positions * LANES, 0.0);
+    let wide = aligned(wide, groups * positions * LANES);
     // SAFETY: the CPU has AVX2 (`applies`); the sizes are as asserted and resized.
     unsafe { lanes_from_rows(grad, filters, positions, wide) };
     // Taps past the last read the first one's inputs; their sums are dropped.

@@ -128,13 +128,13 @@ fn both_layouts_give_the_same_bits() {
             let outputs: Vec<Vec<f32>> = runs
                 .iter()
                 .map(|&(layout, isa)| {
-                    let mut packed = Vec::new();
-                    pack(layout, rows, geo.taps(), a, &mut packed);
+                    let mut buffer = Vec::new();
+                    let packed = pack(layout, rows, geo.taps(), a, &mut buffer);
                     let mut out = vec![0.0; rows * crop.height * crop.width];
                     let mut wide = Vec::new();
                     let bias: Vec<f32> = (0..rows).map(|m| m as f32 / 8.0).collect();
                     let epilogue = Epilogue { bias: Some(&bias), relu: rows % 2 == 1 };
-                    let product = Product { packed: &packed, rows, src: &source.values, geo, crop, epilogue };
+                    let product = Product { packed, rows, src: &source.values, geo, crop, epilogue };
                     match isa {
                         None => rows_product(product, &mut out, &mut wide),
                         Some(isa) => lanes_product(isa, product, &mut out, &mut wide),
