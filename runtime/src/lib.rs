@@ -32,6 +32,38 @@ pub fn zeroed(len: usize) -> Option<Vec<f32>> {
     Some(values)
 }
 
+/// A compiled pass's working memory: `len` zeros from a 64-byte boundary,
+/// so the plan's slots (whole cache lines apart) start on cache lines and
+/// vector loads of them never straddle two.
+pub struct Arena {
+    values: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Arena {
+    /// As `zeroed`: None when the memory cannot be had.
+    pub fn zeroed(len: usize) -> Option<Arena> {
+        const LINE: usize = 64 / std::mem::size_of::<f32>();
+        let values = zeroed(len.checked_add(LINE)?)?;
+        let start = values.as_ptr().align_offset(64).min(LINE);
+        Some(Arena { values, start, len })
+    }
+}
+
+impl std::ops::Deref for Arena {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.values[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Arena {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.values[self.start..self.start + self.len]
+    }
+}
+
 /// Whether a convolution of this stride runs in the direct kernel on this
 /// CPU (which threads its own large products) rather than through im2col and
 /// sgemm.
@@ -120,4 +152,24 @@ pub fn routines() -> Vec<Routine> {
         routine!(collective::nnc_all_reduce_start, 3, 0),
         routine!(collective::nnc_all_reduce_wait, 0, 0),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An arena starts on a cache line whatever its length, holds exactly
+    /// its zeros, and a length past memory is None, not an abort.
+    #[test]
+    fn an_arena_starts_on_a_cache_line() {
+        for len in [1, 15, 16, 1000, 1 << 20] {
+            let mut arena = Arena::zeroed(len).expect("memory");
+            assert_eq!(arena.as_ptr() as usize % 64, 0, "{len}");
+            assert_eq!(arena.len(), len);
+            assert!(arena.iter().all(|&v| v == 0.0));
+            arena[len - 1] = 1.0;
+        }
+        assert!(Arena::zeroed(usize::MAX).is_none());
+        assert!(Arena::zeroed(usize::MAX / 8).is_none());
+    }
 }

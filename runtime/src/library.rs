@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use crate::{Hypers, PARALLEL_ELEMENTS, softmax_row, zeroed};
+use crate::{Arena, Hypers, PARALLEL_ELEMENTS, softmax_row, zeroed};
 
 /// A compiled forward pass: `run(store, scratch, input, target, hyper)`.
 pub type ForwardFn = unsafe extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f32);
@@ -83,7 +83,7 @@ pub const TOO_MANY_ROWS: i32 = 4;
 pub struct Context {
     description: *const Description,
     /// Working memory of the largest pass; each pass uses its start.
-    scratch: Vec<f32>,
+    scratch: Arena,
     /// A batch of preprocessed input rows.
     input: Vec<f32>,
     /// A forward pass reads no hyperparameters; the step signature has them.
@@ -107,7 +107,7 @@ pub unsafe extern "C" fn nnc_library_create(description: *const Description) -> 
     // Memory that is not there is a NULL context, never an abort of the caller.
     let most = |field: fn(&Pass) -> usize| d.passes.iter().map(field).max().unwrap_or(0).max(1);
     let input_len = most(|p| p.rows).checked_mul(d.features);
-    let (Some(scratch), Some(input)) = (zeroed(most(|p| p.scratch_len)), input_len.and_then(zeroed)) else {
+    let (Some(scratch), Some(input)) = (Arena::zeroed(most(|p| p.scratch_len)), input_len.and_then(zeroed)) else {
         return std::ptr::null_mut();
     };
     let context = Context { description, scratch, input, hyper: Hypers::default() };

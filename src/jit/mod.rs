@@ -34,7 +34,7 @@ type StepFn = extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f
 pub struct Executable {
     module: Option<JITModule>,
     step: StepFn,
-    scratch: Vec<f32>,
+    scratch: nnc_runtime::Arena,
     /// Whether the step splits a batch of images into parts (convolution or
     /// pooling over more than one image).
     splits_images: bool,
@@ -222,7 +222,7 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
     Ok(Executable {
         module: Some(module),
         step,
-        scratch: nnc_runtime::zeroed(plan.scratch_len.max(1)).ok_or_else(|| {
+        scratch: nnc_runtime::Arena::zeroed(plan.scratch_len.max(1)).ok_or_else(|| {
             let gib = plan.scratch_len as f64 * 4.0 / f64::from(1u32 << 30);
             format!(
                 "the step needs {gib:.1} GiB of working memory, more than this machine can give; use a smaller batch"
