@@ -9,6 +9,7 @@ mod conv;
 mod gemm;
 pub mod kernels;
 pub mod library;
+mod partner;
 #[cfg(target_arch = "x86_64")]
 mod pool;
 mod products;
@@ -20,7 +21,8 @@ mod winograd;
 
 pub use collective::{AllReduce, ThreadTeam, all_reduce, set_all_reduce};
 pub use gemm::Isa;
-pub use products::{product, product_with};
+pub use partner::with_partner;
+pub use products::{product, product_splits, product_with};
 pub use routines::{PARALLEL_ELEMENTS, softmax_row};
 
 /// `len` zeros, or None when the memory cannot be had (an error for the

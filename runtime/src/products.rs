@@ -110,7 +110,7 @@ unsafe fn multiply((m, k, n): (usize, usize, usize), a: Operand, b: Operand, c: 
         return unsafe { part((m, k, n), a, b, (c, n), accumulate) };
     }
     let c = Output(c);
-    (0..length.div_ceil(step)).into_par_iter().for_each(|p| {
+    let run = |p: usize| {
         let (start, len) = (p * step, step.min(length - p * step));
         // SAFETY: rows (or columns) start..start + len lie inside a (or b) and c.
         unsafe {
@@ -120,7 +120,19 @@ unsafe fn multiply((m, k, n): (usize, usize, usize), a: Operand, b: Operand, c: 
                 part((m, k, len), a, b.at(0, start), (c.at(start), n), accumulate);
             }
         }
-    });
+    };
+    match length.div_ceil(step) {
+        // Two halves: the second on the step's partner, if it has one.
+        2 => crate::partner::join(|| run(0), || run(1)),
+        parts => (0..parts).into_par_iter().for_each(run),
+    }
+}
+
+/// Whether a product of `m` rows of a row-major `a`, `m × k` by `k × n`,
+/// is split over rayon's threads (a compiled step with one runs beside a
+/// partner thread, `with_partner`).
+pub fn product_splits(m: usize, k: usize, n: usize) -> bool {
+    m > SMALL_M && m.saturating_mul(k).saturating_mul(n) >= SPLIT_MACS && rayon::current_num_threads() > 1
 }
 
 /// One part of a product, through this CPU's kernel in `gemm` or else

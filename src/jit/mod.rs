@@ -38,6 +38,8 @@ pub struct Executable {
     /// Whether the step splits a batch of images into parts (convolution or
     /// pooling over more than one image).
     splits_images: bool,
+    /// Whether the code splits a product over threads (`splits_products`).
+    splits_products: bool,
     store_len: usize,
     input_len: usize,
     target_len: usize,
@@ -229,6 +231,7 @@ pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
             )
         })?,
         splits_images: splits_images(graph),
+        splits_products: splits_products(graph),
         store_len: plan.store.len,
         input_len,
         target_len,
@@ -255,6 +258,18 @@ pub fn splits_images(graph: &Graph) -> bool {
     batch > 1 && graph.nodes.iter().any(|n| over_images(&n.op))
 }
 
+/// Whether the code splits a product of its own over threads
+/// (`nnc_runtime::product_splits`): it then runs with a partner thread,
+/// which takes the products' second halves without being woken for each.
+fn splits_products(graph: &Graph) -> bool {
+    graph.nodes.iter().any(|node| {
+        let Op::MatMul { ta, .. } = node.op else { return false };
+        let a = graph.shape(node.inputs[0]);
+        let (m, n, k) = (node.shape[0], node.shape[1], if ta { a[0] } else { a[1] });
+        nnc_runtime::product_splits(m, k, n)
+    })
+}
+
 /// Element counts of the input and target batches the code reads (0 when unused).
 fn leaf_lens(graph: &Graph, plan: &Plan) -> (usize, usize) {
     let mut lens = (0, 0);
@@ -272,12 +287,14 @@ impl Executable {
     /// Runs the compiled step. Every buffer's size is checked first, so a
     /// wrong-sized input is an error, never undefined behaviour.
     pub fn run(&mut self, store: &mut [f32], input: &[f32], target: &[f32], hyper: &Hypers) -> Result<(), String> {
-        let splits_images = self.splits_images;
+        let (splits_images, splits_products) = (self.splits_images, self.splits_products);
         let call = self.call(store, input, target, hyper)?;
         if splits_images && nnc_runtime::parallel_images() {
             // The whole step runs on one of rayon's threads, so its image
             // parts start without waking a thread per routine.
             rayon::scope(|_| call());
+        } else if splits_products {
+            nnc_runtime::with_partner(call);
         } else {
             call();
         }
