@@ -1,13 +1,14 @@
 //! The blocked sgemm under every product of more than a few rows, on CPUs
 //! with AVX-512 or AVX2 and FMA (others use matrixmultiply).
 //!
-//! Rows of `a` are read where they lie, each value broadcast to a vector
-//! (a copy is made only when a row's values are not contiguous); `b` is
-//! packed into panels of two vectors' width, `KC` rows at a time, so a
-//! 6-row block of c keeps its 12 accumulators in registers for a whole
-//! panel. matrixmultiply packs both operands on every call, and packs a
-//! row-major `a` with gathers, which took half as long as its kernel on
-//! the products of an MLP.
+//! `b` is packed into panels of two vectors' width, `KC` rows at a time,
+//! so a block of rows of c (12 on AVX-512, 6 on AVX2) keeps its
+//! accumulators in registers for a whole panel. Each value of `a` is
+//! broadcast to a vector: a block's rows are packed value by value, once
+//! per block of k, when they meet enough panels to pay for it, and read
+//! where they lie otherwise. matrixmultiply packs both operands on every
+//! call, and packs a row-major `a` with gathers, which took half as long
+//! as its kernel on the products of an MLP.
 //!
 //! Every element of c is one chain of fused multiply-adds over k in order,
 //! restarted every `KC` values and added to c: the bits do not depend on
@@ -22,8 +23,8 @@ use std::arch::x86_64::{__m256, __m512, _mm256_loadu_ps, _mm256_storeu_ps};
 
 use crate::simd::Vector;
 
-/// Values of k per packed panel (a 6-row block reads 6 KiB of `a`, which
-/// stays in L1 while the block walks the panels).
+/// Values of k per packed panel (a 12-row block reads 12 KiB of `a`,
+/// which stays in L1 while the block walks the panels).
 const KC: usize = 256;
 /// Columns of b packed at once (with `KC`, 512 KiB: within L2).
 const NC: usize = 512;
