@@ -46,9 +46,8 @@ pub struct Arena {
 impl Arena {
     /// As `zeroed`: None when the memory cannot be had.
     pub fn zeroed(len: usize) -> Option<Arena> {
-        const LINE: usize = 64 / std::mem::size_of::<f32>();
-        let values = zeroed(len.checked_add(LINE)?)?;
-        let start = values.as_ptr().align_offset(64).min(LINE);
+        let values = zeroed(len.checked_add(simd::LINE)?)?;
+        let start = simd::to_line(&values);
         Some(Arena { values, start, len })
     }
 }

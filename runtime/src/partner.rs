@@ -90,13 +90,23 @@ pub fn with_partner<R>(step: impl FnOnce() -> R) -> R {
     result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// This thread's step's partner, once it is serving.
+fn serving_partner<'a>() -> Option<&'a Partner> {
+    // SAFETY: a partner set for this thread outlives the step it runs,
+    // which every caller is inside.
+    unsafe { PARTNER.get().as_ref() }.filter(|p| p.started.load(Ordering::Acquire))
+}
+
+/// Whether this thread's step has a partner serving (`join` hands it halves).
+pub(crate) fn serving() -> bool {
+    serving_partner().is_some()
+}
+
 /// Runs `first` here and `second` beside it: on the step's partner when
 /// this thread has one serving, else through `rayon::join` (a partner not
 /// yet serving may wait on a thread that waits on this one).
 pub(crate) fn join(first: impl FnOnce() + Send, second: impl Fn() + Sync + Send) {
-    // SAFETY: a partner set for this thread outlives the step it runs.
-    let partner = unsafe { PARTNER.get().as_ref() };
-    let Some(partner) = partner.filter(|p| p.started.load(Ordering::Acquire)) else {
+    let Some(partner) = serving_partner() else {
         rayon::join(first, second);
         return;
     };

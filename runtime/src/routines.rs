@@ -316,12 +316,13 @@ pub extern "C" fn nnc_parallel_parts(
         );
     };
     let parts = units.div_ceil(step);
-    // Half the parts each here and on the step's partner, else over rayon.
-    let half = parts.div_ceil(2);
-    crate::partner::join(
-        || (0..half).for_each(|k| run(k * step)),
-        || (half..parts).into_par_iter().for_each(|k| run(k * step)),
-    );
+    if crate::partner::serving() {
+        // Half the parts here, half on the step's partner.
+        let half = parts.div_ceil(2);
+        crate::partner::join(|| (0..half).for_each(|k| run(k * step)), || (half..parts).for_each(|k| run(k * step)));
+    } else {
+        (0..parts).into_par_iter().for_each(|k| run(k * step));
+    }
 }
 
 #[unsafe(no_mangle)]

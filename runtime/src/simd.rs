@@ -14,12 +14,20 @@ use std::arch::x86_64::{
 /// cache line: a 16-lane vector at a multiple of 16 values from the start
 /// never straddles two lines (an unaligned one costs two accesses).
 pub(crate) fn aligned(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    const LINE: usize = 64 / std::mem::size_of::<f32>();
     if buffer.len() < len + LINE {
         buffer.resize(len + LINE, 0.0);
     }
-    let skip = buffer.as_ptr().align_offset(64).min(LINE);
+    let skip = to_line(buffer);
     &mut buffer[skip..skip + len]
+}
+
+/// Values in a cache line (64 bytes).
+pub(crate) const LINE: usize = 64 / std::mem::size_of::<f32>();
+
+/// How many of `values` come before the first that starts a cache line
+/// (at most LINE: past a slice's end when it is shorter).
+pub(crate) fn to_line(values: &[f32]) -> usize {
+    values.as_ptr().align_offset(64).min(LINE)
 }
 
 /// The vector operations the kernels need, for each width.
