@@ -4,6 +4,12 @@
 //! that must first be woken. A small model's step splits a few products
 //! of some tens of microseconds each, and waking a sleeping thread for
 //! each cost about as much as the half it took over.
+//!
+//! A half is posted, not handed over: the partner claims it, or the step's
+//! thread takes it back when it is done with its own half and the partner
+//! has not (the partner may still be waking, or its thread busy elsewhere).
+//! So the step never waits on a partner that is not running its half, and
+//! its first product, posted while the partner wakes, is not run serially.
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
@@ -14,11 +20,10 @@ type Job<'a> = &'a (dyn Fn() + Sync);
 
 /// What the step's thread and its partner share.
 struct Partner {
-    /// The posted half, until the partner has run it (then null).
+    /// The posted half; `claimed()` while the partner runs it; null when
+    /// there is none.
     job: AtomicPtr<Job<'static>>,
-    /// The partner is serving: halves posted from now on are run.
-    started: AtomicBool,
-    /// The last posted half panicked.
+    /// The last half the partner ran panicked.
     panicked: AtomicBool,
     /// The step is over: the partner returns.
     finished: AtomicBool,
@@ -34,19 +39,26 @@ thread_local! {
 /// holding a partner, would leave none on a two-thread pool).
 static PARTNERED: AtomicBool = AtomicBool::new(false);
 
+/// The mark of a half the partner has claimed (no half lives at this
+/// address: it is the lowest a `Job` could have, never a real one).
+fn claimed() -> *mut Job<'static> {
+    std::ptr::NonNull::dangling().as_ptr()
+}
+
 impl Partner {
     /// Runs posted halves until the step is over.
     fn serve(&self) {
-        self.started.store(true, Ordering::Release);
         loop {
             let job = self.job.load(Ordering::Acquire);
-            if !job.is_null() {
-                // SAFETY: `join` keeps the half alive until it sees null.
-                let run = unsafe { *job };
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
-                    self.panicked.store(true, Ordering::Relaxed);
+            if !job.is_null() && job != claimed() {
+                if self.job.compare_exchange(job, claimed(), Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    // SAFETY: `join` keeps a claimed half alive until it sees null.
+                    let run = unsafe { *job };
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
+                        self.panicked.store(true, Ordering::Relaxed);
+                    }
+                    self.job.store(std::ptr::null_mut(), Ordering::Release);
                 }
-                self.job.store(std::ptr::null_mut(), Ordering::Release);
             } else if self.finished.load(Ordering::Acquire) {
                 return;
             } else {
@@ -67,7 +79,6 @@ pub fn with_partner<R>(step: impl FnOnce() -> R) -> R {
     }
     let partner = Partner {
         job: AtomicPtr::new(std::ptr::null_mut()),
-        started: AtomicBool::new(false),
         panicked: AtomicBool::new(false),
         finished: AtomicBool::new(false),
     };
@@ -90,43 +101,62 @@ pub fn with_partner<R>(step: impl FnOnce() -> R) -> R {
     result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-/// This thread's step's partner, once it is serving.
-fn serving_partner<'a>() -> Option<&'a Partner> {
+/// This thread's step's partner, if it has one.
+fn partner<'a>() -> Option<&'a Partner> {
     // SAFETY: a partner set for this thread outlives the step it runs,
     // which every caller is inside.
-    unsafe { PARTNER.get().as_ref() }.filter(|p| p.started.load(Ordering::Acquire))
+    unsafe { PARTNER.get().as_ref() }
 }
 
-/// Whether this thread's step has a partner serving (`join` hands it halves).
-pub(crate) fn serving() -> bool {
-    serving_partner().is_some()
+/// Whether this thread's step has a partner (`join` offers it halves).
+pub(crate) fn partnered() -> bool {
+    partner().is_some()
 }
 
-/// Runs `first` here and `second` beside it: on the step's partner when
-/// this thread has one serving, else through `rayon::join` (a partner not
-/// yet serving may wait on a thread that waits on this one).
+/// Runs `first` here and `second` beside it: offered to the step's partner
+/// when this thread has one (and run here after `first` if the partner has
+/// not claimed it by then), else through `rayon::join`.
 pub(crate) fn join(first: impl FnOnce() + Send, second: impl Fn() + Sync + Send) {
-    let Some(partner) = serving_partner() else {
+    let Some(partner) = partner() else {
         rayon::join(first, second);
         return;
     };
     let job: Job = &second;
-    /// Waits for the partner to finish the half, however `first` ends:
-    /// the half borrows this frame.
-    struct Wait<'a>(&'a Partner);
-    impl Drop for Wait<'_> {
+    // The half's lifetime is erased; `Offer` keeps it alive until it is
+    // taken back or has run.
+    let posted = std::ptr::from_ref(&job).cast_mut().cast::<Job<'static>>();
+    let null = std::ptr::null_mut();
+    if partner.job.compare_exchange(null, posted, Ordering::Release, Ordering::Relaxed).is_err() {
+        // A half is already offered (a join inside a half): run both here.
+        first();
+        second();
+        return;
+    }
+    /// The offered half, taken back unless the partner has claimed it,
+    /// else waited for, however `first` ends: it borrows this frame.
+    struct Offer<'a>(&'a Partner, *mut Job<'static>);
+    impl Offer<'_> {
+        /// Whether the half was taken back before the partner claimed it.
+        fn take_back(&self) -> bool {
+            let null = std::ptr::null_mut();
+            self.0.job.compare_exchange(self.1, null, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        }
+    }
+    impl Drop for Offer<'_> {
         fn drop(&mut self) {
-            while !self.0.job.load(Ordering::Acquire).is_null() {
-                std::hint::spin_loop();
+            if !self.take_back() {
+                while !self.0.job.load(Ordering::Acquire).is_null() {
+                    std::hint::spin_loop();
+                }
             }
         }
     }
-    // The half's lifetime is erased; `Wait` keeps it alive until it has run.
-    let posted = std::ptr::from_ref(&job).cast_mut().cast::<Job<'static>>();
-    partner.job.store(posted, Ordering::Release);
     {
-        let _wait = Wait(partner);
+        let offer = Offer(partner, posted);
         first();
+        if offer.take_back() {
+            second();
+        }
     }
     assert!(!partner.panicked.swap(false, Ordering::Relaxed), "the half of a product on the step's partner panicked");
 }
@@ -135,45 +165,64 @@ pub(crate) fn join(first: impl FnOnce() + Send, second: impl Fn() + Sync + Send)
 mod tests {
     use super::*;
     use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+    use std::thread::ThreadId;
+    use std::time::{Duration, Instant};
 
-    /// Halves run on the partner (another thread) when there is one, and
-    /// here otherwise; both halves' work is done; a second step that
-    /// starts while one is partnered runs alone instead of waiting; and a
-    /// panicking half panics the step's thread, after which steps partner
-    /// again.
+    /// Held by each test here: one step at a time can have a partner.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    /// Joins 100 pairs of halves that record their values and the threads
+    /// of the second halves; with `meet`, each first half waits (up to a
+    /// minute) for its second half to start, so a serving partner claims
+    /// every one. Checks both halves of every pair ran.
+    fn joins(meet: bool) -> Vec<ThreadId> {
+        let (sums, threads) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()));
+        for i in 0..100u64 {
+            let started = AtomicBool::new(false);
+            join(
+                || {
+                    let since = Instant::now();
+                    while meet && !started.load(Ordering::Acquire) && since.elapsed() < Duration::from_secs(60) {
+                        std::hint::spin_loop();
+                    }
+                    sums.lock().expect("sums").push(i);
+                },
+                || {
+                    started.store(true, Ordering::Release);
+                    sums.lock().expect("sums").push(1000 + i);
+                    threads.lock().expect("threads").push(std::thread::current().id());
+                },
+            );
+        }
+        let mut sums = sums.into_inner().expect("sums");
+        sums.sort_unstable();
+        assert_eq!(sums, (0..100).chain(1000..1100).collect::<Vec<_>>());
+        threads.into_inner().expect("threads")
+    }
+
+    /// Halves run on the partner (another thread) when it claims them;
+    /// both halves' work is done; a second step that starts while one is
+    /// partnered runs alone instead of waiting; and a panicking half
+    /// panics the step's thread, after which steps partner again.
     #[test]
     fn a_step_hands_second_halves_to_its_partner() {
         if rayon::current_num_threads() < 2 {
             return;
         }
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let here = std::thread::current().id();
-        let step = || {
-            let (sums, threads) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()));
-            for i in 0..100u64 {
-                join(
-                    || sums.lock().expect("sums").push(i),
-                    || {
-                        sums.lock().expect("sums").push(1000 + i);
-                        threads.lock().expect("threads").push(std::thread::current().id());
-                    },
-                );
-            }
-            let mut sums = sums.into_inner().expect("sums");
-            sums.sort_unstable();
-            assert_eq!(sums, (0..100).chain(1000..1100).collect::<Vec<_>>());
-            threads.into_inner().expect("threads")
-        };
         let beside = with_partner(|| {
             assert!(!PARTNER.get().is_null(), "partnered");
             // A second step, on another thread, meanwhile: it runs alone.
             let alone = std::thread::spawn(move || {
                 with_partner(|| {
                     assert!(PARTNER.get().is_null(), "alone");
-                    step()
+                    joins(false)
                 })
             });
             alone.join().expect("second step");
-            step()
+            joins(true)
         });
         // One partner ran every second half, not this thread.
         assert!(beside[0] != here && beside.iter().all(|&t| t == beside[0]), "{beside:?}");
@@ -182,5 +231,37 @@ mod tests {
         assert!(panicked.is_err());
         assert!(!PARTNERED.load(Ordering::Acquire));
         assert_eq!(with_partner(|| 7), 7);
+    }
+
+    /// A step whose partner cannot start (the pool's other thread is busy
+    /// until the step is over) takes every half back and runs it itself.
+    #[test]
+    fn a_step_takes_back_the_halves_of_a_partner_that_never_starts() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+        let (busy, release) = (AtomicUsize::new(0), AtomicBool::new(false));
+        pool.in_place_scope(|scope| {
+            // Occupies one of the two threads until the step releases it.
+            scope.spawn(|_| {
+                busy.store(1, Ordering::Release);
+                while !release.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+            });
+            let (busy, release) = (&busy, &release);
+            pool.install(move || {
+                while busy.load(Ordering::Acquire) == 0 {
+                    std::hint::spin_loop();
+                }
+                let here = std::thread::current().id();
+                let threads = with_partner(|| {
+                    assert!(!PARTNER.get().is_null(), "partnered");
+                    let threads = joins(false);
+                    release.store(true, Ordering::Release);
+                    threads
+                });
+                assert!(threads.iter().all(|&t| t == here), "{threads:?}");
+            });
+        });
     }
 }

@@ -316,7 +316,7 @@ pub extern "C" fn nnc_parallel_parts(
         );
     };
     let parts = units.div_ceil(step);
-    if crate::partner::serving() {
+    if crate::partner::partnered() {
         // Half the parts here, half on the step's partner.
         let half = parts.div_ceil(2);
         crate::partner::join(|| (0..half).for_each(|k| run(k * step)), || (half..parts).for_each(|k| run(k * step)));
