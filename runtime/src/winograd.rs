@@ -17,8 +17,10 @@ use std::cell::{Cell, RefCell};
 
 use rayon::prelude::*;
 
+use crate::gemm::Isa;
 use crate::kernels::{Epilogue, Window};
 use crate::products::gemm;
+use crate::simd::compiled_for_isa;
 
 /// Channels and filters from which the products are large enough to pay
 /// for the transforms.
@@ -36,7 +38,7 @@ pub fn applies(win: Window, filters: usize) -> bool {
         && filters >= MIN_CHANNELS
         && win.out_height() > 0
         && win.out_width() > 0
-        && crate::gemm::Isa::detect().is_some()
+        && Isa::detect().is_some()
 }
 
 thread_local! {
@@ -116,6 +118,21 @@ fn transform_filters(w: &[f32], rows: &mut [&mut [f32]]) {
 /// One image `[C, H, W]` convolved into `out` (`[F, OH, OW]`) through
 /// `epilogue`, with `u` from `with_filter`.
 pub fn forward_image(u: &[f32], filters: usize, image: &[f32], win: Window, epilogue: Epilogue, out: &mut [f32]) {
+    let isa = Isa::detect().expect("`applies` checked the CPU");
+    forward_image_on(isa, u, filters, image, win, epilogue, out)
+}
+
+/// `forward_image` with the transforms compiled for `isa` (the products
+/// are `gemm`'s, on the CPU's widest kernel).
+fn forward_image_on(
+    isa: Isa,
+    u: &[f32],
+    filters: usize,
+    image: &[f32],
+    win: Window,
+    epilogue: Epilogue,
+    out: &mut [f32],
+) {
     let Window { channels, height, width, .. } = win;
     let (oh, ow) = (win.out_height(), win.out_width());
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
@@ -138,7 +155,7 @@ pub fn forward_image(u: &[f32], filters: usize, image: &[f32], win: Window, epil
         split
             .par_chunks_mut(plane.len())
             .zip(image.par_chunks_exact(height * width))
-            .for_each(|(split, image)| plane.fill(image, split));
+            .for_each(|(split, image)| fill_plane(isa, plane, image, split));
         for ty0 in (0..th).step_by(rows_per_block) {
             let tiles = rows_per_block.min(th - ty0) * tw;
             v.resize(16 * channels * tiles, 0.0);
@@ -147,7 +164,7 @@ pub fn forward_image(u: &[f32], filters: usize, image: &[f32], win: Window, epil
             // scratch row per rayon task, not per channel).
             let channel_inputs = v.par_chunks_exact_mut(16 * tiles).zip(split.par_chunks_exact(plane.len()));
             channel_inputs.for_each_init(Vec::new, |scratch, (v, split)| {
-                plane.transform_inputs(split, (ty0, tiles / tw, tw), v, scratch);
+                transform_inputs(isa, plane, split, (ty0, tiles / tw, tw), v, scratch);
             });
             let v = &v[..];
             m.par_chunks_exact_mut(filters * tiles).enumerate().for_each(|(xi, m)| {
@@ -158,11 +175,46 @@ pub fn forward_image(u: &[f32], filters: usize, image: &[f32], win: Window, epil
             let m = &m[..16 * filters * tiles];
             out.par_chunks_exact_mut(oh * ow).enumerate().for_each_init(Vec::new, |scratch, (f, out)| {
                 let sums: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * filters + f) * tiles..][..tiles]);
-                transform_outputs(sums, (ty0, tiles / tw, tw), (oh, ow), epilogue.of(f), out, scratch);
+                let value = epilogue.of(f);
+                transform_outputs(isa, sums, (ty0, tiles / tw, tw), (oh, ow), value, out, scratch);
             });
         }
     }
     SCRATCH.set((split, v, m));
+}
+
+compiled_for_isa! {
+    /// `Plane::fill` in the vectors of `isa`.
+    fn fill_plane(plane: Plane, image: &[f32], out: &mut [f32]) {
+        plane.fill(image, out)
+    }
+}
+
+compiled_for_isa! {
+    /// `Plane::transform_inputs` in the vectors of `isa`.
+    fn transform_inputs(
+        plane: Plane,
+        split: &[f32],
+        tiles: (usize, usize, usize),
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        plane.transform_inputs(split, tiles, out, scratch)
+    }
+}
+
+compiled_for_isa! {
+    /// `outputs_of_tiles` in the vectors of `isa`.
+    fn transform_outputs(
+        sums: [&[f32]; 16],
+        tiles: (usize, usize, usize),
+        shape: (usize, usize),
+        value: impl Fn(f32) -> f32,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        outputs_of_tiles(sums, tiles, shape, value, out, scratch)
+    }
 }
 
 /// One channel's input, zero-padded and split by column parity.
@@ -183,22 +235,20 @@ impl Plane {
     }
 
     /// Padded row r: its even columns, then its odd ones.
+    #[inline(always)]
     fn fill(self, image: &[f32], out: &mut [f32]) {
         out.fill(0.0);
         for (r, halves) in out.chunks_exact_mut(2 * self.half).enumerate() {
             let Some(y) = r.checked_sub(self.padding).filter(|&y| y < self.height) else { continue };
             let line = &image[y * self.width..(y + 1) * self.width];
+            // Column x + padding of the padded row: the first value of the
+            // row that lands in an even column is x = padding % 2.
             let (even, odd) = halves.split_at_mut(self.half);
-            for (x, &value) in line.iter().enumerate() {
-                let column = x + self.padding;
-                if column < 2 * self.half {
-                    if column.is_multiple_of(2) {
-                        even[column / 2] = value;
-                    } else {
-                        odd[column / 2] = value;
-                    }
-                }
-            }
+            let (e, o) = (self.padding % 2, 1 - self.padding % 2);
+            let to_even = even.iter_mut().skip((self.padding + e) / 2);
+            to_even.zip(line.iter().skip(e).step_by(2)).for_each(|(slot, &value)| *slot = value);
+            let to_odd = odd.iter_mut().skip((self.padding + o) / 2);
+            to_odd.zip(line.iter().skip(o).step_by(2)).for_each(|(slot, &value)| *slot = value);
         }
     }
 
@@ -206,6 +256,7 @@ impl Plane {
     /// tile t of `count` rows of `tw` tiles from tile row `ty0`. Each step
     /// is a loop over a whole row of tiles, so that it runs in vectors;
     /// `scratch` holds its intermediate rows.
+    #[inline(always)]
     fn transform_inputs(
         self,
         split: &[f32],
@@ -254,7 +305,8 @@ fn combine(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
 /// tile of `count` rows of `tw` tiles from tile row `ty0`, inside (oh, ow).
 /// As with the inputs, each step is a loop over a row of tiles, and
 /// `scratch` holds the intermediate rows.
-fn transform_outputs(
+#[inline(always)]
+fn outputs_of_tiles(
     sums: [&[f32]; 16],
     (ty0, count, tw): (usize, usize, usize),
     (oh, ow): (usize, usize),
@@ -355,6 +407,13 @@ mod tests {
             }
             let alone = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool").install(run);
             assert!(y.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "threads change the bits");
+            // The transforms on every instruction set: the same bits.
+            for isa in Isa::available() {
+                let mut on = vec![0.0; filters * oh * ow];
+                let epilogue = Epilogue { bias: Some(&bias), relu };
+                with_filter(&w, filters, win, |u| forward_image_on(isa, u, filters, &x, win, epilogue, &mut on));
+                assert!(y.iter().zip(&on).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa:?} changes the bits");
+            }
         }
     }
 }
