@@ -32,7 +32,9 @@ use crate::kernels::{Epilogue, Window};
 
 mod lanes;
 
-use lanes::{LANES, NQ, lanes_product, lanes_weight_reduce, lanes_weight_sums, lanes_weight_sums_len};
+use lanes::{
+    LANES, NQ, lanes_product, lanes_weight_offsets, lanes_weight_reduce, lanes_weight_sums, lanes_weight_sums_len,
+};
 
 use crate::gemm::Isa;
 
@@ -451,10 +453,13 @@ fn weight_gradient_on(isa: Isa, images: &[f32], grads: &[f32], filters: usize, w
         // The lanes layout's sums, over every image, then added to dw once.
         let sums = crate::simd::aligned(sums, if lanes { lanes_weight_sums_len(isa, filters, taps) } else { 0 });
         sums.fill(0.0);
+        if lanes {
+            lanes_weight_offsets(isa, geo, offsets);
+        }
         for (image, grad) in images.chunks_exact(image_len).zip(grads.chunks_exact(grad_len)) {
             geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
             if lanes {
-                lanes_weight_sums(isa, (&source.values, geo), (oh, ow), grad, filters, (wide, offsets), sums);
+                lanes_weight_sums(isa, (&source.values, geo), (oh, ow), grad, filters, (wide, &offsets[..]), sums);
             } else {
                 rows_weight_gradient((&source.values, geo), grad, filters, win, wide, dw);
             }

@@ -198,6 +198,15 @@ pub(super) fn lanes_weight_sums_len(isa: Isa, filters: usize, taps: usize) -> us
     filters.div_ceil(LANES) * taps.next_multiple_of(block_len(isa)) * LANES
 }
 
+/// Where each tap of the lanes weight gradient reads, from a position's
+/// base, in whole blocks of `block_len(isa)` taps: the same for every image.
+/// Taps past the last read the first one's inputs; their sums are dropped.
+pub(super) fn lanes_weight_offsets(isa: Isa, geo: Source, offsets: &mut Vec<usize>) {
+    let (taps, nr) = (geo.taps(), block_len(isa));
+    offsets.clear();
+    offsets.extend((0..taps.next_multiple_of(nr)).map(|r| geo.offset(if r < taps { r } else { 0 })));
+}
+
 /// The weight gradient in `Layout::Lanes` on `isa`, for one image: adds
 /// Σ_q g[f, q] · src[offset(r) + base(q)] over the kept positions q to
 /// `sums`, with LANES filters across the lanes and `block_len` taps at a
@@ -210,7 +219,7 @@ pub(super) fn lanes_weight_sums(
     (height, width): (usize, usize),
     grad: &[f32],
     filters: usize,
-    (wide, offsets): (&mut Vec<f32>, &mut Vec<usize>),
+    (wide, offsets): (&mut Vec<f32>, &[usize]),
     sums: &mut [f32],
 ) {
     let (taps, positions, nr) = (geo.taps(), height * width, block_len(isa));
@@ -219,6 +228,7 @@ pub(super) fn lanes_weight_sums(
         positions > 0
             && grad.len() == filters * positions
             && sums.len() == lanes_weight_sums_len(isa, filters, taps)
+            && offsets.len() == blocks * nr
             && width <= geo.cols
             && src.len() > (height - 1) * geo.cols + width - 1 + geo.offset(taps - 1)
     );
@@ -227,10 +237,7 @@ pub(super) fn lanes_weight_sums(
     let wide = aligned(wide, groups * positions * LANES);
     // SAFETY: the CPU has AVX2 (`applies`); the sizes are as asserted and resized.
     unsafe { lanes_from_rows(grad, filters, positions, wide) };
-    // Taps past the last read the first one's inputs; their sums are dropped.
-    offsets.clear();
-    offsets.extend((0..blocks * nr).map(|r| geo.offset(if r < taps { r } else { 0 })));
-    let (wide, offsets) = (&wide[..], &offsets[..]);
+    let wide = &wide[..];
     let run_block = |(i, out): (usize, &mut [f32])| {
         let (group, block) = (i / blocks, i % blocks);
         let g = &wide[group * positions * LANES..(group + 1) * positions * LANES];
