@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 /// A half posted to the partner.
 type Job<'a> = &'a (dyn Fn() + Sync);
 
-/// What the step's thread and its partner share.
+/// What the step's thread and its partner share. Between halves the
+/// partner runs rayon's pending work (the image parts of a convolution
+/// inside the step, say), so it takes no thread from them.
 struct Partner {
     /// The posted half; `claimed()` while the partner runs it; null when
     /// there is none.
@@ -61,7 +63,7 @@ impl Partner {
                 }
             } else if self.finished.load(Ordering::Acquire) {
                 return;
-            } else {
+            } else if rayon::yield_now() != Some(rayon::Yield::Executed) {
                 std::hint::spin_loop();
             }
         }
@@ -231,6 +233,38 @@ mod tests {
         assert!(panicked.is_err());
         assert!(!PARTNERED.load(Ordering::Acquire));
         assert_eq!(with_partner(|| 7), 7);
+    }
+
+    /// Rayon's work inside a step (an image's parallel parts, say) is
+    /// taken by the partner between halves: it does not hold its thread
+    /// idle while the step's thread does that work alone.
+    #[test]
+    fn the_partner_runs_rayons_work_between_halves() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The step on a thread of a two-thread pool: its partner holds the other.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+        let (here, beside) = pool.install(|| {
+            let here = std::thread::current().id();
+            let beside = with_partner(|| {
+                let started = AtomicBool::new(false);
+                let (_, beside) = rayon::join(
+                    || {
+                        // Waits (up to a minute) for the other half to start elsewhere.
+                        let since = Instant::now();
+                        while !started.load(Ordering::Acquire) && since.elapsed() < Duration::from_secs(60) {
+                            std::hint::spin_loop();
+                        }
+                    },
+                    || {
+                        started.store(true, Ordering::Release);
+                        std::thread::current().id()
+                    },
+                );
+                beside
+            });
+            (here, beside)
+        });
+        assert_ne!(beside, here);
     }
 
     /// A step whose partner cannot start (the pool's other thread is busy
