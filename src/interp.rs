@@ -206,10 +206,7 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 let mut out = vec![T::zero(); n];
                 let taps = crate::shape::pooling(*kernel, *stride);
                 let win = ir::window(in_shape(0), taps, taps);
-                kernels::pool_backward(input(0), input(1), &mut out, win, *max);
-                if *relu {
-                    kernels::relu_gradient(&mut out, input(0));
-                }
+                kernels::pool_backward(input(0), input(1), &mut out, win, (*max, *relu));
                 out
             }
             Op::Upsample(f) => {

@@ -213,15 +213,17 @@ fn max_pool_2x2<T: Float>(x: &[T], y: &mut [T], win: Window) {
 }
 
 /// g · [y > 0] in place: a ReLU's gradient from its output y.
-pub fn relu_gradient<T: Float>(g: &mut [T], y: &[T]) {
+fn relu_gradient<T: Float>(g: &mut [T], y: &[T]) {
     for (g, &y) in g.iter_mut().zip(y) {
         *g = *g * if y > T::zero() { T::one() } else { T::zero() };
     }
 }
 
 /// Max pooling sends each gradient to its window's (first) largest input;
-/// average pooling spreads it evenly.
-pub fn pool_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], win: Window, max: bool) {
+/// average pooling spreads it evenly. With `relu` (max pooling of a ReLU's
+/// output x, `ir::fuse_activations`) dx is then times [x > 0], the ReLU's
+/// gradient.
+pub fn pool_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], win: Window, (max, relu): (bool, bool)) {
     let (oh, ow, k, s) = (win.out_height(), win.out_width(), win.rows.kernel, win.rows.stride);
     let area = T::from(k * k).unwrap_or_else(T::one);
     dx.iter_mut().for_each(|v| *v = T::zero());
@@ -253,6 +255,9 @@ pub fn pool_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], win: Window, max:
                 }
             }
         }
+    }
+    if relu {
+        relu_gradient(dx, x);
     }
 }
 

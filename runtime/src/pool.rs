@@ -21,7 +21,7 @@ pub fn max_pool_2x2(x: &[f32], y: &mut [f32], win: Window) {
 }
 
 /// dx for `x` (`[n, C, H, W]`) and the pooled gradient `g`; with `relu`
-/// times [x > 0] (`kernels::relu_gradient`), x being a ReLU's output.
+/// times [x > 0] (as `kernels::pool_backward` with `relu`), x being a ReLU's output.
 pub fn max_pool_2x2_backward(x: &[f32], g: &[f32], dx: &mut [f32], win: Window, relu: bool) {
     // SAFETY: the CPU has AVX2 (`applies`).
     unsafe { max_pool_2x2_backward_avx2(x, g, dx, win, relu) }
@@ -168,7 +168,7 @@ impl Group {
     }
 
     /// Each window's gradient sent to its first largest input, zero to the
-    /// others; with `relu`, times [largest > 0] as `kernels::relu_gradient`
+    /// others; with `relu`, times [largest > 0] as `kernels::pool_backward`
     /// would multiply it.
     ///
     /// # Safety
@@ -253,10 +253,7 @@ mod tests {
             for relu in [false, true] {
                 let (mut dx, mut dx_ref) = (vec![f32::NAN; n], vec![0.0; n]);
                 max_pool_2x2_backward(&x, &g, &mut dx, win, relu);
-                kernels::pool_backward(&x, &g, &mut dx_ref, win, true);
-                if relu {
-                    kernels::relu_gradient(&mut dx_ref, &x);
-                }
+                kernels::pool_backward(&x, &g, &mut dx_ref, win, (true, relu));
                 if height % 2 == 0 && width % 2 == 0 {
                     assert!(dx.iter().all(|v| !v.is_nan()), "every input written");
                 }

@@ -294,9 +294,6 @@ pub extern "C" fn nnc_pool_grad(
         if max != 0 && pool::applies(win) {
             return pool::max_pool_2x2_backward(x, g, dx, win, relu != 0);
         }
-        kernels::pool_backward(x, g, dx, win, max != 0);
-        if relu != 0 {
-            kernels::relu_gradient(dx, x);
-        }
+        kernels::pool_backward(x, g, dx, win, (max != 0, relu != 0));
     });
 }
