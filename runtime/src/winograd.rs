@@ -28,6 +28,9 @@ const MIN_CHANNELS: usize = 32;
 /// About how many tiles a block of the products takes (whole rows of
 /// tiles): its transformed inputs and sums stay in the caches.
 const BLOCK_TILES: usize = 96;
+/// Blocks per thread from which an image's blocks run side by side rather
+/// than in turn (enough to share them out evenly).
+const BLOCKS_PER_THREAD: usize = 4;
 
 /// Whether the forward convolution `win` with `filters` filters runs here.
 pub fn applies(win: Window, filters: usize) -> bool {
@@ -44,8 +47,10 @@ pub fn applies(win: Window, filters: usize) -> bool {
 thread_local! {
     /// The transformed filter, on the calling thread.
     static FILTER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// One image's split input planes, a block's transformed inputs and its sums.
-    static SCRATCH: Cell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new(), Vec::new())) };
+    /// One image's split input planes.
+    static SPLIT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// A block's transformed inputs and its sums.
+    static BLOCK: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// Runs `work` with the filter `w` (`[F, C, 3, 3]`) transformed:
@@ -148,39 +153,60 @@ fn forward_image_on(
     let rows_per_block = (BLOCK_TILES / tw).max(1);
     // The buffers are taken, not borrowed, while the parallel parts run: a
     // thread waiting for them may start another image's convolution.
-    let (mut split, mut v, mut m) = SCRATCH.take();
-    {
-        split.clear();
-        split.resize(channels * plane.len(), 0.0);
-        split
-            .par_chunks_mut(plane.len())
-            .zip(image.par_chunks_exact(height * width))
-            .for_each(|(split, image)| fill_plane(isa, plane, image, split));
-        for ty0 in (0..th).step_by(rows_per_block) {
-            let tiles = rows_per_block.min(th - ty0) * tw;
-            v.resize(16 * channels * tiles, 0.0);
-            m.resize(16 * filters * tiles, 0.0);
-            // V[c][ξ][t] for this block's tiles, channel by channel (a
-            // scratch row per rayon task, not per channel).
-            let channel_inputs = v.par_chunks_exact_mut(16 * tiles).zip(split.par_chunks_exact(plane.len()));
-            channel_inputs.for_each_init(Vec::new, |scratch, (v, split)| {
-                transform_inputs(isa, plane, split, (ty0, tiles / tw, tw), v, scratch);
-            });
-            let v = &v[..];
-            m.par_chunks_exact_mut(filters * tiles).enumerate().for_each(|(xi, m)| {
-                let u = &u[xi * filters * channels..(xi + 1) * filters * channels];
-                // V[ξ]: channel c's tiles 16 · tiles apart.
-                gemm(filters, channels, tiles, u, (channels, 1), &v[xi * tiles..], (16 * tiles, 1), m, false);
-            });
-            let m = &m[..16 * filters * tiles];
-            out.par_chunks_exact_mut(oh * ow).enumerate().for_each_init(Vec::new, |scratch, (f, out)| {
-                let sums: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * filters + f) * tiles..][..tiles]);
-                let value = epilogue.of(f);
-                transform_outputs(isa, sums, (ty0, tiles / tw, tw), (oh, ow), value, out, scratch);
-            });
+    let mut split = SPLIT.take();
+    // `fill_plane` writes every value, padding included.
+    split.resize(channels * plane.len(), 0.0);
+    split
+        .par_chunks_mut(plane.len())
+        .zip(image.par_chunks_exact(height * width))
+        .for_each(|(split, image)| fill_plane(isa, plane, image, split));
+    let planes_in = &split[..];
+    // Many blocks run side by side, each on one thread (so no thread sleeps
+    // and is woken between a block's steps, which took a fifth of a 224×224
+    // layer's time); a few run in turn, each step spread over the threads.
+    let blocks = th.div_ceil(rows_per_block);
+    let side_by_side = blocks >= BLOCKS_PER_THREAD * rayon::current_num_threads();
+    // The least a block's parallel step hands a thread: all of it, side by side.
+    let least = if side_by_side { usize::MAX } else { 1 };
+    // Output rows 2·ty0.. of every filter's plane, for the block of tile row ty0.
+    let block = |ty0: usize, mut planes: Vec<&mut [f32]>| {
+        let (mut v, mut m) = BLOCK.take();
+        let tiles = rows_per_block.min(th - ty0) * tw;
+        v.resize(16 * channels * tiles, 0.0);
+        m.resize(16 * filters * tiles, 0.0);
+        // V[c][ξ][t] for this block's tiles, channel by channel (a
+        // scratch row per rayon task, not per channel).
+        let channel_inputs = v.par_chunks_exact_mut(16 * tiles).zip(planes_in.par_chunks_exact(plane.len()));
+        channel_inputs.with_min_len(least).for_each_init(Vec::new, |scratch, (v, split)| {
+            transform_inputs(isa, plane, split, (ty0, tiles / tw, tw), v, scratch);
+        });
+        m.par_chunks_exact_mut(filters * tiles).enumerate().with_min_len(least).for_each(|(xi, m)| {
+            let u = &u[xi * filters * channels..(xi + 1) * filters * channels];
+            // V[ξ]: channel c's tiles 16 · tiles apart.
+            gemm(filters, channels, tiles, u, (channels, 1), &v[xi * tiles..], (16 * tiles, 1), m, false);
+        });
+        let sums = &m[..16 * filters * tiles];
+        planes.par_iter_mut().enumerate().with_min_len(least).for_each_init(Vec::new, |scratch, (f, out)| {
+            let sums: [&[f32]; 16] = std::array::from_fn(|xi| &sums[(xi * filters + f) * tiles..][..tiles]);
+            let value = epilogue.of(f);
+            transform_outputs(isa, sums, (ty0, tiles / tw, tw), (oh, ow), value, out, scratch);
+        });
+        BLOCK.set((v, m));
+    };
+    // Each block's rows of each plane.
+    let rows = 2 * rows_per_block * ow;
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..blocks).map(|_| Vec::with_capacity(filters)).collect();
+    for plane in out.chunks_exact_mut(oh * ow) {
+        for (part, rows) in parts.iter_mut().zip(plane.chunks_mut(rows)) {
+            part.push(rows);
         }
     }
-    SCRATCH.set((split, v, m));
+    if side_by_side {
+        parts.into_par_iter().enumerate().for_each(|(i, planes)| block(i * rows_per_block, planes));
+    } else {
+        parts.into_iter().enumerate().for_each(|(i, planes)| block(i * rows_per_block, planes));
+    }
+    SPLIT.set(split);
 }
 
 compiled_for_isa! {
@@ -302,7 +328,8 @@ fn combine(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
 }
 
 /// out[2ty + a, 2tx + b] = value((Aᵀ·m·A)[a][b]) for the 16 sums m of each
-/// tile of `count` rows of `tw` tiles from tile row `ty0`, inside (oh, ow).
+/// tile of `count` rows of `tw` tiles from tile row `ty0`, inside (oh, ow);
+/// `out` starts at output row 2·ty0.
 /// As with the inputs, each step is a loop over a row of tiles, and
 /// `scratch` holds the intermediate rows.
 #[inline(always)]
@@ -326,8 +353,8 @@ fn outputs_of_tiles(
             combine3(s1, m(4 + j), m(8 + j), m(12 + j), |a, b, c| a - b - c);
         }
         for a in 0..2 {
-            let y = 2 * (ty0 + ty) + a;
-            if y >= oh {
+            let y = 2 * ty + a;
+            if 2 * ty0 + y >= oh {
                 break;
             }
             let s = |j: usize| &s[(2 * j + a) * tw..][..tw];
@@ -376,6 +403,8 @@ mod tests {
             (32, 5, 6, 2, 40),
             (32, 3, 3, 0, 32),
             (72, 6, 5, 1, 64),
+            // Nine blocks of tiles, run side by side, the last one ragged.
+            (32, 82, 35, 1, 32),
         ] {
             let taps = Taps { kernel: 3, stride: 1, padding, dilation: 1 };
             let win = Window { batch: 1, channels, height, width, rows: taps, cols: taps };
