@@ -1,16 +1,20 @@
-//! 3×3 stride-1 convolutions by Winograd's minimal filtering F(2×2, 3×3)
-//! (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks").
+//! 3×3 stride-1 convolutions by Winograd's minimal filtering F(S×S, 3×3),
+//! S = 2 or 4 (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+//! Networks").
 //!
-//! Each 2×2 block (tile) of outputs comes from a 4×4 block of inputs: the
-//! filter and the input block are each transformed into 4×4 values, their
-//! 16 products summed over the channels, and the sums transformed back. The
-//! sums over channels are 16 matrix products, one per point ξ of the 4×4
-//! transform: M[ξ] (F × tiles) = U[ξ] (F × C) · V[ξ] (C × tiles), run by
-//! `gemm`. That is 16 multiply-adds per tile and channel where the direct
-//! kernel does 36: 2.25 times fewer, for the cost of the transforms, which
-//! is small beside the products when both C and F are large (VGG's layers).
-//! The results differ from the direct kernel's by rounding only, and do not
-//! depend on the number of threads.
+//! Each S×S block (tile) of outputs comes from an N×N block of inputs,
+//! N = S + 2: the filter and the input block are each transformed into
+//! N×N values, their products summed over the channels, and the sums
+//! transformed back. The sums over channels are N² matrix products, one
+//! per point ξ of the transform: M[ξ] (F × tiles) = U[ξ] (F × C) · V[ξ]
+//! (C × tiles), run by `gemm`. Per output and channel that is N²/S²
+//! multiply-adds where the direct kernel does 9: 4 for F(2×2), 2.25 for
+//! F(4×4), for the cost of the transforms, which is small beside the
+//! products when both C and F are large (VGG's layers). F(4×4) has four
+//! times fewer tiles to fill sgemm's panels with and more filter values to
+//! transform, so small images take F(2×2) (`Tiling::choose`). The results
+//! differ from the direct kernel's by rounding only, and do not depend on
+//! the number of threads.
 #![allow(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
@@ -44,6 +48,61 @@ pub fn applies(win: Window, filters: usize) -> bool {
         && Isa::detect().is_some()
 }
 
+/// Which F(S×S, 3×3) a convolution runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tiling {
+    Two,
+    Four,
+}
+
+impl Tiling {
+    /// S: outputs per side of a tile.
+    fn step(self) -> usize {
+        match self {
+            Tiling::Two => 2,
+            Tiling::Four => 4,
+        }
+    }
+
+    /// N²: the points of the transform, one product each.
+    fn points(self) -> usize {
+        (self.step() + 2).pow(2)
+    }
+
+    /// The tiling with less work on `win`, counted in sgemm's panels (its
+    /// products' columns, each block's tiles rounded up to whole panels)
+    /// per filter and channel, the filter's transform as a few more: each
+    /// transformed value costs about as much as a product over 24 tiles
+    /// (measured on VGG-16's 14×14 layers).
+    fn choose(win: Window) -> Tiling {
+        let panel = match Isa::detect() {
+            Some(Isa::Avx512) => 32,
+            _ => 16,
+        };
+        let work = |tiling: Tiling| {
+            let s = tiling.step();
+            let (th, tw) = (win.out_height().div_ceil(s), win.out_width().div_ceil(s));
+            let rows = rows_per_block(tw);
+            let columns: usize =
+                (0..th).step_by(rows).map(|ty0| (rows.min(th - ty0) * tw).next_multiple_of(panel)).sum();
+            tiling.points() * (columns + 24)
+        };
+        if work(Tiling::Four) < work(Tiling::Two) { Tiling::Four } else { Tiling::Two }
+    }
+}
+
+/// Rows of tiles per block of the products, for rows of `tw` tiles.
+fn rows_per_block(tw: usize) -> usize {
+    (BLOCK_TILES / tw).max(1)
+}
+
+/// A filter transformed for one tiling: U[ξ][f][c].
+#[derive(Clone, Copy)]
+pub struct Transformed<'a> {
+    tiling: Tiling,
+    u: &'a [f32],
+}
+
 thread_local! {
     /// The transformed filter, on the calling thread.
     static FILTER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -53,28 +112,41 @@ thread_local! {
     static BLOCK: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
 }
 
-/// Runs `work` with the filter `w` (`[F, C, 3, 3]`) transformed:
-/// U[ξ][f][c] = (G·g·Gᵀ)[ξ] for the 3×3 filter g of f over channel c.
-pub fn with_filter<R>(w: &[f32], filters: usize, win: Window, work: impl FnOnce(&[f32]) -> R) -> R {
-    let channels = win.channels;
+/// Runs `work` with the filter `w` (`[F, C, 3, 3]`) transformed for the
+/// tiling `win` runs.
+pub fn with_filter<R>(w: &[f32], filters: usize, win: Window, work: impl FnOnce(Transformed) -> R) -> R {
+    with_filter_for(Tiling::choose(win), w, filters, win, work)
+}
+
+/// `with_filter` for `tiling`: U[ξ][f][c] = (G·g·Gᵀ)[ξ] for the 3×3 filter
+/// g of f over channel c.
+fn with_filter_for<R>(
+    tiling: Tiling,
+    w: &[f32],
+    filters: usize,
+    win: Window,
+    work: impl FnOnce(Transformed) -> R,
+) -> R {
+    let (channels, points) = (win.channels, tiling.points());
     assert_eq!(w.len(), filters * channels * 9);
     FILTER.with(|cell| {
         let mut u = cell.borrow_mut();
         // Every value is written below, so the old ones need no clearing.
-        u.resize(16 * filters * channels, 0.0);
-        // Chunks of the 3×3 filters run in parallel, each writing its part of the 16 rows U[ξ].
+        u.resize(points * filters * channels, 0.0);
+        // Chunks of the 3×3 filters run in parallel, each writing its part of the rows U[ξ].
         let n = filters * channels;
-        let mut parts: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(FILTER_CHUNK)).map(|_| Vec::with_capacity(16)).collect();
-        for row in u[..16 * n].chunks_exact_mut(n) {
+        let mut parts: Vec<Vec<&mut [f32]>> =
+            (0..n.div_ceil(FILTER_CHUNK)).map(|_| Vec::with_capacity(points)).collect();
+        for row in u[..points * n].chunks_exact_mut(n) {
             for (part, chunk) in parts.iter_mut().zip(row.chunks_mut(FILTER_CHUNK)) {
                 part.push(chunk);
             }
         }
         parts.into_par_iter().enumerate().for_each(|(k, mut rows)| {
             let len = rows[0].len();
-            transform_filters(&w[k * FILTER_CHUNK * 9..][..len * 9], &mut rows);
+            transform_filters(tiling, &w[k * FILTER_CHUNK * 9..][..len * 9], &mut rows);
         });
-        work(&u[..16 * n])
+        work(Transformed { tiling, u: &u[..points * n] })
     })
 }
 
@@ -85,7 +157,7 @@ const FILTER_CHUNK: usize = 4096;
 const FILTER_GROUP: usize = 64;
 
 /// rows[ξ][k] = (G·g·Gᵀ)[ξ] for each 3×3 filter g = w[9k..9k + 9] (row-major).
-fn transform_filters(w: &[f32], rows: &mut [&mut [f32]]) {
+fn transform_filters(tiling: Tiling, w: &[f32], rows: &mut [&mut [f32]]) {
     for (group, w) in w.chunks(9 * FILTER_GROUP).enumerate() {
         let (start, len) = (group * FILTER_GROUP, w.len() / 9);
         // taps[3r + c][k]: the tap at row r and column c of filter k.
@@ -95,43 +167,89 @@ fn transform_filters(w: &[f32], rows: &mut [&mut [f32]]) {
                 tap[k] = value;
             }
         }
-        // G·g: the rows g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2 and g2, each of three columns.
-        let mut halves = [[[0.0f32; FILTER_GROUP]; 3]; 2];
-        for c in 0..3 {
-            let (g0, g1, g2) = (&taps[c], &taps[3 + c], &taps[6 + c]);
-            combine3(&mut halves[0][c], g0, g1, g2, |a, b, c| 0.5 * (a + b + c));
-            combine3(&mut halves[1][c], g0, g1, g2, |a, b, c| 0.5 * (a - b + c));
-        }
-        let gg: [[&[f32; FILTER_GROUP]; 3]; 4] = [
-            [&taps[0], &taps[1], &taps[2]],
-            halves[0].each_ref(),
-            halves[1].each_ref(),
-            [&taps[6], &taps[7], &taps[8]],
-        ];
-        // (G·g)·Gᵀ: each row's a, (a + b + c)/2, (a − b + c)/2 and c.
-        for (i, [a, b, c]) in gg.into_iter().enumerate() {
-            let (a, b, c) = (&a[..len], &b[..len], &c[..len]);
-            let [o0, o1, o2, o3]: &mut [&mut [f32]; 4] = (&mut rows[4 * i..4 * i + 4]).try_into().expect("16 rows");
-            o0[start..start + len].copy_from_slice(a);
-            combine3(&mut o1[start..start + len], a, b, c, |a, b, c| 0.5 * (a + b + c));
-            combine3(&mut o2[start..start + len], a, b, c, |a, b, c| 0.5 * (a - b + c));
-            o3[start..start + len].copy_from_slice(c);
+        let taps = taps.each_ref().map(|tap| &tap[..len]);
+        let rows = rows.iter_mut().map(|row| &mut row[start..start + len]);
+        match tiling {
+            Tiling::Two => filters_two(taps, rows),
+            Tiling::Four => filters_four(taps, rows),
         }
     }
 }
 
+/// The 16 rows of F(2×2)'s G·g·Gᵀ for the filters of `taps` (a group's).
+fn filters_two<'a>(taps: [&[f32]; 9], mut rows: impl Iterator<Item = &'a mut [f32]>) {
+    // G·g: the rows g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2 and g2, each of three columns.
+    let len = taps[0].len();
+    let mut halves = [[[0.0f32; FILTER_GROUP]; 3]; 2];
+    for c in 0..3 {
+        let (g0, g1, g2) = (taps[c], taps[3 + c], taps[6 + c]);
+        combine3(&mut halves[0][c][..len], g0, g1, g2, |a, b, c| 0.5 * (a + b + c));
+        combine3(&mut halves[1][c][..len], g0, g1, g2, |a, b, c| 0.5 * (a - b + c));
+    }
+    let gg: [[&[f32]; 3]; 4] = [
+        [taps[0], taps[1], taps[2]],
+        halves[0].each_ref().map(|half| &half[..len]),
+        halves[1].each_ref().map(|half| &half[..len]),
+        [taps[6], taps[7], taps[8]],
+    ];
+    // (G·g)·Gᵀ: each row's a, (a + b + c)/2, (a − b + c)/2 and c.
+    for [a, b, c] in gg {
+        let mut next = || rows.next().expect("16 rows");
+        next().copy_from_slice(a);
+        combine3(next(), a, b, c, |a, b, c| 0.5 * (a + b + c));
+        combine3(next(), a, b, c, |a, b, c| 0.5 * (a - b + c));
+        next().copy_from_slice(c);
+    }
+}
+
+/// The 36 rows of F(4×4)'s G·g·Gᵀ for the filters of `taps` (a group's).
+fn filters_four<'a>(taps: [&[f32]; 9], mut rows: impl Iterator<Item = &'a mut [f32]>) {
+    // G·g: six rows of three columns.
+    let len = taps[0].len();
+    let mut gg = [[[0.0f32; FILTER_GROUP]; 3]; 6];
+    for c in 0..3 {
+        let mut column = gg.iter_mut().map(|row| &mut row[c][..len]);
+        let out = std::array::from_fn(|_| column.next().expect("six rows"));
+        filter_rows_four(out, [taps[c], taps[3 + c], taps[6 + c]]);
+    }
+    // (G·g)·Gᵀ: each row's six combinations of its three columns.
+    for row in &gg {
+        let out = std::array::from_fn(|_| rows.next().expect("36 rows"));
+        filter_rows_four(out, [&row[0][..len], &row[1][..len], &row[2][..len]]);
+    }
+}
+
+/// out[i] = (G·[a, b, c])[i] for F(4×4), over the values of three rows.
+#[inline(always)]
+fn filter_rows_four(out: [&mut [f32]; 6], [a, b, c]: [&[f32]; 3]) {
+    let [o0, o1, o2, o3, o4, o5] = out;
+    combine3(o0, a, b, c, |a, _, _| 0.25 * a);
+    combine3(o1, a, b, c, |a, b, c| -(a + b + c) / 6.0);
+    combine3(o2, a, b, c, |a, b, c| -(a - b + c) / 6.0);
+    combine3(o3, a, b, c, |a, b, c| a / 24.0 + b / 12.0 + c / 6.0);
+    combine3(o4, a, b, c, |a, b, c| a / 24.0 - b / 12.0 + c / 6.0);
+    o5.copy_from_slice(c);
+}
+
 /// One image `[C, H, W]` convolved into `out` (`[F, OH, OW]`) through
-/// `epilogue`, with `u` from `with_filter`.
-pub fn forward_image(u: &[f32], filters: usize, image: &[f32], win: Window, epilogue: Epilogue, out: &mut [f32]) {
+/// `epilogue`, with `filter` from `with_filter`.
+pub fn forward_image(
+    filter: Transformed,
+    filters: usize,
+    image: &[f32],
+    win: Window,
+    epilogue: Epilogue,
+    out: &mut [f32],
+) {
     let isa = Isa::detect().expect("`applies` checked the CPU");
-    forward_image_on(isa, u, filters, image, win, epilogue, out)
+    forward_image_on(isa, filter, filters, image, win, epilogue, out)
 }
 
 /// `forward_image` with the transforms compiled for `isa` (the products
 /// are `gemm`'s, on the CPU's widest kernel).
 fn forward_image_on(
     isa: Isa,
-    u: &[f32],
+    Transformed { tiling, u }: Transformed,
     filters: usize,
     image: &[f32],
     win: Window,
@@ -140,17 +258,18 @@ fn forward_image_on(
 ) {
     let Window { channels, height, width, .. } = win;
     let (oh, ow) = (win.out_height(), win.out_width());
-    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+    let (s, points) = (tiling.step(), tiling.points());
+    let (th, tw) = (oh.div_ceil(s), ow.div_ceil(s));
     assert!(
-        u.len() == 16 * filters * channels
+        u.len() == points * filters * channels
             && image.len() == channels * height * width
             && out.len() == filters * oh * ow
             && epilogue.bias.is_none_or(|b| b.len() == filters)
     );
-    // Each padded input row split into its even and odd columns, so that
-    // the 4×4 blocks of consecutive tiles are contiguous runs.
-    let plane = Plane { rows: 2 * th + 2, half: tw + 1, padding: win.rows.padding, height, width };
-    let rows_per_block = (BLOCK_TILES / tw).max(1);
+    // Each padded input row split by column modulo S, so that the N×N
+    // blocks of consecutive tiles are contiguous runs.
+    let plane = Plane { step: s, rows: s * th + 2, phase: tw + 1, padding: win.rows.padding, height, width };
+    let rows_per_block = rows_per_block(tw);
     // The buffers are taken, not borrowed, while the parallel parts run: a
     // thread waiting for them may start another image's convolution.
     let mut split = SPLIT.take();
@@ -168,33 +287,33 @@ fn forward_image_on(
     let side_by_side = blocks >= BLOCKS_PER_THREAD * rayon::current_num_threads();
     // The least a block's parallel step hands a thread: all of it, side by side.
     let least = if side_by_side { usize::MAX } else { 1 };
-    // Output rows 2·ty0.. of every filter's plane, for the block of tile row ty0.
+    // Output rows S·ty0.. of every filter's plane, for the block of tile row ty0.
     let block = |ty0: usize, mut planes: Vec<&mut [f32]>| {
         let (mut v, mut m) = BLOCK.take();
         let tiles = rows_per_block.min(th - ty0) * tw;
-        v.resize(16 * channels * tiles, 0.0);
-        m.resize(16 * filters * tiles, 0.0);
+        v.resize(points * channels * tiles, 0.0);
+        m.resize(points * filters * tiles, 0.0);
         // V[c][ξ][t] for this block's tiles, channel by channel (a
         // scratch row per rayon task, not per channel).
-        let channel_inputs = v.par_chunks_exact_mut(16 * tiles).zip(planes_in.par_chunks_exact(plane.len()));
+        let channel_inputs = v.par_chunks_exact_mut(points * tiles).zip(planes_in.par_chunks_exact(plane.len()));
         channel_inputs.with_min_len(least).for_each_init(Vec::new, |scratch, (v, split)| {
-            transform_inputs(isa, plane, split, (ty0, tiles / tw, tw), v, scratch);
+            transform_inputs(isa, tiling, plane, split, (ty0, tiles / tw, tw), v, scratch);
         });
         m.par_chunks_exact_mut(filters * tiles).enumerate().with_min_len(least).for_each(|(xi, m)| {
             let u = &u[xi * filters * channels..(xi + 1) * filters * channels];
-            // V[ξ]: channel c's tiles 16 · tiles apart.
-            gemm(filters, channels, tiles, u, (channels, 1), &v[xi * tiles..], (16 * tiles, 1), m, false);
+            // V[ξ]: channel c's tiles `points` · tiles apart.
+            gemm(filters, channels, tiles, u, (channels, 1), &v[xi * tiles..], (points * tiles, 1), m, false);
         });
-        let sums = &m[..16 * filters * tiles];
+        let block_sums = &m[..points * filters * tiles];
         planes.par_iter_mut().enumerate().with_min_len(least).for_each_init(Vec::new, |scratch, (f, out)| {
-            let sums: [&[f32]; 16] = std::array::from_fn(|xi| &sums[(xi * filters + f) * tiles..][..tiles]);
+            let sums = Sums { m: block_sums, filter: f, filters, ty0, tw, tiles };
             let value = epilogue.of(f);
-            transform_outputs(isa, sums, (ty0, tiles / tw, tw), (oh, ow), value, out, scratch);
+            transform_outputs(isa, tiling, sums, (oh, ow), value, out, scratch);
         });
         BLOCK.set((v, m));
     };
     // Each block's rows of each plane.
-    let rows = 2 * rows_per_block * ow;
+    let rows = s * rows_per_block * ow;
     let mut parts: Vec<Vec<&mut [f32]>> = (0..blocks).map(|_| Vec::with_capacity(filters)).collect();
     for plane in out.chunks_exact_mut(oh * ow) {
         for (part, rows) in parts.iter_mut().zip(plane.chunks_mut(rows)) {
@@ -212,85 +331,102 @@ fn forward_image_on(
 compiled_for_isa! {
     /// `Plane::fill` in the vectors of `isa`.
     fn fill_plane(plane: Plane, image: &[f32], out: &mut [f32]) {
-        plane.fill(image, out)
+        match plane.step {
+            2 => plane.fill::<2>(image, out),
+            _ => plane.fill::<4>(image, out),
+        }
     }
 }
 
 compiled_for_isa! {
-    /// `Plane::transform_inputs` in the vectors of `isa`.
+    /// `Plane::inputs_two` or `inputs_four` in the vectors of `isa`.
     fn transform_inputs(
+        tiling: Tiling,
         plane: Plane,
         split: &[f32],
         tiles: (usize, usize, usize),
         out: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
-        plane.transform_inputs(split, tiles, out, scratch)
+        match tiling {
+            Tiling::Two => plane.inputs_two(split, tiles, out, scratch),
+            Tiling::Four => plane.inputs_four(split, tiles, out, scratch),
+        }
     }
 }
 
 compiled_for_isa! {
-    /// `outputs_of_tiles` in the vectors of `isa`.
+    /// `outputs_two` or `outputs_four` in the vectors of `isa`.
     fn transform_outputs(
-        sums: [&[f32]; 16],
-        tiles: (usize, usize, usize),
+        tiling: Tiling,
+        sums: Sums,
         shape: (usize, usize),
         value: impl Fn(f32) -> f32,
         out: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
-        outputs_of_tiles(sums, tiles, shape, value, out, scratch)
+        match tiling {
+            Tiling::Two => outputs_two(sums, shape, value, out, scratch),
+            Tiling::Four => outputs_four(sums, shape, value, out, scratch),
+        }
     }
 }
 
-/// One channel's input, zero-padded and split by column parity.
+/// One channel's input, zero-padded, each row split by column modulo S.
 #[derive(Clone, Copy)]
 struct Plane {
-    /// Padded rows kept: two per row of tiles, plus two.
+    /// S: outputs per side of a tile, and the phases a row splits into.
+    step: usize,
+    /// Padded rows kept: S per row of tiles, plus two.
     rows: usize,
-    /// Values per half row (even or odd columns): one per column of tiles, plus one.
-    half: usize,
+    /// Values per phase of a row: one per column of tiles, plus one.
+    phase: usize,
     padding: usize,
     height: usize,
     width: usize,
 }
 
 impl Plane {
-    fn len(self) -> usize {
-        self.rows * 2 * self.half
+    /// Values per padded row: its S phases.
+    fn line(self) -> usize {
+        self.step * self.phase
     }
 
-    /// Padded row r: its even columns, then its odd ones.
+    fn len(self) -> usize {
+        self.rows * self.line()
+    }
+
+    /// Padded row r: its columns S·i + p for each phase p, phase by phase
+    /// (S = `step`, a constant here so that the strided copies are vector code).
     #[inline(always)]
-    fn fill(self, image: &[f32], out: &mut [f32]) {
+    fn fill<const S: usize>(self, image: &[f32], out: &mut [f32]) {
         out.fill(0.0);
-        for (r, halves) in out.chunks_exact_mut(2 * self.half).enumerate() {
-            let Some(y) = r.checked_sub(self.padding).filter(|&y| y < self.height) else { continue };
+        let (s, padding) = (S, self.padding);
+        for (r, phases) in out.chunks_exact_mut(S * self.phase).enumerate() {
+            let Some(y) = r.checked_sub(padding).filter(|&y| y < self.height) else { continue };
             let line = &image[y * self.width..(y + 1) * self.width];
-            // Column x + padding of the padded row: the first value of the
-            // row that lands in an even column is x = padding % 2.
-            let (even, odd) = halves.split_at_mut(self.half);
-            let (e, o) = (self.padding % 2, 1 - self.padding % 2);
-            let to_even = even.iter_mut().skip((self.padding + e) / 2);
-            to_even.zip(line.iter().skip(e).step_by(2)).for_each(|(slot, &value)| *slot = value);
-            let to_odd = odd.iter_mut().skip((self.padding + o) / 2);
-            to_odd.zip(line.iter().skip(o).step_by(2)).for_each(|(slot, &value)| *slot = value);
+            for (p, phase) in phases.chunks_exact_mut(self.phase).enumerate() {
+                // Column x + padding of the padded row: the first x that lands in phase p.
+                let x = (p + s - padding % s) % s;
+                let to = phase.iter_mut().skip((x + padding) / s);
+                to.zip(line.iter().skip(x).step_by(s)).for_each(|(slot, &value)| *slot = value);
+            }
         }
     }
 
     /// out[ξ · tiles + t] = (Bᵀ·d·B)[ξ] for the 4×4 input block d of each
-    /// tile t of `count` rows of `tw` tiles from tile row `ty0`. Each step
-    /// is a loop over a whole row of tiles, so that it runs in vectors;
-    /// `scratch` holds its intermediate rows.
+    /// tile t of `count` rows of `tw` tiles from tile row `ty0`, F(2×2).
+    /// Each step is a loop over a whole row of tiles, so that it runs in
+    /// vectors; `scratch` holds its intermediate rows.
     #[inline(always)]
-    fn transform_inputs(
+    fn inputs_two(
         self,
         split: &[f32],
         (ty0, count, tw): (usize, usize, usize),
         out: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
-        let (half, tiles) = (self.half, count * tw);
+        let (half, tiles) = (self.phase, count * tw);
         let line = 2 * half;
         // Bᵀ·d for a row of tiles: four combined rows, each its even columns then its odd ones.
         scratch.resize(4 * line, 0.0);
@@ -317,6 +453,52 @@ impl Plane {
             }
         }
     }
+
+    /// `inputs_two` for F(4×4): 6×6 input blocks, 36 values each.
+    #[inline(always)]
+    fn inputs_four(
+        self,
+        split: &[f32],
+        (ty0, count, tw): (usize, usize, usize),
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        let (phase, tiles) = (self.phase, count * tw);
+        let line = 4 * phase;
+        // Bᵀ·d for a row of tiles: six combined rows, each split as the input's.
+        scratch.resize(6 * line, 0.0);
+        let t = &mut scratch[..6 * line];
+        for ty in 0..count {
+            let d = &split[4 * (ty0 + ty) * line..][..6 * line];
+            let d: [&[f32]; 6] = std::array::from_fn(|i| &d[i * line..(i + 1) * line]);
+            let mut rows = t.chunks_exact_mut(line);
+            inputs_four_rows(std::array::from_fn(|_| rows.next().expect("six rows")), d);
+            for (i, row) in t.chunks_exact(line).enumerate() {
+                // (Bᵀ·d)·B: column j of tile tx is value tx + j / 4 of phase j % 4.
+                let columns: [&[f32]; 6] = std::array::from_fn(|j| &row[(j % 4) * phase + j / 4..][..tw]);
+                let mut outs = out[6 * i * tiles..6 * (i + 1) * tiles].chunks_exact_mut(tiles);
+                let outs = std::array::from_fn(|_| &mut outs.next().expect("six rows")[ty * tw..][..tw]);
+                inputs_four_rows(outs, columns);
+            }
+        }
+    }
+}
+
+/// out[i] = (Bᵀ·[d0 … d5])[i] for F(4×4), value by value.
+#[inline(always)]
+fn inputs_four_rows(out: [&mut [f32]; 6], d: [&[f32]; 6]) {
+    let len = out[0].len();
+    let [o0, o1, o2, o3, o4, o5] = out.map(|o| &mut o[..len]);
+    let [d0, d1, d2, d3, d4, d5] = d.map(|d| &d[..len]);
+    for e in 0..len {
+        let (d0, d1, d2, d3, d4, d5) = (d0[e], d1[e], d2[e], d3[e], d4[e], d5[e]);
+        o0[e] = 4.0 * d0 - 5.0 * d2 + d4;
+        o1[e] = (d3 + d4) - 4.0 * (d1 + d2);
+        o2[e] = (d4 - d3) + 4.0 * (d1 - d2);
+        o3[e] = (d4 - d2) + 2.0 * (d3 - d1);
+        o4[e] = (d4 - d2) - 2.0 * (d3 - d1);
+        o5[e] = 4.0 * d1 - 5.0 * d3 + d5;
+    }
 }
 
 /// out[i] = f(a[i], b[i]) over `out`: a loop the compiler turns into vector code.
@@ -327,26 +509,49 @@ fn combine(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
     }
 }
 
+/// One filter's sums in a block of the products, M[ξ][filter][t]: the
+/// block's `tiles` are whole rows of `tw` tiles from tile row `ty0`.
+#[derive(Clone, Copy)]
+struct Sums<'a> {
+    m: &'a [f32],
+    filter: usize,
+    filters: usize,
+    ty0: usize,
+    tw: usize,
+    tiles: usize,
+}
+
+impl Sums<'_> {
+    /// Rows of tiles in the block.
+    fn rows(&self) -> usize {
+        self.tiles / self.tw
+    }
+
+    /// M[ξ][filter] for the tiles of the block's row `ty`.
+    fn at(&self, xi: usize, ty: usize) -> &[f32] {
+        &self.m[(xi * self.filters + self.filter) * self.tiles + ty * self.tw..][..self.tw]
+    }
+}
+
 /// out[2ty + a, 2tx + b] = value((Aᵀ·m·A)[a][b]) for the 16 sums m of each
-/// tile of `count` rows of `tw` tiles from tile row `ty0`, inside (oh, ow);
-/// `out` starts at output row 2·ty0.
-/// As with the inputs, each step is a loop over a row of tiles, and
-/// `scratch` holds the intermediate rows.
+/// tile of `sums`, inside (oh, ow), F(2×2); `out` starts at output row
+/// 2·ty0, the block's first. As with the inputs, each step
+/// is a loop over a row of tiles, and `scratch` holds the intermediate rows.
 #[inline(always)]
-fn outputs_of_tiles(
-    sums: [&[f32]; 16],
-    (ty0, count, tw): (usize, usize, usize),
+fn outputs_two(
+    sums: Sums,
     (oh, ow): (usize, usize),
     value: impl Fn(f32) -> f32,
     out: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
+    let (ty0, tw) = (sums.ty0, sums.tw);
     scratch.resize(10 * tw, 0.0);
     // Aᵀ·m: rows m0 + m1 + m2 and m1 − m2 − m3, four columns each; then, for
     // ·A, the even and the odd output columns of one output row.
     let (s, columns) = scratch[..10 * tw].split_at_mut(8 * tw);
-    for ty in 0..count {
-        let m = |xi: usize| &sums[xi][ty * tw..][..tw];
+    for ty in 0..sums.rows() {
+        let m = |xi: usize| sums.at(xi, ty);
         for (j, s) in s.chunks_exact_mut(2 * tw).enumerate() {
             let (s0, s1) = s.split_at_mut(tw);
             combine3(s0, m(j), m(4 + j), m(8 + j), |a, b, c| a + b + c);
@@ -373,6 +578,63 @@ fn outputs_of_tiles(
     }
 }
 
+/// `outputs_two` for F(4×4): 36 sums a tile, 4×4 outputs.
+#[inline(always)]
+fn outputs_four(
+    sums: Sums,
+    (oh, ow): (usize, usize),
+    value: impl Fn(f32) -> f32,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let (ty0, tw) = (sums.ty0, sums.tw);
+    scratch.resize(28 * tw, 0.0);
+    // Aᵀ·m: four rows of six columns (row a, column j at 6a + j); then, for
+    // ·A, the four phases (output columns modulo 4) of one output row.
+    let (s, phases) = scratch[..28 * tw].split_at_mut(24 * tw);
+    for ty in 0..sums.rows() {
+        for j in 0..6 {
+            let column: [&[f32]; 6] = std::array::from_fn(|i| sums.at(6 * i + j, ty));
+            let mut rows = s.chunks_exact_mut(6 * tw).map(|row| &mut row[j * tw..(j + 1) * tw]);
+            outputs_four_rows(std::array::from_fn(|_| rows.next().expect("four rows")), column, |v| v);
+        }
+        for a in 0..4 {
+            let y = 4 * ty + a;
+            if 4 * ty0 + y >= oh {
+                break;
+            }
+            let row: [&[f32]; 6] = std::array::from_fn(|j| &s[(6 * a + j) * tw..][..tw]);
+            let mut outs = phases.chunks_exact_mut(tw);
+            outputs_four_rows(std::array::from_fn(|_| outs.next().expect("four phases")), row, &value);
+            let phase: [&[f32]; 4] = std::array::from_fn(|b| &phases[b * tw..(b + 1) * tw]);
+            let mut tiles = out[y * ow..(y + 1) * ow].chunks_exact_mut(4);
+            for (tx, tile) in (&mut tiles).enumerate() {
+                tile.copy_from_slice(&[phase[0][tx], phase[1][tx], phase[2][tx], phase[3][tx]]);
+            }
+            for (b, o) in tiles.into_remainder().iter_mut().enumerate() {
+                *o = phase[b][ow / 4];
+            }
+        }
+    }
+}
+
+/// out[i] = value((Aᵀ·[m0 … m5])[i]) for F(4×4), value by value.
+#[inline(always)]
+fn outputs_four_rows(out: [&mut [f32]; 4], m: [&[f32]; 6], value: impl Fn(f32) -> f32) {
+    let len = out[0].len();
+    let [o0, o1, o2, o3] = out.map(|o| &mut o[..len]);
+    let [m0, m1, m2, m3, m4, m5] = m.map(|m| &m[..len]);
+    for e in 0..len {
+        let (m0, m1, m2, m3, m4, m5) = (m0[e], m1[e], m2[e], m3[e], m4[e], m5[e]);
+        let (sum12, difference12) = (m1 + m2, m1 - m2);
+        let (sum34, difference34) = (m3 + m4, m3 - m4);
+        o0[e] = value(m0 + sum12 + sum34);
+        o1[e] = value(difference12 + 2.0 * difference34);
+        o2[e] = value(sum12 + 4.0 * sum34);
+        o3[e] = value(difference12 + 8.0 * difference34 + m5);
+    }
+}
+
 /// out[i] = f(a[i], b[i], c[i]) over `out`, as `combine` with three operands.
 #[inline(always)]
 fn combine3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) {
@@ -390,10 +652,11 @@ mod tests {
         (0..n).map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
     }
 
-    /// Against the reference loops: odd and even sizes (partial tiles),
-    /// padding 0, 1 and 2, several blocks of tiles, a filter transformed in
-    /// several chunks, with a bias and with and without a fused ReLU; and
-    /// the same bits on one thread as on all.
+    /// Both tilings against the reference loops (in f64): odd and even
+    /// sizes (partial tiles), padding 0, 1 and 2, several blocks of tiles,
+    /// a filter transformed in several chunks, with a bias and with and
+    /// without a fused ReLU; and the same bits on one thread as on all, and
+    /// on every instruction set.
     #[test]
     fn winograd_matches_the_reference_loops() {
         for (channels, height, width, padding, filters) in [
@@ -405,6 +668,8 @@ mod tests {
             (72, 6, 5, 1, 64),
             // Nine blocks of tiles, run side by side, the last one ragged.
             (32, 82, 35, 1, 32),
+            // A sum over many channels, as in VGG-16's deep layers.
+            (512, 14, 14, 1, 32),
         ] {
             let taps = Taps { kernel: 3, stride: 1, padding, dilation: 1 };
             let win = Window { batch: 1, channels, height, width, rows: taps, cols: taps };
@@ -415,33 +680,46 @@ mod tests {
             let x = values(channels * height * width, 1);
             let w = values(filters * channels * 9, 2);
             let bias = values(filters, 3);
-            let mut expected = vec![0.0; filters * oh * ow];
-            kernels::conv2d(&x, &w, &mut expected, win, filters);
+            // The reference in f64: its own rounding does not count against the transforms'.
+            let wide = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
+            let mut expected = vec![0.0f64; filters * oh * ow];
+            kernels::conv2d(&wide(&x), &wide(&w), &mut expected, win, filters);
             // A fused ReLU on every other case.
             let relu = channels % 2 == 0;
-            let run = || {
-                let mut y = vec![0.0; filters * oh * ow];
-                let epilogue = Epilogue { bias: Some(&bias), relu };
-                with_filter(&w, filters, win, |u| forward_image(u, filters, &x, win, epilogue, &mut y));
-                y
-            };
-            let y = run();
-            for (i, (a, e)) in y.iter().zip(&expected).enumerate() {
-                let e = e + bias[i / (oh * ow)];
-                let e = if relu { e.max(0.0) } else { e };
-                assert!(
-                    (a - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                    "{channels}×{height}×{width} p{padding}, [{i}]: {a} vs {e}"
-                );
-            }
-            let alone = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool").install(run);
-            assert!(y.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "threads change the bits");
-            // The transforms on every instruction set: the same bits.
-            for isa in Isa::available() {
-                let mut on = vec![0.0; filters * oh * ow];
-                let epilogue = Epilogue { bias: Some(&bias), relu };
-                with_filter(&w, filters, win, |u| forward_image_on(isa, u, filters, &x, win, epilogue, &mut on));
-                assert!(y.iter().zip(&on).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa:?} changes the bits");
+            let epilogue = Epilogue { bias: Some(&bias), relu };
+            for tiling in [Tiling::Two, Tiling::Four] {
+                let run_on = |isa: Isa| {
+                    let mut y = vec![0.0; filters * oh * ow];
+                    with_filter_for(tiling, &w, filters, win, |u: Transformed| {
+                        forward_image_on(isa, u, filters, &x, win, epilogue, &mut y)
+                    });
+                    y
+                };
+                let widest = Isa::detect().expect("`applies` checked the CPU");
+                let y = run_on(widest);
+                // F(4×4)'s transforms multiply by up to 8 and 1/24: its
+                // rounding error is several times F(2×2)'s (about 1e-4 of a
+                // sum over 512 channels, against 1e-5).
+                let tolerance = match tiling {
+                    Tiling::Two => 1e-4,
+                    Tiling::Four => 4e-4,
+                };
+                for (i, (&a, &e)) in y.iter().zip(&expected).enumerate() {
+                    let e = e as f32 + bias[i / (oh * ow)];
+                    let e = if relu { e.max(0.0) } else { e };
+                    assert!(
+                        (a - e).abs() <= tolerance * (1.0 + e.abs()),
+                        "{tiling:?}, {channels}×{height}×{width} p{padding}, [{i}]: {a} vs {e}"
+                    );
+                }
+                let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+                let alone = one_thread.install(|| run_on(widest));
+                let same = |other: &[f32]| y.iter().zip(other).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same(&alone), "{tiling:?}: threads change the bits");
+                // The transforms on every instruction set: the same bits.
+                for isa in Isa::available() {
+                    assert!(same(&run_on(isa)), "{tiling:?}: {isa:?} changes the bits");
+                }
             }
         }
     }
