@@ -33,7 +33,8 @@ use crate::kernels::{Epilogue, Window};
 mod lanes;
 
 use lanes::{
-    LANES, NQ, lanes_product, lanes_weight_offsets, lanes_weight_reduce, lanes_weight_sums, lanes_weight_sums_len,
+    LANES, NQ, Scattered, lanes_input_gradient, lanes_product, lanes_weight_offsets, lanes_weight_reduce,
+    lanes_weight_sums, lanes_weight_sums_len, pack_scattered_filter,
 };
 
 use crate::gemm::Isa;
@@ -184,6 +185,7 @@ struct Scratch {
     wide: Vec<f32>,
     offsets: Vec<usize>,
     sums: Vec<f32>,
+    scattered: Scattered,
 }
 
 thread_local! {
@@ -381,16 +383,26 @@ pub fn with_forward_filter<R>(w: &[f32], filters: usize, win: Window, work: impl
     with_packed(Layout::of(filters, geo, crop), filters, taps, |f, r| w[f * taps + r], work)
 }
 
-/// Runs `work` with the flipped, transposed filter packed for `input_gradient_image`.
+/// Whether `input_gradient_image` scatters (small images, where the
+/// gathered product would mostly read the padding's zeros).
+fn scatters_input_gradient(win: Window, filters: usize) -> bool {
+    let (geo, crop) = input_gradient_geometry(win, filters);
+    Layout::of(win.channels, geo, crop) == Layout::Lanes
+}
+
+/// Runs `work` with the filter packed for `input_gradient_image`: for the
+/// scattered gradient, or flipped and transposed for the gathered one.
 pub fn with_input_gradient_filter<R>(w: &[f32], filters: usize, win: Window, work: impl FnOnce(&[f32]) -> R) -> R {
     let (c, k) = (win.channels, win.rows.kernel);
+    if scatters_input_gradient(win, filters) {
+        return PACKED.with(|cell| work(pack_scattered_filter(w, filters, (c, k * k), &mut cell.borrow_mut())));
+    }
     let flipped = |channel: usize, r: usize| {
         let (f, tap) = (r / (k * k), r % (k * k));
         let (ky, kx) = (k - 1 - tap / k, k - 1 - tap % k);
         w[((f * c + channel) * k + ky) * k + kx]
     };
-    let (geo, crop) = input_gradient_geometry(win, filters);
-    with_packed(Layout::of(c, geo, crop), c, filters * k * k, flipped, work)
+    with_packed(Layout::Rows, c, filters * k * k, flipped, work)
 }
 
 fn with_packed<R>(
@@ -417,16 +429,22 @@ pub fn forward_image(packed: &[f32], filters: usize, image: &[f32], win: Window,
 }
 
 /// One image's input gradient `[C, H, W]` from its output gradient
-/// `[F, OH, OW]`: the padded output gradient convolved with the flipped
-/// filter (`input_gradient_geometry`).
+/// `[F, OH, OW]`, with the filter packed by `with_input_gradient_filter`:
+/// on small images scattered from each output (`lanes_input_gradient`),
+/// else the padded output gradient convolved with the flipped filter
+/// (`input_gradient_geometry`).
 pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: Window, dx: &mut [f32]) {
     let (geo, crop) = input_gradient_geometry(win, filters);
     let margin = win.rows.extent() - 1;
     SCRATCH.with(|cell| {
-        let Scratch { source, wide, .. } = &mut *cell.borrow_mut();
+        let Scratch { source, wide, scattered, .. } = &mut *cell.borrow_mut();
+        if scatters_input_gradient(win, filters) {
+            return lanes_input_gradient(isa(), packed, grad, (win, filters), scattered, dx);
+        }
         geo.fill(grad, (win.out_height(), win.out_width()), (margin, margin), source);
         let epilogue = Epilogue::default();
-        product(Product { packed, rows: win.channels, src: &source.values, geo, crop, epilogue }, dx, wide);
+        let p = Product { packed, rows: win.channels, src: &source.values, geo, crop, epilogue };
+        rows_product(p, dx, wide);
     });
 }
 
@@ -449,7 +467,7 @@ fn weight_gradient_on(isa: Isa, images: &[f32], grads: &[f32], filters: usize, w
     );
     let lanes = Layout::of(filters, geo, crop) == Layout::Lanes;
     SCRATCH.with(|cell| {
-        let Scratch { source, wide, offsets, sums } = &mut *cell.borrow_mut();
+        let Scratch { source, wide, offsets, sums, .. } = &mut *cell.borrow_mut();
         // The lanes layout's sums, over every image, then added to dw once.
         let sums = crate::simd::aligned(sums, if lanes { lanes_weight_sums_len(isa, filters, taps) } else { 0 });
         sums.fill(0.0);

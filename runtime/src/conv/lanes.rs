@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use super::{Crop, PARALLEL_WORK, Product, Source};
 use crate::gemm::{Isa, transpose8};
+use crate::kernels::Window;
 use crate::simd::{Vector, aligned};
 
 /// Output rows across the lanes in `Layout::Lanes`: two 8-lane registers.
@@ -356,6 +357,200 @@ unsafe fn lanes_weight_block<V: Vector, const N: usize>(
         for (j, acc) in acc.iter().enumerate() {
             for (v, &value) in acc.iter().take(per).enumerate() {
                 V::store(out.as_mut_ptr().add(j * LANES + v * V::LANES), value);
+            }
+        }
+    }
+}
+
+/// Packs the filter `w` (`[F, C, k, k]`) for `lanes_input_gradient`: for
+/// each group of LANES channels, tap by tap, filter by filter, the group's
+/// values across the lanes (zero past the last channel).
+pub(super) fn pack_scattered_filter<'a>(
+    w: &[f32],
+    filters: usize,
+    (channels, area): (usize, usize),
+    out: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    let groups = channels.div_ceil(LANES);
+    let packed = aligned(out, groups * area * filters * LANES);
+    for (i, lanes) in packed.chunks_exact_mut(LANES).enumerate() {
+        let (group, tap, f) = (i / (area * filters), i / filters % area, i % filters);
+        for (lane, value) in lanes.iter_mut().enumerate() {
+            let c = group * LANES + lane;
+            *value = if c < channels { w[(f * channels + c) * area + tap] } else { 0.0 };
+        }
+    }
+    packed
+}
+
+/// Buffers of `lanes_input_gradient`, reused from image to image.
+#[derive(Default)]
+pub(super) struct Scattered {
+    /// The output gradient, each filter's row padded to whole blocks.
+    grad: Vec<f32>,
+    /// Where each position's sums land for the first tap.
+    bases: Vec<usize>,
+    /// The input gradient over the padded plane, LANES channels to a position.
+    sums: Vec<f32>,
+}
+
+/// One image's input gradient `[C, H, W]` from its output gradient
+/// `[F, OH, OW]`, with `packed` from `pack_scattered_filter`: each output
+/// position's gradient scattered to the inputs it read, tap by tap. Only
+/// the taps that read inside the image are computed (the gathered form
+/// reads the padded output gradient, mostly zeros on small images). Each
+/// input sums its taps in order, each tap's Σ over filters one chain: the
+/// same bits whatever the block length, the instruction set or the threads.
+pub(super) fn lanes_input_gradient(
+    isa: Isa,
+    packed: &[f32],
+    grad: &[f32],
+    (win, filters): (Window, usize),
+    buffers: &mut Scattered,
+    dx: &mut [f32],
+) {
+    let (k, p, d) = (win.rows.kernel, win.rows.padding, win.rows.dilation);
+    let (oh, ow, positions) = (win.out_height(), win.out_width(), win.out_height() * win.out_width());
+    let (channels, area, nq) = (win.channels, k * k, block_len(isa));
+    let (rows, cols) = (win.height + 2 * p, win.width + 2 * p);
+    let groups = channels.div_ceil(LANES);
+    assert!(
+        dx.len() == channels * win.height * win.width
+            && grad.len() == filters * positions
+            && packed.len() == groups * area * filters * LANES
+            && oh + d * (k - 1) == rows
+            && ow + d * (k - 1) == cols
+    );
+    let slots = positions.next_multiple_of(nq);
+    let g = aligned(&mut buffers.grad, filters * slots);
+    for (padded, row) in g.chunks_exact_mut(slots).zip(grad.chunks_exact(positions.max(1))) {
+        padded[..positions].copy_from_slice(row);
+        padded[positions..].fill(0.0);
+    }
+    let g = &g[..];
+    buffers.bases.clear();
+    buffers.bases.extend((0..positions).map(|q| q / ow * cols + q % ow));
+    let bases = &buffers.bases[..];
+    let plane = rows * cols * LANES;
+    let sums = aligned(&mut buffers.sums, groups * plane);
+    let run_group = |(group, sums): (usize, &mut [f32])| {
+        sums.fill(0.0);
+        for first in (0..area).step_by(2) {
+            let offset = |tap: usize| d * (tap / k * cols + tap % k);
+            let offsets = [offset(first), offset(first + 1)];
+            let offsets = &offsets[..2.min(area - first)];
+            let w = &packed[(group * area + first) * filters * LANES..][..offsets.len() * filters * LANES];
+            // SAFETY: `isa` runs on this CPU; `w` holds LANES values per
+            // filter and tap, `g` `slots` per filter; every base plus an
+            // offset is a position of the padded plane, which `sums` holds.
+            unsafe { scatter_taps(isa, w, (g, slots), bases, (sums, offsets)) };
+        }
+    };
+    if groups > 1 && groups * LANES * area * filters * positions >= PARALLEL_WORK {
+        sums.par_chunks_mut(plane).enumerate().for_each(run_group);
+    } else {
+        sums.chunks_mut(plane).enumerate().for_each(run_group);
+    }
+    // dx[c, y, x] = the sum at the padded plane's (y + p, x + p).
+    let (height, width) = (win.height, win.width);
+    for (group, sums) in sums.chunks_exact(plane).enumerate() {
+        for y in 0..height {
+            let first = &sums[((y + p) * cols + p) * LANES..][..width * LANES];
+            for lane in 0..LANES.min(channels - group * LANES) {
+                let c = group * LANES + lane;
+                let line = &mut dx[(c * height + y) * width..][..width];
+                line.iter_mut().enumerate().for_each(|(x, v)| *v = first[x * LANES + lane]);
+            }
+        }
+    }
+}
+
+/// `scatter_block` over every block of positions, for the one or two taps
+/// `w` holds (at `offsets` from a base), in the vectors of `isa`. The
+/// blocks run last to first: an input's second tap comes from an earlier
+/// position than its first, so each input still sums its taps in order,
+/// whatever the block length.
+///
+/// # Safety
+/// As `scatter_block`, with `isa` one this CPU runs.
+unsafe fn scatter_taps(
+    isa: Isa,
+    w: &[f32],
+    g: (&[f32], usize),
+    bases: &[usize],
+    (sums, offsets): (&mut [f32], &[usize]),
+) {
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<const T: usize>(w: &[f32], g: (&[f32], usize), bases: &[usize], sums: (&mut [f32], &[usize])) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            bases.chunks(3).enumerate().rev().for_each(|b| scatter_block::<__m256, 3, T>(w, g, b, (sums.0, sums.1)))
+        }
+    }
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512<const T: usize>(w: &[f32], g: (&[f32], usize), bases: &[usize], sums: (&mut [f32], &[usize])) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            bases.chunks(12).enumerate().rev().for_each(|b| scatter_block::<__m512, 12, T>(w, g, b, (sums.0, sums.1)))
+        }
+    }
+    let two = offsets.len() == 2;
+    // SAFETY: the caller's contract.
+    unsafe {
+        match (isa, two) {
+            (Isa::Avx2, true) => avx2::<2>(w, g, bases, (sums, offsets)),
+            (Isa::Avx2, false) => avx2::<1>(w, g, bases, (sums, offsets)),
+            (Isa::Avx512, true) => avx512::<2>(w, g, bases, (sums, offsets)),
+            (Isa::Avx512, false) => avx512::<1>(w, g, bases, (sums, offsets)),
+        }
+    }
+}
+
+/// One block of N positions (from position `block · N`) for T taps: each
+/// position's Σ over filters of a tap's values times its gradient, added
+/// to its sums at its base plus the tap's offset, the first tap's for
+/// every position before the second's. One broadcast of a gradient value
+/// serves both taps.
+///
+/// # Safety
+/// `V`'s instructions run on this CPU; `w` holds LANES values per filter
+/// and tap; `g` rows of `slots` (at least the positions, rounded up to N)
+/// per filter; every base plus each offset is a position of `sums`.
+#[inline(always)]
+unsafe fn scatter_block<V: Vector, const N: usize, const T: usize>(
+    w: &[f32],
+    (g, slots): (&[f32], usize),
+    (block, bases): (usize, &[usize]),
+    (sums, offsets): (&mut [f32], &[usize]),
+) {
+    let per = LANES / V::LANES;
+    let filters = w.len() / (T * LANES);
+    // SAFETY (this function): the caller's contract.
+    unsafe {
+        let mut acc = [[[V::zero(); 2]; T]; N];
+        let at = g.as_ptr().add(block * N);
+        for f in 0..filters {
+            let ws: [[V; 2]; T] = std::array::from_fn(|t| {
+                let wf = w.as_ptr().add((t * filters + f) * LANES);
+                [V::load(wf), if per == 2 { V::load(wf.add(V::LANES)) } else { V::zero() }]
+            });
+            let at = at.add(f * slots);
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let x = V::splat(*at.add(j));
+                for (acc, ws) in acc.iter_mut().zip(&ws) {
+                    for v in 0..per {
+                        acc[v] = V::fmadd(ws[v], x, acc[v]);
+                    }
+                }
+            }
+        }
+        for (t, &offset) in offsets.iter().enumerate() {
+            for (acc, &base) in acc.iter().zip(bases) {
+                let to = sums.as_mut_ptr().add((base + offset) * LANES);
+                for (v, &value) in acc[t].iter().take(per).enumerate() {
+                    let to = to.add(v * V::LANES);
+                    V::store(to, V::add(V::load(to), value));
+                }
             }
         }
     }

@@ -192,3 +192,51 @@ fn the_lanes_weight_gradient_is_the_same_bits_on_every_instruction_set() {
         }
     }
 }
+
+/// The scattered input gradient against the reference loops, on every
+/// instruction set this CPU has and on one thread and two: the same bits.
+/// Fewer channels than lanes and several groups (the last ragged), padding,
+/// dilation, positions that fill no whole block, an odd number of taps
+/// (the last runs alone), and groups split over the threads (40 × 14²).
+#[test]
+fn the_scattered_input_gradient_is_the_same_bits_everywhere() {
+    let cases = [
+        (8, 10, 5, 2, 1, 16),
+        (12, 7, 3, 1, 1, 16),
+        (16, 14, 5, 0, 1, 32),
+        (20, 9, 3, 1, 2, 7),
+        (40, 14, 5, 0, 1, 32),
+        (33, 6, 2, 1, 1, 3),
+        (33, 6, 3, 1, 1, 9),
+        (16, 20, 3, 1, 1, 5),
+    ];
+    for (channels, size, kernel, padding, dilation, filters) in cases {
+        let win = image_window(channels, (size, size + 1), (kernel, padding, dilation));
+        if !applies(win) {
+            return;
+        }
+        assert!(scatters_input_gradient(win, filters), "{channels}×{size}, k {kernel}");
+        let x = values(channels * size * (size + 1), 11);
+        let w = values(filters * channels * kernel * kernel, 12);
+        let g = values(filters * win.out_height() * win.out_width(), 13);
+        let (mut expected, mut dw) = (vec![0.0; x.len()], vec![0.0; w.len()]);
+        kernels::conv2d_backward(&x, &w, &g, &mut expected, &mut dw, win, filters);
+        let mut results = Vec::new();
+        for isa in Isa::available() {
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut dx = vec![f32::NAN; x.len()];
+                pool.install(|| {
+                    let (mut packed, mut buffers) = (Vec::new(), lanes::Scattered::default());
+                    let packed = pack_scattered_filter(&w, filters, (channels, kernel * kernel), &mut packed);
+                    lanes_input_gradient(isa, packed, &g, (win, filters), &mut buffers, &mut dx);
+                });
+                assert_close(&dx, &expected, &format!("dx on {isa:?}, {threads} threads"));
+                results.push(dx);
+            }
+        }
+        for dx in &results[1..] {
+            assert_eq!(bits(dx), bits(&results[0]), "{channels}×{size}, k {kernel}, {filters} filters");
+        }
+    }
+}
