@@ -71,7 +71,7 @@ pub(super) fn lanes_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Ve
     }
     // SAFETY: the CPU has AVX2 (`applies`); `wide` holds `groups` runs of
     // `blocks` × nq positions of LANES sums, and `out` rows × positions values (asserted).
-    unsafe { rows_from_lanes(wide, blocks * nq, rows, positions, out) };
+    unsafe { rows_from_lanes(wide, blocks * nq, (rows, positions), out, positions) };
     if epilogue.bias.is_some() || epilogue.relu {
         for (m, row) in out.chunks_exact_mut(positions).enumerate() {
             let value = epilogue.of(m);
@@ -80,24 +80,22 @@ pub(super) fn lanes_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Ve
     }
 }
 
-/// out[m, p] = the sum of output row m at position p, from `wide` where
+/// out[m·ld + p] = the sum of output row m at position p, from `wide` where
 /// each group of LANES rows holds its sums position by position (`stride`
 /// positions a group): 8 × 8 register transposes, the rest one by one.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_from_lanes(wide: &[f32], stride: usize, rows: usize, positions: usize, out: &mut [f32]) {
+unsafe fn rows_from_lanes(wide: &[f32], stride: usize, (rows, positions): (usize, usize), out: &mut [f32], ld: usize) {
     for m0 in (0..rows).step_by(8) {
         let sums = &wide[m0 / LANES * stride * LANES + m0 % LANES..];
         let lanes = 8.min(rows - m0);
         let whole = if lanes == 8 { positions / 8 * 8 } else { 0 };
         for p0 in (0..whole).step_by(8) {
             // SAFETY: reads positions p0..p0 + 8 of lanes m0..m0 + 8, writes rows m0..m0 + 8 at p0..p0 + 8.
-            unsafe {
-                transpose8(sums.as_ptr().add(p0 * LANES), LANES, out.as_mut_ptr().add(m0 * positions + p0), positions)
-            };
+            unsafe { transpose8(sums.as_ptr().add(p0 * LANES), LANES, out.as_mut_ptr().add(m0 * ld + p0), ld) };
         }
         for m in 0..lanes {
             for p in whole..positions {
-                out[(m0 + m) * positions + p] = sums[p * LANES + m];
+                out[(m0 + m) * ld + p] = sums[p * LANES + m];
             }
         }
     }
@@ -453,23 +451,21 @@ pub(super) fn lanes_input_gradient(
     }
     // dx[c, y, x] = the sum at the padded plane's (y + p, x + p).
     let (height, width) = (win.height, win.width);
-    for (group, sums) in sums.chunks_exact(plane).enumerate() {
-        for y in 0..height {
-            let first = &sums[((y + p) * cols + p) * LANES..][..width * LANES];
-            for lane in 0..LANES.min(channels - group * LANES) {
-                let c = group * LANES + lane;
-                let line = &mut dx[(c * height + y) * width..][..width];
-                line.iter_mut().enumerate().for_each(|(x, v)| *v = first[x * LANES + lane]);
-            }
-        }
+    for y in 0..height {
+        let (line, ld) = (&sums[((y + p) * cols + p) * LANES..], height * width);
+        // SAFETY: the CPU has AVX2 (`applies`); `line` holds `width`
+        // positions of each group, `plane` apart, and dx `channels` rows
+        // of `ld` from row y's first value.
+        unsafe { rows_from_lanes(line, rows * cols, (channels, width), &mut dx[y * width..], ld) };
     }
 }
 
 /// `scatter_block` over every block of positions, for the one or two taps
 /// `w` holds (at `offsets` from a base), in the vectors of `isa`. The
-/// blocks run last to first: an input's second tap comes from an earlier
-/// position than its first, so each input still sums its taps in order,
-/// whatever the block length.
+/// positions add their sums last to first (blocks, and positions within
+/// one): an input's second tap comes from an earlier position than its
+/// first, so each input still sums its taps in order, whatever the block
+/// length.
 ///
 /// # Safety
 /// As `scatter_block`, with `isa` one this CPU runs.
@@ -508,9 +504,8 @@ unsafe fn scatter_taps(
 
 /// One block of N positions (from position `block · N`) for T taps: each
 /// position's Σ over filters of a tap's values times its gradient, added
-/// to its sums at its base plus the tap's offset, the first tap's for
-/// every position before the second's. One broadcast of a gradient value
-/// serves both taps.
+/// to its sums at its base plus the tap's offset, last position first,
+/// first tap first. One broadcast of a gradient value serves both taps.
 ///
 /// # Safety
 /// `V`'s instructions run on this CPU; `w` holds LANES values per filter
@@ -544,10 +539,10 @@ unsafe fn scatter_block<V: Vector, const N: usize, const T: usize>(
                 }
             }
         }
-        for (t, &offset) in offsets.iter().enumerate() {
-            for (acc, &base) in acc.iter().zip(bases) {
+        for (acc, &base) in acc.iter().zip(bases).rev() {
+            for (acc, &offset) in acc.iter().zip(offsets) {
                 let to = sums.as_mut_ptr().add((base + offset) * LANES);
-                for (v, &value) in acc[t].iter().take(per).enumerate() {
+                for (v, &value) in acc.iter().take(per).enumerate() {
                     let to = to.add(v * V::LANES);
                     V::store(to, V::add(V::load(to), value));
                 }
