@@ -49,26 +49,37 @@ pub(super) fn lanes_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Ve
             && src.len() > (top + height - 1) * geo.cols + left + width - 1 + geo.offset(taps - 1)
             && out.len() == rows * positions
     );
-    let wide = aligned(wide, groups * blocks * nq * LANES);
-    let run_block = |(i, part): (usize, &mut [f32])| {
-        let (group, block) = (i / blocks, i % blocks);
-        let filter = &packed[group * LANES * taps..(group + 1) * LANES * taps];
+    let (group_len, block_len) = (blocks * nq * LANES, nq * LANES);
+    let wide = aligned(wide, groups * group_len);
+    let filter = |group: usize| &packed[group * LANES * taps..(group + 1) * LANES * taps];
+    // Large products spread their blocks over the threads.
+    let min_len = if groups * LANES * taps * positions >= PARALLEL_WORK { 1 } else { usize::MAX };
+    // On AVX-512, groups go two at a time: each broadcast input then
+    // serves two multiply-adds, and the loads no longer bound the kernel.
+    let pairs = if isa == Isa::Avx512 { groups / 2 } else { 0 };
+    let (paired, single) = wide.split_at_mut(pairs * 2 * group_len);
+    for (pair, sums) in paired.chunks_mut(2 * group_len).enumerate() {
+        let (first, second) = sums.split_at_mut(group_len);
+        let filters = [filter(2 * pair), filter(2 * pair + 1)];
+        let parts = first.par_chunks_mut(block_len).zip(second.par_chunks_mut(block_len));
+        parts.with_min_len(min_len).enumerate().for_each(|(block, (a, b))| {
+            // SAFETY: as for one group below, for each of the two.
+            unsafe { lanes_pair_avx512(filters, (src, geo), Block::of(block, geo, crop), [a, b]) }
+        });
+    }
+    single.par_chunks_mut(block_len).with_min_len(min_len).enumerate().for_each(|(i, part)| {
+        let (group, block) = (2 * pairs + i / blocks, i % blocks);
         // SAFETY: `isa` runs on this CPU (`applies`, `Isa::detect`);
         // `filter` holds LANES values per tap; every base + offset is at
         // most the last kept position's plus offset(last tap), within src
         // (asserted); `part` holds nq × LANES values.
         unsafe {
             match isa {
-                Isa::Avx2 => lanes_block_avx2(filter, (src, geo), Block::of(block, geo, crop), part),
-                Isa::Avx512 => lanes_block_avx512(filter, (src, geo), Block::of(block, geo, crop), part),
+                Isa::Avx2 => lanes_block_avx2([filter(group)], (src, geo), Block::of(block, geo, crop), [part]),
+                Isa::Avx512 => lanes_block_avx512([filter(group)], (src, geo), Block::of(block, geo, crop), [part]),
             }
         }
-    };
-    if groups * LANES * taps * positions >= PARALLEL_WORK {
-        wide.par_chunks_mut(nq * LANES).enumerate().for_each(run_block);
-    } else {
-        wide.chunks_mut(nq * LANES).enumerate().for_each(run_block);
-    }
+    });
     // SAFETY: the CPU has AVX2 (`applies`); `wide` holds `groups` runs of
     // `blocks` × nq positions of LANES sums, and `out` rows × positions values (asserted).
     unsafe { rows_from_lanes(wide, blocks * nq, (rows, positions), out, positions) };
@@ -136,32 +147,42 @@ impl<const N: usize> Block<N> {
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn lanes_block_avx2(filter: &[f32], src: (&[f32], Source), block: Block<NQ>, out: &mut [f32]) {
+unsafe fn lanes_block_avx2(filter: [&[f32]; 1], src: (&[f32], Source), block: Block<NQ>, out: [&mut [f32]; 1]) {
     // SAFETY: the caller's contract.
-    unsafe { lanes_block::<__m256, NQ>(filter, src, block, out) }
+    unsafe { lanes_block::<__m256, NQ, 1>(filter, src, block, out) }
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn lanes_block_avx512(filter: &[f32], src: (&[f32], Source), block: Block<WIDE>, out: &mut [f32]) {
+unsafe fn lanes_block_avx512(filter: [&[f32]; 1], src: (&[f32], Source), block: Block<WIDE>, out: [&mut [f32]; 1]) {
     // SAFETY: the caller's contract.
-    unsafe { lanes_block::<__m512, WIDE>(filter, src, block, out) }
+    unsafe { lanes_block::<__m512, WIDE, 1>(filter, src, block, out) }
 }
 
-/// One block of `Layout::Lanes`: for its N positions and LANES output
-/// rows (LANES / V::LANES registers each), the sums over the taps, written
-/// to `out` position by position.
+#[target_feature(enable = "avx512f")]
+unsafe fn lanes_pair_avx512(filters: [&[f32]; 2], src: (&[f32], Source), block: Block<WIDE>, out: [&mut [f32]; 2]) {
+    // SAFETY: the caller's contract.
+    unsafe { lanes_block::<__m512, WIDE, 2>(filters, src, block, out) }
+}
+
+/// One block of `Layout::Lanes` for G groups of LANES output rows (two
+/// registers a position in all: two groups of one, or one of two): for
+/// its N positions, the sums over the taps, written to each group's `out`
+/// position by position. Every output sums its taps in the same order
+/// whatever G.
 ///
 /// # Safety
-/// `V`'s instructions run on this CPU; `filter` holds LANES values per tap,
-/// `out` N × LANES; every base plus offset(last tap) lies within `src`.
+/// `V`'s instructions run on this CPU; each filter holds LANES values per
+/// tap, each `out` N × LANES; every base plus offset(last tap) lies within `src`.
 #[inline(always)]
-unsafe fn lanes_block<V: Vector, const N: usize>(
-    filter: &[f32],
+unsafe fn lanes_block<V: Vector, const N: usize, const G: usize>(
+    filters: [&[f32]; G],
     (src, geo): (&[f32], Source),
     block: Block<N>,
-    out: &mut [f32],
+    out: [&mut [f32]; G],
 ) {
     let per = LANES / V::LANES;
+    // Register r holds lanes (r % per)·V::LANES.. of group r / per.
+    let registers = G * per;
     // SAFETY (this function): the caller's contract.
     unsafe {
         let mut acc = [[V::zero(); 2]; N];
@@ -170,22 +191,22 @@ unsafe fn lanes_block<V: Vector, const N: usize>(
         for c in 0..geo.planes {
             for ky in block.kernel_rows.clone() {
                 let row = c * geo.plane() + ky * d * geo.cols;
-                let w = filter.as_ptr().add((c * k + ky) * k * LANES);
+                let first = (c * k + ky) * k * LANES;
                 for kx in 0..k {
-                    let w = w.add(kx * LANES);
-                    let ws = [V::load(w), if per == 2 { V::load(w.add(V::LANES)) } else { V::zero() }];
+                    let w = |r: usize| filters[r / per].as_ptr().add(first + kx * LANES + r % per * V::LANES);
+                    let ws = [V::load(w(0)), if registers == 2 { V::load(w(1)) } else { V::zero() }];
                     for (acc, at) in acc.iter_mut().zip(at) {
                         let x = V::splat(*at.add(row + kx * d));
-                        for v in 0..per {
-                            acc[v] = V::fmadd(ws[v], x, acc[v]);
+                        for r in 0..registers {
+                            acc[r] = V::fmadd(ws[r], x, acc[r]);
                         }
                     }
                 }
             }
         }
         for (i, acc) in acc.iter().enumerate() {
-            for (v, &value) in acc.iter().take(per).enumerate() {
-                V::store(out.as_mut_ptr().add(i * LANES + v * V::LANES), value);
+            for (r, &value) in acc.iter().take(registers).enumerate() {
+                V::store(out[r / per].as_mut_ptr().add(i * LANES + r % per * V::LANES), value);
             }
         }
     }
