@@ -305,12 +305,12 @@ pub(super) fn lanes_weight_sums(
 
 /// dw[f, r] += the sum `lanes_weight_sums` gathered on `isa` for filter f and tap r.
 pub(super) fn lanes_weight_reduce(isa: Isa, sums: &[f32], taps: usize, dw: &mut [f32]) {
-    let nr = weight_block_len(isa, taps);
-    let blocks = taps.div_ceil(nr);
+    // A group's taps are its blocks' taps in order, LANES filters to a tap.
+    let group_taps = taps.next_multiple_of(weight_block_len(isa, taps));
     for (f, dw) in dw.chunks_exact_mut(taps).enumerate() {
-        let (group, lane) = (f / LANES, f % LANES);
+        let sums = &sums[f / LANES * group_taps * LANES + f % LANES..];
         for (r, dw) in dw.iter_mut().enumerate() {
-            *dw += sums[((group * blocks + r / nr) * nr + r % nr) * LANES + lane];
+            *dw += sums[r * LANES];
         }
     }
 }
