@@ -618,3 +618,52 @@ fn frozen_layers_keep_their_weights_while_the_rest_trains() {
         assert!(m.accuracy.expect("classifier") >= 0.95, "{backend:?}: {m:?}");
     }
 }
+
+/// Optimizer state that decays below the smallest normal float becomes
+/// zero rather than subnormal (on which x86 cores take slow microcode
+/// assists), on both backends; normal values decay exactly by the rule.
+/// dense1.weight sees only zero inputs, so its gradient is zero and its
+/// state only decays.
+#[test]
+fn optimizer_state_stops_at_the_smallest_normal_float() {
+    let cases = [
+        ("sgd(lr = 0.1, momentum = 0.9)", vec![("momentum", 0.9f32, [1.5e-38f32, 2e-38])]),
+        ("adam(lr = 0.1)", vec![("adam_m", 0.9, [1.5e-38, 2e-38]), ("adam_v", 0.999, [1.1756e-38, 3e-38])]),
+    ];
+    for (optimizer, states) in cases {
+        let source = format!(
+            "model m {{ input x: [2] target y: [1]  x |> dense(1) => p  loss = mse(p, y)
+             train {{ optimizer = {optimizer} batch = 2 epochs = 1 }} }}"
+        );
+        let checked = check_source("m.nn", &source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        let (x, y) = (vec![0.0f32; 4], vec![1.0f32; 2]);
+        for backend in [Backend::Jit, Backend::Interp] {
+            let mut t = Trainer::new(model, model.train.clone(), backend).expect("trainable");
+            t.step(&x, &y, 2, 0.1).expect("step");
+            let mut saved: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> =
+                t.tensors().into_iter().map(|(name, shape, values)| (name, (shape, values))).collect();
+            for (what, _, start) in &states {
+                saved.get_mut(&format!("optimizer.dense1.weight.{what}")).expect("state").1 = start.to_vec();
+            }
+            t.restore(&saved, 0, t.steps_done()).expect("restores");
+            let mut expected: Vec<[f32; 2]> = states.iter().map(|s| s.2).collect();
+            for step in 1..=3 {
+                t.step(&x, &y, 2, 0.1).expect("step");
+                let now: std::collections::HashMap<String, Vec<f32>> =
+                    t.tensors().into_iter().map(|(name, _, values)| (name, values)).collect();
+                for ((what, decay, _), expected) in states.iter().zip(&mut expected) {
+                    for e in expected.iter_mut() {
+                        let decayed = *e * decay;
+                        *e = if decayed.abs() < f32::MIN_POSITIVE { 0.0 } else { decayed };
+                    }
+                    let state = &now[&format!("optimizer.dense1.weight.{what}")];
+                    assert_eq!(state, &expected.to_vec(), "{optimizer} {what}, {backend:?}, step {step}");
+                }
+            }
+            // Each case's first value went to zero on the way, its second stayed normal.
+            assert!(expected.iter().all(|e| e[0] == 0.0 && e[1] >= f32::MIN_POSITIVE), "{expected:?}");
+        }
+    }
+}

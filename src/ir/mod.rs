@@ -89,7 +89,8 @@ pub enum Unary {
     AddConst(f64),
     /// min(max(x, lo), hi)
     Clamp(f64, f64),
-    /// 1 where |x| > c, else 0: counts saturated units (training health).
+    /// 1 where |x| > c, else 0: counts saturated units (training health)
+    /// and keeps optimizer state out of the subnormal floats.
     Beyond(f64),
 }
 
