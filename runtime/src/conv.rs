@@ -17,7 +17,8 @@
 //! output rows across the lanes instead, and each kept position's input
 //! broadcast (`Layout::Lanes`); `Layout::of` takes the one with fewer
 //! multiply-adds. Both sum the taps of an output in the same order, so they
-//! give the same bits.
+//! give the same bits. On such images the input gradient is scattered from
+//! each output instead of gathered through the padding's zeros (`lanes`).
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{

@@ -5,8 +5,13 @@
 //!
 //! The kernels are written once over `Vector` and compiled for AVX2 (two
 //! 8-lane registers to a position or tap, six at a time) and AVX-512 (one
-//! 16-lane register, twelve at a time): both hold twelve accumulators, and
-//! both sum every output in the same order, so they give the same bits.
+//! 16-lane register, twelve at a time, or two groups of rows at once): both
+//! sum every output in the same order, so they give the same bits.
+//!
+//! The input gradient of a small image is scattered instead
+//! (`lanes_input_gradient`): each output position's gradient goes to the
+//! inputs it read, so no tap reads the padding's zeros. Its sums run in
+//! another order than the gathered product's, the same on both sets.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{__m256, __m512};
@@ -426,6 +431,19 @@ pub(super) fn pack_scattered_filter<'a>(
     packed
 }
 
+/// Positions per block of the scattered input gradient on AVX2: two taps
+/// of 2 × 8 lanes for three positions fill 12 of its 16 registers (on
+/// AVX-512, `WIDE` positions take 24 of 32).
+const SCATTER_NQ: usize = 3;
+
+/// Positions per block of `lanes_input_gradient` on `isa`.
+fn scatter_block_len(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx2 => SCATTER_NQ,
+        Isa::Avx512 => WIDE,
+    }
+}
+
 /// Buffers of `lanes_input_gradient`, reused from image to image.
 #[derive(Default)]
 pub(super) struct Scattered {
@@ -454,7 +472,7 @@ pub(super) fn lanes_input_gradient(
 ) {
     let (k, p, d) = (win.rows.kernel, win.rows.padding, win.rows.dilation);
     let (oh, ow, positions) = (win.out_height(), win.out_width(), win.out_height() * win.out_width());
-    let (channels, area, nq) = (win.channels, k * k, block_len(isa));
+    let (channels, area, nq) = (win.channels, k * k, scatter_block_len(isa));
     let (rows, cols) = (win.height + 2 * p, win.width + 2 * p);
     let groups = channels.div_ceil(LANES);
     assert!(
@@ -525,14 +543,22 @@ unsafe fn scatter_taps(
     unsafe fn avx2<const T: usize>(w: &[f32], g: (&[f32], usize), bases: &[usize], sums: (&mut [f32], &[usize])) {
         // SAFETY: the caller's contract.
         unsafe {
-            bases.chunks(3).enumerate().rev().for_each(|b| scatter_block::<__m256, 3, T>(w, g, b, (sums.0, sums.1)))
+            bases
+                .chunks(SCATTER_NQ)
+                .enumerate()
+                .rev()
+                .for_each(|b| scatter_block::<__m256, SCATTER_NQ, T>(w, g, b, (sums.0, sums.1)))
         }
     }
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512<const T: usize>(w: &[f32], g: (&[f32], usize), bases: &[usize], sums: (&mut [f32], &[usize])) {
         // SAFETY: the caller's contract.
         unsafe {
-            bases.chunks(12).enumerate().rev().for_each(|b| scatter_block::<__m512, 12, T>(w, g, b, (sums.0, sums.1)))
+            bases
+                .chunks(WIDE)
+                .enumerate()
+                .rev()
+                .for_each(|b| scatter_block::<__m512, WIDE, T>(w, g, b, (sums.0, sums.1)))
         }
     }
     let two = offsets.len() == 2;
