@@ -16,6 +16,7 @@ mod products;
 mod routines;
 mod simd;
 mod spatial;
+mod subnormals;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
 
@@ -24,6 +25,7 @@ pub use gemm::Isa;
 pub use partner::with_partner;
 pub use products::{product, product_splits, product_with};
 pub use routines::{PARALLEL_ELEMENTS, softmax_row};
+pub use subnormals::flush_subnormals;
 
 /// `len` zeros, or None when the memory cannot be had (an error for the
 /// caller to report, never an abort).
