@@ -542,24 +542,12 @@ unsafe fn scatter_taps(
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2<const T: usize>(w: &[f32], g: (&[f32], usize), bases: &[usize], sums: (&mut [f32], &[usize])) {
         // SAFETY: the caller's contract.
-        unsafe {
-            bases
-                .chunks(SCATTER_NQ)
-                .enumerate()
-                .rev()
-                .for_each(|b| scatter_block::<__m256, SCATTER_NQ, T>(w, g, b, (sums.0, sums.1)))
-        }
+        unsafe { scatter_blocks::<__m256, SCATTER_NQ, T>(w, g, bases, sums) }
     }
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512<const T: usize>(w: &[f32], g: (&[f32], usize), bases: &[usize], sums: (&mut [f32], &[usize])) {
         // SAFETY: the caller's contract.
-        unsafe {
-            bases
-                .chunks(WIDE)
-                .enumerate()
-                .rev()
-                .for_each(|b| scatter_block::<__m512, WIDE, T>(w, g, b, (sums.0, sums.1)))
-        }
+        unsafe { scatter_blocks::<__m512, WIDE, T>(w, g, bases, sums) }
     }
     let two = offsets.len() == 2;
     // SAFETY: the caller's contract.
@@ -570,6 +558,23 @@ unsafe fn scatter_taps(
             (Isa::Avx512, true) => avx512::<2>(w, g, bases, (sums, offsets)),
             (Isa::Avx512, false) => avx512::<1>(w, g, bases, (sums, offsets)),
         }
+    }
+}
+
+/// Every block of N positions for T taps, last to first (`scatter_taps`).
+///
+/// # Safety
+/// As `scatter_block`.
+#[inline(always)]
+unsafe fn scatter_blocks<V: Vector, const N: usize, const T: usize>(
+    w: &[f32],
+    g: (&[f32], usize),
+    bases: &[usize],
+    (sums, offsets): (&mut [f32], &[usize]),
+) {
+    for block in bases.chunks(N).enumerate().rev() {
+        // SAFETY: the caller's contract.
+        unsafe { scatter_block::<V, N, T>(w, g, block, (&mut *sums, offsets)) }
     }
 }
 
