@@ -449,9 +449,11 @@ fn scatter_block_len(isa: Isa) -> usize {
 pub(super) struct Scattered {
     /// The output gradient, each filter's row padded to whole blocks.
     grad: Vec<f32>,
-    /// Where each position's sums land for the first tap.
+    /// Where each position's sums land for the first tap (spare ones for
+    /// the last block's positions past the last).
     bases: Vec<usize>,
-    /// The input gradient over the padded plane, LANES channels to a position.
+    /// The input gradient over the padded plane and some spare positions,
+    /// LANES channels to a position.
     sums: Vec<f32>,
 }
 
@@ -489,21 +491,25 @@ pub(super) fn lanes_input_gradient(
         padded[positions..].fill(0.0);
     }
     let g = &g[..];
+    let offset = |tap: usize| d * (tap / k * cols + tap % k);
+    // The last block's positions past the last output land in spare
+    // positions after the padded plane (their gradients are zeros).
+    let stride = rows * cols + offset(area - 1) + 1;
     buffers.bases.clear();
-    buffers.bases.extend((0..positions).map(|q| q / ow * cols + q % ow));
+    buffers.bases.extend((0..slots).map(|q| if q < positions { q / ow * cols + q % ow } else { rows * cols }));
     let bases = &buffers.bases[..];
-    let plane = rows * cols * LANES;
+    let plane = stride * LANES;
     let sums = aligned(&mut buffers.sums, groups * plane);
     let run_group = |(group, sums): (usize, &mut [f32])| {
         sums.fill(0.0);
         for first in (0..area).step_by(2) {
-            let offset = |tap: usize| d * (tap / k * cols + tap % k);
             let offsets = [offset(first), offset(first + 1)];
             let offsets = &offsets[..2.min(area - first)];
             let w = &packed[(group * area + first) * filters * LANES..][..offsets.len() * filters * LANES];
             // SAFETY: `isa` runs on this CPU; `w` holds LANES values per
-            // filter and tap, `g` `slots` per filter; every base plus an
-            // offset is a position of the padded plane, which `sums` holds.
+            // filter and tap, `g` `slots` per filter, `bases` `slots`; every
+            // base plus an offset is a position of the padded plane or a
+            // spare one, which `sums` holds.
             unsafe { scatter_taps(isa, w, (g, slots), bases, (sums, offsets)) };
         }
     };
@@ -519,7 +525,7 @@ pub(super) fn lanes_input_gradient(
         // SAFETY: the CPU has AVX2 (`applies`); `line` holds `width`
         // positions of each group, `plane` apart, and dx `channels` rows
         // of `ld` from row y's first value.
-        unsafe { rows_from_lanes(line, rows * cols, (channels, width), &mut dx[y * width..], ld) };
+        unsafe { rows_from_lanes(line, stride, (channels, width), &mut dx[y * width..], ld) };
     }
 }
 
@@ -542,12 +548,12 @@ unsafe fn scatter_taps(
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2<const T: usize>(w: &[f32], g: (&[f32], usize), bases: &[usize], sums: (&mut [f32], &[usize])) {
         // SAFETY: the caller's contract.
-        unsafe { scatter_blocks::<__m256, SCATTER_NQ, T>(w, g, bases, sums) }
+        unsafe { scatter_blocks::<__m256, SCATTER_NQ, T, 2>(w, g, bases, sums) }
     }
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512<const T: usize>(w: &[f32], g: (&[f32], usize), bases: &[usize], sums: (&mut [f32], &[usize])) {
         // SAFETY: the caller's contract.
-        unsafe { scatter_blocks::<__m512, WIDE, T>(w, g, bases, sums) }
+        unsafe { scatter_blocks::<__m512, WIDE, T, 1>(w, g, bases, sums) }
     }
     let two = offsets.len() == 2;
     // SAFETY: the caller's contract.
@@ -561,20 +567,22 @@ unsafe fn scatter_taps(
     }
 }
 
-/// Every block of N positions for T taps, last to first (`scatter_taps`).
+/// Every block of N positions for T taps, last to first (`scatter_taps`),
+/// each position's LANES sums in P vectors.
 ///
 /// # Safety
 /// As `scatter_block`.
 #[inline(always)]
-unsafe fn scatter_blocks<V: Vector, const N: usize, const T: usize>(
+unsafe fn scatter_blocks<V: Vector, const N: usize, const T: usize, const P: usize>(
     w: &[f32],
     g: (&[f32], usize),
     bases: &[usize],
     (sums, offsets): (&mut [f32], &[usize]),
 ) {
-    for block in bases.chunks(N).enumerate().rev() {
+    let (blocks, []) = bases.as_chunks::<N>() else { panic!("the bases fill whole blocks") };
+    for block in blocks.iter().enumerate().rev() {
         // SAFETY: the caller's contract.
-        unsafe { scatter_block::<V, N, T>(w, g, block, (&mut *sums, offsets)) }
+        unsafe { scatter_block::<V, N, T, P>(w, g, block, (&mut *sums, offsets)) }
     }
 }
 
@@ -582,35 +590,41 @@ unsafe fn scatter_blocks<V: Vector, const N: usize, const T: usize>(
 /// position's Σ over filters of a tap's values times its gradient, added
 /// to its sums at its base plus the tap's offset, last position first,
 /// first tap first. One broadcast of a gradient value serves both taps.
+/// P vectors hold a position's LANES sums. Every block has N bases (the
+/// last padded with spare ones) and its accumulators are exactly those
+/// used: so they stay in registers (with spare accumulators, or fewer
+/// bases in the last block, the compiler kept them in an array on the
+/// stack, zeroed for every block).
 ///
 /// # Safety
 /// `V`'s instructions run on this CPU; `w` holds LANES values per filter
-/// and tap; `g` rows of `slots` (at least the positions, rounded up to N)
-/// per filter; every base plus each offset is a position of `sums`.
+/// and tap; `g` rows of `slots` (the positions, rounded up to N) per
+/// filter; `bases` N positions; every base plus each offset is a position
+/// of `sums`.
 #[inline(always)]
-unsafe fn scatter_block<V: Vector, const N: usize, const T: usize>(
+unsafe fn scatter_block<V: Vector, const N: usize, const T: usize, const P: usize>(
     w: &[f32],
     (g, slots): (&[f32], usize),
-    (block, bases): (usize, &[usize]),
+    (block, bases): (usize, &[usize; N]),
     (sums, offsets): (&mut [f32], &[usize]),
 ) {
-    let per = LANES / V::LANES;
+    assert_eq!(P * V::LANES, LANES);
     let filters = w.len() / (T * LANES);
     // SAFETY (this function): the caller's contract.
     unsafe {
-        let mut acc = [[[V::zero(); 2]; T]; N];
+        let mut acc = [[[V::zero(); P]; T]; N];
         let at = g.as_ptr().add(block * N);
         for f in 0..filters {
-            let ws: [[V; 2]; T] = std::array::from_fn(|t| {
+            let ws: [[V; P]; T] = std::array::from_fn(|t| {
                 let wf = w.as_ptr().add((t * filters + f) * LANES);
-                [V::load(wf), if per == 2 { V::load(wf.add(V::LANES)) } else { V::zero() }]
+                std::array::from_fn(|v| V::load(wf.add(v * V::LANES)))
             });
             let at = at.add(f * slots);
             for (j, acc) in acc.iter_mut().enumerate() {
                 let x = V::splat(*at.add(j));
                 for (acc, ws) in acc.iter_mut().zip(&ws) {
-                    for v in 0..per {
-                        acc[v] = V::fmadd(ws[v], x, acc[v]);
+                    for (acc, &w) in acc.iter_mut().zip(ws) {
+                        *acc = V::fmadd(w, x, *acc);
                     }
                 }
             }
@@ -618,7 +632,7 @@ unsafe fn scatter_block<V: Vector, const N: usize, const T: usize>(
         for (acc, &base) in acc.iter().zip(bases).rev() {
             for (acc, &offset) in acc.iter().zip(offsets) {
                 let to = sums.as_mut_ptr().add((base + offset) * LANES);
-                for (v, &value) in acc.iter().take(per).enumerate() {
+                for (v, &value) in acc.iter().enumerate() {
                     let to = to.add(v * V::LANES);
                     V::store(to, V::add(V::load(to), value));
                 }
