@@ -99,19 +99,33 @@ pub(super) fn lanes_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Ve
 /// out[m·ld + p] = the sum of output row m at position p, from `wide` where
 /// each group of LANES rows holds its sums position by position (`stride`
 /// positions a group): 8 × 8 register transposes, the rest one by one.
+/// Both halves of a group's lanes go one after the other for each eight
+/// positions, so each cache line of `wide` is read once.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_from_lanes(wide: &[f32], stride: usize, (rows, positions): (usize, usize), out: &mut [f32], ld: usize) {
-    for m0 in (0..rows).step_by(8) {
-        let sums = &wide[m0 / LANES * stride * LANES + m0 % LANES..];
-        let lanes = 8.min(rows - m0);
-        let whole = if lanes == 8 { positions / 8 * 8 } else { 0 };
+    for g0 in (0..rows).step_by(LANES) {
+        let sums = &wide[g0 / LANES * stride * LANES..];
+        // The halves of eight lanes, in full.
+        let halves = (rows - g0).min(LANES) / 8;
+        let whole = if halves > 0 { positions / 8 * 8 } else { 0 };
         for p0 in (0..whole).step_by(8) {
-            // SAFETY: reads positions p0..p0 + 8 of lanes m0..m0 + 8, writes rows m0..m0 + 8 at p0..p0 + 8.
-            unsafe { transpose8(sums.as_ptr().add(p0 * LANES), LANES, out.as_mut_ptr().add(m0 * ld + p0), ld) };
+            for h in 0..halves {
+                // SAFETY: reads positions p0..p0 + 8 of lanes 8h..8h + 8,
+                // writes rows g0 + 8h.. of 8 at p0..p0 + 8.
+                unsafe {
+                    transpose8(
+                        sums.as_ptr().add(p0 * LANES + 8 * h),
+                        LANES,
+                        out.as_mut_ptr().add((g0 + 8 * h) * ld + p0),
+                        ld,
+                    )
+                };
+            }
         }
-        for m in 0..lanes {
-            for p in whole..positions {
-                out[(m0 + m) * ld + p] = sums[p * LANES + m];
+        for m in 0..(rows - g0).min(LANES) {
+            let first = if m < 8 * halves { whole } else { 0 };
+            for p in first..positions {
+                out[(g0 + m) * ld + p] = sums[p * LANES + m];
             }
         }
     }
@@ -321,22 +335,34 @@ pub(super) fn lanes_weight_reduce(isa: Isa, sums: &[f32], taps: usize, dw: &mut 
 }
 
 /// `wide[(f / LANES · positions + q) · LANES + f % LANES] = grad[f · positions + q]`:
-/// 8 × 8 register transposes, the rest one by one.
+/// 8 × 8 register transposes, the rest one by one. Both halves of a
+/// group's lanes go one after the other for each eight positions, so each
+/// cache line of `wide` is written at once.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn lanes_from_rows(grad: &[f32], filters: usize, positions: usize, wide: &mut [f32]) {
-    for f0 in (0..filters).step_by(8) {
-        let lanes = 8.min(filters - f0);
-        let whole = if lanes == 8 { positions / 8 * 8 } else { 0 };
-        let to = &mut wide[(f0 / LANES * positions * LANES) + f0 % LANES..];
+    for g0 in (0..filters).step_by(LANES) {
+        let halves = (filters - g0).min(LANES) / 8;
+        let whole = if halves > 0 { positions / 8 * 8 } else { 0 };
+        let to = &mut wide[g0 / LANES * positions * LANES..];
         for q0 in (0..whole).step_by(8) {
-            // SAFETY: reads rows f0..f0 + 8 at q0..q0 + 8, writes positions q0..q0 + 8 of lanes f0..f0 + 8.
-            unsafe {
-                transpose8(grad.as_ptr().add(f0 * positions + q0), positions, to.as_mut_ptr().add(q0 * LANES), LANES)
-            };
+            for h in 0..halves {
+                let f0 = g0 + 8 * h;
+                // SAFETY: reads rows f0..f0 + 8 at q0..q0 + 8, writes
+                // positions q0..q0 + 8 of lanes 8h..8h + 8.
+                unsafe {
+                    transpose8(
+                        grad.as_ptr().add(f0 * positions + q0),
+                        positions,
+                        to.as_mut_ptr().add(q0 * LANES + 8 * h),
+                        LANES,
+                    )
+                };
+            }
         }
-        for f in 0..lanes {
-            for q in whole..positions {
-                to[q * LANES + f] = grad[(f0 + f) * positions + q];
+        for f in 0..(filters - g0).min(LANES) {
+            let first = if f < 8 * halves { whole } else { 0 };
+            for q in first..positions {
+                to[q * LANES + f] = grad[(g0 + f) * positions + q];
             }
         }
     }
