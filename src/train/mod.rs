@@ -36,6 +36,14 @@ fn rows_of(values: &[f32], rows: usize, shard: Shard) -> &[f32] {
     &values[shard.first * width..(shard.first + shard.rows) * width]
 }
 
+/// Why an epoch's steps stopped before its end.
+enum Stopped {
+    /// Step `step` (from 0) gave a loss that is not finite.
+    NonFinite { step: usize },
+    /// The caller asked to stop (Ctrl-C).
+    Interrupted,
+}
+
 /// One finished epoch.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EpochReport {
@@ -301,7 +309,12 @@ impl Trainer {
 
     /// The scalars of the current step (`steps_done` counts it already).
     fn hypers(&self, lr: f64) -> Hypers {
-        let t = self.steps_done as i32;
+        self.hypers_of_step(self.steps_done, lr)
+    }
+
+    /// The scalars of step `t` (counted from 1).
+    fn hypers_of_step(&self, t: u64, lr: f64) -> Hypers {
+        let t = t as i32;
         let (bias1, bias2) = match self.config.optimizer {
             Optimizer::Adam { beta1, beta2, .. } => (1.0 / (1.0 - beta1.powi(t)), 1.0 / (1.0 - beta2.powi(t))),
             _ => (1.0, 1.0),
@@ -430,36 +443,61 @@ impl Trainer {
         if let Some(replicas) = self.replicas.as_mut() {
             replicas.unsync();
         }
-        for (step, chunk) in order.chunks(batch).enumerate() {
-            // This process's rows of the batch (all of them, alone).
-            let shard = self.shard(chunk.len());
-            train.select_into(&chunk[shard.first..shard.first + shard.rows], &mut rows);
-            let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { &rows.y };
-            lr = self.lr_of_step(epoch, self.steps_done, per_epoch);
-            let loss = if self.replicates(chunk.len()) {
-                self.step_replicated(&rows.x, y, chunk.len(), lr)?
-            } else {
-                self.step_own(&rows.x, y, chunk.len(), lr)?
-            };
-            if !loss.is_finite() {
+        // Each step's loss, added to the total; whether to go on.
+        let mut after_step = |step: usize, rows: usize, loss: f64| {
+            total += loss * rows as f64;
+            on_step((step * batch + rows).min(train.rows), train.rows, loss)
+        };
+        let stopped = if self.replicates_epoch(order.len(), batch) {
+            let lrs: Vec<f64> =
+                (0..per_epoch).map(|i| self.lr_of_step(epoch, self.steps_done + i as u64, per_epoch)).collect();
+            let (stopped, steps) = self.epoch_replicated(train, &order, batch, &lrs, &mut after_step)?;
+            lr = lrs[steps.saturating_sub(1)];
+            stopped
+        } else {
+            let mut stopped = None;
+            for (step, chunk) in order.chunks(batch).enumerate() {
+                // This process's rows of the batch (all of them, alone).
+                let shard = self.shard(chunk.len());
+                train.select_into(&chunk[shard.first..shard.first + shard.rows], &mut rows);
+                let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { &rows.y };
+                lr = self.lr_of_step(epoch, self.steps_done, per_epoch);
+                let loss = if self.replicates(chunk.len()) {
+                    self.step_replicated(&rows.x, y, chunk.len(), lr)?
+                } else {
+                    self.step_own(&rows.x, y, chunk.len(), lr)?
+                };
+                if !loss.is_finite() {
+                    stopped = Some(Stopped::NonFinite { step });
+                    break;
+                }
+                let mut go_on = after_step(step, chunk.len(), loss);
+                if let Some(team) = &self.team {
+                    // One process stopping (Ctrl-C) stops them all at the same step.
+                    let mut stops = [f64::from(u8::from(!go_on))];
+                    team.sum(&mut stops);
+                    go_on = stops[0] == 0.0;
+                }
+                if !go_on {
+                    stopped = Some(Stopped::Interrupted);
+                    break;
+                }
+            }
+            stopped
+        };
+        match stopped {
+            Some(Stopped::NonFinite { step }) => {
                 (self.model.store, self.steps_done) = snapshot.clone();
                 let found = self.first_non_finite(train, &order, (epoch, batch), step);
                 (self.model.store, self.steps_done) = snapshot;
                 let (what, span) = found?.unwrap_or(("the loss".into(), None));
                 return Err(TrainError::NonFinite { epoch: epoch + 1, step: step + 1, what, span });
             }
-            total += loss * chunk.len() as f64;
-            let mut go_on = on_step((step * batch + chunk.len()).min(train.rows), train.rows, loss);
-            if let Some(team) = &self.team {
-                // One process stopping (Ctrl-C) stops them all at the same step.
-                let mut stops = [f64::from(u8::from(!go_on))];
-                team.sum(&mut stops);
-                go_on = stops[0] == 0.0;
-            }
-            if !go_on {
+            Some(Stopped::Interrupted) => {
                 (self.model.store, self.steps_done) = snapshot;
                 return Err(TrainError::Interrupted { epoch: epoch + 1 });
             }
+            None => {}
         }
         if let Some(p) = self.model.store.params().iter().position(|w| w.iter().any(|v| !v.is_finite())) {
             let what = format!("parameter `{}`", self.model.param_names[p]);

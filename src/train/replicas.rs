@@ -4,7 +4,10 @@
 //! thread, with the gradients and batch statistics summed between them
 //! (`nnc_runtime::ThreadTeam`). A step then forks and joins once, not once
 //! per product and routine, and each core keeps its half of the
-//! activations in its own cache.
+//! activations in its own cache. A whole epoch forks and joins once: each
+//! replica selects its own rows of every batch and runs its steps one
+//! after another (`Trainer::epoch_replicated`), so no step waits for
+//! sleeping threads to wake or for the main thread to prepare the next.
 //!
 //! Every replica applies the same summed update to its own copy of the
 //! store, so the copies stay equal bit for bit. The number of parts does
@@ -15,14 +18,18 @@
 //! on the microcode assists they cost in the backward pass.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Sender, channel};
 use std::sync::{Condvar, Mutex};
 
 use nnc_runtime::ThreadTeam;
 use rayon::ThreadPool;
 use rayon::prelude::*;
 
-use super::{Backend, Compiled, Store, TrainError, Trainer, rows_of};
+use super::health::HealthSums;
+use super::{Backend, Compiled, Hypers, Stopped, Store, TrainError, Trainer, rows_of};
 use crate::check::Layer;
+use crate::data::Dataset;
 use crate::ir::{Shard, TrainGraph};
 use crate::pipeline;
 
@@ -84,12 +91,13 @@ impl Replicas {
 }
 
 /// Runs `calls[r]` on `pools[r]`, all at once, and returns when all have.
-/// The caller sleeps meanwhile (rayon would have it spin, taking a core
-/// from the replicas).
-fn run_side_by_side(pools: &[ThreadPool], calls: Vec<impl FnOnce() + Send>) {
+/// The caller runs `meanwhile`, then sleeps (rayon would have it spin,
+/// taking a core from the replicas).
+fn run_side_by_side(pools: &[ThreadPool], calls: Vec<impl FnOnce() + Send>, meanwhile: &mut dyn FnMut()) {
     let finished = (Mutex::new(0), Condvar::new());
     let count = calls.len();
-    in_scopes(pools, calls, &finished, &|| {
+    in_scopes(pools, calls, &finished, &mut || {
+        meanwhile();
         let (lock, signal) = &finished;
         let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
         while *done < count {
@@ -103,7 +111,7 @@ fn in_scopes<'a>(
     pools: &[ThreadPool],
     mut calls: Vec<impl FnOnce() + Send + 'a>,
     finished: &'a (Mutex<usize>, Condvar),
-    wait: &(dyn Fn() + Sync),
+    wait: &mut dyn FnMut(),
 ) {
     /// Counts its call as finished when dropped, also when the call unwinds
     /// (the scope then passes the panic on, instead of `wait` waiting forever).
@@ -201,7 +209,7 @@ impl Trainer {
             let team = &*team;
             calls.push(move || team.member(rank, call));
         }
-        run_side_by_side(pools, calls);
+        run_side_by_side(pools, calls, &mut || {});
         let store_of = std::iter::once(&self.model.store).chain(stores.iter());
         let mut loss = 0.0;
         for ((step, store), observed) in steps.iter().zip(store_of).zip(observed.iter_mut()) {
@@ -219,6 +227,109 @@ impl Trainer {
             h.add_step(rows);
         }
         Ok(loss)
+    }
+
+    /// Whether every batch of an epoch of `rows` rows in batches of `batch`
+    /// runs as replicas (`epoch_replicated`).
+    pub(super) fn replicates_epoch(&self, rows: usize, batch: usize) -> bool {
+        let full = batch.min(rows);
+        full > 0 && self.replicates(full) && (rows.is_multiple_of(full) || self.replicates(rows % full))
+    }
+
+    /// Every step of an epoch on the replicas: `order`'s rows in batches of
+    /// `batch`, step i at learning rate `lrs[i]`. Each replica selects its
+    /// own rows of every batch and runs its steps one after the other; the
+    /// replicas meet only in their steps' sums, and in one more per step
+    /// (their losses, the activations' health sums, a request to stop), so
+    /// no step waits for the main thread or for threads to wake. The main
+    /// thread hears each step's loss meanwhile (`after_step(step, rows,
+    /// loss)`, false to stop). The same updates, losses and health as
+    /// `step_replicated` step by step. Returns why the steps stopped early,
+    /// if they did, and how many ran.
+    pub(super) fn epoch_replicated(
+        &mut self,
+        train: &Dataset,
+        order: &[usize],
+        batch: usize,
+        lrs: &[f64],
+        after_step: &mut dyn FnMut(usize, usize, f64) -> bool,
+    ) -> Result<(Option<Stopped>, usize), TrainError> {
+        let full = batch.min(order.len());
+        let last = order.len() % full.max(1);
+        for rows in [full, last].into_iter().filter(|&rows| rows > 0) {
+            self.compile_replicas(rows)?;
+        }
+        let first = self.steps_done;
+        let hypers: Vec<Hypers> =
+            lrs.iter().enumerate().map(|(i, &lr)| self.hypers_of_step(first + i as u64 + 1, lr)).collect();
+        let targets = !self.model.checked.targets.is_empty();
+        let internal = |what: &str| TrainError::Internal(format!("replicated epoch: {what}"));
+        let replicas = self.replicas.as_mut().ok_or_else(|| internal("replicas not started"))?;
+        if !replicas.synced {
+            replicas.stores = vec![self.model.store.clone(); REPLICAS - 1];
+            replicas.synced = true;
+        }
+        let observed_len = self.health.as_ref().map_or(0, |h| h.observed_len());
+        let activations = self.health.as_mut().map_or(0, |h| h.activation_sums_mut().len());
+        replicas.observed.iter_mut().for_each(|o| o.resize(observed_len, 0.0));
+        let Replicas { team, pools, stores, steps, observed, .. } = replicas;
+        let [full_steps, mut last_steps] = steps.get_disjoint_mut([&full, &last]);
+        let full_steps = full_steps.ok_or_else(|| internal("no step for the batch"))?;
+        let mut stores: Vec<&mut Store> = std::iter::once(&mut self.model.store).chain(stores.iter_mut()).collect();
+        // Every call's buffers are checked before any replica starts: one
+        // failing in the middle would leave the others waiting in a sum.
+        for (rank, store) in stores.iter_mut().enumerate() {
+            let sized = [(full, &mut full_steps[rank])]
+                .into_iter()
+                .chain(last_steps.as_deref_mut().map(|s| (last, &mut s[rank])));
+            for (rows, step) in sized {
+                let shard = Shard::part(rows, rank, REPLICAS);
+                let x = vec![0.0; shard.rows * train.width];
+                let y = vec![0.0; if targets { shard.rows * train.target_width } else { 0 }];
+                drop(step.call(store, &x, &y, &hypers[0]).map_err(TrainError::Internal)?);
+            }
+        }
+        let plan =
+            EpochPlan { train, order, full, hypers: &hypers, targets, activations, stop: &AtomicBool::new(false) };
+        let (reports, heard) = channel();
+        let mut outcomes: Vec<Result<(Option<Stopped>, usize), String>> =
+            (0..REPLICAS).map(|_| Err("the replica did not run".into())).collect();
+        let mut health = self.health.as_mut();
+        let lasts: Vec<Option<&mut Compiled<TrainGraph>>> = match last_steps {
+            Some(steps) => steps.iter_mut().map(Some).collect(),
+            None => (0..REPLICAS).map(|_| None).collect(),
+        };
+        let mut calls = Vec::with_capacity(REPLICAS);
+        let parts = full_steps.iter_mut().zip(lasts).zip(stores).zip(observed.iter_mut()).zip(&mut outcomes);
+        for (rank, ((((full_step, last_step), store), observed), outcome)) in parts.enumerate() {
+            let own = Own {
+                steps: (full_step, last_step),
+                store,
+                observed,
+                health: if rank == 0 { health.take() } else { None },
+                reports: (rank == 0).then(|| reports.clone()),
+            };
+            let (team, plan) = (&*team, &plan);
+            calls.push(move || *outcome = team.member(rank, || replica_epoch(rank, plan, own)));
+        }
+        drop(reports);
+        run_side_by_side(pools, calls, &mut || {
+            let mut go_on = true;
+            // Until the first replica has sent its last report.
+            for (step, rows, loss) in heard.iter() {
+                if go_on && loss.is_finite() {
+                    go_on = after_step(step, rows, loss);
+                    plan.stop.store(!go_on, Ordering::Relaxed);
+                }
+            }
+        });
+        let mut outcomes = outcomes.into_iter();
+        let (stopped, ran) = outcomes.next().ok_or_else(|| internal("no replica"))?.map_err(TrainError::Internal)?;
+        for other in outcomes {
+            other.map_err(TrainError::Internal)?;
+        }
+        self.steps_done += ran as u64;
+        Ok((stopped, ran))
     }
 
     /// Starts the replicas' threads (once) and compiles (once per batch
@@ -248,5 +359,198 @@ impl Trainer {
         }
         replicas.steps.insert(rows, steps);
         Ok(())
+    }
+}
+
+/// What every replica of an epoch shares (`Trainer::epoch_replicated`).
+struct EpochPlan<'a> {
+    train: &'a Dataset,
+    order: &'a [usize],
+    /// Rows of a whole batch (the last may have fewer).
+    full: usize,
+    /// Each step's scalars.
+    hypers: &'a [Hypers],
+    targets: bool,
+    /// Observed values of the activations' health (the last of each
+    /// replica's), summed over the replicas.
+    activations: usize,
+    /// Set by the main thread when the epoch is to stop.
+    stop: &'a AtomicBool,
+}
+
+/// What one replica of an epoch has to itself: its steps for whole batches
+/// and for the last (when it is shorter), its store and observed values;
+/// the first replica also the health sums and the channel to the main thread.
+struct Own<'a> {
+    steps: (&'a mut Compiled<TrainGraph>, Option<&'a mut Compiled<TrainGraph>>),
+    store: &'a mut Store,
+    observed: &'a mut Vec<f32>,
+    health: Option<&'a mut HealthSums>,
+    reports: Option<Sender<(usize, usize, f64)>>,
+}
+
+/// One replica's steps of an epoch, on the thread of a `ThreadTeam` member
+/// `rank`. After each step the members sum, in one exchange, each one's
+/// loss (in its own slot, so each stays exact), a request to stop (the
+/// first member's), and their activations' health sums: every member then
+/// stops at the same step. Returns why the steps stopped early, if they
+/// did, and how many ran.
+fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stopped>, usize), String> {
+    let Own { steps: (full, mut last), store, observed, mut health, reports } = own;
+    let activations = plan.activations;
+    let params = observed.len().checked_sub(activations).ok_or("fewer observed values than activations")?;
+    let (mut exchange, mut summed) = (vec![0.0; REPLICAS + 1 + activations], vec![0.0; REPLICAS + 1 + activations]);
+    let mut rows = plan.train.select(&[]);
+    let chunks = plan.order.chunks(plan.full);
+    let count = chunks.len();
+    for (i, chunk) in chunks.enumerate() {
+        let shard = Shard::part(chunk.len(), rank, REPLICAS);
+        plan.train.select_into(&chunk[shard.first..shard.first + shard.rows], &mut rows);
+        let y: &[f32] = if plan.targets { &rows.y } else { &[] };
+        let step = if chunk.len() == plan.full {
+            &mut *full
+        } else {
+            last.as_deref_mut().ok_or("no step for the last batch")?
+        };
+        step.call(store, &rows.x, y, &plan.hypers[i])?();
+        let loss = step.results(store, observed)?;
+        exchange.fill(0.0);
+        exchange[rank] = loss;
+        exchange[REPLICAS] = f32::from(u8::from(rank == 0 && plan.stop.load(Ordering::Relaxed)));
+        exchange[REPLICAS + 1..].copy_from_slice(&observed[params..]);
+        nnc_runtime::all_reduce(&exchange, &mut summed);
+        // Each replica's loss is its rows' share of the batch's mean.
+        let mut loss = 0.0;
+        for &share in &summed[..REPLICAS] {
+            loss += f64::from(share);
+        }
+        if let Some(h) = health.as_deref_mut() {
+            // The parameters' health is the same in every replica; the
+            // activations' sums are over each one's rows.
+            h.observed.copy_from_slice(observed);
+            h.activation_sums_mut().copy_from_slice(&summed[REPLICAS + 1..]);
+            h.add_step(chunk.len());
+        }
+        if let Some(reports) = &reports {
+            // The main thread hears until the epoch ends, unless it failed.
+            let _ = reports.send((i, chunk.len(), loss));
+        }
+        if !loss.is_finite() {
+            return Ok((Some(Stopped::NonFinite { step: i }), i + 1));
+        }
+        if summed[REPLICAS] != 0.0 {
+            return Ok((Some(Stopped::Interrupted), i + 1));
+        }
+    }
+    Ok((None, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::data::{self, RowSpec, Scaler};
+    use crate::pipeline::check_source;
+
+    /// A convolutional model with batch normalisation, dropout and Adam
+    /// that replicates, and 314 rows of the digits (the last batch of 26).
+    fn model_and_rows(lr: &str) -> (crate::check::CheckedModel, Dataset) {
+        let source = format!(
+            "model split {{
+            input image: [1, 8, 8]
+            target digit: class(10)
+            image |> conv2d(16, kernel = 3, padding = 1, bias = false) |> batchnorm |> relu
+                |> conv2d(16, kernel = 3, padding = 1) |> relu |> maxpool(2)
+                |> flatten |> dense(32) |> relu |> dropout(0.2) |> dense(10) => logits
+            loss = cross_entropy(logits, digit)
+            train {{ data = builtin(\"digits\") scale = 16 optimizer = adam(lr = {lr}) batch = 32 seed = 5 }}
+        }}"
+        );
+        let mut checked = check_source("split.nn", &source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = checked.models.remove(0);
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let mut train =
+            data::load(model.train.data.as_ref().expect("data"), &models, &RowSpec::of(&model)).expect("loads").train;
+        Scaler::fit(model.train.preprocess, &train).apply(&mut train);
+        let rows = train.select(&(0..314).collect::<Vec<_>>());
+        (model, rows)
+    }
+
+    fn trainer(model: &crate::check::CheckedModel) -> Trainer {
+        let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
+        trainer.track_health();
+        trainer
+    }
+
+    fn bits(trainer: &Trainer) -> Vec<u32> {
+        trainer.params().iter().flatten().map(|v| v.to_bits()).collect()
+    }
+
+    /// An epoch on the replicas, each running all its steps, gives the bits
+    /// of the same batches taken step by step (`step_replicated`): the
+    /// parameters, every step's loss and the epoch's health.
+    #[test]
+    fn a_replicated_epoch_is_its_steps_one_by_one() {
+        let (model, rows) = model_and_rows("0.01");
+        let mut whole = trainer(&model);
+        let (batch, order) = whole.batches(rows.rows, 0);
+        assert!(whole.replicates_epoch(order.len(), batch) && order.len() % batch == 26);
+        let mut losses = Vec::new();
+        let report = whole
+            .fit_epoch_with_progress(&rows, None, None, &mut |_, _, loss| {
+                losses.push(loss);
+                true
+            })
+            .expect("trains");
+
+        let mut stepwise = trainer(&model);
+        let mut batch_rows = rows.select(&[]);
+        let mut expected = Vec::new();
+        stepwise.health.as_mut().expect("tracked").finish_epoch();
+        for chunk in order.chunks(batch) {
+            rows.select_into(chunk, &mut batch_rows);
+            let lr = stepwise.lr_of_step(0, stepwise.steps_done, order.len().div_ceil(batch));
+            expected.push(stepwise.step_replicated(&batch_rows.x, &batch_rows.y, chunk.len(), lr).expect("steps"));
+        }
+        let health = stepwise.health.as_mut().expect("tracked").finish_epoch();
+        assert_eq!(bits(&whole), bits(&stepwise));
+        assert_eq!(
+            losses.iter().map(|l| l.to_bits()).collect::<Vec<_>>(),
+            expected.iter().map(|l| l.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(report.health, Some(health));
+        assert_eq!(whole.steps_done, stepwise.steps_done);
+    }
+
+    /// Asked to stop after its third step, a replicated epoch stops (every
+    /// replica at the same step) and the weights go back to where it
+    /// started; a loss that overflows stops it at that step, also restored.
+    #[test]
+    fn a_replicated_epoch_stops_when_asked_and_when_the_loss_overflows() {
+        let (model, rows) = model_and_rows("0.01");
+        let mut trainer = trainer(&model);
+        let before = bits(&trainer);
+        let mut heard = 0;
+        let stopped = trainer.fit_epoch_with_progress(&rows, None, None, &mut |_, _, _| {
+            heard += 1;
+            heard < 3
+        });
+        assert!(matches!(stopped, Err(TrainError::Interrupted { epoch: 1 })), "{stopped:?}");
+        assert_eq!(heard, 3, "no step is reported after the one that stopped");
+        assert_eq!(bits(&trainer), before);
+        // The replicas go on from the restored weights: a whole epoch trains.
+        trainer.fit_epoch(&rows, None, None).expect("trains after the stop");
+        assert_ne!(bits(&trainer), before);
+
+        let (model, rows) = model_and_rows("1e30");
+        let mut trainer = self::trainer(&model);
+        let before = bits(&trainer);
+        match trainer.fit_epoch(&rows, None, None) {
+            Err(TrainError::NonFinite { epoch: 1, step, .. }) => assert!((2..=10).contains(&step), "step {step}"),
+            other => panic!("expected a non-finite loss, got {other:?}"),
+        }
+        assert_eq!(bits(&trainer), before);
     }
 }
