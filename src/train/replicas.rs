@@ -313,10 +313,10 @@ impl Trainer {
             calls.push(move || *outcome = team.member(rank, || replica_epoch(rank, plan, own)));
         }
         drop(reports);
+        let mut go_on = true;
         run_side_by_side(pools, calls, &mut || {
-            let mut go_on = true;
             // Until the first replica has sent its last report.
-            for (step, rows, loss) in heard.iter() {
+            for (step, rows, loss) in heard.iter().flatten() {
                 if go_on && loss.is_finite() {
                     go_on = after_step(step, rows, loss);
                     plan.stop.store(!go_on, Ordering::Relaxed);
@@ -328,6 +328,8 @@ impl Trainer {
         for other in outcomes {
             other.map_err(TrainError::Internal)?;
         }
+        // Asked to stop after the replicas' last step: the epoch is abandoned all the same.
+        let stopped = stopped.or((!go_on).then_some(Stopped::Interrupted));
         self.steps_done += ran as u64;
         Ok((stopped, ran))
     }
@@ -386,7 +388,7 @@ struct Own<'a> {
     store: &'a mut Store,
     observed: &'a mut Vec<f32>,
     health: Option<&'a mut HealthSums>,
-    reports: Option<Sender<(usize, usize, f64)>>,
+    reports: Option<Sender<Vec<Report>>>,
 }
 
 /// One replica's steps of an epoch, on the thread of a `ThreadTeam` member
@@ -401,6 +403,7 @@ fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stop
     let params = observed.len().checked_sub(activations).ok_or("fewer observed values than activations")?;
     let (mut exchange, mut summed) = (vec![0.0; REPLICAS + 1 + activations], vec![0.0; REPLICAS + 1 + activations]);
     let mut rows = plan.train.select(&[]);
+    let mut heard = Vec::with_capacity(REPORTS_AT_ONCE);
     let chunks = plan.order.chunks(plan.full);
     let count = chunks.len();
     for (i, chunk) in chunks.enumerate() {
@@ -431,19 +434,34 @@ fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stop
             h.activation_sums_mut().copy_from_slice(&summed[REPLICAS + 1..]);
             h.add_step(chunk.len());
         }
+        let stopped = if !loss.is_finite() {
+            Some(Stopped::NonFinite { step: i })
+        } else if summed[REPLICAS] != 0.0 {
+            Some(Stopped::Interrupted)
+        } else {
+            None
+        };
         if let Some(reports) = &reports {
-            // The main thread hears until the epoch ends, unless it failed.
-            let _ = reports.send((i, chunk.len(), loss));
+            heard.push((i, chunk.len(), loss));
+            if heard.len() == REPORTS_AT_ONCE || stopped.is_some() || i + 1 == count {
+                // The main thread hears until the epoch ends, unless it failed.
+                let _ = reports.send(std::mem::take(&mut heard));
+            }
         }
-        if !loss.is_finite() {
-            return Ok((Some(Stopped::NonFinite { step: i }), i + 1));
-        }
-        if summed[REPLICAS] != 0.0 {
-            return Ok((Some(Stopped::Interrupted), i + 1));
+        if stopped.is_some() {
+            return Ok((stopped, i + 1));
         }
     }
     Ok((None, count))
 }
+
+/// A step's number in the epoch, rows and loss, as the main thread hears it.
+type Report = (usize, usize, f64);
+
+/// Steps the first replica reports at once: the main thread, woken for
+/// each, would take a core from a replica (and the other would wait for
+/// it) hundreds of times an epoch.
+const REPORTS_AT_ONCE: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -524,9 +542,10 @@ mod tests {
         assert_eq!(whole.steps_done, stepwise.steps_done);
     }
 
-    /// Asked to stop after its third step, a replicated epoch stops (every
-    /// replica at the same step) and the weights go back to where it
-    /// started; a loss that overflows stops it at that step, also restored.
+    /// Asked to stop at its third step's report, a replicated epoch stops
+    /// (every replica at the same step, or at its end: the reports come
+    /// sixteen at a time) and the weights go back to where it started; a
+    /// loss that overflows stops it at that step, also restored.
     #[test]
     fn a_replicated_epoch_stops_when_asked_and_when_the_loss_overflows() {
         let (model, rows) = model_and_rows("0.01");
