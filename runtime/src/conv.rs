@@ -34,7 +34,7 @@ use crate::kernels::{Epilogue, Window};
 mod lanes;
 
 use lanes::{
-    LANES, NQ, Scattered, lanes_input_gradient, lanes_product, lanes_weight_offsets, lanes_weight_reduce,
+    Blocks, LANES, NQ, Scattered, lanes_input_gradient, lanes_product, lanes_weight_offsets, lanes_weight_reduce,
     lanes_weight_sums, lanes_weight_sums_len, pack_scattered_filter,
 };
 
@@ -184,6 +184,7 @@ type Placement = (Source, (usize, usize), (usize, usize));
 struct Scratch {
     source: Padded,
     wide: Vec<f32>,
+    blocks: Blocks,
     offsets: Vec<usize>,
     sums: Vec<f32>,
     scattered: Scattered,
@@ -213,7 +214,7 @@ fn pack(layout: Layout, rows: usize, taps: usize, a: impl Fn(usize, usize) -> f3
 
 /// The part of the full product an output keeps: `height × width` values
 /// from (top, left).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Crop {
     top: usize,
     left: usize,
@@ -235,11 +236,12 @@ struct Product<'a> {
     epilogue: Epilogue<'a>,
 }
 
-/// Computes `p` into `out` in the layout `Layout::of` picks; `wide` is scratch.
-fn product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
+/// Computes `p` into `out` in the layout `Layout::of` picks; `wide` and
+/// `blocks` are scratch.
+fn product(p: Product, out: &mut [f32], (wide, blocks): (&mut Vec<f32>, &mut Blocks)) {
     match Layout::of(p.rows, p.geo, p.crop) {
         Layout::Rows => rows_product(p, out, wide),
-        Layout::Lanes => lanes_product(isa(), p, out, wide),
+        Layout::Lanes => lanes_product(isa(), p, out, (wide, blocks)),
     }
 }
 
@@ -423,9 +425,9 @@ fn with_packed<R>(
 pub fn forward_image(packed: &[f32], filters: usize, image: &[f32], win: Window, epilogue: Epilogue, out: &mut [f32]) {
     let (geo, crop) = forward_geometry(win);
     SCRATCH.with(|cell| {
-        let Scratch { source, wide, .. } = &mut *cell.borrow_mut();
+        let Scratch { source, wide, blocks, .. } = &mut *cell.borrow_mut();
         geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
-        product(Product { packed, rows: filters, src: &source.values, geo, crop, epilogue }, out, wide);
+        product(Product { packed, rows: filters, src: &source.values, geo, crop, epilogue }, out, (wide, blocks));
     });
 }
 

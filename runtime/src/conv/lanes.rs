@@ -42,7 +42,7 @@ fn block_len(isa: Isa) -> usize {
 /// `product` in `Layout::Lanes` on `isa`: the kept positions only, each
 /// block's LANES × `block_len` sums stored position by position in `wide`,
 /// then turned into rows.
-pub(super) fn lanes_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
+pub(super) fn lanes_product(isa: Isa, p: Product, out: &mut [f32], (wide, cached): (&mut Vec<f32>, &mut Blocks)) {
     let Product { packed, rows, src, geo, crop, epilogue } = p;
     let Crop { top, left, height, width } = crop;
     let (taps, positions, nq) = (geo.taps(), height * width, block_len(isa));
@@ -57,6 +57,7 @@ pub(super) fn lanes_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Ve
     let (group_len, block_len) = (blocks * nq * LANES, nq * LANES);
     let wide = aligned(wide, groups * group_len);
     let filter = |group: usize| &packed[group * LANES * taps..(group + 1) * LANES * taps];
+    let kept = cached.of(geo, crop, nq);
     // Large products spread their blocks over the threads.
     let min_len = if groups * LANES * taps * positions >= PARALLEL_WORK { 1 } else { usize::MAX };
     // On AVX-512, groups go two at a time: each broadcast input then
@@ -69,7 +70,7 @@ pub(super) fn lanes_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Ve
         let parts = first.par_chunks_mut(block_len).zip(second.par_chunks_mut(block_len));
         parts.with_min_len(min_len).enumerate().for_each(|(block, (a, b))| {
             // SAFETY: as for one group below, for each of the two.
-            unsafe { lanes_pair_avx512(filters, (src, geo), Block::of(block, geo, crop), [a, b]) }
+            unsafe { lanes_pair_avx512(filters, (src, geo), kept.block(block), [a, b]) }
         });
     }
     single.par_chunks_mut(block_len).with_min_len(min_len).enumerate().for_each(|(i, part)| {
@@ -80,8 +81,8 @@ pub(super) fn lanes_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Ve
         // (asserted); `part` holds nq × LANES values.
         unsafe {
             match isa {
-                Isa::Avx2 => lanes_block_avx2([filter(group)], (src, geo), Block::of(block, geo, crop), [part]),
-                Isa::Avx512 => lanes_block_avx512([filter(group)], (src, geo), Block::of(block, geo, crop), [part]),
+                Isa::Avx2 => lanes_block_avx2([filter(group)], (src, geo), kept.block(block), [part]),
+                Isa::Avx512 => lanes_block_avx512([filter(group)], (src, geo), kept.block(block), [part]),
             }
         }
     });
@@ -139,29 +140,60 @@ struct Block<const N: usize> {
     kernel_rows: std::ops::Range<usize>,
 }
 
-impl<const N: usize> Block<N> {
-    /// Block `index` of the positions of `crop`. The bases are walked along
-    /// the output rows from the block's first (one division a block, not
-    /// one a position); a last block's extra positions repeat the last.
-    fn of(index: usize, geo: Source, crop: Crop) -> Self {
+/// Every block of a product's kept positions, kept from image to image
+/// (each image of a batch has the same): with few taps (one channel), a
+/// block's work is short enough that computing its bases showed.
+#[derive(Default)]
+pub(super) struct Blocks {
+    /// The geometry, crop and block length they were computed for.
+    of: Option<(Source, Crop, usize)>,
+    bases: Vec<usize>,
+    kernel_rows: Vec<std::ops::Range<usize>>,
+}
+
+impl Blocks {
+    /// The blocks of `n` positions of `crop` from `geo`, computed unless
+    /// they were the last. The bases are walked along the output rows; a
+    /// last block's extra positions repeat the last.
+    fn of(&mut self, geo: Source, crop: Crop, n: usize) -> &Blocks {
+        if self.of == Some((geo, crop, n)) {
+            return self;
+        }
         let Crop { top, left, height, width } = crop;
-        let (mut y, mut x) = (index * N / width, index * N % width);
-        let first = top + y;
-        let last_position = (index * N + N - 1).min(height * width - 1);
-        let bases = std::array::from_fn(|j| {
-            let base = (top + y) * geo.cols + left + x;
-            if index * N + j < last_position {
-                x += 1;
-                if x == width {
-                    (y, x) = (y + 1, 0);
+        let positions = height * width;
+        self.bases.clear();
+        self.kernel_rows.clear();
+        let (mut y, mut x) = (0, 0);
+        for first_position in (0..positions).step_by(n) {
+            let first = top + y;
+            let last_position = (first_position + n - 1).min(positions - 1);
+            for q in first_position..first_position + n {
+                self.bases.push((top + y) * geo.cols + left + x);
+                if q < last_position {
+                    x += 1;
+                    if x == width {
+                        (y, x) = (y + 1, 0);
+                    }
                 }
             }
-            base
-        });
-        let (last, d) = (top + y, geo.dilation);
-        let lowest = geo.filled.0.saturating_sub(last).div_ceil(d);
-        let end = geo.kernel.min((geo.filled.1 + d).saturating_sub(first + 1) / d);
-        Block { bases, kernel_rows: lowest..end }
+            let (last, d) = (top + y, geo.dilation);
+            let lowest = geo.filled.0.saturating_sub(last).div_ceil(d);
+            let end = geo.kernel.min((geo.filled.1 + d).saturating_sub(first + 1) / d);
+            self.kernel_rows.push(lowest..end);
+            // The next block starts one past this one's last position.
+            x += 1;
+            if x == width {
+                (y, x) = (y + 1, 0);
+            }
+        }
+        self.of = Some((geo, crop, n));
+        self
+    }
+
+    /// Block `index`, of N positions (the length they were computed for).
+    fn block<const N: usize>(&self, index: usize) -> Block<N> {
+        let bases = &self.bases[index * N..(index + 1) * N];
+        Block { bases: std::array::from_fn(|j| bases[j]), kernel_rows: self.kernel_rows[index].clone() }
     }
 }
 

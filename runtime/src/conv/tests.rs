@@ -94,12 +94,14 @@ fn direct_convolution_matches_the_reference_loops() {
 /// Every product in both layouts, whichever `Layout::of` picks, and the
 /// lanes layout on every instruction set this CPU has: the same bits.
 /// Small images with few and many output rows, one channel and many,
-/// padding, dilation, a crop (the input gradient's).
+/// padding, dilation, a crop (the input gradient's). One `Blocks` serves
+/// every product, as a thread's does, so it must notice each new geometry.
 #[test]
 fn both_layouts_give_the_same_bits() {
     let cases =
         [(1, 28, 5, 2, 1, 16), (16, 14, 5, 0, 1, 32), (6, 14, 5, 0, 1, 16), (3, 9, 3, 1, 2, 5), (2, 5, 2, 0, 1, 40)];
     let mut chosen = Vec::new();
+    let mut blocks = Blocks::default();
     for (channels, size, kernel, padding, dilation, filters) in cases {
         let win = image_window(channels, (size, size + 1), (kernel, padding, dilation));
         if !applies(win) {
@@ -137,7 +139,7 @@ fn both_layouts_give_the_same_bits() {
                     let product = Product { packed, rows, src: &source.values, geo, crop, epilogue };
                     match isa {
                         None => rows_product(product, &mut out, &mut wide),
-                        Some(isa) => lanes_product(isa, product, &mut out, &mut wide),
+                        Some(isa) => lanes_product(isa, product, &mut out, (&mut wide, &mut blocks)),
                     }
                     out
                 })
