@@ -17,13 +17,18 @@
 # PEERS is a writable copy of ../shared/bench after its setup_venv.sh (torch,
 # jax, onnxruntime); Fashion-MNIST is the Debian package
 # dataset-fashion-mnist; the 10,000 MNIST rows are the CSVs of
-# ${SHARED:-../shared}/data/mnist10k. Raw results go to $OUT (default: a temporary
-# .jsonl, named at the end); benches/side_by_side_table.py prints the table.
+# ${SHARED:-../shared}/data/mnist10k. Raw results go to $OUT, a new file
+# (default: a temporary .jsonl, named at the end);
+# benches/side_by_side_table.py prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peers=$(cd "$1" && pwd)
 rounds=${2:-3}
 py=$peers/.venv/bin/python
+if [ -n "${OUT:-}" ] && [ -e "$OUT" ]; then
+    echo "side_by_side.sh: $OUT exists; name a new file (the rounds of two runs would mix in one table)" >&2
+    exit 2
+fi
 out=${OUT:-$(mktemp --suffix .jsonl)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
