@@ -41,6 +41,9 @@ pub enum Kernel {
     MatMul { node: ValueId },
     /// A row-wise or reducing op run by a runtime routine.
     Routine { node: ValueId },
+    /// A per-channel sum of a tensor and a per-channel sum of its products
+    /// with another, in one pass over both (`pair_channel_sums`).
+    ChannelSums { sum: ValueId, product: ValueId },
     /// Copies a finished value into the store (when it could not be written in place).
     Copy { from: ValueId, to: usize, len: usize },
     /// Waits for every sum over the processes started so far (an
@@ -368,6 +371,7 @@ fn kernels(
             _ => kernels.push(Kernel::Routine { node: v }),
         }
     }
+    pair_channel_sums(g, &mut kernels);
     for (targets, offsets) in [(roots.new_params, param_offsets), (roots.new_states, state_offsets)] {
         for (k, v) in targets.iter().enumerate() {
             // A parameter a step leaves alone is its own new value: nothing to copy.
@@ -378,6 +382,35 @@ fn kernels(
         }
     }
     kernels
+}
+
+/// Runs each per-channel sum of a tensor together with a later sum of its
+/// products with a value computed before the first (batch normalisation's
+/// backward pass: β's and γ's gradients both sum its incoming gradient):
+/// one pass over the tensor instead of two. `kernels` are in graph order,
+/// so a value numbered below the sum's is computed by then.
+fn pair_channel_sums(g: &Graph, kernels: &mut Vec<Kernel>) {
+    let mut i = 0;
+    while i < kernels.len() {
+        if let Kernel::Routine { node: sum } = kernels[i]
+            && g.nodes[sum.0].op == Op::SumChannels
+        {
+            let tensor = g.nodes[sum.0].inputs[0];
+            let partner = kernels.iter().enumerate().skip(i + 1).find_map(|(j, kernel)| match *kernel {
+                Kernel::Routine { node } if g.nodes[node.0].op == Op::SumProductChannels => {
+                    let ins = &g.nodes[node.0].inputs;
+                    let other = if ins[0] == tensor { ins[1] } else { ins[0] };
+                    (ins.contains(&tensor) && other.0 < sum.0).then_some((j, node))
+                }
+                _ => None,
+            });
+            if let Some((j, product)) = partner {
+                kernels.remove(j);
+                kernels[i] = Kernel::ChannelSums { sum, product };
+            }
+        }
+        i += 1;
+    }
 }
 
 /// Moves each sum over the processes (`all_reduce`) to just after the kernel
@@ -394,7 +427,7 @@ fn overlap_sums(g: &Graph, fused: &[bool], kernels: Vec<Kernel>) -> Vec<Kernel> 
         while g.nodes[input.0].op == Op::Reshape {
             input = g.nodes[input.0].inputs[0];
         }
-        let after = rest.iter().position(|k| produces(k) == Some(input)).map_or(0, |p| p + 1);
+        let after = rest.iter().position(|k| produces(k).any(|v| v == input)).map_or(0, |p| p + 1);
         rest.insert(after, sum);
     }
     let mut ordered = Vec::with_capacity(rest.len() + 1);
@@ -415,13 +448,15 @@ fn overlap_sums(g: &Graph, fused: &[bool], kernels: Vec<Kernel>) -> Vec<Kernel> 
     ordered
 }
 
-/// The value a kernel computes, if it computes one.
-fn produces(kernel: &Kernel) -> Option<ValueId> {
-    match kernel {
-        Kernel::Elementwise { root } => Some(*root),
-        Kernel::MatMul { node } | Kernel::Routine { node } => Some(*node),
-        Kernel::Copy { .. } | Kernel::AwaitSums => None,
-    }
+/// The values a kernel computes.
+fn produces(kernel: &Kernel) -> impl Iterator<Item = ValueId> {
+    let values = match kernel {
+        Kernel::Elementwise { root } => [Some(*root), None],
+        Kernel::MatMul { node } | Kernel::Routine { node } => [Some(*node), None],
+        Kernel::ChannelSums { sum, product } => [Some(*sum), Some(*product)],
+        Kernel::Copy { .. } | Kernel::AwaitSums => [None, None],
+    };
+    values.into_iter().flatten()
 }
 
 /// Gives every kernel's output a scratch offset (or its store place when
@@ -458,28 +493,30 @@ fn assign_scratch(
                 true
             }
         });
-        let Some(produced) = produces(kernel) else { continue };
-        if let Some(offset) = in_place[produced.0] {
-            locations[produced.0] = Location::Store(offset);
-            continue;
-        }
-        let len = numel(&g.nodes[produced.0].shape).div_ceil(ALIGN) * ALIGN;
-        let slot = free.iter().enumerate().filter(|(_, (_, l))| *l >= len).min_by_key(|(_, (_, l))| *l).map(|(j, _)| j);
-        let offset = match slot {
-            Some(j) => {
-                let (offset, l) = free.swap_remove(j);
-                if l > len {
-                    free.push((offset + len, l - len));
+        for produced in produces(kernel) {
+            if let Some(offset) = in_place[produced.0] {
+                locations[produced.0] = Location::Store(offset);
+                continue;
+            }
+            let len = numel(&g.nodes[produced.0].shape).div_ceil(ALIGN) * ALIGN;
+            let slot =
+                free.iter().enumerate().filter(|(_, (_, l))| *l >= len).min_by_key(|(_, (_, l))| *l).map(|(j, _)| j);
+            let offset = match slot {
+                Some(j) => {
+                    let (offset, l) = free.swap_remove(j);
+                    if l > len {
+                        free.push((offset + len, l - len));
+                    }
+                    offset
                 }
-                offset
-            }
-            None => {
-                scratch_len += len;
-                scratch_len - len
-            }
-        };
-        locations[produced.0] = Location::Scratch(offset);
-        alive.push((last_use[produced.0], produced.0, offset, len));
+                None => {
+                    scratch_len += len;
+                    scratch_len - len
+                }
+            };
+            locations[produced.0] = Location::Scratch(offset);
+            alive.push((last_use[produced.0], produced.0, offset, len));
+        }
     }
     scratch_len
 }
@@ -490,6 +527,9 @@ pub fn kernel_reads(g: &Graph, kernel: &Kernel, fused: &[bool]) -> Vec<ValueId> 
     let mut stack: Vec<ValueId> = match kernel {
         Kernel::Elementwise { root } => g.nodes[root.0].inputs.clone(),
         Kernel::MatMul { node } | Kernel::Routine { node } => g.nodes[node.0].inputs.clone(),
+        Kernel::ChannelSums { sum, product } => {
+            [sum, product].iter().flat_map(|v| g.nodes[v.0].inputs.clone()).collect()
+        }
         Kernel::Copy { from, .. } => vec![*from],
         Kernel::AwaitSums => vec![],
     };
@@ -522,6 +562,10 @@ impl Plan {
                 Kernel::Routine { node } => {
                     format!("{} {node} -> {:?}", g.nodes[node.0].op.name(), self.locations[node.0])
                 }
+                Kernel::ChannelSums { sum, product } => format!(
+                    "sum_channels {sum} -> {:?}, sum_product_channels {product} -> {:?}",
+                    self.locations[sum.0], self.locations[product.0]
+                ),
                 Kernel::Copy { from, to, len } => format!("copy {from} -> store[{to}..{}]", to + len),
                 Kernel::AwaitSums => "await all_reduce".into(),
             };
@@ -550,6 +594,49 @@ mod tests {
     /// A step of one process's share of a batch: each gradient's sum starts
     /// right after the kernel computing it, while the backward pass of the
     /// layers below is still to run, and one wait comes before the update.
+    /// Each batch normalisation's backward pass sums its incoming gradient
+    /// per channel and its products with the centred input in one kernel,
+    /// split over processes or not; the forward pass's sums (of different
+    /// tensors) stay apart, and every paired output still gets its own
+    /// place. (Convolutions without bias: a bias's gradient is one more
+    /// sum over channels, with no product to pair.)
+    #[test]
+    fn batch_normalisations_gradient_sums_run_in_one_pass() {
+        let source = "model m {\n  input x: [1, 8, 8]\n  target y: class(3)\n  \
+                      x |> conv2d(4, kernel = 3, bias = false) |> batchnorm |> relu |> conv2d(4, kernel = 3, bias = false) |> batchnorm |> relu \
+                      |> flatten |> dense(3) => logits\n  \
+                      loss = cross_entropy(logits, y)\n  train { optimizer = adam(lr = 0.01) batch = 8 }\n}\n";
+        let checked = check_source("m.nn", source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        for shard in [Shard::whole(8), Shard::part(8, 1, 2)] {
+            let step = shard_step_graph(model, &model.train, shard).expect("step builds");
+            let plan = plan_train(&step);
+            let g = &step.graph;
+            let pairs: Vec<(ValueId, ValueId)> = plan
+                .kernels
+                .iter()
+                .filter_map(|k| match *k {
+                    Kernel::ChannelSums { sum, product } => Some((sum, product)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(pairs.len(), 2, "{shard:?}:\n{}", plan.to_text(g));
+            for (sum, product) in pairs {
+                assert!(g.nodes[product.0].inputs.contains(&g.nodes[sum.0].inputs[0]));
+                assert!(matches!(plan.locations[sum.0], Location::Scratch(_)));
+                assert_ne!(plan.locations[sum.0], plan.locations[product.0]);
+            }
+            let alone = |op: Op| {
+                plan.kernels
+                    .iter()
+                    .filter(|k| matches!(k, Kernel::Routine { node } if g.nodes[node.0].op == op))
+                    .count()
+            };
+            assert_eq!((alone(Op::SumChannels), alone(Op::SumProductChannels)), (2, 2), "the forward pass's sums");
+        }
+    }
+
     #[test]
     fn sums_start_as_each_gradient_is_ready_and_are_awaited_once_before_the_update() {
         let source = "model m {\n  input x: [20]\n  target y: class(3)\n  \
@@ -568,7 +655,7 @@ mod tests {
         for &k in &sums {
             let Kernel::Routine { node } = plan.kernels[k] else { unreachable!() };
             let input = g.nodes[node.0].inputs[0];
-            let producer = (0..k).rev().find(|&j| produces(&plan.kernels[j]) == Some(input));
+            let producer = (0..k).rev().find(|&j| produces(&plan.kernels[j]).any(|v| v == input));
             assert!(
                 producer.is_some_and(|j| (j + 1..k).all(|i| is_sum(&plan.kernels[i]))),
                 "sum at {k} does not follow its input's kernel:\n{}",
@@ -580,7 +667,7 @@ mod tests {
             .find(|&k| {
                 kernel_reads(g, &plan.kernels[k], &fused)
                     .iter()
-                    .any(|v| sums.iter().any(|&s| produces(&plan.kernels[s]) == Some(*v)))
+                    .any(|v| sums.iter().any(|&s| produces(&plan.kernels[s]).any(|p| p == *v)))
             })
             .expect("the update reads the sums");
         assert_eq!(waits, vec![first_reader - 1], "one wait, just before the first reader:\n{}", plan.to_text(g));

@@ -142,6 +142,7 @@ pub fn routines() -> Vec<Routine> {
         routine!(spatial::nnc_conv2d_grad_weight, 5, 0),
         routine!(spatial::nnc_sum_channels, 5, 0),
         routine!(spatial::nnc_sum_product_channels, 6, 0),
+        routine!(spatial::nnc_sum_and_product_channels, 7, 0),
         routine!(spatial::nnc_pool, 4, 0),
         routine!(spatial::nnc_pool_grad, 6, 0),
         routine!(spatial::nnc_upsample, 6, 0),

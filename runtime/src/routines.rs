@@ -205,8 +205,8 @@ pub(crate) fn sum(values: &[f32], by: Option<&[f32]>) -> f32 {
         return match by {
             Some(b) => blocks
                 .zip(b.chunks(kernels::SUM_BLOCK))
-                .fold(0.0, |acc, (x, y)| acc + unsafe { block_sum_avx2(x, Some(y)) }),
-            None => blocks.fold(0.0, |acc, x| acc + unsafe { block_sum_avx2(x, None) }),
+                .fold(0.0, |acc, (x, y)| acc + unsafe { block_sums_avx2(x, Some(y)) }[1]),
+            None => blocks.fold(0.0, |acc, x| acc + unsafe { block_sums_avx2(x, None) }[0]),
         };
     }
     match by {
@@ -215,42 +215,72 @@ pub(crate) fn sum(values: &[f32], by: Option<&[f32]>) -> f32 {
     }
 }
 
-/// One block's sum (of products with `by`'s values) in four 8-lane accumulators.
+/// `sum(values, None)` and `sum(values, Some(by))` in one pass over both,
+/// with the bits of each.
+fn sum_pair(values: &[f32], by: &[f32]) -> [f32; 2] {
+    assert_eq!(values.len(), by.len());
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        let blocks = values.chunks(kernels::SUM_BLOCK).zip(by.chunks(kernels::SUM_BLOCK));
+        return blocks.fold([0.0, 0.0], |[s, p], (x, y)| {
+            // SAFETY: the CPU has AVX2.
+            let [bs, bp] = unsafe { block_sums_avx2(x, Some(y)) };
+            [s + bs, p + bp]
+        });
+    }
+    [kernels::sum(values), kernels::sum_products(values, by)]
+}
+
+/// One block's sum in four 8-lane accumulators and, with `by`, the sum of
+/// its products with `by`'s values in four more: each the bits of
+/// computing it alone.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn block_sum_avx2(block: &[f32], by: Option<&[f32]>) -> f32 {
+fn block_sums_avx2(block: &[f32], by: Option<&[f32]>) -> [f32; 2] {
     use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_ps(); 4];
+    let (mut sums, mut products) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
     let whole = block.len() / 32 * 32;
-    let term = |i: usize| by.map_or(block[i], |b| block[i] * b[i]);
-    let tail: f32 = (whole..block.len()).map(term).sum();
+    let tail: f32 = block[whole..].iter().sum();
+    let product_tail: f32 = by.map_or(0.0, |b| block[whole..].iter().zip(&b[whole..]).map(|(x, y)| x * y).sum());
     for start in (0..whole).step_by(32) {
-        for (k, acc) in acc.iter_mut().enumerate() {
+        for k in 0..4 {
             let at = start + 8 * k;
             // SAFETY: the block (and `by`, of the same length) holds 32 values from `start`.
             let x = unsafe { _mm256_loadu_ps(block.as_ptr().add(at)) };
-            let term = match by {
+            sums[k] = _mm256_add_ps(sums[k], x);
+            if let Some(b) = by {
                 // SAFETY: as above.
-                Some(b) => _mm256_mul_ps(x, unsafe { _mm256_loadu_ps(b.as_ptr().add(at)) }),
-                None => x,
-            };
-            *acc = _mm256_add_ps(*acc, term);
+                let y = unsafe { _mm256_loadu_ps(b.as_ptr().add(at)) };
+                products[k] = _mm256_add_ps(products[k], _mm256_mul_ps(x, y));
+            }
         }
     }
-    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let pairs = _mm_hadd_ps(half, half);
-    _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs)) + tail
+    let total = |acc: [__m256; 4], tail: f32| {
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let pairs = _mm_hadd_ps(half, half);
+        _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs)) + tail
+    };
+    [total(sums, tail), total(products, product_tail)]
 }
 
 /// Channel f's sum (see `kernels::channel_sum`), or with `by` the sum of
 /// its products with `by`'s values, image by image.
 pub(crate) fn channel_sum(g: &[f32], by: Option<&[f32]>, f: usize, channels: usize, spatial: usize) -> f32 {
-    let planes = (f..g.len() / spatial.max(1)).step_by(channels.max(1));
-    planes.fold(0.0, |acc, p| {
-        let at = p * spatial..(p + 1) * spatial;
-        acc + sum(&g[at.clone()], by.map(|b| &b[at]))
+    planes(g.len(), f, channels, spatial).fold(0.0, |acc, at| acc + sum(&g[at.clone()], by.map(|b| &b[at])))
+}
+
+/// `channel_sum` of `g` without and with `by`, in one pass: the same bits.
+pub(crate) fn channel_sum_pair(g: &[f32], by: &[f32], f: usize, channels: usize, spatial: usize) -> [f32; 2] {
+    planes(g.len(), f, channels, spatial).fold([0.0, 0.0], |[s, p], at| {
+        let [ps, pp] = sum_pair(&g[at.clone()], &by[at]);
+        [s + ps, p + pp]
     })
+}
+
+/// Where channel f's planes lie in a `[B, channels, spatial]` tensor of `len` values.
+fn planes(len: usize, f: usize, channels: usize, spatial: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (f..len / spatial.max(1)).step_by(channels.max(1)).map(move |p| p * spatial..(p + 1) * spatial)
 }
 
 /// out[0] = min(1, c/√x[0])
@@ -471,5 +501,43 @@ mod tests {
         );
         let reference = kernels::sum_products(&values[..spatial], &other[..spatial]);
         assert_eq!(reference.to_bits(), kernels::sum(&products[..spatial]).to_bits());
+    }
+
+    /// Both sums of a channel in one pass are the bits of each on its own:
+    /// planes shorter than a vector, with ragged ends, longer than a block;
+    /// few values (one thread) and many (over the threads).
+    #[test]
+    fn a_channel_sum_and_its_product_sum_in_one_pass_are_each_ones_bits() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (images, channels, spatial) in [(3, 5, 7), (4, 7, 100), (2, 3, 3000), (32, 16, 784), (64, 4, 33)] {
+            let n = images * channels * spatial;
+            let a: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 / 300.0 - 1.5).collect();
+            let (mut sums, mut products) = (vec![0.0; channels], vec![0.0; channels]);
+            crate::spatial::nnc_sum_and_product_channels(
+                a.as_ptr(),
+                b.as_ptr(),
+                sums.as_mut_ptr(),
+                products.as_mut_ptr(),
+                n,
+                channels,
+                spatial,
+            );
+            let (mut alone, mut alone_products) = (vec![0.0; channels], vec![0.0; channels]);
+            crate::spatial::nnc_sum_channels(a.as_ptr(), alone.as_mut_ptr(), n, channels, spatial);
+            crate::spatial::nnc_sum_product_channels(
+                a.as_ptr(),
+                b.as_ptr(),
+                alone_products.as_mut_ptr(),
+                n,
+                channels,
+                spatial,
+            );
+            assert_eq!(bits(&sums), bits(&alone), "sums, {images}×{channels}×{spatial}");
+            assert_eq!(bits(&products), bits(&alone_products), "products, {images}×{channels}×{spatial}");
+            let exact: f64 =
+                (0..images).map(|i| (0..spatial).map(|q| f64::from(a[i * channels * spatial + q])).sum::<f64>()).sum();
+            assert!((f64::from(sums[0]) - exact).abs() <= 1e-3, "{} vs {exact}", sums[0]);
+        }
     }
 }

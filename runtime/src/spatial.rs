@@ -223,6 +223,33 @@ pub extern "C" fn nnc_sum_product_channels(
     sum_channels(a, Some(b), out, spatial);
 }
 
+/// Each channel's sum of `a` and sum of its products with `b`, in one pass
+/// over them: batch normalisation's backward pass reads its incoming
+/// gradient once for both (β's gradient and γ's). The bits of
+/// `nnc_sum_channels` and `nnc_sum_product_channels`.
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_sum_and_product_channels(
+    a: *const f32,
+    b: *const f32,
+    sums: *mut f32,
+    products: *mut f32,
+    n: usize,
+    channels: usize,
+    spatial: usize,
+) {
+    // SAFETY: a and b hold n values each, sums and products one per channel.
+    let (a, b, sums, products) =
+        unsafe { (slice(a, n), slice(b, n), slice_mut(sums, channels), slice_mut(products, channels)) };
+    let pair = |(f, (s, p)): (usize, (&mut f32, &mut f32))| {
+        [*s, *p] = crate::routines::channel_sum_pair(a, b, f, channels, spatial);
+    };
+    if n >= crate::routines::PARALLEL_SUM && spatial >= 16 {
+        sums.par_iter_mut().zip(products.par_iter_mut()).enumerate().for_each(pair);
+    } else {
+        sums.iter_mut().zip(products.iter_mut()).enumerate().for_each(pair);
+    }
+}
+
 /// Each channel's sum of `g` (or of its products with `by`), over the
 /// threads when it is large: channels are independent, so the bits do not
 /// depend on them.

@@ -190,6 +190,7 @@ impl Emitter<'_, '_> {
             },
             Kernel::MatMul { node } => self.matmul(*node),
             Kernel::Routine { node } => self.routine(*node),
+            Kernel::ChannelSums { sum, product } => self.channel_sums(*sum, *product),
             Kernel::Copy { from, to, len } => {
                 let src = self.base(*from);
                 let dst = self.b.ins().iadd_imm_s(self.args.store, (*to * 4) as i64);
@@ -213,6 +214,19 @@ impl Emitter<'_, '_> {
         let dims: Vec<Value> = [m, k, n].iter().map(|&d| self.imm(d)).collect();
         let strides: Vec<Value> = [rsa, csa, rsb, csb].iter().map(|&d| self.imm(d)).collect();
         self.call("nnc_sgemm", &[dims[0], dims[1], dims[2], a, strides[0], strides[1], bb, strides[2], strides[3], c]);
+    }
+
+    /// `sum` = Σ per channel of a tensor and `product` = Σ per channel of
+    /// its products with another, in one routine call.
+    fn channel_sums(&mut self, sum: ValueId, product: ValueId) {
+        let tensor = self.graph.nodes[sum.0].inputs[0];
+        let ins = &self.graph.nodes[product.0].inputs;
+        let other = if ins[0] == tensor { ins[1] } else { ins[0] };
+        let shape = self.graph.shape(tensor).clone();
+        let (a, b) = (self.base(tensor), self.base(other));
+        let (sums, products) = (self.base(sum), self.base(product));
+        let (n, c, sp) = (self.imm(numel(&shape)), self.imm(shape[1]), self.imm(crate::shape::spatial(&shape)));
+        self.call("nnc_sum_and_product_channels", &[a, b, sums, products, n, c, sp]);
     }
 
     fn routine(&mut self, v: ValueId) {
