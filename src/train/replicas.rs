@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use nnc_runtime::ThreadTeam;
 use rayon::ThreadPool;
@@ -403,7 +404,7 @@ fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stop
     let params = observed.len().checked_sub(activations).ok_or("fewer observed values than activations")?;
     let (mut exchange, mut summed) = (vec![0.0; REPLICAS + 1 + activations], vec![0.0; REPLICAS + 1 + activations]);
     let mut rows = plan.train.select(&[]);
-    let mut heard = Vec::with_capacity(REPORTS_AT_ONCE);
+    let (mut heard, mut last_sent) = (Vec::with_capacity(REPORTS_AT_ONCE), Instant::now());
     let chunks = plan.order.chunks(plan.full);
     let count = chunks.len();
     for (i, chunk) in chunks.enumerate() {
@@ -443,9 +444,11 @@ fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stop
         };
         if let Some(reports) = &reports {
             heard.push((i, chunk.len(), loss));
-            if heard.len() == REPORTS_AT_ONCE || stopped.is_some() || i + 1 == count {
+            let due = heard.len() == REPORTS_AT_ONCE || last_sent.elapsed() >= REPORT_AT_LEAST_EVERY;
+            if due || stopped.is_some() || i + 1 == count {
                 // The main thread hears until the epoch ends, unless it failed.
                 let _ = reports.send(std::mem::take(&mut heard));
+                last_sent = Instant::now();
             }
         }
         if stopped.is_some() {
@@ -462,6 +465,10 @@ type Report = (usize, usize, f64);
 /// each, would take a core from a replica (and the other would wait for
 /// it) hundreds of times an epoch.
 const REPORTS_AT_ONCE: usize = 16;
+
+/// Longest the first replica holds its reports, so that slow steps still
+/// move the progress bar and a Ctrl-C is heard within a step or so.
+const REPORT_AT_LEAST_EVERY: Duration = Duration::from_millis(50);
 
 #[cfg(test)]
 mod tests {
@@ -543,8 +550,8 @@ mod tests {
     }
 
     /// Asked to stop at its third step's report, a replicated epoch stops
-    /// (every replica at the same step, or at its end: the reports come
-    /// sixteen at a time) and the weights go back to where it started; a
+    /// (every replica at the same step, or at its end: the reports come up
+    /// to sixteen at a time) and the weights go back to where it started; a
     /// loss that overflows stops it at that step, also restored.
     #[test]
     fn a_replicated_epoch_stops_when_asked_and_when_the_loss_overflows() {
