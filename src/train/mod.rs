@@ -433,8 +433,6 @@ impl Trainer {
         let mut total = 0.0;
         // A diverging epoch falls back to the weights it started from.
         let snapshot = (self.model.store.clone(), self.steps_done);
-        // One minibatch buffer for the whole epoch.
-        let mut rows = train.select(&order[..0]);
         // Health counts this epoch's steps only (not those of one abandoned).
         if let Some(h) = self.health.as_mut() {
             h.finish_epoch();
@@ -455,35 +453,7 @@ impl Trainer {
             lr = lrs[steps.saturating_sub(1)];
             stopped
         } else {
-            let mut stopped = None;
-            for (step, chunk) in order.chunks(batch).enumerate() {
-                // This process's rows of the batch (all of them, alone).
-                let shard = self.shard(chunk.len());
-                train.select_into(&chunk[shard.first..shard.first + shard.rows], &mut rows);
-                let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { &rows.y };
-                lr = self.lr_of_step(epoch, self.steps_done, per_epoch);
-                let loss = if self.replicates(chunk.len()) {
-                    self.step_replicated(&rows.x, y, chunk.len(), lr)?
-                } else {
-                    self.step_own(&rows.x, y, chunk.len(), lr)?
-                };
-                if !loss.is_finite() {
-                    stopped = Some(Stopped::NonFinite { step });
-                    break;
-                }
-                let mut go_on = after_step(step, chunk.len(), loss);
-                if let Some(team) = &self.team {
-                    // One process stopping (Ctrl-C) stops them all at the same step.
-                    let mut stops = [f64::from(u8::from(!go_on))];
-                    team.sum(&mut stops);
-                    go_on = stops[0] == 0.0;
-                }
-                if !go_on {
-                    stopped = Some(Stopped::Interrupted);
-                    break;
-                }
-            }
-            stopped
+            self.steps_one_by_one(train, &order, (epoch, batch, per_epoch), &mut lr, &mut after_step)?
         };
         match stopped {
             Some(Stopped::NonFinite { step }) => {
@@ -525,6 +495,49 @@ impl Trainer {
             train_seconds,
             health,
         })
+    }
+
+    /// `fit_epoch`'s steps one at a time on this thread (split over the
+    /// replicas step by step where they apply): each batch's rows of this
+    /// process, the learning rate of each step left in `lr`, and
+    /// `after_step(step, rows, loss)`, false to stop. Returns why the steps
+    /// stopped early, if they did.
+    fn steps_one_by_one(
+        &mut self,
+        train: &Dataset,
+        order: &[usize],
+        (epoch, batch, per_epoch): (usize, usize, usize),
+        lr: &mut f64,
+        after_step: &mut dyn FnMut(usize, usize, f64) -> bool,
+    ) -> Result<Option<Stopped>, TrainError> {
+        // One minibatch buffer for the whole epoch.
+        let mut rows = train.select(&order[..0]);
+        for (step, chunk) in order.chunks(batch).enumerate() {
+            // This process's rows of the batch (all of them, alone).
+            let shard = self.shard(chunk.len());
+            train.select_into(&chunk[shard.first..shard.first + shard.rows], &mut rows);
+            let y: &[f32] = if self.model.checked.targets.is_empty() { &[] } else { &rows.y };
+            *lr = self.lr_of_step(epoch, self.steps_done, per_epoch);
+            let loss = if self.replicates(chunk.len()) {
+                self.step_replicated(&rows.x, y, chunk.len(), *lr)?
+            } else {
+                self.step_own(&rows.x, y, chunk.len(), *lr)?
+            };
+            if !loss.is_finite() {
+                return Ok(Some(Stopped::NonFinite { step }));
+            }
+            let mut go_on = after_step(step, chunk.len(), loss);
+            if let Some(team) = &self.team {
+                // One process stopping (Ctrl-C) stops them all at the same step.
+                let mut stops = [f64::from(u8::from(!go_on))];
+                team.sum(&mut stops);
+                go_on = stops[0] == 0.0;
+            }
+            if !go_on {
+                return Ok(Some(Stopped::Interrupted));
+            }
+        }
+        Ok(None)
     }
 
     /// Epochs finished so far (including those of a restored checkpoint).
