@@ -219,9 +219,7 @@ impl Emitter<'_, '_> {
     /// `sum` = Σ per channel of a tensor and `product` = Σ per channel of
     /// its products with another, in one routine call.
     fn channel_sums(&mut self, sum: ValueId, product: ValueId) {
-        let tensor = self.graph.nodes[sum.0].inputs[0];
-        let ins = &self.graph.nodes[product.0].inputs;
-        let other = if ins[0] == tensor { ins[1] } else { ins[0] };
+        let (tensor, other) = crate::plan::channel_sums_operands(self.graph, sum, product);
         let shape = self.graph.shape(tensor).clone();
         let (a, b) = (self.base(tensor), self.base(other));
         let (sums, products) = (self.base(sum), self.base(product));

@@ -15,6 +15,11 @@ use std::fmt::Write;
 
 use crate::ir::{Graph, Op, ParamInfo, StateInfo, TrainGraph, Unary, ValueId, numel};
 
+mod order;
+
+pub use order::channel_sums_operands;
+use order::{overlap_sums, pair_channel_sums};
+
 /// Where a value's elements live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
@@ -384,70 +389,6 @@ fn kernels(
     kernels
 }
 
-/// Runs each per-channel sum of a tensor together with a later sum of its
-/// products with a value computed before the first (batch normalisation's
-/// backward pass: β's and γ's gradients both sum its incoming gradient):
-/// one pass over the tensor instead of two. `kernels` are in graph order,
-/// so a value numbered below the sum's is computed by then.
-fn pair_channel_sums(g: &Graph, kernels: &mut Vec<Kernel>) {
-    let mut i = 0;
-    while i < kernels.len() {
-        if let Kernel::Routine { node: sum } = kernels[i]
-            && g.nodes[sum.0].op == Op::SumChannels
-        {
-            let tensor = g.nodes[sum.0].inputs[0];
-            let partner = kernels.iter().enumerate().skip(i + 1).find_map(|(j, kernel)| match *kernel {
-                Kernel::Routine { node } if g.nodes[node.0].op == Op::SumProductChannels => {
-                    let ins = &g.nodes[node.0].inputs;
-                    let other = if ins[0] == tensor { ins[1] } else { ins[0] };
-                    (ins.contains(&tensor) && other.0 < sum.0).then_some((j, node))
-                }
-                _ => None,
-            });
-            if let Some((j, product)) = partner {
-                kernels.remove(j);
-                kernels[i] = Kernel::ChannelSums { sum, product };
-            }
-        }
-        i += 1;
-    }
-}
-
-/// Moves each sum over the processes (`all_reduce`) to just after the kernel
-/// computing its input, and puts one wait for all started sums before the
-/// first kernel reading any of them: the gradient of a layer is sent while
-/// the backward pass of the layers below runs. Every process plans the same
-/// order, so they start the same sums in the same order.
-fn overlap_sums(g: &Graph, fused: &[bool], kernels: Vec<Kernel>) -> Vec<Kernel> {
-    let is_sum = |k: &Kernel| matches!(k, Kernel::Routine { node } if g.nodes[node.0].op == Op::AllReduce);
-    let (sums, mut rest): (Vec<Kernel>, Vec<Kernel>) = kernels.into_iter().partition(|k| is_sum(k));
-    for sum in sums.into_iter().rev() {
-        let Kernel::Routine { node } = sum else { unreachable!("partitioned by is_sum") };
-        let mut input = g.nodes[node.0].inputs[0];
-        while g.nodes[input.0].op == Op::Reshape {
-            input = g.nodes[input.0].inputs[0];
-        }
-        let after = rest.iter().position(|k| produces(k).any(|v| v == input)).map_or(0, |p| p + 1);
-        rest.insert(after, sum);
-    }
-    let mut ordered = Vec::with_capacity(rest.len() + 1);
-    let mut started = Vec::new();
-    for kernel in rest {
-        if !started.is_empty() && kernel_reads(g, &kernel, fused).iter().any(|v| started.contains(v)) {
-            ordered.push(Kernel::AwaitSums);
-            started.clear();
-        }
-        if is_sum(&kernel) {
-            started.extend(produces(&kernel));
-        }
-        ordered.push(kernel);
-    }
-    if !started.is_empty() {
-        ordered.push(Kernel::AwaitSums);
-    }
-    ordered
-}
-
 /// The values a kernel computes.
 fn produces(kernel: &Kernel) -> impl Iterator<Item = ValueId> {
     let values = match kernel {
@@ -582,97 +523,5 @@ pub fn collect_fused(g: &Graph, locations: &[Location], v: ValueId, out: &mut Ve
         if locations[input.0] == Location::Fused && g.nodes[input.0].op != Op::Reshape {
             collect_fused(g, locations, *input, out);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ir::Shard;
-    use crate::pipeline::{check_source, shard_step_graph};
-
-    /// A step of one process's share of a batch: each gradient's sum starts
-    /// right after the kernel computing it, while the backward pass of the
-    /// layers below is still to run, and one wait comes before the update.
-    /// Each batch normalisation's backward pass sums its incoming gradient
-    /// per channel and its products with the centred input in one kernel,
-    /// split over processes or not; the forward pass's sums (of different
-    /// tensors) stay apart, and every paired output still gets its own
-    /// place. (Convolutions without bias: a bias's gradient is one more
-    /// sum over channels, with no product to pair.)
-    #[test]
-    fn batch_normalisations_gradient_sums_run_in_one_pass() {
-        let source = "model m {\n  input x: [1, 8, 8]\n  target y: class(3)\n  \
-                      x |> conv2d(4, kernel = 3, bias = false) |> batchnorm |> relu |> conv2d(4, kernel = 3, bias = false) |> batchnorm |> relu \
-                      |> flatten |> dense(3) => logits\n  \
-                      loss = cross_entropy(logits, y)\n  train { optimizer = adam(lr = 0.01) batch = 8 }\n}\n";
-        let checked = check_source("m.nn", source);
-        assert!(!checked.has_errors(), "{:?}", checked.diags);
-        let model = &checked.models[0];
-        for shard in [Shard::whole(8), Shard::part(8, 1, 2)] {
-            let step = shard_step_graph(model, &model.train, shard).expect("step builds");
-            let plan = plan_train(&step);
-            let g = &step.graph;
-            let pairs: Vec<(ValueId, ValueId)> = plan
-                .kernels
-                .iter()
-                .filter_map(|k| match *k {
-                    Kernel::ChannelSums { sum, product } => Some((sum, product)),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(pairs.len(), 2, "{shard:?}:\n{}", plan.to_text(g));
-            for (sum, product) in pairs {
-                assert!(g.nodes[product.0].inputs.contains(&g.nodes[sum.0].inputs[0]));
-                assert!(matches!(plan.locations[sum.0], Location::Scratch(_)));
-                assert_ne!(plan.locations[sum.0], plan.locations[product.0]);
-            }
-            let alone = |op: Op| {
-                plan.kernels
-                    .iter()
-                    .filter(|k| matches!(k, Kernel::Routine { node } if g.nodes[node.0].op == op))
-                    .count()
-            };
-            assert_eq!((alone(Op::SumChannels), alone(Op::SumProductChannels)), (2, 2), "the forward pass's sums");
-        }
-    }
-
-    #[test]
-    fn sums_start_as_each_gradient_is_ready_and_are_awaited_once_before_the_update() {
-        let source = "model m {\n  input x: [20]\n  target y: class(3)\n  \
-                      x |> dense(16) |> tanh |> dense(8) |> relu |> dense(3) => logits\n  \
-                      loss = cross_entropy(logits, y)\n  train { optimizer = sgd(lr = 0.1) batch = 8 }\n}\n";
-        let checked = check_source("m.nn", source);
-        assert!(!checked.has_errors(), "{:?}", checked.diags);
-        let model = &checked.models[0];
-        let step = shard_step_graph(model, &model.train, Shard::part(8, 1, 2)).expect("step builds");
-        let plan = plan_train(&step);
-        let g = &step.graph;
-        let fused: Vec<bool> = plan.locations.iter().map(|l| *l == Location::Fused).collect();
-        let is_sum = |k: &Kernel| matches!(k, Kernel::Routine { node } if g.nodes[node.0].op == Op::AllReduce);
-        let sums: Vec<usize> = (0..plan.kernels.len()).filter(|&k| is_sum(&plan.kernels[k])).collect();
-        assert_eq!(sums.len(), 6, "a sum per weight and bias:\n{}", plan.to_text(g));
-        for &k in &sums {
-            let Kernel::Routine { node } = plan.kernels[k] else { unreachable!() };
-            let input = g.nodes[node.0].inputs[0];
-            let producer = (0..k).rev().find(|&j| produces(&plan.kernels[j]).any(|v| v == input));
-            assert!(
-                producer.is_some_and(|j| (j + 1..k).all(|i| is_sum(&plan.kernels[i]))),
-                "sum at {k} does not follow its input's kernel:\n{}",
-                plan.to_text(g)
-            );
-        }
-        let waits: Vec<usize> = (0..plan.kernels.len()).filter(|&k| plan.kernels[k] == Kernel::AwaitSums).collect();
-        let first_reader = (0..plan.kernels.len())
-            .find(|&k| {
-                kernel_reads(g, &plan.kernels[k], &fused)
-                    .iter()
-                    .any(|v| sums.iter().any(|&s| produces(&plan.kernels[s]).any(|p| p == *v)))
-            })
-            .expect("the update reads the sums");
-        assert_eq!(waits, vec![first_reader - 1], "one wait, just before the first reader:\n{}", plan.to_text(g));
-        // The first sum starts before the last matrix product (the first layer's gradient) runs.
-        let last_product = plan.kernels.iter().rposition(|k| matches!(k, Kernel::MatMul { .. })).expect("products");
-        assert!(sums[0] < last_product, "nothing overlaps:\n{}", plan.to_text(g));
     }
 }
