@@ -1,17 +1,19 @@
 //! The blocked sgemm under every product of more than a few rows, on CPUs
 //! with AVX-512 or AVX2 and FMA (others use matrixmultiply).
 //!
-//! `b` is packed into panels of two vectors' width, `KC` rows at a time,
-//! so a block of rows of c (12 on AVX-512, 6 on AVX2) keeps its
+//! `b` is packed into panels of two vectors' width, at most `KC` rows at a
+//! time, so a block of rows of c (12 on AVX-512, 6 on AVX2) keeps its
 //! accumulators in registers for a whole panel. Each value of `a` is
-//! broadcast to a vector: a block's rows are packed value by value, once
-//! per block of k, when they meet enough panels to pay for it, and read
-//! where they lie otherwise. matrixmultiply packs both operands on every
+//! broadcast to a vector: a block's rows are packed value by value just
+//! before they meet the panels (so the packed block stays in L1), when
+//! they meet enough panels to pay for it, and read where they lie
+//! otherwise. matrixmultiply packs both operands on every
 //! call, and packs a row-major `a` with gathers, which took half as long
 //! as its kernel on the products of an MLP.
 //!
 //! Every element of c is one chain of fused multiply-adds over k in order,
-//! restarted every `KC` values and added to c: the bits do not depend on
+//! restarted at the same points of k (`k_blocks`) and added to c: the bits
+//! depend on k alone, not on
 //! the vector width, the blocking of rows and columns or how the product is
 //! split over threads.
 #![allow(unsafe_code)]
@@ -95,7 +97,7 @@ impl Operand {
     }
 }
 
-/// Packed panels of b, and a block's rows of `a` packed.
+/// Packed panels of b, and one block's rows of `a` packed.
 type Buffers = (Vec<f32>, Vec<f32>);
 
 thread_local! {
@@ -159,11 +161,10 @@ unsafe fn blocked_avx2(
     unsafe { blocked::<__m256>(dims, a, b, c, accumulate, buffers) }
 }
 
-/// The loops around the kernel: k by `KC` (every block of rows of a
-/// packed once per such block, unless a is row-major and its rows meet
-/// few panels), columns by `NC` (b packed once per such block), rows by
-/// `rows_per_block`, then the panels. Each element of c sees the blocks of
-/// k in order.
+/// The loops around the kernel: k by `k_blocks`, columns by `NC` (b
+/// packed once per such block), rows by `rows_per_block` (each block of
+/// rows of a packed, unless a is row-major and its rows meet few panels),
+/// then the panels. Each element of c sees the blocks of k in order.
 #[inline(always)]
 unsafe fn blocked<V: Vector>(
     (m, k, n): (usize, usize, usize),
@@ -185,12 +186,10 @@ unsafe fn blocked<V: Vector>(
     // Packing costs a pass over a, which pays for itself when each row of a
     // serves at least `PACK_PANELS` panels.
     let packed = a.cols != 1 || n >= PACK_PANELS * width;
-    for p0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - p0);
-        if packed {
-            // SAFETY: rows 0..m and k values p0.. lie inside a.
-            unsafe { pack_rows(a.at(0, p0), (m, kc), mr, rows_of_a) };
-        }
+    let rows_of_a = crate::simd::aligned(rows_of_a, mr * KC);
+    let step = k_blocks(k);
+    for p0 in (0..k).step_by(step) {
+        let kc = step.min(k - p0);
         let add = accumulate || p0 > 0;
         for j0 in (0..n).step_by(NC) {
             let nc = NC.min(n - j0);
@@ -199,11 +198,15 @@ unsafe fn blocked<V: Vector>(
             unsafe { pack(b, (p0, kc), (j0, nc), width, panels) };
             for i0 in (0..m).step_by(mr) {
                 let rows = mr.min(m - i0);
+                if packed {
+                    // SAFETY: rows i0..i0 + rows and k values p0.. lie inside a.
+                    unsafe { pack_rows(a.at(i0, p0), (rows, kc), mr, rows_of_a) };
+                }
                 for (panel, j) in (j0..j0 + nc).step_by(width).enumerate() {
                     let cols = width.min(j0 + nc - j);
                     // SAFETY: the packed rows, one panel, and rows i0.., columns j.. of c.
                     unsafe {
-                        let rows_a = if packed { rows_of_a.as_ptr().add(i0 * kc) } else { a.at(i0, p0).ptr };
+                        let rows_a = if packed { rows_of_a.as_ptr() } else { a.at(i0, p0).ptr };
                         let block = Block {
                             a: rows_a,
                             lda: a.rows as usize,
@@ -224,6 +227,13 @@ unsafe fn blocked<V: Vector>(
             }
         }
     }
+}
+
+/// How many values of k each block of k takes: as even as blocks of at
+/// most `KC` allow (784 as 4 × 196, not 3 × 256 and a 16 whose every
+/// block of c is loaded and stored again for 16 multiply-adds).
+fn k_blocks(k: usize) -> usize {
+    k.div_ceil(k.div_ceil(KC).max(1)).max(1)
 }
 
 /// Rows of c per block: two vectors of accumulators each, and room for two
@@ -268,24 +278,19 @@ unsafe fn kernel_rows<V: Vector, const PACKED: bool>(mr: usize, rows: usize, blo
     }
 }
 
-/// Packs `m` rows of `kc` values of `a` (from its element (0, 0)) in
-/// blocks of `mr` rows, each block value by value (its rows' values at
-/// each k side by side), so the kernel reads a block from one pointer. A
-/// last, short block's missing rows are never read.
+/// Packs `rows` (at most `mr`) rows of `kc` values of `a` (from its
+/// element (0, 0)) value by value: the rows' values at each k side by
+/// side, `mr` apart, so the kernel reads the block from one pointer. A
+/// short block's missing rows are never read.
 ///
 /// # Safety
-/// The rows lie inside a.
+/// The rows lie inside a; `out` holds `kc · mr` values.
 #[inline(always)]
-unsafe fn pack_rows(a: Operand, (m, kc): (usize, usize), mr: usize, out: &mut Vec<f32>) {
-    out.resize(out.len().max(m.next_multiple_of(mr) * kc), 0.0);
-    for i0 in (0..m).step_by(mr) {
-        // a's rows i0.., read as k by row: element (p, r) is a(i0 + r, p).
-        // SAFETY: the caller's contract.
-        let block = unsafe { a.at(i0, 0) };
-        let transposed = Operand { ptr: block.ptr, rows: a.cols, cols: a.rows };
-        // SAFETY: the caller's contract; the block holds kc × mr values.
-        unsafe { gather(transposed, (kc, mr.min(m - i0)), out.as_mut_ptr().add(i0 * kc), mr) };
-    }
+unsafe fn pack_rows(a: Operand, (rows, kc): (usize, usize), mr: usize, out: &mut [f32]) {
+    // a's rows read as k by row: element (p, r) is a(r, p).
+    let transposed = Operand { ptr: a.ptr, rows: a.cols, cols: a.rows };
+    // SAFETY: the caller's contract.
+    unsafe { gather(transposed, (kc, rows), out.as_mut_ptr(), mr) };
 }
 
 /// Packs b's rows p0..p0 + kc, columns j0..j0 + nc into panels of `width`
@@ -306,7 +311,9 @@ unsafe fn pack(b: Operand, (p0, kc): (usize, usize), (j0, nc): (usize, usize), w
 
 /// Copies the `rows × cols` values of `from` into `to` (rows `ld` apart):
 /// row by row when rows are runs of memory, by 8 × 8 transposes in
-/// registers when columns are (a transposed operand), else one by one.
+/// registers when columns are (a transposed operand; where rows or
+/// columns are not a multiple of 8, the last transpose overlaps the one
+/// before and writes some values twice), else one by one.
 ///
 /// # Safety
 /// `from` reaches its `rows × cols` values; `to` holds `rows` rows of `ld`.
@@ -320,19 +327,19 @@ unsafe fn gather(from: Operand, (rows, cols): (usize, usize), to: *mut f32, ld: 
             }
             return;
         }
-        let (mut whole_rows, mut whole_cols) = (0, 0);
         #[cfg(target_arch = "x86_64")]
-        if from.rows == 1 {
-            (whole_rows, whole_cols) = (rows / 8 * 8, cols / 8 * 8);
-            for i in (0..whole_rows).step_by(8) {
-                for j in (0..whole_cols).step_by(8) {
+        if from.rows == 1 && rows >= 8 && cols >= 8 {
+            // Blocks at multiples of 8, then one flush with the last row or column.
+            let starts = |len: usize| (0..len - 7).step_by(8).chain((!len.is_multiple_of(8)).then_some(len - 8));
+            for i in starts(rows) {
+                for j in starts(cols) {
                     transpose8(from.at(i, j).ptr, from.cols as usize, to.add(i * ld + j), ld);
                 }
             }
+            return;
         }
         for i in 0..rows {
-            let start = if i < whole_rows { whole_cols } else { 0 };
-            for j in start..cols {
+            for j in 0..cols {
                 *to.add(i * ld + j) = from.get(i, j);
             }
         }
