@@ -8,7 +8,8 @@
 //! Every tap's inputs are then one
 //! contiguous run of the padded image, so the product
 //! `out[m, q] = Σ_r a[m, r] · src[offset(r) + q]` runs straight from it: no
-//! unfolded columns and no packing, only a register-blocked kernel. The input
+//! unfolded columns and no packing, only a register-blocked kernel (six
+//! output rows by 16 positions, or by 32 on AVX-512). The input
 //! gradient is the same product (the flipped, transposed filter over the
 //! padded output gradient) and the weight gradient its dot-product twin.
 //!
@@ -22,8 +23,8 @@
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
-    __m256, _mm_add_ps, _mm_cvtss_f32, _mm_hadd_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps,
-    _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    __m256, __m512, _mm_add_ps, _mm_cvtss_f32, _mm_hadd_ps, _mm256_castps256_ps128, _mm256_extractf128_ps,
+    _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
 };
 use std::cell::RefCell;
 
@@ -39,10 +40,11 @@ use lanes::{
 };
 
 use crate::gemm::Isa;
+use crate::simd::Vector;
 
-/// Outputs per block of the product: two 8-lane registers.
-const QB: usize = 8 * XR;
-const XR: usize = 2;
+/// Outputs per block of the product: two 8-lane registers, or one
+/// 16-lane register (two blocks go at once on AVX-512, `product_blocks`).
+const QB: usize = 16;
 /// Output rows (channels) per block of the product: 12 accumulators.
 const MB: usize = 6;
 /// Filters × taps per block of the weight gradient: 12 accumulators, 3
@@ -67,8 +69,8 @@ const LANES_TAPS: usize = 1024;
 /// How a product's filter is packed, and so which kernel runs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
-    /// Blocks of MB output rows; QB positions of the padded width at a time
-    /// (`product_block`).
+    /// Blocks of MB output rows; QB positions of the padded width at a time,
+    /// or two QB on AVX-512 (`product_blocks`).
     Rows,
     /// Groups of LANES output rows across the lanes; the kept positions
     /// only, NQ at a time (`lanes_block`).
@@ -240,14 +242,14 @@ struct Product<'a> {
 /// `blocks` are scratch.
 fn product(p: Product, out: &mut [f32], (wide, blocks): (&mut Vec<f32>, &mut Blocks)) {
     match Layout::of(p.rows, p.geo, p.crop) {
-        Layout::Rows => rows_product(p, out, wide),
+        Layout::Rows => rows_product(isa(), p, out, wide),
         Layout::Lanes => lanes_product(isa(), p, out, (wide, blocks)),
     }
 }
 
-/// `product` in `Layout::Rows`: every position of the padded width, stored
-/// in `wide` a band at a time, then cropped.
-fn rows_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
+/// `product` in `Layout::Rows` on the vectors of `isa`: every position of
+/// the padded width, stored in `wide` a band at a time, then cropped.
+fn rows_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
     let Product { packed, rows, src, geo, crop, epilogue } = p;
     let Crop { top, left, height, width } = crop;
     let taps = geo.taps();
@@ -280,14 +282,8 @@ fn rows_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
             let pass_taps = c0 * area * MB..(c0 + planes) * area * MB;
             for (block, a) in packed.chunks_exact(MB * taps).enumerate() {
                 let a = &a[pass_taps.clone()];
-                for q in (0..count).step_by(QB) {
-                    // SAFETY: the CPU has AVX2 and FMA (`applies`); `a` holds MB
-                    // values per tap of the pass; reads end below start +
-                    // height·cols rounded up to QB, plus offset(last tap), within
-                    // src (asserted); the block's MB rows of QB values fit in `part`.
-                    let out = &mut part[block * MB * stride + q..];
-                    unsafe { product_block(a, src, pass, first + q, out, stride, c0 > 0) };
-                }
+                let out = &mut part[block * MB * stride..];
+                product_blocks(isa, a, src, pass, (first, count), (out, stride), c0 > 0);
             }
         }
     };
@@ -310,47 +306,123 @@ fn rows_product(p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
     }
 }
 
-/// One MB × QB block of the product, written to (or, with `add`, added
-/// to) `wide[i·stride ..][..QB]`.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn product_block(a: &[f32], src: &[f32], geo: Source, start: usize, wide: &mut [f32], stride: usize, add: bool) {
-    let mut acc = [[_mm256_setzero_ps(); XR]; MB];
-    if add {
-        for (i, acc) in acc.iter_mut().enumerate() {
-            for (v, value) in acc.iter_mut().enumerate() {
-                // SAFETY: `wide` holds MB rows of QB = 8·XR values, `stride` apart.
-                *value = unsafe { _mm256_loadu_ps(wide.as_ptr().add(i * stride + 8 * v)) };
-            }
+/// The MB × `count` products of one block of output rows from `start`
+/// (`count` a multiple of QB), written to (or, with `add`, added to)
+/// `wide[i·stride + q]`, on the vectors of `isa`. Each value is the same
+/// chain of multiply-adds over the taps whatever the width.
+#[allow(clippy::too_many_arguments)]
+fn product_blocks(
+    isa: Isa,
+    a: &[f32],
+    src: &[f32],
+    geo: Source,
+    (start, count): (usize, usize),
+    (wide, stride): (&mut [f32], usize),
+    add: bool,
+) {
+    // SAFETY: `isa` runs on this CPU (`Isa::detect`); the caller's bounds —
+    // reads end below start + count + offset(last tap), within src; the MB
+    // rows of `count` values, `stride` apart, lie in `wide`; `a` holds MB
+    // values per tap.
+    unsafe {
+        match isa {
+            Isa::Avx512 => product_blocks_avx512(a, src, geo, (start, count), (wide, stride), add),
+            Isa::Avx2 => product_blocks_avx2(a, src, geo, (start, count), (wide, stride), add),
         }
     }
-    let mut x = [_mm256_setzero_ps(); XR];
-    let mut w = a.as_ptr();
-    for c in 0..geo.planes {
-        for ky in 0..geo.kernel {
-            // SAFETY (this block): see the caller; every read stays below
-            // start + offset(last tap) + QB.
-            unsafe {
+}
+
+/// `product_blocks` on AVX-512: two blocks of QB at a time, so that each
+/// broadcast filter value feeds two multiply-adds.
+#[target_feature(enable = "avx512f")]
+unsafe fn product_blocks_avx512(
+    a: &[f32],
+    src: &[f32],
+    geo: Source,
+    (start, count): (usize, usize),
+    (wide, stride): (&mut [f32], usize),
+    add: bool,
+) {
+    let mut q = 0;
+    // SAFETY (each call): `product_blocks`' bounds.
+    unsafe {
+        while q + 2 * QB <= count {
+            product_block::<__m512, 2>(a, src, geo, start + q, &mut wide[q..], stride, add);
+            q += 2 * QB;
+        }
+        if q < count {
+            product_block::<__m512, 1>(a, src, geo, start + q, &mut wide[q..], stride, add);
+        }
+    }
+}
+
+/// `product_blocks` on AVX2: one block of QB (two 8-lane registers) at a time.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn product_blocks_avx2(
+    a: &[f32],
+    src: &[f32],
+    geo: Source,
+    (start, count): (usize, usize),
+    (wide, stride): (&mut [f32], usize),
+    add: bool,
+) {
+    for q in (0..count).step_by(QB) {
+        // SAFETY: `product_blocks`' bounds.
+        unsafe { product_block::<__m256, 2>(a, src, geo, start + q, &mut wide[q..], stride, add) };
+    }
+}
+
+/// One block of MB output rows by `XR` vectors of positions, written to
+/// (or, with `add`, added to) `wide[i·stride ..]`.
+///
+/// # Safety
+/// `V` is a vector of the calling function's instruction set; `src` holds
+/// start + offset(last tap) + XR·LANES values, `wide` MB rows of XR·LANES
+/// values `stride` apart, `a` MB values per tap.
+#[inline(always)]
+unsafe fn product_block<V: Vector, const XR: usize>(
+    a: &[f32],
+    src: &[f32],
+    geo: Source,
+    start: usize,
+    wide: &mut [f32],
+    stride: usize,
+    add: bool,
+) {
+    let lanes = V::LANES;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut acc = [[V::zero(); XR]; MB];
+        if add {
+            for (i, acc) in acc.iter_mut().enumerate() {
+                for (v, value) in acc.iter_mut().enumerate() {
+                    *value = V::load(wide.as_ptr().add(i * stride + lanes * v));
+                }
+            }
+        }
+        let mut x = [V::zero(); XR];
+        let mut w = a.as_ptr();
+        for c in 0..geo.planes {
+            for ky in 0..geo.kernel {
                 let row = src.as_ptr().add(start + c * geo.plane() + ky * geo.dilation * geo.cols);
                 for kx in 0..geo.kernel {
                     for (v, xv) in x.iter_mut().enumerate() {
-                        *xv = _mm256_loadu_ps(row.add(kx * geo.dilation + 8 * v));
+                        *xv = V::load(row.add(kx * geo.dilation + lanes * v));
                     }
                     for (i, acc) in acc.iter_mut().enumerate() {
-                        let wi = _mm256_set1_ps(*w.add(i));
+                        let wi = V::splat(*w.add(i));
                         for v in 0..XR {
-                            acc[v] = _mm256_fmadd_ps(wi, x[v], acc[v]);
+                            acc[v] = V::fmadd(wi, x[v], acc[v]);
                         }
                     }
                     w = w.add(MB);
                 }
             }
         }
-    }
-    for (i, acc) in acc.iter().enumerate() {
-        let out = &mut wide[i * stride..i * stride + QB];
-        for (v, &value) in acc.iter().enumerate() {
-            // SAFETY: `out` holds QB = 8·XR values.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * v), value) };
+        for (i, acc) in acc.iter().enumerate() {
+            for (v, &value) in acc.iter().enumerate() {
+                V::store(wide.as_mut_ptr().add(i * stride + lanes * v), value);
+            }
         }
     }
 }
@@ -447,7 +519,7 @@ pub fn input_gradient_image(packed: &[f32], filters: usize, grad: &[f32], win: W
         geo.fill(grad, (win.out_height(), win.out_width()), (margin, margin), source);
         let epilogue = Epilogue::default();
         let p = Product { packed, rows: win.channels, src: &source.values, geo, crop, epilogue };
-        rows_product(p, dx, wide);
+        rows_product(isa(), p, dx, wide);
     });
 }
 

@@ -91,8 +91,8 @@ fn direct_convolution_matches_the_reference_loops() {
     assert!(chosen.contains(&Layout::Rows) && chosen.contains(&Layout::Lanes), "{chosen:?}");
 }
 
-/// Every product in both layouts, whichever `Layout::of` picks, and the
-/// lanes layout on every instruction set this CPU has: the same bits.
+/// Every product in both layouts, whichever `Layout::of` picks, on every
+/// instruction set this CPU has: the same bits.
 /// Small images with few and many output rows, one channel and many,
 /// padding, dilation, a crop (the input gradient's). One `Blocks` serves
 /// every product, as a thread's does, so it must notice each new geometry.
@@ -124,8 +124,9 @@ fn both_layouts_give_the_same_bits() {
             let mut source = Padded::default();
             geo.fill(image, size, (margin, margin), &mut source);
             let a = |m: usize, r: usize| w[(m * geo.taps() + r) % w.len()];
-            let runs = std::iter::once((Layout::Rows, None))
-                .chain(Isa::available().into_iter().map(|isa| (Layout::Lanes, Some(isa))))
+            let runs = [Layout::Rows, Layout::Lanes]
+                .into_iter()
+                .flat_map(|layout| Isa::available().into_iter().map(move |isa| (layout, isa)))
                 .collect::<Vec<_>>();
             let outputs: Vec<Vec<f32>> = runs
                 .iter()
@@ -137,9 +138,9 @@ fn both_layouts_give_the_same_bits() {
                     let bias: Vec<f32> = (0..rows).map(|m| m as f32 / 8.0).collect();
                     let epilogue = Epilogue { bias: Some(&bias), relu: rows % 2 == 1 };
                     let product = Product { packed, rows, src: &source.values, geo, crop, epilogue };
-                    match isa {
-                        None => rows_product(product, &mut out, &mut wide),
-                        Some(isa) => lanes_product(isa, product, &mut out, (&mut wide, &mut blocks)),
+                    match layout {
+                        Layout::Rows => rows_product(isa, product, &mut out, &mut wide),
+                        Layout::Lanes => lanes_product(isa, product, &mut out, (&mut wide, &mut blocks)),
                     }
                     out
                 })
