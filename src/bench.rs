@@ -83,12 +83,8 @@ pub fn run(
     let mut rates = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let mut taken = 0usize;
-        let go_on = |steps| {
-            taken = steps;
-            t.elapsed().as_secs_f64() < min_seconds / 5.0 || steps < 3
-        };
-        trainer.step_while(&x, &y, batch, lr, go_on).map_err(BenchError::Train)?;
+        let go_on = |steps| t.elapsed().as_secs_f64() < min_seconds / 5.0 || steps < 3;
+        let taken = trainer.step_while(&x, &y, batch, lr, go_on).map_err(BenchError::Train)?;
         rates.push((taken * batch) as f64 / t.elapsed().as_secs_f64());
     }
     let (infer_compile_ms, infer_latency_us) = inference(model, backend, min_seconds, &mut rng)?;

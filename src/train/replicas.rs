@@ -38,6 +38,10 @@ use crate::pipeline;
 /// otherwise depend on the machine).
 pub const REPLICAS: usize = 2;
 
+/// The most steps `step_while` plans for one replicated epoch: its
+/// learning rates and batch order are planned in full.
+const BENCH_EPOCH_STEPS: usize = 1024;
+
 /// Multiply-adds of a replica's step (forward, and twice that backward)
 /// below which splitting it costs more than it gains.
 const MIN_STEP_MACS: u64 = 4_000_000;
@@ -136,8 +140,10 @@ fn in_scopes<'a>(
 
 impl Trainer {
     /// Optimizer steps on one batch for as long as `go_on(steps taken)`
-    /// holds, each taken as `fit_epoch` takes it (split over the replicas
-    /// where they apply); returns the last loss. What `nnc bench` measures.
+    /// holds, taken as `fit_epoch` takes them: where every step replicates,
+    /// in replicated epochs over the batch again and again (a few steps may
+    /// run after `go_on` says stop, while the replicas hear it), else one by
+    /// one. Returns how many steps ran. What `nnc bench` measures.
     pub fn step_while(
         &mut self,
         x: &[f32],
@@ -145,16 +151,53 @@ impl Trainer {
         rows: usize,
         lr: f64,
         mut go_on: impl FnMut(usize) -> bool,
-    ) -> Result<f64, TrainError> {
+    ) -> Result<usize, TrainError> {
         if let Some(replicas) = self.replicas.as_mut() {
             replicas.unsync();
         }
-        let (mut loss, mut steps) = (f64::NAN, 0);
+        let mut steps = 0;
+        if self.replicates_epoch(rows, rows) {
+            steps = self.replicated_steps_while(x, y, rows, lr, &mut go_on)?;
+        }
         while go_on(steps) {
-            loss = self.step_as_fitted(x, y, rows, lr)?;
+            self.step_as_fitted(x, y, rows, lr)?;
             steps += 1;
         }
-        Ok(loss)
+        Ok(steps)
+    }
+
+    /// `step_while`'s replicated epochs, each twice as long as the one
+    /// before (up to `BENCH_EPOCH_STEPS`), until `go_on` says stop or a
+    /// loss is not finite (the steps then go on one by one, as they did).
+    fn replicated_steps_while(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        rows: usize,
+        lr: f64,
+        go_on: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<usize, TrainError> {
+        let batch = Dataset {
+            rows,
+            width: x.len() / rows,
+            x: x.to_vec(),
+            target_width: y.len() / rows,
+            y: y.to_vec(),
+            columns: Vec::new(),
+        };
+        let (mut steps, mut epoch_steps) = (0, 1);
+        while go_on(steps) {
+            let order: Vec<usize> = (0..epoch_steps).flat_map(|_| 0..rows).collect();
+            let lrs = vec![lr; epoch_steps];
+            let mut after_step = |step: usize, _, _| go_on(steps + step + 1);
+            let (stopped, ran) = self.epoch_replicated(&batch, &order, rows, &lrs, &mut after_step)?;
+            steps += ran;
+            if matches!(stopped, Some(Stopped::NonFinite { .. })) {
+                break;
+            }
+            epoch_steps = (2 * epoch_steps).min(BENCH_EPOCH_STEPS);
+        }
+        Ok(steps)
     }
 
     /// A step on all `rows` rows of a batch as `fit_epoch` takes it: over the
@@ -471,112 +514,4 @@ const REPORTS_AT_ONCE: usize = 16;
 const REPORT_AT_LEAST_EVERY: Duration = Duration::from_millis(50);
 
 #[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-    use crate::data::{self, RowSpec, Scaler};
-    use crate::pipeline::check_source;
-
-    /// A convolutional model with batch normalisation, dropout and Adam
-    /// that replicates, and 314 rows of the digits (the last batch of 26).
-    fn model_and_rows(lr: &str) -> (crate::check::CheckedModel, Dataset) {
-        let source = format!(
-            "model split {{
-            input image: [1, 8, 8]
-            target digit: class(10)
-            image |> conv2d(16, kernel = 3, padding = 1, bias = false) |> batchnorm |> relu
-                |> conv2d(16, kernel = 3, padding = 1) |> relu |> maxpool(2)
-                |> flatten |> dense(32) |> relu |> dropout(0.2) |> dense(10) => logits
-            loss = cross_entropy(logits, digit)
-            train {{ data = builtin(\"digits\") scale = 16 optimizer = adam(lr = {lr}) batch = 32 seed = 5 }}
-        }}"
-        );
-        let mut checked = check_source("split.nn", &source);
-        assert!(!checked.has_errors(), "{:?}", checked.diags);
-        let model = checked.models.remove(0);
-        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-        let mut train =
-            data::load(model.train.data.as_ref().expect("data"), &models, &RowSpec::of(&model)).expect("loads").train;
-        Scaler::fit(model.train.preprocess, &train).apply(&mut train);
-        let rows = train.select(&(0..314).collect::<Vec<_>>());
-        (model, rows)
-    }
-
-    fn trainer(model: &crate::check::CheckedModel) -> Trainer {
-        let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
-        trainer.track_health();
-        trainer
-    }
-
-    fn bits(trainer: &Trainer) -> Vec<u32> {
-        trainer.params().iter().flatten().map(|v| v.to_bits()).collect()
-    }
-
-    /// An epoch on the replicas, each running all its steps, gives the bits
-    /// of the same batches taken step by step (`step_replicated`): the
-    /// parameters, every step's loss and the epoch's health.
-    #[test]
-    fn a_replicated_epoch_is_its_steps_one_by_one() {
-        let (model, rows) = model_and_rows("0.01");
-        let mut whole = trainer(&model);
-        let (batch, order) = whole.batches(rows.rows, 0);
-        assert!(whole.replicates_epoch(order.len(), batch) && order.len() % batch == 26);
-        let mut losses = Vec::new();
-        let report = whole
-            .fit_epoch_with_progress(&rows, None, None, &mut |_, _, loss| {
-                losses.push(loss);
-                true
-            })
-            .expect("trains");
-
-        let mut stepwise = trainer(&model);
-        let mut batch_rows = rows.select(&[]);
-        let mut expected = Vec::new();
-        stepwise.health.as_mut().expect("tracked").finish_epoch();
-        for chunk in order.chunks(batch) {
-            rows.select_into(chunk, &mut batch_rows);
-            let lr = stepwise.lr_of_step(0, stepwise.steps_done, order.len().div_ceil(batch));
-            expected.push(stepwise.step_replicated(&batch_rows.x, &batch_rows.y, chunk.len(), lr).expect("steps"));
-        }
-        let health = stepwise.health.as_mut().expect("tracked").finish_epoch();
-        assert_eq!(bits(&whole), bits(&stepwise));
-        assert_eq!(
-            losses.iter().map(|l| l.to_bits()).collect::<Vec<_>>(),
-            expected.iter().map(|l| l.to_bits()).collect::<Vec<_>>()
-        );
-        assert_eq!(report.health, Some(health));
-        assert_eq!(whole.steps_done, stepwise.steps_done);
-    }
-
-    /// Asked to stop at its third step's report, a replicated epoch stops
-    /// (every replica at the same step, or at its end: the reports come up
-    /// to sixteen at a time) and the weights go back to where it started; a
-    /// loss that overflows stops it at that step, also restored.
-    #[test]
-    fn a_replicated_epoch_stops_when_asked_and_when_the_loss_overflows() {
-        let (model, rows) = model_and_rows("0.01");
-        let mut trainer = trainer(&model);
-        let before = bits(&trainer);
-        let mut heard = 0;
-        let stopped = trainer.fit_epoch_with_progress(&rows, None, None, &mut |_, _, _| {
-            heard += 1;
-            heard < 3
-        });
-        assert!(matches!(stopped, Err(TrainError::Interrupted { epoch: 1 })), "{stopped:?}");
-        assert_eq!(heard, 3, "no step is reported after the one that stopped");
-        assert_eq!(bits(&trainer), before);
-        // The replicas go on from the restored weights: a whole epoch trains.
-        trainer.fit_epoch(&rows, None, None).expect("trains after the stop");
-        assert_ne!(bits(&trainer), before);
-
-        let (model, rows) = model_and_rows("1e30");
-        let mut trainer = self::trainer(&model);
-        let before = bits(&trainer);
-        match trainer.fit_epoch(&rows, None, None) {
-            Err(TrainError::NonFinite { epoch: 1, step, .. }) => assert!((2..=10).contains(&step), "step {step}"),
-            other => panic!("expected a non-finite loss, got {other:?}"),
-        }
-        assert_eq!(bits(&trainer), before);
-    }
-}
+mod tests;
