@@ -475,12 +475,16 @@ mod tests {
             let exact: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
             assert!((f64::from(out) - exact).abs() <= 1e-6 * exact.max(1.0), "n {n}: {out} vs {exact}");
         }
-        let (channels, spatial) = (7, 100);
-        let mut out = vec![0.0; channels];
-        crate::spatial::nnc_sum_channels(values.as_ptr(), out.as_mut_ptr(), values.len(), channels, spatial);
-        for (f, &o) in out.iter().enumerate() {
-            assert_eq!(o.to_bits(), channel_sum(&values, None, f, channels, spatial).to_bits(), "channel {f}");
+        // Planes of many values, and of one (a dense layer's units, summed row by row).
+        for (channels, spatial) in [(7, 100), (70, 1)] {
+            let mut out = vec![0.0; channels];
+            crate::spatial::nnc_sum_channels(values.as_ptr(), out.as_mut_ptr(), values.len(), channels, spatial);
+            for (f, &o) in out.iter().enumerate() {
+                let alone = channel_sum(&values, None, f, channels, spatial);
+                assert_eq!(o.to_bits(), alone.to_bits(), "channel {f} of {channels}");
+            }
         }
+        let (channels, spatial) = (7, 100);
         // Sums of products in one pass: the bits of storing the products, then summing them.
         let other: Vec<f32> = values.iter().rev().copied().collect();
         let products: Vec<f32> = values.iter().zip(&other).map(|(a, b)| a * b).collect();
@@ -509,7 +513,9 @@ mod tests {
     #[test]
     fn a_channel_sum_and_its_product_sum_in_one_pass_are_each_ones_bits() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for (images, channels, spatial) in [(3, 5, 7), (4, 7, 100), (2, 3, 3000), (32, 16, 784), (64, 4, 33)] {
+        for (images, channels, spatial) in
+            [(3, 5, 7), (4, 7, 100), (2, 3, 3000), (32, 16, 784), (64, 4, 33), (256, 100, 1)]
+        {
             let n = images * channels * spatial;
             let a: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0).collect();
             let b: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 / 300.0 - 1.5).collect();
