@@ -46,7 +46,7 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, chosen: &Columns) -> 
     let mut row_targets = Vec::with_capacity(target_width);
     for (index, line) in lines {
         let line_no = index + 1;
-        let cells: Vec<&str> = line.split(',').collect();
+        let cells: Vec<&str> = cells(line).collect();
         if cells.len() != columns.len() {
             return Err(DataError::new(
                 name,
@@ -82,6 +82,35 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, chosen: &Columns) -> 
     }
     let columns = features.iter().map(|&c| columns[c].to_string()).collect();
     Ok(Dataset { rows, width: spec.features, x, target_width, y, columns })
+}
+
+/// A row's cells, between its commas. A comma is one byte in UTF-8, so
+/// each cut falls between characters; scanning the bytes once is a
+/// sixth of a large CSV's reading faster than `split(',')`, which checks
+/// every match as a character.
+fn cells(line: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(line);
+    std::iter::from_fn(move || {
+        let row = rest?;
+        match row.bytes().position(|b| b == b',') {
+            Some(comma) => {
+                rest = Some(&row[comma + 1..]);
+                Some(&row[..comma])
+            }
+            None => rest.take(),
+        }
+    })
+}
+
+/// A cell of one to seven ASCII digits (pixel values, counts, labels) as
+/// its integer: below 2²⁴, so exactly the float `parse` gives, without the
+/// general decimal parser (which took a third of reading a CSV of pixels).
+fn small_integer(cell: &str) -> Option<f32> {
+    let digits = cell.as_bytes();
+    if digits.is_empty() || digits.len() > 7 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) as f32)
 }
 
 /// A cell without surrounding spaces and one pair of double quotes, as
@@ -203,6 +232,9 @@ fn cell_value(cell: &str, column: &str, name: &str, line_no: usize) -> Result<f3
             "every row needs a number in every column; fill in or drop rows with missing values",
         ));
     }
+    if let Some(value) = small_integer(cell) {
+        return Ok(value);
+    }
     let value: f32 = cell.parse().map_err(|_| {
         DataError::new(
             name,
@@ -224,4 +256,33 @@ fn cell_value(cell: &str, column: &str, name: &str, line_no: usize) -> Result<f3
         ));
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Integers of up to seven digits, leading zeros included, read as the
+    /// general parser reads them, bit for bit; anything else is left to it.
+    #[test]
+    fn small_integers_read_as_the_parser_reads_them() {
+        let numbers = (0..10_000_000u32).step_by(7_919).chain([0, 1, 9, 10, 255, 8_388_607, 8_388_609, 9_999_999]);
+        for n in numbers {
+            for text in [n.to_string(), format!("{n:07}")] {
+                let parsed: f32 = text.parse().expect("a number");
+                assert_eq!(small_integer(&text).map(f32::to_bits), Some(parsed.to_bits()), "{text}");
+            }
+        }
+        for other in ["", "-1", "+1", "1.5", "1e3", "12345678", "0x10", " 1", "１"] {
+            assert_eq!(small_integer(other), None, "{other:?}");
+        }
+    }
+
+    /// Cells between commas, empty ones included, as `split(',')` cuts them.
+    #[test]
+    fn cells_are_cut_at_every_comma() {
+        for line in ["", ",", "a", "a,b", ",a,,b,", "1,\"x\",é,3", "ü,,"] {
+            assert_eq!(cells(line).collect::<Vec<_>>(), line.split(',').collect::<Vec<_>>(), "{line:?}");
+        }
+    }
 }
