@@ -353,6 +353,38 @@ fn file_problems_point_at_the_data_setting() {
     assert_error(code, &err, &["input  x: [3]"]);
 }
 
+/// A CSV of many rows is read in parts side by side: the rows in the
+/// file's order, and of several bad rows the first one reported, whichever
+/// part it is in.
+#[test]
+fn many_rows_read_in_order_and_the_first_bad_one_is_reported() {
+    use nnc::data::{RowSpec, TargetSpecOfRow, parse_csv};
+    let spec = RowSpec {
+        features: 2,
+        targets: vec![TargetSpecOfRow::Real(1)],
+        vocab: None,
+        label_names: vec![],
+        feature_names: vec![],
+    };
+    let row = |i: usize| format!("{i},{}.5,{}\n", 2 * i, i % 3);
+    let good: String = std::iter::once("a,b,y\n".to_string()).chain((0..2000).map(row)).collect();
+    let data = parse_csv(good.as_bytes(), "many.csv", &spec, &Default::default()).expect("reads");
+    assert_eq!(data.rows, 2000);
+    for i in [0, 255, 256, 1999] {
+        assert_eq!((data.x[2 * i], data.x[2 * i + 1], data.y[i]), (i as f32, 2.0 * i as f32 + 0.5, (i % 3) as f32));
+    }
+    // Line 1 is the header: row i is on line i + 2.
+    for (bad, later) in [(1500, 1900), (3, 1000), (300, 301)] {
+        let mut rows: Vec<String> = (0..2000).map(row).collect();
+        rows[bad] = format!("{bad},x,0\n");
+        rows[later] = "1,2\n".to_string();
+        let text: String = std::iter::once("a,b,y\n".to_string()).chain(rows).collect();
+        let e = parse_csv(text.as_bytes(), "many.csv", &spec, &Default::default()).expect_err("a bad row");
+        assert_eq!(e.line, Some(bad + 2), "{e:?}");
+        assert!(e.message.contains("`x` in column `b` is not a number"), "{e:?}");
+    }
+}
+
 /// `csv(…, target = …, features = […])` reads the columns named, in the
 /// order named, wherever the header has them, and ignores the others; a
 /// name the header lacks is an error naming the closest column; `--data`

@@ -4,6 +4,8 @@
 //! other columns are ignored. When the weights' feature columns are known by
 //! name, a header with those names is matched by name, in any order.
 
+use rayon::prelude::*;
+
 use super::{DataError, Dataset, RowSpec};
 use crate::check::Columns;
 use crate::diag::did_you_mean;
@@ -39,49 +41,82 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, chosen: &Columns) -> 
         ));
     }
     let target_width = spec.target_width();
-    let Layout { features, targets: target_columns } = column_layout(&columns, spec, chosen, name)?;
-    let mut x = Vec::new();
-    let mut y = Vec::new();
-    let mut rows = 0;
-    let mut row_targets = Vec::with_capacity(target_width);
-    for (index, line) in lines {
-        let line_no = index + 1;
-        let cells: Vec<&str> = cells(line).collect();
-        if cells.len() != columns.len() {
-            return Err(DataError::new(
-                name,
-                Some(line_no),
-                format!("this row has {} values, the header has {}", cells.len(), columns.len()),
-                "every row needs one value per header column",
-            ));
-        }
-        row_targets.clear();
-        for &c in &features {
-            let value = cell_value(cells[c], columns[c], name, line_no)?;
-            spec.check_feature(value).map_err(|m| {
-                DataError::new(
-                    name,
-                    Some(line_no),
-                    format!("column `{}`: {m}", columns[c]),
-                    "fix the token ids or the embedding's vocab",
-                )
-            })?;
-            x.push(value);
-        }
-        for &c in &target_columns {
-            row_targets.push(cell_value(cells[c], columns[c], name, line_no)?);
-        }
-        spec.check_target(&row_targets).map_err(|m| {
-            DataError::new(name, Some(line_no), m, "fix the label or the model's target type").about_target()
-        })?;
-        y.extend_from_slice(&row_targets);
-        rows += 1;
-    }
+    let Layout { features, targets } = column_layout(&columns, spec, chosen, name)?;
+    let lines: Vec<(usize, &str)> = lines.collect();
+    let rows = lines.len();
     if rows == 0 {
         return Err(DataError::about_file(name, None, "the file has a header but no rows", "add one row per sample"));
     }
+    let table = Table { name, spec, columns: &columns, features: &features, targets: &targets };
+    // Parts of the rows parsed side by side; the first error in the file's
+    // order is the one reported, as when reading them one by one.
+    let parts: Vec<_> = lines.par_chunks(ROWS_PER_PART).map(|part| table.parse(part)).collect();
+    let (mut x, mut y) = (Vec::with_capacity(rows * spec.features), Vec::with_capacity(rows * target_width));
+    for part in parts {
+        let (part_x, part_y) = part?;
+        x.extend_from_slice(&part_x);
+        y.extend_from_slice(&part_y);
+    }
     let columns = features.iter().map(|&c| columns[c].to_string()).collect();
     Ok(Dataset { rows, width: spec.features, x, target_width, y, columns })
+}
+
+/// Rows per part of a CSV parsed on one of rayon's threads.
+const ROWS_PER_PART: usize = 256;
+
+/// What reading a row needs: the file's name (for errors), the model's
+/// row spec, the header, and which columns are features and targets.
+struct Table<'a> {
+    name: &'a str,
+    spec: &'a RowSpec,
+    columns: &'a [&'a str],
+    features: &'a [usize],
+    targets: &'a [usize],
+}
+
+impl Table<'_> {
+    /// The features and targets of `lines` (numbered from 0), row after
+    /// row, or the first line's error.
+    fn parse(&self, lines: &[(usize, &str)]) -> Result<(Vec<f32>, Vec<f32>), DataError> {
+        let Table { name, spec, columns, features, targets } = *self;
+        let mut x = Vec::with_capacity(lines.len() * features.len());
+        let mut y = Vec::with_capacity(lines.len() * spec.target_width());
+        let (mut cells_of_row, mut row_targets) = (Vec::with_capacity(columns.len()), Vec::new());
+        for &(index, line) in lines {
+            let line_no = index + 1;
+            cells_of_row.clear();
+            cells_of_row.extend(cells(line));
+            if cells_of_row.len() != columns.len() {
+                return Err(DataError::new(
+                    name,
+                    Some(line_no),
+                    format!("this row has {} values, the header has {}", cells_of_row.len(), columns.len()),
+                    "every row needs one value per header column",
+                ));
+            }
+            row_targets.clear();
+            for &c in features {
+                let value = cell_value(cells_of_row[c], columns[c], name, line_no)?;
+                spec.check_feature(value).map_err(|m| {
+                    DataError::new(
+                        name,
+                        Some(line_no),
+                        format!("column `{}`: {m}", columns[c]),
+                        "fix the token ids or the embedding's vocab",
+                    )
+                })?;
+                x.push(value);
+            }
+            for &c in targets {
+                row_targets.push(cell_value(cells_of_row[c], columns[c], name, line_no)?);
+            }
+            spec.check_target(&row_targets).map_err(|m| {
+                DataError::new(name, Some(line_no), m, "fix the label or the model's target type").about_target()
+            })?;
+            y.extend_from_slice(&row_targets);
+        }
+        Ok((x, y))
+    }
 }
 
 /// A row's cells, between its commas. A comma is one byte in UTF-8, so
