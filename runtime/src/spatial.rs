@@ -225,7 +225,8 @@ pub extern "C" fn nnc_sum_product_channels(
 
 /// Each channel's sum of `a` and sum of its products with `b`, in one pass
 /// over them: batch normalisation's backward pass reads its incoming
-/// gradient once for both (β's gradient and γ's). The bits of
+/// gradient once for both (β's gradient and γ's); channels of one value a
+/// row (a dense layer's) take a pass each, row by row. The bits of
 /// `nnc_sum_channels` and `nnc_sum_product_channels`.
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_sum_and_product_channels(
