@@ -1,6 +1,8 @@
 //! A JIT training step performs no heap allocation of its own: the only
 //! allocations are matrixmultiply's packing buffers, one per matrix product
-//! that goes through sgemm. (The counting allocator needs `unsafe`.)
+//! that goes through sgemm. Reading a CSV allocates for the values it
+//! parses, not for the rows its line count suggests. (The counting
+//! allocator needs `unsafe`.)
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -12,11 +14,14 @@ use nnc::train::{Backend, Trainer};
 struct Counting;
 
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+/// The largest single allocation, in bytes, since it was last reset.
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards to the system allocator, only counting calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -120,4 +125,28 @@ fn an_mlp_step_allocates_only_inside_sgemm() {
         let per_step = allocations_per_step(MLP, rows);
         assert!(per_step <= 3 * 5, "batch {rows}: {per_step} allocations per step");
     }
+}
+
+/// Reading a CSV reserves memory for the values it parses, not for as many
+/// rows as the file has lines: a wide header over many short, bad lines
+/// is an error at its first line, with no allocation much larger than
+/// the text (room for 5,000 rows of 1,999 values would be 40 MB).
+#[test]
+fn a_csv_of_short_bad_lines_allocates_for_its_text_only() {
+    use nnc::data::{RowSpec, TargetSpecOfRow, parse_csv};
+    let _counting = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = RowSpec {
+        features: 1999,
+        targets: vec![TargetSpecOfRow::Real(1)],
+        vocab: None,
+        label_names: vec![],
+        feature_names: vec![],
+    };
+    let header = (0..2000).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",");
+    let text = format!("{header}\n{}", "1\n".repeat(5000));
+    LARGEST.store(0, Ordering::Relaxed);
+    let e = parse_csv(text.as_bytes(), "wide.csv", &spec, &Default::default()).expect_err("short rows");
+    assert_eq!(e.line, Some(2), "{e:?}");
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!(largest <= 16 * text.len(), "an allocation of {largest} bytes for a text of {}", text.len());
 }

@@ -50,13 +50,12 @@ pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, chosen: &Columns) -> 
     let table = Table { name, spec, columns: &columns, features: &features, targets: &targets };
     // Parts of the rows parsed side by side; the first error in the file's
     // order is the one reported, as when reading them one by one.
-    let parts: Vec<_> = lines.par_chunks(ROWS_PER_PART).map(|part| table.parse(part)).collect();
-    let (mut x, mut y) = (Vec::with_capacity(rows * spec.features), Vec::with_capacity(rows * target_width));
-    for part in parts {
-        let (part_x, part_y) = part?;
-        x.extend_from_slice(&part_x);
-        y.extend_from_slice(&part_y);
-    }
+    // Memory follows the values parsed, never the count of lines (a long
+    // file of short, bad lines must not reserve room for whole rows).
+    let parts = lines.par_chunks(ROWS_PER_PART).map(|part| table.parse(part)).collect::<Vec<_>>();
+    let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let x = parts.iter().map(|(x, _)| x.as_slice()).collect::<Vec<_>>().concat();
+    let y = parts.iter().map(|(_, y)| y.as_slice()).collect::<Vec<_>>().concat();
     let columns = features.iter().map(|&c| columns[c].to_string()).collect();
     Ok(Dataset { rows, width: spec.features, x, target_width, y, columns })
 }
@@ -79,8 +78,7 @@ impl Table<'_> {
     /// row, or the first line's error.
     fn parse(&self, lines: &[(usize, &str)]) -> Result<(Vec<f32>, Vec<f32>), DataError> {
         let Table { name, spec, columns, features, targets } = *self;
-        let mut x = Vec::with_capacity(lines.len() * features.len());
-        let mut y = Vec::with_capacity(lines.len() * spec.target_width());
+        let (mut x, mut y) = (Vec::new(), Vec::new());
         let (mut cells_of_row, mut row_targets) = (Vec::with_capacity(columns.len()), Vec::new());
         for &(index, line) in lines {
             let line_no = index + 1;
