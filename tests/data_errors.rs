@@ -353,19 +353,24 @@ fn file_problems_point_at_the_data_setting() {
     assert_error(code, &err, &["input  x: [3]"]);
 }
 
+/// Rows of two features and one real target, as `parse_csv` takes them.
+fn two_features_and_a_real_target() -> nnc::data::RowSpec {
+    nnc::data::RowSpec {
+        features: 2,
+        targets: vec![nnc::data::TargetSpecOfRow::Real(1)],
+        vocab: None,
+        label_names: vec![],
+        feature_names: vec![],
+    }
+}
+
 /// A CSV of many rows is read in parts side by side: the rows in the
 /// file's order, and of several bad rows the first one reported, whichever
 /// part it is in.
 #[test]
 fn many_rows_read_in_order_and_the_first_bad_one_is_reported() {
-    use nnc::data::{RowSpec, TargetSpecOfRow, parse_csv};
-    let spec = RowSpec {
-        features: 2,
-        targets: vec![TargetSpecOfRow::Real(1)],
-        vocab: None,
-        label_names: vec![],
-        feature_names: vec![],
-    };
+    use nnc::data::parse_csv;
+    let spec = two_features_and_a_real_target();
     let row = |i: usize| format!("{i},{}.5,{}\n", 2 * i, i % 3);
     let good: String = std::iter::once("a,b,y\n".to_string()).chain((0..2000).map(row)).collect();
     let data = parse_csv(good.as_bytes(), "many.csv", &spec, &Default::default()).expect("reads");
@@ -392,14 +397,8 @@ fn many_rows_read_in_order_and_the_first_bad_one_is_reported() {
 #[test]
 fn columns_are_chosen_by_name() {
     use nnc::check::Columns;
-    use nnc::data::{RowSpec, TargetSpecOfRow, parse_csv};
-    let spec = RowSpec {
-        features: 2,
-        targets: vec![TargetSpecOfRow::Real(1)],
-        vocab: None,
-        label_names: vec![],
-        feature_names: vec![],
-    };
+    use nnc::data::parse_csv;
+    let spec = two_features_and_a_real_target();
     let chosen = Columns { target: vec!["price".into()], features: vec!["b".into(), "a".into()], ..Columns::default() };
     let csv = b"id,a,price,b,year\n1,10,500,20,2020\n2,11,600,21,2021\n";
     let data = parse_csv(csv, "sales.csv", &spec, &chosen).expect("columns found");

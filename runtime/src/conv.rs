@@ -43,7 +43,7 @@ use crate::gemm::Isa;
 use crate::simd::Vector;
 
 /// Outputs per block of the product: two 8-lane registers, or one
-/// 16-lane register (two blocks go at once on AVX-512, `product_blocks`).
+/// 16-lane register (two blocks go at once on AVX-512, `product_blocks_in`).
 const QB: usize = 16;
 /// Output rows (channels) per block of the product: 12 accumulators.
 const MB: usize = 6;
@@ -70,7 +70,7 @@ const LANES_TAPS: usize = 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
     /// Blocks of MB output rows; QB positions of the padded width at a time,
-    /// or two QB on AVX-512 (`product_blocks`).
+    /// or two QB on AVX-512 (`product_blocks_in`).
     Rows,
     /// Groups of LANES output rows across the lanes; the kept positions
     /// only, NQ at a time (`lanes_block`).
@@ -282,8 +282,8 @@ fn rows_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
             let pass_taps = c0 * area * MB..(c0 + planes) * area * MB;
             for (block, a) in packed.chunks_exact(MB * taps).enumerate() {
                 let a = &a[pass_taps.clone()];
-                let out = &mut part[block * MB * stride..];
-                product_blocks(isa, a, src, pass, (first, count), (out, stride), c0 > 0);
+                let row_block = RowBlock { a, src, geo: pass, start: first, count, stride, add: c0 > 0 };
+                product_blocks(isa, row_block, &mut part[block * MB * stride..]);
             }
         }
     };
@@ -306,89 +306,80 @@ fn rows_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
     }
 }
 
-/// The MB × `count` products of one block of output rows from `start`
-/// (`count` a multiple of QB), written to (or, with `add`, added to)
-/// `wide[i·stride + q]`, on the vectors of `isa`. Each value is the same
-/// chain of multiply-adds over the taps whatever the width.
-#[allow(clippy::too_many_arguments)]
-fn product_blocks(
-    isa: Isa,
-    a: &[f32],
-    src: &[f32],
+/// One block of MB output rows of a `rows_product` band pass: the pass's
+/// filter values (`a`, MB a tap), its source and where the block's
+/// products go (`count` positions from `start`, a multiple of QB; the rows
+/// `stride` apart in `wide`), added to what is there when `add`.
+#[derive(Clone, Copy)]
+struct RowBlock<'a> {
+    a: &'a [f32],
+    src: &'a [f32],
     geo: Source,
-    (start, count): (usize, usize),
-    (wide, stride): (&mut [f32], usize),
+    start: usize,
+    count: usize,
+    stride: usize,
     add: bool,
-) {
-    // SAFETY: `isa` runs on this CPU (`Isa::detect`); the caller's bounds —
-    // reads end below start + count + offset(last tap), within src; the MB
-    // rows of `count` values, `stride` apart, lie in `wide`; `a` holds MB
-    // values per tap.
+}
+
+/// The products of `block` on the vectors of `isa`. Each value is the
+/// same chain of multiply-adds over the taps whatever the width.
+fn product_blocks(isa: Isa, block: RowBlock, wide: &mut [f32]) {
+    // SAFETY: `isa` runs on this CPU (`Isa::detect`); `rows_product` checks
+    // the bounds — reads end below start + count + offset(last tap), within
+    // src; the MB rows of `count` values, `stride` apart, lie in `wide`.
     unsafe {
         match isa {
-            Isa::Avx512 => product_blocks_avx512(a, src, geo, (start, count), (wide, stride), add),
-            Isa::Avx2 => product_blocks_avx2(a, src, geo, (start, count), (wide, stride), add),
+            Isa::Avx512 => product_blocks_avx512(block, wide),
+            Isa::Avx2 => product_blocks_avx2(block, wide),
         }
     }
 }
 
-/// `product_blocks` on AVX-512: two blocks of QB at a time, so that each
-/// broadcast filter value feeds two multiply-adds.
 #[target_feature(enable = "avx512f")]
-unsafe fn product_blocks_avx512(
-    a: &[f32],
-    src: &[f32],
-    geo: Source,
-    (start, count): (usize, usize),
-    (wide, stride): (&mut [f32], usize),
-    add: bool,
-) {
-    let mut q = 0;
-    // SAFETY (each call): `product_blocks`' bounds.
-    unsafe {
-        while q + 2 * QB <= count {
-            product_block::<__m512, 2>(a, src, geo, start + q, &mut wide[q..], stride, add);
-            q += 2 * QB;
-        }
-        if q < count {
-            product_block::<__m512, 1>(a, src, geo, start + q, &mut wide[q..], stride, add);
-        }
-    }
+unsafe fn product_blocks_avx512(block: RowBlock, wide: &mut [f32]) {
+    // SAFETY: `product_blocks`' contract.
+    unsafe { product_blocks_in::<__m512>(block, wide) }
 }
 
-/// `product_blocks` on AVX2: one block of QB (two 8-lane registers) at a time.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn product_blocks_avx2(
-    a: &[f32],
-    src: &[f32],
-    geo: Source,
-    (start, count): (usize, usize),
-    (wide, stride): (&mut [f32], usize),
-    add: bool,
-) {
-    for q in (0..count).step_by(QB) {
-        // SAFETY: `product_blocks`' bounds.
-        unsafe { product_block::<__m256, 2>(a, src, geo, start + q, &mut wide[q..], stride, add) };
+unsafe fn product_blocks_avx2(block: RowBlock, wide: &mut [f32]) {
+    // SAFETY: `product_blocks`' contract.
+    unsafe { product_blocks_in::<__m256>(block, wide) }
+}
+
+/// `product_blocks` in vectors `V`: two registers of positions at a time
+/// (16 on AVX2, a block of QB; 32 on AVX-512), so that each broadcast
+/// filter value feeds two multiply-adds, then one register for what is
+/// left (a last QB on AVX-512).
+///
+/// # Safety
+/// As `product_blocks`, in a function compiled for `V`'s instruction set.
+#[inline(always)]
+unsafe fn product_blocks_in<V: Vector>(block: RowBlock, wide: &mut [f32]) {
+    let pair = 2 * V::LANES;
+    let mut q = 0;
+    // SAFETY (each call): the caller's bounds.
+    unsafe {
+        while q + pair <= block.count {
+            product_block::<V, 2>(block, q, &mut wide[q..]);
+            q += pair;
+        }
+        if q < block.count {
+            product_block::<V, 1>(block, q, &mut wide[q..]);
+        }
     }
 }
 
-/// One block of MB output rows by `XR` vectors of positions, written to
-/// (or, with `add`, added to) `wide[i·stride ..]`.
+/// The MB rows of `block` at `XR` vectors of positions from its position
+/// `q`, written to (or, with `add`, added to) `wide[i·stride ..]`.
 ///
 /// # Safety
 /// `V` is a vector of the calling function's instruction set; `src` holds
-/// start + offset(last tap) + XR·LANES values, `wide` MB rows of XR·LANES
-/// values `stride` apart, `a` MB values per tap.
+/// start + q + offset(last tap) + XR·LANES values, `wide` MB rows of
+/// XR·LANES values `stride` apart, `a` MB values per tap.
 #[inline(always)]
-unsafe fn product_block<V: Vector, const XR: usize>(
-    a: &[f32],
-    src: &[f32],
-    geo: Source,
-    start: usize,
-    wide: &mut [f32],
-    stride: usize,
-    add: bool,
-) {
+unsafe fn product_block<V: Vector, const XR: usize>(block: RowBlock, q: usize, wide: &mut [f32]) {
+    let RowBlock { a, src, geo, start, stride, add, .. } = block;
     let lanes = V::LANES;
     // SAFETY: the caller's contract.
     unsafe {
@@ -404,7 +395,7 @@ unsafe fn product_block<V: Vector, const XR: usize>(
         let mut w = a.as_ptr();
         for c in 0..geo.planes {
             for ky in 0..geo.kernel {
-                let row = src.as_ptr().add(start + c * geo.plane() + ky * geo.dilation * geo.cols);
+                let row = src.as_ptr().add(start + q + c * geo.plane() + ky * geo.dilation * geo.cols);
                 for kx in 0..geo.kernel {
                     for (v, xv) in x.iter_mut().enumerate() {
                         *xv = V::load(row.add(kx * geo.dilation + lanes * v));
