@@ -42,6 +42,9 @@ pub struct Emitter<'a, 'b> {
     pub parts: HashMap<ValueId, FuncRef>,
     /// In an element-wise loop over channels' planes: the current row's channel.
     pub channel: Option<Value>,
+    /// In an element-wise loop's body: the values computed so far at the
+    /// current element (a joined loop's roots read earlier roots from here).
+    pub computed: HashMap<ValueId, Value>,
 }
 
 /// How an element-wise kernel is laid out: `rows × cols` values, the
@@ -174,18 +177,18 @@ impl Emitter<'_, '_> {
 
     pub fn kernel(&mut self, kernel: &Kernel) {
         match kernel {
-            Kernel::Elementwise { root } => match self.parts.get(root).copied() {
+            Kernel::Elementwise { roots } => match self.parts.get(&roots[0]).copied() {
                 Some(part) => {
-                    let (units, align) = Layout::of(self.graph, self.plan, *root).units();
+                    let (units, align) = Layout::of(self.graph, self.plan, roots[0]).units();
                     let f = self.b.ins().func_addr(PTR, part);
                     let (units, align) = (self.imm(units), self.imm(align));
                     let Args { store, scratch, input, target, hyper } = self.args;
                     self.call("nnc_parallel_parts", &[f, store, scratch, input, target, hyper, units, align]);
                 }
                 None => {
-                    let (units, _) = Layout::of(self.graph, self.plan, *root).units();
+                    let (units, _) = Layout::of(self.graph, self.plan, roots[0]).units();
                     let (begin, end) = (self.imm(0), self.imm(units));
-                    self.elementwise(*root, begin, end);
+                    self.elementwise(roots, begin, end);
                 }
             },
             Kernel::MatMul { node } => self.matmul(*node),
@@ -418,23 +421,31 @@ impl Emitter<'_, '_> {
         self.b.switch_to_block(exit);
     }
 
-    /// The loop evaluating the fused expression rooted at `root` over its
-    /// units `[begin, end)` (see `Layout`): each row's columns, or a run of
-    /// values, four lanes at a time and then one by one.
-    pub fn elementwise(&mut self, root: ValueId, begin: Value, end: Value) {
-        let Layout { rows, cols, channels } = Layout::of(self.graph, self.plan, root);
-        let out = self.base(root);
+    /// The loop evaluating the fused expressions rooted at `roots` (one
+    /// layout, see `Layout`) over its units `[begin, end)`: each row's
+    /// columns, or a run of values, four lanes at a time and then one by
+    /// one. Every root's element is computed before any is stored, so a
+    /// root written over a tensor another root reads sees its old value.
+    pub fn elementwise(&mut self, roots: &[ValueId], begin: Value, end: Value) {
+        let Layout { rows, cols, channels } = Layout::of(self.graph, self.plan, roots[0]);
+        let outs: Vec<Value> = roots.iter().map(|&root| self.base(root)).collect();
         let run = |e: &mut Self, row_start: Value, (start, vec_end, end): (Value, Value, Value)| {
             e.counted(start, vec_end, 4, &mut |e, j| {
-                let value = e.eval(root, row_start, j, true);
-                let at = e.element_addr(out, row_start, j);
-                e.b.ins().store(MemFlagsData::new().with_notrap(), value, at, 0);
+                e.computed.clear();
+                let values: Vec<Value> = roots.iter().map(|&root| e.eval(root, row_start, j, true)).collect();
+                for (&value, &out) in values.iter().zip(&outs) {
+                    let at = e.element_addr(out, row_start, j);
+                    e.b.ins().store(MemFlagsData::new().with_notrap(), value, at, 0);
+                }
             });
             e.counted(vec_end, end, 1, &mut |e, j| {
-                let value = e.eval(root, row_start, j, false);
-                let lane = e.b.ins().extractlane(value, 0);
-                let at = e.element_addr(out, row_start, j);
-                e.b.ins().store(MemFlagsData::new().with_notrap(), lane, at, 0);
+                e.computed.clear();
+                let values: Vec<Value> = roots.iter().map(|&root| e.eval(root, row_start, j, false)).collect();
+                for (&value, &out) in values.iter().zip(&outs) {
+                    let lane = e.b.ins().extractlane(value, 0);
+                    let at = e.element_addr(out, row_start, j);
+                    e.b.ins().store(MemFlagsData::new().with_notrap(), lane, at, 0);
+                }
             });
         };
         if rows > 1 {
@@ -486,13 +497,27 @@ impl Emitter<'_, '_> {
         self.b.ins().splat(V, x)
     }
 
-    /// The value of `v` at the current element: computed if fused, else loaded.
+    /// The value of `v` at the current element: as computed already in
+    /// this loop's body, else computed if fused, else loaded.
     fn operand(&mut self, v: ValueId, row_start: Value, j: Value, vector: bool) -> Value {
+        if let Some(&value) = self.computed.get(&v) {
+            return value;
+        }
         let fused = self.plan.locations[v.0] == Location::Fused && self.graph.nodes[v.0].op != Op::Reshape;
         if fused { self.eval(v, row_start, j, vector) } else { self.load(v, row_start, j, vector) }
     }
 
+    /// `v` at the current element, computed once per loop body.
     fn eval(&mut self, v: ValueId, row_start: Value, j: Value, vector: bool) -> Value {
+        if let Some(&value) = self.computed.get(&v) {
+            return value;
+        }
+        let value = self.compute(v, row_start, j, vector);
+        self.computed.insert(v, value);
+        value
+    }
+
+    fn compute(&mut self, v: ValueId, row_start: Value, j: Value, vector: bool) -> Value {
         let node = self.graph.nodes[v.0].clone();
         let ins = node.inputs.clone();
         let n = numel(&node.shape) as f32;

@@ -119,13 +119,13 @@ pub fn define_step(
     }
     let (mut part_ids, mut part_clif) = (Vec::new(), String::new());
     for kernel in &plan.kernels {
-        if let Kernel::Elementwise { root } = *kernel
-            && codegen::Layout::of(graph, plan, root).parallel()
+        if let Kernel::Elementwise { roots } = kernel
+            && codegen::Layout::of(graph, plan, roots[0]).parallel()
         {
             let part = format!("{name}_part{}", part_ids.len());
-            let (id, clif) = define_part(module, &part, graph, plan, root)?;
+            let (id, clif) = define_part(module, &part, graph, plan, roots)?;
             part_clif += &format!("\n; {part}\n{clif}");
-            part_ids.push((root, id));
+            part_ids.push((roots[0], id));
         }
     }
     let mut ctx = function_context(module, fid, sig);
@@ -140,7 +140,7 @@ pub fn define_step(
         }
         let parts = part_ids.iter().map(|&(root, id)| (root, module.declare_func_in_func(id, b.func))).collect();
         let args = codegen::Args { store: p[0], scratch: p[1], input: p[2], target: p[3], hyper: p[4] };
-        let mut e = codegen::Emitter { b, graph, plan, args, routines, parts, channel: None };
+        let mut e = codegen::Emitter { b, graph, plan, args, routines, parts, channel: None, computed: HashMap::new() };
         for kernel in &plan.kernels {
             e.kernel(kernel);
         }
@@ -157,7 +157,7 @@ pub fn define_step(
     Ok((fid, clif))
 }
 
-/// Defines the element-wise kernel at `root` as a function `name(store,
+/// Defines the element-wise kernel storing `roots` as a function `name(store,
 /// scratch, input, target, hyper, begin, end)` computing its units
 /// `[begin, end)`, for `nnc_parallel_parts` to run in parts. Returns it
 /// and its CLIF text.
@@ -166,7 +166,7 @@ fn define_part(
     name: &str,
     graph: &Graph,
     plan: &Plan,
-    root: ValueId,
+    roots: &[ValueId],
 ) -> Result<(FuncId, String), String> {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
@@ -180,8 +180,8 @@ fn define_part(
         let p = b.block_params(entry).to_vec();
         let args = codegen::Args { store: p[0], scratch: p[1], input: p[2], target: p[3], hyper: p[4] };
         let (routines, parts) = (HashMap::new(), HashMap::new());
-        let mut e = codegen::Emitter { b, graph, plan, args, routines, parts, channel: None };
-        e.elementwise(root, p[5], p[6]);
+        let mut e = codegen::Emitter { b, graph, plan, args, routines, parts, channel: None, computed: HashMap::new() };
+        e.elementwise(roots, p[5], p[6]);
         e.b.ins().return_(&[]);
         e.b.seal_all_blocks();
         e.b.finalize(module.target_config());

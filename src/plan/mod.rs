@@ -2,7 +2,9 @@
 //!
 //! - Element-wise chains are fused: a value whose only consumer is an
 //!   element-wise op of the same size is computed inside that consumer's
-//!   loop and never stored.
+//!   loop and never stored. Loops that read a value another loop of the
+//!   same size computes run inside it (`join_loops`): an optimizer's new
+//!   momentum is stored and read by the weights' update in one pass.
 //! - Every stored value gets a static offset: parameters and optimizer state
 //!   in the persistent *store*, intermediates in one *scratch* arena whose
 //!   slots are reused once a value is dead (liveness over the kernel order).
@@ -40,8 +42,10 @@ pub enum Location {
 /// One unit of work, in execution order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kernel {
-    /// A fused element-wise loop producing `root`.
-    Elementwise { root: ValueId },
+    /// One fused element-wise loop storing each of `roots` (in graph order;
+    /// several when later ones read earlier ones or share their inputs'
+    /// expressions, see `join_loops`).
+    Elementwise { roots: Vec<ValueId> },
     /// A matrix product through sgemm.
     MatMul { node: ValueId },
     /// A row-wise or reducing op run by a runtime routine.
@@ -233,9 +237,12 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
     let (live, consumers) = liveness(g, &roots);
     let store = StoreLayout::of(&g.params, &g.states);
     let offsets = (store.params.iter().map(|&(o, _)| o).collect(), store.states.iter().map(|&(o, _)| o).collect());
-    let (mut locations, fused) = place_and_fuse(g, &live, &consumers, &roots, &offsets);
-    let in_place = in_place_updates(g, &consumers, &roots, &offsets);
-    let kernels = overlap_sums(g, &fused, kernels(g, &live, &fused, &locations, &in_place, &roots, &offsets));
+    let (mut locations, mut fused, broadcasts) = place_and_fuse(g, &live, &consumers, &roots, &offsets);
+    let loops = join_loops(g, &live, &consumers, &roots, &mut fused, &broadcasts);
+    let runs_at = runs_at(g, &consumers, &fused, &loops);
+    let in_place = in_place_updates(g, &consumers, &roots, &offsets, &runs_at);
+    let kernels = kernels(g, (&live, &fused, &loops), &locations, &in_place, &roots, &offsets);
+    let kernels = overlap_sums(g, &fused, kernels);
     let scratch_len = assign_scratch(g, &kernels, &fused, &roots, &in_place, &mut locations);
     // Reshapes alias what they reshape.
     for (i, node) in g.nodes.iter().enumerate() {
@@ -273,15 +280,16 @@ fn liveness(g: &Graph, roots: &Roots) -> (Vec<bool>, Vec<Vec<usize>>) {
     (live, consumers)
 }
 
-/// Where the leaves live, and which element-wise values fuse into their
-/// single element-wise consumer of the same size.
+/// Where the leaves live, which element-wise values fuse into their
+/// single element-wise consumer of the same size, and the broadcast of
+/// each expression as fused.
 fn place_and_fuse(
     g: &Graph,
     live: &[bool],
     consumers: &[Vec<usize>],
     roots: &Roots,
     (param_offsets, state_offsets): &Offsets,
-) -> (Vec<Location>, Vec<bool>) {
+) -> (Vec<Location>, Vec<bool>, Vec<Option<Broadcast>>) {
     let n = g.nodes.len();
     let is_root = |i: usize| roots.all().any(|v| v.0 == i);
     let mut locations = vec![Location::Fused; n];
@@ -313,12 +321,133 @@ fn place_and_fuse(
             }
         }
     }
-    (locations, fused)
+    (locations, fused, broadcasts)
+}
+
+/// Loops joined into one hold at most this many roots.
+const MAX_JOINED_ROOTS: usize = 4;
+
+/// Joins the element-wise loops that read a value computed by another
+/// element-wise loop of the same size into that loop: an optimizer's new
+/// momentum, computed and stored by one pass and read back by the weights'
+/// update in a second, is read from a register in one pass that reads the
+/// old momentum, gradient and weights once each. A value that is neither
+/// given back nor read outside the joined loop is no longer stored (a
+/// value several loops read, computed once in the joined one). The
+/// values are computed by the same operations, so they keep their bits.
+///
+/// Only loops without broadcast inputs join (every element of every root
+/// reads the same element of its inputs, so the loop can compute each
+/// root's element before storing any, and a root written over a tensor
+/// another root reads still sees its old value), at most
+/// `MAX_JOINED_ROOTS`, and only when every kernel outside the joined loop
+/// that reads one of its roots runs after the last root's place, where the
+/// joined loop runs. Returns each loop of more than one root, its roots in
+/// graph order.
+fn join_loops(
+    g: &Graph,
+    live: &[bool],
+    consumers: &[Vec<usize>],
+    roots: &Roots,
+    fused: &mut [bool],
+    broadcasts: &[Option<Broadcast>],
+) -> Vec<Vec<usize>> {
+    let is_root = |i: usize| roots.all().any(|v| v.0 == i);
+    let mut loops: Vec<Vec<usize>> = Vec::new();
+    for (i, node) in g.nodes.iter().enumerate() {
+        if !live[i] || fused[i] || !is_elementwise(&node.op) || broadcasts[i].is_some() {
+            continue;
+        }
+        let fits = |&c: &usize| {
+            let reader = &g.nodes[c];
+            let mut slots = reader.inputs.iter().enumerate().filter(|(_, v)| v.0 == i);
+            is_elementwise(&reader.op)
+                && numel(&reader.shape) == numel(&node.shape)
+                && slots.all(|(slot, _)| !broadcast_slot(&reader.op, slot))
+        };
+        let (inner, outer): (Vec<usize>, Vec<usize>) = consumers[i].iter().partition(|c| fits(c));
+        if inner.is_empty() {
+            continue;
+        }
+        let stored = is_root(i) || !outer.is_empty();
+        let mut joined: Vec<usize> = inner.iter().flat_map(|&c| loop_roots(consumers, fused, c)).collect();
+        if stored {
+            joined.push(i);
+        }
+        // Loops already joined with one of these, or with `i` itself (which,
+        // no longer stored, is then computed in the loops reading it).
+        let overlaps = |l: &Vec<usize>| l.iter().any(|r| *r == i || joined.contains(r));
+        let overlapping: Vec<usize> = loops.iter().filter(|l| overlaps(l)).flatten().copied().collect();
+        joined.extend(overlapping);
+        joined.retain(|&r| stored || r != i);
+        joined.sort_unstable();
+        joined.dedup();
+        fused[i] = !stored;
+        let last = *joined.last().expect("a value with readers reaches a loop");
+        let inside = |c: usize| {
+            joined.contains(&c) || (fused[c] && loop_roots(consumers, fused, c).iter().all(|r| joined.contains(r)))
+        };
+        let joinable = |&r: &usize| {
+            is_elementwise(&g.nodes[r].op)
+                && broadcasts[r].is_none()
+                && consumers[r].iter().all(|&c| c > last || inside(c))
+                && !reads_leaf_broadcast(g, fused, r)
+        };
+        if joined.len() > MAX_JOINED_ROOTS || !joined.iter().all(joinable) {
+            fused[i] = false;
+            continue;
+        }
+        loops.retain(|l| !l.iter().any(|r| *r == i || joined.contains(r)));
+        if joined.len() > 1 {
+            loops.push(joined);
+        }
+    }
+    loops
+}
+
+/// The roots of the loops that compute value `i` (itself, unless fused).
+fn loop_roots(consumers: &[Vec<usize>], fused: &[bool], i: usize) -> Vec<usize> {
+    if !fused[i] {
+        return vec![i];
+    }
+    consumers[i].iter().flat_map(|&c| loop_roots(consumers, fused, c)).collect()
+}
+
+/// Whether the expression computing `i` reads a parameter or state in a
+/// broadcast slot (a loop storing that tensor would read it at other
+/// elements than the one it stores).
+fn reads_leaf_broadcast(g: &Graph, fused: &[bool], i: usize) -> bool {
+    let node = &g.nodes[i];
+    node.inputs.iter().enumerate().any(|(slot, v)| {
+        let leaf = matches!(g.nodes[v.0].op, Op::Param(_) | Op::State(_));
+        (leaf && broadcast_slot(&node.op, slot)) || (fused[v.0] && reads_leaf_broadcast(g, fused, v.0))
+    })
+}
+
+/// Where, in graph order, the kernel reading each value's inputs runs: a
+/// joined loop at its last root, a fused value or a reshape where the
+/// kernels reading it run (the latest of them), anything else at itself.
+fn runs_at(g: &Graph, consumers: &[Vec<usize>], fused: &[bool], loops: &[Vec<usize>]) -> Vec<usize> {
+    let mut at: Vec<usize> = (0..g.nodes.len()).collect();
+    for i in (0..g.nodes.len()).rev() {
+        if fused[i] || g.nodes[i].op == Op::Reshape {
+            at[i] = consumers[i].iter().map(|&c| at[c]).max().unwrap_or(i);
+        } else if let Some(joined) = loops.iter().find(|l| l.contains(&i)) {
+            at[i] = *joined.last().expect("a joined loop has roots");
+        }
+    }
+    at
 }
 
 /// The new values that can be written straight into the store: element-wise
 /// ones whose old value no reader still needs when they are written.
-fn in_place_updates(g: &Graph, consumers: &[Vec<usize>], roots: &Roots, offsets: &Offsets) -> Vec<Option<usize>> {
+fn in_place_updates(
+    g: &Graph,
+    consumers: &[Vec<usize>],
+    roots: &Roots,
+    offsets: &Offsets,
+    runs_at: &[usize],
+) -> Vec<Option<usize>> {
     let mut in_place: Vec<Option<usize>> = vec![None; g.nodes.len()];
     // The leaf holding the old value: parameter or state number `k`.
     let leaf = |op: &Op, states: bool| match (op, states) {
@@ -333,11 +462,11 @@ fn in_place_updates(g: &Graph, consumers: &[Vec<usize>], roots: &Roots, offsets:
                 .iter()
                 .enumerate()
                 .filter(|(_, node)| leaf(&node.op, states) == Some(k))
-                .flat_map(|(j, _)| consumers[j].iter().copied())
+                .flat_map(|(j, _)| consumers[j].iter().map(|&c| runs_at[c]))
                 .max()
                 .unwrap_or(0);
             let node = &g.nodes[v.0];
-            if last_read <= v.0
+            if last_read <= runs_at[v.0]
                 && is_elementwise(&node.op)
                 && !matches!(node.op, Op::Const(_))
                 && in_place[v.0].is_none()
@@ -349,12 +478,11 @@ fn in_place_updates(g: &Graph, consumers: &[Vec<usize>], roots: &Roots, offsets:
     in_place
 }
 
-/// The kernels in graph order, then a copy for each new store value not
-/// written in place.
+/// The kernels in graph order (a joined loop at its last root's place),
+/// then a copy for each new store value not written in place.
 fn kernels(
     g: &Graph,
-    live: &[bool],
-    fused: &[bool],
+    (live, fused, loops): (&[bool], &[bool], &[Vec<usize>]),
     locations: &[Location],
     in_place: &[Option<usize>],
     roots: &Roots,
@@ -372,7 +500,13 @@ fn kernels(
         match &node.op {
             Op::Reshape => {}
             Op::MatMul { .. } => kernels.push(Kernel::MatMul { node: v }),
-            op if is_elementwise(op) => kernels.push(Kernel::Elementwise { root: v }),
+            op if is_elementwise(op) => match loops.iter().find(|l| l.contains(&i)) {
+                Some(joined) if joined.last() == Some(&i) => {
+                    kernels.push(Kernel::Elementwise { roots: joined.iter().map(|&r| ValueId(r)).collect() })
+                }
+                Some(_) => {}
+                None => kernels.push(Kernel::Elementwise { roots: vec![v] }),
+            },
             _ => kernels.push(Kernel::Routine { node: v }),
         }
     }
@@ -391,13 +525,13 @@ fn kernels(
 
 /// The values a kernel computes.
 fn produces(kernel: &Kernel) -> impl Iterator<Item = ValueId> {
-    let values = match kernel {
-        Kernel::Elementwise { root } => [Some(*root), None],
-        Kernel::MatMul { node } | Kernel::Routine { node } => [Some(*node), None],
-        Kernel::ChannelSums { sum, product } => [Some(*sum), Some(*product)],
-        Kernel::Copy { .. } | Kernel::AwaitSums => [None, None],
-    };
-    values.into_iter().flatten()
+    match kernel {
+        Kernel::Elementwise { roots } => roots.clone(),
+        Kernel::MatMul { node } | Kernel::Routine { node } => vec![*node],
+        Kernel::ChannelSums { sum, product } => vec![*sum, *product],
+        Kernel::Copy { .. } | Kernel::AwaitSums => vec![],
+    }
+    .into_iter()
 }
 
 /// Gives every kernel's output a scratch offset (or its store place when
@@ -466,7 +600,7 @@ fn assign_scratch(
 pub fn kernel_reads(g: &Graph, kernel: &Kernel, fused: &[bool]) -> Vec<ValueId> {
     let mut out = Vec::new();
     let mut stack: Vec<ValueId> = match kernel {
-        Kernel::Elementwise { root } => g.nodes[root.0].inputs.clone(),
+        Kernel::Elementwise { roots } => roots.iter().flat_map(|v| g.nodes[v.0].inputs.clone()).collect(),
         Kernel::MatMul { node } | Kernel::Routine { node } => g.nodes[node.0].inputs.clone(),
         Kernel::ChannelSums { sum, product } => {
             [sum, product].iter().flat_map(|v| g.nodes[v.0].inputs.clone()).collect()
@@ -491,13 +625,18 @@ impl Plan {
         let mut out = format!("store {} floats, scratch {} floats\n", self.store.len, self.scratch_len);
         for kernel in &self.kernels {
             let line = match kernel {
-                Kernel::Elementwise { root } => {
+                Kernel::Elementwise { roots } => {
                     let mut members = Vec::new();
-                    collect_fused(g, &self.locations, *root, &mut members);
+                    for root in roots {
+                        collect_fused(g, &self.locations, *root, &mut members);
+                    }
                     members.sort();
+                    members.dedup();
                     let names: Vec<String> =
                         members.iter().map(|v| format!("{v}={}", g.nodes[v.0].op.name())).collect();
-                    format!("elementwise {root} -> {:?}  [{}]", self.locations[root.0], names.join(", "))
+                    let outputs: Vec<String> =
+                        roots.iter().map(|v| format!("{v} -> {:?}", self.locations[v.0])).collect();
+                    format!("elementwise {}  [{}]", outputs.join(", "), names.join(", "))
                 }
                 Kernel::MatMul { node } => format!("matmul {node} -> {:?}", self.locations[node.0]),
                 Kernel::Routine { node } => {
@@ -525,3 +664,6 @@ pub fn collect_fused(g: &Graph, locations: &[Location], v: ValueId, out: &mut Ve
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

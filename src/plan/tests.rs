@@ -1,0 +1,98 @@
+use super::*;
+use crate::exec::{Backend, Compiled, Hypers, Store};
+use crate::ir::Shard;
+use crate::pipeline::{check_source, shard_step_graph};
+
+/// A two-layer MLP trained by `optimizer` (with `extra` settings), its step
+/// observing health when `observe`.
+fn step(optimizer: &str, extra: &str, observe: bool) -> TrainGraph {
+    let source = format!(
+        "model m {{\n  input x: [300]\n  target y: class(3)\n  \
+         x |> dense(250) |> relu |> dense(3) => logits\n  loss = cross_entropy(logits, y)\n  \
+         train {{ optimizer = {optimizer} {extra} batch = 8 }}\n}}\n"
+    );
+    let checked = check_source("m.nn", &source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let model = &checked.models[0];
+    let mut step = shard_step_graph(model, &model.train, Shard::whole(8)).expect("step builds");
+    if observe {
+        crate::optim::observe_health(&mut step, &[]);
+    }
+    step.fuse_activations();
+    step
+}
+
+/// The loop storing value `v`.
+fn loop_of(plan: &Plan, v: ValueId) -> &[ValueId] {
+    let mut loops = plan.kernels.iter().filter_map(|k| match k {
+        Kernel::Elementwise { roots } if roots.contains(&v) => Some(roots.as_slice()),
+        _ => None,
+    });
+    loops.next().expect("an element-wise loop stores it")
+}
+
+/// Each parameter's update — new optimizer state (momentum, Adam's two
+/// moments) and new weights — runs as one loop that writes them in place,
+/// with or without the health sums reading the update, and no element-wise
+/// loop comes after the last product but these (plus, observing health, the
+/// stored update Δw each sum reads).
+#[test]
+fn each_parameters_update_is_one_loop() {
+    for (optimizer, states_per_param) in [("momentum(lr = 0.05)", 1), ("adam(lr = 0.01)", 2), ("sgd(lr = 0.1)", 0)] {
+        for observe in [false, true] {
+            let step = step(optimizer, "", observe);
+            let plan = plan_train(&step);
+            let text = plan.to_text(&step.graph);
+            for (p, &w) in step.new_params.iter().enumerate() {
+                let roots = loop_of(&plan, w);
+                let states = &step.new_states[p * states_per_param..(p + 1) * states_per_param];
+                assert!(states.iter().all(|s| roots.contains(s)), "{optimizer}, param {p}:\n{text}");
+                assert_eq!(roots.len(), 1 + states_per_param + usize::from(observe), "{text}");
+                assert!(matches!(plan.locations[w.0], Location::Store(_)), "written in place:\n{text}");
+            }
+            let last_product = plan.kernels.iter().rposition(|k| matches!(k, Kernel::MatMul { .. })).expect("products");
+            let loops = plan.kernels[last_product..].iter().filter(|k| matches!(k, Kernel::Elementwise { .. }));
+            assert_eq!(loops.count(), step.new_params.len(), "{optimizer}:\n{text}");
+        }
+    }
+}
+
+/// A clipped gradient is scaled by a factor summed over every gradient: the
+/// factor is read in a broadcast slot, so the momentum loop that reads the
+/// scaled gradient still joins the weights' update, and the compiled step
+/// (joined loops, a stored Δw read by the health sums) agrees with the
+/// interpreter's on the loss, every observed value and every tensor.
+#[test]
+fn joined_loops_compute_what_the_interpreter_does() {
+    for (optimizer, extra) in [("momentum(lr = 0.05)", "clip_norm = 0.5"), ("adam(lr = 0.01, eps = 1e-4)", "l2 = 0.01")]
+    {
+        let train = step(optimizer, extra, true);
+        let mut store = Store::new(&train.graph);
+        for (p, param) in train.graph.params.iter().enumerate() {
+            let n = numel(&param.shape);
+            let values: Vec<f32> = (0..n).map(|i| ((i * 7919 + p * 131) % 1000) as f32 / 1000.0 - 0.5).collect();
+            store.set_param(p, &values);
+        }
+        let x: Vec<f32> = (0..8 * 300).map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5).collect();
+        let y: Vec<f32> = (0..8).map(|i| (i % 3) as f32).collect();
+        let hypers = Hypers { lr: 0.05, bias1: 10.0, bias2: 1000.0, step: 1.0 };
+        let observed_len = train.observed.iter().map(|v| numel(train.graph.shape(*v))).sum::<usize>();
+        let run = |backend| {
+            let mut compiled = Compiled::<TrainGraph>::new(train.clone(), backend).expect("compiles");
+            let mut store = store.clone();
+            let mut observed = vec![0.0; observed_len];
+            let mut losses = Vec::new();
+            for _ in 0..2 {
+                losses.push(compiled.run_observed(&mut store, &x, &y, &hypers, &mut observed).expect("runs"));
+            }
+            (losses, observed, store.data)
+        };
+        let (interp, jit) = (run(Backend::Interp), run(Backend::Jit));
+        let close = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * x.abs().max(y.abs()).max(1.0))
+        };
+        assert!(close(&interp.0, &jit.0), "losses {:?} vs {:?}", interp.0, jit.0);
+        assert!(close(&interp.1, &jit.1), "observed {:?} vs {:?}", interp.1, jit.1);
+        assert!(close(&interp.2, &jit.2), "{optimizer}: the parameters and states differ");
+    }
+}
