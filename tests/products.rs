@@ -73,15 +73,18 @@ fn split_products_have_the_bits_of_one_thread() {
 
 /// Each kernel this CPU runs on products past one block of columns (512)
 /// and of k (256) at once, so a block of packed rows of a serves several
-/// blocks of columns, with ragged row blocks of both kernels (13 rows):
-/// against the loops, and the same bits on each.
+/// blocks of columns, and on one whose b is packed for all four of its
+/// blocks of k at once (784 × 100), each block of rows meeting them in
+/// turn, with ragged row blocks of both kernels (13 and 31 rows): against
+/// the loops, and the same bits on each.
 #[test]
 fn each_simd_kernel_crosses_blocks_of_columns_and_of_k() {
-    for transposes in [(false, false), (true, true)] {
+    let shapes = [(13, 300, 530), (31, 784, 100)];
+    for (dims, transposes) in shapes.into_iter().flat_map(|d| [(d, (false, false)), (d, (true, true))]) {
         let results: Vec<Vec<u32>> = Isa::available()
             .into_iter()
             .map(|isa| {
-                let (c, error) = product_and_error((13, 300, 530), transposes, 5, Some(isa));
+                let (c, error) = product_and_error(dims, transposes, 5, Some(isa));
                 assert!(error <= 1e-5, "{isa:?}: {error}");
                 c.iter().map(|v| v.to_bits()).collect()
             })

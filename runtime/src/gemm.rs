@@ -1,9 +1,10 @@
 //! The blocked sgemm under every product of more than a few rows, on CPUs
 //! with AVX-512 or AVX2 and FMA (others use matrixmultiply).
 //!
-//! `b` is packed into panels of two vectors' width, at most `KC` rows at a
-//! time, so a block of rows of c (12 on AVX-512, 6 on AVX2) keeps its
-//! accumulators in registers for a whole panel. Each value of `a` is
+//! `b` is packed into panels of two vectors' width, `KC` rows at a time
+//! at most (or all of k, when that fits the same room), so a block of rows
+//! of c (12 on AVX-512, 6 on AVX2) keeps its accumulators in registers for
+//! a whole panel. Each value of `a` is
 //! broadcast to a vector: a block's rows are packed value by value just
 //! before they meet the panels (so the packed block stays in L1), when
 //! they meet enough panels to pay for it, and read where they lie
@@ -161,10 +162,11 @@ unsafe fn blocked_avx2(
     unsafe { blocked::<__m256>(dims, a, b, c, accumulate, buffers) }
 }
 
-/// The loops around the kernel: k by `k_blocks`, columns by `NC` (b
-/// packed once per such block), rows by `rows_per_block` (each block of
-/// rows of a packed, unless a is row-major and its rows meet few panels),
-/// then the panels. Each element of c sees the blocks of k in order.
+/// The loops around the kernel: k by `k_blocks` (or all blocks of k at
+/// once, see `at_once`), columns by `NC` (b packed once per such block),
+/// rows by `rows_per_block` (each block of rows of a packed, unless a is
+/// row-major and its rows meet few panels), then the blocks of k taken at
+/// once and the panels. Each element of c sees the blocks of k in order.
 #[inline(always)]
 unsafe fn blocked<V: Vector>(
     (m, k, n): (usize, usize, usize),
@@ -188,39 +190,50 @@ unsafe fn blocked<V: Vector>(
     let packed = a.cols != 1 || n >= PACK_PANELS * width;
     let rows_of_a = crate::simd::aligned(rows_of_a, mr * KC);
     let step = k_blocks(k);
-    for p0 in (0..k).step_by(step) {
-        let kc = step.min(k - p0);
-        let add = accumulate || p0 > 0;
+    // When b's columns for every block of k fit in the room of one packed
+    // block, they are packed at once and each block of rows meets them all
+    // in turn: its part of c stays in L1 between the blocks of k instead of
+    // going out to L2 and back for each.
+    let at_once = if k.saturating_mul(n.min(NC).next_multiple_of(width)) <= KC * NC { k } else { step };
+    for p1 in (0..k).step_by(at_once) {
+        let ks = at_once.min(k - p1);
         for j0 in (0..n).step_by(NC) {
             let nc = NC.min(n - j0);
-            let panels = crate::simd::aligned(panels, nc.div_ceil(width) * kc * width);
-            // SAFETY: the block lies inside b.
-            unsafe { pack(b, (p0, kc), (j0, nc), width, panels) };
+            let block_len = |kc: usize| nc.div_ceil(width) * kc * width;
+            let panels = crate::simd::aligned(panels, block_len(ks));
+            let k_blocks = (p1..p1 + ks).step_by(step).map(|p0| (p0, step.min(p1 + ks - p0), block_len(p0 - p1)));
+            for (p0, kc, at) in k_blocks.clone() {
+                // SAFETY: the block lies inside b.
+                unsafe { pack(b, (p0, kc), (j0, nc), width, &mut panels[at..at + block_len(kc)]) };
+            }
             for i0 in (0..m).step_by(mr) {
                 let rows = mr.min(m - i0);
-                if packed {
-                    // SAFETY: rows i0..i0 + rows and k values p0.. lie inside a.
-                    unsafe { pack_rows(a.at(i0, p0), (rows, kc), mr, rows_of_a) };
-                }
-                for (panel, j) in (j0..j0 + nc).step_by(width).enumerate() {
-                    let cols = width.min(j0 + nc - j);
-                    // SAFETY: the packed rows, one panel, and rows i0.., columns j.. of c.
-                    unsafe {
-                        let rows_a = if packed { rows_of_a.as_ptr() } else { a.at(i0, p0).ptr };
-                        let block = Block {
-                            a: rows_a,
-                            lda: a.rows as usize,
-                            b: panels.as_ptr().add(panel * kc * width),
-                            kc,
-                            c: c.add(i0 * ldc + j),
-                            ldc,
-                            cols,
-                            add,
-                        };
-                        if packed {
-                            kernel_rows::<V, true>(mr, rows, block)
-                        } else {
-                            kernel_rows::<V, false>(mr, rows, block)
+                for (p0, kc, at) in k_blocks.clone() {
+                    let add = accumulate || p0 > 0;
+                    if packed {
+                        // SAFETY: rows i0..i0 + rows and k values p0.. lie inside a.
+                        unsafe { pack_rows(a.at(i0, p0), (rows, kc), mr, rows_of_a) };
+                    }
+                    for (panel, j) in (j0..j0 + nc).step_by(width).enumerate() {
+                        let cols = width.min(j0 + nc - j);
+                        // SAFETY: the packed rows, one panel, and rows i0.., columns j.. of c.
+                        unsafe {
+                            let rows_a = if packed { rows_of_a.as_ptr() } else { a.at(i0, p0).ptr };
+                            let block = Block {
+                                a: rows_a,
+                                lda: a.rows as usize,
+                                b: panels.as_ptr().add(at + panel * kc * width),
+                                kc,
+                                c: c.add(i0 * ldc + j),
+                                ldc,
+                                cols,
+                                add,
+                            };
+                            if packed {
+                                kernel_rows::<V, true>(mr, rows, block)
+                            } else {
+                                kernel_rows::<V, false>(mr, rows, block)
+                            }
                         }
                     }
                 }
