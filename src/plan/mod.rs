@@ -384,13 +384,18 @@ fn join_loops(
         joined.dedup();
         fused[i] = !stored;
         let last = *joined.last().expect("a value with readers reaches a loop");
-        let inside = |c: usize| {
-            joined.contains(&c) || (fused[c] && loop_roots(consumers, fused, c).iter().all(|r| joined.contains(r)))
+        // A reader in the joined loop takes a root's element from a register:
+        // never one read whole, as a scalar, which would be loaded before it is stored.
+        let inside = |c: usize, r: usize| {
+            let in_loop =
+                joined.contains(&c) || (fused[c] && loop_roots(consumers, fused, c).iter().all(|x| joined.contains(x)));
+            let reader = &g.nodes[c];
+            in_loop && reader.inputs.iter().enumerate().all(|(slot, v)| v.0 != r || !broadcast_slot(&reader.op, slot))
         };
         let joinable = |&r: &usize| {
             is_elementwise(&g.nodes[r].op)
                 && broadcasts[r].is_none()
-                && consumers[r].iter().all(|&c| c > last || inside(c))
+                && consumers[r].iter().all(|&c| c > last || inside(c, r))
                 && !reads_leaf_broadcast(g, fused, r)
         };
         if joined.len() > MAX_JOINED_ROOTS || !joined.iter().all(joinable) {
