@@ -255,16 +255,9 @@ fn block_pair_squares_avx512(pair: &[f32]) -> [f32; 2] {
         }
     }
     // As `block_sums_avx2`'s four 8-lane accumulators: lanes 0–7, 8–15, 16–23, 24–31.
-    let eights = |[low, high]: [__m512; 2]| {
-        let half = |v: __m512, upper: bool| {
-            _mm256_castpd_ps(if upper {
-                _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))
-            } else {
-                _mm512_extractf64x4_pd::<0>(_mm512_castps_pd(v))
-            })
-        };
-        [half(low, false), half(low, true), half(high, false), half(high, true)]
-    };
+    let upper = |v: __m512| _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    let eights =
+        |[low, high]: [__m512; 2]| [_mm512_castps512_ps256(low), upper(low), _mm512_castps512_ps256(high), upper(high)];
     [reduce_lanes(eights(acc[0]), 0.0), reduce_lanes(eights(acc[1]), 0.0)]
 }
 

@@ -17,8 +17,10 @@ use std::fmt::Write;
 
 use crate::ir::{Graph, Op, ParamInfo, StateInfo, TrainGraph, Unary, ValueId, numel};
 
+mod join;
 mod order;
 
+use join::{join_loops, runs_at};
 pub use order::channel_sums_operands;
 use order::{overlap_sums, pair_channel_sums};
 
@@ -230,6 +232,11 @@ impl Roots<'_> {
     fn all(&self) -> impl Iterator<Item = &ValueId> {
         self.outputs.iter().chain(self.new_params).chain(self.new_states)
     }
+
+    /// Whether node `i` is one of them.
+    fn contains(&self, i: usize) -> bool {
+        self.all().any(|v| v.0 == i)
+    }
 }
 
 fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[ValueId]) -> Plan {
@@ -291,7 +298,6 @@ fn place_and_fuse(
     (param_offsets, state_offsets): &Offsets,
 ) -> (Vec<Location>, Vec<bool>, Vec<Option<Broadcast>>) {
     let n = g.nodes.len();
-    let is_root = |i: usize| roots.all().any(|v| v.0 == i);
     let mut locations = vec![Location::Fused; n];
     let mut fused = vec![false; n];
     // The broadcast of each expression as fused so far (its inputs come first).
@@ -309,7 +315,7 @@ fn place_and_fuse(
             _ => Location::Fused,
         };
         let single = consumers[i].len() == 1 && consumers[i][0] > i;
-        if is_elementwise(&node.op) && single && !is_root(i) {
+        if is_elementwise(&node.op) && single && !roots.contains(i) {
             let c = &g.nodes[consumers[i][0]];
             let slot = c.inputs.iter().position(|v| v.0 == i).unwrap_or(0);
             let merged = Broadcast::merge(broadcasts[consumers[i][0]], broadcasts[i]);
@@ -322,126 +328,6 @@ fn place_and_fuse(
         }
     }
     (locations, fused, broadcasts)
-}
-
-/// Loops joined into one hold at most this many roots.
-const MAX_JOINED_ROOTS: usize = 4;
-
-/// Joins the element-wise loops that read a value computed by another
-/// element-wise loop of the same size into that loop: an optimizer's new
-/// momentum, computed and stored by one pass and read back by the weights'
-/// update in a second, is read from a register in one pass that reads the
-/// old momentum, gradient and weights once each. A value that is neither
-/// given back nor read outside the joined loop is no longer stored (a
-/// value several loops read, computed once in the joined one). The
-/// values are computed by the same operations, so they keep their bits.
-///
-/// Only loops without broadcast inputs join (every element of every root
-/// reads the same element of its inputs, so the loop can compute each
-/// root's element before storing any, and a root written over a tensor
-/// another root reads still sees its old value), at most
-/// `MAX_JOINED_ROOTS`, and only when every kernel outside the joined loop
-/// that reads one of its roots runs after the last root's place, where the
-/// joined loop runs. Returns each loop of more than one root, its roots in
-/// graph order.
-fn join_loops(
-    g: &Graph,
-    live: &[bool],
-    consumers: &[Vec<usize>],
-    roots: &Roots,
-    fused: &mut [bool],
-    broadcasts: &[Option<Broadcast>],
-) -> Vec<Vec<usize>> {
-    let is_root = |i: usize| roots.all().any(|v| v.0 == i);
-    let mut loops: Vec<Vec<usize>> = Vec::new();
-    for (i, node) in g.nodes.iter().enumerate() {
-        if !live[i] || fused[i] || !is_elementwise(&node.op) || broadcasts[i].is_some() {
-            continue;
-        }
-        let fits = |&c: &usize| {
-            let reader = &g.nodes[c];
-            let mut slots = reader.inputs.iter().enumerate().filter(|(_, v)| v.0 == i);
-            is_elementwise(&reader.op)
-                && numel(&reader.shape) == numel(&node.shape)
-                && slots.all(|(slot, _)| !broadcast_slot(&reader.op, slot))
-        };
-        let (inner, outer): (Vec<usize>, Vec<usize>) = consumers[i].iter().partition(|c| fits(c));
-        if inner.is_empty() {
-            continue;
-        }
-        let stored = is_root(i) || !outer.is_empty();
-        let mut joined: Vec<usize> = inner.iter().flat_map(|&c| loop_roots(consumers, fused, c)).collect();
-        if stored {
-            joined.push(i);
-        }
-        // Loops already joined with one of these, or with `i` itself (which,
-        // no longer stored, is then computed in the loops reading it).
-        let overlaps = |l: &Vec<usize>| l.iter().any(|r| *r == i || joined.contains(r));
-        let overlapping: Vec<usize> = loops.iter().filter(|l| overlaps(l)).flatten().copied().collect();
-        joined.extend(overlapping);
-        joined.retain(|&r| stored || r != i);
-        joined.sort_unstable();
-        joined.dedup();
-        fused[i] = !stored;
-        let last = *joined.last().expect("a value with readers reaches a loop");
-        // A reader in the joined loop takes a root's element from a register:
-        // never one read whole, as a scalar, which would be loaded before it is stored.
-        let inside = |c: usize, r: usize| {
-            let in_loop =
-                joined.contains(&c) || (fused[c] && loop_roots(consumers, fused, c).iter().all(|x| joined.contains(x)));
-            let reader = &g.nodes[c];
-            in_loop && reader.inputs.iter().enumerate().all(|(slot, v)| v.0 != r || !broadcast_slot(&reader.op, slot))
-        };
-        let joinable = |&r: &usize| {
-            is_elementwise(&g.nodes[r].op)
-                && broadcasts[r].is_none()
-                && consumers[r].iter().all(|&c| c > last || inside(c, r))
-                && !reads_leaf_broadcast(g, fused, r)
-        };
-        if joined.len() > MAX_JOINED_ROOTS || !joined.iter().all(joinable) {
-            fused[i] = false;
-            continue;
-        }
-        loops.retain(|l| !l.iter().any(|r| *r == i || joined.contains(r)));
-        if joined.len() > 1 {
-            loops.push(joined);
-        }
-    }
-    loops
-}
-
-/// The roots of the loops that compute value `i` (itself, unless fused).
-fn loop_roots(consumers: &[Vec<usize>], fused: &[bool], i: usize) -> Vec<usize> {
-    if !fused[i] {
-        return vec![i];
-    }
-    consumers[i].iter().flat_map(|&c| loop_roots(consumers, fused, c)).collect()
-}
-
-/// Whether the expression computing `i` reads a parameter or state in a
-/// broadcast slot (a loop storing that tensor would read it at other
-/// elements than the one it stores).
-fn reads_leaf_broadcast(g: &Graph, fused: &[bool], i: usize) -> bool {
-    let node = &g.nodes[i];
-    node.inputs.iter().enumerate().any(|(slot, v)| {
-        let leaf = matches!(g.nodes[v.0].op, Op::Param(_) | Op::State(_));
-        (leaf && broadcast_slot(&node.op, slot)) || (fused[v.0] && reads_leaf_broadcast(g, fused, v.0))
-    })
-}
-
-/// Where, in graph order, the kernel reading each value's inputs runs: a
-/// joined loop at its last root, a fused value or a reshape where the
-/// kernels reading it run (the latest of them), anything else at itself.
-fn runs_at(g: &Graph, consumers: &[Vec<usize>], fused: &[bool], loops: &[Vec<usize>]) -> Vec<usize> {
-    let mut at: Vec<usize> = (0..g.nodes.len()).collect();
-    for i in (0..g.nodes.len()).rev() {
-        if fused[i] || g.nodes[i].op == Op::Reshape {
-            at[i] = consumers[i].iter().map(|&c| at[c]).max().unwrap_or(i);
-        } else if let Some(joined) = loops.iter().find(|l| l.contains(&i)) {
-            at[i] = *joined.last().expect("a joined loop has roots");
-        }
-    }
-    at
 }
 
 /// The new values that can be written straight into the store: element-wise
