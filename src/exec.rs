@@ -21,10 +21,21 @@ pub enum Backend {
 }
 
 /// Parameters and state, flat, laid out by `StoreLayout`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Store {
-    pub data: Vec<f32>,
+    /// Written only through `data_mut`, which gives the values a new version.
+    data: Vec<f32>,
     pub layout: StoreLayout,
+    /// The version of `data` (`nnc_runtime::fresh_version`): forward passes
+    /// keep what they make from the weights (Winograd's filter transforms)
+    /// while it stays the same.
+    version: u64,
+}
+
+impl PartialEq for Store {
+    fn eq(&self, other: &Store) -> bool {
+        self.data == other.data && self.layout == other.layout
+    }
 }
 
 impl Store {
@@ -35,7 +46,18 @@ impl Store {
         for (s, &(o, n)) in graph.states.iter().zip(&layout.states) {
             data[o..o + n].fill(s.fill);
         }
-        Store { data, layout }
+        Store { data, layout, version: nnc_runtime::fresh_version() }
+    }
+
+    /// The values, to read.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// The values, to write: from now on they are a new version.
+    pub fn data_mut(&mut self) -> &mut Vec<f32> {
+        self.version = nnc_runtime::fresh_version();
+        &mut self.data
     }
 
     /// Grows the store to `graph`'s layout, which must extend the current one
@@ -47,7 +69,7 @@ impl Store {
             return Err("a training step's store does not extend the model's".into());
         }
         let kept = self.layout.len;
-        self.data.extend_from_slice(&wider.data[kept..]);
+        self.data_mut().extend_from_slice(&wider.data[kept..]);
         self.layout = wider.layout;
         Ok(())
     }
@@ -62,12 +84,12 @@ impl Store {
 
     pub fn set_param(&mut self, p: usize, values: &[f32]) {
         let (o, n) = self.layout.params[p];
-        self.data[o..o + n].copy_from_slice(&values[..n]);
+        self.data_mut()[o..o + n].copy_from_slice(&values[..n]);
     }
 
     fn write(&mut self, which: usize, is_state: bool, values: &[f32]) {
         let (o, n) = if is_state { self.layout.states[which] } else { self.layout.params[which] };
-        self.data[o..o + n].copy_from_slice(values);
+        self.data_mut()[o..o + n].copy_from_slice(values);
     }
 }
 
@@ -134,7 +156,7 @@ impl Compiled<TrainGraph> {
     ) -> Result<f32, String> {
         self.check_store(store)?;
         if let Some(exe) = &mut self.exe {
-            exe.run(&mut store.data, x, y, h)?;
+            exe.run(store.data_mut(), x, y, h)?;
             return self.results(store, observed);
         }
         let loss = self.graph.graph.loss.ok_or("no loss")?;
@@ -161,7 +183,7 @@ impl Compiled<TrainGraph> {
         h: &'a Hypers,
     ) -> Result<impl FnOnce() + Send + 'a, String> {
         self.check_store(store)?;
-        self.exe.as_mut().ok_or("the step is not compiled")?.call(&mut store.data, x, y, h)
+        self.exe.as_mut().ok_or("the step is not compiled")?.call(store.data_mut(), x, y, h)
     }
 
     /// The loss of the last compiled run, with its observed values written
@@ -217,7 +239,8 @@ impl Compiled<Graph> {
         self.check_store(store)?;
         let (pred, loss) = (self.graph.prediction, self.graph.loss);
         if let Some(exe) = &mut self.exe {
-            exe.run(&mut store.data, x, y, &Hypers::default())?;
+            // A forward pass only reads the store: its version stays.
+            exe.run(&mut store.data, x, y, &Hypers { weights: store.version, ..Hypers::default() })?;
             let read = |v: ValueId, exe: &Executable| exe.value(v, &store.data).to_vec();
             let prediction = if exe.value(pred, &store.data).is_empty() { x.to_vec() } else { read(pred, exe) };
             return Ok((prediction, loss.map(|l| read(l, exe)[0])));

@@ -166,7 +166,7 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
     let (single_graph, single_plan) = &single;
     let features = model.checked.input_width();
     let outputs = numel(single_graph.shape(single_graph.prediction));
-    let weights = &model.store.data;
+    let weights = model.store.data();
     if weights.len() != single_plan.store.len {
         return Err(format!(
             "the weights hold {} values; the model's plan expects {}",

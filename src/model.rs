@@ -130,7 +130,7 @@ impl Model {
                 let name = format!("{}{suffix}", self.checked.targets[t].name);
                 let slot = self.slots().into_iter().find(|s| s.name == name && s.range.1 == values.len());
                 if let Some(Slot { range: (offset, len), .. }) = slot {
-                    self.store.data[offset..offset + len].copy_from_slice(&values);
+                    self.store.data_mut()[offset..offset + len].copy_from_slice(&values);
                 }
             }
         }
@@ -221,7 +221,7 @@ impl Model {
 
 /// The values of `slots` in `store`.
 pub(crate) fn tensors_of(store: &Store, slots: Vec<Slot>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    slots.into_iter().map(|s| (s.name, s.shape, store.data[s.range.0..s.range.0 + s.range.1].to_vec())).collect()
+    slots.into_iter().map(|s| (s.name, s.shape, store.data()[s.range.0..s.range.0 + s.range.1].to_vec())).collect()
 }
 
 /// Checks every wanted slot against `saved`, then copies them in.
@@ -247,7 +247,7 @@ pub(crate) fn restore_slots(
     for slot in wanted {
         if let Some((_, values)) = saved.get(&slot.name) {
             let (o, len) = slot.range;
-            store.data[o..o + len].copy_from_slice(values);
+            store.data_mut()[o..o + len].copy_from_slice(values);
         }
     }
     Ok(())

@@ -93,7 +93,12 @@ fn generated_code_and_routines_allocate_nothing() {
         let x = vec![0.5f32; 32];
         let allocations = per_step(|| {
             compiled
-                .run(&mut store, &x, &target, &nnc::exec::Hypers { lr: 0.01, bias1: 1.0, bias2: 1.0, step: 1.0 })
+                .run(
+                    &mut store,
+                    &x,
+                    &target,
+                    &nnc::exec::Hypers { lr: 0.01, bias1: 1.0, bias2: 1.0, step: 1.0, ..Default::default() },
+                )
                 .expect("runs");
         });
         assert_eq!(allocations, 0, "{loss:?}");

@@ -431,6 +431,47 @@ fn smooth_activations_match_their_definitions() {
     }
 }
 
+/// A forward pass keeps its Winograd filter transforms while the weights
+/// keep their version, so every way of writing the weights between two
+/// predictions must show in the second: a training step, a restore, a step
+/// after a restore. Each prediction is compared with the interpreter's.
+#[test]
+fn predictions_follow_every_change_of_the_weights() {
+    // 32 channels and filters, 3 × 3, stride 1: the Winograd convolution.
+    let source = "model w { input x: [32, 6, 6] target y: class(3)
+        x |> conv2d(32, kernel = 3, padding = 1) |> relu |> flatten |> dense(3) => p
+        loss = cross_entropy(p, y)
+        train { optimizer = sgd(lr = 0.5) seed = 4 } }";
+    let checked = check_source("w.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let model = &checked.models[0];
+    let rows = 5;
+    let (x, y) = batch(model, rows, 9);
+    let run = |backend: Backend| {
+        let mut t = Trainer::new(model, model.train.clone(), backend).expect("trainable");
+        let start = t.tensors().into_iter().map(|(name, shape, values)| (name, (shape, values))).collect();
+        let mut predictions = vec![t.predict(&x, rows).expect("predict")];
+        t.step(&x, &y, rows, 0.5).expect("step");
+        predictions.push(t.predict(&x, rows).expect("predict"));
+        t.restore(&start, 0, 0).expect("restore");
+        predictions.push(t.predict(&x, rows).expect("predict"));
+        t.step(&x, &y, rows, 0.5).expect("step");
+        t.step(&x, &y, rows, 0.5).expect("step");
+        predictions.push(t.predict(&x, rows).expect("predict"));
+        predictions
+    };
+    let (interp, jit) = (run(Backend::Interp), run(Backend::Jit));
+    for (k, (a, b)) in interp.iter().zip(&jit).enumerate() {
+        for (i, (a, b)) in a.iter().zip(b).enumerate() {
+            assert!(close(*a, *b), "prediction {k}[{i}]: interp {a} vs jit {b}");
+        }
+    }
+    // The steps moved the predictions, and the restore moved them back.
+    let moved = |a: &[f32], b: &[f32]| a.iter().zip(b).any(|(a, b)| (a - b).abs() > 1e-3);
+    assert!(moved(&jit[0], &jit[1]) && moved(&jit[2], &jit[3]));
+    assert_eq!(jit[0], jit[2]);
+}
+
 /// Convolution and pooling split a batch into a fixed number of parts, so
 /// running the parts on several threads gives the same bits as one thread.
 #[test]

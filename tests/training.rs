@@ -297,7 +297,7 @@ fn health_reports_the_norms_of_the_gradients() {
     for (p, values) in initial.iter().enumerate() {
         store.set_param(p, values);
     }
-    let hypers = nnc::train::Hypers { lr: 0.003, bias1: 10.0, bias2: 1000.0, step: 1.0 };
+    let hypers = nnc::train::Hypers { lr: 0.003, bias1: 10.0, bias2: 1000.0, step: 1.0, ..Default::default() };
     let values = nnc::exec::interpret(&step.graph, &store, &train.x, &train.y, &hypers).expect("runs");
     let norms: Vec<f64> = step
         .grads
@@ -365,7 +365,7 @@ fn first_full_batch_step(source: &str) -> (CheckedModel, Dataset, nnc::ir::Train
     for (p, values) in initial.iter().enumerate() {
         store.set_param(p, values);
     }
-    let hypers = nnc::train::Hypers { lr: 0.1, bias1: 1.0, bias2: 1.0, step: 1.0 };
+    let hypers = nnc::train::Hypers { lr: 0.1, bias1: 1.0, bias2: 1.0, step: 1.0, ..Default::default() };
     let values = nnc::exec::interpret(&step.graph, &store, &train.x, &train.y, &hypers).expect("runs");
     (model, train, step, values)
 }

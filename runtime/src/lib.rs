@@ -7,6 +7,7 @@ mod collective;
 #[cfg(target_arch = "x86_64")]
 mod conv;
 mod gemm;
+mod kept;
 pub mod kernels;
 pub mod library;
 mod partner;
@@ -22,6 +23,7 @@ mod winograd;
 
 pub use collective::{AllReduce, ThreadTeam, all_reduce, set_all_reduce};
 pub use gemm::Isa;
+pub use kept::{READ_ONLY, UNVERSIONED, fresh_version};
 pub use partner::with_partner;
 pub use products::{product, product_splits, product_with};
 pub use routines::{PARALLEL_ELEMENTS, softmax_row};
@@ -96,6 +98,10 @@ pub struct Hypers {
     pub bias2: f32,
     /// The number of the step (1, 2, …), which keys the dropout masks.
     pub step: f32,
+    /// The version of the weights a forward pass reads (`fresh_version`),
+    /// under which transforms of them are kept between calls; `UNVERSIONED`
+    /// for a training step, which writes them.
+    pub weights: u64,
 }
 
 /// A runtime routine as generated code sees it: its symbol, its arguments
@@ -137,7 +143,7 @@ pub fn routines() -> Vec<Routine> {
         routine!(routines::nnc_log, 3, 0),
         routine!(routines::nnc_copy, 3, 0),
         routine!(routines::nnc_parallel_parts, 8, 0),
-        routine!(spatial::nnc_conv2d, 7, 0),
+        routine!(spatial::nnc_conv2d, 8, 0),
         routine!(spatial::nnc_conv2d_grad_input, 5, 0),
         routine!(spatial::nnc_conv2d_grad_weight, 5, 0),
         routine!(spatial::nnc_sum_channels, 5, 0),

@@ -112,7 +112,9 @@ pub unsafe extern "C" fn nnc_library_create(description: *const Description) -> 
     let (Some(scratch), Some(input)) = (Arena::zeroed(most(|p| p.scratch_len)), input_len.and_then(zeroed)) else {
         return std::ptr::null_mut();
     };
-    let context = Context { description, scratch, input, hyper: Hypers::default() };
+    // The weights are the library's read-only data: what is made from them is kept.
+    let hyper = Hypers { weights: crate::READ_ONLY, ..Hypers::default() };
+    let context = Context { description, scratch, input, hyper };
     Box::into_raw(Box::new(context))
 }
 

@@ -35,6 +35,7 @@ pub extern "C" fn nnc_conv2d(
     f: usize,
     bias: *const f32,
     relu: usize,
+    weights_version: u64,
 ) {
     // SAFETY: generated code passes the window of this convolution.
     let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
@@ -54,7 +55,7 @@ pub extern "C" fn nnc_conv2d(
     };
     #[cfg(target_arch = "x86_64")]
     if winograd::applies(win, f) {
-        return winograd::with_filter(w, f, win, |u| {
+        return winograd::with_filter(w, f, win, weights_version, |u| {
             images(&|image, out| winograd::forward_image(u, f, image, win, epilogue, out))
         });
     }

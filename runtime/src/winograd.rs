@@ -22,6 +22,7 @@ use std::cell::{Cell, RefCell};
 use rayon::prelude::*;
 
 use crate::gemm::Isa;
+use crate::kept;
 use crate::kernels::{Epilogue, Window};
 use crate::products::gemm;
 use crate::simd::{aligned, compiled_for_isa};
@@ -113,13 +114,23 @@ thread_local! {
 }
 
 /// Runs `work` with the filter `w` (`[F, C, 3, 3]`) transformed for the
-/// tiling `win` runs.
-pub fn with_filter<R>(w: &[f32], filters: usize, win: Window, work: impl FnOnce(Transformed) -> R) -> R {
-    with_filter_for(Tiling::choose(win), w, filters, win, work)
+/// tiling `win` runs: kept from call to call while the weights keep their
+/// `version` (`kept`), else transformed into this thread's buffer.
+pub fn with_filter<R>(w: &[f32], filters: usize, win: Window, version: u64, work: impl FnOnce(Transformed) -> R) -> R {
+    let tiling = Tiling::choose(win);
+    if version == kept::UNVERSIONED {
+        return with_filter_for(tiling, w, filters, win, work);
+    }
+    let source = kept::Source::of(w, [tiling.points(), filters, win.channels]);
+    let u = kept::transform(source, version, || {
+        let mut u = vec![0.0; tiling.points() * filters * win.channels];
+        transform_into(tiling, w, filters, win, &mut u);
+        u
+    });
+    work(Transformed { tiling, u: &u })
 }
 
-/// `with_filter` for `tiling`: U[ξ][f][c] = (G·g·Gᵀ)[ξ] for the 3×3 filter
-/// g of f over channel c.
+/// `with_filter` for `tiling`, into this thread's buffer.
 fn with_filter_for<R>(
     tiling: Tiling,
     w: &[f32],
@@ -127,27 +138,32 @@ fn with_filter_for<R>(
     win: Window,
     work: impl FnOnce(Transformed) -> R,
 ) -> R {
-    let (channels, points) = (win.channels, tiling.points());
-    assert_eq!(w.len(), filters * channels * 9);
     FILTER.with(|cell| {
         let mut u = cell.borrow_mut();
         // Every value is written below, so the old ones need no clearing.
-        u.resize(points * filters * channels, 0.0);
-        // Chunks of the 3×3 filters run in parallel, each writing its part of the rows U[ξ].
-        let n = filters * channels;
-        let mut parts: Vec<Vec<&mut [f32]>> =
-            (0..n.div_ceil(FILTER_CHUNK)).map(|_| Vec::with_capacity(points)).collect();
-        for row in u[..points * n].chunks_exact_mut(n) {
-            for (part, chunk) in parts.iter_mut().zip(row.chunks_mut(FILTER_CHUNK)) {
-                part.push(chunk);
-            }
-        }
-        parts.into_par_iter().enumerate().for_each(|(k, mut rows)| {
-            let len = rows[0].len();
-            transform_filters(tiling, &w[k * FILTER_CHUNK * 9..][..len * 9], &mut rows);
-        });
-        work(Transformed { tiling, u: &u[..points * n] })
+        u.resize(tiling.points() * filters * win.channels, 0.0);
+        transform_into(tiling, w, filters, win, &mut u);
+        work(Transformed { tiling, u: &u })
     })
+}
+
+/// U[ξ][f][c] = (G·g·Gᵀ)[ξ] for the 3×3 filter g of f over channel c, into
+/// `u` (exactly as long).
+fn transform_into(tiling: Tiling, w: &[f32], filters: usize, win: Window, u: &mut [f32]) {
+    let (n, points) = (filters * win.channels, tiling.points());
+    assert_eq!(w.len(), n * 9);
+    assert_eq!(u.len(), n * points);
+    // Chunks of the 3×3 filters run in parallel, each writing its part of the rows U[ξ].
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(FILTER_CHUNK)).map(|_| Vec::with_capacity(points)).collect();
+    for row in u.chunks_exact_mut(n) {
+        for (part, chunk) in parts.iter_mut().zip(row.chunks_mut(FILTER_CHUNK)) {
+            part.push(chunk);
+        }
+    }
+    parts.into_par_iter().enumerate().for_each(|(k, mut rows)| {
+        let len = rows[0].len();
+        transform_filters(tiling, &w[k * FILTER_CHUNK * 9..][..len * 9], &mut rows);
+    });
 }
 
 /// 3×3 filters transformed per parallel task.

@@ -111,16 +111,21 @@ impl Emitter<'_, '_> {
         self.b.ins().iconst(PTR, x as i64)
     }
 
-    /// Address of element 0 of a stored value.
-    fn base(&mut self, v: ValueId) -> Value {
+    /// Where a stored value lives: reshapes alias their input (resolved by
+    /// the plan), so they are followed to it.
+    fn location(&self, v: ValueId) -> Location {
         let mut loc = self.plan.locations[v.0];
-        // Reshapes alias their input (resolved by the plan); follow them if needed.
         let mut node = v;
         while loc == Location::Fused && self.graph.nodes[node.0].op == Op::Reshape {
             node = self.graph.nodes[node.0].inputs[0];
             loc = self.plan.locations[node.0];
         }
-        let (ptr, offset) = match loc {
+        loc
+    }
+
+    /// Address of element 0 of a stored value.
+    fn base(&mut self, v: ValueId) -> Value {
+        let (ptr, offset) = match self.location(v) {
             Location::Store(o) => (self.args.store, o),
             Location::Scratch(o) => (self.args.scratch, o),
             Location::Input => (self.args.input, 0),
@@ -129,6 +134,18 @@ impl Emitter<'_, '_> {
             Location::Fused => (self.args.scratch, 0),
         };
         self.b.ins().iadd_imm_s(ptr, (offset * 4) as i64)
+    }
+
+    /// The version of the weights `w` is part of (the call's
+    /// `Hypers::weights`) when it is read straight from the store, under
+    /// which the runtime keeps what it makes from them; else `UNVERSIONED`
+    /// (a value computed in the pass has no version of its own).
+    fn weights_version(&mut self, w: ValueId) -> Value {
+        if !matches!(self.location(w), Location::Store(_)) {
+            return self.imm(nnc_runtime::UNVERSIONED as usize);
+        }
+        let offset = offset_of!(nnc_runtime::Hypers, weights) as i32;
+        self.b.ins().load(PTR, MemFlagsData::new().with_notrap(), self.args.hyper, offset)
     }
 
     /// `win` in a stack slot of the step, laid out as the runtime's
@@ -303,7 +320,8 @@ impl Emitter<'_, '_> {
                 if let Op::Conv2d { relu, .. } = node.op {
                     // The bias, or a null pointer for none, and whether a ReLU is fused.
                     let bias = if ins.len() == 3 { ins[2] } else { self.imm(0) };
-                    args.extend([bias, self.imm(usize::from(relu))]);
+                    let version = self.weights_version(node.inputs[1]);
+                    args.extend([bias, self.imm(usize::from(relu)), version]);
                 }
                 self.call(name, &args);
             }

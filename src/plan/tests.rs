@@ -75,7 +75,7 @@ fn joined_loops_compute_what_the_interpreter_does() {
         }
         let x: Vec<f32> = (0..8 * 300).map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5).collect();
         let y: Vec<f32> = (0..8).map(|i| (i % 3) as f32).collect();
-        let hypers = Hypers { lr: 0.05, bias1: 10.0, bias2: 1000.0, step: 1.0 };
+        let hypers = Hypers { lr: 0.05, bias1: 10.0, bias2: 1000.0, step: 1.0, ..Hypers::default() };
         let observed_len = train.observed.iter().map(|v| numel(train.graph.shape(*v))).sum::<usize>();
         let run = |backend| {
             let mut compiled = Compiled::<TrainGraph>::new(train.clone(), backend).expect("compiles");
@@ -85,7 +85,7 @@ fn joined_loops_compute_what_the_interpreter_does() {
             for _ in 0..2 {
                 losses.push(compiled.run_observed(&mut store, &x, &y, &hypers, &mut observed).expect("runs"));
             }
-            (losses, observed, store.data)
+            (losses, observed, store.data().to_vec())
         };
         let (interp, jit) = (run(Backend::Interp), run(Backend::Jit));
         let close = |a: &[f32], b: &[f32]| {

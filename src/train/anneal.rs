@@ -26,12 +26,14 @@ impl Trainer {
         // The weights before the move, in a buffer kept across steps.
         let mut before = std::mem::take(&mut self.anneal_backup);
         before.clear();
-        before.extend_from_slice(&self.model.store.data);
+        before.extend_from_slice(self.model.store.data());
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         rng.set_stream(self.steps_done);
         let store = &mut self.model.store;
-        for &(offset, len) in &store.layout.params {
-            for w in &mut store.data[offset..offset + len] {
+        let params = store.layout.params.clone();
+        let data = store.data_mut();
+        for (offset, len) in params {
+            for w in &mut data[offset..offset + len] {
                 let z: f64 = rng.sample(StandardNormal);
                 *w += (scale * z) as f32;
             }
@@ -41,7 +43,7 @@ impl Trainer {
         let accept_worse = draw < (-(proposed - current) / temperature.max(f64::MIN_POSITIVE)).exp();
         let kept = proposed.is_finite() && (proposed <= current || accept_worse);
         if !kept {
-            self.model.store.data.copy_from_slice(&before);
+            self.model.store.data_mut().copy_from_slice(&before);
         }
         self.anneal_backup = before;
         Ok(if kept { proposed } else { current })

@@ -153,9 +153,7 @@ impl Trainer {
                  run contrastive divergence and annealing as one process"
                 .into());
         }
-        let mut state = self.model.store.data.clone();
-        team.broadcast(&mut state);
-        self.model.store.data = state;
+        team.broadcast(self.model.store.data_mut());
         self.team = Some(team);
         self.train_steps.clear();
         Ok(())
@@ -292,7 +290,9 @@ impl Trainer {
             Optimizer::Adam { beta1, beta2, .. } => (1.0 / (1.0 - beta1.powi(t)), 1.0 / (1.0 - beta2.powi(t))),
             _ => (1.0, 1.0),
         };
-        Hypers { lr: lr as f32, bias1: bias1 as f32, bias2: bias2 as f32, step: t as f32 }
+        // A step writes the weights it reads: nothing made from them is kept.
+        let weights = nnc_runtime::UNVERSIONED;
+        Hypers { lr: lr as f32, bias1: bias1 as f32, bias2: bias2 as f32, step: t as f32, weights }
     }
 
     /// One optimizer step on a batch; returns the batch loss.
