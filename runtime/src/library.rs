@@ -84,12 +84,31 @@ pub const TOO_MANY_ROWS: i32 = 4;
 /// One caller's working memory, allocated once by `create`.
 pub struct Context {
     description: *const Description,
+    /// The memory of the passes run on the calling thread.
+    worker: Worker,
+    /// The memory of passes run beside them on another thread
+    /// (`side_by_side`), allocated by the first call that does.
+    beside: Option<Worker>,
+    /// A forward pass reads no hyperparameters but the weights' version;
+    /// the step signature has them.
+    hyper: Hypers,
+}
+
+/// What one thread's passes write.
+struct Worker {
     /// Working memory of the largest pass; each pass uses its start.
     scratch: Arena,
     /// A batch of preprocessed input rows.
     input: Vec<f32>,
-    /// A forward pass reads no hyperparameters; the step signature has them.
-    hyper: Hypers,
+}
+
+impl Worker {
+    /// Memory for the passes of `d`, or None when it cannot be had.
+    fn new(d: &Description) -> Option<Worker> {
+        let most = |field: fn(&Pass) -> usize| d.passes.iter().map(field).max().unwrap_or(0).max(1);
+        let input = most(|p| p.rows).checked_mul(d.features).and_then(zeroed)?;
+        Some(Worker { scratch: Arena::zeroed(most(|p| p.scratch_len))?, input })
+    }
 }
 
 /// Allocates a context for the model `description` describes.
@@ -107,14 +126,12 @@ pub unsafe extern "C" fn nnc_library_create(description: *const Description) -> 
         crate::set_parallel_images(true);
     }
     // Memory that is not there is a NULL context, never an abort of the caller.
-    let most = |field: fn(&Pass) -> usize| d.passes.iter().map(field).max().unwrap_or(0).max(1);
-    let input_len = most(|p| p.rows).checked_mul(d.features);
-    let (Some(scratch), Some(input)) = (Arena::zeroed(most(|p| p.scratch_len)), input_len.and_then(zeroed)) else {
+    let Some(worker) = Worker::new(d) else {
         return std::ptr::null_mut();
     };
     // The weights are the library's read-only data: what is made from them is kept.
     let hyper = Hypers { weights: crate::READ_ONLY, ..Hypers::default() };
-    let context = Context { description, scratch, input, hyper };
+    let context = Context { description, worker, beside: None, hyper };
     Box::into_raw(Box::new(context))
 }
 
@@ -167,7 +184,9 @@ pub unsafe extern "C" fn nnc_library_predict(
         (std::slice::from_raw_parts(input, rows * d.features), std::slice::from_raw_parts_mut(output, rows * d.outputs))
     };
     let rows_per_pass = d.passes.each_ref().map(|p| p.rows);
-    let mut run_all = || {
+    let hyper = context.hyper;
+    let run_rows = |worker: &mut Worker, input: &[f32], output: &mut [f32]| {
+        let rows = input.len() / d.features.max(1);
         let mut done = 0;
         while done < rows {
             let pass = &d.passes[next_pass(rows_per_pass, rows - done)];
@@ -175,9 +194,26 @@ pub unsafe extern "C" fn nnc_library_predict(
             let x = &input[done * d.features..(done + n) * d.features];
             let y = &mut output[done * d.outputs..(done + n) * d.outputs];
             // SAFETY: the description's arrays and passes are the generated object's own.
-            unsafe { context.run(d, pass, x, y) };
+            unsafe { worker.run(d, &hyper, pass, x, y) };
             done += n;
         }
+    };
+    let half = side_by_side(d, rows);
+    if half.is_some() && context.beside.is_none() {
+        // Without the memory the passes run one after another, as they can.
+        context.beside = Worker::new(d);
+    }
+    let Context { worker, beside, .. } = context;
+    let run_all = || match (half, beside.as_mut()) {
+        (Some(half), Some(beside)) => {
+            let (x, x_beside) = input.split_at(half * d.features);
+            let (y, y_beside) = output.split_at_mut(half * d.outputs);
+            let run_rows = &run_rows;
+            let here = OnPool(move || run_rows(worker, x, y));
+            let there = OnPool(move || run_rows(beside, x_beside, y_beside));
+            rayon::join(move || here.run(), move || there.run());
+        }
+        _ => run_rows(worker, input, output),
     };
     if rows >= POOL_ROWS {
         // Many rows run on a thread of rayon's pool, as the command line's
@@ -194,9 +230,10 @@ pub unsafe extern "C" fn nnc_library_predict(
 /// A call's work, moved to a thread of rayon's pool for the call.
 struct OnPool<F>(F);
 
-// SAFETY: the calling thread waits inside `rayon::scope` until the work is
-// done, so what it borrows stays valid and is touched by one thread at a
-// time; the description's pointers are the generated object's read-only data.
+// SAFETY: the calling thread waits inside `rayon::scope` (and `rayon::join`)
+// until the work is done, so what it borrows stays valid; two halves run
+// side by side touch only their own worker's memory and rows; the
+// description's pointers are the generated object's read-only data.
 unsafe impl<F> Send for OnPool<F> {}
 
 impl<F: FnOnce()> OnPool<F> {
@@ -209,12 +246,26 @@ impl<F: FnOnce()> OnPool<F> {
 /// about as much as a batch-1 pass).
 const POOL_ROWS: usize = 16;
 
-impl Context {
+/// Where the rows of a call split into two halves that run side by side,
+/// each on its own thread with its own memory, if they do: when the model
+/// spreads its images over the threads (each convolution and pooling hands
+/// its parts to the other thread and waits for them: LeNet's library
+/// predicted 130-135 k rows/s so, 163-165 k in two halves) and there are
+/// two large passes at least. The first half is whole large passes, so
+/// every row runs in the same pass at the same place as one after another
+/// (the same bits); MLPs, whose products split well, gained nothing.
+fn side_by_side(d: &Description, rows: usize) -> Option<usize> {
+    let large = d.passes[0].rows.max(1);
+    let split = d.parallel_images != 0 && rows >= 2 * large && rayon::current_num_threads() > 1;
+    split.then(|| (rows / 2).next_multiple_of(large))
+}
+
+impl Worker {
     /// One pass over `x` (exactly `pass.rows` rows) into `y`.
     ///
     /// # Safety
     /// `d` is this context's description; its pointers are valid for its sizes.
-    unsafe fn run(&mut self, d: &Description, pass: &Pass, x: &[f32], y: &mut [f32]) {
+    unsafe fn run(&mut self, d: &Description, hyper: &Hypers, pass: &Pass, x: &[f32], y: &mut [f32]) {
         // SAFETY: shift and divisor hold `features` values each.
         let (shift, divisor) = unsafe {
             (std::slice::from_raw_parts(d.shift, d.features), std::slice::from_raw_parts(d.divisor, d.features))
@@ -241,7 +292,7 @@ impl Context {
                 scratch.as_mut_ptr(),
                 input.as_ptr(),
                 std::ptr::null(),
-                std::ptr::from_ref(&self.hyper).cast(),
+                std::ptr::from_ref(hyper).cast(),
             )
         };
         let scores = if pass.output == OUTPUT_IS_INPUT {
