@@ -8,9 +8,10 @@
 #            Fashion-MNIST (`nnc train --epochs 1`) vs its PyTorch twin
 #   VGG-16   batch-1 forward, ms
 #   batch inference: mnist_mlp and LeNet over 10,000 MNIST rows, through a
-#            library `nnc build` wrote (one predict call), through
-#            `nnc predict` (the whole command, CSV parsing included), and
-#            onnxruntime on the same networks (one run call)
+#            library `nnc build` wrote (one predict call) against
+#            onnxruntime on the same networks (one run call), and as whole
+#            commands, CSV in and CSV out: `nnc predict` against
+#            benches/ort_predict.py (numpy's CSV reader, onnxruntime)
 #
 #   benches/side_by_side.sh PEERS [ROUNDS]
 #
@@ -108,6 +109,8 @@ for r in $(seq "$rounds"); do
         s=$(elapsed "$nnc" predict "models/$model.nn" --weights "$work/$model.safetensors" --input "$rows" \
             --output "$work/predictions.csv")
         echo "{\"rows_per_s\": $(echo "10000 / $s" | bc)}" | record "$r" predict "$model"
+        s=$(elapsed "$py" benches/ort_predict.py "$model" "$rows" "$work/ort_predictions.csv")
+        echo "{\"rows_per_s\": $(echo "10000 / $s" | bc)}" | record "$r" ort_script "$model"
     done
     "$py" benches/ort_peer.py "$BENCH_MIN_S" | record "$r" onnxruntime inference
 done

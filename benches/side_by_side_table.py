@@ -36,8 +36,12 @@ for r in rows:
         add("w4", f"{who} {r.get('variant', '')}".strip(), r.get("latency_us"))
     elif w in ("w1", "w2", "w3"):
         add(w, who, r.get("samples_per_s"))
-    elif who in ("library", "predict"):
-        add(f"{w} 10k", f"nnc {who}", r.get("samples_per_s", r.get("rows_per_s")))
+    elif who == "library":
+        add(f"{w} 10k", "nnc library", r.get("samples_per_s", r.get("rows_per_s")))
+    elif who == "predict":
+        add(f"{w} 10k command", "nnc predict", r["rows_per_s"])
+    elif who == "ort_script":
+        add(f"{w} 10k command", "onnxruntime script", r["rows_per_s"])
     elif who == "onnxruntime" and r.get("intra_op") == 2:
         add("mnist_mlp 10k", "onnxruntime", r["mlp_rows_per_s"])
         add("lenet 10k", "onnxruntime", r["lenet_rows_per_s"])
@@ -51,6 +55,8 @@ TABLE = [
     ("vgg", "VGG-16 b1 forward, ms", False),
     ("mnist_mlp 10k", "mnist_mlp over 10k rows, rows/s", True),
     ("lenet 10k", "LeNet over 10k rows, rows/s", True),
+    ("mnist_mlp 10k command", "mnist_mlp over 10k rows, whole command (CSV in and out), rows/s", True),
+    ("lenet 10k command", "LeNet over 10k rows, whole command (CSV in and out), rows/s", True),
 ]
 print(f"CPU: {cpu.get('cpu', '?')} (AVX-512: {'yes' if cpu.get('avx512') else 'no'}); medians of {max((r.get('round', 0) for r in rows), default=0)} rounds\n")
 print("| workload | nnc | peers | nnc vs best peer |")
