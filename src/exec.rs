@@ -21,7 +21,7 @@ pub enum Backend {
 }
 
 /// Parameters and state, flat, laid out by `StoreLayout`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Store {
     /// Written only through `data_mut`, which gives the values a new version.
     data: Vec<f32>,
@@ -30,6 +30,20 @@ pub struct Store {
     /// keep what they make from the weights (Winograd's filter transforms)
     /// while it stays the same.
     version: u64,
+}
+
+impl Clone for Store {
+    /// The same values under a version of their own (each copy is written
+    /// and dropped on its own).
+    fn clone(&self) -> Store {
+        Store { data: self.data.clone(), layout: self.layout.clone(), version: nnc_runtime::fresh_version() }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        nnc_runtime::release(self.version);
+    }
 }
 
 impl PartialEq for Store {
@@ -54,8 +68,10 @@ impl Store {
         &self.data
     }
 
-    /// The values, to write: from now on they are a new version.
+    /// The values, to write: from now on they are a new version (and
+    /// nothing made from the old one is kept).
     pub fn data_mut(&mut self) -> &mut Vec<f32> {
+        nnc_runtime::release(self.version);
         self.version = nnc_runtime::fresh_version();
         &mut self.data
     }
@@ -64,13 +80,13 @@ impl Store {
     /// (a training step adds optimizer state after the model's tensors); the
     /// new states start at their fill.
     pub fn extend_to(&mut self, graph: &Graph) -> Result<(), String> {
-        let wider = Store::new(graph);
+        let mut wider = Store::new(graph);
         if !wider.layout.holds(&self.layout) {
             return Err("a training step's store does not extend the model's".into());
         }
         let kept = self.layout.len;
         self.data_mut().extend_from_slice(&wider.data[kept..]);
-        self.layout = wider.layout;
+        self.layout = std::mem::take(&mut wider.layout);
         Ok(())
     }
 

@@ -27,6 +27,14 @@ pub fn fresh_version() -> u64 {
     NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Drops what was kept for `version`: its weights have changed or are gone
+/// (kept, it would only hold memory until evicted).
+pub fn release(version: u64) {
+    if version > READ_ONLY {
+        kept().entries.retain(|e| e.version != version);
+    }
+}
+
 /// What a kept transform was made from: the weights' first value and
 /// length, and the transform (a kind and its sizes, which the caller
 /// names).
@@ -125,5 +133,9 @@ mod tests {
         assert_eq!(*transform(other, second, || vec![0.5]), [0.5]);
         assert_eq!(*transform(source, second, || double(&weights)), [20.0, 4.0, 6.0]);
         assert_eq!(made.get(), 2);
+        // Released, the version's transforms are made again.
+        release(second);
+        assert_eq!(*transform(source, second, || double(&weights)), [20.0, 4.0, 6.0]);
+        assert_eq!(made.get(), 3);
     }
 }

@@ -23,7 +23,7 @@ mod winograd;
 
 pub use collective::{AllReduce, ThreadTeam, all_reduce, set_all_reduce};
 pub use gemm::Isa;
-pub use kept::{READ_ONLY, UNVERSIONED, fresh_version};
+pub use kept::{READ_ONLY, UNVERSIONED, fresh_version, release};
 pub use partner::with_partner;
 pub use products::{product, product_splits, product_with};
 pub use routines::{PARALLEL_ELEMENTS, softmax_row};

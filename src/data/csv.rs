@@ -360,7 +360,9 @@ mod tests {
             let one_by_one: Vec<f32> = cells(line).map(|c| small_integer(c).expect("a small integer")).collect();
             assert_eq!(values, one_by_one, "{line:?}");
         }
-        for line in ["", ",", "1,", ",1", "1,,2", "1, 2", "1,-2", "1,2.5", "1,\"2\"", "12345678,1", "1,2\r", "1;2", "1,x"] {
+        for line in
+            ["", ",", "1,", ",1", "1,,2", "1, 2", "1,-2", "1,2.5", "1,\"2\"", "12345678,1", "1,2\r", "1;2", "1,x"]
+        {
             assert!(!small_integers(line, &mut values), "{line:?}");
         }
     }
