@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 mod codegen;
+mod elementwise;
 pub mod object;
 mod unary;
 mod vector;
@@ -120,7 +121,7 @@ pub fn define_step(
     let (mut part_ids, mut part_clif) = (Vec::new(), String::new());
     for kernel in &plan.kernels {
         if let Kernel::Elementwise { roots } = kernel
-            && codegen::Layout::of(graph, plan, roots[0]).parallel()
+            && elementwise::Layout::of(graph, plan, roots[0]).parallel()
         {
             let part = format!("{name}_part{}", part_ids.len());
             let (id, clif) = define_part(module, &part, graph, plan, roots)?;

@@ -1,0 +1,252 @@
+//! Element-wise kernels: a fused expression (or several joined roots of
+//! one layout) as a loop over its elements, four lanes at a time and then
+//! one by one, reading stored tensors and computing fused ones inline.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+
+use super::codegen::{Emitter, PTR, V};
+use super::vector::splat;
+use crate::ir::{Graph, Op, ValueId, numel};
+use crate::plan::{Broadcast, Location, Plan};
+
+/// How an element-wise kernel is laid out: `rows × cols` values, the
+/// columns a bias row's length when the expression adds one, or a
+/// channel's plane when it reads one value per channel (row r is then
+/// channel r mod `channels`). Its units, the ranges its parts take, are
+/// rows when it has several, else values.
+pub struct Layout {
+    pub rows: usize,
+    pub cols: usize,
+    pub channels: usize,
+}
+
+impl Layout {
+    pub fn of(graph: &Graph, plan: &Plan, root: ValueId) -> Layout {
+        let total = numel(graph.shape(root));
+        let (cols, channels) = match broadcast(graph, plan, root) {
+            Some(Broadcast::Bias(width)) => (width, 1),
+            Some(Broadcast::Channels { channels, spatial }) => (spatial, channels),
+            None => (total, 1),
+        };
+        let cols = cols.max(1);
+        Layout { rows: total / cols, cols, channels }
+    }
+
+    /// How many units the kernel has, and what a part's range is a multiple of.
+    pub fn units(&self) -> (usize, usize) {
+        if self.rows > 1 { (self.rows, 1) } else { (self.cols, 4) }
+    }
+
+    /// Whether the kernel is large enough to run in parts.
+    pub fn parallel(&self) -> bool {
+        self.rows * self.cols >= nnc_runtime::PARALLEL_ELEMENTS && self.units().0 >= 2
+    }
+}
+
+/// The broadcast inside the fused expression at `v`, if any (the plan
+/// fuses at most one kind into a loop).
+fn broadcast(graph: &Graph, plan: &Plan, v: ValueId) -> Option<Broadcast> {
+    let node = &graph.nodes[v.0];
+    Broadcast::of(graph, node).or_else(|| {
+        node.inputs
+            .iter()
+            .filter(|i| plan.locations[i.0] == Location::Fused && graph.nodes[i.0].op != Op::Reshape)
+            .find_map(|i| broadcast(graph, plan, *i))
+    })
+}
+
+impl Emitter<'_, '_> {
+    /// A counted loop `for i in (start..end).step_by(step)`, while `i + step ≤ end`.
+    fn counted(&mut self, start: Value, end: Value, step: usize, body: &mut dyn FnMut(&mut Self, Value)) {
+        let header = self.b.create_block();
+        let work = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(header, PTR);
+        self.b.ins().jump(header, &[start.into()]);
+        self.b.switch_to_block(header);
+        let i = self.b.block_params(header)[0];
+        let next = self.b.ins().iadd_imm_s(i, step as i64);
+        let more = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, next, end);
+        self.b.ins().brif(more, work, &[], exit, &[]);
+        self.b.switch_to_block(work);
+        body(self, i);
+        let next = self.b.ins().iadd_imm_s(i, step as i64);
+        self.b.ins().jump(header, &[next.into()]);
+        self.b.switch_to_block(exit);
+    }
+
+    /// The loop evaluating the fused expressions rooted at `roots` (one
+    /// layout, see `Layout`) over its units `[begin, end)`: each row's
+    /// columns, or a run of values, four lanes at a time and then one by
+    /// one. Every root's element is computed before any is stored, so a
+    /// root written over a tensor another root reads sees its old value.
+    pub fn elementwise(&mut self, roots: &[ValueId], begin: Value, end: Value) {
+        let Layout { rows, cols, channels } = Layout::of(self.graph, self.plan, roots[0]);
+        let outs: Vec<Value> = roots.iter().map(|&root| self.base(root)).collect();
+        let run = |e: &mut Self, row_start: Value, (start, vec_end, end): (Value, Value, Value)| {
+            e.counted(start, vec_end, 4, &mut |e, j| {
+                e.computed.clear();
+                let values: Vec<Value> = roots.iter().map(|&root| e.eval(root, row_start, j, true)).collect();
+                for (&value, &out) in values.iter().zip(&outs) {
+                    let at = e.element_addr(out, row_start, j);
+                    e.b.ins().store(MemFlagsData::new().with_notrap(), value, at, 0);
+                }
+            });
+            e.counted(vec_end, end, 1, &mut |e, j| {
+                e.computed.clear();
+                let values: Vec<Value> = roots.iter().map(|&root| e.eval(root, row_start, j, false)).collect();
+                for (&value, &out) in values.iter().zip(&outs) {
+                    let lane = e.b.ins().extractlane(value, 0);
+                    let at = e.element_addr(out, row_start, j);
+                    e.b.ins().store(MemFlagsData::new().with_notrap(), lane, at, 0);
+                }
+            });
+        };
+        if rows > 1 {
+            self.counted(begin, end, 1, &mut |e, r| {
+                e.channel = Some(e.b.ins().urem_imm_u(r, channels as i64));
+                let row_start = e.b.ins().imul_imm_u(r, cols as i64);
+                let (zero, vec_end, cols) = (e.imm(0), e.imm(cols - cols % 4), e.imm(cols));
+                run(e, row_start, (zero, vec_end, cols));
+            });
+        } else {
+            // One row: the range is of values, `begin` a multiple of four
+            // (and a channel op here has one channel of one image).
+            let row_start = self.imm(0);
+            self.channel = Some(row_start);
+            let length = self.b.ins().isub(end, begin);
+            let tail = self.b.ins().band_imm_u(length, 3);
+            let vec_end = self.b.ins().isub(end, tail);
+            run(self, row_start, (begin, vec_end, end));
+        }
+    }
+
+    fn element_addr(&mut self, base: Value, row_start: Value, j: Value) -> Value {
+        let i = self.b.ins().iadd(row_start, j);
+        let off = self.b.ins().ishl_imm_u(i, 2);
+        self.b.ins().iadd(base, off)
+    }
+
+    /// Loads lanes of a stored tensor at the current element (4 lanes or 1 splatted).
+    fn load(&mut self, v: ValueId, row_start: Value, j: Value, vector: bool) -> Value {
+        let base = self.base(v);
+        let at = self.element_addr(base, row_start, j);
+        self.load_at(at, vector)
+    }
+
+    fn load_at(&mut self, at: Value, vector: bool) -> Value {
+        let flags = MemFlagsData::new().with_notrap();
+        if vector {
+            self.b.ins().load(V, flags, at, 0)
+        } else {
+            let x = self.b.ins().load(types::F32, flags, at, 0);
+            self.b.ins().splat(V, x)
+        }
+    }
+
+    /// A scalar input broadcast to all lanes.
+    fn load_scalar(&mut self, v: ValueId) -> Value {
+        let base = self.base(v);
+        let x = self.b.ins().load(types::F32, MemFlagsData::new().with_notrap(), base, 0);
+        self.b.ins().splat(V, x)
+    }
+
+    /// The value of `v` at the current element: as computed already in
+    /// this loop's body, else computed if fused, else loaded.
+    fn operand(&mut self, v: ValueId, row_start: Value, j: Value, vector: bool) -> Value {
+        if let Some(&value) = self.computed.get(&v) {
+            return value;
+        }
+        let fused = self.plan.locations[v.0] == Location::Fused && self.graph.nodes[v.0].op != Op::Reshape;
+        if fused { self.eval(v, row_start, j, vector) } else { self.load(v, row_start, j, vector) }
+    }
+
+    /// `v` at the current element, computed once per loop body.
+    fn eval(&mut self, v: ValueId, row_start: Value, j: Value, vector: bool) -> Value {
+        if let Some(&value) = self.computed.get(&v) {
+            return value;
+        }
+        let value = self.compute(v, row_start, j, vector);
+        self.computed.insert(v, value);
+        value
+    }
+
+    fn compute(&mut self, v: ValueId, row_start: Value, j: Value, vector: bool) -> Value {
+        let node = self.graph.nodes[v.0].clone();
+        let ins = node.inputs.clone();
+        let n = numel(&node.shape) as f32;
+        let arg = |e: &mut Self, k: usize| e.operand(ins[k], row_start, j, vector);
+        match node.op {
+            Op::Const(c) => splat(&mut self.b, c as f32),
+            Op::Unary(u) => {
+                let x = arg(self, 0);
+                self.unary(u, x)
+            }
+            Op::UnaryGrad(u) => {
+                let g = arg(self, 2);
+                let d = self.derivative(u, &mut |e, k| arg(e, k));
+                self.b.ins().fmul(g, d)
+            }
+            Op::Add | Op::Sub | Op::Mul | Op::Div => {
+                let (a, c) = (arg(self, 0), arg(self, 1));
+                match node.op {
+                    Op::Add => self.b.ins().fadd(a, c),
+                    Op::Sub => self.b.ins().fsub(a, c),
+                    Op::Mul => self.b.ins().fmul(a, c),
+                    _ => self.b.ins().fdiv(a, c),
+                }
+            }
+            Op::MulScalar => {
+                let a = arg(self, 0);
+                let s = self.load_scalar(ins[1]);
+                self.b.ins().fmul(a, s)
+            }
+            Op::AddBias => {
+                let x = arg(self, 0);
+                let base = self.base(ins[1]);
+                let off = self.b.ins().ishl_imm_u(j, 2);
+                let at = self.b.ins().iadd(base, off);
+                let bias = self.load_at(at, vector);
+                self.b.ins().fadd(x, bias)
+            }
+            Op::AddChannelBias | Op::MulChannel => {
+                let x = arg(self, 0);
+                let base = self.base(ins[1]);
+                let channel = self.channel.expect("a channel op runs in a loop over channels' planes");
+                let off = self.b.ins().ishl_imm_u(channel, 2);
+                let at = self.b.ins().iadd(base, off);
+                let c = self.load_at(at, false);
+                if node.op == Op::AddChannelBias { self.b.ins().fadd(x, c) } else { self.b.ins().fmul(x, c) }
+            }
+            // g·2(p − t)/n
+            Op::MseGrad => {
+                let (p, t) = (arg(self, 0), arg(self, 1));
+                let g = self.load_scalar(ins[2]);
+                let k = splat(&mut self.b, 2.0 / n);
+                let d = self.b.ins().fsub(p, t);
+                let gk = self.b.ins().fmul(g, k);
+                self.b.ins().fmul(gk, d)
+            }
+            // g·(p − t)/(p(1 − p))/n with p clamped to [ε, 1 − ε]
+            Op::BceGrad => {
+                let (p, t) = (arg(self, 0), arg(self, 1));
+                let g = self.load_scalar(ins[2]);
+                let eps = nnc_runtime::kernels::BCE_EPS as f32;
+                let (lo, hi) = (splat(&mut self.b, eps), splat(&mut self.b, 1.0 - eps));
+                let p = self.b.ins().fmax(p, lo);
+                let p = self.b.ins().fmin(p, hi);
+                let one = splat(&mut self.b, 1.0);
+                let q = self.b.ins().fsub(one, p);
+                let den = self.b.ins().fmul(p, q);
+                let d = self.b.ins().fsub(p, t);
+                let ratio = self.b.ins().fdiv(d, den);
+                let k = splat(&mut self.b, 1.0 / n);
+                let gk = self.b.ins().fmul(g, k);
+                self.b.ins().fmul(gk, ratio)
+            }
+            // Everything else is stored, never fused (see plan::is_elementwise).
+            _ => self.load(v, row_start, j, vector),
+        }
+    }
+}
