@@ -247,17 +247,17 @@ impl<F: FnOnce()> OnPool<F> {
 const POOL_ROWS: usize = 16;
 
 /// Where the rows of a call split into two halves that run side by side,
-/// each on its own thread with its own memory, if they do: when the model
-/// spreads its images over the threads (each convolution and pooling hands
-/// its parts to the other thread and waits for them: LeNet's library
-/// predicted 130-135 k rows/s so, 163-165 k in two halves) and there are
-/// two large passes at least. The first half is whole large passes, so
-/// every row runs in the same pass at the same place as one after another
-/// (the same bits); MLPs, whose products split well, gained nothing.
+/// each on its own thread with its own memory, if they do: when there are
+/// two large passes at least. A pass run alone spreads its work over the
+/// threads and hands it over at every product, convolution and pooling;
+/// two halves hand over nothing (LeNet's library predicted 131-138 k rows/s
+/// one pass after another, 162-165 k in two halves). The first half is the
+/// whole large passes nearest half the rows, so every row runs in the same
+/// pass at the same place as one after another (the same bits).
 fn side_by_side(d: &Description, rows: usize) -> Option<usize> {
     let large = d.passes[0].rows.max(1);
-    let split = d.parallel_images != 0 && rows >= 2 * large && rayon::current_num_threads() > 1;
-    split.then(|| (rows / 2).next_multiple_of(large))
+    let split = rows >= 2 * large && rayon::current_num_threads() > 1;
+    split.then(|| (rows / 2 + large / 2) / large * large)
 }
 
 impl Worker {

@@ -307,7 +307,7 @@ pub struct BuildArgs {
     pub weights: PathBuf,
     pub output: PathBuf,
     pub name: Option<String>,
-    /// Rows of the large batched pass; `None`: `model::chunk_rows`.
+    /// Rows of the large batched pass; `None`: `library::default_batch`.
     pub batch: Option<usize>,
     pub target_cpu: String,
 }
@@ -379,7 +379,7 @@ pub fn build(file: &Path, model: Option<&str>, args: &BuildArgs) -> Outcome {
     }
     let (checked, index, runtime, saved) = trained(file, model, &args.weights)?;
     let name = args.name.clone().unwrap_or_else(|| checked.models[index].name.clone());
-    let batch = args.batch.unwrap_or_else(|| crate::model::chunk_rows(&runtime.checked));
+    let batch = args.batch.unwrap_or_else(|| crate::library::default_batch(&runtime.checked));
     let options = BuildOptions { name, batch, target, out_dir: args.output.clone() };
     let built = library::build(&runtime, &saved.scaler, &options).map_err(Failure::Usage)?;
     for path in [&built.header, &built.static_lib, &built.shared_lib] {

@@ -199,7 +199,8 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
         /// Rows per call of the large batched forward pass (default: as many
-        /// as keep its activations near 16 MiB, as `nnc predict` runs).
+        /// as keep its activations near 16 MiB, as `nnc predict` runs, at
+        /// most 1,024).
         #[arg(long, value_parser = batch_size)]
         batch: Option<usize>,
         /// Instruction-set extensions the generated code may use: `native`
