@@ -255,9 +255,13 @@ const POOL_ROWS: usize = 16;
 /// whole large passes nearest half the rows, so every row runs in the same
 /// pass at the same place as one after another (the same bits).
 fn side_by_side(d: &Description, rows: usize) -> Option<usize> {
-    let large = d.passes[0].rows.max(1);
-    let split = rows >= 2 * large && rayon::current_num_threads() > 1;
-    split.then(|| (rows / 2 + large / 2) / large * large)
+    halves(rows, d.passes[0].rows.max(1)).filter(|_| rayon::current_num_threads() > 1)
+}
+
+/// The rows of the first half: the whole `large` passes nearest half of
+/// `rows`, when there are two at least.
+fn halves(rows: usize, large: usize) -> Option<usize> {
+    (rows >= 2 * large).then(|| (rows / 2 + large / 2) / large * large)
 }
 
 impl Worker {
@@ -356,5 +360,23 @@ mod tests {
         assert_eq!(plan(80, 227), [80, 80, 64, 1, 1, 1]);
         assert_eq!(plan(8, 19), [8, 8, 1, 1, 1]);
         assert_eq!(plan(1, 3), [1, 1, 1]);
+    }
+
+    /// The first half is whole large passes and the second starts on a
+    /// pass's boundary; neither is empty, and they differ by a pass at most.
+    #[test]
+    fn halves_are_whole_passes_and_even() {
+        for large in [1, 2, 7, 64, 100, 265, 1024] {
+            assert_eq!(halves(2 * large - 1, large), None);
+            for rows in (2 * large..2 * large + 50).chain([10 * large + 3, 10_000, 10_001]) {
+                let Some(half) = halves(rows, large) else {
+                    assert!(rows < 2 * large, "{rows} rows of {large}");
+                    continue;
+                };
+                assert_eq!(half % large, 0, "{rows} rows of {large}");
+                assert!(half > 0 && half < rows, "{rows} rows of {large}: {half}");
+                assert!((rows - half).abs_diff(half) <= large, "{rows} rows of {large}: {half}");
+            }
+        }
     }
 }
