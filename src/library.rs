@@ -312,9 +312,12 @@ fn header(
  *   shared: cc main.c -L DIR -l{name} -Wl,-rpath,DIR
  *
  * Use: `{name}_context *ctx = {name}_create();` once per thread, then
- * `{name}_predict(ctx, input, rows, output)` as often as needed (it does
- * not allocate), then `{name}_destroy(ctx)`. Several contexts may run at
- * once; one context must not be used by two threads at the same time.
+ * `{name}_predict(ctx, input, rows, output)` as often as needed, then
+ * `{name}_destroy(ctx)`. The first calls allocate the buffers they keep
+ * (a second working memory once a call of two large batches or more runs
+ * as two halves side by side; Winograd convolutions' transformed filters);
+ * later calls allocate nothing. Several contexts may run at once; one
+ * context must not be used by two threads at the same time.
  */
 #ifndef {upper}_H
 #define {upper}_H
