@@ -37,13 +37,18 @@ fn batch(model: &CheckedModel, rows: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
 /// predictions must agree.
 fn assert_backends_agree(model: &CheckedModel, rows: usize, seed: u64) {
     let (x, y) = batch(model, rows, seed);
+    assert_backends_agree_on(model, rows, (&x, &y));
+}
+
+/// `assert_backends_agree` on the samples given.
+fn assert_backends_agree_on(model: &CheckedModel, rows: usize, (x, y): (&[f32], &[f32])) {
     let mut results = Vec::new();
     for backend in [Backend::Interp, Backend::Jit] {
         let mut t = Trainer::new(model, model.train.clone(), backend).expect("trainable");
-        let l1 = t.step(&x, &y, rows, model.train.lr).expect("step");
-        let l2 = t.step(&x, &y, rows, model.train.lr).expect("step");
+        let l1 = t.step(x, y, rows, model.train.lr).expect("step");
+        let l2 = t.step(x, y, rows, model.train.lr).expect("step");
         let mut tensors: Vec<Vec<f32>> = t.tensors().into_iter().map(|(_, _, values)| values).collect();
-        tensors.push(t.predict(&x, rows).expect("predict"));
+        tensors.push(t.predict(x, rows).expect("predict"));
         results.push((l1, l2, tensors));
     }
     // The last tensor compared is the prediction after the two steps.
@@ -59,6 +64,26 @@ fn assert_backends_agree(model: &CheckedModel, rows: usize, seed: u64) {
             assert!(close(*a, *b) || (a - b).abs() <= 1e-5 * scale, "param {p}[{i}]: interp {a} vs jit {b}");
         }
     }
+}
+
+/// Inputs that are mostly zeros (images with a dark background), whose
+/// products skip the zeros, with a block of dense rows among them: training
+/// steps and predictions agree with the interpreter.
+#[test]
+fn mostly_zero_inputs() {
+    let source = "model z { input x: [600] target y: class(10)
+        x |> dense(80) |> relu |> dense(10) => p  loss = cross_entropy(p, y)
+        train { optimizer = sgd(lr = 0.1, momentum = 0.9) } }";
+    let checked = check_source("z.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let (model, rows) = (&checked.models[0], 128);
+    let (mut x, y) = batch(model, rows, 5);
+    for (i, v) in x.iter_mut().enumerate() {
+        if !(12..24).contains(&(i / 600)) && i % 7 != 0 {
+            *v = 0.0;
+        }
+    }
+    assert_backends_agree_on(model, rows, (&x, &y));
 }
 
 #[test]

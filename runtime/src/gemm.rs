@@ -26,6 +26,8 @@ use std::arch::x86_64::{__m256, __m512, _mm256_loadu_ps, _mm256_storeu_ps};
 
 use crate::simd::Vector;
 
+mod sparse;
+
 /// Values of k per packed panel (a 12-row block reads 12 KiB of `a`,
 /// which stays in L1 while the block walks the panels).
 const KC: usize = 256;
@@ -98,11 +100,24 @@ impl Operand {
     }
 }
 
-/// Packed panels of b, and one block's rows of `a` packed.
-type Buffers = (Vec<f32>, Vec<f32>);
+/// Each thread's scratch, kept between products.
+struct Buffers {
+    /// Packed panels of b.
+    panels: Vec<f32>,
+    /// One block's rows of `a`, packed.
+    rows_of_a: Vec<f32>,
+    /// Which blocks of rows run as sparse.
+    sparse_blocks: Vec<bool>,
+}
 
 thread_local! {
-    static BUFFERS: RefCell<Buffers> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static BUFFERS: RefCell<Buffers> = const {
+        RefCell::new(Buffers {
+            panels: Vec::new(),
+            rows_of_a: Vec::new(),
+            sparse_blocks: Vec::new(),
+        })
+    };
 }
 
 /// `c = a·b`, or `c += a·b` when `accumulate`, on one thread (`m×k` by
@@ -174,9 +189,10 @@ unsafe fn blocked<V: Vector>(
     b: Operand,
     (c, ldc): (*mut f32, usize),
     accumulate: bool,
-    (panels, rows_of_a): &mut Buffers,
+    buffers: &mut Buffers,
 ) {
     let (width, mr) = (2 * V::LANES, rows_per_block::<V>());
+    let Buffers { panels, rows_of_a, sparse_blocks } = buffers;
     if k == 0 && !accumulate {
         // An empty sum: no block of k below writes c.
         for i in 0..m {
@@ -188,6 +204,8 @@ unsafe fn blocked<V: Vector>(
     // Packing costs a pass over a, which pays for itself when each row of a
     // serves at least `PACK_PANELS` panels.
     let packed = a.cols != 1 || n >= PACK_PANELS * width;
+    // SAFETY: the caller's contract.
+    unsafe { find_sparse_blocks::<V>((m, k, n), a, mr, sparse_blocks) };
     let rows_of_a = crate::simd::aligned(rows_of_a, mr * KC);
     let step = k_blocks(k);
     // When b's columns for every block of k fit in the room of one packed
@@ -206,8 +224,20 @@ unsafe fn blocked<V: Vector>(
                 // SAFETY: the block lies inside b.
                 unsafe { pack(b, (p0, kc), (j0, nc), width, &mut panels[at..at + block_len(kc)]) };
             }
+            let finite = !sparse_blocks.is_empty() && sparse::all_finite(panels);
             for i0 in (0..m).step_by(mr) {
                 let rows = mr.min(m - i0);
+                if finite && sparse_blocks[i0 / mr] {
+                    let lda = a.rows as usize;
+                    // SAFETY: rows i0.. of a and c, and b's packed panels, all finite.
+                    unsafe {
+                        let (a, c) = (a.at(i0, 0).ptr, c.add(i0 * ldc + j0));
+                        let block =
+                            sparse::Rows { a, lda, rows, panels: panels.as_ptr(), width, nc, c, ldc, accumulate };
+                        sparse::multiply_rows::<V>(block, k_blocks.clone());
+                    }
+                    continue;
+                }
                 for (p0, kc, at) in k_blocks.clone() {
                     let add = accumulate || p0 > 0;
                     if packed {
@@ -239,6 +269,34 @@ unsafe fn blocked<V: Vector>(
                 }
             }
         }
+    }
+}
+
+/// Marks which blocks of `mr` rows of a are mostly zeros (`sparse`): none
+/// unless a is row-major, c is wide enough to pay for counting and the
+/// first block is sparse (a dense product counts one block alone). They
+/// run as sparse where b's packed values are finite.
+///
+/// # Safety
+/// As for `blocked`.
+#[inline(always)]
+unsafe fn find_sparse_blocks<V: Vector>(
+    (m, k, n): (usize, usize, usize),
+    a: Operand,
+    mr: usize,
+    sparse_blocks: &mut Vec<bool>,
+) {
+    sparse_blocks.clear();
+    if a.cols != 1 || a.rows < 0 || m == 0 || k == 0 || n < sparse::SPARSE_MIN_COLUMNS {
+        return;
+    }
+    for i0 in (0..m).step_by(mr) {
+        // SAFETY: the caller's contract: the block's rows lie inside a.
+        let sparse = unsafe { sparse::is_sparse::<V>(a.at(i0, 0).ptr, a.rows as usize, (mr.min(m - i0), k)) };
+        if i0 == 0 && !sparse {
+            return;
+        }
+        sparse_blocks.push(sparse);
     }
 }
 
@@ -307,8 +365,9 @@ unsafe fn pack_rows(a: Operand, (rows, kc): (usize, usize), mr: usize, out: &mut
 }
 
 /// Packs b's rows p0..p0 + kc, columns j0..j0 + nc into panels of `width`
-/// columns, row by row. A last, narrow panel's missing columns hold stale
-/// values: they land only in lanes the kernel does not store.
+/// columns, row by row. A last, narrow panel's missing columns are zeros
+/// (they land only in lanes the kernels do not store, and keep the check
+/// that b's values are finite about b's values alone).
 ///
 /// # Safety
 /// The block lies inside b.
@@ -319,6 +378,9 @@ unsafe fn pack(b: Operand, (p0, kc): (usize, usize), (j0, nc): (usize, usize), w
         let cols = width.min(j0 + nc - first);
         // SAFETY: rows p0.., columns first..first + cols lie inside b.
         unsafe { gather(b.at(p0, first), (kc, cols), chunk.as_mut_ptr(), width) };
+        if cols < width {
+            chunk.chunks_exact_mut(width).for_each(|row| row[cols..].fill(0.0));
+        }
     }
 }
 
@@ -432,19 +494,32 @@ unsafe fn kernel<V: Vector, const S: usize, const R: usize, const PACKED: bool>(
             }
         }
         for (r, row) in acc.iter().enumerate() {
-            let out = block.c.add(r * block.ldc);
-            if block.cols == 2 * lanes {
-                for (h, &v) in row.iter().enumerate() {
-                    let sum = if block.add { V::add(V::load(out.add(h * lanes)), v) } else { v };
-                    V::store(out.add(h * lanes), sum);
-                }
-            } else {
-                let mut tile = [0.0f32; 32];
-                V::store(tile.as_mut_ptr(), row[0]);
-                V::store(tile.as_mut_ptr().add(lanes), row[1]);
-                for (l, &v) in tile[..block.cols].iter().enumerate() {
-                    *out.add(l) = if block.add { *out.add(l) + v } else { v };
-                }
+            store_panel_row(row, block.c.add(r * block.ldc), block.cols, block.add);
+        }
+    }
+}
+
+/// Stores (or adds, when `add`) the first `cols` columns of one row of a
+/// panel's two vectors of sums at `out`.
+///
+/// # Safety
+/// `out` holds `cols` values.
+#[inline(always)]
+unsafe fn store_panel_row<V: Vector>(sums: &[V; 2], out: *mut f32, cols: usize, add: bool) {
+    let lanes = V::LANES;
+    // SAFETY: the caller's contract.
+    unsafe {
+        if cols == 2 * lanes {
+            for (h, &v) in sums.iter().enumerate() {
+                let sum = if add { V::add(V::load(out.add(h * lanes)), v) } else { v };
+                V::store(out.add(h * lanes), sum);
+            }
+        } else {
+            let mut tile = [0.0f32; 32];
+            V::store(tile.as_mut_ptr(), sums[0]);
+            V::store(tile.as_mut_ptr().add(lanes), sums[1]);
+            for (l, &v) in tile[..cols].iter().enumerate() {
+                *out.add(l) = if add { *out.add(l) + v } else { v };
             }
         }
     }

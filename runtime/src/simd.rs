@@ -66,13 +66,15 @@ pub(crate) trait Vector: Copy {
     unsafe fn add(x: Self, y: Self) -> Self;
     /// x·y + z, rounded once.
     unsafe fn fmadd(x: Self, y: Self, z: Self) -> Self;
+    /// Bit l set when value l from `from` is not zero (a NaN is not).
+    unsafe fn nonzeros(from: *const f32) -> u32;
 }
 
 /// `Vector` for one register type from its intrinsics. Each method is
 /// inlined into a function compiled for that instruction set
 /// (`gemm::blocked_avx512`, say), which alone calls them.
 macro_rules! vector {
-    ($type:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $store:ident, $add:ident, $fmadd:ident) => {
+    ($type:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $store:ident, $add:ident, $fmadd:ident, $nonzeros:ident) => {
         #[cfg(target_arch = "x86_64")]
         impl Vector for $type {
             const LANES: usize = $lanes;
@@ -100,6 +102,10 @@ macro_rules! vector {
             unsafe fn fmadd(x: Self, y: Self, z: Self) -> Self {
                 unsafe { $fmadd(x, y, z) }
             }
+            #[inline(always)]
+            unsafe fn nonzeros(from: *const f32) -> u32 {
+                unsafe { $nonzeros(from) }
+            }
         }
     };
 }
@@ -112,7 +118,8 @@ vector!(
     _mm512_loadu_ps,
     _mm512_storeu_ps,
     _mm512_add_ps,
-    _mm512_fmadd_ps
+    _mm512_fmadd_ps,
+    nonzeros_512
 );
 vector!(
     __m256,
@@ -122,5 +129,30 @@ vector!(
     _mm256_loadu_ps,
     _mm256_storeu_ps,
     _mm256_add_ps,
-    _mm256_fmadd_ps
+    _mm256_fmadd_ps,
+    nonzeros_256
 );
+
+/// `Vector::nonzeros` for 16 lanes: one comparison (not-equal or unordered).
+///
+/// # Safety
+/// `from` holds 16 values; the caller is compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn nonzeros_512(from: *const f32) -> u32 {
+    use std::arch::x86_64::{_CMP_NEQ_UQ, _mm512_cmp_ps_mask};
+    // SAFETY: the caller's contract.
+    unsafe { u32::from(_mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(_mm512_loadu_ps(from), _mm512_setzero_ps())) }
+}
+
+/// `Vector::nonzeros` for 8 lanes: a comparison and its sign bits.
+///
+/// # Safety
+/// `from` holds 8 values; the caller is compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn nonzeros_256(from: *const f32) -> u32 {
+    use std::arch::x86_64::{_CMP_NEQ_UQ, _mm256_cmp_ps, _mm256_movemask_ps};
+    // SAFETY: the caller's contract.
+    unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(_mm256_loadu_ps(from), _mm256_setzero_ps())) as u32 }
+}

@@ -1,0 +1,336 @@
+//! Blocks of rows of `a` that are mostly zeros (raw images with a dark
+//! background, one-hot codes, bags of words) multiplied by reading only
+//! the rows of b their nonzero values meet.
+//!
+//! A zero of `a` adds `0·b(p, j)` to a chain, which leaves it as it is
+//! when b's values are finite, so each element of c is the dense kernel's
+//! chain without those terms: the same fused multiply-adds in the same
+//! order of k, restarted at the same blocks of k. The one difference is
+//! the sign of a zero: a chain that has underflowed to −0 becomes +0 when
+//! the dense kernel adds a skipped +0 (only values below 2⁻¹⁴⁹ can do
+//! that).
+#![allow(unsafe_code)]
+
+use super::KC;
+use crate::simd::Vector;
+
+/// A block of rows runs here when at most one value in this many is nonzero:
+/// a nonzero's row of b comes from the second-level cache, one load per
+/// multiply-add, where the dense kernel reuses each load for 12 rows.
+pub(super) const SPARSE_DENSITY: usize = 4;
+
+/// Columns below which the dense kernel keeps every block: counting a
+/// block's zeros costs about what multiplying it by this many columns does.
+pub(super) const SPARSE_MIN_COLUMNS: usize = 64;
+
+/// Whether `rows` rows of `k` values of a row-major `a` (rows `lda` apart)
+/// hold few enough nonzeros for `multiply_rows`.
+///
+/// # Safety
+/// The rows lie inside a; the caller is compiled for `V`'s instruction set.
+#[inline(always)]
+pub(super) unsafe fn is_sparse<V: Vector>(a: *const f32, lda: usize, (rows, k): (usize, usize)) -> bool {
+    let whole = k / V::LANES * V::LANES;
+    let mut nonzeros = 0;
+    for r in 0..rows {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let row = a.add(r * lda);
+            for p in (0..whole).step_by(V::LANES) {
+                nonzeros += V::nonzeros(row.add(p)).count_ones() as usize;
+            }
+            for p in whole..k {
+                nonzeros += usize::from(*row.add(p) != 0.0);
+            }
+        }
+    }
+    nonzeros * SPARSE_DENSITY <= rows * k
+}
+
+/// Whether every value is finite (a zero of a times an infinity or NaN of
+/// b is NaN, which the dense kernel would add).
+#[inline(always)]
+pub(super) fn all_finite(values: &[f32]) -> bool {
+    let mut exponents_all_ones = 0u32;
+    for x in values {
+        exponents_all_ones |= u32::from(x.to_bits() & 0x7f80_0000 == 0x7f80_0000);
+    }
+    exponents_all_ones == 0
+}
+
+/// A block of rows of a row-major `a` times one block of b's columns,
+/// packed in panels (`super::pack`, its narrow last panel's missing
+/// columns zero), into c.
+#[derive(Clone, Copy)]
+pub(super) struct Rows {
+    /// The block's first row, from column 0.
+    pub a: *const f32,
+    pub lda: usize,
+    pub rows: usize,
+    /// The packed panels of every block of k below, and their width.
+    pub panels: *const f32,
+    pub width: usize,
+    /// Columns of b packed.
+    pub nc: usize,
+    /// The block's first row, from the first packed column.
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub accumulate: bool,
+}
+
+/// Rows of a that walk a panel of b together, each value of k where any
+/// of them is nonzero loading its row of the panel once for all (two
+/// vectors; a sparser walk of one row at a time, one load per multiply-add,
+/// runs no faster: the second-level cache cannot feed it): their
+/// accumulators take 16 of AVX-512's 32 registers, 8 of AVX2's 16.
+fn rows_together<V: Vector>() -> usize {
+    if V::LANES == 16 { 8 } else { 4 }
+}
+
+/// `c = a·b`, or `c += a·b` when `accumulate`, for the rows of a block,
+/// skipping the values of k where the rows walking b together are all
+/// zero: for each block of k (`k_blocks`: its first value, its length and
+/// where its panels start), a few rows and one panel at a time.
+///
+/// # Safety
+/// a holds the rows of each block of k, the panels hold each block of k's
+/// packed values, all finite, and c the rows of `nc` values; the caller
+/// is compiled for `V`'s instruction set.
+#[inline(always)]
+pub(super) unsafe fn multiply_rows<V: Vector>(
+    block: Rows,
+    k_blocks: impl Iterator<Item = (usize, usize, usize)> + Clone,
+) {
+    let (width, together) = (block.width, rows_together::<V>());
+    let panels = block.nc.div_ceil(width);
+    let mut walked = [0u16; KC];
+    for r0 in (0..block.rows).step_by(together) {
+        let rows = together.min(block.rows - r0);
+        for (p0, kc, at) in k_blocks.clone() {
+            // SAFETY: the caller's contract, for rows r0.. and k values p0..p0 + kc ≤ p0 + KC.
+            let walked = unsafe {
+                where_any_is_nonzero::<V>(block.a.add(r0 * block.lda + p0), (block.lda, rows), kc, &mut walked)
+            };
+            for panel in 0..panels {
+                // SAFETY: the caller's contract, for rows r0.., k values p0.. and the panel.
+                unsafe {
+                    let part = Part {
+                        a: block.a.add(r0 * block.lda + p0),
+                        lda: block.lda,
+                        b: block.panels.add(at + panel * kc * width),
+                        c: block.c.add(r0 * block.ldc + panel * width),
+                        ldc: block.ldc,
+                        cols: block.nc - panel * width,
+                        add: block.accumulate || p0 > 0,
+                    };
+                    match rows {
+                        8 => tile::<V, 8>(part, walked),
+                        7 => tile::<V, 7>(part, walked),
+                        6 => tile::<V, 6>(part, walked),
+                        5 => tile::<V, 5>(part, walked),
+                        4 => tile::<V, 4>(part, walked),
+                        3 => tile::<V, 3>(part, walked),
+                        2 => tile::<V, 2>(part, walked),
+                        _ => tile::<V, 1>(part, walked),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The values of k (from 0 to `kc` ≤ `KC`) where any of `rows` rows of a
+/// (`lda` apart) is nonzero, in order, written into `walked` without a
+/// branch per value (a vector's worth compared at once).
+///
+/// # Safety
+/// The rows hold `kc` values each; the caller is compiled for `V`'s
+/// instruction set.
+#[inline(always)]
+unsafe fn where_any_is_nonzero<V: Vector>(
+    a: *const f32,
+    (lda, rows): (usize, usize),
+    kc: usize,
+    walked: &mut [u16; KC],
+) -> &[u16] {
+    let lanes = V::LANES;
+    let whole = kc / lanes * lanes;
+    let mut len = 0;
+    // SAFETY: the caller's contract.
+    unsafe {
+        for p0 in (0..whole).step_by(lanes) {
+            let mut any = 0;
+            for r in 0..rows {
+                any |= V::nonzeros(a.add(r * lda + p0));
+            }
+            for q in 0..lanes {
+                walked[len] = (p0 + q) as u16;
+                len += (any >> q & 1) as usize;
+            }
+        }
+        for p in whole..kc {
+            walked[len] = p as u16;
+            len += usize::from((0..rows).any(|r| *a.add(r * lda + p) != 0.0));
+        }
+    }
+    &walked[..len]
+}
+
+/// Rows of a over one block of k, times a panel of b, into c.
+#[derive(Clone, Copy)]
+struct Part {
+    /// The first row's first value of this block of k; rows `lda` apart.
+    a: *const f32,
+    lda: usize,
+    /// The panel's part for this block of k.
+    b: *const f32,
+    /// The first row's first column; rows `ldc` apart, `cols` columns
+    /// from the panel's first on.
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    add: bool,
+}
+
+/// `R` rows of a panel of c, their accumulators in registers, over the
+/// values of k `walked` (those where any of the R rows of a is nonzero).
+///
+/// # Safety
+/// As for `multiply_rows`, for the part's rows and panel; each value
+/// walked is below the block of k's length.
+#[inline(always)]
+unsafe fn tile<V: Vector, const R: usize>(part: Part, walked: &[u16]) {
+    let lanes = V::LANES;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut acc = [[V::zero(); 2]; R];
+        for &p in walked {
+            let p = usize::from(p);
+            let row = part.b.add(p * 2 * lanes);
+            let (b0, b1) = (V::load(row), V::load(row.add(lanes)));
+            for (r, sums) in acc.iter_mut().enumerate() {
+                let x = V::splat(*part.a.add(r * part.lda + p));
+                sums[0] = V::fmadd(x, b0, sums[0]);
+                sums[1] = V::fmadd(x, b1, sums[1]);
+            }
+        }
+        for (r, sums) in acc.iter().enumerate() {
+            super::store_panel_row(sums, part.c.add(r * part.ldc), part.cols.min(2 * lanes), part.add);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Isa, Operand, find_sparse_blocks, gemm, rows_per_block};
+
+    /// A spread of values in [-1, 1) from an index.
+    fn value(i: usize, seed: usize) -> f32 {
+        ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0
+    }
+
+    /// `m × k` values of which about one in ten is nonzero, some zeros −0,
+    /// one NaN, and rows 12..24 all nonzero (a dense block among sparse ones).
+    fn mostly_zeros(m: usize, k: usize) -> Vec<f32> {
+        let mut a: Vec<f32> = (0..m * k)
+            .map(|i| match i * 31 % 10 {
+                0 => value(i, 1),
+                1 => -0.0,
+                _ => 0.0,
+            })
+            .collect();
+        a[k + 3] = f32::NAN;
+        for i in (12 * k..24 * k).take_while(|&i| i < m * k) {
+            a[i] = value(i, 2);
+        }
+        a
+    }
+
+    /// A row-major `rows × cols` matrix as an operand read from the copy
+    /// `stored`, which holds it as it is or transposed.
+    fn operand(matrix: &[f32], (rows, cols): (usize, usize), transposed: bool, stored: &mut Vec<f32>) -> Operand {
+        *stored = if transposed {
+            (0..rows * cols).map(|i| matrix[i % rows * cols + i / rows]).collect()
+        } else {
+            matrix.to_vec()
+        };
+        let (r, c) = if transposed { (1, rows as isize) } else { (cols as isize, 1) };
+        Operand { ptr: stored.as_ptr(), rows: r, cols: c }
+    }
+
+    /// c = a·b (+ c when `accumulate`, c starting at its index's value),
+    /// each operand read as it is or from its transpose.
+    fn product(
+        isa: Isa,
+        (m, k, n): (usize, usize, usize),
+        (a, ta): (&[f32], bool),
+        (b, tb): (&[f32], bool),
+        accumulate: bool,
+    ) -> Vec<u32> {
+        let (mut stored_a, mut stored_b) = (Vec::new(), Vec::new());
+        let a = operand(a, (m, k), ta, &mut stored_a);
+        let b = operand(b, (k, n), tb, &mut stored_b);
+        let mut c: Vec<f32> = (0..m * n).map(|i| value(i, 3)).collect();
+        // SAFETY: a holds m × k and b k × n through their strides; c holds m × n.
+        unsafe { gemm(isa, (m, k, n), a, b, (c.as_mut_ptr(), n), accumulate) };
+        c.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// Which blocks of rows of a row-major a are mostly zeros.
+    fn sparse_blocks(isa: Isa, (m, k, n): (usize, usize, usize), a: &[f32]) -> Vec<bool> {
+        use std::arch::x86_64::{__m256, __m512};
+        let mut blocks = Vec::new();
+        let a = Operand { ptr: a.as_ptr(), rows: k as isize, cols: 1 };
+        // SAFETY: a holds m × k; `isa` runs on this CPU.
+        unsafe {
+            match isa {
+                Isa::Avx512 => find_sparse_blocks::<__m512>((m, k, n), a, rows_per_block::<__m512>(), &mut blocks),
+                Isa::Avx2 => find_sparse_blocks::<__m256>((m, k, n), a, rows_per_block::<__m256>(), &mut blocks),
+            }
+        }
+        blocks
+    }
+
+    /// Sparse blocks of rows (ragged ones, k in uneven blocks, columns past
+    /// one packed block and not a whole panel) give the dense kernel's bits,
+    /// added to c or not, with b row-major or transposed, and with an
+    /// infinity and a NaN in b (which zeros of a meet), on each kernel this
+    /// CPU runs.
+    #[test]
+    fn sparse_blocks_have_the_dense_kernels_bits() {
+        for isa in Isa::available() {
+            for dims @ (m, k, n) in [(30, 785, 130), (13, 300, 67), (40, 64, 64), (25, 1000, 600)] {
+                let a = mostly_zeros(m, k);
+                let blocks = sparse_blocks(isa, dims, &a);
+                assert!(blocks[0] && blocks[1..].contains(&false) == (m > 12), "{isa:?} {dims:?}: {blocks:?}");
+                let mut b: Vec<f32> = (0..k * n).map(|i| value(i, 4)).collect();
+                for (weights, case) in [(false, "finite"), (true, "an infinity and a NaN")] {
+                    if weights {
+                        (b[5 * n + 7], b[(k - 1) * n + 3]) = (f32::INFINITY, f32::NAN);
+                    }
+                    for (tb, accumulate) in [(false, false), (true, false), (false, true)] {
+                        let sparse = product(isa, dims, (&a, false), (&b, tb), accumulate);
+                        let dense = product(isa, dims, (&a, true), (&b, tb), accumulate);
+                        assert_eq!(
+                            sparse, dense,
+                            "{isa:?} {dims:?} {case}, b transposed {tb}, accumulate {accumulate}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// No block counts as sparse when the first is dense or c has few columns.
+    #[test]
+    fn a_dense_first_block_or_few_columns_keep_the_dense_kernel() {
+        for isa in Isa::available() {
+            let dims @ (m, k, n) = (30, 100, 64);
+            let a = mostly_zeros(m, k);
+            assert!(sparse_blocks(isa, dims, &a).contains(&true));
+            assert!(sparse_blocks(isa, (m, k, n - 1), &a).is_empty());
+            let dense_first: Vec<f32> = a.iter().enumerate().map(|(i, &x)| if i < 12 * k { 1.0 } else { x }).collect();
+            assert!(sparse_blocks(isa, dims, &dense_first).is_empty());
+        }
+    }
+}
