@@ -6,9 +6,12 @@ batch-64 throughput; both networks' throughput on 10,000 rows in one call
 weights: speed does not depend on them), run on the CPU provider with all graph
 optimisations, sequentially, with 2 and 1 intra-op threads. Latency is the
 median of five runs' median per-call times after a second of warm-up, as
-../shared/bench/harness.py measures. One JSON line per measurement.
+../shared/bench/harness.py measures. One JSON line per measurement. Given a
+CSV of MNIST rows (a header, then 784 pixel values and a label a line), the
+10,000-row runs on two threads are repeated on those rows (`…_mnist_…`), as
+the libraries are.
 
-    python benches/ort_peer.py [SECONDS]
+    python benches/ort_peer.py [SECONDS [ROWS.csv]]
 """
 import json
 import statistics
@@ -99,10 +102,17 @@ def latency_us(call, seconds):
 ROWS = 10_000
 
 
-def main(seconds):
+def mnist_rows(path):
+    """ROWS rows of the CSV's first 784 cells (repeated as needed), scaled as the networks' inputs are."""
+    pixels = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32)[:, :784] / 255
+    return np.resize(pixels, (ROWS, 784)).reshape(ROWS, 1, 28, 28)
+
+
+def main(seconds, csv):
     x1 = RNG.random((1, 784), dtype=np.float32)
     x64 = RNG.random((64, 1, 28, 28), dtype=np.float32)
     rows = RNG.random((ROWS, 1, 28, 28), dtype=np.float32)
+    real = mnist_rows(csv) if csv else None
     for threads in (2, 1):
         mlp_session = session(mlp(), threads)
         w4 = latency_us(lambda: mlp_session.run(None, {"x": x1}), seconds)
@@ -110,12 +120,18 @@ def main(seconds):
         lenet_session = session(lenet(), threads)
         per_batch = latency_us(lambda: lenet_session.run(None, {"x": x64}), seconds)
         lenet_rows = latency_us(lambda: lenet_session.run(None, {"x": rows}), seconds)
-        print(json.dumps({"framework": "onnxruntime", "intra_op": threads, "w4_latency_us": round(w4, 2),
-                          "lenet_b64_samples_per_s": round(64 / per_batch * 1e6),
-                          "mlp_rows_per_s": round(ROWS / mlp_rows * 1e6),
-                          "lenet_rows_per_s": round(ROWS / lenet_rows * 1e6)}), flush=True)
+        result = {"framework": "onnxruntime", "intra_op": threads, "w4_latency_us": round(w4, 2),
+                  "lenet_b64_samples_per_s": round(64 / per_batch * 1e6),
+                  "mlp_rows_per_s": round(ROWS / mlp_rows * 1e6),
+                  "lenet_rows_per_s": round(ROWS / lenet_rows * 1e6)}
+        if real is not None and threads == 2:
+            mlp_real = latency_us(lambda: mlp_session.run(None, {"x": real.reshape(ROWS, 784)}), seconds)
+            lenet_real = latency_us(lambda: lenet_session.run(None, {"x": real}), seconds)
+            result |= {"mlp_mnist_rows_per_s": round(ROWS / mlp_real * 1e6),
+                       "lenet_mnist_rows_per_s": round(ROWS / lenet_real * 1e6)}
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
     onnx.checker.check_model(onnx.load_from_string(mlp()))
-    main(float(sys.argv[1]) if len(sys.argv) > 1 else 3.0)
+    main(float(sys.argv[1]) if len(sys.argv) > 1 else 3.0, sys.argv[2] if len(sys.argv) > 2 else None)

@@ -7,9 +7,10 @@
 #   fashion  seconds per epoch of models/fashion_cnn.nn on the real
 #            Fashion-MNIST (`nnc train --epochs 1`) vs its PyTorch twin
 #   VGG-16   batch-1 forward, ms
-#   batch inference: mnist_mlp and LeNet over 10,000 MNIST rows, through a
+#   batch inference: mnist_mlp and LeNet over 10,000 rows, through a
 #            library `nnc build` wrote (one predict call) against
-#            onnxruntime on the same networks (one run call), and as whole
+#            onnxruntime on the same networks (one run call), on synthetic
+#            rows in [0, 1) and on the MNIST rows, and as whole
 #            commands, CSV in and CSV out: `nnc predict` against
 #            benches/ort_predict.py (numpy's CSV reader, onnxruntime)
 #
@@ -106,13 +107,14 @@ for r in $(seq "$rounds"); do
     "$py" benches/vgg16_torch.py | sed -n 's/.*median \([0-9.]*\) ms.*/{"ms": \1}/p' | record "$r" torch vgg
     for model in mnist_mlp lenet; do
         "$work/latency_$model" "$BENCH_MIN_S" 10000 | record "$r" library "$model"
+        "$work/latency_$model" "$BENCH_MIN_S" 10000 "$rows" | record "$r" library_mnist "$model"
         s=$(elapsed "$nnc" predict "models/$model.nn" --weights "$work/$model.safetensors" --input "$rows" \
             --output "$work/predictions.csv")
         echo "{\"rows_per_s\": $(echo "10000 / $s" | bc)}" | record "$r" predict "$model"
         s=$(elapsed "$py" benches/ort_predict.py "$model" "$rows" "$work/ort_predictions.csv")
         echo "{\"rows_per_s\": $(echo "10000 / $s" | bc)}" | record "$r" ort_script "$model"
     done
-    "$py" benches/ort_peer.py "$BENCH_MIN_S" | record "$r" onnxruntime inference
+    "$py" benches/ort_peer.py "$BENCH_MIN_S" "$rows" | record "$r" onnxruntime inference
 done
 python3 benches/side_by_side_table.py "$out"
 echo "raw results: $out"

@@ -1,9 +1,11 @@
 /* Times a library written by `nnc build`: create, batch-1 latency and
- * batch-B throughput, on synthetic inputs in [0, 1). One JSON line.
+ * batch-B throughput, on synthetic inputs in [0, 1), or on the rows of a
+ * CSV (a header line, then each row's first INPUT_SIZE cells; the rows are
+ * repeated to fill the batch). One JSON line.
  *
  *   cc -O2 -DNNC_LIB=NAME -DNNC_LIB_UPPER=NAME_IN_CAPITALS '-DNNC_LIB_HEADER="NAME.h"' \
  *      -I DIR latency.c DIR/libNAME.a -lpthread -lm -ldl -o latency
- *   ./latency SECONDS BATCH
+ *   ./latency SECONDS BATCH [ROWS.csv]
  *
  * Latency: the median of five runs' median per-call times (each run at
  * least SECONDS/5 long, after a second of warm-up), as the peers' harness
@@ -28,6 +30,43 @@ static double now_us(void) {
 static int by_value(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* Fills `count` rows of `width` values from the CSV at `path`; 0 on success. */
+static int read_rows(const char *path, float *x, size_t count, size_t width) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 1;
+    size_t cap = 1 << 16, rows = 0;
+    char *line = malloc(cap);
+    int c, header = 1;
+    size_t cell = 0;
+    /* One character at a time: cells end at ',' or a newline. */
+    for (size_t len = 0; (c = fgetc(f)) != EOF && rows < count;) {
+        if (c != ',' && c != '\n') {
+            if (len + 1 < cap)
+                line[len++] = (char)c;
+            continue;
+        }
+        line[len] = 0;
+        len = 0;
+        if (!header && cell < width)
+            x[rows * width + cell] = strtof(line, NULL);
+        cell++;
+        if (c == '\n') {
+            rows += !header && cell >= width;
+            header = 0;
+            cell = 0;
+        }
+    }
+    fclose(f);
+    free(line);
+    if (rows == 0)
+        return 1;
+    for (size_t r = rows; r < count; r++)
+        for (size_t j = 0; j < width; j++)
+            x[r * width + j] = x[(r % rows) * width + j];
+    return 0;
 }
 
 static double median(double *values, size_t n) {
@@ -62,6 +101,10 @@ int main(int argc, char **argv) {
     srand(42);
     for (size_t i = 0; i < batch * CONSTANT(_INPUT_SIZE); i++)
         x[i] = (float)rand() / ((float)RAND_MAX + 1);
+    if (argc > 3 && read_rows(argv[3], x, batch, CONSTANT(_INPUT_SIZE))) {
+        fprintf(stderr, "latency: cannot read rows of %d values from %s\n", (int)CONSTANT(_INPUT_SIZE), argv[3]);
+        return 1;
+    }
     double t0 = now_us();
     GLUE(NNC_LIB, _context) *ctx = API(_create)();
     double create_us = now_us() - t0;
