@@ -16,7 +16,8 @@
 //! restarted at the same points of k (`k_blocks`) and added to c: the bits
 //! depend on k alone, not on
 //! the vector width, the blocking of rows and columns or how the product is
-//! split over threads.
+//! split over threads. Blocks of rows that are mostly zeros skip them
+//! (`sparse`), which leaves the chains as they are.
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
