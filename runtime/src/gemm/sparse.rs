@@ -130,27 +130,23 @@ pub(super) unsafe fn multiply_rows<V: Vector>(
             let walked = unsafe {
                 where_any_is_nonzero::<V>(block.a.add(r0 * block.lda + p0), (block.lda, rows), kc, &mut walked)
             };
-            for panel in 0..panels {
-                // SAFETY: the caller's contract, for rows r0.., k values p0.. and the panel.
+            let step = panels_together::<V>();
+            for panel in (0..panels).step_by(step) {
+                // SAFETY: the caller's contract, for rows r0.., k values p0.. and the panels.
                 unsafe {
                     let part = Part {
                         a: block.a.add(r0 * block.lda + p0),
                         lda: block.lda,
                         b: block.panels.add(at + panel * kc * width),
+                        stride: kc * width,
                         c: block.c.add(r0 * block.ldc + panel * width),
                         ldc: block.ldc,
                         cols: block.nc - panel * width,
                         add: block.accumulate || p0 > 0,
                     };
-                    match rows {
-                        8 => tile::<V, 8>(part, walked),
-                        7 => tile::<V, 7>(part, walked),
-                        6 => tile::<V, 6>(part, walked),
-                        5 => tile::<V, 5>(part, walked),
-                        4 => tile::<V, 4>(part, walked),
-                        3 => tile::<V, 3>(part, walked),
-                        2 => tile::<V, 2>(part, walked),
-                        _ => tile::<V, 1>(part, walked),
+                    match step.min(panels - panel) {
+                        2 => tile_rows::<V, 2>(rows, part, walked),
+                        _ => tile_rows::<V, 1>(rows, part, walked),
                     }
                 }
             }
@@ -201,8 +197,9 @@ struct Part {
     /// The first row's first value of this block of k; rows `lda` apart.
     a: *const f32,
     lda: usize,
-    /// The panel's part for this block of k.
+    /// The first panel's part for this block of k; panels `stride` apart.
     b: *const f32,
+    stride: usize,
     /// The first row's first column; rows `ldc` apart, `cols` columns
     /// from the panel's first on.
     c: *mut f32,
@@ -218,25 +215,57 @@ struct Part {
 /// As for `multiply_rows`, for the part's rows and panel; each value
 /// walked is below the block of k's length.
 #[inline(always)]
-unsafe fn tile<V: Vector, const R: usize>(part: Part, walked: &[u16]) {
+unsafe fn tile<V: Vector, const R: usize, const P: usize>(part: Part, walked: &[u16]) {
     let lanes = V::LANES;
     // SAFETY: the caller's contract.
     unsafe {
-        let mut acc = [[V::zero(); 2]; R];
+        let mut acc = [[[V::zero(); 2]; P]; R];
         for &p in walked {
             let p = usize::from(p);
-            let row = part.b.add(p * 2 * lanes);
-            let (b0, b1) = (V::load(row), V::load(row.add(lanes)));
+            let b: [[V; 2]; P] = std::array::from_fn(|t| {
+                let row = part.b.add(t * part.stride + p * 2 * lanes);
+                [V::load(row), V::load(row.add(lanes))]
+            });
             for (r, sums) in acc.iter_mut().enumerate() {
                 let x = V::splat(*part.a.add(r * part.lda + p));
-                sums[0] = V::fmadd(x, b0, sums[0]);
-                sums[1] = V::fmadd(x, b1, sums[1]);
+                for (sums, b) in sums.iter_mut().zip(&b) {
+                    sums[0] = V::fmadd(x, b[0], sums[0]);
+                    sums[1] = V::fmadd(x, b[1], sums[1]);
+                }
             }
         }
-        for (r, sums) in acc.iter().enumerate() {
-            super::store_panel_row(sums, part.c.add(r * part.ldc), part.cols.min(2 * lanes), part.add);
+        for (r, row) in acc.iter().enumerate() {
+            for (t, sums) in row.iter().enumerate() {
+                let out = part.c.add(r * part.ldc + t * 2 * lanes);
+                super::store_panel_row(sums, out, (part.cols - t * 2 * lanes).min(2 * lanes), part.add);
+            }
         }
     }
+}
+
+/// `tile` for `rows` (at most six) rows.
+///
+/// # Safety
+/// As for `tile`.
+#[inline(always)]
+unsafe fn tile_rows<V: Vector, const P: usize>(rows: usize, part: Part, walked: &[u16]) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match rows {
+            6 => tile::<V, 6, P>(part, walked),
+            5 => tile::<V, 5, P>(part, walked),
+            4 => tile::<V, 4, P>(part, walked),
+            3 => tile::<V, 3, P>(part, walked),
+            2 => tile::<V, 2, P>(part, walked),
+            _ => tile::<V, 1, P>(part, walked),
+        }
+    }
+}
+
+/// Panels a walk's tile covers: two on AVX-512 (with six rows, 24 of its
+/// 32 registers), one on AVX2.
+fn panels_together<V: Vector>() -> usize {
+    if V::LANES == 16 { 2 } else { 1 }
 }
 
 #[cfg(test)]
