@@ -107,8 +107,8 @@ struct Buffers {
     panels: Vec<f32>,
     /// One block's rows of `a`, packed.
     rows_of_a: Vec<f32>,
-    /// Which blocks of rows run as sparse.
-    sparse_blocks: Vec<bool>,
+    /// Which blocks of rows walk (see `sparse`), once counted.
+    sparse_blocks: Vec<Option<bool>>,
 }
 
 thread_local! {
@@ -228,7 +228,8 @@ unsafe fn blocked<V: Vector>(
             let finite = !sparse_blocks.is_empty() && sparse::all_finite(panels);
             for i0 in (0..m).step_by(mr) {
                 let rows = mr.min(m - i0);
-                if finite && sparse_blocks[i0 / mr] {
+                // SAFETY: rows i0.. lie inside a.
+                if finite && unsafe { block_is_sparse::<V>(a.at(i0, 0), (rows, k), &mut sparse_blocks[i0 / mr]) } {
                     let lda = a.rows as usize;
                     // SAFETY: rows i0.. of a and c, and b's packed panels, all finite.
                     unsafe {
@@ -273,10 +274,11 @@ unsafe fn blocked<V: Vector>(
     }
 }
 
-/// Marks which blocks of `mr` rows of a are mostly zeros (`sparse`): none
-/// unless a is row-major, c is wide enough to pay for counting and the
-/// first block is sparse (a dense product counts one block alone). They
-/// run as sparse where b's packed values are finite.
+/// Which blocks of `mr` rows of a may walk (`sparse`): none unless a is
+/// row-major, c is wide enough to pay for counting and the first block is
+/// sparse (a dense product counts one block alone); the others are counted
+/// when they are first reached (`block_is_sparse`), their rows then in
+/// cache for the walk. They walk where b's packed values are finite.
 ///
 /// # Safety
 /// As for `blocked`.
@@ -285,19 +287,34 @@ unsafe fn find_sparse_blocks<V: Vector>(
     (m, k, n): (usize, usize, usize),
     a: Operand,
     mr: usize,
-    sparse_blocks: &mut Vec<bool>,
+    sparse_blocks: &mut Vec<Option<bool>>,
 ) {
     sparse_blocks.clear();
     if a.cols != 1 || a.rows < 0 || m == 0 || k == 0 || n < sparse::SPARSE_MIN_COLUMNS {
         return;
     }
-    for i0 in (0..m).step_by(mr) {
-        // SAFETY: the caller's contract: the block's rows lie inside a.
-        let sparse = unsafe { sparse::is_sparse::<V>(a.at(i0, 0).ptr, a.rows as usize, (mr.min(m - i0), k)) };
-        if i0 == 0 && !sparse {
-            return;
+    // SAFETY: the caller's contract: the first block's rows lie inside a.
+    if unsafe { sparse::is_sparse::<V>(a.ptr, a.rows as usize, (mr.min(m), k)) } {
+        sparse_blocks.push(Some(true));
+        sparse_blocks.resize(m.div_ceil(mr), None);
+    }
+}
+
+/// Whether the block of `rows` rows of a from `a` walks, counted the first
+/// time it is asked.
+///
+/// # Safety
+/// The rows lie inside a, which is row-major.
+#[inline(always)]
+unsafe fn block_is_sparse<V: Vector>(a: Operand, (rows, k): (usize, usize), counted: &mut Option<bool>) -> bool {
+    match *counted {
+        Some(sparse) => sparse,
+        None => {
+            // SAFETY: the caller's contract.
+            let sparse = unsafe { sparse::is_sparse::<V>(a.ptr, a.rows as usize, (rows, k)) };
+            *counted = Some(sparse);
+            sparse
         }
-        sparse_blocks.push(sparse);
     }
 }
 

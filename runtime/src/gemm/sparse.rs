@@ -270,7 +270,7 @@ fn panels_together<V: Vector>() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Isa, Operand, find_sparse_blocks, gemm, rows_per_block};
+    use super::super::{Isa, Operand, block_is_sparse, find_sparse_blocks, gemm, rows_per_block};
 
     /// A spread of values in [-1, 1) from an index.
     fn value(i: usize, seed: usize) -> f32 {
@@ -325,19 +325,29 @@ mod tests {
         c.iter().map(|v| v.to_bits()).collect()
     }
 
-    /// Which blocks of rows of a row-major a are mostly zeros.
+    /// Which blocks of rows of a row-major a walk, every block counted.
     fn sparse_blocks(isa: Isa, (m, k, n): (usize, usize, usize), a: &[f32]) -> Vec<bool> {
         use std::arch::x86_64::{__m256, __m512};
         let mut blocks = Vec::new();
         let a = Operand { ptr: a.as_ptr(), rows: k as isize, cols: 1 };
+        let mr = match isa {
+            Isa::Avx512 => rows_per_block::<__m512>(),
+            Isa::Avx2 => rows_per_block::<__m256>(),
+        };
         // SAFETY: a holds m × k; `isa` runs on this CPU.
         unsafe {
             match isa {
-                Isa::Avx512 => find_sparse_blocks::<__m512>((m, k, n), a, rows_per_block::<__m512>(), &mut blocks),
-                Isa::Avx2 => find_sparse_blocks::<__m256>((m, k, n), a, rows_per_block::<__m256>(), &mut blocks),
+                Isa::Avx512 => find_sparse_blocks::<__m512>((m, k, n), a, mr, &mut blocks),
+                Isa::Avx2 => find_sparse_blocks::<__m256>((m, k, n), a, mr, &mut blocks),
             }
+            let rows = |b: usize| (mr.min(m - b * mr), k);
+            (0..blocks.len())
+                .map(|b| match isa {
+                    Isa::Avx512 => block_is_sparse::<__m512>(a.at(b * mr, 0), rows(b), &mut blocks[b]),
+                    Isa::Avx2 => block_is_sparse::<__m256>(a.at(b * mr, 0), rows(b), &mut blocks[b]),
+                })
+                .collect()
         }
-        blocks
     }
 
     /// Sparse blocks of rows (ragged ones, k in uneven blocks, columns past
