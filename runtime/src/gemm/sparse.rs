@@ -14,13 +14,12 @@
 use super::KC;
 use crate::simd::Vector;
 
-/// A block of rows runs here when the values of k its groups of rows
-/// walk (`rows_together`: where any row of a group is nonzero) are at most
-/// half of the dense kernel's: each walked value costs about a third more
-/// than one of the dense kernel's (eight rows share a load of b, not 12),
-/// so the walk pays below about three quarters. Rows whose zeros lie in
-/// the same places (the background of images) walk little more than one
-/// row's nonzeros; zeros scattered at random leave little to skip.
+/// A block of rows walks when the values of k its groups of rows walk
+/// (`rows_together`: where any row of a group is nonzero) are at most half
+/// of the dense kernel's: a walked value also costs its listing, and its
+/// loads of b serve six rows of a, not 12. Rows whose zeros lie in the
+/// same places (the background of images) walk little more than one row's
+/// nonzeros; zeros scattered at random leave little to skip.
 const WALKED_SHARE: usize = 2;
 
 /// Columns below which the dense kernel keeps every block: counting a
