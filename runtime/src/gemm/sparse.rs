@@ -93,14 +93,13 @@ pub(super) struct Rows {
     pub accumulate: bool,
 }
 
-/// Rows of a that walk a panel of b together, each value of k where any
-/// of them is nonzero loading its row of the panel once for all (two
-/// vectors). More rows walk more values (MNIST's rows: 19 % of k for one,
-/// 43 % for six, 46 % for eight); a walk of one row at a time, one load per
-/// multiply-add, runs no faster (the second-level cache cannot feed it),
-/// and eight, in groups of eight and four, 7 % slower than six. Half of a
-/// dense block each (12 accumulators of AVX-512's 32 registers); on AVX2,
-/// four of six (8 of 16).
+/// Rows of a that walk b together, each value of k where any of them is
+/// nonzero loading its rows of the panels once for all. More rows walk
+/// more values (MNIST's rows: 19 % of k for one, 43 % for six, 46 % for
+/// eight); a walk of one row at a time, one load per multiply-add, runs no
+/// faster (the second-level cache cannot feed it), and eight, in groups of
+/// eight and four, 7 % slower than six. Half of a dense block each on
+/// AVX-512; on AVX2, four of six (with one panel, 8 of its 16 registers).
 fn rows_together<V: Vector>() -> usize {
     if V::LANES == 16 { 6 } else { 4 }
 }
@@ -108,7 +107,8 @@ fn rows_together<V: Vector>() -> usize {
 /// `c = a·b`, or `c += a·b` when `accumulate`, for the rows of a block,
 /// skipping the values of k where the rows walking b together are all
 /// zero: for each block of k (`k_blocks`: its first value, its length and
-/// where its panels start), a few rows and one panel at a time.
+/// where its panels start), a few rows and `panels_together` panels at a
+/// time.
 ///
 /// # Safety
 /// a holds the rows of each block of k, the panels hold each block of k's
@@ -207,11 +207,11 @@ struct Part {
     add: bool,
 }
 
-/// `R` rows of a panel of c, their accumulators in registers, over the
+/// `R` rows of `P` panels of c, their accumulators in registers, over the
 /// values of k `walked` (those where any of the R rows of a is nonzero).
 ///
 /// # Safety
-/// As for `multiply_rows`, for the part's rows and panel; each value
+/// As for `multiply_rows`, for the part's rows and panels; each value
 /// walked is below the block of k's length.
 #[inline(always)]
 unsafe fn tile<V: Vector, const R: usize, const P: usize>(part: Part, walked: &[u16]) {
