@@ -40,21 +40,13 @@ pub(super) unsafe fn is_sparse<V: Vector>(a: *const f32, lda: usize, (rows, k): 
         let group = together.min(rows - r0);
         // SAFETY: the caller's contract.
         unsafe {
-            let first = a.add(r0 * lda);
+            let first = (a.add(r0 * lda), lda, group);
             let mut values = 0;
             for p in (0..whole).step_by(V::LANES) {
-                let mut any = 0;
-                for r in 0..group {
-                    any |= V::nonzeros(first.add(r * lda + p));
-                }
-                values += any.count_ones() as usize;
+                values += nonzero_in_any::<V>(first, p).count_ones() as usize;
             }
             for p in whole..k {
-                let mut any = false;
-                for r in 0..group {
-                    any |= *first.add(r * lda + p) != 0.0;
-                }
-                values += usize::from(any);
+                values += usize::from(nonzero_at_any(first, p));
             }
             walked += values * group;
         }
@@ -173,10 +165,7 @@ unsafe fn where_any_is_nonzero<V: Vector>(
     // SAFETY: the caller's contract.
     unsafe {
         for p0 in (0..whole).step_by(lanes) {
-            let mut any = 0;
-            for r in 0..rows {
-                any |= V::nonzeros(a.add(r * lda + p0));
-            }
+            let any = nonzero_in_any::<V>((a, lda, rows), p0);
             for q in 0..lanes {
                 walked[len] = (p0 + q) as u16;
                 len += (any >> q & 1) as usize;
@@ -184,10 +173,41 @@ unsafe fn where_any_is_nonzero<V: Vector>(
         }
         for p in whole..kc {
             walked[len] = p as u16;
-            len += usize::from((0..rows).any(|r| *a.add(r * lda + p) != 0.0));
+            len += usize::from(nonzero_at_any((a, lda, rows), p));
         }
     }
     &walked[..len]
+}
+
+/// Bit l set when any of `rows` rows of a (from `a`, `lda` apart) is
+/// nonzero at value p + l.
+///
+/// # Safety
+/// The rows hold a vector of values from p; the caller is compiled for
+/// `V`'s instruction set.
+#[inline(always)]
+unsafe fn nonzero_in_any<V: Vector>((a, lda, rows): (*const f32, usize, usize), p: usize) -> u32 {
+    let mut any = 0;
+    for r in 0..rows {
+        // SAFETY: the caller's contract.
+        any |= unsafe { V::nonzeros(a.add(r * lda + p)) };
+    }
+    any
+}
+
+/// Whether any of `rows` rows of a (from `a`, `lda` apart) is nonzero at
+/// value p.
+///
+/// # Safety
+/// The rows hold value p.
+#[inline(always)]
+unsafe fn nonzero_at_any((a, lda, rows): (*const f32, usize, usize), p: usize) -> bool {
+    let mut any = false;
+    for r in 0..rows {
+        // SAFETY: the caller's contract.
+        any |= unsafe { *a.add(r * lda + p) } != 0.0;
+    }
+    any
 }
 
 /// Rows of a over one block of k, times a panel of b, into c.
