@@ -158,19 +158,30 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// The lanes weight gradient on every instruction set this CPU has: close
-/// to the reference loops and the same bits on each, over two images and
-/// added to what dw held, with taps and filters that fill no whole block
-/// (25 taps, 40 filters), and whole blocks.
+/// The weight gradient in both layouts on every instruction set this CPU
+/// has: close to the reference loops and the same bits on each, over two
+/// images and added to what dw held, with taps and filters that fill no
+/// whole block (25 taps, 40 filters; in the rows layout 27 and 75 taps,
+/// 13 and 7 filters, several bands, dilation), and whole blocks.
 #[test]
-fn the_lanes_weight_gradient_is_the_same_bits_on_every_instruction_set() {
-    for (channels, size, kernel, padding, filters) in [(1, 28, 5, 2, 16), (16, 14, 5, 0, 32), (2, 6, 3, 1, 40)] {
-        let win = Window { batch: 2, ..image_window(channels, (size, size + 2), (kernel, padding, 1)) };
+fn the_weight_gradient_is_the_same_bits_on_every_instruction_set() {
+    let mut layouts = Vec::new();
+    let cases = [
+        (1, 28, 5, 2, 1, 16),
+        (16, 14, 5, 0, 1, 32),
+        (2, 6, 3, 1, 1, 40),
+        (3, 40, 3, 1, 1, 13),
+        (2, 30, 5, 2, 1, 7),
+        (4, 30, 3, 2, 2, 24),
+        (8, 24, 3, 1, 1, 64),
+    ];
+    for (channels, size, kernel, padding, dilation, filters) in cases {
+        let win = Window { batch: 2, ..image_window(channels, (size, size + 2), (kernel, padding, dilation)) };
         if !applies(win) {
             return;
         }
         let (geo, crop) = forward_geometry(win);
-        assert_eq!(Layout::of(filters, geo, crop), Layout::Lanes);
+        layouts.push(Layout::of(filters, geo, crop));
         let x = values(2 * channels * size * (size + 2), 8);
         let g = values(2 * filters * win.out_height() * win.out_width(), 9);
         let held = values(filters * geo.taps(), 10);
@@ -194,6 +205,7 @@ fn the_lanes_weight_gradient_is_the_same_bits_on_every_instruction_set() {
             assert_eq!(bits(dw), bits(&results[0]), "{channels}×{size}, {filters} filters");
         }
     }
+    assert!(layouts.contains(&Layout::Rows) && layouts.contains(&Layout::Lanes), "{layouts:?}");
 }
 
 /// The scattered input gradient against the reference loops, on every
