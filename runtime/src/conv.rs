@@ -578,8 +578,9 @@ fn rows_weight_gradient(
     // The gradient at the padded width, rows padded to whole blocks of
     // filters; on AVX-512 each pair of rows interleaved in runs of 8, so
     // one load fills a register with both rows' runs.
-    wide.clear();
-    wide.resize(filters.next_multiple_of(fb) * span, 0.0);
+    // From a cache line, so that no load of a pair's two runs straddles two.
+    let wide = crate::simd::aligned(wide, filters.next_multiple_of(fb) * span);
+    wide.fill(0.0);
     let place = |row: &mut [f32], g: &[f32]| {
         for (y, line) in g.chunks_exact(ow).enumerate() {
             row[y * geo.cols..y * geo.cols + ow].copy_from_slice(line);
