@@ -147,6 +147,12 @@ pub extern "C" fn nnc_conv2d_grad_input(w: *const f32, g: *const f32, dx: *mut f
         })
     };
     #[cfg(target_arch = "x86_64")]
+    if let Some(flipped) = winograd::input_gradient_window(win, f) {
+        return winograd::with_input_gradient_filter(w, f, (win, flipped), |u| {
+            images(&|grad, image| winograd::forward_image(u, c, grad, flipped, Epilogue::default(), image))
+        });
+    }
+    #[cfg(target_arch = "x86_64")]
     if conv::applies(win) {
         return conv::with_input_gradient_filter(w, f, win, |packed| {
             images(&|grad, image| conv::input_gradient_image(packed, f, grad, win, image))

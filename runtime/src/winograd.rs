@@ -107,6 +107,8 @@ pub struct Transformed<'a> {
 thread_local! {
     /// The transformed filter, on the calling thread.
     static FILTER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The flipped filter of an input gradient, before its transform.
+    static FLIPPED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// One image's split input planes.
     static SPLIT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// A block's transformed inputs and its sums.
@@ -128,6 +130,49 @@ pub fn with_filter<R>(w: &[f32], filters: usize, win: Window, version: u64, work
         u
     });
     work(Transformed { tiling, u: &u })
+}
+
+/// The window of the convolution that gives the input gradient of `win`
+/// (`filters` filters), when it runs here: the output gradient's `filters`
+/// channels, padded by 2 − p so that the result has the input's size,
+/// under the flipped filter with channels and filters swapped
+/// (`with_input_gradient_filter`). Padding beyond 2 would crop, which
+/// the transforms do not.
+pub fn input_gradient_window(win: Window, filters: usize) -> Option<Window> {
+    let taps = |t: crate::kernels::Taps| Some(crate::kernels::Taps { padding: 2usize.checked_sub(t.padding)?, ..t });
+    let flipped = Window {
+        channels: filters,
+        height: win.out_height(),
+        width: win.out_width(),
+        rows: taps(win.rows)?,
+        cols: taps(win.cols)?,
+        ..win
+    };
+    let same_size = flipped.out_height() == win.height && flipped.out_width() == win.width;
+    (applies(win, filters) && applies(flipped, win.channels) && same_size).then_some(flipped)
+}
+
+/// Runs `work` with the filter of the input gradient of `win` (`w`:
+/// `[F, C, 3, 3]`): w'[c][f] = w[f][c] turned by 180°, transformed for
+/// `flipped`, its window (`input_gradient_window`).
+pub fn with_input_gradient_filter<R>(
+    w: &[f32],
+    filters: usize,
+    (win, flipped): (Window, Window),
+    work: impl FnOnce(Transformed) -> R,
+) -> R {
+    let channels = win.channels;
+    FLIPPED.with(|cell| {
+        let mut turned = cell.borrow_mut();
+        turned.resize(w.len(), 0.0);
+        for (c, out) in turned.chunks_exact_mut(filters * 9).enumerate() {
+            for (f, out) in out.chunks_exact_mut(9).enumerate() {
+                let filter = &w[(f * channels + c) * 9..][..9];
+                out.iter_mut().zip(filter.iter().rev()).for_each(|(o, &v)| *o = v);
+            }
+        }
+        with_filter_for(Tiling::choose(flipped), &turned, channels, flipped, work)
+    })
 }
 
 /// `with_filter` for `tiling`, into this thread's buffer.
@@ -676,6 +721,44 @@ mod tests {
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n).map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    /// The input gradient through the flipped filter's transforms
+    /// (`nnc_conv2d_grad_input`, two images) against the reference loops
+    /// in f64: padding 0, 1 and 2, odd sizes, more channels than filters
+    /// and fewer; and the same bits on one thread as on all.
+    #[test]
+    fn the_input_gradient_matches_the_reference_loops() {
+        for (channels, height, width, padding, filters) in
+            [(32, 9, 7, 1, 40), (48, 8, 11, 0, 32), (32, 6, 5, 2, 32), (64, 30, 29, 1, 33)]
+        {
+            let taps = Taps { kernel: 3, stride: 1, padding, dilation: 1 };
+            let win = Window { batch: 2, channels, height, width, rows: taps, cols: taps };
+            let flipped = input_gradient_window(win, filters).expect("a window of the transforms");
+            assert_eq!((flipped.channels, flipped.out_height(), flipped.out_width()), (filters, height, width));
+            let (oh, ow) = (win.out_height(), win.out_width());
+            let w = values(filters * channels * 9, 4);
+            let g = values(2 * filters * oh * ow, 5);
+            let wide = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
+            let (mut expected, mut dw) = (vec![0.0f64; 2 * channels * height * width], vec![0.0f64; w.len()]);
+            let x = vec![0.0f64; expected.len()];
+            kernels::conv2d_backward(&x, &wide(&w), &wide(&g), &mut expected, &mut dw, win, filters);
+            let run = || {
+                let mut dx = vec![f32::NAN; expected.len()];
+                crate::spatial::nnc_conv2d_grad_input(w.as_ptr(), g.as_ptr(), dx.as_mut_ptr(), &win, filters);
+                dx
+            };
+            let dx = run();
+            for (i, (&a, &e)) in dx.iter().zip(&expected).enumerate() {
+                assert!(
+                    (f64::from(a) - e).abs() <= 4e-4 * (1.0 + e.abs()),
+                    "{channels}×{height}×{width} p{padding}, {filters} filters, [{i}]: {a} vs {e}"
+                );
+            }
+            let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+            let alone = one_thread.install(run);
+            assert!(dx.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "threads change the bits");
+        }
     }
 
     /// Both tilings against the reference loops (in f64): odd and even
