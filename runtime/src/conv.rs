@@ -601,6 +601,9 @@ fn rows_weight_gradient(
         }
     }
     assert!(source.len() >= span + geo.offset(taps - 1));
+    // Where each tap's run starts, worked out once (two divisions each)
+    // rather than for every block of every band.
+    let tap_offsets: Vec<usize> = (0..taps).map(|r| geo.offset(r)).collect();
     // The filters go in groups of whole blocks, each group owning its
     // rows of dw; within a group, a band's inputs serve every block
     // before the next band is read. Bands are summed in order, so the
@@ -614,7 +617,7 @@ fn rows_weight_gradient(
                 let g = &wide[f0 * span..(f0 + fb) * span];
                 for r0 in (0..taps).step_by(tb) {
                     // Taps past the last read the first one's inputs; their sums are dropped.
-                    let offset = |t: usize| q0 + geo.offset(if r0 + t < taps { r0 + t } else { 0 });
+                    let offset = |t: usize| q0 + tap_offsets[if r0 + t < taps { r0 + t } else { 0 }];
                     let dw = (&mut dw[r0..], taps, (filters - f0, taps - r0));
                     // SAFETY: the CPU runs `isa` (`applies`); `g` holds the block's
                     // rows of span values (padded to whole blocks) and every read
@@ -643,6 +646,14 @@ fn rows_weight_gradient(
 /// rows are `taps` apart, where `(filters, taps)` of them are real: the
 /// rest of a block past the last filter or tap is dropped.
 fn add_block<const T: usize>(sums: &[[f32; T]], (dw, stride, (filters, taps)): (&mut [f32], usize, (usize, usize))) {
+    if filters >= sums.len() && taps >= T {
+        // A whole block: rows of T values, which the compiler adds as vectors.
+        for (i, sums) in sums.iter().enumerate() {
+            let row: &mut [f32; T] = (&mut dw[i * stride..i * stride + T]).try_into().expect("T values");
+            row.iter_mut().zip(sums).for_each(|(d, s)| *d += s);
+        }
+        return;
+    }
     for (i, sums) in sums.iter().take(filters).enumerate() {
         for (d, s) in dw[i * stride..].iter_mut().zip(&sums[..T.min(taps)]) {
             *d += s;
