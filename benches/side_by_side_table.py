@@ -22,7 +22,9 @@ def add(workload, who, value):
 
 for r in rows:
     w, who = r.get("w"), r.get("who")
-    if who == "nnc" and w in ("w1", "w2", "w3"):
+    if w and (w.startswith("cnn_") or w == "vgg_train"):
+        add(w, who, r.get("train_samples_per_s", r.get("samples_per_s")))
+    elif who == "nnc" and w in ("w1", "w2", "w3"):
         add(w, "nnc", r["train_samples_per_s"])
         if w == "w1":
             add("w4", "nnc", r["infer_latency_us"])
@@ -57,6 +59,13 @@ TABLE = [
     ("w4", "W4 mnist_mlp b1 latency, µs", False),
     ("fashion", "fashion_cnn, s per epoch (real data)", False),
     ("vgg", "VGG-16 b1 forward, ms", False),
+    ("vgg_train", "VGG-16 train b8, samples/s", True),
+    ("cnn_digits_cnn", "digits_cnn train b32, samples/s", True),
+    ("cnn_conv_autoencoder", "conv_autoencoder train b32, samples/s", True),
+    ("cnn_digits_conv1d", "digits_conv1d train b32, samples/s", True),
+    ("cnn_global_pool_digits", "global_pool_digits train b32, samples/s", True),
+    ("cnn_inception_digits", "inception_digits train b32, samples/s", True),
+    ("cnn_two_inputs_digits", "two_inputs_digits train b32, samples/s", True),
     ("mnist_mlp 10k", "mnist_mlp over 10k synthetic rows, rows/s", True),
     ("lenet 10k", "LeNet over 10k synthetic rows, rows/s", True),
     ("mnist_mlp 10k mnist", "mnist_mlp over 10k MNIST rows, rows/s", True),
