@@ -139,6 +139,10 @@ pub fn with_filter<R>(w: &[f32], filters: usize, win: Window, version: u64, work
 /// (`with_input_gradient_filter`). Padding beyond 2 would crop, which
 /// the transforms do not.
 pub fn input_gradient_window(win: Window, filters: usize) -> Option<Window> {
+    // A 3×3 stride-1 window first: the flipped one's sizes are then defined.
+    if !applies(win, filters) {
+        return None;
+    }
     let taps = |t: crate::kernels::Taps| Some(crate::kernels::Taps { padding: 2usize.checked_sub(t.padding)?, ..t });
     let flipped = Window {
         channels: filters,
@@ -149,7 +153,7 @@ pub fn input_gradient_window(win: Window, filters: usize) -> Option<Window> {
         ..win
     };
     let same_size = flipped.out_height() == win.height && flipped.out_width() == win.width;
-    (applies(win, filters) && applies(flipped, win.channels) && same_size).then_some(flipped)
+    (applies(flipped, win.channels) && same_size).then_some(flipped)
 }
 
 /// Runs `work` with the filter of the input gradient of `win` (`w`:
@@ -729,6 +733,16 @@ mod tests {
     /// and fewer; and the same bits on one thread as on all.
     #[test]
     fn the_input_gradient_matches_the_reference_loops() {
+        // Windows the transforms do not take have no flipped window (and
+        // working one out must not overflow): a 5×5 kernel over one pixel,
+        // stride 2, dilation 2, padding 3, too few channels.
+        for (kernel, stride, dilation, padding, size, channels) in
+            [(5, 1, 1, 2, 1, 32), (3, 2, 1, 1, 9, 32), (3, 1, 2, 2, 5, 32), (3, 1, 1, 3, 4, 32), (3, 1, 1, 1, 9, 8)]
+        {
+            let taps = Taps { kernel, stride, padding, dilation };
+            let win = Window { batch: 1, channels, height: size, width: size, rows: taps, cols: taps };
+            assert_eq!(input_gradient_window(win, 32), None, "{taps:?} over {size}², {channels} channels");
+        }
         for (channels, height, width, padding, filters) in
             [(32, 9, 7, 1, 40), (48, 8, 11, 0, 32), (32, 6, 5, 2, 32), (64, 30, 29, 1, 33)]
         {
