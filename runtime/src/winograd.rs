@@ -14,7 +14,8 @@
 //! times fewer tiles to fill sgemm's panels with and more filter values to
 //! transform, so small images take F(2×2) (`Tiling::choose`). The results
 //! differ from the direct kernel's by rounding only, and do not depend on
-//! the number of threads.
+//! the number of threads. A convolution's input gradient is one too, and
+//! runs here where the forward one does (`input_gradient_window`).
 #![allow(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
