@@ -749,7 +749,11 @@ mod tests {
         {
             let taps = Taps { kernel: 3, stride: 1, padding, dilation: 1 };
             let win = Window { batch: 2, channels, height, width, rows: taps, cols: taps };
-            let flipped = input_gradient_window(win, filters).expect("a window of the transforms");
+            let Some(flipped) = input_gradient_window(win, filters) else {
+                // Only a CPU without AVX2 takes no window here.
+                assert!(Isa::detect().is_none(), "{channels}×{height}×{width} p{padding}");
+                return;
+            };
             assert_eq!((flipped.channels, flipped.out_height(), flipped.out_width()), (filters, height, width));
             let (oh, ow) = (win.out_height(), win.out_width());
             let w = values(filters * channels * 9, 4);
