@@ -181,6 +181,8 @@ struct Scratch {
     blocks: Blocks,
     offsets: Vec<usize>,
     sums: Vec<f32>,
+    /// One filter's gradient at the padded width (`rows_weight_gradient`).
+    row: Vec<f32>,
     scattered: Scattered,
 }
 
@@ -525,19 +527,24 @@ fn weight_gradient_on(isa: Isa, images: &[f32], grads: &[f32], filters: usize, w
     );
     let lanes = Layout::of(filters, geo, crop) == Layout::Lanes;
     SCRATCH.with(|cell| {
-        let Scratch { source, wide, offsets, sums, .. } = &mut *cell.borrow_mut();
+        let Scratch { source, wide, offsets, sums, row, .. } = &mut *cell.borrow_mut();
         // The lanes layout's sums, over every image, then added to dw once.
         let sums = crate::simd::aligned(sums, if lanes { lanes_weight_sums_len(isa, filters, taps) } else { 0 });
         sums.fill(0.0);
         if lanes {
             lanes_weight_offsets(isa, geo, offsets);
+        } else {
+            // Where each tap's run starts (two divisions each), for every image.
+            offsets.clear();
+            offsets.extend((0..taps).map(|r| geo.offset(r)));
         }
         for (image, grad) in images.chunks_exact(image_len).zip(grads.chunks_exact(grad_len)) {
             geo.fill(image, (win.height, win.width), (win.rows.padding, win.rows.padding), source);
             if lanes {
                 lanes_weight_sums(isa, (&source.values, geo), (oh, ow), grad, filters, (wide, &offsets[..]), sums);
             } else {
-                rows_weight_gradient(isa, (&source.values, geo), grad, filters, win, wide, dw);
+                let buffers = (&mut *wide, &mut *row, &offsets[..]);
+                rows_weight_gradient(isa, (&source.values, geo), grad, (filters, win), buffers, dw);
             }
         }
         if lanes {

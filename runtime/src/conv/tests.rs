@@ -161,8 +161,8 @@ fn bits(v: &[f32]) -> Vec<u32> {
 /// The weight gradient in both layouts on every instruction set this CPU
 /// has: close to the reference loops and the same bits on each, over two
 /// images and added to what dw held, with taps and filters that fill no
-/// whole block (25 taps, 40 filters; in the rows layout 27 and 75 taps,
-/// 13 and 7 filters, several bands, dilation), and whole blocks.
+/// whole block (25 taps, 40 filters; in the rows layout 50 taps and 7
+/// filters, two bands of positions, dilation), and whole blocks.
 #[test]
 fn the_weight_gradient_is_the_same_bits_on_every_instruction_set() {
     let mut layouts = Vec::new();

@@ -35,14 +35,14 @@ const POSITIONS: usize = 1024;
 
 /// Adds one image's weight gradient to `dw` in `Layout::Rows`:
 /// dw[f, r] += Σ_q g[f, q] · src[offset(r) + q], with g laid out at the
-/// padded width and zero in the discarded columns.
+/// padded width and zero in the discarded columns; `tap_offsets` holds
+/// `geo.offset(r)` for every tap, `wide` and `row` are scratch.
 pub(super) fn rows_weight_gradient(
     isa: Isa,
     (source, geo): (&[f32], Source),
     grad: &[f32],
-    filters: usize,
-    win: Window,
-    wide: &mut Vec<f32>,
+    (filters, win): (usize, Window),
+    (wide, row, tap_offsets): (&mut Vec<f32>, &mut Vec<f32>, &[usize]),
     dw: &mut [f32],
 ) {
     let (oh, ow, taps) = (win.out_height(), win.out_width(), geo.taps());
@@ -50,8 +50,8 @@ pub(super) fn rows_weight_gradient(
     let (fb, tb) = if isa == Isa::Avx512 { (FB_512, TB_512) } else { (FB, TB) };
     // The gradient at the padded width, rows padded to whole blocks of
     // filters; on AVX-512 each pair of rows interleaved in runs of 8, so
-    // one load fills a register with both rows' runs.
-    // From a cache line, so that no load of a pair's two runs straddles two.
+    // one load fills a register with both rows' runs, from a cache line,
+    // so that no such load straddles two.
     let wide = crate::simd::aligned(wide, filters.next_multiple_of(fb) * span);
     wide.fill(0.0);
     let place = |row: &mut [f32], g: &[f32]| {
@@ -60,9 +60,11 @@ pub(super) fn rows_weight_gradient(
         }
     };
     if isa == Isa::Avx512 {
-        let mut row = vec![0.0; span];
+        // One filter's rows at a time, zero in the discarded columns.
+        row.clear();
+        row.resize(span, 0.0);
         for (f, g) in grad.chunks_exact(oh * ow).enumerate() {
-            place(&mut row, g);
+            place(row, g);
             let pair = &mut wide[f / 2 * 2 * span..(f / 2 + 1) * 2 * span];
             for (runs, run) in pair.chunks_exact_mut(16).zip(row.chunks_exact(8)) {
                 runs[f % 2 * 8..f % 2 * 8 + 8].copy_from_slice(run);
@@ -73,10 +75,7 @@ pub(super) fn rows_weight_gradient(
             place(row, g);
         }
     }
-    assert!(source.len() >= span + geo.offset(taps - 1));
-    // Where each tap's run starts, worked out once (two divisions each)
-    // rather than for every block of every band.
-    let tap_offsets: Vec<usize> = (0..taps).map(|r| geo.offset(r)).collect();
+    assert!(tap_offsets.len() == taps && source.len() >= span + tap_offsets[taps - 1]);
     // The filters go in groups of whole blocks, each group owning its
     // rows of dw; within a group, a band's inputs serve every block
     // before the next band is read. Bands are summed in order, so the
