@@ -28,6 +28,10 @@ use crate::kernels::{Epilogue, Window};
 use crate::products::gemm;
 use crate::simd::{aligned, compiled_for_isa};
 
+mod weights;
+
+pub use weights::weight_gradient;
+
 /// Channels and filters from which the products are large enough to pay
 /// for the transforms.
 const MIN_CHANNELS: usize = 32;
@@ -373,7 +377,7 @@ fn forward_image_on(
         // scratch row per rayon task, not per channel).
         let channel_inputs = v.par_chunks_exact_mut(points * tiles).zip(planes_in.par_chunks_exact(plane.len()));
         channel_inputs.with_min_len(least).for_each_init(Vec::new, |scratch, (v, split)| {
-            transform_inputs(isa, tiling, plane, split, (ty0, tiles / tw, tw), v, scratch);
+            transform_inputs(isa, tiling, plane, split, (ty0, tiles / tw, tw), (v, tiles), scratch);
         });
         m.par_chunks_exact_mut(filters * tiles).enumerate().with_min_len(least).for_each(|(xi, m)| {
             let u = &u[xi * filters * channels..(xi + 1) * filters * channels];
@@ -421,7 +425,7 @@ compiled_for_isa! {
         plane: Plane,
         split: &[f32],
         tiles: (usize, usize, usize),
-        out: &mut [f32],
+        out: (&mut [f32], usize),
         scratch: &mut Vec<f32>,
     ) {
         match tiling {
@@ -490,8 +494,9 @@ impl Plane {
         }
     }
 
-    /// out[ξ · tiles + t] = (Bᵀ·d·B)[ξ] for the 4×4 input block d of each
-    /// tile t of `count` rows of `tw` tiles from tile row `ty0`, F(2×2).
+    /// out[ξ · stride + t] = (Bᵀ·d·B)[ξ] for the 4×4 input block d of each
+    /// tile t of `count` rows of `tw` tiles from tile row `ty0`, F(2×2)
+    /// (`stride` at least count · tw).
     /// Each step is a loop over a whole row of tiles, so that it runs in
     /// vectors; `scratch` holds its intermediate rows.
     #[inline(always)]
@@ -499,10 +504,10 @@ impl Plane {
         self,
         split: &[f32],
         (ty0, count, tw): (usize, usize, usize),
-        out: &mut [f32],
+        (out, stride): (&mut [f32], usize),
         scratch: &mut Vec<f32>,
     ) {
-        let (half, tiles) = (self.phase, count * tw);
+        let half = self.phase;
         let line = 2 * half;
         // Bᵀ·d for a row of tiles: four combined rows, each its even columns then its odd ones.
         scratch.resize(4 * line, 0.0);
@@ -521,7 +526,7 @@ impl Plane {
                 // (Bᵀ·d)·B: with a, b, c, e the block's columns (even[tx], odd[tx],
                 // even[tx + 1], odd[tx + 1]), a − c, b + c, c − b and b − e.
                 let (even, odd) = row.split_at(half);
-                let at = |j: usize| (4 * i + j) * tiles + ty * tw;
+                let at = |j: usize| (4 * i + j) * stride + ty * tw;
                 combine(&mut out[at(0)..][..tw], &even[..tw], &even[1..], |a, c| a - c);
                 combine(&mut out[at(1)..][..tw], &odd[..tw], &even[1..], |b, c| b + c);
                 combine(&mut out[at(2)..][..tw], &even[1..], &odd[..tw], |c, b| c - b);
@@ -536,10 +541,10 @@ impl Plane {
         self,
         split: &[f32],
         (ty0, count, tw): (usize, usize, usize),
-        out: &mut [f32],
+        (out, stride): (&mut [f32], usize),
         scratch: &mut Vec<f32>,
     ) {
-        let (phase, tiles) = (self.phase, count * tw);
+        let phase = self.phase;
         let line = 4 * phase;
         // Bᵀ·d for a row of tiles: six combined rows, each split as the input's.
         scratch.resize(6 * line, 0.0);
@@ -552,7 +557,8 @@ impl Plane {
             for (i, row) in t.chunks_exact(line).enumerate() {
                 // (Bᵀ·d)·B: column j of tile tx is value tx + j / 4 of phase j % 4.
                 let columns: [&[f32]; 6] = std::array::from_fn(|j| &row[(j % 4) * phase + j / 4..][..tw]);
-                let mut outs = out[6 * i * tiles..6 * (i + 1) * tiles].chunks_exact_mut(tiles);
+                // The last row of the last point may end short of a whole stride.
+                let mut outs = out[6 * i * stride..].chunks_mut(stride);
                 let outs = std::array::from_fn(|_| &mut outs.next().expect("six rows")[ty * tw..][..tw]);
                 inputs_four_rows(outs, columns);
             }
@@ -720,135 +726,4 @@ fn combine3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f3
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kernels::{self, Taps};
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
-    }
-
-    /// The input gradient through the flipped filter's transforms
-    /// (`nnc_conv2d_grad_input`, two images) against the reference loops
-    /// in f64: padding 0, 1 and 2, odd sizes, more channels than filters
-    /// and fewer; and the same bits on one thread as on all.
-    #[test]
-    fn the_input_gradient_matches_the_reference_loops() {
-        // Windows the transforms do not take have no flipped window (and
-        // working one out must not overflow): a 5×5 kernel over one pixel,
-        // stride 2, dilation 2, padding 3, too few channels.
-        for (kernel, stride, dilation, padding, size, channels) in
-            [(5, 1, 1, 2, 1, 32), (3, 2, 1, 1, 9, 32), (3, 1, 2, 2, 5, 32), (3, 1, 1, 3, 4, 32), (3, 1, 1, 1, 9, 8)]
-        {
-            let taps = Taps { kernel, stride, padding, dilation };
-            let win = Window { batch: 1, channels, height: size, width: size, rows: taps, cols: taps };
-            assert_eq!(input_gradient_window(win, 32), None, "{taps:?} over {size}², {channels} channels");
-        }
-        for (channels, height, width, padding, filters) in
-            [(32, 9, 7, 1, 40), (48, 8, 11, 0, 32), (32, 6, 5, 2, 32), (64, 30, 29, 1, 33)]
-        {
-            let taps = Taps { kernel: 3, stride: 1, padding, dilation: 1 };
-            let win = Window { batch: 2, channels, height, width, rows: taps, cols: taps };
-            let Some(flipped) = input_gradient_window(win, filters) else {
-                // Only a CPU without AVX2 takes no window here.
-                assert!(Isa::detect().is_none(), "{channels}×{height}×{width} p{padding}");
-                return;
-            };
-            assert_eq!((flipped.channels, flipped.out_height(), flipped.out_width()), (filters, height, width));
-            let (oh, ow) = (win.out_height(), win.out_width());
-            let w = values(filters * channels * 9, 4);
-            let g = values(2 * filters * oh * ow, 5);
-            let wide = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
-            let (mut expected, mut dw) = (vec![0.0f64; 2 * channels * height * width], vec![0.0f64; w.len()]);
-            let x = vec![0.0f64; expected.len()];
-            kernels::conv2d_backward(&x, &wide(&w), &wide(&g), &mut expected, &mut dw, win, filters);
-            let run = || {
-                let mut dx = vec![f32::NAN; expected.len()];
-                crate::spatial::nnc_conv2d_grad_input(w.as_ptr(), g.as_ptr(), dx.as_mut_ptr(), &win, filters);
-                dx
-            };
-            let dx = run();
-            for (i, (&a, &e)) in dx.iter().zip(&expected).enumerate() {
-                assert!(
-                    (f64::from(a) - e).abs() <= 4e-4 * (1.0 + e.abs()),
-                    "{channels}×{height}×{width} p{padding}, {filters} filters, [{i}]: {a} vs {e}"
-                );
-            }
-            let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
-            let alone = one_thread.install(run);
-            assert!(dx.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "threads change the bits");
-        }
-    }
-
-    /// Both tilings against the reference loops (in f64): odd and even
-    /// sizes (partial tiles), padding 0, 1 and 2, several blocks of tiles,
-    /// a filter transformed in several chunks, with a bias and with and
-    /// without a fused ReLU; and the same bits on one thread as on all, and
-    /// on every instruction set.
-    #[test]
-    fn winograd_matches_the_reference_loops() {
-        for (channels, height, width, padding, filters) in [
-            (32, 9, 7, 1, 32),
-            (33, 8, 8, 0, 35),
-            (40, 30, 9, 1, 33),
-            (32, 5, 6, 2, 40),
-            (32, 3, 3, 0, 32),
-            (72, 6, 5, 1, 64),
-            // Nine blocks of tiles, run side by side, the last one ragged.
-            (32, 82, 35, 1, 32),
-            // A sum over many channels, as in VGG-16's deep layers.
-            (512, 14, 14, 1, 32),
-        ] {
-            let taps = Taps { kernel: 3, stride: 1, padding, dilation: 1 };
-            let win = Window { batch: 1, channels, height, width, rows: taps, cols: taps };
-            if !applies(win, filters) {
-                return;
-            }
-            let (oh, ow) = (win.out_height(), win.out_width());
-            let x = values(channels * height * width, 1);
-            let w = values(filters * channels * 9, 2);
-            let bias = values(filters, 3);
-            // The reference in f64: its own rounding does not count against the transforms'.
-            let wide = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
-            let mut expected = vec![0.0f64; filters * oh * ow];
-            kernels::conv2d(&wide(&x), &wide(&w), &mut expected, win, filters);
-            // A fused ReLU on every other case.
-            let relu = channels % 2 == 0;
-            let epilogue = Epilogue { bias: Some(&bias), relu };
-            for tiling in [Tiling::Two, Tiling::Four] {
-                let run_on = |isa: Isa| {
-                    let mut y = vec![0.0; filters * oh * ow];
-                    with_filter_for(tiling, &w, filters, win, |u: Transformed| {
-                        forward_image_on(isa, u, filters, &x, win, epilogue, &mut y)
-                    });
-                    y
-                };
-                let widest = Isa::detect().expect("`applies` checked the CPU");
-                let y = run_on(widest);
-                // F(4×4)'s transforms multiply by up to 8 and 1/24: its
-                // rounding error is several times F(2×2)'s (about 1e-4 of a
-                // sum over 512 channels, against 1e-5).
-                let tolerance = match tiling {
-                    Tiling::Two => 1e-4,
-                    Tiling::Four => 4e-4,
-                };
-                for (i, (&a, &e)) in y.iter().zip(&expected).enumerate() {
-                    let e = e as f32 + bias[i / (oh * ow)];
-                    let e = if relu { e.max(0.0) } else { e };
-                    assert!(
-                        (a - e).abs() <= tolerance * (1.0 + e.abs()),
-                        "{tiling:?}, {channels}×{height}×{width} p{padding}, [{i}]: {a} vs {e}"
-                    );
-                }
-                let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
-                let alone = one_thread.install(|| run_on(widest));
-                let same = |other: &[f32]| y.iter().zip(other).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same(&alone), "{tiling:?}: threads change the bits");
-                // The transforms on every instruction set: the same bits.
-                for isa in Isa::available() {
-                    assert!(same(&run_on(isa)), "{tiling:?}: {isa:?} changes the bits");
-                }
-            }
-        }
-    }
-}
+mod tests;

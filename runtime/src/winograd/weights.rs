@@ -1,0 +1,242 @@
+//! The weight gradient of a 3×3 stride-1 convolution through F(4×4, 3×3)'s
+//! transforms turned around. The forward identity y = Aᵀ·[(G·w·Gᵀ) ⊙
+//! (Bᵀ·d·B)]·A for a tile's 6×6 input block d holds for every w, so the
+//! tile's part of dw = Σ g·d, for its 4×4 block g of the output gradient,
+//! is Gᵀ·[(A·g·Aᵀ) ⊙ (Bᵀ·d·B)]·G. The sums over tiles are 36 products,
+//! one per point ξ of the transform, M[ξ] (F × C) += W[ξ] (F × tiles) ·
+//! V[ξ]ᵀ (tiles × C), and dw comes from M once at the end: per weight and
+//! output position 36/16 = 2.25 multiply-adds, where the direct kernel
+//! does 9. The tiles are gathered in a fixed order whatever the threads,
+//! so the bits do not depend on them.
+#![allow(unsafe_code)]
+
+use std::cell::Cell;
+
+use rayon::prelude::*;
+
+use super::{Plane, SPLIT, Tiling, fill_plane, transform_inputs};
+use crate::gemm::Isa;
+use crate::kernels::Window;
+use crate::products::gemm;
+use crate::simd::{aligned, compiled_for_isa};
+
+/// Tiles whose transforms are gathered, from one image or several, before
+/// their products run (the products' depth): deep enough that reading and
+/// writing the sums M is small beside the products, shallow enough that
+/// the gathered transforms of VGG-16's 64-channel layers stay in L2.
+const GATHERED_TILES: usize = 256;
+
+/// Points of F(4×4, 3×3)'s transform.
+const POINTS: usize = 36;
+
+thread_local! {
+    /// The gathered tiles' transformed inputs V[c][ξ][t] and gradients
+    /// W[f][ξ][t], and the sums M[ξ][f][c].
+    static BUFFERS: Cell<[Vec<f32>; 3]> = const { Cell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// dw (`[F, C, 3, 3]`) = the weight gradient summed over the images
+/// (`[N, C, H, W]`) and their output gradients (`[N, F, OH, OW]`) of a
+/// convolution `super::applies` takes.
+pub fn weight_gradient(images: &[f32], grads: &[f32], filters: usize, win: Window, dw: &mut [f32]) {
+    let isa = Isa::detect().expect("`applies` checked the CPU");
+    weight_gradient_on(isa, images, grads, filters, win, dw)
+}
+
+/// `weight_gradient` with the transforms compiled for `isa` (the products
+/// are `gemm`'s, on the CPU's widest kernel).
+pub(super) fn weight_gradient_on(isa: Isa, images: &[f32], grads: &[f32], filters: usize, win: Window, dw: &mut [f32]) {
+    let Window { channels, height, width, .. } = win;
+    let (oh, ow) = (win.out_height(), win.out_width());
+    let (th, tw) = (oh.div_ceil(4), ow.div_ceil(4));
+    let (image_len, grad_len) = (channels * height * width, filters * oh * ow);
+    assert!(
+        image_len > 0
+            && images.len().is_multiple_of(image_len)
+            && grads.len() == images.len() / image_len * grad_len
+            && dw.len() == filters * channels * 9
+    );
+    let plane = Plane { step: 4, rows: 4 * th + 2, phase: tw + 1, padding: win.rows.padding, height, width };
+    // Whole rows of tiles are gathered, at least one at a time.
+    let capacity = GATHERED_TILES.max(tw);
+    // Taken, not borrowed, while the parallel parts run (as in the forward pass).
+    let mut split = SPLIT.take();
+    let [mut v_buffer, mut w_buffer, mut m_buffer] = BUFFERS.take();
+    // Only the gathered tiles' values are read, and each is written first.
+    let v = aligned(&mut v_buffer, channels * POINTS * capacity);
+    let w = aligned(&mut w_buffer, filters * POINTS * capacity);
+    let m = aligned(&mut m_buffer, POINTS * filters * channels);
+    let sizes = Sizes { filters, channels, capacity };
+    let (mut gathered, mut summed) = (0, false);
+    for (image, grad) in images.chunks_exact(image_len).zip(grads.chunks_exact(grad_len)) {
+        let planes = aligned(&mut split, channels * plane.len());
+        planes
+            .par_chunks_mut(plane.len())
+            .zip(image.par_chunks_exact(height * width))
+            .for_each(|(split, image)| fill_plane(isa, plane, image, split));
+        let planes = &planes[..];
+        let mut ty0 = 0;
+        while ty0 < th {
+            if capacity - gathered < tw {
+                add_products(sizes, gathered, (w, v), m, summed);
+                (gathered, summed) = (0, true);
+            }
+            let rows = ((capacity - gathered) / tw).min(th - ty0);
+            let tiles = (ty0, rows, tw);
+            v.par_chunks_exact_mut(POINTS * capacity).zip(planes.par_chunks_exact(plane.len())).for_each_init(
+                Vec::new,
+                |scratch, (v, split)| {
+                    let out = (&mut v[gathered..], capacity);
+                    transform_inputs(isa, Tiling::Four, plane, split, tiles, out, scratch);
+                },
+            );
+            w.par_chunks_exact_mut(POINTS * capacity)
+                .zip(grad.par_chunks_exact(oh * ow))
+                .for_each_init(Vec::new, |scratch, (w, g)| {
+                    transform_gradient(isa, g, (oh, ow), tiles, (&mut w[gathered..], capacity), scratch)
+                });
+            (gathered, ty0) = (gathered + rows * tw, ty0 + rows);
+        }
+    }
+    if gathered > 0 {
+        add_products(sizes, gathered, (w, v), m, summed);
+        summed = true;
+    }
+    if summed {
+        let m = &m[..];
+        dw.par_chunks_exact_mut(channels * 9)
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (f, dw)| weights_of_filter(isa, m, (f, sizes), dw, scratch));
+    } else {
+        dw.fill(0.0);
+    }
+    SPLIT.set(split);
+    BUFFERS.set([v_buffer, w_buffer, m_buffer]);
+}
+
+/// The shapes of the buffers: M's F × C, and the tiles V and W hold.
+#[derive(Clone, Copy)]
+struct Sizes {
+    filters: usize,
+    channels: usize,
+    capacity: usize,
+}
+
+/// M[ξ] (+)= W[ξ] · V[ξ]ᵀ over the first `count` gathered tiles, one
+/// product per point, side by side.
+fn add_products(sizes: Sizes, count: usize, (w, v): (&[f32], &[f32]), m: &mut [f32], accumulate: bool) {
+    let Sizes { filters, channels, capacity } = sizes;
+    m.par_chunks_exact_mut(filters * channels).enumerate().for_each(|(xi, m)| {
+        // W[ξ]: filter f's tiles POINTS · capacity apart; V[ξ]ᵀ: channel c's likewise, as columns.
+        let (a, b) = (&w[xi * capacity..], &v[xi * capacity..]);
+        gemm(filters, count, channels, a, (POINTS * capacity, 1), b, (1, POINTS * capacity), m, accumulate);
+    });
+}
+
+compiled_for_isa! {
+    /// out[ξ · stride + t] = (A·g·Aᵀ)[ξ] for the 4×4 block g of one filter's
+    /// output gradient (`[OH, OW]`, zero past its edges) at each tile t of
+    /// `count` rows of `tw` tiles from tile row `ty0`. As with the inputs,
+    /// each step is a loop over a row of tiles: a block's column j of tile
+    /// tx is value tx of phase j, `scratch` holds the phases and the rows
+    /// A·g.
+    fn transform_gradient(
+        grad: &[f32],
+        shape: (usize, usize),
+        tiles: (usize, usize, usize),
+        out: (&mut [f32], usize),
+        scratch: &mut Vec<f32>,
+    ) {
+        let ((oh, ow), (ty0, count, tw), (out, stride)) = (shape, tiles, out);
+        let line = 4 * tw;
+        scratch.resize(10 * line, 0.0);
+        let (rows, combined) = scratch[..10 * line].split_at_mut(4 * line);
+        for ty in 0..count {
+            for (a, row) in rows.chunks_exact_mut(line).enumerate() {
+                row.fill(0.0);
+                let y = 4 * (ty0 + ty) + a;
+                if y < oh {
+                    for (x, &value) in grad[y * ow..(y + 1) * ow].iter().enumerate() {
+                        row[(x % 4) * tw + x / 4] = value;
+                    }
+                }
+            }
+            let mut outs = combined.chunks_exact_mut(line);
+            let g: [&[f32]; 4] = std::array::from_fn(|a| &rows[a * line..(a + 1) * line]);
+            gradient_rows(std::array::from_fn(|_| outs.next().expect("six rows")), g);
+            for (i, row) in combined.chunks_exact(line).enumerate() {
+                let phases: [&[f32]; 4] = std::array::from_fn(|j| &row[j * tw..(j + 1) * tw]);
+                // The last row of the last point may end short of a whole stride.
+                let mut outs = out[6 * i * stride..].chunks_mut(stride);
+                gradient_rows(std::array::from_fn(|_| &mut outs.next().expect("six rows")[ty * tw..][..tw]), phases);
+            }
+        }
+    }
+}
+
+/// out[ξ] = (A·[g0 … g3])[ξ] for F(4×4), value by value: A is the
+/// transpose of the output transform Aᵀ (`super::outputs_four_rows`).
+#[inline(always)]
+fn gradient_rows(out: [&mut [f32]; 6], g: [&[f32]; 4]) {
+    let len = out[0].len();
+    let [o0, o1, o2, o3, o4, o5] = out.map(|o| &mut o[..len]);
+    let [g0, g1, g2, g3] = g.map(|g| &g[..len]);
+    for e in 0..len {
+        let (g0, g1, g2, g3) = (g0[e], g1[e], g2[e], g3[e]);
+        let (even, odd) = (g0 + g2, g1 + g3);
+        let (even_scaled, odd_scaled) = (g0 + 4.0 * g2, 2.0 * g1 + 8.0 * g3);
+        o0[e] = g0;
+        o1[e] = even + odd;
+        o2[e] = even - odd;
+        o3[e] = even_scaled + odd_scaled;
+        o4[e] = even_scaled - odd_scaled;
+        o5[e] = g3;
+    }
+}
+
+compiled_for_isa! {
+    /// dw[c][3u + v] = (Gᵀ·m·G)[u][v] for the 36 sums m of filter f over
+    /// each channel c: M[ξ][f] is a row of C values, so each step of the
+    /// transform is a loop over the channels; `scratch` holds Gᵀ·m and the
+    /// nine rows of results before they are spread over dw.
+    fn weights_of_filter(m: &[f32], filter: (usize, Sizes), dw: &mut [f32], scratch: &mut Vec<f32>) {
+        let (f, Sizes { filters, channels, .. }) = filter;
+        let row = |xi: usize| &m[(xi * filters + f) * channels..][..channels];
+        scratch.resize(27 * channels, 0.0);
+        // Gᵀ·m: three rows (u) of six columns (t), at 6u + t; then the results at 3u + v.
+        let (half, results) = scratch[..27 * channels].split_at_mut(18 * channels);
+        for t in 0..6 {
+            let mut outs = half.chunks_exact_mut(6 * channels).map(|u| &mut u[t * channels..(t + 1) * channels]);
+            let column = std::array::from_fn(|s| row(6 * s + t));
+            weight_rows(std::array::from_fn(|_| outs.next().expect("three rows")), column);
+        }
+        for u in 0..3 {
+            let mut outs = results[3 * u * channels..3 * (u + 1) * channels].chunks_exact_mut(channels);
+            let columns = std::array::from_fn(|t| &half[(6 * u + t) * channels..][..channels]);
+            weight_rows(std::array::from_fn(|_| outs.next().expect("three rows")), columns);
+        }
+        for (c, dw) in dw.chunks_exact_mut(9).enumerate() {
+            dw.iter_mut().enumerate().for_each(|(k, d)| *d = results[k * channels + c]);
+        }
+    }
+}
+
+/// out[u] = (Gᵀ·[m0 … m5])[u] for F(4×4), value by value: Gᵀ is the
+/// transpose of the filter transform G (`super::filter_rows_four`), its
+/// fractions multiplications by their reciprocals as there.
+#[inline(always)]
+fn weight_rows(out: [&mut [f32]; 3], m: [&[f32]; 6]) {
+    const SIXTH: f32 = 1.0 / 6.0;
+    const TWELFTH: f32 = 1.0 / 12.0;
+    const TWENTY_FOURTH: f32 = 1.0 / 24.0;
+    let len = out[0].len();
+    let [o0, o1, o2] = out.map(|o| &mut o[..len]);
+    let [m0, m1, m2, m3, m4, m5] = m.map(|m| &m[..len]);
+    for e in 0..len {
+        let (m0, m1, m2, m3, m4, m5) = (m0[e], m1[e], m2[e], m3[e], m4[e], m5[e]);
+        let (sum12, sum34) = (m1 + m2, m3 + m4);
+        o0[e] = 0.25 * m0 - sum12 * SIXTH + sum34 * TWENTY_FOURTH;
+        o1[e] = (m2 - m1) * SIXTH + (m3 - m4) * TWELFTH;
+        o2[e] = (sum34 - sum12) * SIXTH + m5;
+    }
+}
