@@ -354,10 +354,7 @@ fn forward_image_on(
     // grow: zeroing what a layer larger than the last adds took a tenth
     // of VGG-16's batch-1 forward pass).
     let planes_in = aligned(&mut split, channels * plane.len());
-    planes_in
-        .par_chunks_mut(plane.len())
-        .zip(image.par_chunks_exact(height * width))
-        .for_each(|(split, image)| fill_plane(isa, plane, image, split));
+    fill_planes(isa, plane, image, planes_in);
     let planes_in = &planes_in[..];
     // Many blocks run side by side, each on one thread (so no thread sleeps
     // and is woken between a block's steps, which took a fifth of a 224×224
@@ -408,12 +405,21 @@ fn forward_image_on(
     SPLIT.set(split);
 }
 
+/// Each channel of `image` into its `plane` of `planes`, side by side.
+fn fill_planes(isa: Isa, plane: Plane, image: &[f32], planes: &mut [f32]) {
+    let area = plane.height * plane.width;
+    planes
+        .par_chunks_mut(plane.len())
+        .zip(image.par_chunks_exact(area))
+        .for_each_init(Vec::new, |scratch, (split, image)| fill_plane(isa, plane, image, split, scratch));
+}
+
 compiled_for_isa! {
     /// `Plane::fill` in the vectors of `isa`.
-    fn fill_plane(plane: Plane, image: &[f32], out: &mut [f32]) {
+    fn fill_plane(plane: Plane, image: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
         match plane.step {
-            2 => plane.fill::<2>(image, out),
-            _ => plane.fill::<4>(image, out),
+            2 => plane.fill::<2>(image, out, scratch),
+            _ => plane.fill::<4>(image, out, scratch),
         }
     }
 }
@@ -477,11 +483,28 @@ impl Plane {
     }
 
     /// Padded row r: its columns S·i + p for each phase p, phase by phase
-    /// (S = `step`, a constant here so that the strided copies are vector code).
+    /// (S = `step`, a constant here so that the strided copies are vector
+    /// code; for S = 4, rows are padded in `scratch` and split by shuffles).
     #[inline(always)]
-    fn fill<const S: usize>(self, image: &[f32], out: &mut [f32]) {
+    fn fill<const S: usize>(self, image: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+        let padding = self.padding;
+        if S == 4 {
+            let line = self.line();
+            scratch.resize(line, 0.0);
+            scratch.fill(0.0);
+            for (r, phases) in out.chunks_exact_mut(line).enumerate() {
+                let Some(y) = r.checked_sub(padding).filter(|&y| y < self.height) else {
+                    phases.fill(0.0);
+                    continue;
+                };
+                scratch[padding..padding + self.width].copy_from_slice(&image[y * self.width..(y + 1) * self.width]);
+                // SAFETY: `fill_plane` runs compiled for AVX2 or AVX-512.
+                unsafe { deinterleave4(scratch, phases) };
+            }
+            return;
+        }
         out.fill(0.0);
-        let (s, padding) = (S, self.padding);
+        let s = S;
         for (r, phases) in out.chunks_exact_mut(S * self.phase).enumerate() {
             let Some(y) = r.checked_sub(padding).filter(|&y| y < self.height) else { continue };
             let line = &image[y * self.width..(y + 1) * self.width];
@@ -580,6 +603,51 @@ fn inputs_four_rows(out: [&mut [f32]; 6], d: [&[f32]; 6]) {
         o3[e] = (d4 - d2) + 2.0 * (d3 - d1);
         o4[e] = (d4 - d2) - 2.0 * (d3 - d1);
         o5[e] = 4.0 * d1 - 5.0 * d3 + d5;
+    }
+}
+
+/// to[p·n + i] = from[4i + p] for the n = len / 4 groups of four values
+/// of `from`: a row split into its phases (columns modulo 4), eight groups
+/// at a time by shuffles in 256-bit registers, where the compiler's code
+/// for the strided copies moved one value at a time.
+///
+/// # Safety
+/// The CPU has AVX2 (the callers are compiled for AVX2 or AVX-512).
+#[inline(always)]
+unsafe fn deinterleave4(from: &[f32], to: &mut [f32]) {
+    use std::arch::x86_64::{
+        _mm256_loadu_ps, _mm256_permutevar8x32_ps, _mm256_setr_epi32, _mm256_shuffle_ps, _mm256_storeu_ps,
+        _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+    };
+    let n = from.len() / 4;
+    assert!(from.len() == 4 * n && to.len() == 4 * n);
+    let whole = n / 8 * 8;
+    // SAFETY: the loads read groups i..i + 8 of `from`, the stores values
+    // i..i + 8 of each phase of `to`, all inside (asserted); the CPU's
+    // features are the caller's contract.
+    unsafe {
+        // The shuffles leave each phase's groups in the order 0 2 4 6 1 3 5 7.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for i in (0..whole).step_by(8) {
+            let p = from.as_ptr().add(4 * i);
+            let [a, b, c, d] = std::array::from_fn(|k| _mm256_loadu_ps(p.add(8 * k)));
+            let (low_ab, high_ab) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+            let (low_cd, high_cd) = (_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+            let phases = [
+                _mm256_shuffle_ps::<0x44>(low_ab, low_cd),
+                _mm256_shuffle_ps::<0xEE>(low_ab, low_cd),
+                _mm256_shuffle_ps::<0x44>(high_ab, high_cd),
+                _mm256_shuffle_ps::<0xEE>(high_ab, high_cd),
+            ];
+            for (phase, v) in phases.into_iter().enumerate() {
+                _mm256_storeu_ps(to.as_mut_ptr().add(phase * n + i), _mm256_permutevar8x32_ps(v, order));
+            }
+        }
+    }
+    for i in whole..n {
+        for phase in 0..4 {
+            to[phase * n + i] = from[4 * i + phase];
+        }
     }
 }
 

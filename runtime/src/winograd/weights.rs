@@ -14,7 +14,7 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
-use super::{Plane, SPLIT, Tiling, fill_plane, transform_inputs};
+use super::{Plane, SPLIT, Tiling, deinterleave4, fill_planes, transform_inputs};
 use crate::gemm::Isa;
 use crate::kernels::Window;
 use crate::products::gemm;
@@ -70,10 +70,7 @@ pub(super) fn weight_gradient_on(isa: Isa, images: &[f32], grads: &[f32], filter
     let (mut gathered, mut summed) = (0, false);
     for (image, grad) in images.chunks_exact(image_len).zip(grads.chunks_exact(grad_len)) {
         let planes = aligned(&mut split, channels * plane.len());
-        planes
-            .par_chunks_mut(plane.len())
-            .zip(image.par_chunks_exact(height * width))
-            .for_each(|(split, image)| fill_plane(isa, plane, image, split));
+        fill_planes(isa, plane, image, planes);
         let planes = &planes[..];
         let mut ty0 = 0;
         while ty0 < th {
@@ -138,7 +135,7 @@ compiled_for_isa! {
     /// output gradient (`[OH, OW]`, zero past its edges) at each tile t of
     /// `count` rows of `tw` tiles from tile row `ty0`. As with the inputs,
     /// each step is a loop over a row of tiles: a block's column j of tile
-    /// tx is value tx of phase j, `scratch` holds the phases and the rows
+    /// tx is value tx of phase j; `scratch` holds the phases and the rows
     /// A·g.
     fn transform_gradient(
         grad: &[f32],
@@ -149,26 +146,33 @@ compiled_for_isa! {
     ) {
         let ((oh, ow), (ty0, count, tw), (out, stride)) = (shape, tiles, out);
         let line = 4 * tw;
-        scratch.resize(10 * line, 0.0);
-        let (rows, combined) = scratch[..10 * line].split_at_mut(4 * line);
+        // The four rows split into phases, the six rows A·g, and a row padded to whole tiles.
+        scratch.resize(11 * line, 0.0);
+        let (rows, rest) = scratch[..11 * line].split_at_mut(4 * line);
+        let (combined, padded) = rest.split_at_mut(6 * line);
+        padded[ow..].fill(0.0);
         for ty in 0..count {
             for (a, row) in rows.chunks_exact_mut(line).enumerate() {
-                row.fill(0.0);
                 let y = 4 * (ty0 + ty) + a;
                 if y < oh {
-                    for (x, &value) in grad[y * ow..(y + 1) * ow].iter().enumerate() {
-                        row[(x % 4) * tw + x / 4] = value;
-                    }
+                    padded[..ow].copy_from_slice(&grad[y * ow..(y + 1) * ow]);
+                    // SAFETY: this runs compiled for AVX2 or AVX-512.
+                    unsafe { deinterleave4(padded, row) };
+                } else {
+                    row.fill(0.0);
                 }
             }
             let mut outs = combined.chunks_exact_mut(line);
-            let g: [&[f32]; 4] = std::array::from_fn(|a| &rows[a * line..(a + 1) * line]);
-            gradient_rows(std::array::from_fn(|_| outs.next().expect("six rows")), g);
+            let mut next = || outs.next().expect("six rows");
+            let g = |a: usize| &rows[a * line..(a + 1) * line];
+            gradient_rows([next(), next(), next(), next(), next(), next()], [g(0), g(1), g(2), g(3)]);
             for (i, row) in combined.chunks_exact(line).enumerate() {
-                let phases: [&[f32]; 4] = std::array::from_fn(|j| &row[j * tw..(j + 1) * tw]);
+                let phase = |j: usize| &row[j * tw..(j + 1) * tw];
                 // The last row of the last point may end short of a whole stride.
-                let mut outs = out[6 * i * stride..].chunks_mut(stride);
-                gradient_rows(std::array::from_fn(|_| &mut outs.next().expect("six rows")[ty * tw..][..tw]), phases);
+                let mut outs = out[6 * i * stride..].chunks_mut(stride).map(|o| &mut o[ty * tw..][..tw]);
+                let mut next = || outs.next().expect("six rows");
+                let phases = [phase(0), phase(1), phase(2), phase(3)];
+                gradient_rows([next(), next(), next(), next(), next(), next()], phases);
             }
         }
     }
