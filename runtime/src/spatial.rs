@@ -175,7 +175,7 @@ pub extern "C" fn nnc_conv2d_grad_weight(x: *const f32, g: *const f32, dw: *mut 
     // SAFETY: x holds the image's values, g the output's, dw the filter's.
     let (x, g, dw) = unsafe { (slice(x, image), slice(g, out), slice_mut(dw, filter)) };
     #[cfg(target_arch = "x86_64")]
-    if winograd::applies(win, f) {
+    if winograd::weight_gradient_applies(win, f) {
         return winograd::weight_gradient(x, g, f, win, dw);
     }
     let (rows, cols) = (c * win.area(), win.out_height() * win.out_width());

@@ -30,7 +30,7 @@ use crate::simd::{aligned, compiled_for_isa};
 
 mod weights;
 
-pub use weights::weight_gradient;
+pub use weights::{weight_gradient, weight_gradient_applies};
 
 /// Channels and filters from which the products are large enough to pay
 /// for the transforms.

@@ -129,14 +129,14 @@ fn winograd_matches_the_reference_loops() {
     }
 }
 
-/// The weight gradient through the transforms (`nnc_conv2d_grad_weight`)
-/// against the reference loops in f64, each weight within a tolerance of
-/// the sum of its terms' magnitudes (Σ|g·x|, the scale of the rounding):
-/// odd sizes (partial tiles), padding 0, 1 and 2, more channels than
-/// filters and fewer, small images gathered together into one product,
-/// images whose tiles take several, a row of more tiles than a product
-/// gathers; and the same bits on one thread as on all, and with the
-/// transforms on every instruction set.
+/// The weight gradient through the transforms against the reference loops
+/// in f64, each weight within a tolerance of the sum of its terms'
+/// magnitudes (Σ|g·x|, the scale of the rounding): odd sizes (partial
+/// tiles), padding 0, 1 and 2, more channels than filters and fewer, small
+/// images gathered together into one product, images whose tiles take
+/// several, a row of more tiles than a product gathers; the same bits on
+/// one thread as on all, and with the transforms on every instruction set;
+/// and `nnc_conv2d_grad_weight` runs it where `weight_gradient_applies`.
 #[test]
 fn the_weight_gradient_matches_the_reference_loops() {
     for (batch, channels, height, width, padding, filters) in [
@@ -157,6 +157,8 @@ fn the_weight_gradient_matches_the_reference_loops() {
             assert!(Isa::detect().is_none());
             return;
         }
+        // Many tiles in long rows: the only case here the routine sends on.
+        assert_eq!(weight_gradient_applies(win, filters), width == 1030, "{win:?}");
         let (oh, ow) = (win.out_height(), win.out_width());
         let x = values(batch * channels * height * width, 6);
         let g = values(batch * filters * oh * ow, 7);
@@ -170,7 +172,7 @@ fn the_weight_gradient_matches_the_reference_loops() {
         let (expected, magnitude) = (reference(|v| v), reference(f64::abs));
         let run = || {
             let mut dw = vec![f32::NAN; expected.len()];
-            crate::spatial::nnc_conv2d_grad_weight(x.as_ptr(), g.as_ptr(), dw.as_mut_ptr(), &win, filters);
+            weight_gradient(&x, &g, filters, win, &mut dw);
             dw
         };
         let dw = run();
@@ -186,5 +188,9 @@ fn the_weight_gradient_matches_the_reference_loops() {
             weights::weight_gradient_on(isa, &x, &g, filters, win, &mut on_isa);
             assert!(same(&on_isa), "{case}: {isa:?} changes the bits");
         }
+        let mut routed = vec![f32::NAN; dw.len()];
+        crate::spatial::nnc_conv2d_grad_weight(x.as_ptr(), g.as_ptr(), routed.as_mut_ptr(), &win, filters);
+        let sent_on = same(&routed);
+        assert_eq!(sent_on, weight_gradient_applies(win, filters), "{case}: the routine's choice");
     }
 }

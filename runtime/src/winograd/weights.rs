@@ -14,7 +14,7 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
-use super::{Plane, SPLIT, Tiling, deinterleave4, fill_planes, transform_inputs};
+use super::{Plane, SPLIT, Tiling, applies, deinterleave4, fill_planes, transform_inputs};
 use crate::gemm::Isa;
 use crate::kernels::Window;
 use crate::products::gemm;
@@ -35,9 +35,29 @@ thread_local! {
     static BUFFERS: Cell<[Vec<f32>; 3]> = const { Cell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
+/// Whether the weight gradient of `win` (`filters` filters) runs here
+/// rather than in the direct kernel. Each call pays for writing and
+/// reading the sums M (36 per weight), each gathered tile for its
+/// transforms, and in short rows of tiles those run in short vector
+/// loops: the transforms win where there are many tiles and either many
+/// weights or long rows. The bounds are where they broke even on one
+/// core (a Zen 5 and a Xeon with AVX-512): 512 channels and filters at
+/// 14 × 14 from 64 tiles (4 images), 128 × 128 at 16 × 16 from 128,
+/// 64 × 64 at 32 × 32 not at all (its rows 8 tiles long), 32 × 32 from
+/// 112 × 112 (rows of 28 tiles).
+pub fn weight_gradient_applies(win: Window, filters: usize) -> bool {
+    let (tiles_high, tiles_wide) = (win.out_height().div_ceil(4), win.out_width().div_ceil(4));
+    let tiles = win.batch.saturating_mul(tiles_high).saturating_mul(tiles_wide);
+    let weights = filters.saturating_mul(win.channels);
+    applies(win, filters)
+        && tiles >= 64
+        && (tiles_wide >= 28 || weights >= 256 * 256 || (weights >= 128 * 128 && tiles >= 128))
+}
+
 /// dw (`[F, C, 3, 3]`) = the weight gradient summed over the images
 /// (`[N, C, H, W]`) and their output gradients (`[N, F, OH, OW]`) of a
-/// convolution `super::applies` takes.
+/// convolution `super::applies` takes (`weight_gradient_applies` tells
+/// where that is faster than the direct kernel).
 pub fn weight_gradient(images: &[f32], grads: &[f32], filters: usize, win: Window, dw: &mut [f32]) {
     let isa = Isa::detect().expect("`applies` checked the CPU");
     weight_gradient_on(isa, images, grads, filters, win, dw)
