@@ -65,7 +65,11 @@ struct Started {
     jobs: Vec<Job>,
     /// The jobs as the exchange reads them, rebuilt at each wait.
     parts: Vec<Part>,
-    /// Input copies of finished jobs, to be reused.
+    /// Input copies of finished jobs, to be reused: the last job's first,
+    /// so that the next step, starting its sums in the same order, pops
+    /// each the buffer of its own size (a buffer of another size is grown
+    /// or left too large, and VGG-16's were grown into fresh pages every
+    /// step).
     spare: Vec<Vec<f32>>,
 }
 
@@ -288,7 +292,7 @@ pub extern "C" fn nnc_all_reduce_wait() {
             // thread works for it; each job's sum points into the step's
             // buffers, which the plan leaves alone until this wait.
             unsafe { &*team }.sum(rank, parts);
-            spare.extend(jobs.drain(..).map(|job| job.x));
+            spare.extend(jobs.drain(..).rev().map(|job| job.x));
         });
     }
     if let Some(background) = BACKGROUND.get() {
