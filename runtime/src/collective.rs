@@ -95,9 +95,10 @@ struct Part {
 /// (data-parallel over the cores, as MPI is over processes). A sum is an
 /// exchange through shared memory: each member adds its share of the
 /// values, in rank order, and writes it to every member's result, so all
-/// get the same bits. Sums a step starts together (its gradients) are
-/// exchanged together, at its wait. Members wait for each other spinning:
-/// a sum is microseconds apart from the next.
+/// get the same bits. Small sums a step starts (its biases' gradients) are
+/// exchanged together, at its wait; a large one at once, in place, which
+/// spares copying it to exchange later (`SUM_AT_START`). Members wait for
+/// each other spinning: a sum is microseconds apart from the next.
 pub struct ThreadTeam {
     members: usize,
     /// Each member's parts (pointer and count) while a sum is under way.
@@ -150,23 +151,29 @@ impl ThreadTeam {
         };
         let same = |other: &[Part]| other.len() == parts.len() && other.iter().zip(parts).all(|(a, b)| a.len == b.len);
         assert!((0..self.members).all(|r| same(parts_of(r))), "members summed different values");
+        let mut total = [0.0f32; SUM_CHUNK];
         for (j, part) in parts.iter().enumerate() {
-            // This member's share of the values: summed into its own result,
-            // then copied to the others'.
+            // This member's share of the values, a chunk at a time: summed
+            // on the stack, then written to every member's result (so a
+            // member's input may be its result).
             let (first, end) = (part.len * rank / self.members, part.len * (rank + 1) / self.members);
-            // SAFETY: every member's part j holds `len` values (checked) in
-            // its input and its result, which are distinct buffers borrowed
-            // until the barrier below; each member writes only its own range
-            // of the results.
-            let input = |at: *const f32| unsafe { std::slice::from_raw_parts(at.add(first), end - first) };
-            let result = |at: *mut f32| unsafe { std::slice::from_raw_parts_mut(at.add(first), end - first) };
-            let total = result(part.sum);
-            total.copy_from_slice(input(parts_of(0)[j].x));
-            for r in 1..self.members {
-                total.iter_mut().zip(input(parts_of(r)[j].x)).for_each(|(t, &v)| *t += v);
-            }
-            for r in (0..self.members).filter(|&r| r != rank) {
-                result(parts_of(r)[j].sum).copy_from_slice(total);
+            for start in (first..end).step_by(SUM_CHUNK) {
+                let total = &mut total[..SUM_CHUNK.min(end - start)];
+                let len = total.len();
+                // SAFETY: every member's part j holds `len` values (checked)
+                // in its input and its result, borrowed until the barrier
+                // below; only this member touches this range of them, and
+                // no input slice lives on when a result slice is made.
+                let input = |r: usize| unsafe { std::slice::from_raw_parts(parts_of(r)[j].x.add(start), len) };
+                total.copy_from_slice(input(0));
+                for r in 1..self.members {
+                    total.iter_mut().zip(input(r)).for_each(|(t, &v)| *t += v);
+                }
+                for r in 0..self.members {
+                    // SAFETY: as for the inputs.
+                    unsafe { std::slice::from_raw_parts_mut(parts_of(r)[j].sum.add(start), len) }
+                        .copy_from_slice(total);
+                }
             }
         }
         self.wait();
@@ -195,6 +202,16 @@ impl ThreadTeam {
 
 /// Busy-waits before a waiting member yields its core.
 const SPINS: u32 = 1 << 16;
+
+/// Values a member sums at a time, on its stack.
+const SUM_CHUNK: usize = 1024;
+
+/// Values from which a team member's started sum runs at once rather than
+/// at the wait: copying a large input to sum later cost more than the
+/// members' meeting (VGG-16's replicas copied 553 MB of gradients a step,
+/// 5 % of it), while a small one is cheaper to copy and exchange with the
+/// others at the wait.
+const SUM_AT_START: usize = 1 << 16;
 
 /// One started sum: a copy of its input, and where the sum goes.
 struct Job {
@@ -249,7 +266,12 @@ impl Background {
 /// once `nnc_all_reduce_wait` returns.
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_all_reduce_start(x: *const f32, y: *mut f32, n: usize) {
-    if MEMBER.get().is_some() {
+    if let Some((team, rank)) = MEMBER.get() {
+        if n >= SUM_AT_START {
+            // SAFETY: `ThreadTeam::member` keeps the team borrowed while this
+            // thread works for it; x and y hold n values each (they may be one buffer).
+            return unsafe { &*team }.sum(rank, &[Part { x, sum: y, len: n }]);
+        }
         // SAFETY: x holds n values, copied before the step goes on.
         let x = unsafe { slice(x, n) };
         return STARTED.with_borrow_mut(|started| {
@@ -320,7 +342,9 @@ mod tests {
             let inputs: Vec<Vec<f32>> = (0..members)
                 .map(|r| (0..1001).map(|i| ((i * 7 + r * 13) % 17) as f32 * 0.1 + 1e-7 * (r + i) as f32).collect())
                 .collect();
-            let sums: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+            // Past the size summed at start, and not a whole number of chunks.
+            let large_of = |x: &[f32]| x.iter().copied().cycle().take(SUM_AT_START + 3).collect::<Vec<f32>>();
+            let sums: Vec<_> = std::thread::scope(|s| {
                 let members: Vec<_> = (0..members)
                     .map(|rank| {
                         let (team, x) = (&team, &inputs[rank]);
@@ -335,8 +359,16 @@ mod tests {
                                 let mut input = x[..5].to_vec();
                                 nnc_all_reduce_start(input.as_ptr(), started.as_mut_ptr(), 5);
                                 input.fill(-1.0);
+                                // Large ones, summed at once: in place, and
+                                // into another buffer from an input the step
+                                // then overwrites.
+                                let mut large = large_of(x);
+                                nnc_all_reduce_start(large.as_ptr(), large.as_mut_ptr(), large.len());
+                                let (mut input, mut large_apart) = (large_of(x), vec![0.0; large.len()]);
+                                nnc_all_reduce_start(input.as_ptr(), large_apart.as_mut_ptr(), input.len());
+                                input.fill(-1.0);
                                 nnc_all_reduce_wait();
-                                (all, few, started)
+                                (all, few, started, large, large_apart)
                             })
                         })
                     })
@@ -346,7 +378,10 @@ mod tests {
             let expected: Vec<f32> =
                 (0..1001).map(|i| inputs[1..].iter().fold(inputs[0][i], |acc, x| acc + x[i])).collect();
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            for (all, few, started) in &sums {
+            let large_expected = large_of(&expected);
+            for (all, few, started, large, large_apart) in &sums {
+                assert_eq!(bits(large), bits(&large_expected), "{members} members, in place");
+                assert_eq!(bits(large_apart), bits(&large_expected), "{members} members");
                 assert_eq!(bits(all), bits(&expected), "{members} members");
                 assert_eq!(bits(few), bits(&expected[..3]), "{members} members");
                 assert_eq!(bits(started), bits(&expected[..5]), "{members} members");
