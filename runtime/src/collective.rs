@@ -67,9 +67,8 @@ struct Started {
     parts: Vec<Part>,
     /// Input copies of finished jobs, to be reused: the last job's first,
     /// so that the next step, starting its sums in the same order, pops
-    /// each the buffer of its own size (a buffer of another size is grown
-    /// or left too large, and VGG-16's were grown into fresh pages every
-    /// step).
+    /// each the buffer of its own size (a buffer of another size is grown,
+    /// into fresh pages, or left too large).
     spare: Vec<Vec<f32>>,
 }
 
@@ -207,10 +206,10 @@ const SPINS: u32 = 1 << 16;
 const SUM_CHUNK: usize = 1024;
 
 /// Values from which a team member's started sum runs at once rather than
-/// at the wait: copying a large input to sum later cost more than the
-/// members' meeting (VGG-16's replicas copied 553 MB of gradients a step,
-/// 5 % of it), while a small one is cheaper to copy and exchange with the
-/// others at the wait.
+/// at the wait: copying a large input to sum later costs a pass over it
+/// and memory to keep it in (VGG-16's replicas copied and kept 553 MB of
+/// gradients each), more than the members' meeting, while a small one is
+/// cheaper to copy and exchange with the others at the wait.
 const SUM_AT_START: usize = 1 << 16;
 
 /// One started sum: a copy of its input, and where the sum goes.

@@ -139,6 +139,12 @@ fn winograd_matches_the_reference_loops() {
 /// and `nnc_conv2d_grad_weight` runs it where `weight_gradient_applies`.
 #[test]
 fn the_weight_gradient_matches_the_reference_loops() {
+    // Its sums M, 36 per weight, are kept to a million weights.
+    let taps = Taps { kernel: 3, stride: 1, padding: 1, dilation: 1 };
+    let deep = Window { batch: 4, channels: 1024, height: 28, width: 28, rows: taps, cols: taps };
+    if Isa::detect().is_some() {
+        assert!(weight_gradient_applies(deep, 1024) && !weight_gradient_applies(deep, 1025));
+    }
     for (batch, channels, height, width, padding, filters) in [
         (2, 32, 9, 7, 1, 40),
         (3, 48, 8, 11, 0, 32),

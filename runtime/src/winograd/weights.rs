@@ -22,8 +22,8 @@ use crate::simd::{aligned, compiled_for_isa};
 
 /// Tiles whose transforms are gathered, from one image or several, before
 /// their products run (the products' depth): deep enough that reading and
-/// writing the sums M is small beside the products, shallow enough that
-/// the gathered transforms of VGG-16's 64-channel layers stay in L2.
+/// writing the sums M is small beside the products, and one of `gemm`'s
+/// blocks of k, so that each product runs over its panels once.
 const GATHERED_TILES: usize = 256;
 
 /// Points of F(4×4, 3×3)'s transform.
@@ -41,16 +41,19 @@ thread_local! {
 /// transforms, and in short rows of tiles those run in short vector
 /// loops: the transforms win where there are many tiles and either many
 /// weights or long rows. The bounds are where they broke even on one
-/// core (a Zen 5 and a Xeon with AVX-512): 512 channels and filters at
+/// core of a Zen 5 EPYC: 512 channels and filters at
 /// 14 × 14 from 64 tiles (4 images), 128 × 128 at 16 × 16 from 128,
 /// 64 × 64 at 32 × 32 not at all (its rows 8 tiles long), 32 × 32 from
-/// 112 × 112 (rows of 28 tiles).
+/// 112 × 112 (rows of 28 tiles). M is four times the filter's size: past
+/// a million weights (1024 channels and filters) the direct kernel, which
+/// keeps no such sums, takes the call.
 pub fn weight_gradient_applies(win: Window, filters: usize) -> bool {
     let (tiles_high, tiles_wide) = (win.out_height().div_ceil(4), win.out_width().div_ceil(4));
     let tiles = win.batch.saturating_mul(tiles_high).saturating_mul(tiles_wide);
     let weights = filters.saturating_mul(win.channels);
     applies(win, filters)
         && tiles >= 64
+        && weights <= 1024 * 1024
         && (tiles_wide >= 28 || weights >= 256 * 256 || (weights >= 128 * 128 && tiles >= 128))
 }
 
