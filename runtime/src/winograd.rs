@@ -415,11 +415,11 @@ fn fill_planes(isa: Isa, plane: Plane, image: &[f32], planes: &mut [f32]) {
 }
 
 compiled_for_isa! {
-    /// `Plane::fill` in the vectors of `isa`.
+    /// `Plane::fill_two` or `fill_four` in the vectors of `isa`.
     fn fill_plane(plane: Plane, image: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
         match plane.step {
-            2 => plane.fill::<2>(image, out, scratch),
-            _ => plane.fill::<4>(image, out, scratch),
+            2 => plane.fill_two(image, out),
+            _ => plane.fill_four(image, out, scratch),
         }
     }
 }
@@ -482,38 +482,39 @@ impl Plane {
         self.rows * self.line()
     }
 
-    /// Padded row r: its columns S·i + p for each phase p, phase by phase
-    /// (S = `step`, a constant here so that the strided copies are vector
-    /// code; for S = 4, rows are padded in `scratch` and split by shuffles).
+    /// Padded row r: its even columns, then its odd ones (F(2×2)'s split),
+    /// by strided copies the compiler turns into vector code.
     #[inline(always)]
-    fn fill<const S: usize>(self, image: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
-        let padding = self.padding;
-        if S == 4 {
-            let line = self.line();
-            scratch.resize(line, 0.0);
-            scratch.fill(0.0);
-            for (r, phases) in out.chunks_exact_mut(line).enumerate() {
-                let Some(y) = r.checked_sub(padding).filter(|&y| y < self.height) else {
-                    phases.fill(0.0);
-                    continue;
-                };
-                scratch[padding..padding + self.width].copy_from_slice(&image[y * self.width..(y + 1) * self.width]);
-                // SAFETY: `fill_plane` runs compiled for AVX2 or AVX-512.
-                unsafe { deinterleave4(scratch, phases) };
-            }
-            return;
-        }
+    fn fill_two(self, image: &[f32], out: &mut [f32]) {
         out.fill(0.0);
-        let s = S;
-        for (r, phases) in out.chunks_exact_mut(S * self.phase).enumerate() {
+        let padding = self.padding;
+        for (r, phases) in out.chunks_exact_mut(2 * self.phase).enumerate() {
             let Some(y) = r.checked_sub(padding).filter(|&y| y < self.height) else { continue };
             let line = &image[y * self.width..(y + 1) * self.width];
             for (p, phase) in phases.chunks_exact_mut(self.phase).enumerate() {
                 // Column x + padding of the padded row: the first x that lands in phase p.
-                let x = (p + s - padding % s) % s;
-                let to = phase.iter_mut().skip((x + padding) / s);
-                to.zip(line.iter().skip(x).step_by(s)).for_each(|(slot, &value)| *slot = value);
+                let x = (p + 2 - padding % 2) % 2;
+                let to = phase.iter_mut().skip((x + padding) / 2);
+                to.zip(line.iter().skip(x).step_by(2)).for_each(|(slot, &value)| *slot = value);
             }
+        }
+    }
+
+    /// Padded row r: its columns 4i + p for each phase p, phase by phase
+    /// (F(4×4)'s split), each row padded in `scratch` and split by shuffles.
+    #[inline(always)]
+    fn fill_four(self, image: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+        let (line, padding) = (self.line(), self.padding);
+        scratch.resize(line, 0.0);
+        scratch.fill(0.0);
+        for (r, phases) in out.chunks_exact_mut(line).enumerate() {
+            let Some(y) = r.checked_sub(padding).filter(|&y| y < self.height) else {
+                phases.fill(0.0);
+                continue;
+            };
+            scratch[padding..padding + self.width].copy_from_slice(&image[y * self.width..(y + 1) * self.width]);
+            // SAFETY: `fill_plane` runs compiled for AVX2 or AVX-512.
+            unsafe { deinterleave4(scratch, phases) };
         }
     }
 
