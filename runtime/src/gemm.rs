@@ -511,8 +511,18 @@ unsafe fn kernel<V: Vector, const S: usize, const R: usize, const PACKED: bool>(
                 row[1] = V::fmadd(x, b1, row[1]);
             }
         }
-        for (r, row) in acc.iter().enumerate() {
-            store_panel_row(row, block.c.add(r * block.ldc), block.cols, block.add);
+        if block.cols == 2 * lanes {
+            for (r, row) in acc.iter().enumerate() {
+                store_panel_row(row, block.c.add(r * block.ldc), block.cols, block.add);
+            }
+        } else {
+            // A narrow panel's loop over columns keeps the loop over rows
+            // rolled, which would index `acc` at run time and keep it in
+            // memory for the whole kernel: the narrow stores read a copy.
+            let sums = acc;
+            for (r, row) in sums.iter().enumerate() {
+                store_panel_row(row, block.c.add(r * block.ldc), block.cols, block.add);
+            }
         }
     }
 }
