@@ -56,9 +56,16 @@ fn broadcast(graph: &Graph, plan: &Plan, v: ValueId) -> Option<Broadcast> {
     })
 }
 
+/// Groups of four lanes an element-wise loop takes a pass: the loop's
+/// test and jumps, the constants it materialises and the hyperparameters
+/// it loads are then shared by four groups (the loops are short bodies:
+/// a momentum update's is some twenty instructions).
+const GROUPS: usize = 4;
+
 impl Emitter<'_, '_> {
-    /// A counted loop `for i in (start..end).step_by(step)`, while `i + step ≤ end`.
-    fn counted(&mut self, start: Value, end: Value, step: usize, body: &mut dyn FnMut(&mut Self, Value)) {
+    /// A counted loop `for i in (start..end).step_by(step)`, while `i + step ≤ end`;
+    /// returns the `i` it stopped at.
+    fn counted(&mut self, start: Value, end: Value, step: usize, body: &mut dyn FnMut(&mut Self, Value)) -> Value {
         let header = self.b.create_block();
         let work = self.b.create_block();
         let exit = self.b.create_block();
@@ -74,25 +81,36 @@ impl Emitter<'_, '_> {
         let next = self.b.ins().iadd_imm_s(i, step as i64);
         self.b.ins().jump(header, &[next.into()]);
         self.b.switch_to_block(exit);
+        i
     }
 
     /// The loop evaluating the fused expressions rooted at `roots` (one
     /// layout, see `Layout`) over its units `[begin, end)`: each row's
-    /// columns, or a run of values, four lanes at a time and then one by
-    /// one. Every root's element is computed before any is stored, so a
-    /// root written over a tensor another root reads sees its old value.
+    /// columns, or a run of values, four lanes at a time (`GROUPS` groups
+    /// of four to a loop pass while they last) and then one by one. Every
+    /// root's element is computed before any is stored, so a root written
+    /// over a tensor another root reads sees its old value.
     pub fn elementwise(&mut self, roots: &[ValueId], begin: Value, end: Value) {
         let Layout { rows, cols, channels } = Layout::of(self.graph, self.plan, roots[0]);
         let outs: Vec<Value> = roots.iter().map(|&root| self.base(root)).collect();
         let run = |e: &mut Self, row_start: Value, (start, vec_end, end): (Value, Value, Value)| {
-            e.counted(start, vec_end, 4, &mut |e, j| {
+            let group = |e: &mut Self, j: Value| {
                 e.computed.clear();
                 let values: Vec<Value> = roots.iter().map(|&root| e.eval(root, row_start, j, true)).collect();
                 for (&value, &out) in values.iter().zip(&outs) {
                     let at = e.element_addr(out, row_start, j);
                     e.b.ins().store(MemFlagsData::new().with_notrap(), value, at, 0);
                 }
+            };
+            // The groups of a pass run in order, each stored before the
+            // next is computed: the same operations as one group a pass.
+            let rest = e.counted(start, vec_end, 4 * GROUPS, &mut |e, j| {
+                for g in 0..GROUPS {
+                    let j = e.b.ins().iadd_imm_s(j, 4 * g as i64);
+                    group(e, j);
+                }
             });
+            e.counted(rest, vec_end, 4, &mut |e, j| group(e, j));
             e.counted(vec_end, end, 1, &mut |e, j| {
                 e.computed.clear();
                 let values: Vec<Value> = roots.iter().map(|&root| e.eval(root, row_start, j, false)).collect();
