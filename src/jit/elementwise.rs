@@ -56,10 +56,11 @@ fn broadcast(graph: &Graph, plan: &Plan, v: ValueId) -> Option<Broadcast> {
     })
 }
 
-/// Groups of four lanes an element-wise loop takes a pass: the loop's
-/// test and jumps, the constants it materialises and the hyperparameters
-/// it loads are then shared by four groups (the loops are short bodies:
-/// a momentum update's is some twenty instructions).
+/// Groups of four lanes a large element-wise loop (one run in parts)
+/// takes a pass: the loop's test and jumps and the constants it
+/// materialises are then shared by four groups (a momentum update's body
+/// is some twenty instructions). Small loops keep one group a pass: four
+/// copies of every body tripled the compile time of an LSTM's step.
 const GROUPS: usize = 4;
 
 impl Emitter<'_, '_> {
@@ -87,11 +88,13 @@ impl Emitter<'_, '_> {
     /// The loop evaluating the fused expressions rooted at `roots` (one
     /// layout, see `Layout`) over its units `[begin, end)`: each row's
     /// columns, or a run of values, four lanes at a time (`GROUPS` groups
-    /// of four to a loop pass while they last) and then one by one. Every
+    /// of four a pass while they last, in large loops) and then one by one. Every
     /// root's element is computed before any is stored, so a root written
     /// over a tensor another root reads sees its old value.
     pub fn elementwise(&mut self, roots: &[ValueId], begin: Value, end: Value) {
-        let Layout { rows, cols, channels } = Layout::of(self.graph, self.plan, roots[0]);
+        let layout = Layout::of(self.graph, self.plan, roots[0]);
+        let groups = if layout.parallel() && layout.cols >= 4 * GROUPS { GROUPS } else { 1 };
+        let Layout { rows, cols, channels } = layout;
         let outs: Vec<Value> = roots.iter().map(|&root| self.base(root)).collect();
         let run = |e: &mut Self, row_start: Value, (start, vec_end, end): (Value, Value, Value)| {
             let group = |e: &mut Self, j: Value| {
@@ -104,12 +107,16 @@ impl Emitter<'_, '_> {
             };
             // The groups of a pass run in order, each stored before the
             // next is computed: the same operations as one group a pass.
-            let rest = e.counted(start, vec_end, 4 * GROUPS, &mut |e, j| {
-                for g in 0..GROUPS {
-                    let j = e.b.ins().iadd_imm_s(j, 4 * g as i64);
-                    group(e, j);
-                }
-            });
+            let rest = if groups > 1 {
+                e.counted(start, vec_end, 4 * groups, &mut |e, j| {
+                    for g in 0..groups {
+                        let j = e.b.ins().iadd_imm_s(j, 4 * g as i64);
+                        group(e, j);
+                    }
+                })
+            } else {
+                start
+            };
             e.counted(rest, vec_end, 4, &mut |e, j| group(e, j));
             e.counted(vec_end, end, 1, &mut |e, j| {
                 e.computed.clear();
