@@ -336,7 +336,8 @@ fn rows_per_block<V: Vector>() -> usize {
 const PACK_PANELS: usize = 4;
 
 /// The kernel for `rows` rows of a block of `mr` (`rows_per_block`), a
-/// packed or read in place.
+/// packed or read in place, over both vectors of the panel or, when it
+/// keeps no more columns than one holds (ten classes' logits), the first.
 ///
 /// # Safety
 /// As `kernel`.
@@ -344,25 +345,41 @@ const PACK_PANELS: usize = 4;
 unsafe fn kernel_rows<V: Vector, const PACKED: bool>(mr: usize, rows: usize, block: Block) {
     // SAFETY: the caller's contract.
     unsafe {
+        if block.cols <= V::LANES {
+            kernel_rows_of::<V, PACKED, 1>(mr, rows, block)
+        } else {
+            kernel_rows_of::<V, PACKED, 2>(mr, rows, block)
+        }
+    }
+}
+
+/// `kernel_rows` over `H` vectors of each row of the panel.
+///
+/// # Safety
+/// As `kernel`.
+#[inline(always)]
+unsafe fn kernel_rows_of<V: Vector, const PACKED: bool, const H: usize>(mr: usize, rows: usize, block: Block) {
+    // SAFETY: the caller's contract.
+    unsafe {
         match (mr, rows) {
-            (12, 12) => kernel::<V, 12, 12, PACKED>(block),
-            (12, 11) => kernel::<V, 12, 11, PACKED>(block),
-            (12, 10) => kernel::<V, 12, 10, PACKED>(block),
-            (12, 9) => kernel::<V, 12, 9, PACKED>(block),
-            (12, 8) => kernel::<V, 12, 8, PACKED>(block),
-            (12, 7) => kernel::<V, 12, 7, PACKED>(block),
-            (12, 6) => kernel::<V, 12, 6, PACKED>(block),
-            (12, 5) => kernel::<V, 12, 5, PACKED>(block),
-            (12, 4) => kernel::<V, 12, 4, PACKED>(block),
-            (12, 3) => kernel::<V, 12, 3, PACKED>(block),
-            (12, 2) => kernel::<V, 12, 2, PACKED>(block),
-            (12, _) => kernel::<V, 12, 1, PACKED>(block),
-            (_, 6) => kernel::<V, 6, 6, PACKED>(block),
-            (_, 5) => kernel::<V, 6, 5, PACKED>(block),
-            (_, 4) => kernel::<V, 6, 4, PACKED>(block),
-            (_, 3) => kernel::<V, 6, 3, PACKED>(block),
-            (_, 2) => kernel::<V, 6, 2, PACKED>(block),
-            _ => kernel::<V, 6, 1, PACKED>(block),
+            (12, 12) => kernel::<V, 12, 12, PACKED, H>(block),
+            (12, 11) => kernel::<V, 12, 11, PACKED, H>(block),
+            (12, 10) => kernel::<V, 12, 10, PACKED, H>(block),
+            (12, 9) => kernel::<V, 12, 9, PACKED, H>(block),
+            (12, 8) => kernel::<V, 12, 8, PACKED, H>(block),
+            (12, 7) => kernel::<V, 12, 7, PACKED, H>(block),
+            (12, 6) => kernel::<V, 12, 6, PACKED, H>(block),
+            (12, 5) => kernel::<V, 12, 5, PACKED, H>(block),
+            (12, 4) => kernel::<V, 12, 4, PACKED, H>(block),
+            (12, 3) => kernel::<V, 12, 3, PACKED, H>(block),
+            (12, 2) => kernel::<V, 12, 2, PACKED, H>(block),
+            (12, _) => kernel::<V, 12, 1, PACKED, H>(block),
+            (_, 6) => kernel::<V, 6, 6, PACKED, H>(block),
+            (_, 5) => kernel::<V, 6, 5, PACKED, H>(block),
+            (_, 4) => kernel::<V, 6, 4, PACKED, H>(block),
+            (_, 3) => kernel::<V, 6, 3, PACKED, H>(block),
+            (_, 2) => kernel::<V, 6, 2, PACKED, H>(block),
+            _ => kernel::<V, 6, 1, PACKED, H>(block),
         }
     }
 }
@@ -488,30 +505,31 @@ struct Block {
     add: bool,
 }
 
-/// R rows × two vectors of c, the accumulators held in registers for the
-/// whole panel; the rows of `a` packed `S` to a value of k, or with
-/// `PACKED` false read in place.
+/// R rows × `H` vectors of c (the panel's two, or its first), the
+/// accumulators held in registers for the whole panel; the rows of `a`
+/// packed `S` to a value of k, or with `PACKED` false read in place.
 ///
 /// # Safety
 /// The block's pointers reach kc × S packed values of a (or R rows of kc
-/// values), kc rows of the panel and R rows of `cols` values of c.
+/// values), kc rows of the panel and R rows of `cols` values of c, at
+/// most `H` vectors' worth.
 #[inline(always)]
-unsafe fn kernel<V: Vector, const S: usize, const R: usize, const PACKED: bool>(block: Block) {
+unsafe fn kernel<V: Vector, const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
     let lanes = V::LANES;
     // SAFETY: the caller's contract (and `V` is this function's instruction set).
     unsafe {
-        let mut acc = [[V::zero(); 2]; R];
+        let mut acc = [[V::zero(); H]; R];
         for p in 0..block.kc {
-            let b0 = V::load(block.b.add(p * 2 * lanes));
-            let b1 = V::load(block.b.add(p * 2 * lanes + lanes));
+            let b: [V; H] = std::array::from_fn(|h| V::load(block.b.add(p * 2 * lanes + h * lanes)));
             for (r, row) in acc.iter_mut().enumerate() {
                 let at = if PACKED { p * S + r } else { r * block.lda + p };
                 let x = V::splat(*block.a.add(at));
-                row[0] = V::fmadd(x, b0, row[0]);
-                row[1] = V::fmadd(x, b1, row[1]);
+                for (sum, &b) in row.iter_mut().zip(&b) {
+                    *sum = V::fmadd(x, b, *sum);
+                }
             }
         }
-        if block.cols == 2 * lanes {
+        if block.cols == H * lanes {
             for (r, row) in acc.iter().enumerate() {
                 store_panel_row(row, block.c.add(r * block.ldc), block.cols, block.add);
             }
@@ -528,24 +546,25 @@ unsafe fn kernel<V: Vector, const S: usize, const R: usize, const PACKED: bool>(
 }
 
 /// Stores (or adds, when `add`) the first `cols` columns of one row of a
-/// panel's two vectors of sums at `out`.
+/// panel's `H` vectors of sums at `out`.
 ///
 /// # Safety
-/// `out` holds `cols` values.
+/// `out` holds `cols` values, at most `H` vectors' worth.
 #[inline(always)]
-unsafe fn store_panel_row<V: Vector>(sums: &[V; 2], out: *mut f32, cols: usize, add: bool) {
+unsafe fn store_panel_row<V: Vector, const H: usize>(sums: &[V; H], out: *mut f32, cols: usize, add: bool) {
     let lanes = V::LANES;
     // SAFETY: the caller's contract.
     unsafe {
-        if cols == 2 * lanes {
+        if cols == H * lanes {
             for (h, &v) in sums.iter().enumerate() {
                 let sum = if add { V::add(V::load(out.add(h * lanes)), v) } else { v };
                 V::store(out.add(h * lanes), sum);
             }
         } else {
             let mut tile = [0.0f32; 32];
-            V::store(tile.as_mut_ptr(), sums[0]);
-            V::store(tile.as_mut_ptr().add(lanes), sums[1]);
+            for (h, &v) in sums.iter().enumerate() {
+                V::store(tile.as_mut_ptr().add(h * lanes), v);
+            }
             for (l, &v) in tile[..cols].iter().enumerate() {
                 *out.add(l) = if add { *out.add(l) + v } else { v };
             }
