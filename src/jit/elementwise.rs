@@ -88,9 +88,9 @@ impl Emitter<'_, '_> {
     /// The loop evaluating the fused expressions rooted at `roots` (one
     /// layout, see `Layout`) over its units `[begin, end)`: each row's
     /// columns, or a run of values, four lanes at a time (`GROUPS` groups
-    /// of four a pass while they last, in large loops) and then one by one. Every
-    /// root's element is computed before any is stored, so a root written
-    /// over a tensor another root reads sees its old value.
+    /// of four a pass while they last, in large loops) and then one by
+    /// one. Every root's element is computed before any is stored, so a
+    /// root written over a tensor another root reads sees its old value.
     pub fn elementwise(&mut self, roots: &[ValueId], begin: Value, end: Value) {
         let layout = Layout::of(self.graph, self.plan, roots[0]);
         let groups = if layout.parallel() && layout.cols >= 4 * GROUPS { GROUPS } else { 1 };
