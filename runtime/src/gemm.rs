@@ -184,7 +184,7 @@ unsafe fn blocked_avx2(
 /// row-major and its rows meet few panels), then the blocks of k taken at
 /// once and the panels. Each element of c sees the blocks of k in order.
 #[inline(always)]
-unsafe fn blocked<V: Vector>(
+unsafe fn blocked<V: Kernels>(
     (m, k, n): (usize, usize, usize),
     a: Operand,
     b: Operand,
@@ -342,7 +342,7 @@ const PACK_PANELS: usize = 4;
 /// # Safety
 /// As `kernel`.
 #[inline(always)]
-unsafe fn kernel_rows<V: Vector, const PACKED: bool>(mr: usize, rows: usize, block: Block) {
+unsafe fn kernel_rows<V: Kernels, const PACKED: bool>(mr: usize, rows: usize, block: Block) {
     // SAFETY: the caller's contract.
     unsafe {
         if block.cols <= V::LANES {
@@ -358,29 +358,72 @@ unsafe fn kernel_rows<V: Vector, const PACKED: bool>(mr: usize, rows: usize, blo
 /// # Safety
 /// As `kernel`.
 #[inline(always)]
-unsafe fn kernel_rows_of<V: Vector, const PACKED: bool, const H: usize>(mr: usize, rows: usize, block: Block) {
+unsafe fn kernel_rows_of<V: Kernels, const PACKED: bool, const H: usize>(mr: usize, rows: usize, block: Block) {
     // SAFETY: the caller's contract.
     unsafe {
         match (mr, rows) {
-            (12, 12) => kernel::<V, 12, 12, PACKED, H>(block),
-            (12, 11) => kernel::<V, 12, 11, PACKED, H>(block),
-            (12, 10) => kernel::<V, 12, 10, PACKED, H>(block),
-            (12, 9) => kernel::<V, 12, 9, PACKED, H>(block),
-            (12, 8) => kernel::<V, 12, 8, PACKED, H>(block),
-            (12, 7) => kernel::<V, 12, 7, PACKED, H>(block),
-            (12, 6) => kernel::<V, 12, 6, PACKED, H>(block),
-            (12, 5) => kernel::<V, 12, 5, PACKED, H>(block),
-            (12, 4) => kernel::<V, 12, 4, PACKED, H>(block),
-            (12, 3) => kernel::<V, 12, 3, PACKED, H>(block),
-            (12, 2) => kernel::<V, 12, 2, PACKED, H>(block),
-            (12, _) => kernel::<V, 12, 1, PACKED, H>(block),
-            (_, 6) => kernel::<V, 6, 6, PACKED, H>(block),
-            (_, 5) => kernel::<V, 6, 5, PACKED, H>(block),
-            (_, 4) => kernel::<V, 6, 4, PACKED, H>(block),
-            (_, 3) => kernel::<V, 6, 3, PACKED, H>(block),
-            (_, 2) => kernel::<V, 6, 2, PACKED, H>(block),
-            _ => kernel::<V, 6, 1, PACKED, H>(block),
+            (12, 12) => V::kernel::<12, 12, PACKED, H>(block),
+            (12, 11) => V::kernel::<12, 11, PACKED, H>(block),
+            (12, 10) => V::kernel::<12, 10, PACKED, H>(block),
+            (12, 9) => V::kernel::<12, 9, PACKED, H>(block),
+            (12, 8) => V::kernel::<12, 8, PACKED, H>(block),
+            (12, 7) => V::kernel::<12, 7, PACKED, H>(block),
+            (12, 6) => V::kernel::<12, 6, PACKED, H>(block),
+            (12, 5) => V::kernel::<12, 5, PACKED, H>(block),
+            (12, 4) => V::kernel::<12, 4, PACKED, H>(block),
+            (12, 3) => V::kernel::<12, 3, PACKED, H>(block),
+            (12, 2) => V::kernel::<12, 2, PACKED, H>(block),
+            (12, _) => V::kernel::<12, 1, PACKED, H>(block),
+            (_, 6) => V::kernel::<6, 6, PACKED, H>(block),
+            (_, 5) => V::kernel::<6, 5, PACKED, H>(block),
+            (_, 4) => V::kernel::<6, 4, PACKED, H>(block),
+            (_, 3) => V::kernel::<6, 3, PACKED, H>(block),
+            (_, 2) => V::kernel::<6, 2, PACKED, H>(block),
+            _ => V::kernel::<6, 1, PACKED, H>(block),
         }
+    }
+}
+
+/// Each vector width's kernels as functions of their own, called once per
+/// block of rows and panel. Inlined, the three dozen of them turned the
+/// loops around them into one function that reloaded hundreds of values
+/// from the stack around every call: on products of small k more time
+/// than the multiply-adds themselves.
+trait Kernels: Vector {
+    /// `kernel` for this width.
+    ///
+    /// # Safety
+    /// As `kernel`.
+    unsafe fn kernel<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block);
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Kernels for __m512 {
+    #[inline(always)]
+    unsafe fn kernel<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
+        #[target_feature(enable = "avx512f")]
+        #[inline(never)]
+        unsafe fn avx512<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
+            // SAFETY: the caller's contract.
+            unsafe { kernel::<__m512, S, R, PACKED, H>(block) }
+        }
+        // SAFETY: the caller's contract; only code compiled for AVX-512 calls this.
+        unsafe { avx512::<S, R, PACKED, H>(block) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Kernels for __m256 {
+    #[inline(always)]
+    unsafe fn kernel<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
+        #[target_feature(enable = "avx2,fma")]
+        #[inline(never)]
+        unsafe fn avx2<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
+            // SAFETY: the caller's contract.
+            unsafe { kernel::<__m256, S, R, PACKED, H>(block) }
+        }
+        // SAFETY: the caller's contract; only code compiled for AVX2 calls this.
+        unsafe { avx2::<S, R, PACKED, H>(block) }
     }
 }
 
