@@ -397,35 +397,27 @@ trait Kernels: Vector {
     unsafe fn kernel<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block);
 }
 
-#[cfg(target_arch = "x86_64")]
-impl Kernels for __m512 {
-    #[inline(always)]
-    unsafe fn kernel<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
-        #[target_feature(enable = "avx512f")]
-        #[inline(never)]
-        unsafe fn avx512<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
-            // SAFETY: the caller's contract.
-            unsafe { kernel::<__m512, S, R, PACKED, H>(block) }
+/// `Kernels` for the vector type `$v`, its functions compiled for `$isa`.
+macro_rules! kernels {
+    ($v:ty, $isa:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        impl Kernels for $v {
+            #[inline(always)]
+            unsafe fn kernel<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
+                #[target_feature(enable = $isa)]
+                #[inline(never)]
+                unsafe fn compiled<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
+                    // SAFETY: the caller's contract.
+                    unsafe { kernel::<$v, S, R, PACKED, H>(block) }
+                }
+                // SAFETY: the caller's contract; only code compiled for `$isa` calls this.
+                unsafe { compiled::<S, R, PACKED, H>(block) }
+            }
         }
-        // SAFETY: the caller's contract; only code compiled for AVX-512 calls this.
-        unsafe { avx512::<S, R, PACKED, H>(block) }
-    }
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-impl Kernels for __m256 {
-    #[inline(always)]
-    unsafe fn kernel<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
-        #[target_feature(enable = "avx2,fma")]
-        #[inline(never)]
-        unsafe fn avx2<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
-            // SAFETY: the caller's contract.
-            unsafe { kernel::<__m256, S, R, PACKED, H>(block) }
-        }
-        // SAFETY: the caller's contract; only code compiled for AVX2 calls this.
-        unsafe { avx2::<S, R, PACKED, H>(block) }
-    }
-}
+kernels!(__m512, "avx512f");
+kernels!(__m256, "avx2,fma");
 
 /// Packs `rows` (at most `mr`) rows of `kc` values of `a` (from its
 /// element (0, 0)) value by value: the rows' values at each k side by
