@@ -1,0 +1,121 @@
+//! Packing for the kernels: blocks of rows of `a` value by value, blocks
+//! of b in panels, transposing in registers where the operand's columns
+//! are runs of memory.
+#![allow(unsafe_code)]
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{__m256, _mm256_loadu_ps, _mm256_storeu_ps};
+
+use super::Operand;
+
+/// Packs `rows` (at most `mr`) rows of `kc` values of `a` (from its
+/// element (0, 0)) value by value: the rows' values at each k side by
+/// side, `mr` apart, so the kernel reads the block from one pointer. A
+/// short block's missing rows are never read.
+///
+/// # Safety
+/// The rows lie inside a; `out` holds `kc · mr` values.
+#[inline(always)]
+pub(super) unsafe fn pack_rows(a: Operand, (rows, kc): (usize, usize), mr: usize, out: &mut [f32]) {
+    // a's rows read as k by row: element (p, r) is a(r, p).
+    let transposed = Operand { ptr: a.ptr, rows: a.cols, cols: a.rows };
+    // SAFETY: the caller's contract.
+    unsafe { gather(transposed, (kc, rows), out.as_mut_ptr(), mr) };
+}
+
+/// Packs b's rows p0..p0 + kc, columns j0..j0 + nc into panels of `width`
+/// columns, row by row. A last, narrow panel's missing columns are zeros
+/// (they land only in lanes the kernels do not store, and keep the check
+/// that b's values are finite about b's values alone).
+///
+/// # Safety
+/// The block lies inside b.
+#[inline(always)]
+pub(super) unsafe fn pack(
+    b: Operand,
+    (p0, kc): (usize, usize),
+    (j0, nc): (usize, usize),
+    width: usize,
+    out: &mut [f32],
+) {
+    for (panel, chunk) in out.chunks_exact_mut(kc * width).enumerate() {
+        let first = j0 + panel * width;
+        let cols = width.min(j0 + nc - first);
+        // SAFETY: rows p0.., columns first..first + cols lie inside b.
+        unsafe { gather(b.at(p0, first), (kc, cols), chunk.as_mut_ptr(), width) };
+        if cols < width {
+            chunk.chunks_exact_mut(width).for_each(|row| row[cols..].fill(0.0));
+        }
+    }
+}
+
+/// Copies the `rows × cols` values of `from` into `to` (rows `ld` apart):
+/// row by row when rows are runs of memory, by 8 × 8 transposes in
+/// registers when columns are (a transposed operand; where rows or
+/// columns are not a multiple of 8, the last transpose overlaps the one
+/// before and writes some values twice), else one by one.
+///
+/// # Safety
+/// `from` reaches its `rows × cols` values; `to` holds `rows` rows of `ld`.
+#[inline(always)]
+unsafe fn gather(from: Operand, (rows, cols): (usize, usize), to: *mut f32, ld: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if from.cols == 1 {
+            for i in 0..rows {
+                std::ptr::copy_nonoverlapping(from.at(i, 0).ptr, to.add(i * ld), cols);
+            }
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if from.rows == 1 && rows >= 8 && cols >= 8 {
+            // Blocks at multiples of 8, then one flush with the last row or column.
+            let starts = |len: usize| (0..len - 7).step_by(8).chain((!len.is_multiple_of(8)).then_some(len - 8));
+            for i in starts(rows) {
+                for j in starts(cols) {
+                    transpose8(from.at(i, j).ptr, from.cols as usize, to.add(i * ld + j), ld);
+                }
+            }
+            return;
+        }
+        for i in 0..rows {
+            for j in 0..cols {
+                *to.add(i * ld + j) = from.get(i, j);
+            }
+        }
+    }
+}
+
+/// Writes `to[i·ld + j] = from[j·stride + i]` for an 8 × 8 block: eight
+/// loads of 8, three rounds of shuffles, eight stores.
+///
+/// # Safety
+/// Both blocks lie inside their buffers; the CPU has AVX (the callers are
+/// compiled for AVX2 or AVX-512).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn transpose8(from: *const f32, stride: usize, to: *mut f32, ld: usize) {
+    use std::arch::x86_64::{_mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps};
+    // SAFETY: the caller's contract.
+    unsafe {
+        let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(from.add(j * stride)));
+        let t: [__m256; 8] = std::array::from_fn(|q| {
+            let (x, y) = (r[q / 2 * 2], r[q / 2 * 2 + 1]);
+            if q % 2 == 0 { _mm256_unpacklo_ps(x, y) } else { _mm256_unpackhi_ps(x, y) }
+        });
+        // u[0..4] from t[0..4], u[4..8] from t[4..8]: rows 4h + q of each half.
+        let u: [__m256; 8] = std::array::from_fn(|q| {
+            let base = q / 4 * 4;
+            let (x, y) = (t[base + (q % 4) / 2], t[base + 2 + (q % 4) / 2]);
+            if q % 2 == 0 { _mm256_shuffle_ps::<0x44>(x, y) } else { _mm256_shuffle_ps::<0xEE>(x, y) }
+        });
+        for i in 0..8 {
+            let v = if i < 4 {
+                _mm256_permute2f128_ps::<0x20>(u[i], u[i + 4])
+            } else {
+                _mm256_permute2f128_ps::<0x31>(u[i - 4], u[i])
+            };
+            _mm256_storeu_ps(to.add(i * ld), v);
+        }
+    }
+}
