@@ -69,10 +69,14 @@ unsafe fn gather(from: Operand, (rows, cols): (usize, usize), to: *mut f32, ld: 
         }
         #[cfg(target_arch = "x86_64")]
         if from.rows == 1 && rows >= 8 && cols >= 8 {
-            // Blocks at multiples of 8, then one flush with the last row or column.
+            // Blocks at multiples of 8, then one flush with the last row or
+            // column. Eight columns of `from` (rows of the operand, often a
+            // power of two apart, so in the same sets of the first-level
+            // cache) are read down their length before the next eight: a
+            // line's second half is read while the line is still there.
             let starts = |len: usize| (0..len - 7).step_by(8).chain((!len.is_multiple_of(8)).then_some(len - 8));
-            for i in starts(rows) {
-                for j in starts(cols) {
+            for j in starts(cols) {
+                for i in starts(rows) {
                     transpose8(from.at(i, j).ptr, from.cols as usize, to.add(i * ld + j), ld);
                 }
             }
