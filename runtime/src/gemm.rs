@@ -250,26 +250,23 @@ unsafe fn blocked<V: Kernels>(
                         // SAFETY: rows i0..i0 + rows and k values p0.. lie inside a.
                         unsafe { pack_rows(a.at(i0, p0), (rows, kc), mr, rows_of_a) };
                     }
-                    for (panel, j) in (j0..j0 + nc).step_by(width).enumerate() {
-                        let cols = width.min(j0 + nc - j);
-                        // SAFETY: the packed rows, one panel, and rows i0.., columns j.. of c.
-                        unsafe {
-                            let rows_a = if packed { rows_of_a.as_ptr() } else { a.at(i0, p0).ptr };
-                            let block = Block {
-                                a: rows_a,
-                                lda: a.rows as usize,
-                                b: panels.as_ptr().add(at + panel * kc * width),
-                                kc,
-                                c: c.add(i0 * ldc + j),
-                                ldc,
-                                cols,
-                                add,
-                            };
-                            if packed {
-                                kernel_rows::<V, true>(mr, rows, block)
-                            } else {
-                                kernel_rows::<V, false>(mr, rows, block)
-                            }
+                    // SAFETY: the packed rows, this block's panels, and rows i0.., columns j0.. of c.
+                    unsafe {
+                        let rows_a = if packed { rows_of_a.as_ptr() } else { a.at(i0, p0).ptr };
+                        let block = Block {
+                            a: rows_a,
+                            lda: a.rows as usize,
+                            b: panels.as_ptr().add(at),
+                            kc,
+                            c: c.add(i0 * ldc + j0),
+                            ldc,
+                            cols: nc,
+                            add,
+                        };
+                        if packed {
+                            panels_for_rows::<V, true>(mr, rows, block)
+                        } else {
+                            panels_for_rows::<V, false>(mr, rows, block)
                         }
                     }
                 }
@@ -339,66 +336,79 @@ fn rows_per_block<V: Vector>() -> usize {
 /// Panels from which a row-major a is packed rather than read in place.
 const PACK_PANELS: usize = 4;
 
-/// The kernel for `rows` rows of a block of `mr` (`rows_per_block`), a
-/// packed or read in place, over both vectors of the panel or, when it
-/// keeps no more columns than one holds (ten classes' logits), the first.
+/// The kernels for `rows` rows of a block of `mr` (`rows_per_block`), a
+/// packed or read in place, over every panel of a block of b.
 ///
 /// # Safety
-/// As `kernel`.
+/// As `panels`.
 #[inline(always)]
-unsafe fn kernel_rows<V: Kernels, const PACKED: bool>(mr: usize, rows: usize, block: Block) {
+unsafe fn panels_for_rows<V: Kernels, const PACKED: bool>(mr: usize, rows: usize, block: Block) {
     // SAFETY: the caller's contract.
     unsafe {
-        if block.cols <= V::LANES {
-            kernel_rows_of::<V, PACKED, 1>(mr, rows, block)
-        } else {
-            kernel_rows_of::<V, PACKED, 2>(mr, rows, block)
+        match (mr, rows) {
+            (12, 12) => V::panels::<12, 12, PACKED>(block),
+            (12, 11) => V::panels::<12, 11, PACKED>(block),
+            (12, 10) => V::panels::<12, 10, PACKED>(block),
+            (12, 9) => V::panels::<12, 9, PACKED>(block),
+            (12, 8) => V::panels::<12, 8, PACKED>(block),
+            (12, 7) => V::panels::<12, 7, PACKED>(block),
+            (12, 6) => V::panels::<12, 6, PACKED>(block),
+            (12, 5) => V::panels::<12, 5, PACKED>(block),
+            (12, 4) => V::panels::<12, 4, PACKED>(block),
+            (12, 3) => V::panels::<12, 3, PACKED>(block),
+            (12, 2) => V::panels::<12, 2, PACKED>(block),
+            (12, _) => V::panels::<12, 1, PACKED>(block),
+            (_, 6) => V::panels::<6, 6, PACKED>(block),
+            (_, 5) => V::panels::<6, 5, PACKED>(block),
+            (_, 4) => V::panels::<6, 4, PACKED>(block),
+            (_, 3) => V::panels::<6, 3, PACKED>(block),
+            (_, 2) => V::panels::<6, 2, PACKED>(block),
+            _ => V::panels::<6, 1, PACKED>(block),
         }
     }
 }
 
-/// `kernel_rows` over `H` vectors of each row of the panel.
+/// The kernel over each panel of a block of b (`block.b` the first,
+/// `block.cols` the block's columns, `block.c` its first column of c):
+/// both vectors of a panel or, when it keeps no more columns than one
+/// holds (ten classes' logits, a last narrow panel), the first.
 ///
 /// # Safety
-/// As `kernel`.
+/// As `kernel`, for every panel of the block.
 #[inline(always)]
-unsafe fn kernel_rows_of<V: Kernels, const PACKED: bool, const H: usize>(mr: usize, rows: usize, block: Block) {
-    // SAFETY: the caller's contract.
+unsafe fn panels<V: Vector, const S: usize, const R: usize, const PACKED: bool>(block: Block) {
+    let width = 2 * V::LANES;
+    let whole = block.cols / width;
+    // SAFETY: the caller's contract: panel `panel` and its columns of c.
+    let panel = |panel: usize, cols: usize| unsafe {
+        Block { b: block.b.add(panel * block.kc * width), c: block.c.add(panel * width), cols, ..block }
+    };
+    for p in 0..whole {
+        // SAFETY: as above.
+        unsafe { kernel::<V, S, R, PACKED, 2>(panel(p, width)) };
+    }
+    let rest = block.cols - whole * width;
+    // SAFETY: as above.
     unsafe {
-        match (mr, rows) {
-            (12, 12) => V::kernel::<12, 12, PACKED, H>(block),
-            (12, 11) => V::kernel::<12, 11, PACKED, H>(block),
-            (12, 10) => V::kernel::<12, 10, PACKED, H>(block),
-            (12, 9) => V::kernel::<12, 9, PACKED, H>(block),
-            (12, 8) => V::kernel::<12, 8, PACKED, H>(block),
-            (12, 7) => V::kernel::<12, 7, PACKED, H>(block),
-            (12, 6) => V::kernel::<12, 6, PACKED, H>(block),
-            (12, 5) => V::kernel::<12, 5, PACKED, H>(block),
-            (12, 4) => V::kernel::<12, 4, PACKED, H>(block),
-            (12, 3) => V::kernel::<12, 3, PACKED, H>(block),
-            (12, 2) => V::kernel::<12, 2, PACKED, H>(block),
-            (12, _) => V::kernel::<12, 1, PACKED, H>(block),
-            (_, 6) => V::kernel::<6, 6, PACKED, H>(block),
-            (_, 5) => V::kernel::<6, 5, PACKED, H>(block),
-            (_, 4) => V::kernel::<6, 4, PACKED, H>(block),
-            (_, 3) => V::kernel::<6, 3, PACKED, H>(block),
-            (_, 2) => V::kernel::<6, 2, PACKED, H>(block),
-            _ => V::kernel::<6, 1, PACKED, H>(block),
+        if rest > V::LANES {
+            kernel::<V, S, R, PACKED, 2>(panel(whole, rest))
+        } else if rest > 0 {
+            kernel::<V, S, R, PACKED, 1>(panel(whole, rest))
         }
     }
 }
 
 /// Each vector width's kernels as functions of their own, called once per
-/// block of rows and panel. Inlined, the three dozen of them turned the
+/// block of rows and block of b. Inlined, the three dozen of them turned the
 /// loops around them into one function that reloaded hundreds of values
 /// from the stack around every call: on products of small k more time
 /// than the multiply-adds themselves.
 trait Kernels: Vector {
-    /// `kernel` for this width.
+    /// `panels` for this width.
     ///
     /// # Safety
-    /// As `kernel`.
-    unsafe fn kernel<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block);
+    /// As `panels`.
+    unsafe fn panels<const S: usize, const R: usize, const PACKED: bool>(block: Block);
 }
 
 /// `Kernels` for the vector type `$v`, its functions compiled for `$isa`.
@@ -407,15 +417,15 @@ macro_rules! kernels {
         #[cfg(target_arch = "x86_64")]
         impl Kernels for $v {
             #[inline(always)]
-            unsafe fn kernel<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
+            unsafe fn panels<const S: usize, const R: usize, const PACKED: bool>(block: Block) {
                 #[target_feature(enable = $isa)]
                 #[inline(never)]
-                unsafe fn compiled<const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
+                unsafe fn compiled<const S: usize, const R: usize, const PACKED: bool>(block: Block) {
                     // SAFETY: the caller's contract.
-                    unsafe { kernel::<$v, S, R, PACKED, H>(block) }
+                    unsafe { panels::<$v, S, R, PACKED>(block) }
                 }
                 // SAFETY: the caller's contract; only code compiled for `$isa` calls this.
-                unsafe { compiled::<S, R, PACKED, H>(block) }
+                unsafe { compiled::<S, R, PACKED>(block) }
             }
         }
     };
@@ -425,7 +435,8 @@ kernels!(__m256, "avx2,fma");
 
 /// One kernel call: the kernel's R rows of `a`, packed (`pack_rows`) or
 /// in place (`lda` apart), times one packed panel, into c (`ldc` apart),
-/// `cols` of the panel's columns kept; added to c when `add`.
+/// `cols` of the panel's columns kept; added to c when `add`. For
+/// `panels`, the first of a block's panels and the block's columns.
 #[derive(Clone, Copy)]
 struct Block {
     a: *const f32,
