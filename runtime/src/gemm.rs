@@ -379,9 +379,9 @@ unsafe fn panels_for_rows<V: Kernels, const PACKED: bool>(mr: usize, rows: usize
 unsafe fn panels<V: Vector, const S: usize, const R: usize, const PACKED: bool>(block: Block) {
     let width = 2 * V::LANES;
     let whole = block.cols / width;
-    // SAFETY: the caller's contract: panel `panel` and its columns of c.
-    let panel = |panel: usize, cols: usize| unsafe {
-        Block { b: block.b.add(panel * block.kc * width), c: block.c.add(panel * width), cols, ..block }
+    // SAFETY: the caller's contract: panel p and its columns of c.
+    let panel = |p: usize, cols: usize| unsafe {
+        Block { b: block.b.add(p * block.kc * width), c: block.c.add(p * width), cols, ..block }
     };
     for p in 0..whole {
         // SAFETY: as above.
@@ -399,10 +399,10 @@ unsafe fn panels<V: Vector, const S: usize, const R: usize, const PACKED: bool>(
 }
 
 /// Each vector width's kernels as functions of their own, called once per
-/// block of rows and block of b. Inlined, the three dozen of them turned the
-/// loops around them into one function that reloaded hundreds of values
-/// from the stack around every call: on products of small k more time
-/// than the multiply-adds themselves.
+/// block of rows and block of b. Inlined, the three dozen of them turned
+/// the loops around them into one function that reloaded hundreds of
+/// values from the stack around every call: on products of small k more
+/// time than the multiply-adds themselves.
 trait Kernels: Vector {
     /// `panels` for this width.
     ///
