@@ -29,6 +29,7 @@ use crate::simd::Vector;
 
 mod pack;
 mod sparse;
+mod zero_rows;
 
 pub(crate) use pack::transpose8;
 use pack::{pack, pack_rows};
@@ -113,6 +114,8 @@ struct Buffers {
     rows_of_a: Vec<f32>,
     /// Which blocks of rows walk (see `sparse`), once counted.
     sparse_blocks: Vec<Option<bool>>,
+    /// The nonzero rows of each block of k's panels (see `zero_rows`).
+    walks: Vec<zero_rows::Walks>,
 }
 
 thread_local! {
@@ -121,6 +124,7 @@ thread_local! {
             panels: Vec::new(),
             rows_of_a: Vec::new(),
             sparse_blocks: Vec::new(),
+            walks: Vec::new(),
         })
     };
 }
@@ -197,7 +201,7 @@ unsafe fn blocked<V: Kernels>(
     buffers: &mut Buffers,
 ) {
     let (width, mr) = (2 * V::LANES, rows_per_block::<V>());
-    let Buffers { panels, rows_of_a, sparse_blocks } = buffers;
+    let Buffers { panels, rows_of_a, sparse_blocks, walks } = buffers;
     if k == 0 && !accumulate {
         // An empty sum: no block of k below writes c.
         for i in 0..m {
@@ -218,6 +222,7 @@ unsafe fn blocked<V: Kernels>(
     // in turn: its part of c stays in L1 between the blocks of k instead of
     // going out to L2 and back for each.
     let at_once = if k.saturating_mul(n.min(NC).next_multiple_of(width)) <= KC * NC { k } else { step };
+    let mut listed = None;
     for p1 in (0..k).step_by(at_once) {
         let ks = at_once.min(k - p1);
         for j0 in (0..n).step_by(NC) {
@@ -228,6 +233,22 @@ unsafe fn blocked<V: Kernels>(
             for (p0, kc, at) in k_blocks.clone() {
                 // SAFETY: the block lies inside b.
                 unsafe { pack(b, (p0, kc), (j0, nc), width, &mut panels[at..at + block_len(kc)]) };
+            }
+            // Zero rows of b's panels are listed if the first panel has
+            // enough of them (a is packed, so any layout of a can skip them).
+            let first_kc = step.min(ks);
+            // SAFETY: the first panel's rows lie inside the packed block.
+            let list = packed
+                && zero_rows::skipped()
+                && *listed.get_or_insert_with(|| unsafe {
+                    zero_rows::worth_listing::<V>(panels.as_ptr(), (first_kc, width))
+                });
+            if list {
+                walks.resize_with(walks.len().max(ks.div_ceil(step)), Default::default);
+                for (walk, (_, kc, at)) in walks.iter_mut().zip(k_blocks.clone()) {
+                    // SAFETY: the block of k's panels lies inside the packed block.
+                    unsafe { walk.list::<V>(panels.as_ptr().add(at), (nc.div_ceil(width), kc, width)) };
+                }
             }
             let finite = !sparse_blocks.is_empty() && sparse::all_finite(panels);
             for i0 in (0..m).step_by(mr) {
@@ -244,12 +265,14 @@ unsafe fn blocked<V: Kernels>(
                     }
                     continue;
                 }
-                for (p0, kc, at) in k_blocks.clone() {
+                for (index, (p0, kc, at)) in k_blocks.clone().enumerate() {
                     let add = accumulate || p0 > 0;
                     if packed {
                         // SAFETY: rows i0..i0 + rows and k values p0.. lie inside a.
                         unsafe { pack_rows(a.at(i0, p0), (rows, kc), mr, rows_of_a) };
                     }
+                    // A zero row of b may be skipped where a is finite.
+                    let walk = list && sparse::all_finite(&rows_of_a[..kc * mr]);
                     // SAFETY: the packed rows, this block's panels, and rows i0.., columns j0.. of c.
                     unsafe {
                         let rows_a = if packed { rows_of_a.as_ptr() } else { a.at(i0, p0).ptr };
@@ -262,6 +285,7 @@ unsafe fn blocked<V: Kernels>(
                             ldc,
                             cols: nc,
                             add,
+                            walks: if walk { &walks[index] } else { std::ptr::null() },
                         };
                         if packed {
                             panels_for_rows::<V, true>(mr, rows, block)
@@ -383,9 +407,16 @@ unsafe fn panels<V: Vector, const S: usize, const R: usize, const PACKED: bool>(
     let panel = |p: usize, cols: usize| unsafe {
         Block { b: block.b.add(p * block.kc * width), c: block.c.add(p * width), cols, ..block }
     };
+    // SAFETY: the caller's contract: null or the lists of these panels.
+    let walks = unsafe { block.walks.as_ref() };
     for p in 0..whole {
         // SAFETY: as above.
-        unsafe { kernel::<V, S, R, PACKED, 2>(panel(p, width)) };
+        unsafe {
+            match walks.and_then(|walks| walks.of(p)) {
+                Some(rows) => kernel_over::<V, S, R, PACKED, 2>(panel(p, width), rows.iter().map(|&p| usize::from(p))),
+                None => kernel::<V, S, R, PACKED, 2>(panel(p, width)),
+            }
+        }
     }
     let rest = block.cols - whole * width;
     // SAFETY: as above.
@@ -447,6 +478,8 @@ struct Block {
     ldc: usize,
     cols: usize,
     add: bool,
+    /// For `panels`: the nonzero rows of the block's panels, or null.
+    walks: *const zero_rows::Walks,
 }
 
 /// R rows × `H` vectors of c (the panel's two, or its first), the
@@ -459,11 +492,25 @@ struct Block {
 /// most `H` vectors' worth.
 #[inline(always)]
 unsafe fn kernel<V: Vector, const S: usize, const R: usize, const PACKED: bool, const H: usize>(block: Block) {
+    // SAFETY: the caller's contract.
+    unsafe { kernel_over::<V, S, R, PACKED, H>(block, 0..block.kc) }
+}
+
+/// `kernel` over the values of k `ks` yields, in order (all of them, or
+/// the panel's nonzero rows).
+///
+/// # Safety
+/// As `kernel`; each value of k is below `kc`.
+#[inline(always)]
+unsafe fn kernel_over<V: Vector, const S: usize, const R: usize, const PACKED: bool, const H: usize>(
+    block: Block,
+    ks: impl Iterator<Item = usize>,
+) {
     let lanes = V::LANES;
     // SAFETY: the caller's contract (and `V` is this function's instruction set).
     unsafe {
         let mut acc = [[V::zero(); H]; R];
-        for p in 0..block.kc {
+        for p in ks {
             let b: [V; H] = std::array::from_fn(|h| V::load(block.b.add(p * 2 * lanes + h * lanes)));
             for (r, row) in acc.iter_mut().enumerate() {
                 let at = if PACKED { p * S + r } else { r * block.lda + p };
