@@ -271,7 +271,9 @@ unsafe fn blocked<V: Kernels>(
                         // SAFETY: rows i0..i0 + rows and k values p0.. lie inside a.
                         unsafe { pack_rows(a.at(i0, p0), (rows, kc), mr, rows_of_a) };
                     }
-                    // A zero row of b may be skipped where a is finite.
+                    // A zero row of b may be skipped where a is finite (a
+                    // short block's unused lanes hold an earlier block's
+                    // values: at worst they keep this one dense).
                     let walk = list && sparse::all_finite(&rows_of_a[..kc * mr]);
                     // SAFETY: the packed rows, this block's panels, and rows i0.., columns j0.. of c.
                     unsafe {
