@@ -22,7 +22,7 @@ mod order;
 
 use join::{join_loops, runs_at};
 pub use order::channel_sums_operands;
-use order::{overlap_sums, pair_channel_sums};
+use order::{hoist_updates, overlap_sums, pair_channel_sums};
 
 /// Where a value's elements live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,7 +248,8 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
     let loops = join_loops(g, &live, &consumers, &roots, &mut fused, &broadcasts);
     let runs_at = runs_at(g, &consumers, &fused, &loops);
     let in_place = in_place_updates(g, &consumers, &roots, &offsets, &runs_at);
-    let kernels = kernels(g, (&live, &fused, &loops), &locations, &in_place, &roots, &offsets);
+    let mut kernels = kernels(g, (&live, &fused, &loops), &locations, &in_place, &roots, &offsets);
+    hoist_updates(g, &fused, &locations, &in_place, &mut kernels);
     let kernels = overlap_sums(g, &fused, kernels);
     let scratch_len = assign_scratch(g, &kernels, &fused, &roots, &in_place, &mut locations);
     // Reshapes alias what they reshape.
