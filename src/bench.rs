@@ -23,6 +23,11 @@ pub struct BenchReport {
     pub compile_ms: f64,
     /// Median over repeats of samples per second, after warm-up.
     pub train_samples_per_s: f64,
+    /// The median training step and the 99th percentile of the steps timed
+    /// one by one over the same repeats: a step split over the cores waits
+    /// for both, so a thread the system stops shows in the percentile.
+    pub train_step_ms: f64,
+    pub train_step_p99_ms: f64,
     /// Lowering, planning and code generation of the batch-1 forward pass.
     pub infer_compile_ms: f64,
     /// Median latency of one forward pass of a single sample.
@@ -45,9 +50,15 @@ fn synthetic(model: &CheckedModel, rows: usize, rng: &mut ChaCha8Rng) -> (Vec<f3
     (x, crate::data::RowSpec::of(model).random_targets(rows, rng))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(v: Vec<f64>) -> f64 {
+    percentile(v, 0.5)
+}
+
+/// The value a fraction `q` of the way through `v` sorted (NaN if none).
+fn percentile(mut v: Vec<f64>, q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let last = v.len().saturating_sub(1);
+    v.get((last as f64 * q).round() as usize).copied().unwrap_or(f64::NAN)
 }
 
 /// Peak resident set size from /proc (0 where unavailable).
@@ -85,7 +96,12 @@ pub fn run(
     // for VGG-16), which a training run does once an epoch.
     let mut rates = Vec::new();
     let mut repeat: Option<(Instant, usize)> = None;
+    let (mut step_ms, mut last_step) = (Vec::new(), Instant::now());
     let go_on = |steps: usize| {
+        if repeat.is_some() {
+            step_ms.push(last_step.elapsed().as_secs_f64() * 1e3);
+        }
+        last_step = Instant::now();
         match repeat {
             None if steps >= 1 => repeat = Some((Instant::now(), steps)),
             Some((t, first)) if t.elapsed().as_secs_f64() >= min_seconds / 5.0 && steps - first >= 3 => {
@@ -105,6 +121,8 @@ pub fn run(
         batch,
         compile_ms,
         train_samples_per_s: median(rates),
+        train_step_ms: median(step_ms.clone()),
+        train_step_p99_ms: percentile(step_ms, 0.99),
         infer_compile_ms,
         infer_latency_us,
         predict_rows,

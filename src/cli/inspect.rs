@@ -83,13 +83,16 @@ pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) ->
         say!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
     } else {
         say!(
-            "{} ({}, batch {}): train: compile {:.1} ms, {:.0} samples/s; inference at batch 1: compile {:.1} ms, \
-             {:.1} µs; predicting {} rows: {:.0} rows/s; peak RSS {:.1} MiB",
+            "{} ({}, batch {}): train: compile {:.1} ms, {:.0} samples/s (a step {:.2} ms, 99th percentile \
+             {:.2} ms); inference at batch 1: compile {:.1} ms, {:.1} µs; predicting {} rows: {:.0} rows/s; \
+             peak RSS {:.1} MiB",
             r.model,
             r.backend,
             r.batch,
             r.compile_ms,
             r.train_samples_per_s,
+            r.train_step_ms,
+            r.train_step_p99_ms,
             r.infer_compile_ms,
             r.infer_latency_us,
             r.predict_rows,
