@@ -187,7 +187,8 @@ mod with_mpi {
                 if failed && count < self.world.size() as usize {
                     let mut text = String::new();
                     let _ = kept.seek(SeekFrom::Start(0)).and_then(|_| kept.read_to_string(&mut text));
-                    let _ = write!(stderr, "rank {}: {text}", self.world.rank());
+                    // One write, so the launcher cannot interleave another rank's lines with it.
+                    let _ = stderr.write_all(format!("rank {}: {text}", self.world.rank()).as_bytes());
                 }
                 let _ = redirect(2, "/dev/null");
             }
@@ -209,7 +210,7 @@ mod with_mpi {
 
     fn report_as(rank: i32, message: &str) {
         if let Some(mut stderr) = STARTING_STDERR.get() {
-            let _ = writeln!(stderr, "rank {rank}: {message}");
+            let _ = stderr.write_all(format!("rank {rank}: {message}\n").as_bytes());
         }
     }
 
