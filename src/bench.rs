@@ -23,10 +23,10 @@ pub struct BenchReport {
     pub compile_ms: f64,
     /// Median over repeats of samples per second, after warm-up.
     pub train_samples_per_s: f64,
-    /// The median training step and the 99th percentile of the steps timed
-    /// one by one over the same repeats: a step split over the cores waits
-    /// for both, so a thread the system stops shows in the percentile.
+    /// Median of the same repeats' training steps, timed one by one.
     pub train_step_ms: f64,
+    /// Their 99th percentile: a step split over the cores waits for both,
+    /// so a thread the system stops shows here (and in the throughput).
     pub train_step_p99_ms: f64,
     /// Lowering, planning and code generation of the batch-1 forward pass.
     pub infer_compile_ms: f64,
