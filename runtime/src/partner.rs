@@ -106,7 +106,6 @@ impl Partner {
     /// parking when there has been none for `SPIN`.
     fn serve(&self) {
         self.partner_thread.get_or_init(std::thread::current);
-        let mut idle_since = Instant::now();
         loop {
             let job = self.job.load(Ordering::SeqCst);
             if !job.is_null() && job != claimed() {
@@ -119,23 +118,17 @@ impl Partner {
                     self.job.store(std::ptr::null_mut(), Ordering::SeqCst);
                     wake(Some(&self.step_thread), &self.step_parked);
                 }
-                idle_since = Instant::now();
             } else if self.finished.load(Ordering::SeqCst) {
                 return;
-            } else if rayon::yield_now() == Some(rayon::Yield::Executed) {
-                idle_since = Instant::now();
-            } else if idle_since.elapsed() < SPIN {
-                std::hint::spin_loop();
             } else {
-                let nothing_posted = || {
+                // Idle until a half is posted, the step ends or rayon's work ran.
+                let idle = || {
                     let job = self.job.load(Ordering::SeqCst);
-                    (job.is_null() || job == claimed()) && !self.finished.load(Ordering::SeqCst)
+                    (job.is_null() || job == claimed())
+                        && !self.finished.load(Ordering::SeqCst)
+                        && rayon::yield_now() != Some(rayon::Yield::Executed)
                 };
-                self.partner_parked.store(true, Ordering::SeqCst);
-                if nothing_posted() {
-                    std::thread::park_timeout(PARKED);
-                }
-                self.partner_parked.store(false, Ordering::SeqCst);
+                wait(idle, &self.partner_parked, PARKED);
             }
         }
     }
