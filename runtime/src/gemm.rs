@@ -251,19 +251,32 @@ unsafe fn blocked<V: Kernels>(
                 }
             }
             let finite = !sparse_blocks.is_empty() && sparse::all_finite(panels);
+            // Consecutive sparse blocks of rows walk together, up to `SPARSE_ROWS` rows.
+            let mut run: Option<(usize, usize)> = None;
+            let rows_from = |(i0, rows): (usize, usize)| {
+                // SAFETY: a run's rows lie inside a.
+                let (a, c) = (unsafe { a.at(i0, 0) }, c.wrapping_add(i0 * ldc + j0));
+                let lda = a.rows as usize;
+                sparse::Rows { a: a.ptr, lda, rows, panels: panels.as_ptr(), width, nc, c, ldc, accumulate }
+            };
             for i0 in (0..m).step_by(mr) {
                 let rows = mr.min(m - i0);
                 // SAFETY: rows i0.. lie inside a.
                 if finite && unsafe { block_is_sparse::<V>(a.at(i0, 0), (rows, k), &mut sparse_blocks[i0 / mr]) } {
-                    let lda = a.rows as usize;
-                    // SAFETY: rows i0.. of a and c, and b's packed panels, all finite.
-                    unsafe {
-                        let (a, c) = (a.at(i0, 0).ptr, c.add(i0 * ldc + j0));
-                        let block =
-                            sparse::Rows { a, lda, rows, panels: panels.as_ptr(), width, nc, c, ldc, accumulate };
-                        sparse::multiply_rows::<V>(block, k_blocks.clone());
-                    }
+                    run = match run {
+                        Some((start, len)) if len + rows <= sparse::SPARSE_ROWS => Some((start, len + rows)),
+                        Some(full) => {
+                            // SAFETY: the run's rows of a and c, and b's packed panels, all finite.
+                            unsafe { sparse::multiply_rows::<V>(rows_from(full), k_blocks.clone()) };
+                            Some((i0, rows))
+                        }
+                        None => Some((i0, rows)),
+                    };
                     continue;
+                }
+                if let Some(sparse_rows) = run.take() {
+                    // SAFETY: as above.
+                    unsafe { sparse::multiply_rows::<V>(rows_from(sparse_rows), k_blocks.clone()) };
                 }
                 for (index, (p0, kc, at)) in k_blocks.clone().enumerate() {
                     let add = accumulate || p0 > 0;
@@ -296,6 +309,10 @@ unsafe fn blocked<V: Kernels>(
                         }
                     }
                 }
+            }
+            if let Some(sparse_rows) = run {
+                // SAFETY: as above.
+                unsafe { sparse::multiply_rows::<V>(rows_from(sparse_rows), k_blocks.clone()) };
             }
         }
     }
