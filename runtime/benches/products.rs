@@ -1,7 +1,9 @@
 //! The runtime's sgemm kernels, on every instruction set this CPU runs,
 //! against matrixmultiply on the same products: W1's and W2's, each the
 //! share of a training step one core runs (the step splits its large
-//! products in two). One thread, rounds interleaved, medians.
+//! products in two), and a library's first product over rows of images
+//! (mostly zeros, which the kernels skip). One thread, rounds interleaved,
+//! medians.
 //!
 //!   cargo bench -p nnc-runtime --bench products [-- ROUNDS]
 //!
@@ -21,17 +23,20 @@ struct Shape {
     dims: (usize, usize, usize),
     a: (usize, usize),
     b: (usize, usize),
+    /// What a holds: values everywhere, or rows of images (`images`).
+    images: bool,
 }
 
-const SHAPES: [Shape; 8] = [
-    Shape { name: "W1 forward, half", dims: (64, 784, 64), a: (784, 1), b: (1, 784) },
-    Shape { name: "W1 weight gradient, half", dims: (128, 64, 392), a: (1, 128), b: (784, 1) },
-    Shape { name: "W1 logits", dims: (64, 128, 10), a: (128, 1), b: (1, 128) },
-    Shape { name: "W2 forward 1, half", dims: (256, 784, 512), a: (784, 1), b: (1, 784) },
-    Shape { name: "W2 forward 2, half", dims: (256, 1024, 512), a: (1024, 1), b: (1, 1024) },
-    Shape { name: "W2 weight gradient 2, half", dims: (512, 256, 1024), a: (1, 1024), b: (1024, 1) },
-    Shape { name: "W2 input gradient 1, half", dims: (256, 1024, 512), a: (1024, 1), b: (1024, 1) },
-    Shape { name: "W2 gradient through the logits", dims: (256, 10, 1024), a: (10, 1), b: (1024, 1) },
+const SHAPES: [Shape; 9] = [
+    Shape { name: "W1 forward, half", dims: (64, 784, 64), a: (784, 1), b: (1, 784), images: false },
+    Shape { name: "W1 weight gradient, half", dims: (128, 64, 392), a: (1, 128), b: (784, 1), images: false },
+    Shape { name: "W1 logits", dims: (64, 128, 10), a: (128, 1), b: (1, 128), images: false },
+    Shape { name: "W2 forward 1, half", dims: (256, 784, 512), a: (784, 1), b: (1, 784), images: false },
+    Shape { name: "W2 forward 2, half", dims: (256, 1024, 512), a: (1024, 1), b: (1, 1024), images: false },
+    Shape { name: "W2 weight gradient 2, half", dims: (512, 256, 1024), a: (1, 1024), b: (1024, 1), images: false },
+    Shape { name: "W2 input gradient 1, half", dims: (256, 1024, 512), a: (1024, 1), b: (1024, 1), images: false },
+    Shape { name: "W2 gradient through the logits", dims: (256, 10, 1024), a: (10, 1), b: (1024, 1), images: false },
+    Shape { name: "MNIST MLP forward, image rows", dims: (512, 784, 128), a: (784, 1), b: (1, 784), images: true },
 ];
 
 /// Who multiplies: one of the runtime's kernels, or matrixmultiply.
@@ -53,6 +58,23 @@ impl Engine {
 /// Values spread over [-1, 1), different for each seed.
 fn values(len: usize, seed: usize) -> Vec<f32> {
     (0..len).map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
+}
+
+/// `rows` rows of 28 × 28 images, each a disc of values on a zero
+/// background near the middle (a fifth of each row nonzero, as in
+/// MNIST's digits), its centre and radius varying from row to row.
+fn images(rows: usize) -> Vec<f32> {
+    let spread = values(rows * 784, 3);
+    (0..rows * 784)
+        .map(|i| {
+            let (row, pixel) = (i / 784, i % 784);
+            let (y, x) = ((pixel / 28) as isize, (pixel % 28) as isize);
+            let (cy, cx) = (12 + (row * 7 % 5) as isize, 12 + (row * 3 % 5) as isize);
+            let radius = 4 + (row % 6) as isize;
+            let inside = (y - cy).pow(2) + (x - cx).pow(2) <= radius * radius;
+            if inside { spread[i].abs() + 0.01 } else { 0.0 }
+        })
+        .collect()
 }
 
 /// The element count an operand of `rows × cols` with these strides spans.
@@ -109,10 +131,10 @@ fn main() {
     let rounds: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5).max(1);
     let engines: Vec<Engine> =
         Isa::available().into_iter().map(Engine::Kernels).chain([Engine::Matrixmultiply]).collect();
-    println!("one thread, {rounds} interleaved rounds, medians; GMAC/s and time per call");
+    println!("one thread, {rounds} interleaved rounds, medians; time per call and GMAC/s (of the dense product)");
     for shape in &SHAPES {
         let (m, k, n) = shape.dims;
-        let a = values(span((m, k), shape.a), 1);
+        let a = if shape.images { images(m) } else { values(span((m, k), shape.a), 1) };
         let b = values(span((k, n), shape.b), 2);
         let mut c = vec![0.0f32; m * n];
         let mut times = vec![Vec::new(); engines.len()];
