@@ -90,7 +90,9 @@ pub(super) struct Rows {
 /// nonzero loading its rows of the panels once for all. More rows walk
 /// more values (MNIST's rows: 19 % of k for one, 43 % for six, 46 % for
 /// eight); a walk of one row at a time, one load per multiply-add, runs no
-/// faster (the second-level cache cannot feed it), and eight, in groups of
+/// faster (from the second-level cache, which cannot feed it, nor from
+/// the first with each row's nonzeros listed beforehand, which costs more
+/// than the walk saves), and eight, in groups of
 /// eight and four, 7 % slower than six. Half of a dense block each on
 /// AVX-512; on AVX2, four of six (with one panel, 8 of its 16 registers).
 fn rows_together<V: Vector>() -> usize {
