@@ -92,11 +92,11 @@ pub(super) struct Rows {
 /// eight); a walk of one row at a time, one load per multiply-add, runs no
 /// faster (from the second-level cache, which cannot feed it, nor from
 /// the first with each row's nonzeros listed beforehand, which costs more
-/// than the walk saves), and eight, in groups of
-/// eight and four, 7 % slower than six. Half of a dense block each on
-/// AVX-512; on AVX2, four of six (with one panel, 8 of its 16 registers).
+/// than the walk saves), and eight, in groups of eight and four, 7 %
+/// slower than six. Half of a dense block each on AVX-512; on AVX2, four
+/// of six (with one panel, 8 of its 16 registers).
 fn rows_together<V: Vector>() -> usize {
-    if V::LANES == 16 { 6 } else { 4 }
+    if V::LANES == 16 { MAX_TOGETHER } else { 4 }
 }
 
 /// Rows of a (consecutive sparse blocks) among which the rows that walk
