@@ -447,11 +447,9 @@ impl Core {
             };
             let mut outputs = state.trainer.predict(input, rows).map_err(train_error)?;
             if let (Task::Classes(k), true) = (task, probabilities) {
-                let mut p = vec![0.0; k];
-                for row in outputs.chunks_mut(k) {
-                    nnc_runtime::softmax_row(row, &mut p);
-                    row.copy_from_slice(&p);
-                }
+                let mut p = vec![0.0; outputs.len()];
+                nnc_runtime::softmax_rows(&outputs, &mut p, k);
+                outputs = p;
             }
             Ok::<_, PyErr>(outputs)
         })?;

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::gemm::Isa;
 use crate::simd::compiled_for_isa;
-use crate::{Arena, Hypers, PARALLEL_ELEMENTS, softmax_row, zeroed};
+use crate::{Arena, Hypers, PARALLEL_ELEMENTS, softmax_rows, zeroed};
 
 /// A compiled forward pass: `run(store, scratch, input, target, hyper)`.
 pub type ForwardFn = unsafe extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f32);
@@ -305,10 +305,7 @@ impl Worker {
             &scratch[pass.output..pass.output + y.len()]
         };
         if d.softmax != 0 {
-            let width = d.outputs.max(1);
-            for (s, p) in scores.chunks_exact(width).zip(y.chunks_exact_mut(width)) {
-                softmax_row(s, p);
-            }
+            softmax_rows(scores, y, d.outputs);
         } else {
             y.copy_from_slice(scores);
         }
