@@ -52,6 +52,11 @@ impl Isa {
     pub fn detect() -> Option<Isa> {
         #[cfg(target_arch = "x86_64")]
         {
+            // Every CPU with either set counts bits in one instruction too
+            // (the sparse walk's counts of nonzeros use it).
+            if !is_x86_feature_detected!("popcnt") {
+                return None;
+            }
             if is_x86_feature_detected!("avx512f") {
                 return Some(Isa::Avx512);
             }
@@ -159,7 +164,7 @@ pub(crate) unsafe fn gemm(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,popcnt")]
 unsafe fn blocked_avx512(
     dims: (usize, usize, usize),
     a: Operand,
@@ -173,7 +178,7 @@ unsafe fn blocked_avx512(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 unsafe fn blocked_avx2(
     dims: (usize, usize, usize),
     a: Operand,

@@ -68,13 +68,17 @@ pub(crate) trait Vector: Copy {
     unsafe fn fmadd(x: Self, y: Self, z: Self) -> Self;
     /// Bit l set when value l from `from` is not zero (a NaN is not).
     unsafe fn nonzeros(from: *const f32) -> u32;
+    /// Writes `first + l` for each lane l set in `lanes`, in order, from
+    /// `out` on, and returns how many; `out` has room for `LANES` values
+    /// (those past the count are overwritten freely).
+    unsafe fn list_lanes(lanes: u32, first: u16, out: *mut u16) -> usize;
 }
 
 /// `Vector` for one register type from its intrinsics. Each method is
 /// inlined into a function compiled for that instruction set
 /// (`gemm::blocked_avx512`, say), which alone calls them.
 macro_rules! vector {
-    ($type:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $store:ident, $add:ident, $fmadd:ident, $nonzeros:ident) => {
+    ($type:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $store:ident, $add:ident, $fmadd:ident, $nonzeros:ident, $list:ident) => {
         #[cfg(target_arch = "x86_64")]
         impl Vector for $type {
             const LANES: usize = $lanes;
@@ -106,6 +110,10 @@ macro_rules! vector {
             unsafe fn nonzeros(from: *const f32) -> u32 {
                 unsafe { $nonzeros(from) }
             }
+            #[inline(always)]
+            unsafe fn list_lanes(lanes: u32, first: u16, out: *mut u16) -> usize {
+                unsafe { $list(lanes, first, out) }
+            }
         }
     };
 }
@@ -119,7 +127,8 @@ vector!(
     _mm512_storeu_ps,
     _mm512_add_ps,
     _mm512_fmadd_ps,
-    nonzeros_512
+    nonzeros_512,
+    list_lanes_512
 );
 vector!(
     __m256,
@@ -130,7 +139,8 @@ vector!(
     _mm256_storeu_ps,
     _mm256_add_ps,
     _mm256_fmadd_ps,
-    nonzeros_256
+    nonzeros_256,
+    list_lanes_256
 );
 
 /// `Vector::nonzeros` for 16 lanes: one comparison (not-equal or unordered).
@@ -155,4 +165,45 @@ unsafe fn nonzeros_256(from: *const f32) -> u32 {
     use std::arch::x86_64::{_CMP_NEQ_UQ, _mm256_cmp_ps, _mm256_movemask_ps};
     // SAFETY: the caller's contract.
     unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(_mm256_loadu_ps(from), _mm256_setzero_ps())) as u32 }
+}
+
+/// `Vector::list_lanes` for 16 lanes: the lanes' numbers compressed to
+/// the set ones in a register, narrowed to 16 bits and stored at once.
+///
+/// # Safety
+/// `out` has room for 16 values; the caller is compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn list_lanes_512(lanes: u32, first: u16, out: *mut u16) -> usize {
+    use std::arch::x86_64::{
+        __m256i, _mm256_storeu_si256, _mm512_add_epi32, _mm512_cvtepi32_epi16, _mm512_maskz_compress_epi32,
+        _mm512_set1_epi32, _mm512_setr_epi32,
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        let numbers = _mm512_add_epi32(
+            _mm512_set1_epi32(i32::from(first)),
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        );
+        let set = _mm512_maskz_compress_epi32(lanes as u16, numbers);
+        _mm256_storeu_si256(out.cast::<__m256i>(), _mm512_cvtepi32_epi16(set));
+    }
+    (lanes & 0xffff).count_ones() as usize
+}
+
+/// `Vector::list_lanes` for 8 lanes: each lane's number written where the
+/// next set lane goes, without a branch per lane.
+///
+/// # Safety
+/// `out` has room for 8 values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn list_lanes_256(lanes: u32, first: u16, out: *mut u16) -> usize {
+    let mut len = 0;
+    for l in 0..8 {
+        // SAFETY: len ≤ l < 8.
+        unsafe { *out.add(len) = first + l };
+        len += (lanes >> l & 1) as usize;
+    }
+    len
 }

@@ -212,7 +212,7 @@ unsafe fn by_first_nonzero<V: Vector>(
 
 /// The values of k (from 0 to `kc` ≤ `KC`) where any of the rows of a
 /// (each from the block of k's first value) is nonzero, in order, written
-/// into `walked` without a branch per value (a vector's worth compared at once).
+/// into `walked` a vector's worth at a time (`Vector::list_lanes`).
 ///
 /// # Safety
 /// The rows hold `kc` values each; the caller is compiled for `V`'s
@@ -226,10 +226,8 @@ unsafe fn where_any_is_nonzero<'w, V: Vector>(rows: &[*const f32], kc: usize, wa
     unsafe {
         for p0 in (0..whole).step_by(lanes) {
             let any = nonzero_in_any::<V>(rows, p0);
-            for q in 0..lanes {
-                walked[len] = (p0 + q) as u16;
-                len += (any >> q & 1) as usize;
-            }
+            // len ≤ p0 and p0 + lanes ≤ kc ≤ KC: the vector's room lies inside `walked`.
+            len += V::list_lanes(any, p0 as u16, walked.as_mut_ptr().add(len));
         }
         for p in whole..kc {
             walked[len] = p as u16;
