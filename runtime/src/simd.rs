@@ -191,19 +191,39 @@ unsafe fn list_lanes_512(lanes: u32, first: u16, out: *mut u16) -> usize {
     (lanes & 0xffff).count_ones() as usize
 }
 
-/// `Vector::list_lanes` for 8 lanes: each lane's number written where the
-/// next set lane goes, without a branch per lane.
+/// `Vector::list_lanes` for 8 lanes: the set lanes' numbers for each of
+/// the 256 masks from a table, the first added, stored at once.
 ///
 /// # Safety
-/// `out` has room for 8 values.
+/// `out` has room for 8 values; the caller is compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn list_lanes_256(lanes: u32, first: u16, out: *mut u16) -> usize {
-    let mut len = 0;
-    for l in 0..8 {
-        // SAFETY: len ≤ l < 8.
-        unsafe { *out.add(len) = first + l };
-        len += (lanes >> l & 1) as usize;
+    use std::arch::x86_64::{__m128i, _mm_add_epi16, _mm_loadu_si128, _mm_set1_epi16, _mm_storeu_si128};
+    let lanes = lanes as u8;
+    // SAFETY: the caller's contract; each table row holds 8 values.
+    unsafe {
+        let numbers = _mm_loadu_si128(SET_LANES[usize::from(lanes)].as_ptr().cast::<__m128i>());
+        _mm_storeu_si128(out.cast::<__m128i>(), _mm_add_epi16(numbers, _mm_set1_epi16(first as i16)));
     }
-    len
+    lanes.count_ones() as usize
 }
+
+/// For each mask of 8 lanes, the numbers of its set lanes in order.
+#[cfg(target_arch = "x86_64")]
+static SET_LANES: [[u16; 8]; 256] = {
+    let mut table = [[0; 8]; 256];
+    let mut mask = 0;
+    while mask < 256 {
+        let (mut lane, mut len) = (0, 0);
+        while lane < 8 {
+            if mask >> lane & 1 == 1 {
+                table[mask][len] = lane as u16;
+                len += 1;
+            }
+            lane += 1;
+        }
+        mask += 1;
+    }
+    table
+};
