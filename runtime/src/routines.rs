@@ -67,6 +67,8 @@ crate::simd::compiled_for_isa! {
 #[inline(always)]
 fn softmax_rows_with(z: &[f32], out: &mut [f32], width: usize) {
     let width = width.max(1);
+    let rows = z.len().min(out.len()) / width;
+    let out = &mut out[..rows * width];
     for (z, o) in z.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
         let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         o.iter_mut().zip(z).for_each(|(o, &v)| *o = v - max);
