@@ -176,8 +176,8 @@ pub extern "C" fn nnc_softmax_cross_entropy_grad(
         unsafe { (slice(z, rows * cols), slice(labels, rows), slice(g, 1), slice_mut(out, rows * cols)) };
     let weights = row_weights(weights, rows);
     let scale = g[0] / rows as f32;
-    for (r, ((row, &label), o)) in z.chunks_exact(cols).zip(labels).zip(out.chunks_exact_mut(cols)).enumerate() {
-        softmax_row(row, o);
+    softmax_rows(z, out, cols);
+    for (r, (&label, o)) in labels.iter().zip(out.chunks_exact_mut(cols)).enumerate() {
         let c = class(label, cols);
         let scale = weights.map_or(scale, |w| scale * w[r]);
         for (j, v) in o.iter_mut().enumerate() {
