@@ -112,7 +112,9 @@ const _: () = assert!(SPARSE_ROWS <= 1 << u8::BITS, "rows are ordered by their i
 /// value, its length and where its panels start), the rows in the order
 /// of their first nonzero in it, a few rows and `panels_together` panels
 /// at a time. Which rows walk together changes the terms 0·b a chain
-/// skips, so no bit but the sign of a zero, as above.
+/// skips, so no bit but the sign of a zero, as above. Returns whether the
+/// walk was worth it: at most the share of the dense kernel's values of k
+/// a sparse block may walk (`WALKED_SHARE`), counted as walked.
 ///
 /// # Safety
 /// a holds the rows of each block of k, the panels hold each block of k's
@@ -122,13 +124,14 @@ const _: () = assert!(SPARSE_ROWS <= 1 << u8::BITS, "rows are ordered by their i
 pub(super) unsafe fn multiply_rows<V: Vector>(
     block: Rows,
     k_blocks: impl Iterator<Item = (usize, usize, usize)> + Clone,
-) {
+) -> bool {
     let (width, together) = (block.width, rows_together::<V>());
     let panels = block.nc.div_ceil(width);
     debug_assert!(block.rows <= SPARSE_ROWS);
     let rows = block.rows.min(SPARSE_ROWS);
     let mut walked = [0u16; KC];
     let mut order = [0u8; SPARSE_ROWS];
+    let (mut values, mut of) = (0, 0);
     for (p0, kc, at) in k_blocks {
         let a = |r: usize| block.a.wrapping_add(r * block.lda + p0);
         // SAFETY: the caller's contract, for k values p0..p0 + kc ≤ p0 + KC.
@@ -138,6 +141,8 @@ pub(super) unsafe fn multiply_rows<V: Vector>(
             let a: [*const f32; MAX_TOGETHER] = std::array::from_fn(|i| a(row(i)));
             // SAFETY: the caller's contract, for the group's rows and k values p0..p0 + kc.
             let walked = unsafe { where_any_is_nonzero::<V>(&a[..group.len()], kc, &mut walked) };
+            values += walked.len() * group.len();
+            of += kc * group.len();
             let step = panels_together::<V>();
             for panel in (0..panels).step_by(step) {
                 let part = Part {
@@ -159,6 +164,7 @@ pub(super) unsafe fn multiply_rows<V: Vector>(
             }
         }
     }
+    values * WALKED_SHARE <= of
 }
 
 /// Rows walking together at most (`rows_together`).
@@ -334,7 +340,8 @@ fn panels_together<V: Vector>() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Isa, Operand, block_is_sparse, find_sparse_blocks, gemm, rows_per_block};
+    use super::super::{Isa, Operand, block_is_sparse, find_sparse_blocks, gemm, pack, rows_per_block};
+    use super::{Rows, multiply_rows};
 
     /// A spread of values in [-1, 1) from an index.
     fn value(i: usize, seed: usize) -> f32 {
@@ -407,8 +414,8 @@ mod tests {
             let rows = |b: usize| (mr.min(m - b * mr), k);
             (0..blocks.len())
                 .map(|b| match isa {
-                    Isa::Avx512 => block_is_sparse::<__m512>(a.at(b * mr, 0), rows(b), &mut blocks[b]),
-                    Isa::Avx2 => block_is_sparse::<__m256>(a.at(b * mr, 0), rows(b), &mut blocks[b]),
+                    Isa::Avx512 => block_is_sparse::<__m512>(a.at(b * mr, 0), rows(b), &mut blocks[b], false),
+                    Isa::Avx2 => block_is_sparse::<__m256>(a.at(b * mr, 0), rows(b), &mut blocks[b], false),
                 })
                 .collect()
         }
@@ -442,6 +449,38 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A walk of rows says whether it paid: yes for rows mostly zero in the
+    /// same places, no for dense rows (on which the next blocks are counted).
+    #[test]
+    fn a_walk_says_whether_it_paid() {
+        use std::arch::x86_64::{__m256, __m512};
+        let (m, k, n) = (24, 200, 64);
+        let b: Vec<f32> = (0..k * n).map(|i| value(i, 4)).collect();
+        let sparse = mostly_zeros(12, k).repeat(2);
+        let dense: Vec<f32> = (0..m * k).map(|i| value(i, 5)).collect();
+        for isa in Isa::available() {
+            let width = 2 * if isa == Isa::Avx512 { 16 } else { 8 };
+            let mut panels = vec![0.0; n.div_ceil(width) * width * k];
+            let mut c = vec![0.0; m * n];
+            // SAFETY: b holds k × n, row-major.
+            unsafe { pack(Operand { ptr: b.as_ptr(), rows: n as isize, cols: 1 }, (0, k), (0, n), width, &mut panels) };
+            let mut walk = |a: &[f32]| {
+                let (panels, c) = (panels.as_ptr(), c.as_mut_ptr());
+                let rows = Rows { a: a.as_ptr(), lda: k, rows: m, panels, width, nc: n, c, ldc: n, accumulate: false };
+                let k_blocks = std::iter::once((0, k, 0));
+                // SAFETY: a holds m × k, the panels b's one block of k, c m × n; `isa` runs here.
+                unsafe {
+                    match isa {
+                        Isa::Avx512 => multiply_rows::<__m512>(rows, k_blocks),
+                        Isa::Avx2 => multiply_rows::<__m256>(rows, k_blocks),
+                    }
+                }
+            };
+            assert!(walk(&sparse), "{isa:?}");
+            assert!(!walk(&dense), "{isa:?}");
         }
     }
 
