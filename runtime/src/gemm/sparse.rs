@@ -22,6 +22,13 @@ use crate::simd::Vector;
 /// nonzeros; zeros scattered at random leave little to skip.
 const WALKED_SHARE: usize = 2;
 
+/// Whether a walk of `walked` (row, value of k) pairs, out of the `values`
+/// the dense kernel would multiply, pays (`WALKED_SHARE`): the one test
+/// both a block's count and a run's walk apply.
+fn walk_pays(walked: usize, values: usize) -> bool {
+    walked * WALKED_SHARE <= values
+}
+
 /// Columns below which the dense kernel keeps every block: counting a
 /// block's zeros costs about what multiplying it by this many columns does.
 pub(super) const SPARSE_MIN_COLUMNS: usize = 64;
@@ -52,7 +59,7 @@ pub(super) unsafe fn is_sparse<V: Vector>(a: *const f32, lda: usize, (rows, k): 
             walked += values * group;
         }
     }
-    walked * WALKED_SHARE <= rows * k
+    walk_pays(walked, rows * k)
 }
 
 /// Whether every value is finite (a zero of a times an infinity or NaN of
@@ -113,8 +120,7 @@ const _: () = assert!(SPARSE_ROWS <= 1 << u8::BITS, "rows are ordered by their i
 /// of their first nonzero in it, a few rows and `panels_together` panels
 /// at a time. Which rows walk together changes the terms 0·b a chain
 /// skips, so no bit but the sign of a zero, as above. Returns whether the
-/// walk was worth it: at most the share of the dense kernel's values of k
-/// a sparse block may walk (`WALKED_SHARE`), counted as walked.
+/// walk was worth it (`walk_pays`), counted as walked.
 ///
 /// # Safety
 /// a holds the rows of each block of k, the panels hold each block of k's
@@ -131,8 +137,9 @@ pub(super) unsafe fn multiply_rows<V: Vector>(
     let rows = block.rows.min(SPARSE_ROWS);
     let mut walked = [0u16; KC];
     let mut order = [0u8; SPARSE_ROWS];
-    let (mut values, mut of) = (0, 0);
+    let (mut walked_values, mut k) = (0, 0);
     for (p0, kc, at) in k_blocks {
+        k += kc;
         let a = |r: usize| block.a.wrapping_add(r * block.lda + p0);
         // SAFETY: the caller's contract, for k values p0..p0 + kc ≤ p0 + KC.
         let order = unsafe { by_first_nonzero::<V>(a, (rows, kc), &mut order) };
@@ -141,8 +148,7 @@ pub(super) unsafe fn multiply_rows<V: Vector>(
             let a: [*const f32; MAX_TOGETHER] = std::array::from_fn(|i| a(row(i)));
             // SAFETY: the caller's contract, for the group's rows and k values p0..p0 + kc.
             let walked = unsafe { where_any_is_nonzero::<V>(&a[..group.len()], kc, &mut walked) };
-            values += walked.len() * group.len();
-            of += kc * group.len();
+            walked_values += walked.len() * group.len();
             let step = panels_together::<V>();
             for panel in (0..panels).step_by(step) {
                 let part = Part {
@@ -164,7 +170,7 @@ pub(super) unsafe fn multiply_rows<V: Vector>(
             }
         }
     }
-    values * WALKED_SHARE <= of
+    walk_pays(walked_values, rows * k)
 }
 
 /// Rows walking together at most (`rows_together`).
