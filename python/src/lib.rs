@@ -358,6 +358,11 @@ impl Core {
         if batch == Some(0) {
             return Err(model_error("batch_size must be at least 1"));
         }
+        // Steps check for Ctrl-C every SIGNAL_CHECK; epochs shorter than that
+        // would leave it to the interpreter between calls, which can miss a
+        // signal raised from another thread. The check reads the signal's
+        // flag itself.
+        py.check_signals()?;
         let stop = Arc::clone(&self.stop);
         let mut interrupted: Option<PyErr> = None;
         let result = py.detach(|| {
