@@ -36,10 +36,10 @@ pub const SYSTEM_LIBS: &str = "-lpthread -lm -ldl";
 
 /// Rows of a library's large pass unless `--batch` says otherwise: as
 /// `nnc predict` runs them (`model::chunk_rows`), at most `LIBRARY_BATCH`.
-/// A call of two large passes or more runs as two halves of whole passes
-/// side by side, which are even only when a call holds many passes (the
+/// A call of two large passes or more shares its whole passes between two
+/// threads, which balance only when a call holds several passes (the
 /// MNIST MLP's library: 0.79-0.87 M rows/s in one 3,994-row pass after
-/// another, 0.93-1.02 M in halves of 1,024-row passes).
+/// another, 0.93-1.02 M in 1,024-row passes on two threads).
 pub fn default_batch(model: &CheckedModel) -> usize {
     crate::model::chunk_rows(model).min(LIBRARY_BATCH)
 }
@@ -314,8 +314,9 @@ fn header(
  * Use: `{name}_context *ctx = {name}_create();` once per thread, then
  * `{name}_predict(ctx, input, rows, output)` as often as needed, then
  * `{name}_destroy(ctx)`. The first calls allocate the buffers they keep
- * (a second working memory once a call of two large batches or more runs
- * as two halves side by side; Winograd convolutions' transformed filters);
+ * (a second working memory and two threads once a call of two large
+ * batches or more runs on two threads; Winograd convolutions' transformed
+ * filters);
  * later calls allocate nothing. Several contexts may run at once; one
  * context must not be used by two threads at the same time.
  */
