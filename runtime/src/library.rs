@@ -89,11 +89,9 @@ pub struct Context {
     description: *const Description,
     /// The memory of the passes run on the calling thread.
     worker: Worker,
-    /// The memory of passes run beside them on another thread
-    /// (`share`), allocated by the first call that does.
-    beside: Option<Worker>,
-    /// The two threads passes side by side run on, started with `beside`.
-    threads: Option<[rayon::ThreadPool; 2]>,
+    /// The memory of passes run beside them, and the two threads passes
+    /// side by side run on (`share`): had by the first call that shares.
+    beside: Option<(Worker, [rayon::ThreadPool; 2])>,
     /// A forward pass reads no hyperparameters but the weights' version;
     /// the step signature has them.
     hyper: Hypers,
@@ -136,7 +134,7 @@ pub unsafe extern "C" fn nnc_library_create(description: *const Description) -> 
     };
     // The weights are the library's read-only data: what is made from them is kept.
     let hyper = Hypers { weights: crate::READ_ONLY, ..Hypers::default() };
-    let context = Context { description, worker, beside: None, threads: None, hyper };
+    let context = Context { description, worker, beside: None, hyper };
     Box::into_raw(Box::new(context))
 }
 
@@ -213,12 +211,11 @@ pub unsafe extern "C" fn nnc_library_predict(
     if shared && context.beside.is_none() {
         // Without the memory or the threads the passes run one after
         // another, as they can.
-        context.beside = Worker::new(d);
-        context.threads = two_threads();
+        context.beside = Worker::new(d).zip(two_threads());
     }
-    let Context { worker, beside, threads, .. } = context;
-    let mut run_all = || match (shared, beside.as_mut(), threads.as_ref()) {
-        (true, Some(beside), Some(threads)) => {
+    let Context { worker, beside, .. } = context;
+    let mut run_all = || match beside.as_mut().filter(|_| shared) {
+        Some((beside, threads)) => {
             // Each whole large pass is a part, and so are the rows after
             // them: every row runs in the same pass at the same place as
             // one after another (the same bits).
@@ -229,7 +226,7 @@ pub unsafe extern "C" fn nnc_library_predict(
             let parts = parts.chain([(x_rest, y_rest)]).collect();
             share((worker, beside), threads, parts, &|worker, (x, y)| run_rows(worker, x, y));
         }
-        _ => run_rows(worker, input, output),
+        None => run_rows(worker, input, output),
     };
     if rows >= POOL_ROWS {
         // Many rows run on a thread of rayon's pool, as the command line's
