@@ -41,6 +41,20 @@ pub struct BenchReport {
     pub predict_rows_per_s: f64,
     /// Peak resident memory of the process.
     pub peak_rss_mib: f64,
+    /// With `--kernels`: each kernel of a training step, in order, with
+    /// its median time (after the measurements above, in steps of their own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<Vec<KernelTime>>,
+}
+
+/// One kernel of the training step as `nnc check --emit plan` lists it,
+/// and the median of its times.
+#[derive(Debug, Serialize)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub median_us: f64,
+    /// How many runs of the kernel were timed.
+    pub runs: usize,
 }
 
 /// Synthetic inputs (standard normal) and valid targets for `rows` samples.
@@ -76,7 +90,7 @@ pub fn run(
     model: &CheckedModel,
     batch: Option<usize>,
     backend: Backend,
-    min_seconds: f64,
+    (min_seconds, kernels): (f64, bool),
 ) -> Result<BenchReport, BenchError> {
     let batch = batch.unwrap_or(match model.train.batch {
         Batch::Size(b) => b,
@@ -115,6 +129,10 @@ pub fn run(
     trainer.step_while(&x, &y, batch, lr, go_on).map_err(BenchError::Train)?;
     let (infer_compile_ms, infer_latency_us) = inference(model, backend, min_seconds, &mut rng)?;
     let (predict_rows, predict_rows_per_s) = batch_inference(model, backend, &mut rng)?;
+    let kernels = match kernels && backend.compiles() {
+        true => Some(kernel_times(model, (&x, &y, batch), min_seconds)?),
+        false => None,
+    };
     Ok(BenchReport {
         model: model.name.clone(),
         backend: format!("{backend:?}").to_lowercase(),
@@ -128,7 +146,33 @@ pub fn run(
         predict_rows,
         predict_rows_per_s,
         peak_rss_mib: peak_rss_mib(),
+        kernels,
     })
+}
+
+/// Each kernel of the training step and the median of its times, over
+/// steps run for `seconds` (at least ten) by a step compiled to mark its
+/// kernels (`nnc_runtime::profile`).
+fn kernel_times(
+    model: &CheckedModel,
+    (x, y, batch): (&[f32], &[f32], usize),
+    seconds: f64,
+) -> Result<Vec<KernelTime>, BenchError> {
+    let mut trainer = Trainer::new(model, model.train.clone(), Backend::Profiled).map_err(BenchError::Model)?;
+    trainer.prepare(batch).map_err(BenchError::Train)?;
+    trainer.step_while(x, y, batch, model.train.lr, |steps| steps < 4).map_err(BenchError::Train)?;
+    nnc_runtime::profile::take();
+    let started = Instant::now();
+    trainer
+        .step_while(x, y, batch, model.train.lr, |steps| steps < 10 || started.elapsed().as_secs_f64() < seconds)
+        .map_err(BenchError::Train)?;
+    // The step that ran most (a model may compile others, such as a forward pass).
+    let step = nnc_runtime::profile::take().into_iter().max_by_key(|k| k.iter().map(|t| t.micros.len()).sum::<usize>());
+    Ok(step
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| KernelTime { kernel: t.label, runs: t.micros.len(), median_us: median(t.micros) })
+        .collect())
 }
 
 /// The compile time (ms) and median latency (µs) of batch-1 inference by a

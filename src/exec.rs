@@ -16,8 +16,18 @@ use crate::plan::{self, StoreLayout};
 pub enum Backend {
     /// Cranelift-compiled kernels (the default).
     Jit,
+    /// The compiled kernels, each timed as it runs (`nnc bench --kernels`,
+    /// `nnc_runtime::profile`).
+    Profiled,
     /// The reference interpreter: plain loops, the oracle.
     Interp,
+}
+
+impl Backend {
+    /// Whether the graph is compiled (else interpreted).
+    pub fn compiles(self) -> bool {
+        self != Backend::Interp
+    }
 }
 
 /// Parameters and state, flat, laid out by `StoreLayout`.
@@ -125,7 +135,8 @@ fn build(graph: &Graph, plan: impl FnOnce() -> plan::Plan, backend: Backend) -> 
         crate::ir::verify(graph)?;
     }
     match backend {
-        Backend::Jit => Ok(Some(jit::compile(graph, &plan())?)),
+        Backend::Jit => Ok(Some(jit::compile(graph, &plan(), false)?)),
+        Backend::Profiled => Ok(Some(jit::compile(graph, &plan(), true)?)),
         Backend::Interp => Ok(None),
     }
 }
@@ -146,7 +157,7 @@ impl<G> Compiled<G> {
 
 impl Compiled<TrainGraph> {
     pub fn new(mut step: TrainGraph, backend: Backend) -> Result<Self, String> {
-        if backend == Backend::Jit {
+        if backend.compiles() {
             step.fuse_activations();
         }
         let exe = build(&step.graph, || plan::plan_train(&step), backend)?;
@@ -242,7 +253,7 @@ pub fn interpret(graph: &Graph, store: &Store, x: &[f32], y: &[f32], h: &Hypers)
 
 impl Compiled<Graph> {
     pub fn new(mut graph: Graph, backend: Backend) -> Result<Self, String> {
-        if backend == Backend::Jit {
+        if backend.compiles() {
             crate::ir::fuse_activations(&mut graph, &[]);
         }
         let exe = build(&graph, || plan::plan_forward(&graph), backend)?;

@@ -203,6 +203,32 @@ fn bench_times_steps_one_by_one() {
     assert!((0.25..4.0).contains(&(step / from_throughput)), "{step} ms against {from_throughput} ms: {out}");
 }
 
+/// `bench --kernels` times every kernel of the training step: each
+/// product of the plan `check --emit plan` prints is listed, in the plan's
+/// order, with a median over at least ten steps; without the flag there is
+/// no list.
+#[test]
+fn bench_kernels_times_each_kernel_of_the_step() {
+    let (code, out, err) = nnc(&["bench", "models/digits_mlp.nn", "--seconds", "0.1", "--json", "--kernels"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    let kernels = v["kernels"].as_array().unwrap_or_else(|| panic!("kernels in {out}"));
+    let batch = v["batch"].as_u64().expect("batch").to_string();
+    let (code, plan, err) = nnc(&["check", "models/digits_mlp.nn", "--emit", "plan", "--batch", &batch]);
+    assert_eq!(code, 0, "{err}");
+    let products: Vec<&str> = plan.lines().filter(|l| l.starts_with("matmul")).collect();
+    let timed: Vec<&str> =
+        kernels.iter().filter_map(|k| k["kernel"].as_str()).filter(|k| k.starts_with("matmul")).collect();
+    assert!(!products.is_empty() && timed == products, "{timed:?} against the plan's {products:?}");
+    for k in kernels {
+        let (us, runs) = (k["median_us"].as_f64().expect("median"), k["runs"].as_u64().expect("runs"));
+        assert!(us.is_finite() && us >= 0.0 && runs >= 10, "{k}");
+    }
+    let (code, out, err) = nnc(&["bench", "models/digits_mlp.nn", "--seconds", "0.1", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("\"kernels\""), "{out}");
+}
+
 /// `bench --seconds` takes 0.1 to 3600 (1e12 ran for ever; a negative value
 /// was quietly raised).
 #[test]

@@ -14,6 +14,7 @@ mod partner;
 #[cfg(target_arch = "x86_64")]
 mod pool;
 mod products;
+pub mod profile;
 mod routines;
 mod simd;
 mod spatial;
@@ -130,6 +131,7 @@ macro_rules! routine {
 pub fn routines() -> Vec<Routine> {
     vec![
         routine!(products::nnc_sgemm, 10, 0),
+        routine!(profile::nnc_profile_mark, 2, 0),
         routine!(routines::nnc_sum_rows, 4, 0),
         routine!(routines::nnc_softmax, 4, 0),
         routine!(routines::nnc_softmax_grad, 5, 0),

@@ -47,7 +47,7 @@ pub(super) fn emit_stage(checked: &Checked, model: &CheckedModel, emit: Emit, ba
         }),
         Emit::Clif => pipeline::step_graph(model, &model.train, batch).and_then(|mut step| {
             step.fuse_activations();
-            crate::jit::compile(&step.graph, &crate::plan::plan_train(&step))
+            crate::jit::compile(&step.graph, &crate::plan::plan_train(&step), false)
                 .map(|exe| exe.clif.clone())
                 .map_err(|e| crate::diag::messages::internal(model.span, &e))
         }),
@@ -64,10 +64,11 @@ pub(super) struct BenchOptions {
     pub(super) seconds: f64,
     pub(super) json: bool,
     pub(super) max_memory: Option<u64>,
+    pub(super) kernels: bool,
 }
 
 pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) -> Outcome {
-    let BenchOptions { batch, backend, seconds, json, max_memory } = *options;
+    let BenchOptions { batch, backend, seconds, json, max_memory, kernels } = *options;
     let (checked, index) = load_model(file, model)?;
     let model = &checked.models[index];
     let step_batch = batch.unwrap_or_else(|| training_batch(model));
@@ -75,7 +76,7 @@ pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) ->
         return Err(report_diag(&checked, &diag));
     }
     set_threading(model, step_batch);
-    let r = crate::bench::run(model, batch, backend, seconds).map_err(|e| match e {
+    let r = crate::bench::run(model, batch, backend, (seconds, kernels)).map_err(|e| match e {
         crate::bench::BenchError::Model(d) => report_diag(&checked, &d),
         crate::bench::BenchError::Train(e) => Failure::Input(e.to_string()),
     })?;
@@ -99,6 +100,26 @@ pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) ->
             r.predict_rows_per_s,
             r.peak_rss_mib
         );
+        if let Some(kernels) = &r.kernels {
+            say_raw!("{}", kernel_table(kernels));
+        }
     }
     Ok(())
+}
+
+/// `nnc bench --kernels`' table: each kernel's median time and its share
+/// of their sum.
+fn kernel_table(kernels: &[crate::bench::KernelTime]) -> String {
+    let total: f64 = kernels.iter().map(|k| k.median_us).sum();
+    let runs = kernels.iter().map(|k| k.runs).max().unwrap_or(0);
+    let mut out = format!(
+        "the training step's kernels (medians over {runs} runs; {total:.1} µs in all, each kernel timed \
+         from its start to the next's):\n{:>10}  {:>6}  kernel\n",
+        "µs", "share"
+    );
+    for k in kernels {
+        let share = if total > 0.0 { 100.0 * k.median_us / total } else { 0.0 };
+        out += &format!("{:>10.1}  {:>5.1}%  {}\n", k.median_us, share, k.kernel);
+    }
+    out
 }

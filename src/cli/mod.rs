@@ -258,6 +258,11 @@ enum Command {
         /// this (bytes, or with K, M, G, T: 512M, 4G; default: the machine's).
         #[arg(long, value_parser = memory_size)]
         max_memory: Option<u64>,
+        /// Also time each kernel of the training step (a product, an
+        /// element-wise loop, a routine), in steps of their own after the
+        /// measurements, and list them with `--emit plan`'s names.
+        #[arg(long)]
+        kernels: bool,
     },
     /// Lay model files out in the one canonical way (comments kept).
     Fmt {
@@ -410,8 +415,8 @@ fn execute(command: Command) -> Outcome {
             let options = infer::BuildArgs { weights, output, name, batch, target_cpu };
             infer::build(&target.file, target.model.as_deref(), &options)
         }
-        Command::Bench { target, batch, backend, seconds, json, max_memory } => {
-            let options = inspect::BenchOptions { batch, backend: backend.into(), seconds, json, max_memory };
+        Command::Bench { target, batch, backend, seconds, json, max_memory, kernels } => {
+            let options = inspect::BenchOptions { batch, backend: backend.into(), seconds, json, max_memory, kernels };
             inspect::bench(&target.file, target.model.as_deref(), &options)
         }
         Command::Export { target, weights, output, opset, batch } => {

@@ -145,6 +145,12 @@ impl Emitter<'_, '_> {
         self.b.ins().call(f, args);
     }
 
+    /// Marks the start of kernel `kernel` of the profiled step `step` (`nnc_runtime::profile`).
+    pub fn profile_mark(&mut self, step: usize, kernel: usize) {
+        let (step, kernel) = (self.imm(step), self.imm(kernel));
+        self.call("nnc_profile_mark", &[step, kernel]);
+    }
+
     pub fn kernel(&mut self, kernel: &Kernel) {
         match kernel {
             Kernel::Elementwise { roots } => match self.parts.get(&roots[0]).copied() {
@@ -178,8 +184,7 @@ impl Emitter<'_, '_> {
         let node = &self.graph.nodes[v.0];
         let Op::MatMul { ta, tb } = node.op else { return };
         let (sa, sb) = (self.graph.shape(node.inputs[0]).clone(), self.graph.shape(node.inputs[1]).clone());
-        let (m, n) = (node.shape[0], node.shape[1]);
-        let k = if ta { sa[0] } else { sa[1] };
+        let (m, k, n) = crate::plan::product_dims(self.graph, v);
         // op(A)[i][p] lives at i·rs + p·cs.
         let (rsa, csa) = if ta { (1, sa[1]) } else { (sa[1], 1) };
         let (rsb, csb) = if tb { (1, sb[1]) } else { (sb[1], 1) };

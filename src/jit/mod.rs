@@ -100,14 +100,16 @@ fn module() -> Result<JITModule, String> {
 /// Defines `graph` as planned as one function `name(store, scratch, input,
 /// target, hyper)` in `module` (the JIT's or an object file's), with a
 /// function of its own for each large element-wise kernel, declaring the
-/// runtime routines it calls. Returns the function and the CLIF text of
-/// it and its parts.
+/// runtime routines it calls. With `profile`, the number of a step
+/// registered with `nnc_runtime::profile`, it marks the start of each
+/// kernel and its end. Returns the function and the CLIF text of it and
+/// its parts.
 pub fn define_step(
     module: &mut impl Module,
     name: &str,
     linkage: Linkage,
-    graph: &Graph,
-    plan: &Plan,
+    (graph, plan): (&Graph, &Plan),
+    profile: Option<usize>,
 ) -> Result<(FuncId, String), String> {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
@@ -142,8 +144,14 @@ pub fn define_step(
         let parts = part_ids.iter().map(|&(root, id)| (root, module.declare_func_in_func(id, b.func))).collect();
         let args = codegen::Args { store: p[0], scratch: p[1], input: p[2], target: p[3], hyper: p[4] };
         let mut e = codegen::Emitter { b, graph, plan, args, routines, parts, channel: None, computed: HashMap::new() };
-        for kernel in &plan.kernels {
+        for (k, kernel) in plan.kernels.iter().enumerate() {
+            if let Some(step) = profile {
+                e.profile_mark(step, k);
+            }
             e.kernel(kernel);
+        }
+        if let Some(step) = profile {
+            e.profile_mark(step, plan.kernels.len());
         }
         e.b.ins().return_(&[]);
         e.b.seal_all_blocks();
@@ -212,10 +220,13 @@ fn enter(b: &mut FunctionBuilder) -> Block {
     entry
 }
 
-/// Compiles `graph` as planned, for this CPU.
-pub fn compile(graph: &Graph, plan: &Plan) -> Result<Executable, String> {
+/// Compiles `graph` as planned, for this CPU; with `profiled`, registered
+/// with `nnc_runtime::profile` and marking each kernel's start and end.
+pub fn compile(graph: &Graph, plan: &Plan, profiled: bool) -> Result<Executable, String> {
     let mut module = module()?;
-    let (fid, clif) = define_step(&mut module, "step", Linkage::Export, graph, plan)?;
+    let profile = profiled
+        .then(|| nnc_runtime::profile::register(plan.kernels.iter().map(|k| plan.kernel_text(graph, k)).collect()));
+    let (fid, clif) = define_step(&mut module, "step", Linkage::Export, (graph, plan), profile)?;
     module.finalize_definitions().map_err(|e| e.to_string())?;
     let code = module.get_finalized_function(fid);
     // SAFETY: `code` was just compiled from a function with exactly the

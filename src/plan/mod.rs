@@ -516,35 +516,48 @@ impl Plan {
     pub fn to_text(&self, g: &Graph) -> String {
         let mut out = format!("store {} floats, scratch {} floats\n", self.store.len, self.scratch_len);
         for kernel in &self.kernels {
-            let line = match kernel {
-                Kernel::Elementwise { roots } => {
-                    let mut members = Vec::new();
-                    for root in roots {
-                        collect_fused(g, &self.locations, *root, &mut members);
-                    }
-                    members.sort();
-                    members.dedup();
-                    let names: Vec<String> =
-                        members.iter().map(|v| format!("{v}={}", g.nodes[v.0].op.name())).collect();
-                    let outputs: Vec<String> =
-                        roots.iter().map(|v| format!("{v} -> {:?}", self.locations[v.0])).collect();
-                    format!("elementwise {}  [{}]", outputs.join(", "), names.join(", "))
-                }
-                Kernel::MatMul { node } => format!("matmul {node} -> {:?}", self.locations[node.0]),
-                Kernel::Routine { node } => {
-                    format!("{} {node} -> {:?}", g.nodes[node.0].op.name(), self.locations[node.0])
-                }
-                Kernel::ChannelSums { sum, product } => format!(
-                    "sum_channels {sum} -> {:?}, sum_product_channels {product} -> {:?}",
-                    self.locations[sum.0], self.locations[product.0]
-                ),
-                Kernel::Copy { from, to, len } => format!("copy {from} -> store[{to}..{}]", to + len),
-                Kernel::AwaitSums => "await all_reduce".into(),
-            };
-            let _ = writeln!(out, "{line}");
+            let _ = writeln!(out, "{}", self.kernel_text(g, kernel));
         }
         out
     }
+
+    /// One kernel as `to_text` lists it.
+    pub fn kernel_text(&self, g: &Graph, kernel: &Kernel) -> String {
+        match kernel {
+            Kernel::Elementwise { roots } => {
+                let mut members = Vec::new();
+                for root in roots {
+                    collect_fused(g, &self.locations, *root, &mut members);
+                }
+                members.sort();
+                members.dedup();
+                let names: Vec<String> = members.iter().map(|v| format!("{v}={}", g.nodes[v.0].op.name())).collect();
+                let outputs: Vec<String> = roots.iter().map(|v| format!("{v} -> {:?}", self.locations[v.0])).collect();
+                format!("elementwise {}  [{}]", outputs.join(", "), names.join(", "))
+            }
+            Kernel::MatMul { node } => {
+                let (m, k, n) = product_dims(g, *node);
+                format!("matmul {node} -> {:?}  [{m}×{k} by {k}×{n}]", self.locations[node.0])
+            }
+            Kernel::Routine { node } => {
+                format!("{} {node} -> {:?}", g.nodes[node.0].op.name(), self.locations[node.0])
+            }
+            Kernel::ChannelSums { sum, product } => format!(
+                "sum_channels {sum} -> {:?}, sum_product_channels {product} -> {:?}",
+                self.locations[sum.0], self.locations[product.0]
+            ),
+            Kernel::Copy { from, to, len } => format!("copy {from} -> store[{to}..{}]", to + len),
+            Kernel::AwaitSums => "await all_reduce".into(),
+        }
+    }
+}
+
+/// A product's m, k and n: `m×k` by `k×n` (after its transposes).
+pub fn product_dims(g: &Graph, v: ValueId) -> (usize, usize, usize) {
+    let node = &g.nodes[v.0];
+    let ta = matches!(node.op, Op::MatMul { ta: true, .. });
+    let a = g.shape(node.inputs[0]);
+    (node.shape[0], if ta { a[0] } else { a[1] }, node.shape[1])
 }
 
 /// The root and every value fused into it.

@@ -28,7 +28,7 @@ use rayon::ThreadPool;
 use rayon::prelude::*;
 
 use super::health::HealthSums;
-use super::{Backend, Compiled, Hypers, Stopped, Store, TrainError, Trainer, rows_of};
+use super::{Compiled, Hypers, Stopped, Store, TrainError, Trainer, rows_of};
 use crate::check::Layer;
 use crate::data::Dataset;
 use crate::ir::{Shard, TrainGraph};
@@ -223,7 +223,7 @@ impl Trainer {
         });
         let params: u64 = nodes.iter().map(|n| n.params as u64).sum();
         let per_replica = nodes.iter().map(|n| n.macs).sum::<u64>().saturating_mul(3 * (rows / REPLICAS) as u64);
-        self.model.backend == Backend::Jit
+        self.model.backend.compiles()
             && self.team.is_none()
             && self.has_gradients()
             && over_images

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::*;
 use crate::data::{self, RowSpec, Scaler};
+use crate::exec::Backend;
 use crate::pipeline::check_source;
 
 /// A convolutional model with batch normalisation, dropout and Adam
