@@ -129,7 +129,7 @@ pub fn run(
     trainer.step_while(&x, &y, batch, lr, go_on).map_err(BenchError::Train)?;
     let (infer_compile_ms, infer_latency_us) = inference(model, backend, min_seconds, &mut rng)?;
     let (predict_rows, predict_rows_per_s) = batch_inference(model, backend, &mut rng)?;
-    let kernels = match kernels && backend.compiles() {
+    let kernels = match kernels {
         true => Some(kernel_times(model, (&x, &y, batch), min_seconds)?),
         false => None,
     };
@@ -150,9 +150,13 @@ pub fn run(
     })
 }
 
+/// Steps whose kernels `--kernels` times at most: their marks are kept
+/// (a step of a few microseconds would otherwise keep millions).
+const PROFILED_STEPS: usize = 2000;
+
 /// Each kernel of the training step and the median of its times, over
-/// steps run for `seconds` (at least ten) by a step compiled to mark its
-/// kernels (`nnc_runtime::profile`).
+/// steps run for `seconds` (at least ten, at most `PROFILED_STEPS`) by a
+/// step compiled to mark its kernels (`nnc_runtime::profile`).
 fn kernel_times(
     model: &CheckedModel,
     (x, y, batch): (&[f32], &[f32], usize),
@@ -164,7 +168,9 @@ fn kernel_times(
     nnc_runtime::profile::take();
     let started = Instant::now();
     trainer
-        .step_while(x, y, batch, model.train.lr, |steps| steps < 10 || started.elapsed().as_secs_f64() < seconds)
+        .step_while(x, y, batch, model.train.lr, |steps| {
+            steps < 10 || (steps < PROFILED_STEPS && started.elapsed().as_secs_f64() < seconds)
+        })
         .map_err(BenchError::Train)?;
     // The step that ran most (a model may compile others, such as a forward pass).
     let step = nnc_runtime::profile::take().into_iter().max_by_key(|k| k.iter().map(|t| t.micros.len()).sum::<usize>());

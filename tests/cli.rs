@@ -227,6 +227,9 @@ fn bench_kernels_times_each_kernel_of_the_step() {
     let (code, out, err) = nnc(&["bench", "models/digits_mlp.nn", "--seconds", "0.1", "--json"]);
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("\"kernels\""), "{out}");
+    let (code, _, err) = nnc(&["bench", "models/xor.nn", "--backend", "interp", "--kernels"]);
+    assert_eq!(code, 2, "the interpreter has no kernels to time: {err}");
+    assert!(err.contains("--kernels"), "{err}");
 }
 
 /// `bench --seconds` takes 0.1 to 3600 (1e12 ran for ever; a negative value

@@ -69,6 +69,11 @@ pub(super) struct BenchOptions {
 
 pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) -> Outcome {
     let BenchOptions { batch, backend, seconds, json, max_memory, kernels } = *options;
+    if kernels && !backend.compiles() {
+        return Err(Failure::Usage(
+            "--kernels times the compiled step's kernels; the interpreter has none (drop --backend interp)".into(),
+        ));
+    }
     let (checked, index) = load_model(file, model)?;
     let model = &checked.models[index];
     let step_batch = batch.unwrap_or_else(|| training_batch(model));
