@@ -52,6 +52,8 @@ pub struct BenchReport {
 #[derive(Debug, Serialize)]
 pub struct KernelTime {
     pub kernel: String,
+    /// A product's multiply-adds (0 for other kernels).
+    pub multiply_adds: u64,
     pub median_us: f64,
     /// How many runs of the kernel were timed.
     pub runs: usize,
@@ -177,7 +179,12 @@ fn kernel_times(
     Ok(step
         .unwrap_or_default()
         .into_iter()
-        .map(|t| KernelTime { kernel: t.label, runs: t.micros.len(), median_us: median(t.micros) })
+        .map(|t| KernelTime {
+            kernel: t.kernel.label,
+            multiply_adds: t.kernel.multiply_adds,
+            runs: t.micros.len(),
+            median_us: median(t.micros),
+        })
         .collect())
 }
 

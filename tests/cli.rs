@@ -223,6 +223,14 @@ fn bench_kernels_times_each_kernel_of_the_step() {
     for k in kernels {
         let (us, runs) = (k["median_us"].as_f64().expect("median"), k["runs"].as_u64().expect("runs"));
         assert!(us.is_finite() && us >= 0.0 && runs >= 10, "{k}");
+        // A product's multiply-adds from its shapes, `[m×k by k×n]`; none for other kernels.
+        let label = k["kernel"].as_str().expect("kernel");
+        let shapes = label.split_once('[').filter(|_| label.starts_with("matmul")).map(|(_, s)| s);
+        let expected = shapes.map_or(0, |s| {
+            let d: Vec<u64> = s.trim_end_matches(']').split([' ', '×']).filter_map(|d| d.parse().ok()).collect();
+            d[0] * d[1] * d[3]
+        });
+        assert_eq!(k["multiply_adds"].as_u64(), Some(expected), "{k}");
     }
     let (code, out, err) = nnc(&["bench", "models/digits_mlp.nn", "--seconds", "0.1", "--json"]);
     assert_eq!(code, 0, "{err}");

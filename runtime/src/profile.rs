@@ -12,7 +12,7 @@ use std::time::Instant;
 
 /// A profiled step's kernels and the marks its runs have made.
 struct Step {
-    labels: Vec<String>,
+    kernels: Vec<Kernel>,
     /// (thread, kernel, when), in the order they were made.
     marks: Vec<(u64, usize, Instant)>,
 }
@@ -36,12 +36,19 @@ fn thread() -> u64 {
     })
 }
 
+/// A kernel of a profiled step: what it is (as the plan lists it), and
+/// the multiply-adds it makes when it is a matrix product (else 0).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kernel {
+    pub label: String,
+    pub multiply_adds: u64,
+}
+
 /// Registers a step about to be compiled with a mark before each of its
-/// kernels (`labels` describe them, in order); returns the number its
-/// marks give.
-pub fn register(labels: Vec<String>) -> usize {
+/// `kernels`, in order; returns the number its marks give.
+pub fn register(kernels: Vec<Kernel>) -> usize {
     let mut steps = STEPS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    steps.push(Step { labels, marks: Vec::new() });
+    steps.push(Step { kernels, marks: Vec::new() });
     steps.len() - 1
 }
 
@@ -57,10 +64,10 @@ pub extern "C" fn nnc_profile_mark(step: usize, kernel: usize) {
     }
 }
 
-/// One kernel of a profiled step: its label and the times (µs) its runs took.
+/// One kernel of a profiled step and the times (µs) its runs took.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KernelTimes {
-    pub label: String,
+    pub kernel: Kernel,
     pub micros: Vec<f64>,
 }
 
@@ -71,8 +78,8 @@ pub fn take() -> Vec<Vec<KernelTimes>> {
     let mut steps = STEPS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut out: Vec<Vec<KernelTimes>> = Vec::new();
     for step in steps.iter_mut().filter(|s| !s.marks.is_empty()) {
-        let times = kernel_times(&step.labels, &std::mem::take(&mut step.marks));
-        match out.iter_mut().find(|o| o.iter().map(|k| &k.label).eq(step.labels.iter())) {
+        let times = kernel_times(&step.kernels, &std::mem::take(&mut step.marks));
+        match out.iter_mut().find(|o| o.iter().map(|k| &k.kernel).eq(step.kernels.iter())) {
             Some(same) => same.iter_mut().zip(times).for_each(|(a, b)| a.micros.extend(b.micros)),
             None => out.push(times),
         }
@@ -82,9 +89,9 @@ pub fn take() -> Vec<Vec<KernelTimes>> {
 
 /// The time from each mark of kernel k to the same thread's next mark,
 /// when that is of kernel k + 1 (a run cut short leaves no time).
-fn kernel_times(labels: &[String], marks: &[(u64, usize, Instant)]) -> Vec<KernelTimes> {
+fn kernel_times(kernels: &[Kernel], marks: &[(u64, usize, Instant)]) -> Vec<KernelTimes> {
     let mut out: Vec<KernelTimes> =
-        labels.iter().map(|label| KernelTimes { label: label.clone(), micros: Vec::new() }).collect();
+        kernels.iter().map(|kernel| KernelTimes { kernel: kernel.clone(), micros: Vec::new() }).collect();
     let mut last: Vec<(u64, usize, Instant)> = Vec::new();
     for &(thread, kernel, at) in marks {
         match last.iter_mut().find(|(t, _, _)| *t == thread) {
@@ -115,7 +122,7 @@ mod tests {
     fn a_kernel_lasts_from_its_mark_to_the_next_on_its_thread() {
         let t0 = Instant::now();
         let at = |us: u64| t0 + Duration::from_micros(us);
-        let labels: Vec<String> = ["matmul", "elementwise"].map(String::from).to_vec();
+        let kernels = ["matmul", "elementwise"].map(|label| Kernel { label: label.into(), multiply_adds: 0 });
         let marks = [
             (0, 0, at(0)),
             (1, 0, at(5)),
@@ -128,8 +135,8 @@ mod tests {
             (0, 0, at(1000)),
             (0, 1, at(1030)),
         ];
-        let times = kernel_times(&labels, &marks);
-        assert_eq!(times[0].label, "matmul");
+        let times = kernel_times(&kernels, &marks);
+        assert_eq!(times[0].kernel.label, "matmul");
         assert_eq!(times[0].micros, vec![100.0, 200.0, 30.0]);
         assert_eq!(times[1].micros, vec![10.0, 20.0]);
     }

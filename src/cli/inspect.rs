@@ -112,19 +112,23 @@ pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) ->
     Ok(())
 }
 
-/// `nnc bench --kernels`' table: each kernel's median time and its share
-/// of their sum.
+/// `nnc bench --kernels`' table: each kernel's median time, its share of
+/// their sum and, for a product, its multiply-adds a second.
 fn kernel_table(kernels: &[crate::bench::KernelTime]) -> String {
     let total: f64 = kernels.iter().map(|k| k.median_us).sum();
     let runs = kernels.iter().map(|k| k.runs).max().unwrap_or(0);
     let mut out = format!(
         "the training step's kernels (medians over {runs} runs; {total:.1} µs in all, each kernel timed \
-         from its start to the next's):\n{:>10}  {:>6}  kernel\n",
-        "µs", "share"
+         from its start to the next's):\n{:>10}  {:>6}  {:>7}  kernel\n",
+        "µs", "share", "GMAC/s"
     );
     for k in kernels {
         let share = if total > 0.0 { 100.0 * k.median_us / total } else { 0.0 };
-        out += &format!("{:>10.1}  {:>5.1}%  {}\n", k.median_us, share, k.kernel);
+        let rate = match k.multiply_adds {
+            0 => String::new(),
+            macs => format!("{:.1}", macs as f64 / k.median_us / 1e3),
+        };
+        out += &format!("{:>10.1}  {:>5.1}%  {rate:>7}  {}\n", k.median_us, share, k.kernel);
     }
     out
 }

@@ -224,8 +224,19 @@ fn enter(b: &mut FunctionBuilder) -> Block {
 /// with `nnc_runtime::profile` and marking each kernel's start and end.
 pub fn compile(graph: &Graph, plan: &Plan, profiled: bool) -> Result<Executable, String> {
     let mut module = module()?;
-    let profile = profiled
-        .then(|| nnc_runtime::profile::register(plan.kernels.iter().map(|k| plan.kernel_text(graph, k)).collect()));
+    let profile = profiled.then(|| {
+        let kernel = |k: &Kernel| nnc_runtime::profile::Kernel {
+            label: plan.kernel_text(graph, k),
+            multiply_adds: match k {
+                Kernel::MatMul { node } => {
+                    let (m, k, n) = crate::plan::product_dims(graph, *node);
+                    (m * k * n) as u64
+                }
+                _ => 0,
+            },
+        };
+        nnc_runtime::profile::register(plan.kernels.iter().map(kernel).collect())
+    });
     let (fid, clif) = define_step(&mut module, "step", Linkage::Export, (graph, plan), profile)?;
     module.finalize_definitions().map_err(|e| e.to_string())?;
     let code = module.get_finalized_function(fid);
