@@ -42,11 +42,15 @@ pub(super) unsafe fn pack(
         // Row by row, each row's runs to their panels: b is read in the
         // order it lies in memory, which the prefetchers follow (panel by
         // panel, its rows are a stride apart: half again as slow on 1024
-        // columns).
+        // columns). A row `PREFETCH_ROWS` on is fetched meanwhile.
         let panels = nc.div_ceil(width);
         for i in 0..kc {
             // SAFETY: row p0 + i, columns j0..j0 + nc lie inside b.
             let row = unsafe { b.at(p0 + i, j0).ptr };
+            if i + PREFETCH_ROWS < kc {
+                // SAFETY: that row lies inside b too.
+                prefetch(unsafe { b.at(p0 + i + PREFETCH_ROWS, j0).ptr }, nc);
+            }
             for panel in 0..panels {
                 let cols = width.min(nc - panel * width);
                 let to = &mut out[(panel * kc + i) * width..][..width];
@@ -66,6 +70,27 @@ pub(super) unsafe fn pack(
             chunk.chunks_exact_mut(width).for_each(|row| row[cols..].fill(0.0));
         }
     }
+}
+
+/// How many rows ahead of the one being packed a row-major b is fetched.
+/// A weight read once a step comes from memory, not the caches, and so
+/// arrives sooner than the hardware prefetchers bring it: 2 MiB packed on
+/// one thread from memory took 230–240 µs instead of 257–280, and W2's
+/// products that pack a row-major b (its input gradient and weight
+/// gradients) 1–3 % less in a training step.
+const PREFETCH_ROWS: usize = 16;
+
+/// Asks for the cache lines of `len` values from `from` on.
+#[inline(always)]
+fn prefetch(from: *const f32, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for line in (0..len).step_by(16) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch reads nothing and faults on no address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(from.wrapping_add(line).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (from, len);
 }
 
 /// Copies the `rows × cols` values of `from` into `to` (rows `ld` apart):
