@@ -27,14 +27,44 @@ pub(crate) unsafe fn slice_mut<'a>(p: *mut f32, n: usize) -> &'a mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(p, n) }
 }
 
-/// out[j] = Σ_r x[r][j]
+/// out[j] = Σ_r x[r][j], the rows added in order. Large sums (a bias's
+/// gradient over a batch) take their columns in two halves, one on each
+/// of the step's threads: each column's sum is the same either way.
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_sum_rows(x: *const f32, out: *mut f32, rows: usize, cols: usize) {
-    // SAFETY: x holds rows·cols values, out holds cols.
-    let (x, out) = unsafe { (slice(x, rows * cols), slice_mut(out, cols)) };
+    let (x, out) = (x as usize, out as usize);
+    let sum = move |(start, end): (usize, usize)| {
+        // SAFETY: x holds rows·cols values and out holds cols; each half
+        // writes only its columns start..end of out.
+        let (x, out) =
+            unsafe { (slice(x as *const f32, rows * cols), slice_mut((out as *mut f32).add(start), end - start)) };
+        match crate::gemm::Isa::detect() {
+            Some(isa) => column_sums_for(isa, x, cols, start, out),
+            None => column_sums(x, cols, start, out),
+        }
+    };
+    if rows.saturating_mul(cols) >= PARALLEL_SUM && cols >= 64 {
+        let half = (cols / 2).next_multiple_of(16);
+        crate::partner::join(|| sum((0, half)), || sum((half, cols)));
+    } else {
+        sum((0, cols));
+    }
+}
+
+crate::simd::compiled_for_isa! {
+    /// `column_sums` in the vectors of `isa`.
+    fn column_sums_for(x: &[f32], cols: usize, start: usize, out: &mut [f32]) {
+        column_sums(x, cols, start, out)
+    }
+}
+
+/// `out[j]` = Σ_r x[r][start + j] for the columns `out` covers, the rows
+/// of `cols` values added in order.
+#[inline(always)]
+fn column_sums(x: &[f32], cols: usize, start: usize, out: &mut [f32]) {
     out.fill(0.0);
-    for row in x.chunks_exact(cols) {
-        for (o, v) in out.iter_mut().zip(row) {
+    for row in x.chunks_exact(cols.max(1)) {
+        for (o, v) in out.iter_mut().zip(&row[start..]) {
             *o += v;
         }
     }
@@ -716,6 +746,26 @@ mod tests {
             let exact: f64 =
                 (0..images).map(|i| (0..spatial).map(|q| f64::from(a[i * channels * spatial + q])).sum::<f64>()).sum();
             assert!((f64::from(sums[0]) - exact).abs() <= 1e-3, "{} vs {exact}", sums[0]);
+        }
+    }
+
+    /// A batch's column sums, split in two halves over threads when large,
+    /// are each column's rows added in order (the same bits as one loop).
+    #[test]
+    fn column_sums_add_each_column_in_order() {
+        for (rows, cols) in [(3, 5), (256, 1024), (70, 1000), (1000, 77), (65, 1025)] {
+            let x: Vec<f32> =
+                (0..rows * cols).map(|i| (i as f32 * 0.618_034).sin() * (i as f32 * 0.377).cos().exp2()).collect();
+            let mut out = vec![f32::NAN; cols];
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .expect("pool")
+                .install(|| crate::partner::with_partner(|| nnc_sum_rows(x.as_ptr(), out.as_mut_ptr(), rows, cols)));
+            for (j, &o) in out.iter().enumerate() {
+                let alone = (0..rows).fold(0.0f32, |acc, r| acc + x[r * cols + j]);
+                assert_eq!(o.to_bits(), alone.to_bits(), "column {j} of {rows}×{cols}");
+            }
         }
     }
 }
