@@ -227,6 +227,7 @@ unsafe fn blocked<V: Kernels>(
     // in turn: its part of c stays in L1 between the blocks of k instead of
     // going out to L2 and back for each.
     let at_once = if k.saturating_mul(n.min(NC).next_multiple_of(width)) <= KC * NC { k } else { step };
+    let fetch_ahead = k.saturating_mul(n) >= pack::FETCH_AHEAD_FROM;
     let mut listed = None;
     for p1 in (0..k).step_by(at_once) {
         let ks = at_once.min(k - p1);
@@ -237,7 +238,7 @@ unsafe fn blocked<V: Kernels>(
             let k_blocks = (p1..p1 + ks).step_by(step).map(|p0| (p0, step.min(p1 + ks - p0), block_len(p0 - p1)));
             for (p0, kc, at) in k_blocks.clone() {
                 // SAFETY: the block lies inside b.
-                unsafe { pack(b, (p0, kc), (j0, nc), width, &mut panels[at..at + block_len(kc)]) };
+                unsafe { pack(b, (p0, kc), (j0, nc), (width, fetch_ahead), &mut panels[at..at + block_len(kc)]) };
             }
             // Zero rows of b's panels are listed if the first panel has
             // enough of them (a is packed, so any layout of a can skip them).

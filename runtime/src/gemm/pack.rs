@@ -26,7 +26,9 @@ pub(super) unsafe fn pack_rows(a: Operand, (rows, kc): (usize, usize), mr: usize
 /// Packs b's rows p0..p0 + kc, columns j0..j0 + nc into panels of `width`
 /// columns, row by row. A last, narrow panel's missing columns are zeros
 /// (they land only in lanes the kernels do not store, and keep the check
-/// that b's values are finite about b's values alone).
+/// that b's values are finite about b's values alone). With `fetch_ahead`
+/// (a large b, `FETCH_AHEAD_FROM`), a row-major b's rows are fetched
+/// `PREFETCH_ROWS` ahead.
 ///
 /// # Safety
 /// The block lies inside b.
@@ -35,19 +37,19 @@ pub(super) unsafe fn pack(
     b: Operand,
     (p0, kc): (usize, usize),
     (j0, nc): (usize, usize),
-    width: usize,
+    (width, fetch_ahead): (usize, bool),
     out: &mut [f32],
 ) {
     if b.cols == 1 {
         // Row by row, each row's runs to their panels: b is read in the
         // order it lies in memory, which the prefetchers follow (panel by
         // panel, its rows are a stride apart: half again as slow on 1024
-        // columns). A row `PREFETCH_ROWS` on is fetched meanwhile.
+        // columns).
         let panels = nc.div_ceil(width);
         for i in 0..kc {
             // SAFETY: row p0 + i, columns j0..j0 + nc lie inside b.
             let row = unsafe { b.at(p0 + i, j0).ptr };
-            if i + PREFETCH_ROWS < kc {
+            if fetch_ahead && i + PREFETCH_ROWS < kc {
                 // SAFETY: that row lies inside b too.
                 prefetch(unsafe { b.at(p0 + i + PREFETCH_ROWS, j0).ptr }, nc);
             }
@@ -72,13 +74,19 @@ pub(super) unsafe fn pack(
     }
 }
 
-/// How many rows ahead of the one being packed a row-major b is fetched.
-/// A weight read once a step comes from memory, not the caches, and so
-/// arrives sooner than the hardware prefetchers bring it: 2 MiB packed on
-/// one thread from memory took 230–240 µs instead of 257–280, and W2's
-/// products that pack a row-major b (its input gradient and weight
-/// gradients) 0.5–3 % less in a training step.
+/// How many rows ahead of the one being packed a large row-major b is
+/// fetched. A weight read once a step comes from memory, not the caches,
+/// and so arrives sooner than the hardware prefetchers bring it: 2 MiB
+/// packed on one thread from memory took 230–240 µs instead of 257–280,
+/// and W2's products that pack a row-major b (its input gradient and
+/// weight gradients) 0.5–3 % less in a training step.
 const PREFETCH_ROWS: usize = 16;
+
+/// Values of b from which its rows are fetched ahead (512 KiB). A smaller
+/// b is most often still in the caches from the pass that wrote it, and
+/// the fetches only cost their instructions: W1's weight gradient (b of
+/// 50 K values) took 1 % longer with them.
+pub(super) const FETCH_AHEAD_FROM: usize = 1 << 17;
 
 /// Asks for the cache lines of `len` values from `from` on.
 #[inline(always)]

@@ -472,7 +472,15 @@ mod tests {
             let mut panels = vec![0.0; n.div_ceil(width) * width * k];
             let mut c = vec![0.0; m * n];
             // SAFETY: b holds k × n, row-major.
-            unsafe { pack(Operand { ptr: b.as_ptr(), rows: n as isize, cols: 1 }, (0, k), (0, n), width, &mut panels) };
+            unsafe {
+                pack(
+                    Operand { ptr: b.as_ptr(), rows: n as isize, cols: 1 },
+                    (0, k),
+                    (0, n),
+                    (width, false),
+                    &mut panels,
+                )
+            };
             let mut walk = |a: &[f32]| {
                 let (panels, c) = (panels.as_ptr(), c.as_mut_ptr());
                 let rows = Rows { a: a.as_ptr(), lda: k, rows: m, panels, width, nc: n, c, ldc: n, accumulate: false };
