@@ -38,10 +38,7 @@ pub extern "C" fn nnc_sum_rows(x: *const f32, out: *mut f32, rows: usize, cols: 
         // writes only its columns start..end of out.
         let (x, out) =
             unsafe { (slice(x as *const f32, rows * cols), slice_mut((out as *mut f32).add(start), end - start)) };
-        match crate::gemm::Isa::detect() {
-            Some(isa) => column_sums_for(isa, x, cols, start, out),
-            None => column_sums(x, cols, start, out),
-        }
+        column_sums(x, None, (cols, start), out);
     };
     if rows.saturating_mul(cols) >= PARALLEL_SUM && cols >= 64 {
         let half = (cols / 2).next_multiple_of(16);
@@ -51,21 +48,38 @@ pub extern "C" fn nnc_sum_rows(x: *const f32, out: *mut f32, rows: usize, cols: 
     }
 }
 
-crate::simd::compiled_for_isa! {
-    /// `column_sums` in the vectors of `isa`.
-    fn column_sums_for(x: &[f32], cols: usize, start: usize, out: &mut [f32]) {
-        column_sums(x, cols, start, out)
+/// `out[j]` = Σ_r x[r][start + j], or with `by` Σ_r x·by (each product
+/// rounded before it is added), for the columns `out` covers of rows of
+/// `cols` values, the rows added in order, in this CPU's vectors: the
+/// same bits on every instruction set and however the columns are split.
+pub(crate) fn column_sums(x: &[f32], by: Option<&[f32]>, (cols, start): (usize, usize), out: &mut [f32]) {
+    match crate::gemm::Isa::detect() {
+        Some(isa) => column_sums_for(isa, x, by, cols, start, out),
+        None => column_sums_with(x, by, cols, start, out),
     }
 }
 
-/// `out[j]` = Σ_r x[r][start + j] for the columns `out` covers, the rows
-/// of `cols` values added in order.
+crate::simd::compiled_for_isa! {
+    /// `column_sums_with` in the vectors of `isa`.
+    fn column_sums_for(x: &[f32], by: Option<&[f32]>, cols: usize, start: usize, out: &mut [f32]) {
+        column_sums_with(x, by, cols, start, out)
+    }
+}
+
 #[inline(always)]
-fn column_sums(x: &[f32], cols: usize, start: usize, out: &mut [f32]) {
+fn column_sums_with(x: &[f32], by: Option<&[f32]>, cols: usize, start: usize, out: &mut [f32]) {
+    let cols = cols.max(1);
     out.fill(0.0);
-    for row in x.chunks_exact(cols.max(1)) {
-        for (o, v) in out.iter_mut().zip(&row[start..]) {
-            *o += v;
+    match by {
+        Some(by) => {
+            for (row, by) in x.chunks_exact(cols).zip(by.chunks_exact(cols)) {
+                out.iter_mut().zip(row[start..].iter().zip(&by[start..])).for_each(|(o, (&x, &y))| *o += x * y);
+            }
+        }
+        None => {
+            for row in x.chunks_exact(cols) {
+                out.iter_mut().zip(&row[start..]).for_each(|(o, &x)| *o += x);
+            }
         }
     }
 }
@@ -768,7 +782,7 @@ mod tests {
             // Each instruction set's loop, on a part of the columns.
             for isa in crate::gemm::Isa::available() {
                 let mut part = vec![f32::NAN; cols - cols / 3];
-                column_sums_for(isa, &x, cols, cols / 3, &mut part);
+                column_sums_for(isa, &x, None, cols, cols / 3, &mut part);
                 assert_eq!(bits(&part), bits(&alone[cols / 3..]), "{isa:?}, {rows}×{cols}");
             }
         }

@@ -225,9 +225,9 @@ fn enter(b: &mut FunctionBuilder) -> Block {
 pub fn compile(graph: &Graph, plan: &Plan, profiled: bool) -> Result<Executable, String> {
     let mut module = module()?;
     let profile = profiled.then(|| {
-        let kernel = |k: &Kernel| nnc_runtime::profile::Kernel {
-            label: plan.kernel_text(graph, k),
-            multiply_adds: match k {
+        let kernel = |kernel: &Kernel| nnc_runtime::profile::Kernel {
+            label: plan.kernel_text(graph, kernel),
+            multiply_adds: match kernel {
                 Kernel::MatMul { node } => {
                     let (m, k, n) = crate::plan::product_dims(graph, *node);
                     (m * k * n) as u64
