@@ -237,3 +237,78 @@ fn plateau_schedule_follows_the_validation_loss_and_survives_resume() {
     assert_eq!(a.tensors, b.tensors);
     assert_eq!(a.plateau, b.plateau);
 }
+
+/// `nnc predict` reads, predicts and writes a part of the rows at a time:
+/// ten times the rows take about the memory of one part more, not ten
+/// times the predictions and their text (a model of 64 outputs writes
+/// ~0.6 KB a row). The rows come out as predicted all at once, and a bad
+/// row past the first part stops it with its line and leaves no file.
+#[test]
+fn predict_streams_rows_in_the_memory_of_a_part() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = dir.path();
+    let model = "model wide { input x: [1] target y: [64]
+        x |> dense(64) => out  loss = mse(out, y)
+        train { data = csv(\"t.csv\") epochs = 1 batch = 4 } }";
+    std::fs::write(p.join("m.nn"), model).expect("write");
+    let header: Vec<String> = std::iter::once("x".to_string()).chain((0..64).map(|j| format!("y{j}"))).collect();
+    let rows: String = (0..16).map(|i| format!("{i}{}\n", ",0.5".repeat(64))).collect();
+    std::fs::write(p.join("t.csv"), format!("{}\n{rows}", header.join(","))).expect("csv");
+    nnc(&["train", "m.nn", "--quiet", "--save", "w.safetensors"], p);
+    let inputs = |rows: usize| format!("x\n{}", (0..rows).map(|i| format!("{}\n", i % 7)).collect::<String>());
+    let peak = |rows: usize| {
+        std::fs::write(p.join("rows.csv"), inputs(rows)).expect("rows");
+        let child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+            .args(["predict", "m.nn", "--weights", "w.safetensors", "--input", "rows.csv", "--output", "out.csv"])
+            .current_dir(p)
+            .spawn()
+            .expect("runs");
+        let (succeeded, peak_kib) = peak_memory_kib(child);
+        assert!(succeeded);
+        peak_kib
+    };
+    let (small, large) = (peak(20_000), peak(200_000));
+    // All at once, the 180,000 rows more hold 46 MB of predictions and 110 MB of their text.
+    assert!(large < small + 40_000, "peak memory {small} KiB for 20,000 rows, {large} KiB for 200,000");
+    let out = std::fs::read_to_string(p.join("out.csv")).expect("output");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 200_001);
+    assert!(lines[0].starts_with("y0,y1,"));
+    // Rows of the same input predict the same, in order, whichever part they were in.
+    for (i, line) in lines[1..].iter().enumerate() {
+        assert_eq!(line, &lines[1 + i % 7], "row {i}");
+    }
+    assert_ne!(lines[1], lines[2]);
+    // A bad row far past the first part: its line named, no output file left.
+    std::fs::remove_file(p.join("out.csv")).expect("remove");
+    std::fs::write(p.join("rows.csv"), format!("{}x\n3\n", inputs(150_000))).expect("rows");
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["predict", "m.nn", "--weights", "w.safetensors", "--input", "rows.csv", "--output", "out.csv"])
+        .current_dir(p)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("rows.csv:150002") && err.contains("`x` in column `x` is not a number"), "{err}");
+    assert!(
+        std::fs::read_dir(p).expect("dir").all(|e| !e
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .contains("out.csv"))
+    );
+}
+
+/// Waits for `child`: whether it succeeded, and the most memory it held
+/// (its peak resident set, as the kernel counted it).
+#[allow(unsafe_code)]
+fn peak_memory_kib(child: std::process::Child) -> (bool, i64) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: `wait4` writes only the status and usage it is given, both
+    // owned here; the child is waited for once, here, not through `child`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    (libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, usage.ru_maxrss)
+}

@@ -122,8 +122,34 @@ fn idx_images_of_the_wrong_size() {
     assert_error(code, &err, &["img", "the images are 3×3 = 9 values, the model's input has 4"]);
     // The right size trains.
     std::fs::write(dir.path().join("img"), idx(&[2, 2, 2], &[0; 8])).expect("write");
-    let (code, err) = run(&dir.path().join("m.nn"), &[]);
+    let weights = dir.path().join("w.safetensors");
+    let (code, err) = run(&dir.path().join("m.nn"), &["--save", weights.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{err}");
+    // `predict` reads images a part at a time: where the data ends against
+    // the header's promise is still an error, however far in.
+    let predict = |images: Vec<u8>| {
+        std::fs::write(dir.path().join("rows.idx"), images).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+            .args(["predict", "m.nn", "--weights", "w.safetensors", "--input", "rows.idx", "--output", "p.csv"])
+            .current_dir(dir.path())
+            .output()
+            .expect("runs");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = predict(idx(&[3, 2, 2], &[7; 12]));
+    assert_eq!(code, 0, "{err}");
+    let written = std::fs::read_to_string(dir.path().join("p.csv")).expect("predictions");
+    assert_eq!(written.lines().count(), 4, "{written}");
+    for (images, needle) in [
+        (idx(&[3, 2, 2], &[7; 13]), "the header promises 12 bytes of data but the file has more"),
+        (idx(&[3, 2, 2], &[7; 11]), "the header promises 12 bytes of data but the file has 11"),
+        (idx(&[u32::MAX, 2, 2], &[7; 12]), "the header promises 17179869180 bytes of data but the file has 12"),
+        (idx(&[3, 3, 1], &[7; 9]), "the images are 3×1 = 3 values, the model's input has 4"),
+    ] {
+        let (code, err) = predict(images);
+        assert_error(code, &err, &["rows.idx", needle]);
+        assert_eq!(std::fs::read_to_string(dir.path().join("p.csv")).expect("kept"), written, "{needle}");
+    }
     // A truncated IDX file is an error, not a panic.
     std::fs::write(dir.path().join("img"), &idx(&[2, 2, 2], &[0; 8])[..9]).expect("write");
     let (code, err) = run(&dir.path().join("m.nn"), &[]);

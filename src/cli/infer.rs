@@ -1,5 +1,6 @@
 //! `nnc eval`, `nnc predict` and `nnc build`: use trained weights from a checkpoint.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Failure, Outcome, load_model, report_diag};
@@ -144,6 +145,11 @@ pub struct Shown {
     pub full_precision: bool,
 }
 
+/// Input values `predict` reads at a time (whole forward chunks of rows):
+/// reading, predicting and writing take the memory of a part, however long
+/// the input.
+const PART_VALUES: usize = 1 << 22;
+
 pub fn predict(
     file: &Path,
     model: Option<&str>,
@@ -153,70 +159,196 @@ pub fn predict(
 ) -> Outcome {
     let (checked, index, mut runtime, saved) = trained(file, model, weights)?;
     let model = &checked.models[index];
-    let mut data = read_rows(input, model, &saved)?;
-    saved.scaler.apply(&mut data);
-    let predictions = runtime.predict(&data.x, data.rows).map_err(Failure::Input)?;
-    let csv = predictions_csv(model, &predictions, data.rows, shown);
-    match output.filter(|path| *path != Path::new("-")) {
-        Some(path) => crate::io::write_atomic(path, csv.as_bytes())
-            .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))?,
-        None => say_raw!("{csv}"),
-    }
-    Ok(())
-}
-
-/// The CSV `predict` writes: for a classifier the class and its
-/// probabilities (columns `p0…`) or, with `logits`, its scores (`s0…`);
-/// otherwise the output values (`y0…`), always in full. A model with
-/// several outputs writes each one's columns in turn, named `output.column`.
-fn predictions_csv(model: &CheckedModel, predictions: &[f32], rows: usize, shown: Shown) -> String {
-    let width = predictions.len() / rows.max(1);
-    let all = crate::train::metrics::outputs(model);
-    let outputs: Vec<(String, Task, std::ops::Range<usize>)> = if all.len() > 1 {
-        all.into_iter().map(|o| (o.name, o.task, o.columns)).collect()
-    } else {
-        vec![(String::new(), Task::of(model), 0..width)]
-    };
-    let several = outputs.len() > 1;
-    let mut header = Vec::new();
-    for (name, task, columns) in &outputs {
-        let cells = match task {
-            Task::Classes(k) => {
-                let column = if shown.logits { "s" } else { "p" };
-                std::iter::once("class".to_string()).chain((0..*k).map(|c| format!("{column}{c}"))).collect()
-            }
-            _ => (0..columns.len()).map(|c| format!("y{c}")).collect::<Vec<_>>(),
+    let mut rows = stream_rows(input, model, &saved)?;
+    let mut sink = Sink::open(output)?;
+    let (width, chunk) = (model.input_width().max(1), crate::model::chunk_rows(model));
+    let output_width = crate::train::metrics::outputs(model).last().map_or(1, |o| o.columns.end);
+    let part_rows = chunk * (PART_VALUES / (chunk * width.max(output_width))).max(1);
+    let mut csv: Option<PredictionsCsv> = None;
+    // Rows read and not yet predicted: fewer than a chunk until the input ends,
+    // so every pass but the last has the same rows (and the same bits) as
+    // when the rows are predicted all at once.
+    let mut waiting: Vec<f32> = Vec::new();
+    loop {
+        let part = rows.next_rows(part_rows).map_err(|e| data_error(&e))?;
+        let ended = part.is_none();
+        if let Some(mut part) = part {
+            saved.scaler.apply(&mut part);
+            waiting.extend_from_slice(&part.x);
+        }
+        let ready = match waiting.len() / width {
+            all if ended => all,
+            some => some / chunk * chunk,
         };
-        header.extend(cells.into_iter().map(|c| if several { format!("{name}.{c}") } else { c }));
-    }
-    let mut out = format!("{}\n", header.join(","));
-    let mut probabilities = Vec::new();
-    for row in predictions.chunks(width.max(1)) {
-        let mut cells = Vec::with_capacity(header.len());
-        for (_, task, columns) in &outputs {
-            let values = &row[columns.clone()];
-            match task {
-                Task::Classes(_) => {
-                    let class =
-                        values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best });
-                    cells.push(class.to_string());
-                    let shown_values = if shown.logits {
-                        values
-                    } else {
-                        probabilities.resize(values.len(), 0.0);
-                        nnc_runtime::softmax_row(values, &mut probabilities);
-                        &probabilities[..]
-                    };
-                    cells.extend(shown_values.iter().map(|v| {
-                        if shown.full_precision || shown.logits { format!("{v:?}") } else { format!("{v:.6}") }
-                    }));
+        if ready > 0 {
+            let predictions = runtime.predict(&waiting[..ready * width], ready).map_err(Failure::Input)?;
+            waiting.drain(..ready * width);
+            let csv = match &mut csv {
+                Some(csv) => csv,
+                None => {
+                    let started = csv.insert(PredictionsCsv::new(model, predictions.len() / ready, shown));
+                    let written = started.write_header(sink.writer());
+                    if !sink.wrote(written)? {
+                        return Ok(());
+                    }
+                    started
                 }
-                _ => cells.extend(values.iter().map(|v| v.to_string())),
+            };
+            let written = csv.write_rows(&predictions, sink.writer());
+            if !sink.wrote(written)? {
+                return Ok(());
             }
         }
-        out.push_str(&format!("{}\n", cells.join(",")));
+        if ended {
+            break;
+        }
     }
-    out
+    if csv.is_none() {
+        let empty = PredictionsCsv::new(model, 0, shown);
+        let written = empty.write_header(sink.writer());
+        if !sink.wrote(written)? {
+            return Ok(());
+        }
+    }
+    sink.finish()
+}
+
+/// Where `predict` writes: standard output as the rows are predicted, or a
+/// file that appears, whole, once every row is written.
+enum Sink {
+    Stdout(std::io::BufWriter<std::io::StdoutLock<'static>>),
+    File(crate::io::AtomicFile, PathBuf),
+}
+
+impl Sink {
+    fn open(output: Option<&Path>) -> Result<Sink, Failure> {
+        Ok(match output.filter(|path| *path != Path::new("-")) {
+            Some(path) => {
+                Sink::File(crate::io::AtomicFile::create(path).map_err(|e| cannot_write(path, &e))?, path.into())
+            }
+            None => Sink::Stdout(std::io::BufWriter::new(std::io::stdout().lock())),
+        })
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Sink::Stdout(out) => out,
+            Sink::File(file, _) => file,
+        }
+    }
+
+    /// Whether to go on after a write: a reader of standard output that
+    /// has gone (`| head`) ends the predictions quietly; any other failure
+    /// is an error.
+    fn wrote(&self, result: std::io::Result<()>) -> Result<bool, Failure> {
+        match (result, self) {
+            (Ok(()), _) => Ok(true),
+            (Err(e), Sink::Stdout(_)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            (Err(e), Sink::Stdout(_)) => Err(Failure::Usage(format!("cannot write standard output: {e}"))),
+            (Err(e), Sink::File(_, path)) => Err(cannot_write(path, &e)),
+        }
+    }
+
+    fn finish(mut self) -> Outcome {
+        let flushed = self.writer().flush();
+        self.wrote(flushed)?;
+        if let Sink::File(file, path) = self {
+            file.commit().map_err(|e| cannot_write(&path, &e))?;
+        }
+        Ok(())
+    }
+}
+
+fn cannot_write(path: &Path, e: &std::io::Error) -> Failure {
+    Failure::Usage(format!("cannot write {}: {e}", path.display()))
+}
+
+/// How `predict` writes a model's outputs as CSV: for a classifier the
+/// class and its probabilities (columns `p0…`) or, with `logits`, its
+/// scores (`s0…`); otherwise the output values (`y0…`), always in full. A
+/// model with several outputs writes each one's columns in turn, named
+/// `output.column`.
+struct PredictionsCsv {
+    /// Each output's name, task and columns of a prediction row.
+    outputs: Vec<(String, Task, std::ops::Range<usize>)>,
+    /// Values per prediction row.
+    width: usize,
+    shown: Shown,
+}
+
+impl PredictionsCsv {
+    fn new(model: &CheckedModel, width: usize, shown: Shown) -> PredictionsCsv {
+        let all = crate::train::metrics::outputs(model);
+        let outputs = if all.len() > 1 {
+            all.into_iter().map(|o| (o.name, o.task, o.columns)).collect()
+        } else {
+            vec![(String::new(), Task::of(model), 0..width)]
+        };
+        PredictionsCsv { outputs, width, shown }
+    }
+
+    fn write_header(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let several = self.outputs.len() > 1;
+        let mut header = Vec::new();
+        for (name, task, columns) in &self.outputs {
+            let cells = match task {
+                Task::Classes(k) => {
+                    let column = if self.shown.logits { "s" } else { "p" };
+                    std::iter::once("class".to_string()).chain((0..*k).map(|c| format!("{column}{c}"))).collect()
+                }
+                _ => (0..columns.len()).map(|c| format!("y{c}")).collect::<Vec<_>>(),
+            };
+            header.extend(cells.into_iter().map(|c| if several { format!("{name}.{c}") } else { c }));
+        }
+        writeln!(out, "{}", header.join(","))
+    }
+
+    /// One CSV line per row of `predictions`.
+    fn write_rows(&self, predictions: &[f32], out: &mut dyn Write) -> std::io::Result<()> {
+        let (mut line, mut probabilities) = (String::new(), Vec::new());
+        let shown = self.shown;
+        for row in predictions.chunks(self.width.max(1)) {
+            line.clear();
+            for (_, task, columns) in &self.outputs {
+                let values = &row[columns.clone()];
+                match task {
+                    Task::Classes(_) => {
+                        let class =
+                            values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best });
+                        push_cell(&mut line, format_args!("{class}"));
+                        let shown_values = if shown.logits {
+                            values
+                        } else {
+                            probabilities.resize(values.len(), 0.0);
+                            nnc_runtime::softmax_row(values, &mut probabilities);
+                            &probabilities[..]
+                        };
+                        for v in shown_values {
+                            if shown.full_precision || shown.logits {
+                                push_cell(&mut line, format_args!("{v:?}"));
+                            } else {
+                                push_cell(&mut line, format_args!("{v:.6}"));
+                            }
+                        }
+                    }
+                    _ => values.iter().for_each(|v| push_cell(&mut line, format_args!("{v}"))),
+                }
+            }
+            line.push('\n');
+            out.write_all(line.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends a cell to a CSV line, after a comma unless it is the first.
+fn push_cell(line: &mut String, cell: std::fmt::Arguments) {
+    use std::fmt::Write as _;
+    if !line.is_empty() {
+        line.push(',');
+    }
+    // Writing to a `String` cannot fail.
+    let _ = line.write_fmt(cell);
 }
 
 fn data_error(e: &data::DataError) -> Failure {
@@ -235,8 +367,24 @@ fn read_rows(input: &Path, model: &CheckedModel, saved: &Checkpoint) -> Result<d
         (rows.y, rows.target_width) = (Vec::new(), 0);
         return Ok(rows);
     }
-    let spec = RowSpec { targets: Vec::new(), feature_names: saved.columns.clone(), ..RowSpec::of(model) };
-    data::load_named(&text, None, &spec, &Default::default()).map(|s| s.train).map_err(|e| data_error(&e))
+    data::load_named(&text, None, &input_spec(model, saved), &Default::default())
+        .map(|s| s.train)
+        .map_err(|e| data_error(&e))
+}
+
+/// `read_rows`'s rows a part at a time (`predict`): a file is never held whole.
+fn stream_rows(input: &Path, model: &CheckedModel, saved: &Checkpoint) -> Result<data::RowStream, Failure> {
+    let text = input.to_string_lossy();
+    if text.starts_with("builtin:") {
+        return Ok(data::RowStream::Loaded { data: read_rows(input, model, saved)?, next: 0 });
+    }
+    data::stream_inputs(&text, &input_spec(model, saved)).map_err(|e| data_error(&e))
+}
+
+/// Rows of the model's inputs alone, whose columns go by the names the
+/// weights were trained on when a header has them.
+fn input_spec(model: &CheckedModel, saved: &Checkpoint) -> RowSpec {
+    RowSpec { targets: Vec::new(), feature_names: saved.columns.clone(), ..RowSpec::of(model) }
 }
 
 /// `nnc explain`'s arguments after the model choice.

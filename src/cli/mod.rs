@@ -154,7 +154,11 @@ enum Command {
         /// split).
         #[arg(long)]
         input: PathBuf,
-        /// Write here (atomically) instead of standard output (`-`).
+        /// Write here instead of standard output (`-`). Rows are read,
+        /// predicted and written a part at a time, so an input of any
+        /// length takes the memory of a part; the file appears, whole, only
+        /// once every row is predicted (standard output gets the rows as
+        /// they come, and stops at a bad row with its error).
         #[arg(long)]
         output: Option<PathBuf>,
         /// Classifiers: the raw class scores (logits) instead of probabilities.

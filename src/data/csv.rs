@@ -3,65 +3,262 @@
 //! `features = […]` the input reads the columns named, in that order, and
 //! other columns are ignored. When the weights' feature columns are known by
 //! name, a header with those names is matched by name, in any order.
+//!
+//! A file is read a part at a time (`CsvRows`), so what reading holds is the
+//! part's text, not the file's: `nnc predict` streams a file of any length,
+//! and loading a data set keeps its values and one part of its text.
+
+use std::io::Read;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{DataError, Dataset, RowSpec};
+use super::{DataError, Dataset, RowSpec, past_limit, read_error};
 use crate::check::Columns;
 use crate::diag::did_you_mean;
 
+/// Every row of a CSV held in bytes (a built-in set, a test's text).
 pub fn parse_csv(bytes: &[u8], name: &str, spec: &RowSpec, chosen: &Columns) -> Result<Dataset, DataError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| DataError::about_file(name, None, "the file is not UTF-8 text", "save it as plain UTF-8 CSV"))?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
-        return Err(DataError::about_file(
-            name,
-            None,
-            "the file is empty",
-            "a CSV needs a header row and one row per sample",
-        ));
-    };
-    let columns: Vec<&str> = header.split(',').map(unquoted).collect();
-    if columns.len() == 1 && header.contains(';') {
-        return Err(DataError::about_file(
-            name,
-            Some(1),
-            "the header has no commas but has semicolons",
-            "nnc reads comma-separated values; save the file with `,` between the columns",
-        ));
-    }
-    // A first row of numbers is data: taking it as the header would lose a sample.
-    if columns.iter().all(|c| c.parse::<f64>().is_ok()) {
-        return Err(DataError::about_file(
-            name,
-            Some(1),
-            "the first row holds numbers, not column names",
-            "add a header row naming the columns (for example x0,x1,…,label)",
-        ));
-    }
-    let target_width = spec.target_width();
-    let Layout { features, targets } = column_layout(&columns, spec, chosen, name)?;
-    let lines: Vec<(usize, &str)> = lines.collect();
-    let rows = lines.len();
-    if rows == 0 {
-        return Err(DataError::about_file(name, None, "the file has a header but no rows", "add one row per sample"));
-    }
-    let table = Table { name, spec, columns: &columns, features: &features, targets: &targets };
-    // Parts of the rows parsed side by side; the first error in the file's
-    // order is the one reported, as when reading them one by one.
-    // Memory follows the values parsed, never the count of lines (a long
-    // file of short, bad lines must not reserve room for whole rows).
-    let parts = lines.par_chunks(ROWS_PER_PART).map(|part| table.parse(part)).collect::<Vec<_>>();
-    let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let x = parts.iter().map(|(x, _)| x.as_slice()).collect::<Vec<_>>().concat();
-    let y = parts.iter().map(|(_, y)| y.as_slice()).collect::<Vec<_>>().concat();
-    let columns = features.iter().map(|&c| columns[c].to_string()).collect();
-    Ok(Dataset { rows, width: spec.features, x, target_width, y, columns })
+    CsvRows::new(bytes, name, spec, chosen, None)?.read_all()
 }
 
-/// Rows per part of a CSV parsed on one of rayon's threads.
-const ROWS_PER_PART: usize = 256;
+/// Bytes asked of the reader at a time.
+const BLOCK: usize = 1 << 20;
+
+/// The most text one part of rows spans: later lines wait for the next part
+/// (unless the part's first line alone is longer).
+const PART_BYTES: usize = 16 << 20;
+
+/// The longest line read: a file without line ends is an error, not all of memory.
+const LINE_LIMIT: usize = 1 << 28;
+
+/// A CSV whose header has been read and checked, giving its rows a part at a time.
+pub struct CsvRows<R> {
+    reader: R,
+    name: String,
+    spec: RowSpec,
+    columns: Vec<String>,
+    layout: Layout,
+    /// Text read and not yet parsed, from the start of a line.
+    pending: Vec<u8>,
+    /// Lines of the file before `pending`'s first (blank ones included).
+    lines_before: usize,
+    /// Bytes read so far, and the most the file may hold (`None`: any number).
+    read: u64,
+    limit: Option<u64>,
+    at_end: bool,
+    rows: usize,
+}
+
+impl<R: Read> CsvRows<R> {
+    /// Reads the header and works out which columns are features and
+    /// targets. `limit` bounds the file's bytes when its rows are kept whole.
+    pub fn new(reader: R, name: &str, spec: &RowSpec, chosen: &Columns, limit: Option<u64>) -> Result<Self, DataError> {
+        let mut csv = CsvRows {
+            reader,
+            name: name.to_string(),
+            spec: spec.clone(),
+            columns: Vec::new(),
+            layout: Layout { features: Vec::new(), targets: Vec::new() },
+            pending: Vec::new(),
+            lines_before: 0,
+            read: 0,
+            limit,
+            at_end: false,
+            rows: 0,
+        };
+        let Lines { lines, used, passed } = csv.take_lines(1)?;
+        let text = csv.text(used)?;
+        let Some(header) = lines.first().map(|(_, range)| text[range.clone()].to_string()) else {
+            return Err(DataError::about_file(
+                name,
+                None,
+                "the file is empty",
+                "a CSV needs a header row and one row per sample",
+            ));
+        };
+        let columns: Vec<&str> = header.split(',').map(unquoted).collect();
+        if columns.len() == 1 && header.contains(';') {
+            return Err(DataError::about_file(
+                name,
+                Some(1),
+                "the header has no commas but has semicolons",
+                "nnc reads comma-separated values; save the file with `,` between the columns",
+            ));
+        }
+        // A first row of numbers is data: taking it as the header would lose a sample.
+        if columns.iter().all(|c| c.parse::<f64>().is_ok()) {
+            return Err(DataError::about_file(
+                name,
+                Some(1),
+                "the first row holds numbers, not column names",
+                "add a header row naming the columns (for example x0,x1,…,label)",
+            ));
+        }
+        csv.layout = column_layout(&columns, spec, chosen, name)?;
+        csv.columns = columns.into_iter().map(str::to_string).collect();
+        csv.consume(used, passed);
+        Ok(csv)
+    }
+
+    /// The next rows, at most `max` (fewer only where a part's text ends or
+    /// the file does); `None` after the last. A file with no rows at all is an error.
+    pub fn next_rows(&mut self, max: usize) -> Result<Option<Dataset>, DataError> {
+        let Lines { lines, used, passed } = self.take_lines(max)?;
+        if lines.is_empty() {
+            if self.rows == 0 {
+                return Err(DataError::about_file(
+                    &self.name,
+                    None,
+                    "the file has a header but no rows",
+                    "add one row per sample",
+                ));
+            }
+            return Ok(None);
+        }
+        let text = self.text(used)?;
+        let lines: Vec<(usize, &str)> = lines.into_iter().map(|(n, range)| (n, &text[range])).collect();
+        let columns: Vec<&str> = self.columns.iter().map(String::as_str).collect();
+        let table = Table {
+            name: &self.name,
+            spec: &self.spec,
+            columns: &columns,
+            features: &self.layout.features,
+            targets: &self.layout.targets,
+        };
+        // Parts of the rows parsed side by side; the first error in the file's
+        // order is the one reported, as when reading them one by one.
+        // Memory follows the values parsed, never the count of lines (a long
+        // file of short, bad lines must not reserve room for whole rows).
+        let parts = lines.par_chunks(ROWS_PER_TASK).map(|part| table.parse(part)).collect::<Vec<_>>();
+        let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let x = parts.iter().map(|(x, _)| x.as_slice()).collect::<Vec<_>>().concat();
+        let y = parts.iter().map(|(_, y)| y.as_slice()).collect::<Vec<_>>().concat();
+        let rows = lines.len();
+        let columns = self.layout.features.iter().map(|&c| self.columns[c].clone()).collect();
+        self.consume(used, passed);
+        self.rows += rows;
+        Ok(Some(Dataset { rows, width: self.spec.features, x, target_width: self.spec.target_width(), y, columns }))
+    }
+
+    /// Every row left, in one data set.
+    pub fn read_all(mut self) -> Result<Dataset, DataError> {
+        let mut all = self.next_rows(usize::MAX)?.unwrap_or_default();
+        while let Some(part) = self.next_rows(usize::MAX)? {
+            all.x.extend_from_slice(&part.x);
+            all.y.extend_from_slice(&part.y);
+            all.rows += part.rows;
+        }
+        Ok(all)
+    }
+
+    /// The next non-blank lines of `pending`, reading more as needed: at
+    /// most `max`, and no more than `PART_BYTES` of text unless the first
+    /// line alone is longer.
+    fn take_lines(&mut self, max: usize) -> Result<Lines, DataError> {
+        let (mut lines, mut start, mut line_no) = (Vec::new(), 0, self.lines_before);
+        // `pending[start..start + searched]` holds no line end.
+        let mut searched = 0;
+        while lines.len() < max && (lines.is_empty() || start < PART_BYTES) {
+            let end = match self.pending[start + searched..].iter().position(|&b| b == b'\n') {
+                Some(i) => start + searched + i,
+                None if self.at_end && start == self.pending.len() => break,
+                None if self.at_end => self.pending.len(),
+                None => {
+                    searched = self.pending.len() - start;
+                    if searched > LINE_LIMIT {
+                        return Err(DataError::about_file(
+                            &self.name,
+                            Some(line_no + 1),
+                            format!("this line goes on past {} MiB without ending", LINE_LIMIT >> 20),
+                            "is this a CSV file, one sample per line?",
+                        ));
+                    }
+                    self.fill()?;
+                    continue;
+                }
+            };
+            line_no += 1;
+            let body = start
+                ..if end > start && self.pending.get(end) == Some(&b'\n') && self.pending[end - 1] == b'\r' {
+                    end - 1
+                } else {
+                    end
+                };
+            if !blank(&self.pending[body.clone()]) {
+                lines.push((line_no, body));
+            }
+            (start, searched) = ((end + 1).min(self.pending.len()), 0);
+        }
+        Ok(Lines { lines, used: start, passed: line_no })
+    }
+
+    /// The first `used` bytes of `pending` as text, or an error naming the
+    /// line where they stop being UTF-8.
+    fn text(&self, used: usize) -> Result<&str, DataError> {
+        std::str::from_utf8(&self.pending[..used]).map_err(|e| {
+            let valid = &self.pending[..e.valid_up_to()];
+            let line = self.lines_before + 1 + valid.iter().filter(|&&b| b == b'\n').count();
+            DataError::about_file(&self.name, Some(line), "the file is not UTF-8 text", "save it as plain UTF-8 CSV")
+        })
+    }
+
+    /// Drops the first `used` bytes of `pending`, `passed` lines into the file.
+    fn consume(&mut self, used: usize, passed: usize) {
+        self.pending.drain(..used);
+        self.lines_before = passed;
+    }
+
+    /// Reads the next block of the file onto `pending` (`at_end` when none is left).
+    fn fill(&mut self) -> Result<(), DataError> {
+        let start = self.pending.len();
+        self.pending.resize(start + BLOCK, 0);
+        let got = loop {
+            match self.reader.read(&mut self.pending[start..]) {
+                Ok(got) => break got,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(read_error(&self.name, &e)),
+            }
+        };
+        self.pending.truncate(start + got);
+        self.at_end = got == 0;
+        // Text has no NUL bytes: a binary file or a device stops here, early.
+        if self.pending[start..].contains(&0) {
+            return Err(DataError::about_file(
+                &self.name,
+                None,
+                "the file holds NUL bytes, so it is not CSV text",
+                "is this the right file?",
+            ));
+        }
+        self.read += got as u64;
+        if let Some(limit) = self.limit.filter(|&limit| self.read > limit) {
+            return Err(past_limit(&self.name, limit));
+        }
+        Ok(())
+    }
+}
+
+/// Lines found at the start of `CsvRows::pending`.
+struct Lines {
+    /// Each non-blank line's number (from 1) and its bytes, without its end.
+    lines: Vec<(usize, Range<usize>)>,
+    /// The bytes they and the blank lines among them span.
+    used: usize,
+    /// The number of the last line they pass.
+    passed: usize,
+}
+
+/// Whether a line holds only white space (such lines are skipped).
+fn blank(line: &[u8]) -> bool {
+    if line.is_ascii() {
+        return line.iter().all(u8::is_ascii_whitespace);
+    }
+    std::str::from_utf8(line).is_ok_and(|text| text.trim().is_empty())
+}
+
+/// Rows of a part parsed as one task on rayon's threads.
+const ROWS_PER_TASK: usize = 256;
 
 /// What reading a row needs: the file's name (for errors), the model's
 /// row spec, the header, and which columns are features and targets.
@@ -74,15 +271,14 @@ struct Table<'a> {
 }
 
 impl Table<'_> {
-    /// The features and targets of `lines` (numbered from 0), row after
+    /// The features and targets of `lines` (numbered from 1), row after
     /// row, or the first line's error.
     fn parse(&self, lines: &[(usize, &str)]) -> Result<(Vec<f32>, Vec<f32>), DataError> {
         let Table { name, spec, columns, features, targets } = *self;
         let (mut x, mut y) = (Vec::new(), Vec::new());
         let (mut cells_of_row, mut row_targets) = (Vec::with_capacity(columns.len()), Vec::new());
         let mut integers = Vec::with_capacity(columns.len());
-        for &(index, line) in lines {
-            let line_no = index + 1;
+        for &(line_no, line) in lines {
             if small_integers(line, &mut integers) && integers.len() == columns.len() {
                 // Every cell a plain integer: the values the cells below would give.
                 let features = features.iter().map(|&c| integers[c]);

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use std::io::Read;
 
-use super::{DATA_LIMIT, DataError, Dataset, RowSpec, open, read_bounded};
+use super::{DATA_LIMIT, DataError, Dataset, RowSpec, open, read_bounded, read_error};
 
 struct Idx {
     dims: Vec<usize>,
@@ -16,32 +16,52 @@ struct Idx {
 /// damaged header or a gzip bomb is an error, not a huge read).
 fn read(path: &Path) -> Result<Idx, DataError> {
     let name = path.display().to_string();
-    let bad = |m: String| DataError::about_file(&name, None, m, "is this an IDX file (MNIST format)?");
     let mut reader = open(path)?;
-    let magic = read_bounded(&mut reader.by_ref().take(4), 4, &name)?;
-    if magic.len() < 4 || magic[0] != 0 || magic[1] != 0 {
-        return Err(bad("the file does not start with an IDX header".into()));
-    }
-    if magic[2] != 0x08 {
-        return Err(bad(format!("element type 0x{:02x} is not unsigned bytes (0x08)", magic[2])));
-    }
-    let rank = magic[3] as usize;
-    let header = read_bounded(&mut reader.by_ref().take(4 * rank as u64), 4 * rank as u64, &name)?;
-    if rank == 0 || header.len() < 4 * rank {
-        return Err(bad("the header is truncated".into()));
-    }
-    let dims: Vec<usize> =
-        header.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
-    let expected =
-        dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).filter(|&n| n <= DATA_LIMIT).ok_or_else(|| {
-            bad(format!("the header promises {} bytes of data, more than nnc reads", dims_text(&dims)))
-        })?;
-    let data = read_bounded(&mut *reader, expected, &name)
-        .map_err(|_| bad(format!("the header promises {expected} bytes of data but the file has more")))?;
+    let dims = header(&mut *reader, &name)?;
+    let expected = data_bytes(&dims).filter(|&n| n <= DATA_LIMIT).ok_or_else(|| {
+        not_idx(&name, format!("the header promises {} bytes of data, more than nnc reads", dims_text(&dims)))
+    })?;
+    let data = read_bounded(&mut *reader, expected, &name).map_err(|_| longer(&name, expected))?;
     if data.len() as u64 != expected {
-        return Err(bad(format!("the header promises {expected} bytes of data but the file has {}", data.len())));
+        return Err(short(&name, expected, data.len() as u64));
     }
     Ok(Idx { dims, data })
+}
+
+/// The dimensions an IDX header gives, leaving `reader` at the data.
+fn header(reader: &mut dyn Read, name: &str) -> Result<Vec<usize>, DataError> {
+    let magic = read_bounded(&mut (&mut *reader).take(4), 4, name)?;
+    if magic.len() < 4 || magic[0] != 0 || magic[1] != 0 {
+        return Err(not_idx(name, "the file does not start with an IDX header".into()));
+    }
+    if magic[2] != 0x08 {
+        return Err(not_idx(name, format!("element type 0x{:02x} is not unsigned bytes (0x08)", magic[2])));
+    }
+    let rank = magic[3] as usize;
+    let header = read_bounded(&mut (&mut *reader).take(4 * rank as u64), 4 * rank as u64, name)?;
+    if rank == 0 || header.len() < 4 * rank {
+        return Err(not_idx(name, "the header is truncated".into()));
+    }
+    Ok(header.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect())
+}
+
+/// The bytes of data `dims` promise (`None`: more than a `u64` counts).
+fn data_bytes(dims: &[usize]) -> Option<u64> {
+    dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+}
+
+fn not_idx(name: &str, message: String) -> DataError {
+    DataError::about_file(name, None, message, "is this an IDX file (MNIST format)?")
+}
+
+/// A file whose data goes on after what its header said.
+fn longer(name: &str, expected: u64) -> DataError {
+    not_idx(name, format!("the header promises {expected} bytes of data but the file has more"))
+}
+
+/// A file whose data ends before its header said.
+fn short(name: &str, expected: u64, found: u64) -> DataError {
+    not_idx(name, format!("the header promises {expected} bytes of data but the file has {found}"))
 }
 
 fn dims_text(dims: &[usize]) -> String {
@@ -56,29 +76,78 @@ pub fn looks_like_idx(path: &Path) -> bool {
     reader.read_exact(&mut magic).is_ok() && magic == [0, 0]
 }
 
-/// Images without labels (`predict`): inputs only.
+/// Images without labels: inputs only.
 pub fn load_images(images: &Path, spec: &RowSpec) -> Result<Dataset, DataError> {
     let img = read(images)?;
-    check_images(&img, images, spec)?;
+    check_images(&img.dims, images, spec)?;
     let (rows, width) = (img.dims[0], spec.features);
     let x = img.data.iter().map(|&b| f32::from(b)).collect();
     Ok(Dataset { rows, width, x, target_width: 0, y: vec![], columns: vec![] })
 }
 
+/// IDX images read a part at a time (`nnc predict`): the header checked
+/// first, then as many images as are asked for, so a file of any length
+/// takes the memory of a part.
+pub struct ImageRows {
+    reader: Box<dyn Read>,
+    name: String,
+    /// Images the header promises, and the size of each.
+    count: usize,
+    size: usize,
+    next: usize,
+}
+
+pub fn stream_images(path: &Path, spec: &RowSpec) -> Result<ImageRows, DataError> {
+    let name = path.display().to_string();
+    let mut reader = open(path)?;
+    let dims = header(&mut *reader, &name)?;
+    // Checked first, so that the size of an image is a product that fits.
+    if data_bytes(&dims).is_none() {
+        return Err(not_idx(&name, format!("the header promises {} bytes of data", dims_text(&dims))));
+    }
+    check_images(&dims, path, spec)?;
+    Ok(ImageRows { reader, name, count: dims[0], size: spec.features, next: 0 })
+}
+
+impl ImageRows {
+    /// The next images, at most `max`; `None` after the last, once the data
+    /// has been found to end where the header said.
+    pub fn next_rows(&mut self, max: usize) -> Result<Option<Dataset>, DataError> {
+        let rows = max.min(self.count - self.next);
+        let expected = self.count as u64 * self.size as u64;
+        let mut bytes = Vec::new();
+        // One byte past the last image tells whether the file goes on.
+        let wanted = if rows == 0 { 1 } else { rows * self.size };
+        self.reader.by_ref().take(wanted as u64).read_to_end(&mut bytes).map_err(|e| read_error(&self.name, &e))?;
+        if rows == 0 && bytes.is_empty() {
+            return Ok(None);
+        }
+        if rows == 0 {
+            return Err(longer(&self.name, expected));
+        }
+        if bytes.len() < wanted {
+            return Err(short(&self.name, expected, (self.next * self.size + bytes.len()) as u64));
+        }
+        self.next += rows;
+        let x = bytes.iter().map(|&b| f32::from(b)).collect();
+        Ok(Some(Dataset { rows, width: self.size, x, target_width: 0, y: vec![], columns: vec![] }))
+    }
+}
+
 /// Images whose size is the model's input.
-fn check_images(img: &Idx, path: &Path, spec: &RowSpec) -> Result<(), DataError> {
+fn check_images(dims: &[usize], path: &Path, spec: &RowSpec) -> Result<(), DataError> {
     let iname = path.display().to_string();
-    if img.dims.len() == 1 {
+    if dims.len() == 1 {
         return Err(DataError::about_file(
             &iname,
             None,
-            format!("this file has one dimension ({} values): it holds labels, not images", img.dims[0]),
+            format!("this file has one dimension ({} values): it holds labels, not images", dims[0]),
             "are the images and labels files swapped? the images file comes first",
         ));
     }
-    let size: usize = img.dims[1..].iter().product();
+    let size: usize = dims[1..].iter().product();
     if size != spec.features {
-        let dims: Vec<String> = img.dims[1..].iter().map(|d| d.to_string()).collect();
+        let dims: Vec<String> = dims[1..].iter().map(|d| d.to_string()).collect();
         return Err(DataError::new(
             &iname,
             None,
@@ -92,7 +161,7 @@ fn check_images(img: &Idx, path: &Path, spec: &RowSpec) -> Result<(), DataError>
 pub fn load_pair(images: &Path, labels: &Path, spec: &RowSpec) -> Result<Dataset, DataError> {
     let lname = labels.display().to_string();
     let (img, lab) = (read(images)?, read(labels)?);
-    check_images(&img, images, spec)?;
+    check_images(&img.dims, images, spec)?;
     let (count, size) = (img.dims[0], spec.features);
     if lab.dims.len() != 1 || lab.dims[0] != count {
         return Err(DataError::new(

@@ -319,22 +319,53 @@ pub fn load_named(text: &str, labels: Option<&Path>, spec: &RowSpec, columns: &C
     Ok(Splits { train, test: None, description: text.to_string() })
 }
 
+/// Rows read a part at a time, so that reading holds one part, not the
+/// whole input (`nnc predict` over inputs of any length).
+pub enum RowStream {
+    /// Rows already in memory (a built-in set), given out in parts.
+    Loaded {
+        data: Dataset,
+        next: usize,
+    },
+    Csv(Box<csv::CsvRows<Box<dyn Read>>>),
+    Images(idx::ImageRows),
+}
+
+impl RowStream {
+    /// The next rows, at most `max` (a CSV may give fewer before its end);
+    /// `None` after the last.
+    pub fn next_rows(&mut self, max: usize) -> Result<Option<Dataset>, DataError> {
+        match self {
+            RowStream::Loaded { data, next } => {
+                let rows = max.min(data.rows - *next);
+                if rows == 0 {
+                    return Ok(None);
+                }
+                let part = data.select(&(*next..*next + rows).collect::<Vec<_>>());
+                *next += rows;
+                Ok(Some(part))
+            }
+            RowStream::Csv(csv) => csv.next_rows(max),
+            RowStream::Images(images) => images.next_rows(max),
+        }
+    }
+}
+
+/// Rows without targets from a file a command line names: IDX images,
+/// recognised by their header, or CSV (a file or `-`, standard input).
+/// Nothing bounds the input's length: only a part is held at a time.
+pub fn stream_inputs(text: &str, spec: &RowSpec) -> Result<RowStream, DataError> {
+    let path = Path::new(text);
+    if text != "-" && idx::looks_like_idx(path) {
+        return Ok(RowStream::Images(idx::stream_images(path, spec)?));
+    }
+    let csv = csv::CsvRows::new(open(path)?, text, spec, &Columns::default(), None)?;
+    Ok(RowStream::Csv(Box::new(csv)))
+}
+
 /// Reads a CSV file (gzipped if it ends in `.gz` or starts with the gzip magic).
 pub fn load_csv(path: &Path, spec: &RowSpec, columns: &Columns) -> Result<Dataset, DataError> {
-    let name = path.display().to_string();
-    let mut reader = open(path)?;
-    // Text has no NUL bytes: a binary file or a device stops here, early.
-    let mut bytes = read_bounded(&mut reader.by_ref().take(1 << 16), 1 << 16, &name)?;
-    if bytes.contains(&0) {
-        return Err(DataError::about_file(
-            &name,
-            None,
-            "the file holds NUL bytes, so it is not CSV text",
-            "is this the right file?",
-        ));
-    }
-    bytes.extend(read_bounded(&mut *reader, DATA_LIMIT - bytes.len() as u64, &name)?);
-    parse_csv(&bytes, &name, spec, columns)
+    csv::CsvRows::new(open(path)?, &path.display().to_string(), spec, columns, Some(DATA_LIMIT))?.read_all()
 }
 
 /// The most a data file may hold (after decompression): a bound, so that
@@ -376,23 +407,26 @@ fn gunzip(bytes: &[u8], name: &str) -> Result<Vec<u8>, DataError> {
 /// Reads at most `limit` bytes from `reader`; more is an error.
 fn read_bounded(reader: &mut dyn Read, limit: u64, name: &str) -> Result<Vec<u8>, DataError> {
     let mut out = Vec::new();
-    reader.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|e| {
-        DataError::about_file(
-            name,
-            None,
-            format!("cannot decompress or read: {e}"),
-            "is the file whole (not truncated)?",
-        )
-    })?;
+    reader.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|e| read_error(name, &e))?;
     if out.len() as u64 > limit {
-        return Err(DataError::about_file(
-            name,
-            None,
-            format!("the data goes on past {limit} bytes"),
-            "is this the right file (not a device or a stream)?",
-        ));
+        return Err(past_limit(name, limit));
     }
     Ok(out)
+}
+
+/// A data file longer than nnc keeps in memory.
+fn past_limit(name: &str, limit: u64) -> DataError {
+    DataError::about_file(
+        name,
+        None,
+        format!("the data goes on past {limit} bytes"),
+        "is this the right file (not a device or a stream)?",
+    )
+}
+
+/// A data file that could not be read or decompressed to its end.
+fn read_error(name: &str, e: &std::io::Error) -> DataError {
+    DataError::about_file(name, None, format!("cannot decompress or read: {e}"), "is the file whole (not truncated)?")
 }
 
 /// Whether the model reads sequences or images (for messages only).
