@@ -212,15 +212,11 @@ impl<R: Read> CsvRows<R> {
     /// Reads the next block of the file onto `pending` (`at_end` when none is left).
     fn fill(&mut self) -> Result<(), DataError> {
         let start = self.pending.len();
-        self.pending.resize(start + BLOCK, 0);
-        let got = loop {
-            match self.reader.read(&mut self.pending[start..]) {
-                Ok(got) => break got,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(read_error(&self.name, &e)),
-            }
-        };
-        self.pending.truncate(start + got);
+        // `read_to_end` grows `pending` with what comes: a small file takes little room.
+        let got = (&mut self.reader)
+            .take(BLOCK as u64)
+            .read_to_end(&mut self.pending)
+            .map_err(|e| read_error(&self.name, &e))?;
         self.at_end = got == 0;
         // Text has no NUL bytes: a binary file or a device stops here, early.
         if self.pending[start..].contains(&0) {
