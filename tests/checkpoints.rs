@@ -299,6 +299,51 @@ fn predict_streams_rows_in_the_memory_of_a_part() {
     );
 }
 
+/// Ctrl-C stops `nnc predict` between parts: exit 130, and the output file
+/// neither written nor left half-written beside its path.
+#[test]
+fn ctrl_c_leaves_no_predictions_file() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = dir.path();
+    let model = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/maxout.nn")).expect("model");
+    std::fs::write(p.join("m.nn"), model).expect("write");
+    nnc(&["train", "m.nn", "--quiet", "--epochs", "1", "--save", "w.safetensors"], p);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["predict", "m.nn", "--weights", "w.safetensors", "--input", "-", "--output", "out.csv"])
+        .current_dir(p)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let header = (0..64).map(|i| format!("p{i}")).collect::<Vec<_>>().join(",");
+    let row = format!("{}\n", vec!["8"; 64].join(","));
+    // More than the first block read, so that the header is checked and
+    // the output started while the input is still open.
+    stdin.write_all(format!("{header}\n{}", row.repeat(20_000)).as_bytes()).expect("writes");
+    let started = |p: &Path| {
+        std::fs::read_dir(p)
+            .expect("dir")
+            .any(|e| e.expect("entry").file_name().to_string_lossy().starts_with(".out.csv"))
+    };
+    while !started(p) {
+        assert!(child.try_wait().expect("waits").is_none(), "predict ended before its output started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    let signalled = Command::new("kill").args(["-INT", &pid]).status().expect("kill runs");
+    assert!(signalled.success());
+    // The input ends too, as a pipeline's first command would on Ctrl-C.
+    stdin.write_all(row.as_bytes()).expect("writes");
+    drop(stdin);
+    let out = child.wait_with_output().expect("finishes");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("stopped by Ctrl-C; out.csv is not written"), "{err}");
+    assert!(!p.join("out.csv").exists() && !started(p));
+}
+
 /// Waits for `child`: whether it succeeded, and the most memory it held
 /// (its peak resident set, as the kernel counted it).
 #[allow(unsafe_code)]

@@ -160,6 +160,7 @@ pub fn predict(
     let (checked, index, mut runtime, saved) = trained(file, model, weights)?;
     let model = &checked.models[index];
     let mut rows = stream_rows(input, model, &saved)?;
+    super::catch_ctrl_c();
     let mut sink = Sink::open(output)?;
     let (width, chunk) = (model.input_width().max(1), crate::model::chunk_rows(model));
     let output_width = crate::train::metrics::outputs(model).last().map_or(1, |o| o.columns.end);
@@ -171,6 +172,10 @@ pub fn predict(
     let mut waiting: Vec<f32> = Vec::new();
     loop {
         let part = rows.next_rows(part_rows).map_err(|e| data_error(&e))?;
+        // (Checked after reading: Ctrl-C in a pipeline may also end the input.)
+        if super::ctrl_c_pressed() {
+            return Err(sink.interrupted());
+        }
         let ended = part.is_none();
         if let Some(mut part) = part {
             saved.scaler.apply(&mut part);
@@ -247,6 +252,16 @@ impl Sink {
             (Err(e), Sink::Stdout(_)) => Err(Failure::Usage(format!("cannot write standard output: {e}"))),
             (Err(e), Sink::File(_, path)) => Err(cannot_write(path, &e)),
         }
+    }
+
+    /// Stops at Ctrl-C: a file is left unwritten (the rows on standard
+    /// output so far stay there).
+    fn interrupted(self) -> Failure {
+        match &self {
+            Sink::Stdout(_) => eprintln!("stopped by Ctrl-C"),
+            Sink::File(_, path) => eprintln!("stopped by Ctrl-C; {} is not written", path.display()),
+        }
+        Failure::Interrupted
     }
 
     fn finish(mut self) -> Outcome {

@@ -594,6 +594,20 @@ fn training_batch(model: &CheckedModel) -> usize {
     }
 }
 
+/// Set by Ctrl-C once `catch_ctrl_c` has run.
+static CTRL_C: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on Ctrl-C only sets a flag, which a long command checks between
+/// its steps, to stop cleanly: training saves its last epoch, `predict`
+/// leaves no half-written file.
+pub(crate) fn catch_ctrl_c() {
+    let _ = ctrlc::set_handler(|| CTRL_C.store(true, std::sync::atomic::Ordering::Relaxed));
+}
+
+pub(crate) fn ctrl_c_pressed() -> bool {
+    CTRL_C.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Images spread over the cores for convolutional models with small
 /// products (see `jit::choose_threading`).
 pub(crate) fn set_threading(model: &CheckedModel, batch: usize) {

@@ -3,7 +3,6 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -253,7 +252,7 @@ fn train_epochs(
     data: &Prepared,
     started: Instant,
 ) -> Result<Vec<EpochReport>, Failure> {
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
+    super::catch_ctrl_c();
     let epochs = trainer.config.epochs;
     let mut history = Vec::new();
     let (mut gap, mut warned, mut warned_gradients) = (gap::Tracker::default(), false, Vec::new());
@@ -267,7 +266,7 @@ fn train_epochs(
                 bar.set_position(done as u64);
                 bar.set_message(format!("loss {loss:.4}"));
             }
-            !INTERRUPTED.load(Ordering::Relaxed)
+            !super::ctrl_c_pressed()
         };
         let result =
             trainer.fit_epoch_with_progress(&data.train, data.validation.as_ref(), data.test.as_ref(), &mut on_step);
@@ -427,9 +426,6 @@ pub(super) fn check_output(path: &Path) -> Outcome {
 fn write(path: &Path, bytes: &[u8]) -> Outcome {
     crate::io::write_atomic(path, bytes).map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))
 }
-
-/// Set by Ctrl-C; checked after every training step.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Saves the last finished epoch and tells how to continue.
 fn interrupted(args: &TrainArgs, trainer: &Trainer, origin: &checkpoint::Origin, epoch: usize) {
