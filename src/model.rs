@@ -200,9 +200,22 @@ impl Model {
     /// targets are given; a model without targets is scored against `y`
     /// as its reconstruction).
     pub fn forward(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<(Vec<f32>, f64), String> {
+        let mut predictions = Vec::new();
+        let loss_sum = self.forward_chunks(x, y, rows, |chunk, _| predictions.extend_from_slice(chunk))?;
+        Ok((predictions, loss_sum))
+    }
+
+    /// `forward`, handing each chunk's predictions to `each` with the rows
+    /// they are of, and returning only the summed loss.
+    pub fn forward_chunks(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        rows: usize,
+        mut each: impl FnMut(&[f32], std::ops::Range<usize>),
+    ) -> Result<f64, String> {
         let width = x.len() / rows.max(1);
         let target_width = y.len() / rows.max(1);
-        let mut predictions = Vec::new();
         let mut loss_sum = 0.0;
         let mut start = 0;
         let chunk = self.chunk;
@@ -211,11 +224,11 @@ impl Model {
             let xs = &x[start * width..(start + n) * width];
             let ys = &y[start * target_width..(start + n) * target_width];
             let (prediction, loss) = self.run_batch(xs, ys, n)?;
-            predictions.extend_from_slice(&prediction);
+            each(&prediction, start..start + n);
             loss_sum += f64::from(loss.unwrap_or(0.0)) * n as f64;
             start += n;
         }
-        Ok((predictions, loss_sum))
+        Ok(loss_sum)
     }
 }
 

@@ -299,6 +299,37 @@ fn predict_streams_rows_in_the_memory_of_a_part() {
     );
 }
 
+/// `nnc eval` reduces each chunk's predictions to what the metrics need
+/// before the next: a thousand classes over ten times the rows take about
+/// the same memory, not ten times 4 KB of scores a row.
+#[test]
+fn eval_holds_a_chunk_of_predictions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = dir.path();
+    let model = "model many { input x: [1] target y: class(1000)
+        x |> dense(1000) => logits  loss = cross_entropy(logits, y)
+        train { data = csv(\"t.csv\") epochs = 1 batch = 4 } }";
+    std::fs::write(p.join("m.nn"), model).expect("write");
+    let rows = |n: usize| format!("x,y\n{}", (0..n).map(|i| format!("{},{}\n", i % 10, i % 1000)).collect::<String>());
+    std::fs::write(p.join("t.csv"), rows(16)).expect("csv");
+    nnc(&["train", "m.nn", "--quiet", "--save", "w.safetensors"], p);
+    let peak = |n: usize| {
+        std::fs::write(p.join("rows.csv"), rows(n)).expect("rows");
+        let child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+            .args(["eval", "m.nn", "--weights", "w.safetensors", "--data", "rows.csv"])
+            .current_dir(p)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("runs");
+        let (succeeded, peak_kib) = peak_memory_kib(child);
+        assert!(succeeded);
+        peak_kib
+    };
+    let (small, large) = (peak(20_000), peak(200_000));
+    // All at once, the 180,000 rows more would hold 720 MB of scores.
+    assert!(large < small + 100_000, "peak memory {small} KiB for 20,000 rows, {large} KiB for 200,000");
+}
+
 /// Ctrl-C stops `nnc predict` between parts: exit 130, and the output file
 /// neither written nor left half-written beside its path.
 #[test]

@@ -69,6 +69,19 @@ fn several_outputs_are_each_scored_and_predicted() {
         out.contains("[logits: loss ") && out.contains("accuracy") && out.contains("[reconstruction: loss "),
         "{out}"
     );
+    // The confusion matrix is the classifier's: its diagonal holds the rows its accuracy counts.
+    let accuracy: f64 =
+        out.split("accuracy ").nth(1).and_then(|a| a.split('%').next()?.parse().ok()).expect("accuracy");
+    let counts: Vec<Vec<usize>> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("confusion matrix"))
+        .skip(2)
+        .take(10)
+        .map(|l| l.split_whitespace().skip(1).map(|n| n.parse().expect("count")).collect())
+        .collect();
+    assert_eq!(counts.iter().flatten().sum::<usize>(), 359, "{out}");
+    let diagonal: usize = (0..10).map(|c| counts[c][c]).sum();
+    assert!((100.0 * diagonal as f64 / 359.0 - accuracy).abs() < 0.01, "{out}");
     let (code, out, err) = nnc(&["predict", "models/digits_multitask.nn", "--weights", w, "--input", "builtin:digits"]);
     assert_eq!(code, 0, "{err}");
     let mut lines = out.lines();

@@ -89,10 +89,12 @@ pub fn eval(file: &Path, model: Option<&str>, weights: &Path, data_source: EvalD
     saved.scaler.apply(&mut data);
     let metrics = crate::train::evaluate(&mut runtime, &data).map_err(Failure::Input)?;
     say!("{}  ({} rows)", metrics.final_text(), metrics.rows);
-    if let Some(k) = spec.only_class()
-        && let Ok(predictions) = runtime.predict(&data.x, data.rows)
+    // The one class target's output: the model's, or one of its several.
+    let classes = std::iter::once(&metrics).chain(metrics.outputs.iter().map(|o| &o.metrics));
+    if spec.only_class().is_some()
+        && let Some(counts) = classes.filter_map(|m| m.classes.as_ref()?.confusion.as_ref()).next()
     {
-        say_raw!("{}", confusion_matrix(&predictions, &data.y, k));
+        say_raw!("{}", confusion_matrix(counts));
     }
     if let Some(scores) = &metrics.classes {
         say_raw!("{}", class_table(scores));
@@ -114,12 +116,8 @@ fn class_table(scores: &crate::train::metrics::ClassScores) -> String {
 }
 
 /// Rows: true class; columns: predicted class.
-fn confusion_matrix(scores: &[f32], labels: &[f32], classes: usize) -> String {
-    let mut counts = vec![vec![0usize; classes]; classes];
-    for (row, &label) in scores.chunks(classes).zip(labels) {
-        let predicted = row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
-        counts[label as usize][predicted] += 1;
-    }
+fn confusion_matrix(counts: &[Vec<usize>]) -> String {
+    let classes = counts.len();
     let width = counts.iter().flatten().max().map_or(1, |m| m.to_string().len()).max(classes.to_string().len());
     let mut out = format!("confusion matrix (rows: true class, columns: predicted)\n{:>w$}", "", w = width + 1);
     for c in 0..classes {

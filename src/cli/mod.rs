@@ -120,7 +120,7 @@ enum Command {
     },
     /// Train a model and report per-epoch and final test metrics.
     Train(TrainArgs),
-    /// Test metrics (and a confusion matrix for classifiers) of saved weights.
+    /// Test metrics (and a confusion matrix for classifiers of up to 100 classes) of saved weights.
     Eval {
         #[command(flatten)]
         target: ModelChoice,

@@ -100,33 +100,93 @@ pub fn outputs(model: &CheckedModel) -> Vec<Output> {
         .collect()
 }
 
-/// One loss term's mean over the rows, from its predictions (logits,
-/// probabilities or values) and targets: an output's own loss, as the
-/// summed loss counts it (class weights included).
-pub fn output_loss(output: &Output, predictions: &[f32], targets: &[f32], rows: usize) -> f64 {
-    let rows = rows.max(1) as f64;
-    match (output.kind, output.task) {
-        (LossKind::CrossEntropy, Task::Classes(k)) => {
-            let terms = predictions.chunks(k).zip(targets).map(|(z, &label)| {
-                let class = (label as usize).min(k - 1);
-                let top = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let sum: f64 = z.iter().map(|&v| f64::from(v - top).exp()).sum();
-                let weight = output.class_weights.as_ref().map_or(1.0, |w| w[class]);
-                weight * (sum.ln() + f64::from(top) - f64::from(z[class]))
-            });
-            terms.sum::<f64>() / rows
+/// One loss term's mean over the rows (an output's own loss, as the summed
+/// loss counts it, class weights included), gathered a chunk of rows at a
+/// time from its predictions (logits, probabilities or values) and targets.
+#[derive(Default)]
+pub struct OwnLoss {
+    /// The terms' running sum, in the rows' order (so chunk by chunk it
+    /// adds up as over all rows at once), and how many the mean divides by.
+    sum: f64,
+    count: usize,
+}
+
+impl OwnLoss {
+    pub fn add(&mut self, output: &Output, predictions: &[f32], targets: &[f32]) {
+        let terms: Box<dyn Iterator<Item = f64>> = match (output.kind, output.task) {
+            (LossKind::CrossEntropy, Task::Classes(k)) => {
+                self.count += predictions.len() / k;
+                Box::new(predictions.chunks(k).zip(targets).map(move |(z, &label)| {
+                    let class = (label as usize).min(k - 1);
+                    let top = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    let sum: f64 = z.iter().map(|&v| f64::from(v - top).exp()).sum();
+                    let weight = output.class_weights.as_ref().map_or(1.0, |w| w[class]);
+                    weight * (sum.ln() + f64::from(top) - f64::from(z[class]))
+                }))
+            }
+            (LossKind::BinaryCrossEntropy, _) => {
+                let eps = nnc_runtime::kernels::BCE_EPS;
+                self.count += predictions.len();
+                Box::new(predictions.iter().zip(targets).map(move |(&p, &t)| {
+                    let (p, t) = (f64::from(p).clamp(eps, 1.0 - eps), f64::from(t));
+                    -(t * p.ln() + (1.0 - t) * (1.0 - p).ln())
+                }))
+            }
+            _ => {
+                self.count += predictions.len();
+                Box::new(predictions.iter().zip(targets).map(|(&p, &t)| (f64::from(p) - f64::from(t)).powi(2)))
+            }
+        };
+        self.sum = terms.fold(self.sum, |sum, term| sum + term);
+    }
+
+    pub fn mean(&self) -> f64 {
+        self.sum / self.count.max(1) as f64
+    }
+}
+
+/// An output's predictions reduced, a chunk of rows at a time, to what its
+/// metrics read: evaluating holds one chunk's predictions, however many
+/// rows (a classifier's K scores a row become the class it predicts).
+pub enum Tally {
+    /// Each row's predicted and actual class.
+    Classes {
+        k: usize,
+        pairs: Vec<(u32, u32)>,
+    },
+    /// Every probability (one per target value).
+    Binary {
+        predictions: Vec<f32>,
+    },
+    /// The squared errors' running sum, in the rows' order.
+    Regression {
+        sse: f64,
+    },
+    Reconstruction,
+}
+
+impl Tally {
+    pub fn new(task: Task) -> Tally {
+        match task {
+            Task::Classes(k) => Tally::Classes { k, pairs: Vec::new() },
+            Task::Binary => Tally::Binary { predictions: Vec::new() },
+            Task::Regression => Tally::Regression { sse: 0.0 },
+            Task::Reconstruction => Tally::Reconstruction,
         }
-        (LossKind::BinaryCrossEntropy, _) => {
-            let eps = nnc_runtime::kernels::BCE_EPS;
-            let terms = predictions.iter().zip(targets).map(|(&p, &t)| {
-                let (p, t) = (f64::from(p).clamp(eps, 1.0 - eps), f64::from(t));
-                -(t * p.ln() + (1.0 - t) * (1.0 - p).ln())
-            });
-            terms.sum::<f64>() / predictions.len().max(1) as f64
-        }
-        _ => {
-            let sse: f64 = predictions.iter().zip(targets).map(|(&p, &t)| (f64::from(p) - f64::from(t)).powi(2)).sum();
-            sse / predictions.len().max(1) as f64
+    }
+
+    /// Adds a chunk of rows' predictions, with their targets.
+    pub fn add(&mut self, predictions: &[f32], targets: &[f32]) {
+        match self {
+            Tally::Classes { k, pairs } => pairs.extend(
+                predictions.chunks(*k).zip(targets).map(|(scores, &label)| (argmax(scores) as u32, label as u32)),
+            ),
+            Tally::Binary { predictions: all } => all.extend_from_slice(predictions),
+            Tally::Regression { sse } => {
+                let errors = predictions.iter().zip(targets).map(|(&p, &t)| (f64::from(p) - f64::from(t)).powi(2));
+                *sse = errors.fold(*sse, |sum, error| sum + error);
+            }
+            Tally::Reconstruction => {}
         }
     }
 }
@@ -173,16 +233,26 @@ pub struct ClassScores {
     pub macro_precision: f64,
     pub macro_recall: f64,
     pub macro_f1: f64,
+    /// Rows by (true, predicted) class, for up to `CONFUSION_CLASSES` classes.
+    #[serde(skip)]
+    pub confusion: Option<Vec<Vec<usize>>>,
 }
+
+/// The most classes whose confusion matrix is counted (and `eval` prints).
+pub const CONFUSION_CLASSES: usize = 100;
 
 impl ClassScores {
     /// From (predicted, actual) class pairs over `k` classes.
     pub fn of(pairs: impl Iterator<Item = (usize, usize)>, k: usize) -> ClassScores {
         let (mut hits, mut predicted, mut actual) = (vec![0usize; k], vec![0usize; k], vec![0usize; k]);
+        let mut confusion = (k <= CONFUSION_CLASSES).then(|| vec![vec![0usize; k]; k]);
         for (p, a) in pairs.filter(|&(p, a)| p < k && a < k) {
             predicted[p] += 1;
             actual[a] += 1;
             hits[p] += usize::from(p == a);
+            if let Some(counts) = &mut confusion {
+                counts[a][p] += 1;
+            }
         }
         let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let precision: Vec<f64> = (0..k).map(|c| ratio(hits[c], predicted[c])).collect();
@@ -200,6 +270,7 @@ impl ClassScores {
             precision,
             recall,
             f1,
+            confusion,
         }
     }
 }
@@ -226,6 +297,14 @@ pub fn roc_auc(scores: &[f32], positive: &[bool]) -> Option<f64> {
 
 impl Metrics {
     pub fn compute(task: Task, predictions: &[f32], targets: &[f32], rows: usize, loss: f64) -> Metrics {
+        let mut tally = Tally::new(task);
+        tally.add(predictions, targets);
+        Metrics::from_tally(tally, targets, rows, loss)
+    }
+
+    /// The metrics of `rows` rows from their tally, their targets (all of
+    /// them) and their mean loss.
+    pub fn from_tally(tally: Tally, targets: &[f32], rows: usize, loss: f64) -> Metrics {
         let mut m = Metrics {
             rows,
             loss,
@@ -236,25 +315,24 @@ impl Metrics {
             classes: None,
             roc_auc: None,
         };
-        match task {
-            Task::Classes(k) => {
-                let pairs =
-                    || predictions.chunks(k).zip(targets).map(|(scores, &label)| (argmax(scores), label as usize));
+        match tally {
+            Tally::Classes { k, pairs } => {
+                let pairs = || pairs.iter().map(|&(p, a)| (p as usize, a as usize));
                 let correct = pairs().filter(|(p, a)| p == a).count();
                 m.accuracy = Some(correct as f64 / rows.max(1) as f64);
                 m.classes = Some(ClassScores::of(pairs(), k));
             }
-            Task::Binary => {
+            Tally::Binary { predictions } => {
                 let pairs =
                     || predictions.iter().zip(targets).map(|(&p, &t)| (usize::from(p >= 0.5), usize::from(t >= 0.5)));
                 let correct = pairs().filter(|(p, a)| p == a).count();
                 m.accuracy = Some(correct as f64 / predictions.len().max(1) as f64);
                 m.classes = Some(ClassScores::of(pairs(), 2));
                 let positive: Vec<bool> = targets.iter().map(|&t| t >= 0.5).collect();
-                m.roc_auc = roc_auc(predictions, &positive);
+                m.roc_auc = roc_auc(&predictions, &positive);
             }
-            Task::Reconstruction => {}
-            Task::Regression => {
+            Tally::Reconstruction => {}
+            Tally::Regression { sse } => {
                 // R² against each output's own mean (variance-weighted over
                 // several outputs): 1 − error / the error of always
                 // answering the mean row, such as an autoencoder's mean image.
@@ -265,8 +343,6 @@ impl Metrics {
                     means.iter_mut().zip(row).for_each(|(m, &t)| *m += f64::from(t));
                 }
                 means.iter_mut().for_each(|m| *m /= (targets.len() / outputs).max(1) as f64);
-                let sse: f64 =
-                    predictions.iter().zip(targets).map(|(&p, &t)| (f64::from(p) - f64::from(t)).powi(2)).sum();
                 let sst: f64 = targets
                     .chunks(outputs)
                     .flat_map(|row| row.iter().zip(&means).map(|(&t, m)| (f64::from(t) - m).powi(2)))

@@ -415,31 +415,51 @@ impl Trainer {
     }
 }
 
-/// Loss and task metrics of `model` on a data set.
+/// Loss and task metrics of `model` on a data set, from forward passes
+/// over chunks of its rows, each chunk's predictions reduced to what the
+/// metrics need before the next (so the predictions of every row are never
+/// held at once).
 pub fn evaluate(model: &mut Model, data: &Dataset) -> Result<Metrics, String> {
     let y: &[f32] = if model.checked.targets.is_empty() { &data.x } else { &data.y };
-    let (predictions, loss_sum) = model.forward(&data.x, y, data.rows)?;
-    let loss = loss_sum / data.rows as f64;
+    let rows = data.rows;
     let outputs = metrics::outputs(&model.checked);
     if outputs.len() < 2 {
-        return Ok(Metrics::compute(metrics::Task::of(&model.checked), &predictions, y, data.rows, loss));
+        let mut tally = metrics::Tally::new(metrics::Task::of(&model.checked));
+        let target_width = y.len() / rows.max(1);
+        let loss_sum = model.forward_chunks(&data.x, y, rows, |predictions, at| {
+            tally.add(predictions, &y[at.start * target_width..at.end * target_width]);
+        })?;
+        return Ok(Metrics::from_tally(tally, y, rows, loss_sum / rows as f64));
     }
     // Several outputs: each scored on its columns of the predictions and its target's of the data.
-    let rows = data.rows;
-    let width = predictions.len() / rows.max(1);
-    let mut total = Metrics::compute(metrics::Task::Reconstruction, &[], &[], rows, loss);
-    for output in outputs {
-        let Some((side, at)) = output.target.clone() else { continue };
-        let (values, row_width) = match side {
-            metrics::Side::Inputs => (&data.x, data.width),
-            metrics::Side::Targets => (&data.y, data.target_width),
-        };
-        let columns = |all: &[f32], row_width: usize, at: &std::ops::Range<usize>| -> Vec<f32> {
-            all.chunks(row_width.max(1)).flat_map(|row| row[at.clone()].iter().copied()).collect()
-        };
-        let (p, t) = (columns(&predictions, width, &output.columns), columns(values, row_width, &at));
-        let own = metrics::output_loss(&output, &p, &t, rows);
-        let metrics = Metrics::compute(output.task, &p, &t, rows, own);
+    let columns = |all: &[f32], row_width: usize, at: &std::ops::Range<usize>| -> Vec<f32> {
+        all.chunks(row_width.max(1)).flat_map(|row| row[at.clone()].iter().copied()).collect()
+    };
+    let mut scored: Vec<_> = outputs
+        .into_iter()
+        .filter_map(|output| {
+            let (side, at) = output.target.clone()?;
+            let targets = match side {
+                metrics::Side::Inputs => columns(&data.x, data.width, &at),
+                metrics::Side::Targets => columns(&data.y, data.target_width, &at),
+            };
+            let tally = metrics::Tally::new(output.task);
+            Some((output, targets, tally, metrics::OwnLoss::default()))
+        })
+        .collect();
+    let loss_sum = model.forward_chunks(&data.x, y, rows, |predictions, at| {
+        let width = predictions.len() / at.len().max(1);
+        for (output, targets, tally, own) in &mut scored {
+            let p = columns(predictions, width, &output.columns);
+            let per_row = targets.len() / rows.max(1);
+            let t = &targets[at.start * per_row..at.end * per_row];
+            tally.add(&p, t);
+            own.add(output, &p, t);
+        }
+    })?;
+    let mut total = Metrics::compute(metrics::Task::Reconstruction, &[], &[], rows, loss_sum / rows as f64);
+    for (output, targets, tally, own) in scored {
+        let metrics = Metrics::from_tally(tally, &targets, rows, own.mean());
         total.outputs.push(metrics::OutputMetrics { name: output.name, metrics });
     }
     Ok(total)
