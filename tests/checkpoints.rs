@@ -258,14 +258,10 @@ fn predict_streams_rows_in_the_memory_of_a_part() {
     let inputs = |rows: usize| format!("x\n{}", (0..rows).map(|i| format!("{}\n", i % 7)).collect::<String>());
     let peak = |rows: usize| {
         std::fs::write(p.join("rows.csv"), inputs(rows)).expect("rows");
-        let child = Command::new(env!("CARGO_BIN_EXE_nnc"))
-            .args(["predict", "m.nn", "--weights", "w.safetensors", "--input", "rows.csv", "--output", "out.csv"])
-            .current_dir(p)
-            .spawn()
-            .expect("runs");
-        let (succeeded, peak_kib) = peak_memory_kib(child);
-        assert!(succeeded);
-        peak_kib
+        peak_memory_kib(
+            &["predict", "m.nn", "--weights", "w.safetensors", "--input", "rows.csv", "--output", "out.csv"],
+            p,
+        )
     };
     let (small, large) = (peak(20_000), peak(200_000));
     // All at once, the 180,000 rows more hold 46 MB of predictions and 110 MB of their text.
@@ -315,15 +311,7 @@ fn eval_holds_a_chunk_of_predictions() {
     nnc(&["train", "m.nn", "--quiet", "--save", "w.safetensors"], p);
     let peak = |n: usize| {
         std::fs::write(p.join("rows.csv"), rows(n)).expect("rows");
-        let child = Command::new(env!("CARGO_BIN_EXE_nnc"))
-            .args(["eval", "m.nn", "--weights", "w.safetensors", "--data", "rows.csv"])
-            .current_dir(p)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("runs");
-        let (succeeded, peak_kib) = peak_memory_kib(child);
-        assert!(succeeded);
-        peak_kib
+        peak_memory_kib(&["eval", "m.nn", "--weights", "w.safetensors", "--data", "rows.csv"], p)
     };
     let (small, large) = (peak(20_000), peak(200_000));
     // All at once, the 180,000 rows more would hold 720 MB of scores.
@@ -375,10 +363,17 @@ fn ctrl_c_leaves_no_predictions_file() {
     assert!(!p.join("out.csv").exists() && !started(p));
 }
 
-/// Waits for `child`: whether it succeeded, and the most memory it held
-/// (its peak resident set, as the kernel counted it).
-#[allow(unsafe_code)]
-fn peak_memory_kib(child: std::process::Child) -> (bool, i64) {
+/// Runs `nnc args` in `dir` to its successful end: the most memory it
+/// held (its peak resident set, as the kernel counted it). The child is
+/// reaped by `wait4`, which `std` does not offer.
+#[allow(unsafe_code, clippy::zombie_processes)]
+fn peak_memory_kib(args: &[&str], dir: &Path) -> i64 {
+    let child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("runs");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: `wait4` writes only the status and usage it is given, both
@@ -386,5 +381,6 @@ fn peak_memory_kib(child: std::process::Child) -> (bool, i64) {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
-    (libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, usage.ru_maxrss)
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{args:?} failed");
+    usage.ru_maxrss
 }
