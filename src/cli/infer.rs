@@ -186,19 +186,8 @@ pub fn predict(
         if ready > 0 {
             let predictions = runtime.predict(&waiting[..ready * width], ready).map_err(Failure::Input)?;
             waiting.drain(..ready * width);
-            let csv = match &mut csv {
-                Some(csv) => csv,
-                None => {
-                    let started = csv.insert(PredictionsCsv::new(model, predictions.len() / ready, shown));
-                    let written = started.write_header(sink.writer());
-                    if !sink.wrote(written)? {
-                        return Ok(());
-                    }
-                    started
-                }
-            };
-            let written = csv.write_rows(&predictions, sink.writer());
-            if !sink.wrote(written)? {
+            let csv = csv.get_or_insert_with(|| PredictionsCsv::new(model, predictions.len() / ready, shown));
+            if !sink.write(|out| csv.write(&predictions, out))? {
                 return Ok(());
             }
         }
@@ -206,12 +195,9 @@ pub fn predict(
             break;
         }
     }
-    if csv.is_none() {
-        let empty = PredictionsCsv::new(model, 0, shown);
-        let written = empty.write_header(sink.writer());
-        if !sink.wrote(written)? {
-            return Ok(());
-        }
+    // No rows: the header alone.
+    if csv.is_none() && !sink.write(|out| PredictionsCsv::new(model, 0, shown).write(&[], out))? {
+        return Ok(());
     }
     sink.finish()
 }
@@ -233,18 +219,15 @@ impl Sink {
         })
     }
 
-    fn writer(&mut self) -> &mut dyn Write {
-        match self {
+    /// Writes with `what`, and says whether to go on: a reader of standard
+    /// output that has gone (`| head`) ends the predictions quietly; any
+    /// other failure is an error.
+    fn write(&mut self, what: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<bool, Failure> {
+        let result = what(match self {
             Sink::Stdout(out) => out,
             Sink::File(file, _) => file,
-        }
-    }
-
-    /// Whether to go on after a write: a reader of standard output that
-    /// has gone (`| head`) ends the predictions quietly; any other failure
-    /// is an error.
-    fn wrote(&self, result: std::io::Result<()>) -> Result<bool, Failure> {
-        match (result, self) {
+        });
+        match (result, &*self) {
             (Ok(()), _) => Ok(true),
             (Err(e), Sink::Stdout(_)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
             (Err(e), Sink::Stdout(_)) => Err(Failure::Usage(format!("cannot write standard output: {e}"))),
@@ -263,8 +246,7 @@ impl Sink {
     }
 
     fn finish(mut self) -> Outcome {
-        let flushed = self.writer().flush();
-        self.wrote(flushed)?;
+        self.write(|out| out.flush())?;
         if let Sink::File(file, path) = self {
             file.commit().map_err(|e| cannot_write(&path, &e))?;
         }
@@ -287,6 +269,8 @@ struct PredictionsCsv {
     /// Values per prediction row.
     width: usize,
     shown: Shown,
+    /// Whether the header is written.
+    started: bool,
 }
 
 impl PredictionsCsv {
@@ -297,7 +281,16 @@ impl PredictionsCsv {
         } else {
             vec![(String::new(), Task::of(model), 0..width)]
         };
-        PredictionsCsv { outputs, width, shown }
+        PredictionsCsv { outputs, width, shown, started: false }
+    }
+
+    /// One CSV line per row of `predictions`, after the header the first time.
+    fn write(&mut self, predictions: &[f32], out: &mut dyn Write) -> std::io::Result<()> {
+        if !self.started {
+            self.write_header(out)?;
+            self.started = true;
+        }
+        self.write_rows(predictions, out)
     }
 
     fn write_header(&self, out: &mut dyn Write) -> std::io::Result<()> {
@@ -316,7 +309,6 @@ impl PredictionsCsv {
         writeln!(out, "{}", header.join(","))
     }
 
-    /// One CSV line per row of `predictions`.
     fn write_rows(&self, predictions: &[f32], out: &mut dyn Write) -> std::io::Result<()> {
         let (mut line, mut probabilities) = (String::new(), Vec::new());
         let shown = self.shown;
