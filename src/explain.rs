@@ -102,10 +102,30 @@ pub fn picture_shape(shape: &[usize]) -> Option<(usize, usize)> {
     }
 }
 
+/// The most cells (pixels of the images and of their heatmaps) one picture
+/// draws: about 100 MB of SVG.
+const PICTURE_CELLS: usize = 1 << 20;
+
+/// Whether `rows` images of `height × width` fit in one picture, or an
+/// error saying how many rows do.
+pub fn check_picture(rows: usize, (height, width): (usize, usize)) -> Result<(), String> {
+    let per_row = 2 * height * width;
+    if rows.saturating_mul(per_row) <= PICTURE_CELLS {
+        return Ok(());
+    }
+    Err(format!(
+        "-o draws each row's {height}×{width} image and heatmap side by side: {rows} rows are more than one picture \
+         holds ({} cells); give at most {} rows with -o (the ranked features explain any number)",
+        PICTURE_CELLS,
+        PICTURE_CELLS / per_row
+    ))
+}
+
 /// An SVG with, for each row side by side, the input image (grey) above
 /// its attribution (red pushes the score up, blue down, summed over
 /// channels, each row scaled to its own largest magnitude).
 pub fn heatmaps(x: &[f32], explanations: &[Explanation], (height, width): (usize, usize)) -> Result<String, String> {
+    check_picture(explanations.len(), (height, width))?;
     const CELL: u32 = 12;
     const GAP: u32 = 16;
     let plane = height * width;

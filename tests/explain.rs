@@ -127,4 +127,10 @@ fn an_mlps_input_gradient_matches_finite_differences() {
     let svg = nnc::explain::heatmaps(&x, &explained, (8, 8)).expect("svg");
     assert!(svg.starts_with("<svg"));
     assert_eq!(svg.matches("<rect").count(), 1 + 2 * 64, "a background, then 64 cells of image and of heatmap");
+    // One picture holds 2^20 cells: 8,192 rows of 8×8, a 224×224 image's 10.
+    assert!(nnc::explain::check_picture(8192, (8, 8)).is_ok());
+    let err = nnc::explain::check_picture(8193, (8, 8)).expect_err("too many");
+    assert!(err.contains("8193 rows") && err.contains("at most 8192 rows"), "{err}");
+    let err = nnc::explain::check_picture(usize::MAX, (224, 224)).expect_err("too many");
+    assert!(err.contains("at most 10 rows"), "{err}");
 }

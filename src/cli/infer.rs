@@ -433,6 +433,9 @@ pub fn explain(file: &Path, model: Option<&str>, args: &ExplainArgs) -> Outcome 
         super::train::check_output(path)?;
     }
     let data = read_rows(&args.input, model, &saved)?;
+    if let (Some(_), Some(picture)) = (&args.output, picture) {
+        crate::explain::check_picture(data.rows, picture).map_err(Failure::Usage)?;
+    }
     let explanations =
         crate::explain::explain(&mut runtime, &saved.scaler, &data.x, data.rows, args.class).map_err(Failure::Input)?;
     if args.json {
