@@ -150,6 +150,15 @@ fn idx_images_of_the_wrong_size() {
         assert_error(code, &err, &["rows.idx", needle]);
         assert_eq!(std::fs::read_to_string(dir.path().join("p.csv")).expect("kept"), written, "{needle}");
     }
+    // The end is checked before the last part's rows are predicted, so
+    // standard output gets none of a file that is all one part.
+    std::fs::write(dir.path().join("rows.idx"), idx(&[3, 2, 2], &[7; 13])).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["predict", "m.nn", "--weights", "w.safetensors", "--input", "rows.idx"])
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!((out.status.code(), out.stdout.len()), (Some(1), 0), "{}", String::from_utf8_lossy(&out.stderr));
     // A truncated IDX file is an error, not a panic.
     std::fs::write(dir.path().join("img"), &idx(&[2, 2, 2], &[0; 8])[..9]).expect("write");
     let (code, err) = run(&dir.path().join("m.nn"), &[]);

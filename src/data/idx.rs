@@ -110,27 +110,41 @@ pub fn stream_images(path: &Path, spec: &RowSpec) -> Result<ImageRows, DataError
 }
 
 impl ImageRows {
-    /// The next images, at most `max`; `None` after the last, once the data
-    /// has been found to end where the header said.
+    /// The next images, at most `max`; `None` after the last. The part
+    /// with the last image comes only once the data is found to end where
+    /// the header said.
     pub fn next_rows(&mut self, max: usize) -> Result<Option<Dataset>, DataError> {
         let rows = max.min(self.count - self.next);
-        let expected = self.count as u64 * self.size as u64;
-        let mut bytes = Vec::new();
-        // One byte past the last image tells whether the file goes on.
-        let wanted = if rows == 0 { 1 } else { rows * self.size };
-        self.reader.by_ref().take(wanted as u64).read_to_end(&mut bytes).map_err(|e| read_error(&self.name, &e))?;
-        if rows == 0 && bytes.is_empty() {
+        if rows == 0 {
+            if self.count == 0 {
+                self.check_end()?;
+            }
             return Ok(None);
         }
-        if rows == 0 {
-            return Err(longer(&self.name, expected));
-        }
+        let mut bytes = Vec::new();
+        let wanted = rows * self.size;
+        self.reader.by_ref().take(wanted as u64).read_to_end(&mut bytes).map_err(|e| read_error(&self.name, &e))?;
         if bytes.len() < wanted {
-            return Err(short(&self.name, expected, (self.next * self.size + bytes.len()) as u64));
+            return Err(short(&self.name, self.promised(), (self.next * self.size + bytes.len()) as u64));
         }
         self.next += rows;
+        if self.next == self.count {
+            self.check_end()?;
+        }
         let x = bytes.iter().map(|&b| f32::from(b)).collect();
         Ok(Some(Dataset { rows, width: self.size, x, target_width: 0, y: vec![], columns: vec![] }))
+    }
+
+    /// The bytes of data the header promises.
+    fn promised(&self) -> u64 {
+        self.count as u64 * self.size as u64
+    }
+
+    /// An error if the data goes on after the last image.
+    fn check_end(&mut self) -> Result<(), DataError> {
+        let mut byte = Vec::new();
+        self.reader.by_ref().take(1).read_to_end(&mut byte).map_err(|e| read_error(&self.name, &e))?;
+        if byte.is_empty() { Ok(()) } else { Err(longer(&self.name, self.promised())) }
     }
 }
 
