@@ -113,36 +113,42 @@ pub struct OwnLoss {
 
 impl OwnLoss {
     pub fn add(&mut self, output: &Output, predictions: &[f32], targets: &[f32]) {
-        let terms: Box<dyn Iterator<Item = f64>> = match (output.kind, output.task) {
+        match (output.kind, output.task) {
             (LossKind::CrossEntropy, Task::Classes(k)) => {
-                self.count += predictions.len() / k;
-                Box::new(predictions.chunks(k).zip(targets).map(move |(z, &label)| {
+                let terms = predictions.chunks(k).zip(targets).map(|(z, &label)| {
                     let class = (label as usize).min(k - 1);
                     let top = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                     let sum: f64 = z.iter().map(|&v| f64::from(v - top).exp()).sum();
                     let weight = output.class_weights.as_ref().map_or(1.0, |w| w[class]);
                     weight * (sum.ln() + f64::from(top) - f64::from(z[class]))
-                }))
+                });
+                self.add_terms(predictions.len() / k, terms);
             }
             (LossKind::BinaryCrossEntropy, _) => {
                 let eps = nnc_runtime::kernels::BCE_EPS;
-                self.count += predictions.len();
-                Box::new(predictions.iter().zip(targets).map(move |(&p, &t)| {
+                let terms = predictions.iter().zip(targets).map(|(&p, &t)| {
                     let (p, t) = (f64::from(p).clamp(eps, 1.0 - eps), f64::from(t));
                     -(t * p.ln() + (1.0 - t) * (1.0 - p).ln())
-                }))
+                });
+                self.add_terms(predictions.len(), terms);
             }
-            _ => {
-                self.count += predictions.len();
-                Box::new(predictions.iter().zip(targets).map(|(&p, &t)| (f64::from(p) - f64::from(t)).powi(2)))
-            }
-        };
+            _ => self.add_terms(predictions.len(), squared_errors(predictions, targets)),
+        }
+    }
+
+    fn add_terms(&mut self, count: usize, terms: impl Iterator<Item = f64>) {
+        self.count += count;
         self.sum = terms.fold(self.sum, |sum, term| sum + term);
     }
 
     pub fn mean(&self) -> f64 {
         self.sum / self.count.max(1) as f64
     }
+}
+
+/// Each prediction's squared error against its target, in order.
+fn squared_errors<'a>(predictions: &'a [f32], targets: &'a [f32]) -> impl Iterator<Item = f64> + 'a {
+    predictions.iter().zip(targets).map(|(&p, &t)| (f64::from(p) - f64::from(t)).powi(2))
 }
 
 /// An output's predictions reduced, a chunk of rows at a time, to what its
@@ -182,10 +188,7 @@ impl Tally {
                 predictions.chunks(*k).zip(targets).map(|(scores, &label)| (argmax(scores) as u32, label as u32)),
             ),
             Tally::Binary { predictions: all } => all.extend_from_slice(predictions),
-            Tally::Regression { sse } => {
-                let errors = predictions.iter().zip(targets).map(|(&p, &t)| (f64::from(p) - f64::from(t)).powi(2));
-                *sse = errors.fold(*sse, |sum, error| sum + error);
-            }
+            Tally::Regression { sse } => *sse = squared_errors(predictions, targets).fold(*sse, |sum, e| sum + e),
             Tally::Reconstruction => {}
         }
     }
