@@ -2,7 +2,7 @@
 //! time and latency of batch-1 inference (a forward pass alone, as a shipped
 //! model runs), and peak memory, on synthetic data of the model's shapes.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -41,6 +41,14 @@ pub struct BenchReport {
     pub predict_rows_per_s: f64,
     /// Peak resident memory of the process.
     pub peak_rss_mib: f64,
+    /// Cores that other processes, and the hypervisor taking the virtual
+    /// CPUs away (steal), used during the kept training repeats (median;
+    /// absent where /proc cannot tell).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub foreign_cores: Option<f64>,
+    /// Repeats of any measurement run again because others used
+    /// `--foreign-max` cores or more during them.
+    pub discarded_repeats: usize,
     /// With `--kernels`: each kernel of a training step, in order, with
     /// its median time (after the measurements above, in steps of their own).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,12 +95,104 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Measures `model` at `batch` (default: its training batch).
+/// The CPU time the whole machine and this process have used, from
+/// /proc, in clock ticks.
+#[derive(Clone, Copy)]
+struct CpuTicks {
+    /// Every CPU's busy time (user, nice, system, irq, softirq and steal).
+    machine: u64,
+    /// This process's (user and system, all threads).
+    own: u64,
+    /// The CPUs /proc/stat lists.
+    cpus: u64,
+    at: Instant,
+}
+
+/// Clock ticks a second in /proc's CPU times (Linux's USER_HZ, 100 on
+/// every architecture it runs on today).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+impl CpuTicks {
+    /// Now, or None where /proc cannot tell.
+    fn now() -> Option<CpuTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let machine: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|v| v.parse().ok())
+            .collect::<Option<_>>()?;
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command's name (which may hold spaces): utime and stime are 14 and 15 of the line.
+        let after_name: Vec<&str> = own.rsplit_once(')')?.1.split_whitespace().collect();
+        let times: u64 = after_name.get(11..13)?.iter().map(|v| v.parse::<u64>().ok()).sum::<Option<u64>>()?;
+        let busy: u64 = [0, 1, 2, 5, 6, 7].iter().map(|&i| machine.get(i).copied().unwrap_or(0)).sum();
+        let cpus = stat.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")).count() as u64;
+        Some(CpuTicks { machine: busy, own: times, cpus, at: Instant::now() })
+    }
+
+    /// Cores others used on average since `self`. The machine's times
+    /// count whole ticks, each CPU's off by up to one at either end, so
+    /// two ticks a CPU are forgiven: a busy neighbour shows in a repeat of
+    /// some tenths of a second, not in one of a few milliseconds.
+    fn foreign_cores_since(self) -> Option<f64> {
+        let now = CpuTicks::now()?;
+        let seconds = now.at.duration_since(self.at).as_secs_f64();
+        let others = now.machine.saturating_sub(self.machine).saturating_sub(now.own.saturating_sub(self.own));
+        let foreign = others.saturating_sub(2 * now.cpus) as f64 / TICKS_PER_SECOND;
+        (seconds > 0.0).then(|| foreign / seconds)
+    }
+}
+
+/// Repeats disturbed by other processes, as the peers' benchmark harness
+/// treats them: with a limit, a repeat during which others used that many
+/// cores or more is discarded and, once the machine has been idle for a
+/// second (or after `IDLE_WAIT`), run again, `MAX_DISCARDS` times at most.
+/// Without one every repeat is kept and the load only reported.
+struct LoadGuard {
+    limit: Option<f64>,
+    discarded: usize,
+    /// Others' cores during each kept training repeat.
+    kept: Vec<f64>,
+}
+
+/// Discards at most, over a whole `nnc bench` run.
+const MAX_DISCARDS: usize = 10;
+/// Longest wait for the machine to go idle after a discard.
+const IDLE_WAIT: Duration = Duration::from_secs(300);
+
+impl LoadGuard {
+    /// Whether a repeat during which others used `foreign` cores is kept
+    /// (waiting for the machine to go idle first when it is not).
+    fn keep(&mut self, foreign: Option<f64>) -> bool {
+        let Some(foreign) = foreign else { return true };
+        match self.limit {
+            Some(limit) if foreign >= limit && self.discarded < MAX_DISCARDS => {
+                self.discarded += 1;
+                let give_up = Instant::now() + IDLE_WAIT;
+                while Instant::now() < give_up {
+                    let second = CpuTicks::now();
+                    std::thread::sleep(Duration::from_secs(1));
+                    if second.and_then(CpuTicks::foreign_cores_since).is_none_or(|f| f < limit) {
+                        break;
+                    }
+                }
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Measures `model` at `batch` (default: its training batch); with
+/// `foreign_max`, repeats during which other processes used that many
+/// cores are run again (`LoadGuard`).
 pub fn run(
     model: &CheckedModel,
     batch: Option<usize>,
     backend: Backend,
-    (min_seconds, kernels): (f64, bool),
+    (min_seconds, kernels, foreign_max): (f64, bool, Option<f64>),
 ) -> Result<BenchReport, BenchError> {
     let batch = batch.unwrap_or(match model.train.batch {
         Batch::Size(b) => b,
@@ -109,28 +209,41 @@ pub fn run(
     // Repeats of at least min_seconds/5 and 3 steps each; the median is
     // reported. They run in one `step_while`, timed from after its first
     // step: each call starts by copying the store to the replicas (1.1 GB
-    // for VGG-16), which a training run does once an epoch.
+    // for VGG-16), which a training run does once an epoch. A discarded
+    // repeat's steps are dropped, and the next starts two steps after the
+    // wait, warm again.
+    let mut guard = LoadGuard { limit: foreign_max, discarded: 0, kept: Vec::new() };
     let mut rates = Vec::new();
-    let mut repeat: Option<(Instant, usize)> = None;
-    let (mut step_ms, mut last_step) = (Vec::new(), Instant::now());
+    let (mut start_at, mut repeat) = (1, None);
+    let (mut step_ms, mut repeat_ms, mut last_step) = (Vec::new(), Vec::new(), Instant::now());
     let go_on = |steps: usize| {
         if repeat.is_some() {
-            step_ms.push(last_step.elapsed().as_secs_f64() * 1e3);
+            repeat_ms.push(last_step.elapsed().as_secs_f64() * 1e3);
         }
-        last_step = Instant::now();
         match repeat {
-            None if steps >= 1 => repeat = Some((Instant::now(), steps)),
-            Some((t, first)) if t.elapsed().as_secs_f64() >= min_seconds / 5.0 && steps - first >= 3 => {
-                rates.push(((steps - first) * batch) as f64 / t.elapsed().as_secs_f64());
-                repeat = Some((Instant::now(), steps));
+            None if steps >= start_at => repeat = Some((Instant::now(), steps, CpuTicks::now())),
+            Some((t, first, load)) if t.elapsed().as_secs_f64() >= min_seconds / 5.0 && steps - first >= 3 => {
+                let rate = ((steps - first) * batch) as f64 / t.elapsed().as_secs_f64();
+                let foreign = load.and_then(CpuTicks::foreign_cores_since);
+                if guard.keep(foreign) {
+                    rates.push(rate);
+                    guard.kept.extend(foreign);
+                    step_ms.append(&mut repeat_ms);
+                    repeat = Some((Instant::now(), steps, CpuTicks::now()));
+                } else {
+                    repeat_ms.clear();
+                    (start_at, repeat) = (steps + 2, None);
+                }
             }
             _ => {}
         }
+        last_step = Instant::now();
         rates.len() < 5
     };
     trainer.step_while(&x, &y, batch, lr, go_on).map_err(BenchError::Train)?;
-    let (infer_compile_ms, infer_latency_us) = inference(model, backend, min_seconds, &mut rng)?;
-    let (predict_rows, predict_rows_per_s) = batch_inference(model, backend, &mut rng)?;
+    let foreign_cores = (!guard.kept.is_empty()).then(|| median(std::mem::take(&mut guard.kept)));
+    let (infer_compile_ms, infer_latency_us) = inference(model, backend, min_seconds, &mut rng, &mut guard)?;
+    let (predict_rows, predict_rows_per_s) = batch_inference(model, backend, &mut rng, &mut guard)?;
     let kernels = match kernels {
         true => Some(kernel_times(model, (&x, &y, batch), min_seconds)?),
         false => None,
@@ -148,6 +261,8 @@ pub fn run(
         predict_rows,
         predict_rows_per_s,
         peak_rss_mib: peak_rss_mib(),
+        foreign_cores,
+        discarded_repeats: guard.discarded,
         kernels,
     })
 }
@@ -195,6 +310,7 @@ fn inference(
     backend: Backend,
     min_seconds: f64,
     rng: &mut ChaCha8Rng,
+    guard: &mut LoadGuard,
 ) -> Result<(f64, f64), BenchError> {
     let (x1, _) = synthetic(model, 1, rng);
     let internal = |e| BenchError::Train(TrainError::Internal(e));
@@ -205,14 +321,19 @@ fn inference(
     let predict = |runtime: &mut Model| runtime.predict(&x1, 1).map_err(internal);
     predict(&mut runtime)?;
     let mut latencies = Vec::new();
-    for _ in 0..5 {
-        let t = Instant::now();
+    while latencies.len() < 5 {
+        let (t, load) = (Instant::now(), CpuTicks::now());
         let mut calls = 0usize;
         while t.elapsed().as_secs_f64() < min_seconds / 10.0 || calls < 10 {
             std::hint::black_box(predict(&mut runtime)?);
             calls += 1;
         }
-        latencies.push(t.elapsed().as_secs_f64() * 1e6 / calls as f64);
+        let latency = t.elapsed().as_secs_f64() * 1e6 / calls as f64;
+        if guard.keep(load.and_then(CpuTicks::foreign_cores_since)) {
+            latencies.push(latency);
+        } else {
+            predict(&mut runtime)?;
+        }
     }
     Ok((compile_ms, median(latencies)))
 }
@@ -221,17 +342,25 @@ fn inference(
 const PREDICT_BUDGET_MACS: u64 = 5_000_000_000;
 
 /// Rows per second of `Model::predict` over many rows.
-fn batch_inference(model: &CheckedModel, backend: Backend, rng: &mut ChaCha8Rng) -> Result<(usize, f64), BenchError> {
+fn batch_inference(
+    model: &CheckedModel,
+    backend: Backend,
+    rng: &mut ChaCha8Rng,
+    guard: &mut LoadGuard,
+) -> Result<(usize, f64), BenchError> {
     let rows = (PREDICT_BUDGET_MACS / model.total_macs().max(1)).clamp(1, 10_000) as usize;
     let (x, _) = synthetic(model, rows, rng);
     let internal = |e| BenchError::Train(TrainError::Internal(e));
     let mut runtime = Model::new(model, backend).map_err(BenchError::Model)?;
     runtime.predict(&x, rows).map_err(internal)?;
     let mut rates = Vec::new();
-    for _ in 0..3 {
-        let t = Instant::now();
+    while rates.len() < 3 {
+        let (t, load) = (Instant::now(), CpuTicks::now());
         std::hint::black_box(runtime.predict(&x, rows).map_err(internal)?);
-        rates.push(rows as f64 / t.elapsed().as_secs_f64());
+        let rate = rows as f64 / t.elapsed().as_secs_f64();
+        if guard.keep(load.and_then(CpuTicks::foreign_cores_since)) {
+            rates.push(rate);
+        }
     }
     Ok((rows, median(rates)))
 }

@@ -240,6 +240,16 @@ fn bench_kernels_times_each_kernel_of_the_step() {
     assert!(err.contains("--kernels"), "{err}");
 }
 
+/// `bench --foreign-max` takes 0.01 to 1024 cores.
+#[test]
+fn bench_foreign_max_is_bounded() {
+    for bad in ["0", "-1", "nan", "inf", "2000", "x"] {
+        let (code, _, err) = nnc(&["bench", "models/xor.nn", &format!("--foreign-max={bad}")]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("expected cores from 0.01 to 1024"), "{bad}: {err}");
+    }
+}
+
 /// `bench --seconds` takes 0.1 to 3600 (1e12 ran for ever; a negative value
 /// was quietly raised).
 #[test]

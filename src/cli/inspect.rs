@@ -65,10 +65,11 @@ pub(super) struct BenchOptions {
     pub(super) json: bool,
     pub(super) max_memory: Option<u64>,
     pub(super) kernels: bool,
+    pub(super) foreign_max: Option<f64>,
 }
 
 pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) -> Outcome {
-    let BenchOptions { batch, backend, seconds, json, max_memory, kernels } = *options;
+    let BenchOptions { batch, backend, seconds, json, max_memory, kernels, foreign_max } = *options;
     if kernels && !backend.compiles() {
         return Err(Failure::Usage(
             "--kernels times the compiled step's kernels; the interpreter has none (drop --backend interp)".into(),
@@ -81,7 +82,7 @@ pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) ->
         return Err(report_diag(&checked, &diag));
     }
     set_threading(model, step_batch);
-    let r = crate::bench::run(model, batch, backend, (seconds, kernels)).map_err(|e| match e {
+    let r = crate::bench::run(model, batch, backend, (seconds, kernels, foreign_max)).map_err(|e| match e {
         crate::bench::BenchError::Model(d) => report_diag(&checked, &d),
         crate::bench::BenchError::Train(e) => Failure::Input(e.to_string()),
     })?;
@@ -91,7 +92,7 @@ pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) ->
         say!(
             "{} ({}, batch {}): train: compile {:.1} ms, {:.0} samples/s (a step {:.2} ms, 99th percentile \
              {:.2} ms); inference at batch 1: compile {:.1} ms, {:.1} µs; predicting {} rows: {:.0} rows/s; \
-             peak RSS {:.1} MiB",
+             peak RSS {:.1} MiB{}",
             r.model,
             r.backend,
             r.batch,
@@ -103,13 +104,25 @@ pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) ->
             r.infer_latency_us,
             r.predict_rows,
             r.predict_rows_per_s,
-            r.peak_rss_mib
+            r.peak_rss_mib,
+            load_note(r.foreign_cores, r.discarded_repeats)
         );
         if let Some(kernels) = &r.kernels {
             say_raw!("{}", kernel_table(kernels));
         }
     }
     Ok(())
+}
+
+/// What others used of the machine while training was timed, and how many
+/// repeats ran again for it (nothing where /proc cannot tell).
+fn load_note(foreign_cores: Option<f64>, discarded: usize) -> String {
+    let mut note = foreign_cores.map_or(String::new(), |c| format!("; others used {c:.2} cores"));
+    if discarded > 0 {
+        let repeats = if discarded == 1 { "repeat" } else { "repeats" };
+        note += &format!(" ({discarded} {repeats} run again)");
+    }
+    note
 }
 
 /// `nnc bench --kernels`' table: each kernel's median time, its share of

@@ -267,6 +267,12 @@ enum Command {
         /// measurements, and list them with `--emit plan`'s names.
         #[arg(long)]
         kernels: bool,
+        /// Run a repeat again when other processes (or the hypervisor's
+        /// steal) used this many cores or more during it, once the machine
+        /// has been idle for a second: ten times at most, waiting up to 300
+        /// s each, as the peers' benchmark harness does (0.1 there).
+        #[arg(long, value_parser = foreign_cores)]
+        foreign_max: Option<f64>,
     },
     /// Lay model files out in the one canonical way (comments kept).
     Fmt {
@@ -419,8 +425,9 @@ fn execute(command: Command) -> Outcome {
             let options = infer::BuildArgs { weights, output, name, batch, target_cpu };
             infer::build(&target.file, target.model.as_deref(), &options)
         }
-        Command::Bench { target, batch, backend, seconds, json, max_memory, kernels } => {
-            let options = inspect::BenchOptions { batch, backend: backend.into(), seconds, json, max_memory, kernels };
+        Command::Bench { target, batch, backend, seconds, json, max_memory, kernels, foreign_max } => {
+            let backend = backend.into();
+            let options = inspect::BenchOptions { batch, backend, seconds, json, max_memory, kernels, foreign_max };
             inspect::bench(&target.file, target.model.as_deref(), &options)
         }
         Command::Export { target, weights, output, opset, batch } => {
@@ -533,6 +540,14 @@ fn bench_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if (0.1..=3600.0).contains(&s) => Ok(s),
         _ => Err("expected seconds from 0.1 to 3600".into()),
+    }
+}
+
+/// A `--foreign-max` value for `bench`: cores, from 0.01 to 1024.
+fn foreign_cores(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(c) if (0.01..=1024.0).contains(&c) => Ok(c),
+        _ => Err("expected cores from 0.01 to 1024".into()),
     }
 }
 
