@@ -270,8 +270,9 @@ enum Command {
         /// Run a repeat again when other processes (or the hypervisor's
         /// steal) used this many cores or more during it, once the machine
         /// has been idle for a second: ten times at most, waiting up to 300
-        /// s each, as the peers' benchmark harness does (0.1 there).
-        #[arg(long, value_parser = foreign_cores)]
+        /// s each (`benches/side_by_side.sh` passes 0.1, the limit of the
+        /// PyTorch, JAX and onnxruntime harness it runs beside nnc).
+        #[arg(long, value_name = "CORES", value_parser = foreign_cores)]
         foreign_max: Option<f64>,
     },
     /// Lay model files out in the one canonical way (comments kept).
