@@ -254,6 +254,13 @@ pub(crate) fn restore_slots(
                     "tensor `{name}` has shape {found:?} in the checkpoint but {shape:?} in the model"
                 ));
             }
+            Some((_, values)) if values.len() != slot.range.1 => {
+                return Err(format!(
+                    "tensor `{name}` holds {} values in the checkpoint; its shape {shape:?} needs {}",
+                    values.len(),
+                    slot.range.1
+                ));
+            }
             _ => {}
         }
     }

@@ -221,6 +221,12 @@ impl Importer<'_> {
         match node.input.get(2).filter(|n| !n.is_empty()) {
             Some(_) => {
                 let (_, b) = self.constant(node, 2)?;
+                if b.len() != filters {
+                    return Err(unsupported_detail(
+                        node,
+                        &format!("its bias has {} values for {filters} filters", b.len()),
+                    ));
+                }
                 self.tensors.insert(format!("{name}.bias"), (vec![filters], b));
             }
             None => args.push("bias = false".into()),

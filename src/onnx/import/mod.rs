@@ -564,3 +564,34 @@ fn pipeline_text(flow: &Flow) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::proto::ModelProto;
+
+    /// PyTorch's LeNet with its first convolution's bias cut to `keep` values.
+    fn lenet_with_short_bias(keep: usize) -> Vec<u8> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/torch_lenet.onnx");
+        let mut model = ModelProto::decode(std::fs::read(path).expect("the export").as_slice()).expect("ONNX");
+        let graph = model.graph.as_mut().expect("a graph");
+        let conv = graph.node.iter().find(|n| n.op_type.as_deref() == Some("Conv")).expect("a convolution");
+        let bias_name = conv.input[2].clone();
+        let bias = graph.initializer.iter_mut().find(|t| t.name.as_ref() == Some(&bias_name)).expect("its bias");
+        bias.dims = vec![keep as i64];
+        bias.raw_data.as_mut().expect("raw values").truncate(4 * keep);
+        model.encode_to_vec()
+    }
+
+    /// A convolution's bias must hold one value per filter: one of a
+    /// different length is refused, naming both counts.
+    #[test]
+    fn a_convolution_bias_of_the_wrong_length_is_refused() {
+        for keep in [0, 5] {
+            let err = super::import(&lenet_with_short_bias(keep), "lenet").err().expect("refused");
+            assert!(err.contains(&format!("its bias has {keep} values for 6 filters")), "{err}");
+        }
+        assert!(super::import(&lenet_with_short_bias(6), "lenet").is_ok());
+    }
+}
