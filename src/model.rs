@@ -272,3 +272,25 @@ pub(crate) fn restore_slots(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A saved tensor whose values do not fill its shape is refused before
+    /// anything is copied in.
+    #[test]
+    fn a_tensor_short_of_its_shape_is_refused() {
+        let mut store = crate::exec::Store::default();
+        store.data_mut().resize(6, 0.0);
+        let slot = Slot { name: "w".into(), shape: vec![2, 3], range: (0, 6), required: true };
+        let saved = |len: usize| HashMap::from([("w".to_string(), (vec![2, 3], vec![1.0; len]))]);
+        let err = restore_slots(&mut store, std::slice::from_ref(&slot), &saved(5)).expect_err("refused");
+        assert!(err.contains("holds 5 values") && err.contains("needs 6"), "{err}");
+        assert_eq!(store.data(), &[0.0; 6]);
+        restore_slots(&mut store, &[slot], &saved(6)).expect("restored");
+        assert_eq!(store.data(), &[1.0; 6]);
+    }
+}
