@@ -153,7 +153,8 @@ impl CpuTicks {
 struct LoadGuard {
     limit: Option<f64>,
     discarded: usize,
-    /// Others' cores during each kept training repeat.
+    /// Others' cores during each kept repeat (the training repeats' are
+    /// taken for the report before the others run).
     kept: Vec<f64>,
 }
 
@@ -163,10 +164,11 @@ const MAX_DISCARDS: usize = 10;
 const IDLE_WAIT: Duration = Duration::from_secs(300);
 
 impl LoadGuard {
-    /// Whether a repeat during which others used `foreign` cores is kept
-    /// (waiting for the machine to go idle first when it is not).
-    fn keep(&mut self, foreign: Option<f64>) -> bool {
-        let Some(foreign) = foreign else { return true };
+    /// Whether a repeat that started at `start` is kept (waiting for the
+    /// machine to go idle first when it is not); a kept repeat's load is
+    /// noted in `kept`.
+    fn keep(&mut self, start: Option<CpuTicks>) -> bool {
+        let Some(foreign) = start.and_then(CpuTicks::foreign_cores_since) else { return true };
         match self.limit {
             Some(limit) if foreign >= limit && self.discarded < MAX_DISCARDS => {
                 self.discarded += 1;
@@ -180,7 +182,10 @@ impl LoadGuard {
                 }
                 false
             }
-            _ => true,
+            _ => {
+                self.kept.push(foreign);
+                true
+            }
         }
     }
 }
@@ -224,10 +229,8 @@ pub fn run(
             None if steps >= start_at => repeat = Some((Instant::now(), steps, CpuTicks::now())),
             Some((t, first, load)) if t.elapsed().as_secs_f64() >= min_seconds / 5.0 && steps - first >= 3 => {
                 let rate = ((steps - first) * batch) as f64 / t.elapsed().as_secs_f64();
-                let foreign = load.and_then(CpuTicks::foreign_cores_since);
-                if guard.keep(foreign) {
+                if guard.keep(load) {
                     rates.push(rate);
-                    guard.kept.extend(foreign);
                     step_ms.append(&mut repeat_ms);
                     repeat = Some((Instant::now(), steps, CpuTicks::now()));
                 } else {
@@ -329,7 +332,7 @@ fn inference(
             calls += 1;
         }
         let latency = t.elapsed().as_secs_f64() * 1e6 / calls as f64;
-        if guard.keep(load.and_then(CpuTicks::foreign_cores_since)) {
+        if guard.keep(load) {
             latencies.push(latency);
         } else {
             predict(&mut runtime)?;
@@ -358,7 +361,7 @@ fn batch_inference(
         let (t, load) = (Instant::now(), CpuTicks::now());
         std::hint::black_box(runtime.predict(&x, rows).map_err(internal)?);
         let rate = rows as f64 / t.elapsed().as_secs_f64();
-        if guard.keep(load.and_then(CpuTicks::foreign_cores_since)) {
+        if guard.keep(load) {
             rates.push(rate);
         }
     }

@@ -538,17 +538,19 @@ fn batch_size(text: &str) -> Result<usize, String> {
 
 /// A `--seconds` value for `bench`: from 0.1 to 3600.
 fn bench_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if (0.1..=3600.0).contains(&s) => Ok(s),
-        _ => Err("expected seconds from 0.1 to 3600".into()),
-    }
+    number_within(text, 0.1..=3600.0, "seconds")
 }
 
 /// A `--foreign-max` value for `bench`: cores, from 0.01 to 1024.
 fn foreign_cores(text: &str) -> Result<f64, String> {
+    number_within(text, 0.01..=1024.0, "cores")
+}
+
+/// A number of `unit` within `range` (NaN and infinities are not).
+fn number_within(text: &str, range: std::ops::RangeInclusive<f64>, unit: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(c) if (0.01..=1024.0).contains(&c) => Ok(c),
-        _ => Err("expected cores from 0.01 to 1024".into()),
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(format!("expected {unit} from {} to {}", range.start(), range.end())),
     }
 }
 
