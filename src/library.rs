@@ -123,10 +123,13 @@ fn planned(model: &Model, rows: usize) -> Result<(Graph, Plan), String> {
         crate::ir::verify(&graph)?;
     }
     let plan = plan::plan_forward(&graph);
-    // The weights are read-only data in the library.
+    // The weights are read-only data in the library. A reshape of a
+    // parameter (layer norm's gain, a 1-D convolution's filters) lies in
+    // the store too: it is the parameter's memory read another way.
     let writes_store = plan.kernels.iter().any(|k| matches!(k, Kernel::Copy { .. }))
         || graph.nodes.iter().zip(&plan.locations).any(|(n, l)| {
-            matches!(l, Location::Store(_)) && !matches!(n.op, crate::ir::Op::Param(_) | crate::ir::Op::State(_))
+            use crate::ir::Op;
+            matches!(l, Location::Store(_)) && !matches!(n.op, Op::Param(_) | Op::State(_) | Op::Reshape)
         });
     if writes_store {
         return Err("this model's forward pass writes its parameters, so it cannot be built as a library".into());

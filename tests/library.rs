@@ -224,6 +224,14 @@ fn tied_autoencoder_library_predicts_the_jits_bits() {
     assert_same_bits("autoencoder.nn");
 }
 
+/// Layer norm's gain and bias and a 1-D convolution's filters are read
+/// through reshapes of the weights, which write nothing.
+#[test]
+fn reshaped_weights_build_and_predict_the_jits_bits() {
+    assert_same_bits("layernorm_mlp.nn");
+    assert_same_bits("digits_conv1d.nn");
+}
+
 #[test]
 fn dbn_library_predicts_the_jits_bits() {
     assert_same_bits("dbn_digits.nn");
