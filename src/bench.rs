@@ -210,7 +210,7 @@ pub fn run(
     let started = Instant::now();
     trainer.prepare(batch).map_err(BenchError::Train)?;
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
-    trainer.step_while(&x, &y, batch, lr, |steps| steps < 4).map_err(BenchError::Train)?;
+    trainer.step_while(&x, &y, batch, lr, |steps, _| steps < 4).map_err(BenchError::Train)?;
     // Repeats of at least min_seconds/5 and 3 steps each; the median is
     // reported. They run in one `step_while`, timed from after its first
     // step: each call starts by copying the store to the replicas (1.1 GB
@@ -221,18 +221,21 @@ pub fn run(
     let mut rates = Vec::new();
     let (mut start_at, mut repeat) = (1, None);
     let (mut step_ms, mut repeat_ms, mut last_step) = (Vec::new(), Vec::new(), Instant::now());
-    let go_on = |steps: usize| {
+    // Steps are timed by when each finished: replicated steps are heard in
+    // bursts, long after some of them ended.
+    let go_on = |steps: usize, finished: Instant| {
+        let since = |t: Instant| finished.saturating_duration_since(t).as_secs_f64();
         if repeat.is_some() {
-            repeat_ms.push(last_step.elapsed().as_secs_f64() * 1e3);
+            repeat_ms.push(since(last_step) * 1e3);
         }
         match repeat {
-            None if steps >= start_at => repeat = Some((Instant::now(), steps, CpuTicks::now())),
-            Some((t, first, load)) if t.elapsed().as_secs_f64() >= min_seconds / 5.0 && steps - first >= 3 => {
-                let rate = ((steps - first) * batch) as f64 / t.elapsed().as_secs_f64();
+            None if steps >= start_at => repeat = Some((finished, steps, CpuTicks::now())),
+            Some((t, first, load)) if since(t) >= min_seconds / 5.0 && steps - first >= 3 => {
+                let rate = ((steps - first) * batch) as f64 / since(t);
                 if guard.keep(load) {
                     rates.push(rate);
                     step_ms.append(&mut repeat_ms);
-                    repeat = Some((Instant::now(), steps, CpuTicks::now()));
+                    repeat = Some((finished, steps, CpuTicks::now()));
                 } else {
                     repeat_ms.clear();
                     (start_at, repeat) = (steps + 2, None);
@@ -240,7 +243,7 @@ pub fn run(
             }
             _ => {}
         }
-        last_step = Instant::now();
+        last_step = finished;
         rates.len() < 5
     };
     trainer.step_while(&x, &y, batch, lr, go_on).map_err(BenchError::Train)?;
@@ -284,11 +287,11 @@ fn kernel_times(
 ) -> Result<Vec<KernelTime>, BenchError> {
     let mut trainer = Trainer::new(model, model.train.clone(), Backend::Profiled).map_err(BenchError::Model)?;
     trainer.prepare(batch).map_err(BenchError::Train)?;
-    trainer.step_while(x, y, batch, model.train.lr, |steps| steps < 4).map_err(BenchError::Train)?;
+    trainer.step_while(x, y, batch, model.train.lr, |steps, _| steps < 4).map_err(BenchError::Train)?;
     nnc_runtime::profile::take();
     let started = Instant::now();
     trainer
-        .step_while(x, y, batch, model.train.lr, |steps| {
+        .step_while(x, y, batch, model.train.lr, |steps, _| {
             steps < 10 || (steps < PROFILED_STEPS && started.elapsed().as_secs_f64() < seconds)
         })
         .map_err(BenchError::Train)?;

@@ -2,6 +2,8 @@
 //! once, where they apply), the fall back to its starting weights when it
 //! diverges or is stopped, and what it reports.
 
+use std::time::Instant;
+
 use super::{Metrics, TrainError, Trainer, health};
 use crate::check::Schedule;
 use crate::data::Dataset;
@@ -91,12 +93,12 @@ impl Trainer {
         if let Some(h) = self.health.as_mut() {
             h.finish_epoch();
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         if let Some(replicas) = self.replicas.as_mut() {
             replicas.unsync();
         }
         // Each step's loss, added to the total; whether to go on.
-        let mut after_step = |step: usize, rows: usize, loss: f64| {
+        let mut after_step = |step: usize, rows: usize, loss: f64, _finished| {
             total += loss * rows as f64;
             on_step((step * batch + rows).min(train.rows), train.rows, loss)
         };
@@ -154,15 +156,15 @@ impl Trainer {
     /// `fit_epoch`'s steps one at a time on this thread (split over the
     /// replicas step by step where they apply): each batch's rows of this
     /// process, the learning rate of each step left in `lr`, and
-    /// `after_step(step, rows, loss)`, false to stop. Returns why the steps
-    /// stopped early, if they did.
+    /// `after_step(step, rows, loss, when it finished)`, false to stop.
+    /// Returns why the steps stopped early, if they did.
     fn steps_one_by_one(
         &mut self,
         train: &Dataset,
         order: &[usize],
         (epoch, batch, per_epoch): (usize, usize, usize),
         lr: &mut f64,
-        after_step: &mut dyn FnMut(usize, usize, f64) -> bool,
+        after_step: &mut dyn FnMut(usize, usize, f64, Instant) -> bool,
     ) -> Result<Option<Stopped>, TrainError> {
         // One minibatch buffer for the whole epoch.
         let mut rows = train.select(&order[..0]);
@@ -180,7 +182,7 @@ impl Trainer {
             if !loss.is_finite() {
                 return Ok(Some(Stopped::NonFinite { step }));
             }
-            let mut go_on = after_step(step, chunk.len(), loss);
+            let mut go_on = after_step(step, chunk.len(), loss, Instant::now());
             if let Some(team) = &self.team {
                 // One process stopping (Ctrl-C) stops them all at the same step.
                 let mut stops = [f64::from(u8::from(!go_on))];

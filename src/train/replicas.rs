@@ -141,18 +141,20 @@ fn in_scopes<'a>(
 }
 
 impl Trainer {
-    /// Optimizer steps on one batch for as long as `go_on(steps taken)`
-    /// holds, taken as `fit_epoch` takes them: where every step replicates,
-    /// in replicated epochs over the batch again and again (a few steps may
-    /// run after `go_on` says stop, while the replicas hear it), else one by
-    /// one. Returns how many steps ran. What `nnc bench` measures.
+    /// Optimizer steps on one batch for as long as `go_on(steps taken,
+    /// when the last of them finished)` holds, taken as `fit_epoch` takes
+    /// them: where every step replicates, in replicated epochs over the
+    /// batch again and again (a few steps may run after `go_on` says stop,
+    /// while the replicas hear it; `go_on` hears their steps in bursts, each
+    /// with the time it finished), else one by one. Returns how many steps
+    /// ran. What `nnc bench` measures.
     pub fn step_while(
         &mut self,
         x: &[f32],
         y: &[f32],
         rows: usize,
         lr: f64,
-        mut go_on: impl FnMut(usize) -> bool,
+        mut go_on: impl FnMut(usize, Instant) -> bool,
     ) -> Result<usize, TrainError> {
         if let Some(replicas) = self.replicas.as_mut() {
             replicas.unsync();
@@ -161,7 +163,7 @@ impl Trainer {
         if self.replicates_epoch(rows, rows) {
             steps = self.replicated_steps_while(x, y, rows, lr, &mut go_on)?;
         }
-        while go_on(steps) {
+        while go_on(steps, Instant::now()) {
             self.step_as_fitted(x, y, rows, lr)?;
             steps += 1;
         }
@@ -177,7 +179,7 @@ impl Trainer {
         y: &[f32],
         rows: usize,
         lr: f64,
-        go_on: &mut dyn FnMut(usize) -> bool,
+        go_on: &mut dyn FnMut(usize, Instant) -> bool,
     ) -> Result<usize, TrainError> {
         let batch = Dataset {
             rows,
@@ -188,10 +190,10 @@ impl Trainer {
             columns: Vec::new(),
         };
         let (mut steps, mut epoch_steps) = (0, 1);
-        while go_on(steps) {
+        while go_on(steps, Instant::now()) {
             let order: Vec<usize> = (0..epoch_steps).flat_map(|_| 0..rows).collect();
             let lrs = vec![lr; epoch_steps];
-            let mut after_step = |step: usize, _, _| go_on(steps + step + 1);
+            let mut after_step = |step: usize, _, _, finished| go_on(steps + step + 1, finished);
             let (stopped, ran) = self.epoch_replicated(&batch, &order, rows, &lrs, &mut after_step)?;
             steps += ran;
             if matches!(stopped, Some(Stopped::NonFinite { .. })) {
@@ -289,7 +291,7 @@ impl Trainer {
     /// (their losses, the activations' health sums, a request to stop), so
     /// no step waits for the main thread or for threads to wake. The main
     /// thread hears each step's loss meanwhile (`after_step(step, rows,
-    /// loss)`, false to stop). The same updates, losses and health as
+    /// loss, when it finished)`, false to stop). The same updates, losses and health as
     /// `step_replicated` step by step. Returns why the steps stopped early,
     /// if they did, and how many ran.
     pub(super) fn epoch_replicated(
@@ -298,7 +300,7 @@ impl Trainer {
         order: &[usize],
         batch: usize,
         lrs: &[f64],
-        after_step: &mut dyn FnMut(usize, usize, f64) -> bool,
+        after_step: &mut dyn FnMut(usize, usize, f64, Instant) -> bool,
     ) -> Result<(Option<Stopped>, usize), TrainError> {
         let full = batch.min(order.len());
         let last = order.len() % full.max(1);
@@ -362,9 +364,9 @@ impl Trainer {
         let mut go_on = true;
         run_side_by_side(pools, calls, &mut || {
             // Until the first replica has sent its last report.
-            for (step, rows, loss) in heard.iter().flatten() {
+            for (step, rows, loss, finished) in heard.iter().flatten() {
                 if go_on && loss.is_finite() {
-                    go_on = after_step(step, rows, loss);
+                    go_on = after_step(step, rows, loss, finished);
                     plan.stop.store(!go_on, Ordering::Relaxed);
                 }
             }
@@ -488,7 +490,7 @@ fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stop
             None
         };
         if let Some(reports) = &reports {
-            heard.push((i, chunk.len(), loss));
+            heard.push((i, chunk.len(), loss, Instant::now()));
             let due = heard.len() == REPORTS_AT_ONCE || last_sent.elapsed() >= REPORT_AT_LEAST_EVERY;
             if due || stopped.is_some() || i + 1 == count {
                 // The main thread hears until the epoch ends, unless it failed.
@@ -503,8 +505,9 @@ fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stop
     Ok((None, count))
 }
 
-/// A step's number in the epoch, rows and loss, as the main thread hears it.
-type Report = (usize, usize, f64);
+/// A step's number in the epoch, rows, loss and when it finished, as the
+/// main thread hears it.
+type Report = (usize, usize, f64, Instant);
 
 /// Steps the first replica reports at once: the main thread, woken for
 /// each, would take a core from a replica (and the other would wait for

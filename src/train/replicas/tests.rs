@@ -119,7 +119,7 @@ fn stepping_while_asked_counts_the_replicated_steps_it_ran() {
     let mut whole = trainer(&model);
     assert!(whole.replicates_epoch(32, 32));
     let lr = model.train.lr;
-    let ran = whole.step_while(&batch.x, &batch.y, 32, lr, |steps| steps < 5).expect("steps");
+    let ran = whole.step_while(&batch.x, &batch.y, 32, lr, |steps, _| steps < 5).expect("steps");
     assert!(ran >= 5, "{ran} steps");
     assert_eq!(whole.steps_done, ran as u64);
 
