@@ -65,17 +65,27 @@ pub struct Built {
     pub shared_lib: PathBuf,
 }
 
-/// An error unless `name` can start C identifiers.
+/// The prefix of the runtime's symbols, which the library carries: a
+/// name under it could make one of the library's own (`nnc_library` would
+/// define `nnc_library_create` twice).
+const RUNTIME_PREFIX: &str = "nnc_";
+
+/// An error unless `name` can start C identifiers that are not the runtime's.
 pub fn check_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        Ok(())
-    } else {
-        Err(format!(
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
             "`{name}` cannot name a C library: use letters, digits and `_`, not starting with a digit (--name)"
-        ))
+        ));
     }
+    if name.starts_with(RUNTIME_PREFIX) {
+        return Err(format!(
+            "`{name}` cannot name a C library: names starting with `{RUNTIME_PREFIX}` are the runtime's it \
+             carries; choose another (--name)"
+        ));
+    }
+    Ok(())
 }
 
 /// The C compiler that links the shared library (`CC` when set), checked

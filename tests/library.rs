@@ -364,6 +364,11 @@ fn bad_builds_are_clear_errors_that_leave_nothing_behind() {
     assert_eq!(code, 2);
     assert!(message.contains("cannot name a C library"), "{message}");
 
+    // Its symbols would be the runtime's (`nnc_library_create`, …).
+    let (code, message) = failing_build(&[model, "--weights", weights, "--name", "nnc_library"], &[], &out);
+    assert_eq!(code, 2);
+    assert!(message.contains("starting with `nnc_` are the runtime's"), "{message}");
+
     let (code, message) = failing_build(&[model, "--weights", weights], &[("CC", "/nonexistent/cc")], &out);
     assert_eq!(code, 2);
     assert!(message.contains("no C compiler") && message.contains("/nonexistent/cc"), "{message}");
