@@ -2,6 +2,7 @@
 //! spacing) and meaning-preserving (the formatted file checks to the same
 //! models), on every bundled model and on mutated copies of them.
 
+use std::os::unix::fs::FileTypeExt;
 use std::process::Command;
 
 use nnc::format::format_source;
@@ -169,4 +170,46 @@ fn fmt_rewrites_check_names_and_syntax_errors_stay_untouched() {
 
     let (code, out, err) = nnc(&["fmt", "--check", &path(&messy), &path(&tidy)]);
     assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+}
+
+/// A named pipe formatted in place is refused before it is read: reading
+/// would wait for a writer, and the result could not replace it. `--check`
+/// reads it as it would a file.
+#[test]
+fn fmt_in_place_refuses_a_pipe_without_reading_it() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipe = dir.path().join("model.nn");
+    let made = Command::new("mkfifo").arg(&pipe).status().expect("mkfifo runs");
+    assert!(made.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["fmt", pipe.to_str().expect("a path")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nnc runs");
+    // A guard against waiting for ever on a reader that blocks, not a time limit on nnc.
+    let waited = Instant::now();
+    while child.try_wait().expect("waits").is_none() && waited.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if child.try_wait().expect("waits").is_none() {
+        child.kill().expect("kills");
+        panic!("nnc fmt waited for a writer to the pipe");
+    }
+    let out = child.wait_with_output().expect("output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not a regular file") && err.contains("nnc fmt -"), "{err}");
+    assert!(std::fs::symlink_metadata(&pipe).expect("still there").file_type().is_fifo());
+
+    // --check reads the pipe like a file.
+    let path = pipe.to_str().expect("a path").to_string();
+    let writer = std::thread::spawn(move || {
+        let mut pipe = std::fs::OpenOptions::new().write(true).open(path).expect("opens the pipe");
+        pipe.write_all(b"model m{input x:[2] target y:real[1]\nx|>dense(1)=>p loss=mse(p,y)}").expect("writes");
+    });
+    let (code, out, err) = nnc(&["fmt", "--check", pipe.to_str().expect("a path")]);
+    writer.join().expect("the writer finishes");
+    assert_eq!((code, out.trim()), (1, pipe.to_str().expect("a path")), "{err}");
 }

@@ -14,6 +14,14 @@ pub fn run(files: &[PathBuf], check: bool) -> Outcome {
     let mut failed = false;
     for file in files {
         let stdin = file.as_os_str() == "-";
+        if !stdin && !check && std::fs::metadata(file).is_ok_and(|m| !m.is_file()) {
+            // A pipe would be read (waiting for a writer) and then could not
+            // be written back; a directory cannot be read at all.
+            return Err(Failure::Usage(format!(
+                "cannot format {} in place: it is not a regular file (`nnc fmt -` formats standard input)",
+                file.display()
+            )));
+        }
         let read = if stdin { pipeline::read_model_from(std::io::stdin().lock()) } else { pipeline::read_model(file) };
         let source = read.map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
         let name = if stdin { "<stdin>".to_string() } else { file.display().to_string() };
