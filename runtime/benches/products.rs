@@ -2,8 +2,10 @@
 //! against matrixmultiply on the same products: W1's and W2's, each the
 //! share of a training step one core runs (the step splits its large
 //! products in two), and a library's first product over rows of images
-//! (mostly zeros, which the kernels skip). One thread, rounds interleaved,
-//! medians.
+//! (mostly zeros, which the kernels skip); and a product of four rows
+//! against large weights (VGG-16's dense layers, a replica's rows at batch
+//! 8), which the runtime runs as dot products, not through the kernels.
+//! One thread, rounds interleaved, medians.
 //!
 //!   cargo bench -p nnc-runtime --bench products [-- ROUNDS]
 //!
@@ -14,7 +16,7 @@
 
 use std::time::Instant;
 
-use nnc_runtime::{Isa, product_with};
+use nnc_runtime::{Isa, product, product_with};
 
 /// A product `m × k` by `k × n` with each operand's (row, column) strides,
 /// as the compiled step calls it (weights are `[out, in]`).
@@ -27,7 +29,7 @@ struct Shape {
     images: bool,
 }
 
-const SHAPES: [Shape; 9] = [
+const SHAPES: [Shape; 10] = [
     Shape { name: "W1 forward, half", dims: (64, 784, 64), a: (784, 1), b: (1, 784), images: false },
     Shape { name: "W1 weight gradient, half", dims: (128, 64, 392), a: (1, 128), b: (784, 1), images: false },
     Shape { name: "W1 logits", dims: (64, 128, 10), a: (128, 1), b: (1, 128), images: false },
@@ -37,12 +39,20 @@ const SHAPES: [Shape; 9] = [
     Shape { name: "W2 input gradient 1, half", dims: (256, 1024, 512), a: (1024, 1), b: (1024, 1), images: false },
     Shape { name: "W2 gradient through the logits", dims: (256, 10, 1024), a: (10, 1), b: (1024, 1), images: false },
     Shape { name: "MNIST MLP forward, image rows", dims: (512, 784, 128), a: (784, 1), b: (1, 784), images: true },
+    Shape { name: "VGG-16 dense 2 forward, 4 rows", dims: (4, 4096, 4096), a: (4096, 1), b: (1, 4096), images: false },
 ];
 
-/// Who multiplies: one of the runtime's kernels, or matrixmultiply.
+/// Rows up to which the runtime's own product (`Engine::Runtime`) is timed
+/// too: it runs them on this thread as dot products (larger products it
+/// may split over the threads).
+const FEW_ROWS: usize = 4;
+
+/// Who multiplies: one of the runtime's kernels, the runtime's product as
+/// compiled code calls it, or matrixmultiply.
 #[derive(Clone, Copy)]
 enum Engine {
     Kernels(Isa),
+    Runtime,
     Matrixmultiply,
 }
 
@@ -50,6 +60,7 @@ impl Engine {
     fn name(self) -> String {
         match self {
             Engine::Kernels(isa) => format!("nnc {isa:?}"),
+            Engine::Runtime => "nnc product".to_string(),
             Engine::Matrixmultiply => "matrixmultiply".to_string(),
         }
     }
@@ -87,6 +98,7 @@ fn seconds_per_call(engine: Engine, shape: &Shape, (a, b, c): (&[f32], &[f32], &
     let (m, k, n) = shape.dims;
     let call = |c: &mut [f32]| match engine {
         Engine::Kernels(isa) => product_with(isa, shape.dims, a, shape.a, b, shape.b, c).expect("the operands fit"),
+        Engine::Runtime => product(shape.dims, a, shape.a, b, shape.b, c).expect("the operands fit"),
         Engine::Matrixmultiply => {
             let s = |x: usize| x as isize;
             // SAFETY: `span` sized a and b for these strides; c holds m·n values.
@@ -129,10 +141,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let rounds: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5).max(1);
-    let engines: Vec<Engine> =
-        Isa::available().into_iter().map(Engine::Kernels).chain([Engine::Matrixmultiply]).collect();
+    let kernels: Vec<Engine> = Isa::available().into_iter().map(Engine::Kernels).collect();
     println!("one thread, {rounds} interleaved rounds, medians; time per call and GMAC/s (of the dense product)");
     for shape in &SHAPES {
+        let runtime = (shape.dims.0 <= FEW_ROWS).then_some(Engine::Runtime);
+        let engines: Vec<Engine> = kernels.iter().copied().chain(runtime).chain([Engine::Matrixmultiply]).collect();
         let (m, k, n) = shape.dims;
         let a = if shape.images { images(m) } else { values(span((m, k), shape.a), 1) };
         let b = values(span((k, n), shape.b), 2);
