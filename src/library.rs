@@ -24,7 +24,7 @@ use crate::jit::object::{LibraryModel, PlannedPass};
 use crate::jit::{self, TargetCpu};
 use crate::model::Model;
 use crate::pipeline;
-use crate::plan::{self, Kernel, Location, Plan};
+use crate::plan::{self, Plan};
 use crate::train::metrics::Task;
 use nnc_runtime::library::{MIDDLE_BATCH, SMALL_BATCH, pass_rows};
 
@@ -133,15 +133,8 @@ fn planned(model: &Model, rows: usize) -> Result<(Graph, Plan), String> {
         crate::ir::verify(&graph)?;
     }
     let plan = plan::plan_forward(&graph);
-    // The weights are read-only data in the library. A reshape of a
-    // parameter (layer norm's gain, a 1-D convolution's filters) lies in
-    // the store too: it is the parameter's memory read another way.
-    let writes_store = plan.kernels.iter().any(|k| matches!(k, Kernel::Copy { .. }))
-        || graph.nodes.iter().zip(&plan.locations).any(|(n, l)| {
-            use crate::ir::Op;
-            matches!(l, Location::Store(_)) && !matches!(n.op, Op::Param(_) | Op::State(_) | Op::Reshape)
-        });
-    if writes_store {
+    // The weights are read-only data in the library.
+    if plan.writes_store() {
         return Err("this model's forward pass writes its parameters, so it cannot be built as a library".into());
     }
     Ok((graph, plan))

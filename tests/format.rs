@@ -181,10 +181,11 @@ fn fmt_in_place_refuses_a_pipe_without_reading_it() {
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().expect("tempdir");
     let pipe = dir.path().join("model.nn");
+    let path = pipe.to_str().expect("a path").to_string();
     let made = Command::new("mkfifo").arg(&pipe).status().expect("mkfifo runs");
     assert!(made.success());
     let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(["fmt", pipe.to_str().expect("a path")])
+        .args(["fmt", &path])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("nnc runs");
@@ -204,12 +205,12 @@ fn fmt_in_place_refuses_a_pipe_without_reading_it() {
     assert!(std::fs::symlink_metadata(&pipe).expect("still there").file_type().is_fifo());
 
     // --check reads the pipe like a file.
-    let path = pipe.to_str().expect("a path").to_string();
+    let writer_path = path.clone();
     let writer = std::thread::spawn(move || {
-        let mut pipe = std::fs::OpenOptions::new().write(true).open(path).expect("opens the pipe");
+        let mut pipe = std::fs::OpenOptions::new().write(true).open(writer_path).expect("opens the pipe");
         pipe.write_all(b"model m{input x:[2] target y:real[1]\nx|>dense(1)=>p loss=mse(p,y)}").expect("writes");
     });
-    let (code, out, err) = nnc(&["fmt", "--check", pipe.to_str().expect("a path")]);
+    let (code, out, err) = nnc(&["fmt", "--check", &path]);
     writer.join().expect("the writer finishes");
-    assert_eq!((code, out.trim()), (1, pipe.to_str().expect("a path")), "{err}");
+    assert_eq!((code, out.trim()), (1, path.as_str()), "{err}");
 }

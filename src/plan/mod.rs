@@ -513,6 +513,16 @@ pub fn kernel_reads(g: &Graph, kernel: &Kernel, fused: &[bool]) -> Vec<ValueId> 
 }
 
 impl Plan {
+    /// Whether a kernel writes the store (a step's new parameters and
+    /// states): a value placed there that no kernel computes, such as a
+    /// reshape of a parameter, is the parameter read another way.
+    pub fn writes_store(&self) -> bool {
+        self.kernels.iter().any(|kernel| {
+            matches!(kernel, Kernel::Copy { .. })
+                || produces(kernel).any(|v| matches!(self.locations[v.0], Location::Store(_)))
+        })
+    }
+
     pub fn to_text(&self, g: &Graph) -> String {
         let mut out = format!("store {} floats, scratch {} floats\n", self.store.len, self.scratch_len);
         for kernel in &self.kernels {

@@ -291,9 +291,9 @@ impl Trainer {
     /// (their losses, the activations' health sums, a request to stop), so
     /// no step waits for the main thread or for threads to wake. The main
     /// thread hears each step's loss meanwhile (`after_step(step, rows,
-    /// loss, when it finished)`, false to stop). The same updates, losses and health as
-    /// `step_replicated` step by step. Returns why the steps stopped early,
-    /// if they did, and how many ran.
+    /// loss, when it finished)`, false to stop). The same updates, losses
+    /// and health as `step_replicated` step by step. Returns why the steps
+    /// stopped early, if they did, and how many ran.
     pub(super) fn epoch_replicated(
         &mut self,
         train: &Dataset,
