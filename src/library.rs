@@ -26,7 +26,7 @@ use crate::model::Model;
 use crate::pipeline;
 use crate::plan::{self, Plan};
 use crate::train::metrics::Task;
-use nnc_runtime::library::{MIDDLE_BATCH, SMALL_BATCH, pass_rows};
+use nnc_runtime::library::{Columns, MIDDLE_BATCH, SMALL_BATCH, pass_rows};
 
 /// The runtime routines as a static library, embedded at build time.
 static RUNTIME_ARCHIVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libnnc_runtime.a"));
@@ -159,13 +159,6 @@ fn preprocessing(scaler: &Scaler, features: usize) -> Result<(Vec<f32>, Vec<f32>
 /// Builds the three files of `model` (holding trained weights) as `options` says.
 pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<Built, String> {
     check_name(&options.name)?;
-    if model.checked.losses.len() > 1 {
-        return Err(format!(
-            "model `{}` has {} outputs (one per loss term); `nnc build` writes libraries of one output",
-            model.checked.name,
-            model.checked.losses.len()
-        ));
-    }
     if options.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
@@ -194,23 +187,25 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
         ));
     }
     let (shift, divisor) = preprocessing(scaler, features)?;
-    let classes = match Task::of(&model.checked) {
-        Task::Classes(k) => k,
-        _ => 0,
-    };
+    let outputs_of_row = output_columns(&model.checked, outputs)?;
+    let softmax: Vec<Columns> = outputs_of_row
+        .iter()
+        .filter(|o| o.classes > 0)
+        .map(|o| Columns { start: o.columns.start, width: o.columns.len() })
+        .collect();
     let library = LibraryModel {
         name,
         weights,
         shift: &shift,
         divisor: &divisor,
         outputs,
-        softmax: classes > 0,
+        softmax: &softmax,
         parallel_images: jit::splits_images(&large.0) && jit::spreads_images(&model.checked, options.batch),
         passes: [(&large, rows[0]), (&middle, rows[1]), (&small, rows[2]), (&single, rows[3])]
             .map(|((graph, plan), rows)| PlannedPass { graph, plan, rows }),
     };
     let object = jit::object::emit(&library, &options.target)?;
-    let header = header(model, name, features, outputs, classes, options);
+    let header = header(model, name, features, (outputs, &outputs_of_row), options);
 
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let finals = [out.join(format!("{name}.h")), out.join(format!("lib{name}.a")), out.join(format!("lib{name}.so"))];
@@ -233,6 +228,31 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
     }
     let [header, static_lib, shared_lib] = finals;
     Ok(Built { header, static_lib, shared_lib })
+}
+
+/// One output of a built library: its columns of an output row, and its
+/// classes when it returns their probabilities (0 otherwise).
+struct OutputColumns {
+    name: String,
+    columns: std::ops::Range<usize>,
+    classes: usize,
+}
+
+/// The outputs of `model`'s prediction rows of `width` values, as
+/// `nnc predict` writes them.
+fn output_columns(model: &CheckedModel, width: usize) -> Result<Vec<OutputColumns>, String> {
+    let outputs: Vec<OutputColumns> = crate::train::metrics::prediction_columns(model, width)
+        .into_iter()
+        .map(|(name, task, columns)| {
+            let classes = if let Task::Classes(k) = task { k } else { 0 };
+            OutputColumns { name, columns, classes }
+        })
+        .collect();
+    let fits = |o: &OutputColumns| o.columns.end <= width && (o.classes == 0 || o.classes == o.columns.len());
+    match outputs.iter().find(|o| !fits(o)) {
+        Some(o) => Err(format!("the output `{}` does not fit the model's prediction of {width} values", o.name)),
+        None => Ok(outputs),
+    }
 }
 
 /// A private folder inside the output folder, removed when dropped.
@@ -275,8 +295,7 @@ fn header(
     model: &Model,
     name: &str,
     features: usize,
-    outputs: usize,
-    classes: usize,
+    (outputs, of_row): (usize, &[OutputColumns]),
     options: &BuildOptions,
 ) -> String {
     let upper = name.to_ascii_uppercase();
@@ -297,12 +316,24 @@ fn header(
             format!("The inputs {}, one after the other: {features} floats per row", each.join(" then "))
         }
     };
-    let output_name = model.checked.targets.first().map_or("output", |t| t.name.as_str());
-    let output_is = if classes > 0 {
-        format!("the probabilities of the {classes} classes (softmax of the scores)")
-    } else {
-        "the model's output values".to_string()
+    let what = |o: &OutputColumns| match o.classes {
+        0 => "the model's output values".to_string(),
+        k => format!("the probabilities of the {k} classes (softmax of the scores)"),
     };
+    let (output_text, classes) = match of_row {
+        [one] => (format!("The output `{}`: {outputs} floats per row, {}.", one.name, what(one)), one.classes),
+        several => {
+            let each: Vec<String> = several
+                .iter()
+                .map(|o| {
+                    format!(" *   `{}`: columns {} to {}, {}", o.name, o.columns.start, o.columns.end - 1, what(o))
+                })
+                .collect();
+            (format!("The outputs, side by side: {outputs} floats per row:\n{}.", each.join(";\n")), 0)
+        }
+    };
+    let names: Vec<String> = of_row.iter().map(|o| o.name.clone()).collect();
+    let list = |values: Vec<String>| values.join(", ");
     let target = match &options.target {
         TargetCpu::Native => "the CPU it was built on (native)".to_string(),
         TargetCpu::Preset(p) => p.clone(),
@@ -343,11 +374,20 @@ extern "C" {{
 #define {upper}_INPUT_RANK {rank}
 static const size_t {upper}_INPUT_SHAPE[{rank}] = {{{input_shape}}};
 
-/* The output `{output_name}`: {outputs} floats per row, {output_is}. */
+/* {output_text} */
 #define {upper}_OUTPUT_NAME "{output_name}"
 #define {upper}_OUTPUT_SIZE {outputs}
-/* Number of classes (0 when the model is not a classifier). */
+/* Number of classes (0 when the model is not a classifier, or has several
+ * outputs: see {upper}_OUTPUT_CLASSES). */
 #define {upper}_CLASSES {classes}
+
+/* Each output's name, first column and columns in an output row, and its
+ * classes (0 when it is not a classifier). */
+#define {upper}_OUTPUTS {count}
+static const char *const {upper}_OUTPUT_NAMES[{count}] = {{{quoted_names}}};
+static const size_t {upper}_OUTPUT_OFFSETS[{count}] = {{{offsets}}};
+static const size_t {upper}_OUTPUT_SIZES[{count}] = {{{sizes}}};
+static const size_t {upper}_OUTPUT_CLASSES[{count}] = {{{output_classes}}};
 
 /* Rows per call of the large batched pass; what is left runs in passes of
  * {middle} and of {small} rows, then one row at a time. */
@@ -380,6 +420,12 @@ int {name}_predict({name}_context *ctx, const float *input, size_t rows, float *
 #endif /* {upper}_H */
 "#,
         model_name = model.checked.name,
+        output_name = names.join(","),
+        count = of_row.len(),
+        quoted_names = list(names.iter().map(|n| format!("\"{n}\"")).collect()),
+        offsets = list(of_row.iter().map(|o| o.columns.start.to_string()).collect()),
+        sizes = list(of_row.iter().map(|o| o.columns.len().to_string()).collect()),
+        output_classes = list(of_row.iter().map(|o| o.classes.to_string()).collect()),
         version = env!("CARGO_PKG_VERSION"),
         system_libs = SYSTEM_LIBS,
         input_shape = shape(&input_shape),

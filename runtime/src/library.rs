@@ -47,13 +47,23 @@ pub struct Description {
     pub features: usize,
     /// Output values per row.
     pub outputs: usize,
-    /// Non-zero when the outputs are class scores returned as probabilities.
-    pub softmax: usize,
+    /// The outputs that are class scores returned as probabilities: each
+    /// a run of columns of the output row (`softmax_count` of them).
+    pub softmax: *const Columns,
+    pub softmax_count: usize,
     /// Non-zero when the batched passes spread their images (convolution
     /// and pooling) over rayon's threads: products too small to thread well.
     pub parallel_images: usize,
     /// The passes, most rows first; the last runs one row.
     pub passes: [Pass; PASSES],
+}
+
+/// A run of `width` columns of an output row, from column `start`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Columns {
+    pub start: usize,
+    pub width: usize,
 }
 
 /// How many forward passes a library holds.
@@ -339,10 +349,19 @@ impl Worker {
         } else {
             &scratch[pass.output..pass.output + y.len()]
         };
-        if d.softmax != 0 {
-            softmax_rows(scores, y, d.outputs);
-        } else {
-            y.copy_from_slice(scores);
+        // SAFETY: the description's `softmax_count` runs of columns.
+        let softmax = unsafe { std::slice::from_raw_parts(d.softmax, d.softmax_count) };
+        match softmax {
+            [whole] if *whole == (Columns { start: 0, width: d.outputs }) => softmax_rows(scores, y, d.outputs),
+            runs => {
+                y.copy_from_slice(scores);
+                for (scores, y) in scores.chunks_exact(d.outputs).zip(y.chunks_exact_mut(d.outputs)) {
+                    for run in runs {
+                        let columns = run.start..run.start + run.width;
+                        softmax_rows(&scores[columns.clone()], &mut y[columns], run.width);
+                    }
+                }
+            }
         }
     }
 }

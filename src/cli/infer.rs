@@ -275,12 +275,7 @@ struct PredictionsCsv {
 
 impl PredictionsCsv {
     fn new(model: &CheckedModel, width: usize, shown: Shown) -> PredictionsCsv {
-        let all = crate::train::metrics::outputs(model);
-        let outputs = if all.len() > 1 {
-            all.into_iter().map(|o| (o.name, o.task, o.columns)).collect()
-        } else {
-            vec![(String::new(), Task::of(model), 0..width)]
-        };
+        let outputs = crate::train::metrics::prediction_columns(model, width);
         PredictionsCsv { outputs, width, shown, started: false }
     }
 

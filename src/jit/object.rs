@@ -14,7 +14,7 @@ use cranelift_codegen::ir::{AbiParam, InstBuilder, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, default_libcall_names};
 use cranelift_object::{ObjectBuilder, ObjectModule};
-use nnc_runtime::library::{Description, OUTPUT_IS_INPUT, PASSES, Pass};
+use nnc_runtime::library::{Columns, Description, OUTPUT_IS_INPUT, PASSES, Pass};
 
 use super::{TargetCpu, define_step, enter, function_context};
 use crate::ir::{Graph, ValueId};
@@ -37,8 +37,8 @@ pub struct LibraryModel<'a> {
     pub shift: &'a [f32],
     pub divisor: &'a [f32],
     pub outputs: usize,
-    /// Whether outputs are class scores returned as probabilities.
-    pub softmax: bool,
+    /// The columns of each output that is class scores, returned as probabilities.
+    pub softmax: &'a [Columns],
     /// Whether the batched passes spread their images over threads.
     pub parallel_images: bool,
     /// The passes, most rows first (`nnc_runtime::library::pass_rows`).
@@ -71,8 +71,10 @@ pub fn emit(model: &LibraryModel, target: &TargetCpu) -> Result<Vec<u8>, String>
     let weights = floats(&mut module, "weights", model.weights)?;
     let shift = floats(&mut module, "shift", model.shift)?;
     let divisor = floats(&mut module, "divisor", model.divisor)?;
+    let softmax_bytes = model.softmax.iter().flat_map(|c| [c.start, c.width]).flat_map(|v| (v as u64).to_le_bytes());
+    let softmax = define_data(&mut module, &format!("{name}_softmax"), softmax_bytes.collect(), |_, _| {})?;
     let passes = model.passes.each_ref().map(|p| (p, function(p.rows).expect("defined above")));
-    let description = describe(&mut module, model, [weights, shift, divisor], passes)?;
+    let description = describe(&mut module, model, [weights, shift, divisor, softmax], passes)?;
     define_entry_points(&mut module, name, description)?;
     module.finish().emit().map_err(err)
 }
@@ -109,7 +111,7 @@ fn output_offset(pass: &PlannedPass) -> Result<usize, String> {
 fn describe(
     module: &mut ObjectModule,
     model: &LibraryModel,
-    [weights, shift, divisor]: [DataId; 3],
+    [weights, shift, divisor, softmax]: [DataId; 4],
     passes: [(&PlannedPass, FuncId); PASSES],
 ) -> Result<DataId, String> {
     let mut bytes = vec![0u8; size_of::<Description>()];
@@ -117,7 +119,7 @@ fn describe(
         |offset: usize, value: usize| bytes[offset..offset + 8].copy_from_slice(&(value as u64).to_le_bytes());
     put(offset_of!(Description, features), model.shift.len());
     put(offset_of!(Description, outputs), model.outputs);
-    put(offset_of!(Description, softmax), usize::from(model.softmax));
+    put(offset_of!(Description, softmax_count), model.softmax.len());
     put(offset_of!(Description, parallel_images), usize::from(model.parallel_images));
     let pass_offsets = std::array::from_fn::<_, PASSES, _>(|i| offset_of!(Description, passes) + i * size_of::<Pass>());
     for ((pass, _), base) in passes.iter().zip(pass_offsets) {
@@ -131,6 +133,7 @@ fn describe(
             (weights, offset_of!(Description, weights)),
             (shift, offset_of!(Description, shift)),
             (divisor, offset_of!(Description, divisor)),
+            (softmax, offset_of!(Description, softmax)),
         ];
         for (id, offset) in pointers {
             let value = module.declare_data_in_data(id, data);

@@ -100,6 +100,18 @@ pub fn outputs(model: &CheckedModel) -> Vec<Output> {
         .collect()
 }
 
+/// Each output's name, task and columns in a prediction row of `width`
+/// values, as `predict` and built libraries present them: a model of one
+/// output (or none) is named after its target and takes the whole row.
+pub fn prediction_columns(model: &CheckedModel, width: usize) -> Vec<(String, Task, Range<usize>)> {
+    let all = outputs(model);
+    if all.len() > 1 {
+        return all.into_iter().map(|o| (o.name, o.task, o.columns)).collect();
+    }
+    let name = model.targets.first().map_or("output", |t| t.name.as_str());
+    vec![(name.to_string(), Task::of(model), 0..width)]
+}
+
 /// One loss term's mean over the rows (an output's own loss, as the summed
 /// loss counts it, class weights included), gathered a chunk of rows at a
 /// time from its predictions (logits, probabilities or values) and targets.
