@@ -123,9 +123,10 @@ def test_every_model_exports_and_onnxruntime_agrees_with_nnc_predict(tmp_path):
     assert len(files) >= 22
     for model_file in files:
         if model_file.name in SEVERAL_OUTPUTS:
-            # nnc's own commands serve them; Python and ONNX export refuse, saying so.
+            # The Python API refuses them, saying so; the commands serve them.
             with pytest.raises(ValueError, match="has 2 outputs"):
                 nnc.compile(model_file)
+            several_outputs(model_file, tmp_path)
             continue
         model = nnc.compile(model_file)
         rows = rows_for(model, rng)
@@ -159,6 +160,33 @@ def test_every_model_exports_and_onnxruntime_agrees_with_nnc_predict(tmp_path):
         else:  # import reads graphs of one input, and says so
             done = subprocess.run([NNC, "import", out, "-o", tmp_path / "several.nn"], capture_output=True, text=True)
             assert done.returncode != 0 and f"the graph has {len(given)} inputs" in done.stderr, done.stderr
+
+
+def several_outputs(model_file, tmp_path):
+    """A model of several outputs, trained an epoch by `nnc train`, exports
+    one graph output per loss term, each what `nnc predict` writes in its
+    columns (a classifier's probabilities without its class column)."""
+    weights = tmp_path / f"{model_file.stem}.safetensors"
+    done = subprocess.run([NNC, "train", model_file, "--epochs", "1", "--save", weights], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / f"{model_file.stem}.onnx"
+    export(model_file, weights, out)
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    rows = read_csv("digits_test.csv.gz")[0][:16]
+    ours = session.run(None, {session.get_inputs()[0].name: rows})
+    assert [o.name for o in session.get_outputs()] == ["logits_probabilities", "reconstruction"]
+    csv = tmp_path / "rows.csv"
+    np.savetxt(csv, rows, fmt="%.9g", delimiter=",", header=",".join(f"f{i}" for i in range(64)), comments="")
+    done = subprocess.run([NNC, "predict", model_file, "--weights", weights, "--input", csv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = lines[0].split(",")
+    table = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    for name, values in [("logits.p", ours[0]), ("reconstruction.y", ours[1])]:
+        columns = [i for i, h in enumerate(header) if h.startswith(name)]
+        assert values.shape == (16, len(columns)), name
+        np.testing.assert_allclose(values, table[:, columns], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def round_trip(model_file, exported, expected, rows, tmp_path):

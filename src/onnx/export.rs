@@ -3,7 +3,8 @@
 //! The graph computes what `nnc predict` prints from the same raw rows: the
 //! checkpoint's input scaling first, the layers in evaluation mode (dropout
 //! gone, batchnorm on its running statistics), and for a classifier the
-//! softmax of its scores. Only the layers the prediction depends on are
+//! softmax of its scores; a model of several outputs (loss terms) has one
+//! graph output each. Only the layers the predictions depend on are
 //! written. Weights keep their checkpoint names as initializers; a shared
 //! or tied weight is one initializer.
 
@@ -15,7 +16,7 @@ use super::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
-use crate::check::{Activation, CheckedModel, InputKind, InputSpec, Layer, Taps, ValueRef, Weights};
+use crate::check::{Activation, CheckedModel, InputKind, InputSpec, Layer, LossSpec, Taps, ValueRef, Weights};
 use crate::data::Scaler;
 use crate::train::metrics::Task;
 
@@ -65,22 +66,18 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
         start += width;
     }
 
-    if model.losses.len() > 1 {
-        return Err(format!(
-            "model `{}` has {} outputs (one per loss term); ONNX export writes models of one output",
-            model.name,
-            model.losses.len()
-        ));
-    }
-    let loss = model.losses.first();
-    let (prediction, output_shape) = match loss {
-        Some(loss) => (loss.prediction, model.shape_of(loss.prediction)),
-        None => {
-            let last = model.nodes.len().checked_sub(1).ok_or("the model has no layers")?;
-            (ValueRef::Node(last), model.nodes[last].shape.clone())
-        }
+    // Each loss term's prediction is an output; a stack ending in an RBM
+    // outputs its last layer.
+    let predictions: Vec<(ValueRef, Option<&LossSpec>)> = if model.losses.is_empty() {
+        let last = model.nodes.len().checked_sub(1).ok_or("the model has no layers")?;
+        vec![(ValueRef::Node(last), None)]
+    } else {
+        model.losses.iter().map(|loss| (loss.prediction, Some(loss))).collect()
     };
-    for index in needed(model, prediction) {
+    let all: HashSet<usize> = predictions.iter().flat_map(|&(prediction, _)| needed(model, prediction)).collect();
+    let mut order: Vec<usize> = all.into_iter().collect();
+    order.sort_unstable();
+    for index in order {
         let node = &model.nodes[index];
         let x = values
             .get(&node.inputs[0])
@@ -89,27 +86,42 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
         let y = g.layer(model, index, x, &values)?;
         values.insert(ValueRef::Node(index), y);
     }
-    let mut result = values.get(&prediction).cloned().ok_or("the prediction reads the input directly")?;
-    if let (true, Some(ValueRef::Target(t))) = (model.train.standardize_target, loss.map(|l| l.target)) {
-        result = g.unstandardize(result, &model.targets[t].name, &output_shape)?;
-    }
-    let (output, doc) = match Task::of(model) {
-        Task::Classes(_) => {
-            let probabilities = "probabilities".to_string();
-            g.node_to("Softmax", vec![result], &probabilities, vec![int("axis", -1)]);
-            (probabilities, "the class probabilities (softmax of the scores)")
-        }
-        _ => {
-            let name = model
-                .values
-                .iter()
-                .find(|v| v.value == prediction)
-                .map_or("prediction".to_string(), |v| v.name.clone());
-            let name = if model.inputs.iter().any(|i| i.name == name) { format!("{name}_out") } else { name };
-            g.node_to("Identity", vec![result], &name, vec![]);
-            (name, "the predicted values")
-        }
+    let several = predictions.len() > 1;
+    let mut outputs: Vec<(String, Vec<usize>, &str)> = Vec::with_capacity(predictions.len());
+    // Two loss terms may read one prediction: each output gets a name of its own.
+    let unused = |name: String, outputs: &[(String, Vec<usize>, &str)]| {
+        let taken = |n: &str| outputs.iter().any(|(o, _, _)| o == n);
+        let free = (2..).map(|k| format!("{name}_{k}")).find(|n| !taken(n));
+        if taken(&name) { free.unwrap_or(name) } else { name }
     };
+    for (prediction, loss) in predictions {
+        let output_shape = model.shape_of(prediction);
+        let mut result = values.get(&prediction).cloned().ok_or("the prediction reads the input directly")?;
+        if let (true, Some(ValueRef::Target(t))) = (model.train.standardize_target, loss.map(|l| l.target)) {
+            result = g.unstandardize(result, &model.targets[t].name, &output_shape)?;
+        }
+        let value_name =
+            model.values.iter().find(|v| v.value == prediction).map_or("prediction".to_string(), |v| v.name.clone());
+        let task = loss.map_or(Task::Reconstruction, |loss| Task::of_loss(model, loss));
+        let (output, doc) = match task {
+            Task::Classes(_) => {
+                // One classifier's output is `probabilities`; several are each
+                // named after their scores.
+                let probabilities =
+                    if several { format!("{value_name}_probabilities") } else { "probabilities".to_string() };
+                let probabilities = unused(probabilities, &outputs);
+                g.node_to("Softmax", vec![result], &probabilities, vec![int("axis", -1)]);
+                (probabilities, "the class probabilities (softmax of the scores)")
+            }
+            _ => {
+                let clashes = model.inputs.iter().any(|i| i.name == value_name);
+                let name = unused(if clashes { format!("{value_name}_out") } else { value_name }, &outputs);
+                g.node_to("Identity", vec![result], &name, vec![]);
+                (name, "the predicted values")
+            }
+        };
+        outputs.push((output, output_shape, doc));
+    }
     let batch = match options.batch {
         Some(b) => dim_value(b as i64),
         None => dim_param("batch"),
@@ -140,12 +152,15 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
         node: g.nodes,
         initializer: g.initializers,
         input: inputs.collect(),
-        output: vec![ValueInfoProto {
-            name: Some(output),
-            r#type: Some(tensor_type(shape_of(&output_shape))),
-            doc_string: Some(doc.to_string()),
-            ..Default::default()
-        }],
+        output: outputs
+            .into_iter()
+            .map(|(name, shape, doc)| ValueInfoProto {
+                name: Some(name),
+                r#type: Some(tensor_type(shape_of(&shape))),
+                doc_string: Some(doc.to_string()),
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     };
     let proto = ModelProto {
