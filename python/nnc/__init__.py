@@ -59,6 +59,10 @@ class Model:
         input_name, shape, kind = core.input()
         #: The input's name, shape of one sample, and kind ("real", "seq", "tokens").
         self.input: Tuple[str, Tuple[int, ...], str] = (input_name, tuple(shape), kind)
+        #: Each output's name and its columns in a row of `predict`: one
+        #: output takes the whole row; a model of several outputs (loss terms)
+        #: has them side by side, in the order of its losses.
+        self.outputs: List[Tuple[str, slice]] = [(name, slice(start, end)) for name, start, end in core.outputs()]
 
     def __repr__(self) -> str:
         return f"<nnc.Model {self.name}: input {self.input[0]} {list(self.input[1])}>"
@@ -85,7 +89,9 @@ class Model:
     ) -> List[Dict[str, float]]:
         """Trains `epochs` more epochs (default: the model's `epochs`) on rows
         `x` (shape `(rows, *input shape)` or `(rows, features)`) and targets
-        `y` (class ids, or values of the target's shape). Returns one dict
+        `y` (class ids, or values of the target's shape; for several
+        targets, each row's targets side by side, in the order they are
+        declared). Returns one dict
         per epoch: `epoch`, `loss`, `lr`, `seconds`, and `val_loss`,
         `val_accuracy`, … with `validation_data`.
 
@@ -147,12 +153,16 @@ class Model:
     def predict(self, x: Any, *, logits: bool = False) -> np.ndarray:
         """One row of outputs per row of `x`: a classifier's class
         probabilities (as `nnc predict` prints them; raw scores with
-        `logits=True`), otherwise the predicted values."""
+        `logits=True`), otherwise the predicted values. A model of several
+        outputs returns them side by side, each in its columns of
+        `outputs`."""
         return self._core.predict(_float32("x", x), not logits)
 
     def evaluate(self, x: Any, y: Any = None) -> Dict[str, float]:
         """`loss` and the task's metrics (`accuracy`, or `rmse` and `r2`) on
-        rows and their targets, as `nnc eval` reports them."""
+        rows and their targets, as `nnc eval` reports them; a model of
+        several outputs adds each one's own under its name
+        (`logits_loss`, `logits_accuracy`, …)."""
         return self._core.evaluate(_float32("x", x), None if y is None else _float32("y", y))
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:

@@ -7,6 +7,7 @@
 //! predicting never wait on each other's lock in opposite order.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use nnc::data::{Dataset, RowSpec, Scaler, TargetSpecOfRow};
 use nnc::diag::{self, Diag};
 use nnc::exec::Backend;
 use nnc::pipeline::{self, Checked};
-use nnc::train::metrics::Task;
+use nnc::train::metrics::{Task, outputs, prediction_columns};
 use nnc::train::{EpochReport, Metrics, TrainError, Trainer};
 
 /// How often a running epoch looks for Ctrl-C.
@@ -106,14 +107,6 @@ fn compile<'py>(
         None => 0,
     };
     let checked_model = &checked.models[index];
-    if checked_model.losses.len() > 1 {
-        return Err(model_error(format!(
-            "model `{}` has {} outputs (one per loss term); the Python API trains and predicts models of one \
-             output: use `nnc train`, `nnc eval` and `nnc predict` for it",
-            checked_model.name,
-            checked_model.losses.len()
-        )));
-    }
     let trainer = match Trainer::new(checked_model, checked_model.train.clone(), Backend::Jit) {
         Ok(trainer) => trainer,
         Err(diag) => {
@@ -211,9 +204,11 @@ impl Core {
                 shape_tuple(dims)
             )));
         }
+        // Each column's target: a row holds the targets side by side.
+        let columns: Vec<&TargetSpecOfRow> =
+            self.spec.targets.iter().flat_map(|t| std::iter::repeat_n(t, t.width())).collect();
         for (i, &v) in values.iter().enumerate() {
-            // A model of one output (`compile` refuses others) has one target.
-            let bad = match self.spec.targets.first() {
+            let bad = match columns.get(i % width) {
                 Some(TargetSpecOfRow::Class(k)) => (v < 0.0 || v.fract() != 0.0 || v >= *k as f32)
                     .then(|| format!("is not a class id: ids are whole numbers from 0 to {}", k - 1)),
                 Some(TargetSpecOfRow::Binary(_)) => (v != 0.0 && v != 1.0).then(|| "is not 0 or 1".to_string()),
@@ -244,6 +239,15 @@ impl Core {
         })
     }
 
+    /// Values per row of `predict`.
+    fn output_width(&self) -> usize {
+        let model = self.model();
+        match outputs(model).last() {
+            Some(last) => last.columns.end,
+            None => model.nodes.last().map_or(0, |n| n.shape.iter().product()),
+        }
+    }
+
     fn scaler(state: &State) -> PyResult<&Scaler> {
         state.scaler.as_ref().ok_or_else(|| {
             model_error("the model standardizes its inputs with the training rows' statistics: call fit (or load saved weights) first")
@@ -263,6 +267,10 @@ fn metrics_dict<'py>(py: Python<'py>, metrics: &Metrics, prefix: &str) -> PyResu
         if let Some(v) = value {
             d.set_item(format!("{prefix}{key}"), v)?;
         }
+    }
+    // Several outputs: each one's own loss and metrics, under its name.
+    for output in &metrics.outputs {
+        d.update(metrics_dict(py, &output.metrics, &format!("{prefix}{}_", output.name))?.as_mapping())?;
     }
     Ok(d)
 }
@@ -288,6 +296,15 @@ impl Core {
 
     fn name(&self) -> String {
         self.model().name.clone()
+    }
+
+    /// Each output's name and columns (start, end) in a row of `predict`:
+    /// one output takes them all; several lie side by side.
+    fn outputs(&self) -> Vec<(String, usize, usize)> {
+        prediction_columns(self.model(), self.output_width())
+            .into_iter()
+            .map(|(name, _, columns)| (name, columns.start, columns.end))
+            .collect()
     }
 
     /// The table of `nnc summary`.
@@ -433,7 +450,11 @@ impl Core {
     ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
         let rows = self.check_x("x", &x)?;
         let values = x.as_slice().map_err(|e| model_error(e.to_string()))?;
-        let task = Task::of(self.model());
+        let width = self.output_width();
+        let classifiers: Vec<Range<usize>> = prediction_columns(self.model(), width)
+            .into_iter()
+            .filter_map(|(_, task, columns)| matches!(task, Task::Classes(_)).then_some(columns))
+            .collect();
         let outputs = py.detach(|| {
             let mut state = lock(&self.state);
             let state = &mut *state;
@@ -451,10 +472,13 @@ impl Core {
                 }
             };
             let mut outputs = state.trainer.predict(input, rows).map_err(train_error)?;
-            if let (Task::Classes(k), true) = (task, probabilities) {
-                let mut p = vec![0.0; outputs.len()];
-                nnc_runtime::softmax_rows(&outputs, &mut p, k);
-                outputs = p;
+            if probabilities && !classifiers.is_empty() {
+                let scores = outputs.clone();
+                for (scores, p) in scores.chunks_exact(width).zip(outputs.chunks_exact_mut(width)) {
+                    for columns in &classifiers {
+                        nnc_runtime::softmax_row(&scores[columns.clone()], &mut p[columns.clone()]);
+                    }
+                }
             }
             Ok::<_, PyErr>(outputs)
         })?;

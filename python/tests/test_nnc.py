@@ -73,6 +73,37 @@ def test_the_digits_mlp_trains_from_numpy_arrays(digits):
     assert result["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
 
 
+def test_a_model_of_several_outputs_trains_predicts_and_evaluates(digits, tmp_path):
+    """`models/digits_multitask.nn`: a classifier and a reconstruction of
+    the input, side by side in each row of `predict`, as `nnc predict`
+    writes them from the saved weights; each output's metrics by name."""
+    x_train, y_train, x_test, y_test = digits
+    model = nnc.compile(MODELS / "digits_multitask.nn")
+    assert model.outputs == [("logits", slice(0, 10)), ("reconstruction", slice(10, 74))]
+    history = model.fit(x_train, y_train, epochs=3, validation_data=(x_test, y_test), verbose=False)
+    assert {"val_loss", "val_logits_loss", "val_logits_accuracy", "val_reconstruction_loss"} <= set(history[-1])
+    result = model.evaluate(x_test, y_test)
+    assert result["logits_accuracy"] >= 0.9, result
+    assert result["loss"] == pytest.approx(result["logits_loss"] + 0.5 * result["reconstruction_loss"], rel=1e-6)
+    ours = model.predict(x_test)
+    assert ours.shape == (359, 74)
+    np.testing.assert_allclose(ours[:, :10].sum(axis=1), 1, atol=1e-5)
+    scores = model.predict(x_test, logits=True)
+    assert np.array_equal(scores[:, 10:], ours[:, 10:]) and not np.allclose(scores[:, :10], ours[:, :10])
+    model.save(tmp_path / "w.safetensors")
+    csv = tmp_path / "rows.csv"
+    np.savetxt(csv, x_test, fmt="%.9g", delimiter=",", header=",".join(f"f{i}" for i in range(64)), comments="")
+    lines = run_nnc("predict", MODELS / "digits_multitask.nn", "--weights", tmp_path / "w.safetensors", "--input", csv, "--full-precision").splitlines()
+    header = lines[0].split(",")
+    table = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    for name, columns in model.outputs:
+        theirs = table[:, [i for i, h in enumerate(header) if h.startswith(f"{name}.") and h != f"{name}.class"]]
+        np.testing.assert_allclose(ours[:, columns], theirs, rtol=1e-6, atol=1e-7, err_msg=name)
+    # Targets are checked column by column: a class id out of range is refused.
+    with pytest.raises(ValueError, match="is not a class id"):
+        model.evaluate(x_test[:2], np.array([3, 10]))
+
+
 def test_training_from_python_equals_nnc_train(digits, tmp_path):
     """Same model, data, seed and epochs: every tensor (weights and Adam's
     state) bit for bit, under the same names as the command's checkpoint."""
