@@ -57,6 +57,11 @@ pub fn source_hash(source: &str) -> String {
 pub fn to_bytes(trainer: &Trainer, origin: &Origin) -> Result<Vec<u8>, String> {
     let Origin { source, scaler, columns } = *origin;
     let tensors = trainer.tensors();
+    // safetensors' writer indexes past its table on a repeated name.
+    let mut names = std::collections::HashSet::new();
+    if let Some((name, _, _)) = tensors.iter().find(|(name, _, _)| !names.insert(name)) {
+        return Err(format!("two of the model's tensors are named `{name}`; a checkpoint holds each name once"));
+    }
     let bytes: Vec<Vec<u8>> =
         tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
     let views = tensors

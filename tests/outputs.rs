@@ -54,8 +54,9 @@ fn a_model_with_two_inputs_reads_them_from_one_row() {
 
 /// A model with two outputs (`models/digits_multitask.nn`): `eval` scores
 /// each one, `predict` writes each one's columns under its name (the
-/// classifier's probabilities sum to 1 and its class is their argmax), and
-/// `explain`, `export` and `build`, which take one output, refuse it and say why.
+/// classifier's probabilities sum to 1 and its class is their argmax),
+/// `explain`, which takes one output, refuses it and says why, and `export`
+/// and `build` write it.
 #[test]
 fn several_outputs_are_each_scored_and_predicted() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -110,6 +111,67 @@ fn several_outputs_are_each_scored_and_predicted() {
         assert!(code == 0 && out.exists(), "{command}: {err}");
     }
 }
+/// Two outputs learning one standardized target, beside a classifier whose
+/// target is not standardized: the target's mean and deviation are one pair
+/// of buffers (two made the checkpoint's writer panic on a repeated name),
+/// and `predict`, `export` and `build` all give both outputs in the target's
+/// units (`export` looked for the class target's deviation).
+#[test]
+fn two_outputs_of_one_standardized_target_share_its_statistics() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/data/houses.csv");
+    let model = dir.path().join("twice.nn");
+    std::fs::write(
+        &model,
+        format!(
+            r#"model twice {{
+  input house: [2]
+  target bathrooms: class(4)
+  target price: real[1]
+  house |> dense(16) |> relu => h
+  h |> dense(4) => baths
+  h |> dense(1) => value
+  h |> dense(1) => again
+  loss = cross_entropy(baths, bathrooms) + 0.05 * mse(value, price) + 0.05 * mse(again, price)
+  train {{
+    data = csv("{}", target = ["bathrooms", "price_k"], features = ["area_m2", "rooms"])
+    standardize = true
+    standardize_target = true
+    optimizer = adam(lr = 0.01)
+    epochs = 30
+    seed = 1
+  }}
+}}"#,
+            data.display()
+        ),
+    )
+    .expect("writes");
+    let path = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_string();
+    let (model, weights) = (model.to_str().expect("utf-8"), path("w.safetensors"));
+    let (code, out, err) = nnc(&["train", model, "--save", &weights]);
+    assert_eq!(code, 0, "{err}");
+    for output in ["[value: loss", "[again: loss"] {
+        let r2: f64 =
+            out.split(output).nth(1).and_then(|t| t.split("r² ").nth(1)?.split(']').next()?.parse().ok()).expect("r²");
+        assert!(r2 > 0.8, "{out}");
+    }
+    let names: Vec<String> =
+        nnc::checkpoint::load(Path::new(&weights)).expect("loads").tensors.keys().cloned().collect();
+    assert_eq!(names.iter().filter(|n| n.starts_with("price.")).count(), 2, "{names:?}");
+    std::fs::write(path("rows.csv"), "area_m2,rooms\n65,5\n140,7\n").expect("writes");
+    let (code, out, err) = nnc(&["predict", model, "--weights", &weights, "--input", &path("rows.csv")]);
+    assert_eq!(code, 0, "{err}");
+    for row in out.lines().skip(1) {
+        let values: Vec<f64> = row.split(',').map(|v| v.parse().expect("number")).collect();
+        // Prices in thousands, as the data has them (not in deviations from their mean).
+        assert!(values[5..].iter().all(|&p| (50.0..1000.0).contains(&p)), "{out}");
+    }
+    for (command, out) in [("export", "m.onnx"), ("build", "lib")] {
+        let (code, _, err) = nnc(&[command, model, "--weights", &weights, "-o", &path(out)]);
+        assert_eq!(code, 0, "{command}: {err}");
+    }
+}
+
 /// Two declared targets read from named CSV columns, two outputs, one summed
 /// loss (`0.05 *` the price's squared error in thousands): both outputs
 /// learn — the price far better than its mean (R² 0.93), the bathrooms

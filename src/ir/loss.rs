@@ -117,15 +117,24 @@ fn standardized_target(
     let (shape, span) = (graph.shape(target).clone(), graph.nodes[target.0].span);
     let columns = vec![shape[1..].iter().product()];
     let rows = vec![shape[0], columns[0]];
+    // Two loss terms on one target share its buffers (one tensor each in a checkpoint).
+    let shared = |graph: &Graph, name: &str| {
+        let state = graph.states.iter().position(|s| s.name == name)?;
+        graph.nodes.iter().position(|n| matches!(n.op, Op::State(i) if i == state)).map(ValueId)
+    };
     let mut buffer = |what: &str, fill: f32| {
         let name = format!("{name}.{what}");
+        if let Some(node) = shared(graph, &name) {
+            return node;
+        }
         graph.states.push(StateInfo { name, shape: columns.clone(), fill, buffer: true });
-        graph.push(Op::State(graph.states.len() - 1), vec![], columns.clone(), span)
+        let node = graph.push(Op::State(graph.states.len() - 1), vec![], columns.clone(), span);
+        if training {
+            graph.state_updates.push(node);
+        }
+        node
     };
     let (mean, std) = (buffer("mean", 0.0), buffer("std", 1.0));
-    if training {
-        graph.state_updates.extend([mean, std]);
-    }
     let view = |graph: &mut Graph, v: ValueId, shape: &Shape| graph.push(Op::Reshape, vec![v], shape.clone(), span);
     let y = view(graph, target, &rows);
     let negated = graph.push(Op::Unary(Unary::Neg), vec![mean], columns.clone(), span);

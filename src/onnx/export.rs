@@ -16,7 +16,9 @@ use super::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
-use crate::check::{Activation, CheckedModel, InputKind, InputSpec, Layer, LossSpec, Taps, ValueRef, Weights};
+use crate::check::{
+    Activation, CheckedModel, InputKind, InputSpec, Layer, LossKind, LossSpec, Taps, ValueRef, Weights,
+};
 use crate::data::Scaler;
 use crate::train::metrics::Task;
 
@@ -97,7 +99,9 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
     for (prediction, loss) in predictions {
         let output_shape = model.shape_of(prediction);
         let mut result = values.get(&prediction).cloned().ok_or("the prediction reads the input directly")?;
-        if let (true, Some(ValueRef::Target(t))) = (model.train.standardize_target, loss.map(|l| l.target)) {
+        // As the IR standardizes: the targets of squared errors alone.
+        let standardized = loss.filter(|l| model.train.standardize_target && l.kind == LossKind::Mse);
+        if let Some(ValueRef::Target(t)) = standardized.map(|l| l.target) {
             result = g.unstandardize(result, &model.targets[t].name, &output_shape)?;
         }
         let value_name =
