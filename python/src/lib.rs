@@ -215,7 +215,8 @@ impl Core {
                 _ => (!v.is_finite()).then(|| "is not a finite number".to_string()),
             };
             if let Some(what) = bad {
-                return Err(model_error(format!("y[{}] = {v} {what}", i / width)));
+                let at = if width == 1 { format!("{}", i / width) } else { format!("{}, {}", i / width, i % width) };
+                return Err(model_error(format!("y[{at}] = {v} {what}")));
             }
         }
         Ok(values.to_vec())

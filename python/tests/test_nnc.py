@@ -104,6 +104,31 @@ def test_a_model_of_several_outputs_trains_predicts_and_evaluates(digits, tmp_pa
         model.evaluate(x_test[:2], np.array([3, 10]))
 
 
+def test_several_targets_are_checked_column_by_column():
+    """Each row's targets side by side: a class id where the class target
+    is, any finite number where the real one is."""
+    model = nnc.compile("""model two {
+  input x: [3]
+  target kind: class(3)
+  target size: real[1]
+  x |> dense(8) |> relu => h
+  h |> dense(3) => k
+  h |> dense(1) => s
+  loss = cross_entropy(k, kind) + mse(s, size)
+}""")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    y = np.stack([np.arange(6) % 3, rng.normal(size=6) * 2.5], axis=1).astype(np.float32)
+    assert model.fit(x, y, epochs=1, verbose=False)[0]["loss"] > 0
+    assert {"k_accuracy", "s_rmse"} <= set(model.evaluate(x, y))
+    assert model.predict(x).shape == (6, 4)
+    for (row, column, value, message) in [(1, 0, 5, r"y\[1, 0\] = 5 is not a class id"), (2, 1, np.nan, r"y\[2, 1\] = NaN is not a finite number")]:
+        bad = y.copy()
+        bad[row, column] = value
+        with pytest.raises(ValueError, match=message):
+            model.evaluate(x, bad)
+
+
 def test_training_from_python_equals_nnc_train(digits, tmp_path):
     """Same model, data, seed and epochs: every tensor (weights and Adam's
     state) bit for bit, under the same names as the command's checkpoint."""
