@@ -4,6 +4,8 @@
 //! with respect to the input instead of the weights), and gradient × input:
 //! how much each feature pushed the score, in the network's own units.
 
+use std::ops::Range;
+
 use plotters::prelude::*;
 use serde::Serialize;
 
@@ -31,14 +33,14 @@ pub struct Explanation {
 pub fn explain(
     model: &mut Model,
     scaler: &Scaler,
-    x: &[f32],
-    rows: usize,
-    output: Option<usize>,
+    (x, rows): (&[f32], usize),
+    (columns, output): (Option<Range<usize>>, Option<usize>),
 ) -> Result<Vec<Explanation>, String> {
     let width = x.len() / rows.max(1);
     let mut explanations = Vec::with_capacity(rows);
     for chunk in x.chunks((CHUNK * width).max(1)) {
-        explanations.extend(explain_chunk(model, scaler, chunk, chunk.len() / width.max(1), output)?);
+        let rows = chunk.len() / width.max(1);
+        explanations.extend(explain_chunk(model, scaler, (chunk, rows), (columns.clone(), output))?);
     }
     Ok(explanations)
 }
@@ -46,27 +48,30 @@ pub fn explain(
 fn explain_chunk(
     model: &mut Model,
     scaler: &Scaler,
-    x: &[f32],
-    rows: usize,
-    output: Option<usize>,
+    (x, rows): (&[f32], usize),
+    (columns, output): (Option<Range<usize>>, Option<usize>),
 ) -> Result<Vec<Explanation>, String> {
     let width = x.len() / rows.max(1);
     let mut scaled = Dataset { rows, width, x: x.to_vec(), target_width: 0, y: vec![], columns: vec![] };
     scaler.apply(&mut scaled);
     let scores = model.predict(&scaled.x, rows)?;
     let outputs = scores.len() / rows.max(1);
-    if let Some(k) = output.filter(|&k| k >= outputs) {
-        return Err(format!("--class {k} is not an output of the model: it has {outputs} (0 to {})", outputs - 1));
+    let columns = columns.unwrap_or(0..outputs);
+    let explained = columns.len();
+    if let Some(k) = output.filter(|&k| k >= explained) {
+        return Err(format!("--class {k} is not an output of the model: it has {explained} (0 to {})", explained - 1));
     }
+    // Each row's explained score, counted within the explained columns.
     let chosen: Vec<usize> = scores
         .chunks(outputs.max(1))
         .map(|row| {
+            let row = &row[columns.clone()];
             output.unwrap_or_else(|| (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best }))
         })
         .collect();
     let mut seed = vec![0.0; rows * outputs];
     for (r, &k) in chosen.iter().enumerate() {
-        seed[r * outputs + k] = 1.0;
+        seed[r * outputs + columns.start + k] = 1.0;
     }
     let gradient = model.input_gradient(&scaled.x, &seed, rows)?;
     // ∂s/∂x is 1/divisor for each preprocessing nnc has.
@@ -80,7 +85,7 @@ fn explain_chunk(
             let (g, s) = (&gradient[r * width..(r + 1) * width], &scaled.x[r * width..(r + 1) * width]);
             Explanation {
                 output: chosen[r],
-                score: scores[r * outputs + chosen[r]],
+                score: scores[r * outputs + columns.start + chosen[r]],
                 gradient: g.iter().enumerate().map(|(j, v)| v / divisor(j)).collect(),
                 attribution: g.iter().zip(s).map(|(v, s)| v * s).collect(),
             }

@@ -102,7 +102,7 @@ fn an_mlps_input_gradient_matches_finite_differences() {
     trainer.fit(&train, None, None, |_| {}).expect("trains");
     let mut runtime: Model = trainer.model;
     let x: Vec<f32> = data.test.expect("test split").x[..64].to_vec();
-    let explained = nnc::explain::explain(&mut runtime, &scaler, &x, 1, None).expect("explains");
+    let explained = nnc::explain::explain(&mut runtime, &scaler, (&x, 1), (None, None)).expect("explains");
     let e = &explained[0];
     let score = |runtime: &mut Model, raw: &[f32]| {
         let scaled: Vec<f32> = raw.iter().map(|v| v / 16.0).collect();

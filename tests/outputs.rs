@@ -101,8 +101,31 @@ fn several_outputs_are_each_scored_and_predicted() {
         assert_eq!(row[0], top as f64);
         assert!(row[11..].iter().all(|v| (0.0..=1.0).contains(v)), "sigmoid outputs");
     }
-    let (code, _, err) = nnc(&["explain", "models/digits_multitask.nn", "--weights", w, "--input", "builtin:digits"]);
-    assert!(code != 0 && err.contains("has 2 outputs"), "explain: {err}");
+    // explain asks which output; each explains its own scores.
+    let explain = |of: &[&str]| {
+        let args = [&["explain", "models/digits_multitask.nn", "--weights", w, "--input", "builtin:digits"], of];
+        nnc(&args.concat())
+    };
+    let (code, _, err) = explain(&[]);
+    assert!(code != 0 && err.contains("has 2 outputs") && err.contains("--of (`logits`, `reconstruction`)"), "{err}");
+    let (code, _, err) = explain(&["--of", "nope"]);
+    assert!(code != 0 && err.contains("no output so named"), "{err}");
+    for (of, columns) in [("logits", 1..11), ("reconstruction", 11..75)] {
+        let (code, out, err) = explain(&["--of", of, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let explained: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(explained.len(), rows.len());
+        for (e, row) in explained.iter().zip(&rows) {
+            // The explained score is the output's highest, read from its own columns.
+            let (k, score) = (e["output"].as_u64().expect("index") as usize, e["score"].as_f64().expect("score"));
+            let values = &row[columns.clone()];
+            assert!(k < values.len() && values.iter().all(|&v| v <= values[k]), "{of}: {k} of {values:?}");
+            if of == "reconstruction" {
+                // Its scores are the sigmoid's outputs, which predict prints.
+                assert!((score - values[k]).abs() < 1e-5, "{score} vs {}", values[k]);
+            }
+        }
+    }
     // What they write is run by onnxruntime and a C program (python/tests/test_onnx.py, tests/library.rs).
     for (command, out) in [("export", "m.onnx"), ("build", "lib")] {
         let out = dir.path().join(out);

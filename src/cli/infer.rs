@@ -392,6 +392,8 @@ pub struct ExplainArgs {
     pub weights: PathBuf,
     pub input: PathBuf,
     pub class: Option<usize>,
+    /// The output explained, by name, when the model has several.
+    pub of: Option<String>,
     pub output: Option<PathBuf>,
     pub json: bool,
 }
@@ -405,13 +407,7 @@ pub fn explain(file: &Path, model: Option<&str>, args: &ExplainArgs) -> Outcome 
     if model.inputs.iter().any(|i| i.kind == crate::check::InputKind::Tokens) {
         return Err(Failure::Usage("explain needs numeric features; token ids have no gradient".into()));
     }
-    if model.losses.len() > 1 {
-        return Err(Failure::Usage(format!(
-            "model `{}` has {} outputs (one per loss term); explain explains models of one output",
-            model.name,
-            model.losses.len()
-        )));
-    }
+    let columns = explained_columns(model, args.of.as_deref())?;
     // Several inputs are explained as the one row they are read from.
     let shape = match &model.inputs[..] {
         [input] => input.shape.clone(),
@@ -432,7 +428,8 @@ pub fn explain(file: &Path, model: Option<&str>, args: &ExplainArgs) -> Outcome 
         crate::explain::check_picture(data.rows, picture).map_err(Failure::Usage)?;
     }
     let explanations =
-        crate::explain::explain(&mut runtime, &saved.scaler, &data.x, data.rows, args.class).map_err(Failure::Input)?;
+        crate::explain::explain(&mut runtime, &saved.scaler, (&data.x, data.rows), (columns, args.class))
+            .map_err(Failure::Input)?;
     if args.json {
         say!("{}", serde_json::to_string_pretty(&explanations).unwrap_or_default());
     } else {
@@ -451,6 +448,32 @@ pub fn explain(file: &Path, model: Option<&str>, args: &ExplainArgs) -> Outcome 
             .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(())
+}
+
+/// The columns of the prediction `explain` explains: a model's one output
+/// (`None`: all of them), or of several the one `of` names.
+fn explained_columns(model: &CheckedModel, of: Option<&str>) -> Result<Option<std::ops::Range<usize>>, Failure> {
+    let outputs = crate::train::metrics::outputs(model);
+    let names = || outputs.iter().map(|o| format!("`{}`", o.name)).collect::<Vec<_>>().join(", ");
+    match (of, &outputs[..]) {
+        (None, [_, _, ..]) => Err(Failure::Usage(format!(
+            "model `{}` has {} outputs (one per loss term): name the one to explain with --of ({})",
+            model.name,
+            outputs.len(),
+            names()
+        ))),
+        (None, _) => Ok(None),
+        (Some(name), _) => match outputs.iter().find(|o| o.name == name) {
+            Some(output) if outputs.len() > 1 => Ok(Some(output.columns.clone())),
+            Some(_) => Ok(None),
+            None if outputs.is_empty() => {
+                Err(Failure::Usage(format!("--of {name}: model `{}` has no named outputs", model.name)))
+            }
+            None => {
+                Err(Failure::Usage(format!("--of {name}: model `{}` has no output so named ({})", model.name, names())))
+            }
+        },
+    }
 }
 
 /// `nnc build`'s arguments after the model choice.

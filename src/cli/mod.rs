@@ -182,6 +182,9 @@ enum Command {
         /// The output (class) whose score is explained (default: each row's highest).
         #[arg(long)]
         class: Option<usize>,
+        /// For a model of several outputs: the one explained, by name (as `predict` names its columns).
+        #[arg(long, value_name = "NAME")]
+        of: Option<String>,
         /// Also draw each row and its attribution as heatmaps (SVG; image inputs only).
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -418,8 +421,8 @@ fn execute(command: Command) -> Outcome {
             let shown = infer::Shown { logits, full_precision };
             infer::predict(&target.file, target.model.as_deref(), &weights, (&input, output.as_deref()), shown)
         }
-        Command::Explain { target, weights, input, class, output, json } => {
-            let options = infer::ExplainArgs { weights, input, class, output, json };
+        Command::Explain { target, weights, input, class, of, output, json } => {
+            let options = infer::ExplainArgs { weights, input, class, of, output, json };
             infer::explain(&target.file, target.model.as_deref(), &options)
         }
         Command::Build { target, weights, output, name, batch, target_cpu } => {
