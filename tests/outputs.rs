@@ -134,6 +134,31 @@ fn several_outputs_are_each_scored_and_predicted() {
         assert!(code == 0 && out.exists(), "{command}: {err}");
     }
 }
+/// A model of the houses' bathrooms (a classifier) and price (in thousands)
+/// from their area and rooms, standardized; `extra` adds a line to its
+/// layers and a term to its loss, `settings` lines to its training.
+fn houses(name: &str, (extra, loss): (&str, &str), data: &str, settings: &str) -> String {
+    format!(
+        r#"model {name} {{
+  input house: [2]
+  target bathrooms: class(4)
+  target price: real[1]
+  house |> dense(16) |> relu => h
+  h |> dense(4) => baths
+  h |> dense(1) => value
+  {extra}
+  loss = cross_entropy(baths, bathrooms) + 0.05 * mse(value, price) {loss}
+  train {{
+    data = csv("{data}", target = ["bathrooms", "price_k"], features = ["area_m2", "rooms"])
+    standardize = true
+    optimizer = adam(lr = 0.01)
+    seed = 1
+    {settings}
+  }}
+}}"#
+    )
+}
+
 /// Two outputs learning one standardized target, beside a classifier whose
 /// target is not standardized: the target's mean and deviation are one pair
 /// of buffers (two made the checkpoint's writer panic on a repeated name),
@@ -144,31 +169,9 @@ fn two_outputs_of_one_standardized_target_share_its_statistics() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/data/houses.csv");
     let model = dir.path().join("twice.nn");
-    std::fs::write(
-        &model,
-        format!(
-            r#"model twice {{
-  input house: [2]
-  target bathrooms: class(4)
-  target price: real[1]
-  house |> dense(16) |> relu => h
-  h |> dense(4) => baths
-  h |> dense(1) => value
-  h |> dense(1) => again
-  loss = cross_entropy(baths, bathrooms) + 0.05 * mse(value, price) + 0.05 * mse(again, price)
-  train {{
-    data = csv("{}", target = ["bathrooms", "price_k"], features = ["area_m2", "rooms"])
-    standardize = true
-    standardize_target = true
-    optimizer = adam(lr = 0.01)
-    epochs = 30
-    seed = 1
-  }}
-}}"#,
-            data.display()
-        ),
-    )
-    .expect("writes");
+    let (extra, loss) = ("h |> dense(1) => again", "+ 0.05 * mse(again, price)");
+    let settings = "standardize_target = true\n    epochs = 30";
+    std::fs::write(&model, houses("twice", (extra, loss), &data.display().to_string(), settings)).expect("writes");
     let path = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_string();
     let (model, weights) = (model.to_str().expect("utf-8"), path("w.safetensors"));
     let (code, out, err) = nnc(&["train", model, "--save", &weights]);
@@ -203,24 +206,9 @@ fn two_outputs_of_one_standardized_target_share_its_statistics() {
 /// loss is the weighted sum of the outputs' own losses (class weights included).
 #[test]
 fn two_targets_from_named_columns_train_under_one_weighted_loss() {
-    let source = r#"model houses {
-        input house: [2]
-        target bathrooms: class(4)
-        target price: real[1]
-        house |> dense(16) |> relu => h
-        h |> dense(4) => baths
-        h |> dense(1) => value
-        loss = cross_entropy(baths, bathrooms, weights = [1, 1, 2, 1]) + 0.05 * mse(value, price)
-        train {
-          data = csv("data/houses.csv", target = ["bathrooms", "price_k"], features = ["area_m2", "rooms"])
-          standardize = true
-          optimizer = adam(lr = 0.01)
-          batch = 16
-          epochs = 150
-          seed = 1
-        }
-      }"#;
-    let checked = check_source("houses.nn", source);
+    let source = houses("houses", ("", ""), "data/houses.csv", "batch = 16\n    epochs = 150")
+        .replace("cross_entropy(baths, bathrooms)", "cross_entropy(baths, bathrooms, weights = [1, 1, 2, 1])");
+    let checked = check_source("houses.nn", &source);
     assert!(!checked.has_errors(), "{:?}", checked.diags);
     let (_, m) = train_bundled(&checked.models[0]);
     let [baths, value] = &m.outputs[..] else { panic!("two outputs: {m:?}") };
