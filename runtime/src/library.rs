@@ -352,7 +352,9 @@ impl Worker {
         // SAFETY: the description's `softmax_count` runs of columns.
         let softmax = unsafe { std::slice::from_raw_parts(d.softmax, d.softmax_count) };
         match softmax {
+            [] => y.copy_from_slice(scores),
             [whole] if *whole == (Columns { start: 0, width: d.outputs }) => softmax_rows(scores, y, d.outputs),
+            // Some outputs of several (so a row holds at least one value).
             runs => {
                 y.copy_from_slice(scores);
                 for (scores, y) in scores.chunks_exact(d.outputs).zip(y.chunks_exact_mut(d.outputs)) {
