@@ -140,10 +140,11 @@ pub fn check_train(blocks: &[TrainBlock], diags: &mut Vec<Diag>) -> TrainConfig 
     config
 }
 
-/// Accepts `name` or `name(args)` and matches it against a catalogue.
+/// Accepts `name` or `name(args)` and matches it against a catalogue;
+/// anything else is refused with `example`, a call of this setting's own.
 fn named_call<'a>(
     value: &'a Value,
-    setting: &str,
+    (setting, example): (&str, &str),
     catalogue: &[(&'static str, &'static [&'static str], &'static [&'static str])],
     diags: &mut Vec<Diag>,
 ) -> Option<(&'static str, Args<'a>)> {
@@ -164,7 +165,7 @@ fn named_call<'a>(
             };
         }
         other => {
-            diags.push(messages::wrong_type(other, setting, "a name or a call like `sgd(lr = 0.1)`"));
+            diags.push(messages::wrong_type(other, setting, &format!("a name or a call like `{example}`")));
             return None;
         }
     };
@@ -181,7 +182,7 @@ fn named_call<'a>(
 fn optimizer(value: &Value, diags: &mut Vec<Diag>) -> Option<(Optimizer, Option<f64>)> {
     let catalogue: Vec<(&'static str, &'static [&'static str], &'static [&'static str])> =
         OPTIMIZERS.iter().map(|(n, p)| (*n, *p, &[][..])).collect();
-    let (name, args) = named_call(value, "optimizer", &catalogue, diags)?;
+    let (name, args) = named_call(value, ("optimizer", "sgd(lr = 0.1)"), &catalogue, diags)?;
     let lr = args.opt_float("lr", Bound::Positive, diags);
     let optimizer = match name {
         "gd" => Optimizer::Gd,
@@ -216,7 +217,7 @@ fn optimizer(value: &Value, diags: &mut Vec<Diag>) -> Option<(Optimizer, Option<
 }
 
 fn schedule(value: &Value, diags: &mut Vec<Diag>) -> Option<Schedule> {
-    let (name, args) = named_call(value, "schedule", SCHEDULES, diags)?;
+    let (name, args) = named_call(value, ("schedule", "step(every = 10)"), SCHEDULES, diags)?;
     Some(match name {
         "constant" => Schedule::Constant,
         "step" => Schedule::Step {
@@ -235,7 +236,11 @@ fn schedule(value: &Value, diags: &mut Vec<Diag>) -> Option<Schedule> {
 }
 
 fn data_source(value: &Value, diags: &mut Vec<Diag>) -> Option<DataSource> {
-    let (name, args) = named_call(value, "data", SOURCES, diags)?;
+    if let Value::String(path, span) = value {
+        diags.push(messages::path_as_data_source(*span, path));
+        return None;
+    }
+    let (name, args) = named_call(value, ("data", "builtin(\"digits\")"), SOURCES, diags)?;
     Some(match name {
         "builtin" => {
             let set = args.string("name", diags)?;
@@ -267,7 +272,7 @@ fn data_source(value: &Value, diags: &mut Vec<Diag>) -> Option<DataSource> {
 
 fn pretrain(value: &Value, diags: &mut Vec<Diag>) -> Option<Pretrain> {
     let catalogue: &[(&str, &[&str], &[&str])] = &[("cd", &["k", "epochs", "lr"], &[])];
-    let (_, args) = named_call(value, "pretrain", catalogue, diags)?;
+    let (_, args) = named_call(value, ("pretrain", "cd(k = 1)"), catalogue, diags)?;
     Some(Pretrain {
         k: args.count("k", 1, GIBBS_STEPS, diags),
         epochs: args.count("epochs", 5, EPOCHS, diags),

@@ -139,6 +139,14 @@ pub fn unknown_type(kind: &Ident, kinds: &[&str], what: &str) -> Diag {
     .with_help(suggestion.map_or(format!("write e.g. `{what} x: [3]`"), |s| maybe(Some(s))))
 }
 
+/// `data = "file"`: a path alone, where a source reads it as CSV or IDX.
+pub fn path_as_data_source(span: Span, path: &str) -> Diag {
+    let path = path.escape_default();
+    Diag::error("nnc::arg::type", "`data` names a source, not a file", span, "a path alone").with_help(format!(
+        "read it as CSV with `data = csv(\"{path}\")`, or as IDX files with `idx(images = …, labels = …)`"
+    ))
+}
+
 pub fn unknown_builtin(span: Span, name: &str, known: &[&str]) -> Diag {
     Diag::error(
         "nnc::name::unknown_dataset",
