@@ -198,6 +198,50 @@ fn two_outputs_of_one_standardized_target_share_its_statistics() {
     }
 }
 
+/// Two loss terms on one prediction are two outputs with names of their
+/// own (`value`, `value_2`), the same in `predict`'s header, a built
+/// library's header and `explain --of`: before, both were `value`, and
+/// `--of value` could reach only the first.
+#[test]
+fn two_terms_on_one_prediction_are_named_apart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/data/houses.csv");
+    let model = dir.path().join("twice.nn");
+    let source = houses("twice", ("", "+ 0.01 * mse(value, price)"), &data.display().to_string(), "epochs = 2");
+    std::fs::write(&model, source).expect("writes");
+    let path = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_string();
+    let (model, weights, rows) = (model.to_str().expect("utf-8"), path("w.safetensors"), path("rows.csv"));
+    let (code, out, err) = nnc(&["train", model, "--save", &weights]);
+    assert!(code == 0 && out.contains("[value: loss") && out.contains("[value_2: loss"), "{out}{err}");
+    std::fs::write(&rows, "area_m2,rooms\n65,5\n140,7\n").expect("writes");
+    let (code, out_of_predict, err) = nnc(&["predict", model, "--weights", &weights, "--input", &rows]);
+    assert_eq!(code, 0, "{err}");
+    let header: Vec<&str> = out_of_predict.lines().next().expect("header").split(',').collect();
+    assert_eq!(header[5..], ["value.y0", "value_2.y0"]);
+    for row in out_of_predict.lines().skip(1) {
+        let values: Vec<&str> = row.split(',').collect();
+        assert_eq!(values[5], values[6], "one prediction, written for each term: {out_of_predict}");
+    }
+    let (code, _, err) = nnc(&["build", model, "--weights", &weights, "-o", &path("lib")]);
+    assert_eq!(code, 0, "{err}");
+    let library_header = std::fs::read_to_string(path("lib/twice.h")).expect("header");
+    assert!(library_header.contains(r#"TWICE_OUTPUT_NAMES[3] = {"baths", "value", "value_2"};"#), "{library_header}");
+    // Each explains the one prediction's score, as predict wrote it.
+    let predicted: Vec<f64> = out_of_predict
+        .lines()
+        .skip(1)
+        .map(|r| r.split(',').nth(6).expect("value_2"))
+        .map(|v| v.parse().expect("number"))
+        .collect();
+    for of in ["value", "value_2"] {
+        let (code, out, err) = nnc(&["explain", model, "--weights", &weights, "--input", &rows, "--of", of, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let explained: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON");
+        let scores: Vec<f64> = explained.iter().map(|e| e["score"].as_f64().expect("score")).collect();
+        assert!(scores.iter().zip(&predicted).all(|(s, p)| (s - p).abs() < 1e-4), "{of}: {scores:?} vs {predicted:?}");
+    }
+}
+
 /// Two declared targets read from named CSV columns, two outputs, one summed
 /// loss (`0.05 *` the price's squared error in thousands): both outputs
 /// learn — the price far better than its mean (R² 0.93), the bathrooms

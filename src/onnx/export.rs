@@ -20,7 +20,7 @@ use crate::check::{
     Activation, CheckedModel, InputKind, InputSpec, Layer, LossKind, LossSpec, Taps, ValueRef, Weights,
 };
 use crate::data::Scaler;
-use crate::train::metrics::Task;
+use crate::train::metrics::{self, Task};
 
 /// The opsets written: from 13 `Squeeze` takes its axes as an input, as
 /// written here; 21 is the newest the checker and onnxruntime here know.
@@ -89,6 +89,12 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
         values.insert(ValueRef::Node(index), y);
     }
     let several = predictions.len() > 1;
+    // Named as `predict` and built libraries name them.
+    let names = if model.losses.is_empty() {
+        vec![model.values.iter().find(|v| v.value == predictions[0].0).map_or("prediction".into(), |v| v.name.clone())]
+    } else {
+        metrics::outputs(model).into_iter().map(|o| o.name).collect()
+    };
     let mut outputs: Vec<(String, Vec<usize>, &str)> = Vec::with_capacity(predictions.len());
     // Two loss terms may read one prediction: each output gets a name of its own.
     let unused = |name: String, outputs: &[(String, Vec<usize>, &str)]| {
@@ -96,7 +102,7 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
         let free = (2..).map(|k| format!("{name}_{k}")).find(|n| !taken(n));
         if taken(&name) { free.unwrap_or(name) } else { name }
     };
-    for (prediction, loss) in predictions {
+    for ((prediction, loss), value_name) in predictions.into_iter().zip(names) {
         let output_shape = model.shape_of(prediction);
         let mut result = values.get(&prediction).cloned().ok_or("the prediction reads the input directly")?;
         // As the IR standardizes: the targets of squared errors alone.
@@ -104,8 +110,6 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
         if let Some(ValueRef::Target(t)) = standardized.map(|l| l.target) {
             result = g.unstandardize(result, &model.targets[t].name, &output_shape)?;
         }
-        let value_name =
-            model.values.iter().find(|v| v.value == prediction).map_or("prediction".to_string(), |v| v.name.clone());
         let task = loss.map_or(Task::Reconstruction, |loss| Task::of_loss(model, loss));
         let (output, doc) = match task {
             Task::Classes(_) => {

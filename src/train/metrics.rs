@@ -81,14 +81,16 @@ pub fn outputs(model: &CheckedModel) -> Vec<Output> {
         before..before + width(&model.inputs[wanted].shape)
     };
     let mut start = 0;
+    let names = distinct(model.losses.iter().map(|loss| {
+        model.values.iter().find(|v| v.value == loss.prediction).map_or("output".into(), |v| v.name.clone())
+    }));
     model
         .losses
         .iter()
-        .map(|loss| {
+        .zip(names)
+        .map(|(loss, name)| {
             let columns = start..start + width(&model.shape_of(loss.prediction));
             start = columns.end;
-            let name =
-                model.values.iter().find(|v| v.value == loss.prediction).map_or("output".into(), |v| v.name.clone());
             let target = match loss.target {
                 ValueRef::Target(t) => Some((Side::Targets, target_at(t))),
                 ValueRef::Input(i) => Some((Side::Inputs, input_at(i))),
@@ -98,6 +100,25 @@ pub fn outputs(model: &CheckedModel) -> Vec<Output> {
             Output { name, task, kind, class_weights, columns, target }
         })
         .collect()
+}
+
+/// The names in order, each one that was given before followed by the
+/// first `_2`, `_3`, … taken by no other: two loss terms may read one
+/// prediction, and a prediction row, a library's header and an ONNX graph
+/// need a name for each.
+pub fn distinct(names: impl Iterator<Item = String>) -> Vec<String> {
+    let given: Vec<String> = names.collect();
+    let mut named: Vec<String> = Vec::with_capacity(given.len());
+    for name in &given {
+        let taken = |n: &str, named: &[String]| named.iter().any(|m| m == n);
+        let free = if taken(name, &named) {
+            (2..).map(|k| format!("{name}_{k}")).find(|n| !taken(n, &named) && !given.contains(n)).unwrap_or_default()
+        } else {
+            name.clone()
+        };
+        named.push(free);
+    }
+    named
 }
 
 /// Each output's name, task and columns in a prediction row of `width`
@@ -430,6 +451,15 @@ mod tests {
         assert_eq!(c.recall, vec![2.0 / 3.0, 0.5, 0.0]);
         assert!((c.f1[0] - 2.0 / 3.0).abs() < 1e-12 && (c.f1[1] - 0.5).abs() < 1e-12 && c.f1[2] == 0.0);
         assert!((c.macro_f1 - (2.0 / 3.0 + 0.5) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn repeated_names_take_the_first_free_suffix() {
+        let names = |given: &[&str]| distinct(given.iter().map(|n| n.to_string()));
+        assert_eq!(names(&["p", "q"]), ["p", "q"]);
+        assert_eq!(names(&["p", "p", "p"]), ["p", "p_2", "p_3"]);
+        // A name given later is not taken by a repeat before it.
+        assert_eq!(names(&["p", "p", "p_2"]), ["p", "p_3", "p_2"]);
     }
 
     #[test]
