@@ -105,9 +105,11 @@ fn link_c(source: &Path, lib: &Path, defines: &[&str], program: &Path) -> PathBu
     program.to_path_buf()
 }
 
-/// The C program's output: one row of floats per input row (a classifier's
-/// leading class column dropped after checking it is the arg-max).
-fn run_program(program: &Path, rows_csv: &Path, classes: bool) -> Vec<Vec<f32>> {
+/// The C program's output: one row of floats per input row, each output's
+/// columns in turn (`outputs`: their widths, and whether each is a
+/// classifier, whose printed class is dropped after checking it is the
+/// arg-max of its probabilities).
+fn run_program(program: &Path, rows_csv: &Path, outputs: &[(usize, bool)]) -> Vec<Vec<f32>> {
     let out = Command::new(program).arg(rows_csv).output().expect("program runs");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: Vec<Vec<f32>> = text(&out.stdout)
@@ -115,15 +117,22 @@ fn run_program(program: &Path, rows_csv: &Path, classes: bool) -> Vec<Vec<f32>> 
         .map(|line| line.split(',').map(|v| v.parse::<f32>().expect("a float")).collect())
         .collect();
     assert_eq!(rows.len(), ROWS);
-    if !classes {
-        return rows;
-    }
     rows.into_iter()
-        .map(|row| {
-            let probabilities = row[1..].to_vec();
-            let best = probabilities.iter().enumerate().fold(0, |b, (i, &p)| if p > probabilities[b] { i } else { b });
-            assert_eq!(row[0] as usize, best, "the printed class is the most probable one");
-            probabilities
+        .map(|printed| {
+            let mut printed = printed.into_iter();
+            let mut row = Vec::new();
+            for &(width, classifier) in outputs {
+                let class = if classifier { printed.next() } else { None };
+                let values: Vec<f32> = printed.by_ref().take(width).collect();
+                assert_eq!(values.len(), width, "a value for each of the output's columns");
+                if let Some(class) = class {
+                    let best = values.iter().enumerate().fold(0, |b, (i, &p)| if p > values[b] { i } else { b });
+                    assert_eq!(class as usize, best, "the printed class is the most probable one");
+                }
+                row.extend(values);
+            }
+            assert_eq!(printed.next(), None, "nothing printed past the outputs");
+            row
         })
         .collect()
 }
@@ -131,7 +140,12 @@ fn run_program(program: &Path, rows_csv: &Path, classes: bool) -> Vec<Vec<f32>> 
 /// What the JIT predicts for the raw rows `x` with the checkpoint's weights,
 /// batched as the library batches (large batches, small ones, then one row
 /// at a time).
-fn jit_predictions(file: &str, weights: &Path, x: &[f32], (scaler, batch): (&Scaler, usize)) -> (Vec<Vec<f32>>, bool) {
+fn jit_predictions(
+    file: &str,
+    weights: &Path,
+    x: &[f32],
+    (scaler, batch): (&Scaler, usize),
+) -> (Vec<Vec<f32>>, Vec<(usize, bool)>) {
     let checked = common::load(file);
     let model = &checked.models[0];
     let saved = checkpoint::load(weights).expect("loads");
@@ -162,9 +176,8 @@ fn jit_predictions(file: &str, weights: &Path, x: &[f32], (scaler, batch): (&Sca
             out
         })
         .collect();
-    // The C program prints the class of a model of one output that has classes.
-    let classes = matches!(&outputs[..], [(_, Task::Classes(_), _)]);
-    (rows, classes)
+    let layout = outputs.iter().map(|(_, task, columns)| (columns.len(), matches!(task, Task::Classes(_)))).collect();
+    (rows, layout)
 }
 
 /// Builds `file`'s library for `target_cpu`, runs the C program on real test
@@ -175,8 +188,8 @@ fn library_and_jit(file: &str, target_cpu: &str, batch: usize) -> (Vec<Vec<f32>>
     let rows_csv = dir.path().join("rows.csv");
     let x = write_rows(&test, &rows_csv);
     let program = build_and_link(file, &weights, dir.path(), (target_cpu, batch));
-    let (jit, classes) = jit_predictions(file, &weights, &x, (&scaler, batch));
-    (run_program(&program, &rows_csv, classes), jit, dir)
+    let (jit, outputs) = jit_predictions(file, &weights, &x, (&scaler, batch));
+    (run_program(&program, &rows_csv, &outputs), jit, dir)
 }
 
 fn assert_same_bits(file: &str) {
@@ -477,7 +490,7 @@ fn standardized_target_library_predicts_in_the_targets_units() {
     let rows_csv = dir.path().join("rows.csv");
     std::fs::write(&rows_csv, rows).expect("writes");
     let program = build_and_link("house_sales.nn", &weights, dir.path(), ("native", BATCH));
-    let library = run_program(&program, &rows_csv, false);
+    let library = run_program(&program, &rows_csv, &[(1, false)]);
     let args = ["predict", model_file.to_str().unwrap(), "--weights", weights.to_str().unwrap()];
     let out = nnc(&[&args[..], &["--input", rows_csv.to_str().unwrap(), "--full-precision"]].concat(), &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -8,8 +8,9 @@
  *
  * The CSV has a header row, then one sample per row: the model's inputs
  * first (extra columns, such as a label, are ignored). Prints one line per
- * row: for a classifier the class and its probabilities, otherwise the
- * outputs, each float with enough digits to be read back exactly. */
+ * row: each output in turn, a classifier's as its class and then its
+ * probabilities, any other's as its values, each float with enough digits
+ * to be read back exactly (the columns of `nnc predict`). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@
 #define API(suffix) GLUE(NNC_LIB, suffix)
 #define CONSTANT(suffix) GLUE(NNC_LIB_UPPER, suffix)
 
-enum { INPUTS = CONSTANT(_INPUT_SIZE), OUTPUTS = CONSTANT(_OUTPUT_SIZE), CLASSES = CONSTANT(_CLASSES) };
+enum { INPUTS = CONSTANT(_INPUT_SIZE), OUTPUTS = CONSTANT(_OUTPUT_SIZE) };
 
 /* Reads the inputs of every data row; returns the row count, or -1. */
 static long read_rows(const char *path, float **rows_out) {
@@ -94,16 +95,23 @@ int main(int argc, char **argv) {
         return 1;
     }
     for (long i = 0; i < rows; i++) {
-        const float *row = output + i * OUTPUTS;
-        if (CLASSES > 0) {
-            int best = 0;
-            for (int c = 1; c < OUTPUTS; c++)
-                if (row[c] > row[best])
-                    best = c;
-            printf("%d", best);
+        const char *separator = "";
+        for (size_t o = 0; o < CONSTANT(_OUTPUTS); o++) {
+            const float *values = output + i * OUTPUTS + CONSTANT(_OUTPUT_OFFSETS)[o];
+            size_t size = CONSTANT(_OUTPUT_SIZES)[o];
+            if (CONSTANT(_OUTPUT_CLASSES)[o] > 0) {
+                size_t best = 0;
+                for (size_t c = 1; c < size; c++)
+                    if (values[c] > values[best])
+                        best = c;
+                printf("%s%zu", separator, best);
+                separator = ",";
+            }
+            for (size_t c = 0; c < size; c++) {
+                printf("%s%.9g", separator, values[c]);
+                separator = ",";
+            }
         }
-        for (int c = 0; c < OUTPUTS; c++)
-            printf(CLASSES > 0 || c > 0 ? ",%.9g" : "%.9g", row[c]);
         printf("\n");
     }
     API(_destroy)(ctx);
