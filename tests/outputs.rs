@@ -196,6 +196,21 @@ fn two_outputs_of_one_standardized_target_share_its_statistics() {
         let (code, _, err) = nnc(&[command, model, "--weights", &weights, "-o", &path(out)]);
         assert_eq!(code, 0, "{command}: {err}");
     }
+    // Imported back, the graph's three outputs are three predictions with
+    // targets of their own, the prices' taken out of standard units: the
+    // same predictions, header and all.
+    let (code, _, err) = nnc(&["import", &path("m.onnx"), "-o", &path("imported.nn")]);
+    assert_eq!(code, 0, "{err}");
+    let source = std::fs::read_to_string(path("imported.nn")).expect("the imported model");
+    assert!(
+        source.contains("standardize_target = true") && source.contains("target again_target: real[1]"),
+        "{source}"
+    );
+    let imported =
+        ["predict", &path("imported.nn"), "--weights", &path("imported.safetensors"), "--input", &path("rows.csv")];
+    let (code, again, err) = nnc(&imported);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(again, out, "{source}");
 }
 
 /// Two loss terms on one prediction are two outputs with names of their

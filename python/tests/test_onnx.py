@@ -175,15 +175,23 @@ def several_outputs(model_file, tmp_path):
     assert [o.name for o in session.get_outputs()] == ["logits_probabilities", "reconstruction"]
     csv = tmp_path / "rows.csv"
     np.savetxt(csv, rows, fmt="%.9g", delimiter=",", header=",".join(f"f{i}" for i in range(64)), comments="")
-    done = subprocess.run([NNC, "predict", model_file, "--weights", weights, "--input", csv], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    predicted = subprocess.run([NNC, "predict", model_file, "--weights", weights, "--input", csv], capture_output=True, text=True)
+    assert predicted.returncode == 0, predicted.stderr
+    lines = predicted.stdout.splitlines()
     header = lines[0].split(",")
     table = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
     for name, values in [("logits.p", ours[0]), ("reconstruction.y", ours[1])]:
         columns = [i for i, h in enumerate(header) if h.startswith(name)]
         assert values.shape == (16, len(columns)), name
         np.testing.assert_allclose(values, table[:, columns], rtol=1e-4, atol=1e-5, err_msg=name)
+    # Imported back, each graph output is a prediction of its own, as nnc's were.
+    imported = tmp_path / "several_imported.nn"
+    done = subprocess.run([NNC, "import", out, "-o", imported], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    again = subprocess.run([NNC, "predict", imported, "--weights", imported.with_suffix(".safetensors"), "--input", csv],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == predicted.stdout
 
 
 def round_trip(model_file, exported, expected, rows, tmp_path):
@@ -218,7 +226,7 @@ def test_a_fixed_batch_an_older_opset_and_bad_requests(tmp_path):
     refused = subprocess.run([NNC, "export", model_file, "--weights", weights, "-o", tmp_path / "x.txt"], capture_output=True, text=True)
     assert refused.returncode == 2 and "`….onnx`" in refused.stderr
 
-    # Graphs nnc cannot take: a newer opset, several outputs, a dynamic sample dimension.
+    # Graphs nnc cannot take: a newer opset, an output no node computes, a dynamic sample dimension.
     newer = onnx.load(tmp_path / "m21.onnx")
     newer.opset_import[0].version = 25
     several = onnx.load(tmp_path / "m21.onnx")
@@ -228,7 +236,7 @@ def test_a_fixed_batch_an_older_opset_and_bad_requests(tmp_path):
     unknown = onnx.load(tmp_path / "m21.onnx")
     gemm = next(n for n in unknown.graph.node if n.op_type == "Gemm")
     gemm.op_type, gemm.name = "QGemm", "fc"
-    for graph, message in [(unknown, "node `fc` (QGemm) cannot be imported: nnc maps only these ONNX ops: LSTM, RNN"),(newer, "opset 25 is newer than the 21 nnc imports"), (several, "the graph has 2 outputs; nnc models predict one"),
+    for graph, message in [(unknown, "node `fc` (QGemm) cannot be imported: nnc maps only these ONNX ops: LSTM, RNN"),(newer, "opset 25 is newer than the 21 nnc imports"), (several, "the graph's output `extra` is not computed from its input"),
                            (dynamic, "dimension 1 of input `image` is not a fixed size")]:
         path = tmp_path / "bad.onnx"
         onnx.save(graph, path)

@@ -5,9 +5,10 @@
 //! is in, one read by several becomes a named value. Weights become the
 //! tensors of the layers nnc will name (`dense1.weight`, …). Scaling of the
 //! raw input (a `Div` by a constant, or `Sub` then `Div` by per-feature
-//! tensors) becomes the checkpoint's preprocessing; a final `Softmax` makes
-//! the model a classifier of the scores before it. What cannot be mapped
-//! exactly is an error naming the node, never a different network.
+//! tensors) becomes the checkpoint's preprocessing; each output of the
+//! graph is a prediction, a final `Softmax` making it a classifier of the
+//! scores before it. What cannot be mapped exactly is an error naming the
+//! node, never a different network.
 
 use std::collections::HashMap;
 
@@ -88,6 +89,9 @@ enum Value {
     Formula { flow: Flow, shape: Vec<usize>, text: String },
 }
 
+/// A standardized target's mean and deviation, one of each per value.
+type TargetScale = (Vec<f32>, Vec<f32>);
+
 #[derive(Clone, PartialEq)]
 struct Flow {
     source: String,
@@ -110,11 +114,13 @@ struct Importer<'a> {
     folded: std::collections::HashSet<usize>,
     /// The input holds token ids (it is cast to integers for a `Gather`).
     tokens: bool,
-    /// The graph's output.
-    output: String,
-    /// The target's (mean, std) when the graph ends by taking its
-    /// prediction out of standard units (`standardize_target`).
-    target_scale: Option<(Vec<f32>, Vec<f32>)>,
+    /// The graph's outputs: each one a prediction of the model, compared
+    /// with a target of its own.
+    outputs: Vec<String>,
+    /// Each output's target's (mean, std), by the output's name, where the
+    /// graph ends by taking the prediction out of standard units
+    /// (`standardize_target`).
+    target_scales: HashMap<String, TargetScale>,
 }
 
 /// Reads ONNX bytes into a model named `name`.
@@ -139,17 +145,18 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, String> {
     let [input] = inputs.as_slice() else {
         return Err(format!("the graph has {} inputs; nnc imports graphs of one input", inputs.len()));
     };
-    let [output] = graph.output.as_slice() else {
-        return Err(format!("the graph has {} outputs; nnc models predict one", graph.output.len()));
-    };
+    if graph.output.is_empty() {
+        return Err("the graph has no outputs".to_string());
+    }
     let input_name = input.name.clone().unwrap_or_default();
     let input_shape = sample_shape(input)?;
     values.insert(input_name.clone(), Value::Input);
     let mut readers: HashMap<String, usize> = HashMap::new();
-    for node in &graph.node {
-        for i in node.input.iter().filter(|i| !i.is_empty()) {
-            *readers.entry(i.clone()).or_default() += 1;
-        }
+    // The graph's outputs count as readers: a value that is an output and
+    // read on, or two outputs, is named rather than computed twice.
+    let outputs = graph.output.iter().map(|o| o.name.clone().unwrap_or_default());
+    for read in graph.node.iter().flat_map(|node| node.input.iter().filter(|i| !i.is_empty()).cloned()).chain(outputs) {
+        *readers.entry(read).or_default() += 1;
     }
     let mut importer = Importer {
         nodes: &graph.node,
@@ -164,15 +171,15 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, String> {
         names: 0,
         folded: Default::default(),
         tokens: false,
-        output: output.name.clone().unwrap_or_default(),
-        target_scale: None,
+        outputs: graph.output.iter().map(|o| o.name.clone().unwrap_or_default()).collect(),
+        target_scales: HashMap::new(),
     };
     for (index, node) in graph.node.iter().enumerate() {
         if !importer.folded.contains(&index) {
             importer.node(index, node)?;
         }
     }
-    importer.finish(name, output.name.as_deref().unwrap_or(""))
+    importer.finish(name)
 }
 
 /// One sample's shape: the input's dimensions after the batch.
@@ -450,12 +457,12 @@ impl Importer<'_> {
             }
             "Reshape" => self.reshape(node),
             "Mul" => match self.unstandardizing(node) {
-                Some((add, mean, std)) => {
+                Some((add, output, scale)) => {
                     let (flow, shape) = self.computed(node, 0)?;
                     let out = self.nodes[add].output.first().cloned().unwrap_or_default();
                     self.values.insert(out, Value::Computed { flow, shape });
                     self.folded.insert(add);
-                    self.target_scale = Some((mean, std));
+                    self.target_scales.insert(output, scale);
                     Ok(())
                 }
                 None => self.silu(node).or_else(|_| self.formula(node)),
@@ -478,68 +485,122 @@ impl Importer<'_> {
         }
     }
 
-    /// For `Mul(x, σ)` read only by `Add(·, μ)` that ends the graph, with one
-    /// σ and μ per predicted value, as `nnc export` writes a standardised
-    /// target: the `Add`'s index, μ and σ.
-    fn unstandardizing(&self, node: &NodeProto) -> Option<(usize, Vec<f32>, Vec<f32>)> {
+    /// For `Mul(x, σ)` read only by `Add(·, μ)` that is an output of the
+    /// graph (or read by an `Identity` that is), with one σ and μ per
+    /// predicted value, as `nnc export` writes a standardised target: the
+    /// `Add`'s index, the output and (μ, σ).
+    fn unstandardizing(&self, node: &NodeProto) -> Option<(usize, String, TargetScale)> {
         let (_, shape) = self.computed(node, 0).ok()?;
         let width: usize = shape.iter().product();
         let (_, std) = self.constant(node, 1).ok()?;
         let out = node.output.first()?;
         let (add, reader) = self.nodes.iter().enumerate().find(|(_, n)| n.input.first() == Some(out))?;
-        let ends = reader.output.first() == Some(&self.output)
-            || self.nodes.iter().any(|n| {
-                n.op_type.as_deref() == Some("Identity")
-                    && n.input.first() == reader.output.first()
-                    && n.output.first() == Some(&self.output)
-            });
+        let sum = reader.output.first()?;
+        let output = if self.outputs.contains(sum) {
+            sum.clone()
+        } else {
+            let identity =
+                self.nodes.iter().find(|n| n.op_type.as_deref() == Some("Identity") && n.input.first() == Some(sum))?;
+            identity.output.first().filter(|o| self.outputs.contains(o))?.clone()
+        };
         let (_, mean) = self.constant(reader, 1).ok()?;
         let fits = reader.op_type.as_deref() == Some("Add") && std.len() == width && mean.len() == width;
-        (fits && ends && self.readers.get(out) == Some(&1)).then_some((add, mean, std))
+        (fits && self.readers.get(out) == Some(&1)).then_some((add, output, (mean, std)))
     }
 
-    fn finish(mut self, name: &str, output: &str) -> Result<Imported, String> {
-        let Some(Value::Computed { mut flow, mut shape }) = self.values.get(output).cloned() else {
-            return Err(format!("the graph's output `{output}` is not computed from its input"));
-        };
-        // A final softmax: a classifier of the scores before it.
-        let classes = (flow.stages.last().map(String::as_str) == Some("softmax") && shape.len() == 1).then(|| {
-            flow.stages.pop();
-            shape[0]
-        });
-        if flow.stages.is_empty() && !flow.source.contains('(') {
-            return Err("the graph computes nothing from its input".to_string());
-        }
-        let prediction = if classes.is_some() { "logits" } else { "prediction" };
-        self.statements.push(format!("{} => {prediction}", pipeline_text(&flow)));
-        let dims: Vec<String> = self.input_shape.iter().map(usize::to_string).collect();
-        let (target, loss) = match classes {
-            Some(k) => (format!("class({k})"), "cross_entropy"),
-            None => {
-                let out: Vec<String> = shape.drain(..).map(|d| d.to_string()).collect();
-                (format!("real[{}]", out.join(", ")), "mse")
+    /// The model's text: each output of the graph a prediction, compared
+    /// with a target of its own by a loss of its kind (cross-entropy for a
+    /// classifier, squared error otherwise), the terms summed with weight 1.
+    fn finish(mut self, name: &str) -> Result<Imported, String> {
+        let several = self.outputs.len() > 1;
+        let mut targets = Vec::new();
+        let mut terms = Vec::new();
+        let mut predictions: Vec<String> = Vec::new();
+        // Each squared error's output, and whether it is taken out of standard units.
+        let mut regressions: Vec<(String, bool)> = Vec::new();
+        for output in self.outputs.clone() {
+            let Some(Value::Computed { mut flow, shape }) = self.values.get(&output).cloned() else {
+                return Err(format!("the graph's output `{output}` is not computed from its input"));
+            };
+            // A final softmax: a classifier of the scores before it.
+            let classes = (flow.stages.last().map(String::as_str) == Some("softmax") && shape.len() == 1).then(|| {
+                flow.stages.pop();
+                shape[0]
+            });
+            let named = flow.stages.is_empty() && !flow.source.contains('(');
+            if named && flow.source == self.input_name {
+                return Err(if several {
+                    format!("the graph's output `{output}` computes nothing from its input")
+                } else {
+                    "the graph computes nothing from its input".to_string()
+                });
             }
-        };
+            let prediction = if named {
+                // A value other layers read too, already named.
+                flow.source.clone()
+            } else {
+                let wanted = match (several, classes) {
+                    (false, Some(_)) => "logits".to_string(),
+                    (false, None) => "prediction".to_string(),
+                    (true, _) => identifier(output.strip_suffix("_probabilities").unwrap_or(&output)),
+                };
+                let prediction = self.unused_name(wanted, &predictions);
+                self.statements.push(format!("{} => {prediction}", pipeline_text(&flow)));
+                prediction
+            };
+            let target =
+                if several { self.unused_name(format!("{prediction}_target"), &predictions) } else { "y".into() };
+            let (kind, loss) = match classes {
+                Some(k) => (format!("class({k})"), "cross_entropy"),
+                None => {
+                    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+                    (format!("real[{}]", dims.join(", ")), "mse")
+                }
+            };
+            match self.target_scales.remove(&output) {
+                Some((mean, std)) => {
+                    let columns = vec![mean.len()];
+                    self.tensors.insert(format!("{target}.mean"), (columns.clone(), mean));
+                    self.tensors.insert(format!("{target}.std"), (columns, std));
+                    regressions.push((output.clone(), true));
+                }
+                None if classes.is_none() => regressions.push((output.clone(), false)),
+                None => {}
+            }
+            targets.push(format!("target {target}: {kind}"));
+            terms.push(format!("{loss}({prediction}, {target})"));
+            predictions.extend([prediction, target]);
+        }
+        // nnc standardizes every squared error's target or none.
+        let scaled = regressions.iter().find(|(_, scaled)| *scaled);
+        if let (Some((one, _)), Some((other, _))) = (scaled, regressions.iter().find(|(_, scaled)| !*scaled)) {
+            return Err(format!(
+                "the graph's output `{one}` is taken out of standard units and `{other}` is not; \
+                 nnc standardizes the targets of every regression output of a model or of none"
+            ));
+        }
+        let dims: Vec<String> = self.input_shape.iter().map(usize::to_string).collect();
         let mut source = format!(
-            "// Imported from ONNX by `nnc import`.\nmodel {} {{\n  input {}: {}[{}]\n  target y: {target}\n\n",
+            "// Imported from ONNX by `nnc import`.\nmodel {} {{\n  input {}: {}[{}]\n",
             identifier(name),
             self.input_name,
             if self.tokens { "tokens" } else { "" },
             dims.join(", ")
         );
+        for target in &targets {
+            source += &format!("  {target}\n");
+        }
+        source += "\n";
         for statement in &self.statements {
             source += &format!("  {statement}\n");
         }
-        source += &format!("  loss = {loss}({prediction}, y)\n");
+        source += &format!("  loss = {}\n", terms.join(" + "));
         let mut settings = match &self.scaler {
             Scaler::Scale(s) => vec![format!("scale = {}", number(*s))],
             Scaler::Standardize { .. } => vec!["standardize = true".to_string()],
             Scaler::None => vec![],
         };
-        if let Some((mean, std)) = self.target_scale.take() {
-            let columns = vec![mean.len()];
-            self.tensors.insert("y.mean".into(), (columns.clone(), mean));
-            self.tensors.insert("y.std".into(), (columns, std));
+        if scaled.is_some() {
             settings.push("standardize_target = true".into());
         }
         if !settings.is_empty() {
@@ -549,6 +610,22 @@ impl Importer<'_> {
         let source = crate::format::format_source(&source)
             .map_err(|d| format!("the imported model does not parse: {}", d.message))?;
         Ok(Imported { source, tensors: self.tensors, scaler: self.scaler })
+    }
+
+    /// `wanted`, or it followed by `_2`, `_3`, … where the input, a named
+    /// value or one of `taken` already has it.
+    fn unused_name(&self, wanted: String, taken: &[String]) -> String {
+        let used = |n: &str| {
+            n == self.input_name
+                || taken.iter().any(|t| t == n)
+                || n.strip_prefix('h')
+                    .and_then(|k| k.parse::<usize>().ok())
+                    .is_some_and(|k| (1..=self.names).contains(&k))
+        };
+        if !used(&wanted) {
+            return wanted;
+        }
+        (2..).map(|k| format!("{wanted}_{k}")).find(|n| !used(n)).unwrap_or(wanted)
     }
 }
 
@@ -569,7 +646,91 @@ fn pipeline_text(flow: &Flow) -> String {
 mod tests {
     use prost::Message;
 
-    use super::proto::ModelProto;
+    use super::proto::{
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+        ValueInfoProto, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    };
+
+    /// A constant tensor: its name, dimensions and values.
+    type Constant<'a> = (&'a str, &'a [i64], &'a [f32]);
+
+    /// A graph of one input `x` of two features, `nodes` (op, inputs,
+    /// output), constant tensors and `outputs`, as ONNX bytes.
+    fn graph(nodes: &[(&str, &[&str], &str)], constants: &[Constant], outputs: &[&str]) -> Vec<u8> {
+        let dims = [None, Some(2)].map(|d| tensor_shape_proto::Dimension {
+            value: d.map(tensor_shape_proto::dimension::Value::DimValue),
+            ..Default::default()
+        });
+        let input = ValueInfoProto {
+            name: Some("x".into()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(DataType::Float as i32),
+                    shape: Some(TensorShapeProto { dim: dims.to_vec() }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let node = |&(op, inputs, output): &(&str, &[&str], &str)| NodeProto {
+            op_type: Some(op.into()),
+            name: Some(output.into()),
+            input: inputs.iter().map(|i| i.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        };
+        let constant = |&(name, dims, values): &Constant| TensorProto {
+            name: Some(name.to_string()),
+            dims: dims.to_vec(),
+            data_type: Some(DataType::Float as i32),
+            float_data: values.to_vec(),
+            ..Default::default()
+        };
+        let output = |name: &&str| ValueInfoProto { name: Some(name.to_string()), ..Default::default() };
+        ModelProto {
+            opset_import: vec![OperatorSetIdProto { domain: None, version: Some(17) }],
+            graph: Some(GraphProto {
+                node: nodes.iter().map(node).collect(),
+                initializer: constants.iter().map(constant).collect(),
+                input: vec![input],
+                output: outputs.iter().map(output).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// The scores of a classifier that are an output beside its
+    /// probabilities are computed once: one value both outputs predict.
+    #[test]
+    fn an_output_read_on_by_another_is_computed_once() {
+        let bytes = graph(
+            &[("MatMul", &["x", "w"], "scores"), ("Softmax", &["scores"], "p")],
+            &[("w", &[2, 2], &[0.5, -1.0, 2.0, 0.25])],
+            &["p", "scores"],
+        );
+        let imported = super::import(&bytes, "two").expect("imports");
+        let source = &imported.source;
+        assert_eq!(source.matches("dense(").count(), 1, "{source}");
+        assert!(source.contains("loss = cross_entropy(h1, h1_target) + mse(h1, h1_target_2)"), "{source}");
+        let checked = crate::pipeline::check_source("two.nn", source);
+        assert!(!checked.has_errors() && checked.models.len() == 1, "{source}");
+    }
+
+    /// nnc standardizes every regression target of a model or none: a
+    /// graph taking one regression output out of standard units and not
+    /// another is refused, naming both.
+    #[test]
+    fn outputs_of_which_one_is_unstandardized_are_refused() {
+        let bytes = graph(
+            &[("Gemm", &["x", "w", "b"], "z"), ("Mul", &["z", "std"], "spread"), ("Add", &["spread", "mean"], "price")],
+            &[("w", &[2, 1], &[0.5, -1.0]), ("b", &[1], &[0.1]), ("std", &[1], &[3.0]), ("mean", &[1], &[100.0])],
+            &["price", "z"],
+        );
+        let err = super::import(&bytes, "mixed").err().expect("refused");
+        assert!(err.contains("output `price` is taken out of standard units and `z` is not"), "{err}");
+    }
 
     /// PyTorch's LeNet with its first convolution's bias cut to `keep` values.
     fn lenet_with_short_bias(keep: usize) -> Vec<u8> {
