@@ -1,6 +1,7 @@
 //! `nnc import` on real PyTorch exports (`tests/onnx/make_torch_models.py`
 //! made them with `torch.onnx.export`, with PyTorch's outputs for their
-//! inputs): the imported models check clean and predict PyTorch's numbers.
+//! inputs) and on nnc's own: the imported models check clean and predict
+//! the numbers of the model exported.
 
 use std::path::Path;
 use std::process::Command;
@@ -49,6 +50,37 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
     let lenet = std::fs::read_to_string(dir.path().join("torch_lenet.nn")).expect("written");
     assert!(lenet.contains("conv2d(6, kernel = 5, padding = 2)") && lenet.contains("avgpool(2)"), "{lenet}");
     assert!(lenet.contains("leaky_relu(alpha = 0.1)"), "{lenet}");
+}
+
+/// A model of two inputs, exported and imported back, is a model of the
+/// same two inputs that predicts the same numbers from the same rows.
+#[test]
+fn an_export_of_two_inputs_imports_back_and_predicts_the_same() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let original = "models/two_inputs_digits.nn";
+    let (code, _, err) = nnc(&["train", original, "--epochs", "1", "--quiet", "--save", &path("w.safetensors")]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = nnc(&["export", original, "--weights", &path("w.safetensors"), "-o", &path("m.onnx")]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = nnc(&["import", &path("m.onnx"), "-o", &path("imported.nn")]);
+    assert_eq!(code, 0, "{err}");
+    let source = std::fs::read_to_string(path("imported.nn")).expect("written");
+    assert_eq!(source.matches("\n  input ").count(), 2, "{source}");
+    let predict = |model: &str, weights: &str| {
+        let (code, out, err) =
+            nnc(&["predict", model, "--weights", weights, "--input", "builtin:digits", "--full-precision"]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let before = predict(original, &path("w.safetensors"));
+    let after = predict(&path("imported.nn"), &path("imported.safetensors"));
+    assert_eq!(before.lines().count(), 360);
+    for (a, b) in before.lines().zip(after.lines()).skip(1) {
+        for (x, y) in numbers(a).iter().zip(numbers(b)) {
+            assert!((x - y).abs() <= 1e-6, "{a}\n{b}");
+        }
+    }
 }
 
 #[test]

@@ -136,11 +136,12 @@ impl Importer<'_> {
     /// `Cast` of the raw input to int64: token ids for a `Gather`.
     pub(super) fn cast(&mut self, node: &NodeProto) -> Result<(), String> {
         let to_int64 = int_attr(node, "to", 0) == DataType::Int64 as i64;
-        if !to_int64 || !matches!(self.value(node, 0)?, Value::Input) || self.input_shape.len() != 1 {
-            return Err(unsupported_detail(node, "nnc maps `Cast` only of a 1-D input to int64 token ids"));
-        }
-        self.tokens = true;
-        self.values.insert(node.output.first().cloned().unwrap_or_default(), Value::Input);
+        let input = match self.value(node, 0)? {
+            Value::Input(k) if to_int64 && self.inputs[k].shape.len() == 1 => k,
+            _ => return Err(unsupported_detail(node, "nnc maps `Cast` only of a 1-D input to int64 token ids")),
+        };
+        self.inputs[input].tokens = true;
+        self.values.insert(node.output.first().cloned().unwrap_or_default(), Value::Input(input));
         Ok(())
     }
 
@@ -148,13 +149,20 @@ impl Importer<'_> {
     pub(super) fn embedding(&mut self, node: &NodeProto) -> Result<(), String> {
         let (dims, table) = self.constant(node, 0)?;
         let [vocab, dim] = dims[..] else { return Err(unsupported_detail(node, "its table is not a matrix")) };
-        if !self.tokens || !matches!(self.value(node, 1)?, Value::Input) || int_attr(node, "axis", 0) != 0 {
-            return Err(unsupported_detail(node, "nnc maps `Gather` only as an embedding of the input's token ids"));
-        }
+        let input = match self.value(node, 1)? {
+            Value::Input(k) if self.inputs[k].tokens && int_attr(node, "axis", 0) == 0 => &self.inputs[k],
+            _ => {
+                return Err(unsupported_detail(
+                    node,
+                    "nnc maps `Gather` only as an embedding of the input's token ids",
+                ));
+            }
+        };
+        let flow = Flow { source: input.name.clone(), stages: vec![format!("embedding({vocab}, {dim})")] };
+        let shape = vec![input.shape[0], dim];
         let name = self.layer_name("embedding");
         self.tensors.insert(format!("{name}.weight"), (dims.clone(), table));
-        let flow = Flow { source: self.input_name.clone(), stages: vec![format!("embedding({vocab}, {dim})")] };
-        self.output(node, flow, vec![self.input_shape[0], dim])
+        self.output(node, flow, shape)
     }
 
     /// Concatenation of constants (a recurrent op's biases).

@@ -10,24 +10,29 @@ use super::{
 use crate::data::Scaler;
 
 impl Importer<'_> {
-    /// `Div(input, s)` → `scale`; `Sub(input, mean)` then `Div(·, std)` → standardisation.
+    /// `Div(input, s)` → `scale`; `Sub(input, mean)` then `Div(·, std)` →
+    /// standardisation, of input `k`.
     pub(super) fn scaling(&mut self, node: &NodeProto) -> Result<(), String> {
+        let Value::Input(k) = self.value(node, 0)? else {
+            return Err(unsupported_detail(node, "it scales no raw input"));
+        };
         let (dims, data) = self.constant(node, 1)?;
         let out = node.output.first().cloned().unwrap_or_default();
-        let features: usize = self.input_shape.iter().product();
+        let features: usize = self.inputs[k].shape.iter().product();
         let reader = self.nodes.iter().find(|n| n.input.first() == Some(&out));
-        match (node.op_type.as_deref(), &self.scaler, data.len()) {
-            (Some("Div"), Scaler::None, 1) => self.scaler = Scaler::Scale(data[0]),
+        let scaler = &mut self.inputs[k].scaler;
+        match (node.op_type.as_deref(), &scaler, data.len()) {
+            (Some("Div"), Scaler::None, 1) => *scaler = Scaler::Scale(data[0]),
             (Some("Sub"), Scaler::None, n)
                 if n == features && reader.is_some_and(|r| r.op_type.as_deref() == Some("Div")) =>
             {
-                self.scaler = Scaler::Standardize { mean: data, std: Vec::new() };
+                *scaler = Scaler::Standardize { mean: data, std: Vec::new() };
                 // The `Div` that follows reads the centred input: still the input for the layers.
-                self.values.insert(out, Value::Input);
+                self.values.insert(out, Value::Input(k));
                 return Ok(());
             }
             (Some("Div"), Scaler::Standardize { mean, std }, n) if std.is_empty() && n == features => {
-                self.scaler = Scaler::Standardize { mean: mean.clone(), std: data };
+                *scaler = Scaler::Standardize { mean: mean.clone(), std: data };
             }
             _ => {
                 return Err(unsupported_detail(
@@ -38,7 +43,7 @@ impl Importer<'_> {
                 ));
             }
         }
-        self.values.insert(out, Value::Input);
+        self.values.insert(out, Value::Input(k));
         Ok(())
     }
 
@@ -111,9 +116,8 @@ impl Importer<'_> {
             _ => None,
         });
         self.dense(node, weight, (units, fan_in), bias.clone())?;
-        if let (Some(add), Some(_)) = (next, bias) {
+        if let (Some(add), Some(_), Some(v)) = (next, bias, self.values.get(&out).cloned()) {
             // The bias is in the dense layer: the `Add` passes its value on.
-            let v = self.values.get(&out).cloned().unwrap_or(Value::Input);
             self.values.insert(add.output.first().cloned().unwrap_or_default(), v);
             self.folded.insert(index + 1);
         }

@@ -74,8 +74,8 @@ pub struct Imported {
 enum Value {
     /// A constant tensor (an initializer or a `Constant` node).
     Constant(Vec<usize>, Vec<f32>),
-    /// The raw input, before any layer.
-    Input,
+    /// Raw input `k`, before any layer.
+    Input(usize),
     /// A value computed by the network: the pipeline text that produces it
     /// (its source and stages) and its shape per sample.
     Computed { flow: Flow, shape: Vec<usize> },
@@ -87,6 +87,17 @@ enum Value {
     /// Part of an element-wise formula of one computed value `x` (its flow),
     /// written out (`(x/1.4142135)`) until it is a whole activation.
     Formula { flow: Flow, shape: Vec<usize>, text: String },
+}
+
+/// One input of the graph, as the model will declare it.
+struct GraphInput {
+    name: String,
+    /// One sample's shape (the dimensions after the batch).
+    shape: Vec<usize>,
+    /// The scaling of its raw values, the graph's first nodes on it.
+    scaler: Scaler,
+    /// It holds token ids (it is cast to integers for a `Gather`).
+    tokens: bool,
 }
 
 /// A standardized target's mean and deviation, one of each per value.
@@ -105,15 +116,12 @@ struct Importer<'a> {
     readers: HashMap<String, usize>,
     statements: Vec<String>,
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
-    scaler: Scaler,
     counters: HashMap<&'static str, usize>,
-    input_name: String,
-    input_shape: Vec<usize>,
+    /// The graph's inputs, in order: one data row holds them side by side.
+    inputs: Vec<GraphInput>,
     names: usize,
     /// Nodes already folded into an earlier one (the `Add` of a bias after a `MatMul`).
     folded: std::collections::HashSet<usize>,
-    /// The input holds token ids (it is cast to integers for a `Gather`).
-    tokens: bool,
     /// The graph's outputs: each one a prediction of the model, compared
     /// with a target of its own.
     outputs: Vec<String>,
@@ -141,16 +149,21 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, String> {
         let (dims, data) = tensor_values(init)?;
         values.insert(init.name.clone().unwrap_or_default(), Value::Constant(dims, data));
     }
-    let inputs: Vec<_> = graph.input.iter().filter(|i| !values.contains_key(i.name.as_deref().unwrap_or(""))).collect();
-    let [input] = inputs.as_slice() else {
-        return Err(format!("the graph has {} inputs; nnc imports graphs of one input", inputs.len()));
-    };
+    let mut inputs = Vec::new();
+    // Initializers may be listed among the inputs too.
+    let fed: Vec<_> = graph.input.iter().filter(|i| !values.contains_key(i.name.as_deref().unwrap_or(""))).collect();
+    for input in fed {
+        let name = input.name.clone().unwrap_or_default();
+        let shape = sample_shape(input)?;
+        values.insert(name.clone(), Value::Input(inputs.len()));
+        inputs.push(GraphInput { name: identifier(&name), shape, scaler: Scaler::None, tokens: false });
+    }
+    if inputs.is_empty() {
+        return Err("the graph has no input".to_string());
+    }
     if graph.output.is_empty() {
         return Err("the graph has no outputs".to_string());
     }
-    let input_name = input.name.clone().unwrap_or_default();
-    let input_shape = sample_shape(input)?;
-    values.insert(input_name.clone(), Value::Input);
     let mut readers: HashMap<String, usize> = HashMap::new();
     // The graph's outputs count as readers: a value that is an output and
     // read on, or two outputs, is named rather than computed twice.
@@ -164,13 +177,10 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, String> {
         readers,
         statements: Vec::new(),
         tensors: HashMap::new(),
-        scaler: Scaler::None,
         counters: HashMap::new(),
-        input_name: identifier(&input_name),
-        input_shape,
+        inputs,
         names: 0,
         folded: Default::default(),
-        tokens: false,
         outputs: graph.output.iter().map(|o| o.name.clone().unwrap_or_default()).collect(),
         target_scales: HashMap::new(),
     };
@@ -346,8 +356,9 @@ impl Importer<'_> {
     fn computed(&self, node: &NodeProto, k: usize) -> Result<(Flow, Vec<usize>), String> {
         match self.value(node, k)? {
             Value::Computed { flow, shape } => Ok((flow, shape)),
-            Value::Input => {
-                Ok((Flow { source: self.input_name.clone(), stages: Vec::new() }, self.input_shape.clone()))
+            Value::Input(k) => {
+                let input = &self.inputs[k];
+                Ok((Flow { source: input.name.clone(), stages: Vec::new() }, input.shape.clone()))
             }
             Value::Constant(..) => {
                 Err(unsupported_detail(node, &format!("input {k} is a constant; nnc's layers read computed values")))
@@ -412,7 +423,7 @@ impl Importer<'_> {
                 self.values.insert(node.output.first().cloned().unwrap_or_default(), v);
                 Ok(())
             }
-            "Div" | "Sub" if matches!(self.value(node, 0)?, Value::Input) => self.scaling(node),
+            "Div" | "Sub" if matches!(self.value(node, 0)?, Value::Input(_)) => self.scaling(node),
             "Sub" => Err(unsupported_detail(node, "nnc maps `Sub` only where it centres the raw input")),
             "Div" | "Erf" => self.formula(node),
             "Tanh" | "Add" if self.in_formula(node) => self.formula(node),
@@ -528,7 +539,7 @@ impl Importer<'_> {
                 shape[0]
             });
             let named = flow.stages.is_empty() && !flow.source.contains('(');
-            if named && flow.source == self.input_name {
+            if named && self.inputs.iter().any(|i| i.name == flow.source) {
                 return Err(if several {
                     format!("the graph's output `{output}` computes nothing from its input")
                 } else {
@@ -579,14 +590,12 @@ impl Importer<'_> {
                  nnc standardizes the targets of every regression output of a model or of none"
             ));
         }
-        let dims: Vec<String> = self.input_shape.iter().map(usize::to_string).collect();
-        let mut source = format!(
-            "// Imported from ONNX by `nnc import`.\nmodel {} {{\n  input {}: {}[{}]\n",
-            identifier(name),
-            self.input_name,
-            if self.tokens { "tokens" } else { "" },
-            dims.join(", ")
-        );
+        let mut source = format!("// Imported from ONNX by `nnc import`.\nmodel {} {{\n", identifier(name));
+        for input in &self.inputs {
+            let dims: Vec<String> = input.shape.iter().map(usize::to_string).collect();
+            let kind = if input.tokens { "tokens" } else { "" };
+            source += &format!("  input {}: {kind}[{}]\n", input.name, dims.join(", "));
+        }
         for target in &targets {
             source += &format!("  {target}\n");
         }
@@ -595,7 +604,8 @@ impl Importer<'_> {
             source += &format!("  {statement}\n");
         }
         source += &format!("  loss = {}\n", terms.join(" + "));
-        let mut settings = match &self.scaler {
+        let scaler = self.row_scaler();
+        let mut settings = match &scaler {
             Scaler::Scale(s) => vec![format!("scale = {}", number(*s))],
             Scaler::Standardize { .. } => vec!["standardize = true".to_string()],
             Scaler::None => vec![],
@@ -609,14 +619,41 @@ impl Importer<'_> {
         source += "}\n";
         let source = crate::format::format_source(&source)
             .map_err(|d| format!("the imported model does not parse: {}", d.message))?;
-        Ok(Imported { source, tensors: self.tensors, scaler: self.scaler })
+        Ok(Imported { source, tensors: self.tensors, scaler })
+    }
+
+    /// The scaling of a data row, which holds the inputs side by side: each
+    /// input's own, as one scale where they share it, per feature otherwise
+    /// (an unscaled input's features divided by 1, exactly themselves).
+    fn row_scaler(&self) -> Scaler {
+        let scalers: Vec<&Scaler> = self.inputs.iter().map(|i| &i.scaler).collect();
+        match scalers[..] {
+            [one] => return one.clone(),
+            _ if scalers.iter().all(|s| matches!(s, Scaler::None)) => return Scaler::None,
+            [Scaler::Scale(first), ..]
+                if scalers.iter().all(|s| matches!(s, Scaler::Scale(x) if x.to_bits() == first.to_bits())) =>
+            {
+                return Scaler::Scale(*first);
+            }
+            _ => {}
+        }
+        let (mut mean, mut std) = (Vec::new(), Vec::new());
+        for input in &self.inputs {
+            let width: usize = input.shape.iter().product();
+            match &input.scaler {
+                Scaler::None => (mean.extend(vec![0.0; width]), std.extend(vec![1.0; width])),
+                Scaler::Scale(s) => (mean.extend(vec![0.0; width]), std.extend(vec![*s; width])),
+                Scaler::Standardize { mean: m, std: d } => (mean.extend_from_slice(m), std.extend_from_slice(d)),
+            };
+        }
+        Scaler::Standardize { mean, std }
     }
 
     /// `wanted`, or it followed by `_2`, `_3`, … where the input, a named
     /// value or one of `taken` already has it.
     fn unused_name(&self, wanted: String, taken: &[String]) -> String {
         let used = |n: &str| {
-            n == self.input_name
+            self.inputs.iter().any(|i| i.name == n)
                 || taken.iter().any(|t| t == n)
                 || n.strip_prefix('h')
                     .and_then(|k| k.parse::<usize>().ok())
@@ -647,22 +684,24 @@ mod tests {
     use prost::Message;
 
     use super::proto::{
-        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-        ValueInfoProto, tensor_proto::DataType, tensor_shape_proto, type_proto,
+        AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+        TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto,
+        type_proto,
     };
 
     /// A constant tensor: its name, dimensions and values.
     type Constant<'a> = (&'a str, &'a [i64], &'a [f32]);
 
-    /// A graph of one input `x` of two features, `nodes` (op, inputs,
-    /// output), constant tensors and `outputs`, as ONNX bytes.
-    fn graph(nodes: &[(&str, &[&str], &str)], constants: &[Constant], outputs: &[&str]) -> Vec<u8> {
+    /// A graph of `inputs` of two features each, `nodes` (op, inputs,
+    /// output; a `Concat` joins features), constant tensors and `outputs`,
+    /// as ONNX bytes.
+    fn graph(inputs: &[&str], nodes: &[(&str, &[&str], &str)], constants: &[Constant], outputs: &[&str]) -> Vec<u8> {
         let dims = [None, Some(2)].map(|d| tensor_shape_proto::Dimension {
             value: d.map(tensor_shape_proto::dimension::Value::DimValue),
             ..Default::default()
         });
-        let input = ValueInfoProto {
-            name: Some("x".into()),
+        let input = |name: &&str| ValueInfoProto {
+            name: Some(name.to_string()),
             r#type: Some(TypeProto {
                 value: Some(type_proto::Value::TensorType(type_proto::Tensor {
                     elem_type: Some(DataType::Float as i32),
@@ -677,6 +716,15 @@ mod tests {
             name: Some(output.into()),
             input: inputs.iter().map(|i| i.to_string()).collect(),
             output: vec![output.into()],
+            attribute: (op == "Concat")
+                .then(|| AttributeProto {
+                    name: Some("axis".into()),
+                    i: Some(1),
+                    r#type: Some(AttributeType::Int as i32),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
             ..Default::default()
         };
         let constant = |&(name, dims, values): &Constant| TensorProto {
@@ -692,7 +740,7 @@ mod tests {
             graph: Some(GraphProto {
                 node: nodes.iter().map(node).collect(),
                 initializer: constants.iter().map(constant).collect(),
-                input: vec![input],
+                input: inputs.iter().map(input).collect(),
                 output: outputs.iter().map(output).collect(),
                 ..Default::default()
             }),
@@ -706,6 +754,7 @@ mod tests {
     #[test]
     fn an_output_read_on_by_another_is_computed_once() {
         let bytes = graph(
+            &["x"],
             &[("MatMul", &["x", "w"], "scores"), ("Softmax", &["scores"], "p")],
             &[("w", &[2, 2], &[0.5, -1.0, 2.0, 0.25])],
             &["p", "scores"],
@@ -718,12 +767,33 @@ mod tests {
         assert!(!checked.has_errors() && checked.models.len() == 1, "{source}");
     }
 
+    /// Two graph inputs are two inputs of the model, read from one row: the
+    /// first scaled by 4, the second not, which one row's preprocessing
+    /// holds as per-feature divisors (4, 4, 1, 1) from a mean of 0.
+    #[test]
+    fn two_inputs_are_two_inputs_of_one_row() {
+        let bytes = graph(
+            &["a", "b"],
+            &[("Div", &["a", "four"], "scaled"), ("Concat", &["scaled", "b"], "both"), ("MatMul", &["both", "w"], "y")],
+            &[("four", &[], &[4.0]), ("w", &[4, 1], &[0.5, -1.0, 2.0, 0.25])],
+            &["y"],
+        );
+        let imported = super::import(&bytes, "two").expect("imports");
+        let source = &imported.source;
+        assert!(source.contains("input a: [2]\n  input b: [2]") && source.contains("standardize = true"), "{source}");
+        let crate::data::Scaler::Standardize { mean, std } = &imported.scaler else { panic!("per feature") };
+        assert_eq!((&mean[..], &std[..]), (&[0.0; 4][..], &[4.0, 4.0, 1.0, 1.0][..]));
+        let checked = crate::pipeline::check_source("two.nn", source);
+        assert!(!checked.has_errors() && checked.models[0].inputs.len() == 2, "{source}");
+    }
+
     /// nnc standardizes every regression target of a model or none: a
     /// graph taking one regression output out of standard units and not
     /// another is refused, naming both.
     #[test]
     fn outputs_of_which_one_is_unstandardized_are_refused() {
         let bytes = graph(
+            &["x"],
             &[("Gemm", &["x", "w", "b"], "z"), ("Mul", &["z", "std"], "spread"), ("Add", &["spread", "mean"], "price")],
             &[("w", &[2, 1], &[0.5, -1.0]), ("b", &[1], &[0.1]), ("std", &[1], &[3.0]), ("mean", &[1], &[100.0])],
             &["price", "z"],
