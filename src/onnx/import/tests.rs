@@ -1,0 +1,146 @@
+//! The importer on graphs built by hand, and on a PyTorch export damaged
+//! on purpose.
+
+use prost::Message;
+
+use super::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+};
+
+/// A constant tensor: its name, dimensions and values.
+type Constant<'a> = (&'a str, &'a [i64], &'a [f32]);
+
+/// A graph of `inputs` of two features each, `nodes` (op, inputs,
+/// output; a `Concat` joins features), constant tensors and `outputs`,
+/// as ONNX bytes.
+fn graph(inputs: &[&str], nodes: &[(&str, &[&str], &str)], constants: &[Constant], outputs: &[&str]) -> Vec<u8> {
+    let dims = [None, Some(2)].map(|d| tensor_shape_proto::Dimension {
+        value: d.map(tensor_shape_proto::dimension::Value::DimValue),
+        ..Default::default()
+    });
+    let input = |name: &&str| ValueInfoProto {
+        name: Some(name.to_string()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(DataType::Float as i32),
+                shape: Some(TensorShapeProto { dim: dims.to_vec() }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let node = |&(op, inputs, output): &(&str, &[&str], &str)| NodeProto {
+        op_type: Some(op.into()),
+        name: Some(output.into()),
+        input: inputs.iter().map(|i| i.to_string()).collect(),
+        output: vec![output.into()],
+        attribute: (op == "Concat")
+            .then(|| AttributeProto {
+                name: Some("axis".into()),
+                i: Some(1),
+                r#type: Some(AttributeType::Int as i32),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let constant = |&(name, dims, values): &Constant| TensorProto {
+        name: Some(name.to_string()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float as i32),
+        float_data: values.to_vec(),
+        ..Default::default()
+    };
+    let output = |name: &&str| ValueInfoProto { name: Some(name.to_string()), ..Default::default() };
+    ModelProto {
+        opset_import: vec![OperatorSetIdProto { domain: None, version: Some(17) }],
+        graph: Some(GraphProto {
+            node: nodes.iter().map(node).collect(),
+            initializer: constants.iter().map(constant).collect(),
+            input: inputs.iter().map(input).collect(),
+            output: outputs.iter().map(output).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// The scores of a classifier that are an output beside its
+/// probabilities are computed once: one value both outputs predict.
+#[test]
+fn an_output_read_on_by_another_is_computed_once() {
+    let bytes = graph(
+        &["x"],
+        &[("MatMul", &["x", "w"], "scores"), ("Softmax", &["scores"], "p")],
+        &[("w", &[2, 2], &[0.5, -1.0, 2.0, 0.25])],
+        &["p", "scores"],
+    );
+    let imported = super::import(&bytes, "two").expect("imports");
+    let source = &imported.source;
+    assert_eq!(source.matches("dense(").count(), 1, "{source}");
+    assert!(source.contains("loss = cross_entropy(h1, h1_target) + mse(h1, h1_target_2)"), "{source}");
+    let checked = crate::pipeline::check_source("two.nn", source);
+    assert!(!checked.has_errors() && checked.models.len() == 1, "{source}");
+}
+
+/// Two graph inputs are two inputs of the model, read from one row: the
+/// first scaled by 4, the second not, which one row's preprocessing
+/// holds as per-feature divisors (4, 4, 1, 1) from a mean of 0.
+#[test]
+fn two_inputs_are_two_inputs_of_one_row() {
+    let bytes = graph(
+        &["a", "b"],
+        &[("Div", &["a", "four"], "scaled"), ("Concat", &["scaled", "b"], "both"), ("MatMul", &["both", "w"], "y")],
+        &[("four", &[], &[4.0]), ("w", &[4, 1], &[0.5, -1.0, 2.0, 0.25])],
+        &["y"],
+    );
+    let imported = super::import(&bytes, "two").expect("imports");
+    let source = &imported.source;
+    assert!(source.contains("input a: [2]\n  input b: [2]") && source.contains("standardize = true"), "{source}");
+    let crate::data::Scaler::Standardize { mean, std } = &imported.scaler else { panic!("per feature") };
+    assert_eq!((&mean[..], &std[..]), (&[0.0; 4][..], &[4.0, 4.0, 1.0, 1.0][..]));
+    let checked = crate::pipeline::check_source("two.nn", source);
+    assert!(!checked.has_errors() && checked.models[0].inputs.len() == 2, "{source}");
+}
+
+/// nnc standardizes every regression target of a model or none: a
+/// graph taking one regression output out of standard units and not
+/// another is refused, naming both.
+#[test]
+fn outputs_of_which_one_is_unstandardized_are_refused() {
+    let bytes = graph(
+        &["x"],
+        &[("Gemm", &["x", "w", "b"], "z"), ("Mul", &["z", "std"], "spread"), ("Add", &["spread", "mean"], "price")],
+        &[("w", &[2, 1], &[0.5, -1.0]), ("b", &[1], &[0.1]), ("std", &[1], &[3.0]), ("mean", &[1], &[100.0])],
+        &["price", "z"],
+    );
+    let err = super::import(&bytes, "mixed").err().expect("refused");
+    assert!(err.contains("output `price` is taken out of standard units and `z` is not"), "{err}");
+}
+
+/// PyTorch's LeNet with its first convolution's bias cut to `keep` values.
+fn lenet_with_short_bias(keep: usize) -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/torch_lenet.onnx");
+    let mut model = ModelProto::decode(std::fs::read(path).expect("the export").as_slice()).expect("ONNX");
+    let graph = model.graph.as_mut().expect("a graph");
+    let conv = graph.node.iter().find(|n| n.op_type.as_deref() == Some("Conv")).expect("a convolution");
+    let bias_name = conv.input[2].clone();
+    let bias = graph.initializer.iter_mut().find(|t| t.name.as_ref() == Some(&bias_name)).expect("its bias");
+    bias.dims = vec![keep as i64];
+    bias.raw_data.as_mut().expect("raw values").truncate(4 * keep);
+    model.encode_to_vec()
+}
+
+/// A convolution's bias must hold one value per filter: one of a
+/// different length is refused, naming both counts.
+#[test]
+fn a_convolution_bias_of_the_wrong_length_is_refused() {
+    for keep in [0, 5] {
+        let err = super::import(&lenet_with_short_bias(keep), "lenet").err().expect("refused");
+        assert!(err.contains(&format!("its bias has {keep} values for 6 filters")), "{err}");
+    }
+    assert!(super::import(&lenet_with_short_bias(6), "lenet").is_ok());
+}
