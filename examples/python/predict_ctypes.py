@@ -4,7 +4,8 @@ usage: python predict_ctypes.py DIR NAME rows.csv
 
 DIR holds NAME.h and libNAME.so; rows.csv has a header row and one sample per
 row (the model's inputs first; extra columns such as a label are ignored).
-Prints the predicted class (or the outputs) of every row.
+Prints each row's outputs in turn: a classifier's class and its probability,
+any other output's values.
 """
 import ctypes
 import re
@@ -21,9 +22,16 @@ def constants(header: Path, name: str) -> dict:
     return {key: int(value) for key, value in found}
 
 
+def arrays(header: Path, name: str, key: str) -> list:
+    """The numbers of the header's `NAME_OUTPUT_KEY[n] = {…}` array (one per output)."""
+    found = re.search(rf"{name.upper()}_OUTPUT_{key}\[\d+\] = \{{([^}}]*)\}}", header.read_text())
+    return [int(v) for v in found.group(1).split(",")]
+
+
 def main(folder: str, name: str, csv: str) -> None:
     folder = Path(folder)
-    sizes = constants(folder / f"{name}.h", name)
+    header = folder / f"{name}.h"
+    sizes = constants(header, name)
     lib = ctypes.CDLL(str(folder / f"lib{name}.so"))
     create = getattr(lib, f"{name}_create")
     create.restype = ctypes.c_void_p
@@ -46,11 +54,16 @@ def main(folder: str, name: str, csv: str) -> None:
         destroy(ctx)
     if status != sizes["OK"]:
         sys.exit(f"{name}_predict failed with code {status}")
-    if sizes["CLASSES"] > 0:
-        for probabilities in out:
-            print(int(probabilities.argmax()), f"{probabilities.max():.6f}")
-    else:
-        np.savetxt(sys.stdout, out, delimiter=",", fmt="%.9g")
+    outputs = list(zip(*(arrays(header, name, key) for key in ("OFFSETS", "SIZES", "CLASSES"))))
+    for row in out:
+        printed = []
+        for offset, size, classes in outputs:
+            values = row[offset : offset + size]
+            if classes > 0:
+                printed.append(f"{int(values.argmax())} {values.max():.6f}")
+            else:
+                printed.append(",".join(f"{v:.9g}" for v in values))
+        print(" ".join(printed))
 
 
 if __name__ == "__main__":
