@@ -96,7 +96,8 @@ pub fn export(model: &CheckedModel, tensors: &Tensors, scaler: &Scaler, options:
         metrics::outputs(model).into_iter().map(|o| o.name).collect()
     };
     let mut outputs: Vec<(String, Vec<usize>, &str)> = Vec::with_capacity(predictions.len());
-    // Two loss terms may read one prediction: each output gets a name of its own.
+    // The names above are distinct, but a classifier's `…_probabilities` or an
+    // output renamed away from an input's name may meet another output's.
     let unused = |name: String, outputs: &[(String, Vec<usize>, &str)]| {
         let taken = |n: &str| outputs.iter().any(|(o, _, _)| o == n);
         let free = (2..).map(|k| format!("{name}_{k}")).find(|n| !taken(n));
