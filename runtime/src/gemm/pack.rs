@@ -57,8 +57,20 @@ pub(super) unsafe fn pack(
                 let cols = width.min(nc - panel * width);
                 let to = &mut out[(panel * kc + i) * width..][..width];
                 // SAFETY: as above.
-                to[..cols].copy_from_slice(unsafe { std::slice::from_raw_parts(row.add(panel * width), cols) });
-                to[cols..].fill(0.0);
+                let from = unsafe { row.add(panel * width) };
+                match (cols, width) {
+                    // A whole panel's row in registers, not through a call
+                    // of `memcpy` for each 64 or 128 bytes.
+                    // SAFETY: as above: `cols` values from `from`.
+                    (32, 32) => to.copy_from_slice(unsafe { &*from.cast::<[f32; 32]>() }),
+                    // SAFETY: as above.
+                    (16, 16) => to.copy_from_slice(unsafe { &*from.cast::<[f32; 16]>() }),
+                    _ => {
+                        // SAFETY: as above.
+                        to[..cols].copy_from_slice(unsafe { std::slice::from_raw_parts(from, cols) });
+                        to[cols..].fill(0.0);
+                    }
+                }
             }
         }
         return;
