@@ -57,20 +57,8 @@ pub(super) unsafe fn pack(
                 let cols = width.min(nc - panel * width);
                 let to = &mut out[(panel * kc + i) * width..][..width];
                 // SAFETY: as above.
-                let from = unsafe { row.add(panel * width) };
-                match (cols, width) {
-                    // A whole panel's row in registers, not through a call
-                    // of `memcpy` for each 64 or 128 bytes.
-                    // SAFETY: as above: `cols` values from `from`.
-                    (32, 32) => to.copy_from_slice(unsafe { &*from.cast::<[f32; 32]>() }),
-                    // SAFETY: as above.
-                    (16, 16) => to.copy_from_slice(unsafe { &*from.cast::<[f32; 16]>() }),
-                    _ => {
-                        // SAFETY: as above.
-                        to[..cols].copy_from_slice(unsafe { std::slice::from_raw_parts(from, cols) });
-                        to[cols..].fill(0.0);
-                    }
-                }
+                unsafe { copy_run(row.add(panel * width), to.as_mut_ptr(), cols) };
+                to[cols..].fill(0.0);
             }
         }
         return;
@@ -127,7 +115,7 @@ unsafe fn gather(from: Operand, (rows, cols): (usize, usize), to: *mut f32, ld: 
     unsafe {
         if from.cols == 1 {
             for i in 0..rows {
-                std::ptr::copy_nonoverlapping(from.at(i, 0).ptr, to.add(i * ld), cols);
+                copy_run(from.at(i, 0).ptr, to.add(i * ld), cols);
             }
             return;
         }
@@ -150,6 +138,35 @@ unsafe fn gather(from: Operand, (rows, cols): (usize, usize), to: *mut f32, ld: 
             for j in 0..cols {
                 *to.add(i * ld + j) = from.get(i, j);
             }
+        }
+    }
+}
+
+/// Copies `len` values. A whole panel's row (32 or 16 values) or a whole
+/// block's values of one k (12 or 6) is one fixed-size copy the compiler
+/// keeps in registers, not a call of `memcpy` for each 24 to 128 bytes
+/// (256 × 1,024 by a row-major 1,024 × 512 on one core: 55.7–57.0 GMAC/s
+/// with the calls, 58.1–58.8 without).
+///
+/// # Safety
+/// `from` holds `len` values and `to` room for them; they do not overlap.
+#[inline(always)]
+unsafe fn copy_run(from: *const f32, to: *mut f32, len: usize) {
+    /// # Safety
+    /// As `copy_run`, with `len` N.
+    #[inline(always)]
+    unsafe fn fixed<const N: usize>(from: *const f32, to: *mut f32) {
+        // SAFETY: the caller's contract.
+        unsafe { to.cast::<[f32; N]>().write_unaligned(from.cast::<[f32; N]>().read_unaligned()) }
+    }
+    // SAFETY: the caller's contract.
+    unsafe {
+        match len {
+            32 => fixed::<32>(from, to),
+            16 => fixed::<16>(from, to),
+            12 => fixed::<12>(from, to),
+            6 => fixed::<6>(from, to),
+            _ => std::ptr::copy_nonoverlapping(from, to, len),
         }
     }
 }
