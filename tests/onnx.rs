@@ -76,9 +76,12 @@ fn an_export_of_two_inputs_imports_back_and_predicts_the_same() {
     let before = predict(original, &path("w.safetensors"));
     let after = predict(&path("imported.nn"), &path("imported.safetensors"));
     assert_eq!(before.lines().count(), 360);
+    assert_eq!(after.lines().count(), 360, "{after}");
     // The rows of numbers, past the CSV header line.
     for (a, b) in before.lines().zip(after.lines()).skip(1) {
-        for (x, y) in numbers(a).iter().zip(numbers(b)) {
+        let (a_numbers, b_numbers) = (numbers(a), numbers(b));
+        assert_eq!(a_numbers.len(), b_numbers.len(), "{a}\n{b}");
+        for (x, y) in a_numbers.iter().zip(b_numbers) {
             assert!((x - y).abs() <= 1e-6, "{a}\n{b}");
         }
     }

@@ -2,7 +2,7 @@
 //! transposes, products split over the threads, and each SIMD kernel the
 //! CPU has, which must agree to the bit.
 
-use nnc_runtime::Isa;
+use nnc_runtime::{Epilogue, Isa};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -25,8 +25,10 @@ fn product_and_error(
     let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
     let mut c = vec![f32::NAN; m * n];
     match isa {
-        None => nnc_runtime::product((m, k, n), &a, (rsa, csa), &b, (rsb, csb), &mut c),
-        Some(isa) => nnc_runtime::product_with(isa, (m, k, n), &a, (rsa, csa), &b, (rsb, csb), &mut c),
+        None => nnc_runtime::product((m, k, n), &a, (rsa, csa), &b, (rsb, csb), &mut c, Epilogue::default()),
+        Some(isa) => {
+            nnc_runtime::product_with(isa, (m, k, n), &a, (rsa, csa), &b, (rsb, csb), &mut c, Epilogue::default())
+        }
     }
     .expect("the slices fit");
     let mut worst = 0.0f64;
@@ -139,4 +141,64 @@ proptest! {
         }
         prop_assert!(results.windows(2).all(|w| w[0] == w[1]), "the kernels disagree");
     }
+}
+
+/// A product's bias and ReLU, applied as its blocks are stored, give the
+/// bits of the plain product followed by `c + bias` and the ReLU, on every
+/// path: a row's dot products split by columns, a few rows, blocks past one
+/// block of columns and of k, rows of mostly zeros that walk b, products
+/// split by rows and by columns; through the runtime and each kernel.
+#[test]
+fn a_bias_and_relu_stored_with_the_product_match_them_applied_after() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+    let shapes = [
+        ((1, 784, 128), (false, true), false),
+        ((3, 50, 37), (false, false), false),
+        ((13, 300, 530), (false, false), false),
+        ((31, 784, 100), (true, true), false),
+        ((64, 784, 128), (false, true), true),
+        ((200, 300, 150), (false, false), false),
+        ((40, 900, 333), (true, true), false),
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for ((m, k, n), (ta, tb), mostly_zeros) in shapes {
+        // Mostly zeros: every row nonzero only in a third of k, as images' backgrounds.
+        let a: Vec<f32> = (0..m * k)
+            .map(|e| if mostly_zeros && (e % k) % 3 != 0 { 0.0 } else { rng.random_range(-1.0..1.0) })
+            .collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let bias: Vec<f32> = (0..n).map(|_| rng.random_range(-0.5..0.5)).collect();
+        let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
+        let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
+        let run = |isa: Option<Isa>, epilogue: Epilogue| {
+            let mut c = vec![f32::NAN; m * n];
+            pool.install(|| match isa {
+                None => nnc_runtime::product((m, k, n), &a, (rsa, csa), &b, (rsb, csb), &mut c, epilogue),
+                Some(isa) => {
+                    nnc_runtime::product_with(isa, (m, k, n), &a, (rsa, csa), &b, (rsb, csb), &mut c, epilogue)
+                }
+            })
+            .expect("the slices fit");
+            c
+        };
+        for isa in [None].into_iter().chain(Isa::available().into_iter().map(Some)) {
+            let plain = run(isa, Epilogue::default());
+            for (with_bias, relu) in [(true, false), (true, true), (false, true)] {
+                let epilogue = Epilogue { bias: with_bias.then_some(bias.as_slice()), relu };
+                let expected: Vec<u32> = plain
+                    .iter()
+                    .enumerate()
+                    .map(|(e, &sum)| {
+                        let v = if with_bias { sum + bias[e % n] } else { sum };
+                        if relu && !(v > 0.0) { 0.0f32 } else { v }.to_bits()
+                    })
+                    .collect();
+                let stored: Vec<u32> = run(isa, epilogue).iter().map(|v| v.to_bits()).collect();
+                assert_eq!(stored, expected, "{:?} {isa:?} bias {with_bias} relu {relu}", (m, k, n));
+            }
+        }
+    }
+    let mut c = vec![0.0; 4];
+    let short_bias = Epilogue { bias: Some(&[1.0]), relu: false };
+    assert!(nnc_runtime::product((2, 1, 2), &[1.0; 2], (1, 1), &[1.0; 2], (2, 1), &mut c, short_bias).is_err());
 }

@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use nnc_runtime::{Isa, product, product_with};
+use nnc_runtime::{Epilogue, Isa, product, product_with};
 
 /// A product `m × k` by `k × n` with each operand's (row, column) strides,
 /// as the compiled step calls it (weights are `[out, in]`).
@@ -97,8 +97,12 @@ fn span((rows, cols): (usize, usize), (rs, cs): (usize, usize)) -> usize {
 fn seconds_per_call(engine: Engine, shape: &Shape, (a, b, c): (&[f32], &[f32], &mut [f32])) -> f64 {
     let (m, k, n) = shape.dims;
     let call = |c: &mut [f32]| match engine {
-        Engine::Kernels(isa) => product_with(isa, shape.dims, a, shape.a, b, shape.b, c).expect("the operands fit"),
-        Engine::Runtime => product(shape.dims, a, shape.a, b, shape.b, c).expect("the operands fit"),
+        Engine::Kernels(isa) => {
+            product_with(isa, shape.dims, a, shape.a, b, shape.b, c, Epilogue::default()).expect("the operands fit")
+        }
+        Engine::Runtime => {
+            product(shape.dims, a, shape.a, b, shape.b, c, Epilogue::default()).expect("the operands fit")
+        }
         Engine::Matrixmultiply => {
             let s = |x: usize| x as isize;
             // SAFETY: `span` sized a and b for these strides; c holds m·n values.

@@ -25,6 +25,7 @@ use std::cell::RefCell;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{__m256, __m512};
 
+use crate::kernels::Epilogue;
 use crate::simd::Vector;
 
 mod pack;
@@ -134,8 +135,8 @@ thread_local! {
     };
 }
 
-/// `c = a·b`, or `c += a·b` when `accumulate`, on one thread (`m×k` by
-/// `k×n`; c has rows `ldc` apart).
+/// `c = a·b`, or `c += a·b` when `accumulate`, then `epilogue` on each
+/// row, on one thread (`m×k` by `k×n`; c has rows `ldc` apart).
 ///
 /// # Safety
 /// `a` and `b` reach every element of their shapes through their strides;
@@ -147,15 +148,17 @@ pub(crate) unsafe fn gemm(
     b: Operand,
     (c, ldc): (*mut f32, usize),
     accumulate: bool,
+    epilogue: Epilogue,
 ) {
     BUFFERS.with_borrow_mut(|buffers| {
+        let c = Stored { c, ldc, accumulate, epilogue };
         // SAFETY: the caller's contract.
         unsafe {
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => blocked_avx512((m, k, n), a, b, (c, ldc), accumulate, buffers),
+                Isa::Avx512 => blocked_avx512((m, k, n), a, b, c, buffers),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => blocked_avx2((m, k, n), a, b, (c, ldc), accumulate, buffers),
+                Isa::Avx2 => blocked_avx2((m, k, n), a, b, c, buffers),
                 #[cfg(not(target_arch = "x86_64"))]
                 _ => unreachable!("no kernels on this architecture"),
             }
@@ -163,57 +166,76 @@ pub(crate) unsafe fn gemm(
     })
 }
 
+/// Where and how a product stores c: rows `ldc` apart, added to what c
+/// holds when `accumulate`, `epilogue` applied to each finished block.
+#[derive(Clone, Copy)]
+struct Stored<'a> {
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    epilogue: Epilogue<'a>,
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,popcnt")]
-unsafe fn blocked_avx512(
-    dims: (usize, usize, usize),
-    a: Operand,
-    b: Operand,
-    c: (*mut f32, usize),
-    accumulate: bool,
-    buffers: &mut Buffers,
-) {
+unsafe fn blocked_avx512(dims: (usize, usize, usize), a: Operand, b: Operand, c: Stored, buffers: &mut Buffers) {
     // SAFETY: the caller's contract.
-    unsafe { blocked::<__m512>(dims, a, b, c, accumulate, buffers) }
+    unsafe { blocked::<__m512>(dims, a, b, c, buffers) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,popcnt")]
-unsafe fn blocked_avx2(
-    dims: (usize, usize, usize),
-    a: Operand,
-    b: Operand,
-    c: (*mut f32, usize),
-    accumulate: bool,
-    buffers: &mut Buffers,
-) {
+unsafe fn blocked_avx2(dims: (usize, usize, usize), a: Operand, b: Operand, c: Stored, buffers: &mut Buffers) {
     // SAFETY: the caller's contract.
-    unsafe { blocked::<__m256>(dims, a, b, c, accumulate, buffers) }
+    unsafe { blocked::<__m256>(dims, a, b, c, buffers) }
+}
+
+/// `epilogue` on rows `i0..i0 + rows` of c (`n` values from its first
+/// column, rows `ldc` apart), whose sums are final: in the pass that
+/// stores them, while they are in the first-level cache.
+///
+/// # Safety
+/// The rows lie inside c.
+#[inline(always)]
+pub(crate) unsafe fn finish_rows(
+    epilogue: Epilogue,
+    (c, ldc): (*mut f32, usize),
+    (i0, rows): (usize, usize),
+    n: usize,
+) {
+    if epilogue.is_nothing() {
+        return;
+    }
+    for i in i0..i0 + rows {
+        // SAFETY: the caller's contract.
+        epilogue.apply(unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) });
+    }
 }
 
 /// The loops around the kernel: k by `k_blocks` (or all blocks of k at
 /// once, see `at_once`), columns by `NC` (b packed once per such block),
 /// rows by `rows_per_block` (each block of rows of a packed, unless a is
 /// row-major and its rows meet few panels), then the blocks of k taken at
-/// once and the panels. Each element of c sees the blocks of k in order.
+/// once and the panels. Each element of c sees the blocks of k in order;
+/// after the last, its block gets the epilogue.
 #[inline(always)]
 unsafe fn blocked<V: Kernels>(
     (m, k, n): (usize, usize, usize),
     a: Operand,
     b: Operand,
-    (c, ldc): (*mut f32, usize),
-    accumulate: bool,
+    Stored { c, ldc, accumulate, epilogue }: Stored,
     buffers: &mut Buffers,
 ) {
     let (width, mr) = (2 * V::LANES, rows_per_block::<V>());
     let Buffers { panels, rows_of_a, sparse_blocks, walks } = buffers;
-    if k == 0 && !accumulate {
+    if k == 0 {
         // An empty sum: no block of k below writes c.
-        for i in 0..m {
+        for i in (0..m).filter(|_| !accumulate) {
             // SAFETY: c holds m rows of n values, ldc apart.
             unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
         }
-        return;
+        // SAFETY: as above.
+        return unsafe { finish_rows(epilogue, (c, ldc), (0, m), n) };
     }
     // Packing costs a pass over a, which pays for itself when each row of a
     // serves at least `PACK_PANELS` panels.
@@ -233,6 +255,14 @@ unsafe fn blocked<V: Kernels>(
         let ks = at_once.min(k - p1);
         for j0 in (0..n).step_by(NC) {
             let nc = NC.min(n - j0);
+            // After the last blocks of k, each block of rows of c is final.
+            let finished = epilogue.columns(j0, nc);
+            let finish = |(i0, rows): (usize, usize)| {
+                if p1 + ks == k {
+                    // SAFETY: rows i0.. and columns j0..j0 + nc lie inside c.
+                    unsafe { finish_rows(finished, (c.add(j0), ldc), (i0, rows), nc) };
+                }
+            };
             let block_len = |kc: usize| nc.div_ceil(width) * kc * width;
             let panels = crate::simd::aligned(panels, block_len(ks));
             let k_blocks = (p1..p1 + ks).step_by(step).map(|p0| (p0, step.min(p1 + ks - p0), block_len(p0 - p1)));
@@ -278,6 +308,7 @@ unsafe fn blocked<V: Kernels>(
                         Some(full) => {
                             // SAFETY: the run's rows of a and c, and b's packed panels, all finite.
                             walks_pay = unsafe { sparse::multiply_rows::<V>(rows_from(full), k_blocks.clone()) };
+                            finish(full);
                             Some((i0, rows))
                         }
                         None => Some((i0, rows)),
@@ -287,6 +318,7 @@ unsafe fn blocked<V: Kernels>(
                 if let Some(sparse_rows) = run.take() {
                     // SAFETY: as above.
                     walks_pay = unsafe { sparse::multiply_rows::<V>(rows_from(sparse_rows), k_blocks.clone()) };
+                    finish(sparse_rows);
                 }
                 for (index, (p0, kc, at)) in k_blocks.clone().enumerate() {
                     let add = accumulate || p0 > 0;
@@ -319,10 +351,12 @@ unsafe fn blocked<V: Kernels>(
                         }
                     }
                 }
+                finish((i0, rows));
             }
             if let Some(sparse_rows) = run {
                 // SAFETY: as above.
                 unsafe { sparse::multiply_rows::<V>(rows_from(sparse_rows), k_blocks.clone()) };
+                finish(sparse_rows);
             }
         }
     }

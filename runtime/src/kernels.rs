@@ -102,26 +102,50 @@ fn for_each_tap(win: Window, filters: usize, mut visit: impl FnMut(usize, usize,
     }
 }
 
-/// What a forward convolution does to each sum as it stores it: adds its
-/// filter's bias (if there is one), then, when a ReLU that reads nothing
-/// else was fused into it, keeps the positive values only (exactly as the
-/// ReLU would: `v > 0 ? v : 0`).
+/// What a forward convolution or product does to each sum as it stores
+/// it: adds its filter's (or column's) bias, if there is one, then, when a
+/// ReLU that reads nothing else was fused into it, keeps the positive
+/// values only (exactly as the ReLU would: `v > 0 ? v : 0`).
 #[derive(Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     pub bias: Option<&'a [f32]>,
     pub relu: bool,
 }
 
-impl Epilogue<'_> {
+impl<'a> Epilogue<'a> {
     /// Filter `f`'s value from its sum.
     #[inline(always)]
     pub fn of(self, f: usize) -> impl Fn(f32) -> f32 {
         let (bias, relu) = (self.bias.map_or(0.0, |b| b[f]), self.relu);
-        move |sum| {
-            let v = sum + bias;
-            if !relu || v > 0.0 { v } else { 0.0 }
+        move |sum| finish(sum, bias, relu)
+    }
+
+    /// Whether it leaves every sum as it is.
+    pub fn is_nothing(self) -> bool {
+        self.bias.is_none() && !self.relu
+    }
+
+    /// The epilogue of the columns `from..from + len` alone.
+    pub fn columns(self, from: usize, len: usize) -> Epilogue<'a> {
+        Epilogue { bias: self.bias.map(|b| &b[from..from + len]), ..self }
+    }
+
+    /// Applied to one row of sums, its columns those of the bias.
+    #[inline(always)]
+    pub fn apply(self, row: &mut [f32]) {
+        match self.bias {
+            Some(bias) => row.iter_mut().zip(bias).for_each(|(v, &b)| *v = finish(*v, b, self.relu)),
+            None if self.relu => row.iter_mut().for_each(|v| *v = finish(*v, 0.0, true)),
+            None => {}
         }
     }
+}
+
+/// One sum plus its bias, and its ReLU when `relu`.
+#[inline(always)]
+fn finish(sum: f32, bias: f32, relu: bool) -> f32 {
+    let v = sum + bias;
+    if !relu || v > 0.0 { v } else { 0.0 }
 }
 
 /// y[b,f,oy,ox] = Σ_{c,ky,kx} x[b,c,oy·s+ky−p, ox·s+kx−p] · w[f,c,ky,kx]

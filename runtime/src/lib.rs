@@ -25,6 +25,7 @@ mod winograd;
 pub use collective::{AllReduce, ThreadTeam, all_reduce, set_all_reduce};
 pub use gemm::Isa;
 pub use kept::{READ_ONLY, UNVERSIONED, fresh_version, release};
+pub use kernels::Epilogue;
 pub use partner::with_partner;
 pub use products::{product, product_splits, product_with};
 pub use routines::{PARALLEL_ELEMENTS, softmax_row, softmax_rows};
@@ -131,6 +132,7 @@ macro_rules! routine {
 pub fn routines() -> Vec<Routine> {
     vec![
         routine!(products::nnc_sgemm, 10, 0),
+        routine!(products::nnc_sgemm_epilogue, 12, 0),
         routine!(profile::nnc_profile_mark, 2, 0),
         routine!(routines::nnc_sum_rows, 4, 0),
         routine!(routines::nnc_softmax, 4, 0),

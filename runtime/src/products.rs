@@ -12,6 +12,7 @@
 use rayon::prelude::*;
 
 use crate::gemm::{self, Isa, Operand};
+use crate::kernels::Epilogue;
 use crate::routines::{slice, slice_mut};
 
 /// Products with at least this many multiply-adds are split over rayon's
@@ -43,6 +44,40 @@ pub extern "C" fn nnc_sgemm(
     csb: isize,
     c: *mut f32,
 ) {
+    sgemm((m, k, n), (a, rsa, csa), (b, rsb, csb), c, Epilogue::default());
+}
+
+/// `nnc_sgemm` that adds `bias` (n values; none when null) to every row of
+/// c and, when `relu` is not 0, keeps the positive values, as each block of
+/// c is stored (a dense layer's bias and ReLU without a pass of their own).
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_sgemm_epilogue(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    c: *mut f32,
+    bias: *const f32,
+    relu: usize,
+) {
+    // SAFETY: a bias that is not null holds a value per column of c.
+    let bias = (!bias.is_null()).then(|| unsafe { slice(bias, n) });
+    sgemm((m, k, n), (a, rsa, csa), (b, rsb, csb), c, Epilogue { bias, relu: relu != 0 });
+}
+
+/// The product of `nnc_sgemm`, then `epilogue` on every row of c.
+fn sgemm(
+    (m, k, n): (usize, usize, usize),
+    (a, rsa, csa): (*const f32, isize, isize),
+    (b, rsb, csb): (*const f32, isize, isize),
+    c: *mut f32,
+    epilogue: Epilogue,
+) {
     if m <= SMALL_M && csa == 1 && rsb == 1 {
         let (a, b) = (a as usize, b as usize);
         // SAFETY: a holds m rows of stride rsa with k contiguous values.
@@ -67,17 +102,22 @@ pub extern "C" fn nnc_sgemm(
                 // SAFETY: columns start..end of c's one row, which this part alone writes.
                 let c = unsafe { slice_mut(out.at(start), end - start) };
                 small(end - start, row, |j| column(start + j), c);
+                epilogue.columns(start, end - start).apply(c);
             };
             split_in_parts(if threads == 2 { 2 } else { n.div_ceil(step) }, run);
         } else {
             // SAFETY: c holds m·n values.
-            small(n, row, column, unsafe { slice_mut(c, m * n) });
+            let c = unsafe { slice_mut(c, m * n) };
+            small(n, row, column, c);
+            if !epilogue.is_nothing() {
+                c.chunks_exact_mut(n).for_each(|row| epilogue.apply(row));
+            }
         }
         return;
     }
     let (a, b) = (Operand { ptr: a, rows: rsa, cols: csa }, Operand { ptr: b, rows: rsb, cols: csb });
     // SAFETY: the plan sized every buffer for these dimensions and strides.
-    unsafe { multiply((m, k, n), a, b, c, false) }
+    unsafe { multiply((m, k, n), a, b, c, false, epilogue) }
 }
 
 /// Weights one core reads (from its second-level cache) in about the time
@@ -108,14 +148,21 @@ unsafe impl Send for Output {}
 unsafe impl Sync for Output {}
 
 /// `c = a·b`, or `c += a·b` when `accumulate` (c row-major, `n` columns),
-/// split into parts of rows (or, for few rows, of columns) that run on
+/// then `epilogue` on each row, split into parts of rows (or, for few rows, of columns) that run on
 /// rayon's threads when the product is large (inside a parallel image
 /// part too: idle threads steal the parts, busy ones run them in turn).
 ///
 /// # Safety
 /// `a` and `b` reach every element of their `m × k` and `k × n` shapes
 /// through their strides; `c` holds `m·n` values.
-unsafe fn multiply((m, k, n): (usize, usize, usize), a: Operand, b: Operand, c: *mut f32, accumulate: bool) {
+unsafe fn multiply(
+    (m, k, n): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    c: *mut f32,
+    accumulate: bool,
+    epilogue: Epilogue,
+) {
     let threads = rayon::current_num_threads();
     let split = m.saturating_mul(k).saturating_mul(n) >= SPLIT_MACS && threads > 1;
     let by_rows = m >= n;
@@ -123,7 +170,7 @@ unsafe fn multiply((m, k, n): (usize, usize, usize), a: Operand, b: Operand, c: 
     let step = length.div_ceil(threads).next_multiple_of(SPLIT_ALIGN);
     if !split || step >= length {
         // SAFETY: the caller's contract, for the whole product.
-        return unsafe { part((m, k, n), a, b, (c, n), accumulate) };
+        return unsafe { part((m, k, n), a, b, (c, n), accumulate, epilogue) };
     }
     let c = Output(c);
     let run = |p: usize| {
@@ -131,9 +178,10 @@ unsafe fn multiply((m, k, n): (usize, usize, usize), a: Operand, b: Operand, c: 
         // SAFETY: rows (or columns) start..start + len lie inside a (or b) and c.
         unsafe {
             if by_rows {
-                part((len, k, n), a.at(start, 0), b, (c.at(start * n), n), accumulate);
+                part((len, k, n), a.at(start, 0), b, (c.at(start * n), n), accumulate, epilogue);
             } else {
-                part((m, k, len), a, b.at(0, start), (c.at(start), n), accumulate);
+                let epilogue = epilogue.columns(start, len);
+                part((m, k, len), a, b.at(0, start), (c.at(start), n), accumulate, epilogue);
             }
         }
     };
@@ -167,21 +215,24 @@ unsafe fn part(
     b: Operand,
     (c, ldc): (*mut f32, usize),
     accumulate: bool,
+    epilogue: Epilogue,
 ) {
     if let Some(isa) = Isa::detect() {
         // SAFETY: the caller's contract; `detect` chose a kernel this CPU runs.
-        return unsafe { gemm::gemm(isa, (m, k, n), a, b, (c, ldc), accumulate) };
+        return unsafe { gemm::gemm(isa, (m, k, n), a, b, (c, ldc), accumulate, epilogue) };
     }
     let beta = if accumulate { 1.0 } else { 0.0 };
     // SAFETY: the caller's contract.
     unsafe {
-        matrixmultiply::sgemm(m, k, n, 1.0, a.ptr, a.rows, a.cols, b.ptr, b.rows, b.cols, beta, c, ldc as isize, 1)
+        matrixmultiply::sgemm(m, k, n, 1.0, a.ptr, a.rows, a.cols, b.ptr, b.rows, b.cols, beta, c, ldc as isize, 1);
+        gemm::finish_rows(epilogue, (c, ldc), (0, m), n);
     }
 }
 
-/// `c = op(a)·op(b)` (`m×k` by `k×n`, row-major `c`) on slices, for callers
-/// other than generated code: an error unless every element the strides
-/// reach lies inside the slices.
+/// `c = op(a)·op(b)` (`m×k` by `k×n`, row-major `c`), then `epilogue` on
+/// each row, on slices, for callers other than generated code: an error
+/// unless every element the strides reach lies inside the slices (and a
+/// bias has a value per column).
 #[allow(clippy::too_many_arguments)]
 pub fn product(
     (m, k, n): (usize, usize, usize),
@@ -190,10 +241,11 @@ pub fn product(
     b: &[f32],
     (rsb, csb): (usize, usize),
     c: &mut [f32],
+    epilogue: Epilogue,
 ) -> Result<(), String> {
-    fits((m, k, n), (a, rsa, csa), (b, rsb, csb), c)?;
+    fits((m, k, n), (a, rsa, csa), (b, rsb, csb), c, epilogue)?;
     let s = |x: usize| x as isize;
-    nnc_sgemm(m, k, n, a.as_ptr(), s(rsa), s(csa), b.as_ptr(), s(rsb), s(csb), c.as_mut_ptr());
+    sgemm((m, k, n), (a.as_ptr(), s(rsa), s(csa)), (b.as_ptr(), s(rsb), s(csb)), c.as_mut_ptr(), epilogue);
     Ok(())
 }
 
@@ -209,26 +261,32 @@ pub fn product_with(
     b: &[f32],
     (rsb, csb): (usize, usize),
     c: &mut [f32],
+    epilogue: Epilogue,
 ) -> Result<(), String> {
     if !Isa::available().contains(&isa) {
         return Err(format!("this CPU has no {isa:?}"));
     }
-    fits((m, k, n), (a, rsa, csa), (b, rsb, csb), c)?;
+    fits((m, k, n), (a, rsa, csa), (b, rsb, csb), c, epilogue)?;
     let s = |x: usize| x as isize;
     let a = Operand { ptr: a.as_ptr(), rows: s(rsa), cols: s(csa) };
     let b = Operand { ptr: b.as_ptr(), rows: s(rsb), cols: s(csb) };
     // SAFETY: `fits` checked every element the strides reach; `isa` runs here.
-    unsafe { gemm::gemm(isa, (m, k, n), a, b, (c.as_mut_ptr(), n), false) };
+    unsafe { gemm::gemm(isa, (m, k, n), a, b, (c.as_mut_ptr(), n), false, epilogue) };
     Ok(())
 }
 
-/// An error unless every element the strides reach lies inside the slices.
+/// An error unless every element the strides reach lies inside the slices
+/// and a bias has a value per column.
 fn fits(
     (m, k, n): (usize, usize, usize),
     (a, rsa, csa): (&[f32], usize, usize),
     (b, rsb, csb): (&[f32], usize, usize),
     c: &[f32],
+    epilogue: Epilogue,
 ) -> Result<(), String> {
+    if let Some(bias) = epilogue.bias.filter(|bias| bias.len() != n) {
+        return Err(format!("a bias of {} values for a product of {n} columns", bias.len()));
+    }
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
         (rows.max(1) - 1).checked_mul(rs)?.checked_add((cols.max(1) - 1).checked_mul(cs)?)
     };
@@ -363,5 +421,5 @@ pub(crate) fn gemm(
     let a = Operand { ptr: a.as_ptr(), rows: s(sa.0), cols: s(sa.1) };
     let b = Operand { ptr: b.as_ptr(), rows: s(sb.0), cols: s(sb.1) };
     // SAFETY: the slices hold the m·k, k·n and m·n elements the strides address.
-    unsafe { multiply((m, k, n), a, b, c.as_mut_ptr(), accumulate) }
+    unsafe { multiply((m, k, n), a, b, c.as_mut_ptr(), accumulate, Epilogue::default()) }
 }
