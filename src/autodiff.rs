@@ -125,24 +125,27 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
                 contrib.push((0, g.push(Op::MulScalar, vec![dy, ins[1]], node.shape.clone(), span)));
             }
             // C = op(A)·op(B) ⇒ ∂op(A) = G·op(B)ᵀ, ∂op(B) = op(A)ᵀ·G, transposed back where A or B was.
-            Op::MatMul { ta, tb } => {
+            Op::MatMul { ta, tb, relu: false } if ins.len() == 2 => {
                 let (ta, tb) = (*ta, *tb);
                 if wants(0) {
                     let da = if ta {
-                        g.push(Op::MatMul { ta: tb, tb: true }, vec![ins[1], dy], shape_of(0), span)
+                        g.push(Op::matmul(tb, true), vec![ins[1], dy], shape_of(0), span)
                     } else {
-                        g.push(Op::MatMul { ta: false, tb: !tb }, vec![dy, ins[1]], shape_of(0), span)
+                        g.push(Op::matmul(false, !tb), vec![dy, ins[1]], shape_of(0), span)
                     };
                     contrib.push((0, da));
                 }
                 if wants(1) {
                     let db = if tb {
-                        g.push(Op::MatMul { ta: true, tb: ta }, vec![dy, ins[0]], shape_of(1), span)
+                        g.push(Op::matmul(true, ta), vec![dy, ins[0]], shape_of(1), span)
                     } else {
-                        g.push(Op::MatMul { ta: !ta, tb: false }, vec![ins[0], dy], shape_of(1), span)
+                        g.push(Op::matmul(!ta, false), vec![ins[0], dy], shape_of(1), span)
                     };
                     contrib.push((1, db));
                 }
+            }
+            Op::MatMul { .. } => {
+                return Err(format!("%{i}: a product with a fused bias or ReLU is compiled, not differentiated"));
             }
             // y = x + b (b on every row) ⇒ ∂x = g, ∂b = Σ_rows g
             Op::AddBias => {

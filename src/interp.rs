@@ -62,7 +62,14 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 let s = input(1)[0];
                 input(0).iter().map(|&x| x * s).collect()
             }
-            Op::MatMul { ta, tb } => matmul(input(0), in_shape(0), *ta, input(1), in_shape(1), *tb, &node.shape),
+            Op::MatMul { ta, tb, relu } => {
+                let product = matmul(input(0), in_shape(0), *ta, input(1), in_shape(1), *tb, &node.shape);
+                let biased = match node.inputs.len() {
+                    3 => product.iter().enumerate().map(|(e, &v)| v + input(2)[e % node.shape[1]]).collect(),
+                    _ => product,
+                };
+                if *relu { biased.iter().map(|&v| unary(Unary::Relu, v)).collect() } else { biased }
+            }
             Op::AddBias => {
                 let (x, bias) = (input(0), input(1));
                 let cols = bias.len();

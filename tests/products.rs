@@ -190,7 +190,7 @@ fn a_bias_and_relu_stored_with_the_product_match_them_applied_after() {
                     .enumerate()
                     .map(|(e, &sum)| {
                         let v = if with_bias { sum + bias[e % n] } else { sum };
-                        if relu && !(v > 0.0) { 0.0f32 } else { v }.to_bits()
+                        if !relu || v > 0.0 { v } else { 0.0 }.to_bits()
                     })
                     .collect();
                 let stored: Vec<u32> = run(isa, epilogue).iter().map(|v| v.to_bits()).collect();

@@ -645,15 +645,23 @@ unsafe fn store_panel_row<V: Vector, const H: usize>(sums: &[V; H], out: *mut f3
 mod tests {
     use super::*;
 
-    /// A product over k = 0 is zero, whatever c held (no block of k writes it).
+    /// A product over k = 0 is zero, whatever c held (no block of k writes
+    /// it), and its epilogue still applies: the bias, then the ReLU.
     #[test]
     fn an_empty_sum_writes_zeros() {
+        let bias = [1.5, -2.0, 0.25];
         for isa in Isa::available() {
-            let mut c = vec![f32::NAN; 6];
-            let empty = Operand { ptr: [0.0f32; 1].as_ptr(), rows: 0, cols: 1 };
-            // SAFETY: with k = 0 neither operand is read; c holds 2 × 3.
-            unsafe { gemm(isa, (2, 0, 3), empty, empty, (c.as_mut_ptr(), 3), false) };
-            assert_eq!(c, [0.0; 6], "{isa:?}");
+            for (epilogue, expected) in [
+                (Epilogue::default(), [0.0; 3]),
+                (Epilogue { bias: Some(&bias), relu: false }, bias),
+                (Epilogue { bias: Some(&bias), relu: true }, [1.5, 0.0, 0.25]),
+            ] {
+                let mut c = vec![f32::NAN; 6];
+                let empty = Operand { ptr: [0.0f32; 1].as_ptr(), rows: 0, cols: 1 };
+                // SAFETY: with k = 0 neither operand is read; c holds 2 × 3.
+                unsafe { gemm(isa, (2, 0, 3), empty, empty, (c.as_mut_ptr(), 3), false, epilogue) };
+                assert_eq!(c, [expected, expected].concat(), "{isa:?}");
+            }
         }
     }
 }

@@ -14,14 +14,16 @@ impl TrainGraph {
     }
 }
 
-/// Moves ReLUs, and their gradients, into the kernels next to them: one
-/// pass over their values fewer each. The ReLU (or gradient) node becomes
-/// a view of the kernel's output, so every value keeps its id.
+/// Moves biases, ReLUs and ReLUs' gradients into the kernels next to
+/// them: one pass over their values fewer each. The fused node becomes a
+/// view of the kernel's output, so every value keeps its id.
 ///
-/// - A ReLU that is the only reader of a convolution moves into the
-///   convolution, which applies it as it stores its outputs. (A ReLU's
-///   gradient reads the ReLU's output, which the view still gives, so
-///   graphs with a backward pass fuse too.)
+/// - A bias added to a product that only it reads moves into the product,
+///   which adds it as it stores each block of its output (a dense layer).
+/// - A ReLU of a convolution or product that only it reads (through views
+///   that only it reads) moves into that kernel, which applies it as it
+///   stores its outputs. (A ReLU's gradient reads the ReLU's output, which
+///   the view still gives, so graphs with a backward pass fuse too.)
 /// - A ReLU's gradient whose incoming gradient is the only reader of a max
 ///   pooling's gradient, over that ReLU's output, moves into the pooling's
 ///   gradient, which routes each window's gradient only where its largest
@@ -40,25 +42,50 @@ pub fn fuse_activations(graph: &mut Graph, kept: &[ValueId]) {
     for i in 0..graph.nodes.len() {
         let (op, inputs) = (graph.nodes[i].op.clone(), graph.nodes[i].inputs.clone());
         let fused = match (op, inputs.as_slice()) {
-            (Op::Unary(Unary::Relu), &[conv]) if alone(conv) => match &mut graph.nodes[conv.0].op {
-                Op::Conv2d { relu: fused @ false, .. } => Some((fused, conv)),
-                _ => None,
-            },
+            // (A bias defined after the product could not be its input.)
+            (Op::AddBias, &[product, bias]) if alone(product) && bias.0 < product.0 => {
+                let node = &mut graph.nodes[product.0];
+                let unfused = matches!(node.op, Op::MatMul { relu: false, .. }) && node.inputs.len() == 2;
+                unfused.then(|| node.inputs.push(bias)).map(|()| product)
+            }
+            (Op::Unary(Unary::Relu), &[x]) => {
+                behind_views(graph, x, &alone).and_then(|kernel| match &mut graph.nodes[kernel.0].op {
+                    Op::Conv2d { relu: fused @ false, .. } | Op::MatMul { relu: fused @ false, .. } => {
+                        *fused = true;
+                        Some(kernel)
+                    }
+                    _ => None,
+                })
+            }
             (Op::UnaryGrad(Unary::Relu), &[y, _, pooled]) if alone(pooled) => {
                 let pooled_input = graph.nodes[pooled.0].inputs[0];
                 match &mut graph.nodes[pooled.0].op {
-                    Op::PoolGrad { max: true, relu: fused @ false, .. } if pooled_input == y => Some((fused, pooled)),
+                    Op::PoolGrad { max: true, relu: fused @ false, .. } if pooled_input == y => {
+                        *fused = true;
+                        Some(pooled)
+                    }
                     _ => None,
                 }
             }
             _ => None,
         };
-        if let Some((fused, kernel)) = fused {
-            *fused = true;
+        if let Some(kernel) = fused {
             graph.nodes[i].op = Op::Reshape;
             graph.nodes[i].inputs = vec![kernel];
         }
     }
+}
+
+/// The node whose output `v` is, through views (`Reshape`), when `v`, each
+/// view and that node have no other reader (`alone`).
+fn behind_views(graph: &Graph, mut v: ValueId, alone: &dyn Fn(ValueId) -> bool) -> Option<ValueId> {
+    while alone(v) {
+        match graph.nodes[v.0].op {
+            Op::Reshape => v = graph.nodes[v.0].inputs[0],
+            _ => return Some(v),
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -117,6 +144,38 @@ mod tests {
         for (a, b) in jit.iter().zip(&interp) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
         }
+    }
+
+    /// Each dense layer's bias moves into its product, and a ReLU after it
+    /// too; a sigmoid stays a kernel of its own. In a training step, whose
+    /// backward pass reads the activations' outputs, the same.
+    #[test]
+    fn a_dense_layers_bias_and_relu_move_into_its_product() {
+        let source = "model m {\n  input x: [6]\n  target y: class(3)\n  \
+                      x |> dense(8) |> sigmoid |> dense(8) |> relu |> dense(3) => logits\n  \
+                      loss = cross_entropy(logits, y)\n  train { optimizer = sgd(lr = 0.1) batch = 4 }\n}\n";
+        let checked = check_source("m.nn", source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        // Products with a bias, with a ReLU, and the add_bias and activation nodes left.
+        let counts = |graph: &Graph| {
+            let count = |wanted: &dyn Fn(&crate::ir::Node) -> bool| graph.nodes.iter().filter(|n| wanted(n)).count();
+            (
+                count(&|n| matches!(n.op, Op::MatMul { .. }) && n.inputs.len() == 3),
+                count(&|n| matches!(n.op, Op::MatMul { relu: true, .. })),
+                count(&|n| n.op == Op::AddBias),
+                count(&|n| matches!(n.op, Op::Unary(_))),
+            )
+        };
+        let mut forward = forward_graph(model, 4, false).expect("forward");
+        assert_eq!(counts(&forward), (0, 0, 3, 2));
+        fuse_activations(&mut forward, &[]);
+        assert_eq!(counts(&forward), (3, 1, 0, 1));
+        crate::ir::verify(&forward).expect("the fused graph is well formed");
+        let mut step = crate::pipeline::step_graph(model, &model.train, 4).expect("step");
+        step.fuse_activations();
+        assert_eq!(counts(&step.graph), (3, 1, 0, 1));
+        crate::ir::verify(&step.graph).expect("the fused step is well formed");
     }
 
     /// In a training step, each ReLU's gradient under a max pooling moves

@@ -88,7 +88,7 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
                 let (planes, area) = (s[0] * s[1], s[2] * s[3]);
                 let rows = graph.push(Op::Reshape, vec![x], vec![planes, area], span);
                 let weights = graph.push(Op::Const(1.0 / area as f64), vec![], vec![area, 1], span);
-                let means = graph.push(Op::MatMul { ta: false, tb: false }, vec![rows, weights], vec![planes, 1], span);
+                let means = graph.push(Op::matmul(false, false), vec![rows, weights], vec![planes, 1], span);
                 graph.push(Op::Reshape, vec![means], out_shape, span)
             }
             Layer::Upsample { factor } => graph.push(Op::Upsample(*factor), vec![x], out_shape, span),
@@ -164,13 +164,17 @@ fn dense(
     });
     let w_shape = graph.params[w].shape.clone();
     let wv = graph.push(Op::Param(w), vec![], w_shape, span);
-    let mut y = graph.push(Op::MatMul { ta: false, tb }, vec![x, wv], out_shape.clone(), span);
-    if bias {
+    // The bias's node comes before the product, which may take it in
+    // (`fuse_activations`).
+    let bv = bias.then(|| {
         let b = add_param(graph, format!("{}.bias", node.name), vec![units], Init::Zeros, false);
-        let bv = graph.push(Op::Param(b), vec![], vec![units], span);
-        y = graph.push(Op::AddBias, vec![y, bv], out_shape, span);
+        graph.push(Op::Param(b), vec![], vec![units], span)
+    });
+    let y = graph.push(Op::matmul(false, tb), vec![x, wv], out_shape.clone(), span);
+    match bv {
+        Some(bv) => (graph.push(Op::AddBias, vec![y, bv], out_shape, span), w),
+        None => (y, w),
     }
-    (y, w)
 }
 
 /// A convolution with its filter (and bias) parameters. A `conv1d` over
@@ -220,9 +224,9 @@ fn maxout(graph: &mut Graph, node: &Node, x: ValueId, (units, pieces): (usize, u
     let w = add_param(graph, format!("{}.weight", node.name), vec![width, fan_in], init, true);
     let wv = graph.push(Op::Param(w), vec![], vec![width, fan_in], span);
     let affine = vec![batch, width];
-    let y = graph.push(Op::MatMul { ta: false, tb: true }, vec![x, wv], affine.clone(), span);
     let b = add_param(graph, format!("{}.bias", node.name), vec![width], Init::Zeros, false);
     let bv = graph.push(Op::Param(b), vec![], vec![width], span);
+    let y = graph.push(Op::matmul(false, true), vec![x, wv], affine.clone(), span);
     let y = graph.push(Op::AddBias, vec![y, bv], affine, span);
     graph.push(Op::MaxPieces(pieces), vec![y], out_shape, span)
 }
@@ -368,7 +372,7 @@ fn recurrent(
     let b_hh = param(graph, "bias_hh", vec![width], forget_open, false);
 
     let rows = graph.push(Op::Reshape, vec![x], vec![batch * steps, features], span);
-    let projected = graph.push(Op::MatMul { ta: false, tb: true }, vec![rows, w_ih], vec![batch * steps, width], span);
+    let projected = graph.push(Op::matmul(false, true), vec![rows, w_ih], vec![batch * steps, width], span);
     let projected = graph.push(Op::AddBias, vec![projected, b_ih], vec![batch * steps, width], span);
     let projected = graph.push(Op::Reshape, vec![projected], vec![batch, steps, width], span);
     let state = vec![batch, hidden];
@@ -378,7 +382,7 @@ fn recurrent(
         let step = graph.push(Op::Slice { axis: 1, start: t }, vec![projected], vec![batch, 1, width], span);
         let mut z = graph.push(Op::Reshape, vec![step], vec![batch, width], span);
         if let Some(h) = h {
-            let recurrent = graph.push(Op::MatMul { ta: false, tb: true }, vec![h, w_hh], vec![batch, width], span);
+            let recurrent = graph.push(Op::matmul(false, true), vec![h, w_hh], vec![batch, width], span);
             z = graph.push(Op::Add, vec![z, recurrent], vec![batch, width], span);
         }
         z = graph.push(Op::AddBias, vec![z, b_hh], vec![batch, width], span);
@@ -451,7 +455,7 @@ fn sigmoid_layer(graph: &mut Graph, x: ValueId, weight: usize, transposed: bool,
     let (w, b) = (param_node(graph, weight, span), param_node(graph, bias, span));
     let units = graph.shape(w)[usize::from(!transposed)];
     let shape = vec![graph.shape(x)[0], units];
-    let z = graph.push(Op::MatMul { ta: false, tb: transposed }, vec![x, w], shape.clone(), span);
+    let z = graph.push(Op::matmul(false, transposed), vec![x, w], shape.clone(), span);
     let z = graph.push(Op::AddBias, vec![z, b], shape.clone(), span);
     graph.push(Op::Unary(Unary::Sigmoid), vec![z], shape, span)
 }

@@ -124,10 +124,14 @@ pub enum Op {
     MulScalar,
 
     // ---- linear algebra --------------------------------------------------------
-    /// `[a, b]` → op(a)·op(b) with op = transpose where the flag is set.
+    /// `[a, b]` → op(a)·op(b) with op = transpose where the flag is set;
+    /// `[a, b, bias [N]]` adds the bias to every row, and with `relu` the
+    /// ReLU of the result (both `fuse_activations`, in the pass that
+    /// stores the product).
     MatMul {
         ta: bool,
         tb: bool,
+        relu: bool,
     },
     /// `[x [B, N], b [N]]` → x + b on every row.
     AddBias,
@@ -259,6 +263,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// op(a)·op(b), nothing fused into it.
+    pub fn matmul(ta: bool, tb: bool) -> Op {
+        Op::MatMul { ta, tb, relu: false }
+    }
+
     pub fn name(&self) -> String {
         match self {
             Op::Input(i) => format!("input{i}"),
@@ -274,7 +283,10 @@ impl Op {
             Op::Mul => "mul".into(),
             Op::Div => "div".into(),
             Op::MulScalar => "mul_scalar".into(),
-            Op::MatMul { ta, tb } => format!("matmul{}{}", if *ta { ".ta" } else { "" }, if *tb { ".tb" } else { "" }),
+            Op::MatMul { ta, tb, relu } => {
+                let flag = |set: bool, name: &'static str| if set { name } else { "" };
+                format!("matmul{}{}{}", flag(*ta, ".ta"), flag(*tb, ".tb"), flag(*relu, "_relu"))
+            }
             Op::AddBias => "add_bias".into(),
             Op::SumRows => "sum_rows".into(),
             Op::Reshape => "reshape".into(),

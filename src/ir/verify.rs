@@ -50,8 +50,14 @@ fn shapes_fit(graph: &Graph, node: &Node) -> Result<(), &'static str> {
             check(arity == 2 && *shape(0) == node.shape && *shape(1) == node.shape, "element-wise shapes differ")?
         }
         Op::MulScalar => check(arity == 2 && *shape(0) == node.shape && numel(shape(1)) == 1, "mul_scalar shapes")?,
-        Op::MatMul { ta, tb } => {
-            check(arity == 2 && shape(0).len() == 2 && shape(1).len() == 2 && node.shape.len() == 2, "matmul rank")?;
+        Op::MatMul { ta, tb, .. } => {
+            check(
+                (arity == 2 || arity == 3 && node.shape.len() == 2 && *shape(2) == vec![node.shape[1]])
+                    && shape(0).len() == 2
+                    && shape(1).len() == 2
+                    && node.shape.len() == 2,
+                "matmul rank",
+            )?;
             let (a, b) = (shape(0), shape(1));
             let (m, k1) = if *ta { (a[1], a[0]) } else { (a[0], a[1]) };
             let (k2, nn) = if *tb { (b[1], b[0]) } else { (b[0], b[1]) };

@@ -182,7 +182,7 @@ impl Emitter<'_, '_> {
 
     fn matmul(&mut self, v: ValueId) {
         let node = &self.graph.nodes[v.0];
-        let Op::MatMul { ta, tb } = node.op else { return };
+        let Op::MatMul { ta, tb, relu } = node.op else { return };
         let (sa, sb) = (self.graph.shape(node.inputs[0]).clone(), self.graph.shape(node.inputs[1]).clone());
         let (m, k, n) = crate::plan::product_dims(self.graph, v);
         // op(A)[i][p] lives at i·rs + p·cs.
@@ -191,7 +191,18 @@ impl Emitter<'_, '_> {
         let (a, bb, c) = (self.base(node.inputs[0]), self.base(node.inputs[1]), self.base(v));
         let dims: Vec<Value> = [m, k, n].iter().map(|&d| self.imm(d)).collect();
         let strides: Vec<Value> = [rsa, csa, rsb, csb].iter().map(|&d| self.imm(d)).collect();
-        self.call("nnc_sgemm", &[dims[0], dims[1], dims[2], a, strides[0], strides[1], bb, strides[2], strides[3], c]);
+        let mut args = vec![dims[0], dims[1], dims[2], a, strides[0], strides[1], bb, strides[2], strides[3], c];
+        if relu || node.inputs.len() == 3 {
+            let bias = match node.inputs.get(2) {
+                Some(&bias) => self.base(bias),
+                None => self.imm(0),
+            };
+            let relu = self.imm(usize::from(relu));
+            args.extend([bias, relu]);
+            self.call("nnc_sgemm_epilogue", &args);
+        } else {
+            self.call("nnc_sgemm", &args);
+        }
     }
 
     /// `sum` = Σ per channel of a tensor and `product` = Σ per channel of

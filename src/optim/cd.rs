@@ -51,8 +51,8 @@ pub fn cd_step(forward: &Graph, layers: &[usize], k: usize, seed: u64) -> Result
             new_params[param] = g.push(Op::Add, vec![old, scaled], shape, span);
         };
         let w_shape = g.params[rbm.weight].shape.clone();
-        let positive = g.push(Op::MatMul { ta: true, tb: false }, vec![p0, v0], w_shape.clone(), span);
-        let negative = g.push(Op::MatMul { ta: true, tb: false }, vec![p, v], w_shape, span);
+        let positive = g.push(Op::matmul(true, false), vec![p0, v0], w_shape.clone(), span);
+        let negative = g.push(Op::matmul(true, false), vec![p, v], w_shape, span);
         update(&mut g, rbm.weight, positive, negative);
         let hidden = vec![g.shape(p0)[1]];
         let (s0, sk) =

@@ -547,7 +547,9 @@ impl Plan {
             }
             Kernel::MatMul { node } => {
                 let (m, k, n) = product_dims(g, *node);
-                format!("matmul {node} -> {:?}  [{m}×{k} by {k}×{n}]", self.locations[node.0])
+                let bias = if g.nodes[node.0].inputs.len() == 3 { " + bias" } else { "" };
+                let relu = if matches!(g.nodes[node.0].op, Op::MatMul { relu: true, .. }) { ", relu" } else { "" };
+                format!("matmul {node} -> {:?}{bias}{relu}  [{m}×{k} by {k}×{n}]", self.locations[node.0])
             }
             Kernel::Routine { node } => {
                 format!("{} {node} -> {:?}", g.nodes[node.0].op.name(), self.locations[node.0])

@@ -346,7 +346,7 @@ fn panels_together<V: Vector>() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Isa, Operand, block_is_sparse, find_sparse_blocks, gemm, pack, rows_per_block};
+    use super::super::{Epilogue, Isa, Operand, block_is_sparse, find_sparse_blocks, gemm, pack, rows_per_block};
     use super::{Rows, multiply_rows};
 
     /// A spread of values in [-1, 1) from an index.
@@ -398,7 +398,7 @@ mod tests {
         let b = operand(b, (k, n), tb, &mut stored_b);
         let mut c: Vec<f32> = (0..m * n).map(|i| value(i, 3)).collect();
         // SAFETY: a holds m × k and b k × n through their strides; c holds m × n.
-        unsafe { gemm(isa, (m, k, n), a, b, (c.as_mut_ptr(), n), accumulate) };
+        unsafe { gemm(isa, (m, k, n), a, b, (c.as_mut_ptr(), n), accumulate, Epilogue::default()) };
         c.iter().map(|v| v.to_bits()).collect()
     }
 

@@ -99,7 +99,7 @@ unsafe fn is_zero<V: Vector>(row: *const f32, width: usize) -> bool {
 mod tests {
     use std::cell::Cell;
 
-    use super::super::{Isa, Operand, gemm};
+    use super::super::{Epilogue, Isa, Operand, gemm};
     use super::{Walks, worth_listing};
 
     thread_local! {
@@ -136,7 +136,7 @@ mod tests {
         unsafe {
             let (a, b) =
                 (Operand { ptr: a.as_ptr(), rows: rsa, cols: csa }, Operand { ptr: b.as_ptr(), rows: rsb, cols: csb });
-            gemm(isa, (m, k, n), a, b, (c.as_mut_ptr(), n), accumulate);
+            gemm(isa, (m, k, n), a, b, (c.as_mut_ptr(), n), accumulate, Epilogue::default());
         }
         SKIPPED.set(true);
         c.iter().map(|v| v.to_bits()).collect()
