@@ -131,8 +131,7 @@ macro_rules! routine {
 /// Every routine generated code may call.
 pub fn routines() -> Vec<Routine> {
     vec![
-        routine!(products::nnc_sgemm, 10, 0),
-        routine!(products::nnc_sgemm_epilogue, 12, 0),
+        routine!(products::nnc_sgemm, 12, 0),
         routine!(profile::nnc_profile_mark, 2, 0),
         routine!(routines::nnc_sum_rows, 4, 0),
         routine!(routines::nnc_softmax, 4, 0),

@@ -30,28 +30,12 @@ const SMALL_M: usize = 4;
 /// it) splits its columns over the threads.
 const SPLIT_WEIGHTS: usize = 1 << 16;
 
-/// c = op(a)·op(b), row-major with explicit strides (transposes are strides).
+/// c = op(a)·op(b), row-major with explicit strides (transposes are
+/// strides), plus `bias` (n values; none when null) on every row and, when
+/// `relu` is not 0, only the positive values kept, as each block of c is
+/// stored (a dense layer's bias and ReLU without a pass of their own).
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_sgemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    c: *mut f32,
-) {
-    sgemm((m, k, n), (a, rsa, csa), (b, rsb, csb), c, Epilogue::default());
-}
-
-/// `nnc_sgemm` that adds `bias` (n values; none when null) to every row of
-/// c and, when `relu` is not 0, keeps the positive values, as each block of
-/// c is stored (a dense layer's bias and ReLU without a pass of their own).
-#[unsafe(no_mangle)]
-pub extern "C" fn nnc_sgemm_epilogue(
     m: usize,
     k: usize,
     n: usize,
@@ -70,7 +54,7 @@ pub extern "C" fn nnc_sgemm_epilogue(
     sgemm((m, k, n), (a, rsa, csa), (b, rsb, csb), c, Epilogue { bias, relu: relu != 0 });
 }
 
-/// The product of `nnc_sgemm`, then `epilogue` on every row of c.
+/// `nnc_sgemm`'s product, then `epilogue` on every row of c.
 fn sgemm(
     (m, k, n): (usize, usize, usize),
     (a, rsa, csa): (*const f32, isize, isize),

@@ -189,20 +189,13 @@ impl Emitter<'_, '_> {
         let (rsa, csa) = if ta { (1, sa[1]) } else { (sa[1], 1) };
         let (rsb, csb) = if tb { (1, sb[1]) } else { (sb[1], 1) };
         let (a, bb, c) = (self.base(node.inputs[0]), self.base(node.inputs[1]), self.base(v));
-        let dims: Vec<Value> = [m, k, n].iter().map(|&d| self.imm(d)).collect();
-        let strides: Vec<Value> = [rsa, csa, rsb, csb].iter().map(|&d| self.imm(d)).collect();
-        let mut args = vec![dims[0], dims[1], dims[2], a, strides[0], strides[1], bb, strides[2], strides[3], c];
-        if relu || node.inputs.len() == 3 {
-            let bias = match node.inputs.get(2) {
-                Some(&bias) => self.base(bias),
-                None => self.imm(0),
-            };
-            let relu = self.imm(usize::from(relu));
-            args.extend([bias, relu]);
-            self.call("nnc_sgemm_epilogue", &args);
-        } else {
-            self.call("nnc_sgemm", &args);
-        }
+        // The bias fused into the product, if any (`ir::fuse_activations`).
+        let bias = match node.inputs.get(2) {
+            Some(&bias) => self.base(bias),
+            None => self.imm(0),
+        };
+        let [m, k, n, rsa, csa, rsb, csb, relu] = [m, k, n, rsa, csa, rsb, csb, usize::from(relu)].map(|d| self.imm(d));
+        self.call("nnc_sgemm", &[m, k, n, a, rsa, csa, bb, rsb, csb, c, bias, relu]);
     }
 
     /// `sum` = Σ per channel of a tensor and `product` = Σ per channel of
