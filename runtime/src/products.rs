@@ -132,9 +132,10 @@ unsafe impl Send for Output {}
 unsafe impl Sync for Output {}
 
 /// `c = a·b`, or `c += a·b` when `accumulate` (c row-major, `n` columns),
-/// then `epilogue` on each row, split into parts of rows (or, for few rows, of columns) that run on
-/// rayon's threads when the product is large (inside a parallel image
-/// part too: idle threads steal the parts, busy ones run them in turn).
+/// then `epilogue` on each row, split into parts of rows (or, for few
+/// rows, of columns) that run on rayon's threads when the product is large
+/// (inside a parallel image part too: idle threads steal the parts, busy
+/// ones run them in turn).
 ///
 /// # Safety
 /// `a` and `b` reach every element of their `m × k` and `k × n` shapes
