@@ -91,11 +91,9 @@ fn sgemm(
             split_in_parts(if threads == 2 { 2 } else { n.div_ceil(step) }, run);
         } else {
             // SAFETY: c holds m·n values.
-            let c = unsafe { slice_mut(c, m * n) };
-            small(n, row, column, c);
-            if !epilogue.is_nothing() {
-                c.chunks_exact_mut(n).for_each(|row| epilogue.apply(row));
-            }
+            small(n, row, column, unsafe { slice_mut(c, m * n) });
+            // SAFETY: as above, m rows of n.
+            unsafe { gemm::finish_rows(epilogue, (c, n), (0, m), n) };
         }
         return;
     }
