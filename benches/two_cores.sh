@@ -15,8 +15,8 @@
 #
 #   benches/two_cores.sh MODEL [ROUNDS]        (MODEL: a .nn file)
 #
-# Uses target/release/nnc (`cargo build --release`) and taskset
-# (util-linux).
+# Uses target/release/nnc (`cargo build --release`), taskset (util-linux)
+# and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1
@@ -36,7 +36,7 @@ for r in $(seq "$rounds"); do
     rate 0 1 >"$work/a" &
     rate 1 1 >"$work/b"
     wait
-    echo "$(cat "$work/a") + $(cat "$work/b")" | bc >>"$work/apart"
+    python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[2]))' "$(cat "$work/a")" "$(cat "$work/b")" >>"$work/apart"
     rate 0,1 2 >>"$work/threaded"
     echo "round $r: one $(tail -1 "$work/one"), apart $(tail -1 "$work/apart"), threaded $(tail -1 "$work/threaded")" >&2
 done
