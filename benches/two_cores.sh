@@ -19,7 +19,7 @@
 # and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=$1
+model=${1:?usage: benches/two_cores.sh MODEL [ROUNDS]}
 rounds=${2:-5}
 nnc=target/release/nnc
 seconds=${BENCH_MIN_S:-2}
