@@ -44,6 +44,26 @@ pub struct Emitter<'a, 'b> {
     /// In an element-wise loop's body: the values computed so far at the
     /// current element (a joined loop's roots read earlier roots from here).
     pub computed: HashMap<ValueId, Value>,
+    /// In an element-wise loop: its scalar inputs (a learning rate, a
+    /// loss's seed), loaded and broadcast once before it. Loaded in the
+    /// body they would be loaded again for every group of lanes, since
+    /// Cranelift keeps a load below the stores before it.
+    pub scalars: HashMap<ValueId, Value>,
+}
+
+impl<'a, 'b> Emitter<'a, 'b> {
+    /// An emitter of `graph`'s kernels as `plan` lays them out, into `b`.
+    pub fn new(
+        b: FunctionBuilder<'b>,
+        graph: &'a Graph,
+        plan: &'a Plan,
+        args: Args,
+        routines: HashMap<&'static str, FuncRef>,
+        parts: HashMap<ValueId, FuncRef>,
+    ) -> Self {
+        let (channel, computed, scalars) = (None, HashMap::new(), HashMap::new());
+        Emitter { b, graph, plan, args, routines, parts, channel, computed, scalars }
+    }
 }
 
 /// Declares a runtime routine taking `ptrs` pointer-sized and `floats` f32 arguments.

@@ -2,6 +2,8 @@
 //! one layout) as a loop over its elements, four lanes at a time and then
 //! one by one, reading stored tensors and computing fused ones inline.
 
+use std::collections::HashSet;
+
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 
@@ -95,6 +97,7 @@ impl Emitter<'_, '_> {
         let layout = Layout::of(self.graph, self.plan, roots[0]);
         let groups = if layout.parallel() && layout.cols >= 4 * GROUPS { GROUPS } else { 1 };
         let Layout { rows, cols, channels } = layout;
+        self.load_scalars(roots);
         let outs: Vec<Value> = roots.iter().map(|&root| self.base(root)).collect();
         let run = |e: &mut Self, row_start: Value, (start, vec_end, end): (Value, Value, Value)| {
             let group = |e: &mut Self, j: Value| {
@@ -170,11 +173,38 @@ impl Emitter<'_, '_> {
         }
     }
 
-    /// A scalar input broadcast to all lanes.
-    fn load_scalar(&mut self, v: ValueId) -> Value {
-        let base = self.base(v);
-        let x = self.b.ins().load(types::F32, MemFlagsData::new().with_notrap(), base, 0);
-        self.b.ins().splat(V, x)
+    /// A scalar input broadcast to all lanes, as loaded before the loop
+    /// (`load_scalars`).
+    fn scalar(&self, v: ValueId) -> Value {
+        self.scalars[&v]
+    }
+
+    /// Loads and broadcasts, where the loop will start, every scalar that
+    /// the expressions at `roots` read. The loop never writes one: it
+    /// stores only its roots, all of one layout, and a loop of one element
+    /// loads before it stores either way.
+    fn load_scalars(&mut self, roots: &[ValueId]) {
+        self.scalars.clear();
+        let mut pending = roots.to_vec();
+        let mut seen: HashSet<ValueId> = roots.iter().copied().collect();
+        let (graph, plan) = (self.graph, self.plan);
+        while let Some(v) = pending.pop() {
+            let node = &graph.nodes[v.0];
+            let scalar = match node.op {
+                Op::MulScalar => Some(node.inputs[1]),
+                Op::MseGrad | Op::BceGrad => Some(node.inputs[2]),
+                _ => None,
+            };
+            let fused = |i: &&ValueId| plan.locations[i.0] == Location::Fused && graph.nodes[i.0].op != Op::Reshape;
+            let inputs: Vec<ValueId> = node.inputs.iter().filter(fused).copied().collect();
+            if let Some(s) = scalar.filter(|s| !self.scalars.contains_key(s)) {
+                let base = self.base(s);
+                let x = self.b.ins().load(types::F32, MemFlagsData::new().with_notrap(), base, 0);
+                let lanes = self.b.ins().splat(V, x);
+                self.scalars.insert(s, lanes);
+            }
+            pending.extend(inputs.into_iter().filter(|i| seen.insert(*i)));
+        }
     }
 
     /// The value of `v` at the current element: as computed already in
@@ -224,7 +254,7 @@ impl Emitter<'_, '_> {
             }
             Op::MulScalar => {
                 let a = arg(self, 0);
-                let s = self.load_scalar(ins[1]);
+                let s = self.scalar(ins[1]);
                 self.b.ins().fmul(a, s)
             }
             Op::AddBias => {
@@ -247,7 +277,7 @@ impl Emitter<'_, '_> {
             // g·2(p − t)/n
             Op::MseGrad => {
                 let (p, t) = (arg(self, 0), arg(self, 1));
-                let g = self.load_scalar(ins[2]);
+                let g = self.scalar(ins[2]);
                 let k = splat(&mut self.b, 2.0 / n);
                 let d = self.b.ins().fsub(p, t);
                 let gk = self.b.ins().fmul(g, k);
@@ -256,7 +286,7 @@ impl Emitter<'_, '_> {
             // g·(p − t)/(p(1 − p))/n with p clamped to [ε, 1 − ε]
             Op::BceGrad => {
                 let (p, t) = (arg(self, 0), arg(self, 1));
-                let g = self.load_scalar(ins[2]);
+                let g = self.scalar(ins[2]);
                 let eps = nnc_runtime::kernels::BCE_EPS as f32;
                 let (lo, hi) = (splat(&mut self.b, eps), splat(&mut self.b, 1.0 - eps));
                 let p = self.b.ins().fmax(p, lo);

@@ -143,7 +143,7 @@ pub fn define_step(
         }
         let parts = part_ids.iter().map(|&(root, id)| (root, module.declare_func_in_func(id, b.func))).collect();
         let args = codegen::Args { store: p[0], scratch: p[1], input: p[2], target: p[3], hyper: p[4] };
-        let mut e = codegen::Emitter { b, graph, plan, args, routines, parts, channel: None, computed: HashMap::new() };
+        let mut e = codegen::Emitter::new(b, graph, plan, args, routines, parts);
         for (k, kernel) in plan.kernels.iter().enumerate() {
             if let Some(step) = profile {
                 e.profile_mark(step, k);
@@ -189,7 +189,7 @@ fn define_part(
         let p = b.block_params(entry).to_vec();
         let args = codegen::Args { store: p[0], scratch: p[1], input: p[2], target: p[3], hyper: p[4] };
         let (routines, parts) = (HashMap::new(), HashMap::new());
-        let mut e = codegen::Emitter { b, graph, plan, args, routines, parts, channel: None, computed: HashMap::new() };
+        let mut e = codegen::Emitter::new(b, graph, plan, args, routines, parts);
         e.elementwise(roots, p[5], p[6]);
         e.b.ins().return_(&[]);
         e.b.seal_all_blocks();

@@ -77,7 +77,7 @@ impl Emitter<'_, '_> {
                 b.ins().fmin(y, hi)
             }
             Unary::Beyond(c) => {
-                let (ax, k, one) = (b.ins().fabs(x), splat(b, c as f32), splat(b, 1.0));
+                let (ax, k, one) = (vector::abs(b, x), splat(b, c as f32), splat(b, 1.0));
                 let beyond = vector::mask(b, FloatCC::GreaterThan, ax, k);
                 b.ins().band(one, beyond)
             }

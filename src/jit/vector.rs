@@ -111,8 +111,9 @@ pub fn sigmoid(b: &mut FunctionBuilder, x: Value) -> Value {
     b.ins().fdiv(one, d)
 }
 
-/// |x|, by clearing the sign bit.
-fn abs(b: &mut FunctionBuilder, x: Value) -> Value {
+/// |x|, by clearing the sign bit with a constant, which a loop keeps in
+/// a register (Cranelift's `fabs` builds its mask again at every use).
+pub fn abs(b: &mut FunctionBuilder, x: Value) -> Value {
     let xi = to_int(b, x);
     let abs_mask = splat_i(b, 0x7fff_ffff);
     let ai = b.ins().band(xi, abs_mask);
