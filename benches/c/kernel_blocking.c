@@ -2,7 +2,7 @@
  * blocking of AVX-512 (R rows of c by V vectors of 16 columns, R·V
  * accumulators in registers; each step loads V vectors of the packed b and
  * broadcasts R values of the packed a), its operands in the first-level
- * cache: the ceiling of runtime/src/gemm.rs's 12 × 2 kernel before packing,
+ * cache: the ceiling of runtime/src/gemm/kernel.rs's 12 × 2 kernel before packing,
  * the caches and the stores of c. Prints GMAC/s per blocking; compare with
  * fma_peak.c's one-core figure.
  *

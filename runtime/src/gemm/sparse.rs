@@ -313,7 +313,7 @@ unsafe fn tile<V: Vector, const R: usize, const P: usize>(part: Part, walked: &[
         for (r, row) in acc.iter().enumerate() {
             for (t, sums) in row.iter().enumerate() {
                 let out = part.c[r].add(t * 2 * lanes);
-                super::store_panel_row(sums, out, (part.cols - t * 2 * lanes).min(2 * lanes), part.add);
+                super::kernel::store_panel_row(sums, out, (part.cols - t * 2 * lanes).min(2 * lanes), part.add);
             }
         }
     }
