@@ -342,7 +342,6 @@ fn matmul<T: Float>(a: &[T], sa: &[usize], ta: bool, b: &[T], sb: &[usize], tb: 
 }
 
 pub fn unary<T: Float>(u: Unary, x: T) -> T {
-    let one = T::one();
     match u {
         Unary::Identity => x,
         Unary::Relu => x.max(T::zero()),
@@ -357,7 +356,7 @@ pub fn unary<T: Float>(u: Unary, x: T) -> T {
             if x > T::zero() {
                 x
             } else {
-                cast::<T>(a) * (x.exp() - one)
+                cast::<T>(a) * x.exp_m1()
             }
         }
         Unary::Gelu => x * cast(normal_cdf(to_f64(x))),

@@ -36,9 +36,7 @@ impl Emitter<'_, '_> {
                 vector::select_positive(b, x, x, ax)
             }
             Unary::Elu(a) => {
-                let e = vector::exp(b, x);
-                let one = splat(b, 1.0);
-                let em1 = b.ins().fsub(e, one);
+                let em1 = vector::expm1(b, x);
                 let k = splat(b, a as f32);
                 let neg = b.ins().fmul(k, em1);
                 vector::select_positive(b, x, x, neg)
