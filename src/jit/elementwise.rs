@@ -2,15 +2,13 @@
 //! one layout) as a loop over its elements, four lanes at a time and then
 //! one by one, reading stored tensors and computing fused ones inline.
 
-use std::collections::HashSet;
-
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 
 use super::codegen::{Emitter, PTR, V};
 use super::vector::splat;
 use crate::ir::{Graph, Op, ValueId, numel};
-use crate::plan::{Broadcast, Location, Plan};
+use crate::plan::{Broadcast, Location, Plan, collect_fused};
 
 /// How an element-wise kernel is laid out: `rows × cols` values, the
 /// columns a bias row's length when the expression adds one, or a
@@ -185,25 +183,23 @@ impl Emitter<'_, '_> {
     /// loads before it stores either way.
     fn load_scalars(&mut self, roots: &[ValueId]) {
         self.scalars.clear();
-        let mut pending = roots.to_vec();
-        let mut seen: HashSet<ValueId> = roots.iter().copied().collect();
-        let (graph, plan) = (self.graph, self.plan);
-        while let Some(v) = pending.pop() {
-            let node = &graph.nodes[v.0];
+        let mut members = Vec::new();
+        for &root in roots {
+            collect_fused(self.graph, &self.plan.locations, root, &mut members);
+        }
+        for v in members {
+            let node = &self.graph.nodes[v.0];
             let scalar = match node.op {
                 Op::MulScalar => Some(node.inputs[1]),
                 Op::MseGrad | Op::BceGrad => Some(node.inputs[2]),
                 _ => None,
             };
-            let fused = |i: &&ValueId| plan.locations[i.0] == Location::Fused && graph.nodes[i.0].op != Op::Reshape;
-            let inputs: Vec<ValueId> = node.inputs.iter().filter(fused).copied().collect();
             if let Some(s) = scalar.filter(|s| !self.scalars.contains_key(s)) {
                 let base = self.base(s);
                 let x = self.b.ins().load(types::F32, MemFlagsData::new().with_notrap(), base, 0);
                 let lanes = self.b.ins().splat(V, x);
                 self.scalars.insert(s, lanes);
             }
-            pending.extend(inputs.into_iter().filter(|i| seen.insert(*i)));
         }
     }
 
