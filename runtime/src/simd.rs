@@ -30,16 +30,16 @@ pub(crate) fn to_line(values: &[f32]) -> usize {
     values.as_ptr().align_offset(64).min(LINE)
 }
 
-/// Defines `fn $name(isa: Isa, args…)`, which runs `$body` compiled for
+/// Defines `[vis] fn $name(isa: Isa, args…)`, which runs `$body` compiled for
 /// `isa`: the loops in it (and in the `#[inline(always)]` functions it
 /// calls) that the compiler turns into vector code, element-wise adds say,
 /// then use that set's vectors rather than the baseline's four lanes. A
 /// closure could not carry the body: it is compiled on its own, for the
 /// baseline.
 macro_rules! compiled_for_isa {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$doc])*
-        fn $name(isa: $crate::gemm::Isa, $($arg: $ty),*) {
+        $vis fn $name(isa: $crate::gemm::Isa, $($arg: $ty),*) {
             #[target_feature(enable = "avx512f")]
             unsafe fn avx512($($arg: $ty),*) $body
             #[target_feature(enable = "avx2,fma")]

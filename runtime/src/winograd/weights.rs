@@ -14,7 +14,8 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
-use super::{Plane, SPLIT, Tiling, applies, deinterleave4, fill_planes, transform_inputs};
+use super::inputs::deinterleave4;
+use super::{Plane, SPLIT, Tiling, applies, fill_planes, transform_inputs};
 use crate::gemm::Isa;
 use crate::kernels::Window;
 use crate::products::gemm;
