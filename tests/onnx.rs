@@ -20,7 +20,9 @@ fn numbers(line: &str) -> Vec<f64> {
 fn pytorch_exports_import_and_predict_pytorchs_numbers() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx");
     let dir = tempfile::tempdir().expect("temp dir");
-    for (name, classifier, layers) in [("torch_mlp", false, 5), ("torch_lenet", true, 12)] {
+    let exports =
+        [("torch_mlp", false, 5), ("torch_lenet", true, 12), ("torch_gelu", false, 5), ("torch_gelu_op", false, 5)];
+    for (name, classifier, layers) in exports {
         let model = dir.path().join(format!("{name}.nn"));
         let path = |p: &Path| p.display().to_string();
         let (code, out, err) = nnc(&["import", &path(&data.join(format!("{name}.onnx"))), "-o", &path(&model)]);
@@ -50,6 +52,11 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
     let lenet = std::fs::read_to_string(dir.path().join("torch_lenet.nn")).expect("written");
     assert!(lenet.contains("conv2d(6, kernel = 5, padding = 2)") && lenet.contains("avgpool(2)"), "{lenet}");
     assert!(lenet.contains("leaky_relu(alpha = 0.1)"), "{lenet}");
+    // PyTorch's gelus, spelt out at opset 17 and as ONNX's op at 20, are nnc's.
+    for name in ["torch_gelu", "torch_gelu_op"] {
+        let source = std::fs::read_to_string(dir.path().join(format!("{name}.nn"))).expect("written");
+        assert!(source.matches("|> gelu").count() == 2 && source.contains("|> gelu(tanh = true)"), "{source}");
+    }
 }
 
 /// A model of two inputs, exported and imported back, is a model of the

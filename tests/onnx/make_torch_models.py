@@ -1,5 +1,7 @@
 """Makes the PyTorch exports the import tests read: an MLP and a LeNet-style
-CNN (`torch.onnx.export`, opset 17), each with 8 input rows and PyTorch's
+CNN (`torch.onnx.export`, opset 17), and an MLP of both gelus at opset 17
+(where PyTorch spells gelu out in `Erf`, `Tanh`, `Mul` and `Add` nodes) and
+at opset 20 (ONNX's `Gelu` op), each with 8 input rows and PyTorch's
 outputs for them as CSV. Needs torch and onnx:
 
     python tests/onnx/make_torch_models.py
@@ -14,11 +16,11 @@ here = Path(__file__).resolve().parent
 torch.manual_seed(0)
 
 
-def save(name, model, sample_shape):
+def save(name, model, sample_shape, opset=17):
     model.eval()
     x = torch.randn(8, *sample_shape)
     torch.onnx.export(model, x[:1], here / f"{name}.onnx", input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17, dynamo=False)
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=opset, dynamo=False)
     with torch.no_grad():
         y = model(x).numpy()
     flat = x.reshape(8, -1).numpy()
@@ -38,3 +40,6 @@ with torch.no_grad():  # statistics a trained network would have
     lenet[4].running_mean.uniform_(-0.5, 0.5)
     lenet[4].running_var.uniform_(0.5, 2.0)
 save("torch_lenet", lenet, (1, 28, 28))
+gelus = nn.Sequential(nn.Linear(20, 32), nn.GELU(), nn.Linear(32, 16), nn.GELU(approximate="tanh"), nn.Linear(16, 5))
+save("torch_gelu", gelus, (20,))
+save("torch_gelu_op", gelus, (20,), opset=20)

@@ -3,12 +3,13 @@
 //! reduction, an embedding's cast and lookup, and a recurrent layer between
 //! its transposes with its concatenated biases.
 
+use super::formula::{Binary, Expr};
 use super::proto::{NodeProto, tensor_proto::DataType};
 use super::{Flow, Importer, Value, attribute, int_attr, ints_attr, unsupported_detail};
 
-/// An operand of an element-wise op: `x` itself, a formula of it, or a number.
+/// An operand of an element-wise op: a formula of a computed value, or a number.
 enum Term {
-    Of { flow: Flow, shape: Vec<usize>, text: String },
+    Of { flow: Flow, shape: Vec<usize>, expr: Expr },
     Number(f32),
 }
 
@@ -21,29 +22,26 @@ impl Importer<'_> {
     fn term(&self, node: &NodeProto, k: usize) -> Result<Term, String> {
         match self.value(node, k)? {
             Value::Constant(_, data) if data.len() == 1 => Ok(Term::Number(data[0])),
-            Value::Formula { flow, shape, text } => Ok(Term::Of { flow, shape, text }),
+            Value::Formula { flow, shape, expr } => Ok(Term::Of { flow, shape, expr }),
             _ => {
                 let (flow, shape) = self.computed(node, k)?;
-                Ok(Term::Of { flow, shape, text: "x".into() })
+                Ok(Term::Of { flow, shape, expr: Expr::X })
             }
         }
     }
 
-    /// An element-wise op in a formula of one value. The formulas `nnc
-    /// export` writes for gelu become the layer again; any other formula is
+    /// An element-wise op in a formula of one value. A formula that
+    /// computes one of nnc's activations (gelu, however it is spelled,
+    /// `formula::Expr::activation`) becomes that layer; any other is
     /// refused where something other than a formula reads it.
     pub(super) fn formula(&mut self, node: &NodeProto) -> Result<(), String> {
         let op = node.op_type.as_deref().unwrap_or("");
-        let mut terms = Vec::new();
-        for k in 0..node.input.len() {
-            terms.push(self.term(node, k)?);
-        }
         let mut of: Option<(Flow, Vec<usize>)> = None;
-        let mut texts = Vec::new();
-        for term in terms {
-            match term {
-                Term::Number(v) => texts.push(format!("{v:?}")),
-                Term::Of { flow, shape, text } => {
+        let mut operands = Vec::new();
+        for k in 0..node.input.len() {
+            match self.term(node, k)? {
+                Term::Number(v) => operands.push(Expr::Number(v)),
+                Term::Of { flow, shape, expr } => {
                     if of.as_ref().is_some_and(|(f, _)| *f != flow) {
                         return Err(unsupported_detail(
                             node,
@@ -51,27 +49,26 @@ impl Importer<'_> {
                         ));
                     }
                     of = Some((flow, shape));
-                    texts.push(text);
+                    operands.push(expr);
                 }
             }
         }
-        let Some((flow, shape)) = of else { return Err(unsupported_detail(node, "it computes on numbers alone")) };
-        let text = match (op, texts.as_slice()) {
-            ("Div", [a, b]) => format!("({a}/{b})"),
-            ("Mul", [a, b]) => format!("({a}*{b})"),
-            ("Add", [a, b]) => format!("({a}+{b})"),
-            ("Erf", [a]) => format!("erf({a})"),
-            ("Tanh", [a]) => format!("tanh({a})"),
+        let Some((mut flow, shape)) = of else { return Err(unsupported_detail(node, "it computes on numbers alone")) };
+        let expr = match (op, <[Expr; 1]>::try_from(operands)) {
+            ("Erf", Ok([a])) => Expr::Erf(Box::new(a)),
+            ("Tanh", Ok([a])) => Expr::Tanh(Box::new(a)),
+            (_, Err(operands)) => match (Binary::of(op), <[Expr; 2]>::try_from(operands)) {
+                (Some(binary), Ok([a, b])) => Expr::Binary(binary, Box::new(a), Box::new(b)),
+                _ => return Err(unsupported_detail(node, "it is not an element-wise op of a formula nnc knows")),
+            },
             _ => return Err(unsupported_detail(node, "it is not an element-wise op of a formula nnc knows")),
         };
-        let (exact, tanh) = gelu_formulas();
-        let out = node.output.first().cloned().unwrap_or_default();
-        let mut flow = flow;
-        if text == exact || text == tanh {
-            flow.stages.push(if text == exact { "gelu".into() } else { "gelu(tanh = true)".into() });
+        if let Some(stage) = expr.activation() {
+            flow.stages.push(stage.into());
             return self.output(node, flow, shape);
         }
-        self.values.insert(out, Value::Formula { flow, shape, text });
+        let out = node.output.first().cloned().unwrap_or_default();
+        self.values.insert(out, Value::Formula { flow, shape, expr });
         Ok(())
     }
 
@@ -294,13 +291,4 @@ impl Importer<'_> {
             Err(unsupported_detail(node, "it does not drop the direction axis of a recurrent output"))
         }
     }
-}
-
-/// The formulas `nnc export` writes for gelu, exact and with tanh, as
-/// `Importer::formula` spells them.
-fn gelu_formulas() -> (String, String) {
-    let half_x_one_plus = |t: String| format!("((x*{:?})*({t}+{:?}))", 0.5f32, 1.0f32);
-    let exact = half_x_one_plus(format!("erf((x/{:?}))", std::f32::consts::SQRT_2));
-    let inner = format!("((x+(((x*x)*x)*{:?}))*{:?})", 0.044_715f32, (2.0 / std::f32::consts::PI).sqrt());
-    (exact, half_x_one_plus(format!("tanh({inner})")))
 }

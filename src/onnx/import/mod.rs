@@ -18,6 +18,7 @@ use super::proto::{self, ModelProto, NodeProto, TensorProto, attribute_proto::At
 use crate::data::Scaler;
 
 mod composite;
+mod formula;
 mod layers;
 mod text;
 
@@ -51,6 +52,7 @@ pub const SUPPORTED: &[&str] = &[
     "LeakyRelu",
     "Elu",
     "Softplus",
+    "Gelu",
     "Softmax",
     "Flatten",
     "Reshape",
@@ -59,6 +61,8 @@ pub const SUPPORTED: &[&str] = &[
     "Constant",
     "Sub",
     "Div",
+    "Erf",
+    "Pow",
 ];
 
 /// The newest opset whose semantics of these ops the importer knows.
@@ -87,9 +91,9 @@ enum Value {
     /// An output of a recurrent op, before the `Squeeze` that picks it:
     /// every step's state (`Y`) or the last one (`Y_h`).
     Recurrent { flow: Flow, stage: String, steps: usize, hidden: usize, every_step: bool },
-    /// Part of an element-wise formula of one computed value `x` (its flow),
-    /// written out (`(x/1.4142135)`) until it is a whole activation.
-    Formula { flow: Flow, shape: Vec<usize>, text: String },
+    /// Part of an element-wise formula of one computed value `x` (its
+    /// flow), kept until it is a whole activation.
+    Formula { flow: Flow, shape: Vec<usize>, expr: formula::Expr },
 }
 
 /// One input of the graph, as the model will declare it.
@@ -370,9 +374,9 @@ impl Importer<'_> {
                 node,
                 &format!("input {k} is a recurrent layer's time-major value; nnc maps only the transposes around it"),
             )),
-            Value::Formula { text, .. } => Err(unsupported_detail(
+            Value::Formula { expr, .. } => Err(unsupported_detail(
                 node,
-                &format!("input {k} is the formula {text}, which is no activation nnc has"),
+                &format!("input {k} is the formula {expr}, which is no activation nnc has"),
             )),
         }
     }
@@ -427,9 +431,8 @@ impl Importer<'_> {
                 Ok(())
             }
             "Div" | "Sub" if matches!(self.value(node, 0)?, Value::Input(_)) => self.scaling(node),
-            "Sub" => Err(unsupported_detail(node, "nnc maps `Sub` only where it centres the raw input")),
-            "Div" | "Erf" => self.formula(node),
-            "Tanh" | "Add" if self.in_formula(node) => self.formula(node),
+            "Div" | "Erf" | "Pow" => self.formula(node),
+            "Tanh" | "Add" | "Sub" if self.in_formula(node) => self.formula(node),
             "Gemm" => self.gemm(node),
             "MatMul" => self.matmul(index, node),
             "Add" => self.add(node),
@@ -442,6 +445,21 @@ impl Importer<'_> {
             "Resize" => self.upsample(node),
             "BatchNormalization" => self.batchnorm(node),
             "LayerNormalization" => self.layernorm(node),
+            "Sub" => Err(unsupported_detail(node, "nnc maps `Sub` only where it centres the raw input")),
+            "Gelu" => {
+                let (_, shape) = self.computed(node, 0)?;
+                let stage = match text_attr(node, "approximate", "none").as_str() {
+                    "none" => "gelu",
+                    "tanh" => "gelu(tanh = true)",
+                    other => {
+                        return Err(unsupported_detail(
+                            node,
+                            &format!("its approximation `{other}` is not one nnc has"),
+                        ));
+                    }
+                };
+                self.stage(node, stage.into(), shape)
+            }
             "Relu" | "Sigmoid" | "Tanh" | "Softplus" => {
                 let (_, shape) = self.computed(node, 0)?;
                 self.stage(node, op.to_lowercase(), shape)
