@@ -20,16 +20,25 @@ fn numbers(line: &str) -> Vec<f64> {
 fn pytorch_exports_import_and_predict_pytorchs_numbers() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx");
     let dir = tempfile::tempdir().expect("temp dir");
-    let exports =
-        [("torch_mlp", false, 5), ("torch_lenet", true, 12), ("torch_gelu", false, 5), ("torch_gelu_op", false, 5)];
-    for (name, classifier, layers) in exports {
+    // Each export: whether it is a classifier, its layers and its outputs.
+    let exports = [
+        ("torch_mlp", false, 5, 5),
+        ("torch_lenet", true, 12, 10),
+        ("torch_gelu", false, 5, 5),
+        ("torch_gelu_op", false, 5, 5),
+        ("torch_lstm", false, 3, 3),
+        ("torch_rnn", false, 2, 3),
+    ];
+    for (name, classifier, layers, outputs) in exports {
         let model = dir.path().join(format!("{name}.nn"));
         let path = |p: &Path| p.display().to_string();
         let (code, out, err) = nnc(&["import", &path(&data.join(format!("{name}.onnx"))), "-o", &path(&model)]);
         assert_eq!(code, 0, "{err}");
         assert!(out.contains(&format!("({layers} layers,")), "{out}");
         let source = std::fs::read_to_string(&model).expect("written");
-        assert!(source.contains(if classifier { "target y: class(10)" } else { "target y: real[5]" }), "{source}");
+        let target =
+            if classifier { format!("target y: class({outputs})") } else { format!("target y: real[{outputs}]") };
+        assert!(source.contains(&target), "{source}");
         let (code, _, err) = nnc(&["check", &path(&model)]);
         assert_eq!(code, 0, "{err}");
         let weights = model.with_extension("safetensors");
@@ -57,6 +66,12 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
         let source = std::fs::read_to_string(dir.path().join(format!("{name}.nn"))).expect("written");
         assert!(source.matches("|> gelu").count() == 2 && source.contains("|> gelu(tanh = true)"), "{source}");
     }
+    // The recurrent layers start from the zeros PyTorch builds from the
+    // batch size, and the dense layer reads their last step.
+    let lstm = std::fs::read_to_string(dir.path().join("torch_lstm.nn")).expect("written");
+    assert!(lstm.contains("x |> lstm(8, sequences = true) |> lstm(8) |> dense(3)"), "{lstm}");
+    let rnn = std::fs::read_to_string(dir.path().join("torch_rnn.nn")).expect("written");
+    assert!(rnn.contains("x |> rnn(8) |> dense(3)"), "{rnn}");
 }
 
 /// A model of two inputs, exported and imported back, is a model of the
@@ -120,8 +135,13 @@ proptest::proptest! {
     /// Damaged ONNX files (bytes changed, cut short) are refused or read,
     /// never a panic.
     #[test]
-    fn damaged_files_never_panic(edits in proptest::collection::vec((0usize..300_000, 0u8..=255), 1..8), cut in 0usize..300_000) {
-        let mut bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/torch_lenet.onnx")).expect("read");
+    fn damaged_files_never_panic(
+        file in proptest::sample::select(&["torch_lenet", "torch_lstm"][..]),
+        edits in proptest::collection::vec((0usize..300_000, 0u8..=255), 1..8),
+        cut in 0usize..300_000,
+    ) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/onnx/{file}.onnx"));
+        let mut bytes = std::fs::read(path).expect("read");
         for (at, value) in edits {
             let at = at % bytes.len();
             bytes[at] = value;

@@ -1,8 +1,9 @@
 """Makes the PyTorch exports the import tests read: an MLP and a LeNet-style
 CNN (`torch.onnx.export`, opset 17), and an MLP of both gelus at opset 17
 (where PyTorch spells gelu out in `Erf`, `Tanh`, `Mul` and `Add` nodes) and
-at opset 20 (ONNX's `Gelu` op), each with 8 input rows and PyTorch's
-outputs for them as CSV. Needs torch and onnx:
+at opset 20 (ONNX's `Gelu` op), and recurrent networks whose zero initial
+states PyTorch builds from the batch size when the graph runs, each with 8
+input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
 
     python tests/onnx/make_torch_models.py
 """
@@ -14,6 +15,20 @@ from torch import nn
 
 here = Path(__file__).resolve().parent
 torch.manual_seed(0)
+
+
+class LastStep(nn.Module):
+    """A recurrent stack, then a dense layer on its last step: `output[:, -1]`
+    or, with `from_state`, the last layer's final state `h[-1]`."""
+
+    def __init__(self, cell, from_state):
+        super().__init__()
+        self.cell, self.from_state, self.dense = cell, from_state, nn.Linear(cell.hidden_size, 3)
+
+    def forward(self, x):
+        output, state = self.cell(x)
+        h = state[0] if isinstance(state, tuple) else state
+        return self.dense(h[-1] if self.from_state else output[:, -1])
 
 
 def save(name, model, sample_shape, opset=17):
@@ -43,3 +58,5 @@ save("torch_lenet", lenet, (1, 28, 28))
 gelus = nn.Sequential(nn.Linear(20, 32), nn.GELU(), nn.Linear(32, 16), nn.GELU(approximate="tanh"), nn.Linear(16, 5))
 save("torch_gelu", gelus, (20,))
 save("torch_gelu_op", gelus, (20,), opset=20)
+save("torch_lstm", LastStep(nn.LSTM(4, 8, num_layers=2, batch_first=True), False), (5, 4))
+save("torch_rnn", LastStep(nn.RNN(4, 8, batch_first=True), True), (5, 4))

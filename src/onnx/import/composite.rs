@@ -5,6 +5,7 @@
 
 use super::formula::{Binary, Expr};
 use super::proto::{NodeProto, tensor_proto::DataType};
+use super::shapes::is_zero_state;
 use super::{Flow, Importer, Value, attribute, int_attr, ints_attr, unsupported_detail};
 
 /// An operand of an element-wise op: a formula of a computed value, or a number.
@@ -224,19 +225,29 @@ impl Importer<'_> {
         let Value::TimeMajor { flow, shape } = self.value(node, 0)? else {
             return Err(unsupported_detail(node, "its input is not a sequence transposed to time-major"));
         };
+        let hidden = usize::try_from(int_attr(node, "hidden_size", 0)).unwrap_or(0);
+        // The activations ONNX would take anyway may be spelt out (PyTorch's RNN does).
+        let defaults: &[&[u8]] = if lstm { &[b"Sigmoid", b"Tanh", b"Tanh"] } else { &[b"Tanh"] };
+        // Initial states of zeros (what PyTorch writes) are nnc's own start.
+        let zero_start = |k: usize| {
+            node.input.get(k).is_none_or(String::is_empty)
+                || self.value(node, k).is_ok_and(|v| is_zero_state(&v, hidden))
+        };
         let plain = attribute(node, "direction").and_then(|a| a.s.as_deref()).is_none_or(|d| d == b"forward")
-            && attribute(node, "activations").is_none()
+            && attribute(node, "activations").is_none_or(|a| a.strings == defaults)
             && attribute(node, "clip").is_none()
             && int_attr(node, "input_forget", 0) == 0
             && int_attr(node, "layout", 0) == 0
-            && node.input.iter().skip(4).all(String::is_empty);
+            && node.input.get(4).is_none_or(String::is_empty)
+            && node.input.len() <= 8
+            && (5..8).all(zero_start);
         if !plain {
             return Err(unsupported_detail(
                 node,
-                "nnc maps forward recurrent layers with default activations, no clip, lengths or initial states",
+                "nnc maps forward recurrent layers with default activations, no clip, lengths or peepholes, \
+                 starting from zeros",
             ));
         }
-        let hidden = usize::try_from(int_attr(node, "hidden_size", 0)).unwrap_or(0);
         let gates = if lstm { 4 } else { 1 };
         let (steps, features) = (shape[0], shape[1]);
         let (keyword, width) = (if lstm { "lstm" } else { "rnn" }, gates * hidden);
@@ -268,6 +279,40 @@ impl Importer<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The `Gather` of a recurrent layer's last step: its last state
+    /// (`Y_h[-1]`), or the last of its states for every step, batch-major
+    /// (`Y[:, -1]`, as PyTorch writes `output[:, -1]`).
+    pub(super) fn last_step(&mut self, node: &NodeProto) -> Result<(), String> {
+        let (index_dims, index) = self.constant(node, 1)?;
+        let axis = int_attr(node, "axis", 0);
+        let is_last = |len: usize| {
+            let i = index.first().copied().unwrap_or(f32::NAN);
+            index_dims.is_empty() && (i == -1.0 || i == len as f32 - 1.0)
+        };
+        match self.value(node, 0)? {
+            Value::Recurrent { mut flow, stage, hidden, every_step: false, .. } if axis == 0 && is_last(1) => {
+                flow.stages.push(format!("{stage})"));
+                self.output(node, flow, vec![hidden])
+            }
+            Value::Computed { mut flow, shape } if axis == 1 && shape.len() == 2 && is_last(shape[0]) => {
+                let Some(stage) =
+                    flow.stages.pop().and_then(|s| s.strip_suffix(", sequences = true)").map(String::from))
+                else {
+                    return Err(unsupported_detail(
+                        node,
+                        "nnc maps a `Gather` of one step only after a recurrent layer",
+                    ));
+                };
+                flow.stages.push(format!("{stage})"));
+                self.output(node, flow, vec![shape[1]])
+            }
+            _ => Err(unsupported_detail(
+                node,
+                "nnc maps `Gather` of a computed value only as a recurrent layer's last step",
+            )),
+        }
     }
 
     /// The `Squeeze` that picks a recurrent op's output.

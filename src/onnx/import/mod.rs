@@ -20,6 +20,7 @@ use crate::data::Scaler;
 mod composite;
 mod formula;
 mod layers;
+mod shapes;
 mod text;
 
 use text::pipeline_text;
@@ -33,6 +34,11 @@ pub const SUPPORTED: &[&str] = &[
     "Cast",
     "Transpose",
     "Squeeze",
+    "Shape",
+    "Unsqueeze",
+    "ConstantOfShape",
+    "Expand",
+    "Slice",
     "Concat",
     "ReduceMax",
     "Mul",
@@ -91,6 +97,11 @@ enum Value {
     /// An output of a recurrent op, before the `Squeeze` that picks it:
     /// every step's state (`Y`) or the last one (`Y_h`).
     Recurrent { flow: Flow, stage: String, steps: usize, hidden: usize, every_step: bool },
+    /// Dimensions the graph computes from a value's `Shape` (one
+    /// dimension when `scalar`).
+    Dims { dims: Vec<shapes::Dim>, scalar: bool },
+    /// Zeros of a computed shape: a recurrent layer's initial state.
+    Zeros(Vec<shapes::Dim>),
     /// Part of an element-wise formula of one computed value `x` (its
     /// flow), kept until it is a whole activation.
     Formula { flow: Flow, shape: Vec<usize>, expr: formula::Expr },
@@ -374,6 +385,10 @@ impl Importer<'_> {
                 node,
                 &format!("input {k} is a recurrent layer's time-major value; nnc maps only the transposes around it"),
             )),
+            Value::Dims { .. } | Value::Zeros(..) => Err(unsupported_detail(
+                node,
+                &format!("input {k} is computed from a shape; nnc's layers read values of the network"),
+            )),
             Value::Formula { expr, .. } => Err(unsupported_detail(
                 node,
                 &format!("input {k} is the formula {expr}, which is no activation nnc has"),
@@ -501,7 +516,22 @@ impl Importer<'_> {
             },
             "ReduceMax" => self.maxout(node),
             "Cast" => self.cast(node),
-            "Gather" => self.embedding(node),
+            "Gather" => match self.value(node, 0)? {
+                Value::Dims { dims, scalar: false } => self.gather_dims(node, dims),
+                Value::Recurrent { .. } | Value::Computed { .. } => self.last_step(node),
+                _ => self.embedding(node),
+            },
+            "Shape" => self.shape_of(node),
+            "Unsqueeze" => self.unsqueeze(node),
+            "ConstantOfShape" => self.constant_of_shape(node),
+            "Expand" => self.expand(node),
+            "Slice" => match self.value(node, 0)? {
+                Value::Zeros(dims) => self.slice_zeros(node, dims),
+                _ => Err(unsupported_detail(node, "nnc maps `Slice` only of a recurrent layer's zero initial states")),
+            },
+            "Concat" if (0..node.input.len()).any(|k| matches!(self.value(node, k), Ok(Value::Dims { .. }))) => {
+                self.concat_dims(node)
+            }
             "Concat" if (0..node.input.len()).all(|k| matches!(self.value(node, k), Ok(Value::Constant(..)))) => {
                 self.concat(node)
             }
