@@ -28,6 +28,7 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
         ("torch_gelu_op", false, 5, 5),
         ("torch_lstm", false, 3, 3),
         ("torch_rnn", false, 2, 3),
+        ("torch_log_softmax", true, 4, 4),
     ];
     for (name, classifier, layers, outputs) in exports {
         let model = dir.path().join(format!("{name}.nn"));

@@ -1,7 +1,7 @@
 """Makes the PyTorch exports the import tests read: an MLP and a LeNet-style
 CNN (`torch.onnx.export`, opset 17), and an MLP of both gelus at opset 17
 (where PyTorch spells gelu out in `Erf`, `Tanh`, `Mul` and `Add` nodes) and
-at opset 20 (ONNX's `Gelu` op), and recurrent networks whose zero initial
+at opset 20 (ONNX's `Gelu` op), a classifier of log-probabilities, and recurrent networks whose zero initial
 states PyTorch builds from the batch size when the graph runs, each with 8
 input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
 
@@ -31,13 +31,15 @@ class LastStep(nn.Module):
         return self.dense(h[-1] if self.from_state else output[:, -1])
 
 
-def save(name, model, sample_shape, opset=17):
+def save(name, model, sample_shape, opset=17, probabilities=False):
     model.eval()
     x = torch.randn(8, *sample_shape)
     torch.onnx.export(model, x[:1], here / f"{name}.onnx", input_names=["x"], output_names=["y"],
                       dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=opset, dynamo=False)
     with torch.no_grad():
-        y = model(x).numpy()
+        y = model(x)
+        # A classifier ending in log-probabilities: the probabilities nnc prints.
+        y = (y.exp() if probabilities else y).numpy()
     flat = x.reshape(8, -1).numpy()
     header = ",".join(f"f{i}" for i in range(flat.shape[1]))
     np.savetxt(here / f"{name}_inputs.csv", flat, fmt="%.9g", delimiter=",", header=header, comments="")
@@ -60,3 +62,8 @@ save("torch_gelu", gelus, (20,))
 save("torch_gelu_op", gelus, (20,), opset=20)
 save("torch_lstm", LastStep(nn.LSTM(4, 8, num_layers=2, batch_first=True), False), (5, 4))
 save("torch_rnn", LastStep(nn.RNN(4, 8, batch_first=True), True), (5, 4))
+classifier = nn.Sequential(nn.Linear(20, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4), nn.LogSoftmax(dim=1))
+with torch.no_grad():
+    classifier[1].running_mean.uniform_(-0.5, 0.5)
+    classifier[1].running_var.uniform_(0.5, 2.0)
+save("torch_log_softmax", classifier, (20,), probabilities=True)

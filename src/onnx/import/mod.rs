@@ -6,9 +6,9 @@
 //! tensors of the layers nnc will name (`dense1.weight`, …). Scaling of the
 //! raw input (a `Div` by a constant, or `Sub` then `Div` by per-feature
 //! tensors) becomes the checkpoint's preprocessing; each output of the
-//! graph is a prediction, a final `Softmax` making it a classifier of the
-//! scores before it. What cannot be mapped exactly is an error naming the
-//! node, never a different network.
+//! graph is a prediction, a final `Softmax` (or `LogSoftmax`) making it a
+//! classifier of the scores before it. What cannot be mapped exactly is an
+//! error naming the node, never a different network.
 
 use std::collections::HashMap;
 
@@ -60,6 +60,7 @@ pub const SUPPORTED: &[&str] = &[
     "Softplus",
     "Gelu",
     "Softmax",
+    "LogSoftmax",
     "Flatten",
     "Reshape",
     "Dropout",
@@ -487,11 +488,18 @@ impl Importer<'_> {
                 let (_, shape) = self.computed(node, 0)?;
                 self.stage(node, format!("elu(alpha = {})", number(float_attr(node, "alpha", 1.0))), shape)
             }
-            "Softmax" => {
+            "Softmax" | "LogSoftmax" => {
                 let (_, shape) = self.computed(node, 0)?;
                 let axis = int_attr(node, "axis", -1);
                 if axis != -1 && axis != shape.len() as i64 {
                     return Err(unsupported_detail(node, "it is not over the last axis, as nnc's softmax is"));
+                }
+                // A classifier's final log-probabilities: the same classifier
+                // (its outputs the logarithms of its probabilities).
+                let out = node.output.first().cloned().unwrap_or_default();
+                let last = self.outputs.contains(&out) && self.readers.get(&out) == Some(&1);
+                if op == "LogSoftmax" && !last {
+                    return Err(unsupported_detail(node, "nnc maps `LogSoftmax` only as a classifier's final op"));
                 }
                 self.stage(node, "softmax".into(), shape)
             }

@@ -144,3 +144,24 @@ fn a_convolution_bias_of_the_wrong_length_is_refused() {
     }
     assert!(super::import(&lenet_with_short_bias(6), "lenet").is_ok());
 }
+
+/// Log-probabilities are a classifier's only as its outputs: read on by
+/// another node, or beside the scores as a second output, they are refused.
+#[test]
+fn log_softmax_is_mapped_only_as_a_final_op() {
+    let w: Constant = ("w", &[2, 2], &[0.5, -1.0, 2.0, 0.25]);
+    let last = graph(&["x"], &[("MatMul", &["x", "w"], "z"), ("LogSoftmax", &["z"], "p")], &[w], &["p"]);
+    let source = super::import(&last, "last").expect("imports").source;
+    assert!(source.contains("target y: class(2)") && source.contains("cross_entropy(logits, y)"), "{source}");
+    let read_on = graph(
+        &["x"],
+        &[("MatMul", &["x", "w"], "z"), ("LogSoftmax", &["z"], "p"), ("Relu", &["p"], "r")],
+        &[w],
+        &["r"],
+    );
+    let err = super::import(&read_on, "read_on").err().expect("refused");
+    assert!(err.contains("nnc maps `LogSoftmax` only as a classifier's final op"), "{err}");
+    let twice = graph(&["x"], &[("MatMul", &["x", "w"], "z"), ("LogSoftmax", &["z"], "p")], &[w], &["p", "p"]);
+    let err = super::import(&twice, "twice").err().expect("refused");
+    assert!(err.contains("only as a classifier's final op"), "{err}");
+}
