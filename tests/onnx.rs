@@ -148,6 +148,6 @@ proptest::proptest! {
             bytes[at] = value;
         }
         bytes.truncate(bytes.len() - cut % bytes.len());
-        let _ = nnc::onnx::import(&bytes, "damaged");
+        let _ = nnc::onnx::import(&bytes, "damaged", None);
     }
 }

@@ -520,7 +520,7 @@ pub fn import(file: &Path, output: &Path, weights_out: Option<&Path>, name: Opti
     }
     let bytes = std::fs::read(file).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("imported");
-    let imported = crate::onnx::import(&bytes, name.unwrap_or(stem))
+    let imported = crate::onnx::import(&bytes, name.unwrap_or(stem), Some(file.parent().unwrap_or(Path::new("."))))
         .map_err(|e| Failure::Input(format!("{}: {e}", file.display())))?;
     let file_name = output.display().to_string();
     let checked = crate::pipeline::check_source(&file_name, &imported.source);

@@ -11,13 +11,16 @@
 //! error naming the node, never a different network.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use prost::Message;
 
-use super::proto::{self, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType, tensor_proto::DataType};
+use super::proto::tensor_proto::{DataLocation, DataType};
+use super::proto::{self, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType};
 use crate::data::Scaler;
 
 mod composite;
+mod external;
 mod formula;
 mod layers;
 mod shapes;
@@ -130,6 +133,8 @@ struct Flow {
 
 struct Importer<'a> {
     nodes: &'a [NodeProto],
+    /// Where tensors stored outside the model are read from.
+    folder: Option<&'a Path>,
     values: HashMap<String, Value>,
     /// How many nodes read each tensor.
     readers: HashMap<String, usize>,
@@ -150,8 +155,9 @@ struct Importer<'a> {
     target_scales: HashMap<String, TargetScale>,
 }
 
-/// Reads ONNX bytes into a model named `name`.
-pub fn import(bytes: &[u8], name: &str) -> Result<Imported, String> {
+/// Reads ONNX bytes into a model named `name`; tensors stored outside them
+/// are read from `folder`, the `.onnx` file's.
+pub fn import(bytes: &[u8], name: &str, folder: Option<&Path>) -> Result<Imported, String> {
     let model = ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model ({e})"))?;
     let opset = model
         .opset_import
@@ -165,7 +171,7 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, String> {
     let graph = model.graph.as_ref().ok_or("the model has no graph")?;
     let mut values = HashMap::new();
     for init in &graph.initializer {
-        let (dims, data) = tensor_values(init)?;
+        let (dims, data) = tensor_values(init, folder)?;
         values.insert(init.name.clone().unwrap_or_default(), Value::Constant(dims, data));
     }
     let mut inputs = Vec::new();
@@ -192,6 +198,7 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, String> {
     }
     let mut importer = Importer {
         nodes: &graph.node,
+        folder,
         values,
         readers,
         statements: Vec::new(),
@@ -239,8 +246,9 @@ fn sample_shape(input: &proto::ValueInfoProto) -> Result<Vec<usize>, String> {
     Ok(shape)
 }
 
-/// A tensor's dimensions and values as f32 (float or int64 data).
-fn tensor_values(t: &TensorProto) -> Result<(Vec<usize>, Vec<f32>), String> {
+/// A tensor's dimensions and values as f32 (float or int64 data), read
+/// from the file beside the model (in `folder`) when stored outside it.
+fn tensor_values(t: &TensorProto, folder: Option<&Path>) -> Result<(Vec<usize>, Vec<f32>), String> {
     let name = t.name.as_deref().unwrap_or("");
     let dims: Vec<usize> = t
         .dims
@@ -251,24 +259,29 @@ fn tensor_values(t: &TensorProto) -> Result<(Vec<usize>, Vec<f32>), String> {
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .ok_or_else(|| format!("tensor `{name}` is too large"))?;
-    let data: Vec<f32> = match DataType::try_from(t.data_type.unwrap_or(0)) {
-        Ok(DataType::Float) => match &t.raw_data {
-            Some(raw) => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            None => t.float_data.clone(),
-        },
-        Ok(DataType::Int64) => match &t.raw_data {
-            Some(raw) => {
-                raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32).collect()
-            }
-            None => t.int64_data.iter().map(|&v| v as f32).collect(),
-        },
+    let width = match DataType::try_from(t.data_type.unwrap_or(0)) {
+        Ok(DataType::Float) => 4,
+        Ok(DataType::Int64) => 8,
         _ => return Err(format!("tensor `{name}` is neither float32 nor int64")),
+    };
+    let stored_outside;
+    let raw = if t.data_location == Some(DataLocation::External as i32) {
+        let bytes = count.checked_mul(width).ok_or_else(|| format!("tensor `{name}` is too large"))?;
+        stored_outside = external::read(t, folder, bytes)?;
+        Some(stored_outside.as_slice())
+    } else {
+        t.raw_data.as_deref()
+    };
+    let data: Vec<f32> = match (width, raw) {
+        (4, Some(raw)) => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        (4, None) => t.float_data.clone(),
+        (_, Some(raw)) => {
+            raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32).collect()
+        }
+        (_, None) => t.int64_data.iter().map(|&v| v as f32).collect(),
     };
     if data.len() != count {
         return Err(format!("tensor `{name}` holds {} values for its shape {dims:?} ({count})", data.len()));
-    }
-    if t.data_location == Some(1) {
-        return Err(format!("tensor `{name}` is stored outside the file; save the model with its weights inside"));
     }
     Ok((dims, data))
 }
@@ -437,7 +450,7 @@ impl Importer<'_> {
                 let t = attribute(node, "value")
                     .and_then(|a| a.t.as_ref())
                     .ok_or_else(|| unsupported_detail(node, "it holds no tensor"))?;
-                let (dims, data) = tensor_values(t)?;
+                let (dims, data) = tensor_values(t, self.folder)?;
                 self.values.insert(node.output.first().cloned().unwrap_or_default(), Value::Constant(dims, data));
                 Ok(())
             }

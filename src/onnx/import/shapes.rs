@@ -98,7 +98,7 @@ impl Importer<'_> {
             return Err(unsupported_detail(node, "its shape is not one nnc follows"));
         };
         let fill = match attribute(node, "value").and_then(|a| a.t.as_ref()) {
-            Some(t) => tensor_values(t)?.1,
+            Some(t) => tensor_values(t, self.folder)?.1,
             None => vec![0.0],
         };
         if fill.iter().any(|&v| v != 0.0) {

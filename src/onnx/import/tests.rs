@@ -78,7 +78,7 @@ fn an_output_read_on_by_another_is_computed_once() {
         &[("w", &[2, 2], &[0.5, -1.0, 2.0, 0.25])],
         &["p", "scores"],
     );
-    let imported = super::import(&bytes, "two").expect("imports");
+    let imported = super::import(&bytes, "two", None).expect("imports");
     let source = &imported.source;
     assert_eq!(source.matches("dense(").count(), 1, "{source}");
     assert!(source.contains("loss = cross_entropy(h1, h1_target) + mse(h1, h1_target_2)"), "{source}");
@@ -97,7 +97,7 @@ fn two_inputs_are_two_inputs_of_one_row() {
         &[("four", &[], &[4.0]), ("w", &[4, 1], &[0.5, -1.0, 2.0, 0.25])],
         &["y"],
     );
-    let imported = super::import(&bytes, "two").expect("imports");
+    let imported = super::import(&bytes, "two", None).expect("imports");
     let source = &imported.source;
     assert!(source.contains("input a: [2]\n  input b: [2]") && source.contains("standardize = true"), "{source}");
     let crate::data::Scaler::Standardize { mean, std } = &imported.scaler else { panic!("per feature") };
@@ -117,7 +117,7 @@ fn outputs_of_which_one_is_unstandardized_are_refused() {
         &[("w", &[2, 1], &[0.5, -1.0]), ("b", &[1], &[0.1]), ("std", &[1], &[3.0]), ("mean", &[1], &[100.0])],
         &["price", "z"],
     );
-    let err = super::import(&bytes, "mixed").err().expect("refused");
+    let err = super::import(&bytes, "mixed", None).err().expect("refused");
     assert!(err.contains("output `price` is taken out of standard units and `z` is not"), "{err}");
 }
 
@@ -139,10 +139,10 @@ fn lenet_with_short_bias(keep: usize) -> Vec<u8> {
 #[test]
 fn a_convolution_bias_of_the_wrong_length_is_refused() {
     for keep in [0, 5] {
-        let err = super::import(&lenet_with_short_bias(keep), "lenet").err().expect("refused");
+        let err = super::import(&lenet_with_short_bias(keep), "lenet", None).err().expect("refused");
         assert!(err.contains(&format!("its bias has {keep} values for 6 filters")), "{err}");
     }
-    assert!(super::import(&lenet_with_short_bias(6), "lenet").is_ok());
+    assert!(super::import(&lenet_with_short_bias(6), "lenet", None).is_ok());
 }
 
 /// Log-probabilities are a classifier's only as its outputs: read on by
@@ -151,7 +151,7 @@ fn a_convolution_bias_of_the_wrong_length_is_refused() {
 fn log_softmax_is_mapped_only_as_a_final_op() {
     let w: Constant = ("w", &[2, 2], &[0.5, -1.0, 2.0, 0.25]);
     let last = graph(&["x"], &[("MatMul", &["x", "w"], "z"), ("LogSoftmax", &["z"], "p")], &[w], &["p"]);
-    let source = super::import(&last, "last").expect("imports").source;
+    let source = super::import(&last, "last", None).expect("imports").source;
     assert!(source.contains("target y: class(2)") && source.contains("cross_entropy(logits, y)"), "{source}");
     let read_on = graph(
         &["x"],
@@ -159,9 +159,61 @@ fn log_softmax_is_mapped_only_as_a_final_op() {
         &[w],
         &["r"],
     );
-    let err = super::import(&read_on, "read_on").err().expect("refused");
+    let err = super::import(&read_on, "read_on", None).err().expect("refused");
     assert!(err.contains("nnc maps `LogSoftmax` only as a classifier's final op"), "{err}");
     let twice = graph(&["x"], &[("MatMul", &["x", "w"], "z"), ("LogSoftmax", &["z"], "p")], &[w], &["p", "p"]);
-    let err = super::import(&twice, "twice").err().expect("refused");
+    let err = super::import(&twice, "twice", None).err().expect("refused");
     assert!(err.contains("only as a classifier's final op"), "{err}");
+}
+
+/// PyTorch's MLP with every initializer moved into `mlp.onnx.data` in
+/// `folder` (as `torch.onnx.export` stores weights), each entry's
+/// location, offset and length passed through `entry` first.
+fn mlp_with_external_data(folder: &std::path::Path, entry: impl Fn(usize, [String; 3]) -> [String; 3]) -> Vec<u8> {
+    use super::proto::{StringStringEntryProto, tensor_proto::DataLocation};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/torch_mlp.onnx");
+    let mut model = ModelProto::decode(std::fs::read(path).expect("the export").as_slice()).expect("ONNX");
+    let mut data = Vec::new();
+    for (k, t) in model.graph.as_mut().expect("a graph").initializer.iter_mut().enumerate() {
+        let raw = t.raw_data.take().expect("raw values");
+        let [location, offset, length] =
+            entry(k, ["mlp.onnx.data".into(), data.len().to_string(), raw.len().to_string()]);
+        data.extend_from_slice(&raw);
+        t.data_location = Some(DataLocation::External as i32);
+        t.external_data = [("location", location), ("offset", offset), ("length", length)]
+            .into_iter()
+            .map(|(key, value)| StringStringEntryProto { key: Some(key.into()), value: Some(value) })
+            .collect();
+    }
+    std::fs::write(folder.join("mlp.onnx.data"), data).expect("written");
+    model.encode_to_vec()
+}
+
+/// Weights stored beside the model read back as the weights stored in
+/// it; a location outside the model's folder, a length that is not the
+/// tensor's, a missing file or no folder at all are refused by name.
+#[test]
+fn weights_stored_beside_the_model_are_read_from_its_folder_only() {
+    let folder = tempfile::tempdir().expect("temp dir");
+    let folder = folder.path();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/torch_mlp.onnx");
+    let inside = super::import(&std::fs::read(path).expect("the export"), "mlp", None).expect("imports");
+    let beside = mlp_with_external_data(folder, |_, entry| entry);
+    let outside = super::import(&beside, "mlp", Some(folder)).expect("imports");
+    assert_eq!(outside.source, inside.source);
+    assert_eq!(outside.tensors, inside.tensors);
+    let err = super::import(&beside, "mlp", None).err().expect("refused");
+    assert!(err.contains("stored in `mlp.onnx.data`, outside the model's bytes"), "{err}");
+    let refused = |entry: &dyn Fn(usize, [String; 3]) -> [String; 3], why: &str| {
+        let bytes = mlp_with_external_data(folder, entry);
+        let err = super::import(&bytes, "mlp", Some(folder)).err().expect("refused");
+        assert!(err.contains(why), "{why}: {err}");
+    };
+    for location in ["../mlp.onnx.data", "/etc/passwd", ""] {
+        refused(&|_, [_, o, l]| [location.into(), o, l], "outside the model's folder");
+    }
+    refused(&|k, [at, o, l]| if k == 1 { [at, o, "4".into()] } else { [at, o, l] }, "bytes, and");
+    refused(&|k, [at, _, l]| if k == 1 { [at, "99999999".into(), l] } else { [at, "0".into(), l] }, "bytes, and");
+    refused(&|_, [_, o, l]| ["missing.data".into(), o, l], "missing.data");
+    refused(&|_, [_, o, l]| [".".into(), o, l], "not a regular file");
 }
