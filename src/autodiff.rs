@@ -228,13 +228,14 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
                 contrib.push((0, g.push(Op::AddChannelBias, vec![zeros, dy], shape_of(0), span)));
             }
             // y = max/mean over windows ⇒ ∂x = g at each window's argmax / g/K² everywhere in it
-            Op::Pool { max, kernel, stride } => {
-                let op = Op::PoolGrad { max: *max, kernel: *kernel, stride: *stride, relu: false };
+            Op::Pool { max, kernel, stride, padding } => {
+                let op = Op::PoolGrad { max: *max, kernel: *kernel, stride: *stride, padding: *padding, relu: false };
                 contrib.push((0, g.push(op, vec![ins[0], dy], shape_of(0), span)));
             }
             // y = x repeated over f × f blocks ⇒ ∂x = Σ g over each block = f² · mean
             Op::Upsample(f) => {
-                let mean = g.push(Op::Pool { max: false, kernel: *f, stride: *f }, vec![dy], shape_of(0), span);
+                let mean =
+                    g.push(Op::Pool { max: false, kernel: *f, stride: *f, padding: 0 }, vec![dy], shape_of(0), span);
                 let area = (f * f) as f64;
                 contrib.push((0, g.push(Op::Unary(Unary::Scale(area)), vec![mean], shape_of(0), span)));
             }

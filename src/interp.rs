@@ -203,15 +203,15 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 kernels::sum_channels(&products, &mut out, spatial(in_shape(0)));
                 out
             }
-            Op::Pool { max, kernel, stride } => {
+            Op::Pool { max, kernel, stride, padding } => {
                 let mut out = vec![T::zero(); n];
-                let taps = crate::shape::pooling(*kernel, *stride);
+                let taps = crate::shape::pooling(*kernel, *stride, *padding);
                 kernels::pool(input(0), &mut out, ir::window(in_shape(0), taps, taps), *max);
                 out
             }
-            Op::PoolGrad { max, kernel, stride, relu } => {
+            Op::PoolGrad { max, kernel, stride, padding, relu } => {
                 let mut out = vec![T::zero(); n];
-                let taps = crate::shape::pooling(*kernel, *stride);
+                let taps = crate::shape::pooling(*kernel, *stride, *padding);
                 let win = ir::window(in_shape(0), taps, taps);
                 kernels::pool_backward(input(0), input(1), &mut out, win, (*max, *relu));
                 out

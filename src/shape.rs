@@ -42,9 +42,9 @@ pub fn window(shape: &[usize], rows: Taps, cols: Taps) -> Window {
     Window { batch: shape[0], channels: shape[1], height: shape[2], width: shape[3], rows, cols }
 }
 
-/// A pooling window along either axis: no padding, adjacent taps.
-pub fn pooling(kernel: usize, stride: usize) -> Taps {
-    Taps { kernel, stride, padding: 0, dilation: 1 }
+/// A pooling window along either axis: adjacent taps.
+pub fn pooling(kernel: usize, stride: usize, padding: usize) -> Taps {
+    Taps { kernel, stride, padding, dilation: 1 }
 }
 
 /// A size in bytes as people read it: `512 B`, `20.0 KiB`, `1.5 GiB`.

@@ -156,15 +156,17 @@ proptest! {
     #[test]
     fn convolution_and_pooling(c in 1usize..3, h in 2usize..7, w in 2usize..7, f in 1usize..3,
                                k in 1usize..4, stride in 1usize..4, padding in 0usize..2, dilation in 1usize..3,
-                               pk in 1usize..3, ps in 1usize..3, max in any::<bool>(), seed in 0u64..1000) {
+                               pk in 1usize..4, ps in 1usize..3, pp in 0usize..2, max in any::<bool>(),
+                               seed in 0u64..1000) {
         let extent = dilation * (k - 1) + 1;
         prop_assume!(extent <= h + 2 * padding && extent <= w + 2 * padding);
         let (oh, ow) = ((h + 2 * padding - extent) / stride + 1, (w + 2 * padding - extent) / stride + 1);
-        prop_assume!(pk <= oh && pk <= ow);
+        // A pooling window padded by at most half its size (`pp`).
+        prop_assume!(2 * pp <= pk && pk <= oh + 2 * pp && pk <= ow + 2 * pp);
         let pool = if max { "maxpool" } else { "avgpool" };
         let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: class(3)
             x |> conv2d({f}, kernel = {k}, stride = {stride}, padding = {padding}, dilation = {dilation}) |> tanh
-              |> {pool}({pk}, stride = {ps}) |> flatten |> dense(3) => p  loss = cross_entropy(p, y) }}");
+              |> {pool}({pk}, stride = {ps}, padding = {pp}) |> flatten |> dense(3) => p  loss = cross_entropy(p, y) }}");
         assert_model_gradients(&source, seed);
     }
 

@@ -222,12 +222,13 @@ proptest! {
     #[test]
     fn random_convolutions(c in 1usize..9, h in 2usize..9, w in 2usize..9, f in 1usize..9,
                            k in 1usize..5, stride in 1usize..4, padding in 0usize..3, dilation in 1usize..3,
-                           pk in 1usize..3, ps in 1usize..4, max in any::<bool>(), norm in any::<bool>(),
+                           pk in 1usize..4, ps in 1usize..4, pp in 0usize..2, max in any::<bool>(), norm in any::<bool>(),
                            rows in prop::sample::select(vec![1usize, 3, 8]), seed in 0u64..1000) {
         let extent = dilation * (k - 1) + 1;
         prop_assume!(extent <= h + 2 * padding && extent <= w + 2 * padding);
         let (oh, ow) = ((h + 2 * padding - extent) / stride + 1, (w + 2 * padding - extent) / stride + 1);
-        prop_assume!(pk <= oh && pk <= ow);
+        // A pooling window padded by at most half its size (`pp`).
+        prop_assume!(2 * pp <= pk && pk <= oh + 2 * pp && pk <= ow + 2 * pp);
         // Batch statistics over two values normalise them to ±1 whatever they
         // are: the true gradient is zero and the computed one is rounding
         // noise divided by a tiny deviation, different on each backend.
@@ -241,7 +242,7 @@ proptest! {
         let (norm, act) = if norm { ("|> batchnorm(momentum = 0.8)", "elu") } else { ("", "relu") };
         let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: class(3)
             x |> conv2d({f}, kernel = {k}, stride = {stride}, padding = {padding}, dilation = {dilation}) {norm} |> {act}
-              |> {pool}({pk}, stride = {ps}) |> flatten |> dense(3) => p  loss = cross_entropy(p, y)
+              |> {pool}({pk}, stride = {ps}, padding = {pp}) |> flatten |> dense(3) => p  loss = cross_entropy(p, y)
             train {{ optimizer = momentum(lr = 0.05) seed = {seed} }} }}");
         let checked = check_source("c.nn", &source);
         prop_assert!(!checked.has_errors(), "{source}: {:?}", checked.diags);

@@ -29,6 +29,7 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
         ("torch_lstm", false, 3, 3),
         ("torch_rnn", false, 2, 3),
         ("torch_log_softmax", true, 4, 4),
+        ("torch_padded_pools", false, 6, 3),
     ];
     for (name, classifier, layers, outputs) in exports {
         let model = dir.path().join(format!("{name}.nn"));
@@ -73,6 +74,8 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
     assert!(lstm.contains("x |> lstm(8, sequences = true) |> lstm(8) |> dense(3)"), "{lstm}");
     let rnn = std::fs::read_to_string(dir.path().join("torch_rnn.nn")).expect("written");
     assert!(rnn.contains("x |> rnn(8) |> dense(3)"), "{rnn}");
+    let pools = std::fs::read_to_string(dir.path().join("torch_padded_pools.nn")).expect("written");
+    assert!(pools.contains("maxpool(3, stride = 2, padding = 1) |> avgpool(3, stride = 2, padding = 1)"), "{pools}");
 }
 
 /// A model of two inputs, exported and imported back, is a model of the

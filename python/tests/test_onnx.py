@@ -45,6 +45,14 @@ EXTRA = {
     |> avgpool(2, stride = 1) |> conv2d(3, kernel = 1) |> gelu |> maxpool(2) |> flatten |> dense(3) |> sigmoid => p
   loss = binary_cross_entropy(p, y)
 }""",
+    # Padded pooling: ONNX's pads, and a mean that counts them (count_include_pad).
+    "pools.nn": """model pools {
+  input image: [3, 10, 9]
+  target y: class(4)
+  image |> conv2d(4, kernel = 3, padding = 1) |> maxpool(3, stride = 2, padding = 1)
+    |> avgpool(3, stride = 2, padding = 1) |> avgpool(2, stride = 1, padding = 1) |> flatten |> dense(4) => p
+  loss = cross_entropy(p, y)
+}""",
 }
 
 

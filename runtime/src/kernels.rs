@@ -170,9 +170,13 @@ pub fn conv2d_backward<T: Float>(x: &[T], w: &[T], g: &[T], dx: &mut [T], dw: &m
     });
 }
 
-/// Max or average over each window (no padding).
+/// Max or average over each window. Padding is never a window's largest
+/// value, and counts as zeros in its mean (PyTorch's `count_include_pad`):
+/// the mean divides by the whole window's size.
 pub fn pool<T: Float>(x: &[T], y: &mut [T], win: Window, max: bool) {
-    if max && win.is_square() && win.rows.kernel == 2 && win.rows.stride == 2 {
+    if win.rows.padding > 0 || win.cols.padding > 0 {
+        padded_pool(x, y, win, max);
+    } else if max && win.is_square() && win.rows.kernel == 2 && win.rows.stride == 2 {
         max_pool_2x2(x, y, win);
     } else if max {
         pool_with(x, y, win, T::neg_infinity(), |a, v| a.max(v), |a| a);
@@ -205,6 +209,32 @@ fn pool_with<T: Float>(x: &[T], y: &mut [T], win: Window, init: T, fold: impl Fn
             out.iter_mut().for_each(|o| *o = finish(*o));
         }
     }
+}
+
+/// `pool` over windows that may reach into the padding: each folds the
+/// values inside the image, row by row.
+fn padded_pool<T: Float>(x: &[T], y: &mut [T], win: Window, max: bool) {
+    let (oh, ow) = (win.out_height(), win.out_width());
+    let area = T::from(win.area()).unwrap_or_else(T::one);
+    for (xp, yp) in x.chunks_exact(win.height * win.width).zip(y.chunks_exact_mut(oh * ow)) {
+        for (oy, out) in yp.chunks_exact_mut(ow).enumerate() {
+            for (ox, o) in out.iter_mut().enumerate() {
+                let cols = inside(ox, win.cols, win.width);
+                let values = inside(oy, win.rows, win.height).flat_map(|r| &xp[r * win.width..][cols.clone()]);
+                *o = if max {
+                    values.fold(T::neg_infinity(), |a, &v| a.max(v))
+                } else {
+                    values.fold(T::zero(), |a, &v| a + v) / area
+                };
+            }
+        }
+    }
+}
+
+/// The inputs along an axis of `size` that window `o` covers, the padding left out.
+fn inside(o: usize, taps: Taps, size: usize) -> std::ops::Range<usize> {
+    let start = o * taps.stride;
+    start.saturating_sub(taps.padding)..(start + taps.kernel).saturating_sub(taps.padding).min(size)
 }
 
 /// Nearest-neighbour upsampling: every value of each `height × width`
@@ -248,33 +278,34 @@ fn relu_gradient<T: Float>(g: &mut [T], y: &[T]) {
 /// output x, `ir::fuse_activations`) dx is then times [x > 0], the ReLU's
 /// gradient.
 pub fn pool_backward<T: Float>(x: &[T], g: &[T], dx: &mut [T], win: Window, (max, relu): (bool, bool)) {
-    let (oh, ow, k, s) = (win.out_height(), win.out_width(), win.rows.kernel, win.rows.stride);
-    let area = T::from(k * k).unwrap_or_else(T::one);
+    let (oh, ow, w) = (win.out_height(), win.out_width(), win.width);
+    let area = T::from(win.area()).unwrap_or_else(T::one);
     dx.iter_mut().for_each(|v| *v = T::zero());
-    let plane = win.height * win.width;
+    let plane = win.height * w;
     let planes = x.chunks_exact(plane).zip(dx.chunks_exact_mut(plane)).zip(g.chunks_exact(oh * ow));
     for ((xp, dp), gp) in planes {
         for (oy, grads) in gp.chunks_exact(ow).enumerate() {
+            let rows = inside(oy, win.rows, win.height);
             for (ox, &gv) in grads.iter().enumerate() {
-                let corner = oy * s * win.width + ox * s;
+                // The window's inputs inside the image (padding has no gradient).
+                let cols = inside(ox, win.cols, w);
                 if max {
                     // The first largest value, in row-major order within the window.
-                    let mut best = corner;
-                    let mut top = xp[corner];
-                    for ky in 0..k {
-                        let row = corner + ky * win.width;
-                        for (at, &v) in xp[row..row + k].iter().enumerate() {
+                    let mut best = rows.start * w + cols.start;
+                    let mut top = xp[best];
+                    for row in rows.clone() {
+                        let first = row * w + cols.start;
+                        for (at, &v) in xp[first..row * w + cols.end].iter().enumerate() {
                             if v > top {
-                                (best, top) = (row + at, v);
+                                (best, top) = (first + at, v);
                             }
                         }
                     }
                     dp[best] = dp[best] + gv;
                 } else {
                     let share = gv / area;
-                    for ky in 0..k {
-                        let row = corner + ky * win.width;
-                        dp[row..row + k].iter_mut().for_each(|d| *d = *d + share);
+                    for row in rows.clone() {
+                        dp[row * w..][cols.clone()].iter_mut().for_each(|d| *d = *d + share);
                     }
                 }
             }
@@ -514,3 +545,6 @@ pub fn gather_backward<T: Float>(ids: &[T], g: &[T], dtable: &mut [T], dim: usiz
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

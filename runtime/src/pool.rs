@@ -11,7 +11,11 @@ use crate::kernels::Window;
 
 /// Whether this path can run the pooling `win` on this CPU.
 pub fn applies(win: Window) -> bool {
-    win.is_square() && win.rows.kernel == 2 && win.rows.stride == 2 && is_x86_feature_detected!("avx2")
+    win.is_square()
+        && win.rows.kernel == 2
+        && win.rows.stride == 2
+        && win.rows.padding == 0
+        && is_x86_feature_detected!("avx2")
 }
 
 /// y for `x` (`[n, C, H, W]`).

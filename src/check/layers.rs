@@ -77,8 +77,8 @@ pub const LAYERS: &[LayerSpec] = &[
         &["filters", "kernel", "stride", "padding", "dilation", "bias", "in", "init", "trainable"],
         &["filters", "kernel"],
     ),
-    layer("maxpool", LayerKind::MaxPool, &["kernel", "stride"], &["kernel"]),
-    layer("avgpool", LayerKind::AvgPool, &["kernel", "stride"], &["kernel"]),
+    layer("maxpool", LayerKind::MaxPool, &["kernel", "stride", "padding"], &["kernel"]),
+    layer("avgpool", LayerKind::AvgPool, &["kernel", "stride", "padding"], &["kernel"]),
     layer("global_avgpool", LayerKind::GlobalAvgPool, &[], &[]),
     layer("upsample", LayerKind::Upsample, &["factor"], &[]),
     layer("flatten", LayerKind::Flatten, &[], &[]),
@@ -198,6 +198,13 @@ pub fn apply(
         LayerKind::MaxPool | LayerKind::AvgPool => {
             let kernel = args.int("kernel", 1, 1, diags);
             let stride = args.int("stride", kernel, 1, diags);
+            let padding = args.int("padding", 0, 0, diags);
+            if 2 * padding > kernel {
+                if let Some(Value::Number(n)) = args.value("padding") {
+                    diags.push(messages::pool_padding(n, kernel));
+                }
+                return None;
+            }
             if s.len() != 3 {
                 diags.push(messages::rank_mismatch(
                     call,
@@ -207,14 +214,14 @@ pub fn apply(
                 ));
                 return None;
             }
-            let taps = Taps { kernel, stride, padding: 0, dilation: 1 };
+            let taps = Taps { kernel, stride, padding, dilation: 1 };
             let (h, hw) = window(call, input, name, s[1], taps, diags)?;
             let (w, ww) = window(call, input, name, s[2], taps, diags)?;
             let why = if hw == ww { hw } else { format!("{hw}, {ww}") };
             let layer = if kind == LayerKind::MaxPool {
-                Layer::MaxPool { kernel, stride }
+                Layer::MaxPool { kernel, stride, padding }
             } else {
-                Layer::AvgPool { kernel, stride }
+                Layer::AvgPool { kernel, stride, padding }
             };
             Applied { layer, shape: vec![s[0], h, w], why: chain(&input.why, why), params: 0, macs: 0 }
         }
@@ -445,6 +452,8 @@ pub(super) fn window(
     let span = if dilation == 1 { kernel.to_string() } else { format!("{dilation}·({kernel} − 1) − 1") };
     let formula = if layer.starts_with("conv") {
         format!("({size} + 2·{padding} − {span})/{stride} + 1")
+    } else if padding > 0 {
+        format!("{layer} ({size} + 2·{padding} − {kernel})/{stride} + 1")
     } else {
         format!("{layer} ({size} − {kernel})/{stride} + 1")
     };
@@ -453,7 +462,9 @@ pub(super) fn window(
         return None;
     }
     let out = (padded - extent) / stride + 1;
-    let dropped = (padded - extent) % stride;
+    // The windows leave out the last positions of the padded axis: the
+    // padding first, then the input's own.
+    let dropped = ((padded - extent) % stride).saturating_sub(padding);
     if dropped != 0 && !diags.iter().any(|d| d.code == "nnc::shape::stride_drops" && d.primary.span == call.span) {
         diags.push(messages::stride_drops_rows(call.span, input, &formula, out, dropped));
     }

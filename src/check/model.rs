@@ -93,13 +93,18 @@ pub enum Layer {
         cols: Taps,
         bias: bool,
     },
+    /// Padding on each side: never a window's largest value.
     MaxPool {
         kernel: usize,
         stride: usize,
+        padding: usize,
     },
+    /// Padding on each side: zeros counted in the mean, as PyTorch's
+    /// `count_include_pad` does.
     AvgPool {
         kernel: usize,
         stride: usize,
+        padding: usize,
     },
     /// Each channel's mean over its whole feature map: `[C, H, W]` → `[C]`.
     GlobalAvgPool,

@@ -78,9 +78,10 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
                 graph.push(Op::Add, vec![a, b], out_shape, span)
             }
             Layer::Conv1d { .. } | Layer::Conv2d { .. } => convolution(&mut graph, (model, index, node), x, out_shape),
-            Layer::MaxPool { kernel, stride } | Layer::AvgPool { kernel, stride } => {
+            Layer::MaxPool { kernel, stride, padding } | Layer::AvgPool { kernel, stride, padding } => {
                 let max = matches!(node.layer, Layer::MaxPool { .. });
-                graph.push(Op::Pool { max, kernel: *kernel, stride: *stride }, vec![x], out_shape, span)
+                let pool = Op::Pool { max, kernel: *kernel, stride: *stride, padding: *padding };
+                graph.push(pool, vec![x], out_shape, span)
             }
             Layer::GlobalAvgPool => {
                 // Each image's channels as rows of H·W values, times a column of 1/(H·W).

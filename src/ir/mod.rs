@@ -175,6 +175,7 @@ pub enum Op {
         max: bool,
         kernel: usize,
         stride: usize,
+        padding: usize,
     },
     /// `[x, g]` → ∂x; with `relu` (`fuse_activations`, max pooling of a
     /// ReLU's output y = x) the ReLU's gradient too: ∂x · [x > 0].
@@ -182,6 +183,7 @@ pub enum Op {
         max: bool,
         kernel: usize,
         stride: usize,
+        padding: usize,
         relu: bool,
     },
     /// `[x [B,C,H,W]]` → `[B,C,H·f,W·f]`, each value repeated over an f × f
@@ -323,12 +325,14 @@ impl Op {
             Op::SumChannels => "sum_channels".into(),
             Op::SumProductChannels => "sum_product_channels".into(),
             Op::MulChannel => "mul_channel".into(),
-            Op::Pool { max, kernel, stride } => {
-                format!("{}(k{kernel},s{stride})", if *max { "maxpool" } else { "avgpool" })
+            Op::Pool { max, kernel, stride, padding } => {
+                let padding = if *padding > 0 { format!(",p{padding}") } else { String::new() };
+                format!("{}(k{kernel},s{stride}{padding})", if *max { "maxpool" } else { "avgpool" })
             }
-            Op::PoolGrad { max, kernel, stride, relu } => {
+            Op::PoolGrad { max, kernel, stride, padding, relu } => {
                 let relu = if *relu { "_relu" } else { "" };
-                format!("{}{relu}_grad(k{kernel},s{stride})", if *max { "maxpool" } else { "avgpool" })
+                let padding = if *padding > 0 { format!(",p{padding}") } else { String::new() };
+                format!("{}{relu}_grad(k{kernel},s{stride}{padding})", if *max { "maxpool" } else { "avgpool" })
             }
             Op::Upsample(f) => format!("upsample({f})"),
             Op::MaxPieces(p) => format!("max_pieces({p})"),

@@ -317,8 +317,8 @@ impl Emitter<'_, '_> {
                 let sp = self.imm(crate::shape::spatial(&in_shape));
                 self.call("nnc_sum_product_channels", &[ins[0], ins[1], out, n, c, sp]);
             }
-            Op::Pool { max, kernel, stride } | Op::PoolGrad { max, kernel, stride, .. } => {
-                let taps = crate::shape::pooling(kernel, stride);
+            Op::Pool { max, kernel, stride, padding } | Op::PoolGrad { max, kernel, stride, padding, .. } => {
+                let taps = crate::shape::pooling(kernel, stride, padding);
                 let win = self.window(crate::shape::window(&in_shape, taps, taps));
                 let max = self.imm(usize::from(max));
                 let mut args = ins.clone();

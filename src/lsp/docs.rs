@@ -17,8 +17,15 @@ const fn doc(name: &'static str, summary: &'static str, args: &'static [(&'stati
 
 const ALPHA_LEAKY: &[(&str, &str)] = &[("alpha", "slope for negative inputs (default 0.01)")];
 const NONE: &[(&str, &str)] = &[];
-const POOL: &[(&str, &str)] =
-    &[("kernel", "window size, square (required)"), ("stride", "step between windows (default: the kernel)")];
+const POOL: &[(&str, &str)] = &[
+    ("kernel", "window size, square (required)"),
+    ("stride", "step between windows (default: the kernel)"),
+    (
+        "padding",
+        "positions added on each side, at most half the kernel: never a window's largest value; zeros in a mean, \
+         which divides by the whole window (PyTorch's `count_include_pad`) (default 0)",
+    ),
+];
 const RECURRENT: &[(&str, &str)] = &[
     ("hidden", "size of the hidden state (required)"),
     ("sequences", "`true`: output the state at every step, `[T, hidden]`; default `false`: the last state"),

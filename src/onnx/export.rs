@@ -419,10 +419,18 @@ impl Builder<'_> {
                 ];
                 self.node("Conv", inputs, name, attributes)
             }
-            Layer::MaxPool { kernel, stride } | Layer::AvgPool { kernel, stride } => {
-                let op = if matches!(node.layer, Layer::MaxPool { .. }) { "MaxPool" } else { "AveragePool" };
-                let (k, s) = (*kernel as i64, *stride as i64);
-                self.node(op, vec![x], name, vec![ints("kernel_shape", &[k, k]), ints("strides", &[s, s])])
+            Layer::MaxPool { kernel, stride, padding } | Layer::AvgPool { kernel, stride, padding } => {
+                let max = matches!(node.layer, Layer::MaxPool { .. });
+                let (k, s, p) = (*kernel as i64, *stride as i64, *padding as i64);
+                let mut attributes = vec![ints("kernel_shape", &[k, k]), ints("strides", &[s, s])];
+                if p > 0 {
+                    attributes.push(ints("pads", &[p, p, p, p]));
+                    if !max {
+                        // nnc's mean, as PyTorch's, counts the padding's zeros.
+                        attributes.push(int("count_include_pad", 1));
+                    }
+                }
+                self.node(if max { "MaxPool" } else { "AveragePool" }, vec![x], name, attributes)
             }
             Layer::GlobalAvgPool => {
                 let pooled = self.node("GlobalAveragePool", vec![x], name, vec![]);

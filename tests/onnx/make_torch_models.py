@@ -1,7 +1,8 @@
 """Makes the PyTorch exports the import tests read: an MLP and a LeNet-style
 CNN (`torch.onnx.export`, opset 17), and an MLP of both gelus at opset 17
 (where PyTorch spells gelu out in `Erf`, `Tanh`, `Mul` and `Add` nodes) and
-at opset 20 (ONNX's `Gelu` op), a classifier of log-probabilities, and recurrent networks whose zero initial
+at opset 20 (ONNX's `Gelu` op), a classifier of log-probabilities, a CNN of padded pooling (ResNet's
+stem: `MaxPool2d(3, 2, 1)`), and recurrent networks whose zero initial
 states PyTorch builds from the batch size when the graph runs, each with 8
 input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
 
@@ -67,3 +68,8 @@ with torch.no_grad():
     classifier[1].running_mean.uniform_(-0.5, 0.5)
     classifier[1].running_var.uniform_(0.5, 2.0)
 save("torch_log_softmax", classifier, (20,), probabilities=True)
+padded = nn.Sequential(
+    nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
+    nn.AvgPool2d(3, stride=2, padding=1), nn.Flatten(), nn.Linear(4 * 3 * 3, 3),
+)
+save("torch_padded_pools", padded, (2, 10, 10))

@@ -120,6 +120,16 @@ pub fn concat_mismatch(span: Span, left: &Incoming, right_span: Span, right: &In
 }
 
 /// `padding = same` where no symmetric padding keeps the size.
+pub fn pool_padding(n: &Number, kernel: usize) -> Diag {
+    Diag::error(
+        "nnc::shape::pool_padding",
+        "a pooling window cannot be padded by more than half its size",
+        n.span,
+        format!("found {}, expected at most {} for a window of {kernel}", n.text, kernel / 2),
+    )
+    .with_help("windows of only padding would have no value to pool: pad by at most half the kernel, as PyTorch does")
+}
+
 pub fn same_padding(span: Span, (kernel, stride, dilation): (usize, usize, usize)) -> Diag {
     let (label, help) = if stride != 1 {
         (format!("stride {stride} shrinks the image whatever the padding"), "give the padding as a number")

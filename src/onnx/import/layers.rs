@@ -292,25 +292,36 @@ impl Importer<'_> {
         let kernel = square(node, "kernel_shape", ints_attr(node, "kernel_shape"), 0)?;
         let stride = square(node, "strides", ints_attr(node, "strides"), 1)?;
         let padding = square(node, "pads", ints_attr(node, "pads"), 0)?;
-        if padding != 0
-            || int_attr(node, "ceil_mode", 0) != 0
+        if int_attr(node, "ceil_mode", 0) != 0
             || ints_attr(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1))
         {
-            return Err(unsupported_detail(node, "it pads, dilates or rounds up; nnc's pooling does none of these"));
+            return Err(unsupported_detail(node, "it dilates or rounds up; nnc's pooling does neither"));
+        }
+        if padding > 0 && !max && int_attr(node, "count_include_pad", 0) == 0 {
+            return Err(unsupported_detail(
+                node,
+                "its mean leaves the padding out; nnc's counts it as zeros, as PyTorch's does by default",
+            ));
+        }
+        if 2 * padding > kernel {
+            return Err(unsupported_detail(node, "it pads by more than half its window"));
         }
         let [c, h, w] = shape[..] else {
             return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images")));
         };
-        if kernel == 0 || kernel > h || kernel > w {
+        let (h, w) = (h + 2 * padding, w + 2 * padding);
+        if kernel == 0 || stride == 0 || kernel > h || kernel > w {
             return Err(unsupported_detail(node, "its window does not fit the image"));
         }
         let keyword = if max { "maxpool" } else { "avgpool" };
-        let text = if stride == kernel {
-            format!("{keyword}({kernel})")
-        } else {
-            format!("{keyword}({kernel}, stride = {stride})")
-        };
-        self.stage(node, text, vec![c, (h - kernel) / stride + 1, (w - kernel) / stride + 1])
+        let mut text = format!("{keyword}({kernel}");
+        if stride != kernel {
+            text += &format!(", stride = {stride}");
+        }
+        if padding > 0 {
+            text += &format!(", padding = {padding}");
+        }
+        self.stage(node, text + ")", vec![c, (h - kernel) / stride + 1, (w - kernel) / stride + 1])
     }
 
     /// `Resize` by a whole factor to the nearest pixel, as `nn.Upsample` and
