@@ -372,7 +372,14 @@ pub fn unary<T: Float>(u: Unary, x: T) -> T {
         Unary::Neg => -x,
         Unary::Scale(c) => x * cast(c),
         Unary::AddConst(c) => x + cast(c),
-        Unary::Clamp(lo, hi) => x.max(cast(lo)).min(cast(hi)),
+        // NaN stays NaN, as in the compiled code (and PyTorch's clamp).
+        Unary::Clamp(lo, hi) => {
+            if x.is_nan() {
+                x
+            } else {
+                x.max(cast(lo)).min(cast(hi))
+            }
+        }
         Unary::Beyond(c) => {
             if x.abs() > cast(c) {
                 T::one()
@@ -460,7 +467,7 @@ fn derivative<T: Float>(u: Unary, x: T, y: T) -> T {
         Unary::Scale(c) => cast(c),
         Unary::AddConst(_) => one,
         Unary::Clamp(lo, hi) => {
-            if x >= cast(lo) && x <= cast(hi) {
+            if x > cast(lo) && x < cast(hi) {
                 one
             } else {
                 zero

@@ -18,6 +18,7 @@ fn example(keyword: &str, kind: LayerKind) -> (&'static str, String) {
         LayerKind::Concat => ("[4]", "concat(x)".into()),
         LayerKind::Dense | LayerKind::Maxout | LayerKind::Rbm => ("[4]", format!("{keyword}(3)")),
         LayerKind::Dropout => ("[4]", "dropout(0.5)".into()),
+        LayerKind::Clip => ("[4]", "clip(min = 0, max = 6)".into()),
         LayerKind::Flatten
         | LayerKind::BatchNorm
         | LayerKind::LayerNorm

@@ -30,7 +30,7 @@ proptest! {
 
     #[test]
     fn activations(input in 1usize..6, hidden in 1usize..7, classes in 2usize..5, seed in 0u64..1000,
-                   activation in prop::sample::select(vec!["sigmoid", "tanh", "relu", "leaky_relu(0.1)", "elu(0.7)", "identity", "gelu", "gelu(tanh = true)", "silu", "softplus"])) {
+                   activation in prop::sample::select(vec!["sigmoid", "tanh", "relu", "leaky_relu(0.1)", "elu(0.7)", "identity", "gelu", "gelu(tanh = true)", "silu", "softplus", "clip(min = -0.5, max = 0.7)"])) {
         let source = mlp(input, hidden, activation, &format!("target y: class({classes})"))
             .replace("OUT", &classes.to_string())
             .replace("LOSS", "cross_entropy(p, y)");

@@ -131,6 +131,7 @@ fn activation() -> impl Strategy<Value = &'static str> {
         "gelu(tanh = true)",
         "silu",
         "softplus",
+        "clip(min = -0.5, max = 0.7)",
     ])
 }
 

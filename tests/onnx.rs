@@ -30,6 +30,7 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
         ("torch_rnn", false, 2, 3),
         ("torch_log_softmax", true, 4, 4),
         ("torch_padded_pools", false, 6, 3),
+        ("torch_clips", false, 7, 4),
     ];
     for (name, classifier, layers, outputs) in exports {
         let model = dir.path().join(format!("{name}.nn"));
@@ -74,6 +75,8 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
     assert!(lstm.contains("x |> lstm(8, sequences = true) |> lstm(8) |> dense(3)"), "{lstm}");
     let rnn = std::fs::read_to_string(dir.path().join("torch_rnn.nn")).expect("written");
     assert!(rnn.contains("x |> rnn(8) |> dense(3)"), "{rnn}");
+    let clips = std::fs::read_to_string(dir.path().join("torch_clips.nn")).expect("written");
+    assert!(clips.contains("clip(min = 0.0, max = 6.0)") && clips.contains("clip(min = -1.0, max = 1.0)"), "{clips}");
     let pools = std::fs::read_to_string(dir.path().join("torch_padded_pools.nn")).expect("written");
     assert!(pools.contains("maxpool(3, stride = 2, padding = 1) |> avgpool(3, stride = 2, padding = 1)"), "{pools}");
 }

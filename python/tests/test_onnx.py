@@ -35,7 +35,8 @@ EXTRA = {
   target y: real[2]
   x |> dense(12) |> leaky_relu(alpha = 0.2) => a
   a |> dense(12) |> elu(alpha = 0.7) |> add(a) |> softplus |> reshape([3, 4]) |> rnn(6) |> tanh
-    |> dense(8) |> gelu(tanh = true) |> dense(6) |> silu |> dense(2, bias = false) => p
+    |> dense(8) |> gelu(tanh = true) |> dense(6) |> silu |> dense(6) |> clip(min = -0.5, max = 0.8)
+    |> dense(6) |> clip(max = 0.3) |> dense(2, bias = false) => p
   loss = mse(p, y)
 }""",
     "conv.nn": """model conv {

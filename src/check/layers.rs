@@ -40,6 +40,7 @@ pub enum LayerKind {
     Gelu,
     Silu,
     Softplus,
+    Clip,
     Softmax,
     Identity,
 }
@@ -102,6 +103,7 @@ pub const LAYERS: &[LayerSpec] = &[
     layer("silu", LayerKind::Silu, &[], &[]),
     layer("swish", LayerKind::Silu, &[], &[]),
     layer("softplus", LayerKind::Softplus, &[], &[]),
+    layer("clip", LayerKind::Clip, &["min", "max"], &[]),
     layer("softmax", LayerKind::Softmax, &[], &[]),
     layer("identity", LayerKind::Identity, &[], &[]),
 ];
@@ -421,6 +423,17 @@ pub fn apply(
         LayerKind::Elu => {
             let alpha = args.float("alpha", 1.0, Bound::Positive, diags);
             elementwise(Layer::Activation(Activation::Elu(alpha)))
+        }
+        LayerKind::Clip => {
+            let (lo, hi) = (args.opt_float("min", Bound::Any, diags), args.opt_float("max", Bound::Any, diags));
+            if lo.is_none() && hi.is_none() || lo.zip(hi).is_some_and(|(lo, hi)| lo >= hi) {
+                diags.push(messages::clip_bounds(call.span, lo, hi));
+                return None;
+            }
+            elementwise(Layer::Activation(Activation::Clip(
+                lo.unwrap_or(f64::NEG_INFINITY),
+                hi.unwrap_or(f64::INFINITY),
+            )))
         }
     };
     (diags.len() == before || diags[before..].iter().all(|d| !d.is_error())).then_some(applied)

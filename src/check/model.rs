@@ -59,6 +59,9 @@ pub enum Activation {
     Softplus,
     Softmax,
     Identity,
+    /// min(max(x, lo), hi); a missing bound is infinite (`relu6` is
+    /// `clip(min = 0, max = 6)`, `hardtanh` `clip(min = -1, max = 1)`).
+    Clip(f64, f64),
 }
 
 /// Where a layer's weight matrix comes from.
@@ -185,6 +188,7 @@ impl Layer {
                 Activation::Softplus => "softplus",
                 Activation::Softmax => "softmax",
                 Activation::Identity => "identity",
+                Activation::Clip(..) => "clip",
             },
             Layer::Add => "add",
             Layer::Concat => "concat",

@@ -483,6 +483,7 @@ pub fn unary_of(a: Activation) -> Unary {
         Activation::Gelu { tanh: true } => Unary::GeluTanh,
         Activation::Silu => Unary::Silu,
         Activation::Softplus => Unary::Softplus,
+        Activation::Clip(lo, hi) => Unary::Clamp(lo, hi),
         Activation::Identity | Activation::Softmax => Unary::Identity,
     }
 }

@@ -87,7 +87,8 @@ pub enum Unary {
     Scale(f64),
     /// x + c
     AddConst(f64),
-    /// min(max(x, lo), hi)
+    /// min(max(x, lo), hi); its derivative is 1 strictly inside (lo, hi), 0
+    /// at and beyond the bounds, as PyTorch's hardtanh and relu6 take it.
     Clamp(f64, f64),
     /// 1 where |x| > c, else 0: counts saturated units (training health)
     /// and keeps optimizer state out of the subnormal floats.

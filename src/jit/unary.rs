@@ -180,8 +180,8 @@ impl Emitter<'_, '_> {
             Unary::Clamp(lo, hi) => {
                 let x = arg(self, 0);
                 let (lo, hi) = (splat(&mut self.b, lo as f32), splat(&mut self.b, hi as f32));
-                let above = vector::mask(&mut self.b, FloatCC::GreaterThanOrEqual, x, lo);
-                let below = vector::mask(&mut self.b, FloatCC::LessThanOrEqual, x, hi);
+                let above = vector::mask(&mut self.b, FloatCC::GreaterThan, x, lo);
+                let below = vector::mask(&mut self.b, FloatCC::LessThan, x, hi);
                 let inside = self.b.ins().band(above, below);
                 let one = splat(&mut self.b, 1.0);
                 self.b.ins().band(one, inside)

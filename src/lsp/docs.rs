@@ -176,6 +176,12 @@ pub const LAYERS: &[Doc] = &[
     doc("silu", "x·sigmoid(x).", NONE),
     doc("swish", "x·sigmoid(x) (the same as `silu`).", NONE),
     doc("softplus", "ln(1 + eˣ), a smooth relu.", NONE),
+    doc(
+        "clip",
+        "x kept within [min, max]: `clip(min = 0, max = 6)` is relu6, `clip(min = -1, max = 1)` hardtanh; its \
+         gradient is 0 outside (min, max).",
+        &[("min", "the lowest value (default: none)"), ("max", "the highest value (default: none)")],
+    ),
     doc("softmax", "Exponentials normalised to sum to 1 (class probabilities).", NONE),
     doc("identity", "Passes values through unchanged.", NONE),
 ];

@@ -559,6 +559,13 @@ impl Builder<'_> {
             Activation::Softplus => self.node("Softplus", vec![x], name, vec![]),
             Activation::Softmax => self.node("Softmax", vec![x], name, vec![int("axis", -1)]),
             Activation::Identity => x,
+            // The bounds are Clip's inputs (from opset 11); an infinite one is left out.
+            Activation::Clip(lo, hi) => {
+                let mut bound =
+                    |base: &str, v: f64| if v.is_finite() { self.constant(base, v as f32) } else { String::new() };
+                let (lo, hi) = (bound("min", lo), bound("max", hi));
+                self.node("Clip", vec![x, lo, hi], name, vec![])
+            }
             Activation::Silu => {
                 let s = self.node("Sigmoid", vec![x.clone()], name, vec![]);
                 self.node("Mul", vec![x, s], name, vec![])

@@ -1,7 +1,8 @@
 """Makes the PyTorch exports the import tests read: an MLP and a LeNet-style
 CNN (`torch.onnx.export`, opset 17), and an MLP of both gelus at opset 17
 (where PyTorch spells gelu out in `Erf`, `Tanh`, `Mul` and `Add` nodes) and
-at opset 20 (ONNX's `Gelu` op), a classifier of log-probabilities, a CNN of padded pooling (ResNet's
+at opset 20 (ONNX's `Gelu` op), a classifier of log-probabilities, an MLP of clipped activations (`ReLU6`,
+`Hardtanh`), a CNN of padded pooling (ResNet's
 stem: `MaxPool2d(3, 2, 1)`), and recurrent networks whose zero initial
 states PyTorch builds from the batch size when the graph runs, each with 8
 input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
@@ -73,3 +74,8 @@ padded = nn.Sequential(
     nn.AvgPool2d(3, stride=2, padding=1), nn.Flatten(), nn.Linear(4 * 3 * 3, 3),
 )
 save("torch_padded_pools", padded, (2, 10, 10))
+clipped = nn.Sequential(
+    nn.Linear(20, 32), nn.ReLU6(), nn.Linear(32, 16), nn.Hardtanh(), nn.Linear(16, 16), nn.Hardtanh(-0.5, 2.0),
+    nn.Linear(16, 4),
+)
+save("torch_clips", clipped, (20,))

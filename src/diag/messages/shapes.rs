@@ -120,6 +120,15 @@ pub fn concat_mismatch(span: Span, left: &Incoming, right_span: Span, right: &In
 }
 
 /// `padding = same` where no symmetric padding keeps the size.
+pub fn clip_bounds(span: Span, min: Option<f64>, max: Option<f64>) -> Diag {
+    let label = match (min, max) {
+        (Some(min), Some(max)) => format!("found min = {min} and max = {max}, expected min below max"),
+        _ => "found no bound, expected `min`, `max` or both".to_string(),
+    };
+    Diag::error("nnc::arg::clip", "`clip` needs a range to keep its values in", span, label)
+        .with_help("write `clip(min = 0, max = 6)` (relu6), `clip(min = -1, max = 1)` (hardtanh) or one bound alone")
+}
+
 pub fn pool_padding(n: &Number, kernel: usize) -> Diag {
     Diag::error(
         "nnc::shape::pool_padding",

@@ -287,6 +287,37 @@ impl Importer<'_> {
         self.output(node, flow, vec![filters, (length + 2 * padding - extent) / stride + 1])
     }
 
+    /// `Clip` (PyTorch's `ReLU6` and `Hardtanh`): nnc's `clip`, or `relu`
+    /// for a lower bound of 0 alone. The bounds are inputs from opset 11,
+    /// attributes before.
+    pub(super) fn clip(&mut self, node: &NodeProto) -> Result<(), String> {
+        let (_, shape) = self.computed(node, 0)?;
+        let bound = |k: usize, name: &str| -> Result<Option<f32>, String> {
+            if let Some(v) = attribute(node, name).and_then(|a| a.f) {
+                return Ok(Some(v));
+            }
+            if node.input.get(k).is_none_or(String::is_empty) {
+                return Ok(None);
+            }
+            match self.constant(node, k)? {
+                (dims, values) if dims.is_empty() && values.len() == 1 => Ok(Some(values[0])),
+                _ => Err(unsupported_detail(node, &format!("its {name} is not one number"))),
+            }
+        };
+        let text = match (bound(1, "min")?, bound(2, "max")?) {
+            (Some(lo), Some(hi)) if lo >= hi => return Err(unsupported_detail(node, "its min is not below its max")),
+            (Some(0.0), None) => "relu".to_string(),
+            (Some(lo), Some(hi)) => format!("clip(min = {}, max = {})", number(lo), number(hi)),
+            (Some(lo), None) => format!("clip(min = {})", number(lo)),
+            (None, Some(hi)) => format!("clip(max = {})", number(hi)),
+            (None, None) => {
+                let (flow, _) = self.computed(node, 0)?;
+                return self.output(node, flow, shape);
+            }
+        };
+        self.stage(node, text, shape)
+    }
+
     pub(super) fn pool(&mut self, node: &NodeProto, max: bool) -> Result<(), String> {
         let (_, shape) = self.computed(node, 0)?;
         let kernel = square(node, "kernel_shape", ints_attr(node, "kernel_shape"), 0)?;

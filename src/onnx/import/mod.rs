@@ -62,6 +62,7 @@ pub const SUPPORTED: &[&str] = &[
     "Elu",
     "Softplus",
     "Gelu",
+    "Clip",
     "Softmax",
     "LogSoftmax",
     "Flatten",
@@ -493,6 +494,7 @@ impl Importer<'_> {
                 let (_, shape) = self.computed(node, 0)?;
                 self.stage(node, op.to_lowercase(), shape)
             }
+            "Clip" => self.clip(node),
             "LeakyRelu" => {
                 let (_, shape) = self.computed(node, 0)?;
                 self.stage(node, format!("leaky_relu(alpha = {})", number(float_attr(node, "alpha", 0.01))), shape)
