@@ -192,9 +192,11 @@ pub fn import(bytes: &[u8], name: &str, folder: Option<&Path>) -> Result<Importe
     }
     let mut readers: HashMap<String, usize> = HashMap::new();
     // The graph's outputs count as readers: a value that is an output and
-    // read on, or two outputs, is named rather than computed twice.
+    // read on, or two outputs, is named rather than computed twice. A
+    // `Shape` reads only the dimensions, which are no part of the model's text.
     let outputs = graph.output.iter().map(|o| o.name.clone().unwrap_or_default());
-    for read in graph.node.iter().flat_map(|node| node.input.iter().filter(|i| !i.is_empty()).cloned()).chain(outputs) {
+    let computing = graph.node.iter().filter(|node| node.op_type.as_deref() != Some("Shape"));
+    for read in computing.flat_map(|node| node.input.iter().filter(|i| !i.is_empty()).cloned()).chain(outputs) {
         *readers.entry(read).or_default() += 1;
     }
     let mut importer = Importer {

@@ -179,3 +179,13 @@ pub(super) fn is_zero_state(value: &Value, hidden: usize) -> bool {
         _ => false,
     }
 }
+
+/// A computed target shape that starts with the batch, as a constant one
+/// reads: 0 (ONNX's "copy this dimension") for the batch, then its numbers.
+pub(super) fn batch_shape(dims: &[Dim]) -> Option<Vec<f32>> {
+    let (Dim::Batch, rest) = dims.split_first()? else { return None };
+    rest.iter()
+        .map(|d| if let Dim::Fixed(v) = d { Some(*v as f32) } else { None })
+        .collect::<Option<Vec<_>>>()
+        .map(|rest| [vec![0.0], rest].concat())
+}

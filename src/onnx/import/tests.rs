@@ -217,3 +217,34 @@ fn weights_stored_beside_the_model_are_read_from_its_folder_only() {
     refused(&|_, [_, o, l]| ["missing.data".into(), o, l], "missing.data");
     refused(&|_, [_, o, l]| [".".into(), o, l], "not a regular file");
 }
+
+/// A reshape to a shape computed from the batch's (PyTorch's
+/// `x.view(x.size(0), 2, -1)`) keeps the batch and reshapes each sample.
+#[test]
+fn a_shape_computed_from_the_batch_reshapes_each_sample() {
+    let bytes = graph(
+        &["x"],
+        &[
+            ("MatMul", &["x", "w"], "z"),
+            ("Shape", &["z"], "dims"),
+            ("Gather", &["dims", "first"], "batch"),
+            ("Unsqueeze", &["batch", "axes"], "batch_list"),
+            ("Concat", &["batch_list", "rest"], "target"),
+            ("Reshape", &["z", "target"], "r"),
+        ],
+        &[
+            ("w", &[2, 4], &[0.5, -1.0, 2.0, 0.25, 1.0, 1.5, -0.5, 3.0]),
+            ("first", &[], &[0.0]),
+            ("axes", &[1], &[0.0]),
+            ("rest", &[2], &[2.0, -1.0]),
+        ],
+        &["r"],
+    );
+    // A shape's parts are joined along its only axis.
+    let mut model = ModelProto::decode(bytes.as_slice()).expect("ONNX");
+    let nodes = &mut model.graph.as_mut().expect("a graph").node;
+    nodes.iter_mut().filter(|n| n.op_type.as_deref() == Some("Concat")).for_each(|n| n.attribute[0].i = Some(0));
+    let source = super::import(&model.encode_to_vec(), "view", None).expect("imports").source;
+    assert!(source.contains("x |> dense(4, bias = false) |> reshape([2, 2]) => prediction"), "{source}");
+    assert!(source.contains("target y: real[2, 2]"), "{source}");
+}
