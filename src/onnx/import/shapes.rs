@@ -1,10 +1,11 @@
-//! The shape arithmetic PyTorch writes around a recurrent layer: its
-//! initial states are zeros of `[1, batch, hidden]`, built when the graph
-//! runs from the input's `Shape` (`Gather`, `Unsqueeze`, `Concat`, then
-//! `ConstantOfShape` or `Expand`), and its last step is picked with a
-//! `Gather`. Shapes are followed with the batch as a symbol, so zero states
-//! of any batch become nnc's own (an `lstm` starts from zeros) and
-//! anything else is refused.
+//! The shape arithmetic PyTorch writes where a shape depends on the batch
+//! size: a recurrent layer's initial states are zeros of `[1, batch,
+//! hidden]`, built when the graph runs from the input's `Shape` (`Gather`,
+//! `Unsqueeze`, `Concat`, then `ConstantOfShape` or `Expand`), and
+//! `x.view(x.size(0), -1)` reshapes to such a shape. Shapes are followed
+//! with the batch as a symbol, so zero states of any batch become nnc's
+//! own (an `lstm` starts from zeros), a shape that keeps the batch first
+//! becomes a reshape of each sample, and anything else is refused.
 
 use super::proto::NodeProto;
 use super::{Importer, Value, attribute, int_attr, ints_attr, tensor_values, unsupported_detail};
