@@ -7,6 +7,7 @@
 //! the interpreter (and any backend) runs the backward pass like the forward.
 
 use crate::ir::{Graph, Op, Unary, ValueId};
+use crate::shape::pooling;
 
 /// Appends the backward pass to `forward`. Returns the extended graph and,
 /// for each parameter, the value holding ∂loss/∂parameter.
@@ -228,14 +229,18 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
                 contrib.push((0, g.push(Op::AddChannelBias, vec![zeros, dy], shape_of(0), span)));
             }
             // y = max/mean over windows ⇒ ∂x = g at each window's argmax / g/K² everywhere in it
-            Op::Pool { max, kernel, stride, padding } => {
-                let op = Op::PoolGrad { max: *max, kernel: *kernel, stride: *stride, padding: *padding, relu: false };
+            Op::Pool { max, rows, cols } => {
+                let op = Op::PoolGrad { max: *max, rows: *rows, cols: *cols, relu: false };
                 contrib.push((0, g.push(op, vec![ins[0], dy], shape_of(0), span)));
             }
             // y = x repeated over f × f blocks ⇒ ∂x = Σ g over each block = f² · mean
             Op::Upsample(f) => {
-                let mean =
-                    g.push(Op::Pool { max: false, kernel: *f, stride: *f, padding: 0 }, vec![dy], shape_of(0), span);
+                let mean = g.push(
+                    Op::Pool { max: false, rows: pooling(*f, *f, 0), cols: pooling(*f, *f, 0) },
+                    vec![dy],
+                    shape_of(0),
+                    span,
+                );
                 let area = (f * f) as f64;
                 contrib.push((0, g.push(Op::Unary(Unary::Scale(area)), vec![mean], shape_of(0), span)));
             }

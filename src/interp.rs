@@ -203,16 +203,14 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 kernels::sum_channels(&products, &mut out, spatial(in_shape(0)));
                 out
             }
-            Op::Pool { max, kernel, stride, padding } => {
+            Op::Pool { max, rows, cols } => {
                 let mut out = vec![T::zero(); n];
-                let taps = crate::shape::pooling(*kernel, *stride, *padding);
-                kernels::pool(input(0), &mut out, ir::window(in_shape(0), taps, taps), *max);
+                kernels::pool(input(0), &mut out, ir::window(in_shape(0), *rows, *cols), *max);
                 out
             }
-            Op::PoolGrad { max, kernel, stride, padding, relu } => {
+            Op::PoolGrad { max, rows, cols, relu } => {
                 let mut out = vec![T::zero(); n];
-                let taps = crate::shape::pooling(*kernel, *stride, *padding);
-                let win = ir::window(in_shape(0), taps, taps);
+                let win = ir::window(in_shape(0), *rows, *cols);
                 kernels::pool_backward(input(0), input(1), &mut out, win, (*max, *relu));
                 out
             }

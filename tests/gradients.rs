@@ -128,11 +128,16 @@ proptest! {
     }
 
     #[test]
-    fn one_dimensional_convolutions(c in 1usize..3, l in 3usize..9, f in 1usize..3, k in 1usize..4,
-                                    stride in 1usize..3, padding in 0usize..2, seed in 0u64..1000) {
+    fn one_dimensional_convolutions_and_pooling(c in 1usize..3, l in 3usize..9, f in 1usize..3, k in 1usize..4,
+                                                stride in 1usize..3, padding in 0usize..2, pk in 1usize..4,
+                                                ps in 1usize..3, pp in 0usize..2, max in any::<bool>(),
+                                                seed in 0u64..1000) {
+        let out = (l + 2 * padding - k) / stride + 1;
+        prop_assume!(2 * pp <= pk && pk <= out + 2 * pp);
+        let pool = if max { "maxpool" } else { "avgpool" };
         let source = format!("model g {{ input x: [{c}, {l}] target y: real[2]
-            x |> conv1d({f}, kernel = {k}, stride = {stride}, padding = {padding}) |> tanh |> flatten
-              |> dense(2) => p  loss = mse(p, y) }}");
+            x |> conv1d({f}, kernel = {k}, stride = {stride}, padding = {padding}) |> tanh
+              |> {pool}({pk}, stride = {ps}, padding = {pp}) |> flatten |> dense(2) => p  loss = mse(p, y) }}");
         assert_model_gradients(&source, seed);
     }
 

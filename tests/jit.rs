@@ -269,6 +269,23 @@ proptest! {
         prop_assert!(!checked.has_errors(), "{source}: {:?}", checked.diags);
         assert_backends_agree(&checked.models[0], rows, seed);
     }
+
+    /// A sequence's convolution and pooling along its length (an image of
+    /// one row to the kernels), padded and strided.
+    #[test]
+    fn random_sequence_pooling(c in 1usize..5, l in 2usize..12, f in 1usize..5, k in 1usize..4,
+                               pk in 1usize..4, ps in 1usize..3, pp in 0usize..2, max in any::<bool>(),
+                               rows in prop::sample::select(vec![1usize, 5]), seed in 0u64..1000) {
+        prop_assume!(k <= l && 2 * pp <= pk && pk <= l - k + 1 + 2 * pp);
+        let pool = if max { "maxpool" } else { "avgpool" };
+        let source = format!("model g {{ input x: [{c}, {l}] target y: class(3)
+            x |> conv1d({f}, kernel = {k}) |> relu |> {pool}({pk}, stride = {ps}, padding = {pp}) |> flatten
+              |> dense(3) => p  loss = cross_entropy(p, y)
+            train {{ optimizer = sgd(lr = 0.05) seed = {seed} }} }}");
+        let checked = check_source("c.nn", &source);
+        prop_assert!(!checked.has_errors(), "{source}: {:?}", checked.diags);
+        assert_backends_agree(&checked.models[0], rows, seed);
+    }
 }
 
 proptest! {

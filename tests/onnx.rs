@@ -31,6 +31,7 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
         ("torch_log_softmax", true, 4, 4),
         ("torch_padded_pools", false, 6, 3),
         ("torch_clips", false, 7, 4),
+        ("torch_conv1d", false, 7, 3),
     ];
     for (name, classifier, layers, outputs) in exports {
         let model = dir.path().join(format!("{name}.nn"));
@@ -77,6 +78,8 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
     assert!(rnn.contains("x |> rnn(8) |> dense(3)"), "{rnn}");
     let clips = std::fs::read_to_string(dir.path().join("torch_clips.nn")).expect("written");
     assert!(clips.contains("clip(min = 0.0, max = 6.0)") && clips.contains("clip(min = -1.0, max = 1.0)"), "{clips}");
+    let sequence = std::fs::read_to_string(dir.path().join("torch_conv1d.nn")).expect("written");
+    assert!(sequence.contains("|> maxpool(2) |> conv1d(4, kernel = 3, padding = 1) |> avgpool(3"), "{sequence}");
     let pools = std::fs::read_to_string(dir.path().join("torch_padded_pools.nn")).expect("written");
     assert!(pools.contains("maxpool(3, stride = 2, padding = 1) |> avgpool(3, stride = 2, padding = 1)"), "{pools}");
 }

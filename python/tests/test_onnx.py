@@ -54,6 +54,14 @@ EXTRA = {
     |> avgpool(3, stride = 2, padding = 1) |> avgpool(2, stride = 1, padding = 1) |> flatten |> dense(4) => p
   loss = cross_entropy(p, y)
 }""",
+    # Pooling along a sequence's length.
+    "sequence_pools.nn": """model sequence_pools {
+  input signal: [3, 17]
+  target y: real[2]
+  signal |> conv1d(4, kernel = 3, padding = 1) |> relu |> maxpool(3, stride = 2, padding = 1)
+    |> avgpool(3) |> flatten |> dense(2) => p
+  loss = mse(p, y)
+}""",
 }
 
 

@@ -188,13 +188,13 @@ pub fn pool<T: Float>(x: &[T], y: &mut [T], win: Window, max: bool) {
 
 /// Folds every window row by row: `fold` over its values from `init`, then `finish`.
 fn pool_with<T: Float>(x: &[T], y: &mut [T], win: Window, init: T, fold: impl Fn(T, T) -> T, finish: impl Fn(T) -> T) {
-    // Pooling windows are square.
-    let (oh, ow, k, s) = (win.out_height(), win.out_width(), win.rows.kernel, win.rows.stride);
+    let (oh, ow) = (win.out_height(), win.out_width());
+    let (Taps { kernel: kr, stride: sr, .. }, Taps { kernel: k, stride: s, .. }) = (win.rows, win.cols);
     for (xp, yp) in x.chunks_exact(win.height * win.width).zip(y.chunks_exact_mut(oh * ow)) {
         for (oy, out) in yp.chunks_exact_mut(ow).enumerate() {
             out.iter_mut().for_each(|o| *o = init);
-            for ky in 0..k {
-                let line = &xp[(oy * s + ky) * win.width..(oy * s + ky + 1) * win.width];
+            for ky in 0..kr {
+                let line = &xp[(oy * sr + ky) * win.width..(oy * sr + ky + 1) * win.width];
                 if k == s {
                     // Windows side by side (the usual case): no overlap, no index arithmetic.
                     for (o, window) in out.iter_mut().zip(line.chunks_exact(k)) {

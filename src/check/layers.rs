@@ -207,25 +207,34 @@ pub fn apply(
                 }
                 return None;
             }
-            if s.len() != 3 {
-                diags.push(messages::rank_mismatch(
-                    call,
-                    input,
-                    "an image [channels, height, width]",
-                    "pool after a conv2d, or declare the input as `[channels, height, width]`",
-                ));
-                return None;
-            }
             let taps = Taps { kernel, stride, padding, dilation: 1 };
-            let (h, hw) = window(call, input, name, s[1], taps, diags)?;
-            let (w, ww) = window(call, input, name, s[2], taps, diags)?;
-            let why = if hw == ww { hw } else { format!("{hw}, {ww}") };
+            // An image's windows are square; a sequence's run along its length.
+            let (shape, why) = match s[..] {
+                [channels, height, width] => {
+                    let (h, hw) = window(call, input, name, height, taps, diags)?;
+                    let (w, ww) = window(call, input, name, width, taps, diags)?;
+                    (vec![channels, h, w], if hw == ww { hw } else { format!("{hw}, {ww}") })
+                }
+                [channels, length] => {
+                    let (l, why) = window(call, input, name, length, taps, diags)?;
+                    (vec![channels, l], why)
+                }
+                _ => {
+                    diags.push(messages::rank_mismatch(
+                        call,
+                        input,
+                        "an image [channels, height, width] or a sequence [channels, length]",
+                        "pool after a conv2d or a conv1d, or declare the input with one of those shapes",
+                    ));
+                    return None;
+                }
+            };
             let layer = if kind == LayerKind::MaxPool {
                 Layer::MaxPool { kernel, stride, padding }
             } else {
                 Layer::AvgPool { kernel, stride, padding }
             };
-            Applied { layer, shape: vec![s[0], h, w], why: chain(&input.why, why), params: 0, macs: 0 }
+            Applied { layer, shape, why: chain(&input.why, why), params: 0, macs: 0 }
         }
         LayerKind::GlobalAvgPool => {
             let [channels, h, w] = s[..] else {

@@ -80,8 +80,8 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
             Layer::Conv1d { .. } | Layer::Conv2d { .. } => convolution(&mut graph, (model, index, node), x, out_shape),
             Layer::MaxPool { kernel, stride, padding } | Layer::AvgPool { kernel, stride, padding } => {
                 let max = matches!(node.layer, Layer::MaxPool { .. });
-                let pool = Op::Pool { max, kernel: *kernel, stride: *stride, padding: *padding };
-                graph.push(pool, vec![x], out_shape, span)
+                let taps = crate::shape::pooling(*kernel, *stride, *padding);
+                pool(&mut graph, (x, max, taps), out_shape, span)
             }
             Layer::GlobalAvgPool => {
                 // Each image's channels as rows of H·W values, times a column of 1/(H·W).
@@ -182,9 +182,8 @@ fn dense(
 /// `[B, C, L]` is a `conv2d` over `[B, C, 1, L]` with a one-row kernel; its
 /// weight keeps PyTorch's `[F, C, K]`, viewed as `[F, C, 1, K]`.
 fn convolution(graph: &mut Graph, (model, index, node): Lowered, x: ValueId, out_shape: Shape) -> ValueId {
-    let one_row = Taps { kernel: 1, stride: 1, padding: 0, dilation: 1 };
     let (filters, rows, cols, bias) = match node.layer {
-        Layer::Conv1d { filters, taps, bias } => (filters, one_row, taps, bias),
+        Layer::Conv1d { filters, taps, bias } => (filters, ONE_ROW, taps, bias),
         Layer::Conv2d { filters, rows, cols, bias } => (filters, rows, cols, bias),
         _ => return x,
     };
@@ -214,6 +213,22 @@ fn convolution(graph: &mut Graph, (model, index, node): Lowered, x: ValueId, out
     }
     let y = graph.push(Op::Conv2d { rows, cols, relu: false }, inputs, conv_shape.clone(), span);
     if conv_shape == out_shape { y } else { graph.push(Op::Reshape, vec![y], out_shape, span) }
+}
+
+/// The taps along the height of a sequence seen as an image of one row.
+const ONE_ROW: Taps = Taps { kernel: 1, stride: 1, padding: 0, dilation: 1 };
+
+/// Pooling of images `[B, C, H, W]` by square windows, or of sequences
+/// `[B, C, L]` as images of one row.
+fn pool(graph: &mut Graph, (x, max, taps): (ValueId, bool, Taps), out_shape: Shape, span: Span) -> ValueId {
+    let input = graph.shape(x).clone();
+    let [batch, channels, length] = input[..] else {
+        return graph.push(Op::Pool { max, rows: taps, cols: taps }, vec![x], out_shape, span);
+    };
+    let rows = graph.push(Op::Reshape, vec![x], vec![batch, channels, 1, length], span);
+    let pooled_shape = vec![batch, channels, 1, out_shape[2]];
+    let pooled = graph.push(Op::Pool { max, rows: ONE_ROW, cols: taps }, vec![rows], pooled_shape, span);
+    graph.push(Op::Reshape, vec![pooled], out_shape, span)
 }
 
 /// Maxout: `units·pieces` affine outputs, then the largest of each unit's pieces.

@@ -171,20 +171,19 @@ pub enum Op {
     SumProductChannels,
     /// `[x [B,F,…], s [F]]` → x · s per channel (batch normalisation's scales).
     MulChannel,
-    /// `[x [B,C,H,W]]` → max or mean over each window.
+    /// `[x [B,C,H,W]]` → max or mean over each window, its taps along the
+    /// height (`rows`; one row for a sequence's pooling) and the width.
     Pool {
         max: bool,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
+        rows: Taps,
+        cols: Taps,
     },
     /// `[x, g]` → ∂x; with `relu` (`fuse_activations`, max pooling of a
     /// ReLU's output y = x) the ReLU's gradient too: ∂x · [x > 0].
     PoolGrad {
         max: bool,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
+        rows: Taps,
+        cols: Taps,
         relu: bool,
     },
     /// `[x [B,C,H,W]]` → `[B,C,H·f,W·f]`, each value repeated over an f × f
@@ -312,28 +311,18 @@ impl Op {
                     Op::Conv2dGradInput { .. } => "conv2d_grad_input",
                     _ => "conv2d_grad_weight",
                 };
-                // `3` for a square kernel's number, `3x5` for height × width.
-                let both = |a: usize, b: usize| if a == b { a.to_string() } else { format!("{a}x{b}") };
-                let (k, s, p) =
-                    (both(rows.kernel, cols.kernel), both(rows.stride, cols.stride), both(rows.padding, cols.padding));
-                let dilated = match (rows.dilation, cols.dilation) {
-                    (1, 1) => String::new(),
-                    (a, b) => format!(",d{}", both(a, b)),
-                };
-                format!("{name}(k{k},s{s},p{p}{dilated})")
+                format!("{name}({})", window_text(rows, cols))
             }
             Op::AddChannelBias => "add_channel_bias".into(),
             Op::SumChannels => "sum_channels".into(),
             Op::SumProductChannels => "sum_product_channels".into(),
             Op::MulChannel => "mul_channel".into(),
-            Op::Pool { max, kernel, stride, padding } => {
-                let padding = if *padding > 0 { format!(",p{padding}") } else { String::new() };
-                format!("{}(k{kernel},s{stride}{padding})", if *max { "maxpool" } else { "avgpool" })
+            Op::Pool { max, rows, cols } => {
+                format!("{}({})", if *max { "maxpool" } else { "avgpool" }, window_text(rows, cols))
             }
-            Op::PoolGrad { max, kernel, stride, padding, relu } => {
+            Op::PoolGrad { max, rows, cols, relu } => {
                 let relu = if *relu { "_relu" } else { "" };
-                let padding = if *padding > 0 { format!(",p{padding}") } else { String::new() };
-                format!("{}{relu}_grad(k{kernel},s{stride}{padding})", if *max { "maxpool" } else { "avgpool" })
+                format!("{}{relu}_grad({})", if *max { "maxpool" } else { "avgpool" }, window_text(rows, cols))
             }
             Op::Upsample(f) => format!("upsample({f})"),
             Op::MaxPieces(p) => format!("max_pieces({p})"),
@@ -348,6 +337,19 @@ impl Op {
             Op::AllReduce => "all_reduce".into(),
         }
     }
+}
+
+/// A window's taps as an op's name shows them: `k3,s1,p1`, each number
+/// once for a square window and `3x5` (height × width) otherwise, `,d2`
+/// when dilated.
+fn window_text(rows: &Taps, cols: &Taps) -> String {
+    let both = |a: usize, b: usize| if a == b { a.to_string() } else { format!("{a}x{b}") };
+    let (k, s, p) = (both(rows.kernel, cols.kernel), both(rows.stride, cols.stride), both(rows.padding, cols.padding));
+    let dilated = match (rows.dilation, cols.dilation) {
+        (1, 1) => String::new(),
+        (a, b) => format!(",d{}", both(a, b)),
+    };
+    format!("k{k},s{s},p{p}{dilated}")
 }
 
 #[derive(Debug, Clone)]

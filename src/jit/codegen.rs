@@ -317,9 +317,8 @@ impl Emitter<'_, '_> {
                 let sp = self.imm(crate::shape::spatial(&in_shape));
                 self.call("nnc_sum_product_channels", &[ins[0], ins[1], out, n, c, sp]);
             }
-            Op::Pool { max, kernel, stride, padding } | Op::PoolGrad { max, kernel, stride, padding, .. } => {
-                let taps = crate::shape::pooling(kernel, stride, padding);
-                let win = self.window(crate::shape::window(&in_shape, taps, taps));
+            Op::Pool { max, rows, cols } | Op::PoolGrad { max, rows, cols, .. } => {
+                let win = self.window(crate::shape::window(&in_shape, rows, cols));
                 let max = self.imm(usize::from(max));
                 let mut args = ins.clone();
                 args.extend([out, win, max]);

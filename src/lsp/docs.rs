@@ -89,8 +89,16 @@ pub const LAYERS: &[Doc] = &[
             ("trainable", TRAINABLE),
         ],
     ),
-    doc("maxpool", "Largest value of each window, per channel.", POOL),
-    doc("avgpool", "Mean of each window, per channel.", POOL),
+    doc(
+        "maxpool",
+        "Largest value of each window, per channel: square windows over an image, or windows along a sequence.",
+        POOL,
+    ),
+    doc(
+        "avgpool",
+        "Mean of each window, per channel: square windows over an image, or windows along a sequence.",
+        POOL,
+    ),
     doc("global_avgpool", "Each channel's mean over its whole feature map: `[C, H, W]` → `[C]`.", &[]),
     doc(
         "upsample",

@@ -422,9 +422,11 @@ impl Builder<'_> {
             Layer::MaxPool { kernel, stride, padding } | Layer::AvgPool { kernel, stride, padding } => {
                 let max = matches!(node.layer, Layer::MaxPool { .. });
                 let (k, s, p) = (*kernel as i64, *stride as i64, *padding as i64);
-                let mut attributes = vec![ints("kernel_shape", &[k, k]), ints("strides", &[s, s])];
+                // One value per spatial axis: two for an image, one for a sequence.
+                let axes = node.shape.len() - 1;
+                let mut attributes = vec![ints("kernel_shape", &vec![k; axes]), ints("strides", &vec![s; axes])];
                 if p > 0 {
-                    attributes.push(ints("pads", &[p, p, p, p]));
+                    attributes.push(ints("pads", &vec![p; 2 * axes]));
                     if !max {
                         // nnc's mean, as PyTorch's, counts the padding's zeros.
                         attributes.push(int("count_include_pad", 1));

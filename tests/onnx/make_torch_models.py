@@ -3,7 +3,7 @@ CNN (`torch.onnx.export`, opset 17), and an MLP of both gelus at opset 17
 (where PyTorch spells gelu out in `Erf`, `Tanh`, `Mul` and `Add` nodes) and
 at opset 20 (ONNX's `Gelu` op), a classifier of log-probabilities, an MLP of clipped activations (`ReLU6`,
 `Hardtanh`), a CNN of padded pooling (ResNet's
-stem: `MaxPool2d(3, 2, 1)`), and recurrent networks whose zero initial
+stem: `MaxPool2d(3, 2, 1)`), a 1-D CNN with its pooling, and recurrent networks whose zero initial
 states PyTorch builds from the batch size when the graph runs, each with 8
 input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
 
@@ -79,3 +79,8 @@ clipped = nn.Sequential(
     nn.Linear(16, 4),
 )
 save("torch_clips", clipped, (20,))
+sequence = nn.Sequential(
+    nn.Conv1d(2, 4, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(4, 4, 3, padding=1),
+    nn.AvgPool1d(3, stride=1, padding=1), nn.Flatten(), nn.Linear(4 * 7, 3),
+)
+save("torch_conv1d", sequence, (2, 16))

@@ -338,11 +338,13 @@ impl Importer<'_> {
         if 2 * padding > kernel {
             return Err(unsupported_detail(node, "it pads by more than half its window"));
         }
-        let [c, h, w] = shape[..] else {
-            return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images")));
+        // A sequence `[c, l]` is pooled along its length.
+        let (c, spatial) = match shape[..] {
+            [c, h, w] => (c, vec![h + 2 * padding, w + 2 * padding]),
+            [c, l] => (c, vec![l + 2 * padding]),
+            _ => return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images"))),
         };
-        let (h, w) = (h + 2 * padding, w + 2 * padding);
-        if kernel == 0 || stride == 0 || kernel > h || kernel > w {
+        if kernel == 0 || stride == 0 || spatial.iter().any(|&size| kernel > size) {
             return Err(unsupported_detail(node, "its window does not fit the image"));
         }
         let keyword = if max { "maxpool" } else { "avgpool" };
@@ -353,7 +355,8 @@ impl Importer<'_> {
         if padding > 0 {
             text += &format!(", padding = {padding}");
         }
-        self.stage(node, text + ")", vec![c, (h - kernel) / stride + 1, (w - kernel) / stride + 1])
+        let out = std::iter::once(c).chain(spatial.iter().map(|size| (size - kernel) / stride + 1)).collect();
+        self.stage(node, text + ")", out)
     }
 
     /// `Resize` by a whole factor to the nearest pixel, as `nn.Upsample` and
