@@ -59,8 +59,7 @@ pub enum Activation {
     Softplus,
     Softmax,
     Identity,
-    /// min(max(x, lo), hi); a missing bound is infinite (`relu6` is
-    /// `clip(min = 0, max = 6)`, `hardtanh` `clip(min = -1, max = 1)`).
+    /// min(max(x, lo), hi), a missing bound infinite: relu6, hardtanh.
     Clip(f64, f64),
 }
 
@@ -96,14 +95,13 @@ pub enum Layer {
         cols: Taps,
         bias: bool,
     },
-    /// Padding on each side: never a window's largest value.
+    /// `padding` on each side is never a window's largest value, and is
+    /// zeros in an average (PyTorch's `count_include_pad`).
     MaxPool {
         kernel: usize,
         stride: usize,
         padding: usize,
     },
-    /// Padding on each side: zeros counted in the mean, as PyTorch's
-    /// `count_include_pad` does.
     AvgPool {
         kernel: usize,
         stride: usize,

@@ -421,17 +421,12 @@ impl Builder<'_> {
             }
             Layer::MaxPool { kernel, stride, padding } | Layer::AvgPool { kernel, stride, padding } => {
                 let max = matches!(node.layer, Layer::MaxPool { .. });
-                let (k, s, p) = (*kernel as i64, *stride as i64, *padding as i64);
-                // One value per spatial axis: two for an image, one for a sequence.
-                let axes = node.shape.len() - 1;
-                let mut attributes = vec![ints("kernel_shape", &vec![k; axes]), ints("strides", &vec![s; axes])];
-                if p > 0 {
-                    attributes.push(ints("pads", &vec![p; 2 * axes]));
-                    if !max {
-                        // nnc's mean, as PyTorch's, counts the padding's zeros.
-                        attributes.push(int("count_include_pad", 1));
-                    }
-                }
+                // One value per spatial axis (two for an image, one for a sequence), pads two.
+                let per_axis = |v: usize, times: usize| vec![v as i64; times * (node.shape.len() - 1)];
+                let (k, s, p) = (per_axis(*kernel, 1), per_axis(*stride, 1), per_axis(*padding, 2));
+                let mut attributes = vec![ints("kernel_shape", &k), ints("strides", &s), ints("pads", &p)];
+                // nnc's mean, as PyTorch's, counts the padding's zeros.
+                attributes.extend((!max).then(|| int("count_include_pad", 1)));
                 self.node(if max { "MaxPool" } else { "AveragePool" }, vec![x], name, attributes)
             }
             Layer::GlobalAvgPool => {
@@ -564,9 +559,9 @@ impl Builder<'_> {
             // The bounds are Clip's inputs (from opset 11); an infinite one is left out.
             Activation::Clip(lo, hi) => {
                 let mut bound =
-                    |base: &str, v: f64| if v.is_finite() { self.constant(base, v as f32) } else { String::new() };
-                let (lo, hi) = (bound("min", lo), bound("max", hi));
-                self.node("Clip", vec![x, lo, hi], name, vec![])
+                    |at: &str, v: f64| if v.is_finite() { self.constant(at, v as f32) } else { String::new() };
+                let bounds = vec![x, bound("min", lo), bound("max", hi)];
+                self.node("Clip", bounds, name, vec![])
             }
             Activation::Silu => {
                 let s = self.node("Sigmoid", vec![x.clone()], name, vec![]);
