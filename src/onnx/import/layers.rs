@@ -344,6 +344,9 @@ impl Importer<'_> {
             [c, l] => (c, vec![l + 2 * padding]),
             _ => return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images"))),
         };
+        if ints_attr(node, "kernel_shape").is_some_and(|k| k.len() != spatial.len()) {
+            return Err(unsupported_detail(node, &format!("its window's axes are not those of its input {shape:?}")));
+        }
         if kernel == 0 || stride == 0 || spatial.iter().any(|&size| kernel > size) {
             return Err(unsupported_detail(node, "its window does not fit the image"));
         }

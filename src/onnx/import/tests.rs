@@ -248,3 +248,18 @@ fn a_shape_computed_from_the_batch_reshapes_each_sample() {
     assert!(source.contains("x |> dense(4, bias = false) |> reshape([2, 2]) => prediction"), "{source}");
     assert!(source.contains("target y: real[2, 2]"), "{source}");
 }
+
+/// A pool whose window has another number of axes than its input (a 2-D
+/// window over PyTorch's 1-D sequence) is refused, not read as a square.
+#[test]
+fn a_pool_window_of_other_axes_than_its_input_is_refused() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/torch_conv1d.onnx");
+    let mut model = ModelProto::decode(std::fs::read(path).expect("the export").as_slice()).expect("ONNX");
+    let graph = model.graph.as_mut().expect("a graph");
+    let pool = graph.node.iter_mut().find(|n| n.op_type.as_deref() == Some("MaxPool")).expect("a pool");
+    let kernel = pool.attribute.iter_mut().find(|a| a.name.as_deref() == Some("kernel_shape")).expect("a window");
+    assert_eq!(kernel.ints, [2]);
+    kernel.ints = vec![2, 2];
+    let err = super::import(&model.encode_to_vec(), "sequence", None).err().expect("refused");
+    assert!(err.contains("its window's axes are not those of its input [4, 14]"), "{err}");
+}
