@@ -235,12 +235,8 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
             }
             // y = x repeated over f × f blocks ⇒ ∂x = Σ g over each block = f² · mean
             Op::Upsample(f) => {
-                let mean = g.push(
-                    Op::Pool { max: false, rows: pooling(*f, *f, 0), cols: pooling(*f, *f, 0) },
-                    vec![dy],
-                    shape_of(0),
-                    span,
-                );
+                let block = pooling(*f, *f, 0);
+                let mean = g.push(Op::Pool { max: false, rows: block, cols: block }, vec![dy], shape_of(0), span);
                 let area = (f * f) as f64;
                 contrib.push((0, g.push(Op::Unary(Unary::Scale(area)), vec![mean], shape_of(0), span)));
             }

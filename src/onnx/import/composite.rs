@@ -68,8 +68,7 @@ impl Importer<'_> {
             flow.stages.push(stage.into());
             return self.output(node, flow, shape);
         }
-        let out = node.output.first().cloned().unwrap_or_default();
-        self.values.insert(out, Value::Formula { flow, shape, expr });
+        self.set(node, Value::Formula { flow, shape, expr });
         Ok(())
     }
 
@@ -139,7 +138,7 @@ impl Importer<'_> {
             _ => return Err(unsupported_detail(node, "nnc maps `Cast` only of a 1-D input to int64 token ids")),
         };
         self.inputs[input].tokens = true;
-        self.values.insert(node.output.first().cloned().unwrap_or_default(), Value::Input(input));
+        self.set(node, Value::Input(input));
         Ok(())
     }
 
@@ -189,7 +188,7 @@ impl Importer<'_> {
                 data.extend_from_slice(&values[o * inner..(o + 1) * inner]);
             }
         }
-        self.values.insert(node.output.first().cloned().unwrap_or_default(), Value::Constant(dims, data));
+        self.set(node, Value::Constant(dims, data));
         Ok(())
     }
 
@@ -201,7 +200,6 @@ impl Importer<'_> {
                 "nnc maps `Transpose` only as the swap of batch and time around a recurrent layer",
             ));
         }
-        let out = node.output.first().cloned().unwrap_or_default();
         let value = match self.value(node, 0)? {
             Value::TimeMajor { flow, shape } => Value::Computed { flow, shape },
             _ => {
@@ -215,7 +213,7 @@ impl Importer<'_> {
                 Value::TimeMajor { flow, shape }
             }
         };
-        self.values.insert(out, value);
+        self.set(node, value);
         Ok(())
     }
 
@@ -324,10 +322,9 @@ impl Importer<'_> {
             Some(axes) => axes,
             None => self.constant(node, 1)?.1.iter().map(|&a| a as i64).collect(),
         };
-        let out = node.output.first().cloned().unwrap_or_default();
         if every_step && axes == [1] {
             flow.stages.push(format!("{stage}, sequences = true)"));
-            self.values.insert(out, Value::TimeMajor { flow, shape: vec![steps, hidden] });
+            self.set(node, Value::TimeMajor { flow, shape: vec![steps, hidden] });
             Ok(())
         } else if !every_step && axes == [0] {
             flow.stages.push(format!("{stage})"));

@@ -292,7 +292,7 @@ impl Importer<'_> {
     /// for a lower bound of 0 alone. The bounds are inputs from opset 11,
     /// attributes before.
     pub(super) fn clip(&mut self, node: &NodeProto) -> Result<(), String> {
-        let (_, shape) = self.computed(node, 0)?;
+        let (mut flow, shape) = self.computed(node, 0)?;
         let bound = |k: usize, name: &str| -> Result<Option<f32>, String> {
             if let Some(v) = attribute(node, name).and_then(|a| a.f) {
                 return Ok(Some(v));
@@ -311,12 +311,10 @@ impl Importer<'_> {
             (Some(lo), Some(hi)) => format!("clip(min = {}, max = {})", number(lo), number(hi)),
             (Some(lo), None) => format!("clip(min = {})", number(lo)),
             (None, Some(hi)) => format!("clip(max = {})", number(hi)),
-            (None, None) => {
-                let (flow, _) = self.computed(node, 0)?;
-                return self.output(node, flow, shape);
-            }
+            (None, None) => return self.output(node, flow, shape),
         };
-        self.stage(node, text, shape)
+        flow.stages.push(text);
+        self.output(node, flow, shape)
     }
 
     pub(super) fn pool(&mut self, node: &NodeProto, max: bool) -> Result<(), String> {

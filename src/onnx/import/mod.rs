@@ -420,6 +420,11 @@ impl Importer<'_> {
         format!("{keyword}{n}")
     }
 
+    /// Binds the node's output to `value`.
+    fn set(&mut self, node: &NodeProto, value: Value) {
+        self.values.insert(node.output.first().cloned().unwrap_or_default(), value);
+    }
+
     fn output(&mut self, node: &NodeProto, flow: Flow, shape: Vec<usize>) -> Result<(), String> {
         let out = node.output.first().cloned().unwrap_or_default();
         // A value read by several nodes is named, and each reader starts from the name.
@@ -454,12 +459,12 @@ impl Importer<'_> {
                     .and_then(|a| a.t.as_ref())
                     .ok_or_else(|| unsupported_detail(node, "it holds no tensor"))?;
                 let (dims, data) = tensor_values(t, self.folder)?;
-                self.values.insert(node.output.first().cloned().unwrap_or_default(), Value::Constant(dims, data));
+                self.set(node, Value::Constant(dims, data));
                 Ok(())
             }
             "Identity" | "Dropout" => {
                 let v = self.value(node, 0)?;
-                self.values.insert(node.output.first().cloned().unwrap_or_default(), v);
+                self.set(node, v);
                 Ok(())
             }
             "Div" | "Sub" if matches!(self.value(node, 0)?, Value::Input(_)) => self.scaling(node),

@@ -160,10 +160,6 @@ impl Importer<'_> {
         self.set(node, Value::Zeros(dims));
         Ok(())
     }
-
-    fn set(&mut self, node: &NodeProto, value: Value) {
-        self.values.insert(node.output.first().cloned().unwrap_or_default(), value);
-    }
 }
 
 /// Whether `value`, a recurrent layer's initial state, is zeros of
