@@ -11,7 +11,7 @@ fn example(keyword: &str, kind: LayerKind) -> (&'static str, String) {
         LayerKind::Conv1d => ("[2, 6]", "conv1d(3, kernel = 3)".into()),
         LayerKind::MaxPool | LayerKind::AvgPool => ("[1, 4, 4]", format!("{keyword}(2)")),
         LayerKind::GlobalAvgPool | LayerKind::Upsample => ("[2, 4, 3]", keyword.into()),
-        LayerKind::Rnn | LayerKind::Lstm => ("seq[3, 2]", format!("{keyword}(2)")),
+        LayerKind::Recurrent(_) => ("seq[3, 2]", format!("{keyword}(2)")),
         LayerKind::Embedding => ("tokens[3]", "embedding(5, 2)".into()),
         LayerKind::Reshape => ("[4]", "reshape([2, 2])".into()),
         LayerKind::Add => ("[4]", "add(x)".into()),

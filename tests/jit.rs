@@ -191,12 +191,12 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 30, ..ProptestConfig::default() })]
 
-    /// RNNs and LSTMs (slices, per-step products, gates) and embeddings.
+    /// RNNs, LSTMs and GRUs (slices, per-step products, gates) and embeddings.
     #[test]
-    fn random_sequence_models(steps in 1usize..7, features in 1usize..5, hidden in 1usize..6, lstm in any::<bool>(),
+    fn random_sequence_models(steps in 1usize..7, features in 1usize..5, hidden in 1usize..6,
+                              layer in prop::sample::select(vec!["rnn", "lstm", "gru"]),
                               sequences in any::<bool>(), tokens in any::<bool>(),
                               rows in prop::sample::select(vec![1usize, 3, 8]), seed in 0u64..1000) {
-        let layer = if lstm { "lstm" } else { "rnn" };
         let head = if sequences { "|> flatten" } else { "" };
         let (input, embed) = if tokens {
             (format!("tokens[{steps}]"), format!("|> embedding(7, {features})"))

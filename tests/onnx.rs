@@ -32,6 +32,8 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
         ("torch_padded_pools", false, 6, 3),
         ("torch_clips", false, 7, 4),
         ("torch_conv1d", false, 7, 3),
+        ("torch_gru", false, 3, 3),
+        ("torch_lstm_first_state", false, 2, 3),
     ];
     for (name, classifier, layers, outputs) in exports {
         let model = dir.path().join(format!("{name}.nn"));
@@ -76,6 +78,11 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
     assert!(lstm.contains("x |> lstm(8, sequences = true) |> lstm(8) |> dense(3)"), "{lstm}");
     let rnn = std::fs::read_to_string(dir.path().join("torch_rnn.nn")).expect("written");
     assert!(rnn.contains("x |> rnn(8) |> dense(3)"), "{rnn}");
+    // A stack's final states `h_n`: its last layer's, or its first's alone.
+    let gru = std::fs::read_to_string(dir.path().join("torch_gru.nn")).expect("written");
+    assert!(gru.contains("x |> gru(8, sequences = true) |> gru(8) |> dense(3)"), "{gru}");
+    let first = std::fs::read_to_string(dir.path().join("torch_lstm_first_state.nn")).expect("written");
+    assert!(first.contains("x |> lstm(8) |> dense(3)"), "{first}");
     let clips = std::fs::read_to_string(dir.path().join("torch_clips.nn")).expect("written");
     assert!(clips.contains("clip(min = 0.0, max = 6.0)") && clips.contains("clip(min = -1.0, max = 1.0)"), "{clips}");
     let sequence = std::fs::read_to_string(dir.path().join("torch_conv1d.nn")).expect("written");
@@ -146,7 +153,7 @@ proptest::proptest! {
     /// never a panic.
     #[test]
     fn damaged_files_never_panic(
-        file in proptest::sample::select(&["torch_lenet", "torch_lstm"][..]),
+        file in proptest::sample::select(&["torch_lenet", "torch_lstm", "torch_gru"][..]),
         edits in proptest::collection::vec((0usize..300_000, 0u8..=255), 1..8),
         cut in 0usize..300_000,
     ) {

@@ -1,24 +1,41 @@
-//! Recurrent networks on real and synthetic sequences: an LSTM reads digits
-//! row by row, and an LSTM solves the adding problem, whose answer depends
-//! on two inputs many steps apart.
+//! Recurrent networks on real and synthetic sequences: an LSTM and a GRU
+//! read digits row by row, and an LSTM solves the adding problem, whose
+//! answer depends on two inputs many steps apart.
 
 use nnc::data::Dataset;
+use nnc::pipeline::check_source;
 use nnc::train::{Backend, Trainer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod common;
 
-#[test]
-fn lstm_reads_digits_row_by_row_to_90_percent() {
-    let checked = common::load("lstm_digits.nn");
+/// `models/lstm_digits.nn` with its recurrent layer `cell`, trained for ten
+/// epochs: its test accuracy.
+fn digits_row_by_row(cell: &str) -> f64 {
+    let source = std::fs::read_to_string(format!("{}/lstm_digits.nn", common::MODELS)).expect("readable");
+    let source = source.replace("|> lstm(64) |>", &format!("|> {cell}(64) |>"));
+    assert!(source.contains(&format!("{cell}(64)")), "the model reads rows with lstm(64)");
+    let checked = check_source("digits_row_by_row.nn", &source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
     let model = &checked.models[0];
     let (train, test) = common::splits(model);
     let mut config = model.train.clone();
     config.epochs = 10;
     let mut trainer = Trainer::new(model, config, Backend::Jit).expect("trainable");
     trainer.fit(&train, None, None, |_| {}).expect("trains");
-    let accuracy = trainer.evaluate(&test).expect("evaluates").accuracy.expect("classifier");
+    trainer.evaluate(&test).expect("evaluates").accuracy.expect("classifier")
+}
+
+#[test]
+fn lstm_reads_digits_row_by_row_to_90_percent() {
+    let accuracy = digits_row_by_row("lstm");
+    assert!(accuracy >= 0.90, "{accuracy}");
+}
+
+#[test]
+fn gru_reads_digits_row_by_row_to_90_percent() {
+    let accuracy = digits_row_by_row("gru");
     assert!(accuracy >= 0.90, "{accuracy}");
 }
 

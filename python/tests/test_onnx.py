@@ -28,6 +28,13 @@ EXTRA = {
   ids |> embedding(11, 4) |> lstm(5, sequences = true) |> flatten |> dense(3) => p
   loss = cross_entropy(p, y)
 }""",
+    # Stacked GRUs: ONNX's GRU with PyTorch's reset (linear_before_reset).
+    "gru.nn": """model gru {
+  input x: seq[7, 3]
+  target y: class(3)
+  x |> gru(6, sequences = true) |> gru(5) |> dense(3) => p
+  loss = cross_entropy(p, y)
+}""",
     # The activations and shape layers the bundled models do not use, a
     # residual add and an RNN.
     "shapes.nn": """model shapes {

@@ -4,7 +4,7 @@
 
 use crate::ast::{Call, Ident, Value};
 use crate::check::args::{Args, Bound};
-use crate::check::model::{Activation, Layer, Shape, Taps, WeightInit, Weights};
+use crate::check::model::{Activation, Cell, Layer, Shape, Taps, WeightInit, Weights};
 use crate::diag::{Diag, Incoming, Span, messages};
 use crate::shape::shape_text;
 
@@ -26,8 +26,7 @@ pub enum LayerKind {
     BatchNorm,
     LayerNorm,
     Maxout,
-    Rnn,
-    Lstm,
+    Recurrent(Cell),
     Embedding,
     Rbm,
     Add,
@@ -43,6 +42,26 @@ pub enum LayerKind {
     Clip,
     Softmax,
     Identity,
+}
+
+impl LayerKind {
+    /// An element-wise function with no parameters of its own.
+    pub fn is_activation(self) -> bool {
+        matches!(
+            self,
+            LayerKind::Sigmoid
+                | LayerKind::Tanh
+                | LayerKind::Relu
+                | LayerKind::LeakyRelu
+                | LayerKind::Elu
+                | LayerKind::Gelu
+                | LayerKind::Silu
+                | LayerKind::Softplus
+                | LayerKind::Clip
+                | LayerKind::Softmax
+                | LayerKind::Identity
+        )
+    }
 }
 
 /// A layer keyword: its kind, its parameters in positional order and the
@@ -88,8 +107,9 @@ pub const LAYERS: &[LayerSpec] = &[
     layer("batchnorm", LayerKind::BatchNorm, &["momentum", "eps", "trainable"], &[]),
     layer("layernorm", LayerKind::LayerNorm, &["eps", "trainable"], &[]),
     layer("maxout", LayerKind::Maxout, &["units", "pieces", "trainable"], &["units"]),
-    layer("rnn", LayerKind::Rnn, &["hidden", "sequences", "trainable"], &["hidden"]),
-    layer("lstm", LayerKind::Lstm, &["hidden", "sequences", "trainable"], &["hidden"]),
+    layer("rnn", LayerKind::Recurrent(Cell::Rnn), &["hidden", "sequences", "trainable"], &["hidden"]),
+    layer("lstm", LayerKind::Recurrent(Cell::Lstm), &["hidden", "sequences", "trainable"], &["hidden"]),
+    layer("gru", LayerKind::Recurrent(Cell::Gru), &["hidden", "sequences", "trainable"], &["hidden"]),
     layer("embedding", LayerKind::Embedding, &["vocab", "dim", "trainable"], &["vocab", "dim"]),
     layer("rbm", LayerKind::Rbm, &["hidden"], &["hidden"]),
     layer("add", LayerKind::Add, &["other"], &["other"]),
@@ -334,7 +354,7 @@ pub fn apply(
                 macs: (s[0] * units * pieces) as u64,
             }
         }
-        LayerKind::Rnn | LayerKind::Lstm => {
+        LayerKind::Recurrent(cell) => {
             let hidden = args.int("hidden", 1, 1, diags);
             let sequences = args.bool("sequences", false, diags);
             if s.len() != 2 {
@@ -347,9 +367,8 @@ pub fn apply(
                 return None;
             }
             let (steps, features) = (s[0], s[1]);
-            let lstm = kind == LayerKind::Lstm;
-            let gates = if lstm { 4 } else { 1 };
-            let layer = if lstm { Layer::Lstm { hidden, sequences } } else { Layer::Rnn { hidden, sequences } };
+            let gates = cell.gates();
+            let layer = Layer::Recurrent { cell, hidden, sequences };
             let shape = if sequences { vec![steps, hidden] } else { vec![hidden] };
             Applied {
                 layer,

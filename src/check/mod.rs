@@ -409,7 +409,9 @@ impl<'a> ModelChecker<'a> {
         let Some(spec) = layers::find(name) else {
             let candidates = LAYERS.iter().map(|spec| spec.keyword).chain(self.blocks.keys().copied());
             let suggestion = did_you_mean(name, candidates);
-            self.diags.push(messages::unknown_layer(&call.name, suggestion));
+            let layers: Vec<&str> =
+                LAYERS.iter().filter(|spec| !spec.kind.is_activation()).map(|spec| spec.keyword).collect();
+            self.diags.push(messages::unknown_layer(&call.name, suggestion, &layers));
             return None;
         };
         let args = Args::match_call(call, spec.params, spec.required, self.diags);

@@ -133,11 +133,10 @@ pub enum Layer {
         units: usize,
         pieces: usize,
     },
-    Rnn {
-        hidden: usize,
-        sequences: bool,
-    },
-    Lstm {
+    /// A recurrent layer over a sequence `[steps, features]`: its last
+    /// state `[hidden]`, or with `sequences` every step's `[steps, hidden]`.
+    Recurrent {
+        cell: Cell,
         hidden: usize,
         sequences: bool,
     },
@@ -171,8 +170,7 @@ impl Layer {
             Layer::BatchNorm { .. } => "batchnorm",
             Layer::LayerNorm { .. } => "layernorm",
             Layer::Maxout { .. } => "maxout",
-            Layer::Rnn { .. } => "rnn",
-            Layer::Lstm { .. } => "lstm",
+            Layer::Recurrent { cell, .. } => cell.keyword(),
             Layer::Embedding { .. } => "embedding",
             Layer::Rbm { .. } => "rbm",
             Layer::Activation(a) => match a {
@@ -190,6 +188,38 @@ impl Layer {
             },
             Layer::Add => "add",
             Layer::Concat => "concat",
+        }
+    }
+}
+
+/// What a recurrent layer computes at each step, in PyTorch's formulation
+/// (and with its parameters' names, layouts and gate order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    /// Elman: h′ = tanh(z).
+    Rnn,
+    /// Long short-term memory: gates i, f, g, o and a cell state.
+    Lstm,
+    /// Gated recurrent unit: gates r, z, n, the reset gate applied to the
+    /// recurrent product (ONNX's `linear_before_reset = 1`).
+    Gru,
+}
+
+impl Cell {
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Cell::Rnn => "rnn",
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+        }
+    }
+
+    /// How many blocks of `hidden` rows its weights and biases stack.
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::Rnn => 1,
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::loss::attach_loss;
 use super::{Graph, Hyper, Init, Op, ParamInfo, RbmInfo, Shape, Shard, StateInfo, Taps, Unary, ValueId, numel};
-use crate::check::{Activation, CheckedModel, Layer, Node, TargetKind, ValueRef, WeightInit, Weights};
+use crate::check::{Activation, Cell, CheckedModel, Layer, Node, TargetKind, ValueRef, WeightInit, Weights};
 use crate::diag::{Diag, Span};
 
 /// Lowers the model for batches of `batch` samples, for training (dropout
@@ -104,8 +104,9 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
             Layer::Dropout { .. } => x,
             Layer::BatchNorm { momentum, eps } => batchnorm(&mut graph, x, &node.name, *momentum, *eps, training, span),
             Layer::LayerNorm { eps } => layernorm(&mut graph, x, (&node.name, &node.shape), *eps, span),
-            Layer::Rnn { hidden, sequences } => recurrent(&mut graph, x, &node.name, *hidden, 1, *sequences, span),
-            Layer::Lstm { hidden, sequences } => recurrent(&mut graph, x, &node.name, *hidden, 4, *sequences, span),
+            Layer::Recurrent { cell, hidden, sequences } => {
+                recurrent(&mut graph, x, &node.name, *cell, *hidden, *sequences, span)
+            }
             Layer::Embedding { vocab, dim } => {
                 let init = Init::Normal { std: 1.0 };
                 let table = add_param(&mut graph, format!("{}.weight", node.name), vec![*vocab, *dim], init, true);
@@ -357,24 +358,31 @@ fn layernorm(graph: &mut Graph, x: ValueId, (name, sample): (&str, &[usize]), ep
     graph.push(Op::Reshape, vec![shifted], shape, span)
 }
 
-/// An RNN (`gates` = 1: h′ = tanh(z)) or LSTM (`gates` = 4, PyTorch's order
-/// i, f, g, o: c′ = σ(f)·c + σ(i)·tanh(g), h′ = σ(o)·tanh(c′)) over
-/// x `[B, T, F]`, unrolled over the T steps, where
-/// z = x_t·W_ihᵀ + b_ih + h·W_hhᵀ + b_hh. The input products of all steps
-/// are one matrix product; each step adds one product with the state.
-/// Autodiff through the unrolled graph is backpropagation through time.
-/// Parameters use PyTorch's names and layouts (`weight_ih_l0` `[G·H, F]`, …).
+/// A recurrent layer over x `[B, T, F]`, unrolled over the T steps, in
+/// PyTorch's formulation, where x_t·W_ihᵀ + b_ih is a step's input part and
+/// h·W_hhᵀ + b_hh its recurrent part (zero state at the first step):
+/// - RNN: h′ = tanh(input + recurrent);
+/// - LSTM (gates i, f, g, o of z = input + recurrent): c′ = σ(f)·c + σ(i)·tanh(g),
+///   h′ = σ(o)·tanh(c′);
+/// - GRU (blocks r, z, n of each part): r = σ(input_r + recurrent_r),
+///   z = σ(input_z + recurrent_z), n = tanh(input_n + r·recurrent_n),
+///   h′ = n + z·(h − n).
+///
+/// The input parts of all steps are one matrix product; each step adds one
+/// product with the state. Autodiff through the unrolled graph is
+/// backpropagation through time. Parameters use PyTorch's names and layouts
+/// (`weight_ih_l0` `[G·H, F]`, …).
 fn recurrent(
     graph: &mut Graph,
     x: ValueId,
     name: &str,
+    cell: Cell,
     hidden: usize,
-    gates: usize,
     sequences: bool,
     span: Span,
 ) -> ValueId {
     let (batch, steps, features) = (graph.shape(x)[0], graph.shape(x)[1], graph.shape(x)[2]);
-    let width = gates * hidden;
+    let width = cell.gates() * hidden;
     let param = |graph: &mut Graph, what: &str, shape: Shape, init: Init, decay: bool| {
         let p = add_param(graph, format!("{name}.{what}_l0"), shape.clone(), init, decay);
         graph.push(Op::Param(p), vec![], shape, span)
@@ -383,8 +391,11 @@ fn recurrent(
     let w_ih = param(graph, "weight_ih", vec![width, features], init, true);
     let w_hh = param(graph, "weight_hh", vec![width, hidden], init, true);
     let b_ih = param(graph, "bias_ih", vec![width], Init::Zeros, false);
-    // The forget gate starts open (bias 1), so early gradients reach far back.
-    let forget_open = if gates == 4 { Init::Range { start: hidden, end: 2 * hidden, value: 1.0 } } else { Init::Zeros };
+    // An LSTM's forget gate starts open (bias 1), so early gradients reach far back.
+    let forget_open = match cell {
+        Cell::Lstm => Init::Range { start: hidden, end: 2 * hidden, value: 1.0 },
+        Cell::Rnn | Cell::Gru => Init::Zeros,
+    };
     let b_hh = param(graph, "bias_hh", vec![width], forget_open, false);
 
     let rows = graph.push(Op::Reshape, vec![x], vec![batch * steps, features], span);
@@ -392,35 +403,73 @@ fn recurrent(
     let projected = graph.push(Op::AddBias, vec![projected, b_ih], vec![batch * steps, width], span);
     let projected = graph.push(Op::Reshape, vec![projected], vec![batch, steps, width], span);
     let state = vec![batch, hidden];
+    let block = |graph: &mut Graph, z: ValueId, k: usize| {
+        graph.push(Op::Slice { axis: 1, start: k * hidden }, vec![z], state.clone(), span)
+    };
     let (mut h, mut c): (Option<ValueId>, Option<ValueId>) = (None, None);
     let mut outputs = Vec::with_capacity(steps);
     for t in 0..steps {
         let step = graph.push(Op::Slice { axis: 1, start: t }, vec![projected], vec![batch, 1, width], span);
-        let mut z = graph.push(Op::Reshape, vec![step], vec![batch, width], span);
-        if let Some(h) = h {
-            let recurrent = graph.push(Op::matmul(false, true), vec![h, w_hh], vec![batch, width], span);
-            z = graph.push(Op::Add, vec![z, recurrent], vec![batch, width], span);
-        }
-        z = graph.push(Op::AddBias, vec![z, b_hh], vec![batch, width], span);
-        let next = if gates == 1 {
-            graph.push(Op::Unary(Unary::Tanh), vec![z], state.clone(), span)
-        } else {
-            let gate = |graph: &mut Graph, k: usize, f: Unary| {
-                let part = graph.push(Op::Slice { axis: 1, start: k * hidden }, vec![z], state.clone(), span);
-                graph.push(Op::Unary(f), vec![part], state.clone(), span)
-            };
-            let input = gate(graph, 0, Unary::Sigmoid);
-            let forget = gate(graph, 1, Unary::Sigmoid);
-            let candidate = gate(graph, 2, Unary::Tanh);
-            let output = gate(graph, 3, Unary::Sigmoid);
-            let mut cell = graph.push(Op::Mul, vec![input, candidate], state.clone(), span);
-            if let Some(c) = c {
-                let kept = graph.push(Op::Mul, vec![forget, c], state.clone(), span);
-                cell = graph.push(Op::Add, vec![kept, cell], state.clone(), span);
+        let input = graph.push(Op::Reshape, vec![step], vec![batch, width], span);
+        // h·W_hhᵀ; none at the first step, whose state is zero.
+        let product = h.map(|h| graph.push(Op::matmul(false, true), vec![h, w_hh], vec![batch, width], span));
+        let next = match cell {
+            Cell::Rnn | Cell::Lstm => {
+                let mut z = input;
+                if let Some(product) = product {
+                    z = graph.push(Op::Add, vec![z, product], vec![batch, width], span);
+                }
+                z = graph.push(Op::AddBias, vec![z, b_hh], vec![batch, width], span);
+                if cell == Cell::Rnn {
+                    graph.push(Op::Unary(Unary::Tanh), vec![z], state.clone(), span)
+                } else {
+                    let gate = |graph: &mut Graph, k: usize, f: Unary| {
+                        let part = block(graph, z, k);
+                        graph.push(Op::Unary(f), vec![part], state.clone(), span)
+                    };
+                    let input = gate(graph, 0, Unary::Sigmoid);
+                    let forget = gate(graph, 1, Unary::Sigmoid);
+                    let candidate = gate(graph, 2, Unary::Tanh);
+                    let output = gate(graph, 3, Unary::Sigmoid);
+                    let mut cell = graph.push(Op::Mul, vec![input, candidate], state.clone(), span);
+                    if let Some(c) = c {
+                        let kept = graph.push(Op::Mul, vec![forget, c], state.clone(), span);
+                        cell = graph.push(Op::Add, vec![kept, cell], state.clone(), span);
+                    }
+                    c = Some(cell);
+                    let squashed = graph.push(Op::Unary(Unary::Tanh), vec![cell], state.clone(), span);
+                    graph.push(Op::Mul, vec![output, squashed], state.clone(), span)
+                }
             }
-            c = Some(cell);
-            let squashed = graph.push(Op::Unary(Unary::Tanh), vec![cell], state.clone(), span);
-            graph.push(Op::Mul, vec![output, squashed], state.clone(), span)
+            Cell::Gru => {
+                // The reset gate scales the recurrent part with its bias, so
+                // that part is kept apart from the input's.
+                let product = product.unwrap_or_else(|| graph.push(Op::Const(0.0), vec![], vec![batch, width], span));
+                let recurrent = graph.push(Op::AddBias, vec![product, b_hh], vec![batch, width], span);
+                let gate = |graph: &mut Graph, k: usize, f: Unary, reset: Option<ValueId>| {
+                    let (from_input, mut from_state) = (block(graph, input, k), block(graph, recurrent, k));
+                    if let Some(r) = reset {
+                        from_state = graph.push(Op::Mul, vec![r, from_state], state.clone(), span);
+                    }
+                    let sum = graph.push(Op::Add, vec![from_input, from_state], state.clone(), span);
+                    graph.push(Op::Unary(f), vec![sum], state.clone(), span)
+                };
+                let reset = gate(graph, 0, Unary::Sigmoid, None);
+                let update = gate(graph, 1, Unary::Sigmoid, None);
+                let candidate = gate(graph, 2, Unary::Tanh, Some(reset));
+                // h′ = n + z·(h − n), which is n − z·n from a zero state.
+                let kept = match h {
+                    Some(h) => {
+                        let change = graph.push(Op::Sub, vec![h, candidate], state.clone(), span);
+                        graph.push(Op::Mul, vec![update, change], state.clone(), span)
+                    }
+                    None => {
+                        let dropped = graph.push(Op::Mul, vec![update, candidate], state.clone(), span);
+                        graph.push(Op::Unary(Unary::Neg), vec![dropped], state.clone(), span)
+                    }
+                };
+                graph.push(Op::Add, vec![candidate, kept], state.clone(), span)
+            }
         };
         h = Some(next);
         outputs.push(next);

@@ -143,6 +143,12 @@ pub const LAYERS: &[Doc] = &[
     doc("rnn", "Elman recurrent layer with tanh over a sequence `[T, F]`.", RECURRENT),
     doc("lstm", "Long short-term memory over a sequence `[T, F]` (gates i, f, g, o).", RECURRENT),
     doc(
+        "gru",
+        "Gated recurrent unit over a sequence `[T, F]` (gates r, z, n; the reset gate scales the recurrent \
+         product, as PyTorch's `nn.GRU`).",
+        RECURRENT,
+    ),
+    doc(
         "embedding",
         "A learned vector per token id: `tokens[T]` → `[T, dim]`.",
         &[

@@ -16,8 +16,9 @@ use super::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
+use super::{recurrent_op, reorder_gates};
 use crate::check::{
-    Activation, CheckedModel, InputKind, InputSpec, Layer, LossKind, LossSpec, Taps, ValueRef, Weights,
+    Activation, Cell, CheckedModel, InputKind, InputSpec, Layer, LossKind, LossSpec, Taps, ValueRef, Weights,
 };
 use crate::data::Scaler;
 use crate::train::metrics::{self, Task};
@@ -322,13 +323,10 @@ impl Builder<'_> {
     }
 
     /// A recurrent weight in ONNX's layout: `[1, rows, cols]` with the
-    /// gate blocks of PyTorch's order (i, f, g, o) put in ONNX's (i, o, f, c).
-    fn gates(&mut self, name: &str, gates: usize, base: &str) -> Result<String, String> {
+    /// gate blocks of PyTorch's order put in ONNX's.
+    fn gates(&mut self, name: &str, cell: Cell, base: &str) -> Result<String, String> {
         let (shape, values) = self.tensors.get(name).ok_or_else(|| format!("the weights have no tensor `{name}`"))?;
-        let block = values.len() / gates;
-        let order: &[usize] = if gates == 4 { &[0, 3, 1, 2] } else { &[0] };
-        let reordered: Vec<f32> =
-            order.iter().flat_map(|&g| values[g * block..(g + 1) * block].iter().copied()).collect();
+        let reordered = reorder_gates(cell, values, true);
         let dims: Vec<usize> = std::iter::once(1).chain(shape.iter().copied()).collect();
         let out = self.fresh(base);
         Ok(self.initializer(&out, &dims, &reordered))
@@ -483,24 +481,25 @@ impl Builder<'_> {
                     self.node("ReduceMax", vec![grouped], name, vec![ints("axes", &[2]), int("keepdims", 0)])
                 }
             }
-            Layer::Rnn { hidden, sequences } | Layer::Lstm { hidden, sequences } => {
-                let lstm = matches!(node.layer, Layer::Lstm { .. });
-                let gates = if lstm { 4 } else { 1 };
-                let weight_ih = self.gates(&w("weight_ih_l0"), gates, &w("W"))?;
-                let weight_hh = self.gates(&w("weight_hh_l0"), gates, &w("R"))?;
+            Layer::Recurrent { cell, hidden, sequences } => {
+                let weight_ih = self.gates(&w("weight_ih_l0"), *cell, &w("W"))?;
+                let weight_hh = self.gates(&w("weight_hh_l0"), *cell, &w("R"))?;
                 // B is [1, 2·G·H]: the input biases, then the recurrent ones.
-                let b_ih = self.gates(&w("bias_ih_l0"), gates, &w("Wb"))?;
-                let b_hh = self.gates(&w("bias_hh_l0"), gates, &w("Rb"))?;
+                let b_ih = self.gates(&w("bias_ih_l0"), *cell, &w("Wb"))?;
+                let b_hh = self.gates(&w("bias_hh_l0"), *cell, &w("Rb"))?;
                 let bias = self.node("Concat", vec![b_ih, b_hh], &w("B"), vec![int("axis", 1)]);
-                let op = if lstm { "LSTM" } else { "RNN" };
+                let op = recurrent_op(*cell);
                 let outputs = [self.fresh(&w("Y")), self.fresh(&w("Y_h"))];
                 let mut node_outputs = outputs.to_vec();
-                if lstm {
-                    node_outputs.push(self.fresh(&w("Y_c")));
+                let mut attributes = vec![int("hidden_size", *hidden as i64)];
+                match cell {
+                    Cell::Lstm => node_outputs.push(self.fresh(&w("Y_c"))),
+                    // PyTorch's GRU resets the recurrent product, bias included.
+                    Cell::Gru => attributes.push(int("linear_before_reset", 1)),
+                    Cell::Rnn => {}
                 }
                 // Time-major, as onnxruntime runs them: [N, T, F] → [T, N, F].
                 let time_major = self.node("Transpose", vec![x], name, vec![ints("perm", &[1, 0, 2])]);
-                let attributes = vec![int("hidden_size", *hidden as i64)];
                 let proto_name = self.fresh(op);
                 self.nodes.push(NodeProto {
                     name: Some(proto_name),

@@ -12,3 +12,38 @@ mod proto;
 
 pub use export::{DEFAULT_OPSET, OPSETS, Options, Tensors, export};
 pub use import::{Imported, SUPPORTED, import};
+
+use crate::check::Cell;
+
+/// ONNX's op for a recurrent layer.
+fn recurrent_op(cell: Cell) -> &'static str {
+    match cell {
+        Cell::Rnn => "RNN",
+        Cell::Lstm => "LSTM",
+        Cell::Gru => "GRU",
+    }
+}
+
+/// Which of PyTorch's gate blocks (nnc's order) each of ONNX's holds:
+/// ONNX's LSTM stacks i, o, f, c where PyTorch has i, f, g, o, and its GRU
+/// z, r, h where PyTorch has r, z, n.
+fn onnx_gate_order(cell: Cell) -> &'static [usize] {
+    match cell {
+        Cell::Rnn => &[0],
+        Cell::Lstm => &[0, 3, 1, 2],
+        Cell::Gru => &[1, 0, 2],
+    }
+}
+
+/// Recurrent weights or biases with their gate blocks moved from nnc's
+/// order to ONNX's (`to_onnx`) or back.
+fn reorder_gates(cell: Cell, values: &[f32], to_onnx: bool) -> Vec<f32> {
+    let order = onnx_gate_order(cell);
+    let block = values.len() / order.len();
+    let mut out = vec![0.0; values.len()];
+    for (onnx, &nnc) in order.iter().enumerate() {
+        let (from, to) = if to_onnx { (nnc, onnx) } else { (onnx, nnc) };
+        out[to * block..(to + 1) * block].copy_from_slice(&values[from * block..(from + 1) * block]);
+    }
+    out
+}

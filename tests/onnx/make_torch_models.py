@@ -3,7 +3,7 @@ CNN (`torch.onnx.export`, opset 17), and an MLP of both gelus at opset 17
 (where PyTorch spells gelu out in `Erf`, `Tanh`, `Mul` and `Add` nodes) and
 at opset 20 (ONNX's `Gelu` op), a classifier of log-probabilities, an MLP of clipped activations (`ReLU6`,
 `Hardtanh`), a CNN of padded pooling (ResNet's
-stem: `MaxPool2d(3, 2, 1)`), a 1-D CNN with its pooling, and recurrent networks whose zero initial
+stem: `MaxPool2d(3, 2, 1)`), a 1-D CNN with its pooling, and recurrent networks (LSTM, RNN, GRU) whose zero initial
 states PyTorch builds from the batch size when the graph runs, each with 8
 input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
 
@@ -21,16 +21,17 @@ torch.manual_seed(0)
 
 class LastStep(nn.Module):
     """A recurrent stack, then a dense layer on its last step: `output[:, -1]`
-    or, with `from_state`, the last layer's final state `h[-1]`."""
+    or, with `from_state`, a layer's final state `h[layer]` (the last's by default)."""
 
-    def __init__(self, cell, from_state):
+    def __init__(self, cell, from_state, layer=-1):
         super().__init__()
-        self.cell, self.from_state, self.dense = cell, from_state, nn.Linear(cell.hidden_size, 3)
+        self.cell, self.from_state, self.layer = cell, from_state, layer
+        self.dense = nn.Linear(cell.hidden_size, 3)
 
     def forward(self, x):
         output, state = self.cell(x)
         h = state[0] if isinstance(state, tuple) else state
-        return self.dense(h[-1] if self.from_state else output[:, -1])
+        return self.dense(h[self.layer] if self.from_state else output[:, -1])
 
 
 def save(name, model, sample_shape, opset=17, probabilities=False):
@@ -84,3 +85,5 @@ sequence = nn.Sequential(
     nn.AvgPool1d(3, stride=1, padding=1), nn.Flatten(), nn.Linear(4 * 7, 3),
 )
 save("torch_conv1d", sequence, (2, 16))
+save("torch_gru", LastStep(nn.GRU(4, 8, num_layers=2, batch_first=True), True), (5, 4))
+save("torch_lstm_first_state", LastStep(nn.LSTM(4, 8, num_layers=2, batch_first=True), True, layer=0), (5, 4))

@@ -92,10 +92,12 @@ pub fn undefined_label(name: &Ident, suggestion: Option<&str>) -> Diag {
     .with_help(help)
 }
 
-pub fn unknown_layer(name: &Ident, suggestion: Option<&str>) -> Diag {
+/// `layers`: the catalogue's layer keywords, activations left out, listed
+/// when nothing is near the name.
+pub fn unknown_layer(name: &Ident, suggestion: Option<&str>, layers: &[&str]) -> Diag {
     let help = match suggestion {
         Some(s) => maybe(Some(s)),
-        None => "layers are dense, conv2d, maxpool, avgpool, flatten, reshape, dropout, batchnorm, maxout, rnn, lstm, embedding, rbm, add and the activations".into(),
+        None => format!("layers are {} and the activations", layers.join(", ")),
     };
     Diag::error(
         "nnc::name::unknown_layer",

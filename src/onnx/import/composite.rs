@@ -7,6 +7,8 @@ use super::formula::{Binary, Expr};
 use super::proto::{NodeProto, tensor_proto::DataType};
 use super::shapes::is_zero_state;
 use super::{Flow, Importer, Value, attribute, int_attr, ints_attr, unsupported_detail};
+use crate::check::Cell;
+use crate::onnx::reorder_gates;
 
 /// An operand of an element-wise op: a formula of a computed value, or a number.
 enum Term {
@@ -217,15 +219,21 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// ONNX's LSTM or RNN (forward, default activations) on a time-major
-    /// sequence: nnc's `lstm`/`rnn`, its gate blocks put back in PyTorch's order.
-    pub(super) fn recurrent(&mut self, node: &NodeProto, lstm: bool) -> Result<(), String> {
+    /// ONNX's RNN, LSTM or GRU (forward, default activations; a GRU's reset
+    /// applied after its recurrent product, as PyTorch's) on a time-major
+    /// sequence: nnc's `rnn`, `lstm` or `gru`, its gate blocks put back in
+    /// PyTorch's order.
+    pub(super) fn recurrent(&mut self, node: &NodeProto, cell: Cell) -> Result<(), String> {
         let Value::TimeMajor { flow, shape } = self.value(node, 0)? else {
             return Err(unsupported_detail(node, "its input is not a sequence transposed to time-major"));
         };
         let hidden = usize::try_from(int_attr(node, "hidden_size", 0)).unwrap_or(0);
         // The activations ONNX would take anyway may be spelt out (PyTorch's RNN does).
-        let defaults: &[&[u8]] = if lstm { &[b"Sigmoid", b"Tanh", b"Tanh"] } else { &[b"Tanh"] };
+        let defaults: &[&[u8]] = match cell {
+            Cell::Rnn => &[b"Tanh"],
+            Cell::Lstm => &[b"Sigmoid", b"Tanh", b"Tanh"],
+            Cell::Gru => &[b"Sigmoid", b"Tanh"],
+        };
         // Initial states of zeros (what PyTorch writes) are nnc's own start.
         let zero_start = |k: usize| {
             node.input.get(k).is_none_or(String::is_empty)
@@ -246,9 +254,15 @@ impl Importer<'_> {
                  starting from zeros",
             ));
         }
-        let gates = if lstm { 4 } else { 1 };
+        if cell == Cell::Gru && int_attr(node, "linear_before_reset", 0) != 1 {
+            return Err(unsupported_detail(
+                node,
+                "nnc's gru applies the reset gate after the recurrent product, as PyTorch's does \
+                 (`linear_before_reset = 1`); this GRU applies it before",
+            ));
+        }
         let (steps, features) = (shape[0], shape[1]);
-        let (keyword, width) = (if lstm { "lstm" } else { "rnn" }, gates * hidden);
+        let (keyword, width) = (cell.keyword(), cell.gates() * hidden);
         let (w_dims, w) = self.constant(node, 1)?;
         let (r_dims, r) = self.constant(node, 2)?;
         let b = match node.input.get(3).filter(|n| !n.is_empty()) {
@@ -258,12 +272,7 @@ impl Importer<'_> {
         if hidden == 0 || w_dims != [1, width, features] || r_dims != [1, width, hidden] || b.len() != 2 * width {
             return Err(unsupported_detail(node, "its weights do not have the shapes of its hidden size and input"));
         }
-        // ONNX's blocks i, o, f, c → PyTorch's i, f, g, o.
-        let order: &[usize] = if lstm { &[0, 2, 3, 1] } else { &[0] };
-        let reorder = |values: &[f32]| -> Vec<f32> {
-            let block = values.len() / gates;
-            order.iter().flat_map(|&g| values[g * block..(g + 1) * block].iter().copied()).collect()
-        };
+        let reorder = |values: &[f32]| reorder_gates(cell, values, false);
         let name = self.layer_name(keyword);
         self.tensors.insert(format!("{name}.weight_ih_l0"), (vec![width, features], reorder(&w)));
         self.tensors.insert(format!("{name}.weight_hh_l0"), (vec![width, hidden], reorder(&r)));
@@ -279,36 +288,56 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// The `Gather` of a recurrent layer's last step: its last state
-    /// (`Y_h[-1]`), or the last of its states for every step, batch-major
-    /// (`Y[:, -1]`, as PyTorch writes `output[:, -1]`).
+    /// The last states of stacked recurrent layers, concatenated along the
+    /// layer axis.
+    pub(super) fn layer_states(&mut self, node: &NodeProto) -> Result<(), String> {
+        if int_attr(node, "axis", 0) != 0 {
+            return Err(unsupported_detail(node, "it joins recurrent states along another axis than the layers'"));
+        }
+        let states = (0..node.input.len()).map(|k| self.value(node, k)).collect::<Result<_, _>>()?;
+        self.set(node, Value::LayerStates(states));
+        Ok(())
+    }
+
+    /// The `Gather` of one recurrent state: a layer's last state (`Y_h[-1]`,
+    /// or `h_n[k]` of a stack), or the last of its states for every step,
+    /// batch-major (`Y[:, -1]`, as PyTorch writes `output[:, -1]`).
     pub(super) fn last_step(&mut self, node: &NodeProto) -> Result<(), String> {
         let (index_dims, index) = self.constant(node, 1)?;
         let axis = int_attr(node, "axis", 0);
-        let is_last = |len: usize| {
-            let i = index.first().copied().unwrap_or(f32::NAN);
-            index_dims.is_empty() && (i == -1.0 || i == len as f32 - 1.0)
+        // The position a scalar index picks among `len`, counted from the end when negative.
+        let picked = |len: usize| -> Option<usize> {
+            let i = *index.first()?;
+            let from_start = if i < 0.0 { i + len as f32 } else { i };
+            (index_dims.is_empty() && from_start >= 0.0 && from_start < len as f32 && from_start.fract() == 0.0)
+                .then_some(from_start as usize)
         };
-        match self.value(node, 0)? {
-            Value::Recurrent { mut flow, stage, hidden, every_step: false, .. } if axis == 0 && is_last(1) => {
+        let state = match self.value(node, 0)? {
+            Value::LayerStates(states) if axis == 0 => picked(states.len()).map(|k| states[k].clone()),
+            state @ Value::Recurrent { every_step: false, .. } if axis == 0 => picked(1).map(|_| state),
+            Value::Computed { mut flow, shape } if axis == 1 && shape.len() == 2 => {
+                let stage = flow.stages.pop().and_then(|s| s.strip_suffix(", sequences = true)").map(String::from));
+                return match stage {
+                    Some(stage) if picked(shape[0]) == Some(shape[0] - 1) => {
+                        flow.stages.push(format!("{stage})"));
+                        self.output(node, flow, vec![shape[1]])
+                    }
+                    Some(_) => Err(unsupported_detail(node, "nnc maps a `Gather` of the last step only")),
+                    None => {
+                        Err(unsupported_detail(node, "nnc maps a `Gather` of one step only after a recurrent layer"))
+                    }
+                };
+            }
+            _ => None,
+        };
+        match state {
+            Some(Value::Recurrent { mut flow, stage, hidden, .. }) => {
                 flow.stages.push(format!("{stage})"));
                 self.output(node, flow, vec![hidden])
             }
-            Value::Computed { mut flow, shape } if axis == 1 && shape.len() == 2 && is_last(shape[0]) => {
-                let Some(stage) =
-                    flow.stages.pop().and_then(|s| s.strip_suffix(", sequences = true)").map(String::from))
-                else {
-                    return Err(unsupported_detail(
-                        node,
-                        "nnc maps a `Gather` of one step only after a recurrent layer",
-                    ));
-                };
-                flow.stages.push(format!("{stage})"));
-                self.output(node, flow, vec![shape[1]])
-            }
             _ => Err(unsupported_detail(
                 node,
-                "nnc maps `Gather` of a computed value only as a recurrent layer's last step",
+                "nnc maps `Gather` of a computed value only as a recurrent layer's last step or state",
             )),
         }
     }

@@ -17,6 +17,7 @@ use prost::Message;
 
 use super::proto::tensor_proto::{DataLocation, DataType};
 use super::proto::{self, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType};
+use crate::check::Cell;
 use crate::data::Scaler;
 
 mod composite;
@@ -32,6 +33,7 @@ use text::pipeline_text;
 /// writes `nn.Sequential` MLPs and LeNet-style CNNs).
 pub const SUPPORTED: &[&str] = &[
     "LSTM",
+    "GRU",
     "RNN",
     "Gather",
     "Cast",
@@ -102,6 +104,9 @@ enum Value {
     /// An output of a recurrent op, before the `Squeeze` that picks it:
     /// every step's state (`Y`) or the last one (`Y_h`).
     Recurrent { flow: Flow, stage: String, steps: usize, hidden: usize, every_step: bool },
+    /// The last states (`Y_h`) of a stack of recurrent layers concatenated
+    /// along the layer axis, first layer first: PyTorch's `h_n`.
+    LayerStates(Vec<Value>),
     /// Dimensions the graph computes from a value's `Shape` (one
     /// dimension when `scalar`).
     Dims { dims: Vec<shapes::Dim>, scalar: bool },
@@ -398,9 +403,12 @@ impl Importer<'_> {
             Value::Constant(..) => {
                 Err(unsupported_detail(node, &format!("input {k} is a constant; nnc's layers read computed values")))
             }
-            Value::TimeMajor { .. } | Value::Recurrent { .. } => Err(unsupported_detail(
+            Value::TimeMajor { .. } | Value::Recurrent { .. } | Value::LayerStates(_) => Err(unsupported_detail(
                 node,
-                &format!("input {k} is a recurrent layer's time-major value; nnc maps only the transposes around it"),
+                &format!(
+                    "input {k} is a recurrent layer's time-major value; nnc maps only the transposes around it \
+                     and the pick of one step or state"
+                ),
             )),
             Value::Dims { .. } | Value::Zeros(..) => Err(unsupported_detail(
                 node,
@@ -548,7 +556,7 @@ impl Importer<'_> {
             "Cast" => self.cast(node),
             "Gather" => match self.value(node, 0)? {
                 Value::Dims { dims, scalar: false } => self.gather_dims(node, dims),
-                Value::Recurrent { .. } | Value::Computed { .. } => self.last_step(node),
+                Value::Recurrent { .. } | Value::LayerStates(_) | Value::Computed { .. } => self.last_step(node),
                 _ => self.embedding(node),
             },
             "Shape" => self.shape_of(node),
@@ -562,12 +570,20 @@ impl Importer<'_> {
             "Concat" if (0..node.input.len()).any(|k| matches!(self.value(node, k), Ok(Value::Dims { .. }))) => {
                 self.concat_dims(node)
             }
+            "Concat"
+                if (0..node.input.len())
+                    .all(|k| matches!(self.value(node, k), Ok(Value::Recurrent { every_step: false, .. }))) =>
+            {
+                self.layer_states(node)
+            }
             "Concat" if (0..node.input.len()).all(|k| matches!(self.value(node, k), Ok(Value::Constant(..)))) => {
                 self.concat(node)
             }
             "Concat" => self.join(node),
             "Transpose" => self.transpose(node),
-            "LSTM" | "RNN" => self.recurrent(node, op == "LSTM"),
+            "RNN" => self.recurrent(node, Cell::Rnn),
+            "LSTM" => self.recurrent(node, Cell::Lstm),
+            "GRU" => self.recurrent(node, Cell::Gru),
             "Squeeze" => self.squeeze(node),
             _ => Err(format!(
                 "{} cannot be imported: nnc maps only these ONNX ops: {}",
