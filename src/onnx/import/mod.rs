@@ -33,8 +33,8 @@ use text::pipeline_text;
 /// writes `nn.Sequential` MLPs and LeNet-style CNNs).
 pub const SUPPORTED: &[&str] = &[
     "LSTM",
-    "GRU",
     "RNN",
+    "GRU",
     "Gather",
     "Cast",
     "Transpose",
