@@ -34,6 +34,8 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
         ("torch_conv1d", false, 7, 3),
         ("torch_gru", false, 3, 3),
         ("torch_lstm_first_state", false, 2, 3),
+        ("dynamo_lstm", false, 3, 3),
+        ("dynamo_gru", false, 3, 3),
     ];
     for (name, classifier, layers, outputs) in exports {
         let model = dir.path().join(format!("{name}.nn"));
@@ -83,6 +85,11 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
     assert!(gru.contains("x |> gru(8, sequences = true) |> gru(8) |> dense(3)"), "{gru}");
     let first = std::fs::read_to_string(dir.path().join("torch_lstm_first_state.nn")).expect("written");
     assert!(first.contains("x |> lstm(8) |> dense(3)"), "{first}");
+    // PyTorch's dynamo exporter reshapes each layer's states to drop their direction axis.
+    for (name, cell) in [("dynamo_lstm", "lstm"), ("dynamo_gru", "gru")] {
+        let source = std::fs::read_to_string(dir.path().join(format!("{name}.nn"))).expect("written");
+        assert!(source.contains(&format!("x |> {cell}(8, sequences = true) |> {cell}(8) |> dense(3)")), "{source}");
+    }
     let clips = std::fs::read_to_string(dir.path().join("torch_clips.nn")).expect("written");
     assert!(clips.contains("clip(min = 0.0, max = 6.0)") && clips.contains("clip(min = -1.0, max = 1.0)"), "{clips}");
     let sequence = std::fs::read_to_string(dir.path().join("torch_conv1d.nn")).expect("written");

@@ -4,7 +4,8 @@ CNN (`torch.onnx.export`, opset 17), and an MLP of both gelus at opset 17
 at opset 20 (ONNX's `Gelu` op), a classifier of log-probabilities, an MLP of clipped activations (`ReLU6`,
 `Hardtanh`), a CNN of padded pooling (ResNet's
 stem: `MaxPool2d(3, 2, 1)`), a 1-D CNN with its pooling, and recurrent networks (LSTM, RNN, GRU) whose zero initial
-states PyTorch builds from the batch size when the graph runs, each with 8
+states PyTorch builds from the batch size when the graph runs (also as PyTorch's
+dynamo exporter writes them: `dynamo_*`), each with 8
 input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
 
     python tests/onnx/make_torch_models.py
@@ -34,11 +35,15 @@ class LastStep(nn.Module):
         return self.dense(h[self.layer] if self.from_state else output[:, -1])
 
 
-def save(name, model, sample_shape, opset=17, probabilities=False):
+def save(name, model, sample_shape, opset=17, probabilities=False, dynamo=False):
     model.eval()
     x = torch.randn(8, *sample_shape)
-    torch.onnx.export(model, x[:1], here / f"{name}.onnx", input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=opset, dynamo=False)
+    if dynamo:  # PyTorch's newer exporter, its weights kept in the one file
+        torch.onnx.export(model, (x,), here / f"{name}.onnx", input_names=["x"], output_names=["y"],
+                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=False)
+    else:
+        torch.onnx.export(model, x[:1], here / f"{name}.onnx", input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=opset, dynamo=False)
     with torch.no_grad():
         y = model(x)
         # A classifier ending in log-probabilities: the probabilities nnc prints.
@@ -87,3 +92,5 @@ sequence = nn.Sequential(
 save("torch_conv1d", sequence, (2, 16))
 save("torch_gru", LastStep(nn.GRU(4, 8, num_layers=2, batch_first=True), True), (5, 4))
 save("torch_lstm_first_state", LastStep(nn.LSTM(4, 8, num_layers=2, batch_first=True), True, layer=0), (5, 4))
+save("dynamo_lstm", LastStep(nn.LSTM(4, 8, num_layers=2, batch_first=True), False), (5, 4), dynamo=True)
+save("dynamo_gru", LastStep(nn.GRU(4, 8, num_layers=2, batch_first=True), True), (5, 4), dynamo=True)

@@ -5,7 +5,7 @@
 
 use super::formula::{Binary, Expr};
 use super::proto::{NodeProto, tensor_proto::DataType};
-use super::shapes::is_zero_state;
+use super::shapes::{Dim, is_zero_state};
 use super::{Flow, Importer, Value, attribute, int_attr, ints_attr, unsupported_detail};
 use crate::check::Cell;
 use crate::onnx::reorder_gates;
@@ -194,9 +194,18 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// `[N, T, F]` ↔ `[T, N, F]` around a recurrent op.
+    /// `[N, T, F]` ↔ `[T, N, F]` around a recurrent op, and the move of a
+    /// recurrent output's direction axis next to its states'.
     pub(super) fn transpose(&mut self, node: &NodeProto) -> Result<(), String> {
-        if ints_attr(node, "perm").as_deref() != Some(&[1, 0, 2]) {
+        let perm = ints_attr(node, "perm");
+        if perm.as_deref() == Some(&[0, 2, 1, 3]) {
+            let Value::Recurrent { flow, stage, steps, hidden, every_step: true } = self.value(node, 0)? else {
+                return Err(unsupported_detail(node, "nnc maps this `Transpose` only of a recurrent layer's states"));
+            };
+            self.set(node, Value::StepsTransposed { flow, stage, steps, hidden });
+            return Ok(());
+        }
+        if perm.as_deref() != Some(&[1, 0, 2]) {
             return Err(unsupported_detail(
                 node,
                 "nnc maps `Transpose` only as the swap of batch and time around a recurrent layer",
@@ -352,14 +361,39 @@ impl Importer<'_> {
             None => self.constant(node, 1)?.1.iter().map(|&a| a as i64).collect(),
         };
         if every_step && axes == [1] {
-            flow.stages.push(format!("{stage}, sequences = true)"));
-            self.set(node, Value::TimeMajor { flow, shape: vec![steps, hidden] });
-            Ok(())
+            self.drop_direction(node, flow, stage, steps, hidden)
         } else if !every_step && axes == [0] {
             flow.stages.push(format!("{stage})"));
             self.output(node, flow, vec![hidden])
         } else {
             Err(unsupported_detail(node, "it does not drop the direction axis of a recurrent output"))
         }
+    }
+
+    /// A recurrent layer's states for every step, its direction axis
+    /// dropped (by a `Squeeze`, or a `Reshape` to `[T, N, H]`): the layer
+    /// with `sequences = true`, time-major.
+    pub(super) fn drop_direction(
+        &mut self,
+        node: &NodeProto,
+        mut flow: Flow,
+        stage: String,
+        steps: usize,
+        hidden: usize,
+    ) -> Result<(), String> {
+        if node.op_type() == "Reshape" {
+            let target = match self.value(node, 1)? {
+                Value::Dims { dims, scalar: false } => dims,
+                _ => self.constant(node, 1)?.1.iter().map(|&v| Dim::Fixed(v as i64)).collect(),
+            };
+            let (t, h) = (Dim::Fixed(steps as i64), Dim::Fixed(hidden as i64));
+            let batch = |d: &Dim| matches!(d, Dim::Batch | Dim::Fixed(0 | -1));
+            if !matches!(&target[..], [a, b, c] if *a == t && batch(b) && *c == h) {
+                return Err(unsupported_detail(node, "it reshapes a recurrent layer's states to other than [T, N, H]"));
+            }
+        }
+        flow.stages.push(format!("{stage}, sequences = true)"));
+        self.set(node, Value::TimeMajor { flow, shape: vec![steps, hidden] });
+        Ok(())
     }
 }

@@ -104,6 +104,10 @@ enum Value {
     /// An output of a recurrent op, before the `Squeeze` that picks it:
     /// every step's state (`Y`) or the last one (`Y_h`).
     Recurrent { flow: Flow, stage: String, steps: usize, hidden: usize, every_step: bool },
+    /// A recurrent op's every-step output `Y` `[T, 1, N, H]` transposed to
+    /// `[T, N, 1, H]`, before the `Reshape` that drops its direction axis
+    /// (as PyTorch's dynamo exporter writes a stack).
+    StepsTransposed { flow: Flow, stage: String, steps: usize, hidden: usize },
     /// The last states (`Y_h`) of a stack of recurrent layers concatenated
     /// along the layer axis, first layer first: PyTorch's `h_n`.
     LayerStates(Vec<Value>),
@@ -403,7 +407,10 @@ impl Importer<'_> {
             Value::Constant(..) => {
                 Err(unsupported_detail(node, &format!("input {k} is a constant; nnc's layers read computed values")))
             }
-            Value::TimeMajor { .. } | Value::Recurrent { .. } | Value::LayerStates(_) => Err(unsupported_detail(
+            Value::TimeMajor { .. }
+            | Value::Recurrent { .. }
+            | Value::StepsTransposed { .. }
+            | Value::LayerStates(_) => Err(unsupported_detail(
                 node,
                 &format!(
                     "input {k} is a recurrent layer's time-major value; nnc maps only the transposes around it \
@@ -540,7 +547,14 @@ impl Importer<'_> {
                 }
                 self.stage(node, "flatten".into(), vec![shape.iter().product()])
             }
-            "Reshape" => self.reshape(node),
+            "Reshape" => match self.value(node, 0)? {
+                Value::Dims { dims, scalar: false } => self.reshape_dims(node, dims),
+                Value::StepsTransposed { flow, stage, steps, hidden } => {
+                    self.drop_direction(node, flow, stage, steps, hidden)
+                }
+                _ => self.reshape(node),
+            },
+            "Mul" if (0..2).any(|k| matches!(self.value(node, k), Ok(Value::Dims { .. }))) => self.mul_dims(node),
             "Mul" => match self.unstandardizing(node) {
                 Some((add, output, scale)) => {
                     let (flow, shape) = self.computed(node, 0)?;
@@ -565,6 +579,7 @@ impl Importer<'_> {
             "Expand" => self.expand(node),
             "Slice" => match self.value(node, 0)? {
                 Value::Zeros(dims) => self.slice_zeros(node, dims),
+                Value::Dims { dims, scalar: false } => self.slice_dims(node, dims),
                 _ => Err(unsupported_detail(node, "nnc maps `Slice` only of a recurrent layer's zero initial states")),
             },
             "Concat" if (0..node.input.len()).any(|k| matches!(self.value(node, k), Ok(Value::Dims { .. }))) => {

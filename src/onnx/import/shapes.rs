@@ -29,6 +29,9 @@ impl Importer<'_> {
             Value::TimeMajor { shape, .. } if shape.len() == 2 => {
                 vec![Dim::Fixed(shape[0] as i64), Dim::Batch, Dim::Fixed(shape[1] as i64)]
             }
+            Value::StepsTransposed { steps, hidden, .. } => {
+                vec![Dim::Fixed(steps as i64), Dim::Batch, Dim::Fixed(1), Dim::Fixed(hidden as i64)]
+            }
             Value::Zeros(dims) => dims,
             _ => return Err(unsupported_detail(node, "nnc follows `Shape` only of an input or a layer's output")),
         };
@@ -91,6 +94,66 @@ impl Importer<'_> {
         }
         self.set(node, Value::Dims { dims, scalar: false });
         Ok(())
+    }
+
+    /// `Slice` of computed dimensions: some of them, in order.
+    pub(super) fn slice_dims(&mut self, node: &NodeProto, dims: Vec<Dim>) -> Result<(), String> {
+        let one = |k: usize| -> Result<Option<i64>, String> {
+            match node.input.get(k).filter(|n| !n.is_empty()) {
+                Some(_) => match self.constant(node, k)?.1[..] {
+                    [v] => Ok(Some(v as i64)),
+                    _ => Err(unsupported_detail(node, "nnc follows `Slice` of a shape along its one axis only")),
+                },
+                None => Ok(None),
+            }
+        };
+        let (start, end) = (one(1)?.unwrap_or(0), one(2)?.unwrap_or(i64::MAX));
+        if one(3)?.is_some_and(|axis| axis != 0 && axis != -1) || one(4)?.is_some_and(|step| step != 1) {
+            return Err(unsupported_detail(node, "nnc follows `Slice` of a shape along its one axis, step 1"));
+        }
+        let len = dims.len() as i64;
+        let bound = |k: i64| (if k < 0 { k + len } else { k }).clamp(0, len) as usize;
+        let dims = dims[bound(start)..bound(end).max(bound(start))].to_vec();
+        self.set(node, Value::Dims { dims, scalar: false });
+        Ok(())
+    }
+
+    /// `Mul` of two computed dimensions (or a dimension and a number).
+    pub(super) fn mul_dims(&mut self, node: &NodeProto) -> Result<(), String> {
+        let one = |k: usize| -> Option<(Dim, bool)> {
+            match self.value(node, k).ok()? {
+                Value::Dims { dims, scalar } if dims.len() == 1 => Some((dims[0], scalar)),
+                Value::Constant(d, values) if values.len() == 1 && values[0].fract() == 0.0 => {
+                    Some((Dim::Fixed(values[0] as i64), d.is_empty()))
+                }
+                _ => None,
+            }
+        };
+        let product = match (one(0), one(1)) {
+            (Some((a, a_scalar)), Some((b, b_scalar))) => match (a, b) {
+                (Dim::Fixed(a), Dim::Fixed(b)) => a.checked_mul(b).map(|p| (Dim::Fixed(p), a_scalar && b_scalar)),
+                (Dim::Batch, Dim::Fixed(1)) | (Dim::Fixed(1), Dim::Batch) => Some((Dim::Batch, a_scalar && b_scalar)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((dim, scalar)) = product else {
+            return Err(unsupported_detail(node, "nnc follows `Mul` of shapes only of one number by another"));
+        };
+        self.set(node, Value::Dims { dims: vec![dim], scalar });
+        Ok(())
+    }
+
+    /// `Reshape` of computed dimensions into a list of them (`[-1]` or
+    /// their count).
+    pub(super) fn reshape_dims(&mut self, node: &NodeProto, dims: Vec<Dim>) -> Result<(), String> {
+        match self.constant(node, 1)?.1[..] {
+            [v] if v == -1.0 || v == dims.len() as f32 => {
+                self.set(node, Value::Dims { dims, scalar: false });
+                Ok(())
+            }
+            _ => Err(unsupported_detail(node, "nnc follows `Reshape` of a shape only into a list")),
+        }
     }
 
     /// `ConstantOfShape` of zeros: a recurrent layer's initial state.
