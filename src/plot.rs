@@ -62,7 +62,7 @@ pub fn learning_curves(model: &str, history: &[EpochReport]) -> Result<String, S
         panels.push(("activation mean ± std", outputs));
     }
     if !stuck.is_empty() {
-        panels.push(("dead (relu) or saturated (σ, tanh) units (%)", stuck));
+        panels.push(("dead (relu), saturated (σ, tanh) or clipped units (%)", stuck));
     }
     let mut svg = String::new();
     {

@@ -371,42 +371,49 @@ fn first_full_batch_step(source: &str) -> (CheckedModel, Dataset, nnc::ir::Train
 }
 
 /// Saturated units are counted inside the step: one full-batch step of a
-/// sigmoid and tanh MLP on raw grey levels (0..16, so many saturate)
+/// sigmoid, tanh and clip MLP on raw grey levels (0..16, so many saturate)
 /// reports, per layer, the fraction of outputs whose derivative is below
-/// 0.01, as computed from the interpreter's activations at the same weights.
+/// 0.01 (0 for clip, at its bounds), as computed from the interpreter's
+/// activations at the same weights. A relu beside them is still reported.
 #[test]
-fn health_counts_saturated_sigmoid_and_tanh_units() {
+fn health_counts_saturated_sigmoid_tanh_and_clipped_units() {
     let source = "model sat {
         input image: [64]
         target digit: class(10)
         image |> dense(32) |> tanh => a
         image |> dense(32) |> sigmoid => b
-        add(a, b) |> dense(10) => logits
+        image |> dense(32) |> clip(min = -1, max = 2) => c
+        image |> dense(32) |> relu => d
+        add(a, b) |> add(c) |> add(d) |> dense(10) => logits
         loss = cross_entropy(logits, digit)
         train { data = builtin(\"digits\") optimizer = sgd(lr = 0.1) batch = full seed = 3 }
     }";
     let (model, train, step, values) = first_full_batch_step(source);
     let model = &model;
-    let fraction = |unary: nnc::ir::Unary, derivative: fn(f32) -> f32| {
+    let fraction = |unary: nnc::ir::Unary, saturated: fn(f32) -> bool| {
         let node = step.graph.nodes.iter().position(|n| n.op == nnc::ir::Op::Unary(unary)).expect("layer");
         let outputs = &values[node];
-        outputs.iter().filter(|&&y| derivative(y) < 0.01).count() as f64 / outputs.len() as f64
+        outputs.iter().filter(|&&y| saturated(y)).count() as f64 / outputs.len() as f64
     };
-    let sigmoid = fraction(nnc::ir::Unary::Sigmoid, |s| s * (1.0 - s));
-    let tanh = fraction(nnc::ir::Unary::Tanh, |t| 1.0 - t * t);
-    assert!(sigmoid > 0.05 && tanh > 0.05, "the test needs saturated units: {sigmoid} {tanh}");
+    let sigmoid = fraction(nnc::ir::Unary::Sigmoid, |s| s * (1.0 - s) < 0.01);
+    let tanh = fraction(nnc::ir::Unary::Tanh, |t| 1.0 - t * t < 0.01);
+    let clip = fraction(nnc::ir::Unary::Clamp(-1.0, 2.0), |y| y <= -1.0 || y >= 2.0);
+    assert!(sigmoid > 0.05 && tanh > 0.05 && clip > 0.05, "the test needs saturated units: {sigmoid} {tanh} {clip}");
     for backend in [Backend::Jit, Backend::Interp] {
         let mut trainer = Trainer::new(model, model.train.clone(), backend).expect("trainable");
         trainer.track_health();
         let health = trainer.fit_epoch(&train, None, None).expect("trains").health.expect("tracked");
         let found: Vec<(&str, Option<f64>)> =
             health.activations.iter().map(|a| (a.name.as_str(), a.saturated_fraction)).collect();
-        assert_eq!(found.len(), 2, "{backend:?}");
-        for ((name, got), (want_name, want)) in found.iter().zip([("tanh1", tanh), ("sigmoid1", sigmoid)]) {
+        assert_eq!(found.len(), 4, "{backend:?}");
+        let expected = [("tanh1", Some(tanh)), ("sigmoid1", Some(sigmoid)), ("clip1", Some(clip)), ("relu1", None)];
+        for ((name, got), (want_name, want)) in found.iter().zip(expected) {
             assert_eq!(*name, want_name);
-            // Outputs within rounding of the edge may fall either side: a few in 10⁴.
-            let got = got.expect("sigmoid and tanh report saturation");
-            assert!((got - want).abs() < 5e-4, "{backend:?} {name}: {got} vs {want}");
+            match (got, want) {
+                // Outputs within rounding of the edge may fall either side: a few in 10⁴.
+                (Some(got), Some(want)) => assert!((got - want).abs() < 5e-4, "{backend:?} {name}: {got} vs {want}"),
+                (got, want) => assert_eq!(*got, want, "{backend:?} {name}"),
+            }
         }
     }
 }

@@ -52,18 +52,26 @@ pub fn observe_health(step: &mut TrainGraph, activations: &[Span]) {
         let sums = step.graph.push(Op::SumChannels, vec![value], vec![shape[1]], span);
         let squares = step.graph.push(Op::SumSquares, vec![value], vec![], span);
         step.observed.extend([sums, squares]);
-        // Saturated sigmoid and tanh outputs, where f′ < 0.01: counted as
-        // the sum of squares of 0/1 indicators.
-        let beyond = match step.graph.nodes[i].op {
+        // Saturated sigmoid and tanh outputs, where f′ < 0.01, and clipped
+        // outputs, where f′ = 0: counted as the sum of squares of 0/1 indicators.
+        let saturated = match step.graph.nodes[i].op {
             Op::Unary(Unary::Sigmoid) => {
                 let centred = step.graph.push(Op::Unary(Unary::AddConst(-0.5)), vec![value], shape.clone(), span);
-                Some((centred, SIGMOID_SATURATED))
+                Some(step.graph.push(Op::Unary(Unary::Beyond(SIGMOID_SATURATED)), vec![centred], shape, span))
             }
-            Op::Unary(Unary::Tanh) => Some((value, TANH_SATURATED)),
+            Op::Unary(Unary::Tanh) => {
+                Some(step.graph.push(Op::Unary(Unary::Beyond(TANH_SATURATED)), vec![value], shape, span))
+            }
+            // 1 − f′(y): a clamp's output is inside its bounds exactly where
+            // its input is, so its derivative can be taken at the output.
+            Op::Unary(clamp @ Unary::Clamp(..)) => {
+                let ones = step.graph.push(Op::Const(1.0), vec![], shape.clone(), span);
+                let passed = step.graph.push(Op::UnaryGrad(clamp), vec![value, value, ones], shape.clone(), span);
+                Some(step.graph.push(Op::Sub, vec![ones, passed], shape, span))
+            }
             _ => None,
         };
-        if let Some((centred, edge)) = beyond {
-            let saturated = step.graph.push(Op::Unary(Unary::Beyond(edge)), vec![centred], shape, span);
+        if let Some(saturated) = saturated {
             step.observed.push(step.graph.push(Op::SumSquares, vec![saturated], vec![], span));
         }
     }
@@ -87,6 +95,7 @@ fn is_activation(u: Unary) -> bool {
             | Unary::Softplus
             | Unary::Sigmoid
             | Unary::Tanh
+            | Unary::Clamp(..)
             | Unary::Identity
     )
 }

@@ -33,7 +33,8 @@ pub struct ActivationHealth {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_fraction: Option<f64>,
     /// For sigmoid and tanh: the fraction of outputs over the epoch's rows
-    /// where the derivative was below 0.01 (the unit passed almost no gradient).
+    /// where the derivative was below 0.01 (the unit passed almost no
+    /// gradient); for clip, where the output was at a bound (none passed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saturated_fraction: Option<f64>,
 }
@@ -50,7 +51,7 @@ pub struct Health {
 struct Probe {
     name: String,
     relu: bool,
-    /// Sigmoid or tanh: the step also counts saturated outputs.
+    /// Sigmoid, tanh or clip: the step also counts saturated outputs.
     saturating: bool,
     /// Values per row, and per unit of a row.
     per_row: usize,
@@ -82,7 +83,10 @@ impl HealthSums {
             .map(|n| Probe {
                 name: n.name.clone(),
                 relu: matches!(n.layer, Layer::Activation(Activation::Relu)),
-                saturating: matches!(n.layer, Layer::Activation(Activation::Sigmoid | Activation::Tanh)),
+                saturating: matches!(
+                    n.layer,
+                    Layer::Activation(Activation::Sigmoid | Activation::Tanh | Activation::Clip(..))
+                ),
                 per_row: n.shape.iter().product(),
                 unit_sums: vec![0.0; n.shape.first().copied().unwrap_or(1)],
                 squares: 0.0,
