@@ -59,7 +59,7 @@ fn plot_draws_one_point_per_epoch_and_curve() {
         "epoch",
         "log₁₀ gradient norm",
         "activation mean ± std",
-        "dead (relu) or saturated (σ, tanh) units (%)",
+        "dead (relu), saturated (σ, tanh) or clipped units (%)",
     ];
     for needle in needles {
         assert!(text.contains(needle), "`{needle}` missing from the plot");
