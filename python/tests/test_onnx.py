@@ -287,3 +287,37 @@ def test_vgg16_exports_and_runs_in_onnxruntime(tmp_path):
     assert ours.shape == (2, 1000)
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=0)
     assert np.ptp(expected) > 1e-4  # the probabilities differ: the comparison sees the logits
+
+
+def test_gelu_is_written_as_onnx_gelu_from_opset_20(tmp_path):
+    """Below opset 20 gelu is its formula; from 20 ONNX's `Gelu` op, with
+    the tanh form as `approximate = "tanh"`. Both run in onnxruntime as
+    `nnc predict` does and import back as the same layers."""
+    model_file = tmp_path / "gelus.nn"
+    model_file.write_text("""model gelus {
+  input x: [6]
+  target y: real[2]
+  x |> dense(8) |> gelu |> dense(8) |> gelu(tanh = true) |> dense(2) => p
+  loss = mse(p, y)
+}""")
+    rng = np.random.default_rng(4)
+    model = nnc.compile(model_file)
+    rows = rng.normal(scale=2.0, size=(16, 6)).astype(np.float32)
+    randomized(model, rows, rng)
+    weights = tmp_path / "gelus.safetensors"
+    model.save(weights)
+    expected, _ = nnc_predict(model_file, weights, rows, tmp_path)
+    for opset, gelus in [(17, []), (20, ["none", "tanh"]), (21, ["none", "tanh"])]:
+        out = tmp_path / f"gelus{opset}.onnx"
+        export(model_file, weights, out, "--opset", str(opset))
+        graph = onnx.load(out)
+        onnx.checker.check_model(graph, full_check=True)
+        written = [n.attribute[0].s.decode() for n in graph.graph.node if n.op_type == "Gelu"]
+        assert written == gelus, opset
+        assert any(n.op_type == "Erf" for n in graph.graph.node) == (opset < 20), opset
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        ours = session.run(None, {"x": rows})[0]
+        np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5, err_msg=str(opset))
+        round_trip(model_file, out, expected, rows, tmp_path)
+        imported = (tmp_path / "gelus_imported.nn").read_text()
+        assert imported.count("|> gelu") == 2 and "|> gelu(tanh = true)" in imported, imported

@@ -566,6 +566,11 @@ impl Builder<'_> {
                 let s = self.node("Sigmoid", vec![x.clone()], name, vec![]);
                 self.node("Mul", vec![x, s], name, vec![])
             }
+            // ONNX's own op from opset 20.
+            Activation::Gelu { tanh } if self.opset >= 20 => {
+                let approximate = if tanh { "tanh" } else { "none" };
+                self.node("Gelu", vec![x], name, vec![text("approximate", approximate)])
+            }
             // x·Φ(x) = ½·x·(1 + erf(x/√2))
             Activation::Gelu { tanh: false } => {
                 let root2 = self.constant("sqrt2", std::f32::consts::SQRT_2);
