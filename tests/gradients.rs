@@ -187,11 +187,14 @@ proptest! {
     #[test]
     fn recurrent_layers_through_time(steps in 5usize..8, features in 1usize..4, hidden in 1usize..5,
                                      layer in prop::sample::select(vec!["rnn", "lstm", "gru"]),
-                                     sequences in any::<bool>(), seed in 0u64..1000) {
-        // Backpropagation through at least five steps, from the last state or from every state.
+                                     sequences in any::<bool>(), bidirectional in any::<bool>(),
+                                     seed in 0u64..1000) {
+        // Backpropagation through at least five steps, from the last state or
+        // from every state, one way or both.
         let head = if sequences { "|> flatten" } else { "" };
         let source = format!("model g {{ input x: seq[{steps}, {features}] target y: class(3)
-            x |> {layer}({hidden}, sequences = {sequences}) {head} |> dense(3) => p  loss = cross_entropy(p, y) }}");
+            x |> {layer}({hidden}, sequences = {sequences}, bidirectional = {bidirectional}) {head} |> dense(3) => p
+            loss = cross_entropy(p, y) }}");
         assert_model_gradients(&source, seed);
     }
 

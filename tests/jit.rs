@@ -195,7 +195,7 @@ proptest! {
     #[test]
     fn random_sequence_models(steps in 1usize..7, features in 1usize..5, hidden in 1usize..6,
                               layer in prop::sample::select(vec!["rnn", "lstm", "gru"]),
-                              sequences in any::<bool>(), tokens in any::<bool>(),
+                              sequences in any::<bool>(), bidirectional in any::<bool>(), tokens in any::<bool>(),
                               rows in prop::sample::select(vec![1usize, 3, 8]), seed in 0u64..1000) {
         let head = if sequences { "|> flatten" } else { "" };
         let (input, embed) = if tokens {
@@ -204,7 +204,7 @@ proptest! {
             (format!("seq[{steps}, {features}]"), String::new())
         };
         let source = format!("model g {{ input x: {input} target y: class(3)
-            x {embed} |> {layer}({hidden}, sequences = {sequences}) {head} |> dense(3) => p
+            x {embed} |> {layer}({hidden}, sequences = {sequences}, bidirectional = {bidirectional}) {head} |> dense(3) => p
             loss = cross_entropy(p, y)
             train {{ optimizer = adam(lr = 0.01, eps = 1e-4) clip_norm = 1.0 seed = {seed} }} }}");
         let checked = check_source("s.nn", &source);

@@ -36,6 +36,9 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
         ("torch_lstm_first_state", false, 2, 3),
         ("dynamo_lstm", false, 3, 3),
         ("dynamo_gru", false, 3, 3),
+        ("torch_bidirectional", false, 4, 3),
+        ("torch_bidirectional_states", false, 3, 3),
+        ("dynamo_bidirectional", false, 3, 3),
     ];
     for (name, classifier, layers, outputs) in exports {
         let model = dir.path().join(format!("{name}.nn"));
@@ -90,6 +93,10 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
         let source = std::fs::read_to_string(dir.path().join(format!("{name}.nn"))).expect("written");
         assert!(source.contains(&format!("x |> {cell}(8, sequences = true) |> {cell}(8) |> dense(3)")), "{source}");
     }
+    // Both ways: every step's states, and `cat([h[-2], h[-1]])` of a stack.
+    let states = std::fs::read_to_string(dir.path().join("torch_bidirectional_states.nn")).expect("written");
+    let stack = "x |> gru(8, bidirectional = true, sequences = true) |> gru(8, bidirectional = true) |> dense(3)";
+    assert!(states.contains(stack), "{states}");
     let clips = std::fs::read_to_string(dir.path().join("torch_clips.nn")).expect("written");
     assert!(clips.contains("clip(min = 0.0, max = 6.0)") && clips.contains("clip(min = -1.0, max = 1.0)"), "{clips}");
     let sequence = std::fs::read_to_string(dir.path().join("torch_conv1d.nn")).expect("written");

@@ -35,6 +35,20 @@ EXTRA = {
   x |> gru(6, sequences = true) |> gru(5) |> dense(3) => p
   loss = cross_entropy(p, y)
 }""",
+    # Both ways: every step's states side by side, then the last states
+    # (the backward direction's after the first step).
+    "bidirectional.nn": """model bidirectional {
+  input x: seq[6, 3]
+  target y: real[2]
+  x |> lstm(5, sequences = true, bidirectional = true) |> gru(4, bidirectional = true) |> dense(2) => p
+  loss = mse(p, y)
+}""",
+    "bidirectional_rnn.nn": """model bidirectional_rnn {
+  input x: seq[4, 2]
+  target y: class(3)
+  x |> rnn(3, sequences = true, bidirectional = true) |> flatten |> dense(3) => p
+  loss = cross_entropy(p, y)
+}""",
     # The activations and shape layers the bundled models do not use, a
     # residual add and an RNN.
     "shapes.nn": """model shapes {

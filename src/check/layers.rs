@@ -82,6 +82,9 @@ const fn layer(
     LayerSpec { keyword, kind, params, required }
 }
 
+/// The arguments of every recurrent layer.
+const RECURRENT: &[&str] = &["hidden", "sequences", "bidirectional", "trainable"];
+
 /// The layer catalogue: every keyword a model may use.
 pub const LAYERS: &[LayerSpec] = &[
     layer("dense", LayerKind::Dense, &["units", "bias", "tied", "shared", "in", "init", "trainable"], &["units"]),
@@ -107,9 +110,9 @@ pub const LAYERS: &[LayerSpec] = &[
     layer("batchnorm", LayerKind::BatchNorm, &["momentum", "eps", "trainable"], &[]),
     layer("layernorm", LayerKind::LayerNorm, &["eps", "trainable"], &[]),
     layer("maxout", LayerKind::Maxout, &["units", "pieces", "trainable"], &["units"]),
-    layer("rnn", LayerKind::Recurrent(Cell::Rnn), &["hidden", "sequences", "trainable"], &["hidden"]),
-    layer("lstm", LayerKind::Recurrent(Cell::Lstm), &["hidden", "sequences", "trainable"], &["hidden"]),
-    layer("gru", LayerKind::Recurrent(Cell::Gru), &["hidden", "sequences", "trainable"], &["hidden"]),
+    layer("rnn", LayerKind::Recurrent(Cell::Rnn), RECURRENT, &["hidden"]),
+    layer("lstm", LayerKind::Recurrent(Cell::Lstm), RECURRENT, &["hidden"]),
+    layer("gru", LayerKind::Recurrent(Cell::Gru), RECURRENT, &["hidden"]),
     layer("embedding", LayerKind::Embedding, &["vocab", "dim", "trainable"], &["vocab", "dim"]),
     layer("rbm", LayerKind::Rbm, &["hidden"], &["hidden"]),
     layer("add", LayerKind::Add, &["other"], &["other"]),
@@ -357,6 +360,7 @@ pub fn apply(
         LayerKind::Recurrent(cell) => {
             let hidden = args.int("hidden", 1, 1, diags);
             let sequences = args.bool("sequences", false, diags);
+            let bidirectional = args.bool("bidirectional", false, diags);
             if s.len() != 2 {
                 diags.push(messages::rank_mismatch(
                     call,
@@ -367,16 +371,21 @@ pub fn apply(
                 return None;
             }
             let (steps, features) = (s[0], s[1]);
-            let gates = cell.gates();
-            let layer = Layer::Recurrent { cell, hidden, sequences };
-            let shape = if sequences { vec![steps, hidden] } else { vec![hidden] };
+            let (gates, directions) = (cell.gates(), if bidirectional { 2 } else { 1 });
+            let layer = Layer::Recurrent { cell, hidden, sequences, bidirectional };
+            let width = directions * hidden;
+            let shape = if sequences { vec![steps, width] } else { vec![width] };
             Applied {
                 layer,
-                why: format!("{name}({hidden})"),
+                why: if bidirectional {
+                    format!("{name}({hidden}) both ways: 2 × {hidden}")
+                } else {
+                    format!("{name}({hidden})")
+                },
                 shape,
                 // Two bias vectors, as PyTorch keeps them.
-                params: gates * (hidden * (features + hidden) + 2 * hidden),
-                macs: (gates * steps * hidden * (features + hidden)) as u64,
+                params: directions * gates * (hidden * (features + hidden) + 2 * hidden),
+                macs: (directions * gates * steps * hidden * (features + hidden)) as u64,
             }
         }
         LayerKind::Embedding => {

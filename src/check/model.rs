@@ -135,10 +135,15 @@ pub enum Layer {
     },
     /// A recurrent layer over a sequence `[steps, features]`: its last
     /// state `[hidden]`, or with `sequences` every step's `[steps, hidden]`.
+    /// A `bidirectional` one also reads the sequence backwards, with
+    /// weights of its own, and puts that direction's states after the
+    /// forward one's (`2·hidden` features; its last state is the one after
+    /// reading the first step).
     Recurrent {
         cell: Cell,
         hidden: usize,
         sequences: bool,
+        bidirectional: bool,
     },
     Embedding {
         vocab: usize,

@@ -67,16 +67,7 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
                 let other = values[&node.inputs[1]];
                 graph.push(Op::Add, vec![x, other], out_shape, span)
             }
-            Layer::Concat => {
-                // Each part placed into zeros of the whole at its offset
-                // (the gradient of a slice), then summed: autodiff slices
-                // each part's gradient back out.
-                let other = values[&node.inputs[1]];
-                let first = graph.shape(x)[1];
-                let a = graph.push(Op::SliceGrad { axis: 1, start: 0 }, vec![x], out_shape.clone(), span);
-                let b = graph.push(Op::SliceGrad { axis: 1, start: first }, vec![other], out_shape.clone(), span);
-                graph.push(Op::Add, vec![a, b], out_shape, span)
-            }
+            Layer::Concat => joined(&mut graph, &[x, values[&node.inputs[1]]], 1, span),
             Layer::Conv1d { .. } | Layer::Conv2d { .. } => convolution(&mut graph, (model, index, node), x, out_shape),
             Layer::MaxPool { kernel, stride, padding } | Layer::AvgPool { kernel, stride, padding } => {
                 let max = matches!(node.layer, Layer::MaxPool { .. });
@@ -104,8 +95,13 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
             Layer::Dropout { .. } => x,
             Layer::BatchNorm { momentum, eps } => batchnorm(&mut graph, x, &node.name, *momentum, *eps, training, span),
             Layer::LayerNorm { eps } => layernorm(&mut graph, x, (&node.name, &node.shape), *eps, span),
-            Layer::Recurrent { cell, hidden, sequences } => {
-                recurrent(&mut graph, x, &node.name, *cell, *hidden, *sequences, span)
+            Layer::Recurrent { cell, hidden, sequences, bidirectional } => {
+                let directions: &[bool] = if *bidirectional { &[false, true] } else { &[false] };
+                let runs: Vec<Vec<ValueId>> = directions
+                    .iter()
+                    .map(|&backwards| recurrent(&mut graph, x, (&node.name, backwards), *cell, *hidden, span))
+                    .collect();
+                directions_joined(&mut graph, runs, *sequences, span)
             }
             Layer::Embedding { vocab, dim } => {
                 let init = Init::Normal { std: 1.0 };
@@ -371,20 +367,22 @@ fn layernorm(graph: &mut Graph, x: ValueId, (name, sample): (&str, &[usize]), ep
 /// The input parts of all steps are one matrix product; each step adds one
 /// product with the state. Autodiff through the unrolled graph is
 /// backpropagation through time. Parameters use PyTorch's names and layouts
-/// (`weight_ih_l0` `[G·H, F]`, …).
+/// (`weight_ih_l0` `[G·H, F]`, …; `weight_ih_l0_reverse`, … when reading
+/// `backwards`, from the last step to the first). Returns the state after
+/// each step `[B, H]`, in the sequence's order.
 fn recurrent(
     graph: &mut Graph,
     x: ValueId,
-    name: &str,
+    (name, backwards): (&str, bool),
     cell: Cell,
     hidden: usize,
-    sequences: bool,
     span: Span,
-) -> ValueId {
+) -> Vec<ValueId> {
     let (batch, steps, features) = (graph.shape(x)[0], graph.shape(x)[1], graph.shape(x)[2]);
     let width = cell.gates() * hidden;
     let param = |graph: &mut Graph, what: &str, shape: Shape, init: Init, decay: bool| {
-        let p = add_param(graph, format!("{name}.{what}_l0"), shape.clone(), init, decay);
+        let suffix = if backwards { "_reverse" } else { "" };
+        let p = add_param(graph, format!("{name}.{what}_l0{suffix}"), shape.clone(), init, decay);
         graph.push(Op::Param(p), vec![], shape, span)
     };
     let init = Init::Xavier { fan_in: features + hidden, fan_out: hidden };
@@ -407,8 +405,9 @@ fn recurrent(
         graph.push(Op::Slice { axis: 1, start: k * hidden }, vec![z], state.clone(), span)
     };
     let (mut h, mut c): (Option<ValueId>, Option<ValueId>) = (None, None);
-    let mut outputs = Vec::with_capacity(steps);
-    for t in 0..steps {
+    let mut outputs = vec![x; steps];
+    let order: Vec<usize> = if backwards { (0..steps).rev().collect() } else { (0..steps).collect() };
+    for t in order {
         let step = graph.push(Op::Slice { axis: 1, start: t }, vec![projected], vec![batch, 1, width], span);
         let input = graph.push(Op::Reshape, vec![step], vec![batch, width], span);
         // h·W_hhᵀ; none at the first step, whose state is zero.
@@ -472,23 +471,54 @@ fn recurrent(
             }
         };
         h = Some(next);
-        outputs.push(next);
+        outputs[t] = next;
     }
-    if !sequences {
-        return outputs[steps - 1];
+    outputs
+}
+
+/// A recurrent layer's output from each direction's states (`runs`, in the
+/// sequence's order): each direction's last state `[B, H]` (the forward
+/// one's after the last step, the backward one's after the first), or with
+/// `sequences` its states stacked `[B, T, H]`, the directions' side by side.
+fn directions_joined(graph: &mut Graph, runs: Vec<Vec<ValueId>>, sequences: bool, span: Span) -> ValueId {
+    let mut parts = Vec::with_capacity(runs.len());
+    for (direction, states) in runs.into_iter().enumerate() {
+        parts.push(match sequences {
+            true => {
+                let (batch, hidden) = (graph.shape(states[0])[0], graph.shape(states[0])[1]);
+                let steps: Vec<ValueId> = states
+                    .into_iter()
+                    .map(|h| graph.push(Op::Reshape, vec![h], vec![batch, 1, hidden], span))
+                    .collect();
+                joined(graph, &steps, 1, span)
+            }
+            false if direction == 0 => states[states.len() - 1],
+            false => states[0],
+        });
     }
-    // Stack the states: each placed into zeros of [B, T, H] at its step, summed.
-    let whole = vec![batch, steps, hidden];
-    let mut stacked = None;
-    for (t, h) in outputs.into_iter().enumerate() {
-        let h = graph.push(Op::Reshape, vec![h], vec![batch, 1, hidden], span);
-        let placed = graph.push(Op::SliceGrad { axis: 1, start: t }, vec![h], whole.clone(), span);
-        stacked = Some(match stacked {
+    joined(graph, &parts, if sequences { 2 } else { 1 }, span)
+}
+
+/// `parts` side by side along `axis`: each placed into zeros of the whole
+/// at its offset (the gradient of a slice), then summed, so autodiff slices
+/// each part's gradient back out.
+fn joined(graph: &mut Graph, parts: &[ValueId], axis: usize, span: Span) -> ValueId {
+    if let [one] = parts {
+        return *one;
+    }
+    let mut whole = graph.shape(parts[0]).clone();
+    whole[axis] = parts.iter().map(|&part| graph.shape(part)[axis]).sum();
+    let mut start = 0;
+    let mut sum: Option<ValueId> = None;
+    for &part in parts {
+        let placed = graph.push(Op::SliceGrad { axis, start }, vec![part], whole.clone(), span);
+        start += graph.shape(part)[axis];
+        sum = Some(match sum {
             Some(s) => graph.push(Op::Add, vec![s, placed], whole.clone(), span),
             None => placed,
         });
     }
-    stacked.unwrap_or(x)
+    sum.expect("parts to join")
 }
 
 /// A restricted Boltzmann machine seen as a layer: the probabilities of its

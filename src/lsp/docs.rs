@@ -29,6 +29,11 @@ const POOL: &[(&str, &str)] = &[
 const RECURRENT: &[(&str, &str)] = &[
     ("hidden", "size of the hidden state (required)"),
     ("sequences", "`true`: output the state at every step, `[T, hidden]`; default `false`: the last state"),
+    (
+        "bidirectional",
+        "`true`: also read the sequence backwards, with weights of its own, that direction's states after the \
+         forward one's (`2·hidden` features; its last state is the one after the first step); default `false`",
+    ),
     ("trainable", TRAINABLE),
 ];
 

@@ -322,12 +322,18 @@ impl Builder<'_> {
         Ok(self.initializer(name, &shape, &values))
     }
 
-    /// A recurrent weight in ONNX's layout: `[1, rows, cols]` with the
-    /// gate blocks of PyTorch's order put in ONNX's.
-    fn gates(&mut self, name: &str, cell: Cell, base: &str) -> Result<String, String> {
-        let (shape, values) = self.tensors.get(name).ok_or_else(|| format!("the weights have no tensor `{name}`"))?;
-        let reordered = reorder_gates(cell, values, true);
-        let dims: Vec<usize> = std::iter::once(1).chain(shape.iter().copied()).collect();
+    /// A recurrent weight in ONNX's layout: `[D, rows, cols]`, one block
+    /// per direction (`names`), with the gate blocks of PyTorch's order put
+    /// in ONNX's.
+    fn gates(&mut self, names: &[String], cell: Cell, base: &str) -> Result<String, String> {
+        let mut reordered = Vec::new();
+        let mut shape = Vec::new();
+        for name in names {
+            let (s, values) = self.tensors.get(name).ok_or_else(|| format!("the weights have no tensor `{name}`"))?;
+            reordered.extend(reorder_gates(cell, values, true));
+            shape.clone_from(s);
+        }
+        let dims: Vec<usize> = std::iter::once(names.len()).chain(shape).collect();
         let out = self.fresh(base);
         Ok(self.initializer(&out, &dims, &reordered))
     }
@@ -481,17 +487,23 @@ impl Builder<'_> {
                     self.node("ReduceMax", vec![grouped], name, vec![ints("axes", &[2]), int("keepdims", 0)])
                 }
             }
-            Layer::Recurrent { cell, hidden, sequences } => {
-                let weight_ih = self.gates(&w("weight_ih_l0"), *cell, &w("W"))?;
-                let weight_hh = self.gates(&w("weight_hh_l0"), *cell, &w("R"))?;
-                // B is [1, 2·G·H]: the input biases, then the recurrent ones.
-                let b_ih = self.gates(&w("bias_ih_l0"), *cell, &w("Wb"))?;
-                let b_hh = self.gates(&w("bias_hh_l0"), *cell, &w("Rb"))?;
+            Layer::Recurrent { cell, hidden, sequences, bidirectional } => {
+                let directions: &[&str] = if *bidirectional { &["", "_reverse"] } else { &[""] };
+                let mut gates = |what: &str, base: &str| {
+                    let names: Vec<String> = directions.iter().map(|d| w(&format!("{what}_l0{d}"))).collect();
+                    self.gates(&names, *cell, &w(base))
+                };
+                let (weight_ih, weight_hh) = (gates("weight_ih", "W")?, gates("weight_hh", "R")?);
+                // B is [D, 2·G·H]: the input biases, then the recurrent ones.
+                let (b_ih, b_hh) = (gates("bias_ih", "Wb")?, gates("bias_hh", "Rb")?);
                 let bias = self.node("Concat", vec![b_ih, b_hh], &w("B"), vec![int("axis", 1)]);
                 let op = recurrent_op(*cell);
                 let outputs = [self.fresh(&w("Y")), self.fresh(&w("Y_h"))];
                 let mut node_outputs = outputs.to_vec();
                 let mut attributes = vec![int("hidden_size", *hidden as i64)];
+                if *bidirectional {
+                    attributes.push(text("direction", "bidirectional"));
+                }
                 match cell {
                     Cell::Lstm => node_outputs.push(self.fresh(&w("Y_c"))),
                     // PyTorch's GRU resets the recurrent product, bias included.
@@ -510,14 +522,33 @@ impl Builder<'_> {
                     domain: Some(String::new()),
                     ..Default::default()
                 });
-                // Y is [T, 1, N, H]; Y_h [1, N, H].
-                let (state, axis) = if *sequences { (outputs[0].clone(), 1) } else { (outputs[1].clone(), 0) };
-                let axes = self.int64s("axes", &[axis]);
-                let squeezed = self.node("Squeeze", vec![state, axes], name, vec![]);
-                if *sequences {
-                    self.node("Transpose", vec![squeezed], name, vec![ints("perm", &[1, 0, 2])])
-                } else {
-                    squeezed
+                // Y is [T, D, N, H]; Y_h [D, N, H]. One direction's axis is
+                // squeezed; two directions' states are put side by side.
+                let [y, y_h] = outputs;
+                let batch_major = |exporter: &mut Self, v: String| {
+                    exporter.node("Transpose", vec![v], name, vec![ints("perm", &[1, 0, 2])])
+                };
+                match (*sequences, *bidirectional) {
+                    (true, false) => {
+                        let axes = self.int64s("axes", &[1]);
+                        let squeezed = self.node("Squeeze", vec![y, axes], name, vec![]);
+                        batch_major(self, squeezed)
+                    }
+                    (false, false) => {
+                        let axes = self.int64s("axes", &[0]);
+                        self.node("Squeeze", vec![y_h, axes], name, vec![])
+                    }
+                    (true, true) => {
+                        let steps_first = self.node("Transpose", vec![y], name, vec![ints("perm", &[0, 2, 1, 3])]);
+                        let shape = self.int64s("shape", &[0, 0, -1]);
+                        let joined = self.node("Reshape", vec![steps_first, shape], name, vec![]);
+                        batch_major(self, joined)
+                    }
+                    (false, true) => {
+                        let rows_first = batch_major(self, y_h);
+                        let shape = self.int64s("shape", &[0, -1]);
+                        self.node("Reshape", vec![rows_first, shape], name, vec![])
+                    }
                 }
             }
             Layer::Embedding { .. } => {

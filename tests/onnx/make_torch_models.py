@@ -5,7 +5,7 @@ at opset 20 (ONNX's `Gelu` op), a classifier of log-probabilities, an MLP of cli
 `Hardtanh`), a CNN of padded pooling (ResNet's
 stem: `MaxPool2d(3, 2, 1)`), a 1-D CNN with its pooling, and recurrent networks (LSTM, RNN, GRU) whose zero initial
 states PyTorch builds from the batch size when the graph runs (also as PyTorch's
-dynamo exporter writes them: `dynamo_*`), each with 8
+dynamo exporter writes them: `dynamo_*`; bidirectional ones too), each with 8
 input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
 
     python tests/onnx/make_torch_models.py
@@ -94,3 +94,34 @@ save("torch_gru", LastStep(nn.GRU(4, 8, num_layers=2, batch_first=True), True), 
 save("torch_lstm_first_state", LastStep(nn.LSTM(4, 8, num_layers=2, batch_first=True), True, layer=0), (5, 4))
 save("dynamo_lstm", LastStep(nn.LSTM(4, 8, num_layers=2, batch_first=True), False), (5, 4), dynamo=True)
 save("dynamo_gru", LastStep(nn.GRU(4, 8, num_layers=2, batch_first=True), True), (5, 4), dynamo=True)
+
+
+class EveryStep(nn.Module):
+    """A recurrent stack whose every step's output is flattened into a dense layer."""
+
+    def __init__(self, cell, steps):
+        super().__init__()
+        self.cell = cell
+        self.dense = nn.Linear(steps * cell.hidden_size * (2 if cell.bidirectional else 1), 3)
+
+    def forward(self, x):
+        return self.dense(self.cell(x)[0].flatten(1))
+
+
+class BothFinalStates(nn.Module):
+    """A bidirectional layer's two final states side by side: `cat([h[-2], h[-1]])`."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.cell, self.dense = cell, nn.Linear(2 * cell.hidden_size, 3)
+
+    def forward(self, x):
+        h = self.cell(x)[1]
+        h = h[0] if isinstance(h, tuple) else h
+        return self.dense(torch.cat([h[-2], h[-1]], dim=1))
+
+
+save("torch_bidirectional", EveryStep(nn.LSTM(4, 8, num_layers=2, batch_first=True, bidirectional=True), 5), (5, 4))
+save("torch_bidirectional_states", BothFinalStates(nn.GRU(4, 8, num_layers=2, batch_first=True, bidirectional=True)),
+     (5, 4))
+save("dynamo_bidirectional", EveryStep(nn.GRU(4, 8, batch_first=True, bidirectional=True), 5), (5, 4), dynamo=True)

@@ -6,7 +6,7 @@
 use super::formula::{Binary, Expr};
 use super::proto::{NodeProto, tensor_proto::DataType};
 use super::shapes::{Dim, is_zero_state};
-use super::{Flow, Importer, Value, attribute, int_attr, ints_attr, unsupported_detail};
+use super::{Flow, Importer, RecurrentOutput, Value, attribute, int_attr, ints_attr, unsupported_detail};
 use crate::check::Cell;
 use crate::onnx::reorder_gates;
 
@@ -198,12 +198,20 @@ impl Importer<'_> {
     /// recurrent output's direction axis next to its states'.
     pub(super) fn transpose(&mut self, node: &NodeProto) -> Result<(), String> {
         let perm = ints_attr(node, "perm");
-        if perm.as_deref() == Some(&[0, 2, 1, 3]) {
-            let Value::Recurrent { flow, stage, steps, hidden, every_step: true } = self.value(node, 0)? else {
+        // The direction axis moved next to the states': [T, D, N, H] → [T, N, D, H], or [D, N, H] → [N, D, H].
+        match (perm.as_deref(), self.value(node, 0)?) {
+            (Some([0, 2, 1, 3]), Value::Recurrent(out)) if out.every_step => {
+                self.set(node, Value::DirectionsInner(out));
+                return Ok(());
+            }
+            (Some([1, 0, 2]), Value::Recurrent(out)) if !out.every_step => {
+                self.set(node, Value::DirectionsInner(out));
+                return Ok(());
+            }
+            (Some([0, 2, 1, 3]), _) => {
                 return Err(unsupported_detail(node, "nnc maps this `Transpose` only of a recurrent layer's states"));
-            };
-            self.set(node, Value::StepsTransposed { flow, stage, steps, hidden });
-            return Ok(());
+            }
+            _ => {}
         }
         if perm.as_deref() != Some(&[1, 0, 2]) {
             return Err(unsupported_detail(
@@ -237,19 +245,36 @@ impl Importer<'_> {
             return Err(unsupported_detail(node, "its input is not a sequence transposed to time-major"));
         };
         let hidden = usize::try_from(int_attr(node, "hidden_size", 0)).unwrap_or(0);
-        // The activations ONNX would take anyway may be spelt out (PyTorch's RNN does).
+        let direction = attribute(node, "direction").and_then(|a| a.s.as_deref()).unwrap_or(b"forward");
+        let directions = match direction {
+            b"forward" => 1,
+            b"bidirectional" => 2,
+            _ => {
+                return Err(unsupported_detail(
+                    node,
+                    "nnc reads a sequence forwards, or both ways; not backwards alone",
+                ));
+            }
+        };
+        // The activations ONNX would take anyway may be spelt out (PyTorch's
+        // RNN does), once per direction.
         let defaults: &[&[u8]] = match cell {
             Cell::Rnn => &[b"Tanh"],
             Cell::Lstm => &[b"Sigmoid", b"Tanh", b"Tanh"],
             Cell::Gru => &[b"Sigmoid", b"Tanh"],
         };
+        let default_activations = |a: &super::proto::AttributeProto| {
+            a.strings.len() == defaults.len() * directions
+                && a.strings
+                    .chunks(defaults.len())
+                    .all(|chunk| chunk.iter().map(Vec::as_slice).eq(defaults.iter().copied()))
+        };
         // Initial states of zeros (what PyTorch writes) are nnc's own start.
         let zero_start = |k: usize| {
             node.input.get(k).is_none_or(String::is_empty)
-                || self.value(node, k).is_ok_and(|v| is_zero_state(&v, hidden))
+                || self.value(node, k).is_ok_and(|v| is_zero_state(&v, directions, hidden))
         };
-        let plain = attribute(node, "direction").and_then(|a| a.s.as_deref()).is_none_or(|d| d == b"forward")
-            && attribute(node, "activations").is_none_or(|a| a.strings == defaults)
+        let plain = attribute(node, "activations").is_none_or(default_activations)
             && attribute(node, "clip").is_none()
             && int_attr(node, "input_forget", 0) == 0
             && int_attr(node, "layout", 0) == 0
@@ -259,7 +284,7 @@ impl Importer<'_> {
         if !plain {
             return Err(unsupported_detail(
                 node,
-                "nnc maps forward recurrent layers with default activations, no clip, lengths or peepholes, \
+                "nnc maps recurrent layers with default activations, no clip, lengths or peepholes, \
                  starting from zeros",
             ));
         }
@@ -278,20 +303,40 @@ impl Importer<'_> {
             Some(_) => self.constant(node, 3)?.1,
             None => vec![0.0; 2 * width],
         };
-        if hidden == 0 || w_dims != [1, width, features] || r_dims != [1, width, hidden] || b.len() != 2 * width {
+        let fits = w_dims == [directions, width, features]
+            && r_dims == [directions, width, hidden]
+            && b.len() == directions * 2 * width;
+        if hidden == 0 || !fits {
             return Err(unsupported_detail(node, "its weights do not have the shapes of its hidden size and input"));
         }
         let reorder = |values: &[f32]| reorder_gates(cell, values, false);
         let name = self.layer_name(keyword);
-        self.tensors.insert(format!("{name}.weight_ih_l0"), (vec![width, features], reorder(&w)));
-        self.tensors.insert(format!("{name}.weight_hh_l0"), (vec![width, hidden], reorder(&r)));
-        self.tensors.insert(format!("{name}.bias_ih_l0"), (vec![width], reorder(&b[..width])));
-        self.tensors.insert(format!("{name}.bias_hh_l0"), (vec![width], reorder(&b[width..])));
-        let stage = format!("{keyword}({hidden}");
+        for d in 0..directions {
+            let suffix = if d == 0 { "" } else { "_reverse" };
+            let w = &w[d * width * features..(d + 1) * width * features];
+            let r = &r[d * width * hidden..(d + 1) * width * hidden];
+            let b = &b[d * 2 * width..(d + 1) * 2 * width];
+            let parts = [("weight_ih", vec![width, features], w), ("weight_hh", vec![width, hidden], r)]
+                .into_iter()
+                .chain([("bias_ih", vec![width], &b[..width]), ("bias_hh", vec![width], &b[width..])]);
+            for (what, dims, values) in parts {
+                self.tensors.insert(format!("{name}.{what}_l0{suffix}"), (dims, reorder(values)));
+            }
+        }
+        let both = if directions == 2 { ", bidirectional = true" } else { "" };
+        let stage = format!("{keyword}({hidden}{both}");
         for (k, every_step) in [(0, true), (1, false)] {
             if let Some(out) = node.output.get(k).filter(|o| !o.is_empty()) {
-                let value = Value::Recurrent { flow: flow.clone(), stage: stage.clone(), steps, hidden, every_step };
-                self.values.insert(out.clone(), value);
+                let output = RecurrentOutput {
+                    layer: name.clone(),
+                    flow: flow.clone(),
+                    stage: stage.clone(),
+                    steps,
+                    hidden,
+                    directions,
+                    every_step,
+                };
+                self.values.insert(out.clone(), Value::Recurrent(output));
             }
         }
         Ok(())
@@ -303,7 +348,17 @@ impl Importer<'_> {
         if int_attr(node, "axis", 0) != 0 {
             return Err(unsupported_detail(node, "it joins recurrent states along another axis than the layers'"));
         }
-        let states = (0..node.input.len()).map(|k| self.value(node, k)).collect::<Result<_, _>>()?;
+        // A bidirectional layer's states are stacked direction by direction.
+        let mut states = Vec::new();
+        for k in 0..node.input.len() {
+            match self.value(node, k)? {
+                Value::Recurrent(out) if out.directions == 2 => {
+                    let direction = |d: usize| Value::OneDirection { out: out.clone(), direction: d };
+                    states.extend([direction(0), direction(1)]);
+                }
+                state => states.push(state),
+            }
+        }
         self.set(node, Value::LayerStates(states));
         Ok(())
     }
@@ -323,10 +378,19 @@ impl Importer<'_> {
         };
         let state = match self.value(node, 0)? {
             Value::LayerStates(states) if axis == 0 => picked(states.len()).map(|k| states[k].clone()),
-            state @ Value::Recurrent { every_step: false, .. } if axis == 0 => picked(1).map(|_| state),
+            Value::Recurrent(out) if axis == 0 && !out.every_step => match out.directions {
+                1 => picked(1).map(|_| Value::Recurrent(out)),
+                _ => picked(out.directions).map(|direction| Value::OneDirection { out, direction }),
+            },
             Value::Computed { mut flow, shape } if axis == 1 && shape.len() == 2 => {
                 let stage = flow.stages.pop().and_then(|s| s.strip_suffix(", sequences = true)").map(String::from));
                 return match stage {
+                    // A backward direction's last state is after the first step, not at the last.
+                    Some(stage) if stage.contains("bidirectional") => Err(unsupported_detail(
+                        node,
+                        "it takes a bidirectional layer's last step, where its backward direction has read one \
+                         step only; nnc's last state of that direction is after the first step",
+                    )),
                     Some(stage) if picked(shape[0]) == Some(shape[0] - 1) => {
                         flow.stages.push(format!("{stage})"));
                         self.output(node, flow, vec![shape[1]])
@@ -340,9 +404,10 @@ impl Importer<'_> {
             _ => None,
         };
         match state {
-            Some(Value::Recurrent { mut flow, stage, hidden, .. }) => {
-                flow.stages.push(format!("{stage})"));
-                self.output(node, flow, vec![hidden])
+            Some(Value::Recurrent(out)) => self.last_states(node, out),
+            Some(one @ Value::OneDirection { .. }) => {
+                self.set(node, one);
+                Ok(())
             }
             _ => Err(unsupported_detail(
                 node,
@@ -351,49 +416,96 @@ impl Importer<'_> {
         }
     }
 
-    /// The `Squeeze` that picks a recurrent op's output.
+    /// The `Concat` of a bidirectional layer's two last states, the forward
+    /// one first (PyTorch's `torch.cat([h[-2], h[-1]], 1)`): the layer's output.
+    pub(super) fn both_directions(&mut self, node: &NodeProto) -> Result<(), String> {
+        let parts: Vec<Value> = (0..node.input.len()).map(|k| self.value(node, k)).collect::<Result<_, _>>()?;
+        match &parts[..] {
+            [Value::OneDirection { out, direction: 0 }, Value::OneDirection { out: other, direction: 1 }]
+                if out.layer == other.layer && matches!(int_attr(node, "axis", 0), 1 | -1) =>
+            {
+                self.last_states(node, out.clone())
+            }
+            _ => Err(unsupported_detail(
+                node,
+                "it joins a bidirectional layer's last states other than as nnc's layer does: \
+                 the forward direction's, then the backward one's, side by side",
+            )),
+        }
+    }
+
+    /// The `Squeeze` that drops the direction axis of a one-way recurrent
+    /// op's output.
     pub(super) fn squeeze(&mut self, node: &NodeProto) -> Result<(), String> {
-        let Value::Recurrent { mut flow, stage, steps, hidden, every_step } = self.value(node, 0)? else {
+        let Value::Recurrent(out) = self.value(node, 0)? else {
             return Err(unsupported_detail(node, "nnc maps `Squeeze` only after a recurrent layer"));
         };
         let axes: Vec<i64> = match ints_attr(node, "axes") {
             Some(axes) => axes,
             None => self.constant(node, 1)?.1.iter().map(|&a| a as i64).collect(),
         };
-        if every_step && axes == [1] {
-            self.drop_direction(node, flow, stage, steps, hidden)
-        } else if !every_step && axes == [0] {
-            flow.stages.push(format!("{stage})"));
-            self.output(node, flow, vec![hidden])
-        } else {
-            Err(unsupported_detail(node, "it does not drop the direction axis of a recurrent output"))
+        match (out.every_step, &axes[..]) {
+            _ if out.directions != 1 => Err(unsupported_detail(node, "it squeezes the two directions' axis")),
+            (true, [1]) => self.every_step_states(node, out),
+            (false, [0]) => self.last_states(node, out),
+            _ => Err(unsupported_detail(node, "it does not drop the direction axis of a recurrent output")),
         }
     }
 
-    /// A recurrent layer's states for every step, its direction axis
-    /// dropped (by a `Squeeze`, or a `Reshape` to `[T, N, H]`): the layer
-    /// with `sequences = true`, time-major.
-    pub(super) fn drop_direction(
-        &mut self,
-        node: &NodeProto,
-        mut flow: Flow,
-        stage: String,
-        steps: usize,
-        hidden: usize,
-    ) -> Result<(), String> {
-        if node.op_type() == "Reshape" {
-            let target = match self.value(node, 1)? {
-                Value::Dims { dims, scalar: false } => dims,
-                _ => self.constant(node, 1)?.1.iter().map(|&v| Dim::Fixed(v as i64)).collect(),
-            };
-            let (t, h) = (Dim::Fixed(steps as i64), Dim::Fixed(hidden as i64));
-            let batch = |d: &Dim| matches!(d, Dim::Batch | Dim::Fixed(0 | -1));
-            if !matches!(&target[..], [a, b, c] if *a == t && batch(b) && *c == h) {
-                return Err(unsupported_detail(node, "it reshapes a recurrent layer's states to other than [T, N, H]"));
-            }
+    /// A `Reshape` of a recurrent output whose direction axis is next to
+    /// the states' (`DirectionsInner`) to `[T, N, D·H]` or `[N, D·H]`: the
+    /// directions side by side, as nnc's layer puts them.
+    pub(super) fn join_directions(&mut self, node: &NodeProto, out: RecurrentOutput) -> Result<(), String> {
+        let target = match self.value(node, 1)? {
+            Value::Dims { dims, scalar: false } => dims,
+            _ => self.constant(node, 1)?.1.iter().map(|&v| Dim::Fixed(v as i64)).collect(),
+        };
+        let width = Dim::Fixed((out.directions * out.hidden) as i64);
+        let (input, wanted) = if out.every_step {
+            let steps = Dim::Fixed(out.steps as i64);
+            let input = vec![steps, Dim::Batch, Dim::Fixed(out.directions as i64), Dim::Fixed(out.hidden as i64)];
+            (input, vec![steps, Dim::Batch, width])
+        } else {
+            (
+                vec![Dim::Batch, Dim::Fixed(out.directions as i64), Dim::Fixed(out.hidden as i64)],
+                vec![Dim::Batch, width],
+            )
+        };
+        if !reshapes_to(&target, &input, &wanted) {
+            return Err(unsupported_detail(
+                node,
+                "it reshapes a recurrent layer's output to other than its directions side by side",
+            ));
         }
+        if out.every_step { self.every_step_states(node, out) } else { self.last_states(node, out) }
+    }
+
+    /// The states of every step: the layer with `sequences = true`, time-major.
+    fn every_step_states(&mut self, node: &NodeProto, out: RecurrentOutput) -> Result<(), String> {
+        let RecurrentOutput { mut flow, stage, steps, hidden, directions, .. } = out;
         flow.stages.push(format!("{stage}, sequences = true)"));
-        self.set(node, Value::TimeMajor { flow, shape: vec![steps, hidden] });
+        self.set(node, Value::TimeMajor { flow, shape: vec![steps, directions * hidden] });
         Ok(())
     }
+
+    /// The last states: the layer's output.
+    fn last_states(&mut self, node: &NodeProto, out: RecurrentOutput) -> Result<(), String> {
+        let RecurrentOutput { mut flow, stage, hidden, directions, .. } = out;
+        flow.stages.push(format!("{stage})"));
+        self.output(node, flow, vec![directions * hidden])
+    }
+}
+
+/// Whether a `Reshape` of a value of shape `input` to `target` (where 0
+/// copies the input's dimension and one −1 takes what is left) gives
+/// `wanted`: the values keep their count, so every other dimension
+/// matching fixes the −1.
+fn reshapes_to(target: &[Dim], input: &[Dim], wanted: &[Dim]) -> bool {
+    target.len() == wanted.len()
+        && target.iter().filter(|&&d| d == Dim::Fixed(-1)).count() <= 1
+        && target.iter().zip(wanted).enumerate().all(|(k, (t, w))| match t {
+            Dim::Fixed(0) => input.get(k) == Some(w),
+            Dim::Fixed(-1) => true,
+            t => t == w,
+        })
 }

@@ -101,13 +101,17 @@ enum Value {
     Computed { flow: Flow, shape: Vec<usize> },
     /// A sequence `[T, F]` transposed to time-major, as recurrent ops read it.
     TimeMajor { flow: Flow, shape: Vec<usize> },
-    /// An output of a recurrent op, before the `Squeeze` that picks it:
-    /// every step's state (`Y`) or the last one (`Y_h`).
-    Recurrent { flow: Flow, stage: String, steps: usize, hidden: usize, every_step: bool },
-    /// A recurrent op's every-step output `Y` `[T, 1, N, H]` transposed to
-    /// `[T, N, 1, H]`, before the `Reshape` that drops its direction axis
-    /// (as PyTorch's dynamo exporter writes a stack).
-    StepsTransposed { flow: Flow, stage: String, steps: usize, hidden: usize },
+    /// An output of a recurrent op, before the `Squeeze` or `Reshape` that
+    /// picks it: every step's states `Y` `[T, D, N, H]` or the last ones
+    /// `Y_h` `[D, N, H]`.
+    Recurrent(RecurrentOutput),
+    /// The same with its direction axis moved next to the states' axis,
+    /// `[T, N, D, H]` or `[N, D, H]`, before the `Reshape` that joins (or
+    /// drops) the directions (as PyTorch's dynamo exporter writes a stack).
+    DirectionsInner(RecurrentOutput),
+    /// One direction's last states (`Y_h[k]`) of a bidirectional layer,
+    /// before the `Concat` that puts the two side by side.
+    OneDirection { out: RecurrentOutput, direction: usize },
     /// The last states (`Y_h`) of a stack of recurrent layers concatenated
     /// along the layer axis, first layer first: PyTorch's `h_n`.
     LayerStates(Vec<Value>),
@@ -119,6 +123,21 @@ enum Value {
     /// Part of an element-wise formula of one computed value `x` (its
     /// flow), kept until it is a whole activation.
     Formula { flow: Flow, shape: Vec<usize>, expr: formula::Expr },
+}
+
+/// A recurrent op's output: its layer's name, the layer's stage text (without its closing
+/// parenthesis), its steps, hidden size and directions (D), and whether it
+/// holds every step's states or the last.
+#[derive(Clone)]
+struct RecurrentOutput {
+    /// The layer's name, as its tensors are named.
+    layer: String,
+    flow: Flow,
+    stage: String,
+    steps: usize,
+    hidden: usize,
+    directions: usize,
+    every_step: bool,
 }
 
 /// One input of the graph, as the model will declare it.
@@ -408,8 +427,9 @@ impl Importer<'_> {
                 Err(unsupported_detail(node, &format!("input {k} is a constant; nnc's layers read computed values")))
             }
             Value::TimeMajor { .. }
-            | Value::Recurrent { .. }
-            | Value::StepsTransposed { .. }
+            | Value::Recurrent(_)
+            | Value::DirectionsInner(_)
+            | Value::OneDirection { .. }
             | Value::LayerStates(_) => Err(unsupported_detail(
                 node,
                 &format!(
@@ -549,9 +569,7 @@ impl Importer<'_> {
             }
             "Reshape" => match self.value(node, 0)? {
                 Value::Dims { dims, scalar: false } => self.reshape_dims(node, dims),
-                Value::StepsTransposed { flow, stage, steps, hidden } => {
-                    self.drop_direction(node, flow, stage, steps, hidden)
-                }
+                Value::DirectionsInner(output) => self.join_directions(node, output),
                 _ => self.reshape(node),
             },
             "Mul" if (0..2).any(|k| matches!(self.value(node, k), Ok(Value::Dims { .. }))) => self.mul_dims(node),
@@ -570,7 +588,7 @@ impl Importer<'_> {
             "Cast" => self.cast(node),
             "Gather" => match self.value(node, 0)? {
                 Value::Dims { dims, scalar: false } => self.gather_dims(node, dims),
-                Value::Recurrent { .. } | Value::LayerStates(_) | Value::Computed { .. } => self.last_step(node),
+                Value::Recurrent(_) | Value::LayerStates(_) | Value::Computed { .. } => self.last_step(node),
                 _ => self.embedding(node),
             },
             "Shape" => self.shape_of(node),
@@ -586,8 +604,14 @@ impl Importer<'_> {
                 self.concat_dims(node)
             }
             "Concat"
-                if (0..node.input.len())
-                    .all(|k| matches!(self.value(node, k), Ok(Value::Recurrent { every_step: false, .. }))) =>
+                if (0..node.input.len()).all(|k| matches!(self.value(node, k), Ok(Value::OneDirection { .. }))) =>
+            {
+                self.both_directions(node)
+            }
+            "Concat"
+                if (0..node.input.len()).all(|k| {
+                    matches!(self.value(node, k), Ok(Value::Recurrent(RecurrentOutput { every_step: false, .. })))
+                }) =>
             {
                 self.layer_states(node)
             }

@@ -29,8 +29,9 @@ impl Importer<'_> {
             Value::TimeMajor { shape, .. } if shape.len() == 2 => {
                 vec![Dim::Fixed(shape[0] as i64), Dim::Batch, Dim::Fixed(shape[1] as i64)]
             }
-            Value::StepsTransposed { steps, hidden, .. } => {
-                vec![Dim::Fixed(steps as i64), Dim::Batch, Dim::Fixed(1), Dim::Fixed(hidden as i64)]
+            Value::DirectionsInner(out) => {
+                let rows = [Dim::Batch, Dim::Fixed(out.directions as i64), Dim::Fixed(out.hidden as i64)];
+                if out.every_step { [&[Dim::Fixed(out.steps as i64)][..], &rows].concat() } else { rows.to_vec() }
             }
             Value::Zeros(dims) => dims,
             _ => return Err(unsupported_detail(node, "nnc follows `Shape` only of an input or a layer's output")),
@@ -226,9 +227,12 @@ impl Importer<'_> {
 }
 
 /// Whether `value`, a recurrent layer's initial state, is zeros of
-/// `[1, batch, hidden]`, as the layer's own start is.
-pub(super) fn is_zero_state(value: &Value, hidden: usize) -> bool {
-    let one_row = |dims: &[Dim]| matches!(dims, [Dim::Fixed(1), Dim::Batch | Dim::Fixed(1), Dim::Fixed(h)] if *h == hidden as i64);
+/// `[directions, batch, hidden]`, as the layer's own start is.
+pub(super) fn is_zero_state(value: &Value, directions: usize, hidden: usize) -> bool {
+    let one_row = |dims: &[Dim]| {
+        matches!(dims, [Dim::Fixed(d), Dim::Batch | Dim::Fixed(1), Dim::Fixed(h)]
+            if *d == directions as i64 && *h == hidden as i64)
+    };
     match value {
         Value::Zeros(dims) => one_row(dims),
         Value::Constant(dims, values) => {
