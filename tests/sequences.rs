@@ -1,5 +1,5 @@
-//! Recurrent networks on real and synthetic sequences: an LSTM and a GRU
-//! read digits row by row, and an LSTM solves the adding problem, whose
+//! Recurrent networks on real and synthetic sequences: an LSTM, a GRU and a
+//! bidirectional GRU read digits row by row, and an LSTM solves the adding problem, whose
 //! answer depends on two inputs many steps apart.
 
 use nnc::data::Dataset;
@@ -10,12 +10,12 @@ use rand_chacha::ChaCha8Rng;
 
 mod common;
 
-/// `models/lstm_digits.nn` with its recurrent layer `cell`, trained for ten
-/// epochs: its test accuracy.
-fn digits_row_by_row(cell: &str) -> f64 {
+/// `models/lstm_digits.nn` with `layer` as its recurrent layer, trained for
+/// ten epochs: its test accuracy.
+fn digits_row_by_row(layer: &str) -> f64 {
     let source = std::fs::read_to_string(format!("{}/lstm_digits.nn", common::MODELS)).expect("readable");
-    let source = source.replace("|> lstm(64) |>", &format!("|> {cell}(64) |>"));
-    assert!(source.contains(&format!("{cell}(64)")), "the model reads rows with lstm(64)");
+    let source = source.replace("|> lstm(64) |>", &format!("|> {layer} |>"));
+    assert!(source.contains(layer), "the model reads rows with lstm(64)");
     let checked = check_source("digits_row_by_row.nn", &source);
     assert!(!checked.has_errors(), "{:?}", checked.diags);
     let model = &checked.models[0];
@@ -29,13 +29,19 @@ fn digits_row_by_row(cell: &str) -> f64 {
 
 #[test]
 fn lstm_reads_digits_row_by_row_to_90_percent() {
-    let accuracy = digits_row_by_row("lstm");
+    let accuracy = digits_row_by_row("lstm(64)");
     assert!(accuracy >= 0.90, "{accuracy}");
 }
 
 #[test]
 fn gru_reads_digits_row_by_row_to_90_percent() {
-    let accuracy = digits_row_by_row("gru");
+    let accuracy = digits_row_by_row("gru(64)");
+    assert!(accuracy >= 0.90, "{accuracy}");
+}
+
+#[test]
+fn bidirectional_gru_reads_digits_row_by_row_to_90_percent() {
+    let accuracy = digits_row_by_row("gru(32, bidirectional = true)");
     assert!(accuracy >= 0.90, "{accuracy}");
 }
 
