@@ -456,10 +456,7 @@ impl Importer<'_> {
     /// the states' (`DirectionsInner`) to `[T, N, D·H]` or `[N, D·H]`: the
     /// directions side by side, as nnc's layer puts them.
     pub(super) fn join_directions(&mut self, node: &NodeProto, out: RecurrentOutput) -> Result<(), String> {
-        let target = match self.value(node, 1)? {
-            Value::Dims { dims, scalar: false } => dims,
-            _ => self.constant(node, 1)?.1.iter().map(|&v| Dim::Fixed(v as i64)).collect(),
-        };
+        let target = self.reshape_target(node)?;
         let width = Dim::Fixed((out.directions * out.hidden) as i64);
         let (input, wanted) = if out.every_step {
             let steps = Dim::Fixed(out.steps as i64);

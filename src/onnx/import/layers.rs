@@ -3,7 +3,7 @@
 //! scaling of the raw input.
 
 use super::proto::NodeProto;
-use super::shapes::batch_shape;
+use super::shapes::{Dim, batch_shape};
 use super::{
     Flow, Importer, Value, attribute, float_attr, int_attr, ints_attr, number, per_axis, square, text_attr,
     unsupported_detail,
@@ -460,14 +460,16 @@ impl Importer<'_> {
     pub(super) fn reshape(&mut self, node: &NodeProto) -> Result<(), String> {
         let (_, shape) = self.computed(node, 0)?;
         // A shape computed from the batch's (`x.view(x.size(0), -1)`) keeps it.
-        let target = match self.value(node, 1)? {
-            Value::Dims { dims, scalar: false } => batch_shape(&dims)
-                .ok_or_else(|| unsupported_detail(node, "its computed shape does not keep the batch first"))?,
-            _ => self.constant(node, 1)?.1,
+        let target = self.reshape_target(node)?;
+        let fixed = |target: &[Dim]| -> Option<Vec<f32>> {
+            target.iter().map(|d| if let Dim::Fixed(v) = d { Some(*v as f32) } else { None }).collect()
         };
+        let target: Vec<f32> = batch_shape(&target)
+            .or_else(|| fixed(&target))
+            .ok_or_else(|| unsupported_detail(node, "its computed shape does not keep the batch first"))?;
         let total: usize = shape.iter().product();
         let rest: Vec<i64> = target.iter().skip(1).map(|&v| v as i64).collect();
-        if target.first().is_none_or(|&b| b != 0.0 && b != -1.0 && rest.contains(&-1)) {
+        if target.first().is_none_or(|&b| b < -1.0 || (b != 0.0 && b != -1.0 && rest.contains(&-1))) {
             return Err(unsupported_detail(node, "it reshapes across the batch axis"));
         }
         let known: i64 = rest.iter().filter(|&&v| v > 0).product();

@@ -408,6 +408,20 @@ impl Importer<'_> {
             .ok_or_else(|| unsupported_detail(node, &format!("its input `{name}` is produced by no earlier node")))
     }
 
+    /// A `Reshape`'s target shape, constant or computed, where a 0 copies
+    /// the input's dimension. Under `allowzero` a 0 would be a size of 0,
+    /// which no value nnc computes has.
+    fn reshape_target(&self, node: &NodeProto) -> Result<Vec<shapes::Dim>, String> {
+        let target = match self.value(node, 1)? {
+            Value::Dims { dims, scalar: false } => dims,
+            _ => self.constant(node, 1)?.1.iter().map(|&v| shapes::Dim::Fixed(v as i64)).collect(),
+        };
+        if int_attr(node, "allowzero", 0) != 0 && target.contains(&shapes::Dim::Fixed(0)) {
+            return Err(unsupported_detail(node, "its `allowzero` makes a 0 in its target shape a size of 0"));
+        }
+        Ok(target)
+    }
+
     fn constant(&self, node: &NodeProto, k: usize) -> Result<(Vec<usize>, Vec<f32>), String> {
         match self.value(node, k)? {
             Value::Constant(dims, data) => Ok((dims, data)),

@@ -263,3 +263,35 @@ fn a_pool_window_of_other_axes_than_its_input_is_refused() {
     let err = super::import(&model.encode_to_vec(), "sequence", None).err().expect("refused");
     assert!(err.contains("its window's axes are not those of its input [4, 14]"), "{err}");
 }
+
+/// A reshape's target is read as ONNX defines it: under `allowzero` a 0 is
+/// a size of 0, not a copy, and a negative size other than −1 is no size;
+/// both are refused, where reading them leniently would import a graph no
+/// engine runs.
+#[test]
+fn reshape_targets_of_no_size_are_refused() {
+    let reshaped = |target: &[f32], allowzero: i64| {
+        let bytes = graph(
+            &["x"],
+            &[("MatMul", &["x", "w"], "z"), ("Reshape", &["z", "target"], "r")],
+            &[("w", &[2, 4], &[0.5, -1.0, 2.0, 0.25, 1.0, 1.5, -0.5, 3.0]), ("target", &[3], target)],
+            &["r"],
+        );
+        let mut model = ModelProto::decode(bytes.as_slice()).expect("ONNX");
+        let nodes = &mut model.graph.as_mut().expect("a graph").node;
+        nodes[1].attribute.push(AttributeProto {
+            name: Some("allowzero".into()),
+            i: Some(allowzero),
+            r#type: Some(AttributeType::Int as i32),
+            ..Default::default()
+        });
+        super::import(&model.encode_to_vec(), "view", None).map(|imported| imported.source)
+    };
+    let source = reshaped(&[0.0, 2.0, 2.0], 0).expect("0 copies the batch");
+    assert!(source.contains("reshape([2, 2])"), "{source}");
+    assert!(reshaped(&[-1.0, 2.0, 2.0], 1).is_ok(), "no 0 to read as a size");
+    let error = reshaped(&[0.0, 2.0, 2.0], 1).expect_err("a batch of size 0");
+    assert!(error.contains("`allowzero` makes a 0 in its target shape a size of 0"), "{error}");
+    let error = reshaped(&[-1e9, 2.0, 2.0], 0).expect_err("a negative size");
+    assert!(error.contains("reshapes across the batch axis"), "{error}");
+}
