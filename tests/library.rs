@@ -239,6 +239,11 @@ fn lstm_library_predicts_the_jits_bits() {
 }
 
 #[test]
+fn bidirectional_gru_library_predicts_the_jits_bits() {
+    assert_same_bits("bigru_digits.nn");
+}
+
+#[test]
 fn tied_autoencoder_library_predicts_the_jits_bits() {
     assert_same_bits("autoencoder.nn");
 }

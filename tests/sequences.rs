@@ -41,7 +41,12 @@ fn gru_reads_digits_row_by_row_to_90_percent() {
 
 #[test]
 fn bidirectional_gru_reads_digits_row_by_row_to_90_percent() {
-    let accuracy = digits_row_by_row("gru(32, bidirectional = true)");
+    let checked = common::load("bigru_digits.nn");
+    let model = &checked.models[0];
+    let (train, test) = common::splits(model);
+    let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
+    trainer.fit(&train, None, None, |_| {}).expect("trains");
+    let accuracy = trainer.evaluate(&test).expect("evaluates").accuracy.expect("classifier");
     assert!(accuracy >= 0.90, "{accuracy}");
 }
 
