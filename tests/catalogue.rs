@@ -19,19 +19,12 @@ fn example(keyword: &str, kind: LayerKind) -> (&'static str, String) {
         LayerKind::Dense | LayerKind::Maxout | LayerKind::Rbm => ("[4]", format!("{keyword}(3)")),
         LayerKind::Dropout => ("[4]", "dropout(0.5)".into()),
         LayerKind::Clip => ("[4]", "clip(min = 0, max = 6)".into()),
-        LayerKind::Flatten
-        | LayerKind::BatchNorm
-        | LayerKind::LayerNorm
-        | LayerKind::Sigmoid
-        | LayerKind::Tanh
-        | LayerKind::Relu
-        | LayerKind::LeakyRelu
-        | LayerKind::Elu
-        | LayerKind::Gelu
-        | LayerKind::Silu
-        | LayerKind::Softplus
-        | LayerKind::Softmax
-        | LayerKind::Identity => ("[4]", keyword.into()),
+        LayerKind::Flatten | LayerKind::BatchNorm | LayerKind::LayerNorm => ("[4]", keyword.into()),
+        // The other activations take no required argument.
+        kind => {
+            assert!(kind.is_activation(), "{keyword} needs an example");
+            ("[4]", keyword.into())
+        }
     }
 }
 

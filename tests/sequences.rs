@@ -14,17 +14,14 @@ mod common;
 /// ten epochs: its test accuracy.
 fn digits_row_by_row(layer: &str) -> f64 {
     let source = std::fs::read_to_string(format!("{}/lstm_digits.nn", common::MODELS)).expect("readable");
-    let source = source.replace("|> lstm(64) |>", &format!("|> {layer} |>"));
-    assert!(source.contains(layer), "the model reads rows with lstm(64)");
-    let checked = check_source("digits_row_by_row.nn", &source);
+    let changed = source.replace("|> lstm(64) |>", &format!("|> {layer} |>")).replace("epochs = 30", "epochs = 10");
+    assert!(
+        changed.contains(layer) && changed.contains("epochs = 10"),
+        "the model reads rows with lstm(64), 30 epochs"
+    );
+    let checked = check_source("digits_row_by_row.nn", &changed);
     assert!(!checked.has_errors(), "{:?}", checked.diags);
-    let model = &checked.models[0];
-    let (train, test) = common::splits(model);
-    let mut config = model.train.clone();
-    config.epochs = 10;
-    let mut trainer = Trainer::new(model, config, Backend::Jit).expect("trainable");
-    trainer.fit(&train, None, None, |_| {}).expect("trains");
-    trainer.evaluate(&test).expect("evaluates").accuracy.expect("classifier")
+    common::train_bundled(&checked.models[0]).1.accuracy.expect("classifier")
 }
 
 #[test]
@@ -42,11 +39,7 @@ fn gru_reads_digits_row_by_row_to_90_percent() {
 #[test]
 fn bidirectional_gru_reads_digits_row_by_row_to_90_percent() {
     let checked = common::load("bigru_digits.nn");
-    let model = &checked.models[0];
-    let (train, test) = common::splits(model);
-    let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
-    trainer.fit(&train, None, None, |_| {}).expect("trains");
-    let accuracy = trainer.evaluate(&test).expect("evaluates").accuracy.expect("classifier");
+    let accuracy = common::train_bundled(&checked.models[0]).1.accuracy.expect("classifier");
     assert!(accuracy >= 0.90, "{accuracy}");
 }
 

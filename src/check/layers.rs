@@ -47,20 +47,37 @@ pub enum LayerKind {
 impl LayerKind {
     /// An element-wise function with no parameters of its own.
     pub fn is_activation(self) -> bool {
-        matches!(
-            self,
+        match self {
             LayerKind::Sigmoid
-                | LayerKind::Tanh
-                | LayerKind::Relu
-                | LayerKind::LeakyRelu
-                | LayerKind::Elu
-                | LayerKind::Gelu
-                | LayerKind::Silu
-                | LayerKind::Softplus
-                | LayerKind::Clip
-                | LayerKind::Softmax
-                | LayerKind::Identity
-        )
+            | LayerKind::Tanh
+            | LayerKind::Relu
+            | LayerKind::LeakyRelu
+            | LayerKind::Elu
+            | LayerKind::Gelu
+            | LayerKind::Silu
+            | LayerKind::Softplus
+            | LayerKind::Clip
+            | LayerKind::Softmax
+            | LayerKind::Identity => true,
+            LayerKind::Dense
+            | LayerKind::Conv1d
+            | LayerKind::Conv2d
+            | LayerKind::MaxPool
+            | LayerKind::AvgPool
+            | LayerKind::GlobalAvgPool
+            | LayerKind::Upsample
+            | LayerKind::Flatten
+            | LayerKind::Reshape
+            | LayerKind::Dropout
+            | LayerKind::BatchNorm
+            | LayerKind::LayerNorm
+            | LayerKind::Maxout
+            | LayerKind::Recurrent(_)
+            | LayerKind::Embedding
+            | LayerKind::Rbm
+            | LayerKind::Add
+            | LayerKind::Concat => false,
+        }
     }
 }
 
