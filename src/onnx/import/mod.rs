@@ -265,8 +265,17 @@ fn sample_shape(input: &proto::ValueInfoProto) -> Result<Vec<usize>, String> {
         match dim.value {
             Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => shape.push(v as usize),
             _ => {
+                let fixed_first =
+                    matches!(dims[0].value, Some(proto::tensor_shape_proto::dimension::Value::DimValue(_)));
+                // PyTorch's recurrent layers read [T, N, F] unless built with batch_first.
+                let hint = if k == 1 && dims.len() == 3 && fixed_first {
+                    " (a sequence laid out [steps, batch, features]: build PyTorch's recurrent layers with \
+                     `batch_first=True` and export again)"
+                } else {
+                    ""
+                };
                 return Err(format!(
-                    "dimension {k} of input `{name}` is not a fixed size; nnc needs every dimension after the batch"
+                    "dimension {k} of input `{name}` is not a fixed size; nnc needs every dimension after the batch{hint}"
                 ));
             }
         }

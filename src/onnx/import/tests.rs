@@ -295,3 +295,23 @@ fn reshape_targets_of_no_size_are_refused() {
     let error = reshaped(&[-1e9, 2.0, 2.0], 0).expect_err("a negative size");
     assert!(error.contains("reshapes across the batch axis"), "{error}");
 }
+
+/// A sequence laid out `[steps, batch, features]` (PyTorch's recurrent
+/// layers without `batch_first`) is refused with the way to export it.
+#[test]
+fn a_time_major_input_is_refused_with_batch_first_as_the_fix() {
+    let bytes = graph(&["x"], &[("Relu", &["x"], "r")], &[], &["r"]);
+    let mut model = ModelProto::decode(bytes.as_slice()).expect("ONNX");
+    let input = &mut model.graph.as_mut().expect("a graph").input[0];
+    let Some(type_proto::Value::TensorType(tensor)) = input.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
+        panic!("a tensor input");
+    };
+    let dim = |d: Option<i64>| tensor_shape_proto::Dimension {
+        value: d.map(tensor_shape_proto::dimension::Value::DimValue),
+        ..Default::default()
+    };
+    tensor.shape = Some(TensorShapeProto { dim: vec![dim(Some(5)), dim(None), dim(Some(4))] });
+    let error = super::import(&model.encode_to_vec(), "steps_first", None).err().expect("refused");
+    assert!(error.contains("dimension 1 of input `x` is not a fixed size"), "{error}");
+    assert!(error.contains("`batch_first=True`"), "{error}");
+}
