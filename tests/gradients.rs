@@ -142,6 +142,19 @@ proptest! {
     }
 
     #[test]
+    fn grouped_convolutions(groups in 1usize..4, per_group in 1usize..3, filters_per_group in 1usize..3,
+                            size in 3usize..6, k in 1usize..4, padding in 0usize..2, sequence in any::<bool>(),
+                            bias in any::<bool>(), seed in 0u64..1000) {
+        // Each group's filters read only its channels; depthwise when one channel a group.
+        let (c, f) = (groups * per_group, groups * filters_per_group);
+        let (input, layer) = if sequence { (format!("[{c}, {size}]"), "conv1d") } else { (format!("[{c}, {size}, {size}]"), "conv2d") };
+        let source = format!("model g {{ input x: {input} target y: real[2]
+            x |> {layer}({f}, kernel = {k}, padding = {padding}, groups = {groups}, bias = {bias}) |> tanh
+              |> flatten |> dense(2) => p  loss = mse(p, y) }}");
+        assert_model_gradients(&source, seed);
+    }
+
+    #[test]
     fn upsampling(c in 1usize..3, h in 1usize..4, w in 1usize..4, factor in 1usize..4, seed in 0u64..1000) {
         let source = format!("model g {{ input x: [{c}, {h}, {w}] target y: real[2]
             x |> conv2d(2, kernel = 1) |> tanh |> upsample({factor}) |> conv2d(1, kernel = 2) |> tanh |> flatten

@@ -270,6 +270,24 @@ proptest! {
         assert_backends_agree(&checked.models[0], rows, seed);
     }
 
+    /// Grouped and depthwise convolutions of images and sequences: one
+    /// convolution per group, of its slices of the channels and filters.
+    #[test]
+    fn random_grouped_convolutions(groups in 1usize..5, per_group in 1usize..3, filters_per_group in 1usize..3,
+                                   size in 3usize..8, k in 1usize..4, stride in 1usize..3, padding in 0usize..2,
+                                   sequence in any::<bool>(), rows in prop::sample::select(vec![1usize, 5]),
+                                   seed in 0u64..1000) {
+        let (c, f) = (groups * per_group, groups * filters_per_group);
+        let (input, layer) = if sequence { (format!("[{c}, {size}]"), "conv1d") } else { (format!("[{c}, {size}, {size}]"), "conv2d") };
+        let source = format!("model g {{ input x: {input} target y: class(3)
+            x |> {layer}({f}, kernel = {k}, stride = {stride}, padding = {padding}, groups = {groups}) |> relu
+              |> flatten |> dense(3) => p  loss = cross_entropy(p, y)
+            train {{ optimizer = sgd(lr = 0.05) seed = {seed} }} }}");
+        let checked = check_source("c.nn", &source);
+        prop_assert!(!checked.has_errors(), "{source}: {:?}", checked.diags);
+        assert_backends_agree(&checked.models[0], rows, seed);
+    }
+
     /// A sequence's convolution and pooling along its length (an image of
     /// one row to the kernels), padded and strided.
     #[test]

@@ -39,6 +39,8 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
         ("torch_bidirectional", false, 4, 3),
         ("torch_bidirectional_states", false, 3, 3),
         ("dynamo_bidirectional", false, 3, 3),
+        ("torch_grouped", false, 7, 3),
+        ("torch_grouped_conv1d", false, 3, 3),
     ];
     for (name, classifier, layers, outputs) in exports {
         let model = dir.path().join(format!("{name}.nn"));
@@ -97,6 +99,8 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
     let states = std::fs::read_to_string(dir.path().join("torch_bidirectional_states.nn")).expect("written");
     let stack = "x |> gru(8, bidirectional = true, sequences = true) |> gru(8, bidirectional = true) |> dense(3)";
     assert!(states.contains(stack), "{states}");
+    let grouped = std::fs::read_to_string(dir.path().join("torch_grouped.nn")).expect("written");
+    assert!(grouped.contains("conv2d(8, kernel = 3, groups = 8, bias = false)"), "{grouped}");
     let clips = std::fs::read_to_string(dir.path().join("torch_clips.nn")).expect("written");
     assert!(clips.contains("clip(min = 0.0, max = 6.0)") && clips.contains("clip(min = -1.0, max = 1.0)"), "{clips}");
     let sequence = std::fs::read_to_string(dir.path().join("torch_conv1d.nn")).expect("written");

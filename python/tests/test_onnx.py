@@ -67,6 +67,14 @@ EXTRA = {
     |> avgpool(2, stride = 1) |> conv2d(3, kernel = 1) |> gelu |> maxpool(2) |> flatten |> dense(3) |> sigmoid => p
   loss = binary_cross_entropy(p, y)
 }""",
+    # Grouped and depthwise convolutions (ONNX's `group`).
+    "groups.nn": """model groups {
+  input image: [4, 7, 7]
+  target y: class(3)
+  image |> conv2d(6, kernel = 3, padding = 1, groups = 2) |> relu |> conv2d(6, kernel = 3, groups = 6, bias = false)
+    |> reshape([6, 25]) |> conv1d(4, kernel = 3, groups = 2) |> flatten |> dense(3) => p
+  loss = cross_entropy(p, y)
+}""",
     # Padded pooling: ONNX's pads, and a mean that counts them (count_include_pad).
     "pools.nn": """model pools {
   input image: [3, 10, 9]

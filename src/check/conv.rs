@@ -1,6 +1,7 @@
 //! `conv2d`'s shape rule: the kernel, stride, padding and dilation each a
 //! number (the same along both axes) or `[height, width]`, and the output
-//! size along each axis with its derivation.
+//! size along each axis with its derivation; `conv1d`'s along a sequence;
+//! both split into `groups`.
 
 use crate::ast::{Call, Ident, Value};
 use crate::check::args::{Args, int_value};
@@ -32,6 +33,7 @@ pub fn conv2d(call: &Call, args: &Args, input: &Incoming, diags: &mut Vec<Diag>)
         return None;
     }
     check_declared_size(call, args, s[0], input, diags);
+    let groups = groups(args, s[0], filters, diags)?;
     let axis = |a: usize| Taps { kernel: kernel[a], stride: stride[a], padding: padding[a], dilation: dilation[a] };
     let (rows, cols) = (axis(0), axis(1));
     let (h, hw) = window(call, input, "conv2d", s[1], rows, diags)?;
@@ -39,11 +41,11 @@ pub fn conv2d(call: &Call, args: &Args, input: &Incoming, diags: &mut Vec<Diag>)
     let why = if hw == ww { hw } else { format!("{hw}, {ww}") };
     let area = rows.kernel * cols.kernel;
     Some(Applied {
-        layer: Layer::Conv2d { filters, rows, cols, bias },
+        layer: Layer::Conv2d { filters, rows, cols, bias, groups },
         shape: vec![filters, h, w],
         why: chain(&input.why, why),
-        params: filters * s[0] * area + if bias { filters } else { 0 },
-        macs: (h * w * filters * s[0] * area) as u64,
+        params: filters * (s[0] / groups) * area + if bias { filters } else { 0 },
+        macs: (h * w * filters * (s[0] / groups) * area) as u64,
     })
 }
 
@@ -69,15 +71,28 @@ pub fn conv1d(call: &Call, args: &Args, input: &Incoming, diags: &mut Vec<Diag>)
         return None;
     };
     check_declared_size(call, args, channels, input, diags);
+    let groups = groups(args, channels, filters, diags)?;
     let taps = Taps { kernel, stride, padding, dilation };
     let (out, why) = window(call, input, "conv1d", length, taps, diags)?;
     Some(Applied {
-        layer: Layer::Conv1d { filters, taps, bias },
+        layer: Layer::Conv1d { filters, taps, bias, groups },
         shape: vec![filters, out],
         why: chain(&input.why, why),
-        params: filters * channels * kernel + if bias { filters } else { 0 },
-        macs: (out * filters * channels * kernel) as u64,
+        params: filters * (channels / groups) * kernel + if bias { filters } else { 0 },
+        macs: (out * filters * (channels / groups) * kernel) as u64,
     })
+}
+
+/// `groups`: how many groups the channels and filters split into; both
+/// must divide evenly.
+fn groups(args: &Args, channels: usize, filters: usize, diags: &mut Vec<Diag>) -> Option<usize> {
+    let groups = args.int("groups", 1, 1, diags);
+    if !channels.is_multiple_of(groups) || !filters.is_multiple_of(groups) {
+        let span = args.value("groups").map(Value::span)?;
+        diags.push(messages::conv_groups(span, groups, channels, filters));
+        return None;
+    }
+    Some(groups)
 }
 
 /// A whole number for both axes, or `[height, width]`; `default` when absent.

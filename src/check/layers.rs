@@ -108,13 +108,13 @@ pub const LAYERS: &[LayerSpec] = &[
     layer(
         "conv1d",
         LayerKind::Conv1d,
-        &["filters", "kernel", "stride", "padding", "dilation", "bias", "in", "init", "trainable"],
+        &["filters", "kernel", "stride", "padding", "dilation", "groups", "bias", "in", "init", "trainable"],
         &["filters", "kernel"],
     ),
     layer(
         "conv2d",
         LayerKind::Conv2d,
-        &["filters", "kernel", "stride", "padding", "dilation", "bias", "in", "init", "trainable"],
+        &["filters", "kernel", "stride", "padding", "dilation", "groups", "bias", "in", "init", "trainable"],
         &["filters", "kernel"],
     ),
     layer("maxpool", LayerKind::MaxPool, &["kernel", "stride", "padding"], &["kernel"]),

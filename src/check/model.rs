@@ -87,6 +87,7 @@ pub enum Layer {
         filters: usize,
         taps: Taps,
         bias: bool,
+        groups: usize,
     },
     /// The kernel along the height (`rows`) and the width (`cols`).
     Conv2d {
@@ -94,6 +95,9 @@ pub enum Layer {
         rows: Taps,
         cols: Taps,
         bias: bool,
+        /// The channels and filters split into this many groups, each
+        /// filter reading its group's channels only (PyTorch's `groups`).
+        groups: usize,
     },
     /// `padding` on each side is never a window's largest value, and is
     /// zeros in an average (PyTorch's `count_include_pad`).

@@ -179,14 +179,15 @@ fn dense(
 /// `[B, C, L]` is a `conv2d` over `[B, C, 1, L]` with a one-row kernel; its
 /// weight keeps PyTorch's `[F, C, K]`, viewed as `[F, C, 1, K]`.
 fn convolution(graph: &mut Graph, (model, index, node): Lowered, x: ValueId, out_shape: Shape) -> ValueId {
-    let (filters, rows, cols, bias) = match node.layer {
-        Layer::Conv1d { filters, taps, bias } => (filters, ONE_ROW, taps, bias),
-        Layer::Conv2d { filters, rows, cols, bias } => (filters, rows, cols, bias),
+    let (filters, rows, cols, bias, groups) = match node.layer {
+        Layer::Conv1d { filters, taps, bias, groups } => (filters, ONE_ROW, taps, bias, groups),
+        Layer::Conv2d { filters, rows, cols, bias, groups } => (filters, rows, cols, bias, groups),
         _ => return x,
     };
     let span = node.span;
     let image = graph.shape(x).clone();
-    let channels = image[1];
+    // Each filter reads its group's channels only.
+    let channels = image[1] / groups;
     let area = rows.kernel * cols.kernel;
     let init = init_for(model, index, channels * area, filters * area);
     let shape = vec![filters, channels, rows.kernel, cols.kernel];
@@ -200,15 +201,34 @@ fn convolution(graph: &mut Graph, (model, index, node): Lowered, x: ValueId, out
     let mut conv_shape = out_shape.clone();
     if stored != shape {
         wv = graph.push(Op::Reshape, vec![wv], shape, span);
-        x = graph.push(Op::Reshape, vec![x], vec![image[0], channels, 1, image[2]], span);
+        x = graph.push(Op::Reshape, vec![x], vec![image[0], image[1], 1, image[2]], span);
         conv_shape = vec![out_shape[0], out_shape[1], 1, out_shape[2]];
     }
-    let mut inputs = vec![x, wv];
-    if bias {
+    let b = bias.then(|| {
         let b = add_param(graph, format!("{}.bias", node.name), vec![filters], Init::Zeros, false);
-        inputs.push(graph.push(Op::Param(b), vec![], vec![filters], span));
-    }
-    let y = graph.push(Op::Conv2d { rows, cols, relu: false }, inputs, conv_shape.clone(), span);
+        graph.push(Op::Param(b), vec![], vec![filters], span)
+    });
+    // A grouped convolution is one convolution per group, of its slice of
+    // the channels, filters and biases, side by side.
+    let per_group = filters / groups;
+    let slice = |graph: &mut Graph, v: ValueId, axis: usize, g: usize, len: usize| {
+        if groups == 1 {
+            return v;
+        }
+        let mut part = graph.shape(v).clone();
+        part[axis] = len;
+        graph.push(Op::Slice { axis, start: g * len }, vec![v], part, span)
+    };
+    let mut group_shape = conv_shape.clone();
+    group_shape[1] = per_group;
+    let outputs: Vec<ValueId> = (0..groups)
+        .map(|g| {
+            let mut inputs = vec![slice(graph, x, 1, g, channels), slice(graph, wv, 0, g, per_group)];
+            inputs.extend(b.map(|b| slice(graph, b, 0, g, per_group)));
+            graph.push(Op::Conv2d { rows, cols, relu: false }, inputs, group_shape.clone(), span)
+        })
+        .collect();
+    let y = joined(graph, &outputs, 1, span);
     if conv_shape == out_shape { y } else { graph.push(Op::Reshape, vec![y], out_shape, span) }
 }
 

@@ -396,7 +396,12 @@ fn largest_threaded_product(model: &CheckedModel, batch: usize) -> u64 {
         Layer::Conv2d { rows, cols, .. } => !(rows == cols && nnc_runtime::direct_convolution(rows.stride)),
         _ => true,
     };
-    let largest = model.nodes.iter().filter(|n| through_sgemm(&n.layer)).map(|n| n.macs).max().unwrap_or(0);
+    // A grouped convolution is one product per group.
+    let product = |n: &crate::check::Node| match n.layer {
+        Layer::Conv1d { groups, .. } | Layer::Conv2d { groups, .. } => n.macs / groups as u64,
+        _ => n.macs,
+    };
+    let largest = model.nodes.iter().filter(|n| through_sgemm(&n.layer)).map(product).max().unwrap_or(0);
     largest.saturating_mul(batch as u64)
 }
 

@@ -69,6 +69,11 @@ pub const LAYERS: &[Doc] = &[
             ("stride", "step between windows (default 1)"),
             ("padding", "zeros added at each end (default 0); `same` keeps the length (odd spans, stride 1)"),
             ("dilation", "spacing between kernel taps (default 1)"),
+            (
+                "groups",
+                "split the channels and filters into this many groups, each filter reading its group's channels \
+                 only; both must divide evenly (default 1; as many as the channels: depthwise)",
+            ),
             ("bias", "add a learned bias per filter (default `true`)"),
             ("in", "the input channels you expect; checked against the real ones"),
             ("init", INIT),
@@ -88,6 +93,11 @@ pub const LAYERS: &[Doc] = &[
                  spans, stride 1)",
             ),
             ("dilation", "spacing between kernel taps, or `[height, width]` (default 1)"),
+            (
+                "groups",
+                "split the channels and filters into this many groups, each filter reading its group's channels \
+                 only; both must divide evenly (default 1; as many as the channels: depthwise)",
+            ),
             ("bias", "add a learned bias per filter (default `true`)"),
             ("in", "the input channels you expect; checked against the real ones"),
             ("init", INIT),

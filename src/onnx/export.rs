@@ -394,7 +394,7 @@ impl Builder<'_> {
                 }
                 self.node("Gemm", inputs, name, vec![int("transB", trans_b)])
             }
-            Layer::Conv1d { taps, bias, .. } => {
+            Layer::Conv1d { taps, bias, groups, .. } => {
                 let mut inputs = vec![x, self.weight(&w("weight"))?];
                 if *bias {
                     inputs.push(self.weight(&w("bias"))?);
@@ -405,10 +405,11 @@ impl Builder<'_> {
                     ints("strides", &[stride as i64]),
                     ints("pads", &[padding as i64, padding as i64]),
                     ints("dilations", &[dilation as i64]),
+                    int("group", *groups as i64),
                 ];
                 self.node("Conv", inputs, name, attributes)
             }
-            Layer::Conv2d { rows, cols, bias, .. } => {
+            Layer::Conv2d { rows, cols, bias, groups, .. } => {
                 let mut inputs = vec![x, self.weight(&w("weight"))?];
                 if *bias {
                     inputs.push(self.weight(&w("bias"))?);
@@ -420,6 +421,7 @@ impl Builder<'_> {
                     ints("strides", &both(|t| t.stride)),
                     ints("pads", &[ph, pw, ph, pw]),
                     ints("dilations", &both(|t| t.dilation)),
+                    int("group", *groups as i64),
                 ];
                 self.node("Conv", inputs, name, attributes)
             }

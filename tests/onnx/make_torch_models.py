@@ -5,8 +5,8 @@ at opset 20 (ONNX's `Gelu` op), a classifier of log-probabilities, an MLP of cli
 `Hardtanh`), a CNN of padded pooling (ResNet's
 stem: `MaxPool2d(3, 2, 1)`), a 1-D CNN with its pooling, and recurrent networks (LSTM, RNN, GRU) whose zero initial
 states PyTorch builds from the batch size when the graph runs (also as PyTorch's
-dynamo exporter writes them: `dynamo_*`; bidirectional ones too), each with 8
-input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
+dynamo exporter writes them: `dynamo_*`; bidirectional ones too), and grouped and
+depthwise convolutions, each with 8 input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
 
     python tests/onnx/make_torch_models.py
 """
@@ -125,3 +125,9 @@ save("torch_bidirectional", EveryStep(nn.LSTM(4, 8, num_layers=2, batch_first=Tr
 save("torch_bidirectional_states", BothFinalStates(nn.GRU(4, 8, num_layers=2, batch_first=True, bidirectional=True)),
      (5, 4))
 save("dynamo_bidirectional", EveryStep(nn.GRU(4, 8, batch_first=True, bidirectional=True), 5), (5, 4), dynamo=True)
+grouped = nn.Sequential(
+    nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8, bias=False), nn.ReLU(),
+    nn.Conv2d(8, 4, 1), nn.Flatten(), nn.Linear(4 * 6 * 6, 3),
+)
+save("torch_grouped", grouped, (4, 8, 8))
+save("torch_grouped_conv1d", nn.Sequential(nn.Conv1d(4, 6, 3, groups=2), nn.Flatten(), nn.Linear(6 * 8, 3)), (4, 10))

@@ -139,6 +139,24 @@ pub fn pool_padding(n: &Number, kernel: usize) -> Diag {
     .with_help("windows of only padding would have no value to pool: pad by at most half the kernel, as PyTorch does")
 }
 
+pub fn conv_groups(span: Span, groups: usize, channels: usize, filters: usize) -> Diag {
+    let uneven: Vec<String> = [("input channels", channels), ("filters", filters)]
+        .iter()
+        .filter(|(_, n)| !n.is_multiple_of(groups))
+        .map(|(what, n)| format!("{n} {what}"))
+        .collect();
+    Diag::error(
+        "nnc::shape::conv_groups",
+        "the convolution's groups do not divide its channels and filters",
+        span,
+        format!("{groups} groups do not split {} evenly", uneven.join(" or ")),
+    )
+    .with_help(format!(
+        "use a number of groups that divides both {channels} and {filters} (groups = {channels} with {channels} \
+         filters or a multiple is a depthwise convolution)"
+    ))
+}
+
 pub fn same_padding(span: Span, (kernel, stride, dilation): (usize, usize, usize)) -> Diag {
     let (label, help) = if stride != 1 {
         (format!("stride {stride} shrinks the image whatever the padding"), "give the padding as a number")

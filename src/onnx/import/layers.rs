@@ -175,9 +175,6 @@ impl Importer<'_> {
         let [filters, channels, kh, kw] = dims[..] else {
             return Err(unsupported_detail(node, "it is not a 1-D or 2-D convolution"));
         };
-        if int_attr(node, "group", 1) != 1 {
-            return Err(unsupported_detail(node, "it is a grouped convolution"));
-        }
         if attribute(node, "auto_pad").and_then(|a| a.s.as_deref()).is_some_and(|s| s != b"NOTSET") {
             return Err(unsupported_detail(node, "it pads automatically; export with explicit pads"));
         }
@@ -187,9 +184,7 @@ impl Importer<'_> {
         let [c, h, w] = shape[..] else {
             return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images")));
         };
-        if c != channels {
-            return Err(unsupported_detail(node, &format!("its filters read {channels} channels, the input has {c}")));
-        }
+        let groups = conv_groups(node, c, channels, filters)?;
         let stride = per_axis(node, "strides", ints_attr(node, "strides"), 1)?;
         let padding = per_axis(node, "pads", ints_attr(node, "pads"), 0)?;
         let dilation = per_axis(node, "dilations", ints_attr(node, "dilations"), 1)?;
@@ -208,6 +203,9 @@ impl Importer<'_> {
             if v != [default; 2] {
                 args.push(format!("{key} = {}", text(v)));
             }
+        }
+        if groups > 1 {
+            args.push(format!("groups = {groups}"));
         }
         self.conv_bias(node, &name, filters, &mut args)?;
         let mut flow = flow;
@@ -252,11 +250,9 @@ impl Importer<'_> {
         let [c, length] = shape[..] else {
             return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not sequences")));
         };
-        if int_attr(node, "group", 1) != 1 || c != channels || kernel == 0 {
-            return Err(unsupported_detail(
-                node,
-                "it is grouped, empty, or its filters do not read the input's channels",
-            ));
+        let groups = conv_groups(node, c, channels, filters)?;
+        if kernel == 0 {
+            return Err(unsupported_detail(node, "its kernel is empty"));
         }
         let one = |what: &str, default: i64| -> Result<usize, String> {
             match ints_attr(node, what).as_deref() {
@@ -277,7 +273,9 @@ impl Importer<'_> {
         let name = self.layer_name("conv1d");
         self.tensors.insert(format!("{name}.weight"), (dims.clone(), weight));
         let mut args = vec![filters.to_string(), format!("kernel = {kernel}")];
-        for (key, v, default) in [("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)] {
+        let settings =
+            [("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1), ("groups", groups, 1)];
+        for (key, v, default) in settings {
             if v != default {
                 args.push(format!("{key} = {v}"));
             }
@@ -498,6 +496,23 @@ impl Importer<'_> {
         let list: Vec<String> = dims.iter().map(usize::to_string).collect();
         self.stage(node, format!("reshape([{}])", list.join(", ")), dims)
     }
+}
+
+/// A convolution's `group`: the input's `channels` must be the channels
+/// each filter reads (`per_filter`) times the groups, which divide the
+/// filters too.
+fn conv_groups(node: &NodeProto, channels: usize, per_filter: usize, filters: usize) -> Result<usize, String> {
+    let groups = usize::try_from(int_attr(node, "group", 1)).unwrap_or(0);
+    if groups == 0 || per_filter * groups != channels || !filters.is_multiple_of(groups) {
+        return Err(unsupported_detail(
+            node,
+            &format!(
+                "its {filters} filters of {per_filter} channels in {groups} group(s) do not read the input's \
+                 {channels} channels"
+            ),
+        ));
+    }
+    Ok(groups)
 }
 
 /// `w` `[rows, cols]` as `[cols, rows]`.
