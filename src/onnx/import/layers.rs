@@ -185,6 +185,7 @@ impl Importer<'_> {
             return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not images")));
         };
         let groups = conv_groups(node, c, channels, filters)?;
+        conv_kernel(node, &[kh, kw])?;
         let stride = per_axis(node, "strides", ints_attr(node, "strides"), 1)?;
         let padding = per_axis(node, "pads", ints_attr(node, "pads"), 0)?;
         let dilation = per_axis(node, "dilations", ints_attr(node, "dilations"), 1)?;
@@ -251,6 +252,7 @@ impl Importer<'_> {
             return Err(unsupported_detail(node, &format!("it reads values of shape {shape:?}, not sequences")));
         };
         let groups = conv_groups(node, c, channels, filters)?;
+        conv_kernel(node, &[kernel])?;
         if kernel == 0 {
             return Err(unsupported_detail(node, "its kernel is empty"));
         }
@@ -495,6 +497,17 @@ impl Importer<'_> {
         }
         let list: Vec<String> = dims.iter().map(usize::to_string).collect();
         self.stage(node, format!("reshape([{}])", list.join(", ")), dims)
+    }
+}
+
+/// A convolution's `kernel_shape`, when given, must be its weight's
+/// spatial dimensions, as ONNX requires.
+fn conv_kernel(node: &NodeProto, kernel: &[usize]) -> Result<(), String> {
+    match ints_attr(node, "kernel_shape") {
+        Some(given) if !given.iter().map(|&k| usize::try_from(k).ok()).eq(kernel.iter().map(|&k| Some(k))) => {
+            Err(unsupported_detail(node, &format!("its kernel_shape {given:?} is not its weight's {kernel:?}")))
+        }
+        _ => Ok(()),
     }
 }
 

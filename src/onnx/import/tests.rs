@@ -315,3 +315,24 @@ fn a_time_major_input_is_refused_with_batch_first_as_the_fix() {
     assert!(error.contains("dimension 1 of input `x` is not a fixed size"), "{error}");
     assert!(error.contains("`batch_first=True`"), "{error}");
 }
+
+/// A convolution's `kernel_shape` that is not its weight's, and a `group`
+/// that does not split the channels, are refused: ONNX requires both to
+/// agree with the weight, and onnxruntime refuses such graphs.
+#[test]
+fn a_convolution_whose_attributes_disagree_with_its_weight_is_refused() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/torch_grouped.onnx");
+    let changed = |attribute: &str, edit: &dyn Fn(&mut AttributeProto)| {
+        let mut model = ModelProto::decode(std::fs::read(path).expect("the export").as_slice()).expect("ONNX");
+        let graph = model.graph.as_mut().expect("a graph");
+        let conv = graph.node.iter_mut().find(|n| n.op_type.as_deref() == Some("Conv")).expect("a convolution");
+        edit(conv.attribute.iter_mut().find(|a| a.name.as_deref() == Some(attribute)).expect("the attribute"));
+        super::import(&model.encode_to_vec(), "grouped", None).err().expect("refused")
+    };
+    let err = changed("kernel_shape", &|a| a.ints = vec![3, 1]);
+    assert!(err.contains("its kernel_shape [3, 1] is not its weight's [3, 3]"), "{err}");
+    let err = changed("group", &|a| a.i = Some(4));
+    assert!(err.contains("its 8 filters of 2 channels in 4 group(s) do not read the input's 4 channels"), "{err}");
+    let err = changed("group", &|a| a.i = Some(0));
+    assert!(err.contains("in 0 group(s)"), "{err}");
+}
