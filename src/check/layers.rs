@@ -374,52 +374,8 @@ pub fn apply(
                 macs: (s[0] * units * pieces) as u64,
             }
         }
-        LayerKind::Recurrent(cell) => {
-            let hidden = args.int("hidden", 1, 1, diags);
-            let sequences = args.bool("sequences", false, diags);
-            let bidirectional = args.bool("bidirectional", false, diags);
-            if s.len() != 2 {
-                diags.push(messages::rank_mismatch(
-                    call,
-                    input,
-                    "a sequence [steps, features]",
-                    "declare the input as `seq[steps, features]`",
-                ));
-                return None;
-            }
-            let (steps, features) = (s[0], s[1]);
-            let (gates, directions) = (cell.gates(), if bidirectional { 2 } else { 1 });
-            let layer = Layer::Recurrent { cell, hidden, sequences, bidirectional };
-            let width = directions * hidden;
-            let shape = if sequences { vec![steps, width] } else { vec![width] };
-            Applied {
-                layer,
-                why: if bidirectional {
-                    format!("{name}({hidden}) both ways: 2 × {hidden}")
-                } else {
-                    format!("{name}({hidden})")
-                },
-                shape,
-                // Two bias vectors, as PyTorch keeps them.
-                params: directions * gates * (hidden * (features + hidden) + 2 * hidden),
-                macs: (directions * gates * steps * hidden * (features + hidden)) as u64,
-            }
-        }
-        LayerKind::Embedding => {
-            let vocab = args.int("vocab", 1, 1, diags);
-            let dim = args.int("dim", 1, 1, diags);
-            if !input.tokens || s.len() != 1 {
-                diags.push(messages::embedding_needs_tokens(call, input));
-                return None;
-            }
-            Applied {
-                layer: Layer::Embedding { vocab, dim },
-                shape: vec![s[0], dim],
-                why: format!("embedding({vocab}, {dim})"),
-                params: vocab * dim,
-                macs: 0,
-            }
-        }
+        LayerKind::Recurrent(cell) => super::sequences::recurrent(call, args, input, cell, diags)?,
+        LayerKind::Embedding => super::sequences::embedding(call, args, input, diags)?,
         LayerKind::Rbm => {
             let hidden = args.int("hidden", 1, 1, diags);
             if s.len() != 1 {

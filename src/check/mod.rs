@@ -15,6 +15,9 @@ mod conv;
 mod decls;
 mod gradients;
 mod loss;
+mod memory;
+mod sequences;
+mod settings;
 pub mod train;
 
 use std::collections::HashMap;
@@ -23,7 +26,9 @@ use crate::ast::{self, Call, Ident, Source, Stage, Value};
 use crate::diag::{Diag, Incoming, Span, did_you_mean, messages};
 use args::Args;
 use layers::{LAYERS, Labelled};
+pub use memory::TrainingMemory;
 pub use model::*;
+pub use settings::*;
 
 /// This machine's memory in bytes (Linux's `MemTotal`), if it can be read.
 fn machine_memory() -> Option<u64> {
@@ -516,7 +521,7 @@ impl<'a> ModelChecker<'a> {
             // The rows are not known yet; one row is the least it takes.
             Batch::Full => 1,
         };
-        let memory = model::training_memory(&self.nodes, &self.inputs, &train.optimizer, batch);
+        let memory = memory::training_memory(&self.nodes, &self.inputs, &train.optimizer, batch);
         let names = |node: usize| (self.nodes[node].name.as_str(), self.nodes[node].span);
         if let Some(diag) = memory_error(memory, batch, MemoryLimit::Machine, names) {
             self.diags.push(diag);

@@ -2,7 +2,7 @@
 
 use crate::ast::{Arg, Call, Ident, TrainBlock, Value};
 use crate::check::args::{Args, Bound};
-use crate::check::model::*;
+use crate::check::settings::*;
 use crate::diag::{Diag, did_you_mean, messages};
 
 /// Gibbs steps of CD-k (each is unrolled into the step's graph).

@@ -15,18 +15,21 @@ use std::path::Path;
 
 use prost::Message;
 
-use super::proto::tensor_proto::{DataLocation, DataType};
-use super::proto::{self, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType};
+use super::proto::{self, ModelProto, NodeProto};
 use crate::check::Cell;
 use crate::data::Scaler;
 
+mod attributes;
 mod composite;
 mod external;
 mod formula;
 mod layers;
 mod shapes;
+mod tensors;
 mod text;
 
+use attributes::{attribute, float_attr, int_attr, ints_attr, per_axis, square, text_attr};
+use tensors::{sample_shape, tensor_values};
 use text::pipeline_text;
 
 /// The ops the importer maps (as `nnc export` writes them, and as PyTorch
@@ -249,83 +252,6 @@ pub fn import(bytes: &[u8], name: &str, folder: Option<&Path>) -> Result<Importe
     importer.finish(name)
 }
 
-/// One sample's shape: the input's dimensions after the batch.
-fn sample_shape(input: &proto::ValueInfoProto) -> Result<Vec<usize>, String> {
-    let name = input.name.as_deref().unwrap_or("");
-    let Some(proto::type_proto::Value::TensorType(tensor)) = input.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
-        return Err(format!("input `{name}` is not a tensor"));
-    };
-    if tensor.elem_type != Some(DataType::Float as i32) {
-        return Err(format!("input `{name}` is not float32; nnc models read float32 rows"));
-    }
-    let dims = tensor.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or_default();
-    let mut shape = Vec::new();
-    for (k, dim) in dims.iter().enumerate().skip(1) {
-        match dim.value {
-            Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => shape.push(v as usize),
-            _ => {
-                let fixed_first =
-                    matches!(dims[0].value, Some(proto::tensor_shape_proto::dimension::Value::DimValue(_)));
-                // PyTorch's recurrent layers read [T, N, F] unless built with batch_first.
-                let hint = if k == 1 && dims.len() == 3 && fixed_first {
-                    " (a sequence laid out [steps, batch, features]: build PyTorch's recurrent layers with \
-                     `batch_first=True` and export again)"
-                } else {
-                    ""
-                };
-                return Err(format!(
-                    "dimension {k} of input `{name}` is not a fixed size; nnc needs every dimension after the batch{hint}"
-                ));
-            }
-        }
-    }
-    if dims.len() < 2 {
-        return Err(format!("input `{name}` has no dimension after the batch"));
-    }
-    Ok(shape)
-}
-
-/// A tensor's dimensions and values as f32 (float or int64 data), read
-/// from the file beside the model (in `folder`) when stored outside it.
-fn tensor_values(t: &TensorProto, folder: Option<&Path>) -> Result<(Vec<usize>, Vec<f32>), String> {
-    let name = t.name.as_deref().unwrap_or("");
-    let dims: Vec<usize> = t
-        .dims
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("tensor `{name}` has a negative size")))
-        .collect::<Result<_, _>>()?;
-    let count = dims
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| format!("tensor `{name}` is too large"))?;
-    let width = match DataType::try_from(t.data_type.unwrap_or(0)) {
-        Ok(DataType::Float) => 4,
-        Ok(DataType::Int64) => 8,
-        _ => return Err(format!("tensor `{name}` is neither float32 nor int64")),
-    };
-    let stored_outside;
-    let raw = if t.data_location == Some(DataLocation::External as i32) {
-        let bytes = count.checked_mul(width).ok_or_else(|| format!("tensor `{name}` is too large"))?;
-        stored_outside = external::read(t, folder, bytes)?;
-        Some(stored_outside.as_slice())
-    } else {
-        t.raw_data.as_deref()
-    };
-    let data: Vec<f32> = match (width, raw) {
-        (4, Some(raw)) => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        (4, None) => t.float_data.clone(),
-        (_, Some(raw)) => {
-            raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32).collect()
-        }
-        (_, None) => t.int64_data.iter().map(|&v| v as f32).collect(),
-    };
-    if data.len() != count {
-        return Err(format!("tensor `{name}` holds {} values for its shape {dims:?} ({count})", data.len()));
-    }
-    Ok((dims, data))
-}
-
 /// A tensor name made usable as a `.nn` name.
 fn identifier(name: &str) -> String {
     let mut out: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
@@ -336,54 +262,6 @@ fn identifier(name: &str) -> String {
         out.push('_');
     }
     out
-}
-
-fn attribute<'n>(node: &'n NodeProto, name: &str) -> Option<&'n proto::AttributeProto> {
-    node.attribute.iter().find(|a| a.name.as_deref() == Some(name))
-}
-
-fn int_attr(node: &NodeProto, name: &str, default: i64) -> i64 {
-    attribute(node, name).and_then(|a| a.i).unwrap_or(default)
-}
-
-fn float_attr(node: &NodeProto, name: &str, default: f32) -> f32 {
-    attribute(node, name).and_then(|a| a.f).unwrap_or(default)
-}
-
-fn text_attr(node: &NodeProto, name: &str, default: &str) -> String {
-    attribute(node, name)
-        .and_then(|a| a.s.as_ref())
-        .map_or_else(|| default.into(), |s| String::from_utf8_lossy(s).into())
-}
-
-fn ints_attr(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    attribute(node, name)
-        .filter(|a| a.r#type == Some(AttributeType::Ints as i32) || !a.ints.is_empty())
-        .map(|a| a.ints.clone())
-}
-
-/// `[k, k]`-style attributes that nnc's square layers take as one number.
-fn square(node: &NodeProto, what: &str, values: Option<Vec<i64>>, default: i64) -> Result<usize, String> {
-    let values = values.unwrap_or_else(|| vec![default, default]);
-    match values.as_slice() {
-        [a, rest @ ..] if *a >= 0 && rest.iter().all(|b| b == a) => Ok(*a as usize),
-        _ => Err(unsupported_detail(node, &format!("its {what} {values:?} differ along the axes; nnc's are square"))),
-    }
-}
-
-/// `[h, w]`-style attributes of a 2-D window (pads `[top, left, bottom,
-/// right]`, which nnc needs symmetric), per axis.
-fn per_axis(node: &NodeProto, what: &str, values: Option<Vec<i64>>, default: i64) -> Result<[usize; 2], String> {
-    let values = values.unwrap_or_else(|| vec![default, default]);
-    match values[..] {
-        [h, w] | [h, w, ..] if h >= 0 && w >= 0 && (values.len() == 2 || values[2..] == [h, w]) => {
-            Ok([h as usize, w as usize])
-        }
-        _ => Err(unsupported_detail(
-            node,
-            &format!("its {what} {values:?} are not one per axis (pads: the same on both sides)"),
-        )),
-    }
 }
 
 fn node_name(node: &NodeProto) -> String {
