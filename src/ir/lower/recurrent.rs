@@ -57,7 +57,7 @@ pub(super) fn recurrent(
         graph.push(Op::Slice { axis: 1, start: k * hidden }, vec![z], state.clone(), span)
     };
     let (mut h, mut c): (Option<ValueId>, Option<ValueId>) = (None, None);
-    let mut outputs = vec![x; steps];
+    let mut outputs = Vec::with_capacity(steps);
     let order: Vec<usize> = if backwards { (0..steps).rev().collect() } else { (0..steps).collect() };
     for t in order {
         let step = graph.push(Op::Slice { axis: 1, start: t }, vec![projected], vec![batch, 1, width], span);
@@ -123,7 +123,11 @@ pub(super) fn recurrent(
             }
         };
         h = Some(next);
-        outputs[t] = next;
+        outputs.push(next);
+    }
+    // In the sequence's order, whichever way it was read.
+    if backwards {
+        outputs.reverse();
     }
     outputs
 }

@@ -97,15 +97,22 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// Constant input `k` as whole numbers, or `None` when the node leaves
+    /// that optional input out (a `Slice`'s axes and steps).
+    fn optional_ints(&self, node: &NodeProto, k: usize) -> Result<Option<Vec<i64>>, String> {
+        match node.input.get(k).filter(|n| !n.is_empty()) {
+            Some(_) => Ok(Some(self.constant(node, k)?.1.iter().map(|&v| v as i64).collect())),
+            None => Ok(None),
+        }
+    }
+
     /// `Slice` of computed dimensions: some of them, in order.
     pub(super) fn slice_dims(&mut self, node: &NodeProto, dims: Vec<Dim>) -> Result<(), String> {
         let one = |k: usize| -> Result<Option<i64>, String> {
-            match node.input.get(k).filter(|n| !n.is_empty()) {
-                Some(_) => match self.constant(node, k)?.1[..] {
-                    [v] => Ok(Some(v as i64)),
-                    _ => Err(unsupported_detail(node, "nnc follows `Slice` of a shape along its one axis only")),
-                },
+            match self.optional_ints(node, k)?.as_deref() {
                 None => Ok(None),
+                Some(&[v]) => Ok(Some(v)),
+                Some(_) => Err(unsupported_detail(node, "nnc follows `Slice` of a shape along its one axis only")),
             }
         };
         let (start, end) = (one(1)?.unwrap_or(0), one(2)?.unwrap_or(i64::MAX));
@@ -192,12 +199,7 @@ impl Importer<'_> {
     /// `Slice` of zeros: one layer's initial state of a stack's (PyTorch's
     /// `num_layers`).
     pub(super) fn slice_zeros(&mut self, node: &NodeProto, mut dims: Vec<Dim>) -> Result<(), String> {
-        let list = |k: usize| -> Result<Option<Vec<i64>>, String> {
-            match node.input.get(k).filter(|n| !n.is_empty()) {
-                Some(_) => Ok(Some(self.constant(node, k)?.1.iter().map(|&v| v as i64).collect())),
-                None => Ok(None),
-            }
-        };
+        let list = |k: usize| self.optional_ints(node, k);
         let (starts, ends) = (list(1)?.unwrap_or_default(), list(2)?.unwrap_or_default());
         let axes = list(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
         let steps = list(4)?.unwrap_or_else(|| vec![1; starts.len()]);
