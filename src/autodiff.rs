@@ -184,15 +184,13 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
             Op::Conv2d { relu: true, .. } => {
                 return Err(format!("%{i}: a convolution with a fused ReLU is compiled, not differentiated"));
             }
-            Op::Conv2d { rows, cols, relu: false } => {
+            &Op::Conv2d { rows, cols, groups, relu: false } => {
                 if wants(0) {
-                    let dx =
-                        g.push(Op::Conv2dGradInput { rows: *rows, cols: *cols }, vec![ins[1], dy], shape_of(0), span);
+                    let dx = g.push(Op::Conv2dGradInput { rows, cols, groups }, vec![ins[1], dy], shape_of(0), span);
                     contrib.push((0, dx));
                 }
                 if wants(1) {
-                    let dw =
-                        g.push(Op::Conv2dGradWeight { rows: *rows, cols: *cols }, vec![ins[0], dy], shape_of(1), span);
+                    let dw = g.push(Op::Conv2dGradWeight { rows, cols, groups }, vec![ins[0], dy], shape_of(1), span);
                     contrib.push((1, dw));
                 }
                 if ins.len() == 3 && wants(2) {

@@ -157,10 +157,10 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 })
             }
             Op::SumSquares => vec![kernels::sum_squares(input(0))],
-            Op::Conv2d { rows, cols, relu } => {
+            Op::Conv2d { rows, cols, groups, relu } => {
                 let mut out = vec![T::zero(); n];
                 let win = ir::window(in_shape(0), *rows, *cols);
-                kernels::conv2d(input(0), input(1), &mut out, win, in_shape(1)[0]);
+                kernels::conv2d(input(0), input(1), &mut out, win, in_shape(1)[0], *groups);
                 if node.inputs.len() == 3 {
                     let unbiased = out.clone();
                     kernels::add_channel_bias(&unbiased, input(2), &mut out, spatial(&node.shape));
@@ -170,16 +170,18 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 }
                 out
             }
-            Op::Conv2dGradInput { rows, cols } => {
+            Op::Conv2dGradInput { rows, cols, groups } => {
                 let mut out = vec![T::zero(); n];
                 let win = ir::window(&node.shape, *rows, *cols);
-                kernels::conv2d_backward(&[], input(0), input(1), &mut out, &mut [], win, in_shape(0)[0]);
+                let filters = (in_shape(0)[0], *groups);
+                kernels::conv2d_backward(&[], input(0), input(1), &mut out, &mut [], win, filters);
                 out
             }
-            Op::Conv2dGradWeight { rows, cols } => {
+            Op::Conv2dGradWeight { rows, cols, groups } => {
                 let mut out = vec![T::zero(); n];
                 let win = ir::window(in_shape(0), *rows, *cols);
-                kernels::conv2d_backward(input(0), &[], input(1), &mut [], &mut out, win, node.shape[0]);
+                let filters = (node.shape[0], *groups);
+                kernels::conv2d_backward(input(0), &[], input(1), &mut [], &mut out, win, filters);
                 out
             }
             Op::AddChannelBias => {

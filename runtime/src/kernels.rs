@@ -51,7 +51,7 @@ impl Taps {
     }
 
     /// Input coordinate of output `o` and tap `k`, if inside the `size` inputs.
-    fn source(&self, o: usize, k: usize, size: usize) -> Option<usize> {
+    pub(crate) fn source(&self, o: usize, k: usize, size: usize) -> Option<usize> {
         (o * self.stride + k * self.dilation).checked_sub(self.padding).filter(|&i| i < size)
     }
 }
@@ -78,20 +78,24 @@ impl Window {
 
 /// Calls `visit(xi, wi, yi)` for every (input, weight, output) index triple
 /// a convolution multiplies: the one loop nest the forward and backward
-/// passes share, so they cannot disagree about which taps exist.
-fn for_each_tap(win: Window, filters: usize, mut visit: impl FnMut(usize, usize, usize)) {
+/// passes share, so they cannot disagree about which taps exist. The
+/// channels and filters are split into `groups` (1: none), each filter
+/// reading its group's channels only; the weights are `[F, C/groups, KH, KW]`.
+fn for_each_tap(win: Window, filters: usize, groups: usize, mut visit: impl FnMut(usize, usize, usize)) {
     let (oh, ow, kh, kw) = (win.out_height(), win.out_width(), win.rows.kernel, win.cols.kernel);
+    let (per_group, filters_per_group) = (win.channels / groups, filters / groups);
     for b in 0..win.batch {
         for f in 0..filters {
-            for c in 0..win.channels {
+            let first = f / filters_per_group * per_group;
+            for c in 0..per_group {
                 for ky in 0..kh {
                     for kx in 0..kw {
-                        let wi = ((f * win.channels + c) * kh + ky) * kw + kx;
+                        let wi = ((f * per_group + c) * kh + ky) * kw + kx;
                         for oy in 0..oh {
                             let Some(iy) = win.rows.source(oy, ky, win.height) else { continue };
                             for ox in 0..ow {
                                 let Some(ix) = win.cols.source(ox, kx, win.width) else { continue };
-                                let xi = ((b * win.channels + c) * win.height + iy) * win.width + ix;
+                                let xi = ((b * win.channels + first + c) * win.height + iy) * win.width + ix;
                                 visit(xi, wi, ((b * filters + f) * oh + oy) * ow + ox);
                             }
                         }
@@ -148,19 +152,29 @@ fn finish(sum: f32, bias: f32, relu: bool) -> f32 {
     if !relu || v > 0.0 { v } else { 0.0 }
 }
 
-/// y[b,f,oy,ox] = Σ_{c,ky,kx} x[b,c,oy·s+ky−p, ox·s+kx−p] · w[f,c,ky,kx]
-pub fn conv2d<T: Float>(x: &[T], w: &[T], y: &mut [T], win: Window, filters: usize) {
+/// y[b,f,oy,ox] = Σ_{c,ky,kx} x[b,c,oy·s+ky−p, ox·s+kx−p] · w[f,c,ky,kx],
+/// c over filter f's group of channels (`for_each_tap`).
+pub fn conv2d<T: Float>(x: &[T], w: &[T], y: &mut [T], win: Window, filters: usize, groups: usize) {
     y.iter_mut().for_each(|v| *v = T::zero());
-    for_each_tap(win, filters, |xi, wi, yi| y[yi] = y[yi] + x[xi] * w[wi]);
+    for_each_tap(win, filters, groups, |xi, wi, yi| y[yi] = y[yi] + x[xi] * w[wi]);
 }
 
 /// ∂x = Σ g·w over every window that read x (the transposed convolution).
 /// ∂w = Σ g·x over the batch and output positions.
 /// Either output may be skipped by passing an empty slice.
-pub fn conv2d_backward<T: Float>(x: &[T], w: &[T], g: &[T], dx: &mut [T], dw: &mut [T], win: Window, filters: usize) {
+/// `(filters, groups)` as `conv2d`'s.
+pub fn conv2d_backward<T: Float>(
+    x: &[T],
+    w: &[T],
+    g: &[T],
+    dx: &mut [T],
+    dw: &mut [T],
+    win: Window,
+    (filters, groups): (usize, usize),
+) {
     dx.iter_mut().for_each(|v| *v = T::zero());
     dw.iter_mut().for_each(|v| *v = T::zero());
-    for_each_tap(win, filters, |xi, wi, yi| {
+    for_each_tap(win, filters, groups, |xi, wi, yi| {
         if !dx.is_empty() {
             dx[xi] = dx[xi] + g[yi] * w[wi];
         }
@@ -469,7 +483,7 @@ pub fn im2col<T: Float>(image: &[T], columns: &mut [T], win: Window) {
 
 /// The output columns `lo..hi` whose input column, for tap `kx`, lies inside
 /// the image (the rest read padding).
-fn inside_columns(win: Window, kx: usize, ow: usize) -> (usize, usize) {
+pub(crate) fn inside_columns(win: Window, kx: usize, ow: usize) -> (usize, usize) {
     let Taps { stride, padding, dilation, .. } = win.cols;
     let tap = kx * dilation;
     let lo = (padding.saturating_sub(tap)).div_ceil(stride).min(ow);

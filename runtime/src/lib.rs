@@ -6,6 +6,7 @@
 mod collective;
 #[cfg(target_arch = "x86_64")]
 mod conv;
+mod depthwise;
 mod gemm;
 mod kept;
 pub mod kernels;
@@ -85,6 +86,13 @@ pub fn direct_convolution(stride: usize) -> bool {
         false
     }
 }
+
+/// Whether a convolution of `channels` channels in `groups` groups runs in
+/// the depthwise kernel (a loop per channel rather than a product).
+pub fn depthwise_convolution(channels: usize, groups: usize) -> bool {
+    depthwise::applies(channels, groups)
+}
+
 pub use spatial::{parallel_images, set_parallel_images};
 
 /// The scalars a training step reads, where generated code finds them: the
@@ -146,9 +154,9 @@ pub fn routines() -> Vec<Routine> {
         routine!(routines::nnc_log, 3, 0),
         routine!(routines::nnc_copy, 3, 0),
         routine!(routines::nnc_parallel_parts, 8, 0),
-        routine!(spatial::nnc_conv2d, 8, 0),
-        routine!(spatial::nnc_conv2d_grad_input, 5, 0),
-        routine!(spatial::nnc_conv2d_grad_weight, 5, 0),
+        routine!(spatial::nnc_conv2d, 9, 0),
+        routine!(spatial::nnc_conv2d_grad_input, 6, 0),
+        routine!(spatial::nnc_conv2d_grad_weight, 6, 0),
         routine!(spatial::nnc_sum_channels, 5, 0),
         routine!(spatial::nnc_sum_product_channels, 6, 0),
         routine!(spatial::nnc_sum_and_product_channels, 7, 0),

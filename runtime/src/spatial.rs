@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
+use crate::depthwise;
 use crate::kernels::{self, Epilogue, Window};
 use crate::products::gemm;
 use crate::routines::{slice, slice_mut};
@@ -15,15 +16,47 @@ use crate::routines::{slice, slice_mut};
 use crate::{conv, pool, winograd};
 
 /// The window generated code passed, and the element counts of a
-/// convolution's image, filter and output.
+/// convolution's image, filter (`[F, C/groups, KH, KW]`) and output.
 ///
 /// # Safety
 /// `win` points to a valid `Window`.
-unsafe fn conv_sizes(win: *const Window, filters: usize) -> (Window, usize, usize, usize) {
+unsafe fn conv_sizes(win: *const Window, filters: usize, groups: usize) -> (Window, usize, usize, usize) {
     // SAFETY: the caller's contract.
     let win = unsafe { *win };
     let (b, c) = (win.batch, win.channels);
-    (win, b * c * win.height * win.width, filters * c * win.area(), b * filters * win.out_height() * win.out_width())
+    let filter = filters * (c / groups) * win.area();
+    (win, b * c * win.height * win.width, filter, b * filters * win.out_height() * win.out_width())
+}
+
+/// Work on one image (its input and output, or its output gradient and
+/// input gradient), which `images` runs on every image of a batch.
+type PerImage<'a> = &'a (dyn Fn(&[f32], &mut [f32]) + Sync);
+
+/// One group of a grouped convolution: its filters and channels, and where
+/// its weights, channels and filters start in the whole convolution's.
+struct Group {
+    win: Window,
+    filters: usize,
+    first_filter: usize,
+    weights: std::ops::Range<usize>,
+    channels: std::ops::Range<usize>,
+    outputs: std::ops::Range<usize>,
+}
+
+/// The `groups` groups of the convolution `win` of `filters` filters; the
+/// channel and output ranges are within one image's values.
+fn groups_of(win: Window, filters: usize, groups: usize) -> impl Iterator<Item = Group> {
+    let (channels, per_group) = (win.channels / groups, filters / groups);
+    let (plane, out_plane) = (win.height * win.width, win.out_height() * win.out_width());
+    let weights = per_group * channels * win.area();
+    (0..groups).map(move |g| Group {
+        win: Window { channels, ..win },
+        filters: per_group,
+        first_filter: g * per_group,
+        weights: g * weights..(g + 1) * weights,
+        channels: g * channels * plane..(g + 1) * channels * plane,
+        outputs: g * per_group * out_plane..(g + 1) * per_group * out_plane,
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -33,29 +66,52 @@ pub extern "C" fn nnc_conv2d(
     y: *mut f32,
     win: *const Window,
     f: usize,
+    groups: usize,
     bias: *const f32,
     relu: usize,
     weights_version: u64,
 ) {
     // SAFETY: generated code passes the window of this convolution.
-    let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
+    let (win, image, filter, out) = unsafe { conv_sizes(win, f, groups) };
     let Window { batch: b, channels: c, height: h, width: wd, .. } = win;
     // SAFETY: x holds the image's values, w the filter's, y the output's.
     let (x, w, y) = unsafe { (slice(x, image), slice(w, filter), slice_mut(y, out)) };
     // SAFETY: a bias that is not null holds one value per filter.
     let bias = (!bias.is_null()).then(|| unsafe { slice(bias, f) });
     let epilogue = Epilogue { bias, relu: relu != 0 };
-    let (rows, cols) = (c * win.area(), win.out_height() * win.out_width());
+    let cols = win.out_height() * win.out_width();
     let per = images_per_part(b);
-    let mut images = |per_image: &(dyn Fn(&[f32], &mut [f32]) + Sync)| {
+    let mut images = |per_image: PerImage| {
         each_part(y, per * f * cols, |part, y| {
             let x = &x[part * per * c * h * wd..];
             x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(f * cols)).for_each(|(image, out)| per_image(image, out));
         })
     };
+    if depthwise::applies(c, groups) {
+        return images(&|image, out| depthwise::forward_image(w, f, image, win, epilogue, out));
+    }
+    for group in groups_of(win, f, groups) {
+        let epilogue = epilogue.columns(group.first_filter, group.filters);
+        let w = &w[group.weights.clone()];
+        forward_group(w, group.filters, group.win, (epilogue, weights_version), &mut |per_image| {
+            images(&|image, out| per_image(&image[group.channels.clone()], &mut out[group.outputs.clone()]))
+        });
+    }
+}
+
+/// The convolution of one group (the whole convolution when ungrouped) by
+/// its filter `w`, on every image `images` runs: in the Winograd kernel,
+/// the direct one, or as a product of the unfolded image (`im2col`).
+fn forward_group(
+    w: &[f32],
+    f: usize,
+    win: Window,
+    (epilogue, version): (Epilogue, u64),
+    images: &mut dyn FnMut(PerImage),
+) {
     #[cfg(target_arch = "x86_64")]
     if winograd::applies(win, f) {
-        return winograd::with_filter(w, f, win, weights_version, |u| {
+        return winograd::with_filter(w, f, win, version, |u| {
             images(&|image, out| winograd::forward_image(u, f, image, win, epilogue, out))
         });
     }
@@ -65,13 +121,14 @@ pub extern "C" fn nnc_conv2d(
             images(&|image, out| conv::forward_image(packed, f, image, win, epilogue, out))
         });
     }
+    let (rows, cols) = (win.channels * win.area(), win.out_height() * win.out_width());
     images(&|image, out| {
         with_columns(rows * cols, |columns| {
             kernels::im2col(image, columns, win);
             // out [F, OH·OW] = w [F, C·KH·KW] · columns [C·KH·KW, OH·OW]
             gemm(f, rows, cols, w, (rows, 1), columns, (cols, 1), out, false);
         });
-        if bias.is_some() || epilogue.relu {
+        if !epilogue.is_nothing() {
             for (f, plane) in out.chunks_exact_mut(cols).enumerate() {
                 let value = epilogue.of(f);
                 plane.iter_mut().for_each(|v| *v = value(*v));
@@ -130,15 +187,22 @@ fn with_columns(len: usize, f: impl FnOnce(&mut [f32])) {
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn nnc_conv2d_grad_input(w: *const f32, g: *const f32, dx: *mut f32, win: *const Window, f: usize) {
+pub extern "C" fn nnc_conv2d_grad_input(
+    w: *const f32,
+    g: *const f32,
+    dx: *mut f32,
+    win: *const Window,
+    f: usize,
+    groups: usize,
+) {
     // SAFETY: generated code passes the window of this convolution.
-    let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
+    let (win, image, filter, out) = unsafe { conv_sizes(win, f, groups) };
     let Window { batch: b, channels: c, height: h, width: wd, .. } = win;
     // SAFETY: w holds the filter's values, g the output's, dx the image's.
     let (w, g, dx) = unsafe { (slice(w, filter), slice(g, out), slice_mut(dx, image)) };
-    let (rows, cols) = (c * win.area(), win.out_height() * win.out_width());
+    let cols = win.out_height() * win.out_width();
     let per = images_per_part(b);
-    let mut images = |per_image: &(dyn Fn(&[f32], &mut [f32]) + Sync)| {
+    let mut images = |per_image: PerImage| {
         each_part(dx, per * c * h * wd, |part, dx| {
             let g = &g[part * per * f * cols..];
             g.chunks_exact(f * cols)
@@ -146,6 +210,21 @@ pub extern "C" fn nnc_conv2d_grad_input(w: *const f32, g: *const f32, dx: *mut f
                 .for_each(|(grad, image)| per_image(grad, image));
         })
     };
+    if depthwise::applies(c, groups) {
+        return images(&|grad, image| depthwise::input_gradient_image(w, f, grad, win, image));
+    }
+    // The groups' channels are disjoint: each writes its own.
+    for group in groups_of(win, f, groups) {
+        input_gradient_group(&w[group.weights.clone()], group.filters, group.win, &mut |per_image| {
+            images(&|grad, image| per_image(&grad[group.outputs.clone()], &mut image[group.channels.clone()]))
+        });
+    }
+}
+
+/// The input gradient of one group's convolution (the whole one when
+/// ungrouped), image by image as `forward_group` runs them.
+fn input_gradient_group(w: &[f32], f: usize, win: Window, images: &mut dyn FnMut(PerImage)) {
+    let c = win.channels;
     #[cfg(target_arch = "x86_64")]
     if let Some(flipped) = winograd::input_gradient_window(win, f) {
         return winograd::with_input_gradient_filter(w, f, (win, flipped), |u| {
@@ -158,6 +237,7 @@ pub extern "C" fn nnc_conv2d_grad_input(w: *const f32, g: *const f32, dx: *mut f
             images(&|grad, image| conv::input_gradient_image(packed, f, grad, win, image))
         });
     }
+    let (rows, cols) = (c * win.area(), win.out_height() * win.out_width());
     images(&|grad, image| {
         with_columns(rows * cols, |columns| {
             // columns [C·KH·KW, OH·OW] = wᵀ · g
@@ -168,40 +248,48 @@ pub extern "C" fn nnc_conv2d_grad_input(w: *const f32, g: *const f32, dx: *mut f
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn nnc_conv2d_grad_weight(x: *const f32, g: *const f32, dw: *mut f32, win: *const Window, f: usize) {
+pub extern "C" fn nnc_conv2d_grad_weight(
+    x: *const f32,
+    g: *const f32,
+    dw: *mut f32,
+    win: *const Window,
+    f: usize,
+    groups: usize,
+) {
     // SAFETY: generated code passes the window of this convolution.
-    let (win, image, filter, out) = unsafe { conv_sizes(win, f) };
+    let (win, image, filter, out) = unsafe { conv_sizes(win, f, groups) };
     let Window { batch: b, channels: c, height: h, width: wd, .. } = win;
     // SAFETY: x holds the image's values, g the output's, dw the filter's.
     let (x, g, dw) = unsafe { (slice(x, image), slice(g, out), slice_mut(dw, filter)) };
     #[cfg(target_arch = "x86_64")]
-    if winograd::weight_gradient_applies(win, f) {
+    if groups == 1 && winograd::weight_gradient_applies(win, f) {
         return winograd::weight_gradient(x, g, f, win, dw);
     }
-    let (rows, cols) = (c * win.area(), win.out_height() * win.out_width());
+    let cols = win.out_height() * win.out_width();
     let per = images_per_part(b);
+    let (image_len, grad_len) = (c * h * wd, f * cols);
+    let depthwise = depthwise::applies(c, groups);
     // Each part sums its images' products into its own partial; the partials
     // are then added in part order.
     PARTIALS.with(|cell| {
         let mut partials = cell.borrow_mut();
         partials.clear();
         partials.resize(b.div_ceil(per) * filter, 0.0);
-        #[cfg(target_arch = "x86_64")]
-        let direct = conv::applies(win);
         each_part(&mut partials, filter, |part, partial| {
             let images = per.min(b - part * per);
-            let x = &x[part * per * c * h * wd..(part * per + images) * c * h * wd];
-            let g = &g[part * per * f * cols..(part * per + images) * f * cols];
-            #[cfg(target_arch = "x86_64")]
-            if direct {
-                return conv::weight_gradient(x, g, f, win, partial);
-            }
-            for (image, grad) in x.chunks_exact(c * h * wd).zip(g.chunks_exact(f * cols)) {
-                with_columns(rows * cols, |columns| {
-                    kernels::im2col(image, columns, win);
-                    // dw [F, C·KH·KW] += g [F, OH·OW] · columnsᵀ
-                    gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), partial, true);
-                });
+            let x = &x[part * per * image_len..(part * per + images) * image_len];
+            let g = &g[part * per * grad_len..(part * per + images) * grad_len];
+            if depthwise {
+                depthwise::weight_gradient(x, g, f, win, partial);
+            } else if groups == 1 {
+                add_weight_gradient(x, g, f, win, partial);
+            } else {
+                for (image, grad) in x.chunks_exact(image_len).zip(g.chunks_exact(grad_len)) {
+                    for group in groups_of(win, f, groups) {
+                        let (image, grad) = (&image[group.channels.clone()], &grad[group.outputs.clone()]);
+                        add_weight_gradient(image, grad, group.filters, group.win, &mut partial[group.weights]);
+                    }
+                }
             }
         });
         dw.fill(0.0);
@@ -209,6 +297,25 @@ pub extern "C" fn nnc_conv2d_grad_weight(x: *const f32, g: *const f32, dw: *mut 
             dw.iter_mut().zip(partial).for_each(|(d, &p)| *d += p);
         }
     });
+}
+
+/// Adds the weight gradient of a run of images (`[N, C, H, W]`, their output
+/// gradients `grads` `[N, F, OH, OW]`) to `dw`: in the direct kernel, or as
+/// products of the unfolded images.
+fn add_weight_gradient(images: &[f32], grads: &[f32], f: usize, win: Window, dw: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if conv::applies(win) {
+        return conv::weight_gradient(images, grads, f, win, dw);
+    }
+    let (rows, cols) = (win.channels * win.area(), win.out_height() * win.out_width());
+    let image_len = win.channels * win.height * win.width;
+    for (image, grad) in images.chunks_exact(image_len).zip(grads.chunks_exact(f * cols)) {
+        with_columns(rows * cols, |columns| {
+            kernels::im2col(image, columns, win);
+            // dw [F, C·KH·KW] += g [F, OH·OW] · columnsᵀ
+            gemm(f, cols, rows, grad, (cols, 1), columns, (1, cols), dw, true);
+        });
+    }
 }
 
 #[unsafe(no_mangle)]

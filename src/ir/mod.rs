@@ -142,24 +142,29 @@ pub enum Op {
     Reshape,
 
     // ---- images and maxout ---------------------------------------------------------
-    /// `[x [B,C,H,W], w [F,C,KH,KW]]` or `[x, w, b [F]]` → `[B,F,OH,OW]`,
+    /// `[x [B,C,H,W], w [F,C/G,KH,KW]]` or `[x, w, b [F]]` → `[B,F,OH,OW]`,
     /// zero padding, taps `dilation` apart, the kernel along the height
-    /// (`rows`) and the width (`cols`); the bias is added in the same pass,
-    /// and with `relu` (`fuse_activations`) the ReLU of the result.
+    /// (`rows`) and the width (`cols`); the channels and filters split into
+    /// G = `groups` (1: none), each filter reading its group's channels
+    /// only. The bias is added in the same pass, and with `relu`
+    /// (`fuse_activations`) the ReLU of the result.
     Conv2d {
         rows: Taps,
         cols: Taps,
+        groups: usize,
         relu: bool,
     },
     /// `[w, g]` → ∂x `[B,C,H,W]` (the node's shape gives the input size).
     Conv2dGradInput {
         rows: Taps,
         cols: Taps,
+        groups: usize,
     },
-    /// `[x, g]` → ∂w `[F,C,KH,KW]`.
+    /// `[x, g]` → ∂w `[F,C/G,KH,KW]`.
     Conv2dGradWeight {
         rows: Taps,
         cols: Taps,
+        groups: usize,
     },
     /// `[x [B,F,…], b [F]]` → x + b per channel.
     AddChannelBias,
@@ -302,16 +307,17 @@ impl Op {
             Op::Bce => "bce".into(),
             Op::BceGrad => "bce_grad".into(),
             Op::SumSquares => "sum_squares".into(),
-            Op::Conv2d { rows, cols, .. }
-            | Op::Conv2dGradInput { rows, cols }
-            | Op::Conv2dGradWeight { rows, cols } => {
+            Op::Conv2d { rows, cols, groups, .. }
+            | Op::Conv2dGradInput { rows, cols, groups }
+            | Op::Conv2dGradWeight { rows, cols, groups } => {
                 let name = match self {
                     Op::Conv2d { relu: true, .. } => "conv2d_relu",
                     Op::Conv2d { .. } => "conv2d",
                     Op::Conv2dGradInput { .. } => "conv2d_grad_input",
                     _ => "conv2d_grad_weight",
                 };
-                format!("{name}({})", window_text(rows, cols))
+                let groups = if *groups == 1 { String::new() } else { format!(",g{groups}") };
+                format!("{name}({}{groups})", window_text(rows, cols))
             }
             Op::AddChannelBias => "add_channel_bias".into(),
             Op::SumChannels => "sum_channels".into(),

@@ -93,15 +93,22 @@ fn shapes_fit(graph: &Graph, node: &Node) -> Result<(), &'static str> {
         )?,
         Op::SumSquares => check(arity == 1 && node.shape.is_empty(), "sum_squares")?,
         Op::AllReduce => check(arity == 1 && *shape(0) == node.shape, "all_reduce")?,
-        Op::Conv2d { .. } => check(
+        Op::Conv2d { groups, .. } => check(
             (arity == 2 || arity == 3 && *shape(2) == vec![node.shape[1]])
                 && shape(0).len() == 4
                 && shape(1).len() == 4
-                && node.shape.len() == 4,
-            "conv2d rank",
+                && node.shape.len() == 4
+                && grouped(shape(0)[1], shape(1), *groups),
+            "conv2d shapes",
         )?,
-        Op::Conv2dGradInput { .. } => check(arity == 2 && node.shape.len() == 4, "conv2d grad input")?,
-        Op::Conv2dGradWeight { .. } => check(arity == 2 && node.shape.len() == 4, "conv2d grad weight")?,
+        Op::Conv2dGradInput { groups, .. } => check(
+            arity == 2 && node.shape.len() == 4 && shape(0).len() == 4 && grouped(node.shape[1], shape(0), *groups),
+            "conv2d grad input",
+        )?,
+        Op::Conv2dGradWeight { groups, .. } => check(
+            arity == 2 && node.shape.len() == 4 && shape(0).len() == 4 && grouped(shape(0)[1], &node.shape, *groups),
+            "conv2d grad weight",
+        )?,
         Op::AddChannelBias => {
             check(arity == 2 && *shape(0) == node.shape && *shape(1) == vec![node.shape[1]], "channel bias")?
         }
@@ -144,4 +151,8 @@ fn shapes_fit(graph: &Graph, node: &Node) -> Result<(), &'static str> {
         Op::ClipScale(_) => check(arity == 1 && shape(0).is_empty() && node.shape.is_empty(), "clip_scale")?,
     }
     Ok(())
+}
+/// Whether a convolution's `channels` and filter `[F, C/G, KH, KW]` split into `groups` groups.
+fn grouped(channels: usize, filter: &[usize], groups: usize) -> bool {
+    groups > 0 && filter[0].is_multiple_of(groups) && filter[1] * groups == channels
 }

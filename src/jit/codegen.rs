@@ -282,9 +282,9 @@ impl Emitter<'_, '_> {
                 let c = self.b.ins().f32const(c as f32);
                 self.call("nnc_clip_scale", &[ins[0], out, c]);
             }
-            Op::Conv2d { rows, cols, .. }
-            | Op::Conv2dGradInput { rows, cols }
-            | Op::Conv2dGradWeight { rows, cols } => {
+            Op::Conv2d { rows, cols, groups, .. }
+            | Op::Conv2dGradInput { rows, cols, groups }
+            | Op::Conv2dGradWeight { rows, cols, groups } => {
                 // The image is the input of a forward conv and of a weight gradient, and the output of an input gradient.
                 let (image, filters) = match node.op {
                     Op::Conv2d { .. } => (in_shape.clone(), self.graph.shape(node.inputs[1])[0]),
@@ -297,8 +297,8 @@ impl Emitter<'_, '_> {
                     _ => "nnc_conv2d_grad_weight",
                 };
                 let win = self.window(crate::shape::window(&image, rows, cols));
-                let filters = self.imm(filters);
-                let mut args = vec![ins[0], ins[1], out, win, filters];
+                let (filters, groups) = (self.imm(filters), self.imm(groups));
+                let mut args = vec![ins[0], ins[1], out, win, filters, groups];
                 if let Op::Conv2d { relu, .. } = node.op {
                     // The bias, or a null pointer for none, and whether a ReLU is fused.
                     let bias = if ins.len() == 3 { ins[2] } else { self.imm(0) };

@@ -389,11 +389,15 @@ impl Drop for Executable {
 const THREADED_GEMM_MACS: u64 = 32_000_000;
 
 /// Multiply-adds of the largest product `model` hands to sgemm for `batch`
-/// rows: dense-like layers, and convolutions that do not run in the
-/// runtime's direct kernel (which threads its own large products).
+/// rows: dense-like layers, and convolutions that run in neither the
+/// runtime's direct kernel (which threads its own large products) nor its
+/// depthwise one (a loop per channel, not a product).
 fn largest_threaded_product(model: &CheckedModel, batch: usize) -> u64 {
-    let through_sgemm = |layer: &Layer| match layer {
-        Layer::Conv2d { rows, cols, .. } => !(rows == cols && nnc_runtime::direct_convolution(rows.stride)),
+    let through_sgemm = |node: &crate::check::Node| match node.layer {
+        Layer::Conv2d { rows, cols, .. } if rows == cols && nnc_runtime::direct_convolution(rows.stride) => false,
+        Layer::Conv1d { groups, .. } | Layer::Conv2d { groups, .. } => {
+            !nnc_runtime::depthwise_convolution(model.shape_of(node.inputs[0])[0], groups)
+        }
         _ => true,
     };
     // A grouped convolution is one product per group.
@@ -401,7 +405,7 @@ fn largest_threaded_product(model: &CheckedModel, batch: usize) -> u64 {
         Layer::Conv1d { groups, .. } | Layer::Conv2d { groups, .. } => n.macs / groups as u64,
         _ => n.macs,
     };
-    let largest = model.nodes.iter().filter(|n| through_sgemm(&n.layer)).map(product).max().unwrap_or(0);
+    let largest = model.nodes.iter().filter(|n| through_sgemm(n)).map(product).max().unwrap_or(0);
     largest.saturating_mul(batch as u64)
 }
 

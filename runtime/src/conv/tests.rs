@@ -54,7 +54,7 @@ fn direct_convolution_matches_the_reference_loops() {
         let g = values(filters * oh * ow, 3);
 
         let mut expected = vec![0.0; filters * oh * ow];
-        kernels::conv2d(&x, &w, &mut expected, win, filters);
+        kernels::conv2d(&x, &w, &mut expected, win, filters, 1);
         let mut y = vec![0.0; filters * oh * ow];
         let mut forward = |epilogue| {
             with_forward_filter(&w, filters, win, |packed| forward_image(packed, filters, &x, win, epilogue, &mut y));
@@ -71,7 +71,7 @@ fn direct_convolution_matches_the_reference_loops() {
         assert_close(&forward(Epilogue { bias: None, relu: true }), &positive, "relu(y)");
 
         let (mut dx_ref, mut dw_ref) = (vec![0.0; x.len()], vec![0.0; w.len()]);
-        kernels::conv2d_backward(&x, &w, &g, &mut dx_ref, &mut dw_ref, win, filters);
+        kernels::conv2d_backward(&x, &w, &g, &mut dx_ref, &mut dw_ref, win, (filters, 1));
         let mut dx = vec![0.0; x.len()];
         with_input_gradient_filter(&w, filters, win, |packed| input_gradient_image(packed, filters, &g, win, &mut dx));
         assert_close(&dx, &dx_ref, "dx");
@@ -189,7 +189,7 @@ fn the_weight_gradient_is_the_same_bits_on_every_instruction_set() {
         for (x, g) in x.chunks_exact(x.len() / 2).zip(g.chunks_exact(g.len() / 2)) {
             let (mut dx, mut dw) = (vec![0.0; x.len()], vec![0.0; held.len()]);
             let one = Window { batch: 1, ..win };
-            kernels::conv2d_backward(x, &vec![0.0; held.len()], g, &mut dx, &mut dw, one, filters);
+            kernels::conv2d_backward(x, &vec![0.0; held.len()], g, &mut dx, &mut dw, one, (filters, 1));
             expected.iter_mut().zip(&dw).for_each(|(e, d)| *e += d);
         }
         let results: Vec<Vec<f32>> = Isa::available()
@@ -235,7 +235,7 @@ fn the_scattered_input_gradient_is_the_same_bits_everywhere() {
         let w = values(filters * channels * kernel * kernel, 12);
         let g = values(filters * win.out_height() * win.out_width(), 13);
         let (mut expected, mut dw) = (vec![0.0; x.len()], vec![0.0; w.len()]);
-        kernels::conv2d_backward(&x, &w, &g, &mut expected, &mut dw, win, filters);
+        kernels::conv2d_backward(&x, &w, &g, &mut expected, &mut dw, win, (filters, 1));
         let mut results = Vec::new();
         for isa in Isa::available() {
             for threads in [1, 2] {

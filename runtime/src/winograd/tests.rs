@@ -38,10 +38,10 @@ fn the_input_gradient_matches_the_reference_loops() {
         let wide = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
         let (mut expected, mut dw) = (vec![0.0f64; 2 * channels * height * width], vec![0.0f64; w.len()]);
         let x = vec![0.0f64; expected.len()];
-        kernels::conv2d_backward(&x, &wide(&w), &wide(&g), &mut expected, &mut dw, win, filters);
+        kernels::conv2d_backward(&x, &wide(&w), &wide(&g), &mut expected, &mut dw, win, (filters, 1));
         let run = || {
             let mut dx = vec![f32::NAN; expected.len()];
-            crate::spatial::nnc_conv2d_grad_input(w.as_ptr(), g.as_ptr(), dx.as_mut_ptr(), &win, filters);
+            crate::spatial::nnc_conv2d_grad_input(w.as_ptr(), g.as_ptr(), dx.as_mut_ptr(), &win, filters, 1);
             dx
         };
         let dx = run();
@@ -88,7 +88,7 @@ fn winograd_matches_the_reference_loops() {
         // The reference in f64: its own rounding does not count against the transforms'.
         let wide = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
         let mut expected = vec![0.0f64; filters * oh * ow];
-        kernels::conv2d(&wide(&x), &wide(&w), &mut expected, win, filters);
+        kernels::conv2d(&wide(&x), &wide(&w), &mut expected, win, filters, 1);
         // A fused ReLU on every other case.
         let relu = channels % 2 == 0;
         let epilogue = Epilogue { bias: Some(&bias), relu };
@@ -172,7 +172,7 @@ fn the_weight_gradient_matches_the_reference_loops() {
         let reference = |f: fn(f64) -> f64| {
             let (mut dx, mut dw) = (vec![0.0f64; x.len()], vec![0.0f64; filters * channels * 9]);
             let w = vec![0.0f64; dw.len()];
-            kernels::conv2d_backward(&wide(&x, f), &w, &wide(&g, f), &mut dx, &mut dw, win, filters);
+            kernels::conv2d_backward(&wide(&x, f), &w, &wide(&g, f), &mut dx, &mut dw, win, (filters, 1));
             dw
         };
         let (expected, magnitude) = (reference(|v| v), reference(f64::abs));
@@ -195,7 +195,7 @@ fn the_weight_gradient_matches_the_reference_loops() {
             assert!(same(&on_isa), "{case}: {isa:?} changes the bits");
         }
         let mut routed = vec![f32::NAN; dw.len()];
-        crate::spatial::nnc_conv2d_grad_weight(x.as_ptr(), g.as_ptr(), routed.as_mut_ptr(), &win, filters);
+        crate::spatial::nnc_conv2d_grad_weight(x.as_ptr(), g.as_ptr(), routed.as_mut_ptr(), &win, filters, 1);
         let sent_on = same(&routed);
         assert_eq!(sent_on, weight_gradient_applies(win, filters), "{case}: the routine's choice");
     }

@@ -212,27 +212,9 @@ fn convolution(graph: &mut Graph, (model, index, node): Lowered, x: ValueId, out
         let b = add_param(graph, format!("{}.bias", node.name), vec![filters], Init::Zeros, false);
         graph.push(Op::Param(b), vec![], vec![filters], span)
     });
-    // A grouped convolution is one convolution per group, of its slice of
-    // the channels, filters and biases, side by side.
-    let per_group = filters / groups;
-    let slice = |graph: &mut Graph, v: ValueId, axis: usize, g: usize, len: usize| {
-        if groups == 1 {
-            return v;
-        }
-        let mut part = graph.shape(v).clone();
-        part[axis] = len;
-        graph.push(Op::Slice { axis, start: g * len }, vec![v], part, span)
-    };
-    let mut group_shape = conv_shape.clone();
-    group_shape[1] = per_group;
-    let outputs: Vec<ValueId> = (0..groups)
-        .map(|g| {
-            let mut inputs = vec![slice(graph, x, 1, g, channels), slice(graph, wv, 0, g, per_group)];
-            inputs.extend(b.map(|b| slice(graph, b, 0, g, per_group)));
-            graph.push(Op::Conv2d { rows, cols, relu: false }, inputs, group_shape.clone(), span)
-        })
-        .collect();
-    let y = joined(graph, &outputs, 1, span);
+    let mut inputs = vec![x, wv];
+    inputs.extend(b);
+    let y = graph.push(Op::Conv2d { rows, cols, groups, relu: false }, inputs, conv_shape.clone(), span);
     if conv_shape == out_shape { y } else { graph.push(Op::Reshape, vec![y], out_shape, span) }
 }
 
