@@ -16,6 +16,7 @@
 //! the weight gradient sums each tap's products in sixteen lanes.
 #![allow(unsafe_code)]
 
+use crate::gemm::Isa;
 use crate::kernels::{Epilogue, Window, inside_columns};
 
 /// Whether a convolution of `channels` channels in `groups` groups is
@@ -35,8 +36,12 @@ fn columns(win: Window, kx: usize) -> Option<(std::ops::Range<usize>, usize)> {
 /// One image `[C, H, W]` convolved into `out` (`[F, OH, OW]`) by the filter
 /// `w` (`[F, 1, KH, KW]`), through `epilogue`.
 pub fn forward_image(w: &[f32], filters: usize, image: &[f32], win: Window, epilogue: Epilogue, out: &mut [f32]) {
-    let run = (w, filters, image, win, epilogue);
-    with_planes(|planes| match crate::gemm::Isa::detect() {
+    forward_on(Isa::detect(), (w, filters, image, win, epilogue), out)
+}
+
+/// `forward_image` in the vectors of `isa` (None: the baseline's).
+fn forward_on(isa: Option<Isa>, run: Forward, out: &mut [f32]) {
+    with_planes(|planes| match isa {
         Some(isa) => forward_for(isa, run, out, planes),
         None => forward_with(run, out, planes),
     })
@@ -88,9 +93,14 @@ fn forward_with((w, filters, image, win, epilogue): Forward, out: &mut [f32], pl
 /// `grad` (`[F, OH, OW]`): each output's gradient scattered back onto the
 /// inputs its taps read.
 pub fn input_gradient_image(w: &[f32], filters: usize, grad: &[f32], win: Window, dx: &mut [f32]) {
-    with_planes(|planes| match crate::gemm::Isa::detect() {
-        Some(isa) => input_gradient_for(isa, (w, filters, grad, win), dx, planes),
-        None => input_gradient_with((w, filters, grad, win), dx, planes),
+    input_gradient_on(Isa::detect(), (w, filters, grad, win), dx)
+}
+
+/// `input_gradient_image` in the vectors of `isa` (None: the baseline's).
+fn input_gradient_on(isa: Option<Isa>, run: Backward, dx: &mut [f32]) {
+    with_planes(|planes| match isa {
+        Some(isa) => input_gradient_for(isa, run, dx, planes),
+        None => input_gradient_with(run, dx, planes),
     })
 }
 
@@ -141,9 +151,14 @@ fn input_gradient_with((w, filters, grad, win): Backward, dx: &mut [f32], planes
 /// Each tap's products are summed position by position over the rows
 /// into `sums`, then across them: a fixed order, whatever the threads.
 pub fn weight_gradient(images: &[f32], grads: &[f32], filters: usize, win: Window, dw: &mut [f32]) {
-    with_planes(|planes| match crate::gemm::Isa::detect() {
-        Some(isa) => weight_gradient_for(isa, (images, filters, grads, win), dw, planes),
-        None => weight_gradient_with((images, filters, grads, win), dw, planes),
+    weight_gradient_on(Isa::detect(), (images, filters, grads, win), dw)
+}
+
+/// `weight_gradient` in the vectors of `isa` (None: the baseline's).
+fn weight_gradient_on(isa: Option<Isa>, run: Backward, dw: &mut [f32]) {
+    with_planes(|planes| match isa {
+        Some(isa) => weight_gradient_for(isa, run, dw, planes),
+        None => weight_gradient_with(run, dw, planes),
     })
 }
 

@@ -1,8 +1,10 @@
 //! Depthwise and grouped convolutions, through the routines generated code
-//! calls (which pick the kernels), against the reference loops; and the
-//! same bits whether a batch's images run on one thread or several.
+//! calls (which pick the kernels), against the reference loops; the
+//! depthwise kernels in each instruction set's vectors against each other;
+//! and the same bits whether a batch's images run on one thread or several.
 
-use crate::kernels::{self, Taps, Window};
+use crate::gemm::Isa;
+use crate::kernels::{self, Epilogue, Taps, Window};
 use crate::spatial::{nnc_conv2d, nnc_conv2d_grad_input, nnc_conv2d_grad_weight, set_parallel_images};
 
 fn values(n: usize, seed: usize) -> Vec<f32> {
@@ -17,6 +19,7 @@ fn assert_close(a: &[f32], b: &[f32], what: &str) {
 }
 
 /// A convolution to test: its window, filters and groups.
+#[derive(Clone, Copy)]
 struct Case {
     win: Window,
     filters: usize,
@@ -118,5 +121,30 @@ fn grouped_convolutions_give_the_same_bits_on_any_thread_count() {
         let spread = case.run(&x, &w, &g, &bias);
         set_parallel_images(false);
         assert_eq!(alone, spread);
+    }
+}
+
+/// The depthwise kernels compiled for every instruction set this CPU has,
+/// and for none: the forward pass and input gradient give the same bits
+/// in each, the weight gradient the same sums.
+#[test]
+fn depthwise_kernels_give_the_same_bits_in_every_instruction_set() {
+    let isas: Vec<Option<Isa>> = Isa::available().into_iter().map(Some).chain([None]).collect();
+    for case in cases().iter().filter(|case| super::applies(case.win.channels, case.groups)) {
+        let win = Window { batch: 1, ..case.win };
+        let (image, filter, out) = Case { win, ..*case }.lens();
+        let (x, w, g, bias) = (values(image, 9), values(filter, 10), values(out, 11), values(case.filters, 12));
+        let epilogue = Epilogue { bias: Some(&bias), relu: true };
+        let results: Vec<[Vec<f32>; 3]> = isas
+            .iter()
+            .map(|&isa| {
+                let (mut y, mut dx, mut dw) = (vec![0.0; out], vec![0.0; image], vec![0.0; filter]);
+                super::forward_on(isa, (&w, case.filters, &x, win, epilogue), &mut y);
+                super::input_gradient_on(isa, (&w, case.filters, &g, win), &mut dx);
+                super::weight_gradient_on(isa, (&x, case.filters, &g, win), &mut dw);
+                [y, dx, dw]
+            })
+            .collect();
+        assert!(results.windows(2).all(|pair| pair[0] == pair[1]), "{isas:?}");
     }
 }
