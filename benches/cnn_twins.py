@@ -5,7 +5,7 @@ shapes, the model's optimizer and batch, eager mode, 2 threads).
     python benches/cnn_twins.py NAME [SECONDS] [BATCH]
 
 NAME is digits_cnn, conv_autoencoder, digits_conv1d, global_pool_digits,
-inception_digits, two_inputs_digits or vgg16 (LeNet and fashion_cnn have
+inception_digits, separable_digits, two_inputs_digits or vgg16 (LeNet and fashion_cnn have
 their own peers: the W3 bench script and fashion_torch.py). Prints one JSON
 line: {"model", "batch", "samples_per_s", "steps"}.
 """
@@ -83,6 +83,11 @@ def twin(name):
         return net, digits, 10, 32, adam(0.01)
     if name == "inception_digits":
         return Inception(), digits, 10, 32, adam(0.01)
+    if name == "separable_digits":
+        net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=16),
+                            nn.ReLU(), nn.Conv2d(16, 32, 1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                            nn.Linear(32 * 4 * 4, 10))
+        return net, digits, 10, 32, adam(0.01)
     if name == "two_inputs_digits":
         return TwoInputs(), digits, 10, 32, adam(0.003)
     if name == "vgg16":

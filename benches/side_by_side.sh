@@ -112,7 +112,7 @@ for r in $(seq "$rounds"); do
         record "$r" torch fashion
     "$nnc" bench models/vgg16.nn --batch 1 --json --seconds 1 --foreign-max "$foreign_max" | tr -d '\n' | record "$r" nnc vgg
     "$py" benches/vgg16_torch.py | sed -n 's/.*median \([0-9.]*\) ms.*/{"ms": \1}/p' | record "$r" torch vgg
-    for model in digits_cnn conv_autoencoder digits_conv1d global_pool_digits inception_digits two_inputs_digits; do
+    for model in digits_cnn conv_autoencoder digits_conv1d global_pool_digits inception_digits separable_digits two_inputs_digits; do
         mine "cnn_$model" "$r" "$model" 32
         "$py" benches/cnn_twins.py "$model" "$BENCH_MIN_S" | record "$r" torch "cnn_$model"
     done

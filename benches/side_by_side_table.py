@@ -65,6 +65,7 @@ TABLE = [
     ("cnn_digits_conv1d", "digits_conv1d train b32, samples/s", True),
     ("cnn_global_pool_digits", "global_pool_digits train b32, samples/s", True),
     ("cnn_inception_digits", "inception_digits train b32, samples/s", True),
+    ("cnn_separable_digits", "separable_digits train b32, samples/s", True),
     ("cnn_two_inputs_digits", "two_inputs_digits train b32, samples/s", True),
     ("mnist_mlp 10k", "mnist_mlp over 10k synthetic rows, rows/s", True),
     ("lenet 10k", "LeNet over 10k synthetic rows, rows/s", True),

@@ -31,18 +31,16 @@ fn layernorm_mlp_reaches_96_percent() {
     assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
 }
 
-/// Two convolution branches joined along the channels (`concat`).
+/// Bundled convolutional models of the digits: two branches joined along
+/// the channels (`concat`), the digits as sequences of pixel columns
+/// through two 1-D convolutions, and a depthwise separable block (a
+/// convolution per channel, `groups`, then a 1×1 one).
 #[test]
-fn concatenated_branches_reach_96_percent() {
-    let (_, m) = train_bundled(&model("inception_digits.nn"));
-    assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
-}
-
-/// Digits as sequences of pixel columns through two 1-D convolutions.
-#[test]
-fn one_dimensional_convolutions_reach_96_percent() {
-    let (_, m) = train_bundled(&model("digits_conv1d.nn"));
-    assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
+fn convolutional_digit_models_reach_96_percent() {
+    for file in ["inception_digits.nn", "digits_conv1d.nn", "separable_digits.nn"] {
+        let (_, m) = train_bundled(&model(file));
+        assert!(m.accuracy.expect("classifier") >= 0.96, "{file}: {m:?}");
+    }
 }
 
 /// Each channel's mean over the map, then one dense layer: no weight
