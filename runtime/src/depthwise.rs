@@ -3,12 +3,14 @@
 //!
 //! Run as a product per group, each would be a product of one row, whose
 //! packing and blocking cost more than its multiply-adds. Here each output
-//! plane is instead summed tap by tap, in the vectors of this CPU. At stride
-//! 1, each plane is zero-padded once and every output computed for the
-//! padded width (the columns past the output's are dropped): a tap's inputs
-//! are then one run of the padded plane, and the plane's outputs one
-//! multiply-add of that run per tap, however small the image (`Padded`).
-//! At other strides each output row takes one strided row of inputs per tap.
+//! plane is instead summed tap by tap, in the vectors of this CPU. Each
+//! input plane is zero-padded once and split by the stride into phases
+//! (`Phases`; at stride 1, the padded plane itself), and every output is
+//! computed for a phase's whole width (the columns past the output's are
+//! dropped): a tap's inputs for a whole output plane are then one run of
+//! one phase, and the plane one multiply-add of that run per tap, however
+//! small the image. The input gradient scatters each tap's run back the
+//! same way; the weight gradient is one dot product per tap.
 //!
 //! Every sum takes its terms in the reference loops' order
 //! (`kernels::conv2d`), the padding's zeros added in between, so the
@@ -17,20 +19,12 @@
 #![allow(unsafe_code)]
 
 use crate::gemm::Isa;
-use crate::kernels::{Epilogue, Window, inside_columns};
+use crate::kernels::{Epilogue, Window};
 
 /// Whether a convolution of `channels` channels in `groups` groups is
 /// depthwise (and not an ordinary convolution of one channel).
 pub fn applies(channels: usize, groups: usize) -> bool {
     groups > 1 && groups == channels
-}
-
-/// The output columns whose input column for tap `kx` lies inside the
-/// image (`kernels::inside_columns`), and the input column the first of
-/// them reads; None when the tap reads only padding.
-fn columns(win: Window, kx: usize) -> Option<(std::ops::Range<usize>, usize)> {
-    let (lo, hi) = inside_columns(win, kx, win.out_width());
-    (lo < hi).then(|| (lo..hi, lo * win.cols.stride + kx * win.cols.dilation - win.cols.padding))
 }
 
 /// One image `[C, H, W]` convolved into `out` (`[F, OH, OW]`) by the filter
@@ -58,33 +52,26 @@ crate::simd::compiled_for_isa! {
 }
 
 #[inline(always)]
-fn forward_with((w, filters, image, win, epilogue): Forward, out: &mut [f32], planes: &mut Planes) {
-    if unit_strides(win) {
-        return forward_padded((w, filters, image, win, epilogue), out, planes);
-    }
-    let (plane, out_plane) = (win.height * win.width, win.out_height() * win.out_width());
-    let (kw, ow, stride) = (win.cols.kernel, win.out_width(), win.cols.stride);
+fn forward_with((w, filters, image, win, epilogue): Forward, out: &mut [f32], Planes { source, wide }: &mut Planes) {
+    let (plane, (oh, ow)) = (win.height * win.width, (win.out_height(), win.out_width()));
+    let phases = Phases::of(win);
+    let run = oh * phases.cols;
+    wide.resize(run, 0.0);
     let per_channel = filters / win.channels;
-    for (f, outputs) in out.chunks_exact_mut(out_plane).enumerate().take(filters) {
-        let input = &image[f / per_channel * plane..][..plane];
-        let taps = &w[f * win.area()..][..win.area()];
-        let value = epilogue.of(f);
-        for (oy, row) in outputs.chunks_exact_mut(ow).enumerate() {
-            row.fill(0.0);
-            for (ky, taps) in taps.chunks_exact(kw).enumerate() {
-                let Some(iy) = win.rows.source(oy, ky, win.height) else { continue };
-                let line = &input[iy * win.width..][..win.width];
-                for (kx, &weight) in taps.iter().enumerate() {
-                    let Some((kept, first)) = columns(win, kx) else { continue };
-                    let (row, line) = (&mut row[kept], &line[first..]);
-                    if stride == 1 {
-                        row.iter_mut().zip(line).for_each(|(o, &x)| *o += x * weight);
-                    } else {
-                        row.iter_mut().zip(line.iter().step_by(stride)).for_each(|(o, &x)| *o += x * weight);
-                    }
-                }
+    for (c, input) in image.chunks_exact(plane).enumerate().take(win.channels) {
+        let source = phases.split(input, win, source);
+        for f in c * per_channel..(c + 1) * per_channel {
+            let wide = &mut wide[..run];
+            wide.fill(0.0);
+            for (tap, &weight) in w[f * win.area()..][..win.area()].iter().enumerate() {
+                let inputs = &source[phases.tap(win, tap)..];
+                wide.iter_mut().zip(inputs).for_each(|(o, &x)| *o += x * weight);
             }
-            row.iter_mut().for_each(|v| *v = value(*v));
+            let value = epilogue.of(f);
+            let outputs = out[f * oh * ow..][..oh * ow].chunks_exact_mut(ow);
+            for (row, sums) in outputs.zip(wide.chunks_exact(phases.cols)) {
+                row.iter_mut().zip(sums).for_each(|(o, &s)| *o = value(s));
+            }
         }
     }
 }
@@ -115,34 +102,23 @@ crate::simd::compiled_for_isa! {
 }
 
 #[inline(always)]
-fn input_gradient_with((w, filters, grad, win): Backward, dx: &mut [f32], planes: &mut Planes) {
-    if unit_strides(win) {
-        return input_gradient_padded((w, filters, grad, win), dx, planes);
-    }
-    let (plane, out_plane) = (win.height * win.width, win.out_height() * win.out_width());
-    let (kw, ow, stride) = (win.cols.kernel, win.out_width(), win.cols.stride);
+fn input_gradient_with((w, filters, grad, win): Backward, dx: &mut [f32], Planes { source, wide }: &mut Planes) {
+    let (plane, (oh, ow)) = (win.height * win.width, (win.out_height(), win.out_width()));
+    let phases = Phases::of(win);
+    let run = oh * phases.cols;
     let per_channel = filters / win.channels;
-    dx.fill(0.0);
     for (c, inputs) in dx.chunks_exact_mut(plane).enumerate().take(win.channels) {
+        // The padded input's gradient, phase by phase.
+        source.clear();
+        source.resize(phases.total(), 0.0);
         for f in c * per_channel..(c + 1) * per_channel {
-            let outputs = &grad[f * out_plane..][..out_plane];
-            let taps = &w[f * win.area()..][..win.area()];
-            for (ky, taps) in taps.chunks_exact(kw).enumerate() {
-                for (kx, &weight) in taps.iter().enumerate() {
-                    let Some((kept, first)) = columns(win, kx) else { continue };
-                    for (oy, row) in outputs.chunks_exact(ow).enumerate() {
-                        let Some(iy) = win.rows.source(oy, ky, win.height) else { continue };
-                        let line = &mut inputs[iy * win.width..][..win.width][first..];
-                        if stride == 1 {
-                            line.iter_mut().zip(&row[kept.clone()]).for_each(|(d, &g)| *d += g * weight);
-                        } else {
-                            let line = line.iter_mut().step_by(stride);
-                            line.zip(&row[kept.clone()]).for_each(|(d, &g)| *d += g * weight);
-                        }
-                    }
-                }
+            let outputs = phases.spread(&grad[f * oh * ow..][..oh * ow], ow, wide);
+            for (tap, &weight) in w[f * win.area()..][..win.area()].iter().enumerate() {
+                let inputs = &mut source[phases.tap(win, tap)..][..run];
+                inputs.iter_mut().zip(outputs).for_each(|(d, &g)| *d += g * weight);
             }
         }
+        phases.join(source, win, inputs);
     }
 }
 
@@ -170,46 +146,22 @@ crate::simd::compiled_for_isa! {
 }
 
 #[inline(always)]
-fn weight_gradient_with((images, filters, grads, win): Backward, dw: &mut [f32], planes: &mut Planes) {
-    if unit_strides(win) {
-        return weight_gradient_padded((images, filters, grads, win), dw, planes);
-    }
-    // One row of a tap's sums, per position.
-    planes.wide.resize(win.out_width(), 0.0);
-    let sums = &mut planes.wide;
-    let (plane, out_plane) = (win.height * win.width, win.out_height() * win.out_width());
-    let (kw, ow, stride) = (win.cols.kernel, win.out_width(), win.cols.stride);
+fn weight_gradient_with((images, filters, grads, win): Backward, dw: &mut [f32], Planes { source, wide }: &mut Planes) {
+    let (plane, (oh, ow)) = (win.height * win.width, (win.out_height(), win.out_width()));
+    let phases = Phases::of(win);
     let per_channel = filters / win.channels;
     let image_len = win.channels * plane;
-    for (image, grad) in images.chunks_exact(image_len).zip(grads.chunks_exact(filters * out_plane)) {
-        for (f, outputs) in grad.chunks_exact(out_plane).enumerate() {
-            let input = &image[f / per_channel * plane..][..plane];
-            for (ky, taps) in dw[f * win.area()..][..win.area()].chunks_exact_mut(kw).enumerate() {
-                for (kx, tap) in taps.iter_mut().enumerate() {
-                    let Some((kept, first)) = columns(win, kx) else { continue };
-                    let sums = &mut sums[..kept.len()];
-                    sums.fill(0.0);
-                    for (oy, row) in outputs.chunks_exact(ow).enumerate() {
-                        let Some(iy) = win.rows.source(oy, ky, win.height) else { continue };
-                        let line = &input[iy * win.width..][..win.width][first..];
-                        let row = &row[kept.clone()];
-                        if stride == 1 {
-                            sums.iter_mut().zip(row.iter().zip(line)).for_each(|(s, (&g, &x))| *s += g * x);
-                        } else {
-                            let line = line.iter().step_by(stride);
-                            sums.iter_mut().zip(row.iter().zip(line)).for_each(|(s, (&g, &x))| *s += g * x);
-                        }
-                    }
-                    *tap += sums.iter().sum::<f32>();
+    for (image, grad) in images.chunks_exact(image_len).zip(grads.chunks_exact(filters * oh * ow)) {
+        for (c, input) in image.chunks_exact(plane).enumerate() {
+            let source = phases.split(input, win, source);
+            for f in c * per_channel..(c + 1) * per_channel {
+                let outputs = phases.spread(&grad[f * oh * ow..][..oh * ow], ow, wide);
+                for (tap, sum) in dw[f * win.area()..][..win.area()].iter_mut().enumerate() {
+                    *sum += dot(outputs, &source[phases.tap(win, tap)..]);
                 }
             }
         }
     }
-}
-
-/// Whether `win` steps by one along both axes (and so runs on padded planes).
-fn unit_strides(win: Window) -> bool {
-    win.rows.stride == 1 && win.cols.stride == 1
 }
 
 thread_local! {
@@ -221,147 +173,101 @@ fn with_planes<R>(work: impl FnOnce(&mut Planes) -> R) -> R {
     PLANES.with(|cell| work(&mut cell.borrow_mut()))
 }
 
-/// The kernels' buffers. At stride 1, a zero-padded plane the taps read,
-/// and one the sums over the padded width go to (or, for the weight
-/// gradient, the output gradient laid out at that width); at other
-/// strides, `wide` holds a row of the weight gradient's sums.
+/// The kernels' buffers: a plane's phases (`Phases`) the taps read or the
+/// input gradient's are scattered into, and an output plane at a phase's
+/// width (its sums, or its gradient with zeros past its columns).
 struct Planes {
     source: Vec<f32>,
     wide: Vec<f32>,
 }
 
-/// Where a plane of `height × width` values sits in a zero-padded copy of
-/// `rows × cols`, and the `tail` zeros after it that the last tap's run
-/// reads past the last row.
+/// A plane zero-padded as a window pads it, then split by its strides into
+/// phases: phase (a, b) holds the padded rows a, a + sᵣ, … and columns
+/// b, b + s꜀, …. Output (y, x) reads tap (ky, kx) from padded (y·sᵣ + ky·dᵣ,
+/// x·s꜀ + kx·d꜀), which is (y + ky·dᵣ / sᵣ, x + kx·d꜀ / s꜀) of the phase
+/// (ky·dᵣ mod sᵣ, kx·d꜀ mod s꜀): at stride 1 in every phase. So a tap's
+/// inputs for every output of a plane, computed for the phase's whole
+/// width, are one run of one phase.
 #[derive(Clone, Copy)]
-struct Padded {
-    rows: usize,
+struct Phases {
+    /// sᵣ·s꜀ phases of some rows of `cols`.
+    count: usize,
     cols: usize,
-    top: usize,
-    left: usize,
-    tail: usize,
+    /// Values per phase: its rows, then the zeros the widest tap's run
+    /// reads past the last row.
+    len: usize,
 }
 
-impl Padded {
-    /// An input plane padded as `win` pads it.
-    fn input(win: Window) -> Padded {
-        let (rows, cols) = (win.rows, win.cols);
-        Padded {
-            rows: win.height + 2 * rows.padding,
-            cols: win.width + 2 * cols.padding,
-            top: rows.padding,
-            left: cols.padding,
-            tail: cols.extent() - 1,
-        }
+impl Phases {
+    fn of(win: Window) -> Phases {
+        let (r, c) = (win.rows, win.cols);
+        let rows = (win.height + 2 * r.padding).div_ceil(r.stride);
+        let cols = (win.width + 2 * c.padding).div_ceil(c.stride);
+        let tail = (c.extent() - 1) / c.stride;
+        Phases { count: r.stride * c.stride, cols, len: rows * cols + tail }
     }
 
-    fn len(self) -> usize {
-        self.rows * self.cols + self.tail
+    /// Values in all the phases.
+    fn total(self) -> usize {
+        self.count * self.len
     }
 
-    /// `plane` (rows of `width`) padded into `out`, grown to `len` values.
-    fn fill<'a>(self, plane: &[f32], width: usize, out: &'a mut Vec<f32>) -> &'a [f32] {
+    /// Where tap `tap` (row-major in the kernel) of `win` starts reading:
+    /// its phase's start, and its offset in the phase.
+    #[inline(always)]
+    fn tap(self, win: Window, tap: usize) -> usize {
+        let (dy, dx) = (tap / win.cols.kernel * win.rows.dilation, tap % win.cols.kernel * win.cols.dilation);
+        let phase = dy % win.rows.stride * win.cols.stride + dx % win.cols.stride;
+        phase * self.len + dy / win.rows.stride * self.cols + dx / win.cols.stride
+    }
+
+    /// `plane` (`win`'s height × width) padded and split into `out`.
+    #[inline(always)]
+    fn split<'a>(self, plane: &[f32], win: Window, out: &'a mut Vec<f32>) -> &'a [f32] {
         out.clear();
-        out.resize(self.len(), 0.0);
-        for (y, line) in plane.chunks_exact(width).enumerate() {
-            out[(self.top + y) * self.cols + self.left..][..width].copy_from_slice(line);
+        out.resize(self.total(), 0.0);
+        for (y, line) in plane.chunks_exact(win.width).enumerate() {
+            for (start, values) in self.row_runs(win, y) {
+                let runs = out[start..].iter_mut().zip(line[values].iter().step_by(win.cols.stride));
+                runs.for_each(|(o, &v)| *o = v);
+            }
         }
         out
     }
-}
 
-/// `forward_with` at stride 1: each output plane summed over the padded
-/// width, one run of the padded input plane per tap, then cropped.
-#[inline(always)]
-fn forward_padded((w, filters, image, win, epilogue): Forward, out: &mut [f32], Planes { source, wide }: &mut Planes) {
-    let (plane, (oh, ow)) = (win.height * win.width, (win.out_height(), win.out_width()));
-    let padded = Padded::input(win);
-    let run = oh * padded.cols;
-    wide.resize(run, 0.0);
-    let per_channel = filters / win.channels;
-    for (c, input) in image.chunks_exact(plane).enumerate().take(win.channels) {
-        let source = padded.fill(input, win.width, source);
-        for f in c * per_channel..(c + 1) * per_channel {
-            let wide = &mut wide[..run];
-            wide.fill(0.0);
-            for (tap, &weight) in w[f * win.area()..][..win.area()].iter().enumerate() {
-                let (ky, kx) = (tap / win.cols.kernel, tap % win.cols.kernel);
-                let offset = ky * win.rows.dilation * padded.cols + kx * win.cols.dilation;
-                wide.iter_mut().zip(&source[offset..]).for_each(|(o, &x)| *o += x * weight);
-            }
-            let value = epilogue.of(f);
-            let outputs = out[f * oh * ow..][..oh * ow].chunks_exact_mut(ow);
-            for (row, sums) in outputs.zip(wide.chunks_exact(padded.cols)) {
-                row.iter_mut().zip(sums).for_each(|(o, &s)| *o = value(s));
+    /// The plane within the padding, read back from its phases: `split`'s inverse.
+    #[inline(always)]
+    fn join(self, phases: &[f32], win: Window, plane: &mut [f32]) {
+        for (y, line) in plane.chunks_exact_mut(win.width).enumerate() {
+            for (start, values) in self.row_runs(win, y) {
+                let runs = line[values].iter_mut().step_by(win.cols.stride).zip(&phases[start..]);
+                runs.for_each(|(v, &p)| *v = p);
             }
         }
     }
-}
 
-/// `input_gradient_with` at stride 1: the output gradient padded by the
-/// kernel's extent less one on each side, each tap's run of it scattered
-/// back (as one multiply-add over the padded width) onto the padded input,
-/// which is then cropped to the input.
-#[inline(always)]
-fn input_gradient_padded((w, filters, grad, win): Backward, dx: &mut [f32], Planes { source, wide }: &mut Planes) {
-    let (plane, (oh, ow)) = (win.height * win.width, (win.out_height(), win.out_width()));
-    let (margin_rows, margin_cols) = (win.rows.extent() - 1, win.cols.extent() - 1);
-    let padded = Padded {
-        rows: oh + 2 * margin_rows,
-        cols: ow + 2 * margin_cols,
-        top: margin_rows,
-        left: margin_cols,
-        tail: margin_cols,
-    };
-    // The padded input's rows, at the padded gradient's width.
-    let run = (oh + margin_rows) * padded.cols;
-    wide.resize(run, 0.0);
-    let per_channel = filters / win.channels;
-    for (c, inputs) in dx.chunks_exact_mut(plane).enumerate().take(win.channels) {
-        let wide = &mut wide[..run];
-        wide.fill(0.0);
-        for f in c * per_channel..(c + 1) * per_channel {
-            let source = padded.fill(&grad[f * oh * ow..][..oh * ow], ow, source);
-            for (tap, &weight) in w[f * win.area()..][..win.area()].iter().enumerate() {
-                let (ky, kx) = (tap / win.cols.kernel, tap % win.cols.kernel);
-                let offset =
-                    (margin_rows - ky * win.rows.dilation) * padded.cols + margin_cols - kx * win.cols.dilation;
-                wide.iter_mut().zip(&source[offset..]).for_each(|(d, &g)| *d += g * weight);
-            }
-        }
-        let sums = wide[win.rows.padding * padded.cols..].chunks_exact(padded.cols);
-        for (row, sums) in inputs.chunks_exact_mut(win.width).zip(sums) {
-            row.copy_from_slice(&sums[win.cols.padding..][..win.width]);
-        }
+    /// Row `y` of a plane in the phases: for each column phase, where its
+    /// values start there, and the columns from the first of them on (every
+    /// s꜀-th of which are its).
+    #[inline(always)]
+    fn row_runs(self, win: Window, y: usize) -> impl Iterator<Item = (usize, std::ops::RangeFrom<usize>)> {
+        let (sr, sc, left) = (win.rows.stride, win.cols.stride, win.cols.padding);
+        let py = y + win.rows.padding;
+        let row = py % sr * sc * self.len + py / sr * self.cols;
+        // Column x lies in phase (left + x) mod s꜀, at (left + x) / s꜀.
+        (0..sc.min(win.width)).map(move |x| (row + (left + x) % sc * self.len + (left + x) / sc, x..))
     }
-}
 
-/// `weight_gradient_with` at stride 1: each output gradient laid out at
-/// the padded input's width (zeros past its columns), and each tap's
-/// gradient the dot product of it with the tap's run of the padded input.
-#[inline(always)]
-fn weight_gradient_padded(
-    (images, filters, grads, win): Backward,
-    dw: &mut [f32],
-    Planes { source, wide }: &mut Planes,
-) {
-    let (plane, (oh, ow)) = (win.height * win.width, (win.out_height(), win.out_width()));
-    let padded = Padded::input(win);
-    let spread = Padded { rows: oh, cols: padded.cols, top: 0, left: 0, tail: 0 };
-    let per_channel = filters / win.channels;
-    let image_len = win.channels * plane;
-    for (image, grad) in images.chunks_exact(image_len).zip(grads.chunks_exact(filters * oh * ow)) {
-        for (c, input) in image.chunks_exact(plane).enumerate() {
-            let source = padded.fill(input, win.width, source);
-            for f in c * per_channel..(c + 1) * per_channel {
-                let outputs = spread.fill(&grad[f * oh * ow..][..oh * ow], ow, wide);
-                for (tap, sum) in dw[f * win.area()..][..win.area()].iter_mut().enumerate() {
-                    let (ky, kx) = (tap / win.cols.kernel, tap % win.cols.kernel);
-                    let offset = ky * win.rows.dilation * padded.cols + kx * win.cols.dilation;
-                    *sum += dot(outputs, &source[offset..]);
-                }
-            }
+    /// An output plane (rows of `width`) laid out at the phases' width,
+    /// zeros past its columns, in `out`.
+    #[inline(always)]
+    fn spread<'a>(self, plane: &[f32], width: usize, out: &'a mut Vec<f32>) -> &'a [f32] {
+        out.clear();
+        out.resize(plane.len() / width * self.cols, 0.0);
+        for (line, wide) in plane.chunks_exact(width).zip(out.chunks_exact_mut(self.cols)) {
+            wide[..width].copy_from_slice(line);
         }
+        out
     }
 }
 
