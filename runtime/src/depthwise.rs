@@ -124,8 +124,8 @@ fn input_gradient_with((w, filters, grad, win): Backward, dx: &mut [f32], Planes
 
 /// Adds the weight gradient of a run of images (`[N, C, H, W]`, their
 /// output gradients `grads` `[N, F, OH, OW]`) to `dw` (`[F, 1, KH, KW]`).
-/// Each tap's products are summed position by position over the rows
-/// into `sums`, then across them: a fixed order, whatever the threads.
+/// Each tap's products are summed in sixteen lanes, then across them
+/// (`dot`): a fixed order, whatever the threads.
 pub fn weight_gradient(images: &[f32], grads: &[f32], filters: usize, win: Window, dw: &mut [f32]) {
     weight_gradient_on(Isa::detect(), (images, filters, grads, win), dw)
 }
