@@ -152,6 +152,7 @@ fn shapes_fit(graph: &Graph, node: &Node) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
 /// Whether a convolution's `channels` and filter `[F, C/G, KH, KW]` split into `groups` groups.
 fn grouped(channels: usize, filter: &[usize], groups: usize) -> bool {
     groups > 0 && filter[0].is_multiple_of(groups) && filter[1] * groups == channels
