@@ -41,6 +41,7 @@ fn pytorch_exports_import_and_predict_pytorchs_numbers() {
         ("dynamo_bidirectional", false, 3, 3),
         ("torch_grouped", false, 7, 3),
         ("torch_grouped_conv1d", false, 3, 3),
+        ("torch_mobilenet", false, 22, 3),
     ];
     for (name, classifier, layers, outputs) in exports {
         let model = dir.path().join(format!("{name}.nn"));

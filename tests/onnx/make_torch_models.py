@@ -5,8 +5,11 @@ at opset 20 (ONNX's `Gelu` op), a classifier of log-probabilities, an MLP of cli
 `Hardtanh`), a CNN of padded pooling (ResNet's
 stem: `MaxPool2d(3, 2, 1)`), a 1-D CNN with its pooling, and recurrent networks (LSTM, RNN, GRU) whose zero initial
 states PyTorch builds from the batch size when the graph runs (also as PyTorch's
-dynamo exporter writes them: `dynamo_*`; bidirectional ones too), and grouped and
-depthwise convolutions, each with 8 input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
+dynamo exporter writes them: `dynamo_*`; bidirectional ones too), grouped and
+depthwise convolutions, and a MobileNetV2-style network (inverted residual
+blocks: 1×1 expansion, 3×3 depthwise at strides 1 and 2, 1×1 projection,
+batch normalisation with running statistics of its own, ReLU6, skip
+additions), each with 8 input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
 
     python tests/onnx/make_torch_models.py
 """
@@ -131,3 +134,37 @@ grouped = nn.Sequential(
 )
 save("torch_grouped", grouped, (4, 8, 8))
 save("torch_grouped_conv1d", nn.Sequential(nn.Conv1d(4, 6, 3, groups=2), nn.Flatten(), nn.Linear(6 * 8, 3)), (4, 10))
+
+
+def inverted_residual(channels, out, stride, expand=4):
+    """MobileNetV2's block: expand 1×1, depthwise 3×3, project 1×1, each normalised."""
+    hidden = channels * expand
+    return nn.Sequential(
+        nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+        nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+        nn.Conv2d(hidden, out, 1, bias=False), nn.BatchNorm2d(out),
+    )
+
+
+class Skip(nn.Module):
+    """x + block(x)."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return x + self.block(x)
+
+
+mobilenet = nn.Sequential(
+    nn.Conv2d(1, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+    Skip(inverted_residual(8, 8, 1)), inverted_residual(8, 12, 2), Skip(inverted_residual(12, 12, 1)),
+    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 3),
+)
+for norm in (m for m in mobilenet.modules() if isinstance(m, nn.BatchNorm2d)):
+    norm.running_mean.uniform_(-0.5, 0.5)
+    norm.running_var.uniform_(0.5, 2.0)
+    nn.init.uniform_(norm.weight, 0.5, 1.5)
+    nn.init.uniform_(norm.bias, -0.2, 0.2)
+save("torch_mobilenet", mobilenet, (1, 16, 16))
