@@ -8,7 +8,7 @@ states PyTorch builds from the batch size when the graph runs (also as PyTorch's
 dynamo exporter writes them: `dynamo_*`; bidirectional ones too), grouped and
 depthwise convolutions, and a MobileNetV2-style network (inverted residual
 blocks: 1×1 expansion, 3×3 depthwise at strides 1 and 2, 1×1 projection,
-batch normalisation with running statistics of its own, ReLU6, skip
+batch normalisation with running statistics of its own, ReLU6, residual
 additions), each with 8 input rows and PyTorch's outputs for them as CSV. Needs torch and onnx:
 
     python tests/onnx/make_torch_models.py
@@ -146,7 +146,7 @@ def inverted_residual(channels, out, stride, expand=4):
     )
 
 
-class Skip(nn.Module):
+class Residual(nn.Module):
     """x + block(x)."""
 
     def __init__(self, block):
@@ -159,7 +159,7 @@ class Skip(nn.Module):
 
 mobilenet = nn.Sequential(
     nn.Conv2d(1, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
-    Skip(inverted_residual(8, 8, 1)), inverted_residual(8, 12, 2), Skip(inverted_residual(12, 12, 1)),
+    Residual(inverted_residual(8, 8, 1)), inverted_residual(8, 12, 2), Residual(inverted_residual(12, 12, 1)),
     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 3),
 )
 for norm in (m for m in mobilenet.modules() if isinstance(m, nn.BatchNorm2d)):
