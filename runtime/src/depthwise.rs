@@ -15,11 +15,13 @@
 //! Every sum takes its terms in the reference loops' order
 //! (`kernels::conv2d`), the padding's zeros added in between, so the
 //! forward pass and the input gradient give their bits on finite values;
-//! the weight gradient sums each tap's products in sixteen lanes.
+//! the weight gradient sums each tap's products in sixteen lanes
+//! (`products::dot`).
 #![allow(unsafe_code)]
 
 use crate::gemm::Isa;
 use crate::kernels::{Epilogue, Window};
+use crate::products::dot;
 
 /// Whether a convolution of `channels` channels in `groups` groups is
 /// depthwise (and not an ordinary convolution of one channel).
@@ -269,25 +271,6 @@ impl Phases {
         }
         out
     }
-}
-
-/// Σ a·b over `a` (and as much of `b`), in sixteen lanes added in order at
-/// the end: vector code, and the same sum on every instruction set.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut lanes = [0.0f32; LANES];
-    let (a_blocks, b_blocks) = (a.chunks_exact(LANES), b[..a.len()].chunks_exact(LANES));
-    let (a_rest, b_rest) = (a_blocks.remainder(), b_blocks.remainder());
-    for (a, b) in a_blocks.zip(b_blocks) {
-        for j in 0..LANES {
-            lanes[j] += a[j] * b[j];
-        }
-    }
-    for (j, (&a, &b)) in a_rest.iter().zip(b_rest).enumerate() {
-        lanes[j] += a * b;
-    }
-    lanes.iter().sum()
 }
 
 #[cfg(test)]

@@ -364,9 +364,10 @@ fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
     [finish(acc0, a, b[0]), finish(acc1, a, b[1]), finish(acc2, a, b[2]), finish(acc3, a, b[3])]
 }
 
-/// The dot product of `a` and `b`, with the same lanes and sums as `dot4`.
+/// The dot product of `a` and `b` (as much of `b` as `a` is long), with the
+/// same lanes and sums as `dot4`: a fixed order on every instruction set.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
         for l in 0..LANES {
