@@ -63,8 +63,18 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
     let mut adjoint: Vec<Option<ValueId>> = vec![None; n];
     adjoint[root.0] = Some(seed);
     let mut param_grads: Vec<Option<ValueId>> = vec![None; forward.params.len()];
+    // The gradients of each value's slices, placed once all are known.
+    let mut slices: Vec<Vec<SliceGradient>> = vec![Vec::new(); n];
 
     for i in (0..n).rev() {
+        if !slices[i].is_empty() {
+            let node = &forward.nodes[i];
+            let placed = slices_placed(g, std::mem::take(&mut slices[i]), &node.shape, node.span);
+            adjoint[i] = Some(match adjoint[i] {
+                Some(prev) => g.push(Op::Add, vec![prev, placed], node.shape.clone(), node.span),
+                None => placed,
+            });
+        }
         let Some(dy) = adjoint[i] else { continue };
         let node = forward.nodes[i].clone();
         let y = ValueId(i);
@@ -245,10 +255,24 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
             }
             // y = max of pieces ⇒ ∂x = g at the winning piece, 0 elsewhere
             Op::MaxPieces(p) => contrib.push((0, g.push(Op::MaxPiecesGrad(*p), vec![ins[0], dy], shape_of(0), span))),
-            // y = x[…, start..start + len, …] ⇒ ∂x = g placed back, zeros elsewhere
+            // y = x[…, start..start + len, …] ⇒ ∂x = g placed back, zeros
+            // elsewhere: with the gradients of x's other slices (`slices_placed`)
             Op::Slice { axis, start } => {
-                let op = Op::SliceGrad { axis: *axis, start: *start };
-                contrib.push((0, g.push(op, vec![dy], shape_of(0), span)));
+                if wants(0) {
+                    slices[ins[0].0].push(SliceGradient { axis: *axis, start: *start, grad: dy });
+                }
+            }
+            // y = parts side by side ⇒ ∂part = its slice of g
+            Op::Concat { axis } => {
+                let mut start = 0;
+                for k in 0..ins.len() {
+                    let part = shape_of(k);
+                    if wants(k) {
+                        let op = Op::Slice { axis: *axis, start };
+                        contrib.push((k, g.push(op, vec![dy], part.clone(), span)));
+                    }
+                    start += part[*axis];
+                }
             }
             // y = x placed into zeros ⇒ ∂x = the same slice of g
             Op::SliceGrad { axis, start } => {
@@ -296,6 +320,55 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
         }
     }
     Ok(Backward { params: param_grads, adjoints: adjoint })
+}
+
+/// The gradient of one slice of a value: `grad`, from `start` on `axis`.
+#[derive(Clone, Copy)]
+struct SliceGradient {
+    axis: usize,
+    start: usize,
+    grad: ValueId,
+}
+
+/// The gradient of a value (shaped `shape`) read only through the slices
+/// whose gradients are `pieces`. Slices that lie end to end along one
+/// axis (a sequence's steps, an LSTM's gates) are joined by one `Concat`,
+/// placed into zeros where they leave part of the axis uncovered; slices
+/// overlapping others are placed apart; all are summed. Placing each
+/// slice into zeros and summing those would read and write the whole
+/// value once per slice.
+fn slices_placed(g: &mut Graph, mut pieces: Vec<SliceGradient>, shape: &[usize], span: crate::diag::Span) -> ValueId {
+    pieces.sort_by_key(|piece| (piece.axis, piece.start));
+    let len = |g: &Graph, piece: &SliceGradient| g.shape(piece.grad)[piece.axis];
+    let mut runs: Vec<Vec<SliceGradient>> = Vec::new();
+    for piece in pieces {
+        let ends_at = |run: &Vec<SliceGradient>| {
+            let last = run[run.len() - 1];
+            last.axis == piece.axis && last.start + len(g, &last) == piece.start
+        };
+        match runs.iter_mut().find(|run| ends_at(run)) {
+            Some(run) => run.push(piece),
+            None => runs.push(vec![piece]),
+        }
+    }
+    let mut total: Option<ValueId> = None;
+    for run in runs {
+        let (axis, start) = (run[0].axis, run[0].start);
+        let mut joined = shape.to_vec();
+        joined[axis] = run.iter().map(|piece| len(g, piece)).sum();
+        let mut grad = match run[..] {
+            [one] => one.grad,
+            _ => g.push(Op::Concat { axis }, run.iter().map(|piece| piece.grad).collect(), joined.clone(), span),
+        };
+        if joined != shape {
+            grad = g.push(Op::SliceGrad { axis, start }, vec![grad], shape.to_vec(), span);
+        }
+        total = Some(match total {
+            Some(sum) => g.push(Op::Add, vec![sum, grad], shape.to_vec(), span),
+            None => grad,
+        });
+    }
+    total.expect("a value with slices")
 }
 
 /// Σ per channel of `dy` (shaped `shape`), without a pass over it when its
@@ -371,6 +444,41 @@ mod tests {
         let plan = plan_train(&step);
         let input = g.nodes[relu].inputs[0].0;
         assert_eq!(plan.locations[input], Location::Fused, "{}", plan.to_text(g));
+    }
+
+    /// An LSTM's backward pass joins the gradients of its steps' slices of
+    /// the input product, and of each step's gates, with one `Concat`
+    /// each, rather than placing every slice into zeros of the whole and
+    /// summing those (which read and wrote the whole product once per
+    /// step). At the first step the forget gate reads no state, so its
+    /// slice has no gradient: the input gate's is placed apart from the
+    /// other two's.
+    #[test]
+    fn an_lstm_joins_its_slices_gradients_in_one_pass_each() {
+        let (batch, steps, hidden) = (4, 5, 3);
+        let source = format!(
+            "model m {{\n  input x: seq[{steps}, 2]\n  target y: class(3)\n  \
+             x |> lstm({hidden}) |> dense(3) => logits\n  \
+             loss = cross_entropy(logits, y)\n  train {{ optimizer = sgd(lr = 0.1) batch = {batch} }}\n}}\n"
+        );
+        let checked = crate::pipeline::check_source("m.nn", &source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        let step = crate::pipeline::step_graph(model, &model.train, batch).expect("step builds");
+        let g = &step.graph;
+        let width = 4 * hidden;
+        let of_shape = |shape: Vec<usize>| g.nodes.iter().filter(move |n| n.shape == shape);
+        let projected = vec![batch, steps, width];
+        let joins: Vec<_> = of_shape(projected.clone()).filter(|n| n.op == Op::Concat { axis: 1 }).collect();
+        assert_eq!(joins.len(), 1, "{}", g.to_text());
+        assert_eq!(joins[0].inputs.len(), steps);
+        let whole_passes = of_shape(projected).filter(|n| matches!(n.op, Op::Add | Op::SliceGrad { .. }));
+        assert_eq!(whole_passes.count(), 0, "{}", g.to_text());
+        let gates = of_shape(vec![batch, width]).filter(|n| matches!(n.op, Op::Concat { .. }));
+        let parts: Vec<usize> = gates.map(|n| n.inputs.len()).collect();
+        assert_eq!(parts.iter().filter(|&&p| p == 4).count(), steps - 1, "{parts:?}");
+        let first_step = of_shape(vec![batch, 2 * hidden]).filter(|n| n.op == Op::Concat { axis: 1 });
+        assert_eq!(first_step.count(), 1, "{}", g.to_text());
     }
 
     /// Batch normalisation's backward pass sums its incoming gradient per

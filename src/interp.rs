@@ -255,6 +255,17 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 }
                 out
             }
+            Op::Concat { axis } => {
+                let mut out = vec![T::zero(); n];
+                let (whole, inner) = (node.shape[*axis], ir::around(&node.shape, *axis).1);
+                let mut start = 0;
+                for k in 0..node.inputs.len() {
+                    let part = in_shape(k)[*axis];
+                    kernels::place(input(k), &mut out, whole, part, inner, start);
+                    start += part;
+                }
+                out
+            }
             Op::Bernoulli { salt } => {
                 let mut out = vec![T::zero(); n];
                 let step = input(1)[0].to_u64().unwrap_or(0);

@@ -527,7 +527,13 @@ pub fn slice<T: Float>(x: &[T], y: &mut [T], whole: usize, part: usize, inner: u
 /// The adjoint of `slice`: dx is zero except where the slice came from.
 pub fn slice_backward<T: Float>(g: &[T], dx: &mut [T], whole: usize, part: usize, inner: usize, start: usize) {
     dx.iter_mut().for_each(|v| *v = T::zero());
-    for (input, out) in g.chunks_exact(part * inner).zip(dx.chunks_exact_mut(whole * inner)) {
+    place(g, dx, whole, part, inner, start);
+}
+
+/// y[o, start + j, i] = x[o, j, i] for x `[outer, part, inner]`, y `[outer,
+/// whole, inner]`, the rest of y left as it is: one part of a concatenation.
+pub fn place<T: Float>(x: &[T], y: &mut [T], whole: usize, part: usize, inner: usize, start: usize) {
+    for (input, out) in x.chunks_exact(part * inner).zip(y.chunks_exact_mut(whole * inner)) {
         out[start * inner..(start + part) * inner].copy_from_slice(input);
     }
 }

@@ -365,7 +365,21 @@ pub extern "C" fn nnc_max_pieces_grad(x: *const f32, g: *const f32, dx: *mut f32
     kernels::max_pieces_backward(x, g, dx, pieces);
 }
 
-/// A slice of `axis` (`forward`), or its adjoint: the part placed into zeros.
+/// What `nnc_slice` does with a part of `axis`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum SliceMove {
+    /// Copies the part out of the whole tensor.
+    Take = 0,
+    /// Copies the part into a whole tensor of zeros (a slice's adjoint).
+    IntoZeros = 1,
+    /// Copies the part into its place in the whole tensor, leaving the
+    /// rest as it is (one part of a concatenation).
+    Place = 2,
+}
+
+/// A slice of `axis` taken from the whole tensor or put into it (`how`,
+/// a `SliceMove`).
 #[allow(clippy::too_many_arguments)]
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_slice(
@@ -376,17 +390,21 @@ pub extern "C" fn nnc_slice(
     part: usize,
     inner: usize,
     start: usize,
-    forward: usize,
+    how: usize,
 ) {
     let (big, small) = (outer * whole * inner, outer * part * inner);
-    if forward == 1 {
+    if how == SliceMove::Take as usize {
         // SAFETY: x is the whole tensor, y the part.
         let (x, y) = unsafe { (slice(x, big), slice_mut(y, small)) };
         kernels::slice(x, y, whole, part, inner, start);
     } else {
-        // SAFETY: x is the part (a gradient), y the whole tensor.
-        let (g, dx) = unsafe { (slice(x, small), slice_mut(y, big)) };
-        kernels::slice_backward(g, dx, whole, part, inner, start);
+        // SAFETY: x is the part, y the whole tensor.
+        let (part_values, whole_values) = unsafe { (slice(x, small), slice_mut(y, big)) };
+        if how == SliceMove::IntoZeros as usize {
+            kernels::slice_backward(part_values, whole_values, whole, part, inner, start);
+        } else {
+            kernels::place(part_values, whole_values, whole, part, inner, start);
+        }
     }
 }
 

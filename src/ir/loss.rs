@@ -55,18 +55,10 @@ pub(super) fn attach_loss(
             let widths: Vec<usize> = outputs.iter().map(|&o| numel(graph.shape(o)) / rows.max(1)).collect();
             let whole = vec![rows, widths.iter().sum()];
             let span = model.losses[0].span;
-            let mut start = 0;
-            let mut joined = None;
-            for (&output, width) in outputs.iter().zip(widths) {
-                let flat = graph.push(Op::Reshape, vec![output], vec![rows, width], span);
-                let placed = graph.push(Op::SliceGrad { axis: 1, start }, vec![flat], whole.clone(), span);
-                joined = Some(match joined {
-                    Some(sum) => graph.push(Op::Add, vec![sum, placed], whole.clone(), span),
-                    None => placed,
-                });
-                start += width;
-            }
-            joined.unwrap_or(outputs[0])
+            let flat: Vec<ValueId> = (outputs.iter().zip(widths))
+                .map(|(&output, width)| graph.push(Op::Reshape, vec![output], vec![rows, width], span))
+                .collect();
+            graph.push(Op::Concat { axis: 1 }, flat, whole, span)
         }
     };
     Ok(())

@@ -222,10 +222,17 @@ pub enum Op {
         start: usize,
     },
     /// `[g]` → zeros of the node's shape with g placed where `Slice` took it
-    /// from: the slice's gradient, and how time steps are stacked.
+    /// from: the gradient of a slice no other slice of its value sits beside.
     SliceGrad {
         axis: usize,
         start: usize,
+    },
+    /// `[parts…]` → the parts side by side along `axis`, in order: time
+    /// steps stacked into a sequence, layers' outputs joined, and the
+    /// gradient of a value whose slices (a sequence's steps, an LSTM's
+    /// gates) lie side by side, in one pass rather than one per slice.
+    Concat {
+        axis: usize,
     },
     /// `[ids [B, T], table [V, D]]` → `[B, T, D]`, row `ids[b, t]` of the
     /// table (zeros for an id outside 0..V).
@@ -336,6 +343,7 @@ impl Op {
             Op::MaxPiecesGrad(p) => format!("max_pieces_grad({p})"),
             Op::Slice { axis, start } => format!("slice(axis {axis}, from {start})"),
             Op::SliceGrad { axis, start } => format!("slice_grad(axis {axis}, from {start})"),
+            Op::Concat { axis } => format!("concat(axis {axis})"),
             Op::Gather => "gather".into(),
             Op::Bernoulli { salt } => format!("bernoulli({salt:x})"),
             Op::GatherGrad => "gather_grad".into(),

@@ -143,6 +143,15 @@ fn shapes_fit(graph: &Graph, node: &Node) -> Result<(), &'static str> {
                 && (0..whole.len()).all(|d| d == *axis || whole[d] == part[d]);
             check(fits, "slice bounds")?
         }
+        Op::Concat { axis } => {
+            let along: usize =
+                node.inputs.iter().map(|v| graph.nodes[v.0].shape.get(*axis).copied().unwrap_or(0)).sum();
+            let beside = |part: &Vec<usize>| {
+                part.len() == node.shape.len() && (0..part.len()).all(|d| d == *axis || part[d] == node.shape[d])
+            };
+            let fits = arity >= 1 && *axis < node.shape.len() && along == node.shape[*axis];
+            check(fits && (0..arity).all(|k| beside(shape(k))), "concat shapes")?
+        }
         Op::Gather => check(
             arity == 2 && shape(1).len() == 2 && node.shape == [shape(0).clone(), vec![shape(1)[1]]].concat(),
             "gather shapes",

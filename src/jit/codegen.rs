@@ -12,6 +12,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{Linkage, Module};
+use nnc_runtime::SliceMove;
 use nnc_runtime::kernels::{Taps, Window};
 
 use super::elementwise::Layout;
@@ -163,6 +164,23 @@ impl Emitter<'_, '_> {
     fn call(&mut self, name: &str, args: &[Value]) {
         let f = self.routines[name];
         self.b.ins().call(f, args);
+    }
+
+    /// `nnc_slice` moving a part of `axis` (`whole` long, the part `part`
+    /// long from `start`) between `from` and `to`; `shape` is the output's.
+    fn slice_call(
+        &mut self,
+        how: SliceMove,
+        (from, to): (Value, Value),
+        shape: &[usize],
+        axis: usize,
+        (whole, part, start): (usize, usize, usize),
+    ) {
+        let (outer, inner) = crate::ir::around(shape, axis);
+        let dims: Vec<Value> = [outer, whole, part, inner, start, how as usize].iter().map(|&d| self.imm(d)).collect();
+        let mut args = vec![from, to];
+        args.extend(dims);
+        self.call("nnc_slice", &args);
     }
 
     /// Marks the start of kernel `kernel` of the profiled step `step` (`nnc_runtime::profile`).
@@ -352,15 +370,19 @@ impl Emitter<'_, '_> {
                 self.call("nnc_all_reduce_start", &[ins[0], out, n]);
             }
             Op::Slice { axis, start } | Op::SliceGrad { axis, start } => {
-                let forward = matches!(node.op, Op::Slice { .. });
-                let (whole, part) =
-                    if forward { (in_shape[axis], node.shape[axis]) } else { (node.shape[axis], in_shape[axis]) };
-                let (outer, inner) = crate::ir::around(&node.shape, axis);
-                let dims: Vec<Value> =
-                    [outer, whole, part, inner, start, usize::from(forward)].iter().map(|&d| self.imm(d)).collect();
-                let mut args = vec![ins[0], out];
-                args.extend(dims);
-                self.call("nnc_slice", &args);
+                let (how, whole, part) = match node.op {
+                    Op::Slice { .. } => (SliceMove::Take, in_shape[axis], node.shape[axis]),
+                    _ => (SliceMove::IntoZeros, node.shape[axis], in_shape[axis]),
+                };
+                self.slice_call(how, (ins[0], out), &node.shape, axis, (whole, part, start));
+            }
+            Op::Concat { axis } => {
+                let mut start = 0;
+                for (&part, input) in ins.iter().zip(&node.inputs) {
+                    let len = self.graph.shape(*input)[axis];
+                    self.slice_call(SliceMove::Place, (part, out), &node.shape, axis, (node.shape[axis], len, start));
+                    start += len;
+                }
             }
             Op::Bernoulli { salt } => {
                 let (n, salt) = (self.imm(n_in), self.imm(salt as usize));

@@ -155,6 +155,7 @@ pub fn is_elementwise(op: &Op) -> bool {
         | Op::MaxPiecesGrad(_)
         | Op::Slice { .. }
         | Op::SliceGrad { .. }
+        | Op::Concat { .. }
         | Op::Gather
         | Op::GatherGrad
         | Op::Bernoulli { .. }

@@ -360,26 +360,14 @@ fn layernorm(graph: &mut Graph, x: ValueId, (name, sample): (&str, &[usize]), ep
     graph.push(Op::Reshape, vec![shifted], shape, span)
 }
 
-/// `parts` side by side along `axis`: each placed into zeros of the whole
-/// at its offset (the gradient of a slice), then summed, so autodiff slices
-/// each part's gradient back out.
+/// `parts` side by side along `axis`.
 fn joined(graph: &mut Graph, parts: &[ValueId], axis: usize, span: Span) -> ValueId {
     if let [one] = parts {
         return *one;
     }
     let mut whole = graph.shape(parts[0]).clone();
     whole[axis] = parts.iter().map(|&part| graph.shape(part)[axis]).sum();
-    let mut start = 0;
-    let mut sum: Option<ValueId> = None;
-    for &part in parts {
-        let placed = graph.push(Op::SliceGrad { axis, start }, vec![part], whole.clone(), span);
-        start += graph.shape(part)[axis];
-        sum = Some(match sum {
-            Some(s) => graph.push(Op::Add, vec![s, placed], whole.clone(), span),
-            None => placed,
-        });
-    }
-    sum.expect("parts to join")
+    graph.push(Op::Concat { axis }, parts.to_vec(), whole, span)
 }
 
 /// A restricted Boltzmann machine seen as a layer: the probabilities of its
