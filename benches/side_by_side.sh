@@ -7,9 +7,9 @@
 #   fashion  seconds per epoch of models/fashion_cnn.nn on the real
 #            Fashion-MNIST (`nnc train --epochs 1`) vs its PyTorch twin
 #   VGG-16   batch-1 forward, ms
-#   the other bundled convolutional models: training samples/s at their
-#            batch (`nnc bench`) against their PyTorch twins
-#            (benches/cnn_twins.py), and VGG-16's at batch 8
+#   the other bundled convolutional models and the recurrent ones:
+#            training samples/s at their batch (`nnc bench`) against their
+#            PyTorch twins (benches/torch_twins.py), and VGG-16's at batch 8
 #   batch inference: mnist_mlp and LeNet over 10,000 rows, through a
 #            library `nnc build` wrote (one predict call) against
 #            onnxruntime on the same networks (one run call), on synthetic
@@ -114,10 +114,15 @@ for r in $(seq "$rounds"); do
     "$py" benches/vgg16_torch.py | sed -n 's/.*median \([0-9.]*\) ms.*/{"ms": \1}/p' | record "$r" torch vgg
     for model in digits_cnn conv_autoencoder digits_conv1d global_pool_digits inception_digits separable_digits two_inputs_digits; do
         mine "cnn_$model" "$r" "$model" 32
-        "$py" benches/cnn_twins.py "$model" "$BENCH_MIN_S" | record "$r" torch "cnn_$model"
+        "$py" benches/torch_twins.py "$model" "$BENCH_MIN_S" | record "$r" torch "cnn_$model"
+    done
+    for twin in lstm_digits:32 bigru_digits:32 lstm_mnist:64; do
+        model=${twin%:*}
+        mine "rnn_$model" "$r" "$model" "${twin#*:}"
+        "$py" benches/torch_twins.py "$model" "$BENCH_MIN_S" | record "$r" torch "rnn_$model"
     done
     mine vgg_train "$r" vgg16 8
-    "$py" benches/cnn_twins.py vgg16 10 8 | record "$r" torch vgg_train
+    "$py" benches/torch_twins.py vgg16 10 8 | record "$r" torch vgg_train
     for model in mnist_mlp lenet; do
         "$work/latency_$model" "$BENCH_MIN_S" 10000 | record "$r" library "$model"
         "$work/latency_$model" "$BENCH_MIN_S" 10000 "$rows" | record "$r" library_mnist "$model"

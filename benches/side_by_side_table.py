@@ -22,7 +22,7 @@ def add(workload, who, value):
 
 for r in rows:
     w, who = r.get("w"), r.get("who")
-    if w and (w.startswith("cnn_") or w == "vgg_train"):
+    if w and (w.startswith(("cnn_", "rnn_")) or w == "vgg_train"):
         add(w, who, r.get("train_samples_per_s", r.get("samples_per_s")))
     elif who == "nnc" and w in ("w1", "w2", "w3"):
         add(w, "nnc", r["train_samples_per_s"])
@@ -67,6 +67,9 @@ TABLE = [
     ("cnn_inception_digits", "inception_digits train b32, samples/s", True),
     ("cnn_separable_digits", "separable_digits train b32, samples/s", True),
     ("cnn_two_inputs_digits", "two_inputs_digits train b32, samples/s", True),
+    ("rnn_lstm_digits", "lstm_digits train b32, samples/s", True),
+    ("rnn_bigru_digits", "bigru_digits train b32, samples/s", True),
+    ("rnn_lstm_mnist", "lstm_mnist train b64, samples/s", True),
     ("mnist_mlp 10k", "mnist_mlp over 10k synthetic rows, rows/s", True),
     ("lenet 10k", "LeNet over 10k synthetic rows, rows/s", True),
     ("mnist_mlp 10k mnist", "mnist_mlp over 10k MNIST rows, rows/s", True),

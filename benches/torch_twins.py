@@ -1,13 +1,15 @@
-"""PyTorch twins of the bundled convolutional models, for training samples/s
-side by side with `nnc bench models/NAME.nn` (synthetic data of the model's
-shapes, the model's optimizer and batch, eager mode, 2 threads).
+"""PyTorch twins of the bundled convolutional and recurrent models, for
+training samples/s side by side with `nnc bench models/NAME.nn` (synthetic
+data of the model's shapes, the model's optimizer, batch and gradient
+clipping, eager mode, 2 threads).
 
-    python benches/cnn_twins.py NAME [SECONDS] [BATCH]
+    python benches/torch_twins.py NAME [SECONDS] [BATCH]
 
 NAME is digits_cnn, conv_autoencoder, digits_conv1d, global_pool_digits,
-inception_digits, separable_digits, two_inputs_digits or vgg16 (LeNet and fashion_cnn have
-their own peers: the W3 bench script and fashion_torch.py). Prints one JSON
-line: {"model", "batch", "samples_per_s", "steps"}.
+inception_digits, separable_digits, two_inputs_digits, vgg16, lstm_digits,
+bigru_digits or lstm_mnist (LeNet and fashion_cnn have their own peers: the
+W3 bench script and fashion_torch.py). Prints one JSON line: {"model",
+"batch", "samples_per_s", "steps"}.
 """
 import json
 import sys
@@ -42,6 +44,23 @@ class TwoInputs(nn.Module):
     def forward(self, x):
         upper, lower = x[:, :, :4, :], x[:, :, 4:, :].flatten(1)
         return self.head(torch.cat([torch.relu(self.conv(upper)).flatten(1), torch.relu(self.dense(lower))], 1))
+
+
+class LastState(nn.Module):
+    """A recurrent layer read batch-first, and a linear layer on its last step's output
+    (both directions' states, when it reads both ways: as nnc's last state)."""
+
+    def __init__(self, layer, hidden, classes):
+        super().__init__()
+        self.layer, self.hidden = layer, hidden
+        self.head = nn.Linear(hidden * (2 if layer.bidirectional else 1), classes)
+
+    def forward(self, x):
+        states, _ = self.layer(x)
+        last = states[:, -1, :self.hidden]
+        if self.layer.bidirectional:
+            last = torch.cat([last, states[:, 0, self.hidden:]], 1)
+        return self.head(last)
 
 
 def vgg16():
@@ -90,6 +109,12 @@ def twin(name):
         return net, digits, 10, 32, adam(0.01)
     if name == "two_inputs_digits":
         return TwoInputs(), digits, 10, 32, adam(0.003)
+    if name == "lstm_digits":
+        return LastState(nn.LSTM(8, 64, batch_first=True), 64, 10), (8, 8), 10, 32, adam(0.005)
+    if name == "bigru_digits":
+        return LastState(nn.GRU(8, 32, batch_first=True, bidirectional=True), 32, 10), (8, 8), 10, 32, adam(0.005)
+    if name == "lstm_mnist":
+        return LastState(nn.LSTM(28, 128, batch_first=True), 128, 10), (28, 28), 10, 64, adam(0.005)
     if name == "vgg16":
         sgd = lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
         return vgg16(), (3, 224, 224), 1000, 32, sgd
@@ -102,6 +127,8 @@ def main():
     net, shape, classes, batch, optimizer = twin(name)
     batch = int(sys.argv[3]) if len(sys.argv) > 3 else batch
     opt = optimizer(net.parameters())
+    # The recurrent models clip the gradients' global norm to 5 (`clip_norm`).
+    clip = 5.0 if isinstance(net, LastState) else None
     x = torch.rand(batch, *shape)
     y = torch.randint(0, classes, (batch,)) if classes else None
 
@@ -110,6 +137,8 @@ def main():
         out = net(x)
         loss = nn.functional.cross_entropy(out, y) if classes else nn.functional.mse_loss(out, x)
         loss.backward()
+        if clip:
+            nn.utils.clip_grad_norm_(net.parameters(), clip)
         opt.step()
 
     for _ in range(2 if name == "vgg16" else 20):
