@@ -462,7 +462,8 @@ fn health_describes_feature_maps_per_channel() {
 /// dropout and Adam are in the step; the last batch is ragged (26 rows).
 #[test]
 fn replicated_steps_train_as_whole_batches_do() {
-    let source = "model split {
+    replicated_steps_match_whole_batches(
+        "model split {
         input image: [1, 8, 8]
         target digit: class(10)
         image |> conv2d(16, kernel = 3, padding = 1, bias = false) |> batchnorm |> relu
@@ -470,7 +471,34 @@ fn replicated_steps_train_as_whole_batches_do() {
             |> flatten |> dense(32) |> relu |> dropout(0.2) |> dense(10) => logits
         loss = cross_entropy(logits, digit)
         train { data = builtin(\"digits\") scale = 16 optimizer = adam(lr = 0.01) batch = 32 epochs = 1 seed = 5 }
-    }";
+    }",
+    );
+}
+
+/// Recurrent steps split over the replicas however small they are (a
+/// time step's kernels are too small to spread over the cores), and train
+/// as whole batches do: an LSTM and a GRU reading both ways, their global
+/// gradient norm clipped, which the replicas take over their summed
+/// gradients.
+#[test]
+fn replicated_recurrent_steps_train_as_whole_batches_do() {
+    replicated_steps_match_whole_batches(
+        "model split {
+        input rows: seq[8, 8]
+        target digit: class(10)
+        rows |> lstm(12, sequences = true) |> gru(8, bidirectional = true) |> dense(10) => logits
+        loss = cross_entropy(logits, digit)
+        train { data = builtin(\"digits\") scale = 16 optimizer = adam(lr = 0.01) batch = 32 epochs = 1 seed = 5
+                clip_norm = 0.5 }
+    }",
+    );
+}
+
+/// Trains `source` for an epoch of 314 digits (ten steps, the last of 26
+/// rows), split over the replicas, on one thread and on three, and whole
+/// in the interpreter: the same bits on any thread count, and the
+/// interpreter's losses and weights to float rounding.
+fn replicated_steps_match_whole_batches(source: &str) {
     let mut checked = check_source("split.nn", source);
     assert!(!checked.has_errors(), "{:?}", checked.diags);
     let model = checked.models.remove(0);
