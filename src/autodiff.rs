@@ -63,16 +63,24 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
     let mut adjoint: Vec<Option<ValueId>> = vec![None; n];
     adjoint[root.0] = Some(seed);
     let mut param_grads: Vec<Option<ValueId>> = vec![None; forward.params.len()];
-    // The gradients of each value's slices, placed once all are known.
+    // The gradients of each value's slices, placed once all are known, and
+    // its gradient's terms aᵀ·b, multiplied once all are known.
     let mut slices: Vec<Vec<SliceGradient>> = vec![Vec::new(); n];
+    let mut products: Vec<Vec<(ValueId, ValueId)>> = vec![Vec::new(); n];
 
     for i in (0..n).rev() {
+        let node = &forward.nodes[i];
+        let mut gathered = Vec::new();
         if !slices[i].is_empty() {
-            let node = &forward.nodes[i];
-            let placed = slices_placed(g, std::mem::take(&mut slices[i]), &node.shape, node.span);
+            gathered.push(slices_placed(g, std::mem::take(&mut slices[i]), &node.shape, node.span));
+        }
+        if !products[i].is_empty() {
+            gathered.push(products_stacked(g, std::mem::take(&mut products[i]), &node.shape, node.span));
+        }
+        for term in gathered {
             adjoint[i] = Some(match adjoint[i] {
-                Some(prev) => g.push(Op::Add, vec![prev, placed], node.shape.clone(), node.span),
-                None => placed,
+                Some(prev) => g.push(Op::Add, vec![prev, term], node.shape.clone(), node.span),
+                None => term,
             });
         }
         let Some(dy) = adjoint[i] else { continue };
@@ -136,6 +144,7 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
                 contrib.push((0, g.push(Op::MulScalar, vec![dy, ins[1]], node.shape.clone(), span)));
             }
             // C = op(A)·op(B) ⇒ ∂op(A) = G·op(B)ᵀ, ∂op(B) = op(A)ᵀ·G, transposed back where A or B was.
+            // A term aᵀ·b waits for its value's others (`products_stacked`).
             Op::MatMul { ta, tb, relu: false } if ins.len() == 2 => {
                 let (ta, tb) = (*ta, *tb);
                 if wants(0) {
@@ -147,12 +156,18 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
                     contrib.push((0, da));
                 }
                 if wants(1) {
-                    let db = if tb {
-                        g.push(Op::matmul(true, ta), vec![dy, ins[0]], shape_of(1), span)
-                    } else {
-                        g.push(Op::matmul(!ta, false), vec![ins[0], dy], shape_of(1), span)
-                    };
-                    contrib.push((1, db));
+                    match (ta, tb) {
+                        (false, true) => products[ins[1].0].push((dy, ins[0])),
+                        (false, false) => products[ins[1].0].push((ins[0], dy)),
+                        (true, _) => {
+                            let db = if tb {
+                                g.push(Op::matmul(true, true), vec![dy, ins[0]], shape_of(1), span)
+                            } else {
+                                g.push(Op::matmul(false, false), vec![ins[0], dy], shape_of(1), span)
+                            };
+                            contrib.push((1, db));
+                        }
+                    }
                 }
             }
             Op::MatMul { .. } => {
@@ -371,6 +386,32 @@ fn slices_placed(g: &mut Graph, mut pieces: Vec<SliceGradient>, shape: &[usize],
     total.expect("a value with slices")
 }
 
+/// The sum of the products aᵀ·b of `terms` (each a `[K, M]`, b `[K, N]`,
+/// the sum `shape` `[M, N]`): one product of the a's and the b's stacked
+/// along K. A weight a recurrent layer uses at every time step gets its
+/// gradient Σ_t ∂z_tᵀ·h_t as one product over all steps' rows rather than
+/// one small product a step and a sum of them.
+fn products_stacked(
+    g: &mut Graph,
+    terms: Vec<(ValueId, ValueId)>,
+    shape: &[usize],
+    span: crate::diag::Span,
+) -> ValueId {
+    let (a, b) = match terms[..] {
+        [(a, b)] => (a, b),
+        _ => {
+            let stacked = |g: &mut Graph, parts: Vec<ValueId>| {
+                let mut whole = g.shape(parts[0]).clone();
+                whole[0] = parts.iter().map(|&part| g.shape(part)[0]).sum();
+                g.push(Op::Concat { axis: 0 }, parts, whole, span)
+            };
+            let (a, b): (Vec<ValueId>, Vec<ValueId>) = terms.into_iter().unzip();
+            (stacked(g, a), stacked(g, b))
+        }
+    };
+    g.push(Op::matmul(true, false), vec![a, b], shape.to_vec(), span)
+}
+
 /// Σ per channel of `dy` (shaped `shape`), without a pass over it when its
 /// terms allow. When dy is a sum of terms a·s[channel], each term's sum is
 /// s·Σa, where Σa is zero for a tensor centred per channel (batch
@@ -446,6 +487,20 @@ mod tests {
         assert_eq!(plan.locations[input], Location::Fused, "{}", plan.to_text(g));
     }
 
+    /// The training step of an LSTM of `hidden` units over `steps` steps of
+    /// two features, at `batch` rows.
+    fn lstm_step(batch: usize, steps: usize, hidden: usize) -> crate::ir::TrainGraph {
+        let source = format!(
+            "model m {{\n  input x: seq[{steps}, 2]\n  target y: class(3)\n  \
+             x |> lstm({hidden}) |> dense(3) => logits\n  \
+             loss = cross_entropy(logits, y)\n  train {{ optimizer = sgd(lr = 0.1) batch = {batch} }}\n}}\n"
+        );
+        let checked = crate::pipeline::check_source("m.nn", &source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        crate::pipeline::step_graph(model, &model.train, batch).expect("step builds")
+    }
+
     /// An LSTM's backward pass joins the gradients of its steps' slices of
     /// the input product, and of each step's gates, with one `Concat`
     /// each, rather than placing every slice into zeros of the whole and
@@ -456,15 +511,7 @@ mod tests {
     #[test]
     fn an_lstm_joins_its_slices_gradients_in_one_pass_each() {
         let (batch, steps, hidden) = (4, 5, 3);
-        let source = format!(
-            "model m {{\n  input x: seq[{steps}, 2]\n  target y: class(3)\n  \
-             x |> lstm({hidden}) |> dense(3) => logits\n  \
-             loss = cross_entropy(logits, y)\n  train {{ optimizer = sgd(lr = 0.1) batch = {batch} }}\n}}\n"
-        );
-        let checked = crate::pipeline::check_source("m.nn", &source);
-        assert!(!checked.has_errors(), "{:?}", checked.diags);
-        let model = &checked.models[0];
-        let step = crate::pipeline::step_graph(model, &model.train, batch).expect("step builds");
+        let step = lstm_step(batch, steps, hidden);
         let g = &step.graph;
         let width = 4 * hidden;
         let of_shape = |shape: Vec<usize>| g.nodes.iter().filter(move |n| n.shape == shape);
@@ -479,6 +526,26 @@ mod tests {
         assert_eq!(parts.iter().filter(|&&p| p == 4).count(), steps - 1, "{parts:?}");
         let first_step = of_shape(vec![batch, 2 * hidden]).filter(|n| n.op == Op::Concat { axis: 1 });
         assert_eq!(first_step.count(), 1, "{}", g.to_text());
+    }
+
+    /// The recurrent weight an LSTM uses at every step after the first gets
+    /// its gradient Σ_t ∂z_tᵀ·h_(t−1) as one product of the steps' rows
+    /// stacked, not one product a step and a sum of them.
+    #[test]
+    fn a_weight_used_at_every_step_gets_its_gradient_in_one_product() {
+        let (batch, steps, hidden) = (4, 5, 3);
+        let step = lstm_step(batch, steps, hidden);
+        let g = &step.graph;
+        let p = g.params.iter().position(|p| p.name == "lstm1.weight_hh_l0").expect("the recurrent weight");
+        let grad = g.node(step.grads[p]);
+        assert_eq!(grad.op, Op::matmul(true, false), "{}", g.to_text());
+        for (operand, width) in grad.inputs.iter().zip([4 * hidden, hidden]) {
+            let stacked = g.node(*operand);
+            assert_eq!(stacked.op, Op::Concat { axis: 0 });
+            assert_eq!((stacked.inputs.len(), &stacked.shape), (steps - 1, &vec![(steps - 1) * batch, width]));
+        }
+        let sums = g.nodes.iter().filter(|n| n.op == Op::Add && n.shape == [4 * hidden, hidden]);
+        assert_eq!(sums.count(), 0, "{}", g.to_text());
     }
 
     /// Batch normalisation's backward pass sums its incoming gradient per
