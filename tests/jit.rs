@@ -378,11 +378,16 @@ fn dilated_taps_outside_the_image() {
     assert_backends_agree(&checked.models[0], 3, 1);
 }
 
-/// Applies `u` to `xs` with the JIT.
-fn jit_unary(u: Unary, xs: &[f32]) -> Vec<f32> {
+/// Applies `u` to `xs` with the JIT, to each value as it is read
+/// (`in_a_loop`: u of x·1, in a compiled element-wise loop) or to the
+/// stored input (σ and tanh then run in a routine of the runtime).
+fn jit_unary(u: Unary, xs: &[f32], in_a_loop: bool) -> Vec<f32> {
     let span = Span::default();
     let mut g = Graph::new(1);
-    let x = g.push(Op::Input(0), vec![], vec![1, xs.len()], span);
+    let mut x = g.push(Op::Input(0), vec![], vec![1, xs.len()], span);
+    if in_a_loop {
+        x = g.push(Op::Unary(Unary::Scale(1.0)), vec![x], vec![1, xs.len()], span);
+    }
     g.prediction = g.push(Op::Unary(u), vec![x], vec![1, xs.len()], span);
     let mut compiled = Compiled::<Graph>::new(g, Backend::Jit).expect("compiles");
     compiled.run(&mut Store::default(), xs, &[]).expect("runs").0
@@ -413,9 +418,15 @@ fn sweep() -> Vec<f32> {
     xs
 }
 
+/// Checks `u` over `sweep()` against `reference` in f64, computed by a
+/// compiled loop and alone, which must give the same bits (NaN aside).
 fn check_against(u: Unary, reference: impl Fn(f64) -> f64, max_rel: f64) {
     let xs = sweep();
-    let ys = jit_unary(u, &xs);
+    let ys = jit_unary(u, &xs, false);
+    for ((&x, &alone), looped) in xs.iter().zip(&ys).zip(jit_unary(u, &xs, true)) {
+        let same = alone.to_bits() == looped.to_bits() || (alone.is_nan() && looped.is_nan());
+        assert!(same, "{u:?}({x}) = {alone} alone and {looped} in a loop");
+    }
     for (&x, &y) in xs.iter().zip(&ys) {
         let want = reference(f64::from(x));
         if want.is_nan() {
@@ -502,7 +513,7 @@ fn smooth_activations_match_their_definitions() {
         (Unary::Softplus, [0.1269280110429725, 0.4740769841801067, 1.3132616875182228, 3.048587351573742]),
     ];
     for (u, want) in expected {
-        let jit = jit_unary(u, &xs);
+        let jit = jit_unary(u, &xs, false);
         let interp: Vec<f64> = xs.iter().map(|&x| nnc::interp::unary(u, f64::from(x))).collect();
         for i in 0..xs.len() {
             assert!((interp[i] - want[i]).abs() <= 1e-12 * want[i].abs().max(1.0), "{u:?}({}) = {}", xs[i], interp[i]);

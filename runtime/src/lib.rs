@@ -29,7 +29,7 @@ pub use kept::{READ_ONLY, UNVERSIONED, fresh_version, release};
 pub use kernels::Epilogue;
 pub use partner::with_partner;
 pub use products::{product, product_splits, product_with};
-pub use routines::{PARALLEL_ELEMENTS, SliceMove, softmax_row, softmax_rows};
+pub use routines::{PARALLEL_ELEMENTS, SliceMove, Squash, softmax_row, softmax_rows};
 pub use subnormals::flush_subnormals;
 
 /// `len` zeros, or None when the memory cannot be had (an error for the
@@ -152,6 +152,7 @@ pub fn routines() -> Vec<Routine> {
         routine!(routines::nnc_sum_squares, 3, 0),
         routine!(routines::nnc_clip_scale, 2, 1),
         routine!(routines::nnc_log, 3, 0),
+        routine!(routines::nnc_squash, 4, 0),
         routine!(routines::nnc_copy, 3, 0),
         routine!(routines::nnc_parallel_parts, 8, 0),
         routine!(spatial::nnc_conv2d, 9, 0),

@@ -119,6 +119,68 @@ pub(crate) fn exp(x: f32) -> f32 {
     e_r * power(half) * power(n - half)
 }
 
+/// σ(x) = 1/(1 + e⁻ˣ), with the operations of the compiled element-wise
+/// loops' σ (`src/jit/vector.rs`), so it gives their bits: their eˣ is
+/// 0 where this one's is subnormal, which leaves 1 + e⁻ˣ at 1 all the same.
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// tanh with the operations of the compiled element-wise loops' tanh
+/// (`src/jit/vector.rs`), so it gives their bits: an odd polynomial below
+/// |x| = 0.625, else sign(x)·(1 − 2/(e²ˡˣˡ + 1)).
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    let z = x * x;
+    let p = [2.063_908_8e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_82]
+        .iter()
+        .fold(-5.704_988_7e-3_f32, |p, &c| p.mul_add(z, c));
+    let small = (p * z).mul_add(x, x);
+    let e = exp(x.abs() * 2.0);
+    let big = 1.0 - 2.0 / (e + 1.0);
+    let big = f32::from_bits(big.to_bits() | (x.to_bits() & 0x8000_0000));
+    if x.abs() < 0.625 { small } else { big }
+}
+
+/// The S-shaped functions `nnc_squash` applies to a whole tensor.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum Squash {
+    Sigmoid = 0,
+    Tanh = 1,
+}
+
+crate::simd::compiled_for_isa! {
+    /// `squash_with` in the vectors of `isa`.
+    fn squash_for(x: &[f32], out: &mut [f32], how: Squash) {
+        squash_with(x, out, how)
+    }
+}
+
+#[inline(always)]
+fn squash_with(x: &[f32], out: &mut [f32], how: Squash) {
+    let pairs = out.iter_mut().zip(x);
+    match how {
+        Squash::Sigmoid => pairs.for_each(|(o, &v)| *o = sigmoid(v)),
+        Squash::Tanh => pairs.for_each(|(o, &v)| *o = tanh(v)),
+    }
+}
+
+/// σ or tanh (`how`, a `Squash`) of each of n values, in this CPU's widest
+/// vectors: the compiled element-wise loops run four lanes, and an LSTM's
+/// gates are each a loop of σ or tanh alone over a stored slice.
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_squash(x: *const f32, out: *mut f32, n: usize, how: usize) {
+    // SAFETY: both hold n values.
+    let (x, out) = unsafe { (slice(x, n), slice_mut(out, n)) };
+    let how = if how == Squash::Tanh as usize { Squash::Tanh } else { Squash::Sigmoid };
+    match crate::gemm::Isa::detect() {
+        Some(isa) => squash_for(isa, x, out, how),
+        None => squash_with(x, out, how),
+    }
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_softmax(x: *const f32, out: *mut f32, rows: usize, cols: usize) {
     // SAFETY: both hold rows·cols values.

@@ -12,8 +12,8 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{Linkage, Module};
-use nnc_runtime::SliceMove;
 use nnc_runtime::kernels::{Taps, Window};
+use nnc_runtime::{SliceMove, Squash};
 
 use super::elementwise::Layout;
 use crate::ir::{Graph, Op, Unary, ValueId, numel};
@@ -398,6 +398,11 @@ impl Emitter<'_, '_> {
             Op::Unary(Unary::Log) => {
                 let n = self.imm(n_in);
                 self.call("nnc_log", &[ins[0], out, n]);
+            }
+            Op::Unary(squash @ (Unary::Sigmoid | Unary::Tanh)) => {
+                let how = if squash == Unary::Tanh { Squash::Tanh } else { Squash::Sigmoid };
+                let (n, how) = (self.imm(n_in), self.imm(how as usize));
+                self.call("nnc_squash", &[ins[0], out, n, how]);
             }
             // Leaves, element-wise loops, products and reshapes are other kernels (see plan::Kernel).
             Op::Input(_)

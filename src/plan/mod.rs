@@ -398,6 +398,7 @@ fn kernels(
                     kernels.push(Kernel::Elementwise { roots: joined.iter().map(|&r| ValueId(r)).collect() })
                 }
                 Some(_) => {}
+                None if squashes_a_stored_value(g, fused, v) => kernels.push(Kernel::Routine { node: v }),
                 None => kernels.push(Kernel::Elementwise { roots: vec![v] }),
             },
             _ => kernels.push(Kernel::Routine { node: v }),
@@ -414,6 +415,18 @@ fn kernels(
         }
     }
     kernels
+}
+
+/// Whether `v` is σ or tanh of a value stored before its loop, and nothing
+/// else: the runtime's routine computes it with the loops' operations, so
+/// with their bits, in vectors four times as wide as theirs (an LSTM's
+/// gates are such loops, each over a slice).
+fn squashes_a_stored_value(g: &Graph, fused: &[bool], v: ValueId) -> bool {
+    let node = &g.nodes[v.0];
+    match (&node.op, node.inputs.as_slice()) {
+        (Op::Unary(Unary::Sigmoid | Unary::Tanh), &[x]) => !fused[x.0],
+        _ => false,
+    }
 }
 
 /// The values a kernel computes.

@@ -176,3 +176,24 @@ fn column_sums_add_each_column_in_order() {
         }
     }
 }
+
+/// σ and tanh give the plain loop's bits in every instruction set's
+/// vectors, over values of every magnitude, specials and lengths that
+/// leave a remainder after the vectors.
+#[test]
+fn squashes_are_the_same_bits_on_every_instruction_set() {
+    let mut x: Vec<f32> = (0..20_011).map(|i| f32::from_bits((i as u32).wrapping_mul(2_654_435_761))).collect();
+    x.extend((0..4001).map(|i| -100.0 + 0.05 * i as f32));
+    x.extend([0.0, -0.0, 0.625, -0.625, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-40, f32::MAX]);
+    let bits = |v: &[f32]| v.iter().map(|y| if y.is_nan() { u32::MAX } else { y.to_bits() }).collect::<Vec<_>>();
+    for how in [Squash::Sigmoid, Squash::Tanh] {
+        let mut plain = vec![0.0; x.len()];
+        squash_with(&x, &mut plain, how);
+        assert_eq!((plain[x.len() - 9], plain[x.len() - 5]), (if how == Squash::Tanh { 0.0 } else { 0.5 }, 1.0));
+        for isa in crate::gemm::Isa::available() {
+            let mut out = vec![0.0; x.len()];
+            squash_for(isa, &x, &mut out, how);
+            assert_eq!(bits(&out), bits(&plain), "{how:?} {isa:?}");
+        }
+    }
+}
