@@ -133,7 +133,7 @@ fn sigmoid(x: f32) -> f32 {
 #[inline(always)]
 fn tanh(x: f32) -> f32 {
     let z = x * x;
-    let p = [2.063_908_8e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_82]
+    let p = [2.063_908_8e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_8]
         .iter()
         .fold(-5.704_988_7e-3_f32, |p, &c| p.mul_add(z, c));
     let small = (p * z).mul_add(x, x);
