@@ -4,7 +4,10 @@
 //! products in two), and a library's first product over rows of images
 //! (mostly zeros, which the kernels skip); and a product of four rows
 //! against large weights (VGG-16's dense layers, a replica's rows at batch
-//! 8), which the runtime runs as dot products, not through the kernels.
+//! 8), which the runtime runs as dot products, not through the kernels;
+//! and an LSTM's (`models/lstm_mnist.nn`, a replica's 32 rows): a time
+//! step's product with the state, its gradient, and the recurrent weight's
+//! gradient over all the steps' rows.
 //! One thread, rounds interleaved, medians.
 //!
 //!   cargo bench -p nnc-runtime --bench products [-- ROUNDS]
@@ -29,7 +32,7 @@ struct Shape {
     images: bool,
 }
 
-const SHAPES: [Shape; 10] = [
+const SHAPES: [Shape; 13] = [
     Shape { name: "W1 forward, half", dims: (64, 784, 64), a: (784, 1), b: (1, 784), images: false },
     Shape { name: "W1 weight gradient, half", dims: (128, 64, 392), a: (1, 128), b: (784, 1), images: false },
     Shape { name: "W1 logits", dims: (64, 128, 10), a: (128, 1), b: (1, 128), images: false },
@@ -40,6 +43,9 @@ const SHAPES: [Shape; 10] = [
     Shape { name: "W2 gradient through the logits", dims: (256, 10, 1024), a: (10, 1), b: (1024, 1), images: false },
     Shape { name: "MNIST MLP forward, image rows", dims: (512, 784, 128), a: (784, 1), b: (1, 784), images: true },
     Shape { name: "VGG-16 dense 2 forward, 4 rows", dims: (4, 4096, 4096), a: (4096, 1), b: (1, 4096), images: false },
+    Shape { name: "LSTM step, state product", dims: (32, 128, 512), a: (128, 1), b: (1, 128), images: false },
+    Shape { name: "LSTM step, state gradient", dims: (32, 512, 128), a: (512, 1), b: (128, 1), images: false },
+    Shape { name: "LSTM recurrent weight grad", dims: (512, 864, 128), a: (1, 512), b: (128, 1), images: false },
 ];
 
 /// Rows up to which the runtime's own product (`Engine::Runtime`) is timed
