@@ -276,6 +276,38 @@ fn run_op(op: Op, arity: usize, positive: bool) {
     }
 }
 
+/// A value read through slices along two axes that lie end to end, overlap,
+/// and leave a gap (autodiff joins the first, places the others apart):
+/// loss = Σ_k (k + 1)·Σ slice_k².
+#[test]
+fn slices_end_to_end_overlapping_and_apart() {
+    let span = Span::default();
+    let shape = vec![3, 6, 4];
+    let mut g = Graph::new(3);
+    g.params.push(ParamInfo { name: "p".into(), shape: shape.clone(), init: Init::Zeros, decay: false, frozen: false });
+    let p = g.push(Op::Param(0), vec![], shape, span);
+    let slices = [(1, 0, 2), (1, 2, 2), (1, 1, 2), (1, 5, 1), (2, 0, 2), (2, 2, 2), (2, 1, 1)];
+    let mut loss = None;
+    for (k, &(axis, start, len)) in slices.iter().enumerate() {
+        let mut part = vec![3, 6, 4];
+        part[axis] = len;
+        let slice = g.push(Op::Slice { axis, start }, vec![p], part, span);
+        let squares = g.push(Op::SumSquares, vec![slice], vec![], span);
+        let term = g.push(Op::Unary(Unary::Scale(k as f64 + 1.0)), vec![squares], vec![], span);
+        loss = Some(match loss {
+            Some(sum) => g.push(Op::Add, vec![sum, term], vec![], span),
+            None => term,
+        });
+    }
+    g.loss = loss;
+    g.prediction = loss.expect("terms");
+    let params = vec![(0..72).map(|i| ((i * 37 % 29) as f64 - 14.0) / 7.0).collect()];
+    let batch = Batch { inputs: vec![], targets: vec![] };
+    for r in check_graph(&g, &batch, &params, 1).expect("gradcheck runs") {
+        assert!(r.worst_relative_error < TOLERANCE, "{}: {:e}", r.name, r.worst_relative_error);
+    }
+}
+
 #[test]
 fn elementwise_binary_ops() {
     for op in [Op::Add, Op::Sub, Op::Mul, Op::Div] {
