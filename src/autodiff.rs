@@ -369,13 +369,8 @@ fn slices_placed(g: &mut Graph, mut pieces: Vec<SliceGradient>, shape: &[usize],
     let mut total: Option<ValueId> = None;
     for run in runs {
         let (axis, start) = (run[0].axis, run[0].start);
-        let mut joined = shape.to_vec();
-        joined[axis] = run.iter().map(|piece| len(g, piece)).sum();
-        let mut grad = match run[..] {
-            [one] => one.grad,
-            _ => g.push(Op::Concat { axis }, run.iter().map(|piece| piece.grad).collect(), joined.clone(), span),
-        };
-        if joined != shape {
+        let mut grad = g.concat(run.iter().map(|piece| piece.grad).collect(), axis, span);
+        if g.shape(grad) != shape {
             grad = g.push(Op::SliceGrad { axis, start }, vec![grad], shape.to_vec(), span);
         }
         total = Some(match total {
@@ -397,18 +392,8 @@ fn products_stacked(
     shape: &[usize],
     span: crate::diag::Span,
 ) -> ValueId {
-    let (a, b) = match terms[..] {
-        [(a, b)] => (a, b),
-        _ => {
-            let stacked = |g: &mut Graph, parts: Vec<ValueId>| {
-                let mut whole = g.shape(parts[0]).clone();
-                whole[0] = parts.iter().map(|&part| g.shape(part)[0]).sum();
-                g.push(Op::Concat { axis: 0 }, parts, whole, span)
-            };
-            let (a, b): (Vec<ValueId>, Vec<ValueId>) = terms.into_iter().unzip();
-            (stacked(g, a), stacked(g, b))
-        }
-    };
+    let (a, b): (Vec<ValueId>, Vec<ValueId>) = terms.into_iter().unzip();
+    let (a, b) = (g.concat(a, 0, span), g.concat(b, 0, span));
     g.push(Op::matmul(true, false), vec![a, b], shape.to_vec(), span)
 }
 

@@ -52,13 +52,14 @@ pub(super) fn attach_loss(
         // Several outputs: each row's values side by side, in the losses' order.
         _ => {
             let rows = graph.batch;
-            let widths: Vec<usize> = outputs.iter().map(|&o| numel(graph.shape(o)) / rows.max(1)).collect();
-            let whole = vec![rows, widths.iter().sum()];
             let span = model.losses[0].span;
-            let flat: Vec<ValueId> = (outputs.iter().zip(widths))
-                .map(|(&output, width)| graph.push(Op::Reshape, vec![output], vec![rows, width], span))
+            let flat: Vec<ValueId> = (outputs.iter())
+                .map(|&output| {
+                    let width = numel(graph.shape(output)) / rows.max(1);
+                    graph.push(Op::Reshape, vec![output], vec![rows, width], span)
+                })
                 .collect();
-            graph.push(Op::Concat { axis: 1 }, flat, whole, span)
+            graph.concat(flat, 1, span)
         }
     };
     Ok(())

@@ -515,6 +515,16 @@ impl Graph {
         self.nodes.push(Node { op, inputs, shape, span });
         ValueId(self.nodes.len() - 1)
     }
+
+    /// `parts` side by side along `axis` (the part itself when there is one).
+    pub fn concat(&mut self, parts: Vec<ValueId>, axis: usize, span: Span) -> ValueId {
+        if let [one] = parts[..] {
+            return one;
+        }
+        let mut whole = self.shape(parts[0]).clone();
+        whole[axis] = parts.iter().map(|&part| self.shape(part)[axis]).sum();
+        self.push(Op::Concat { axis }, parts, whole, span)
+    }
 }
 
 /// A training step: the forward graph extended with gradients and the

@@ -71,7 +71,7 @@ pub fn lower_shard(model: &CheckedModel, shard: Shard, training: bool) -> Result
                 let other = values[&node.inputs[1]];
                 graph.push(Op::Add, vec![x, other], out_shape, span)
             }
-            Layer::Concat => joined(&mut graph, &[x, values[&node.inputs[1]]], 1, span),
+            Layer::Concat => graph.concat(vec![x, values[&node.inputs[1]]], 1, span),
             Layer::Conv1d { .. } | Layer::Conv2d { .. } => convolution(&mut graph, (model, index, node), x, out_shape),
             Layer::MaxPool { kernel, stride, padding } | Layer::AvgPool { kernel, stride, padding } => {
                 let max = matches!(node.layer, Layer::MaxPool { .. });
@@ -358,16 +358,6 @@ fn layernorm(graph: &mut Graph, x: ValueId, (name, sample): (&str, &[usize]), ep
     let beta = affine(graph, "bias", Init::Zeros);
     let shifted = graph.push(Op::AddChannelBias, vec![scaled, beta], flat, span);
     graph.push(Op::Reshape, vec![shifted], shape, span)
-}
-
-/// `parts` side by side along `axis`.
-fn joined(graph: &mut Graph, parts: &[ValueId], axis: usize, span: Span) -> ValueId {
-    if let [one] = parts {
-        return *one;
-    }
-    let mut whole = graph.shape(parts[0]).clone();
-    whole[axis] = parts.iter().map(|&part| graph.shape(part)[axis]).sum();
-    graph.push(Op::Concat { axis }, parts.to_vec(), whole, span)
 }
 
 /// A restricted Boltzmann machine seen as a layer: the probabilities of its

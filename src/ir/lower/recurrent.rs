@@ -1,7 +1,7 @@
 //! Recurrent layers unrolled over their steps: each direction's states,
 //! step by step, and the layer's output from them.
 
-use super::{add_param, joined};
+use super::add_param;
 use crate::check::Cell;
 use crate::diag::Span;
 use crate::ir::{Graph, Init, Op, Shape, Unary, ValueId};
@@ -146,11 +146,11 @@ pub(super) fn directions_joined(graph: &mut Graph, runs: Vec<Vec<ValueId>>, sequ
                     .into_iter()
                     .map(|h| graph.push(Op::Reshape, vec![h], vec![batch, 1, hidden], span))
                     .collect();
-                joined(graph, &steps, 1, span)
+                graph.concat(steps, 1, span)
             }
             false if direction == 0 => states[states.len() - 1],
             false => states[0],
         });
     }
-    joined(graph, &parts, if sequences { 2 } else { 1 }, span)
+    graph.concat(parts, if sequences { 2 } else { 1 }, span)
 }
