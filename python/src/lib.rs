@@ -225,6 +225,9 @@ impl Core {
     /// Rows as a data set, with targets (`y`) or without.
     fn dataset(&self, x: &PyReadonlyArrayDyn<'_, f32>, y: Option<&PyReadonlyArrayDyn<'_, f32>>) -> PyResult<Dataset> {
         let rows = self.check_x("x", x)?;
+        if rows == 0 {
+            return Err(model_error("x has no rows: training and evaluating need at least one"));
+        }
         let targets = match y {
             Some(y) => self.check_y(y, rows)?,
             None if self.spec.target_width() > 0 => return Err(model_error("this model has a target: pass y too")),
@@ -483,7 +486,6 @@ impl Core {
             }
             Ok::<_, PyErr>(outputs)
         })?;
-        let width = outputs.len() / rows.max(1);
         PyArray1::from_vec(py, outputs).reshape(vec![rows, width])
     }
 

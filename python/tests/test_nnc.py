@@ -222,6 +222,12 @@ def test_bad_arrays_are_refused_with_the_expected_shape(digits):
     assert np.array_equal(model.predict(x_train[:5].astype(np.int64)), as_float32)
     assert np.array_equal(model.predict(np.asfortranarray(x_train[:5].astype(np.float64))), as_float32)
     assert np.array_equal(model.predict(x_train[:5].reshape(5, 8, 8).reshape(5, 64)), as_float32)
+    # No rows give no rows, each as wide as the model's outputs.
+    assert model.predict(x_train[:0]).shape == (0, 10)
+    with pytest.raises(ValueError, match="x has no rows"):
+        model.fit(x_train[:0], y_train[:0], verbose=False)
+    with pytest.raises(ValueError, match="x has no rows"):
+        model.evaluate(x_train[:0], y_train[:0])
 
 
 def test_save_load_predict_round_trips_and_state_dicts_load(digits, tmp_path):
