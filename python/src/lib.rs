@@ -343,7 +343,9 @@ impl Core {
     ) -> PyResult<()> {
         let mut train = self.dataset(&x, y.as_ref())?;
         let mut held_out = match &validation {
-            Some((xv, yv)) => Some(self.dataset(xv, yv.as_ref())?),
+            Some((xv, yv)) => Some(
+                self.dataset(xv, yv.as_ref()).map_err(|e| model_error(format!("validation_data: {}", e.value(py))))?,
+            ),
             None => None,
         };
         let preprocess = self.model().train.preprocess;
@@ -553,6 +555,15 @@ impl Core {
 
     /// Loads tensors by name; every parameter must be there with its shape.
     fn load_state_dict(&self, py: Python<'_>, tensors: HashMap<String, PyReadonlyArrayDyn<'_, f32>>) -> PyResult<()> {
+        let known: Vec<String> = py.detach(|| lock(&self.state).trainer.tensor_names());
+        let mut unknown: Vec<&String> = tensors.keys().filter(|name| !known.contains(name)).collect();
+        if !unknown.is_empty() {
+            unknown.sort();
+            return Err(model_error(format!(
+                "the model has no tensor named {}: its names are those state_dict() gives",
+                unknown.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            )));
+        }
         let mut saved = HashMap::new();
         for (name, array) in &tensors {
             let values = array.as_slice().map_err(|e| model_error(format!("{name}: {e}")))?;

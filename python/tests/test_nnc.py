@@ -212,6 +212,8 @@ def test_bad_arrays_are_refused_with_the_expected_shape(digits):
         model.fit(x_train[:4], np.array([0, 1, 10, 2]), verbose=False)
     with pytest.raises(ValueError, match=r"y has shape \(3,\) for 4 rows"):
         model.fit(x_train[:4], np.array([0, 1, 2]), verbose=False)
+    with pytest.raises(ValueError, match=r"validation_data: x has shape \(2, 63\)"):
+        model.fit(x_train[:4], y_train[:4], verbose=False, validation_data=(x_train[:2, :63], y_train[:2]))
     with pytest.raises(ValueError, match="holds text"):
         model.predict(np.array([["a"] * 64]))
     with pytest.raises(ValueError, match="complex numbers"):
@@ -245,6 +247,11 @@ def test_save_load_predict_round_trips_and_state_dicts_load(digits, tmp_path):
     weights = model.state_dict()
     weights["dense1.weight"] = weights["dense1.weight"][:, :10]
     with pytest.raises(ValueError, match="dense1.weight"):
+        fresh.load_state_dict(weights)
+    # A name the model does not have is refused, as PyTorch's strict loading does.
+    weights = model.state_dict()
+    weights["dense1.wieght"] = weights["dense1.weight"]
+    with pytest.raises(ValueError, match="no tensor named `dense1.wieght`"):
         fresh.load_state_dict(weights)
     with pytest.raises(ValueError, match="holds weights of model `digits_mlp`, not `xor`"):
         nnc.load(MODELS / "xor.nn", tmp_path / "m.safetensors")

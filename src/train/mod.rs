@@ -368,6 +368,11 @@ impl Trainer {
         tensors_of(&self.model.store, self.slots())
     }
 
+    /// The names `tensors` gives, without their values.
+    pub fn tensor_names(&self) -> Vec<String> {
+        self.slots().into_iter().map(|slot| slot.name).collect()
+    }
+
     /// The model's tensors, then the optimizer's (optional when loading).
     fn slots(&self) -> Vec<Slot> {
         let mut slots = self.model.slots();
