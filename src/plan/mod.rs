@@ -9,7 +9,9 @@
 //!   in the persistent *store*, intermediates in one *scratch* arena whose
 //!   slots are reused once a value is dead (liveness over the kernel order).
 //! - Reshapes alias their input; a parameter's (or state's) new value is
-//!   written in place when nothing reads the old value afterwards.
+//!   written in place when nothing reads the old value afterwards; the
+//!   parts of a join of whole blocks (a stack of rows) are computed in
+//!   their place in it, and the join copies nothing (`scratch`).
 //!
 //! The plan is data: `--emit plan` prints it, the JIT compiles it.
 
@@ -19,10 +21,12 @@ use crate::ir::{Graph, Op, ParamInfo, StateInfo, TrainGraph, Unary, ValueId, num
 
 mod join;
 mod order;
+mod scratch;
 
 use join::{join_loops, runs_at};
 pub use order::channel_sums_operands;
 use order::{hoist_updates, overlap_sums, pair_channel_sums};
+use scratch::{assign_scratch, parts_in_place};
 
 /// Where a value's elements live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,8 +255,9 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
     let in_place = in_place_updates(g, &consumers, &roots, &offsets, &runs_at);
     let mut kernels = kernels(g, (&live, &fused, &loops), &locations, &in_place, &roots, &offsets);
     hoist_updates(g, &fused, &locations, &in_place, &mut kernels);
-    let kernels = overlap_sums(g, &fused, kernels);
-    let scratch_len = assign_scratch(g, &kernels, &fused, &roots, &in_place, &mut locations);
+    let mut kernels = overlap_sums(g, &fused, kernels);
+    let placed = parts_in_place(g, &mut kernels, &roots, &in_place);
+    let scratch_len = assign_scratch(g, &kernels, &fused, &roots, (&in_place, &placed), &mut locations);
     // Reshapes alias what they reshape.
     for (i, node) in g.nodes.iter().enumerate() {
         if live[i] && node.op == Op::Reshape {
@@ -438,68 +443,6 @@ fn produces(kernel: &Kernel) -> impl Iterator<Item = ValueId> {
         Kernel::Copy { .. } | Kernel::AwaitSums => vec![],
     }
     .into_iter()
-}
-
-/// Gives every kernel's output a scratch offset (or its store place when
-/// written in place), reusing the space of values no later kernel reads:
-/// best fit over the free ranges. Returns the scratch size.
-fn assign_scratch(
-    g: &Graph,
-    kernels: &[Kernel],
-    fused: &[bool],
-    roots: &Roots,
-    in_place: &[Option<usize>],
-    locations: &mut [Location],
-) -> usize {
-    let mut last_use = vec![0usize; g.nodes.len()];
-    for (k, kernel) in kernels.iter().enumerate() {
-        for v in kernel_reads(g, kernel, fused) {
-            last_use[v.0] = last_use[v.0].max(k);
-        }
-    }
-    // Outputs stay alive to the end.
-    for v in roots.all() {
-        last_use[v.0] = usize::MAX;
-    }
-    let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, len)
-    let mut scratch_len = 0;
-    let mut alive: Vec<(usize, usize, usize, usize)> = Vec::new(); // (last_use, node, offset, len)
-    for (k, kernel) in kernels.iter().enumerate() {
-        // Release values whose last reader ran before this kernel.
-        alive.retain(|&(last, _, offset, len)| {
-            if last < k {
-                free.push((offset, len));
-                false
-            } else {
-                true
-            }
-        });
-        for produced in produces(kernel) {
-            if let Some(offset) = in_place[produced.0] {
-                locations[produced.0] = Location::Store(offset);
-                continue;
-            }
-            let len = numel(&g.nodes[produced.0].shape).div_ceil(ALIGN) * ALIGN;
-            let slot =
-                free.iter().enumerate().filter(|(_, (_, l))| *l >= len).min_by_key(|(_, (_, l))| *l).map(|(j, _)| j);
-            let offset = match slot {
-                Some(j) => {
-                    let (offset, l) = free.swap_remove(j);
-                    if l > len {
-                        free.push((offset + len, l - len));
-                    }
-                    offset
-                }
-                None => {
-                    scratch_len += len;
-                    scratch_len - len
-                }
-            };
-            locations[produced.0] = Location::Scratch(offset);
-            alive.push((last_use[produced.0], produced.0, offset, len));
-        }
-    }
-    scratch_len
 }
 
 /// The stored values a kernel reads (looking through fused values and reshapes).

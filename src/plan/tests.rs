@@ -11,15 +11,54 @@ fn step(optimizer: &str, extra: &str, observe: bool) -> TrainGraph {
          x |> dense(250) |> relu |> dense(3) => logits\n  loss = cross_entropy(logits, y)\n  \
          train {{ optimizer = {optimizer} {extra} batch = 8 }}\n}}\n"
     );
-    let checked = check_source("m.nn", &source);
-    assert!(!checked.has_errors(), "{:?}", checked.diags);
-    let model = &checked.models[0];
-    let mut step = shard_step_graph(model, &model.train, Shard::whole(8)).expect("step builds");
+    let mut step = step_of(&source, 8);
     if observe {
         crate::optim::observe_health(&mut step, &[]);
     }
     step.fuse_activations();
     step
+}
+
+/// The training step of a model's source at a batch of `batch` rows.
+fn step_of(source: &str, batch: usize) -> TrainGraph {
+    let checked = check_source("m.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let model = &checked.models[0];
+    shard_step_graph(model, &model.train, Shard::whole(batch)).expect("step builds")
+}
+
+/// Runs a step twice from the same weights on the interpreter and compiled,
+/// and asserts the losses and every tensor of the store agree.
+fn compiled_agrees_with_interpreter(train: &TrainGraph, rows: usize, classes: usize) {
+    let mut store = Store::new(&train.graph);
+    for (p, param) in train.graph.params.iter().enumerate() {
+        let n = numel(&param.shape);
+        let values: Vec<f32> = (0..n).map(|i| ((i * 7919 + p * 131) % 1000) as f32 / 1000.0 - 0.5).collect();
+        store.set_param(p, &values);
+    }
+    let input = train.graph.nodes.iter().find(|node| node.op == Op::Input(0)).expect("an input");
+    let features = numel(&input.shape) / rows;
+    let x: Vec<f32> = (0..rows * features).map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5).collect();
+    let y: Vec<f32> = (0..rows).map(|i| (i % classes) as f32).collect();
+    let hypers = Hypers { lr: 0.05, bias1: 10.0, bias2: 1000.0, step: 1.0, ..Hypers::default() };
+    let observed_len = train.observed.iter().map(|v| numel(train.graph.shape(*v))).sum::<usize>();
+    let run = |backend| {
+        let mut compiled = Compiled::<TrainGraph>::new(train.clone(), backend).expect("compiles");
+        let mut store = store.clone();
+        let mut observed = vec![0.0; observed_len];
+        let mut losses = Vec::new();
+        for _ in 0..2 {
+            losses.push(compiled.run_observed(&mut store, &x, &y, &hypers, &mut observed).expect("runs"));
+        }
+        (losses, observed, store.data().to_vec())
+    };
+    let (interp, jit) = (run(Backend::Interp), run(Backend::Jit));
+    let close = |a: &[f32], b: &[f32]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * x.abs().max(y.abs()).max(1.0))
+    };
+    assert!(close(&interp.0, &jit.0), "losses {:?} vs {:?}", interp.0, jit.0);
+    assert!(close(&interp.1, &jit.1), "observed {:?} vs {:?}", interp.1, jit.1);
+    assert!(close(&interp.2, &jit.2), "the parameters and states differ");
 }
 
 /// The loop storing value `v`.
@@ -69,33 +108,35 @@ fn each_parameters_update_is_one_loop() {
 fn joined_loops_compute_what_the_interpreter_does() {
     for (optimizer, extra) in [("momentum(lr = 0.05)", "clip_norm = 0.5"), ("adam(lr = 0.01, eps = 1e-4)", "l2 = 0.01")]
     {
-        let train = step(optimizer, extra, true);
-        let mut store = Store::new(&train.graph);
-        for (p, param) in train.graph.params.iter().enumerate() {
-            let n = numel(&param.shape);
-            let values: Vec<f32> = (0..n).map(|i| ((i * 7919 + p * 131) % 1000) as f32 / 1000.0 - 0.5).collect();
-            store.set_param(p, &values);
-        }
-        let x: Vec<f32> = (0..8 * 300).map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5).collect();
-        let y: Vec<f32> = (0..8).map(|i| (i % 3) as f32).collect();
-        let hypers = Hypers { lr: 0.05, bias1: 10.0, bias2: 1000.0, step: 1.0, ..Hypers::default() };
-        let observed_len = train.observed.iter().map(|v| numel(train.graph.shape(*v))).sum::<usize>();
-        let run = |backend| {
-            let mut compiled = Compiled::<TrainGraph>::new(train.clone(), backend).expect("compiles");
-            let mut store = store.clone();
-            let mut observed = vec![0.0; observed_len];
-            let mut losses = Vec::new();
-            for _ in 0..2 {
-                losses.push(compiled.run_observed(&mut store, &x, &y, &hypers, &mut observed).expect("runs"));
-            }
-            (losses, observed, store.data().to_vec())
-        };
-        let (interp, jit) = (run(Backend::Interp), run(Backend::Jit));
-        let close = |a: &[f32], b: &[f32]| {
-            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * x.abs().max(y.abs()).max(1.0))
-        };
-        assert!(close(&interp.0, &jit.0), "losses {:?} vs {:?}", interp.0, jit.0);
-        assert!(close(&interp.1, &jit.1), "observed {:?} vs {:?}", interp.1, jit.1);
-        assert!(close(&interp.2, &jit.2), "{optimizer}: the parameters and states differ");
+        compiled_agrees_with_interpreter(&step(optimizer, extra, true), 8, 3);
     }
+}
+
+/// A recurrent weight's gradient is one product of stacked operands (each
+/// step's state and gate gradients, joined along rows): every part of
+/// such a join is computed in its place in the join, which is then no
+/// kernel, and the step still computes what the interpreter does.
+#[test]
+fn stacked_parts_are_computed_in_their_place() {
+    let source = "model m {\n  input x: [5, 3]\n  target y: class(2)\n  \
+                  x |> lstm(16) |> dense(2) => logits\n  loss = cross_entropy(logits, y)\n  \
+                  train { optimizer = adam(lr = 0.01) batch = 4 }\n}\n";
+    let train = step_of(source, 4);
+    let plan = plan_train(&train);
+    let text = plan.to_text(&train.graph);
+    let g = &train.graph;
+    let stacks: Vec<usize> = (0..g.nodes.len())
+        .filter(|&i| g.nodes[i].op == Op::Concat { axis: 0 } && plan.locations[i] != Location::Fused)
+        .collect();
+    assert_eq!(stacks.len(), 2, "the states' and the gates' gradients' stacks:\n{text}");
+    for &join in &stacks {
+        assert!(!plan.kernels.contains(&Kernel::Routine { node: ValueId(join) }), "{text}");
+        let Location::Scratch(base) = plan.locations[join] else { panic!("{join} in scratch:\n{text}") };
+        let mut at = base;
+        for part in &g.nodes[join].inputs {
+            assert_eq!(plan.locations[part.0], Location::Scratch(at), "{part} of %{join}:\n{text}");
+            at += numel(g.shape(*part));
+        }
+    }
+    compiled_agrees_with_interpreter(&train, 4, 2);
 }
