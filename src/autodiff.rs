@@ -392,7 +392,10 @@ fn products_stacked(
     shape: &[usize],
     span: crate::diag::Span,
 ) -> ValueId {
-    let (a, b): (Vec<ValueId>, Vec<ValueId>) = terms.into_iter().unzip();
+    // The terms came last step first; stacked first step first, a forward
+    // layer's ∂z_t lie in the order of its input parts' gradient, whose
+    // block they already are (`plan::scratch`).
+    let (a, b): (Vec<ValueId>, Vec<ValueId>) = terms.into_iter().rev().unzip();
     let (a, b) = (g.concat(a, 0, span), g.concat(b, 0, span));
     g.push(Op::matmul(true, false), vec![a, b], shape.to_vec(), span)
 }
@@ -500,8 +503,8 @@ mod tests {
         let g = &step.graph;
         let width = 4 * hidden;
         let of_shape = |shape: Vec<usize>| g.nodes.iter().filter(move |n| n.shape == shape);
-        let projected = vec![batch, steps, width];
-        let joins: Vec<_> = of_shape(projected.clone()).filter(|n| n.op == Op::Concat { axis: 1 }).collect();
+        let projected = vec![steps, batch, width];
+        let joins: Vec<_> = of_shape(projected.clone()).filter(|n| n.op == Op::Concat { axis: 0 }).collect();
         assert_eq!(joins.len(), 1, "{}", g.to_text());
         assert_eq!(joins[0].inputs.len(), steps);
         let whole_passes = of_shape(projected).filter(|n| matches!(n.op, Op::Add | Op::SliceGrad { .. }));

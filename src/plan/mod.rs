@@ -9,9 +9,10 @@
 //!   in the persistent *store*, intermediates in one *scratch* arena whose
 //!   slots are reused once a value is dead (liveness over the kernel order).
 //! - Reshapes alias their input; a parameter's (or state's) new value is
-//!   written in place when nothing reads the old value afterwards; the
-//!   parts of a join of whole blocks (a stack of rows) are computed in
-//!   their place in it, and the join copies nothing (`scratch`).
+//!   written in place when nothing reads the old value afterwards; a
+//!   slice that is a whole block of its value is read where it lies, and
+//!   the parts of a join of whole blocks (a stack of rows) are computed
+//!   in their place in it (`scratch`).
 //!
 //! The plan is data: `--emit plan` prints it, the JIT compiles it.
 
@@ -26,7 +27,7 @@ mod scratch;
 use join::{join_loops, runs_at};
 pub use order::channel_sums_operands;
 use order::{hoist_updates, overlap_sums, pair_channel_sums};
-use scratch::{assign_scratch, parts_in_place};
+use scratch::{assign_scratch, place_blocks, place_views};
 
 /// Where a value's elements live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,14 +257,9 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
     let mut kernels = kernels(g, (&live, &fused, &loops), &locations, &in_place, &roots, &offsets);
     hoist_updates(g, &fused, &locations, &in_place, &mut kernels);
     let mut kernels = overlap_sums(g, &fused, kernels);
-    let placed = parts_in_place(g, &mut kernels, &roots, &in_place);
+    let placed = place_blocks(g, &mut kernels, &roots, &in_place);
     let scratch_len = assign_scratch(g, &kernels, &fused, &roots, (&in_place, &placed), &mut locations);
-    // Reshapes alias what they reshape.
-    for (i, node) in g.nodes.iter().enumerate() {
-        if live[i] && node.op == Op::Reshape {
-            locations[i] = locations[node.inputs[0].0];
-        }
-    }
+    place_views(g, &live, &placed, &mut locations);
     Plan { kernels, locations, scratch_len, store }
 }
 

@@ -1,75 +1,109 @@
 //! Where every kernel's output lives in the scratch arena: best fit over
-//! the ranges of values no later kernel reads, and joins whose parts are
-//! computed where the join would have copied them.
+//! the ranges of values no later kernel reads; joins whose parts are
+//! computed where the join would have copied them; and slices and joins
+//! that are already whole blocks of another value, read where they lie.
 
 use super::{ALIGN, Kernel, Location, Roots, kernel_reads, produces};
 use crate::ir::{Graph, Op, numel};
 
-/// The joins whose parts are each written straight into their place in
-/// the join (so the join is no kernel), and where: for each value, the
-/// join node it lives in and its offset there, in elements.
-pub(super) struct PartsInPlace {
-    pub joins: Vec<bool>,
-    pub host: Vec<Option<(usize, usize)>>,
+/// Values that live inside another's block rather than in their own.
+pub(super) struct Placement {
+    /// The joins whose parts are each written straight into their place
+    /// in the join (the join is then no kernel).
+    hosts: Vec<bool>,
+    /// For such a part: its join and its offset there, in elements.
+    host: Vec<Option<(usize, usize)>>,
+    /// A slice or join that is a block of another value's: that value
+    /// and the block's offset (no kernel computes it).
+    view: Vec<Option<(usize, usize)>>,
 }
 
-/// Finds the joins (`Concat`) along an axis with nothing before it, so
-/// each part is one block of the result (a stack of rows: a weight
-/// gradient's stacked operands, a sequence's steps along time), whose
-/// every part is computed by a kernel of its own, for nothing else's
-/// place, at an aligned offset. Such a part is written into the join's
-/// block, and the copy that joined them is dropped from `kernels`.
-/// Outputs, values written into the store and joins that are parts of
-/// another are left as they are.
-pub(super) fn parts_in_place(
+/// The value a chain of reshapes starts from.
+fn reshaped(g: &Graph, mut v: usize) -> usize {
+    while g.nodes[v].op == Op::Reshape {
+        v = g.nodes[v].inputs[0].0;
+    }
+    v
+}
+
+/// Finds, in graph order, what can live inside another value's block, and
+/// drops the kernels that copied it there:
+/// - a slice along an axis with nothing before it (one block of its input:
+///   a time step of a time-major sequence) is read where it lies;
+/// - a join (`Concat`) along such an axis whose parts already lie end to
+///   end, in order, in one join's block is read there;
+/// - any other such join whose every part is computed by a kernel of its
+///   own, for nothing else's place, has each part written into its block
+///   (a weight gradient's stacked operands, a sequence's steps).
+///
+/// Blocks start at aligned offsets; outputs and values written into the
+/// store keep places of their own.
+pub(super) fn place_blocks(
     g: &Graph,
     kernels: &mut Vec<Kernel>,
     roots: &Roots,
     in_place: &[Option<usize>],
-) -> PartsInPlace {
+) -> Placement {
     let n = g.nodes.len();
     let mut computed = vec![false; n];
     for kernel in kernels.iter() {
         for v in produces(kernel) {
-            computed[v.0] = true;
+            computed[v.0] = in_place[v.0].is_none();
         }
     }
-    let mut placed = PartsInPlace { joins: vec![false; n], host: vec![None; n] };
+    let mut placed = Placement { hosts: vec![false; n], host: vec![None; n], view: vec![None; n] };
     for (i, node) in g.nodes.iter().enumerate() {
-        let Op::Concat { axis } = node.op else { continue };
-        if !computed[i] || in_place[i].is_some() || node.shape[..axis].iter().product::<usize>() != 1 {
+        if !computed[i] {
             continue;
         }
-        let mut parts = Vec::with_capacity(node.inputs.len());
-        let mut at = 0;
-        for input in &node.inputs {
-            // A reshaped part lives where the value it reshapes does.
-            let mut part = input.0;
-            while g.nodes[part].op == Op::Reshape {
-                part = g.nodes[part].inputs[0].0;
+        match node.op {
+            Op::Slice { axis, start } => {
+                let shape = g.shape(node.inputs[0]);
+                let at = start * shape[axis + 1..].iter().product::<usize>();
+                let base = reshaped(g, node.inputs[0].0);
+                let resident = computed[base] || placed.hosts[base] || placed.view[base].is_some();
+                if shape[..axis].iter().product::<usize>() == 1 && at.is_multiple_of(ALIGN) && resident {
+                    placed.view[i] = Some((base, at));
+                }
             }
-            let free = computed[part]
-                && !placed.joins[part]
-                && placed.host[part].is_none()
-                && in_place[part].is_none()
-                && !roots.contains(part)
-                && !parts.iter().any(|&(p, _)| p == part);
-            if !free || at % ALIGN != 0 {
-                parts.clear();
-                break;
+            Op::Concat { axis } if node.shape[..axis].iter().product::<usize>() == 1 => {
+                let parts: Vec<usize> = node.inputs.iter().map(|v| reshaped(g, v.0)).collect();
+                let mut offsets = parts.iter().scan(0, |at, &p| {
+                    let here = *at;
+                    *at += numel(&g.nodes[p].shape);
+                    Some(here)
+                });
+                // Already end to end in one join's block?
+                if let Some((join, first)) = placed.host[parts[0]] {
+                    if parts.iter().zip(offsets.by_ref()).all(|(&p, at)| placed.host[p] == Some((join, first + at))) {
+                        placed.view[i] = Some((join, first));
+                    }
+                    continue;
+                }
+                let offsets: Vec<usize> = offsets.collect();
+                let free = |(k, &p): (usize, &usize)| {
+                    computed[p]
+                        && placed.host[p].is_none()
+                        && !placed.hosts[p]
+                        && placed.view[p].is_none()
+                        && !roots.contains(p)
+                        && !parts[..k].contains(&p)
+                        && offsets[k].is_multiple_of(ALIGN)
+                };
+                if parts.iter().enumerate().all(free) {
+                    placed.hosts[i] = true;
+                    for (&p, &at) in parts.iter().zip(&offsets) {
+                        placed.host[p] = Some((i, at));
+                    }
+                }
             }
-            parts.push((part, at));
-            at += numel(&g.nodes[part].shape);
-        }
-        if parts.is_empty() {
-            continue;
-        }
-        placed.joins[i] = true;
-        for (part, at) in parts {
-            placed.host[part] = Some((i, at));
+            _ => {}
         }
     }
-    kernels.retain(|kernel| !matches!(kernel, Kernel::Routine { node } if placed.joins[node.0]));
+    kernels.retain(|kernel| match kernel {
+        Kernel::Routine { node } => !placed.hosts[node.0] && placed.view[node.0].is_none(),
+        _ => true,
+    });
     placed
 }
 
@@ -77,14 +111,14 @@ pub(super) fn parts_in_place(
 /// written in place, its place in its join when `placed` puts it there),
 /// reusing the space of values no later kernel reads: best fit over the
 /// free ranges. A join whose parts are in place takes its whole block when
-/// its first part is computed and keeps it until neither it nor a part is
-/// read again. Returns the scratch size.
+/// its first part is computed; a block keeps its space while anything
+/// inside it is read. Returns the scratch size.
 pub(super) fn assign_scratch(
     g: &Graph,
     kernels: &[Kernel],
     fused: &[bool],
     roots: &Roots,
-    (in_place, placed): (&[Option<usize>], &PartsInPlace),
+    (in_place, placed): (&[Option<usize>], &Placement),
     locations: &mut [Location],
 ) -> usize {
     let mut last_use = vec![0usize; g.nodes.len()];
@@ -97,15 +131,23 @@ pub(super) fn assign_scratch(
     for v in roots.all() {
         last_use[v.0] = usize::MAX;
     }
-    for (part, host) in placed.host.iter().enumerate() {
-        if let Some((join, _)) = *host {
-            last_use[join] = last_use[join].max(last_use[part]);
+    // A value inside another's block keeps that block alive (views of
+    // views: until nothing changes).
+    let inside: Vec<(usize, usize)> =
+        (0..g.nodes.len()).filter_map(|v| placed.host[v].or(placed.view[v]).map(|(block, _)| (v, block))).collect();
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for &(v, block) in &inside {
+            if last_use[block] < last_use[v] {
+                last_use[block] = last_use[v];
+                changed = true;
+            }
         }
     }
     let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, len)
     let mut scratch_len = 0;
     let mut alive: Vec<(usize, usize, usize)> = Vec::new(); // (last_use, offset, len)
-    let mut join_at: Vec<Option<usize>> = vec![None; g.nodes.len()];
     for (k, kernel) in kernels.iter().enumerate() {
         // Release values whose last reader ran before this kernel.
         alive.retain(|&(last, offset, len)| {
@@ -141,7 +183,10 @@ pub(super) fn assign_scratch(
             locations[v] = match (in_place[v], placed.host[v]) {
                 (Some(offset), _) => Location::Store(offset),
                 (None, Some((join, at))) => {
-                    let offset = *join_at[join].get_or_insert_with(|| take(join));
+                    let offset = match locations[join] {
+                        Location::Scratch(offset) => offset,
+                        _ => take(join),
+                    };
                     locations[join] = Location::Scratch(offset);
                     Location::Scratch(offset + at)
                 }
@@ -150,4 +195,20 @@ pub(super) fn assign_scratch(
         }
     }
     scratch_len
+}
+
+/// Places the views inside their blocks and the reshapes where what they
+/// reshape lives, in graph order (so a view of a view, or of a reshape,
+/// finds its block placed).
+pub(super) fn place_views(g: &Graph, live: &[bool], placed: &Placement, locations: &mut [Location]) {
+    for (i, node) in g.nodes.iter().enumerate() {
+        if let Some((block, at)) = placed.view[i] {
+            let Location::Scratch(offset) = locations[block] else {
+                unreachable!("a view's block is in scratch: %{block} is at {:?}", locations[block])
+            };
+            locations[i] = Location::Scratch(offset + at);
+        } else if live[i] && node.op == Op::Reshape {
+            locations[i] = locations[node.inputs[0].0];
+        }
+    }
 }

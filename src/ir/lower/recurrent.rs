@@ -48,10 +48,20 @@ pub(super) fn recurrent(
     };
     let b_hh = param(graph, "bias_hh", vec![width], forget_open, false);
 
-    let rows = graph.push(Op::Reshape, vec![x], vec![batch * steps, features], span);
-    let projected = graph.push(Op::matmul(false, true), vec![rows, w_ih], vec![batch * steps, width], span);
-    let projected = graph.push(Op::AddBias, vec![projected, b_ih], vec![batch * steps, width], span);
-    let projected = graph.push(Op::Reshape, vec![projected], vec![batch, steps, width], span);
+    // The input parts are computed time-major, `[T, B, G·H]`, so that a
+    // step's part is one block of rows: read where it lies, its gradient
+    // written into its place (`plan::scratch`).
+    let time_major: Vec<ValueId> = (0..steps)
+        .map(|t| {
+            let step = graph.push(Op::Slice { axis: 1, start: t }, vec![x], vec![batch, 1, features], span);
+            graph.push(Op::Reshape, vec![step], vec![1, batch, features], span)
+        })
+        .collect();
+    let time_major = graph.concat(time_major, 0, span);
+    let rows = graph.push(Op::Reshape, vec![time_major], vec![steps * batch, features], span);
+    let projected = graph.push(Op::matmul(false, true), vec![rows, w_ih], vec![steps * batch, width], span);
+    let projected = graph.push(Op::AddBias, vec![projected, b_ih], vec![steps * batch, width], span);
+    let projected = graph.push(Op::Reshape, vec![projected], vec![steps, batch, width], span);
     let state = vec![batch, hidden];
     let block = |graph: &mut Graph, z: ValueId, k: usize| {
         graph.push(Op::Slice { axis: 1, start: k * hidden }, vec![z], state.clone(), span)
@@ -60,7 +70,7 @@ pub(super) fn recurrent(
     let mut outputs = Vec::with_capacity(steps);
     let order: Vec<usize> = if backwards { (0..steps).rev().collect() } else { (0..steps).collect() };
     for t in order {
-        let step = graph.push(Op::Slice { axis: 1, start: t }, vec![projected], vec![batch, 1, width], span);
+        let step = graph.push(Op::Slice { axis: 0, start: t }, vec![projected], vec![1, batch, width], span);
         let input = graph.push(Op::Reshape, vec![step], vec![batch, width], span);
         // h·W_hhᵀ; none at the first step, whose state is zero.
         let product = h.map(|h| graph.push(Op::matmul(false, true), vec![h, w_hh], vec![batch, width], span));
