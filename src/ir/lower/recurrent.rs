@@ -48,11 +48,14 @@ pub(super) fn recurrent(
     };
     let b_hh = param(graph, "bias_hh", vec![width], forget_open, false);
 
-    // The input parts are computed time-major, `[T, B, G·H]`, so that a
-    // step's part is one block of rows: read where it lies, its gradient
-    // written into its place (`plan::scratch`).
-    let time_major: Vec<ValueId> = (0..steps)
-        .map(|t| {
+    // The input parts are computed time-major, `[T, B, G·H]`, in the order
+    // the steps are read, so that a step's part is one block of rows: read
+    // where it lies, its gradient written into its place, the recurrent
+    // weight's stacked gradient operands already end to end (`plan::scratch`).
+    let order: Vec<usize> = if backwards { (0..steps).rev().collect() } else { (0..steps).collect() };
+    let time_major: Vec<ValueId> = order
+        .iter()
+        .map(|&t| {
             let step = graph.push(Op::Slice { axis: 1, start: t }, vec![x], vec![batch, 1, features], span);
             graph.push(Op::Reshape, vec![step], vec![1, batch, features], span)
         })
@@ -68,9 +71,8 @@ pub(super) fn recurrent(
     };
     let (mut h, mut c): (Option<ValueId>, Option<ValueId>) = (None, None);
     let mut outputs = Vec::with_capacity(steps);
-    let order: Vec<usize> = if backwards { (0..steps).rev().collect() } else { (0..steps).collect() };
-    for t in order {
-        let step = graph.push(Op::Slice { axis: 0, start: t }, vec![projected], vec![1, batch, width], span);
+    for read in 0..steps {
+        let step = graph.push(Op::Slice { axis: 0, start: read }, vec![projected], vec![1, batch, width], span);
         let input = graph.push(Op::Reshape, vec![step], vec![batch, width], span);
         // h·W_hhᵀ; none at the first step, whose state is zero.
         let product = h.map(|h| graph.push(Op::matmul(false, true), vec![h, w_hh], vec![batch, width], span));
