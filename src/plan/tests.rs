@@ -112,48 +112,53 @@ fn joined_loops_compute_what_the_interpreter_does() {
     }
 }
 
-/// An LSTM reads its sequence time-major, so each step's input part is a
-/// block of rows. Those blocks are read where they lie (a slice along
-/// the first axis is no kernel), and every join along the first axis (the
-/// sequence made time-major, the steps' gradients, the recurrent weight's
-/// stacked operands) has its parts computed in their place in it, or is
-/// itself a block of one that does: no join or step slice copies. The
-/// step still computes what the interpreter does.
+/// An LSTM reads its sequence time-major (each direction in the order it
+/// reads it), so each step's input part is a block of rows. Those blocks
+/// are read where they lie (a slice along the first axis is no kernel),
+/// and every join along the first axis (the sequence made time-major, the
+/// steps' gradients, the recurrent weight's stacked operands) has its
+/// parts computed in their place in it, or is itself a block of one that
+/// does: no join or step slice copies. The step still computes what the
+/// interpreter does.
 #[test]
 fn blocks_of_rows_are_computed_and_read_in_their_place() {
-    let source = "model m {\n  input x: [5, 4]\n  target y: class(2)\n  \
-                  x |> lstm(16) |> dense(2) => logits\n  loss = cross_entropy(logits, y)\n  \
-                  train { optimizer = adam(lr = 0.01) batch = 4 }\n}\n";
-    let train = step_of(source, 4);
-    let plan = plan_train(&train);
-    let text = plan.to_text(&train.graph);
-    let g = &train.graph;
-    let computed = |i: usize| plan.kernels.iter().any(|k| produces(k).any(|v| v.0 == i));
-    let scratch = |v: usize| match plan.locations[v] {
-        Location::Scratch(offset) => offset,
-        other => panic!("%{v} in scratch, not {other:?}:\n{text}"),
-    };
-    let (mut joins, mut slices) = (0, 0);
-    for (i, node) in g.nodes.iter().enumerate().filter(|(i, _)| plan.locations[*i] != Location::Fused) {
-        match node.op {
-            Op::Concat { axis: 0 } => {
-                joins += 1;
-                assert!(!computed(i), "%{i} copies its parts:\n{text}");
-                let mut at = scratch(i);
-                for part in &node.inputs {
-                    assert_eq!(scratch(part.0), at, "{part} of %{i}:\n{text}");
-                    at += numel(g.shape(*part));
+    for (layer, directions) in [("lstm(16)", 1), ("lstm(16, bidirectional = true)", 2)] {
+        let source = format!(
+            "model m {{\n  input x: [5, 4]\n  target y: class(2)\n  \
+             x |> {layer} |> dense(2) => logits\n  loss = cross_entropy(logits, y)\n  \
+             train {{ optimizer = adam(lr = 0.01) batch = 4 }}\n}}\n"
+        );
+        let train = step_of(&source, 4);
+        let plan = plan_train(&train);
+        let text = plan.to_text(&train.graph);
+        let g = &train.graph;
+        let computed = |i: usize| plan.kernels.iter().any(|k| produces(k).any(|v| v.0 == i));
+        let scratch = |v: usize| match plan.locations[v] {
+            Location::Scratch(offset) => offset,
+            other => panic!("%{v} in scratch, not {other:?}:\n{text}"),
+        };
+        let (mut joins, mut slices) = (0, 0);
+        for (i, node) in g.nodes.iter().enumerate().filter(|(i, _)| plan.locations[*i] != Location::Fused) {
+            match node.op {
+                Op::Concat { axis: 0 } => {
+                    joins += 1;
+                    assert!(!computed(i), "{layer}: %{i} copies its parts:\n{text}");
+                    let mut at = scratch(i);
+                    for part in &node.inputs {
+                        assert_eq!(scratch(part.0), at, "{layer}: {part} of %{i}:\n{text}");
+                        at += numel(g.shape(*part));
+                    }
                 }
+                Op::Slice { axis: 0, start } => {
+                    slices += 1;
+                    assert!(!computed(i), "{layer}: %{i} copies its block:\n{text}");
+                    let block = numel(&node.shape);
+                    assert_eq!(scratch(i), scratch(node.inputs[0].0) + start * block, "{layer}: %{i}:\n{text}");
+                }
+                _ => {}
             }
-            Op::Slice { axis: 0, start } => {
-                slices += 1;
-                assert!(!computed(i), "%{i} copies its block:\n{text}");
-                let block = numel(&node.shape);
-                assert_eq!(scratch(i), scratch(node.inputs[0].0) + start * block, "%{i}:\n{text}");
-            }
-            _ => {}
         }
+        assert_eq!((joins, slices), (4 * directions, 5 * directions), "{layer}:\n{text}");
+        compiled_agrees_with_interpreter(&train, 4, 2);
     }
-    assert_eq!((joins, slices), (4, 5), "{text}");
-    compiled_agrees_with_interpreter(&train, 4, 2);
 }
