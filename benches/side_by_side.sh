@@ -10,6 +10,8 @@
 #   the other bundled convolutional models and the recurrent ones:
 #            training samples/s at their batch (`nnc bench`) against their
 #            PyTorch twins (benches/torch_twins.py), and VGG-16's at batch 8
+#   the cross-core round trip at the start of each round (the host
+#            places a VM's vCPUs near or far apart from minute to minute)
 #   batch inference: mnist_mlp and LeNet over 10,000 rows, through a
 #            library `nnc build` wrote (one predict call) against
 #            onnxruntime on the same networks (one run call), on synthetic
@@ -89,10 +91,15 @@ for model in mnist_mlp lenet; do
         benches/c/latency.c "$work/$model/lib$model.a" -lpthread -lm -ldl -o "$work/latency_$model"
 done
 
+# The vCPUs' cross-core round trip, each round (benches/c/core_latency.c):
+# two-core rates fall when the host places them far apart.
+cc -O2 benches/c/core_latency.c -lpthread -o "$work/core_latency"
+
 # onnxruntime's W4 runs the PyTorch MLP exported to ONNX.
 [ -e "$peers/mlp_small.onnx" ] || (cd "$peers" && "$py" bench_torch.py export >/dev/null)
 
 for r in $(seq "$rounds"); do
+    "$work/core_latency" | record "$r" machine core_latency
     mine w1 "$r" mnist_mlp 64
     peer torch w1 "$r"
     peer jax w1 "$r"

@@ -77,7 +77,11 @@ TABLE = [
     ("mnist_mlp 10k command", "mnist_mlp over 10k rows, whole command (CSV in and out), rows/s", True),
     ("lenet 10k command", "LeNet over 10k rows, whole command (CSV in and out), rows/s", True),
 ]
-print(f"CPU: {cpu.get('cpu', '?')} (AVX-512: {'yes' if cpu.get('avx512') else 'no'}); medians of {max((r.get('round', 0) for r in rows), default=0)} rounds\n")
+print(f"CPU: {cpu.get('cpu', '?')} (AVX-512: {'yes' if cpu.get('avx512') else 'no'}); medians of {max((r.get('round', 0) for r in rows), default=0)} rounds")
+trips = [f"{r['round_trip_ns']:.0f}" for r in sorted(rows, key=lambda r: r.get("round", 0)) if r.get("w") == "core_latency"]
+if trips:
+    print(f"cross-core round trip by round (ns): {', '.join(trips)}")
+print()
 print("| workload | nnc | peers | nnc vs best peer |")
 print("|---|---|---|---|")
 for key, title, higher_is_better in TABLE:
