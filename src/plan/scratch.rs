@@ -68,19 +68,21 @@ pub(super) fn place_blocks(
             }
             Op::Concat { axis } if node.shape[..axis].iter().product::<usize>() == 1 => {
                 let parts: Vec<usize> = node.inputs.iter().map(|v| reshaped(g, v.0)).collect();
-                let mut offsets = parts.iter().scan(0, |at, &p| {
-                    let here = *at;
-                    *at += numel(&g.nodes[p].shape);
-                    Some(here)
-                });
+                let offsets: Vec<usize> = parts
+                    .iter()
+                    .scan(0, |at, &p| {
+                        let here = *at;
+                        *at += numel(&g.nodes[p].shape);
+                        Some(here)
+                    })
+                    .collect();
                 // Already end to end in one join's block?
                 if let Some((join, first)) = placed.host[parts[0]] {
-                    if parts.iter().zip(offsets.by_ref()).all(|(&p, at)| placed.host[p] == Some((join, first + at))) {
+                    if parts.iter().zip(&offsets).all(|(&p, &at)| placed.host[p] == Some((join, first + at))) {
                         placed.view[i] = Some((join, first));
                     }
                     continue;
                 }
-                let offsets: Vec<usize> = offsets.collect();
                 let free = |(k, &p): (usize, &usize)| {
                     computed[p]
                         && placed.host[p].is_none()
@@ -131,18 +133,12 @@ pub(super) fn assign_scratch(
     for v in roots.all() {
         last_use[v.0] = usize::MAX;
     }
-    // A value inside another's block keeps that block alive (views of
-    // views: until nothing changes).
-    let inside: Vec<(usize, usize)> =
-        (0..g.nodes.len()).filter_map(|v| placed.host[v].or(placed.view[v]).map(|(block, _)| (v, block))).collect();
-    let mut changed = true;
-    while changed {
-        changed = false;
-        for &(v, block) in &inside {
-            if last_use[block] < last_use[v] {
-                last_use[block] = last_use[v];
-                changed = true;
-            }
+    // A value inside another's block keeps that block alive. A block
+    // comes before what lies in it in graph order, so one pass from the
+    // last value back carries a view of a view to its outermost block.
+    for v in (0..g.nodes.len()).rev() {
+        if let Some((block, _)) = placed.host[v].or(placed.view[v]) {
+            last_use[block] = last_use[block].max(last_use[v]);
         }
     }
     let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, len)
