@@ -29,7 +29,7 @@ pub use kept::{READ_ONLY, UNVERSIONED, fresh_version, release};
 pub use kernels::Epilogue;
 pub use partner::with_partner;
 pub use products::{product, product_splits, product_with};
-pub use routines::{PARALLEL_ELEMENTS, SliceMove, Squash, softmax_row, softmax_rows};
+pub use routines::{KERNEL_PARTS, PARALLEL_ELEMENTS, SliceMove, Squash, part_units, softmax_row, softmax_rows};
 pub use subnormals::flush_subnormals;
 
 /// `len` zeros, or None when the memory cannot be had (an error for the

@@ -348,7 +348,15 @@ pub const PARALLEL_ELEMENTS: usize = 1 << 16;
 /// Parts of an element-wise kernel: a fixed number, so the ranges do not
 /// depend on the threads (and each value is computed once, from the same
 /// inputs, whichever part computes it: the bits do not either).
-const KERNEL_PARTS: usize = 4;
+pub const KERNEL_PARTS: usize = 4;
+
+/// The units each part of a kernel of `units` units takes (`align` a
+/// multiple of what they start at): part k starts at k times this, so a
+/// part can tell its number from where it starts (a sum the kernel
+/// computes keeps a partial sum per part).
+pub fn part_units(units: usize, align: usize) -> usize {
+    units.div_ceil(KERNEL_PARTS).next_multiple_of(align.max(1)).max(1)
+}
 
 /// Runs `part` over `units` units in `KERNEL_PARTS` ranges (whole multiples
 /// of `align` but the last) on rayon's threads.
@@ -366,7 +374,7 @@ pub extern "C" fn nnc_parallel_parts(
 ) {
     // Addresses cross threads as integers; every part writes only its own range.
     let buffers = [store as usize, scratch as usize, input as usize, target as usize, hyper as usize];
-    let step = units.div_ceil(KERNEL_PARTS).next_multiple_of(align.max(1)).max(1);
+    let step = part_units(units, align);
     let run = |begin: usize| {
         let [store, scratch, input, target, hyper] = buffers;
         let end = (begin + step).min(units);

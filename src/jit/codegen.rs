@@ -191,20 +191,26 @@ impl Emitter<'_, '_> {
 
     pub fn kernel(&mut self, kernel: &Kernel) {
         match kernel {
-            Kernel::Elementwise { roots } => match self.parts.get(&roots[0]).copied() {
-                Some(part) => {
-                    let (units, align) = Layout::of(self.graph, self.plan, roots[0]).units();
-                    let f = self.b.ins().func_addr(PTR, part);
-                    let (units, align) = (self.imm(units), self.imm(align));
-                    let Args { store, scratch, input, target, hyper } = self.args;
-                    self.call("nnc_parallel_parts", &[f, store, scratch, input, target, hyper, units, align]);
+            Kernel::Elementwise { roots, sums } => {
+                let (units, align) = Layout::of(self.graph, self.plan, roots[0]).units();
+                match self.parts.get(&roots[0]).copied() {
+                    Some(part) => {
+                        let f = self.b.ins().func_addr(PTR, part);
+                        let (units_arg, align_arg) = (self.imm(units), self.imm(align));
+                        let Args { store, scratch, input, target, hyper } = self.args;
+                        self.call(
+                            "nnc_parallel_parts",
+                            &[f, store, scratch, input, target, hyper, units_arg, align_arg],
+                        );
+                        let parts = units.div_ceil(nnc_runtime::part_units(units, align));
+                        self.add_partial_sums(sums, parts);
+                    }
+                    None => {
+                        let (begin, end) = (self.imm(0), self.imm(units));
+                        self.elementwise((roots, sums), begin, end);
+                    }
                 }
-                None => {
-                    let (units, _) = Layout::of(self.graph, self.plan, roots[0]).units();
-                    let (begin, end) = (self.imm(0), self.imm(units));
-                    self.elementwise(roots, begin, end);
-                }
-            },
+            }
             Kernel::MatMul { node } => self.matmul(*node),
             Kernel::Routine { node } => self.routine(*node),
             Kernel::ChannelSums { sum, product } => self.channel_sums(*sum, *product),

@@ -4,6 +4,7 @@
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::Variable;
 
 use super::codegen::{Emitter, PTR, V};
 use super::vector::splat;
@@ -91,19 +92,29 @@ impl Emitter<'_, '_> {
     /// of four a pass while they last, in large loops) and then one by
     /// one. Every root's element is computed before any is stored, so a
     /// root written over a tensor another root reads sees its old value.
-    pub fn elementwise(&mut self, roots: &[ValueId], begin: Value, end: Value) {
+    /// Each of `sums` adds up the squares of its input over the range, in
+    /// a chain per group of lanes and one for the values one by one, and
+    /// stores the total as its partial sum for the part starting at `begin`.
+    pub fn elementwise(&mut self, (roots, sums): (&[ValueId], &[ValueId]), begin: Value, end: Value) {
         let layout = Layout::of(self.graph, self.plan, roots[0]);
         let groups = if layout.parallel() && layout.cols >= 4 * GROUPS { GROUPS } else { 1 };
+        let (units, align) = layout.units();
         let Layout { rows, cols, channels } = layout;
         self.load_scalars(roots);
         let outs: Vec<Value> = roots.iter().map(|&root| self.base(root)).collect();
+        let summed: Vec<ValueId> = sums.iter().map(|s| self.graph.nodes[s.0].inputs[0]).collect();
+        let chains = self.sum_chains(sums.len(), groups);
         let run = |e: &mut Self, row_start: Value, (start, vec_end, end): (Value, Value, Value)| {
-            let group = |e: &mut Self, j: Value| {
+            let group = |e: &mut Self, j: Value, g: usize| {
                 e.computed.clear();
                 let values: Vec<Value> = roots.iter().map(|&root| e.eval(root, row_start, j, true)).collect();
+                let squared: Vec<Value> = summed.iter().map(|&x| e.operand(x, row_start, j, true)).collect();
                 for (&value, &out) in values.iter().zip(&outs) {
                     let at = e.element_addr(out, row_start, j);
                     e.b.ins().store(MemFlagsData::new().with_notrap(), value, at, 0);
+                }
+                for (&x, (lanes, _)) in squared.iter().zip(&chains) {
+                    e.add_square(lanes[g], x);
                 }
             };
             // The groups of a pass run in order, each stored before the
@@ -112,20 +123,25 @@ impl Emitter<'_, '_> {
                 e.counted(start, vec_end, 4 * groups, &mut |e, j| {
                     for g in 0..groups {
                         let j = e.b.ins().iadd_imm_s(j, 4 * g as i64);
-                        group(e, j);
+                        group(e, j, g);
                     }
                 })
             } else {
                 start
             };
-            e.counted(rest, vec_end, 4, &mut |e, j| group(e, j));
+            e.counted(rest, vec_end, 4, &mut |e, j| group(e, j, 0));
             e.counted(vec_end, end, 1, &mut |e, j| {
                 e.computed.clear();
                 let values: Vec<Value> = roots.iter().map(|&root| e.eval(root, row_start, j, false)).collect();
+                let squared: Vec<Value> = summed.iter().map(|&x| e.operand(x, row_start, j, false)).collect();
                 for (&value, &out) in values.iter().zip(&outs) {
                     let lane = e.b.ins().extractlane(value, 0);
                     let at = e.element_addr(out, row_start, j);
                     e.b.ins().store(MemFlagsData::new().with_notrap(), lane, at, 0);
+                }
+                for (&x, &(_, single)) in squared.iter().zip(&chains) {
+                    let x = e.b.ins().extractlane(x, 0);
+                    e.add_square(single, x);
                 }
             });
         };
@@ -145,6 +161,70 @@ impl Emitter<'_, '_> {
             let tail = self.b.ins().band_imm_u(length, 3);
             let vec_end = self.b.ins().isub(end, tail);
             run(self, row_start, (begin, vec_end, end));
+        }
+        if !sums.is_empty() {
+            // Part k of `nnc_parallel_parts` starts at k · part_units.
+            let part = self.b.ins().udiv_imm_u(begin, nnc_runtime::part_units(units, align) as i64);
+            let offset = self.b.ins().ishl_imm_u(part, 2);
+            for (&sum, (lanes, single)) in sums.iter().zip(chains) {
+                let total = self.sum_of_chains(&lanes, single);
+                let base = self.base(sum);
+                let at = self.b.ins().iadd(base, offset);
+                self.b.ins().store(MemFlagsData::new().with_notrap(), total, at, 0);
+            }
+        }
+    }
+
+    /// For each of `sums` sums, `groups` chains of four lanes and one of
+    /// single values, each starting at zero.
+    fn sum_chains(&mut self, sums: usize, groups: usize) -> Vec<(Vec<Variable>, Variable)> {
+        let (zeros, zero) = (splat(&mut self.b, 0.0), self.b.ins().f32const(0.0));
+        let mut chain = |start: Value, ty| {
+            let var = self.b.declare_var(ty);
+            self.b.def_var(var, start);
+            var
+        };
+        (0..sums).map(|_| ((0..groups).map(|_| chain(zeros, V)).collect(), chain(zero, types::F32))).collect()
+    }
+
+    /// `chain` += x·x (four lanes or one).
+    fn add_square(&mut self, chain: Variable, x: Value) {
+        let square = self.b.ins().fmul(x, x);
+        let sum = self.b.use_var(chain);
+        let sum = self.b.ins().fadd(sum, square);
+        self.b.def_var(chain, sum);
+    }
+
+    /// The chains of one sum added in a fixed order: the groups' lanes
+    /// lane by lane, the four lanes pairwise, then the single values.
+    fn sum_of_chains(&mut self, lanes: &[Variable], single: Variable) -> Value {
+        let mut vector = self.b.use_var(lanes[0]);
+        for &chain in &lanes[1..] {
+            let more = self.b.use_var(chain);
+            vector = self.b.ins().fadd(vector, more);
+        }
+        let lane: Vec<Value> = (0..4).map(|k| self.b.ins().extractlane(vector, k)).collect();
+        let (low, high) = (self.b.ins().fadd(lane[0], lane[1]), self.b.ins().fadd(lane[2], lane[3]));
+        let four = self.b.ins().fadd(low, high);
+        let single = self.b.use_var(single);
+        self.b.ins().fadd(four, single)
+    }
+
+    /// Adds each sum's partial sums, one per part of its loop, in order,
+    /// into its first.
+    pub fn add_partial_sums(&mut self, sums: &[ValueId], parts: usize) {
+        if parts < 2 {
+            return;
+        }
+        let flags = MemFlagsData::new().with_notrap();
+        for &sum in sums {
+            let base = self.base(sum);
+            let mut total = self.b.ins().load(types::F32, flags, base, 0);
+            for k in 1..parts {
+                let partial = self.b.ins().load(types::F32, flags, base, (4 * k) as i32);
+                total = self.b.ins().fadd(total, partial);
+            }
+            self.b.ins().store(flags, total, base, 0);
         }
     }
 

@@ -122,11 +122,11 @@ pub fn define_step(
     }
     let (mut part_ids, mut part_clif) = (Vec::new(), String::new());
     for kernel in &plan.kernels {
-        if let Kernel::Elementwise { roots } = kernel
+        if let Kernel::Elementwise { roots, sums } = kernel
             && elementwise::Layout::of(graph, plan, roots[0]).parallel()
         {
             let part = format!("{name}_part{}", part_ids.len());
-            let (id, clif) = define_part(module, &part, graph, plan, roots)?;
+            let (id, clif) = define_part(module, &part, graph, plan, (roots, sums))?;
             part_clif += &format!("\n; {part}\n{clif}");
             part_ids.push((roots[0], id));
         }
@@ -166,16 +166,16 @@ pub fn define_step(
     Ok((fid, clif))
 }
 
-/// Defines the element-wise kernel storing `roots` as a function `name(store,
-/// scratch, input, target, hyper, begin, end)` computing its units
-/// `[begin, end)`, for `nnc_parallel_parts` to run in parts. Returns it
-/// and its CLIF text.
+/// Defines the element-wise kernel storing `roots` (and summing `sums`) as
+/// a function `name(store, scratch, input, target, hyper, begin, end)`
+/// computing its units `[begin, end)`, for `nnc_parallel_parts` to run in
+/// parts. Returns it and its CLIF text.
 fn define_part(
     module: &mut impl Module,
     name: &str,
     graph: &Graph,
     plan: &Plan,
-    roots: &[ValueId],
+    kernel: (&[ValueId], &[ValueId]),
 ) -> Result<(FuncId, String), String> {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
@@ -190,7 +190,7 @@ fn define_part(
         let args = codegen::Args { store: p[0], scratch: p[1], input: p[2], target: p[3], hyper: p[4] };
         let (routines, parts) = (HashMap::new(), HashMap::new());
         let mut e = codegen::Emitter::new(b, graph, plan, args, routines, parts);
-        e.elementwise(roots, p[5], p[6]);
+        e.elementwise(kernel, p[5], p[6]);
         e.b.ins().return_(&[]);
         e.b.seal_all_blocks();
         e.b.finalize(module.target_config());

@@ -22,11 +22,13 @@ use crate::ir::{Graph, Op, ParamInfo, StateInfo, TrainGraph, Unary, ValueId, num
 
 mod join;
 mod order;
+mod reduce;
 mod scratch;
 
 use join::{join_loops, runs_at};
 pub use order::channel_sums_operands;
 use order::{hoist_updates, overlap_sums, pair_channel_sums};
+use reduce::{fold_sums, set_aside_sums};
 use scratch::{assign_scratch, place_blocks, place_views};
 
 /// Where a value's elements live.
@@ -51,8 +53,9 @@ pub enum Location {
 pub enum Kernel {
     /// One fused element-wise loop storing each of `roots` (in graph order;
     /// several when later ones read earlier ones or share their inputs'
-    /// expressions, see `join_loops`).
-    Elementwise { roots: Vec<ValueId> },
+    /// expressions, see `join_loops`), and computing each of `sums`, sums
+    /// of squares of values it computes or reads (`reduce`).
+    Elementwise { roots: Vec<ValueId>, sums: Vec<ValueId> },
     /// A matrix product through sgemm.
     MatMul { node: ValueId },
     /// A row-wise or reducing op run by a runtime routine.
@@ -247,7 +250,8 @@ impl Roots<'_> {
 
 fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[ValueId]) -> Plan {
     let roots = Roots { outputs, new_params, new_states };
-    let (live, consumers) = liveness(g, &roots);
+    let (live, mut consumers) = liveness(g, &roots);
+    let foldable = set_aside_sums(g, &live, &mut consumers);
     let store = StoreLayout::of(&g.params, &g.states);
     let offsets = (store.params.iter().map(|&(o, _)| o).collect(), store.states.iter().map(|&(o, _)| o).collect());
     let (mut locations, mut fused, broadcasts) = place_and_fuse(g, &live, &consumers, &roots, &offsets);
@@ -255,6 +259,7 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
     let runs_at = runs_at(g, &consumers, &fused, &loops);
     let in_place = in_place_updates(g, &consumers, &roots, &offsets, &runs_at);
     let mut kernels = kernels(g, (&live, &fused, &loops), &locations, &in_place, &roots, &offsets);
+    fold_sums(g, &fused, &foldable, &mut kernels);
     hoist_updates(g, &fused, &locations, &in_place, &mut kernels);
     let mut kernels = overlap_sums(g, &fused, kernels);
     let placed = place_blocks(g, &mut kernels, &roots, &in_place);
@@ -395,12 +400,13 @@ fn kernels(
             Op::Reshape => {}
             Op::MatMul { .. } => kernels.push(Kernel::MatMul { node: v }),
             op if is_elementwise(op) => match loops.iter().find(|l| l.contains(&i)) {
-                Some(joined) if joined.last() == Some(&i) => {
-                    kernels.push(Kernel::Elementwise { roots: joined.iter().map(|&r| ValueId(r)).collect() })
-                }
+                Some(joined) if joined.last() == Some(&i) => kernels.push(Kernel::Elementwise {
+                    roots: joined.iter().map(|&r| ValueId(r)).collect(),
+                    sums: Vec::new(),
+                }),
                 Some(_) => {}
                 None if squashes_a_stored_value(g, fused, v) => kernels.push(Kernel::Routine { node: v }),
-                None => kernels.push(Kernel::Elementwise { roots: vec![v] }),
+                None => kernels.push(Kernel::Elementwise { roots: vec![v], sums: Vec::new() }),
             },
             _ => kernels.push(Kernel::Routine { node: v }),
         }
@@ -433,7 +439,7 @@ fn squashes_a_stored_value(g: &Graph, fused: &[bool], v: ValueId) -> bool {
 /// The values a kernel computes.
 fn produces(kernel: &Kernel) -> impl Iterator<Item = ValueId> {
     match kernel {
-        Kernel::Elementwise { roots } => roots.clone(),
+        Kernel::Elementwise { roots, sums } => [roots.as_slice(), sums].concat(),
         Kernel::MatMul { node } | Kernel::Routine { node } => vec![*node],
         Kernel::ChannelSums { sum, product } => vec![*sum, *product],
         Kernel::Copy { .. } | Kernel::AwaitSums => vec![],
@@ -445,7 +451,9 @@ fn produces(kernel: &Kernel) -> impl Iterator<Item = ValueId> {
 pub fn kernel_reads(g: &Graph, kernel: &Kernel, fused: &[bool]) -> Vec<ValueId> {
     let mut out = Vec::new();
     let mut stack: Vec<ValueId> = match kernel {
-        Kernel::Elementwise { roots } => roots.iter().flat_map(|v| g.nodes[v.0].inputs.clone()).collect(),
+        Kernel::Elementwise { roots, sums } => {
+            roots.iter().chain(sums).flat_map(|v| g.nodes[v.0].inputs.clone()).collect()
+        }
         Kernel::MatMul { node } | Kernel::Routine { node } => g.nodes[node.0].inputs.clone(),
         Kernel::ChannelSums { sum, product } => {
             [sum, product].iter().flat_map(|v| g.nodes[v.0].inputs.clone()).collect()
@@ -487,7 +495,7 @@ impl Plan {
     /// One kernel as `to_text` lists it.
     pub fn kernel_text(&self, g: &Graph, kernel: &Kernel) -> String {
         match kernel {
-            Kernel::Elementwise { roots } => {
+            Kernel::Elementwise { roots, sums } => {
                 let mut members = Vec::new();
                 for root in roots {
                     collect_fused(g, &self.locations, *root, &mut members);
@@ -496,7 +504,11 @@ impl Plan {
                 members.dedup();
                 let names: Vec<String> = members.iter().map(|v| format!("{v}={}", g.nodes[v.0].op.name())).collect();
                 let outputs: Vec<String> = roots.iter().map(|v| format!("{v} -> {:?}", self.locations[v.0])).collect();
-                format!("elementwise {}  [{}]", outputs.join(", "), names.join(", "))
+                let sums: String = sums
+                    .iter()
+                    .map(|v| format!(", sum_squares({}) {v} -> {:?}", g.nodes[v.0].inputs[0], self.locations[v.0]))
+                    .collect();
+                format!("elementwise {}{sums}  [{}]", outputs.join(", "), names.join(", "))
             }
             Kernel::MatMul { node } => {
                 let (m, k, n) = product_dims(g, *node);

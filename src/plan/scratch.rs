@@ -4,7 +4,7 @@
 //! that are already whole blocks of another value, read where they lie.
 
 use super::{ALIGN, Kernel, Location, Roots, kernel_reads, produces};
-use crate::ir::{Graph, Op, numel};
+use crate::ir::{Graph, Op, ValueId, numel};
 
 /// Values that live inside another's block rather than in their own.
 pub(super) struct Placement {
@@ -154,8 +154,12 @@ pub(super) fn assign_scratch(
                 true
             }
         });
+        // A sum a loop computes keeps a partial sum per part of the loop.
+        let partials =
+            |value: usize| matches!(kernel, Kernel::Elementwise { sums, .. } if sums.contains(&ValueId(value)));
         let mut take = |value: usize| {
-            let len = numel(&g.nodes[value].shape).div_ceil(ALIGN) * ALIGN;
+            let values = if partials(value) { nnc_runtime::KERNEL_PARTS } else { numel(&g.nodes[value].shape) };
+            let len = values.div_ceil(ALIGN) * ALIGN;
             let slot =
                 free.iter().enumerate().filter(|(_, (_, l))| *l >= len).min_by_key(|(_, (_, l))| *l).map(|(j, _)| j);
             let offset = match slot {

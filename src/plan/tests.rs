@@ -61,10 +61,10 @@ fn compiled_agrees_with_interpreter(train: &TrainGraph, rows: usize, classes: us
     assert!(close(&interp.2, &jit.2), "the parameters and states differ");
 }
 
-/// The loop storing value `v`.
-fn loop_of(plan: &Plan, v: ValueId) -> &[ValueId] {
+/// The loop storing value `v`: its roots and its sums.
+fn loop_of(plan: &Plan, v: ValueId) -> (&[ValueId], &[ValueId]) {
     let mut loops = plan.kernels.iter().filter_map(|k| match k {
-        Kernel::Elementwise { roots } if roots.contains(&v) => Some(roots.as_slice()),
+        Kernel::Elementwise { roots, sums } if roots.contains(&v) => Some((roots.as_slice(), sums.as_slice())),
         _ => None,
     });
     loops.next().expect("an element-wise loop stores it")
@@ -72,8 +72,9 @@ fn loop_of(plan: &Plan, v: ValueId) -> &[ValueId] {
 
 /// Each parameter's update — new optimizer state (momentum, Adam's two
 /// moments) and new weights — runs as one loop that writes them in place,
-/// with or without the health sums reading the update, right after the
-/// kernel computing what it reads last (its gradient, as a rule).
+/// right after the kernel computing what it reads last (its gradient, as a
+/// rule). Observing health adds the three sums of squares to that loop,
+/// and the step Δw stays inside it.
 #[test]
 fn each_parameters_update_is_one_loop() {
     for (optimizer, states_per_param) in [("momentum(lr = 0.05)", 1), ("adam(lr = 0.01)", 2), ("sgd(lr = 0.1)", 0)] {
@@ -82,11 +83,14 @@ fn each_parameters_update_is_one_loop() {
             let plan = plan_train(&step);
             let text = plan.to_text(&step.graph);
             for (p, &w) in step.new_params.iter().enumerate() {
-                let roots = loop_of(&plan, w);
+                let (roots, sums) = loop_of(&plan, w);
                 let states = &step.new_states[p * states_per_param..(p + 1) * states_per_param];
                 assert!(states.iter().all(|s| roots.contains(s)), "{optimizer}, param {p}:\n{text}");
-                assert_eq!(roots.len(), 1 + states_per_param + usize::from(observe), "{text}");
+                assert_eq!(roots.len(), 1 + states_per_param, "{text}");
                 assert!(matches!(plan.locations[w.0], Location::Store(_)), "written in place:\n{text}");
+                let observed = if observe { &step.observed[3 * p..3 * p + 3] } else { &[] };
+                assert_eq!(sums, observed, "{optimizer}, param {p}:\n{text}");
+                assert_eq!(plan.locations[step.updates[p].0], Location::Fused, "{optimizer}, Δw of {p}:\n{text}");
             }
             // Each update runs as soon as its gradient is ready.
             let fused: Vec<bool> = plan.locations.iter().map(|l| *l == Location::Fused).collect();
@@ -102,14 +106,60 @@ fn each_parameters_update_is_one_loop() {
 /// A clipped gradient is scaled by a factor summed over every gradient: the
 /// factor is read in a broadcast slot, so the momentum loop that reads the
 /// scaled gradient still joins the weights' update, and the compiled step
-/// (joined loops, a stored Δw read by the health sums) agrees with the
-/// interpreter's on the loss, every observed value and every tensor.
+/// (joined loops, the health sums inside them) agrees with the
+/// interpreter's on the loss, every observed value and every tensor. The
+/// clipping's own sums, which the step reads, stay routines.
 #[test]
 fn joined_loops_compute_what_the_interpreter_does() {
     for (optimizer, extra) in [("momentum(lr = 0.05)", "clip_norm = 0.5"), ("adam(lr = 0.01, eps = 1e-4)", "l2 = 0.01")]
     {
-        compiled_agrees_with_interpreter(&step(optimizer, extra, true), 8, 3);
+        let step = step(optimizer, extra, true);
+        let plan = plan_train(&step);
+        let routine_sums = plan.kernels.iter().filter(|k| is_sum_routine(&step.graph, k)).count();
+        let clipped = usize::from(extra.starts_with("clip"));
+        assert_eq!(routine_sums, clipped * step.grads.len(), "{}", plan.to_text(&step.graph));
+        compiled_agrees_with_interpreter(&step, 8, 3);
     }
+}
+
+/// Whether `kernel` is a sum of squares run as a routine, not in a loop.
+fn is_sum_routine(g: &Graph, kernel: &Kernel) -> bool {
+    matches!(kernel, Kernel::Routine { node } if g.nodes[node.0].op == Op::SumSquares)
+}
+
+/// Every sum of squares of training's health rides in the loop that
+/// computes or reads what it sums: the weights' updates (a weight large
+/// enough to run in parts, each keeping a partial sum), and the
+/// activations' loops (odd widths, so values are also summed one by one
+/// at the end of each row). The compiled step still observes what the
+/// interpreter does.
+#[test]
+fn health_sums_ride_in_the_loops_that_compute_what_they_sum() {
+    let source = "model m {\n  input x: [300]\n  target y: class(3)\n  \
+                  x |> dense(251) |> tanh |> dense(7) |> sigmoid |> dense(3) => logits\n  \
+                  loss = cross_entropy(logits, y)\n  \
+                  train { optimizer = momentum(lr = 0.05) batch = 8 }\n}\n";
+    let checked = check_source("m.nn", source);
+    let model = &checked.models[0];
+    let mut train = shard_step_graph(model, &model.train, Shard::whole(8)).expect("step builds");
+    let activations: Vec<_> = model.activation_layers().iter().map(|n| n.span).collect();
+    crate::optim::observe_health(&mut train, &activations);
+    train.fuse_activations();
+    let plan = plan_train(&train);
+    let text = plan.to_text(&train.graph);
+    assert!(!plan.kernels.iter().any(|k| is_sum_routine(&train.graph, k)), "{text}");
+    let in_loops: usize = plan
+        .kernels
+        .iter()
+        .map(|k| match k {
+            Kernel::Elementwise { sums, .. } => sums.len(),
+            _ => 0,
+        })
+        .sum();
+    // Three a parameter; one an activation, and its saturated outputs'.
+    assert_eq!(in_loops, 3 * train.graph.params.len() + 2 * 2, "{text}");
+    assert!(numel(&train.graph.params[0].shape) >= nnc_runtime::PARALLEL_ELEMENTS);
+    compiled_agrees_with_interpreter(&train, 8, 3);
 }
 
 /// An LSTM reads its sequence time-major (each direction in the order it

@@ -1,0 +1,76 @@
+//! Sums of squares folded into the element-wise loop that computes or
+//! reads what they sum. A training step's health sums (‖g‖², ‖Δw‖² and
+//! ‖w′‖² of every parameter) then ride in the optimizer's update, which
+//! has the gradient, the step and the new weights in registers, instead
+//! of taking three more passes over every weight; and Δw, fused into the
+//! update again, is no longer stored only to be read back. A wide MLP's
+//! training spent about a twelfth of its time on those passes.
+
+use super::{Kernel, broadcast_slot};
+use crate::ir::{Graph, Op, ValueId, numel};
+
+/// Marks the sums of squares that may ride in a loop: those nothing in the
+/// step reads (outputs, read back after it). They are taken out of their
+/// input's readers, so that an input they alone read besides one loop is
+/// fused into it.
+pub(super) fn set_aside_sums(g: &Graph, live: &[bool], consumers: &mut [Vec<usize>]) -> Vec<bool> {
+    let foldable: Vec<bool> =
+        (0..g.nodes.len()).map(|i| live[i] && g.nodes[i].op == Op::SumSquares && consumers[i].is_empty()).collect();
+    for readers in consumers.iter_mut() {
+        readers.retain(|&c| !foldable[c]);
+    }
+    foldable
+}
+
+/// Moves each sum `set_aside_sums` marked from its routine into the
+/// element-wise kernel that computes its input (as a root or fused into
+/// one) or reads all of it element by element; a sum no loop serves stays
+/// a routine. A fused input always lies in a loop, so it is always served.
+pub(super) fn fold_sums(g: &Graph, fused: &[bool], foldable: &[bool], kernels: &mut Vec<Kernel>) {
+    let mut k = 0;
+    while k < kernels.len() {
+        let (sum, x) = match kernels[k] {
+            Kernel::Routine { node } if foldable[node.0] => (node, g.nodes[node.0].inputs[0]),
+            _ => {
+                k += 1;
+                continue;
+            }
+        };
+        let host = kernels.iter().position(|kernel| match kernel {
+            Kernel::Elementwise { roots, .. } => serves(g, fused, roots, x),
+            _ => false,
+        });
+        match host {
+            Some(h) => {
+                if let Kernel::Elementwise { sums, .. } = &mut kernels[h] {
+                    sums.push(sum);
+                }
+                kernels.remove(k);
+            }
+            None => {
+                debug_assert!(!fused[x.0], "{x} is fused into no loop");
+                k += 1;
+            }
+        }
+    }
+}
+
+/// Whether the loop storing `roots` meets every element of `x` once, at
+/// the element it is computing: `x` is one of the values it computes, or
+/// one of them reads `x` in a slot that is not broadcast.
+fn serves(g: &Graph, fused: &[bool], roots: &[ValueId], x: ValueId) -> bool {
+    if numel(g.shape(x)) != numel(g.shape(roots[0])) {
+        return false;
+    }
+    let mut members: Vec<ValueId> = roots.to_vec();
+    let mut k = 0;
+    while k < members.len() {
+        let node = &g.nodes[members[k].0];
+        members.extend(node.inputs.iter().filter(|v| fused[v.0] && g.nodes[v.0].op != Op::Reshape));
+        k += 1;
+    }
+    members.iter().any(|&m| {
+        let node = &g.nodes[m.0];
+        m == x || node.inputs.iter().enumerate().any(|(slot, &v)| v == x && !broadcast_slot(&node.op, slot))
+    })
+}
