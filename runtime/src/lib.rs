@@ -152,7 +152,7 @@ pub fn routines() -> Vec<Routine> {
         routine!(routines::nnc_sum_squares, 3, 0),
         routine!(routines::nnc_clip_scale, 2, 1),
         routine!(routines::nnc_log, 3, 0),
-        routine!(routines::nnc_squash, 4, 0),
+        routine!(routines::nnc_squash, 6, 0),
         routine!(routines::nnc_copy, 3, 0),
         routine!(routines::nnc_parallel_parts, 8, 0),
         routine!(spatial::nnc_conv2d, 9, 0),

@@ -167,17 +167,25 @@ fn squash_with(x: &[f32], out: &mut [f32], how: Squash) {
     }
 }
 
-/// σ or tanh (`how`, a `Squash`) of each of n values, in this CPU's widest
-/// vectors: the compiled element-wise loops run four lanes, and an LSTM's
-/// gates are each a loop of σ or tanh alone over a stored slice.
+/// σ or tanh (`how`, a `Squash`) of `rows` rows of `cols` values, in this
+/// CPU's widest vectors: the compiled element-wise loops run four lanes,
+/// and an LSTM's gates are each a loop of σ or tanh alone. x's rows lie
+/// `stride` values apart (a gate's columns, read where they lie in the
+/// gates' tensor); out's follow each other.
 #[unsafe(no_mangle)]
-pub extern "C" fn nnc_squash(x: *const f32, out: *mut f32, n: usize, how: usize) {
-    // SAFETY: both hold n values.
-    let (x, out) = unsafe { (slice(x, n), slice_mut(out, n)) };
+pub extern "C" fn nnc_squash(x: *const f32, out: *mut f32, rows: usize, cols: usize, stride: usize, how: usize) {
     let how = if how == Squash::Tanh as usize { Squash::Tanh } else { Squash::Sigmoid };
-    match crate::gemm::Isa::detect() {
-        Some(isa) => squash_for(isa, x, out, how),
-        None => squash_with(x, out, how),
+    let isa = crate::gemm::Isa::detect();
+    // Rows end to end are one run.
+    let (rows, cols) = if stride == cols { (1, rows * cols) } else { (rows, cols) };
+    for r in 0..rows {
+        // SAFETY: x holds `rows` rows of `cols` values `stride` apart, out
+        // `rows · cols` values.
+        let (x, out) = unsafe { (slice(x.add(r * stride), cols), slice_mut(out.add(r * cols), cols)) };
+        match isa {
+            Some(isa) => squash_for(isa, x, out, how),
+            None => squash_with(x, out, how),
+        }
     }
 }
 

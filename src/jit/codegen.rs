@@ -110,6 +110,28 @@ impl Emitter<'_, '_> {
         self.b.ins().iadd_imm_s(ptr, (offset * 4) as i64)
     }
 
+    /// Where `v`'s rows start and how they lie, (rows, values a row, values
+    /// from one row's start to the next's): a slice the plan leaves where
+    /// it lies (fused into its reader) as rows of its input, anything else
+    /// as one row.
+    fn rows_of(&mut self, v: ValueId) -> (Value, (usize, usize, usize)) {
+        let node = &self.graph.nodes[v.0];
+        match node.op {
+            Op::Slice { axis, start } if self.plan.locations[v.0] == Location::Fused => {
+                let input = node.inputs[0];
+                let whole = self.graph.shape(input)[axis];
+                let (outer, inner) = crate::ir::around(&node.shape, axis);
+                let (part, base) = (node.shape[axis], self.base(input));
+                let first = self.b.ins().iadd_imm_s(base, (start * inner * 4) as i64);
+                (first, (outer, part * inner, whole * inner))
+            }
+            _ => {
+                let n = numel(&node.shape);
+                (self.base(v), (1, n, n))
+            }
+        }
+    }
+
     /// The version of the weights `w` is part of (the call's
     /// `Hypers::weights`) when it is read straight from the store, under
     /// which the runtime keeps what it makes from them; else `UNVERSIONED`
@@ -407,8 +429,9 @@ impl Emitter<'_, '_> {
             }
             Op::Unary(squash @ (Unary::Sigmoid | Unary::Tanh)) => {
                 let how = if squash == Unary::Tanh { Squash::Tanh } else { Squash::Sigmoid };
-                let (n, how) = (self.imm(n_in), self.imm(how as usize));
-                self.call("nnc_squash", &[ins[0], out, n, how]);
+                let (x, (rows, cols, stride)) = self.rows_of(node.inputs[0]);
+                let [rows, cols, stride, how] = [rows, cols, stride, how as usize].map(|d| self.imm(d));
+                self.call("nnc_squash", &[x, out, rows, cols, stride, how]);
             }
             // Leaves, element-wise loops, products and reshapes are other kernels (see plan::Kernel).
             Op::Input(_)

@@ -2,7 +2,7 @@
 //! computes (an optimizer's new state and new weights in one pass), and
 //! where each kernel then runs, which decides the in-place writes.
 
-use super::{Broadcast, Roots, broadcast_slot, is_elementwise};
+use super::{Broadcast, Roots, broadcast_slot, is_elementwise, squashed_where_stored};
 use crate::ir::{Graph, Op, numel};
 
 /// Loops joined into one hold at most this many roots.
@@ -35,7 +35,12 @@ pub(super) fn join_loops(
 ) -> Vec<Vec<usize>> {
     let mut loops: Vec<Vec<usize>> = Vec::new();
     for (i, node) in g.nodes.iter().enumerate() {
-        if !live[i] || fused[i] || !is_elementwise(&node.op) || broadcasts[i].is_some() {
+        if !live[i]
+            || fused[i]
+            || !is_elementwise(&node.op)
+            || broadcasts[i].is_some()
+            || squashed_where_stored(g, consumers, roots, i)
+        {
             continue;
         }
         let fits = |&c: &usize| {

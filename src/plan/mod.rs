@@ -29,7 +29,7 @@ use join::{join_loops, runs_at};
 pub use order::channel_sums_operands;
 use order::{hoist_updates, overlap_sums, pair_channel_sums};
 use reduce::{fold_sums, set_aside_sums};
-use scratch::{assign_scratch, place_blocks, place_views};
+use scratch::{assign_scratch, place_blocks, place_views, squash_slices_where_they_lie};
 
 /// Where a value's elements live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,6 +263,7 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
     hoist_updates(g, &fused, &locations, &in_place, &mut kernels);
     let mut kernels = overlap_sums(g, &fused, kernels);
     let placed = place_blocks(g, &mut kernels, &roots, &in_place);
+    squash_slices_where_they_lie(g, &mut kernels, &mut fused, &consumers, &roots);
     let scratch_len = assign_scratch(g, &kernels, &fused, &roots, (&in_place, &placed), &mut locations);
     place_views(g, &live, &placed, &mut locations);
     Plan { kernels, locations, scratch_len, store }
@@ -323,7 +324,7 @@ fn place_and_fuse(
             _ => Location::Fused,
         };
         let single = consumers[i].len() == 1 && consumers[i][0] > i;
-        if is_elementwise(&node.op) && single && !roots.contains(i) {
+        if is_elementwise(&node.op) && single && !roots.contains(i) && !squashed_where_stored(g, consumers, roots, i) {
             let c = &g.nodes[consumers[i][0]];
             let slot = c.inputs.iter().position(|v| v.0 == i).unwrap_or(0);
             let merged = Broadcast::merge(broadcasts[consumers[i][0]], broadcasts[i]);
@@ -336,6 +337,14 @@ fn place_and_fuse(
         }
     }
     (locations, fused, broadcasts)
+}
+
+/// Whether value `i`'s one reader is σ or tanh, stored (read again, as by
+/// its gradient): `i` is then stored too, for the runtime's routine, whose
+/// vectors are four times as wide as a loop's, to squash it there.
+fn squashed_where_stored(g: &Graph, consumers: &[Vec<usize>], roots: &Roots, i: usize) -> bool {
+    let [c] = consumers[i][..] else { return false };
+    matches!(g.nodes[c].op, Op::Unary(Unary::Sigmoid | Unary::Tanh)) && (consumers[c].len() != 1 || roots.contains(c))
 }
 
 /// The new values that can be written straight into the store: element-wise

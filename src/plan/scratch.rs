@@ -4,7 +4,7 @@
 //! that are already whole blocks of another value, read where they lie.
 
 use super::{ALIGN, Kernel, Location, Roots, kernel_reads, produces};
-use crate::ir::{Graph, Op, ValueId, numel};
+use crate::ir::{Graph, Op, Unary, ValueId, numel};
 
 /// Values that live inside another's block rather than in their own.
 pub(super) struct Placement {
@@ -107,6 +107,35 @@ pub(super) fn place_blocks(
         _ => true,
     });
     placed
+}
+
+/// Drops the kernel copying a slice whose one reader is a σ or tanh
+/// routine (an LSTM's or a GRU's gates: blocks of columns of the gates'
+/// tensor): the routine reads the slice's rows where they lie in its
+/// input. The slice then counts as fused into the routine, so what it
+/// slices stays alive until the routine has run.
+pub(super) fn squash_slices_where_they_lie(
+    g: &Graph,
+    kernels: &mut Vec<Kernel>,
+    fused: &mut [bool],
+    consumers: &[Vec<usize>],
+    roots: &Roots,
+) {
+    let routine =
+        |kernels: &[Kernel], v: usize| kernels.iter().any(|k| matches!(k, Kernel::Routine { node } if node.0 == v));
+    let squashes = |c: usize| matches!(g.nodes[c].op, Op::Unary(Unary::Sigmoid | Unary::Tanh));
+    let read_in_place: Vec<usize> = (0..g.nodes.len())
+        .filter(|&s| {
+            matches!(g.nodes[s].op, Op::Slice { .. })
+                && !roots.contains(s)
+                && routine(kernels, s)
+                && matches!(consumers[s][..], [c] if squashes(c) && routine(kernels, c))
+        })
+        .collect();
+    for &s in &read_in_place {
+        fused[s] = true;
+    }
+    kernels.retain(|k| !matches!(k, Kernel::Routine { node } if read_in_place.contains(&node.0)));
 }
 
 /// Gives every kernel's output a scratch offset (its store place when

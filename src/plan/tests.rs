@@ -212,3 +212,47 @@ fn blocks_of_rows_are_computed_and_read_in_their_place() {
         compiled_agrees_with_interpreter(&train, 4, 2);
     }
 }
+
+/// An LSTM's gates are blocks of columns of one tensor: σ and tanh read
+/// each where it lies (their gradients read their outputs, not the
+/// slices), so no kernel copies a gate out. A GRU's gates are sums of two
+/// slices, stored for the runtime's σ and tanh rather than fused into a
+/// loop of its own. Either step computes what the interpreter does.
+#[test]
+fn gates_are_squashed_where_they_lie() {
+    // The LSTM's first step has no forget gate (nothing to forget).
+    for (layer, squashed_slices) in [("lstm(16)", 4 * 5 - 1), ("gru(16)", 0)] {
+        let source = format!(
+            "model m {{\n  input x: [5, 4]\n  target y: class(2)\n  \
+             x |> {layer} |> dense(2) => logits\n  loss = cross_entropy(logits, y)\n  \
+             train {{ optimizer = adam(lr = 0.01) batch = 4 }}\n}}\n"
+        );
+        let train = step_of(&source, 4);
+        let plan = plan_train(&train);
+        let text = plan.to_text(&train.graph);
+        let g = &train.graph;
+        let squash_routines: Vec<ValueId> = plan
+            .kernels
+            .iter()
+            .filter_map(|k| match k {
+                Kernel::Routine { node } if matches!(g.nodes[node.0].op, Op::Unary(Unary::Sigmoid | Unary::Tanh)) => {
+                    Some(*node)
+                }
+                _ => None,
+            })
+            .collect();
+        // A GRU's two σ and one tanh a step, or an LSTM's gates and cell.
+        assert!(squash_routines.len() >= 3 * 5, "{layer}: gates squashed by the routine:\n{text}");
+        let slices: Vec<ValueId> = squash_routines
+            .iter()
+            .map(|v| g.nodes[v.0].inputs[0])
+            .filter(|x| matches!(g.nodes[x.0].op, Op::Slice { .. }))
+            .collect();
+        assert_eq!(slices.len(), squashed_slices, "{layer}:\n{text}");
+        for s in slices {
+            assert_eq!(plan.locations[s.0], Location::Fused, "{layer}: {s} copied:\n{text}");
+            assert!(!plan.kernels.iter().any(|k| produces(k).any(|v| v == s)), "{layer}: {s} copied:\n{text}");
+        }
+        compiled_agrees_with_interpreter(&train, 4, 2);
+    }
+}

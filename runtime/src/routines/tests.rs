@@ -197,3 +197,21 @@ fn squashes_are_the_same_bits_on_every_instruction_set() {
         }
     }
 }
+
+/// `nnc_squash` over a block of columns (rows `stride` apart) squashes
+/// those values, row after row, into consecutive rows, and nothing else.
+#[test]
+fn squashes_read_a_block_of_columns_where_it_lies() {
+    let (rows, stride, start, cols) = (5, 4 * 7, 7, 7);
+    let x: Vec<f32> = (0..rows * stride).map(|i| (i as f32 * 0.37).sin() * 4.0).collect();
+    let taken: Vec<f32> = x.chunks_exact(stride).flat_map(|row| row[start..start + cols].to_vec()).collect();
+    for how in [Squash::Sigmoid, Squash::Tanh] {
+        let mut expected = vec![0.0; rows * cols];
+        squash_with(&taken, &mut expected, how);
+        let mut out = vec![f32::NAN; rows * cols + 1];
+        // SAFETY: x holds rows of `stride` values from `start`; out rows · cols (and one more).
+        nnc_squash(unsafe { x.as_ptr().add(start) }, out.as_mut_ptr(), rows, cols, stride, how as usize);
+        assert_eq!(&out[..rows * cols], &expected[..], "{how:?}");
+        assert!(out[rows * cols].is_nan(), "{how:?} wrote past its rows");
+    }
+}
