@@ -42,6 +42,8 @@ pub struct Emitter<'a, 'b> {
     pub parts: HashMap<ValueId, FuncRef>,
     /// In an element-wise loop over channels' planes: the current row's channel.
     pub channel: Option<Value>,
+    /// In an element-wise loop over rows: the current row.
+    pub row: Option<Value>,
     /// In an element-wise loop's body: the values computed so far at the
     /// current element (a joined loop's roots read earlier roots from here).
     pub computed: HashMap<ValueId, Value>,
@@ -62,8 +64,8 @@ impl<'a, 'b> Emitter<'a, 'b> {
         routines: HashMap<&'static str, FuncRef>,
         parts: HashMap<ValueId, FuncRef>,
     ) -> Self {
-        let (channel, computed, scalars) = (None, HashMap::new(), HashMap::new());
-        Emitter { b, graph, plan, args, routines, parts, channel, computed, scalars }
+        let (channel, row, computed, scalars) = (None, None, HashMap::new(), HashMap::new());
+        Emitter { b, graph, plan, args, routines, parts, channel, row, computed, scalars }
     }
 }
 
@@ -114,7 +116,7 @@ impl Emitter<'_, '_> {
     /// from one row's start to the next's): a slice the plan leaves where
     /// it lies (fused into its reader) as rows of its input, anything else
     /// as one row.
-    fn rows_of(&mut self, v: ValueId) -> (Value, (usize, usize, usize)) {
+    pub(super) fn rows_of(&mut self, v: ValueId) -> (Value, (usize, usize, usize)) {
         let node = &self.graph.nodes[v.0];
         match node.op {
             Op::Slice { axis, start } if self.plan.locations[v.0] == Location::Fused => {

@@ -26,7 +26,7 @@ impl Layout {
     pub fn of(graph: &Graph, plan: &Plan, root: ValueId) -> Layout {
         let total = numel(graph.shape(root));
         let (cols, channels) = match broadcast(graph, plan, root) {
-            Some(Broadcast::Bias(width)) => (width, 1),
+            Some(Broadcast::Bias(width) | Broadcast::Rows(width)) => (width, 1),
             Some(Broadcast::Channels { channels, spatial }) => (spatial, channels),
             None => (total, 1),
         };
@@ -158,7 +158,10 @@ impl Emitter<'_, '_> {
         };
         if rows > 1 {
             self.counted(begin, end, 1, &mut |e, r| {
-                e.channel = Some(e.b.ins().urem_imm_u(r, channels as i64));
+                e.row = Some(r);
+                // (A division a row, where no channel op needs it, cost a
+                // GRU's step more than its gates' copies.)
+                e.channel = Some(if channels > 1 { e.b.ins().urem_imm_u(r, channels as i64) } else { e.imm(0) });
                 let row_start = e.b.ins().imul_imm_u(r, cols as i64);
                 let (zero, vec_end, cols) = (e.imm(0), e.imm(cols - cols % 4), e.imm(cols));
                 run(e, row_start, (zero, vec_end, cols));
@@ -248,6 +251,11 @@ impl Emitter<'_, '_> {
     /// Loads lanes of a stored tensor at the current element (4 lanes or 1 splatted).
     fn load(&mut self, v: ValueId, row_start: Value, j: Value, vector: bool) -> Value {
         let base = self.base(v);
+        self.load_from(base, row_start, j, vector)
+    }
+
+    /// Loads lanes at element `row_start + j` of the values from `base`.
+    fn load_from(&mut self, base: Value, row_start: Value, j: Value, vector: bool) -> Value {
         let at = self.element_addr(base, row_start, j);
         self.load_at(at, vector)
     }
@@ -386,6 +394,13 @@ impl Emitter<'_, '_> {
                 let k = splat(&mut self.b, 1.0 / n);
                 let gk = self.b.ins().fmul(g, k);
                 self.b.ins().fmul(gk, ratio)
+            }
+            // A block of columns read where it lies, row by row.
+            Op::Slice { .. } => {
+                let (first, (_, _, stride)) = self.rows_of(v);
+                let row = self.row.expect("a slice is read in a loop over rows");
+                let row_start = self.b.ins().imul_imm_u(row, stride as i64);
+                self.load_from(first, row_start, j, vector)
             }
             // Everything else is stored, never fused (see plan::is_elementwise).
             _ => self.load(v, row_start, j, vector),

@@ -182,14 +182,18 @@ fn broadcast_slot(op: &Op, slot: usize) -> bool {
     )
 }
 
-/// How an element-wise op reads a per-feature or per-channel input, which
-/// shapes the loop computing it: one fused loop serves one of these.
+/// How an element-wise op reads a per-feature or per-channel input, or a
+/// block of columns of a wider tensor, which shapes the loop computing it
+/// (row by row): one fused loop serves one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Broadcast {
     /// A bias row of this length, repeated for every row (`add_bias`).
     Bias(usize),
     /// One value per channel of `[B, channels, spatial…]`.
     Channels { channels: usize, spatial: usize },
+    /// Rows of this length, each read from a row of a wider tensor (a
+    /// slice along an inner axis, read where it lies: a GRU's gates).
+    Rows(usize),
 }
 
 impl Broadcast {
@@ -199,13 +203,23 @@ impl Broadcast {
             Op::AddChannelBias | Op::MulChannel => {
                 Some(Broadcast::Channels { channels: node.shape[1], spatial: crate::shape::spatial(&node.shape) })
             }
+            Op::Slice { axis, .. } => {
+                Some(Broadcast::Rows(node.shape[axis] * crate::shape::around(&node.shape, axis).1))
+            }
             _ => None,
         }
     }
 
-    /// The broadcast of one loop computing both, if one loop can.
+    /// The broadcast of one loop computing both, if one loop can: a bias
+    /// row and slices' rows of the same length read the same rows.
     fn merge(a: Option<Broadcast>, b: Option<Broadcast>) -> Result<Option<Broadcast>, ()> {
         match (a, b) {
+            (Some(Broadcast::Rows(w)), Some(Broadcast::Bias(v)))
+            | (Some(Broadcast::Bias(v)), Some(Broadcast::Rows(w)))
+                if v == w =>
+            {
+                Ok(Some(Broadcast::Bias(v)))
+            }
             (Some(x), Some(y)) if x != y => Err(()),
             (x, y) => Ok(x.or(y)),
         }
@@ -324,7 +338,8 @@ fn place_and_fuse(
             _ => Location::Fused,
         };
         let single = consumers[i].len() == 1 && consumers[i][0] > i;
-        if is_elementwise(&node.op) && single && !roots.contains(i) && !squashed_where_stored(g, consumers, roots, i) {
+        let loop_reads = is_elementwise(&node.op) || read_in_rows(g, node);
+        if loop_reads && single && !roots.contains(i) && !squashed_where_stored(g, consumers, roots, i) {
             let c = &g.nodes[consumers[i][0]];
             let slot = c.inputs.iter().position(|v| v.0 == i).unwrap_or(0);
             let merged = Broadcast::merge(broadcasts[consumers[i][0]], broadcasts[i]);
@@ -337,6 +352,15 @@ fn place_and_fuse(
         }
     }
     (locations, fused, broadcasts)
+}
+
+/// Whether `node` is a slice along an inner axis (rows of a block of
+/// columns) that a loop reading it can read where it lies: not a slice of
+/// a parameter or state, which a loop may be writing in place.
+fn read_in_rows(g: &Graph, node: &crate::ir::Node) -> bool {
+    let Op::Slice { axis, .. } = node.op else { return false };
+    let leaf = matches!(g.nodes[node.inputs[0].0].op, Op::Param(_) | Op::State(_));
+    crate::shape::around(&node.shape, axis).0 > 1 && !leaf
 }
 
 /// Whether value `i`'s one reader is σ or tanh, stored (read again, as by

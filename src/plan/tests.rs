@@ -216,8 +216,9 @@ fn blocks_of_rows_are_computed_and_read_in_their_place() {
 /// An LSTM's gates are blocks of columns of one tensor: σ and tanh read
 /// each where it lies (their gradients read their outputs, not the
 /// slices), so no kernel copies a gate out. A GRU's gates are sums of two
-/// slices, stored for the runtime's σ and tanh rather than fused into a
-/// loop of its own. Either step computes what the interpreter does.
+/// slices, which the loop adding them reads where they lie, row by row;
+/// the sums are stored for the runtime's σ and tanh rather than fused into
+/// a loop of their own. Either step computes what the interpreter does.
 #[test]
 fn gates_are_squashed_where_they_lie() {
     // The LSTM's first step has no forget gate (nothing to forget).
@@ -253,6 +254,18 @@ fn gates_are_squashed_where_they_lie() {
             assert_eq!(plan.locations[s.0], Location::Fused, "{layer}: {s} copied:\n{text}");
             assert!(!plan.kernels.iter().any(|k| produces(k).any(|v| v == s)), "{layer}: {s} copied:\n{text}");
         }
+        // Every gate slice (along the columns) that one loop reads is read there.
+        let loop_read = |i: usize| {
+            let readers: Vec<&crate::ir::Node> = g.nodes.iter().filter(|n| n.inputs.contains(&ValueId(i))).collect();
+            matches!(readers[..], [r] if is_elementwise(&r.op))
+        };
+        let in_loops = (0..g.nodes.len())
+            .filter(|&i| {
+                matches!(g.nodes[i].op, Op::Slice { axis: 1, .. }) && g.nodes[i].shape[1] == 16 && loop_read(i)
+            })
+            .inspect(|&i| assert_eq!(plan.locations[i], Location::Fused, "{layer}: %{i} copied:\n{text}"))
+            .count();
+        assert!(squashed_slices > 0 || in_loops >= 4 * 5, "{layer}: {in_loops} slices read in loops:\n{text}");
         compiled_agrees_with_interpreter(&train, 4, 2);
     }
 }
