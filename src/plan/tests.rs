@@ -61,6 +61,17 @@ fn compiled_agrees_with_interpreter(train: &TrainGraph, rows: usize, classes: us
     assert!(close(&interp.2, &jit.2), "the parameters and states differ");
 }
 
+/// The training step, at a batch of 4, of `layer` (a recurrent layer)
+/// over sequences of 5 steps of 4 features, classified in 2 classes.
+fn recurrent_step(layer: &str) -> TrainGraph {
+    let source = format!(
+        "model m {{\n  input x: [5, 4]\n  target y: class(2)\n  \
+         x |> {layer} |> dense(2) => logits\n  loss = cross_entropy(logits, y)\n  \
+         train {{ optimizer = adam(lr = 0.01) batch = 4 }}\n}}\n"
+    );
+    step_of(&source, 4)
+}
+
 /// The loop storing value `v`: its roots and its sums.
 fn loop_of(plan: &Plan, v: ValueId) -> (&[ValueId], &[ValueId]) {
     let mut loops = plan.kernels.iter().filter_map(|k| match k {
@@ -173,12 +184,7 @@ fn health_sums_ride_in_the_loops_that_compute_what_they_sum() {
 #[test]
 fn blocks_of_rows_are_computed_and_read_in_their_place() {
     for (layer, directions) in [("lstm(16)", 1), ("lstm(16, bidirectional = true)", 2)] {
-        let source = format!(
-            "model m {{\n  input x: [5, 4]\n  target y: class(2)\n  \
-             x |> {layer} |> dense(2) => logits\n  loss = cross_entropy(logits, y)\n  \
-             train {{ optimizer = adam(lr = 0.01) batch = 4 }}\n}}\n"
-        );
-        let train = step_of(&source, 4);
+        let train = recurrent_step(layer);
         let plan = plan_train(&train);
         let text = plan.to_text(&train.graph);
         let g = &train.graph;
@@ -223,12 +229,7 @@ fn blocks_of_rows_are_computed_and_read_in_their_place() {
 fn gates_are_squashed_where_they_lie() {
     // The LSTM's first step has no forget gate (nothing to forget).
     for (layer, squashed_slices) in [("lstm(16)", 4 * 5 - 1), ("gru(16)", 0)] {
-        let source = format!(
-            "model m {{\n  input x: [5, 4]\n  target y: class(2)\n  \
-             x |> {layer} |> dense(2) => logits\n  loss = cross_entropy(logits, y)\n  \
-             train {{ optimizer = adam(lr = 0.01) batch = 4 }}\n}}\n"
-        );
-        let train = step_of(&source, 4);
+        let train = recurrent_step(layer);
         let plan = plan_train(&train);
         let text = plan.to_text(&train.graph);
         let g = &train.graph;
