@@ -171,6 +171,7 @@ impl Emitter<'_, '_> {
             // (and a channel op here has one channel of one image).
             let row_start = self.imm(0);
             self.channel = Some(row_start);
+            self.row = None;
             let length = self.b.ins().isub(end, begin);
             let tail = self.b.ins().band_imm_u(length, 3);
             let vec_end = self.b.ins().isub(end, tail);

@@ -57,7 +57,8 @@ pub(super) fn fold_sums(g: &Graph, fused: &[bool], foldable: &[bool], kernels: &
 
 /// Whether the loop storing `roots` meets every element of `x` once, at
 /// the element it is computing: `x` is one of the values it computes, or
-/// one of them reads `x` in a slot that is not broadcast.
+/// one of them reads `x` element by element (not broadcast, nor as a
+/// slice, which reads a block of it).
 fn serves(g: &Graph, fused: &[bool], roots: &[ValueId], x: ValueId) -> bool {
     if numel(g.shape(x)) != numel(g.shape(roots[0])) {
         return false;
@@ -71,6 +72,7 @@ fn serves(g: &Graph, fused: &[bool], roots: &[ValueId], x: ValueId) -> bool {
     }
     members.iter().any(|&m| {
         let node = &g.nodes[m.0];
-        m == x || node.inputs.iter().enumerate().any(|(slot, &v)| v == x && !broadcast_slot(&node.op, slot))
+        let element_wise = |slot: usize| !broadcast_slot(&node.op, slot) && !matches!(node.op, Op::Slice { .. });
+        m == x || node.inputs.iter().enumerate().any(|(slot, &v)| v == x && element_wise(slot))
     })
 }
