@@ -103,9 +103,9 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
             Op::Input(_) | Op::Target(_) | Op::State(_) | Op::Hyper(_) | Op::Const(_) => {}
             // y = f(x) ⇒ ∂x = g·f′(x). relu′(x) = relu′(relu(x)), σ′ = y(1 − y)
             // and tanh′ = 1 − y², so their rules read the output in place of
-            // the input: the input then need not be kept, its producer fuses
-            // into the function, and a slice it is (an LSTM's gate) is read
-            // where it lies.
+            // the input: the input then need not be kept, a ReLU's producer
+            // fuses into it, and a slice σ or tanh reads (an LSTM's gate) is
+            // read where it lies.
             Op::Unary(u) => {
                 let x = if matches!(u, Unary::Relu | Unary::Sigmoid | Unary::Tanh) { y } else { ins[0] };
                 let dx = g.push(Op::UnaryGrad(*u), vec![x, y, dy], node.shape.clone(), span);
