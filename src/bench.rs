@@ -190,6 +190,19 @@ impl LoadGuard {
     }
 }
 
+/// How `run` measures.
+pub struct Settings {
+    /// Seconds spent measuring throughput.
+    pub min_seconds: f64,
+    /// Also time each kernel of the training step.
+    pub kernels: bool,
+    /// Run again repeats during which other processes used this many cores.
+    pub foreign_max: Option<f64>,
+    /// Train as `nnc train` does, observing each parameter's and activation
+    /// layer's health in every step.
+    pub health: bool,
+}
+
 /// Measures `model` at `batch` (default: its training batch); with
 /// `foreign_max`, repeats during which other processes used that many
 /// cores are run again (`LoadGuard`).
@@ -197,7 +210,7 @@ pub fn run(
     model: &CheckedModel,
     batch: Option<usize>,
     backend: Backend,
-    (min_seconds, kernels, foreign_max): (f64, bool, Option<f64>),
+    &Settings { min_seconds, kernels, foreign_max, health }: &Settings,
 ) -> Result<BenchReport, BenchError> {
     let batch = batch.unwrap_or(match model.train.batch {
         Batch::Size(b) => b,
@@ -206,6 +219,9 @@ pub fn run(
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let (x, y) = synthetic(model, batch, &mut rng);
     let mut trainer = Trainer::new(model, model.train.clone(), backend).map_err(BenchError::Model)?;
+    if health {
+        trainer.track_health();
+    }
     let lr = model.train.lr;
     let started = Instant::now();
     trainer.prepare(batch).map_err(BenchError::Train)?;
@@ -251,7 +267,7 @@ pub fn run(
     let (infer_compile_ms, infer_latency_us) = inference(model, backend, min_seconds, &mut rng, &mut guard)?;
     let (predict_rows, predict_rows_per_s) = batch_inference(model, backend, &mut rng, &mut guard)?;
     let kernels = match kernels {
-        true => Some(kernel_times(model, (&x, &y, batch), min_seconds)?),
+        true => Some(kernel_times(model, (&x, &y, batch), min_seconds, health)?),
         false => None,
     };
     Ok(BenchReport {
@@ -277,15 +293,20 @@ pub fn run(
 /// (a step of a few microseconds would otherwise keep millions).
 const PROFILED_STEPS: usize = 2000;
 
-/// Each kernel of the training step and the median of its times, over
-/// steps run for `seconds` (at least ten, at most `PROFILED_STEPS`) by a
-/// step compiled to mark its kernels (`nnc_runtime::profile`).
+/// Each kernel of the training step (observing health when `health`) and
+/// the median of its times, over steps run for `seconds` (at least ten, at
+/// most `PROFILED_STEPS`) by a step compiled to mark its kernels
+/// (`nnc_runtime::profile`).
 fn kernel_times(
     model: &CheckedModel,
     (x, y, batch): (&[f32], &[f32], usize),
     seconds: f64,
+    health: bool,
 ) -> Result<Vec<KernelTime>, BenchError> {
     let mut trainer = Trainer::new(model, model.train.clone(), Backend::Profiled).map_err(BenchError::Model)?;
+    if health {
+        trainer.track_health();
+    }
     trainer.prepare(batch).map_err(BenchError::Train)?;
     trainer.step_while(x, y, batch, model.train.lr, |steps, _| steps < 4).map_err(BenchError::Train)?;
     nnc_runtime::profile::take();

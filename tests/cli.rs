@@ -210,7 +210,8 @@ fn bench_times_each_step() {
 /// `bench --kernels` times every kernel of the training step: each
 /// product of the plan `check --emit plan` prints is listed, in the plan's
 /// order, with a median over at least ten steps; without the flag there is
-/// no list.
+/// no list. With `--health` the step is `nnc train`'s, its health sums in
+/// its loops.
 #[test]
 fn bench_kernels_times_each_kernel_of_the_step() {
     let (code, out, err) = nnc(&["bench", "models/digits_mlp.nn", "--seconds", "0.1", "--json", "--kernels"]);
@@ -239,6 +240,22 @@ fn bench_kernels_times_each_kernel_of_the_step() {
     let (code, out, err) = nnc(&["bench", "models/digits_mlp.nn", "--seconds", "0.1", "--json"]);
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("\"kernels\""), "{out}");
+    // With --health the step observes what `nnc train` reports: ‖g‖², ‖Δw‖²
+    // and ‖w′‖² of each of the four parameters and the relu layer's
+    // squares, each summed inside the element-wise loop that computes or
+    // reads what it sums (no sum of squares is a kernel of its own).
+    let labels = |v: &serde_json::Value| -> Vec<String> {
+        v["kernels"].as_array().into_iter().flatten().filter_map(|k| k["kernel"].as_str().map(String::from)).collect()
+    };
+    let sums = |labels: &[String], kind: &str| -> usize {
+        labels.iter().filter(|k| k.starts_with(kind)).map(|k| k.matches("sum_squares").count()).sum()
+    };
+    assert_eq!(sums(&labels(&v), ""), 0, "{:?}", labels(&v));
+    let args = ["bench", "models/digits_mlp.nn", "--seconds", "0.1", "--json", "--kernels", "--health"];
+    let (code, out, err) = nnc(&args);
+    assert_eq!(code, 0, "{err}");
+    let observed = labels(&serde_json::from_str(&out).expect("valid JSON"));
+    assert_eq!((sums(&observed, ""), sums(&observed, "elementwise")), (3 * 4 + 1, 3 * 4 + 1), "{observed:?}");
     let (code, _, err) = nnc(&["bench", "models/xor.nn", "--backend", "interp", "--kernels"]);
     assert_eq!(code, 2, "the interpreter has no kernels to time: {err}");
     assert!(err.contains("--kernels"), "{err}");

@@ -66,10 +66,11 @@ pub(super) struct BenchOptions {
     pub(super) max_memory: Option<u64>,
     pub(super) kernels: bool,
     pub(super) foreign_max: Option<f64>,
+    pub(super) health: bool,
 }
 
 pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) -> Outcome {
-    let BenchOptions { batch, backend, seconds, json, max_memory, kernels, foreign_max } = *options;
+    let BenchOptions { batch, backend, seconds, json, max_memory, kernels, foreign_max, health } = *options;
     if kernels && !backend.compiles() {
         return Err(Failure::Usage(
             "--kernels times the compiled step's kernels; the interpreter has none (drop --backend interp)".into(),
@@ -82,7 +83,8 @@ pub(super) fn bench(file: &Path, model: Option<&str>, options: &BenchOptions) ->
         return Err(report_diag(&checked, &diag));
     }
     set_threading(model, step_batch);
-    let r = crate::bench::run(model, batch, backend, (seconds, kernels, foreign_max)).map_err(|e| match e {
+    let settings = crate::bench::Settings { min_seconds: seconds, kernels, foreign_max, health };
+    let r = crate::bench::run(model, batch, backend, &settings).map_err(|e| match e {
         crate::bench::BenchError::Model(d) => report_diag(&checked, &d),
         crate::bench::BenchError::Train(e) => Failure::Input(e.to_string()),
     })?;

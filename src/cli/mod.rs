@@ -277,6 +277,10 @@ enum Command {
         /// PyTorch, JAX and onnxruntime harness it runs beside nnc).
         #[arg(long, value_name = "CORES", value_parser = foreign_cores)]
         foreign_max: Option<f64>,
+        /// Train as `nnc train` does: each step also observes the health it
+        /// reports (gradient norms, update ratios, activation statistics).
+        #[arg(long)]
+        health: bool,
     },
     /// Lay model files out in the one canonical way (comments kept).
     Fmt {
@@ -429,9 +433,10 @@ fn execute(command: Command) -> Outcome {
             let options = infer::BuildArgs { weights, output, name, batch, target_cpu };
             infer::build(&target.file, target.model.as_deref(), &options)
         }
-        Command::Bench { target, batch, backend, seconds, json, max_memory, kernels, foreign_max } => {
+        Command::Bench { target, batch, backend, seconds, json, max_memory, kernels, foreign_max, health } => {
             let backend = backend.into();
-            let options = inspect::BenchOptions { batch, backend, seconds, json, max_memory, kernels, foreign_max };
+            let options =
+                inspect::BenchOptions { batch, backend, seconds, json, max_memory, kernels, foreign_max, health };
             inspect::bench(&target.file, target.model.as_deref(), &options)
         }
         Command::Export { target, weights, output, opset, batch } => {
