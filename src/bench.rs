@@ -218,10 +218,7 @@ pub fn run(
     });
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let (x, y) = synthetic(model, batch, &mut rng);
-    let mut trainer = Trainer::new(model, model.train.clone(), backend).map_err(BenchError::Model)?;
-    if health {
-        trainer.track_health();
-    }
+    let mut trainer = trainer(model, backend, health)?;
     let lr = model.train.lr;
     let started = Instant::now();
     trainer.prepare(batch).map_err(BenchError::Train)?;
@@ -289,6 +286,16 @@ pub fn run(
     })
 }
 
+/// A trainer of `model` on `backend`, observing health as `nnc train`
+/// does when `health`.
+fn trainer(model: &CheckedModel, backend: Backend, health: bool) -> Result<Trainer, BenchError> {
+    let mut trainer = Trainer::new(model, model.train.clone(), backend).map_err(BenchError::Model)?;
+    if health {
+        trainer.track_health();
+    }
+    Ok(trainer)
+}
+
 /// Steps whose kernels `--kernels` times at most: their marks are kept
 /// (a step of a few microseconds would otherwise keep millions).
 const PROFILED_STEPS: usize = 2000;
@@ -303,10 +310,7 @@ fn kernel_times(
     seconds: f64,
     health: bool,
 ) -> Result<Vec<KernelTime>, BenchError> {
-    let mut trainer = Trainer::new(model, model.train.clone(), Backend::Profiled).map_err(BenchError::Model)?;
-    if health {
-        trainer.track_health();
-    }
+    let mut trainer = trainer(model, Backend::Profiled, health)?;
     trainer.prepare(batch).map_err(BenchError::Train)?;
     trainer.step_while(x, y, batch, model.train.lr, |steps, _| steps < 4).map_err(BenchError::Train)?;
     nnc_runtime::profile::take();
