@@ -10,24 +10,17 @@ use nnc::train::{Backend, TrainError, Trainer};
 
 mod common;
 
-use common::{MODELS, train_bundled};
-
-fn model(file: &str) -> CheckedModel {
-    let source = std::fs::read_to_string(Path::new(MODELS).join(file)).expect("model is readable");
-    let checked = check_source(file, &source);
-    assert!(!checked.has_errors(), "{:?}", checked.diags);
-    checked.models[0].clone()
-}
+use common::{MODELS, bundled, train_bundled};
 
 #[test]
 fn digits_mlp_reaches_96_percent() {
-    let (_, m) = train_bundled(&model("digits_mlp.nn"));
+    let (_, m) = train_bundled(&bundled("digits_mlp.nn"));
     assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
 }
 
 #[test]
 fn layernorm_mlp_reaches_96_percent() {
-    let (_, m) = train_bundled(&model("layernorm_mlp.nn"));
+    let (_, m) = train_bundled(&bundled("layernorm_mlp.nn"));
     assert!(m.accuracy.expect("classifier") >= 0.96, "{m:?}");
 }
 
@@ -38,7 +31,7 @@ fn layernorm_mlp_reaches_96_percent() {
 #[test]
 fn convolutional_digit_models_reach_96_percent() {
     for file in ["inception_digits.nn", "digits_conv1d.nn", "separable_digits.nn"] {
-        let (_, m) = train_bundled(&model(file));
+        let (_, m) = train_bundled(&bundled(file));
         assert!(m.accuracy.expect("classifier") >= 0.96, "{file}: {m:?}");
     }
 }
@@ -47,25 +40,25 @@ fn convolutional_digit_models_reach_96_percent() {
 /// sees a position, and the convolutions still learn the digits.
 #[test]
 fn global_average_pooling_classifies_digits() {
-    let (_, m) = train_bundled(&model("global_pool_digits.nn"));
+    let (_, m) = train_bundled(&bundled("global_pool_digits.nn"));
     assert!(m.accuracy.expect("classifier") >= 0.94, "{m:?}");
 }
 
 #[test]
 fn xor_is_learned_exactly() {
-    let (_, m) = train_bundled(&model("xor.nn"));
+    let (_, m) = train_bundled(&bundled("xor.nn"));
     assert_eq!(m.accuracy, Some(1.0), "{m:?}");
 }
 
 #[test]
 fn logistic_regression_separates_zeros_from_ones() {
-    let (_, m) = train_bundled(&model("logistic.nn"));
+    let (_, m) = train_bundled(&bundled("logistic.nn"));
     assert!(m.accuracy.expect("binary") >= 0.98, "{m:?}");
 }
 
 #[test]
 fn diabetes_regression_explains_40_percent_of_variance() {
-    let (_, m) = train_bundled(&model("diabetes.nn"));
+    let (_, m) = train_bundled(&bundled("diabetes.nn"));
     assert!(m.r2.expect("regression") >= 0.4, "{m:?}");
 }
 
@@ -116,7 +109,7 @@ fn house_price_gradient_descent_reaches_ols() {
     let design: Vec<Vec<f64>> = raw.iter().map(|r| vec![1.0, r[0], r[1], r[2]]).collect();
     let beta = ols(&design, &prices);
 
-    let model = model("house_price.nn");
+    let model = bundled("house_price.nn");
     let mut train = Dataset {
         rows,
         width: 3,
@@ -143,7 +136,7 @@ fn house_price_gradient_descent_reaches_ols() {
 
 #[test]
 fn same_seed_gives_bit_identical_weights() {
-    let model = model("digits_mlp.nn");
+    let model = bundled("digits_mlp.nn");
     let mut config = model.train.clone();
     config.epochs = 2;
     let run = |config: &nnc::check::TrainConfig| {
@@ -276,183 +269,12 @@ fn simulated_annealing_solves_xor_without_gradients() {
     }
 }
 
-/// The health numbers are the step's own gradients: one full-batch step of
-/// the digits MLP reports, per parameter, the L2 norm of the gradient that
-/// the reference interpreter computes from the same weights and rows, on
-/// both backends; and tracking health changes no weight.
-#[test]
-fn health_reports_the_norms_of_the_gradients() {
-    let model = model("digits_mlp.nn");
-    let mut config = model.train.clone();
-    (config.batch, config.epochs) = (nnc::check::Batch::Full, 1);
-    let source = model.train.data.clone().expect("model names its data");
-    let mut train = data::load(&source, Path::new(MODELS), &RowSpec::of(&model)).expect("data loads").train;
-    Scaler::fit(model.train.preprocess, &train).apply(&mut train);
-    // The gradients at the initial weights, by the interpreter.
-    let step = nnc::pipeline::step_graph(&model, &config, train.rows).expect("step");
-    let initial = Trainer::new(&model, config.clone(), Backend::Interp).expect("trainable").params();
-    let mut store = nnc::train::Store::new(&step.graph);
-    for (p, values) in initial.iter().enumerate() {
-        store.set_param(p, values);
-    }
-    let hypers = nnc::train::Hypers { lr: 0.003, bias1: 10.0, bias2: 1000.0, step: 1.0, ..Default::default() };
-    let values = nnc::exec::interpret(&step.graph, &store, &train.x, &train.y, &hypers).expect("runs");
-    let norms: Vec<f64> = step
-        .grads
-        .iter()
-        .map(|g| values[g.0].iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt())
-        .collect();
-    // The relu layer's outputs at those weights: mean, std, dead units.
-    let relu = step.graph.nodes.iter().position(|n| n.op == nnc::ir::Op::Unary(nnc::ir::Unary::Relu)).expect("relu");
-    let h = &values[relu];
-    let count = h.len() as f64;
-    let mean = h.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
-    let std = (h.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / count - mean * mean).sqrt();
-    let units = step.graph.nodes[relu].shape[1];
-    let dead = (0..units).filter(|&u| h.iter().skip(u).step_by(units).all(|&v| v == 0.0)).count() as f64 / units as f64;
-    for backend in [Backend::Jit, Backend::Interp] {
-        let mut trainer = Trainer::new(&model, config.clone(), backend).expect("trainable");
-        trainer.track_health();
-        let report = trainer.fit_epoch(&train, None, None).expect("trains");
-        let health = report.health.expect("health is tracked");
-        let layer = &health.activations[0];
-        assert_eq!((health.activations.len(), layer.name.as_str()), (1, "relu1"), "{backend:?}");
-        assert!(
-            (layer.mean - mean).abs() <= 1e-5 * mean && (layer.std - std).abs() <= 1e-5 * std,
-            "{backend:?} {layer:?}"
-        );
-        assert_eq!(layer.dead_fraction, Some(dead), "{backend:?}");
-        let health = health.params;
-        assert_eq!(health.len(), norms.len());
-        for (h, n) in health.iter().zip(&norms) {
-            assert!((h.grad_norm - n).abs() <= 1e-5 * n, "{backend:?} {}: {} vs {n}", h.name, h.grad_norm);
-            // Biases start at zero, so their first update is all they are: ratio 1.
-            let expected = if h.name.ends_with(".weight") {
-                h.update_ratio > 0.0 && h.update_ratio < 1.0
-            } else {
-                (h.update_ratio - 1.0).abs() < 1e-6
-            };
-            assert!(expected, "{backend:?} {}: {}", h.name, h.update_ratio);
-        }
-        let mut plain = Trainer::new(&model, config.clone(), backend).expect("trainable");
-        plain.fit_epoch(&train, None, None).expect("trains");
-        assert_eq!(plain.params(), trainer.params(), "{backend:?}: observing changed the update");
-    }
-}
-
 /// A step that cannot be compiled reports the compiler's message as it is
 /// (it once read "internal error: internal error: …").
 #[test]
 fn compile_failures_are_reported_once() {
     let message = "internal error: the step needs 104.4 GiB of working memory";
     assert_eq!(TrainError::Compile(message.into()).to_string(), message);
-}
-
-/// The model in `source`, its training rows, its step graph and the values
-/// of every node of its first step at the initial weights, by the interpreter.
-fn first_full_batch_step(source: &str) -> (CheckedModel, Dataset, nnc::ir::TrainGraph, Vec<Vec<f32>>) {
-    let mut checked = check_source("model.nn", source);
-    assert!(!checked.has_errors(), "{:?}", checked.diags);
-    let model = checked.models.remove(0);
-    let train = data::load(model.train.data.as_ref().expect("data"), Path::new(MODELS), &RowSpec::of(&model))
-        .expect("loads")
-        .train;
-    let step = nnc::pipeline::step_graph(&model, &model.train, train.rows).expect("step");
-    let initial = Trainer::new(&model, model.train.clone(), Backend::Interp).expect("trainable").params();
-    let mut store = nnc::train::Store::new(&step.graph);
-    for (p, values) in initial.iter().enumerate() {
-        store.set_param(p, values);
-    }
-    let hypers = nnc::train::Hypers { lr: 0.1, bias1: 1.0, bias2: 1.0, step: 1.0, ..Default::default() };
-    let values = nnc::exec::interpret(&step.graph, &store, &train.x, &train.y, &hypers).expect("runs");
-    (model, train, step, values)
-}
-
-/// Saturated units are counted inside the step: one full-batch step of a
-/// sigmoid, tanh and clip MLP on raw grey levels (0..16, so many saturate)
-/// reports, per layer, the fraction of outputs whose derivative is below
-/// 0.01 (0 for clip, at its bounds), as computed from the interpreter's
-/// activations at the same weights. A relu beside them is still reported.
-#[test]
-fn health_counts_saturated_sigmoid_tanh_and_clipped_units() {
-    let source = "model sat {
-        input image: [64]
-        target digit: class(10)
-        image |> dense(32) |> tanh => a
-        image |> dense(32) |> sigmoid => b
-        image |> dense(32) |> clip(min = -1, max = 2) => c
-        image |> dense(32) |> relu => d
-        add(a, b) |> add(c) |> add(d) |> dense(10) => logits
-        loss = cross_entropy(logits, digit)
-        train { data = builtin(\"digits\") optimizer = sgd(lr = 0.1) batch = full seed = 3 }
-    }";
-    let (model, train, step, values) = first_full_batch_step(source);
-    let model = &model;
-    let fraction = |unary: nnc::ir::Unary, saturated: fn(f32) -> bool| {
-        let node = step.graph.nodes.iter().position(|n| n.op == nnc::ir::Op::Unary(unary)).expect("layer");
-        let outputs = &values[node];
-        outputs.iter().filter(|&&y| saturated(y)).count() as f64 / outputs.len() as f64
-    };
-    let sigmoid = fraction(nnc::ir::Unary::Sigmoid, |s| s * (1.0 - s) < 0.01);
-    let tanh = fraction(nnc::ir::Unary::Tanh, |t| 1.0 - t * t < 0.01);
-    let clip = fraction(nnc::ir::Unary::Clamp(-1.0, 2.0), |y| y <= -1.0 || y >= 2.0);
-    assert!(sigmoid > 0.05 && tanh > 0.05 && clip > 0.05, "the test needs saturated units: {sigmoid} {tanh} {clip}");
-    for backend in [Backend::Jit, Backend::Interp] {
-        let mut trainer = Trainer::new(model, model.train.clone(), backend).expect("trainable");
-        trainer.track_health();
-        let health = trainer.fit_epoch(&train, None, None).expect("trains").health.expect("tracked");
-        let found: Vec<(&str, Option<f64>)> =
-            health.activations.iter().map(|a| (a.name.as_str(), a.saturated_fraction)).collect();
-        assert_eq!(found.len(), 4, "{backend:?}");
-        let expected = [("tanh1", Some(tanh)), ("sigmoid1", Some(sigmoid)), ("clip1", Some(clip)), ("relu1", None)];
-        for ((name, got), (want_name, want)) in found.iter().zip(expected) {
-            assert_eq!(*name, want_name);
-            match (got, want) {
-                // Outputs within rounding of the edge may fall either side: a few in 10⁴.
-                (Some(got), Some(want)) => assert!((got - want).abs() < 5e-4, "{backend:?} {name}: {got} vs {want}"),
-                (got, want) => assert_eq!(*got, want, "{backend:?} {name}"),
-            }
-        }
-    }
-}
-
-/// Feature maps are observed too, per channel: one full-batch step of a
-/// small CNN on the digits reports, for its convolution's relu, the mean
-/// and spread of the outputs and the channels that never fired, as
-/// computed from the interpreter's activations at the same weights.
-#[test]
-fn health_describes_feature_maps_per_channel() {
-    let source = "model maps {
-        input image: [1, 8, 8]
-        target digit: class(10)
-        image |> conv2d(8, kernel = 1, bias = false) |> relu |> flatten |> dense(10) => logits
-        loss = cross_entropy(logits, digit)
-        train { data = builtin(\"digits\") optimizer = sgd(lr = 0.1) batch = full seed = 2 }
-    }";
-    let (model, train, step, values) = first_full_batch_step(source);
-    let model = &model;
-    let relu = step.graph.nodes.iter().position(|n| n.op == nnc::ir::Op::Unary(nnc::ir::Unary::Relu)).expect("relu");
-    let maps = &values[relu];
-    let count = maps.len() as f64;
-    let mean = maps.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
-    let std = (maps.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / count - mean * mean).sqrt();
-    // Without a bias, on grey levels ≥ 0, a channel whose one weight is
-    // negative never fires: about half of them.
-    let channel_fired = |c: usize| maps.chunks_exact(64).skip(c).step_by(8).any(|plane| plane.iter().any(|&v| v > 0.0));
-    let dead = (0..8).filter(|&c| !channel_fired(c)).count() as f64 / 8.0;
-    assert!(dead > 0.0 && dead < 1.0, "the test needs dead and live channels: {dead}");
-    for backend in [Backend::Jit, Backend::Interp] {
-        let mut trainer = Trainer::new(model, model.train.clone(), backend).expect("trainable");
-        trainer.track_health();
-        let health = trainer.fit_epoch(&train, None, None).expect("trains").health.expect("tracked");
-        assert_eq!(health.activations.len(), 1, "{backend:?}");
-        let layer = &health.activations[0];
-        assert!(
-            (layer.mean - mean).abs() <= 1e-5 * mean && (layer.std - std).abs() <= 1e-5 * std,
-            "{backend:?} {layer:?} vs {mean} {std}"
-        );
-        assert_eq!(layer.dead_fraction, Some(dead), "{backend:?}");
-    }
 }
 
 /// Convolutional steps split each batch over two replicas (one per core)
@@ -598,7 +420,7 @@ fn standardized_targets_reach_the_least_squares_fit() {
     let sst: f64 = prices.iter().map(|y| (y - mean).powi(2)).sum();
     let ols_r2 = 1.0 - sse / sst;
 
-    let standardized = model("house_sales.nn");
+    let standardized = bundled("house_sales.nn");
     assert!(standardized.train.standardize_target);
     let (trainer, m) = train_bundled(&standardized);
     let r2 = m.r2.expect("regression");
@@ -623,7 +445,7 @@ fn standardized_targets_reach_the_least_squares_fit() {
 /// `models/random_features.nn` run gets 97.8 %).
 #[test]
 fn frozen_layers_keep_their_weights_while_the_rest_trains() {
-    let model = model("random_features.nn");
+    let model = bundled("random_features.nn");
     let source = model.train.data.clone().expect("data");
     let splits = data::load(&source, Path::new(MODELS), &RowSpec::of(&model)).expect("data loads");
     let scaler = Scaler::fit(model.train.preprocess, &splits.train);

@@ -20,6 +20,11 @@ pub fn load(file: &str) -> Checked {
     checked
 }
 
+/// The first model of a bundled model file, checked without errors.
+pub fn bundled(file: &str) -> CheckedModel {
+    load(file).models.remove(0)
+}
+
 /// The train and test splits of the data a model names, scaled as its train block says.
 pub fn splits(model: &CheckedModel) -> (Dataset, Dataset) {
     let splits =
