@@ -6,6 +6,7 @@
 
 use nnc::check::CheckedModel;
 use nnc::pipeline::check_source;
+use nnc::train::health::Health;
 use nnc::train::{Backend, Trainer};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -39,15 +40,30 @@ fn assert_backends_agree(model: &CheckedModel, rows: usize, seed: u64) {
     assert_backends_agree_on(model, rows, (&x, &y));
 }
 
-/// `assert_backends_agree` on the samples given.
+/// `assert_backends_agree` on the samples given, for the step as a
+/// library's loop runs it and as `nnc train` does (observing its health,
+/// which changes how the JIT plans the step): the health reports agree too.
 fn assert_backends_agree_on(model: &CheckedModel, rows: usize, (x, y): (&[f32], &[f32])) {
+    for health in [false, true] {
+        assert_steps_agree(model, rows, (x, y), health);
+    }
+}
+
+/// Two steps on each backend, observing their health when `health`.
+fn assert_steps_agree(model: &CheckedModel, rows: usize, (x, y): (&[f32], &[f32]), health: bool) {
     let trained = [Backend::Interp, Backend::Jit].map(|backend| {
         let mut t = Trainer::new(model, model.train.clone(), backend).expect("trainable");
+        if health {
+            t.track_health();
+        }
         let l1 = t.step(x, y, rows, model.train.lr).expect("step");
         let l2 = t.step(x, y, rows, model.train.lr).expect("step");
         (t, l1, l2)
     });
     let [(mut interp, a1, a2), (mut jit, b1, b2)] = trained;
+    if let (Some(ha), Some(hb)) = (interp.take_health(), jit.take_health()) {
+        assert_health_agrees(&ha, &hb);
+    }
     assert!(close(a1 as f32, b1 as f32) && close(a2 as f32, b2 as f32), "losses {a1} {a2} vs {b1} {b2}");
     let values = |t: &Trainer| -> Vec<Vec<f32>> { t.tensors().into_iter().map(|(_, _, values)| values).collect() };
     for (p, (ta, tb)) in values(&interp).iter().zip(&values(&jit)).enumerate() {
@@ -62,6 +78,31 @@ fn assert_backends_agree_on(model: &CheckedModel, rows: usize, (x, y): (&[f32], 
     jit.restore(&saved, 0, 2).expect("the interpreter's tensors fit");
     let (pa, pb) = (interp.predict(x, rows).expect("predict"), jit.predict(x, rows).expect("predict"));
     assert_agree(&pa, &pb, "prediction");
+}
+
+/// Two health reports of the same steps agree: the gradients' norms, the
+/// updates' relative sizes, and each activation's mean and mean square
+/// (the sums the step computes; a deviation is their difference, which
+/// cancels). An update made of rounding noise (a gradient below 1e-5 of
+/// the largest: a bias before batch normalisation, whose true gradient is
+/// zero) has no size to agree on. Units counted dead or saturated are left
+/// out: one output within rounding of a threshold would flip a count.
+fn assert_health_agrees(a: &Health, b: &Health) {
+    assert_eq!((a.params.len(), a.activations.len()), (b.params.len(), b.activations.len()));
+    let largest = a.params.iter().fold(0.0f64, |m, p| m.max(p.grad_norm));
+    for (pa, pb) in a.params.iter().zip(&b.params) {
+        let what = &pa.name;
+        assert!(close(pa.grad_norm as f32, pb.grad_norm as f32), "{what}: ‖g‖ {} vs {}", pa.grad_norm, pb.grad_norm);
+        let (ra, rb) = (pa.update_ratio, pb.update_ratio);
+        let noise = pa.grad_norm < 1e-5 * largest;
+        assert!(noise || close(ra as f32, rb as f32), "{what}: ‖Δw‖/‖w′‖ {ra} vs {rb}");
+    }
+    for (aa, ab) in a.activations.iter().zip(&b.activations) {
+        let square = |h: &nnc::train::health::ActivationHealth| h.std * h.std + h.mean * h.mean;
+        let what = &aa.name;
+        assert!(close(aa.mean as f32, ab.mean as f32), "{what}: mean {} vs {}", aa.mean, ab.mean);
+        assert!(close(square(aa) as f32, square(ab) as f32), "{what}: mean square {} vs {}", square(aa), square(ab));
+    }
 }
 
 /// Each element of `a` and `b` close. An element is a sum of terms as

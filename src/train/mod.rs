@@ -199,6 +199,13 @@ impl Trainer {
         }
     }
 
+    /// The health of the steps taken since the last report (an epoch's or
+    /// this call's), and a fresh start: for loops that call `step`
+    /// themselves. `None` unless `track_health` was called.
+    pub fn take_health(&mut self) -> Option<health::Health> {
+        self.health.as_mut().map(health::HealthSums::finish_epoch)
+    }
+
     /// The current parameters, one tensor each (PyTorch layouts: dense weights `[out, in]`).
     pub fn params(&self) -> Vec<Vec<f32>> {
         self.model.params()
