@@ -6,11 +6,12 @@
 
 use nnc::check::CheckedModel;
 use nnc::pipeline::check_source;
-use nnc::train::health::Health;
 use nnc::train::{Backend, Trainer};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+mod common;
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -62,7 +63,7 @@ fn assert_steps_agree(model: &CheckedModel, rows: usize, (x, y): (&[f32], &[f32]
     });
     let [(mut interp, a1, a2), (mut jit, b1, b2)] = trained;
     if let (Some(ha), Some(hb)) = (interp.take_health(), jit.take_health()) {
-        assert_health_agrees(&ha, &hb);
+        common::assert_health_agrees(&ha, &hb);
     }
     assert!(close(a1 as f32, b1 as f32) && close(a2 as f32, b2 as f32), "losses {a1} {a2} vs {b1} {b2}");
     let values = |t: &Trainer| -> Vec<Vec<f32>> { t.tensors().into_iter().map(|(_, _, values)| values).collect() };
@@ -78,31 +79,6 @@ fn assert_steps_agree(model: &CheckedModel, rows: usize, (x, y): (&[f32], &[f32]
     jit.restore(&saved, 0, 2).expect("the interpreter's tensors fit");
     let (pa, pb) = (interp.predict(x, rows).expect("predict"), jit.predict(x, rows).expect("predict"));
     assert_agree(&pa, &pb, "prediction");
-}
-
-/// Two health reports of the same steps agree: the gradients' norms, the
-/// updates' relative sizes, and each activation's mean and mean square
-/// (the sums the step computes; a deviation is their difference, which
-/// cancels). An update made of rounding noise (a gradient below 1e-5 of
-/// the largest: a bias before batch normalisation, whose true gradient is
-/// zero) has no size to agree on. Units counted dead or saturated are left
-/// out: one output within rounding of a threshold would flip a count.
-fn assert_health_agrees(a: &Health, b: &Health) {
-    assert_eq!((a.params.len(), a.activations.len()), (b.params.len(), b.activations.len()));
-    let largest = a.params.iter().fold(0.0f64, |m, p| m.max(p.grad_norm));
-    for (pa, pb) in a.params.iter().zip(&b.params) {
-        let what = &pa.name;
-        assert!(close(pa.grad_norm as f32, pb.grad_norm as f32), "{what}: ‖g‖ {} vs {}", pa.grad_norm, pb.grad_norm);
-        let (ra, rb) = (pa.update_ratio, pb.update_ratio);
-        let noise = pa.grad_norm < 1e-5 * largest;
-        assert!(noise || close(ra as f32, rb as f32), "{what}: ‖Δw‖/‖w′‖ {ra} vs {rb}");
-    }
-    for (aa, ab) in a.activations.iter().zip(&b.activations) {
-        let square = |h: &nnc::train::health::ActivationHealth| h.std * h.std + h.mean * h.mean;
-        let what = &aa.name;
-        assert!(close(aa.mean as f32, ab.mean as f32), "{what}: mean {} vs {}", aa.mean, ab.mean);
-        assert!(close(square(aa) as f32, square(ab) as f32), "{what}: mean square {} vs {}", square(aa), square(ab));
-    }
 }
 
 /// Each element of `a` and `b` close. An element is a sum of terms as

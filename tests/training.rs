@@ -318,8 +318,9 @@ fn replicated_recurrent_steps_train_as_whole_batches_do() {
 
 /// Trains `source` for an epoch of 314 digits (ten steps, the last of 26
 /// rows), split over the replicas, on one thread and on three, and whole
-/// in the interpreter: the same bits on any thread count, and the
-/// interpreter's losses and weights to float rounding.
+/// in the interpreter, observing health as `nnc train` does: the same bits
+/// and health on any thread count, and the interpreter's losses, weights
+/// and health to float rounding.
 fn replicated_steps_match_whole_batches(source: &str) {
     let mut checked = check_source("split.nn", source);
     assert!(!checked.has_errors(), "{:?}", checked.diags);
@@ -333,16 +334,20 @@ fn replicated_steps_match_whole_batches(source: &str) {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
         pool.install(|| {
             let mut trainer = Trainer::new(&model, model.train.clone(), backend).expect("trainable");
+            trainer.track_health();
             assert_eq!(trainer.replicates(32), backend == Backend::Jit, "{backend:?}");
             assert_eq!(trainer.replicates(26), backend == Backend::Jit, "{backend:?}");
             let report = trainer.fit_epoch(&train, None, None).expect("trains");
-            (report.train_loss, trainer.params())
+            (report.train_loss, trainer.params(), report.health.expect("health is tracked"))
         })
     };
-    let (reference_loss, reference) = run(Backend::Interp, 2);
-    let (loss, params) = run(Backend::Jit, 1);
+    let (reference_loss, reference, reference_health) = run(Backend::Interp, 2);
+    let (loss, params, health) = run(Backend::Jit, 1);
+    common::assert_health_agrees(&reference_health, &health);
+    let (_, params_on_three, health_on_three) = run(Backend::Jit, 3);
     let bits = |p: &[Vec<f32>]| p.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&params), bits(&run(Backend::Jit, 3).1), "the same bits on one thread and on three");
+    assert_eq!(bits(&params), bits(&params_on_three), "the same bits on one thread and on three");
+    assert_eq!(health, health_on_three, "the same health on one thread and on three");
     assert!((loss - reference_loss).abs() < 1e-5 * reference_loss, "loss {loss} vs {reference_loss}");
     for (p, (a, b)) in params.iter().zip(&reference).enumerate() {
         let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));

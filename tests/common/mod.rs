@@ -1,4 +1,4 @@
-//! Helpers the tests that train bundled models on real data share.
+//! Helpers the integration tests share.
 // Each test crate uses a part of these helpers.
 #![allow(dead_code)]
 
@@ -8,6 +8,7 @@ use std::process::Command;
 use nnc::check::CheckedModel;
 use nnc::data::{self, Dataset, RowSpec, Scaler};
 use nnc::pipeline::{Checked, check_source};
+use nnc::train::health::{ActivationHealth, Health};
 use nnc::train::{Backend, Metrics, Trainer};
 
 pub const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
@@ -66,4 +67,34 @@ pub fn train_bundled(model: &CheckedModel) -> (Trainer, Metrics) {
     }
     .expect("evaluation succeeds");
     (trainer, metrics)
+}
+
+/// Two health reports of the same steps agree: the gradients' norms, the
+/// updates' relative sizes, and each activation's mean and mean square
+/// (the sums the step computes; a deviation is their difference, which
+/// cancels). An update made of rounding noise (a gradient below 1e-5 of
+/// the largest: a bias before batch normalisation, whose true gradient is
+/// zero) has no size to agree on. Units counted dead or saturated are left
+/// out: one output within rounding of a threshold would flip a count.
+pub fn assert_health_agrees(a: &Health, b: &Health) {
+    assert_eq!((a.params.len(), a.activations.len()), (b.params.len(), b.activations.len()));
+    let largest = a.params.iter().fold(0.0f64, |m, p| m.max(p.grad_norm));
+    for (pa, pb) in a.params.iter().zip(&b.params) {
+        let what = &pa.name;
+        assert!(close_enough(pa.grad_norm, pb.grad_norm), "{what}: ‖g‖ {} vs {}", pa.grad_norm, pb.grad_norm);
+        let (ra, rb) = (pa.update_ratio, pb.update_ratio);
+        let noise = pa.grad_norm < 1e-5 * largest;
+        assert!(noise || close_enough(ra, rb), "{what}: ‖Δw‖/‖w′‖ {ra} vs {rb}");
+    }
+    for (aa, ab) in a.activations.iter().zip(&b.activations) {
+        let square = |h: &ActivationHealth| h.std * h.std + h.mean * h.mean;
+        let what = &aa.name;
+        assert!(close_enough(aa.mean, ab.mean), "{what}: mean {} vs {}", aa.mean, ab.mean);
+        assert!(close_enough(square(aa), square(ab)), "{what}: mean square {} vs {}", square(aa), square(ab));
+    }
+}
+
+/// Equal to a part in 10⁴ of the larger, or within 10⁻⁴ of each other.
+fn close_enough(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-4 * a.abs().max(b.abs()).max(1.0)
 }
