@@ -14,7 +14,7 @@ use crate::kernels;
 mod sums;
 
 use sums::sum_squares;
-pub(crate) use sums::{channel_sum, channel_sum_pair, column_sums};
+pub(crate) use sums::{channel_sum, channel_sum_pair, channel_sum_pairs_in_order, channel_sums_in_order, column_sums};
 
 /// Sums of at least this many values are split over rayon's threads.
 pub(crate) const PARALLEL_SUM: usize = 1 << 16;

@@ -363,29 +363,35 @@ pub extern "C" fn nnc_sum_and_product_channels(
         row_by_row_sums(a, None, sums);
         return row_by_row_sums(a, Some(b), products);
     }
-    let pair = |(f, (s, p)): (usize, (&mut f32, &mut f32))| {
-        [*s, *p] = crate::routines::channel_sum_pair(a, b, f, channels, spatial);
-    };
-    if n >= crate::routines::PARALLEL_SUM && spatial >= 16 {
+    if spread_channels(n, spatial) {
+        let pair = |(f, (s, p)): (usize, (&mut f32, &mut f32))| {
+            [*s, *p] = crate::routines::channel_sum_pair(a, b, f, channels, spatial);
+        };
         sums.par_iter_mut().zip(products.par_iter_mut()).enumerate().for_each(pair);
     } else {
-        sums.iter_mut().zip(products.iter_mut()).enumerate().for_each(pair);
+        crate::routines::channel_sum_pairs_in_order(a, b, sums, products, spatial);
     }
 }
 
+/// Whether channel sums over `n` values go channel by channel over the
+/// threads (channels are independent, so the bits do not depend on them);
+/// otherwise one thread takes them in memory order (the same bits).
+fn spread_channels(n: usize, spatial: usize) -> bool {
+    n >= crate::routines::PARALLEL_SUM && spatial >= 16 && rayon::current_num_threads() > 1
+}
+
 /// Each channel's sum of `g` (or of its products with `by`), over the
-/// threads when it is large: channels are independent, so the bits do not
-/// depend on them.
+/// threads when it is large (`spread_channels`).
 fn sum_channels(g: &[f32], by: Option<&[f32]>, out: &mut [f32], spatial: usize) {
     if spatial == 1 {
         return row_by_row_sums(g, by, out);
     }
     let (n, channels) = (g.len(), out.len());
-    let sum = |(f, o): (usize, &mut f32)| *o = crate::routines::channel_sum(g, by, f, channels, spatial);
-    if n >= crate::routines::PARALLEL_SUM && spatial >= 16 {
+    if spread_channels(n, spatial) {
+        let sum = |(f, o): (usize, &mut f32)| *o = crate::routines::channel_sum(g, by, f, channels, spatial);
         out.par_iter_mut().enumerate().for_each(sum);
     } else {
-        out.iter_mut().enumerate().for_each(sum);
+        crate::routines::channel_sums_in_order(g, by, out, spatial);
     }
 }
 

@@ -179,6 +179,43 @@ pub(crate) fn channel_sum_pair(g: &[f32], by: &[f32], f: usize, channels: usize,
     })
 }
 
+/// Every channel's `channel_sum` in one pass over the planes in the order
+/// they lie: each channel's planes are still added image by image from
+/// zero, so the bits are those of `channel_sum`, and the pass is one
+/// stream through memory instead of a jump from image to image for every
+/// channel (a first convolution's outputs, larger than the second-level
+/// cache, took about twice as long channel by channel).
+pub(crate) fn channel_sums_in_order(g: &[f32], by: Option<&[f32]>, out: &mut [f32], spatial: usize) {
+    out.fill(0.0);
+    each_plane(g.len(), out.len(), spatial, |f, at| out[f] += sum(&g[at.clone()], by.map(|b| &b[at])));
+}
+
+/// `channel_sum_pair` of every channel, in one pass as `channel_sums_in_order`.
+pub(crate) fn channel_sum_pairs_in_order(
+    g: &[f32],
+    by: &[f32],
+    sums: &mut [f32],
+    products: &mut [f32],
+    spatial: usize,
+) {
+    sums.fill(0.0);
+    products.fill(0.0);
+    each_plane(g.len(), sums.len(), spatial, |f, at| {
+        let [s, p] = sum_pair(&g[at.clone()], &by[at]);
+        sums[f] += s;
+        products[f] += p;
+    });
+}
+
+/// Calls `add(channel, plane)` for each plane of a `[B, channels, spatial]`
+/// tensor of `len` values, in memory order.
+fn each_plane(len: usize, channels: usize, spatial: usize, mut add: impl FnMut(usize, std::ops::Range<usize>)) {
+    let spatial = spatial.max(1);
+    for p in 0..len / spatial {
+        add(p % channels.max(1), p * spatial..(p + 1) * spatial);
+    }
+}
+
 /// Where channel f's planes lie in a `[B, channels, spatial]` tensor of `len` values.
 fn planes(len: usize, f: usize, channels: usize, spatial: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     (f..len / spatial.max(1)).step_by(channels.max(1)).map(move |p| p * spatial..(p + 1) * spatial)

@@ -215,3 +215,35 @@ fn squashes_read_a_block_of_columns_where_it_lies() {
         assert!(out[rows * cols].is_nan(), "{how:?} wrote past its rows");
     }
 }
+
+/// Channel sums give the bits of one channel at a time (`channel_sum`,
+/// `channel_sum_pair`) whichever way they are taken: in memory order on a
+/// thread of its own (as in a replica's step) and channel by channel over
+/// the threads, large tensors and small.
+#[test]
+fn channel_sums_have_one_channels_bits_on_any_thread_count() {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (images, channels, spatial) in [(3, 5, 7), (32, 16, 784), (9, 3, 3001)] {
+        let n = images * channels * spatial;
+        let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.618_034).sin() * (i as f32 * 0.377).cos().exp2()).collect();
+        let b: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 / 300.0 - 1.5).collect();
+        let one = |f| channel_sum(&a, None, f, channels, spatial);
+        let expected: Vec<f32> = (0..channels).map(one).collect();
+        let pairs: Vec<[f32; 2]> = (0..channels).map(|f| channel_sum_pair(&a, &b, f, channels, spatial)).collect();
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            let (sums, (both, products)) = pool.install(|| {
+                let mut sums = vec![0.0; channels];
+                crate::spatial::nnc_sum_channels(a.as_ptr(), sums.as_mut_ptr(), n, channels, spatial);
+                let (mut both, mut products) = (vec![0.0; channels], vec![0.0; channels]);
+                let (s, p) = (both.as_mut_ptr(), products.as_mut_ptr());
+                crate::spatial::nnc_sum_and_product_channels(a.as_ptr(), b.as_ptr(), s, p, n, channels, spatial);
+                (sums, (both, products))
+            });
+            let what = format!("{images}×{channels}×{spatial} on {threads} threads");
+            assert_eq!(bits(&sums), bits(&expected), "sums, {what}");
+            assert_eq!(bits(&both), bits(&pairs.iter().map(|p| p[0]).collect::<Vec<_>>()), "paired sums, {what}");
+            assert_eq!(bits(&products), bits(&pairs.iter().map(|p| p[1]).collect::<Vec<_>>()), "products, {what}");
+        }
+    }
+}
