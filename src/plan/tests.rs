@@ -173,6 +173,49 @@ fn health_sums_ride_in_the_loops_that_compute_what_they_sum() {
     compiled_agrees_with_interpreter(&train, 8, 3);
 }
 
+/// Health's sums that no loop serves (each channel's sum of a feature map,
+/// the squares of a relu a convolution computes in its epilogue) run right
+/// after the kernel computing what they sum, not after the backward pass;
+/// the compiled step still observes what the interpreter does.
+#[test]
+fn health_sums_no_loop_serves_run_as_soon_as_their_input_is_computed() {
+    let source = "model m {\n  input x: [2, 9, 9]\n  target y: class(3)\n  \
+                  x |> conv2d(4, kernel = 3) |> relu |> maxpool(2) \
+                  |> conv2d(5, kernel = 2, bias = false) |> batchnorm |> relu |> flatten |> dense(3) => logits\n  \
+                  loss = cross_entropy(logits, y)\n  \
+                  train { optimizer = momentum(lr = 0.05) batch = 4 }\n}\n";
+    let checked = check_source("m.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    let model = &checked.models[0];
+    let mut train = shard_step_graph(model, &model.train, Shard::whole(4)).expect("step builds");
+    let activations: Vec<_> = model.activation_layers().iter().map(|n| n.span).collect();
+    crate::optim::observe_health(&mut train, &activations);
+    train.fuse_activations();
+    let plan = plan_train(&train);
+    let (g, text) = (&train.graph, plan.to_text(&train.graph));
+    let fused: Vec<bool> = plan.locations.iter().map(|l| *l == Location::Fused).collect();
+    let observed = |k: &Kernel| match *k {
+        Kernel::Routine { node } => {
+            matches!(g.nodes[node.0].op, Op::SumChannels | Op::SumSquares) && train.observed.contains(&node)
+        }
+        _ => false,
+    };
+    let hoisted: Vec<usize> = (0..plan.kernels.len()).filter(|&k| observed(&plan.kernels[k])).collect();
+    // Both relus' channel sums, and the first one's squares.
+    assert_eq!(hoisted.len(), 3, "{text}");
+    for &k in &hoisted {
+        let reads = kernel_reads(g, &plan.kernels[k], &fused);
+        let producer = (0..k).rev().find(|&j| produces(&plan.kernels[j]).any(|v| reads.contains(&v)));
+        assert!(
+            producer.is_some_and(|j| (j + 1..k).all(|i| observed(&plan.kernels[i]))),
+            "the sum at {k} does not follow what it sums:\n{text}"
+        );
+    }
+    let last_product = plan.kernels.iter().rposition(|k| matches!(k, Kernel::MatMul { .. })).expect("products");
+    assert!(hoisted.iter().all(|&k| k < last_product), "{text}");
+    compiled_agrees_with_interpreter(&train, 4, 3);
+}
+
 /// An LSTM reads its sequence time-major (each direction in the order it
 /// reads it), so each step's input part is a block of rows. Those blocks
 /// are read where they lie (a slice along the first axis is no kernel),
