@@ -1,7 +1,8 @@
 //! How gradients flow back from the loss, judged before any data is read:
 //! the chain rule multiplies the derivatives of the activations a gradient
 //! passes, and a sigmoid's is at most ¼, so a deep enough stack of them
-//! leaves the first layers with almost nothing to learn from.
+//! leaves the first layers with almost nothing to learn from; and a bias
+//! that a batchnorm subtracts again gets none at all.
 
 use super::*;
 
@@ -70,5 +71,30 @@ impl ModelChecker<'_> {
         );
         let (first, last) = (self.nodes[first].span, self.nodes[last].span);
         self.diags.push(messages::vanishing_gradients(first, last, &derivation));
+    }
+}
+
+impl ModelChecker<'_> {
+    /// Warns of a dense layer or convolution with a bias whose one reader is
+    /// a batchnorm: it subtracts each unit's or channel's mean over the
+    /// batch, the bias included, so the bias changes nothing and its
+    /// gradient is rounding noise.
+    pub(super) fn bias_before_batchnorm(&mut self, losses: &[LossSpec]) {
+        let mut found = Vec::new();
+        for node in &self.nodes {
+            let (Layer::BatchNorm { .. }, [ValueRef::Node(n)]) = (&node.layer, &node.inputs[..]) else { continue };
+            let per = match self.nodes[*n].layer {
+                Layer::Dense { bias: true, .. } => "unit",
+                Layer::Conv1d { bias: true, .. } | Layer::Conv2d { bias: true, .. } => "channel",
+                _ => continue,
+            };
+            let value = ValueRef::Node(*n);
+            let readers = self.nodes.iter().filter(|m| m.inputs.contains(&value)).count()
+                + losses.iter().filter(|l| l.prediction == value).count();
+            if readers == 1 {
+                found.push(messages::bias_before_batchnorm(self.nodes[*n].span, node.span, per));
+            }
+        }
+        self.diags.extend(found);
     }
 }

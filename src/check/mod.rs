@@ -199,6 +199,7 @@ impl<'a> ModelChecker<'a> {
                 self.vanishing_gradients(loss);
             }
         }
+        self.bias_before_batchnorm(&losses);
         self.cross_checks(&train, &losses);
         self.report_unused(!losses.is_empty());
         CheckedModel {

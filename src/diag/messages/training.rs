@@ -117,6 +117,20 @@ pub fn vanishing_gradients(first: Span, last: Span, derivation: &str) -> Diag {
     )
 }
 
+pub fn bias_before_batchnorm(layer: Span, batchnorm: Span, per: &str) -> Diag {
+    Diag::warning(
+        "nnc::lint::bias_before_batchnorm",
+        "this bias has no effect: the batchnorm after it subtracts it again",
+        layer,
+        format!("adds a bias to each {per} (`bias = true` unless set)"),
+    )
+    .with_note(batchnorm, format!("subtracts each {per}'s mean over the batch, the bias included"))
+    .with_help(
+        "write `bias = false` (batchnorm's β is the shift): the bias's gradient is zero but for rounding, \
+         which optimizers such as Adam turn into steps of full size",
+    )
+}
+
 pub fn dropout_at_output(dropout: Span, pred: &Ident) -> Diag {
     Diag::warning(
         "nnc::lint::dropout_output",
