@@ -72,9 +72,7 @@ impl ModelChecker<'_> {
         let (first, last) = (self.nodes[first].span, self.nodes[last].span);
         self.diags.push(messages::vanishing_gradients(first, last, &derivation));
     }
-}
 
-impl ModelChecker<'_> {
     /// Warns of a dense layer or convolution with a bias whose one reader is
     /// a batchnorm: it subtracts each unit's or channel's mean over the
     /// batch, the bias included, so the bias changes nothing and its
