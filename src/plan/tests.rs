@@ -19,12 +19,28 @@ fn step(optimizer: &str, extra: &str, observe: bool) -> TrainGraph {
     step
 }
 
+/// The first model of a source, checked without errors.
+fn model_of(source: &str) -> crate::check::CheckedModel {
+    let mut checked = check_source("m.nn", source);
+    assert!(!checked.has_errors(), "{:?}", checked.diags);
+    checked.models.remove(0)
+}
+
 /// The training step of a model's source at a batch of `batch` rows.
 fn step_of(source: &str, batch: usize) -> TrainGraph {
-    let checked = check_source("m.nn", source);
-    assert!(!checked.has_errors(), "{:?}", checked.diags);
-    let model = &checked.models[0];
-    shard_step_graph(model, &model.train, Shard::whole(batch)).expect("step builds")
+    let model = model_of(source);
+    shard_step_graph(&model, &model.train, Shard::whole(batch)).expect("step builds")
+}
+
+/// `step_of`, observing the health of its parameters and activation
+/// layers as `nnc train` does.
+fn observed_step_of(source: &str, batch: usize) -> TrainGraph {
+    let model = model_of(source);
+    let mut train = shard_step_graph(&model, &model.train, Shard::whole(batch)).expect("step builds");
+    let activations: Vec<_> = model.activation_layers().iter().map(|n| n.span).collect();
+    crate::optim::observe_health(&mut train, &activations);
+    train.fuse_activations();
+    train
 }
 
 /// Runs a step twice from the same weights on the interpreter and compiled,
@@ -150,12 +166,7 @@ fn health_sums_ride_in_the_loops_that_compute_what_they_sum() {
                   x |> dense(251) |> tanh |> dense(7) |> sigmoid |> dense(3) => logits\n  \
                   loss = cross_entropy(logits, y)\n  \
                   train { optimizer = momentum(lr = 0.05) batch = 8 }\n}\n";
-    let checked = check_source("m.nn", source);
-    let model = &checked.models[0];
-    let mut train = shard_step_graph(model, &model.train, Shard::whole(8)).expect("step builds");
-    let activations: Vec<_> = model.activation_layers().iter().map(|n| n.span).collect();
-    crate::optim::observe_health(&mut train, &activations);
-    train.fuse_activations();
+    let train = observed_step_of(source, 8);
     let plan = plan_train(&train);
     let text = plan.to_text(&train.graph);
     assert!(!plan.kernels.iter().any(|k| is_sum_routine(&train.graph, k)), "{text}");
@@ -184,13 +195,7 @@ fn health_sums_no_loop_serves_run_as_soon_as_their_input_is_computed() {
                   |> conv2d(5, kernel = 2, bias = false) |> batchnorm |> relu |> flatten |> dense(3) => logits\n  \
                   loss = cross_entropy(logits, y)\n  \
                   train { optimizer = momentum(lr = 0.05) batch = 4 }\n}\n";
-    let checked = check_source("m.nn", source);
-    assert!(!checked.has_errors(), "{:?}", checked.diags);
-    let model = &checked.models[0];
-    let mut train = shard_step_graph(model, &model.train, Shard::whole(4)).expect("step builds");
-    let activations: Vec<_> = model.activation_layers().iter().map(|n| n.span).collect();
-    crate::optim::observe_health(&mut train, &activations);
-    train.fuse_activations();
+    let train = observed_step_of(source, 4);
     let plan = plan_train(&train);
     let (g, text) = (&train.graph, plan.to_text(&train.graph));
     let fused: Vec<bool> = plan.locations.iter().map(|l| *l == Location::Fused).collect();
