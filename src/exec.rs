@@ -10,6 +10,7 @@ use crate::interp::{self, Bindings};
 use crate::ir::{Graph, Op, TrainGraph, ValueId, numel};
 use crate::jit::{self, Executable};
 use crate::plan::{self, StoreLayout};
+use nnc_runtime::Arena;
 
 /// Which executor runs the steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +31,20 @@ impl Backend {
     }
 }
 
+/// `len` zeros from a cache line; like `vec!`, the process ends when the
+/// memory cannot be had.
+fn zeros(len: usize) -> Arena {
+    Arena::zeroed(len).unwrap_or_else(|| nnc_runtime::out_of_memory(len))
+}
+
 /// Parameters and state, flat, laid out by `StoreLayout`.
 #[derive(Debug, Default)]
 pub struct Store {
     /// Written only through `data_mut`, which gives the values a new version.
-    data: Vec<f32>,
+    /// From a cache line (an `Arena`), as every tensor then is: vector loads
+    /// of weights never straddle two lines (a batch-1 MNIST MLP's products
+    /// took 8.5 µs on weights 16 bytes off a line, 4.4 µs on a line).
+    data: Arena,
     pub layout: StoreLayout,
     /// The version of `data` (`nnc_runtime::fresh_version`): forward passes
     /// keep what they make from the weights (Winograd's filter transforms)
@@ -58,7 +68,7 @@ impl Drop for Store {
 
 impl PartialEq for Store {
     fn eq(&self, other: &Store) -> bool {
-        self.data == other.data && self.layout == other.layout
+        self.data[..] == other.data[..] && self.layout == other.layout
     }
 }
 
@@ -66,11 +76,17 @@ impl Store {
     /// A store for `graph`'s parameters (zero) and states (at their fill).
     pub fn new(graph: &Graph) -> Store {
         let layout = StoreLayout::of(&graph.params, &graph.states);
-        let mut data = vec![0.0; layout.len];
+        let mut data = zeros(layout.len);
         for (s, &(o, n)) in graph.states.iter().zip(&layout.states) {
             data[o..o + n].fill(s.fill);
         }
         Store { data, layout, version: nnc_runtime::fresh_version() }
+    }
+
+    /// A store of `len` zeros and no tensors, for tests of what is copied in.
+    #[cfg(test)]
+    pub(crate) fn zeros(len: usize) -> Store {
+        Store { data: zeros(len), layout: StoreLayout::default(), version: nnc_runtime::fresh_version() }
     }
 
     /// The values, to read.
@@ -80,10 +96,14 @@ impl Store {
 
     /// The values, to write: from now on they are a new version (and
     /// nothing made from the old one is kept).
-    pub fn data_mut(&mut self) -> &mut Vec<f32> {
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        self.renew_version();
+        &mut self.data
+    }
+
+    fn renew_version(&mut self) {
         nnc_runtime::release(self.version);
         self.version = nnc_runtime::fresh_version();
-        &mut self.data
     }
 
     /// Grows the store to `graph`'s layout, which must extend the current one
@@ -95,7 +115,9 @@ impl Store {
             return Err("a training step's store does not extend the model's".into());
         }
         let kept = self.layout.len;
-        self.data_mut().extend_from_slice(&wider.data[kept..]);
+        wider.data[..kept].copy_from_slice(&self.data);
+        self.renew_version();
+        std::mem::swap(&mut self.data, &mut wider.data);
         self.layout = std::mem::take(&mut wider.layout);
         Ok(())
     }

@@ -283,8 +283,7 @@ mod tests {
     /// anything is copied in.
     #[test]
     fn a_tensor_short_of_its_shape_is_refused() {
-        let mut store = crate::exec::Store::default();
-        store.data_mut().resize(6, 0.0);
+        let mut store = crate::exec::Store::zeros(6);
         let slot = Slot { name: "w".into(), shape: vec![2, 3], range: (0, 6), required: true };
         let saved = |len: usize| HashMap::from([("w".to_string(), (vec![2, 3], vec![1.0; len]))]);
         let err = restore_slots(&mut store, std::slice::from_ref(&slot), &saved(5)).expect_err("refused");

@@ -44,6 +44,7 @@ pub fn zeroed(len: usize) -> Option<Vec<f32>> {
 /// A compiled pass's working memory: `len` zeros from a 64-byte boundary,
 /// so the plan's slots (whole cache lines apart) start on cache lines and
 /// vector loads of them never straddle two.
+#[derive(Default)]
 pub struct Arena {
     values: Vec<f32>,
     start: usize,
@@ -57,6 +58,27 @@ impl Arena {
         let start = simd::to_line(&values);
         Some(Arena { values, start, len })
     }
+}
+
+impl Clone for Arena {
+    /// The same values, from a cache line of their own.
+    fn clone(&self) -> Arena {
+        let mut copy = Arena::zeroed(self.len).unwrap_or_else(|| out_of_memory(self.len));
+        copy.copy_from_slice(self);
+        copy
+    }
+}
+
+impl std::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Ends the process as a `Vec` of `len` floats that cannot be had does.
+pub fn out_of_memory(len: usize) -> ! {
+    let layout = std::alloc::Layout::array::<f32>(len).unwrap_or(std::alloc::Layout::new::<f32>());
+    std::alloc::handle_alloc_error(layout)
 }
 
 impl std::ops::Deref for Arena {
