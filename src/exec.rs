@@ -115,7 +115,7 @@ impl Store {
             return Err("a training step's store does not extend the model's".into());
         }
         let kept = self.layout.len;
-        wider.data[..kept].copy_from_slice(&self.data);
+        wider.data[..kept].copy_from_slice(&self.data[..kept]);
         self.renew_version();
         std::mem::swap(&mut self.data, &mut wider.data);
         self.layout = std::mem::take(&mut wider.layout);
@@ -302,5 +302,38 @@ impl Compiled<Graph> {
         let y = if y.is_empty() { unused.as_slice() } else { y };
         let values = interpret(&self.graph, store, x, y, &Hypers { bias1: 1.0, bias2: 1.0, ..Hypers::default() })?;
         Ok((values[pred.0].clone(), loss.map(|l| values[l.0][0])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Shard;
+    use crate::pipeline::{check_source, forward_graph, shard_step_graph};
+
+    /// Whether every tensor of `store` starts on a 64-byte line.
+    fn on_lines(store: &Store) -> bool {
+        let start = store.data().as_ptr() as usize;
+        let mut tensors = store.layout.params.iter().chain(&store.layout.states);
+        tensors.all(|&(offset, _)| (start + 4 * offset).is_multiple_of(64))
+    }
+
+    /// A model's store, grown for its training step (Adam's moments after
+    /// the weights) and copied as replicas copy it, keeps every tensor on
+    /// a cache line.
+    #[test]
+    fn every_tensor_of_a_store_starts_on_a_cache_line() {
+        let source = "model m {\n  input x: [300]\n  target y: class(3)\n  \
+                      x |> dense(250) |> relu |> dense(3) => logits\n  loss = cross_entropy(logits, y)\n  \
+                      train { optimizer = adam(lr = 0.01) batch = 4 }\n}\n";
+        let mut checked = check_source("m.nn", source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = checked.models.remove(0);
+        let mut store = Store::new(&forward_graph(&model, 1, false).expect("forward pass builds"));
+        assert!(on_lines(&store) && store.layout.params.len() == 4);
+        let step = shard_step_graph(&model, &model.train, Shard::whole(4)).expect("step builds");
+        store.extend_to(&step.graph).expect("the step's store extends the model's");
+        assert!(on_lines(&store) && store.layout.states.len() >= 8, "{:?}", store.layout);
+        assert!(on_lines(&store.clone()));
     }
 }
