@@ -31,12 +31,6 @@ impl Backend {
     }
 }
 
-/// `len` zeros from a cache line; like `vec!`, the process ends when the
-/// memory cannot be had.
-fn zeros(len: usize) -> Arena {
-    Arena::zeroed(len).unwrap_or_else(|| nnc_runtime::out_of_memory(len))
-}
-
 /// Parameters and state, flat, laid out by `StoreLayout`.
 #[derive(Debug, Default)]
 pub struct Store {
@@ -76,7 +70,7 @@ impl Store {
     /// A store for `graph`'s parameters (zero) and states (at their fill).
     pub fn new(graph: &Graph) -> Store {
         let layout = StoreLayout::of(&graph.params, &graph.states);
-        let mut data = zeros(layout.len);
+        let mut data = Arena::zeros(layout.len);
         for (s, &(o, n)) in graph.states.iter().zip(&layout.states) {
             data[o..o + n].fill(s.fill);
         }
@@ -86,7 +80,7 @@ impl Store {
     /// A store of `len` zeros and no tensors, for tests of what is copied in.
     #[cfg(test)]
     pub(crate) fn zeros(len: usize) -> Store {
-        Store { data: zeros(len), layout: StoreLayout::default(), version: nnc_runtime::fresh_version() }
+        Store { data: Arena::zeros(len), layout: StoreLayout::default(), version: nnc_runtime::fresh_version() }
     }
 
     /// The values, to read.

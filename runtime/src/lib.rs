@@ -58,12 +58,21 @@ impl Arena {
         let start = simd::to_line(&values);
         Some(Arena { values, start, len })
     }
+
+    /// As `zeroed`, but like `vec!` the process ends when the memory
+    /// cannot be had.
+    pub fn zeros(len: usize) -> Arena {
+        Arena::zeroed(len).unwrap_or_else(|| {
+            let layout = std::alloc::Layout::array::<f32>(len).unwrap_or(std::alloc::Layout::new::<f32>());
+            std::alloc::handle_alloc_error(layout)
+        })
+    }
 }
 
 impl Clone for Arena {
     /// The same values, from a cache line of their own.
     fn clone(&self) -> Arena {
-        let mut copy = Arena::zeroed(self.len).unwrap_or_else(|| out_of_memory(self.len));
+        let mut copy = Arena::zeros(self.len);
         copy.copy_from_slice(self);
         copy
     }
@@ -73,12 +82,6 @@ impl std::fmt::Debug for Arena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
-}
-
-/// Ends the process as a `Vec` of `len` floats that cannot be had does.
-pub fn out_of_memory(len: usize) -> ! {
-    let layout = std::alloc::Layout::array::<f32>(len).unwrap_or(std::alloc::Layout::new::<f32>());
-    std::alloc::handle_alloc_error(layout)
 }
 
 impl std::ops::Deref for Arena {
