@@ -173,9 +173,10 @@ mod tests {
 
     /// A step of one process's share of a batch: each gradient's sum starts
     /// right after the kernel computing it, while the backward pass of the
-    /// layers below is still to run, and one wait comes before the update.
+    /// layers below is still to run, and is written over the gradient,
+    /// which nothing else reads; one wait comes before the update.
     #[test]
-    fn sums_start_as_each_gradient_is_ready_and_are_awaited_once_before_the_update() {
+    fn sums_start_as_each_gradient_is_ready_over_it_and_are_awaited_once_before_the_update() {
         let source = "model m {\n  input x: [20]\n  target y: class(3)\n  \
                       x |> dense(16) |> tanh |> dense(8) |> relu |> dense(3) => logits\n  \
                       loss = cross_entropy(logits, y)\n  train { optimizer = sgd(lr = 0.1) batch = 8 }\n}\n";
@@ -198,6 +199,7 @@ mod tests {
                 "sum at {k} does not follow its input's kernel:\n{}",
                 plan.to_text(g)
             );
+            assert_eq!(plan.locations[node.0], plan.locations[input.0], "sum at {k}:\n{}", plan.to_text(g));
         }
         let waits: Vec<usize> = (0..plan.kernels.len()).filter(|&k| plan.kernels[k] == Kernel::AwaitSums).collect();
         let first_reader = (0..plan.kernels.len())
