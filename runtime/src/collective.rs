@@ -56,6 +56,8 @@ pub fn all_reduce(x: &[f32], sum: &mut [f32]) {
 thread_local! {
     /// The team this thread is a member of (`ThreadTeam::member`), and its rank.
     static MEMBER: Cell<Option<(*const ThreadTeam, usize)>> = const { Cell::new(None) };
+    /// The input of a sum written over it, copied to reduce into its place.
+    static INPUT_COPY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// A member's sums started since the last wait, all exchanged at the wait.
     static STARTED: RefCell<Started> = const { RefCell::new(Started { jobs: Vec::new(), parts: Vec::new(), spare: Vec::new() }) };
 }
@@ -285,11 +287,16 @@ pub extern "C" fn nnc_all_reduce_start(x: *const f32, y: *mut f32, n: usize) {
             background.lock().unwrap_or_else(|e| e.into_inner()).start(x, y);
         }
         None if std::ptr::eq(x, y) => {
-            // The plan wrote the sum over its input: reduce a copy.
+            // The plan writes a sum over its input: reduce a copy, in a
+            // buffer kept from step to step (a fresh one would fault in
+            // its pages at every step).
             // SAFETY: y holds n values.
             let y = unsafe { slice_mut(y, n) };
-            let x = y.to_vec();
-            all_reduce(&x, y);
+            INPUT_COPY.with_borrow_mut(|copy| {
+                copy.clear();
+                copy.extend_from_slice(y);
+                all_reduce(copy, y);
+            });
         }
         None => {
             // SAFETY: x and y hold n values each, and do not overlap (distinct buffers of the plan).

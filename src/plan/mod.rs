@@ -12,7 +12,8 @@
 //!   written in place when nothing reads the old value afterwards; a
 //!   slice that is a whole block of its value is read where it lies, and
 //!   the parts of a join of whole blocks (a stack of rows) are computed
-//!   in their place in it (`scratch`).
+//!   in their place in it; a sum over the processes is written over its
+//!   input when nothing reads the input afterwards (`scratch`).
 //!
 //! The plan is data: `--emit plan` prints it, the JIT compiles it.
 

@@ -1,7 +1,8 @@
 //! Where every kernel's output lives in the scratch arena: best fit over
 //! the ranges of values no later kernel reads; joins whose parts are
 //! computed where the join would have copied them; and slices and joins
-//! that are already whole blocks of another value, read where they lie.
+//! that are already whole blocks of another value, read where they lie;
+//! and sums over the processes written over the gradients they sum.
 
 use super::{ALIGN, Kernel, Location, Roots, kernel_reads, produces};
 use crate::ir::{Graph, Op, Unary, ValueId, numel};
