@@ -63,6 +63,10 @@ pub struct BuildOptions {
     pub batch: usize,
     pub target: TargetCpu,
     pub out_dir: PathBuf,
+    /// The caller passes rows already preprocessed (the header's
+    /// `NAME_INPUT_SHIFT` and `NAME_INPUT_DIVISOR`): the library reads
+    /// them where they lie, without a pass over a copy of its own.
+    pub preprocessed_input: bool,
 }
 
 /// The files a build wrote.
@@ -160,7 +164,44 @@ fn preprocessing(scaler: &Scaler, features: usize) -> Result<(Vec<f32>, Vec<f32>
             shift.len()
         ));
     }
+    let usable = |(s, d): (&f32, &f32)| s.is_finite() && d.is_finite() && *d != 0.0;
+    if let Some(j) = shift.iter().zip(&divisor).position(|pair| !usable(pair)) {
+        return Err(format!(
+            "the checkpoint's preprocessing of input value {j} is (x − {}) / {}: save the checkpoint again \
+             with `nnc train --save`",
+            shift[j], divisor[j]
+        ));
+    }
     Ok((shift, divisor))
+}
+
+/// The header's words on an input row's values and, when the caller
+/// preprocesses them (`BuildOptions::preprocessed_input`), each feature's
+/// shift and divisor as C arrays, exactly (the shortest decimals that
+/// read back as the same floats).
+fn input_values(upper: &str, (shift, divisor): (&[f32], &[f32]), preprocessed: bool) -> String {
+    if !preprocessed {
+        return format!(
+            " * raw values. The library applies the preprocessing the model was trained\n \
+             * with (as `nnc predict` does). */\n#define {upper}_INPUT_PREPROCESSED 0"
+        );
+    }
+    let array = |name: &str, values: &[f32]| {
+        let lines: Vec<String> = values
+            .chunks(8)
+            .map(|line| format!("    {},", line.iter().map(|v| format!("{v:?}f")).collect::<Vec<_>>().join(", ")))
+            .collect();
+        format!("static const float {upper}_INPUT_{name}[{}] = {{\n{}\n}};", values.len(), lines.join("\n"))
+    };
+    format!(
+        " * preprocessed as the model was trained: value j of a row is\n \
+         * (raw - {upper}_INPUT_SHIFT[j]) / {upper}_INPUT_DIVISOR[j], in float\n \
+         * arithmetic, as `nnc predict` computes it. The library was built with\n \
+         * --preprocessed-input: it reads the rows as they are. */\n\
+         #define {upper}_INPUT_PREPROCESSED 1\n{}\n{}",
+        array("SHIFT", shift),
+        array("DIVISOR", divisor)
+    )
 }
 
 /// Builds the three files of `model` (holding trained weights) as `options` says.
@@ -194,6 +235,12 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
         ));
     }
     let (shift, divisor) = preprocessing(scaler, features)?;
+    // (x − 0) / 1 leaves every value as it is, and the runtime then reads the caller's rows.
+    let (unchanged_shift, unchanged_divisor) = (vec![0.0; features], vec![1.0; features]);
+    let (library_shift, library_divisor) = match options.preprocessed_input {
+        true => (&unchanged_shift, &unchanged_divisor),
+        false => (&shift, &divisor),
+    };
     let outputs_of_row = output_columns(&model.checked, outputs)?;
     let softmax: Vec<Columns> = outputs_of_row
         .iter()
@@ -203,8 +250,8 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
     let library = LibraryModel {
         name,
         weights,
-        shift: &shift,
-        divisor: &divisor,
+        shift: library_shift,
+        divisor: library_divisor,
         outputs,
         softmax: &softmax,
         parallel_images: jit::splits_images(&large.0) && jit::spreads_images(&model.checked, options.batch),
@@ -212,7 +259,7 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
             .map(|((graph, plan), rows)| PlannedPass { graph, plan, rows }),
     };
     let object = jit::object::emit(&library, &options.target)?;
-    let header = header(model, name, features, (outputs, &outputs_of_row), options);
+    let header = header(model, name, (features, (&shift, &divisor)), (outputs, &outputs_of_row), options);
 
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let finals = [out.join(format!("{name}.h")), out.join(format!("lib{name}.a")), out.join(format!("lib{name}.so"))];
@@ -301,11 +348,12 @@ impl Drop for Workdir {
 fn header(
     model: &Model,
     name: &str,
-    features: usize,
+    (features, preprocessing): (usize, (&[f32], &[f32])),
     (outputs, of_row): (usize, &[OutputColumns]),
     options: &BuildOptions,
 ) -> String {
     let upper = name.to_ascii_uppercase();
+    let input_values = input_values(&upper, preprocessing, options.preprocessed_input);
     let shape = |dims: &[usize]| dims.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
     // Several inputs are one row: each input's values after the previous one's.
     let inputs = &model.checked.inputs;
@@ -374,8 +422,7 @@ extern "C" {{
 #endif
 
 /* {input_text},
- * raw values. The library applies the preprocessing the model was trained
- * with (as `nnc predict` does). */
+{input_values}
 #define {upper}_INPUT_NAME "{input_name}"
 #define {upper}_INPUT_SIZE {features}
 #define {upper}_INPUT_RANK {rank}

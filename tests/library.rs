@@ -66,15 +66,19 @@ fn write_rows(test: &Dataset, path: &Path) -> Vec<f32> {
     x
 }
 
+/// How a test builds a library: the target CPU, the large batch and more flags.
+type Build<'a> = (&'a str, usize, &'a [&'a str]);
+
 /// Builds the library `model` in `dir/lib` and links the C example against
 /// its static library; returns the program.
-fn build_and_link(file: &str, weights: &Path, dir: &Path, (target_cpu, batch): (&str, usize)) -> PathBuf {
+/// `flags`: more options of `nnc build`.
+fn build_and_link(file: &str, weights: &Path, dir: &Path, (target_cpu, batch, flags): Build) -> PathBuf {
     let lib = dir.join("lib");
     let model_file = Path::new(common::MODELS).join(file);
     let args = [model_file.to_str().unwrap(), "--weights", weights.to_str().unwrap(), "-o", lib.to_str().unwrap()];
     let batch = batch.to_string();
     let out = nnc(
-        &[&["build"], &args[..], &["--name", "model", "--batch", &batch, "--target-cpu", target_cpu]].concat(),
+        &[&["build"], &args[..], &["--name", "model", "--batch", &batch, "--target-cpu", target_cpu], flags].concat(),
         &[],
     );
     assert!(out.status.success(), "nnc build {file}: {}", text(&out.stderr));
@@ -182,13 +186,13 @@ fn jit_predictions(
 
 /// Builds `file`'s library for `target_cpu`, runs the C program on real test
 /// rows, and returns its predictions and the JIT's.
-fn library_and_jit(file: &str, target_cpu: &str, batch: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, tempfile::TempDir) {
+fn library_and_jit(file: &str, build: Build) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (weights, test, scaler) = checkpoint_of(file, dir.path());
     let rows_csv = dir.path().join("rows.csv");
     let x = write_rows(&test, &rows_csv);
-    let program = build_and_link(file, &weights, dir.path(), (target_cpu, batch));
-    let (jit, outputs) = jit_predictions(file, &weights, &x, (&scaler, batch));
+    let program = build_and_link(file, &weights, dir.path(), build);
+    let (jit, outputs) = jit_predictions(file, &weights, &x, (&scaler, build.1));
     (run_program(&program, &rows_csv, &outputs), jit, dir)
 }
 
@@ -198,7 +202,11 @@ fn assert_same_bits(file: &str) {
 
 /// Returns the folder the library and its test rows were written in.
 fn assert_same_bits_at(file: &str, batch: usize) -> tempfile::TempDir {
-    let (library, jit, dir) = library_and_jit(file, "native", batch);
+    assert_same_bits_of(file, ("native", batch, &[]))
+}
+
+fn assert_same_bits_of(file: &str, build: Build) -> tempfile::TempDir {
+    let (library, jit, dir) = library_and_jit(file, build);
     assert_eq!((library.len(), jit.len()), (ROWS, ROWS));
     for (i, (a, b)) in library.iter().zip(&jit).enumerate() {
         let bits = |row: &[f32]| row.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
@@ -210,6 +218,15 @@ fn assert_same_bits_at(file: &str, batch: usize) -> tempfile::TempDir {
 #[test]
 fn mnist_mlp_library_predicts_the_jits_bits() {
     assert_same_bits("mnist_mlp.nn");
+}
+
+/// `--preprocessed-input`: the C program divides the raw rows by the
+/// header's divisors (255), and the library reads them as they are: the
+/// same bits as the JIT, whose rows nnc preprocessed. (The standardized
+/// regression below is built this way too, with a shift per feature.)
+#[test]
+fn a_library_of_preprocessed_rows_predicts_the_jits_bits() {
+    assert_same_bits_of("mnist_mlp.nn", ("native", BATCH, &["--preprocessed-input"]));
 }
 
 /// `--batch 1`: every row through the single-row pass.
@@ -359,7 +376,7 @@ fn assert_self_contained(lib: &Path) {
 /// the disassembly shows which instructions the target allows.
 #[test]
 fn a_portable_build_uses_no_avx_stays_close_to_the_jit_and_carries_no_compiler() {
-    let (library, jit, dir) = library_and_jit("digits_gelu.nn", "x86-64-v2", BATCH);
+    let (library, jit, dir) = library_and_jit("digits_gelu.nn", ("x86-64-v2", BATCH, &[]));
     for (a, b) in library.iter().flatten().zip(jit.iter().flatten()) {
         assert!((a - b).abs() <= 1e-5, "library {a} vs jit {b}");
     }
@@ -370,7 +387,7 @@ fn a_portable_build_uses_no_avx_stays_close_to_the_jit_and_carries_no_compiler()
         // The check can fail: a native build on this machine does use AVX.
         let native = tempfile::tempdir().expect("temp dir");
         let (weights, _, _) = checkpoint_of("digits_gelu.nn", native.path());
-        build_and_link("digits_gelu.nn", &weights, native.path(), ("native", BATCH));
+        build_and_link("digits_gelu.nn", &weights, native.path(), ("native", BATCH, &[]));
         assert!(!avx_instructions(&generated_code(&native.path().join("lib"))).is_empty());
     }
     assert_self_contained(&dir.path().join("lib"));
@@ -443,7 +460,7 @@ fn bad_builds_are_clear_errors_that_leave_nothing_behind() {
 fn the_c_api_returns_error_codes_instead_of_crashing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (weights, _, _) = checkpoint_of("digits_mlp.nn", dir.path());
-    build_and_link("digits_mlp.nn", &weights, dir.path(), ("native", BATCH));
+    build_and_link("digits_mlp.nn", &weights, dir.path(), ("native", BATCH, &[]));
     let source = r#"
 #include <stdint.h>
 #include <stdio.h>
@@ -478,7 +495,9 @@ int main(void) {
 /// A regression learnt in standard units (`standardize_target`): the
 /// library takes its predictions back to the target's units, dollars here,
 /// to the same bits as `nnc predict` (rows in the CSV's own column order,
-/// matched by name there, by position in C).
+/// matched by name there, by position in C), also when the C program
+/// standardizes the rows with the header's means and deviations
+/// (`--preprocessed-input`).
 #[test]
 fn standardized_target_library_predicts_in_the_targets_units() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -497,15 +516,17 @@ fn standardized_target_library_predicts_in_the_targets_units() {
     }
     let rows_csv = dir.path().join("rows.csv");
     std::fs::write(&rows_csv, rows).expect("writes");
-    let program = build_and_link("house_sales.nn", &weights, dir.path(), ("native", BATCH));
-    let library = run_program(&program, &rows_csv, &[(1, false)]);
     let args = ["predict", model_file.to_str().unwrap(), "--weights", weights.to_str().unwrap()];
     let out = nnc(&[&args[..], &["--input", rows_csv.to_str().unwrap(), "--full-precision"]].concat(), &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let predicted: Vec<f32> = text(&out.stdout).lines().skip(1).map(|v| v.parse().expect("a float")).collect();
     assert_eq!(predicted.len(), ROWS);
-    for (i, (a, b)) in library.iter().zip(&predicted).enumerate() {
-        assert_eq!(a[0].to_bits(), b.to_bits(), "row {i}: library {} vs predict {b}", a[0]);
+    for flags in [&[][..], &["--preprocessed-input"]] {
+        let program = build_and_link("house_sales.nn", &weights, dir.path(), ("native", BATCH, flags));
+        let library = run_program(&program, &rows_csv, &[(1, false)]);
+        for (i, (a, b)) in library.iter().zip(&predicted).enumerate() {
+            assert_eq!(a[0].to_bits(), b.to_bits(), "{flags:?} row {i}: library {} vs predict {b}", a[0]);
+        }
     }
     let mean = predicted.iter().map(|&p| f64::from(p)).sum::<f64>() / ROWS as f64;
     assert!((200_000.0..500_000.0).contains(&mean), "predictions in dollars, mean {mean}");

@@ -7,7 +7,9 @@
  *   ./predict_csv rows.csv
  *
  * The CSV has a header row, then one sample per row: the model's inputs
- * first (extra columns, such as a label, are ignored). Prints one line per
+ * first (extra columns, such as a label, are ignored), raw. A library
+ * built with --preprocessed-input gets them preprocessed here, with the
+ * header's shifts and divisors. Prints one line per
  * row: each output in turn, a classifier's as its class and then its
  * probabilities, any other's as its values, each float with enough digits
  * to be read back exactly (the columns of `nnc predict`). */
@@ -83,6 +85,13 @@ int main(int argc, char **argv) {
             fprintf(stderr, "%s: no data rows\n", argv[1]);
         return 1;
     }
+#if CONSTANT(_INPUT_PREPROCESSED)
+    for (long i = 0; i < rows; i++)
+        for (int j = 0; j < INPUTS; j++) {
+            float *value = &input[i * INPUTS + j];
+            *value = (*value - CONSTANT(_INPUT_SHIFT)[j]) / CONSTANT(_INPUT_DIVISOR)[j];
+        }
+#endif
     float *output = malloc((size_t)rows * OUTPUTS * sizeof(float));
     GLUE(NNC_LIB, _context) *ctx = API(_create)();
     if (!output || !ctx) {

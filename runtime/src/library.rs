@@ -111,17 +111,34 @@ pub struct Context {
 struct Worker {
     /// Working memory of the largest pass; each pass uses its start.
     scratch: Arena,
-    /// A batch of preprocessed input rows.
-    input: Vec<f32>,
+    /// A batch of preprocessed input rows, or None when the preprocessing
+    /// leaves every value as it is and the passes read the caller's rows.
+    input: Option<Vec<f32>>,
 }
 
 impl Worker {
     /// Memory for the passes of `d`, or None when it cannot be had.
     fn new(d: &Description) -> Option<Worker> {
         let most = |field: fn(&Pass) -> usize| d.passes.iter().map(field).max().unwrap_or(0).max(1);
-        let input = most(|p| p.rows).checked_mul(d.features).and_then(zeroed)?;
+        // SAFETY: the generated object's shift and divisor hold `features` values each.
+        let (shift, divisor) = unsafe { preprocessing(d) };
+        // (x − 0) / 1 is x, bit for bit.
+        let unchanged = shift.iter().all(|&s| s == 0.0) && divisor.iter().all(|&v| v == 1.0);
+        let input = match unchanged {
+            true => None,
+            false => Some(most(|p| p.rows).checked_mul(d.features).and_then(zeroed)?),
+        };
         Some(Worker { scratch: Arena::zeroed(most(|p| p.scratch_len))?, input })
     }
+}
+
+/// The per-feature shift and divisor of `d`'s preprocessing.
+///
+/// # Safety
+/// `d.shift` and `d.divisor` point to `d.features` values each.
+unsafe fn preprocessing(d: &Description) -> (&[f32], &[f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { (std::slice::from_raw_parts(d.shift, d.features), std::slice::from_raw_parts(d.divisor, d.features)) }
 }
 
 /// Allocates a context for the model `description` describes.
@@ -315,23 +332,26 @@ impl Worker {
     /// # Safety
     /// `d` is this context's description; its pointers are valid for its sizes.
     unsafe fn run(&mut self, d: &Description, hyper: &Hypers, pass: &Pass, x: &[f32], y: &mut [f32]) {
-        // SAFETY: shift and divisor hold `features` values each.
-        let (shift, divisor) = unsafe {
-            (std::slice::from_raw_parts(d.shift, d.features), std::slice::from_raw_parts(d.divisor, d.features))
+        let Worker { scratch, input } = self;
+        let input: &[f32] = match input {
+            None => x,
+            Some(input) => {
+                // SAFETY: the caller's contract.
+                let (shift, divisor) = unsafe { preprocessing(d) };
+                let input = &mut input[..x.len()];
+                let scale = |(x, input): (&[f32], &mut [f32])| match Isa::detect() {
+                    Some(isa) => scale_rows_for(isa, x, input, shift, divisor),
+                    None => scale_rows(x, input, shift, divisor),
+                };
+                if x.len() >= PARALLEL_ELEMENTS {
+                    let chunk = d.features.max(1) * SCALED_ROWS_AT_ONCE;
+                    x.par_chunks(chunk).zip(input.par_chunks_mut(chunk)).for_each(scale);
+                } else {
+                    scale((x, input));
+                }
+                input
+            }
         };
-        let input = &mut self.input[..x.len()];
-        let width = d.features.max(1);
-        let scale = |(x, input): (&[f32], &mut [f32])| match Isa::detect() {
-            Some(isa) => scale_rows_for(isa, x, input, shift, divisor),
-            None => scale_rows(x, input, shift, divisor),
-        };
-        if x.len() >= PARALLEL_ELEMENTS {
-            let chunk = width * SCALED_ROWS_AT_ONCE;
-            x.par_chunks(chunk).zip(input.par_chunks_mut(chunk)).for_each(scale);
-        } else {
-            scale((x, input));
-        }
-        let scratch = &mut self.scratch;
         // SAFETY: the pass reads the weights, `input` (pass.rows rows) and
         // writes only its scratch (sized by scratch_len at create); it never
         // writes the weights, which the generated object keeps read-only.

@@ -179,13 +179,18 @@ pub(super) enum Command {
         name: Option<String>,
         /// Rows per call of the large batched forward pass (default: as many
         /// as keep its activations near 16 MiB, as `nnc predict` runs, at
-        /// most 1,024).
+        /// most 256).
         #[arg(long, value_parser = batch_size)]
         batch: Option<usize>,
         /// Instruction-set extensions the generated code may use: `native`
         /// (this CPU's) or a preset such as x86-64-v2, x86-64-v3, x86-64-v4.
         #[arg(long, default_value = "native")]
         target_cpu: String,
+        /// The caller passes rows already preprocessed as in training (the
+        /// header gives each feature's shift and divisor), and the library
+        /// reads them where they lie instead of preprocessing a copy.
+        #[arg(long)]
+        preprocessed_input: bool,
     },
     /// Write trained weights as an ONNX inference graph (onnxruntime, OpenVINO, …).
     Export {

@@ -484,6 +484,8 @@ pub struct BuildArgs {
     /// Rows of the large batched pass; `None`: `library::default_batch`.
     pub batch: Option<usize>,
     pub target_cpu: String,
+    /// The caller applies the checkpoint's preprocessing (`--preprocessed-input`).
+    pub preprocessed_input: bool,
 }
 
 /// `nnc export`: the checkpoint's model as an ONNX graph, written atomically.
@@ -554,7 +556,8 @@ pub fn build(file: &Path, model: Option<&str>, args: &BuildArgs) -> Outcome {
     let (checked, index, runtime, saved) = trained(file, model, &args.weights)?;
     let name = args.name.clone().unwrap_or_else(|| checked.models[index].name.clone());
     let batch = args.batch.unwrap_or_else(|| crate::library::default_batch(&runtime.checked));
-    let options = BuildOptions { name, batch, target, out_dir: args.output.clone() };
+    let preprocessed_input = args.preprocessed_input;
+    let options = BuildOptions { name, batch, target, out_dir: args.output.clone(), preprocessed_input };
     let built = library::build(&runtime, &saved.scaler, &options).map_err(Failure::Usage)?;
     for path in [&built.header, &built.static_lib, &built.shared_lib] {
         say!("wrote {}", path.display());

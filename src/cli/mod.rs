@@ -117,8 +117,8 @@ fn execute(command: Command) -> Outcome {
             let options = infer::ExplainArgs { weights, input, class, of, output, json };
             infer::explain(&target.file, target.model.as_deref(), &options)
         }
-        Command::Build { target, weights, output, name, batch, target_cpu } => {
-            let options = infer::BuildArgs { weights, output, name, batch, target_cpu };
+        Command::Build { target, weights, output, name, batch, target_cpu, preprocessed_input } => {
+            let options = infer::BuildArgs { weights, output, name, batch, target_cpu, preprocessed_input };
             infer::build(&target.file, target.model.as_deref(), &options)
         }
         Command::Bench { target, batch, backend, seconds, json, max_memory, kernels, foreign_max, health } => {
