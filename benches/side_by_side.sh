@@ -15,7 +15,10 @@
 #   batch inference: mnist_mlp and LeNet over 10,000 rows, through a
 #            library `nnc build` wrote (one predict call) against
 #            onnxruntime on the same networks (one run call), on synthetic
-#            rows in [0, 1) and on the MNIST rows, and as whole
+#            rows in [0, 1) and on the MNIST rows (raw, the library
+#            preprocessing them; and preprocessed before the timing, as
+#            onnxruntime gets them, by a library built with
+#            --preprocessed-input), and as whole
 #            commands, CSV in and CSV out: `nnc predict` against
 #            benches/ort_predict.py (numpy's CSV reader, onnxruntime)
 #
@@ -85,10 +88,15 @@ mnist=${SHARED:-../shared}/data/mnist10k
 { zcat "$mnist/mnist10k_train.csv.gz"; zcat "$mnist/mnist10k_test.csv.gz" | tail -n +2; } >"$rows"
 for model in mnist_mlp lenet; do
     "$nnc" train "models/$model.nn" --epochs 1 --quiet --save "$work/$model.safetensors" >/dev/null
-    "$nnc" build "models/$model.nn" --weights "$work/$model.safetensors" -o "$work/$model" >/dev/null
-    upper=$(echo "$model" | tr a-z A-Z)
-    cc -O2 -DNNC_LIB="$model" -DNNC_LIB_UPPER="$upper" "-DNNC_LIB_HEADER=\"$model.h\"" -I "$work/$model" \
-        benches/c/latency.c "$work/$model/lib$model.a" -lpthread -lm -ldl -o "$work/latency_$model"
+    for build in "$model" "${model}_pre"; do
+        flags=()
+        [ "$build" = "$model" ] || flags=(--preprocessed-input)
+        "$nnc" build "models/$model.nn" --weights "$work/$model.safetensors" -o "$work/$build" --name "$model" \
+            "${flags[@]}" >/dev/null
+        upper=$(echo "$model" | tr a-z A-Z)
+        cc -O2 -DNNC_LIB="$model" -DNNC_LIB_UPPER="$upper" "-DNNC_LIB_HEADER=\"$model.h\"" -I "$work/$build" \
+            benches/c/latency.c "$work/$build/lib$model.a" -lpthread -lm -ldl -o "$work/latency_$build"
+    done
 done
 
 # The vCPUs' cross-core round trip, each round (benches/c/core_latency.c):
@@ -133,6 +141,7 @@ for r in $(seq "$rounds"); do
     for model in mnist_mlp lenet; do
         "$work/latency_$model" "$BENCH_MIN_S" 10000 | record "$r" library "$model"
         "$work/latency_$model" "$BENCH_MIN_S" 10000 "$rows" | record "$r" library_mnist "$model"
+        "$work/latency_${model}_pre" "$BENCH_MIN_S" 10000 "$rows" | record "$r" library_mnist_pre "$model"
         s=$(elapsed "$nnc" predict "models/$model.nn" --weights "$work/$model.safetensors" --input "$rows" \
             --output "$work/predictions.csv")
         echo "{\"rows_per_s\": $(echo "10000 / $s" | bc)}" | record "$r" predict "$model"

@@ -1,7 +1,10 @@
 /* Times a library written by `nnc build`: create, batch-1 latency and
  * batch-B throughput, on synthetic inputs in [0, 1), or on the rows of a
  * CSV (a header line, then each row's first INPUT_SIZE cells; the rows are
- * repeated to fill the batch). One JSON line.
+ * repeated to fill the batch). One JSON line. A library built with
+ * --preprocessed-input gets the rows preprocessed with the header's shifts
+ * and divisors before the timing starts (as onnxruntime's peer gets them
+ * scaled).
  *
  *   cc -O2 -DNNC_LIB=NAME -DNNC_LIB_UPPER=NAME_IN_CAPITALS '-DNNC_LIB_HEADER="NAME.h"' \
  *      -I DIR latency.c DIR/libNAME.a -lpthread -lm -ldl -o latency
@@ -105,6 +108,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "latency: cannot read rows of %d values from %s\n", (int)CONSTANT(_INPUT_SIZE), argv[3]);
         return 1;
     }
+#if CONSTANT(_INPUT_PREPROCESSED)
+    for (size_t i = 0; i < batch * CONSTANT(_INPUT_SIZE); i++) {
+        size_t j = i % CONSTANT(_INPUT_SIZE);
+        x[i] = (x[i] - CONSTANT(_INPUT_SHIFT)[j]) / CONSTANT(_INPUT_DIVISOR)[j];
+    }
+#endif
     double t0 = now_us();
     GLUE(NNC_LIB, _context) *ctx = API(_create)();
     double create_us = now_us() - t0;
