@@ -127,8 +127,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
         epoch: number("epoch")? as usize,
         step: number("step")?,
         seed: number("seed")?,
-        scaler: serde_json::from_str(&field("scaler")?)
-            .map_err(|e| format!("metadata `scaler` is unreadable ({e})"))?,
+        scaler: usable(
+            serde_json::from_str(&field("scaler")?).map_err(|e| format!("metadata `scaler` is unreadable ({e})"))?,
+        )?,
         // Checkpoints from before column names were kept have none.
         columns: match meta.get("columns") {
             Some(text) => serde_json::from_str(text).map_err(|e| format!("metadata `columns` is unreadable ({e})"))?,
@@ -140,6 +141,27 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
             None => Plateau::default(),
         },
     })
+}
+
+/// The scaler, when it shifts by finite values and divides by finite
+/// nonzero ones: anything else would turn every prediction into
+/// infinities or NaN.
+fn usable(scaler: Scaler) -> Result<Scaler, String> {
+    let (shift, divisor): (&[f32], &[f32]) = match &scaler {
+        Scaler::None => (&[], &[]),
+        Scaler::Scale(s) => (&[0.0], std::slice::from_ref(s)),
+        Scaler::Standardize { mean, std } => (mean, std),
+    };
+    let fits = |(s, d): (&f32, &f32)| s.is_finite() && d.is_finite() && *d != 0.0;
+    match shift.iter().zip(divisor).position(|pair| !fits(pair)) {
+        Some(j) => Err(format!(
+            "metadata `scaler` preprocesses input value {j} as (x - {}) / {}; a checkpoint's preprocessing \
+             needs finite shifts and finite, nonzero divisors",
+            shift[j], divisor[j]
+        )),
+        None if shift.len() != divisor.len() => Err("metadata `scaler` has unequal means and deviations".into()),
+        None => Ok(scaler),
+    }
 }
 
 pub fn load(path: &Path) -> Result<Checkpoint, String> {

@@ -164,14 +164,6 @@ fn preprocessing(scaler: &Scaler, features: usize) -> Result<(Vec<f32>, Vec<f32>
             shift.len()
         ));
     }
-    let usable = |(s, d): (&f32, &f32)| s.is_finite() && d.is_finite() && *d != 0.0;
-    if let Some(j) = shift.iter().zip(&divisor).position(|pair| !usable(pair)) {
-        return Err(format!(
-            "the checkpoint's preprocessing of input value {j} is (x − {}) / {}: save the checkpoint again \
-             with `nnc train --save`",
-            shift[j], divisor[j]
-        ));
-    }
     Ok((shift, divisor))
 }
 

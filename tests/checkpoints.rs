@@ -132,6 +132,22 @@ fn non_finite_weights_are_refused_at_load_with_the_tensor_name() {
     assert!(err.contains("dense2.weight") && err.contains("NaN") && err.contains("element 3"), "{err}");
 }
 
+/// A preprocessing that divides by zero would turn every prediction into
+/// infinities or NaN: such a checkpoint is refused at load, naming the
+/// input value.
+#[test]
+fn a_preprocessing_that_divides_by_zero_is_refused_at_load() {
+    let a = trainer(MODEL);
+    let standardize = Scaler::Standardize { mean: vec![0.5; 4], std: vec![1.0, 0.0, 1.0, 1.0] };
+    for (scaler, value) in [(Scaler::Scale(0.0), "input value 0"), (standardize, "input value 1")] {
+        let bytes = checkpoint::to_bytes(&a, &checkpoint::Origin::unnamed(MODEL, &scaler)).expect("serialises");
+        let err = checkpoint::from_bytes(&bytes).expect_err("a zero divisor is refused");
+        assert!(err.contains("scaler") && err.contains(value) && err.contains("nonzero"), "{err}");
+    }
+    let fine = checkpoint::to_bytes(&a, &checkpoint::Origin::unnamed(MODEL, &Scaler::Scale(16.0))).expect("bytes");
+    assert!(checkpoint::from_bytes(&fine).is_ok());
+}
+
 /// `nnc predict --input - --output -` reads rows from standard input and
 /// writes to standard output, as with files.
 #[test]
