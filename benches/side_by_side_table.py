@@ -51,9 +51,9 @@ for r in rows:
     elif who == "onnxruntime" and r.get("intra_op") == 2:
         add("mnist_mlp 10k", "onnxruntime", r["mlp_rows_per_s"])
         add("lenet 10k", "onnxruntime", r["lenet_rows_per_s"])
-        for rows in ("mnist", "mnist pre"):
-            add(f"mnist_mlp 10k {rows}", "onnxruntime", r.get("mlp_mnist_rows_per_s"))
-            add(f"lenet 10k {rows}", "onnxruntime", r.get("lenet_mnist_rows_per_s"))
+        for mnist in ("mnist", "mnist pre"):
+            add(f"mnist_mlp 10k {mnist}", "onnxruntime", r.get("mlp_mnist_rows_per_s"))
+            add(f"lenet 10k {mnist}", "onnxruntime", r.get("lenet_mnist_rows_per_s"))
 
 TABLE = [
     ("w1", "W1 mnist_mlp train b64, samples/s", True),

@@ -69,9 +69,8 @@ fn write_rows(test: &Dataset, path: &Path) -> Vec<f32> {
 /// How a test builds a library: the target CPU, the large batch and more flags.
 type Build<'a> = (&'a str, usize, &'a [&'a str]);
 
-/// Builds the library `model` in `dir/lib` and links the C example against
-/// its static library; returns the program.
-/// `flags`: more options of `nnc build`.
+/// Builds the library `model` in `dir/lib` as `build` says and links the
+/// C example against its static library; returns the program.
 fn build_and_link(file: &str, weights: &Path, dir: &Path, (target_cpu, batch, flags): Build) -> PathBuf {
     let lib = dir.join("lib");
     let model_file = Path::new(common::MODELS).join(file);
@@ -184,8 +183,8 @@ fn jit_predictions(
     (rows, layout)
 }
 
-/// Builds `file`'s library for `target_cpu`, runs the C program on real test
-/// rows, and returns its predictions and the JIT's.
+/// Builds `file`'s library as `build` says, runs the C program on real
+/// test rows, and returns its predictions and the JIT's.
 fn library_and_jit(file: &str, build: Build) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (weights, test, scaler) = checkpoint_of(file, dir.path());

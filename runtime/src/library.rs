@@ -122,8 +122,8 @@ impl Worker {
         let most = |field: fn(&Pass) -> usize| d.passes.iter().map(field).max().unwrap_or(0).max(1);
         // SAFETY: the generated object's shift and divisor hold `features` values each.
         let (shift, divisor) = unsafe { preprocessing(d) };
-        // (x − 0) / 1 is x, bit for bit.
-        let unchanged = shift.iter().all(|&s| s == 0.0) && divisor.iter().all(|&v| v == 1.0);
+        // (x − (+0)) / 1 is x, bit for bit (x − (−0) would turn −0 into +0).
+        let unchanged = shift.iter().all(|&s| s.to_bits() == 0) && divisor.iter().all(|&v| v == 1.0);
         let input = match unchanged {
             true => None,
             false => Some(most(|p| p.rows).checked_mul(d.features).and_then(zeroed)?),
