@@ -3,9 +3,11 @@
 usage: python predict_ctypes.py DIR NAME rows.csv
 
 DIR holds NAME.h and libNAME.so; rows.csv has a header row and one sample per
-row (the model's inputs first; extra columns such as a label are ignored).
-Prints each row's outputs in turn: a classifier's class and its probability,
-any other output's values.
+row (the model's inputs first, raw; extra columns such as a label are
+ignored). A library built with --preprocessed-input gets the rows
+preprocessed here, with the header's shifts and divisors. Prints each row's
+outputs in turn: a classifier's class and its probability, any other
+output's values.
 """
 import ctypes
 import re
@@ -22,10 +24,11 @@ def constants(header: Path, name: str) -> dict:
     return {key: int(value) for key, value in found}
 
 
-def arrays(header: Path, name: str, key: str) -> list:
-    """The numbers of the header's `NAME_OUTPUT_KEY[n] = {…}` array (one per output)."""
-    found = re.search(rf"{name.upper()}_OUTPUT_{key}\[\d+\] = \{{([^}}]*)\}}", header.read_text())
-    return [int(v) for v in found.group(1).split(",")]
+def arrays(header: Path, name: str, key: str, number=int) -> list:
+    """The numbers of the header's `NAME_KEY[n] = {…}` array."""
+    found = re.search(rf"{name.upper()}_{key}\[\d+\] = \{{([^}}]*)\}}", header.read_text())
+    # Float literals end in `f`; the last value may be followed by a comma.
+    return [number(v.strip().rstrip("f")) for v in found.group(1).split(",") if v.strip()]
 
 
 def main(folder: str, name: str, csv: str) -> None:
@@ -44,6 +47,10 @@ def main(folder: str, name: str, csv: str) -> None:
 
     rows = np.loadtxt(csv, delimiter=",", skiprows=1, dtype=np.float32, ndmin=2)
     x = np.ascontiguousarray(rows[:, : sizes["INPUT_SIZE"]])
+    if sizes["INPUT_PREPROCESSED"]:
+        # float32 arithmetic, as the header says: the same bits as nnc's.
+        shift, divisor = (np.array(arrays(header, name, f"INPUT_{key}", float), np.float32) for key in ("SHIFT", "DIVISOR"))
+        x = np.ascontiguousarray((x - shift) / divisor)
     out = np.empty((len(x), sizes["OUTPUT_SIZE"]), dtype=np.float32)
     ctx = create()
     if not ctx:
@@ -54,7 +61,7 @@ def main(folder: str, name: str, csv: str) -> None:
         destroy(ctx)
     if status != sizes["OK"]:
         sys.exit(f"{name}_predict failed with code {status}")
-    outputs = list(zip(*(arrays(header, name, key) for key in ("OFFSETS", "SIZES", "CLASSES"))))
+    outputs = list(zip(*(arrays(header, name, f"OUTPUT_{key}") for key in ("OFFSETS", "SIZES", "CLASSES"))))
     for row in out:
         printed = []
         for offset, size, classes in outputs:
