@@ -88,12 +88,12 @@ mnist=${SHARED:-../shared}/data/mnist10k
 { zcat "$mnist/mnist10k_train.csv.gz"; zcat "$mnist/mnist10k_test.csv.gz" | tail -n +2; } >"$rows"
 for model in mnist_mlp lenet; do
     "$nnc" train "models/$model.nn" --epochs 1 --quiet --save "$work/$model.safetensors" >/dev/null
+    upper=$(echo "$model" | tr a-z A-Z)
     for build in "$model" "${model}_pre"; do
         flags=()
         [ "$build" = "$model" ] || flags=(--preprocessed-input)
         "$nnc" build "models/$model.nn" --weights "$work/$model.safetensors" -o "$work/$build" --name "$model" \
             "${flags[@]}" >/dev/null
-        upper=$(echo "$model" | tr a-z A-Z)
         cc -O2 -DNNC_LIB="$model" -DNNC_LIB_UPPER="$upper" "-DNNC_LIB_HEADER=\"$model.h\"" -I "$work/$build" \
             benches/c/latency.c "$work/$build/lib$model.a" -lpthread -lm -ldl -o "$work/latency_$build"
     done

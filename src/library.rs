@@ -227,12 +227,9 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
         ));
     }
     let (shift, divisor) = preprocessing(scaler, features)?;
-    // (x − 0) / 1 leaves every value as it is, and the runtime then reads the caller's rows.
-    let (unchanged_shift, unchanged_divisor) = (vec![0.0; features], vec![1.0; features]);
-    let (library_shift, library_divisor) = match options.preprocessed_input {
-        true => (&unchanged_shift, &unchanged_divisor),
-        false => (&shift, &divisor),
-    };
+    // With none, the runtime reads the caller's rows where they lie.
+    let library_scaler = if options.preprocessed_input { &Scaler::None } else { scaler };
+    let (library_shift, library_divisor) = preprocessing(library_scaler, features)?;
     let outputs_of_row = output_columns(&model.checked, outputs)?;
     let softmax: Vec<Columns> = outputs_of_row
         .iter()
@@ -242,8 +239,8 @@ pub fn build(model: &Model, scaler: &Scaler, options: &BuildOptions) -> Result<B
     let library = LibraryModel {
         name,
         weights,
-        shift: library_shift,
-        divisor: library_divisor,
+        shift: &library_shift,
+        divisor: &library_divisor,
         outputs,
         softmax: &softmax,
         parallel_images: jit::splits_images(&large.0) && jit::spreads_images(&model.checked, options.batch),
