@@ -8,7 +8,7 @@
 
 use crate::interp::{self, Bindings};
 use crate::ir::{Graph, Op, TrainGraph, ValueId, numel};
-use crate::jit::{self, Executable};
+use crate::jit::{self, Executable, SharedStore};
 use crate::plan::{self, StoreLayout};
 use nnc_runtime::Arena;
 
@@ -95,6 +95,13 @@ impl Store {
         &mut self.data
     }
 
+    /// The values, for steps that write their own parts of them at the
+    /// same time (`Compiled::call_shared`): a new version, as `data_mut`.
+    pub fn shared(&mut self) -> (&StoreLayout, SharedStore<'_>) {
+        self.renew_version();
+        (&self.layout, SharedStore::new(&mut self.data))
+    }
+
     fn renew_version(&mut self) {
         nnc_runtime::release(self.version);
         self.version = nnc_runtime::fresh_version();
@@ -172,13 +179,56 @@ impl<G> Compiled<G> {
 }
 
 impl Compiled<TrainGraph> {
-    pub fn new(mut step: TrainGraph, backend: Backend) -> Result<Self, String> {
+    pub fn new(step: TrainGraph, backend: Backend) -> Result<Self, String> {
+        Compiled::new_in_part(step, backend, None)
+    }
+
+    /// A step compiled as part `index` of `parts` sharing one store, each
+    /// writing its own part of it (`plan::share_store`), where its plan
+    /// allows (`shares_store`); else as `new` compiles it.
+    pub fn new_in_part(mut step: TrainGraph, backend: Backend, part: Option<(usize, usize)>) -> Result<Self, String> {
         if backend.compiles() {
             step.fuse_activations();
         }
-        let exe = build(&step.graph, || plan::plan_train(&step), backend)?;
+        let plan = || {
+            let whole = plan::plan_train(&step);
+            match part {
+                Some(part) => plan::share_store(&step.graph, whole, part).unwrap_or_else(|whole| whole),
+                None => whole,
+            }
+        };
+        let exe = build(&step.graph, plan, backend)?;
         let layout = StoreLayout::of(&step.graph.params, &step.graph.states);
         Ok(Compiled { graph: step, layout, exe })
+    }
+
+    /// Whether the step writes only its part of the store (`new_in_part`).
+    pub fn shares_store(&self) -> bool {
+        self.exe.as_ref().is_some_and(|exe| exe.shares_store())
+    }
+
+    /// `call` on a store the other parts' steps write at the same time
+    /// (`Store::shared`): an error unless this step `shares_store`.
+    pub fn call_shared<'a>(
+        &'a mut self,
+        store: (&StoreLayout, SharedStore<'a>),
+        x: &'a [f32],
+        y: &'a [f32],
+        h: &'a Hypers,
+    ) -> Result<impl FnOnce() + Send + 'a, String> {
+        if !store.0.holds(&self.layout) {
+            return Err("the shared parameter store is not laid out for this step".into());
+        }
+        self.exe.as_mut().ok_or("the step is not compiled")?.call_shared(store.1, x, y, h)
+    }
+
+    /// The loss of the last compiled run, from the step's own buffers
+    /// (while others may be writing a shared store).
+    pub fn loss(&self) -> Result<f32, String> {
+        let (exe, loss) =
+            (self.exe.as_ref().ok_or("the step is not compiled")?, self.graph.graph.loss.ok_or("no loss")?);
+        let value = exe.scratch_value(loss).ok_or("the loss is not in the step's scratch")?;
+        Ok(value.first().copied().unwrap_or(f32::NAN))
     }
 
     /// One training step; updates the store in place and returns the loss.

@@ -158,11 +158,13 @@ pub fn compile_forward(
 }
 
 /// Steps 4–6: a whole training step (forward, backward, update), ready to
-/// run; with `observe`, it also reports each parameter's health scalars.
+/// run; with `observe`, it also reports each parameter's health scalars;
+/// with `part`, it is that part of the steps sharing one store, where its
+/// plan allows (`Compiled::new_in_part`).
 pub fn compile_step(
     model: &CheckedModel,
     config: &TrainConfig,
-    shard: Shard,
+    (shard, part): (Shard, Option<(usize, usize)>),
     observe: bool,
     backend: Backend,
 ) -> Result<Compiled<TrainGraph>, Diag> {
@@ -171,7 +173,7 @@ pub fn compile_step(
         let activations: Vec<_> = model.activation_layers().iter().map(|n| n.span).collect();
         optim::observe_health(&mut step, &activations);
     }
-    Compiled::<TrainGraph>::new(step, backend).map_err(|e| messages::internal(model.span, &e))
+    Compiled::<TrainGraph>::new_in_part(step, backend, part).map_err(|e| messages::internal(model.span, &e))
 }
 
 /// Step 6 for a pretraining step built by `pretrain_graph`.

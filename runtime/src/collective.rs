@@ -306,6 +306,17 @@ pub extern "C" fn nnc_all_reduce_start(x: *const f32, y: *mut f32, n: usize) {
     }
 }
 
+/// Waits until every member of this thread's `ThreadTeam` has come here
+/// (alone, at once): replicas sharing one store meet before any writes
+/// its part of the new values.
+#[unsafe(no_mangle)]
+pub extern "C" fn nnc_team_barrier() {
+    if let Some((team, _)) = MEMBER.get() {
+        // SAFETY: `ThreadTeam::member` keeps the team borrowed while this thread works for it.
+        unsafe { &*team }.wait();
+    }
+}
+
 /// Waits for every sum started so far.
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_all_reduce_wait() {

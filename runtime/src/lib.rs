@@ -198,6 +198,7 @@ pub fn routines() -> Vec<Routine> {
         routine!(routines::nnc_bernoulli, 5, 0),
         routine!(collective::nnc_all_reduce_start, 3, 0),
         routine!(collective::nnc_all_reduce_wait, 0, 0),
+        routine!(collective::nnc_team_barrier, 0, 0),
     ]
 }
 

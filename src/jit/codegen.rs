@@ -19,6 +19,9 @@ use super::elementwise::Layout;
 use crate::ir::{Graph, Op, Unary, ValueId, numel};
 use crate::plan::{Kernel, Location, Plan};
 
+/// Floats per cache line: where a replica's part of the store starts.
+const LINE: usize = 16;
+
 pub(super) const PTR: types::Type = types::I64;
 pub(super) const V: types::Type = types::F32X4;
 
@@ -217,6 +220,20 @@ impl Emitter<'_, '_> {
         match kernel {
             Kernel::Elementwise { roots, sums } => {
                 let (units, align) = Layout::of(self.graph, self.plan, roots[0]).units();
+                let stored = roots.iter().all(|r| matches!(self.plan.locations[r.0], Location::Store(_)));
+                if let (Some(part), true) = (self.plan.store_part, stored) {
+                    // This step's part of the values (`plan::share_store`),
+                    // starting on cache lines, on this thread.
+                    let (begin, end) = crate::plan::part_range(units, align.max(LINE), part);
+                    let (begin, end) = (self.imm(begin), self.imm(end));
+                    return match self.parts.get(&roots[0]).copied() {
+                        Some(part) => {
+                            let Args { store, scratch, input, target, hyper } = self.args;
+                            self.b.ins().call(part, &[store, scratch, input, target, hyper, begin, end]);
+                        }
+                        None => self.elementwise((roots, sums), begin, end),
+                    };
+                }
                 match self.parts.get(&roots[0]).copied() {
                     Some(part) => {
                         let f = self.b.ins().func_addr(PTR, part);
@@ -239,12 +256,21 @@ impl Emitter<'_, '_> {
             Kernel::Routine { node } => self.routine(*node),
             Kernel::ChannelSums { sum, product } => self.channel_sums(*sum, *product),
             Kernel::Copy { from, to, len } => {
+                let (begin, end) =
+                    self.plan.store_part.map_or((0, *len), |part| crate::plan::part_range(*len, LINE, part));
                 let src = self.base(*from);
-                let dst = self.b.ins().iadd_imm_s(self.args.store, (*to * 4) as i64);
-                let n = self.imm(*len);
+                let src = self.b.ins().iadd_imm_s(src, (begin * 4) as i64);
+                let dst = self.b.ins().iadd_imm_s(self.args.store, ((*to + begin) * 4) as i64);
+                let n = self.imm(end - begin);
                 self.call("nnc_copy", &[src, dst, n]);
             }
-            Kernel::AwaitSums => self.call("nnc_all_reduce_wait", &[]),
+            Kernel::AwaitSums => {
+                self.call("nnc_all_reduce_wait", &[]);
+                if self.plan.store_part.is_some() {
+                    // Every replica has read what it reads of the old values.
+                    self.call("nnc_team_barrier", &[]);
+                }
+            }
         }
     }
 

@@ -15,6 +15,7 @@ mod unary;
 mod vector;
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::{AbiParam, Block, InstBuilder, Signature, UserFuncName};
@@ -42,6 +43,8 @@ pub struct Executable {
     /// Whether the code splits a product over threads (`splits_products`).
     splits_products: bool,
     store_len: usize,
+    /// Whether the code writes only its part of the store (`Plan::store_part`).
+    shares_store: bool,
     input_len: usize,
     target_len: usize,
     locations: Vec<Location>,
@@ -256,6 +259,7 @@ pub fn compile(graph: &Graph, plan: &Plan, profiled: bool) -> Result<Executable,
         splits_images: splits_images(graph),
         splits_products: splits_products(graph),
         store_len: plan.store.len,
+        shares_store: plan.store_part.is_some(),
         input_len,
         target_len,
         locations: plan.locations.clone(),
@@ -334,9 +338,34 @@ impl Executable {
         target: &'a [f32],
         hyper: &'a Hypers,
     ) -> Result<impl FnOnce() + Send + 'a, String> {
+        self.call_on(SharedStore::new(store), input, target, hyper)
+    }
+
+    /// `call` on a store other steps write at the same time: only for code
+    /// that writes its own part of it (`Plan::store_part`), else an error.
+    pub fn call_shared<'a>(
+        &'a mut self,
+        store: SharedStore<'a>,
+        input: &'a [f32],
+        target: &'a [f32],
+        hyper: &'a Hypers,
+    ) -> Result<impl FnOnce() + Send + 'a, String> {
+        if !self.shares_store {
+            return Err("the step writes all of the store, which it does not have to itself".into());
+        }
+        self.call_on(store, input, target, hyper)
+    }
+
+    fn call_on<'a>(
+        &'a mut self,
+        store: SharedStore<'a>,
+        input: &'a [f32],
+        target: &'a [f32],
+        hyper: &'a Hypers,
+    ) -> Result<impl FnOnce() + Send + 'a, String> {
         // A forward graph uses the parameters only: a prefix of the training store.
-        if store.len() < self.store_len {
-            return Err(format!("parameter store has {} values, expected at least {}", store.len(), self.store_len));
+        if store.len < self.store_len {
+            return Err(format!("parameter store has {} values, expected at least {}", store.len, self.store_len));
         }
         // Leaves the code does not read (an RBM's pretraining in a classifier
         // reads no target; a linear model's input gradient reads no input)
@@ -353,14 +382,22 @@ impl Executable {
         // and `hyper`, all checked above and borrowed by the call; the code
         // is alive while `module` is, which `self`'s borrow keeps.
         Ok(move || {
-            step(
-                store.as_mut_ptr(),
-                scratch.as_mut_ptr(),
-                input.as_ptr(),
-                target.as_ptr(),
-                std::ptr::from_ref(hyper).cast(),
-            )
+            step(store.ptr(), scratch.as_mut_ptr(), input.as_ptr(), target.as_ptr(), std::ptr::from_ref(hyper).cast())
         })
+    }
+
+    /// Whether the code writes only its part of the store (`call_shared`).
+    pub fn shares_store(&self) -> bool {
+        self.shares_store
+    }
+
+    /// A value the last run computed in its scratch (its loss), if it did.
+    pub fn scratch_value(&self, v: ValueId) -> Option<&[f32]> {
+        let n = numel(&self.shapes[v.0]);
+        match self.locations[v.0] {
+            Location::Scratch(o) => Some(&self.scratch[o..o + n]),
+            _ => None,
+        }
     }
 
     /// A value computed by the last run (the loss, the prediction).
@@ -371,6 +408,32 @@ impl Executable {
             Location::Store(o) => &store[o..o + n],
             Location::Input | Location::Target | Location::Hyper(_) | Location::Fused => &[],
         }
+    }
+}
+
+/// A store borrowed by steps that may run at the same time, each writing
+/// only its own part of it (`Executable::call_shared`), or by one step.
+#[derive(Clone, Copy)]
+pub struct SharedStore<'a> {
+    ptr: *mut f32,
+    len: usize,
+    store: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the steps a shared store is handed to write disjoint parts of it
+// (`call_shared` takes only code that does) and meet before and after.
+unsafe impl Send for SharedStore<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for SharedStore<'_> {}
+
+impl<'a> SharedStore<'a> {
+    pub fn new(store: &'a mut [f32]) -> SharedStore<'a> {
+        SharedStore { ptr: store.as_mut_ptr(), len: store.len(), store: PhantomData }
+    }
+
+    /// The first value (a method, so closures capture the whole store).
+    fn ptr(self) -> *mut f32 {
+        self.ptr
     }
 }
 

@@ -25,12 +25,14 @@ mod join;
 mod order;
 mod reduce;
 mod scratch;
+mod share;
 
 use join::{join_loops, runs_at};
 pub use order::channel_sums_operands;
 use order::{hoist_updates, overlap_sums, pair_channel_sums};
 use reduce::{fold_sums, hoist_observed_sums, set_aside_sums};
 use scratch::{assign_scratch, place_blocks, place_views, squash_slices_where_they_lie};
+pub use share::{part_range, share_store};
 
 /// Where a value's elements live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +81,10 @@ pub struct Plan {
     pub scratch_len: usize,
     /// Where the parameters and states live in the store.
     pub store: StoreLayout,
+    /// For part `index` of `parts` steps sharing one store, (index,
+    /// parts): each kernel writing the store writes only its part of the
+    /// values (`share_store`, `part_range`).
+    pub store_part: Option<(usize, usize)>,
 }
 
 /// The persistent store's layout: every parameter, then every state, each
@@ -282,7 +288,7 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
     squash_slices_where_they_lie(g, &mut kernels, &mut fused, &consumers, &roots);
     let scratch_len = assign_scratch(g, &kernels, &fused, &roots, (&in_place, &placed), &mut locations);
     place_views(g, &live, &placed, &mut locations);
-    Plan { kernels, locations, scratch_len, store }
+    Plan { kernels, locations, scratch_len, store, store_part: None }
 }
 
 /// Store offsets of the parameters and of the states.

@@ -221,8 +221,9 @@ impl Trainer {
     fn train_step(&mut self, batch: usize) -> Result<&mut Compiled<TrainGraph>, TrainError> {
         if !self.train_steps.contains_key(&batch) {
             let (observe, shard) = (self.health.is_some(), self.shard(batch));
-            let step = pipeline::compile_step(&self.model.checked, &self.config, shard, observe, self.model.backend)
-                .map_err(|d| TrainError::Compile(d.message))?;
+            let step =
+                pipeline::compile_step(&self.model.checked, &self.config, (shard, None), observe, self.model.backend)
+                    .map_err(|d| TrainError::Compile(d.message))?;
             // Activation layers the step could not map to its nodes go unreported.
             let observed: usize =
                 step.graph.observed.iter().map(|&v| crate::shape::numel(&step.graph.graph.node(v).shape)).sum();

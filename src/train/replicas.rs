@@ -9,9 +9,14 @@
 //! after another (`Trainer::epoch_replicated`), so no step waits for
 //! sleeping threads to wake or for the main thread to prepare the next.
 //!
-//! Every replica applies the same summed update to its own copy of the
-//! store, so the copies stay equal bit for bit. The number of parts does
-//! not depend on the cores, so neither do the results.
+//! Where their plans allow (`plan::share_store`: no health observed, the
+//! update element by element after the sums), the replicas share the
+//! trainer's store, each writing its own part of the summed update: each
+//! pass of the update over VGG-16's 553 MB of weights, bound by memory,
+//! then reads and writes half as much. Otherwise every replica applies
+//! the same summed update to its own copy of the store, so the copies
+//! stay equal bit for bit. Either way, the number of parts does not
+//! depend on the cores, so neither do the results.
 //!
 //! The replicas' threads flush subnormal floats to zero
 //! (`nnc_runtime::flush_subnormals`): a Fashion-MNIST epoch took 1–2 % longer
@@ -32,7 +37,9 @@ use super::{Compiled, Hypers, Stopped, Store, TrainError, Trainer, rows_of};
 use crate::check::Layer;
 use crate::data::Dataset;
 use crate::ir::{Shard, TrainGraph};
+use crate::jit::SharedStore;
 use crate::pipeline;
+use crate::plan::StoreLayout;
 
 /// Parts of every batch: two, whatever the cores (their results would
 /// otherwise depend on the machine).
@@ -71,6 +78,8 @@ pub struct Replicas {
     stores: Vec<Store>,
     /// Whether `stores` hold the trainer's store as it is now.
     synced: bool,
+    /// Whether the steps share the trainer's store (then `stores` is empty).
+    shared: bool,
     steps: HashMap<usize, Vec<Compiled<TrainGraph>>>,
     /// Each replica's observed health values of the latest step.
     observed: Vec<Vec<f32>>,
@@ -94,6 +103,7 @@ impl Replicas {
             pools,
             stores: vec![],
             synced: false,
+            shared: false,
             steps: HashMap::new(),
             observed: vec![vec![]; REPLICAS],
         })
@@ -103,6 +113,15 @@ impl Replicas {
     /// taken again before the next one.
     pub fn unsync(&mut self) {
         self.synced = false;
+    }
+
+    /// Copies `store` for every replica but the first, unless the copies
+    /// hold it already or the replicas share it.
+    fn sync(&mut self, store: &Store) {
+        if !self.shared && !self.synced {
+            self.stores = vec![store.clone(); REPLICAS - 1];
+            self.synced = true;
+        }
     }
 }
 
@@ -249,29 +268,25 @@ impl Trainer {
         self.steps_done += 1;
         let hypers = self.hypers(lr);
         let replicas = self.replicas.as_mut().ok_or_else(|| TrainError::Internal("replicas not started".into()))?;
-        if !replicas.synced {
-            replicas.stores = vec![self.model.store.clone(); REPLICAS - 1];
-            replicas.synced = true;
-        }
+        replicas.sync(&self.model.store);
         let observed_len = self.health.as_ref().map_or(0, |h| h.observed_len());
         replicas.observed.iter_mut().for_each(|o| o.resize(observed_len, 0.0));
         let Replicas { team, pools, stores, steps, observed, .. } = replicas;
         let steps = steps.get_mut(&rows).ok_or_else(|| TrainError::Internal("replica steps".into()))?;
-        let store_of = std::iter::once(&mut self.model.store).chain(stores.iter_mut());
+        let mut replica_stores = replica_stores(&mut self.model.store, stores);
         let mut calls = Vec::with_capacity(REPLICAS);
-        for ((rank, step), store) in steps.iter_mut().enumerate().zip(store_of) {
+        for ((rank, step), store) in steps.iter_mut().enumerate().zip(&mut replica_stores) {
             let shard = Shard::part(rows, rank, REPLICAS);
             let (x, y) = (rows_of(x, rows, shard), if y.is_empty() { y } else { rows_of(y, rows, shard) });
-            let call = step.call(store, x, y, &hypers).map_err(TrainError::Internal)?;
+            let call = store.call(step, x, y, &hypers).map_err(TrainError::Internal)?;
             let team = &*team;
             calls.push(move || team.member(rank, call));
         }
         run_side_by_side(pools, calls, &mut || {});
-        let store_of = std::iter::once(&self.model.store).chain(stores.iter());
         let mut loss = 0.0;
-        for ((step, store), observed) in steps.iter().zip(store_of).zip(observed.iter_mut()) {
+        for ((step, store), observed) in steps.iter().zip(&replica_stores).zip(observed.iter_mut()) {
             // Each replica's loss is its rows' share of the batch's mean.
-            loss += f64::from(step.results(store, observed).map_err(TrainError::Internal)?);
+            loss += f64::from(store.results(step, observed).map_err(TrainError::Internal)?);
         }
         if let Some(h) = self.health.as_mut() {
             // The parameters' health is the same in every replica; the
@@ -322,17 +337,14 @@ impl Trainer {
         let targets = !self.model.checked.targets.is_empty();
         let internal = |what: &str| TrainError::Internal(format!("replicated epoch: {what}"));
         let replicas = self.replicas.as_mut().ok_or_else(|| internal("replicas not started"))?;
-        if !replicas.synced {
-            replicas.stores = vec![self.model.store.clone(); REPLICAS - 1];
-            replicas.synced = true;
-        }
+        replicas.sync(&self.model.store);
         let observed_len = self.health.as_ref().map_or(0, |h| h.observed_len());
         let activations = self.health.as_mut().map_or(0, |h| h.activation_sums_mut().len());
         replicas.observed.iter_mut().for_each(|o| o.resize(observed_len, 0.0));
         let Replicas { team, pools, stores, steps, observed, .. } = replicas;
         let [full_steps, mut last_steps] = steps.get_disjoint_mut([&full, &last]);
         let full_steps = full_steps.ok_or_else(|| internal("no step for the batch"))?;
-        let mut stores: Vec<&mut Store> = std::iter::once(&mut self.model.store).chain(stores.iter_mut()).collect();
+        let mut stores = replica_stores(&mut self.model.store, stores);
         // Every call's buffers are checked before any replica starts: one
         // failing in the middle would leave the others waiting in a sum.
         for (rank, store) in stores.iter_mut().enumerate() {
@@ -343,7 +355,7 @@ impl Trainer {
                 let shard = Shard::part(rows, rank, REPLICAS);
                 let x = vec![0.0; shard.rows * train.width];
                 let y = vec![0.0; if targets { shard.rows * train.target_width } else { 0 }];
-                drop(step.call(store, &x, &y, &hypers[0]).map_err(TrainError::Internal)?);
+                drop(store.call(step, &x, &y, &hypers[0]).map_err(TrainError::Internal)?);
             }
         }
         let plan =
@@ -402,15 +414,31 @@ impl Trainer {
             return Ok(());
         }
         let observe = self.health.is_some();
+        // The replicas share the store unless they observe its health (read
+        // after the update), or a plan cannot share it out (`share_store`).
+        let share = !observe && (replicas.steps.is_empty() || replicas.shared);
         // Each replica's step compiles on its own core.
         let steps = (0..REPLICAS)
             .into_par_iter()
             .map(|r| {
                 let shard = Shard::part(rows, r, REPLICAS);
-                pipeline::compile_step(&self.model.checked, &self.config, shard, observe, self.model.backend)
+                let part = share.then_some((r, REPLICAS));
+                pipeline::compile_step(&self.model.checked, &self.config, (shard, part), observe, self.model.backend)
                     .map_err(|d| TrainError::Compile(d.message))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let shared = steps.iter().all(|step| step.shares_store());
+        if !replicas.steps.is_empty() && shared != replicas.shared {
+            // Every batch size's plan has the same structure.
+            return Err(TrainError::Internal("the replicas' steps disagree on sharing the store".into()));
+        }
+        if share && !shared && steps.iter().any(|step| step.shares_store()) {
+            return Err(TrainError::Internal("some replicas' steps share the store, some do not".into()));
+        }
+        replicas.shared = shared;
+        if shared {
+            replicas.stores.clear();
+        }
         let observed: usize =
             steps[0].graph.observed.iter().map(|&v| crate::shape::numel(&steps[0].graph.graph.node(v).shape)).sum();
         if let Some(h) = self.health.as_mut().filter(|h| h.observed_len() != observed) {
@@ -442,7 +470,7 @@ struct EpochPlan<'a> {
 /// the first replica also the health sums and the channel to the main thread.
 struct Own<'a> {
     steps: (&'a mut Compiled<TrainGraph>, Option<&'a mut Compiled<TrainGraph>>),
-    store: &'a mut Store,
+    store: ReplicaStore<'a>,
     observed: &'a mut Vec<f32>,
     health: Option<&'a mut HealthSums>,
     reports: Option<Sender<Vec<Report>>>,
@@ -455,7 +483,7 @@ struct Own<'a> {
 /// stops at the same step. Returns why the steps stopped early, if they
 /// did, and how many ran.
 fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stopped>, usize), String> {
-    let Own { steps: (full, mut last), store, observed, mut health, reports } = own;
+    let Own { steps: (full, mut last), mut store, observed, mut health, reports } = own;
     let activations = plan.activations;
     let params = observed.len().checked_sub(activations).ok_or("fewer observed values than activations")?;
     let (mut exchange, mut summed) = (vec![0.0; REPLICAS + 1 + activations], vec![0.0; REPLICAS + 1 + activations]);
@@ -472,8 +500,8 @@ fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stop
         } else {
             last.as_deref_mut().ok_or("no step for the last batch")?
         };
-        step.call(store, &rows.x, y, &plan.hypers[i])?();
-        let loss = step.results(store, observed)?;
+        store.call(step, &rows.x, y, &plan.hypers[i])?();
+        let loss = store.results(step, observed)?;
         exchange.fill(0.0);
         exchange[rank] = loss;
         exchange[REPLICAS] = f32::from(u8::from(rank == 0 && plan.stop.load(Ordering::Relaxed)));
@@ -512,6 +540,48 @@ fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stop
         }
     }
     Ok((None, count))
+}
+
+/// Where a replica's steps keep the weights: a copy of its own, or the
+/// trainer's store, which the replicas share, each writing its own part.
+enum ReplicaStore<'a> {
+    Own(&'a mut Store),
+    Shared((&'a StoreLayout, SharedStore<'a>)),
+}
+
+impl ReplicaStore<'_> {
+    /// `step`'s call on these weights (`Compiled::call` or `call_shared`).
+    fn call<'b>(
+        &'b mut self,
+        step: &'b mut Compiled<TrainGraph>,
+        x: &'b [f32],
+        y: &'b [f32],
+        h: &'b Hypers,
+    ) -> Result<Box<dyn FnOnce() + Send + 'b>, String> {
+        Ok(match self {
+            ReplicaStore::Own(store) => Box::new(step.call(store, x, y, h)?),
+            ReplicaStore::Shared(shared) => Box::new(step.call_shared(*shared, x, y, h)?),
+        })
+    }
+
+    /// The loss of `step`'s last call, and its observed values (none when shared).
+    fn results(&self, step: &Compiled<TrainGraph>, observed: &mut [f32]) -> Result<f32, String> {
+        match self {
+            ReplicaStore::Own(store) => step.results(store, observed),
+            ReplicaStore::Shared(_) => step.loss(),
+        }
+    }
+}
+
+/// Each replica's `ReplicaStore`: the trainer's `store` for all when they
+/// share it (`copies` is then empty), else it for the first and the copies
+/// for the others.
+fn replica_stores<'a>(store: &'a mut Store, copies: &'a mut [Store]) -> Vec<ReplicaStore<'a>> {
+    if copies.is_empty() {
+        let shared = store.shared();
+        return (0..REPLICAS).map(|_| ReplicaStore::Shared(shared)).collect();
+    }
+    std::iter::once(store).chain(copies).map(ReplicaStore::Own).collect()
 }
 
 /// A step's number in the epoch, rows, loss and when it finished, as the

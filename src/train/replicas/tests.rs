@@ -10,11 +10,16 @@ use crate::pipeline::check_source;
 /// A convolutional model with batch normalisation, dropout and Adam
 /// that replicates, and 314 rows of the digits (the last batch of 26).
 fn model_and_rows(lr: &str) -> (crate::check::CheckedModel, Dataset) {
+    model_and_rows_normalised(lr, "|> batchnorm")
+}
+
+/// `model_and_rows` with `norm` after the first convolution.
+fn model_and_rows_normalised(lr: &str, norm: &str) -> (crate::check::CheckedModel, Dataset) {
     let source = format!(
         "model split {{
         input image: [1, 8, 8]
         target digit: class(10)
-        image |> conv2d(16, kernel = 3, padding = 1, bias = false) |> batchnorm |> relu
+        image |> conv2d(16, kernel = 3, padding = 1, bias = false) {norm} |> relu
             |> conv2d(16, kernel = 3, padding = 1) |> relu |> maxpool(2)
             |> flatten |> dense(32) |> relu |> dropout(0.2) |> dense(10) => logits
         loss = cross_entropy(logits, digit)
@@ -128,4 +133,36 @@ fn stepping_while_asked_counts_the_replicated_steps_it_ran() {
         stepwise.step_replicated(&batch.x, &batch.y, 32, lr).expect("steps");
     }
     assert_eq!(bits(&whole), bits(&stepwise));
+}
+
+/// Without health observed, the replicas of a model without batch
+/// statistics share the trainer's store, each writing its part of the
+/// update: the bits of replicas on copies of their own (health observed),
+/// over a replicated epoch and over steps one by one; an epoch stopped
+/// midway puts the shared store back as it was.
+#[test]
+fn replicas_sharing_the_store_update_it_as_copies_do() {
+    let (model, rows) = model_and_rows_normalised("0.01", "");
+    let mut shared = Trainer::new(&model, model.train.clone(), Backend::Jit).expect("trainable");
+    let mut copies = trainer(&model);
+    let batch = rows.select(&(0..32).collect::<Vec<_>>());
+    for trainer in [&mut shared, &mut copies] {
+        trainer.fit_epoch(&rows, None, None).expect("trains");
+        for _ in 0..2 {
+            trainer.step_replicated(&batch.x, &batch.y, 32, model.train.lr).expect("steps");
+        }
+    }
+    let sharing = |trainer: &Trainer| trainer.replicas.as_ref().expect("replicated").shared;
+    assert!(sharing(&shared) && !sharing(&copies));
+    assert_ne!(bits(&shared), bits(&trainer(&model)));
+    assert_eq!(bits(&shared), bits(&copies));
+
+    let before = bits(&shared);
+    let mut heard = 0;
+    let stopped = shared.fit_epoch_with_progress(&rows, None, None, &mut |_, _, _| {
+        heard += 1;
+        heard < 3
+    });
+    assert!(matches!(stopped, Err(TrainError::Interrupted { .. })), "{stopped:?}");
+    assert_eq!(bits(&shared), before);
 }

@@ -1,0 +1,56 @@
+//! One store for the replicas of a training step on the threads of one
+//! process: each replica writes its own part of every value the store
+//! holds (`Plan::store_part`), so the update's passes over the weights,
+//! bound by memory, are shared out instead of each replica making all of
+//! them on a copy of its own.
+
+use super::{Broadcast, Kernel, Location, Plan, collect_fused, kernel_reads, produces};
+use crate::ir::Graph;
+
+/// `plan` as part `index` of `parts` steps sharing one store, when its
+/// writes there can be shared out (else `plan` unchanged, as `Err`):
+/// every kernel writing the store is an element-wise loop whose values
+/// all live there (an optimizer's update: each value from the values at
+/// the same place of its inputs) or a copy into it, and comes after a
+/// wait for the sums (a barrier, where every replica has read all it
+/// reads of the old values); after that wait no other kernel reads or
+/// writes the store.
+pub fn share_store(g: &Graph, mut plan: Plan, (index, parts): (usize, usize)) -> Result<Plan, Plan> {
+    let in_store = |v: crate::ir::ValueId| matches!(plan.locations[v.0], Location::Store(_));
+    let fused: Vec<bool> = plan.locations.iter().map(|l| *l == Location::Fused).collect();
+    let writes = |kernel: &Kernel| matches!(kernel, Kernel::Copy { .. }) || produces(kernel).any(in_store);
+    let Some(first) = plan.kernels.iter().position(writes) else {
+        plan.store_part = Some((index, parts));
+        return Ok(plan);
+    };
+    let Some(barrier) = plan.kernels[..first].iter().rposition(|k| matches!(k, Kernel::AwaitSums)) else {
+        return Err(plan);
+    };
+    let in_parts = |kernel: &Kernel| match kernel {
+        Kernel::Copy { .. } => true,
+        Kernel::Elementwise { roots, sums } => {
+            let mut expression = Vec::new();
+            for &root in roots {
+                collect_fused(g, &plan.locations, root, &mut expression);
+            }
+            sums.is_empty()
+                && roots.iter().all(|&root| in_store(root))
+                && expression.iter().all(|v| Broadcast::of(g, &g.nodes[v.0]).is_none())
+        }
+        _ => false,
+    };
+    let apart = |kernel: &Kernel| !writes(kernel) && !kernel_reads(g, kernel, &fused).into_iter().any(in_store);
+    if plan.kernels[barrier + 1..].iter().all(|k| in_parts(k) || apart(k)) {
+        plan.store_part = Some((index, parts));
+        Ok(plan)
+    } else {
+        Err(plan)
+    }
+}
+
+/// The values `[begin, end)` of `units` (a multiple of `align` apart
+/// from the last) that part `index` of `parts` writes.
+pub fn part_range(units: usize, align: usize, (index, parts): (usize, usize)) -> (usize, usize) {
+    let start = |i: usize| if i == parts { units } else { units * i / parts / align * align };
+    (start(index), start(index + 1))
+}
