@@ -219,7 +219,7 @@ impl Compiled<TrainGraph> {
         if !store.0.holds(&self.layout) {
             return Err("the shared parameter store is not laid out for this step".into());
         }
-        self.exe.as_mut().ok_or("the step is not compiled")?.call_shared(store.1, x, y, h)
+        self.exe.as_mut().ok_or("the step is not compiled")?.call_with(store.1, x, y, h)
     }
 
     /// The loss of the last compiled run, from the step's own buffers

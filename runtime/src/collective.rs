@@ -307,8 +307,8 @@ pub extern "C" fn nnc_all_reduce_start(x: *const f32, y: *mut f32, n: usize) {
 }
 
 /// Waits until every member of this thread's `ThreadTeam` has come here
-/// (alone, at once): replicas sharing one store meet before any writes
-/// its part of the new values.
+/// (returns at once on a thread of no team): replicas sharing one store
+/// meet here before each writes its part of the new values.
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_team_barrier() {
     if let Some((team, _)) = MEMBER.get() {

@@ -267,7 +267,9 @@ impl Emitter<'_, '_> {
             Kernel::AwaitSums => {
                 self.call("nnc_all_reduce_wait", &[]);
                 if self.plan.store_part.is_some() {
-                    // Every replica has read what it reads of the old values.
+                    // Steps sharing the store meet: past the last such wait,
+                    // each has read all it reads of the old values, and
+                    // writes its part of the new ones (`plan::share_store`).
                     self.call("nnc_team_barrier", &[]);
                 }
             }

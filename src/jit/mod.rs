@@ -338,31 +338,22 @@ impl Executable {
         target: &'a [f32],
         hyper: &'a Hypers,
     ) -> Result<impl FnOnce() + Send + 'a, String> {
-        self.call_on(SharedStore::new(store), input, target, hyper)
+        self.call_with(SharedStore { alone: true, ..SharedStore::new(store) }, input, target, hyper)
     }
 
-    /// `call` on a store other steps write at the same time: only for code
-    /// that writes its own part of it (`Plan::store_part`), else an error.
-    pub fn call_shared<'a>(
+    /// `call` on a store that other steps may write at the same time
+    /// (`SharedStore::new`): only for code that writes its own part of it
+    /// (`Plan::store_part`), else an error.
+    pub fn call_with<'a>(
         &'a mut self,
         store: SharedStore<'a>,
         input: &'a [f32],
         target: &'a [f32],
         hyper: &'a Hypers,
     ) -> Result<impl FnOnce() + Send + 'a, String> {
-        if !self.shares_store {
+        if !store.alone && !self.shares_store {
             return Err("the step writes all of the store, which it does not have to itself".into());
         }
-        self.call_on(store, input, target, hyper)
-    }
-
-    fn call_on<'a>(
-        &'a mut self,
-        store: SharedStore<'a>,
-        input: &'a [f32],
-        target: &'a [f32],
-        hyper: &'a Hypers,
-    ) -> Result<impl FnOnce() + Send + 'a, String> {
         // A forward graph uses the parameters only: a prefix of the training store.
         if store.len < self.store_len {
             return Err(format!("parameter store has {} values, expected at least {}", store.len, self.store_len));
@@ -386,7 +377,7 @@ impl Executable {
         })
     }
 
-    /// Whether the code writes only its part of the store (`call_shared`).
+    /// Whether the code writes only its part of the store (`call_with`).
     pub fn shares_store(&self) -> bool {
         self.shares_store
     }
@@ -412,23 +403,25 @@ impl Executable {
 }
 
 /// A store borrowed by steps that may run at the same time, each writing
-/// only its own part of it (`Executable::call_shared`), or by one step.
+/// only its own part of it (`Executable::call_with`), or by one step.
 #[derive(Clone, Copy)]
 pub struct SharedStore<'a> {
     ptr: *mut f32,
     len: usize,
+    /// Whether one step alone has it (`Executable::call`).
+    alone: bool,
     store: PhantomData<&'a mut [f32]>,
 }
 
 // SAFETY: the steps a shared store is handed to write disjoint parts of it
-// (`call_shared` takes only code that does) and meet before and after.
+// (`call_with` takes only code that does) and meet before and after.
 unsafe impl Send for SharedStore<'_> {}
 // SAFETY: as above.
 unsafe impl Sync for SharedStore<'_> {}
 
 impl<'a> SharedStore<'a> {
     pub fn new(store: &'a mut [f32]) -> SharedStore<'a> {
-        SharedStore { ptr: store.as_mut_ptr(), len: store.len(), store: PhantomData }
+        SharedStore { ptr: store.as_mut_ptr(), len: store.len(), alone: false, store: PhantomData }
     }
 
     /// The first value (a method, so closures capture the whole store).

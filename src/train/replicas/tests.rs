@@ -10,18 +10,18 @@ use crate::pipeline::check_source;
 /// A convolutional model with batch normalisation, dropout and Adam
 /// that replicates, and 314 rows of the digits (the last batch of 26).
 fn model_and_rows(lr: &str) -> (crate::check::CheckedModel, Dataset) {
-    model_and_rows_normalised(lr, "|> batchnorm")
+    model_and_rows_of(lr, "|> batchnorm |> relu |> conv2d(16, kernel = 3, padding = 1)", 32)
 }
 
-/// `model_and_rows` with `norm` after the first convolution.
-fn model_and_rows_normalised(lr: &str, norm: &str) -> (crate::check::CheckedModel, Dataset) {
+/// `model_and_rows` with the layers `middle` after the first convolution
+/// and a first dense layer of `width` units.
+fn model_and_rows_of(lr: &str, middle: &str, width: usize) -> (crate::check::CheckedModel, Dataset) {
     let source = format!(
         "model split {{
         input image: [1, 8, 8]
         target digit: class(10)
-        image |> conv2d(16, kernel = 3, padding = 1, bias = false) {norm} |> relu
-            |> conv2d(16, kernel = 3, padding = 1) |> relu |> maxpool(2)
-            |> flatten |> dense(32) |> relu |> dropout(0.2) |> dense(10) => logits
+        image |> conv2d(16, kernel = 3, padding = 1, bias = false) {middle} |> relu |> maxpool(2)
+            |> flatten |> dense({width}) |> relu |> dropout(0.2) |> dense(10) => logits
         loss = cross_entropy(logits, digit)
         train {{ data = builtin(\"digits\") scale = 16 optimizer = adam(lr = {lr}) batch = 32 seed = 5 }}
     }}"
@@ -136,16 +136,26 @@ fn stepping_while_asked_counts_the_replicated_steps_it_ran() {
 }
 
 /// Without health observed, the replicas of a model without batch
-/// statistics share the trainer's store, each writing its part of the
-/// update: the bits of replicas on copies of their own (health observed),
-/// over a replicated epoch and over steps one by one; an epoch stopped
-/// midway puts the shared store back as it was.
+/// statistics and with over a million weights and Adam's values share the
+/// trainer's store, each writing its part of the update: the bits of
+/// replicas on copies of their own (health observed), over a replicated
+/// epoch and over steps one by one; an epoch stopped midway puts the
+/// shared store back as it was. The same model with a small store keeps
+/// a copy for each replica.
 #[test]
 fn replicas_sharing_the_store_update_it_as_copies_do() {
-    let (model, rows) = model_and_rows_normalised("0.01", "");
+    let (small, _) = model_and_rows_of("0.01", "|> relu |> conv2d(16, kernel = 3, padding = 1)", 32);
+    let mut trainer_of_small = Trainer::new(&small, small.train.clone(), Backend::Jit).expect("trainable");
+    trainer_of_small.compile_replicas(32).expect("compiles");
+    assert!(!trainer_of_small.replicas.as_ref().expect("replicated").shared);
+    let convolutions = "|> relu |> conv2d(64, kernel = 3, padding = 1) |> relu |> conv2d(64, kernel = 3, padding = 1)
+        |> relu |> conv2d(64, kernel = 3, padding = 1)";
+    let (model, rows) = model_and_rows_of("0.01", convolutions, 320);
     let mut shared = Trainer::new(&model, model.train.clone(), Backend::Jit).expect("trainable");
     let mut copies = trainer(&model);
     let batch = rows.select(&(0..32).collect::<Vec<_>>());
+    let (size, order) = shared.batches(rows.rows, 0);
+    assert!(shared.replicates_epoch(order.len(), size));
     for trainer in [&mut shared, &mut copies] {
         trainer.fit_epoch(&rows, None, None).expect("trains");
         for _ in 0..2 {
