@@ -96,10 +96,17 @@ impl Store {
     }
 
     /// The values, for steps that write their own parts of them at the
-    /// same time (`Compiled::call_shared`): a new version, as `data_mut`.
+    /// same time (`Compiled::call`): a new version, as `data_mut`.
     pub fn shared(&mut self) -> (&StoreLayout, SharedStore<'_>) {
         self.renew_version();
         (&self.layout, SharedStore::new(&mut self.data))
+    }
+
+    /// The values, for one step alone to write (`Compiled::call`): a new
+    /// version, as `data_mut`.
+    pub fn exclusive(&mut self) -> (&StoreLayout, SharedStore<'_>) {
+        self.renew_version();
+        (&self.layout, SharedStore::alone(&mut self.data))
     }
 
     fn renew_version(&mut self) {
@@ -167,12 +174,17 @@ fn build(graph: &Graph, plan: impl FnOnce() -> plan::Plan, backend: Backend) -> 
 impl<G> Compiled<G> {
     /// An error unless `store` is laid out for this graph.
     fn check_store(&self, store: &Store) -> Result<(), String> {
-        if store.layout.holds(&self.layout) {
+        self.check_layout(&store.layout)
+    }
+
+    /// An error unless a store laid out as `layout` fits this graph.
+    fn check_layout(&self, layout: &StoreLayout) -> Result<(), String> {
+        if layout.holds(&self.layout) {
             Ok(())
         } else {
             Err(format!(
                 "the parameter store ({} values) is not laid out for this graph ({} values)",
-                store.layout.len, self.layout.len
+                layout.len, self.layout.len
             ))
         }
     }
@@ -205,21 +217,6 @@ impl Compiled<TrainGraph> {
     /// Whether the step writes only its part of the store (`new_in_part`).
     pub fn shares_store(&self) -> bool {
         self.exe.as_ref().is_some_and(|exe| exe.shares_store())
-    }
-
-    /// `call` on a store the other parts' steps write at the same time
-    /// (`Store::shared`): an error unless this step `shares_store`.
-    pub fn call_shared<'a>(
-        &'a mut self,
-        store: (&StoreLayout, SharedStore<'a>),
-        x: &'a [f32],
-        y: &'a [f32],
-        h: &'a Hypers,
-    ) -> Result<impl FnOnce() + Send + 'a, String> {
-        if !store.0.holds(&self.layout) {
-            return Err("the shared parameter store is not laid out for this step".into());
-        }
-        self.exe.as_mut().ok_or("the step is not compiled")?.call_with(store.1, x, y, h)
     }
 
     /// The loss of the last compiled run, from the step's own buffers
@@ -267,16 +264,19 @@ impl Compiled<TrainGraph> {
 
     /// `run_observed` of compiled code in two halves, for steps that run
     /// side by side (`train::Replicas`): the call, which may run on another
-    /// thread, and then `results`.
+    /// thread, and then `results` (or `loss`). The store is the step's
+    /// alone (`Store::exclusive`), or one the other parts' steps write at
+    /// the same time (`Store::shared`), which only a step that
+    /// `shares_store` takes.
     pub fn call<'a>(
         &'a mut self,
-        store: &'a mut Store,
+        (layout, store): (&StoreLayout, SharedStore<'a>),
         x: &'a [f32],
         y: &'a [f32],
         h: &'a Hypers,
     ) -> Result<impl FnOnce() + Send + 'a, String> {
-        self.check_store(store)?;
-        self.exe.as_mut().ok_or("the step is not compiled")?.call(store.data_mut(), x, y, h)
+        self.check_layout(layout)?;
+        self.exe.as_mut().ok_or("the step is not compiled")?.call_with(store, x, y, h)
     }
 
     /// The loss of the last compiled run, with its observed values written

@@ -338,7 +338,7 @@ impl Executable {
         target: &'a [f32],
         hyper: &'a Hypers,
     ) -> Result<impl FnOnce() + Send + 'a, String> {
-        self.call_with(SharedStore { alone: true, ..SharedStore::new(store) }, input, target, hyper)
+        self.call_with(SharedStore::alone(store), input, target, hyper)
     }
 
     /// `call` on a store that other steps may write at the same time
@@ -420,8 +420,14 @@ unsafe impl Send for SharedStore<'_> {}
 unsafe impl Sync for SharedStore<'_> {}
 
 impl<'a> SharedStore<'a> {
+    /// A store other steps may write at the same time.
     pub fn new(store: &'a mut [f32]) -> SharedStore<'a> {
         SharedStore { ptr: store.as_mut_ptr(), len: store.len(), alone: false, store: PhantomData }
+    }
+
+    /// A store one step alone writes.
+    pub fn alone(store: &'a mut [f32]) -> SharedStore<'a> {
+        SharedStore { alone: true, ..SharedStore::new(store) }
     }
 
     /// The first value (a method, so closures capture the whole store).

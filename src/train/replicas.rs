@@ -39,9 +39,8 @@ use super::{Compiled, Hypers, Stopped, Store, TrainError, Trainer, rows_of};
 use crate::check::Layer;
 use crate::data::Dataset;
 use crate::ir::{Shard, TrainGraph};
-use crate::jit::SharedStore;
 use crate::pipeline;
-use crate::plan::StoreLayout;
+use store::{ReplicaStore, replica_stores};
 
 /// Parts of every batch: two, whatever the cores (their results would
 /// otherwise depend on the machine).
@@ -553,48 +552,6 @@ fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stop
     Ok((None, count))
 }
 
-/// Where a replica's steps keep the weights: a copy of its own, or the
-/// trainer's store, which the replicas share, each writing its own part.
-enum ReplicaStore<'a> {
-    Own(&'a mut Store),
-    Shared((&'a StoreLayout, SharedStore<'a>)),
-}
-
-impl ReplicaStore<'_> {
-    /// `step`'s call on these weights (`Compiled::call` or `call_shared`).
-    fn call<'b>(
-        &'b mut self,
-        step: &'b mut Compiled<TrainGraph>,
-        x: &'b [f32],
-        y: &'b [f32],
-        h: &'b Hypers,
-    ) -> Result<Box<dyn FnOnce() + Send + 'b>, String> {
-        Ok(match self {
-            ReplicaStore::Own(store) => Box::new(step.call(store, x, y, h)?),
-            ReplicaStore::Shared(shared) => Box::new(step.call_shared(*shared, x, y, h)?),
-        })
-    }
-
-    /// The loss of `step`'s last call, and its observed values (none when shared).
-    fn results(&self, step: &Compiled<TrainGraph>, observed: &mut [f32]) -> Result<f32, String> {
-        match self {
-            ReplicaStore::Own(store) => step.results(store, observed),
-            ReplicaStore::Shared(_) => step.loss(),
-        }
-    }
-}
-
-/// Each replica's `ReplicaStore`: the trainer's `store` for all when they
-/// share it (`copies` is then empty), else it for the first and the copies
-/// for the others.
-fn replica_stores<'a>(store: &'a mut Store, copies: &'a mut [Store]) -> Vec<ReplicaStore<'a>> {
-    if copies.is_empty() {
-        let shared = store.shared();
-        return (0..REPLICAS).map(|_| ReplicaStore::Shared(shared)).collect();
-    }
-    std::iter::once(store).chain(copies).map(ReplicaStore::Own).collect()
-}
-
 /// A step's number in the epoch, rows, loss and when it finished, as the
 /// main thread hears it.
 type Report = (usize, usize, f64, Instant);
@@ -608,5 +565,6 @@ const REPORTS_AT_ONCE: usize = 16;
 /// move the progress bar and a Ctrl-C is heard within a step or so.
 const REPORT_AT_LEAST_EVERY: Duration = Duration::from_millis(50);
 
+mod store;
 #[cfg(test)]
 mod tests;
