@@ -180,6 +180,22 @@ impl ThreadTeam {
         self.wait();
     }
 
+    /// Runs `work` with every member's `mine`, in rank order, once all
+    /// have given theirs, and returns once every member's `work` has
+    /// returned: what each `mine` borrows stays as it is until then.
+    pub(crate) fn together<T: Sync, R>(&self, rank: usize, mine: &T, work: impl FnOnce(&[&T]) -> R) -> R {
+        self.parts[rank].store(std::ptr::from_ref(mine) as usize, Ordering::Relaxed);
+        self.wait();
+        // SAFETY: every member called `together` with a `T` at this point
+        // of its work (they run copies of one step), borrowed until the
+        // barrier below.
+        let all: Vec<&T> =
+            (0..self.members).map(|r| unsafe { &*(self.parts[r].load(Ordering::Relaxed) as *const T) }).collect();
+        let result = work(&all);
+        self.wait();
+        result
+    }
+
     /// Returns once every member has called it as often as this one.
     fn wait(&self) {
         let opened = self.opened.load(Ordering::Acquire);
@@ -304,6 +320,14 @@ pub extern "C" fn nnc_all_reduce_start(x: *const f32, y: *mut f32, n: usize) {
             all_reduce(x, y);
         }
     }
+}
+
+/// `work` on the team this thread is a member of, with its rank; None
+/// on a thread of no team.
+pub(crate) fn as_member<R>(work: impl FnOnce(&ThreadTeam, usize) -> R) -> Option<R> {
+    let (team, rank) = MEMBER.get()?;
+    // SAFETY: `ThreadTeam::member` keeps the team borrowed while this thread works for it.
+    Some(work(unsafe { &*team }, rank))
 }
 
 /// Waits until every member of this thread's `ThreadTeam` has come here

@@ -109,7 +109,7 @@ impl Operand {
     ///
     /// # Safety
     /// (i, j) lies inside the operand.
-    unsafe fn get(self, i: usize, j: usize) -> f32 {
+    pub unsafe fn get(self, i: usize, j: usize) -> f32 {
         // SAFETY: the caller's contract.
         unsafe { *self.ptr.offset(i as isize * self.rows + j as isize * self.cols) }
     }

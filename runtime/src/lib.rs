@@ -165,6 +165,8 @@ macro_rules! routine {
 pub fn routines() -> Vec<Routine> {
     vec![
         routine!(products::nnc_sgemm, 12, 0),
+        routine!(products::nnc_team_sgemm_columns, 12, 0),
+        routine!(products::nnc_team_sgemm_sum, 12, 0),
         routine!(profile::nnc_profile_mark, 2, 0),
         routine!(routines::nnc_sum_rows, 4, 0),
         routine!(routines::nnc_softmax, 4, 0),

@@ -15,6 +15,10 @@ use crate::gemm::{self, Isa, Operand};
 use crate::kernels::Epilogue;
 use crate::routines::{slice, slice_mut};
 
+mod team;
+
+pub use team::{nnc_team_sgemm_columns, nnc_team_sgemm_sum};
+
 /// Products with at least this many multiply-adds are split over rayon's
 /// threads (below it, waking a thread costs more than it saves).
 const SPLIT_MACS: usize = 1 << 20;
