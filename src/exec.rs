@@ -205,7 +205,10 @@ impl Compiled<TrainGraph> {
         let plan = || {
             let whole = plan::plan_train(&step);
             match part {
-                Some(part) => plan::share_store(&step.graph, whole, part).unwrap_or_else(|whole| whole),
+                Some(part) => match plan::share_store(&step.graph, whole, part) {
+                    Ok(shared) => plan::team_products(&step.graph, shared),
+                    Err(whole) => whole,
+                },
                 None => whole,
             }
         };

@@ -17,7 +17,7 @@ use nnc_runtime::{SliceMove, Squash};
 
 use super::elementwise::Layout;
 use crate::ir::{Graph, Op, Unary, ValueId, numel};
-use crate::plan::{Kernel, Location, Plan};
+use crate::plan::{Kernel, Location, Plan, TeamSplit};
 
 /// Floats per cache line: where a replica's part of the store starts.
 const LINE: usize = 16;
@@ -252,7 +252,7 @@ impl Emitter<'_, '_> {
                     }
                 }
             }
-            Kernel::MatMul { node } => self.matmul(*node),
+            Kernel::MatMul { node, team } => self.matmul(*node, *team),
             Kernel::Routine { node } => self.routine(*node),
             Kernel::ChannelSums { sum, product } => self.channel_sums(*sum, *product),
             Kernel::Copy { from, to, len } => {
@@ -276,7 +276,9 @@ impl Emitter<'_, '_> {
         }
     }
 
-    fn matmul(&mut self, v: ValueId) {
+    /// A product, alone or computed with the other steps sharing the
+    /// store (`plan::team_products`).
+    fn matmul(&mut self, v: ValueId, team: Option<TeamSplit>) {
         let node = &self.graph.nodes[v.0];
         let Op::MatMul { ta, tb, relu } = node.op else { return };
         let (sa, sb) = (self.graph.shape(node.inputs[0]).clone(), self.graph.shape(node.inputs[1]).clone());
@@ -290,8 +292,21 @@ impl Emitter<'_, '_> {
             Some(&bias) => self.base(bias),
             None => self.imm(0),
         };
+        let values = m * n;
         let [m, k, n, rsa, csa, rsb, csb, relu] = [m, k, n, rsa, csa, rsb, csb, usize::from(relu)].map(|d| self.imm(d));
-        self.call("nnc_sgemm", &[m, k, n, a, rsa, csa, bb, rsb, csb, c, bias, relu]);
+        match team {
+            None => self.call("nnc_sgemm", &[m, k, n, a, rsa, csa, bb, rsb, csb, c, bias, relu]),
+            Some(TeamSplit::Columns) => {
+                self.call("nnc_team_sgemm_columns", &[m, k, n, a, rsa, csa, bb, rsb, csb, c, bias, relu]);
+            }
+            Some(TeamSplit::Sum(sum)) => {
+                // The part of the sum this step's part of the update reads.
+                let part = self.plan.store_part.expect("a summed team product shares the store");
+                let (begin, end) = crate::plan::part_range(values, LINE, part);
+                let (sum, begin, end) = (self.base(sum), self.imm(begin), self.imm(end));
+                self.call("nnc_team_sgemm_sum", &[m, k, n, a, rsa, csa, bb, rsb, csb, sum, begin, end]);
+            }
+        }
     }
 
     /// `sum` = Σ per channel of a tensor and `product` = Σ per channel of

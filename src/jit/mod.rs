@@ -231,7 +231,7 @@ pub fn compile(graph: &Graph, plan: &Plan, profiled: bool) -> Result<Executable,
         let kernel = |kernel: &Kernel| nnc_runtime::profile::Kernel {
             label: plan.kernel_text(graph, kernel),
             multiply_adds: match kernel {
-                Kernel::MatMul { node } => {
+                Kernel::MatMul { node, .. } => {
                     let (m, k, n) = crate::plan::product_dims(graph, *node);
                     (m * k * n) as u64
                 }

@@ -26,6 +26,7 @@ mod order;
 mod reduce;
 mod scratch;
 mod share;
+mod team;
 
 use join::{join_loops, runs_at};
 pub use order::channel_sums_operands;
@@ -33,6 +34,7 @@ use order::{hoist_updates, overlap_sums, pair_channel_sums};
 use reduce::{fold_sums, hoist_observed_sums, set_aside_sums};
 use scratch::{assign_scratch, place_blocks, place_views, squash_slices_where_they_lie};
 pub use share::{part_range, share_store};
+pub use team::{TeamSplit, team_products};
 
 /// Where a value's elements live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +61,9 @@ pub enum Kernel {
     /// expressions, see `join_loops`), and computing each of `sums`, sums
     /// of squares of values it computes or reads (`reduce`).
     Elementwise { roots: Vec<ValueId>, sums: Vec<ValueId> },
-    /// A matrix product through sgemm.
-    MatMul { node: ValueId },
+    /// A matrix product through sgemm, or computed with the other steps
+    /// sharing the store (`team_products`).
+    MatMul { node: ValueId, team: Option<TeamSplit> },
     /// A row-wise or reducing op run by a runtime routine.
     Routine { node: ValueId },
     /// A per-channel sum of a tensor and a per-channel sum of its products
@@ -439,7 +442,7 @@ fn kernels(
         let v = ValueId(i);
         match &node.op {
             Op::Reshape => {}
-            Op::MatMul { .. } => kernels.push(Kernel::MatMul { node: v }),
+            Op::MatMul { .. } => kernels.push(Kernel::MatMul { node: v, team: None }),
             op if is_elementwise(op) => match loops.iter().find(|l| l.contains(&i)) {
                 Some(joined) if joined.last() == Some(&i) => kernels.push(Kernel::Elementwise {
                     roots: joined.iter().map(|&r| ValueId(r)).collect(),
@@ -481,7 +484,8 @@ fn squashes_a_stored_value(g: &Graph, fused: &[bool], v: ValueId) -> bool {
 fn produces(kernel: &Kernel) -> impl Iterator<Item = ValueId> {
     match kernel {
         Kernel::Elementwise { roots, sums } => [roots.as_slice(), sums].concat(),
-        Kernel::MatMul { node } | Kernel::Routine { node } => vec![*node],
+        Kernel::MatMul { team: Some(TeamSplit::Sum(sum)), .. } => vec![*sum],
+        Kernel::MatMul { node, .. } | Kernel::Routine { node } => vec![*node],
         Kernel::ChannelSums { sum, product } => vec![*sum, *product],
         Kernel::Copy { .. } | Kernel::AwaitSums => vec![],
     }
@@ -495,7 +499,7 @@ pub fn kernel_reads(g: &Graph, kernel: &Kernel, fused: &[bool]) -> Vec<ValueId> 
         Kernel::Elementwise { roots, sums } => {
             roots.iter().chain(sums).flat_map(|v| g.nodes[v.0].inputs.clone()).collect()
         }
-        Kernel::MatMul { node } | Kernel::Routine { node } => g.nodes[node.0].inputs.clone(),
+        Kernel::MatMul { node, .. } | Kernel::Routine { node } => g.nodes[node.0].inputs.clone(),
         Kernel::ChannelSums { sum, product } => {
             [sum, product].iter().flat_map(|v| g.nodes[v.0].inputs.clone()).collect()
         }
@@ -551,11 +555,16 @@ impl Plan {
                     .collect();
                 format!("elementwise {}{sums}  [{}]", outputs.join(", "), names.join(", "))
             }
-            Kernel::MatMul { node } => {
+            Kernel::MatMul { node, team } => {
                 let (m, k, n) = product_dims(g, *node);
                 let bias = if g.nodes[node.0].inputs.len() == 3 { " + bias" } else { "" };
                 let relu = if matches!(g.nodes[node.0].op, Op::MatMul { relu: true, .. }) { ", relu" } else { "" };
-                format!("matmul {node} -> {:?}{bias}{relu}  [{m}×{k} by {k}×{n}]", self.locations[node.0])
+                let (name, out) = match team {
+                    None => ("matmul", *node),
+                    Some(TeamSplit::Columns) => ("team matmul by columns", *node),
+                    Some(TeamSplit::Sum(sum)) => ("team matmul summed", *sum),
+                };
+                format!("{name} {out} -> {:?}{bias}{relu}  [{m}×{k} by {k}×{n}]", self.locations[out.0])
             }
             Kernel::Routine { node } => {
                 format!("{} {node} -> {:?}", g.nodes[node.0].op.name(), self.locations[node.0])

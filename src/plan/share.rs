@@ -26,7 +26,21 @@ pub fn share_store(g: &Graph, mut plan: Plan, (index, parts): (usize, usize)) ->
     let Some(barrier) = plan.kernels[..first].iter().rposition(|k| matches!(k, Kernel::AwaitSums)) else {
         return Err(plan);
     };
-    let in_parts = |kernel: &Kernel| match kernel {
+    let apart = |kernel: &Kernel| !writes(kernel) && !kernel_reads(g, kernel, &fused).into_iter().any(in_store);
+    if plan.kernels[barrier + 1..].iter().all(|k| writes_in_parts(g, &plan, k) || apart(k)) {
+        plan.store_part = Some((index, parts));
+        Ok(plan)
+    } else {
+        Err(plan)
+    }
+}
+
+/// Whether `kernel` can write its values part by part: an element-wise
+/// loop storing only into the store, each value from the values at the
+/// same place of its inputs (no broadcast, no sums), or a copy into the
+/// store. Part `index` then covers `part_range(values, LINE, part)`.
+pub(super) fn writes_in_parts(g: &Graph, plan: &Plan, kernel: &Kernel) -> bool {
+    match kernel {
         Kernel::Copy { .. } => true,
         Kernel::Elementwise { roots, sums } => {
             let mut expression = Vec::new();
@@ -34,17 +48,10 @@ pub fn share_store(g: &Graph, mut plan: Plan, (index, parts): (usize, usize)) ->
                 collect_fused(g, &plan.locations, root, &mut expression);
             }
             sums.is_empty()
-                && roots.iter().all(|&root| in_store(root))
+                && roots.iter().all(|&root| matches!(plan.locations[root.0], Location::Store(_)))
                 && expression.iter().all(|v| Broadcast::of(g, &g.nodes[v.0]).is_none())
         }
         _ => false,
-    };
-    let apart = |kernel: &Kernel| !writes(kernel) && !kernel_reads(g, kernel, &fused).into_iter().any(in_store);
-    if plan.kernels[barrier + 1..].iter().all(|k| in_parts(k) || apart(k)) {
-        plan.store_part = Some((index, parts));
-        Ok(plan)
-    } else {
-        Err(plan)
     }
 }
 

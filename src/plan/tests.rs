@@ -318,3 +318,43 @@ fn gates_are_squashed_where_they_lie() {
         compiled_agrees_with_interpreter(&train, 4, 2);
     }
 }
+
+/// Part 0 of two steps sharing the store of an MLP with two hidden
+/// layers of a million weights each, trained with `extra` settings: its
+/// kernels' texts.
+fn team_kernels(extra: &str) -> Vec<String> {
+    let source = format!(
+        "model m {{\n  input x: [1024]\n  target y: class(3)\n  \
+         x |> dense(1024) |> relu |> dense(1024) |> relu |> dense(3) => logits\n  \
+         loss = cross_entropy(logits, y)\n  train {{ optimizer = momentum(lr = 0.1) {extra} batch = 8 }}\n}}\n"
+    );
+    let model = model_of(&source);
+    let mut step = shard_step_graph(&model, &model.train, Shard::part(8, 0, 2)).expect("step builds");
+    step.fuse_activations();
+    let plan = share_store(&step.graph, plan_train(&step), (0, 2)).expect("shares the store");
+    let plan = team_products(&step.graph, plan);
+    plan.kernels.iter().map(|k| plan.kernel_text(&step.graph, k)).collect()
+}
+
+/// The steps sharing a store read each large weight together in its
+/// products (the forward passes of both hidden layers, the second's input
+/// gradient), and sum each large weight gradient into their parts, with
+/// no sum of it apart; the small last layer's products stay their own.
+/// A gradient whose norm is taken (clipping) is read whole, and so is
+/// summed as before.
+#[test]
+fn steps_sharing_a_store_compute_large_products_together() {
+    let count = |kernels: &[String], what: &str| kernels.iter().filter(|k| k.starts_with(what)).count();
+    let kernels = team_kernels("");
+    assert_eq!(count(&kernels, "team matmul by columns"), 3, "{kernels:#?}");
+    assert_eq!(count(&kernels, "team matmul summed"), 2, "{kernels:#?}");
+    // The last layer's forward, input gradient and weight gradient.
+    assert_eq!(count(&kernels, "matmul"), 3, "{kernels:#?}");
+    // The sums left: the last layer's weight gradient and the three biases'.
+    assert_eq!(count(&kernels, "all_reduce"), 4, "{kernels:#?}");
+
+    let clipped = team_kernels("clip_norm = 1.0");
+    assert_eq!(count(&clipped, "team matmul by columns"), 3, "{clipped:#?}");
+    assert_eq!(count(&clipped, "team matmul summed"), 0, "{clipped:#?}");
+    assert_eq!(count(&clipped, "all_reduce"), 6, "{clipped:#?}");
+}

@@ -135,6 +135,29 @@ fn stepping_while_asked_counts_the_replicated_steps_it_ran() {
     assert_eq!(bits(&whole), bits(&stepwise));
 }
 
+/// Replicas sharing the store compute a dense layer of a million weights
+/// together (`plan::team_products`: its forward pass by columns, its
+/// weight gradient summed into their parts), with the bits of replicas
+/// computing their own products on copies; odd batches split unevenly.
+#[test]
+fn replicas_computing_a_large_layer_together_update_it_as_copies_do() {
+    let (model, rows) = model_and_rows_of("0.01", "", 4096);
+    let mut shared = Trainer::new(&model, model.train.clone(), Backend::Jit).expect("trainable");
+    let mut copies = trainer(&model);
+    for trainer in [&mut shared, &mut copies] {
+        for batch in [32, 7] {
+            let batch = rows.select(&(0..batch).collect::<Vec<_>>());
+            for _ in 0..2 {
+                trainer.step_replicated(&batch.x, &batch.y, batch.rows, model.train.lr).expect("steps");
+            }
+        }
+    }
+    let sharing = |trainer: &Trainer| trainer.replicas.as_ref().expect("replicated").shared;
+    assert!(sharing(&shared) && !sharing(&copies));
+    assert_ne!(bits(&shared), bits(&trainer(&model)));
+    assert_eq!(bits(&shared), bits(&copies));
+}
+
 /// Without health observed, the replicas of a model without batch
 /// statistics and with over a million weights and Adam's values share the
 /// trainer's store, each writing its part of the update: the bits of
