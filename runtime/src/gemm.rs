@@ -424,6 +424,13 @@ unsafe fn block_is_sparse<V: Vector>(
     }
 }
 
+/// Whether a product over `k` on this CPU, accumulating, adds each
+/// element's whole chain to c (k is one block): c + a·b then has the bits
+/// of c plus the product computed alone.
+pub(crate) fn adds_whole_chains(k: usize) -> bool {
+    Isa::detect().is_some() && k_blocks(k) >= k
+}
+
 /// How many values of k each block of k takes: as even as blocks of at
 /// most `KC` allow (784 as 4 × 196, not 3 × 256 and a 16 whose every
 /// block of c is loaded and stored again for 16 multiply-adds).

@@ -21,7 +21,7 @@ use std::cell::RefCell;
 
 use super::{Operand, SMALL_M, nnc_sgemm, part, small};
 use crate::collective::as_member;
-use crate::gemm::finish_rows;
+use crate::gemm::{adds_whole_chains, finish_rows};
 use crate::kernels::Epilogue;
 use crate::routines::{slice, slice_mut};
 
@@ -40,9 +40,10 @@ struct Operands {
 // (but for the disjoint parts of c the others write).
 unsafe impl Sync for Operands {}
 
-/// Values of c a member's sum computes at a time: each member's product
-/// of them stays in the second-level cache while it is added up.
-const SUM_BLOCK: usize = 1 << 16;
+/// Values of c a member's sum computes at a time (512 KiB): the block
+/// stays in the second-level cache while each member's product is added
+/// to it, so that it goes out to memory once.
+const SUM_BLOCK: usize = 1 << 17;
 
 thread_local! {
     /// The gathered rows of a, their product, and a block of a sum's term.
@@ -106,7 +107,12 @@ fn columns(all: &[&Operands], rank: usize, epilogue: Epilogue) {
             for o in &group {
                 for i in 0..o.m {
                     // SAFETY: each member's a reaches its m × k elements through its strides.
-                    gathered.extend((0..k).map(|p| unsafe { o.a.get(i, p) }));
+                    unsafe {
+                        match o.a.cols {
+                            1 => gathered.extend_from_slice(slice(o.a.at(i, 0).ptr, k)),
+                            _ => gathered.extend((0..k).map(|p| o.a.get(i, p))),
+                        }
+                    }
                 }
             }
             product.clear();
@@ -187,13 +193,13 @@ fn sum_range(all: &[&Operands], sum: *mut f32, (begin, end): (usize, usize)) {
                 // SAFETY: each member's a and b reach its m × k and k × n
                 // elements; (first, col) lies inside op(a)·op(b).
                 let (a, b) = unsafe { (o.a.at(first, 0), o.b.at(0, col)) };
-                if q == 0 {
+                if q == 0 || adds_whole_chains(o.k) {
                     // SAFETY: c reaches `rows` rows of `cols` values, n apart.
-                    unsafe { part(dims, a, b, (c, n), false, Epilogue::default()) };
+                    unsafe { part(dims, a, b, (c, n), q > 0, Epilogue::default()) };
                     continue;
                 }
-                // Each later member's product apart, then added: the
-                // team's sum of the members' products, bit for bit.
+                // A later member's product apart, then added: the team's
+                // sum of the members' products, bit for bit.
                 BUFFERS.with_borrow_mut(|(_, term)| {
                     term.clear();
                     term.resize(rows * cols, 0.0);
@@ -266,61 +272,48 @@ mod tests {
         })
     }
 
+    /// `nnc_sgemm`'s signature, which `nnc_team_sgemm_columns` shares.
+    type Sgemm = extern "C" fn(
+        usize,
+        usize,
+        usize,
+        *const f32,
+        isize,
+        isize,
+        *const f32,
+        isize,
+        isize,
+        *mut f32,
+        *const f32,
+        usize,
+    );
+
     /// Each member's rows times one shared b, with and without a bias and
-    /// ReLU, with b as it is and transposed, and members of so few rows
-    /// that their own products are dot products beside members whose are
-    /// sgemm's: every member's c has the bits of its own product.
+    /// ReLU, with a and b as they are and transposed, and members of so
+    /// few rows that their own products are dot products beside members
+    /// whose are sgemm's: every member's c has the bits of its own product.
     #[test]
     fn members_computing_columns_together_get_their_own_products_bits() {
         for (rows, k, n) in [(vec![4, 4], 37, 45), (vec![3, 5, 1], 300, 70), (vec![7, 2], 5, 16), (vec![1, 1], 3, 9)] {
-            for transposed in [false, true] {
-                for relu in [0, 1] {
-                    let b = values(k * n, 1);
-                    let bias = values(n, 2);
-                    let (rsb, csb) = if transposed { (1, k as isize) } else { (n as isize, 1) };
-                    let a: Vec<Vec<f32>> = rows.iter().enumerate().map(|(r, &m)| values(m * k, 3 + r)).collect();
-                    let product = |rank: usize,
-                                   c: &mut [f32],
-                                   f: extern "C" fn(
-                        usize,
-                        usize,
-                        usize,
-                        *const f32,
-                        isize,
-                        isize,
-                        *const f32,
-                        isize,
-                        isize,
-                        *mut f32,
-                        *const f32,
-                        usize,
-                    )| {
-                        let (m, a) = (rows[rank], &a[rank]);
-                        f(
-                            m,
-                            k,
-                            n,
-                            a.as_ptr(),
-                            k as isize,
-                            1,
-                            b.as_ptr(),
-                            rsb,
-                            csb,
-                            c.as_mut_ptr(),
-                            bias.as_ptr(),
-                            relu,
-                        );
-                    };
-                    let together = on_team(rows.len(), |rank| {
-                        let mut c = vec![f32::NAN; rows[rank] * n];
-                        product(rank, &mut c, nnc_team_sgemm_columns);
-                        c
-                    });
-                    for (rank, c) in together.iter().enumerate() {
-                        let mut alone = vec![0.0; rows[rank] * n];
-                        product(rank, &mut alone, nnc_sgemm);
-                        assert_eq!(bits(c), bits(&alone), "{rows:?} {k} {n} transposed {transposed} relu {relu}");
-                    }
+            for (b_by_columns, a_by_columns, relu) in (0..8).map(|i| (i & 1 == 1, i & 2 == 2, i >> 2)) {
+                let (b, bias) = (values(k * n, 1), values(n, 2));
+                let (rsb, csb) = if b_by_columns { (1, k as isize) } else { (n as isize, 1) };
+                let a: Vec<Vec<f32>> = rows.iter().enumerate().map(|(r, &m)| values(m * k, 3 + r)).collect();
+                let product = |rank: usize, c: &mut [f32], f: Sgemm| {
+                    let (m, a) = (rows[rank], &a[rank]);
+                    let (rsa, csa) = if a_by_columns { (1, m as isize) } else { (k as isize, 1) };
+                    f(m, k, n, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, c.as_mut_ptr(), bias.as_ptr(), relu);
+                };
+                let together = on_team(rows.len(), |rank| {
+                    let mut c = vec![f32::NAN; rows[rank] * n];
+                    product(rank, &mut c, nnc_team_sgemm_columns);
+                    c
+                });
+                for (rank, c) in together.iter().enumerate() {
+                    let mut alone = vec![0.0; rows[rank] * n];
+                    product(rank, &mut alone, nnc_sgemm);
+                    let case = (b_by_columns, a_by_columns, relu);
+                    assert_eq!(bits(c), bits(&alone), "{rows:?} {k} {n} {case:?}");
                 }
             }
         }
