@@ -15,7 +15,9 @@
 //! replicas share the
 //! trainer's store, each writing its own part of the summed update: each
 //! pass of the update over VGG-16's 553 MB of weights, bound by memory,
-//! then reads and writes half as much. Otherwise every replica applies
+//! then reads and writes half as much, and so does each product of a
+//! weight of a million values, which the replicas then compute together
+//! (`plan::team_products`). Otherwise every replica applies
 //! the same summed update to its own copy of the store, so the copies
 //! stay equal bit for bit. Either way, the number of parts does not
 //! depend on the cores, so neither do the results.
