@@ -166,7 +166,7 @@ pub fn routines() -> Vec<Routine> {
     vec![
         routine!(products::nnc_sgemm, 12, 0),
         routine!(products::nnc_team_sgemm_columns, 12, 0),
-        routine!(products::nnc_team_sgemm_sum, 12, 0),
+        routine!(products::nnc_team_sgemm_sum, 18, 0),
         routine!(profile::nnc_profile_mark, 2, 0),
         routine!(routines::nnc_sum_rows, 4, 0),
         routine!(routines::nnc_softmax, 4, 0),

@@ -252,7 +252,7 @@ impl Emitter<'_, '_> {
                     }
                 }
             }
-            Kernel::MatMul { node, team } => self.matmul(*node, *team),
+            Kernel::MatMul { node, team } => self.matmul(*node, team.as_ref()),
             Kernel::Routine { node } => self.routine(*node),
             Kernel::ChannelSums { sum, product } => self.channel_sums(*sum, *product),
             Kernel::Copy { from, to, len } => {
@@ -278,7 +278,7 @@ impl Emitter<'_, '_> {
 
     /// A product, alone or computed with the other steps sharing the
     /// store (`plan::team_products`).
-    fn matmul(&mut self, v: ValueId, team: Option<TeamSplit>) {
+    fn matmul(&mut self, v: ValueId, team: Option<&TeamSplit>) {
         let node = &self.graph.nodes[v.0];
         let Op::MatMul { ta, tb, relu } = node.op else { return };
         let (sa, sb) = (self.graph.shape(node.inputs[0]).clone(), self.graph.shape(node.inputs[1]).clone());
@@ -299,12 +299,20 @@ impl Emitter<'_, '_> {
             Some(TeamSplit::Columns) => {
                 self.call("nnc_team_sgemm_columns", &[m, k, n, a, rsa, csa, bb, rsb, csb, c, bias, relu]);
             }
-            Some(TeamSplit::Sum(sum)) => {
+            Some(TeamSplit::Sum { sum, update }) => {
                 // The part of the sum this step's part of the update reads.
                 let part = self.plan.store_part.expect("a summed team product shares the store");
                 let (begin, end) = crate::plan::part_range(values, LINE, part);
-                let (sum, begin, end) = (self.base(sum), self.imm(begin), self.imm(end));
-                self.call("nnc_team_sgemm_sum", &[m, k, n, a, rsa, csa, bb, rsb, csb, sum, begin, end]);
+                let (sum, begin, end) = (self.base(*sum), self.imm(begin), self.imm(end));
+                // The update run on each finished block, a null pointer for none.
+                let update = match update.first() {
+                    Some(root) => self.b.ins().func_addr(PTR, self.parts[root]),
+                    None => self.imm(0),
+                };
+                let Args { store, scratch, input, target, hyper } = self.args;
+                let args =
+                    [m, k, n, a, rsa, csa, bb, rsb, csb, sum, begin, end, update, store, scratch, input, target, hyper];
+                self.call("nnc_team_sgemm_sum", &args);
             }
         }
     }

@@ -28,7 +28,7 @@ use nnc_runtime::Hypers;
 
 use crate::check::{CheckedModel, Layer};
 use crate::ir::{Graph, Op, ValueId, numel};
-use crate::plan::{Kernel, Location, Plan};
+use crate::plan::{Kernel, Location, Plan, TeamSplit};
 
 type StepFn = extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f32);
 
@@ -125,14 +125,18 @@ pub fn define_step(
     }
     let (mut part_ids, mut part_clif) = (Vec::new(), String::new());
     for kernel in &plan.kernels {
-        if let Kernel::Elementwise { roots, sums } = kernel
-            && elementwise::Layout::of(graph, plan, roots[0]).parallel()
-        {
-            let part = format!("{name}_part{}", part_ids.len());
-            let (id, clif) = define_part(module, &part, graph, plan, (roots, sums))?;
-            part_clif += &format!("\n; {part}\n{clif}");
-            part_ids.push((roots[0], id));
-        }
+        let (roots, sums): (&[ValueId], &[ValueId]) = match kernel {
+            Kernel::Elementwise { roots, sums } if elementwise::Layout::of(graph, plan, roots[0]).parallel() => {
+                (roots, sums)
+            }
+            // An update a team product runs on each block of its sum.
+            Kernel::MatMul { team: Some(TeamSplit::Sum { update, .. }), .. } if !update.is_empty() => (update, &[]),
+            _ => continue,
+        };
+        let part = format!("{name}_part{}", part_ids.len());
+        let (id, clif) = define_part(module, &part, graph, plan, (roots, sums))?;
+        part_clif += &format!("\n; {part}\n{clif}");
+        part_ids.push((roots[0], id));
     }
     let mut ctx = function_context(module, fid, sig);
     let mut fctx = FunctionBuilderContext::new();

@@ -484,7 +484,7 @@ fn squashes_a_stored_value(g: &Graph, fused: &[bool], v: ValueId) -> bool {
 fn produces(kernel: &Kernel) -> impl Iterator<Item = ValueId> {
     match kernel {
         Kernel::Elementwise { roots, sums } => [roots.as_slice(), sums].concat(),
-        Kernel::MatMul { team: Some(TeamSplit::Sum(sum)), .. } => vec![*sum],
+        Kernel::MatMul { team: Some(TeamSplit::Sum { sum, update }), .. } => [&[*sum], update.as_slice()].concat(),
         Kernel::MatMul { node, .. } | Kernel::Routine { node } => vec![*node],
         Kernel::ChannelSums { sum, product } => vec![*sum, *product],
         Kernel::Copy { .. } | Kernel::AwaitSums => vec![],
@@ -498,6 +498,9 @@ pub fn kernel_reads(g: &Graph, kernel: &Kernel, fused: &[bool]) -> Vec<ValueId> 
     let mut stack: Vec<ValueId> = match kernel {
         Kernel::Elementwise { roots, sums } => {
             roots.iter().chain(sums).flat_map(|v| g.nodes[v.0].inputs.clone()).collect()
+        }
+        Kernel::MatMul { node, team: Some(TeamSplit::Sum { update, .. }) } => {
+            [node].into_iter().chain(update).flat_map(|v| g.nodes[v.0].inputs.clone()).collect()
         }
         Kernel::MatMul { node, .. } | Kernel::Routine { node } => g.nodes[node.0].inputs.clone(),
         Kernel::ChannelSums { sum, product } => {
@@ -562,9 +565,16 @@ impl Plan {
                 let (name, out) = match team {
                     None => ("matmul", *node),
                     Some(TeamSplit::Columns) => ("team matmul by columns", *node),
-                    Some(TeamSplit::Sum(sum)) => ("team matmul summed", *sum),
+                    Some(TeamSplit::Sum { sum, .. }) => ("team matmul summed", *sum),
                 };
-                format!("{name} {out} -> {:?}{bias}{relu}  [{m}×{k} by {k}×{n}]", self.locations[out.0])
+                let product = format!("{name} {out} -> {:?}{bias}{relu}  [{m}×{k} by {k}×{n}]", self.locations[out.0]);
+                match team {
+                    Some(TeamSplit::Sum { update, .. }) if !update.is_empty() => {
+                        let update = Kernel::Elementwise { roots: update.clone(), sums: Vec::new() };
+                        format!("{product}, updating each block: {}", self.kernel_text(g, &update))
+                    }
+                    _ => product,
+                }
             }
             Kernel::Routine { node } => {
                 format!("{} {node} -> {:?}", g.nodes[node.0].op.name(), self.locations[node.0])

@@ -6,22 +6,25 @@
 //! together, each replica reads its share of the weight's columns for
 //! every replica's rows, and computes only the part of the summed
 //! gradient its part of the update reads (`share_store`), with no sum
-//! after it.
+//! after it; where nothing after it touches the weight, the update runs
+//! on each block of the sum as it is finished, so the gradient never
+//! goes out to memory.
 
 use super::share::writes_in_parts;
-use super::{Kernel, Location, Plan, kernel_reads};
+use super::{Kernel, Location, Plan, kernel_reads, produces};
 use crate::ir::{Graph, Op, ValueId, numel};
 
 /// How the steps sharing a store split a product between them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TeamSplit {
     /// op(b) is a value of the store: each step computes its share of the
     /// columns for every step's rows.
     Columns,
-    /// The product's only reader is this sum over the steps, whose every
-    /// reader writes the store by parts: each step computes its part of
-    /// the sum, into the sum.
-    Sum(ValueId),
+    /// The product's only reader is `sum`, its sum over the steps, whose
+    /// every reader writes the store by parts: each step computes its part
+    /// of the sum, into the sum, and runs the element-wise loop storing
+    /// `update` (when not empty) on each block of it as it is finished.
+    Sum { sum: ValueId, update: Vec<ValueId> },
 }
 
 /// Values of a weight (or its gradient) from which the steps sharing the
@@ -41,7 +44,7 @@ pub fn team_products(g: &Graph, mut plan: Plan) -> Plan {
     let readers = |plan: &Plan, v: ValueId| -> Vec<usize> {
         (0..plan.kernels.len()).filter(|&k| kernel_reads(g, &plan.kernels[k], &fused).contains(&v)).collect()
     };
-    let mut summed_apart = Vec::new();
+    let mut moved = Vec::new();
     for k in 0..plan.kernels.len() {
         let Kernel::MatMul { node, team: None } = plan.kernels[k] else { continue };
         let product = &g.nodes[node.0];
@@ -57,8 +60,16 @@ pub fn team_products(g: &Graph, mut plan: Plan) -> Plan {
             Some(TeamSplit::Columns)
         } else {
             summed_by_parts(g, &plan, node, &readers).map(|(sum, kernel)| {
-                summed_apart.push(kernel);
-                TeamSplit::Sum(sum)
+                moved.push(kernel);
+                let update = update_to_run_on_blocks(g, &plan, (k, sum), &readers, &fused);
+                if let Some(u) = update {
+                    moved.push(u);
+                }
+                let update = match update.map(|u| &plan.kernels[u]) {
+                    Some(Kernel::Elementwise { roots, .. }) => roots.clone(),
+                    _ => Vec::new(),
+                };
+                TeamSplit::Sum { sum, update }
             })
         };
         if split.is_some() {
@@ -68,9 +79,44 @@ pub fn team_products(g: &Graph, mut plan: Plan) -> Plan {
     let mut index = 0;
     plan.kernels.retain(|_| {
         index += 1;
-        !summed_apart.contains(&(index - 1))
+        !moved.contains(&(index - 1))
     });
     plan
+}
+
+/// The kernel that may update the store on each finished block of `sum`,
+/// computed by kernel `k`: the sum's one reader, reading nothing but the
+/// sum, hyperparameters and values of the store that no kernel after `k`
+/// reads or writes (every step has read them by the time it meets the
+/// others at kernel `k`'s start).
+fn update_to_run_on_blocks(
+    g: &Graph,
+    plan: &Plan,
+    (k, sum): (usize, ValueId),
+    readers: &impl Fn(&Plan, ValueId) -> Vec<usize>,
+    fused: &[bool],
+) -> Option<usize> {
+    let [u] = readers(plan, sum)[..] else { return None };
+    let Kernel::Elementwise { roots, .. } = &plan.kernels[u] else { return None };
+    let store_range = |v: &ValueId| match plan.locations[v.0] {
+        Location::Store(offset) => Some((offset, offset + numel(g.shape(*v)))),
+        _ => None,
+    };
+    let reads = kernel_reads(g, &plan.kernels[u], fused);
+    let apart = |v: &ValueId| *v == sum || matches!(plan.locations[v.0], Location::Hyper(_) | Location::Store(_));
+    if !reads.iter().all(apart) {
+        return None;
+    }
+    let touched: Vec<(usize, usize)> = reads.iter().chain(roots).filter_map(store_range).collect();
+    let overlaps =
+        |v: &ValueId| store_range(v).is_some_and(|(start, end)| touched.iter().any(|&(s, e)| start < e && s < end));
+    let untouched_after = (k + 1..plan.kernels.len()).filter(|&j| j != u).all(|j| {
+        let kernel = &plan.kernels[j];
+        !kernel_reads(g, kernel, fused).iter().any(overlaps)
+            && !produces(kernel).any(|v| overlaps(&v))
+            && !matches!(kernel, Kernel::Copy { to, len, .. } if touched.iter().any(|&(s, e)| *to < e && s < to + len))
+    });
+    untouched_after.then_some(u)
 }
 
 /// The sum over the steps that is `product`'s only reader, and that

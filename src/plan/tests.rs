@@ -321,8 +321,8 @@ fn gates_are_squashed_where_they_lie() {
 
 /// Part 0 of two steps sharing the store of an MLP with two hidden
 /// layers of a million weights each, trained with `extra` settings: its
-/// kernels' texts.
-fn team_kernels(extra: &str) -> Vec<String> {
+/// step and plan.
+fn team_step(extra: &str) -> (TrainGraph, Plan) {
     let source = format!(
         "model m {{\n  input x: [1024]\n  target y: class(3)\n  \
          x |> dense(1024) |> relu |> dense(1024) |> relu |> dense(3) => logits\n  \
@@ -332,6 +332,12 @@ fn team_kernels(extra: &str) -> Vec<String> {
     let mut step = shard_step_graph(&model, &model.train, Shard::part(8, 0, 2)).expect("step builds");
     step.fuse_activations();
     let plan = share_store(&step.graph, plan_train(&step), (0, 2)).expect("shares the store");
+    (step, plan)
+}
+
+/// `team_step`'s kernels with its products computed together, as text.
+fn team_kernels(extra: &str) -> Vec<String> {
+    let (step, plan) = team_step(extra);
     let plan = team_products(&step.graph, plan);
     plan.kernels.iter().map(|k| plan.kernel_text(&step.graph, k)).collect()
 }
@@ -339,22 +345,55 @@ fn team_kernels(extra: &str) -> Vec<String> {
 /// The steps sharing a store read each large weight together in its
 /// products (the forward passes of both hidden layers, the second's input
 /// gradient), and sum each large weight gradient into their parts, with
-/// no sum of it apart; the small last layer's products stay their own.
-/// A gradient whose norm is taken (clipping) is read whole, and so is
-/// summed as before.
+/// no sum of it apart, updating the weights on each block of the sums;
+/// the small last layer's products stay their own. A gradient whose norm
+/// is taken (clipping) is read whole, and so is summed as before.
 #[test]
 fn steps_sharing_a_store_compute_large_products_together() {
     let count = |kernels: &[String], what: &str| kernels.iter().filter(|k| k.starts_with(what)).count();
     let kernels = team_kernels("");
     assert_eq!(count(&kernels, "team matmul by columns"), 3, "{kernels:#?}");
     assert_eq!(count(&kernels, "team matmul summed"), 2, "{kernels:#?}");
+    assert_eq!(kernels.iter().filter(|k| k.contains("updating each block")).count(), 2, "{kernels:#?}");
     // The last layer's forward, input gradient and weight gradient.
     assert_eq!(count(&kernels, "matmul"), 3, "{kernels:#?}");
     // The sums left: the last layer's weight gradient and the three biases'.
     assert_eq!(count(&kernels, "all_reduce"), 4, "{kernels:#?}");
+    // The updates left: the last layer's weight and the three biases.
+    let updates = kernels.iter().filter(|k| k.starts_with("elementwise") && k.contains("-> Store(")).count();
+    assert_eq!(updates, 4, "{kernels:#?}");
 
     let clipped = team_kernels("clip_norm = 1.0");
     assert_eq!(count(&clipped, "team matmul by columns"), 3, "{clipped:#?}");
     assert_eq!(count(&clipped, "team matmul summed"), 0, "{clipped:#?}");
     assert_eq!(count(&clipped, "all_reduce"), 6, "{clipped:#?}");
+}
+
+/// A kernel after a weight gradient that touches the weight (here a copy
+/// into its first values) leaves its update after the wait for the sums:
+/// only the other layer's runs on its sum's blocks.
+#[test]
+fn an_update_runs_on_the_sums_blocks_only_where_nothing_after_touches_its_values() {
+    let (step, mut plan) = team_step("");
+    let (first_weight, _) = plan.store.params[0];
+    let loss = step.graph.loss.expect("a loss");
+    plan.kernels.push(Kernel::Copy { from: loss, to: first_weight, len: 1 });
+    let plan = team_products(&step.graph, plan);
+    let updated: Vec<String> = plan
+        .kernels
+        .iter()
+        .filter_map(|k| match k {
+            Kernel::MatMul { team: Some(TeamSplit::Sum { update, .. }), .. } if !update.is_empty() => {
+                Some(format!("{:?}", plan.locations[update[1].0]))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(count_of(&plan, |k| matches!(k, Kernel::MatMul { team: Some(TeamSplit::Sum { .. }), .. })), 2);
+    assert_eq!(updated.len(), 1, "{updated:?}");
+    assert_ne!(updated[0], format!("{:?}", Location::Store(first_weight)));
+}
+
+fn count_of(plan: &Plan, which: impl Fn(&Kernel) -> bool) -> usize {
+    plan.kernels.iter().filter(|k| which(k)).count()
 }

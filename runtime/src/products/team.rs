@@ -144,10 +144,18 @@ fn columns(all: &[&Operands], rank: usize, epilogue: Epilogue) {
     }
 }
 
+/// An element-wise loop of generated code over values `[begin, end)`,
+/// with the step's arguments (store, scratch, input, target,
+/// hyperparameters): an update that reads a team product's sum.
+pub type Update = extern "C" fn(*mut f32, *mut f32, *const f32, *const f32, *const f32, usize, usize);
+
 /// `sum[begin..end]` = Σ over the members, in rank order, of their
 /// products op(a)·op(b) (`m × n`, row-major; `nnc_sgemm`'s arguments
 /// otherwise), where `begin..end` is the range this member alone reads
 /// next: each member computes its range from every member's operands.
+/// With an `update`, it runs on each block of the range as soon as the
+/// block is summed, while the block is in cache (given the step's
+/// arguments that follow it).
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_team_sgemm_sum(
     m: usize,
@@ -162,6 +170,12 @@ pub extern "C" fn nnc_team_sgemm_sum(
     sum: *mut f32,
     begin: usize,
     end: usize,
+    update: Option<Update>,
+    store: *mut f32,
+    scratch: *mut f32,
+    input: *const f32,
+    target: *const f32,
+    hyper: *const f32,
 ) {
     let mine = Operands {
         m,
@@ -171,14 +185,20 @@ pub extern "C" fn nnc_team_sgemm_sum(
         b: Operand { ptr: b, rows: rsb, cols: csb },
         c: sum,
     };
-    let together = as_member(|team, rank| team.together(rank, &mine, |all| sum_range(all, sum, (begin, end))));
+    let update =
+        update.map(|update| move |from: usize, to: usize| update(store, scratch, input, target, hyper, from, to));
+    let together = as_member(|team, rank| team.together(rank, &mine, |all| sum_range(all, sum, (begin, end), update)));
     if together.is_none() {
         nnc_sgemm(m, k, n, a, rsa, csa, b, rsb, csb, sum, std::ptr::null(), 0);
+        if let Some(update) = update {
+            update(begin, end);
+        }
     }
 }
 
-/// Values `begin..end` of `sum` from every member's product (`nnc_team_sgemm_sum`).
-fn sum_range(all: &[&Operands], sum: *mut f32, (begin, end): (usize, usize)) {
+/// Values `begin..end` of `sum` from every member's product
+/// (`nnc_team_sgemm_sum`), `update` run on each block once it is summed.
+fn sum_range(all: &[&Operands], sum: *mut f32, (begin, end): (usize, usize), update: Option<impl Fn(usize, usize)>) {
     let (m, n) = (all[0].m, all[0].n);
     assert!(all.iter().all(|o| (o.m, o.n) == (m, n)), "members summed different shapes");
     assert!(begin <= end && end <= m * n, "a range outside the sum");
@@ -211,6 +231,11 @@ fn sum_range(all: &[&Operands], sum: *mut f32, (begin, end): (usize, usize)) {
                         row.iter_mut().zip(term).for_each(|(s, t)| *s += t);
                     }
                 });
+            }
+            if let Some(update) = &update {
+                // A run is one partial row or whole rows: its block is contiguous.
+                let from = first * n + col;
+                update(from, from + rows * cols);
             }
         }
     }
@@ -319,13 +344,29 @@ mod tests {
         }
     }
 
+    /// An update of the values `[from, to)` of the scratch argument: x ↦ 2x + 1.
+    extern "C" fn twice_plus_one(
+        _: *mut f32,
+        scratch: *mut f32,
+        _: *const f32,
+        _: *const f32,
+        _: *const f32,
+        from: usize,
+        to: usize,
+    ) {
+        // SAFETY: the test hands its sum as scratch, and ranges inside it.
+        unsafe { slice_mut(scratch.add(from), to - from) }.iter_mut().for_each(|x| *x = 2.0 * *x + 1.0);
+    }
+
     /// The members' weight gradients (aᵀ·b over each member's rows), each
     /// member computing a range that starts and ends inside rows: the
     /// range has the bits of the team's sum of the members' own products,
-    /// also where k passes a block of sgemm's.
+    /// also where k passes a block of sgemm's, and an update runs once on
+    /// each value of it (in blocks, past `SUM_BLOCK` values), after it is summed.
     #[test]
     fn members_summing_products_together_get_the_teams_sum_bits() {
-        for (ks, m, n) in [(vec![4, 4], 50, 33), (vec![2, 700, 9], 21, 300), (vec![1, 3], 7, 1)] {
+        let cases = [(vec![4, 4], 50, 33), (vec![2, 700, 9], 21, 300), (vec![1, 3], 7, 1), (vec![3, 2], 1000, 300)];
+        for ((ks, m, n), updated) in cases.into_iter().flat_map(|case| [(case.clone(), false), (case, true)]) {
             let members = ks.len();
             let a: Vec<Vec<f32>> = ks.iter().enumerate().map(|(r, &k)| values(k * m, 5 + r)).collect();
             let b: Vec<Vec<f32>> = ks.iter().enumerate().map(|(r, &k)| values(k * n, 11 + r)).collect();
@@ -333,51 +374,31 @@ mod tests {
             let range = |rank: usize| ((m * n) * rank / members, (m * n) * (rank + 1) / members);
             let together = on_team(members, |rank| {
                 let (k, mut sum) = (ks[rank], vec![f32::NAN; m * n]);
-                let (begin, end) = range(rank);
-                let (a, b) = (&a[rank], &b[rank]);
+                let ((begin, end), (a, b)) = (range(rank), (&a[rank], &b[rank]));
+                let (a, b, c) = (a.as_ptr(), b.as_ptr(), sum.as_mut_ptr());
+                let update = updated.then_some(twice_plus_one as Update);
+                let none = std::ptr::null();
                 nnc_team_sgemm_sum(
-                    m,
-                    k,
-                    n,
-                    a.as_ptr(),
-                    1,
-                    m as isize,
-                    b.as_ptr(),
-                    n as isize,
-                    1,
-                    sum.as_mut_ptr(),
-                    begin,
-                    end,
+                    m, k, n, a, 1, m as isize, b, n as isize, 1, c, begin, end, update, c, c, none, none, none,
                 );
                 sum
             });
             let own: Vec<Vec<f32>> = (0..members)
                 .map(|r| {
                     let mut c = vec![0.0; m * n];
-                    let (a, b) = (&a[r], &b[r]);
-                    nnc_sgemm(
-                        m,
-                        ks[r],
-                        n,
-                        a.as_ptr(),
-                        1,
-                        m as isize,
-                        b.as_ptr(),
-                        n as isize,
-                        1,
-                        c.as_mut_ptr(),
-                        std::ptr::null(),
-                        0,
-                    );
+                    let (a, b) = (a[r].as_ptr(), b[r].as_ptr());
+                    nnc_sgemm(m, ks[r], n, a, 1, m as isize, b, n as isize, 1, c.as_mut_ptr(), std::ptr::null(), 0);
                     c
                 })
                 .collect();
-            let expected: Vec<f32> = (0..m * n).map(|i| own[1..].iter().fold(own[0][i], |s, c| s + c[i])).collect();
+            let sum = |i: usize| own[1..].iter().fold(own[0][i], |s, c| s + c[i]);
+            let expected: Vec<f32> = (0..m * n).map(|i| if updated { 2.0 * sum(i) + 1.0 } else { sum(i) }).collect();
             for (rank, sum) in together.iter().enumerate() {
                 let (begin, end) = range(rank);
-                assert_eq!(bits(&sum[begin..end]), bits(&expected[begin..end]), "{ks:?} {m} {n} member {rank}");
+                let case = format!("{ks:?} {m} {n} member {rank}, updated {updated}");
+                assert_eq!(bits(&sum[begin..end]), bits(&expected[begin..end]), "{case}");
                 // Nothing outside its range.
-                assert!(sum[..begin].iter().chain(&sum[end..]).all(|v| v.is_nan()), "{ks:?} {m} {n} member {rank}");
+                assert!(sum[..begin].iter().chain(&sum[end..]).all(|v| v.is_nan()), "{case}");
             }
         }
     }
@@ -406,7 +427,28 @@ mod tests {
         let (mut c, mut s, mut plain) = (vec![0.0; 4], vec![0.0; 4], vec![0.0; 4]);
         nnc_sgemm(2, 3, 2, a.as_ptr(), 3, 1, b.as_ptr(), 2, 1, plain.as_mut_ptr(), std::ptr::null(), 0);
         nnc_team_sgemm_columns(2, 3, 2, a.as_ptr(), 3, 1, b.as_ptr(), 2, 1, c.as_mut_ptr(), std::ptr::null(), 0);
-        nnc_team_sgemm_sum(2, 3, 2, a.as_ptr(), 3, 1, b.as_ptr(), 2, 1, s.as_mut_ptr(), 0, 4);
+        let none = std::ptr::null();
+        let (a, b) = (a.as_ptr(), b.as_ptr());
+        nnc_team_sgemm_sum(
+            2,
+            3,
+            2,
+            a,
+            3,
+            1,
+            b,
+            2,
+            1,
+            s.as_mut_ptr(),
+            0,
+            4,
+            None,
+            s.as_mut_ptr(),
+            s.as_mut_ptr(),
+            none,
+            none,
+            none,
+        );
         assert_eq!((bits(&c), bits(&s)), (bits(&plain), bits(&plain)));
     }
 }
