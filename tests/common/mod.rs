@@ -72,10 +72,12 @@ pub fn train_bundled(model: &CheckedModel) -> (Trainer, Metrics) {
 /// Two health reports of the same steps agree: the gradients' norms, the
 /// updates' relative sizes, and each activation's mean and mean square
 /// (the sums the step computes; a deviation is their difference, which
-/// cancels). An update made of rounding noise (a gradient below 1e-4 of
-/// the largest, the absolute tolerance the norms agree to: a bias before
-/// batch normalisation, whose true gradient is zero, came to 2.3e-5 and
-/// 3.1e-5 of a largest 0.47 in a three-row batch) has no size to agree on, and an update far larger than the new
+/// cancels). An update made of rounding noise has no size to agree on: a
+/// gradient below 1e-4 of the largest, the absolute tolerance the norms
+/// agree to, or one the backends compute only to within a hundredth of
+/// itself (a bias before batch normalisation, whose true gradient is
+/// zero, came to 2.3e-5 and 3.1e-5 of a largest 0.47 in a three-row
+/// batch, and to 2.1e-5 and 3.8e-6 of 0.10 in another). An update far larger than the new
 /// weights (which then nearly cancelled: a bias crossing zero) agrees only
 /// to rounding scaled by that ratio. Units counted dead or saturated are
 /// left out: one output within rounding of a threshold would flip a count.
@@ -86,7 +88,8 @@ pub fn assert_health_agrees(a: &Health, b: &Health) {
         let what = &pa.name;
         assert!(close_enough(pa.grad_norm, pb.grad_norm), "{what}: ‖g‖ {} vs {}", pa.grad_norm, pb.grad_norm);
         let (ra, rb) = (pa.update_ratio, pb.update_ratio);
-        let noise = pa.grad_norm < 1e-4 * largest;
+        let (ga, gb) = (pa.grad_norm, pb.grad_norm);
+        let noise = ga < 1e-4 * largest || (ga - gb).abs() > 1e-2 * ga.max(gb);
         // ‖w′‖ = ‖w − Δw‖ loses as many digits as ‖Δw‖ outweighs it: the
         // relative tolerance of `close_enough`, times that ratio.
         let ratio = ra.max(rb).max(1.0);
