@@ -38,7 +38,8 @@ pub fn share_store(g: &Graph, mut plan: Plan, (index, parts): (usize, usize)) ->
 /// Whether `kernel` can write its values part by part: an element-wise
 /// loop storing only into the store, each value from the values at the
 /// same place of its inputs (no broadcast, no sums), or a copy into the
-/// store. Part `index` then covers `part_range(values, LINE, part)`.
+/// store. Each part then writes its `part_range` of the values, from
+/// cache lines.
 pub(super) fn writes_in_parts(g: &Graph, plan: &Plan, kernel: &Kernel) -> bool {
     match kernel {
         Kernel::Copy { .. } => true,
