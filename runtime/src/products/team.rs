@@ -46,7 +46,8 @@ unsafe impl Sync for Operands {}
 const SUM_BLOCK: usize = 1 << 17;
 
 thread_local! {
-    /// The gathered rows of a, their product, and a block of a sum's term.
+    /// The gathered rows of a, and their product (or a block of a later
+    /// member's term of a sum).
     static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
