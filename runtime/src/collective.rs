@@ -13,6 +13,7 @@
 #![allow(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Mutex, OnceLock};
@@ -183,15 +184,10 @@ impl ThreadTeam {
     /// Runs `work` with every member's `mine`, in rank order, once all
     /// have given theirs, and returns once every member's `work` has
     /// returned: what each `mine` borrows stays as it is until then.
-    pub(crate) fn together<T: Sync, R>(&self, rank: usize, mine: &T, work: impl FnOnce(&[&T]) -> R) -> R {
+    pub(crate) fn together<T: Sync, R>(&self, rank: usize, mine: &T, work: impl FnOnce(Members<'_, T>) -> R) -> R {
         self.parts[rank].store(std::ptr::from_ref(mine) as usize, Ordering::Relaxed);
         self.wait();
-        // SAFETY: every member called `together` with a `T` at this point
-        // of its work (they run copies of one step), borrowed until the
-        // barrier below.
-        let all: Vec<&T> =
-            (0..self.members).map(|r| unsafe { &*(self.parts[r].load(Ordering::Relaxed) as *const T) }).collect();
-        let result = work(&all);
+        let result = work(Members { slots: &self.parts, values: PhantomData });
         self.wait();
         result
     }
@@ -320,6 +316,37 @@ pub extern "C" fn nnc_all_reduce_start(x: *const f32, y: *mut f32, n: usize) {
             all_reduce(x, y);
         }
     }
+}
+
+/// Every member's value in a `ThreadTeam::together` call, in rank order
+/// (read from the team's slots, so the call allocates nothing).
+pub(crate) struct Members<'a, T> {
+    slots: &'a [AtomicUsize],
+    values: PhantomData<&'a T>,
+}
+
+impl<'a, T> Members<'a, T> {
+    pub fn count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Member `rank`'s value.
+    pub fn get(&self, rank: usize) -> &'a T {
+        // SAFETY: inside `together`, every member's slot holds the `T` it
+        // gave, borrowed until the barrier that ends the call.
+        unsafe { &*(self.slots[rank].load(Ordering::Relaxed) as *const T) }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a T> + '_ {
+        (0..self.count()).map(|rank| self.get(rank))
+    }
+}
+
+/// The values `[begin, end)` of `units` (a multiple of `align` apart
+/// from the last) that part `index` of `parts` takes.
+pub fn part_range(units: usize, align: usize, (index, parts): (usize, usize)) -> (usize, usize) {
+    let start = |i: usize| if i == parts { units } else { units * i / parts / align * align };
+    (start(index), start(index + 1))
 }
 
 /// `work` on the team this thread is a member of, with its rank; None

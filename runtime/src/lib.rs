@@ -23,7 +23,7 @@ mod subnormals;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
 
-pub use collective::{AllReduce, ThreadTeam, all_reduce, set_all_reduce};
+pub use collective::{AllReduce, ThreadTeam, all_reduce, part_range, set_all_reduce};
 pub use gemm::Isa;
 pub use kept::{READ_ONLY, UNVERSIONED, fresh_version, release};
 pub use kernels::Epilogue;

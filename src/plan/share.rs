@@ -6,6 +6,7 @@
 
 use super::{Broadcast, Kernel, Location, Plan, collect_fused, kernel_reads, produces};
 use crate::ir::Graph;
+pub use nnc_runtime::part_range;
 
 /// `plan` as part `index` of `parts` steps sharing one store, when its
 /// writes there can be shared out (else `plan` unchanged, as `Err`):
@@ -54,11 +55,4 @@ pub(super) fn writes_in_parts(g: &Graph, plan: &Plan, kernel: &Kernel) -> bool {
         }
         _ => false,
     }
-}
-
-/// The values `[begin, end)` of `units` (a multiple of `align` apart
-/// from the last) that part `index` of `parts` writes.
-pub fn part_range(units: usize, align: usize, (index, parts): (usize, usize)) -> (usize, usize) {
-    let start = |i: usize| if i == parts { units } else { units * i / parts / align * align };
-    (start(index), start(index + 1))
 }

@@ -20,7 +20,7 @@
 use std::cell::RefCell;
 
 use super::{Operand, SMALL_M, nnc_sgemm, part, small};
-use crate::collective::as_member;
+use crate::collective::{Members, as_member, part_range};
 use crate::gemm::{adds_whole_chains, finish_rows};
 use crate::kernels::Epilogue;
 use crate::routines::{slice, slice_mut};
@@ -86,10 +86,10 @@ pub extern "C" fn nnc_team_sgemm_columns(
 }
 
 /// Member `rank`'s columns of every member's product (`nnc_team_sgemm_columns`).
-fn columns(all: &[&Operands], rank: usize, epilogue: Epilogue) {
-    let (k, n, b) = (all[rank].k, all[rank].n, all[rank].b);
+fn columns(all: Members<'_, Operands>, rank: usize, epilogue: Epilogue) {
+    let Operands { k, n, b, .. } = *all.get(rank);
     assert!(all.iter().all(|o| (o.k, o.n) == (k, n)), "members multiplied different shapes");
-    let (start, end) = share(n, (rank, all.len()));
+    let (start, end) = part_range(n, TILE, (rank, all.count()));
     if start == end {
         return;
     }
@@ -98,14 +98,14 @@ fn columns(all: &[&Operands], rank: usize, epilogue: Epilogue) {
     // the others through sgemm: each element as its member computes it.
     let dots = |o: &Operands| o.m <= SMALL_M && o.a.cols == 1 && b.rows == 1;
     for by_dots in [true, false] {
-        let group: Vec<&Operands> = all.iter().copied().filter(|o| dots(o) == by_dots).collect();
-        let rows: usize = group.iter().map(|o| o.m).sum();
+        let group = || all.iter().filter(move |o| dots(o) == by_dots);
+        let rows: usize = group().map(|o| o.m).sum();
         if rows == 0 {
             continue;
         }
         BUFFERS.with_borrow_mut(|(gathered, product)| {
             gathered.clear();
-            for o in &group {
+            for o in group() {
                 for i in 0..o.m {
                     // SAFETY: each member's a reaches its m × k elements through its strides.
                     unsafe {
@@ -133,7 +133,7 @@ fn columns(all: &[&Operands], rank: usize, epilogue: Epilogue) {
                 unsafe { part((rows, k, width), a, b.at(0, start), (product.as_mut_ptr(), width), false, epilogue) };
             }
             let mut from = product.chunks_exact(width);
-            for o in &group {
+            for o in group() {
                 for i in 0..o.m {
                     // SAFETY: row i of member o's c, columns start..end,
                     // which only this member writes until the team's barrier.
@@ -199,8 +199,13 @@ pub extern "C" fn nnc_team_sgemm_sum(
 
 /// Values `begin..end` of `sum` from every member's product
 /// (`nnc_team_sgemm_sum`), `update` run on each block once it is summed.
-fn sum_range(all: &[&Operands], sum: *mut f32, (begin, end): (usize, usize), update: Option<impl Fn(usize, usize)>) {
-    let (m, n) = (all[0].m, all[0].n);
+fn sum_range(
+    all: Members<'_, Operands>,
+    sum: *mut f32,
+    (begin, end): (usize, usize),
+    update: Option<impl Fn(usize, usize)>,
+) {
+    let Operands { m, n, .. } = *all.get(0);
     assert!(all.iter().all(|o| (o.m, o.n) == (m, n)), "members summed different shapes");
     assert!(begin <= end && end <= m * n, "a range outside the sum");
     for (row, rows, col, cols) in runs((begin, end), n) {
@@ -242,36 +247,23 @@ fn sum_range(all: &[&Operands], sum: *mut f32, (begin, end): (usize, usize), upd
     }
 }
 
-/// Columns `start..end` of `n` that member `index` of `members` computes:
-/// whole blocks of 16 (sgemm's tiles), the last member taking the rest.
-fn share(n: usize, (index, members): (usize, usize)) -> (usize, usize) {
-    let start = |i: usize| if i == members { n } else { n * i / members / 16 * 16 };
-    (start(index), start(index + 1))
-}
+/// A member's share of a product's columns starts on a multiple of this
+/// many (sgemm's tiles).
+const TILE: usize = 16;
 
 /// Values `begin..end` of a row-major matrix of `n` columns as rectangles
 /// (first row, rows, first column, columns): a partial first row, whole
 /// rows, a partial last row.
-fn runs((begin, end): (usize, usize), n: usize) -> Vec<(usize, usize, usize, usize)> {
-    let mut out = Vec::new();
-    let mut at = begin;
-    if n == 0 {
-        return out;
-    }
-    if at % n != 0 && at < end {
-        let stop = end.min(at.next_multiple_of(n));
-        out.push((at / n, 1, at % n, stop - at));
-        at = stop;
-    }
+fn runs((begin, end): (usize, usize), n: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let n = n.max(1);
+    let head_end = end.min(begin.next_multiple_of(n));
+    let head = (begin % n != 0 && begin < end).then(|| (begin / n, 1, begin % n, head_end - begin));
+    let at = if head.is_some() { head_end } else { begin };
     let whole = (end - at) / n;
-    if whole > 0 {
-        out.push((at / n, whole, 0, n));
-        at += whole * n;
-    }
-    if at < end {
-        out.push((at / n, 1, 0, end - at));
-    }
-    out
+    let body = (whole > 0).then(|| (at / n, whole, 0, n));
+    let tail_start = at + whole * n;
+    let tail = (tail_start < end).then(|| (tail_start / n, 1, 0, end - tail_start));
+    [head, body, tail].into_iter().flatten()
 }
 
 #[cfg(test)]
@@ -410,7 +402,6 @@ mod tests {
             for begin in 0..20 {
                 for end in begin..20 {
                     let covered: Vec<usize> = runs((begin, end), n)
-                        .into_iter()
                         .flat_map(|(row, rows, col, cols)| {
                             (row..row + rows).flat_map(move |r| (col..col + cols).map(move |c| r * n + c))
                         })
