@@ -213,7 +213,12 @@ fn backward(g: &mut Graph, root: ValueId, seed: ValueId, inputs: bool) -> Result
             }
             &Op::Conv2d { rows, cols, groups, relu: false } => {
                 if wants(0) {
-                    let dx = g.push(Op::Conv2dGradInput { rows, cols, groups }, vec![ins[1], dy], shape_of(0), span);
+                    let dx = g.push(
+                        Op::Conv2dGradInput { rows, cols, groups, relu: false },
+                        vec![ins[1], dy],
+                        shape_of(0),
+                        span,
+                    );
                     contrib.push((0, dx));
                 }
                 if wants(1) {

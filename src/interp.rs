@@ -170,11 +170,14 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 }
                 out
             }
-            Op::Conv2dGradInput { rows, cols, groups } => {
+            Op::Conv2dGradInput { rows, cols, groups, relu } => {
                 let mut out = vec![T::zero(); n];
                 let win = ir::window(&node.shape, *rows, *cols);
                 let filters = (in_shape(0)[0], *groups);
                 kernels::conv2d_backward(&[], input(0), input(1), &mut out, &mut [], win, filters);
+                if *relu {
+                    kernels::relu_gradient(&mut out, input(2));
+                }
                 out
             }
             Op::Conv2dGradWeight { rows, cols, groups } => {

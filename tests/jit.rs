@@ -268,16 +268,18 @@ proptest! {
 
     /// Two stacked convolutions, so the second one's input gradient (a
     /// convolution of the padded output gradient with the flipped filter in
-    /// the JIT) is computed and checked too.
+    /// the JIT) is computed and checked too; between them a ReLU, whose
+    /// gradient the JIT takes in that input gradient, or a tanh.
     #[test]
     fn random_stacked_convolutions(c in 1usize..9, h in 3usize..12, f1 in 1usize..9, f2 in 1usize..9,
                                    k1 in 1usize..4, p1 in 0usize..3, k2 in 1usize..5, s2 in 1usize..3,
                                    p2 in 0usize..3, d2 in 1usize..3, rows in prop::sample::select(vec![1usize, 5]),
-                                   seed in 0u64..1000) {
+                                   relu in any::<bool>(), seed in 0u64..1000) {
         let inner = h + 2 * p1 + 1 - k1.min(h + 2 * p1);
         prop_assume!(k1 <= h + 2 * p1 && d2 * (k2 - 1) < inner + 2 * p2);
+        let act = if relu { "relu" } else { "tanh" };
         let source = format!("model g {{ input x: [{c}, {h}, {h}] target y: class(3)
-            x |> conv2d({f1}, kernel = {k1}, padding = {p1}) |> tanh
+            x |> conv2d({f1}, kernel = {k1}, padding = {p1}) |> {act}
               |> conv2d({f2}, kernel = {k2}, stride = {s2}, padding = {p2}, dilation = {d2}) |> flatten |> dense(3) => p
             loss = cross_entropy(p, y)
             train {{ optimizer = sgd(lr = 0.05) seed = {seed} }} }}");

@@ -281,7 +281,7 @@ fn max_pool_2x2<T: Float>(x: &[T], y: &mut [T], win: Window) {
 }
 
 /// g · [y > 0] in place: a ReLU's gradient from its output y.
-fn relu_gradient<T: Float>(g: &mut [T], y: &[T]) {
+pub fn relu_gradient<T: Float>(g: &mut [T], y: &[T]) {
     for (g, &y) in g.iter_mut().zip(y) {
         *g = *g * if y > T::zero() { T::one() } else { T::zero() };
     }

@@ -183,7 +183,7 @@ pub fn routines() -> Vec<Routine> {
         routine!(routines::nnc_copy, 3, 0),
         routine!(routines::nnc_parallel_parts, 8, 0),
         routine!(spatial::nnc_conv2d, 9, 0),
-        routine!(spatial::nnc_conv2d_grad_input, 6, 0),
+        routine!(spatial::nnc_conv2d_grad_input, 7, 0),
         routine!(spatial::nnc_conv2d_grad_weight, 6, 0),
         routine!(spatial::nnc_sum_channels, 5, 0),
         routine!(spatial::nnc_sum_product_channels, 6, 0),

@@ -186,6 +186,15 @@ fn with_columns(len: usize, f: impl FnOnce(&mut [f32])) {
     });
 }
 
+/// Work on one image's output gradient and input gradient, given the
+/// output of the ReLU whose gradient is fused (`positive`), if any.
+type PerGradient<'a> = &'a (dyn Fn(&[f32], &mut [f32], Option<&[f32]>) + Sync);
+
+/// dx (`[B, C, H, W]`) = the gradient of the convolution's input from its
+/// output's, `g` (`[B, F, OH, OW]`), and its filter `w`. Where `positive`
+/// is not null (`[B, C, H, W]`, the output of a ReLU the convolution
+/// read), each value of dx is then times [positive > 0]: the gradient
+/// through that ReLU too, taken while the values are in cache.
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_conv2d_grad_input(
     w: *const f32,
@@ -194,56 +203,77 @@ pub extern "C" fn nnc_conv2d_grad_input(
     win: *const Window,
     f: usize,
     groups: usize,
+    positive: *const f32,
 ) {
     // SAFETY: generated code passes the window of this convolution.
     let (win, image, filter, out) = unsafe { conv_sizes(win, f, groups) };
     let Window { batch: b, channels: c, height: h, width: wd, .. } = win;
     // SAFETY: w holds the filter's values, g the output's, dx the image's.
     let (w, g, dx) = unsafe { (slice(w, filter), slice(g, out), slice_mut(dx, image)) };
-    let cols = win.out_height() * win.out_width();
+    // SAFETY: a ReLU's output that is not null holds the image's values.
+    let positive = (!positive.is_null()).then(|| unsafe { slice(positive, image) });
+    let (cols, image_len) = (win.out_height() * win.out_width(), c * h * wd);
     let per = images_per_part(b);
-    let mut images = |per_image: PerImage| {
-        each_part(dx, per * c * h * wd, |part, dx| {
+    let mut images = |per_image: PerGradient| {
+        each_part(dx, per * image_len, |part, dx| {
             let g = &g[part * per * f * cols..];
-            g.chunks_exact(f * cols)
-                .zip(dx.chunks_exact_mut(c * h * wd))
-                .for_each(|(grad, image)| per_image(grad, image));
+            for (i, (grad, image)) in g.chunks_exact(f * cols).zip(dx.chunks_exact_mut(image_len)).enumerate() {
+                let first = (part * per + i) * image_len;
+                per_image(grad, image, positive.map(|p| &p[first..first + image_len]));
+            }
         })
     };
     if depthwise::applies(c, groups) {
-        return images(&|grad, image| depthwise::input_gradient_image(w, f, grad, win, image));
+        return images(&|grad, image, positive| {
+            depthwise::input_gradient_image(w, f, grad, win, image);
+            through_relu(image, positive);
+        });
     }
     // The groups' channels are disjoint: each writes its own.
     for group in groups_of(win, f, groups) {
         input_gradient_group(&w[group.weights.clone()], group.filters, group.win, &mut |per_image| {
-            images(&|grad, image| per_image(&grad[group.outputs.clone()], &mut image[group.channels.clone()]))
+            images(&|grad, image, positive| {
+                let channels = group.channels.clone();
+                per_image(&grad[group.outputs.clone()], &mut image[channels.clone()], positive.map(|p| &p[channels]))
+            })
         });
+    }
+}
+
+/// dx · [positive > 0] in place, where a ReLU's gradient is fused.
+fn through_relu(dx: &mut [f32], positive: Option<&[f32]>) {
+    if let Some(positive) = positive {
+        kernels::relu_gradient(dx, positive);
     }
 }
 
 /// The input gradient of one group's convolution (the whole one when
 /// ungrouped), image by image as `forward_group` runs them.
-fn input_gradient_group(w: &[f32], f: usize, win: Window, images: &mut dyn FnMut(PerImage)) {
+fn input_gradient_group(w: &[f32], f: usize, win: Window, images: &mut dyn FnMut(PerGradient)) {
     let c = win.channels;
     #[cfg(target_arch = "x86_64")]
     if let Some(flipped) = winograd::input_gradient_window(win, f) {
         return winograd::with_input_gradient_filter(w, f, (win, flipped), |u| {
-            images(&|grad, image| winograd::forward_image(u, c, grad, flipped, Epilogue::default(), image))
+            images(&|grad, image, positive| winograd::input_gradient_image(u, c, grad, flipped, positive, image))
         });
     }
     #[cfg(target_arch = "x86_64")]
     if conv::applies(win) {
         return conv::with_input_gradient_filter(w, f, win, |packed| {
-            images(&|grad, image| conv::input_gradient_image(packed, f, grad, win, image))
+            images(&|grad, image, positive| {
+                conv::input_gradient_image(packed, f, grad, win, image);
+                through_relu(image, positive);
+            })
         });
     }
     let (rows, cols) = (c * win.area(), win.out_height() * win.out_width());
-    images(&|grad, image| {
+    images(&|grad, image, positive| {
         with_columns(rows * cols, |columns| {
             // columns [C·KH·KW, OH·OW] = wᵀ · g
             gemm(rows, f, cols, w, (1, rows), grad, (cols, 1), columns, false);
             kernels::col2im(columns, image, win);
-        })
+        });
+        through_relu(image, positive);
     });
 }
 
@@ -467,3 +497,6 @@ pub extern "C" fn nnc_pool_grad(
         kernels::pool_backward(x, g, dx, win, (max != 0, relu != 0));
     });
 }
+
+#[cfg(test)]
+mod tests;

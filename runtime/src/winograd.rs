@@ -323,18 +323,36 @@ pub fn forward_image(
     out: &mut [f32],
 ) {
     let isa = Isa::detect().expect("`applies` checked the CPU");
-    forward_image_on(isa, filter, filters, image, win, epilogue, out)
+    forward_image_on(isa, filter, filters, image, win, (epilogue, None), out)
+}
+
+/// One image's input gradient `dx` (`[C, H, W]`) from its output gradient
+/// `grad`, as the convolution by the flipped filter (`flipped`, from
+/// `with_input_gradient_filter`) of `channels` filters. With `positive`
+/// (`[C, H, W]`, a ReLU's output), each value is then times
+/// [positive > 0], block by block while the block is in cache.
+pub fn input_gradient_image(
+    filter: Transformed,
+    channels: usize,
+    grad: &[f32],
+    flipped: Window,
+    positive: Option<&[f32]>,
+    dx: &mut [f32],
+) {
+    let isa = Isa::detect().expect("`applies` checked the CPU");
+    forward_image_on(isa, filter, channels, grad, flipped, (Epilogue::default(), positive), dx)
 }
 
 /// `forward_image` with the transforms compiled for `isa` (the products
-/// are `gemm`'s, on the CPU's widest kernel).
+/// are `gemm`'s, on the CPU's widest kernel), and, given `positive` (the
+/// output's shape), each output then times [positive > 0].
 fn forward_image_on(
     isa: Isa,
     Transformed { tiling, u }: Transformed,
     filters: usize,
     image: &[f32],
     win: Window,
-    epilogue: Epilogue,
+    (epilogue, positive): (Epilogue, Option<&[f32]>),
     out: &mut [f32],
 ) {
     let Window { channels, height, width, .. } = win;
@@ -346,6 +364,7 @@ fn forward_image_on(
             && image.len() == channels * height * width
             && out.len() == filters * oh * ow
             && epilogue.bias.is_none_or(|b| b.len() == filters)
+            && positive.is_none_or(|p| p.len() == out.len())
     );
     // Each padded input row split by column modulo S, so that the N×N
     // blocks of consecutive tiles are contiguous runs.
@@ -390,6 +409,10 @@ fn forward_image_on(
             let sums = Sums { m: block_sums, filter: f, filters, ty0, tw, tiles };
             let value = epilogue.of(f);
             transform_outputs(isa, tiling, sums, (oh, ow), value, out, scratch);
+            if let Some(positive) = positive {
+                let first = f * oh * ow + s * ty0 * ow;
+                crate::kernels::relu_gradient(out, &positive[first..first + out.len()]);
+            }
         });
         BLOCK.set((v_buffer, m_buffer));
     };

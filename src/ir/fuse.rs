@@ -28,6 +28,9 @@ impl TrainGraph {
 ///   pooling's gradient, over that ReLU's output, moves into the pooling's
 ///   gradient, which routes each window's gradient only where its largest
 ///   value is positive.
+/// - A ReLU's gradient whose incoming gradient is the only reader of a
+///   convolution's input gradient moves into it, which zeroes each value
+///   where the ReLU's output is not positive as it stores it.
 ///
 /// A kernel whose output something else reads, or that the graph gives
 /// back (its outputs, state updates, or the values in `kept`), is left alone.
@@ -57,12 +60,18 @@ pub fn fuse_activations(graph: &mut Graph, kept: &[ValueId]) {
                     _ => None,
                 })
             }
-            (Op::UnaryGrad(Unary::Relu), &[y, _, pooled]) if alone(pooled) => {
-                let pooled_input = graph.nodes[pooled.0].inputs[0];
-                match &mut graph.nodes[pooled.0].op {
-                    Op::PoolGrad { max: true, relu: fused @ false, .. } if pooled_input == y => {
+            // (A ReLU output defined after the gradient could not be its input.)
+            (Op::UnaryGrad(Unary::Relu), &[y, _, gradient]) if alone(gradient) && y.0 < gradient.0 => {
+                let node = &mut graph.nodes[gradient.0];
+                match &mut node.op {
+                    Op::PoolGrad { max: true, relu: fused @ false, .. } if node.inputs[0] == y => {
                         *fused = true;
-                        Some(pooled)
+                        Some(gradient)
+                    }
+                    Op::Conv2dGradInput { relu: fused @ false, .. } => {
+                        *fused = true;
+                        node.inputs.push(y);
+                        Some(gradient)
                     }
                     _ => None,
                 }
@@ -200,5 +209,32 @@ mod tests {
         step.fuse_activations();
         assert_eq!((relu_grads(&step.graph), fused_pools(&step.graph)), (2, 2));
         crate::ir::verify(&step.graph).expect("the fused step is well formed");
+    }
+
+    /// A ReLU's gradient moves into the input gradient of the one
+    /// convolution that read its output; a ReLU two convolutions read gets
+    /// the sum of their input gradients and keeps its own. The fused step
+    /// computes the unfused step's gradients (`tests/jit.rs` runs such
+    /// steps against the interpreter too).
+    #[test]
+    fn a_relu_gradient_moves_into_the_input_gradient_of_the_convolution_that_read_it() {
+        let source = "model m {\n  input x: [2, 9, 9]\n  target y: class(3)\n  \
+                      x |> conv2d(4, kernel = 3, padding = 1) |> relu |> conv2d(5, kernel = 3) |> relu => a\n  \
+                      a |> conv2d(3, kernel = 1) => b\n  a |> conv2d(3, kernel = 3, padding = 1) |> relu => c\n  \
+                      concat(b, c) |> flatten |> dense(3) => logits\n  \
+                      loss = cross_entropy(logits, y)\n  train { optimizer = sgd(lr = 0.1) batch = 4 }\n}\n";
+        let checked = check_source("m.nn", source);
+        assert!(!checked.has_errors(), "{:?}", checked.diags);
+        let model = &checked.models[0];
+        let step = crate::pipeline::step_graph(model, &model.train, 4).expect("step");
+        let count = |graph: &Graph, wanted: &dyn Fn(&Op) -> bool| graph.nodes.iter().filter(|n| wanted(&n.op)).count();
+        let relu_grads = |graph: &Graph| count(graph, &|op| *op == Op::UnaryGrad(Unary::Relu));
+        let fused = |graph: &Graph| count(graph, &|op| matches!(op, Op::Conv2dGradInput { relu: true, .. }));
+        assert_eq!((relu_grads(&step.graph), fused(&step.graph)), (3, 0));
+        let mut fused_step = step.clone();
+        fused_step.fuse_activations();
+        // The first ReLU's; `a`'s is read by two; `c`'s gradient comes from the dense layer.
+        assert_eq!((relu_grads(&fused_step.graph), fused(&fused_step.graph)), (2, 1));
+        crate::ir::verify(&fused_step.graph).expect("the fused step is well formed");
     }
 }

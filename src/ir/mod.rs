@@ -155,10 +155,13 @@ pub enum Op {
         relu: bool,
     },
     /// `[w, g]` → ∂x `[B,C,H,W]` (the node's shape gives the input size).
+    /// With `relu` (`fuse_activations`), `[w, g, y]` → ∂x · [y > 0]: the
+    /// gradient through the ReLU whose output y the convolution read.
     Conv2dGradInput {
         rows: Taps,
         cols: Taps,
         groups: usize,
+        relu: bool,
     },
     /// `[x, g]` → ∂w `[F,C/G,KH,KW]`.
     Conv2dGradWeight {
@@ -315,11 +318,12 @@ impl Op {
             Op::BceGrad => "bce_grad".into(),
             Op::SumSquares => "sum_squares".into(),
             Op::Conv2d { rows, cols, groups, .. }
-            | Op::Conv2dGradInput { rows, cols, groups }
+            | Op::Conv2dGradInput { rows, cols, groups, .. }
             | Op::Conv2dGradWeight { rows, cols, groups } => {
                 let name = match self {
                     Op::Conv2d { relu: true, .. } => "conv2d_relu",
                     Op::Conv2d { .. } => "conv2d",
+                    Op::Conv2dGradInput { relu: true, .. } => "conv2d_relu_grad_input",
                     Op::Conv2dGradInput { .. } => "conv2d_grad_input",
                     _ => "conv2d_grad_weight",
                 };

@@ -101,8 +101,11 @@ fn shapes_fit(graph: &Graph, node: &Node) -> Result<(), &'static str> {
                 && grouped(shape(0)[1], shape(1), *groups),
             "conv2d shapes",
         )?,
-        Op::Conv2dGradInput { groups, .. } => check(
-            arity == 2 && node.shape.len() == 4 && shape(0).len() == 4 && grouped(node.shape[1], shape(0), *groups),
+        Op::Conv2dGradInput { groups, relu, .. } => check(
+            (arity == 2 && !relu || arity == 3 && *relu && *shape(2) == node.shape)
+                && node.shape.len() == 4
+                && shape(0).len() == 4
+                && grouped(node.shape[1], shape(0), *groups),
             "conv2d grad input",
         )?,
         Op::Conv2dGradWeight { groups, .. } => check(

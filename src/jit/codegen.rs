@@ -382,7 +382,7 @@ impl Emitter<'_, '_> {
                 self.call("nnc_clip_scale", &[ins[0], out, c]);
             }
             Op::Conv2d { rows, cols, groups, .. }
-            | Op::Conv2dGradInput { rows, cols, groups }
+            | Op::Conv2dGradInput { rows, cols, groups, .. }
             | Op::Conv2dGradWeight { rows, cols, groups } => {
                 // The image is the input of a forward conv and of a weight gradient, and the output of an input gradient.
                 let (image, filters) = match node.op {
@@ -403,6 +403,10 @@ impl Emitter<'_, '_> {
                     let bias = if ins.len() == 3 { ins[2] } else { self.imm(0) };
                     let version = self.weights_version(node.inputs[1]);
                     args.extend([bias, self.imm(usize::from(relu)), version]);
+                }
+                if let Op::Conv2dGradInput { relu, .. } = node.op {
+                    // The ReLU's output whose gradient is fused, or a null pointer for none.
+                    args.push(if relu { ins[2] } else { self.imm(0) });
                 }
                 self.call(name, &args);
             }

@@ -41,7 +41,15 @@ fn the_input_gradient_matches_the_reference_loops() {
         kernels::conv2d_backward(&x, &wide(&w), &wide(&g), &mut expected, &mut dw, win, (filters, 1));
         let run = || {
             let mut dx = vec![f32::NAN; expected.len()];
-            crate::spatial::nnc_conv2d_grad_input(w.as_ptr(), g.as_ptr(), dx.as_mut_ptr(), &win, filters, 1);
+            crate::spatial::nnc_conv2d_grad_input(
+                w.as_ptr(),
+                g.as_ptr(),
+                dx.as_mut_ptr(),
+                &win,
+                filters,
+                1,
+                std::ptr::null(),
+            );
             dx
         };
         let dx = run();
@@ -96,7 +104,7 @@ fn winograd_matches_the_reference_loops() {
             let run_on = |isa: Isa| {
                 let mut y = vec![0.0; filters * oh * ow];
                 with_filter_for(tiling, &w, filters, win, |u: Transformed| {
-                    forward_image_on(isa, u, filters, &x, win, epilogue, &mut y)
+                    forward_image_on(isa, u, filters, &x, win, (epilogue, None), &mut y)
                 });
                 y
             };
