@@ -222,13 +222,26 @@ impl Compiled<TrainGraph> {
         self.exe.as_ref().is_some_and(|exe| exe.shares_store())
     }
 
-    /// The loss of the last compiled run, from the step's own buffers
-    /// (while others may be writing a shared store).
-    pub fn loss(&self) -> Result<f32, String> {
+    /// For each observed value `results` gives, whether the step computes
+    /// it over its part of the store alone (health's sums over the update
+    /// loops, `Plan::sums_in_parts`): the parts' values then add up to the
+    /// whole step's, where the others are each the whole step's.
+    pub fn observed_in_parts(&self) -> Vec<bool> {
+        let in_part = |v| self.exe.as_ref().is_some_and(|exe| exe.sums_in_part(v));
+        let graph = &self.graph.graph;
+        self.graph.observed.iter().flat_map(|&v| std::iter::repeat_n(in_part(v), numel(&graph.node(v).shape))).collect()
+    }
+
+    /// The loss of the last compiled run, with its observed values written
+    /// to `observed` as `results` does, from the step's own buffers (while
+    /// others may be writing a shared store).
+    pub fn own_results(&self, observed: &mut [f32]) -> Result<f32, String> {
         let (exe, loss) =
             (self.exe.as_ref().ok_or("the step is not compiled")?, self.graph.graph.loss.ok_or("no loss")?);
-        let value = exe.scratch_value(loss).ok_or("the loss is not in the step's scratch")?;
-        Ok(value.first().copied().unwrap_or(f32::NAN))
+        let own = |v| exe.scratch_value(v).ok_or_else(|| format!("%{} is not in the step's scratch", v.0));
+        let values = self.graph.observed.iter().map(|&v| own(v)).collect::<Result<Vec<_>, _>>()?;
+        gather(observed, values.into_iter());
+        Ok(own(loss)?.first().copied().unwrap_or(f32::NAN))
     }
 
     /// One training step; updates the store in place and returns the loss.

@@ -224,15 +224,20 @@ impl Emitter<'_, '_> {
                 if let (Some(part), true) = (self.plan.store_part, stored) {
                     // This step's part of the values (`plan::share_store`),
                     // starting on cache lines, on this thread.
-                    let (begin, end) = crate::plan::part_range(units, align.max(LINE), part);
-                    let (begin, end) = (self.imm(begin), self.imm(end));
-                    return match self.parts.get(&roots[0]).copied() {
+                    let (first, last) = crate::plan::part_range(units, align.max(LINE), part);
+                    let (begin, end) = (self.imm(first), self.imm(last));
+                    match self.parts.get(&roots[0]).copied() {
                         Some(part) => {
                             let Args { store, scratch, input, target, hyper } = self.args;
                             self.b.ins().call(part, &[store, scratch, input, target, hyper, begin, end]);
                         }
                         None => self.elementwise((roots, sums), begin, end),
-                    };
+                    }
+                    // The loop stored each sum over this part as the partial
+                    // sum of the part of `nnc_parallel_parts` it starts in:
+                    // it is the step's whole sum (`Plan::sums_in_parts`).
+                    let slot = first / nnc_runtime::part_units(units, align);
+                    return self.move_partial_sums(sums, slot);
                 }
                 match self.parts.get(&roots[0]).copied() {
                     Some(part) => {

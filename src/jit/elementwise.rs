@@ -225,6 +225,19 @@ impl Emitter<'_, '_> {
         self.b.ins().fadd(four, single)
     }
 
+    /// Moves each sum's partial sum `slot` into its first.
+    pub fn move_partial_sums(&mut self, sums: &[ValueId], slot: usize) {
+        if slot == 0 {
+            return;
+        }
+        let flags = MemFlagsData::new().with_notrap();
+        for &sum in sums {
+            let base = self.base(sum);
+            let partial = self.b.ins().load(types::F32, flags, base, (4 * slot) as i32);
+            self.b.ins().store(flags, partial, base, 0);
+        }
+    }
+
     /// Adds each sum's partial sums, one per part of its loop, in order,
     /// into its first.
     pub fn add_partial_sums(&mut self, sums: &[ValueId], parts: usize) {

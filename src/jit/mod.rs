@@ -45,6 +45,8 @@ pub struct Executable {
     store_len: usize,
     /// Whether the code writes only its part of the store (`Plan::store_part`).
     shares_store: bool,
+    /// The sums it computes over its part of the store alone (`Plan::sums_in_parts`).
+    sums_in_parts: Vec<ValueId>,
     input_len: usize,
     target_len: usize,
     locations: Vec<Location>,
@@ -264,6 +266,7 @@ pub fn compile(graph: &Graph, plan: &Plan, profiled: bool) -> Result<Executable,
         splits_products: splits_products(graph),
         store_len: plan.store.len,
         shares_store: plan.store_part.is_some(),
+        sums_in_parts: plan.sums_in_parts(),
         input_len,
         target_len,
         locations: plan.locations.clone(),
@@ -384,6 +387,11 @@ impl Executable {
     /// Whether the code writes only its part of the store (`call_with`).
     pub fn shares_store(&self) -> bool {
         self.shares_store
+    }
+
+    /// Whether the code computes the sum `v` over its part of the store alone.
+    pub fn sums_in_part(&self, v: ValueId) -> bool {
+        self.sums_in_parts.contains(&v)
     }
 
     /// A value the last run computed in its scratch (its loss), if it did.

@@ -5,7 +5,7 @@
 //! them on a copy of its own.
 
 use super::{Broadcast, Kernel, Location, Plan, collect_fused, kernel_reads, produces};
-use crate::ir::Graph;
+use crate::ir::{Graph, ValueId};
 pub use nnc_runtime::part_range;
 
 /// `plan` as part `index` of `parts` steps sharing one store, when its
@@ -38,21 +38,38 @@ pub fn share_store(g: &Graph, mut plan: Plan, (index, parts): (usize, usize)) ->
 
 /// Whether `kernel` can write its values part by part: an element-wise
 /// loop storing only into the store, each value from the values at the
-/// same place of its inputs (no broadcast, no sums), or a copy into the
-/// store. Each part then writes its `part_range` of the values, from
-/// cache lines.
+/// same place of its inputs (no broadcast), or a copy into the store.
+/// Each part then writes its `part_range` of the values, from cache
+/// lines; the loop's sums (health's) are then over that part alone
+/// (`Plan::sums_in_parts`).
 pub(super) fn writes_in_parts(g: &Graph, plan: &Plan, kernel: &Kernel) -> bool {
     match kernel {
         Kernel::Copy { .. } => true,
-        Kernel::Elementwise { roots, sums } => {
+        Kernel::Elementwise { roots, .. } => {
             let mut expression = Vec::new();
             for &root in roots {
                 collect_fused(g, &plan.locations, root, &mut expression);
             }
-            sums.is_empty()
-                && roots.iter().all(|&root| matches!(plan.locations[root.0], Location::Store(_)))
+            roots.iter().all(|&root| matches!(plan.locations[root.0], Location::Store(_)))
                 && expression.iter().all(|v| Broadcast::of(g, &g.nodes[v.0]).is_none())
         }
         _ => false,
+    }
+}
+
+impl Plan {
+    /// The sums that a step sharing the store computes over its part of
+    /// their loop's values only (`writes_in_parts`): the steps' partial
+    /// sums add up to the whole one.
+    pub fn sums_in_parts(&self) -> Vec<ValueId> {
+        if self.store_part.is_none() {
+            return Vec::new();
+        }
+        let stored = |roots: &[ValueId]| roots.iter().all(|r| matches!(self.locations[r.0], Location::Store(_)));
+        let in_parts = self.kernels.iter().filter_map(|kernel| match kernel {
+            Kernel::Elementwise { roots, sums } if stored(roots) => Some(sums),
+            _ => None,
+        });
+        in_parts.flatten().copied().collect()
     }
 }

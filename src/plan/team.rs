@@ -97,7 +97,11 @@ fn update_to_run_on_blocks(
     fused: &[bool],
 ) -> Option<usize> {
     let [u] = readers(plan, sum)[..] else { return None };
-    let Kernel::Elementwise { roots, .. } = &plan.kernels[u] else { return None };
+    // (A loop's sums, health's, are over whole parts, not blocks.)
+    let Kernel::Elementwise { roots, sums } = &plan.kernels[u] else { return None };
+    if !sums.is_empty() {
+        return None;
+    }
     let store_range = |v: &ValueId| match plan.locations[v.0] {
         Location::Store(offset) => Some((offset, offset + numel(g.shape(*v)))),
         _ => None,

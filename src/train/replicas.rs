@@ -10,9 +10,8 @@
 //! sleeping threads to wake or for the main thread to prepare the next.
 //!
 //! Where the weights and optimizer state outgrow the caches
-//! (`SHARED_STORE_FROM`) and the plans allow (`plan::share_store`: no
-//! health observed, the update element by element after the sums), the
-//! replicas share the
+//! (`SHARED_STORE_FROM`) and the plans allow (`plan::share_store`: the
+//! update element by element after the sums), the replicas share the
 //! trainer's store, each writing its own part of the summed update: each
 //! pass of the update over VGG-16's 553 MB of weights, bound by memory,
 //! then reads and writes half as much, and so does each product of a
@@ -20,7 +19,9 @@
 //! (`plan::team_products`). Otherwise every replica applies
 //! the same summed update to its own copy of the store, so the copies
 //! stay equal bit for bit. Either way, the number of parts does not
-//! depend on the cores, so neither do the results.
+//! depend on the cores, so neither do the results. Health's sums over a
+//! shared update are each replica's over its part, added up as the
+//! activations' sums over its rows are.
 //!
 //! The replicas' threads flush subnormal floats to zero
 //! (`nnc_runtime::flush_subnormals`): a Fashion-MNIST epoch took 1–2 % longer
@@ -300,12 +301,11 @@ impl Trainer {
             loss += f64::from(store.results(step, observed).map_err(TrainError::Internal)?);
         }
         if let Some(h) = self.health.as_mut() {
-            // The parameters' health is the same in every replica; the
-            // activations' sums are over each one's rows.
+            let adds_up = adds_up(&steps[0], h.observed_len(), h.activation_sums_mut().len());
             h.observed.copy_from_slice(&observed[0]);
-            let params = h.observed_len() - h.activation_sums_mut().len();
             for other in &observed[1..] {
-                h.activation_sums_mut().iter_mut().zip(&other[params..]).for_each(|(s, &v)| *s += v);
+                let added = h.observed.iter_mut().zip(other).zip(&adds_up).filter(|(_, adds)| **adds);
+                added.for_each(|((s, &v), _)| *s += v);
             }
             h.add_step(rows);
         }
@@ -323,7 +323,7 @@ impl Trainer {
     /// `batch`, step i at learning rate `lrs[i]`. Each replica selects its
     /// own rows of every batch and runs its steps one after the other; the
     /// replicas meet only in their steps' sums, and in one more per step
-    /// (their losses, the activations' health sums, a request to stop), so
+    /// (their losses, their health sums, a request to stop), so
     /// no step waits for the main thread or for threads to wake. The main
     /// thread hears each step's loss meanwhile (`after_step(step, rows,
     /// loss, when it finished)`, false to stop). The same updates, losses
@@ -425,10 +425,11 @@ impl Trainer {
             return Ok(());
         }
         let observe = self.health.is_some();
-        // The replicas share a large store unless they observe its health
-        // (read after the update), or a plan cannot share it out (`share_store`).
+        // The replicas share a large store unless a plan cannot share it
+        // out (`share_store`); health's sums over the update are then each
+        // over a replica's part of it, added up like the activations'.
         let large = self.model.store.data().len() >= SHARED_STORE_FROM;
-        let share = large && !observe && (replicas.steps.is_empty() || replicas.shared);
+        let share = large && (replicas.steps.is_empty() || replicas.shared);
         // Each replica's step compiles on its own core.
         let steps = (0..REPLICAS)
             .into_par_iter()
@@ -470,11 +471,22 @@ struct EpochPlan<'a> {
     /// Each step's scalars.
     hypers: &'a [Hypers],
     targets: bool,
-    /// Observed values of the activations' health (the last of each
-    /// replica's), summed over the replicas.
+    /// How many of the observed values (the last) are the activations' health.
     activations: usize,
     /// Set by the main thread when the epoch is to stop.
     stop: &'a AtomicBool,
+}
+
+/// For each of a step's `len` observed values, the last `activations` of
+/// them the activations' health, whether the replicas' values add up to
+/// the step's: the activations' sums (over each replica's rows) and
+/// health's sums over each one's part of a shared store
+/// (`Compiled::observed_in_parts`). Each replica has the others whole.
+fn adds_up(step: &Compiled<TrainGraph>, len: usize, activations: usize) -> Vec<bool> {
+    let mut adds_up = step.observed_in_parts();
+    adds_up.resize(len, false);
+    adds_up[len.saturating_sub(activations)..].fill(true);
+    adds_up
 }
 
 /// What one replica of an epoch has to itself: its steps for whole batches
@@ -491,14 +503,19 @@ struct Own<'a> {
 /// One replica's steps of an epoch, on the thread of a `ThreadTeam` member
 /// `rank`. After each step the members sum, in one exchange, each one's
 /// loss (in its own slot, so each stays exact), a request to stop (the
-/// first member's), and their activations' health sums: every member then
+/// first member's), and their health sums (`adds_up`): every member then
 /// stops at the same step. Returns why the steps stopped early, if they
 /// did, and how many ran.
 fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stopped>, usize), String> {
     let Own { steps: (full, mut last), mut store, observed, mut health, reports } = own;
-    let activations = plan.activations;
-    let params = observed.len().checked_sub(activations).ok_or("fewer observed values than activations")?;
-    let (mut exchange, mut summed) = (vec![0.0; REPLICAS + 1 + activations], vec![0.0; REPLICAS + 1 + activations]);
+    if observed.len() < plan.activations {
+        return Err("fewer observed values than activations".into());
+    }
+    // What this replica adds to the team's observed values: the first
+    // replica's alone of those each has whole.
+    let adds_up = adds_up(full, observed.len(), plan.activations);
+    let (mut exchange, mut summed) =
+        (vec![0.0; REPLICAS + 1 + observed.len()], vec![0.0; REPLICAS + 1 + observed.len()]);
     let mut rows = plan.train.select(&[]);
     let (mut heard, mut last_sent) = (Vec::with_capacity(REPORTS_AT_ONCE), Instant::now());
     let chunks = plan.order.chunks(plan.full);
@@ -517,7 +534,9 @@ fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stop
         exchange.fill(0.0);
         exchange[rank] = loss;
         exchange[REPLICAS] = f32::from(u8::from(rank == 0 && plan.stop.load(Ordering::Relaxed)));
-        exchange[REPLICAS + 1..].copy_from_slice(&observed[params..]);
+        for ((to, &value), &adds) in exchange[REPLICAS + 1..].iter_mut().zip(observed.iter()).zip(&adds_up) {
+            *to = if adds || rank == 0 { value } else { 0.0 };
+        }
         nnc_runtime::all_reduce(&exchange, &mut summed);
         // Each replica's loss is its rows' share of the batch's mean.
         let mut loss = 0.0;
@@ -525,10 +544,7 @@ fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stop
             loss += f64::from(share);
         }
         if let Some(h) = health.as_deref_mut() {
-            // The parameters' health is the same in every replica; the
-            // activations' sums are over each one's rows.
-            h.observed.copy_from_slice(observed);
-            h.activation_sums_mut().copy_from_slice(&summed[REPLICAS + 1..]);
+            h.observed.copy_from_slice(&summed[REPLICAS + 1..]);
             h.add_step(chunk.len());
         }
         let stopped = if !loss.is_finite() {

@@ -29,11 +29,11 @@ impl ReplicaStore<'_> {
         step.call(store, x, y, h)
     }
 
-    /// The loss of `step`'s last call, and its observed values (none when shared).
+    /// The loss of `step`'s last call, and its observed values.
     pub(super) fn results(&self, step: &Compiled<TrainGraph>, observed: &mut [f32]) -> Result<f32, String> {
         match self {
             ReplicaStore::Own(store) => step.results(store, observed),
-            ReplicaStore::Shared(_) => step.loss(),
+            ReplicaStore::Shared(_) => step.own_results(observed),
         }
     }
 }

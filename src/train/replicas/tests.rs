@@ -6,6 +6,7 @@ use super::*;
 use crate::data::{self, RowSpec, Scaler};
 use crate::exec::Backend;
 use crate::pipeline::check_source;
+use crate::train::health::Health;
 
 /// A convolutional model with batch normalisation, dropout and Adam
 /// that replicates, and 314 rows of the digits (the last batch of 26).
@@ -41,6 +42,30 @@ fn trainer(model: &crate::check::CheckedModel) -> Trainer {
     let mut trainer = Trainer::new(model, model.train.clone(), Backend::Jit).expect("trainable");
     trainer.track_health();
     trainer
+}
+
+/// A trainer whose replicas keep a copy of the store each, as they do
+/// where a plan cannot share it: their first steps (none here) decided so.
+fn on_copies(model: &crate::check::CheckedModel) -> Trainer {
+    let mut trainer = trainer(model);
+    let mut replicas = Replicas::new().expect("threads");
+    replicas.steps.insert(0, Vec::new());
+    trainer.replicas = Some(replicas);
+    trainer
+}
+
+/// Replicas sharing the store observe the health of replicas on copies:
+/// each adds up its part of every sum over the update, so the sums agree
+/// to rounding (the activations' sums are the same bits). A million f32
+/// squares summed in other orders differ by about 1e-4 of their sum; a
+/// part missing or counted twice, by a third or more.
+fn assert_same_health(shared: Health, copies: Health) {
+    assert_eq!(shared.activations, copies.activations);
+    assert_eq!(shared.params.len(), copies.params.len());
+    for (s, c) in shared.params.iter().zip(&copies.params) {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-3 * b.abs() && b > 0.0;
+        assert!(close(s.grad_norm, c.grad_norm) && close(s.update_ratio, c.update_ratio), "{s:?} vs {c:?}");
+    }
 }
 
 fn bits(trainer: &Trainer) -> Vec<u32> {
@@ -138,12 +163,12 @@ fn stepping_while_asked_counts_the_replicated_steps_it_ran() {
 /// Replicas sharing the store compute a dense layer of a million weights
 /// together (`plan::team_products`: its forward pass by columns, its
 /// weight gradient summed into their parts), with the bits of replicas
-/// computing their own products on copies; odd batches split unevenly.
+/// computing their own products on copies, and their health; odd batches
+/// split unevenly.
 #[test]
 fn replicas_computing_a_large_layer_together_update_it_as_copies_do() {
     let (model, rows) = model_and_rows_of("0.01", "", 4096);
-    let mut shared = Trainer::new(&model, model.train.clone(), Backend::Jit).expect("trainable");
-    let mut copies = trainer(&model);
+    let (mut shared, mut copies) = (trainer(&model), on_copies(&model));
     for trainer in [&mut shared, &mut copies] {
         for batch in [32, 7] {
             let batch = rows.select(&(0..batch).collect::<Vec<_>>());
@@ -156,15 +181,15 @@ fn replicas_computing_a_large_layer_together_update_it_as_copies_do() {
     assert!(sharing(&shared) && !sharing(&copies));
     assert_ne!(bits(&shared), bits(&trainer(&model)));
     assert_eq!(bits(&shared), bits(&copies));
+    assert_same_health(shared.take_health().expect("tracked"), copies.take_health().expect("tracked"));
 }
 
-/// Without health observed, the replicas of a model without batch
-/// statistics and with over a million weights and Adam's values share the
-/// trainer's store, each writing its part of the update: the bits of
-/// replicas on copies of their own (health observed), over a replicated
-/// epoch and over steps one by one; an epoch stopped midway puts the
-/// shared store back as it was. The same model with a small store keeps
-/// a copy for each replica.
+/// The replicas of a model without batch statistics and with over a
+/// million weights and Adam's values share the trainer's store, each
+/// writing its part of the update: the bits of replicas on copies of
+/// their own, and their health, over a replicated epoch and over steps
+/// one by one; an epoch stopped midway puts the shared store back as it
+/// was. The same model with a small store keeps a copy for each replica.
 #[test]
 fn replicas_sharing_the_store_update_it_as_copies_do() {
     let (small, _) = model_and_rows_of("0.01", "|> relu |> conv2d(16, kernel = 3, padding = 1)", 32);
@@ -174,13 +199,13 @@ fn replicas_sharing_the_store_update_it_as_copies_do() {
     let convolutions = "|> relu |> conv2d(64, kernel = 3, padding = 1) |> relu |> conv2d(64, kernel = 3, padding = 1)
         |> relu |> conv2d(64, kernel = 3, padding = 1)";
     let (model, rows) = model_and_rows_of("0.01", convolutions, 320);
-    let mut shared = Trainer::new(&model, model.train.clone(), Backend::Jit).expect("trainable");
-    let mut copies = trainer(&model);
+    let (mut shared, mut copies) = (trainer(&model), on_copies(&model));
     let batch = rows.select(&(0..32).collect::<Vec<_>>());
     let (size, order) = shared.batches(rows.rows, 0);
     assert!(shared.replicates_epoch(order.len(), size));
+    let mut epochs = Vec::new();
     for trainer in [&mut shared, &mut copies] {
-        trainer.fit_epoch(&rows, None, None).expect("trains");
+        epochs.push(trainer.fit_epoch(&rows, None, None).expect("trains").health.expect("tracked"));
         for _ in 0..2 {
             trainer.step_replicated(&batch.x, &batch.y, 32, model.train.lr).expect("steps");
         }
@@ -189,6 +214,9 @@ fn replicas_sharing_the_store_update_it_as_copies_do() {
     assert!(sharing(&shared) && !sharing(&copies));
     assert_ne!(bits(&shared), bits(&trainer(&model)));
     assert_eq!(bits(&shared), bits(&copies));
+    let [shared_epoch, copies_epoch] = <[Health; 2]>::try_from(epochs).expect("two epochs");
+    assert_same_health(shared_epoch, copies_epoch);
+    assert_same_health(shared.take_health().expect("tracked"), copies.take_health().expect("tracked"));
 
     let before = bits(&shared);
     let mut heard = 0;
