@@ -30,7 +30,7 @@ mod text;
 use join::{join_loops, runs_at};
 pub use order::channel_sums_operands;
 use order::{hoist_updates, overlap_sums, pair_channel_sums};
-use reduce::{fold_sums, hoist_observed_sums, set_aside_sums};
+use reduce::{fold_sums, hoist_observed_sums, set_aside_sums, store_only_what_is_read};
 use scratch::{assign_scratch, place_blocks, place_views, squash_slices_where_they_lie};
 pub use share::{part_range, share_store};
 pub use team::{TeamSplit, team_products};
@@ -283,6 +283,7 @@ fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[Va
     let in_place = in_place_updates(g, &consumers, &roots, &offsets, &runs_at);
     let mut kernels = kernels(g, (&live, &fused, &loops), &locations, &in_place, &roots, &offsets);
     fold_sums(g, &fused, &foldable, &mut kernels);
+    store_only_what_is_read(g, &consumers, &roots, &mut kernels, (&mut locations, &mut fused));
     hoist_observed_sums(g, &fused, &consumers, &mut kernels);
     hoist_updates(g, &fused, &locations, &in_place, &mut kernels);
     let mut kernels = overlap_sums(g, &fused, kernels);

@@ -8,7 +8,7 @@
 //! loop serves run as soon as what they sum is computed, while it is still
 //! in the caches.
 
-use super::{Kernel, broadcast_slot, kernel_reads, produces};
+use super::{Kernel, Location, Roots, broadcast_slot, kernel_reads, produces};
 use crate::ir::{Graph, Op, ValueId, numel};
 
 /// Marks the sums of squares that may ride in a loop: those nothing in the
@@ -54,6 +54,37 @@ pub(super) fn fold_sums(g: &Graph, fused: &[bool], foldable: &[bool], kernels: &
                 k += 1;
             }
         }
+    }
+}
+
+/// Takes out of each loop's stored values those that only its own sums
+/// read (with weight decay, health's Δw = step + decay, read by ‖Δw‖²
+/// alone): the loop computes them for its sums without storing them.
+/// (Stored, a training step wrote every weight's Δw to memory, and the
+/// replicas could not share out such an update.) A loop keeps at least
+/// one stored value.
+pub(super) fn store_only_what_is_read(
+    g: &Graph,
+    consumers: &[Vec<usize>],
+    roots: &Roots,
+    kernels: &mut [Kernel],
+    (locations, fused): (&mut [Location], &mut [bool]),
+) {
+    for kernel in kernels {
+        let Kernel::Elementwise { roots: stored, sums } = kernel else { continue };
+        let summed_only = |v: &ValueId| {
+            consumers[v.0].is_empty() && !roots.contains(v.0) && sums.iter().any(|s| g.nodes[s.0].inputs[0] == *v)
+        };
+        if stored.iter().all(summed_only) {
+            continue;
+        }
+        stored.retain(|v| {
+            let keep = !summed_only(v);
+            if !keep {
+                (locations[v.0], fused[v.0]) = (Location::Fused, true);
+            }
+            keep
+        });
     }
 }
 

@@ -101,12 +101,15 @@ fn loop_of(plan: &Plan, v: ValueId) -> (&[ValueId], &[ValueId]) {
 /// moments) and new weights — runs as one loop that writes them in place,
 /// right after the kernel computing what it reads last (its gradient, as a
 /// rule). Observing health adds the three sums of squares to that loop,
-/// and the step Δw stays inside it.
+/// and the step Δw stays inside it, weight decay's share of it too.
 #[test]
 fn each_parameters_update_is_one_loop() {
-    for (optimizer, states_per_param) in [("momentum(lr = 0.05)", 1), ("adam(lr = 0.01)", 2), ("sgd(lr = 0.1)", 0)] {
+    let optimizers = [("momentum(lr = 0.05)", 1), ("adam(lr = 0.01)", 2), ("sgd(lr = 0.1)", 0)];
+    for ((optimizer, states_per_param), decay) in
+        optimizers.into_iter().flat_map(|o| [(o, ""), (o, "weight_decay = 0.01")])
+    {
         for observe in [false, true] {
-            let step = step(optimizer, "", observe);
+            let step = step(optimizer, decay, observe);
             let plan = plan_train(&step);
             let text = plan.to_text(&step.graph);
             for (p, &w) in step.new_params.iter().enumerate() {
@@ -155,7 +158,7 @@ fn is_sum_routine(g: &Graph, kernel: &Kernel) -> bool {
 }
 
 /// Every sum of squares of training's health rides in the loop that
-/// computes or reads what it sums: the weights' updates (a weight large
+/// computes or reads what it sums: the weights' updates, with weight decay (a weight large
 /// enough to run in parts, each keeping a partial sum), and the
 /// activations' loops (odd widths, so values are also summed one by one
 /// at the end of each row). The compiled step still observes what the
@@ -165,7 +168,7 @@ fn health_sums_ride_in_the_loops_that_compute_what_they_sum() {
     let source = "model m {\n  input x: [300]\n  target y: class(3)\n  \
                   x |> dense(251) |> tanh |> dense(7) |> sigmoid |> dense(3) => logits\n  \
                   loss = cross_entropy(logits, y)\n  \
-                  train { optimizer = momentum(lr = 0.05) batch = 8 }\n}\n";
+                  train { optimizer = momentum(lr = 0.05) weight_decay = 0.01 batch = 8 }\n}\n";
     let train = observed_step_of(source, 8);
     let plan = plan_train(&train);
     let text = plan.to_text(&train.graph);
