@@ -213,9 +213,8 @@ mod tests {
 
     /// A ReLU's gradient moves into the input gradient of the one
     /// convolution that read its output; a ReLU two convolutions read gets
-    /// the sum of their input gradients and keeps its own. The fused step
-    /// computes the unfused step's gradients (`tests/jit.rs` runs such
-    /// steps against the interpreter too).
+    /// the sum of their input gradients and keeps its own. (`tests/jit.rs`
+    /// runs such steps against the interpreter's unfused ones.)
     #[test]
     fn a_relu_gradient_moves_into_the_input_gradient_of_the_convolution_that_read_it() {
         let source = "model m {\n  input x: [2, 9, 9]\n  target y: class(3)\n  \
