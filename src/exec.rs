@@ -238,10 +238,12 @@ impl Compiled<TrainGraph> {
     pub fn own_results(&self, observed: &mut [f32]) -> Result<f32, String> {
         let (exe, loss) =
             (self.exe.as_ref().ok_or("the step is not compiled")?, self.graph.graph.loss.ok_or("no loss")?);
-        let own = |v| exe.scratch_value(v).ok_or_else(|| format!("%{} is not in the step's scratch", v.0));
-        let values = self.graph.observed.iter().map(|&v| own(v)).collect::<Result<Vec<_>, _>>()?;
-        gather(observed, values.into_iter());
-        Ok(own(loss)?.first().copied().unwrap_or(f32::NAN))
+        let mut values = [loss].into_iter().chain(self.graph.observed.iter().copied());
+        if let Some(v) = values.find(|&v| exe.scratch_value(v).is_none()) {
+            return Err(format!("%{} is not in the step's scratch", v.0));
+        }
+        gather(observed, self.graph.observed.iter().filter_map(|&v| exe.scratch_value(v)));
+        Ok(exe.scratch_value(loss).and_then(|l| l.first().copied()).unwrap_or(f32::NAN))
     }
 
     /// One training step; updates the store in place and returns the loss.

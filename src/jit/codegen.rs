@@ -220,8 +220,7 @@ impl Emitter<'_, '_> {
         match kernel {
             Kernel::Elementwise { roots, sums } => {
                 let (units, align) = Layout::of(self.graph, self.plan, roots[0]).units();
-                let stored = roots.iter().all(|r| matches!(self.plan.locations[r.0], Location::Store(_)));
-                if let (Some(part), true) = (self.plan.store_part, stored) {
+                if let (Some(part), true) = (self.plan.store_part, self.plan.all_in_store(roots)) {
                     // This step's part of the values (`plan::share_store`),
                     // starting on cache lines, on this thread.
                     let (first, last) = crate::plan::part_range(units, align.max(LINE), part);

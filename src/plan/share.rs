@@ -50,14 +50,19 @@ pub(super) fn writes_in_parts(g: &Graph, plan: &Plan, kernel: &Kernel) -> bool {
             for &root in roots {
                 collect_fused(g, &plan.locations, root, &mut expression);
             }
-            roots.iter().all(|&root| matches!(plan.locations[root.0], Location::Store(_)))
-                && expression.iter().all(|v| Broadcast::of(g, &g.nodes[v.0]).is_none())
+            plan.all_in_store(roots) && expression.iter().all(|v| Broadcast::of(g, &g.nodes[v.0]).is_none())
         }
         _ => false,
     }
 }
 
 impl Plan {
+    /// Whether all of `values` live in the store (a loop storing them
+    /// writes only its part of them when the store is shared).
+    pub fn all_in_store(&self, values: &[ValueId]) -> bool {
+        values.iter().all(|v| matches!(self.locations[v.0], Location::Store(_)))
+    }
+
     /// The sums that a step sharing the store computes over its part of
     /// their loop's values only (`writes_in_parts`): the steps' partial
     /// sums add up to the whole one.
@@ -65,9 +70,8 @@ impl Plan {
         if self.store_part.is_none() {
             return Vec::new();
         }
-        let stored = |roots: &[ValueId]| roots.iter().all(|r| matches!(self.locations[r.0], Location::Store(_)));
         let in_parts = self.kernels.iter().filter_map(|kernel| match kernel {
-            Kernel::Elementwise { roots, sums } if stored(roots) => Some(sums),
+            Kernel::Elementwise { roots, sums } if self.all_in_store(roots) => Some(sums),
             _ => None,
         });
         in_parts.flatten().copied().collect()

@@ -95,6 +95,9 @@ pub struct Replicas {
     steps: HashMap<usize, Vec<Compiled<TrainGraph>>>,
     /// Each replica's observed health values of the latest step.
     observed: Vec<Vec<f32>>,
+    /// For each observed value, whether the replicas' values add up to the
+    /// step's (`adds_up`), decided as their steps compile.
+    adds_up: Vec<bool>,
 }
 
 impl Replicas {
@@ -118,6 +121,7 @@ impl Replicas {
             shared: false,
             steps: HashMap::new(),
             observed: vec![vec![]; REPLICAS],
+            adds_up: vec![],
         })
     }
 
@@ -283,7 +287,7 @@ impl Trainer {
         replicas.sync(&self.model.store);
         let observed_len = self.health.as_ref().map_or(0, |h| h.observed_len());
         replicas.observed.iter_mut().for_each(|o| o.resize(observed_len, 0.0));
-        let Replicas { team, pools, stores, steps, observed, .. } = replicas;
+        let Replicas { team, pools, stores, steps, observed, adds_up, .. } = replicas;
         let steps = steps.get_mut(&rows).ok_or_else(|| TrainError::Internal("replica steps".into()))?;
         let mut replica_stores = replica_stores(&mut self.model.store, stores);
         let mut calls = Vec::with_capacity(REPLICAS);
@@ -301,10 +305,9 @@ impl Trainer {
             loss += f64::from(store.results(step, observed).map_err(TrainError::Internal)?);
         }
         if let Some(h) = self.health.as_mut() {
-            let adds_up = adds_up(&steps[0], h.observed_len(), h.activation_sums_mut().len());
             h.observed.copy_from_slice(&observed[0]);
             for other in &observed[1..] {
-                let added = h.observed.iter_mut().zip(other).zip(&adds_up).filter(|(_, adds)| **adds);
+                let added = h.observed.iter_mut().zip(other).zip(&*adds_up).filter(|(_, adds)| **adds);
                 added.for_each(|((s, &v), _)| *s += v);
             }
             h.add_step(rows);
@@ -350,9 +353,8 @@ impl Trainer {
         let replicas = self.replicas.as_mut().ok_or_else(|| internal("replicas not started"))?;
         replicas.sync(&self.model.store);
         let observed_len = self.health.as_ref().map_or(0, |h| h.observed_len());
-        let activations = self.health.as_mut().map_or(0, |h| h.activation_sums_mut().len());
         replicas.observed.iter_mut().for_each(|o| o.resize(observed_len, 0.0));
-        let Replicas { team, pools, stores, steps, observed, .. } = replicas;
+        let Replicas { team, pools, stores, steps, observed, adds_up, .. } = replicas;
         let [full_steps, mut last_steps] = steps.get_disjoint_mut([&full, &last]);
         let full_steps = full_steps.ok_or_else(|| internal("no step for the batch"))?;
         let mut stores = replica_stores(&mut self.model.store, stores);
@@ -369,8 +371,7 @@ impl Trainer {
                 drop(store.call(step, &x, &y, &hypers[0]).map_err(TrainError::Internal)?);
             }
         }
-        let plan =
-            EpochPlan { train, order, full, hypers: &hypers, targets, activations, stop: &AtomicBool::new(false) };
+        let plan = EpochPlan { train, order, full, hypers: &hypers, targets, adds_up, stop: &AtomicBool::new(false) };
         let (reports, heard) = channel();
         let mut outcomes: Vec<Result<(Option<Stopped>, usize), String>> =
             (0..REPLICAS).map(|_| Err("the replica did not run".into())).collect();
@@ -457,6 +458,10 @@ impl Trainer {
         if let Some(h) = self.health.as_mut().filter(|h| h.observed_len() != observed) {
             h.without_activations();
         }
+        replicas.adds_up = self.health.as_mut().map_or_else(Vec::new, |h| {
+            let (len, activations) = (h.observed_len(), h.activation_sums_mut().len());
+            adds_up(&steps[0], len, activations)
+        });
         replicas.steps.insert(rows, steps);
         Ok(())
     }
@@ -471,8 +476,8 @@ struct EpochPlan<'a> {
     /// Each step's scalars.
     hypers: &'a [Hypers],
     targets: bool,
-    /// How many of the observed values (the last) are the activations' health.
-    activations: usize,
+    /// Whether the replicas' observed values add up to the step's (`adds_up`).
+    adds_up: &'a [bool],
     /// Set by the main thread when the epoch is to stop.
     stop: &'a AtomicBool,
 }
@@ -508,12 +513,9 @@ struct Own<'a> {
 /// did, and how many ran.
 fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stopped>, usize), String> {
     let Own { steps: (full, mut last), mut store, observed, mut health, reports } = own;
-    if observed.len() < plan.activations {
-        return Err("fewer observed values than activations".into());
+    if observed.len() != plan.adds_up.len() {
+        return Err("observed values that the replicas' steps do not describe".into());
     }
-    // What this replica adds to the team's observed values: the first
-    // replica's alone of those each has whole.
-    let adds_up = adds_up(full, observed.len(), plan.activations);
     let (mut exchange, mut summed) =
         (vec![0.0; REPLICAS + 1 + observed.len()], vec![0.0; REPLICAS + 1 + observed.len()]);
     let mut rows = plan.train.select(&[]);
@@ -534,7 +536,9 @@ fn replica_epoch(rank: usize, plan: &EpochPlan, own: Own) -> Result<(Option<Stop
         exchange.fill(0.0);
         exchange[rank] = loss;
         exchange[REPLICAS] = f32::from(u8::from(rank == 0 && plan.stop.load(Ordering::Relaxed)));
-        for ((to, &value), &adds) in exchange[REPLICAS + 1..].iter_mut().zip(observed.iter()).zip(&adds_up) {
+        // What this replica adds to the team's observed values: the first
+        // replica's alone of those each has whole.
+        for ((to, &value), &adds) in exchange[REPLICAS + 1..].iter_mut().zip(observed.iter()).zip(plan.adds_up) {
             *to = if adds || rank == 0 { value } else { 0.0 };
         }
         nnc_runtime::all_reduce(&exchange, &mut summed);
