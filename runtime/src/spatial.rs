@@ -81,40 +81,39 @@ pub extern "C" fn nnc_conv2d(
     let epilogue = Epilogue { bias, relu: relu != 0 };
     let cols = win.out_height() * win.out_width();
     let per = images_per_part(b);
-    let mut images = |per_image: PerImage| {
+    let images = |y: &mut [f32], per_image: PerImage| {
         each_part(y, per * f * cols, |part, y| {
             let x = &x[part * per * c * h * wd..];
             x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(f * cols)).for_each(|(image, out)| per_image(image, out));
         })
     };
     if depthwise::applies(c, groups) {
-        return images(&|image, out| depthwise::forward_image(w, f, image, win, epilogue, out));
+        return images(y, &|image, out| depthwise::forward_image(w, f, image, win, epilogue, out));
     }
     for group in groups_of(win, f, groups) {
         let epilogue = epilogue.columns(group.first_filter, group.filters);
         let w = &w[group.weights.clone()];
-        forward_group(w, group.filters, group.win, (epilogue, weights_version), &mut |per_image| {
-            images(&|image, out| per_image(&image[group.channels.clone()], &mut out[group.outputs.clone()]))
+        // The Winograd kernel takes the whole batch: its blocks of tiles
+        // may span images.
+        #[cfg(target_arch = "x86_64")]
+        if winograd::applies(group.win, group.filters) {
+            let from = winograd::Layout { stride: c * h * wd, first: group.channels.start };
+            let to = winograd::Layout { stride: f * cols, first: group.outputs.start };
+            winograd::with_filter(w, group.filters, group.win, weights_version, |u| {
+                winograd::forward(u, group.filters, (x, from), group.win, epilogue, (&mut *y, to))
+            });
+            continue;
+        }
+        forward_group(w, group.filters, group.win, epilogue, &mut |per_image| {
+            images(&mut *y, &|image, out| per_image(&image[group.channels.clone()], &mut out[group.outputs.clone()]))
         });
     }
 }
 
 /// The convolution of one group (the whole convolution when ungrouped) by
-/// its filter `w`, on every image `images` runs: in the Winograd kernel,
-/// the direct one, or as a product of the unfolded image (`im2col`).
-fn forward_group(
-    w: &[f32],
-    f: usize,
-    win: Window,
-    (epilogue, version): (Epilogue, u64),
-    images: &mut dyn FnMut(PerImage),
-) {
-    #[cfg(target_arch = "x86_64")]
-    if winograd::applies(win, f) {
-        return winograd::with_filter(w, f, win, version, |u| {
-            images(&|image, out| winograd::forward_image(u, f, image, win, epilogue, out))
-        });
-    }
+/// its filter `w`, on every image `images` runs: in the direct kernel, or
+/// as a product of the unfolded image (`im2col`).
+fn forward_group(w: &[f32], f: usize, win: Window, epilogue: Epilogue, images: &mut dyn FnMut(PerImage)) {
     #[cfg(target_arch = "x86_64")]
     if conv::applies(win) {
         return conv::with_forward_filter(w, f, win, |packed| {
@@ -214,7 +213,7 @@ pub extern "C" fn nnc_conv2d_grad_input(
     let positive = (!positive.is_null()).then(|| unsafe { slice(positive, image) });
     let (cols, image_len) = (win.out_height() * win.out_width(), c * h * wd);
     let per = images_per_part(b);
-    let mut images = |per_image: PerGradient| {
+    let images = |dx: &mut [f32], per_image: PerGradient| {
         each_part(dx, per * image_len, |part, dx| {
             let g = &g[part * per * f * cols..];
             for (i, (grad, image)) in g.chunks_exact(f * cols).zip(dx.chunks_exact_mut(image_len)).enumerate() {
@@ -224,15 +223,26 @@ pub extern "C" fn nnc_conv2d_grad_input(
         })
     };
     if depthwise::applies(c, groups) {
-        return images(&|grad, image, positive| {
+        return images(dx, &|grad, image, positive| {
             depthwise::input_gradient_image(w, f, grad, win, image);
             through_relu(image, positive);
         });
     }
     // The groups' channels are disjoint: each writes its own.
     for group in groups_of(win, f, groups) {
-        input_gradient_group(&w[group.weights.clone()], group.filters, group.win, &mut |per_image| {
-            images(&|grad, image, positive| {
+        let w = &w[group.weights.clone()];
+        // The Winograd kernel takes the whole batch, as in `nnc_conv2d`.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(flipped) = winograd::input_gradient_window(group.win, group.filters) {
+            let from = winograd::Layout { stride: f * cols, first: group.outputs.start };
+            let to = winograd::Layout { stride: image_len, first: group.channels.start };
+            winograd::with_input_gradient_filter(w, group.filters, (group.win, flipped), |u| {
+                winograd::input_gradient(u, group.win.channels, (g, from), flipped, positive, (&mut *dx, to))
+            });
+            continue;
+        }
+        input_gradient_group(w, group.filters, group.win, &mut |per_image| {
+            images(&mut *dx, &|grad, image, positive| {
                 let channels = group.channels.clone();
                 per_image(&grad[group.outputs.clone()], &mut image[channels.clone()], positive.map(|p| &p[channels]))
             })
@@ -248,15 +258,10 @@ fn through_relu(dx: &mut [f32], positive: Option<&[f32]>) {
 }
 
 /// The input gradient of one group's convolution (the whole one when
-/// ungrouped), image by image as `forward_group` runs them.
+/// ungrouped), image by image as `forward_group` runs them: in the direct
+/// kernel, or as a product and its folding back (`col2im`).
 fn input_gradient_group(w: &[f32], f: usize, win: Window, images: &mut dyn FnMut(PerGradient)) {
     let c = win.channels;
-    #[cfg(target_arch = "x86_64")]
-    if let Some(flipped) = winograd::input_gradient_window(win, f) {
-        return winograd::with_input_gradient_filter(w, f, (win, flipped), |u| {
-            images(&|grad, image, positive| winograd::input_gradient_image(u, c, grad, flipped, positive, image))
-        });
-    }
     #[cfg(target_arch = "x86_64")]
     if conv::applies(win) {
         return conv::with_input_gradient_filter(w, f, win, |packed| {

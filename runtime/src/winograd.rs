@@ -32,17 +32,21 @@ mod inputs;
 mod outputs;
 mod weights;
 
-use inputs::{Plane, fill_planes, transform_inputs};
+use inputs::{LANES, Plane, Run, fill_planes, transform_inputs};
 use outputs::{Sums, transform_outputs};
 pub use weights::{weight_gradient, weight_gradient_applies};
 
 /// Channels and filters from which the products are large enough to pay
 /// for the transforms.
 const MIN_CHANNELS: usize = 32;
-/// About how many tiles a block of the products takes (whole rows of
-/// tiles): its transformed inputs and sums stay in the caches.
+/// Tiles a block of the products takes: its transformed inputs and sums
+/// stay in the caches, and it fills whole panels of `gemm` (32 columns
+/// with AVX-512, 16 with AVX2).
 const BLOCK_TILES: usize = 96;
-/// Blocks per thread from which an image's blocks run side by side rather
+/// Tiles from which a group of images is large enough (`Tiles`): their
+/// blocks waste at most a part of one panel.
+const GROUP_TILES: usize = 512;
+/// Blocks per thread from which a group's blocks run side by side rather
 /// than in turn (enough to share them out evenly).
 const BLOCKS_PER_THREAD: usize = 4;
 
@@ -89,21 +93,70 @@ impl Tiling {
             Some(Isa::Avx512) => 32,
             _ => 16,
         };
-        let work = |tiling: Tiling| {
-            let s = tiling.step();
-            let (th, tw) = (win.out_height().div_ceil(s), win.out_width().div_ceil(s));
-            let rows = rows_per_block(tw);
-            let columns: usize =
-                (0..th).step_by(rows).map(|ty0| (rows.min(th - ty0) * tw).next_multiple_of(panel)).sum();
-            tiling.points() * (columns + 24)
-        };
+        let work = |tiling: Tiling| tiling.points() * (Tiles::new(tiling, win).columns(win.batch, panel) + 24);
         if work(Tiling::Four) < work(Tiling::Two) { Tiling::Four } else { Tiling::Two }
     }
 }
 
-/// Rows of tiles per block of the products, for rows of `tw` tiles.
-fn rows_per_block(tw: usize) -> usize {
-    (BLOCK_TILES / tw).max(1)
+/// How a call takes its tiles: the batch's images `group` at a time (their
+/// planes filled together), and a group's tiles, numbered by image, tile
+/// row and tile column, in blocks of `BLOCK_TILES`. A block fills whole
+/// panels of the products though a row or an image has fewer tiles
+/// (VGG-16's 14×14 layers have 16 an image, its 56×56 ones 14 a row).
+#[derive(Clone, Copy, Debug)]
+struct Tiles {
+    /// Tiles per column and per row of an image.
+    high: usize,
+    wide: usize,
+    group: usize,
+}
+
+impl Tiles {
+    fn new(tiling: Tiling, win: Window) -> Tiles {
+        let s = tiling.step();
+        let (high, wide) = (win.out_height().div_ceil(s), win.out_width().div_ceil(s));
+        Tiles { high, wide, group: GROUP_TILES.div_ceil(high * wide).clamp(1, win.batch.max(1)) }
+    }
+
+    fn per_image(self) -> usize {
+        self.high * self.wide
+    }
+
+    /// The products' columns over `batch` images: each block's tiles
+    /// rounded up to whole panels of `panel` columns.
+    fn columns(self, batch: usize, panel: usize) -> usize {
+        let of_group = |images: usize| {
+            let tiles = images * self.per_image();
+            tiles / BLOCK_TILES * BLOCK_TILES + (tiles % BLOCK_TILES).next_multiple_of(panel)
+        };
+        batch / self.group * of_group(self.group) + of_group(batch % self.group)
+    }
+
+    /// The runs of tiles `from..to` of a group, each within one tile row,
+    /// with the image it is in and where it starts in the block.
+    fn runs(self, from: usize, to: usize) -> impl Iterator<Item = (usize, Run, usize)> {
+        let wide = self.wide;
+        (from / wide..to.div_ceil(wide)).map(move |r| {
+            let (first, last) = (from.max(r * wide) - r * wide, to.min((r + 1) * wide) - r * wide);
+            let run = Run { row: r % self.high, first, len: last - first };
+            (r / self.high, run, (r * wide + first) - from)
+        })
+    }
+}
+
+/// Where one group's values lie in each image of a batch: image i's from
+/// `i · stride + first` on (a grouped convolution's images hold several).
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub stride: usize,
+    pub first: usize,
+}
+
+impl Layout {
+    /// The values of image `image` in `values`, `len` of them.
+    fn of(self, values: &[f32], image: usize, len: usize) -> &[f32] {
+        &values[image * self.stride + self.first..][..len]
+    }
 }
 
 /// A filter transformed for one tiling: U[ξ][f][c].
@@ -312,122 +365,179 @@ fn filter_rows_four(out: [&mut [f32]; 6], [a, b, c]: [&[f32]; 3]) {
     o5.copy_from_slice(c);
 }
 
-/// One image `[C, H, W]` convolved into `out` (`[F, OH, OW]`) through
-/// `epilogue`, with `filter` from `with_filter`.
-pub fn forward_image(
+/// The batch `images` (`[C, H, W]` each, where `from` says) convolved into
+/// `out` (`[F, OH, OW]` each, where `to` says) through `epilogue`, with
+/// `filter` from `with_filter`.
+pub fn forward(
     filter: Transformed,
     filters: usize,
-    image: &[f32],
+    (images, from): (&[f32], Layout),
     win: Window,
     epilogue: Epilogue,
-    out: &mut [f32],
+    (out, to): (&mut [f32], Layout),
 ) {
     let isa = Isa::detect().expect("`applies` checked the CPU");
-    forward_image_on(isa, filter, filters, image, win, (epilogue, None), out)
+    forward_on(isa, filter, filters, (images, from), win, (epilogue, None), (out, to))
 }
 
-/// One image's input gradient `dx` (`[C, H, W]`) from its output gradient
-/// `grad`, as the convolution by the flipped filter (`flipped`, from
+/// The batch's input gradients `dx` (`[C, H, W]` each, where `to` says)
+/// from its output gradients `grads` (where `from` says), as the
+/// convolution by the flipped filter (`flipped`, from
 /// `with_input_gradient_filter`) of `channels` filters. With `positive`
-/// (`[C, H, W]`, a ReLU's output), each value is then times
-/// [positive > 0], block by block while the block is in cache.
-pub fn input_gradient_image(
+/// (a ReLU's output, laid out as dx), each value is then times
+/// [positive > 0], row by row while the row is in cache.
+pub fn input_gradient(
     filter: Transformed,
     channels: usize,
-    grad: &[f32],
+    (grads, from): (&[f32], Layout),
     flipped: Window,
     positive: Option<&[f32]>,
-    dx: &mut [f32],
+    (dx, to): (&mut [f32], Layout),
 ) {
     let isa = Isa::detect().expect("`applies` checked the CPU");
-    forward_image_on(isa, filter, channels, grad, flipped, (Epilogue::default(), positive), dx)
+    forward_on(isa, filter, channels, (grads, from), flipped, (Epilogue::default(), positive), (dx, to))
 }
 
-/// `forward_image` with the transforms compiled for `isa` (the products
-/// are `gemm`'s, on the CPU's widest kernel), and, given `positive` (the
-/// output's shape), each output then times [positive > 0].
-fn forward_image_on(
+/// Values written by several threads at once, each to its own places.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+
+// SAFETY: the threads write disjoint values (`forward_on`'s blocks and filters).
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// `len` values from `at` on.
+    ///
+    /// # Safety
+    /// They lie inside the values, and no other reference reaches them.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn run(&self, at: usize, len: usize) -> &mut [f32] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
+
+/// `forward` with the transforms compiled for `isa` (the products are
+/// `gemm`'s, on the CPU's widest kernel), and, given `positive` (laid out
+/// as `out`), each output then times [positive > 0].
+fn forward_on(
     isa: Isa,
     Transformed { tiling, u }: Transformed,
     filters: usize,
-    image: &[f32],
+    (images, from): (&[f32], Layout),
     win: Window,
     (epilogue, positive): (Epilogue, Option<&[f32]>),
-    out: &mut [f32],
+    (out, to): (&mut [f32], Layout),
 ) {
-    let Window { channels, height, width, .. } = win;
+    let Window { batch, channels, height, width, .. } = win;
     let (oh, ow) = (win.out_height(), win.out_width());
     let (s, points) = (tiling.step(), tiling.points());
-    let (th, tw) = (oh.div_ceil(s), ow.div_ceil(s));
+    let (image_len, out_len) = (channels * height * width, filters * oh * ow);
+    // The last image's values end inside each slice.
+    let reaches = |len: usize, layout: Layout, total: usize| {
+        batch == 0 || (batch - 1) * layout.stride + layout.first + len <= total
+    };
     assert!(
         u.len() == points * filters * channels
-            && image.len() == channels * height * width
-            && out.len() == filters * oh * ow
-            && epilogue.bias.is_none_or(|b| b.len() == filters)
+            && reaches(image_len, from, images.len())
+            && reaches(out_len, to, out.len())
             && positive.is_none_or(|p| p.len() == out.len())
+            && epilogue.bias.is_none_or(|b| b.len() == filters)
     );
+    let tiles = Tiles::new(tiling, win);
     // Each padded input row split by column modulo S, so that the N×N
     // blocks of consecutive tiles are contiguous runs.
-    let plane = Plane { step: s, rows: s * th + 2, phase: tw + 1, padding: win.rows.padding, height, width };
-    let rows_per_block = rows_per_block(tw);
+    // Each phase's length is whole vectors, so the transforms' loops can
+    // run over whole ones (`inputs::whole`).
+    let phase = (tiles.wide + 1).next_multiple_of(LANES);
+    let plane = Plane { step: s, rows: s * tiles.high + 2, phase, padding: win.rows.padding, height, width };
     // The buffers are taken, not borrowed, while the parallel parts run: a
-    // thread waiting for them may start another image's convolution.
+    // thread waiting for them may start another convolution.
     let mut split = SPLIT.take();
-    // `fill_plane` writes every value, padding included (the buffers only
-    // grow: zeroing what a layer larger than the last adds took a tenth
-    // of VGG-16's batch-1 forward pass).
-    let planes_in = aligned(&mut split, channels * plane.len());
-    fill_planes(isa, plane, image, planes_in);
-    let planes_in = &planes_in[..];
-    // Many blocks run side by side, each on one thread (so no thread sleeps
-    // and is woken between a block's steps, which took a fifth of a 224×224
-    // layer's time); a few run in turn, each step spread over the threads.
-    let blocks = th.div_ceil(rows_per_block);
-    let side_by_side = blocks >= BLOCKS_PER_THREAD * rayon::current_num_threads();
-    // The least a block's parallel step hands a thread: all of it, side by side.
-    let least = if side_by_side { usize::MAX } else { 1 };
-    // Output rows S·ty0.. of every filter's plane, for the block of tile row ty0.
-    let block = |ty0: usize, mut planes: Vec<&mut [f32]>| {
-        let (mut v_buffer, mut m_buffer) = BLOCK.take();
-        let tiles = rows_per_block.min(th - ty0) * tw;
-        // Every value of both is written below: the inputs' transforms and the products.
-        let (v, m) =
-            (aligned(&mut v_buffer, points * channels * tiles), aligned(&mut m_buffer, points * filters * tiles));
-        // V[c][ξ][t] for this block's tiles, channel by channel (a
-        // scratch row per rayon task, not per channel).
-        let channel_inputs = v.par_chunks_exact_mut(points * tiles).zip(planes_in.par_chunks_exact(plane.len()));
-        channel_inputs.with_min_len(least).for_each_init(Vec::new, |scratch, (v, split)| {
-            transform_inputs(isa, tiling, plane, split, (ty0, tiles / tw, tw), (v, tiles), scratch);
-        });
-        m.par_chunks_exact_mut(filters * tiles).enumerate().with_min_len(least).for_each(|(xi, m)| {
-            let u = &u[xi * filters * channels..(xi + 1) * filters * channels];
-            // V[ξ]: channel c's tiles `points` · tiles apart.
-            gemm(filters, channels, tiles, u, (channels, 1), &v[xi * tiles..], (points * tiles, 1), m, false);
-        });
-        let block_sums = &m[..points * filters * tiles];
-        planes.par_iter_mut().enumerate().with_min_len(least).for_each_init(Vec::new, |scratch, (f, out)| {
-            let sums = Sums { m: block_sums, filter: f, filters, ty0, tw, tiles };
-            let value = epilogue.of(f);
-            transform_outputs(isa, tiling, sums, (oh, ow), value, out, scratch);
-            if let Some(positive) = positive {
-                let first = f * oh * ow + s * ty0 * ow;
-                crate::kernels::relu_gradient(out, &positive[first..first + out.len()]);
-            }
-        });
-        BLOCK.set((v_buffer, m_buffer));
-    };
-    // Each block's rows of each plane.
-    let rows = s * rows_per_block * ow;
-    let mut parts: Vec<Vec<&mut [f32]>> = (0..blocks).map(|_| Vec::with_capacity(filters)).collect();
-    for plane in out.chunks_exact_mut(oh * ow) {
-        for (part, rows) in parts.iter_mut().zip(plane.chunks_mut(rows)) {
-            part.push(rows);
+    let shared = Shared(out.as_mut_ptr());
+    for start in (0..batch).step_by(tiles.group) {
+        let count = tiles.group.min(batch - start);
+        // `fill_plane` writes every value, padding included (the buffers only
+        // grow: zeroing what a layer larger than the last adds took a tenth
+        // of VGG-16's batch-1 forward pass).
+        let planes_in = aligned(&mut split, count * channels * plane.len());
+        for (i, planes) in planes_in.chunks_exact_mut(channels * plane.len()).enumerate() {
+            fill_planes(isa, plane, from.of(images, start + i, image_len), planes);
         }
-    }
-    if side_by_side {
-        parts.into_par_iter().enumerate().for_each(|(i, planes)| block(i * rows_per_block, planes));
-    } else {
-        parts.into_iter().enumerate().for_each(|(i, planes)| block(i * rows_per_block, planes));
+        let planes_in = &planes_in[..];
+        // Channel c of the group's image i.
+        let split_of = |i: usize, c: usize| &planes_in[(i * channels + c) * plane.len()..][..plane.len()];
+        let total = count * tiles.per_image();
+        // Many blocks run side by side, each on one thread (so no thread sleeps
+        // and is woken between a block's steps, which took a fifth of a 224×224
+        // layer's time); a few run in turn, each step spread over the threads.
+        let blocks = total.div_ceil(BLOCK_TILES);
+        let side_by_side = blocks >= BLOCKS_PER_THREAD * rayon::current_num_threads();
+        // The least a block's parallel step hands a thread: all of it, side by side.
+        let least = if side_by_side { usize::MAX } else { 1 };
+        let block = |first: usize| {
+            let (mut v_buffer, mut m_buffer) = BLOCK.take();
+            let (last, runs) = ((first + BLOCK_TILES).min(total), |first, last| tiles.runs(first, last));
+            let n = last - first;
+            // V[c][ξ] holds the block's n tiles, and room for the transforms'
+            // whole vectors past them where n is not whole vectors; M[ξ][f]
+            // reads whole vectors past its end.
+            let stride = n.next_multiple_of(LANES);
+            // Every value of both that is read is written below: the inputs' transforms and the products.
+            let (v, m) = (
+                aligned(&mut v_buffer, points * channels * stride),
+                aligned(&mut m_buffer, points * filters * n + LANES),
+            );
+            // V[c][ξ][t] for this block's tiles, channel by channel (a
+            // scratch row per rayon task, not per channel).
+            let channel_inputs = v.par_chunks_exact_mut(points * stride).enumerate();
+            channel_inputs.with_min_len(least).for_each_init(Vec::new, |scratch, (c, v)| {
+                for (i, run, at) in runs(first, last) {
+                    transform_inputs(isa, tiling, plane, split_of(i, c), run, (&mut v[at..], stride), scratch);
+                }
+            });
+            m.par_chunks_exact_mut(filters * n).enumerate().with_min_len(least).for_each(|(xi, m)| {
+                let u = &u[xi * filters * channels..(xi + 1) * filters * channels];
+                // V[ξ]: channel c's tiles `points` · stride apart.
+                gemm(filters, channels, n, u, (channels, 1), &v[xi * stride..], (points * stride, 1), m, false);
+            });
+            let block_sums = &m[..];
+            (0..filters).into_par_iter().with_min_len(least).for_each_init(Vec::new, |scratch, f| {
+                let value = epilogue.of(f);
+                for (i, Run { row, first: tx, len }, at) in runs(first, last) {
+                    let sums = Sums { m: block_sums, filter: f, filters, tiles: n, at, len };
+                    // The run's outputs inside the output: rows S·row.., columns S·tx..
+                    let plane = to.first + (start + i) * to.stride + f * oh * ow;
+                    let (columns, rows) = (s * tx..ow.min(s * (tx + len)), s * row..oh.min(s * (row + 1)));
+                    let mut outs: [&mut [f32]; 4] = Default::default();
+                    for (out, y) in outs.iter_mut().zip(rows.clone()) {
+                        let at = plane + y * ow + columns.start;
+                        // SAFETY: each value lies inside `out` (asserted above: the
+                        // plane is inside, and so are its row y and its columns),
+                        // and only this block's task for filter f writes it: blocks
+                        // hold disjoint tiles, tasks disjoint filters.
+                        *out = unsafe { shared.run(at, columns.len()) };
+                    }
+                    let outs = &mut outs[..rows.len()];
+                    transform_outputs(isa, tiling, sums, &value, outs, scratch);
+                    if let Some(positive) = positive {
+                        for (out, y) in outs.iter_mut().zip(rows.clone()) {
+                            let at = plane + y * ow + columns.start;
+                            crate::kernels::relu_gradient(out, &positive[at..at + columns.len()]);
+                        }
+                    }
+                }
+            });
+            BLOCK.set((v_buffer, m_buffer));
+        };
+        let firsts = (0..total).step_by(BLOCK_TILES);
+        if side_by_side {
+            firsts.collect::<Vec<_>>().into_par_iter().for_each(block);
+        } else {
+            firsts.for_each(block);
+        }
     }
     SPLIT.set(split);
 }

@@ -1,6 +1,6 @@
 //! The input transform: each channel's padded rows split by column modulo
 //! S (`Plane`), then Bᵀ·d·B for the N×N input block d of every tile, a
-//! whole row of tiles per step.
+//! run of tiles of one row per step.
 
 use rayon::prelude::*;
 
@@ -33,15 +33,24 @@ compiled_for_isa! {
         tiling: Tiling,
         plane: Plane,
         split: &[f32],
-        tiles: (usize, usize, usize),
+        run: Run,
         out: (&mut [f32], usize),
         scratch: &mut Vec<f32>,
     ) {
         match tiling {
-            Tiling::Two => plane.inputs_two(split, tiles, out, scratch),
-            Tiling::Four => plane.inputs_four(split, tiles, out, scratch),
+            Tiling::Two => plane.inputs_two(split, run, out, scratch),
+            Tiling::Four => plane.inputs_four(split, run, out, scratch),
         }
     }
+}
+
+/// Tiles `first..first + len` of tile row `row`: consecutive tiles, whose
+/// transforms are one vector loop each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Run {
+    pub(super) row: usize,
+    pub(super) first: usize,
+    pub(super) len: usize,
 }
 
 /// One channel's input, zero-padded, each row split by column modulo S.
@@ -104,84 +113,108 @@ impl Plane {
         }
     }
 
-    /// out[ξ · stride + t] = (Bᵀ·d·B)[ξ] for the 4×4 input block d of each
-    /// tile t of `count` rows of `tw` tiles from tile row `ty0`, F(2×2)
-    /// (`stride` at least count · tw).
-    /// Each step is a loop over a whole row of tiles, so that it runs in
-    /// vectors; `scratch` holds its intermediate rows.
+    /// out[ξ · stride + i] = (Bᵀ·d·B)[ξ] for the 4×4 input block d of
+    /// tile i of `run`, F(2×2) (`stride` at least the run's length).
+    /// Each step is a loop over the run's tiles, so that it runs in
+    /// vectors; `scratch` holds its intermediate rows. The loops run over
+    /// whole vectors where there is room (`whole`): the values past the
+    /// run's are never read.
     #[inline(always)]
-    fn inputs_two(
-        self,
-        split: &[f32],
-        (ty0, count, tw): (usize, usize, usize),
-        (out, stride): (&mut [f32], usize),
-        scratch: &mut Vec<f32>,
-    ) {
-        let half = self.phase;
+    fn inputs_two(self, split: &[f32], run: Run, (out, stride): (&mut [f32], usize), scratch: &mut Vec<f32>) {
+        let (half, Run { row: ty, first, len }) = (self.phase, run);
         let line = 2 * half;
-        // Bᵀ·d for a row of tiles: four combined rows, each its even columns then its odd ones.
-        scratch.resize(4 * line, 0.0);
-        let t = &mut scratch[..4 * line];
-        for ty in 0..count {
-            let d = &split[2 * (ty0 + ty) * line..][..4 * line];
-            let d = |i: usize| &d[i * line..(i + 1) * line];
-            let (t0, rest) = t.split_at_mut(line);
-            let (t1, rest) = rest.split_at_mut(line);
-            let (t2, t3) = rest.split_at_mut(line);
-            combine(t0, d(0), d(2), |a, b| a - b);
-            combine(t1, d(1), d(2), |a, b| a + b);
-            combine(t2, d(2), d(1), |a, b| a - b);
-            combine(t3, d(1), d(3), |a, b| a - b);
-            for (i, row) in t.chunks_exact(line).enumerate() {
-                // (Bᵀ·d)·B: with a, b, c, e the block's columns (even[tx], odd[tx],
-                // even[tx + 1], odd[tx + 1]), a − c, b + c, c − b and b − e.
-                let (even, odd) = row.split_at(half);
-                let at = |j: usize| (4 * i + j) * stride + ty * tw;
-                combine(&mut out[at(0)..][..tw], &even[..tw], &even[1..], |a, c| a - c);
-                combine(&mut out[at(1)..][..tw], &odd[..tw], &even[1..], |b, c| b + c);
-                combine(&mut out[at(2)..][..tw], &even[1..], &odd[..tw], |c, b| c - b);
-                combine(&mut out[at(3)..][..tw], &odd[..tw], &odd[1..], |b, e| b - e);
-            }
+        // Bᵀ·d for the run: four combined rows, each its even columns then
+        // its odd ones, of which the run's tiles read values first..=first + len.
+        scratch.resize(4 * line + SLACK, 0.0);
+        let (t, d) = (&mut scratch[..], &split[2 * ty * line..][..4 * line]);
+        let count = whole(len + 1, half - first);
+        // A whole row's phases are one loop.
+        let (phases, span) = if first == 0 && count == half { (1, line) } else { (2, count) };
+        for phase in 0..phases {
+            let columns = phase * half + first..phase * half + first + span;
+            let d = |i: usize| &d[i * line..][columns.clone()];
+            let mut rows = t.chunks_exact_mut(line).map(|row| &mut row[columns.clone()]);
+            let mut next = || rows.next().expect("four rows");
+            combine(next(), d(0), d(2), |a, b| a - b);
+            combine(next(), d(1), d(2), |a, b| a + b);
+            combine(next(), d(2), d(1), |a, b| a - b);
+            combine(next(), d(1), d(3), |a, b| a - b);
+        }
+        let len = whole(len, room(out.len(), stride, 16));
+        for i in 0..4 {
+            // (Bᵀ·d)·B: with a, b, c, e the block's columns (even[tx], odd[tx],
+            // even[tx + 1], odd[tx + 1]), a − c, b + c, c − b and b − e.
+            let (even, odd) = (&t[i * line + first..][..len + 1], &t[i * line + half + first..][..len + 1]);
+            let mut outs = out[4 * i * stride..].chunks_mut(stride).map(|o| &mut o[..len]);
+            let mut next = || outs.next().expect("four rows");
+            combine(next(), &even[..len], &even[1..], |a, c| a - c);
+            combine(next(), &odd[..len], &even[1..], |b, c| b + c);
+            combine(next(), &even[1..], &odd[..len], |c, b| c - b);
+            combine(next(), &odd[..len], &odd[1..], |b, e| b - e);
         }
     }
 
     /// `inputs_two` for F(4×4): 6×6 input blocks, 36 values each.
     #[inline(always)]
-    fn inputs_four(
-        self,
-        split: &[f32],
-        (ty0, count, tw): (usize, usize, usize),
-        (out, stride): (&mut [f32], usize),
-        scratch: &mut Vec<f32>,
-    ) {
-        let phase = self.phase;
+    fn inputs_four(self, split: &[f32], run: Run, (out, stride): (&mut [f32], usize), scratch: &mut Vec<f32>) {
+        let (phase, Run { row: ty, first, len }) = (self.phase, run);
         let line = 4 * phase;
-        // Bᵀ·d for a row of tiles: six combined rows, each split as the input's.
-        scratch.resize(6 * line, 0.0);
-        let t = &mut scratch[..6 * line];
-        for ty in 0..count {
-            let d = &split[4 * (ty0 + ty) * line..][..6 * line];
-            let d: [&[f32]; 6] = std::array::from_fn(|i| &d[i * line..(i + 1) * line]);
-            let mut rows = t.chunks_exact_mut(line);
+        // Bᵀ·d for the run: six combined rows, each split as the input's,
+        // of which the run's tiles read values first..=first + len of each phase.
+        scratch.resize(6 * line + SLACK, 0.0);
+        let (t, d) = (&mut scratch[..], &split[4 * ty * line..][..6 * line]);
+        let count = whole(len + 1, phase - first);
+        // A whole row's phases are one loop.
+        let (phases, span) = if first == 0 && count == phase { (1, line) } else { (4, count) };
+        for p in 0..phases {
+            let columns = p * phase + first..p * phase + first + span;
+            let d: [&[f32]; 6] = std::array::from_fn(|i| &d[i * line..][columns.clone()]);
+            let mut rows = t.chunks_exact_mut(line).map(|row| &mut row[columns.clone()]);
             inputs_four_rows(std::array::from_fn(|_| rows.next().expect("six rows")), d);
-            for (i, row) in t.chunks_exact(line).enumerate() {
-                // (Bᵀ·d)·B: column j of tile tx is value tx + j / 4 of phase j % 4.
-                let columns: [&[f32]; 6] = std::array::from_fn(|j| &row[(j % 4) * phase + j / 4..][..tw]);
-                // The last row of the last point may end short of a whole stride.
-                let mut outs = out[6 * i * stride..].chunks_mut(stride);
-                let outs = std::array::from_fn(|_| &mut outs.next().expect("six rows")[ty * tw..][..tw]);
-                inputs_four_rows(outs, columns);
-            }
+        }
+        let len = whole(len, room(out.len(), stride, 36));
+        for i in 0..6 {
+            // (Bᵀ·d)·B: column j of tile tx is value tx + j / 4 of phase j % 4.
+            let columns: [&[f32]; 6] = std::array::from_fn(|j| &t[i * line + (j % 4) * phase + first + j / 4..][..len]);
+            // The last row of the last point may end short of a whole stride.
+            let mut outs = out[6 * i * stride..].chunks_mut(stride);
+            let outs = std::array::from_fn(|_| &mut outs.next().expect("six rows")[..len]);
+            inputs_four_rows(outs, columns);
         }
     }
+}
+
+/// The widest vector loops run over (AVX-512's 16 values).
+pub(super) const LANES: usize = 16;
+/// Values past the intermediate rows that a loop over whole vectors reads.
+const SLACK: usize = 2 * LANES;
+
+/// `len` rounded up to whole vectors where `room` allows: a loop then
+/// ends without a partial vector, which on runs of a few dozen tiles took
+/// longer than the whole ones.
+#[inline(always)]
+pub(super) fn whole(len: usize, room: usize) -> usize {
+    len.next_multiple_of(LANES).min(room).max(len)
+}
+
+/// Values each of `points` rows `stride` apart, from the start of `out`,
+/// may take: the last row's, to the end of `out`.
+#[inline(always)]
+fn room(out: usize, stride: usize, points: usize) -> usize {
+    out - (points - 1) * stride
 }
 
 /// out[i] = (Bᵀ·[d0 … d5])[i] for F(4×4), value by value.
 #[inline(always)]
 fn inputs_four_rows(out: [&mut [f32]; 6], d: [&[f32]; 6]) {
-    let len = out[0].len();
-    let [o0, o1, o2, o3, o4, o5] = out.map(|o| &mut o[..len]);
-    let [d0, d1, d2, d3, d4, d5] = d.map(|d| &d[..len]);
+    // Each slice cut to one length in place, not by `array::map`, whose
+    // closure may stay a call that hides the lengths (the loop then runs
+    // one value at a time, each index checked).
+    let [o0, o1, o2, o3, o4, o5] = out;
+    let [d0, d1, d2, d3, d4, d5] = d;
+    let len = o0.len();
+    let (o1, o2, o3, o4, o5) = (&mut o1[..len], &mut o2[..len], &mut o3[..len], &mut o4[..len], &mut o5[..len]);
+    let (d0, d1, d2, d3, d4, d5) = (&d0[..len], &d1[..len], &d2[..len], &d3[..len], &d4[..len], &d5[..len]);
     for e in 0..len {
         let (d0, d1, d2, d3, d4, d5) = (d0[e], d1[e], d2[e], d3[e], d4[e], d5[e]);
         o0[e] = 4.0 * d0 - 5.0 * d2 + d4;

@@ -65,11 +65,38 @@ fn the_input_gradient_matches_the_reference_loops() {
     }
 }
 
+/// The runs of a block cover its tiles once each, in order, within rows
+/// and images.
+#[test]
+fn a_blocks_runs_cover_its_tiles_in_order() {
+    let tiles = Tiles { high: 3, wide: 5, group: 4 };
+    for (from, to) in [(0, 15), (3, 4), (2, 33), (14, 16), (0, 60), (59, 60)] {
+        let mut next = from;
+        for (image, run, at) in tiles.runs(from, to) {
+            assert!(run.len > 0 && run.first + run.len <= 5 && run.row < 3, "{run:?}");
+            assert_eq!((image * 3 + run.row) * 5 + run.first, next, "{from}..{to}: {run:?}");
+            assert_eq!(at, next - from);
+            next += run.len;
+        }
+        assert_eq!(next, to, "{from}..{to}");
+    }
+    // Blocks waste at most part of one panel a group: 16 tiles an image in
+    // groups of four, 60 an image alone.
+    let win = |size: usize, batch: usize| {
+        let taps = Taps { kernel: 3, stride: 1, padding: 1, dilation: 1 };
+        Window { batch, channels: 32, height: size, width: size, rows: taps, cols: taps }
+    };
+    assert_eq!(Tiles::new(Tiling::Four, win(14, 8)).columns(8, 32), 128);
+    assert_eq!(Tiles::new(Tiling::Four, win(14, 3)).columns(3, 32), 64);
+    assert_eq!(Tiles::new(Tiling::Four, win(40, 1)).columns(1, 32), 96 + 32);
+}
+
 /// Both tilings against the reference loops (in f64): odd and even
-/// sizes (partial tiles), padding 0, 1 and 2, several blocks of tiles,
-/// a filter transformed in several chunks, with a bias and with and
-/// without a fused ReLU; and the same bits on one thread as on all, and
-/// on every instruction set.
+/// sizes (partial tiles), padding 0, 1 and 2, a batch whose blocks of
+/// tiles span rows and images, an image of several blocks, a filter
+/// transformed in several chunks, with a bias and with and without a
+/// fused ReLU; and the same bits on one thread as on all, and on every
+/// instruction set.
 #[test]
 fn winograd_matches_the_reference_loops() {
     for (channels, height, width, padding, filters) in [
@@ -79,32 +106,36 @@ fn winograd_matches_the_reference_loops() {
         (32, 5, 6, 2, 40),
         (32, 3, 3, 0, 32),
         (72, 6, 5, 1, 64),
-        // Nine blocks of tiles, run side by side, the last one ragged.
-        (32, 82, 35, 1, 32),
+        // 600 tiles an image (F(4×4)): a group of two images, then one
+        // alone, their blocks run side by side, the last ones ragged.
+        (32, 96, 99, 1, 32),
         // A sum over many channels, as in VGG-16's deep layers.
         (512, 14, 14, 1, 32),
     ] {
         let taps = Taps { kernel: 3, stride: 1, padding, dilation: 1 };
-        let win = Window { batch: 1, channels, height, width, rows: taps, cols: taps };
+        let batch = 3;
+        let win = Window { batch, channels, height, width, rows: taps, cols: taps };
         if !applies(win, filters) {
             return;
         }
         let (oh, ow) = (win.out_height(), win.out_width());
-        let x = values(channels * height * width, 1);
+        let x = values(batch * channels * height * width, 1);
         let w = values(filters * channels * 9, 2);
         let bias = values(filters, 3);
         // The reference in f64: its own rounding does not count against the transforms'.
         let wide = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
-        let mut expected = vec![0.0f64; filters * oh * ow];
+        let mut expected = vec![0.0f64; batch * filters * oh * ow];
         kernels::conv2d(&wide(&x), &wide(&w), &mut expected, win, filters, 1);
         // A fused ReLU on every other case.
         let relu = channels % 2 == 0;
         let epilogue = Epilogue { bias: Some(&bias), relu };
         for tiling in [Tiling::Two, Tiling::Four] {
             let run_on = |isa: Isa| {
-                let mut y = vec![0.0; filters * oh * ow];
+                let mut y = vec![0.0; batch * filters * oh * ow];
+                let (from, to) =
+                    (Layout { stride: x.len() / batch, first: 0 }, Layout { stride: y.len() / batch, first: 0 });
                 with_filter_for(tiling, &w, filters, win, |u: Transformed| {
-                    forward_image_on(isa, u, filters, &x, win, (epilogue, None), &mut y)
+                    forward_on(isa, u, filters, (&x, from), win, (epilogue, None), (&mut y, to))
                 });
                 y
             };
@@ -118,7 +149,7 @@ fn winograd_matches_the_reference_loops() {
                 Tiling::Four => 4e-4,
             };
             for (i, (&a, &e)) in y.iter().zip(&expected).enumerate() {
-                let e = e as f32 + bias[i / (oh * ow)];
+                let e = e as f32 + bias[i / (oh * ow) % filters];
                 let e = if relu { e.max(0.0) } else { e };
                 assert!(
                     (a - e).abs() <= tolerance * (1.0 + e.abs()),

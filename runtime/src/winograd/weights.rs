@@ -14,7 +14,7 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
-use super::inputs::deinterleave4;
+use super::inputs::{Run, deinterleave4};
 use super::{Plane, SPLIT, Tiling, applies, fill_planes, transform_inputs};
 use crate::gemm::Isa;
 use crate::kernels::Window;
@@ -107,8 +107,11 @@ pub(super) fn weight_gradient_on(isa: Isa, images: &[f32], grads: &[f32], filter
             v.par_chunks_exact_mut(POINTS * capacity).zip(planes.par_chunks_exact(plane.len())).for_each_init(
                 Vec::new,
                 |scratch, (v, split)| {
-                    let out = (&mut v[gathered..], capacity);
-                    transform_inputs(isa, Tiling::Four, plane, split, tiles, out, scratch);
+                    for ty in 0..rows {
+                        let run = Run { row: ty0 + ty, first: 0, len: tw };
+                        let out = (&mut v[gathered + ty * tw..], capacity);
+                        transform_inputs(isa, Tiling::Four, plane, split, run, out, scratch);
+                    }
                 },
             );
             w.par_chunks_exact_mut(POINTS * capacity)
