@@ -340,6 +340,8 @@ unsafe fn blocked<V: Kernels>(
                             a: rows_a,
                             lda: a.rows as usize,
                             b: panels.as_ptr().add(at),
+                            ldb: width,
+                            next_panel: kc * width,
                             kc,
                             c: c.add(i0 * ldc + j0),
                             ldc,
@@ -360,6 +362,87 @@ unsafe fn blocked<V: Kernels>(
                 // SAFETY: as above.
                 unsafe { sparse::multiply_rows::<V>(rows_from(sparse_rows), k_blocks.clone()) };
                 finish(sparse_rows);
+            }
+        }
+    }
+}
+
+/// `c = a·b` on one thread, with a and b row-major and read in place (no
+/// packing pass: the caller keeps both in cache, as the Winograd kernel
+/// keeps a block's transformed inputs): the bits of `gemm`'s product.
+///
+/// # Safety
+/// `a` reaches its `m × k` values, row-major; b holds k rows `ldb` apart,
+/// each readable for n rounded up to whole panels (two vectors; the
+/// values past n are read into lanes that are not stored, and must be
+/// initialized); c holds m rows of n; `isa` runs on this CPU.
+pub(crate) unsafe fn multiply_in_place(
+    isa: Isa,
+    (m, k, n): (usize, usize, usize),
+    a: Operand,
+    (b, ldb): (*const f32, usize),
+    c: *mut f32,
+) {
+    assert!(a.cols == 1 && k > 0);
+    // SAFETY: the caller's contract.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => in_place_avx512((m, k, n), a, (b, ldb), c),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => in_place_avx2((m, k, n), a, (b, ldb), c),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("no kernels on this architecture"),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,popcnt")]
+unsafe fn in_place_avx512(dims: (usize, usize, usize), a: Operand, b: (*const f32, usize), c: *mut f32) {
+    // SAFETY: the caller's contract.
+    unsafe { in_place::<__m512>(dims, a, b, c) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,popcnt")]
+unsafe fn in_place_avx2(dims: (usize, usize, usize), a: Operand, b: (*const f32, usize), c: *mut f32) {
+    // SAFETY: the caller's contract.
+    unsafe { in_place::<__m256>(dims, a, b, c) }
+}
+
+/// `blocked`'s loops over rows and blocks of k (`k_blocks`) for a b read
+/// in place: each element of c sees the blocks of k in order, as there.
+///
+/// # Safety
+/// As for `multiply_in_place`.
+#[inline(always)]
+unsafe fn in_place<V: Kernels>(
+    (m, k, n): (usize, usize, usize),
+    a: Operand,
+    (b, ldb): (*const f32, usize),
+    c: *mut f32,
+) {
+    let (mr, step) = (rows_per_block::<V>(), k_blocks(k));
+    for i0 in (0..m).step_by(mr) {
+        let rows = mr.min(m - i0);
+        for p0 in (0..k).step_by(step) {
+            // SAFETY: rows i0.. of a and c, and b's rows p0.., lie inside.
+            unsafe {
+                let block = Block {
+                    a: a.at(i0, p0).ptr,
+                    lda: a.rows as usize,
+                    b: b.add(p0 * ldb),
+                    ldb,
+                    next_panel: 2 * V::LANES,
+                    kc: step.min(k - p0),
+                    c: c.add(i0 * n),
+                    ldc: n,
+                    cols: n,
+                    add: p0 > 0,
+                    walks: std::ptr::null(),
+                };
+                panels_for_rows::<V, false>(mr, rows, block);
             }
         }
     }
@@ -451,6 +534,37 @@ const PACK_PANELS: usize = 4;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A product of a b read in place has the bits of the same product
+    /// packed by `gemm`: k of one block and of several, n of whole panels
+    /// and not, rows of several blocks and a short one, b's rows padded.
+    #[test]
+    fn a_product_read_in_place_has_gemms_bits() {
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n).map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
+        };
+        for isa in Isa::available() {
+            for (m, k, n) in [(13, 40, 96), (30, 700, 50), (12, 256, 7), (5, 513, 33)] {
+                let (a, b) = (values(m * k, 1), values(k * n, 2));
+                // b's rows padded to whole panels of 32, the padding NaN (its lanes are not stored).
+                let ldb = n.next_multiple_of(32);
+                let mut padded = vec![f32::NAN; k * ldb];
+                for (row, values) in padded.chunks_exact_mut(ldb).zip(b.chunks_exact(n)) {
+                    row[..n].copy_from_slice(values);
+                }
+                let (mut expected, mut c) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+                let operand = |v: &[f32], rows: usize| Operand { ptr: v.as_ptr(), rows: rows as isize, cols: 1 };
+                // SAFETY: a holds m × k, b k × n (padded to ldb), c m × n, all row-major.
+                unsafe {
+                    let plain = Epilogue::default();
+                    gemm(isa, (m, k, n), operand(&a, k), operand(&b, n), (expected.as_mut_ptr(), n), false, plain);
+                    multiply_in_place(isa, (m, k, n), operand(&a, k), (padded.as_ptr(), ldb), c.as_mut_ptr());
+                }
+                let same = c.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{isa:?} {m}×{k}×{n}");
+            }
+        }
+    }
 
     /// A product over k = 0 is zero, whatever c held (no block of k writes
     /// it), and its epilogue still applies: the bias, then the ReLU.

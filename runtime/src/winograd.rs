@@ -7,12 +7,14 @@
 //! N×N values, their products summed over the channels, and the sums
 //! transformed back. The sums over channels are N² matrix products, one
 //! per point ξ of the transform: M[ξ] (F × tiles) = U[ξ] (F × C) · V[ξ]
-//! (C × tiles), run by `gemm`. Per output and channel that is N²/S²
+//! (C × tiles), run by `gemm`'s kernels on V as the input transform lays
+//! it out (`gemm::multiply_in_place`). Per output and channel that is N²/S²
 //! multiply-adds where the direct kernel does 9: 4 for F(2×2), 2.25 for
 //! F(4×4), for the cost of the transforms, which is small beside the
 //! products when both C and F are large (VGG's layers). F(4×4) has four
 //! times fewer tiles to fill sgemm's panels with and more filter values to
-//! transform, so small images take F(2×2) (`Tiling::choose`). The results
+//! transform, so small images in small batches take F(2×2)
+//! (`Tiling::choose`). The results
 //! differ from the direct kernel's by rounding only, and do not depend on
 //! the number of threads. A convolution's input gradient is one too, and
 //! runs here where the forward one does (`input_gradient_window`).
@@ -22,10 +24,9 @@ use std::cell::{Cell, RefCell};
 
 use rayon::prelude::*;
 
-use crate::gemm::Isa;
+use crate::gemm::{Isa, Operand, multiply_in_place};
 use crate::kept;
 use crate::kernels::{Epilogue, Window};
-use crate::products::gemm;
 use crate::simd::aligned;
 
 mod inputs;
@@ -133,7 +134,7 @@ impl Tiles {
     }
 
     /// The runs of tiles `from..to` of a group, each within one tile row,
-    /// with the image it is in and where it starts in the block.
+    /// with the image it is in and where it starts from `from`.
     fn runs(self, from: usize, to: usize) -> impl Iterator<Item = (usize, Run, usize)> {
         let wide = self.wide;
         (from / wide..to.div_ceil(wide)).map(move |r| {
@@ -447,6 +448,8 @@ fn forward_on(
             && epilogue.bias.is_none_or(|b| b.len() == filters)
     );
     let tiles = Tiles::new(tiling, win);
+    // The products run on the CPU's widest kernels, whatever `isa` the transforms take.
+    let widest = Isa::detect().expect("`applies` checked the CPU");
     // Each padded input row split by column modulo S, so that the N×N
     // blocks of consecutive tiles are contiguous runs.
     // Each phase's length is whole vectors, so the transforms' loops can
@@ -479,34 +482,44 @@ fn forward_on(
         let least = if side_by_side { usize::MAX } else { 1 };
         let block = |first: usize| {
             let (mut v_buffer, mut m_buffer) = BLOCK.take();
-            let (last, runs) = ((first + BLOCK_TILES).min(total), |first, last| tiles.runs(first, last));
+            let last = (first + BLOCK_TILES).min(total);
             let n = last - first;
-            // V[c][ξ] holds the block's n tiles, and room for the transforms'
-            // whole vectors past them where n is not whole vectors; M[ξ][f]
-            // reads whole vectors past its end.
-            let stride = n.next_multiple_of(LANES);
-            // Every value of both that is read is written below: the inputs' transforms and the products.
-            let (v, m) = (
-                aligned(&mut v_buffer, points * channels * stride),
-                aligned(&mut m_buffer, points * filters * n + LANES),
-            );
-            // V[c][ξ][t] for this block's tiles, channel by channel (a
-            // scratch row per rayon task, not per channel).
-            let channel_inputs = v.par_chunks_exact_mut(points * stride).enumerate();
-            channel_inputs.with_min_len(least).for_each_init(Vec::new, |scratch, (c, v)| {
-                for (i, run, at) in runs(first, last) {
-                    transform_inputs(isa, tiling, plane, split_of(i, c), run, (&mut v[at..], stride), scratch);
+            // V[ξ][c] (channels × the block's tiles), each row whole panels
+            // long: the products read it in place, with no packing pass.
+            let ldb = n.next_multiple_of(2 * LANES);
+            // Every value of both that is read is written below: the
+            // inputs' transforms (the rows past n are read only into lanes
+            // that are not stored, and hold whatever an earlier block left,
+            // or `aligned`'s zeros) and the products; M[ξ][f] reads whole
+            // vectors past its end.
+            let (v, m) =
+                (aligned(&mut v_buffer, points * channels * ldb), aligned(&mut m_buffer, points * filters * n + LANES));
+            let rows = Shared(v.as_mut_ptr());
+            // Each channel's rows of V (a scratch row per rayon task, not per channel).
+            (0..channels).into_par_iter().with_min_len(least).for_each_init(Vec::new, |scratch, c| {
+                let mut outs: [&mut [f32]; 36] = std::array::from_fn(|_| &mut [][..]);
+                for (xi, out) in outs.iter_mut().take(points).enumerate() {
+                    // SAFETY: row c of V[ξ] lies inside V, and only this
+                    // task (channel c's) writes it.
+                    *out = unsafe { rows.run((xi * channels + c) * ldb, ldb) };
+                }
+                for (i, run, at) in tiles.runs(first, last) {
+                    transform_inputs(isa, tiling, plane, split_of(i, c), run, (&mut outs[..points], at), scratch);
                 }
             });
+            let v = &v[..];
             m.par_chunks_exact_mut(filters * n).enumerate().with_min_len(least).for_each(|(xi, m)| {
-                let u = &u[xi * filters * channels..(xi + 1) * filters * channels];
-                // V[ξ]: channel c's tiles `points` · stride apart.
-                gemm(filters, channels, n, u, (channels, 1), &v[xi * stride..], (points * stride, 1), m, false);
+                let u = &u[xi * filters * channels..][..filters * channels];
+                let u = Operand { ptr: u.as_ptr(), rows: channels as isize, cols: 1 };
+                let v = &v[xi * channels * ldb..][..channels * ldb];
+                // SAFETY: U[ξ] holds filters × channels row-major, V[ξ]
+                // channels rows of ldb (whole panels), M[ξ] filters × n.
+                unsafe { multiply_in_place(widest, (filters, channels, n), u, (v.as_ptr(), ldb), m.as_mut_ptr()) };
             });
             let block_sums = &m[..];
             (0..filters).into_par_iter().with_min_len(least).for_each_init(Vec::new, |scratch, f| {
                 let value = epilogue.of(f);
-                for (i, Run { row, first: tx, len }, at) in runs(first, last) {
+                for (i, Run { row, first: tx, len }, at) in tiles.runs(first, last) {
                     let sums = Sums { m: block_sums, filter: f, filters, tiles: n, at, len };
                     // The run's outputs inside the output: rows S·row.., columns S·tx..
                     let plane = to.first + (start + i) * to.stride + f * oh * ow;

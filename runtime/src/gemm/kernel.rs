@@ -54,7 +54,7 @@ unsafe fn panels<V: Vector, const S: usize, const R: usize, const PACKED: bool>(
     let whole = block.cols / width;
     // SAFETY: the caller's contract: panel p and its columns of c.
     let panel = |p: usize, cols: usize| unsafe {
-        Block { b: block.b.add(p * block.kc * width), c: block.c.add(p * width), cols, ..block }
+        Block { b: block.b.add(p * block.next_panel), c: block.c.add(p * width), cols, ..block }
     };
     // SAFETY: the caller's contract: null or the lists of these panels.
     let walks = unsafe { block.walks.as_ref() };
@@ -122,6 +122,11 @@ pub(super) struct Block {
     pub a: *const f32,
     pub lda: usize,
     pub b: *const f32,
+    /// Values from one row of a panel of b to the next, and from one panel
+    /// to the next: a packed b's `2 · LANES` and kc times that, a b read
+    /// in place its rows' stride and `2 · LANES`.
+    pub ldb: usize,
+    pub next_panel: usize,
     pub kc: usize,
     pub c: *mut f32,
     pub ldc: usize,
@@ -160,7 +165,7 @@ unsafe fn kernel_over<V: Vector, const S: usize, const R: usize, const PACKED: b
     unsafe {
         let mut acc = [[V::zero(); H]; R];
         for p in ks {
-            let b: [V; H] = std::array::from_fn(|h| V::load(block.b.add(p * 2 * lanes + h * lanes)));
+            let b: [V; H] = std::array::from_fn(|h| V::load(block.b.add(p * block.ldb + h * lanes)));
             for (r, row) in acc.iter_mut().enumerate() {
                 let at = if PACKED { p * S + r } else { r * block.lda + p };
                 let x = V::splat(*block.a.add(at));

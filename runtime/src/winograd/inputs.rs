@@ -34,12 +34,12 @@ compiled_for_isa! {
         plane: Plane,
         split: &[f32],
         run: Run,
-        out: (&mut [f32], usize),
+        outs: (&mut [&mut [f32]], usize),
         scratch: &mut Vec<f32>,
     ) {
         match tiling {
-            Tiling::Two => plane.inputs_two(split, run, out, scratch),
-            Tiling::Four => plane.inputs_four(split, run, out, scratch),
+            Tiling::Two => plane.inputs_two(split, run, outs, scratch),
+            Tiling::Four => plane.inputs_four(split, run, outs, scratch),
         }
     }
 }
@@ -113,14 +113,14 @@ impl Plane {
         }
     }
 
-    /// out[ξ · stride + i] = (Bᵀ·d·B)[ξ] for the 4×4 input block d of
-    /// tile i of `run`, F(2×2) (`stride` at least the run's length).
+    /// outs[ξ][at + i] = (Bᵀ·d·B)[ξ] for the 4×4 input block d of tile i of
+    /// `run`, F(2×2) (each of the 16 outs long enough).
     /// Each step is a loop over the run's tiles, so that it runs in
     /// vectors; `scratch` holds its intermediate rows. The loops run over
-    /// whole vectors where there is room (`whole`): the values past the
-    /// run's are never read.
+    /// whole vectors where the outs have room (`whole`): the values past
+    /// the run's are never read.
     #[inline(always)]
-    fn inputs_two(self, split: &[f32], run: Run, (out, stride): (&mut [f32], usize), scratch: &mut Vec<f32>) {
+    fn inputs_two(self, split: &[f32], run: Run, (outs, at): (&mut [&mut [f32]], usize), scratch: &mut Vec<f32>) {
         let (half, Run { row: ty, first, len }) = (self.phase, run);
         let line = 2 * half;
         // Bᵀ·d for the run: four combined rows, each its even columns then
@@ -140,12 +140,12 @@ impl Plane {
             combine(next(), d(2), d(1), |a, b| a - b);
             combine(next(), d(1), d(3), |a, b| a - b);
         }
-        let len = whole(len, room(out.len(), stride, 16));
-        for i in 0..4 {
+        let len = whole(len, room(outs) - at);
+        for (i, outs) in outs.chunks_exact_mut(4).enumerate() {
             // (Bᵀ·d)·B: with a, b, c, e the block's columns (even[tx], odd[tx],
             // even[tx + 1], odd[tx + 1]), a − c, b + c, c − b and b − e.
             let (even, odd) = (&t[i * line + first..][..len + 1], &t[i * line + half + first..][..len + 1]);
-            let mut outs = out[4 * i * stride..].chunks_mut(stride).map(|o| &mut o[..len]);
+            let mut outs = outs.iter_mut().map(|o| &mut o[at..at + len]);
             let mut next = || outs.next().expect("four rows");
             combine(next(), &even[..len], &even[1..], |a, c| a - c);
             combine(next(), &odd[..len], &even[1..], |b, c| b + c);
@@ -156,7 +156,7 @@ impl Plane {
 
     /// `inputs_two` for F(4×4): 6×6 input blocks, 36 values each.
     #[inline(always)]
-    fn inputs_four(self, split: &[f32], run: Run, (out, stride): (&mut [f32], usize), scratch: &mut Vec<f32>) {
+    fn inputs_four(self, split: &[f32], run: Run, (outs, at): (&mut [&mut [f32]], usize), scratch: &mut Vec<f32>) {
         let (phase, Run { row: ty, first, len }) = (self.phase, run);
         let line = 4 * phase;
         // Bᵀ·d for the run: six combined rows, each split as the input's,
@@ -172,13 +172,13 @@ impl Plane {
             let mut rows = t.chunks_exact_mut(line).map(|row| &mut row[columns.clone()]);
             inputs_four_rows(std::array::from_fn(|_| rows.next().expect("six rows")), d);
         }
-        let len = whole(len, room(out.len(), stride, 36));
-        for i in 0..6 {
+        let len = whole(len, room(outs) - at);
+        for (i, outs) in outs.chunks_exact_mut(6).enumerate() {
             // (Bᵀ·d)·B: column j of tile tx is value tx + j / 4 of phase j % 4.
             let columns: [&[f32]; 6] = std::array::from_fn(|j| &t[i * line + (j % 4) * phase + first + j / 4..][..len]);
-            // The last row of the last point may end short of a whole stride.
-            let mut outs = out[6 * i * stride..].chunks_mut(stride);
-            let outs = std::array::from_fn(|_| &mut outs.next().expect("six rows")[..len]);
+            let [o0, o1, o2, o3, o4, o5] = outs else { unreachable!("chunks of six") };
+            let span = at..at + len;
+            let outs = [o0, o1, o2, o3, o4, o5].map(|o| &mut o[span.clone()]);
             inputs_four_rows(outs, columns);
         }
     }
@@ -197,11 +197,10 @@ pub(super) fn whole(len: usize, room: usize) -> usize {
     len.next_multiple_of(LANES).min(room).max(len)
 }
 
-/// Values each of `points` rows `stride` apart, from the start of `out`,
-/// may take: the last row's, to the end of `out`.
+/// Values every one of `outs` has room for.
 #[inline(always)]
-fn room(out: usize, stride: usize, points: usize) -> usize {
-    out - (points - 1) * stride
+fn room(outs: &[&mut [f32]]) -> usize {
+    outs.iter().map(|o| o.len()).min().unwrap_or(0)
 }
 
 /// out[i] = (Bᵀ·[d0 … d5])[i] for F(4×4), value by value.

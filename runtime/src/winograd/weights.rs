@@ -109,7 +109,9 @@ pub(super) fn weight_gradient_on(isa: Isa, images: &[f32], grads: &[f32], filter
                 |scratch, (v, split)| {
                     for ty in 0..rows {
                         let run = Run { row: ty0 + ty, first: 0, len: tw };
-                        let out = (&mut v[gathered + ty * tw..], capacity);
+                        let mut points = v.chunks_exact_mut(capacity);
+                        let mut outs: [&mut [f32]; POINTS] = std::array::from_fn(|_| points.next().expect("36 points"));
+                        let out = (&mut outs[..], gathered + ty * tw);
                         transform_inputs(isa, Tiling::Four, plane, split, run, out, scratch);
                     }
                 },
