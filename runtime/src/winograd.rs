@@ -86,15 +86,19 @@ impl Tiling {
 
     /// The tiling with less work on `win`, counted in sgemm's panels (its
     /// products' columns, each block's tiles rounded up to whole panels)
-    /// per filter and channel, the filter's transform as a few more: each
-    /// transformed value costs about as much as a product over 24 tiles
-    /// (measured on VGG-16's 14×14 layers).
-    fn choose(win: Window) -> Tiling {
+    /// per filter and channel, and, unless the filter's transform is
+    /// `kept` from call to call, that transform as a few more: each
+    /// transformed value costs about as much as a product over 96 tiles
+    /// (measured on VGG-16's 512-channel layers at batch 4, one thread:
+    /// at 14×14 F(2×2) took 22 ms and F(4×4) 28–31, at 28×28 F(4×4)
+    /// 58–60 ms and F(2×2) 66).
+    fn choose(win: Window, kept: bool) -> Tiling {
         let panel = match Isa::detect() {
             Some(Isa::Avx512) => 32,
             _ => 16,
         };
-        let work = |tiling: Tiling| tiling.points() * (Tiles::new(tiling, win).columns(win.batch, panel) + 24);
+        let transform = if kept { 0 } else { 96 };
+        let work = |tiling: Tiling| tiling.points() * (Tiles::new(tiling, win).columns(win.batch, panel) + transform);
         if work(Tiling::Four) < work(Tiling::Two) { Tiling::Four } else { Tiling::Two }
     }
 }
@@ -182,7 +186,7 @@ thread_local! {
 /// tiling `win` runs: kept from call to call while the weights keep their
 /// `version` (`kept`), else transformed into this thread's buffer.
 pub fn with_filter<R>(w: &[f32], filters: usize, win: Window, version: u64, work: impl FnOnce(Transformed) -> R) -> R {
-    let tiling = Tiling::choose(win);
+    let tiling = Tiling::choose(win, version != kept::UNVERSIONED);
     if version == kept::UNVERSIONED {
         return with_filter_for(tiling, w, filters, win, work);
     }
@@ -238,7 +242,7 @@ pub fn with_input_gradient_filter<R>(
                 out.iter_mut().zip(filter.iter().rev()).for_each(|(o, &v)| *o = v);
             }
         }
-        with_filter_for(Tiling::choose(flipped), &turned, channels, flipped, work)
+        with_filter_for(Tiling::choose(flipped, false), &turned, channels, flipped, work)
     })
 }
 
