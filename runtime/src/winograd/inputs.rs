@@ -113,6 +113,17 @@ impl Plane {
         }
     }
 
+    /// The columns of each padded row that the first step (Bᵀ·d) combines
+    /// for `run`: values first..=first + len of each phase (whole vectors
+    /// where the phase has room, `whole`), or the whole row at once when
+    /// that is all of them.
+    #[inline(always)]
+    fn first_step(self, Run { first, len, .. }: Run) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let count = whole(len + 1, self.phase - first);
+        let (phases, span) = if first == 0 && count == self.phase { (1, self.line()) } else { (self.step, count) };
+        (0..phases).map(move |p| p * self.phase + first..p * self.phase + first + span)
+    }
+
     /// outs[ξ][at + i] = (Bᵀ·d·B)[ξ] for the 4×4 input block d of tile i of
     /// `run`, F(2×2) (each of the 16 outs long enough).
     /// Each step is a loop over the run's tiles, so that it runs in
@@ -127,11 +138,7 @@ impl Plane {
         // its odd ones, of which the run's tiles read values first..=first + len.
         scratch.resize(4 * line + SLACK, 0.0);
         let (t, d) = (&mut scratch[..], &split[2 * ty * line..][..4 * line]);
-        let count = whole(len + 1, half - first);
-        // A whole row's phases are one loop.
-        let (phases, span) = if first == 0 && count == half { (1, line) } else { (2, count) };
-        for phase in 0..phases {
-            let columns = phase * half + first..phase * half + first + span;
+        for columns in self.first_step(run) {
             let d = |i: usize| &d[i * line..][columns.clone()];
             let mut rows = t.chunks_exact_mut(line).map(|row| &mut row[columns.clone()]);
             let mut next = || rows.next().expect("four rows");
@@ -163,11 +170,7 @@ impl Plane {
         // of which the run's tiles read values first..=first + len of each phase.
         scratch.resize(6 * line + SLACK, 0.0);
         let (t, d) = (&mut scratch[..], &split[4 * ty * line..][..6 * line]);
-        let count = whole(len + 1, phase - first);
-        // A whole row's phases are one loop.
-        let (phases, span) = if first == 0 && count == phase { (1, line) } else { (4, count) };
-        for p in 0..phases {
-            let columns = p * phase + first..p * phase + first + span;
+        for columns in self.first_step(run) {
             let d: [&[f32]; 6] = std::array::from_fn(|i| &d[i * line..][columns.clone()]);
             let mut rows = t.chunks_exact_mut(line).map(|row| &mut row[columns.clone()]);
             inputs_four_rows(std::array::from_fn(|_| rows.next().expect("six rows")), d);
