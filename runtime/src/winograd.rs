@@ -407,7 +407,8 @@ pub fn input_gradient(
 #[derive(Clone, Copy)]
 struct Shared(*mut f32);
 
-// SAFETY: the threads write disjoint values (`forward_on`'s blocks and filters).
+// SAFETY: the threads write disjoint values (in `forward_on`, the outputs
+// by block and filter, a block's transformed inputs by channel).
 unsafe impl Send for Shared {}
 // SAFETY: as above.
 unsafe impl Sync for Shared {}
@@ -455,9 +456,9 @@ fn forward_on(
     // The products run on the CPU's widest kernels, whatever `isa` the transforms take.
     let widest = Isa::detect().expect("`applies` checked the CPU");
     // Each padded input row split by column modulo S, so that the N×N
-    // blocks of consecutive tiles are contiguous runs.
-    // Each phase's length is whole vectors, so the transforms' loops can
-    // run over whole ones (`inputs::whole`).
+    // blocks of consecutive tiles are contiguous runs; each phase is whole
+    // vectors long, so the transforms' loops can run over whole ones
+    // (`inputs::whole`).
     let phase = (tiles.wide + 1).next_multiple_of(LANES);
     let plane = Plane { step: s, rows: s * tiles.high + 2, phase, padding: win.rows.padding, height, width };
     // The buffers are taken, not borrowed, while the parallel parts run: a
