@@ -112,23 +112,34 @@ fn sgemm(
 /// 128 columns ran in 3.6 µs against 4.1 µs at 64).
 const HEAD_START: usize = 12 * 1024;
 
-/// Where a part of a split product writes: c, row-major.
+/// Values that several threads write at once, each its own: a split
+/// product's c (each part its rows or columns), the Winograd kernel's
+/// outputs and transformed inputs (each task its tiles or channel).
 #[derive(Clone, Copy)]
-struct Output(*mut f32);
+pub(crate) struct Output(pub(crate) *mut f32);
 
 impl Output {
-    /// c from element `offset` on (a method, so closures capture the
+    /// The values from `offset` on (a method, so closures capture the
     /// whole `Output` and not its pointer field).
     ///
     /// # Safety
-    /// `offset` lies inside c.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
+    /// `offset` lies inside the values.
+    pub(crate) unsafe fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: the caller's contract.
         unsafe { self.0.add(offset) }
     }
+
+    /// `len` values from `offset` on.
+    ///
+    /// # Safety
+    /// They lie inside the values, and no other reference reaches them.
+    pub(crate) unsafe fn run<'a>(self, offset: usize, len: usize) -> &'a mut [f32] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.at(offset), len) }
+    }
 }
 
-// SAFETY: each part writes only its own rows or columns of c.
+// SAFETY: each thread writes only its own values (the callers' contract).
 unsafe impl Send for Output {}
 // SAFETY: as above.
 unsafe impl Sync for Output {}

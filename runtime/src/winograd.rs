@@ -27,6 +27,7 @@ use rayon::prelude::*;
 use crate::gemm::{Isa, Operand, multiply_in_place};
 use crate::kept;
 use crate::kernels::{Epilogue, Window};
+use crate::products::Output;
 use crate::simd::aligned;
 
 mod inputs;
@@ -403,28 +404,6 @@ pub fn input_gradient(
     forward_on(isa, filter, channels, (grads, from), flipped, (Epilogue::default(), positive), (dx, to))
 }
 
-/// Values written by several threads at once, each to its own places.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-
-// SAFETY: the threads write disjoint values (in `forward_on`, the outputs
-// by block and filter, a block's transformed inputs by channel).
-unsafe impl Send for Shared {}
-// SAFETY: as above.
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// `len` values from `at` on.
-    ///
-    /// # Safety
-    /// They lie inside the values, and no other reference reaches them.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn run(&self, at: usize, len: usize) -> &mut [f32] {
-        // SAFETY: the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
-    }
-}
-
 /// `forward` with the transforms compiled for `isa` (the products are
 /// `gemm`'s, on the CPU's widest kernel), and, given `positive` (laid out
 /// as `out`), each output then times [positive > 0].
@@ -464,7 +443,7 @@ fn forward_on(
     // The buffers are taken, not borrowed, while the parallel parts run: a
     // thread waiting for them may start another convolution.
     let mut split = SPLIT.take();
-    let shared = Shared(out.as_mut_ptr());
+    let shared = Output(out.as_mut_ptr());
     for start in (0..batch).step_by(tiles.group) {
         let count = tiles.group.min(batch - start);
         // `fill_plane` writes every value, padding included (the buffers only
@@ -499,7 +478,7 @@ fn forward_on(
             // vectors past its end.
             let (v, m) =
                 (aligned(&mut v_buffer, points * channels * ldb), aligned(&mut m_buffer, points * filters * n + LANES));
-            let rows = Shared(v.as_mut_ptr());
+            let rows = Output(v.as_mut_ptr());
             // Each channel's rows of V (a scratch row per rayon task, not per channel).
             (0..channels).into_par_iter().with_min_len(least).for_each_init(Vec::new, |scratch, c| {
                 let mut outs: [&mut [f32]; 36] = std::array::from_fn(|_| &mut [][..]);
@@ -550,11 +529,10 @@ fn forward_on(
             });
             BLOCK.set((v_buffer, m_buffer));
         };
-        let firsts = (0..total).step_by(BLOCK_TILES);
         if side_by_side {
-            firsts.collect::<Vec<_>>().into_par_iter().for_each(block);
+            (0..blocks).into_par_iter().for_each(|b| block(b * BLOCK_TILES));
         } else {
-            firsts.for_each(block);
+            (0..blocks).for_each(|b| block(b * BLOCK_TILES));
         }
     }
     SPLIT.set(split);
