@@ -109,7 +109,7 @@ impl Plane {
             };
             scratch[padding..padding + self.width].copy_from_slice(&image[y * self.width..(y + 1) * self.width]);
             // SAFETY: `fill_plane` runs compiled for AVX2 or AVX-512.
-            unsafe { deinterleave4(scratch, phases) };
+            unsafe { deinterleave4(scratch, phases, self.phase) };
         }
     }
 
@@ -181,8 +181,10 @@ impl Plane {
             let columns: [&[f32]; 6] = std::array::from_fn(|j| &t[i * line + (j % 4) * phase + first + j / 4..][..len]);
             let [o0, o1, o2, o3, o4, o5] = outs else { unreachable!("chunks of six") };
             let span = at..at + len;
-            let outs = [o0, o1, o2, o3, o4, o5].map(|o| &mut o[span.clone()]);
-            inputs_four_rows(outs, columns);
+            // Cut one by one: through `array::map` each cut was a call.
+            let (o0, o1, o2) = (&mut o0[span.clone()], &mut o1[span.clone()], &mut o2[span.clone()]);
+            let (o3, o4, o5) = (&mut o3[span.clone()], &mut o4[span.clone()], &mut o5[span]);
+            inputs_four_rows([o0, o1, o2, o3, o4, o5], columns);
         }
     }
 }
@@ -228,21 +230,22 @@ fn inputs_four_rows(out: [&mut [f32]; 6], d: [&[f32]; 6]) {
     }
 }
 
-/// to[p·n + i] = from[4i + p] for the n = len / 4 groups of four values
-/// of `from`: a row split into its phases (columns modulo 4), eight groups
+/// to[p·stride + i] = from[4i + p] for the n = len / 4 groups of four
+/// values of `from` (stride ≥ n): a row split into its phases (columns
+/// modulo 4), each phase `stride` values after the last, eight groups
 /// at a time by shuffles in 256-bit registers, where the compiler's code
 /// for the strided copies moved one value at a time.
 ///
 /// # Safety
 /// The CPU has AVX2 (the callers are compiled for AVX2 or AVX-512).
 #[inline(always)]
-pub(super) unsafe fn deinterleave4(from: &[f32], to: &mut [f32]) {
+pub(super) unsafe fn deinterleave4(from: &[f32], to: &mut [f32], stride: usize) {
     use std::arch::x86_64::{
         _mm256_loadu_ps, _mm256_permutevar8x32_ps, _mm256_setr_epi32, _mm256_shuffle_ps, _mm256_storeu_ps,
         _mm256_unpackhi_ps, _mm256_unpacklo_ps,
     };
     let n = from.len() / 4;
-    assert!(from.len() == 4 * n && to.len() == 4 * n);
+    assert!(from.len() == 4 * n && stride >= n && to.len() >= 3 * stride + n);
     let whole = n / 8 * 8;
     // SAFETY: the loads read groups i..i + 8 of `from`, the stores values
     // i..i + 8 of each phase of `to`, all inside (asserted); the CPU's
@@ -262,13 +265,13 @@ pub(super) unsafe fn deinterleave4(from: &[f32], to: &mut [f32]) {
                 _mm256_shuffle_ps::<0xEE>(high_ab, high_cd),
             ];
             for (phase, v) in phases.into_iter().enumerate() {
-                _mm256_storeu_ps(to.as_mut_ptr().add(phase * n + i), _mm256_permutevar8x32_ps(v, order));
+                _mm256_storeu_ps(to.as_mut_ptr().add(phase * stride + i), _mm256_permutevar8x32_ps(v, order));
             }
         }
     }
     for i in whole..n {
         for phase in 0..4 {
-            to[phase * n + i] = from[4 * i + phase];
+            to[phase * stride + i] = from[4 * i + phase];
         }
     }
 }

@@ -107,10 +107,10 @@ pub(super) fn weight_gradient_on(isa: Isa, images: &[f32], grads: &[f32], filter
             v.par_chunks_exact_mut(POINTS * capacity).zip(planes.par_chunks_exact(plane.len())).for_each_init(
                 Vec::new,
                 |scratch, (v, split)| {
+                    let mut points = v.chunks_exact_mut(capacity);
+                    let mut outs: [&mut [f32]; POINTS] = std::array::from_fn(|_| points.next().expect("36 points"));
                     for ty in 0..rows {
                         let run = Run { row: ty0 + ty, first: 0, len: tw };
-                        let mut points = v.chunks_exact_mut(capacity);
-                        let mut outs: [&mut [f32]; POINTS] = std::array::from_fn(|_| points.next().expect("36 points"));
                         let out = (&mut outs[..], gathered + ty * tw);
                         transform_inputs(isa, Tiling::Four, plane, split, run, out, scratch);
                     }
@@ -160,12 +160,14 @@ fn add_products(sizes: Sizes, count: usize, (w, v): (&[f32], &[f32]), m: &mut [f
 }
 
 compiled_for_isa! {
-    /// out[ξ · stride + t] = (A·g·Aᵀ)[ξ] for the 4×4 block g of one filter's
-    /// output gradient (`[OH, OW]`, zero past its edges) at each tile t of
-    /// `count` rows of `tw` tiles from tile row `ty0`. As with the inputs,
-    /// each step is a loop over a row of tiles: a block's column j of tile
-    /// tx is value tx of phase j; `scratch` holds the phases and the rows
-    /// A·g.
+    /// out[ξ · stride + i] = (A·g·Aᵀ)[ξ] for the 4×4 block g of one
+    /// filter's output gradient (`[OH, OW]`, zero past its edges) at each
+    /// tile i of `count` rows of `tw` tiles from tile row `ty0`, numbered
+    /// row by row. Each step is one loop over all the tiles: the blocks'
+    /// rows are split into phases (column j of tile tx is value tx of
+    /// phase j), phase j of row a of every block side by side, so short
+    /// rows of tiles still run in whole vectors; `scratch` holds the
+    /// phases, the rows A·g, and a row padded to whole tiles.
     fn transform_gradient(
         grad: &[f32],
         shape: (usize, usize),
@@ -174,35 +176,40 @@ compiled_for_isa! {
         scratch: &mut Vec<f32>,
     ) {
         let ((oh, ow), (ty0, count, tw), (out, stride)) = (shape, tiles, out);
-        let line = 4 * tw;
-        // The four rows split into phases, the six rows A·g, and a row padded to whole tiles.
-        scratch.resize(11 * line, 0.0);
-        let (rows, rest) = scratch[..11 * line].split_at_mut(4 * line);
-        let (combined, padded) = rest.split_at_mut(6 * line);
+        let (all, line) = (count * tw, 4 * tw);
+        // Phase j of row a at (4a + j)·all, row i of A·g likewise at 4i·all.
+        scratch.resize(40 * all + line, 0.0);
+        let (split, rest) = scratch[..40 * all + line].split_at_mut(16 * all);
+        let (combined, padded) = rest.split_at_mut(24 * all);
         padded[ow..].fill(0.0);
         for ty in 0..count {
-            for (a, row) in rows.chunks_exact_mut(line).enumerate() {
-                let y = 4 * (ty0 + ty) + a;
-                if y < oh {
-                    padded[..ow].copy_from_slice(&grad[y * ow..(y + 1) * ow]);
-                    // SAFETY: this runs compiled for AVX2 or AVX-512.
-                    unsafe { deinterleave4(padded, row) };
-                } else {
-                    row.fill(0.0);
+            for a in 0..4 {
+                let (y, to) = (4 * (ty0 + ty) + a, &mut split[4 * a * all + ty * tw..]);
+                if y >= oh {
+                    to.chunks_mut(all).take(4).for_each(|phase| phase[..tw].fill(0.0));
+                    continue;
                 }
+                let row = &grad[y * ow..(y + 1) * ow];
+                let from = if ow == line {
+                    row
+                } else {
+                    padded[..ow].copy_from_slice(row);
+                    &padded[..]
+                };
+                // SAFETY: this runs compiled for AVX2 or AVX-512.
+                unsafe { deinterleave4(from, to, all) };
             }
-            let mut outs = combined.chunks_exact_mut(line);
+        }
+        let g = |a: usize| &split[4 * a * all..][..4 * all];
+        let mut outs = combined.chunks_exact_mut(4 * all);
+        let mut next = || outs.next().expect("six rows");
+        gradient_rows([next(), next(), next(), next(), next(), next()], [g(0), g(1), g(2), g(3)]);
+        for (i, row) in combined.chunks_exact(4 * all).enumerate() {
+            let phase = |j: usize| &row[j * all..(j + 1) * all];
+            // The last row of the last point may end short of a whole stride.
+            let mut outs = out[6 * i * stride..].chunks_mut(stride).map(|o| &mut o[..all]);
             let mut next = || outs.next().expect("six rows");
-            let g = |a: usize| &rows[a * line..(a + 1) * line];
-            gradient_rows([next(), next(), next(), next(), next(), next()], [g(0), g(1), g(2), g(3)]);
-            for (i, row) in combined.chunks_exact(line).enumerate() {
-                let phase = |j: usize| &row[j * tw..(j + 1) * tw];
-                // The last row of the last point may end short of a whole stride.
-                let mut outs = out[6 * i * stride..].chunks_mut(stride).map(|o| &mut o[ty * tw..][..tw]);
-                let mut next = || outs.next().expect("six rows");
-                let phases = [phase(0), phase(1), phase(2), phase(3)];
-                gradient_rows([next(), next(), next(), next(), next(), next()], phases);
-            }
+            gradient_rows([next(), next(), next(), next(), next(), next()], [phase(0), phase(1), phase(2), phase(3)]);
         }
     }
 }
@@ -211,9 +218,11 @@ compiled_for_isa! {
 /// transpose of the output transform Aᵀ (`super::outputs_four_rows`).
 #[inline(always)]
 fn gradient_rows(out: [&mut [f32]; 6], g: [&[f32]; 4]) {
-    let len = out[0].len();
-    let [o0, o1, o2, o3, o4, o5] = out.map(|o| &mut o[..len]);
-    let [g0, g1, g2, g3] = g.map(|g| &g[..len]);
+    let [o0, o1, o2, o3, o4, o5] = out;
+    let len = o0.len();
+    let (o1, o2, o3, o4, o5) = (&mut o1[..len], &mut o2[..len], &mut o3[..len], &mut o4[..len], &mut o5[..len]);
+    let [g0, g1, g2, g3] = g;
+    let (g0, g1, g2, g3) = (&g0[..len], &g1[..len], &g2[..len], &g3[..len]);
     for e in 0..len {
         let (g0, g1, g2, g3) = (g0[e], g1[e], g2[e], g3[e]);
         let (even, odd) = (g0 + g2, g1 + g3);
@@ -262,9 +271,11 @@ fn weight_rows(out: [&mut [f32]; 3], m: [&[f32]; 6]) {
     const SIXTH: f32 = 1.0 / 6.0;
     const TWELFTH: f32 = 1.0 / 12.0;
     const TWENTY_FOURTH: f32 = 1.0 / 24.0;
-    let len = out[0].len();
-    let [o0, o1, o2] = out.map(|o| &mut o[..len]);
-    let [m0, m1, m2, m3, m4, m5] = m.map(|m| &m[..len]);
+    let [o0, o1, o2] = out;
+    let len = o0.len();
+    let (o1, o2) = (&mut o1[..len], &mut o2[..len]);
+    let [m0, m1, m2, m3, m4, m5] = m;
+    let (m0, m1, m2, m3, m4, m5) = (&m0[..len], &m1[..len], &m2[..len], &m3[..len], &m4[..len], &m5[..len]);
     for e in 0..len {
         let (m0, m1, m2, m3, m4, m5) = (m0[e], m1[e], m2[e], m3[e], m4[e], m5[e]);
         let (sum12, sum34) = (m1 + m2, m3 + m4);
