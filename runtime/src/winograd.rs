@@ -28,7 +28,7 @@ use crate::gemm::{Isa, Operand, multiply_in_place};
 use crate::kept;
 use crate::kernels::{Epilogue, Window};
 use crate::products::Output;
-use crate::simd::aligned;
+use crate::simd::{aligned, compiled_for_isa};
 
 mod inputs;
 mod outputs;
@@ -175,8 +175,6 @@ pub struct Transformed<'a> {
 thread_local! {
     /// The transformed filter, on the calling thread.
     static FILTER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// The flipped filter of an input gradient, before its transform.
-    static FLIPPED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// One image's split input planes.
     static SPLIT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// A block's transformed inputs and its sums.
@@ -189,12 +187,12 @@ thread_local! {
 pub fn with_filter<R>(w: &[f32], filters: usize, win: Window, version: u64, work: impl FnOnce(Transformed) -> R) -> R {
     let tiling = Tiling::choose(win, version != kept::UNVERSIONED);
     if version == kept::UNVERSIONED {
-        return with_filter_for(tiling, w, filters, win, work);
+        return with_filter_for(tiling, Filters::InOrder(w), filters, win, work);
     }
     let source = kept::Source::of(w, [tiling.points(), filters, win.channels]);
     let u = kept::transform(source, version, || {
         let mut u = vec![0.0; tiling.points() * filters * win.channels];
-        transform_into(tiling, w, filters, win, &mut u);
+        transform_into(tiling, Filters::InOrder(w), filters, win, &mut u);
         u
     });
     work(Transformed { tiling, u: &u })
@@ -233,24 +231,51 @@ pub fn with_input_gradient_filter<R>(
     (win, flipped): (Window, Window),
     work: impl FnOnce(Transformed) -> R,
 ) -> R {
-    let channels = win.channels;
-    FLIPPED.with(|cell| {
-        let mut turned = cell.borrow_mut();
-        turned.resize(w.len(), 0.0);
-        for (c, out) in turned.chunks_exact_mut(filters * 9).enumerate() {
-            for (f, out) in out.chunks_exact_mut(9).enumerate() {
-                let filter = &w[(f * channels + c) * 9..][..9];
-                out.iter_mut().zip(filter.iter().rev()).for_each(|(o, &v)| *o = v);
+    let turned = Filters::Turned { w, filters, channels: win.channels };
+    with_filter_for(Tiling::choose(flipped, false), turned, win.channels, flipped, work)
+}
+
+/// The 3×3 filters a transform reads, numbered f·C + c for filter f's
+/// channel c: a weight (`[F, C, 3, 3]`) in order, or the filter of its
+/// input gradient, whose filter c·F + f is the weight's filter f over
+/// channel c turned by 180° (read where it lies, with no copy).
+#[derive(Clone, Copy)]
+enum Filters<'a> {
+    InOrder(&'a [f32]),
+    Turned { w: &'a [f32], filters: usize, channels: usize },
+}
+
+impl Filters<'_> {
+    fn count(self) -> usize {
+        let (Filters::InOrder(w) | Filters::Turned { w, .. }) = self;
+        w.len() / 9
+    }
+
+    /// taps[3r + c][i]: the tap at row r and column c of filter `first + i`,
+    /// for the first `len` values of each row of `taps`.
+    #[inline(always)]
+    fn gather(self, first: usize, len: usize, taps: &mut [[f32; FILTER_GROUP]; 9]) {
+        match self {
+            Filters::InOrder(w) => {
+                for (i, g) in w[9 * first..][..9 * len].chunks_exact(9).enumerate() {
+                    taps.iter_mut().zip(g).for_each(|(tap, &value)| tap[i] = value);
+                }
+            }
+            Filters::Turned { w, filters, channels } => {
+                for i in 0..len {
+                    let (c, f) = ((first + i) / filters, (first + i) % filters);
+                    let g = &w[(f * channels + c) * 9..][..9];
+                    taps.iter_mut().zip(g.iter().rev()).for_each(|(tap, &value)| tap[i] = value);
+                }
             }
         }
-        with_filter_for(Tiling::choose(flipped, false), &turned, channels, flipped, work)
-    })
+    }
 }
 
 /// `with_filter` for `tiling`, into this thread's buffer.
 fn with_filter_for<R>(
     tiling: Tiling,
-    w: &[f32],
+    w: Filters,
     filters: usize,
     win: Window,
     work: impl FnOnce(Transformed) -> R,
@@ -266,9 +291,9 @@ fn with_filter_for<R>(
 
 /// U[ξ][f][c] = (G·g·Gᵀ)[ξ] for the 3×3 filter g of f over channel c, into
 /// `u` (exactly as long).
-fn transform_into(tiling: Tiling, w: &[f32], filters: usize, win: Window, u: &mut [f32]) {
+fn transform_into(tiling: Tiling, w: Filters, filters: usize, win: Window, u: &mut [f32]) {
     let (n, points) = (filters * win.channels, tiling.points());
-    assert_eq!(w.len(), n * 9);
+    assert_eq!(w.count(), n);
     assert_eq!(u.len(), n * points);
     // Chunks of the 3×3 filters run in parallel, each writing its part of the rows U[ξ].
     let mut parts: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(FILTER_CHUNK)).map(|_| Vec::with_capacity(points)).collect();
@@ -277,9 +302,9 @@ fn transform_into(tiling: Tiling, w: &[f32], filters: usize, win: Window, u: &mu
             part.push(chunk);
         }
     }
+    let isa = Isa::detect().expect("`applies` checked the CPU");
     parts.into_par_iter().enumerate().for_each(|(k, mut rows)| {
-        let len = rows[0].len();
-        transform_filters(tiling, &w[k * FILTER_CHUNK * 9..][..len * 9], &mut rows);
+        transform_filters(isa, tiling, (w, k * FILTER_CHUNK), &mut rows);
     });
 }
 
@@ -287,33 +312,39 @@ fn transform_into(tiling: Tiling, w: &[f32], filters: usize, win: Window, u: &mu
 const FILTER_CHUNK: usize = 4096;
 /// 3×3 filters transformed together, their taps side by side so that each
 /// step of the transform is a vector loop over them.
-const FILTER_GROUP: usize = 64;
+const FILTER_GROUP: usize = 128;
 
-/// rows[ξ][k] = (G·g·Gᵀ)[ξ] for each 3×3 filter g = w[9k..9k + 9] (row-major).
-fn transform_filters(tiling: Tiling, w: &[f32], rows: &mut [&mut [f32]]) {
-    for (group, w) in w.chunks(9 * FILTER_GROUP).enumerate() {
-        let (start, len) = (group * FILTER_GROUP, w.len() / 9);
-        // taps[3r + c][k]: the tap at row r and column c of filter k.
+compiled_for_isa! {
+    /// rows[ξ][i] = (G·g·Gᵀ)[ξ] for each 3×3 filter g = filter `first + i`
+    /// of `w`, for the values of `rows`.
+    fn transform_filters(tiling: Tiling, source: (Filters, usize), rows: &mut [&mut [f32]]) {
+        let (w, first) = source;
+        // Each group's taps and intermediate rows, every value written before it is read.
         let mut taps = [[0.0f32; FILTER_GROUP]; 9];
-        for (k, g) in w.chunks_exact(9).enumerate() {
-            for (tap, &value) in taps.iter_mut().zip(g) {
-                tap[k] = value;
+        let mut gg = [[[0.0f32; FILTER_GROUP]; 3]; 6];
+        let count = rows[0].len();
+        for start in (0..count).step_by(FILTER_GROUP) {
+            let len = FILTER_GROUP.min(count - start);
+            w.gather(first + start, len, &mut taps);
+            let taps = taps.each_ref().map(|tap| &tap[..len]);
+            let rows = rows.iter_mut().map(|row| &mut row[start..start + len]);
+            match tiling {
+                Tiling::Two => filters_two(taps, rows, &mut gg),
+                Tiling::Four => filters_four(taps, rows, &mut gg),
             }
-        }
-        let taps = taps.each_ref().map(|tap| &tap[..len]);
-        let rows = rows.iter_mut().map(|row| &mut row[start..start + len]);
-        match tiling {
-            Tiling::Two => filters_two(taps, rows),
-            Tiling::Four => filters_four(taps, rows),
         }
     }
 }
 
+/// G·g for a group of filters: up to six rows of three columns.
+type Rows = [[[f32; FILTER_GROUP]; 3]; 6];
+
 /// The 16 rows of F(2×2)'s G·g·Gᵀ for the filters of `taps` (a group's).
-fn filters_two<'a>(taps: [&[f32]; 9], mut rows: impl Iterator<Item = &'a mut [f32]>) {
+#[inline(always)]
+fn filters_two<'a>(taps: [&[f32]; 9], mut rows: impl Iterator<Item = &'a mut [f32]>, scratch: &mut Rows) {
     // G·g: the rows g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2 and g2, each of three columns.
     let len = taps[0].len();
-    let mut halves = [[[0.0f32; FILTER_GROUP]; 3]; 2];
+    let halves = &mut scratch[..2];
     for c in 0..3 {
         let (g0, g1, g2) = (taps[c], taps[3 + c], taps[6 + c]);
         combine3(&mut halves[0][c][..len], g0, g1, g2, |a, b, c| 0.5 * (a + b + c));
@@ -336,17 +367,17 @@ fn filters_two<'a>(taps: [&[f32]; 9], mut rows: impl Iterator<Item = &'a mut [f3
 }
 
 /// The 36 rows of F(4×4)'s G·g·Gᵀ for the filters of `taps` (a group's).
-fn filters_four<'a>(taps: [&[f32]; 9], mut rows: impl Iterator<Item = &'a mut [f32]>) {
+#[inline(always)]
+fn filters_four<'a>(taps: [&[f32]; 9], mut rows: impl Iterator<Item = &'a mut [f32]>, gg: &mut Rows) {
     // G·g: six rows of three columns.
     let len = taps[0].len();
-    let mut gg = [[[0.0f32; FILTER_GROUP]; 3]; 6];
     for c in 0..3 {
         let mut column = gg.iter_mut().map(|row| &mut row[c][..len]);
         let out = std::array::from_fn(|_| column.next().expect("six rows"));
         filter_rows_four(out, [taps[c], taps[3 + c], taps[6 + c]]);
     }
     // (G·g)·Gᵀ: each row's six combinations of its three columns.
-    for row in &gg {
+    for row in gg.iter() {
         let out = std::array::from_fn(|_| rows.next().expect("36 rows"));
         filter_rows_four(out, [&row[0][..len], &row[1][..len], &row[2][..len]]);
     }

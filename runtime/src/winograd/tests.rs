@@ -134,7 +134,7 @@ fn winograd_matches_the_reference_loops() {
                 let mut y = vec![0.0; batch * filters * oh * ow];
                 let (from, to) =
                     (Layout { stride: x.len() / batch, first: 0 }, Layout { stride: y.len() / batch, first: 0 });
-                with_filter_for(tiling, &w, filters, win, |u: Transformed| {
+                with_filter_for(tiling, Filters::InOrder(&w), filters, win, |u: Transformed| {
                     forward_on(isa, u, filters, (&x, from), win, (epilogue, None), (&mut y, to))
                 });
                 y
