@@ -257,9 +257,19 @@ compiled_for_isa! {
             let columns = std::array::from_fn(|t| &half[(6 * u + t) * channels..][..channels]);
             weight_rows(std::array::from_fn(|_| outs.next().expect("three rows")), columns);
         }
-        for (c, dw) in dw.chunks_exact_mut(9).enumerate() {
-            dw.iter_mut().enumerate().for_each(|(k, d)| *d = results[k * channels + c]);
-        }
+        spread_taps(results, dw);
+    }
+}
+
+/// dw[9c + k] = results[k · C + c]: the nine rows of results, one per tap,
+/// spread into each channel's 3×3 taps. Kept out of the transforms'
+/// AVX-512 code, where this loop became scatters that took longer than
+/// the plain stores.
+#[inline(never)]
+fn spread_taps(results: &[f32], dw: &mut [f32]) {
+    let channels = dw.len() / 9;
+    for (c, dw) in dw.chunks_exact_mut(9).enumerate() {
+        dw.iter_mut().enumerate().for_each(|(k, d)| *d = results[k * channels + c]);
     }
 }
 
