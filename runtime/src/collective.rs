@@ -193,7 +193,7 @@ impl ThreadTeam {
     }
 
     /// Returns once every member has called it as often as this one.
-    fn wait(&self) {
+    pub(crate) fn wait(&self) {
         let opened = self.opened.load(Ordering::Acquire);
         if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.members {
             self.arrived.store(0, Ordering::Relaxed);

@@ -59,6 +59,13 @@ fn groups_of(win: Window, filters: usize, groups: usize) -> impl Iterator<Item =
     })
 }
 
+/// y (`[B, F, OH, OW]`) = the convolution of x (`[B, C, H, W]`) by `w`
+/// (`[F, C/groups, KH, KW]`), plus `bias` where it is not null, through a
+/// ReLU where `relu` is not 0. Weights of a `weights_version` keep their
+/// Winograd transform between calls; with `together` not 0 (generated
+/// for replicas of a step sharing one store, every one of which calls
+/// this for the same weight), the members of this thread's team
+/// transform it together, each a share.
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_conv2d(
     x: *const f32,
@@ -70,6 +77,7 @@ pub extern "C" fn nnc_conv2d(
     bias: *const f32,
     relu: usize,
     weights_version: u64,
+    together: usize,
 ) {
     // SAFETY: generated code passes the window of this convolution.
     let (win, image, filter, out) = unsafe { conv_sizes(win, f, groups) };
@@ -99,7 +107,7 @@ pub extern "C" fn nnc_conv2d(
         if winograd::applies(group.win, group.filters) {
             let from = winograd::Layout { stride: c * h * wd, first: group.channels.start };
             let to = winograd::Layout { stride: f * cols, first: group.outputs.start };
-            winograd::with_filter(w, group.filters, group.win, weights_version, |u| {
+            winograd::with_filter(w, group.filters, group.win, (weights_version, together != 0), |u| {
                 winograd::forward(u, group.filters, (x, from), group.win, epilogue, (&mut *y, to))
             });
             continue;
@@ -193,7 +201,9 @@ type PerGradient<'a> = &'a (dyn Fn(&[f32], &mut [f32], Option<&[f32]>) + Sync);
 /// output's, `g` (`[B, F, OH, OW]`), and its filter `w`. Where `positive`
 /// is not null (`[B, C, H, W]`, the output of a ReLU the convolution
 /// read), each value of dx is then times [positive > 0]: the gradient
-/// through that ReLU too, taken while the values are in cache.
+/// through that ReLU too, taken while the values are in cache. With
+/// `together` not 0, the members of this thread's team transform a
+/// Winograd filter together, as in `nnc_conv2d`.
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_conv2d_grad_input(
     w: *const f32,
@@ -203,6 +213,7 @@ pub extern "C" fn nnc_conv2d_grad_input(
     f: usize,
     groups: usize,
     positive: *const f32,
+    together: usize,
 ) {
     // SAFETY: generated code passes the window of this convolution.
     let (win, image, filter, out) = unsafe { conv_sizes(win, f, groups) };
@@ -236,7 +247,7 @@ pub extern "C" fn nnc_conv2d_grad_input(
         if let Some(flipped) = winograd::input_gradient_window(group.win, group.filters) {
             let from = winograd::Layout { stride: f * cols, first: group.outputs.start };
             let to = winograd::Layout { stride: image_len, first: group.channels.start };
-            winograd::with_input_gradient_filter(w, group.filters, (group.win, flipped), |u| {
+            winograd::with_input_gradient_filter(w, group.filters, (group.win, flipped), together != 0, |u| {
                 winograd::input_gradient(u, group.win.channels, (g, from), flipped, positive, (&mut *dx, to))
             });
             continue;

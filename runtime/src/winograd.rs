@@ -24,6 +24,7 @@ use std::cell::{Cell, RefCell};
 
 use rayon::prelude::*;
 
+use crate::collective::{ThreadTeam, as_member, part_range};
 use crate::gemm::{Isa, Operand, multiply_in_place};
 use crate::kept;
 use crate::kernels::{Epilogue, Window};
@@ -183,11 +184,18 @@ thread_local! {
 
 /// Runs `work` with the filter `w` (`[F, C, 3, 3]`) transformed for the
 /// tiling `win` runs: kept from call to call while the weights keep their
-/// `version` (`kept`), else transformed into this thread's buffer.
-pub fn with_filter<R>(w: &[f32], filters: usize, win: Window, version: u64, work: impl FnOnce(Transformed) -> R) -> R {
+/// `version` (`kept`), else transformed into this thread's buffer, or,
+/// `together`, with the other members of its team (`with_filter_for`).
+pub fn with_filter<R>(
+    w: &[f32],
+    filters: usize,
+    win: Window,
+    (version, together): (u64, bool),
+    work: impl FnOnce(Transformed) -> R,
+) -> R {
     let tiling = Tiling::choose(win, version != kept::UNVERSIONED);
     if version == kept::UNVERSIONED {
-        return with_filter_for(tiling, Filters::InOrder(w), filters, win, work);
+        return with_filter_for(tiling, Filters::InOrder(w), filters, win, together, work);
     }
     let source = kept::Source::of(w, [tiling.points(), filters, win.channels]);
     let u = kept::transform(source, version, || {
@@ -224,15 +232,17 @@ pub fn input_gradient_window(win: Window, filters: usize) -> Option<Window> {
 
 /// Runs `work` with the filter of the input gradient of `win` (`w`:
 /// `[F, C, 3, 3]`): w'[c][f] = w[f][c] turned by 180°, transformed for
-/// `flipped`, its window (`input_gradient_window`).
+/// `flipped`, its window (`input_gradient_window`), `together` as in
+/// `with_filter`.
 pub fn with_input_gradient_filter<R>(
     w: &[f32],
     filters: usize,
     (win, flipped): (Window, Window),
+    together: bool,
     work: impl FnOnce(Transformed) -> R,
 ) -> R {
     let turned = Filters::Turned { w, filters, channels: win.channels };
-    with_filter_for(Tiling::choose(flipped, false), turned, win.channels, flipped, work)
+    with_filter_for(Tiling::choose(flipped, false), turned, win.channels, flipped, together, work)
 }
 
 /// The 3×3 filters a transform reads, numbered f·C + c for filter f's
@@ -272,39 +282,117 @@ impl Filters<'_> {
     }
 }
 
-/// `with_filter` for `tiling`, into this thread's buffer.
+/// `with_filter` for `tiling`, into this thread's buffer; `together`,
+/// on a thread of a team whose members all call it for the same weight
+/// (replicas of a step sharing one store), each member transforms its
+/// share of the filters, into the first member's buffer, where every
+/// member's `work` reads them (`transform_together`).
 fn with_filter_for<R>(
     tiling: Tiling,
     w: Filters,
     filters: usize,
     win: Window,
+    together: bool,
     work: impl FnOnce(Transformed) -> R,
 ) -> R {
     FILTER.with(|cell| {
         let mut u = cell.borrow_mut();
         // Every value is written below, so the old ones need no clearing.
         u.resize(tiling.points() * filters * win.channels, 0.0);
+        let mut work = Some(work);
+        let mut take = || work.take().expect("`work` runs once");
+        if together {
+            let shared = as_member(|team, rank| transform_together(team, rank, tiling, w, &mut u, take()));
+            if let Some(result) = shared {
+                return result;
+            }
+        }
         transform_into(tiling, w, filters, win, &mut u);
-        work(Transformed { tiling, u: &u })
+        take()(Transformed { tiling, u: &u })
     })
+}
+
+/// One member's side of `with_filter_for` together: where its buffer is,
+/// and the shape of the transform it asks for.
+struct Share {
+    u: Output,
+    len: usize,
+    tiling: Tiling,
+}
+
+/// `work` with the filter `w` transformed into `u` (`tiling`'s U, exactly
+/// as long) by the members of `team` together: each transforms its share
+/// of the filters into the first member's buffer, and once all have,
+/// every member's `work` reads the whole of it there. Should the members
+/// ask for different shapes (replicas of unequal batches may choose
+/// different tilings), each transforms the whole filter into its own.
+/// Each filter's values are computed as alone, so the bits do not change.
+fn transform_together<R>(
+    team: &ThreadTeam,
+    rank: usize,
+    tiling: Tiling,
+    w: Filters,
+    u: &mut [f32],
+    work: impl FnOnce(Transformed) -> R,
+) -> R {
+    let (len, points) = (u.len(), tiling.points());
+    let mine = Share { u: Output(u.as_mut_ptr()), len, tiling };
+    team.together(rank, &mine, |members| {
+        let first = members.get(0);
+        if members.iter().any(|other| other.len != len || other.tiling != tiling) {
+            // SAFETY: this member's own buffer, which no other member
+            // touches when they transform apart.
+            let u = unsafe { mine.u.run(0, len) };
+            transform_rows(tiling, w, 0, u.chunks_exact_mut(len / points).collect());
+            return work(Transformed { tiling, u });
+        }
+        let filters = len / points;
+        let (start, end) = part_range(filters, FILTER_GROUP, (rank, members.count()));
+        // SAFETY: each member writes only its own share of each row U[ξ] of
+        // the first member's buffer (as long as this one), and no member
+        // reads any of it before the barrier below.
+        let rows = (0..points).map(|xi| unsafe { first.u.run(xi * filters + start, end - start) }).collect();
+        transform_rows(tiling, w, start, rows);
+        team.wait();
+        // SAFETY: every share is written, and no member writes the buffer
+        // again before every member's `work` has returned (`together`).
+        work(Transformed { tiling, u: unsafe { read_only(first.u, len) } })
+    })
+}
+
+/// The `len` values from `u` on, read only.
+///
+/// # Safety
+/// They are initialized, and no thread writes them while they are read.
+unsafe fn read_only<'a>(u: Output, len: usize) -> &'a [f32] {
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(u.0, len) }
 }
 
 /// U[ξ][f][c] = (G·g·Gᵀ)[ξ] for the 3×3 filter g of f over channel c, into
 /// `u` (exactly as long).
 fn transform_into(tiling: Tiling, w: Filters, filters: usize, win: Window, u: &mut [f32]) {
-    let (n, points) = (filters * win.channels, tiling.points());
-    assert_eq!(w.count(), n);
-    assert_eq!(u.len(), n * points);
+    let n = filters * win.channels;
+    assert_eq!(u.len(), n * tiling.points());
+    transform_rows(tiling, w, 0, u.chunks_exact_mut(n).collect());
+}
+
+/// rows[ξ][i] = (G·g·Gᵀ)[ξ] for filter `first + i` of `w` (`Filters`'
+/// numbering), for each value i of the rows (one per point ξ, all as long).
+fn transform_rows(tiling: Tiling, w: Filters, first: usize, rows: Vec<&mut [f32]>) {
+    let len = rows[0].len();
+    assert!(rows.len() == tiling.points() && rows.iter().all(|row| row.len() == len) && first + len <= w.count());
     // Chunks of the 3×3 filters run in parallel, each writing its part of the rows U[ξ].
-    let mut parts: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(FILTER_CHUNK)).map(|_| Vec::with_capacity(points)).collect();
-    for row in u.chunks_exact_mut(n) {
+    let mut parts: Vec<Vec<&mut [f32]>> =
+        (0..len.div_ceil(FILTER_CHUNK)).map(|_| Vec::with_capacity(rows.len())).collect();
+    for row in rows {
         for (part, chunk) in parts.iter_mut().zip(row.chunks_mut(FILTER_CHUNK)) {
             part.push(chunk);
         }
     }
     let isa = Isa::detect().expect("`applies` checked the CPU");
     parts.into_par_iter().enumerate().for_each(|(k, mut rows)| {
-        transform_filters(isa, tiling, (w, k * FILTER_CHUNK), &mut rows);
+        transform_filters(isa, tiling, (w, first + k * FILTER_CHUNK), &mut rows);
     });
 }
 

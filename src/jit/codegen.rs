@@ -402,15 +402,19 @@ impl Emitter<'_, '_> {
                 let win = self.window(crate::shape::window(&image, rows, cols));
                 let (filters, groups) = (self.imm(filters), self.imm(groups));
                 let mut args = vec![ins[0], ins[1], out, win, filters, groups];
+                // Steps sharing the store all convolve by the same weight
+                // there: their team transforms its filter together.
+                let weight = if let Op::Conv2d { .. } = node.op { node.inputs[1] } else { node.inputs[0] };
+                let shared = self.plan.store_part.is_some() && matches!(self.location(weight), Location::Store(_));
                 if let Op::Conv2d { relu, .. } = node.op {
                     // The bias, or a null pointer for none, and whether a ReLU is fused.
                     let bias = if ins.len() == 3 { ins[2] } else { self.imm(0) };
                     let version = self.weights_version(node.inputs[1]);
-                    args.extend([bias, self.imm(usize::from(relu)), version]);
+                    args.extend([bias, self.imm(usize::from(relu)), version, self.imm(usize::from(shared))]);
                 }
                 if let Op::Conv2dGradInput { relu, .. } = node.op {
                     // The ReLU's output whose gradient is fused, or a null pointer for none.
-                    args.push(if relu { ins[2] } else { self.imm(0) });
+                    args.extend([if relu { ins[2] } else { self.imm(0) }, self.imm(usize::from(shared))]);
                 }
                 self.call(name, &args);
             }

@@ -51,8 +51,8 @@ impl Case {
         let (image, filter, out) = self.lens();
         let (f, groups, win) = (self.filters, self.groups, &self.win);
         let (mut y, mut dx, mut dw) = (vec![0.0; out], vec![0.0; image], vec![0.0; filter]);
-        nnc_conv2d(x.as_ptr(), w.as_ptr(), y.as_mut_ptr(), win, f, groups, bias.as_ptr(), 1, crate::UNVERSIONED);
-        nnc_conv2d_grad_input(w.as_ptr(), g.as_ptr(), dx.as_mut_ptr(), win, f, groups, std::ptr::null());
+        nnc_conv2d(x.as_ptr(), w.as_ptr(), y.as_mut_ptr(), win, f, groups, bias.as_ptr(), 1, crate::UNVERSIONED, 0);
+        nnc_conv2d_grad_input(w.as_ptr(), g.as_ptr(), dx.as_mut_ptr(), win, f, groups, std::ptr::null(), 0);
         nnc_conv2d_grad_weight(x.as_ptr(), g.as_ptr(), dw.as_mut_ptr(), win, f, groups);
         [y, dx, dw]
     }

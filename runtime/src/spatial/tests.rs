@@ -31,7 +31,7 @@ fn a_fused_relu_gradient_zeroes_the_input_gradient_where_the_relu_was_not_positi
         let y: Vec<f32> = values(image, 3).iter().enumerate().map(|(i, &v)| if i % 3 == 0 { 0.0 } else { v }).collect();
         let run = |positive: *const f32| {
             let mut dx = vec![f32::NAN; image];
-            nnc_conv2d_grad_input(w.as_ptr(), g.as_ptr(), dx.as_mut_ptr(), &win, filters, groups, positive);
+            nnc_conv2d_grad_input(w.as_ptr(), g.as_ptr(), dx.as_mut_ptr(), &win, filters, groups, positive, 0);
             dx
         };
         let (plain, fused) = (run(std::ptr::null()), run(y.as_ptr()));

@@ -49,6 +49,7 @@ fn the_input_gradient_matches_the_reference_loops() {
                 filters,
                 1,
                 std::ptr::null(),
+                0,
             );
             dx
         };
@@ -134,7 +135,7 @@ fn winograd_matches_the_reference_loops() {
                 let mut y = vec![0.0; batch * filters * oh * ow];
                 let (from, to) =
                     (Layout { stride: x.len() / batch, first: 0 }, Layout { stride: y.len() / batch, first: 0 });
-                with_filter_for(tiling, Filters::InOrder(&w), filters, win, |u: Transformed| {
+                with_filter_for(tiling, Filters::InOrder(&w), filters, win, false, |u: Transformed| {
                     forward_on(isa, u, filters, (&x, from), win, (epilogue, None), (&mut y, to))
                 });
                 y
@@ -237,5 +238,49 @@ fn the_weight_gradient_matches_the_reference_loops() {
         crate::spatial::nnc_conv2d_grad_weight(x.as_ptr(), g.as_ptr(), routed.as_mut_ptr(), &win, filters, 1);
         let sent_on = same(&routed);
         assert_eq!(sent_on, weight_gradient_applies(win, filters), "{case}: the routine's choice");
+    }
+}
+
+/// Runs `work(rank)` on each member of a team of `members` threads.
+fn on_team<R: Send>(members: usize, work: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let team = crate::collective::ThreadTeam::new(members);
+    std::thread::scope(|s| {
+        let (team, work) = (&team, &work);
+        let handles: Vec<_> = (0..members).map(|rank| s.spawn(move || team.member(rank, || work(rank)))).collect();
+        handles.into_iter().map(|h| h.join().expect("member")).collect()
+    })
+}
+
+/// Members of a team convolving their own images by one weight, its
+/// Winograd filter transformed together (forward and input gradient),
+/// get the bits each gets alone: two and three members with equal
+/// batches (each transforms a share), and batches of 1 and 8, for which
+/// the members choose different tilings and each transforms the whole.
+#[test]
+fn a_filter_transformed_together_gives_each_member_the_bits_it_gets_alone() {
+    let (channels, size, filters) = (32, 28, 40);
+    let taps = Taps { kernel: 3, stride: 1, padding: 1, dilation: 1 };
+    let w = values(filters * channels * 9, 3);
+    if !applies(Window { batch: 1, channels, height: size, width: size, rows: taps, cols: taps }, filters) {
+        // Only a CPU without AVX2 runs none.
+        assert!(Isa::detect().is_none());
+        return;
+    }
+    for batches in [vec![2, 2], vec![1, 2, 1], vec![1, 8]] {
+        let run = |rank: usize, together: usize| {
+            let win = Window { batch: batches[rank], channels, height: size, width: size, rows: taps, cols: taps };
+            let x = values(win.batch * channels * size * size, 10 + rank);
+            let g = values(win.batch * filters * size * size, 20 + rank);
+            let (mut y, mut dx) = (vec![f32::NAN; g.len()], vec![f32::NAN; x.len()]);
+            let (x, w, g, null) = (x.as_ptr(), w.as_ptr(), g.as_ptr(), std::ptr::null());
+            crate::spatial::nnc_conv2d(x, w, y.as_mut_ptr(), &win, filters, 1, null, 0, 0, together);
+            crate::spatial::nnc_conv2d_grad_input(w, g, dx.as_mut_ptr(), &win, filters, 1, null, together);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+            (bits(&y), bits(&dx))
+        };
+        let together = on_team(batches.len(), |rank| run(rank, 1));
+        for (rank, shared) in together.iter().enumerate() {
+            assert!(*shared == run(rank, 0), "{batches:?}: member {rank}'s results differ from its own");
+        }
     }
 }

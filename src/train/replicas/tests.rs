@@ -186,8 +186,9 @@ fn replicas_computing_a_large_layer_together_update_it_as_copies_do() {
 
 /// The replicas of a model without batch statistics and with over a
 /// million weights and Adam's values share the trainer's store, each
-/// writing its part of the update: the bits of replicas on copies of
-/// their own, and their health, over a replicated epoch and over steps
+/// writing its part of the update (and each transforming its share of
+/// the 64-channel convolutions' Winograd filters): the bits of replicas
+/// on copies of their own, and their health, over a replicated epoch and over steps
 /// one by one; an epoch stopped midway puts the shared store back as it
 /// was. The same model with a small store keeps a copy for each replica.
 #[test]
