@@ -114,7 +114,8 @@ const HEAD_START: usize = 12 * 1024;
 
 /// Values that several threads write at once, each its own: a split
 /// product's c (each part its rows or columns), the Winograd kernel's
-/// outputs and transformed inputs (each task its tiles or channel).
+/// outputs and transformed inputs (each task its tiles or channel), and
+/// a filter a team transforms together (each member its share).
 #[derive(Clone, Copy)]
 pub(crate) struct Output(pub(crate) *mut f32);
 
