@@ -21,6 +21,7 @@
 #![allow(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -339,20 +340,18 @@ fn transform_together<R>(
     let mine = Share { u: Output(u.as_mut_ptr()), len, tiling };
     team.together(rank, &mine, |members| {
         let first = members.get(0);
+        let filters = len / points;
         if members.iter().any(|other| other.len != len || other.tiling != tiling) {
             // SAFETY: this member's own buffer, which no other member
             // touches when they transform apart.
-            let u = unsafe { mine.u.run(0, len) };
-            transform_rows(tiling, w, 0, u.chunks_exact_mut(len / points).collect());
-            return work(Transformed { tiling, u });
+            unsafe { transform_rows(tiling, w, (mine.u, filters), 0..filters) };
+            return work(Transformed { tiling, u: unsafe { read_only(mine.u, len) } });
         }
-        let filters = len / points;
-        let (start, end) = part_range(filters, FILTER_GROUP, (rank, members.count()));
+        let share = part_range(filters, FILTER_GROUP, (rank, members.count()));
         // SAFETY: each member writes only its own share of each row U[ξ] of
         // the first member's buffer (as long as this one), and no member
         // reads any of it before the barrier below.
-        let rows = (0..points).map(|xi| unsafe { first.u.run(xi * filters + start, end - start) }).collect();
-        transform_rows(tiling, w, start, rows);
+        unsafe { transform_rows(tiling, w, (first.u, filters), share.0..share.1) };
         team.wait();
         // SAFETY: every share is written, and no member writes the buffer
         // again before every member's `work` has returned (`together`).
@@ -374,25 +373,30 @@ unsafe fn read_only<'a>(u: Output, len: usize) -> &'a [f32] {
 fn transform_into(tiling: Tiling, w: Filters, filters: usize, win: Window, u: &mut [f32]) {
     let n = filters * win.channels;
     assert_eq!(u.len(), n * tiling.points());
-    transform_rows(tiling, w, 0, u.chunks_exact_mut(n).collect());
+    // SAFETY: `u` holds the rows U[ξ], n values each, and is borrowed here alone.
+    unsafe { transform_rows(tiling, w, (Output(u.as_mut_ptr()), n), 0..n) };
 }
 
-/// rows[ξ][i] = (G·g·Gᵀ)[ξ] for filter `first + i` of `w` (`Filters`'
-/// numbering), for each value i of the rows (one per point ξ, all as long).
-fn transform_rows(tiling: Tiling, w: Filters, first: usize, rows: Vec<&mut [f32]>) {
-    let len = rows[0].len();
-    assert!(rows.len() == tiling.points() && rows.iter().all(|row| row.len() == len) && first + len <= w.count());
-    // Chunks of the 3×3 filters run in parallel, each writing its part of the rows U[ξ].
-    let mut parts: Vec<Vec<&mut [f32]>> =
-        (0..len.div_ceil(FILTER_CHUNK)).map(|_| Vec::with_capacity(rows.len())).collect();
-    for row in rows {
-        for (part, chunk) in parts.iter_mut().zip(row.chunks_mut(FILTER_CHUNK)) {
-            part.push(chunk);
-        }
-    }
+/// Row ξ of U (`n` values from `u` + ξ·n) = (G·g·Gᵀ)[ξ] for filters
+/// `filters` of `w` (`Filters`' numbering), in chunks that run in
+/// parallel, each writing its part of every row.
+///
+/// # Safety
+/// `u` holds `tiling`'s points rows of `n` values, and nothing else reads
+/// or writes their values `filters` while this runs.
+unsafe fn transform_rows(tiling: Tiling, w: Filters, (u, n): (Output, usize), filters: Range<usize>) {
+    assert!(filters.end <= n && n == w.count());
     let isa = Isa::detect().expect("`applies` checked the CPU");
-    parts.into_par_iter().enumerate().for_each(|(k, mut rows)| {
-        transform_filters(isa, tiling, (w, first + k * FILTER_CHUNK), &mut rows);
+    let points = tiling.points();
+    (0..filters.len().div_ceil(FILTER_CHUNK)).into_par_iter().for_each(|k| {
+        let start = filters.start + k * FILTER_CHUNK;
+        let len = FILTER_CHUNK.min(filters.end - start);
+        let mut rows: [&mut [f32]; 36] = std::array::from_fn(|_| &mut [][..]);
+        for (xi, row) in rows.iter_mut().take(points).enumerate() {
+            // SAFETY: filters start.. of row ξ lie inside `u`, and only this chunk writes them.
+            *row = unsafe { u.run(xi * n + start, len) };
+        }
+        transform_filters(isa, tiling, (w, start), &mut rows[..points]);
     });
 }
 
