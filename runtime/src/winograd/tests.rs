@@ -1,3 +1,4 @@
+use super::filters::{Filters, with_filter_for};
 use super::*;
 use crate::kernels::{self, Taps};
 
