@@ -1,5 +1,5 @@
 //! 2×2, stride-2 max pooling and its gradient with AVX2: eight windows at
-//! a time (the last ones of a row under a mask), by the same rules as
+//! a time (the last ones of a row read under a mask), by the same rules as
 //! `kernels::pool` (a window's largest value, NaNs passed over) and
 //! `kernels::pool_backward` (each window's gradient goes to its first
 //! largest input in row-major order).
@@ -34,15 +34,21 @@ pub fn max_pool_2x2_backward(x: &[f32], g: &[f32], dx: &mut [f32], win: Window, 
 #[target_feature(enable = "avx2")]
 fn max_pool_2x2_avx2(x: &[f32], y: &mut [f32], win: Window) {
     let (oh, ow, w) = (win.out_height(), win.out_width(), win.width);
-    for (xp, yp) in x.chunks_exact(win.height * w).zip(y.chunks_exact_mut(oh * ow)) {
-        for (rows, out) in xp.chunks_exact(2 * w).zip(yp.chunks_exact_mut(ow)) {
+    let len = y.len();
+    for (p, (xp, yp)) in x.chunks_exact(win.height * w).zip(y.chunks_exact_mut(oh * ow)).enumerate() {
+        for (oy, (rows, out)) in xp.chunks_exact(2 * w).zip(yp.chunks_exact_mut(ow)).enumerate() {
             let (top, bottom) = rows.split_at(w);
             for ox in (0..ow).step_by(8) {
                 let at = 2 * ox;
-                // SAFETY: the CPU has AVX2; `Group` reads and
-                // writes only the windows within the row.
+                // A row's last group stores a whole vector where y has
+                // room: what lands past the row is written again with the
+                // next row.
+                let room = len - ((p * oh + oy) * ow + ox);
+                // SAFETY: the CPU has AVX2; `Group` reads only the windows
+                // within the row, and writes within y.
                 unsafe {
-                    Group::of(ow - ox).forward((top[at..].as_ptr(), bottom[at..].as_ptr()), out[ox..].as_mut_ptr())
+                    Group::of(ow - ox, room >= 8)
+                        .forward((top[at..].as_ptr(), bottom[at..].as_ptr()), out[ox..].as_mut_ptr())
                 };
             }
         }
@@ -56,18 +62,23 @@ fn max_pool_2x2_backward_avx2(x: &[f32], g: &[f32], dx: &mut [f32], win: Window,
     if win.height % 2 == 1 || w % 2 == 1 {
         dx.fill(0.0);
     }
-    let plane = win.height * w;
+    let (plane, len) = (win.height * w, dx.len());
     let planes = x.chunks_exact(plane).zip(dx.chunks_exact_mut(plane)).zip(g.chunks_exact(oh * ow));
-    for ((xp, dp), gp) in planes {
+    for (p, ((xp, dp), gp)) in planes.enumerate() {
         let rows = xp.chunks_exact(2 * w).zip(dp.chunks_exact_mut(2 * w)).zip(gp.chunks_exact(ow));
-        for ((xr, dr), grads) in rows {
+        for (oy, ((xr, dr), grads)) in rows.enumerate() {
             let ((x0, x1), (d0, d1)) = (xr.split_at(w), dr.split_at_mut(w));
-            for ox in (0..ow).step_by(8) {
+            // Right to left: a row's last group stores whole vectors where
+            // dx has room, and what lands past either of its rows (zeros,
+            // from the lanes past the group) is written again by a group
+            // stored later, or is a zero of the uncovered rows and columns.
+            for ox in (0..ow).step_by(8).rev() {
                 let at = 2 * ox;
-                // SAFETY: the CPU has AVX2; `Group` reads and
-                // writes only the windows within the row.
+                let room = len - (p * plane + (2 * oy + 1) * w + at);
+                // SAFETY: the CPU has AVX2; `Group` reads only the windows
+                // within the row, and writes within dx.
                 unsafe {
-                    Group::of(ow - ox).backward(
+                    Group::of(ow - ox, room >= 16).backward(
                         (x0[at..].as_ptr(), x1[at..].as_ptr()),
                         grads[ox..].as_ptr(),
                         (d0[at..].as_mut_ptr(), d1[at..].as_mut_ptr()),
@@ -79,30 +90,35 @@ fn max_pool_2x2_backward_avx2(x: &[f32], g: &[f32], dx: &mut [f32], win: Window,
     }
 }
 
-/// Up to eight windows side by side: how many, and the masks of their
-/// values (two registers a row) and of their outputs (one).
+/// Up to eight windows side by side: how many, the masks of their
+/// values (two registers a row) and of their outputs (one), and whether
+/// their stores may write whole vectors. (A masked store takes a dozen
+/// cycles or more on AMD's cores: most of a pooling of short rows.)
 struct Group {
     windows: usize,
     masks: [__m256i; 3],
+    whole_stores: bool,
 }
 
 /// The lanes below `n`, for n in 0..=8 (a window of `LOWEST` from 8 − n).
 const LOWEST: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
 
 impl Group {
-    /// The next `min(remaining, 8)` windows of a row.
+    /// The next `min(remaining, 8)` windows of a row; with `whole_stores`
+    /// every store writes all its lanes, the ones past the group included.
     ///
     /// # Safety
     /// The CPU has AVX2.
     #[inline(always)]
-    unsafe fn of(remaining: usize) -> Group {
+    unsafe fn of(remaining: usize, whole_stores: bool) -> Group {
         let windows = remaining.min(8);
         let lanes = |n: usize| {
             let n = n.min(8);
             // SAFETY: 8 − n ≤ 8, so the eight values lie inside LOWEST; the caller's contract.
             unsafe { _mm256_loadu_si256(LOWEST[8 - n..].as_ptr().cast()) }
         };
-        Group { windows, masks: [lanes(2 * windows), lanes((2 * windows).saturating_sub(8)), lanes(windows)] }
+        let masks = [lanes(2 * windows), lanes((2 * windows).saturating_sub(8)), lanes(windows)];
+        Group { windows, masks, whole_stores }
     }
 
     /// Loads 8 values from `at` (`part` 0 or 1 of a row's 16, or the
@@ -116,15 +132,20 @@ impl Group {
         unsafe { if self.windows == 8 { _mm256_loadu_ps(at) } else { _mm256_maskload_ps(at, self.masks[part]) } }
     }
 
-    /// Stores the group's lanes of `v` to `at` (as `load`).
+    /// Stores the group's lanes of `v` to `at` (as `load`), or all eight
+    /// with `whole_stores`.
     ///
     /// # Safety
-    /// As `load`.
+    /// As `load`; with `whole_stores`, all eight values lie inside the buffer.
     #[inline(always)]
     unsafe fn store(&self, at: *mut f32, part: usize, v: __m256) {
         // SAFETY: the caller's contract; a masked store writes only its lanes.
         unsafe {
-            if self.windows == 8 { _mm256_storeu_ps(at, v) } else { _mm256_maskstore_ps(at, self.masks[part], v) }
+            if self.windows == 8 || self.whole_stores {
+                _mm256_storeu_ps(at, v)
+            } else {
+                _mm256_maskstore_ps(at, self.masks[part], v)
+            }
         }
     }
 
@@ -235,11 +256,15 @@ mod tests {
     /// Both directions against the reference loops, bit for bit: odd and
     /// even sizes, rows of 1 to 21 windows (partial groups of every
     /// length), ties and NaNs, and the gradient with a ReLU's (windows
-    /// whose largest value is negative, zero or positive).
+    /// whose largest value is negative, zero or positive). Each writes only
+    /// inside its buffer, though it stores whole vectors where it has room.
     #[test]
     fn two_by_two_max_pooling_matches_the_reference_loops() {
         let taps = Taps { kernel: 2, stride: 2, padding: 0, dilation: 1 };
-        for (height, width) in [(2, 2), (3, 5), (4, 16), (7, 17), (6, 30), (5, 43), (2, 9)] {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // A buffer of `len` NaNs and eight sentinels after it.
+        let guarded = |len: usize| [vec![f32::NAN; len], vec![7.0; 8]].concat();
+        for (height, width) in [(2, 2), (3, 5), (4, 16), (7, 17), (6, 30), (5, 43), (2, 9), (5, 2), (3, 3)] {
             let win = Window { batch: 2, channels: 3, height, width, rows: taps, cols: taps };
             if !applies(win) {
                 return;
@@ -249,19 +274,20 @@ mod tests {
             let x: Vec<f32> = (0..n).map(|i| if i % 37 == 5 { f32::NAN } else { ((i * 7) % 5) as f32 - 2.0 }).collect();
             let out = 2 * 3 * win.out_height() * win.out_width();
             let g: Vec<f32> = (0..out).map(|i| i as f32 + 1.0).collect();
-            let (mut y, mut y_ref) = (vec![f32::NAN; out], vec![0.0; out]);
-            max_pool_2x2(&x, &mut y, win);
+            let (mut y, mut y_ref) = (guarded(out), vec![0.0; out]);
+            max_pool_2x2(&x, &mut y[..out], win);
             kernels::pool(&x, &mut y_ref, win, true);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&y), bits(&y_ref), "forward {height}×{width}");
+            assert_eq!(bits(&y[..out]), bits(&y_ref), "forward {height}×{width}");
+            assert_eq!(y[out..], [7.0; 8], "forward {height}×{width} wrote past its buffer");
             for relu in [false, true] {
-                let (mut dx, mut dx_ref) = (vec![f32::NAN; n], vec![0.0; n]);
-                max_pool_2x2_backward(&x, &g, &mut dx, win, relu);
+                let (mut dx, mut dx_ref) = (guarded(n), vec![0.0; n]);
+                max_pool_2x2_backward(&x, &g, &mut dx[..n], win, relu);
                 kernels::pool_backward(&x, &g, &mut dx_ref, win, (true, relu));
                 if height % 2 == 0 && width % 2 == 0 {
-                    assert!(dx.iter().all(|v| !v.is_nan()), "every input written");
+                    assert!(dx[..n].iter().all(|v| !v.is_nan()), "every input written");
                 }
-                assert_eq!(bits(&dx), bits(&dx_ref), "backward {height}×{width}, relu {relu}");
+                assert_eq!(dx[n..], [7.0; 8], "backward {height}×{width} wrote past its buffer");
+                assert_eq!(bits(&dx[..n]), bits(&dx_ref), "backward {height}×{width}, relu {relu}");
             }
         }
     }
