@@ -22,7 +22,9 @@
 //! each output instead of gathered through the padding's zeros (`lanes`).
 #![allow(unsafe_code)]
 
-use std::arch::x86_64::{__m256, __m512};
+use std::arch::x86_64::{
+    __m256, __m512, _mm256_add_ps, _mm256_loadu_ps, _mm256_max_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+};
 use std::cell::RefCell;
 
 use rayon::prelude::*;
@@ -286,15 +288,45 @@ fn rows_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
     } else {
         wide.chunks_mut(band_len).enumerate().for_each(run_band);
     }
-    // Output row m's lines, band by band (no division per line: the
-    // dividing cost more than the copying on small images).
+    // SAFETY: this path runs only where the CPU has AVX2 (`supported`).
+    unsafe { crop_bands(wide, out, (band, band_len, stride), (geo.cols, height, width), epilogue) };
+}
+
+/// Output row m's lines of a `rows_product`, band by band from `wide`
+/// (bands `band` lines of `cols` values, `band_len` apart, each row of
+/// products `stride` into its band), cropped to `width` values and through
+/// the epilogue. (No division per line: the dividing cost more than the
+/// copying on small images.)
+#[target_feature(enable = "avx2")]
+fn crop_bands(
+    wide: &[f32],
+    out: &mut [f32],
+    (band, band_len, stride): (usize, usize, usize),
+    (cols, height, width): (usize, usize, usize),
+    epilogue: Epilogue,
+) {
     for (m, dst) in out.chunks_exact_mut(height * width).enumerate() {
         let value = epilogue.of(m);
+        // The epilogue in vectors: `finish`'s bias, then max(v, 0) is its
+        // ReLU (zero for NaN and −0 alike).
+        let (bias, relu) = (_mm256_set1_ps(epilogue.bias.map_or(0.0, |b| b[m])), epilogue.relu);
         for (j, lines) in dst.chunks_mut(band * width).enumerate() {
             let first = j * band_len + m * stride;
             for (y, line) in lines.chunks_exact_mut(width).enumerate() {
-                let at = first + y * geo.cols;
-                line.iter_mut().zip(&wide[at..at + width]).for_each(|(o, &v)| *o = value(v));
+                let from = &wide[first + y * cols..][..width];
+                if width < 8 {
+                    line.iter_mut().zip(from).for_each(|(o, &v)| *o = value(v));
+                    continue;
+                }
+                // Eight at a time, the last eight overlapping the ones before.
+                for x in (0..width).step_by(8).map(|x| x.min(width - 8)) {
+                    // SAFETY: x + 8 ≤ width, the length of both.
+                    unsafe {
+                        let v = _mm256_add_ps(_mm256_loadu_ps(from.as_ptr().add(x)), bias);
+                        let v = if relu { _mm256_max_ps(v, _mm256_setzero_ps()) } else { v };
+                        _mm256_storeu_ps(line.as_mut_ptr().add(x), v);
+                    }
+                }
             }
         }
     }
