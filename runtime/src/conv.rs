@@ -294,9 +294,9 @@ fn rows_product(isa: Isa, p: Product, out: &mut [f32], wide: &mut Vec<f32>) {
 
 /// Output row m's lines of a `rows_product`, band by band from `wide`
 /// (bands `band` lines of `cols` values, `band_len` apart, each row of
-/// products `stride` into its band), cropped to `width` values and through
-/// the epilogue. (No division per line: the dividing cost more than the
-/// copying on small images.)
+/// products `stride` into its band), cropped to `height` lines of `width`
+/// values and through the epilogue. (No division per line: the dividing
+/// cost more than the copying on small images.)
 #[target_feature(enable = "avx2")]
 fn crop_bands(
     wide: &[f32],
