@@ -36,7 +36,7 @@ mod zero_rows;
 use kernel::{Block, Kernels, panels_for_rows};
 
 pub(crate) use pack::transpose8;
-use pack::{pack, pack_rows};
+use pack::{SPILL, pack, pack_rows};
 
 /// Values of k per packed panel (a 12-row block reads 12 KiB of `a`,
 /// which stays in L1 while the block walks the panels).
@@ -245,7 +245,7 @@ unsafe fn blocked<V: Kernels>(
     let packed = a.cols != 1 || n >= PACK_PANELS * width;
     // SAFETY: the caller's contract.
     unsafe { find_sparse_blocks::<V>((m, k, n), a, mr, sparse_blocks) };
-    let rows_of_a = crate::simd::aligned(rows_of_a, mr * KC);
+    let rows_of_a = crate::simd::aligned(rows_of_a, mr * KC + SPILL);
     let step = k_blocks(k);
     // When b's columns for every block of k fit in the room of one packed
     // block, they are packed at once and each block of rows meets them all

@@ -14,14 +14,20 @@ use super::Operand;
 /// short block's missing rows are never read.
 ///
 /// # Safety
-/// The rows lie inside a; `out` holds `kc · mr` values.
+/// The rows lie inside a; `out` holds `kc · mr + SPILL` values.
 #[inline(always)]
 pub(super) unsafe fn pack_rows(a: Operand, (rows, kc): (usize, usize), mr: usize, out: &mut [f32]) {
+    debug_assert!(out.len() >= kc * mr + SPILL);
     // a's rows read as k by row: element (p, r) is a(r, p).
     let transposed = Operand { ptr: a.ptr, rows: a.cols, cols: a.rows };
     // SAFETY: the caller's contract.
     unsafe { gather(transposed, (kc, rows), out.as_mut_ptr(), mr) };
 }
+
+/// Values `gather` may write past its last row's `cols` (the narrow
+/// transposes' eight-wide stores), which the packed rows' buffers keep
+/// room for.
+pub(super) const SPILL: usize = 8;
 
 /// Packs b's rows p0..p0 + kc, columns j0..j0 + nc into panels of `width`
 /// columns, row by row. A last, narrow panel's missing columns are zeros
@@ -105,10 +111,15 @@ fn prefetch(from: *const f32, len: usize) {
 /// row by row when rows are runs of memory, by 8 × 8 transposes in
 /// registers when columns are (a transposed operand; where rows or
 /// columns are not a multiple of 8, the last transpose overlaps the one
-/// before and writes some values twice), else one by one.
+/// before and writes some values twice), else one by one. Fewer than 8
+/// columns (AVX2's blocks of 6 rows of a row-major a) still transpose,
+/// their last column read again for the missing ones: each row's 8
+/// values are stored whole, in order, so what lands past a row's `cols`
+/// is written again by the next row, and past the last by no one.
 ///
 /// # Safety
-/// `from` reaches its `rows × cols` values; `to` holds `rows` rows of `ld`.
+/// `from` reaches its `rows × cols` values; `to` holds `rows` rows of `ld`
+/// and `SPILL` values more.
 #[inline(always)]
 unsafe fn gather(from: Operand, (rows, cols): (usize, usize), to: *mut f32, ld: usize) {
     // SAFETY: the caller's contract.
@@ -120,13 +131,20 @@ unsafe fn gather(from: Operand, (rows, cols): (usize, usize), to: *mut f32, ld: 
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        if from.rows == 1 && rows >= 8 && cols >= 8 {
+        if from.rows == 1 && rows >= 8 {
             // Blocks at multiples of 8, then one flush with the last row or
             // column. Eight columns of `from` (rows of the operand, often a
             // power of two apart, so in the same sets of the first-level
             // cache) are read down their length before the next eight: a
             // line's second half is read while the line is still there.
             let starts = |len: usize| (0..len - 7).step_by(8).chain((!len.is_multiple_of(8)).then_some(len - 8));
+            if cols < 8 {
+                let columns: [*const f32; 8] = std::array::from_fn(|j| from.at(0, j.min(cols - 1)).ptr);
+                for i in starts(rows) {
+                    transpose_columns(columns.map(|column| column.add(i)), to.add(i * ld), ld);
+                }
+                return;
+            }
             for j in starts(cols) {
                 for i in starts(rows) {
                     transpose8(from.at(i, j).ptr, from.cols as usize, to.add(i * ld + j), ld);
@@ -192,10 +210,22 @@ unsafe fn copy_run(from: *const f32, to: *mut f32, len: usize) {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) unsafe fn transpose8(from: *const f32, stride: usize, to: *mut f32, ld: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { transpose_columns(std::array::from_fn(|j| from.add(j * stride)), to, ld) }
+}
+
+/// Writes `to[i·ld + j] = columns[j][i]` for i, j below 8, row i after
+/// row i − 1 (`gather`'s narrow blocks rely on the order).
+///
+/// # Safety
+/// Each column holds 8 values and `to` 8 rows of `ld`; the CPU has AVX.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose_columns(columns: [*const f32; 8], to: *mut f32, ld: usize) {
     use std::arch::x86_64::{_mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps};
     // SAFETY: the caller's contract.
     unsafe {
-        let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(from.add(j * stride)));
+        let r: [__m256; 8] = columns.map(|column| _mm256_loadu_ps(column));
         let t: [__m256; 8] = std::array::from_fn(|q| {
             let (x, y) = (r[q / 2 * 2], r[q / 2 * 2 + 1]);
             if q % 2 == 0 { _mm256_unpacklo_ps(x, y) } else { _mm256_unpackhi_ps(x, y) }
@@ -213,6 +243,40 @@ pub(crate) unsafe fn transpose8(from: *const f32, stride: usize, to: *mut f32, l
                 _mm256_permute2f128_ps::<0x31>(u[i - 4], u[i])
             };
             _mm256_storeu_ps(to.add(i * ld), v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Operand, SPILL, pack_rows};
+
+    /// Packed rows hold each row's values at each k, `mr` apart, for
+    /// blocks of both kernels' heights, short blocks and lengths around
+    /// the transposes' 8, and write nothing past the room they are given.
+    #[test]
+    fn packed_rows_hold_the_rows_and_stay_in_their_room() {
+        if crate::gemm::Isa::detect().is_none() {
+            return;
+        }
+        let sentinel = -7.5;
+        for mr in [6, 12] {
+            for rows in 1..=mr {
+                for kc in [1, 5, 7, 8, 9, 16, 23, 196] {
+                    let lda = kc + 3;
+                    let a: Vec<f32> = (0..rows * lda).map(|i| i as f32).collect();
+                    let mut out = vec![sentinel; kc * mr + SPILL + 16];
+                    let operand = Operand { ptr: a.as_ptr(), rows: lda as isize, cols: 1 };
+                    // SAFETY: a holds `rows` rows of lda ≥ kc values; out has room for kc · mr + SPILL.
+                    unsafe { pack_rows(operand, (rows, kc), mr, &mut out) };
+                    for p in 0..kc {
+                        for r in 0..rows {
+                            assert_eq!(out[p * mr + r], a[r * lda + p], "mr {mr}, {rows} rows, kc {kc}: ({r}, {p})");
+                        }
+                    }
+                    assert!(out[kc * mr + SPILL..].iter().all(|&v| v == sentinel), "mr {mr}, {rows} rows, kc {kc}");
+                }
+            }
         }
     }
 }
