@@ -118,8 +118,8 @@ fn prefetch(from: *const f32, len: usize) {
 /// is written again by the next row, and past the last by no one.
 ///
 /// # Safety
-/// `from` reaches its `rows × cols` values; `to` holds `rows` rows of `ld`
-/// and `SPILL` values more.
+/// `from` reaches its `rows × cols` values; `to` holds `rows` rows of `ld`,
+/// and `SPILL` values more where `ld` is under 8.
 #[inline(always)]
 unsafe fn gather(from: Operand, (rows, cols): (usize, usize), to: *mut f32, ld: usize) {
     // SAFETY: the caller's contract.
