@@ -73,7 +73,7 @@ fn split_products_have_the_bits_of_one_thread() {
     }
 }
 
-/// Each kernel this CPU runs on products past one block of columns (512)
+/// Each kernel this CPU runs on products past one block of columns (1,024)
 /// and of k (256) at once, so a block of packed rows of a serves several
 /// blocks of columns, and on one whose b is packed for all four of its
 /// blocks of k at once (784 × 100), each block of rows meeting them in
@@ -81,7 +81,7 @@ fn split_products_have_the_bits_of_one_thread() {
 /// the loops, and the same bits on each.
 #[test]
 fn each_simd_kernel_crosses_blocks_of_columns_and_of_k() {
-    let shapes = [(13, 300, 530), (31, 784, 100)];
+    let shapes = [(13, 300, 1050), (31, 784, 100)];
     for (dims, transposes) in shapes.into_iter().flat_map(|d| [(d, (false, false)), (d, (true, true))]) {
         let results: Vec<Vec<u32>> = Isa::available()
             .into_iter()
@@ -154,7 +154,7 @@ fn a_bias_and_relu_stored_with_the_product_match_them_applied_after() {
     let shapes = [
         ((1, 784, 128), (false, true), false),
         ((3, 50, 37), (false, false), false),
-        ((13, 300, 530), (false, false), false),
+        ((13, 300, 1050), (false, false), false),
         ((31, 784, 100), (true, true), false),
         ((64, 784, 128), (false, true), true),
         ((200, 300, 150), (false, false), false),
