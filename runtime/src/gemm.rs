@@ -129,6 +129,10 @@ struct Buffers {
     sparse_blocks: Vec<Option<bool>>,
     /// The nonzero rows of each block of k's panels (see `zero_rows`).
     walks: Vec<zero_rows::Walks>,
+    /// A transposed a copied row by row, when it walks (`find_sparse_blocks`).
+    a_by_rows: Vec<f32>,
+    /// The values of k each group of a walk's rows walks (`sparse`).
+    walk_lists: Vec<[u16; KC]>,
 }
 
 thread_local! {
@@ -138,6 +142,8 @@ thread_local! {
             rows_of_a: Vec::new(),
             sparse_blocks: Vec::new(),
             walks: Vec::new(),
+            a_by_rows: Vec::new(),
+            walk_lists: Vec::new(),
         })
     };
 }
@@ -234,7 +240,7 @@ unsafe fn blocked<V: Kernels>(
     buffers: &mut Buffers,
 ) {
     let (width, mr) = (2 * V::LANES, rows_per_block::<V>());
-    let Buffers { panels, rows_of_a, sparse_blocks, walks } = buffers;
+    let Buffers { panels, rows_of_a, sparse_blocks, walks, a_by_rows, walk_lists } = buffers;
     if k == 0 {
         // An empty sum: no block of k below writes c.
         for i in (0..m).filter(|_| !accumulate) {
@@ -244,11 +250,11 @@ unsafe fn blocked<V: Kernels>(
         // SAFETY: as above.
         return unsafe { finish_rows(epilogue, (c, ldc), (0, m), n) };
     }
+    // SAFETY: the caller's contract.
+    let a = unsafe { find_sparse_blocks::<V>((m, k, n), a, mr, sparse_blocks, a_by_rows) };
     // Packing costs a pass over a, which pays for itself when each row of a
     // serves at least `pack_panels` panels.
     let packed = a.cols != 1 || n >= pack_panels::<V>() * width;
-    // SAFETY: the caller's contract.
-    unsafe { find_sparse_blocks::<V>((m, k, n), a, mr, sparse_blocks) };
     let rows_of_a = crate::simd::aligned(rows_of_a, mr * KC + SPILL);
     let step = k_blocks(k);
     // When b's columns for every block of k fit in the room of one packed
@@ -314,7 +320,8 @@ unsafe fn blocked<V: Kernels>(
                         Some((start, len)) if len + rows <= sparse::SPARSE_ROWS => Some((start, len + rows)),
                         Some(full) => {
                             // SAFETY: the run's rows of a and c, and b's packed panels, all finite.
-                            walks_pay = unsafe { sparse::multiply_rows::<V>(rows_from(full), k_blocks.clone()) };
+                            walks_pay =
+                                unsafe { sparse::multiply_rows::<V>(rows_from(full), k_blocks.clone(), walk_lists) };
                             finish(full);
                             Some((i0, rows))
                         }
@@ -324,7 +331,8 @@ unsafe fn blocked<V: Kernels>(
                 }
                 if let Some(sparse_rows) = run.take() {
                     // SAFETY: as above.
-                    walks_pay = unsafe { sparse::multiply_rows::<V>(rows_from(sparse_rows), k_blocks.clone()) };
+                    walks_pay =
+                        unsafe { sparse::multiply_rows::<V>(rows_from(sparse_rows), k_blocks.clone(), walk_lists) };
                     finish(sparse_rows);
                 }
                 for (index, (p0, kc, at)) in k_blocks.clone().enumerate() {
@@ -364,7 +372,7 @@ unsafe fn blocked<V: Kernels>(
             }
             if let Some(sparse_rows) = run {
                 // SAFETY: as above.
-                unsafe { sparse::multiply_rows::<V>(rows_from(sparse_rows), k_blocks.clone()) };
+                unsafe { sparse::multiply_rows::<V>(rows_from(sparse_rows), k_blocks.clone(), walk_lists) };
                 finish(sparse_rows);
             }
         }
@@ -452,11 +460,19 @@ unsafe fn in_place<V: Kernels>(
     }
 }
 
-/// Which blocks of `mr` rows of a may walk (`sparse`): none unless a is
-/// row-major, c is wide enough to pay for counting and the first block is
-/// sparse (a dense product counts one block alone); the others are decided
-/// when they are first reached (`block_is_sparse`). They walk where b's
-/// packed values are finite.
+/// Which blocks of `mr` rows of a may walk (`sparse`), and the a they
+/// read: none unless c is wide enough to pay for counting and the first
+/// rows are sparse (a dense product counts them alone); the others are
+/// decided when they are first reached (`block_is_sparse`). They walk
+/// where b's packed values are finite.
+///
+/// A walk reads rows of a, so a transposed a (a weight gradient's
+/// `∂zᵀ`, a row for each of a layer's units, where a ReLU's gradient is
+/// zero for the inputs that left a unit off, and for every input of a dead
+/// one) is counted, and multiplied, from a row-major copy in `by_rows`:
+/// its first two blocks of rows (rows of units differ more than rows of
+/// inputs do), then, when they are sparse, the rest. Up to `BY_ROWS_MAX`
+/// values.
 ///
 /// # Safety
 /// As for `blocked`.
@@ -466,17 +482,41 @@ unsafe fn find_sparse_blocks<V: Vector>(
     a: Operand,
     mr: usize,
     sparse_blocks: &mut Vec<Option<bool>>,
-) {
+    by_rows: &mut Vec<f32>,
+) -> Operand {
     sparse_blocks.clear();
-    if a.cols != 1 || a.rows < 0 || m == 0 || k == 0 || n < sparse::SPARSE_MIN_COLUMNS {
-        return;
+    if a.rows < 0 || m == 0 || k == 0 || n < sparse::SPARSE_MIN_COLUMNS || !sparse::walked() {
+        return a;
     }
-    // SAFETY: the caller's contract: the first block's rows lie inside a.
-    if unsafe { sparse::is_sparse::<V>(a.ptr, a.rows as usize, (mr.min(m), k)) } {
+    let (a, sparse) = if a.cols == 1 {
+        // SAFETY: the caller's contract: the first block's rows lie inside a.
+        (a, unsafe { sparse::is_sparse::<V>(a.ptr, a.rows as usize, (mr.min(m), k)) })
+    } else if a.rows == 1 && m * k <= BY_ROWS_MAX {
+        let first = (2 * mr).min(m);
+        let copy = crate::simd::aligned(by_rows, m * k + SPILL).as_mut_ptr();
+        // SAFETY: the caller's contract: a's rows lie inside it; the copy
+        // holds them, and `SPILL` values more.
+        unsafe {
+            pack::gather(a, (first, k), copy, k);
+            if !sparse::is_sparse::<V>(copy, k, (first, k)) {
+                return a;
+            }
+            pack::gather(a.at(first, 0), (m - first, k), copy.add(first * k), k);
+        }
+        (Operand { ptr: copy, rows: k as isize, cols: 1 }, true)
+    } else {
+        (a, false)
+    };
+    if sparse {
         sparse_blocks.push(Some(true));
         sparse_blocks.resize(m.div_ceil(mr), None);
     }
+    a
 }
+
+/// Values of a transposed a copied row by row to walk (4 MiB: W2's weight
+/// gradients copy 512 KiB on each core).
+const BY_ROWS_MAX: usize = 1 << 20;
 
 /// Whether the block of `rows` rows of a from `a` walks, decided the first
 /// time it is asked: without a count while the last run of walking blocks

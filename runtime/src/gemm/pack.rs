@@ -121,7 +121,7 @@ fn prefetch(from: *const f32, len: usize) {
 /// `from` reaches its `rows × cols` values; `to` holds `rows` rows of `ld`,
 /// and `SPILL` values more where `ld` is under 8.
 #[inline(always)]
-unsafe fn gather(from: Operand, (rows, cols): (usize, usize), to: *mut f32, ld: usize) {
+pub(super) unsafe fn gather(from: Operand, (rows, cols): (usize, usize), to: *mut f32, ld: usize) {
     // SAFETY: the caller's contract.
     unsafe {
         if from.cols == 1 {

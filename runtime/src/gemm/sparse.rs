@@ -15,51 +15,66 @@ use super::KC;
 use crate::simd::Vector;
 
 /// A block of rows walks when the values of k its groups of rows walk
-/// (`rows_together`: where any row of a group is nonzero) are at most half
-/// of the dense kernel's: a walked value also costs its listing, and its
-/// loads of b serve six rows of a, not 12. Rows whose zeros lie in the
-/// same places (the background of images) walk little more than one row's
-/// nonzeros; zeros scattered at random leave little to skip.
-const WALKED_SHARE: usize = 2;
+/// (`rows_together`: where any row of a group is nonzero) are at most this
+/// share of the dense kernel's: a walked value also costs its listing,
+/// and its loads of b serve fewer rows of a. Rows whose zeros lie in the
+/// same places (the background of images, a layer's dead units) walk
+/// little more than one row's nonzeros; zeros scattered at random leave
+/// little to skip. On AVX2 (four rows walk, against six in the dense
+/// kernel), a third walked ran in 0.5–0.67 of the dense kernel's time,
+/// three quarters in 0.83–0.93 and 94 % in 0.99–1.07 (W2's products with
+/// nine, seven and five zeros in ten at random, one core of a Zen 3); on
+/// AVX-512, six rows walk against 12.
+fn walk_pays<V: Vector>(walked: usize, values: usize) -> bool {
+    let (numerator, denominator) = if V::LANES == 16 { (1, 2) } else { (3, 4) };
+    walked * denominator <= values * numerator
+}
 
-/// Whether a walk of `walked` (row, value of k) pairs, out of the `values`
-/// the dense kernel would multiply, pays (`WALKED_SHARE`): the one test
-/// both a block's count and a run's walk apply.
-fn walk_pays(walked: usize, values: usize) -> bool {
-    walked * WALKED_SHARE <= values
+/// Whether sparse blocks walk (tests turn it off on their thread to
+/// compare with the dense kernel).
+pub(super) fn walked() -> bool {
+    #[cfg(test)]
+    {
+        tests::WALKED.get()
+    }
+    #[cfg(not(test))]
+    {
+        true
+    }
 }
 
 /// Columns below which the dense kernel keeps every block: counting a
 /// block's zeros costs about what multiplying it by this many columns does.
 pub(super) const SPARSE_MIN_COLUMNS: usize = 64;
 
-/// Whether `rows` rows of `k` values of a row-major `a` (rows `lda` apart)
-/// are sparse enough for `multiply_rows`.
+/// Whether `rows` rows (at most `SPARSE_ROWS`) of `k` values of a
+/// row-major `a` (rows `lda` apart) are sparse enough for
+/// `multiply_rows`, counted as it walks them: in each block of k, in
+/// groups in the order of their first nonzero. A last group shorter than
+/// the others is left out (a run of blocks walks whole groups, and fewer
+/// rows walk fewer values: AVX2's first block of six is four and two).
 ///
 /// # Safety
 /// The rows lie inside a; the caller is compiled for `V`'s instruction set.
 #[inline(always)]
 pub(super) unsafe fn is_sparse<V: Vector>(a: *const f32, lda: usize, (rows, k): (usize, usize)) -> bool {
-    let together = rows_together::<V>();
-    let whole = k / V::LANES * V::LANES;
+    let (step, together) = (super::k_blocks(k), rows_together::<V>());
+    let rows = rows.min(SPARSE_ROWS);
+    let counted = if rows < together { rows } else { rows / together * together };
+    let (mut order, mut listed) = ([0u8; SPARSE_ROWS], [0u16; KC]);
     let mut walked = 0;
-    for r0 in (0..rows).step_by(together) {
-        let group = together.min(rows - r0);
-        let first: [*const f32; MAX_TOGETHER] = std::array::from_fn(|i| a.wrapping_add((r0 + i.min(group - 1)) * lda));
-        let first = &first[..group];
-        // SAFETY: the caller's contract.
-        unsafe {
-            let mut values = 0;
-            for p in (0..whole).step_by(V::LANES) {
-                values += nonzero_in_any::<V>(first, p).count_ones() as usize;
-            }
-            for p in whole..k {
-                values += usize::from(nonzero_at_any(first, p));
-            }
-            walked += values * group;
+    for p0 in (0..k).step_by(step) {
+        let kc = step.min(k - p0);
+        let a = |r: usize| a.wrapping_add(r * lda + p0);
+        // SAFETY: the caller's contract, for k values p0..p0 + kc ≤ p0 + KC.
+        let order = unsafe { by_first_nonzero::<V>(a, (rows, kc), &mut order) };
+        for group in order[..counted].chunks(together) {
+            let a: [*const f32; MAX_TOGETHER] = std::array::from_fn(|i| a(usize::from(group[i.min(group.len() - 1)])));
+            // SAFETY: as above, for the group's rows.
+            walked += unsafe { where_any_is_nonzero::<V>(&a[..group.len()], kc, &mut listed) }.len() * group.len();
         }
     }
-    walk_pays(walked, rows * k)
+    walk_pays::<V>(walked, counted * k)
 }
 
 /// Whether every value is finite (a zero of a times an infinity or NaN of
@@ -103,7 +118,7 @@ pub(super) struct Rows {
 /// slower than six. Half of a dense block each on AVX-512; on AVX2, four
 /// of six (with one panel, 8 of its 16 registers).
 fn rows_together<V: Vector>() -> usize {
-    if V::LANES == 16 { MAX_TOGETHER } else { 4 }
+    if V::LANES == 16 { MAX_TOGETHER } else { MIN_TOGETHER }
 }
 
 /// Rows of a (consecutive sparse blocks) among which the rows that walk
@@ -118,9 +133,10 @@ const _: () = assert!(SPARSE_ROWS <= 1 << u8::BITS, "rows are ordered by their i
 /// together are all zero: for each block of k (`k_blocks`: its first
 /// value, its length and where its panels start), the rows in the order
 /// of their first nonzero in it, a few rows and `panels_together` panels
-/// at a time. Which rows walk together changes the terms 0·b a chain
-/// skips, so no bit but the sign of a zero, as above. Returns whether the
-/// walk was worth it (`walk_pays`), counted as walked.
+/// at a time (past `CACHED_PANELS`, every group through a few panels
+/// before any takes the next). Which rows walk together changes the terms
+/// 0·b a chain skips, so no bit but the sign of a zero, as above. Returns
+/// whether the walk was worth it (`walk_pays`), counted as walked.
 ///
 /// # Safety
 /// a holds the rows of each block of k, the panels hold each block of k's
@@ -130,12 +146,13 @@ const _: () = assert!(SPARSE_ROWS <= 1 << u8::BITS, "rows are ordered by their i
 pub(super) unsafe fn multiply_rows<V: Vector>(
     block: Rows,
     k_blocks: impl Iterator<Item = (usize, usize, usize)> + Clone,
+    lists: &mut Vec<[u16; KC]>,
 ) -> bool {
     let (width, together) = (block.width, rows_together::<V>());
     let panels = block.nc.div_ceil(width);
     debug_assert!(block.rows <= SPARSE_ROWS);
     let rows = block.rows.min(SPARSE_ROWS);
-    let mut walked = [0u16; KC];
+    lists.resize(lists.len().max(SPARSE_ROWS.div_ceil(together)), [0; KC]);
     let mut order = [0u8; SPARSE_ROWS];
     let (mut walked_values, mut k) = (0, 0);
     for (p0, kc, at) in k_blocks {
@@ -143,38 +160,63 @@ pub(super) unsafe fn multiply_rows<V: Vector>(
         let a = |r: usize| block.a.wrapping_add(r * block.lda + p0);
         // SAFETY: the caller's contract, for k values p0..p0 + kc ≤ p0 + KC.
         let order = unsafe { by_first_nonzero::<V>(a, (rows, kc), &mut order) };
-        for group in order.chunks(together) {
-            let row = |i: usize| usize::from(group[i.min(group.len() - 1)]);
-            let a: [*const f32; MAX_TOGETHER] = std::array::from_fn(|i| a(row(i)));
-            // SAFETY: the caller's contract, for the group's rows and k values p0..p0 + kc.
-            let walked = unsafe { where_any_is_nonzero::<V>(&a[..group.len()], kc, &mut walked) };
-            walked_values += walked.len() * group.len();
-            let step = panels_together::<V>();
-            for panel in (0..panels).step_by(step) {
-                let part = Part {
-                    a,
-                    // SAFETY: the caller's contract, for this block of k's panels.
-                    b: unsafe { block.panels.add(at + panel * kc * width) },
-                    stride: kc * width,
-                    c: std::array::from_fn(|i| block.c.wrapping_add(row(i) * block.ldc + panel * width)),
-                    cols: block.nc - panel * width,
-                    add: block.accumulate || p0 > 0,
-                };
-                // SAFETY: the caller's contract, for the group's rows, k values p0.. and the panels.
-                unsafe {
-                    match step.min(panels - panel) {
-                        2 => tile_rows::<V, 2>(group.len(), part, walked),
-                        _ => tile_rows::<V, 1>(group.len(), part, walked),
+        let group_rows = |group: &[u8]| -> [usize; MAX_TOGETHER] {
+            std::array::from_fn(|i| usize::from(group[i.min(group.len() - 1)]))
+        };
+        // Each group walks every panel in turn while this block of k's
+        // panels stay in the second-level cache; past that, the groups walk
+        // a few panels in turn, which so stay in the first (one group
+        // walking every panel read them all from the shared cache for each
+        // group: W2's gradients of 1,024 columns on a Zen 3 core ran 5–15 %
+        // slower), and each group's list is kept for the next few.
+        let step = panels_together::<V>();
+        let at_once = if panels * kc * width <= CACHED_PANELS { panels } else { PANELS_AT_ONCE };
+        let mut lengths = [0; SPARSE_ROWS];
+        for first in (0..panels).step_by(at_once) {
+            for (g, group) in order.chunks(together).enumerate() {
+                // Every panel at once: one list, walked as soon as it is made.
+                let g = if at_once == panels { 0 } else { g };
+                let rows = group_rows(group);
+                let a = rows.map(a);
+                if first == 0 {
+                    // SAFETY: the caller's contract, for the group's rows and k values p0..p0 + kc.
+                    lengths[g] = unsafe { where_any_is_nonzero::<V>(&a[..group.len()], kc, &mut lists[g]) }.len();
+                    walked_values += lengths[g] * group.len();
+                }
+                let walked = &lists[g][..lengths[g]];
+                for panel in (first..panels.min(first + at_once)).step_by(step) {
+                    let part = Part {
+                        a,
+                        // SAFETY: the caller's contract, for this block of k's panels.
+                        b: unsafe { block.panels.add(at + panel * kc * width) },
+                        stride: kc * width,
+                        c: rows.map(|r| block.c.wrapping_add(r * block.ldc + panel * width)),
+                        cols: block.nc - panel * width,
+                        add: block.accumulate || p0 > 0,
+                    };
+                    // SAFETY: the caller's contract, for the group's rows, k values p0.. and the panels.
+                    unsafe {
+                        match step.min(panels - panel) {
+                            2 => tile_rows::<V, 2>(group.len(), part, walked),
+                            _ => tile_rows::<V, 1>(group.len(), part, walked),
+                        }
                     }
                 }
             }
         }
     }
-    walk_pays(walked_values, rows * k)
+    walk_pays::<V>(walked_values, rows * k)
 }
 
-/// Rows walking together at most (`rows_together`).
+/// Rows walking together at most and at least (`rows_together`).
 const MAX_TOGETHER: usize = 6;
+const MIN_TOGETHER: usize = 4;
+/// Values of a block of k's packed panels that every group of a walk
+/// takes in turn (256 KiB, half of the second-level cache of a Zen 3 core).
+const CACHED_PANELS: usize = 1 << 16;
+/// Panels every group of a walk takes in turn past `CACHED_PANELS` (a
+/// whole number of `panels_together`): 64 KiB of b at most.
+const PANELS_AT_ONCE: usize = 4;
 
 /// The first `rows` rows (`a(r)`: row r from the block of k's first
 /// value) in the order of their first nonzero among `kc` values (a
@@ -346,8 +388,23 @@ fn panels_together<V: Vector>() -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::super::{Epilogue, Isa, Operand, block_is_sparse, find_sparse_blocks, gemm, pack, rows_per_block};
     use super::{Rows, multiply_rows};
+
+    thread_local! {
+        /// `super::walked`, for this thread's products.
+        pub(super) static WALKED: Cell<bool> = const { Cell::new(true) };
+    }
+
+    /// An index's bits mixed (splitmix64's finalizer): no pattern along rows or columns.
+    fn mixed(i: usize) -> u64 {
+        let mut x = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
 
     /// A spread of values in [-1, 1) from an index.
     fn value(i: usize, seed: usize) -> f32 {
@@ -385,43 +442,48 @@ mod tests {
     }
 
     /// c = a·b (+ c when `accumulate`, c starting at its index's value),
-    /// each operand read as it is or from its transpose.
+    /// each operand read as it is or from its transpose, sparse blocks
+    /// walked or not: c's bits.
     fn product(
         isa: Isa,
         (m, k, n): (usize, usize, usize),
         (a, ta): (&[f32], bool),
         (b, tb): (&[f32], bool),
-        accumulate: bool,
+        (accumulate, walk): (bool, bool),
     ) -> Vec<u32> {
         let (mut stored_a, mut stored_b) = (Vec::new(), Vec::new());
         let a = operand(a, (m, k), ta, &mut stored_a);
         let b = operand(b, (k, n), tb, &mut stored_b);
         let mut c: Vec<f32> = (0..m * n).map(|i| value(i, 3)).collect();
+        WALKED.set(walk);
         // SAFETY: a holds m × k and b k × n through their strides; c holds m × n.
         unsafe { gemm(isa, (m, k, n), a, b, (c.as_mut_ptr(), n), accumulate, Epilogue::default()) };
+        WALKED.set(true);
         c.iter().map(|v| v.to_bits()).collect()
     }
 
-    /// Which blocks of rows of a row-major a walk, every block counted.
-    fn sparse_blocks(isa: Isa, (m, k, n): (usize, usize, usize), a: &[f32]) -> Vec<bool> {
+    /// Which blocks of rows of a (read as it is or from its transpose)
+    /// walk, every block counted.
+    fn sparse_blocks(isa: Isa, (m, k, n): (usize, usize, usize), a: &[f32], transposed: bool) -> Vec<bool> {
         use std::arch::x86_64::{__m256, __m512};
-        let mut blocks = Vec::new();
-        let a = Operand { ptr: a.as_ptr(), rows: k as isize, cols: 1 };
+        let (mut blocks, mut stored, mut by_rows) = (Vec::new(), Vec::new(), Vec::new());
+        let a = operand(a, (m, k), transposed, &mut stored);
         let mr = match isa {
             Isa::Avx512 => rows_per_block::<__m512>(),
             Isa::Avx2 => rows_per_block::<__m256>(),
         };
         // SAFETY: a holds m × k; `isa` runs on this CPU.
         unsafe {
-            match isa {
-                Isa::Avx512 => find_sparse_blocks::<__m512>((m, k, n), a, mr, &mut blocks),
-                Isa::Avx2 => find_sparse_blocks::<__m256>((m, k, n), a, mr, &mut blocks),
-            }
+            let walked = match isa {
+                Isa::Avx512 => find_sparse_blocks::<__m512>((m, k, n), a, mr, &mut blocks, &mut by_rows),
+                Isa::Avx2 => find_sparse_blocks::<__m256>((m, k, n), a, mr, &mut blocks, &mut by_rows),
+            };
+            assert!(blocks.is_empty() || walked.cols == 1, "a walk reads rows");
             let rows = |b: usize| (mr.min(m - b * mr), k);
             (0..blocks.len())
                 .map(|b| match isa {
-                    Isa::Avx512 => block_is_sparse::<__m512>(a.at(b * mr, 0), rows(b), &mut blocks[b], false),
-                    Isa::Avx2 => block_is_sparse::<__m256>(a.at(b * mr, 0), rows(b), &mut blocks[b], false),
+                    Isa::Avx512 => block_is_sparse::<__m512>(walked.at(b * mr, 0), rows(b), &mut blocks[b], false),
+                    Isa::Avx2 => block_is_sparse::<__m256>(walked.at(b * mr, 0), rows(b), &mut blocks[b], false),
                 })
                 .collect()
         }
@@ -429,28 +491,36 @@ mod tests {
 
     /// Sparse blocks of rows (ragged ones, k in uneven blocks, columns past
     /// one packed block and not a whole panel, runs of sparse blocks longer
-    /// than one walk takes) give the dense kernel's bits,
-    /// added to c or not, with b row-major or transposed, and with an
-    /// infinity and a NaN in b (which zeros of a meet), on each kernel this
-    /// CPU runs.
+    /// than one walk takes) of a row-major or a transposed a give the dense
+    /// kernel's bits, added to c or not, with b row-major or transposed, and
+    /// with an infinity and a NaN in b (which zeros of a meet), on each
+    /// kernel this CPU runs.
     #[test]
     fn sparse_blocks_have_the_dense_kernels_bits() {
         for isa in Isa::available() {
             for dims @ (m, k, n) in [(30, 785, 130), (13, 300, 67), (40, 64, 64), (25, 1000, 600), (230, 300, 67)] {
                 let a = mostly_zeros(m, k);
-                let blocks = sparse_blocks(isa, dims, &a);
-                assert!(blocks[0] && blocks[1..].contains(&false) == (m > 12), "{isa:?} {dims:?}: {blocks:?}");
+                for ta in [false, true] {
+                    let blocks = sparse_blocks(isa, dims, &a, ta);
+                    assert!(blocks[0] && blocks[1..].contains(&false) == (m > 12), "{isa:?} {dims:?} {ta}: {blocks:?}");
+                }
                 let mut b: Vec<f32> = (0..k * n).map(|i| value(i, 4)).collect();
                 for (weights, case) in [(false, "finite"), (true, "an infinity and a NaN")] {
                     if weights {
                         (b[5 * n + 7], b[(k - 1) * n + 3]) = (f32::INFINITY, f32::NAN);
                     }
-                    for (tb, accumulate) in [(false, false), (true, false), (false, true)] {
-                        let sparse = product(isa, dims, (&a, false), (&b, tb), accumulate);
-                        let dense = product(isa, dims, (&a, true), (&b, tb), accumulate);
+                    for (ta, tb, accumulate) in [
+                        (false, false, false),
+                        (false, true, false),
+                        (false, false, true),
+                        (true, false, false),
+                        (true, true, true),
+                    ] {
+                        let sparse = product(isa, dims, (&a, ta), (&b, tb), (accumulate, true));
+                        let dense = product(isa, dims, (&a, ta), (&b, tb), (accumulate, false));
                         assert_eq!(
                             sparse, dense,
-                            "{isa:?} {dims:?} {case}, b transposed {tb}, accumulate {accumulate}"
+                            "{isa:?} {dims:?} {case}, a transposed {ta}, b transposed {tb}, accumulate {accumulate}"
                         );
                     }
                 }
@@ -488,8 +558,8 @@ mod tests {
                 // SAFETY: a holds m × k, the panels b's one block of k, c m × n; `isa` runs here.
                 unsafe {
                     match isa {
-                        Isa::Avx512 => multiply_rows::<__m512>(rows, k_blocks),
-                        Isa::Avx2 => multiply_rows::<__m256>(rows, k_blocks),
+                        Isa::Avx512 => multiply_rows::<__m512>(rows, k_blocks, &mut Vec::new()),
+                        Isa::Avx2 => multiply_rows::<__m256>(rows, k_blocks, &mut Vec::new()),
                     }
                 }
             };
@@ -498,20 +568,31 @@ mod tests {
         }
     }
 
-    /// No block counts as sparse when the first is dense (or its zeros are
-    /// scattered) or c has few columns.
+    /// No block counts as sparse when the first rows are dense (or their
+    /// zeros are scattered) or c has few columns, whether a is row-major or
+    /// transposed; a transposed a is counted from more rows than its first
+    /// block.
     #[test]
-    fn a_dense_first_block_or_few_columns_keep_the_dense_kernel() {
+    fn dense_first_rows_or_few_columns_keep_the_dense_kernel() {
         for isa in Isa::available() {
             let dims @ (m, k, n) = (30, 100, 64);
             let a = mostly_zeros(m, k);
-            assert!(sparse_blocks(isa, dims, &a).contains(&true));
-            assert!(sparse_blocks(isa, (m, k, n - 1), &a).is_empty());
-            let dense_first: Vec<f32> = a.iter().enumerate().map(|(i, &x)| if i < 12 * k { 1.0 } else { x }).collect();
-            assert!(sparse_blocks(isa, dims, &dense_first).is_empty());
             // About one value in three nonzero, scattered: a group of rows walks most of k.
-            let scattered: Vec<f32> = (0..m * k).map(|i| f32::from(u8::from(i * 2_654_435_761 % 1000 < 350))).collect();
-            assert!(sparse_blocks(isa, dims, &scattered).is_empty());
+            let scattered: Vec<f32> = (0..m * k).map(|i| f32::from(u8::from(mixed(i) % 1000 < 350))).collect();
+            for ta in [false, true] {
+                assert!(sparse_blocks(isa, dims, &a, ta).contains(&true));
+                assert!(sparse_blocks(isa, (m, k, n - 1), &a, ta).is_empty());
+                assert!(sparse_blocks(isa, dims, &scattered, ta).is_empty());
+            }
+            // Dense first rows, sparse after them: a row-major a's first block
+            // decides, a transposed a's first two.
+            let dense_first: Vec<f32> = a.iter().enumerate().map(|(i, &x)| if i < 12 * k { 1.0 } else { x }).collect();
+            assert!(sparse_blocks(isa, dims, &dense_first, false).is_empty());
+            let mr = if isa == Isa::Avx512 { 12 } else { 6 };
+            let sparse_after: Vec<f32> =
+                a.iter().enumerate().map(|(i, &x)| if i < mr / 2 * k { 1.0 } else { x }).collect();
+            assert!(sparse_blocks(isa, dims, &sparse_after, false).is_empty());
+            assert!(sparse_blocks(isa, dims, &sparse_after, true).contains(&true));
         }
     }
 }
