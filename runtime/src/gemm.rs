@@ -470,9 +470,9 @@ unsafe fn in_place<V: Kernels>(
 /// `∂zᵀ`, a row for each of a layer's units, where a ReLU's gradient is
 /// zero for the inputs that left a unit off, and for every input of a dead
 /// one) is counted, and multiplied, from a row-major copy in `by_rows`:
-/// its first two blocks of rows (rows of units differ more than rows of
-/// inputs do), then, when they are sparse, the rest. Up to `BY_ROWS_MAX`
-/// values.
+/// of the first `KC` values of k of its first two blocks of rows (rows of
+/// units differ more than rows of inputs do; a dense a pays for no more),
+/// then, when they are sparse, of all of it. Up to `BY_ROWS_MAX` values.
 ///
 /// # Safety
 /// As for `blocked`.
@@ -492,17 +492,19 @@ unsafe fn find_sparse_blocks<V: Vector>(
         // SAFETY: the caller's contract: the first block's rows lie inside a.
         (a, unsafe { sparse::is_sparse::<V>(a.ptr, a.rows as usize, (mr.min(m), k)) })
     } else if a.rows == 1 && m * k <= BY_ROWS_MAX {
-        let first = (2 * mr).min(m);
-        let copy = crate::simd::aligned(by_rows, m * k + SPILL).as_mut_ptr();
-        // SAFETY: the caller's contract: a's rows lie inside it; the copy
-        // holds them, and `SPILL` values more.
+        let (rows, values) = ((2 * mr).min(m), k.min(KC));
+        let sample = crate::simd::aligned(by_rows, rows * values + SPILL).as_mut_ptr();
+        // SAFETY: the caller's contract: a's rows lie inside it; each copy
+        // holds what it is given, and `SPILL` values more.
         unsafe {
-            pack::gather(a, (first, k), copy, k);
-            if !sparse::is_sparse::<V>(copy, k, (first, k)) {
+            pack::gather(a, (rows, values), sample, values);
+            if !sparse::is_sparse::<V>(sample, values, (rows, values)) {
                 return a;
             }
-            pack::gather(a.at(first, 0), (m - first, k), copy.add(first * k), k);
         }
+        let copy = crate::simd::aligned(by_rows, m * k + SPILL).as_mut_ptr();
+        // SAFETY: as above.
+        unsafe { pack::gather(a, (m, k), copy, k) };
         (Operand { ptr: copy, rows: k as isize, cols: 1 }, true)
     } else {
         (a, false)
