@@ -24,7 +24,8 @@ use crate::simd::Vector;
 /// kernel), a third walked ran in 0.5–0.67 of the dense kernel's time,
 /// three quarters in 0.83–0.93 and 94 % in 0.99–1.07 (W2's products with
 /// nine, seven and five zeros in ten at random, one core of a Zen 3); on
-/// AVX-512, six rows walk against 12.
+/// AVX-512, six rows walk against 12. The one test both a block's count
+/// and a run's walk apply.
 fn walk_pays<V: Vector>(walked: usize, values: usize) -> bool {
     let (numerator, denominator) = if V::LANES == 16 { (1, 2) } else { (3, 4) };
     walked * denominator <= values * numerator
@@ -69,7 +70,7 @@ pub(super) unsafe fn is_sparse<V: Vector>(a: *const f32, lda: usize, (rows, k): 
         // SAFETY: the caller's contract, for k values p0..p0 + kc ≤ p0 + KC.
         let order = unsafe { by_first_nonzero::<V>(a, (rows, kc), &mut order) };
         for group in order[..counted].chunks(together) {
-            let a: [*const f32; MAX_TOGETHER] = std::array::from_fn(|i| a(usize::from(group[i.min(group.len() - 1)])));
+            let a = group_rows(group).map(a);
             // SAFETY: as above, for the group's rows.
             walked += unsafe { where_any_is_nonzero::<V>(&a[..group.len()], kc, &mut listed) }.len() * group.len();
         }
@@ -160,9 +161,6 @@ pub(super) unsafe fn multiply_rows<V: Vector>(
         let a = |r: usize| block.a.wrapping_add(r * block.lda + p0);
         // SAFETY: the caller's contract, for k values p0..p0 + kc ≤ p0 + KC.
         let order = unsafe { by_first_nonzero::<V>(a, (rows, kc), &mut order) };
-        let group_rows = |group: &[u8]| -> [usize; MAX_TOGETHER] {
-            std::array::from_fn(|i| usize::from(group[i.min(group.len() - 1)]))
-        };
         // Each group walks every panel in turn while this block of k's
         // panels stay in the second-level cache; past that, the groups walk
         // a few panels in turn, which so stay in the first (one group
@@ -206,6 +204,13 @@ pub(super) unsafe fn multiply_rows<V: Vector>(
         }
     }
     walk_pays::<V>(walked_values, rows * k)
+}
+
+/// A group's rows (of a walk's rows in order), the last repeated past
+/// its length so that every lane of the array holds one.
+#[inline(always)]
+fn group_rows(group: &[u8]) -> [usize; MAX_TOGETHER] {
+    std::array::from_fn(|i| usize::from(group[i.min(group.len() - 1)]))
 }
 
 /// Rows walking together at most and at least (`rows_together`).
