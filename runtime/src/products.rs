@@ -1,5 +1,6 @@
 //! Matrix products: sgemm (`gemm`'s kernels, or matrixmultiply on CPUs
-//! without AVX2), split over the cores by rows or columns of c, and
+//! without AVX2), split over the cores by rows or columns of c (in two,
+//! where the two threads' recent speeds call for), and
 //! products of a few rows (batch-1 inference) as blocked dot products.
 //!
 //! Each part runs single-threaded (matrixmultiply's own threading is not
@@ -172,9 +173,9 @@ unsafe fn multiply(
         return unsafe { part((m, k, n), a, b, (c, n), accumulate, epilogue) };
     }
     let c = Output(c);
-    let run = |p: usize| {
-        let (start, len) = (p * step, step.min(length - p * step));
-        // SAFETY: rows (or columns) start..start + len lie inside a (or b) and c.
+    let run = |start: usize, end: usize| {
+        let len = end - start;
+        // SAFETY: rows (or columns) start..end lie inside a (or b) and c.
         unsafe {
             if by_rows {
                 part((len, k, n), a.at(start, 0), b, (c.at(start * n), n), accumulate, epilogue);
@@ -184,7 +185,11 @@ unsafe fn multiply(
             }
         }
     };
-    split_in_parts(length.div_ceil(step), run);
+    match length.div_ceil(step) {
+        // Two parts, cut where the threads' speeds call for (`split_by_speed`).
+        2 => crate::partner::split_by_speed(length, SPLIT_ALIGN, run),
+        parts => (0..parts).into_par_iter().for_each(|p| run(p * step, (p * step + step).min(length))),
+    }
 }
 
 /// Runs `run(p)` for each of `parts` parts in parallel: two halves with the
@@ -422,4 +427,49 @@ pub(crate) fn gemm(
     let b = Operand { ptr: b.as_ptr(), rows: s(sb.0), cols: s(sb.1) };
     // SAFETY: the slices hold the m·k, k·n and m·n elements the strides address.
     unsafe { multiply((m, k, n), a, b, c.as_mut_ptr(), accumulate, Epilogue::default()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partner::{ONE_AT_A_TIME, set_step_share, with_partner};
+
+    /// A product split in two by rows or by columns, with a partner, gives
+    /// c the bits of the whole product on one thread wherever the split
+    /// falls (`split_by_speed`), with an a seven eighths zeros (as a
+    /// ReLU's gradient leaves one), whose blocks of rows walk.
+    #[test]
+    fn a_product_split_anywhere_has_the_bits_of_one_thread() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+        let values = |len: usize, seed: u64, nonzero_in: u64| -> Vec<f32> {
+            let mixed = |i: u64| (i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+            (0..len as u64)
+                .map(|i| if mixed(i) % nonzero_in == 0 { (mixed(i) % 1000) as f32 / 500.0 - 1.0 } else { 0.0 })
+                .collect()
+        };
+        // By rows (m ≥ n) and by columns.
+        for (m, k, n) in [(300, 200, 70), (40, 300, 333)] {
+            let (a, b) = (values(m * k, 1, 8), values(k * n, 2, 1));
+            let (a_op, b_op) = (
+                Operand { ptr: a.as_ptr(), rows: k as isize, cols: 1 },
+                Operand { ptr: b.as_ptr(), rows: n as isize, cols: 1 },
+            );
+            let mut whole = vec![0.0; m * n];
+            // SAFETY: a, b and c hold their shapes, row-major.
+            unsafe { part((m, k, n), a_op, b_op, (whole.as_mut_ptr(), n), false, Epilogue::default()) };
+            for share in [0.25, 0.4, 0.6, 0.75] {
+                let mut c = vec![f32::NAN; m * n];
+                pool.install(|| {
+                    with_partner(|| {
+                        set_step_share(share);
+                        product((m, k, n), &a, (k, 1), &b, (n, 1), &mut c, Epilogue::default()).expect("fits");
+                    })
+                });
+                let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&c), bits(&whole), "{m}×{k}×{n}, share {share}");
+            }
+        }
+        set_step_share(0.5);
+    }
 }
