@@ -240,10 +240,10 @@ pub(crate) fn join(first: impl FnOnce() + Send, second: impl Fn() + Sync + Send)
 /// `f32`'s bits). It follows the two threads' speeds: on a shared machine
 /// one core can run a third slower than the other for seconds at a time
 /// (the host's other tenants), and a step split in fixed halves then waits
-/// on that core in every product. On a 2-vCPU Zen 3 EPYC, W2's steps ran
-/// 0.3–6.6 % faster on average following the share than in fixed halves
-/// (median 2.6 %, 13 runs of `nnc bench models/mlp_wide.nn`, the two
-/// alternated step by step), and as fast where the cores kept pace.
+/// on that core in every product. On a 2-vCPU Zen 3 EPYC, W2's mean step
+/// was shorter following the share than in fixed halves in 20 of 21 runs
+/// of `nnc bench models/mlp_wide.nn` (the two alternated step by step), by
+/// up to 6.6 % (median 1.6 %); its median step was about the same.
 static STEP_SHARE: AtomicU32 = AtomicU32::new(0x3f00_0000); // 0.5
 
 /// How many splits the share takes to follow a change of speeds (by about
