@@ -243,7 +243,8 @@ pub(crate) fn join(first: impl FnOnce() + Send, second: impl Fn() + Sync + Send)
 /// on that core in every product. On a 2-vCPU Zen 3 EPYC, W2's mean step
 /// was shorter following the share than in fixed halves in 20 of 21 runs
 /// of `nnc bench models/mlp_wide.nn` (the two alternated step by step), by
-/// up to 6.6 % (median 1.6 %); its median step was about the same.
+/// up to 6.6 % (median 1.6 %); its median step was shorter in 10 (by up
+/// to 6.5 %) and longer in 6 (by up to 1.5 %).
 static STEP_SHARE: AtomicU32 = AtomicU32::new(0x3f00_0000); // 0.5
 
 /// How many splits the share takes to follow a change of speeds (by about
