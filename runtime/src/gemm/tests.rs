@@ -1,13 +1,58 @@
+use std::cell::Cell;
+use std::thread::LocalKey;
+
 use super::*;
+
+/// A spread of values in [-1, 1) from an index.
+pub(super) fn value(i: usize, seed: usize) -> f32 {
+    ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0
+}
+
+/// A row-major `rows × cols` matrix as an operand read from the copy
+/// `stored`, which holds it as it is or transposed.
+pub(super) fn operand(
+    matrix: &[f32],
+    (rows, cols): (usize, usize),
+    transposed: bool,
+    stored: &mut Vec<f32>,
+) -> Operand {
+    *stored = if transposed {
+        (0..rows * cols).map(|i| matrix[i % rows * cols + i / rows]).collect()
+    } else {
+        matrix.to_vec()
+    };
+    let (r, c) = if transposed { (1, rows as isize) } else { (cols as isize, 1) };
+    Operand { ptr: stored.as_ptr(), rows: r, cols: c }
+}
+
+/// c = a·b (+ c when `accumulate`, c starting at its index's value), each
+/// operand read as it is or from its transpose, with a test switch of a
+/// skipping mechanism (`switch`) set to `on` for its length: c's bits.
+pub(super) fn product_bits(
+    isa: Isa,
+    (m, k, n): (usize, usize, usize),
+    (a, ta): (&[f32], bool),
+    (b, tb): (&[f32], bool),
+    accumulate: bool,
+    (switch, on): (&'static LocalKey<Cell<bool>>, bool),
+) -> Vec<u32> {
+    let (mut stored_a, mut stored_b) = (Vec::new(), Vec::new());
+    let a = operand(a, (m, k), ta, &mut stored_a);
+    let b = operand(b, (k, n), tb, &mut stored_b);
+    let mut c: Vec<f32> = (0..m * n).map(|i| value(i, 3)).collect();
+    switch.set(on);
+    // SAFETY: a holds m × k and b k × n through their strides; c holds m × n.
+    unsafe { gemm(isa, (m, k, n), a, b, (c.as_mut_ptr(), n), accumulate, Epilogue::default()) };
+    switch.set(true);
+    c.iter().map(|v| v.to_bits()).collect()
+}
 
 /// A product of a b read in place has the bits of the same product
 /// packed by `gemm`: k of one block and of several, n of whole panels
 /// and not, rows of several blocks and a short one, b's rows padded.
 #[test]
 fn a_product_read_in_place_has_gemms_bits() {
-    let values = |n: usize, seed: usize| -> Vec<f32> {
-        (0..n).map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
-    };
+    let values = |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| value(i, seed)).collect() };
     for isa in Isa::available() {
         for (m, k, n) in [(13, 40, 96), (30, 700, 50), (12, 256, 7), (5, 513, 33)] {
             let (a, b) = (values(m * k, 1), values(k * n, 2));

@@ -99,47 +99,13 @@ unsafe fn is_zero<V: Vector>(row: *const f32, width: usize) -> bool {
 mod tests {
     use std::cell::Cell;
 
-    use super::super::{Epilogue, Isa, Operand, gemm};
+    use super::super::Isa;
+    use super::super::tests::{product_bits, value};
     use super::{Walks, worth_listing};
 
     thread_local! {
         /// `super::skipped`, for this thread's products.
         pub(super) static SKIPPED: Cell<bool> = const { Cell::new(true) };
-    }
-
-    /// A spread of values in [-1, 1) from an index.
-    fn value(i: usize, seed: usize) -> f32 {
-        ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0
-    }
-
-    /// c = a·b (+ c when `accumulate`), each operand read as it is or from
-    /// its transpose, zero rows of b skipped or not: c's bits.
-    fn product(
-        isa: Isa,
-        (m, k, n): (usize, usize, usize),
-        (a, ta): (&[f32], bool),
-        (b, tb): (&[f32], bool),
-        (accumulate, skip): (bool, bool),
-    ) -> Vec<u32> {
-        let stored = |x: &[f32], (rows, cols): (usize, usize), t: bool| -> (Vec<f32>, isize, isize) {
-            if t {
-                ((0..rows * cols).map(|i| x[i % rows * cols + i / rows]).collect(), 1, rows as isize)
-            } else {
-                (x.to_vec(), cols as isize, 1)
-            }
-        };
-        let (a, rsa, csa) = stored(a, (m, k), ta);
-        let (b, rsb, csb) = stored(b, (k, n), tb);
-        let mut c: Vec<f32> = (0..m * n).map(|i| value(i, 3)).collect();
-        SKIPPED.set(skip);
-        // SAFETY: a holds m × k and b k × n through their strides; c holds m × n.
-        unsafe {
-            let (a, b) =
-                (Operand { ptr: a.as_ptr(), rows: rsa, cols: csa }, Operand { ptr: b.as_ptr(), rows: rsb, cols: csb });
-            gemm(isa, (m, k, n), a, b, (c.as_mut_ptr(), n), accumulate, Epilogue::default());
-        }
-        SKIPPED.set(true);
-        c.iter().map(|v| v.to_bits()).collect()
     }
 
     /// Products whose b has zero rows in each panel (+0 and −0; k in
@@ -165,8 +131,8 @@ mod tests {
                     }
                     for (ta, tb, accumulate) in [(false, false, false), (true, false, true), (false, true, false)] {
                         let operands = ((&a[..], ta), (&b[..], tb));
-                        let skipped = product(isa, dims, operands.0, operands.1, (accumulate, true));
-                        let dense = product(isa, dims, operands.0, operands.1, (accumulate, false));
+                        let skipped = product_bits(isa, dims, operands.0, operands.1, accumulate, (&SKIPPED, true));
+                        let dense = product_bits(isa, dims, operands.0, operands.1, accumulate, (&SKIPPED, false));
                         assert_eq!(skipped, dense, "{isa:?} {dims:?} {case}, a transposed {ta}, b transposed {tb}");
                     }
                 }

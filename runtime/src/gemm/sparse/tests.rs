@@ -1,6 +1,7 @@
 use std::cell::Cell;
 
-use super::super::{Epilogue, Isa, Operand, block_is_sparse, find_sparse_blocks, gemm, pack, rows_per_block};
+use super::super::tests::{operand, product_bits, value};
+use super::super::{Isa, Operand, block_is_sparse, find_sparse_blocks, pack, rows_per_block};
 use super::{Rows, multiply_rows};
 
 thread_local! {
@@ -14,11 +15,6 @@ fn mixed(i: usize) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
-}
-
-/// A spread of values in [-1, 1) from an index.
-fn value(i: usize, seed: usize) -> f32 {
-    ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0
 }
 
 /// `m × k` values mostly zero where every row is (one column in ten
@@ -37,39 +33,6 @@ fn mostly_zeros(m: usize, k: usize) -> Vec<f32> {
         a[i] = value(i, 2);
     }
     a
-}
-
-/// A row-major `rows × cols` matrix as an operand read from the copy
-/// `stored`, which holds it as it is or transposed.
-fn operand(matrix: &[f32], (rows, cols): (usize, usize), transposed: bool, stored: &mut Vec<f32>) -> Operand {
-    *stored = if transposed {
-        (0..rows * cols).map(|i| matrix[i % rows * cols + i / rows]).collect()
-    } else {
-        matrix.to_vec()
-    };
-    let (r, c) = if transposed { (1, rows as isize) } else { (cols as isize, 1) };
-    Operand { ptr: stored.as_ptr(), rows: r, cols: c }
-}
-
-/// c = a·b (+ c when `accumulate`, c starting at its index's value),
-/// each operand read as it is or from its transpose, sparse blocks
-/// walked or not: c's bits.
-fn product(
-    isa: Isa,
-    (m, k, n): (usize, usize, usize),
-    (a, ta): (&[f32], bool),
-    (b, tb): (&[f32], bool),
-    (accumulate, walk): (bool, bool),
-) -> Vec<u32> {
-    let (mut stored_a, mut stored_b) = (Vec::new(), Vec::new());
-    let a = operand(a, (m, k), ta, &mut stored_a);
-    let b = operand(b, (k, n), tb, &mut stored_b);
-    let mut c: Vec<f32> = (0..m * n).map(|i| value(i, 3)).collect();
-    WALKED.set(walk);
-    // SAFETY: a holds m × k and b k × n through their strides; c holds m × n.
-    unsafe { gemm(isa, (m, k, n), a, b, (c.as_mut_ptr(), n), accumulate, Epilogue::default()) };
-    WALKED.set(true);
-    c.iter().map(|v| v.to_bits()).collect()
 }
 
 /// Which blocks of rows of a (read as it is or from its transpose)
@@ -126,8 +89,8 @@ fn sparse_blocks_have_the_dense_kernels_bits() {
                     (true, false, false),
                     (true, true, true),
                 ] {
-                    let sparse = product(isa, dims, (&a, ta), (&b, tb), (accumulate, true));
-                    let dense = product(isa, dims, (&a, ta), (&b, tb), (accumulate, false));
+                    let sparse = product_bits(isa, dims, (&a, ta), (&b, tb), accumulate, (&WALKED, true));
+                    let dense = product_bits(isa, dims, (&a, ta), (&b, tb), accumulate, (&WALKED, false));
                     assert_eq!(
                         sparse, dense,
                         "{isa:?} {dims:?} {case}, a transposed {ta}, b transposed {tb}, accumulate {accumulate}"
