@@ -2,7 +2,9 @@
 //! computes (an optimizer's new state and new weights in one pass), and
 //! where each kernel then runs, which decides the in-place writes.
 
-use super::{Broadcast, Roots, broadcast_slot, is_elementwise, squashed_where_stored};
+use super::{
+    Broadcast, MAX_FUSED_DEPTH, Roots, broadcast_slot, expression_depth, is_elementwise, squashed_where_stored,
+};
 use crate::ir::{Graph, Op, numel};
 
 /// Loops joined into one hold at most this many roots.
@@ -32,9 +34,14 @@ pub(super) fn join_loops(
     roots: &Roots,
     fused: &mut [bool],
     broadcasts: &[Option<Broadcast>],
-) -> Vec<Vec<usize>> {
-    let mut loops: Vec<Vec<usize>> = Vec::new();
+) -> Loops {
+    // Each loop formed so far (None once joined into a later one), and the
+    // loop each value is a root of: a value's loop is found without a search.
+    let mut loops: Vec<Option<Vec<usize>>> = Vec::new();
+    let mut loop_of: Vec<Option<usize>> = vec![None; g.nodes.len()];
+    let mut depth = vec![1; g.nodes.len()];
     for (i, node) in g.nodes.iter().enumerate() {
+        depth[i] = expression_depth(g, fused, &depth, i);
         if !live[i]
             || fused[i]
             || !is_elementwise(&node.op)
@@ -54,16 +61,17 @@ pub(super) fn join_loops(
         if inner.is_empty() {
             continue;
         }
-        let stored = roots.contains(i) || !outer.is_empty();
+        let stored = roots.contains(i) || !outer.is_empty() || depth[i] >= MAX_FUSED_DEPTH;
         let mut joined: Vec<usize> = inner.iter().flat_map(|&c| loop_roots(consumers, fused, c)).collect();
         if stored {
             joined.push(i);
         }
         // Loops already joined with one of these, or with `i` itself (which,
         // no longer stored, is then computed in the loops reading it).
-        let overlaps = |l: &Vec<usize>| l.iter().any(|r| *r == i || joined.contains(r));
-        let overlapping: Vec<usize> = loops.iter().filter(|l| overlaps(l)).flatten().copied().collect();
-        joined.extend(overlapping);
+        let mut overlapping: Vec<usize> = joined.iter().chain([&i]).filter_map(|&r| loop_of[r]).collect();
+        overlapping.sort_unstable();
+        overlapping.dedup();
+        joined.extend(overlapping.iter().flat_map(|&l| loops[l].iter().flatten()));
         joined.retain(|&r| stored || r != i);
         joined.sort_unstable();
         joined.dedup();
@@ -87,12 +95,43 @@ pub(super) fn join_loops(
             fused[i] = false;
             continue;
         }
-        loops.retain(|l| !l.iter().any(|r| *r == i || joined.contains(r)));
+        for l in overlapping {
+            for r in loops[l].take().into_iter().flatten() {
+                loop_of[r] = None;
+            }
+        }
         if joined.len() > 1 {
-            loops.push(joined);
+            for &r in &joined {
+                loop_of[r] = Some(loops.len());
+            }
+            loops.push(Some(joined));
         }
     }
-    loops
+    Loops::new(loops.into_iter().flatten().collect(), g.nodes.len())
+}
+
+/// The joined loops (each of more than one root, in graph order) and the
+/// loop each value is a root of.
+pub(super) struct Loops {
+    roots: Vec<Vec<usize>>,
+    of: Vec<Option<usize>>,
+}
+
+impl Loops {
+    fn new(roots: Vec<Vec<usize>>, values: usize) -> Loops {
+        let mut of = vec![None; values];
+        for (l, joined) in roots.iter().enumerate() {
+            for &r in joined {
+                of[r] = Some(l);
+            }
+        }
+        Loops { roots, of }
+    }
+
+    /// The roots of the joined loop value `i` is a root of, if any.
+    pub(super) fn of(&self, i: usize) -> Option<&[usize]> {
+        self.of[i].map(|l| self.roots[l].as_slice())
+    }
 }
 
 /// The roots of the loops that compute value `i` (itself, unless fused).
@@ -117,13 +156,13 @@ fn reads_leaf_broadcast(g: &Graph, fused: &[bool], i: usize) -> bool {
 /// Where, in graph order, the kernel reading each value's inputs runs: a
 /// joined loop at its last root, a fused value or a reshape where the
 /// kernels reading it run (the latest of them), anything else at itself.
-pub(super) fn runs_at(g: &Graph, consumers: &[Vec<usize>], fused: &[bool], loops: &[Vec<usize>]) -> Vec<usize> {
+pub(super) fn runs_at(g: &Graph, consumers: &[Vec<usize>], fused: &[bool], loops: &Loops) -> Vec<usize> {
     let mut at: Vec<usize> = (0..g.nodes.len()).collect();
     for i in (0..g.nodes.len()).rev() {
         if fused[i] || g.nodes[i].op == Op::Reshape {
             at[i] = consumers[i].iter().map(|&c| at[c]).max().unwrap_or(i);
-        } else if let Some(joined) = loops.iter().find(|l| l.contains(&i)) {
-            at[i] = *joined.last().expect("a joined loop has roots");
+        } else if let Some(&last) = loops.of(i).and_then(|joined| joined.last()) {
+            at[i] = last;
         }
     }
     at

@@ -27,7 +27,7 @@ mod share;
 mod team;
 mod text;
 
-use join::{join_loops, runs_at};
+use join::{Loops, join_loops, runs_at};
 pub use order::channel_sums_operands;
 use order::{hoist_updates, overlap_sums, pair_channel_sums};
 use reduce::{fold_sums, hoist_observed_sums, set_aside_sums, store_only_what_is_read};
@@ -336,10 +336,12 @@ fn place_and_fuse(
     let mut fused = vec![false; n];
     // The broadcast of each expression as fused so far (its inputs come first).
     let mut broadcasts: Vec<Option<Broadcast>> = g.nodes.iter().map(|node| Broadcast::of(g, node)).collect();
+    let mut depth = vec![1; n];
     for (i, node) in g.nodes.iter().enumerate() {
         if !live[i] {
             continue;
         }
+        depth[i] = expression_depth(g, &fused, &depth, i);
         locations[i] = match node.op {
             Op::Input(_) => Location::Input,
             Op::Target(_) => Location::Target,
@@ -350,7 +352,12 @@ fn place_and_fuse(
         };
         let single = consumers[i].len() == 1 && consumers[i][0] > i;
         let loop_reads = is_elementwise(&node.op) || read_in_rows(g, node);
-        if loop_reads && single && !roots.contains(i) && !squashed_where_stored(g, consumers, roots, i) {
+        if loop_reads
+            && single
+            && depth[i] < MAX_FUSED_DEPTH
+            && !roots.contains(i)
+            && !squashed_where_stored(g, consumers, roots, i)
+        {
             let c = &g.nodes[consumers[i][0]];
             let slot = c.inputs.iter().position(|v| v.0 == i).unwrap_or(0);
             let merged = Broadcast::merge(broadcasts[consumers[i][0]], broadcasts[i]);
@@ -363,6 +370,19 @@ fn place_and_fuse(
         }
     }
     (locations, fused, broadcasts)
+}
+
+/// The deepest expression one loop computes: a value deeper in a chain of
+/// element-wise operations (a recurrent layer's state carried through
+/// thousands of steps) is stored, and the chain goes on from it, so the
+/// passes that walk an expression and the code that computes it stay
+/// within their stack.
+const MAX_FUSED_DEPTH: usize = 256;
+
+/// The depth of the expression computing value `i`, its fused inputs'
+/// included (`depth` holds theirs).
+fn expression_depth(g: &Graph, fused: &[bool], depth: &[usize], i: usize) -> usize {
+    1 + g.nodes[i].inputs.iter().filter(|v| fused[v.0]).map(|v| depth[v.0]).max().unwrap_or(0)
 }
 
 /// Whether `node` is a slice along an inner axis (rows of a block of
@@ -425,7 +445,7 @@ fn in_place_updates(
 /// then a copy for each new store value not written in place.
 fn kernels(
     g: &Graph,
-    (live, fused, loops): (&[bool], &[bool], &[Vec<usize>]),
+    (live, fused, loops): (&[bool], &[bool], &Loops),
     locations: &[Location],
     in_place: &[Option<usize>],
     roots: &Roots,
@@ -443,7 +463,7 @@ fn kernels(
         match &node.op {
             Op::Reshape => {}
             Op::MatMul { .. } => kernels.push(Kernel::MatMul { node: v, team: None }),
-            op if is_elementwise(op) => match loops.iter().find(|l| l.contains(&i)) {
+            op if is_elementwise(op) => match loops.of(i) {
                 Some(joined) if joined.last() == Some(&i) => kernels.push(Kernel::Elementwise {
                     roots: joined.iter().map(|&r| ValueId(r)).collect(),
                     sums: Vec::new(),

@@ -4,6 +4,9 @@
 //! that are already whole blocks of another value, read where they lie;
 //! and sums over the processes written over the gradients they sum.
 
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+
 use super::{ALIGN, Kernel, Location, Roots, kernel_reads, produces};
 use crate::ir::{Graph, Op, Unary, ValueId, numel};
 
@@ -122,21 +125,25 @@ pub(super) fn squash_slices_where_they_lie(
     consumers: &[Vec<usize>],
     roots: &Roots,
 ) {
-    let routine =
-        |kernels: &[Kernel], v: usize| kernels.iter().any(|k| matches!(k, Kernel::Routine { node } if node.0 == v));
+    let mut routine = vec![false; g.nodes.len()];
+    for kernel in kernels.iter() {
+        if let Kernel::Routine { node } = kernel {
+            routine[node.0] = true;
+        }
+    }
     let squashes = |c: usize| matches!(g.nodes[c].op, Op::Unary(Unary::Sigmoid | Unary::Tanh));
-    let read_in_place: Vec<usize> = (0..g.nodes.len())
-        .filter(|&s| {
+    let read_in_place: Vec<bool> = (0..g.nodes.len())
+        .map(|s| {
             matches!(g.nodes[s].op, Op::Slice { .. })
                 && !roots.contains(s)
-                && routine(kernels, s)
-                && matches!(consumers[s][..], [c] if squashes(c) && routine(kernels, c))
+                && routine[s]
+                && matches!(consumers[s][..], [c] if squashes(c) && routine[c])
         })
         .collect();
-    for &s in &read_in_place {
-        fused[s] = true;
+    for (fused, _) in fused.iter_mut().zip(&read_in_place).filter(|(_, read)| **read) {
+        *fused = true;
     }
-    kernels.retain(|k| !matches!(k, Kernel::Routine { node } if read_in_place.contains(&node.0)));
+    kernels.retain(|k| !matches!(k, Kernel::Routine { node } if read_in_place[node.0]));
 }
 
 /// Gives every kernel's output a scratch offset (its store place when
@@ -171,21 +178,12 @@ pub(super) fn assign_scratch(
             last_use[block] = last_use[block].max(last_use[v]);
         }
     }
-    let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, len)
-    let mut scratch_len = 0;
-    let mut alive: Vec<(usize, usize, usize)> = Vec::new(); // (last_use, offset, len)
+    let mut space = Space::default();
     for (k, kernel) in kernels.iter().enumerate() {
         // Release values whose last reader ran before this kernel.
-        alive.retain(|&(last, offset, len)| {
-            if last < k {
-                free.push((offset, len));
-                false
-            } else {
-                true
-            }
-        });
+        space.release_before(k);
         if let Some((sum, offset)) =
-            sum_over_its_input(g, kernel, &last_use, k, (in_place, placed), locations, &mut alive)
+            sum_over_its_input(g, kernel, &last_use, k, (in_place, placed), locations, &mut space)
         {
             locations[sum] = Location::Scratch(offset);
             continue;
@@ -195,24 +193,7 @@ pub(super) fn assign_scratch(
             |value: usize| matches!(kernel, Kernel::Elementwise { sums, .. } if sums.contains(&ValueId(value)));
         let mut take = |value: usize| {
             let values = if partials(value) { nnc_runtime::KERNEL_PARTS } else { numel(&g.nodes[value].shape) };
-            let len = values.div_ceil(ALIGN) * ALIGN;
-            let slot =
-                free.iter().enumerate().filter(|(_, (_, l))| *l >= len).min_by_key(|(_, (_, l))| *l).map(|(j, _)| j);
-            let offset = match slot {
-                Some(j) => {
-                    let (offset, l) = free.swap_remove(j);
-                    if l > len {
-                        free.push((offset + len, l - len));
-                    }
-                    offset
-                }
-                None => {
-                    scratch_len += len;
-                    scratch_len - len
-                }
-            };
-            alive.push((last_use[value], offset, len));
-            offset
+            space.take(values.div_ceil(ALIGN) * ALIGN, last_use[value])
         };
         for produced in produces(kernel) {
             let v = produced.0;
@@ -230,7 +211,78 @@ pub(super) fn assign_scratch(
             };
         }
     }
-    scratch_len
+    space.len
+}
+
+/// The scratch arena as it is handed out, kernel by kernel: the free
+/// ranges, by length (best fit), and the ranges in use, by the last kernel
+/// that reads them. Each step costs a logarithm of the ranges, not their
+/// number: a recurrent layer unrolled over thousands of steps keeps
+/// thousands of activations alive until its backward pass.
+#[derive(Default)]
+struct Space {
+    /// (length, offset) of each free range.
+    free: BTreeSet<(usize, usize)>,
+    /// (last reader, offset) of each range in use, the earliest first; an
+    /// entry whose range has since been kept longer (`keep_until`) is stale.
+    ends: BinaryHeap<Reverse<(usize, usize)>>,
+    /// Each range in use by its offset: its length and last reader.
+    used: HashMap<usize, (usize, usize)>,
+    /// The arena's length so far.
+    len: usize,
+}
+
+impl Space {
+    /// Frees the ranges no kernel from `k` on reads.
+    fn release_before(&mut self, k: usize) {
+        while let Some(&Reverse((last, offset))) = self.ends.peek().filter(|Reverse((last, _))| *last < k) {
+            self.ends.pop();
+            if let Some(&(len, current)) = self.used.get(&offset)
+                && current == last
+            {
+                self.used.remove(&offset);
+                self.free.insert((len, offset));
+            }
+        }
+    }
+
+    /// A range of `len` values read until kernel `last`: the smallest free
+    /// range that holds it (its rest stays free), else new space at the end.
+    fn take(&mut self, len: usize, last: usize) -> usize {
+        if len == 0 {
+            // An empty value holds no space (and no offset of its own).
+            return 0;
+        }
+        let offset = match self.free.range((len, 0)..).next().copied() {
+            Some((free, offset)) => {
+                self.free.remove(&(free, offset));
+                if free > len {
+                    self.free.insert((free - len, offset + len));
+                }
+                offset
+            }
+            None => {
+                self.len += len;
+                self.len - len
+            }
+        };
+        self.used.insert(offset, (len, last));
+        self.ends.push(Reverse((last, offset)));
+        offset
+    }
+
+    /// Keeps the range in use at `offset`, if it holds `len` values, until
+    /// kernel `last`; whether it did.
+    fn keep_until(&mut self, offset: usize, len: usize, last: usize) -> bool {
+        match self.used.get_mut(&offset) {
+            Some((held, until)) if *held >= len => {
+                *until = last;
+                self.ends.push(Reverse((last, offset)));
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The offset of the input of a sum over the processes (`AllReduce`)
@@ -246,7 +298,7 @@ fn sum_over_its_input(
     k: usize,
     (in_place, placed): (&[Option<usize>], &Placement),
     locations: &[Location],
-    alive: &mut [(usize, usize, usize)],
+    space: &mut Space,
 ) -> Option<(usize, usize)> {
     let Kernel::Routine { node } = kernel else { return None };
     let sum = node.0;
@@ -260,9 +312,7 @@ fn sum_over_its_input(
         return None;
     }
     let len = numel(&g.nodes[sum].shape).div_ceil(ALIGN) * ALIGN;
-    let slot = alive.iter_mut().find(|(_, at, l)| *at == offset && *l >= len)?;
-    slot.0 = last_use[sum];
-    Some((sum, offset))
+    space.keep_until(offset, len, last_use[sum]).then_some((sum, offset))
 }
 
 /// Places the views inside their blocks and the reshapes where what they

@@ -395,3 +395,30 @@ fn an_update_runs_on_the_sums_blocks_only_where_nothing_after_touches_its_values
     assert_eq!(updated.len(), 1, "{updated:?}");
     assert!(updated[0].iter().all(|root| plan.locations[root.0] != Location::Store(first_weight)), "{updated:?}");
 }
+
+/// The depth of the expression each loop computes for value `i`, its
+/// fused inputs' included (a reshape is read where what it reshapes lies).
+fn fused_depth(g: &Graph, plan: &Plan, i: usize, depths: &mut [usize]) -> usize {
+    if depths[i] == 0 {
+        let fused = |v: &ValueId| plan.locations[v.0] == Location::Fused && g.nodes[v.0].op != Op::Reshape;
+        let inputs: Vec<ValueId> = g.nodes[i].inputs.iter().filter(|v| fused(v)).copied().collect();
+        depths[i] = 1 + inputs.iter().map(|v| fused_depth(g, plan, v.0, depths)).max().unwrap_or(0);
+    }
+    depths[i]
+}
+
+#[test]
+fn a_long_chain_of_element_wise_values_is_stored_every_so_often() {
+    // A GRU over 600 steps sums its weights' gradients over the steps: a
+    // chain of 600 additions, one loop's expression were it fused whole.
+    let source = "model m {\n  input x: seq[600, 3]\n  target y: class(2)\n  \
+                  x |> gru(4) |> dense(2) => logits\n  loss = cross_entropy(logits, y)\n  \
+                  train { optimizer = sgd(lr = 0.1) batch = 2 }\n}\n";
+    let train = step_of(source, 2);
+    let plan = plan_train(&train);
+    let g = &train.graph;
+    let mut depths = vec![0; g.nodes.len()];
+    let deepest = (0..g.nodes.len()).map(|i| fused_depth(g, &plan, i, &mut depths)).max().expect("values");
+    assert!((MAX_FUSED_DEPTH / 2..=MAX_FUSED_DEPTH).contains(&deepest), "deepest fused expression: {deepest}");
+    compiled_agrees_with_interpreter(&train, 2, 2);
+}
