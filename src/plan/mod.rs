@@ -258,21 +258,31 @@ struct Roots<'a> {
     outputs: &'a [ValueId],
     new_params: &'a [ValueId],
     new_states: &'a [ValueId],
+    /// Whether each value is one of them (a deep model has thousands).
+    marked: Vec<bool>,
 }
 
-impl Roots<'_> {
+impl<'a> Roots<'a> {
+    fn new(g: &Graph, outputs: &'a [ValueId], new_params: &'a [ValueId], new_states: &'a [ValueId]) -> Roots<'a> {
+        let mut marked = vec![false; g.nodes.len()];
+        for v in outputs.iter().chain(new_params).chain(new_states) {
+            marked[v.0] = true;
+        }
+        Roots { outputs, new_params, new_states, marked }
+    }
+
     fn all(&self) -> impl Iterator<Item = &ValueId> {
         self.outputs.iter().chain(self.new_params).chain(self.new_states)
     }
 
     /// Whether node `i` is one of them.
     fn contains(&self, i: usize) -> bool {
-        self.all().any(|v| v.0 == i)
+        self.marked[i]
     }
 }
 
 fn plan(g: &Graph, outputs: &[ValueId], new_params: &[ValueId], new_states: &[ValueId]) -> Plan {
-    let roots = Roots { outputs, new_params, new_states };
+    let roots = Roots::new(g, outputs, new_params, new_states);
     let (live, mut consumers) = liveness(g, &roots);
     let foldable = set_aside_sums(g, &live, &mut consumers);
     let store = StoreLayout::of(&g.params, &g.states);
@@ -418,16 +428,16 @@ fn in_place_updates(
         _ => None,
     };
     for (targets, offsets, states) in [(roots.new_params, &offsets.0, false), (roots.new_states, &offsets.1, true)] {
+        // Where the last reader of each leaf's old value runs.
+        let mut last_reads = vec![0; targets.len()];
+        for (j, node) in g.nodes.iter().enumerate() {
+            if let Some(last) = leaf(&node.op, states).and_then(|k| last_reads.get_mut(k)) {
+                *last = consumers[j].iter().map(|&c| runs_at[c]).fold(*last, usize::max);
+            }
+        }
         for (k, v) in targets.iter().enumerate() {
             // Every reader of the old value must run no later than the writer.
-            let last_read = g
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, node)| leaf(&node.op, states) == Some(k))
-                .flat_map(|(j, _)| consumers[j].iter().map(|&c| runs_at[c]))
-                .max()
-                .unwrap_or(0);
+            let last_read = last_reads[k];
             let node = &g.nodes[v.0];
             if last_read <= runs_at[v.0]
                 && is_elementwise(&node.op)

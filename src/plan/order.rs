@@ -3,6 +3,8 @@
 //! input is ready and are awaited once, and per-channel sums over one
 //! tensor are paired into one pass.
 
+use std::collections::HashMap;
+
 use super::{Kernel, Location, kernel_reads, produces};
 use crate::ir::{Graph, Op, ValueId};
 
@@ -56,33 +58,110 @@ pub(super) fn hoist_updates(
     in_place: &[Option<usize>],
     kernels: &mut [Kernel],
 ) {
-    // The store offsets a kernel overwrites, and whether a value it reads lives at one of them.
+    // The store offsets a kernel overwrites, and the offset a value it reads lives at.
     let writes = |kernel: &Kernel| produces(kernel).filter_map(|v| in_place[v.0]).collect::<Vec<usize>>();
-    let at = |offsets: &[usize], v: ValueId| matches!(locations[v.0], Location::Store(o) if offsets.contains(&o));
-    for i in 0..kernels.len() {
-        if !matches!(kernels[i], Kernel::Elementwise { .. }) {
-            continue;
-        }
-        let overwrites = writes(&kernels[i]);
-        if overwrites.is_empty() {
-            continue;
-        }
-        let reads = kernel_reads(g, &kernels[i], fused);
+    let stored_at = |v: &ValueId| match locations[v.0] {
+        Location::Store(o) => Some(o),
+        _ => None,
+    };
+    let mut places = Places::new(kernels.len());
+    // The last of the kernels placed so far that waits for all before it,
+    // that computes each value, that reads a value stored at each offset,
+    // and that writes each offset.
+    let mut barrier = None;
+    let mut producer = vec![None; g.nodes.len()];
+    let (mut reader_at, mut writer_at) = (HashMap::new(), HashMap::new());
+    for (i, kernel) in kernels.iter().enumerate() {
+        let (reads, overwrites) = (kernel_reads(g, kernel, fused), writes(kernel));
         // An update of summed gradients stays last: hoisted, it would
         // await its sum at once rather than while the backward pass runs.
-        if reads.iter().any(|v| g.nodes[v.0].op == Op::AllReduce) {
-            continue;
+        let hoisted = matches!(kernel, Kernel::Elementwise { .. })
+            && !overwrites.is_empty()
+            && !reads.iter().any(|v| g.nodes[v.0].op == Op::AllReduce);
+        if hoisted {
+            let mut after = barrier;
+            for v in &reads {
+                after = places.later(after, producer[v.0]);
+                after = stored_at(v).map_or(after, |o| places.later(after, writer_at.get(&o).copied()));
+            }
+            for o in &overwrites {
+                after = places.later(after, reader_at.get(o).copied());
+                after = places.later(after, writer_at.get(o).copied());
+            }
+            places.put_after(i, after);
         }
-        let must_follow = |kernel: &Kernel| {
-            let (its_reads, its_writes) = (kernel_reads(g, kernel, fused), writes(kernel));
-            matches!(kernel, Kernel::Copy { .. } | Kernel::AwaitSums)
-                || produces(kernel).any(|v| reads.contains(&v))
-                || its_reads.iter().any(|&v| at(&overwrites, v))
-                || reads.iter().any(|&v| at(&its_writes, v))
-                || its_writes.iter().any(|o| overwrites.contains(o))
+        if matches!(kernel, Kernel::Copy { .. } | Kernel::AwaitSums) {
+            barrier = places.later(barrier, Some(i));
+        }
+        for v in produces(kernel) {
+            producer[v.0] = places.later(producer[v.0], Some(i));
+        }
+        for o in reads.iter().filter_map(stored_at) {
+            reader_at.insert(o, places.later(reader_at.get(&o).copied(), Some(i)).expect("i is placed"));
+        }
+        for o in overwrites {
+            writer_at.insert(o, places.later(writer_at.get(&o).copied(), Some(i)).expect("i is placed"));
+        }
+    }
+    places.reorder(kernels);
+}
+
+/// Where kernels go when some move earlier, one by one in their order, each
+/// to just after a kernel before it (or to the front), as a path: a
+/// kernel that stays is its index; one moved after kernel j is j's path
+/// and one step more, before the steps of those moved after j earlier. The
+/// kernels then sort by their paths. Each move costs its path, not the
+/// kernels it passes (a model thousands of layers deep has thousands of
+/// updates, each moving past most of the backward pass).
+pub(super) struct Places {
+    paths: Vec<Vec<isize>>,
+    /// How many kernels have moved to just after each kernel, and to the front.
+    moved_after: Vec<isize>,
+    moved_to_front: isize,
+}
+
+impl Places {
+    /// Every kernel where it is.
+    pub(super) fn new(kernels: usize) -> Places {
+        Places {
+            paths: (0..kernels).map(|i| vec![i as isize]).collect(),
+            moved_after: vec![0; kernels],
+            moved_to_front: 0,
+        }
+    }
+
+    /// Moves kernel `i` to just after kernel `j` (before it, in order), or
+    /// to the front.
+    pub(super) fn put_after(&mut self, i: usize, j: Option<usize>) {
+        self.paths[i] = match j {
+            Some(j) => {
+                self.moved_after[j] += 1;
+                [self.paths[j].as_slice(), &[-self.moved_after[j]]].concat()
+            }
+            None => {
+                self.moved_to_front += 1;
+                vec![-1, -self.moved_to_front]
+            }
         };
-        let to = kernels[..i].iter().rposition(must_follow).map_or(0, |j| j + 1);
-        kernels[to..=i].rotate_right(1);
+    }
+
+    /// Which of two kernels comes later, if any is given.
+    pub(super) fn later(&self, a: Option<usize>, b: Option<usize>) -> Option<usize> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if self.paths[a] > self.paths[b] { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Puts the kernels in their places.
+    pub(super) fn reorder(self, kernels: &mut [Kernel]) {
+        let mut order: Vec<usize> = (0..kernels.len()).collect();
+        order.sort_by(|&a, &b| self.paths[a].cmp(&self.paths[b]));
+        let mut taken: Vec<Option<Kernel>> =
+            kernels.iter_mut().map(|k| Some(std::mem::replace(k, Kernel::AwaitSums))).collect();
+        for (slot, i) in kernels.iter_mut().zip(order) {
+            *slot = taken[i].take().expect("each kernel placed once");
+        }
     }
 }
 

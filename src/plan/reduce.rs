@@ -8,6 +8,7 @@
 //! loop serves run as soon as what they sum is computed, while it is still
 //! in the caches.
 
+use super::order::Places;
 use super::{Kernel, Location, Roots, broadcast_slot, kernel_reads, produces};
 use crate::ir::{Graph, Op, ValueId, numel};
 
@@ -117,14 +118,22 @@ fn serves(g: &Graph, fused: &[bool], roots: &[ValueId], x: ValueId) -> bool {
 /// long left the caches: summing them per channel took five times as
 /// long as just after they were written.
 pub(super) fn hoist_observed_sums(g: &Graph, fused: &[bool], consumers: &[Vec<usize>], kernels: &mut [Kernel]) {
-    for i in 0..kernels.len() {
-        let Kernel::Routine { node } = kernels[i] else { continue };
-        if !matches!(g.nodes[node.0].op, Op::SumSquares | Op::SumChannels) || !consumers[node.0].is_empty() {
-            continue;
+    let mut places = Places::new(kernels.len());
+    // The last of the kernels placed so far that computes each value.
+    let mut producer = vec![None; g.nodes.len()];
+    for (i, kernel) in kernels.iter().enumerate() {
+        if let Kernel::Routine { node } = kernel
+            && matches!(g.nodes[node.0].op, Op::SumSquares | Op::SumChannels)
+            && consumers[node.0].is_empty()
+        {
+            let input = kernel_reads(g, kernel, fused).iter().fold(None, |after, v| places.later(after, producer[v.0]));
+            if input.is_some() {
+                places.put_after(i, input);
+            }
         }
-        let reads = kernel_reads(g, &kernels[i], fused);
-        if let Some(j) = kernels[..i].iter().rposition(|k| produces(k).any(|v| reads.contains(&v))) {
-            kernels[j + 1..=i].rotate_right(1);
+        for v in produces(kernel) {
+            producer[v.0] = places.later(producer[v.0], Some(i));
         }
     }
+    places.reorder(kernels);
 }
