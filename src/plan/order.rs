@@ -213,6 +213,35 @@ mod tests {
     /// tensors) stay apart, and every paired output still gets its own
     /// place. (Convolutions without bias: a bias's gradient is one more
     /// sum over channels, with no product to pair.)
+    /// Kernels told apart by the copy each stands for.
+    fn numbered(n: usize) -> Vec<Kernel> {
+        (0..n).map(|i| Kernel::Copy { from: ValueId(i), to: i, len: 1 }).collect()
+    }
+
+    fn order(kernels: &[Kernel]) -> Vec<usize> {
+        kernels.iter().map(|k| if let Kernel::Copy { to, .. } = k { *to } else { unreachable!() }).collect()
+    }
+
+    /// Kernels moved one by one to just after another, as a rotation of
+    /// the kernels between would put them: a later move to the same
+    /// place goes first, a move after a moved kernel follows it.
+    #[test]
+    fn places_put_each_moved_kernel_just_after_the_one_given() {
+        let mut kernels = numbered(8);
+        let mut places = Places::new(8);
+        places.put_after(3, Some(0));
+        places.put_after(4, Some(0));
+        places.put_after(5, Some(3));
+        places.put_after(6, None);
+        places.put_after(7, None);
+        assert_eq!(places.later(Some(3), Some(1)), Some(1));
+        assert_eq!(places.later(Some(4), Some(3)), Some(3));
+        assert_eq!(places.later(Some(5), Some(4)), Some(5));
+        assert_eq!(places.later(None, Some(6)), Some(6));
+        places.reorder(&mut kernels);
+        assert_eq!(order(&kernels), [7, 6, 0, 4, 3, 5, 1, 2]);
+    }
+
     #[test]
     fn batch_normalisations_gradient_sums_run_in_one_pass() {
         let source = "model m {\n  input x: [1, 8, 8]\n  target y: class(3)\n  \
