@@ -13,6 +13,21 @@ pub fn rank_mismatch(call: &Call, input: &Incoming, expected: &str, fix: &str) -
     .with_help(fix.to_string())
 }
 
+pub fn too_many_steps(call: &Call, input: &Incoming, steps: usize, max: usize) -> Diag {
+    use crate::shape::grouped;
+    Diag::error(
+        "nnc::shape::too_many_steps",
+        format!("`{}` reads more steps than nnc unrolls", call.name.name),
+        call.span,
+        format!("found {} steps, expected at most {}", grouped(steps as u64), grouped(max as u64)),
+    )
+    .with_note(input.producer, format!("this produces {}", derived(input)))
+    .with_help(format!(
+        "each step is a copy of the cell in the compiled step: shorten the sequence, or split it into windows of at most {} steps",
+        grouped(max as u64)
+    ))
+}
+
 pub fn declared_size(span: Span, declared: usize, actual: usize, input: &Incoming) -> Diag {
     Diag::error(
         "nnc::shape::mismatch",
