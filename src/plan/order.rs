@@ -172,29 +172,49 @@ impl Places {
 /// order, so they start the same sums in the same order.
 pub(super) fn overlap_sums(g: &Graph, fused: &[bool], kernels: Vec<Kernel>) -> Vec<Kernel> {
     let is_sum = |k: &Kernel| matches!(k, Kernel::Routine { node } if g.nodes[node.0].op == Op::AllReduce);
-    let (sums, mut rest): (Vec<Kernel>, Vec<Kernel>) = kernels.into_iter().partition(|k| is_sum(k));
-    for sum in sums.into_iter().rev() {
+    let (sums, rest): (Vec<Kernel>, Vec<Kernel>) = kernels.into_iter().partition(|k| is_sum(k));
+    // The first kernel computing each value, and the sums to start just
+    // after each kernel (or before all), in their order.
+    let mut producer = vec![None; g.nodes.len()];
+    for (k, kernel) in rest.iter().enumerate() {
+        for v in produces(kernel) {
+            producer[v.0] = producer[v.0].or(Some(k));
+        }
+    }
+    let (mut first, mut after) = (Vec::new(), vec![Vec::new(); rest.len()]);
+    for sum in sums {
         let Kernel::Routine { node } = sum else { unreachable!("partitioned by is_sum") };
         let mut input = g.nodes[node.0].inputs[0];
         while g.nodes[input.0].op == Op::Reshape {
             input = g.nodes[input.0].inputs[0];
         }
-        let after = rest.iter().position(|k| produces(k).any(|v| v == input)).map_or(0, |p| p + 1);
-        rest.insert(after, sum);
+        match producer[input.0] {
+            Some(k) => after[k].push(sum),
+            None => first.push(sum),
+        }
     }
-    let mut ordered = Vec::with_capacity(rest.len() + 1);
-    let mut started = Vec::new();
+    let rest = first
+        .into_iter()
+        .chain(rest.into_iter().zip(after).flat_map(|(kernel, sums)| [kernel].into_iter().chain(sums)));
+    let mut ordered = Vec::new();
+    // Whether each value is a sum started and not yet awaited.
+    let (mut started, mut pending) = (vec![false; g.nodes.len()], Vec::new());
     for kernel in rest {
-        if !started.is_empty() && kernel_reads(g, &kernel, fused).iter().any(|v| started.contains(v)) {
+        if !pending.is_empty() && kernel_reads(g, &kernel, fused).iter().any(|v| started[v.0]) {
             ordered.push(Kernel::AwaitSums);
-            started.clear();
+            for v in pending.drain(..) {
+                started[v] = false;
+            }
         }
         if is_sum(&kernel) {
-            started.extend(produces(&kernel));
+            for v in produces(&kernel) {
+                started[v.0] = true;
+                pending.push(v.0);
+            }
         }
         ordered.push(kernel);
     }
-    if !started.is_empty() {
+    if !pending.is_empty() {
         ordered.push(Kernel::AwaitSums);
     }
     ordered
