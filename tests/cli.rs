@@ -137,6 +137,21 @@ fn check_batch_needs_a_stage_to_print() {
     assert!(!out.is_empty());
 }
 
+/// `--emit clif` prints the step (five pointer arguments) and, after it,
+/// each large element-wise loop compiled as a function run in parts
+/// (seven: the five and its range), as the JIT compiles them.
+#[test]
+fn check_emits_the_step_and_its_parts_as_clif() {
+    let (code, out, err) = nnc(&["check", "models/mlp_wide.nn", "--emit", "clif"]);
+    assert_eq!(code, 0, "{err}");
+    let functions: Vec<&str> = out.lines().filter(|line| line.starts_with("function ")).collect();
+    assert!(functions[0].contains("(i64, i64, i64, i64, i64) system_v"), "{}", functions[0]);
+    let parts = out.lines().filter(|line| line.starts_with("; step_part")).count();
+    assert!(parts >= 2, "the momentum updates of the two 1024-wide layers run in parts: {parts}");
+    assert_eq!(functions.len(), 1 + parts);
+    assert!(functions[1..].iter().all(|f| f.contains("(i64, i64, i64, i64, i64, i64, i64) system_v")));
+}
+
 #[test]
 fn check_emits_the_chosen_model() {
     let dir = tempfile::tempdir().expect("temp dir");

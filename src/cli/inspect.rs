@@ -47,8 +47,7 @@ pub(super) fn emit_stage(checked: &Checked, model: &CheckedModel, emit: Emit, ba
         }),
         Emit::Clif => pipeline::step_graph(model, &model.train, batch).and_then(|mut step| {
             step.fuse_activations();
-            crate::jit::compile(&step.graph, &crate::plan::plan_train(&step), false)
-                .map(|exe| exe.clif.clone())
+            crate::jit::clif(&step.graph, &crate::plan::plan_train(&step))
                 .map_err(|e| crate::diag::messages::internal(model.span, &e))
         }),
     };

@@ -51,8 +51,6 @@ pub struct Executable {
     target_len: usize,
     locations: Vec<Location>,
     shapes: Vec<Vec<usize>>,
-    /// The generated code as text (`--emit clif`).
-    pub clif: String,
 }
 
 /// Which instruction-set extensions generated code may use: every one this
@@ -75,6 +73,11 @@ impl TargetCpu {
         let mut flags = settings::builder();
         flags.set("is_pic", if pic { "true" } else { "false" }).map_err(|e| e.to_string())?;
         flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+        // Cranelift's own checks of the code it is handed cost a tenth of
+        // a long step's compile: debug builds (the tests) keep them.
+        flags
+            .set("enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })
+            .map_err(|e| e.to_string())?;
         let builder = match self {
             TargetCpu::Native => cranelift_native::builder().map_err(|e| e.to_string())?,
             TargetCpu::Preset(name) => {
@@ -107,15 +110,17 @@ fn module() -> Result<JITModule, String> {
 /// function of its own for each large element-wise kernel, declaring the
 /// runtime routines it calls. With `profile`, the number of a step
 /// registered with `nnc_runtime::profile`, it marks the start of each
-/// kernel and its end. Returns the function and the CLIF text of it and
-/// its parts.
+/// kernel and its end. With `clif`, appends the CLIF text of the function
+/// and its parts there (written only when asked: it costs as much as a
+/// tenth of the compile).
 pub fn define_step(
     module: &mut impl Module,
     name: &str,
     linkage: Linkage,
     (graph, plan): (&Graph, &Plan),
     profile: Option<usize>,
-) -> Result<(FuncId, String), String> {
+    clif: Option<&mut String>,
+) -> Result<FuncId, String> {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
     sig.params.extend([AbiParam::new(ptr); 5]);
@@ -136,8 +141,8 @@ pub fn define_step(
             _ => continue,
         };
         let part = format!("{name}_part{}", part_ids.len());
-        let (id, clif) = define_part(module, &part, graph, plan, (roots, sums))?;
-        part_clif += &format!("\n; {part}\n{clif}");
+        let text = clif.is_some().then_some(&mut part_clif);
+        let id = define_part(module, &part, graph, plan, (roots, sums), text)?;
         part_ids.push((roots[0], id));
     }
     let mut ctx = function_context(module, fid, sig);
@@ -166,26 +171,26 @@ pub fn define_step(
         e.b.seal_all_blocks();
         e.b.finalize(module.target_config());
     }
-    if cfg!(debug_assertions) {
-        cranelift_codegen::verify_function(&ctx.func, module.isa().flags()).map_err(|e| e.to_string())?;
+    if let Some(clif) = clif {
+        *clif += &(ctx.func.display().to_string() + &part_clif);
     }
-    let clif = ctx.func.display().to_string() + &part_clif;
     module.define_function(fid, &mut ctx).map_err(|e| format!("{e:?}"))?;
     module.clear_context(&mut ctx);
-    Ok((fid, clif))
+    Ok(fid)
 }
 
 /// Defines the element-wise kernel storing `roots` (and summing `sums`) as
 /// a function `name(store, scratch, input, target, hyper, begin, end)`
 /// computing its units `[begin, end)`, for `nnc_parallel_parts` to run in
-/// parts. Returns it and its CLIF text.
+/// parts, appending its CLIF text to `clif` if given.
 fn define_part(
     module: &mut impl Module,
     name: &str,
     graph: &Graph,
     plan: &Plan,
     kernel: (&[ValueId], &[ValueId]),
-) -> Result<(FuncId, String), String> {
+    clif: Option<&mut String>,
+) -> Result<FuncId, String> {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
     sig.params.extend([AbiParam::new(ptr); 7]);
@@ -204,13 +209,12 @@ fn define_part(
         e.b.seal_all_blocks();
         e.b.finalize(module.target_config());
     }
-    if cfg!(debug_assertions) {
-        cranelift_codegen::verify_function(&ctx.func, module.isa().flags()).map_err(|e| e.to_string())?;
+    if let Some(clif) = clif {
+        *clif += &format!("\n; {name}\n{}", ctx.func.display());
     }
-    let clif = ctx.func.display().to_string();
     module.define_function(fid, &mut ctx).map_err(|e| format!("{e:?}"))?;
     module.clear_context(&mut ctx);
-    Ok((fid, clif))
+    Ok(fid)
 }
 
 /// A context for defining the function `fid` of signature `sig`.
@@ -246,7 +250,7 @@ pub fn compile(graph: &Graph, plan: &Plan, profiled: bool) -> Result<Executable,
         };
         nnc_runtime::profile::register(plan.kernels.iter().map(kernel).collect())
     });
-    let (fid, clif) = define_step(&mut module, "step", Linkage::Export, (graph, plan), profile)?;
+    let fid = define_step(&mut module, "step", Linkage::Export, (graph, plan), profile, None)?;
     module.finalize_definitions().map_err(|e| e.to_string())?;
     let code = module.get_finalized_function(fid);
     // SAFETY: `code` was just compiled from a function with exactly the
@@ -271,8 +275,15 @@ pub fn compile(graph: &Graph, plan: &Plan, profiled: bool) -> Result<Executable,
         target_len,
         locations: plan.locations.clone(),
         shapes: graph.nodes.iter().map(|n| n.shape.clone()).collect(),
-        clif,
     })
+}
+
+/// The CLIF text of `graph` as planned, as `compile` generates it for this
+/// CPU (`--emit clif`).
+pub fn clif(graph: &Graph, plan: &Plan) -> Result<String, String> {
+    let mut text = String::new();
+    define_step(&mut module()?, "step", Linkage::Export, (graph, plan), None, Some(&mut text))?;
+    Ok(text)
 }
 
 /// Whether a graph has convolutions or pooling over a batch of more than

@@ -59,7 +59,7 @@ pub fn emit(model: &LibraryModel, target: &TargetCpu) -> Result<Vec<u8>, String>
     for pass in &model.passes {
         if !functions.iter().any(|&(rows, _)| rows == pass.rows) {
             let symbol = format!("{name}_forward_{}", pass.rows);
-            let (id, _) = define_step(&mut module, &symbol, Linkage::Local, (pass.graph, pass.plan), None)?;
+            let id = define_step(&mut module, &symbol, Linkage::Local, (pass.graph, pass.plan), None, None)?;
             functions.push((pass.rows, id));
         }
     }
