@@ -5,6 +5,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use rayon::prelude::*;
 
 use crate::autodiff::differentiate;
 use crate::check::{CheckedModel, TargetKind};
@@ -24,11 +25,39 @@ pub struct TensorReport {
     pub elements_checked: usize,
 }
 
-/// Elements checked per tensor; larger tensors are sampled.
-const MAX_ELEMENTS: usize = 40;
+/// Elements checked per tensor by default; larger tensors are sampled.
+pub const DEFAULT_ELEMENTS: usize = 40;
 const STEP: f64 = 1e-6;
 /// The standard deviation of the moves `check_model` gives the parameters.
 const JITTER: f64 = 1e-2;
+
+/// What a check tells as it goes (`nnc gradcheck`'s live bar and rows).
+pub trait Observer: Sync {
+    /// The check takes `differences` finite differences in all.
+    fn started(&self, _differences: usize) {}
+    /// One more finite difference is done (called from any thread).
+    fn difference_done(&self) {}
+    /// A tensor is checked.
+    fn tensor_done(&self, _report: &TensorReport) {}
+}
+
+/// Tells nothing.
+impl Observer for () {}
+
+/// How a check samples, and whom it tells.
+pub struct Options<'a> {
+    /// Seeds the parameters' moves, the batch and the sampled elements.
+    pub seed: u64,
+    /// Elements checked per tensor (every element of a smaller one).
+    pub elements: usize,
+    pub observer: &'a dyn Observer,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options { seed: 0, elements: DEFAULT_ELEMENTS, observer: &() }
+    }
+}
 
 /// Random inputs and targets for `graph` (a lowered model), seeded.
 pub struct Batch {
@@ -63,58 +92,79 @@ pub fn random_batch(model: &CheckedModel, graph: &Graph, seed: u64) -> Batch {
     Batch { inputs, targets: vec![row] }
 }
 
-/// Checks every parameter's gradient of `graph`'s loss.
-pub fn check_graph(graph: &Graph, batch: &Batch, params: &[Vec<f64>], seed: u64) -> Result<Vec<TensorReport>, String> {
+/// Checks every parameter's gradient of `graph`'s loss. Each finite
+/// difference runs again only what the moved element reaches
+/// (`interp::rerun`), and a tensor's elements run on all cores.
+pub fn check_graph(
+    graph: &Graph,
+    batch: &Batch,
+    params: &[Vec<f64>],
+    options: &Options,
+) -> Result<Vec<TensorReport>, String> {
     let (full, grads) = differentiate(graph)?;
     ir::verify(&full)?;
     let loss_id = graph.loss.ok_or("no loss")?;
     let inputs: Vec<&[f64]> = batch.inputs.iter().map(Vec::as_slice).collect();
     let targets: Vec<&[f64]> = batch.targets.iter().map(Vec::as_slice).collect();
     let states: Vec<Vec<f64>> = graph.states.iter().map(|s| vec![f64::from(s.fill); numel(&s.shape)]).collect();
-    let eval = |params: &[Vec<f64>], g: &Graph| -> Result<Vec<Vec<f64>>, String> {
-        let b = Bindings {
-            inputs: &inputs,
-            targets: &targets,
-            params,
-            states: &states,
-            lr: 0.0,
-            bias1: 1.0,
-            bias2: 1.0,
-            step: 1.0,
-        };
-        interp::run(g, &b)
+    let bindings = Bindings {
+        inputs: &inputs,
+        targets: &targets,
+        params,
+        states: &states,
+        lr: 0.0,
+        bias1: 1.0,
+        bias2: 1.0,
+        step: 1.0,
     };
-    let values = eval(params, &full)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let values = interp::run(&full, &bindings)?;
+    // The backward pass only appends to the forward graph: its first
+    // values are the forward pass's.
+    let before = &values[..graph.nodes.len()];
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let samples: Vec<Vec<usize>> = graph
+        .params
+        .iter()
+        .map(|info| {
+            let n = numel(&info.shape);
+            if n <= options.elements {
+                (0..n).collect()
+            } else {
+                (0..options.elements).map(|_| rng.random_range(0..n)).collect()
+            }
+        })
+        .collect();
+    options.observer.started(2 * samples.iter().map(Vec::len).sum::<usize>());
+    let loss_with = |(p, e, value): interp::Moved<f64>| -> Result<f64, String> {
+        let loss = interp::rerun(graph, &bindings, before, (p, e, value), loss_id)?;
+        options.observer.difference_done();
+        Ok(loss[0])
+    };
     let mut reports = Vec::new();
-    let mut work = params.to_vec();
-    for (p, info) in graph.params.iter().enumerate() {
+    for (p, (info, elements)) in graph.params.iter().zip(&samples).enumerate() {
         let analytic = &values[grads[p].0];
-        let n = numel(&info.shape);
-        let elements: Vec<usize> = if n <= MAX_ELEMENTS {
-            (0..n).collect()
-        } else {
-            (0..MAX_ELEMENTS).map(|_| rng.random_range(0..n)).collect()
-        };
+        let numeric = elements
+            .par_iter()
+            .map(|&e| {
+                let original = params[p][e];
+                let (up, down) = (loss_with((p, e, original + STEP))?, loss_with((p, e, original - STEP))?);
+                Ok((up - down) / (2.0 * STEP))
+            })
+            .collect::<Result<Vec<f64>, String>>()?;
         let (mut worst_rel, mut worst_abs) = (0.0f64, 0.0f64);
-        for &e in &elements {
-            let original = work[p][e];
-            work[p][e] = original + STEP;
-            let up = eval(&work, graph)?[loss_id.0][0];
-            work[p][e] = original - STEP;
-            let down = eval(&work, graph)?[loss_id.0][0];
-            work[p][e] = original;
-            let numeric = (up - down) / (2.0 * STEP);
+        for (&e, numeric) in elements.iter().zip(numeric) {
             let abs = (analytic[e] - numeric).abs();
             worst_abs = worst_abs.max(abs);
             worst_rel = worst_rel.max(abs / (analytic[e].abs() + numeric.abs()).max(1e-4));
         }
-        reports.push(TensorReport {
+        let report = TensorReport {
             name: info.name.clone(),
             worst_relative_error: worst_rel,
             worst_absolute_error: worst_abs,
             elements_checked: elements.len(),
-        });
+        };
+        options.observer.tensor_done(&report);
+        reports.push(report);
     }
     Ok(reports)
 }
@@ -124,7 +174,8 @@ pub fn check_graph(graph: &Graph, batch: &Batch, params: &[Vec<f64>], seed: u64)
 /// start at zero, which puts a ReLU after a convolution whose window reads
 /// only zeros (a depthwise one's, of a single channel, often does) exactly
 /// on its kink, where finite differences measure no derivative.
-pub fn check_model(model: &CheckedModel, seed: u64) -> Result<Vec<TensorReport>, Diag> {
+pub fn check_model(model: &CheckedModel, options: &Options) -> Result<Vec<TensorReport>, Diag> {
+    let seed = options.seed;
     let graph = crate::pipeline::training_graph(model, 3)?;
     let mut params = init_params::<f64>(&graph.params, seed);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7177e5);
@@ -132,5 +183,5 @@ pub fn check_model(model: &CheckedModel, seed: u64) -> Result<Vec<TensorReport>,
         *value += JITTER * rng.sample::<f64, _>(StandardNormal);
     }
     let batch = random_batch(model, &graph, seed);
-    check_graph(&graph, &batch, &params, seed).map_err(|e| crate::diag::messages::internal(model.span, &e))
+    check_graph(&graph, &batch, &params, options).map_err(|e| crate::diag::messages::internal(model.span, &e))
 }

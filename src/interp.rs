@@ -2,6 +2,8 @@
 //! f64. It defines what every op means and is the oracle other backends and
 //! the gradient checks are tested against. Clarity over speed.
 
+use std::borrow::Cow;
+
 use nnc_runtime::kernels::{self, BCE_EPS};
 use num_traits::Float;
 
@@ -25,8 +27,74 @@ pub struct Bindings<'a, T> {
 /// Runs every node of `graph` and returns all values, indexed by node.
 /// Buffer sizes are checked against the graph; a mismatch is an error.
 pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, String> {
-    let mut values: Vec<Vec<T>> = Vec::with_capacity(graph.nodes.len());
+    let values = run_nodes(graph, b, |_| Recompute::Yes, None)?;
+    Ok(values.into_iter().map(Cow::into_owned).collect())
+}
+
+/// One element of a parameter set to another value: parameter, element, value.
+pub type Moved<T> = (usize, usize, T);
+
+/// `graph`'s value `want` with one parameter element moved (`moved`), given
+/// the values `before` of a `run` with the same bindings: only the nodes
+/// that read the moved parameter and that `want` reads are run again,
+/// the rest read from `before` (a finite difference of a late layer's
+/// weight runs that layer and what follows it).
+pub fn rerun<T: Float>(
+    graph: &Graph,
+    b: &Bindings<T>,
+    before: &[Vec<T>],
+    moved: Moved<T>,
+    want: ir::ValueId,
+) -> Result<Vec<T>, String> {
+    let mut moves = vec![false; graph.nodes.len()];
     for (i, node) in graph.nodes.iter().enumerate() {
+        moves[i] = node.op == Op::Param(moved.0) || node.inputs.iter().any(|v| moves[v.0]);
+    }
+    let mut wanted = vec![false; graph.nodes.len()];
+    wanted[want.0] = true;
+    for (i, node) in graph.nodes.iter().enumerate().rev() {
+        if wanted[i] {
+            node.inputs.iter().for_each(|v| wanted[v.0] = true);
+        }
+    }
+    let recompute = |i: usize| match (moves[i], wanted[i]) {
+        (true, true) => Recompute::Yes,
+        (true, false) => Recompute::Skip,
+        (false, _) => Recompute::No(&before[i]),
+    };
+    let mut values = run_nodes(graph, b, recompute, Some(moved))?;
+    Ok(values.swap_remove(want.0).into_owned())
+}
+
+/// Whether `run_nodes` computes a node: yes, no (its value is given), or
+/// not at all (nothing that is wanted reads it).
+enum Recompute<'v, T> {
+    Yes,
+    No(&'v [T]),
+    Skip,
+}
+
+/// Runs `graph`'s nodes as `recompute` says, with the parameter element
+/// `moved` (if any) set to its value.
+fn run_nodes<'v, T: Float>(
+    graph: &Graph,
+    b: &Bindings<T>,
+    recompute: impl Fn(usize) -> Recompute<'v, T>,
+    moved: Option<Moved<T>>,
+) -> Result<Vec<Cow<'v, [T]>>, String> {
+    let mut values: Vec<Cow<[T]>> = Vec::with_capacity(graph.nodes.len());
+    for (i, node) in graph.nodes.iter().enumerate() {
+        match recompute(i) {
+            Recompute::Yes => {}
+            Recompute::No(value) => {
+                values.push(Cow::Borrowed(value));
+                continue;
+            }
+            Recompute::Skip => {
+                values.push(Cow::Owned(Vec::new()));
+                continue;
+            }
+        }
         let n = numel(&node.shape);
         let input = |k: usize| -> &[T] { &values[node.inputs[k].0] };
         let in_shape = |k: usize| &graph.nodes[node.inputs[k].0].shape;
@@ -40,7 +108,13 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
         let out: Vec<T> = match &node.op {
             Op::Input(k) => leaf("input", b.inputs, *k)?,
             Op::Target(k) => leaf("target", b.targets, *k)?,
-            Op::Param(k) => leaf("parameter", &b.params.iter().map(Vec::as_slice).collect::<Vec<_>>(), *k)?,
+            Op::Param(k) => {
+                let mut value = leaf("parameter", &b.params.iter().map(Vec::as_slice).collect::<Vec<_>>(), *k)?;
+                if let Some((param, element, moved)) = moved.filter(|m| m.0 == *k) {
+                    *value.get_mut(element).ok_or(format!("parameter {param} has no element {element}"))? = moved;
+                }
+                value
+            }
             Op::State(k) => leaf("state", &b.states.iter().map(Vec::as_slice).collect::<Vec<_>>(), *k)?,
             Op::Hyper(h) => vec![match h {
                 Hyper::Lr => b.lr,
@@ -303,7 +377,7 @@ pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, Stri
                 out.len()
             ));
         }
-        values.push(out);
+        values.push(Cow::Owned(out));
     }
     Ok(values)
 }

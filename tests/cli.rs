@@ -497,3 +497,22 @@ fn eval_and_predict_read_every_data_source() {
         nnc(&["eval", "models/digits_mlp.nn", "--weights", w, "--data", csv_path, "--labels", labels_path]);
     assert!(code != 0 && err.contains("--labels goes with IDX images"), "{err}");
 }
+
+/// `gradcheck --elements N` checks N elements of each tensor with more (all
+/// of a smaller one), and a tolerance no error can meet, or every error
+/// meets, is refused before any work.
+#[test]
+fn gradcheck_checks_the_elements_asked_for_and_a_real_tolerance() {
+    let (code, out, err) = nnc(&["gradcheck", "models/logistic.nn", "--elements", "3"]);
+    assert_eq!(code, 0, "{err}");
+    let counts: Vec<&str> = out.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    // Logistic regression: a weight per feature, and one bias.
+    assert_eq!(counts[..2], ["3", "1"], "{out}");
+    for tolerance in ["0", "-1e-4", "nan", "inf", "2"] {
+        let (code, _, err) = nnc(&["gradcheck", "models/logistic.nn", &format!("--tolerance={tolerance}")]);
+        assert_eq!(code, 2, "--tolerance {tolerance}");
+        assert!(err.contains("relative error above 0"), "{err}");
+    }
+    let (code, _, _) = nnc(&["gradcheck", "models/logistic.nn", "--elements", "0"]);
+    assert_eq!(code, 2);
+}

@@ -2,7 +2,7 @@
 //! op on random shapes, and every bundled model whose layers train.
 
 use nnc::diag::Span;
-use nnc::gradcheck::{Batch, check_graph, check_model};
+use nnc::gradcheck::{Batch, Options, check_graph, check_model};
 use nnc::ir::{Graph, Init, Op, ParamInfo, Unary};
 use nnc::pipeline::check_source;
 use proptest::prelude::*;
@@ -12,7 +12,7 @@ const TOLERANCE: f64 = 1e-4;
 fn assert_model_gradients(source: &str, seed: u64) {
     let checked = check_source("g.nn", source);
     assert!(!checked.has_errors(), "{source}\n{:?}", checked.diags);
-    let reports = check_model(&checked.models[0], seed).expect("gradcheck runs");
+    let reports = check_model(&checked.models[0], &Options { seed, ..Options::default() }).expect("gradcheck runs");
     for r in reports {
         assert!(r.worst_relative_error < TOLERANCE, "{source}\n{}: {:e}", r.name, r.worst_relative_error);
     }
@@ -271,7 +271,7 @@ fn run_op(op: Op, arity: usize, positive: bool) {
         })
         .collect();
     let batch = Batch { inputs: vec![], targets: vec![(0..12).map(|i| (i as f64 * 0.37).sin()).collect()] };
-    for r in check_graph(&g, &batch, &params, 1).expect("gradcheck runs") {
+    for r in check_graph(&g, &batch, &params, &Options { seed: 1, ..Options::default() }).expect("gradcheck runs") {
         assert!(r.worst_relative_error < TOLERANCE, "{op:?} {}: {:e}", r.name, r.worst_relative_error);
     }
 }
@@ -303,7 +303,7 @@ fn slices_end_to_end_overlapping_and_apart() {
     g.prediction = loss.expect("terms");
     let params = vec![(0..72).map(|i| ((i * 37 % 29) as f64 - 14.0) / 7.0).collect()];
     let batch = Batch { inputs: vec![], targets: vec![] };
-    for r in check_graph(&g, &batch, &params, 1).expect("gradcheck runs") {
+    for r in check_graph(&g, &batch, &params, &Options { seed: 1, ..Options::default() }).expect("gradcheck runs") {
         assert!(r.worst_relative_error < TOLERANCE, "{}: {:e}", r.name, r.worst_relative_error);
     }
 }
@@ -342,7 +342,7 @@ fn every_trainable_bundled_model() {
         if model.total_params() > 200_000 {
             continue;
         }
-        match check_model(model, 7) {
+        match check_model(model, &Options { seed: 7, ..Options::default() }) {
             Ok(reports) => {
                 checked_models += 1;
                 for r in reports {
@@ -359,4 +359,53 @@ fn every_trainable_bundled_model() {
         }
     }
     assert!(checked_models >= 6, "only {checked_models} models were gradient-checked");
+}
+
+/// A finite difference's rerun (only what the moved element reaches, up
+/// to the loss, the rest read from a whole run) gives the loss of a whole
+/// run with that element moved, to the bit: for every parameter of models
+/// with branches, recurrence, two heads, two inputs and batch statistics.
+#[test]
+fn a_rerun_after_a_moved_element_has_the_bits_of_a_whole_run() {
+    use nnc::interp::{self, Bindings};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    for file in ["inception_digits.nn", "lstm_digits.nn", "digits_multitask.nn", "two_inputs_digits.nn", "batchnorm.nn"]
+    {
+        let checked = check_source(file, &std::fs::read_to_string(format!("{dir}/{file}")).expect("readable"));
+        let model = &checked.models[0];
+        let graph = nnc::pipeline::training_graph(model, 3).expect("lowers");
+        let params = nnc::ir::init::init_params::<f64>(&graph.params, 1);
+        let batch = nnc::gradcheck::random_batch(model, &graph, 1);
+        let inputs: Vec<&[f64]> = batch.inputs.iter().map(Vec::as_slice).collect();
+        let targets: Vec<&[f64]> = batch.targets.iter().map(Vec::as_slice).collect();
+        let states: Vec<Vec<f64>> =
+            graph.states.iter().map(|s| vec![f64::from(s.fill); s.shape.iter().product()]).collect();
+        let bindings = Bindings {
+            inputs: &inputs,
+            targets: &targets,
+            params: &params,
+            states: &states,
+            lr: 0.0,
+            bias1: 1.0,
+            bias2: 1.0,
+            step: 1.0,
+        };
+        let loss = graph.loss.expect("a loss");
+        let before = interp::run(&graph, &bindings).expect("runs");
+        let mut moved_the_loss = 0;
+        for (p, values) in params.iter().enumerate() {
+            let (e, value) = (values.len() / 2, values[values.len() / 2] + 0.25);
+            let rerun = interp::rerun(&graph, &bindings, &before, (p, e, value), loss).expect("reruns");
+            let mut moved = params.clone();
+            moved[p][e] = value;
+            let whole = &interp::run(&graph, &Bindings { params: &moved, ..bindings }).expect("runs")[loss.0];
+            assert_eq!(rerun[0].to_bits(), whole[0].to_bits(), "{file}: {}", graph.params[p].name);
+            moved_the_loss += usize::from(rerun[0] != before[loss.0][0]);
+        }
+        assert!(
+            moved_the_loss * 2 > params.len(),
+            "{file}: {moved_the_loss} of {} moves changed the loss",
+            params.len()
+        );
+    }
 }

@@ -275,11 +275,17 @@ pub(super) enum Command {
     Gradcheck {
         #[command(flatten)]
         target: ModelChoice,
-        /// Largest accepted relative error.
-        #[arg(long, default_value_t = 1e-4)]
+        /// Largest accepted relative error (above 0, at most 1).
+        #[arg(long, default_value_t = 1e-4, value_parser = tolerance)]
         tolerance: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Elements checked per parameter tensor, sampled at random from a
+        /// larger one (each costs two forward passes of the reference
+        /// interpreter from the layer it is in)
+        #[arg(long, default_value_t = crate::gradcheck::DEFAULT_ELEMENTS,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+        elements: usize,
     },
 }
 
@@ -342,6 +348,12 @@ fn batch_size(text: &str) -> Result<usize, String> {
 /// A `--seconds` value for `bench`: from 0.1 to 3600.
 fn bench_seconds(text: &str) -> Result<f64, String> {
     number_within(text, 0.1..=3600.0, "seconds")
+}
+
+/// A `--tolerance` value for `gradcheck`: a relative error above 0, at most 1.
+fn tolerance(text: &str) -> Result<f64, String> {
+    number_within(text, f64::MIN_POSITIVE..=1.0, "a relative error")
+        .map_err(|_| format!("expected a relative error above 0 and at most 1, such as 1e-4, got `{text}`"))
 }
 
 /// A `--foreign-max` value for `bench`: cores, from 0.01 to 1024.

@@ -1,23 +1,63 @@
 //! The commands that look inside a model rather than train or run it:
 //! `gradcheck`, `bench` and `check --emit`.
 
+use std::io::IsTerminal;
 use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Emit, Failure, Outcome, load_model, memory_limit, report_diag, set_threading, training_batch};
 use crate::check::CheckedModel;
 use crate::exec::Backend;
+use crate::gradcheck::{Observer, Options, TensorReport};
 use crate::pipeline::{self, Checked};
 
-pub(super) fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: u64) -> Outcome {
+/// `nnc gradcheck`: each parameter tensor's row as soon as it is checked,
+/// under a live bar of the finite differences on a terminal (a large
+/// model's check takes minutes).
+pub(super) fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, (seed, elements): (u64, usize)) -> Outcome {
     let (checked, index) = load_model(file, model)?;
     let model = &checked.models[index];
-    let reports = crate::gradcheck::check_model(model, seed).map_err(|d| report_diag(&checked, &d))?;
-    let mut ok = true;
     say!("{:<24} {:>10} {:>14} {:>14}", "parameter", "checked", "max rel err", "max abs err");
-    for r in &reports {
-        let pass = r.worst_relative_error <= tolerance;
-        ok &= pass;
-        say!(
+    let rows = Rows { tolerance, bar: std::io::stdout().is_terminal().then(progress_bar) };
+    let options = Options { seed, elements, observer: &rows };
+    let reports = crate::gradcheck::check_model(model, &options);
+    if let Some(bar) = &rows.bar {
+        bar.finish_and_clear();
+    }
+    let reports = reports.map_err(|d| report_diag(&checked, &d))?;
+    if reports.iter().all(|r| r.worst_relative_error <= tolerance) {
+        say!("gradients agree with finite differences (tolerance {tolerance:e})");
+        Ok(())
+    } else {
+        say!("some gradients exceed the tolerance {tolerance:e}");
+        Err(Failure::Reported)
+    }
+}
+
+/// Prints each tensor's row of `nnc gradcheck`, and moves its bar.
+struct Rows {
+    tolerance: f64,
+    bar: Option<ProgressBar>,
+}
+
+impl Observer for Rows {
+    fn started(&self, differences: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(differences as u64);
+            bar.set_message("finite differences");
+        }
+    }
+
+    fn difference_done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+
+    fn tensor_done(&self, r: &TensorReport) {
+        let pass = r.worst_relative_error <= self.tolerance;
+        let row = format!(
             "{:<24} {:>10} {:>14.3e} {:>14.3e}  {}",
             r.name,
             r.elements_checked,
@@ -25,14 +65,22 @@ pub(super) fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, seed: 
             r.worst_absolute_error,
             if pass { "ok" } else { "FAIL" }
         );
+        match &self.bar {
+            Some(bar) => bar.suspend(|| say!("{row}")),
+            None => say!("{row}"),
+        }
     }
-    if ok {
-        say!("gradients agree with finite differences (tolerance {tolerance:e})");
-        Ok(())
-    } else {
-        say!("some gradients exceed the tolerance {tolerance:e}");
-        Err(Failure::Reported)
-    }
+}
+
+/// A bar of the finite differences done, their rate and the time left;
+/// before them, the autodiff pass they are compared with.
+fn progress_bar() -> ProgressBar {
+    let style = ProgressStyle::with_template("[{bar:30}] {pos}/{len} {msg}  {per_sec}  eta {eta}  ({elapsed})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let bar = ProgressBar::new(0).with_style(style).with_message("the forward and backward passes");
+    bar.enable_steady_tick(std::time::Duration::from_secs(1));
+    bar
 }
 
 pub(super) fn emit_stage(checked: &Checked, model: &CheckedModel, emit: Emit, batch: usize) -> Outcome {

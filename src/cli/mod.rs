@@ -136,8 +136,8 @@ fn execute(command: Command) -> Outcome {
         }
         Command::Fmt { files, check } => fmt::run(&files, check),
         Command::Lsp => crate::lsp::serve().map_err(Failure::Usage),
-        Command::Gradcheck { target, tolerance, seed } => {
-            inspect::gradcheck(&target.file, target.model.as_deref(), tolerance, seed)
+        Command::Gradcheck { target, tolerance, seed, elements } => {
+            inspect::gradcheck(&target.file, target.model.as_deref(), tolerance, (seed, elements))
         }
     }
 }
