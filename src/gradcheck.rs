@@ -92,18 +92,84 @@ pub fn random_batch(model: &CheckedModel, graph: &Graph, seed: u64) -> Batch {
     Batch { inputs, targets: vec![row] }
 }
 
+/// Why a check did not run to its end.
+#[derive(Debug)]
+pub enum CheckError {
+    /// With one finite difference at a time it needs `needs` bytes, more
+    /// than this machine's `has`.
+    Memory { needs: u64, has: u64 },
+    /// The graph could not be differentiated or run.
+    Failed(String),
+}
+
+impl From<String> for CheckError {
+    fn from(e: String) -> Self {
+        CheckError::Failed(e)
+    }
+}
+
+/// How many finite differences of `graph` may run at once (at most one per
+/// core) in this machine's memory: beside the autodiff pass's values
+/// (`full`'s) and the parameters, each holds in f64 a copy of the tensor
+/// it moves and the forward values after it.
+fn differences_at_once(graph: &Graph, full: &Graph) -> Result<usize, CheckError> {
+    let values = |graph: &Graph| -> u64 {
+        let computed = graph.nodes.iter().filter(|n| !matches!(n.op, ir::Op::Param(_)));
+        computed.map(|n| numel(&n.shape) as u64).fold(0, u64::saturating_add)
+    };
+    let params = graph.params.iter().map(|p| numel(&p.shape) as u64);
+    let (all_params, largest) = params.fold((0, 0), |(sum, max): (u64, u64), n| (sum.saturating_add(n), max.max(n)));
+    let shared = values(full).saturating_add(all_params).saturating_mul(8);
+    let each = values(graph).saturating_add(largest).saturating_mul(8).max(1);
+    let Some(has) = crate::check::machine_memory() else { return Ok(rayon::current_num_threads()) };
+    match has.saturating_sub(shared) / each {
+        0 => Err(CheckError::Memory { needs: shared.saturating_add(each), has }),
+        fit => Ok(usize::try_from(fit).unwrap_or(usize::MAX).min(rayon::current_num_threads())),
+    }
+}
+
 /// Checks every parameter's gradient of `graph`'s loss. Each finite
 /// difference runs again only what the moved element reaches
-/// (`interp::rerun`), and a tensor's elements run on all cores.
+/// (`interp::rerun`), and a tensor's elements run on all cores (on as
+/// many as the machine's memory allows).
 pub fn check_graph(
     graph: &Graph,
     batch: &Batch,
     params: &[Vec<f64>],
     options: &Options,
-) -> Result<Vec<TensorReport>, String> {
-    let (full, grads) = differentiate(graph)?;
-    ir::verify(&full)?;
-    let loss_id = graph.loss.ok_or("no loss")?;
+) -> Result<Vec<TensorReport>, CheckError> {
+    check_differentiated(Differentiated::new(graph)?, batch, params, options)
+}
+
+/// A graph with its backward pass, and how many finite differences of it
+/// fit in memory at once.
+struct Differentiated<'g> {
+    graph: &'g Graph,
+    full: Graph,
+    grads: Vec<ir::ValueId>,
+    threads: usize,
+}
+
+impl<'g> Differentiated<'g> {
+    /// `graph` differentiated, or the memory a check of it needs when that
+    /// is more than the machine has (found before any value is made).
+    fn new(graph: &'g Graph) -> Result<Self, CheckError> {
+        let (full, grads) = differentiate(graph)?;
+        ir::verify(&full)?;
+        let threads = differences_at_once(graph, &full)?;
+        Ok(Differentiated { graph, full, grads, threads })
+    }
+}
+
+/// `check_graph` on a graph already differentiated.
+fn check_differentiated(
+    Differentiated { graph, full, grads, threads }: Differentiated,
+    batch: &Batch,
+    params: &[Vec<f64>],
+    options: &Options,
+) -> Result<Vec<TensorReport>, CheckError> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
+    let loss_id = graph.loss.ok_or_else(|| "no loss".to_string())?;
     let inputs: Vec<&[f64]> = batch.inputs.iter().map(Vec::as_slice).collect();
     let targets: Vec<&[f64]> = batch.targets.iter().map(Vec::as_slice).collect();
     let states: Vec<Vec<f64>> = graph.states.iter().map(|s| vec![f64::from(s.fill); numel(&s.shape)]).collect();
@@ -117,7 +183,7 @@ pub fn check_graph(
         bias2: 1.0,
         step: 1.0,
     };
-    let values = interp::run(&full, &bindings)?;
+    let values = interp::run_borrowing(&full, &bindings)?;
     // The backward pass only appends to the forward graph: its first
     // values are the forward pass's.
     let before = &values[..graph.nodes.len()];
@@ -143,14 +209,16 @@ pub fn check_graph(
     let mut reports = Vec::new();
     for (p, (info, elements)) in graph.params.iter().zip(&samples).enumerate() {
         let analytic = &values[grads[p].0];
-        let numeric = elements
-            .par_iter()
-            .map(|&e| {
-                let original = params[p][e];
-                let (up, down) = (loss_with((p, e, original + STEP))?, loss_with((p, e, original - STEP))?);
-                Ok((up - down) / (2.0 * STEP))
-            })
-            .collect::<Result<Vec<f64>, String>>()?;
+        let numeric = pool.install(|| {
+            elements
+                .par_iter()
+                .map(|&e| {
+                    let original = params[p][e];
+                    let (up, down) = (loss_with((p, e, original + STEP))?, loss_with((p, e, original - STEP))?);
+                    Ok((up - down) / (2.0 * STEP))
+                })
+                .collect::<Result<Vec<f64>, String>>()
+        })?;
         let (mut worst_rel, mut worst_abs) = (0.0f64, 0.0f64);
         for (&e, numeric) in elements.iter().zip(numeric) {
             let abs = (analytic[e] - numeric).abs();
@@ -177,11 +245,16 @@ pub fn check_graph(
 pub fn check_model(model: &CheckedModel, options: &Options) -> Result<Vec<TensorReport>, Diag> {
     let seed = options.seed;
     let graph = crate::pipeline::training_graph(model, 3)?;
+    let error = |e| match e {
+        CheckError::Memory { needs, has } => crate::diag::messages::gradcheck_memory(model.span, needs, has),
+        CheckError::Failed(e) => crate::diag::messages::internal(model.span, &e),
+    };
+    let differentiated = Differentiated::new(&graph).map_err(error)?;
     let mut params = init_params::<f64>(&graph.params, seed);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7177e5);
     for value in params.iter_mut().flatten() {
         *value += JITTER * rng.sample::<f64, _>(StandardNormal);
     }
     let batch = random_batch(model, &graph, seed);
-    check_graph(&graph, &batch, &params, options).map_err(|e| crate::diag::messages::internal(model.span, &e))
+    check_differentiated(differentiated, &batch, &params, options).map_err(error)
 }

@@ -27,8 +27,13 @@ pub struct Bindings<'a, T> {
 /// Runs every node of `graph` and returns all values, indexed by node.
 /// Buffer sizes are checked against the graph; a mismatch is an error.
 pub fn run<T: Float>(graph: &Graph, b: &Bindings<T>) -> Result<Vec<Vec<T>>, String> {
-    let values = run_nodes(graph, b, |_| Recompute::Yes, None)?;
-    Ok(values.into_iter().map(Cow::into_owned).collect())
+    Ok(run_borrowing(graph, b)?.into_iter().map(Cow::into_owned).collect())
+}
+
+/// `run`, with each parameter's value the binding itself rather than a
+/// copy (a check of a large model holds its weights once).
+pub fn run_borrowing<'v, T: Float>(graph: &Graph, b: &Bindings<'v, T>) -> Result<Vec<Cow<'v, [T]>>, String> {
+    run_nodes(graph, b, |_| Recompute::Yes, None)
 }
 
 /// One element of a parameter set to another value: parameter, element, value.
@@ -42,7 +47,7 @@ pub type Moved<T> = (usize, usize, T);
 pub fn rerun<T: Float>(
     graph: &Graph,
     b: &Bindings<T>,
-    before: &[Vec<T>],
+    before: &[impl std::ops::Deref<Target = [T]>],
     moved: Moved<T>,
     want: ir::ValueId,
 ) -> Result<Vec<T>, String> {
@@ -78,7 +83,7 @@ enum Recompute<'v, T> {
 /// `moved` (if any) set to its value.
 fn run_nodes<'v, T: Float>(
     graph: &Graph,
-    b: &Bindings<T>,
+    b: &Bindings<'v, T>,
     recompute: impl Fn(usize) -> Recompute<'v, T>,
     moved: Option<Moved<T>>,
 ) -> Result<Vec<Cow<'v, [T]>>, String> {
@@ -98,24 +103,32 @@ fn run_nodes<'v, T: Float>(
         let n = numel(&node.shape);
         let input = |k: usize| -> &[T] { &values[node.inputs[k].0] };
         let in_shape = |k: usize| &graph.nodes[node.inputs[k].0].shape;
-        let leaf = |what: &str, buffers: &[&[T]], index: usize| -> Result<Vec<T>, String> {
+        let bound = |what: &str, buffers: &[&'v [T]], index: usize| -> Result<&'v [T], String> {
             let data = buffers.get(index).ok_or(format!("{what} {index} is not bound"))?;
             if data.len() != n {
                 return Err(format!("{what} {index} has {} values, expected {n}", data.len()));
             }
-            Ok(data.to_vec())
+            Ok(data)
         };
+        let slices = |buffers: &'v [Vec<T>]| buffers.iter().map(Vec::as_slice).collect::<Vec<_>>();
         let out: Vec<T> = match &node.op {
-            Op::Input(k) => leaf("input", b.inputs, *k)?,
-            Op::Target(k) => leaf("target", b.targets, *k)?,
+            Op::Input(k) => bound("input", b.inputs, *k)?.to_vec(),
+            Op::Target(k) => bound("target", b.targets, *k)?.to_vec(),
             Op::Param(k) => {
-                let mut value = leaf("parameter", &b.params.iter().map(Vec::as_slice).collect::<Vec<_>>(), *k)?;
-                if let Some((param, element, moved)) = moved.filter(|m| m.0 == *k) {
-                    *value.get_mut(element).ok_or(format!("parameter {param} has no element {element}"))? = moved;
+                let value = bound("parameter", &slices(b.params), *k)?;
+                match moved.filter(|m| m.0 == *k) {
+                    Some((param, element, moved)) => {
+                        let mut value = value.to_vec();
+                        *value.get_mut(element).ok_or(format!("parameter {param} has no element {element}"))? = moved;
+                        value
+                    }
+                    None => {
+                        values.push(Cow::Borrowed(value));
+                        continue;
+                    }
                 }
-                value
             }
-            Op::State(k) => leaf("state", &b.states.iter().map(Vec::as_slice).collect::<Vec<_>>(), *k)?,
+            Op::State(k) => bound("state", &slices(b.states), *k)?.to_vec(),
             Op::Hyper(h) => vec![match h {
                 Hyper::Lr => b.lr,
                 Hyper::Bias1 => b.bias1,

@@ -516,3 +516,39 @@ fn gradcheck_checks_the_elements_asked_for_and_a_real_tolerance() {
     let (code, _, _) = nnc(&["gradcheck", "models/logistic.nn", "--elements", "0"]);
     assert_eq!(code, 2);
 }
+
+/// A model whose training fits in memory, but whose gradient check (in
+/// f64, with the autodiff pass's values and a moved copy of the tensor
+/// beside the weights) does not, is refused before any value is made.
+#[test]
+fn gradcheck_refuses_a_model_it_cannot_hold() {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("Linux");
+    let kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .expect("MemTotal")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("a number");
+    // Weights of a fourteenth of the memory: training by sgd holds them
+    // and their gradients in f32 (4/7 of it), the check three copies in f64.
+    let width = (kib * 1024.0 / 14.0).sqrt() as usize;
+    let dir = std::env::temp_dir().join(format!("nnc_gradcheck_memory_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("wide.nn");
+    let source = format!(
+        "model wide {{\n  input x: [{width}]\n  target y: [1]\n  x |> dense({width}) |> dense(1) => out\n  \
+         loss = mse(out, y)\n  train {{ data = csv(\"d.csv\")  optimizer = sgd(lr = 0.1)  batch = 1  epochs = 1 }}\n}}\n"
+    );
+    std::fs::write(&file, source).expect("written");
+    let file = file.to_str().expect("a UTF-8 path");
+    let (code, _, err) = nnc(&["check", file]);
+    assert_eq!(code, 0, "training it fits: {err}");
+    let (code, out, err) = nnc(&["gradcheck", file]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("nnc::gradcheck::memory") && err.contains("more than this machine"), "{err}");
+    assert!(out.is_empty(), "no rows: {out}");
+    std::fs::remove_dir_all(&dir).expect("removed");
+}

@@ -31,7 +31,7 @@ pub use model::*;
 pub use settings::*;
 
 /// This machine's memory in bytes (Linux's `MemTotal`), if it can be read.
-fn machine_memory() -> Option<u64> {
+pub(crate) fn machine_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

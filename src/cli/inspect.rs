@@ -18,7 +18,6 @@ use crate::pipeline::{self, Checked};
 pub(super) fn gradcheck(file: &Path, model: Option<&str>, tolerance: f64, (seed, elements): (u64, usize)) -> Outcome {
     let (checked, index) = load_model(file, model)?;
     let model = &checked.models[index];
-    say!("{:<24} {:>10} {:>14} {:>14}", "parameter", "checked", "max rel err", "max abs err");
     let rows = Rows { tolerance, bar: std::io::stdout().is_terminal().then(progress_bar) };
     let options = Options { seed, elements, observer: &rows };
     let reports = crate::gradcheck::check_model(model, &options);
@@ -43,9 +42,14 @@ struct Rows {
 
 impl Observer for Rows {
     fn started(&self, differences: usize) {
-        if let Some(bar) = &self.bar {
-            bar.set_length(differences as u64);
-            bar.set_message("finite differences");
+        let header = format!("{:<24} {:>10} {:>14} {:>14}", "parameter", "checked", "max rel err", "max abs err");
+        match &self.bar {
+            Some(bar) => {
+                bar.suspend(|| say!("{header}"));
+                bar.set_length(differences as u64);
+                bar.set_message("finite differences");
+            }
+            None => say!("{header}"),
         }
     }
 

@@ -201,6 +201,20 @@ pub fn non_finite(span: Span, what: &str, epoch: usize, step: usize) -> Diag {
     .with_help("lower the learning rate, add `clip_norm`, or scale the inputs (`scale` / `standardize`)")
 }
 
+/// A gradient check of a model too large to hold in f64, even one finite
+/// difference at a time.
+pub fn gradcheck_memory(span: Span, needs: u64, has: u64) -> Diag {
+    let size = crate::shape::bytes_text;
+    Diag::error(
+        "nnc::gradcheck::memory",
+        format!("checking this model's gradients needs about {}, more than this machine's {}", size(needs), size(has)),
+        span,
+        "the check holds the parameters, every value of the forward and backward passes in f64, and a copy of \
+         the tensor a finite difference moves",
+    )
+    .with_help("check a smaller model of the same layers: fewer units or channels, or a smaller input")
+}
+
 /// A training step that cannot fit in this machine's memory; `dominant` is
 /// the layer that takes the most, with its share.
 /// A step of `needs` bytes over what `limit` says (this machine has, or
