@@ -25,7 +25,8 @@ pub struct TensorReport {
     pub elements_checked: usize,
 }
 
-/// Elements checked per tensor by default; larger tensors are sampled.
+/// Elements checked per tensor by default; a larger tensor has that many
+/// distinct ones sampled.
 pub const DEFAULT_ELEMENTS: usize = 40;
 const STEP: f64 = 1e-6;
 /// The standard deviation of the moves `check_model` gives the parameters.
@@ -48,7 +49,7 @@ impl Observer for () {}
 pub struct Options<'a> {
     /// Seeds the parameters' moves, the batch and the sampled elements.
     pub seed: u64,
-    /// Elements checked per tensor (every element of a smaller one).
+    /// Distinct elements checked per tensor (every element of a smaller one).
     pub elements: usize,
     pub observer: &'a dyn Observer,
 }
@@ -196,7 +197,7 @@ fn check_differentiated(
             if n <= options.elements {
                 (0..n).collect()
             } else {
-                (0..options.elements).map(|_| rng.random_range(0..n)).collect()
+                rand::seq::index::sample(&mut rng, n, options.elements).into_vec()
             }
         })
         .collect();

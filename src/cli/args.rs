@@ -280,8 +280,8 @@ pub(super) enum Command {
         tolerance: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Elements checked per parameter tensor, sampled at random from a
-        /// larger one (each costs two forward passes of the reference
+        /// Elements checked per parameter tensor, distinct ones sampled at
+        /// random from a larger one (each costs two forward passes of the reference
         /// interpreter from the layer it is in)
         #[arg(long, default_value_t = crate::gradcheck::DEFAULT_ELEMENTS,
               value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
