@@ -535,9 +535,8 @@ fn gradcheck_refuses_a_model_it_cannot_hold() {
     // Weights of a fourteenth of the memory: training by sgd holds them
     // and their gradients in f32 (4/7 of it), the check three copies in f64.
     let width = (kib * 1024.0 / 14.0).sqrt() as usize;
-    let dir = std::env::temp_dir().join(format!("nnc_gradcheck_memory_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("wide.nn");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("wide.nn");
     let source = format!(
         "model wide {{\n  input x: [{width}]\n  target y: [1]\n  x |> dense({width}) |> dense(1) => out\n  \
          loss = mse(out, y)\n  train {{ data = csv(\"d.csv\")  optimizer = sgd(lr = 0.1)  batch = 1  epochs = 1 }}\n}}\n"
@@ -550,5 +549,4 @@ fn gradcheck_refuses_a_model_it_cannot_hold() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("nnc::gradcheck::memory") && err.contains("more than this machine"), "{err}");
     assert!(out.is_empty(), "no rows: {out}");
-    std::fs::remove_dir_all(&dir).expect("removed");
 }
